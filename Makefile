@@ -1,0 +1,44 @@
+# Two entry points (see README): `make demo` and `make test`. Each sets itself up on a fresh
+# machine: a ./.venv, torch pinned FIRST (an unpinned torch would pull GBs of CUDA wheels),
+# then the project with all its extras under constraints.txt (the versions we tested).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.closedloop-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+DEMO_STORE := sqlite:///.closedloop/demo.db
+
+.PHONY: demo test lint typecheck pytest bench setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev,ax]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@rm -f .closedloop/demo.db .closedloop/demo.db-wal .closedloop/demo.db-shm
+	$(BIN)/closedloop run campaigns/flow_reactor.yaml --store $(DEMO_STORE)
+	$(BIN)/closedloop status --store $(DEMO_STORE)
+	$(BIN)/closedloop report --store $(DEMO_STORE) -o .closedloop/demo-report.png
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .closedloop .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,78 @@
+"""Errors raised by the instruments package.
+
+``instruments`` may not import ``loop``, so it roots its own family in ``InstrumentError``;
+the loop maps (or re-parents) it under the project-wide ``ClosedLoopError``. Builtins are
+mixed in where they fit, so callers that only know ``ValueError`` still catch config errors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from instruments._protocol import TrialResult
+
+
+class InstrumentError(Exception):
+    """Root of every error the instruments package raises on purpose."""
+
+
+class InstrumentConfigError(InstrumentError, ValueError):
+    """An ``instrument:`` section that cannot be turned into devices.
+
+    Raised when the campaign loads (never mid-run), naming what would have been allowed.
+
+    Args:
+        message: what is wrong and what is allowed instead.
+        field: the ``instrument:`` key at fault (``simulator``, ``function``, ...), if any.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TrialArgumentError(InstrumentError, ValueError):
+    """A trial's parameters do not match the instrument's inputs (a caller bug, not a fault).
+
+    Raised by :func:`instruments.trial_plan` before its first ``Msg``, so no run is opened and
+    no device is touched.
+    """
+
+
+class DocumentSinkError(InstrumentError):
+    """The document sink raised while a trial ran.
+
+    The run itself was not disturbed (the sink is called outside the RunEngine's error path),
+    but the caller's persistence is broken, so this is raised rather than swallowed. The
+    complete :class:`TrialResult`, with every document, travels with the error so the caller
+    can still persist it.
+
+    Args:
+        message: what failed.
+        trial_id: the trial whose documents could not be delivered.
+        result: the trial's full result, documents included.
+    """
+
+    def __init__(self, message: str, *, trial_id: int, result: TrialResult) -> None:
+        super().__init__(message)
+        self.trial_id = trial_id
+        self.result = result
+
+
+class TrialInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt that arrived while a trial ran; the run was aborted cleanly first.
+
+    It subclasses ``KeyboardInterrupt`` (not ``InstrumentError``) so ``except Exception``
+    never swallows a user's Ctrl-C. The aborted trial's result (``exit_status='abort'``, stop
+    document included) is attached so the caller can persist it before exiting.
+
+    Args:
+        trial_id: the trial that was running.
+        result: its result with ``exit_status='abort'``.
+    """
+
+    def __init__(self, *, trial_id: int, result: TrialResult) -> None:
+        super().__init__(f"trial {trial_id} interrupted by KeyboardInterrupt")
+        self.trial_id = trial_id
+        self.result = result

@@ -1,0 +1,125 @@
+"""The one Bluesky plan a trial runs.
+
+A trial is exactly one run, so provenance is one join: the start document names the
+campaign, the trial and the commanded parameters; the single ``primary`` event holds the
+detectors' readings and the inputs' readbacks side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
+
+from instruments._errors import TrialArgumentError
+from instruments._protocol import Instrument
+
+logger = logging.getLogger(__name__)
+
+PLAN_NAME = "closedloop_trial"
+STREAM_NAME = "primary"
+# Keys the plan owns in the start document; caller metadata may not override them, so a
+# stored run can always be traced back to its trial.
+RESERVED_MD_KEYS = frozenset({"campaign", "trial_id", "parameters", "plan_name", "instrument"})
+
+
+def check_trial_arguments(instrument: Instrument, parameters: Mapping[str, Any]) -> None:
+    """Raise :class:`TrialArgumentError` unless ``parameters`` fit ``instrument`` exactly.
+
+    Kept separate from :func:`trial_plan` so the dispatcher can reject a bad call before it
+    touches the RunEngine at all.
+    """
+    inputs = instrument.inputs
+    missing = [name for name in inputs if name not in parameters]
+    extra = [name for name in parameters if name not in inputs]
+    if missing or extra:
+        raise TrialArgumentError(
+            f"parameters do not match the inputs of instrument {instrument.name!r}: "
+            f"missing {missing}, unknown {extra}; expected exactly {sorted(inputs)}"
+        )
+    seen: dict[int, str] = {}
+    for name, device in inputs.items():
+        if not isinstance(device, Movable):
+            raise TrialArgumentError(f"input {name!r} ({device!r}) is not bluesky Movable")
+        if not isinstance(device, Readable):
+            raise TrialArgumentError(
+                f"input {name!r} ({device!r}) is not bluesky Readable, so its readback "
+                "cannot be recorded"
+            )
+        if id(device) in seen:
+            raise TrialArgumentError(
+                f"inputs {seen[id(device)]!r} and {name!r} share one device; each parameter "
+                "needs its own"
+            )
+        seen[id(device)] = name
+    for detector in instrument.detectors:
+        if not isinstance(detector, Readable):
+            raise TrialArgumentError(f"detector {detector!r} is not bluesky Readable")
+
+
+def trial_plan(
+    instrument: Instrument,
+    parameters: Mapping[str, Any],
+    *,
+    campaign: str,
+    trial_id: int,
+    md: Mapping[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """One trial as one run: move every input at once, then trigger and read everything.
+
+    The arguments are checked here, when the plan is created, i.e. before its first ``Msg``
+    (the plan body is a separate generator), so a mismatch never opens a half-run.
+
+    Args:
+        instrument: devices for the trial.
+        parameters: parameter name -> commanded value, exactly one per instrument input.
+        campaign: campaign name, recorded in the start document.
+        trial_id: the store's trial id, recorded in the start document.
+        md: extra start-document metadata; may not use the plan's reserved keys
+            (``campaign``, ``trial_id``, ``parameters``, ``plan_name``, ``instrument``).
+
+    Returns:
+        A plan whose return value is the run's start uid.
+
+    Raises:
+        TrialArgumentError: (a ``ValueError``) parameters missing or unknown, an input that
+            is not Movable and Readable, two inputs on one device, or reserved md keys.
+    """
+    check_trial_arguments(instrument, parameters)
+    clash = sorted(RESERVED_MD_KEYS.intersection(md or {}))
+    if clash:
+        raise TrialArgumentError(f"md may not set the trial's own keys {clash}")
+    start_md: dict[str, Any] = {
+        **(md or {}),
+        "campaign": campaign,
+        "trial_id": trial_id,
+        "parameters": dict(parameters),
+        "plan_name": PLAN_NAME,
+        "instrument": instrument.name,
+    }
+    # Commanded values are moved in the instrument's input order, one ``mv`` so that all
+    # inputs travel concurrently and are waited for together.
+    mv_args: list[Any] = []
+    for name, device in instrument.inputs.items():
+        mv_args.extend((device, parameters[name]))
+    readables: list[Readable[Any]] = [*instrument.detectors]
+    readables.extend(device for device in instrument.inputs.values() if isinstance(device, Readable))
+    return _trial_body(mv_args, readables, start_md)
+
+
+def _trial_body(
+    mv_args: list[Any], readables: list[Readable[Any]], start_md: dict[str, Any]
+) -> MsgGenerator[str]:
+    def measure() -> MsgGenerator[None]:
+        yield from bps.mv(*mv_args)
+        yield from bps.trigger_and_read(readables, name=STREAM_NAME)
+
+    # run_wrapper closes the run with exit_status='fail' and the exception text as reason
+    # when a status fails or a device raises, so a failed trial still has a stop document.
+    uid: str = yield from bpp.run_wrapper(measure(), md=start_md)
+    return uid

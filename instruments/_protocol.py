@@ -1,0 +1,86 @@
+"""What the loop needs from an instrument, typed against ``bluesky.protocols`` only.
+
+The protocol names no concrete class, so ophyd devices, ophyd-async devices and the
+simulators' wrappers all qualify; an instrument is "some movables for the parameters, some
+readables for the measurement", which is exactly what a Bluesky plan can drive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from bluesky.protocols import Movable, Readable
+
+ExitStatus = Literal["success", "fail", "abort"]
+
+
+@runtime_checkable
+class Instrument(Protocol):
+    """Devices that carry out one trial: set the inputs, trigger and read the detectors.
+
+    Attributes are read-only properties so that an implementation may hold narrower types
+    (``dict[str, SimActuator]``) and still satisfy the protocol.
+    """
+
+    @property
+    def name(self) -> str:
+        """Human-readable instrument name (recorded in every start document)."""
+        ...
+
+    @property
+    def inputs(self) -> Mapping[str, Movable[Any]]:
+        """Parameter name -> device that sets it; each must also be ``Readable``."""
+        ...
+
+    @property
+    def detectors(self) -> Sequence[Readable[Any]]:
+        """Devices read at each trial; ``Triggerable`` ones are triggered first."""
+        ...
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Event data keys that hold the trial's outcomes (objectives, constraints)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (threads, connections); called once, when the campaign ends."""
+        ...
+
+
+@dataclass
+class TrialResult:
+    """Everything one trial produced: outcome, provenance and the raw documents.
+
+    ``parameters`` as commanded live in the start document; ``readbacks`` are what the
+    devices reported after moving, kept separately because they can differ (deadband,
+    quantisation, a drive that stalled).
+
+    Attributes:
+        run_uid: uid of the run's start document; ``None`` if no run was opened (e.g. a
+            limit violation caught before the RunEngine was called).
+        exit_status: ``success``, ``fail`` (device or plan error) or ``abort`` (interrupted).
+        outputs: declared output name -> measured value (``float``).
+        readbacks: parameter name -> value read back from its device.
+        error: ``"ExceptionType: message"`` for a failed or aborted trial, else ``None``.
+        documents: ``(name, doc)`` pairs in emission order (start, descriptor, event, stop).
+        started: wall-clock start, epoch seconds.
+        finished: wall-clock end, epoch seconds.
+        duration: elapsed seconds, from a monotonic clock.
+    """
+
+    run_uid: str | None
+    exit_status: ExitStatus
+    outputs: dict[str, float] = field(default_factory=dict)
+    readbacks: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    documents: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the trial succeeded and every output was measured."""
+        return self.exit_status == "success"

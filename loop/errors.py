@@ -1,0 +1,41 @@
+"""The error family of closedloop: one root, builtins mixed in, data attached.
+
+Every error a user can cause carries enough data (file, line, trial id) for the CLI to print
+one clear message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ClosedLoopError(Exception):
+    """Root of every error closedloop raises on purpose."""
+
+
+class CampaignConfigError(ClosedLoopError, ValueError):
+    """A campaign file that cannot be run, with where and how to fix it.
+
+    Attributes:
+        path: the campaign file.
+        line: 1-based line of the offending key, when known.
+        problem: what is wrong.
+        fix: what to do about it (may be empty when the problem says it).
+    """
+
+    def __init__(
+        self, path: Path | str, problem: str, *, line: int | None = None, fix: str = ""
+    ) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.path}:{line}" if line is not None else f"{self.path}"
+        message = f"{where}: {problem}"
+        if fix:
+            message += f"\n  fix: {fix}"
+        super().__init__(message)
+
+
+class StoreError(ClosedLoopError, RuntimeError):
+    """The store is missing, unreadable, or holds no campaign matching the request."""

@@ -1,0 +1,181 @@
+"""Model-free planners: scrambled Sobol and uniform random designs.
+
+Both are *positional*: the k-th proposal of a campaign depends only on the seed and on k,
+where k counts every trial the planner has heard of (ingested observations, any outcome,
+plus the points still pending) and the index within the batch. A campaign rebuilt from its
+store by re-ingesting all trials therefore continues exactly the same sequence, with no
+pickled generator state. The BoTorch planner reuses these designs for its initial points.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Hashable, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from planners._protocol import Observation
+from planners._space import ChoiceParameter, IntParameter, Point, Space
+
+logger = logging.getLogger(__name__)
+
+DesignKind = Literal["sobol", "random"]
+
+# Finite spaces up to this many points are enumerated to find a free point when the design
+# collides with a pending one; larger finite spaces are searched by random draws.
+_MAX_ENUMERATED_POINTS = 4096
+_RANDOM_REPLACEMENT_TRIES = 256
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (e.g. campaign seed and trial position).
+
+    ``SeedSequence`` hashes its entropy, so neighbouring positions give unrelated streams,
+    unlike ``seed + k``.
+    """
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts])
+    return int(state.generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def point_key(space: Space, point: Point) -> Hashable:
+    """Identity of a point for duplicate checks (``1`` and ``1.0`` compare equal)."""
+    return tuple(repr(space.validate(point)[name]) for name in space.names)
+
+
+class PositionalDesign:
+    """A seeded space-filling sequence indexed by trial position.
+
+    Args:
+        space: the search space.
+        seed: the campaign seed.
+        kind: ``sobol`` (scrambled, balanced) or ``random`` (independent uniform draws in the
+            encoded scale).
+    """
+
+    def __init__(self, space: Space, seed: int, kind: DesignKind = "sobol") -> None:
+        if kind not in ("sobol", "random"):
+            raise ValueError(f"unknown design kind {kind!r}; use 'sobol' or 'random'")
+        self.space = space
+        self.seed = int(seed)
+        self.kind: DesignKind = kind
+
+    def unit_points(self, start: int, n: int) -> torch.Tensor:
+        """Positions ``start .. start + n - 1`` of the sequence as ``n x d`` points of [0, 1]^d."""
+        d = self.space.dim
+        if n <= 0:
+            return torch.empty(0, d, dtype=torch.float64)
+        if self.kind == "sobol":
+            # A fresh engine per call keeps the design stateless: fast_forward makes position
+            # k the same point however the campaign got there.
+            engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=self.seed % 2**31)
+            if start > 0:
+                engine.fast_forward(start)
+            return engine.draw(n, dtype=torch.float64)
+        rows = []
+        for k in range(start, start + n):
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, k))
+            rows.append(torch.rand(d, generator=gen, dtype=torch.float64))
+        return torch.stack(rows)
+
+    def points(self, start: int, n: int, avoid: Sequence[Point] = ()) -> list[Point]:
+        """``n`` points for positions ``start, start + 1, ...``, never repeating ``avoid``.
+
+        Args:
+            start: position of the first point (trials already known to the campaign).
+            n: number of points.
+            avoid: points that must not be proposed again (those pending); points of the
+                batch itself are avoided as well. Only finite spaces can collide in practice;
+                when the whole space is taken a repeat is unavoidable and is logged.
+        """
+        space = self.space
+        proposals = space.decode(space.from_unit_cube(self.unit_points(start, n)))
+        if not np.isfinite(space.cardinality()):
+            return proposals
+        taken = {point_key(space, p) for p in avoid}
+        out: list[Point] = []
+        for i, point in enumerate(proposals):
+            if point_key(space, point) in taken:
+                point = self._replacement(start + i, taken) or point
+            taken.add(point_key(space, point))
+            out.append(point)
+        return out
+
+    def _replacement(self, position: int, taken: set[Hashable]) -> Point | None:
+        space = self.space
+        cardinality = space.cardinality()
+        if len(taken) >= cardinality:
+            logger.info("every point of the finite space is pending; proposing a repeat")
+            return None
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, position, 1))
+        if cardinality <= _MAX_ENUMERATED_POINTS:
+            candidates = _enumerate(space)
+            order = torch.randperm(len(candidates), generator=gen).tolist()
+            for j in order:
+                if point_key(space, candidates[j]) not in taken:
+                    return candidates[j]
+            return None
+        for point in space.sample_uniform(_RANDOM_REPLACEMENT_TRIES, gen):
+            if point_key(space, point) not in taken:
+                return point
+        logger.info("found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES)
+        return None
+
+
+def _enumerate(space: Space) -> list[Point]:
+    """Every point of a finite (all int/choice) space, in a fixed order."""
+    axes: list[Sequence[object]] = []
+    for p in space.parameters:
+        if isinstance(p, ChoiceParameter):
+            axes.append(p.values)
+        elif isinstance(p, IntParameter):
+            axes.append(range(p.bounds[0], p.bounds[1] + 1))
+        else:  # pragma: no cover - callers check cardinality first
+            raise ValueError("cannot enumerate a space with float parameters")
+    return [dict(zip(space.names, values, strict=True)) for values in itertools.product(*axes)]
+
+
+class _DesignPlanner:
+    """A planner that ignores outcomes and proposes the next points of a positional design."""
+
+    _kind: DesignKind
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        self.space = space
+        self.seed = int(seed)
+        self.design = PositionalDesign(space, seed, self._kind)
+        self.n_ingested = 0
+
+    def ingest(self, observations: Sequence[Observation]) -> None:
+        """Count the trials: only their number moves the design forward."""
+        self.n_ingested += len(observations)
+
+    def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+        """The next ``n`` design points after the ingested and pending trials."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        return self.design.points(self.n_ingested + len(pending), n, avoid=pending)
+
+
+class SobolPlanner(_DesignPlanner):
+    """Scrambled Sobol sequence: space-filling, balanced over choice and integer values.
+
+    Args:
+        space: the search space.
+        seed: scrambling seed; the same seed gives the same sequence.
+    """
+
+    _kind: DesignKind = "sobol"
+
+
+class RandomPlanner(_DesignPlanner):
+    """Independent uniform draws (in the encoded, i.e. log, scale), one stream per position.
+
+    Args:
+        space: the search space.
+        seed: the campaign seed; the k-th proposal depends only on it and on k.
+    """
+
+    _kind: DesignKind = "random"

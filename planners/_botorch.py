@@ -1,0 +1,496 @@
+"""Bayesian optimisation with BoTorch: a GP surrogate, a Log-EI acquisition, exact mixed search.
+
+One suggest call reads top to bottom in :meth:`BoTorchPlanner.suggest`:
+
+1. positions that still belong to the initial design get Sobol/random points;
+2. the remaining positions get a GP fitted on the usable observations (refitted whenever
+   new observations arrived), an acquisition function conditioned on the pending points,
+   and candidates from ``optimize_acqf`` (all-float spaces) or
+   ``optimize_acqf_mixed_alternating`` (int/choice columns searched on their grid);
+3. candidates are decoded, and any that repeats a pending point is replaced by a design point.
+
+Everything random runs under ``torch.random.fork_rng`` with a seed derived from the campaign
+seed and the trial position, so a planner rebuilt from the store proposes what the original
+would have: ``resume`` needs no pickled model.
+
+The training data is an ``n x m`` matrix of *signed* objective values (maximise ``sign * y``),
+built in one place (:meth:`BoTorchPlanner.training_data`) so that more objectives (a
+``ModelListGP`` and a hypervolume acquisition) and outcome constraints (extra columns fed to
+the acquisition's ``constraints``) slot in without touching the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from botorch.acquisition import (
+    AcquisitionFunction,
+    qLogExpectedImprovement,
+    qLogNoisyExpectedImprovement,
+    qUpperConfidenceBound,
+)
+from botorch.exceptions.warnings import OptimizationWarning
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import MixedSingleTaskGP, SingleTaskGP
+from botorch.models.model import Model
+from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import (
+    get_covar_module_with_dim_scaled_prior,
+    get_gaussian_likelihood_with_lognormal_prior,
+)
+from botorch.optim import optimize_acqf
+from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
+from botorch.sampling import SobolQMCNormalSampler
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import Kernel, MaternKernel, ScaleKernel
+from gpytorch.likelihoods import GaussianLikelihood, Likelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior
+from torch import Tensor
+
+from planners._baselines import PositionalDesign, derive_seed, point_key
+from planners._config import PlannerConfig
+from planners._protocol import Objective, Observation
+from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space, _scale
+
+logger = logging.getLogger(__name__)
+
+KernelKind = Literal["rbf", "matern", "matern_gamma"]
+NoisePrior = Literal["lognormal", "gamma"]
+
+# Below this the standardised noise variance is not allowed to go: keeps the Cholesky factor
+# of near-duplicate inputs well conditioned without blurring noiseless objectives.
+_NOISE_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class BoTorchSettings:
+    """Model and optimiser knobs that a campaign file does not expose.
+
+    The defaults were chosen with ``benchmarks/planner_tuning.py`` (Branin, Hartmann6 with and
+    without noise) to reach low regret at under half a second per suggest on a laptop CPU;
+    tests shrink ``raw_samples``/``num_restarts`` to stay fast.
+
+    Attributes:
+        kernel: ``rbf`` or ``matern`` (5/2) with BoTorch's dimension-scaled LogNormal
+            lengthscale prior (Hvarfner et al. 2024), or ``matern_gamma``: a scaled Matern 5/2
+            with Gamma priors interpolated in the dimension (EDBO/BayBE style).
+        noise_prior: ``lognormal`` (BoTorch's LogNormal(-4, 1)) or ``gamma`` (Gamma(1.05, 0.5)).
+        noise_floor: lower bound of the inferred noise variance on the standardised scale.
+        mc_samples: quasi-MC samples of the MC acquisition functions.
+        raw_samples: random points scored to pick optimiser starting points.
+        num_restarts: optimiser starting points.
+        maxiter: L-BFGS-B iterations per restart (all-float spaces).
+        batch_limit: restarts optimised jointly in one batched L-BFGS-B run.
+        sample_around_best: seed part of the raw samples around the best observed points.
+        maxiter_alternating: discrete/continuous alternations (mixed spaces).
+        ucb_beta: exploration weight of ``qUpperConfidenceBound``.
+    """
+
+    kernel: KernelKind = "matern_gamma"
+    noise_prior: NoisePrior = "gamma"
+    noise_floor: float = _NOISE_FLOOR
+    mc_samples: int = 128
+    raw_samples: int = 512
+    num_restarts: int = 8
+    maxiter: int = 200
+    batch_limit: int | None = None
+    sample_around_best: bool = True
+    maxiter_alternating: int = 16
+    ucb_beta: float = 4.0
+
+
+@dataclass
+class SuggestTiming:
+    """Wall-clock breakdown of one ``suggest`` call, in seconds.
+
+    Attributes:
+        total: the whole call.
+        fit: fitting the GP hyperparameters (0 when the model was reused or not needed).
+        optimize: building and optimising the acquisition function.
+        n_model: proposals that came from the model (the others from the initial design).
+        n_train: observations the model was trained on.
+    """
+
+    total: float = 0.0
+    fit: float = 0.0
+    optimize: float = 0.0
+    n_model: int = 0
+    n_train: int = 0
+
+
+@dataclass
+class _Fitted:
+    """A fitted model and the data it saw, reused until new observations arrive."""
+
+    model: Model
+    train_X: Tensor
+    train_Y: Tensor
+    n_ingested: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class BoTorchPlanner:
+    """GP-based Bayesian optimisation over a mixed float/int/choice space.
+
+    Args:
+        space: the search space.
+        objectives: what to optimise; one objective for now (checked here, at construction,
+            so a campaign the planner cannot serve fails when it loads, not mid-run).
+        config: the campaign's ``planner:`` section (initial design, acquisition).
+        seed: the campaign seed; with the same observations and pending points the planner
+            proposes the same points.
+        settings: model/optimiser knobs; the defaults are tuned, tests shrink them.
+
+    Attributes:
+        last_suggest_seconds: wall-clock duration of the last ``suggest`` call.
+        last_timing: its breakdown into fit and optimise time.
+        timings: every call's breakdown, for benchmarks.
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        objectives: Sequence[Objective],
+        config: PlannerConfig | None = None,
+        seed: int = 0,
+        settings: BoTorchSettings | None = None,
+    ) -> None:
+        if len(objectives) != 1:
+            raise ValueError(
+                f"BoTorchPlanner optimises exactly one objective for now, got {len(objectives)}"
+            )
+        self.space = space
+        self.objectives: tuple[Objective, ...] = tuple(objectives)
+        self.config = config if config is not None else PlannerConfig()
+        self.seed = int(seed)
+        self.settings = settings if settings is not None else BoTorchSettings()
+        self.design = PositionalDesign(space, seed, self.config.initial.kind)
+        self.n_initial = self.config.initial.size(space.dim)
+        self.observations: list[Observation] = []
+        self.last_suggest_seconds: float | None = None
+        self.last_timing: SuggestTiming | None = None
+        self.timings: list[SuggestTiming] = []
+        self._fitted: _Fitted | None = None
+        self._bounds = space.bounds
+        self._cat_dims = space.cat_dims
+        self._discrete_dims = _narrow_discrete_dims(space)
+
+    # ------------------------------------------------------------------ protocol
+    def ingest(self, observations: Sequence[Observation]) -> None:
+        """Remember finished trials; the model is refitted on the next ``suggest``.
+
+        Fitting lazily means a resume that ingests a whole store trial by trial fits once.
+        """
+        self.observations.extend(observations)
+
+    def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+        """Propose ``n`` points, none equal to a pending one (unless the space is exhausted).
+
+        Args:
+            n: number of proposals.
+            pending: points proposed earlier whose trials have not finished; the model treats
+                them as "being measured" (BoTorch ``X_pending``) so a batch stays diverse.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        start = time.perf_counter()
+        timing = SuggestTiming()
+        pending = [self.space.validate(p) for p in pending]
+        position = len(self.observations) + len(pending)
+        n_usable = sum(o.usable_for(self.outcome_names) for o in self.observations)
+
+        n_design = min(n, max(0, self.n_initial - n_usable - len(pending)))
+        if n_usable == 0:
+            n_design = n  # nothing to model yet: keep exploring with the design
+        proposals = self.design.points(position, n_design, avoid=pending)
+
+        n_model = n - n_design
+        if n_model > 0:
+            suggest_seed = derive_seed(self.seed, len(self.observations), len(pending))
+            with torch.random.fork_rng():
+                torch.manual_seed(suggest_seed)
+                model_points = self._suggest_from_model(
+                    n_model, pending + proposals, position + n_design, timing
+                )
+            proposals += model_points
+
+        timing.total = time.perf_counter() - start
+        timing.n_model = n_model
+        self.last_suggest_seconds = timing.total
+        self.last_timing = timing
+        self.timings.append(timing)
+        return proposals
+
+    # ------------------------------------------------------------------ data
+    @property
+    def outcome_names(self) -> list[str]:
+        """Outputs the model needs, in ``train_Y`` column order (objectives, later constraints)."""
+        return [o.name for o in self.objectives]
+
+    def training_data(self) -> tuple[Tensor, Tensor]:
+        """``n x d`` encoded inputs and ``n x m`` signed outcomes of the usable observations.
+
+        Failed trials and non-finite outputs are dropped here, so they never reach a model.
+        Inputs slightly outside the space (instrument readbacks) are clamped to its bounds.
+        """
+        names = self.outcome_names
+        usable = [o for o in self.observations if o.usable_for(names)]
+        X = self.space.encode([o.parameters for o in usable])
+        clamped = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
+        if not torch.equal(clamped, X):
+            logger.warning("observed parameters outside the space were clamped to its bounds")
+        signs = torch.tensor([o.sign for o in self.objectives], dtype=torch.float64)
+        Y = torch.tensor([[o.outputs[n] for n in names] for o in usable], dtype=torch.float64)
+        return clamped, Y.reshape(len(usable), len(names)) * signs
+
+    # ------------------------------------------------------------------ model
+    def fit(self) -> Model:
+        """The GP on all usable observations, refitted only when observations were added."""
+        if self._fitted is not None and self._fitted.n_ingested == len(self.observations):
+            return self._fitted.model
+        train_X, train_Y = self.training_data()
+        # Seeded by the data size only (not by pending points), so a cached model and a
+        # freshly fitted one are identical: fit_gpytorch_mll draws random restarts from the
+        # priors when a fit fails.
+        with torch.random.fork_rng():
+            torch.manual_seed(derive_seed(self.seed, len(self.observations), 7))
+            model = self._build_model(train_X, train_Y)
+            mll = ExactMarginalLogLikelihood(model.likelihood, model)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fit_gpytorch_mll(mll)
+            _log_warnings(caught, "GP fit")
+        self._fitted = _Fitted(model, train_X, train_Y, len(self.observations))
+        return model
+
+    def _build_model(self, train_X: Tensor, train_Y: Tensor) -> Model:
+        d = self.space.dim
+        cat = sorted(self._cat_dims)
+        ordinal = [i for i in range(d) if i not in self._cat_dims]
+        likelihood = self._likelihood()
+        outcome_transform = Standardize(m=train_Y.shape[-1])
+        if not cat:
+            # Columns are already in [0, 1]; Normalize with the fixed space bounds is then an
+            # identity that tells BoTorch the inputs are scaled (no InputDataWarning) and
+            # stays correct should the encoding ever change.
+            return SingleTaskGP(
+                train_X,
+                train_Y,
+                likelihood=likelihood,
+                covar_module=self._kernel(d, None, torch.Size()),
+                input_transform=Normalize(d, bounds=self._bounds),
+                outcome_transform=outcome_transform,
+            )
+        # MixedSingleTaskGP forbids input transforms that touch the categorical columns (its
+        # CategoricalKernel compares raw category indices), so normalise the ordinal ones only.
+        input_transform = (
+            Normalize(d, indices=ordinal, bounds=self._bounds) if ordinal else None
+        )
+
+        def factory(
+            batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int]
+        ) -> Kernel:
+            return self._kernel(ard_num_dims, active_dims, batch_shape)
+
+        return MixedSingleTaskGP(
+            train_X,
+            train_Y,
+            cat_dims=cat,
+            likelihood=likelihood,
+            cont_kernel_factory=factory,
+            input_transform=input_transform,
+            outcome_transform=outcome_transform,
+        )
+
+    def _kernel(
+        self, ard_num_dims: int, active_dims: Sequence[int] | None, batch_shape: torch.Size
+    ) -> Kernel:
+        kind = self.settings.kernel
+        if kind in ("rbf", "matern"):
+            return get_covar_module_with_dim_scaled_prior(
+                ard_num_dims=ard_num_dims,
+                batch_shape=batch_shape,
+                use_rbf_kernel=kind == "rbf",
+                active_dims=active_dims,
+            )
+        # EDBO/BayBE: low-dimensional moments up to 8 inputs, high-dimensional from 75,
+        # linear in between. Long lengthscales in high dimensions avoid overfitting.
+        dims = (8, 75)
+        ls_prior = GammaPrior(
+            float(np.interp(ard_num_dims, dims, [1.2, 2.5])),
+            float(np.interp(ard_num_dims, dims, [1.1, 0.55])),
+        )
+        os_prior = GammaPrior(
+            float(np.interp(ard_num_dims, dims, [5.0, 3.5])),
+            float(np.interp(ard_num_dims, dims, [0.5, 0.15])),
+        )
+        base = MaternKernel(
+            nu=2.5,
+            ard_num_dims=ard_num_dims,
+            batch_shape=batch_shape,
+            active_dims=active_dims,
+            lengthscale_prior=ls_prior,
+        )
+        base.lengthscale = float(np.interp(ard_num_dims, dims, [0.2, 6.0]))
+        kernel = ScaleKernel(base, batch_shape=batch_shape, outputscale_prior=os_prior)
+        kernel.outputscale = float(np.interp(ard_num_dims, dims, [8.0, 15.0]))
+        return kernel
+
+    def _likelihood(self) -> Likelihood:
+        floor = self.settings.noise_floor
+        if self.settings.noise_prior == "lognormal":
+            likelihood = get_gaussian_likelihood_with_lognormal_prior()
+            likelihood.noise_covar.register_constraint(
+                "raw_noise", GreaterThan(floor, transform=None, initial_value=1e-2)
+            )
+            likelihood.noise = 1e-2
+            return likelihood
+        likelihood = GaussianLikelihood(
+            noise_prior=GammaPrior(1.05, 0.5),
+            noise_constraint=GreaterThan(floor, transform=None, initial_value=0.1),
+        )
+        likelihood.noise = 0.1
+        return likelihood
+
+    # ------------------------------------------------------------------ acquisition
+    def _acquisition(self, model: Model, train_X: Tensor, X_pending: Tensor | None) -> Any:
+        s = self.settings
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([s.mc_samples]))
+        kind = self.config.acquisition
+        if kind == "qLogNoisyExpectedImprovement":
+            # The incumbent is integrated over the model at the observed points, so noisy
+            # observations do not set an over-optimistic best_f.
+            return qLogNoisyExpectedImprovement(
+                model,
+                X_baseline=train_X,
+                sampler=sampler,
+                X_pending=X_pending,
+                prune_baseline=True,
+            )
+        if kind == "qLogExpectedImprovement":
+            with torch.no_grad():
+                best_f = model.posterior(train_X).mean.max()
+            return qLogExpectedImprovement(
+                model, best_f=best_f, sampler=sampler, X_pending=X_pending
+            )
+        return qUpperConfidenceBound(
+            model, beta=s.ucb_beta, sampler=sampler, X_pending=X_pending
+        )
+
+    def _optimize(self, acqf: AcquisitionFunction, q: int) -> Tensor:
+        s = self.settings
+        options: dict[str, Any] = {}
+        if s.batch_limit is not None:
+            options["batch_limit"] = s.batch_limit
+        if not self._cat_dims and not self._discrete_dims and self.space.continuous_dims == list(
+            range(self.space.dim)
+        ):
+            options |= {"maxiter": s.maxiter, "sample_around_best": s.sample_around_best}
+            candidates, _ = optimize_acqf(
+                acqf,
+                bounds=self._bounds,
+                q=q,
+                num_restarts=s.num_restarts,
+                raw_samples=s.raw_samples,
+                options=options,
+                sequential=True,
+            )
+            return candidates
+        options["maxiter_alternating"] = s.maxiter_alternating
+        candidates, _ = optimize_acqf_mixed_alternating(
+            acqf,
+            bounds=self._bounds,
+            discrete_dims=self._discrete_dims,
+            cat_dims=self._cat_dims,
+            q=q,
+            num_restarts=s.num_restarts,
+            raw_samples=s.raw_samples,
+            options=options,
+        )
+        return candidates
+
+    def _suggest_from_model(
+        self, q: int, pending: list[Point], position: int, timing: SuggestTiming
+    ) -> list[Point]:
+        t0 = time.perf_counter()
+        fresh = self._fitted is None or self._fitted.n_ingested != len(self.observations)
+        model = self.fit()
+        fitted = self._fitted
+        if fitted is None:  # pragma: no cover - fit() always sets it
+            raise RuntimeError("model fit did not record its data")
+        timing.fit = time.perf_counter() - t0 if fresh else 0.0
+        timing.n_train = fitted.train_X.shape[0]
+
+        t1 = time.perf_counter()
+        X_pending = self.space.encode(pending) if pending else None
+        acqf = self._acquisition(model, fitted.train_X, X_pending)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            candidates = self._optimize(acqf, q)
+        _log_warnings(caught, "acquisition optimisation")
+        timing.optimize = time.perf_counter() - t1
+
+        points = self.space.decode(candidates)
+        return self._replace_repeats(points, pending, position)
+
+    def _replace_repeats(self, points: list[Point], pending: list[Point], position: int) -> list[Point]:
+        """Swap any proposal that equals a pending (or earlier batch) point for a design point.
+
+        The acquisition value at a pending point is already near zero, so this only triggers
+        on small finite spaces or a degenerate model (e.g. constant outcomes).
+        """
+        taken = {point_key(self.space, p) for p in pending}
+        out: list[Point] = []
+        for i, point in enumerate(points):
+            if point_key(self.space, point) in taken:
+                logger.info("model proposal repeats a pending point; using a design point")
+                point = self.design.points(position + i, 1, avoid=pending + out)[0]
+            taken.add(point_key(self.space, point))
+            out.append(point)
+        return out
+
+
+def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:
+    """Grid values of the integer columns that are searched exactly.
+
+    Wider integer ranges are optimised as continuous columns and snapped to the grid by
+    ``Space.decode`` (listing every value of a 10^9-wide range would not fit in memory).
+    """
+    out: dict[int, list[float]] = {}
+    for i, p in enumerate(space.parameters):
+        if isinstance(p, IntParameter):
+            lo, hi = p.bounds
+            if hi - lo + 1 <= MAX_ENUMERATED_INTS:
+                out[i] = [_scale(p, v) for v in range(lo, hi + 1)]
+    return out
+
+
+_QUIET_CATEGORIES: tuple[type[Warning], ...] = (OptimizationWarning, RuntimeWarning)
+
+
+def _log_warnings(caught: list[warnings.WarningMessage], stage: str) -> None:
+    """Turn BoTorch's optimiser hiccups into log records; re-raise anything else.
+
+    L-BFGS stopping early or an acquisition optimisation restarted from new points is
+    routine inside a closed loop and not something a user can act on, so it is logged, not
+    warned. Other warnings (numerical trouble, bad inputs) keep their category.
+    """
+    for w in caught:
+        if issubclass(w.category, _QUIET_CATEGORIES):
+            logger.info("%s: %s: %s", stage, w.category.__name__, w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _unused(_: Callable[..., Any]) -> None:  # pragma: no cover
+    math.isfinite(0.0)
