@@ -76,3 +76,14 @@ class TrialInterrupted(KeyboardInterrupt):
         super().__init__(f"trial {trial_id} interrupted by KeyboardInterrupt")
         self.trial_id = trial_id
         self.result = result
+
+
+class DispatcherBusy(InstrumentError, RuntimeError):
+    """``Dispatcher.run`` was called while another trial is running on the same RunEngine.
+
+    A RunEngine executes one plan at a time; run concurrent trials on separate dispatchers.
+    """
+
+
+class DispatcherClosed(InstrumentError, RuntimeError):
+    """``Dispatcher.run`` was called after ``close()`` stopped its RunEngine."""

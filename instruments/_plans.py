@@ -108,7 +108,9 @@ def trial_plan(
     for name, device in instrument.inputs.items():
         mv_args.extend((device, parameters[name]))
     readables: list[Readable[Any]] = [*instrument.detectors]
-    readables.extend(device for device in instrument.inputs.values() if isinstance(device, Readable))
+    readables.extend(
+        device for device in instrument.inputs.values() if isinstance(device, Readable)
+    )
     return _trial_body(mv_args, readables, start_md)
 
 

@@ -67,7 +67,10 @@ class TrialResult:
         documents: ``(name, doc)`` pairs in emission order (start, descriptor, event, stop).
         started: wall-clock start, epoch seconds.
         finished: wall-clock end, epoch seconds.
-        duration: elapsed seconds, from a monotonic clock.
+        duration: elapsed seconds of the dispatch, from a monotonic clock.
+        instrument_busy: seconds of ``duration`` spent in device calls and waiting on their
+            statuses (set, trigger, read, wait); ``duration - instrument_busy`` is the
+            RunEngine's own overhead.
     """
 
     run_uid: str | None
@@ -79,6 +82,7 @@ class TrialResult:
     started: float = 0.0
     finished: float = 0.0
     duration: float = 0.0
+    instrument_busy: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -183,11 +183,16 @@ def _read_yaml(text: str, path: Path) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        if exc.context_mark is not None and mark is not exc.context_mark:
+            problem += f" (the construct opened on line {exc.context_mark.line + 1})"
         raise CampaignConfigError(path, f"is not valid YAML: {problem}", line=line,
                                   fix="check indentation, colons and quotes on that line"
                                   ) from None
     except YAMLError as exc:
         raise CampaignConfigError(path, f"is not valid YAML: {exc}") from None
+    if data is None:
+        raise CampaignConfigError(path, "is empty (only comments)",
+                                  fix="start from an example in campaigns/, e.g. branin.yaml")
     if not isinstance(data, Mapping):
         raise CampaignConfigError(path, "must be a mapping of keys (name:, parameters:, ...), "
                                   f"not a {type(data).__name__}", line=1,
@@ -219,7 +224,9 @@ def _explain(exc: ValidationError, data: Any, path: Path) -> CampaignConfigError
     """Turn the first (top-most) pydantic error into one message with line and fix."""
     errors = exc.errors(include_url=False)
     located = [(_line_of(data, e["loc"]), i, e) for i, e in enumerate(errors)]
-    located.sort(key=lambda t: (t[0] if t[0] is not None else 10**9, t[1]))
+    # A misspelt key shows up as "unknown key" plus "missing key": the unknown one is the cause.
+    located.sort(key=lambda t: (t[2]["type"] != "extra_forbidden",
+                                t[0] if t[0] is not None else 10**9, t[1]))
     line, _, err = located[0]
     problem, fix = _describe(err, data)
     more = len(errors) - 1

@@ -1,6 +1,9 @@
 """Proposal strategies behind one protocol: random, Sobol and BoTorch."""
 
+from planners._baselines import PositionalDesign, RandomPlanner, SobolPlanner
+from planners._botorch import BoTorchPlanner, BoTorchSettings, SuggestTiming
 from planners._config import Acquisition, InitialDesign, PlannerConfig
+from planners._factory import make_planner
 from planners._protocol import Objective, Observation, Planner, TrialOutcome
 from planners._space import (
     ChoiceParameter,
@@ -14,6 +17,8 @@ from planners._space import (
 
 __all__ = [
     "Acquisition",
+    "BoTorchPlanner",
+    "BoTorchSettings",
     "ChoiceParameter",
     "FloatParameter",
     "InitialDesign",
@@ -25,6 +30,11 @@ __all__ = [
     "Planner",
     "PlannerConfig",
     "Point",
+    "PositionalDesign",
+    "RandomPlanner",
+    "SobolPlanner",
     "Space",
+    "SuggestTiming",
     "TrialOutcome",
+    "make_planner",
 ]

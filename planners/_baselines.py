@@ -120,7 +120,9 @@ class PositionalDesign:
         for point in space.sample_uniform(_RANDOM_REPLACEMENT_TRIES, gen):
             if point_key(space, point) not in taken:
                 return point
-        logger.info("found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES)
+        logger.info(
+            "found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES
+        )
         return None
 
 

@@ -22,10 +22,9 @@ the acquisition's ``constraints``) slot in without touching the rest.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -97,7 +96,7 @@ class BoTorchSettings:
     """
 
     kernel: KernelKind = "matern_gamma"
-    noise_prior: NoisePrior = "gamma"
+    noise_prior: NoisePrior = "lognormal"
     noise_floor: float = _NOISE_FLOOR
     mc_samples: int = 128
     raw_samples: int = 512
@@ -293,13 +292,9 @@ class BoTorchPlanner:
             )
         # MixedSingleTaskGP forbids input transforms that touch the categorical columns (its
         # CategoricalKernel compares raw category indices), so normalise the ordinal ones only.
-        input_transform = (
-            Normalize(d, indices=ordinal, bounds=self._bounds) if ordinal else None
-        )
+        input_transform = Normalize(d, indices=ordinal, bounds=self._bounds) if ordinal else None
 
-        def factory(
-            batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int]
-        ) -> Kernel:
+        def factory(batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int]) -> Kernel:
             return self._kernel(ard_num_dims, active_dims, batch_shape)
 
         return MixedSingleTaskGP(
@@ -378,23 +373,20 @@ class BoTorchPlanner:
                 prune_baseline=True,
             )
         if kind == "qLogExpectedImprovement":
+            # Best posterior mean at the observed points, not the best noisy observation.
             with torch.no_grad():
-                best_f = model.posterior(train_X).mean.max()
+                best_f = model.posterior(train_X).mean.max()  # type: ignore[attr-defined]
             return qLogExpectedImprovement(
                 model, best_f=best_f, sampler=sampler, X_pending=X_pending
             )
-        return qUpperConfidenceBound(
-            model, beta=s.ucb_beta, sampler=sampler, X_pending=X_pending
-        )
+        return qUpperConfidenceBound(model, beta=s.ucb_beta, sampler=sampler, X_pending=X_pending)
 
     def _optimize(self, acqf: AcquisitionFunction, q: int) -> Tensor:
         s = self.settings
         options: dict[str, Any] = {}
         if s.batch_limit is not None:
             options["batch_limit"] = s.batch_limit
-        if not self._cat_dims and not self._discrete_dims and self.space.continuous_dims == list(
-            range(self.space.dim)
-        ):
+        if not self._cat_dims and not self._discrete_dims:
             options |= {"maxiter": s.maxiter, "sample_around_best": s.sample_around_best}
             candidates, _ = optimize_acqf(
                 acqf,
@@ -433,9 +425,12 @@ class BoTorchPlanner:
 
         t1 = time.perf_counter()
         X_pending = self.space.encode(pending) if pending else None
-        acqf = self._acquisition(model, fitted.train_X, X_pending)
+        # Repeated inputs (replicates, or a finite space revisited) make the joint posterior
+        # over the baseline singular; one copy of each carries the same information.
+        X_baseline = torch.unique(fitted.train_X, dim=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            acqf = self._acquisition(model, X_baseline, X_pending)
             candidates = self._optimize(acqf, q)
         _log_warnings(caught, "acquisition optimisation")
         timing.optimize = time.perf_counter() - t1
@@ -443,7 +438,9 @@ class BoTorchPlanner:
         points = self.space.decode(candidates)
         return self._replace_repeats(points, pending, position)
 
-    def _replace_repeats(self, points: list[Point], pending: list[Point], position: int) -> list[Point]:
+    def _replace_repeats(
+        self, points: list[Point], pending: list[Point], position: int
+    ) -> list[Point]:
         """Swap any proposal that equals a pending (or earlier batch) point for a design point.
 
         The acquisition value at a pending point is already near zero, so this only triggers
@@ -475,22 +472,23 @@ def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:
     return out
 
 
+# OptimizationWarning: L-BFGS-B stopped abnormally (BoTorch then retries or keeps the best
+# point found). RuntimeWarning: optimize_acqf's "retrying with new initial conditions" notice
+# and linear_operator's NumericalWarning "A not p.d., added jitter ..." (a subclass), which a
+# candidate on top of an observed point of a finite space triggers. All are handled by the
+# libraries and not actionable by a user of a running campaign.
 _QUIET_CATEGORIES: tuple[type[Warning], ...] = (OptimizationWarning, RuntimeWarning)
 
 
 def _log_warnings(caught: list[warnings.WarningMessage], stage: str) -> None:
-    """Turn BoTorch's optimiser hiccups into log records; re-raise anything else.
+    """Turn handled numerical/optimiser hiccups into log records; re-emit anything else.
 
-    L-BFGS stopping early or an acquisition optimisation restarted from new points is
-    routine inside a closed loop and not something a user can act on, so it is logged, not
-    warned. Other warnings (numerical trouble, bad inputs) keep their category.
+    Inside a closed loop these recur on every suggest and would drown real problems (or, under
+    ``-W error``, abort a campaign); the log keeps them for diagnosis. Other warnings (bad
+    inputs, deprecations) keep their category.
     """
     for w in caught:
         if issubclass(w.category, _QUIET_CATEGORIES):
             logger.info("%s: %s: %s", stage, w.category.__name__, w.message)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def _unused(_: Callable[..., Any]) -> None:  # pragma: no cover
-    math.isfinite(0.0)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 ChoiceValue = str | int | float | bool
 Point = dict[str, Any]
@@ -48,26 +48,30 @@ class FloatParameter(_Param):
     """A real-valued parameter in ``[lower, upper]``, optionally searched on a log scale."""
 
     type: Literal["float"] = "float"
-    bounds: tuple[float, float] = Field(description="[lower, upper], lower < upper.")
     log: bool = Field(default=False, description="Search log10(value); needs lower > 0.")
+    bounds: tuple[float, float] = Field(description="[lower, upper], lower < upper.")
 
-    @model_validator(mode="after")
-    def _check(self) -> FloatParameter:
-        _check_bounds(self.bounds, self.log)
-        return self
+    # A field validator (not a model validator) so that errors point at the `bounds` key;
+    # `log` is declared first so that it is already validated here.
+    @field_validator("bounds")
+    @classmethod
+    def _check(cls, bounds: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        _check_bounds(bounds, bool(info.data.get("log")))
+        return bounds
 
 
 class IntParameter(_Param):
     """An integer parameter in ``[lower, upper]`` (both inclusive)."""
 
     type: Literal["int"] = "int"
-    bounds: tuple[int, int] = Field(description="[lower, upper] integers, lower < upper.")
     log: bool = Field(default=False, description="Search log10(value); needs lower > 0.")
+    bounds: tuple[int, int] = Field(description="[lower, upper] integers, lower < upper.")
 
-    @model_validator(mode="after")
-    def _check(self) -> IntParameter:
-        _check_bounds(self.bounds, self.log)
-        return self
+    @field_validator("bounds")
+    @classmethod
+    def _check(cls, bounds: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        _check_bounds(bounds, bool(info.data.get("log")))
+        return bounds
 
 
 class ChoiceParameter(_Param):
@@ -76,21 +80,20 @@ class ChoiceParameter(_Param):
     type: Literal["choice"] = "choice"
     values: tuple[ChoiceValue, ...] = Field(description="At least two distinct values.")
 
-    @model_validator(mode="after")
-    def _check(self) -> ChoiceParameter:
-        if len(self.values) < 2:
+    @field_validator("values")
+    @classmethod
+    def _check(cls, values: tuple[ChoiceValue, ...]) -> tuple[ChoiceValue, ...]:
+        if len(values) < 2:
             raise ValueError(
                 "a choice needs at least two values; use a fixed value in your instrument "
                 "instead of a one-value choice"
             )
-        if len({repr(v) for v in self.values}) != len(self.values):
+        if len({repr(v) for v in values}) != len(values):
             raise ValueError("choice values must be distinct")
-        return self
+        return values
 
 
-Parameter = Annotated[
-    FloatParameter | IntParameter | ChoiceParameter, Field(discriminator="type")
-]
+Parameter = Annotated[FloatParameter | IntParameter | ChoiceParameter, Field(discriminator="type")]
 
 
 def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
@@ -100,9 +103,7 @@ def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
     if abs(lower) > _FINITE_LIMIT or abs(upper) > _FINITE_LIMIT:
         raise ValueError(f"bounds must lie within ±{_FINITE_LIMIT:g}; rescale the parameter")
     if not lower < upper:
-        raise ValueError(
-            f"bounds [{lower}, {upper}] must be [lower, upper] with lower < upper"
-        )
+        raise ValueError(f"bounds [{lower}, {upper}] must be [lower, upper] with lower < upper")
     if log and lower <= 0:
         raise ValueError("a log-scale parameter needs lower bound > 0")
 
@@ -286,6 +287,13 @@ def _choice_index(p: ChoiceParameter, value: Any) -> int:
         if type(v) is type(value) and v == value:
             return k
     for k, v in enumerate(p.values):  # tolerate 1 vs 1.0 and "1" from CSV/CLI input
-        if str(v) == str(value):
+        if str(v) == str(value) or (_is_number(v) and _is_number(value) and v == value):
             return k
     raise InvalidPoint(f"{p.name}={value!r} is not one of {list(p.values)}")
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not a bool (``True == 1`` must not select choice ``1``)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )

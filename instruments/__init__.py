@@ -1,0 +1,57 @@
+"""Instruments: Ophyd devices driven by one Bluesky run per trial.
+
+``build_instrument`` turns a campaign's ``instrument:`` section into devices, ``Dispatcher``
+runs each trial on a real ``RunEngine`` and returns a ``TrialResult`` with the run's
+documents. Nothing here imports botorch, torch, ``planners`` or ``loop``.
+"""
+
+from instruments._build import (
+    InputSpec,
+    SimulatorInfo,
+    build_instrument,
+    describe_instrument,
+    input_specs,
+    list_simulators,
+    load_function,
+)
+from instruments._config import InstrumentConfig
+from instruments._dispatch import Dispatcher, DocumentSink, describe_exception
+from instruments._errors import (
+    DispatcherBusy,
+    DispatcherClosed,
+    DocumentSinkError,
+    InstrumentConfigError,
+    InstrumentError,
+    TrialArgumentError,
+    TrialInterrupted,
+)
+from instruments._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
+from instruments._protocol import ExitStatus, Instrument, TrialResult
+
+__all__ = [
+    "PLAN_NAME",
+    "STREAM_NAME",
+    "Dispatcher",
+    "DispatcherBusy",
+    "DispatcherClosed",
+    "DocumentSink",
+    "DocumentSinkError",
+    "ExitStatus",
+    "InputSpec",
+    "Instrument",
+    "InstrumentConfig",
+    "InstrumentConfigError",
+    "InstrumentError",
+    "SimulatorInfo",
+    "TrialArgumentError",
+    "TrialInterrupted",
+    "TrialResult",
+    "build_instrument",
+    "check_trial_arguments",
+    "describe_exception",
+    "describe_instrument",
+    "input_specs",
+    "list_simulators",
+    "load_function",
+    "trial_plan",
+]

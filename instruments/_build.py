@@ -1,0 +1,445 @@
+"""Turn a campaign's ``instrument:`` section into devices, checking it against the space.
+
+Everything that can be wrong with the section (unknown simulator, parameters the simulator
+does not have, bounds outside its domain, a function that cannot be found or called) is
+found here, when the campaign loads, and reported naming what is allowed, so a run never
+fails on trial 17 for a typo.
+
+Parameters are taken duck-typed (anything with ``name`` and ``bounds`` or ``values``, which
+the ``planners`` pydantic models are) so this package never imports ``planners`` and, with
+it, torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from instruments._config import InstrumentConfig
+from instruments._errors import InstrumentConfigError
+from instruments._protocol import Instrument
+
+logger = logging.getLogger(__name__)
+
+ParameterKind = Literal["float", "int", "choice"]
+UserFunction = Callable[[dict[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One campaign parameter reduced to what an instrument needs: its name and domain.
+
+    Attributes:
+        name: parameter name (the device's readback key).
+        kind: ``float``, ``int`` or ``choice``.
+        bounds: ``(lower, upper)`` for ``float``/``int``, else ``None``.
+        values: allowed values for ``choice``, else ``None``.
+    """
+
+    name: str
+    kind: ParameterKind
+    bounds: tuple[float, float] | None = None
+    values: tuple[Any, ...] | None = None
+
+    @property
+    def domain(self) -> tuple[Any, ...]:
+        """``(lo, hi)`` or the tuple of choices: the form ``build_simulated_instrument`` takes."""
+        if self.bounds is not None:
+            return self.bounds
+        return self.values or ()
+
+
+@dataclass(frozen=True)
+class SimulatorInfo:
+    """A built-in simulator as the CLI lists it."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    description: str
+
+
+ParameterLike = Any
+"""A planners parameter model, a mapping with ``name`` and ``bounds``/``values``, or a
+``(name, bounds_or_values)`` pair (a pair of two real numbers is read as bounds)."""
+
+
+# ---------------------------------------------------------------------------- parameters
+def input_specs(parameters: Sequence[ParameterLike]) -> tuple[InputSpec, ...]:
+    """Normalise campaign parameters to :class:`InputSpec`, rejecting malformed ones.
+
+    Raises:
+        InstrumentConfigError: a parameter without a name or domain, or a duplicate name.
+    """
+    specs = tuple(_input_spec(p) for p in parameters)
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InstrumentConfigError(f"duplicate parameter names {dupes}")
+    return specs
+
+
+def _input_spec(p: ParameterLike) -> InputSpec:
+    if isinstance(p, InputSpec):
+        return p
+    if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+        name, domain = p
+        domain = tuple(domain)
+        if len(domain) == 2 and all(_is_real(v) for v in domain):
+            pair_kind: ParameterKind = "int" if all(isinstance(v, int) for v in domain) else "float"
+            return InputSpec(name, pair_kind, bounds=(domain[0], domain[1]))
+        return InputSpec(name, "choice", values=domain)
+    get = p.get if isinstance(p, Mapping) else lambda key, default=None: getattr(p, key, default)
+    name = get("name")
+    if not isinstance(name, str) or not name:
+        raise InstrumentConfigError(f"parameter {p!r} has no name")
+    values = get("values")
+    bounds = get("bounds")
+    declared = get("type")
+    if values is not None:
+        return InputSpec(name, "choice", values=tuple(values))
+    if bounds is not None:
+        lo, hi = bounds
+        kind: ParameterKind
+        if declared == "int" or declared == "float":
+            kind = declared
+        else:
+            kind = "int" if isinstance(lo, int) and isinstance(hi, int) else "float"
+        return InputSpec(name, kind, bounds=(lo, hi))
+    raise InstrumentConfigError(f"parameter {name!r} has neither bounds nor values")
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- simulators
+def _simulators() -> ModuleType:
+    # Imported lazily: the CLI's --help and config loading of function: instruments should
+    # not pay for importing every simulator.
+    return importlib.import_module("simulators")
+
+
+def _problem_registry() -> Mapping[str, Any]:
+    sims = _simulators()
+    registry = getattr(sims, "SIMULATORS", None)
+    if isinstance(registry, Mapping):
+        return registry
+    names = sims.list_problems() if hasattr(sims, "list_problems") else ()
+    return {name: sims.get_problem(name) for name in names}
+
+
+def list_simulators() -> list[SimulatorInfo]:
+    """The built-in simulators with their inputs, outputs and one-line description."""
+    infos: list[SimulatorInfo] = []
+    for name, problem in sorted(_problem_registry().items()):
+        doc = str(getattr(problem, "description", "") or "").strip()
+        infos.append(
+            SimulatorInfo(
+                name=name,
+                inputs=input_specs(list(problem.parameters)),
+                outputs=tuple(problem.outputs),
+                description=doc.splitlines()[0] if doc else "",
+            )
+        )
+    return infos
+
+
+def _get_problem(name: str) -> Any:
+    sims = _simulators()
+    try:
+        return sims.get_problem(name)
+    except (KeyError, ValueError, LookupError) as exc:
+        known = sorted(_problem_registry())
+        raise InstrumentConfigError(
+            f"unknown simulator {name!r}; built-in simulators are: {', '.join(known)}",
+            field="simulator",
+        ) from exc
+
+
+def _check_against_problem(name: str, problem: Any, specs: Sequence[InputSpec]) -> None:
+    """The campaign may narrow a simulator's domain but never leave or rename it."""
+    allowed = {s.name: s for s in input_specs(list(problem.parameters))}
+    described = ", ".join(_describe_spec(s) for s in allowed.values())
+    unknown = [s.name for s in specs if s.name not in allowed]
+    missing = [n for n in allowed if n not in {s.name for s in specs}]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"has no input(s) {unknown}")
+        if missing:
+            parts.append(f"needs a value for {missing}")
+        raise InstrumentConfigError(
+            f"simulator {name!r} {' and '.join(parts)}; its inputs are: {described}",
+            field="simulator",
+        )
+    for spec in specs:
+        ref = allowed[spec.name]
+        if ref.kind == "choice":
+            extra = [v for v in spec.values or () if v not in (ref.values or ())]
+            if spec.kind != "choice" or extra:
+                raise InstrumentConfigError(
+                    f"parameter {spec.name!r} of simulator {name!r} must be a choice among "
+                    f"{list(ref.values or ())}"
+                    + (f"; {extra} are not among them" if extra else ""),
+                    field="simulator",
+                )
+            continue
+        if spec.kind == "choice" or spec.bounds is None or ref.bounds is None:
+            raise InstrumentConfigError(
+                f"parameter {spec.name!r} of simulator {name!r} is numeric: "
+                f"give bounds within {list(ref.bounds or ())}",
+                field="simulator",
+            )
+        lo, hi = spec.bounds
+        rlo, rhi = ref.bounds
+        if lo < rlo or hi > rhi:
+            raise InstrumentConfigError(
+                f"parameter {spec.name!r} bounds [{lo}, {hi}] leave the domain of simulator "
+                f"{name!r}; allowed is within [{rlo}, {rhi}]",
+                field="simulator",
+            )
+
+
+def _describe_spec(spec: InputSpec) -> str:
+    if spec.kind == "choice":
+        return f"{spec.name} (one of {list(spec.values or ())})"
+    return f"{spec.name} ({spec.kind} in {list(spec.bounds or ())})"
+
+
+# ---------------------------------------------------------------------------- functions
+_loaded_files: dict[tuple[Path, int], ModuleType] = {}
+
+
+def load_function(spec: str, *, base_dir: Path) -> UserFunction:
+    """Resolve ``module:function`` or ``path/to/file.py:function`` to a callable.
+
+    A file path (anything ending in ``.py`` or containing a path separator) is relative to
+    ``base_dir`` (the campaign file's folder) and loaded by ``importlib`` from that file; a
+    dotted name is imported normally. Text is never ``eval``'d. A file is executed once per
+    modification, so checking a campaign and then running it does not run module-level code
+    twice.
+
+    Raises:
+        InstrumentConfigError: malformed spec, missing file or module, the module raising on
+            import, no such attribute, or an attribute that is not a one-argument callable.
+    """
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise InstrumentConfigError(
+            f"function {spec!r} must look like `module:function` or `path/to/file.py:function`",
+            field="function",
+        )
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        module = _load_file(target, base_dir)
+        where = f"file {target!r}"
+    else:
+        module = _import_module(target)
+        where = f"module {target!r}"
+    try:
+        fn = getattr(module, attr)
+    except AttributeError:
+        candidates = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and not isinstance(v, type | ModuleType)
+        )
+        raise InstrumentConfigError(
+            f"{where} has no attribute {attr!r}; functions defined there: "
+            f"{', '.join(candidates) or '(none)'}",
+            field="function",
+        ) from None
+    if not callable(fn):
+        raise InstrumentConfigError(
+            f"{where}: {attr!r} is a {type(fn).__name__}, not a function", field="function"
+        )
+    try:
+        inspect.signature(fn).bind({})
+    except TypeError:
+        raise InstrumentConfigError(
+            f"{where}: {attr}{inspect.signature(fn)} cannot be called with one argument "
+            "(the inputs dict); define it as `def {attr}(inputs): return {{...}}`",
+            field="function",
+        ) from None
+    except ValueError:  # no introspectable signature (some builtins); trust it
+        pass
+    return fn  # type: ignore[no-any-return]
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise InstrumentConfigError(
+                f"cannot import module {name!r} (no module named {exc.name!r}); give an "
+                "importable module or a path ending in .py relative to the campaign file",
+                field="function",
+            ) from exc
+        raise InstrumentConfigError(
+            f"importing module {name!r} failed: ModuleNotFoundError: {exc}", field="function"
+        ) from exc
+    except Exception as exc:
+        raise InstrumentConfigError(
+            f"importing module {name!r} failed: {type(exc).__name__}: {exc}", field="function"
+        ) from exc
+
+
+def _load_file(target: str, base_dir: Path) -> ModuleType:
+    path = Path(target)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    path = path.resolve()
+    if path.suffix != ".py":
+        raise InstrumentConfigError(
+            f"function file {target!r} must be a .py file", field="function"
+        )
+    if not path.is_file():
+        raise InstrumentConfigError(
+            f"function file {target!r} not found (looked for {path}, relative to {base_dir})",
+            field="function",
+        )
+    key = (path, path.stat().st_mtime_ns)
+    if key in _loaded_files:
+        return _loaded_files[key]
+    digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:10]
+    module_name = f"_closedloop_user_{path.stem}_{digest}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise InstrumentConfigError(f"cannot load {path} as Python", field="function")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before executing so dataclasses/pickle inside the user's file can find it.
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise InstrumentConfigError(
+            f"running {target!r} failed: {type(exc).__name__}: {exc}", field="function"
+        ) from exc
+    _loaded_files[key] = module
+    return module
+
+
+# ---------------------------------------------------------------------------- build
+@dataclass(frozen=True)
+class _Resolved:
+    name: str
+    evaluate: UserFunction
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+
+
+def _resolve(
+    config: InstrumentConfig, parameters: Sequence[ParameterLike], base_dir: Path
+) -> _Resolved:
+    specs = input_specs(parameters)
+    if not specs:
+        raise InstrumentConfigError("an instrument needs at least one parameter")
+    if config.simulator is not None:
+        problem = _get_problem(config.simulator)
+        _check_against_problem(config.simulator, problem, specs)
+        available = tuple(problem.outputs)
+        outputs = available
+        if config.outputs:
+            unknown = [o for o in config.outputs if o not in available]
+            if unknown:
+                raise InstrumentConfigError(
+                    f"simulator {config.simulator!r} has no output(s) {unknown}; it measures: "
+                    f"{', '.join(available)}",
+                    field="outputs",
+                )
+            outputs = tuple(config.outputs)
+        resolved = _Resolved(config.simulator, problem.evaluate, specs, outputs)
+    elif config.function is not None:
+        fn = load_function(config.function, base_dir=base_dir)
+        resolved = _Resolved(
+            config.function.rpartition(":")[2], fn, specs, tuple(config.outputs or ())
+        )
+    else:  # unreachable: InstrumentConfig validates exactly one source
+        raise InstrumentConfigError("give `simulator:` or `function:`")
+    dupes = sorted({o for o in resolved.outputs if resolved.outputs.count(o) > 1})
+    clash = sorted(set(resolved.outputs).intersection(s.name for s in specs))
+    if dupes or clash:
+        raise InstrumentConfigError(
+            f"outputs must be unique and differ from parameter names; duplicated {dupes}, "
+            f"also parameters {clash}",
+            field="outputs",
+        )
+    if isinstance(config.noise, dict):
+        unknown = sorted(set(config.noise) - set(resolved.outputs))
+        if unknown:
+            raise InstrumentConfigError(
+                f"noise is given for {unknown}, which are not outputs; outputs are: "
+                f"{', '.join(resolved.outputs)}",
+                field="noise",
+            )
+    return resolved
+
+
+def describe_instrument(
+    config: InstrumentConfig, parameters: Sequence[ParameterLike], *, base_dir: Path
+) -> tuple[str, ...]:
+    """Check an ``instrument:`` section against the campaign's parameters; return its outputs.
+
+    Builds no devices, so the campaign loader can call it to report errors with line
+    numbers and to check objectives against the outputs. A ``function:`` file is executed
+    (it has to be, to find the function).
+
+    Raises:
+        InstrumentConfigError: (a ``ValueError``) anything :func:`build_instrument` rejects.
+    """
+    return _resolve(config, parameters, Path(base_dir)).outputs
+
+
+def build_instrument(
+    config: InstrumentConfig,
+    parameters: Sequence[ParameterLike],
+    *,
+    base_dir: Path,
+    seed: int | None,
+) -> Instrument:
+    """Build the Ophyd devices for a campaign's ``instrument:`` section.
+
+    Both sources become the same kind of simulated instrument (settable inputs whose limits
+    are the campaign's bounds or choices, a triggerable detector computing the outputs), so
+    a dry run drives exactly the code path that hardware would.
+
+    Args:
+        config: the ``instrument:`` section.
+        parameters: the campaign's parameters (planners models, mappings or pairs).
+        base_dir: folder that ``function: path/file.py:fn`` is relative to.
+        seed: seed for noise and failure injection; ``None`` for fresh randomness.
+
+    Raises:
+        InstrumentConfigError: (a ``ValueError``) see :func:`describe_instrument`.
+    """
+    resolved = _resolve(config, parameters, Path(base_dir))
+    sims = _simulators()
+    instrument: Instrument = sims.build_simulated_instrument(
+        resolved.evaluate,
+        inputs={s.name: s for s in resolved.inputs},  # kind kept: int vs float, 2 choices
+        outputs=resolved.outputs,
+        noise=config.noise,
+        latency=config.latency,
+        failure_rate=config.failure_rate,
+        seed=seed,
+        name=resolved.name,
+    )
+    logger.debug(
+        "built instrument %r: inputs %s, outputs %s",
+        resolved.name,
+        [s.name for s in resolved.inputs],
+        resolved.outputs,
+    )
+    return instrument

@@ -1,0 +1,419 @@
+"""Run one trial on a real RunEngine and turn whatever happened into a ``TrialResult``.
+
+The dispatcher is the only place the loop meets Bluesky. It owns a ``RunEngine`` (one plan
+at a time), forwards every document to the caller's sink the moment it is emitted (so the
+store holds a run's start before its devices move), and converts every instrument fault
+into data: a failed trial is a row with an error, never an exception through the loop.
+
+bluesky 1.15 always runs the RunEngine's asyncio loop on its own daemon thread (started by
+the constructor); ``RE(plan)`` blocks the *calling* thread on a ``threading.Event`` through
+the engine's ``during_task``. So a dispatcher may be driven from the main thread or a worker
+thread, and ``close()`` must stop and join that loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, cast
+
+from bluesky import RunEngine
+from bluesky.protocols import Checkable
+from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
+from bluesky.utils import DuringTask, Msg, RunEngineInterrupted
+
+from instruments._errors import (
+    DispatcherBusy,
+    DispatcherClosed,
+    DocumentSinkError,
+    InstrumentConfigError,
+    TrialInterrupted,
+)
+from instruments._plans import STREAM_NAME, trial_plan
+from instruments._protocol import ExitStatus, Instrument, TrialResult
+
+logger = logging.getLogger(__name__)
+
+DocumentSink = Callable[[str, dict[str, Any]], None]
+_LIMIT_CHECK_TIMEOUT = 10.0  # s; an async check_value is a local limit test, not a move
+
+
+class _AbortOnInterrupt(DuringTask):
+    """Block like bluesky's plain ``DuringTask``, but turn Ctrl-C into a clean abort.
+
+    Without bluesky's SIGINT handler (we pass ``context_managers=[]`` because the loop owns
+    signals), a KeyboardInterrupt that reaches ``RE.__call__`` makes the engine inject a
+    panic into its loop thread, which can leave it unrecoverable ("panicked") and skip the
+    stop document. Aborting instead runs the cleanup and emits ``exit_status='abort'``.
+    ``DefaultDuringTask`` is avoided too: it would drive a Qt event loop if matplotlib with
+    a Qt backend happened to be imported.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_engine: RunEngine | None = None
+        self.interrupted = False
+
+    def block(self, blocking_event: threading.Event) -> None:
+        try:
+            blocking_event.wait()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            logger.warning("KeyboardInterrupt during a trial: aborting the run")
+            if self.run_engine is not None:
+                _request_abort(self.run_engine, "KeyboardInterrupt")
+            # A second Ctrl-C here propagates to the RunEngine, which then halts hard.
+            blocking_event.wait()
+
+
+def _request_abort(run_engine: RunEngine, reason: str) -> bool:
+    if run_engine.state in ("idle", "panicked"):
+        return False
+    try:
+        run_engine.abort(reason)
+    except Exception as exc:  # TransitionError: the run ended meanwhile
+        logger.debug("abort not delivered: %s", exc)
+        return False
+    return True
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` plus the chain of causes, for the store's ``error`` column.
+
+    ``FailedStatus`` alone says little ("status failed"); the device's own exception sits
+    in ``__cause__``/``__context__`` and is what an operator needs to read.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 5:
+        seen.add(id(current))
+        text = str(current).strip()
+        parts.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return " <- caused by ".join(parts)
+
+
+class Dispatcher:
+    """Executes trials as Bluesky runs on one instrument, one trial at a time.
+
+    Args:
+        instrument: the devices to drive. The dispatcher does not close it.
+        run_engine: an engine to use instead of creating one (the caller then owns it and
+            its subscriptions and context managers; ``close()`` leaves it running).
+        document_sink: called with ``(name, doc)`` for every document as it is emitted,
+            on the RunEngine's thread, so a store can persist a run incrementally. If it
+            raises, the run continues and ``run()`` raises :class:`DocumentSinkError`
+            afterwards, carrying the complete result.
+
+    Raises:
+        InstrumentConfigError: an output name collides with a parameter name (both would
+            be one event data key).
+    """
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        *,
+        run_engine: RunEngine | None = None,
+        document_sink: DocumentSink | None = None,
+    ) -> None:
+        clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
+        if clash:
+            raise InstrumentConfigError(
+                f"instrument {instrument.name!r}: names {clash} are both parameters and "
+                "outputs; rename the outputs so each event data key is unique"
+            )
+        self.instrument = instrument
+        self.document_sink = document_sink
+        self._owns_engine = run_engine is None
+        self._during = _AbortOnInterrupt()
+        if run_engine is None:
+            # context_managers=[]: no SigintHandler (it needs the main thread and would
+            # fight the loop's own signal handling). The engine starts its loop thread now.
+            run_engine = RunEngine({}, context_managers=[], during_task=self._during)
+            self._during.run_engine = run_engine
+        self.run_engine: RunEngine = run_engine
+        self._lock = threading.Lock()
+        self._closed = False
+        # bluesky 1.15 does not put RE.abort(reason) into the stop document; keep it here.
+        self._abort_reason = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine's event-loop thread (if this dispatcher created the engine).
+
+        Idempotent. A run still in progress (e.g. from another thread) is halted first.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._owns_engine:
+            return
+        RE = self.run_engine
+        if RE.state not in ("idle", "panicked"):
+            try:
+                RE.halt()
+            except Exception as exc:  # TransitionError if it went idle meanwhile
+                logger.debug("halt on close: %s", exc)
+        loop = RE.loop
+        loop.call_soon_threadsafe(loop.stop)
+        thread: threading.Thread | None = getattr(RE, "_th", None)
+        if thread is not None:
+            thread.join(timeout=5.0)
+            if thread.is_alive():
+                logger.warning("RunEngine loop thread did not stop within 5 s")
+                return
+        if not loop.is_running():
+            loop.close()
+        # The engine registered its loop as bluesky's global one; do not leave a closed
+        # loop there for ophyd-async helpers to find.
+        if get_bluesky_event_loop() is loop:
+            set_bluesky_event_loop(None)
+
+    def abort(self, reason: str = "aborted by request") -> bool:
+        """Abort the running trial, if any; safe from another thread or a signal handler.
+
+        The run is cleaned up and closed with ``exit_status='abort'``; the ``run()`` in
+        progress returns a result with that status. Returns whether a run was interrupted.
+        """
+        self._abort_reason = reason
+        return _request_abort(self.run_engine, reason)
+
+    # ------------------------------------------------------------------ trials
+    def run(
+        self,
+        trial_id: int,
+        campaign: str,
+        parameters: Mapping[str, Any],
+        md: Mapping[str, Any] | None = None,
+        *,
+        document_sink: DocumentSink | None = None,
+    ) -> TrialResult:
+        """Execute one trial as one Bluesky run and report it.
+
+        Device faults (failed statuses, limit errors, exceptions in ``set``/``trigger``/
+        ``read``, missing or non-numeric outputs) and aborts come back as a result with
+        ``exit_status`` ``fail``/``abort`` and an ``error`` text; they are not raised.
+
+        Args:
+            trial_id: the store's id, recorded in the start document.
+            campaign: campaign name, recorded in the start document.
+            parameters: commanded values, one per instrument input.
+            md: extra start-document metadata.
+            document_sink: this trial's sink, used instead of the dispatcher's (e.g. one
+                that knows the trial id); same contract as the constructor's.
+
+        Returns:
+            The trial's result, with every document of its run.
+
+        Raises:
+            TrialArgumentError: parameters do not match the inputs (a caller bug).
+            DispatcherBusy: another trial is running on this dispatcher.
+            DispatcherClosed: the dispatcher was closed.
+            DocumentSinkError: the sink raised; the result is attached.
+            TrialInterrupted: Ctrl-C arrived; the run was aborted and closed first, and the
+                result (``exit_status='abort'``) is attached. A ``KeyboardInterrupt``.
+        """
+        if self._closed:
+            raise DispatcherClosed("this dispatcher is closed")
+        if not self._lock.acquire(blocking=False):
+            raise DispatcherBusy(f"trial {trial_id}: a trial is already running on this dispatcher")
+        try:
+            sink = document_sink if document_sink is not None else self.document_sink
+            return self._run_locked(trial_id, campaign, parameters, md, sink)
+        finally:
+            self._lock.release()
+
+    def _run_locked(
+        self,
+        trial_id: int,
+        campaign: str,
+        parameters: Mapping[str, Any],
+        md: Mapping[str, Any] | None,
+        sink: DocumentSink | None,
+    ) -> TrialResult:
+        # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
+        plan = trial_plan(self.instrument, parameters, campaign=campaign, trial_id=trial_id, md=md)
+        documents: list[tuple[str, dict[str, Any]]] = []
+        sink_errors: list[BaseException] = []
+
+        def collect(name: str, document: Mapping[str, object]) -> None:
+            doc = cast(dict[str, Any], document)
+            documents.append((name, doc))
+            if sink is None or sink_errors:
+                return
+            try:
+                sink(name, doc)
+            except Exception as exc:  # reported after the run; must not disturb it
+                logger.exception("document sink failed on a %s document", name)
+                sink_errors.append(exc)
+
+        self._during.interrupted = False
+        self._abort_reason = ""
+        started = time.time()
+        t0 = time.perf_counter()
+        exit_status: ExitStatus = "success"
+        error: str | None = None
+        try:
+            self._check_limits(parameters)
+        except Exception as exc:
+            plan.close()
+            error = f"limit check failed, no device moved: {describe_exception(exc)}"
+            logger.info("trial %s rejected before dispatch: %s", trial_id, error)
+            return TrialResult(
+                run_uid=None,
+                exit_status="fail",
+                error=error,
+                started=started,
+                finished=time.time(),
+                duration=time.perf_counter() - t0,
+            )
+        marks: list[tuple[float, str]] = []
+        previous_hook = self.run_engine.msg_hook
+
+        def mark(msg: Msg) -> None:
+            marks.append((time.perf_counter(), msg.command))
+            if previous_hook is not None:
+                previous_hook(msg)
+
+        self.run_engine.msg_hook = mark  # type: ignore[assignment]  # annotated as None
+        try:
+            self.run_engine(plan, collect)
+        except RunEngineInterrupted:
+            exit_status = "abort"
+            reason = "KeyboardInterrupt" if self._during.interrupted else self._abort_reason
+            error = f"run aborted: {reason or 'interrupted'}"
+        except Exception as exc:
+            exit_status = "fail"
+            error = describe_exception(exc)
+        finally:
+            self.run_engine.msg_hook = previous_hook
+        end = time.perf_counter()
+        result = self._result(documents, exit_status, error, started, end - t0)
+        result.instrument_busy = _busy_time(marks, end)
+        if result.exit_status != "success":
+            logger.info("trial %s %s: %s", trial_id, result.exit_status, result.error)
+        if self._during.interrupted:
+            raise TrialInterrupted(trial_id=trial_id, result=result)
+        if sink_errors:
+            raise DocumentSinkError(
+                f"trial {trial_id}: document sink raised "
+                f"{describe_exception(sink_errors[0])}; the run itself completed",
+                trial_id=trial_id,
+                result=result,
+            ) from sink_errors[0]
+        return result
+
+    def _check_limits(self, parameters: Mapping[str, Any]) -> None:
+        """Check every commanded value against its device before any device moves.
+
+        ``bps.mv`` sets devices one after another, so a limit error on the second input
+        would come after the first had started moving; checking all first keeps a rejected
+        trial side-effect free. Async ``check_value`` (ophyd-async) runs on the engine loop.
+        """
+        for name, device in self.instrument.inputs.items():
+            if not isinstance(device, Checkable):
+                continue
+            outcome = device.check_value(parameters[name])
+            if inspect.isawaitable(outcome):
+                future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
+                future.result(timeout=_LIMIT_CHECK_TIMEOUT)
+
+    def _result(
+        self,
+        documents: list[tuple[str, dict[str, Any]]],
+        exit_status: ExitStatus,
+        error: str | None,
+        started: float,
+        duration: float,
+    ) -> TrialResult:
+        run_uid: str | None = None
+        primary: set[str] = set()
+        data: dict[str, Any] = {}
+        for name, doc in documents:
+            if name == "start":
+                run_uid = doc["uid"]
+            elif name == "descriptor" and doc.get("name") == STREAM_NAME:
+                primary.add(doc["uid"])
+            elif name == "event" and doc.get("descriptor") in primary:
+                data.update(doc["data"])
+            elif name == "stop" and exit_status == "success":
+                # Belt and braces: trust the stop document if the engine did not raise.
+                if doc.get("exit_status") in ("fail", "abort"):
+                    exit_status = doc["exit_status"]
+                    error = doc.get("reason") or f"run ended with {exit_status}"
+
+        readbacks: dict[str, Any] = {}
+        for name, device in self.instrument.inputs.items():
+            key = name if name in data else getattr(device, "name", name)
+            if key in data:
+                readbacks[name] = data[key]
+
+        outputs: dict[str, float] = {}
+        problems: list[str] = []
+        if exit_status == "success":
+            for name in self.instrument.outputs:
+                if name not in data:
+                    problems.append(f"output {name!r} missing from the event")
+                    continue
+                try:
+                    value = float(data[name])
+                except (TypeError, ValueError):
+                    problems.append(f"output {name!r} is not a number: {data[name]!r}")
+                    continue
+                outputs[name] = value
+                if not math.isfinite(value):
+                    problems.append(f"output {name!r} is not finite: {value}")
+            if problems:
+                exit_status = "fail"
+                error = "; ".join(problems) + f" (event data keys: {sorted(data)})"
+        return TrialResult(
+            run_uid=run_uid,
+            exit_status=exit_status,
+            outputs=outputs,
+            readbacks=readbacks,
+            error=error,
+            documents=documents,
+            started=started,
+            finished=started + duration,
+            duration=duration,
+        )
+
+
+# Messages during which the RunEngine is inside device code or waiting on its statuses.
+_DEVICE_COMMANDS = frozenset({"set", "trigger", "read", "wait", "stage", "unstage"})
+
+
+def _busy_time(marks: list[tuple[float, str]], end: float) -> float:
+    """Seconds between a device message being processed and the next message.
+
+    The RunEngine calls ``msg_hook`` just before processing each message, so the gap to the
+    next call is that message's processing time (plus a negligible scheduling tick).
+    """
+    busy = 0.0
+    for (t, command), nxt in zip(marks, [*marks[1:], (end, "")], strict=True):
+        if command in _DEVICE_COMMANDS:
+            busy += nxt[0] - t
+    return busy
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,41 @@
+"""Build the planner a campaign's ``planner:`` section asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planners._baselines import RandomPlanner, SobolPlanner
+from planners._botorch import BoTorchPlanner, BoTorchSettings
+from planners._config import PlannerConfig
+from planners._protocol import Objective, Planner
+from planners._space import Space
+
+
+def make_planner(
+    space: Space,
+    objectives: Sequence[Objective],
+    config: PlannerConfig,
+    seed: int,
+    settings: BoTorchSettings | None = None,
+) -> Planner:
+    """The planner for ``config.kind``, checked against the space and objectives now.
+
+    Checking at construction (e.g. the BoTorch planner's single-objective limit) makes an
+    unsupported campaign fail when it loads rather than after its initial design.
+
+    Args:
+        space: the search space.
+        objectives: what to optimise (model-free baselines ignore them).
+        config: the campaign's ``planner:`` section.
+        seed: the campaign seed; the same seed and trials give the same proposals.
+        settings: BoTorch model/optimiser knobs (benchmarks, tests); ignored by baselines.
+    """
+    if not objectives:
+        raise ValueError("a campaign needs at least one objective")
+    if config.kind == "botorch":
+        return BoTorchPlanner(space, objectives, config, seed, settings=settings)
+    if config.kind == "sobol":
+        return SobolPlanner(space, seed)
+    if config.kind == "random":
+        return RandomPlanner(space, seed)
+    raise ValueError(f"unknown planner kind {config.kind!r}")  # pragma: no cover

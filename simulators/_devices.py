@@ -1,0 +1,741 @@
+"""Ophyd devices that put a pure simulator function behind the same interface as hardware.
+
+A simulated instrument is a set of :class:`SimActuator` (one per input: ``set`` it like a
+motor) and a :class:`SimDetector` (``trigger`` it, then ``read`` it like a detector). The loop
+and the Bluesky plans cannot tell them from real devices, so a dry run exercises the very code
+path that drives hardware; that is the point of wrapping rather than calling the function.
+
+Design choices that matter to callers:
+
+* **Data keys are the parameter and output names.** Each actuator's readback signal is named
+  exactly like the actuator (as ophyd's ``EpicsMotor`` names ``user_readback``) and its
+  setpoint ``{name}_setpoint``; each detector signal is renamed to its output name, even when
+  that name is a Python keyword such as ``yield`` (the attribute is then ``yield_``). An
+  event's ``data`` therefore reads ``{"temperature": ..., "yield": ...}`` with no mapping.
+* **Validation happens before anything moves.** ``SimActuator.set`` refuses a value outside its
+  limits or choices with :class:`SimLimitError` (an ophyd ``LimitError``, so a ``ValueError``)
+  and leaves both signals untouched, as a motor controller refuses an out-of-range move.
+* **The physics sees the achieved values**: the detector evaluates the function on the
+  actuators' *readbacks*, so an imperfect controller (``readback_error``) shows up in the
+  results exactly as it would in a lab.
+* **Triggering never blocks the RunEngine.** With ``latency > 0`` the function runs on a
+  ``threading.Timer`` and the returned ``DeviceStatus`` completes from there; the RunEngine's
+  event loop keeps serving other devices (and pause/abort requests) meanwhile.
+* **Failures travel through the Status**, as real device errors do: an injected fault or an
+  exception in the function fails the status with :class:`SimulatedFault`, which the
+  RunEngine turns into a failed run.
+* **Randomness is reproducible.** Each detector owns a seeded ``numpy.random.Generator`` and
+  draws its fault decision and noise at trigger time, in the caller's thread, so the same seed
+  gives the same sequence regardless of thread timing.
+"""
+
+from __future__ import annotations
+
+import keyword
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, DeviceStatus, Kind
+from ophyd.device import DEVICE_RESERVED_ATTRS
+from ophyd.signal import InternalSignal
+from ophyd.utils import LimitError
+
+from simulators._functions import TestProblem
+
+logger = logging.getLogger(__name__)
+
+SimFunction = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+ReadbackError = float | Callable[[float], float] | None
+Seed = int | np.random.SeedSequence | None
+
+
+class SimulatedFault(RuntimeError):
+    """A simulated instrument failed to deliver a measurement.
+
+    Raised through the trigger Status (never from ``trigger()`` itself), so the RunEngine
+    reports it like any device failure and the run ends with ``exit_status="fail"``.
+
+    Attributes:
+        device: Name of the detector.
+        trigger_number: 1-based count of the trigger that failed.
+        injected: ``True`` for a fault injected by ``failure_rate``; ``False`` when the
+            simulator function raised or returned something unusable.
+    """
+
+    def __init__(self, message: str, *, device: str, trigger_number: int, injected: bool) -> None:
+        super().__init__(message)
+        self.device = device
+        self.trigger_number = trigger_number
+        self.injected = injected
+
+
+class SimLimitError(LimitError):
+    """A value outside an actuator's limits or choices; nothing was moved.
+
+    Attributes:
+        device: Name of the actuator.
+        value: The refused value.
+        limits: ``(lower, upper)`` or the tuple of allowed choices.
+    """
+
+    def __init__(self, message: str, *, device: str, value: Any, limits: tuple[Any, ...]) -> None:
+        super().__init__(message)
+        self.device = device
+        self.value = value
+        self.limits = limits
+
+
+class _TriggerStatus(DeviceStatus):
+    """A ``DeviceStatus`` whose text includes why it failed.
+
+    The RunEngine writes ``str(FailedStatus(status))`` into the stop document's ``reason``;
+    with the plain ``DeviceStatus`` that says only ``success=False``. Including the exception
+    puts "injected instrument fault" (or the simulator's traceback summary) in the stored run.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        exc = self.exception() if self.done else None
+        return f"{text}: {exc}" if exc is not None else text
+
+    __repr__ = __str__
+
+
+def _finished_status(device: Device) -> DeviceStatus:
+    status = DeviceStatus(device)
+    status.set_finished()
+    return status
+
+
+class SimActuator(Device):
+    """A settable simulator input: a number within limits, or one of a set of choices.
+
+    ``set`` is instantaneous; the Status it returns is already finished. Put latency on the
+    detector, where a slow instrument spends its time.
+
+    Args:
+        name: Device name, which is also the name of the readback data key; use the
+            parameter's name.
+        limits: ``(lower, upper)``, both inclusive, for a numeric input.
+        choices: The allowed values of a categorical input (give either this or ``limits``).
+        integer: Only accept integral numbers (an ``int`` parameter); readbacks are ``int``.
+        readback_error: How the achieved value differs from the setpoint: a standard
+            deviation (Gaussian, from the seeded generator) or a function
+            ``setpoint -> achieved``. Default exact. Numeric, non-integer inputs only. The
+            achieved value is not clipped to the limits: real controllers overshoot too.
+        seed: Seed of the readback-error generator.
+        initial: Starting value; default the middle of the limits or the first choice.
+        **kwargs: Passed to ``ophyd.Device`` (e.g. ``parent``).
+
+    Raises:
+        ValueError: for inconsistent arguments (both/neither of limits and choices, bad
+            limits, a readback error on a categorical or integer input).
+    """
+
+    readback = Cpt(InternalSignal, kind=Kind.hinted)
+    setpoint = Cpt(InternalSignal, kind=Kind.normal)
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        limits: tuple[float, float] | None = None,
+        choices: Sequence[Any] | None = None,
+        integer: bool = False,
+        readback_error: ReadbackError = None,
+        seed: Seed = None,
+        initial: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if (limits is None) == (choices is None):
+            raise ValueError(f"actuator {name!r}: give exactly one of limits= or choices=")
+        self._sim_choices: tuple[Any, ...] | None = None
+        self._sim_limits: tuple[float, float] | None = None
+        if choices is not None:
+            if isinstance(choices, str) or len(choices) < 1:
+                raise ValueError(f"actuator {name!r}: choices must be a non-empty sequence")
+            if readback_error is not None or integer:
+                raise ValueError(f"actuator {name!r}: a categorical input is exact")
+            self._sim_choices = tuple(choices)
+        else:
+            lower, upper = _check_limits(name, limits)
+            if integer and readback_error is not None:
+                raise ValueError(f"actuator {name!r}: an integer input is exact")
+            self._sim_limits = (lower, upper)
+        if isinstance(readback_error, Real) and not (
+            math.isfinite(readback_error) and readback_error >= 0
+        ):
+            raise ValueError(f"actuator {name!r}: readback_error sd must be finite and >= 0")
+        self._sim_integer = bool(integer)
+        self._sim_readback_error = readback_error
+        self._sim_rng = np.random.default_rng(seed)
+        super().__init__(name=name, **kwargs)
+        # Data key of the reading == parameter name, exactly as EpicsMotor does it.
+        self.readback.name = self.name
+        if initial is None:
+            if self._sim_choices is not None:
+                initial = self._sim_choices[0]
+            else:
+                lower, upper = self._sim_limits or (0.0, 0.0)
+                initial = (lower + upper) / 2.0
+                if self._sim_integer:
+                    initial = math.floor(initial)
+        start = self.check_value(initial)
+        self.setpoint.put(start, internal=True)
+        self.readback.put(start, internal=True)
+
+    @property
+    def limits(self) -> tuple[Any, ...]:
+        """``(lower, upper)`` for a numeric input, the choices for a categorical one."""
+        return self._sim_choices if self._sim_choices is not None else tuple(self._sim_limits or ())
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        """The allowed values, or ``None`` for a numeric input."""
+        return self._sim_choices
+
+    @property
+    def position(self) -> Any:
+        """The achieved value (readback), as for an ophyd positioner."""
+        return self.readback.get()
+
+    def check_value(self, value: Any) -> Any:
+        """Return ``value`` in canonical form if allowed, else raise :class:`SimLimitError`.
+
+        Canonical means a Python ``float`` (``int`` if ``integer``) or the matching element of
+        ``choices``, so numpy scalars never leak into documents.
+        """
+        if self._sim_choices is not None:
+            for choice in self._sim_choices:
+                # 1 == True and "1" != 1: compare like with like, never a bool with a number.
+                if isinstance(value, bool) != isinstance(choice, bool) or isinstance(
+                    value, str
+                ) != isinstance(choice, str):
+                    continue
+                try:
+                    if bool(value == choice):
+                        return choice
+                except (TypeError, ValueError):  # e.g. an array compared with a scalar
+                    continue
+            raise SimLimitError(
+                f"{self.name}: {value!r} is not one of {list(self._sim_choices)}",
+                device=self.name,
+                value=value,
+                limits=self._sim_choices,
+            )
+        lower, upper = self._sim_limits or (math.nan, math.nan)
+        ok = (
+            isinstance(value, Real)
+            and not isinstance(value, bool)
+            and lower <= float(value) <= upper
+        )
+        if ok and self._sim_integer:
+            ok = isinstance(value, Integral) or float(value).is_integer()
+        if not ok:
+            kind = "an integer" if self._sim_integer else "a number"
+            raise SimLimitError(
+                f"{self.name}: {value!r} is not {kind} within limits [{lower}, {upper}]",
+                device=self.name,
+                value=value,
+                limits=(lower, upper),
+            )
+        return int(value) if self._sim_integer else float(value)
+
+    def set(self, value: Any, **kwargs: Any) -> DeviceStatus:
+        """Move to ``value``: validate first, then write setpoint and readback.
+
+        Raises:
+            SimLimitError: if ``value`` is not allowed; no signal is changed.
+        """
+        target = self.check_value(value)
+        achieved = self._achieved(target)
+        self.setpoint.put(target, internal=True)
+        self.readback.put(achieved, internal=True)
+        return _finished_status(self)
+
+    def locate(self) -> dict[str, Any]:
+        """Setpoint and readback, as ``bluesky.protocols.Locatable`` asks."""
+        return {"setpoint": self.setpoint.get(), "readback": self.readback.get()}
+
+    def _achieved(self, target: Any) -> Any:
+        error = self._sim_readback_error
+        if error is None or self._sim_choices is not None or self._sim_integer:
+            return target
+        if callable(error):
+            return float(error(target))
+        return float(target + error * self._sim_rng.standard_normal()) if error else target
+
+
+def _check_limits(name: str, limits: Any) -> tuple[float, float]:
+    try:
+        lower, upper = (float(v) for v in limits)
+    except (TypeError, ValueError):
+        raise ValueError(f"actuator {name!r}: limits must be (lower, upper)") from None
+    if not (math.isfinite(lower) and math.isfinite(upper) and lower <= upper):
+        raise ValueError(f"actuator {name!r}: limits must be finite with lower <= upper")
+    return lower, upper
+
+
+_ATTR_PATTERN = re.compile(r"\W")
+
+
+def _attribute_names(outputs: tuple[str, ...]) -> dict[str, str]:
+    """Output name -> a safe, unique component attribute name (``yield`` -> ``yield_``)."""
+    taken: set[str] = set()
+    result: dict[str, str] = {}
+    for out in outputs:
+        attr = _ATTR_PATTERN.sub("_", out)
+        if not attr or attr[0].isdigit() or attr[0] == "_":
+            attr = "out_" + attr
+        while (
+            keyword.iskeyword(attr)
+            or attr in DEVICE_RESERVED_ATTRS
+            or hasattr(SimDetector, attr)
+            or attr in taken
+        ):
+            attr += "_"
+        taken.add(attr)
+        result[out] = attr
+    return result
+
+
+_CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type[SimDetector]] = {}
+_CLASS_CACHE_LOCK = threading.Lock()
+
+
+def _detector_class(base: type[SimDetector], outputs: tuple[str, ...]) -> type[SimDetector]:
+    """A subclass of ``base`` with one hinted signal component per output.
+
+    Ophyd components are class attributes, but the outputs are only known at run time, so the
+    class is made on demand (and cached: one class per distinct output tuple).
+    """
+    with _CLASS_CACHE_LOCK:
+        cls = _CLASS_CACHE.get((base, outputs))
+        if cls is None:
+            cls = _CLASS_CACHE[(base, outputs)] = _make_detector_class(base, outputs)
+        return cls
+
+
+def _make_detector_class(base: type[SimDetector], outputs: tuple[str, ...]) -> type[SimDetector]:
+    attrs = _attribute_names(outputs)
+    namespace: dict[str, Any] = {
+        attr: Cpt(InternalSignal, value=math.nan, kind=Kind.hinted) for attr in attrs.values()
+    }
+    namespace["_output_attrs"] = attrs
+    namespace["__module__"] = base.__module__
+    namespace["__doc__"] = base.__doc__
+    # ophyd derives a namedtuple from the class name, so it must be an identifier.
+    class_name = f"{base.__name__}_" + "_".join(attrs.values())
+    namespace["__qualname__"] = class_name
+    return type(class_name, (base,), namespace)
+
+
+def _check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(outputs, str):
+        raise ValueError("outputs must be a sequence of names, not one string")
+    names = tuple(outputs)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"outputs must be non-empty strings, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"output names must be unique, got {names!r}")
+    return names
+
+
+class SimDetector(Device):
+    """A triggerable detector that evaluates a pure function of the actuators' readbacks.
+
+    One hinted signal per output, named exactly like the output. ``trigger()`` snapshots the
+    input readbacks, draws the fault decision and the noise, and returns a ``DeviceStatus``
+    that finishes after ``latency`` seconds (computed on a timer thread) or immediately when
+    ``latency`` is 0 (computed in the caller's thread: the cheapest path, but a slow function
+    then holds the caller, so give slow models a latency). Noise is additive Gaussian and is
+    not clipped: a measured yield can read 1.01, as an HPLC can. Non-finite function outputs
+    are passed through unchanged for the engine to filter.
+
+    Args:
+        name: Device name (not a data key; the signals carry the output names).
+        outputs: Output names, in order; the function must return at least these keys.
+        inputs: Parameter name -> actuator; the function receives ``{name: readback}``.
+        function: The pure simulator, inputs dict -> outputs dict.
+        noise: Gaussian noise sd for every output, or a dict per output (missing ones: 0).
+        latency: Seconds from trigger to completion.
+        failure_rate: Probability that a trigger fails with an injected :class:`SimulatedFault`.
+        seed: Seed of the generator behind noise and failures.
+        **kwargs: Passed to ``ophyd.Device``.
+
+    Attributes:
+        last_noiseless: Noiseless outputs of the last successful trigger (empty after a
+            failure), for regret scoring and tests.
+        trigger_count: Number of triggers so far.
+    """
+
+    _output_attrs: dict[str, str] = {}
+    _sim_outputs: tuple[str, ...]
+    _sim_noise_sd: list[float]
+    _sim_signals: list[InternalSignal]
+    _sim_inputs: dict[str, SimActuator]
+    _sim_function: SimFunction
+    _sim_latency: float
+    _sim_failure_rate: float
+    _sim_rng: np.random.Generator
+    _sim_lock: threading.Lock
+    _sim_pending: DeviceStatus | None
+    _sim_timer: threading.Timer | None
+    last_noiseless: dict[str, float]
+    trigger_count: int
+
+    def __new__(cls, name: str, *, outputs: Sequence[str], **kwargs: Any) -> SimDetector:
+        # The base class has no output components; make (or reuse) the subclass that has.
+        concrete = cls if cls._output_attrs else _detector_class(cls, _check_outputs(outputs))
+        return super().__new__(concrete)
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        outputs: Sequence[str],
+        inputs: Mapping[str, SimActuator],
+        function: SimFunction,
+        noise: float | Mapping[str, float] = 0.0,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        seed: Seed = None,
+        **kwargs: Any,
+    ) -> None:
+        self._sim_outputs = _check_outputs(outputs)
+        if tuple(self._output_attrs) != self._sim_outputs:
+            raise ValueError(f"{type(self).__name__} is built for outputs {self._output_attrs}")
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {function!r}")
+        if not (isinstance(latency, Real) and math.isfinite(latency) and latency >= 0):
+            raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")
+        if not (isinstance(failure_rate, Real) and 0.0 <= failure_rate <= 1.0):
+            raise ValueError(f"failure_rate must be in [0, 1], got {failure_rate!r}")
+        self._sim_noise_sd = _noise_vector(noise, self._sim_outputs)
+        super().__init__(name=name, **kwargs)
+        self._sim_signals = [getattr(self, self._output_attrs[out]) for out in self._sim_outputs]
+        for out, signal in zip(self._sim_outputs, self._sim_signals, strict=True):
+            signal.name = out
+        self._sim_inputs = dict(inputs)
+        self._sim_function = function
+        self._sim_latency = float(latency)
+        self._sim_failure_rate = float(failure_rate)
+        self._sim_rng = np.random.default_rng(seed)
+        self._sim_lock = threading.Lock()
+        self._sim_pending = None
+        self._sim_timer = None
+        self.last_noiseless = {}
+        self.trigger_count = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Output names, in order (= the data keys of ``read()``)."""
+        return self._sim_outputs
+
+    @property
+    def latency(self) -> float:
+        """Seconds from trigger to completion."""
+        return self._sim_latency
+
+    def trigger(self) -> DeviceStatus:
+        """Start one measurement; the Status finishes when the outputs hold the new values.
+
+        A second trigger while one is in flight fails its own Status (a real detector cannot
+        take two exposures at once) and leaves the first untouched.
+        """
+        # No stop() on failure: stop() aborts the measurement in flight, which must not happen
+        # because a *second* trigger was refused or this one failed.
+        status = _TriggerStatus(self, call_stop_on_failure=False)
+        with self._sim_lock:
+            self.trigger_count += 1
+            number = self.trigger_count
+            busy = self._sim_pending is not None and not self._sim_pending.done
+            if not busy:
+                self._sim_pending = status
+                # Draw everything now, in a fixed order, so a seed fixes the whole sequence.
+                fail = bool(self._sim_rng.random() < self._sim_failure_rate)
+                z = self._sim_rng.standard_normal(len(self._sim_outputs))
+                values = {key: act.readback.get() for key, act in self._sim_inputs.items()}
+                if self._sim_latency > 0:
+                    timer = threading.Timer(
+                        self._sim_latency, self._complete, args=(status, number, values, fail, z)
+                    )
+                    timer.daemon = True
+                    self._sim_timer = timer
+                    timer.start()
+                    return status
+        if busy:
+            fault = SimulatedFault(
+                f"{self.name}: trigger #{number} refused: an earlier trigger is still in progress",
+                device=self.name,
+                trigger_number=number,
+                injected=False,
+            )
+            _fail(status, fault)
+            return status
+        self._complete(status, number, values, fail, z)
+        return status
+
+    def close(self) -> None:
+        """Cancel a measurement in flight (its Status fails) and release ophyd resources."""
+        self._abort("closed")
+        self.destroy()
+
+    def stop(self, *, success: bool = False) -> None:
+        """Abort a measurement in flight, as the RunEngine does on pause or abort."""
+        self._abort("stopped")
+        super().stop(success=success)
+
+    def _abort(self, why: str) -> None:
+        with self._sim_lock:
+            timer, pending = self._sim_timer, self._sim_pending
+            self._sim_timer = None
+        if timer is not None:
+            timer.cancel()
+        if pending is not None and not pending.done:
+            fault = SimulatedFault(
+                f"{self.name}: trigger #{self.trigger_count} {why} before completion",
+                device=self.name,
+                trigger_number=self.trigger_count,
+                injected=False,
+            )
+            _fail(pending, fault)
+
+    def _complete(
+        self,
+        status: DeviceStatus,
+        number: int,
+        inputs: dict[str, Any],
+        fail: bool,
+        z: np.ndarray[Any, np.dtype[np.float64]],
+    ) -> None:
+        """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0."""
+        if status.done:  # aborted while waiting
+            return
+        try:
+            noiseless = self._evaluate(number, inputs, fail)
+            sds = self._sim_noise_sd
+            noisy = [float(v + sd * dz) for v, sd, dz in zip(noiseless, sds, z, strict=True)]
+            for signal, value in zip(self._sim_signals, noisy, strict=True):
+                signal.put(value, internal=True)
+            self.last_noiseless = dict(zip(self._sim_outputs, noiseless, strict=True))
+        except SimulatedFault as fault:
+            self.last_noiseless = {}
+            logger.info("%s", fault)
+            _fail(status, fault)
+            return
+        except Exception as exc:  # a broken signal or callback must not hang the RunEngine
+            broken = SimulatedFault(
+                f"{self.name}: trigger #{number} failed: {type(exc).__name__}: {exc}",
+                device=self.name,
+                trigger_number=number,
+                injected=False,
+            )
+            broken.__cause__ = exc
+            self.last_noiseless = {}
+            _fail(status, broken)
+            return
+        if not status.done:
+            status.set_finished()
+
+    def _evaluate(self, number: int, inputs: dict[str, Any], fail: bool) -> list[float]:
+        """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened."""
+
+        def fault(message: str, *, injected: bool = False) -> SimulatedFault:
+            return SimulatedFault(
+                f"{self.name}: trigger #{number}: {message}",
+                device=self.name,
+                trigger_number=number,
+                injected=injected,
+            )
+
+        if fail:
+            rate = self._sim_failure_rate
+            raise fault(f"injected instrument fault (failure_rate={rate:g})", injected=True)
+        name = getattr(self._sim_function, "__name__", repr(self._sim_function))
+        try:
+            raw = self._sim_function(dict(inputs))
+        except Exception as exc:
+            err = fault(f"simulator {name} raised {type(exc).__name__}: {exc} (inputs {inputs})")
+            raise err from exc
+        if not isinstance(raw, Mapping):
+            raise fault(f"simulator {name} returned {type(raw).__name__}, expected a dict")
+        missing = [out for out in self._sim_outputs if out not in raw]
+        if missing:
+            raise fault(f"simulator {name} did not return {missing} (got {sorted(raw)})")
+        try:
+            return [float(raw[out]) for out in self._sim_outputs]
+        except (TypeError, ValueError) as exc:
+            raise fault(f"simulator {name} returned a non-numeric output: {exc}") from exc
+
+
+def _fail(status: DeviceStatus, exc: Exception) -> None:
+    try:
+        status.set_exception(exc)
+    except Exception:  # already completed by a racing abort: the first outcome stands
+        logger.debug("status %r already finished; dropping %r", status, exc)
+
+
+def _noise_vector(noise: float | Mapping[str, float], outputs: tuple[str, ...]) -> list[float]:
+    if isinstance(noise, Mapping):
+        unknown = sorted(set(noise) - set(outputs))
+        if unknown:
+            raise ValueError(f"noise given for unknown outputs {unknown}; outputs are {outputs}")
+        sds = [noise.get(out, 0.0) for out in outputs]
+    else:
+        sds = [noise] * len(outputs)
+    for sd in sds:
+        if not (isinstance(sd, Real) and math.isfinite(sd) and sd >= 0):
+            raise ValueError(f"noise sd must be a finite number >= 0, got {sd!r}")
+    return [float(sd) for sd in sds]
+
+
+@dataclass
+class SimulatedInstrument:
+    """A simulator as Ophyd devices: one actuator per input, detector(s) for the outputs.
+
+    Attributes:
+        name: Instrument name (also the detector's device name).
+        inputs: Parameter name -> actuator (``bps.mv(inputs["temperature"], 80)``).
+        detectors: Devices to trigger and read; one for a simulator.
+        outputs: Output names, i.e. the detectors' data keys.
+        problem: The built-in problem behind it, if any (for regret and reports).
+    """
+
+    name: str
+    inputs: dict[str, SimActuator]
+    detectors: list[SimDetector]
+    outputs: tuple[str, ...]
+    problem: TestProblem | None = field(default=None, repr=False)
+
+    @property
+    def detector(self) -> SimDetector:
+        """The (first) detector."""
+        return self.detectors[0]
+
+    def close(self) -> None:
+        """Abort anything in flight and release the devices; safe to call twice."""
+        for det in self.detectors:
+            det.close()
+        for act in self.inputs.values():
+            act.destroy()
+
+
+InputSpec = Any  # ParamSpec-like object, (lower, upper), choices, or {"bounds"|"values": ...}
+
+
+def _actuator_kwargs(name: str, spec: InputSpec) -> dict[str, Any]:
+    """Turn one input description into ``SimActuator`` keyword arguments."""
+    kind = getattr(spec, "kind", None) or getattr(spec, "type", None)
+    if isinstance(spec, Mapping):
+        kind = spec.get("kind", spec.get("type"))
+        values, bounds = spec.get("values"), spec.get("bounds")
+    else:
+        values, bounds = getattr(spec, "values", None), getattr(spec, "bounds", None)
+        if callable(values):  # a Mapping-like object's .values method, not choices
+            values = None
+    if values is not None:
+        return {"choices": tuple(values)}
+    if bounds is not None:
+        return {"limits": tuple(bounds), "integer": kind == "int"}
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        items = tuple(spec)
+        is_number = [isinstance(v, Real) and not isinstance(v, bool) for v in items]
+        if len(items) == 2 and all(is_number):
+            return {"limits": items}
+        return {"choices": items}
+    raise ValueError(
+        f"input {name!r}: expected a parameter (with bounds or values), (lower, upper) or a "
+        f"list of choices, got {spec!r}"
+    )
+
+
+def build_simulated_instrument(
+    function: SimFunction | TestProblem,
+    *,
+    inputs: Mapping[str, InputSpec] | None = None,
+    outputs: Sequence[str] | None = None,
+    noise: float | Mapping[str, float] = 0.0,
+    latency: float = 0.0,
+    failure_rate: float = 0.0,
+    seed: Seed = None,
+    name: str = "sim",
+    readback_error: float | Mapping[str, float] | None = None,
+) -> SimulatedInstrument:
+    """Wrap a pure function (or a built-in :class:`TestProblem`) as Ophyd devices.
+
+    Each input becomes a :class:`SimActuator` named like the input, limited to its bounds or
+    choices; the outputs become one :class:`SimDetector` named ``name``. A single ``seed``
+    seeds every device through independent child streams, so a whole instrument is
+    reproducible from one number.
+
+    Args:
+        function: The simulator (inputs dict -> outputs dict), or a ``TestProblem``, whose
+            parameters and outputs then become the defaults for ``inputs``/``outputs``.
+        inputs: Name -> a parameter object with ``bounds``/``values`` (``ParamSpec``, the
+            planners' parameter models, or a dict with those keys), ``(lower, upper)``, or a
+            list of choices. A plain sequence of exactly two numbers means limits; to declare
+            two numeric choices use a parameter object with ``values``.
+        outputs: Output names (data keys).
+        noise: Gaussian sd for all outputs or per output.
+        latency: Seconds per trigger.
+        failure_rate: Probability that a trigger fails.
+        seed: One seed for the whole instrument.
+        name: Instrument (and detector) name; must differ from every data key.
+        readback_error: Controller error sd for all numeric inputs, or per input name.
+
+    Raises:
+        ValueError: on unusable inputs/outputs or name clashes between data keys.
+    """
+    problem = function if isinstance(function, TestProblem) else None
+    if problem is not None:
+        func: SimFunction = problem.evaluate
+        inputs = inputs if inputs is not None else {p.name: p for p in problem.parameters}
+        outputs = outputs if outputs is not None else problem.outputs
+    else:
+        func = function  # type: ignore[assignment]
+    if inputs is None or outputs is None:
+        raise ValueError("a plain function needs inputs= and outputs=")
+    out_names = _check_outputs(outputs)
+    keys = [*inputs, *(f"{k}_setpoint" for k in inputs), *out_names]
+    clashes = sorted({k for k in keys if keys.count(k) > 1} | ({name} & set(keys)))
+    if clashes:
+        raise ValueError(f"instrument {name!r}: names clash between data keys: {clashes}")
+    if isinstance(readback_error, Mapping):
+        unknown = sorted(set(readback_error) - set(inputs))
+        if unknown:
+            raise ValueError(f"readback_error given for unknown inputs {unknown}")
+
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seeds = root.spawn(len(inputs) + 1)
+    actuators: dict[str, SimActuator] = {}
+    for (key, spec), child in zip(inputs.items(), seeds[1:], strict=True):
+        kwargs = _actuator_kwargs(key, spec)
+        error = readback_error.get(key) if isinstance(readback_error, Mapping) else readback_error
+        if error and "limits" in kwargs and not kwargs.get("integer"):
+            kwargs["readback_error"] = error
+        actuators[key] = SimActuator(key, seed=child, **kwargs)
+    detector = SimDetector(
+        name,
+        outputs=out_names,
+        inputs=actuators,
+        function=func,
+        noise=noise,
+        latency=latency,
+        failure_rate=failure_rate,
+        seed=seeds[0],
+    )
+    logger.debug(
+        "built simulated instrument %r: inputs %s, outputs %s", name, list(inputs), out_names
+    )
+    return SimulatedInstrument(
+        name=name, inputs=actuators, detectors=[detector], outputs=out_names, problem=problem
+    )

@@ -1,0 +1,245 @@
+"""Building instruments from config: simulator checks and user-function loading."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from instrument_doubles import make_instrument
+
+from instruments import (
+    InputSpec,
+    InstrumentConfig,
+    InstrumentConfigError,
+    build_instrument,
+    describe_instrument,
+    input_specs,
+    list_simulators,
+    load_function,
+)
+
+USER_FILE = """
+CALLS = []
+
+def measure(inputs):
+    return {"y": inputs["x"] ** 2}
+
+def two_args(inputs, extra):
+    return {}
+
+NOT_A_FUNCTION = 3
+"""
+
+
+def _param(name: str, **kw: Any) -> SimpleNamespace:
+    """Duck-typed like planners' FloatParameter/IntParameter/ChoiceParameter."""
+    return SimpleNamespace(name=name, **kw)
+
+
+BRANIN = SimpleNamespace(
+    parameters=[
+        _param("x1", type="float", bounds=(-5.0, 10.0)),
+        _param("x2", type="float", bounds=(0.0, 15.0)),
+        _param("solvent", type="choice", values=("water", "ethanol", "dmso")),
+    ],
+    outputs=("f", "cost"),
+    evaluate=lambda inputs: {"f": 0.0, "cost": 1.0},
+    description="Branin with a solvent.\nMore text.",
+)
+
+
+@pytest.fixture
+def fake_simulators(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Stand-in for the ``simulators`` package: records build calls."""
+    calls: list[dict[str, Any]] = []
+    module = ModuleType("simulators")
+    module.SIMULATORS = {"branin": BRANIN}  # type: ignore[attr-defined]
+
+    def get_problem(name: str) -> Any:
+        return module.SIMULATORS[name]  # type: ignore[attr-defined]
+
+    def build_simulated_instrument(function: Any, **kwargs: Any) -> Any:
+        calls.append({"function": function, **kwargs})
+        return make_instrument()
+
+    module.get_problem = get_problem  # type: ignore[attr-defined]
+    module.build_simulated_instrument = build_simulated_instrument  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "simulators", module)
+    return calls
+
+
+def campaign_params(**overrides: Any) -> list[Any]:
+    params: dict[str, Any] = {
+        "x1": {"name": "x1", "type": "float", "bounds": [0.0, 5.0]},
+        "x2": _param("x2", type="float", bounds=(1.0, 2.0)),
+        "solvent": ("solvent", ("water", "dmso")),
+    }
+    params.update(overrides)
+    return [p for p in params.values() if p is not None]
+
+
+# ---------------------------------------------------------------------------- parameters
+def test_input_specs_accept_models_mappings_and_pairs() -> None:
+    specs = input_specs(
+        [
+            _param("a", type="float", bounds=(0.0, 1.0)),
+            {"name": "b", "type": "int", "bounds": [1, 4]},
+            ("c", (1, 4)),
+            ("d", ("p", "q")),
+            _param("e", type="choice", values=(0, 1)),  # a numeric choice needs `values`
+        ]
+    )
+    assert specs == (
+        InputSpec("a", "float", bounds=(0.0, 1.0)),
+        InputSpec("b", "int", bounds=(1, 4)),
+        InputSpec("c", "int", bounds=(1, 4)),
+        InputSpec("d", "choice", values=("p", "q")),
+        InputSpec("e", "choice", values=(0, 1)),
+    )
+    with pytest.raises(InstrumentConfigError, match="duplicate"):
+        input_specs([("a", (0, 1)), ("a", (0, 2))])
+    with pytest.raises(InstrumentConfigError, match="neither bounds nor values"):
+        input_specs([{"name": "a"}])
+
+
+# ---------------------------------------------------------------------------- simulators
+def test_simulator_builds_with_campaign_bounds_as_limits(
+    fake_simulators: list[dict[str, Any]],
+) -> None:
+    config = InstrumentConfig(simulator="branin", noise={"f": 0.1}, latency=0.5)
+    instrument = build_instrument(config, campaign_params(), base_dir=Path("."), seed=3)
+    assert instrument.outputs == ("y",)  # whatever the simulators package built
+    (call,) = fake_simulators
+    assert call["function"] is BRANIN.evaluate
+    assert call["inputs"] == {"x1": (0.0, 5.0), "x2": (1.0, 2.0), "solvent": ("water", "dmso")}
+    assert call["outputs"] == ("f", "cost")
+    assert (call["noise"], call["latency"], call["failure_rate"]) == ({"f": 0.1}, 0.5, 0.0)
+    assert (call["seed"], call["name"]) == (3, "branin")
+    assert describe_instrument(config, campaign_params(), base_dir=Path(".")) == ("f", "cost")
+
+
+@pytest.mark.parametrize(
+    ("config", "params", "match"),
+    [
+        (
+            {"simulator": "brainin"},
+            campaign_params(),
+            r"unknown simulator 'brainin'; built-in simulators are: branin",
+        ),
+        (
+            {"simulator": "branin"},
+            campaign_params(x3=("x3", (0.0, 1.0))),
+            r"has no input\(s\) \['x3'\].*its inputs are: x1 \(float in \[-5.0, 10.0\]\)",
+        ),
+        ({"simulator": "branin"}, campaign_params(x2=None), r"needs a value for \['x2'\]"),
+        (
+            {"simulator": "branin"},
+            campaign_params(x1=("x1", (-6.0, 0.0))),
+            r"bounds \[-6.0, 0.0\] leave the domain.*within \[-5.0, 10.0\]",
+        ),
+        (
+            {"simulator": "branin"},
+            campaign_params(solvent=("solvent", ("water", "acetone"))),
+            r"choice among \['water', 'ethanol', 'dmso'\]; \['acetone'\] are not",
+        ),
+        (
+            {"simulator": "branin"},
+            campaign_params(solvent=("solvent", (0.0, 1.0))),
+            r"must be a choice",
+        ),
+        (
+            {"simulator": "branin", "outputs": ["f", "yield"]},
+            campaign_params(),
+            r"no output\(s\) \['yield'\]; it measures: f, cost",
+        ),
+        (
+            {"simulator": "branin", "noise": {"yeild": 0.1}},
+            campaign_params(),
+            r"noise is given for \['yeild'\].*outputs are: f, cost",
+        ),
+    ],
+)
+def test_simulator_config_errors_name_what_is_allowed(
+    fake_simulators: list[dict[str, Any]], config: dict[str, Any], params: list[Any], match: str
+) -> None:
+    with pytest.raises(InstrumentConfigError, match=match) as info:
+        describe_instrument(InstrumentConfig(**config), params, base_dir=Path("."))
+    assert isinstance(info.value, ValueError)
+    assert fake_simulators == []
+
+
+def test_list_simulators(fake_simulators: list[dict[str, Any]]) -> None:
+    (info,) = list_simulators()
+    assert info.name == "branin"
+    assert [s.name for s in info.inputs] == ["x1", "x2", "solvent"]
+    assert info.outputs == ("f", "cost")
+    assert info.description == "Branin with a solvent."
+
+
+# ---------------------------------------------------------------------------- functions
+@pytest.fixture
+def user_dir(tmp_path: Path) -> Path:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "lab.py").write_text(USER_FILE)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    return tmp_path
+
+
+def test_function_from_file_relative_to_base_dir(user_dir: Path) -> None:
+    fn = load_function("models/lab.py:measure", base_dir=user_dir)
+    assert fn({"x": 3.0}) == {"y": 9.0}
+    # loaded once per file version: checking then building does not re-run the module
+    assert load_function("models/lab.py:measure", base_dir=user_dir) is fn
+
+
+def test_function_from_module(user_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = user_dir / "mylab_pkg_for_test"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "physics.py").write_text(USER_FILE)
+    monkeypatch.syspath_prepend(str(user_dir))
+    fn = load_function("mylab_pkg_for_test.physics:measure", base_dir=Path("/nonexistent"))
+    assert fn({"x": 2.0}) == {"y": 4.0}
+    monkeypatch.delitem(sys.modules, "mylab_pkg_for_test.physics")
+    monkeypatch.delitem(sys.modules, "mylab_pkg_for_test")
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("models/missing.py:measure", r"not found \(looked for .*models/missing.py"),
+        ("models/lab.py:mesure", r"has no attribute 'mesure'; functions defined there: measure"),
+        ("models/lab.py:NOT_A_FUNCTION", r"'NOT_A_FUNCTION' is a int, not a function"),
+        ("models/lab.py:two_args", r"cannot be called with one argument"),
+        ("broken.py:f", r"running 'broken.py' failed: RuntimeError: boom at import"),
+        ("no_such_module_xyz:f", r"cannot import module 'no_such_module_xyz'"),
+        ("models/lab.txt/x:f", r"must be a .py file"),
+        ("nocolon", r"must look like `module:function`"),
+    ],
+)
+def test_bad_function_specs_are_clear(user_dir: Path, spec: str, match: str) -> None:
+    with pytest.raises(InstrumentConfigError, match=match) as info:
+        load_function(spec, base_dir=user_dir)
+    assert info.value.field == "function"
+
+
+def test_function_instrument_is_wrapped_by_the_simulators(
+    user_dir: Path, fake_simulators: list[dict[str, Any]]
+) -> None:
+    config = InstrumentConfig(function="models/lab.py:measure", outputs=["y"], failure_rate=0.1)
+    params = [("x", (-1.0, 1.0)), ("mode", ("a", "b", "c"))]
+    assert describe_instrument(config, params, base_dir=user_dir) == ("y",)
+    build_instrument(config, params, base_dir=user_dir, seed=None)
+    (call,) = fake_simulators
+    assert call["function"]({"x": 0.5}) == {"y": 0.25}
+    assert call["inputs"] == {"x": (-1.0, 1.0), "mode": ("a", "b", "c")}
+    assert (call["outputs"], call["failure_rate"], call["name"]) == (("y",), 0.1, "measure")
+
+
+def test_function_output_may_not_shadow_a_parameter(user_dir: Path) -> None:
+    config = InstrumentConfig(function="models/lab.py:measure", outputs=["x"])
+    with pytest.raises(InstrumentConfigError, match=r"also parameters \['x'\]"):
+        describe_instrument(config, [("x", (0.0, 1.0))], base_dir=user_dir)

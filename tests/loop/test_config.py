@@ -1,0 +1,93 @@
+"""Campaign files: every malformed file in bad_campaigns/ gets one clear, located message.
+
+Each file's first line says what is expected: ``# expect line=N: text | other text``
+(``line=`` optional). Adding a case is adding a file.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loop import CampaignConfigError, load_campaign
+from loop.config import parse_duration
+
+HERE = Path(__file__).parent
+BAD = sorted((HERE / "bad_campaigns").glob("*.yaml"))
+CAMPAIGNS = sorted((HERE.parents[1] / "campaigns").glob("*.yaml"))
+_EXPECT = re.compile(rb"^# expect(?: line=(\d+))?: (.*)$")
+
+
+def _expectation(path: Path) -> tuple[int | None, list[str]]:
+    first = path.read_bytes().splitlines()[0]
+    match = _EXPECT.match(first)
+    if match is None:
+        raise ValueError(f"{path} lacks an '# expect' header")
+    line = int(match.group(1)) if match.group(1) else None
+    return line, [s.strip() for s in match.group(2).decode().split("|")]
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(BAD) >= 10
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_malformed_file_gets_located_message(path: Path) -> None:
+    line, fragments = _expectation(path)
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    err = info.value
+    message = str(err)
+    assert message.startswith(str(path)), message
+    if line is not None:
+        assert err.line == line, message
+        assert f"{path}:{line}:" in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "Traceback" not in message
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CampaignConfigError, match="is a directory"):
+        load_campaign(tmp_path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CampaignConfigError, match="no such file"):
+        load_campaign(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", CAMPAIGNS, ids=[p.stem for p in CAMPAIGNS])
+def test_example_campaigns_are_valid(path: Path) -> None:
+    loaded = load_campaign(path)
+    assert loaded.campaign.name
+    assert loaded.text == path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0),
+     ("1d", 86400.0), ("1.5h", 5400.0)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "", "-1", "0s", True, "2 weeks"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_cli_validate_prints_one_message_without_traceback() -> None:
+    bad = HERE / "bad_campaigns" / "misspelt_instrument_key.yaml"
+    proc = subprocess.run([sys.executable, "-m", "loop.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert f"{bad}:7" in proc.stderr.replace("\n", "")
+    assert "did you mean 'noise'" in proc.stderr

@@ -1,0 +1,114 @@
+"""Sobol and random planners: valid, seeded, positional (resumable), no pending repeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planners import (
+    ChoiceParameter,
+    FloatParameter,
+    IntParameter,
+    Observation,
+    RandomPlanner,
+    SobolPlanner,
+    Space,
+)
+from planners._baselines import point_key
+
+PLANNERS = [SobolPlanner, RandomPlanner]
+SPACE = Space([FloatParameter(name="x", bounds=(0.0, 1.0)), IntParameter(name="n", bounds=(1, 9))])
+
+
+def _obs(point: dict[str, Any], y: float = 1.0, outcome: str = "completed") -> Observation:
+    return Observation(
+        parameters=point, outputs={"y": y} if outcome == "completed" else {}, outcome=outcome
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_every_proposal_is_a_member(cls: Any, data: Any, space_strategy: Any) -> None:
+    space: Space = data.draw(space_strategy)
+    planner = cls(space, seed=data.draw(st.integers(0, 2**31)))
+    first = planner.suggest(3)
+    planner.ingest([_obs(p) for p in first[:2]])
+    more = planner.suggest(data.draw(st.integers(0, 4)), pending=first[2:])
+    assert all(space.contains(p) for p in first + more)
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_same_seed_same_sequence(cls: Any) -> None:
+    assert cls(SPACE, seed=3).suggest(5) == cls(SPACE, seed=3).suggest(5)
+    assert cls(SPACE, seed=3).suggest(5) != cls(SPACE, seed=4).suggest(5)
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_kth_proposal_depends_only_on_position(cls: Any) -> None:
+    """One batch of 6 == proposals one at a time, whatever was pending or finished."""
+    batch = cls(SPACE, seed=11).suggest(6)
+    planner = cls(SPACE, seed=11)
+    got = planner.suggest(2)
+    got += planner.suggest(1, pending=got)
+    planner.ingest([_obs(got[0]), _obs(got[1], outcome="failed")])
+    got += planner.suggest(3, pending=got[2:])
+    assert got == batch
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_resume_continues_the_sequence(cls: Any) -> None:
+    original = cls(SPACE, seed=5)
+    trials = []
+    for _ in range(4):
+        (p,) = original.suggest(1)
+        trials.append(_obs(p, outcome="failed" if len(trials) == 1 else "completed"))
+        original.ingest([trials[-1]])
+    rebuilt = cls(SPACE, seed=5)
+    rebuilt.ingest(trials)
+    assert rebuilt.suggest(2) == original.suggest(2)
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_finite_space_avoids_pending_until_exhausted(cls: Any) -> None:
+    space = Space(
+        [IntParameter(name="a", bounds=(0, 2)), ChoiceParameter(name="b", values=("u", "v"))]
+    )
+    planner = cls(space, seed=0)
+    batch = planner.suggest(6)
+    assert len({point_key(space, p) for p in batch}) == 6
+    for k in range(6):
+        pending = batch[:k] + batch[k + 1 :]
+        assert planner.suggest(1, pending=pending) == [batch[k]]
+    # Everything pending: a repeat is unavoidable, but the planner still answers.
+    assert len(planner.suggest(2, pending=batch)) == 2
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_large_finite_space_avoids_pending(cls: Any) -> None:
+    space = Space([IntParameter(name="a", bounds=(0, 99)), IntParameter(name="b", bounds=(0, 99))])
+    at_position_1 = cls(space, seed=1).suggest(2)[1]
+    # One point pending puts us at position 1, whose design point is that very point.
+    (proposal,) = cls(space, seed=1).suggest(1, pending=[at_position_1])
+    assert proposal != at_position_1
+    assert space.contains(proposal)
+
+
+def test_sobol_is_balanced_over_choices() -> None:
+    space = Space(
+        [ChoiceParameter(name="c", values=("a", "b", "c", "d"))]
+        + [FloatParameter(name="x", bounds=(0.0, 1.0))]
+    )
+    counts: dict[str, int] = {}
+    for p in SobolPlanner(space, seed=2).suggest(16):
+        counts[p["c"]] = counts.get(p["c"], 0) + 1
+    assert counts == {"a": 4, "b": 4, "c": 4, "d": 4}
+
+
+def test_negative_n_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        SobolPlanner(SPACE, seed=0).suggest(-1)
+    assert SobolPlanner(SPACE, seed=0).suggest(0) == []

@@ -1,0 +1,250 @@
+"""BoTorch planner: valid, reproducible, resumable proposals; data hygiene; goal direction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from botorch.test_utils.mock import mock_optimize_context_manager
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planners import (
+    BoTorchPlanner,
+    BoTorchSettings,
+    ChoiceParameter,
+    FloatParameter,
+    InitialDesign,
+    IntParameter,
+    Objective,
+    Observation,
+    PlannerConfig,
+    SobolPlanner,
+    Space,
+)
+from planners._baselines import point_key
+
+# Tiny optimiser budgets: these tests check contracts, not optimisation quality.
+FAST = BoTorchSettings(
+    mc_samples=16, raw_samples=16, num_restarts=2, maxiter=15, maxiter_alternating=2
+)
+MAX = [Objective(name="y")]
+CONFIG = PlannerConfig(initial=InitialDesign(n=4))
+
+
+@pytest.fixture(autouse=True)
+def _short_scipy_runs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Cap every GP fit and acquisition optimisation at two L-BFGS-B iterations.
+
+    ``force=True`` because suggests served by the initial design call no optimiser at all.
+    Tests that request the ``real_optimizer`` fixture check optimisation results and run
+    unmocked.
+    """
+    if "real_optimizer" in request.fixturenames:
+        yield
+        return
+    with mock_optimize_context_manager(force=True):
+        yield
+
+
+@pytest.fixture
+def real_optimizer() -> None:
+    """Opt out of :func:`_short_scipy_runs`."""
+
+
+def mixed_space() -> Space:
+    return Space(
+        [
+            FloatParameter(name="temperature", bounds=(30.0, 110.0), unit="degC"),
+            FloatParameter(name="residence_time", bounds=(1.0, 30.0), log=True),
+            IntParameter(name="equivalents", bounds=(1, 4)),
+            ChoiceParameter(name="catalyst", values=("A", "B", "C")),
+        ]
+    )
+
+
+def _f(space: Space, point: dict[str, Any]) -> float:
+    """A smooth test response on the encoded point (works for any space)."""
+    x = space.encode([point])[0]
+    return float(-((x - 0.3) ** 2).sum() + 0.1 * torch.sin(5 * x).sum())
+
+
+def _run(planner: BoTorchPlanner, trials: int) -> list[Observation]:
+    done = []
+    for _ in range(trials):
+        (p,) = planner.suggest(1)
+        done.append(Observation(parameters=p, outputs={"y": _f(planner.space, p)}))
+        planner.ingest(done[-1:])
+    return done
+
+
+def _planner(space: Space, seed: int = 0, **kw: Any) -> BoTorchPlanner:
+    return BoTorchPlanner(space, kw.pop("objectives", MAX), kw.pop("config", CONFIG), seed, FAST)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_every_proposal_is_a_member(data: Any, space_strategy: Any) -> None:
+    space: Space = data.draw(space_strategy)
+    planner = _planner(space, seed=data.draw(st.integers(0, 1000)))
+    _run(planner, 5)
+    pending = planner.suggest(1)
+    batch = planner.suggest(2, pending=pending)
+    assert all(space.contains(p) for p in pending + batch)
+    keys = [point_key(space, p) for p in pending + batch]
+    if space.cardinality() >= 3:
+        assert len(set(keys)) == 3
+
+
+def test_initial_design_is_the_sobol_sequence(mixed: Space) -> None:
+    planner = _planner(mixed, seed=4)
+    got = [p for obs in _run(planner, 4) for p in [obs.parameters]]
+    assert got == SobolPlanner(mixed, seed=4).suggest(4)
+    assert planner.timings[-1].n_model == 0
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        Space(
+            [
+                FloatParameter(name="a", bounds=(-1.0, 1.0)),
+                FloatParameter(name="b", bounds=(1.0, 1e3), log=True),
+            ]
+        ),
+        Space(
+            [FloatParameter(name="a", bounds=(-1.0, 1.0)), IntParameter(name="n", bounds=(0, 30))]
+        ),
+        mixed_space(),
+        Space(
+            [
+                ChoiceParameter(name="c", values=("a", "b", "c")),
+                IntParameter(name="n", bounds=(1, 5)),
+            ]
+        ),
+    ],
+    ids=["float", "float-int", "mixed", "finite"],
+)
+def test_seeded_runs_are_reproducible_and_resumable(space: Space) -> None:
+    first = _planner(space, seed=7)
+    trials = _run(first, 7)
+    second = _planner(space, seed=7)
+    assert [o.parameters for o in _run(second, 7)] == [o.parameters for o in trials]
+    # Resume: a fresh planner that ingests the store's trials proposes the same next points,
+    # with and without points in flight.
+    rebuilt = _planner(space, seed=7)
+    rebuilt.ingest(trials)
+    assert rebuilt.suggest(2) == first.suggest(2)
+    pending = first.suggest(1)
+    assert rebuilt.suggest(1, pending=pending) == first.suggest(1, pending=pending)
+    assert first.last_timing is not None and first.last_timing.n_model == 1
+    assert first.last_suggest_seconds is not None and first.last_suggest_seconds > 0
+
+
+def test_pending_points_are_not_proposed_again() -> None:
+    space = Space(
+        [IntParameter(name="a", bounds=(0, 2)), ChoiceParameter(name="b", values=("u", "v"))]
+    )
+    planner = _planner(space, seed=1)
+    trials = _run(planner, 4)
+    observed = {point_key(space, o.parameters) for o in trials}
+    everything = SobolPlanner(space, seed=0).suggest(6)
+    for k in range(6):
+        pending = everything[:k] + everything[k + 1 :]
+        assert planner.suggest(1, pending=pending) == [everything[k]], observed
+
+
+@pytest.mark.parametrize("goal", ["maximize", "minimize"])
+def test_goal_direction(goal: str, real_optimizer: None) -> None:
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    planner = BoTorchPlanner(
+        space,
+        [Objective(name="y", goal=goal)],  # type: ignore[arg-type]
+        CONFIG,
+        seed=0,
+        settings=BoTorchSettings(raw_samples=64, num_restarts=4, mc_samples=64),
+    )
+    for _ in range(10):
+        (p,) = planner.suggest(1)
+        planner.ingest([Observation(parameters=p, outputs={"y": -((p["x"] - 0.7) ** 2)})])
+    (p,) = planner.suggest(1)
+    if goal == "maximize":
+        assert abs(p["x"] - 0.7) < 0.1
+    else:
+        assert min(p["x"], 1 - p["x"]) < 0.1  # the minima of -(x-0.7)^2 are at the edges
+
+
+def test_failed_and_non_finite_observations_never_reach_the_model(mixed: Space) -> None:
+    planner = _planner(mixed, seed=2)
+    trials = _run(planner, 5)
+    bad = planner.suggest(4)
+    planner.ingest(
+        [
+            Observation(parameters=bad[0], outputs={"y": math.nan}),
+            Observation(parameters=bad[1], outputs={"y": math.inf}),
+            Observation(parameters=bad[2], outcome="failed"),
+            Observation(parameters=bad[3], outputs={"other": 1.0}),
+        ]
+    )
+    X, Y = planner.training_data()
+    assert X.shape == (5, 4) and Y.shape == (5, 1)
+    assert torch.isfinite(Y).all()
+    assert torch.equal(X, mixed.encode([o.parameters for o in trials]))
+    assert all(mixed.contains(p) for p in planner.suggest(2))
+
+
+def test_no_usable_observation_falls_back_to_the_design(mixed: Space) -> None:
+    planner = _planner(mixed, seed=3)
+    design = SobolPlanner(mixed, seed=3).suggest(8)
+    for p in design[:6]:
+        planner.ingest([Observation(parameters=p, outputs={"y": math.nan})])
+    assert planner.suggest(2) == design[6:8]
+    assert planner.timings[-1].n_model == 0
+
+
+def test_initial_design_counts_usable_and_pending() -> None:
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    planner = _planner(space, seed=0)
+    design = SobolPlanner(space, seed=0).suggest(6)
+    planner.ingest([Observation(parameters=p, outputs={"y": 1.0}) for p in design[:2]])
+    planner.ingest([Observation(parameters=design[2], outcome="failed")])
+    # 2 usable + 1 pending < 4 initial: one more design point (at position 4), then the model.
+    got = planner.suggest(2, pending=[design[3]])
+    assert got[0] == design[4]
+    assert planner.timings[-1].n_model == 1
+
+
+def test_degenerate_data_constant_outputs_and_duplicates(mixed: Space) -> None:
+    planner = _planner(mixed, seed=5)
+    points = SobolPlanner(mixed, seed=5).suggest(3)
+    planner.ingest([Observation(parameters=p, outputs={"y": 2.0}) for p in points * 3])
+    proposals = planner.suggest(2, pending=points[:1])
+    assert all(mixed.contains(p) for p in proposals)
+    assert point_key(mixed, points[0]) not in {point_key(mixed, p) for p in proposals}
+
+
+@pytest.mark.parametrize("acquisition", ["qLogExpectedImprovement", "qUpperConfidenceBound"])
+def test_other_acquisitions(acquisition: str, mixed: Space) -> None:
+    config = PlannerConfig(initial=InitialDesign(n=3), acquisition=acquisition)  # type: ignore[arg-type]
+    planner = _planner(mixed, seed=0, config=config)
+    _run(planner, 4)
+    assert all(mixed.contains(p) for p in planner.suggest(2))
+
+
+def test_single_observation_is_enough_for_a_model() -> None:
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    planner = _planner(space, seed=0, config=PlannerConfig(initial=InitialDesign(n=1)))
+    planner.ingest([Observation(parameters={"x": 0.5}, outputs={"y": 1.0})])
+    assert space.contains(planner.suggest(1)[0])
+
+
+def test_several_objectives_are_refused_at_construction(mixed: Space) -> None:
+    with pytest.raises(ValueError, match="one objective"):
+        BoTorchPlanner(mixed, [Objective(name="a"), Objective(name="b")], CONFIG, 0)
