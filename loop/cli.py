@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from instruments import InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError
 from loop.store import DEFAULT_STORE
 
@@ -56,6 +57,11 @@ def _main(
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    if not verbose:
+        # bluesky logs a whole traceback for every failed run; the loop reports the failure
+        # on the trial's line and stores the error, so keep the terminal readable.
+        for name in ("bluesky", "ophyd", "caproto"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -253,7 +259,7 @@ def main() -> None:
     except CampaignConfigError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    except ClosedLoopError as exc:
+    except (ClosedLoopError, InstrumentError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except typer.Exit as exc:

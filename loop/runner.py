@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from instruments import Dispatcher, Instrument, TrialResult, build_instrument
+from instruments import Dispatcher, Instrument, TrialInterrupted, TrialResult, build_instrument
 from loop.config import Campaign, LoadedCampaign
 from loop.store import Store, TrialRow
 from planners import Observation, Planner, Point, make_planner
@@ -198,8 +198,14 @@ class Runner:
         self.listener.trial_started(number, parameters)
         # dispatch (each document is committed as the RunEngine emits it)
         t1 = time.perf_counter()
-        result = dispatcher.run(trial_id, self.campaign.name, parameters,
-                                document_sink=self._sink(trial_id))
+        try:
+            result = dispatcher.run(trial_id, self.campaign.name, parameters,
+                                    document_sink=self._sink(trial_id))
+        except TrialInterrupted as exc:  # Ctrl-C: the RunEngine aborted the run cleanly
+            self.store.finish_trial(trial_id, status="abandoned", outputs={}, readbacks={},
+                                    run_uid=exc.result.run_uid if exc.result else None,
+                                    error="interrupted by the user (Ctrl-C)")
+            raise
         dispatch = time.perf_counter() - t1
         # ingest
         status = "completed" if result.exit_status == "success" else "failed"

@@ -1,0 +1,120 @@
+"""The loop end to end: real RunEngine, real Ophyd sim devices, real SQLite."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from loop import Runner, Store, load_campaign, parse_campaign
+from simulators import get_problem
+
+ROOT = Path(__file__).parents[2]
+
+BRANIN_SOBOL = """
+name: e2e
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin}
+planner: {kind: sobol}
+budget: {max_trials: 12}
+seed: 4
+"""
+
+
+def _campaign(text: str, tmp_path: Path):
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+def test_twelve_trials_are_twelve_stored_runs(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(_campaign(BRANIN_SOBOL, tmp_path), store).run()
+    assert (summary.completed, summary.failed, summary.status) == (12, 0, "completed")
+    trials = store.trials(summary.campaign_id)
+    assert len(trials) == 12
+    observations = store.observations(summary.campaign_id)
+    branin = get_problem("branin")
+    uids = set()
+    for t in trials:
+        assert t.status == "completed"
+        docs = store.documents(t.id or 0)
+        assert [d.name for d in docs] == ["start", "descriptor", "event", "stop"]
+        start, _, event, stop = (d.body for d in docs)
+        assert start["campaign"] == "e2e"
+        assert start["trial_id"] == t.id
+        assert stop["exit_status"] == "success"
+        assert {d.run_uid for d in docs} == {t.run_uid} == {start["uid"]}
+        uids.add(t.run_uid)
+        # stored outputs equal the simulator's, and equal the event's reading
+        expected = branin.evaluate(t.readbacks or {})
+        assert observations[t.id or 0]["y"] == pytest.approx(expected["y"], rel=1e-12)
+        assert event["data"]["y"] == pytest.approx(observations[t.id or 0]["y"], rel=1e-12)
+        # readbacks are stored beside the commanded values
+        assert set(t.readbacks or {}) == {"x1", "x2"}
+        assert t.readbacks == pytest.approx(t.parameters)
+    assert len(uids) == 12
+
+
+def test_failures_are_stored_and_stop_the_campaign(tmp_path: Path) -> None:
+    text = BRANIN_SOBOL.replace("{simulator: branin}", "{simulator: branin, failure_rate: 1.0}")
+    text = text.replace("{max_trials: 12}", "{max_trials: 12, max_failures: 3}")
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    assert (summary.completed, summary.failed, summary.status) == (0, 3, "failed")
+    assert "max_failures" in summary.reason
+    for t in store.trials(summary.campaign_id):
+        assert t.status == "failed"
+        assert "fault" in (t.error or "")
+        docs = store.documents(t.id or 0)
+        assert docs[0].name == "start" and docs[-1].name == "stop"
+        assert docs[-1].body["exit_status"] == "fail"
+    row = store.campaign(summary.campaign_id)
+    assert (row.status, row.stop_reason) == ("failed", summary.reason)
+
+
+def test_user_function_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text(
+        "def measure(inputs):\n    return {'score': -(inputs['x'] - 0.3) ** 2 + "
+        "(1.0 if inputs['mode'] == 'b' else 0.0), 'n_used': inputs['n']}\n"
+    )
+    text = """
+name: own-function
+parameters:
+  - {name: x, type: float, bounds: [0, 1]}
+  - {name: n, type: int, bounds: [1, 5]}
+  - {name: mode, type: choice, values: [a, b]}
+objectives: [{name: score, goal: maximize}]
+instrument: {function: "model.py:measure", outputs: [score, n_used]}
+planner: {kind: random}
+budget: {max_trials: 6}
+seed: 1
+"""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    assert summary.completed == 6
+    obs = store.observations(summary.campaign_id)
+    for t in store.trials(summary.campaign_id):
+        p = t.parameters
+        assert isinstance(p["n"], int) and p["mode"] in ("a", "b")
+        assert obs[t.id or 0]["n_used"] == p["n"]
+        want = -((p["x"] - 0.3) ** 2) + (1.0 if p["mode"] == "b" else 0.0)
+        assert math.isclose(obs[t.id or 0]["score"], want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_example_campaigns_run_with_a_tiny_budget(path: Path, tmp_path: Path) -> None:
+    loaded = load_campaign(path)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    n_initial = loaded.campaign.planner.initial.size(len(loaded.campaign.parameters))
+    summary = Runner(loaded, store, max_trials=n_initial + 2).run()
+    assert summary.completed == n_initial + 2
+    assert summary.best is not None and summary.best.objective is not None
+    kinds = [t.kind for t in store.trials(summary.campaign_id)]
+    assert kinds[-1] not in ("initial", "sobol", "random"), kinds
