@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,8 +36,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 StoreOpt = Annotated[
     str,
-    typer.Option("--store", envvar="CLOSEDLOOP_STORE",
-                 help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db."),
+    typer.Option(
+        "--store",
+        envvar="CLOSEDLOOP_STORE",
+        help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
+    ),
 ]
 CampaignOpt = Annotated[
     str | None,
@@ -72,10 +75,12 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
 
     loaded = load_campaign(file)
     c = loaded.campaign
-    console.print(f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters, "
-                  f"objective {c.objectives[0].name} ({c.objectives[0].goal}), "
-                  f"planner {c.planner.kind}, instrument "
-                  f"{c.instrument.simulator or c.instrument.function}")
+    console.print(
+        f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters, "
+        f"objective {c.objectives[0].name} ({c.objectives[0].goal}), "
+        f"planner {c.planner.kind}, instrument "
+        f"{c.instrument.simulator or c.instrument.function}"
+    )
 
 
 @app.command()
@@ -98,24 +103,32 @@ def run(
     db = Store(store)
     listener = _ProgressListener(c.objectives[0].name, max_trials or c.budget.max_trials, quiet)
     runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
-    console.print(f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
-                  f"{c.instrument.simulator or c.instrument.function}, seed {runner.seed}, "
-                  f"store {store}")
+    console.print(
+        f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
+        f"{c.instrument.simulator or c.instrument.function}, seed {runner.seed}, "
+        f"store {store}"
+    )
     try:
         with listener:
             summary = runner.run()
     except KeyboardInterrupt:
-        err_console.print("[yellow]stopped by Ctrl-C[/]; completed trials are in the store "
-                          f"({store}); `closedloop status --store {store}` shows them")
+        err_console.print(
+            "[yellow]stopped by Ctrl-C[/]; completed trials are in the store "
+            f"({store}); `closedloop status --store {store}` shows them"
+        )
         raise typer.Exit(130) from None
     finally:
         db.close()
-    console.print(f"\n[bold]{summary.status}[/]: {summary.reason}; {summary.completed} "
-                  f"completed, {summary.failed} failed in {summary.elapsed:.1f} s")
+    console.print(
+        f"\n[bold]{summary.status}[/]: {summary.reason}; {summary.completed} "
+        f"completed, {summary.failed} failed in {summary.elapsed:.1f} s"
+    )
     if summary.best is not None:
         b = summary.best
-        console.print(f"best trial #{b.number}: {c.objectives[0].name} = {b.objective:.6g} at "
-                      + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items()))
+        console.print(
+            f"best trial #{b.number}: {c.objectives[0].name} = {b.objective:.6g} at "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items())
+        )
     if summary.status == "failed":
         raise typer.Exit(1)
 
@@ -132,26 +145,37 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     records = export_records(db, row.id or 0)
     counts = sequence_counts(db.trials(row.id or 0))
     obj = c.objectives[0]
-    console.print(f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
-                  + (f": {row.stop_reason}" if row.stop_reason else ""))
-    console.print("trials: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-                  + f"; budget {c.budget.max_trials or '∞'} trials; seed {row.seed}")
+    console.print(
+        f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
+        + (f": {row.stop_reason}" if row.stop_reason else "")
+    )
+    console.print(
+        "trials: "
+        + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
+        + f"; budget {c.budget.max_trials or '∞'} trials; seed {row.seed}"
+    )
     best = best_record(records, obj.name, obj.goal)
     if best:
-        console.print(f"best: trial #{best['number']} {obj.name} = "
-                      f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
-                      + ", ".join(f"{k}={_fmt(v)}" for k, v in best["parameters"].items()))
+        console.print(
+            f"best: trial #{best['number']} {obj.name} = "
+            f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in best["parameters"].items())
+        )
     table = Table(title="last trials")
     for col in ("#", "status", *[p.name for p in c.parameters], obj.name, "error"):
         table.add_column(col)
     for r in records[-10:]:
-        table.add_row(str(r["number"]), r["status"],
-                      *[_fmt(r["parameters"].get(p.name)) for p in c.parameters],
-                      _fmt(r["outputs"].get(obj.name)), (r["error"] or "")[:40])
+        table.add_row(
+            str(r["number"]),
+            r["status"],
+            *[_fmt(r["parameters"].get(p.name)) for p in c.parameters],
+            _fmt(r["outputs"].get(obj.name)),
+            (r["error"] or "")[:40],
+        )
     console.print(table)
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     json = "json"
 
@@ -161,8 +185,9 @@ def export(
     store: StoreOpt = DEFAULT_STORE,
     campaign: CampaignOpt = None,
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout).")]
-    = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+    ] = None,
 ) -> None:
     """Export one record per trial: id, status, parameters, readbacks, outputs, run uid."""
     from loop.report import to_csv, to_json
@@ -204,8 +229,12 @@ def simulators() -> None:
     for col in ("name", "inputs", "outputs", "description"):
         table.add_column(col)
     for name, problem in SIMULATORS.items():
-        table.add_row(name, ", ".join(p.name for p in problem.parameters),
-                      ", ".join(problem.outputs), problem.description.split("\n")[0][:60])
+        table.add_row(
+            name,
+            ", ".join(p.name for p in problem.parameters),
+            ", ".join(problem.outputs),
+            problem.description.split("\n")[0][:60],
+        )
     console.print(table)
 
 
@@ -216,9 +245,14 @@ class _ProgressListener:
     def __init__(self, objective: str, total: int | None, quiet: bool) -> None:
         self.objective = objective
         self.quiet = quiet
-        self.progress = Progress(TextColumn("[progress.description]{task.description}"),
-                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=console, disable=quiet or not console.is_terminal)
+        self.progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet or not console.is_terminal,
+        )
         self.task = self.progress.add_task("trials", total=total)
 
     def __enter__(self) -> _ProgressListener:
@@ -237,9 +271,11 @@ class _ProgressListener:
         if self.quiet:
             return
         if report.status == "completed":
-            line = (f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}  "
-                    f"best = {_fmt(report.best)}  "
-                    f"[dim](suggest {report.timing.suggest:.2f} s)[/]")
+            line = (
+                f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}  "
+                f"best = {_fmt(report.best)}  "
+                f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
+            )
         else:
             line = f"trial {report.number:>4}  [red]{report.status}[/]: {report.error}"
         self.progress.console.print(line)
@@ -276,8 +312,12 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if _state["debug"] or os.environ.get("CLOSEDLOOP_DEBUG"):
             raise
-        err_console.print(f"error: {type(exc).__name__}: {exc}\n(run with --debug for the "
-                          "traceback, and please report it)", highlight=False, markup=False)
+        err_console.print(
+            f"error: {type(exc).__name__}: {exc}\n(run with --debug for the "
+            "traceback, and please report it)",
+            highlight=False,
+            markup=False,
+        )
         sys.exit(1)
 
 

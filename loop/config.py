@@ -38,8 +38,10 @@ from planners import Objective, Parameter, PlannerConfig, Space
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" anchor bombs
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
-                       r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
+    r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
+)
 
 
 def parse_duration(value: Any) -> float:
@@ -61,9 +63,7 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[
-    float, BeforeValidator(parse_duration), PlainSerializer(lambda s: f"{s:g}s")
-]
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda s: f"{s:g}s")]
 
 
 class Budget(BaseModel):
@@ -141,8 +141,11 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
     """Read and validate a campaign file; raise ``CampaignConfigError`` on any problem."""
     path = Path(path)
     if path.is_dir():
-        raise CampaignConfigError(path, "is a directory, not a campaign file",
-                                  fix="pass a .yaml file, e.g. campaigns/branin.yaml")
+        raise CampaignConfigError(
+            path,
+            "is a directory, not a campaign file",
+            fix="pass a .yaml file, e.g. campaigns/branin.yaml",
+        )
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -150,14 +153,16 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
     except OSError as exc:
         raise CampaignConfigError(path, f"cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise CampaignConfigError(path, f"is {len(raw)} bytes; a campaign file is at most "
-                                  f"{MAX_FILE_BYTES} bytes")
+        raise CampaignConfigError(
+            path, f"is {len(raw)} bytes; a campaign file is at most {MAX_FILE_BYTES} bytes"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise CampaignConfigError(path, f"is not UTF-8 text (byte {exc.start})", line=line,
-                                  fix="save the file as UTF-8") from None
+        raise CampaignConfigError(
+            path, f"is not UTF-8 text (byte {exc.start})", line=line, fix="save the file as UTF-8"
+        ) from None
     return parse_campaign(text, path=path, base_dir=path.resolve().parent)
 
 
@@ -174,8 +179,9 @@ def parse_campaign(text: str, *, path: Path, base_dir: Path) -> LoadedCampaign:
 
 def _read_yaml(text: str, path: Path) -> Any:
     if not text.strip():
-        raise CampaignConfigError(path, "is empty",
-                                  fix="start from an example in campaigns/, e.g. branin.yaml")
+        raise CampaignConfigError(
+            path, "is empty", fix="start from an example in campaigns/, e.g. branin.yaml"
+        )
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -185,21 +191,33 @@ def _read_yaml(text: str, path: Path) -> Any:
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
         if exc.context_mark is not None and mark is not exc.context_mark:
             problem += f" (the construct opened on line {exc.context_mark.line + 1})"
-        raise CampaignConfigError(path, f"is not valid YAML: {problem}", line=line,
-                                  fix="check indentation, colons and quotes on that line"
-                                  ) from None
+        raise CampaignConfigError(
+            path,
+            f"is not valid YAML: {problem}",
+            line=line,
+            fix="check indentation, colons and quotes on that line",
+        ) from None
     except YAMLError as exc:
         raise CampaignConfigError(path, f"is not valid YAML: {exc}") from None
     if data is None:
-        raise CampaignConfigError(path, "is empty (only comments)",
-                                  fix="start from an example in campaigns/, e.g. branin.yaml")
+        raise CampaignConfigError(
+            path,
+            "is empty (only comments)",
+            fix="start from an example in campaigns/, e.g. branin.yaml",
+        )
     if not isinstance(data, Mapping):
-        raise CampaignConfigError(path, "must be a mapping of keys (name:, parameters:, ...), "
-                                  f"not a {type(data).__name__}", line=1,
-                                  fix="start from an example in campaigns/")
+        raise CampaignConfigError(
+            path,
+            f"must be a mapping of keys (name:, parameters:, ...), not a {type(data).__name__}",
+            line=1,
+            fix="start from an example in campaigns/",
+        )
     if _expanded_size(data, {}) > MAX_NODES:
-        raise CampaignConfigError(path, f"expands to more than {MAX_NODES} values through "
-                                  "YAML anchors/aliases", fix="write the values out plainly")
+        raise CampaignConfigError(
+            path,
+            f"expands to more than {MAX_NODES} values through YAML anchors/aliases",
+            fix="write the values out plainly",
+        )
     return data
 
 
@@ -225,8 +243,9 @@ def _explain(exc: ValidationError, data: Any, path: Path) -> CampaignConfigError
     errors = exc.errors(include_url=False)
     located = [(_line_of(data, e["loc"]), i, e) for i, e in enumerate(errors)]
     # A misspelt key shows up as "unknown key" plus "missing key": the unknown one is the cause.
-    located.sort(key=lambda t: (t[2]["type"] != "extra_forbidden",
-                                t[0] if t[0] is not None else 10**9, t[1]))
+    located.sort(
+        key=lambda t: (t[2]["type"] != "extra_forbidden", t[0] if t[0] is not None else 10**9, t[1])
+    )
     line, _, err = located[0]
     problem, fix = _describe(err, data)
     more = len(errors) - 1
@@ -353,7 +372,7 @@ def _allowed_keys(loc: Sequence[Any], data: Any) -> list[str]:
         annotation = _step(annotation, part)
         if annotation is None:
             return []
-    models = [m for m in _models_in(annotation)]
+    models = list(_models_in(annotation))
     if len(models) > 1:  # a discriminated union: pick by the tag in the data
         node = data
         for part in loc:
@@ -362,8 +381,12 @@ def _allowed_keys(loc: Sequence[Any], data: Any) -> list[str]:
             except (KeyError, IndexError, TypeError):
                 break
         tag = node.get("type") if isinstance(node, Mapping) else None
-        models = [m for m in models if m.model_fields.get("type") is not None
-                  and typing.get_args(m.model_fields["type"].annotation) == (tag,)] or models
+        models = [
+            m
+            for m in models
+            if m.model_fields.get("type") is not None
+            and typing.get_args(m.model_fields["type"].annotation) == (tag,)
+        ] or models
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -400,29 +423,40 @@ def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) 
     seen: set[str] = set()
     for i, p in enumerate(campaign.parameters):
         if p.name in seen:
-            raise CampaignConfigError(path, f"parameter name '{p.name}' is used twice",
-                                      line=_line_of(data, ("parameters", i, "name")),
-                                      fix="give every parameter its own name")
+            raise CampaignConfigError(
+                path,
+                f"parameter name '{p.name}' is used twice",
+                line=_line_of(data, ("parameters", i, "name")),
+                fix="give every parameter its own name",
+            )
         seen.add(p.name)
     names = [o.name for o in campaign.objectives]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         i = len(names) - 1 - names[::-1].index(dup)
-        raise CampaignConfigError(path, f"objective '{dup}' is listed twice",
-                                  line=_line_of(data, ("objectives", i, "name")))
+        raise CampaignConfigError(
+            path,
+            f"objective '{dup}' is listed twice",
+            line=_line_of(data, ("objectives", i, "name")),
+        )
     if len(campaign.objectives) > 1:
         raise CampaignConfigError(
-            path, "several objectives are not supported yet; this version optimises one",
+            path,
+            "several objectives are not supported yet; this version optimises one",
             line=_line_of(data, ("objectives", 1)),
-            fix="keep one objective and record the others as instrument outputs")
+            fix="keep one objective and record the others as instrument outputs",
+        )
     if campaign.budget.max_trials is None and campaign.budget.max_duration is None:
-        raise CampaignConfigError(path, "budget sets no limit", line=_line_of(data, ("budget",)),
-                                  fix="add max_trials: N or max_duration: 2h")
+        raise CampaignConfigError(
+            path,
+            "budget sets no limit",
+            line=_line_of(data, ("budget",)),
+            fix="add max_trials: N or max_duration: 2h",
+        )
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
     try:
-        outputs = describe_instrument(campaign.instrument, campaign.parameters,
-                                      base_dir=base_dir)
+        outputs = describe_instrument(campaign.instrument, campaign.parameters, base_dir=base_dir)
     except ValueError as exc:
         key = "simulator" if campaign.instrument.simulator else "function"
         line = _line_of(data, ("instrument", key)) or _line_of(data, ("instrument",))
@@ -432,6 +466,8 @@ def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) 
             near = difflib.get_close_matches(name, outputs, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise CampaignConfigError(
-                path, f"objective '{name}' is not an output of the instrument",
+                path,
+                f"objective '{name}' is not an output of the instrument",
                 line=_line_of(data, ("objectives", i, "name")),
-                fix=f"{hint}the instrument measures: {', '.join(outputs)}")
+                fix=f"{hint}the instrument measures: {', '.join(outputs)}",
+            )

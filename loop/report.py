@@ -50,9 +50,13 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     params = _keys(records, "parameters")
     readbacks = _keys(records, "readbacks")
     outputs = _keys(records, "outputs")
-    header = (["trial_id", "number", "kind", "status"] + params
-              + [f"readback.{k}" for k in readbacks] + outputs
-              + ["run_uid", "error", "started_at", "finished_at"])
+    header = (
+        ["trial_id", "number", "kind", "status"]
+        + params
+        + [f"readback.{k}" for k in readbacks]
+        + outputs
+        + ["run_uid", "error", "started_at", "finished_at"]
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -62,8 +66,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
-            + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "",
-               r["finished_at"] or ""]
+            + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()
 
@@ -94,11 +97,17 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     records = export_records(store, row.id)
     outputs = _keys(records, "outputs")
     numbers = [r["number"] for r in records]
-    fig, axes = plt.subplots(1 + len(outputs), 1, figsize=(8, 2.6 * (1 + len(outputs))),
-                             sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1 + len(outputs), 1, figsize=(8, 2.6 * (1 + len(outputs))), sharex=True, squeeze=False
+    )
     ax = axes[0, 0]
-    ax.plot(numbers, best_so_far(records, objective.name, objective.goal), drawstyle="steps-post",
-            color="C0", lw=2)
+    ax.plot(
+        numbers,
+        best_so_far(records, objective.name, objective.goal),
+        drawstyle="steps-post",
+        color="C0",
+        lw=2,
+    )
     ax.set_ylabel(f"best {objective.name}")
     ax.set_title(f"{row.name}: best {objective.name} so far ({objective.goal})")
     for i, name in enumerate(outputs, start=1):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from instruments import Dispatcher, Instrument, TrialInterrupted, TrialResult, build_instrument
 from loop.config import Campaign, LoadedCampaign
-from loop.store import Store, TrialRow
+from loop.store import Store, TrialRow, TrialStatus
 from planners import Observation, Planner, Point, make_planner
 
 logger = logging.getLogger(__name__)
@@ -126,15 +126,17 @@ class Runner:
         self.objective = self.campaign.objectives[0]
 
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
-        return build_instrument(campaign.instrument, campaign.parameters,
-                                base_dir=self.loaded.base_dir, seed=seed)
+        return build_instrument(
+            campaign.instrument, campaign.parameters, base_dir=self.loaded.base_dir, seed=seed
+        )
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> CampaignSummary:
         """Run until a budget limit is reached, the instrument fails too often, or Ctrl-C."""
         c = self.campaign
-        campaign_id = self.store.create_campaign(c.name, self.loaded.text,
-                                                 str(self.loaded.path), self.seed)
+        campaign_id = self.store.create_campaign(
+            c.name, self.loaded.text, str(self.loaded.path), self.seed
+        )
         planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
         instrument = self._instrument_factory(c, self.seed)
         dispatcher = Dispatcher(instrument)
@@ -154,7 +156,8 @@ class Runner:
                 if report.status == "completed":
                     completed += 1
                     if report.objective is not None and (
-                        best is None or best.objective is None
+                        best is None
+                        or best.objective is None
                         or self.objective.sign * (report.objective - best.objective) > 0
                     ):
                         best = report
@@ -170,9 +173,17 @@ class Runner:
             self.store.finish_campaign(campaign_id, status, reason or "unknown")
             dispatcher.close()
             instrument.close()
-        return CampaignSummary(campaign_id=campaign_id, name=c.name, status=status,
-                               reason=reason, completed=completed, failed=failed, best=best,
-                               elapsed=time.monotonic() - start, timings=timings)
+        return CampaignSummary(
+            campaign_id=campaign_id,
+            name=c.name,
+            status=status,
+            reason=reason,
+            completed=completed,
+            failed=failed,
+            best=best,
+            elapsed=time.monotonic() - start,
+            timings=timings,
+        )
 
     def _stop_reason(self, completed: int, failed: int, elapsed: float) -> tuple[str, str] | None:
         budget = self.campaign.budget
@@ -181,17 +192,20 @@ class Runner:
         if budget.max_duration is not None and elapsed >= budget.max_duration:
             return "completed", f"max_duration reached ({elapsed:.0f} s)"
         if failed >= budget.max_failures:
-            return "failed", (f"{failed} trials failed (budget.max_failures = "
-                              f"{budget.max_failures}); check the instrument")
+            return "failed", (
+                f"{failed} trials failed (budget.max_failures = "
+                f"{budget.max_failures}); check the instrument"
+            )
         return None
 
-    def _run_one(self, campaign_id: int, planner: Planner, dispatcher: Dispatcher,
-                 best: TrialReport | None) -> TrialReport:
+    def _run_one(
+        self, campaign_id: int, planner: Planner, dispatcher: Dispatcher, best: TrialReport | None
+    ) -> TrialReport:
         t0 = time.perf_counter()
         # propose
         (parameters,) = planner.suggest(1, pending=[])
         suggest = time.perf_counter() - t0
-        kind = str(getattr(planner, "last_suggestion_kind", self.campaign.planner.kind))
+        (kind,) = planner.last_kinds
         # persist
         trial = self.store.add_trial(campaign_id, parameters, kind, suggest_seconds=suggest)
         number, trial_id = trial.number, _id(trial)
@@ -199,32 +213,50 @@ class Runner:
         # dispatch (each document is committed as the RunEngine emits it)
         t1 = time.perf_counter()
         try:
-            result = dispatcher.run(trial_id, self.campaign.name, parameters,
-                                    document_sink=self._sink(trial_id))
+            result = dispatcher.run(
+                trial_id, self.campaign.name, parameters, document_sink=self._sink(trial_id)
+            )
         except TrialInterrupted as exc:  # Ctrl-C: the RunEngine aborted the run cleanly
-            self.store.finish_trial(trial_id, status="abandoned", outputs={}, readbacks={},
-                                    run_uid=exc.result.run_uid if exc.result else None,
-                                    error="interrupted by the user (Ctrl-C)")
+            self.store.finish_trial(
+                trial_id,
+                status="abandoned",
+                outputs={},
+                readbacks={},
+                run_uid=exc.result.run_uid if exc.result else None,
+                error="interrupted by the user (Ctrl-C)",
+            )
             raise
         dispatch = time.perf_counter() - t1
         # ingest
-        status = "completed" if result.exit_status == "success" else "failed"
-        self.store.finish_trial(trial_id, status=status, outputs=result.outputs,
-                                readbacks=result.readbacks, run_uid=result.run_uid,
-                                error=result.error)
+        status: TrialStatus = "completed" if result.exit_status == "success" else "failed"
+        self.store.finish_trial(
+            trial_id,
+            status=status,
+            outputs=result.outputs,
+            readbacks=result.readbacks,
+            run_uid=result.run_uid,
+            error=result.error,
+        )
         # learn
         planner.ingest([self._observation(parameters, result, status)])
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
         total = time.perf_counter() - t0
-        timing = TrialTiming(suggest=suggest, dispatch=dispatch, total=total,
-                             instrument_busy=result.instrument_busy)
-        return TrialReport(number=number, trial_id=trial_id, status=status,
-                           parameters=parameters, outputs=result.outputs,
-                           objective=value if status == "completed" else None,
-                           best=best.objective if best else None, error=result.error,
-                           timing=timing)
+        timing = TrialTiming(
+            suggest=suggest, dispatch=dispatch, total=total, instrument_busy=result.instrument_busy
+        )
+        return TrialReport(
+            number=number,
+            trial_id=trial_id,
+            status=status,
+            parameters=parameters,
+            outputs=result.outputs,
+            objective=value if status == "completed" else None,
+            best=best.objective if best else None,
+            error=result.error,
+            timing=timing,
+        )
 
     def _sink(self, trial_id: int) -> Callable[[str, dict[str, Any]], None]:
         seq = 0

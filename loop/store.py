@@ -22,7 +22,7 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Column, Index, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from loop.errors import StoreError
 
@@ -165,8 +165,9 @@ class Store:
     # ----------------------------------------------------------------- campaigns
     def create_campaign(self, name: str, config_text: str, config_path: str, seed: int) -> int:
         with self.session() as s:
-            row = CampaignRow(name=name, config_text=config_text, config_path=config_path,
-                              seed=seed)
+            row = CampaignRow(
+                name=name, config_text=config_text, config_path=config_path, seed=seed
+            )
             s.add(row)
             s.commit()
             if row.id is None:  # pragma: no cover - the database assigns it
@@ -176,7 +177,7 @@ class Store:
     def campaign(self, ref: str | int | None = None) -> CampaignRow:
         """A campaign by id or name (latest of that name), or the latest one."""
         with self.session() as s:
-            query = select(CampaignRow).order_by(CampaignRow.id.desc())  # type: ignore[union-attr]
+            query = select(CampaignRow).order_by(col(CampaignRow.id).desc())
             if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
                 query = query.where(CampaignRow.id == int(ref))
             elif ref is not None:
@@ -189,7 +190,7 @@ class Store:
 
     def campaigns(self) -> list[CampaignRow]:
         with self.session() as s:
-            return list(s.exec(select(CampaignRow).order_by(CampaignRow.id)))  # type: ignore[arg-type]
+            return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.id))))
 
     def finish_campaign(self, campaign_id: int, status: str, reason: str) -> None:
         with self.session() as s:
@@ -201,36 +202,58 @@ class Store:
             s.commit()
 
     # ----------------------------------------------------------------- trials
-    def add_trial(self, campaign_id: int, parameters: dict[str, Any], kind: str,
-                  suggest_seconds: float | None = None) -> TrialRow:
+    def add_trial(
+        self,
+        campaign_id: int,
+        parameters: dict[str, Any],
+        kind: str,
+        suggest_seconds: float | None = None,
+    ) -> TrialRow:
         """Commit a new trial in state ``running`` (before anything is dispatched)."""
         with self.session() as s:
             last = s.exec(
                 select(TrialRow.number)
                 .where(TrialRow.campaign_id == campaign_id)
-                .order_by(TrialRow.number.desc())  # type: ignore[attr-defined]
+                .order_by(col(TrialRow.number).desc())
             ).first()
-            row = TrialRow(campaign_id=campaign_id, number=(last or 0) + 1, kind=kind,
-                           parameters=_jsonable(parameters), suggest_seconds=suggest_seconds,
-                           started_at=utcnow())
+            row = TrialRow(
+                campaign_id=campaign_id,
+                number=(last or 0) + 1,
+                kind=kind,
+                parameters=_jsonable(parameters),
+                suggest_seconds=suggest_seconds,
+                started_at=utcnow(),
+            )
             s.add(row)
             s.commit()
             return row
 
-    def add_document(self, trial_id: int, seq: int, name: str, body: dict[str, Any],
-                     run_uid: str | None) -> None:
+    def add_document(
+        self, trial_id: int, seq: int, name: str, body: dict[str, Any], run_uid: str | None
+    ) -> None:
         """Commit one Bluesky document the moment the RunEngine emits it.
 
         Streaming (rather than saving the run at the end) means a crash after the event
         document still leaves the measurement in the store for ``resume`` to reconcile.
         """
         with self.session() as s:
-            s.add(DocumentRow(trial_id=trial_id, run_uid=run_uid, seq=seq, name=name,
-                              body=_jsonable(body)))
+            s.add(
+                DocumentRow(
+                    trial_id=trial_id, run_uid=run_uid, seq=seq, name=name, body=_jsonable(body)
+                )
+            )
             s.commit()
 
-    def finish_trial(self, trial_id: int, *, status: TrialStatus, outputs: dict[str, float],
-                     readbacks: dict[str, Any], run_uid: str | None, error: str | None) -> None:
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        status: TrialStatus,
+        outputs: dict[str, float],
+        readbacks: dict[str, Any],
+        run_uid: str | None,
+        error: str | None,
+    ) -> None:
         """Commit a trial's outcome and observations in one transaction."""
         with self.session() as s:
             row = s.get(TrialRow, trial_id)
@@ -242,21 +265,33 @@ class Store:
             s.add(row)
             for metric, value in outputs.items():
                 finite = value is not None and math.isfinite(value)
-                s.add(ObservationRow(trial_id=trial_id, metric=metric,
-                                     value=float(value) if finite else None, finite=finite))
+                s.add(
+                    ObservationRow(
+                        trial_id=trial_id,
+                        metric=metric,
+                        value=float(value) if finite else None,
+                        finite=finite,
+                    )
+                )
             s.commit()
 
     def trials(self, campaign_id: int) -> list[TrialRow]:
         with self.session() as s:
-            return list(s.exec(select(TrialRow).where(TrialRow.campaign_id == campaign_id)
-                               .order_by(TrialRow.number)))  # type: ignore[arg-type]
+            return list(
+                s.exec(
+                    select(TrialRow)
+                    .where(TrialRow.campaign_id == campaign_id)
+                    .order_by(col(TrialRow.number))
+                )
+            )
 
     def observations(self, campaign_id: int) -> dict[int, dict[str, float]]:
         """Outputs by trial id (non-finite values as NaN)."""
         out: dict[int, dict[str, float]] = {}
         with self.session() as s:
-            rows = s.exec(select(ObservationRow).join(TrialRow)
-                          .where(TrialRow.campaign_id == campaign_id))
+            rows = s.exec(
+                select(ObservationRow).join(TrialRow).where(TrialRow.campaign_id == campaign_id)
+            )
             for obs in rows:
                 value = obs.value if obs.value is not None else math.nan
                 out.setdefault(obs.trial_id, {})[obs.metric] = value
@@ -264,14 +299,22 @@ class Store:
 
     def documents(self, trial_id: int) -> list[DocumentRow]:
         with self.session() as s:
-            return list(s.exec(select(DocumentRow).where(DocumentRow.trial_id == trial_id)
-                               .order_by(DocumentRow.seq)))  # type: ignore[arg-type]
+            return list(
+                s.exec(
+                    select(DocumentRow)
+                    .where(DocumentRow.trial_id == trial_id)
+                    .order_by(col(DocumentRow.seq))
+                )
+            )
 
     def iter_documents(self, campaign_id: int) -> Iterator[DocumentRow]:
         with self.session() as s:
-            yield from s.exec(select(DocumentRow).join(TrialRow)
-                              .where(TrialRow.campaign_id == campaign_id)
-                              .order_by(DocumentRow.trial_id, DocumentRow.seq))  # type: ignore[arg-type]
+            yield from s.exec(
+                select(DocumentRow)
+                .join(TrialRow)
+                .where(TrialRow.campaign_id == campaign_id)
+                .order_by(col(DocumentRow.trial_id), col(DocumentRow.seq))
+            )
 
 
 def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
@@ -279,19 +322,21 @@ def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
     observations = store.observations(campaign_id)
     records = []
     for t in store.trials(campaign_id):
-        records.append({
-            "trial_id": t.id,
-            "number": t.number,
-            "kind": t.kind,
-            "status": t.status,
-            "parameters": t.parameters,
-            "readbacks": t.readbacks or {},
-            "outputs": observations.get(t.id or -1, {}),
-            "run_uid": t.run_uid,
-            "error": t.error,
-            "started_at": t.started_at.isoformat() if t.started_at else None,
-            "finished_at": t.finished_at.isoformat() if t.finished_at else None,
-        })
+        records.append(
+            {
+                "trial_id": t.id,
+                "number": t.number,
+                "kind": t.kind,
+                "status": t.status,
+                "parameters": t.parameters,
+                "readbacks": t.readbacks or {},
+                "outputs": observations.get(t.id or -1, {}),
+                "run_uid": t.run_uid,
+                "error": t.error,
+                "started_at": t.started_at.isoformat() if t.started_at else None,
+                "finished_at": t.finished_at.isoformat() if t.finished_at else None,
+            }
+        )
     return records
 
 

@@ -149,6 +149,7 @@ class _DesignPlanner:
         self.seed = int(seed)
         self.design = PositionalDesign(space, seed, self._kind)
         self.n_ingested = 0
+        self.last_kinds: list[str] = []
 
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Count the trials: only their number moves the design forward."""
@@ -158,6 +159,7 @@ class _DesignPlanner:
         """The next ``n`` design points after the ingested and pending trials."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        self.last_kinds = [self._kind] * n
         return self.design.points(self.n_ingested + len(pending), n, avoid=pending)
 
 

@@ -36,7 +36,7 @@ from botorch.acquisition import (
     qLogNoisyExpectedImprovement,
     qUpperConfidenceBound,
 )
-from botorch.exceptions.warnings import OptimizationWarning
+from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.model import Model
@@ -178,6 +178,7 @@ class BoTorchPlanner:
         self.observations: list[Observation] = []
         self.last_suggest_seconds: float | None = None
         self.last_timing: SuggestTiming | None = None
+        self.last_kinds: list[str] = []
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
         self._bounds = space.bounds
@@ -225,6 +226,7 @@ class BoTorchPlanner:
 
         timing.total = time.perf_counter() - start
         timing.n_model = n_model
+        self.last_kinds = ["initial"] * n_design + ["model"] * n_model
         self.last_suggest_seconds = timing.total
         self.last_timing = timing
         self.timings.append(timing)
@@ -476,8 +478,14 @@ def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:
 # point found). RuntimeWarning: optimize_acqf's "retrying with new initial conditions" notice
 # and linear_operator's NumericalWarning "A not p.d., added jitter ..." (a subclass), which a
 # candidate on top of an observed point of a finite space triggers. All are handled by the
-# libraries and not actionable by a user of a running campaign.
-_QUIET_CATEGORIES: tuple[type[Warning], ...] = (OptimizationWarning, RuntimeWarning)
+# libraries and not actionable by a user of a running campaign. BadInitialCandidatesWarning:
+# every raw sample had zero acquisition value (e.g. a nearly exhausted finite space), so
+# BoTorch starts from random points instead.
+_QUIET_CATEGORIES: tuple[type[Warning], ...] = (
+    OptimizationWarning,
+    RuntimeWarning,
+    BadInitialCandidatesWarning,
+)
 
 
 def _log_warnings(caught: list[warnings.WarningMessage], stage: str) -> None:

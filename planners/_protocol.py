@@ -64,7 +64,14 @@ class Planner(Protocol):
 
     ``suggest`` takes the points still in flight (``pending``) so that it never proposes them
     again and keeps a batch diverse. It returns exactly ``n`` valid points of the space.
+
+    Attributes:
+        last_kinds: how each point of the last ``suggest`` was made (``initial``, ``model``,
+            ``sobol``, ``random``), stored with the trial so reports can tell the design
+            from the model's choices.
     """
+
+    last_kinds: list[str]
 
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Add finished trials (called with every trial once, in trial order)."""

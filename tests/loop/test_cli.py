@@ -15,16 +15,22 @@ ROOT = Path(__file__).parents[2]
 
 
 def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loop.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_run_status_export_report(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'runs.db'}"
     campaign = str(ROOT / "campaigns" / "branin.yaml")
-    run = closedloop("run", campaign, "--store", store, "--max-trials", "7", "--seed", "3",
-                     cwd=tmp_path)
+    run = closedloop(
+        "run", campaign, "--store", store, "--max-trials", "7", "--seed", "3", cwd=tmp_path
+    )
     assert run.returncode == 0, run.stderr
     assert "trial    7" in run.stdout and "best trial #" in run.stdout
     assert "max_trials reached (7 completed trials)" in run.stdout

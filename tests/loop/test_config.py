@@ -70,8 +70,15 @@ def test_example_campaigns_are_valid(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0),
-     ("1d", 86400.0), ("1.5h", 5400.0)],
+    [
+        (90, 90.0),
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("2h", 7200.0),
+        ("1h30m", 5400.0),
+        ("1d", 86400.0),
+        ("1.5h", 5400.0),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -85,8 +92,12 @@ def test_bad_durations(text: object) -> None:
 
 def test_cli_validate_prints_one_message_without_traceback() -> None:
     bad = HERE / "bad_campaigns" / "misspelt_instrument_key.yaml"
-    proc = subprocess.run([sys.executable, "-m", "loop.cli", "validate", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert f"{bad}:7" in proc.stderr.replace("\n", "")

@@ -107,8 +107,7 @@ seed: 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.yaml")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_campaigns_run_with_a_tiny_budget(path: Path, tmp_path: Path) -> None:
     loaded = load_campaign(path)
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
