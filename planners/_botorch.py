@@ -64,7 +64,7 @@ from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space, _sc
 logger = logging.getLogger(__name__)
 
 KernelKind = Literal["rbf", "matern", "matern_gamma"]
-NoisePrior = Literal["lognormal", "gamma"]
+NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 
 # Below this the standardised noise variance is not allowed to go: keeps the Cholesky factor
 # of near-duplicate inputs well conditioned without blurring noiseless objectives.
@@ -83,8 +83,14 @@ class BoTorchSettings:
         kernel: ``rbf`` or ``matern`` (5/2) with BoTorch's dimension-scaled LogNormal
             lengthscale prior (Hvarfner et al. 2024), or ``matern_gamma``: a scaled Matern 5/2
             with Gamma priors interpolated in the dimension (EDBO/BayBE style).
-        noise_prior: ``lognormal`` (BoTorch's LogNormal(-4, 1)) or ``gamma`` (Gamma(1.05, 0.5)).
+        noise_prior: ``lognormal`` (BoTorch's LogNormal(-4, 1)), ``gamma`` (Gamma(1.05, 0.5),
+            EDBO/BayBE) or ``gamma_small`` (Gamma(1.1, 0.05), BoTorch's pre-0.12 default).
         noise_floor: lower bound of the inferred noise variance on the standardised scale.
+        fit_maxiter: L-BFGS-B iterations of one GP hyperparameter fit (``None``: SciPy's).
+        warm_start: start each GP fit from the previous fit's hyperparameters instead of the
+            priors' initial values. The chain of fits of a fresh seeded run is deterministic,
+            so runs stay reproducible; a planner rebuilt from a store (``resume``) fits once,
+            cold, and may therefore propose slightly different points than the original.
         mc_samples: quasi-MC samples of the MC acquisition functions.
         raw_samples: random points scored to pick optimiser starting points.
         num_restarts: optimiser starting points.
@@ -98,6 +104,8 @@ class BoTorchSettings:
     kernel: KernelKind = "matern_gamma"
     noise_prior: NoisePrior = "lognormal"
     noise_floor: float = _NOISE_FLOOR
+    fit_maxiter: int | None = None
+    warm_start: bool = False
     mc_samples: int = 128
     raw_samples: int = 512
     num_restarts: int = 8
@@ -266,10 +274,15 @@ class BoTorchPlanner:
         with torch.random.fork_rng():
             torch.manual_seed(derive_seed(self.seed, len(self.observations), 7))
             model = self._build_model(train_X, train_Y)
+            if self.settings.warm_start and self._fitted is not None:
+                _copy_hyperparameters(self._fitted.model, model)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
+            fit_kwargs: dict[str, Any] = {}
+            if self.settings.fit_maxiter is not None:
+                fit_kwargs["optimizer_kwargs"] = {"options": {"maxiter": self.settings.fit_maxiter}}
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fit_gpytorch_mll(mll)
+                fit_gpytorch_mll(mll, **fit_kwargs)
             _log_warnings(caught, "GP fit")
         self._fitted = _Fitted(model, train_X, train_Y, len(self.observations))
         return model
@@ -352,8 +365,9 @@ class BoTorchPlanner:
             )
             likelihood.noise = 1e-2
             return likelihood
+        concentration, rate = (1.05, 0.5) if self.settings.noise_prior == "gamma" else (1.1, 0.05)
         likelihood = GaussianLikelihood(
-            noise_prior=GammaPrior(1.05, 0.5),
+            noise_prior=GammaPrior(concentration, rate),
             noise_constraint=GreaterThan(floor, transform=None, initial_value=0.1),
         )
         likelihood.noise = 0.1
@@ -457,6 +471,20 @@ class BoTorchPlanner:
             taken.add(point_key(self.space, point))
             out.append(point)
         return out
+
+
+def _copy_hyperparameters(source: Model, target: Model) -> None:
+    """Start ``target``'s fit where ``source``'s ended (same structure, more data).
+
+    Only trainable parameters are copied: buffers such as the outcome transform's mean and
+    scale belong to the new data.
+    """
+    previous = dict(source.named_parameters())
+    with torch.no_grad():
+        for name, param in target.named_parameters():
+            old = previous.get(name)
+            if old is not None and old.shape == param.shape:
+                param.copy_(old)
 
 
 def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:

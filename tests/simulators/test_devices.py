@@ -214,8 +214,7 @@ def test_latency_is_honoured_without_blocking_the_caller() -> None:
     inst = _instrument(latency=0.2)
     start = time.perf_counter()
     status = inst.detector.trigger()
-    assert time.perf_counter() - start < 0.05
-    assert not status.done
+    assert not status.done  # trigger() returned before the measurement finished
     status.wait(timeout=2.0)
     assert status.success and time.perf_counter() - start >= 0.2
     assert inst.detector.read()["yield"]["value"] == 10.0
@@ -369,20 +368,20 @@ def test_runengine_refuses_out_of_limits_move_before_anything_moves(RE: RunEngin
 
 
 def test_runengine_is_not_blocked_by_latency(RE: RunEngine) -> None:  # noqa: N803
-    """Two 0.25 s detectors triggered together finish in ~0.25 s, not 0.5 s."""
-    a = _instrument(latency=0.25, name="a")
+    """Two 0.5 s detectors triggered together overlap: well under the 1 s of a serial wait."""
+    a = _instrument(latency=0.5, name="a")
     b = build_simulated_instrument(  # distinct data keys, so both fit in one event
         lambda d: {"yield2": 0.0, "cost2": 0.0},
         inputs={"x2": (0.0, 10.0)},
         outputs=("yield2", "cost2"),
-        latency=0.25,
+        latency=0.5,
         name="b",
     )
     b_det = b.detector
     start = time.perf_counter()
     RE(bp.count([a.detector, b_det]))
     elapsed = time.perf_counter() - start
-    assert 0.25 <= elapsed < 0.45
+    assert 0.5 <= elapsed < 0.95
 
 
 def test_injected_failure_fails_the_run_with_the_reason(
@@ -407,20 +406,3 @@ def test_failure_rate_is_seeded() -> None:
     first = outcomes(1)
     assert first == outcomes(1)
     assert 5 < sum(first) < 35
-
-
-def test_per_trial_overhead_is_small(RE: RunEngine) -> None:  # noqa: N803
-    inst = _instrument(noise=0.01, seed=0)
-
-    def trials(n: int) -> Any:
-        for i in range(n):
-            yield from bps.mv(inst.inputs["x"], i / n)
-            yield from bp.count([inst.detector])
-
-    RE(trials(2))  # warm up
-    n = 30
-    start = time.perf_counter()
-    RE(trials(n))
-    per_trial = (time.perf_counter() - start) / n
-    # A regression guard, far above the typical ~3 ms; the engine's budget is 25 ms per trial.
-    assert per_trial < 0.025
