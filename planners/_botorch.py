@@ -87,6 +87,7 @@ class BoTorchSettings:
             EDBO/BayBE) or ``gamma_small`` (Gamma(1.1, 0.05), BoTorch's pre-0.12 default).
         noise_floor: lower bound of the inferred noise variance on the standardised scale.
         fit_maxiter: L-BFGS-B iterations of one GP hyperparameter fit (``None``: SciPy's).
+        fit_ftol: relative loss reduction at which a GP fit stops (``None``: SciPy's 2.2e-9).
         warm_start: start each GP fit from the previous fit's hyperparameters instead of the
             priors' initial values. The chain of fits of a fresh seeded run is deterministic,
             so runs stay reproducible; a planner rebuilt from a store (``resume``) fits once,
@@ -105,6 +106,7 @@ class BoTorchSettings:
     noise_prior: NoisePrior = "lognormal"
     noise_floor: float = _NOISE_FLOOR
     fit_maxiter: int | None = None
+    fit_ftol: float | None = None
     warm_start: bool = False
     mc_samples: int = 128
     raw_samples: int = 512
@@ -277,12 +279,14 @@ class BoTorchPlanner:
             if self.settings.warm_start and self._fitted is not None:
                 _copy_hyperparameters(self._fitted.model, model)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
-            fit_kwargs: dict[str, Any] = {}
+            options: dict[str, Any] = {}
             if self.settings.fit_maxiter is not None:
-                fit_kwargs["optimizer_kwargs"] = {"options": {"maxiter": self.settings.fit_maxiter}}
+                options["maxiter"] = self.settings.fit_maxiter
+            if self.settings.fit_ftol is not None:
+                options["ftol"] = self.settings.fit_ftol
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fit_gpytorch_mll(mll, **fit_kwargs)
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": options})
             _log_warnings(caught, "GP fit")
         self._fitted = _Fitted(model, train_X, train_Y, len(self.observations))
         return model
