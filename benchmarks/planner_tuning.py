@@ -106,12 +106,12 @@ def main() -> None:
         t = str(types[key])
         if value == "None":
             settings_kw[key] = None
-        elif "int" in t and "." not in value and t != "float":
-            settings_kw[key] = int(value)
-        elif t == "float":
-            settings_kw[key] = float(value)
-        elif t == "bool":
+        elif "bool" in t:
             settings_kw[key] = value.lower() in ("1", "true", "yes")
+        elif "int" in t:
+            settings_kw[key] = int(value)
+        elif "float" in t:
+            settings_kw[key] = float(value)
         else:
             settings_kw[key] = value
     settings = BoTorchSettings(**settings_kw)
