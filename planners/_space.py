@@ -44,34 +44,31 @@ class _Param(BaseModel):
     unit: str | None = Field(default=None, description="Physical unit, e.g. degC or min.")
 
 
-class FloatParameter(_Param):
-    """A real-valued parameter in ``[lower, upper]``, optionally searched on a log scale."""
+class _Bounded(_Param):
+    """A numeric parameter: bounds checked here so errors point at the ``bounds`` key."""
 
-    type: Literal["float"] = "float"
+    # `log` is declared before the subclasses' `bounds`, so it is validated when bounds are.
     log: bool = Field(default=False, description="Search log10(value); needs lower > 0.")
-    bounds: tuple[float, float] = Field(description="[lower, upper], lower < upper.")
 
-    # A field validator (not a model validator) so that errors point at the `bounds` key;
-    # `log` is declared first so that it is already validated here.
-    @field_validator("bounds")
+    @field_validator("bounds", check_fields=False)
     @classmethod
     def _check(cls, bounds: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
         _check_bounds(bounds, bool(info.data.get("log")))
         return bounds
 
 
-class IntParameter(_Param):
+class FloatParameter(_Bounded):
+    """A real-valued parameter in ``[lower, upper]``, optionally searched on a log scale."""
+
+    type: Literal["float"] = "float"
+    bounds: tuple[float, float] = Field(description="[lower, upper], lower < upper.")
+
+
+class IntParameter(_Bounded):
     """An integer parameter in ``[lower, upper]`` (both inclusive)."""
 
     type: Literal["int"] = "int"
-    log: bool = Field(default=False, description="Search log10(value); needs lower > 0.")
     bounds: tuple[int, int] = Field(description="[lower, upper] integers, lower < upper.")
-
-    @field_validator("bounds")
-    @classmethod
-    def _check(cls, bounds: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
-        _check_bounds(bounds, bool(info.data.get("log")))
-        return bounds
 
 
 class ChoiceParameter(_Param):
