@@ -1,4 +1,4 @@
-"""The ``closedloop`` command: run, validate, status, export, report, simulators.
+"""The ``closedloop`` command: run, resume, validate, status, export, report, simulators.
 
 Errors a user can cause are printed as one message (file, line, fix) with exit code 2 for
 bad input and 1 for a failed run; never a traceback unless ``--debug``.
@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +28,10 @@ from rich.table import Table
 from instruments import InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError
 from loop.store import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    from loop.runner import CampaignSummary, ResumeState, Runner
+    from loop.store import Store
 
 app = typer.Typer(
     name="closedloop",
@@ -101,36 +110,193 @@ def run(
     loaded = load_campaign(file)
     c = loaded.campaign
     db = Store(store)
-    listener = _ProgressListener(c.objectives[0].name, max_trials or c.budget.max_trials, quiet)
-    runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
-    console.print(
-        f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
-        f"{c.instrument.simulator or c.instrument.function}, seed {runner.seed}, "
-        f"store {store}"
-    )
     try:
-        with listener:
-            summary = runner.run()
-    except KeyboardInterrupt:
-        err_console.print(
-            "[yellow]stopped by Ctrl-C[/]; completed trials are in the store "
-            f"({store}); `closedloop status --store {store}` shows them"
+        _refuse_if_running(db, c.name, store)
+        listener = _ProgressListener(c.objectives[0].name, max_trials or c.budget.max_trials, quiet)
+        runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
+        console.print(
+            f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
+            f"{c.instrument.simulator or c.instrument.function}, seed {runner.seed}, "
+            f"store {store}"
         )
-        raise typer.Exit(130) from None
+        summary = _drive(runner, listener, store, runner.run)
     finally:
         db.close()
+    _print_summary(summary, c.objectives[0].name, store)
+
+
+@app.command()
+def resume(
+    store: StoreOpt = DEFAULT_STORE,
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign",
+            "-c",
+            help="Campaign name or id (default: the latest running or stopped one).",
+        ),
+    ] = None,
+    max_trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="New budget.max_trials (completed trials over all sessions)."),
+    ] = None,
+    max_failures: Annotated[
+        int | None, typer.Option(min=1, help="New budget.max_failures.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Continue a campaign after any stop (Ctrl-C, SIGTERM, kill, power loss).
+
+    Trials left in flight are reconciled from their stored Bluesky documents and the
+    planner is rebuilt from every stored trial. A finished campaign is extended by giving
+    a larger --max-trials (or --max-failures).
+    """
+    from loop.runner import Runner
+    from loop.store import Store
+
+    db = Store(store, create=False)
+    try:
+        runner = Runner.from_store(db, campaign, max_trials=max_trials, max_failures=max_failures)
+        c = runner.campaign
+        listener = _ProgressListener(c.objectives[0].name, runner.budget.max_trials, quiet)
+        runner.listener = listener
+        console.print(
+            f"[bold]{c.name}[/] (id {runner.campaign_id}): resuming; {c.planner.kind} planner, "
+            f"instrument {c.instrument.simulator or c.instrument.function}, seed "
+            f"{runner.seed}, store {store}"
+        )
+        summary = _drive(runner, listener, store, runner.resume)
+    finally:
+        db.close()
+    _print_summary(summary, c.objectives[0].name, store)
+
+
+def _refuse_if_running(db: Store, name: str, url: str) -> None:
+    """A second ``run`` of a campaign that is running right now is almost surely a mistake.
+
+    ``run`` always starts a new campaign, so it cannot collide with the running one; but two
+    campaigns of one name driving the same instrument would. An unfinished campaign of the
+    name that no runner holds only earns a hint that ``resume`` continues it.
+    """
+    from loop.lock import describe_lease, live_lease
+
+    for row in reversed(db.campaigns()):
+        if row.name != name or row.status != "running" or row.id is None:
+            continue
+        lease = live_lease(db, row.id)
+        if lease is not None:
+            raise CampaignRunning(
+                f"campaign '{name}' (id {row.id}) is running in {url} right now, driven by "
+                f"{describe_lease(lease)}; wait for it or stop it (Ctrl-C) before starting "
+                "another, or rename the new campaign"
+            )
+    for row in reversed(db.campaigns()):
+        if row.name == name and row.status in ("running", "stopped"):
+            err_console.print(
+                f"[yellow]note[/]: campaign '{name}' (id {row.id}) in this store is unfinished "
+                f"({row.status}); `closedloop resume --store {url} -c {row.id}` would continue "
+                "it. Starting a new campaign."
+            )
+            return
+
+
+class CampaignRunning(ClosedLoopError):
+    """``run`` of a campaign whose namesake is being driven right now."""
+
+
+def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:
+    """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
+    try:
+        with _stop_on_signals(runner), listener:
+            summary: CampaignSummary = start()
+    except KeyboardInterrupt:
+        _print_how_to_resume("stopped", store, runner.campaign_id)
+        raise typer.Exit(130) from None
+    if summary.status == "stopped":
+        console.print(
+            f"\n[yellow]stopped[/]: {summary.reason}; {summary.completed} completed, "
+            f"{summary.failed} failed, {summary.abandoned} abandoned"
+        )
+        _print_how_to_resume("stopped", store, summary.campaign_id)
+        raise typer.Exit(130)
+    return summary
+
+
+def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None:
+    which = f" -c {campaign_id}" if campaign_id is not None else ""
+    err_console.print(
+        f"[yellow]{what}[/]: every finished trial is in the store; continue with "
+        f"`closedloop resume --store {store}{which}`"
+    )
+
+
+def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None:
     console.print(
         f"\n[bold]{summary.status}[/]: {summary.reason}; {summary.completed} "
-        f"completed, {summary.failed} failed in {summary.elapsed:.1f} s"
+        f"completed, {summary.failed} failed"
+        + (f", {summary.abandoned} abandoned" if summary.abandoned else "")
+        + f" in {summary.elapsed:.1f} s"
     )
     if summary.best is not None:
         b = summary.best
         console.print(
-            f"best trial #{b.number}: {c.objectives[0].name} = {b.objective:.6g} at "
+            f"best trial #{b.number}: {objective} = {_fmt(b.objective)} at "
             + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items())
         )
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+@contextmanager
+def _stop_on_signals(runner: Runner) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop cleanly; second: exit at once (the store stays consistent).
+
+    The first signal asks the runner to stop: a trial being measured is aborted through
+    the RunEngine (its stop document is stored, the trial is ``abandoned``), a proposal in
+    the making is dropped, and the campaign is marked ``stopped``. The second exits the
+    process immediately, exactly like a kill: SQLite rolls back the one transaction that
+    may be open, every committed row stays, and ``resume`` reconciles the trial in flight.
+    Handlers are installed only on the main thread (Python delivers signals there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if len(received) == 1:
+            # os.write, not rich: the main thread may be inside a console write right now.
+            _write_stderr(
+                f"\n{name}: stopping after the current trial is aborted and stored; "
+                f"{name} again stops at once\n"
+            )
+            runner.request_stop(f"stopped by {name}")
+            return
+        _write_stderr(
+            f"\n{name} again: stopping at once; the store is consistent and "
+            "`closedloop resume` continues the campaign\n"
+        )
+        os._exit(130)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        # Once a stop was asked for, the process is on its way out: keep the handler so a
+        # second signal during the exit still means "at once", not a traceback in teardown.
+        if not received:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _write_stderr(text: str) -> None:
+    try:
+        sys.stdout.flush()
+        os.write(2, text.encode())
+    except (OSError, ValueError):  # a closed stderr must not turn a stop into a crash
+        pass
 
 
 @app.command()
@@ -145,14 +311,18 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     records = export_records(db, row.id or 0)
     counts = sequence_counts(db.trials(row.id or 0))
     obj = c.objectives[0]
+    # the budget in force (run/resume --max-trials), else the file's
+    budget_trials = (row.budget or {}).get("max_trials", c.budget.max_trials)
     console.print(
         f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
         + (f": {row.stop_reason}" if row.stop_reason else "")
     )
+    if row.status in ("running", "stopped"):
+        console.print(_runner_line(db, row.id or 0, store))
     console.print(
         "trials: "
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-        + f"; budget {c.budget.max_trials or '∞'} trials; seed {row.seed}"
+        + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
     best = best_record(records, obj.name, obj.goal)
     if best:
@@ -173,6 +343,18 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
             (r["error"] or "")[:40],
         )
     console.print(table)
+
+
+def _runner_line(db: Store, campaign_id: int, url: str) -> str:
+    """Who drives an unfinished campaign, or how to continue it."""
+    from loop.lock import describe_lease, live_lease
+
+    lease = live_lease(db, campaign_id)
+    if lease is not None:
+        return f"runner: {describe_lease(lease)}"
+    return (
+        f"no runner is driving it; `closedloop resume --store {url} -c {campaign_id}` continues it"
+    )
 
 
 class ExportFormat(StrEnum):
@@ -262,6 +444,24 @@ class _ProgressListener:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def campaign_resumed(self, state: ResumeState) -> None:
+        self.progress.update(self.task, completed=state.completed)
+        for r in state.reconciled:
+            how = (
+                "completed from its stored run"
+                if r.status == "completed"
+                else f"{r.status}: {r.error}"
+            )
+            self.progress.console.print(f"trial {r.number:>4}  was in flight; {how}")
+        if state.takeover:
+            self.progress.console.print(f"[yellow]lease[/]: {state.takeover}")
+        if not self.quiet:
+            best = f", best {self.objective} = {_fmt(state.best.objective)}" if state.best else ""
+            self.progress.console.print(
+                f"so far: {state.completed} completed, {state.failed} failed, "
+                f"{state.abandoned} abandoned in {state.elapsed_before:.0f} s{best}"
+            )
+
     def trial_started(self, number: int, parameters: dict[str, Any]) -> None:
         self.progress.update(self.task, description=f"trial {number}")
 
@@ -291,7 +491,10 @@ def _fmt(value: Any) -> str:
 def main() -> None:
     """Console entry point: user errors become one message and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's typer.Exit code.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            sys.exit(code)
     except CampaignConfigError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

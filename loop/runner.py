@@ -7,6 +7,11 @@
 Everything a trial learns is committed before the next trial is proposed, and the trial row
 exists before any device moves, so a crash at any point leaves a store that says exactly how
 far each trial got.
+
+``Runner.run`` creates a campaign and ``Runner.resume`` continues one from its store; both
+then drive the same loop (``_drive``): take the campaign's lease, reconcile trials left in
+flight by a crash, rebuild the planner by ingesting every stored trial in order (never from a
+pickle), and propose until the budget is spent.
 """
 
 from __future__ import annotations
@@ -15,16 +20,33 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from instruments import Dispatcher, Instrument, TrialInterrupted, TrialResult, build_instrument
-from loop.config import Campaign, LoadedCampaign
-from loop.store import Store, TrialRow, TrialStatus
+import numpy as np
+
+from instruments import (
+    STREAM_NAME,
+    Dispatcher,
+    Instrument,
+    TrialInterrupted,
+    TrialResult,
+    build_instrument,
+    describe_instrument,
+)
+from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
+from loop.errors import ClosedLoopError
+from loop.lock import LEASE_TTL, CampaignLease
+from loop.store import LeaseLost, Store, TrialRow, TrialStatus
 from planners import Observation, Planner, Point, make_planner
 
 logger = logging.getLogger(__name__)
+
+
+class CampaignFinished(ClosedLoopError):
+    """``resume`` of a campaign whose budget is already spent (it says how to extend it)."""
 
 
 @dataclass
@@ -60,9 +82,37 @@ class TrialReport:
     timing: TrialTiming
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """A trial found in flight when a campaign resumed, and what became of it."""
+
+    number: int
+    trial_id: int
+    status: TrialStatus
+    error: str | None
+
+
+@dataclass
+class ResumeState:
+    """Where a resumed campaign stands before its first new trial (for listeners)."""
+
+    campaign_id: int
+    completed: int
+    failed: int
+    abandoned: int
+    elapsed_before: float
+    reconciled: list[Reconciled]
+    best: TrialReport | None
+    takeover: str | None = None
+
+
 @dataclass
 class CampaignSummary:
-    """The outcome of ``Runner.run``."""
+    """The outcome of ``Runner.run`` or ``Runner.resume``.
+
+    Counts are over the whole campaign (every session); ``elapsed`` and ``timings`` are this
+    session's.
+    """
 
     campaign_id: int
     name: str
@@ -73,6 +123,8 @@ class CampaignSummary:
     best: TrialReport | None
     elapsed: float
     timings: list[TrialTiming] = field(default_factory=list)
+    abandoned: int = 0
+    reconciled: list[Reconciled] = field(default_factory=list)
 
 
 class RunListener(Protocol):
@@ -83,6 +135,13 @@ class RunListener(Protocol):
     def trial_finished(self, report: TrialReport) -> None: ...
 
 
+@runtime_checkable
+class ResumeListener(Protocol):
+    """Optional extra for a listener: told where a resumed campaign stands."""
+
+    def campaign_resumed(self, state: ResumeState) -> None: ...
+
+
 class _Silent:
     def trial_started(self, number: int, parameters: Point) -> None:
         pass
@@ -91,16 +150,29 @@ class _Silent:
         pass
 
 
+@dataclass
+class _Tally:
+    """The campaign's counts over every session, kept current by the loop."""
+
+    completed: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    best: TrialReport | None = None
+
+
 class Runner:
-    """Drives one campaign from its file to its budget, storing every trial.
+    """Drives one campaign to its budget, storing every trial; resumes it after any stop.
 
     Args:
         loaded: the validated campaign.
         store: where trials, observations and documents go.
         seed: overrides the file's seed (a random seed is drawn and stored when neither).
         max_trials: overrides ``budget.max_trials``.
+        max_failures: overrides ``budget.max_failures``.
+        max_duration: overrides ``budget.max_duration`` (seconds).
         listener: progress receiver.
         instrument_factory: builds the instrument; tests and benchmarks may wrap it.
+        lease_ttl: seconds the campaign's lease outlives this runner's last heartbeat.
     """
 
     def __init__(
@@ -110,8 +182,11 @@ class Runner:
         *,
         seed: int | None = None,
         max_trials: int | None = None,
+        max_failures: int | None = None,
+        max_duration: float | None = None,
         listener: RunListener | None = None,
         instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self.loaded = loaded
         self.campaign = loaded.campaign
@@ -119,103 +194,288 @@ class Runner:
         if seed is None:
             seed = self.campaign.seed
         self.seed = seed if seed is not None else secrets.randbelow(2**31)
-        self.max_trials = max_trials if max_trials is not None else self.campaign.budget.max_trials
+        self.budget = _override(
+            self.campaign.budget,
+            max_trials=max_trials,
+            max_failures=max_failures,
+            max_duration=max_duration,
+        )
         self.listener: RunListener = listener or _Silent()
         self._instrument_factory = instrument_factory or self._default_instrument
         self.space = self.campaign.space
         self.objective = self.campaign.objectives[0]
+        self.lease = CampaignLease(store, ttl=lease_ttl)
+        self.campaign_id: int | None = None
+        self._budget_changed = False
+        self._stop_request: str | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._dispatching = False
+
+    @property
+    def max_trials(self) -> int | None:
+        """The completed-trial budget in force."""
+        return self.budget.max_trials
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        campaign: str | int | None = None,
+        *,
+        max_trials: int | None = None,
+        max_failures: int | None = None,
+        max_duration: float | None = None,
+        listener: RunListener | None = None,
+        instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
+        lease_ttl: float = LEASE_TTL,
+    ) -> Runner:
+        """A runner for a stored campaign, ready to ``resume()``.
+
+        The campaign is rebuilt from the YAML text kept in its row (no file needed; a
+        user-function path resolves against the original file's folder), with the stored
+        seed and the stored budget (overrides given here are applied on top and recorded).
+
+        Args:
+            store: the store holding the campaign.
+            campaign: name or id; the latest ``running``/``stopped`` campaign by default.
+        """
+        row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
+        path = Path(row.config_path)
+        loaded = parse_campaign(row.config_text, path=path, base_dir=path.parent)
+        runner = cls(
+            loaded,
+            store,
+            seed=row.seed,
+            listener=listener,
+            instrument_factory=instrument_factory,
+            lease_ttl=lease_ttl,
+        )
+        stored = Budget.model_validate(row.budget) if row.budget else loaded.campaign.budget
+        runner.budget = _override(
+            stored, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
+        )
+        runner._budget_changed = runner.budget != stored
+        runner.campaign_id = row.id
+        return runner
 
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
         return build_instrument(
             campaign.instrument, campaign.parameters, base_dir=self.loaded.base_dir, seed=seed
         )
 
-    # ----------------------------------------------------------------- the loop
+    # ----------------------------------------------------------------- stopping
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current step: abort the trial being measured, propose no more.
+
+        Safe to call from a signal handler or another thread. An aborted trial is stored
+        as ``abandoned`` (with its documents) and the campaign as ``stopped``, resumable.
+        """
+        self._stop_request = reason
+        dispatcher = self._dispatcher
+        if dispatcher is not None and self._dispatching:
+            dispatcher.abort(reason)
+
+    # ----------------------------------------------------------------- entry points
     def run(self) -> CampaignSummary:
-        """Run until a budget limit is reached, the instrument fails too often, or Ctrl-C."""
+        """Create the campaign in the store and run it until a stop condition.
+
+        Stops when a budget limit is reached, the instrument fails too often,
+        ``request_stop`` is called, or on Ctrl-C (re-raised after the store is updated).
+        """
+        if self.campaign_id is not None:
+            raise ClosedLoopError(
+                f"this runner already drives campaign {self.campaign_id}; use resume()"
+            )
         c = self.campaign
-        campaign_id = self.store.create_campaign(
-            c.name, self.loaded.text, str(self.loaded.path), self.seed
+        # The file's folder is where its relative paths resolve; store a path in it.
+        config_path = self.loaded.base_dir / self.loaded.path.name
+        self.campaign_id = self.store.create_campaign(
+            c.name,
+            self.loaded.text,
+            str(config_path),
+            self.seed,
+            budget=self.budget.model_dump(mode="json"),
+            lease=self.lease.claim,
         )
-        planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
-        instrument = self._instrument_factory(c, self.seed)
-        dispatcher = Dispatcher(instrument)
-        start = time.monotonic()
-        completed = failed = 0
-        best: TrialReport | None = None
-        timings: list[TrialTiming] = []
-        status, reason = "completed", ""
+        self.lease.adopt(self.campaign_id)
+        return self._drive(self.campaign_id, resumed=False)
+
+    def resume(self) -> CampaignSummary:
+        """Continue a stored campaign (from ``Runner.from_store``) after any kind of stop.
+
+        Raises:
+            CampaignFinished: the campaign is ``completed``/``failed`` and its budget is
+                still spent (pass a larger ``max_trials``/``max_failures`` to extend it).
+            CampaignLocked: another live runner holds the campaign.
+        """
+        cid = self.campaign_id
+        if cid is None:
+            raise ClosedLoopError("resume() needs a stored campaign: use Runner.from_store")
+        row = self.store.campaign(cid)
+        if row.status not in ("running", "stopped"):
+            tally = self._tally(self.store.trials(cid), self.store.observations(cid))
+            spent = self._stop_reason(tally, row.elapsed_seconds)
+            if spent is not None:
+                raise CampaignFinished(
+                    f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
+                    f"Nothing to resume: {spent[1]}. To extend it, resume with a larger "
+                    f"budget, e.g. `closedloop resume -c {cid} --max-trials "
+                    f"{tally.completed + 10}`"
+                    + (" --max-failures N" if spent[0] == "failed" else "")
+                )
+        takeover = self.lease.acquire(cid)
         try:
+            if self._budget_changed:
+                self.store.set_budget(
+                    cid, self.budget.model_dump(mode="json"), token=self.lease.token
+                )
+        except BaseException:
+            self.lease.release()
+            raise
+        return self._drive(cid, resumed=True, takeover=takeover)
+
+    # ----------------------------------------------------------------- the loop
+    def _drive(self, cid: int, *, resumed: bool, takeover: str | None = None) -> CampaignSummary:
+        """The one loop behind ``run`` and ``resume``; the caller holds the lease."""
+        c = self.campaign
+        start = time.monotonic()
+        elapsed_before = self.store.campaign(cid).elapsed_seconds if resumed else 0.0
+
+        def elapsed() -> float:
+            return elapsed_before + (time.monotonic() - start)
+
+        self.lease.start_heartbeat(elapsed)
+        self._stop_request = None
+        timings: list[TrialTiming] = []
+        reconciled: list[Reconciled] = []
+        tally = _Tally()
+        status, reason = "stopped", "the runner stopped before its first trial"
+        instrument: Instrument | None = None
+        write = True
+        try:
+            reconciled = self._reconcile(cid) if resumed else []
+            history = self.store.trials(cid)
+            observations = self.store.observations(cid)
+            planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
+            if history:
+                planner.ingest(
+                    [self._stored_observation(t, observations.get(_id(t), {})) for t in history]
+                )
+            tally = self._tally(history, observations)
+            if resumed and isinstance(self.listener, ResumeListener):
+                self.listener.campaign_resumed(
+                    ResumeState(
+                        campaign_id=cid,
+                        completed=tally.completed,
+                        failed=tally.failed,
+                        abandoned=tally.abandoned,
+                        elapsed_before=elapsed_before,
+                        reconciled=reconciled,
+                        best=tally.best,
+                        takeover=takeover,
+                    )
+                )
+            instrument = self._instrument_factory(c, self._instrument_seed(len(history)))
+            self._dispatcher = Dispatcher(instrument)
             while True:
-                stop = self._stop_reason(completed, failed, time.monotonic() - start)
+                self.lease.check()
+                stop = self._stop_reason(tally, elapsed())
+                if stop is None and self._stop_request is not None:
+                    stop = ("stopped", self._stop_request)
                 if stop:
                     status, reason = stop
                     break
-                report = self._run_one(campaign_id, planner, dispatcher, best)
+                report = self._run_one(cid, planner, self._dispatcher, tally.best)
+                if report is None:  # a stop was requested while the planner thought
+                    continue
                 timings.append(report.timing)
-                if report.status == "completed":
-                    completed += 1
-                    if report.objective is not None and (
-                        best is None
-                        or best.objective is None
-                        or self.objective.sign * (report.objective - best.objective) > 0
-                    ):
-                        best = report
-                else:
-                    failed += 1
-                if best is not None:
-                    report.best = best.objective
+                self._count(tally, report)
                 self.listener.trial_finished(report)
+        except LeaseLost:
+            write = False  # the campaign is someone else's now: touch nothing
+            raise
         except KeyboardInterrupt:
-            status, reason = "stopped", "interrupted by the user (Ctrl-C)"
+            status, reason = "stopped", self._stop_request or "interrupted by the user (Ctrl-C)"
+            raise
+        except BaseException as exc:
+            status, reason = "stopped", f"the runner failed: {type(exc).__name__}: {exc}"
             raise
         finally:
-            self.store.finish_campaign(campaign_id, status, reason or "unknown")
-            dispatcher.close()
-            instrument.close()
+            self.lease.stop_heartbeat()
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+                self._dispatcher = None
+            if instrument is not None:
+                instrument.close()
+            if write:
+                try:
+                    self.store.finish_campaign(
+                        cid, status, reason, elapsed=elapsed(), token=self.lease.token
+                    )
+                finally:
+                    self.lease.release()
         return CampaignSummary(
-            campaign_id=campaign_id,
+            campaign_id=cid,
             name=c.name,
             status=status,
             reason=reason,
-            completed=completed,
-            failed=failed,
-            best=best,
+            completed=tally.completed,
+            failed=tally.failed,
+            best=tally.best,
             elapsed=time.monotonic() - start,
             timings=timings,
+            abandoned=tally.abandoned,
+            reconciled=reconciled,
         )
 
-    def _stop_reason(self, completed: int, failed: int, elapsed: float) -> tuple[str, str] | None:
-        budget = self.campaign.budget
-        if self.max_trials is not None and completed >= self.max_trials:
-            return "completed", f"max_trials reached ({completed} completed trials)"
+    def _stop_reason(self, tally: _Tally, elapsed: float) -> tuple[str, str] | None:
+        """Whether the campaign is done.
+
+        ``max_trials`` counts completed trials and ``max_failures`` failed ones, over every
+        session; abandoned trials (cut short by a stop, not by the instrument) count toward
+        neither. ``max_duration`` counts running time summed over sessions.
+        """
+        budget = self.budget
+        if budget.max_trials is not None and tally.completed >= budget.max_trials:
+            return "completed", f"max_trials reached ({tally.completed} completed trials)"
         if budget.max_duration is not None and elapsed >= budget.max_duration:
             return "completed", f"max_duration reached ({elapsed:.0f} s)"
-        if failed >= budget.max_failures:
+        if tally.failed >= budget.max_failures:
             return "failed", (
-                f"{failed} trials failed (budget.max_failures = "
+                f"{tally.failed} trials failed (budget.max_failures = "
                 f"{budget.max_failures}); check the instrument"
             )
         return None
 
     def _run_one(
         self, campaign_id: int, planner: Planner, dispatcher: Dispatcher, best: TrialReport | None
-    ) -> TrialReport:
+    ) -> TrialReport | None:
         t0 = time.perf_counter()
+        token = self.lease.token
         # propose
         (parameters,) = planner.suggest(1, pending=[])
         suggest = time.perf_counter() - t0
         (kind,) = planner.last_kinds
+        if self._stop_request is not None:
+            return None  # nothing persisted yet: the planner proposes it again on resume
         # persist
-        trial = self.store.add_trial(campaign_id, parameters, kind, suggest_seconds=suggest)
+        trial = self.store.add_trial(
+            campaign_id, parameters, kind, suggest_seconds=suggest, token=token
+        )
         number, trial_id = trial.number, _id(trial)
         self.listener.trial_started(number, parameters)
         # dispatch (each document is committed as the RunEngine emits it)
         t1 = time.perf_counter()
+        self._dispatching = True
         try:
-            result = dispatcher.run(
-                trial_id, self.campaign.name, parameters, document_sink=self._sink(trial_id)
-            )
+            if self._stop_request is not None:  # asked to stop before any device moved
+                result = TrialResult(
+                    run_uid=None, exit_status="abort", error="stopped before its run started"
+                )
+            else:
+                result = dispatcher.run(
+                    trial_id, self.campaign.name, parameters, document_sink=self._sink(trial_id)
+                )
         except TrialInterrupted as exc:  # Ctrl-C: the RunEngine aborted the run cleanly
             self.store.finish_trial(
                 trial_id,
@@ -224,21 +484,28 @@ class Runner:
                 readbacks={},
                 run_uid=exc.result.run_uid if exc.result else None,
                 error="interrupted by the user (Ctrl-C)",
+                token=token,
             )
             raise
+        finally:
+            self._dispatching = False
         dispatch = time.perf_counter() - t1
         # ingest
         status: TrialStatus = "completed" if result.exit_status == "success" else "failed"
+        error = result.error
+        if result.exit_status == "abort" and self._stop_request is not None:
+            status, error = "abandoned", f"{self._stop_request}: {result.error}"
         self.store.finish_trial(
             trial_id,
             status=status,
             outputs=result.outputs,
             readbacks=result.readbacks,
             run_uid=result.run_uid,
-            error=result.error,
+            error=error,
+            token=token,
         )
         # learn
-        planner.ingest([self._observation(parameters, result, status)])
+        planner.ingest([self._observation(parameters, result.readbacks, result.outputs, status)])
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
@@ -254,7 +521,7 @@ class Runner:
             outputs=result.outputs,
             objective=value if status == "completed" else None,
             best=best.objective if best else None,
-            error=result.error,
+            error=error,
             timing=timing,
         )
 
@@ -271,13 +538,218 @@ class Runner:
 
         return sink
 
-    def _observation(self, commanded: Point, result: TrialResult, status: str) -> Observation:
+    def _observation(
+        self, commanded: Point, readbacks: dict[str, Any], outputs: dict[str, float], status: str
+    ) -> Observation:
         """The model learns from where the instrument actually was, when it says so."""
-        achieved = {**commanded, **{k: v for k, v in result.readbacks.items() if k in commanded}}
+        achieved = {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
         parameters = achieved if self.space.contains(achieved) else commanded
         if status != "completed":
             return Observation(parameters=parameters, outcome="failed")
-        return Observation(parameters=parameters, outputs=dict(result.outputs))
+        return Observation(parameters=parameters, outputs=dict(outputs))
+
+    # ----------------------------------------------------------------- resuming
+    def _reconcile(self, cid: int) -> list[Reconciled]:
+        """Give every trial left ``running`` by a crash its outcome from its documents.
+
+        The caller holds the lease, so no other runner is measuring these trials: a
+        ``running`` row can only be a trial whose runner died before recording it.
+        """
+        running = self.store.running_trials(cid)
+        if not running:
+            return []
+        c = self.campaign
+        outputs = describe_instrument(c.instrument, c.parameters, base_dir=self.loaded.base_dir)
+        done: list[Reconciled] = []
+        for trial in running:
+            trial_id = _id(trial)
+            documents = [(d.name, d.body) for d in self.store.documents(trial_id)]
+            outcome = reconcile_documents(documents, outputs=outputs, inputs=self.space.names)
+            self.store.finish_trial(
+                trial_id,
+                status=outcome.status,
+                outputs=outcome.outputs,
+                readbacks=outcome.readbacks,
+                run_uid=outcome.run_uid,
+                error=outcome.error,
+                token=self.lease.token,
+            )
+            logger.info("reconciled trial %s as %s", trial.number, outcome.status)
+            done.append(Reconciled(trial.number, trial_id, outcome.status, outcome.error))
+        return done
+
+    def _stored_observation(self, trial: TrialRow, outputs: dict[str, float]) -> Observation:
+        """A stored terminal trial as the planner saw it when it ended (abandoned = failed)."""
+        status = "completed" if trial.status == "completed" else "failed"
+        return self._observation(trial.parameters, trial.readbacks or {}, outputs, status)
+
+    def _tally(
+        self, trials: Sequence[TrialRow], observations: dict[int, dict[str, float]]
+    ) -> _Tally:
+        tally = _Tally()
+        for t in trials:
+            if t.status == "completed":
+                tally.completed += 1
+                outputs = observations.get(_id(t), {})
+                value = outputs.get(self.objective.name)
+                report = TrialReport(
+                    number=t.number,
+                    trial_id=_id(t),
+                    status=t.status,
+                    parameters=dict(t.parameters),
+                    outputs=outputs,
+                    objective=value if value is not None and math.isfinite(value) else None,
+                    best=None,
+                    error=t.error,
+                    timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
+                )
+                tally.best = self._better(report, tally.best)
+            elif t.status == "failed":
+                tally.failed += 1
+            elif t.status == "abandoned":
+                tally.abandoned += 1
+        return tally
+
+    def _count(self, tally: _Tally, report: TrialReport) -> None:
+        if report.status == "completed":
+            tally.completed += 1
+            tally.best = self._better(report, tally.best)
+        elif report.status == "failed":
+            tally.failed += 1
+        else:
+            tally.abandoned += 1
+        if tally.best is not None:
+            report.best = tally.best.objective
+
+    def _better(self, report: TrialReport, best: TrialReport | None) -> TrialReport | None:
+        if report.objective is None:
+            return best
+        if (
+            best is None
+            or best.objective is None
+            or self.objective.sign * (report.objective - best.objective) > 0
+        ):
+            return report
+        return best
+
+    def _instrument_seed(self, trials_so_far: int) -> int:
+        """The campaign seed for a new campaign; a fresh stream for each resumed session.
+
+        Reusing the seed after a resume would replay the same noise and injected faults
+        from the start of their streams; deriving it from the trial count keeps a resumed
+        campaign reproducible without that.
+        """
+        if trials_so_far == 0:
+            return self.seed
+        state = np.random.SeedSequence([self.seed, trials_so_far]).generate_state(1)
+        return int(state[0])
+
+
+# ---------------------------------------------------------------------------- reconciling
+@dataclass(frozen=True)
+class Reconciliation:
+    """The outcome of a trial reconstructed from its stored Bluesky documents."""
+
+    status: TrialStatus
+    outputs: dict[str, float]
+    readbacks: dict[str, Any]
+    run_uid: str | None
+    error: str | None
+
+
+def reconcile_documents(
+    documents: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    outputs: Sequence[str],
+    inputs: Sequence[str],
+) -> Reconciliation:
+    """Decide what a trial whose runner died achieved, from the documents it stored.
+
+    * stop ``success`` and a primary event: ``completed``, outputs and readbacks from the
+      event data (the measurement happened and the run closed cleanly), unless an output
+      is missing or not finite, which makes it ``failed`` as it would have been live;
+    * stop ``fail``: ``failed`` with the stop's reason (the instrument failed: the result
+      is kept, and counts toward ``max_failures``);
+    * no stop, stop ``abort``, or no event: ``abandoned``, saying why. Such a trial never
+      finished its run, so no measurement of it is trusted.
+
+    Args:
+        documents: ``(name, body)`` in emission order.
+        outputs: the instrument's output names.
+        inputs: the parameter names (readbacks are read under them).
+    """
+    run_uid: str | None = None
+    primary: set[str] = set()
+    data: dict[str, Any] = {}
+    events = 0
+    stop: dict[str, Any] | None = None
+    for name, doc in documents:
+        if name == "start":
+            run_uid = doc.get("uid")
+        elif name == "descriptor" and doc.get("name") == STREAM_NAME:
+            primary.add(doc.get("uid", ""))
+        elif name == "event" and doc.get("descriptor") in primary:
+            events += 1
+            data.update(doc.get("data") or {})
+        elif name == "stop":
+            stop = doc
+    readbacks = {k: data[k] for k in inputs if k in data}
+
+    def abandoned(why: str) -> Reconciliation:
+        return Reconciliation("abandoned", {}, readbacks, run_uid, why)
+
+    if run_uid is None:
+        return abandoned("the runner stopped before this trial's run started (no documents)")
+    if stop is None:
+        measured = "its event was stored, " if events else ""
+        return abandoned(
+            f"the runner stopped during this trial's run: {measured}no stop document, so the "
+            "run never finished"
+        )
+    exit_status = stop.get("exit_status")
+    if exit_status == "fail":
+        return Reconciliation(
+            "failed", {}, readbacks, run_uid, stop.get("reason") or "run ended with 'fail'"
+        )
+    if exit_status != "success":
+        return abandoned(f"the run ended with exit_status {exit_status!r}: {stop.get('reason')}")
+    if not events:
+        return abandoned("the run closed successfully but stored no primary event")
+    values: dict[str, float] = {}
+    problems: list[str] = []
+    for name in outputs:
+        raw: Any = data.get(name)
+        try:
+            value = float(raw)  # None and text raise, and are reported below
+        except (TypeError, ValueError):
+            problems.append(f"output {name!r} is missing or not a number: {raw!r}")
+            continue
+        values[name] = value
+        if not math.isfinite(value):
+            problems.append(f"output {name!r} is not finite: {value}")
+    if problems:
+        return Reconciliation("failed", values, readbacks, run_uid, "; ".join(problems))
+    return Reconciliation("completed", values, readbacks, run_uid, None)
+
+
+def _override(
+    budget: Budget,
+    *,
+    max_trials: int | None,
+    max_failures: int | None,
+    max_duration: float | None,
+) -> Budget:
+    """``budget`` with the given limits replaced (validated like the file's)."""
+    changes: dict[str, Any] = {}
+    if max_trials is not None:
+        changes["max_trials"] = max_trials
+    if max_failures is not None:
+        changes["max_failures"] = max_failures
+    if max_duration is not None:
+        changes["max_duration"] = max_duration
+    if not changes:
+        return budget
+    return Budget.model_validate({**budget.model_dump(), **changes})
 
 
 def _id(trial: TrialRow) -> int:

@@ -7,6 +7,11 @@ exactly how far a trial got, so no measurement is ever lost silently.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: readers (``closedloop status`` in another
 terminal) never block the runner, and a committed trial survives power loss.
+
+Only one runner drives a campaign: it holds the campaign's row in the ``lease`` table (owner,
+random token, heartbeat, expiry; see ``loop.lock``), and every write that moves the campaign
+forward (a new trial, a trial's outcome, the campaign's end) checks that token inside its own
+transaction, so a runner that lost its lease cannot write over its successor's work.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Column, Index, event, text
+from sqlalchemy import JSON, Column, Index, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
 from loop.errors import StoreError
 
@@ -32,6 +39,24 @@ DEFAULT_STORE = "sqlite:///closedloop.db"
 
 TrialStatus = Literal["running", "completed", "failed", "abandoned"]
 TERMINAL: tuple[str, ...] = ("completed", "failed", "abandoned")
+# Campaign states a runner can continue; ``completed``/``failed`` need a larger budget first.
+UNFINISHED: tuple[str, ...] = ("running", "stopped")
+
+
+class CampaignLocked(StoreError):
+    """Another live runner holds the campaign's lease.
+
+    Attributes:
+        owner: ``host:pid`` of the runner holding it.
+    """
+
+    def __init__(self, message: str, *, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class LeaseLost(StoreError):
+    """This runner's lease was taken over (it stalled past its expiry); it must stop writing."""
 
 
 def utcnow() -> datetime:
@@ -50,6 +75,10 @@ class CampaignRow(SQLModel, table=True):
     seed: int
     status: str = Field(default="running")  # running | completed | stopped | failed
     stop_reason: str | None = None
+    # The budget in force (the file's, with --max-trials etc. applied), so resume keeps it.
+    budget: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Running time summed over every session (heartbeats add to it); max_duration counts it.
+    elapsed_seconds: float = Field(default=0.0)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -98,6 +127,56 @@ class DocumentRow(SQLModel, table=True):
     seq: int
     name: str  # start | descriptor | event | stop | ...
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who is driving a campaign right now, and until when that claim holds.
+
+    Times are Unix seconds (``time.time()``) so that expiry compares the same way on every
+    backend; runners on different hosts need clocks synchronised to well within the TTL.
+    """
+
+    __tablename__ = "lease"
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    owner: str  # host:pid, for messages
+    host: str
+    pid: int
+    token: str  # random per runner: host:pid alone can be reused
+    acquired_at: float
+    heartbeat: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """The lease a runner wants to write (see ``loop.lock.CampaignLease``)."""
+
+    owner: str
+    host: str
+    pid: int
+    token: str
+    ttl: float
+
+    def row(self, campaign_id: int, now: float) -> LeaseRow:
+        return LeaseRow(
+            campaign_id=campaign_id,
+            owner=self.owner,
+            host=self.host,
+            pid=self.pid,
+            token=self.token,
+            acquired_at=now,
+            heartbeat=now,
+            expires=now + self.ttl,
+        )
+
+
+# Columns added after the first release: (table, column, SQL type and default). Stores
+# written before them get the columns on open, so old campaigns stay readable and resumable.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("campaign", "budget", "JSON"),
+    ("campaign", "elapsed_seconds", "FLOAT NOT NULL DEFAULT 0"),
+)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -153,8 +232,22 @@ class Store:
             else:
                 with self.engine.connect() as conn:
                     conn.execute(text("SELECT 1 FROM campaign LIMIT 1"))
+                # Tables added since the store was written (e.g. ``lease``): additive only.
+                SQLModel.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except OperationalError as exc:
             raise StoreError(f"cannot open store {url}: {exc.orig}") from None
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store written by an earlier version up to the current columns (additive)."""
+        inspector = inspect(self.engine)
+        tables = set(inspector.get_table_names())
+        with self.engine.begin() as conn:
+            for table, column, ddl in _ADDED_COLUMNS:
+                if table not in tables:
+                    continue
+                if column not in {c["name"] for c in inspector.get_columns(table)}:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -163,15 +256,36 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     # ----------------------------------------------------------------- campaigns
-    def create_campaign(self, name: str, config_text: str, config_path: str, seed: int) -> int:
+    def create_campaign(
+        self,
+        name: str,
+        config_text: str,
+        config_path: str,
+        seed: int,
+        *,
+        budget: dict[str, Any] | None = None,
+        lease: LeaseClaim | None = None,
+    ) -> int:
+        """Commit a new campaign, and with it the creator's lease, in one transaction.
+
+        One transaction means no other runner (a ``resume`` of the latest campaign) can
+        pick the campaign up between its creation and its first heartbeat.
+        """
         with self.session() as s:
             row = CampaignRow(
-                name=name, config_text=config_text, config_path=config_path, seed=seed
+                name=name,
+                config_text=config_text,
+                config_path=config_path,
+                seed=seed,
+                budget=budget,
             )
             s.add(row)
-            s.commit()
+            s.flush()
             if row.id is None:  # pragma: no cover - the database assigns it
                 raise StoreError("the database gave the campaign no id")
+            if lease is not None:
+                s.add(lease.row(row.id, time.time()))
+            s.commit()
             return row.id
 
     def campaign(self, ref: str | int | None = None) -> CampaignRow:
@@ -188,18 +302,129 @@ class Store:
             raise StoreError(f"no {what} in store {self.url}")
         return row
 
+    def latest_unfinished(self) -> CampaignRow:
+        """The most recent campaign that is ``running`` (crashed or live) or ``stopped``."""
+        with self.session() as s:
+            row = s.exec(
+                select(CampaignRow)
+                .where(col(CampaignRow.status).in_(UNFINISHED))
+                .order_by(col(CampaignRow.id).desc())
+            ).first()
+        if row is None:
+            raise StoreError(
+                f"no unfinished campaign in store {self.url}; name one with -c to extend a "
+                "finished one, or start a new one with `closedloop run`"
+            )
+        return row
+
     def campaigns(self) -> list[CampaignRow]:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.id))))
 
-    def finish_campaign(self, campaign_id: int, status: str, reason: str) -> None:
+    def set_budget(self, campaign_id: int, budget: dict[str, Any], *, token: str) -> None:
+        """Record the budget in force (resume with ``--max-trials`` etc. changes it)."""
         with self.session() as s:
+            _check_lease(s, campaign_id, token)
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                raise StoreError(f"campaign {campaign_id} vanished from the store")
+            row.budget, row.updated_at = budget, utcnow()
+            s.add(row)
+            s.commit()
+
+    def finish_campaign(
+        self,
+        campaign_id: int,
+        status: str,
+        reason: str,
+        *,
+        elapsed: float | None = None,
+        token: str | None = None,
+    ) -> None:
+        """Record how a session ended (``token``: refuse unless this runner holds the lease)."""
+        with self.session() as s:
+            if token is not None:
+                _check_lease(s, campaign_id, token)
             row = s.get(CampaignRow, campaign_id)
             if row is None:
                 raise StoreError(f"campaign {campaign_id} vanished from the store")
             row.status, row.stop_reason, row.updated_at = status, reason, utcnow()
+            if elapsed is not None:
+                row.elapsed_seconds = elapsed
             s.add(row)
             s.commit()
+
+    # ----------------------------------------------------------------- leases
+    def lease(self, campaign_id: int) -> LeaseRow | None:
+        with self.session() as s:
+            return s.get(LeaseRow, campaign_id)
+
+    def insert_lease(self, campaign_id: int, claim: LeaseClaim) -> bool:
+        """Take a free campaign; ``False`` when another runner inserted first."""
+        try:
+            with self.session() as s:
+                s.add(claim.row(campaign_id, time.time()))
+                s.commit()
+        except IntegrityError:
+            return False
+        return True
+
+    def replace_lease(self, campaign_id: int, expected_token: str, claim: LeaseClaim) -> bool:
+        """Take over a stale lease: compare-and-swap on the token the caller judged stale.
+
+        ``False`` when the row changed meanwhile (its owner heartbeated, or another runner
+        took it first), so two runners can never both believe they took the same lease.
+        """
+        now = time.time()
+        with self.session() as s:
+            result = s.exec(
+                update(LeaseRow)
+                .where(col(LeaseRow.campaign_id) == campaign_id)
+                .where(col(LeaseRow.token) == expected_token)
+                .values(
+                    owner=claim.owner,
+                    host=claim.host,
+                    pid=claim.pid,
+                    token=claim.token,
+                    acquired_at=now,
+                    heartbeat=now,
+                    expires=now + claim.ttl,
+                )
+            )
+            s.commit()
+            return bool(result.rowcount)
+
+    def renew_lease(
+        self, campaign_id: int, token: str, ttl: float, *, elapsed: float | None = None
+    ) -> bool:
+        """Heartbeat: push the expiry out and record the running time; ``False`` if lost."""
+        now = time.time()
+        with self.session() as s:
+            result = s.exec(
+                update(LeaseRow)
+                .where(col(LeaseRow.campaign_id) == campaign_id)
+                .where(col(LeaseRow.token) == token)
+                .values(heartbeat=now, expires=now + ttl)
+            )
+            if not result.rowcount:
+                s.rollback()
+                return False
+            if elapsed is not None:
+                s.exec(
+                    update(CampaignRow)
+                    .where(col(CampaignRow.id) == campaign_id)
+                    .values(elapsed_seconds=elapsed)
+                )
+            s.commit()
+            return True
+
+    def release_lease(self, campaign_id: int, token: str) -> None:
+        """Give the campaign up (only if this token still holds it)."""
+        with self.session() as s:
+            lease = s.get(LeaseRow, campaign_id)
+            if lease is not None and lease.token == token:
+                s.delete(lease)
+                s.commit()
 
     # ----------------------------------------------------------------- trials
     def add_trial(
@@ -208,9 +433,17 @@ class Store:
         parameters: dict[str, Any],
         kind: str,
         suggest_seconds: float | None = None,
+        *,
+        token: str | None = None,
     ) -> TrialRow:
-        """Commit a new trial in state ``running`` (before anything is dispatched)."""
+        """Commit a new trial in state ``running`` (before anything is dispatched).
+
+        With ``token``, the write is refused (``LeaseLost``) unless that lease still holds
+        the campaign, checked in the same transaction.
+        """
         with self.session() as s:
+            if token is not None:
+                _check_lease(s, campaign_id, token)
             last = s.exec(
                 select(TrialRow.number)
                 .where(TrialRow.campaign_id == campaign_id)
@@ -253,12 +486,24 @@ class Store:
         readbacks: dict[str, Any],
         run_uid: str | None,
         error: str | None,
+        token: str | None = None,
     ) -> None:
-        """Commit a trial's outcome and observations in one transaction."""
+        """Commit a trial's outcome and observations in one transaction.
+
+        Only a ``running`` trial can be finished, so an outcome is never written twice (a
+        runner and a reconciliation cannot both record one). With ``token``, the write is
+        refused unless that lease still holds the campaign.
+        """
         with self.session() as s:
             row = s.get(TrialRow, trial_id)
             if row is None:
                 raise StoreError(f"trial {trial_id} vanished from the store")
+            if token is not None:
+                _check_lease(s, row.campaign_id, token)
+            if row.status != "running":
+                raise StoreError(
+                    f"trial {trial_id} is already {row.status}; its outcome is not written twice"
+                )
             row.status, row.run_uid, row.error = status, run_uid, error
             row.readbacks = _jsonable(readbacks)
             row.finished_at = utcnow()
@@ -284,6 +529,10 @@ class Store:
                     .order_by(col(TrialRow.number))
                 )
             )
+
+    def running_trials(self, campaign_id: int) -> list[TrialRow]:
+        """Trials whose outcome was never committed: in flight now, or at a crash."""
+        return [t for t in self.trials(campaign_id) if t.status == "running"]
 
     def observations(self, campaign_id: int) -> dict[int, dict[str, float]]:
         """Outputs by trial id (non-finite values as NaN)."""
@@ -315,6 +564,17 @@ class Store:
                 .where(TrialRow.campaign_id == campaign_id)
                 .order_by(col(DocumentRow.trial_id), col(DocumentRow.seq))
             )
+
+
+def _check_lease(s: Session, campaign_id: int, token: str) -> None:
+    """Raise ``LeaseLost`` unless ``token`` holds the campaign's lease (inside ``s``)."""
+    lease = s.get(LeaseRow, campaign_id)
+    if lease is None or lease.token != token:
+        holder = f"runner {lease.owner}" if lease is not None else "no runner"
+        raise LeaseLost(
+            f"campaign {campaign_id} is now held by {holder}; this runner stalled past its "
+            "lease and stops without writing more"
+        )
 
 
 def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:

@@ -1,0 +1,236 @@
+"""One runner per campaign: a lease row with a heartbeat, taken over when its owner is gone.
+
+A runner inserts (or takes over) the campaign's row in the ``lease`` table before it touches
+anything, then a daemon thread pushes the row's expiry forward every ``ttl / 5`` seconds.
+Another ``run``/``resume`` of that campaign sees a live lease and refuses, naming the owner.
+
+A lease is stale, and may be taken over, when either
+
+* its expiry has passed (the owner stopped heartbeating: killed, frozen, or its machine lost
+  power), or
+* its owner ran on this very host and that process no longer exists. This is what lets a
+  ``resume`` right after a SIGKILL start at once instead of waiting out the TTL; a reused pid
+  only makes the check answer "alive", which errs on the safe side (refuse until expiry).
+
+Taking over is a compare-and-swap on the stale row's random token, so two runners racing
+for the same stale lease cannot both win. Every write that advances the campaign checks the
+token in its own transaction (``Store.add_trial``/``finish_trial``/``finish_campaign``), so
+a runner that stalled past its expiry and was replaced cannot write over its successor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store
+
+__all__ = [
+    "LEASE_TTL",
+    "CampaignLease",
+    "CampaignLocked",
+    "LeaseLost",
+    "describe_lease",
+    "live_lease",
+    "pid_alive",
+    "stale_reason",
+]
+
+logger = logging.getLogger(__name__)
+
+LEASE_TTL = 30.0  # s; a killed runner on another host blocks its campaign at most this long
+_TAKEOVER_ATTEMPTS = 5
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (``True`` when unsure)."""
+    if pid <= 0:
+        return False
+    if os.name != "posix":  # pragma: no cover - no cheap check; expiry still applies
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def stale_reason(lease: LeaseRow, *, now: float | None = None) -> str | None:
+    """Why ``lease`` may be taken over, or ``None`` while its owner may still be running."""
+    now = time.time() if now is None else now
+    if lease.expires < now:
+        return f"its last heartbeat was {now - lease.heartbeat:.0f} s ago"
+    if lease.host == socket.gethostname() and not pid_alive(lease.pid):
+        return f"process {lease.pid} no longer exists on this host"
+    return None
+
+
+def live_lease(store: Store, campaign_id: int) -> LeaseRow | None:
+    """The campaign's lease if a runner (probably) holds it right now."""
+    lease = store.lease(campaign_id)
+    if lease is None or stale_reason(lease) is not None:
+        return None
+    return lease
+
+
+def describe_lease(lease: LeaseRow, *, now: float | None = None) -> str:
+    """``host:pid (heartbeat 2 s ago)``, for messages."""
+    now = time.time() if now is None else now
+    return f"{lease.owner} (heartbeat {max(now - lease.heartbeat, 0.0):.0f} s ago)"
+
+
+class CampaignLease:
+    """This process's claim on one campaign, and the thread that keeps it alive.
+
+    Args:
+        store: where the lease row lives.
+        ttl: seconds a heartbeat keeps the lease; after that, any runner may take it over.
+        interval: seconds between heartbeats (``ttl / 5`` by default, so four missed
+            heartbeats in a row are needed to lose the lease).
+
+    Attributes:
+        owner: ``host:pid``, shown to a runner that is refused.
+        token: random per instance; the store's writes check it.
+        lost: set when a heartbeat found the lease taken over; the runner must stop.
+    """
+
+    def __init__(self, store: Store, *, ttl: float = LEASE_TTL, interval: float | None = None):
+        if ttl <= 0:
+            raise ValueError(f"lease ttl must be positive, got {ttl}")
+        self.store = store
+        self.ttl = float(ttl)
+        self.interval = interval if interval is not None else self.ttl / 5
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}"
+        self.token = secrets.token_hex(16)
+        self.campaign_id: int | None = None
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def claim(self) -> LeaseClaim:
+        """The row this runner writes (``Store.create_campaign`` takes it with the campaign)."""
+        return LeaseClaim(
+            owner=self.owner, host=self.host, pid=self.pid, token=self.token, ttl=self.ttl
+        )
+
+    def adopt(self, campaign_id: int) -> None:
+        """Record a lease taken together with a new campaign (``Store.create_campaign``)."""
+        self.campaign_id = campaign_id
+
+    def acquire(self, campaign_id: int) -> str | None:
+        """Take the campaign's lease, or raise ``CampaignLocked`` naming its live owner.
+
+        Returns:
+            Why a previous owner's lease was taken over, or ``None`` if it was free.
+        """
+        for _ in range(_TAKEOVER_ATTEMPTS):
+            current = self.store.lease(campaign_id)
+            if current is None:
+                if self.store.insert_lease(campaign_id, self.claim):
+                    self.campaign_id = campaign_id
+                    return None
+                continue  # another runner inserted first: look at its lease
+            if current.token == self.token:
+                self.campaign_id = campaign_id
+                return None
+            why = stale_reason(current)
+            if why is None:
+                ttl = current.expires - current.heartbeat
+                raise CampaignLocked(
+                    f"campaign {campaign_id} is being run by {describe_lease(current)}; only "
+                    "one runner may drive a campaign. Stop that runner (Ctrl-C) or wait for "
+                    f"it; the lease of a runner that died is taken over {ttl:.0f} s after its "
+                    "last heartbeat (at once on the same host)",
+                    owner=current.owner,
+                )
+            if self.store.replace_lease(campaign_id, current.token, self.claim):
+                logger.info("took over campaign %s from %s: %s", campaign_id, current.owner, why)
+                self.campaign_id = campaign_id
+                return f"took over from {current.owner}: {why}"
+        raise CampaignLocked(
+            f"campaign {campaign_id}: other runners keep taking its lease; try again",
+            owner="unknown",
+        )
+
+    # ------------------------------------------------------------------ heartbeat
+    def start_heartbeat(self, elapsed: Callable[[], float] | None = None) -> None:
+        """Refresh the lease every ``interval`` s on a daemon thread.
+
+        Args:
+            elapsed: the campaign's running time so far; written with each heartbeat so a
+                killed runner loses at most one interval of ``max_duration`` accounting.
+        """
+        if self.campaign_id is None:
+            raise RuntimeError("acquire or adopt a campaign's lease before heartbeating")
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._beat,
+            args=(self.campaign_id, elapsed),
+            name=f"closedloop-lease-{self.campaign_id}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _beat(self, campaign_id: int, elapsed: Callable[[], float] | None) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                held = self.store.renew_lease(
+                    campaign_id, self.token, self.ttl, elapsed=elapsed() if elapsed else None
+                )
+            except Exception as exc:  # a busy or unreachable store: retry next beat
+                logger.warning("lease heartbeat for campaign %s failed: %s", campaign_id, exc)
+                continue
+            if not held:
+                logger.error("campaign %s: lease taken over by another runner", campaign_id)
+                self.lost.set()
+                return
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat thread (the lease stays until released or expired)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(self.interval, 1.0) + 10.0)
+            self._thread = None
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` if a heartbeat found the lease taken over."""
+        if self.lost.is_set():
+            raise LeaseLost(
+                f"campaign {self.campaign_id}: another runner took over this runner's lease "
+                "(it stalled for longer than the lease's TTL); stopping without writing more"
+            )
+
+    def release(self) -> None:
+        """Stop heartbeating and free the campaign (unless the lease was lost)."""
+        self.stop_heartbeat()
+        if self.campaign_id is not None and not self.lost.is_set():
+            try:
+                self.store.release_lease(self.campaign_id, self.token)
+            except Exception as exc:  # expiry frees it anyway
+                logger.warning(
+                    "could not release the lease of campaign %s: %s", self.campaign_id, exc
+                )
+
+    def __enter__(self) -> CampaignLease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

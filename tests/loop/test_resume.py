@@ -1,0 +1,428 @@
+"""Resume after a crash: reconciliation, the rebuilt planner, leases, signals."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loop import Runner, Store, parse_campaign
+from loop.lock import CampaignLease, CampaignLocked, LeaseLost
+from loop.runner import CampaignFinished, reconcile_documents
+from loop.store import LeaseClaim, LeaseRow
+from planners import SobolPlanner
+from simulators import get_problem
+
+BRANIN = """
+name: resumable
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin}
+planner: {kind: sobol}
+budget: {max_trials: 6}
+seed: 4
+"""
+
+
+def _loaded(tmp_path: Path, text: str = BRANIN):
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def _docs(*, stop: str | None, event: bool = True, y: Any = 1.5) -> list[tuple[str, dict]]:
+    """The documents a trial's run leaves, cut short where a crash would cut them."""
+    docs: list[tuple[str, dict]] = [
+        ("start", {"uid": "run-1", "campaign": "resumable", "trial_id": 1}),
+        ("descriptor", {"uid": "desc-1", "name": "primary", "run_start": "run-1"}),
+    ]
+    if event:
+        data = {"y": y, "x1": 1.25, "x1_setpoint": 1.2, "x2": 3.5, "x2_setpoint": 3.5}
+        docs.append(("event", {"uid": "ev-1", "descriptor": "desc-1", "data": data}))
+    if stop is not None:
+        docs.append(("stop", {"uid": "stop-1", "exit_status": stop, "reason": "boom"}))
+    return docs
+
+
+# ---------------------------------------------------------------------------- reconcile rules
+def test_a_run_that_closed_successfully_is_completed_from_its_event() -> None:
+    r = reconcile_documents(_docs(stop="success"), outputs=["y"], inputs=["x1", "x2"])
+    assert (r.status, r.outputs, r.readbacks, r.run_uid, r.error) == (
+        "completed",
+        {"y": 1.5},
+        {"x1": 1.25, "x2": 3.5},
+        "run-1",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("docs", "status", "words"),
+    [
+        (_docs(stop=None), "abandoned", "no stop document"),
+        (_docs(stop=None, event=False), "abandoned", "no stop document"),
+        (_docs(stop="abort"), "abandoned", "'abort'"),
+        (_docs(stop="success", event=False), "abandoned", "no primary event"),
+        ([], "abandoned", "before this trial's run started"),
+        (_docs(stop="fail"), "failed", "boom"),
+        (_docs(stop="success", y=None), "failed", "not a number"),
+        (_docs(stop="success", y=float("inf")), "failed", "not finite"),
+    ],
+)
+def test_runs_that_did_not_finish_well_are_not_completed(
+    docs: list[tuple[str, dict]], status: str, words: str
+) -> None:
+    r = reconcile_documents(docs, outputs=["y"], inputs=["x1", "x2"])
+    assert r.status == status
+    assert words in (r.error or "")
+
+
+# ---------------------------------------------------------------------------- resume
+def _crash_with_trials_in_flight(store: Store, cid: int) -> tuple[int, int]:
+    """What a SIGKILL leaves: one trial whose run had closed, one cut mid-run."""
+    closed = store.add_trial(cid, {"x1": 1.2, "x2": 3.5}, "sobol")
+    for seq, (name, body) in enumerate(_docs(stop="success"), start=1):
+        store.add_document(closed.id or 0, seq, name, body, "run-1")
+    cut = store.add_trial(cid, {"x1": 0.0, "x2": 0.0}, "sobol")
+    for seq, (name, body) in enumerate(_docs(stop=None, event=False), start=1):
+        store.add_document(cut.id or 0, seq, name, body, "run-2")
+    store.finish_campaign(cid, "running", "")  # killed: nobody wrote 'stopped'
+    return closed.id or 0, cut.id or 0
+
+
+def test_resume_reconciles_in_flight_trials_and_rebuilds_the_planner(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    first = Runner(_loaded(tmp_path), store, max_trials=3).run()
+    cid = first.campaign_id
+    closed, cut = _crash_with_trials_in_flight(store, cid)
+
+    summary = Runner.from_store(store, max_trials=7).resume()
+    assert summary.campaign_id == cid
+    assert [(r.trial_id, r.status) for r in summary.reconciled] == [
+        (closed, "completed"),
+        (cut, "abandoned"),
+    ]
+    # max_trials counts completed trials over both sessions; the abandoned one is not counted
+    assert (summary.status, summary.completed, summary.failed, summary.abandoned) == (
+        "completed",
+        7,
+        0,
+        1,
+    )
+    trials = {t.id: t for t in store.trials(cid)}
+    assert [t.number for t in trials.values()] == list(range(1, 9))
+    assert trials[closed].status == "completed" and trials[closed].run_uid == "run-1"
+    assert trials[closed].readbacks == {"x1": 1.25, "x2": 3.5}
+    assert store.observations(cid)[closed] == {"y": 1.5}
+    assert trials[cut].status == "abandoned" and "no stop document" in (trials[cut].error or "")
+    # the planner was rebuilt from all five stored trials: the sixth Sobol point comes next
+    space = _loaded(tmp_path).campaign.space
+    (expected,) = SobolPlanner(space, seed=4).design.points(5, 1)
+    assert trials[max(trials)].number == 8
+    sixth = next(t for t in trials.values() if t.number == 6)
+    assert sixth.parameters == pytest.approx(expected)
+    row = store.campaign(cid)
+    assert row.status == "completed" and store.lease(cid) is None
+    assert row.budget is not None and row.budget["max_trials"] == 7
+    assert row.elapsed_seconds > 0
+
+
+def test_resume_of_a_completed_campaign_is_refused_unless_extended(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path), store, max_trials=2).run().campaign_id
+    with pytest.raises(CampaignFinished, match=r"is completed.*--max-trials 12"):
+        Runner.from_store(store, cid).resume()
+    assert store.trials(cid)[-1].number == 2  # nothing ran
+    summary = Runner.from_store(store, "resumable", max_trials=4).resume()
+    assert (summary.status, summary.completed) == ("completed", 4)
+    # the extended budget is stored: resuming again without it is refused again
+    with pytest.raises(CampaignFinished, match=r"max_trials reached \(4"):
+        Runner.from_store(store, cid).resume()
+
+
+def test_a_failed_campaign_resumes_with_a_larger_max_failures(tmp_path: Path) -> None:
+    text = BRANIN.replace("{simulator: branin}", "{simulator: branin, failure_rate: 1.0}")
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path, text), store, max_failures=2).run().campaign_id
+    with pytest.raises(CampaignFinished, match="--max-failures"):
+        Runner.from_store(store, cid).resume()
+    summary = Runner.from_store(store, cid, max_failures=3).resume()
+    assert (summary.status, summary.failed, summary.completed) == ("failed", 3, 0)
+
+
+def test_resume_without_an_unfinished_campaign_says_so(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    Runner(_loaded(tmp_path), store, max_trials=1).run()
+    with pytest.raises(Exception, match="no unfinished campaign"):
+        Runner.from_store(store)
+
+
+# ---------------------------------------------------------------------------- leases
+def _unfinished_campaign(tmp_path: Path, store: Store) -> int:
+    cid = Runner(_loaded(tmp_path), store, max_trials=1).run().campaign_id
+    store.finish_campaign(cid, "stopped", "test")
+    return cid
+
+
+def test_a_second_runner_is_refused_while_the_lease_is_live(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    holder = CampaignLease(store)
+    holder.acquire(cid)
+    with pytest.raises(CampaignLocked, match=f"being run by {holder.owner}") as info:
+        Runner.from_store(store, cid).resume()
+    assert info.value.owner == holder.owner
+    assert store.lease(cid).token == holder.token  # type: ignore[union-attr]
+    holder.release()
+    assert Runner.from_store(store, cid, max_trials=2).resume().completed == 2
+
+
+def _foreign_lease(store: Store, cid: int, *, host: str, pid: int, expires_in: float) -> None:
+    claim = LeaseClaim(owner=f"{host}:{pid}", host=host, pid=pid, token="theirs", ttl=30)
+    assert store.insert_lease(cid, claim)
+    with store.session() as s:
+        row = s.get(LeaseRow, cid)
+        assert row is not None
+        row.heartbeat, row.expires = time.time() - 60, time.time() + expires_in
+        s.add(row)
+        s.commit()
+
+
+def test_an_expired_lease_is_taken_over(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    _foreign_lease(store, cid, host="other-host", pid=4242, expires_in=-1)
+    summary = Runner.from_store(store, cid, max_trials=2).resume()
+    assert summary.completed == 2 and store.lease(cid) is None
+
+
+def test_a_live_lease_on_another_host_is_respected(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    _foreign_lease(store, cid, host="other-host", pid=4242, expires_in=30)
+    with pytest.raises(CampaignLocked, match="other-host:4242"):
+        Runner.from_store(store, cid).resume()
+
+
+def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _foreign_lease(store, cid, host=socket.gethostname(), pid=dead.pid, expires_in=30)
+    assert Runner.from_store(store, cid, max_trials=2).resume().completed == 2
+
+
+def test_a_runner_that_lost_its_lease_writes_nothing_more(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    stalled = CampaignLease(store, ttl=0.5, interval=0.05)
+    stalled.acquire(cid)
+    time.sleep(0.6)  # it missed its heartbeats: expired
+    successor = CampaignLease(store)
+    assert "heartbeat" in (successor.acquire(cid) or "")
+    stalled.start_heartbeat()
+    assert stalled.lost.wait(5.0)
+    with pytest.raises(LeaseLost):
+        stalled.check()
+    with pytest.raises(LeaseLost, match=successor.owner):
+        store.add_trial(cid, {"x1": 0.0, "x2": 0.0}, "sobol", token=stalled.token)
+    stalled.release()
+    assert store.lease(cid).token == successor.token  # type: ignore[union-attr]
+    successor.release()
+
+
+def test_request_stop_stops_cleanly_and_the_campaign_resumes(tmp_path: Path) -> None:
+    text = BRANIN.replace("{simulator: branin}", "{simulator: branin, latency: 0.2}")
+    store = _store(tmp_path)
+
+    class StopAfterTwo:
+        runner: Runner
+
+        def trial_started(self, number: int, parameters: dict) -> None:
+            if number == 3:  # from another thread, in the middle of the 0.2 s measurement
+                threading.Timer(0.1, self.runner.request_stop, ["stopped by the test"]).start()
+
+        def trial_finished(self, report: Any) -> None:
+            pass
+
+    listener = StopAfterTwo()
+    runner = Runner(_loaded(tmp_path, text), store, max_trials=5, listener=listener)
+    listener.runner = runner
+    summary = runner.run()
+    assert (summary.status, summary.reason) == ("stopped", "stopped by the test")
+    trials = store.trials(summary.campaign_id)
+    assert [t.status for t in trials] == ["completed", "completed", "abandoned"]
+    assert "stopped by the test" in (trials[-1].error or "")
+    docs = store.documents(trials[-1].id or 0)
+    assert docs[-1].name == "stop" and docs[-1].body["exit_status"] == "abort"
+    resumed = Runner.from_store(store).resume()
+    assert (resumed.status, resumed.completed, resumed.abandoned) == ("completed", 5, 1)
+
+
+# ---------------------------------------------------------------------------- signals (CLI)
+SLOW_BRANIN = BRANIN.replace("{simulator: branin}", "{simulator: branin, latency: 0.3}").replace(
+    "{max_trials: 6}", "{max_trials: 200}"
+)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_completed(db: Path, n: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"runner exited early: {proc.communicate()}")
+        if db.exists():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                try:
+                    (done,) = conn.execute(
+                        "SELECT count(*) FROM trial WHERE status = 'completed'"
+                    ).fetchone()
+                except sqlite3.OperationalError:
+                    done = 0
+            if done >= n:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} completed trials within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_campaign_cleanly_and_resumable(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    (tmp_path / "c.yaml").write_text(SLOW_BRANIN)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    proc = _cli("run", "c.yaml", "--store", url, "-q", cwd=tmp_path)
+    _wait_for_completed(db, 2, proc)
+    # while it runs, a second runner on the same campaign is refused, naming the owner
+    other = _cli("resume", "--store", url, cwd=tmp_path)
+    _, err = other.communicate(timeout=60)
+    assert other.returncode == 1 and f":{proc.pid}" in err and "being run by" in err, err
+    again = _cli("run", "c.yaml", "--store", url, cwd=tmp_path)
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == 1 and "is running" in err and f":{proc.pid}" in err, err
+
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert f"closedloop resume --store {url}" in err
+    store = Store(url, create=False)
+    row = store.campaign()
+    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert (row.status, row.stop_reason) == ("stopped", f"stopped by {name}")
+    trials = store.trials(row.id or 0)
+    assert all(t.status in ("completed", "abandoned") for t in trials), trials
+    assert store.lease(row.id or 0) is None
+    n_completed = sum(t.status == "completed" for t in trials)
+
+    resumed = _cli(
+        "resume", "--store", url, "--max-trials", str(n_completed + 2), "-q", cwd=tmp_path
+    )
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, (out, err)
+    assert store.campaign(row.id).status == "completed"
+    assert sum(t.status == "completed" for t in store.trials(row.id or 0)) == n_completed + 2
+    store.close()
+
+
+SLOW_FUNCTION = """
+import pathlib
+import time
+
+
+def measure(inputs):
+    if pathlib.Path(__file__).with_name("hang").exists():
+        time.sleep(60)  # on the RunEngine's thread: an abort has to wait for it
+    return {"y": inputs["x1"] ** 2 + inputs["x2"]}
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_store_is_intact(tmp_path: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_FUNCTION)
+    (tmp_path / "c.yaml").write_text(
+        BRANIN.replace("{simulator: branin}", '{function: "slow.py:measure", outputs: [y]}')
+    )
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    proc = _cli("run", "c.yaml", "--store", url, "-q", cwd=tmp_path)
+    _wait_for_completed(db, 2, proc)
+    (tmp_path / "hang").touch()
+    time.sleep(1.0)  # the next trial now hangs inside the instrument
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None  # the first Ctrl-C waits for the run to abort cleanly
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - t0 < 10  # not the 60 s the instrument would take
+    assert "stopping at once" in err and "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    (tmp_path / "hang").unlink()
+    store = Store(url, create=False)
+    cid = store.campaign().id or 0
+    assert store.campaign(cid).status == "running"  # as after a kill
+    assert store.trials(cid)[-1].status == "running"
+    resumed = _cli("resume", "--store", url, "-q", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, (out, err)
+    trials = store.trials(cid)
+    assert all(t.status in ("completed", "abandoned") for t in trials)
+    assert sum(t.status == "completed" for t in trials) == 6
+    assert sum(t.status == "abandoned" for t in trials) == 1
+    store.close()
+
+
+def test_stored_outputs_match_the_simulator_after_resume(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path), store, max_trials=2).run().campaign_id
+    store.finish_campaign(cid, "stopped", "test")
+    Runner.from_store(store, cid, max_trials=4).resume()
+    branin = get_problem("branin")
+    observations = store.observations(cid)
+    for t in store.trials(cid):
+        assert observations[t.id or 0]["y"] == pytest.approx(
+            branin.evaluate(t.readbacks or {})["y"], rel=1e-12
+        )
+
+
+def test_signal_handlers_are_restored_after_the_command(tmp_path: Path) -> None:
+    # the CLI installs its handlers only around run/resume, on the main thread
+    before = signal.getsignal(signal.SIGTERM)
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    (tmp_path / "c.yaml").write_text(BRANIN)
+    result = CliRunner().invoke(
+        app, ["run", str(tmp_path / "c.yaml"), "--store", f"sqlite:///{tmp_path / 's.db'}", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert signal.getsignal(signal.SIGTERM) is before
