@@ -6,7 +6,8 @@ One suggest call reads top to bottom in :meth:`BoTorchPlanner.suggest`:
 2. the remaining positions get a GP fitted on the usable observations (refitted whenever
    new observations arrived), an acquisition function conditioned on the pending points,
    and candidates from ``optimize_acqf`` (all-float spaces) or
-   ``optimize_acqf_mixed_alternating`` (int/choice columns searched on their grid);
+   ``optimize_acqf_mixed_alternating`` (int/choice columns searched on their grid; the GP
+   sees choice columns one-hot, see ``planners/_transforms.py``);
 3. candidates are decoded, and any that repeats a pending point is replaced by a design point.
 
 Everything random runs under ``torch.random.fork_rng`` with a seed derived from the campaign
@@ -42,9 +43,9 @@ from botorch.acquisition import (
 )
 from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import MixedSingleTaskGP, SingleTaskGP
+from botorch.models import SingleTaskGP
 from botorch.models.model import Model
-from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.input import InputTransform, Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import (
     get_covar_module_with_dim_scaled_prior,
@@ -64,6 +65,7 @@ from planners._baselines import PositionalDesign, derive_seed, point_key
 from planners._config import PlannerConfig
 from planners._protocol import Objective, Observation
 from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space, _scale
+from planners._transforms import OneHotCategories
 
 logger = logging.getLogger(__name__)
 
@@ -328,35 +330,24 @@ class BoTorchPlanner:
 
     def _build_model(self, train_X: Tensor, train_Y: Tensor) -> Model:
         d = self.space.dim
-        cat = sorted(self._cat_dims)
-        ordinal = [i for i in range(d) if i not in self._cat_dims]
         likelihood = self._likelihood()
         outcome_transform = Standardize(m=train_Y.shape[-1])
-        if not cat:
+        input_transform: InputTransform
+        if self._cat_dims:
+            # Choice columns hold category indices; the GP sees them one-hot (see
+            # planners/_transforms.py for why not MixedSingleTaskGP).
+            one_hot = OneHotCategories(d, {i: len(v) for i, v in self._cat_dims.items()})
+            input_transform, model_dim = one_hot, one_hot.transformed_dim
+        else:
             # Columns are already in [0, 1]; Normalize with the fixed space bounds is then an
             # identity that tells BoTorch the inputs are scaled (no InputDataWarning) and
             # stays correct should the encoding ever change.
-            return SingleTaskGP(
-                train_X,
-                train_Y,
-                likelihood=likelihood,
-                covar_module=self._kernel(d, None, torch.Size()),
-                input_transform=Normalize(d, bounds=self._bounds),
-                outcome_transform=outcome_transform,
-            )
-        # MixedSingleTaskGP forbids input transforms that touch the categorical columns (its
-        # CategoricalKernel compares raw category indices), so normalise the ordinal ones only.
-        input_transform = Normalize(d, indices=ordinal, bounds=self._bounds) if ordinal else None
-
-        def factory(batch_shape: torch.Size, ard_num_dims: int, active_dims: list[int]) -> Kernel:
-            return self._kernel(ard_num_dims, active_dims, batch_shape)
-
-        return MixedSingleTaskGP(
+            input_transform, model_dim = Normalize(d, bounds=self._bounds), d
+        return SingleTaskGP(
             train_X,
             train_Y,
-            cat_dims=cat,
             likelihood=likelihood,
-            cont_kernel_factory=factory,
+            covar_module=self._kernel(model_dim, None, torch.Size()),
             input_transform=input_transform,
             outcome_transform=outcome_transform,
         )
