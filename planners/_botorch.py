@@ -39,6 +39,7 @@ from botorch.acquisition import (
     AcquisitionFunction,
     qLogExpectedImprovement,
     qLogNoisyExpectedImprovement,
+    qSimpleRegret,
     qUpperConfidenceBound,
 )
 from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
@@ -114,6 +115,13 @@ class BoTorchSettings:
         sample_around_best: seed part of the raw samples around the best observed points.
         maxiter_alternating: discrete/continuous alternations (mixed spaces).
         ucb_beta: exploration weight of ``qUpperConfidenceBound``.
+        exploit_every: every k-th model-based trial maximises the posterior mean
+            (``qSimpleRegret``) instead of the acquisition: a pure refinement step in the
+            incumbent's basin, which expected improvement undervalues when several basins
+            look equally good. ``None`` disables it.
+        exploit_max_noise: ... only while the fitted noise variance (standardised scale) is
+            below this: refining on the posterior mean pays when observations are precise,
+            and traps a noisy campaign in the basin it happens to be in.
     """
 
     kernel: KernelKind = "matern"
@@ -123,6 +131,8 @@ class BoTorchSettings:
     fit_ftol: float | None = 1e-6
     warm_start: bool = True
     cold_refit_every: int | None = 5
+    exploit_every: int | None = 4
+    exploit_max_noise: float = 1e-3
     mc_samples: int = 128
     raw_samples: int = 512
     num_restarts: int = 8
@@ -476,13 +486,29 @@ class BoTorchPlanner:
         X_baseline = torch.unique(fitted.train_X, dim=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            acqf = self._acquisition(model, X_baseline, X_pending)
+            if self._exploit_now(position, model):
+                acqf = qSimpleRegret(
+                    model,
+                    sampler=SobolQMCNormalSampler(torch.Size([self.settings.mc_samples])),
+                    X_pending=X_pending,
+                )
+            else:
+                acqf = self._acquisition(model, X_baseline, X_pending)
             candidates = self._optimize(acqf, q)
         _log_warnings(caught, "acquisition optimisation")
         timing.optimize = time.perf_counter() - t1
 
         points = self.space.decode(candidates)
         return self._replace_repeats(points, pending, position)
+
+    def _exploit_now(self, position: int, model: Model) -> bool:
+        k = self.settings.exploit_every
+        if k is None or (position - self.n_initial + 1) % k != 0:
+            return False
+        likelihood = getattr(model, "likelihood", None)
+        noise = float(likelihood.noise.detach().max()) if likelihood is not None else float("inf")
+        logger.debug("exploit step? fitted noise variance %.3g", noise)
+        return noise < self.settings.exploit_max_noise
 
     def _replace_repeats(
         self, points: list[Point], pending: list[Point], position: int
