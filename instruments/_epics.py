@@ -1,0 +1,727 @@
+"""Declared instruments: EPICS PVs, motor records and plugin devices behind one ``Instrument``.
+
+:func:`build_declared_instrument` turns an :class:`~instruments._instrument_file.InstrumentFile`
+into a :class:`DeclaredInstrument`, which satisfies :class:`instruments.Instrument`, so the
+existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
+
+* each parameter is an :class:`InputDevice` (bluesky ``Movable``, ``Readable``, ``Checkable``,
+  ``Stoppable``) whose reading is keyed by the **parameter name**, in the **campaign's
+  units**; underneath it drives an ``EpicsSignal(readback, write_pv=setpoint)`` (done when
+  the readback is within ``tolerance``, then ``settle_time``), an ``EpicsMotor`` record or a
+  plugin device;
+* the outputs are one :class:`OutputDetector`: ``trigger()`` writes the acquire PV (with CA
+  put-completion, then an optional done condition), ``read()`` reads each output PV (an
+  ``EpicsSignalRO``) or plugin reading under the **output name**;
+* safety is in :mod:`instruments._safety`: limits and ``max_step`` in ``check_value`` (the
+  dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
+  ``close()``.
+
+The Ophyd control layer (``caproto`` by default, pure Python; ``pyepics`` when installed) is
+chosen by the file's ``control_layer`` before any EPICS object is created.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ophyd.status import Status
+
+from instruments._build import InputSpec
+from instruments._errors import InstrumentConfigError, InstrumentError
+from instruments._instrument_file import InputDecl, InstrumentFile, OutputDecl, converter
+from instruments._safety import Gate, InterlockCheck, broken, check_setpoint
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "closedloop.instruments"
+_POLL = 0.02  # s between readback checks while a move settles
+
+
+class DeviceConnectionError(InstrumentError, ConnectionError):
+    """A declared PV or device could not be reached."""
+
+
+# ---------------------------------------------------------------------------- plumbing
+def set_control_layer(name: str) -> None:
+    """Select Ophyd's EPICS client once per process (``caproto`` or ``pyepics``)."""
+    import ophyd
+
+    current = getattr(getattr(ophyd, "cl", None), "name", None)
+    if current == name:
+        return
+    try:
+        ophyd.set_cl(name)
+    except ImportError as exc:
+        raise InstrumentConfigError(
+            f"control_layer {name!r} is not installed ({exc}); use control_layer: caproto",
+            field="control_layer",
+        ) from exc
+    except Exception as exc:  # ophyd refuses to switch once signals exist
+        raise InstrumentConfigError(
+            f"cannot switch Ophyd's control layer from {current!r} to {name!r}: {exc}",
+            field="control_layer",
+        ) from exc
+
+
+def load_device_class(spec: str) -> Callable[..., Any]:
+    """``module:Class`` by import, else an entry point of the ``closedloop.instruments`` group.
+
+    Raises:
+        InstrumentConfigError: cannot be imported, or no such entry point (naming them).
+    """
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise InstrumentConfigError(
+                f"device {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+                field="device",
+            ) from exc
+        target: Any = module
+        for part in attr.split("."):
+            if not hasattr(target, part):
+                raise InstrumentConfigError(
+                    f"device {spec!r}: {module_name!r} has no {attr!r}", field="device"
+                )
+            target = getattr(target, part)
+        if not callable(target):
+            raise InstrumentConfigError(f"device {spec!r} is not a class", field="device")
+        return target  # type: ignore[no-any-return]
+    points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for point in points:
+        if point.name == spec:
+            return point.load()  # type: ignore[no-any-return]
+    known = sorted(p.name for p in points)
+    raise InstrumentConfigError(
+        f"device {spec!r} is neither module:Class nor an entry point of the "
+        f"{ENTRY_POINT_GROUP!r} group (installed: {', '.join(known) or 'none'})",
+        field="device",
+    )
+
+
+def _make_plugin(spec: str, args: Mapping[str, Any], name: str) -> Any:
+    cls = load_device_class(spec)
+    kwargs = dict(args)
+    kwargs.setdefault("name", name)
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise InstrumentConfigError(
+            f"device {spec!r}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+            f"{type(exc).__name__}: {exc}",
+            field="device",
+        ) from exc
+
+
+def _wait_status(status: Any, timeout: float, cancelled: threading.Event) -> None:
+    """Block until an ophyd/bluesky status finishes; raise its exception or on timeout."""
+    done = threading.Event()
+    status.add_callback(lambda *_: done.set())
+    deadline = time.monotonic() + timeout
+    while not done.wait(_POLL):
+        if cancelled.is_set():
+            raise InstrumentError("stopped while moving")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done within {timeout:g} s")
+    exc = status.exception() if callable(getattr(status, "exception", None)) else None
+    if exc is not None:
+        raise exc
+    if getattr(status, "success", True) is False:
+        raise InstrumentError(f"{status!r} failed")
+
+
+def _first_value(reading: Mapping[str, Any], key: str | None) -> tuple[Any, float]:
+    if key is not None:
+        if key not in reading:
+            raise InstrumentError(f"reading has no key {key!r} (keys: {sorted(reading)})")
+        item = reading[key]
+    else:
+        item = next(iter(reading.values()))
+    return item["value"], float(item.get("timestamp", time.time()))
+
+
+# ---------------------------------------------------------------------------- inputs
+class InputDevice:
+    """One campaign parameter on the bench; see the module docstring.
+
+    Args:
+        name: the parameter name (the reading's data key).
+        decl: its declaration.
+        units: campaign units (the parameter's ``unit`` if the file gives none).
+        prefix: prepended to PV names.
+        gate: interlocks to pass before the first put of a trial.
+    """
+
+    parent = None
+
+    def __init__(
+        self, name: str, decl: InputDecl, *, units: str | None, prefix: str, gate: Gate | None
+    ) -> None:
+        self.name = name
+        self.decl = decl
+        self.units = units
+        self.gate = gate
+        self._to_device, self._from_device = converter(units, decl.device_units)
+        self._cancel = threading.Event()
+        self._signal: Any = None
+        self._positioner: Any = None
+        if decl.setpoint is not None:
+            from ophyd import EpicsSignal
+
+            self.write_pv = prefix + decl.setpoint
+            self.read_pv = prefix + (decl.readback or decl.setpoint)
+            self._signal = EpicsSignal(
+                self.read_pv, write_pv=self.write_pv, name=f"{name}_raw", auto_monitor=False
+            )
+            self.source = f"PV:{self.read_pv}"
+        elif decl.motor is not None:
+            from ophyd import EpicsMotor
+
+            self.write_pv = self.read_pv = prefix + decl.motor
+            self._positioner = EpicsMotor(self.read_pv, name=f"{name}_raw")
+            self.source = f"PV:{self.read_pv}.RBV"
+        else:
+            assert decl.device is not None  # noqa: S101  (schema: exactly one source)
+            self._positioner = _make_plugin(decl.device, decl.args, name)
+            self.write_pv = self.read_pv = ""
+            self.source = f"device:{decl.device}"
+
+    # --------------------------------------------------------------- bluesky protocols
+    @property
+    def limits(self) -> tuple[float, float]:
+        """Declared hardware limits in campaign units (``(0, 0)``: none, as in ophyd)."""
+        return self.decl.limits or (0.0, 0.0)
+
+    @property
+    def position(self) -> float:
+        """The readback, in campaign units."""
+        return self._readback()[0]
+
+    def check_value(self, value: Any) -> None:
+        """Raise :class:`~instruments._safety.SetpointRefused` for a value the hardware must
+        not get; reads the current position only when ``max_step`` is declared."""
+        check_setpoint(
+            self.name,
+            value,
+            limits=self.decl.limits,
+            max_step=self.decl.max_step,
+            current=lambda: self.position,
+        )
+
+    def set(self, value: Any) -> Status:
+        """Pass the interlocks, check, put, wait until within tolerance, settle."""
+        status = Status(obj=self)
+        self._cancel.clear()
+        thread = threading.Thread(
+            target=self._move, args=(value, status), name=f"move-{self.name}", daemon=True
+        )
+        thread.start()
+        return status
+
+    def stop(self, *, success: bool = False) -> None:
+        self._cancel.set()
+        if self._positioner is not None and hasattr(self._positioner, "stop"):
+            try:
+                self._positioner.stop(success=success)
+            except Exception as exc:
+                logger.warning("stopping %s failed: %s", self.name, exc)
+
+    def read(self) -> dict[str, Any]:
+        value, ts = self._readback()
+        return {self.name: {"value": value, "timestamp": ts}}
+
+    def describe(self) -> dict[str, Any]:
+        key: dict[str, Any] = {"source": self.source, "dtype": "number", "shape": []}
+        if self.units:
+            key["units"] = self.units
+        return {self.name: key}
+
+    def read_configuration(self) -> dict[str, Any]:
+        return {}
+
+    def describe_configuration(self) -> dict[str, Any]:
+        return {}
+
+    # --------------------------------------------------------------- internals
+    def wait_for_connection(self, timeout: float) -> None:
+        target = self._signal if self._signal is not None else self._positioner
+        if hasattr(target, "wait_for_connection"):
+            target.wait_for_connection(timeout=timeout)
+
+    def _raw_readback(self) -> tuple[Any, float]:
+        if self._signal is not None:
+            return self._signal.get(), time.time()
+        if self.decl.motor is not None:
+            return self._positioner.user_readback.get(), time.time()
+        if hasattr(self._positioner, "position"):
+            return self._positioner.position, time.time()
+        return _first_value(self._positioner.read(), self.name)
+
+    def _readback(self) -> tuple[float, float]:
+        raw, ts = self._raw_readback()
+        return self._from_device(raw), ts
+
+    def put_raw(self, value: float, *, timeout: float) -> None:
+        """Write a campaign-unit value now, waiting for the write to be acknowledged (used
+        for the safe state; no tolerance wait)."""
+        target = self._to_device(value)
+        if self._signal is not None:
+            done = threading.Event()
+            self._signal.put(target, force=True, use_complete=True, callback=done.set)
+            if not done.wait(timeout):
+                raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
+        else:
+            self._positioner.set(target)
+
+    def _move(self, value: Any, status: Status) -> None:
+        try:
+            if self.gate is not None:
+                self.gate.wait(self._cancel)
+            self.check_value(value)  # again, just before the put: nothing moved if it raises
+            target = self._to_device(value)
+            deadline = time.monotonic() + self.decl.timeout
+            if self._signal is not None:
+                self._signal.put(target, force=True, use_complete=False)
+            else:
+                _wait_status(self._positioner.set(target), self.decl.timeout, self._cancel)
+            tolerance = self.decl.tolerance
+            if tolerance is not None:
+                while True:
+                    here = self._readback()[0]
+                    if abs(here - float(value)) <= tolerance:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{self.name}: readback {here:g} not within {tolerance:g} of "
+                            f"{float(value):g} after {self.decl.timeout:g} s"
+                        )
+                    if self._cancel.wait(_POLL):
+                        raise InstrumentError(f"{self.name}: stopped while moving")
+            if self.decl.settle_time and self._cancel.wait(self.decl.settle_time):
+                raise InstrumentError(f"{self.name}: stopped while settling")
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            status.set_finished()
+
+
+# ---------------------------------------------------------------------------- outputs
+@dataclass
+class _Output:
+    name: str
+    decl: OutputDecl
+    read_raw: Callable[[], tuple[Any, float]]
+    source: str
+    from_device: Callable[[Any], Any]
+    target: Any = None
+
+
+class OutputDetector:
+    """All outputs of the instrument as one triggerable detector."""
+
+    parent = None
+
+    def __init__(self, name: str, spec: InstrumentFile, prefix: str) -> None:
+        from ophyd import EpicsSignal, EpicsSignalRO
+
+        self.name = name
+        self.acquire_decl = spec.acquire
+        self._acquire: Any = None
+        self._done: Any = None
+        self._cancel = threading.Event()
+        if spec.acquire is not None:
+            self._acquire = EpicsSignal(prefix + spec.acquire.pv, name=f"{name}_acquire")
+            if spec.acquire.done is not None:
+                self._done = EpicsSignalRO(prefix + spec.acquire.done.pv, name=f"{name}_done")
+        self.outputs: list[_Output] = []
+        self._plugins: list[Any] = []
+        for out_name, decl in spec.outputs.items():
+            _, from_device = converter(decl.units, decl.device_units)
+            if decl.pv is not None:
+                sig = EpicsSignalRO(prefix + decl.pv, name=out_name, auto_monitor=False)
+                self.outputs.append(
+                    _Output(
+                        out_name,
+                        decl,
+                        functools.partial(_signal_now, sig),
+                        f"PV:{prefix + decl.pv}",
+                        from_device,
+                        sig,
+                    )
+                )
+            else:
+                assert decl.device is not None  # noqa: S101
+                dev = _make_plugin(decl.device, decl.args, out_name)
+                self._plugins.append(dev)
+                self.outputs.append(
+                    _Output(
+                        out_name,
+                        decl,
+                        functools.partial(_plugin_now, dev, decl.key),
+                        f"device:{decl.device}",
+                        from_device,
+                        dev,
+                    )
+                )
+
+    def pvs(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [(o.name, o.target) for o in self.outputs]
+        if self._acquire is not None:
+            rows.append(("acquire", self._acquire))
+        if self._done is not None:
+            rows.append(("acquire.done", self._done))
+        return rows
+
+    def trigger(self) -> Status:
+        status = Status(obj=self)
+        self._cancel.clear()
+        threading.Thread(
+            target=self._acquire_now, args=(status,), name=f"acquire-{self.name}", daemon=True
+        ).start()
+        return status
+
+    def _acquire_now(self, status: Status) -> None:
+        try:
+            for dev in self._plugins:
+                if hasattr(dev, "trigger"):
+                    _wait_status(dev.trigger(), 3600.0, self._cancel)
+            decl = self.acquire_decl
+            if decl is not None:
+                done = threading.Event()
+                if decl.put_complete:
+                    self._acquire.put(decl.value, use_complete=True, callback=done.set)
+                    if not done.wait(decl.timeout):
+                        raise TimeoutError(
+                            f"acquisition not complete within {decl.timeout:g} s "
+                            f"({self._acquire.pvname})"
+                        )
+                else:
+                    self._acquire.put(decl.value, use_complete=False)
+                if decl.done is not None:
+                    deadline = time.monotonic() + decl.timeout
+                    while not _equal(self._done.get(), decl.done.value):
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(
+                                f"{self._done.pvname} did not reach {decl.done.value!r} within "
+                                f"{decl.timeout:g} s"
+                            )
+                        if self._cancel.wait(_POLL):
+                            raise InstrumentError("stopped while acquiring")
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            status.set_finished()
+
+    def stop(self, *, success: bool = False) -> None:
+        self._cancel.set()
+
+    def read(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for o in self.outputs:
+            raw, ts = o.read_raw()
+            out[o.name] = {"value": o.from_device(raw), "timestamp": ts}
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        for o in self.outputs:
+            key: dict[str, Any] = {"source": o.source, "dtype": "number", "shape": []}
+            if o.decl.units:
+                key["units"] = o.decl.units
+            keys[o.name] = key
+        return keys
+
+    def read_configuration(self) -> dict[str, Any]:
+        return {}
+
+    def describe_configuration(self) -> dict[str, Any]:
+        return {}
+
+
+def _signal_now(sig: Any) -> tuple[Any, float]:
+    return sig.get(), time.time()
+
+
+def _plugin_now(dev: Any, key: str | None) -> tuple[Any, float]:
+    return _first_value(dev.read(), key)
+
+
+def _output_now(out: _Output) -> Any:
+    return out.from_device(out.read_raw()[0])
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+# ---------------------------------------------------------------------------- instrument
+@dataclass
+class CheckRow:
+    """One line of ``closedloop instruments check``."""
+
+    name: str
+    role: str
+    source: str
+    connected: bool
+    value: Any = None
+    limits: tuple[float, float] | None = None
+    units: str | None = None
+    problem: str | None = None
+
+
+@dataclass
+class DeclaredInstrument:
+    """An instrument built from a file; satisfies :class:`instruments.Instrument`."""
+
+    name: str
+    spec: InstrumentFile
+    inputs: dict[str, InputDevice]
+    detector: OutputDetector
+    gate: Gate
+    safe_pvs: dict[str, Any] = field(default_factory=dict)
+    _closed: bool = False
+
+    @property
+    def detectors(self) -> tuple[OutputDetector, ...]:
+        return (self.detector,)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.spec.outputs)
+
+    def connect(self, timeout: float | None = None) -> None:
+        """Wait until every PV is connected.
+
+        Raises:
+            DeviceConnectionError: naming every PV that did not connect.
+        """
+        missing = [r for r in self.check(timeout=timeout) if not r.connected]
+        if missing:
+            raise DeviceConnectionError(
+                f"instrument {self.name!r}: cannot connect "
+                + ", ".join(f"{r.name} ({r.source})" for r in missing)
+                + "; check the IOC is running and EPICS_CA_ADDR_LIST"
+            )
+
+    def check(self, timeout: float | None = None) -> list[CheckRow]:
+        """Connect every device and report name, PV, connected, value, limits, units and any
+        problem (disconnected, outside its limits, an interlock that does not hold)."""
+        timeout = self.spec.connection_timeout if timeout is None else timeout
+        rows: list[CheckRow] = []
+        for name, dev in self.inputs.items():
+            row = CheckRow(
+                name, "input", dev.source, False, limits=dev.decl.limits, units=dev.units
+            )
+            try:
+                dev.wait_for_connection(timeout)
+                row.connected = True
+                row.value = dev.position
+                lim = dev.decl.limits
+                if lim is not None and not lim[0] <= row.value <= lim[1]:
+                    row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
+            except Exception as exc:
+                row.problem = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        for name, target in self.detector.pvs():
+            source = getattr(target, "pvname", None)
+            row = CheckRow(name, "output" if name in self.spec.outputs else "acquire", "", False)
+            row.source = f"PV:{source}" if source else f"device:{type(target).__name__}"
+            decl = self.spec.outputs.get(name)
+            row.units = decl.units if decl is not None else None
+            try:
+                if hasattr(target, "wait_for_connection"):
+                    target.wait_for_connection(timeout=timeout)
+                row.connected = True
+                row.value = target.get() if hasattr(target, "get") else None
+            except Exception as exc:
+                row.problem = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        for check in self.gate.checks:
+            row = CheckRow(str(check.interlock), "interlock", "", False)
+            sig = self.safe_pvs.get(f"interlock:{check.interlock.name}")
+            row.source = (
+                f"PV:{sig.pvname}" if sig is not None else f"reading:{check.interlock.name}"
+            )
+            try:
+                if sig is not None:
+                    sig.wait_for_connection(timeout=timeout)
+                row.value = check.read()
+                row.connected = True
+                row.problem = check.problem()
+            except Exception as exc:
+                row.problem = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        return rows
+
+    def interlock_problems(self) -> list[str]:
+        return broken(self.gate.checks)
+
+    def safe_state(self) -> list[str]:
+        """Write every ``on_stop`` value; return the problems (logged, never raised)."""
+        problems: list[str] = []
+        for key, value in self.spec.on_stop.items():
+            try:
+                if key in self.inputs:
+                    self.inputs[key].put_raw(value, timeout=self.spec.connection_timeout)
+                else:
+                    sig = self.safe_pvs[f"on_stop:{key}"]
+                    done = threading.Event()
+                    sig.put(value, force=True, use_complete=True, callback=done.set)
+                    if not done.wait(self.spec.connection_timeout):
+                        raise TimeoutError("put not acknowledged")
+                logger.info("%s: safe state %s = %g", self.name, key, value)
+            except Exception as exc:
+                problems.append(f"{key} = {value:g}: {type(exc).__name__}: {exc}")
+        for problem in problems:
+            logger.error("%s: could not set the safe state %s", self.name, problem)
+        return problems
+
+    def close(self) -> None:
+        """Leave the hardware in the declared safe state (``on_stop``); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for dev in self.inputs.values():
+            dev._cancel.set()
+        self.detector.stop()
+        if self.spec.on_stop:
+            self.safe_state()
+
+
+# ---------------------------------------------------------------------------- build
+def check_declared(spec: InstrumentFile, specs: Sequence[InputSpec], *, where: str) -> None:
+    """The file must declare exactly the campaign's parameters, all numeric.
+
+    Raises:
+        InstrumentConfigError: naming the parameters missing or extra, or a choice parameter.
+    """
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in spec.inputs]
+    extra = [n for n in spec.inputs if n not in names]
+    if missing or extra:
+        raise InstrumentConfigError(
+            f"{where} declares inputs {sorted(spec.inputs)} but the campaign's parameters are "
+            f"{names}: missing {missing}, not parameters {extra}",
+            field="file",
+        )
+    for s in specs:
+        decl = spec.inputs[s.name]
+        if s.kind == "choice" and decl.device is None:
+            raise InstrumentConfigError(
+                f"{where}: parameter {s.name!r} is a choice; an EPICS input takes numbers, so "
+                "declare it with a plugin `device:`",
+                field="file",
+            )
+
+
+def build_declared_instrument(
+    spec: InstrumentFile,
+    parameters: Sequence[InputSpec],
+    *,
+    units: Mapping[str, str | None] | None = None,
+    connect: bool = True,
+) -> DeclaredInstrument:
+    """Create the devices of an instrument file and (by default) connect them.
+
+    Args:
+        spec: the validated file.
+        parameters: the campaign's parameters (names and domains).
+        units: parameter name -> the campaign's ``unit``, used when an input gives none.
+        connect: wait for every PV (raise :class:`DeviceConnectionError` naming the missing).
+    """
+    check_declared(spec, parameters, where=f"instrument {spec.name!r}")
+    if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
+        o.pv for o in spec.outputs.values()
+    ):
+        set_control_layer(spec.control_layer)
+    from ophyd import EpicsSignal, EpicsSignalRO
+
+    gate = Gate([], poll=spec.interlock_poll, name=spec.name)
+    inputs: dict[str, InputDevice] = {}
+    for s in parameters:
+        decl = spec.inputs[s.name]
+        unit = decl.units or (units or {}).get(s.name)
+        inputs[s.name] = InputDevice(s.name, decl, units=unit, prefix=spec.prefix, gate=gate)
+    detector = OutputDetector(f"{spec.name}_outputs", spec, spec.prefix)
+    safe_pvs: dict[str, Any] = {}
+    checks: list[InterlockCheck] = []
+    for rule in spec.interlocks:
+        if rule.name in inputs:
+            dev = inputs[rule.name]
+            checks.append(InterlockCheck(rule, functools.partial(getattr, dev, "position")))
+        elif rule.name in spec.outputs:
+            out = next(o for o in detector.outputs if o.name == rule.name)
+            checks.append(InterlockCheck(rule, functools.partial(_output_now, out)))
+        else:
+            sig = EpicsSignalRO(spec.prefix + rule.name, name=f"interlock_{rule.name}")
+            safe_pvs[f"interlock:{rule.name}"] = sig
+            checks.append(InterlockCheck(rule, sig.get))
+    gate.checks = tuple(checks)
+    for key in spec.on_stop:
+        if key not in inputs:
+            safe_pvs[f"on_stop:{key}"] = EpicsSignal(spec.prefix + key, name=f"on_stop_{key}")
+    instrument = DeclaredInstrument(spec.name, spec, inputs, detector, gate, safe_pvs)
+    if connect:
+        instrument.connect()
+    return instrument
+
+
+def resolve_file(path: str, base_dir: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+# ---------------------------------------------------------------------------- from a campaign
+def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
+    """The :class:`InstrumentFile` of a campaign's ``instrument: {file: ...}`` or
+    ``instrument: {devices: {...}}`` (a file path is relative to the campaign's folder)."""
+    from instruments._instrument_file import load_instrument_file, parse_instrument
+
+    if config.file is not None:
+        return load_instrument_file(resolve_file(config.file, base_dir))
+    return parse_instrument(config.devices, path="<instrument.devices>")
+
+
+def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:
+    """Parameter name -> its ``unit`` (models or mappings), for inputs that give none."""
+    out: dict[str, str | None] = {}
+    for p in parameters:
+        get = p.get if isinstance(p, Mapping) else lambda k, p=p: getattr(p, k, None)
+        name = get("name")
+        if isinstance(name, str):
+            unit = get("unit")
+            out[name] = unit if isinstance(unit, str) and unit else None
+    return out
+
+
+def check_units(spec: InstrumentFile, units: Mapping[str, str | None], *, where: str) -> None:
+    """An input's ``units`` must be the parameter's ``unit`` when both are given, and
+    convertible to its ``device_units``."""
+    from instruments._instrument_file import _check_units
+
+    for name, decl in spec.inputs.items():
+        unit = units.get(name)
+        if decl.units and unit and decl.units != unit:
+            raise InstrumentConfigError(
+                f"{where}: input {name!r} is in {decl.units!r} but the campaign parameter is in "
+                f"{unit!r}; make them the same (device_units: is for the device's own)",
+                field="file",
+            )
+        try:
+            _check_units(decl.units or unit, decl.device_units)
+        except ValueError as exc:
+            raise InstrumentConfigError(f"{where}: input {name!r}: {exc}", field="file") from None

@@ -1,0 +1,137 @@
+"""A pure-Python caproto IOC that behaves like a small flow reactor on the bench.
+
+Run by the ``epics_ioc`` fixture as a subprocess (``python ioc_sim.py --prefix P: --put-log
+FILE``) on 127.0.0.1; every EPICS setting comes from the environment the fixture gives it.
+
+PVs (all under the prefix):
+
+* ``temp:SP`` / ``temp:RBV``: reactor temperature in **kelvin**; the readback follows a put
+  to the setpoint after ``--lag`` seconds (so tolerance and settle time are exercised).
+* ``flow:SP`` / ``flow:RBV``: pump flow in mL/min, same behaviour.
+* ``acquire``: put 1 to measure; the put completes (CA put-completion) when the measurement
+  is done, ``busy`` is 1 meanwhile and ``acquire`` returns to 0.
+* ``yield``: the computed output, ``exp(-((T - 353.15) / 25) ** 2) * flow / (flow + 1)``
+  from the *readbacks* at acquisition time; its maximum is at 80 degC and the largest flow.
+* ``door_closed`` (1 = closed) and ``pressure`` (bar): interlock readings.
+* ``heater:enable``: the heater; a safe state sets it to 0.
+
+Every put that reaches the IOC, from any client, is appended to ``--put-log`` as a JSON line
+``{"pv": ..., "value": ...}`` before it takes effect: the evidence that a refused setpoint
+never got here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty, run
+
+
+class ReactorIOC(PVGroup):
+    """The simulated reactor; see the module docstring for its PVs."""
+
+    def __init__(self, *args: Any, put_log: Path, lag: float, acquire_time: float, **kw: Any):
+        super().__init__(*args, **kw)
+        self._put_log = put_log
+        self._lag = lag
+        self._acquire_time = acquire_time
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _record(self, pv: str, value: Any) -> None:
+        with self._put_log.open("a", encoding="utf-8") as fh:
+            plain = value.item() if hasattr(value, "item") else value
+            fh.write(json.dumps({"pv": self.prefix + pv, "value": plain}) + "\n")
+
+    def _follow(self, readback: Any, value: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(self._lag)
+            await readback.write(value)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    temp_sp = pvproperty(name="temp:SP", value=298.15, dtype=float, precision=3, units="K")
+    temp_rbv = pvproperty(
+        name="temp:RBV", value=298.15, dtype=float, precision=3, units="K", read_only=True
+    )
+    flow_sp = pvproperty(name="flow:SP", value=1.0, dtype=float, precision=3, units="mL/min")
+    flow_rbv = pvproperty(
+        name="flow:RBV", value=1.0, dtype=float, precision=3, units="mL/min", read_only=True
+    )
+    acquire = pvproperty(name="acquire", value=0, dtype=int)
+    busy = pvproperty(name="busy", value=0, dtype=int, read_only=True)
+    yield_ = pvproperty(name="yield", value=0.0, dtype=float, precision=6, read_only=True)
+    door_closed = pvproperty(name="door_closed", value=1, dtype=int)
+    pressure = pvproperty(name="pressure", value=1.0, dtype=float, units="bar")
+    heater_enable = pvproperty(name="heater:enable", value=1, dtype=int)
+    put_count = pvproperty(name="put_count", value=0, dtype=ChannelType.LONG, read_only=True)
+
+    async def _count(self, pv: str, value: Any) -> None:
+        self._record(pv, value)
+        await self.put_count.write(self.put_count.value + 1)
+
+    @temp_sp.putter  # type: ignore[no-redef]
+    async def temp_sp(self, instance: Any, value: float) -> float:
+        await self._count("temp:SP", value)
+        self._follow(self.temp_rbv, value)
+        return value
+
+    @flow_sp.putter  # type: ignore[no-redef]
+    async def flow_sp(self, instance: Any, value: float) -> float:
+        await self._count("flow:SP", value)
+        self._follow(self.flow_rbv, value)
+        return value
+
+    @acquire.putter  # type: ignore[no-redef]
+    async def acquire(self, instance: Any, value: int) -> int:
+        await self._count("acquire", value)
+        if not value:
+            return 0
+        await self.busy.write(1)
+        await asyncio.sleep(self._acquire_time)
+        temp = float(self.temp_rbv.value)
+        flow = float(self.flow_rbv.value)
+        result = math.exp(-(((temp - 353.15) / 25.0) ** 2)) * flow / (flow + 1.0)
+        await self.yield_.write(result)
+        await self.busy.write(0)
+        return 0
+
+    @door_closed.putter  # type: ignore[no-redef]
+    async def door_closed(self, instance: Any, value: int) -> int:
+        await self._count("door_closed", value)
+        return value
+
+    @pressure.putter  # type: ignore[no-redef]
+    async def pressure(self, instance: Any, value: float) -> float:
+        await self._count("pressure", value)
+        return value
+
+    @heater_enable.putter  # type: ignore[no-redef]
+    async def heater_enable(self, instance: Any, value: int) -> int:
+        await self._count("heater:enable", value)
+        return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prefix", default="closedloop:sim:")
+    parser.add_argument("--put-log", type=Path, required=True)
+    parser.add_argument("--lag", type=float, default=0.05)
+    parser.add_argument("--acquire-time", type=float, default=0.05)
+    args = parser.parse_args()
+    args.put_log.touch()
+    ioc = ReactorIOC(
+        prefix=args.prefix, put_log=args.put_log, lag=args.lag, acquire_time=args.acquire_time
+    )
+    run(ioc.pvdb, interfaces=["127.0.0.1"])
+
+
+if __name__ == "__main__":
+    main()
