@@ -15,7 +15,13 @@ from instruments._build import (
     load_function,
 )
 from instruments._config import InstrumentConfig
-from instruments._dispatch import Dispatcher, DocumentSink, describe_exception
+from instruments._dispatch import (
+    Dispatcher,
+    DocumentSink,
+    describe_exception,
+    is_transient,
+    readback_problems,
+)
 from instruments._errors import (
     DispatcherBusy,
     DispatcherClosed,
@@ -51,7 +57,9 @@ __all__ = [
     "describe_exception",
     "describe_instrument",
     "input_specs",
+    "is_transient",
     "list_simulators",
     "load_function",
+    "readback_problems",
     "trial_plan",
 ]

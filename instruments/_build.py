@@ -338,6 +338,25 @@ class _Resolved:
     evaluate: UserFunction
     inputs: tuple[InputSpec, ...]
     outputs: tuple[str, ...]
+    failing_region: Any = None  # a simulators.Expression
+
+
+def _failing_region(text: str | None, specs: Sequence[InputSpec]) -> Any:
+    """Parse ``failing_region`` over the numeric parameters, or say exactly what is wrong."""
+    if text is None:
+        return None
+    sims = _simulators()
+    numeric = [s.name for s in specs if s.kind != "choice"]
+    try:
+        expression = sims.parse_expression(text, numeric)
+    except ValueError as exc:
+        raise InstrumentConfigError(f"failing_region: {exc}", field="failing_region") from None
+    if not expression.is_condition:
+        raise InstrumentConfigError(
+            f"failing_region {text!r} is a number, not a condition; write e.g. `x1 + x2 > 1.5`",
+            field="failing_region",
+        )
+    return expression
 
 
 def _resolve(
@@ -368,6 +387,11 @@ def _resolve(
         )
     else:  # unreachable: InstrumentConfig validates exactly one source
         raise InstrumentConfigError("give `simulator:` or `function:`")
+    region = _failing_region(config.failing_region, specs)
+    if region is not None:
+        resolved = _Resolved(
+            resolved.name, resolved.evaluate, resolved.inputs, resolved.outputs, region
+        )
     dupes = sorted({o for o in resolved.outputs if resolved.outputs.count(o) > 1})
     clash = sorted(set(resolved.outputs).intersection(s.name for s in specs))
     if dupes or clash:
@@ -399,6 +423,8 @@ def describe_instrument(
     Raises:
         InstrumentConfigError: (a ``ValueError``) anything :func:`build_instrument` rejects.
     """
+    if config.file is not None or config.devices is not None:
+        return _declared(config, parameters, Path(base_dir), build=False)[0]
     return _resolve(config, parameters, Path(base_dir)).outputs
 
 
@@ -424,6 +450,9 @@ def build_instrument(
     Raises:
         InstrumentConfigError: (a ``ValueError``) see :func:`describe_instrument`.
     """
+    if config.file is not None or config.devices is not None:
+        declared: Instrument = _declared(config, parameters, Path(base_dir), build=True)[1]
+        return declared
     resolved = _resolve(config, parameters, Path(base_dir))
     sims = _simulators()
     instrument: Instrument = sims.build_simulated_instrument(
@@ -433,6 +462,10 @@ def build_instrument(
         noise=config.noise,
         latency=config.latency,
         failure_rate=config.failure_rate,
+        hang_rate=config.hang_rate,
+        nan_rate=config.nan_rate,
+        readback_out_of_range_rate=config.readback_out_of_range_rate,
+        failing_region=resolved.failing_region,
         seed=seed,
         name=resolved.name,
     )
@@ -443,3 +476,21 @@ def build_instrument(
         resolved.outputs,
     )
     return instrument
+
+
+def _declared(
+    config: InstrumentConfig, parameters: Sequence[ParameterLike], base_dir: Path, *, build: bool
+) -> tuple[tuple[str, ...], Any]:
+    """An instrument file (``file:``/``devices:``): checked against the parameters, and
+    built and connected when ``build`` (see :mod:`instruments._epics`)."""
+    from instruments import _epics  # local: EPICS/ophyd set-up only for declared instruments
+
+    spec = _epics.declared_spec(config, base_dir)
+    where = f"instrument file {config.file}" if config.file else "instrument.devices"
+    specs = input_specs(parameters)
+    units = _epics.parameter_units(parameters)
+    _epics.check_declared(spec, specs, where=where)
+    _epics.check_units(spec, units, where=where)
+    if not build:
+        return tuple(spec.outputs), None
+    return tuple(spec.outputs), _epics.build_declared_instrument(spec, specs, units=units)

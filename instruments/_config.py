@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -24,6 +26,15 @@ class InstrumentConfig(BaseModel):
     outputs: list[str] | None = Field(
         default=None, description="Output names a user function returns (required for one)."
     )
+    file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Instrument file (EPICS PVs, plugin devices), relative to the campaign file.",
+    )
+    devices: dict[str, Any] | None = Field(
+        default=None,
+        description="An instrument file's content inline (see instruments/_instrument_file.py).",
+    )
     noise: float | dict[str, float] = Field(
         default=0.0, description="Gaussian measurement noise sd, for all or per output."
     )
@@ -31,14 +42,64 @@ class InstrumentConfig(BaseModel):
     failure_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability that a trial's run raises."
     )
+    hang_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Probability that a trial's run never ends."
+    )
+    nan_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Probability that the outputs are NaN/inf."
+    )
+    readback_out_of_range_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability, per numeric input and trial, of a readback outside its bounds.",
+    )
+    failing_region: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Where every run fails, e.g. 'x1 + x2 > 1.5' (parameters, numbers, "
+        "+ - * / **, comparisons, and/or/not).",
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=7 * 86_400.0,
+        description="Seconds a trial's run may take before it is aborted and the trial fails.",
+    )
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Extra attempts at the same point after a transient failure (a fault, a "
+        "timeout); each attempt is its own trial.",
+    )
+    readback_tolerance: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How far (a fraction of the bounds' span) a readback may lie outside "
+        "its parameter's bounds before the trial fails.",
+    )
+
+    @model_validator(mode="after")
+    def _hang_needs_timeout(self) -> InstrumentConfig:
+        # Without a timeout a hung run would stall the campaign for ever.
+        if self.hang_rate > 0 and self.timeout is None:
+            raise ValueError("hang_rate needs a `timeout: SECONDS`, or a hung run never ends")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> InstrumentConfig:
-        if (self.simulator is None) == (self.function is None):
+        sources = (self.simulator, self.function, self.file, self.devices)
+        if sum(s is not None for s in sources) != 1:
             raise ValueError(
-                "give exactly one of `simulator: NAME` (a built-in) or "
-                "`function: module:function` (your own model)"
+                "give exactly one of `simulator: NAME` (a built-in), "
+                "`function: module:function` (your own model), `file: instrument.yaml` or "
+                "inline `devices: {...}` (hardware: EPICS PVs, plugin devices)"
             )
+        if (self.file is not None or self.devices is not None) and self.outputs:
+            raise ValueError("a declared instrument lists its outputs in its own `outputs:`")
         if self.function is not None and not self.outputs:
             raise ValueError("a `function:` instrument needs `outputs: [name, ...]`")
         noises = self.noise.values() if isinstance(self.noise, dict) else [self.noise]

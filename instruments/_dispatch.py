@@ -9,6 +9,24 @@ bluesky 1.15 always runs the RunEngine's asyncio loop on its own daemon thread (
 the constructor); ``RE(plan)`` blocks the *calling* thread on a ``threading.Event`` through
 the engine's ``during_task``. So a dispatcher may be driven from the main thread or a worker
 thread, and ``close()`` must stop and join that loop thread.
+
+A faulty instrument costs one trial, never the campaign:
+
+* **Timeout.** ``run(..., timeout=N)`` arms a timer; a run still going after ``N`` s is
+  aborted through the RunEngine (``RE.abort``, as Ctrl-C is), so its cleanup runs and its
+  stop document (``exit_status='abort'``) is emitted and stored. The trial comes back
+  ``fail`` with "timed out after N s" and ``transient=True``. Detectors left mid-acquisition
+  are then ``stop()``-ped: bluesky stops only the devices it moved, and a detector still
+  "busy" would refuse the next trial's trigger.
+* **Non-finite outputs** (NaN, +/-inf) fail the trial; the values stay in the result (and so
+  in the store), but a failed trial never reaches a model as a measurement.
+* **Readbacks outside the declared limits** (``readback_limits``, the campaign's bounds)
+  fail the trial the same way: the instrument did not do what was asked, so its
+  measurement describes a point outside the search space and cannot be learned from.
+* **Transient or not.** A failure is ``transient`` when a timeout caused it or when an
+  exception in its chain says so (a ``transient=True`` attribute, as the simulators'
+  injected faults carry, or a ``TimeoutError``/``ConnectionError``); the loop's retry
+  policy retries only those.
 """
 
 from __future__ import annotations
@@ -42,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 DocumentSink = Callable[[str, dict[str, Any]], None]
 _LIMIT_CHECK_TIMEOUT = 10.0  # s; an async check_value is a local limit test, not a move
+_STOP_TIMEOUT = 10.0  # s; an async stop() of a detector after an abort
 
 
 class _AbortOnInterrupt(DuringTask):
@@ -87,17 +106,80 @@ def describe_exception(exc: BaseException) -> str:
     """``"Type: message"`` plus the chain of causes, for the store's ``error`` column.
 
     ``FailedStatus`` alone says little ("status failed"); the device's own exception sits
-    in ``__cause__``/``__context__`` and is what an operator needs to read.
+    in ``__cause__``/``__context__`` and is what an operator needs to read. An exception
+    whose text merely repeats its cause's (bluesky's ``FailedStatus`` quotes the status,
+    which quotes the device's error) is shown by its type alone, so the message says each
+    thing once.
     """
-    parts: list[str] = []
+    chain: list[tuple[str, str]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(parts) < 5:
+    while current is not None and id(current) not in seen and len(chain) < 5:
         seen.add(id(current))
-        text = str(current).strip()
-        parts.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+        chain.append((type(current).__name__, str(current).strip()))
         current = current.__cause__ or current.__context__
+    parts: list[str] = []
+    for i, (name, text) in enumerate(chain):
+        inner = chain[i + 1][1] if i + 1 < len(chain) else ""
+        if text and not (inner and inner in text):
+            parts.append(f"{name}: {text}")
+        else:
+            parts.append(name)
     return " <- caused by ".join(parts)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether any exception in ``exc``'s chain marks a failure worth retrying.
+
+    An exception says so with a ``transient`` attribute (``True``/``False``, the first one
+    found wins); otherwise a ``TimeoutError`` or ``ConnectionError`` (what ophyd raises for
+    an unanswered put or a lost PV) counts as transient, and anything else does not.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    fallback = False
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        flag = getattr(current, "transient", None)
+        if isinstance(flag, bool):
+            return flag
+        if isinstance(current, TimeoutError | ConnectionError):
+            fallback = True
+        current = current.__cause__ or current.__context__
+    return fallback
+
+
+def readback_problems(
+    readbacks: Mapping[str, Any],
+    limits: Mapping[str, tuple[float, float]],
+    tolerance: float = 0.0,
+) -> list[str]:
+    """What is wrong with numeric readbacks against their declared ``(lower, upper)`` limits.
+
+    A readback may stray ``tolerance`` times the span outside the limits (a controller's
+    deadband at a bound) before it counts; a missing, non-numeric or non-finite readback of
+    a limited input counts too. An empty list means the readbacks are acceptable.
+    """
+    problems: list[str] = []
+    for name, (lower, upper) in limits.items():
+        if name not in readbacks:
+            continue
+        raw = readbacks[name]
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            problems.append(f"readback {name} = {raw!r} is not a number")
+            continue
+        if not math.isfinite(value):
+            problems.append(f"readback {name} = {value} is not finite")
+            continue
+        slack = tolerance * (upper - lower)
+        if not (lower - slack <= value <= upper + slack):
+            problems.append(
+                f"readback {name} = {value:g} lies outside its declared limits "
+                f"[{lower:g}, {upper:g}]"
+            )
+    return problems
 
 
 class Dispatcher:
@@ -111,6 +193,9 @@ class Dispatcher:
             on the RunEngine's thread, so a store can persist a run incrementally. If it
             raises, the run continues and ``run()`` raises :class:`DocumentSinkError`
             afterwards, carrying the complete result.
+        readback_limits: parameter name -> declared ``(lower, upper)``; a successful run
+            whose readback lies outside them fails (see :func:`readback_problems`).
+        readback_tolerance: fraction of a span a readback may stray outside its limits.
 
     Raises:
         InstrumentConfigError: an output name collides with a parameter name (both would
@@ -123,6 +208,8 @@ class Dispatcher:
         *,
         run_engine: RunEngine | None = None,
         document_sink: DocumentSink | None = None,
+        readback_limits: Mapping[str, tuple[float, float]] | None = None,
+        readback_tolerance: float = 0.0,
     ) -> None:
         clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
         if clash:
@@ -132,6 +219,8 @@ class Dispatcher:
             )
         self.instrument = instrument
         self.document_sink = document_sink
+        self.readback_limits = dict(readback_limits or {})
+        self.readback_tolerance = float(readback_tolerance)
         self._owns_engine = run_engine is None
         self._during = _AbortOnInterrupt()
         if run_engine is None:
@@ -206,6 +295,7 @@ class Dispatcher:
         md: Mapping[str, Any] | None = None,
         *,
         document_sink: DocumentSink | None = None,
+        timeout: float | None = None,
     ) -> TrialResult:
         """Execute one trial as one Bluesky run and report it.
 
@@ -220,6 +310,9 @@ class Dispatcher:
             md: extra start-document metadata.
             document_sink: this trial's sink, used instead of the dispatcher's (e.g. one
                 that knows the trial id); same contract as the constructor's.
+            timeout: seconds the run may take (from when the RunEngine is called); a run
+                still going then is aborted and comes back ``fail``, "timed out after N s",
+                ``timed_out`` and ``transient``. ``None``: no limit.
 
         Returns:
             The trial's result, with every document of its run.
@@ -234,11 +327,13 @@ class Dispatcher:
         """
         if self._closed:
             raise DispatcherClosed("this dispatcher is closed")
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not self._lock.acquire(blocking=False):
             raise DispatcherBusy(f"trial {trial_id}: a trial is already running on this dispatcher")
         try:
             sink = document_sink if document_sink is not None else self.document_sink
-            return self._run_locked(trial_id, campaign, parameters, md, sink)
+            return self._run_locked(trial_id, campaign, parameters, md, sink, timeout)
         finally:
             self._lock.release()
 
@@ -249,6 +344,7 @@ class Dispatcher:
         parameters: Mapping[str, Any],
         md: Mapping[str, Any] | None,
         sink: DocumentSink | None,
+        timeout: float | None = None,
     ) -> TrialResult:
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
         plan = trial_plan(self.instrument, parameters, campaign=campaign, trial_id=trial_id, md=md)
@@ -295,6 +391,9 @@ class Dispatcher:
                 previous_hook(msg)
 
         self.run_engine.msg_hook = mark  # type: ignore[assignment]  # annotated as None
+        timed_out = threading.Event()
+        timer = self._arm_timeout(trial_id, timeout, timed_out)
+        transient = False
         try:
             self.run_engine(plan, collect)
         except RunEngineInterrupted:
@@ -304,11 +403,22 @@ class Dispatcher:
         except Exception as exc:
             exit_status = "fail"
             error = describe_exception(exc)
+            transient = is_transient(exc)
         finally:
+            if timer is not None:
+                timer.cancel()
             self.run_engine.msg_hook = previous_hook
         end = time.perf_counter()
+        if exit_status == "abort":
+            self._stop_detectors()
+        if timed_out.is_set() and not self._during.interrupted and exit_status != "success":
+            # Ours, not the user's: a timed-out run is a failed trial, worth a retry.
+            exit_status, transient = "fail", True
+            error = f"timed out after {timeout:g} s; the run was aborted through the RunEngine"
         result = self._result(documents, exit_status, error, started, end - t0)
         result.instrument_busy = _busy_time(marks, end)
+        result.timed_out = timed_out.is_set() and result.exit_status != "success"
+        result.transient = transient and result.exit_status == "fail"
         if result.exit_status != "success":
             logger.info("trial %s %s: %s", trial_id, result.exit_status, result.error)
         if self._during.interrupted:
@@ -321,6 +431,46 @@ class Dispatcher:
                 result=result,
             ) from sink_errors[0]
         return result
+
+    def _arm_timeout(
+        self, trial_id: int, timeout: float | None, flag: threading.Event
+    ) -> threading.Timer | None:
+        """A timer that aborts the run after ``timeout`` s and sets ``flag`` if it did."""
+        if timeout is None:
+            return None
+
+        def expire() -> None:
+            reason = f"timed out after {timeout:g} s"
+            # Set first: the run may end the instant the abort lands.
+            flag.set()
+            if not _request_abort(self.run_engine, reason):
+                flag.clear()  # the run had already ended: nothing timed out
+                return
+            logger.info("trial %s %s: aborting its run", trial_id, reason)
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _stop_detectors(self) -> None:
+        """``stop()`` every detector after an abort, so none is left "busy".
+
+        bluesky calls ``stop()`` only on devices it ``set``; a detector whose trigger hung
+        would otherwise refuse the next trial's trigger. Errors are logged, not raised:
+        the trial's outcome is already decided.
+        """
+        for detector in self.instrument.detectors:
+            stop = getattr(detector, "stop", None)
+            if not callable(stop):
+                continue
+            try:
+                outcome = stop(success=False)
+                if inspect.isawaitable(outcome):
+                    future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
+                    future.result(timeout=_STOP_TIMEOUT)
+            except Exception as exc:
+                logger.warning("stopping detector %r after an abort failed: %s", detector, exc)
 
     def _check_limits(self, parameters: Mapping[str, Any]) -> None:
         """Check every commanded value against its device before any device moves.
@@ -382,9 +532,14 @@ class Dispatcher:
                 outputs[name] = value
                 if not math.isfinite(value):
                     problems.append(f"output {name!r} is not finite: {value}")
+            if any("missing" in p or "not a number" in p for p in problems):
+                problems[-1] += f" (event data keys: {sorted(data)})"
+            problems.extend(
+                readback_problems(readbacks, self.readback_limits, self.readback_tolerance)
+            )
             if problems:
                 exit_status = "fail"
-                error = "; ".join(problems) + f" (event data keys: {sorted(data)})"
+                error = "; ".join(problems)
         return TrialResult(
             run_uid=run_uid,
             exit_status=exit_status,

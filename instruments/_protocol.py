@@ -71,6 +71,10 @@ class TrialResult:
         instrument_busy: seconds of ``duration`` spent in device calls and waiting on their
             statuses (set, trigger, read, wait); ``duration - instrument_busy`` is the
             RunEngine's own overhead.
+        transient: the failure may well not recur at the same point (a timeout, a device
+            error flagged ``transient``, a ``TimeoutError``/``ConnectionError``), so a retry
+            policy may try again; ``False`` for success and for deterministic failures.
+        timed_out: the run exceeded its timeout and was aborted through the RunEngine.
     """
 
     run_uid: str | None
@@ -83,6 +87,8 @@ class TrialResult:
     finished: float = 0.0
     duration: float = 0.0
     instrument_busy: float = 0.0
+    transient: bool = False
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:

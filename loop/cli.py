@@ -88,7 +88,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
         f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters, "
         f"objective {c.objectives[0].name} ({c.objectives[0].goal}), "
         f"planner {c.planner.kind}, instrument "
-        f"{c.instrument.simulator or c.instrument.function}"
+        f"{_instrument_label(c)}"
     )
 
 
@@ -116,7 +116,7 @@ def run(
         runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
         console.print(
             f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
-            f"{c.instrument.simulator or c.instrument.function}, seed {runner.seed}, "
+            f"{_instrument_label(c)}, seed {runner.seed}, "
             f"store {store}"
         )
         summary = _drive(runner, listener, store, runner.run)
@@ -162,7 +162,7 @@ def resume(
         runner.listener = listener
         console.print(
             f"[bold]{c.name}[/] (id {runner.campaign_id}): resuming; {c.planner.kind} planner, "
-            f"instrument {c.instrument.simulator or c.instrument.function}, seed "
+            f"instrument {_instrument_label(c)}, seed "
             f"{runner.seed}, store {store}"
         )
         summary = _drive(runner, listener, store, runner.resume)
@@ -243,8 +243,26 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
             f"best trial #{b.number}: {objective} = {_fmt(b.objective)} at "
             + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items())
         )
+    _print_failures(summary.failures, full=summary.status == "failed")
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None:
+    """Failures by kind on one line; with ``full``, the last few failed trials and why."""
+    from loop.runner import failure_counts
+
+    if not failures:
+        return
+    counts = ", ".join(f"{n} {kind}" for kind, n in failure_counts(failures).items())
+    console.print(f"failures: {counts}")
+    if not full:
+        return
+    shown = failures[-limit:]
+    if len(failures) > len(shown):
+        console.print(f"  (last {len(shown)} of {len(failures)} failed trials)")
+    for f in shown:
+        console.print(f"  trial #{f.number} [{f.kind}]: {f.error}", markup=False, highlight=False)
 
 
 @contextmanager
@@ -324,6 +342,9 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
         + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
+    from loop.runner import failures_of
+
+    _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
     best = best_record(records, obj.name, obj.goal)
     if best:
         console.print(
@@ -477,7 +498,9 @@ class _ProgressListener:
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
         else:
-            line = f"trial {report.number:>4}  [red]{report.status}[/]: {report.error}"
+            retrying = " [yellow](transient: retrying)[/]" if report.will_retry else ""
+            line = f"trial {report.number:>4}  [red]{report.status}[/]: {escape(str(report.error))}"
+            line += retrying
         self.progress.console.print(line)
 
 
@@ -485,6 +508,22 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+# Technician tools (instrument files): `closedloop instruments check`, `closedloop plan`.
+def _instrument_label(c: Any) -> str:
+    i = c.instrument
+    return str(i.simulator or i.function or i.file or "inline devices")
+
+
+def _register_instrument_tools() -> None:
+    from loop.cli_instruments import instruments_app, plan
+
+    app.add_typer(instruments_app)
+    app.command("plan")(plan)
+
+
+_register_instrument_tools()
 
 
 # ---------------------------------------------------------------------------- entry

@@ -281,7 +281,9 @@ def _describe(err: Mapping[str, Any], data: Any) -> tuple[str, str]:
             return f"{where}: unknown parameter type '{got}'", f"{hint}type is one of {tags}"
         return f"{where}: a parameter needs a 'type'", f"add `type: float` (or {tags})"
     shown = _show(err.get("input"))
-    return f"{where}: {message}" + (f" (got {shown})" if shown else ""), _hint_for(loc)
+    # A rule over the whole section (e.g. hang_rate without timeout) says its own fix.
+    hint = "" if kind == "value_error" and loc == ("instrument",) else _hint_for(loc)
+    return f"{where}: {message}" + (f" (got {shown})" if shown else ""), hint
 
 
 def _hint_for(loc: tuple[Any, ...]) -> str:
@@ -295,6 +297,15 @@ def _hint_for(loc: tuple[Any, ...]) -> str:
         "objectives": "e.g. objectives: [{name: y, goal: minimize}]",
         "parameters": "e.g. parameters: [{name: x, type: float, bounds: [0, 1]}]",
         "kind": "see `closedloop validate --help` and the README's campaign reference",
+        "timeout": "seconds a run may take, e.g. timeout: 600",
+        "max_retries": "a whole number from 0 to 10",
+        "failure_rate": "a probability from 0 to 1",
+        "hang_rate": "a probability from 0 to 1",
+        "nan_rate": "a probability from 0 to 1",
+        "readback_out_of_range_rate": "a probability from 0 to 1",
+        "readback_tolerance": "a fraction of the bounds' span from 0 to 1, e.g. 0.01",
+        "latency": "seconds per measurement, e.g. latency: 0.1",
+        "failing_region": "an expression over parameters, e.g. failing_region: 'x1 + x2 > 1.5'",
     }
     for part in reversed(loc):
         if isinstance(part, str) and part in hints:
@@ -418,8 +429,25 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 # ---------------------------------------------------------------------------- semantics
+def _refuse_boolean_bounds(data: Any, path: Path) -> None:
+    """``bounds: [true, 10]`` validates as ``[1.0, 10]``; YAML's true is never a number."""
+    params = data.get("parameters") if isinstance(data, Mapping) else None
+    if not isinstance(params, list):
+        return
+    for i, param in enumerate(params):
+        bounds = param.get("bounds") if isinstance(param, Mapping) else None
+        if isinstance(bounds, list) and any(isinstance(b, bool) for b in bounds):
+            raise CampaignConfigError(
+                path,
+                f"parameters[{i}].bounds: true/false is not a number (got {_show(bounds)})",
+                line=_line_of(data, ("parameters", i, "bounds")),
+                fix="write bounds as [lower, upper], e.g. bounds: [0, 10]",
+            )
+
+
 def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) -> None:
     """Rules that span sections: unique names, objectives the instrument can measure."""
+    _refuse_boolean_bounds(data, path)
     seen: set[str] = set()
     for i, p in enumerate(campaign.parameters):
         if p.name in seen:
@@ -458,7 +486,12 @@ def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) 
     try:
         outputs = describe_instrument(campaign.instrument, campaign.parameters, base_dir=base_dir)
     except ValueError as exc:
-        key = "simulator" if campaign.instrument.simulator else "function"
+        # The key at fault when the error names one (failing_region, outputs, ...), else
+        # the instrument's source.
+        key = getattr(exc, "field", None)
+        instrument = data.get("instrument") if isinstance(data, Mapping) else None
+        if not (isinstance(key, str) and isinstance(instrument, Mapping) and key in instrument):
+            key = "simulator" if campaign.instrument.simulator else "function"
         line = _line_of(data, ("instrument", key)) or _line_of(data, ("instrument",))
         raise CampaignConfigError(path, f"instrument: {exc}", line=line) from None
     for i, name in enumerate(names):

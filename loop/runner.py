@@ -12,15 +12,29 @@ far each trial got.
 then drive the same loop (``_drive``): take the campaign's lease, reconcile trials left in
 flight by a crash, rebuild the planner by ingesting every stored trial in order (never from a
 pickle), and propose until the budget is spent.
+
+A faulty instrument costs a trial, not the campaign. Each run may be limited by
+``instrument.timeout`` (the Dispatcher aborts it through the RunEngine; the trial fails,
+"timed out after N s", with its documents stored). A *transient* failure (a timeout, or a
+fault the instrument flags as transient) is retried up to ``instrument.max_retries`` times
+at the same point. Every attempt is its own trial row, with its own Bluesky run: a retry
+has ``kind='retry'`` and its start document carries ``retry_of`` (the first attempt's trial
+number) and ``attempt`` (2, 3, ...). The planner sees only the last attempt of a point, so a
+transient fault never teaches the model that a point is bad; every failed attempt counts
+toward ``budget.max_failures``, because a flaky instrument is what that budget is for.
+NaN/inf outputs and readbacks outside the declared bounds fail a trial too: the values are
+stored, but the planner receives ``outcome='failed'``, never the numbers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +49,8 @@ from instruments import (
     TrialResult,
     build_instrument,
     describe_instrument,
+    input_specs,
+    readback_problems,
 )
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
@@ -80,6 +96,28 @@ class TrialReport:
     best: float | None
     error: str | None
     timing: TrialTiming
+    kind: str = "model"
+    retry_of: int | None = None
+    attempt: int = 1
+    will_retry: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed trial, for the stop report: which, what kind of failure, and why."""
+
+    number: int
+    kind: str
+    error: str
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """The next trial re-measures ``parameters``; the first attempt was ``original``."""
+
+    parameters: Point
+    original: int
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,12 @@ class CampaignSummary:
     timings: list[TrialTiming] = field(default_factory=list)
     abandoned: int = 0
     reconciled: list[Reconciled] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def failure_counts(self) -> dict[str, int]:
+        """Failed trials by kind of failure, most frequent first."""
+        return failure_counts(self.failures)
 
 
 class RunListener(Protocol):
@@ -158,6 +202,7 @@ class _Tally:
     failed: int = 0
     abandoned: int = 0
     best: TrialReport | None = None
+    failures: list[Failure] = field(default_factory=list)
 
 
 class Runner:
@@ -357,9 +402,10 @@ class Runner:
             history = self.store.trials(cid)
             observations = self.store.observations(cid)
             planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
-            if history:
+            learned = [t for i, t in enumerate(history) if not _was_retried(history, i)]
+            if learned:
                 planner.ingest(
-                    [self._stored_observation(t, observations.get(_id(t), {})) for t in history]
+                    [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
                 )
             tally = self._tally(history, observations)
             if resumed and isinstance(self.listener, ResumeListener):
@@ -376,7 +422,12 @@ class Runner:
                     )
                 )
             instrument = self._instrument_factory(c, self._instrument_seed(len(history)))
-            self._dispatcher = Dispatcher(instrument)
+            self._dispatcher = Dispatcher(
+                instrument,
+                readback_limits=self._readback_limits(),
+                readback_tolerance=c.instrument.readback_tolerance,
+            )
+            retry: _Retry | None = None
             while True:
                 self.lease.check()
                 stop = self._stop_reason(tally, elapsed())
@@ -385,12 +436,17 @@ class Runner:
                 if stop:
                     status, reason = stop
                     break
-                report = self._run_one(cid, planner, self._dispatcher, tally.best)
+                report = self._run_one(cid, planner, self._dispatcher, tally.best, retry)
                 if report is None:  # a stop was requested while the planner thought
                     continue
                 timings.append(report.timing)
                 self._count(tally, report)
                 self.listener.trial_finished(report)
+                retry = (
+                    _Retry(report.parameters, report.retry_of or report.number, report.attempt + 1)
+                    if report.will_retry
+                    else None
+                )
         except LeaseLost:
             write = False  # the campaign is someone else's now: touch nothing
             raise
@@ -426,6 +482,7 @@ class Runner:
             timings=timings,
             abandoned=tally.abandoned,
             reconciled=reconciled,
+            failures=failures_of(self.store.trials(cid)),
         )
 
     def _stop_reason(self, tally: _Tally, elapsed: float) -> tuple[str, str] | None:
@@ -441,21 +498,38 @@ class Runner:
         if budget.max_duration is not None and elapsed >= budget.max_duration:
             return "completed", f"max_duration reached ({elapsed:.0f} s)"
         if tally.failed >= budget.max_failures:
+            kinds = ", ".join(f"{n} {k}" for k, n in failure_counts(tally.failures).items())
             return "failed", (
                 f"{tally.failed} trials failed (budget.max_failures = "
-                f"{budget.max_failures}); check the instrument"
+                f"{budget.max_failures})"
+                + (f": {kinds}" if kinds else "")
+                + "; check the instrument"
             )
         return None
 
+    def _readback_limits(self) -> dict[str, tuple[float, float]]:
+        """The declared bounds of every numeric parameter: readbacks must stay within them."""
+        return {s.name: s.bounds for s in input_specs(self.campaign.parameters) if s.bounds}
+
     def _run_one(
-        self, campaign_id: int, planner: Planner, dispatcher: Dispatcher, best: TrialReport | None
+        self,
+        campaign_id: int,
+        planner: Planner,
+        dispatcher: Dispatcher,
+        best: TrialReport | None,
+        retry: _Retry | None = None,
     ) -> TrialReport | None:
         t0 = time.perf_counter()
         token = self.lease.token
-        # propose
-        (parameters,) = planner.suggest(1, pending=[])
+        # propose (a retry re-measures its point: the planner is not asked)
+        md: dict[str, Any] | None = None
+        if retry is None:
+            (parameters,) = planner.suggest(1, pending=[])
+            (kind,) = planner.last_kinds
+        else:
+            parameters, kind = dict(retry.parameters), "retry"
+            md = {"retry_of": retry.original, "attempt": retry.attempt}
         suggest = time.perf_counter() - t0
-        (kind,) = planner.last_kinds
         if self._stop_request is not None:
             return None  # nothing persisted yet: the planner proposes it again on resume
         # persist
@@ -474,7 +548,12 @@ class Runner:
                 )
             else:
                 result = dispatcher.run(
-                    trial_id, self.campaign.name, parameters, document_sink=self._sink(trial_id)
+                    trial_id,
+                    self.campaign.name,
+                    parameters,
+                    md,
+                    document_sink=self._sink(trial_id),
+                    timeout=self.campaign.instrument.timeout,
                 )
         except TrialInterrupted as exc:  # Ctrl-C: the RunEngine aborted the run cleanly
             self.store.finish_trial(
@@ -504,8 +583,17 @@ class Runner:
             error=error,
             token=token,
         )
-        # learn
-        planner.ingest([self._observation(parameters, result.readbacks, result.outputs, status)])
+        # learn; a transient failure about to be retried is not a fact about the point
+        attempt = retry.attempt if retry is not None else 1
+        will_retry = (
+            status == "failed"
+            and result.transient
+            and attempt <= self.campaign.instrument.max_retries
+        )
+        if not will_retry:
+            planner.ingest(
+                [self._observation(parameters, result.readbacks, result.outputs, status)]
+            )
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
@@ -523,6 +611,10 @@ class Runner:
             best=best.objective if best else None,
             error=error,
             timing=timing,
+            kind=kind,
+            retry_of=retry.original if retry is not None else None,
+            attempt=attempt,
+            will_retry=will_retry,
         )
 
     def _sink(self, trial_id: int) -> Callable[[str, dict[str, Any]], None]:
@@ -564,7 +656,13 @@ class Runner:
         for trial in running:
             trial_id = _id(trial)
             documents = [(d.name, d.body) for d in self.store.documents(trial_id)]
-            outcome = reconcile_documents(documents, outputs=outputs, inputs=self.space.names)
+            outcome = reconcile_documents(
+                documents,
+                outputs=outputs,
+                inputs=self.space.names,
+                readback_limits=self._readback_limits(),
+                readback_tolerance=c.instrument.readback_tolerance,
+            )
             self.store.finish_trial(
                 trial_id,
                 status=outcome.status,
@@ -606,6 +704,7 @@ class Runner:
                 tally.best = self._better(report, tally.best)
             elif t.status == "failed":
                 tally.failed += 1
+                tally.failures.append(_failure(t.number, t.error))
             elif t.status == "abandoned":
                 tally.abandoned += 1
         return tally
@@ -616,6 +715,7 @@ class Runner:
             tally.best = self._better(report, tally.best)
         elif report.status == "failed":
             tally.failed += 1
+            tally.failures.append(_failure(report.number, report.error))
         else:
             tally.abandoned += 1
         if tally.best is not None:
@@ -662,12 +762,15 @@ def reconcile_documents(
     *,
     outputs: Sequence[str],
     inputs: Sequence[str],
+    readback_limits: Mapping[str, tuple[float, float]] | None = None,
+    readback_tolerance: float = 0.0,
 ) -> Reconciliation:
     """Decide what a trial whose runner died achieved, from the documents it stored.
 
     * stop ``success`` and a primary event: ``completed``, outputs and readbacks from the
       event data (the measurement happened and the run closed cleanly), unless an output
-      is missing or not finite, which makes it ``failed`` as it would have been live;
+      is missing or not finite, or a readback lies outside ``readback_limits``, which makes
+      it ``failed`` as it would have been live;
     * stop ``fail``: ``failed`` with the stop's reason (the instrument failed: the result
       is kept, and counts toward ``max_failures``);
     * no stop, stop ``abort``, or no event: ``abandoned``, saying why. Such a trial never
@@ -727,9 +830,72 @@ def reconcile_documents(
         values[name] = value
         if not math.isfinite(value):
             problems.append(f"output {name!r} is not finite: {value}")
+    problems.extend(readback_problems(readbacks, readback_limits or {}, readback_tolerance))
     if problems:
         return Reconciliation("failed", values, readbacks, run_uid, "; ".join(problems))
     return Reconciliation("completed", values, readbacks, run_uid, None)
+
+
+# ---------------------------------------------------------------------------- failures
+# Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
+# phrases are the ones the Dispatcher, the runner and the simulators write.
+_FAILURE_KINDS: tuple[tuple[str, str], ...] = (
+    ("timed out after", "timeout"),
+    ("is not finite", "non-finite output"),
+    ("lies outside its declared limits", "readback out of range"),
+    ("failing region", "failing region"),
+    ("injected instrument fault", "instrument fault"),
+    ("limit check failed", "setpoint refused"),
+    ("missing from the event", "missing output"),
+    ("is not a number", "missing output"),
+    ("runner stopped", "runner stopped"),
+)
+_EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
+
+
+def failure_kind(error: str | None) -> str:
+    """A short kind for a failed trial's error text, to count failures by cause.
+
+    Known phrases map to a kind (``timeout``, ``non-finite output``, ``readback out of
+    range``, ...); any other error is named by its innermost exception type
+    (``"RuntimeError"``), or ``other``.
+    """
+    text = error or ""
+    for pattern, kind in _FAILURE_KINDS:
+        if pattern in text:
+            return kind
+    innermost = text.split(" <- caused by ")[-1].strip()
+    match = _EXCEPTION_NAME.match(innermost)
+    return match.group(1) if match else "other"
+
+
+def failure_counts(failures: Sequence[Failure]) -> dict[str, int]:
+    """Failures by kind, most frequent first (ties in order of first occurrence)."""
+    return dict(Counter(f.kind for f in failures).most_common())
+
+
+def failures_of(trials: Sequence[TrialRow]) -> list[Failure]:
+    """Every failed trial of a campaign, in order, with its kind and error."""
+    return [_failure(t.number, t.error) for t in trials if t.status == "failed"]
+
+
+def _failure(number: int, error: str | None) -> Failure:
+    return Failure(number=number, kind=failure_kind(error), error=error or "(no error text)")
+
+
+def _was_retried(history: Sequence[TrialRow], index: int) -> bool:
+    """Whether trial ``index`` failed and the next trial re-measured its point.
+
+    Such an attempt was never shown to the planner (it learns only a point's last
+    attempt), so a rebuilt planner must skip it too.
+    """
+    nxt = index + 1
+    return (
+        history[index].status == "failed"
+        and nxt < len(history)
+        and history[nxt].kind == "retry"
+        and history[nxt].parameters == history[index].parameters
+    )
 
 
 def _override(

@@ -15,6 +15,7 @@ from simulators._devices import (
     SimulatedInstrument,
     build_simulated_instrument,
 )
+from simulators._expressions import Expression, ExpressionError, parse_expression
 from simulators._flow_reactor import (
     CATALYSTS,
     FLOW_REACTOR_OPTIMA,
@@ -44,6 +45,8 @@ __all__ = [
     "FLOW_REACTOR_OPTIMA",
     "SIMULATORS",
     "Catalyst",
+    "Expression",
+    "ExpressionError",
     "ParamSpec",
     "SimActuator",
     "SimDetector",
@@ -64,6 +67,7 @@ __all__ = [
     "get_problem",
     "hartmann6",
     "hartmann6_array",
+    "parse_expression",
     "regret",
     "rosenbrock",
     "rosenbrock_array",

@@ -24,9 +24,18 @@ Design choices that matter to callers:
 * **Failures travel through the Status**, as real device errors do: an injected fault or an
   exception in the function fails the status with :class:`SimulatedFault`, which the
   RunEngine turns into a failed run.
+* **Faults a lab sees can be injected**, each by a probability per trigger (or per move):
+  ``failure_rate`` (the Status fails: a transient fault), ``hang_rate`` (the Status never
+  completes, like a detector that stopped answering; only ``stop()`` ends it), ``nan_rate``
+  (every output reads NaN or +/-inf), ``out_of_range_rate`` on an actuator (the readback
+  lands outside its limits, like an encoder glitch or a runaway controller), and a
+  ``failing_region`` predicate over the inputs (a deterministic failure wherever it holds,
+  like a reactor that clogs above some temperature). Faults are what the engine must
+  survive, so each is reproducible from the seed and none ever blocks the RunEngine.
 * **Randomness is reproducible.** Each detector owns a seeded ``numpy.random.Generator`` and
   draws its fault decision and noise at trigger time, in the caller's thread, so the same seed
-  gives the same sequence regardless of thread timing.
+  gives the same sequence regardless of thread timing. A fault whose rate is 0 draws nothing,
+  so enabling none keeps an instrument's noise stream exactly what it was.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from ophyd.device import DEVICE_RESERVED_ATTRS
 from ophyd.signal import InternalSignal
 from ophyd.utils import LimitError
 
+from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
 
 logger = logging.getLogger(__name__)
@@ -66,15 +76,28 @@ class SimulatedFault(RuntimeError):
     Attributes:
         device: Name of the detector.
         trigger_number: 1-based count of the trigger that failed.
-        injected: ``True`` for a fault injected by ``failure_rate``; ``False`` when the
-            simulator function raised or returned something unusable.
+        injected: ``True`` for a fault injected on purpose (``failure_rate``,
+            ``failing_region``); ``False`` when the simulator function raised or returned
+            something unusable, or a measurement was stopped.
+        transient: ``True`` when trying the same point again may well succeed (a
+            ``failure_rate`` fault); an engine with a retry policy reads this attribute.
+            ``False`` for a deterministic failure (``failing_region``, a broken function).
     """
 
-    def __init__(self, message: str, *, device: str, trigger_number: int, injected: bool) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str,
+        trigger_number: int,
+        injected: bool,
+        transient: bool = False,
+    ) -> None:
         super().__init__(message)
         self.device = device
         self.trigger_number = trigger_number
         self.injected = injected
+        self.transient = transient
 
 
 class SimLimitError(LimitError):
@@ -131,6 +154,9 @@ class SimActuator(Device):
             deviation (Gaussian, from the seeded generator) or a function
             ``setpoint -> achieved``. Default exact. Numeric, non-integer inputs only. The
             achieved value is not clipped to the limits: real controllers overshoot too.
+        out_of_range_rate: Probability that a move's readback lands outside the limits, by
+            5 to 50 % of their span (at least 1 for an integer input): an injected
+            controller fault. Numeric inputs only. The setpoint is still the commanded value.
         seed: Seed of the readback-error generator.
         initial: Starting value; default the middle of the limits or the first choice.
         **kwargs: Passed to ``ophyd.Device`` (e.g. ``parent``).
@@ -151,10 +177,12 @@ class SimActuator(Device):
         choices: Sequence[Any] | None = None,
         integer: bool = False,
         readback_error: ReadbackError = None,
+        out_of_range_rate: float = 0.0,
         seed: Seed = None,
         initial: Any = None,
         **kwargs: Any,
     ) -> None:
+        _check_rate("out_of_range_rate", out_of_range_rate)
         if (limits is None) == (choices is None):
             raise ValueError(f"actuator {name!r}: give exactly one of limits= or choices=")
         self._sim_choices: tuple[Any, ...] | None = None
@@ -162,7 +190,7 @@ class SimActuator(Device):
         if choices is not None:
             if isinstance(choices, str) or len(choices) < 1:
                 raise ValueError(f"actuator {name!r}: choices must be a non-empty sequence")
-            if readback_error is not None or integer:
+            if readback_error is not None or integer or out_of_range_rate:
                 raise ValueError(f"actuator {name!r}: a categorical input is exact")
             self._sim_choices = tuple(choices)
         else:
@@ -176,6 +204,7 @@ class SimActuator(Device):
             raise ValueError(f"actuator {name!r}: readback_error sd must be finite and >= 0")
         self._sim_integer = bool(integer)
         self._sim_readback_error = readback_error
+        self._sim_out_of_range_rate = float(out_of_range_rate)
         self._sim_rng = np.random.default_rng(seed)
         super().__init__(name=name, **kwargs)
         # Data key of the reading == parameter name, exactly as EpicsMotor does it.
@@ -256,7 +285,7 @@ class SimActuator(Device):
             SimLimitError: if ``value`` is not allowed; no signal is changed.
         """
         target = self.check_value(value)
-        achieved = self._achieved(target)
+        achieved = self._out_of_range(self._achieved(target))
         self.setpoint.put(target, internal=True)
         self.readback.put(achieved, internal=True)
         return _finished_status(self)
@@ -272,6 +301,38 @@ class SimActuator(Device):
         if callable(error):
             return float(error(target))
         return float(target + error * self._sim_rng.standard_normal()) if error else target
+
+    def _out_of_range(self, achieved: Any) -> Any:
+        """With probability ``out_of_range_rate``, a readback beyond one of the limits."""
+        rate = self._sim_out_of_range_rate
+        if not rate or self._sim_limits is None:
+            return achieved
+        rng = self._sim_rng
+        hit, side, size = rng.random() < rate, rng.random() < 0.5, rng.random()
+        if not hit:
+            return achieved
+        lower, upper = self._sim_limits
+        span = upper - lower if upper > lower else 1.0
+        offset = (0.05 + 0.45 * size) * span
+        if self._sim_integer:
+            offset = max(1, math.ceil(offset))
+            return int(upper + offset) if side else int(lower - offset)
+        value = upper + offset if side else lower - offset
+        logger.info(
+            "%s: injected out-of-range readback %g (limits %s)", self.name, value, self._sim_limits
+        )
+        return float(value)
+
+
+def _show_inputs(inputs: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in inputs.items()
+    )
+
+
+def _check_rate(name: str, rate: Any) -> None:
+    if not (isinstance(rate, Real) and not isinstance(rate, bool) and 0.0 <= float(rate) <= 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1], got {rate!r}")
 
 
 def _check_limits(name: str, limits: Any) -> tuple[float, float]:
@@ -367,7 +428,13 @@ class SimDetector(Device):
         function: The pure simulator, inputs dict -> outputs dict.
         noise: Gaussian noise sd for every output, or a dict per output (missing ones: 0).
         latency: Seconds from trigger to completion.
-        failure_rate: Probability that a trigger fails with an injected :class:`SimulatedFault`.
+        failure_rate: Probability that a trigger fails with an injected, transient
+            :class:`SimulatedFault`.
+        hang_rate: Probability that a trigger's Status never completes (until ``stop()``).
+        nan_rate: Probability that every output of a trigger reads NaN, +inf or -inf.
+        failing_region: A predicate over the inputs (e.g. an
+            :class:`~simulators.Expression` such as ``x1 + x2 > 1.5``); a trigger whose
+            readbacks satisfy it fails, every time: a deterministic, non-transient fault.
         seed: Seed of the generator behind noise and failures.
         **kwargs: Passed to ``ophyd.Device``.
 
@@ -385,6 +452,9 @@ class SimDetector(Device):
     _sim_function: SimFunction
     _sim_latency: float
     _sim_failure_rate: float
+    _sim_hang_rate: float
+    _sim_nan_rate: float
+    _sim_failing_region: Callable[[Mapping[str, Any]], Any] | None
     _sim_rng: np.random.Generator
     _sim_lock: threading.Lock
     _sim_pending: DeviceStatus | None
@@ -407,6 +477,9 @@ class SimDetector(Device):
         noise: float | Mapping[str, float] = 0.0,
         latency: float = 0.0,
         failure_rate: float = 0.0,
+        hang_rate: float = 0.0,
+        nan_rate: float = 0.0,
+        failing_region: Callable[[Mapping[str, Any]], Any] | None = None,
         seed: Seed = None,
         **kwargs: Any,
     ) -> None:
@@ -417,8 +490,11 @@ class SimDetector(Device):
             raise TypeError(f"function must be callable, got {function!r}")
         if not (isinstance(latency, Real) and math.isfinite(latency) and latency >= 0):
             raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency!r}")
-        if not (isinstance(failure_rate, Real) and 0.0 <= failure_rate <= 1.0):
-            raise ValueError(f"failure_rate must be in [0, 1], got {failure_rate!r}")
+        _check_rate("failure_rate", failure_rate)
+        _check_rate("hang_rate", hang_rate)
+        _check_rate("nan_rate", nan_rate)
+        if failing_region is not None and not callable(failing_region):
+            raise TypeError(f"failing_region must be a predicate, got {failing_region!r}")
         self._sim_noise_sd = _noise_vector(noise, self._sim_outputs)
         super().__init__(name=name, **kwargs)
         self._sim_signals = [getattr(self, self._output_attrs[out]) for out in self._sim_outputs]
@@ -428,6 +504,9 @@ class SimDetector(Device):
         self._sim_function = function
         self._sim_latency = float(latency)
         self._sim_failure_rate = float(failure_rate)
+        self._sim_hang_rate = float(hang_rate)
+        self._sim_nan_rate = float(nan_rate)
+        self._sim_failing_region = failing_region
         self._sim_rng = np.random.default_rng(seed)
         self._sim_lock = threading.Lock()
         self._sim_pending = None
@@ -461,12 +540,25 @@ class SimDetector(Device):
             if not busy:
                 self._sim_pending = status
                 # Draw everything now, in a fixed order, so a seed fixes the whole sequence.
-                fail = bool(self._sim_rng.random() < self._sim_failure_rate)
-                z = self._sim_rng.standard_normal(len(self._sim_outputs))
+                rng = self._sim_rng
+                fail = bool(rng.random() < self._sim_failure_rate)
+                z = rng.standard_normal(len(self._sim_outputs))
+                # Rates of 0 draw nothing: enabling no fault keeps the stream unchanged.
+                hang = bool(self._sim_hang_rate and rng.random() < self._sim_hang_rate)
+                bad: float | None = None
+                if self._sim_nan_rate and rng.random() < self._sim_nan_rate:
+                    bad = (math.nan, math.inf, -math.inf)[int(rng.integers(3))]
                 values = {key: act.readback.get() for key, act in self._sim_inputs.items()}
+                if hang:
+                    # The Status stays pending: only stop()/close() (an abort) ends it.
+                    logger.info("%s: trigger #%d hangs (injected, hang_rate)", self.name, number)
+                    self.last_noiseless = {}
+                    return status
                 if self._sim_latency > 0:
                     timer = threading.Timer(
-                        self._sim_latency, self._complete, args=(status, number, values, fail, z)
+                        self._sim_latency,
+                        self._complete,
+                        args=(status, number, values, fail, z, bad),
                     )
                     timer.daemon = True
                     self._sim_timer = timer
@@ -481,7 +573,7 @@ class SimDetector(Device):
             )
             _fail(status, fault)
             return status
-        self._complete(status, number, values, fail, z)
+        self._complete(status, number, values, fail, z, bad)
         return status
 
     def close(self) -> None:
@@ -516,12 +608,19 @@ class SimDetector(Device):
         inputs: dict[str, Any],
         fail: bool,
         z: np.ndarray[Any, np.dtype[np.float64]],
+        bad: float | None = None,
     ) -> None:
-        """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0."""
+        """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0.
+
+        ``bad`` is an injected non-finite reading (``nan_rate``) that replaces every output.
+        """
         if status.done:  # aborted while waiting
             return
         try:
             noiseless = self._evaluate(number, inputs, fail)
+            if bad is not None:
+                logger.info("%s: trigger #%d reads %s (injected, nan_rate)", self.name, number, bad)
+                noiseless = [bad] * len(noiseless)
             sds = self._sim_noise_sd
             noisy = [float(v + sd * dz) for v, sd, dz in zip(noiseless, sds, z, strict=True)]
             for signal, value in zip(self._sim_signals, noisy, strict=True):
@@ -549,17 +648,35 @@ class SimDetector(Device):
     def _evaluate(self, number: int, inputs: dict[str, Any], fail: bool) -> list[float]:
         """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened."""
 
-        def fault(message: str, *, injected: bool = False) -> SimulatedFault:
+        def fault(
+            message: str, *, injected: bool = False, transient: bool = False
+        ) -> SimulatedFault:
             return SimulatedFault(
                 f"{self.name}: trigger #{number}: {message}",
                 device=self.name,
                 trigger_number=number,
                 injected=injected,
+                transient=transient,
             )
 
         if fail:
             rate = self._sim_failure_rate
-            raise fault(f"injected instrument fault (failure_rate={rate:g})", injected=True)
+            raise fault(
+                f"injected instrument fault (failure_rate={rate:g})", injected=True, transient=True
+            )
+        region = self._sim_failing_region
+        if region is not None:
+            try:
+                inside = bool(region(dict(inputs)))
+            except Exception as exc:  # a broken predicate is a broken instrument, not a hang
+                raise fault(f"failing_region could not be evaluated: {exc}") from exc
+            if inside:
+                what = getattr(region, "text", None) or getattr(region, "__name__", "predicate")
+                raise fault(
+                    f"injected fault: inputs ({_show_inputs(inputs)}) lie in the failing "
+                    f"region `{what}`",
+                    injected=True,
+                )
         name = getattr(self._sim_function, "__name__", repr(self._sim_function))
         try:
             raw = self._sim_function(dict(inputs))
@@ -669,6 +786,10 @@ def build_simulated_instrument(
     seed: Seed = None,
     name: str = "sim",
     readback_error: float | Mapping[str, float] | None = None,
+    hang_rate: float = 0.0,
+    nan_rate: float = 0.0,
+    readback_out_of_range_rate: float = 0.0,
+    failing_region: str | Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> SimulatedInstrument:
     """Wrap a pure function (or a built-in :class:`TestProblem`) as Ophyd devices.
 
@@ -691,9 +812,18 @@ def build_simulated_instrument(
         seed: One seed for the whole instrument.
         name: Instrument (and detector) name; must differ from every data key.
         readback_error: Controller error sd for all numeric inputs, or per input name.
+        hang_rate: Probability that a trigger never completes.
+        nan_rate: Probability that a trigger's outputs are NaN or +/-inf.
+        readback_out_of_range_rate: Probability, per numeric input and trial, that the
+            input's readback lands outside its limits.
+        failing_region: Where every trigger fails: an expression over the numeric inputs'
+            names (``"x1 + x2 > 1.5"``, parsed by :func:`simulators.parse_expression`,
+            never ``eval``'d) or a predicate ``inputs -> bool``.
 
     Raises:
-        ValueError: on unusable inputs/outputs or name clashes between data keys.
+        ValueError: on unusable inputs/outputs or name clashes between data keys;
+            :class:`~simulators.ExpressionError` (a ``ValueError``) for a bad
+            ``failing_region`` expression.
     """
     problem = function if isinstance(function, TestProblem) else None
     if problem is not None:
@@ -714,14 +844,25 @@ def build_simulated_instrument(
         if unknown:
             raise ValueError(f"readback_error given for unknown inputs {unknown}")
 
+    all_kwargs = {key: _actuator_kwargs(key, spec) for key, spec in inputs.items()}
+    region = failing_region
+    if isinstance(region, str):
+        numeric = [key for key, kw in all_kwargs.items() if "limits" in kw]
+        region = parse_expression(region, numeric)
+        if not region.is_condition:
+            raise ExpressionError(
+                "failing_region must be a condition such as `x1 + x2 > 1.5`, not a number",
+                text=region.text,
+            )
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     seeds = root.spawn(len(inputs) + 1)
     actuators: dict[str, SimActuator] = {}
-    for (key, spec), child in zip(inputs.items(), seeds[1:], strict=True):
-        kwargs = _actuator_kwargs(key, spec)
+    for (key, kwargs), child in zip(all_kwargs.items(), seeds[1:], strict=True):
         error = readback_error.get(key) if isinstance(readback_error, Mapping) else readback_error
         if error and "limits" in kwargs and not kwargs.get("integer"):
             kwargs["readback_error"] = error
+        if readback_out_of_range_rate and "limits" in kwargs:
+            kwargs["out_of_range_rate"] = readback_out_of_range_rate
         actuators[key] = SimActuator(key, seed=child, **kwargs)
     detector = SimDetector(
         name,
@@ -731,6 +872,9 @@ def build_simulated_instrument(
         noise=noise,
         latency=latency,
         failure_rate=failure_rate,
+        hang_rate=hang_rate,
+        nan_rate=nan_rate,
+        failing_region=region,
         seed=seeds[0],
     )
     logger.debug(

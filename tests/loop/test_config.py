@@ -32,7 +32,7 @@ def _expectation(path: Path) -> tuple[int | None, list[str]]:
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(BAD) >= 10
+    assert len(BAD) >= 40
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])

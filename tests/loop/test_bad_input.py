@@ -1,0 +1,277 @@
+"""Bad input end to end: the CLI's exit code and message, and a fuzzed loader.
+
+``test_config.py`` checks each file of ``bad_campaigns/`` against its expected message; this
+module checks what the user sees from the command line (exit code 2, one located message,
+no traceback, no store created by ``run``) and fuzzes ``parse_campaign`` with hypothesis:
+whatever the text, the loader returns a campaign or raises ``CampaignConfigError``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loop import CampaignConfigError, parse_campaign
+
+HERE = Path(__file__).parent
+BAD = HERE / "bad_campaigns"
+EXAMPLES = sorted((HERE.parents[1] / "campaigns").glob("*.yaml"))
+EXAMPLE_TEXTS = [p.read_text() for p in EXAMPLES]
+
+# One of each family: encoding, anchors, injection, emptiness, YAML syntax, shape, rules.
+SAMPLE = [
+    ("not_utf8.yaml", 2),
+    ("anchor_bomb.yaml", None),
+    ("region_import.yaml", 9),
+    ("empty.yaml", None),
+    ("tabs.yaml", 4),
+    ("top_level_scalar.yaml", 1),
+    ("hang_without_timeout.yaml", 7),
+    ("huge_bound.yaml", 4),
+]
+
+
+def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def _check_one_message(
+    proc: subprocess.CompletedProcess[str], path: Path, line: int | None
+) -> None:
+    assert proc.returncode == 2, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out
+    text = proc.stderr.replace("\n", "")
+    assert str(path) in text
+    if line is not None:
+        assert f"{path}:{line}:" in text
+    assert proc.stderr.count("error:") == 1, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "line"), SAMPLE, ids=[n for n, _ in SAMPLE])
+def test_validate_and_run_refuse_bad_files(name: str, line: int | None, tmp_path: Path) -> None:
+    path = BAD / name
+    _check_one_message(closedloop("validate", str(path), cwd=tmp_path), path, line)
+    db = tmp_path / "store.db"
+    proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
+    _check_one_message(proc, path, line)
+    assert not db.exists(), "run created a store for a file it refused"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_directory_and_missing_file_exit_2(command: str, tmp_path: Path) -> None:
+    for target in (tmp_path, tmp_path / "missing.yaml"):
+        args = [command, str(target)]
+        if command == "run":
+            args += ["--store", f"sqlite:///{tmp_path / 'store.db'}"]
+        proc = closedloop(*args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert str(target) in proc.stderr.replace("\n", "")
+    assert not (tmp_path / "store.db").exists()
+
+
+# ---------------------------------------------------------------------------- fuzzing
+def _loads_or_refuses(text: str, tmp_path: Path) -> None:
+    try:
+        loaded = parse_campaign(text, path=tmp_path / "fuzz.yaml", base_dir=tmp_path)
+    except CampaignConfigError as exc:
+        assert str(exc).startswith(str(tmp_path / "fuzz.yaml"))
+        assert exc.problem
+    else:
+        assert loaded.campaign.name
+
+
+_TOKENS = [
+    "name",
+    "parameters",
+    "objectives",
+    "instrument",
+    "budget",
+    "planner",
+    "seed",
+    "bounds",
+    "values",
+    "type",
+    "float",
+    "int",
+    "choice",
+    "log",
+    "goal",
+    "minimize",
+    "simulator",
+    "branin",
+    "failing_region",
+    "timeout",
+    "max_retries",
+    "max_trials",
+    "max_duration",
+    "kind",
+    "sobol",
+    "x1",
+    "x2",
+    "y",
+    ":",
+    ": ",
+    "- ",
+    "-",
+    "\n",
+    "\n  ",
+    "  ",
+    "\t",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!python/object:os.system ",
+    "!!binary ",
+    "!tag ",
+    "'",
+    '"',
+    "#",
+    "|",
+    ">",
+    "?",
+    "---",
+    "...",
+    "%YAML 1.2\n",
+    "~",
+    "null",
+    "true",
+    "0",
+    "1",
+    "-5",
+    "1e400",
+    "-1e400",
+    ".nan",
+    ".inf",
+    "0x1F",
+    "1_000",
+    "2h",
+    "30m",
+    "__import__('os')",
+    "x1 + x2 > 1.5",
+    "lambda: 1",
+    "\x00",
+    "\ufeff",
+    "é",
+]
+
+
+@st.composite
+def yamlish(draw: st.DrawFn) -> str:
+    tokens = draw(st.lists(st.sampled_from(_TOKENS), max_size=60))
+    return "".join(tokens)
+
+
+@st.composite
+def mutated_example(draw: st.DrawFn) -> str:
+    lines = draw(st.sampled_from(EXAMPLE_TEXTS)).splitlines()
+    for _ in range(draw(st.integers(1, 4))):
+        if not lines:
+            break
+        i = draw(st.integers(0, len(lines) - 1))
+        op = draw(st.sampled_from(["delete", "duplicate", "replace", "insert", "indent", "cut"]))
+        if op == "delete":
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "replace":
+            line = lines[i]
+            a = draw(st.integers(0, len(line)))
+            b = draw(st.integers(a, len(line)))
+            lines[i] = line[:a] + draw(st.sampled_from(_TOKENS)) + line[b:]
+        elif op == "insert":
+            lines.insert(i, draw(yamlish()))
+        elif op == "indent":
+            lines[i] = draw(st.sampled_from(["  ", "\t", " "])) + lines[i]
+        else:
+            lines[i] = lines[i][: draw(st.integers(0, len(lines[i])))]
+    return "\n".join(lines) + "\n"
+
+
+_FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,  # correctness, not speed: never a timed assertion
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@_FUZZ
+@given(text=st.one_of(yamlish(), st.text(max_size=300)))
+def test_fuzz_yamlish_text(text: str, tmp_path: Path) -> None:
+    _loads_or_refuses(text, tmp_path)
+
+
+@_FUZZ
+@given(text=mutated_example())
+def test_fuzz_mutated_examples(text: str, tmp_path: Path) -> None:
+    _loads_or_refuses(text, tmp_path)
+
+
+_WEIRD = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(_TOKENS)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_TOKENS) | st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def example_with_weird_value(draw: st.DrawFn) -> str:
+    """An example campaign with one value anywhere in its tree replaced by something odd."""
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    data = yaml.load(draw(st.sampled_from(EXAMPLE_TEXTS)))
+    node = data
+    while True:
+        keys = list(node.keys()) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, dict | list) and child and draw(st.booleans()):
+            node = child
+            continue
+        if draw(st.integers(0, 4)) == 0 and isinstance(node, dict):
+            del node[key]
+        else:
+            node[key] = draw(_WEIRD)
+        break
+    out = StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+@_FUZZ
+@given(text=example_with_weird_value())
+def test_fuzz_examples_with_odd_values(text: str, tmp_path: Path) -> None:
+    _loads_or_refuses(text, tmp_path)

@@ -1,0 +1,234 @@
+"""Faulty instruments end to end: real RunEngine, simulated faults, real SQLite.
+
+A timeout costs a trial (documents stored, the campaign goes on), a transient failure is
+retried as a new trial at the same point, NaN/inf outputs and out-of-range readbacks fail the
+trial without reaching the planner, and a campaign that fails too often stops with a report
+of which trials failed and why.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import loop.runner as runner_module
+from loop import Runner, Store, parse_campaign
+from loop.runner import failure_kind
+from planners import Observation
+
+BASE = """
+name: faults
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, INSTRUMENT}
+planner: {kind: sobol}
+budget: BUDGET
+seed: 4
+"""
+
+
+def _campaign(tmp_path: Path, instrument: str, budget: str) -> Any:
+    text = BASE.replace("INSTRUMENT", instrument).replace("BUDGET", budget)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+@pytest.fixture
+def ingested(monkeypatch: pytest.MonkeyPatch) -> list[Observation]:
+    """Every observation the runner's planner is given, in order."""
+    seen: list[Observation] = []
+    make = runner_module.make_planner
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        planner = make(*args, **kwargs)
+        ingest = planner.ingest
+
+        def record(observations: list[Observation]) -> None:
+            seen.extend(observations)
+            ingest(observations)
+
+        planner.ingest = record  # type: ignore[method-assign]
+        return planner
+
+    monkeypatch.setattr(runner_module, "make_planner", spying)
+    return seen
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def test_timeouts_are_retried_stored_and_reported(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    loaded = _campaign(
+        tmp_path, "hang_rate: 1.0, timeout: 0.2, max_retries: 2", "{max_trials: 5, max_failures: 6}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert (summary.status, summary.completed, summary.failed) == ("failed", 0, 6)
+    assert summary.failure_counts == {"timeout": 6}
+    assert "6 timeout" in summary.reason and "max_failures" in summary.reason
+    trials = store.trials(summary.campaign_id)
+    # Two points, each tried three times (the first attempt and two retries).
+    assert [t.kind for t in trials] == ["sobol", "retry", "retry"] * 2
+    assert trials[0].parameters == trials[1].parameters == trials[2].parameters
+    assert trials[3].parameters != trials[0].parameters
+    for t in trials:
+        assert t.status == "failed"
+        assert (t.error or "").startswith("timed out after 0.2 s")
+        docs = store.documents(t.id or 0)
+        assert docs[0].name == "start" and docs[-1].name == "stop"
+        assert docs[-1].body["exit_status"] == "abort"
+        assert t.run_uid == docs[0].body["uid"]
+    starts = [store.documents(t.id or 0)[0].body for t in trials]
+    assert [s.get("retry_of") for s in starts] == [None, 1, 1, None, 4, 4]
+    assert [s.get("attempt") for s in starts] == [None, 2, 3, None, 2, 3]
+    # The planner learns each point once, from its last attempt.
+    assert [o.outcome for o in ingested] == ["failed", "failed"]
+    assert [f.number for f in summary.failures] == [1, 2, 3, 4, 5, 6]
+
+
+def test_deterministic_failures_are_not_retried(tmp_path: Path) -> None:
+    loaded = _campaign(
+        tmp_path, "failing_region: 'x1 > -10', max_retries: 3", "{max_trials: 3, max_failures: 2}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert summary.status == "failed" and summary.failed == 2
+    assert [t.kind for t in store.trials(summary.campaign_id)] == ["sobol", "sobol"]
+    assert summary.failure_counts == {"failing region": 2}
+
+
+def test_a_retry_that_succeeds_counts_once(tmp_path: Path, ingested: list[Observation]) -> None:
+    loaded = _campaign(
+        tmp_path, "failure_rate: 0.7, max_retries: 5", "{max_trials: 6, max_failures: 30}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert summary.completed == 6
+    trials = store.trials(summary.campaign_id)
+    retries = [t for t in trials if t.kind == "retry"]
+    assert retries, "with failure_rate 0.5 and this seed some attempts are retried"
+    # One observation per proposed point: retried attempts are never shown to the planner.
+    proposed = [t for t in trials if t.kind != "retry"]
+    assert len(ingested) == len(proposed)
+    assert sum(o.outcome == "completed" for o in ingested) == 6
+    for i, t in enumerate(trials):
+        if t.kind == "retry":
+            assert trials[i - 1].status == "failed"
+            assert trials[i - 1].parameters == t.parameters
+
+
+def test_resume_rebuilds_the_planner_without_retried_attempts(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    loaded = _campaign(
+        tmp_path, "failure_rate: 0.7, max_retries: 5", "{max_trials: 4, max_failures: 30}"
+    )
+    store = _store(tmp_path)
+    first = Runner(loaded, store).run()
+    live = list(ingested)
+    ingested.clear()
+    again = Runner.from_store(store, first.campaign_id, max_trials=5)
+    again.resume()
+    rebuilt = ingested[: len(live)]
+    assert [(o.parameters, o.outcome) for o in rebuilt] == [(o.parameters, o.outcome) for o in live]
+
+
+def test_nan_outputs_are_stored_but_never_learned(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    loaded = _campaign(
+        tmp_path, "nan_rate: 1.0, max_retries: 2", "{max_trials: 3, max_failures: 3}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert summary.status == "failed" and summary.failure_counts == {"non-finite output": 3}
+    trials = store.trials(summary.campaign_id)
+    assert [t.kind for t in trials] == ["sobol"] * 3  # not transient: no retry
+    with store.session() as s:
+        from sqlmodel import select
+
+        from loop.store import ObservationRow
+
+        rows = list(s.exec(select(ObservationRow)))
+    assert len(rows) == 3 and all(not r.finite and r.value is None for r in rows)
+    for t in trials:
+        event = next(d for d in store.documents(t.id or 0) if d.name == "event")
+        assert event.body["data"]["y"] is None or not math.isfinite(event.body["data"]["y"])
+    assert [o.outcome for o in ingested] == ["failed"] * 3
+    assert all(o.outputs == {} for o in ingested)
+    assert all(not o.usable_for(["y"]) for o in ingested)
+
+
+def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    loaded = _campaign(
+        tmp_path, "readback_out_of_range_rate: 1.0", "{max_trials: 3, max_failures: 2}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert summary.failure_counts == {"readback out of range": 2}
+    space = loaded.campaign.space
+    for t, observation in zip(store.trials(summary.campaign_id), ingested, strict=True):
+        assert "lies outside its declared limits" in (t.error or "")
+        assert not space.contains(t.readbacks or {})  # stored as measured
+        assert observation.outcome == "failed"
+        assert observation.parameters == t.parameters  # the model never sees the readback
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ("timed out after 5 s; the run was aborted", "timeout"),
+        ("output 'y' is not finite: nan", "non-finite output"),
+        ("readback x1 = 12 lies outside its declared limits [0, 10]", "readback out of range"),
+        (
+            "FailedStatus <- caused by SimulatedFault: d: injected instrument fault",
+            "instrument fault",
+        ),
+        ("FailedStatus <- caused by OSError: disk", "OSError"),
+        ("limit check failed, no device moved: SimLimitError: x", "setpoint refused"),
+        (None, "other"),
+    ],
+)
+def test_failure_kind(error: str | None, kind: str) -> None:
+    assert failure_kind(error) == kind
+
+
+@pytest.mark.slow
+def test_cli_prints_the_failure_report(tmp_path: Path) -> None:
+    text = BASE.replace("INSTRUMENT", "failure_rate: 1.0, nan_rate: 0.0").replace(
+        "BUDGET", "{max_trials: 5, max_failures: 3}"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    def closedloop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "loop.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    run = closedloop("run", str(path), "--store", url, "-q")
+    assert run.returncode == 1, run.stderr
+    assert "failures: 3 instrument fault" in run.stdout
+    assert "trial #1 [instrument fault]" in run.stdout
+    status = closedloop("status", "--store", url)
+    assert status.returncode == 0, status.stderr
+    assert "failures: 3 instrument fault" in status.stdout
+    assert "trial #3 [instrument fault]" in status.stdout
