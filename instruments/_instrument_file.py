@@ -16,6 +16,7 @@ values are converted with pint on the way in and out.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -106,6 +108,15 @@ class InputDecl(_Strict):
     )
     device_units: str | None = Field(default=None, description="Units the device speaks.")
 
+    @field_validator("limits")
+    @classmethod
+    def _low_high(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1])):
+            raise ValueError("limits must be finite numbers")
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("limits must be [low, high] with low < high")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> InputDecl:
         sources = [k for k in ("setpoint", "motor", "device") if getattr(self, k) is not None]
@@ -118,8 +129,6 @@ class InputDecl(_Strict):
             raise ValueError("`readback:` goes with `setpoint:`")
         if self.args and self.device is None:
             raise ValueError("`args:` goes with `device:`")
-        if self.limits is not None and not self.limits[0] < self.limits[1]:
-            raise ValueError(f"limits must be [low, high] with low < high, got {list(self.limits)}")
         _check_units(self.units, self.device_units)
         return self
 
@@ -187,9 +196,12 @@ def _parse_interlock(value: Any) -> Any:
         )
     name, op, number = match.groups()
     try:
-        return {"name": name, "op": op, "value": float(number)}
+        threshold = float(number)
     except ValueError:
         raise ValueError(f"{value!r}: {number!r} is not a number") from None
+    if not math.isfinite(threshold):
+        raise ValueError(f"{value!r}: {number!r} is not a finite number")
+    return {"name": name, "op": op, "value": threshold}
 
 
 class InstrumentFile(_Strict):
@@ -221,22 +233,30 @@ class InstrumentFile(_Strict):
     def _interlock_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _cross(self) -> InstrumentFile:
-        clash = sorted(set(self.inputs) & set(self.outputs))
+    @field_validator("outputs")
+    @classmethod
+    def _no_clash(cls, value: dict[str, OutputDecl], info: ValidationInfo) -> Any:
+        clash = sorted(set(info.data.get("inputs") or {}) & set(value))
         if clash:
             raise ValueError(f"names {clash} are both inputs and outputs; event keys must differ")
-        for key, value in self.on_stop.items():
-            decl = self.inputs.get(key)
+        return value
+
+    @field_validator("on_stop")
+    @classmethod
+    def _safe_state(cls, value: dict[str, float], info: ValidationInfo) -> Any:
+        inputs: dict[str, InputDecl] = info.data.get("inputs") or {}
+        outputs = info.data.get("outputs") or {}
+        for key, number in value.items():
+            if not math.isfinite(number):
+                raise ValueError(f"{key} = {number}: a safe state must be a finite number")
+            decl = inputs.get(key)
             if decl is None:
-                if not re.match(_PV, key) or key in self.outputs:
-                    raise ValueError(f"on_stop: {key!r} is neither an input nor a PV name")
+                if not re.match(_PV, key) or key in outputs:
+                    raise ValueError(f"{key!r} is neither an input nor a PV name")
                 continue
-            if decl.limits is not None and not decl.limits[0] <= value <= decl.limits[1]:
-                raise ValueError(
-                    f"on_stop: {key} = {value:g} is outside its limits {list(decl.limits)}"
-                )
-        return self
+            if decl.limits is not None and not decl.limits[0] <= number <= decl.limits[1]:
+                raise ValueError(f"{key} = {number:g} is outside its limits {list(decl.limits)}")
+        return value
 
 
 # ---------------------------------------------------------------------------- units
@@ -389,7 +409,7 @@ def explain(
     else:
         shown = err.get("input")
         shown_text = "" if isinstance(shown, Mapping) or shown is None else f" (got {shown!r})"
-        problem = f"{where}: {message}{shown_text}"
+        problem = f"{where}: {message}{shown_text}" if loc else f"{message}{shown_text}"
     if len(errors) > 1:
         fix = (fix + "; " if fix else "") + f"{len(errors) - 1} more problem(s) after this one"
     return InstrumentFileError(path, problem, line=line, fix=fix)

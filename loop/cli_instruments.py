@@ -50,18 +50,9 @@ def check(
     Exits 1 if anything is missing, outside its limits or an interlock does not hold.
     """
     from instruments._epics import build_declared_instrument
-    from instruments._instrument_file import InstrumentFileError, load_instrument_file
 
-    try:
-        spec = load_instrument_file(file)
-    except InstrumentFileError as exc:
-        raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
-    from instruments import input_specs
-
-    params = [(name, (-math.inf, math.inf)) for name in spec.inputs]
-    inst = build_declared_instrument(
-        spec, input_specs([(n, (0.0, 1.0)) for n, _ in params]), connect=False
-    )
+    spec, params, units = _declared(file)
+    inst = build_declared_instrument(spec, params, units=units, connect=False)
     try:
         rows = inst.check(timeout=timeout)
     finally:
@@ -93,6 +84,43 @@ def check(
                 console.print(f"  {r.name} {r.source}: {what}", markup=False, highlight=False)
         raise typer.Exit(1)
     console.print("[green]all devices connected, within limits, interlocks hold[/]")
+
+
+def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
+    """The instrument file's spec, its inputs and their campaign units, from an instrument
+    file or from a campaign whose ``instrument:`` is a ``file:`` or inline ``devices:``
+    (then the parameters' ``unit`` fills in inputs that declare none)."""
+    from instruments import input_specs
+    from instruments._epics import declared_spec, parameter_units
+    from instruments._instrument_file import (
+        InstrumentFileError,
+        load_instrument_file,
+        read_yaml,
+    )
+
+    try:
+        try:
+            spec = load_instrument_file(file)
+        except InstrumentFileError:
+            data = read_yaml(file.read_text(encoding="utf-8"), file)
+            if not ("parameters" in data and "instrument" in data):
+                raise
+        else:
+            return spec, input_specs([(n, (0.0, 1.0)) for n in spec.inputs]), {}
+        from loop.config import load_campaign
+
+        loaded = load_campaign(file)
+        c = loaded.campaign
+        if c.instrument.file is None and c.instrument.devices is None:
+            raise CampaignConfigError(
+                file,
+                "the campaign's instrument is not an instrument file",
+                fix="give `instrument: {file: instrument.yaml}` (or check the instrument file)",
+            )
+        spec = declared_spec(c.instrument, loaded.base_dir)
+        return spec, input_specs(c.parameters), parameter_units(c.parameters)
+    except InstrumentFileError as exc:
+        raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
 
 
 def plan(
@@ -158,7 +186,7 @@ def plan(
     for i, msg in enumerate(messages, 1):
         obj = getattr(msg.obj, "name", None) if msg.obj is not None else None
         args = ", ".join(_fmt(a) for a in msg.args)
-        kwargs = ", ".join(f"{k}={_fmt(v)}" for k, v in msg.kwargs.items())
+        kwargs = ", ".join(f"{k}={'None' if v is None else _fmt(v)}" for k, v in msg.kwargs.items())
         parts = [p for p in (obj, args, kwargs) if p]
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
 

@@ -636,6 +636,8 @@ class Runner:
         """The model learns from where the instrument actually was, when it says so."""
         achieved = {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
         parameters = achieved if self.space.contains(achieved) else commanded
+        if status == "abandoned":  # interrupted: nothing learned about the point
+            return Observation(parameters=parameters, outcome="abandoned")
         if status != "completed":
             return Observation(parameters=parameters, outcome="failed")
         return Observation(parameters=parameters, outputs=dict(outputs))
@@ -677,8 +679,8 @@ class Runner:
         return done
 
     def _stored_observation(self, trial: TrialRow, outputs: dict[str, float]) -> Observation:
-        """A stored terminal trial as the planner saw it when it ended (abandoned = failed)."""
-        status = "completed" if trial.status == "completed" else "failed"
+        """A stored terminal trial as the planner saw it when it ended."""
+        status = trial.status if trial.status in ("completed", "abandoned") else "failed"
         return self._observation(trial.parameters, trial.readbacks or {}, outputs, status)
 
     def _tally(

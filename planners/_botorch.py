@@ -10,6 +10,20 @@ One suggest call reads top to bottom in :meth:`BoTorchPlanner.suggest`:
    sees choice columns one-hot, see ``planners/_transforms.py``);
 3. candidates are decoded, and any that repeats a pending point is replaced by a design point.
 
+Where experiments fail. A failed trial has no outputs, so it never enters the objective GP;
+left at that, the planner would learn nothing from it and propose the same failing region
+again and again (the objective's posterior there is unchanged). With
+``BoTorchSettings.learn_failures`` (the default), once at least one trial has failed a second
+GP, the *feasibility model*, is fitted on a success label (+1 for usable trials, -1 for failed
+ones) over the same encoded inputs, and the acquisition optimises over
+``ModelListGP([objective GP, feasibility GP])`` with the outcome constraint "success score
+> 0": every MC sample of a candidate counts only where its feasibility sample is positive, so
+the acquisition is weighted by the posterior probability of success (idiomatic BoTorch
+constrained BO, Gardner et al. 2014). A GP regression on labels is a cheap stand-in for a GP
+classifier (no Laplace/EP approximation, same kernel and fitting code, warm-started like the
+objective GP); far from any trial it reverts to the prior mean, so unexplored regions stay
+attractive. Abandoned trials (interrupted, see ``planners/_protocol.py``) teach it nothing.
+
 Everything random runs under ``torch.random.fork_rng`` with a seed derived from the campaign
 seed and the trial position, so the same seed and the same observations give the same run.
 With ``BoTorchSettings.warm_start`` (the default) each GP fit starts from the previous fit's
@@ -37,14 +51,17 @@ import numpy as np
 import torch
 from botorch.acquisition import (
     AcquisitionFunction,
+    ConstrainedMCObjective,
+    GenericMCObjective,
     qLogExpectedImprovement,
     qLogNoisyExpectedImprovement,
     qSimpleRegret,
     qUpperConfidenceBound,
 )
+from botorch.acquisition.utils import get_infeasible_cost
 from botorch.exceptions.warnings import BadInitialCandidatesWarning, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
+from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import InputTransform, Normalize
 from botorch.models.transforms.outcome import Standardize
@@ -115,6 +132,11 @@ class BoTorchSettings:
         sample_around_best: seed part of the raw samples around the best observed points.
         maxiter_alternating: discrete/continuous alternations (mixed spaces).
         ucb_beta: exploration weight of ``qUpperConfidenceBound``.
+        learn_failures: once a trial has failed, fit a feasibility model on succeeded vs
+            failed trials and weight the acquisition by its probability of success, so the
+            planner stops proposing where experiments fail (``benchmarks/failure_region.py``:
+            without it, the planner keeps proposing in a failing region it is attracted to,
+            because failed trials never reach the objective GP).
         exploit_every: every k-th model-based trial maximises the posterior mean
             (``qSimpleRegret``) instead of the acquisition: a pure refinement step in the
             incumbent's basin, which expected improvement undervalues when several basins
@@ -141,6 +163,7 @@ class BoTorchSettings:
     sample_around_best: bool = True
     maxiter_alternating: int = 16
     ucb_beta: float = 4.0
+    learn_failures: bool = True
 
 
 @dataclass
@@ -153,6 +176,7 @@ class SuggestTiming:
         optimize: building and optimising the acquisition function.
         n_model: proposals that came from the model (the others from the initial design).
         n_train: observations the model was trained on.
+        n_failed: failed observations the feasibility model was trained on (0: none used).
     """
 
     total: float = 0.0
@@ -160,6 +184,7 @@ class SuggestTiming:
     optimize: float = 0.0
     n_model: int = 0
     n_train: int = 0
+    n_failed: int = 0
 
 
 @dataclass
@@ -216,6 +241,7 @@ class BoTorchPlanner:
         self.last_kinds: list[str] = []
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
+        self._feasibility: _Fitted | None = None
         self._bounds = space.bounds
         self._cat_dims = space.cat_dims
         self._discrete_dims = _narrow_discrete_dims(space)
@@ -289,7 +315,54 @@ class BoTorchPlanner:
         Y = torch.tensor([[o.outputs[n] for n in names] for o in usable], dtype=torch.float64)
         return clamped, Y.reshape(len(usable), len(names)) * signs
 
+    def feasibility_data(self) -> tuple[Tensor, Tensor] | None:
+        """Encoded inputs and success labels (+1 usable, -1 failed), or ``None`` if not needed.
+
+        ``None`` when ``learn_failures`` is off or no trial has failed yet (a feasibility model
+        fitted on successes only would say nothing). Abandoned trials are left out: an
+        interrupted trial says nothing about its point. So are completed trials whose outputs
+        are unusable (NaN): the runner reports those as failed; a planner used directly sees
+        an ambiguous record and ignores it.
+        """
+        if not self.settings.learn_failures:
+            return None
+        names = self.outcome_names
+        rows = [
+            (o, 1.0 if o.usable_for(names) else -1.0)
+            for o in self.observations
+            if o.outcome == "failed" or o.usable_for(names)
+        ]
+        if not any(label < 0 for _, label in rows):
+            return None
+        X = self.space.encode([o.parameters for o, _ in rows])
+        X = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
+        labels = torch.tensor([[label] for _, label in rows], dtype=torch.float64)
+        return X, labels
+
     # ------------------------------------------------------------------ model
+    def fit_feasibility(self) -> Model | None:
+        """The feasibility GP (``None`` without failures), refitted only on new observations.
+
+        The same GP as the objective's (kernel, priors, noise floor, input transform) on the
+        +-1 success labels; the ``Standardize`` outcome transform centres them, and the
+        learned constant mean makes regions far from every trial as feasible as the campaign
+        so far. Warm-started from the previous feasibility fit like :meth:`fit`.
+        """
+        if self._feasibility is not None and self._feasibility.n_ingested == len(self.observations):
+            return self._feasibility.model
+        data = self.feasibility_data()
+        if data is None:
+            self._feasibility = None
+            return None
+        train_X, labels = data
+        previous = self._feasibility.model if self._feasibility is not None else None
+        start = previous if self.settings.warm_start else None
+        with torch.random.fork_rng():
+            torch.manual_seed(derive_seed(self.seed, len(self.observations), 11))
+            model, _ = self._fit_once(train_X, labels, start)
+        self._feasibility = _Fitted(model, train_X, labels, len(self.observations))
+        return model
+
     def fit(self) -> Model:
         """The GP on all usable observations, refitted only when observations were added."""
         if self._fitted is not None and self._fitted.n_ingested == len(self.observations):
@@ -414,28 +487,71 @@ class BoTorchPlanner:
         return likelihood
 
     # ------------------------------------------------------------------ acquisition
-    def _acquisition(self, model: Model, train_X: Tensor, X_pending: Tensor | None) -> Any:
+    def _acquisition(
+        self,
+        model: Model,
+        train_X: Tensor,
+        X_pending: Tensor | None,
+        feasibility: Model | None = None,
+        exploit: bool = False,
+    ) -> Any:
+        """The campaign's acquisition (or ``qSimpleRegret`` when ``exploit``).
+
+        With a ``feasibility`` model the acquisition runs on ``ModelListGP([model,
+        feasibility])``: output 0 is the objective, output 1 the success score, and the
+        outcome constraint ``score > 0`` (BoTorch constraints are feasible where the callable
+        is <= 0) zeroes every MC sample whose score sample is negative. The log-EI family
+        takes ``constraints=`` directly; ``qUpperConfidenceBound`` and ``qSimpleRegret`` get
+        the same constraint through a ``ConstrainedMCObjective`` that gives infeasible samples
+        a value below anything the objective GP considers plausible.
+        """
         s = self.settings
         sampler = SobolQMCNormalSampler(sample_shape=torch.Size([s.mc_samples]))
-        kind = self.config.acquisition
+        kind = "qSimpleRegret" if exploit else self.config.acquisition
+        acq_model: Model = model
+        objective: Any = None
+        constraints: list[Any] | None = None
+        if feasibility is not None:
+            acq_model = ModelListGP(model, feasibility)  # type: ignore[arg-type]
+            objective = GenericMCObjective(_objective_column)
+            constraints = [_success_constraint]
+            if kind not in ("qLogNoisyExpectedImprovement", "qLogExpectedImprovement"):
+                with torch.no_grad():
+                    cost = get_infeasible_cost(train_X, model)
+                objective = ConstrainedMCObjective(
+                    _objective_column, constraints, infeasible_cost=cost
+                )
+        if kind == "qSimpleRegret":
+            return qSimpleRegret(
+                acq_model, sampler=sampler, objective=objective, X_pending=X_pending
+            )
         if kind == "qLogNoisyExpectedImprovement":
             # The incumbent is integrated over the model at the observed points, so noisy
             # observations do not set an over-optimistic best_f.
             return qLogNoisyExpectedImprovement(
-                model,
+                acq_model,
                 X_baseline=train_X,
                 sampler=sampler,
+                objective=objective,
                 X_pending=X_pending,
                 prune_baseline=True,
+                constraints=constraints,
             )
         if kind == "qLogExpectedImprovement":
             # Best posterior mean at the observed points, not the best noisy observation.
             with torch.no_grad():
                 best_f = model.posterior(train_X).mean.max()  # type: ignore[attr-defined]
             return qLogExpectedImprovement(
-                model, best_f=best_f, sampler=sampler, X_pending=X_pending
+                acq_model,
+                best_f=best_f,
+                sampler=sampler,
+                objective=objective,
+                X_pending=X_pending,
+                constraints=constraints,
             )
-        return qUpperConfidenceBound(model, beta=s.ucb_beta, sampler=sampler, X_pending=X_pending)
+        return qUpperConfidenceBound(
+            acq_model, beta=s.ucb_beta, sampler=sampler, objective=objective, X_pending=X_pending
+        )
 
     def _optimize(self, acqf: AcquisitionFunction, q: int) -> Tensor:
         s = self.settings
@@ -476,8 +592,11 @@ class BoTorchPlanner:
         fitted = self._fitted
         if fitted is None:  # pragma: no cover - fit() always sets it
             raise RuntimeError("model fit did not record its data")
+        feasibility = self.fit_feasibility()
         timing.fit = time.perf_counter() - t0 if fresh else 0.0
         timing.n_train = fitted.train_X.shape[0]
+        if self._feasibility is not None:
+            timing.n_failed = int((self._feasibility.train_Y < 0).sum())
 
         t1 = time.perf_counter()
         X_pending = self.space.encode(pending) if pending else None
@@ -486,14 +605,8 @@ class BoTorchPlanner:
         X_baseline = torch.unique(fitted.train_X, dim=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if self._exploit_now(position, model):
-                acqf = qSimpleRegret(
-                    model,
-                    sampler=SobolQMCNormalSampler(torch.Size([self.settings.mc_samples])),
-                    X_pending=X_pending,
-                )
-            else:
-                acqf = self._acquisition(model, X_baseline, X_pending)
+            exploit = self._exploit_now(position, model)
+            acqf = self._acquisition(model, X_baseline, X_pending, feasibility, exploit)
             candidates = self._optimize(acqf, q)
         _log_warnings(caught, "acquisition optimisation")
         timing.optimize = time.perf_counter() - t1
@@ -527,6 +640,25 @@ class BoTorchPlanner:
             taken.add(point_key(self.space, point))
             out.append(point)
         return out
+
+
+# A sample counts as a success only above this score (labels are +1/-1): a point the
+# feasibility model is unsure about (posterior mean near 0, or a wide posterior between
+# failures) is discounted more than a 50/50 classifier would, because the objective GP, which
+# never sees failures, keeps promising large improvements inside a failing region and even a
+# few percent of success probability there would outweigh the small improvements left
+# elsewhere late in a campaign (``benchmarks/failure_region.py``).
+_SUCCESS_MARGIN = 0.5
+
+
+def _objective_column(Z: Tensor, X: Tensor | None = None) -> Tensor:
+    """The objective's MC samples out of ``ModelListGP([objective, feasibility])`` samples."""
+    return Z[..., 0]
+
+
+def _success_constraint(Z: Tensor) -> Tensor:
+    """Outcome constraint "success score > margin" in BoTorch's form (feasible where <= 0)."""
+    return _SUCCESS_MARGIN - Z[..., 1]
 
 
 def _copy_hyperparameters(source: Model, target: Model) -> None:

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from planners._space import Point
 
-TrialOutcome = Literal["completed", "failed"]
+TrialOutcome = Literal["completed", "failed", "abandoned"]
+"""How a trial ended, as a planner sees it.
+
+``completed``: the run finished (its outputs may still be unusable, e.g. NaN). ``failed``: the
+instrument could not measure the point, which is evidence about the point (a planner may learn
+where experiments fail). ``abandoned``: the trial was interrupted (Ctrl-C, kill) and says
+nothing about the point; it only keeps its position in an initial design.
+"""
 
 
 class Objective(BaseModel):
@@ -43,8 +50,9 @@ class Observation:
         parameters: the point the instrument actually ran (readbacks where the instrument
             reports them, otherwise the commanded values); always a member of the space.
         outputs: measured values by output name; empty for a failed trial.
-        outcome: ``completed`` or ``failed``; failed trials still count for the position
-            in an initial design so that a resumed campaign continues the same sequence.
+        outcome: ``completed``, ``failed`` or ``abandoned`` (see :data:`TrialOutcome`); failed
+            and abandoned trials still count for the position in an initial design so that a
+            resumed campaign continues the same sequence.
     """
 
     parameters: Point

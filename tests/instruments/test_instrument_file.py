@@ -1,0 +1,467 @@
+"""Instrument files without an IOC: the schema, its error messages, the safety checks made
+before any device put, and ``closedloop plan --dry-run``.
+
+Nothing here talks Channel Access: the plugin-device tests build instruments from ophyd
+``Signal`` subclasses (no EPICS object is created), and the CLI runs in a subprocess whose
+EPICS address list points at a closed local port, so this process never creates a CA
+context (the IOC tests need to create theirs with their own environment).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from ophyd import Signal
+
+from instruments import Dispatcher, input_specs
+from instruments._epics import build_declared_instrument, load_device_class
+from instruments._errors import InstrumentConfigError
+from instruments._instrument_file import (
+    InstrumentFile,
+    InstrumentFileError,
+    load_instrument_file,
+    parse_instrument,
+)
+from instruments._safety import SetpointRefused, check_setpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "campaigns" / "instruments" / "epics_reactor.yaml"
+CAMPAIGN = ROOT / "campaigns" / "epics" / "epics_reactor.yaml"
+
+
+# ---------------------------------------------------------------------------- schema
+def test_the_example_instrument_file_is_accepted() -> None:
+    spec = load_instrument_file(EXAMPLE)
+    assert isinstance(spec, InstrumentFile)
+    assert set(spec.inputs) == {"temperature", "flow"}
+    temperature = spec.inputs["temperature"]
+    assert temperature.setpoint == "temp:SP" and temperature.readback == "temp:RBV"
+    assert temperature.limits == (20, 100) and temperature.max_step == 80
+    assert (temperature.units, temperature.device_units) == ("degC", "K")
+    assert spec.acquire is not None and spec.acquire.done is not None
+    assert [str(i) for i in spec.interlocks] == ["door_closed == 1", "pressure < 5"]
+    assert spec.on_stop == {"temperature": 25, "heater:enable": 0}
+
+
+def test_the_example_campaign_references_the_file() -> None:
+    from loop.config import load_campaign
+
+    loaded = load_campaign(CAMPAIGN)
+    assert loaded.campaign.instrument.file == "../instruments/epics_reactor.yaml"
+
+
+def test_every_key_of_the_readme_example_is_accepted() -> None:
+    spec = parse_instrument(
+        {
+            "name": "bench",
+            "control_layer": "pyepics",
+            "prefix": "LAB:",
+            "inputs": {
+                "temperature": {
+                    "setpoint": "T:SP",
+                    "readback": "T:RBV",
+                    "tolerance": 0.5,
+                    "settle_time": 2,
+                    "timeout": 120,
+                    "units": "degC",
+                    "device_units": "K",
+                    "limits": [20, 100],
+                    "max_step": 10,
+                },
+                "position": {"motor": "m1", "limits": [0, 50]},
+                "ratio": {"device": "mylab.pumps:Ratio", "args": {"port": "/dev/ttyUSB0"}},
+                "stir": {"device": "stirrer"},
+            },
+            "outputs": {
+                "yield": {"pv": "HPLC:yield"},
+                "area": {"device": "mylab.hplc:Detector", "key": "peak_area"},
+                "power": {"pv": "P", "units": "W", "device_units": "mW"},
+            },
+            "acquire": {"pv": "HPLC:Acquire", "done": {"pv": "HPLC:Busy", "value": 0}},
+            "interlocks": "door_closed == 1",
+            "on_stop": {"temperature": 25, "heater:enable": 0},
+        }
+    )
+    assert spec.interlocks[0].op == "=="
+    assert spec.inputs["stir"].device == "stirrer"
+
+
+def test_the_readme_example_is_accepted(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The instrument file", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "bench.yaml"
+    path.write_text(block)
+    spec = load_instrument_file(path)
+    assert set(spec.inputs) == {"temperature", "position", "flow", "stirrer"}
+    assert spec.inputs["position"].motor == "stage:m1"
+    assert spec.inputs["stirrer"].device == "stirrer"
+    assert spec.outputs["power"].device_units == "mW"
+    assert spec.on_stop == {"temperature": 25, "heater:enable": 0}
+
+
+BASE = """\
+name: bench
+inputs:
+  a:
+    setpoint: A:SP
+{input}outputs:
+  y: {{pv: Y}}
+{tail}"""
+
+BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
+    (
+        "unknown key, nearest match",
+        BASE.format(input="    limts: [0, 1]\n", tail=""),
+        5,
+        ["unknown key 'limts' in inputs.a", "did you mean 'limits'?"],
+    ),
+    (
+        "unknown top-level key",
+        BASE.format(input="", tail="interlock: [door == 1]\n"),
+        7,
+        ["unknown key 'interlock'", "did you mean 'interlocks'?"],
+    ),
+    (
+        "limits reversed",
+        BASE.format(input="    limits: [100, 20]\n", tail=""),
+        5,
+        ["inputs.a.limits", "low < high"],
+    ),
+    (
+        "both setpoint and motor",
+        BASE.format(input="    motor: M1\n", tail=""),
+        3,
+        ["exactly one of", "'setpoint', 'motor'"],
+    ),
+    (
+        "no source at all",
+        "inputs:\n  a: {tolerance: 1}\noutputs: {y: {pv: Y}}\n",
+        2,
+        ["exactly one of", "got none"],
+    ),
+    (
+        "readback without setpoint",
+        "inputs:\n  a: {motor: M1, readback: M1.RBV}\noutputs: {y: {pv: Y}}\n",
+        2,
+        ["`readback:` goes with `setpoint:`"],
+    ),
+    (
+        "bad interlock expression",
+        BASE.format(input="", tail="interlocks:\n  - door_closed = 1\n"),
+        8,
+        ["'door_closed = 1' is not an interlock", "door_closed == 1"],
+    ),
+    (
+        "interlock against a non-number",
+        BASE.format(input="", tail="interlocks: [door == open]\n"),
+        7,
+        ["'open' is not a number"],
+    ),
+    (
+        "unknown unit",
+        BASE.format(input="    device_units: kelvinz\n", tail=""),
+        3,
+        ["unknown unit 'kelvinz'"],
+    ),
+    (
+        "units that do not convert",
+        BASE.format(input="    units: degC\n    device_units: mL/min\n", tail=""),
+        3,
+        ["'degC' cannot be converted to device_units 'mL/min'"],
+    ),
+    (
+        "missing outputs",
+        "name: bench\ninputs:\n  a: {setpoint: A}\n",
+        1,
+        ["missing required key 'outputs'"],
+    ),
+    (
+        "empty outputs",
+        "inputs:\n  a: {setpoint: A}\noutputs: {}\n",
+        3,
+        ["outputs", "at least 1 item"],
+    ),
+    (
+        "an output both pv and device",
+        "inputs:\n  a: {setpoint: A}\noutputs:\n  y: {pv: Y, device: 'm:C'}\n",
+        4,
+        ["exactly one of `pv: NAME` or `device: module:Class`"],
+    ),
+    (
+        "negative max_step",
+        BASE.format(input="    max_step: -1\n", tail=""),
+        5,
+        ["inputs.a.max_step", "greater than 0"],
+    ),
+    (
+        "safe state outside the limits",
+        BASE.format(input="    limits: [0, 10]\n", tail="on_stop: {a: 20}\n"),
+        8,
+        ["on_stop: a = 20 is outside its limits"],
+    ),
+    (
+        "a name both input and output",
+        "inputs:\n  a: {setpoint: A}\noutputs:\n  a: {pv: Y}\n",
+        3,
+        ["both inputs and outputs"],
+    ),
+    (
+        "unknown control layer",
+        "control_layer: pyepicz\n" + BASE.format(input="", tail=""),
+        1,
+        ["control_layer", "'caproto' or 'pyepics'"],
+    ),
+    (
+        "PV name with a space",
+        BASE.format(input="", tail="").replace("A:SP", "'A SP'"),
+        4,
+        ["inputs.a.setpoint", "'A SP'"],
+    ),
+    (
+        "not YAML",
+        "inputs:\n  a: {setpoint: A\n",
+        3,
+        ["is not valid YAML"],
+    ),
+    ("not a mapping", "- a\n- b\n", 1, ["must be a mapping"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needles"),
+    [case[1:] for case in BAD_FILES],
+    ids=[case[0] for case in BAD_FILES],
+)
+def test_a_malformed_file_names_file_line_and_problem(
+    tmp_path: Path, text: str, line: int | None, needles: list[str]
+) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    with pytest.raises(InstrumentFileError) as info:
+        load_instrument_file(path)
+    err = info.value
+    assert err.path == path
+    assert err.line == line, str(err)
+    assert str(err).startswith(f"{path}:{line}: ")
+    for needle in needles:
+        assert needle in str(err), str(err)
+
+
+def test_missing_and_empty_files_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(InstrumentFileError, match="no such file"):
+        load_instrument_file(tmp_path / "nope.yaml")
+    (tmp_path / "empty.yaml").write_text("  \n")
+    with pytest.raises(InstrumentFileError, match="is empty"):
+        load_instrument_file(tmp_path / "empty.yaml")
+
+
+def test_an_unknown_plugin_device_names_the_entry_point_group() -> None:
+    with pytest.raises(InstrumentConfigError, match="closedloop.instruments"):
+        load_device_class("no_such_entry_point")
+    with pytest.raises(InstrumentConfigError, match="cannot import 'no_such_module_xyz'"):
+        load_device_class("no_such_module_xyz:Device")
+    assert load_device_class("ophyd:Signal") is Signal
+
+
+# ---------------------------------------------------------------------------- safety
+class RecordingSignal(Signal):  # type: ignore[misc]
+    """A plugin device that records every put that reaches it."""
+
+    puts: ClassVar[list[tuple[str, Any]]] = []
+
+    def put(self, value: Any, **kwargs: Any) -> None:
+        RecordingSignal.puts.append((self.name, value))
+        super().put(value, **kwargs)
+
+
+@pytest.fixture
+def puts() -> list[tuple[str, Any]]:
+    RecordingSignal.puts.clear()
+    return RecordingSignal.puts
+
+
+def _plugin_instrument(**temperature: Any) -> Any:
+    device = f"{__name__}:RecordingSignal"
+    spec = parse_instrument(
+        {
+            "name": "plugin-bench",
+            "inputs": {
+                "temperature": {"device": device, "args": {"value": 50.0}, **temperature},
+                "flow": {"device": device, "args": {"value": 1.0}, "limits": [0.1, 5]},
+            },
+            "outputs": {"yield": {"device": device, "args": {"value": 0.5}}},
+        }
+    )
+    params = input_specs([("temperature", (0.0, 200.0)), ("flow", (0.0, 10.0))])
+    return build_declared_instrument(spec, params, connect=False)
+
+
+def test_a_setpoint_outside_the_limits_never_reaches_the_device(
+    puts: list[tuple[str, Any]],
+) -> None:
+    inst = _plugin_instrument(limits=[20, 100])
+    try:
+        with Dispatcher(inst) as dispatcher:
+            refused = dispatcher.run(1, "c", {"temperature": 105.0, "flow": 2.0})
+            assert puts == []
+            ok = dispatcher.run(2, "c", {"temperature": 60.0, "flow": 2.0})
+        # A device whose pre-check was skipped still refuses just before its put.
+        status = inst.inputs["temperature"].set(150.0)
+        with pytest.raises(SetpointRefused, match="outside the hardware limits"):
+            status.wait(10)
+    finally:
+        inst.close()
+    assert refused.exit_status == "fail"
+    assert refused.run_uid is None
+    assert "temperature: setpoint 105 is outside the hardware limits [20, 100]" in (
+        refused.error or ""
+    )
+    assert ok.ok, ok.error
+    assert ok.outputs["yield"] == 0.5
+    assert ("temperature", 60.0) in puts and ("temperature", 150.0) not in puts
+
+
+def test_a_step_larger_than_max_step_is_refused_before_the_put(
+    puts: list[tuple[str, Any]],
+) -> None:
+    inst = _plugin_instrument(limits=[0, 200], max_step=10)
+    try:
+        device = inst.inputs["temperature"]
+        with pytest.raises(SetpointRefused, match="step of 30, larger than max_step 10"):
+            device.check_value(80.0)
+        with Dispatcher(inst) as dispatcher:
+            far = dispatcher.run(1, "c", {"temperature": 80.0, "flow": 1.0})
+            assert puts == []
+            near = dispatcher.run(2, "c", {"temperature": 58.0, "flow": 1.0})
+    finally:
+        inst.close()
+    assert far.exit_status == "fail" and far.run_uid is None
+    assert "larger than max_step 10" in (far.error or "")
+    assert near.ok, near.error
+    assert ("temperature", 58.0) in puts
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (101.0, "outside the hardware limits [0, 100]"),
+        (-0.5, "outside the hardware limits"),
+        (math.nan, "not finite"),
+        (math.inf, "not finite"),
+        (True, "not a number"),
+        ("50", "not a number"),
+        (70.0, "larger than max_step 15"),
+    ],
+)
+def test_check_setpoint_refuses(value: Any, reason: str) -> None:
+    with pytest.raises(SetpointRefused, match=re.escape(reason)):
+        check_setpoint("t", value, limits=(0, 100), max_step=15, current=lambda: 50.0)
+
+
+def test_check_setpoint_accepts_the_edges() -> None:
+    for value in (0, 100.0, 35.0, 65):
+        check_setpoint("t", value, limits=(0, 100), max_step=50, current=lambda: 50.0)
+    check_setpoint("t", 1e9, limits=None, max_step=None, current=None)
+
+
+# ---------------------------------------------------------------------------- plan --dry-run
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _closedloop(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess with Channel Access pointed at a port nobody serves: had the
+    dry run tried to connect or put, it would time out and fail."""
+    port = str(_closed_port())
+    env = {
+        **os.environ,
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_SERVER_PORT": port,
+        "EPICS_CA_REPEATER_PORT": str(_closed_port()),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from loop.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_plan_dry_run_prints_the_message_sequence() -> None:
+    out = _closedloop(
+        "plan", str(CAMPAIGN), "--dry-run", "--at", "temperature=60", "--at", "flow=2.5"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "next trial at temperature=60, flow=2.5" in out.stdout
+    commands = [
+        line.split()[1]
+        for line in out.stdout.splitlines()
+        if line.strip() and line.split()[0].isdigit()
+    ]
+    assert commands[0] == "open_run"
+    assert commands[-1] == "close_run"
+    assert commands[1:4] == ["set", "set", "wait"]
+    assert commands.index("trigger") < commands.index("read") < commands.index("save")
+    assert {"create", "read", "save"} <= set(commands)
+    assert "temperature 60" in out.stdout and "flow 2.5" in out.stdout
+
+
+def test_plan_dry_run_refuses_an_out_of_limit_point() -> None:
+    out = _closedloop(
+        "plan", str(CAMPAIGN), "--dry-run", "--at", "temperature=105", "--at", "flow=2"
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "refused before dispatch" in out.stdout
+    assert "temperature: setpoint 105 is outside the hardware limits [20, 100]" in out.stdout
+    assert "open_run" not in out.stdout
+
+
+# ---------------------------------------------------------------------------- instruments check
+PLUGIN_CAMPAIGN = """\
+name: plugin-bench
+parameters:
+  - {{name: x, type: float, bounds: [0, 2]}}
+objectives:
+  - {{name: y, goal: maximize}}
+instrument:
+  devices:
+    inputs:
+      x: {{device: "ophyd:Signal", args: {{value: {x}}}, limits: [0, 2]}}
+    outputs:
+      y: {{device: "ophyd:Signal", args: {{value: 0.5}}}}
+planner: {{kind: sobol}}
+budget: {{max_trials: 2}}
+"""
+
+
+def test_instruments_check_reads_a_campaign_with_plugin_devices(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    good = tmp_path / "good.yaml"
+    good.write_text(PLUGIN_CAMPAIGN.format(x=1.5))
+    ok = CliRunner().invoke(app, ["instruments", "check", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert "all devices connected" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PLUGIN_CAMPAIGN.format(x=3.0))
+    out = CliRunner().invoke(app, ["instruments", "check", str(bad)])
+    assert out.exit_code == 1, out.output
+    assert "3 is outside the limits [0, 2]" in out.output
