@@ -15,11 +15,8 @@ values are converted with pint on the way in and out.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-import typing
-from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,11 +31,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from instruments._errors import InstrumentConfigError
+from instruments._yamlfile import explain as shared_explain
+from instruments._yamlfile import read_yaml_mapping
 
 MAX_FILE_BYTES = 1_000_000
 _PV = r"^[A-Za-z0-9_:.\-{}$()\[\]<>]+$"
@@ -340,110 +336,11 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
 
 def read_yaml(text: str, path: Path) -> Any:
     """Parse YAML keeping line numbers; a mapping at the top or one clear error."""
-    if not text.strip():
-        raise InstrumentFileError(path, "is empty", fix="start from campaigns/instruments/")
-    try:
-        data = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-        raise InstrumentFileError(
-            path,
-            f"is not valid YAML: {problem}",
-            line=mark.line + 1 if mark is not None else None,
-            fix="check indentation, colons and quotes on that line",
-        ) from None
-    except YAMLError as exc:
-        raise InstrumentFileError(path, f"is not valid YAML: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise InstrumentFileError(path, "must be a mapping (name:, inputs:, outputs:, ...)", line=1)
-    return data
-
-
-def line_of(data: Any, loc: Sequence[Any]) -> int | None:
-    """1-based line of the deepest key of ``loc`` present in ruamel-loaded ``data``."""
-    node = data
-    line: int | None = None
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line = node.lc.item(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedMap | CommentedSeq):
-            if line is None and node.lc.line is not None:
-                line = node.lc.line + 1
-        elif isinstance(node, Mapping) and part in node:  # a plain dict (inline, copied)
-            node = node[part]
-        else:
-            break
-    return line
-
-
-def explain(
-    exc: ValidationError, data: Any, path: Path, model: type[BaseModel]
-) -> InstrumentFileError:
-    """The top-most pydantic error as one message with its line and a fix."""
-    errors = exc.errors(include_url=False)
-    located = sorted(
-        ((line_of(data, e["loc"]), i, e) for i, e in enumerate(errors)),
-        key=lambda t: (t[2]["type"] != "extra_forbidden", t[0] or 10**9, t[1]),
+    return read_yaml_mapping(
+        text, path, error=InstrumentFileError, example="campaigns/instruments/"
     )
-    line, _, err = located[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-    where = ".".join(str(p) for p in loc) or "the top level"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    fix = ""
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1])
-        near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
-        problem = f"unknown key '{loc[-1]}' in {parent}"
-        fix = (
-            f"did you mean '{near[0]}'? " if near else ""
-        ) + f"allowed keys: {', '.join(allowed)}"
-    elif err["type"] == "missing":
-        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
-        problem = f"missing required key '{loc[-1]}' in {parent}"
-    else:
-        shown = err.get("input")
-        shown_text = "" if isinstance(shown, Mapping) or shown is None else f" (got {shown!r})"
-        problem = f"{where}: {message}{shown_text}" if loc else f"{message}{shown_text}"
-    if len(errors) > 1:
-        fix = (fix + "; " if fix else "") + f"{len(errors) - 1} more problem(s) after this one"
-    return InstrumentFileError(path, problem, line=line, fix=fix)
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    annotation: Any = model
-    for part in loc:
-        annotation = _step(annotation, part)
-        if annotation is None:
-            return []
-    models = [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    return sorted({name for m in models for name in m.model_fields})
-
-
-def _step(annotation: Any, part: Any) -> Any:
-    for arg in _flatten(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            if isinstance(part, str) and part in arg.model_fields:
-                return arg.model_fields[part].annotation
-        origin = typing.get_origin(arg)
-        if origin is dict:
-            return typing.get_args(arg)[1]
-        if origin in (list, tuple) and isinstance(part, int):
-            return typing.get_args(arg)[0]
-    return None
-
-
-def _flatten(annotation: Any) -> list[Any]:
-    import types
-
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _flatten(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) for a in _flatten(arg)]
-    return [annotation]
+def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel]) -> Exception:
+    """The top-most pydantic error as one message with its line and a fix."""
+    return shared_explain(exc, data, path, model=model, error=InstrumentFileError)

@@ -1,0 +1,285 @@
+"""YAML files validated by pydantic, with every error naming the file, the line and a fix.
+
+Campaign files (``loop.config``) and instrument files (``instruments._instrument_file``) are
+read the same way, so this lives in the lower layer and both use it: ruamel.yaml's round-trip
+loader (safe: it builds no Python objects from tags) keeps the line of every key, which turns
+a pydantic error location into ``file.yaml:12``. Each caller passes its own error class, so a
+campaign error stays a ``CampaignConfigError`` and an instrument-file error an
+``InstrumentFileError``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" anchor bombs
+
+ErrorFactory = Callable[..., Exception]
+"""``error(path, problem, *, line=None, fix="")`` -> the caller's error class."""
+
+
+def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: str) -> Any:
+    """Parse ``text`` to a line-numbered mapping, or raise ``error`` saying what is wrong.
+
+    Args:
+        text: the file's text.
+        path: the file, for messages.
+        error: the caller's error class (see ``ErrorFactory``).
+        example: where to find a good file, for the fix of an empty or malformed one.
+    """
+    if not text.strip():
+        raise error(path, "is empty", fix=f"start from an example: {example}")
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        if exc.context_mark is not None and mark is not exc.context_mark:
+            problem += f" (the construct opened on line {exc.context_mark.line + 1})"
+        raise error(
+            path,
+            f"is not valid YAML: {problem}",
+            line=mark.line + 1 if mark is not None else None,
+            fix="check indentation, colons and quotes on that line",
+        ) from None
+    except YAMLError as exc:
+        raise error(path, f"is not valid YAML: {exc}") from None
+    if data is None:
+        raise error(path, "is empty (only comments)", fix=f"start from an example: {example}")
+    if not isinstance(data, Mapping):
+        raise error(
+            path,
+            f"must be a mapping of keys, not a {type(data).__name__}",
+            line=1,
+            fix=f"start from an example: {example}",
+        )
+    if _expanded_size(data, {}) > MAX_NODES:
+        raise error(
+            path,
+            f"expands to more than {MAX_NODES} values through YAML anchors/aliases",
+            fix="write the values out plainly",
+        )
+    return data
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Node count with aliases expanded, in linear time (aliases share objects)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # guards against recursive aliases
+    if isinstance(node, Mapping):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.values())
+    elif isinstance(node, list | tuple):
+        size = 1 + sum(_expanded_size(v, memo) for v in node)
+    else:
+        size = 1
+    memo[key] = min(size, MAX_NODES + 1)
+    return memo[key]
+
+
+def line_of(data: Any, loc: Sequence[Any]) -> int | None:
+    """1-based line of the deepest key of ``loc`` present in the YAML."""
+    node = data
+    line: int | None = None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedMap | CommentedSeq):
+            if line is None and node.lc.line is not None:
+                line = node.lc.line + 1
+            continue  # a union tag or a key that is missing: stay on the parent
+        elif isinstance(node, Mapping) and part in node:  # a plain dict (inline, copied)
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def explain(
+    exc: ValidationError,
+    data: Any,
+    path: Path,
+    *,
+    model: type[BaseModel],
+    error: ErrorFactory,
+    hints: Mapping[str, str] | None = None,
+) -> Exception:
+    """The first pydantic error as one message with its line and a fix.
+
+    A misspelt key shows up as "unknown key" plus "missing key": the unknown one is the
+    cause, so it is reported first; otherwise the top-most error. ``hints`` maps a key name to
+    a fix shown for errors at or below that key.
+    """
+    errors = exc.errors(include_url=False)
+    located = [(line_of(data, e["loc"]), i, e) for i, e in enumerate(errors)]
+    located.sort(
+        key=lambda t: (t[2]["type"] != "extra_forbidden", t[0] if t[0] is not None else 10**9, t[1])
+    )
+    line, _, err = located[0]
+    problem, fix = _describe(err, data, model, hints or {})
+    more = len(errors) - 1
+    if more:
+        fix = (fix + "; " if fix else "") + f"{more} more problem(s) reported after this is fixed"
+    return error(path, problem, line=line, fix=fix)
+
+
+def _describe(
+    err: Mapping[str, Any], data: Any, model: type[BaseModel], hints: Mapping[str, str]
+) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    data_loc = _data_path(data, loc)
+    where = _dotted(data_loc)
+    kind = err["type"]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(model, loc[:-1], data)
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        parent = _dotted(data_loc[:-1]) or "the top level"
+        problem = f"unknown key '{key}' in {parent}"
+        if near:
+            return problem, f"did you mean '{near[0]}'? allowed keys: {', '.join(allowed)}"
+        return problem, f"allowed keys: {', '.join(allowed)}"
+    if kind == "missing":
+        parent = _dotted(data_loc[:-1]) or "the top level"
+        return f"missing required key '{loc[-1]}' in {parent}", _hint_for(loc, hints)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = err.get("ctx", {})
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        got = ctx.get("tag")
+        if got is not None:
+            near = difflib.get_close_matches(str(got), tags, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            return f"{where}: unknown {field} '{got}'", f"{hint}{field} is one of {', '.join(tags)}"
+        return f"{where}: needs a '{field}'", f"add `{field}:` (one of {', '.join(tags)})"
+    shown = _show(err.get("input"))
+    # A rule over a whole section (a model validator) says its own fix.
+    hint = "" if kind == "value_error" and len(data_loc) <= 1 else _hint_for(loc, hints)
+    prefix = f"{where}: " if where else ""
+    return f"{prefix}{message}" + (f" (got {shown})" if shown else ""), hint
+
+
+def _hint_for(loc: tuple[Any, ...], hints: Mapping[str, str]) -> str:
+    for part in reversed(loc):
+        if isinstance(part, str) and part in hints:
+            return hints[part]
+    return ""
+
+
+def _show(value: Any) -> str:
+    if value is None or isinstance(value, Mapping):
+        return ""
+    text = repr(_plain(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, CommentedSeq):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_tag(part: Any, node: Any) -> bool:
+    """A ``loc`` element that is not a key of the data: a union tag or a validator's name."""
+    return (
+        isinstance(part, str)
+        and isinstance(node, Mapping)
+        and part not in node
+        and ("[" in part or node.get("type") == part)
+    )
+
+
+def _data_path(data: Any, loc: Sequence[Any]) -> list[Any]:
+    """The part of a pydantic ``loc`` that exists in the YAML (drops union tags etc.)."""
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif _is_tag(part, node):
+            continue
+        elif isinstance(node, Mapping | list):
+            out.append(part)
+            node = None
+        else:
+            break
+    return out
+
+
+def _dotted(parts: Sequence[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:
+    """Field names of the model at ``loc`` (the mapping holding an unknown key)."""
+    annotation: Any = model
+    node = data
+    for part in loc:
+        if _is_tag(part, node):
+            continue
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    models = _models_in(annotation)
+    if len(models) > 1:  # a discriminated union: pick by the tag in the data
+        tag = node.get("type") if isinstance(node, Mapping) else None
+        models = [
+            m
+            for m in models
+            if m.model_fields.get("type") is not None
+            and typing.get_args(m.model_fields["type"].annotation) == (tag,)
+        ] or models
+    return sorted({name for m in models for name in m.model_fields})
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    for arg in _flatten(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            if isinstance(part, str) and part in arg.model_fields:
+                return arg.model_fields[part].annotation
+        origin = typing.get_origin(arg)
+        if origin is dict:
+            return typing.get_args(arg)[1]
+        if origin in (list, tuple) and isinstance(part, int):
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _flatten(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _flatten(arg)]
+    return [annotation]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    return [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
