@@ -31,6 +31,7 @@ from instruments._errors import (
     TrialArgumentError,
     TrialInterrupted,
 )
+from instruments._manual import ManualInstrument
 from instruments._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
 
@@ -48,6 +49,7 @@ __all__ = [
     "InstrumentConfig",
     "InstrumentConfigError",
     "InstrumentError",
+    "ManualInstrument",
     "SimulatorInfo",
     "TrialArgumentError",
     "TrialInterrupted",

@@ -425,7 +425,22 @@ def describe_instrument(
     """
     if config.file is not None or config.devices is not None:
         return _declared(config, parameters, Path(base_dir), build=False)[0]
+    if config.manual:
+        return _manual_outputs(config, input_specs(parameters))
     return _resolve(config, parameters, Path(base_dir)).outputs
+
+
+def _manual_outputs(config: InstrumentConfig, specs: Sequence[InputSpec]) -> tuple[str, ...]:
+    outputs = tuple(config.outputs or ())
+    dupes = sorted({o for o in outputs if outputs.count(o) > 1})
+    clash = sorted(set(outputs).intersection(s.name for s in specs))
+    if dupes or clash:
+        raise InstrumentConfigError(
+            f"outputs must be unique and differ from parameter names; duplicated {dupes}, "
+            f"also parameters {clash}",
+            field="outputs",
+        )
+    return outputs
 
 
 def build_instrument(
@@ -453,6 +468,11 @@ def build_instrument(
     if config.file is not None or config.devices is not None:
         declared: Instrument = _declared(config, parameters, Path(base_dir), build=True)[1]
         return declared
+    if config.manual:
+        from instruments._manual import ManualInstrument  # local: _manual imports this module
+
+        specs = input_specs(parameters)
+        return ManualInstrument(specs, _manual_outputs(config, specs))
     resolved = _resolve(config, parameters, Path(base_dir))
     sims = _simulators()
     instrument: Instrument = sims.build_simulated_instrument(

@@ -18,6 +18,11 @@ class InstrumentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     simulator: str | None = Field(default=None, description="Built-in simulator name.")
+    manual: bool = Field(
+        default=False,
+        description="A person runs each trial and enters the measured outputs at a prompt "
+        "(`outputs:` names them).",
+    )
     function: str | None = Field(
         default=None,
         pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$",
@@ -92,12 +97,37 @@ class InstrumentConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> InstrumentConfig:
         sources = (self.simulator, self.function, self.file, self.devices)
-        if sum(s is not None for s in sources) != 1:
+        if sum(s is not None for s in sources) + self.manual != 1:
             raise ValueError(
                 "give exactly one of `simulator: NAME` (a built-in), "
-                "`function: module:function` (your own model), `file: instrument.yaml` or "
-                "inline `devices: {...}` (hardware: EPICS PVs, plugin devices)"
+                "`function: module:function` (your own model), `file: instrument.yaml`, "
+                "inline `devices: {...}` (hardware: EPICS PVs, plugin devices) or "
+                "`manual: true` (a person enters the results)"
             )
+        if self.manual:
+            if not self.outputs:
+                raise ValueError(
+                    "a manual instrument needs `outputs: [name, ...]`: what the operator "
+                    "measures and types in"
+                )
+            simulated = [
+                key
+                for key in (
+                    "noise",
+                    "latency",
+                    "failure_rate",
+                    "hang_rate",
+                    "nan_rate",
+                    "readback_out_of_range_rate",
+                    "failing_region",
+                )
+                if key in self.model_fields_set
+            ]
+            if simulated:
+                raise ValueError(
+                    f"{', '.join(simulated)} simulate a faulty instrument and do not apply to "
+                    "a manual one (the operator's numbers are the measurement)"
+                )
         if (self.file is not None or self.devices is not None) and self.outputs:
             raise ValueError("a declared instrument lists its outputs in its own `outputs:`")
         if self.function is not None and not self.outputs:

@@ -94,7 +94,10 @@ def line_of(data: Any, loc: Sequence[Any]) -> int | None:
     line: int | None = None
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
+            try:
+                line = node.lc.key(part)[0] + 1
+            except KeyError:  # a key merged in with `<<:` has no line of its own here
+                pass
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line = node.lc.item(part)[0] + 1

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -112,8 +112,14 @@ def run(
     db = Store(store)
     try:
         _refuse_if_running(db, c.name, store)
-        listener = _ProgressListener(c.objectives[0].name, max_trials or c.budget.max_trials, quiet)
+        listener = _ProgressListener(
+            c.objectives[0].name,
+            max_trials or c.budget.max_trials,
+            quiet,
+            bar=not c.instrument.manual,
+        )
         runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
+        _attach_operator(runner)
         console.print(
             f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
             f"{_instrument_label(c)}, seed {runner.seed}, "
@@ -158,8 +164,11 @@ def resume(
     try:
         runner = Runner.from_store(db, campaign, max_trials=max_trials, max_failures=max_failures)
         c = runner.campaign
-        listener = _ProgressListener(c.objectives[0].name, runner.budget.max_trials, quiet)
+        listener = _ProgressListener(
+            c.objectives[0].name, runner.budget.max_trials, quiet, bar=not c.instrument.manual
+        )
         runner.listener = listener
+        _attach_operator(runner)
         console.print(
             f"[bold]{c.name}[/] (id {runner.campaign_id}): resuming; {c.planner.kind} planner, "
             f"instrument {_instrument_label(c)}, seed "
@@ -169,6 +178,14 @@ def resume(
     finally:
         db.close()
     _print_summary(summary, c.objectives[0].name, store)
+
+
+def _attach_operator(runner: Runner) -> None:
+    """``instrument: manual``: the operator answers at this terminal (main thread)."""
+    if runner.campaign.instrument.manual:
+        from loop.asktell import TerminalOperator
+
+        runner.operator = TerminalOperator(runner, console)
 
 
 def _refuse_if_running(db: Store, name: str, url: str) -> None:
@@ -445,7 +462,7 @@ def simulators() -> None:
 class _ProgressListener:
     """A progress bar plus one line per trial (value and best so far)."""
 
-    def __init__(self, objective: str, total: int | None, quiet: bool) -> None:
+    def __init__(self, objective: str, total: int | None, quiet: bool, *, bar: bool = True) -> None:
         self.objective = objective
         self.quiet = quiet
         self.progress = Progress(
@@ -454,7 +471,8 @@ class _ProgressListener:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-            disable=quiet or not console.is_terminal,
+            # no live bar under the manual prompt: it would redraw over what is typed
+            disable=quiet or not bar or not console.is_terminal,
         )
         self.task = self.progress.add_task("trials", total=total)
 
@@ -510,9 +528,184 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# ---------------------------------------------------------------------------- ask/tell
+@app.command()
+def suggest(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Campaign YAML file: creates the campaign on first use."),
+    ] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    campaign: CampaignOpt = None,
+    n: Annotated[int, typer.Option("-n", min=1, max=100, help="Number of proposals.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Propose trials and record them as pending; people run them, `tell` records results."""
+    import json
+
+    from loop.asktell import InvalidInput, open_campaign
+    from loop.asktell import suggest as ask
+    from loop.store import Store
+
+    db = Store(store, create=file is not None)
+    try:
+        runner, created = open_campaign(db, file, campaign)
+        proposals = ask(runner, n)
+    except InvalidInput as exc:
+        _invalid(exc)
+    finally:
+        db.close()
+    c = runner.campaign
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "campaign": c.name,
+                    "campaign_id": runner.campaign_id,
+                    "outputs": list(_outputs_of(runner)),
+                    "trials": [
+                        {
+                            "trial_id": p.trial_id,
+                            "number": p.number,
+                            "kind": p.kind,
+                            "parameters": p.parameters,
+                        }
+                        for p in proposals
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    if created:
+        console.print(f"created campaign [bold]{c.name}[/] (id {runner.campaign_id}) in {store}")
+    units = {p.name: p.unit for p in c.parameters}
+    table = Table(title=f"{c.name} (id {runner.campaign_id}): run these, then `closedloop tell`")
+    for col in ("trial_id", "#", "kind", *[p.name for p in c.parameters]):
+        table.add_column(col + (f" [{units[col]}]" if units.get(col) else ""))
+    for p in proposals:
+        table.add_row(
+            str(p.trial_id),
+            str(p.number),
+            p.kind,
+            *[_fmt(p.parameters.get(q.name)) for q in c.parameters],
+        )
+    console.print(table)
+    outputs = " ".join(f"{o}=VALUE" for o in _outputs_of(runner))
+    console.print(
+        f"record a result: closedloop tell --store {store} TRIAL_ID {outputs} "
+        "[--actual PARAM=VALUE] (or --fail REASON)",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def tell(
+    trial_id: Annotated[
+        int | None, typer.Argument(help="Trial id (as `suggest` printed it).")
+    ] = None,
+    values: Annotated[
+        list[str] | None, typer.Argument(help="Measured outputs: name=value ...")
+    ] = None,
+    store: StoreOpt = DEFAULT_STORE,
+    actual: Annotated[
+        list[str] | None,
+        typer.Option("--actual", help="A parameter as actually used, name=value (repeatable)."),
+    ] = None,
+    fail: Annotated[
+        str | None, typer.Option("--fail", help="Record the trial as failed, with this reason.")
+    ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Results for many trials: columns trial_id, outputs..., optional "
+            "actual.<param> and fail.",
+        ),
+    ] = None,
+) -> None:
+    """Record the measured results of pending trials (one, or many from a CSV)."""
+    from loop.asktell import (
+        InvalidInput,
+        build_result,
+        parse_assignments,
+        read_results_csv,
+        trial_and_runner,
+    )
+    from loop.asktell import tell as record
+    from loop.store import Store
+
+    db = Store(store, create=False)
+    runners: dict[int, Runner] = {}
+    try:
+        if csv_file is not None:
+            if trial_id is not None or values or actual or fail is not None:
+                raise InvalidInput("give either --csv FILE or TRIAL_ID name=value ..., not both")
+
+            def runner_for(tid: int) -> Runner:
+                return runners[trial_and_runner(db, tid, runners).campaign_id]
+
+            results = read_results_csv(runner_for, csv_file)
+        else:
+            if trial_id is None:
+                raise InvalidInput(
+                    "give TRIAL_ID name=value ... (or --csv FILE); `closedloop suggest` "
+                    "prints the trial ids"
+                )
+            trial = trial_and_runner(db, trial_id, runners)
+            if fail is None and not values:
+                raise InvalidInput(
+                    f"no results for trial {trial_id}: give name=value for each output, "
+                    "or --fail REASON"
+                )
+            results = [
+                build_result(
+                    runners[trial.campaign_id],
+                    trial_id,
+                    parse_assignments(values or [], "output"),
+                    parse_assignments(actual or [], "--actual"),
+                    fail,
+                )
+            ]
+        done = record(db, results, runners)
+        for t in done:
+            console.print(
+                f"trial {t.id} (#{t.number}): {t.status}" + (f" ({t.error})" if t.error else ""),
+                markup=False,
+                highlight=False,
+            )
+        for cid in {t.campaign_id for t in done}:
+            row = db.campaign(cid)
+            console.print(
+                f"campaign '{row.name}' (id {cid}): {row.status}: {row.stop_reason}",
+                markup=False,
+                highlight=False,
+            )
+    except InvalidInput as exc:
+        _invalid(exc)
+    finally:
+        db.close()
+
+
+def _invalid(exc: Exception) -> NoReturn:
+    err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _outputs_of(runner: Runner) -> tuple[str, ...]:
+    from instruments import describe_instrument
+
+    c = runner.campaign
+    return tuple(describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir))
+
+
 # Technician tools (instrument files): `closedloop instruments check`, `closedloop plan`.
 def _instrument_label(c: Any) -> str:
     i = c.instrument
+    if i.manual:
+        return "manual (the operator enters " + ", ".join(i.outputs or ()) + ")"
     return str(i.simulator or i.function or i.file or "inline devices")
 
 

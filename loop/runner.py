@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from instruments import (
     STREAM_NAME,
     Dispatcher,
     Instrument,
+    ManualInstrument,
     TrialInterrupted,
     TrialResult,
     build_instrument,
@@ -171,6 +173,42 @@ class CampaignSummary:
         return failure_counts(self.failures)
 
 
+@dataclass(frozen=True)
+class ManualEntry:
+    """What the operator reported for one trial of an ``instrument: manual`` campaign.
+
+    Attributes:
+        outputs: output name -> measured value (every declared output).
+        actual: parameters actually used where they differ from the commanded ones; they
+            are read back (stored as readbacks) and the model learns from them.
+        failed: the operator's reason when the trial is to be recorded as failed.
+    """
+
+    outputs: dict[str, float] = field(default_factory=dict)
+    actual: dict[str, Any] = field(default_factory=dict)
+    failed: str | None = None
+
+
+class OperatorStop(ClosedLoopError):
+    """The operator asked to stop the campaign (or their input ended): resumable."""
+
+
+class Operator(Protocol):
+    """Who carries out the trials of an ``instrument: manual`` campaign.
+
+    ``measure`` is called on the runner's thread (the main thread under ``closedloop run``),
+    after the trial row is committed and before its Bluesky run, and returns what was
+    measured; it raises ``OperatorStop`` to stop the campaign. A Ctrl-C while it waits
+    interrupts it (``Runner.request_stop`` raises into it on the main thread).
+    """
+
+    def measure(self, number: int, parameters: Point) -> ManualEntry: ...
+
+
+class _OperatorInterrupted(Exception):
+    """Raised into a waiting ``Operator.measure`` by a stop request on the main thread."""
+
+
 class RunListener(Protocol):
     """Receives progress; the CLI draws it, tests and benchmarks record it."""
 
@@ -218,6 +256,8 @@ class Runner:
         listener: progress receiver.
         instrument_factory: builds the instrument; tests and benchmarks may wrap it.
         lease_ttl: seconds the campaign's lease outlives this runner's last heartbeat.
+        operator: enters the results of an ``instrument: manual`` campaign (required for
+            one; the CLI passes a terminal prompt).
     """
 
     def __init__(
@@ -232,8 +272,11 @@ class Runner:
         listener: RunListener | None = None,
         instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
         lease_ttl: float = LEASE_TTL,
+        operator: Operator | None = None,
     ) -> None:
         self.loaded = loaded
+        self.operator = operator
+        self._asking_operator = False
         self.campaign = loaded.campaign
         self.store = store
         if seed is None:
@@ -273,6 +316,7 @@ class Runner:
         listener: RunListener | None = None,
         instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
         lease_ttl: float = LEASE_TTL,
+        operator: Operator | None = None,
     ) -> Runner:
         """A runner for a stored campaign, ready to ``resume()``.
 
@@ -294,6 +338,7 @@ class Runner:
             listener=listener,
             instrument_factory=instrument_factory,
             lease_ttl=lease_ttl,
+            operator=operator,
         )
         stored = Budget.model_validate(row.budget) if row.budget else loaded.campaign.budget
         runner.budget = _override(
@@ -316,6 +361,11 @@ class Runner:
         as ``abandoned`` (with its documents) and the campaign as ``stopped``, resumable.
         """
         self._stop_request = reason
+        if self._asking_operator and threading.current_thread() is threading.main_thread():
+            # A signal handler on the main thread, which is blocked reading the operator's
+            # answer: interrupt the prompt (a read restarted after the handler would wait on).
+            self._asking_operator = False
+            raise _OperatorInterrupted(reason)
         dispatcher = self._dispatcher
         if dispatcher is not None and self._dispatching:
             dispatcher.abort(reason)
@@ -401,12 +451,7 @@ class Runner:
             reconciled = self._reconcile(cid) if resumed else []
             history = self.store.trials(cid)
             observations = self.store.observations(cid)
-            planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
-            learned = [t for i, t in enumerate(history) if not _was_retried(history, i)]
-            if learned:
-                planner.ingest(
-                    [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
-                )
+            planner = self.rebuild_planner(history, observations)
             tally = self._tally(history, observations)
             if resumed and isinstance(self.listener, ResumeListener):
                 self.listener.campaign_resumed(
@@ -485,6 +530,36 @@ class Runner:
             failures=failures_of(self.store.trials(cid)),
         )
 
+    def rebuild_planner(
+        self, history: Sequence[TrialRow], observations: dict[int, dict[str, float]]
+    ) -> Planner:
+        """A planner that has ingested every terminal stored trial, in order.
+
+        ``running`` trials are skipped: a runner reconciles them first, and ask/tell
+        (``loop.asktell``) passes them to ``suggest`` as pending instead.
+        """
+        c = self.campaign
+        planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
+        learned = [
+            t
+            for i, t in enumerate(history)
+            if t.status != "running" and not _was_retried(history, i)
+        ]
+        if learned:
+            planner.ingest(
+                [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
+            )
+        return planner
+
+    def stop_reason(self, trials: Sequence[TrialRow], elapsed: float) -> tuple[str, str] | None:
+        """``(status, reason)`` when the stored trials have spent the budget, else ``None``."""
+        return self._stop_reason(self._tally(trials, self.store.observations(self._cid())), elapsed)
+
+    def _cid(self) -> int:
+        if self.campaign_id is None:
+            raise ClosedLoopError("this runner has no stored campaign yet")
+        return self.campaign_id
+
     def _stop_reason(self, tally: _Tally, elapsed: float) -> tuple[str, str] | None:
         """Whether the campaign is done.
 
@@ -547,7 +622,8 @@ class Runner:
                     run_uid=None, exit_status="abort", error="stopped before its run started"
                 )
             else:
-                result = dispatcher.run(
+                measured = self._ask_operator(number, parameters, dispatcher.instrument)
+                result = measured or dispatcher.run(
                     trial_id,
                     self.campaign.name,
                     parameters,
@@ -616,6 +692,45 @@ class Runner:
             attempt=attempt,
             will_retry=will_retry,
         )
+
+    def _ask_operator(
+        self, number: int, parameters: Point, instrument: Instrument
+    ) -> TrialResult | None:
+        """For a manual instrument: ask the operator, load the answer into its devices.
+
+        Returns ``None`` when the run should go ahead (the answer is loaded), or the trial's
+        result without a run: ``fail`` when the operator marked it failed, ``abort`` when
+        they stopped the campaign or Ctrl-C interrupted the prompt.
+        """
+        if not isinstance(instrument, ManualInstrument):
+            return None
+        if self.operator is None:
+            raise ClosedLoopError(
+                "a manual instrument needs an operator to enter the results; run it with "
+                "`closedloop run` in a terminal, or use `closedloop suggest`/`tell`"
+            )
+        try:
+            self._asking_operator = True
+            entry = self.operator.measure(number, parameters)
+        except _OperatorInterrupted:
+            return TrialResult(
+                run_uid=None,
+                exit_status="abort",
+                error="interrupted while waiting for the operator's results",
+            )
+        except OperatorStop as exc:
+            self._stop_request = str(exc)
+            return TrialResult(run_uid=None, exit_status="abort", error="no result entered")
+        finally:
+            self._asking_operator = False
+        if entry.failed is not None:
+            return TrialResult(
+                run_uid=None,
+                exit_status="fail",
+                error=f"marked failed by the operator: {entry.failed}",
+            )
+        instrument.enter(entry.outputs, entry.actual)
+        return None
 
     def _sink(self, trial_id: int) -> Callable[[str, dict[str, Any]], None]:
         seq = 0

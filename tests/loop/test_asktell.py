@@ -1,0 +1,285 @@
+"""A human in the loop: ``instrument: manual`` at a prompt, and ask/tell from the CLI.
+
+Real SQLite stores throughout. The prompt runs ``closedloop run`` as a subprocess fed on
+stdin (and interrupted with SIGINT); ask/tell runs the commands through typer's CliRunner.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from loop.cli import app
+from loop.runner import Runner
+from loop.store import Store
+
+ROOT = Path(__file__).parents[2]
+
+CAMPAIGN = """\
+name: bench
+parameters:
+  - {name: temperature, type: float, bounds: [30, 110], unit: degC}
+  - {name: stages, type: int, bounds: [1, 4]}
+  - {name: catalyst, type: choice, values: [A, B]}
+objectives:
+  - {name: yield, goal: maximize}
+instrument: manual
+planner: {kind: botorch, initial: {kind: sobol, n: 3}}
+budget: {max_trials: %d}
+seed: 4
+"""
+
+
+def _campaign(tmp_path: Path, max_trials: int = 3, text: str = CAMPAIGN) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text % max_trials if "%d" in text else text)
+    return path
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def _run(*args: str, stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _trials(url: str) -> list[dict[str, Any]]:
+    from loop.store import export_records
+
+    store = Store(url, create=False)
+    try:
+        return export_records(store, store.campaign().id or 0)
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------- manual
+def test_manual_instrument_prompts_and_stores_like_any_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    file = _campaign(tmp_path, max_trials=2)
+    answers = (
+        "0.5\n\n"  # trial 1: as commanded
+        "abc\nfail spilled the sample\n"  # trial 2: a typo, re-asked, then failed
+        "0.75\ntemperature=60 stages=9\ntemperature=60\n"  # trial 3: bad, then actual
+    )
+    done = _run("run", str(file), "--store", url, stdin=answers, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "trial 1: set temperature = " in done.stdout
+    assert "'abc' is not a number" in done.stdout
+    assert "stages=9 lies outside the search space" in done.stdout
+    assert "max_trials reached (2 completed trials)" in done.stdout
+    trials = _trials(url)
+    assert [t["status"] for t in trials] == ["completed", "failed", "completed"]
+    assert trials[0]["outputs"] == {"yield": 0.5}
+    assert trials[1]["error"] == "marked failed by the operator: spilled the sample"
+    assert trials[2]["outputs"] == {"yield": 0.75}
+    assert trials[2]["readbacks"]["temperature"] == 60.0  # what was actually used
+    assert trials[0]["readbacks"]["temperature"] == trials[0]["parameters"]["temperature"]
+    # a completed manual trial is a Bluesky run like any other: start, event, stop stored
+    store = Store(url, create=False)
+    try:
+        names = [d.name for d in store.documents(trials[2]["trial_id"])]
+        assert names[0] == "start" and "event" in names and names[-1] == "stop"
+        assert trials[2]["run_uid"]
+        # the model learns from the temperature actually used
+        runner = Runner.from_store(store, "bench")
+        history = store.trials(runner.campaign_id or 0)
+        planner = runner.rebuild_planner(history, store.observations(runner.campaign_id or 0))
+        learned = [o.parameters["temperature"] for o in planner.observations]  # type: ignore[attr-defined]
+        assert 60.0 in learned
+    finally:
+        store.close()
+
+
+def test_end_of_input_stops_and_resume_asks_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    file = _campaign(tmp_path, max_trials=2)
+    first = _run("run", str(file), "--store", url, stdin="0.1\n\n", cwd=tmp_path)
+    assert first.returncode == 130, first.stderr
+    assert "closedloop resume" in first.stderr
+    assert [t["status"] for t in _trials(url)] == ["completed", "abandoned"]
+    again = _run("resume", "--store", url, stdin="stop\n", cwd=tmp_path)
+    assert again.returncode == 130
+    assert _trials(url)[-1]["error"] == "stopped by the operator: no result entered"
+    last = _run("resume", "--store", url, stdin="0.2\n\n", cwd=tmp_path)
+    assert last.returncode == 0, last.stderr
+    assert [t["status"] for t in _trials(url)] == [
+        "completed",
+        "abandoned",
+        "abandoned",
+        "completed",
+    ]
+
+
+def test_ctrl_c_at_the_prompt_stops_cleanly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    file = _campaign(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", "run", str(file), "--store", url],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    while "yield = " not in seen:  # the prompt is waiting on stdin (still open)
+        char = proc.stdout.read(1)
+        assert char, f"no prompt; got {seen!r}"
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "closedloop resume" in err
+    (trial,) = _trials(url)
+    assert trial["status"] == "abandoned"
+    assert "interrupted while waiting for the operator" in trial["error"]
+
+
+def test_manual_config_errors(tmp_path: Path) -> None:
+    no_outputs = CAMPAIGN.replace("instrument: manual", "instrument: {manual: true}")
+    out = _cli("validate", str(_campaign(tmp_path, text=no_outputs % 3)))
+    assert out.exit_code != 0
+    assert "needs `outputs:" in str(out.exception) + out.output
+    noisy = CAMPAIGN.replace(
+        "instrument: manual", "instrument: {manual: true, outputs: [yield], noise: 0.1}"
+    )
+    out = _cli("validate", str(_campaign(tmp_path, text=noisy % 3)))
+    assert "noise" in str(out.exception) + out.output
+    ok = _cli("validate", str(_campaign(tmp_path)))
+    assert ok.exit_code == 0 and "manual" in ok.output
+
+
+# ---------------------------------------------------------------------------- ask/tell
+def _suggest(url: str, *args: str) -> dict[str, Any]:
+    out = _cli("suggest", *args, "--store", url, "--json")
+    assert out.exit_code == 0, out.output
+    payload: dict[str, Any] = json.loads(out.stdout)
+    return payload
+
+
+def test_suggest_records_pending_trials_and_never_repeats_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=3)
+    first = _suggest(url, str(file), "-n", "2")
+    assert first["campaign"] == "bench" and first["outputs"] == ["yield"]
+    assert [t["number"] for t in first["trials"]] == [1, 2]
+    assert {t["kind"] for t in first["trials"]} == {"initial"}
+    # the same file again continues the campaign (no second one), avoiding pending points
+    again = _suggest(url, str(file))
+    assert again["campaign_id"] == first["campaign_id"]
+    (third,) = again["trials"]
+    assert third["number"] == 3
+    assert third["parameters"] not in [t["parameters"] for t in first["trials"]]
+    trials = _trials(url)
+    assert [t["status"] for t in trials] == ["running"] * 3
+    table = _cli("suggest", "--store", url)
+    assert table.exit_code == 0, table.output
+    assert "trial_id" in table.output and "closedloop tell" in table.output
+
+
+def test_tell_records_results_and_actual_parameters(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=2)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "3")["trials"]]
+    told = _cli("tell", "--store", url, str(ids[0]), "yield=0.4", "--actual", "stages=2")
+    assert told.exit_code == 0, told.output
+    assert "completed" in told.output and "2 trial(s) pending" in told.output
+    failed = _cli("tell", "--store", url, str(ids[1]), "--fail", "pump leaked")
+    assert failed.exit_code == 0, failed.output
+    trials = _trials(url)
+    assert trials[0]["outputs"] == {"yield": 0.4}
+    assert trials[0]["readbacks"] == {"stages": 2}
+    assert trials[1]["status"] == "failed"
+    assert trials[1]["error"] == "marked failed by the operator: pump leaked"
+    # the rebuilt planner learns stages=2, the value used, not the commanded one
+    store = Store(url, create=False)
+    try:
+        runner = Runner.from_store(store, "bench")
+        cid = runner.campaign_id or 0
+        planner = runner.rebuild_planner(store.trials(cid), store.observations(cid))
+        observed = planner.observations  # type: ignore[attr-defined]
+        assert observed[0].parameters["stages"] == 2 and observed[0].outputs == {"yield": 0.4}
+        assert [o.outcome for o in observed] == ["completed", "failed"]  # pending not ingested
+    finally:
+        store.close()
+    # the last completed trial spends the budget: the campaign completes, suggest refuses
+    last = _cli("tell", "--store", url, str(ids[2]), "yield=0.9")
+    assert last.exit_code == 0, last.output
+    assert "completed: max_trials reached" in last.output
+    refused = _cli("suggest", "--store", url)
+    assert refused.exit_code == 2 and "nothing more to suggest" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["999", "yield=1"], "no trial with id 999"),
+        (["{done}", "yield=1"], "is already completed"),
+        (["{id}", "yield=high"], "'high' is not a number"),
+        (["{id}", "yield=nan"], "not a finite number"),
+        (["{id}", "yeld=1"], "unknown output(s) yeld; the campaign's outputs are: yield"),
+        (["{id}"], "no results for trial"),
+        (["{id}", "yield"], "must look like name=value"),
+        (["{id}", "yield=1", "--actual", "temperature=200"], "outside the search space"),
+        (["{id}", "yield=1", "--actual", "stages=1.5"], "is not an integer"),
+        (["{id}", "yield=1", "--actual", "catalyst=C"], "is not one of A, B"),
+        (["{id}", "yield=1", "--actual", "pressure=1"], "no such parameter"),
+        ([], "give TRIAL_ID"),
+    ],
+)
+def test_tell_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path)), "-n", "2")["trials"]]
+    assert _cli("tell", "--store", url, str(ids[0]), "yield=1").exit_code == 0
+    argv = [a.format(done=ids[0], id=ids[1]) for a in args]
+    out = _cli("tell", "--store", url, *argv)
+    assert out.exit_code == 2, out.output
+    assert message in " ".join(out.output.split()), out.output
+    assert _trials(url)[1]["status"] == "running"  # nothing was written
+
+
+def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "3")["trials"]]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"trial_id,yield,actual.temperature,fail\n{ids[0]},0.3,,\n{ids[1]},oops,,\n")
+    out = _cli("tell", "--store", url, "--csv", str(bad))
+    assert out.exit_code == 2 and "bad.csv:3: yield='oops' is not a number" in out.output
+    assert [t["status"] for t in _trials(url)] == ["running"] * 3
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "trial_id,yield,actual.temperature,fail\n"
+        f"{ids[0]},0.3,,\n{ids[1]},0.6,45.5,\n{ids[2]},,,broken vial\n"
+    )
+    out = _cli("tell", "--store", url, "--csv", str(good))
+    assert out.exit_code == 0, out.output
+    trials = _trials(url)
+    assert [t["status"] for t in trials] == ["completed", "completed", "failed"]
+    assert trials[1]["readbacks"] == {"temperature": 45.5}
+    twice = _cli("tell", "--store", url, "--csv", str(good))
+    assert twice.exit_code == 2 and "is already completed" in twice.output
+
+
+def test_suggest_file_of_another_text_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(_campaign(tmp_path)))
+    changed = _campaign(tmp_path, max_trials=9)
+    out = _cli("suggest", str(changed), "--store", url)
+    assert out.exit_code == 2 and "created from a different file" in out.output
