@@ -207,7 +207,9 @@ def test_goal_direction(goal: str, real_optimizer: None) -> None:
         assert min(p["x"], 1 - p["x"]) < 0.1  # the minima of -(x-0.7)^2 are at the edges
 
 
-def test_failed_and_non_finite_observations_never_reach_the_model(mixed: Space) -> None:
+def test_non_finite_outputs_never_reach_the_model_and_failures_count_as_worst(
+    mixed: Space,
+) -> None:
     planner = _planner(mixed, seed=2)
     trials = _run(planner, 5)
     bad = planner.suggest(4)
@@ -220,9 +222,13 @@ def test_failed_and_non_finite_observations_never_reach_the_model(mixed: Space) 
         ]
     )
     X, Y = planner.training_data()
-    assert X.shape == (5, 4) and Y.shape == (5, 1)
+    # the five good trials, then the failed one at the worst value seen; the NaN, inf and
+    # incomplete records nowhere
+    assert X.shape == (6, 4) and Y.shape == (6, 1)
     assert torch.isfinite(Y).all()
-    assert torch.equal(X, mixed.encode([o.parameters for o in trials]))
+    assert torch.equal(X[:5], mixed.encode([o.parameters for o in trials]))
+    assert torch.equal(X[5:], mixed.encode([bad[2]]))
+    assert Y[5, 0] == Y[:5, 0].min()
     assert all(mixed.contains(p) for p in planner.suggest(2))
 
 
