@@ -26,8 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from instruments import InstrumentError
-from loop.errors import CampaignConfigError, ClosedLoopError
-from loop.store import DEFAULT_STORE
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError
+from loop.store import DEFAULT_STORE, CampaignLocked, LeaseLost
 
 if TYPE_CHECKING:
     from loop.runner import CampaignSummary, ResumeState, Runner
@@ -732,7 +732,10 @@ def main() -> None:
         sys.exit(2)
     except (ClosedLoopError, InstrumentError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(1)
+        # A store that cannot be used as given (missing, unwritable, newer, no such
+        # campaign) is bad input like a bad file; a busy or lost lease is not.
+        bad_input = isinstance(exc, StoreError) and not isinstance(exc, CampaignLocked | LeaseLost)
+        sys.exit(2 if bad_input else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

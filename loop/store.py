@@ -63,6 +63,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The layout of the tables. 1: campaign/trial/observation/document; 2: + lease table and the
+# campaign's budget and elapsed_seconds columns (added in place when an older store opens).
+# A store written with a higher number is refused: this version cannot know its meaning.
+SCHEMA_VERSION = 2
+
+
+class MetaRow(SQLModel, table=True):
+    """Facts about the store itself (``schema_version``)."""
+
+    __tablename__ = "closedloop_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
 class CampaignRow(SQLModel, table=True):
     """One campaign: its exact YAML text (so ``resume`` needs no file) and its state."""
 
@@ -222,11 +237,18 @@ class Store:
             db = Path(parsed.database)
             if not create and not db.exists():
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
-            db.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the store's folder {db.parent}: {exc.strerror}; "
+                    "pass a writable --store URL"
+                ) from None
         self.engine: Engine = create_engine(url)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
+            self._refuse_newer_schema()
             if create:
                 SQLModel.metadata.create_all(self.engine)
             else:
@@ -235,8 +257,33 @@ class Store:
                 # Tables added since the store was written (e.g. ``lease``): additive only.
                 SQLModel.metadata.create_all(self.engine)
             self._add_missing_columns()
+            self._record_schema_version()
         except OperationalError as exc:
             raise StoreError(f"cannot open store {url}: {exc.orig}") from None
+
+    def _stored_schema_version(self) -> int | None:
+        if "closedloop_meta" not in inspect(self.engine).get_table_names():
+            return None
+        with self.session() as s:
+            row = s.get(MetaRow, "schema_version")
+        return int(row.value) if row is not None and row.value.isdigit() else None
+
+    def _refuse_newer_schema(self) -> None:
+        """Never touch a store whose layout this version does not know."""
+        version = self._stored_schema_version()
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.url} was written by a newer closedloop (store schema "
+                f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade closedloop "
+                "or pass another --store"
+            )
+
+    def _record_schema_version(self) -> None:
+        if self._stored_schema_version() == SCHEMA_VERSION:
+            return
+        with self.session() as s:
+            s.merge(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+            s.commit()
 
     def _add_missing_columns(self) -> None:
         """Bring a store written by an earlier version up to the current columns (additive)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -42,6 +43,21 @@ class _Param(BaseModel):
         description="Identifier used in constraints, devices and exports.",
     )
     unit: str | None = Field(default=None, description="Physical unit, e.g. degC or min.")
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, unit: str | None) -> str | None:
+        """A unit pint knows, so exports and instrument conversions can rely on it."""
+        if unit is None:
+            return None
+        try:
+            _unit_registry().Unit(unit)
+        except Exception:  # pint raises several unrelated types for text it cannot parse
+            raise ValueError(
+                f"unknown unit {unit!r}; write a unit pint understands, e.g. degC, K, min, s, "
+                "mL/min, mol/L, or leave it out"
+            ) from None
+        return unit
 
 
 class _Bounded(_Param):
@@ -103,6 +119,13 @@ def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
         raise ValueError(f"bounds [{lower}, {upper}] must be [lower, upper] with lower < upper")
     if log and lower <= 0:
         raise ValueError("a log-scale parameter needs lower bound > 0")
+
+
+@lru_cache(maxsize=1)
+def _unit_registry() -> Any:
+    import pint  # only campaigns that name units pay for the registry
+
+    return pint.UnitRegistry()
 
 
 class InvalidPoint(ValueError):

@@ -62,7 +62,7 @@ def test_run_status_export_report(tmp_path: Path) -> None:
 
 def test_status_without_store_is_a_clear_error(tmp_path: Path) -> None:
     proc = closedloop("status", "--store", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "no store at" in proc.stderr and "Traceback" not in proc.stderr
 
 
