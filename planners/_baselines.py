@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
 
+from planners._constraints import InfeasibleSpaceError
 from planners._protocol import Observation
 from planners._space import ChoiceParameter, IntParameter, Point, Space
 
@@ -28,6 +30,11 @@ DesignKind = Literal["sobol", "random"]
 # collides with a pending one; larger finite spaces are searched by random draws.
 _MAX_ENUMERATED_POINTS = 4096
 _RANDOM_REPLACEMENT_TRIES = 256
+# Rejection sampling of constrained spaces: a design gives up (with the estimated feasible
+# fraction in the error) when this many draws of the unit cube found no feasible point, and
+# never draws more than _MAX_DRAWS in total for one design.
+_MIN_DRAWS = 2**16
+_MAX_DRAWS = 2**20
 
 
 def derive_seed(*parts: int) -> int:
@@ -61,6 +68,11 @@ class PositionalDesign:
         self.space = space
         self.seed = int(seed)
         self.kind: DesignKind = kind
+        # Memos of the design from position 0 on: positional, and cheap to extend.
+        self._feasible_U = torch.empty(0, space.dim, dtype=torch.float64)
+        self._sobol: torch.quasirandom.SobolEngine | None = None
+        self._drawn = 0
+        self._candidate_rows: list[int] = []
 
     def unit_points(self, start: int, n: int) -> torch.Tensor:
         """Positions ``start .. start + n - 1`` of the sequence as ``n x d`` points of [0, 1]^d."""
@@ -80,6 +92,86 @@ class PositionalDesign:
             rows.append(torch.rand(d, generator=gen, dtype=torch.float64))
         return torch.stack(rows)
 
+    def feasible_unit_points(self, start: int, n: int) -> torch.Tensor:
+        """Positions ``start ..`` of the design restricted to the parameter constraints.
+
+        Rejection sampling that keeps the design positional: ``sobol`` continues one Sobol
+        sequence from its first point and keeps the feasible ones in order (position k is the
+        k-th feasible point, however the campaign got there); ``random`` redraws from
+        position k's own stream until a draw is feasible.
+
+        Raises:
+            InfeasibleSpaceError: too few feasible points in the allowed draws (the message
+                gives the estimated feasible fraction and the most restrictive constraint).
+        """
+        space = self.space
+        if self.kind == "random":
+            rows = []
+            for k in range(start, start + n):
+                gen = torch.Generator().manual_seed(derive_seed(self.seed, k))
+                drawn = 0
+                while True:
+                    U = torch.rand(64, space.dim, generator=gen, dtype=torch.float64)
+                    ok = space.feasible(space.from_unit_cube(U))
+                    drawn += len(U)
+                    if bool(ok.any()):
+                        rows.append(U[int(ok.nonzero()[0, 0])])
+                        break
+                    if drawn >= _MIN_DRAWS:
+                        raise _infeasible(space, drawn, 0)
+            return torch.stack(rows)
+        need = start + n
+        if self._sobol is None:
+            self._sobol = torch.quasirandom.SobolEngine(
+                space.dim, scramble=True, seed=self.seed % 2**31
+            )
+        while len(self._feasible_U) < need:
+            found = len(self._feasible_U)
+            if self._drawn >= _MAX_DRAWS or (found == 0 and self._drawn >= _MIN_DRAWS):
+                raise _infeasible(space, self._drawn, found)
+            chunk = min(max(1024, 2 * (need - found)), _MAX_DRAWS - self._drawn)
+            U = self._sobol.draw(chunk, dtype=torch.float64)
+            self._drawn += chunk
+            self._feasible_U = torch.cat(
+                [self._feasible_U, U[space.feasible(space.from_unit_cube(U))]]
+            )
+        return self._feasible_U[start:need]
+
+    def candidate_rows(self, start: int, n: int) -> list[int]:
+        """Rows of the candidate table for positions ``start ..``: distinct for ``N`` positions.
+
+        ``random`` walks a seeded permutation of the rows (choice without replacement);
+        ``sobol`` takes, for each Sobol point, the nearest row not chosen yet (space-filling
+        over the table). After ``N`` positions the table is walked again.
+        """
+        space = self.space
+        if space.candidates is None:
+            raise ValueError("the space has no candidate table")
+        N = len(space.candidates)
+        if self.kind == "random":
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, N, 2))
+            order = torch.randperm(N, generator=gen).tolist()
+            return [order[k % N] for k in range(start, start + n)]
+        need = start + n
+        if len(self._candidate_rows) < need:
+            C = space.encoded_candidates / space.bounds[1]
+            U = self.unit_points(0, need)
+            X = space.from_unit_cube(U) / space.bounds[1]
+            taken = torch.zeros(N, dtype=torch.bool)
+            for k, j in enumerate(self._candidate_rows):
+                taken[j] = True
+                if (k + 1) % N == 0:
+                    taken[:] = False
+            for k in range(len(self._candidate_rows), need):
+                distance = torch.cdist(X[k : k + 1], C)[0]
+                distance[taken] = math.inf
+                j = int(distance.argmin())
+                self._candidate_rows.append(j)
+                taken[j] = True
+                if (k + 1) % N == 0:
+                    taken[:] = False
+        return self._candidate_rows[start:need]
+
     def points(self, start: int, n: int, avoid: Sequence[Point] = ()) -> list[Point]:
         """``n`` points for positions ``start, start + 1, ...``, never repeating ``avoid``.
 
@@ -91,7 +183,16 @@ class PositionalDesign:
                 when the whole space is taken a repeat is unavoidable and is logged.
         """
         space = self.space
-        proposals = space.decode(space.from_unit_cube(self.unit_points(start, n)))
+        if n <= 0:
+            return []
+        if space.candidates is not None:
+            rows = self.candidate_rows(start, n)
+            proposals = [dict(space.candidates[j]) for j in rows]
+        else:
+            U = self.feasible_unit_points(start, n) if space.constraints else None
+            if U is None:
+                U = self.unit_points(start, n)
+            proposals = space.decode(space.from_unit_cube(U))
         if not np.isfinite(space.cardinality()):
             return proposals
         taken = {point_key(space, p) for p in avoid}
@@ -127,16 +228,22 @@ class PositionalDesign:
 
 
 def _enumerate(space: Space) -> list[Point]:
-    """Every point of a finite (all int/choice) space, in a fixed order."""
+    """Every feasible point of a finite space (all int/choice, or a table), in a fixed order."""
+    if space.candidates is not None:
+        return [dict(p) for p in space.candidates]
     axes: list[Sequence[object]] = []
-    for p in space.parameters:
+    for p in space.columns:
         if isinstance(p, ChoiceParameter):
             axes.append(p.values)
         elif isinstance(p, IntParameter):
             axes.append(range(p.bounds[0], p.bounds[1] + 1))
         else:  # pragma: no cover - callers check cardinality first
             raise ValueError("cannot enumerate a space with float parameters")
-    return [dict(zip(space.names, values, strict=True)) for values in itertools.product(*axes)]
+    points = [
+        {**space.fixed, **dict(zip(space.column_names, values, strict=True))}
+        for values in itertools.product(*axes)
+    ]
+    return [p for p in points if space.contains(p)] if space.constraints else points
 
 
 class _DesignPlanner:
@@ -183,3 +290,24 @@ class RandomPlanner(_DesignPlanner):
     """
 
     _kind: DesignKind = "random"
+
+
+def _infeasible(space: Space, draws: int, found: int) -> InfeasibleSpaceError:
+    """The error for a design that found (too) few feasible points, naming the tightest rule."""
+    U = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0).draw(
+        4096, dtype=torch.float64
+    )
+    values = space.torch_values(space.from_unit_cube(U))
+    rates = [(float(c.feasible_torch(values).double().mean()), c) for c in space.constraints]
+    rate, tightest = min(rates, key=lambda r: r[0])
+    fraction = found / draws if found else 1.0 / draws
+    bound = "about" if found else "below"
+    return InfeasibleSpaceError(
+        f"the parameter constraints leave almost no room: {found} feasible points in {draws} "
+        f"draws (feasible fraction {bound} {fraction:.2g}); the most restrictive is constraint "
+        f"{tightest.index} ({tightest.text!r}, alone satisfied by {rate:.2g} of the space). "
+        "Check that the constraints can hold together within the bounds, relax them, or "
+        "narrow the bounds to the feasible region",
+        draws=draws,
+        feasible_fraction=fraction,
+    )

@@ -5,25 +5,39 @@ not import the loop. The campaign schema in ``loop.config`` uses these very mode
 ``parameters`` field, so there is one definition of a parameter in the whole code base.
 
 Encoding (``Space.encode``) maps a point (``dict`` name -> value) to one tensor column per
-parameter, chosen so that BoTorch's mixed optimiser can search it exactly, with no rounding
-after the fact:
+*varying* parameter (``Space.columns``), chosen so that BoTorch's mixed optimiser can search it
+exactly, with no rounding after the fact:
 
 * ``float``: the value (its ``log10`` if ``log``) scaled to ``[0, 1]``; continuous.
 * ``int``: the value (its ``log10`` if ``log``) scaled to ``[0, 1]``; discrete, the allowed
   column values are ``Space.discrete_dims[i]``.
+* ``choice`` with ``ordered: true``: the index of the value over ``k - 1``, in ``[0, 1]``;
+  discrete (neighbouring levels are neighbours for the GP and the local search).
 * ``choice``: the index of the value in ``values``; categorical, ``Space.cat_dims[i]``.
+* ``fixed``: no column. It belongs to the campaign and is sent to the instrument, so
+  ``decode`` adds it and ``validate`` fills it in (and refuses any other value).
+
+Membership (``Space.validate``) is types and bounds, then the parameter constraints
+(``planners/_constraints.py``), then, for a space given as a finite table of candidates
+(enumerated datasets), being one of its rows.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from torch import Tensor
+
+from planners._constraints import ParameterConstraint, parse_constraints
+
+logger = logging.getLogger(__name__)
 
 ChoiceValue = str | int | float | bool
 Point = dict[str, Any]
@@ -32,6 +46,9 @@ Point = dict[str, Any]
 # wider ones by BoTorch's continuous relaxation (still snapped to the integer grid on decode).
 MAX_ENUMERATED_INTS = 512
 _FINITE_LIMIT = 1e15
+# A point given as numbers is the candidate row it matches within this distance in the
+# encoded space (CSV round trips and readbacks move floats by a few ulps).
+_CANDIDATE_TOL = 1e-9
 
 
 class _Param(BaseModel):
@@ -88,25 +105,48 @@ class IntParameter(_Bounded):
 
 
 class ChoiceParameter(_Param):
-    """One of a finite list of values (categorical: no order is assumed)."""
+    """One of a finite list of values: categorical, or ordered levels with ``ordered``."""
 
     type: Literal["choice"] = "choice"
     values: tuple[ChoiceValue, ...] = Field(description="At least two distinct values.")
+    ordered: bool = Field(
+        default=False,
+        description="The values are levels in this order (e.g. low, medium, high): the model "
+        "treats neighbours as similar. Unordered values are categories.",
+    )
 
     @field_validator("values")
     @classmethod
     def _check(cls, values: tuple[ChoiceValue, ...]) -> tuple[ChoiceValue, ...]:
         if len(values) < 2:
             raise ValueError(
-                "a choice needs at least two values; use a fixed value in your instrument "
-                "instead of a one-value choice"
+                "a choice needs at least two values; use type: fixed for a single value"
             )
         if len({repr(v) for v in values}) != len(values):
             raise ValueError("choice values must be distinct")
         return values
 
 
-Parameter = Annotated[FloatParameter | IntParameter | ChoiceParameter, Field(discriminator="type")]
+class FixedParameter(_Param):
+    """A value that every trial uses: sent to the instrument, never searched."""
+
+    type: Literal["fixed"] = "fixed"
+    value: ChoiceValue = Field(description="The value every trial uses.")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: ChoiceValue) -> ChoiceValue:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a fixed value must be a finite number or text")
+        return value
+
+
+Parameter = Annotated[
+    FloatParameter | IntParameter | ChoiceParameter | FixedParameter,
+    Field(discriminator="type"),
+]
+AnyParameter = FloatParameter | IntParameter | ChoiceParameter | FixedParameter
+Column = FloatParameter | IntParameter | ChoiceParameter
 
 
 def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
@@ -129,69 +169,137 @@ def _unit_registry() -> Any:
 
 
 class InvalidPoint(ValueError):
-    """A point that is not a member of the space (wrong names, type, or out of bounds)."""
+    """A point that is not a member of the space (names, type, bounds, constraint, table)."""
 
 
 class Space:
     """An ordered collection of parameters with an exact tensor encoding.
 
     Args:
-        parameters: the parameters, in column order.
+        parameters: the parameters, in campaign order; fixed ones get no encoded column.
+        constraints: parameter constraints as text (see ``planners/_constraints.py``), e.g.
+            ``"temperature + 2 * residence_time <= 150"``.
+        candidates: optional finite table of points, the only ones allowed (an enumerated
+            dataset). Rows are validated (a row outside the bounds is an error naming it);
+            rows that break a constraint are dropped; repeated rows are kept once.
+
+    Attributes:
+        parameters: all parameters, in the order given.
+        names: their names.
+        columns: the varying parameters, in encoded column order.
+        fixed: name -> value of the fixed parameters.
+        constraints: the parsed constraints.
+        candidates: the validated candidate rows, or ``None``.
+
+    Raises:
+        ValueError: no varying parameter, duplicate names, a bad candidate row.
+        ConstraintError: a constraint that cannot be parsed (a ``ValueError`` with ``index``).
     """
 
-    def __init__(self, parameters: Sequence[FloatParameter | IntParameter | ChoiceParameter]):
+    def __init__(
+        self,
+        parameters: Sequence[AnyParameter],
+        constraints: Sequence[str] = (),
+        candidates: Sequence[Mapping[str, Any]] | None = None,
+    ):
         if not parameters:
             raise ValueError("a space needs at least one parameter")
         names = [p.name for p in parameters]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate parameter names in {names}")
-        self.parameters: tuple[FloatParameter | IntParameter | ChoiceParameter, ...] = tuple(
-            parameters
-        )
+        self.parameters: tuple[AnyParameter, ...] = tuple(parameters)
         self.names: tuple[str, ...] = tuple(names)
+        self.columns: tuple[Column, ...] = tuple(
+            p for p in parameters if not isinstance(p, FixedParameter)
+        )
+        if not self.columns:
+            raise ValueError(
+                "every parameter is fixed; a campaign needs at least one parameter to vary"
+            )
+        self.column_names: tuple[str, ...] = tuple(p.name for p in self.columns)
+        self.fixed: dict[str, ChoiceValue] = {
+            p.name: p.value for p in parameters if isinstance(p, FixedParameter)
+        }
+        self.constraints: tuple[ParameterConstraint, ...] = parse_constraints(
+            constraints, self.parameters
+        )
+        self.candidates: tuple[Point, ...] | None = None
+        self._candidate_index: dict[tuple[str, ...], int] = {}
+        if candidates is not None:
+            self._set_candidates(candidates)
+
+    def _set_candidates(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        kept: list[Point] = []
+        dropped = 0
+        for i, row in enumerate(rows):
+            try:
+                point = self._validate_box(row)
+            except InvalidPoint as exc:
+                raise ValueError(f"candidate row {i}: {exc}") from None
+            if self._violated(point) is not None:
+                dropped += 1
+                continue
+            key = self._key(point)
+            if key not in self._candidate_index:
+                self._candidate_index[key] = len(kept)
+                kept.append(point)
+        if dropped:
+            logger.info("%d candidate rows break a parameter constraint and are left out", dropped)
+        if not kept:
+            raise ValueError(
+                f"none of the {len(rows)} candidate rows satisfies the parameter constraints"
+                if rows
+                else "the candidate table is empty"
+            )
+        self.candidates = tuple(kept)
 
     # ----------------------------------------------------------------- structure
     @property
     def dim(self) -> int:
-        """Number of encoded columns ``d``."""
-        return len(self.parameters)
+        """Number of encoded columns ``d`` (fixed parameters have none)."""
+        return len(self.columns)
 
     @property
     def bounds(self) -> torch.Tensor:
         """``2 x d`` float64 bounds of the encoded space."""
         upper = [
-            float(len(p.values) - 1) if isinstance(p, ChoiceParameter) else 1.0
-            for p in self.parameters
+            float(len(p.values) - 1) if isinstance(p, ChoiceParameter) and not p.ordered else 1.0
+            for p in self.columns
         ]
         return torch.tensor([[0.0] * self.dim, upper], dtype=torch.float64)
 
     @property
     def continuous_dims(self) -> list[int]:
-        return [i for i, p in enumerate(self.parameters) if isinstance(p, FloatParameter)]
+        return [i for i, p in enumerate(self.columns) if isinstance(p, FloatParameter)]
 
     @property
     def discrete_dims(self) -> dict[int, list[float]]:
-        """Integer columns and their allowed encoded values (grid of the integers)."""
+        """Integer and ordered-choice columns and their allowed encoded values."""
         out: dict[int, list[float]] = {}
-        for i, p in enumerate(self.parameters):
+        for i, p in enumerate(self.columns):
             if isinstance(p, IntParameter):
                 lo, hi = p.bounds
                 out[i] = [_scale(p, v) for v in range(lo, hi + 1)]
+            elif isinstance(p, ChoiceParameter) and p.ordered:
+                k = len(p.values)
+                out[i] = [j / (k - 1) for j in range(k)]
         return out
 
     @property
     def cat_dims(self) -> dict[int, list[float]]:
-        """Categorical columns and their allowed encoded values (indices)."""
+        """Categorical (unordered choice) columns and their allowed encoded values (indices)."""
         return {
             i: [float(k) for k in range(len(p.values))]
-            for i, p in enumerate(self.parameters)
-            if isinstance(p, ChoiceParameter)
+            for i, p in enumerate(self.columns)
+            if isinstance(p, ChoiceParameter) and not p.ordered
         }
 
     def cardinality(self) -> float:
-        """Number of points (``inf`` when any parameter is continuous)."""
+        """Number of points (``inf`` when any parameter is continuous), before constraints."""
+        if self.candidates is not None:
+            return float(len(self.candidates))
         n = 1.0
-        for p in self.parameters:
+        for p in self.columns:
             if isinstance(p, FloatParameter):
                 return math.inf
             n *= len(p.values) if isinstance(p, ChoiceParameter) else p.bounds[1] - p.bounds[0] + 1
@@ -200,30 +308,43 @@ class Space:
     # ----------------------------------------------------------------- encoding
     def encode(self, points: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """Encode points to an ``n x d`` float64 tensor (see the module docstring)."""
-        rows = [[self._encode_one(p, point[p.name]) for p in self.parameters] for point in points]
+        rows = [[self._encode_one(p, point[p.name]) for p in self.columns] for point in points]
         return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), self.dim)
 
     def decode(self, X: torch.Tensor) -> list[Point]:
-        """Decode an ``n x d`` tensor to valid points, snapping to the nearest allowed value.
+        """Decode an ``n x d`` tensor to points, snapping to the nearest allowed value.
 
         Snapping only corrects floating-point noise of optimisers that already search the
-        discrete columns on their grid; the result is always a member of the space.
+        discrete columns on their grid. With a candidate table, each row becomes the nearest
+        candidate (in the encoded space). Types and bounds always hold; parameter constraints
+        are the optimiser's job, and ``validate`` checks them.
         """
         X = X.detach().to(torch.float64).reshape(-1, self.dim).cpu()
-        return [
-            {p.name: self._decode_one(p, float(x[i])) for i, p in enumerate(self.parameters)}
-            for x in X
-        ]
+        if self.candidates is not None:
+            return [dict(self.candidates[j]) for j in self._nearest_candidates(X)[1].tolist()]
+        points: list[Point] = []
+        for x in X:
+            point: Point = {}
+            values = iter(float(u) for u in x)
+            for p in self.parameters:
+                if isinstance(p, FixedParameter):
+                    point[p.name] = p.value
+                else:
+                    point[p.name] = self._decode_one(p, next(values))
+            points.append(point)
+        return points
 
-    def _encode_one(self, p: Any, value: Any) -> float:
+    def _encode_one(self, p: Column, value: Any) -> float:
         if isinstance(p, ChoiceParameter):
-            return float(_choice_index(p, value))
+            k = _choice_index(p, value)
+            return k / (len(p.values) - 1) if p.ordered else float(k)
         return _scale(p, value)
 
-    def _decode_one(self, p: Any, u: float) -> Any:
+    def _decode_one(self, p: Column, u: float) -> Any:
         if isinstance(p, ChoiceParameter):
-            k = int(round(min(max(u, 0.0), len(p.values) - 1)))
-            return p.values[k]
+            k = len(p.values)
+            index = u * (k - 1) if p.ordered else u
+            return p.values[int(round(min(max(index, 0.0), k - 1)))]
         u = min(max(u, 0.0), 1.0)
         lo, hi = p.bounds
         if p.log:
@@ -234,18 +355,91 @@ class Space:
             return int(min(max(round(value), lo), hi))
         return float(min(max(value, lo), hi))
 
+    def torch_values(self, X: Tensor) -> dict[str, Tensor]:
+        """Raw numeric values of the numeric columns of encoded ``X`` (``... x d``).
+
+        What constraints are evaluated on, with torch ops so BoTorch can differentiate:
+        floats are unscaled (``10 **`` for log), ints and ordered levels are snapped to their
+        grid with a straight-through estimator (value of the snapped point, gradient of the
+        relaxed one). Choice columns with non-numeric values are left out.
+        """
+        out: dict[str, Tensor] = {}
+        for i, p in enumerate(self.columns):
+            u = X[..., i]
+            if isinstance(p, ChoiceParameter):
+                if not (p.ordered and all(_is_number(v) for v in p.values)):
+                    continue
+                k = len(p.values)
+                levels = torch.tensor([float(v) for v in p.values], dtype=X.dtype)
+                pos = (u * (k - 1)).clamp(0, k - 1)
+                j = pos.detach().round().long()
+                out[p.name] = levels[j] + (pos - pos.detach())
+                continue
+            u = u.clamp(0.0, 1.0)
+            lo, hi = (float(b) for b in p.bounds)
+            if p.log:
+                llo, lhi = math.log10(lo), math.log10(hi)
+                value = torch.pow(10.0, llo + u * (lhi - llo))
+            else:
+                value = lo + u * (hi - lo)
+            if isinstance(p, IntParameter):
+                value = value + (value.detach().round().clamp(lo, hi) - value.detach())
+            else:
+                value = value.clamp(lo, hi)
+            out[p.name] = value
+        return out
+
+    def feasible(self, X: Tensor) -> Tensor:
+        """Boolean ``n``: rows of encoded ``X`` (``n x d``) whose decoded points satisfy every
+        parameter constraint (bounds and types always hold after decoding)."""
+        ok = torch.ones(X.shape[:-1], dtype=torch.bool)
+        if not self.constraints:
+            return ok
+        values = self.torch_values(X.detach().to(torch.float64))
+        for c in self.constraints:
+            ok &= c.feasible_torch(values)
+        return ok
+
     # ----------------------------------------------------------------- membership
     def validate(self, point: Mapping[str, Any]) -> Point:
         """Return ``point`` coerced to the parameters' types, or raise ``InvalidPoint``.
 
-        Used on prior data, on told results and by tests on every proposal.
+        Fixed parameters may be left out (they are filled in). Used on prior data, on told
+        results and by tests on every proposal.
         """
-        missing = [n for n in self.names if n not in point]
+        out = self._validate_box(point)
+        violated = self._violated(out)
+        if violated is not None:
+            raise InvalidPoint(
+                f"point {out} violates constraint {violated.index} ({violated.text!r})"
+            )
+        if self.candidates is not None:
+            j = self._candidate_index.get(self._key(out))
+            if j is None:
+                distance, index = self._nearest_candidates(self.encode([out]))
+                if float(distance[0]) > _CANDIDATE_TOL:
+                    raise InvalidPoint(
+                        f"point {out} is not one of the {len(self.candidates)} candidate points"
+                    )
+                j = int(index[0])
+            return dict(self.candidates[j])
+        return out
+
+    def _validate_box(self, point: Mapping[str, Any]) -> Point:
+        """Names, types and bounds (and fixed values), no constraints or table."""
+        missing = [n for n in self.names if n not in point and n not in self.fixed]
         extra = [k for k in point if k not in self.names]
         if missing or extra:
             raise InvalidPoint(f"point {dict(point)} has missing {missing} / unknown {extra} names")
         out: Point = {}
         for p in self.parameters:
+            if isinstance(p, FixedParameter):
+                if p.name in point and not _same_value(point[p.name], p.value):
+                    raise InvalidPoint(
+                        f"{p.name}={point[p.name]!r} but the parameter is fixed to {p.value!r}"
+                    )
+                out[p.name] = p.value
+                continue
             v = point[p.name]
             if isinstance(p, ChoiceParameter):
                 out[p.name] = p.values[_choice_index(p, v)]
@@ -264,6 +458,9 @@ class Space:
             out[p.name] = int(v) if isinstance(p, IntParameter) else float(v)
         return out
 
+    def _violated(self, point: Point) -> ParameterConstraint | None:
+        return next((c for c in self.constraints if not c.satisfied(point)), None)
+
     def contains(self, point: Mapping[str, Any]) -> bool:
         try:
             self.validate(point)
@@ -271,28 +468,76 @@ class Space:
             return False
         return True
 
+    def _key(self, point: Point) -> tuple[str, ...]:
+        return tuple(repr(point[n]) for n in self.column_names)
+
+    # ----------------------------------------------------------------- candidates
+    @cached_property
+    def encoded_candidates(self) -> Tensor:
+        """``N x d`` encoded candidate rows (empty when the space has no table)."""
+        if self.candidates is None:
+            return torch.empty(0, self.dim, dtype=torch.float64)
+        return self.encode(self.candidates)
+
+    def candidate_index(self, point: Mapping[str, Any]) -> int | None:
+        """Row of the candidate table that ``point`` is (``None``: not a member / no table)."""
+        if self.candidates is None:
+            return None
+        try:
+            member = self.validate(point)
+        except InvalidPoint:
+            return None
+        return self._candidate_index.get(self._key(member))
+
+    def _nearest_candidates(self, X: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Distance to and index of the nearest candidate row of each row of ``X``."""
+        C = self.encoded_candidates
+        scale = self.bounds[1]  # categorical indices span k - 1; weigh every column alike
+        best_d = torch.full((X.shape[0],), math.inf, dtype=torch.float64)
+        best_i = torch.zeros(X.shape[0], dtype=torch.long)
+        for start in range(0, C.shape[0], chunk):
+            part = C[start : start + chunk]
+            d, i = torch.cdist(X / scale, part / scale).min(dim=-1)
+            better = d < best_d
+            best_d = torch.where(better, d, best_d)
+            best_i = torch.where(better, i + start, best_i)
+        return best_d, best_i
+
     # ----------------------------------------------------------------- sampling
     def sample_uniform(self, n: int, generator: torch.Generator) -> list[Point]:
-        """``n`` independent uniform points (uniform in the encoded, i.e. log, scale)."""
+        """Up to ``n`` independent uniform points (uniform in the encoded, i.e. log, scale).
+
+        Points breaking a parameter constraint are dropped (so fewer may come back); with a
+        candidate table, rows are drawn uniformly (with replacement).
+        """
+        if self.candidates is not None:
+            rows = torch.randint(len(self.candidates), (n,), generator=generator)
+            return [dict(self.candidates[j]) for j in rows.tolist()]
         U = torch.rand(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.decode(self.from_unit_cube(U))
+        X = self.from_unit_cube(U)
+        return self.decode(X[self.feasible(X)])
 
     def from_unit_cube(self, U: torch.Tensor) -> torch.Tensor:
         """Map ``n x d`` points of ``[0, 1]^d`` (e.g. Sobol) to encoded points.
 
-        Categorical and integer columns get equal-width cells per value, so a uniform or
-        low-discrepancy design stays balanced over the values.
+        Categorical, ordered and integer columns get equal-width cells per value, so a
+        uniform or low-discrepancy design stays balanced over the values.
         """
         X = U.clone().to(torch.float64)
-        for i, p in enumerate(self.parameters):
-            if isinstance(p, ChoiceParameter):
-                k = len(p.values)
+        discrete = self.discrete_dims
+        for i, p in enumerate(self.columns):
+            if _is_categorical(p):
+                k = len(p.values)  # type: ignore[union-attr]
                 X[:, i] = torch.clamp(torch.floor(U[:, i] * k), max=k - 1)
-            elif isinstance(p, IntParameter):
-                grid = torch.tensor(self.discrete_dims[i], dtype=torch.float64)
+            elif i in discrete:
+                grid = torch.tensor(discrete[i], dtype=torch.float64)
                 idx = torch.clamp(torch.floor(U[:, i] * len(grid)), max=len(grid) - 1).long()
                 X[:, i] = grid[idx]
         return X
+
+
+def _is_categorical(p: AnyParameter) -> bool:
+    return isinstance(p, ChoiceParameter) and not p.ordered
 
 
 def _scale(p: FloatParameter | IntParameter, value: float) -> float:
@@ -310,6 +555,15 @@ def _choice_index(p: ChoiceParameter, value: Any) -> int:
         if str(v) == str(value) or (_is_number(v) and _is_number(value) and v == value):
             return k
     raise InvalidPoint(f"{p.name}={value!r} is not one of {list(p.values)}")
+
+
+def _same_value(given: Any, fixed: ChoiceValue) -> bool:
+    """A fixed parameter's value as read back from a store, CSV or device (1 vs 1.0, "1")."""
+    if type(given) is type(fixed) and given == fixed:
+        return True
+    if _is_number(given) and _is_number(fixed):
+        return math.isclose(float(given), float(fixed), rel_tol=1e-12, abs_tol=1e-12)
+    return str(given) == str(fixed)
 
 
 def _is_number(value: Any) -> bool:

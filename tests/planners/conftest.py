@@ -61,7 +61,9 @@ def members(draw: Any, space: Space) -> dict[str, Any]:
     """A point of ``space`` drawn directly from the parameter definitions."""
     point: dict[str, Any] = {}
     for p in space.parameters:
-        if isinstance(p, ChoiceParameter):
+        if p.type == "fixed":
+            point[p.name] = p.value
+        elif isinstance(p, ChoiceParameter):
             point[p.name] = draw(st.sampled_from(p.values))
         elif isinstance(p, IntParameter):
             point[p.name] = draw(st.integers(*p.bounds))
@@ -94,3 +96,34 @@ def mixed() -> Space:
             ChoiceParameter(name="catalyst", values=("A", "B", "C")),
         ]
     )
+
+
+@st.composite
+def rich_parameters(draw: Any, name: str) -> Any:
+    """Any parameter type: those of :func:`parameters`, ordered choices and fixed values."""
+    from planners import FixedParameter
+
+    kind = draw(st.sampled_from(["plain", "plain", "plain", "ordered", "fixed"]))
+    if kind == "plain":
+        return draw(parameters(name))
+    if kind == "ordered":
+        values = draw(
+            st.lists(st.integers(-20, 20), min_size=2, max_size=5, unique=True).map(sorted)
+        )
+        return ChoiceParameter(name=name, values=tuple(values), ordered=True)
+    value = draw(st.one_of(st.floats(-10, 10), st.integers(-5, 5), st.sampled_from(["THF", "on"])))
+    return FixedParameter(name=name, value=value)
+
+
+@st.composite
+def rich_spaces(draw: Any, max_dim: int = 4) -> Space:
+    """Spaces of all parameter types, with at least one varying parameter."""
+    dim = draw(st.integers(1, max_dim))
+    params = [draw(rich_parameters(f"p{i}")) for i in range(dim)]
+    params.append(draw(parameters(f"p{dim}")))  # never all fixed
+    return Space(params)
+
+
+@pytest.fixture(scope="session")
+def rich_space_strategy() -> st.SearchStrategy[Space]:
+    return rich_spaces()

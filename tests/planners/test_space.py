@@ -10,7 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planners import ChoiceParameter, FloatParameter, IntParameter, InvalidPoint, Space
+from planners import (
+    ChoiceParameter,
+    FixedParameter,
+    FloatParameter,
+    IntParameter,
+    InvalidPoint,
+    Space,
+)
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -98,3 +105,120 @@ def test_validate_coerces_types() -> None:
     assert space.validate({"n": 2.0, "c": 1.0}) == {"n": 2, "c": 1}
     with pytest.raises(InvalidPoint):
         space.validate({"n": 2.5, "c": 1})
+
+
+# ---------------------------------------------------------------------------- fixed, ordered
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_round_trip_with_fixed_and_ordered_parameters(
+    data: Any, rich_space_strategy: Any, member_strategy: Any
+) -> None:
+    space: Space = data.draw(rich_space_strategy)
+    point = data.draw(member_strategy(space))
+    X = space.encode([point])
+    assert X.shape == (1, space.dim) == (1, len(space.columns))
+    assert bool(((X >= space.bounds[0]) & (X <= space.bounds[1])).all())
+    (back,) = space.decode(X)
+    assert list(back) == list(space.names)  # fixed parameters come back, in campaign order
+    expected = space.validate(point)
+    assert all(_close(back[n], expected[n]) for n in space.names), (back, expected)
+    without_fixed = {k: v for k, v in point.items() if k not in space.fixed}
+    assert space.validate(without_fixed) == expected
+
+
+def test_fixed_parameter_is_filled_in_and_held() -> None:
+    space = Space(
+        [
+            FloatParameter(name="x", bounds=(0.0, 1.0)),
+            FixedParameter(name="pressure", value=2.5, unit="bar"),
+            FixedParameter(name="solvent", value="THF"),
+        ]
+    )
+    assert space.dim == 1 and space.fixed == {"pressure": 2.5, "solvent": "THF"}
+    assert space.names == ("x", "pressure", "solvent") and space.column_names == ("x",)
+    assert space.decode(torch.tensor([[0.5]])) == [{"x": 0.5, "pressure": 2.5, "solvent": "THF"}]
+    assert space.validate({"x": 0.2}) == {"x": 0.2, "pressure": 2.5, "solvent": "THF"}
+    assert space.validate({"x": 0.2, "pressure": 2.5, "solvent": "THF"})["pressure"] == 2.5
+    with pytest.raises(InvalidPoint, match="fixed to 2.5"):
+        space.validate({"x": 0.2, "pressure": 3.0})
+    with pytest.raises(InvalidPoint, match="fixed to 'THF'"):
+        space.validate({"x": 0.2, "solvent": "MeCN"})
+    assert space.encode([{"x": 0.25, "pressure": 2.5}]).tolist() == [[0.25]]
+
+
+def test_a_space_of_fixed_parameters_only_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one parameter to vary"):
+        Space([FixedParameter(name="p", value=1)])
+
+
+def test_fixed_parameter_in_a_campaign_parameter_list() -> None:
+    from pydantic import TypeAdapter
+
+    from planners import Parameter
+
+    parsed = TypeAdapter(list[Parameter]).validate_python(
+        [
+            {"name": "p", "type": "fixed", "value": 3},
+            {"name": "x", "type": "float", "bounds": [0, 1]},
+        ]
+    )
+    assert isinstance(parsed[0], FixedParameter) and parsed[0].value == 3
+
+
+def test_ordered_choice_is_a_discrete_column() -> None:
+    space = Space(
+        [
+            ChoiceParameter(name="level", values=("low", "mid", "high"), ordered=True),
+            ChoiceParameter(name="cat", values=("A", "B")),
+        ]
+    )
+    assert space.discrete_dims == {0: [0.0, 0.5, 1.0]}
+    assert space.cat_dims == {1: [0.0, 1.0]}
+    assert space.bounds.tolist() == [[0, 0], [1, 1]]
+    assert space.encode([{"level": "high", "cat": "B"}]).tolist() == [[1.0, 1.0]]
+    assert space.decode(torch.tensor([[0.3, 0.0], [0.76, 1.0]])) == [
+        {"level": "mid", "cat": "A"},
+        {"level": "high", "cat": "B"},
+    ]
+    assert space.cardinality() == 6
+
+
+# ---------------------------------------------------------------------------- candidates
+def _table_space(**kw: Any) -> Space:
+    rows = [{"x": i / 10, "c": "AB"[i % 2]} for i in range(11)]
+    return Space(
+        [FloatParameter(name="x", bounds=(0.0, 1.0)), ChoiceParameter(name="c", values=("A", "B"))],
+        candidates=rows + rows[:3],  # repeated rows are kept once
+        **kw,
+    )
+
+
+def test_candidates_are_the_only_members() -> None:
+    space = _table_space()
+    assert space.candidates is not None and len(space.candidates) == 11
+    assert space.cardinality() == 11
+    assert space.contains({"x": 0.3, "c": "B"})
+    assert not space.contains({"x": 0.3, "c": "A"})
+    assert not space.contains({"x": 0.35, "c": "B"})
+    # A float a few ulps off (a CSV round trip) is the row.
+    assert space.validate({"x": 0.1 + 0.2, "c": "B"}) == {"x": 0.3, "c": "B"}
+    assert space.candidate_index({"x": 0.3, "c": "B"}) == 3
+    # Decoding snaps to the nearest row.
+    assert space.decode(torch.tensor([[0.33, 1.0], [0.52, 0.9]])) == [
+        {"x": 0.3, "c": "B"},
+        {"x": 0.5, "c": "B"},
+    ]
+
+
+def test_candidates_are_validated_and_filtered_by_constraints() -> None:
+    space = _table_space(constraints=["x <= 0.45"])
+    assert space.candidates is not None
+    assert [p["x"] for p in space.candidates] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    with pytest.raises(ValueError, match="candidate row 1: x=2.0 is outside"):
+        Space([FloatParameter(name="x", bounds=(0.0, 1.0))], candidates=[{"x": 0.5}, {"x": 2.0}])
+    with pytest.raises(ValueError, match="none of the 1 candidate rows"):
+        Space(
+            [FloatParameter(name="x", bounds=(0.0, 1.0))],
+            constraints=["x <= 0.1"],
+            candidates=[{"x": 0.5}],
+        )
