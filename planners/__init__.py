@@ -3,10 +3,20 @@
 from planners._baselines import PositionalDesign, RandomPlanner, SobolPlanner
 from planners._botorch import BoTorchPlanner, BoTorchSettings, SuggestTiming
 from planners._config import Acquisition, InitialDesign, PlannerConfig
+from planners._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstraint
 from planners._factory import make_planner
-from planners._protocol import Objective, Observation, Planner, TrialOutcome
+from planners._pareto import hypervolume, hypervolume_trace, pareto_mask, reference_point
+from planners._protocol import (
+    Objective,
+    Observation,
+    OutcomeConstraint,
+    Planner,
+    TrialOutcome,
+    parse_outcome_constraint,
+)
 from planners._space import (
     ChoiceParameter,
+    FixedParameter,
     FloatParameter,
     IntParameter,
     InvalidPoint,
@@ -20,13 +30,18 @@ __all__ = [
     "BoTorchPlanner",
     "BoTorchSettings",
     "ChoiceParameter",
+    "ConstraintError",
+    "FixedParameter",
     "FloatParameter",
+    "InfeasibleSpaceError",
     "InitialDesign",
     "IntParameter",
     "InvalidPoint",
     "Objective",
     "Observation",
+    "OutcomeConstraint",
     "Parameter",
+    "ParameterConstraint",
     "Planner",
     "PlannerConfig",
     "Point",
@@ -36,5 +51,10 @@ __all__ = [
     "Space",
     "SuggestTiming",
     "TrialOutcome",
+    "hypervolume",
+    "hypervolume_trace",
     "make_planner",
+    "pareto_mask",
+    "parse_outcome_constraint",
+    "reference_point",
 ]

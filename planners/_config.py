@@ -37,8 +37,9 @@ class PlannerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["botorch", "sobol", "random"] = Field(
-        default="botorch", description="Bayesian optimisation, or a model-free baseline."
+    kind: Literal["botorch", "sobol", "random", "ax"] = Field(
+        default="botorch",
+        description="Bayesian optimisation (BoTorch, or Ax's Client), or a model-free baseline.",
     )
     initial: InitialDesign = Field(default_factory=InitialDesign)
     acquisition: Acquisition = Field(

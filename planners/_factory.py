@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from planners._baselines import RandomPlanner, SobolPlanner
 from planners._botorch import BoTorchPlanner, BoTorchSettings
 from planners._config import PlannerConfig
-from planners._protocol import Objective, Planner
+from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
 
 
@@ -16,11 +16,13 @@ def make_planner(
     objectives: Sequence[Objective],
     config: PlannerConfig,
     seed: int,
+    *,
+    outcome_constraints: Sequence[OutcomeConstraint] = (),
     settings: BoTorchSettings | None = None,
 ) -> Planner:
     """The planner for ``config.kind``, checked against the space and objectives now.
 
-    Checking at construction (e.g. the BoTorch planner's single-objective limit) makes an
+    Checking at construction (e.g. the BoTorch planner's limit of four objectives) makes an
     unsupported campaign fail when it loads rather than after its initial design.
 
     Args:
@@ -28,12 +30,25 @@ def make_planner(
         objectives: what to optimise (model-free baselines ignore them).
         config: the campaign's ``planner:`` section.
         seed: the campaign seed; the same seed and trials give the same proposals.
+        outcome_constraints: bounds on outputs a trial must respect to count (model-free
+            baselines ignore them; BoTorch and Ax model them).
         settings: BoTorch model/optimiser knobs (benchmarks, tests); ignored by baselines.
     """
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
     if config.kind == "botorch":
-        return BoTorchPlanner(space, objectives, config, seed, settings=settings)
+        return BoTorchPlanner(
+            space,
+            objectives,
+            config,
+            seed,
+            settings=settings,
+            outcome_constraints=outcome_constraints,
+        )
+    if config.kind == "ax":
+        from planners._ax import AxPlanner  # lazy: Ax is slow to import
+
+        return AxPlanner(space, objectives, config, seed, outcome_constraints=outcome_constraints)
     if config.kind == "sobol":
         return SobolPlanner(space, seed)
     if config.kind == "random":

@@ -8,7 +8,8 @@ rebuilt by ingesting the store's trials (``resume`` needs no pickled model).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -36,10 +37,78 @@ class Objective(BaseModel):
         default="maximize", description="Direction of optimisation."
     )
 
+    reference_point: float | None = Field(
+        default=None,
+        description=(
+            "With several objectives: the worst value still worth having, in the output's "
+            "units (the hypervolume's reference point); inferred from the data when omitted."
+        ),
+    )
+
     @property
     def sign(self) -> float:
         """+1 for maximise, -1 for minimise: planners maximise ``sign * value``."""
         return 1.0 if self.goal == "maximize" else -1.0
+
+
+class OutcomeConstraint(BaseModel):
+    """A bound a measured output must respect for a trial to count (``impurity <= 0.05``).
+
+    Built from campaign text with :func:`parse_outcome_constraint`. The planner models the
+    output and weights its acquisition by the probability of satisfying the bound; reports
+    count only trials that satisfy every outcome constraint as feasible.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Name of an instrument output.")
+    op: Literal["<=", ">="] = Field(description="Direction of the bound.")
+    bound: float = Field(description="The bound, in the output's units.")
+    text: str = Field(default="", description="The constraint as written in the campaign.")
+
+    def slack(self, value: float) -> float:
+        """How far inside the bound ``value`` is (negative: violated)."""
+        return self.bound - value if self.op == "<=" else value - self.bound
+
+    def satisfied(self, outputs: Mapping[str, float]) -> bool:
+        """True when the output is present, finite and within the bound."""
+        value = outputs.get(self.name)
+        return value is not None and math.isfinite(value) and self.slack(value) >= 0
+
+
+_CONSTRAINT = re.compile(
+    r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op><=|>=)\s*(?P<bound>[^\s].*?)\s*$"
+)
+
+
+def parse_outcome_constraint(text: str) -> OutcomeConstraint:
+    """``"name <= number"`` or ``"name >= number"`` as an :class:`OutcomeConstraint`.
+
+    Raises:
+        ValueError: anything else, with the form to write instead.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"outcome constraint {text!r} must be text; write e.g. 'impurity <= 0.05'")
+    match = _CONSTRAINT.match(text)
+    if match is None:
+        raise ValueError(
+            f"outcome constraint {text!r} is not 'output <= number' or 'output >= number'; "
+            "write e.g. 'impurity <= 0.05' (strict < and > are not supported)"
+        )
+    raw = match["bound"]
+    try:
+        bound = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"outcome constraint {text!r}: the bound {raw!r} is not a number; "
+            "write e.g. 'impurity <= 0.05'"
+        ) from None
+    if not math.isfinite(bound):
+        raise ValueError(
+            f"outcome constraint {text!r}: the bound must be finite; write e.g. 'impurity <= 0.05'"
+        )
+    op: Literal["<=", ">="] = "<=" if match["op"] == "<=" else ">="
+    return OutcomeConstraint(name=match["name"], op=op, bound=bound, text=text.strip())
 
 
 @dataclass(frozen=True)

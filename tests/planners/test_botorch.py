@@ -277,6 +277,7 @@ def test_single_observation_is_enough_for_a_model() -> None:
     assert space.contains(planner.suggest(1)[0])
 
 
-def test_several_objectives_are_refused_at_construction(mixed: Space) -> None:
-    with pytest.raises(ValueError, match="one objective"):
-        BoTorchPlanner(mixed, [Objective(name="a"), Objective(name="b")], CONFIG, 0)
+def test_more_than_four_objectives_are_refused_at_construction(mixed: Space) -> None:
+    five = [Objective(name=f"y{i}") for i in range(5)]
+    with pytest.raises(ValueError, match="1 to 4 objectives"):
+        BoTorchPlanner(mixed, five, CONFIG, 0)

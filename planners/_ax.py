@@ -1,0 +1,533 @@
+"""Ax as an alternative planner: the campaign's space and goals driven through Ax's ``Client``.
+
+``planner: {kind: ax}`` hands the proposals to Ax (``ax-platform`` >= 1.0, the ``Client``
+ask/tell API) while the loop, the store and the instruments stay the same. The mapping:
+
+* parameters: ``float`` (``log`` -> ``scaling="log"``) and ``int`` as
+  ``RangeParameterConfig``; ``choice`` as ``ChoiceParameterConfig`` with ``is_ordered`` from
+  ``ChoiceParameter.ordered``; ``fixed`` parameters are not sent to Ax and are added back to
+  each proposal. Ax sees aliases (``p0``, ``p1``, ...; metrics ``obj0``, ``con0``, ...)
+  because it parses constraint and objective strings with SymPy, where a parameter called
+  ``E``, ``gamma`` or ``lambda`` or an output called ``yield`` would be misread;
+* linear parameter constraints: written out from their coefficients in the raw parameter
+  units (Ax applies them before its own log/unit transforms, so a constraint may not touch a
+  log-scale parameter, nor a choice: both are a ``ValueError`` naming ``kind: botorch``);
+* objectives: ``"obj0, -obj1"`` (``-`` for minimise); an objective's ``reference_point``
+  becomes Ax's objective threshold (``obj0 >= ref`` when maximised);
+* outcome constraints: ``"con0 <= 0.05"`` on their own metric (even when they bound an
+  objective, which Ax's single-objective config would otherwise reject);
+* the seed: ``Client(random_seed=seed)`` and the Sobol initialisation seed; the initial
+  design size from ``planner.initial.n``; a batch is ``get_next_trials(max_trials=n)``.
+
+State. Like every planner this one is rebuilt from the store by ingesting the trials in
+order: each observation becomes an Ax trial (``attach_trial``, then ``complete_trial``,
+``mark_trial_failed`` or ``mark_trial_abandoned``). Points Ax proposed become ``RUNNING`` Ax
+trials; an ingested observation completes the running trial of the same point. Before each
+``suggest`` the running trials are reconciled with ``pending``: pending points Ax does not
+know are attached as running trials (so Ax conditions on them and never proposes them
+again), and running trials that are no longer pending and were never ingested are marked
+abandoned. A point the instrument ran at slightly different readbacks is attached as its own
+trial, and the proposal it came from is abandoned at the next ``suggest``.
+
+Ax's own behaviour is kept where it differs from the BoTorch planner: its initial design is
+the centre of the space plus scrambled Sobol points (``planner.initial.kind`` is not used),
+prior trials count toward it; failed trials are left out of its model (Ax may propose a
+failed point again); the same seed and the same trials in the same process give the same
+proposals, but a planner rebuilt from a store restarts Ax's Sobol sequence (duplicates are
+skipped), so a resumed campaign's next initial points may differ from an uninterrupted run.
+When Ax runs out of new points (a small discrete space) the rest of a batch comes from this
+project's Sobol design (``last_kinds`` says ``sobol``).
+
+What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
+checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
+parameters, and finite candidate tables. Each message names ``kind: botorch``.
+
+Ax is imported lazily on the first ``ingest``/``suggest`` (the import costs ~2 s), and its
+logging is routed into this module's logger at DEBUG (Ax attaches its own INFO stream handler
+on import, which would print a line per trial into the campaign's output). Warnings Ax or
+BoTorch raise inside Ax's calls are library internals a campaign's user cannot act on; they
+are logged at DEBUG as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from planners._baselines import PositionalDesign
+from planners._config import PlannerConfig
+from planners._constraints import ParameterConstraint
+from planners._protocol import Objective, Observation, OutcomeConstraint
+from planners._space import (
+    ChoiceParameter,
+    FixedParameter,
+    FloatParameter,
+    IntParameter,
+    InvalidPoint,
+    Point,
+    Space,
+)
+
+logger = logging.getLogger(__name__)
+
+_USE_BOTORCH = "use planner kind: botorch"
+
+# Generation nodes of Ax's default strategy that make space-filling points, not model ones.
+_INITIAL_NODES = ("Center", "CenterOfSearchSpace", "Sobol")
+
+
+@dataclass(frozen=True)
+class _AxParameter:
+    """How one campaign parameter is shown to Ax and read back."""
+
+    name: str  # campaign name
+    alias: str  # Ax name
+    to_ax: Callable[[Any], Any]
+    from_ax: Callable[[Any], Any]
+
+
+class AxPlanner:
+    """Proposals from Ax's ``Client`` (ask/tell), behind the :class:`Planner` protocol.
+
+    Args:
+        space: the search space.
+        objectives: 1-4 objectives; several make a multi-objective (hypervolume) campaign.
+        config: the campaign's ``planner:`` section (``initial.n``; ``acquisition`` is
+            BoTorch's and ignored: Ax picks its own).
+        seed: the campaign seed, passed to Ax as ``random_seed`` and Sobol seed.
+        outcome_constraints: bounds on measured outputs.
+
+    Raises:
+        ValueError: for what Ax cannot express (see the module docstring), naming the
+            alternative.
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        objectives: Sequence[Objective],
+        config: PlannerConfig,
+        seed: int,
+        *,
+        outcome_constraints: Sequence[OutcomeConstraint] = (),
+    ) -> None:
+        if not objectives:
+            raise ValueError("a campaign needs at least one objective")
+        self.space = space
+        self.objectives = tuple(objectives)
+        self.outcome_constraints = tuple(outcome_constraints)
+        self.config = config
+        self.seed = int(seed)
+        self.last_kinds: list[str] = []
+        if space.candidates is not None:
+            raise ValueError(
+                "Ax cannot restrict its proposals to a finite table of candidates (an "
+                f"enumerated dataset); {_USE_BOTORCH} (or sobol/random)"
+            )
+        self._parameters = _ax_parameters(space)
+        self._fixed: dict[str, Any] = dict(space.fixed)
+        self._constraints = [self._constraint_string(c) for c in space.constraints]
+        self._metrics = self._metric_map()
+        self.n_initial = config.initial.size(max(1, len(self._parameters)))
+        self._design = PositionalDesign(space, self.seed)
+        self._client: Any = None
+        # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
+        self._running: dict[int, Point] = {}
+        self.n_ingested = 0
+
+    # ------------------------------------------------------------------ protocol
+    def ingest(self, observations: Sequence[Observation]) -> None:
+        """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
+        client = self._ensure_client()
+        with _quiet("ingest"):
+            for obs in observations:
+                self.n_ingested += 1
+                index = self._trial_for(client, obs.parameters)
+                if index is None:
+                    continue
+                self._tell(client, index, obs)
+
+    def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+        """``n`` points from Ax, given the points in flight (attached as running trials)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:
+            self.last_kinds = []
+            return []
+        client = self._ensure_client()
+        pending = [dict(p) for p in pending]
+        with _quiet("suggest"):
+            self._reconcile(client, pending)
+            trials = _generate(client, n)
+        points: list[Point] = []
+        kinds: list[str] = []
+        for index, parameters in sorted(trials.items()):
+            try:
+                point = self._from_ax(parameters)
+            except InvalidPoint as exc:
+                # Not expected (Ax honours bounds, types and linear constraints), but a
+                # proposal outside the space must never reach an instrument.
+                logger.warning("Ax proposed a point outside the space (%s); dropped", exc)
+                with _quiet("abandon"):
+                    client.mark_trial_abandoned(index)
+                continue
+            self._running[index] = point
+            points.append(point)
+            kinds.append(self._kind_of(client, index))
+        if len(points) < n:
+            # Ax stops short when it cannot find new points (e.g. a small finite space with
+            # deduplication); the protocol promises n, so the rest come from the Sobol design.
+            logger.info("Ax proposed %d of %d points; the rest are Sobol points", len(points), n)
+            extra = self._design.points(
+                self.n_ingested + len(pending) + len(points),
+                n - len(points),
+                avoid=[*pending, *points],
+            )
+            with _quiet("attach"):
+                for point in extra:
+                    index = client.attach_trial(parameters=self._to_ax(point))
+                    self._running[index] = point
+            points.extend(extra)
+            kinds.extend(["sobol"] * len(extra))
+        self.last_kinds = kinds
+        return points
+
+    # ------------------------------------------------------------------ Ax client
+    def _ensure_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        ax = _import_ax()
+        client = ax.Client(random_seed=self.seed)
+        with _quiet("configure"):
+            client.configure_experiment(
+                parameters=[
+                    self._parameter_config(ax, p)
+                    for p in self.space.parameters
+                    if not isinstance(p, FixedParameter)
+                ],
+                parameter_constraints=[c for c in self._constraints if c] or None,
+                name="closedloop",
+            )
+            objective = ", ".join(
+                ("-" if o.goal == "minimize" else "") + alias
+                for o, alias in zip(self.objectives, self._objective_aliases, strict=True)
+            )
+            client.configure_optimization(
+                objective=objective, outcome_constraints=self._outcome_strings() or None
+            )
+            client.configure_generation_strategy(
+                method="fast",
+                initialization_budget=self.n_initial,
+                initialization_random_seed=self.seed,
+                # The protocol must return n points even while initial trials are running.
+                allow_exceeding_initialization_budget=True,
+            )
+        self._client = client
+        return client
+
+    def _parameter_config(self, ax: Any, p: Any) -> Any:
+        alias = self._by_name[p.name].alias
+        if isinstance(p, FloatParameter | IntParameter):
+            kind = "int" if isinstance(p, IntParameter) else "float"
+            cast = int if kind == "int" else float
+            return ax.RangeParameterConfig(
+                name=alias,
+                bounds=(cast(p.bounds[0]), cast(p.bounds[1])),
+                parameter_type=kind,
+                scaling="log" if p.log else "linear",
+            )
+        values, kind = _choice_values(p)
+        return ax.ChoiceParameterConfig(
+            name=alias,
+            values=values,
+            parameter_type=kind,
+            is_ordered=p.ordered,
+        )
+
+    @property
+    def _by_name(self) -> dict[str, _AxParameter]:
+        return {a.name: a for a in self._parameters}
+
+    def _to_ax(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        return {a.alias: a.to_ax(point[a.name]) for a in self._parameters}
+
+    def _from_ax(self, parameters: Mapping[str, Any]) -> Point:
+        point: Point = {a.name: a.from_ax(parameters[a.alias]) for a in self._parameters}
+        point.update(self._fixed)
+        ordered = {name: point[name] for name in self.space.names if name in point}
+        return self.space.validate(ordered)
+
+    def _kind_of(self, client: Any, index: int) -> str:
+        try:
+            runs = client._experiment.trials[index].generator_runs
+            node = getattr(runs[0], "_generation_node_name", None) if runs else None
+        except (AttributeError, KeyError, IndexError):  # Ax internals moved: not critical
+            node = None
+        if node is None:
+            return "model"
+        return "initial" if any(str(node).startswith(s) for s in _INITIAL_NODES) else "model"
+
+    # ------------------------------------------------------------------ trial bookkeeping
+    def _key(self, point: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(repr(point.get(name)) for name in self.space.names)
+
+    def _trial_for(self, client: Any, parameters: Point) -> int | None:
+        """The Ax trial an observation belongs to: its running proposal, or a new one."""
+        try:
+            point = self.space.validate(parameters)
+        except InvalidPoint as exc:
+            logger.warning(
+                "observation %s is not in the space, not told to Ax: %s", parameters, exc
+            )
+            return None
+        key = self._key(point)
+        for index, proposed in self._running.items():
+            if self._key(proposed) == key:
+                del self._running[index]
+                return index
+        # Not proposed by Ax, or run at readbacks away from the proposal (which the next
+        # suggest then closes as abandoned: it is no longer pending).
+        try:
+            return int(client.attach_trial(parameters=self._to_ax(point)))
+        except ValueError as exc:  # e.g. a readback just outside a linear constraint
+            logger.warning("Ax refused observed point %s (%s); not told to Ax", point, exc)
+            return None
+
+    def _tell(self, client: Any, index: int, obs: Observation) -> None:
+        if obs.outcome == "abandoned":
+            client.mark_trial_abandoned(index)
+            return
+        if obs.outcome == "failed":
+            client.mark_trial_failed(index, failed_reason="the instrument could not measure it")
+            return
+        raw: dict[str, float] = {}
+        for alias, name in self._metrics.items():
+            value = obs.outputs.get(name)
+            if value is not None and math.isfinite(value):
+                raw[alias] = float(value)
+        if not all(a in raw for a in self._objective_aliases):
+            # No usable objective value: nothing for Ax's model, as the BoTorch planner does.
+            client.mark_trial_failed(index, failed_reason="objective missing or not finite")
+            return
+        client.complete_trial(trial_index=index, raw_data=raw)
+
+    def _reconcile(self, client: Any, pending: list[Point]) -> None:
+        """Make Ax's running trials exactly the pending points."""
+        unmatched = list(pending)
+        for index, proposed in list(self._running.items()):
+            key = self._key(proposed)
+            hit = next((i for i, p in enumerate(unmatched) if self._key(p) == key), None)
+            if hit is None:
+                # Proposed, never run nor told (e.g. a stop before it was persisted).
+                client.mark_trial_abandoned(index)
+                del self._running[index]
+            else:
+                unmatched.pop(hit)
+        for point in unmatched:
+            try:
+                valid = self.space.validate(point)
+            except InvalidPoint as exc:
+                logger.warning("pending point %s is not in the space: %s", point, exc)
+                continue
+            index = client.attach_trial(parameters=self._to_ax(valid))
+            self._running[index] = valid
+
+    # ------------------------------------------------------------------ goals
+    @property
+    def _objective_aliases(self) -> list[str]:
+        return [f"obj{j}" for j in range(len(self.objectives))]
+
+    def _metric_map(self) -> dict[str, str]:
+        """Ax metric alias -> campaign output name."""
+        out = {f"obj{j}": o.name for j, o in enumerate(self.objectives)}
+        out |= {f"con{k}": c.name for k, c in enumerate(self.outcome_constraints)}
+        return out
+
+    def _outcome_strings(self) -> list[str]:
+        strings = []
+        if len(self.objectives) > 1:
+            for j, o in enumerate(self.objectives):
+                if o.reference_point is not None:
+                    op = ">=" if o.goal == "maximize" else "<="
+                    strings.append(f"obj{j} {op} {float(o.reference_point)!r}")
+        for k, c in enumerate(self.outcome_constraints):
+            strings.append(f"con{k} {c.op} {float(c.bound)!r}")
+        return strings
+
+    def _constraint_string(self, constraint: ParameterConstraint) -> str:
+        """A linear parameter constraint in Ax's syntax over the aliases ("" if trivial).
+
+        ``ParameterConstraint`` gives ``slack = constant + sum(c * value) >= 0`` in raw
+        units (fixed parameters folded into ``constant``), i.e. ``sum(-c * value) <=
+        constant``. Ax's optimiser meets a linear constraint only to its solver's tolerance,
+        so with float parameters the bound is tightened by 1e-6 relative (a sliver no
+        experiment can tell from the boundary); all-integer constraints stay exact.
+        """
+        text = constraint.text
+        if not constraint.is_linear:
+            raise ValueError(
+                f"Ax cannot express nonlinear parameter constraints ({text!r}); {_USE_BOTORCH}"
+            )
+        by_name = {p.name: p for p in self.space.parameters}
+        terms = []
+        scale = 1.0 + abs(constraint.constant)
+        has_float = False
+        for name, coef in constraint.coefficients.items():
+            p = by_name[name]
+            if isinstance(p, FixedParameter):  # pragma: no cover - folded in by the parser
+                continue
+            if isinstance(p, ChoiceParameter):
+                raise ValueError(
+                    f"Ax cannot apply the parameter constraint {text!r} to the choice "
+                    f"parameter '{name}'; {_USE_BOTORCH}"
+                )
+            if p.log:
+                raise ValueError(
+                    f"Ax cannot apply the linear constraint {text!r} to the log-scale "
+                    f"parameter '{name}' (Ax models it in log space, where the constraint "
+                    f"is not linear); {_USE_BOTORCH}, or set log: false"
+                )
+            if coef != 0.0:
+                terms.append(f"{-float(coef)!r}*{self._by_name[name].alias}")
+                scale += abs(coef) * max(abs(float(b)) for b in p.bounds)
+                has_float = has_float or isinstance(p, FloatParameter)
+        if not terms:
+            return ""
+        bound = float(constraint.constant) - (1e-6 * scale if has_float else 0.0)
+        return " + ".join(terms) + f" <= {bound!r}"
+
+
+# ---------------------------------------------------------------------- parameters
+def _ax_parameters(space: Space) -> list[_AxParameter]:
+    out = []
+    for i, p in enumerate(q for q in space.parameters if not isinstance(q, FixedParameter)):
+        alias = f"p{i}"
+        if isinstance(p, FloatParameter):
+            out.append(_AxParameter(p.name, alias, float, float))
+        elif isinstance(p, IntParameter):
+            out.append(_AxParameter(p.name, alias, int, int))
+        elif isinstance(p, ChoiceParameter):
+            values, _ = _choice_values(p)
+            to_ax = dict(zip([repr(v) for v in p.values], values, strict=True))
+            back = list(zip(values, p.values, strict=True))
+            out.append(_AxParameter(p.name, alias, partial(_label, to_ax), partial(_lookup, back)))
+        else:  # pragma: no cover - the parameter union is closed
+            raise ValueError(f"parameter '{p.name}' of type {type(p).__name__} is not supported")
+    return out
+
+
+def _label(to_ax: dict[str, Any], value: Any) -> Any:
+    return to_ax[repr(value)]
+
+
+def _lookup(back: list[tuple[Any, Any]], value: Any) -> Any:
+    for ax_value, ours in back:
+        if type(ax_value) is type(value) and ax_value == value:
+            return ours
+    for ax_value, ours in back:  # Ax may hand back 1.0 for 1
+        if ax_value == value:
+            return ours
+    raise InvalidPoint(f"Ax returned {value!r}, which is not one of the choice's values")
+
+
+def _choice_values(p: ChoiceParameter) -> tuple[list[Any], str]:
+    """The values Ax gets for a choice, and their Ax type.
+
+    Homogeneous values go as they are. Ax sorts numeric choice values, so an ordered numeric
+    choice not listed in ascending order, and any mix of types, go as text labels (Ax keeps
+    the order of text values).
+    """
+    values = list(p.values)
+    ordered = p.ordered
+    if all(isinstance(v, bool) for v in values):
+        return values, "bool"
+    if all(isinstance(v, str) for v in values):
+        return values, "str"
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric and (not ordered or values == sorted(values)):
+        if all(isinstance(v, int) for v in values):
+            return values, "int"
+        return [float(v) for v in values], "float"
+    labels = [str(v) for v in values]
+    if len(set(labels)) != len(labels):
+        labels = [f"{k}:{v}" for k, v in enumerate(values)]
+    return labels, "str"
+
+
+# ---------------------------------------------------------------------- Ax plumbing
+def _generate(client: Any, n: int) -> dict[int, Any]:
+    """Up to ``n`` new Ax trials (index -> Ax parameters), fewer if Ax runs out of points.
+
+    Ax raises (rather than returning fewer) when a discrete space has no new point left for
+    the whole batch; then the batch is made one trial at a time until Ax is out of points.
+    """
+    from ax.exceptions.core import OptimizationComplete
+    from ax.exceptions.generation_strategy import MaxParallelismReachedException
+
+    out_of_points = (OptimizationComplete, MaxParallelismReachedException)
+    try:
+        return dict(client.get_next_trials(max_trials=n))
+    except out_of_points as exc:
+        logger.info("Ax could not make %d trials at once (%s); making them one by one", n, exc)
+    trials: dict[int, Any] = {}
+    for _ in range(n):
+        try:
+            trials |= client.get_next_trials(max_trials=1)
+        except out_of_points as exc:
+            logger.info("Ax has no further point to propose: %s", exc)
+            break
+    return trials
+
+
+_ROUTED = False
+
+
+def _import_ax() -> Any:
+    """Import Ax (slow, noisy) once, and route its log records into this module's logger."""
+    global _ROUTED
+    # Ax's stream handler binds sys.stderr when it is created, on import, and logs a line
+    # during the import: a stand-in stream catches both, and the handler is removed below.
+    stream = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stream):
+        warnings.simplefilter("always")
+        import ax
+        from ax.utils.common import logger as ax_logger
+    _log_warnings(caught, "import")
+    for line in stream.getvalue().splitlines():
+        logger.debug("ax (import): %s", line)
+    if not _ROUTED:
+        root = logging.getLogger(ax_logger.AX_ROOT_LOGGER_NAME)
+        root.removeHandler(ax_logger.ROOT_STREAM_HANDLER)
+        root.addHandler(_ForwardHandler())
+        _ROUTED = True
+    return ax
+
+
+class _ForwardHandler(logging.Handler):
+    """Ax's records as DEBUG records of this module (INFO for Ax's errors)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = logging.INFO if record.levelno >= logging.ERROR else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(level, "ax %s: %s", record.name, record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet(stage: str) -> Iterator[None]:
+    """Record the warnings Ax/BoTorch raise inside Ax's calls and log them at DEBUG."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    _log_warnings(caught, stage)
+
+
+def _log_warnings(caught: list[warnings.WarningMessage], stage: str) -> None:
+    for w in caught:
+        logger.debug("Ax %s: %s: %s", stage, w.category.__name__, w.message)

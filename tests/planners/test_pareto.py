@@ -1,0 +1,181 @@
+"""Pareto fronts and exact hypervolumes: known values, directions, feasibility, traces."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from botorch.utils.multi_objective.hypervolume import Hypervolume
+from botorch.utils.multi_objective.pareto import is_non_dominated
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import planners._pareto
+from planners import Objective, hypervolume, hypervolume_trace, pareto_mask, reference_point
+
+MAX2 = [Objective(name="a"), Objective(name="b")]
+MIN2 = [Objective(name="a", goal="minimize"), Objective(name="b", goal="minimize")]
+
+
+def objectives(m: int, goals: str = "x") -> list[Objective]:
+    """``m`` objectives whose goals cycle through ``goals`` (x: maximise, n: minimise)."""
+    return [
+        Objective(name=f"y{i}", goal="maximize" if goals[i % len(goals)] == "x" else "minimize")
+        for i in range(m)
+    ]
+
+
+def test_two_objective_front_and_area_by_hand() -> None:
+    # Staircase above the origin: (1,3), (2,2), (3,1); (1,1) is dominated.
+    Y = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [1.0, 1.0]])
+    assert pareto_mask(Y, MAX2).tolist() == [True, True, True, False]
+    # Union of three rectangles from the origin: 3 + 2*2 + 3 - overlaps = 6.
+    assert hypervolume(Y, MAX2, ref=[0.0, 0.0]) == pytest.approx(6.0)
+
+
+def test_minimised_objectives_mirror_maximised_ones() -> None:
+    Y = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [3.0, 3.0]])
+    assert pareto_mask(Y, MIN2).tolist() == [True, True, True, False]
+    # In the signed space the reference (4, 4) is (-4, -4): the same staircase as above.
+    assert hypervolume(Y, MIN2, ref=[4.0, 4.0]) == pytest.approx(6.0)
+    mixed = [Objective(name="a"), Objective(name="b", goal="minimize")]
+    assert hypervolume(np.array([[2.0, 1.0]]), mixed, ref=[0.0, 3.0]) == pytest.approx(4.0)
+
+
+def test_three_objectives_known_volume() -> None:
+    # Two unit-overlapping boxes: [0,2]x[0,1]x[0,1] and [0,1]x[0,2]x[0,1] -> 2 + 2 - 1 = 3,
+    # plus a third [0,1]x[0,1]x[0,3] overlapping each in a unit cube: 3 + 3 - 1 - 1 = 4... the
+    # union of all three: 2 + 2 + 3 - 1 - 1 - 1 + 1 = 5.
+    Y = np.array([[2.0, 1.0, 1.0], [1.0, 2.0, 1.0], [1.0, 1.0, 3.0]])
+    assert hypervolume(Y, objectives(3), ref=[0.0, 0.0, 0.0]) == pytest.approx(5.0)
+    assert pareto_mask(Y, objectives(3)).all()
+
+
+def test_four_objectives_single_point_and_unit_simplex_corners() -> None:
+    obj = objectives(4)
+    assert hypervolume([[1.0, 2.0, 3.0, 4.0]], obj, ref=[0, 0, 0, 0]) == pytest.approx(24.0)
+    # The four unit "corners" e_i + 1: each box is 2 along one axis, 1 along the others;
+    # union = 4 * 2 - 3 * 1 (inclusion-exclusion collapses to the shared unit cube).
+    Y = np.ones((4, 4)) + np.eye(4)
+    assert hypervolume(Y, obj, ref=[0, 0, 0, 0]) == pytest.approx(5.0)
+
+
+def _botorch_hv(S: np.ndarray, ref: np.ndarray) -> float:
+    """BoTorch's box-decomposition hypervolume of a maximised cloud (it needs the front)."""
+    Y = torch.tensor(S)
+    return float(Hypervolume(torch.tensor(ref)).compute(Y[is_non_dominated(Y)]))
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_matches_botorch_on_random_clouds(m: int) -> None:
+    rng = np.random.default_rng(m)
+    obj = objectives(m, goals="xn")
+    signs = np.array([o.sign for o in obj])
+    for n in (1, 7, 40):
+        Y = rng.normal(size=(n, m))
+        ref = reference_point(obj, Y)
+        expected = _botorch_hv(Y * signs, ref * signs)
+        assert hypervolume(Y, obj) == pytest.approx(expected, rel=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(2, 4),
+    Y=st.integers(1, 25).flatmap(
+        lambda n: arrays(np.float64, (n, 4), elements=st.integers(-3, 3).map(float))
+    ),
+)
+def test_hypervolume_agrees_with_botorch_on_ties(m: int, Y: np.ndarray) -> None:
+    """Grid values give many ties and duplicates, where sweeps usually go wrong."""
+    obj = objectives(m)
+    Y = Y[:, :m]
+    ref = np.full(m, -4.0)
+    expected = _botorch_hv(Y, ref)
+    assert hypervolume(Y, obj, ref=ref) == pytest.approx(expected, abs=1e-9)
+
+
+def test_feasibility_mask_and_non_finite_rows_leave_the_front() -> None:
+    Y = np.array([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0], [math.nan, 9.0]])
+    feasible = [False, True, True, True]
+    assert pareto_mask(Y, MAX2).tolist() == [True, False, False, False]
+    assert pareto_mask(Y, MAX2, feasible=feasible).tolist() == [False, True, True, False]
+    assert hypervolume(Y, MAX2, ref=[0, 0], feasible=feasible) == pytest.approx(3.0)
+    assert hypervolume(Y, MAX2, ref=[0, 0], feasible=[False] * 4) == 0.0
+    with pytest.raises(ValueError, match="feasible has 2 entries"):
+        pareto_mask(Y, MAX2, feasible=[True, False])
+
+
+def test_points_not_beyond_the_reference_add_nothing() -> None:
+    Y = np.array([[1.0, 5.0], [5.0, -1.0]])
+    assert hypervolume(Y, MAX2, ref=[0.0, 0.0]) == pytest.approx(5.0)
+    assert hypervolume(Y, MAX2, ref=[10.0, 10.0]) == 0.0
+
+
+def test_reference_point_given_or_inferred_per_direction() -> None:
+    # Front: (0, 10) and (10, 20) (a maximised, b minimised); (-5, 30) is dominated.
+    Y = np.array([[0.0, 10.0], [10.0, 20.0], [-5.0, 30.0]])
+    # Maximised a: front's worst 0, range 10 -> -1. Minimised b: worst 20, range 10 -> 21.
+    obj = [Objective(name="a"), Objective(name="b", goal="minimize")]
+    assert reference_point(obj, Y).tolist() == pytest.approx([-1.0, 21.0])
+    given_ref = [Objective(name="a", reference_point=5.0), obj[1]]
+    assert reference_point(given_ref, Y).tolist() == pytest.approx([5.0, 21.0])
+    # Infeasible rows do not set it while feasible ones exist: one point moves by 10 %.
+    assert reference_point(obj, Y, feasible=[False, True, False]).tolist() == pytest.approx(
+        [10.0 - 1.0, 20.0 + 2.0]
+    )
+    with pytest.raises(ValueError, match="set reference_point"):
+        reference_point(obj, np.empty((0, 2)))
+    # Given reference points need no data.
+    both = [Objective(name="a", reference_point=0.0), Objective(name="b", reference_point=1.0)]
+    assert reference_point(both, np.empty((0, 2))).tolist() == [0.0, 1.0]
+
+
+def test_inferred_reference_counts_every_observed_point() -> None:
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(12, 3))
+    obj = objectives(3, goals="xn")
+    front = pareto_mask(Y, obj)
+    # Each front point alone has positive volume above the inferred reference.
+    for row in Y[front]:
+        assert hypervolume(row[None], obj, ref=reference_point(obj, Y)) > 0
+
+
+def test_trace_is_monotone_and_ends_at_the_total() -> None:
+    rng = np.random.default_rng(1)
+    for m in (2, 3, 4):
+        obj = objectives(m)
+        Y = rng.random((20, m))
+        feasible = rng.random(20) > 0.2
+        trace = hypervolume_trace(Y, obj, feasible=feasible)
+        assert len(trace) == 20
+        assert all(b >= a for a, b in zip(trace, trace[1:], strict=False))
+        ref = reference_point(obj, Y, feasible)
+        assert trace[-1] == pytest.approx(hypervolume(Y, obj, ref=ref, feasible=feasible))
+        for k in (1, 7, 13):
+            assert trace[k - 1] == pytest.approx(
+                hypervolume(Y[:k], obj, ref=ref, feasible=feasible[:k])
+            )
+
+
+def test_single_objective_and_shape_errors() -> None:
+    one = [Objective(name="y", goal="minimize")]
+    assert pareto_mask([3.0, 1.0, 1.0, 2.0], one).tolist() == [False, True, True, False]
+    assert hypervolume([3.0, 1.0], one, ref=[4.0]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="n x 2"):
+        hypervolume(np.ones((3, 3)), MAX2)
+    with pytest.raises(ValueError, match="ref has 1 values"):
+        hypervolume(np.ones((3, 2)), MAX2, ref=[0.0])
+    assert pareto_mask(np.empty((0, 2)), MAX2).shape == (0,)
+
+
+def test_module_imports_no_torch() -> None:
+    """Status/export/report use these on every call: numpy only, nothing heavy at import."""
+    tree = ast.parse(Path(planners._pareto.__file__).read_text())
+    modules = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m.split(".")[0] for m in modules} & {"torch", "botorch", "gpytorch"}
