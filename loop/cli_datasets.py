@@ -1,0 +1,125 @@
+"""``closedloop datasets``: the bundled laboratory datasets, their spaces, fit and citations.
+
+Each can be a campaign's instrument (``instrument: {dataset: NAME}``): an exact lookup for a
+fully enumerated space, a GP emulator fitted on the data otherwise. ``--fit`` fits (or reads
+from the cache) every emulator and prints its 5-fold cross-validated R²; ``--data/--spec``
+does the same for a CSV of your own.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(soft_wrap=True)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _objectives(spec: Any) -> str:
+    return ", ".join(f"{o} ({'max' if g == 'maximize' else 'min'})" for o, g in spec.goal.items())
+
+
+def datasets(
+    fit: Annotated[
+        bool,
+        typer.Option(
+            "--fit",
+            help="Fit each emulator (or read it from the cache) and print its 5-fold "
+            "cross-validated R² (minutes the first time, then cached).",
+        ),
+    ] = False,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Only this dataset (repeatable).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="A CSV of your own measurements (with --spec).")
+    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="The YAML spec of --data.")] = None,
+    write_bundled: Annotated[
+        bool,
+        typer.Option(
+            "--write-bundled", hidden=True, help="Maintainers: store the fits as package data."
+        ),
+    ] = False,
+) -> None:
+    """List the bundled laboratory datasets: space, rows, objectives, kind and citation.
+
+    Use one as a campaign's instrument with `instrument: {dataset: NAME}` (the campaign's
+    `parameters:` may then be omitted); your own data with `{dataset: data.csv, spec: spec.yaml}`.
+    """
+    import simulators
+    from simulators import _emulator
+
+    if (data is None) != (spec is None):
+        console.print("[red]error:[/] --data and --spec go together")
+        raise typer.Exit(2)
+    try:
+        if data is not None:
+            loaded = [simulators.load_dataset(data, spec)]
+        else:
+            names = name or list(simulators.bundled_dataset_names())
+            loaded = [simulators.load_dataset(n) for n in names]
+    except simulators.DatasetError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+    table = Table(title="datasets (instrument: {dataset: NAME})")
+    for col in ("name", "kind", "space", "rows", "objectives", "noise sd", "CV R²"):
+        table.add_column(col, overflow="fold")
+    citations: list[tuple[str, str]] = []
+    for ds in loaded:
+        ds_spec = ds.spec
+        noise: str = "0 (exact)" if ds_spec.enumerated else "-"
+        r2: str = "-"
+        if not ds_spec.enumerated:
+            emulator = None
+            if fit:
+                started = time.perf_counter()
+                with console.status(f"fitting {ds.name} ({len(ds)} rows, 5-fold CV) ..."):
+                    emulator = _emulator.cached_emulator(ds, cv=True)
+                if write_bundled and data is None:
+                    emulator.save(_emulator.bundled_path(ds))
+                took = time.perf_counter() - started
+                if took > 1:
+                    console.print(f"{ds.name}: fitted in {took:.0f} s", style="dim")
+            else:
+                for path in (_emulator.bundled_path(ds), _emulator.cache_path(ds)):
+                    if path.is_file():
+                        emulator = simulators.Emulator.load(path, ds_spec, ds.digest)
+                        if emulator is not None:
+                            break
+            if emulator is not None:
+                noise = ", ".join(_fmt(v) for v in emulator.noise_sd.values())
+                if emulator.cv_r2:
+                    r2 = ", ".join(_fmt(v, 2) for v in emulator.cv_r2.values())
+        table.add_row(
+            ds.name,
+            "lookup" if ds_spec.enumerated else "emulator",
+            ds_spec.space_summary(),
+            str(len(ds)),
+            _objectives(ds_spec),
+            noise,
+            r2,
+        )
+        if ds_spec.citation:
+            citations.append((ds.name, ds_spec.citation))
+    console.print(table)
+    if not fit and any(not d.spec.enumerated for d in loaded):
+        console.print("noise sd and CV R² of emulators: `closedloop datasets --fit`", style="dim")
+    for ds_name, text in citations:
+        console.print(f"[bold]{escape(ds_name)}[/]: {escape(text)}")
+    if data is None:
+        console.print(
+            f"All bundled datasets via Olympus (MIT licence): {escape(simulators.OLYMPUS_CITATION)}"
+        )

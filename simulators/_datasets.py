@@ -1,0 +1,816 @@
+"""Simulated instruments from real measurements: bundled laboratory datasets and the user's own.
+
+A dataset is a table of experiments that were run in a real laboratory (one row per
+experiment: the inputs, then the measured outputs) plus a *spec* saying what each column is.
+It becomes a simulator in one of two ways:
+
+* **Exact lookup** (``enumerated`` datasets, e.g. ``suzuki_edbo``: every combination of a few
+  categorical choices was measured). The simulator returns the table's value for a row and
+  refuses any point that is not a row; a campaign on it gives the planner the rows as its
+  only candidates, so nothing outside the table is ever proposed.
+* **Emulator** (continuous and mixed spaces, e.g. ``hplc``). A Gaussian process fitted on
+  the table (see :mod:`simulators._emulator`) gives the response anywhere in the space; the
+  instrument adds Gaussian noise with the GP's fitted noise level, so a dry run sees the
+  dataset's own scatter.
+
+Both are pure functions (inputs dict -> outputs dict), wrapped as Ophyd devices by
+:func:`simulators.build_simulated_instrument` like every other simulator.
+
+The bundled datasets are the Olympus collection (MIT licence, ``datasets/LICENSE``), each
+with the publication to cite (``datasets/README.md``, :attr:`DatasetSpec.citation`).
+
+A user's own data is a CSV with a header row and a small YAML spec::
+
+    parameters:                 # campaign syntax
+      - {name: temperature, type: float, bounds: [20, 120]}
+      - {name: solvent, type: choice, values: [MeCN, THF]}
+    outputs: [yield]            # CSV columns that were measured
+    goal: maximize              # or {yield: maximize}; the default objective
+    enumerated: false           # true: an exact lookup over the rows
+
+Every problem with either file is a :class:`DatasetError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+from simulators._functions import Goal, ParamSpec, TestProblem
+
+logger = logging.getLogger(__name__)
+
+#: The bundled data (package data: installed with the wheel).
+DATA_DIR = Path(__file__).with_name("datasets")
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+class DatasetError(ValueError):
+    """A dataset or its spec cannot be used; says which file and line, and the fix.
+
+    Attributes:
+        path: the file at fault (data CSV or spec YAML), if any.
+        line: 1-based line in that file, if known.
+        fix: what to change, if there is one thing to say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        self.line = line
+        self.fix = fix
+        self.message = message
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line else f"{self.path}: "
+        text = f"{where}{message}"
+        if fix:
+            text += f" (fix: {fix})"
+        super().__init__(text)
+
+
+class UnknownDatasetError(DatasetError, KeyError):
+    """No bundled dataset has that name; the message lists them and the nearest one."""
+
+    def __init__(self, name: str, allowed: Sequence[str]) -> None:
+        close = difflib.get_close_matches(str(name).lower(), list(allowed), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        super().__init__(
+            f"unknown dataset {name!r}",
+            fix=f"{hint}bundled datasets: {', '.join(allowed)}; or give a path to a CSV "
+            "file and `spec: spec.yaml`",
+        )
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else self.message
+
+
+class PointNotInDataset(KeyError):
+    """A lookup dataset was asked for a point that is not one of its rows."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "point not in dataset"
+
+
+# ---------------------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the columns of a dataset are, and how to simulate it.
+
+    Attributes:
+        name: dataset name (bundled name, or the CSV file's stem).
+        parameters: the inputs, in column order, in the campaign's syntax.
+        outputs: the measured columns.
+        goal: default optimisation direction per objective output.
+        enumerated: every point of the space is a row: simulate by exact lookup and restrict
+            the planner to the rows.
+        simplex: parameters that are relative amounts (a mixture): the emulator reads them
+            as fractions of their sum, so any point of the box is a valid composition.
+        citation: the publication(s) to cite.
+        description: one paragraph on what was measured.
+        units: output name -> unit, where known.
+    """
+
+    name: str
+    parameters: tuple[ParamSpec, ...]
+    outputs: tuple[str, ...]
+    goal: Mapping[str, Goal]
+    enumerated: bool = False
+    simplex: tuple[str, ...] = ()
+    citation: str = ""
+    description: str = ""
+    units: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``"lookup"`` for an enumerated dataset, else ``"emulator"``."""
+        return "lookup" if self.enumerated else "emulator"
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    def campaign_parameters(self) -> list[dict[str, Any]]:
+        """The parameters in campaign-file form (what a campaign may omit)."""
+        return [p.as_campaign_dict() for p in self.parameters]
+
+    def space_summary(self) -> str:
+        """e.g. ``"6 float"``, ``"4 choice (3x22x3x4 = 792)"``, ``"1 choice (8) + 3 float"``."""
+        parts: list[str] = []
+        sizes = [len(p.values or ()) for p in self.parameters if p.kind == "choice"]
+        if sizes:
+            text = "x".join(map(str, sizes))
+            total = math.prod(sizes)
+            parts.append(f"{len(sizes)} choice ({text}{f' = {total}' if len(sizes) > 1 else ''})")
+        for kind in ("int", "float"):
+            count = sum(p.kind == kind for p in self.parameters)
+            if count:
+                parts.append(f"{count} {kind}")
+        return " + ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Bundled:
+    """What the Olympus ``config.json`` does not say about a bundled dataset."""
+
+    citation: str
+    description: str
+    enumerated: bool = False
+    ints: tuple[str, ...] = ()
+    simplex: tuple[str, ...] = ()
+    units: Mapping[str, str] = field(default_factory=dict)
+
+
+OLYMPUS_CITATION = (
+    "F. Häse, M. Aldeghi, R. J. Hickman, L. M. Roch, M. Christensen, E. Liles, J. E. Hein, "
+    "A. Aspuru-Guzik. Olympus: a benchmarking framework for noisy optimization and experiment "
+    "planning. Mach. Learn.: Sci. Technol. 2, 035021 (2021)"
+)
+
+_BUNDLED: dict[str, _Bundled] = {
+    "hplc": _Bundled(
+        "L. M. Roch, F. Häse, C. Kreisbeck, T. Tamayo-Mendoza, L. P. E. Yunker, J. E. Hein, "
+        "A. Aspuru-Guzik. ChemOS: an orchestration software to democratize autonomous "
+        "discovery. chemRxiv (2018), 10.26434/chemrxiv.5953606.v1; PLoS ONE 15, e0229862 (2020)",
+        "Peak area of an automated HPLC for six sampling/injection settings (volumes in mL, "
+        "sample flow mL/min, push speed Hz, wait time s).",
+    ),
+    "photo_pce10": _Bundled(
+        "S. Langner, F. Häse, J. D. Perea, T. Stubhan, J. Hauch, L. M. Roch, T. Heumueller, "
+        "A. Aspuru-Guzik, C. J. Brabec. Beyond ternary OPV: high-throughput experimentation "
+        "and self-driving laboratories optimize multicomponent systems. Adv. Mater. 32, "
+        "1907801 (2020)",
+        "Photodegradation of a four-component organic solar-cell blend (PCE10, P3HT, PCBM, "
+        "oIDTBR); the inputs are relative amounts (read as fractions of their sum).",
+        simplex=("mat_1", "mat_2", "mat_3", "mat_4"),
+    ),
+    "crossed_barrel": _Bundled(
+        "A. E. Gongora, B. Xu, W. Perry, C. Okoye, P. Riley, K. G. Reyes, E. F. Morgan, "
+        "K. A. Brown. A Bayesian experimental autonomous researcher for mechanical design. "
+        "Sci. Adv. 6, eaaz1708 (2020)",
+        "Toughness (J) of 3D-printed crossed-barrel structures: number of struts n, twist "
+        "angle theta (deg), radius r and thickness t (mm).",
+        ints=("n",),
+    ),
+    "p3ht": _Bundled(
+        "D. Bash, Y. Cai, V. Chellappan, et al. Multi-fidelity high-throughput optimization of "
+        "electrical conductivity in P3HT-CNT composites. Adv. Funct. Mater. 31, 2102606 (2021)",
+        "Electrical conductivity of drop-cast P3HT/carbon-nanotube composite films for the "
+        "content of P3HT and four CNT types.",
+    ),
+    "agnp": _Bundled(
+        "F. Mekki-Berrada, Z. Ren, T. Huang, W. K. Wong, F. Zheng, J. Xie, I. P. S. Tian, "
+        "S. Jayavelu, Z. Mahfoud, D. Bash, et al. Two-step machine learning enables optimized "
+        "nanoparticle synthesis. npj Comput. Mater. 7, 55 (2021)",
+        "Absorbance-spectrum score of silver nanoparticles made in flow, for five flow rates.",
+    ),
+    "alkox": _Bundled(
+        "First reported in the Olympus paper (Häse et al. 2021, below), measured in the "
+        "J. E. Hein laboratory",
+        "Biocatalytic oxidation of benzyl alcohol by a copper radical oxidase (AlkOx): "
+        "conversion for catalase, peroxidase and alcohol-oxidase loadings and pH.",
+    ),
+    "fullerenes": _Bundled(
+        "B. E. Walker, J. H. Bannock, A. M. Nightingale, J. C. deMello. Tuning reaction "
+        "products by constrained optimisation. React. Chem. Eng. 2, 785-798 (2017)",
+        "Mole fraction of the desired o-xylenyl C60 adduct in flow for reaction time (min), "
+        "sultine ratio and temperature (degC).",
+    ),
+    "snar": _Bundled(
+        "A. M. Schweidtmann, A. D. Clayton, N. Holmes, E. Bradford, R. A. Bourne, "
+        "A. A. Lapkin. Machine learning meets continuous flow chemistry: automated "
+        "optimization towards the Pareto front of multiple objectives. Chem. Eng. J. 352, "
+        "277-282 (2018)",
+        "E-factor (the column is named impurity) of an SnAr reaction in flow for residence "
+        "time (min), morpholine equivalents, concentration (M) and temperature (degC).",
+    ),
+    "suzuki_i": _Bundled(
+        "B. J. Reizman, Y.-M. Wang, S. L. Buchwald, K. F. Jensen. Suzuki-Miyaura "
+        "cross-coupling optimization enabled by automated feedback. React. Chem. Eng. 1, "
+        "658-666 (2016)",
+        "Yield and turnover number of a Suzuki-Miyaura coupling for ligand (8 precatalysts), "
+        "residence time (s), temperature (degC) and catalyst loading (mol%): two objectives.",
+    ),
+    "suzuki_edbo": _Bundled(
+        "D. Perera, J. W. Tucker, S. Brahmbhatt, et al. A platform for automated "
+        "nanomole-scale reaction screening and micromole-scale synthesis in flow. Science "
+        "359, 429-434 (2018); as used by B. J. Shields et al., Nature 590, 89-96 (2021)",
+        "Yield (%) of a Suzuki-Miyaura coupling over every combination of electrophile, "
+        "nucleophile, base, ligand and solvent (3696 reactions).",
+        enumerated=True,
+    ),
+    "buchwald_a": _Bundled(
+        "D. T. Ahneman, J. G. Estrada, S. Lin, S. D. Dreher, A. G. Doyle. Predicting reaction "
+        "performance in C-N cross-coupling using machine learning. Science 360, 186-190 (2018)",
+        "Yield (%) of a Buchwald-Hartwig amination (aryl = 4-CF3-phenyl) over every "
+        "combination of aryl halide, isoxazole additive, base and ligand (792 reactions).",
+        enumerated=True,
+    ),
+    "dye_lasers": _Bundled(
+        "Computed (not measured) photophysical properties of symmetric pentamers; from "
+        "R. J. Hickman et al., Olympus, enhanced: benchmarking mixed-parameter and "
+        "multi-objective optimization in chemistry and materials science (2023)",
+        "Three fragments of a pentamer dye (14 x 13 x 19 = 3458 molecules): peak score "
+        "(maximize), spectral overlap (minimize), fluorescence rate (maximize).",
+        enumerated=True,
+    ),
+}
+
+
+def bundled_dataset_names() -> tuple[str, ...]:
+    """The bundled datasets, by name."""
+    return tuple(sorted(_BUNDLED))
+
+
+def _olympus_spec(name: str) -> DatasetSpec:
+    folder = DATA_DIR / name
+    config_path = folder / "config.json"
+    meta = _BUNDLED[name]
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    params: list[ParamSpec] = []
+    for p in config["parameters"]:
+        if p["type"] == "categorical":
+            params.append(ParamSpec(p["name"], "choice", values=tuple(p["options"])))
+        elif p["name"] in meta.ints:
+            params.append(
+                ParamSpec(p["name"], "int", bounds=(math.ceil(p["low"]), math.floor(p["high"])))
+            )
+        else:
+            params.append(ParamSpec(p["name"], "float", bounds=(float(p["low"]), float(p["high"]))))
+    outputs = tuple(m["name"] for m in config["measurements"])
+    goals = config["default_goal"]
+    if isinstance(goals, str):
+        goals = [goals] * len(outputs)
+    return DatasetSpec(
+        name=name,
+        parameters=tuple(params),
+        outputs=outputs,
+        goal=dict(zip(outputs, goals, strict=True)),
+        enumerated=meta.enumerated,
+        simplex=meta.simplex,
+        citation=meta.citation,
+        description=meta.description,
+        units=dict(meta.units),
+    )
+
+
+# ---------------------------------------------------------------------------- YAML with lines
+class _Located:
+    """A YAML document as plain data, with the line of every key path."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.path = path
+        self.lines: dict[tuple[Any, ...], int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise DatasetError(f"not valid YAML: {exc}", path=path, line=line) from None
+        self.data = self._convert(node, ()) if node is not None else None
+
+    def _convert(self, node: yaml.Node, at: tuple[Any, ...]) -> Any:
+        self.lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = yaml.SafeLoader(io.StringIO("")).construct_object(key_node)  # scalar keys
+                if key in out:
+                    raise DatasetError(
+                        f"key {key!r} is given twice",
+                        path=self.path,
+                        line=key_node.start_mark.line + 1,
+                    )
+                out[key] = self._convert(value_node, (*at, key))
+                self.lines[(*at, key)] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._convert(v, (*at, i)) for i, v in enumerate(node.value)]
+        loader = yaml.SafeLoader(io.StringIO(""))
+        return loader.construct_object(node)
+
+    def line(self, *at: Any) -> int | None:
+        while at:
+            if at in self.lines:
+                return self.lines[at]
+            at = at[:-1]
+        return self.lines.get(())
+
+    def error(self, message: str, *at: Any, fix: str | None = None) -> DatasetError:
+        return DatasetError(message, path=self.path, line=self.line(*at), fix=fix)
+
+
+_SPEC_KEYS = ("parameters", "outputs", "goal", "enumerated", "simplex", "citation", "description")
+_PARAM_KEYS = ("name", "type", "bounds", "values", "log", "unit")
+
+
+def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
+    """Read a user's dataset spec (YAML, see the module docstring).
+
+    Raises:
+        DatasetError: naming the spec file, the line and the fix.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError("spec file not found", path=path, fix="check the `spec:` path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read the spec: {exc}", path=path) from None
+    doc = _Located(text, path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error(
+            "a dataset spec is a mapping",
+            fix="write `parameters: [...]`, `outputs: [...]`, `goal: maximize`",
+        )
+    for key in data:
+        if key not in _SPEC_KEYS:
+            near = difflib.get_close_matches(str(key), _SPEC_KEYS, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise doc.error(
+                f"unknown key {key!r}", key, fix=f"{hint}allowed: {', '.join(_SPEC_KEYS)}"
+            )
+    for key in ("parameters", "outputs"):
+        if key not in data:
+            raise doc.error(f"missing `{key}:`", fix=f"add `{key}: [...]`")
+    raw_params = data["parameters"]
+    if not isinstance(raw_params, list) or not raw_params:
+        raise doc.error(
+            "`parameters` must be a non-empty list",
+            "parameters",
+            fix="e.g. parameters: [{name: x, type: float, bounds: [0, 1]}]",
+        )
+    params = tuple(_spec_param(doc, i, p) for i, p in enumerate(raw_params))
+    names = [p.name for p in params]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise doc.error(f"parameter {n!r} is listed twice", "parameters", i, "name")
+    outputs = data["outputs"]
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    if (
+        not isinstance(outputs, list)
+        or not outputs
+        or not all(isinstance(o, str) and _is_name(o) for o in outputs)
+    ):
+        raise doc.error(
+            "`outputs` must be a list of column names (letters, digits, _)",
+            "outputs",
+            fix="e.g. outputs: [yield]",
+        )
+    for i, o in enumerate(outputs):
+        if o in names or o in outputs[:i]:
+            raise doc.error(f"output {o!r} repeats a parameter or output name", "outputs", i)
+    goal_raw = data.get("goal", "maximize")
+    if isinstance(goal_raw, str):
+        goal_map = dict.fromkeys(outputs[:1], goal_raw)
+    elif isinstance(goal_raw, dict):
+        goal_map = dict(goal_raw)
+    else:
+        raise doc.error("`goal` is maximize, minimize or {output: maximize|minimize}", "goal")
+    for out, direction in goal_map.items():
+        if out not in outputs:
+            raise doc.error(f"goal names {out!r}, which is not an output", "goal", out)
+        if direction not in ("maximize", "minimize"):
+            raise doc.error(
+                f"goal {direction!r} for {out!r}", "goal", fix="write maximize or minimize"
+            )
+    enumerated = data.get("enumerated", False)
+    if not isinstance(enumerated, bool):
+        raise doc.error("`enumerated` is true or false", "enumerated")
+    simplex = data.get("simplex", [])
+    if not isinstance(simplex, list) or any(s not in names for s in simplex):
+        raise doc.error("`simplex` lists parameter names (relative amounts)", "simplex")
+    return DatasetSpec(
+        name=name or path.stem,
+        parameters=params,
+        outputs=tuple(outputs),
+        goal=goal_map,  # type: ignore[arg-type]  # checked above
+        enumerated=enumerated,
+        simplex=tuple(simplex),
+        citation=str(data.get("citation", "")),
+        description=str(data.get("description", "")),
+    )
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and not text[0].isdigit() and set(text) <= _NAME_CHARS
+
+
+def _spec_param(doc: _Located, i: int, p: Any) -> ParamSpec:
+    at = ("parameters", i)
+    if not isinstance(p, dict):
+        raise doc.error(
+            f"parameters[{i}] must be a mapping",
+            *at,
+            fix="e.g. {name: x, type: float, bounds: [0, 1]}",
+        )
+    for key in p:
+        if key not in _PARAM_KEYS:
+            raise doc.error(
+                f"parameters[{i}]: unknown key {key!r}", *at, key, fix=f"allowed: {_PARAM_KEYS}"
+            )
+    name = p.get("name")
+    if not isinstance(name, str) or not _is_name(name):
+        raise doc.error(f"parameters[{i}].name must be a name (letters, digits, _)", *at, "name")
+    kind = p.get("type", "choice" if "values" in p else "float")
+    if kind not in ("float", "int", "choice"):
+        raise doc.error(
+            f"parameter {name!r}: type {kind!r}", *at, "type", fix="use float, int or choice"
+        )
+    try:
+        if kind == "choice":
+            values = p.get("values")
+            if not isinstance(values, list):
+                raise ValueError("a choice parameter needs `values: [a, b, ...]`")
+            return ParamSpec(name, "choice", values=tuple(values), unit=p.get("unit"))
+        bounds = p.get("bounds")
+        if (
+            not isinstance(bounds, list)
+            or len(bounds) != 2
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+        ):
+            raise ValueError("needs `bounds: [lower, upper]` (two numbers)")
+        return ParamSpec(
+            name,
+            kind,
+            bounds=(bounds[0], bounds[1]),
+            log=bool(p.get("log", False)),
+            unit=p.get("unit"),
+        )
+    except ValueError as exc:
+        key = "values" if kind == "choice" else "bounds"
+        raise doc.error(f"parameter {name!r}: {exc}", *at, key) from None
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A spec and its rows.
+
+    Attributes:
+        spec: what the columns are.
+        rows: the inputs of each experiment (name -> value), in file order.
+        Y: measured outputs, ``n x m`` in the order of ``spec.outputs``.
+        source: the CSV file.
+        digest: SHA-256 of the spec and the data; keys the emulator cache.
+    """
+
+    spec: DatasetSpec
+    rows: tuple[dict[str, Any], ...]
+    Y: NDArray[np.float64]
+    source: Path
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _parse_value(spec: ParamSpec, text: str) -> Any:
+    if spec.kind == "choice":
+        for v in spec.values or ():
+            if str(v) == text:
+                return v
+        raise ValueError(f"{text!r} is not one of the values of {spec.name!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{spec.name} is {text!r}, not a finite number")
+    lo, hi = spec.bounds or (0.0, 0.0)
+    tol = 1e-9 * max(1.0, abs(hi - lo))
+    if not (lo - tol <= value <= hi + tol):
+        raise ValueError(f"{spec.name}={value:g} is outside its bounds [{lo}, {hi}]")
+    value = min(max(value, lo), hi)
+    if spec.kind == "int":
+        if not float(value).is_integer():
+            raise ValueError(f"{spec.name}={value:g} is not a whole number")
+        return int(value)
+    return value
+
+
+def _read_table(
+    spec: DatasetSpec, path: Path, *, header: bool
+) -> tuple[tuple[dict[str, Any], ...], NDArray[np.float64]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(
+            "data file not found", path=path, fix="check the `dataset:` path"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read the data: {exc}", path=path) from None
+    reader = csv.reader(io.StringIO(text))
+    columns = [*spec.parameter_names, *spec.outputs]
+    index = list(range(len(columns)))
+    rows: list[dict[str, Any]] = []
+    ys: list[list[float]] = []
+    for lineno, record in enumerate(reader, start=1):
+        if not record or all(not c.strip() for c in record):
+            continue
+        if header and lineno == 1:
+            cells = [c.strip() for c in record]
+            missing = [c for c in columns if c not in cells]
+            if missing:
+                raise DatasetError(
+                    f"the header has no column(s) {missing}",
+                    path=path,
+                    line=1,
+                    fix=f"the header names the spec's parameters and outputs; it has {cells}",
+                )
+            index = [cells.index(c) for c in columns]
+            continue
+        if len(record) <= max(index):
+            raise DatasetError(
+                f"{len(record)} columns; expected at least {max(index) + 1}", path=path, line=lineno
+            )
+        point: dict[str, Any] = {}
+        try:
+            for p, i in zip(spec.parameters, index, strict=False):
+                point[p.name] = _parse_value(p, record[i].strip())
+            y = [float(record[i]) for i in index[len(spec.parameters) :]]
+        except ValueError as exc:
+            raise DatasetError(str(exc), path=path, line=lineno) from None
+        rows.append(point)
+        ys.append(y)
+    if len(rows) < 2:
+        raise DatasetError("fewer than two data rows", path=path)
+    Y = np.asarray(ys, dtype=np.float64)
+    return tuple(rows), Y
+
+
+_cache_lock = threading.Lock()
+_loaded: dict[tuple[str, str, int, int], Dataset] = {}
+
+
+def load_dataset(
+    name_or_path: str | Path,
+    spec: str | Path | None = None,
+    *,
+    base_dir: str | Path | None = None,
+) -> Dataset:
+    """A bundled dataset by name, or a user's CSV with its spec (paths relative to ``base_dir``).
+
+    Loaded once per process and file version.
+
+    Raises:
+        UnknownDatasetError: no bundled dataset of that name (and no spec given).
+        DatasetError: a problem with either file, naming the file and line.
+    """
+    text = str(name_or_path)
+    if spec is None:
+        if text not in _BUNDLED:
+            raise UnknownDatasetError(text, bundled_dataset_names())
+        data_path = DATA_DIR / text / "data.csv"
+        key = (text, "", data_path.stat().st_mtime_ns, 0)
+        with _cache_lock:
+            if key not in _loaded:
+                ds_spec = _olympus_spec(text)
+                rows, Y = _read_table(ds_spec, data_path, header=False)
+                _loaded[key] = _make_dataset(ds_spec, rows, Y, data_path)
+            return _loaded[key]
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    data_path = Path(name_or_path)
+    spec_path = Path(spec)
+    data_path = data_path if data_path.is_absolute() else base / data_path
+    spec_path = spec_path if spec_path.is_absolute() else base / spec_path
+    data_path, spec_path = data_path.resolve(), spec_path.resolve()
+    if not data_path.is_file():
+        raise DatasetError(
+            "data file not found",
+            path=data_path,
+            fix=f"`dataset:` is a bundled name ({', '.join(bundled_dataset_names())}) or a CSV "
+            "path relative to the campaign file",
+        )
+    if not spec_path.is_file():
+        raise DatasetError("spec file not found", path=spec_path, fix="check the `spec:` path")
+    key = (
+        str(data_path),
+        str(spec_path),
+        data_path.stat().st_mtime_ns,
+        spec_path.stat().st_mtime_ns,
+    )
+    with _cache_lock:
+        if key not in _loaded:
+            ds_spec = load_spec(spec_path, name=data_path.stem)
+            rows, Y = _read_table(ds_spec, data_path, header=True)
+            _loaded[key] = _make_dataset(ds_spec, rows, Y, data_path)
+        return _loaded[key]
+
+
+def _make_dataset(
+    spec: DatasetSpec, rows: tuple[dict[str, Any], ...], Y: NDArray[np.float64], path: Path
+) -> Dataset:
+    digest = hashlib.sha256()
+    digest.update(repr((spec.parameters, spec.outputs, spec.simplex)).encode())
+    digest.update(np.ascontiguousarray(Y).tobytes())
+    digest.update(repr([tuple(r.values()) for r in rows]).encode())
+    return Dataset(spec, rows, Y, path, digest.hexdigest())
+
+
+# ---------------------------------------------------------------------------- lookup
+def row_key(spec: DatasetSpec, point: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A hashable key for a point: choices by value, numbers rounded to 9 significant digits."""
+    key: list[Any] = []
+    for p in spec.parameters:
+        v = point[p.name]
+        if p.kind == "choice":
+            key.append(str(v))
+        else:
+            key.append(float(f"{float(v):.9g}"))
+    return tuple(key)
+
+
+@dataclass(frozen=True, eq=False)
+class LookupTable:
+    """Exact lookup: the measured outputs of a row (repeated rows averaged).
+
+    Calling it with a point that is not a row raises :class:`PointNotInDataset`; a campaign
+    on an enumerated dataset gives the planner the rows as its only candidates, so this is
+    only ever raised for a point typed in by hand.
+    """
+
+    dataset: Dataset
+    table: Mapping[tuple[Any, ...], tuple[float, ...]]
+    candidates: tuple[dict[str, Any], ...]
+
+    def __call__(self, inputs: Mapping[str, Any]) -> dict[str, float]:
+        spec = self.dataset.spec
+        missing = [n for n in spec.parameter_names if n not in inputs]
+        if missing:
+            raise PointNotInDataset(f"dataset {spec.name!r}: no value for {missing}")
+        key = row_key(spec, inputs)
+        try:
+            values = self.table[key]
+        except KeyError:
+            shown = ", ".join(f"{n}={inputs[n]!r}" for n in spec.parameter_names)
+            raise PointNotInDataset(
+                f"dataset {spec.name!r} has no row ({shown}); an enumerated dataset only "
+                f"answers for its {len(self.table)} measured combinations"
+            ) from None
+        return dict(zip(spec.outputs, values, strict=True))
+
+
+def lookup_table(dataset: Dataset) -> LookupTable:
+    """Build the exact lookup for ``dataset`` (repeated rows averaged)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    first: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, row in enumerate(dataset.rows):
+        key = row_key(dataset.spec, row)
+        groups.setdefault(key, []).append(i)
+        first.setdefault(key, dict(row))
+    table = {k: tuple(float(v) for v in dataset.Y[idx].mean(axis=0)) for k, idx in groups.items()}
+    return LookupTable(dataset, table, tuple(first.values()))
+
+
+# ---------------------------------------------------------------------------- problem
+@dataclass(frozen=True, eq=False)
+class DatasetSimulator:
+    """A dataset as a simulator: the pure function, its noise level and its candidates.
+
+    Attributes:
+        dataset: the data.
+        problem: a :class:`TestProblem` whose ``evaluate`` is the lookup or the emulator's
+            noiseless mean; wrap it with :func:`build_simulated_instrument`.
+        noise: the dataset's noise sd per output (the GP's fitted noise; 0 for a lookup):
+            the default ``noise`` of a dataset instrument.
+        candidates: the allowed points of an enumerated dataset, else ``None``.
+        r2: cross-validated R² per output of the emulator, when it was computed.
+    """
+
+    dataset: Dataset
+    problem: TestProblem
+    noise: Mapping[str, float]
+    candidates: tuple[dict[str, Any], ...] | None
+    r2: Mapping[str, float] | None = None
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.dataset.spec
+
+    def sample(self, inputs: Mapping[str, Any], rng: np.random.Generator) -> dict[str, float]:
+        """One noisy measurement (the benchmark's harness; the devices add noise themselves)."""
+        clean = self.problem.evaluate(inputs)
+        return {
+            k: v + self.noise.get(k, 0.0) * float(rng.standard_normal()) for k, v in clean.items()
+        }
+
+
+_simulators: dict[tuple[str, str], DatasetSimulator] = {}
+
+
+def dataset_simulator(
+    name_or_path: str | Path,
+    spec: str | Path | None = None,
+    *,
+    base_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> DatasetSimulator:
+    """The simulator of a dataset: exact lookup if enumerated, else the (cached) emulator.
+
+    The emulator is fitted once per data version and kept on disk (see
+    :func:`simulators._emulator.cached_emulator`), so later runs start in well under a second.
+    """
+    dataset = load_dataset(name_or_path, spec, base_dir=base_dir)
+    key = (dataset.digest, str(cache_dir))
+    with _cache_lock:
+        if key in _simulators:
+            return _simulators[key]
+    ds = dataset.spec
+    if ds.enumerated:
+        table = lookup_table(dataset)
+        evaluate: Callable[[Mapping[str, Any]], dict[str, float]] = table
+        noise = dict.fromkeys(ds.outputs, 0.0)
+        candidates: tuple[dict[str, Any], ...] | None = table.candidates
+        r2 = None
+    else:
+        from simulators._emulator import cached_emulator
+
+        emulator = cached_emulator(dataset, cache_dir=cache_dir)
+        evaluate = emulator
+        noise = dict(emulator.noise_sd)
+        candidates = None
+        r2 = emulator.cv_r2
+    best: dict[str, float] = {}
+    for j, out in enumerate(ds.outputs):
+        if out in ds.goal:
+            col = dataset.Y[:, j]
+            best[out] = float(col.max() if ds.goal[out] == "maximize" else col.min())
+    problem = TestProblem(
+        name=ds.name,
+        parameters=ds.parameters,
+        outputs=ds.outputs,
+        evaluate=evaluate,
+        goal=dict(ds.goal),
+        optimum=best if ds.enumerated else None,
+        description=ds.description,
+        metadata={"kind": ds.kind, "citation": ds.citation, "best_measured": best},
+    )
+    sim = DatasetSimulator(dataset, problem, noise, candidates, r2)
+    with _cache_lock:
+        _simulators[key] = sim
+    return sim

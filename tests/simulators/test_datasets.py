@@ -1,0 +1,267 @@
+"""Dataset-backed simulators: bundled data, exact lookup, GP emulator, user specs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simulators import (
+    DatasetError,
+    PointNotInDataset,
+    UnknownDatasetError,
+    build_simulated_instrument,
+    bundled_dataset_names,
+    cached_emulator,
+    cross_validate,
+    dataset_simulator,
+    load_dataset,
+    load_spec,
+)
+from simulators._datasets import DATA_DIR
+from simulators._emulator import bundled_path, encode
+
+#: Minimum 5-fold CV R² of each shipped emulator. Measured values (benchmarks/README.md) are
+#: 0.83-0.96 except p3ht (0.64: conductivity spans 2.7 to 838 over 178 films, with replicate
+#: scatter the GP rightly calls noise). The thresholds sit ~0.05 under the measured values:
+#: a refit with another BoTorch version may move them a little, a broken fit moves them a lot.
+R2_FLOOR = {
+    "hplc": 0.85,
+    "photo_pce10": 0.78,
+    "crossed_barrel": 0.78,
+    "p3ht": 0.55,
+    "agnp": 0.9,
+    "alkox": 0.9,
+    "fullerenes": 0.95,
+    "snar": 0.85,
+    "suzuki_i": 0.8,  # both outputs (yield 0.90, turnover 0.84)
+}
+ENUMERATED = ("suzuki_edbo", "buchwald_a", "dye_lasers")
+
+
+def test_every_bundled_dataset_loads_with_its_licence_and_citation() -> None:
+    assert (DATA_DIR / "LICENSE").read_text().startswith("MIT License")
+    readme = (DATA_DIR / "README.md").read_text()
+    assert set(bundled_dataset_names()) == set(R2_FLOOR) | set(ENUMERATED)
+    for name in bundled_dataset_names():
+        ds = load_dataset(name)
+        assert ds.Y.shape == (len(ds), len(ds.spec.outputs)) and np.isfinite(ds.Y).all()
+        assert ds.spec.citation and name in readme
+        for row in ds.rows[:50]:
+            assert all(p.contains(row[p.name]) for p in ds.spec.parameters)
+
+
+@pytest.mark.parametrize("name", ENUMERATED)
+def test_enumerated_datasets_are_full_factorials(name: str) -> None:
+    sim = dataset_simulator(name)
+    sizes = [len(p.values or ()) for p in sim.spec.parameters]
+    assert sim.spec.enumerated and sim.candidates is not None
+    assert len(sim.candidates) == math.prod(sizes) == len(sim.dataset)
+
+
+def test_lookup_returns_the_measured_value_of_every_row() -> None:
+    sim = dataset_simulator("suzuki_edbo")
+    with (DATA_DIR / "suzuki_edbo" / "data.csv").open() as f:
+        records = list(csv.reader(f))
+    names = sim.spec.parameter_names
+    for record in records[::37]:
+        point = dict(zip(names, record[: len(names)], strict=True))
+        assert sim.problem.evaluate(point) == {"yield": float(record[-1])}
+    assert sim.noise == {"yield": 0.0}
+    assert max(sim.dataset.Y[:, 0]) == sim.problem.optimum["yield"] == 100.0  # type: ignore[index]
+
+
+def test_lookup_refuses_a_point_that_is_not_a_row(tmp_path: Path) -> None:
+    sim = dataset_simulator("buchwald_a")
+    point = dict(sim.candidates[0])  # type: ignore[index]
+    point["base"] = "NaOH"
+    with pytest.raises(PointNotInDataset, match=r"buchwald_a.*has no row.*base='NaOH'.*792"):
+        sim.problem.evaluate(point)
+    # A table that is not a full factorial: a combination nobody measured is refused too.
+    data, spec = _user_files(
+        tmp_path,
+        "a,b,y\nx,p,1.0\nx,q,2.0\nz,p,3.0\n",
+        "parameters:\n  - {name: a, type: choice, values: [x, z]}\n"
+        "  - {name: b, type: choice, values: [p, q]}\noutputs: [y]\nenumerated: true\n",
+    )
+    table = dataset_simulator(data, spec)
+    assert table.problem.evaluate({"a": "z", "b": "p"}) == {"y": 3.0}
+    assert len(table.candidates or ()) == 3
+    with pytest.raises(PointNotInDataset, match=r"has no row \(a='z', b='q'\)"):
+        table.problem.evaluate({"a": "z", "b": "q"})
+
+
+@pytest.mark.parametrize("name", sorted(R2_FLOOR))
+def test_shipped_emulators_fit_their_data(name: str) -> None:
+    ds = load_dataset(name)
+    path = bundled_path(ds)
+    assert path.is_file(), f"run `closedloop datasets --fit --write-bundled` ({path})"
+    started = time.perf_counter()
+    emulator = cached_emulator(ds)
+    assert time.perf_counter() - started < 2.0  # loaded, not refitted
+    assert emulator.cv_r2 is not None
+    for output, r2 in emulator.cv_r2.items():
+        assert r2 > R2_FLOOR[name], (output, r2)
+    # In-sample the posterior mean tracks the data better still (noise aside).
+    pred = emulator.predict(encode(ds.spec, ds.rows))
+    for j in range(len(ds.spec.outputs)):
+        resid = ds.Y[:, j] - pred[:, j]
+        assert 1 - resid.var() / ds.Y[:, j].var() > R2_FLOOR[name]
+
+
+@pytest.mark.slow
+def test_cross_validation_reproduces_the_recorded_fit() -> None:
+    ds = load_dataset("snar")
+    r2 = cross_validate(ds)
+    shipped = cached_emulator(ds).cv_r2 or {}
+    assert r2["impurity"] == pytest.approx(shipped["impurity"], abs=0.03)
+
+
+@pytest.mark.slow
+def test_noisy_draws_have_the_fitted_noise_level() -> None:
+    sim = dataset_simulator("fullerenes")
+    point = {"reaction_time": 17.0, "sultine": 3.0, "temperature": 130.0}
+    mean = sim.problem.evaluate(point)["product"]
+    sd = sim.noise["product"]
+    assert 0 < sd < 0.1 and 0.4 < mean < 1.0
+    inst = build_simulated_instrument(sim.problem, noise=sim.noise, seed=3, name="fullerenes")
+    try:
+        for name, value in point.items():
+            inst.inputs[name].set(value)
+        draws = []
+        for _ in range(400):
+            inst.detector.trigger()
+            draws.append(inst.detector.read()["product"]["value"])
+    finally:
+        inst.close()
+    draws_arr = np.asarray(draws)
+    assert draws_arr.mean() == pytest.approx(mean, abs=4 * sd / math.sqrt(400))
+    assert draws_arr.std(ddof=1) == pytest.approx(sd, rel=0.15)
+
+
+def test_mixture_inputs_are_read_as_fractions_of_their_sum() -> None:
+    sim = dataset_simulator("photo_pce10")
+    a = sim.problem.evaluate({"mat_1": 0.2, "mat_2": 0.1, "mat_3": 0.3, "mat_4": 0.4})
+    b = sim.problem.evaluate({"mat_1": 0.1, "mat_2": 0.05, "mat_3": 0.15, "mat_4": 0.2})
+    assert a == pytest.approx(b)
+
+
+def test_emulator_refuses_points_outside_the_domain() -> None:
+    sim = dataset_simulator("snar")
+    with pytest.raises(ValueError, match="temperature=200.*outside"):
+        sim.problem.evaluate(
+            {"residence_time": 1.0, "ratio": 2.0, "concentration": 0.2, "temperature": 200}
+        )
+
+
+def _user_files(tmp_path: Path, data: str, spec: str) -> tuple[Path, Path]:
+    (tmp_path / "data.csv").write_text(data)
+    (tmp_path / "spec.yaml").write_text(spec)
+    return tmp_path / "data.csv", tmp_path / "spec.yaml"
+
+
+@pytest.mark.slow
+def test_user_data_is_fitted_once_then_served_from_the_cache(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(40, 2))
+    y = np.sin(3 * x[:, 0]) + x[:, 1] ** 2 + 0.01 * rng.standard_normal(40)
+    lines = ["temp,conc,yield"] + [f"{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)]
+    data, spec = _user_files(
+        tmp_path,
+        "\n".join(lines) + "\n",
+        "parameters:\n  - {name: temp, type: float, bounds: [0, 1]}\n"
+        "  - {name: conc, type: float, bounds: [0, 1]}\noutputs: [yield]\ngoal: maximize\n",
+    )
+    ds = load_dataset(data, spec)
+    first = cached_emulator(ds, cache_dir=tmp_path / "cache")
+    files = list((tmp_path / "cache" / "emulators").glob("*.npz"))
+    assert len(files) == 1 and ds.digest[:16] in files[0].name
+    started = time.perf_counter()
+    again = cached_emulator(ds, cache_dir=tmp_path / "cache")
+    assert time.perf_counter() - started < 2.0  # read from the cache, not refitted
+    point = {"temp": 0.5, "conc": 0.5}
+    assert again(point) == first(point)
+    assert first(point)["yield"] == pytest.approx(math.sin(1.5) + 0.25, abs=0.05)
+    assert first.noise_sd["yield"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("spec", "line", "message"),
+    [
+        ("parameters: []\noutputs: [y]\n", 1, "`parameters` must be a non-empty list"),
+        (
+            "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputz: [y]\n",
+            3,
+            "unknown key 'outputz'.*did you mean 'outputs'",
+        ),
+        (
+            "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\n"
+            "  - {name: b, type: real, bounds: [0, 1]}\noutputs: [y]\n",
+            3,
+            "type 'real'.*float, int or choice",
+        ),
+        (
+            "parameters:\n  - {name: a, type: float, bounds: [1, 0]}\noutputs: [y]\n",
+            2,
+            "parameter 'a'.*lower < upper",
+        ),
+        (
+            "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputs: [y]\n"
+            "goal: {z: maximize}\n",
+            4,
+            "goal names 'z'",
+        ),
+        ("parameters:\n  - {name: a, bounds: [0, 1]}\n", 1, "missing `outputs:`"),
+        ("parameters: [\n", 2, "not valid YAML"),
+    ],
+)
+def test_spec_errors_name_file_and_line(tmp_path: Path, spec: str, line: int, message: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    with pytest.raises(DatasetError, match=message) as info:
+        load_spec(path)
+    assert info.value.path == path and info.value.line == line
+    assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "message"),
+    [
+        ("a,y\n0.5,1\n2.5,3\n", 3, r"a=2.5 is outside its bounds \[0, 1\]"),
+        ("a,y\n0.5,1\nfoo,3\n", 3, "could not convert"),
+        ("a,y\n0.5\n", 2, "1 columns; expected at least 2"),
+        ("b,y\n0.5,1\n", 1, r"no column\(s\) \['a'\]"),
+    ],
+)
+def test_data_errors_name_file_and_line(tmp_path: Path, data: str, line: int, message: str) -> None:
+    path, spec = _user_files(
+        tmp_path, data, "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputs: [y]\n"
+    )
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(path, spec)
+    assert info.value.path == path.resolve() and info.value.line == line
+
+
+def test_unknown_dataset_names_the_nearest() -> None:
+    with pytest.raises(UnknownDatasetError, match="did you mean 'hplc'"):
+        load_dataset("hplcc")
+
+
+def test_any_point_of_the_space_gets_a_value() -> None:
+    sim = dataset_simulator("suzuki_i")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        point: dict[str, Any] = {}
+        for p in sim.spec.parameters:
+            if p.values is not None:
+                point[p.name] = p.values[rng.integers(len(p.values))]
+            elif p.bounds is not None:
+                point[p.name] = float(rng.uniform(*p.bounds))
+        out = sim.problem.evaluate(point)
+        lo, hi = sim.dataset.Y.min(axis=0), sim.dataset.Y.max(axis=0)
+        assert all(lo[j] <= out[o] <= hi[j] for j, o in enumerate(sim.spec.outputs))
