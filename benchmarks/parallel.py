@@ -1,0 +1,240 @@
+"""Parallel slots and Dask (issue 4): utilisation, regret, planner latency, Dask throughput.
+
+Every campaign here is a real one (Runner, one RunEngine per slot on simulated Ophyd devices,
+SQLite), run one after another in this one process. Figures are printed, not asserted.
+
+* ``a`` utilisation: Hartmann6, 60 trials, latency drawn per measurement uniformly from
+  0.5-1.5 s; 4 slots vs 1 slot. Utilisation = summed instrument busy time / (slots x wall).
+* ``b`` regret: Hartmann6, 4 slots x 60 trials vs 1 slot x 60 trials, 5 seeds (latency
+  uniform 0.05-0.15 s, so the slots still finish out of order), median final simple regret.
+* ``c`` planner latency: the BoTorch planner alone; median ``suggest(1, pending=4 points)``
+  after 50, 200 and 500 completed Hartmann6 trials (each suggest after one more trial was
+  ingested, so each refits the GP, warm-started, as in a campaign).
+* ``d`` Dask: a simulator that burns ~0.5 s of CPU per trial; 20 trials with 2 slots,
+  in-process vs a local Dask cluster with 2 worker processes (Sobol planner: the planner is
+  not what is measured).
+
+Usage::
+
+    python benchmarks/parallel.py              # all four
+    python benchmarks/parallel.py --parts a c  # some
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+HARTMANN_OPT = -3.32237
+
+
+def burn_cpu(inputs: dict[str, Any]) -> dict[str, float]:
+    """A CPU-heavy simulator: Hartmann6 after ~0.5 s of arithmetic (module-level: picklable)."""
+    from simulators import get_problem
+
+    deadline = time.thread_time() + 0.5  # this thread's CPU: fair under a GIL too
+    acc = 0.0
+    while time.thread_time() < deadline:
+        for i in range(20_000):
+            acc += (i % 7) * 1e-9
+    y = get_problem("hartmann6").evaluate(inputs)["y"]
+    return {"y": y + acc * 0.0}
+
+
+def _campaign(
+    instrument: str, trials: int, seed: int, planner: str = "botorch", name: str = "par"
+) -> str:
+    params = "\n".join(f"  - {{name: x{i}, type: float, bounds: [0, 1]}}" for i in range(1, 7))
+    return (
+        f"name: {name}\nparameters:\n{params}\n"
+        "objectives: [{name: y, goal: minimize}]\n"
+        f"instrument: {instrument}\n"
+        f"planner: {{kind: {planner}, initial: {{kind: sobol, n: 5}}}}\n"
+        f"budget: {{max_trials: {trials}, max_failures: 5}}\n"
+        f"seed: {seed}\n"
+    )
+
+
+def _random_latency(low: float, high: float, seed: int) -> Any:
+    """An instrument factory whose detectors draw a latency per measurement."""
+    import numpy as np
+
+    from instruments import build_instrument
+
+    def factory(campaign: Any, slot_seed: int) -> Any:
+        instrument = build_instrument(
+            campaign.instrument, campaign.parameters, base_dir=HERE, seed=slot_seed
+        )
+        detector = instrument.detector
+        rng = np.random.default_rng([seed, slot_seed])
+        trigger = detector.trigger
+
+        def timed_trigger() -> Any:
+            detector._sim_latency = float(rng.uniform(low, high))
+            return trigger()
+
+        detector.trigger = timed_trigger
+        return instrument
+
+    return factory
+
+
+def _run(text: str, *, base_dir: Path = HERE, factory: Any = None) -> tuple[Any, Any]:
+    from loop import Runner, Store, parse_campaign
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = base_dir / "_parallel_campaign.yaml"
+        loaded = parse_campaign(text, path=path, base_dir=base_dir)
+        store = Store(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        summary = Runner(loaded, store, instrument_factory=factory).run()
+        trials = store.trials(summary.campaign_id)
+        store.close()
+    return summary, trials
+
+
+def _regret(trials: list[Any]) -> float:
+    from simulators import get_problem
+
+    h6 = get_problem("hartmann6")
+    values = [h6.evaluate(t.readbacks)["y"] for t in trials if t.status == "completed"]
+    return min(values) - HARTMANN_OPT
+
+
+def _load() -> str:
+    return os.popen("uptime").read().strip()  # noqa: S605 - a fixed command
+
+
+# ---------------------------------------------------------------------------- parts
+def utilisation(seed: int = 0, planner: str = "botorch") -> None:
+    print(
+        f"\n(a) utilisation, Hartmann6, 60 trials, latency U(0.5, 1.5) s, planner {planner}"
+        f"   [{_load()}]"
+    )
+    walls = {}
+    for slots in (4, 1):
+        text = _campaign(f"{{simulator: hartmann6, count: {slots}}}", 60, seed, planner)
+        t0 = time.monotonic()
+        summary, trials = _run(text, factory=_random_latency(0.5, 1.5, seed))
+        wall = time.monotonic() - t0
+        busy = sum(t.instrument_busy for t in summary.timings)
+        occupied = sum(t.dispatch for t in summary.timings)
+        suggest = statistics.median(t.suggest for t in summary.timings)
+        walls[slots] = summary.elapsed
+        print(
+            f"  {slots} slot(s): {summary.completed} completed in {summary.elapsed:.1f} s "
+            f"(process wall {wall:.1f} s); utilisation busy/(slots x wall) = "
+            f"{busy / (slots * summary.elapsed):.1%}; slot occupied (whole run incl. "
+            f"RunEngine) = {occupied / (slots * summary.elapsed):.1%}; median suggest share "
+            f"{suggest:.3f} s; regret {_regret(trials):.4f}"
+        )
+    print(f"  speed-up 4 slots vs 1: {walls[1] / walls[4]:.2f}x")
+
+
+def regret(seeds: int = 5, trials: int = 60) -> None:
+    print(f"\n(b) regret, Hartmann6, {trials} trials, latency U(0.05, 0.15) s   [{_load()}]")
+    for slots in (1, 4):
+        values, walls = [], []
+        for seed in range(seeds):
+            text = _campaign(f"{{simulator: hartmann6, count: {slots}}}", trials, seed)
+            summary, rows = _run(text, factory=_random_latency(0.05, 0.15, seed))
+            values.append(_regret(rows))
+            walls.append(summary.elapsed)
+        print(
+            f"  {slots} slot(s): median regret {statistics.median(values):.4f} "
+            f"(per seed {', '.join(f'{v:.4f}' for v in values)}); "
+            f"median wall {statistics.median(walls):.1f} s"
+        )
+
+
+def planner_latency(sizes: tuple[int, ...] = (50, 200, 500), reps: int = 5) -> None:
+    import torch
+
+    from planners import Objective, Observation, PlannerConfig, Space, make_planner
+    from planners._space import FloatParameter
+    from simulators import get_problem
+
+    print(f"\n(c) planner latency, Hartmann6, suggest(1) with 4 pending   [{_load()}]")
+    print(f"  torch threads: {torch.get_num_threads()}")
+    h6 = get_problem("hartmann6")
+    space = Space([FloatParameter(name=f"x{i}", bounds=(0.0, 1.0)) for i in range(1, 7)])
+    rng = torch.Generator().manual_seed(0)
+    for n in sizes:
+        X = torch.rand(n + reps + 4, 6, generator=rng, dtype=torch.float64)
+        points = [{f"x{i + 1}": float(v) for i, v in enumerate(row)} for row in X]
+        obs = [Observation(parameters=p, outputs=h6.evaluate(p)) for p in points[:n]]
+        planner = make_planner(
+            space, [Objective(name="y", goal="minimize")], PlannerConfig(), seed=0
+        )
+        planner.ingest(obs)
+        pending = points[-4:]
+        t0 = time.perf_counter()
+        planner.suggest(1, pending=pending)
+        first = time.perf_counter() - t0
+        times, fits = [], []
+        for k in range(reps):
+            p = points[n + k]
+            planner.ingest([Observation(parameters=p, outputs=h6.evaluate(p))])
+            t0 = time.perf_counter()
+            planner.suggest(1, pending=pending)
+            times.append(time.perf_counter() - t0)
+            timing = getattr(planner, "last_timing", None)
+            fits.append(timing.fit if timing is not None else float("nan"))
+        print(
+            f"  {n:>4} completed: median suggest {statistics.median(times):.2f} s "
+            f"(fit {statistics.median(fits):.2f} s; first, cold fit: {first:.2f} s; "
+            f"all {', '.join(f'{t:.2f}' for t in times)})"
+        )
+
+
+def dask_throughput(trials: int = 20) -> None:
+    print(f"\n(d) Dask, {trials} trials of a ~0.5 s CPU simulator, 2 slots   [{_load()}]")
+    fn = f'{{function: "{Path(__file__).name}:burn_cpu", outputs: [y], count: 2'
+    for label, executor in (
+        ("in-process", ""),
+        ("local Dask, 2 workers", ", executor: {kind: local, workers: 2}"),
+    ):
+        text = _campaign(fn + executor + "}", trials, 0, planner="sobol", name="dask")
+        t0 = time.monotonic()
+        summary, rows = _run(text)
+        wall = time.monotonic() - t0
+        span = (max(t.finished_at for t in rows) - min(t.started_at for t in rows)).total_seconds()
+        print(
+            f"  {label}: {summary.completed} trials from first start to last finish in "
+            f"{span:.1f} s = {summary.completed / span:.2f} trials/s (session {summary.elapsed:.1f}"
+            f" s incl. cluster start; process wall {wall:.1f} s)"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["a", "b", "c", "d"])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of part b")
+    parser.add_argument("--trials", type=int, default=60, help="trials per run of part b")
+    parser.add_argument("--planner", default="botorch", help="planner of part a")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(f"cores: {os.cpu_count()}; {_load()}")
+    parts = {
+        "a": lambda: utilisation(planner=args.planner),
+        "b": lambda: regret(args.seeds, args.trials),
+        "c": planner_latency,
+        "d": dask_throughput,
+    }
+    for part in args.parts:
+        parts[part]()
+
+
+if __name__ == "__main__":
+    main()
