@@ -1,0 +1,384 @@
+"""Prior data: earlier measurements a campaign starts from (``prior_data:`` or ``--prior``).
+
+A prior-data file is a CSV with a header row: one column per parameter (fixed parameters may
+be left out) and one per measured output. Every objective and every output named by an
+outcome constraint must have a column; other instrument outputs may. Every row is checked
+against the search space (types, bounds, choice values, constraints) before anything is
+stored, and any problem is reported with the file, the line, the row, the column and the fix,
+like a campaign-file error.
+
+A CSV written by ``closedloop export`` is accepted as it is: its bookkeeping columns
+(``trial_id``, ``status``, ``readback.*``, ...) are ignored, and rows whose ``status`` is not
+``completed`` are skipped.
+
+The runner stores each row as a trial of kind ``prior`` (status ``completed``, the outputs as
+observations, no Bluesky documents), before the campaign's first trial; they are never
+dispatched, and ``resume`` never inserts them again.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loop.errors import CampaignConfigError
+from planners import InvalidPoint, Point, Space
+
+if TYPE_CHECKING:
+    from loop.config import Campaign, LoadedCampaign
+
+MAX_PRIOR_BYTES = 50_000_000
+MAX_PRIOR_ROWS = 100_000
+
+# Columns of `closedloop export` that are not data: ignored, so an export can be reused.
+_BOOKKEEPING = frozenset(
+    {
+        "trial_id",
+        "number",
+        "kind",
+        "status",
+        "run_uid",
+        "error",
+        "started_at",
+        "finished_at",
+        "feasible",
+        "pareto",
+        "slot",
+    }
+)
+
+
+class PriorDataError(CampaignConfigError):
+    """A prior-data CSV that cannot be used, located by line, data row and column.
+
+    Attributes:
+        row: 1-based data row (the header is not counted), when the problem is in a row.
+        column: the offending column's name, when known.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        problem: str,
+        *,
+        line: int | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        fix: str = "",
+    ) -> None:
+        where = []
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        prefix = ", ".join(where)
+        super().__init__(path, f"{prefix}: {problem}" if prefix else problem, line=line, fix=fix)
+        self.row = row
+        self.column = column
+
+
+@dataclass(frozen=True)
+class PriorRow:
+    """One earlier measurement, validated against the campaign.
+
+    Attributes:
+        parameters: a member of the search space (types coerced, fixed values filled).
+        outputs: output name -> finite value.
+        source: the CSV file.
+        row: 1-based data row in that file.
+    """
+
+    parameters: Point
+    outputs: dict[str, float]
+    source: Path
+    row: int
+
+
+def prior_files(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[Path]:
+    """The campaign's ``prior_data`` (relative to its file), then ``extra`` (e.g. ``--prior``).
+
+    Both are used: earlier data is never dropped because another file was given. A file
+    named twice is read once.
+    """
+    files: list[Path] = []
+    if loaded.campaign.prior_data:
+        files.append((loaded.base_dir / loaded.campaign.prior_data).resolve())
+    files.extend(Path(p).resolve() for p in extra)
+    unique: list[Path] = []
+    for f in files:
+        if f not in unique:
+            unique.append(f)
+    return unique
+
+
+def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[PriorRow]:
+    """Every row of the campaign's prior-data files, validated (see ``read_prior_csv``)."""
+    from instruments import describe_instrument
+
+    c = loaded.campaign
+    files = prior_files(loaded, extra)
+    if not files:
+        return []
+    outputs = describe_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir)
+    rows: list[PriorRow] = []
+    for f in files:
+        rows.extend(read_prior_csv(f, c, outputs))
+    return rows
+
+
+def required_outputs(campaign: Campaign) -> list[str]:
+    """Outputs every prior row must have: the objectives and outcome-constrained outputs."""
+    names = [o.name for o in campaign.objectives]
+    for constraint in campaign.parsed_outcome_constraints:
+        if constraint.name not in names:
+            names.append(constraint.name)
+    return names
+
+
+def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> list[PriorRow]:
+    """Read and validate one prior-data CSV against the campaign's space and outputs.
+
+    Raises:
+        PriorDataError: the file is missing, unreadable, or any header or row is invalid.
+    """
+    text = _read_text(path)
+    space = campaign.space
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise PriorDataError(
+            path, "is empty", fix="write a header row of parameter and output names, then data"
+        ) from None
+    except csv.Error as exc:
+        raise PriorDataError(path, f"is not valid CSV: {exc}", line=1) from None
+    columns = [h.strip() for h in header]
+    _check_header(path, columns, campaign, space, outputs)
+    required = required_outputs(campaign)
+    params = {p.name: p for p in space.parameters}
+    has_status = "status" in columns
+    rows: list[PriorRow] = []
+    number = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise PriorDataError(
+                path, f"is not valid CSV: {exc}", line=reader.line_num, row=number + 1
+            ) from None
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        number += 1
+        line = reader.line_num
+        if number > MAX_PRIOR_ROWS:
+            raise PriorDataError(
+                path,
+                f"has more than {MAX_PRIOR_ROWS} data rows",
+                line=line,
+                fix="keep the most informative rows (a GP gains little past a few thousand)",
+            )
+        if len(cells) != len(columns):
+            raise PriorDataError(
+                path,
+                f"has {len(cells)} cells for {len(columns)} columns",
+                line=line,
+                row=number,
+                fix="give every row one cell per header column (quote cells holding commas)",
+            )
+        record = {col: cell.strip() for col, cell in zip(columns, cells, strict=True)}
+        if has_status and record["status"] not in ("completed", ""):
+            continue  # an export's failed/abandoned trial: no measurement to learn from
+        point: dict[str, Any] = {}
+        for name, param in params.items():
+            if name in record:
+                point[name] = _parse_parameter(path, line, number, param, record[name])
+        try:
+            point = space.validate(point)
+        except InvalidPoint as exc:
+            raise PriorDataError(
+                path,
+                str(exc),
+                line=line,
+                row=number,
+                column=_column_of(str(exc), params),
+                fix="correct or delete the row; prior data must lie inside the campaign's "
+                "bounds, values and constraints",
+            ) from None
+        values: dict[str, float] = {}
+        for name in outputs:
+            cell = record.get(name, "")
+            if cell == "":
+                if name in required:
+                    raise PriorDataError(
+                        path,
+                        "is empty",
+                        line=line,
+                        row=number,
+                        column=name,
+                        fix="every row needs each objective and outcome-constrained output; "
+                        "delete rows that were not measured",
+                    )
+                continue
+            values[name] = _parse_output(path, line, number, name, cell)
+        rows.append(PriorRow(parameters=point, outputs=values, source=path, row=number))
+    if not rows:
+        raise PriorDataError(
+            path,
+            "has no data rows" + (" with status completed" if has_status else ""),
+            line=1,
+            fix="add one row per earlier measurement below the header, or drop the file",
+        )
+    return rows
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PriorDataError(
+            path, "no such file", fix="check prior_data (relative to the campaign file)"
+        ) from None
+    except IsADirectoryError:
+        raise PriorDataError(path, "is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise PriorDataError(path, f"cannot be read: {exc.strerror}") from None
+    if len(raw) > MAX_PRIOR_BYTES:
+        raise PriorDataError(path, f"is {len(raw)} bytes; at most {MAX_PRIOR_BYTES}")
+    try:
+        return raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PriorDataError(
+            path, f"is not UTF-8 text (byte {exc.start})", line=line, fix="save it as UTF-8 CSV"
+        ) from None
+
+
+def _check_header(
+    path: Path, columns: list[str], campaign: Campaign, space: Space, outputs: Sequence[str]
+) -> None:
+    known = [p.name for p in space.parameters] + list(outputs)
+    seen: set[str] = set()
+    for col in columns:
+        if col == "":
+            raise PriorDataError(
+                path, "the header has an empty column name", line=1, fix="name every column"
+            )
+        if col in seen:
+            raise PriorDataError(
+                path, f"column '{col}' appears twice in the header", line=1, column=col
+            )
+        seen.add(col)
+        if col in known or col in _BOOKKEEPING or col.startswith("readback."):
+            continue
+        near = difflib.get_close_matches(col, known, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise PriorDataError(
+            path,
+            "is neither a parameter nor an output of the instrument",
+            line=1,
+            column=col,
+            fix=f"{hint}columns are the parameters ({', '.join(p.name for p in space.parameters)}) "
+            f"and outputs ({', '.join(outputs)})",
+        )
+    for p in space.parameters:
+        if p.name not in seen and getattr(p, "type", None) != "fixed":
+            raise PriorDataError(
+                path,
+                f"has no column for parameter '{p.name}'",
+                line=1,
+                column=p.name,
+                fix="add a column per parameter (fixed parameters may be left out)",
+            )
+    for name in required_outputs(campaign):
+        if name not in seen:
+            raise PriorDataError(
+                path,
+                f"has no column for output '{name}' (an objective or outcome constraint)",
+                line=1,
+                column=name,
+                fix="add the measured values of every objective and outcome-constrained output",
+            )
+
+
+def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> Any:
+    """The cell as the parameter's type; ``space.validate`` checks bounds and constraints."""
+    kind = getattr(param, "type", None)
+    values: tuple[Any, ...] | None = None
+    if kind == "choice":
+        values = tuple(param.values)
+    elif kind == "fixed":
+        values = (param.value,)
+    if values is not None:
+        for v in values:
+            if cell == str(v) or (isinstance(v, bool) and cell.lower() == str(v).lower()):
+                return v
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                try:
+                    if float(cell) == float(v):
+                        return v
+                except ValueError:
+                    pass
+        allowed = ", ".join(str(v) for v in values)
+        raise PriorDataError(
+            path,
+            f"{cell!r} is not one of the values {allowed}",
+            line=line,
+            row=row,
+            column=param.name,
+            fix=f"use one of: {allowed}",
+        )
+    if cell == "":
+        raise PriorDataError(
+            path, "is empty", line=line, row=row, column=param.name, fix="give every parameter"
+        )
+    try:
+        number = float(cell)
+    except ValueError:
+        raise PriorDataError(
+            path,
+            f"{cell!r} is not a number",
+            line=line,
+            row=row,
+            column=param.name,
+            fix="write plain numbers (no units) in parameter columns",
+        ) from None
+    if kind == "int" and number.is_integer():
+        return int(number)
+    return number
+
+
+def _parse_output(path: Path, line: int, row: int, name: str, cell: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        value = math.nan
+        problem = f"{cell!r} is not a number"
+    else:
+        problem = f"{cell!r} is not finite"
+    if not math.isfinite(value):
+        raise PriorDataError(
+            path,
+            problem,
+            line=line,
+            row=row,
+            column=name,
+            fix="write the measured value as a finite number, or delete the row",
+        )
+    return value
+
+
+def _column_of(message: str, params: dict[str, Any]) -> str | None:
+    """The parameter an ``InvalidPoint`` message is about (``name=value ...``); ``None`` for
+    a violated constraint, which involves several columns."""
+    for name in params:
+        if message.startswith(f"{name}="):
+            return name
+    return None

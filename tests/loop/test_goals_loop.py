@@ -1,0 +1,159 @@
+"""Goals in the loop's reports: outcome constraints (feasibility) and several objectives
+(Pareto front, hypervolume) in ``status``, ``export``, ``report`` and the run summary; and
+every example campaign validates.
+
+Campaigns run for real (RunEngine, SQLite) with the Sobol planner so each takes a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from loop import Runner, Store, load_campaign, parse_campaign
+from loop.cli import app
+from loop.report import annotate, stored_campaign
+from loop.store import export_records
+from planners import hypervolume, pareto_mask
+
+ROOT = Path(__file__).parents[2]
+
+FUNCTION = """
+def measure(inputs):
+    x, y = inputs["x"], inputs["y"]
+    return {"f1": x, "f2": 1.0 - x * y, "impurity": y / 10}
+"""
+
+MOO = """
+name: goals
+parameters:
+  - {name: x, type: float, bounds: [0, 1], unit: degC}
+  - {name: y, type: float, bounds: [0, 1], unit: min}
+objectives:
+  - {name: f1, goal: maximize, reference_point: 0}
+  - {name: f2, goal: maximize, reference_point: 0}
+outcome_constraints: ["impurity <= 0.08"]
+instrument: {function: "fn.py:measure", outputs: [f1, f2, impurity]}
+planner: {kind: sobol}
+budget: {max_trials: 12}
+seed: 1
+"""
+
+
+def _run(tmp_path: Path, text: str) -> tuple[str, int]:
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = Runner(parse_campaign(text, path=path, base_dir=tmp_path), Store(url)).run()
+    return url, summary.campaign_id
+
+
+def _expected(url: str, cid: int) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    store = Store(url, create=False)
+    records = export_records(store, cid)
+    Y = np.array([[r["outputs"]["f1"], r["outputs"]["f2"]] for r in records])
+    feasible = np.array([r["outputs"]["impurity"] <= 0.08 for r in records])
+    return records, Y, feasible
+
+
+def test_export_marks_feasible_and_pareto_trials(tmp_path: Path) -> None:
+    url, cid = _run(tmp_path, MOO)
+    records, Y, feasible = _expected(url, cid)
+    campaign = stored_campaign(Store(url, create=False).campaign(cid))
+    front = pareto_mask(Y, campaign.objectives, feasible)
+    assert 0 < feasible.sum() < len(records), "the test needs feasible and infeasible trials"
+
+    out = CliRunner().invoke(app, ["export", "--store", url, "-f", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.output)))
+    assert [r["feasible"] == "true" for r in rows] == feasible.tolist()
+    assert [r["pareto"] == "true" for r in rows] == front.tolist()
+    # an infeasible trial is never on the front
+    assert not any(r["pareto"] == "true" and r["feasible"] == "false" for r in rows)
+
+    as_json = json.loads(CliRunner().invoke(app, ["export", "--store", url, "-f", "json"]).output)
+    assert [r["pareto"] for r in as_json] == front.tolist()
+
+
+def test_status_shows_units_feasibility_and_the_front(tmp_path: Path) -> None:
+    url, cid = _run(tmp_path, MOO)
+    records, Y, feasible = _expected(url, cid)
+    campaign = stored_campaign(Store(url, create=False).campaign(cid))
+    hv = hypervolume(Y, campaign.objectives, [0, 0], feasible)
+    out = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    n_feasible = int(feasible.sum())
+    assert f"feasible: {n_feasible} of 12 completed trials" in out.output
+    assert "meet impurity <= 0.08" in out.output
+    front = int(pareto_mask(Y, campaign.objectives, feasible).sum())
+    assert f"Pareto front: {front} trials; hypervolume {hv:.6g}" in out.output
+    assert "x [degC]" in out.output and "y [min]" in out.output
+
+
+def test_run_summary_reports_feasibility_and_front(tmp_path: Path) -> None:
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(MOO)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    out = CliRunner().invoke(app, ["run", str(path), "--store", url, "-q"])
+    assert out.exit_code == 0, out.output
+    assert "feasible: " in out.output and "meet impurity <= 0.08" in out.output
+    assert "Pareto front: " in out.output and "hypervolume" in out.output
+
+
+def test_report_plots_front_and_hypervolume(tmp_path: Path) -> None:
+    url, _ = _run(tmp_path, MOO)
+    png = tmp_path / "report.png"
+    out = CliRunner().invoke(app, ["report", "--store", url, "-o", str(png)])
+    assert out.exit_code == 0, out.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height = matplotlib.image.imread(png).shape[0]
+    # hypervolume + one front (2 objectives) + 3 outputs: five panels
+    assert height > 5 * 2.5 * 110
+
+
+def test_single_objective_best_is_the_best_feasible(tmp_path: Path) -> None:
+    text = MOO.replace(
+        """objectives:
+  - {name: f1, goal: maximize, reference_point: 0}
+  - {name: f2, goal: maximize, reference_point: 0}""",
+        "objectives: [{name: f1, goal: maximize}]",
+    ).replace("impurity <= 0.08", "f1 <= 0.8")  # a bound on the objective itself
+    url, cid = _run(tmp_path, text)
+    records, _, _ = _expected(url, cid)
+    best = max((r for r in records if r["outputs"]["f1"] <= 0.8), key=lambda r: r["outputs"]["f1"])
+    assert max(r["outputs"]["f1"] for r in records) > 0.8, "needs a better infeasible trial"
+    out = CliRunner().invoke(app, ["status", "--store", url])
+    assert f"best feasible: trial #{best['number']} f1 = " in out.output
+    campaign = stored_campaign(Store(url, create=False).campaign(cid))
+    annotated = annotate(export_records(Store(url, create=False), cid), campaign)
+    assert all("pareto" not in r for r in annotated)
+
+
+EXAMPLES = sorted((ROOT / "campaigns").glob("*.yaml"))
+NEW = ["mixed_space", "nonlinear_constraint", "multi_objective", "outcome_constraint", "prior_data"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_example_campaigns_validate(name: str) -> None:
+    loaded = load_campaign(ROOT / "campaigns" / f"{name}.yaml")
+    c = loaded.campaign
+    features = {
+        "mixed_space": {p.type for p in c.parameters} == {"float", "int", "choice", "fixed"},
+        "nonlinear_constraint": any(not k.is_linear for k in c.space.constraints),
+        "multi_objective": len(c.objectives) >= 2
+        and all(o.reference_point is not None for o in c.objectives),
+        "outcome_constraint": bool(c.outcome_constraints),
+        "prior_data": c.prior_data is not None,
+    }
+    assert features[name]
+    assert (ROOT / "campaigns" / f"{name}.yaml") in EXAMPLES

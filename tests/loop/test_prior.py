@@ -1,0 +1,196 @@
+"""Prior data: validated rows stored as ``prior`` trials, learnt from, never dispatched.
+
+Real runner, RunEngine and SQLite. Bad files are checked for the message a user sees: file,
+line, row, column and fix, and that nothing was stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from loop import Runner, Store, parse_campaign
+from loop.cli import app
+from loop.prior import PriorDataError, load_prior_data
+
+CAMPAIGN = """
+name: prior
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+  - {name: mode, type: choice, values: [a, b]}
+  - {name: stage, type: int, bounds: [1, 3]}
+  - {name: pressure, type: fixed, value: 2.0}
+constraints: ["x1 + x2 <= 20"]
+objectives: [{name: y, goal: minimize}]
+instrument: {function: "fn.py:measure", outputs: [y, z]}
+prior_data: prior.csv
+planner: {kind: PLANNER, initial: {n: 4}}
+budget: {max_trials: 3}
+seed: 2
+"""
+
+FUNCTION = """
+def measure(inputs):
+    y = (inputs["x1"] - 1) ** 2 + (inputs["x2"] - 2) ** 2 + (inputs["mode"] == "b")
+    return {"y": y + inputs["stage"] + inputs["pressure"], "z": 0.0}
+"""
+
+GOOD = """x1,x2,mode,stage,y,z
+0,0,a,1,8,0.1
+1,2,b,2,5.5,
+9.5,0.5,a,3,72.5,0.3
+-4,14,b,1,172,
+"""
+
+
+def _setup(tmp_path: Path, csv: str = GOOD, planner: str = "sobol"):
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    (tmp_path / "prior.csv").write_text(csv)
+    text = CAMPAIGN.replace("PLANNER", planner)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+def test_prior_rows_are_stored_as_prior_trials_and_never_dispatched(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    runner = Runner(loaded, store)
+    summary = runner.run()
+    trials = store.trials(summary.campaign_id)
+    obs = store.observations(summary.campaign_id)
+    prior, own = trials[:4], trials[4:]
+    assert [t.kind for t in prior] == ["prior"] * 4
+    assert all(t.kind == "sobol" for t in own) and len(own) == 3
+    # data, not experiments: completed, no run, no documents, commanded values as given
+    for t in prior:
+        assert t.status == "completed" and t.run_uid is None and t.readbacks == {}
+        assert store.documents(t.id or 0) == []
+    assert prior[1].parameters == {
+        "x1": 1.0,
+        "x2": 2.0,
+        "mode": "b",
+        "stage": 2,
+        "pressure": 2.0,
+    }
+    assert obs[prior[0].id or 0] == {"y": 8.0, "z": 0.1}
+    assert obs[prior[1].id or 0] == {"y": 5.5}  # an empty optional output stays unmeasured
+    # they do not count toward max_trials; the best may be one of them
+    assert (summary.completed, summary.prior) == (3, 4)
+    assert summary.best is not None
+    # the planner learnt them: a rebuilt planner ingests them first
+    planner = runner.rebuild_planner(trials, obs)
+    assert getattr(planner, "n_ingested", None) == 7
+
+
+def test_resume_does_not_insert_the_prior_rows_again(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first = Runner(loaded, Store(url)).run()
+    (tmp_path / "prior.csv").unlink()  # resume needs no prior-data file
+    again = Runner.from_store(Store(url), first.campaign_id, max_trials=5).resume()
+    kinds = [t.kind for t in Store(url).trials(first.campaign_id)]
+    assert kinds.count("prior") == 4
+    assert (again.completed, again.prior) == (5, 4)
+
+
+@pytest.mark.slow
+def test_botorch_learns_the_prior_and_shortens_its_initial_design(tmp_path: Path) -> None:
+    """Each usable prior row replaces one initial-design point: with 4 rows and an initial
+    design of 4, the model proposes the first trial."""
+    loaded = _setup(tmp_path, planner="botorch")
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(loaded, store, max_trials=1).run()
+    kinds = [t.kind for t in store.trials(summary.campaign_id)]
+    assert kinds == ["prior"] * 4 + ["model"]
+
+    two_rows = "\n".join(GOOD.splitlines()[:3]) + "\n"
+    sub = tmp_path / "two"
+    sub.mkdir()
+    store = Store(f"sqlite:///{sub / 'store.db'}")
+    summary = Runner(_setup(sub, two_rows, planner="botorch"), store, max_trials=3).run()
+    kinds = [t.kind for t in store.trials(summary.campaign_id)]
+    assert kinds == ["prior", "prior", "initial", "initial", "model"]
+
+
+BAD = [
+    # (csv text, line, row, column, fragments)
+    ("x1,x2,mode,stage,y\n0,0,a,1,1\n11,0,a,1,2\n", 3, 2, "x1", ["outside its bounds"]),
+    ("x1,x2,mode,stage,y\n0,0,c,1,1\n", 2, 1, "mode", ["'c' is not one of the values a, b"]),
+    ("x1,x2,mode,stage,y\n0,0,a,1.5,1\n", 2, 1, "stage", ["not an integer"]),
+    ("x1,x2,mode,stage,y\n0,zero,a,1,1\n", 2, 1, "x2", ["'zero' is not a number"]),
+    ("x1,x2,mode,stage,y\n9,12,a,1,1\n", 2, 1, None, ["x1 + x2 <= 20"]),
+    ("x1,x2,mode,stage,y\n0,0,a,1,\n", 2, 1, "y", ["is empty"]),
+    ("x1,x2,mode,stage,y\n0,0,a,1,nan\n", 2, 1, "y", ["not finite"]),
+    ("x1,x2,mode,stage,y,pressure\n0,0,a,1,1,3\n", 2, 1, "pressure", ["not one of the values"]),
+    ("x1,x2,mode,stage,y\n0,0,a,1\n", 2, 1, None, ["has 4 cells for 5 columns"]),
+    ("x1,x2,mode,y\n0,0,a,1\n", 1, None, "stage", ["no column for parameter 'stage'"]),
+    ("x1,x2,mode,stage\n0,0,a,1\n", 1, None, "y", ["no column for output 'y'"]),
+    ("x1,x2,mode,stage,y,yy\n0,0,a,1,1,2\n", 1, None, "yy", ["did you mean 'y'?"]),
+    ("x1,x2,mode,stage,y\n", 1, None, None, ["has no data rows"]),
+]
+
+
+@pytest.mark.parametrize(("csv", "line", "row", "column", "fragments"), BAD)
+def test_bad_prior_data_is_located(
+    tmp_path: Path,
+    csv: str,
+    line: int,
+    row: int | None,
+    column: str | None,
+    fragments: list[str],
+) -> None:
+    loaded = _setup(tmp_path, csv)
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    err = info.value
+    message = str(err)
+    assert message.startswith(f"{tmp_path / 'prior.csv'}:{line}: "), message
+    assert (err.line, err.row, err.column) == (line, row, column), message
+    if row is not None:
+        assert f"row {row}" in message
+    if column is not None:
+        assert f"column '{column}'" in message
+    for fragment in fragments:
+        assert fragment in message
+    assert "fix:" in message
+
+
+def test_cli_prior_option_adds_rows_and_a_bad_one_runs_nothing(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path)
+    extra = tmp_path / "more.csv"
+    extra.write_text("x1,x2,mode,stage,y\n2,3,a,1,9\n")
+    db = tmp_path / "cli.db"
+    cli = CliRunner()
+    args = ["run", str(loaded.path), "--store", f"sqlite:///{db}", "-q", "--prior", str(extra)]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "prior data: 5 rows from" in result.output
+    assert "prior data: 5 trials (not counted by max_trials)" in result.output
+    status = cli.invoke(app, ["status", "--store", f"sqlite:///{db}"])
+    assert "3 completed, 5 prior-data" in status.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,x2,mode,stage,y\n2,99,a,1,9\n")
+    other = tmp_path / "other.db"
+    args = ["run", str(loaded.path), "--store", f"sqlite:///{other}", "--prior", str(bad)]
+    result = cli.invoke(app, args)
+    assert isinstance(result.exception, PriorDataError)
+    assert f"{bad}:2: row 1, column 'x2'" in str(result.exception)
+    assert not other.exists(), "a bad prior-data file must create no store"
+
+
+def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    Runner(loaded, Store(url)).run()
+    exported = tmp_path / "done.csv"
+    out = CliRunner().invoke(app, ["export", "--store", url, "-o", str(exported)])
+    assert out.exit_code == 0, out.output
+    rows = load_prior_data(loaded, [exported])
+    # the campaign's 4 rows, then the export's 4 prior + 3 measured trials
+    assert len(rows) == 4 + 7
+    assert [r.source for r in rows[4:]] == [exported] * 7

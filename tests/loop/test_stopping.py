@@ -1,0 +1,187 @@
+"""Stopping rules: target, patience (with min_improvement), for one and several objectives.
+
+Real runner, real RunEngine, real SQLite; model-free planners and small user functions keep
+each campaign to a second or two. A module-level counter in a user function makes the
+sequence of measured values known in advance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from loop import Runner, Store, parse_campaign
+from loop.cli import app
+from loop.runner import CampaignFinished
+
+FUNCTIONS = """
+import itertools
+
+_calls = itertools.count()
+
+
+def constant(inputs):
+    return {"y": 1.0, "c": 0.0}
+
+
+def creeping(inputs):
+    # y falls by 0.001 per call: always improving (minimise), never by much
+    return {"y": 1.0 - 0.001 * next(_calls)}
+
+
+def line(inputs):
+    return {"y": inputs["x"], "c": inputs["x"]}
+
+
+def two(inputs):
+    x = inputs["x"]
+    return {"f1": x, "f2": 1.0 - x ** 2, "c": x}
+
+
+def constant2(inputs):
+    return {"f1": 0.5, "f2": 0.5, "c": 0.0}
+"""
+
+
+def _campaign(text: str, tmp_path: Path):
+    (tmp_path / "fns.py").write_text(FUNCTIONS)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+ONE = """
+name: stop
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: GOAL}]
+instrument: {function: "fns.py:FN", outputs: OUTPUTS}
+planner: {kind: sobol}
+budget: BUDGET
+seed: 3
+"""
+
+
+def _one(fn: str, budget: str, goal: str = "minimize", outputs: str = "[y, c]", extra: str = ""):
+    return (
+        ONE.replace("FN", fn)
+        .replace("BUDGET", budget)
+        .replace("GOAL", goal)
+        .replace("OUTPUTS", outputs)
+        + extra
+    )
+
+
+def test_target_stops_at_the_first_trial_reaching_it(tmp_path: Path) -> None:
+    text = _one("line", "{max_trials: 40, target: 0.9}", goal="maximize")
+    store = _store(tmp_path)
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    trials = store.trials(summary.campaign_id)
+    obs = store.observations(summary.campaign_id)
+    values = [obs[t.id or 0]["y"] for t in trials]
+    assert summary.status == "completed"
+    assert summary.reason.startswith(f"target reached: trial #{len(trials)} has y = ")
+    assert values[-1] >= 0.9 and all(v < 0.9 for v in values[:-1])
+    assert summary.completed == len(trials) < 40
+    row = store.campaign(summary.campaign_id)
+    assert (row.status, row.stop_reason) == ("completed", summary.reason)
+
+
+def test_target_counts_only_feasible_trials(tmp_path: Path) -> None:
+    # y = c = x: x >= 0.6 reaches the target, but only x <= 0.7 is feasible; the Sobol
+    # sequence of seed 3 measures x = 0.759 (infeasible) before x = 0.669
+    extra = "outcome_constraints: ['c <= 0.7']\n"
+    text = _one("line", "{max_trials: 64, target: 0.6}", goal="maximize", extra=extra)
+    store = _store(tmp_path)
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    obs = store.observations(summary.campaign_id)
+    values = [obs[t.id or 0]["y"] for t in store.trials(summary.campaign_id)]
+    assert summary.reason.startswith("target reached"), summary.reason
+    assert 0.6 <= values[-1] <= 0.7
+    assert any(v > 0.7 for v in values[:-1]), "an infeasible trial beyond the target came first"
+    assert summary.best is not None and summary.best.objective == values[-1]
+    assert 0 < summary.feasible < summary.completed
+    assert summary.feasibility_rate == pytest.approx(summary.feasible / summary.completed)
+
+
+def test_patience_stops_when_nothing_improves(tmp_path: Path) -> None:
+    text = _one("constant", "{max_trials: 30, patience: 3}")
+    summary = Runner(_campaign(text, tmp_path), _store(tmp_path)).run()
+    # trial 1 sets the best; trials 2-4 bring nothing: out of patience after trial 4
+    assert summary.completed == 4
+    assert summary.reason == "patience: y did not improve in the last 3 completed trials (best 1)"
+
+
+def test_min_improvement_sets_what_counts_as_progress(tmp_path: Path) -> None:
+    small = _one("creeping", "{max_trials: 8, patience: 3, min_improvement: 0.01}", outputs="[y]")
+    summary = Runner(_campaign(small, tmp_path / "a"), _store(tmp_path / "a")).run()
+    assert summary.completed == 4, summary.reason
+    assert "did not improve by at least 0.01 in the last 3" in summary.reason
+
+    any_gain = _one("creeping", "{max_trials: 8, patience: 3}", outputs="[y]")
+    summary = Runner(_campaign(any_gain, tmp_path / "b"), _store(tmp_path / "b")).run()
+    assert summary.completed == 8
+    assert summary.reason.startswith("max_trials reached")
+
+
+@pytest.fixture(autouse=True)
+def _dirs(tmp_path: Path) -> None:
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+
+
+TWO = """
+name: stop-moo
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives:
+  - {name: f1, goal: maximize, reference_point: 0}
+  - {name: f2, goal: maximize, reference_point: 0}
+instrument: {function: "fns.py:two", outputs: [f1, f2, c]}
+planner: {kind: sobol}
+budget: BUDGET
+seed: 5
+"""
+
+
+def test_targets_of_several_objectives_are_met_by_one_trial(tmp_path: Path) -> None:
+    # f1 = x >= 0.5 and f2 = 1 - x^2 >= 0.6 hold together only for x in [0.5, 0.632]
+    text = TWO.replace("BUDGET", "{max_trials: 64, target: {f1: 0.5, f2: 0.6}}")
+    store = _store(tmp_path)
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    assert summary.reason.startswith("target reached"), summary.reason
+    assert "f1 = " in summary.reason and "(target 0.6)" in summary.reason
+    x = store.trials(summary.campaign_id)[-1].parameters["x"]
+    assert 0.5 <= x <= 0.64
+    # several objectives: the summary carries the Pareto front and its hypervolume
+    assert summary.objectives == ["f1", "f2"]
+    assert summary.pareto and summary.hypervolume is not None and summary.hypervolume > 0
+    xs = sorted(r.parameters["x"] for r in summary.pareto)
+    assert xs == sorted(t.parameters["x"] for t in store.trials(summary.campaign_id))
+
+
+def test_patience_of_several_objectives_watches_the_hypervolume(tmp_path: Path) -> None:
+    text = TWO.replace("BUDGET", "{max_trials: 40, patience: 4}")
+    text = text.replace("fns.py:two", "fns.py:constant2")
+    summary = Runner(_campaign(text, tmp_path), _store(tmp_path)).run()
+    assert summary.completed == 5
+    assert summary.reason.startswith("patience: the hypervolume did not grow in the last 4")
+
+
+def test_stop_reason_is_printed_by_run_status_and_resume(tmp_path: Path) -> None:
+    text = _one("line", "{max_trials: 40, target: 0.9}", goal="maximize")
+    _campaign(text, tmp_path)
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    cli = CliRunner()
+    run = cli.invoke(app, ["run", str(tmp_path / "campaign.yaml"), "--store", store, "-q"])
+    assert run.exit_code == 0, run.output
+    assert "completed: target reached: trial #" in run.output
+    status = cli.invoke(app, ["status", "--store", store])
+    assert status.exit_code == 0, status.output
+    assert "completed: target reached: trial #" in status.output
+    with pytest.raises(CampaignFinished, match="target reached"):
+        Runner.from_store(Store(store, create=False), "stop").resume()
