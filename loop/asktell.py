@@ -234,7 +234,7 @@ def open_campaign(store: Store, file: Path | None, campaign: str | None) -> tupl
         return Runner.from_store(store, row.id), False
     loaded: LoadedCampaign = load_campaign(file)
     for row in reversed(store.campaigns()):
-        if row.name != loaded.campaign.name or row.status not in ("running", "stopped"):
+        if row.name != loaded.campaign.name or row.status not in ("running", "paused", "stopped"):
             continue
         if row.config_text != loaded.text:
             raise InvalidInput(
@@ -252,6 +252,7 @@ def open_campaign(store: Store, file: Path | None, campaign: str | None) -> tupl
         runner.seed,
         budget=runner.budget.model_dump(mode="json"),
         lease=runner.lease.claim,
+        instrument_text=loaded.instrument_text,
     )
     runner.lease.adopt(runner.campaign_id)
     runner.lease.release()

@@ -81,14 +81,25 @@ def _main(
 def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) -> None:
     """Check a campaign file without running anything."""
     from loop.config import load_campaign
+    from loop.prior import load_prior_data
 
     loaded = load_campaign(file)
     c = loaded.campaign
+    prior = load_prior_data(loaded)  # the CSV is checked too: a bad row fails here
+    goals = ", ".join(f"{o.name} ({o.goal})" for o in c.objectives)
     console.print(
-        f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters, "
-        f"objective {c.objectives[0].name} ({c.objectives[0].goal}), "
-        f"planner {c.planner.kind}, instrument "
-        f"{_instrument_label(c)}"
+        f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters"
+        + (f", {len(c.constraints)} constraints" if c.constraints else "")
+        + f", {'objectives' if len(c.objectives) > 1 else 'objective'} {goals}"
+        + (
+            f", outcome constraints {', '.join(c.outcome_constraints)}"
+            if c.outcome_constraints
+            else ""
+        )
+        + (f", {len(prior)} prior-data rows" if prior else "")
+        + f", planner {c.planner.kind}, instrument "
+        f"{_instrument_label(c)}",
+        highlight=False,
     )
 
 
@@ -100,15 +111,28 @@ def run(
     max_trials: Annotated[
         int | None, typer.Option(min=1, help="Override budget.max_trials.")
     ] = None,
+    prior: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior",
+            help="CSV of earlier measurements (columns: parameters and outputs), used with "
+            "the file's prior_data; repeatable. Stored as trials of kind prior.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Run a campaign until its budget is spent; every trial is stored as it happens."""
+    from functools import partial
+
     from loop.config import load_campaign
+    from loop.prior import load_prior_data, prior_files
     from loop.runner import Runner
     from loop.store import Store
 
     loaded = load_campaign(file)
     c = loaded.campaign
+    # Every prior row is checked before the store is created: a bad CSV runs nothing.
+    rows = load_prior_data(loaded, prior or [])
     db = Store(store)
     try:
         _refuse_if_running(db, c.name, store)
@@ -125,7 +149,10 @@ def run(
             f"{_instrument_label(c)}, seed {runner.seed}, "
             f"store {store}"
         )
-        summary = _drive(runner, listener, store, runner.run)
+        if rows:
+            files = ", ".join(str(f) for f in prior_files(loaded, prior or []))
+            console.print(f"prior data: {len(rows)} rows from {files}", highlight=False)
+        summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
     finally:
         db.close()
     _print_summary(summary, c.objectives[0].name, store)
@@ -198,7 +225,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
     from loop.lock import describe_lease, live_lease
 
     for row in reversed(db.campaigns()):
-        if row.name != name or row.status != "running" or row.id is None:
+        if row.name != name or row.status not in ("running", "paused") or row.id is None:
             continue
         lease = live_lease(db, row.id)
         if lease is not None:
@@ -208,7 +235,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
                 "another, or rename the new campaign"
             )
     for row in reversed(db.campaigns()):
-        if row.name == name and row.status in ("running", "stopped"):
+        if row.name == name and row.status in ("running", "paused", "stopped"):
             err_console.print(
                 f"[yellow]note[/]: campaign '{name}' (id {row.id}) in this store is unfinished "
                 f"({row.status}); `closedloop resume --store {url} -c {row.id}` would continue "
@@ -254,15 +281,50 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
         + (f", {summary.abandoned} abandoned" if summary.abandoned else "")
         + f" in {summary.elapsed:.1f} s"
     )
-    if summary.best is not None:
-        b = summary.best
+    if summary.prior:
+        console.print(f"prior data: {summary.prior} trials (not counted by max_trials)")
+    rate = summary.feasibility_rate
+    if summary.outcome_constraints and rate is not None:
         console.print(
-            f"best trial #{b.number}: {objective} = {_fmt(b.objective)} at "
-            + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items())
+            f"feasible: {summary.feasible} of {summary.completed} completed trials "
+            f"({rate:.0%}) meet " + ", ".join(summary.outcome_constraints),
+            highlight=False,
         )
+    if len(summary.objectives) > 1:
+        _print_front(summary)
+    elif summary.best is not None:
+        b = summary.best
+        what = "best feasible trial" if summary.outcome_constraints else "best trial"
+        prior = " (prior data)" if b.kind == "prior" else ""
+        console.print(
+            f"{what} #{b.number}{prior}: {objective} = {_fmt(b.objective)} at "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items()),
+            highlight=False,
+        )
+    elif summary.outcome_constraints:
+        console.print("no feasible trial yet")
     _print_failures(summary.failures, full=summary.status == "failed")
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+def _print_front(summary: CampaignSummary) -> None:
+    """The Pareto front of a multi-objective campaign, as a table."""
+    hv = f"; hypervolume {summary.hypervolume:.6g}" if summary.hypervolume is not None else ""
+    console.print(f"Pareto front: {len(summary.pareto)} trials{hv}", highlight=False)
+    if not summary.pareto:
+        return
+    params = list(summary.pareto[0].parameters)
+    table = Table(title="Pareto front (feasible, non-dominated)")
+    for col in ("#", *summary.objectives, *params):
+        table.add_column(col)
+    for r in summary.pareto:
+        table.add_row(
+            str(r.number) + (" (prior)" if r.kind == "prior" else ""),
+            *[_fmt(r.outputs.get(n)) for n in summary.objectives],
+            *[_fmt(r.parameters.get(n)) for n in params],
+        )
+    console.print(table)
 
 
 def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None:
@@ -337,50 +399,132 @@ def _write_stderr(text: str) -> None:
 @app.command()
 def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
-    from loop.report import best_record, stored_campaign
+    from loop.report import annotate, stored_campaign
     from loop.store import Store, export_records, sequence_counts
 
     db = Store(store, create=False)
     row = db.campaign(campaign)
     c = stored_campaign(row)
-    records = export_records(db, row.id or 0)
-    counts = sequence_counts(db.trials(row.id or 0))
-    obj = c.objectives[0]
+    records = annotate(export_records(db, row.id or 0), c)
+    trials = db.trials(row.id or 0)
+    counts = sequence_counts([t for t in trials if t.kind != "prior"])
+    if len(trials) > sum(counts.values()):
+        counts["prior-data"] = len(trials) - sum(counts.values())
     # the budget in force (run/resume --max-trials), else the file's
     budget_trials = (row.budget or {}).get("max_trials", c.budget.max_trials)
     console.print(
         f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
         + (f": {row.stop_reason}" if row.stop_reason else "")
     )
-    if row.status in ("running", "stopped"):
+    if row.status in ("running", "paused", "stopped"):
         console.print(_runner_line(db, row.id or 0, store))
+    from loop.cli_instruments import paused_lines
+
+    for line in paused_lines(db, row, store):  # interlock pauses and operator releases
+        style = "bold yellow" if row.status == "paused" else ""
+        console.print(line, style=style, markup=False, highlight=False)
     console.print(
         "trials: "
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
         + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
+    _slots_table(c, trials)
     from loop.runner import failures_of
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
-    best = best_record(records, obj.name, obj.goal)
-    if best:
-        console.print(
-            f"best: trial #{best['number']} {obj.name} = "
-            f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
-            + ", ".join(f"{k}={_fmt(v)}" for k, v in best["parameters"].items())
-        )
-    table = Table(title="last trials")
-    for col in ("#", "status", *[p.name for p in c.parameters], obj.name, "error"):
+    _print_goals(c, records)
+    console.print(_trial_table(c, records[-10:], "last trials"))
+
+
+def _slots_table(c: Any, trials: list[Any]) -> None:
+    """With several instrument slots: each slot, its trial in flight and what it has run."""
+    count = getattr(c.instrument, "count", 1)
+    if count <= 1 and all((t.slot or 0) == 0 for t in trials):
+        return
+    table = Table(title=f"instrument slots ({count})")
+    for col in ("slot", "state", "current trial", "parameters", "completed", "failed"):
         table.add_column(col)
-    for r in records[-10:]:
+    for slot in range(max([count] + [(t.slot or 0) + 1 for t in trials])):
+        mine = [t for t in trials if t.slot == slot]
+        running = [t for t in mine if t.status == "running"]
+        current = running[-1] if running else None
         table.add_row(
-            str(r["number"]),
-            r["status"],
-            *[_fmt(r["parameters"].get(p.name)) for p in c.parameters],
-            _fmt(r["outputs"].get(obj.name)),
-            (r["error"] or "")[:40],
+            str(slot),
+            "in flight" if current else "idle",
+            f"#{current.number}" if current else "",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in current.parameters.items()) if current else "",
+            str(sum(t.status == "completed" for t in mine)),
+            str(sum(t.status == "failed" for t in mine)),
         )
     console.print(table)
+
+
+def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
+    """Feasibility, the best feasible trial, and (several objectives) the Pareto front."""
+    from loop.report import best_record, feasibility, hypervolume_trace, label, units_of
+
+    units = units_of(c)
+    obj = c.objectives[0]
+    if c.outcome_constraints:
+        feasible, completed = feasibility(records)
+        share = f" ({feasible / completed:.0%})" if completed else ""
+        console.print(
+            f"feasible: {feasible} of {completed} completed trials{share} meet "
+            + ", ".join(c.outcome_constraints),
+            highlight=False,
+        )
+    if len(c.objectives) == 1:
+        best = best_record(records, obj.name, obj.goal)
+        what = "best feasible" if c.outcome_constraints else "best"
+        if best:
+            prior = " (prior data)" if best["kind"] == "prior" else ""
+            console.print(
+                f"{what}: trial #{best['number']}{prior} {obj.name} = "
+                f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
+                + ", ".join(f"{label(k, units)}={_fmt(v)}" for k, v in best["parameters"].items()),
+                highlight=False,
+                markup=False,
+            )
+        elif c.outcome_constraints:
+            console.print(f"{what}: none yet")
+        return
+    front = [r for r in records if r.get("pareto")]
+    trace = hypervolume_trace(records, c)
+    console.print(
+        f"Pareto front: {len(front)} trials" + (f"; hypervolume {trace[-1]:.6g}" if trace else ""),
+        highlight=False,
+    )
+    if front:
+        console.print(_trial_table(c, front, "Pareto front (feasible, non-dominated)"))
+
+
+def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
+    """Trials with their parameters (units in the headers), goals and outcome."""
+    from loop.report import label, units_of
+
+    units = units_of(c)
+    shown = [o.name for o in c.objectives]
+    for oc in c.parsed_outcome_constraints:
+        if oc.name not in shown:
+            shown.append(oc.name)
+    params = [p.name for p in c.parameters if getattr(p, "type", None) != "fixed"]
+    extra = ["feasible"] if c.outcome_constraints else []
+    table = Table(title=title)
+    for col in ("#", "kind", "status", *[label(n, units) for n in params], *shown, *extra):
+        table.add_column(escape(col))
+    table.add_column("error")
+    for r in records:
+        feasible = r.get("feasible")
+        table.add_row(
+            str(r["number"]),
+            r["kind"],
+            r["status"],
+            *[_fmt(r["parameters"].get(n)) for n in params],
+            *[_fmt(r["outputs"].get(n)) for n in shown],
+            *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
+            (r["error"] or "")[:40],
+        )
+    return table
 
 
 def _runner_line(db: Store, campaign_id: int, url: str) -> str:
@@ -409,13 +553,19 @@ def export(
         Path | None, typer.Option("--output", "-o", help="File (default stdout).")
     ] = None,
 ) -> None:
-    """Export one record per trial: id, status, parameters, readbacks, outputs, run uid."""
-    from loop.report import to_csv, to_json
+    """Export one record per trial: id, status, parameters, readbacks, outputs, run uid.
+
+    Campaigns with outcome constraints add a ``feasible`` column, with several objectives a
+    ``pareto`` column (on the front of the feasible trials). Prior-data trials have kind
+    ``prior``.
+    """
+    from loop.report import annotate, stored_campaign, to_csv, to_json
     from loop.store import Store, export_records
 
     db = Store(store, create=False)
     row = db.campaign(campaign)
-    records = export_records(db, row.id or 0)
+    # feasible (outcome constraints) and pareto (several objectives) columns when they apply
+    records = annotate(export_records(db, row.id or 0), stored_campaign(row))
     text = to_csv(records) if format == ExportFormat.csv else to_json(records)
     if output is None:
         sys.stdout.write(text)
@@ -430,7 +580,7 @@ def report(
     store: StoreOpt = DEFAULT_STORE,
     campaign: CampaignOpt = None,
 ) -> None:
-    """Plot the best-so-far trace and every output per trial."""
+    """Plot the best-so-far trace (or hypervolume and Pareto fronts) and every output."""
     from loop.report import plot_report
     from loop.store import Store
 
@@ -706,17 +856,19 @@ def _instrument_label(c: Any) -> str:
     i = c.instrument
     if i.manual:
         return "manual (the operator enters " + ", ".join(i.outputs or ()) + ")"
-    return str(i.simulator or i.function or i.file or "inline devices")
+    return str(i.simulator or i.function or i.dataset or i.file or "inline devices")
 
 
 def _register_instrument_tools() -> None:
-    from loop.cli_instruments import instruments_app, plan
+    from loop.cli_instruments import instruments_app, plan, release
 
     app.add_typer(instruments_app)
     app.command("plan")(plan)
+    app.command("release")(release)
 
 
 _register_instrument_tools()
+app.command("datasets")(__import__("loop.cli_datasets", fromlist=["datasets"]).datasets)
 
 
 # ---------------------------------------------------------------------------- entry

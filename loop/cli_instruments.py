@@ -124,7 +124,12 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
 
 
 def plan(
-    file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Campaign YAML file (with --store: names the stored campaign to plan for)."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the messages; touch no hardware.")
     ] = False,
@@ -133,37 +138,51 @@ def plan(
         typer.Option("--at", help="A parameter value, name=value (repeat); default: proposal."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the file's seed.")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Plan the next trial of a campaign stored here (its planner rebuilt from "
+            "every stored trial), as `closedloop resume` would run it.",
+        ),
+    ] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign",
+            "-c",
+            help="With --store: campaign name or id (default: the latest unfinished one of "
+            "FILE's name, or the latest unfinished one).",
+        ),
+    ] = None,
 ) -> None:
-    """Print the exact Bluesky messages of the next trial (the planner's first proposal, or
-    the point given with --at), without touching hardware."""
+    """Print the exact Bluesky messages of the next trial (the planner's next proposal, or
+    the point given with --at), without touching hardware.
+
+    With --store the proposal is the one a resumed campaign would make next: the stored
+    campaign (its stored file and instrument text) with its planner rebuilt from the store's
+    trials; nothing is written to the store.
+    """
     from bluesky.simulators import RunEngineSimulator
 
-    from instruments import build_instrument, trial_plan
+    from instruments import trial_plan
     from instruments._epics import DeclaredInstrument
     from loop.config import load_campaign
 
     if not dry_run:
         raise typer.BadParameter("only --dry-run is supported: `closedloop run` runs trials")
-    loaded = load_campaign(file)
-    c = loaded.campaign
-    point = _point(loaded, at or [], seed)
-    instrument_seed = seed if seed is not None else (c.seed or 0)
-    if c.instrument.file is not None or c.instrument.devices is not None:
-        from instruments import _epics
-
-        spec = _epics.declared_spec(c.instrument, loaded.base_dir)
-        from instruments import input_specs
-
-        instrument: Any = _epics.build_declared_instrument(
-            spec,
-            input_specs(c.parameters),
-            units=_epics.parameter_units(c.parameters),
-            connect=False,
-        )
+    if store is not None:
+        loaded, point, header = _stored_point(store, file, campaign, at or [])
+    elif file is None:
+        raise typer.BadParameter("give a campaign FILE, or --store URL for a stored campaign")
     else:
-        instrument = build_instrument(
-            c.instrument, c.parameters, base_dir=loaded.base_dir, seed=instrument_seed
-        )
+        if campaign is not None:
+            raise typer.BadParameter("-c/--campaign picks a stored campaign: give --store too")
+        loaded = load_campaign(file)
+        point = _point(loaded, at or [], seed)
+        header = f"[bold]{escape(loaded.campaign.name)}[/]: next trial at "
+    c = loaded.campaign
+    instrument = _dry_instrument(loaded, seed if seed is not None else (c.seed or 0))
     try:
         refused = _refusals(instrument, point)
         sim = RunEngineSimulator()
@@ -174,8 +193,7 @@ def plan(
             instrument.spec = instrument.spec.model_copy(update={"on_stop": {}})
         instrument.close()
     console.print(
-        f"[bold]{c.name}[/]: next trial at "
-        + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items()),
+        header + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items()),
         highlight=False,
     )
     if refused:
@@ -191,7 +209,95 @@ def plan(
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
 
 
-def _point(loaded: Any, at: list[str], seed: int | None) -> dict[str, Any]:
+def _dry_instrument(loaded: Any, seed: int) -> Any:
+    """The campaign's instrument, built without connecting to any device."""
+    from instruments import _epics, build_instrument, input_specs
+
+    c = loaded.campaign
+    if c.instrument.file is not None or c.instrument.devices is not None:
+        spec = _epics.declared_spec(c.instrument, loaded.base_dir)
+        return _epics.build_declared_instrument(
+            spec,
+            input_specs(c.parameters),
+            units=_epics.parameter_units(c.parameters),
+            connect=False,
+        )
+    return build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=seed)
+
+
+def _stored_point(
+    url: str, file: Path | None, campaign: str | None, at: list[str]
+) -> tuple[Any, dict[str, Any], str]:
+    """The next proposal of a stored campaign: its planner rebuilt from the stored trials
+    (trials still running are pending, as ask/tell treats them); the store is not written."""
+    from loop.runner import Runner
+    from loop.store import UNFINISHED, Store
+
+    db = Store(url, create=False)
+    try:
+        if campaign is not None:
+            row = db.campaign(campaign)
+        elif file is not None:
+            name = _campaign_name(file)
+            rows = [r for r in db.campaigns() if r.name == name]
+            unfinished = [r for r in rows if r.status in UNFINISHED]
+            if not rows:
+                raise typer.BadParameter(
+                    f"no campaign named '{name}' in store {url}; `closedloop run {file}` "
+                    "starts it, or plan without --store"
+                )
+            row = (unfinished or rows)[-1]
+        else:
+            row = db.latest_unfinished()
+        cid = row.id or 0
+        runner = Runner.from_store(db, cid)
+        if file is not None and file.read_text(encoding="utf-8") != row.config_text:
+            console.print(
+                f"note: {file} differs from the text stored with campaign {cid}; planning "
+                "the stored campaign",
+                markup=False,
+                highlight=False,
+            )
+        history = db.trials(cid)
+        planner = runner.rebuild_planner(history, db.observations(cid))
+        pending = [dict(t.parameters) for t in history if t.status == "running"]
+        given = _given(runner.loaded, at)
+        names = [p.name for p in runner.campaign.parameters]
+        if len(given) == len(names):
+            point = {n: given[n] for n in names}
+        else:
+            proposal = dict(planner.suggest(1, pending=pending)[0])
+            proposal.update(given)
+            point = {n: proposal[n] for n in names}
+    finally:
+        db.close()
+    done = sum(t.status != "running" for t in history)
+    note = f", {len(pending)} pending" if pending else ""
+    header = (
+        f"[bold]{escape(row.name)}[/] (id {cid}, {row.status}, {done} stored trials{note}) in "
+        f"{escape(url)}: next trial #{len(history) + 1} at "
+    )
+    return runner.loaded, point, header
+
+
+def _campaign_name(file: Path) -> str:
+    """A campaign file's ``name:`` (the stored campaign, not the file, is then validated: its
+    instrument file may be gone)."""
+    from instruments._yamlfile import read_yaml_mapping
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CampaignConfigError(file, f"cannot be read: {exc}") from None
+    data = read_yaml_mapping(text, file, error=CampaignConfigError, example="campaigns/")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise CampaignConfigError(file, "has no `name:` to find its stored campaign by")
+    return name
+
+
+def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
+    """``--at name=value`` pairs, checked against the campaign's parameters."""
     c = loaded.campaign
     given: dict[str, Any] = {}
     for item in at:
@@ -206,12 +312,23 @@ def _point(loaded: Any, at: list[str], seed: int | None) -> dict[str, Any]:
     unknown = [n for n in given if n not in names]
     if unknown:
         raise typer.BadParameter(f"--at: {unknown} are not parameters; parameters: {names}")
+    return given
+
+
+def _point(loaded: Any, at: list[str], seed: int | None) -> dict[str, Any]:
+    c = loaded.campaign
+    given = _given(loaded, at)
+    names = [p.name for p in c.parameters]
     if len(given) == len(names):
         return {n: given[n] for n in names}
     from planners import make_planner
 
     planner = make_planner(
-        c.space, list(c.objectives), c.planner, seed if seed is not None else (c.seed or 0)
+        c.space,
+        list(c.objectives),
+        c.planner,
+        seed if seed is not None else (c.seed or 0),
+        outcome_constraints=c.parsed_outcome_constraints,
     )
     proposal = dict(planner.suggest(1, [])[0])
     proposal.update(given)
@@ -240,3 +357,152 @@ def _refusals(instrument: Any, point: dict[str, Any]) -> list[str]:
 def _placeholder(obj: Any) -> dict[str, Any]:
     keys = obj.describe() if hasattr(obj, "describe") else {}
     return {k: {"value": math.nan, "timestamp": 0.0} for k in keys}
+
+
+# ---------------------------------------------------------------------------- paused campaigns
+def release(
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            envvar="CLOSEDLOOP_STORE",
+            help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
+        ),
+    ] = "sqlite:///closedloop.db",
+    campaign: Annotated[
+        str | None,
+        typer.Option("--campaign", "-c", help="Campaign name or id (default: the latest paused)."),
+    ] = None,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm",
+            help="I have checked the hardware: let the waiting trial proceed DESPITE the "
+            "interlocks that do not hold.",
+        ),
+    ] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who releases it (recorded; default user@host).")
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Why (recorded with the release).")] = "",
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the runner to act on the release."),
+    ] = 0.0,
+) -> None:
+    """Let a campaign paused by its interlocks proceed despite them (one trial; recorded).
+
+    The campaign's runner (another process) waits at the start of a trial while an interlock
+    does not hold, and goes on by itself once they all hold. This command overrides that for
+    the trial waiting now: it records the release in the store (who, when, what was
+    overridden) and the runner picks it up at its next interlock check. The next trial checks
+    the interlocks again. Without --confirm it only shows what would be overridden.
+    """
+    import getpass
+    import socket
+
+    from loop.lock import live_lease
+    from loop.store import Store
+
+    db = Store(store, create=False)
+    try:
+        row = _paused_campaign(db, campaign)
+        cid = row.id or 0
+        reason = row.stop_reason or "interlocks do not hold"
+        if live_lease(db, cid) is None:
+            console.print(
+                f"campaign '{row.name}' (id {cid}) was paused ({reason}) but no runner is "
+                f"driving it now; `closedloop resume --store {store} -c {cid}` checks the "
+                "interlocks again",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        if not confirm:
+            console.print(
+                f"campaign '{row.name}' (id {cid}) is paused: {reason}\n"
+                "It goes on by itself once the interlocks hold. To let the waiting trial "
+                "proceed DESPITE them, check the hardware and repeat with --confirm (the "
+                "release is recorded with your name).",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+        detail = reason + (f" (note: {note})" if note else "")
+        event = db.request_release(cid, by=who, detail=detail)
+        console.print(
+            f"release of campaign '{row.name}' (id {cid}) recorded by {who} at "
+            f"{event.at:%Y-%m-%d %H:%M:%S} UTC; the runner proceeds at its next interlock check "
+            f"despite: {reason}",
+            markup=False,
+            highlight=False,
+        )
+        if wait > 0:
+            _await_release(db, cid, event.id or 0, wait)
+    finally:
+        db.close()
+
+
+def _paused_campaign(db: Any, campaign: str | None) -> Any:
+    if campaign is not None:
+        row = db.campaign(campaign)
+        if row.status != "paused":
+            console.print(
+                f"campaign '{row.name}' (id {row.id}) is {row.status}, not paused: there is "
+                "nothing to release",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        return row
+    paused = [r for r in db.campaigns() if r.status == "paused"]
+    if not paused:
+        console.print(f"no paused campaign in store {db.url}", markup=False, highlight=False)
+        raise typer.Exit(1)
+    return paused[-1]
+
+
+def _await_release(db: Any, campaign_id: int, event_id: int, wait: float) -> None:
+    import time
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        event = next((e for e in db.events(campaign_id) if e.id == event_id), None)
+        if event is not None and event.handled_at is not None:
+            console.print(f"the runner: {event.outcome}", markup=False, highlight=False)
+            return
+        time.sleep(0.2)
+    console.print(
+        f"the runner has not acted on it within {wait:g} s (it checks every interlock_poll "
+        "seconds); `closedloop status` shows whether the campaign is still paused",
+        markup=False,
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
+def paused_lines(db: Any, row: Any, url: str) -> list[str]:
+    """For ``closedloop status``: a paused campaign's reason and what the operator can do,
+    and the last operator release (plain text)."""
+    from loop.lock import live_lease
+
+    lines: list[str] = []
+    if row.status == "paused":
+        lines.append(f"PAUSED: waiting for interlocks: {row.stop_reason or 'reason not recorded'}")
+        if live_lease(db, row.id or 0) is None:
+            lines.append(
+                "  the runner that waited is gone; `closedloop resume` continues the campaign "
+                "(checking the interlocks again)"
+            )
+        else:
+            lines.append(
+                "  it goes on by itself once they hold; to proceed despite them: "
+                f"`closedloop release --store {url} -c {row.id} --confirm`"
+            )
+    releases = [e for e in db.events(row.id or 0) if e.kind == "release"]
+    if releases:
+        last = releases[-1]
+        state = last.outcome if last.handled_at is not None else "waiting for the runner"
+        lines.append(f"last release: by {last.by} at {last.at:%Y-%m-%d %H:%M:%S} UTC: {state}")
+    return lines

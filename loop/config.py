@@ -29,7 +29,14 @@ from pydantic import (
 from instruments import InstrumentConfig
 from instruments._yamlfile import explain, line_of, read_yaml_mapping
 from loop.errors import CampaignConfigError
-from planners import Objective, Parameter, PlannerConfig, Space
+from planners import (
+    Objective,
+    OutcomeConstraint,
+    Parameter,
+    PlannerConfig,
+    Space,
+    parse_outcome_constraint,
+)
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -78,6 +85,39 @@ class Budget(BaseModel):
         le=1_000_000,
         description="Failed trials after which the campaign stops (a broken instrument).",
     )
+    target: float | dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Stop once a feasible trial reaches this value of the objective (one objective), "
+            "or reaches every given value in one trial ({objective: value}, several)."
+        ),
+    )
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Stop when the last N completed trials did not improve the best feasible value "
+            "(several objectives: the hypervolume) by at least min_improvement."
+        ),
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="The least gain that counts as an improvement for patience (0: any).",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _finite_target(cls, target: Any) -> Any:
+        values = target.values() if isinstance(target, dict) else [target]
+        for v in values:
+            if v is not None and not math.isfinite(v):
+                raise ValueError("a target must be a finite number")
+        if isinstance(target, dict) and not target:
+            raise ValueError("give at least one objective's target, e.g. {yield: 0.9}")
+        return target
 
 
 class Campaign(BaseModel):
@@ -94,9 +134,28 @@ class Campaign(BaseModel):
     description: str = Field(default="", max_length=10_000)
     parameters: list[Parameter] = Field(min_length=1, max_length=100)
     objectives: list[Objective] = Field(min_length=1, max_length=4)
+    constraints: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Parameter constraints no proposal may break, e.g. 'temperature + 2 * "
+            "residence_time <= 150' or 'x1**2 + x2**2 <= 1'."
+        ),
+    )
+    outcome_constraints: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Bounds on measured outputs for a trial to count, e.g. 'impurity <= 0.05'.",
+    )
     instrument: InstrumentConfig
     planner: PlannerConfig = Field(default_factory=PlannerConfig)
     budget: Budget
+    prior_data: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="CSV of earlier measurements (relative to this file) the planner learns from.",
+    )
     seed: int | None = Field(
         default=None, ge=0, lt=2**32, description="Fixes initial design, noise and model fits."
     )
@@ -105,17 +164,36 @@ class Campaign(BaseModel):
     @classmethod
     def _instrument_shorthand(cls, value: Any, info: ValidationInfo) -> Any:
         """``instrument: branin``, ``instrument: pkg.mod:func`` or ``instrument: manual``
-        (the operator enters the objectives' values) as shorthand."""
+        (the operator enters the objectives' values, and the outcome-constrained outputs')
+        as shorthand."""
         if value == "manual":
             objectives = info.data.get("objectives") or []
-            return {"manual": True, "outputs": [o.name for o in objectives]}
+            outputs = [o.name for o in objectives]
+            for text in info.data.get("outcome_constraints") or []:
+                try:
+                    name = parse_outcome_constraint(text).name
+                except ValueError:
+                    continue  # reported with its line by the loader
+                if name not in outputs:
+                    outputs.append(name)
+            return {"manual": True, "outputs": outputs}
         if isinstance(value, str):
             return {"function": value} if ":" in value else {"simulator": value}
         return value
 
     @property
     def space(self) -> Space:
-        return Space(self.parameters)
+        """The search space: the parameters under the campaign's constraints."""
+        return Space(self.parameters, **self.space_options())
+
+    def space_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``Space`` beyond the parameters (one place to extend)."""
+        return {"constraints": tuple(self.constraints), **_dataset_candidates(self)}
+
+    @property
+    def parsed_outcome_constraints(self) -> list[OutcomeConstraint]:
+        """``outcome_constraints`` parsed (the loader has checked that they parse)."""
+        return [parse_outcome_constraint(t) for t in self.outcome_constraints]
 
 
 @dataclass(frozen=True)
@@ -127,12 +205,15 @@ class LoadedCampaign:
         path: the file (or a pseudo path such as ``<store>`` when loaded from a store).
         text: the exact YAML text, stored with the campaign so resume needs no file.
         base_dir: where relative paths in the file (user functions) are resolved.
+        instrument_text: the text of an ``instrument: {file: ...}`` the devices are built
+            from (stored with the campaign; ``None`` for other instruments).
     """
 
     campaign: Campaign
     path: Path
     text: str
     base_dir: Path
+    instrument_text: str | None = None
 
 
 # ---------------------------------------------------------------------------- loading
@@ -165,15 +246,84 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
     return parse_campaign(text, path=path, base_dir=path.resolve().parent)
 
 
-def parse_campaign(text: str, *, path: Path, base_dir: Path) -> LoadedCampaign:
-    """Validate campaign YAML ``text`` (see ``load_campaign``)."""
+def parse_campaign(
+    text: str, *, path: Path, base_dir: Path, instrument_text: str | None = None
+) -> LoadedCampaign:
+    """Validate campaign YAML ``text`` (see ``load_campaign``).
+
+    ``instrument_text``: the instrument file's text stored with the campaign, used instead of
+    the file on disk (which is read now when not given); see
+    ``instruments._epics.pin_instrument_text``.
+    """
     data = _read_yaml(text, path)
+    _apply_dataset(data, path, base_dir)
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
         raise _explain(exc, data, path) from None
+    from instruments._epics import pin_instrument_text  # local: no ophyd on `--help`
+
+    pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
     _check_semantics(campaign, data, path, base_dir)
-    return LoadedCampaign(campaign=campaign, path=path, text=text, base_dir=base_dir)
+    return LoadedCampaign(
+        campaign=campaign, path=path, text=text, base_dir=base_dir, instrument_text=pinned
+    )
+
+
+# ---------------------------------------------------------------------------- datasets
+def _apply_dataset(data: Any, path: Path, base_dir: Path) -> None:
+    """``instrument: {dataset: ...}`` (issue 7), before validation: load the dataset (errors
+    name the data/spec file and line), fill omitted ``parameters:`` from its spec, and make a
+    user CSV's paths absolute so that ``Campaign.space`` can read its rows later."""
+    instrument = data.get("instrument") if isinstance(data, Mapping) else None
+    if not isinstance(instrument, dict) or not isinstance(instrument.get("dataset"), str):
+        return
+    spec = instrument.get("spec")
+    if spec is not None and not isinstance(spec, str):
+        return  # the schema reports it
+    import simulators
+
+    try:
+        sim = simulators.dataset_simulator(instrument["dataset"], spec, base_dir=base_dir)
+    except simulators.DatasetError as exc:
+        key = (
+            "spec"
+            if spec and exc.path is not None and exc.path.suffix in (".yaml", ".yml")
+            else "dataset"
+        )
+        raise CampaignConfigError(
+            path, f"instrument.{key}: {exc}", line=line_of(data, ("instrument", key))
+        ) from None
+    if spec is not None:
+        instrument["dataset"] = str(sim.dataset.source)
+        instrument["spec"] = str((Path(base_dir) / spec).resolve())
+    if "parameters" not in data:
+        data["parameters"] = sim.spec.campaign_parameters()
+
+
+def _dataset_candidates(campaign: Campaign) -> dict[str, Any]:
+    """``{"candidates": rows}`` for an enumerated dataset instrument (the rows inside the
+    campaign's domain: a campaign may narrow the choices), else ``{}``."""
+    instrument = campaign.instrument
+    if instrument.dataset is None:
+        return {}
+    import simulators
+
+    sim = simulators.dataset_simulator(instrument.dataset, instrument.spec)
+    by_name = {p.name: p for p in campaign.parameters}
+    if sim.candidates is None or set(by_name) != set(sim.spec.parameter_names):
+        return {}  # a mismatch is reported by describe_instrument with its line
+
+    def inside(name: str, value: Any) -> bool:
+        param = by_name[name]
+        values = getattr(param, "values", None)
+        if values is not None:
+            return value in values
+        lo, hi = param.bounds  # type: ignore[union-attr]
+        return bool(lo <= value <= hi)
+
+    rows = [r for r in sim.candidates if all(inside(n, v) for n, v in r.items())]
+    return {"candidates": rows}
 
 
 def _read_yaml(text: str, path: Path) -> Any:
@@ -203,6 +353,13 @@ _HINTS = {
     "readback_out_of_range_rate": "a probability from 0 to 1",
     "readback_tolerance": "a fraction of the bounds' span from 0 to 1, e.g. 0.01",
     "latency": "seconds per measurement, e.g. latency: 0.1",
+    "patience": "a whole number of trials >= 1, e.g. patience: 10",
+    "min_improvement": "a number >= 0 in the objective's units (0: any gain counts)",
+    "target": "a number (one objective) or {objective: value}, e.g. target: {yield: 0.9}",
+    "constraints": "a list of text, e.g. constraints: ['x1 + x2 <= 1']",
+    "outcome_constraints": "a list of text, e.g. outcome_constraints: ['impurity <= 0.05']",
+    "prior_data": "a CSV path relative to the campaign file, e.g. prior_data: earlier.csv",
+    "reference_point": "the worst value still worth having, a number in the output's units",
     "failing_region": "an expression over parameters, e.g. failing_region: 'x1 + x2 > 1.5'",
 }
 
@@ -246,20 +403,18 @@ def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) 
             f"objective '{dup}' is listed twice",
             line=line_of(data, ("objectives", i, "name")),
         )
-    if len(campaign.objectives) > 1:
-        raise CampaignConfigError(
-            path,
-            "several objectives are not supported yet; this version optimises one",
-            line=line_of(data, ("objectives", 1)),
-            fix="keep one objective and record the others as instrument outputs",
-        )
+    _check_reference_points(campaign, data, path)
     if campaign.budget.max_trials is None and campaign.budget.max_duration is None:
         raise CampaignConfigError(
             path,
             "budget sets no limit",
             line=line_of(data, ("budget",)),
-            fix="add max_trials: N or max_duration: 2h",
+            fix="add max_trials: N or max_duration: 2h (target and patience may never be met)",
         )
+    _check_target(campaign, data, path)
+    space = _check_constraints(campaign, data, path)
+    outcome_constraints = _check_outcome_constraints(campaign, data, path)
+    _check_planner(campaign, space, outcome_constraints, data, path)
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
     try:
@@ -275,11 +430,171 @@ def _check_semantics(campaign: Campaign, data: Any, path: Path, base_dir: Path) 
         raise CampaignConfigError(path, f"instrument: {exc}", line=line) from None
     for i, name in enumerate(names):
         if name not in outputs:
-            near = difflib.get_close_matches(name, outputs, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
             raise CampaignConfigError(
                 path,
                 f"objective '{name}' is not an output of the instrument",
                 line=line_of(data, ("objectives", i, "name")),
-                fix=f"{hint}the instrument measures: {', '.join(outputs)}",
+                fix=_nearest(name, outputs, "the instrument measures"),
             )
+    for i, constraint in enumerate(outcome_constraints):
+        if constraint.name not in outputs:
+            raise CampaignConfigError(
+                path,
+                f"outcome constraint '{constraint.text}' names '{constraint.name}', which is "
+                "not an output of the instrument",
+                line=line_of(data, ("outcome_constraints", i)),
+                fix=_nearest(constraint.name, outputs, "the instrument measures"),
+            )
+
+
+def _nearest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:
+    """A fix: the closest of ``choices`` to a misspelt ``name``, then all of them."""
+    near = difflib.get_close_matches(name, list(choices), n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    return f"{hint}{what}: {', '.join(choices)}"
+
+
+def _check_reference_points(campaign: Campaign, data: Any, path: Path) -> None:
+    """A hypervolume needs a reference point per objective: all given, or all inferred."""
+    objectives = campaign.objectives
+    given = [o.reference_point is not None for o in objectives]
+    if len(objectives) == 1 and given[0]:
+        raise CampaignConfigError(
+            path,
+            "reference_point is only used with several objectives (for the hypervolume)",
+            line=line_of(data, ("objectives", 0, "reference_point")),
+            fix="remove reference_point, or add the other objectives",
+        )
+    if any(given) and not all(given):
+        i = given.index(False)
+        raise CampaignConfigError(
+            path,
+            f"objective '{objectives[i].name}' has no reference_point but "
+            f"{sum(given)} of the {len(objectives)} objectives do",
+            line=line_of(data, ("objectives", i)),
+            fix="give every objective a reference_point (the worst value still worth "
+            "having), or none to infer them all from the data",
+        )
+    for i, o in enumerate(objectives):
+        if o.reference_point is not None and not math.isfinite(o.reference_point):
+            raise CampaignConfigError(
+                path,
+                f"objective '{o.name}': reference_point must be a finite number",
+                line=line_of(data, ("objectives", i, "reference_point")),
+                fix="write the worst value still worth having, e.g. reference_point: 0.2",
+            )
+
+
+def _check_target(campaign: Campaign, data: Any, path: Path) -> None:
+    """``target``: a number for one objective, ``{objective: value}`` for any number."""
+    target = campaign.budget.target
+    names = [o.name for o in campaign.objectives]
+    if target is None:
+        return
+    if not isinstance(target, dict):
+        if len(names) > 1:
+            raise CampaignConfigError(
+                path,
+                f"budget.target is one number but the campaign has {len(names)} objectives",
+                line=line_of(data, ("budget", "target")),
+                fix="give a value per objective, e.g. target: {"
+                + ", ".join(f"{n}: VALUE" for n in names)
+                + "} (one trial must reach all of them)",
+            )
+        return
+    for key in target:
+        if key not in names:
+            raise CampaignConfigError(
+                path,
+                f"budget.target names '{key}', which is not an objective",
+                line=line_of(data, ("budget", "target", key))
+                or line_of(data, ("budget", "target")),
+                fix=_nearest(key, names, "the objectives are"),
+            )
+
+
+def _check_constraints(campaign: Campaign, data: Any, path: Path) -> Space:
+    """Parse the parameter constraints (safe parser, never eval); locate the bad one."""
+    try:
+        return campaign.space
+    except ValueError as exc:
+        index = getattr(exc, "index", None)
+        message = str(exc)
+        if isinstance(index, int) and 0 <= index < len(campaign.constraints):
+            line = line_of(data, ("constraints", index)) or line_of(data, ("constraints",))
+            text = campaign.constraints[index]
+            where = f"constraints[{index}] '{text}'"
+            prefix = f"constraint {index} ({text!r}): "
+            message = message.removeprefix(prefix)
+        else:
+            line = line_of(data, ("constraints",)) or line_of(data, ("parameters",))
+            where = "constraints"
+        raise CampaignConfigError(
+            path,
+            f"{where}: {message}",
+            line=line,
+            fix="write e.g. 'temperature + 2 * residence_time <= 150' or 'x1**2 + x2**2 <= 1' "
+            "over numeric parameters (numbers, + - * / **, <= or >=)",
+        ) from None
+
+
+def _check_outcome_constraints(
+    campaign: Campaign, data: Any, path: Path
+) -> list[OutcomeConstraint]:
+    parsed: list[OutcomeConstraint] = []
+    seen: set[str] = set()
+    for i, text in enumerate(campaign.outcome_constraints):
+        line = line_of(data, ("outcome_constraints", i))
+        try:
+            constraint = parse_outcome_constraint(text)
+        except ValueError as exc:
+            raise CampaignConfigError(
+                path,
+                f"outcome_constraints[{i}]: {exc}",
+                line=line,
+                fix="write 'output <= number' or 'output >= number', e.g. 'impurity <= 0.05'",
+            ) from None
+        key = f"{constraint.name} {constraint.op}"
+        if key in seen:
+            raise CampaignConfigError(
+                path,
+                f"outcome_constraints[{i}]: '{constraint.name} {constraint.op}' is bounded twice",
+                line=line,
+                fix="keep the tighter bound only",
+            )
+        seen.add(key)
+        parsed.append(constraint)
+    return parsed
+
+
+def _check_planner(
+    campaign: Campaign,
+    space: Space,
+    outcome_constraints: list[OutcomeConstraint],
+    data: Any,
+    path: Path,
+) -> None:
+    """Construct the planner once: a combination it cannot serve fails now, not mid-run.
+
+    Construction is cheap (no model is fitted); the planner checks the space, the
+    objectives and the outcome constraints against what it supports.
+    """
+    from planners import make_planner
+
+    try:
+        make_planner(
+            space,
+            list(campaign.objectives),
+            campaign.planner,
+            campaign.seed or 0,
+            outcome_constraints=outcome_constraints,
+        )
+    except ValueError as exc:
+        line = line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
+        raise CampaignConfigError(
+            path,
+            f"planner {campaign.planner.kind}: {exc}",
+            line=line,
+            fix="change planner.kind (botorch supports every search space and goal), or "
+            "drop what the planner cannot do",
+        ) from None

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loop.config import Campaign, parse_campaign
 from loop.store import CampaignRow, Store, export_records
 
@@ -16,16 +18,23 @@ from loop.store import CampaignRow, Store, export_records
 def stored_campaign(row: CampaignRow) -> Campaign:
     """The campaign model from the YAML text kept in the store (no file needed)."""
     path = Path(row.config_path)
-    return parse_campaign(row.config_text, path=path, base_dir=path.parent).campaign
+    return parse_campaign(
+        row.config_text, path=path, base_dir=path.parent, instrument_text=row.instrument_text
+    ).campaign
 
 
 def best_record(records: list[dict[str, Any]], objective: str, goal: str) -> dict[str, Any] | None:
-    """The completed trial with the best finite objective value."""
+    """The completed feasible trial with the best finite objective value.
+
+    A record without a ``feasible`` key (see :func:`annotate`) counts as feasible.
+    """
     sign = 1.0 if goal == "maximize" else -1.0
     best: dict[str, Any] | None = None
     for r in records:
         value = r["outputs"].get(objective)
         if r["status"] != "completed" or value is None or not math.isfinite(value):
+            continue
+        if not r.get("feasible", True):
             continue
         if best is None or sign * (value - best["outputs"][objective]) > 0:
             best = r
@@ -33,16 +42,109 @@ def best_record(records: list[dict[str, Any]], objective: str, goal: str) -> dic
 
 
 def best_so_far(records: list[dict[str, Any]], objective: str, goal: str) -> list[float]:
-    """Running best objective per trial (NaN until the first completed trial)."""
+    """Running best feasible objective per trial (NaN until the first one)."""
     sign = 1.0 if goal == "maximize" else -1.0
     trace, best = [], math.nan
     for r in records:
         value = r["outputs"].get(objective)
-        if r["status"] == "completed" and value is not None and math.isfinite(value):
+        usable = r["status"] == "completed" and r.get("feasible", True)
+        if usable and value is not None and math.isfinite(value):
             if math.isnan(best) or sign * (value - best) > 0:
                 best = value
         trace.append(best)
     return trace
+
+
+# ---------------------------------------------------------------------------- goals
+def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str, Any]]:
+    """Add ``feasible`` (outcome constraints) and ``pareto`` (several objectives) to records.
+
+    ``feasible`` is set on completed trials when the campaign has outcome constraints (a
+    trial without a value for a constrained output is infeasible); ``pareto`` is set on
+    every record of a multi-objective campaign: whether the trial is on the Pareto front of
+    the feasible completed trials (prior-data trials included: they are measurements).
+    """
+    constraints = campaign.parsed_outcome_constraints
+    for r in records:
+        if constraints and r["status"] == "completed":
+            r["feasible"] = all(c.satisfied(r["outputs"]) for c in constraints)
+    objectives = campaign.objectives
+    if len(objectives) > 1:
+        on_front = pareto_flags(records, campaign)
+        for r, flag in zip(records, on_front, strict=True):
+            r["pareto"] = flag
+    return records
+
+
+def _objective_matrix(
+    records: list[dict[str, Any]], campaign: Campaign
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n x m`` objective values (NaN where missing) and the usable-row mask."""
+    names = [o.name for o in campaign.objectives]
+    Y = np.array(
+        [[_number(r["outputs"].get(n)) for n in names] for r in records], dtype=float
+    ).reshape(len(records), len(names))
+    usable = np.array(
+        [r["status"] == "completed" and bool(r.get("feasible", True)) for r in records],
+        dtype=bool,
+    )
+    return Y, usable
+
+
+def pareto_flags(records: list[dict[str, Any]], campaign: Campaign) -> list[bool]:
+    """Whether each record is on the Pareto front of the feasible completed trials."""
+    from planners import pareto_mask
+
+    if not records:
+        return []
+    Y, usable = _objective_matrix(records, campaign)
+    return [bool(v) for v in pareto_mask(Y, campaign.objectives, usable)]
+
+
+def hypervolume_trace(records: list[dict[str, Any]], campaign: Campaign) -> list[float]:
+    """Feasible hypervolume after each trial (one reference point for the whole trace).
+
+    The reference point is the objectives' ``reference_point`` where given, else inferred
+    from all the data (``planners.reference_point``). Empty when nothing was measured.
+    """
+    from planners import hypervolume_trace as trace
+
+    if not records:
+        return []
+    Y, usable = _objective_matrix(records, campaign)
+    try:
+        return trace(Y, campaign.objectives, None, usable)
+    except ValueError:  # no finite value to infer a reference point from
+        return [0.0] * len(records)
+
+
+def feasibility(records: list[dict[str, Any]]) -> tuple[int, int]:
+    """``(feasible, completed)`` over the campaign's own completed trials (not priors)."""
+    done = [r for r in records if r["status"] == "completed" and r["kind"] != "prior"]
+    return sum(bool(r.get("feasible", True)) for r in done), len(done)
+
+
+def units_of(campaign: Campaign) -> dict[str, str]:
+    """Parameter name -> unit, for the parameters that declare one."""
+    units: dict[str, str] = {}
+    for p in campaign.parameters:
+        unit = getattr(p, "unit", None)
+        if unit:
+            units[p.name] = str(unit)
+    return units
+
+
+def label(name: str, units: dict[str, str]) -> str:
+    """``name [unit]`` when the name has a unit, else the name."""
+    unit = units.get(name)
+    return f"{name} [{unit}]" if unit else name
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -55,6 +157,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
         + params
         + [f"readback.{k}" for k in readbacks]
         + outputs
+        + [k for k in ("feasible", "pareto") if any(k in r for r in records)]
         + ["run_uid", "error", "started_at", "finished_at"]
     )
     buffer = io.StringIO()
@@ -66,9 +169,14 @@ def to_csv(records: list[dict[str, Any]]) -> str:
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
+            + [_flag(r[k]) if k in r else "" for k in ("feasible", "pareto") if k in header]
             + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()
+
+
+def _flag(value: Any) -> str:
+    return "true" if value else "false"
 
 
 def to_json(records: list[dict[str, Any]]) -> str:
@@ -84,47 +192,134 @@ def _keys(records: list[dict[str, Any]], field: str) -> list[str]:
 
 
 def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
-    """Best-so-far trace and every output per trial, one panel each, as a PNG."""
+    """The campaign as a PNG (headless: matplotlib's Agg backend).
+
+    Panels, top to bottom: the best feasible value so far (one objective) or the feasible
+    hypervolume over trials (several objectives); for several objectives, the Pareto front
+    for each pair of objectives; then every output per trial, with feasible, infeasible,
+    prior-data and failed trials marked apart and outcome-constraint bounds drawn.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     campaign = stored_campaign(row)
-    objective = campaign.objectives[0]
+    objectives = campaign.objectives
     if row.id is None:  # pragma: no cover
         raise ValueError("campaign row without id")
-    records = export_records(store, row.id)
+    records = annotate(export_records(store, row.id), campaign)
     outputs = _keys(records, "outputs")
+    pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
+    n_rows = 1 + len(pairs) + len(outputs)
+    fig = plt.figure(figsize=(8, 2.8 * n_rows))
+    feasible, completed = feasibility(records)
+    rate = (
+        f"; {feasible}/{completed} feasible" if campaign.outcome_constraints and completed else ""
+    )
+    first = fig.add_subplot(n_rows, 1, 1)
     numbers = [r["number"] for r in records]
-    fig, axes = plt.subplots(
-        1 + len(outputs), 1, figsize=(8, 2.6 * (1 + len(outputs))), sharex=True, squeeze=False
-    )
-    ax = axes[0, 0]
-    ax.plot(
-        numbers,
-        best_so_far(records, objective.name, objective.goal),
-        drawstyle="steps-post",
-        color="C0",
-        lw=2,
-    )
-    ax.set_ylabel(f"best {objective.name}")
-    ax.set_title(f"{row.name}: best {objective.name} so far ({objective.goal})")
-    for i, name in enumerate(outputs, start=1):
-        ax = axes[i, 0]
-        for status, color, marker in (("completed", "C0", "o"), ("failed", "C3", "x")):
-            xs = [r["number"] for r in records if r["status"] == status]
-            ys = [r["outputs"].get(name, math.nan) for r in records if r["status"] == status]
-            if status == "failed":
-                ys = [math.nan if y is None else y for y in ys]
-            ax.scatter(xs, ys, s=16, color=color, marker=marker, label=status)
-        initial = [r["number"] for r in records if r["kind"] in ("initial", "sobol", "random")]
+    if len(objectives) == 1:
+        objective = objectives[0]
+        first.plot(
+            numbers,
+            best_so_far(records, objective.name, objective.goal),
+            drawstyle="steps-post",
+            color="C0",
+            lw=2,
+        )
+        first.set_ylabel(f"best {objective.name}")
+        first.set_title(
+            f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}"
+        )
+    else:
+        first.plot(
+            numbers, hypervolume_trace(records, campaign), drawstyle="steps-post", color="C0", lw=2
+        )
+        first.set_ylabel("hypervolume")
+        first.set_title(
+            f"{row.name}: feasible hypervolume over trials "
+            f"({', '.join(f'{o.name} {o.goal}' for o in objectives)}){rate}"
+        )
+    first.set_xlabel("trial")
+    for k, (i, j) in enumerate(pairs, start=2):
+        ax = fig.add_subplot(n_rows, 1, k)
+        _plot_front(ax, records, objectives[i].name, objectives[j].name)
+    bounds: dict[str, list[float]] = {}
+    for c in campaign.parsed_outcome_constraints:
+        bounds.setdefault(c.name, []).append(c.bound)
+    initial = [r["number"] for r in records if r["kind"] in ("initial", "sobol", "random")]
+    shared = None
+    for k, name in enumerate(outputs, start=2 + len(pairs)):
+        ax = fig.add_subplot(n_rows, 1, k, sharex=shared)
+        shared = shared or ax
+        for group, color, marker in _GROUPS:
+            chosen = [r for r in records if _group(r) == group]
+            xs = [r["number"] for r in chosen]
+            ys = [_number(r["outputs"].get(name)) for r in chosen]
+            if xs:
+                ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
+        for bound in bounds.get(name, []):
+            ax.axhline(bound, color="C1", ls="--", lw=1)
         if initial and max(initial) < max(numbers, default=0):
             ax.axvline(max(initial) + 0.5, color="grey", ls=":", lw=1)
         ax.set_ylabel(name)
-    axes[-1, 0].set_xlabel("trial")
+        if k == 2 + len(pairs):
+            ax.legend(loc="best", fontsize="small")
+    if shared is not None:
+        fig.axes[-1].set_xlabel("trial")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+# (group, colour, marker) of the trials in the per-output panels.
+_GROUPS = (
+    ("prior", "grey", "s"),
+    ("completed", "C0", "o"),
+    ("feasible", "C0", "o"),
+    ("infeasible", "C1", "^"),
+    ("failed", "C3", "x"),
+)
+
+
+def _group(r: dict[str, Any]) -> str:
+    if r["status"] == "failed":
+        return "failed"
+    if r["status"] != "completed":
+        return "other"
+    if r["kind"] == "prior":
+        return "prior"
+    if "feasible" not in r:  # the campaign has no outcome constraints
+        return "completed"
+    return "feasible" if r["feasible"] else "infeasible"
+
+
+def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
+    """Completed trials in the plane of two objectives, the Pareto front highlighted."""
+    done = [r for r in records if r["status"] == "completed"]
+    for flag, color, size, text in ((False, "C7", 14, "trials"), (True, "C3", 30, "Pareto front")):
+        chosen = [r for r in done if bool(r.get("pareto")) == flag]
+        if not chosen:
+            continue
+        xs = [_number(r["outputs"].get(x)) for r in chosen]
+        ys = [_number(r["outputs"].get(y)) for r in chosen]
+        if flag:
+            order = np.argsort(xs)
+            xs, ys = [xs[i] for i in order], [ys[i] for i in order]
+        ax.scatter(xs, ys, s=size, color=color, label=text, zorder=3 if flag else 2)
+    infeasible = [r for r in done if not r.get("feasible", True)]
+    if infeasible:
+        ax.scatter(
+            [_number(r["outputs"].get(x)) for r in infeasible],
+            [_number(r["outputs"].get(y)) for r in infeasible],
+            s=14,
+            facecolors="none",
+            edgecolors="C1",
+            label="infeasible",
+        )
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(loc="best", fontsize="small")

@@ -1,12 +1,15 @@
-"""The loop. One trial's life reads top to bottom in ``Runner._run_one``:
+"""The loop. One trial's life reads top to bottom in ``Runner._drive``, ``_start_trial`` and
+``_finish_trial``:
 
     propose  ->  persist  ->  dispatch  ->  ingest  ->  learn
     planner      store        RunEngine     store       planner
     .suggest     .add_trial   (one run)     .finish     .ingest
 
-Everything a trial learns is committed before the next trial is proposed, and the trial row
-exists before any device moves, so a crash at any point leaves a store that says exactly how
-far each trial got.
+The trial row exists before any device moves and its outcome is committed when its run ends,
+so a crash at any point leaves a store that says exactly how far each trial got. With one
+instrument slot everything a trial learns reaches the planner before the next proposal;
+with ``instrument.count`` K > 1 slots, K trials are in flight at once and the planner
+proposes on its own thread with the others pending (``loop/scheduler.py``, ADR 0005).
 
 ``Runner.run`` creates a campaign and ``Runner.resume`` continues one from its store; both
 then drive the same loop (``_drive``): take the campaign's lease, reconcile trials left in
@@ -52,13 +55,26 @@ from instruments import (
     build_instrument,
     describe_instrument,
     input_specs,
+    open_executor,
     readback_problems,
+    slot_seed,
 )
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.lock import LEASE_TTL, CampaignLease
+from loop.prior import PriorRow, load_prior_data
+from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import LeaseLost, Store, TrialRow, TrialStatus
-from planners import Observation, Planner, Point, make_planner
+from planners import (
+    Observation,
+    OutcomeConstraint,
+    Planner,
+    Point,
+    hypervolume,
+    make_planner,
+    pareto_mask,
+)
+from planners import reference_point as infer_reference_point
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +130,6 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class _Retry:
-    """The next trial re-measures ``parameters``; the first attempt was ``original``."""
-
-    parameters: Point
-    original: int
-    attempt: int
-
-
-@dataclass(frozen=True)
 class Reconciled:
     """A trial found in flight when a campaign resumed, and what became of it."""
 
@@ -166,11 +173,23 @@ class CampaignSummary:
     abandoned: int = 0
     reconciled: list[Reconciled] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    prior: int = 0
+    feasible: int = 0
+    pareto: list[TrialReport] = field(default_factory=list)
+    hypervolume: float | None = None
+    objectives: list[str] = field(default_factory=list)
+    outcome_constraints: list[str] = field(default_factory=list)
 
     @property
     def failure_counts(self) -> dict[str, int]:
         """Failed trials by kind of failure, most frequent first."""
         return failure_counts(self.failures)
+
+    @property
+    def feasibility_rate(self) -> float | None:
+        """Share of the campaign's completed trials (priors excluded) meeting every outcome
+        constraint; ``None`` before the first completed trial."""
+        return self.feasible / self.completed if self.completed else None
 
 
 @dataclass(frozen=True)
@@ -234,13 +253,32 @@ class _Silent:
 
 @dataclass
 class _Tally:
-    """The campaign's counts over every session, kept current by the loop."""
+    """The campaign's counts over every session, kept current by the loop.
+
+    ``completed`` counts the campaign's own completed trials (what ``max_trials`` limits);
+    prior-data trials are counted apart in ``prior``. ``best`` is the best *feasible*
+    completed trial (priors included: they are measurements), by the first objective.
+    ``done`` lists every completed trial, priors first, for target and patience.
+    """
 
     completed: int = 0
     failed: int = 0
     abandoned: int = 0
     best: TrialReport | None = None
     failures: list[Failure] = field(default_factory=list)
+    prior: int = 0
+    feasible: int = 0
+    done: list[_Done] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A completed trial as the stopping rules see it."""
+
+    number: int
+    prior: bool
+    values: tuple[float, ...]  # objective values in objective order (NaN where missing)
+    feasible: bool
 
 
 class Runner:
@@ -296,8 +334,8 @@ class Runner:
         self.campaign_id: int | None = None
         self._budget_changed = False
         self._stop_request: str | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._dispatching = False
+        self._scheduler: Scheduler | None = None
+        self._executor: Any = None  # an open instruments executor (Dask), per session
 
     @property
     def max_trials(self) -> int | None:
@@ -330,7 +368,12 @@ class Runner:
         """
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
         path = Path(row.config_path)
-        loaded = parse_campaign(row.config_text, path=path, base_dir=path.parent)
+        loaded = parse_campaign(
+            row.config_text,
+            path=path,
+            base_dir=path.parent,
+            instrument_text=row.instrument_text,  # the instrument file as it was at the start
+        )
         runner = cls(
             loaded,
             store,
@@ -350,7 +393,11 @@ class Runner:
 
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
         return build_instrument(
-            campaign.instrument, campaign.parameters, base_dir=self.loaded.base_dir, seed=seed
+            campaign.instrument,
+            campaign.parameters,
+            base_dir=self.loaded.base_dir,
+            seed=seed,
+            executor=self._executor,
         )
 
     # ----------------------------------------------------------------- stopping
@@ -366,21 +413,29 @@ class Runner:
             # answer: interrupt the prompt (a read restarted after the handler would wait on).
             self._asking_operator = False
             raise _OperatorInterrupted(reason)
-        dispatcher = self._dispatcher
-        if dispatcher is not None and self._dispatching:
-            dispatcher.abort(reason)
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.abort_all(reason)
 
     # ----------------------------------------------------------------- entry points
-    def run(self) -> CampaignSummary:
+    def run(self, prior: Sequence[PriorRow] | None = None) -> CampaignSummary:
         """Create the campaign in the store and run it until a stop condition.
 
-        Stops when a budget limit is reached, the instrument fails too often,
-        ``request_stop`` is called, or on Ctrl-C (re-raised after the store is updated).
+        Stops when a budget limit is reached (``max_trials``, ``max_duration``, ``target``,
+        ``patience``), the instrument fails too often, ``request_stop`` is called, or on
+        Ctrl-C (re-raised after the store is updated).
+
+        Args:
+            prior: earlier measurements to start from (``loop.prior.load_prior_data``; the
+                CLI reads ``prior_data`` and ``--prior``). ``None`` reads the campaign's
+                ``prior_data`` file. They are validated before the campaign is created and
+                stored as trials of kind ``prior`` before the first proposal.
         """
         if self.campaign_id is not None:
             raise ClosedLoopError(
                 f"this runner already drives campaign {self.campaign_id}; use resume()"
             )
+        rows = load_prior_data(self.loaded) if prior is None else list(prior)
         c = self.campaign
         # The file's folder is where its relative paths resolve; store a path in it.
         config_path = self.loaded.base_dir / self.loaded.path.name
@@ -391,9 +446,18 @@ class Runner:
             self.seed,
             budget=self.budget.model_dump(mode="json"),
             lease=self.lease.claim,
+            instrument_text=self.loaded.instrument_text,
         )
         self.lease.adopt(self.campaign_id)
-        return self._drive(self.campaign_id, resumed=False)
+        if rows:
+            try:
+                self._insert_prior(self.campaign_id, rows)
+            except BaseException as exc:
+                reason = f"storing the prior data failed: {type(exc).__name__}: {exc}"
+                self.store.finish_campaign(self.campaign_id, "stopped", reason)
+                self.lease.release()
+                raise
+        return self._with_goals(self._drive(self.campaign_id, resumed=False))
 
     def resume(self) -> CampaignSummary:
         """Continue a stored campaign (from ``Runner.from_store``) after any kind of stop.
@@ -410,6 +474,14 @@ class Runner:
         if row.status not in ("running", "stopped"):
             tally = self._tally(self.store.trials(cid), self.store.observations(cid))
             spent = self._stop_reason(tally, row.elapsed_seconds)
+            if spent is not None and spent[1].startswith(("target reached", "patience")):
+                raise CampaignFinished(
+                    f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
+                    f"Nothing to resume: {spent[1]}, whatever the trial budget. To go on, "
+                    f"start a new campaign from this one's data: `closedloop export -c {cid} "
+                    "-o done.csv`, then `closedloop run FILE --prior done.csv` with a new "
+                    "target or patience"
+                )
             if spent is not None:
                 raise CampaignFinished(
                     f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
@@ -427,11 +499,20 @@ class Runner:
         except BaseException:
             self.lease.release()
             raise
-        return self._drive(cid, resumed=True, takeover=takeover)
+        return self._with_goals(self._drive(cid, resumed=True, takeover=takeover))
 
     # ----------------------------------------------------------------- the loop
     def _drive(self, cid: int, *, resumed: bool, takeover: str | None = None) -> CampaignSummary:
-        """The one loop behind ``run`` and ``resume``; the caller holds the lease."""
+        """The one loop behind ``run`` and ``resume``; the caller holds the lease.
+
+        With ``instrument.count`` K > 1 the loop keeps K trials in flight (one per slot, see
+        ``loop.scheduler``): each freed slot gets the next proposal at once, and the planner
+        proposes on its own thread with every point in flight or queued as ``pending``.
+        Persist before act holds per trial: its row is committed before its slot starts,
+        its outcome after the slot reports. On any stop (request, Ctrl-C, budget, failures,
+        a lost lease, an error) the runs still in flight are aborted through their
+        RunEngines and stored as ``abandoned`` (ADR 0005).
+        """
         c = self.campaign
         start = time.monotonic()
         elapsed_before = self.store.campaign(cid).elapsed_seconds if resumed else 0.0
@@ -445,7 +526,7 @@ class Runner:
         reconciled: list[Reconciled] = []
         tally = _Tally()
         status, reason = "stopped", "the runner stopped before its first trial"
-        instrument: Instrument | None = None
+        sched: Scheduler | None = None
         write = True
         try:
             reconciled = self._reconcile(cid) if resumed else []
@@ -466,13 +547,7 @@ class Runner:
                         takeover=takeover,
                     )
                 )
-            instrument = self._instrument_factory(c, self._instrument_seed(len(history)))
-            self._dispatcher = Dispatcher(
-                instrument,
-                readback_limits=self._readback_limits(),
-                readback_tolerance=c.instrument.readback_tolerance,
-            )
-            retry: _Retry | None = None
+            sched = self._scheduler = self._build_scheduler(planner, len(history))
             while True:
                 self.lease.check()
                 stop = self._stop_reason(tally, elapsed())
@@ -481,40 +556,58 @@ class Runner:
                 if stop:
                     status, reason = stop
                     break
-                report = self._run_one(cid, planner, self._dispatcher, tally.best, retry)
-                if report is None:  # a stop was requested while the planner thought
-                    continue
-                timings.append(report.timing)
-                self._count(tally, report)
-                self.listener.trial_finished(report)
-                retry = (
-                    _Retry(report.parameters, report.retry_of or report.number, report.attempt + 1)
-                    if report.will_retry
-                    else None
-                )
+                # dispatch: every idle slot gets a ready proposal (persisted first)
+                for slot in sched.idle():
+                    if not sched.ready or not self._room(tally, sched.in_flight()):
+                        break
+                    self._start_trial(cid, slot, sched.ready.popleft(), sched)
+                # plan ahead while the slots measure
+                room = self._room(tally, sched.in_flight())
+                n = sched.wanted(room)
+                if n > 0 and self._stop_request is None:
+                    sched.planner.request(n, sched.pending_points())
+                event = sched.next_event()
+                if isinstance(event, Proposed):
+                    if event.error is not None:
+                        raise event.error
+                    sched.ready.extend(event.proposals)
+                elif isinstance(event, SlotDone):
+                    report = self._finish_trial(event, sched, tally, timings)
+                    if report is not None and report.will_retry:
+                        sched.ready.appendleft(
+                            Proposal(
+                                dict(report.parameters),
+                                "retry",
+                                retry=(report.retry_of or report.number, report.attempt + 1),
+                            )
+                        )
         except LeaseLost:
             write = False  # the campaign is someone else's now: touch nothing
             raise
         except KeyboardInterrupt:
             status, reason = "stopped", self._stop_request or "interrupted by the user (Ctrl-C)"
+            self._stop_request = reason
             raise
         except BaseException as exc:
             status, reason = "stopped", f"the runner failed: {type(exc).__name__}: {exc}"
             raise
         finally:
-            self.lease.stop_heartbeat()
-            if self._dispatcher is not None:
-                self._dispatcher.close()
-                self._dispatcher = None
-            if instrument is not None:
-                instrument.close()
-            if write:
-                try:
-                    self.store.finish_campaign(
-                        cid, status, reason, elapsed=elapsed(), token=self.lease.token
-                    )
-                finally:
-                    self.lease.release()
+            try:
+                if sched is not None:
+                    self._drain(sched, reason, tally, timings, write=write)
+            finally:
+                self.lease.stop_heartbeat()
+                self._scheduler = None
+                if sched is not None:
+                    sched.close()
+                self._close_executor()
+                if write:
+                    try:
+                        self.store.finish_campaign(
+                            cid, status, reason, elapsed=elapsed(), token=self.lease.token
+                        )
+                    finally:
+                        self.lease.release()
         return CampaignSummary(
             campaign_id=cid,
             name=c.name,
@@ -530,6 +623,109 @@ class Runner:
             failures=failures_of(self.store.trials(cid)),
         )
 
+    def _dispatcher_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every slot's ``Dispatcher(instrument, **kwargs)``."""
+        return {
+            "readback_limits": self._readback_limits(),
+            "readback_tolerance": self.campaign.instrument.readback_tolerance,
+            # interlock waits show the campaign `paused` in the store; `closedloop release`
+            # (another process) is picked up from it
+            "interlock_listener": self._interlock_listener(),
+        }
+
+    def _interlock_listener(self) -> Any:
+        """The campaign's one :class:`loop.pause.CampaignPause`, shared by every slot."""
+        from loop.pause import CampaignPause
+
+        pause: CampaignPause | None = getattr(self, "_pause", None)
+        if pause is None:
+            pause = self._pause = CampaignPause(self.store, self._cid, lambda: self.lease.token)
+        return pause
+
+    def _build_scheduler(self, planner: Planner, trials_so_far: int) -> Scheduler:
+        """Open the executor, build ``instrument.count`` slots, each its own devices and seed.
+
+        Slot 0 gets the instrument seed a single instrument always had; slot k > 0 an
+        independent stream derived from it, so adding slots never changes slot 0's draws.
+        """
+        c = self.campaign
+        self._executor = open_executor(c.instrument.executor)
+        base = self._instrument_seed(trials_so_far)
+        slots: list[Slot] = []
+        try:
+            for index in range(c.instrument.count):
+                instrument = self._instrument_factory(c, slot_seed(base, index) or 0)
+                try:
+                    dispatcher = Dispatcher(instrument, **self._dispatcher_kwargs())
+                except BaseException:
+                    instrument.close()
+                    raise
+                slots.append(Slot(index, instrument, dispatcher))
+        except BaseException:
+            for slot in slots:
+                slot.close()
+            self._close_executor()
+            raise
+        return Scheduler(
+            slots,
+            planner,
+            batch_size=c.planner.batch_size,
+            lookahead=1 if len(slots) > 1 else 0,
+        )
+
+    def _close_executor(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.close()
+
+    def _room(self, tally: _Tally, in_flight: int) -> int | None:
+        """Trials that may still start: completed + in flight never exceed ``max_trials``."""
+        if self.budget.max_trials is None:
+            return None
+        return max(self.budget.max_trials - tally.completed - in_flight, 0)
+
+    def _drain(
+        self,
+        sched: Scheduler,
+        reason: str,
+        tally: _Tally,
+        timings: list[TrialTiming],
+        *,
+        write: bool,
+        wait: float = 60.0,
+    ) -> None:
+        """Abort every run still in flight and record each as ``abandoned`` (or as it ended).
+
+        Aborts are repeated until every slot has reported (an abort that lands before a
+        slot's RunEngine started is a no-op). A slot that does not report within ``wait``
+        seconds is left ``running`` in the store for ``resume`` to reconcile.
+        """
+        if sched.busy():
+            self._stop_request = self._stop_request or reason
+            logger.info("stopping: aborting %d trial(s) in flight", sched.in_flight())
+        deadline = time.monotonic() + wait
+        while sched.busy() and time.monotonic() < deadline:
+            sched.abort_all(self._stop_request or reason)
+            event = sched.next_event()
+            if not isinstance(event, SlotDone):
+                continue
+            if not write:
+                sched.slots[event.job.slot].finish()
+                continue
+            try:
+                self._finish_trial(event, sched, tally, timings)
+            except Exception as exc:  # e.g. LeaseLost: leave it for resume to reconcile
+                logger.warning("trial %d left in flight: %s", event.job.number, exc)
+                write = False
+        for slot in sched.busy():
+            logger.warning(
+                "slot %d did not stop within %.0f s; trial %d stays running for resume",
+                slot.index,
+                wait,
+                slot.job.number if slot.job else -1,
+            )
+        sched.planner.join(timeout=wait)
+
     def rebuild_planner(
         self, history: Sequence[TrialRow], observations: dict[int, dict[str, float]]
     ) -> Planner:
@@ -539,7 +735,13 @@ class Runner:
         (``loop.asktell``) passes them to ``suggest`` as pending instead.
         """
         c = self.campaign
-        planner = make_planner(self.space, list(c.objectives), c.planner, self.seed)
+        planner = make_planner(
+            self.space,
+            list(c.objectives),
+            c.planner,
+            self.seed,
+            outcome_constraints=c.parsed_outcome_constraints,
+        )
         learned = [
             t
             for i, t in enumerate(history)
@@ -565,9 +767,18 @@ class Runner:
 
         ``max_trials`` counts completed trials and ``max_failures`` failed ones, over every
         session; abandoned trials (cut short by a stop, not by the instrument) count toward
-        neither. ``max_duration`` counts running time summed over sessions.
+        neither, and prior-data trials toward nothing. ``max_duration`` counts running time
+        summed over sessions. ``target`` is met by a feasible completed trial (a prior one
+        too: the campaign then has nothing to do); ``patience`` watches the gain of the
+        last N completed trials. The first rule that holds names the reason.
         """
         budget = self.budget
+        reached = self._target_reached(tally)
+        if reached is not None:
+            return "completed", reached
+        tired = self._out_of_patience(tally)
+        if tired is not None:
+            return "completed", tired
         if budget.max_trials is not None and tally.completed >= budget.max_trials:
             return "completed", f"max_trials reached ({tally.completed} completed trials)"
         if budget.max_duration is not None and elapsed >= budget.max_duration:
@@ -586,44 +797,44 @@ class Runner:
         """The declared bounds of every numeric parameter: readbacks must stay within them."""
         return {s.name: s.bounds for s in input_specs(self.campaign.parameters) if s.bounds}
 
-    def _run_one(
-        self,
-        campaign_id: int,
-        planner: Planner,
-        dispatcher: Dispatcher,
-        best: TrialReport | None,
-        retry: _Retry | None = None,
-    ) -> TrialReport | None:
+    def _start_trial(self, cid: int, slot: Slot, proposal: Proposal, sched: Scheduler) -> None:
+        """Persist the trial (before anything moves), then start its run on ``slot``."""
         t0 = time.perf_counter()
-        token = self.lease.token
-        # propose (a retry re-measures its point: the planner is not asked)
+        parameters, kind = proposal.parameters, proposal.kind
         md: dict[str, Any] | None = None
-        if retry is None:
-            (parameters,) = planner.suggest(1, pending=[])
-            (kind,) = planner.last_kinds
-        else:
-            parameters, kind = dict(retry.parameters), "retry"
-            md = {"retry_of": retry.original, "attempt": retry.attempt}
-        suggest = time.perf_counter() - t0
-        if self._stop_request is not None:
-            return None  # nothing persisted yet: the planner proposes it again on resume
-        # persist
+        if proposal.retry is not None:
+            md = {"retry_of": proposal.retry[0], "attempt": proposal.retry[1]}
         trial = self.store.add_trial(
-            campaign_id, parameters, kind, suggest_seconds=suggest, token=token
+            cid,
+            parameters,
+            kind,
+            suggest_seconds=proposal.suggest_seconds,
+            token=self.lease.token,
+            slot=slot.index,
         )
-        number, trial_id = trial.number, _id(trial)
-        self.listener.trial_started(number, parameters)
-        # dispatch (each document is committed as the RunEngine emits it)
-        t1 = time.perf_counter()
-        self._dispatching = True
-        try:
-            if self._stop_request is not None:  # asked to stop before any device moved
-                result = TrialResult(
-                    run_uid=None, exit_status="abort", error="stopped before its run started"
+        job = Job(slot.index, _id(trial), trial.number, proposal, started=t0)
+        self.listener.trial_started(trial.number, parameters)
+        if self._stop_request is not None:  # asked to stop before any device moved
+            slot.job = job
+            sched.events.put(
+                SlotDone(
+                    job,
+                    TrialResult(
+                        run_uid=None, exit_status="abort", error="stopped before its run started"
+                    ),
                 )
-            else:
-                measured = self._ask_operator(number, parameters, dispatcher.instrument)
-                result = measured or dispatcher.run(
+            )
+            return
+        measured = self._ask_operator(trial.number, parameters, slot.instrument)
+        if measured is not None:  # the operator failed it or stopped: no run
+            slot.job = job
+            sched.events.put(SlotDone(job, measured))
+            return
+        dispatcher, trial_id = slot.dispatcher, job.trial_id
+
+        def run() -> TrialResult:
+            try:
+                return dispatcher.run(
                     trial_id,
                     self.campaign.name,
                     parameters,
@@ -631,21 +842,29 @@ class Runner:
                     document_sink=self._sink(trial_id),
                     timeout=self.campaign.instrument.timeout,
                 )
-        except TrialInterrupted as exc:  # Ctrl-C: the RunEngine aborted the run cleanly
-            self.store.finish_trial(
-                trial_id,
-                status="abandoned",
-                outputs={},
-                readbacks={},
-                run_uid=exc.result.run_uid if exc.result else None,
-                error="interrupted by the user (Ctrl-C)",
-                token=token,
-            )
-            raise
-        finally:
-            self._dispatching = False
-        dispatch = time.perf_counter() - t1
-        # ingest
+            except TrialInterrupted as exc:  # a KeyboardInterrupt in this thread: aborted
+                return exc.result
+
+        slot.start(job, run, sched.events)
+
+    def _finish_trial(
+        self,
+        event: SlotDone,
+        sched: Scheduler,
+        tally: _Tally,
+        timings: list[TrialTiming],
+    ) -> TrialReport | None:
+        """Record a slot's outcome, hand it to the planner, report it; free the slot.
+
+        Returns ``None`` (and re-raises nothing) when the slot's thread raised: the trial
+        stays ``running`` for ``resume``; the exception is raised after the slot is freed.
+        """
+        job = event.job
+        sched.slots[job.slot].finish()
+        if event.error is not None or event.result is None:
+            raise event.error or ClosedLoopError(f"slot {job.slot} returned no result")
+        result, proposal = event.result, job.proposal
+        parameters, number, trial_id = proposal.parameters, job.number, job.trial_id
         status: TrialStatus = "completed" if result.exit_status == "success" else "failed"
         error = result.error
         if result.exit_status == "abort" and self._stop_request is not None:
@@ -657,41 +876,49 @@ class Runner:
             readbacks=result.readbacks,
             run_uid=result.run_uid,
             error=error,
-            token=token,
+            token=self.lease.token,
         )
         # learn; a transient failure about to be retried is not a fact about the point
-        attempt = retry.attempt if retry is not None else 1
+        attempt = proposal.retry[1] if proposal.retry is not None else 1
         will_retry = (
             status == "failed"
             and result.transient
             and attempt <= self.campaign.instrument.max_retries
+            and self._stop_request is None
         )
         if not will_retry:
-            planner.ingest(
+            sched.planner.ingest(
                 [self._observation(parameters, result.readbacks, result.outputs, status)]
             )
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
-        total = time.perf_counter() - t0
+        dispatch = time.perf_counter() - job.started
         timing = TrialTiming(
-            suggest=suggest, dispatch=dispatch, total=total, instrument_busy=result.instrument_busy
+            suggest=proposal.suggest_seconds,
+            dispatch=dispatch,
+            total=proposal.suggest_seconds + dispatch,
+            instrument_busy=result.instrument_busy,
         )
-        return TrialReport(
+        report = TrialReport(
             number=number,
             trial_id=trial_id,
             status=status,
             parameters=parameters,
             outputs=result.outputs,
             objective=value if status == "completed" else None,
-            best=best.objective if best else None,
+            best=tally.best.objective if tally.best else None,
             error=error,
             timing=timing,
-            kind=kind,
-            retry_of=retry.original if retry is not None else None,
+            kind=proposal.kind,
+            retry_of=proposal.retry[0] if proposal.retry is not None else None,
             attempt=attempt,
             will_retry=will_retry,
         )
+        timings.append(timing)
+        self._count(tally, report)
+        self.listener.trial_finished(report)
+        return report
 
     def _ask_operator(
         self, number: int, parameters: Point, instrument: Instrument
@@ -804,7 +1031,6 @@ class Runner:
         tally = _Tally()
         for t in trials:
             if t.status == "completed":
-                tally.completed += 1
                 outputs = observations.get(_id(t), {})
                 value = outputs.get(self.objective.name)
                 report = TrialReport(
@@ -817,8 +1043,9 @@ class Runner:
                     best=None,
                     error=t.error,
                     timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
+                    kind=t.kind,
                 )
-                tally.best = self._better(report, tally.best)
+                self._count(tally, report)
             elif t.status == "failed":
                 tally.failed += 1
                 tally.failures.append(_failure(t.number, t.error))
@@ -828,7 +1055,15 @@ class Runner:
 
     def _count(self, tally: _Tally, report: TrialReport) -> None:
         if report.status == "completed":
-            tally.completed += 1
+            feasible = self.feasible(report.outputs)
+            prior = report.kind == PRIOR_KIND
+            if prior:
+                tally.prior += 1
+            else:
+                tally.completed += 1
+                tally.feasible += feasible
+            values = tuple(_finite(report.outputs.get(o.name)) for o in self.campaign.objectives)
+            tally.done.append(_Done(report.number, prior, values, feasible))
             tally.best = self._better(report, tally.best)
         elif report.status == "failed":
             tally.failed += 1
@@ -839,7 +1074,8 @@ class Runner:
             report.best = tally.best.objective
 
     def _better(self, report: TrialReport, best: TrialReport | None) -> TrialReport | None:
-        if report.objective is None:
+        """The better of two trials: feasible, then by the first objective."""
+        if report.objective is None or not self.feasible(report.outputs):
             return best
         if (
             best is None
@@ -848,6 +1084,157 @@ class Runner:
         ):
             return report
         return best
+
+    # ----------------------------------------------------------------- goals
+    @property
+    def outcome_constraints(self) -> list[OutcomeConstraint]:
+        """The campaign's outcome constraints, parsed."""
+        cached: list[OutcomeConstraint] | None = self.__dict__.get("_outcome_constraints")
+        if cached is None:
+            cached = self.campaign.parsed_outcome_constraints
+            self.__dict__["_outcome_constraints"] = cached
+        return cached
+
+    def feasible(self, outputs: Mapping[str, float]) -> bool:
+        """Whether measured ``outputs`` satisfy every outcome constraint."""
+        return all(c.satisfied(outputs) for c in self.outcome_constraints)
+
+    def _targets(self) -> dict[str, float]:
+        """``budget.target`` as ``{objective: value}`` (a bare number is the first's)."""
+        target = self.budget.target
+        if target is None:
+            return {}
+        if isinstance(target, dict):
+            return dict(target)
+        return {self.objective.name: float(target)}
+
+    def _target_reached(self, tally: _Tally) -> str | None:
+        """The stop reason once one feasible trial meets every target, else ``None``."""
+        targets = self._targets()
+        if not targets:
+            return None
+        objectives = self.campaign.objectives
+        index = {o.name: j for j, o in enumerate(objectives)}
+        for done in tally.done:
+            if not done.feasible:
+                continue
+            if all(
+                math.isfinite(done.values[index[name]])
+                and objectives[index[name]].sign * (done.values[index[name]] - value) >= 0
+                for name, value in targets.items()
+            ):
+                which = "prior-data trial" if done.prior else "trial"
+                reached = ", ".join(
+                    f"{name} = {done.values[index[name]]:.6g} (target {value:g})"
+                    for name, value in targets.items()
+                )
+                return f"target reached: {which} #{done.number} has {reached}"
+        return None
+
+    def _out_of_patience(self, tally: _Tally) -> str | None:
+        """The stop reason when the last ``patience`` completed trials brought no gain.
+
+        The gain is the best feasible value of the first objective (several objectives:
+        the feasible hypervolume, with one reference point for both) over all completed
+        trials, priors included, minus the same before the window. A gain counts when it
+        is positive and at least ``min_improvement``. Prior trials are never in the window.
+        """
+        n = self.budget.patience
+        if n is None or tally.completed < n:
+            return None
+        done = tally.done
+        split = len(done) - n
+        before, everything = done[:split], done
+        minimum = self.budget.min_improvement
+        at_least = f" by at least {minimum:g}" if minimum > 0 else ""
+        objectives = self.campaign.objectives
+        if len(objectives) == 1:
+            sign = objectives[0].sign
+            now = _best_signed(everything, sign)
+            then = _best_signed(before, sign)
+            if now is not None and (then is None or _gained(now - then, minimum, now)):
+                return None
+            best = "none feasible" if now is None else f"best {sign * now:.6g}"
+            return (
+                f"patience: {objectives[0].name} did not improve{at_least} in the last {n} "
+                f"completed trials ({best})"
+            )
+        Y = np.array([d.values for d in everything], dtype=float)
+        feasible = np.array([d.feasible for d in everything], dtype=bool)
+        try:
+            ref = infer_reference_point(objectives, Y, feasible)
+        except ValueError:  # nothing finite to infer it from: no volume either way
+            now = then = 0.0
+        else:
+            now = hypervolume(Y, objectives, ref, feasible)
+            then = hypervolume(Y[:split], objectives, ref, feasible[:split])
+        if _gained(now - then, minimum, now):
+            return None
+        return (
+            f"patience: the hypervolume did not grow{at_least} in the last {n} completed "
+            f"trials (hypervolume {now:.6g})"
+        )
+
+    def _with_goals(self, summary: CampaignSummary) -> CampaignSummary:
+        """Add priors, feasibility and (several objectives) the Pareto front to a summary."""
+        trials = self.store.trials(summary.campaign_id)
+        observations = self.store.observations(summary.campaign_id)
+        tally = self._tally(trials, observations)
+        summary.prior, summary.feasible, summary.best = tally.prior, tally.feasible, tally.best
+        objectives = self.campaign.objectives
+        summary.objectives = [o.name for o in objectives]
+        summary.outcome_constraints = list(self.campaign.outcome_constraints)
+        if len(objectives) > 1 and tally.done:
+            by_number = {t.number: t for t in trials}
+            Y = np.array([d.values for d in tally.done], dtype=float)
+            feasible = np.array([d.feasible for d in tally.done], dtype=bool)
+            front = pareto_mask(Y, objectives, feasible)
+            summary.pareto = [
+                self._report_of(by_number[d.number], observations)
+                for d, on in zip(tally.done, front, strict=True)
+                if on
+            ]
+            try:
+                summary.hypervolume = hypervolume(Y, objectives, None, feasible)
+            except ValueError:
+                summary.hypervolume = None
+        return summary
+
+    def _report_of(self, t: TrialRow, observations: dict[int, dict[str, float]]) -> TrialReport:
+        outputs = observations.get(_id(t), {})
+        return TrialReport(
+            number=t.number,
+            trial_id=_id(t),
+            status=t.status,
+            parameters=dict(t.parameters),
+            outputs=outputs,
+            objective=_finite_or_none(outputs.get(self.objective.name)),
+            best=None,
+            error=t.error,
+            timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
+            kind=t.kind,
+        )
+
+    def _insert_prior(self, cid: int, rows: Sequence[PriorRow]) -> None:
+        """Store earlier measurements as completed trials of kind ``prior``.
+
+        They are data, not experiments: no Bluesky run, no documents, never dispatched.
+        ``run`` inserts them once, before the first proposal; ``resume`` finds them in the
+        store and the rebuilt planner ingests them first, like any completed trial.
+        """
+        token = self.lease.token
+        for row in rows:
+            trial = self.store.add_trial(cid, row.parameters, PRIOR_KIND, token=token)
+            self.store.finish_trial(
+                _id(trial),
+                status="completed",
+                outputs=dict(row.outputs),
+                readbacks={},
+                run_uid=None,
+                error=None,
+                token=token,
+            )
+        logger.info("stored %d prior-data trials", len(rows))
 
     def _instrument_seed(self, trials_so_far: int) -> int:
         """The campaign seed for a new campaign; a fresh stream for each resumed session.
@@ -994,6 +1381,29 @@ def failure_counts(failures: Sequence[Failure]) -> dict[str, int]:
 def failures_of(trials: Sequence[TrialRow]) -> list[Failure]:
     """Every failed trial of a campaign, in order, with its kind and error."""
     return [_failure(t.number, t.error) for t in trials if t.status == "failed"]
+
+
+PRIOR_KIND = "prior"
+"""Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
+
+
+def _finite(value: float | None) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _best_signed(done: Sequence[_Done], sign: float) -> float | None:
+    """The best feasible first-objective value times ``sign`` (bigger is better), or None."""
+    values = [sign * d.values[0] for d in done if d.feasible and math.isfinite(d.values[0])]
+    return max(values) if values else None
+
+
+def _gained(gain: float, minimum: float, scale: float) -> bool:
+    """A gain counts when above rounding noise and at least ``minimum``."""
+    return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
 
 
 def _failure(number: int, error: str | None) -> Failure:

@@ -16,15 +16,17 @@ transaction, so a runner that lost its lease cannot write over its successor's w
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, Column, Index, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
@@ -35,12 +37,18 @@ from loop.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 DEFAULT_STORE = "sqlite:///closedloop.db"
 
 TrialStatus = Literal["running", "completed", "failed", "abandoned"]
 TERMINAL: tuple[str, ...] = ("completed", "failed", "abandoned")
 # Campaign states a runner can continue; ``completed``/``failed`` need a larger budget first.
-UNFINISHED: tuple[str, ...] = ("running", "stopped")
+# ``paused``: a runner waits for interlocks (or crashed while waiting).
+UNFINISHED: tuple[str, ...] = ("running", "paused", "stopped")
+# States in which a live runner may be driving the campaign.
+ACTIVE: tuple[str, ...] = ("running", "paused")
 
 
 class CampaignLocked(StoreError):
@@ -64,9 +72,11 @@ def utcnow() -> datetime:
 
 
 # The layout of the tables. 1: campaign/trial/observation/document; 2: + lease table and the
-# campaign's budget and elapsed_seconds columns (added in place when an older store opens).
+# campaign's budget and elapsed_seconds columns (added in place when an older store opens);
+# 3: + the trial's instrument slot, the campaign's instrument_text and the campaign_event
+# table (pauses and operator releases).
 # A store written with a higher number is refused: this version cannot know its meaning.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class MetaRow(SQLModel, table=True):
@@ -88,12 +98,17 @@ class CampaignRow(SQLModel, table=True):
     config_text: str
     config_path: str
     seed: int
-    status: str = Field(default="running")  # running | completed | stopped | failed
+    # running | paused (waiting for interlocks; stop_reason says why) | completed | stopped
+    # | failed
+    status: str = Field(default="running")
     stop_reason: str | None = None
     # The budget in force (the file's, with --max-trials etc. applied), so resume keeps it.
     budget: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     # Running time summed over every session (heartbeats add to it); max_duration counts it.
     elapsed_seconds: float = Field(default=0.0)
+    # The instrument file's exact text when the campaign started (``instrument: {file:}``),
+    # so resume and suggest/tell build the same devices if the file changes or vanishes.
+    instrument_text: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -114,6 +129,8 @@ class TrialRow(SQLModel, table=True):
     run_uid: str | None = Field(default=None, index=True)
     error: str | None = None
     suggest_seconds: float | None = None
+    # Which instrument slot ran it (0-based; ``instrument.count`` slots); None: never dispatched.
+    slot: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -142,6 +159,27 @@ class DocumentRow(SQLModel, table=True):
     seq: int
     name: str  # start | descriptor | event | stop | ...
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class CampaignEventRow(SQLModel, table=True):
+    """Something that happened to a campaign besides its trials: the audit trail of pauses.
+
+    Kinds: ``paused`` (``detail``: why), ``resumed`` (``detail``: how), ``release`` (an
+    operator asked, with ``closedloop release``, to proceed despite the interlocks: ``by``
+    who, ``detail`` the reason they overrode; ``handled_at`` is set when a runner acted on
+    it, with ``outcome`` what became of it).
+    """
+
+    __tablename__ = "campaign_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str
+    detail: str | None = None
+    by: str | None = None
+    handled_at: datetime | None = None
+    outcome: str | None = None
 
 
 class LeaseRow(SQLModel, table=True):
@@ -191,7 +229,29 @@ class LeaseClaim:
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("campaign", "budget", "JSON"),
     ("campaign", "elapsed_seconds", "FLOAT NOT NULL DEFAULT 0"),
+    ("trial", "slot", "INTEGER"),
+    ("campaign", "instrument_text", "TEXT"),
 )
+
+
+def _serialised(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a writing method under the store's write lock (one writer per process).
+
+    Several instrument slots emit documents on their RunEngines' threads while the runner
+    writes trials and the lease thread heartbeats. SQLite allows one writer at a time, and a
+    transaction that reads first and then writes (``add_trial``) can fail at once with
+    "database is locked" instead of waiting when another connection wrote in between;
+    taking turns inside the process avoids that. Other processes still wait on
+    ``busy_timeout``.
+    """
+
+    @functools.wraps(method)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        with store._write_lock:  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return locked
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -233,6 +293,7 @@ class Store:
                 f"'{url}' is not a database URL; use e.g. sqlite:///closedloop.db"
             ) from None
         self.url = url
+        self._write_lock = threading.RLock()
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             if not create and not db.exists():
@@ -303,6 +364,7 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     # ----------------------------------------------------------------- campaigns
+    @_serialised
     def create_campaign(
         self,
         name: str,
@@ -312,6 +374,7 @@ class Store:
         *,
         budget: dict[str, Any] | None = None,
         lease: LeaseClaim | None = None,
+        instrument_text: str | None = None,
     ) -> int:
         """Commit a new campaign, and with it the creator's lease, in one transaction.
 
@@ -325,6 +388,7 @@ class Store:
                 config_path=config_path,
                 seed=seed,
                 budget=budget,
+                instrument_text=instrument_text,
             )
             s.add(row)
             s.flush()
@@ -350,7 +414,8 @@ class Store:
         return row
 
     def latest_unfinished(self) -> CampaignRow:
-        """The most recent campaign that is ``running`` (crashed or live) or ``stopped``."""
+        """The most recent campaign that is ``running``/``paused`` (crashed or live) or
+        ``stopped``."""
         with self.session() as s:
             row = s.exec(
                 select(CampaignRow)
@@ -368,6 +433,7 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.id))))
 
+    @_serialised
     def set_budget(self, campaign_id: int, budget: dict[str, Any], *, token: str) -> None:
         """Record the budget in force (resume with ``--max-trials`` etc. changes it)."""
         with self.session() as s:
@@ -379,6 +445,7 @@ class Store:
             s.add(row)
             s.commit()
 
+    @_serialised
     def finish_campaign(
         self,
         campaign_id: int,
@@ -401,11 +468,111 @@ class Store:
             s.add(row)
             s.commit()
 
+    # ----------------------------------------------------------------- pauses
+    @_serialised
+    def pause_campaign(self, campaign_id: int, reason: str, *, token: str | None = None) -> bool:
+        """Show the campaign ``paused`` with ``reason`` (only a ``running`` or ``paused`` one:
+        never over a finished session's status); record a ``paused`` event. Returns whether
+        it was written."""
+        with self.session() as s:
+            if token is not None:
+                _check_lease(s, campaign_id, token)
+            result = s.exec(
+                update(CampaignRow)
+                .where(col(CampaignRow.id) == campaign_id)
+                .where(col(CampaignRow.status).in_(ACTIVE))
+                .values(status="paused", stop_reason=reason, updated_at=utcnow())
+            )
+            if not result.rowcount:
+                s.rollback()
+                return False
+            s.add(CampaignEventRow(campaign_id=campaign_id, kind="paused", detail=reason))
+            s.commit()
+            return True
+
+    @_serialised
+    def unpause_campaign(self, campaign_id: int, how: str, *, token: str | None = None) -> bool:
+        """Back to ``running`` (only from ``paused``), recording a ``resumed`` event; release
+        requests still open are closed as no longer needed. Returns whether it was written."""
+        with self.session() as s:
+            if token is not None:
+                _check_lease(s, campaign_id, token)
+            result = s.exec(
+                update(CampaignRow)
+                .where(col(CampaignRow.id) == campaign_id)
+                .where(col(CampaignRow.status) == "paused")
+                .values(status="running", stop_reason=None, updated_at=utcnow())
+            )
+            if not result.rowcount:
+                s.rollback()
+                return False
+            s.add(CampaignEventRow(campaign_id=campaign_id, kind="resumed", detail=how))
+            s.exec(
+                update(CampaignEventRow)
+                .where(col(CampaignEventRow.campaign_id) == campaign_id)
+                .where(col(CampaignEventRow.kind) == "release")
+                .where(col(CampaignEventRow.handled_at).is_(None))
+                .values(handled_at=utcnow(), outcome=f"not needed: {how}")
+            )
+            s.commit()
+            return True
+
+    @_serialised
+    def request_release(self, campaign_id: int, *, by: str, detail: str) -> CampaignEventRow:
+        """An operator's release of a paused campaign, for its runner to pick up.
+
+        Raises:
+            StoreError: the campaign is not paused (nothing to release).
+        """
+        with self.session() as s:
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                raise StoreError(f"no campaign {campaign_id} in store {self.url}")
+            if row.status != "paused":
+                raise StoreError(
+                    f"campaign '{row.name}' (id {campaign_id}) is {row.status}, not paused: "
+                    "there is nothing to release"
+                )
+            event = CampaignEventRow(campaign_id=campaign_id, kind="release", by=by, detail=detail)
+            s.add(event)
+            s.commit()
+            return event
+
+    @_serialised
+    def take_release(self, campaign_id: int, *, outcome: str) -> CampaignEventRow | None:
+        """The oldest open release request, marked handled with ``outcome``; or ``None``."""
+        with self.session() as s:
+            event = s.exec(
+                select(CampaignEventRow)
+                .where(CampaignEventRow.campaign_id == campaign_id)
+                .where(CampaignEventRow.kind == "release")
+                .where(col(CampaignEventRow.handled_at).is_(None))
+                .order_by(col(CampaignEventRow.id))
+            ).first()
+            if event is None:
+                return None
+            event.handled_at, event.outcome = utcnow(), outcome
+            s.add(event)
+            s.commit()
+            return event
+
+    def events(self, campaign_id: int) -> list[CampaignEventRow]:
+        """The campaign's pauses, resumptions and releases, oldest first."""
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(CampaignEventRow)
+                    .where(CampaignEventRow.campaign_id == campaign_id)
+                    .order_by(col(CampaignEventRow.id))
+                )
+            )
+
     # ----------------------------------------------------------------- leases
     def lease(self, campaign_id: int) -> LeaseRow | None:
         with self.session() as s:
             return s.get(LeaseRow, campaign_id)
 
+    @_serialised
     def insert_lease(self, campaign_id: int, claim: LeaseClaim) -> bool:
         """Take a free campaign; ``False`` when another runner inserted first."""
         try:
@@ -416,6 +583,7 @@ class Store:
             return False
         return True
 
+    @_serialised
     def replace_lease(self, campaign_id: int, expected_token: str, claim: LeaseClaim) -> bool:
         """Take over a stale lease: compare-and-swap on the token the caller judged stale.
 
@@ -441,6 +609,7 @@ class Store:
             s.commit()
             return bool(result.rowcount)
 
+    @_serialised
     def renew_lease(
         self, campaign_id: int, token: str, ttl: float, *, elapsed: float | None = None
     ) -> bool:
@@ -465,6 +634,7 @@ class Store:
             s.commit()
             return True
 
+    @_serialised
     def release_lease(self, campaign_id: int, token: str) -> None:
         """Give the campaign up (only if this token still holds it)."""
         with self.session() as s:
@@ -474,6 +644,7 @@ class Store:
                 s.commit()
 
     # ----------------------------------------------------------------- trials
+    @_serialised
     def add_trial(
         self,
         campaign_id: int,
@@ -482,6 +653,7 @@ class Store:
         suggest_seconds: float | None = None,
         *,
         token: str | None = None,
+        slot: int | None = None,
     ) -> TrialRow:
         """Commit a new trial in state ``running`` (before anything is dispatched).
 
@@ -502,12 +674,14 @@ class Store:
                 kind=kind,
                 parameters=_jsonable(parameters),
                 suggest_seconds=suggest_seconds,
+                slot=slot,
                 started_at=utcnow(),
             )
             s.add(row)
             s.commit()
             return row
 
+    @_serialised
     def add_document(
         self, trial_id: int, seq: int, name: str, body: dict[str, Any], run_uid: str | None
     ) -> None:
@@ -524,6 +698,7 @@ class Store:
             )
             s.commit()
 
+    @_serialised
     def finish_trial(
         self,
         trial_id: int,
@@ -639,6 +814,7 @@ def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
                 "readbacks": t.readbacks or {},
                 "outputs": observations.get(t.id or -1, {}),
                 "run_uid": t.run_uid,
+                "slot": t.slot,
                 "error": t.error,
                 "started_at": t.started_at.isoformat() if t.started_at else None,
                 "finished_at": t.finished_at.isoformat() if t.finished_at else None,

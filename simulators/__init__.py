@@ -7,6 +7,20 @@ that a dry run drives exactly the code path real hardware uses. This package is 
 the dependency graph: it imports neither ``planners``, ``instruments`` nor ``loop``.
 """
 
+from simulators._datasets import (
+    OLYMPUS_CITATION,
+    Dataset,
+    DatasetError,
+    DatasetSimulator,
+    DatasetSpec,
+    LookupTable,
+    PointNotInDataset,
+    UnknownDatasetError,
+    bundled_dataset_names,
+    dataset_simulator,
+    load_dataset,
+    load_spec,
+)
 from simulators._devices import (
     SimActuator,
     SimDetector,
@@ -15,6 +29,8 @@ from simulators._devices import (
     SimulatedInstrument,
     build_simulated_instrument,
 )
+from simulators._emulator import Emulator, cached_emulator, cross_validate, fit_emulator
+from simulators._executor import DaskExecutor, ExecutorUnavailable
 from simulators._expressions import Expression, ExpressionError, parse_expression
 from simulators._flow_reactor import (
     CATALYSTS,
@@ -41,8 +57,26 @@ from simulators._functions import (
 from simulators._registry import SIMULATORS, UnknownSimulatorError, get_problem
 
 __all__ = [
+    "DaskExecutor",
+    "ExecutorUnavailable",
     "CATALYSTS",
+    "load_spec",
+    "load_dataset",
+    "fit_emulator",
+    "dataset_simulator",
+    "cross_validate",
+    "cached_emulator",
+    "bundled_dataset_names",
+    "UnknownDatasetError",
+    "PointNotInDataset",
+    "LookupTable",
+    "Emulator",
+    "DatasetSpec",
+    "DatasetSimulator",
+    "DatasetError",
+    "Dataset",
     "FLOW_REACTOR_OPTIMA",
+    "OLYMPUS_CITATION",
     "SIMULATORS",
     "Catalyst",
     "Expression",

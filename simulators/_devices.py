@@ -21,6 +21,11 @@ Design choices that matter to callers:
 * **Triggering never blocks the RunEngine.** With ``latency > 0`` the function runs on a
   ``threading.Timer`` and the returned ``DeviceStatus`` completes from there; the RunEngine's
   event loop keeps serving other devices (and pause/abort requests) meanwhile.
+* **Heavy simulations can compute on a Dask cluster** (``executor=``, a
+  :class:`~simulators.DaskExecutor`): ``trigger()`` submits the pure function and the
+  Status completes from the future's callback (after ``latency`` at the earliest). Fault
+  draws and noise stay local and seeded; a worker that dies mid-measurement fails the
+  Status with a *transient* :class:`SimulatedFault` naming the cause.
 * **Failures travel through the Status**, as real device errors do: an injected fault or an
   exception in the function fails the status with :class:`SimulatedFault`, which the
   RunEngine turns into a failed run.
@@ -45,6 +50,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -57,6 +63,7 @@ from ophyd.device import DEVICE_RESERVED_ATTRS
 from ophyd.signal import InternalSignal
 from ophyd.utils import LimitError
 
+from simulators._executor import is_infrastructure_error
 from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
 
@@ -436,6 +443,9 @@ class SimDetector(Device):
             :class:`~simulators.Expression` such as ``x1 + x2 > 1.5``); a trigger whose
             readbacks satisfy it fails, every time: a deterministic, non-transient fault.
         seed: Seed of the generator behind noise and failures.
+        executor: Where ``function`` runs: ``None`` in this process; a
+            :class:`~simulators.DaskExecutor` (anything with ``submit(function, inputs)``
+            returning a ``distributed.Future``) to compute on a Dask cluster.
         **kwargs: Passed to ``ophyd.Device``.
 
     Attributes:
@@ -459,6 +469,8 @@ class SimDetector(Device):
     _sim_lock: threading.Lock
     _sim_pending: DeviceStatus | None
     _sim_timer: threading.Timer | None
+    _sim_executor: Any
+    _sim_future: Any
     last_noiseless: dict[str, float]
     trigger_count: int
 
@@ -481,6 +493,7 @@ class SimDetector(Device):
         nan_rate: float = 0.0,
         failing_region: Callable[[Mapping[str, Any]], Any] | None = None,
         seed: Seed = None,
+        executor: Any = None,
         **kwargs: Any,
     ) -> None:
         self._sim_outputs = _check_outputs(outputs)
@@ -511,6 +524,8 @@ class SimDetector(Device):
         self._sim_lock = threading.Lock()
         self._sim_pending = None
         self._sim_timer = None
+        self._sim_executor = executor
+        self._sim_future = None
         self.last_noiseless = {}
         self.trigger_count = 0
 
@@ -554,6 +569,9 @@ class SimDetector(Device):
                     logger.info("%s: trigger #%d hangs (injected, hang_rate)", self.name, number)
                     self.last_noiseless = {}
                     return status
+                if self._sim_executor is not None and not fail:
+                    self._submit(status, number, values, fail, z, bad)
+                    return status
                 if self._sim_latency > 0:
                     timer = threading.Timer(
                         self._sim_latency,
@@ -576,6 +594,48 @@ class SimDetector(Device):
         self._complete(status, number, values, fail, z, bad)
         return status
 
+    def _submit(
+        self,
+        status: DeviceStatus,
+        number: int,
+        inputs: dict[str, Any],
+        fail: bool,
+        z: np.ndarray[Any, np.dtype[np.float64]],
+        bad: float | None,
+    ) -> None:
+        """Send the function to the executor; complete from the future's done-callback.
+
+        Called under ``_sim_lock``. The callback runs on the client's thread: it waits out
+        what is left of ``latency`` on a timer, then publishes as the in-process path does.
+        """
+        started = time.monotonic()
+        try:
+            future = self._sim_executor.submit(self._sim_function, inputs)
+        except Exception as exc:  # e.g. the client was closed: a failed measurement
+            self._complete(status, number, inputs, fail, z, bad, remote=exc)
+            return
+        self._sim_future = future
+
+        def done(fut: Any) -> None:
+            remote: Any
+            try:
+                remote = fut.result()
+            except BaseException as exc:  # the function raised, or the cluster failed
+                remote = exc
+            left = self._sim_latency - (time.monotonic() - started)
+            if left > 0 and not status.done:
+                timer = threading.Timer(
+                    left, self._complete, args=(status, number, inputs, fail, z, bad, remote)
+                )
+                timer.daemon = True
+                with self._sim_lock:
+                    self._sim_timer = timer
+                timer.start()
+                return
+            self._complete(status, number, inputs, fail, z, bad, remote)
+
+        future.add_done_callback(done)
+
     def close(self) -> None:
         """Cancel a measurement in flight (its Status fails) and release ophyd resources."""
         self._abort("closed")
@@ -588,10 +648,15 @@ class SimDetector(Device):
 
     def _abort(self, why: str) -> None:
         with self._sim_lock:
-            timer, pending = self._sim_timer, self._sim_pending
-            self._sim_timer = None
+            timer, pending, future = self._sim_timer, self._sim_pending, self._sim_future
+            self._sim_timer = self._sim_future = None
         if timer is not None:
             timer.cancel()
+        if future is not None and not future.done():
+            try:
+                future.cancel()
+            except Exception as exc:  # the client is closing: nothing left to cancel
+                logger.debug("cancelling a Dask future: %s", exc)
         if pending is not None and not pending.done:
             fault = SimulatedFault(
                 f"{self.name}: trigger #{self.trigger_count} {why} before completion",
@@ -609,15 +674,18 @@ class SimDetector(Device):
         fail: bool,
         z: np.ndarray[Any, np.dtype[np.float64]],
         bad: float | None = None,
+        remote: Any = None,
     ) -> None:
         """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0.
 
         ``bad`` is an injected non-finite reading (``nan_rate``) that replaces every output.
+        ``remote`` is what an executor computed (the outputs, or the exception it raised);
+        ``None`` evaluates the function here.
         """
         if status.done:  # aborted while waiting
             return
         try:
-            noiseless = self._evaluate(number, inputs, fail)
+            noiseless = self._evaluate(number, inputs, fail, remote)
             if bad is not None:
                 logger.info("%s: trigger #%d reads %s (injected, nan_rate)", self.name, number, bad)
                 noiseless = [bad] * len(noiseless)
@@ -645,7 +713,9 @@ class SimDetector(Device):
         if not status.done:
             status.set_finished()
 
-    def _evaluate(self, number: int, inputs: dict[str, Any], fail: bool) -> list[float]:
+    def _evaluate(
+        self, number: int, inputs: dict[str, Any], fail: bool, remote: Any = None
+    ) -> list[float]:
         """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened."""
 
         def fault(
@@ -678,8 +748,19 @@ class SimDetector(Device):
                     injected=True,
                 )
         name = getattr(self._sim_function, "__name__", repr(self._sim_function))
+        if isinstance(remote, BaseException):
+            if is_infrastructure_error(remote):
+                raise fault(
+                    f"simulator {name} could not finish on the Dask cluster: "
+                    f"{type(remote).__name__}: {remote}",
+                    transient=True,
+                ) from remote
+            err = fault(
+                f"simulator {name} raised {type(remote).__name__}: {remote} (inputs {inputs})"
+            )
+            raise err from remote
         try:
-            raw = self._sim_function(dict(inputs))
+            raw = remote if remote is not None else self._sim_function(dict(inputs))
         except Exception as exc:
             err = fault(f"simulator {name} raised {type(exc).__name__}: {exc} (inputs {inputs})")
             raise err from exc
@@ -790,6 +871,7 @@ def build_simulated_instrument(
     nan_rate: float = 0.0,
     readback_out_of_range_rate: float = 0.0,
     failing_region: str | Callable[[Mapping[str, Any]], Any] | None = None,
+    executor: Any = None,
 ) -> SimulatedInstrument:
     """Wrap a pure function (or a built-in :class:`TestProblem`) as Ophyd devices.
 
@@ -819,6 +901,8 @@ def build_simulated_instrument(
         failing_region: Where every trigger fails: an expression over the numeric inputs'
             names (``"x1 + x2 > 1.5"``, parsed by :func:`simulators.parse_expression`,
             never ``eval``'d) or a predicate ``inputs -> bool``.
+        executor: compute the function on a Dask cluster (a
+            :class:`~simulators.DaskExecutor`) instead of in this process.
 
     Raises:
         ValueError: on unusable inputs/outputs or name clashes between data keys;
@@ -876,6 +960,7 @@ def build_simulated_instrument(
         nan_rate=nan_rate,
         failing_region=region,
         seed=seeds[0],
+        executor=executor,
     )
     logger.debug(
         "built simulated instrument %r: inputs %s, outputs %s", name, list(inputs), out_names
