@@ -9,12 +9,15 @@ from instruments._build import (
     InputSpec,
     SimulatorInfo,
     build_instrument,
+    build_instruments,
     describe_instrument,
     input_specs,
     list_simulators,
     load_function,
+    open_executor,
+    slot_seed,
 )
-from instruments._config import InstrumentConfig
+from instruments._config import ExecutorConfig, InstrumentConfig
 from instruments._dispatch import (
     Dispatcher,
     DocumentSink,
@@ -26,6 +29,7 @@ from instruments._errors import (
     DispatcherBusy,
     DispatcherClosed,
     DocumentSinkError,
+    ExecutorUnavailable,
     InstrumentConfigError,
     InstrumentError,
     TrialArgumentError,
@@ -43,6 +47,8 @@ __all__ = [
     "DispatcherClosed",
     "DocumentSink",
     "DocumentSinkError",
+    "ExecutorConfig",
+    "ExecutorUnavailable",
     "ExitStatus",
     "InputSpec",
     "Instrument",
@@ -55,6 +61,7 @@ __all__ = [
     "TrialInterrupted",
     "TrialResult",
     "build_instrument",
+    "build_instruments",
     "check_trial_arguments",
     "describe_exception",
     "describe_instrument",
@@ -62,6 +69,8 @@ __all__ = [
     "is_transient",
     "list_simulators",
     "load_function",
+    "open_executor",
     "readback_problems",
+    "slot_seed",
     "trial_plan",
 ]

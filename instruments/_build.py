@@ -12,6 +12,7 @@ it, torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -23,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
-from instruments._config import InstrumentConfig
-from instruments._errors import InstrumentConfigError
+from instruments._config import ExecutorConfig, InstrumentConfig
+from instruments._errors import ExecutorUnavailable, InstrumentConfigError
 from instruments._protocol import Instrument
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,14 @@ def _input_spec(p: ParameterLike) -> InputSpec:
     values = get("values")
     bounds = get("bounds")
     declared = get("type")
+    if declared == "fixed":
+        # An input held at one value: a number gets bounds [v, v] (so numeric simulator inputs
+        # and limit checks accept it), anything else is a one-value choice.
+        value = get("value")
+        if _is_real(value):
+            fixed_kind: ParameterKind = "int" if isinstance(value, int) else "float"
+            return InputSpec(name, fixed_kind, bounds=(value, value))
+        return InputSpec(name, "choice", values=(value,))
     if values is not None:
         return InputSpec(name, "choice", values=tuple(values))
     if bounds is not None:
@@ -119,7 +128,7 @@ def _input_spec(p: ParameterLike) -> InputSpec:
     raise InstrumentConfigError(f"parameter {name!r} has neither bounds nor values")
 
 
-def _is_real(v: Any) -> bool:
+def _is_real(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -331,6 +340,53 @@ def _load_file(target: str, base_dir: Path) -> ModuleType:
     return module
 
 
+# ---------------------------------------------------------------------------- datasets
+def dataset_simulator_for(config: InstrumentConfig, base_dir: Path) -> Any:
+    """The ``simulators.DatasetSimulator`` of a ``dataset:`` instrument (loaded once, the
+    emulator cached on disk); a problem with the data or spec names its file and line.
+
+    Raises:
+        InstrumentConfigError: with ``field`` ``dataset`` or ``spec`` (the key at fault).
+    """
+    sims = _simulators()
+    try:
+        return sims.dataset_simulator(config.dataset, config.spec, base_dir=base_dir)
+    except sims.DatasetError as exc:
+        at_spec = (
+            config.spec is not None
+            and exc.path is not None
+            and exc.path.suffix.lower() in (".yaml", ".yml")
+        )
+        raise InstrumentConfigError(
+            f"dataset: {exc}", field="spec" if at_spec else "dataset"
+        ) from None
+
+
+def _dataset_resolved(
+    config: InstrumentConfig, specs: Sequence[InputSpec], base_dir: Path
+) -> _Resolved:
+    """A dataset instrument: the campaign's parameters must be the dataset's (bounds and
+    choices may narrow); measurements come from its lookup or emulator."""
+    sim = dataset_simulator_for(config, base_dir)
+    name = sim.spec.name
+    try:
+        _check_against_problem(name, sim.problem, specs)
+    except InstrumentConfigError as exc:
+        text = str(exc).replace(f"simulator {name!r}", f"dataset {name!r}")
+        raise InstrumentConfigError(text, field="dataset") from None
+    outputs = tuple(sim.problem.outputs)
+    if config.outputs:
+        unknown = [o for o in config.outputs if o not in outputs]
+        if unknown:
+            raise InstrumentConfigError(
+                f"dataset {name!r} has no output(s) {unknown}; it measured: {', '.join(outputs)}",
+                field="outputs",
+            )
+        outputs = tuple(config.outputs)
+    noise = {o: float(sim.noise.get(o, 0.0)) for o in outputs}
+    return _Resolved(name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise)
+
+
 # ---------------------------------------------------------------------------- build
 @dataclass(frozen=True)
 class _Resolved:
@@ -339,6 +395,7 @@ class _Resolved:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[str, ...]
     failing_region: Any = None  # a simulators.Expression
+    default_noise: Any = None  # a dataset's fitted noise, used when `noise:` is not given
 
 
 def _failing_region(text: str | None, specs: Sequence[InputSpec]) -> Any:
@@ -385,13 +442,13 @@ def _resolve(
         resolved = _Resolved(
             config.function.rpartition(":")[2], fn, specs, tuple(config.outputs or ())
         )
+    elif config.dataset is not None:
+        resolved = _dataset_resolved(config, specs, base_dir)
     else:  # unreachable: InstrumentConfig validates exactly one source
         raise InstrumentConfigError("give `simulator:` or `function:`")
     region = _failing_region(config.failing_region, specs)
     if region is not None:
-        resolved = _Resolved(
-            resolved.name, resolved.evaluate, resolved.inputs, resolved.outputs, region
-        )
+        resolved = dataclasses.replace(resolved, failing_region=region)
     dupes = sorted({o for o in resolved.outputs if resolved.outputs.count(o) > 1})
     clash = sorted(set(resolved.outputs).intersection(s.name for s in specs))
     if dupes or clash:
@@ -449,6 +506,7 @@ def build_instrument(
     *,
     base_dir: Path,
     seed: int | None,
+    executor: Any = None,
 ) -> Instrument:
     """Build the Ophyd devices for a campaign's ``instrument:`` section.
 
@@ -461,6 +519,8 @@ def build_instrument(
         parameters: the campaign's parameters (planners models, mappings or pairs).
         base_dir: folder that ``function: path/file.py:fn`` is relative to.
         seed: seed for noise and failure injection; ``None`` for fresh randomness.
+        executor: an open executor (:func:`open_executor`) the simulated detector computes
+            on; ``None``: in this process.
 
     Raises:
         InstrumentConfigError: (a ``ValueError``) see :func:`describe_instrument`.
@@ -479,7 +539,11 @@ def build_instrument(
         resolved.evaluate,
         inputs={s.name: s for s in resolved.inputs},  # kind kept: int vs float, 2 choices
         outputs=resolved.outputs,
-        noise=config.noise,
+        noise=(
+            config.noise
+            if resolved.default_noise is None or "noise" in config.model_fields_set
+            else resolved.default_noise
+        ),
         latency=config.latency,
         failure_rate=config.failure_rate,
         hang_rate=config.hang_rate,
@@ -488,6 +552,7 @@ def build_instrument(
         failing_region=resolved.failing_region,
         seed=seed,
         name=resolved.name,
+        executor=executor,
     )
     logger.debug(
         "built instrument %r: inputs %s, outputs %s",
@@ -514,3 +579,67 @@ def _declared(
     if not build:
         return tuple(spec.outputs), None
     return tuple(spec.outputs), _epics.build_declared_instrument(spec, specs, units=units)
+
+
+# ---------------------------------------------------------------------------- slots
+def slot_seed(seed: int | None, index: int) -> int | None:
+    """The instrument seed of slot ``index``: slot 0 keeps ``seed``, others get independent
+    streams derived from it (so adding slots never changes slot 0's noise and faults)."""
+    if seed is None or index == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def build_instruments(
+    config: InstrumentConfig,
+    parameters: Sequence[ParameterLike],
+    *,
+    base_dir: Path,
+    seed: int | None,
+    executor: Any = None,
+) -> list[Instrument]:
+    """``config.count`` identical instruments (slots), each its own devices and seed."""
+    built: list[Instrument] = []
+    try:
+        for index in range(config.count):
+            built.append(
+                build_instrument(
+                    config,
+                    parameters,
+                    base_dir=base_dir,
+                    seed=slot_seed(seed, index),
+                    executor=executor,
+                )
+            )
+    except BaseException:
+        for instrument in built:
+            instrument.close()
+        raise
+    return built
+
+
+def open_executor(config: ExecutorConfig) -> Any:
+    """Start (``local``) or connect to (``dask``) the campaign's Dask executor.
+
+    Returns ``None`` for ``inprocess``; otherwise a ``simulators.DaskExecutor`` to pass to
+    :func:`build_instrument` and to ``close()`` when the campaign ends.
+
+    Raises:
+        ExecutorUnavailable: the scheduler did not answer within ``connect_timeout`` (the
+            message names the address and the fix), or the local cluster did not start.
+    """
+    if config.kind == "inprocess":
+        return None
+    sims = _simulators()
+    try:
+        if config.kind == "local":
+            return sims.DaskExecutor.local(
+                config.workers or 2, connect_timeout=config.connect_timeout
+            )
+        return sims.DaskExecutor.connect(
+            config.address or "", connect_timeout=config.connect_timeout
+        )
+    except sims.ExecutorUnavailable as exc:
+        raise ExecutorUnavailable(str(exc), address=exc.address) from exc

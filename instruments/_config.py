@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+
+class ExecutorConfig(BaseModel):
+    """Where a simulated detector computes its outputs (``instrument.executor``).
+
+    ``inprocess`` (the default) evaluates the simulator in this process; ``local`` starts a
+    Dask ``LocalCluster`` (worker processes on 127.0.0.1) once per campaign and closes it at
+    the end; ``dask`` connects to a running scheduler at ``address`` (e.g. one started by
+    dask-jobqueue on an HPC batch system). Either way the detector's ``trigger()`` submits
+    the pure simulator function and completes its Status when the future resolves, so the
+    Bluesky path is the same.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["inprocess", "local", "dask"] = Field(
+        default="inprocess",
+        description="inprocess | local (a LocalCluster started for the campaign) | dask "
+        "(a running scheduler at `address`).",
+    )
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Scheduler address for kind dask, e.g. tcp://host:8786.",
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=512, description="Worker processes of a local cluster (default 2)."
+    )
+    connect_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description="Seconds to wait for the scheduler before the run fails.",
+    )
+
+    @model_validator(mode="after")
+    def _address_for_dask(self) -> ExecutorConfig:
+        if self.kind == "dask" and self.address is None:
+            raise ValueError(
+                'executor kind dask needs `address: "tcp://host:8786"` (the scheduler\'s); '
+                "use `kind: local` to start a cluster on this machine"
+            )
+        if self.kind != "dask" and self.address is not None:
+            raise ValueError(f"`address` is for `kind: dask`; kind {self.kind} takes none")
+        if self.kind != "local" and self.workers is not None:
+            raise ValueError(
+                f"`workers` is for `kind: local`; a {self.kind} executor has its own workers"
+            )
+        return self
 
 
 class InstrumentConfig(BaseModel):
@@ -16,6 +65,9 @@ class InstrumentConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    # The text of ``file:`` as the campaign stored it (``loop.config`` sets it), so the devices
+    # are built from what the campaign started with even if the file changed or vanished.
+    _file_text: str | None = PrivateAttr(default=None)
 
     simulator: str | None = Field(default=None, description="Built-in simulator name.")
     manual: bool = Field(
@@ -40,8 +92,23 @@ class InstrumentConfig(BaseModel):
         default=None,
         description="An instrument file's content inline (see instruments/_instrument_file.py).",
     )
+    dataset: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A bundled dataset (`closedloop datasets` lists them) or a CSV of your own "
+        "measurements (relative to the campaign file, with `spec:`): served by exact lookup "
+        "(enumerated) or by a GP emulator fitted on it.",
+    )
+    spec: str | None = Field(
+        default=None,
+        min_length=1,
+        description="YAML spec of a `dataset:` CSV (parameters, outputs, goal, enumerated), "
+        "relative to the campaign file.",
+    )
     noise: float | dict[str, float] = Field(
-        default=0.0, description="Gaussian measurement noise sd, for all or per output."
+        default=0.0,
+        description="Gaussian measurement noise sd, for all or per output (a dataset "
+        "emulator defaults to the noise fitted on its data).",
     )
     latency: float = Field(default=0.0, ge=0.0, le=86_400.0, description="Seconds per trial.")
     failure_rate: float = Field(
@@ -79,6 +146,18 @@ class InstrumentConfig(BaseModel):
         description="Extra attempts at the same point after a transient failure (a fault, a "
         "timeout); each attempt is its own trial.",
     )
+    count: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Identical instrument slots run in parallel, each with its own devices "
+        "and RunEngine; the runner keeps them all busy.",
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig,
+        description="Where a simulator computes: inprocess, local (Dask LocalCluster) or "
+        "dask (a running scheduler).",
+    )
     readback_tolerance: float = Field(
         default=0.01,
         ge=0.0,
@@ -96,11 +175,12 @@ class InstrumentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> InstrumentConfig:
-        sources = (self.simulator, self.function, self.file, self.devices)
+        sources = (self.simulator, self.function, self.file, self.devices, self.dataset)
         if sum(s is not None for s in sources) + self.manual != 1:
             raise ValueError(
                 "give exactly one of `simulator: NAME` (a built-in), "
-                "`function: module:function` (your own model), `file: instrument.yaml`, "
+                "`function: module:function` (your own model), `dataset: NAME` (measured "
+                "data: `closedloop datasets`), `file: instrument.yaml`, "
                 "inline `devices: {...}` (hardware: EPICS PVs, plugin devices) or "
                 "`manual: true` (a person enters the results)"
             )
@@ -128,8 +208,24 @@ class InstrumentConfig(BaseModel):
                     f"{', '.join(simulated)} simulate a faulty instrument and do not apply to "
                     "a manual one (the operator's numbers are the measurement)"
                 )
+        if self.manual and self.count != 1:
+            raise ValueError("a manual instrument is one operator: `count` must be 1")
+        if self.count != 1 and (self.file is not None or self.devices is not None):
+            raise ValueError(
+                "an instrument file describes one set of hardware: `count` must be 1 (run "
+                "one campaign per instrument, or use a simulator/function for several slots)"
+            )
+        if self.executor.kind != "inprocess" and (
+            self.manual or self.file is not None or self.devices is not None
+        ):
+            raise ValueError(
+                "`executor` runs a simulator or a `function:` on Dask; a manual or declared "
+                "(hardware) instrument computes nothing to send there"
+            )
         if (self.file is not None or self.devices is not None) and self.outputs:
             raise ValueError("a declared instrument lists its outputs in its own `outputs:`")
+        if self.spec is not None and self.dataset is None:
+            raise ValueError("`spec:` describes a `dataset: data.csv`; give the dataset too")
         if self.function is not None and not self.outputs:
             raise ValueError("a `function:` instrument needs `outputs: [name, ...]`")
         noises = self.noise.values() if isinstance(self.noise, dict) else [self.noise]

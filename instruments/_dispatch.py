@@ -55,6 +55,7 @@ from instruments._errors import (
 )
 from instruments._plans import STREAM_NAME, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
+from instruments._safety import Gate, PauseListener
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,9 @@ class Dispatcher:
         readback_limits: parameter name -> declared ``(lower, upper)``; a successful run
             whose readback lies outside them fails (see :func:`readback_problems`).
         readback_tolerance: fraction of a span a readback may stray outside its limits.
+        interlock_listener: attached to the instrument's interlock gate, if it has one
+            (declared instruments): told when a trial waits for interlocks and polled for an
+            operator's release (see :class:`instruments._safety.PauseListener`).
 
     Raises:
         InstrumentConfigError: an output name collides with a parameter name (both would
@@ -210,6 +214,7 @@ class Dispatcher:
         document_sink: DocumentSink | None = None,
         readback_limits: Mapping[str, tuple[float, float]] | None = None,
         readback_tolerance: float = 0.0,
+        interlock_listener: PauseListener | None = None,
     ) -> None:
         clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
         if clash:
@@ -221,6 +226,9 @@ class Dispatcher:
         self.document_sink = document_sink
         self.readback_limits = dict(readback_limits or {})
         self.readback_tolerance = float(readback_tolerance)
+        gate = getattr(instrument, "gate", None)
+        if interlock_listener is not None and isinstance(gate, Gate):
+            gate.listener = interlock_listener
         self._owns_engine = run_engine is None
         self._during = _AbortOnInterrupt()
         if run_engine is None:

@@ -16,15 +16,26 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
   dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
   ``close()``.
 
+Plugin devices may be sync Ophyd or **ophyd-async** (``async def connect``/``read``, ``set``
+and ``trigger`` returning an ``AsyncStatus``): every call into a plugin goes through
+:func:`call_device`, which runs an ophyd-async device's calls on one persistent event loop
+(made on first use, on a daemon thread) and waits for them, so both kinds share one code
+path: connected when the instrument is built, moved and triggered by the wrappers' worker
+threads, read when the RunEngine reads the wrappers. The loop outlives every RunEngine (a
+``Dispatcher`` makes its engine after the devices are built and connected).
+
 The Ophyd control layer (``caproto`` by default, pure Python; ``pyepics`` when installed) is
 chosen by the file's ``control_layer`` before any EPICS object is created.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import math
 import threading
@@ -39,7 +50,7 @@ from ophyd.status import Status
 from instruments._build import InputSpec
 from instruments._errors import InstrumentConfigError, InstrumentError
 from instruments._instrument_file import InputDecl, InstrumentFile, OutputDecl, converter
-from instruments._safety import Gate, InterlockCheck, broken, check_setpoint
+from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, check_setpoint
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +152,102 @@ def _wait_status(status: Any, timeout: float, cancelled: threading.Event) -> Non
         raise InstrumentError(f"{status!r} failed")
 
 
+# ---------------------------------------------------------------------------- ophyd-async
+_device_loop_lock = threading.Lock()
+_device_loop_instance: asyncio.AbstractEventLoop | None = None
+
+
+def device_loop() -> asyncio.AbstractEventLoop:
+    """The event loop ophyd-async plugin devices live on: one per process, running on a
+    daemon thread, made on first use (devices are connected on it and every later call to
+    them runs on it, so their signals' subscriptions and statuses stay on one loop)."""
+    global _device_loop_instance
+    with _device_loop_lock:
+        loop = _device_loop_instance
+        if loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="closedloop-async-devices", daemon=True
+            ).start()
+            _device_loop_instance = loop
+        return loop
+
+
+def is_async_device(device: Any) -> bool:
+    """Whether ``device`` is an ophyd-async style device (``async def connect`` or ``read``)."""
+    return any(
+        inspect.iscoroutinefunction(getattr(device, method, None)) for method in ("connect", "read")
+    )
+
+
+def call_device(
+    device: Any,
+    method: str,
+    *args: Any,
+    timeout: float | None = None,
+    cancelled: threading.Event | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``device.method(*args, **kwargs)``; for an ophyd-async device, called on
+    :func:`device_loop` and awaited (a coroutine, an ``AsyncStatus``), blocking this thread.
+
+    A sync device's method is called here and its result returned as is (a status is not
+    waited for: see :func:`_wait_status`). Must not be called on the device loop itself.
+
+    Raises:
+        TimeoutError: not done within ``timeout`` s (the call is cancelled).
+        InstrumentError: ``cancelled`` was set meanwhile (the call is cancelled).
+    """
+    fn = getattr(device, method)
+    if not is_async_device(device):
+        return fn(*args, **kwargs)
+
+    async def call() -> Any:
+        outcome = fn(*args, **kwargs)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return outcome
+
+    future = asyncio.run_coroutine_threadsafe(call(), device_loop())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        done, _ = concurrent.futures.wait([future], timeout=_POLL)
+        if done:
+            return future.result()
+        if cancelled is not None and cancelled.is_set():
+            future.cancel()
+            raise InstrumentError(f"{method} of {getattr(device, 'name', device)!r} stopped")
+        if deadline is not None and time.monotonic() > deadline:
+            future.cancel()
+            raise TimeoutError(
+                f"{method} of {getattr(device, 'name', device)!r} not done within {timeout:g} s"
+            )
+
+
+def _finish(
+    device: Any, method: str, value: Any, timeout: float, cancelled: threading.Event
+) -> None:
+    """``device.set(value)`` / ``device.trigger()`` and wait until its status is done."""
+    args = () if value is None else (value,)
+    if is_async_device(device):
+        call_device(device, method, *args, timeout=timeout, cancelled=cancelled)
+    else:
+        _wait_status(getattr(device, method)(*args), timeout, cancelled)
+
+
+def _reading_value(device: Any, reading: Mapping[str, Any], key: str) -> tuple[Any, float]:
+    """An input plugin's readback: the reading under the parameter name, else its hinted
+    field (an ophyd-async device names its keys ``device-signal``), else its only key."""
+    if key not in reading:
+        hints = getattr(device, "hints", None)
+        fields = [f for f in (hints or {}).get("fields", ()) if f in reading]
+        if fields:
+            key = fields[0]
+        elif len(reading) == 1:
+            key = next(iter(reading))
+    return _first_value(reading, key)
+
+
 def _first_value(reading: Mapping[str, Any], key: str | None) -> tuple[Any, float]:
     if key is not None:
         if key not in reading:
@@ -210,14 +317,36 @@ class InputDevice:
 
     def check_value(self, value: Any) -> None:
         """Raise :class:`~instruments._safety.SetpointRefused` for a value the hardware must
-        not get; reads the current position only when ``max_step`` is declared."""
+        not get; reads the current position only when ``max_step`` is declared.
+
+        A device that is disconnected now cannot say where it is: its ``max_step`` is then
+        checked by ``set`` instead, after the interlock gate has waited for the connection
+        and just before the put (the trial pauses rather than failing on the read).
+        """
+        connected = self._connected()
         check_setpoint(
             self.name,
             value,
             limits=self.decl.limits,
-            max_step=self.decl.max_step,
+            max_step=self.decl.max_step if connected else None,
             current=lambda: self.position,
         )
+
+    def _connected(self) -> bool:
+        target = self._signal if self._signal is not None else self._positioner
+        try:
+            return bool(getattr(target, "connected", True))
+        except Exception:
+            return False
+
+    def _pvs(self) -> list[str]:
+        if not self.write_pv:
+            return []
+        return [self.write_pv] if self.read_pv == self.write_pv else [self.write_pv, self.read_pv]
+
+    def _lost(self) -> list[str]:
+        """This input's PVs, if it is disconnected now."""
+        return [] if self._connected() else self._pvs()
 
     def set(self, value: Any) -> Status:
         """Pass the interlocks, check, put, wait until within tolerance, settle."""
@@ -233,7 +362,7 @@ class InputDevice:
         self._cancel.set()
         if self._positioner is not None and hasattr(self._positioner, "stop"):
             try:
-                self._positioner.stop(success=success)
+                call_device(self._positioner, "stop", success=success, timeout=self.decl.timeout)
             except Exception as exc:
                 logger.warning("stopping %s failed: %s", self.name, exc)
 
@@ -256,7 +385,9 @@ class InputDevice:
     # --------------------------------------------------------------- internals
     def wait_for_connection(self, timeout: float) -> None:
         target = self._signal if self._signal is not None else self._positioner
-        if hasattr(target, "wait_for_connection"):
+        if is_async_device(target):
+            call_device(target, "connect", timeout=timeout)
+        elif hasattr(target, "wait_for_connection"):
             target.wait_for_connection(timeout=timeout)
 
     def _raw_readback(self) -> tuple[Any, float]:
@@ -264,9 +395,10 @@ class InputDevice:
             return self._signal.get(), time.time()
         if self.decl.motor is not None:
             return self._positioner.user_readback.get(), time.time()
-        if hasattr(self._positioner, "position"):
+        if hasattr(self._positioner, "position") and not is_async_device(self._positioner):
             return self._positioner.position, time.time()
-        return _first_value(self._positioner.read(), self.name)
+        reading = call_device(self._positioner, "read", timeout=self.decl.timeout)
+        return _reading_value(self._positioner, reading, self.name)
 
     def _readback(self) -> tuple[float, float]:
         raw, ts = self._raw_readback()
@@ -281,6 +413,8 @@ class InputDevice:
             self._signal.put(target, force=True, use_complete=True, callback=done.set)
             if not done.wait(timeout):
                 raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
+        elif is_async_device(self._positioner):
+            call_device(self._positioner, "set", target, timeout=timeout)
         else:
             self._positioner.set(target)
 
@@ -288,13 +422,21 @@ class InputDevice:
         try:
             if self.gate is not None:
                 self.gate.wait(self._cancel)
-            self.check_value(value)  # again, just before the put: nothing moved if it raises
+            # again, just before the put (with max_step: the gate waited for the connection):
+            # nothing moved if it raises
+            check_setpoint(
+                self.name,
+                value,
+                limits=self.decl.limits,
+                max_step=self.decl.max_step,
+                current=lambda: self.position,
+            )
             target = self._to_device(value)
             deadline = time.monotonic() + self.decl.timeout
             if self._signal is not None:
                 self._signal.put(target, force=True, use_complete=False)
             else:
-                _wait_status(self._positioner.set(target), self.decl.timeout, self._cancel)
+                _finish(self._positioner, "set", target, self.decl.timeout, self._cancel)
             tolerance = self.decl.tolerance
             if tolerance is not None:
                 while True:
@@ -311,7 +453,7 @@ class InputDevice:
             if self.decl.settle_time and self._cancel.wait(self.decl.settle_time):
                 raise InstrumentError(f"{self.name}: stopped while settling")
         except Exception as exc:
-            status.set_exception(exc)
+            status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
 
@@ -395,7 +537,7 @@ class OutputDetector:
         try:
             for dev in self._plugins:
                 if hasattr(dev, "trigger"):
-                    _wait_status(dev.trigger(), 3600.0, self._cancel)
+                    _finish(dev, "trigger", None, 3600.0, self._cancel)
             decl = self.acquire_decl
             if decl is not None:
                 done = threading.Event()
@@ -419,12 +561,23 @@ class OutputDetector:
                         if self._cancel.wait(_POLL):
                             raise InstrumentError("stopped while acquiring")
         except Exception as exc:
-            status.set_exception(exc)
+            status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
 
     def stop(self, *, success: bool = False) -> None:
         self._cancel.set()
+
+    def _pvs(self) -> list[str]:
+        return [pv for _, t in self.pvs() if (pv := getattr(t, "pvname", None))]
+
+    def _lost(self) -> list[str]:
+        """The PVs of the outputs and the acquisition that are disconnected now."""
+        return [
+            pv
+            for _, t in self.pvs()
+            if (pv := getattr(t, "pvname", None)) and not getattr(t, "connected", True)
+        ]
 
     def read(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -449,12 +602,31 @@ class OutputDetector:
         return {}
 
 
+def _named_loss(exc: Exception, lost: Sequence[str], own: Sequence[str] = ()) -> Exception:
+    """An error during a move or an acquisition, naming the PVs that dropped out meanwhile.
+
+    A lost connection surfaces as whatever the client library raised at that moment (a
+    ``BrokenPipeError``, a timeout); the operator needs the PV's name. The error is a
+    :class:`DeviceConnectionError` (so a ``ConnectionError``: transient, worth a retry once
+    the PV is back), caused by the original. ``lost``: the PVs seen disconnected now;
+    ``own``: the device's PVs, named when the client has not yet noticed which dropped out.
+    """
+    if not lost and not isinstance(exc, ConnectionError):
+        return exc
+    if isinstance(exc, DeviceConnectionError):
+        return exc
+    what = ", ".join(lost or own) or "a PV"
+    err = DeviceConnectionError(f"lost the connection to PV {what} during the trial")
+    err.__cause__ = exc
+    return err
+
+
 def _signal_now(sig: Any) -> tuple[Any, float]:
     return sig.get(), time.time()
 
 
 def _plugin_now(dev: Any, key: str | None) -> tuple[Any, float]:
-    return _first_value(dev.read(), key)
+    return _first_value(call_device(dev, "read"), key)
 
 
 def _output_now(out: _Output) -> Any:
@@ -543,6 +715,13 @@ class DeclaredInstrument:
             decl = self.spec.outputs.get(name)
             row.units = decl.units if decl is not None else None
             try:
+                if is_async_device(target):
+                    call_device(target, "connect", timeout=timeout)
+                    key = decl.key if decl is not None else None
+                    row.connected = True
+                    row.value = _first_value(call_device(target, "read", timeout=timeout), key)[0]
+                    rows.append(row)
+                    continue
                 if hasattr(target, "wait_for_connection"):
                     target.wait_for_connection(timeout=timeout)
                 row.connected = True
@@ -671,6 +850,7 @@ def build_declared_instrument(
             safe_pvs[f"interlock:{rule.name}"] = sig
             checks.append(InterlockCheck(rule, sig.get))
     gate.checks = tuple(checks)
+    gate.connections = tuple(_connection_checks(inputs, detector, safe_pvs))
     for key in spec.on_stop:
         if key not in inputs:
             safe_pvs[f"on_stop:{key}"] = EpicsSignal(spec.prefix + key, name=f"on_stop_{key}")
@@ -678,6 +858,33 @@ def build_declared_instrument(
     if connect:
         instrument.connect()
     return instrument
+
+
+def _connection_checks(
+    inputs: Mapping[str, InputDevice], detector: OutputDetector, safe_pvs: Mapping[str, Any]
+) -> list[ConnectionCheck]:
+    """Every EPICS device a trial uses: each must be connected before a trial starts."""
+    checks: list[ConnectionCheck] = []
+
+    def add(target: Any, source: str, role: str) -> None:
+        if target is not None and hasattr(target, "connected"):
+            checks.append(
+                ConnectionCheck(source, role, functools.partial(getattr, target, "connected"))
+            )
+
+    for name, dev in inputs.items():
+        target = dev._signal if dev._signal is not None else dev._positioner
+        if dev.write_pv:
+            pvs = dev.read_pv if dev.read_pv == dev.write_pv else f"{dev.write_pv}/{dev.read_pv}"
+            add(target, f"PV {pvs}", f"input {name}")
+    for name, target in detector.pvs():
+        pv = getattr(target, "pvname", None)
+        if pv:
+            add(target, f"PV {pv}", f"output {name}" if name in detector.describe() else name)
+    for key, sig in safe_pvs.items():
+        if key.startswith("interlock:"):
+            add(sig, f"PV {sig.pvname}", "interlock")
+    return checks
 
 
 def resolve_file(path: str, base_dir: Path) -> Path:
@@ -689,11 +896,55 @@ def resolve_file(path: str, base_dir: Path) -> Path:
 def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     """The :class:`InstrumentFile` of a campaign's ``instrument: {file: ...}`` or
     ``instrument: {devices: {...}}`` (a file path is relative to the campaign's folder)."""
-    from instruments._instrument_file import load_instrument_file, parse_instrument
+    from instruments._instrument_file import load_instrument_file, parse_instrument, read_yaml
 
     if config.file is not None:
-        return load_instrument_file(resolve_file(config.file, base_dir))
+        path = resolve_file(config.file, base_dir)
+        text = getattr(config, "_file_text", None)  # pinned by pin_instrument_text
+        if text is not None:
+            return parse_instrument(read_yaml(text, path), path=path)
+        return load_instrument_file(path)
     return parse_instrument(config.devices, path="<instrument.devices>")
+
+
+def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) -> str | None:
+    """Fix the text an ``instrument: {file: ...}`` is built from, and return it.
+
+    A new campaign (``stored`` is ``None``) pins the file's text as it is now, which the
+    store keeps with the campaign. A stored campaign pins the stored text, so ``resume`` and
+    ``suggest``/``tell`` build the devices the campaign started with even if the file was
+    edited or deleted since; either is logged as a warning naming the file. Returns ``None``
+    (pins nothing) for another kind of instrument, or a new campaign whose file cannot be read
+    (building it then reports the file's problem).
+    """
+    from instruments._instrument_file import MAX_FILE_BYTES
+
+    if getattr(config, "file", None) is None:
+        return None
+    path = resolve_file(config.file, base_dir)
+    try:
+        raw = path.read_bytes()
+        on_disk: str | None = raw.decode("utf-8") if len(raw) <= MAX_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        on_disk = None
+    if stored is None:
+        text = on_disk
+    else:
+        text = stored
+        if on_disk is None:
+            logger.warning(
+                "instrument file %s is missing or unreadable; using its text as stored with "
+                "the campaign",
+                path,
+            )
+        elif on_disk != stored:
+            logger.warning(
+                "instrument file %s has changed since the campaign started; using its text as "
+                "stored with the campaign (start a new campaign to use the edited file)",
+                path,
+            )
+    config._file_text = text
+    return text
 
 
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:

@@ -87,3 +87,15 @@ class DispatcherBusy(InstrumentError, RuntimeError):
 
 class DispatcherClosed(InstrumentError, RuntimeError):
     """``Dispatcher.run`` was called after ``close()`` stopped its RunEngine."""
+
+
+class ExecutorUnavailable(InstrumentError, ConnectionError):
+    """The campaign's Dask executor could not be reached or started (``executor:``).
+
+    Attributes:
+        address: the scheduler address tried (``None`` for a local cluster).
+    """
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address

@@ -8,7 +8,12 @@
   start of each trial, before the first put. While one does not hold the trial waits (the
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
   again; Ctrl-C or ``Gate.release()`` (the operator) ends the wait. The wait happens inside
-  the run, so an abort stops it cleanly and the trial is stored as abandoned.
+  the run, so an abort stops it cleanly and the trial is stored as abandoned. A
+  :class:`PauseListener` (the runner's, through the ``Dispatcher``) hears when a wait starts
+  and ends, so the store shows the campaign ``paused`` with the reason, and is polled for an
+  operator's release from another process (``closedloop release``). A declared PV that is
+  disconnected (an IOC restarted, a cable pulled) holds trials the same way, naming the PV,
+  rather than failing one trial after another; they go on once it reconnects.
 * **Safe state**: ``on_stop`` values are written by the instrument's ``close()``, which the
   runner calls on every way a campaign ends (budget spent, failure, Ctrl-C, SIGTERM).
 """
@@ -21,7 +26,7 @@ import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ophyd.utils import LimitError
 
@@ -107,9 +112,48 @@ class InterlockCheck:
         return f"{rule} does not hold ({rule.name} = {value:g})"
 
 
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """A device that must be connected before a trial moves anything (a PV that dropped
+    out pauses the campaign, naming it, instead of failing trial after trial)."""
+
+    source: str  # e.g. "PV closedloop:sim:temp:RBV"
+    role: str  # e.g. "input temperature"
+    connected: Callable[[], bool]
+
+    def problem(self) -> str | None:
+        """``None`` when connected, else which device is not."""
+        try:
+            ok = bool(self.connected())
+        except Exception:
+            ok = False
+        return None if ok else f"{self.source} ({self.role}) is disconnected"
+
+
 def broken(checks: Sequence[InterlockCheck]) -> list[str]:
     """The reasons of every interlock that does not hold now."""
     return [p for p in (c.problem() for c in checks) if p is not None]
+
+
+class PauseListener(Protocol):
+    """Told when a :class:`Gate` starts and stops waiting; asked for an operator's release.
+
+    Called on the waiting device's thread. Each method gets the gate, so one listener can
+    serve several instrument slots. A listener that raises is logged and ignored: the gate's
+    safety decision never depends on it.
+    """
+
+    def paused(self, gate: Gate, reason: str) -> None:
+        """A trial waits: ``reason`` says which interlocks do not hold (called again when
+        the reason changes)."""
+
+    def release_requested(self, gate: Gate) -> str | None:
+        """Polled while waiting: who released the gate (to proceed despite the interlocks),
+        or ``None``."""
+
+    def resumed(self, gate: Gate, how: str) -> None:
+        """The wait ended: ``how`` is "interlocks hold again", "released by WHO" or
+        "stopped"."""
 
 
 class Gate:
@@ -119,15 +163,29 @@ class Gate:
         checks: the interlocks.
         poll: seconds between checks while waiting.
         name: the instrument's name, for the messages.
+        listener: told about pauses, polled for releases (see :class:`PauseListener`).
+        connections: devices that must be connected too; while one is not, trials wait
+            like for an interlock (and only its disconnection is reported).
     """
 
-    def __init__(self, checks: Sequence[InterlockCheck], *, poll: float, name: str) -> None:
+    def __init__(
+        self,
+        checks: Sequence[InterlockCheck],
+        *,
+        poll: float,
+        name: str,
+        listener: PauseListener | None = None,
+        connections: Sequence[ConnectionCheck] = (),
+    ) -> None:
         self.checks = tuple(checks)
+        self.connections = tuple(connections)
         self.poll = poll
         self.name = name
+        self.listener = listener
         self._lock = threading.Lock()
         self._released = threading.Event()
         self.pauses = 0  # times a trial had to wait (for tests and status)
+        self.overrides: list[str] = []  # who released a wait, in order
 
     def release(self) -> None:
         """The operator's override: let the waiting trial go on although interlocks fail."""
@@ -139,28 +197,77 @@ class Gate:
         Raises:
             InterlockWaitCancelled: ``cancelled`` was set (the run was stopped) meanwhile.
         """
-        if not self.checks:
+        if not self.checks and not self.connections:
             return
         with self._lock:  # inputs move concurrently; one of them does the waiting
-            problems = broken(self.checks)
+            problems = self.problems()
             if not problems:
                 return
             self.pauses += 1
+            reason = _reason(problems)
             logger.warning(
-                "%s paused: interlock %s; waiting, checking every %g s (Ctrl-C stops the "
-                "campaign; it can be resumed)",
+                "%s paused: %s; waiting, checking every %g s (`closedloop release` "
+                "proceeds despite it; Ctrl-C stops the campaign, which can be resumed)",
                 self.name,
-                "; ".join(problems),
+                reason,
                 self.poll,
             )
-            while problems:
-                if cancelled.wait(self.poll):
-                    raise InterlockWaitCancelled(
-                        f"stopped while waiting for interlocks: {'; '.join(problems)}"
-                    )
-                if self._released.is_set():
-                    self._released.clear()
-                    logger.warning("%s: interlocks overridden by the operator", self.name)
-                    return
-                problems = broken(self.checks)
-            logger.warning("%s: interlocks hold again; resuming", self.name)
+            self._tell("paused", reason)
+            how = "stopped"
+            try:
+                while problems:
+                    if cancelled.wait(self.poll):
+                        raise InterlockWaitCancelled(
+                            f"stopped while waiting for interlocks: {'; '.join(problems)}"
+                        )
+                    who = self._release_by()
+                    if who is not None:
+                        self.overrides.append(who)
+                        logger.warning(
+                            "%s: interlocks overridden by %s although %s",
+                            self.name,
+                            who,
+                            "; ".join(problems),
+                        )
+                        how = f"released by {who}"
+                        return
+                    problems = self.problems()
+                    if problems and _reason(problems) != reason:
+                        reason = _reason(problems)
+                        self._tell("paused", reason)
+                how = "interlocks hold again" if self.checks else "devices connected again"
+                logger.warning("%s: %s; resuming", self.name, how)
+            finally:
+                self._tell("resumed", how)
+
+    def problems(self) -> list[str]:
+        """Why a trial would wait now: disconnected devices if any (an interlock on them
+        cannot be read anyway), else the interlocks that do not hold."""
+        gone = [p for p in (c.problem() for c in self.connections) if p is not None]
+        return gone or [f"interlock {p}" for p in broken(self.checks)]
+
+    def _release_by(self) -> str | None:
+        """Who released the gate: ``release()`` in this process, or the listener's operator."""
+        if self._released.is_set():
+            self._released.clear()
+            return "the operator"
+        if self.listener is None:
+            return None
+        try:
+            return self.listener.release_requested(self)
+        except Exception as exc:
+            logger.warning("%s: cannot ask for an operator's release: %s", self.name, exc)
+            return None
+
+    def _tell(self, what: str, text: str) -> None:
+        if self.listener is None:
+            return
+        try:
+            getattr(self.listener, what)(self, text)
+        except Exception as exc:
+            logger.warning("%s: the pause listener failed (%s): %s", self.name, what, exc)
+
+
+def _reason(problems: Sequence[str]) -> str:
+    """``interlock door_closed == 1 does not hold (door_closed = 0)``; several joined by ``;``."""
+    return "; ".join(problems)

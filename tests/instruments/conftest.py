@@ -8,6 +8,7 @@ import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
 from bluesky.utils import DuringTask
+from epics_ioc import epics_ioc  # noqa: F401  (one session IOC for every module)
 from instrument_doubles import FakeInstrument, make_instrument
 
 

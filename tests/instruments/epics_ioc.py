@@ -34,11 +34,61 @@ def _free_port() -> int:
 
 @dataclass
 class IOC:
-    """A running IOC: its prefix, its put log, and helpers to read and write its PVs."""
+    """A running IOC: its prefix, its put log, and helpers to read and write its PVs.
+
+    ``stop()`` and ``start()`` take it away and bring it back on the same port (the
+    disconnection tests); a test that stops it must start it again.
+    """
 
     prefix: str
     put_log: Path
-    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    out: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the IOC process (appending to the same put log) and wait until it answers."""
+        with self.out.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "ioc_sim.py"),
+                    "--prefix",
+                    self.prefix,
+                    "--put-log",
+                    str(self.put_log),
+                ],
+                env={**os.environ, **self.env},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:  # wait until it answers (a start-up wait, not an assertion on speed)
+            if not self.running():
+                pytest.fail(f"the IOC exited: {self.out.read_text(errors='replace')[-2000:]}")
+            try:
+                self._signal("door_closed", timeout=0.5).get()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"the IOC did not answer: {self.out.read_text(errors='replace')[-2000:]}"
+                    )
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the IOC process: every PV disconnects."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def puts(self) -> list[dict[str, Any]]:
         """Every put the IOC received so far, oldest first."""
@@ -80,37 +130,14 @@ def epics_ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IOC]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     log = tmp_path_factory.mktemp("ioc") / "puts.jsonl"
+    log.touch()
     out = log.with_name("ioc.out")
-    with out.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "ioc_sim.py"), "--prefix", PREFIX, "--put-log", str(log)],
-            env={**os.environ, **env},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    ioc = IOC(PREFIX, log, process)
+    ioc = IOC(PREFIX, log, env, out)
     try:
-        deadline = time.monotonic() + 30
-        while True:  # wait until it answers (a start-up wait, not an assertion on speed)
-            if process.poll() is not None:
-                pytest.fail(f"the IOC exited: {out.read_text(errors='replace')[-2000:]}")
-            try:
-                ioc._signal("door_closed", timeout=0.5).get()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"the IOC did not answer: {out.read_text(errors='replace')[-2000:]}"
-                    )
-                time.sleep(0.2)
+        ioc.start()
         yield ioc
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        ioc.stop()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

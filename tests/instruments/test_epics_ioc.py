@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from epics_ioc import IOC, epics_ioc  # noqa: F401  (the fixture)
+from epics_ioc import IOC
 
 from instruments import Dispatcher, InstrumentConfig, build_instrument
 from instruments._epics import DeclaredInstrument
@@ -38,7 +38,7 @@ def _instrument(tmp_path: Path, **edits: str) -> DeclaredInstrument:
 
 
 @pytest.fixture
-def ioc(epics_ioc: IOC) -> IOC:  # noqa: F811
+def ioc(epics_ioc: IOC) -> IOC:
     """The IOC with its interlocks holding and the heater on, as each test expects."""
     epics_ioc.put("door_closed", 1)
     epics_ioc.put("pressure", 1.0)

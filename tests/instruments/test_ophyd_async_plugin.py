@@ -1,0 +1,129 @@
+"""ophyd-async plugin devices (``async_lab_devices``: a ``StandardReadable`` stage with a soft
+setpoint and an ``AsyncStatus`` ``set``, a sensor computing its reading on ``trigger``) plug
+in unchanged, by import path and by entry point: a whole campaign runs through the real
+RunEngine into the store, and a setpoint outside the declared limits never reaches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import async_lab_devices as lab
+import pytest
+from ophyd.status import wait as status_wait
+
+from instruments import Dispatcher, build_instrument
+from instruments._epics import ENTRY_POINT_GROUP, call_device, load_device_class
+from loop.config import load_campaign
+from loop.runner import Runner
+from loop.store import Store
+
+CAMPAIGN = """\
+name: async-bench
+parameters:
+  - {{name: x, type: float, bounds: [0, 2]}}
+objectives:
+  - {{name: signal, goal: maximize}}
+instrument:
+  devices:
+    name: async-bench
+    inputs:
+      x: {{device: {stage}, args: {{start: 0.5}}, limits: [0, 2]}}
+    outputs:
+      signal: {{device: {sensor}, args: {{peak: 1.25}}}}
+planner: {{kind: sobol}}
+budget: {{max_trials: 3}}
+seed: 4
+"""
+
+BY_PATH = {"stage": "async_lab_devices:AsyncStage", "sensor": "async_lab_devices:AsyncSensor"}
+BY_ENTRY_POINT = {"stage": "async_stage", "sensor": "async_sensor"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_stages() -> Iterator[None]:
+    lab.STAGES.clear()
+    yield
+    lab.STAGES.clear()
+
+
+@pytest.fixture
+def entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What ``pip install`` of a lab package registering the classes leaves behind."""
+    info = tmp_path / "site" / "async_lab_devices-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: async-lab-devices\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\n"
+        "async_stage = async_lab_devices:AsyncStage\n"
+        "async_sensor = async_lab_devices:AsyncSensor\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return info
+
+
+def _campaign(tmp_path: Path, names: dict[str, str]) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(CAMPAIGN.format(**names))
+    return path
+
+
+def test_entry_points_resolve_to_the_ophyd_async_classes(entry_points: Path) -> None:
+    assert load_device_class("async_stage") is lab.AsyncStage
+    assert load_device_class("async_sensor") is lab.AsyncSensor
+
+
+@pytest.mark.parametrize("how", ["import path", "entry point"])
+def test_a_campaign_runs_ophyd_async_devices(
+    how: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    names = BY_PATH
+    if how == "entry point":
+        request.getfixturevalue("entry_points")
+        names = BY_ENTRY_POINT
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        summary = Runner(load_campaign(_campaign(tmp_path, names)), store).run()
+        trials = store.trials(summary.campaign_id)
+        observations = store.observations(summary.campaign_id)
+        documents = [d.name for d in store.documents(trials[0].id or 0)]
+    finally:
+        store.close()
+    assert summary.completed == 3, summary.reason
+    stage = lab.STAGES["x"]
+    commanded = [t.parameters["x"] for t in trials]
+    # the stage got exactly the commanded setpoints, through its AsyncStatus set()
+    assert stage.moves == pytest.approx(commanded)
+    for t in trials:
+        x = t.parameters["x"]
+        # the sensor computed from where the stage was moved; the readback is the stage's
+        assert observations[t.id or 0]["signal"] == pytest.approx(-((x - 1.25) ** 2))
+        assert t.readbacks == {"x": pytest.approx(x)}
+    assert documents[0] == "start" and documents[-1] == "stop" and "event" in documents
+    last = call_device(stage, "read")["x-setpoint"]["value"]
+    assert last == pytest.approx(commanded[-1])
+
+
+def test_an_out_of_limit_setpoint_never_reaches_the_device(tmp_path: Path) -> None:
+    loaded = load_campaign(_campaign(tmp_path, BY_PATH))
+    c = loaded.campaign
+    instrument = build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=0)
+    stage = lab.STAGES["x"]
+    try:
+        with Dispatcher(instrument) as dispatcher:
+            refused = dispatcher.run(1, "async-bench", {"x": 5.0})
+            assert refused.exit_status == "fail" and refused.run_uid is None
+            assert "limit check failed, no device moved" in (refused.error or "")
+            # the input's own set() refuses it too, before the device's set() is called
+            status = instrument.inputs["x"].set(-1.0)  # type: ignore[attr-defined]
+            with pytest.raises(Exception, match="limit"):
+                status_wait(status, timeout=5)
+            assert stage.moves == []
+            assert call_device(stage.setpoint, "get_value") == pytest.approx(0.5)
+            accepted = dispatcher.run(2, "async-bench", {"x": 1.5})
+        assert accepted.exit_status == "success", accepted.error
+        assert accepted.outputs == {"signal": pytest.approx(-((1.5 - 1.25) ** 2))}
+        assert stage.moves == [1.5]
+    finally:
+        instrument.close()  # type: ignore[attr-defined]
