@@ -151,6 +151,13 @@ class BoTorchSettings:
             with Gamma priors interpolated in the dimension (EDBO/BayBE style).
         noise_prior: ``lognormal`` (BoTorch's LogNormal(-4, 1)), ``gamma`` (Gamma(1.05, 0.5),
             EDBO/BayBE) or ``gamma_small`` (Gamma(1.1, 0.05), BoTorch's pre-0.12 default).
+        moo_noise_prior: the noise prior of every GP of a campaign with several objectives.
+            The Gamma prior, which wins on noisy single-objective problems, lets each of the
+            objectives' GPs explain the variation of a sparsely sampled space as noise; their
+            posteriors then revert to the data mean wherever nothing was measured, and
+            qLogNEHVI spends trials on unexplored corners (DTLZ2, 6-D, 3 objectives, 40 trials,
+            seeds 0-4: median hypervolume 0.09 with Gamma, 0.39 with LogNormal;
+            Ax 0.39).
         noise_floor: lower bound of the inferred noise variance on the standardised scale.
         fit_maxiter: L-BFGS-B iterations of one GP hyperparameter fit (``None``: SciPy's).
         fit_ftol: relative loss reduction at which a GP fit stops (``None``: SciPy's 2.2e-9).
@@ -194,6 +201,7 @@ class BoTorchSettings:
 
     kernel: KernelKind = "matern"
     noise_prior: NoisePrior = "gamma"
+    moo_noise_prior: NoisePrior = "lognormal"
     noise_floor: float = _NOISE_FLOOR
     fit_maxiter: int | None = 100
     fit_ftol: float | None = 1e-6
@@ -595,14 +603,17 @@ class BoTorchPlanner:
 
     def _likelihood(self) -> Likelihood:
         floor = self.settings.noise_floor
-        if self.settings.noise_prior == "lognormal":
+        prior = self.settings.noise_prior
+        if len(self.objectives) > 1:
+            prior = self.settings.moo_noise_prior
+        if prior == "lognormal":
             likelihood = get_gaussian_likelihood_with_lognormal_prior()
             likelihood.noise_covar.register_constraint(
                 "raw_noise", GreaterThan(floor, transform=None, initial_value=1e-2)
             )
             likelihood.noise = 1e-2
             return likelihood
-        concentration, rate = (1.05, 0.5) if self.settings.noise_prior == "gamma" else (1.1, 0.05)
+        concentration, rate = (1.05, 0.5) if prior == "gamma" else (1.1, 0.05)
         likelihood = GaussianLikelihood(
             noise_prior=GammaPrior(concentration, rate),
             noise_constraint=GreaterThan(floor, transform=None, initial_value=0.1),
@@ -666,6 +677,7 @@ class BoTorchPlanner:
             # qLogNEHVI partitions the baseline's front once per MC sample, and the boxes
             # multiply with each objective: halve the samples per objective beyond two
             # (4 objectives, 20 trials: ~20 s of CPU per suggest at 128 samples, ~6 s at 32).
+            # DTLZ2 (3 objectives) gains nothing from 128: median hypervolume 0.36 vs 0.39.
             n_mc = max(16, s.mc_samples // 2 ** (m - 2))
             return qLogNoisyExpectedHypervolumeImprovement(
                 acq_model,
