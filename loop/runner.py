@@ -670,7 +670,7 @@ class Runner:
             slots,
             planner,
             batch_size=c.planner.batch_size,
-            lookahead=1 if len(slots) > 1 else 0,
+            lookahead=len(slots) if len(slots) > 1 else 0,
         )
 
     def _close_executor(self) -> None:
