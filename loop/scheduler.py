@@ -144,7 +144,6 @@ class PlannerWorker:
         self.planner = planner
         self.events = events
         self._buffer: list[Observation] = []
-        self.told = 0  # outcomes handed over this session
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -155,7 +154,6 @@ class PlannerWorker:
     def ingest(self, observations: Sequence[Observation]) -> None:
         with self._lock:
             self._buffer.extend(observations)
-            self.told += len(observations)
 
     def request(self, n: int, pending: Sequence[Point]) -> None:
         """Start one ``suggest(n, pending)`` on the planner thread (one at a time)."""
@@ -239,14 +237,15 @@ class Scheduler:
         """How many proposals to ask for now (0: none), given ``room`` trials left to start.
 
         Asks when the ready queue falls short of the idle slots plus the lookahead; then
-        for at least ``batch_size`` points (made jointly), never more than ``room``. Until
-        the first outcome comes in there is no lookahead: proposals made ahead of any data
-        would only stretch the initial design (K idle slots + K ahead = 2K design points).
+        for at least ``batch_size`` points (made jointly), never more than ``room``. Before
+        the first outcome the points made ahead can only be design points (there is nothing
+        to model), so with K slots the initial design may grow by up to K points: cheaper
+        than idle slots (holding the lookahead back until the first outcome cost ~1 s per
+        slot at the start: utilisation 92 % against 95 %).
         """
         if self.planner.busy:
             return 0
-        lookahead = self.lookahead if self.planner.told else 0
-        short = len(self.idle()) + lookahead - len(self.ready)
+        short = len(self.idle()) + self.lookahead - len(self.ready)
         if short <= 0:
             return 0
         n = max(short, self.batch_size)
