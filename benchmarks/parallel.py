@@ -5,8 +5,9 @@ SQLite), run one after another in this one process. Figures are printed, not ass
 
 * ``a`` utilisation: Hartmann6, 60 trials, latency drawn per measurement uniformly from
   0.5-1.5 s; 4 slots vs 1 slot. Utilisation = summed instrument busy time / (slots x wall).
-* ``b`` regret: Hartmann6, 4 slots x 60 trials vs 1 slot x 60 trials, 5 seeds (latency
-  uniform 0.05-0.15 s, so the slots still finish out of order), median final simple regret.
+* ``b`` regret: Hartmann6, 4 slots x 60 trials vs 1 slot x 60 trials, 10 seeds (latency
+  uniform 0.05-0.15 s, so the slots still finish out of order): median final simple regret
+  over the ten and over the first five, runs left in the second basin, a rank test.
 * ``c`` planner latency: the BoTorch planner alone; median ``suggest(1, pending=4 points)``
   after 50, 200 and 500 completed Hartmann6 trials (each suggest after one more trial was
   ingested, so each refits the GP, warm-started, as in a campaign).
@@ -137,8 +138,22 @@ def utilisation(seed: int = 0, planner: str = "botorch") -> None:
     print(f"  speed-up 4 slots vs 1: {walls[1] / walls[4]:.2f}x")
 
 
-def regret(seeds: int = 5, trials: int = 60) -> None:
+# Hartmann6's second-best local minimum (-3.2032) lies 0.119 above the global one: a run whose
+# regret exceeds this settled in that basin.
+SECOND_BASIN = 0.1
+
+
+def regret(seeds: int = 10, trials: int = 60) -> None:
+    """Final regret of 4 slots vs 1 slot, per seed, with a rank test between the two.
+
+    Ten seeds by default (the issue asks for the median of five; the first five are printed
+    too): on Hartmann6 a run either settles in the second basin (regret ~0.12) or refines the
+    global one (< 0.02), and five seeds cannot tell a 20 % from a 40 % chance of the former.
+    """
+    from scipy.stats import mannwhitneyu
+
     print(f"\n(b) regret, Hartmann6, {trials} trials, latency U(0.05, 0.15) s   [{_load()}]")
+    results: dict[int, list[float]] = {}
     for slots in (1, 4):
         values, walls = [], []
         for seed in range(seeds):
@@ -146,11 +161,18 @@ def regret(seeds: int = 5, trials: int = 60) -> None:
             summary, rows = _run(text, factory=_random_latency(0.05, 0.15, seed))
             values.append(_regret(rows))
             walls.append(summary.elapsed)
+        results[slots] = values
+        first = values[:5]
         print(
-            f"  {slots} slot(s): median regret {statistics.median(values):.4f} "
-            f"(per seed {', '.join(f'{v:.4f}' for v in values)}); "
-            f"median wall {statistics.median(walls):.1f} s"
+            f"  {slots} slot(s): median regret {statistics.median(values):.4f} over {seeds} "
+            f"seeds, {statistics.median(first):.4f} over seeds 0-{len(first) - 1}; "
+            f"{sum(v > SECOND_BASIN for v in values)}/{seeds} in the second basin; "
+            f"per seed {', '.join(f'{v:.4f}' for v in values)}; "
+            f"median wall {statistics.median(walls):.1f} s",
+            flush=True,
         )
+    test = mannwhitneyu(results[4], results[1], alternative="two-sided")
+    print(f"  Mann-Whitney U, 4 slots vs 1: p = {test.pvalue:.3f}")
 
 
 def planner_latency(sizes: tuple[int, ...] = (50, 200, 500), reps: int = 5) -> None:
@@ -215,7 +237,7 @@ def dask_throughput(trials: int = 20) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["a", "b", "c", "d"])
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of part b")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds of part b")
     parser.add_argument("--trials", type=int, default=60, help="trials per run of part b")
     parser.add_argument("--planner", default="botorch", help="planner of part a")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")

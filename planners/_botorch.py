@@ -802,22 +802,65 @@ class BoTorchPlanner:
             torch.sparse.check_sparse_tensor_invariants(enable=False),
         ):
             warnings.simplefilter("always")
-            exploit = self._exploit_now(position, model)
-            acqf = self._acquisition(model, X_baseline, X_pending, feasibility, exploit)
-            candidates = self._optimize(acqf, q)
+            chosen = self._exploit_point(position, q, model, X_baseline, X_pending, feasibility)
+            if chosen is not None:
+                X_pending = chosen if X_pending is None else torch.cat([X_pending, chosen])
+            rest = q - (0 if chosen is None else 1)
+            candidates = (
+                self._optimize(self._acquisition(model, X_baseline, X_pending, feasibility), rest)
+                if rest
+                else torch.empty(0, self.space.dim, dtype=torch.float64)
+            )
+            if chosen is not None:
+                candidates = torch.cat([chosen, candidates])
         _log_warnings(caught, "acquisition optimisation")
         timing.optimize = time.perf_counter() - t1
 
         points = self.space.decode(candidates)
         return self._replace_repeats(points, pending, position)
 
-    def _exploit_now(self, position: int, model: Model) -> bool:
+    def _exploit_point(
+        self,
+        position: int,
+        q: int,
+        model: Model,
+        X_baseline: Tensor,
+        X_pending: Tensor | None,
+        feasibility: Model | None,
+    ) -> Tensor | None:
+        """The exploit step's ``1 x d`` point if one of positions ``position..position+q-1``
+        is an exploit position (see ``BoTorchSettings.exploit_every``), else ``None``.
+
+        The exploit point maximises the posterior mean of one point *without* the pending
+        points: with them, ``qSimpleRegret`` scores ``E[max(f(x), f(pending))]``, which
+        rewards posterior variance once a pending point sits near the incumbent, and the
+        refinement step turns into an exploration step (4 slots: the asynchronous loop
+        refined less than the sequential one). If a pending point already is (to 1e-3 of
+        each range) the posterior mean's maximiser, e.g. the previous exploit point still
+        being measured, measuring it twice would teach nothing: no exploit point then.
+        """
         k = self.settings.exploit_every
+        if k is None or not any(
+            (p - self.n_initial + 1) % k == 0 for p in range(position, position + q)
+        ):
+            return None
+        if not self._exploit_regime(model):
+            return None
+        acqf = self._acquisition(model, X_baseline, None, feasibility, exploit=True)
+        x = self._optimize(acqf, 1)
+        if X_pending is not None and len(X_pending):
+            span = (self._bounds[1] - self._bounds[0]).clamp_min(1e-12)
+            gap = ((X_pending - x) / span).abs().amax(dim=-1).min()
+            if float(gap) < 1e-3:
+                logger.debug("exploit point is already pending; using the acquisition")
+                return None
+        return x
+
+    def _exploit_regime(self, model: Model) -> bool:
+        """Whether refining on the posterior mean pays: one objective, precise observations."""
         # Refining one incumbent has no analogue for a Pareto front: never with several
         # objectives.
         if len(self.objectives) > 1:
-            return False
-        if k is None or (position - self.n_initial + 1) % k != 0:
             return False
         # The objective's GP (output 0): constraint outputs may be noisy where it is not.
         likelihood = getattr(_outputs(model)[0], "likelihood", None)

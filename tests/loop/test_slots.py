@@ -10,13 +10,14 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import loop.runner as runner_module
 from instruments import ExecutorUnavailable, build_instrument
 from loop import Runner, Store, parse_campaign
+from loop.scheduler import Job, Proposal, Scheduler, Slot
 from loop.store import TrialRow
 from simulators import get_problem
 
@@ -107,6 +108,40 @@ def suggests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[dict[str, 
 
 
 # ---------------------------------------------------------------------------- slots
+def _scheduler(slots: int, lookahead: int, batch_size: int = 1) -> Scheduler:
+    """A scheduler whose slots are never started: only its request policy is exercised."""
+    free = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(slots)]
+    return Scheduler(free, cast(Any, None), batch_size=batch_size, lookahead=lookahead)
+
+
+def _occupy(sched: Scheduler, busy: int, ready: int) -> None:
+    proposal = Proposal({"x1": 0.0, "x2": 0.0}, "model")
+    for slot in sched.slots[:busy]:
+        slot.job = Job(slot.index, 0, 0, proposal)
+    sched.ready.extend([proposal] * ready)
+
+
+@pytest.mark.parametrize(
+    ("busy", "ready", "batch_size", "room", "wanted"),
+    [
+        (0, 0, 1, None, 4),  # every slot waits: one joint ask for all four
+        (2, 0, 1, None, 2),  # two wait
+        (3, 1, 1, None, 1),  # none waits, the lookahead is short: one more, made fresh
+        (4, 3, 1, None, 1),
+        (4, 4, 1, None, 0),  # lookahead full
+        (4, 1, 3, None, 3),  # never fewer than the batch size
+        (0, 0, 1, 2, 2),  # never more than the budget has room for
+        (4, 2, 1, 2, 0),
+    ],
+)
+def test_the_scheduler_asks_for_the_waiting_slots_then_one_at_a_time(
+    busy: int, ready: int, batch_size: int, room: int | None, wanted: int
+) -> None:
+    sched = _scheduler(4, lookahead=4, batch_size=batch_size)
+    _occupy(sched, busy, ready)
+    assert sched.wanted(room) == wanted
+
+
 @pytest.mark.slow
 def test_three_slots_run_a_campaign_in_parallel_without_duplicates(
     tmp_path: Path, suggests: list[tuple[int, list[dict[str, Any]]]]
@@ -128,8 +163,10 @@ def test_three_slots_run_a_campaign_in_parallel_without_duplicates(
     assert _max_overlap(trials) == 3
     # the planner was told what was in flight: model proposals with 3 points pending
     assert any(len(pending) >= 2 for _, pending in suggests)
-    # initial.n = 4, but the first ask (3 idle slots + 3 ahead) comes before any outcome,
-    # so all six are design points; the other four are the model's
+    # one ask for the three idle slots, then the lookahead topped up one point at a time
+    assert suggests[0][0] == 3 and all(n == 1 for n, _ in suggests[1:4])
+    # initial.n = 4, but the first ask and the three points kept ready ahead come before any
+    # outcome, so all six are design points; the other four are the model's
     assert [t.kind for t in trials].count("model") == 4
 
 

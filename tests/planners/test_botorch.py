@@ -281,3 +281,29 @@ def test_more_than_four_objectives_are_refused_at_construction(mixed: Space) -> 
     five = [Objective(name=f"y{i}") for i in range(5)]
     with pytest.raises(ValueError, match="1 to 4 objectives"):
         BoTorchPlanner(mixed, five, CONFIG, 0)
+
+
+def test_the_exploit_step_refines_the_incumbent_whatever_is_pending(real_optimizer: None) -> None:
+    """Pending points do not push the exploit point away; a pending exploit point is not
+    proposed twice (the acquisition proposes instead), and a batch holds one exploit point."""
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    settings = BoTorchSettings(
+        raw_samples=64, num_restarts=4, mc_samples=64, exploit_every=1, exploit_max_noise=1.0
+    )
+    planner = BoTorchPlanner(space, MAX, PlannerConfig(initial=InitialDesign(n=2)), 0, settings)
+    planner.ingest(
+        [
+            Observation(parameters={"x": x}, outputs={"y": -((x - 0.7) ** 2)})
+            for x in (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
+        ]
+    )
+    (alone,) = planner.suggest(1)
+    assert abs(alone["x"] - 0.7) < 0.02
+    for near in (0.66, 0.74):  # a pending point next to the incumbent changes nothing
+        (p,) = planner.suggest(1, pending=[{"x": near}])
+        assert abs(p["x"] - alone["x"]) < 1e-3
+    (other,) = planner.suggest(1, pending=[alone])  # already being measured
+    assert abs(other["x"] - alone["x"]) > 1e-3 and space.contains(other)
+    batch = planner.suggest(3)
+    assert abs(batch[0]["x"] - alone["x"]) < 1e-3
+    assert all(abs(p["x"] - alone["x"]) > 1e-3 for p in batch[1:])
