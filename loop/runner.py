@@ -671,6 +671,7 @@ class Runner:
             planner,
             batch_size=c.planner.batch_size,
             lookahead=len(slots) if len(slots) > 1 else 0,
+            initial=None if trials_so_far else c.planner.initial.size(self.space.dim),
         )
 
     def _close_executor(self) -> None:

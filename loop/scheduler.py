@@ -146,6 +146,7 @@ class PlannerWorker:
         self._buffer: list[Observation] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.received = 0  # outcomes handed over by the coordinator so far
 
     @property
     def busy(self) -> bool:
@@ -154,6 +155,7 @@ class PlannerWorker:
     def ingest(self, observations: Sequence[Observation]) -> None:
         with self._lock:
             self._buffer.extend(observations)
+            self.received += len(observations)
 
     def request(self, n: int, pending: Sequence[Point]) -> None:
         """Start one ``suggest(n, pending)`` on the planner thread (one at a time)."""
@@ -207,10 +209,19 @@ class Scheduler:
             the planner is ~75 % busy and a one-deep queue runs dry whenever two slots free
             close together (``benchmarks/parallel.py`` part a: utilisation 79 % with 1,
             95 % with K).
+        initial: for a campaign with no trial yet, the size of the planner's initial design;
+            before the first outcome no more proposals are made ahead than complete it (see
+            :meth:`wanted`). ``None``: no such limit.
     """
 
     def __init__(
-        self, slots: Sequence[Slot], planner: Planner, *, batch_size: int = 1, lookahead: int = 0
+        self,
+        slots: Sequence[Slot],
+        planner: Planner,
+        *,
+        batch_size: int = 1,
+        lookahead: int = 0,
+        initial: int | None = None,
     ) -> None:
         self.slots = list(slots)
         self.events: queue.Queue[Event] = queue.Queue()
@@ -218,6 +229,7 @@ class Scheduler:
         self.ready: deque[Proposal] = deque()
         self.batch_size = max(1, batch_size)
         self.lookahead = max(0, lookahead)
+        self.initial = initial
 
     def idle(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -237,7 +249,7 @@ class Scheduler:
         """How many proposals to ask for now (0: none), given ``room`` trials left to start.
 
         Exactly as many as the slots that would otherwise wait (idle slots beyond the ready
-        proposals), made jointly; when no slot waits but fewer than ``lookahead`` proposals
+        proposals), made jointly; when no slot waits but fewer than :meth:`ahead` proposals
         are ready, one more. Never fewer than ``batch_size``, never more than ``room``.
 
         Why one at a time ahead, not the whole shortfall: every proposal should be made
@@ -246,18 +258,14 @@ class Scheduler:
         bottleneck (a 0.25 s suggest against 0.1 s measurements), and a q = 8 suggest takes
         long enough for every slot to free again, so the batches stayed large
         (``benchmarks/parallel.py`` part b, 4 slots x 60 Hartmann6 trials: median regret
-        0.061 asking for the shortfall, see the README for the figures with this policy).
-        Before the first outcome the points made ahead can only be design points (there is
-        nothing to model), so with K slots the initial design may grow by up to K points:
-        cheaper than idle slots (holding the lookahead back until the first outcome cost
-        ~1 s per slot at the start: utilisation 92 % against 95 %).
+        0.061 on seeds 0-4, against 0.0019 one at a time).
         """
         if self.planner.busy:
             return 0
         waiting = len(self.idle()) - len(self.ready)
         if waiting > 0:
             n = waiting
-        elif len(self.ready) < self.lookahead:
+        elif len(self.ready) < self.ahead():
             n = 1
         else:
             return 0
@@ -265,6 +273,22 @@ class Scheduler:
         if room is not None:
             n = min(n, room - len(self.ready))
         return max(n, 0)
+
+    def ahead(self) -> int:
+        """Proposals to keep ready beyond the idle slots: ``lookahead``, except before the
+        first outcome of a new campaign, when only the rest of the initial design.
+
+        Before any outcome the planner can only make design points, so a full lookahead
+        would grow the initial design by up to K points and make a K-slot campaign a
+        different experiment from the one-slot one: Hartmann6 with 8 initial Sobol points
+        instead of 5 settles in the second basin on seeds 0, 1 and 3 where 5 points do so on
+        seed 0 only (``benchmarks/parallel.py`` part b; 4 slots had grown the design to 8).
+        A slot that frees before the first outcome is known may still start a design point:
+        slots that would wait are always served (:meth:`wanted`).
+        """
+        if self.initial is None or self.planner.received > 0:
+            return self.lookahead
+        return min(self.lookahead, max(0, self.initial - self.in_flight()))
 
     def abort_all(self, reason: str) -> None:
         for slot in self.busy():

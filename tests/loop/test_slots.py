@@ -19,6 +19,7 @@ from instruments import ExecutorUnavailable, build_instrument
 from loop import Runner, Store, parse_campaign
 from loop.scheduler import Job, Proposal, Scheduler, Slot
 from loop.store import TrialRow
+from planners import Observation
 from simulators import get_problem
 
 BRANIN = """
@@ -108,10 +109,14 @@ def suggests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[dict[str, 
 
 
 # ---------------------------------------------------------------------------- slots
-def _scheduler(slots: int, lookahead: int, batch_size: int = 1) -> Scheduler:
+def _scheduler(
+    slots: int, lookahead: int, batch_size: int = 1, initial: int | None = None
+) -> Scheduler:
     """A scheduler whose slots are never started: only its request policy is exercised."""
     free = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(slots)]
-    return Scheduler(free, cast(Any, None), batch_size=batch_size, lookahead=lookahead)
+    return Scheduler(
+        free, cast(Any, None), batch_size=batch_size, lookahead=lookahead, initial=initial
+    )
 
 
 def _occupy(sched: Scheduler, busy: int, ready: int) -> None:
@@ -142,6 +147,20 @@ def test_the_scheduler_asks_for_the_waiting_slots_then_one_at_a_time(
     assert sched.wanted(room) == wanted
 
 
+def test_before_the_first_outcome_only_the_initial_design_is_made_ahead() -> None:
+    sched = _scheduler(4, lookahead=4, initial=5)
+    assert sched.wanted(None) == 4  # four waiting slots are served, design or not
+    _occupy(sched, 4, 0)
+    assert (sched.ahead(), sched.wanted(None)) == (1, 1)  # the fifth design point
+    sched.ready.append(Proposal({"x1": 0.0, "x2": 0.0}, "initial"))
+    assert sched.wanted(None) == 0  # not a sixth: the design would grow
+    sched.planner.ingest([Observation(parameters={"x1": 0.0, "x2": 0.0}, outputs={"y": 1.0})])
+    assert (sched.ahead(), sched.wanted(None)) == (4, 1)  # outcomes known: full lookahead
+    small = _scheduler(4, lookahead=4, initial=2)
+    _occupy(small, 4, 0)
+    assert small.wanted(None) == 0
+
+
 @pytest.mark.slow
 def test_three_slots_run_a_campaign_in_parallel_without_duplicates(
     tmp_path: Path, suggests: list[tuple[int, list[dict[str, Any]]]]
@@ -163,11 +182,10 @@ def test_three_slots_run_a_campaign_in_parallel_without_duplicates(
     assert _max_overlap(trials) == 3
     # the planner was told what was in flight: model proposals with 3 points pending
     assert any(len(pending) >= 2 for _, pending in suggests)
-    # one ask for the three idle slots, then the lookahead topped up one point at a time
-    assert suggests[0][0] == 3 and all(n == 1 for n, _ in suggests[1:4])
-    # initial.n = 4, but the first ask and the three points kept ready ahead come before any
-    # outcome, so all six are design points; the other four are the model's
-    assert [t.kind for t in trials].count("model") == 4
+    # one ask for the three idle slots, then one point at a time: the rest of the initial
+    # design (4 points) before the first outcome, model points ahead after it
+    assert [n for n, _ in suggests[:2]] == [3, 1], [n for n, _ in suggests]
+    assert [t.kind for t in trials].count("initial") == 4
 
 
 @pytest.mark.slow
