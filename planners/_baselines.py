@@ -60,14 +60,21 @@ class PositionalDesign:
         seed: the campaign seed.
         kind: ``sobol`` (scrambled, balanced) or ``random`` (independent uniform draws in the
             encoded scale).
+        centre_first: position 0 is the centre of the space (the middle of each encoded
+            column: the log-scale midpoint of a log float, the middle level of an integer or
+            choice column) and position ``k`` the sequence's point ``k - 1``; ignored for a
+            candidate table, or when the centre breaks a parameter constraint.
     """
 
-    def __init__(self, space: Space, seed: int, kind: DesignKind = "sobol") -> None:
+    def __init__(
+        self, space: Space, seed: int, kind: DesignKind = "sobol", *, centre_first: bool = False
+    ) -> None:
         if kind not in ("sobol", "random"):
             raise ValueError(f"unknown design kind {kind!r}; use 'sobol' or 'random'")
         self.space = space
         self.seed = int(seed)
         self.kind: DesignKind = kind
+        self.centre: Point | None = _centre(space) if centre_first else None
         # Memos of the design from position 0 on: positional, and cheap to extend.
         self._feasible_U = torch.empty(0, space.dim, dtype=torch.float64)
         self._sobol: torch.quasirandom.SobolEngine | None = None
@@ -185,14 +192,11 @@ class PositionalDesign:
         space = self.space
         if n <= 0:
             return []
-        if space.candidates is not None:
-            rows = self.candidate_rows(start, n)
-            proposals = [dict(space.candidates[j]) for j in rows]
+        if self.centre is not None:
+            head = [dict(self.centre)] if start == 0 else []
+            proposals = head + self._sequence(max(start - 1, 0), n - len(head))
         else:
-            U = self.feasible_unit_points(start, n) if space.constraints else None
-            if U is None:
-                U = self.unit_points(start, n)
-            proposals = space.decode(space.from_unit_cube(U))
+            proposals = self._sequence(start, n)
         if not np.isfinite(space.cardinality()):
             return proposals
         taken = {point_key(space, p) for p in avoid}
@@ -203,6 +207,19 @@ class PositionalDesign:
             taken.add(point_key(space, point))
             out.append(point)
         return out
+
+    def _sequence(self, start: int, n: int) -> list[Point]:
+        """Points ``start ..`` of the Sobol/random sequence (without the centre point)."""
+        space = self.space
+        if n <= 0:
+            return []
+        if space.candidates is not None:
+            rows = self.candidate_rows(start, n)
+            return [dict(space.candidates[j]) for j in rows]
+        U = self.feasible_unit_points(start, n) if space.constraints else None
+        if U is None:
+            U = self.unit_points(start, n)
+        return space.decode(space.from_unit_cube(U))
 
     def _replacement(self, position: int, taken: set[Hashable]) -> Point | None:
         space = self.space
@@ -225,6 +242,18 @@ class PositionalDesign:
             "found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES
         )
         return None
+
+
+def _centre(space: Space) -> Point | None:
+    """The centre of the space (see ``PositionalDesign``), or ``None`` for a candidate table
+    or when the centre breaks a parameter constraint."""
+    if space.candidates is not None:
+        return None
+    X = space.from_unit_cube(torch.full((1, space.dim), 0.5, dtype=torch.float64))
+    if space.constraints and not bool(space.feasible(X).all()):
+        logger.info("the centre of the space breaks a parameter constraint; not proposed")
+        return None
+    return space.decode(X)[0]
 
 
 def _enumerate(space: Space) -> list[Point]:

@@ -2,7 +2,8 @@
 
 One suggest call reads top to bottom in :meth:`BoTorchPlanner.suggest`:
 
-1. positions that still belong to the initial design get Sobol/random points;
+1. positions that still belong to the initial design get Sobol/random points (with several
+   objectives the centre of the space first, see ``InitialDesign.centre_first``);
 2. the remaining positions get a GP fitted on the usable observations (refitted whenever
    new observations arrived), an acquisition function conditioned on the pending points,
    and candidates from ``optimize_acqf`` (all-float spaces) or
@@ -302,7 +303,12 @@ class BoTorchPlanner:
         self.config = config
         self.seed = int(seed)
         self.settings = settings if settings is not None else BoTorchSettings()
-        self.design = PositionalDesign(space, seed, self.config.initial.kind)
+        self.design = PositionalDesign(
+            space,
+            seed,
+            self.config.initial.kind,
+            centre_first=self.config.initial.centre_first(len(self.objectives)),
+        )
         self.n_initial = self.config.initial.size(space.dim)
         self.observations: list[Observation] = []
         self.last_suggest_seconds: float | None = None

@@ -17,7 +17,7 @@ from planners import (
     SobolPlanner,
     Space,
 )
-from planners._baselines import point_key
+from planners._baselines import PositionalDesign, point_key
 
 PLANNERS = [SobolPlanner, RandomPlanner]
 SPACE = Space([FloatParameter(name="x", bounds=(0.0, 1.0)), IntParameter(name="n", bounds=(1, 9))])
@@ -112,3 +112,32 @@ def test_negative_n_is_an_error() -> None:
     with pytest.raises(ValueError):
         SobolPlanner(SPACE, seed=0).suggest(-1)
     assert SobolPlanner(SPACE, seed=0).suggest(0) == []
+
+
+def test_centre_first_then_the_same_sequence_one_position_later() -> None:
+    space = Space(
+        [
+            FloatParameter(name="x", bounds=(0.0, 4.0)),
+            FloatParameter(name="c", bounds=(1.0, 100.0), log=True),
+            IntParameter(name="n", bounds=(1, 9)),
+            ChoiceParameter(name="k", values=("a", "b", "c")),
+        ]
+    )
+    plain = PositionalDesign(space, 7).points(0, 5)
+    design = PositionalDesign(space, 7, centre_first=True)
+    batch = design.points(0, 6)
+    assert batch[0] == {"x": 2.0, "c": pytest.approx(10.0), "n": 5, "k": "b"}
+    assert batch[1:] == plain
+    assert design.points(3, 3) == batch[3:]  # still positional
+
+
+def test_no_centre_where_it_breaks_a_constraint_or_for_a_table() -> None:
+    unit = [FloatParameter(name=n, bounds=(0.0, 1.0)) for n in ("a", "b")]
+    constrained = Space(unit, constraints=["a + b <= 0.5"])
+    design = PositionalDesign(constrained, 1, centre_first=True)
+    assert design.centre is None
+    assert design.points(0, 3) == PositionalDesign(constrained, 1).points(0, 3)
+    loose = Space(unit, constraints=["a + b <= 1.5"])
+    assert PositionalDesign(loose, 1, centre_first=True).centre == {"a": 0.5, "b": 0.5}
+    table = Space(unit, candidates=[{"a": i / 4, "b": 1 - i / 4} for i in range(5)])
+    assert PositionalDesign(table, 1, centre_first=True).centre is None

@@ -244,3 +244,15 @@ def test_two_objectives_beat_sobol_on_branin_currin() -> None:
     botorch_hv = hv(BoTorchPlanner(UNIT2, BC, config, seed=1, settings=SMALL))
     sobol_hv = hv(SobolPlanner(UNIT2, seed=1))
     assert botorch_hv > 1.1 * sobol_hv
+
+
+def test_several_objectives_start_with_the_centre_unless_told_otherwise() -> None:
+    centre = {"x0": 0.5, "x1": 0.5}
+    one = [Objective(name="branin", goal="minimize")]
+    config = PlannerConfig(initial=InitialDesign(n=4))
+    assert BoTorchPlanner(UNIT2, BC, config, seed=3).suggest(2)[0] == centre
+    assert BoTorchPlanner(UNIT2, one, config, seed=3).suggest(2)[0] != centre
+    off = PlannerConfig(initial=InitialDesign(n=4, centre=False))
+    assert BoTorchPlanner(UNIT2, BC, off, seed=3).suggest(1)[0] != centre
+    on = PlannerConfig(initial=InitialDesign(n=4, centre=True))
+    assert BoTorchPlanner(UNIT2, one, on, seed=3).suggest(1)[0] == centre
