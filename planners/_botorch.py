@@ -167,7 +167,8 @@ class BoTorchSettings:
             so runs stay reproducible; a planner rebuilt from a store (``resume``) fits once,
             cold, and may therefore propose slightly different points than the original.
         cold_refit_every: with ``warm_start``, also fit from the cold start whenever the
-            number of observations is a multiple of this, and keep the likelier fit.
+            number of observations reaches a multiple of this (or passes one: several slots
+            deliver outcomes in twos and threes), and keep the likelier fit.
         cold_refit_max_n: ... but not beyond this many observations: with hundreds of points
             the hyperparameters barely move between suggests and a cold fit costs ~7x a warm
             one (Hartmann6, 500 points: 1.5 s against 0.22 s), which would make every fifth
@@ -494,10 +495,19 @@ class BoTorchPlanner:
             torch.manual_seed(derive_seed(self.seed, len(self.observations), 7))
             model, score = self._fit_once(train_X, train_Y, previous if warm else None)
             n_obs = len(self.observations)
-            if warm and every and n_obs % every == 0 and n_obs <= self.settings.cold_refit_max_n:
+            n_before = self._fitted.n_ingested if self._fitted is not None else 0
+            if (
+                warm
+                and every
+                and n_obs // every > n_before // every
+                and n_obs <= self.settings.cold_refit_max_n
+            ):
                 # A warm-started chain can stay in a poor local optimum of the likelihood
                 # (e.g. "everything is noise" after a few unlucky early points); a cold fit
                 # now and then lets the chain jump out. Keep whichever explains the data better.
+                # "Crossed a multiple of every", not "is a multiple": with several slots the
+                # outcomes arrive in twos and threes, and n_obs % every == 0 skipped most of
+                # the cold fits.
                 cold, cold_score = self._fit_once(train_X, train_Y, None)
                 if cold_score > score:
                     model = cold
