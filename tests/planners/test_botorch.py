@@ -307,3 +307,29 @@ def test_the_exploit_step_refines_the_incumbent_whatever_is_pending(real_optimiz
     batch = planner.suggest(3)
     assert abs(batch[0]["x"] - alone["x"]) < 1e-3
     assert all(abs(p["x"] - alone["x"]) > 1e-3 for p in batch[1:])
+
+
+def test_a_suggest_with_points_pending_optimises_with_the_pending_effort(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    settings = dataclasses.replace(FAST, raw_samples=64, num_restarts=3, mc_samples=32)
+    settings = dataclasses.replace(settings, pending_effort=(2, 16, 64), exploit_every=None)
+    planner = BoTorchPlanner(space, MAX, CONFIG, seed=0, settings=settings)
+    planner.ingest(
+        [Observation(parameters={"x": x}, outputs={"y": x}) for x in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    )
+    seen: list[tuple[int, int, int]] = []
+    optimize = planner._optimize
+
+    def spy(acqf: Any, q: int) -> Any:
+        s = planner.settings
+        seen.append((s.num_restarts, s.raw_samples, s.mc_samples))
+        return optimize(acqf, q)
+
+    monkeypatch.setattr(planner, "_optimize", spy)
+    planner.suggest(1)
+    planner.suggest(1, pending=[{"x": 0.4}])
+    # never more than the full effort (mc_samples stays 32), and restored afterwards
+    assert seen == [(3, 64, 32), (2, 16, 32)]
+    assert planner.settings == settings
