@@ -258,7 +258,7 @@ class Scheduler:
         bottleneck (a 0.25 s suggest against 0.1 s measurements), and a q = 8 suggest takes
         long enough for every slot to free again, so the batches stayed large
         (``benchmarks/parallel.py`` part b, 4 slots x 60 Hartmann6 trials: median regret
-        0.061 on seeds 0-4, against 0.0019 one at a time).
+        0.061 on seeds 0-4, against 0.0017 one at a time).
         """
         if self.planner.busy:
             return 0
