@@ -6,9 +6,10 @@ SQLite), run one after another in this one process. Figures are printed, not ass
 * ``a`` utilisation: Hartmann6, 60 trials, latency drawn per measurement uniformly from
   0.5-1.5 s; 4 slots vs 1 slot, after a short unmeasured warm-up campaign. Utilisation =
   summed instrument busy time / (slots x wall).
-* ``b`` regret: Hartmann6, 4 slots x 60 trials vs 1 slot x 60 trials, 10 seeds (latency
-  uniform 0.05-0.15 s, so the slots still finish out of order): median final simple regret
-  over the ten and over the first five, runs left in the second basin, a rank test.
+* ``b`` regret: Hartmann6, 4 slots x 60 trials vs 1 slot x 60 trials, 10 seeds, at three
+  instrument paces (latency uniform in 0.05-0.15 s, 0.5-1.5 s and, on 5 seeds, 2.5-7.5 s):
+  median final simple regret over the seeds and over the first five, runs left in the
+  second basin, utilisation, a rank test against one slot.
 * ``c`` planner latency: the BoTorch planner alone; median ``suggest(1, pending=4 points)``
   after 50, 200 and 500 completed Hartmann6 trials (each suggest after one more trial was
   ingested, so each refits the GP, warm-started, as in a campaign).
@@ -152,36 +153,55 @@ def utilisation(seed: int = 0, planner: str = "botorch") -> None:
 SECOND_BASIN = 0.1
 
 
+# Part b's paces: (name, latency range in s, how many of the seeds). The planner's load is
+# slots x suggest time / trial time with a ~0.2 s suggest; the queue depth follows it
+# (loop.scheduler.Scheduler.depth).
+PACES = (
+    ("planner-bound", (0.05, 0.15), 1.0),  # load > 1: slots wait for proposals, no queue
+    ("part a's pace", (0.5, 1.5), 1.0),  # load ~0.8: 3-4 proposals ready
+    ("slow instruments", (2.5, 7.5), 0.5),  # load ~0.16: 1 ready
+)
+
+
 def regret(seeds: int = 10, trials: int = 60) -> None:
     """Final regret of 4 slots vs 1 slot, per seed, with a rank test between the two.
 
     Ten seeds by default (the issue asks for the median of five; the first five are printed
     too): on Hartmann6 a run either settles in the second basin (regret ~0.12) or refines the
     global one (< 0.02), and five seeds cannot tell a 20 % from a 40 % chance of the former.
+    Four slots run at three paces (``PACES``; the slow one on half the seeds: 75 s a run),
+    because how deep the scheduler queues proposals, and so how many points each suggest
+    sees pending, depends on the planner's load. One slot runs once, planner-bound: a
+    sequential campaign proposes the same points whatever its instrument's latency.
     """
     from scipy.stats import mannwhitneyu
 
-    print(f"\n(b) regret, Hartmann6, {trials} trials, latency U(0.05, 0.15) s   [{_load()}]")
-    results: dict[int, list[float]] = {}
-    for slots in (1, 4):
-        values, walls = [], []
-        for seed in range(seeds):
+    print(f"\n(b) regret, Hartmann6, {trials} trials   [{_load()}]")
+    one: list[float] = []
+    for slots, (name, (low, high), share) in [(1, PACES[0])] + [(4, pace) for pace in PACES]:
+        n = max(1, round(seeds * share))
+        values, walls, busy = [], [], []
+        for seed in range(n):
             text = _campaign(f"{{simulator: hartmann6, count: {slots}}}", trials, seed)
-            summary, rows = _run(text, factory=_random_latency(0.05, 0.15, seed))
+            summary, rows = _run(text, factory=_random_latency(low, high, seed))
             values.append(_regret(rows))
             walls.append(summary.elapsed)
-        results[slots] = values
+            busy.append(sum(t.instrument_busy for t in summary.timings) / (slots * summary.elapsed))
         first = values[:5]
-        print(
-            f"  {slots} slot(s): median regret {statistics.median(values):.4f} over {seeds} "
-            f"seeds, {statistics.median(first):.4f} over seeds 0-{len(first) - 1}; "
-            f"{sum(v > SECOND_BASIN for v in values)}/{seeds} in the second basin; "
-            f"per seed {', '.join(f'{v:.4f}' for v in values)}; "
-            f"median wall {statistics.median(walls):.1f} s",
-            flush=True,
+        line = (
+            f"  {slots} slot(s), latency U({low}, {high}) s ({name}): median regret "
+            f"{statistics.median(values):.4f} over {n} seeds, {statistics.median(first):.4f} "
+            f"over seeds 0-{len(first) - 1}; {sum(v > SECOND_BASIN for v in values)}/{n} in "
+            f"the second basin; per seed {', '.join(f'{v:.4f}' for v in values)}; "
+            f"median wall {statistics.median(walls):.1f} s, utilisation "
+            f"{statistics.median(busy):.1%}"
         )
-    test = mannwhitneyu(results[4], results[1], alternative="two-sided")
-    print(f"  Mann-Whitney U, 4 slots vs 1: p = {test.pvalue:.3f}")
+        if slots == 1:
+            one = values
+        else:
+            test = mannwhitneyu(values, one[:n], alternative="two-sided")
+            line += f"; Mann-Whitney U vs 1 slot (same seeds): p = {test.pvalue:.3f}"
+        print(line, flush=True)
 
 
 def planner_latency(sizes: tuple[int, ...] = (50, 200, 500), reps: int = 5) -> None:

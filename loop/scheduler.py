@@ -13,9 +13,10 @@ Threads, and who does what:
   (``loop.store._serialised``).
 * **One planner thread** (:class:`PlannerWorker`) ingests outcomes and suggests, so the
   planner is only ever touched from that thread and a slow model fit never delays a slot
-  that frees. With K > 1 slots the coordinator keeps K proposals ready ahead
-  (``lookahead``), so a slot that frees starts its next trial at once; with one slot
-  nothing is proposed before the previous outcome is learned (plain sequential BO).
+  that frees. With K > 1 slots the coordinator keeps proposals ready ahead, as many as the
+  campaign's pace needs and at most K (:meth:`Scheduler.depth`), so a slot that frees starts
+  its next trial at once; with one slot nothing is proposed before the previous outcome is
+  learned (plain sequential BO).
 
 Everything a slot or the planner produces comes back as an event on ``Scheduler.events``;
 only the coordinator reads them.
@@ -24,7 +25,9 @@ only the coordinator reads them.
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import statistics
 import threading
 import time
 from collections import deque
@@ -37,6 +40,13 @@ from planners import Observation, Planner, Point
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often the coordinator looks at stop requests, lease and duration
+
+# The pace estimate of :meth:`Scheduler.depth`: averages over the last PACE_WINDOW trials and
+# proposals; no queue while a suggest takes under IDLE_SHARE of a trial; otherwise
+# DEPTH_PER_LOAD proposals ready per unit of planner load (see depth() for the figures).
+PACE_WINDOW = 10
+IDLE_SHARE = 0.01
+DEPTH_PER_LOAD = 6.0
 
 
 @dataclass
@@ -203,12 +213,8 @@ class Scheduler:
         slots: the instrument slots.
         planner: the rebuilt planner (touched only from the planner thread from now on).
         batch_size: ``planner.batch_size`` q: at least q proposals per suggest call.
-        lookahead: proposals to keep ready beyond the idle slots (K with K > 1 slots: a
-            freed slot never waits for the planner; 0 with one slot: sequential). One is not
-            enough: four 1 s slots ask for ~4 proposals/s and a 0.19 s suggest gives ~5/s, so
-            the planner is ~75 % busy and a one-deep queue runs dry whenever two slots free
-            close together (``benchmarks/parallel.py`` part a: utilisation 79 % with 1,
-            95 % with K).
+        lookahead: at most this many proposals ready beyond the idle slots (K with K > 1
+            slots; 0 with one slot: sequential); how many within that is :meth:`depth`.
         initial: for a campaign with no trial yet, the size of the planner's initial design;
             before the first outcome no more proposals are made ahead than complete it (see
             :meth:`wanted`). ``None``: no such limit.
@@ -230,6 +236,8 @@ class Scheduler:
         self.batch_size = max(1, batch_size)
         self.lookahead = max(0, lookahead)
         self.initial = initial
+        self._trial_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
+        self._suggest_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
 
     def idle(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -275,7 +283,7 @@ class Scheduler:
         return max(n, 0)
 
     def ahead(self) -> int:
-        """Proposals to keep ready beyond the idle slots: ``lookahead``, except before the
+        """Proposals to keep ready beyond the idle slots: :meth:`depth`, except before the
         first outcome of a new campaign, when only the rest of the initial design.
 
         Before any outcome the planner can only make design points, so a full lookahead
@@ -287,18 +295,63 @@ class Scheduler:
         slots that would wait are always served (:meth:`wanted`).
         """
         if self.initial is None or self.planner.received > 0:
-            return self.lookahead
+            return self.depth()
         return min(self.lookahead, max(0, self.initial - self.in_flight()))
+
+    def depth(self) -> int:
+        """How many proposals the pace of this campaign needs ready (at most ``lookahead``).
+
+        Every ready proposal is pending for the ones made after it, and stale by the
+        outcomes that arrive while it waits: the deeper the queue, the more each suggest is
+        one point of a large batch chosen on old data. Hartmann6, 4 slots x 60 trials,
+        seeds 0-9, median final regret (1 slot: 0.0001):
+
+        * through the loop at latency U(0.5, 1.5) s (``benchmarks/parallel.py`` part b):
+          0.0066 with four ready (95 % of slot time busy), 0.0012 with two (~89 % busy);
+        * the planner alone in simulated time, every slot served the moment it frees
+          (no planner wait): 0.0003 with none ready, 0.0007 with one.
+
+        A queue that runs dry idles an instrument, though, and how deep it must be depends
+        on the planner's load, slots x suggest time / trial time: ~0.7 above (4 x 0.18 s /
+        1.05 s), where two slots often free within one suggest. So the depth follows the
+        measured pace, averaged over the last ``PACE_WINDOW`` trials and model proposals:
+
+        * no queue while a suggest takes under ``IDLE_SHARE`` (1 %) of a trial: a freed
+          slot then waits at most that long, and each proposal is made from every outcome
+          so far with only the trials in flight pending (a real instrument taking minutes);
+        * otherwise ``ceil(DEPTH_PER_LOAD x load)``, at most ``lookahead``: 4 slots are
+          fed from four ready above load 0.5, from one up to load 1/6 (e.g. 0.2 s suggests
+          against 5 s trials). 6 per unit of load keeps part a at >= 95 % busy: at 4 the
+          load's ups and downs took the queue to 3 or 2 and the slots to ~94 %;
+        * ``lookahead`` until two trials and one model proposal have been timed (a planner
+          that never models, Sobol or random, keeps ``lookahead``: it has no quality to lose).
+        """
+        if len(self._trial_seconds) < 2 or not self._suggest_seconds:
+            return self.lookahead
+        trial = max(statistics.fmean(self._trial_seconds), 1e-9)
+        suggest = statistics.fmean(self._suggest_seconds)
+        if suggest < IDLE_SHARE * trial:
+            return 0
+        load = len(self.slots) * suggest / trial
+        return min(self.lookahead, math.ceil(DEPTH_PER_LOAD * load))
 
     def abort_all(self, reason: str) -> None:
         for slot in self.busy():
             slot.dispatcher.abort(reason)
 
     def next_event(self, timeout: float = POLL_SECONDS) -> Event | None:
+        """The next event (``None`` after ``timeout``), timed for :meth:`depth`."""
         try:
-            return self.events.get(timeout=timeout)
+            event = self.events.get(timeout=timeout)
         except queue.Empty:
             return None
+        if isinstance(event, SlotDone):
+            self._trial_seconds.append(time.perf_counter() - event.job.started)
+        elif event.error is None:  # model proposals only: design points cost next to nothing
+            self._suggest_seconds.extend(
+                p.suggest_seconds for p in event.proposals if p.kind == "model"
+            )
+        return event
 
     def close(self) -> None:
         """Close every slot's dispatcher and devices (logging, never raising)."""

@@ -17,7 +17,7 @@ import pytest
 import loop.runner as runner_module
 from instruments import ExecutorUnavailable, build_instrument
 from loop import Runner, Store, parse_campaign
-from loop.scheduler import Job, Proposal, Scheduler, Slot
+from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import TrialRow
 from planners import Observation
 from simulators import get_problem
@@ -159,6 +159,48 @@ def test_before_the_first_outcome_only_the_initial_design_is_made_ahead() -> Non
     small = _scheduler(4, lookahead=4, initial=2)
     _occupy(small, 4, 0)
     assert small.wanted(None) == 0
+
+
+def _pace(sched: Scheduler, trial: float, suggest: float, design: int = 0) -> None:
+    """Feed the scheduler two finished trials of ``trial`` s and model proposals of
+    ``suggest`` s (after ``design`` free design points) through its event queue."""
+    point = {"x1": 0.0, "x2": 0.0}
+    proposals = [Proposal(point, "initial", 0.0)] * design + [Proposal(point, "model", suggest)]
+    sched.events.put(Proposed(proposals))
+    for number in range(2):
+        job = Job(0, number, number, proposals[0], started=time.perf_counter() - trial)
+        sched.events.put(SlotDone(job, None))
+    while sched.next_event(timeout=0.01) is not None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("trial", "suggest", "depth"),
+    [
+        (600.0, 0.3, 0),  # a real instrument: every proposal made fresh, no queue
+        (30.0, 1.0, 1),  # planner load 4 x 1 / 30 = 0.13: one ready
+        (1.0, 0.1, 3),  # load 0.4
+        (1.0, 0.2, 4),  # load 0.8: the whole lookahead (part a of benchmarks/parallel.py)
+        (1.0, 2.0, 4),  # never beyond it
+    ],
+)
+def test_the_queue_is_as_deep_as_the_pace_needs(trial: float, suggest: float, depth: int) -> None:
+    sched = _scheduler(4, lookahead=4)
+    assert sched.depth() == 4  # nothing timed yet: keep every slot fed
+    _pace(sched, trial, suggest)
+    assert sched.depth() == depth
+    assert sched.ahead() == depth  # no initial-design limit on this scheduler
+    _occupy(sched, 4, 0)
+    assert sched.wanted(None) == min(depth, 1)  # one at a time while short, none if no queue
+
+
+def test_design_points_do_not_count_as_planner_time() -> None:
+    sched = _scheduler(4, lookahead=4)
+    _pace(sched, 1.0, 0.2, design=5)  # five free design points, one 0.2 s model proposal
+    assert sched.depth() == 4
+    one_slot = _scheduler(1, lookahead=0)
+    _pace(one_slot, 1.0, 0.2)
+    assert one_slot.depth() == 0  # one slot stays sequential
 
 
 @pytest.mark.slow
