@@ -238,6 +238,7 @@ class Scheduler:
         self.initial = initial
         self._trial_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
         self._suggest_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
+        self._depth = self.lookahead  # the last depth logged
 
     def idle(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -330,10 +331,19 @@ class Scheduler:
             return self.lookahead
         trial = max(statistics.fmean(self._trial_seconds), 1e-9)
         suggest = statistics.fmean(self._suggest_seconds)
-        if suggest < IDLE_SHARE * trial:
-            return 0
         load = len(self.slots) * suggest / trial
-        return min(self.lookahead, math.ceil(DEPTH_PER_LOAD * load))
+        depth = 0 if suggest < IDLE_SHARE * trial else math.ceil(DEPTH_PER_LOAD * load)
+        depth = min(self.lookahead, depth)
+        if depth != self._depth:
+            logger.info(
+                "keeping %d proposal(s) ready: suggest %.2f s, trial %.2f s, planner load %.2f",
+                depth,
+                suggest,
+                trial,
+                load,
+            )
+            self._depth = depth
+        return depth
 
     def abort_all(self, reason: str) -> None:
         for slot in self.busy():

@@ -184,11 +184,18 @@ def _pace(sched: Scheduler, trial: float, suggest: float, design: int = 0) -> No
         (1.0, 2.0, 4),  # never beyond it
     ],
 )
-def test_the_queue_is_as_deep_as_the_pace_needs(trial: float, suggest: float, depth: int) -> None:
+def test_the_queue_is_as_deep_as_the_pace_needs(
+    trial: float, suggest: float, depth: int, caplog: pytest.LogCaptureFixture
+) -> None:
     sched = _scheduler(4, lookahead=4)
     assert sched.depth() == 4  # nothing timed yet: keep every slot fed
     _pace(sched, trial, suggest)
-    assert sched.depth() == depth
+    with caplog.at_level("INFO", logger="loop.scheduler"):
+        assert sched.depth() == depth
+    # a change of depth is logged once, with the pace behind it
+    said = [r.getMessage() for r in caplog.records if "proposal(s) ready" in r.getMessage()]
+    assert len(said) == (0 if depth == 4 else 1)
+    assert all(m.startswith(f"keeping {depth} proposal(s) ready: suggest") for m in said)
     assert sched.ahead() == depth  # no initial-design limit on this scheduler
     _occupy(sched, 4, 0)
     assert sched.wanted(None) == min(depth, 1)  # one at a time while short, none if no queue
