@@ -158,7 +158,7 @@ SECOND_BASIN = 0.1
 # (loop.scheduler.Scheduler.depth).
 PACES = (
     ("planner-bound", (0.05, 0.15), 1.0),  # load > 1: slots wait for proposals, no queue
-    ("part a's pace", (0.5, 1.5), 1.0),  # load ~0.8: 3-4 proposals ready
+    ("part a's pace", (0.5, 1.5), 1.0),  # load ~0.7: 3-4 proposals ready
     ("slow instruments", (2.5, 7.5), 0.5),  # load ~0.16: 1 ready
 )
 
