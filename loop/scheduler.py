@@ -309,8 +309,8 @@ class Scheduler:
 
         * through the loop at latency U(0.5, 1.5) s (``benchmarks/parallel.py`` part b):
           0.0066 with four ready (95 % of slot time busy), 0.0012 with two (~89 % busy);
-        * the planner alone in simulated time, every slot served the moment it frees
-          (no planner wait): 0.0003 with none ready, 0.0007 with one.
+        * the planner alone in simulated time (``benchmarks/async_sim.py``), every slot
+          served the moment it frees: 0.0003 with none ready, 0.0007 with one.
 
         A queue that runs dry idles an instrument, though, and how deep it must be depends
         on the planner's load, slots x suggest time / trial time: ~0.7 above (4 x 0.18 s /
