@@ -36,8 +36,10 @@ def run(
     ready: int = 0,
     latency: tuple[float, float] = (0.5, 1.5),
     settings: dict[str, Any] | None = None,
-) -> tuple[float, list[float]]:
-    """Final simple regret on Hartmann6 and the best-so-far regret after each outcome."""
+) -> tuple[float, list[float], float]:
+    """Final simple regret on Hartmann6, the best-so-far regret after each outcome, and the
+    median seconds of a model-based suggest (its cost decides how deep the scheduler's
+    queue must be at a given pace)."""
     import numpy as np
     import torch
     from botorch.test_functions import Hartmann
@@ -99,7 +101,8 @@ def run(
                 start(fresh, now)
             while len(queued) < ready and started + len(queued) < trials:
                 queued += planner.suggest(1, pending=list(running.values()) + queued)
-    return trace[-1], trace
+    seconds = [t.total for t in planner.timings if t.n_model]
+    return trace[-1], trace, statistics.median(seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,18 +116,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE.parent))
     settings = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    values = []
+    values, seconds = [], []
     for seed in range(args.seed_offset, args.seed_offset + args.seeds):
-        final, trace = run(
+        final, trace, suggest = run(
             seed, args.slots, trials=args.trials, ready=args.ready, settings=settings
         )
         values.append(final)
+        seconds.append(suggest)
         marks = ", ".join(f"{trace[k - 1]:.4f}" for k in (40, 48, 56) if k <= len(trace))
-        print(f"seed {seed}: regret {final:.5f} (after 40/48/56 outcomes: {marks})", flush=True)
+        print(
+            f"seed {seed}: regret {final:.5f} (after 40/48/56 outcomes: {marks}); "
+            f"median suggest {suggest:.3f} s",
+            flush=True,
+        )
     print(
         f"{args.slots} slot(s), {args.ready} ready, settings {settings or 'default'}: median "
         f"regret {statistics.median(values):.5f}; {sum(v > 0.1 for v in values)}/{len(values)} "
-        f"in the second basin; per seed {', '.join(f'{v:.4f}' for v in values)}"
+        f"in the second basin; per seed {', '.join(f'{v:.4f}' for v in values)}; median "
+        f"suggest {statistics.median(seconds):.3f} s (one torch thread, cores shared)"
     )
 
 
