@@ -3,14 +3,32 @@
 Property tests explore new random examples on every local run (that is how they find bugs);
 under CI (``CI`` set, as the CI runner does) they replay a fixed, derandomised sequence, so a
 submission cannot fail on a draw its author never saw.
+
+Ctrl-C works in every test process: a suite started in the background (``make test &``,
+``nohup``) inherits SIGINT as *ignored*, and Python then installs no KeyboardInterrupt
+handler, so the tests that press Ctrl-C (``signal.pthread_kill``, ``_thread.interrupt_main``)
+would see nothing happen and fail for a reason that is not the code's.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_raises_keyboard_interrupt() -> Iterator[None]:
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
