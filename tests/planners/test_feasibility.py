@@ -80,7 +80,9 @@ def constrained_spaces(draw: Any, rich_spaces: Any, members: Any) -> tuple[Space
                 abs(a) * (_extent(p)[1] - _extent(p)[0]) for a, p in zip(coefs, used, strict=True)
             )
             rhs = sum(a * float(x0[p.name]) for a, p in zip(coefs, used, strict=True))
-            rhs += draw(st.floats(0.0, 0.5)) * spread
+            # A margin > 0: with x0 in a corner, a margin of 0 leaves a feasible set of zero
+            # volume (one face or one point), which the planners rightly refuse as infeasible.
+            rhs += draw(st.floats(0.05, 0.5)) * spread
             lhs = " + ".join(f"({a!r}) * {p.name}" for a, p in zip(coefs, used, strict=True))
             constraints.append(f"{lhs} <= {rhs!r}")
         elif kind == "ball":
@@ -99,7 +101,7 @@ def constrained_spaces(draw: Any, rich_spaces: Any, members: Any) -> tuple[Space
                 lo, hi = _extent(p)
                 factors.append(f"({p.name} - ({lo!r}) + {hi - lo!r})")
                 value *= float(x0[p.name]) - lo + (hi - lo)
-            room = 1 + draw(st.floats(0.0, 1.0))
+            room = 1 + draw(st.floats(0.05, 1.0))  # > 1 for the same reason
             constraints.append(f"{' * '.join(factors)} <= {value * room!r}")
     space = Space(list(base.parameters), constraints=constraints)
     assert space.contains(x0), (constraints, x0)
