@@ -126,13 +126,14 @@ def run(
 
     from loop.config import load_campaign
     from loop.prior import load_prior_data, prior_files
-    from loop.runner import Runner
     from loop.store import Store
 
     loaded = load_campaign(file)
     c = loaded.campaign
     # Every prior row is checked before the store is created: a bad CSV runs nothing.
     rows = load_prior_data(loaded, prior or [])
+    from loop.runner import Runner  # after the checks: a bad file fails before bluesky loads
+
     db = Store(store)
     try:
         _refuse_if_running(db, c.name, store)
@@ -329,7 +330,7 @@ def _print_front(summary: CampaignSummary) -> None:
 
 def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None:
     """Failures by kind on one line; with ``full``, the last few failed trials and why."""
-    from loop.runner import failure_counts
+    from loop.failures import failure_counts
 
     if not failures:
         return
@@ -429,7 +430,7 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
         + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
     _slots_table(c, trials)
-    from loop.runner import failures_of
+    from loop.failures import failures_of
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
     _print_goals(c, records)

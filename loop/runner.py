@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +59,7 @@ from instruments import (
 )
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
+from loop.failures import Failure, failure, failure_counts, failures_of
 from loop.lock import LEASE_TTL, CampaignLease
 from loop.prior import PriorRow, load_prior_data
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
@@ -118,15 +117,6 @@ class TrialReport:
     retry_of: int | None = None
     attempt: int = 1
     will_retry: bool = False
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed trial, for the stop report: which, what kind of failure, and why."""
-
-    number: int
-    kind: str
-    error: str
 
 
 @dataclass(frozen=True)
@@ -1049,7 +1039,7 @@ class Runner:
                 self._count(tally, report)
             elif t.status == "failed":
                 tally.failed += 1
-                tally.failures.append(_failure(t.number, t.error))
+                tally.failures.append(failure(t.number, t.error))
             elif t.status == "abandoned":
                 tally.abandoned += 1
         return tally
@@ -1068,7 +1058,7 @@ class Runner:
             tally.best = self._better(report, tally.best)
         elif report.status == "failed":
             tally.failed += 1
-            tally.failures.append(_failure(report.number, report.error))
+            tally.failures.append(failure(report.number, report.error))
         else:
             tally.abandoned += 1
         if tally.best is not None:
@@ -1341,49 +1331,6 @@ def reconcile_documents(
     return Reconciliation("completed", values, readbacks, run_uid, None)
 
 
-# ---------------------------------------------------------------------------- failures
-# Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
-# phrases are the ones the Dispatcher, the runner and the simulators write.
-_FAILURE_KINDS: tuple[tuple[str, str], ...] = (
-    ("timed out after", "timeout"),
-    ("is not finite", "non-finite output"),
-    ("lies outside its declared limits", "readback out of range"),
-    ("failing region", "failing region"),
-    ("injected instrument fault", "instrument fault"),
-    ("limit check failed", "setpoint refused"),
-    ("missing from the event", "missing output"),
-    ("is not a number", "missing output"),
-    ("runner stopped", "runner stopped"),
-)
-_EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
-
-
-def failure_kind(error: str | None) -> str:
-    """A short kind for a failed trial's error text, to count failures by cause.
-
-    Known phrases map to a kind (``timeout``, ``non-finite output``, ``readback out of
-    range``, ...); any other error is named by its innermost exception type
-    (``"RuntimeError"``), or ``other``.
-    """
-    text = error or ""
-    for pattern, kind in _FAILURE_KINDS:
-        if pattern in text:
-            return kind
-    innermost = text.split(" <- caused by ")[-1].strip()
-    match = _EXCEPTION_NAME.match(innermost)
-    return match.group(1) if match else "other"
-
-
-def failure_counts(failures: Sequence[Failure]) -> dict[str, int]:
-    """Failures by kind, most frequent first (ties in order of first occurrence)."""
-    return dict(Counter(f.kind for f in failures).most_common())
-
-
-def failures_of(trials: Sequence[TrialRow]) -> list[Failure]:
-    """Every failed trial of a campaign, in order, with its kind and error."""
-    return [_failure(t.number, t.error) for t in trials if t.status == "failed"]
-
-
 PRIOR_KIND = "prior"
 """Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
 
@@ -1405,10 +1352,6 @@ def _best_signed(done: Sequence[_Done], sign: float) -> float | None:
 def _gained(gain: float, minimum: float, scale: float) -> bool:
     """A gain counts when above rounding noise and at least ``minimum``."""
     return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
-
-
-def _failure(number: int, error: str | None) -> Failure:
-    return Failure(number=number, kind=failure_kind(error), error=error or "(no error text)")
 
 
 def _was_retried(history: Sequence[TrialRow], index: int) -> bool:

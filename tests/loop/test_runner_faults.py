@@ -18,7 +18,7 @@ import pytest
 
 import loop.runner as runner_module
 from loop import Runner, Store, parse_campaign
-from loop.runner import failure_kind
+from loop.failures import failure_kind
 from planners import Observation
 
 BASE = """

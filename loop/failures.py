@@ -1,0 +1,71 @@
+"""Failed trials: what kind of failure an error text names, and counts by kind.
+
+Shared by the runner's stop report and ``closedloop status``, and kept apart from
+``loop.runner`` so that ``status`` reads a store without importing the planners (torch,
+BoTorch) and the instruments (bluesky, ophyd) that the runner needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loop.store import TrialRow
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed trial, for the stop report: which, what kind of failure, and why."""
+
+    number: int
+    kind: str
+    error: str
+
+
+# Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
+# phrases are the ones the Dispatcher, the runner and the simulators write.
+_FAILURE_KINDS: tuple[tuple[str, str], ...] = (
+    ("timed out after", "timeout"),
+    ("is not finite", "non-finite output"),
+    ("lies outside its declared limits", "readback out of range"),
+    ("failing region", "failing region"),
+    ("injected instrument fault", "instrument fault"),
+    ("limit check failed", "setpoint refused"),
+    ("missing from the event", "missing output"),
+    ("is not a number", "missing output"),
+    ("runner stopped", "runner stopped"),
+)
+_EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
+
+
+def failure_kind(error: str | None) -> str:
+    """A short kind for a failed trial's error text, to count failures by cause.
+
+    Known phrases map to a kind (``timeout``, ``non-finite output``, ``readback out of
+    range``, ...); any other error is named by its innermost exception type
+    (``"RuntimeError"``), or ``other``.
+    """
+    text = error or ""
+    for pattern, kind in _FAILURE_KINDS:
+        if pattern in text:
+            return kind
+    innermost = text.split(" <- caused by ")[-1].strip()
+    match = _EXCEPTION_NAME.match(innermost)
+    return match.group(1) if match else "other"
+
+
+def failure_counts(failures: Sequence[Failure]) -> dict[str, int]:
+    """Failures by kind, most frequent first (ties in order of first occurrence)."""
+    return dict(Counter(f.kind for f in failures).most_common())
+
+
+def failures_of(trials: Sequence[TrialRow]) -> list[Failure]:
+    """Every failed trial of a campaign, in order, with its kind and error."""
+    return [failure(t.number, t.error) for t in trials if t.status == "failed"]
+
+
+def failure(number: int, error: str | None) -> Failure:
+    """The failed trial ``number`` with its error text and the kind of failure it names."""
+    return Failure(number=number, kind=failure_kind(error), error=error or "(no error text)")
