@@ -49,7 +49,13 @@ from ophyd.status import Status
 
 from instruments._build import InputSpec
 from instruments._errors import InstrumentConfigError, InstrumentError
-from instruments._instrument_file import InputDecl, InstrumentFile, OutputDecl, converter
+from instruments._instrument_file import (
+    InputDecl,
+    InstrumentFile,
+    OutputDecl,
+    converter,
+    resolve_file,
+)
 from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, check_setpoint
 
 logger = logging.getLogger(__name__)
@@ -887,11 +893,6 @@ def _connection_checks(
     return checks
 
 
-def resolve_file(path: str, base_dir: Path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else Path(base_dir) / p
-
-
 # ---------------------------------------------------------------------------- from a campaign
 def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     """The :class:`InstrumentFile` of a campaign's ``instrument: {file: ...}`` or
@@ -905,46 +906,6 @@ def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
             return parse_instrument(read_yaml(text, path), path=path)
         return load_instrument_file(path)
     return parse_instrument(config.devices, path="<instrument.devices>")
-
-
-def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) -> str | None:
-    """Fix the text an ``instrument: {file: ...}`` is built from, and return it.
-
-    A new campaign (``stored`` is ``None``) pins the file's text as it is now, which the
-    store keeps with the campaign. A stored campaign pins the stored text, so ``resume`` and
-    ``suggest``/``tell`` build the devices the campaign started with even if the file was
-    edited or deleted since; either is logged as a warning naming the file. Returns ``None``
-    (pins nothing) for another kind of instrument, or a new campaign whose file cannot be read
-    (building it then reports the file's problem).
-    """
-    from instruments._instrument_file import MAX_FILE_BYTES
-
-    if getattr(config, "file", None) is None:
-        return None
-    path = resolve_file(config.file, base_dir)
-    try:
-        raw = path.read_bytes()
-        on_disk: str | None = raw.decode("utf-8") if len(raw) <= MAX_FILE_BYTES else None
-    except (OSError, UnicodeDecodeError):
-        on_disk = None
-    if stored is None:
-        text = on_disk
-    else:
-        text = stored
-        if on_disk is None:
-            logger.warning(
-                "instrument file %s is missing or unreadable; using its text as stored with "
-                "the campaign",
-                path,
-            )
-        elif on_disk != stored:
-            logger.warning(
-                "instrument file %s has changed since the campaign started; using its text as "
-                "stored with the campaign (start a new campaign to use the edited file)",
-                path,
-            )
-    config._file_text = text
-    return text
 
 
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:

@@ -15,6 +15,7 @@ values are converted with pint on the way in and out.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from functools import lru_cache
@@ -35,6 +36,8 @@ from pydantic import (
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import explain as shared_explain
 from instruments._yamlfile import read_yaml_mapping
+
+logger = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 1_000_000
 _PV = r"^[A-Za-z0-9_:.\-{}$()\[\]<>]+$"
@@ -344,3 +347,47 @@ def read_yaml(text: str, path: Path) -> Any:
 def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel]) -> Exception:
     """The top-most pydantic error as one message with its line and a fix."""
     return shared_explain(exc, data, path, model=model, error=InstrumentFileError)
+
+
+# ---------------------------------------------------------------------------- from a campaign
+def resolve_file(path: str, base_dir: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) -> str | None:
+    """Fix the text an ``instrument: {file: ...}`` is built from, and return it.
+
+    A new campaign (``stored`` is ``None``) pins the file's text as it is now, which the
+    store keeps with the campaign. A stored campaign pins the stored text, so ``resume`` and
+    ``suggest``/``tell`` build the devices the campaign started with even if the file was
+    edited or deleted since; either is logged as a warning naming the file. Returns ``None``
+    (pins nothing) for another kind of instrument, or a new campaign whose file cannot be read
+    (building it then reports the file's problem).
+    """
+    if getattr(config, "file", None) is None:
+        return None
+    path = resolve_file(config.file, base_dir)
+    try:
+        raw = path.read_bytes()
+        on_disk: str | None = raw.decode("utf-8") if len(raw) <= MAX_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        on_disk = None
+    if stored is None:
+        text = on_disk
+    else:
+        text = stored
+        if on_disk is None:
+            logger.warning(
+                "instrument file %s is missing or unreadable; using its text as stored with "
+                "the campaign",
+                path,
+            )
+        elif on_disk != stored:
+            logger.warning(
+                "instrument file %s has changed since the campaign started; using its text as "
+                "stored with the campaign (start a new campaign to use the edited file)",
+                path,
+            )
+    config._file_text = text
+    return text

@@ -16,10 +16,15 @@ from loop.store import CampaignRow, Store, export_records
 
 
 def stored_campaign(row: CampaignRow) -> Campaign:
-    """The campaign model from the YAML text kept in the store (no file needed)."""
+    """The campaign model from the YAML text kept in the store (no file needed), for display:
+    not checked again against its planner and instrument (see ``parse_campaign``)."""
     path = Path(row.config_path)
     return parse_campaign(
-        row.config_text, path=path, base_dir=path.parent, instrument_text=row.instrument_text
+        row.config_text,
+        path=path,
+        base_dir=path.parent,
+        instrument_text=row.instrument_text,
+        cross_check=False,
     ).campaign
 
 
