@@ -5,72 +5,8 @@ runs each trial on a real ``RunEngine`` and returns a ``TrialResult`` with the r
 documents. Nothing here imports botorch, torch, ``planners`` or ``loop``.
 """
 
-from instruments._build import (
-    InputSpec,
-    SimulatorInfo,
-    build_instrument,
-    build_instruments,
-    describe_instrument,
-    input_specs,
-    list_simulators,
-    load_function,
-    open_executor,
-    slot_seed,
-)
-from instruments._config import ExecutorConfig, InstrumentConfig
-from instruments._dispatch import (
-    Dispatcher,
-    DocumentSink,
-    describe_exception,
-    is_transient,
-    readback_problems,
-)
-from instruments._errors import (
-    DispatcherBusy,
-    DispatcherClosed,
-    DocumentSinkError,
-    ExecutorUnavailable,
-    InstrumentConfigError,
-    InstrumentError,
-    TrialArgumentError,
-    TrialInterrupted,
-)
-from instruments._manual import ManualInstrument
-from instruments._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
-from instruments._protocol import ExitStatus, Instrument, TrialResult
+import lazy_loader
 
-__all__ = [
-    "PLAN_NAME",
-    "STREAM_NAME",
-    "Dispatcher",
-    "DispatcherBusy",
-    "DispatcherClosed",
-    "DocumentSink",
-    "DocumentSinkError",
-    "ExecutorConfig",
-    "ExecutorUnavailable",
-    "ExitStatus",
-    "InputSpec",
-    "Instrument",
-    "InstrumentConfig",
-    "InstrumentConfigError",
-    "InstrumentError",
-    "ManualInstrument",
-    "SimulatorInfo",
-    "TrialArgumentError",
-    "TrialInterrupted",
-    "TrialResult",
-    "build_instrument",
-    "build_instruments",
-    "check_trial_arguments",
-    "describe_exception",
-    "describe_instrument",
-    "input_specs",
-    "is_transient",
-    "list_simulators",
-    "load_function",
-    "open_executor",
-    "readback_problems",
-    "slot_seed",
-    "trial_plan",
-]
+# Submodules load on first use of one of their names (SPEC 1, as in scikit-image and
+# networkx): `closedloop status` then imports the store, not torch, BoTorch and ophyd.
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -1,23 +1,7 @@
 """The campaign model, the loop, the store and the command line of closedloop."""
 
-from loop.config import Budget, Campaign, LoadedCampaign, load_campaign, parse_campaign
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError
-from loop.runner import CampaignSummary, Runner, TrialReport, TrialTiming
-from loop.store import DEFAULT_STORE, Store
+import lazy_loader
 
-__all__ = [
-    "DEFAULT_STORE",
-    "Budget",
-    "Campaign",
-    "CampaignConfigError",
-    "CampaignSummary",
-    "ClosedLoopError",
-    "LoadedCampaign",
-    "Runner",
-    "Store",
-    "StoreError",
-    "TrialReport",
-    "TrialTiming",
-    "load_campaign",
-    "parse_campaign",
-]
+# Submodules load on first use of one of their names (SPEC 1, as in scikit-image and
+# networkx): `closedloop status` then imports the store, not torch, BoTorch and ophyd.
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

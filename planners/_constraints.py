@@ -34,18 +34,19 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal
 
 # The one exception to "planners never import simulators" (see pyproject.toml): the parser is
 # pure standard-library Python, and one safe expression language for the whole project is
 # worth more than a second copy of it.
 from simulators._expressions import ExpressionError, parse_expression
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: parsing a campaign needs none
+    from torch import Tensor
 
 # A point counts as feasible when its slack is >= -_RTOL * (1 + |lhs| + |rhs|): decoding
 # (10 ** log10, scaling) moves values by a few ulps, which must not turn a boundary point
@@ -126,6 +127,8 @@ class ParameterConstraint:
 
     def feasible_torch(self, values: Mapping[str, Tensor]) -> Tensor:
         """Boolean tensor: where the constraint holds (within rounding); NaN is infeasible."""
+        import torch
+
         slack, scale = self.slack_torch(values)
         # An infinite side (1 / 0) gets no tolerance: -inf slack is a violation, not a tie.
         tolerance = torch.where(torch.isfinite(scale), _RTOL * scale, torch.zeros_like(scale))
@@ -142,6 +145,8 @@ class ParameterConstraint:
 
 
 def _point_tensors(point: Mapping[str, Any], names: Sequence[str]) -> dict[str, Tensor]:
+    import torch
+
     missing = [n for n in names if n not in point]
     if missing:
         raise KeyError(f"the point has no value for {missing}")
@@ -379,6 +384,8 @@ def _evaluate(
     node: ast.expr, values: Mapping[str, Tensor], constants: Mapping[str, float]
 ) -> Tensor:
     """Evaluate a checked arithmetic node with torch ops (IEEE: 1/0 is inf, (-8)**0.5 NaN)."""
+    import torch
+
     if isinstance(node, ast.Constant):
         return torch.tensor(_constant(node), dtype=torch.float64)
     if isinstance(node, ast.Name):
@@ -397,12 +404,14 @@ def _evaluate(
     raise TypeError(f"unexpected node {ast.dump(node)}")  # pragma: no cover - parser checked
 
 
+# Python's operators dispatch to torch's on tensors (``a / b`` is ``torch.div``, ``a ** b``
+# ``torch.pow``), so the table needs no torch import.
 _TORCH_OPS: dict[type[ast.operator], Callable[[Tensor, Tensor], Tensor]] = {
-    ast.Add: torch.add,
-    ast.Sub: torch.sub,
-    ast.Mult: torch.mul,
-    ast.Div: torch.div,
-    ast.Pow: torch.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
 }
 
 
@@ -423,6 +432,8 @@ def encoded_linear_constraint(
         constraint: a parsed constraint.
         columns: the space's encoded parameters in column order.
     """
+    import torch
+
     if not constraint.is_linear:
         return None
     index = {p.name: i for i, p in enumerate(columns)}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from planners._baselines import RandomPlanner, SobolPlanner
-from planners._botorch import BoTorchPlanner, BoTorchSettings
 from planners._config import PlannerConfig
 from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
+
+if TYPE_CHECKING:
+    from planners._botorch import BoTorchSettings
 
 
 def make_planner(
@@ -37,6 +40,8 @@ def make_planner(
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
     if config.kind == "botorch":
+        from planners._botorch import BoTorchPlanner  # lazy: BoTorch and GPyTorch take ~1.5 s
+
         return BoTorchPlanner(
             space,
             objectives,

@@ -20,6 +20,10 @@ exactly, with no rounding after the fact:
 Membership (``Space.validate``) is types and bounds, then the parameter constraints
 (``planners/_constraints.py``), then, for a space given as a finite table of candidates
 (enumerated datasets), being one of its rows.
+
+torch is imported inside the methods that make tensors, not at the top: the campaign schema
+(``loop.config``) builds a ``Space`` to check a campaign file, and ``closedloop validate`` and
+``status`` should not pay the ~3 s import of torch for that.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from functools import cached_property, lru_cache
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from torch import Tensor
 
 from planners._constraints import ParameterConstraint, parse_constraints
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (see the module docstring)
+    import torch
+    from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +268,8 @@ class Space:
     @property
     def bounds(self) -> torch.Tensor:
         """``2 x d`` float64 bounds of the encoded space."""
+        import torch
+
         upper = [
             float(len(p.values) - 1) if isinstance(p, ChoiceParameter) and not p.ordered else 1.0
             for p in self.columns
@@ -308,6 +316,8 @@ class Space:
     # ----------------------------------------------------------------- encoding
     def encode(self, points: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """Encode points to an ``n x d`` float64 tensor (see the module docstring)."""
+        import torch
+
         rows = [[self._encode_one(p, point[p.name]) for p in self.columns] for point in points]
         return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), self.dim)
 
@@ -319,6 +329,8 @@ class Space:
         candidate (in the encoded space). Types and bounds always hold; parameter constraints
         are the optimiser's job, and ``validate`` checks them.
         """
+        import torch
+
         X = X.detach().to(torch.float64).reshape(-1, self.dim).cpu()
         if self.candidates is not None:
             return [dict(self.candidates[j]) for j in self._nearest_candidates(X)[1].tolist()]
@@ -363,6 +375,8 @@ class Space:
         grid with a straight-through estimator (value of the snapped point, gradient of the
         relaxed one). Choice columns with non-numeric values are left out.
         """
+        import torch
+
         out: dict[str, Tensor] = {}
         for i, p in enumerate(self.columns):
             u = X[..., i]
@@ -392,6 +406,8 @@ class Space:
     def feasible(self, X: Tensor) -> Tensor:
         """Boolean ``n``: rows of encoded ``X`` (``n x d``) whose decoded points satisfy every
         parameter constraint (bounds and types always hold after decoding)."""
+        import torch
+
         ok = torch.ones(X.shape[:-1], dtype=torch.bool)
         if not self.constraints:
             return ok
@@ -475,6 +491,8 @@ class Space:
     @cached_property
     def encoded_candidates(self) -> Tensor:
         """``N x d`` encoded candidate rows (empty when the space has no table)."""
+        import torch
+
         if self.candidates is None:
             return torch.empty(0, self.dim, dtype=torch.float64)
         return self.encode(self.candidates)
@@ -491,6 +509,8 @@ class Space:
 
     def _nearest_candidates(self, X: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
         """Distance to and index of the nearest candidate row of each row of ``X``."""
+        import torch
+
         C = self.encoded_candidates
         scale = self.bounds[1]  # categorical indices span k - 1; weigh every column alike
         best_d = torch.full((X.shape[0],), math.inf, dtype=torch.float64)
@@ -510,6 +530,8 @@ class Space:
         Points breaking a parameter constraint are dropped (so fewer may come back); with a
         candidate table, rows are drawn uniformly (with replacement).
         """
+        import torch
+
         if self.candidates is not None:
             rows = torch.randint(len(self.candidates), (n,), generator=generator)
             return [dict(self.candidates[j]) for j in rows.tolist()]
@@ -523,6 +545,8 @@ class Space:
         Categorical, ordered and integer columns get equal-width cells per value, so a
         uniform or low-discrepancy design stays balanced over the values.
         """
+        import torch
+
         X = U.clone().to(torch.float64)
         discrete = self.discrete_dims
         for i, p in enumerate(self.columns):

@@ -1,0 +1,61 @@
+# The public names of ``planners``, for type checkers and for the lazy loader in __init__.py
+# (lazy_loader.attach_stub reads the imports below): a name is importable from the package
+# exactly when it is listed here.
+from ._baselines import PositionalDesign, RandomPlanner, SobolPlanner
+from ._botorch import BoTorchPlanner, BoTorchSettings, SuggestTiming
+from ._config import Acquisition, InitialDesign, PlannerConfig
+from ._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstraint
+from ._factory import make_planner
+from ._pareto import hypervolume, hypervolume_trace, pareto_mask, reference_point
+from ._protocol import (
+    Objective,
+    Observation,
+    OutcomeConstraint,
+    Planner,
+    TrialOutcome,
+    parse_outcome_constraint,
+)
+from ._space import (
+    ChoiceParameter,
+    FixedParameter,
+    FloatParameter,
+    IntParameter,
+    InvalidPoint,
+    Parameter,
+    Point,
+    Space,
+)
+
+__all__ = [
+    "Acquisition",
+    "BoTorchPlanner",
+    "BoTorchSettings",
+    "ChoiceParameter",
+    "ConstraintError",
+    "FixedParameter",
+    "FloatParameter",
+    "InfeasibleSpaceError",
+    "InitialDesign",
+    "IntParameter",
+    "InvalidPoint",
+    "Objective",
+    "Observation",
+    "OutcomeConstraint",
+    "Parameter",
+    "ParameterConstraint",
+    "Planner",
+    "PlannerConfig",
+    "Point",
+    "PositionalDesign",
+    "RandomPlanner",
+    "SobolPlanner",
+    "Space",
+    "SuggestTiming",
+    "TrialOutcome",
+    "hypervolume",
+    "hypervolume_trace",
+    "make_planner",
+    "pareto_mask",
+    "parse_outcome_constraint",
+    "reference_point",
+]
