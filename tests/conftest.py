@@ -8,6 +8,11 @@ Ctrl-C works in every test process: a suite started in the background (``make te
 ``nohup``) inherits SIGINT as *ignored*, and Python then installs no KeyboardInterrupt
 handler, so the tests that press Ctrl-C (``signal.pthread_kill``, ``_thread.interrupt_main``)
 would see nothing happen and fail for a reason that is not the code's.
+
+``make test`` runs the suite on every core (pytest-xdist). Its workers export ``COLUMNS=80``
+and ``LINES=24``; a rich ``Console`` created while ``COLUMNS`` is set keeps that width for
+good, so ``loop.cli``'s consoles (made at import) would print 80-column tables even to a test
+that asks for 200. The variables are dropped before any test module imports the CLI.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
+
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
