@@ -587,19 +587,15 @@ def _check_planner(
     data: Any,
     path: Path,
 ) -> None:
-    """Construct the planner once: a combination it cannot serve fails now, not mid-run.
-
-    Construction is cheap (no model is fitted); the planner checks the space, the
-    objectives and the outcome constraints against what it supports.
-    """
-    from planners import make_planner
+    """Check the campaign against its planner: a combination it cannot serve fails now, not
+    mid-run (``planners.check_planner``; no model is fitted)."""
+    from planners import check_planner
 
     try:
-        make_planner(
+        check_planner(
             space,
             list(campaign.objectives),
             campaign.planner,
-            campaign.seed or 0,
             outcome_constraints=outcome_constraints,
         )
     except ValueError as exc:

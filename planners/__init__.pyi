@@ -5,7 +5,7 @@ from ._baselines import PositionalDesign, RandomPlanner, SobolPlanner
 from ._botorch import BoTorchPlanner, BoTorchSettings, SuggestTiming
 from ._config import Acquisition, InitialDesign, PlannerConfig
 from ._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstraint
-from ._factory import make_planner
+from ._factory import check_planner, make_planner
 from ._pareto import hypervolume, hypervolume_trace, pareto_mask, reference_point
 from ._protocol import (
     Objective,
@@ -54,6 +54,7 @@ __all__ = [
     "TrialOutcome",
     "hypervolume",
     "hypervolume_trace",
+    "check_planner",
     "make_planner",
     "pareto_mask",
     "parse_outcome_constraint",

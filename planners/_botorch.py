@@ -111,7 +111,7 @@ from gpytorch.priors import GammaPrior
 from torch import Tensor
 
 from planners._baselines import PositionalDesign, derive_seed, point_key
-from planners._config import PlannerConfig
+from planners._config import PlannerConfig, check_botorch_support
 from planners._constraints import encoded_linear_constraint
 from planners._pareto import reference_point
 from planners._protocol import Objective, Observation, OutcomeConstraint
@@ -127,10 +127,6 @@ NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 # of near-duplicate inputs well conditioned without blurring noiseless objectives (1e-4, the
 # GPyTorch default, left Branin regret at ~0.03 in ``benchmarks/planner_tuning.py``).
 _NOISE_FLOOR = 1e-5
-
-# Hypervolume acquisition cost grows quickly with the number of objectives (box
-# decompositions); beyond four a scalarisation is the better tool.
-MAX_OBJECTIVES = 4
 
 
 @dataclass(frozen=True)
@@ -293,21 +289,8 @@ class BoTorchPlanner:
         settings: BoTorchSettings | None = None,
         outcome_constraints: Sequence[OutcomeConstraint] = (),
     ) -> None:
-        if not 1 <= len(objectives) <= MAX_OBJECTIVES:
-            raise ValueError(
-                f"BoTorchPlanner optimises 1 to {MAX_OBJECTIVES} objectives, got "
-                f"{len(objectives)}; combine objectives into fewer outputs or drop some"
-            )
-        names = [o.name for o in objectives]
-        if len(set(names)) != len(names):
-            raise ValueError(f"objectives name the same output twice: {names}")
         config = config if config is not None else PlannerConfig()
-        if len(objectives) > 1 and config.acquisition != "qLogNoisyExpectedImprovement":
-            raise ValueError(
-                f"acquisition {config.acquisition} optimises one objective; with several "
-                "objectives the planner uses qLogNoisyExpectedHypervolumeImprovement: remove "
-                "planner.acquisition from the campaign"
-            )
+        check_botorch_support(objectives, config)
         self.space = space
         self.objectives: tuple[Objective, ...] = tuple(objectives)
         self.outcome_constraints: tuple[OutcomeConstraint, ...] = tuple(outcome_constraints)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from planners._protocol import Objective
 
 Acquisition = Literal[
     "qLogNoisyExpectedImprovement",
@@ -75,3 +79,30 @@ class PlannerConfig(BaseModel):
         description="BoTorch acquisition function (Log variants: plain EI is numerically poor).",
     )
     batch_size: int = Field(default=1, ge=1, le=64, description="Proposals per suggest call.")
+
+
+# Hypervolume acquisition cost grows quickly with the number of objectives (box
+# decompositions); beyond four a scalarisation is the better tool.
+MAX_OBJECTIVES = 4
+
+
+def check_botorch_support(objectives: Sequence[Objective], config: PlannerConfig) -> None:
+    """Raise ``ValueError`` if the BoTorch planner cannot serve these objectives and settings.
+
+    Kept apart from ``BoTorchPlanner`` (which calls it first) so that ``closedloop validate``
+    can check a campaign against the planner without importing torch and BoTorch.
+    """
+    if not 1 <= len(objectives) <= MAX_OBJECTIVES:
+        raise ValueError(
+            f"BoTorchPlanner optimises 1 to {MAX_OBJECTIVES} objectives, got "
+            f"{len(objectives)}; combine objectives into fewer outputs or drop some"
+        )
+    names = [o.name for o in objectives]
+    if len(set(names)) != len(names):
+        raise ValueError(f"objectives name the same output twice: {names}")
+    if len(objectives) > 1 and config.acquisition != "qLogNoisyExpectedImprovement":
+        raise ValueError(
+            f"acquisition {config.acquisition} optimises one objective; with several "
+            "objectives the planner uses qLogNoisyExpectedHypervolumeImprovement: remove "
+            "planner.acquisition from the campaign"
+        )

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from planners._baselines import RandomPlanner, SobolPlanner
-from planners._config import PlannerConfig
+from planners._config import PlannerConfig, check_botorch_support
 from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
 
@@ -54,8 +53,32 @@ def make_planner(
         from planners._ax import AxPlanner  # lazy: Ax is slow to import
 
         return AxPlanner(space, objectives, config, seed, outcome_constraints=outcome_constraints)
+    from planners._baselines import RandomPlanner, SobolPlanner  # torch's Sobol engine
+
     if config.kind == "sobol":
         return SobolPlanner(space, seed)
     if config.kind == "random":
         return RandomPlanner(space, seed)
     raise ValueError(f"unknown planner kind {config.kind!r}")  # pragma: no cover
+
+
+def check_planner(
+    space: Space,
+    objectives: Sequence[Objective],
+    config: PlannerConfig,
+    *,
+    outcome_constraints: Sequence[OutcomeConstraint] = (),
+) -> None:
+    """Raise ``ValueError`` if ``config.kind`` cannot serve this campaign; fit nothing.
+
+    What ``closedloop validate`` asks, as cheaply as it can be answered: BoTorch's limits are
+    checked without importing torch or BoTorch (the planner runs the same check when it is
+    built), the model-free baselines serve every space, and Ax's checks need Ax's parameter
+    types, so the Ax planner is built.
+    """
+    if not objectives:
+        raise ValueError("a campaign needs at least one objective")
+    if config.kind == "botorch":
+        check_botorch_support(objectives, config)
+    elif config.kind == "ax":
+        make_planner(space, objectives, config, 0, outcome_constraints=outcome_constraints)
