@@ -261,10 +261,10 @@ def parse_campaign(
     the file on disk (which is read now when not given); see
     ``instruments._instrument_file.pin_instrument_text``.
 
-    ``cross_check=False`` skips the checks against the planner and the instrument (building
-    the planner, describing the instrument's outputs): they import torch, BoTorch, ophyd or a
-    user's instrument module, and a campaign read back from a store for ``status``,
-    ``export`` or ``report`` passed them when it was stored.
+    ``cross_check=False`` skips the checks against the planner and the instrument, for a
+    campaign read back from a store by ``status``, ``export`` or ``report``: it passed them
+    when it was stored, and describing the instrument imports its module (a user's function,
+    which need not be importable where the store is read; Ax for an Ax planner).
     """
     data = _read_yaml(text, path)
     _apply_dataset(data, path, base_dir)
