@@ -97,6 +97,24 @@ def test_status_shows_units_feasibility_and_the_front(tmp_path: Path) -> None:
     assert "x [degC]" in out.output and "y [min]" in out.output
 
 
+def test_status_export_and_report_read_a_store_without_the_instrument_module(
+    tmp_path: Path,
+) -> None:
+    """Reading a store does not import the campaign's instrument: a store copied to another
+    machine, or a campaign whose function file was since removed, still reports."""
+    url, _ = _run(tmp_path, MOO)
+    (tmp_path / "fn.py").unlink()
+    for args in (
+        ["status", "--store", url],
+        ["report", "--store", url, "-o", str(tmp_path / "r.png")],
+    ):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0, (args, out.output)
+    out = CliRunner().invoke(app, ["export", "--store", url, "-f", "json"])
+    assert out.exit_code == 0, out.output
+    assert len(json.loads(out.output)) == 12
+
+
 def test_run_summary_reports_feasibility_and_front(tmp_path: Path) -> None:
     (tmp_path / "fn.py").write_text(FUNCTION)
     path = tmp_path / "campaign.yaml"
