@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.closedloop-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_STORE := sqlite:///.closedloop/demo.db
 
-.PHONY: demo test lint typecheck pytest bench setup clean
+.PHONY: demo test lint typecheck pytest bench peers setup clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# closedloop against its peers' defaults (BayBE from the peers extra, Ax) on issue 2's noisy
+# Hartmann6, 40 seeds (~40 min on 2 cores); see benchmarks/README.md.
+peers: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[dev,ax,peers]'
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) .closedloop .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from planners import (
     InitialDesign,
     Objective,
     Observation,
+    Planner,
     PlannerConfig,
     Space,
 )
@@ -39,43 +40,65 @@ PROBLEMS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_one(args: tuple[str, int, dict[str, Any], str, int]) -> dict[str, Any]:
-    problem, seed, settings_kw, acquisition, n_init = args
-    torch.set_num_threads(1)
-    spec = PROBLEMS[problem]
-    fn = spec["fn"]()
-    bounds = fn.bounds.tolist()
-    space = Space(
+def make_space(problem: str) -> Space:
+    """The problem's box as a closedloop space (``x0``, ``x1``, ...)."""
+    bounds = PROBLEMS[problem]["fn"]().bounds.tolist()
+    return Space(
         [
             FloatParameter(name=f"x{i}", bounds=(lo, hi))
             for i, (lo, hi) in enumerate(zip(bounds[0], bounds[1], strict=True))
         ]
     )
-    planner = BoTorchPlanner(
-        space,
-        [Objective(name="f", goal="minimize")],
-        PlannerConfig(initial=InitialDesign(n=n_init), acquisition=acquisition),
-        seed=seed,
-        settings=BoTorchSettings(**settings_kw),
-    )
+
+
+def run_trials(planner: Planner, problem: str, seed: int, n_initial: int) -> dict[str, Any]:
+    """One sequential run of ``planner`` on ``problem``: the protocol every planner shares.
+
+    The planner sees ``f + noise * N(0, 1)`` (noise drawn from ``default_rng(10_000 + seed)``,
+    one draw per trial, so every planner meets the same noise sequence); the regret scores
+    the best *noiseless* value among the points tried. ``latency`` is the wall time of each
+    suggest after the first ``n_initial`` (the model-based ones).
+    """
+    spec = PROBLEMS[problem]
+    fn = spec["fn"]()
+    space = make_space(problem)
     rng = np.random.default_rng(10_000 + seed)
     best = float("inf")
-    for _ in range(spec["trials"]):
+    latency: list[float] = []
+    for trial in range(spec["trials"]):
+        t0 = time.perf_counter()
         (point,) = planner.suggest(1)
+        if trial >= n_initial:
+            latency.append(time.perf_counter() - t0)
         x = torch.tensor([[point[n] for n in space.names]], dtype=torch.float64)
         f = float(fn.evaluate_true(x))
         best = min(best, f)
         y = f + spec["noise"] * float(rng.standard_normal())
         planner.ingest([Observation(parameters=point, outputs={"f": y})])
-    model_timings = [t for t in planner.timings if t.n_model]
     return {
         "problem": problem,
         "seed": seed,
         "regret": best - fn.optimal_value,
-        "latency": [t.total for t in model_timings],
-        "fit": [t.fit for t in model_timings],
-        "optimize": [t.optimize for t in model_timings],
+        "latency": latency,
     }
+
+
+def run_one(args: tuple[str, int, dict[str, Any], str, int]) -> dict[str, Any]:
+    problem, seed, settings_kw, acquisition, n_init = args
+    torch.set_num_threads(1)
+    planner = BoTorchPlanner(
+        make_space(problem),
+        [Objective(name="f", goal="minimize")],
+        PlannerConfig(initial=InitialDesign(n=n_init), acquisition=acquisition),
+        seed=seed,
+        settings=BoTorchSettings(**settings_kw),
+    )
+    result = run_trials(planner, problem, seed, n_init)
+    model_timings = [t for t in planner.timings if t.n_model]
+    result["latency"] = [t.total for t in model_timings]
+    result["fit"] = [t.fit for t in model_timings]
+    result["optimize"] = [t.optimize for t in model_timings]
+    return result
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
