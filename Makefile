@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # closedloop against its peers' defaults (BayBE from the peers extra, Ax) on issue 2's noisy
-# Hartmann6, 40 seeds (~40 min on 2 cores); see benchmarks/README.md.
+# Hartmann6, 40 seeds (47 min on 2 cores); see benchmarks/README.md.
 peers: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[dev,ax,peers]'
 	$(BIN)/python benchmarks/peers.py

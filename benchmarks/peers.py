@@ -155,9 +155,17 @@ def main() -> None:
     jobs = [(p, prob, s) for prob in ns.problems for s in seeds for p in ns.planners]
     print(f"{len(jobs)} runs on {ns.workers} worker processes, one torch thread each")
     t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
     with mp.get_context("spawn").Pool(ns.workers) as pool:
-        results = pool.map(run_one, jobs, chunksize=1)
+        for r in pool.imap_unordered(run_one, jobs):
+            results.append(r)
+            print(
+                f"[{len(results)}/{len(jobs)}] {r['planner']} {r['problem']} seed {r['seed']}: "
+                f"regret {r['regret']:.4g}, median suggest {statistics.median(r['latency']):.2f} s",
+                flush=True,
+            )
     print(f"wall {time.perf_counter() - t0:.0f} s")
+    results.sort(key=lambda r: r["seed"])
     if ns.json:
         Path(ns.json).write_text(json.dumps(results))
 
