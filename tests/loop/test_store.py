@@ -1,0 +1,93 @@
+"""The store's per-trial writes: what goes in comes out, once, and only from the lease holder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loop import Store, StoreError
+from loop.store import LeaseClaim, LeaseLost
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    yield store
+    store.close()
+
+
+def _campaign(store: Store, token: str = "mine") -> int:
+    claim = LeaseClaim(owner="host:1", host="host", pid=1, token=token, ttl=30)
+    return store.create_campaign("c", "name: c\n", "c.yaml", 0, lease=claim)
+
+
+def test_a_trial_round_trips_with_its_documents_and_outputs(store: Store) -> None:
+    cid = _campaign(store)
+    first = store.add_trial(cid, {"x": np.float64(0.5), "cat": "a"}, "initial", token="mine")
+    second = store.add_trial(cid, {"x": 0.25, "cat": "b"}, "model", 0.2, token="mine", slot=1)
+    assert (first.number, second.number) == (1, 2)
+    assert first.id is not None and second.id is not None and first.id != second.id
+    assert first.status == "running" and first.started_at is not None
+
+    # Strings that contain "NaN" are text, not numbers: only the float NaN becomes null.
+    body = {"data": {"y": np.float64(1.5), "z": math.nan}, "sample": "NaNoparticle"}
+    for seq, name in enumerate(("start", "descriptor", "event", "stop"), start=1):
+        store.add_document(first.id, seq, name, body, "run-1")
+    store.finish_trial(
+        first.id,
+        status="completed",
+        outputs={"y": 1.5, "z": math.nan},
+        readbacks={"x": np.float64(0.5001)},
+        run_uid="run-1",
+        error=None,
+        token="mine",
+    )
+
+    rows = {t.number: t for t in store.trials(cid)}
+    done = rows[1]
+    assert done.status == "completed" and done.run_uid == "run-1"
+    assert done.parameters == {"x": 0.5, "cat": "a"} and done.readbacks == {"x": 0.5001}
+    assert done.finished_at is not None and done.kind == "initial"
+    assert rows[2].status == "running" and rows[2].slot == 1 and rows[2].suggest_seconds == 0.2
+    observed = store.observations(cid)[first.id]
+    assert observed["y"] == 1.5 and math.isnan(observed["z"])
+    documents = store.documents(first.id)
+    assert [d.name for d in documents] == ["start", "descriptor", "event", "stop"]
+    assert documents[2].body == {"data": {"y": 1.5, "z": None}, "sample": "NaNoparticle"}
+
+
+def test_an_outcome_is_written_once(store: Store) -> None:
+    cid = _campaign(store)
+    trial = store.add_trial(cid, {"x": 0.5}, "initial")
+    assert trial.id is not None
+    outcome = {"outputs": {"y": 1.0}, "readbacks": {}, "run_uid": None, "error": None}
+    store.finish_trial(trial.id, status="failed", **outcome)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="already failed"):
+        store.finish_trial(trial.id, status="completed", **outcome)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="vanished"):
+        store.finish_trial(trial.id + 99, status="completed", **outcome)  # type: ignore[arg-type]
+    assert store.observations(cid) == {trial.id: {"y": 1.0}}
+
+
+def test_a_runner_without_the_lease_writes_nothing(store: Store) -> None:
+    cid = _campaign(store, token="successor")
+    with pytest.raises(LeaseLost, match="host:1"):
+        store.add_trial(cid, {"x": 0.5}, "initial", token="stalled")
+    trial = store.add_trial(cid, {"x": 0.5}, "initial", token="successor")
+    assert trial.id is not None
+    with pytest.raises(LeaseLost):
+        store.finish_trial(
+            trial.id,
+            status="completed",
+            outputs={"y": 1.0},
+            readbacks={},
+            run_uid=None,
+            error=None,
+            token="stalled",
+        )
+    assert [t.status for t in store.trials(cid)] == ["running"]
+    assert store.observations(cid) == {}
