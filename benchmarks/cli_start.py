@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _trees import ROOT, trees
 
 
 def _commands(url: str) -> dict[str, list[str]]:
@@ -59,28 +59,12 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        trees = {"current": ROOT}
-        if args.baseline:
-            base = Path(tmp) / "baseline"
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", "-q", str(base), args.baseline],
-                cwd=ROOT,
-                check=True,
-            )
-            trees["baseline"] = base
-        try:
+        with trees(args.baseline) as sources:
             times: dict[tuple[str, str], list[float]] = {}
             for _ in range(args.repeats):
                 for name, cmd in _commands(url).items():
-                    for label, tree in trees.items():
+                    for label, tree in sources.items():
                         times.setdefault((label, name), []).append(_seconds(tree, cmd))
-        finally:
-            if args.baseline:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(trees["baseline"])],
-                    cwd=ROOT,
-                    check=False,
-                )
 
     header = f"{'command':34} {'current (s)':>12}"
     if args.baseline:
