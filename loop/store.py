@@ -655,9 +655,9 @@ class Store:
 
     # ----------------------------------------------------------------- trials
     # The three writes below run once or more per trial on the RunEngine's and the runner's
-    # threads. They execute the prepared statements of ``_Hot`` on a plain connection: an ORM
-    # session with its unit of work, or a statement rebuilt with ``.values(...)``, costs
-    # 0.5-1 ms of CPU per write against ~0.3 ms for the insert and its commit (ADR 0002).
+    # threads. They execute the statements of ``_Hot`` on a plain connection: inside a
+    # campaign an ORM session with its unit of work cost 1-3 ms of CPU per write, against
+    # ~0.4 ms for the insert and its commit (ADR 0002).
     @_serialised
     def add_trial(
         self,
