@@ -333,3 +333,33 @@ def test_a_suggest_with_points_pending_optimises_with_the_pending_effort(
     # never more than the full effort (mc_samples stays 32), and restored afterwards
     assert seen == [(3, 64, 32), (2, 16, 32)]
     assert planner.settings == settings
+
+
+def test_one_objective_over_floats_optimises_from_fewer_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import planners._botorch as module
+
+    space = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
+    settings = dataclasses.replace(
+        FAST, raw_samples=64, num_restarts=6, float_restarts=2, mc_samples=32, exploit_every=None
+    )
+    seen: list[int] = []
+    optimize_acqf = module.optimize_acqf
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["num_restarts"])
+        return optimize_acqf(*args, **kwargs)
+
+    monkeypatch.setattr(module, "optimize_acqf", spy)
+    xs = (0.1, 0.3, 0.5, 0.7, 0.9)
+    one = BoTorchPlanner(space, MAX, CONFIG, seed=0, settings=settings)
+    one.ingest([Observation(parameters={"x": x}, outputs={"y": x}) for x in xs])
+    one.suggest(1)
+    two = BoTorchPlanner(
+        space, [Objective(name="y"), Objective(name="z")], CONFIG, seed=0, settings=settings
+    )
+    two.ingest([Observation(parameters={"x": x}, outputs={"y": x, "z": 1 - x}) for x in xs])
+    two.suggest(1)
+    # several objectives (and mixed spaces, which use another optimiser) keep num_restarts
+    assert seen == [2, 6]
