@@ -156,11 +156,23 @@ class PlannerWorker:
         self._buffer: list[Observation] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._unanswered = False  # a request whose answer the coordinator has not taken
         self.received = 0  # outcomes handed over by the coordinator so far
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """A request is outstanding: suggesting, or its answer not yet taken from ``events``.
+
+        Not "the thread is alive": the thread ends as soon as it has queued its answer, and
+        until the coordinator takes that answer its points are in no one's pending list. A
+        request made in that window re-proposed them (two slots of a Sobol campaign were
+        handed the same point 10 times in 40 trials).
+        """
+        return self._unanswered
+
+    def answered(self) -> None:
+        """The coordinator has taken this request's answer (its points are now ``ready``)."""
+        self._unanswered = False
 
     def ingest(self, observations: Sequence[Observation]) -> None:
         with self._lock:
@@ -172,6 +184,7 @@ class PlannerWorker:
         if self.busy:
             raise RuntimeError("the planner is already suggesting")
         pending = list(pending)
+        self._unanswered = True
 
         def target() -> None:
             try:
@@ -350,14 +363,20 @@ class Scheduler:
             slot.dispatcher.abort(reason)
 
     def next_event(self, timeout: float = POLL_SECONDS) -> Event | None:
-        """The next event (``None`` after ``timeout``), timed for :meth:`depth`."""
+        """The next event (``None`` after ``timeout``), timed for :meth:`depth`.
+
+        Taking a :class:`Proposed` ends the planner's request (:attr:`PlannerWorker.busy`):
+        the caller puts its proposals in :attr:`ready` before it asks again.
+        """
         try:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
             return None
         if isinstance(event, SlotDone):
             self._trial_seconds.append(time.perf_counter() - event.job.started)
-        elif event.error is None:  # model proposals only: design points cost next to nothing
+            return event
+        self.planner.answered()
+        if event.error is None:  # model proposals only: design points cost next to nothing
             self._suggest_seconds.extend(
                 p.suggest_seconds for p in event.proposals if p.kind == "model"
             )

@@ -19,7 +19,7 @@ from instruments import ExecutorUnavailable, build_instrument
 from loop import Runner, Store, parse_campaign
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import TrialRow
-from planners import Observation
+from planners import FloatParameter, Observation, SobolPlanner, Space
 from simulators import get_problem
 
 BRANIN = """
@@ -159,6 +159,40 @@ def test_before_the_first_outcome_only_the_initial_design_is_made_ahead() -> Non
     small = _scheduler(4, lookahead=4, initial=2)
     _occupy(small, 4, 0)
     assert small.wanted(None) == 0
+
+
+def test_an_answer_still_queued_is_not_asked_for_again() -> None:
+    """The planner thread ends the moment it queues its answer; until the coordinator takes
+    that answer, its points are in no pending list, so asking again re-proposed them."""
+    space = Space([FloatParameter(name=n, bounds=(0.0, 1.0)) for n in ("x1", "x2")])
+    free = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(2)]
+    sched = Scheduler(free, SobolPlanner(space, seed=1), lookahead=2)
+    assert sched.wanted(None) == 2
+    sched.planner.request(2, sched.pending_points())
+    sched.planner.join(timeout=10)  # the thread is done, its answer waits in the queue
+    assert sched.planner.busy
+    assert sched.wanted(None) == 0
+    event = sched.next_event(timeout=1)
+    assert isinstance(event, Proposed)
+    assert not sched.planner.busy
+    sched.ready.extend(event.proposals)
+    assert len(sched.pending_points()) == 2
+    sched.planner.request(sched.wanted(None), sched.pending_points())
+    sched.planner.join(timeout=10)
+    again = sched.next_event(timeout=1)
+    assert isinstance(again, Proposed)
+    assert not {tuple(p.parameters.items()) for p in again.proposals} & {
+        tuple(p.parameters.items()) for p in event.proposals
+    }
+
+
+def test_two_fast_slots_never_run_the_same_point(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path, "latency: 0.02, count: 2", "{max_trials: 24}")
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    assert (summary.status, summary.completed) == ("completed", 24)
+    points = [tuple(sorted(t.parameters.items())) for t in _check_consistent(store, 1)]
+    assert len(set(points)) == 24
 
 
 def _pace(sched: Scheduler, trial: float, suggest: float, design: int = 0) -> None:
