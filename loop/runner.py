@@ -46,6 +46,7 @@ import numpy as np
 from instruments import (
     STREAM_NAME,
     Dispatcher,
+    DocumentSinkError,
     Instrument,
     ManualInstrument,
     TrialInterrupted,
@@ -835,8 +836,23 @@ class Runner:
                 )
             except TrialInterrupted as exc:  # a KeyboardInterrupt in this thread: aborted
                 return exc.result
+            except DocumentSinkError as exc:
+                # The run completed; a document write failed (e.g. the database locked past
+                # its busy timeout) and the dispatcher stopped streaming. Write what the
+                # store missed once more, so the measurement is kept and the campaign goes
+                # on; if that fails too, the trial stays `running` for resume.
+                logger.warning("trial %d: %s; writing its documents again", job.number, exc)
+                self._store_missed_documents(trial_id, exc.result)
+                return exc.result
 
         slot.start(job, run, sched.events)
+
+    def _store_missed_documents(self, trial_id: int, result: TrialResult) -> None:
+        """Store the documents of ``result`` beyond those already stored, in order."""
+        stored = len(self.store.documents(trial_id))
+        run_uid = next((doc.get("uid") for name, doc in result.documents if name == "start"), None)
+        for seq, (name, doc) in enumerate(result.documents[stored:], start=stored + 1):
+            self.store.add_document(trial_id, seq, name, doc, run_uid)
 
     def _finish_trial(
         self,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 import loop.runner as runner_module
 from loop import Runner, Store, parse_campaign
@@ -232,3 +233,31 @@ def test_cli_prints_the_failure_report(tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert "failures: 3 instrument fault" in status.stdout
     assert "trial #3 [instrument fault]" in status.stdout
+
+
+def test_a_failed_document_write_keeps_the_measurement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write fails past SQLite's busy timeout: the run completed, so its documents are
+    written again and the trial keeps its outputs; the campaign goes on."""
+    loaded = _campaign(tmp_path, "latency: 0.01", "{max_trials: 3}")
+    store = _store(tmp_path)
+    write = store.add_document
+    failed: list[int] = []
+
+    def locked_once(trial_id: int, seq: int, name: str, body: Any, run_uid: Any) -> None:
+        if name == "event" and not failed:
+            failed.append(trial_id)
+            raise OperationalError("INSERT INTO document", {}, Exception("database is locked"))
+        write(trial_id, seq, name, body, run_uid)
+
+    monkeypatch.setattr(store, "add_document", locked_once)
+    summary = Runner(loaded, store).run()
+    assert (summary.status, summary.completed) == ("completed", 3)
+    trial = next(t for t in store.trials(summary.campaign_id) if t.id == failed[0])
+    assert trial.status == "completed"
+    docs = store.documents(failed[0])
+    assert [(d.seq, d.name) for d in docs] == list(
+        enumerate(["start", "descriptor", "event", "stop"], start=1)
+    )
+    assert store.observations(summary.campaign_id)[failed[0]]["y"] == docs[2].body["data"]["y"]
