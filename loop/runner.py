@@ -487,6 +487,7 @@ class Runner:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
                 )
+            self.store.reopen_campaign(cid, token=self.lease.token)
         except BaseException:
             self.lease.release()
             raise

@@ -478,6 +478,23 @@ class Store:
             s.add(row)
             s.commit()
 
+    @_serialised
+    def reopen_campaign(self, campaign_id: int, *, token: str) -> None:
+        """Show a resumed campaign ``running`` again, with no stop reason.
+
+        Its last session left it ``stopped``, ``completed`` or ``failed``; kept, that status
+        hides the new session: ``status`` shows it ended, interlock pauses are not
+        recorded (they only replace an active status) and ``closedloop release`` refuses.
+        """
+        with self.session() as s:
+            _check_lease(s.connection(), campaign_id, token)
+            s.exec(
+                update(CampaignRow)
+                .where(col(CampaignRow.id) == campaign_id)
+                .values(status="running", stop_reason=None, updated_at=utcnow())
+            )
+            s.commit()
+
     # ----------------------------------------------------------------- pauses
     @_serialised
     def pause_campaign(self, campaign_id: int, reason: str, *, token: str | None = None) -> bool:

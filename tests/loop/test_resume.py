@@ -147,8 +147,20 @@ def test_resume_of_a_completed_campaign_is_refused_unless_extended(tmp_path: Pat
     with pytest.raises(CampaignFinished, match=r"is completed.*--max-trials 12"):
         Runner.from_store(store, cid).resume()
     assert store.trials(cid)[-1].number == 2  # nothing ran
-    summary = Runner.from_store(store, "resumable", max_trials=4).resume()
+    seen: list[tuple[str, str | None]] = []
+
+    class Watch:
+        def trial_started(self, number: int, parameters: dict) -> None:
+            row = store.campaign(cid)
+            seen.append((row.status, row.stop_reason))
+
+        def trial_finished(self, report: Any) -> None:
+            pass
+
+    summary = Runner.from_store(store, "resumable", max_trials=4, listener=Watch()).resume()
     assert (summary.status, summary.completed) == ("completed", 4)
+    # the resumed session shows as running, not as the last session's end
+    assert seen == [("running", None)] * 2
     # the extended budget is stored: resuming again without it is refused again
     with pytest.raises(CampaignFinished, match=r"max_trials reached \(4"):
         Runner.from_store(store, cid).resume()
