@@ -30,7 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, Column, Index, bindparam, event, func, insert, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
 from loop.errors import StoreError
@@ -263,6 +263,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _is_id(ref: str | None) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` refuses."""
+    return ref is not None and ref.isascii() and ref.isdigit()
+
+
 def _jsonable(value: Any) -> Any:
     """Documents hold numpy scalars/arrays; store them as plain JSON (NaN as null).
 
@@ -329,7 +334,7 @@ class Store:
                 SQLModel.metadata.create_all(self.engine)
             self._add_missing_columns()
             self._record_schema_version()
-        except OperationalError as exc:
+        except DatabaseError as exc:  # also "file is not a database"
             raise StoreError(f"cannot open store {url}: {exc.orig}") from None
 
     def _stored_schema_version(self) -> int | None:
@@ -410,14 +415,21 @@ class Store:
             return row.id
 
     def campaign(self, ref: str | int | None = None) -> CampaignRow:
-        """A campaign by id or name (latest of that name), or the latest one."""
+        """A campaign by id or name (latest of that name), or the latest one.
+
+        A string is a name first and an id only if no campaign has that name: names may be
+        all digits (a campaign called "2024"), so reading every digit string as an id would
+        make such a campaign unreachable from ``-c``.
+        """
         with self.session() as s:
             query = select(CampaignRow).order_by(col(CampaignRow.id).desc())
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-                query = query.where(CampaignRow.id == int(ref))
-            elif ref is not None:
-                query = query.where(CampaignRow.name == ref)
-            row = s.exec(query).first()
+            row = None
+            if isinstance(ref, str):
+                row = s.exec(query.where(CampaignRow.name == ref)).first()
+            if row is None and (isinstance(ref, int) or _is_id(ref)):
+                row = s.exec(query.where(CampaignRow.id == int(ref))).first()
+            elif ref is None:
+                row = s.exec(query).first()
         if row is None:
             what = f"campaign '{ref}'" if ref is not None else "campaign"
             raise StoreError(f"no {what} in store {self.url}")

@@ -68,3 +68,26 @@ def test_unknown_campaign_in_a_store_is_a_clear_error(tmp_path: Path) -> None:
     proc = closedloop("status", "--store", f"sqlite:///{db}", "-c", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert "no campaign 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_file_that_is_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.db"
+    notes.write_text("these are my lab notes, not a database\n" * 100)
+    proc = closedloop("status", "--store", f"sqlite:///{notes}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open store" in proc.stderr and "file is not a database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert notes.read_text().startswith("these are my lab notes")  # untouched
+
+
+def test_a_campaign_named_with_digits_is_found_by_its_name(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    first = store.create_campaign("branin", "", "a.yaml", 1)
+    named_1 = store.create_campaign("1", "", "b.yaml", 1)
+    year = store.create_campaign("2024", "", "c.yaml", 1)
+    assert store.campaign("2024").id == year  # a name, though it looks like an id
+    assert store.campaign("1").id == named_1  # the name wins over id 1
+    assert store.campaign(1).id == first  # an int is always an id
+    assert store.campaign(str(year)).id == year  # no such name: the id
+    with pytest.raises(StoreError, match="no campaign '²'"):
+        store.campaign("²")  # digits to str.isdigit, not to int()
