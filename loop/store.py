@@ -426,7 +426,7 @@ class Store:
             row = None
             if isinstance(ref, str):
                 row = s.exec(query.where(CampaignRow.name == ref)).first()
-            if row is None and (isinstance(ref, int) or _is_id(ref)):
+            if row is None and ref is not None and (isinstance(ref, int) or _is_id(ref)):
                 row = s.exec(query.where(CampaignRow.id == int(ref))).first()
             elif ref is None:
                 row = s.exec(query).first()
