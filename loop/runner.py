@@ -31,6 +31,7 @@ stored, but the planner receives ``outcome='failed'``, never the numbers.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -735,11 +736,8 @@ class Runner:
             self.seed,
             outcome_constraints=c.parsed_outcome_constraints,
         )
-        learned = [
-            t
-            for i, t in enumerate(history)
-            if t.status != "running" and not _was_retried(history, i)
-        ]
+        retried = _retried(history)
+        learned = [t for i, t in enumerate(history) if t.status != "running" and i not in retried]
         if learned:
             planner.ingest(
                 [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
@@ -1371,19 +1369,24 @@ def _gained(gain: float, minimum: float, scale: float) -> bool:
     return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
 
 
-def _was_retried(history: Sequence[TrialRow], index: int) -> bool:
-    """Whether trial ``index`` failed and the next trial re-measured its point.
+def _retried(history: Sequence[TrialRow]) -> set[int]:
+    """Indices of the failed trials whose point a later ``retry`` trial re-measured.
 
     Such an attempt was never shown to the planner (it learns only a point's last
-    attempt), so a rebuilt planner must skip it too.
+    attempt), so a rebuilt planner must skip it too. A retry is created when its failed
+    attempt is recorded, so it comes later in the history, but with several slots other
+    trials are numbered in between: each retry is matched to the earliest failed trial
+    of the same point not yet matched, not to the trial just before it.
     """
-    nxt = index + 1
-    return (
-        history[index].status == "failed"
-        and nxt < len(history)
-        and history[nxt].kind == "retry"
-        and history[nxt].parameters == history[index].parameters
-    )
+    unmatched: dict[str, list[int]] = {}
+    retried: set[int] = set()
+    for index, trial in enumerate(history):
+        key = json.dumps(trial.parameters, sort_keys=True)
+        if trial.kind == "retry" and unmatched.get(key):
+            retried.add(unmatched[key].pop(0))
+        if trial.status == "failed":
+            unmatched.setdefault(key, []).append(index)
+    return retried
 
 
 def _override(
