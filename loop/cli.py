@@ -177,20 +177,38 @@ def resume(
     max_failures: Annotated[
         int | None, typer.Option(min=1, help="New budget.max_failures.")
     ] = None,
+    max_duration: Annotated[
+        str | None,
+        typer.Option(
+            help="New budget.max_duration (running time over all sessions): 2h, 30m, 1h30m "
+            "or seconds."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Continue a campaign after any stop (Ctrl-C, SIGTERM, kill, power loss).
 
     Trials left in flight are reconciled from their stored Bluesky documents and the
     planner is rebuilt from every stored trial. A finished campaign is extended by giving
-    a larger --max-trials (or --max-failures).
+    a larger --max-trials, --max-failures or --max-duration (whichever limit ended it).
     """
+    from loop.config import parse_duration
     from loop.runner import Runner
     from loop.store import Store
 
+    try:
+        duration = None if max_duration is None else parse_duration(max_duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
     db = Store(store, create=False)
     try:
-        runner = Runner.from_store(db, campaign, max_trials=max_trials, max_failures=max_failures)
+        runner = Runner.from_store(
+            db,
+            campaign,
+            max_trials=max_trials,
+            max_failures=max_failures,
+            max_duration=duration,
+        )
         c = runner.campaign
         listener = _ProgressListener(
             c.objectives[0].name, runner.budget.max_trials, quiet, bar=not c.instrument.manual
@@ -896,10 +914,14 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, typer.TyperException):
+            # A usage error (bad option value, unknown option): click's own message and
+            # exit code 2. Typer vendors click, so these are not `click.ClickException`s.
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            else:
+                err_console.print(f"error: {exc.format_message()}", highlight=False, markup=False)
             sys.exit(exc.exit_code)
         if _state["debug"] or os.environ.get("CLOSEDLOOP_DEBUG"):
             raise

@@ -475,12 +475,16 @@ class Runner:
                     "target or patience"
                 )
             if spent is not None:
+                if spent[1].startswith("max_duration"):
+                    longer = f"--max-duration {math.ceil((row.elapsed_seconds + 3600) / 60)}m"
+                elif spent[0] == "failed":
+                    longer = f"--max-failures {tally.failed + 10}"
+                else:
+                    longer = f"--max-trials {tally.completed + 10}"
                 raise CampaignFinished(
                     f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
                     f"Nothing to resume: {spent[1]}. To extend it, resume with a larger "
-                    f"budget, e.g. `closedloop resume -c {cid} --max-trials "
-                    f"{tally.completed + 10}`"
-                    + (" --max-failures N" if spent[0] == "failed" else "")
+                    f"budget, e.g. `closedloop resume -c {cid} {longer}`"
                 )
         takeover = self.lease.acquire(cid)
         try:

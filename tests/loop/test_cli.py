@@ -73,3 +73,22 @@ def test_run_of_invalid_file_runs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"{bad}:4" in proc.stderr and "Traceback" not in proc.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "campaigns/branin.yaml", "--max-trials", "abc"],
+            "Invalid value for '--max-trials'",
+        ),
+        (["resume", "--bogus"], "No such option: --bogus"),
+        (["status", "--store"], "Option '--store' requires an argument"),
+    ],
+)
+def test_usage_errors_are_click_messages_with_exit_2(args: list[str], message: str) -> None:
+    """Not "please report it": a mistyped option is the user's to fix, and says how."""
+    proc = closedloop(*args, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Error:" in proc.stderr
+    assert "please report" not in proc.stderr and "Traceback" not in proc.stderr

@@ -176,6 +176,28 @@ def test_a_failed_campaign_resumes_with_a_larger_max_failures(tmp_path: Path) ->
     assert (summary.status, summary.failed, summary.completed) == ("failed", 3, 0)
 
 
+def test_a_campaign_out_of_time_resumes_with_a_longer_max_duration(tmp_path: Path) -> None:
+    text = BRANIN.replace("{simulator: branin}", "{simulator: branin, latency: 0.2}")
+    store = _store(tmp_path)
+    first = Runner(_loaded(tmp_path, text), store, max_trials=200, max_duration=0.5).run()
+    assert first.reason.startswith("max_duration reached")
+    # the hint names the limit that ended it: more trials would not help
+    with pytest.raises(CampaignFinished, match=r"--max-duration 61m`$"):
+        Runner.from_store(store, first.campaign_id, max_trials=500).resume()
+    done = len(store.trials(first.campaign_id))
+    more = Runner.from_store(store, first.campaign_id, max_duration=1.5).resume()
+    assert more.reason.startswith("max_duration reached")
+    assert len(store.trials(first.campaign_id)) > done
+    proc = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "resume", "--store", store.url, "--max-duration", "2x"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "'2x' is not a duration" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_resume_without_an_unfinished_campaign_says_so(tmp_path: Path) -> None:
     store = _store(tmp_path)
     Runner(_loaded(tmp_path), store, max_trials=1).run()
