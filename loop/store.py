@@ -769,11 +769,9 @@ class Store:
                 raise StoreError(f"trial {trial_id} vanished from the store")
             if token is not None:
                 _check_lease(conn, row.campaign_id, token)
-            if row.status != "running":
-                raise StoreError(
-                    f"trial {trial_id} is already {row.status}; its outcome is not written twice"
-                )
-            conn.execute(
+            # "only if still running" is part of the update: a status read before it could
+            # be stale by the time this transaction takes the write lock
+            finished = conn.execute(
                 _Hot.finish_trial,
                 {
                     "trial": trial_id,
@@ -784,6 +782,12 @@ class Store:
                     "finished_at": utcnow(),
                 },
             )
+            if finished.rowcount != 1:
+                state = conn.execute(_Hot.trial_state, {"trial": trial_id}).first()
+                raise StoreError(
+                    f"trial {trial_id} is already {state.status if state else 'gone'}; its "
+                    "outcome is not written twice"
+                )
             observations = []
             for metric, value in outputs.items():
                 finite = value is not None and math.isfinite(value)
@@ -845,17 +849,25 @@ class Store:
 
 
 def _check_lease(conn: Connection, campaign_id: int, token: str) -> None:
-    """Raise ``LeaseLost`` unless ``token`` holds the campaign's lease.
+    """Raise ``LeaseLost`` unless ``token`` holds the campaign's lease, and keep it held
+    until the caller's transaction ends.
 
-    Runs inside the caller's transaction (a session passes ``session.connection()``).
+    The check is a write (``UPDATE lease SET token = token WHERE token = :token``), not a
+    read: a read runs before SQLite's deferred transaction takes its write lock, so another
+    runner could take the lease over between the check and the caller's write (seen in a
+    review: a runner that had just lost its lease still inserted a trial). The update takes
+    the write lock (on other backends, the lease row's lock) and checks the token in one
+    statement; a takeover then waits for the caller's commit. Runs inside the caller's
+    transaction (a session passes ``session.connection()``).
     """
+    if conn.execute(_Hot.hold_lease, {"campaign": campaign_id, "token": token}).rowcount == 1:
+        return
     lease = conn.execute(_Hot.lease, {"campaign": campaign_id}).first()
-    if lease is None or lease.token != token:
-        holder = f"runner {lease.owner}" if lease is not None else "no runner"
-        raise LeaseLost(
-            f"campaign {campaign_id} is now held by {holder}; this runner stalled past its "
-            "lease and stops without writing more"
-        )
+    holder = f"runner {lease.owner}" if lease is not None else "no runner"
+    raise LeaseLost(
+        f"campaign {campaign_id} is now held by {holder}; this runner stalled past its "
+        "lease and stops without writing more"
+    )
 
 
 class _Hot:
@@ -869,12 +881,18 @@ class _Hot:
     lease = select(LeaseRow.token, LeaseRow.owner).where(
         col(LeaseRow.campaign_id) == bindparam("campaign")
     )
+    _lease = LeaseRow.__table__.c  # type: ignore[attr-defined]
+    hold_lease = (
+        update(LeaseRow.__table__)  # type: ignore[attr-defined]
+        .where(_lease.campaign_id == bindparam("campaign"), _lease.token == bindparam("token"))
+        .values(token=_lease.token)
+    )
     last_number = select(func.max(trial.number)).where(trial.campaign_id == bindparam("campaign"))
     trial_state = select(trial.campaign_id, trial.status).where(trial.id == bindparam("trial"))
     insert_trial = insert(TrialRow.__table__)  # type: ignore[attr-defined]
     finish_trial = (
         update(TrialRow.__table__)  # type: ignore[attr-defined]
-        .where(trial.id == bindparam("trial"))
+        .where(trial.id == bindparam("trial"), trial.status == "running")
         .values(
             status=bindparam("status"),
             run_uid=bindparam("run_uid"),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from loop import Store, StoreError
 from loop.store import LeaseClaim, LeaseLost
@@ -91,3 +95,53 @@ def test_a_runner_without_the_lease_writes_nothing(store: Store) -> None:
         )
     assert [t.status for t in store.trials(cid)] == ["running"]
     assert store.observations(cid) == {}
+
+
+def test_a_takeover_waits_for_the_write_whose_lease_check_passed(tmp_path: Path) -> None:
+    """The lease check holds the lease until its write commits: a runner taking the
+    campaign over in between waits, then the old runner's next write is refused."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    old, new = Store(url), Store(url)
+    cid = _campaign(old, token="old")
+    claim = LeaseClaim(owner="other:2", host="other", pid=2, token="new", ttl=30)
+    took: list[float] = []
+    takeover = threading.Thread(
+        target=lambda: took.append(new.replace_lease(cid, "old", claim) and time.monotonic())
+    )
+
+    @event.listens_for(old.engine, "before_cursor_execute")
+    def race(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO trial") and not takeover.is_alive():
+            takeover.start()  # the other runner judged this one stale, after its check
+            time.sleep(0.3)
+
+    row = old.add_trial(cid, {"x": 1.0}, "model", token="old")
+    committed = time.monotonic()
+    takeover.join(15)
+    assert took and took[0] >= committed  # the takeover waited for the insert's commit
+    assert row.number == 1
+    with pytest.raises(LeaseLost, match="held by runner other:2"):
+        old.add_trial(cid, {"x": 2.0}, "model", token="old")
+    assert [t.number for t in new.trials(cid)] == [1]
+
+
+def test_an_outcome_is_written_once_even_when_two_writers_race(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first, second = Store(url), Store(url)
+    tid = first.add_trial(_campaign(first), {"x": 1.0}, "model").id or 0
+
+    raced: list[bool] = []
+
+    @event.listens_for(first.engine, "before_cursor_execute")
+    def race(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE trial") and not raced:  # this writer read "running"
+            raced.append(True)
+            second.finish_trial(
+                tid, status="failed", outputs={"y": 2.0}, readbacks={}, run_uid=None, error="B"
+            )
+
+    with pytest.raises(StoreError, match="already failed"):
+        first.finish_trial(
+            tid, status="completed", outputs={"y": 1.0}, readbacks={}, run_uid=None, error=None
+        )
+    assert first.observations(first.campaign(1).id or 0) == {tid: {"y": 2.0}}
