@@ -12,17 +12,20 @@ thread, and ``close()`` must stop and join that loop thread.
 
 A faulty instrument costs one trial, never the campaign:
 
-* **Timeout.** ``run(..., timeout=N)`` arms a timer; a run still going after ``N`` s is
-  aborted through the RunEngine (``RE.abort``, as Ctrl-C is), so its cleanup runs and its
-  stop document (``exit_status='abort'``) is emitted and stored. The trial comes back
-  ``fail`` with "timed out after N s" and ``transient=True``. Detectors left mid-acquisition
-  are then ``stop()``-ped: bluesky stops only the devices it moved, and a detector still
-  "busy" would refuse the next trial's trigger.
+* **Timeout.** ``run(..., timeout=N)`` arms a watchdog; a run still going after ``N`` s
+  (not counting time spent waiting at the instrument's interlock gate: a trial held by an
+  open door is paused, not failed) is aborted through the RunEngine (``RE.abort``, as
+  Ctrl-C is), so its cleanup runs and its stop document (``exit_status='abort'``) is
+  emitted and stored. The trial comes back ``fail`` with "timed out after N s" and
+  ``transient=True``. Detectors left mid-acquisition are then ``stop()``-ped: bluesky stops
+  only the devices it moved, and a detector still "busy" would refuse the next trial's
+  trigger.
 * **Non-finite outputs** (NaN, +/-inf) fail the trial; the values stay in the result (and so
   in the store), but a failed trial never reaches a model as a measurement.
-* **Readbacks outside the declared limits** (``readback_limits``, the campaign's bounds)
-  fail the trial the same way: the instrument did not do what was asked, so its
-  measurement describes a point outside the search space and cannot be learned from.
+* **Readbacks outside the declared limits** (``readback_limits``, the campaign's bounds),
+  or missing from the run's event, fail the trial the same way: the instrument did not do
+  what was asked (or cannot show it did), so its measurement may describe a point outside
+  the search space and cannot be learned from.
 * **Transient or not.** A failure is ``transient`` when a timeout caused it or when an
   exception in its chain says so (a ``transient=True`` attribute, as the simulators'
   injected faults carry, or a ``TimeoutError``/``ConnectionError``); the loop's retry
@@ -35,9 +38,10 @@ import asyncio
 import inspect
 import logging
 import math
+import numbers
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -55,13 +59,19 @@ from instruments._errors import (
 )
 from instruments._plans import STREAM_NAME, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
-from instruments._safety import Gate, PauseListener
+from instruments._safety import Gate, PauseListener, SetpointRefused, check_setpoint
 
 logger = logging.getLogger(__name__)
 
 DocumentSink = Callable[[str, dict[str, Any]], None]
 _LIMIT_CHECK_TIMEOUT = 10.0  # s; an async check_value is a local limit test, not a move
 _STOP_TIMEOUT = 10.0  # s; an async stop() of a detector after an abort
+# Relative slack every readback gets on its limits, for float rounding alone: a value sent
+# through a unit conversion and back (0.2 mL/min -> uL/s -> 0.19999999999999998) is the
+# value asked for, even against a zero-width range (a ``fixed`` parameter's [v, v]).
+_ROUNDING_REL = 1e-9
+# Absolute slack for a range whose bounds are all 0, where a relative one is 0 as well.
+_ROUNDING_ABS = 1e-12
 
 
 class _AbortOnInterrupt(DuringTask):
@@ -158,12 +168,21 @@ def readback_problems(
     """What is wrong with numeric readbacks against their declared ``(lower, upper)`` limits.
 
     A readback may stray ``tolerance`` times the span outside the limits (a controller's
-    deadband at a bound) before it counts; a missing, non-numeric or non-finite readback of
-    a limited input counts too. An empty list means the readbacks are acceptable.
+    deadband at a bound) before it counts. A zero-width range (a ``fixed`` parameter,
+    limits ``[v, v]``) has no span, so there the fraction is of ``|v|``; every range also
+    allows float rounding (a relative ``1e-9`` of the bounds' magnitude), so a readback that
+    went through a unit conversion is not failed for its last bit. A missing, non-numeric or
+    non-finite readback of a limited input counts too: a value that cannot be checked is
+    never taken as within its limits. An empty list means the readbacks are acceptable.
     """
     problems: list[str] = []
     for name, (lower, upper) in limits.items():
         if name not in readbacks:
+            problems.append(
+                f"readback {name} is not in the run's event, so it cannot be checked against "
+                f"its declared limits [{lower:g}, {upper:g}] (the input's reading must be "
+                f"keyed {name!r} or by its device's name)"
+            )
             continue
         raw = readbacks[name]
         try:
@@ -174,13 +193,23 @@ def readback_problems(
         if not math.isfinite(value):
             problems.append(f"readback {name} = {value} is not finite")
             continue
-        slack = tolerance * (upper - lower)
+        slack = _slack(lower, upper, tolerance)
         if not (lower - slack <= value <= upper + slack):
             problems.append(
                 f"readback {name} = {value:g} lies outside its declared limits "
                 f"[{lower:g}, {upper:g}]"
             )
     return problems
+
+
+def _slack(lower: float, upper: float, tolerance: float) -> float:
+    """How far a readback may lie outside ``[lower, upper]``: ``tolerance`` of the span (of
+    the magnitude for a zero-width range), and never less than float rounding."""
+    magnitude = max(abs(lower), abs(upper))
+    span = upper - lower
+    return max(
+        tolerance * (span if span > 0 else magnitude), _ROUNDING_REL * magnitude, _ROUNDING_ABS
+    )
 
 
 class Dispatcher:
@@ -195,8 +224,13 @@ class Dispatcher:
             raises, the run continues and ``run()`` raises :class:`DocumentSinkError`
             afterwards, carrying the complete result.
         readback_limits: parameter name -> declared ``(lower, upper)``; a successful run
-            whose readback lies outside them fails (see :func:`readback_problems`).
+            whose readback lies outside them (or is missing) fails (see
+            :func:`readback_problems`). These parameters are numeric: a value for one that
+            is not a number is refused before any device moves.
         readback_tolerance: fraction of a span a readback may stray outside its limits.
+        choices: parameter name -> its declared values (a ``choice`` parameter); a value
+            not among them is refused before any device moves. Numeric limits and
+            ``max_step`` do not apply to such values.
         interlock_listener: attached to the instrument's interlock gate, if it has one
             (declared instruments): told when a trial waits for interlocks and polled for an
             operator's release (see :class:`instruments._safety.PauseListener`).
@@ -215,6 +249,7 @@ class Dispatcher:
         readback_limits: Mapping[str, tuple[float, float]] | None = None,
         readback_tolerance: float = 0.0,
         interlock_listener: PauseListener | None = None,
+        choices: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
         if clash:
@@ -226,9 +261,11 @@ class Dispatcher:
         self.document_sink = document_sink
         self.readback_limits = dict(readback_limits or {})
         self.readback_tolerance = float(readback_tolerance)
+        self.choices = {name: tuple(values) for name, values in (choices or {}).items()}
         gate = getattr(instrument, "gate", None)
-        if interlock_listener is not None and isinstance(gate, Gate):
-            gate.listener = interlock_listener
+        self._gate = gate if isinstance(gate, Gate) else None
+        if interlock_listener is not None and self._gate is not None:
+            self._gate.listener = interlock_listener
         self._owns_engine = run_engine is None
         self._during = _AbortOnInterrupt()
         if run_engine is None:
@@ -318,7 +355,9 @@ class Dispatcher:
             md: extra start-document metadata.
             document_sink: this trial's sink, used instead of the dispatcher's (e.g. one
                 that knows the trial id); same contract as the constructor's.
-            timeout: seconds the run may take (from when the RunEngine is called); a run
+            timeout: seconds the run may take (from when the RunEngine is called, not
+                counting time spent waiting for the instrument's interlocks: a trial held
+                by them waits, the campaign paused, for as long as they do not hold); a run
                 still going then is aborted and comes back ``fail``, "timed out after N s",
                 ``timed_out`` and ``transient``. ``None``: no limit.
 
@@ -442,8 +481,13 @@ class Dispatcher:
 
     def _arm_timeout(
         self, trial_id: int, timeout: float | None, flag: threading.Event
-    ) -> threading.Timer | None:
-        """A timer that aborts the run after ``timeout`` s and sets ``flag`` if it did."""
+    ) -> _Watchdog | None:
+        """A watchdog that aborts the run after ``timeout`` s and sets ``flag`` if it did.
+
+        Time spent waiting at the instrument's interlock gate does not count: the README
+        promises that a trial held by an open door waits with the campaign paused, so the
+        door must not use up the time the instrument has to do its work.
+        """
         if timeout is None:
             return None
 
@@ -456,10 +500,8 @@ class Dispatcher:
                 return
             logger.info("trial %s %s: aborting its run", trial_id, reason)
 
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        return timer
+        waited = self._gate.waited if self._gate is not None else _never_waited
+        return _Watchdog(timeout, expire, waited)
 
     def _stop_detectors(self) -> None:
         """``stop()`` every detector after an abort, so none is left "busy".
@@ -486,7 +528,20 @@ class Dispatcher:
         ``bps.mv`` sets devices one after another, so a limit error on the second input
         would come after the first had started moving; checking all first keeps a rejected
         trial side-effect free. Async ``check_value`` (ophyd-async) runs on the engine loop.
+        A choice must be one of its declared values, and a numeric parameter's value a
+        number: a device's own ``check_value`` lets a non-number through when it declares
+        no numeric limits (that is how it takes choices), so the campaign's kinds decide.
         """
+        for name, value in parameters.items():
+            allowed = self.choices.get(name)
+            if allowed is not None:
+                check_setpoint(
+                    name, value, limits=None, max_step=None, current=None, choices=allowed
+                )
+            elif name in self.readback_limits and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real)
+            ):
+                raise SetpointRefused(f"{name}: setpoint {value!r} is not a number")
         for name, device in self.instrument.inputs.items():
             if not isinstance(device, Checkable):
                 continue
@@ -540,11 +595,16 @@ class Dispatcher:
                 outputs[name] = value
                 if not math.isfinite(value):
                     problems.append(f"output {name!r} is not finite: {value}")
-            if any("missing" in p or "not a number" in p for p in problems):
-                problems[-1] += f" (event data keys: {sorted(data)})"
             problems.extend(
                 readback_problems(readbacks, self.readback_limits, self.readback_tolerance)
             )
+            unkeyed = [
+                i
+                for i, p in enumerate(problems)
+                if "not in the run's event" in p or "missing" in p or "not a number" in p
+            ]
+            if unkeyed:
+                problems[unkeyed[-1]] += f" (event data keys: {sorted(data)})"
             if problems:
                 exit_status = "fail"
                 error = "; ".join(problems)
@@ -559,6 +619,50 @@ class Dispatcher:
             finished=started + duration,
             duration=duration,
         )
+
+
+class _Watchdog:
+    """Calls ``expire`` once ``timeout`` s have passed, not counting the seconds ``waited``
+    adds meanwhile (a gate's interlock waits); ``cancel()`` before then prevents it.
+
+    A plain ``threading.Timer`` cannot stop its clock; this one re-computes the time left
+    whenever it wakes, so it sleeps through a wait of any length without polling.
+    """
+
+    def __init__(
+        self, timeout: float, expire: Callable[[], None], waited: Callable[[], float]
+    ) -> None:
+        self._timeout = timeout
+        self._expire = expire
+        self._waited = waited
+        self._t0 = time.monotonic()
+        self._w0 = waited()
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="trial-timeout", daemon=True)
+        self._thread.start()
+
+    def _left(self) -> float:
+        busy = (time.monotonic() - self._t0) - (self._waited() - self._w0)
+        return self._timeout - busy
+
+    def _watch(self) -> None:
+        left = self._left()
+        while left > 0:
+            if self._cancelled.wait(left):
+                return
+            left = self._left()
+        if not self._cancelled.is_set():
+            self._expire()
+
+    def cancel(self) -> None:
+        """Stop the watchdog (like ``Timer.cancel``, an ``expire`` already under way still
+        runs: the dispatcher's sees the run ended and takes back its flag)."""
+        self._cancelled.set()
+
+
+def _never_waited() -> float:
+    """The wait clock of an instrument without an interlock gate."""
+    return 0.0
 
 
 # Messages during which the RunEngine is inside device code or waiting on its statuses.

@@ -1,19 +1,21 @@
 """Hardware safety: declared limits and step sizes, interlocks, the safe state on stop.
 
-* **Limits and ``max_step``** are checked by :func:`check_setpoint`, which every declared
-  input calls from its ``check_value`` (the :class:`~instruments.Dispatcher` calls that for
-  every input before the RunEngine runs, so a refused trial sends no message to any device)
-  and again in ``set`` just before its put (defence in depth).
+* **Limits and ``max_step``** (for numbers; a choice must be one of its values) are checked
+  by :func:`check_setpoint`, which every declared input calls from its ``check_value`` (the
+  :class:`~instruments.Dispatcher` calls that for every input before the RunEngine runs, so
+  a refused trial sends no message to any device) and again in ``set`` just before its put
+  (defence in depth).
 * **Interlocks** (``door_closed == 1``, ``pressure < 5``) are checked by a :class:`Gate` at the
   start of each trial, before the first put. While one does not hold the trial waits (the
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
-  again; Ctrl-C or ``Gate.release()`` (the operator) ends the wait. The wait happens inside
-  the run, so an abort stops it cleanly and the trial is stored as abandoned. A
-  :class:`PauseListener` (the runner's, through the ``Dispatcher``) hears when a wait starts
-  and ends, so the store shows the campaign ``paused`` with the reason, and is polled for an
-  operator's release from another process (``closedloop release``). A declared PV that is
-  disconnected (an IOC restarted, a cable pulled) holds trials the same way, naming the PV,
-  rather than failing one trial after another; they go on once it reconnects.
+  again; the time waited does not count toward the trial's ``timeout``. Ctrl-C or
+  ``Gate.release()`` (the operator) ends the wait. The wait happens inside the run, so an
+  abort stops it cleanly and the trial is stored as abandoned. A :class:`PauseListener`
+  (the runner's, through the ``Dispatcher``) hears when a wait starts and ends, so the store
+  shows the campaign ``paused`` with the reason, and is polled for an operator's release
+  from another process (``closedloop release``). A declared PV that is disconnected (an IOC
+  restarted, a cable pulled) holds trials the same way, naming the PV, rather than failing
+  one trial after another; they go on once it reconnects.
 * **Safe state**: ``on_stop`` values are written by the instrument's ``close()``, which the
   runner calls on every way a campaign ends (budget spent, failure, Ctrl-C, SIGTERM).
 """
@@ -24,7 +26,8 @@ import logging
 import math
 import operator
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,15 +71,33 @@ def check_setpoint(
     limits: tuple[float, float] | None,
     max_step: float | None,
     current: Callable[[], float] | None,
+    choices: Collection[Any] | None = None,
 ) -> None:
     """Refuse ``value`` for input ``name`` unless it is a finite number within the limits and
-    at most ``max_step`` from ``current()`` (all in the campaign's units).
+    at most ``max_step`` from ``current()`` (all in the campaign's units), or a choice.
+
+    A choice (a value that is not a number, e.g. ``"Pd-A"`` for a ``choice`` parameter on a
+    plugin device) has no numeric limits to check, but it must be one of ``choices`` when
+    they are given; and an input that declares ``limits`` or ``max_step`` only takes
+    numbers, since a limit that cannot be checked must not be skipped. A ``current()``
+    reading that is not a finite number refuses the move when ``max_step`` is declared:
+    ``abs(value - nan) > max_step`` is False, so an unreadable position would otherwise
+    let any step through.
 
     Raises:
         SetpointRefused: with the value, the limit and the input's name.
     """
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise SetpointRefused(f"{name}: setpoint {value!r} is not one of its values ({allowed})")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SetpointRefused(f"{name}: setpoint {value!r} is not a number")
+        declared = [k for k, v in (("limits", limits), ("max_step", max_step)) if v is not None]
+        if declared:
+            raise SetpointRefused(
+                f"{name}: setpoint {value!r} is not a number, but the input declares "
+                f"{' and '.join(declared)}, which only a number can be checked against"
+            )
+        return  # a choice: nothing numeric to check
     if not math.isfinite(value):
         raise SetpointRefused(f"{name}: setpoint {value!r} is not finite")
     if limits is not None and not limits[0] <= value <= limits[1]:
@@ -85,7 +106,16 @@ def check_setpoint(
             f"[{limits[0]:g}, {limits[1]:g}]"
         )
     if max_step is not None and current is not None:
-        here = float(current())
+        reading = current()
+        try:
+            here = float(reading)
+        except (TypeError, ValueError):
+            here = math.nan
+        if not math.isfinite(here):
+            raise SetpointRefused(
+                f"{name}: its current reading {reading!r} is not a finite number, so a move "
+                f"to {value:g} cannot be checked against max_step {max_step:g}; refused"
+            )
         if abs(value - here) > max_step:
             raise SetpointRefused(
                 f"{name}: move from {here:g} to {value:g} is a step of {abs(value - here):g}, "
@@ -101,12 +131,19 @@ class InterlockCheck:
     read: Callable[[], Any]
 
     def problem(self) -> str | None:
-        """``None`` when it holds, else why not (a failed read counts as not holding)."""
+        """``None`` when it holds, else why not.
+
+        A failed read or a reading that is not a finite number counts as not holding,
+        whatever the operator: ``nan != 1`` is True, so without this an unreadable sensor
+        would satisfy every ``!=`` interlock.
+        """
         rule = self.interlock
         try:
             value = float(self.read())
         except Exception as exc:
             return f"{rule} cannot be checked: {type(exc).__name__}: {exc}"
+        if not math.isfinite(value):
+            return f"{rule} cannot be checked: {rule.name} reads {value}, not a finite number"
         if _OPS[rule.op](value, rule.value):
             return None
         return f"{rule} does not hold ({rule.name} = {value:g})"
@@ -186,6 +223,23 @@ class Gate:
         self._released = threading.Event()
         self.pauses = 0  # times a trial had to wait (for tests and status)
         self.overrides: list[str] = []  # who released a wait, in order
+        # Seconds spent waiting, so a trial's timeout can leave them out (see ``waited``).
+        self._clock = threading.Lock()
+        self._waited = 0.0
+        self._waiting_since: float | None = None
+
+    def waited(self) -> float:
+        """Total seconds trials have spent waiting at this gate, the current wait included.
+
+        A monotonic clock that stands still while nothing waits: the
+        :class:`~instruments.Dispatcher` subtracts it from a run's elapsed time, so a trial
+        held by an open door is paused, not timed out.
+        """
+        with self._clock:
+            ongoing = 0.0
+            if self._waiting_since is not None:
+                ongoing = time.monotonic() - self._waiting_since
+            return self._waited + ongoing
 
     def release(self) -> None:
         """The operator's override: let the waiting trial go on although interlocks fail."""
@@ -204,6 +258,8 @@ class Gate:
             if not problems:
                 return
             self.pauses += 1
+            with self._clock:
+                self._waiting_since = time.monotonic()
             reason = _reason(problems)
             logger.warning(
                 "%s paused: %s; waiting, checking every %g s (`closedloop release` "
@@ -238,6 +294,10 @@ class Gate:
                 how = "interlocks hold again" if self.checks else "devices connected again"
                 logger.warning("%s: %s; resuming", self.name, how)
             finally:
+                with self._clock:
+                    if self._waiting_since is not None:
+                        self._waited += time.monotonic() - self._waiting_since
+                    self._waiting_since = None
                 self._tell("resumed", how)
 
     def problems(self) -> list[str]:

@@ -625,6 +625,12 @@ class Runner:
         return {
             "readback_limits": self._readback_limits(),
             "readback_tolerance": self.campaign.instrument.readback_tolerance,
+            # a choice is refused before any device moves unless it is one of its values
+            "choices": {
+                s.name: s.values
+                for s in input_specs(self.campaign.parameters)
+                if s.values is not None
+            },
             # interlock waits show the campaign `paused` in the store; `closedloop release`
             # (another process) is picked up from it
             "interlock_listener": self._interlock_listener(),

@@ -25,7 +25,11 @@ from instruments import (
     InstrumentConfigError,
     TrialArgumentError,
     TrialInterrupted,
+    input_specs,
 )
+from instruments._epics import DeclaredInstrument, build_declared_instrument
+from instruments._instrument_file import parse_instrument
+from instruments._safety import SetpointRefused, check_setpoint
 
 Docs = list[tuple[str, dict[str, Any]]]
 
@@ -220,3 +224,80 @@ def test_owned_engine_is_stopped_on_close_and_shared_one_is_not(RE: RunEngine) -
     shared = Dispatcher(make_instrument(), run_engine=RE)
     shared.close()
     assert RE.loop.is_running()
+
+
+# ------------------------------------------------------------------ declared inputs
+def _declared(inputs: dict[str, Any], parameters: list[tuple[str, Any]]) -> DeclaredInstrument:
+    """A declared instrument of plain ophyd Signals (plugin ``device:`` inputs, no IOC)."""
+    spec = parse_instrument(
+        {
+            "name": "bench",
+            "inputs": inputs,
+            "outputs": {"y": {"device": "ophyd:Signal", "args": {"value": 0.5}}},
+        }
+    )
+    return build_declared_instrument(spec, input_specs(parameters), connect=False)
+
+
+def test_max_step_refuses_a_move_from_a_position_that_is_not_finite(RE: RunEngine) -> None:
+    # a broken thermocouple reads NaN: `abs(190 - nan) > 10` is False, so the step used to pass
+    limited = {"limits": [0, 200], "max_step": 10}
+    inst = _declared(
+        {"temperature": {"device": "ophyd:Signal", "args": {"value": math.nan}, **limited}},
+        [("temperature", (0.0, 200.0))],
+    )
+    device = inst.inputs["temperature"]._positioner
+    try:
+        dispatcher = Dispatcher(inst, run_engine=RE)
+        refused = dispatcher.run(1, "c", {"temperature": 190.0})
+        assert refused.exit_status == "fail"
+        assert refused.error is not None
+        assert "temperature: its current reading nan is not a finite number" in refused.error
+        assert "max_step 10" in refused.error
+        assert refused.documents == []  # no run opened, nothing sent
+        assert math.isnan(device.get())
+        device.put(185.0)  # readable again: the same check lets a small step through
+        assert dispatcher.run(2, "c", {"temperature": 190.0}).ok
+        assert device.get() == 190.0
+    finally:
+        inst.close()
+    no_reading: Any = None
+    with pytest.raises(SetpointRefused, match="current reading None is not a finite number"):
+        check_setpoint("t", 1.0, limits=None, max_step=5.0, current=lambda: no_reading)
+
+
+def test_a_choice_on_a_plugin_device_runs_and_must_be_one_of_its_values(RE: RunEngine) -> None:
+    inst = _declared(
+        {
+            "x": {"device": "ophyd:Signal", "args": {"value": 1.0}, "limits": [0, 2]},
+            "catalyst": {"device": "ophyd:Signal", "args": {"value": "Pd-A"}},
+        },
+        [("x", (0.0, 2.0)), ("catalyst", ("Pd-A", "Pd-B"))],
+    )
+    catalyst = inst.inputs["catalyst"]._positioner
+    try:
+        dispatcher = Dispatcher(
+            inst,
+            run_engine=RE,
+            readback_limits={"x": (0.0, 2.0)},
+            choices={"catalyst": ["Pd-A", "Pd-B"]},
+        )
+        ok = dispatcher.run(1, "c", {"x": 0.5, "catalyst": "Pd-B"})
+        assert ok.ok, ok.error
+        assert ok.readbacks == {"x": 0.5, "catalyst": "Pd-B"}
+
+        unknown = dispatcher.run(2, "c", {"x": 0.5, "catalyst": "Pd-C"})
+        assert unknown.exit_status == "fail" and unknown.documents == []
+        assert "catalyst: setpoint 'Pd-C' is not one of its values ('Pd-A', 'Pd-B')" in (
+            unknown.error or ""
+        )
+        # a numeric parameter still takes numbers only, though its input declares no limit
+        text = dispatcher.run(3, "c", {"x": "0.5", "catalyst": "Pd-A"})
+        assert text.exit_status == "fail" and text.documents == []
+        assert "x: setpoint '0.5' is not a number" in (text.error or "")
+        assert catalyst.get() == "Pd-B"
+    finally:
+        inst.close()
+    # a limit declared on an input is never skipped: only a number can be checked against it
+    with pytest.raises(SetpointRefused, match="not a number, but the input declares limits"):
+        check_setpoint("catalyst", "Pd-A", limits=(0.0, 1.0), max_step=None, current=None)

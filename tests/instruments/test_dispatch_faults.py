@@ -6,8 +6,13 @@ import math
 from typing import Any
 
 import pytest
+from instrument_doubles import Detector, FakeInstrument
+from ophyd import Component as Cpt
+from ophyd import Device, DeviceStatus, Signal
 
-from instruments import Dispatcher, is_transient, readback_problems
+from instruments import Dispatcher, input_specs, is_transient, readback_problems
+from instruments._epics import build_declared_instrument
+from instruments._instrument_file import parse_instrument
 from simulators import SimulatedFault, build_simulated_instrument
 
 
@@ -106,7 +111,81 @@ def test_readback_problems() -> None:
     ]
     assert "not finite" in readback_problems({"x1": math.nan}, {"x1": (0, 1)})[0]
     assert "not a number" in readback_problems({"x1": None}, {"x1": (0, 1)})[0]
-    assert readback_problems({"c": "a"}, {"x1": (0, 1)}) == []
+    # only limited inputs are judged: a choice's readback is not
+    assert readback_problems({"c": "a", "x1": 0.5}, {"x1": (0, 1)}) == []
+
+
+def test_a_missing_readback_of_a_limited_input_is_a_problem() -> None:
+    assert readback_problems({"c": "a"}, {"x1": (0, 1)}) == [
+        "readback x1 is not in the run's event, so it cannot be checked against its declared "
+        "limits [0, 1] (the input's reading must be keyed 'x1' or by its device's name)"
+    ]
+
+
+def test_readback_limits_allow_float_rounding_even_when_zero_wide() -> None:
+    fixed = {"f": (0.2, 0.2)}  # a `type: fixed` parameter
+    assert readback_problems({"f": 0.19999999999999998}, fixed) == []
+    assert readback_problems({"f": 0.2001}, fixed) != []
+    # readback_tolerance is a fraction of the span, of |v| when there is none
+    assert readback_problems({"f": 0.2019}, fixed, tolerance=0.01) == []
+    assert readback_problems({"f": 0.2021}, fixed, tolerance=0.01) != []
+    assert readback_problems({"z": 1e-15}, {"z": (0.0, 0.0)}) == []
+    assert readback_problems({"z": 1e-6}, {"z": (0.0, 0.0)}) != []
+    assert readback_problems({"x": 10 + 1e-12}, {"x": (0.0, 10.0)}) == []
+
+
+class _RunawayStage(Device):
+    """An input whose reading is keyed ``x_user_readback``, not ``x``; it overshoots by 50."""
+
+    user_readback = Cpt(Signal, value=0.0, kind="hinted")
+
+    def set(self, value: float) -> DeviceStatus:
+        self.user_readback.put(value + 50.0)
+        status = DeviceStatus(self)
+        status.set_finished()
+        return status
+
+
+def test_a_readback_missing_from_the_event_fails_the_trial() -> None:
+    det = Detector("det", lambda: {"y": 1.0})
+    inst = FakeInstrument("i", {"x": _RunawayStage(name="x")}, [det])
+    with Dispatcher(inst, readback_limits={"x": (0.0, 1.0)}) as dispatcher:
+        result = dispatcher.run(1, "c", {"x": 0.5})
+    assert result.exit_status == "fail" and result.readbacks == {}
+    assert result.error is not None
+    assert result.error.startswith("readback x is not in the run's event")
+    assert result.error.endswith("(event data keys: ['x_user_readback', 'y'])")
+    assert result.documents[-1][1]["exit_status"] == "success"  # the run itself completed
+
+
+def test_a_fixed_parameter_passes_when_its_readback_differs_by_rounding() -> None:
+    # 0.2 mL/min is sent as 3.333... uL/s and reads back as 0.19999999999999998 mL/min
+    spec = parse_instrument(
+        {
+            "name": "pump",
+            "inputs": {
+                "flow": {
+                    "device": "ophyd:Signal",
+                    "args": {"value": 3.0},
+                    "units": "mL/min",
+                    "device_units": "uL/s",
+                    "limits": [0.1, 5],
+                }
+            },
+            "outputs": {"y": {"device": "ophyd:Signal", "args": {"value": 0.5}}},
+        }
+    )
+    inst = build_declared_instrument(spec, input_specs([("flow", (0.2, 0.2))]), connect=False)
+    try:
+        for tolerance in (0.0, 0.01):  # exact, and the campaign's default
+            limits = {"flow": (0.2, 0.2)}
+            with Dispatcher(inst, readback_limits=limits, readback_tolerance=tolerance) as d:
+                result = d.run(1, "c", {"flow": 0.2})
+            assert result.ok, result.error
+            assert result.readbacks["flow"] != 0.2
+            assert math.isclose(result.readbacks["flow"], 0.2)
+    finally:
+        inst.close()
 
 
 def test_is_transient() -> None:

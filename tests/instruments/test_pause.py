@@ -9,6 +9,7 @@ path of the same gate).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ophyd import Signal
 from typer.testing import CliRunner
 
-from instruments import Dispatcher, Instrument, build_instrument
-from instruments._epics import DeclaredInstrument
+from instruments import Dispatcher, Instrument, build_instrument, input_specs
+from instruments._epics import DeclaredInstrument, build_declared_instrument
+from instruments._instrument_file import Interlock, parse_instrument
+from instruments._safety import InterlockCheck
 from loop.cli import app
 from loop.config import load_campaign
 from loop.pause import CampaignPause
@@ -214,3 +218,88 @@ def test_a_dispatcher_attaches_the_listener_to_the_gate(tmp_path: Path) -> None:
         for inst in slots:
             inst.close()
         store.close()
+
+
+def _door_bench(door: float, interlock: str, settle_time: float = 0.0) -> DeclaredInstrument:
+    """One input behind a door interlock read from a plain ophyd Signal (no IOC)."""
+    spec = parse_instrument(
+        {
+            "name": "door-bench",
+            "inputs": {
+                "x": {
+                    "device": "ophyd:Signal",
+                    "args": {"value": 1.0},
+                    "limits": [0, 2],
+                    "settle_time": settle_time,
+                }
+            },
+            "outputs": {
+                "y": {"device": "ophyd:Signal", "args": {"value": 0.5}},
+                "door": {"device": "ophyd:Signal", "args": {"value": door}},
+            },
+            "interlocks": [interlock],
+            "interlock_poll": 0.05,
+        }
+    )
+    return build_declared_instrument(spec, input_specs([("x", (0.0, 2.0))]), connect=False)
+
+
+def _run_in_thread(dispatcher: Dispatcher, results: list[Any], **kwargs: Any) -> threading.Thread:
+    worker = threading.Thread(
+        target=lambda: results.append(dispatcher.run(1, "c", {"x": 0.5}, **kwargs)), daemon=True
+    )
+    worker.start()
+    return worker
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+def test_an_interlock_that_reads_nan_never_holds(op: str) -> None:
+    unreadable = Signal(name="door", value=math.nan)
+    check = InterlockCheck(Interlock(name="door", op=op, value=1), unreadable.get)
+    assert check.problem() == f"door {op} 1 cannot be checked: door reads nan, not a finite number"
+
+
+def test_a_trial_waits_while_its_interlock_reads_nan() -> None:
+    # `nan != 0` is True: an unreadable door sensor used to let the trial through
+    inst = _door_bench(math.nan, "door != 0")
+    results: list[Any] = []
+    try:
+        with Dispatcher(inst) as dispatcher:
+            worker = _run_in_thread(dispatcher, results)
+            _until(lambda: inst.gate.pauses == 1, "the trial waits")
+            assert inst.inputs["x"]._positioner.get() == 1.0  # nothing moved
+            _door(inst).put(1)
+            worker.join(timeout=30)
+        (result,) = results
+        assert result.ok, result.error
+        assert inst.inputs["x"]._positioner.get() == 0.5
+    finally:
+        inst.close()
+
+
+def test_the_timeout_does_not_run_while_the_trial_waits_for_interlocks() -> None:
+    """The door is open for longer than the timeout: the trial waits, then runs."""
+    inst = _door_bench(0, "door == 1", settle_time=0.2)
+    results: list[Any] = []
+    try:
+        with Dispatcher(inst) as dispatcher:
+            worker = _run_in_thread(dispatcher, results, timeout=0.5)
+            _until(lambda: inst.gate.pauses == 1, "the trial waits")
+            time.sleep(1.0)
+            assert worker.is_alive()  # still waiting, not timed out
+            _door(inst).put(1)
+            worker.join(timeout=30)
+        (result,) = results
+        assert result.ok and not result.timed_out, result.error
+        assert inst.gate.waited() >= 1.0
+    finally:
+        inst.close()
+    # the time it works still counts: a settle longer than the timeout times out
+    slow = _door_bench(1, "door == 1", settle_time=3.0)
+    try:
+        with Dispatcher(slow) as dispatcher:
+            result = dispatcher.run(1, "c", {"x": 0.5}, timeout=0.5)
+        assert result.timed_out and result.exit_status == "fail"
+        assert (result.error or "").startswith("timed out after 0.5 s")
+    finally:
+        slow.close()
