@@ -575,7 +575,7 @@ def _declared(
     specs = input_specs(parameters)
     units = _epics.parameter_units(parameters)
     _epics.check_declared(spec, specs, where=where)
-    _epics.check_units(spec, units, where=where)
+    _epics.check_units(spec, units)
     if not build:
         return tuple(spec.outputs), None
     return tuple(spec.outputs), _epics.build_declared_instrument(spec, specs, units=units)

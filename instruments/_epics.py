@@ -54,6 +54,7 @@ from instruments._instrument_file import (
     InstrumentFile,
     OutputDecl,
     converter,
+    input_units,
     resolve_file,
 )
 from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, check_setpoint
@@ -66,6 +67,13 @@ _POLL = 0.02  # s between readback checks while a move settles
 
 class DeviceConnectionError(InstrumentError, ConnectionError):
     """A declared PV or device could not be reached."""
+
+
+class DeviceTimeout(InstrumentError, TimeoutError):
+    """A device call did not finish within its declared timeout (the call was cancelled).
+
+    A ``TimeoutError``, so the dispatcher counts the failed trial as transient.
+    """
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -201,7 +209,7 @@ def call_device(
     waited for: see :func:`_wait_status`). Must not be called on the device loop itself.
 
     Raises:
-        TimeoutError: not done within ``timeout`` s (the call is cancelled).
+        DeviceTimeout: not done within ``timeout`` s (the call is cancelled).
         InstrumentError: ``cancelled`` was set meanwhile (the call is cancelled).
     """
     fn = getattr(device, method)
@@ -225,7 +233,7 @@ def call_device(
             raise InstrumentError(f"{method} of {getattr(device, 'name', device)!r} stopped")
         if deadline is not None and time.monotonic() > deadline:
             future.cancel()
-            raise TimeoutError(
+            raise DeviceTimeout(
                 f"{method} of {getattr(device, 'name', device)!r} not done within {timeout:g} s"
             )
 
@@ -467,12 +475,42 @@ class InputDevice:
 # ---------------------------------------------------------------------------- outputs
 @dataclass
 class _Output:
+    """One declared output: how to read it, and its value as the engine stores it.
+
+    ``timeout`` bounds a plugin's ``read``: it runs on the RunEngine's thread (and in
+    interlock checks), so a device that never answers must not hold the run past it.
+    """
+
     name: str
     decl: OutputDecl
-    read_raw: Callable[[], tuple[Any, float]]
+    target: Any
     source: str
     from_device: Callable[[Any], Any]
-    target: Any = None
+    timeout: float
+
+    def read_raw(self, timeout: float | None = None) -> tuple[Any, float]:
+        """``(value as the device gives it, timestamp)``, within ``timeout`` s (default:
+        the file's ``connection_timeout``) for a plugin device.
+
+        Raises:
+            DeviceTimeout: an ophyd-async plugin did not answer in time.
+        """
+        if self.decl.pv is not None:
+            return self.target.get(), time.time()
+        limit = self.timeout if timeout is None else timeout
+        try:
+            reading = call_device(self.target, "read", timeout=limit)
+        except DeviceTimeout as exc:
+            which = " (the file's connection_timeout)" if timeout is None else ""
+            raise DeviceTimeout(
+                f"output {self.name!r}: device {self.decl.device} did not answer a read within "
+                f"{limit:g} s{which}"
+            ) from exc
+        return _first_value(reading, self.decl.key)
+
+    def value(self, timeout: float | None = None) -> Any:
+        """The reading in the campaign's units (``units``), under ``key``: what a trial stores."""
+        return self.from_device(self.read_raw(timeout)[0])
 
 
 class OutputDetector:
@@ -496,32 +534,19 @@ class OutputDetector:
         self._plugins: list[Any] = []
         for out_name, decl in spec.outputs.items():
             _, from_device = converter(decl.units, decl.device_units)
+            target: Any
             if decl.pv is not None:
-                sig = EpicsSignalRO(prefix + decl.pv, name=out_name, auto_monitor=False)
-                self.outputs.append(
-                    _Output(
-                        out_name,
-                        decl,
-                        functools.partial(_signal_now, sig),
-                        f"PV:{prefix + decl.pv}",
-                        from_device,
-                        sig,
-                    )
-                )
-            else:
-                assert decl.device is not None  # noqa: S101
-                dev = _make_plugin(decl.device, decl.args, out_name)
-                self._plugins.append(dev)
-                self.outputs.append(
-                    _Output(
-                        out_name,
-                        decl,
-                        functools.partial(_plugin_now, dev, decl.key),
-                        f"device:{decl.device}",
-                        from_device,
-                        dev,
-                    )
-                )
+                target = EpicsSignalRO(prefix + decl.pv, name=out_name, auto_monitor=False)
+                source = f"PV:{prefix + decl.pv}"
+            elif decl.device is not None:
+                target = _make_plugin(decl.device, decl.args, out_name)
+                self._plugins.append(target)
+                source = f"device:{decl.device}"
+            else:  # the schema requires one of them
+                raise InstrumentConfigError(f"output {out_name!r} has neither `pv:` nor `device:`")
+            self.outputs.append(
+                _Output(out_name, decl, target, source, from_device, spec.connection_timeout)
+            )
 
     def pvs(self) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = [(o.name, o.target) for o in self.outputs]
@@ -627,16 +652,24 @@ def _named_loss(exc: Exception, lost: Sequence[str], own: Sequence[str] = ()) ->
     return err
 
 
-def _signal_now(sig: Any) -> tuple[Any, float]:
-    return sig.get(), time.time()
+def _connect(target: Any, timeout: float) -> None:
+    """Wait until a PV or plugin device is connected (an ophyd-async one on the device loop)."""
+    if is_async_device(target):
+        call_device(target, "connect", timeout=timeout)
+    elif hasattr(target, "wait_for_connection"):
+        target.wait_for_connection(timeout=timeout)
 
 
-def _plugin_now(dev: Any, key: str | None) -> tuple[Any, float]:
-    return _first_value(call_device(dev, "read"), key)
-
-
-def _output_now(out: _Output) -> Any:
-    return out.from_device(out.read_raw()[0])
+def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
+    """A check row for a PV read as it is (acquisition, safe state): connected and value."""
+    row = CheckRow(name, role, f"PV:{signal.pvname}", False)
+    try:
+        signal.wait_for_connection(timeout=timeout)
+        row.connected = True
+        row.value = signal.get()
+    except Exception as exc:
+        row.problem = f"{type(exc).__name__}: {exc}"
+    return row
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -691,13 +724,19 @@ class DeclaredInstrument:
         if missing:
             raise DeviceConnectionError(
                 f"instrument {self.name!r}: cannot connect "
-                + ", ".join(f"{r.name} ({r.source})" for r in missing)
+                + ", ".join(f"{r.role} {r.name} ({r.source})" for r in missing)
                 + "; check the IOC is running and EPICS_CA_ADDR_LIST"
             )
 
     def check(self, timeout: float | None = None) -> list[CheckRow]:
         """Connect every device and report name, PV, connected, value, limits, units and any
-        problem (disconnected, outside its limits, an interlock that does not hold)."""
+        problem (disconnected, outside its limits, an interlock that does not hold).
+
+        Values are what a trial would see: inputs and outputs in the campaign's units (an
+        output under its ``key:``). The ``on_stop`` PVs get rows too: a safe state is only
+        written when the campaign stops, so a misspelt PV would otherwise go unnoticed until
+        the moment it matters. Nothing is written or triggered.
+        """
         timeout = self.spec.connection_timeout if timeout is None else timeout
         rows: list[CheckRow] = []
         for name, dev in self.inputs.items():
@@ -714,27 +753,23 @@ class DeclaredInstrument:
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
             rows.append(row)
-        for name, target in self.detector.pvs():
-            source = getattr(target, "pvname", None)
-            row = CheckRow(name, "output" if name in self.spec.outputs else "acquire", "", False)
-            row.source = f"PV:{source}" if source else f"device:{type(target).__name__}"
-            decl = self.spec.outputs.get(name)
-            row.units = decl.units if decl is not None else None
+        for out in self.detector.outputs:
+            # As a trial reads it: converted to `units`, the `key:` of a plugin's reading
+            # (not triggered: a check starts no measurement).
+            row = CheckRow(out.name, "output", out.source, False, units=out.decl.units)
             try:
-                if is_async_device(target):
-                    call_device(target, "connect", timeout=timeout)
-                    key = decl.key if decl is not None else None
-                    row.connected = True
-                    row.value = _first_value(call_device(target, "read", timeout=timeout), key)[0]
-                    rows.append(row)
-                    continue
-                if hasattr(target, "wait_for_connection"):
-                    target.wait_for_connection(timeout=timeout)
+                _connect(out.target, timeout)
                 row.connected = True
-                row.value = target.get() if hasattr(target, "get") else None
+                row.value = out.value(timeout)
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+        for name, target in (
+            ("acquire", self.detector._acquire),
+            ("acquire.done", self.detector._done),
+        ):
+            if target is not None:
+                rows.append(_pv_row(name, "acquire", target, timeout))
         for check in self.gate.checks:
             row = CheckRow(str(check.interlock), "interlock", "", False)
             sig = self.safe_pvs.get(f"interlock:{check.interlock.name}")
@@ -750,6 +785,10 @@ class DeclaredInstrument:
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+        for key, value in self.spec.on_stop.items():
+            sig = self.safe_pvs.get(f"on_stop:{key}")
+            if sig is not None:  # an input's safe state goes through its row above
+                rows.append(_pv_row(f"{key} = {value:g}", "on_stop", sig, timeout))
         return rows
 
     def interlock_problems(self) -> list[str]:
@@ -829,6 +868,9 @@ def build_declared_instrument(
         connect: wait for every PV (raise :class:`DeviceConnectionError` naming the missing).
     """
     check_declared(spec, parameters, where=f"instrument {spec.name!r}")
+    # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
+    # a `device_units` it could not convert, before any EPICS object exists.
+    campaign_units = check_units(spec, units or {})
     if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
         o.pv for o in spec.outputs.values()
     ):
@@ -839,8 +881,9 @@ def build_declared_instrument(
     inputs: dict[str, InputDevice] = {}
     for s in parameters:
         decl = spec.inputs[s.name]
-        unit = decl.units or (units or {}).get(s.name)
-        inputs[s.name] = InputDevice(s.name, decl, units=unit, prefix=spec.prefix, gate=gate)
+        inputs[s.name] = InputDevice(
+            s.name, decl, units=campaign_units[s.name], prefix=spec.prefix, gate=gate
+        )
     detector = OutputDetector(f"{spec.name}_outputs", spec, spec.prefix)
     safe_pvs: dict[str, Any] = {}
     checks: list[InterlockCheck] = []
@@ -850,7 +893,7 @@ def build_declared_instrument(
             checks.append(InterlockCheck(rule, functools.partial(getattr, dev, "position")))
         elif rule.name in spec.outputs:
             out = next(o for o in detector.outputs if o.name == rule.name)
-            checks.append(InterlockCheck(rule, functools.partial(_output_now, out)))
+            checks.append(InterlockCheck(rule, out.value))
         else:
             sig = EpicsSignalRO(spec.prefix + rule.name, name=f"interlock_{rule.name}")
             safe_pvs[f"interlock:{rule.name}"] = sig
@@ -920,20 +963,11 @@ def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:
     return out
 
 
-def check_units(spec: InstrumentFile, units: Mapping[str, str | None], *, where: str) -> None:
-    """An input's ``units`` must be the parameter's ``unit`` when both are given, and
-    convertible to its ``device_units``."""
-    from instruments._instrument_file import _check_units
+def check_units(spec: InstrumentFile, units: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Each input's campaign unit (its ``units``, else its parameter's ``unit``), checked
+    against its ``device_units``; see :func:`~instruments._instrument_file.input_units`.
 
-    for name, decl in spec.inputs.items():
-        unit = units.get(name)
-        if decl.units and unit and decl.units != unit:
-            raise InstrumentConfigError(
-                f"{where}: input {name!r} is in {decl.units!r} but the campaign parameter is in "
-                f"{unit!r}; make them the same (device_units: is for the device's own)",
-                field="file",
-            )
-        try:
-            _check_units(decl.units or unit, decl.device_units)
-        except ValueError as exc:
-            raise InstrumentConfigError(f"{where}: input {name!r}: {exc}", field="file") from None
+    Raises:
+        InstrumentFileError: with the file, the line and the fix.
+    """
+    return input_units(spec, units)

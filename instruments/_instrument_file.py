@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,7 +37,7 @@ from pydantic import (
 
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import explain as shared_explain
-from instruments._yamlfile import read_yaml_mapping
+from instruments._yamlfile import line_of, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,14 @@ class OutputDecl(_Strict):
             raise ValueError("give exactly one of `pv: NAME` or `device: module:Class`")
         if (self.args or self.key) and self.device is None:
             raise ValueError("`args:` and `key:` go with `device:`")
+        if self.device_units is not None and self.units is None:
+            # No campaign parameter names an output's unit: without `units:` there is nothing
+            # to convert to, and the reading would be stored as the device gives it.
+            raise ValueError(
+                f"`device_units: {self.device_units}` needs `units:` too (the unit the campaign "
+                f"gets the reading in, convertible to {self.device_units!r}); or drop "
+                "`device_units:` to take the reading as the device gives it"
+            )
         _check_units(self.units, self.device_units)
         return self
 
@@ -226,6 +236,16 @@ class InstrumentFile(_Strict):
         default_factory=dict,
         description="Safe state: input name (campaign units) or PV -> value, set on any stop.",
     )
+    # Where the file was read from (set by parse_instrument), so that checks made after
+    # validation (against the campaign's parameters) still name the file and the line.
+    _path: Path = PrivateAttr(default=Path("<inline>"))
+    _data: Any = PrivateAttr(default=None)
+
+    def error(self, problem: str, loc: Sequence[Any], *, fix: str = "") -> InstrumentFileError:
+        """An :class:`InstrumentFileError` at the line of ``loc`` (keys into the file), for
+        a problem found after the schema accepted the file."""
+        line = line_of(self._data, loc) if self._data is not None else None
+        return InstrumentFileError(self._path, problem, line=line, fix=fix)
 
     @field_validator("interlocks", mode="before")
     @classmethod
@@ -271,7 +291,8 @@ def _check_units(units: str | None, device_units: str | None) -> None:
     if device_units is None:
         return
     if units is None:
-        # The campaign parameter's unit is filled in later (see resolve_units).
+        # An input's campaign unit may come from its parameter: input_units checks that one
+        # is known once the campaign's parameters are.
         _parse_unit(device_units)
         return
     a, b = _parse_unit(units), _parse_unit(device_units)
@@ -289,7 +310,19 @@ def _parse_unit(text: str) -> Any:
 
 
 def converter(units: str | None, device_units: str | None) -> tuple[Any, Any]:
-    """``(to_device, from_device)`` callables for one value; identity without units."""
+    """``(to_device, from_device)`` callables for one value; identity without ``device_units``.
+
+    Raises:
+        InstrumentConfigError: ``device_units`` without ``units``: with no unit to convert
+            from, the identity would send the campaign's number to a device that speaks
+            another unit (:func:`input_units` reports this with the file's line first).
+    """
+    if device_units is not None and units is None:
+        raise InstrumentConfigError(
+            f"device_units {device_units!r} without the campaign's unit: nothing to convert "
+            "from; give `units:`",
+            field="file",
+        )
     if device_units is None or units is None or _parse_unit(units) == _parse_unit(device_units):
         return (lambda v: v), (lambda v: v)
     ureg = unit_registry()
@@ -303,6 +336,59 @@ def converter(units: str | None, device_units: str | None) -> tuple[Any, Any]:
 
     _check_units(units, device_units)
     return to_device, from_device
+
+
+def input_units(
+    spec: InstrumentFile, parameter_units: Mapping[str, str | None]
+) -> dict[str, str | None]:
+    """Each input's campaign unit: its ``units:``, else its parameter's ``unit``.
+
+    Checked here, once the campaign's parameters are known (``parameter_units`` is empty for
+    a file checked on its own): an input's ``units`` must be its parameter's ``unit`` when
+    both are given, and an input with ``device_units`` must have a campaign unit to convert
+    from, or the number the planner proposed (80, meant as degC) would go to the device
+    unconverted (80 K).
+
+    Raises:
+        InstrumentFileError: naming the file, the line of the key at fault and the fix.
+    """
+    resolved: dict[str, str | None] = {}
+    for name, decl in spec.inputs.items():
+        unit = parameter_units.get(name)
+        if decl.units and unit and decl.units != unit:
+            raise spec.error(
+                f"inputs.{name}: units {decl.units!r} differ from the campaign parameter's "
+                f"unit {unit!r}",
+                ("inputs", name, "units"),
+                fix="make them the same (`device_units:` is for the device's own unit)",
+            )
+        campaign_unit = decl.units or unit
+        if decl.device_units is not None and campaign_unit is None:
+            units_here = (
+                f"`units:` to inputs.{name} (the campaign's unit, convertible to "
+                f"{decl.device_units!r})"
+            )
+            raise spec.error(
+                f"inputs.{name}: `device_units: {decl.device_units}` but the campaign's unit "
+                f"for {name!r} is not known, so no value could be converted",
+                ("inputs", name, "device_units"),
+                fix=(
+                    f"add `unit:` to the campaign parameter {name!r}, or {units_here}"
+                    if name in parameter_units
+                    else f"add {units_here}, or check the campaign that uses this file "
+                    "(its parameter's `unit:` then applies)"
+                ),
+            )
+        try:
+            _check_units(campaign_unit, decl.device_units)
+        except ValueError as exc:
+            raise spec.error(
+                f"inputs.{name}: {exc}",
+                ("inputs", name, "device_units"),
+                fix="give units of the same dimension (degC/K, mL/min/uL/s, mbar/Pa, ...)",
+            ) from None
+        resolved[name] = campaign_unit
+    return resolved
 
 
 # ---------------------------------------------------------------------------- loading
@@ -332,9 +418,11 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
     if isinstance(data, InstrumentFile):
         return data
     try:
-        return InstrumentFile.model_validate(data)
+        spec = InstrumentFile.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, data, Path(path), InstrumentFile) from None
+    spec._path, spec._data = Path(path), data
+    return spec
 
 
 def read_yaml(text: str, path: Path) -> Any:

@@ -94,6 +94,7 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
     from instruments._epics import declared_spec, parameter_units
     from instruments._instrument_file import (
         InstrumentFileError,
+        input_units,
         load_instrument_file,
         read_yaml,
     )
@@ -106,6 +107,9 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
             if not ("parameters" in data and "instrument" in data):
                 raise
         else:
+            # On its own the file is its only source of units: an input's `device_units`
+            # without `units:` is refused here as `validate` refuses it for a campaign.
+            input_units(spec, {})
             return spec, input_specs([(n, (0.0, 1.0)) for n in spec.inputs]), {}
         from loop.config import load_campaign
 
@@ -118,7 +122,9 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
                 fix="give `instrument: {file: instrument.yaml}` (or check the instrument file)",
             )
         spec = declared_spec(c.instrument, loaded.base_dir)
-        return spec, input_specs(c.parameters), parameter_units(c.parameters)
+        units = parameter_units(c.parameters)
+        input_units(spec, units)
+        return spec, input_specs(c.parameters), units
     except InstrumentFileError as exc:
         raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
 

@@ -17,11 +17,15 @@ Failures. A scheduler that does not answer within ``connect_timeout`` raises
 computing a trial makes its future fail (``KilledWorker``: the local cluster is started with
 ``distributed.scheduler.allowed-failures: 0``, so a trial whose worker died is not silently
 re-run elsewhere); the detector turns that into a failed, *transient* trial (retried under
-``max_retries``), and the campaign goes on with the remaining and restarted workers.
+``max_retries``), and the campaign goes on with the remaining and restarted workers. An
+exception the simulator function itself raises (of any type, ``OSError`` included) fails
+its trial as it would in-process, and is not retried (:func:`is_infrastructure_error`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -30,8 +34,20 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _USER_MODULE_PREFIX = "_closedloop_user_"  # instruments._build names loaded files like this
-_INFRASTRUCTURE_ERRORS = frozenset(
-    {"KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError"}
+_RAISED_BY_FUNCTION = "_closedloop_raised_by_function"
+"""Set on an exception the simulator function raised on a worker (it travels back with the
+exception's ``__dict__`` when pickled), so it is never taken for the cluster's fault."""
+
+# Where Dask's own failures live: (module, class) pairs, resolved only when distributed is
+# already imported (if it is not, none of its exceptions can exist in this process).
+_DISTRIBUTED_ERRORS = (
+    ("distributed.scheduler", "KilledWorker"),  # the worker died running the task
+    ("distributed.scheduler", "NoWorkerError"),  # no worker to run it within the timeout
+    ("distributed.scheduler", "NoValidWorkerError"),
+    ("distributed.comm.core", "CommClosedError"),  # a scheduler/worker connection closed
+    ("distributed.core", "RPCClosed"),
+    ("distributed.client", "ClosedClientError"),  # submitted to a client already closed
+    ("distributed.exceptions", "WorkerStartTimeoutError"),
 )
 
 
@@ -48,18 +64,58 @@ class ExecutorUnavailable(RuntimeError):
 
 
 def _call(blob: bytes, inputs: dict[str, Any]) -> Any:
-    """What a worker runs: the (cloudpickled) pure function on one inputs dict."""
+    """What a worker runs: the (cloudpickled) pure function on one inputs dict.
+
+    An exception the function raises is marked as the function's before it travels back:
+    a user's ``OSError`` (a missing data file) or even a ``CommClosedError`` of its own is
+    then reported as the function's failure, not retried as the cluster's.
+    """
     import cloudpickle
 
     function = cloudpickle.loads(blob)
-    raw = function(inputs)
+    try:
+        raw = function(inputs)
+    except Exception as exc:
+        try:
+            setattr(exc, _RAISED_BY_FUNCTION, True)
+        except (AttributeError, TypeError):  # an exception class without a __dict__
+            pass
+        raise
     return dict(raw) if isinstance(raw, Mapping) else raw
 
 
+def _infrastructure_types() -> tuple[type[BaseException], ...]:
+    """The exception classes of executor failures: cancelled or broken futures, and Dask's
+    own (a killed worker, a closed connection to the scheduler or a worker)."""
+    types: list[type[BaseException]] = [
+        concurrent.futures.CancelledError,  # distributed's FutureCancelledError too
+        asyncio.CancelledError,
+        concurrent.futures.BrokenExecutor,  # a process pool whose worker died
+    ]
+    if "distributed" in sys.modules:
+        import importlib
+
+        for module_name, name in _DISTRIBUTED_ERRORS:
+            try:
+                found = getattr(importlib.import_module(module_name), name, None)
+            except ImportError:  # another distributed version: that class is not there
+                continue
+            if isinstance(found, type) and issubclass(found, BaseException):
+                types.append(found)
+    return tuple(types)
+
+
 def is_infrastructure_error(exc: BaseException) -> bool:
-    """Whether a future failed because of the cluster (a worker died, a connection closed)
-    rather than because the simulator function raised: such a trial is worth a retry."""
-    return type(exc).__name__ in _INFRASTRUCTURE_ERRORS or isinstance(exc, OSError | TimeoutError)
+    """Whether a future failed because of the executor (a worker died, a connection closed,
+    the future was cancelled) rather than because the simulator function raised.
+
+    Only the former is worth a retry. Anything the user's function raised is the user's,
+    whatever its type: an ``OSError`` or ``TimeoutError`` from its own code would fail again
+    the same way (and a ``FileNotFoundError`` in-process is not retried either).
+    """
+    if getattr(exc, _RAISED_BY_FUNCTION, False):
+        return False
+    return isinstance(exc, _infrastructure_types())
 
 
 class DaskExecutor:

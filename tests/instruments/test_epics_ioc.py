@@ -11,7 +11,7 @@ import pytest
 from epics_ioc import IOC
 
 from instruments import Dispatcher, InstrumentConfig, build_instrument
-from instruments._epics import DeclaredInstrument
+from instruments._epics import DeclaredInstrument, DeviceConnectionError
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUMENT_FILE = ROOT / "campaigns" / "instruments" / "epics_reactor.yaml"
@@ -152,3 +152,55 @@ def test_instruments_check_reports_a_missing_pv(ioc: IOC, tmp_path: Path) -> Non
     out = CliRunner().invoke(app, ["instruments", "check", str(bad), "--timeout", "0.5"])
     assert out.exit_code == 1, out.output
     assert "no_such_pv" in out.output
+
+
+def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) -> None:
+    """The `on_stop` PVs are written only when the campaign stops, so the check is the one
+    chance to see a misspelt one: it is listed, not connected, and fails the check (and the
+    instrument refuses to build), instead of failing silently at the end of the campaign."""
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    inst = _instrument(tmp_path)
+    try:
+        rows = inst.check()
+    finally:
+        inst.spec = inst.spec.model_copy(update={"on_stop": {}})  # a check writes nothing
+        inst.close()
+    safe = [(r.name, r.source, r.connected, r.value) for r in rows if r.role == "on_stop"]
+    assert safe == [("heater:enable = 0", "PV:closedloop:sim:heater:enable", True, 1)]
+    text = INSTRUMENT_FILE.read_text().replace("heater:enable: 0", "heater:enabel: 0")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = CliRunner().invoke(app, ["instruments", "check", str(bad), "--timeout", "0.5"])
+    assert out.exit_code == 1, out.output
+    assert "heater:enabel = 0 PV:closedloop:sim:heater:enabel: not connected" in out.output
+    assert "all devices connected" not in out.output
+    before = len(ioc.puts())
+    with pytest.raises(DeviceConnectionError, match="on_stop heater:enabel = 0"):
+        _instrument(tmp_path, **{"heater:enable: 0": "heater:enabel: 0"})
+    assert ioc.puts()[before:] == []
+
+
+def test_instruments_check_shows_outputs_in_campaign_units(ioc: IOC, tmp_path: Path) -> None:
+    """An output with `units`/`device_units` is shown converted, as a trial stores it: the
+    IOC's 298.15 K reads 25 degC (it used to show 298.15 labelled degC)."""
+    inst = _instrument(
+        tmp_path,
+        **{
+            "  yield: {pv: yield}": "  yield: {pv: yield}\n"
+            '  temp_out: {pv: "temp:RBV", units: degC, device_units: K}'
+        },
+    )
+    try:
+        rows = {r.name: r for r in inst.check()}
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"temperature": 25.0, "flow": 1.0})
+    finally:
+        inst.close()
+    row = rows["temp_out"]
+    assert (row.role, row.connected, row.problem, row.units) == ("output", True, None, "degC")
+    assert row.value == pytest.approx(25.0, abs=0.01)
+    assert result.ok, result.error
+    assert result.outputs["temp_out"] == pytest.approx(25.0, abs=0.5)

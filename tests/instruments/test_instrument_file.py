@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from ophyd import Signal
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
 
 from instruments import Dispatcher, input_specs
 from instruments._epics import build_declared_instrument, load_device_class
@@ -177,6 +178,12 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
         BASE.format(input="    units: degC\n    device_units: mL/min\n", tail=""),
         3,
         ["'degC' cannot be converted to device_units 'mL/min'"],
+    ),
+    (
+        "an output's device_units without units",
+        BASE.format(input="", tail="").replace("y: {pv: Y}", "y: {pv: Y, device_units: mW}"),
+        6,
+        ["outputs.y", "`device_units: mW` needs `units:`"],
     ),
     (
         "missing outputs",
@@ -465,3 +472,131 @@ def test_instruments_check_reads_a_campaign_with_plugin_devices(tmp_path: Path) 
     out = CliRunner().invoke(app, ["instruments", "check", str(bad)])
     assert out.exit_code == 1, out.output
     assert "3 is outside the limits [0, 2]" in out.output
+
+
+# ---------------------------------------------------------------------------- units
+UNITS_INSTRUMENT = f"""\
+name: unit-bench
+inputs:
+  temperature:
+    device: "{__name__}:RecordingSignal"
+    args: {{value: 298.15}}
+    device_units: K
+    limits: [20, 100]
+outputs:
+  y: {{device: "ophyd:Signal", args: {{value: 0.5}}}}
+"""
+UNITS_CAMPAIGN = """\
+name: unit-bench
+parameters:
+  - {{name: temperature, type: float, bounds: [30, 100]{unit}}}
+objectives:
+  - {{name: y, goal: maximize}}
+instrument: {{file: bench.yaml}}
+planner: {{kind: sobol}}
+budget: {{max_trials: 1}}
+"""
+
+
+def test_device_units_without_a_campaign_unit_is_refused_naming_file_line_and_fix(
+    tmp_path: Path, puts: list[tuple[str, Any]]
+) -> None:
+    """The parameter has no `unit:` and the input no `units:`: nothing could be converted,
+    so 80 (meant as degC) would reach a device that speaks kelvin. Refused when the campaign
+    loads and when the devices would be built, before anything is created or written."""
+    from loop.config import load_campaign
+    from loop.errors import CampaignConfigError
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(UNITS_INSTRUMENT)
+    (tmp_path / "c.yaml").write_text(UNITS_CAMPAIGN.format(unit=""))
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    message = str(info.value)
+    assert f"{bench}:6: inputs.temperature: `device_units: K`" in message, message
+    assert "fix: add `unit:` to the campaign parameter 'temperature'" in message, message
+    spec = load_instrument_file(bench)
+    params = input_specs([("temperature", (30.0, 100.0))])
+    with pytest.raises(InstrumentFileError) as built:
+        build_declared_instrument(spec, params, units={"temperature": None}, connect=False)
+    assert (built.value.path, built.value.line) == (bench, 6)
+    assert puts == []
+
+
+def test_device_units_convert_what_reaches_the_device(
+    tmp_path: Path, puts: list[tuple[str, Any]]
+) -> None:
+    """With the parameter's `unit: degC`, the same file converts both ways on a real run."""
+    from loop.config import load_campaign
+
+    (tmp_path / "bench.yaml").write_text(UNITS_INSTRUMENT)
+    (tmp_path / "c.yaml").write_text(UNITS_CAMPAIGN.format(unit=", unit: degC"))
+    loaded = load_campaign(tmp_path / "c.yaml")
+    c = loaded.campaign
+    from instruments import build_instrument
+
+    inst = build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=0)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"temperature": 80.0})
+    finally:
+        inst.close()  # type: ignore[attr-defined]
+    assert result.ok, result.error
+    assert puts == [("temperature", pytest.approx(353.15))]
+    assert result.readbacks["temperature"] == pytest.approx(80.0)
+
+
+def test_instruments_check_refuses_device_units_it_cannot_convert(tmp_path: Path) -> None:
+    """On its own, a file whose input has `device_units` but no `units` has no campaign
+    unit: the check says so (file, line, fix; exit 2) instead of showing 298.15 as degC."""
+    bench = tmp_path / "bench.yaml"
+    text = UNITS_INSTRUMENT.replace(f"{__name__}:RecordingSignal", "ophyd:Signal")
+    bench.write_text(text)
+    out = _closedloop("instruments", "check", str(bench))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{bench}:6: inputs.temperature: `device_units: K`" in out.stderr, out.stderr
+    assert "add `units:` to inputs.temperature" in out.stderr
+    assert "outside the limits" not in out.stdout + out.stderr
+    bench.write_text(text.replace("device_units: K", "units: degC\n    device_units: K"))
+    ok = _closedloop("instruments", "check", str(bench))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all devices connected" in ok.stdout
+    (row,) = [line for line in ok.stdout.splitlines() if "temperature" in line]
+    assert "│ 25 " in row and "degC" in row, ok.stdout
+
+
+class TwoReadings(Device):  # type: ignore[misc]
+    """A plugin detector with two readings, in milliwatts."""
+
+    low = Cpt(Signal, value=1.0, kind="hinted")
+    high = Cpt(Signal, value=2500.0, kind="hinted")
+
+
+def test_instruments_check_shows_an_output_as_a_trial_reads_it() -> None:
+    """`key:` picks the reading and `units`/`device_units` convert it, in the check as in a
+    trial (the check used to show the device's raw value)."""
+    spec = parse_instrument(
+        {
+            "name": "power-bench",
+            "inputs": {"x": {"device": "ophyd:Signal", "args": {"value": 1.0}}},
+            "outputs": {
+                "power": {
+                    "device": f"{__name__}:TwoReadings",
+                    "key": "power_high",
+                    "units": "W",
+                    "device_units": "mW",
+                }
+            },
+        }
+    )
+    inst = build_declared_instrument(spec, input_specs([("x", (0.0, 2.0))]), connect=False)
+    try:
+        (row,) = [r for r in inst.check(timeout=1) if r.role == "output"]
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"x": 1.0})
+    finally:
+        inst.close()
+    assert result.ok, result.error
+    assert result.outputs["power"] == pytest.approx(2.5)
+    assert (row.name, row.connected, row.problem, row.units) == ("power", True, None, "W")
+    assert row.value == pytest.approx(2.5)

@@ -6,15 +6,26 @@ RunEngine into the store, and a setpoint outside the declared limits never reach
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import async_lab_devices as lab
 import pytest
 from ophyd.status import wait as status_wait
 
-from instruments import Dispatcher, build_instrument
-from instruments._epics import ENTRY_POINT_GROUP, call_device, load_device_class
+from instruments import Dispatcher, TrialResult, build_instrument, input_specs
+from instruments._epics import (
+    ENTRY_POINT_GROUP,
+    DeviceTimeout,
+    build_declared_instrument,
+    call_device,
+    load_device_class,
+)
+from instruments._instrument_file import parse_instrument
 from loop.config import load_campaign
 from loop.runner import Runner
 from loop.store import Store
@@ -127,3 +138,68 @@ def test_an_out_of_limit_setpoint_never_reaches_the_device(tmp_path: Path) -> No
         assert stage.moves == [1.5]
     finally:
         instrument.close()  # type: ignore[attr-defined]
+
+
+class WedgedSensor:
+    """An ophyd-async style detector whose ``read`` never answers (a wedged serial line)."""
+
+    parent = None
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.reads_cancelled = 0
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        return None
+
+    async def read(self) -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.reads_cancelled += 1
+            raise
+        return {}
+
+    async def describe(self) -> dict[str, Any]:
+        return {self.name: {"source": "wedged", "dtype": "number", "shape": []}}
+
+
+def test_an_output_that_never_answers_fails_its_trial_within_the_declared_timeout() -> None:
+    """The RunEngine reads the outputs on its own thread: a read that never returns used to
+    hold the run for ever, past ``run(timeout=...)`` (whose abort waits for that thread). It
+    is now bounded by the file's ``connection_timeout`` and cancelled on the device loop."""
+    spec = parse_instrument(
+        {
+            "name": "wedged-bench",
+            "connection_timeout": 1,
+            "inputs": {"x": {"device": "ophyd:Signal", "args": {"value": 0.0}, "limits": [0, 2]}},
+            "outputs": {"y": {"device": f"{__name__}:WedgedSensor"}},
+        }
+    )
+    inst = build_declared_instrument(spec, input_specs([("x", (0.0, 2.0))]), connect=False)
+    sensor = inst.detector.outputs[0].target
+    dispatcher = Dispatcher(inst)
+    results: list[TrialResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(dispatcher.run(1, "c", {"x": 1.0})), daemon=True
+    )
+    t0 = time.monotonic()
+    worker.start()
+    worker.join(30)  # a generous bound: the trial must end, not hang
+    elapsed = time.monotonic() - t0
+    assert not worker.is_alive(), "the trial is still waiting for the output's read"
+    try:
+        (result,) = results
+        assert result.exit_status == "fail" and result.transient
+        assert "output 'y': device" in (result.error or "")
+        assert "did not answer a read within 1 s" in (result.error or "")
+        assert elapsed < 20
+        assert sensor.reads_cancelled >= 1
+        # `instruments check` gives up on it the same way, naming it
+        rows = {r.name: r for r in inst.check(timeout=0.5)}
+        assert rows["y"].problem is not None and "DeviceTimeout" in rows["y"].problem
+        with pytest.raises(DeviceTimeout):
+            inst.detector.outputs[0].value()
+    finally:
+        dispatcher.close()
+        inst.close()
