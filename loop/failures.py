@@ -34,7 +34,9 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     ("injected instrument fault", "instrument fault"),
     ("limit check failed", "setpoint refused"),
     ("missing from the event", "missing output"),
+    ("is missing or not a number", "missing output"),
     ("is not a number", "missing output"),
+    ("is not in the run's event", "missing readback"),
     ("runner stopped", "runner stopped"),
 )
 _EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")

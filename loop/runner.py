@@ -1342,6 +1342,10 @@ def reconcile_documents(
     problems: list[str] = []
     for name in outputs:
         raw: Any = data.get(name)
+        if name in data and raw is None:  # the store keeps a NaN or an infinity as null
+            values[name] = math.nan
+            problems.append(f"output {name!r} is not finite: stored as null (NaN or infinite)")
+            continue
         try:
             value = float(raw)  # None and text raise, and are reported below
         except (TypeError, ValueError):

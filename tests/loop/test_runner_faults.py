@@ -201,6 +201,9 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
     [
         ("timed out after 5 s; the run was aborted", "timeout"),
         ("output 'y' is not finite: nan", "non-finite output"),
+        ("output 'y' is not finite: stored as null (NaN or infinite)", "non-finite output"),
+        ("output 'y' is missing or not a number: 'n/a'", "missing output"),
+        ("readback x1 is not in the run's event, so it cannot be checked", "missing readback"),
         ("readback x1 = 12 lies outside its declared limits [0, 10]", "readback out of range"),
         (
             "FailedStatus <- caused by SimulatedFault: d: injected instrument fault",
