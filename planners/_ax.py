@@ -192,7 +192,7 @@ class AxPlanner:
             )
             with _quiet("attach"):
                 for point in extra:
-                    index = client.attach_trial(parameters=self._to_ax(point))
+                    index = self._attach(client, point)
                     self._running[index] = point
             points.extend(extra)
             kinds.extend(["sobol"] * len(extra))
@@ -295,8 +295,8 @@ class AxPlanner:
         # Not proposed by Ax, or run at readbacks away from the proposal (which the next
         # suggest then closes as abandoned: it is no longer pending).
         try:
-            return int(client.attach_trial(parameters=self._to_ax(point)))
-        except ValueError as exc:  # e.g. a readback just outside a linear constraint
+            return self._attach(client, point)
+        except ValueError as exc:  # not expected: the point is a member of the space
             logger.warning("Ax refused observed point %s (%s); not told to Ax", point, exc)
             return None
 
@@ -336,8 +336,30 @@ class AxPlanner:
             except InvalidPoint as exc:
                 logger.warning("pending point %s is not in the space: %s", point, exc)
                 continue
-            index = client.attach_trial(parameters=self._to_ax(valid))
+            index = self._attach(client, valid)
             self._running[index] = valid
+
+    def _attach(self, client: Any, point: Point) -> int:
+        """Attach ``point``, a member of the space, as a running Ax trial.
+
+        Ax checks an attached point against its search space, whose linear constraints are
+        tightened so that Ax's own proposals pass ``Space.validate`` (see
+        ``_constraint_string``). A point on a constraint's boundary, valid for the campaign
+        (a pending proposal of another planner, prior data, a readback), would be refused.
+        So the constraints are lifted for the attach alone: the point has passed the
+        campaign's exact check already, and Ax's model ignores parameter constraints when
+        it fits (it drops them from its model space), so the point is used like any other.
+        Ax still checks names, types and bounds, and generates under the tightened bound.
+        """
+        search_space = client._experiment.search_space
+        tightened = list(search_space.parameter_constraints)
+        if not tightened:
+            return int(client.attach_trial(parameters=self._to_ax(point)))
+        search_space.set_parameter_constraints([])
+        try:
+            return int(client.attach_trial(parameters=self._to_ax(point)))
+        finally:
+            search_space.set_parameter_constraints(tightened)
 
     # ------------------------------------------------------------------ goals
     @property
@@ -368,7 +390,9 @@ class AxPlanner:
         units (fixed parameters folded into ``constant``), i.e. ``sum(-c * value) <=
         constant``. Ax's optimiser meets a linear constraint only to its solver's tolerance,
         so with float parameters the bound is tightened by 1e-6 relative (a sliver no
-        experiment can tell from the boundary); all-integer constraints stay exact.
+        experiment can tell from the boundary); all-integer constraints stay exact. Points
+        in that sliver are still attached (``_attach``): the tightening binds Ax's
+        proposals, not the points it is told about.
         """
         text = constraint.text
         if not constraint.is_linear:

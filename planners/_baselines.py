@@ -30,11 +30,20 @@ DesignKind = Literal["sobol", "random"]
 # collides with a pending one; larger finite spaces are searched by random draws.
 _MAX_ENUMERATED_POINTS = 4096
 _RANDOM_REPLACEMENT_TRIES = 256
-# Rejection sampling of constrained spaces: a design gives up (with the estimated feasible
-# fraction in the error) when this many draws of the unit cube found no feasible point, and
-# never draws more than _MAX_DRAWS in total for one design.
+# Rejection sampling of constrained spaces (see PositionalDesign.feasible_unit_points). The
+# Sobol design's k-th point is the sequence's k-th feasible draw, with no quota on k: a narrow
+# region yields as many points as a campaign asks for. It ends (an InfeasibleSpaceError with
+# the estimated feasible fraction) where it cannot find a next point: none in the first
+# _MIN_DRAWS draws; past _MAX_DRAWS, a gap longer than _STALL_GAPS mean gaps (and _MIN_DRAWS);
+# or _MAX_DESIGN_DRAWS draws in all (~20 s to 1 min of sampling). Draws before _MAX_DRAWS are
+# never refused, so designs that fitted in the former fixed budget are unchanged. The
+# optimiser's raw samples use whatever feasible points the first _MAX_DRAWS draws hold.
 _MIN_DRAWS = 2**16
 _MAX_DRAWS = 2**20
+_MAX_DESIGN_DRAWS = 2**26
+_STALL_GAPS = 32  # longest observed gap: ~10 mean gaps (thin bands, corners; 2-6 dims)
+# Largest chunk of the Sobol sequence drawn at once while searching a rare feasible region.
+_MAX_CHUNK = 2**17
 
 
 def derive_seed(*parts: int) -> int:
@@ -61,9 +70,9 @@ class PositionalDesign:
         kind: ``sobol`` (scrambled, balanced) or ``random`` (independent uniform draws in the
             encoded scale).
         centre_first: position 0 is the centre of the space (the middle of each encoded
-            column: the log-scale midpoint of a log float, the middle level of an integer or
-            choice column) and position ``k`` the sequence's point ``k - 1``; ignored for a
-            candidate table, or when the centre breaks a parameter constraint.
+            column: the log-scale midpoint of a log float or int, the middle level of another
+            integer or choice column) and position ``k`` the sequence's point ``k - 1``;
+            ignored for a candidate table, or when the centre breaks a parameter constraint.
     """
 
     def __init__(
@@ -79,6 +88,8 @@ class PositionalDesign:
         self._feasible_U = torch.empty(0, space.dim, dtype=torch.float64)
         self._sobol: torch.quasirandom.SobolEngine | None = None
         self._drawn = 0
+        self._last_hit = -1  # sequence index of the last feasible draw kept
+        self._ended = False  # the constrained Sobol design has no further point
         self._candidate_rows: list[int] = []
 
     def unit_points(self, start: int, n: int) -> torch.Tensor:
@@ -104,12 +115,14 @@ class PositionalDesign:
 
         Rejection sampling that keeps the design positional: ``sobol`` continues one Sobol
         sequence from its first point and keeps the feasible ones in order (position k is the
-        k-th feasible point, however the campaign got there); ``random`` redraws from
+        k-th feasible point, however the campaign got there; whether the design ends before
+        k depends only on the sequence, see ``_MAX_DESIGN_DRAWS``); ``random`` redraws from
         position k's own stream until a draw is feasible.
 
         Raises:
-            InfeasibleSpaceError: too few feasible points in the allowed draws (the message
-                gives the estimated feasible fraction and the most restrictive constraint).
+            InfeasibleSpaceError: the design cannot find a feasible point for a position (the
+                message gives the estimated feasible fraction and the most restrictive
+                constraint).
         """
         space = self.space
         if self.kind == "random":
@@ -128,21 +141,85 @@ class PositionalDesign:
                         raise _infeasible(space, drawn, 0)
             return torch.stack(rows)
         need = start + n
+        self._draw_feasible(need, _MAX_DESIGN_DRAWS)
+        if len(self._feasible_U) < need:
+            raise _infeasible(space, self._drawn, len(self._feasible_U), need=need)
+        return self._feasible_U[start:need]
+
+    def leading_feasible_unit_points(self, n: int) -> torch.Tensor:
+        """Up to ``n`` first feasible points of the ``sobol`` sequence, from ``_MAX_DRAWS``
+        draws at most: fewer when the constraints leave less room.
+
+        For uses that want many feasible points but can do with fewer (the raw samples of
+        the model's optimiser): a narrow feasible region must not fail a suggest merely
+        because it holds fewer points than a fixed quota.
+
+        Raises:
+            InfeasibleSpaceError: not one feasible point was found.
+        """
+        self._draw_feasible(n, _MAX_DRAWS)
+        if not len(self._feasible_U):
+            raise _infeasible(self.space, self._drawn, 0)
+        return self._feasible_U[:n]
+
+    def _draw_feasible(self, need: int, max_draws: int) -> None:
+        """Extend the feasible prefix of the Sobol sequence towards ``need`` points, drawing
+        up to ``max_draws`` in all, and stop where the design ends (see ``_accepted``)."""
+        space = self.space
         if self._sobol is None:
             self._sobol = torch.quasirandom.SobolEngine(
                 space.dim, scramble=True, seed=self.seed % 2**31
             )
-        while len(self._feasible_U) < need:
+        while len(self._feasible_U) < need and not self._ended:
             found = len(self._feasible_U)
-            if self._drawn >= _MAX_DRAWS or (found == 0 and self._drawn >= _MIN_DRAWS):
-                raise _infeasible(space, self._drawn, found)
-            chunk = min(max(1024, 2 * (need - found)), _MAX_DRAWS - self._drawn)
+            horizon = self._horizon(found)  # no draw from here on can be a next point
+            if self._drawn >= horizon:
+                self._ended = True
+                break
+            if self._drawn >= max_draws:
+                break
+            chunk = max(1024, 2 * (need - found))
+            if found:  # a rare region: draw about what the remaining points need at once
+                chunk = max(chunk, min(_MAX_CHUNK, (need - found) * self._drawn // found))
+            chunk = min(chunk, horizon - self._drawn, max_draws - self._drawn)
             U = self._sobol.draw(chunk, dtype=torch.float64)
+            ok = space.feasible(space.from_unit_cube(U))
+            hits = ok.nonzero()[:, 0] + self._drawn
             self._drawn += chunk
-            self._feasible_U = torch.cat(
-                [self._feasible_U, U[space.feasible(space.from_unit_cube(U))]]
-            )
-        return self._feasible_U[start:need]
+            kept = self._accepted(hits)
+            if kept < len(hits):
+                self._ended = True
+            if kept:
+                self._feasible_U = torch.cat([self._feasible_U, U[ok][:kept]])
+                self._last_hit = int(hits[kept - 1])
+
+    def _horizon(self, found: int) -> int:
+        """The sequence index from which ``_accepted`` refuses any hit, ``found`` hits on."""
+        if not found:
+            return _MIN_DRAWS
+        stall = max(_MIN_DRAWS, math.floor(_STALL_GAPS * ((self._last_hit + 1) / found)))
+        return max(_MAX_DRAWS, min(_MAX_DESIGN_DRAWS, self._last_hit + stall + 1))
+
+    def _accepted(self, hits: torch.Tensor) -> int:
+        """How many of the feasible draws ``hits`` (sequence indices, ascending) continue the
+        design; the design ends at the first one refused.
+
+        A rule on the sequence alone, so that where the design ends does not depend on how
+        the campaign drew it: the first hit must come within ``_MIN_DRAWS`` draws, every hit
+        before ``_MAX_DRAWS`` counts, and a later one within ``_STALL_GAPS`` mean gaps of
+        the previous hit and before ``_MAX_DESIGN_DRAWS``.
+        """
+        if not len(hits):
+            return 0
+        found = len(self._feasible_U)
+        previous = torch.cat([torch.tensor([self._last_hit]), hits[:-1]])
+        count = torch.arange(found, found + len(hits))
+        mean_gap = (previous + 1).double() / count.clamp(min=1)
+        stall = torch.clamp(_STALL_GAPS * mean_gap, min=_MIN_DRAWS)  # as in _horizon
+        ok = (hits < _MAX_DRAWS) | (((hits - previous) <= stall) & (hits < _MAX_DESIGN_DRAWS))
+        ok = torch.where(count == 0, hits < _MIN_DRAWS, ok)
+        refused = (~ok).nonzero()
+        return len(hits) if not len(refused) else int(refused[0, 0])
 
     def candidate_rows(self, start: int, n: int) -> list[int]:
         """Rows of the candidate table for positions ``start ..``: distinct for ``N`` positions.
@@ -321,8 +398,15 @@ class RandomPlanner(_DesignPlanner):
     _kind: DesignKind = "random"
 
 
-def _infeasible(space: Space, draws: int, found: int) -> InfeasibleSpaceError:
-    """The error for a design that found (too) few feasible points, naming the tightest rule."""
+def _infeasible(
+    space: Space, draws: int, found: int, *, need: int | None = None
+) -> InfeasibleSpaceError:
+    """The error for a design that found (too) few feasible points, naming the tightest rule.
+
+    ``need``: the number of feasible points the design was asked to reach, when it found
+    some but cannot find the next one (said in the message, so a user sees it is the
+    campaign's length, not an empty space, that the constraints do not allow).
+    """
     U = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0).draw(
         4096, dtype=torch.float64
     )
@@ -331,10 +415,12 @@ def _infeasible(space: Space, draws: int, found: int) -> InfeasibleSpaceError:
     rate, tightest = min(rates, key=lambda r: r[0])
     fraction = found / draws if found else 1.0 / draws
     bound = "about" if found else "below"
+    wanted = f", and no further one for the design's point {need} " if found and need else " "
     return InfeasibleSpaceError(
         f"the parameter constraints leave almost no room: {found} feasible points in {draws} "
-        f"draws (feasible fraction {bound} {fraction:.2g}); the most restrictive is constraint "
-        f"{tightest.index} ({tightest.text!r}, alone satisfied by {rate:.2g} of the space). "
+        f"draws{wanted}(feasible fraction {bound} {fraction:.2g}); the most restrictive is "
+        f"constraint {tightest.index} ({tightest.text!r}, alone satisfied by {rate:.2g} of the "
+        "space). "
         "Check that the constraints can hold together within the bounds, relax them, or "
         "narrow the bounds to the feasible region",
         draws=draws,

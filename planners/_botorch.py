@@ -990,14 +990,16 @@ def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:
     """Grid values of the integer and ordered-choice columns that are searched exactly.
 
     Wider integer ranges are optimised as continuous columns and snapped to the grid by
-    ``Space.decode`` (listing every value of a 10^9-wide range would not fit in memory).
+    ``Space.decode`` (listing every value of a 10^9-wide range would not fit in memory). The
+    width is checked before any grid is listed: ``Space.discrete_dims`` leaves wide ranges
+    out as well, and this keeps the planner safe whatever it lists.
     """
-    out: dict[int, list[float]] = {}
-    for i, values in space.discrete_dims.items():
-        p = space.columns[i]
-        if not isinstance(p, IntParameter) or p.bounds[1] - p.bounds[0] + 1 <= MAX_ENUMERATED_INTS:
-            out[i] = values
-    return out
+    wide = {
+        i
+        for i, p in enumerate(space.columns)
+        if isinstance(p, IntParameter) and p.bounds[1] - p.bounds[0] + 1 > MAX_ENUMERATED_INTS
+    }
+    return {i: values for i, values in space.discrete_dims.items() if i not in wide}
 
 
 # OptimizationWarning: L-BFGS-B stopped abnormally (BoTorch then retries or keeps the best
@@ -1290,13 +1292,19 @@ def _feasible_raw_samples(planner: BoTorchPlanner, n: int) -> Tensor:
 
     Three quarters from a constrained Sobol design (seeded from torch's generator, which
     ``suggest`` seeds per trial), the rest Gaussian perturbations (std 0.05 of each column's
-    range) of the best observed points, snapped to the grids and kept where feasible.
+    range) of the best observed points, snapped to the grids and kept where feasible. A
+    narrow feasible region may hold fewer than ``n`` design points in the design's draws
+    (``PositionalDesign.leading_feasible_unit_points``); those found are used, since the
+    optimiser needs good starts, not a set number of them.
+
+    Raises:
+        InfeasibleSpaceError: the design found no feasible point at all.
     """
     space = planner.space
     seed = int(torch.randint(2**31 - 1, (1,)))
     design = PositionalDesign(space, seed, "sobol")
     X = space.from_unit_cube(
-        design.feasible_unit_points(0, n) if space.constraints else design.unit_points(0, n)
+        design.leading_feasible_unit_points(n) if space.constraints else design.unit_points(0, n)
     )
     fitted = planner._fitted
     if fitted is not None and len(fitted.train_X) and not space.candidates:

@@ -10,7 +10,9 @@ exactly, with no rounding after the fact:
 
 * ``float``: the value (its ``log10`` if ``log``) scaled to ``[0, 1]``; continuous.
 * ``int``: the value (its ``log10`` if ``log``) scaled to ``[0, 1]``; discrete, the allowed
-  column values are ``Space.discrete_dims[i]``.
+  column values are ``Space.discrete_dims[i]`` for ranges of at most ``MAX_ENUMERATED_INTS``
+  values. Wider ranges are relaxed to a continuous column (snapped to the integers by
+  ``decode``) and never listed value by value: a range may be 10^15 wide.
 * ``choice`` with ``ordered: true``: the index of the value over ``k - 1``, in ``[0, 1]``;
   discrete (neighbouring levels are neighbours for the GP and the local search).
 * ``choice``: the index of the value in ``values``; categorical, ``Space.cat_dims[i]``.
@@ -282,12 +284,18 @@ class Space:
 
     @property
     def discrete_dims(self) -> dict[int, list[float]]:
-        """Integer and ordered-choice columns and their allowed encoded values."""
+        """Integer and ordered-choice columns searched on their grid, and its encoded values.
+
+        An integer column with more than ``MAX_ENUMERATED_INTS`` values is left out: it is
+        searched as a continuous column (the relaxation ``decode`` snaps back to the
+        integers), and listing each value of a range up to 10^15 wide would not fit in memory.
+        """
         out: dict[int, list[float]] = {}
         for i, p in enumerate(self.columns):
             if isinstance(p, IntParameter):
                 lo, hi = p.bounds
-                out[i] = [_scale(p, v) for v in range(lo, hi + 1)]
+                if hi - lo + 1 <= MAX_ENUMERATED_INTS:
+                    out[i] = [_scale(p, v) for v in range(lo, hi + 1)]
             elif isinstance(p, ChoiceParameter) and p.ordered:
                 k = len(p.values)
                 out[i] = [j / (k - 1) for j in range(k)]
@@ -364,7 +372,8 @@ class Space:
         else:
             value = lo + u * (hi - lo)
         if isinstance(p, IntParameter):
-            return int(min(max(round(value), lo), hi))
+            k = int(min(max(round(value), lo), hi))
+            return _snap_log_int(p, u, k) if p.log else k
         return float(min(max(value, lo), hi))
 
     def torch_values(self, X: Tensor) -> dict[str, Tensor]:
@@ -542,21 +551,26 @@ class Space:
     def from_unit_cube(self, U: torch.Tensor) -> torch.Tensor:
         """Map ``n x d`` points of ``[0, 1]^d`` (e.g. Sobol) to encoded points.
 
-        Categorical, ordered and integer columns get equal-width cells per value, so a
-        uniform or low-discrepancy design stays balanced over the values.
+        Categorical, ordered and linear integer columns get equal-width cells per value, so
+        a uniform or low-discrepancy design stays balanced over the values. A ``log`` integer
+        column is log-uniform instead, as ``log`` promises: ``U`` is read as the encoded
+        (log) coordinate and snapped to the nearest integer, as ``decode`` does. Integers are
+        computed, never looked up in a list of every value (ranges may be 10^15 wide).
         """
         import torch
 
         X = U.clone().to(torch.float64)
-        discrete = self.discrete_dims
         for i, p in enumerate(self.columns):
             if _is_categorical(p):
                 k = len(p.values)  # type: ignore[union-attr]
                 X[:, i] = torch.clamp(torch.floor(U[:, i] * k), max=k - 1)
-            elif i in discrete:
-                grid = torch.tensor(discrete[i], dtype=torch.float64)
-                idx = torch.clamp(torch.floor(U[:, i] * len(grid)), max=len(grid) - 1).long()
+            elif isinstance(p, ChoiceParameter):  # ordered
+                k = len(p.values)
+                grid = torch.tensor([j / (k - 1) for j in range(k)], dtype=torch.float64)
+                idx = torch.clamp(torch.floor(U[:, i] * k), 0, k - 1).long()
                 X[:, i] = grid[idx]
+            elif isinstance(p, IntParameter):
+                X[:, i] = _int_from_unit(p, U[:, i])
         return X
 
 
@@ -569,6 +583,65 @@ def _scale(p: FloatParameter | IntParameter, value: float) -> float:
     if p.log:
         return (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
     return (float(value) - lo) / (hi - lo)
+
+
+# Steps ``_snap_log_int`` may walk from the rounded value: float64 ``10 ** x`` near 1e15 is off
+# by a few units, never by dozens.
+_MAX_SNAP_STEPS = 64
+
+
+def _snap_log_int(p: IntParameter, u: float, k: int) -> int:
+    """The integer of log column ``p`` whose encoding is exactly ``u``, if one lies near
+    ``k`` (the rounded decoded value), else ``k``.
+
+    Near 1e14 and above, float64 ``10 ** x`` can be off by more than 0.5, so rounding alone
+    could turn an encoded integer into a neighbour and ``decode(encode(point))`` changed the
+    point. Where float64 cannot tell neighbours apart at all (the top of a log range reaching
+    ~2e14 or more), several integers share ``u`` and no decoding can return each of them;
+    ``k`` or the nearest one is returned, so ``encode(decode(X)) == X`` still holds. Values
+    of ``u`` between grid values (an optimiser's relaxed column) keep ``k``.
+    """
+    here = _scale(p, k)
+    if here == u:
+        return k
+    lo, hi = p.bounds
+    step = 1 if here < u else -1
+    j = k
+    for _ in range(_MAX_SNAP_STEPS):
+        j += step
+        if not lo <= j <= hi:
+            break
+        there = _scale(p, j)
+        if there == u:
+            return j
+        if (there > u) == (step > 0):  # walked past u: it is no integer's encoding
+            break
+    return k
+
+
+def _int_from_unit(p: IntParameter, U: Tensor) -> Tensor:
+    """Encoded integers of column ``p`` for unit-interval coordinates ``U`` (a vector).
+
+    Linear: one equal-width cell per value, cell ``j`` is ``lower + j`` (bit-for-bit the values the
+    former per-integer lookup table gave, so seeded designs did not change). Log: ``U`` is
+    the log coordinate, rounded to the nearest integer as ``decode`` rounds. Encodings are
+    computed with ``_scale`` (Python's ``math.log10``), once per distinct value, so they are
+    exactly what ``encode`` gives for the same integer.
+    """
+    import torch
+
+    lo, hi = p.bounds
+    if not p.log:
+        n = hi - lo + 1
+        idx = torch.clamp(torch.floor(U * n), 0, n - 1)
+        return idx.to(torch.float64) / float(hi - lo)
+    llo, lhi = math.log10(lo), math.log10(hi)
+    values = torch.pow(10.0, llo + U.to(torch.float64).clamp(0.0, 1.0) * (lhi - llo))
+    values = values.round().clamp(lo, hi)
+    distinct, inverse = torch.unique(values, return_inverse=True)
+    span = lhi - llo  # _scale's expression, inlined: a wide range can give 10^6 distinct values
+    encoded = [(math.log10(int(v)) - llo) / span for v in distinct.tolist()]
+    return torch.tensor(encoded, dtype=torch.float64).reshape(-1)[inverse]
 
 
 def _choice_index(p: ChoiceParameter, value: Any) -> int:

@@ -156,6 +156,32 @@ def test_linear_constraint_is_honoured() -> None:
     assert set(constraint.constraint_dict) == {"p0", "p1"}
 
 
+def test_points_on_a_linear_constraint_can_be_pending_and_observed() -> None:
+    """Ax generates under a bound tightened by 1e-6, so that its proposals pass
+    ``Space.validate``; a point on the declared boundary is still a member of the space and
+    is attached (it was refused when pending, and silently left out when observed)."""
+    space = Space(
+        [FloatParameter(name="x1", bounds=(0, 1)), FloatParameter(name="x2", bounds=(0, 1))],
+        constraints=["x1 + x2 <= 1"],
+    )
+    boundary, corner = {"x1": 0.5, "x2": 0.5}, {"x1": 1.0, "x2": 0.0}
+    assert space.contains(boundary) and space.contains(corner)
+    planner = AxPlanner(space, [Objective(name="y")], config(2), seed=0)
+    (point,) = planner.suggest(1, pending=[boundary])
+    assert space.contains(point)
+    assert statuses(planner) == ["RUNNING", "RUNNING"]
+    planner.ingest(
+        [
+            Observation(parameters=boundary, outputs={"y": 1.0}),
+            Observation(parameters=corner, outputs={"y": 2.0}),
+        ]
+    )
+    assert statuses(planner) == ["COMPLETED", "RUNNING", "COMPLETED"]
+    (constraint,) = planner._client._experiment.search_space.parameter_constraints
+    assert constraint.bound < 1.0  # still tightened for Ax's proposals
+    assert all(space.contains(p) for p in planner.suggest(2, pending=[boundary, corner]))
+
+
 @pytest.mark.parametrize(
     ("space", "objectives", "message"),
     [

@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planners import (
     ChoiceParameter,
     FloatParameter,
+    InfeasibleSpaceError,
     IntParameter,
     Observation,
     RandomPlanner,
     SobolPlanner,
     Space,
+    _baselines,
 )
 from planners._baselines import PositionalDesign, point_key
 
@@ -141,3 +144,52 @@ def test_no_centre_where_it_breaks_a_constraint_or_for_a_table() -> None:
     assert PositionalDesign(loose, 1, centre_first=True).centre == {"a": 0.5, "b": 0.5}
     table = Space(unit, candidates=[{"a": i / 4, "b": 1 - i / 4} for i in range(5)])
     assert PositionalDesign(table, 1, centre_first=True).centre is None
+
+
+# A feasible region of 2e-4 of the square: 209 feasible points in the first 2**20 Sobol draws.
+NARROW = Space(
+    [FloatParameter(name="x1", bounds=(0.0, 1.0)), FloatParameter(name="x2", bounds=(0.0, 1.0))],
+    constraints=["x1 + x2 >= 1.98"],
+)
+
+
+def test_a_narrow_feasible_region_has_no_quota_of_design_points() -> None:
+    """The design went on failing at trial 210 because of a fixed budget of draws."""
+    planner = SobolPlanner(NARROW, seed=0)
+    planner.n_ingested = 205
+    points = planner.suggest(10)
+    assert all(NARROW.contains(p) for p in points)
+    assert len({point_key(NARROW, p) for p in points}) == 10
+    assert PositionalDesign(NARROW, 0).points(0, 215)[205:] == points  # still positional
+
+
+def test_a_design_that_finds_no_next_feasible_point_says_so(monkeypatch: Any) -> None:
+    monkeypatch.setattr(_baselines, "_MAX_DESIGN_DRAWS", 2**21)  # ~420 feasible points
+    design = PositionalDesign(NARROW, 0)
+    with pytest.raises(InfeasibleSpaceError, match="no further one for the design's point 600"):
+        design.points(0, 600)
+    assert 1e-4 < design._feasible_U.shape[0] / 2**21 < 4e-4
+
+
+def test_leading_feasible_points_are_those_the_draws_hold() -> None:
+    """Raw samples for the optimiser: fewer than asked in a narrow region, not an error."""
+    U = PositionalDesign(NARROW, 3).leading_feasible_unit_points(512)
+    assert 100 < len(U) < 512
+    assert bool(NARROW.feasible(NARROW.from_unit_cube(U)).all())
+    assert torch.equal(U[:50], PositionalDesign(NARROW, 3).feasible_unit_points(0, 50))
+    empty = Space(NARROW.parameters, constraints=["x1 + x2 >= 1.99999"])
+    with pytest.raises(InfeasibleSpaceError, match="0 feasible points"):
+        PositionalDesign(empty, 3).leading_feasible_unit_points(512)
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_log_int_designs_are_log_uniform(cls: Any) -> None:
+    """``log: true`` on an int: as many points per decade, one position at a time."""
+    space = Space([IntParameter(name="k", bounds=(1, 10_000), log=True)])
+    planner = cls(space, seed=0)
+    values = []
+    for _ in range(200):
+        (point,) = planner.suggest(1)
+        values.append(point["k"])
+        planner.ingest([_obs(point)])
+    assert sum(v < 100 for v in values) / len(values) == pytest.approx(0.5, abs=0.08)

@@ -229,3 +229,31 @@ def test_constraints_are_exposed_with_text_and_index(capsys: Any) -> None:
         (0, "temperature <= 100", True),
         (1, "flow * pressure <= 4", False),
     ]
+
+
+def test_model_proposes_in_a_narrow_feasible_region() -> None:
+    """Raw samples asked for 256 feasible points where the draws hold 209: the first model
+    suggest raised InfeasibleSpaceError though the design had found its points."""
+    from botorch.test_utils.mock import mock_optimize_context_manager
+
+    from planners import InitialDesign, Objective, Observation, PlannerConfig
+    from planners._botorch import BoTorchPlanner, BoTorchSettings
+
+    space = Space(
+        [FloatParameter(name="x", bounds=(0.0, 1.0)), FloatParameter(name="y", bounds=(0.0, 1.0))],
+        constraints=["x + y >= 1.98"],
+    )
+    settings = BoTorchSettings(raw_samples=256, num_restarts=2, mc_samples=16, maxiter=10)
+    planner = BoTorchPlanner(
+        space,
+        [Objective(name="f")],
+        PlannerConfig(initial=InitialDesign(n=3)),
+        seed=0,
+        settings=settings,
+    )
+    with mock_optimize_context_manager(force=True):
+        for _ in range(5):
+            (point,) = planner.suggest(1)
+            assert space.contains(point)
+            planner.ingest([Observation(parameters=point, outputs={"f": point["x"] - point["y"]})])
+    assert planner.last_kinds == ["model"]

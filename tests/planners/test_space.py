@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from planners import (
@@ -18,6 +18,8 @@ from planners import (
     InvalidPoint,
     Space,
 )
+from planners._botorch import _narrow_discrete_dims
+from planners._space import MAX_ENUMERATED_INTS
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -222,3 +224,92 @@ def test_candidates_are_validated_and_filtered_by_constraints() -> None:
             constraints=["x <= 0.1"],
             candidates=[{"x": 0.5}],
         )
+
+
+# ---------------------------------------------------------------------------- integers
+def _sobol(dim: int, n: int, seed: int = 0) -> torch.Tensor:
+    """``n x dim`` scrambled Sobol points plus the corners 0 and 1 (the clamped ends)."""
+    U = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+    ends = torch.tensor([[0.0] * dim, [1.0] * dim], dtype=torch.float64)
+    return torch.cat([U, ends])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lo=st.integers(-(10**6), 10**6),
+    width=st.integers(1, 3 * MAX_ENUMERATED_INTS),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_linear_int_designs_keep_the_former_cells(lo: int, width: int, seed: int) -> None:
+    """Seeded campaigns stay reproducible: the computed integer cells are bit-for-bit those of
+    the former table of every value, narrow or wide."""
+    hi = lo + width
+    space = Space(
+        [IntParameter(name="k", bounds=(lo, hi)), FloatParameter(name="x", bounds=(0.0, 1.0))]
+    )
+    U = _sobol(2, 200, seed)
+    table = torch.tensor(
+        [(float(v) - lo) / (hi - lo) for v in range(lo, hi + 1)], dtype=torch.float64
+    )
+    cells = torch.clamp(torch.floor(U[:, 0] * len(table)), max=len(table) - 1).long()
+    X = space.from_unit_cube(U)
+    assert torch.equal(X[:, 0], table[cells])
+    assert torch.equal(X[:, 1], U[:, 1])
+
+
+def test_wide_int_ranges_are_relaxed_and_never_listed() -> None:
+    """Over MAX_ENUMERATED_INTS values an int column is continuous for the optimiser, and
+    nothing lists its values (a 10^15-wide range once ran out of memory)."""
+    narrow = Space([IntParameter(name="k", bounds=(1, MAX_ENUMERATED_INTS))])
+    assert len(narrow.discrete_dims[0]) == MAX_ENUMERATED_INTS
+    assert Space([IntParameter(name="k", bounds=(0, MAX_ENUMERATED_INTS))]).discrete_dims == {}
+    huge = Space(
+        [
+            IntParameter(name="n", bounds=(-(10**15), 10**15)),
+            IntParameter(name="w", bounds=(1, 10**15), log=True),
+            ChoiceParameter(name="level", values=(1, 2, 3), ordered=True),
+        ]
+    )
+    assert huge.discrete_dims == _narrow_discrete_dims(huge) == {2: [0.0, 0.5, 1.0]}
+    points = huge.decode(huge.from_unit_cube(_sobol(huge.dim, 64)))
+    assert all(huge.contains(p) and type(p["n"]) is type(p["w"]) is int for p in points)
+    assert {p["n"] for p in points[-2:]} == {-(10**15), 10**15}
+    assert {p["w"] for p in points[-2:]} == {1, 10**15}
+
+
+def test_log_int_design_is_log_uniform_and_reaches_every_value() -> None:
+    space = Space([IntParameter(name="k", bounds=(1, 10_000), log=True)])
+    values = [p["k"] for p in space.decode(space.from_unit_cube(_sobol(1, 1024)))]
+    assert sum(v < 100 for v in values) / len(values) == pytest.approx(0.5, abs=0.02)
+    small = Space([IntParameter(name="k", bounds=(3, 9), log=True)])
+    assert {p["k"] for p in small.decode(small.from_unit_cube(_sobol(1, 64)))} == set(range(3, 10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(lo=st.integers(1, 10**6), decades=st.floats(0.01, 10.0), seed=st.integers(0, 2**31 - 1))
+def test_log_int_design_points_are_exact_grid_members(lo: int, decades: float, seed: int) -> None:
+    """Design points of a log int column are encodings of integers in bounds, exactly as
+    ``encode`` writes them (so they sit on the optimiser's grid)."""
+    hi = min(max(lo + 1, int(lo * 10**decades)), 10**15)
+    space = Space([IntParameter(name="k", bounds=(lo, hi), log=True)])
+    X = space.from_unit_cube(_sobol(1, 128, seed))
+    points = space.decode(X)
+    assert all(lo <= p["k"] <= hi for p in points)
+    assert torch.equal(space.encode(points), X)
+    assert (points[-2]["k"], points[-1]["k"]) == (lo, hi)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hi=st.integers(10**12, 10**15), fraction=st.floats(0.01, 1.0))
+@example(hi=3 * 10**14, fraction=252149690285425 / (3 * 10**14))  # decoded as its neighbour
+def test_large_log_ints_survive_encode_decode(hi: int, fraction: float) -> None:
+    """Up to 10^15, decode returns the encoded integer wherever float64 tells it from its
+    neighbours (above ~2e14 some neighbours share an encoding; then it returns one of them)."""
+    space = Space([IntParameter(name="k", bounds=(1, hi), log=True)])
+    value = min(max(round(hi * fraction), 2), hi - 1)
+    X = space.encode([{"k": value}])
+    (back,) = space.decode(X)
+    assert torch.equal(space.encode([back]), X)
+    distinct = {float(space.encode([{"k": v}])[0, 0]) for v in (value - 1, value, value + 1)}
+    if len(distinct) == 3:
+        assert back == {"k": value}
