@@ -21,6 +21,7 @@ problems raise :class:`InvalidInput`, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -99,8 +100,12 @@ def parse_parameter(runner: Runner, name: str, text: str) -> Any:
             f"--actual {name}: no such parameter; parameters are: {', '.join(by_name)}"
         )
     p = by_name[name]
-    values = getattr(p, "values", None)
     raw = text.strip()
+    if getattr(p, "type", None) == "fixed":
+        # A fixed parameter has one value and no bounds: saying it was used as set is
+        # harmless; any other value means the trial was not the campaign's experiment.
+        return _fixed_value(name, p.value, raw)  # type: ignore[union-attr]
+    values = getattr(p, "values", None)
     if values is not None:
         for v in values:
             if str(v) == raw:
@@ -123,6 +128,23 @@ def parse_parameter(runner: Runner, name: str, text: str) -> Any:
             raise InvalidInput(f"--actual {name}={raw} is not an integer")
         return int(number)
     return number
+
+
+def _fixed_value(name: str, value: Any, raw: str) -> Any:
+    """``raw`` if it names the fixed ``value`` (``1`` and ``1.0`` alike), else refused."""
+    if str(value) == raw or (isinstance(value, bool) and raw.lower() == str(value).lower()):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            if float(raw) == float(value):
+                return value
+        except ValueError:
+            pass
+    raise InvalidInput(
+        f"--actual {name}={raw!r}: {name} is a fixed parameter (type: fixed, value: "
+        f"{value}); every trial uses {value}, so it cannot be given another value (leave it "
+        "out, or record the trial as failed with --fail REASON if it was run otherwise)"
+    )
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
@@ -189,27 +211,70 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     An empty ``fail`` cell means the trial succeeded; empty ``actual.*`` cells are ignored.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames or "trial_id" not in reader.fieldnames:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raw = bytes(exc.object)  # the bytes decoded (after a BOM): positions are in them
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the CSV as "
+            "UTF-8 (in a spreadsheet: CSV UTF-8) and tell it again"
+        ) from None
+    # newline="": the csv module's own line handling, so a quoted cell may hold a newline
+    reader = csv.reader(io.StringIO(text, newline=""))
+
+    def next_row() -> list[str] | None:
+        try:
+            return next(reader, None)
+        except csv.Error as exc:  # a NUL byte, a cell beyond the csv module's size limit
+            raise InvalidInput(f"{path}:{reader.line_num}: not a readable CSV row: {exc}") from None
+
+    header = next_row()
+    if not header or "trial_id" not in [h.strip() for h in header]:
         raise InvalidInput(f"{path}: the first row must name the columns, starting with trial_id")
+    columns = [h.strip() for h in header]
+    twice = sorted({c for c in columns if c and columns.count(c) > 1})
+    if twice:
+        raise InvalidInput(
+            f"{path}:1: column(s) {', '.join(repr(c) for c in twice)} given twice; keep one "
+            "column per name (which value was meant cannot be guessed)"
+        )
     results: list[Result] = []
-    for i, row in enumerate(reader, start=2):
-        where = f"{path.name}:{i}"
+    while True:
+        start = reader.line_num + 1
+        cells = next_row()
+        if cells is None:
+            break
+        where = f"{path.name}:{start}"
+        if not any(c.strip() for c in cells):
+            continue  # a blank line
+        if len(cells) > len(columns):
+            extra = [c for c in cells[len(columns) :] if c.strip()]
+            if extra:
+                raise InvalidInput(
+                    f"{where}: {len(cells)} cells but the first row names {len(columns)} "
+                    f"columns (extra: {', '.join(repr(c) for c in extra)}); add the column's "
+                    "name to the first row, or remove the extra cells"
+                )
+        row = dict(zip(columns, cells, strict=False))
         raw_id = (row.get("trial_id") or "").strip()
-        if not raw_id.isdigit():
+        if not (raw_id.isascii() and raw_id.isdigit()):
             raise InvalidInput(f"{where}: trial_id {raw_id!r} is not a trial id")
         trial_id = int(raw_id)
         outputs: dict[str, str] = {}
         actual: dict[str, str] = {}
         failed = (row.get("fail") or "").strip() or None
         for key, value in row.items():
-            if key in (None, "trial_id", "fail"):
+            if not value.strip() or key in ("trial_id", "fail"):
                 continue
-            if value is None or not value.strip():
-                continue
+            if not key:
+                raise InvalidInput(
+                    f"{where}: the value {value.strip()!r} is in a column without a name; "
+                    "name it in the first row (an output, actual.<param> or fail)"
+                )
             if key.startswith("actual."):
                 actual[key.removeprefix("actual.")] = value
             else:
@@ -321,6 +386,8 @@ def _mark(runner: Runner, token: str) -> None:
 # ---------------------------------------------------------------------------- tell
 def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:
     """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
+    if not 0 <= trial_id < 2**63:  # beyond SQLite's integers: no such trial, not a crash
+        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
     with store.session() as s:
         trial = s.get(TrialRow, trial_id)
     if trial is None:

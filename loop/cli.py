@@ -57,6 +57,16 @@ CampaignOpt = Annotated[
 ]
 _state: dict[str, bool] = {"debug": False}
 
+# The campaign model's limits (loop/config.py: Campaign.seed, Budget.max_trials and
+# max_failures), repeated here so a value out of range is a usage error naming the option
+# (exit 2) and not a validation traceback, or a seed numpy refuses after the campaign was
+# created. loop.config is not imported for them: `status` and `export` must stay light.
+MAX_SEED = 2**32 - 1
+MAX_BUDGET_COUNT = 1_000_000
+SeedOpt = Annotated[
+    int | None, typer.Option(min=0, max=MAX_SEED, help="Override the file's seed (0 to 2**32-1).")
+]
+
 
 @app.callback()
 def _main(
@@ -107,9 +117,10 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
 def run(
     file: Annotated[Path, typer.Argument(help="Campaign YAML file.")],
     store: StoreOpt = DEFAULT_STORE,
-    seed: Annotated[int | None, typer.Option(help="Override the file's seed.")] = None,
+    seed: SeedOpt = None,
     max_trials: Annotated[
-        int | None, typer.Option(min=1, help="Override budget.max_trials.")
+        int | None,
+        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="Override budget.max_trials."),
     ] = None,
     prior: Annotated[
         list[Path] | None,
@@ -172,10 +183,15 @@ def resume(
     ] = None,
     max_trials: Annotated[
         int | None,
-        typer.Option(min=1, help="New budget.max_trials (completed trials over all sessions)."),
+        typer.Option(
+            min=1,
+            max=MAX_BUDGET_COUNT,
+            help="New budget.max_trials (completed trials over all sessions).",
+        ),
     ] = None,
     max_failures: Annotated[
-        int | None, typer.Option(min=1, help="New budget.max_failures.")
+        int | None,
+        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="New budget.max_failures."),
     ] = None,
     max_duration: Annotated[
         str | None,
@@ -319,6 +335,7 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
             f"{what} #{b.number}{prior}: {objective} = {_fmt(b.objective)} at "
             + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items()),
             highlight=False,
+            markup=False,  # choice values are the user's text: "[/b]" is not a tag
         )
     elif summary.outcome_constraints:
         console.print("no feasible trial yet")
@@ -336,12 +353,12 @@ def _print_front(summary: CampaignSummary) -> None:
     params = list(summary.pareto[0].parameters)
     table = Table(title="Pareto front (feasible, non-dominated)")
     for col in ("#", *summary.objectives, *params):
-        table.add_column(col)
+        table.add_column(escape(col))
     for r in summary.pareto:
         table.add_row(
             str(r.number) + (" (prior)" if r.kind == "prior" else ""),
-            *[_fmt(r.outputs.get(n)) for n in summary.objectives],
-            *[_fmt(r.parameters.get(n)) for n in params],
+            *[_cell(r.outputs.get(n)) for n in summary.objectives],
+            *[_cell(r.parameters.get(n)) for n in params],
         )
     console.print(table)
 
@@ -471,7 +488,9 @@ def _slots_table(c: Any, trials: list[Any]) -> None:
             str(slot),
             "in flight" if current else "idle",
             f"#{current.number}" if current else "",
-            ", ".join(f"{k}={_fmt(v)}" for k, v in current.parameters.items()) if current else "",
+            escape(", ".join(f"{k}={_fmt(v)}" for k, v in current.parameters.items()))
+            if current
+            else "",
             str(sum(t.status == "completed" for t in mine)),
             str(sum(t.status == "failed" for t in mine)),
         )
@@ -538,10 +557,10 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
             str(r["number"]),
             r["kind"],
             r["status"],
-            *[_fmt(r["parameters"].get(n)) for n in params],
-            *[_fmt(r["outputs"].get(n)) for n in shown],
+            *[_cell(r["parameters"].get(n)) for n in params],
+            *[_cell(r["outputs"].get(n)) for n in shown],
             *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
-            (r["error"] or "")[:40],
+            escape((r["error"] or "")[:40]),
         )
     return table
 
@@ -578,7 +597,7 @@ def export(
     ``pareto`` column (on the front of the feasible trials). Prior-data trials have kind
     ``prior``.
     """
-    from loop.report import annotate, stored_campaign, to_csv, to_json
+    from loop.report import OutputError, annotate, stored_campaign, to_csv, to_json, write_output
     from loop.store import Store, export_records
 
     db = Store(store, create=False)
@@ -589,24 +608,37 @@ def export(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text)
-        err_console.print(f"wrote {len(records)} trials to {output}")
+        try:
+            write_output(output, text, f"trials.{format.value}")
+        except OutputError as exc:
+            _invalid(exc)
+        err_console.print(f"wrote {len(records)} trials to {output}", markup=False)
 
 
 @app.command()
 def report(
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Image file to write: .png (added when the name has no suffix), .pdf, .svg ...",
+        ),
+    ],
     store: StoreOpt = DEFAULT_STORE,
     campaign: CampaignOpt = None,
 ) -> None:
     """Plot the best-so-far trace (or hypervolume and Pareto fronts) and every output."""
-    from loop.report import plot_report
+    from loop.report import OutputError, plot_report
     from loop.store import Store
 
     db = Store(store, create=False)
     row = db.campaign(campaign)
-    path = plot_report(db, row, output)
-    console.print(f"wrote {path}")
+    try:
+        path = plot_report(db, row, output)
+    except OutputError as exc:
+        _invalid(exc)
+    console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -658,7 +690,7 @@ class _ProgressListener:
             how = (
                 "completed from its stored run"
                 if r.status == "completed"
-                else f"{r.status}: {r.error}"
+                else f"{r.status}: {escape(str(r.error))}"
             )
             self.progress.console.print(f"trial {r.number:>4}  was in flight; {how}")
         if state.takeover:
@@ -695,6 +727,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def _cell(value: Any) -> str:
+    """``_fmt`` for a table cell or a line printed with markup: rich reads cells as markup,
+    and a choice value such as ``[/b]`` or ``[BMIM][BF4]`` is text, not a tag."""
+    return escape(_fmt(value))
 
 
 # ---------------------------------------------------------------------------- ask/tell
@@ -752,13 +790,13 @@ def suggest(
     units = {p.name: p.unit for p in c.parameters}
     table = Table(title=f"{c.name} (id {runner.campaign_id}): run these, then `closedloop tell`")
     for col in ("trial_id", "#", "kind", *[p.name for p in c.parameters]):
-        table.add_column(col + (f" [{units[col]}]" if units.get(col) else ""))
+        table.add_column(escape(col + (f" [{units[col]}]" if units.get(col) else "")))
     for p in proposals:
         table.add_row(
             str(p.trial_id),
             str(p.number),
             p.kind,
-            *[_fmt(p.parameters.get(q.name)) for q in c.parameters],
+            *[_cell(p.parameters.get(q.name)) for q in c.parameters],
         )
     console.print(table)
     outputs = " ".join(f"{o}=VALUE" for o in _outputs_of(runner))
@@ -914,6 +952,17 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
+        if _infeasible_space(exc):
+            # Constraints that together leave no feasible point (validate refuses one that
+            # can never hold alone; several in conflict are found only by sampling): the
+            # file is at fault, not closedloop.
+            err_console.print(
+                f"[red]error:[/] {escape(str(exc))}\n  fix: edit the campaign file's "
+                "constraints or bounds, check it with `closedloop validate FILE`, and run "
+                "it again",
+                highlight=False,
+            )
+            sys.exit(2)
         if isinstance(exc, typer.TyperException):
             # A usage error (bad option value, unknown option): click's own message and
             # exit code 2. Typer vendors click, so these are not `click.ClickException`s.
@@ -932,6 +981,19 @@ def main() -> None:
             markup=False,
         )
         sys.exit(1)
+
+
+def _infeasible_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is the planners' "no point meets the constraints" error.
+
+    ``planners`` is imported only here, once something went wrong: its error class must not
+    put the planners' import cost on every command.
+    """
+    if not isinstance(exc, ValueError):
+        return False
+    from planners import InfeasibleSpaceError
+
+    return isinstance(exc, InfeasibleSpaceError)
 
 
 if __name__ == "__main__":

@@ -102,8 +102,14 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
     try:
         try:
             spec = load_instrument_file(file)
-        except InstrumentFileError:
-            data = read_yaml(file.read_text(encoding="utf-8"), file)
+        except InstrumentFileError as first:
+            # Perhaps a campaign using an instrument file. A file that cannot be read at
+            # all (missing, a directory, not UTF-8) is neither: the first error says why.
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                raise first from None
+            data = read_yaml(text, file)
             if not ("parameters" in data and "instrument" in data):
                 raise
         else:
@@ -143,7 +149,10 @@ def plan(
         list[str] | None,
         typer.Option("--at", help="A parameter value, name=value (repeat); default: proposal."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the file's seed.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, max=2**32 - 1, help="Override the file's seed (0 to 2**32-1)."),
+    ] = None,
     store: Annotated[
         str | None,
         typer.Option(
@@ -199,7 +208,7 @@ def plan(
             instrument.spec = instrument.spec.model_copy(update={"on_stop": {}})
         instrument.close()
     console.print(
-        header + ", ".join(f"{k}={_fmt(v)}" for k, v in point.items()),
+        header + escape(", ".join(f"{k}={_fmt(v)}" for k, v in point.items())),
         highlight=False,
     )
     if refused:

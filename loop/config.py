@@ -46,13 +46,19 @@ _DURATION = re.compile(
     r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
 )
 
+_SECONDS = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or ``"1d"``."""
+    """Seconds from ``90`` or ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like 2h, 30m, 1h30m")
     if isinstance(value, int | float):
         seconds = float(value)
+    elif _SECONDS.match(str(value)):
+        # "3600" is seconds, as 3600 is: a command-line option is always text, and so is a
+        # quoted YAML value.
+        seconds = float(str(value))
     else:
         match = _DURATION.match(str(value))
         if not match or not any(match.groups()):
@@ -427,6 +433,7 @@ def _check_semantics(
     outcome_constraints = _check_outcome_constraints(campaign, data, path)
     if not cross_check:
         return
+    _check_satisfiable(space, data, path)
     _check_planner(campaign, space, outcome_constraints, data, path)
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
@@ -549,6 +556,52 @@ def _check_constraints(campaign: Campaign, data: Any, path: Path) -> Space:
             fix="write e.g. 'temperature + 2 * residence_time <= 150' or 'x1**2 + x2**2 <= 1' "
             "over numeric parameters (numbers, + - * / **, <= or >=)",
         ) from None
+
+
+def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
+    """Refuse a linear constraint that no point within the bounds can meet.
+
+    Otherwise `validate` passes and `run` only finds out when the design draws thousands of
+    points and none is feasible. The largest slack of ``constant + sum(c * x)`` over the
+    bounds is exact, without sampling and without torch (`validate` stays light); several
+    constraints that only conflict together, and nonlinear ones, are still caught by the
+    planner when the campaign runs.
+    """
+    ranges: dict[str, tuple[float, float]] = {}
+    for p in space.parameters:
+        bounds = getattr(p, "bounds", None)
+        values = getattr(p, "values", None)
+        if bounds is not None:
+            ranges[p.name] = (float(bounds[0]), float(bounds[1]))
+        elif values is not None and all(_is_number(v) for v in values):
+            ranges[p.name] = (float(min(values)), float(max(values)))
+    for constraint in space.constraints:
+        if not constraint.is_linear or any(n not in ranges for n in constraint.coefficients):
+            continue
+        best = constraint.constant
+        scale = 1.0 + abs(constraint.constant)
+        for name, c in constraint.coefficients.items():
+            lo, hi = ranges[name]
+            best += c * (hi if c > 0 else lo)
+            scale += abs(c) * max(abs(lo), abs(hi))
+        if best >= -1e-9 * scale:  # the planners' rounding tolerance, roughly
+            continue
+        shown = ", ".join(
+            f"{n} in [{ranges[n][0]:g}, {ranges[n][1]:g}]" for n in constraint.coefficients
+        )
+        raise CampaignConfigError(
+            path,
+            f"constraints[{constraint.index}] '{constraint.text}' can never hold: no point "
+            f"within the bounds ({shown}) meets it (it misses by {-best:.6g} at best)",
+            line=line_of(data, ("constraints", constraint.index))
+            or line_of(data, ("constraints",)),
+            fix="check the constraint's direction (<= or >=) and numbers against the "
+            "parameters' bounds, or widen the bounds",
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_outcome_constraints(

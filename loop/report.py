@@ -12,7 +12,65 @@ from typing import Any
 import numpy as np
 
 from loop.config import Campaign, parse_campaign
+from loop.errors import ClosedLoopError
 from loop.store import CampaignRow, Store, export_records
+
+
+class OutputError(ClosedLoopError, ValueError):
+    """An output file (``export -o``, ``report -o``) that cannot be written as given.
+
+    Bad input, like a bad campaign file: the CLI prints it and exits with code 2.
+    """
+
+
+def write_output(path: Path, text: str, example: str = "trials.csv") -> None:
+    """Write ``text`` to ``path``, or :class:`OutputError` naming the path and the fix.
+
+    Everything to write is computed first, so a path that cannot be written loses nothing:
+    the store is untouched and the command can be run again with another ``-o``.
+    """
+    if path.is_dir():
+        raise OutputError(
+            f"cannot write to {path}: it is a directory; give a file name, e.g. -o {path / example}"
+        )
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(_cannot_write(path, exc)) from None
+
+
+def _cannot_write(path: Path, exc: OSError) -> str:
+    return (
+        f"cannot write to {path}: {exc.strerror or exc}; give a path in a folder that exists "
+        "and that you may write to"
+    )
+
+
+def report_path(out: Path) -> tuple[Path, str]:
+    """The file the report is written to, and its format, from ``-o``.
+
+    The suffix picks the format (matplotlib's); a name without one gets ``.png``, the path
+    that is then printed being the one written (matplotlib would add the suffix silently).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if out.is_dir():
+        raise OutputError(
+            f"cannot write the report to {out}: it is a directory; give a file name, e.g. "
+            f"-o {out / 'report.png'}"
+        )
+    suffix = out.suffix.lower().removeprefix(".")
+    if not suffix:
+        out = out.with_name(out.name + ".png")
+        suffix = "png"
+    if suffix not in supported:
+        raise OutputError(
+            f"cannot write the report to {out}: '.{suffix}' is not an image format "
+            f"matplotlib writes; end the file name in one of "
+            f"{', '.join('.' + k for k in sorted(supported))} (e.g. {out.with_suffix('.png')})"
+        )
+    return out, suffix
 
 
 def stored_campaign(row: CampaignRow) -> Campaign:
@@ -185,7 +243,22 @@ def _flag(value: Any) -> str:
 
 
 def to_json(records: list[dict[str, Any]]) -> str:
-    return json.dumps(records, indent=2, default=str)
+    """Strict JSON: a NaN or infinite value (a failed trial's stored output) is ``null``.
+
+    Python's ``NaN``/``Infinity`` tokens are not JSON; jq, JavaScript and most strict
+    parsers reject the whole file over one of them. The CSV keeps ``nan`` (no such rule).
+    """
+    return json.dumps(_json_safe(records), indent=2, default=str, allow_nan=False)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _keys(records: list[dict[str, Any]], field: str) -> list[str]:
@@ -197,7 +270,10 @@ def _keys(records: list[dict[str, Any]], field: str) -> list[str]:
 
 
 def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
-    """The campaign as a PNG (headless: matplotlib's Agg backend).
+    """The campaign as a PNG (headless: matplotlib's Agg backend); returns the path written.
+
+    ``out``'s suffix picks the format (see :func:`report_path`); a path that cannot be
+    written is an :class:`OutputError`, checked before anything is plotted where it can be.
 
     Panels, top to bottom: the best feasible value so far (one objective) or the feasible
     hypervolume over trials (several objectives); for several objectives, the Pareto front
@@ -209,6 +285,7 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out, fmt = report_path(out)
     campaign = stored_campaign(row)
     objectives = campaign.objectives
     if row.id is None:  # pragma: no cover
@@ -274,9 +351,13 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     if shared is not None:
         fig.axes[-1].set_xlabel("trial")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110, format=fmt)
+    except OSError as exc:
+        raise OutputError(_cannot_write(out, exc)) from None
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, Column, Index, bindparam, event, func, insert, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
 from loop.errors import StoreError
@@ -320,7 +320,22 @@ class Store:
                     f"cannot create the store's folder {db.parent}: {exc.strerror}; "
                     "pass a writable --store URL"
                 ) from None
-        self.engine: Engine = create_engine(url)
+        try:
+            self.engine: Engine = create_engine(url)
+        except NoSuchModuleError:  # a dialect SQLAlchemy does not know: a typo, usually
+            raise StoreError(
+                f"store URL {url}: no database '{parsed.drivername}' is known; use e.g. "
+                "sqlite:///closedloop.db (or a URL of an installed SQLAlchemy dialect, "
+                "postgresql://user@host/db)"
+            ) from None
+        except ImportError as exc:  # a known dialect whose driver is not installed
+            raise StoreError(
+                f"store URL {url}: the database driver for '{parsed.drivername}' is not "
+                f"installed ({exc}); install the driver into closedloop's environment, or "
+                "use sqlite:///closedloop.db"
+            ) from None
+        except (ArgumentError, TypeError, ValueError) as exc:  # e.g. a bad query argument
+            raise StoreError(f"store URL {url} cannot be used: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

@@ -231,6 +231,7 @@ def test_tell_records_results_and_actual_parameters(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["999", "yield=1"], "no trial with id 999"),
+        ([str(10**20), "yield=1"], f"no trial with id {10**20}"),  # beyond SQLite's integers
         (["{done}", "yield=1"], "is already completed"),
         (["{id}", "yield=high"], "'high' is not a number"),
         (["{id}", "yield=nan"], "not a finite number"),
@@ -277,9 +278,86 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     assert twice.exit_code == 2 and "is already completed" in twice.output
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"trial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n", "bad.csv:3: not UTF-8 text (byte 0xb5)"),
+        (b"trial_id,yield\n{a},0.3\n{b},0.5,0.7\n", "bad.csv:3: 3 cells but the first row"),
+        (b"trial_id,yield,yield\n{a},0.3,0.4\n", "column(s) 'yield' given twice"),
+        (b"trial_id,yield,\n{a},0.3,0.4\n", "bad.csv:2: the value '0.4' is in a column without"),
+        (b"trial_id,yield\n" + str(10**20).encode() + b",0.3\n", f"no trial with id {10**20}"),
+        (b"trial_id,yield\n{a},'" + b"x" * 200_000 + b"\n", "not a readable CSV row"),
+    ],
+    ids=["not-utf8", "extra-cell", "column-twice", "unnamed-column", "huge-id", "huge-cell"],
+)
+def test_tell_csv_refuses_what_it_cannot_read_exactly(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    """Nothing told is dropped or guessed: each of these is one message naming the row."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "2")["trials"]]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content.replace(b"{a}", b"%d" % ids[0]).replace(b"{b}", b"%d" % ids[1]))
+    out = _cli("tell", "--store", url, "--csv", str(bad))
+    assert out.exit_code == 2, out.output
+    assert message in " ".join(out.output.split()), out.output
+    assert [t["status"] for t in _trials(url)] == ["running"] * 2  # nothing was written
+
+
+def test_tell_csv_reads_a_quoted_newline_and_blank_lines(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "2")["trials"]]
+    good = tmp_path / "good.csv"
+    good.write_text(f'trial_id,yield,fail\n\n{ids[0]},,"vial\ncracked"\n{ids[1]},0.5,\n')
+    out = _cli("tell", "--store", url, "--csv", str(good))
+    assert out.exit_code == 0, out.output
+    trials = _trials(url)
+    assert trials[0]["error"] == "marked failed by the operator: vial\ncracked"
+    assert trials[1]["outputs"] == {"yield": 0.5}
+
+
 def test_suggest_file_of_another_text_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     _suggest(url, str(_campaign(tmp_path)))
     changed = _campaign(tmp_path, max_trials=9)
     out = _cli("suggest", str(changed), "--store", url)
     assert out.exit_code == 2 and "created from a different file" in out.output
+
+
+FIXED = """\
+name: fixedp
+parameters:
+  - {name: x1, type: float, bounds: [0, 1]}
+  - {name: pressure, type: fixed, value: 1.0, unit: bar}
+objectives:
+  - {name: y, goal: maximize}
+instrument: manual
+planner: {kind: sobol}
+budget: {max_trials: 2}
+seed: 1
+"""
+
+
+def test_tell_actual_of_a_fixed_parameter(tmp_path: Path) -> None:
+    """A fixed parameter has no bounds: its own value is accepted, another one refused."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, text=FIXED)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "2")["trials"]]
+    other = _cli("tell", "--store", url, str(ids[0]), "y=0.4", "--actual", "pressure=2")
+    assert other.exit_code == 2, other.output
+    assert "pressure is a fixed parameter" in " ".join(other.output.split())
+    assert _trials(url)[0]["status"] == "running"  # nothing was written
+    same = _cli("tell", "--store", url, str(ids[0]), "y=0.4", "--actual", "pressure=1")
+    assert same.exit_code == 0, same.output
+    assert _trials(url)[0]["readbacks"]["pressure"] == 1.0
+
+
+def test_manual_prompt_with_a_fixed_parameter_asks_again(tmp_path: Path) -> None:
+    """Typing a fixed parameter at the prompt must not kill the campaign."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    file = _campaign(tmp_path, text=FIXED)
+    answers = "0.5\npressure=2\npressure=1.0\n0.6\n\n"
+    done = _run("run", str(file), "--store", url, stdin=answers, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "pressure is a fixed parameter" in done.stdout
+    assert [t["status"] for t in _trials(url)] == ["completed", "completed"]

@@ -85,6 +85,67 @@ def test_directory_and_missing_file_exit_2(command: str, tmp_path: Path) -> None
     assert not (tmp_path / "store.db").exists()
 
 
+IMPOSSIBLE = """\
+name: impossible
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+constraints:
+  - "x1 >= -5"
+  - %s
+objectives:
+  - {name: y, goal: minimize}
+instrument: {simulator: branin}
+planner: {kind: sobol}
+budget: {max_trials: 3}
+seed: 1
+"""
+
+
+def test_constraint_that_can_never_hold_fails_validate(tmp_path: Path) -> None:
+    """Not `ok` at validate and then "please report it" at run: one located message."""
+    path = tmp_path / "impossible.yaml"
+    path.write_text(IMPOSSIBLE % '"x1 + 2 * x2 >= 41"')
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 7)
+    assert "can never hold" in proc.stderr and "misses by 1" in proc.stderr
+    db = tmp_path / "store.db"
+    proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
+    _check_one_message(proc, path, 7)
+    assert not db.exists()
+    # on the boundary is feasible: x1 + 2 * x2 <= 40 is met at (10, 15)
+    path.write_text(IMPOSSIBLE % '"x1 + 2 * x2 >= 40"')
+    assert closedloop("validate", str(path), cwd=tmp_path).returncode == 0
+
+
+def test_constraints_in_conflict_are_bad_input_at_run(tmp_path: Path) -> None:
+    """Two constraints that only conflict together: the planner's error, exit 2."""
+    path = tmp_path / "conflict.yaml"
+    path.write_text(IMPOSSIBLE % '"x1 + x2 <= 1"\n  - "x1 + x2 >= 20"')
+    db = tmp_path / "store.db"
+    proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "constraints leave almost no room" in proc.stderr
+    assert "please report" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing.yaml", "missing.yaml: no such file"),
+        ("adir", "adir: is a directory"),
+        ("latin1.yaml", "latin1.yaml:2: is not UTF-8 text"),
+    ],
+)
+def test_instruments_check_of_an_unreadable_file(name: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "latin1.yaml").write_bytes(b"name: bench\nunit: \xb5m\n")
+    proc = closedloop("instruments", "check", name, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.count("error:") == 1
+    assert "Traceback" not in proc.stderr and "please report" not in proc.stderr
+
+
 # ---------------------------------------------------------------------------- fuzzing
 def _loads_or_refuses(text: str, tmp_path: Path) -> None:
     try:

@@ -78,13 +78,16 @@ def test_example_campaigns_are_valid(path: Path) -> None:
         ("1h30m", 5400.0),
         ("1d", 86400.0),
         ("1.5h", 5400.0),
+        ("3600", 3600.0),  # `resume --max-duration 3600`: seconds, as the help says
+        (" 90 ", 90.0),
+        ("1.5", 1.5),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "", "-1", "0s", True, "2 weeks"])
+@pytest.mark.parametrize("text", ["soon", "", "-1", "0s", True, "2 weeks", "0", "1e400", "nan"])
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -102,3 +105,13 @@ def test_cli_validate_prints_one_message_without_traceback() -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
     assert f"{bad}:7" in proc.stderr.replace("\n", "")
     assert "did you mean 'noise'" in proc.stderr
+
+
+def test_quoted_seconds_in_a_campaign_file(tmp_path: Path) -> None:
+    """``max_duration: "90"`` is 90 seconds, like ``max_duration: 90``."""
+    text = (HERE.parents[1] / "campaigns" / "branin.yaml").read_text()
+    text = re.sub(r"max_duration: .*", 'max_duration: "90"', text)
+    assert 'max_duration: "90"' in text
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert load_campaign(path).campaign.budget.max_duration == 90.0

@@ -91,3 +91,22 @@ def test_a_campaign_named_with_digits_is_found_by_its_name(tmp_path: Path) -> No
     assert store.campaign(str(year)).id == year  # no such name: the id
     with pytest.raises(StoreError, match="no campaign '²'"):
         store.campaign("²")  # digits to str.isdigit, not to int()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://bar", "store URL foo://bar: no database 'foo' is known"),
+        ("postgresql+nodriver://u@h/db", "no database 'postgresql+nodriver' is known"),
+        ("mysql://user@host/db", "the database driver for 'mysql' is not installed"),
+    ],
+)
+def test_unknown_dialect_or_missing_driver_is_a_store_error(
+    url: str, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(StoreError, match=message.replace("+", r"\+")):
+        Store(url)
+    proc = closedloop("status", "--store", url, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
