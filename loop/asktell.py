@@ -309,17 +309,7 @@ def open_campaign(store: Store, file: Path | None, campaign: str | None) -> tupl
             )
         return Runner.from_store(store, row.id), False
     runner = Runner(loaded, store)
-    config_path = loaded.base_dir / loaded.path.name
-    runner.campaign_id = store.create_campaign(
-        loaded.campaign.name,
-        loaded.text,
-        str(config_path),
-        runner.seed,
-        budget=runner.budget.model_dump(mode="json"),
-        lease=runner.lease.claim,
-        instrument_text=loaded.instrument_text,
-    )
-    runner.lease.adopt(runner.campaign_id)
+    runner.create()  # as `run` does: the campaign row, then its prior data
     runner.lease.release()
     return runner, True
 

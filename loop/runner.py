@@ -423,6 +423,14 @@ class Runner:
                 ``prior_data`` file. They are validated before the campaign is created and
                 stored as trials of kind ``prior`` before the first proposal.
         """
+        return self._with_goals(self._drive(self.create(prior), resumed=False))
+
+    def create(self, prior: Sequence[PriorRow] | None = None) -> int:
+        """Store the campaign and its prior data under this runner's lease; its id.
+
+        ``run`` starts with this; ask/tell (``closedloop suggest FILE``) stops here, so both
+        start the campaign from the same stored state (prior trials included).
+        """
         if self.campaign_id is not None:
             raise ClosedLoopError(
                 f"this runner already drives campaign {self.campaign_id}; use resume()"
@@ -449,7 +457,7 @@ class Runner:
                 self.store.finish_campaign(self.campaign_id, "stopped", reason)
                 self.lease.release()
                 raise
-        return self._with_goals(self._drive(self.campaign_id, resumed=False))
+        return self.campaign_id
 
     def resume(self) -> CampaignSummary:
         """Continue a stored campaign (from ``Runner.from_store``) after any kind of stop.

@@ -361,3 +361,14 @@ def test_manual_prompt_with_a_fixed_parameter_asks_again(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "pressure is a fixed parameter" in done.stdout
     assert [t["status"] for t in _trials(url)] == ["completed", "completed"]
+
+
+def test_suggest_file_starts_from_its_prior_data_as_run_does(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    payload = _suggest(url, str(ROOT / "campaigns" / "prior_data.yaml"))
+    trials = _trials(url)
+    prior = [t for t in trials if t["kind"] == "prior"]
+    assert len(prior) == 6 and all(t["status"] == "completed" for t in prior)
+    # six usable prior rows cover the 5-point initial design: the first proposal is a model's
+    assert [t["kind"] for t in payload["trials"]] == ["model"]
+    assert payload["trials"][0]["number"] == 7
