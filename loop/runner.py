@@ -327,6 +327,9 @@ class Runner:
         self._budget_changed = False
         self._stop_request: str | None = None
         self._scheduler: Scheduler | None = None
+        # Trials whose slot did not stop when the session ended: left `running` for resume
+        # to reconcile, so their late documents are no longer this runner's to write.
+        self._left_running: set[int] = set()
         self._executor: Any = None  # an open instruments executor (Dask), per session
 
     @property
@@ -736,6 +739,8 @@ class Runner:
                 wait,
                 slot.job.number if slot.job else -1,
             )
+            if slot.job is not None:
+                self._left_running.add(slot.job.trial_id)
         sched.planner.join(timeout=wait)
 
     def rebuild_planner(
@@ -989,6 +994,13 @@ class Runner:
 
         def sink(name: str, doc: dict[str, Any]) -> None:
             nonlocal seq, run_uid
+            if trial_id in self._left_running:
+                # The session gave up on this slot and released the lease; a resume may
+                # already have reconciled the trial from the documents stored until then.
+                logger.info(
+                    "trial %d: %s document after its session ended, not stored", trial_id, name
+                )
+                return
             if name == "start":
                 run_uid = doc.get("uid")
             seq += 1

@@ -272,3 +272,18 @@ def test_a_failed_document_write_keeps_the_measurement(
         enumerate(["start", "descriptor", "event", "stop"], start=1)
     )
     assert store.observations(summary.campaign_id)[failed[0]]["y"] == docs[2].body["data"]["y"]
+
+
+def test_documents_of_a_trial_left_running_are_not_written(tmp_path: Path) -> None:
+    """A slot that did not stop when its session ended keeps emitting documents on its own
+    thread after the lease is released; they are no longer this runner's to store (a resume
+    may have reconciled the trial from the documents stored until then)."""
+    store = _store(tmp_path)
+    runner = Runner(_campaign(tmp_path, "latency: 0.01", "{max_trials: 1}"), store)
+    summary = runner.run()
+    trial = store.trials(summary.campaign_id)[0]
+    stored = len(store.documents(trial.id or 0))
+    sink = runner._sink(trial.id or 0)
+    runner._left_running.add(trial.id or 0)
+    sink("stop", {"uid": "late", "exit_status": "abort"})
+    assert len(store.documents(trial.id or 0)) == stored
