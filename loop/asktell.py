@@ -490,15 +490,29 @@ class TerminalOperator:
                     outputs[name] = parse_number(name, text)
                     break
                 except InvalidInput as exc:
-                    self.console.print(f"  [red]{escape(str(exc))}[/]; enter {_HELP}")
+                    self.console.print(f"  [red]{escape(_at_prompt(exc))}[/]; enter {_HELP}")
         while True:
-            text = self._read("  parameters actually used (Enter if as set, else name=value ...): ")
+            text = self._read(
+                "  parameters actually used (Enter if as set, else name=value ...; "
+                "`fail REASON`, `stop`): "
+            ).strip()
+            word, _, rest = text.partition(" ")
+            if word == "stop":
+                raise OperatorStop("stopped by the operator")
+            if word in ("fail", "skip"):  # e.g. the reactor ran outside the search space
+                return ManualEntry(failed=rest.strip() or "skipped by the operator")
             try:
                 pairs = parse_assignments(text.split(), "parameter")
                 actual = {k: parse_parameter(self.runner, k, v) for k, v in pairs.items()}
                 return ManualEntry(outputs=outputs, actual=actual)
             except InvalidInput as exc:
-                self.console.print(f"  [red]{escape(str(exc))}[/]")
+                self.console.print(f"  [red]{escape(_at_prompt(exc))}[/]")
+
+
+def _at_prompt(exc: InvalidInput) -> str:
+    """A ``tell`` message as the prompt's operator needs it: there the flags ``--actual`` and
+    ``--fail REASON`` are typed as ``name=value`` and ``fail REASON``."""
+    return str(exc).replace("--actual ", "").replace("--fail REASON", "`fail REASON`")
 
 
 def _show(value: Any) -> str:

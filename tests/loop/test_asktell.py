@@ -372,3 +372,17 @@ def test_suggest_file_starts_from_its_prior_data_as_run_does(tmp_path: Path) -> 
     # six usable prior rows cover the 5-point initial design: the first proposal is a model's
     assert [t["kind"] for t in payload["trials"]] == ["model"]
     assert payload["trials"][0]["number"] == 7
+
+
+def test_the_parameters_prompt_takes_fail_and_stop(tmp_path: Path) -> None:
+    """A run found to have left the search space is recorded as failed from the prompt."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    file = _campaign(tmp_path, max_trials=3)
+    answers = "0.5\ntemperature=500\nfail thermostat overshoot\n0.6\nstop\n"
+    done = _run("run", str(file), "--store", url, stdin=answers, cwd=tmp_path)
+    assert "lies outside the search space" in done.stdout
+    assert "record it as failed with `fail REASON`" in done.stdout  # no CLI flags here
+    assert "--actual" not in done.stdout and "--fail" not in done.stdout
+    trials = _trials(url)
+    assert [t["status"] for t in trials[:2]] == ["failed", "abandoned"]
+    assert trials[0]["error"] == "marked failed by the operator: thermostat overshoot"
