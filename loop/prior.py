@@ -8,8 +8,10 @@ stored, and any problem is reported with the file, the line, the row, the column
 like a campaign-file error.
 
 A CSV written by ``closedloop export`` is accepted as it is: its bookkeeping columns
-(``trial_id``, ``status``, ``readback.*``, ...) are ignored, and rows whose ``status`` is not
-``completed`` are skipped.
+(``trial_id``, ``status``, ...) are ignored, and rows whose ``status`` is not ``completed``
+are skipped. Its ``readback.NAME`` columns are where the instrument actually was: a row is
+learned there, as the campaign that measured it learned it, when those values form a point
+of the space (else at the commanded values, as the runner does).
 
 The runner stores each row as a trial of kind ``prior`` (status ``completed``, the outputs as
 observations, no Bluesky documents), before the campaign's first trial; they are never
@@ -212,6 +214,7 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
                 fix="correct or delete the row; prior data must lie inside the campaign's "
                 "bounds, values and constraints",
             ) from None
+        point = _achieved(point, record, params, space)
         values: dict[str, float] = {}
         for name in outputs:
             cell = record.get(name, "")
@@ -306,6 +309,27 @@ def _check_header(
                 column=name,
                 fix="add the measured values of every objective and outcome-constrained output",
             )
+
+
+def _achieved(
+    point: dict[str, Any], record: dict[str, str], params: dict[str, Any], space: Any
+) -> dict[str, Any]:
+    """``point`` with an export's ``readback.NAME`` values, if they form a point of the space.
+
+    The runner learns a trial at its readbacks when they lie in the space (the instrument
+    did not reach the commanded value exactly), so an export reused as prior data must be
+    learned there too, or the new campaign's model differs from the one that measured it.
+    """
+    achieved = dict(point)
+    for name, param in params.items():
+        cell = record.get(f"readback.{name}", "")
+        if cell == "":
+            continue
+        try:
+            achieved[name] = _parse_parameter(Path(), 0, 0, param, cell)
+        except PriorDataError:
+            return point  # not a value of this parameter: keep the commanded point
+    return achieved if space.contains(achieved) else point
 
 
 def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> Any:

@@ -194,3 +194,19 @@ def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     # the campaign's 4 rows, then the export's 4 prior + 3 measured trials
     assert len(rows) == 4 + 7
     assert [r.source for r in rows[4:]] == [exported] * 7
+
+
+def test_an_exports_rows_are_learned_where_the_instrument_was(tmp_path: Path) -> None:
+    """The runner learns a trial at its readbacks; the same row reused as prior data must
+    be learned there too (unless the readbacks are not a point of the space)."""
+    loaded = _setup(tmp_path)
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "trial_id,status,x1,x2,mode,stage,readback.x1,readback.x2,readback.stage,y\n"
+        "1,completed,1.0,2.0,a,2,1.25,2.0,2,5.0\n"  # reached 1.25, not 1.0
+        "2,completed,1.0,2.0,a,2,11.0,2.0,2,6.0\n"  # a readback outside the bounds
+        "3,completed,1.0,2.0,a,2,,,,7.0\n"  # no readbacks (a prior row of that campaign)
+    )
+    rows = load_prior_data(loaded, [export])[4:]
+    assert [r.parameters["x1"] for r in rows] == [1.25, 1.0, 1.0]
+    assert all(r.parameters["stage"] == 2 for r in rows)
