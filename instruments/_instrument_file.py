@@ -36,8 +36,8 @@ from pydantic import (
 )
 
 from instruments._errors import InstrumentConfigError
+from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
 from instruments._yamlfile import explain as shared_explain
-from instruments._yamlfile import line_of, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ class InstrumentFile(_Strict):
     interlock_poll: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between checks while paused."
     )
-    on_stop: dict[str, float] = Field(
+    # true/false is a fair safe state for a binary PV (a shutter, a valve): 1/0.
+    on_stop: dict[str, Annotated[float, BOOLEANS_ALLOWED]] = Field(
         default_factory=dict,
         description="Safe state: input name (campaign units) or PV -> value, set on any stop.",
     )
@@ -417,6 +418,7 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
     """Validate already-loaded YAML data (a ruamel mapping keeps line numbers)."""
     if isinstance(data, InstrumentFile):
         return data
+    refuse_booleans(data, Path(path), model=InstrumentFile, error=InstrumentFileError)
     try:
         spec = InstrumentFile.model_validate(data)
     except ValidationError as exc:

@@ -15,14 +15,16 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" anchor bombs
+MAX_DEPTH = 100  # nested lists/mappings; a real file needs fewer than ten
 
 ErrorFactory = Callable[..., Exception]
 """``error(path, problem, *, line=None, fix="")`` -> the caller's error class."""
@@ -39,8 +41,17 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
     """
     if not text.strip():
         raise error(path, "is empty", fix=f"start from an example: {example}")
+    yaml = YAML(typ="rt")
+    yaml.Composer = _DepthLimitedComposer
+    too_deep = f"nests lists/mappings more than {MAX_DEPTH} levels deep"
+    flatten = "remove the extra brackets or indentation; a valid file nests only a few levels"
     try:
-        data = YAML(typ="rt").load(text)
+        data = yaml.load(text)
+    except _TooDeepError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise error(path, too_deep, line=line, fix=flatten) from None
+    except RecursionError:  # a fallback: the composer's limit should be reached first
+        raise error(path, too_deep, fix=flatten) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
@@ -72,6 +83,31 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
     return data
 
 
+class _TooDeepError(MarkedYAMLError):
+    """Raised by ``_DepthLimitedComposer`` at the node that nests too deep."""
+
+
+class _DepthLimitedComposer(Composer):
+    """ruamel's composer with a nesting limit.
+
+    The composer recurses once per nesting level, so a few hundred ``[`` (or indented keys)
+    would end in a ``RecursionError`` deep inside ruamel, with no file or line. Stopping at
+    ``MAX_DEPTH`` raises a YAML error carrying the mark (line) of the node that is too deep.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_DEPTH:
+            mark = self.parser.peek_event().start_mark
+            raise _TooDeepError(None, None, f"more than {MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _expanded_size(node: Any, memo: dict[int, int]) -> int:
     """Node count with aliases expanded, in linear time (aliases share objects)."""
     key = id(node)
@@ -86,6 +122,124 @@ def _expanded_size(node: Any, memo: dict[int, int]) -> int:
         size = 1
     memo[key] = min(size, MAX_NODES + 1)
     return memo[key]
+
+
+class BooleansAllowed:
+    """``Annotated`` marker: a number field where YAML's true/false is a fair value (1/0).
+
+    ``refuse_booleans`` skips a field marked ``Annotated[float, BOOLEANS_ALLOWED]``, e.g. a
+    safe-state value written to a binary PV.
+    """
+
+
+BOOLEANS_ALLOWED = BooleansAllowed()
+
+
+def refuse_booleans(
+    data: Any,
+    path: Path,
+    *,
+    model: type[BaseModel],
+    error: ErrorFactory,
+    hints: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ``error`` at the first YAML true/false where the schema takes only a number.
+
+    Pydantic's lax mode reads ``true`` as 1, so ``failure_rate: true`` would fail every run
+    and ``max_trials: true`` would mean one trial, silently. The schema itself says which
+    fields are numbers (``int``/``float`` and no other scalar), so one walk over the data
+    covers every model (campaign, planner, instrument, instrument file) and every number
+    field added later, without a check per field. Run it before validating, so the message
+    is this one rather than a rule the coerced 1 or 0 happens to break.
+    """
+    loc = _boolean_number(model, data, ())
+    if loc is None:
+        return
+    value = _node_at(data, loc)
+    key = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    hint = (hints or {}).get(key)  # the field's own hint only: a section's says other things
+    raise error(
+        path,
+        f"{_dotted(loc)}: true/false is not a number (got {str(value).lower()})",
+        line=line_of(data, loc),
+        fix="write a number, not true/false" + (f"; {hint}" if hint else ""),
+    )
+
+
+def _boolean_number(annotation: Any, node: Any, loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The ``loc`` of the first boolean in ``node`` where ``annotation`` takes only numbers."""
+    options = _options(annotation)
+    if isinstance(node, bool):
+        scalars = [a for a in options if not _is_container(a)]
+        return loc if scalars and all(a in (int, float) for a in scalars) else None
+    children: list[tuple[Any, list[Any]]] = []  # (key or index, the annotations it may have)
+    if isinstance(node, Mapping):
+        models = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [m for m in models if _tags_match(m, node)]
+        values = [typing.get_args(a)[1] for a in options if typing.get_origin(a) is dict]
+        for key in node:
+            if not isinstance(key, str):
+                continue
+            fields = [m.model_fields[key].annotation for m in models if key in m.model_fields]
+            children.append((key, fields + values))
+    elif isinstance(node, list):
+        for i in range(len(node)):
+            children.append((i, [t for a in options for t in _item_types(a, i)]))
+    for key, kinds in children:
+        # Refused only where every schema option for this value refuses it.
+        found = [_boolean_number(a, node[key], (*loc, key)) for a in kinds]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None
+
+
+def _options(annotation: Any) -> list[Any]:
+    """The members of a (possibly ``Annotated``, optional) union; ``[Any]`` when marked
+    ``BOOLEANS_ALLOWED``."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        if any(isinstance(m, BooleansAllowed) for m in annotation.__metadata__):
+            return [Any]
+        return _options(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _options(arg)]
+    return [] if annotation is type(None) else [annotation]
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, BaseModel | dict | list | tuple | set)
+
+
+def _tags_match(model: type[BaseModel], node: Mapping[Any, Any]) -> bool:
+    """Whether ``node`` may be this member of a tagged union (its ``Literal`` keys agree)."""
+    for name, info in model.model_fields.items():
+        if typing.get_origin(info.annotation) is Literal and name in node:
+            try:
+                if node[name] not in typing.get_args(info.annotation):
+                    return False
+            except TypeError:  # an unhashable value: not this member
+                return False
+    return True
+
+
+def _item_types(annotation: Any, index: int) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (list, set) and args:
+        return [args[0]]
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return [args[0]]
+        return [args[index]] if index < len(args) else []
+    return []
+
+
+def _node_at(data: Any, loc: Sequence[Any]) -> Any:
+    node = data
+    for part in loc:
+        node = node[part]
+    return node
 
 
 def line_of(data: Any, loc: Sequence[Any]) -> int | None:
@@ -170,6 +324,8 @@ def _describe(
             near = difflib.get_close_matches(str(got), tags, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             return f"{where}: unknown {field} '{got}'", f"{hint}{field} is one of {', '.join(tags)}"
+        # A missing tag comes without the expected ones: read them from the schema.
+        tags = tags or _tags_at(model, loc, data, field)
         return f"{where}: needs a '{field}'", f"add `{field}:` (one of {', '.join(tags)})"
     shown = _show(err.get("input"))
     # A rule over a whole section (a model validator) says its own fix.
@@ -236,8 +392,8 @@ def _dotted(parts: Sequence[Any]) -> str:
     return text
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:
-    """Field names of the model at ``loc`` (the mapping holding an unknown key)."""
+def _annotation_at(model: type[BaseModel], loc: Sequence[Any], data: Any) -> tuple[Any, Any]:
+    """The schema's annotation at ``loc`` and the data there (``None`` for either if absent)."""
     annotation: Any = model
     node = data
     for part in loc:
@@ -245,11 +401,34 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[Any], data: Any) -> list
             continue
         annotation = _step(annotation, part)
         if annotation is None:
-            return []
+            return None, None
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             node = None
+    return annotation, node
+
+
+def _tags_at(model: type[BaseModel], loc: Sequence[Any], data: Any, field: str) -> list[str]:
+    """The values ``field`` may take to pick a member of the tagged union at ``loc``.
+
+    Pydantic lists them when a tag is wrong but not when it is missing, and the fix must
+    still say what to write (``type: float``, ...).
+    """
+    annotation, _ = _annotation_at(model, loc, data)
+    tags: list[str] = []
+    for m in _models_in(annotation):
+        info = m.model_fields.get(field)
+        if info is not None and typing.get_origin(info.annotation) is Literal:
+            tags += [str(t) for t in typing.get_args(info.annotation) if str(t) not in tags]
+    return tags
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:
+    """Field names of the model at ``loc`` (the mapping holding an unknown key)."""
+    annotation, node = _annotation_at(model, loc, data)
+    if annotation is None:
+        return []
     models = _models_in(annotation)
     if len(models) > 1:  # a discriminated union: pick by the tag in the data
         tag = node.get("type") if isinstance(node, Mapping) else None

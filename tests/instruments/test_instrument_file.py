@@ -240,6 +240,36 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
         ["is not valid YAML"],
     ),
     ("not a mapping", "- a\n- b\n", 1, ["must be a mapping"]),
+    (
+        "a boolean max_step",
+        BASE.format(input="    max_step: true\n", tail=""),
+        5,
+        ["inputs.a.max_step: true/false is not a number (got true)", "write a number"],
+    ),
+    (
+        "a boolean in the limits",
+        BASE.format(input="    limits: [0, true]\n", tail=""),
+        5,
+        ["inputs.a.limits[1]: true/false is not a number", "write a number"],
+    ),
+    (
+        "a boolean timeout",
+        BASE.format(input="", tail="acquire: {pv: ACQ, timeout: false}\n"),
+        7,
+        ["acquire.timeout: true/false is not a number (got false)", "write a number"],
+    ),
+    (
+        "nested hundreds of levels deep (flow)",
+        BASE.format(input="", tail="description: " + "[" * 300 + "]" * 300 + "\n"),
+        7,
+        ["nests lists/mappings more than 100 levels deep", "remove the extra brackets"],
+    ),
+    (
+        "nested hundreds of levels deep (block)",
+        BASE.format(input="", tail="args:\n" + "".join("  " * i + "k:\n" for i in range(1, 300))),
+        106,  # the key holding the 101st level
+        ["nests lists/mappings more than 100 levels deep"],
+    ),
 ]
 
 
@@ -261,6 +291,13 @@ def test_a_malformed_file_names_file_line_and_problem(
     assert str(err).startswith(f"{path}:{line}: ")
     for needle in needles:
         assert needle in str(err), str(err)
+
+
+def test_a_boolean_safe_state_for_a_pv_is_accepted(tmp_path: Path) -> None:
+    """true/false is a fair value for a binary PV (a shutter), unlike in a numeric setting."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(BASE.format(input="", tail="on_stop: {SHUTTER: false}\n"))
+    assert load_instrument_file(path).on_stop == {"SHUTTER": 0.0}
 
 
 def test_missing_and_empty_files_are_clear(tmp_path: Path) -> None:

@@ -129,6 +129,38 @@ def test_constraints_in_conflict_are_bad_input_at_run(tmp_path: Path) -> None:
     assert "please report" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+# A fix each (deep nesting, booleans in numeric fields, a parameter without a type): what
+# `validate` prints, as the user sees it.
+LOCATED = [
+    ("deep_nesting.yaml", 9, "nests lists/mappings more than 100 levels deep"),
+    ("bool_failure_rate.yaml", 9, "instrument.failure_rate: true/false is not a number"),
+    ("bool_max_trials.yaml", 9, "budget.max_trials: true/false is not a number"),
+    ("bool_initial_n.yaml", 10, "planner.initial.n: true/false is not a number"),
+    ("param_without_type.yaml", 4, "add `type:` (one of float, int, choice, fixed)"),
+]
+
+
+@pytest.mark.parametrize(("name", "line", "message"), LOCATED, ids=[n for n, _, _ in LOCATED])
+def test_validate_locates_the_problem(name: str, line: int, message: str, tmp_path: Path) -> None:
+    path = BAD / name
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, line)
+    assert message in proc.stderr.replace("\n", ""), proc.stderr
+    assert "please report" not in proc.stderr
+
+
+def test_deep_nesting_in_an_instrument_file_exits_2(tmp_path: Path) -> None:
+    """The same guard for `closedloop instruments check` (an instrument file)."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(
+        "inputs:\n  a: {setpoint: A}\noutputs: {y: {pv: Y}}\n"
+        "description: " + "[" * 300 + "]" * 300 + "\n"
+    )
+    proc = closedloop("instruments", "check", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 4)
+    assert "more than 100 levels deep" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
