@@ -374,6 +374,7 @@ def _dataset_resolved(
     except InstrumentConfigError as exc:
         text = str(exc).replace(f"simulator {name!r}", f"dataset {name!r}")
         raise InstrumentConfigError(text, field="dataset") from None
+    _check_dataset_integers(name, sim.spec.parameters, specs)
     outputs = tuple(sim.problem.outputs)
     if config.outputs:
         unknown = [o for o in config.outputs if o not in outputs]
@@ -385,6 +386,33 @@ def _dataset_resolved(
         outputs = tuple(config.outputs)
     noise = {o: float(sim.noise.get(o, 0.0)) for o in outputs}
     return _Resolved(name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise)
+
+
+def _check_dataset_integers(
+    name: str, parameters: Sequence[Any], specs: Sequence[InputSpec]
+) -> None:
+    """A dataset's whole-number parameter (e.g. crossed_barrel's strut count ``n``) must be
+    an ``int`` in the campaign too.
+
+    The bounds check cannot see this: ``type: float, bounds: [6, 12]`` lies inside ``[6, 12]``,
+    yet the planner would then propose 9.22, which the dataset has no meaning for, and every
+    trial would fail. A fixed whole number (``type: fixed, value: 9``) is fine.
+    """
+    declared = {s.name: s for s in specs}
+    for param in parameters:
+        spec = declared.get(param.name)
+        if param.kind != "int" or spec is None or spec.kind == "int" or spec.bounds is None:
+            continue
+        lo, hi = spec.bounds
+        if lo == hi and float(lo).is_integer():
+            continue
+        raise InstrumentConfigError(
+            f"parameter {spec.name!r} is declared {spec.kind} with bounds [{lo}, {hi}], but "
+            f"dataset {name!r} measured it in whole numbers only (int in "
+            f"{list(param.bounds or ())}) (fix: in the campaign's `parameters:`, write "
+            f"`type: int` for {spec.name!r}, or leave `parameters:` out to take the dataset's)",
+            field="dataset",
+        )
 
 
 # ---------------------------------------------------------------------------- build
@@ -539,11 +567,7 @@ def build_instrument(
         resolved.evaluate,
         inputs={s.name: s for s in resolved.inputs},  # kind kept: int vs float, 2 choices
         outputs=resolved.outputs,
-        noise=(
-            config.noise
-            if resolved.default_noise is None or "noise" in config.model_fields_set
-            else resolved.default_noise
-        ),
+        noise=_noise(config, resolved),
         latency=config.latency,
         failure_rate=config.failure_rate,
         hang_rate=config.hang_rate,
@@ -561,6 +585,21 @@ def build_instrument(
         resolved.outputs,
     )
     return instrument
+
+
+def _noise(config: InstrumentConfig, resolved: _Resolved) -> float | dict[str, float]:
+    """The noise sd the devices add: ``noise:`` as given, over a dataset's fitted defaults.
+
+    A per-output ``noise: {yield: 1.0}`` on a dataset instrument changes only ``yield``; the
+    outputs it does not name keep the noise fitted on the data (dropping them to 0 would make
+    them silently noiseless). A single number sets every output.
+    """
+    default = resolved.default_noise
+    if default is None or "noise" not in config.model_fields_set:
+        return config.noise if default is None else dict(default)
+    if isinstance(config.noise, dict):
+        return {**default, **config.noise}
+    return config.noise
 
 
 def _declared(

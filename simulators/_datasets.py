@@ -532,15 +532,24 @@ class Dataset:
         return len(self.rows)
 
 
+class _BadCell(ValueError):
+    """A cell that is not a usable number; the row's error says how to fix it."""
+
+    fix = "correct the value, or delete the row if it was not measured"
+
+
 def _parse_value(spec: ParamSpec, text: str) -> Any:
     if spec.kind == "choice":
         for v in spec.values or ():
             if str(v) == text:
                 return v
         raise ValueError(f"{text!r} is not one of the values of {spec.name!r}")
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadCell(f"{spec.name} is {text!r}, not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"{spec.name} is {text!r}, not a finite number")
+        raise _BadCell(f"{spec.name} is {text!r}, not a finite number")
     lo, hi = spec.bounds or (0.0, 0.0)
     tol = 1e-9 * max(1.0, abs(hi - lo))
     if not (lo - tol <= value <= hi + tol):
@@ -553,11 +562,32 @@ def _parse_value(spec: ParamSpec, text: str) -> Any:
     return value
 
 
+def _parse_output(name: str, text: str) -> float:
+    """A measured value: a finite number.
+
+    NaN or inf would pass ``float()`` but poison the emulator's fit (a raw error from the GP
+    library) and the lookup's optimum (``nan``), so they are refused where the row is read.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadCell(f"{name} is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise _BadCell(f"{name} is {text!r}, not a finite number")
+    return value
+
+
 def _read_table(
     spec: DatasetSpec, path: Path, *, header: bool
 ) -> tuple[tuple[dict[str, Any], ...], NDArray[np.float64]]:
+    """The rows of a data CSV, every value checked; errors name the file's true line.
+
+    ``utf-8-sig`` because spreadsheet programs write a byte-order mark, which would otherwise
+    become part of the first column's name. The header is the first non-blank record, so a
+    leading blank line does not turn it into a data row.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(
             "data file not found", path=path, fix="check the `dataset:` path"
@@ -569,17 +599,27 @@ def _read_table(
     index = list(range(len(columns)))
     rows: list[dict[str, Any]] = []
     ys: list[list[float]] = []
-    for lineno, record in enumerate(reader, start=1):
+    want_header = header
+    end = 0  # the last line of the previous record (a quoted cell may span lines)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DatasetError(f"not valid CSV: {exc}", path=path, line=reader.line_num) from None
+        lineno, end = end + 1, reader.line_num
         if not record or all(not c.strip() for c in record):
             continue
-        if header and lineno == 1:
+        if want_header:
+            want_header = False
             cells = [c.strip() for c in record]
             missing = [c for c in columns if c not in cells]
             if missing:
                 raise DatasetError(
                     f"the header has no column(s) {missing}",
                     path=path,
-                    line=1,
+                    line=lineno,
                     fix=f"the header names the spec's parameters and outputs; it has {cells}",
                 )
             index = [cells.index(c) for c in columns]
@@ -592,11 +632,21 @@ def _read_table(
         try:
             for p, i in zip(spec.parameters, index, strict=False):
                 point[p.name] = _parse_value(p, record[i].strip())
-            y = [float(record[i]) for i in index[len(spec.parameters) :]]
+            y = [
+                _parse_output(out, record[i].strip())
+                for out, i in zip(spec.outputs, index[len(spec.parameters) :], strict=True)
+            ]
         except ValueError as exc:
-            raise DatasetError(str(exc), path=path, line=lineno) from None
+            fix = exc.fix if isinstance(exc, _BadCell) else None
+            raise DatasetError(str(exc), path=path, line=lineno, fix=fix) from None
         rows.append(point)
         ys.append(y)
+    if want_header:
+        raise DatasetError(
+            "the file is empty",
+            path=path,
+            fix=f"write a header row ({', '.join(columns)}), then one row per experiment",
+        )
     if len(rows) < 2:
         raise DatasetError("fewer than two data rows", path=path)
     Y = np.asarray(ys, dtype=np.float64)

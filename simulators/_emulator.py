@@ -11,7 +11,8 @@ mixture's relative amounts divided by their sum), output standardised, constant 
 Matern-5/2 ARD kernel with an output scale, Gaussian noise. Hyperparameters are fitted by
 maximising the marginal likelihood (``fit_gpytorch_mll``) on at most
 ``MAX_FIT_POINTS`` rows (a random subsample for the 1386-row hplc: the fit is cubic in the
-rows, the hyperparameters barely move), and the posterior mean conditions on every row.
+rows, the hyperparameters barely move), and the posterior mean conditions on every row up
+to ``MAX_POSTERIOR_POINTS`` (a seeded subsample beyond that; every bundled dataset fits).
 
 Serving needs no torch: the posterior mean is ``c + k(x, X) @ alpha`` with ``alpha``
 precomputed, in numpy, so an emulator loads and answers in milliseconds. Fitted emulators
@@ -221,14 +222,30 @@ class Emulator:
 
 
 def _check_point(spec: DatasetSpec, inputs: Mapping[str, Any]) -> None:
+    """Refuse a point the dataset has no meaning for, saying which rule it breaks.
+
+    An ``int`` parameter's value can lie inside its bounds and still be refused (9.22 struts),
+    so that case says "not a whole number" rather than "outside its domain".
+    """
     for p in spec.parameters:
         if p.name not in inputs:
             raise KeyError(f"dataset {spec.name!r}: no value for input {p.name!r}")
-        if not p.contains(inputs[p.name]):
+        value = inputs[p.name]
+        if p.contains(value):
+            continue
+        lo, hi = p.bounds or (math.nan, math.nan)
+        if p.kind == "int" and _is_number(value) and lo <= value <= hi:
             raise ValueError(
-                f"dataset {spec.name!r}: {p.name}={inputs[p.name]!r} is outside its domain "
-                f"{list(p.limits)}"
+                f"dataset {spec.name!r}: {p.name}={value!r} is not a whole number "
+                f"({p.name} is an int in {list(p.limits)})"
             )
+        raise ValueError(
+            f"dataset {spec.name!r}: {p.name}={value!r} is outside its domain {list(p.limits)}"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fit_hyper(X: NDArray[np.float64], z: NDArray[np.float64], seed: int) -> _Hyper:

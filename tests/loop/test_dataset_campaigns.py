@@ -73,6 +73,57 @@ budget: {max_trials: 3}
         _parse(wide, tmp_path)
 
 
+def test_an_int_dataset_parameter_must_be_an_int_in_the_campaign(tmp_path: Path) -> None:
+    # crossed_barrel's strut count n is a whole number: `type: float` passed the bounds
+    # check, then every trial failed on n=9.22.
+    text = """name: struts
+parameters:
+  - {name: n, type: float, bounds: [6, 12]}
+  - {name: theta, type: float, bounds: [0, 200]}
+  - {name: r, type: float, bounds: [1.5, 2.5]}
+  - {name: t, type: float, bounds: [0.7, 1.4]}
+objectives: [{name: toughness, goal: maximize}]
+instrument: {dataset: crossed_barrel}
+budget: {max_trials: 3}
+"""
+    with pytest.raises(CampaignConfigError) as info:
+        _parse(text, tmp_path)
+    message = str(info.value)
+    assert "campaign.yaml:8: instrument: parameter 'n' is declared float" in message
+    assert "whole numbers only (int in [6, 12])" in message
+    assert "fix: in the campaign's `parameters:`, write `type: int` for 'n'" in message
+    c = _parse(text.replace("name: n, type: float", "name: n, type: int"), tmp_path)
+    assert c.campaign.parameters[0].name == "n"  # type: ignore[attr-defined]
+    fixed = text.replace(
+        "{name: n, type: float, bounds: [6, 12]}", "{name: n, type: fixed, value: 9}"
+    )
+    _parse(fixed, tmp_path)  # one whole number is fine
+
+
+def test_a_partial_noise_overrides_only_the_outputs_it_names(tmp_path: Path) -> None:
+    from instruments import build_instrument
+
+    text = """name: noisy
+objectives: [{name: yield, goal: maximize}]
+instrument: {dataset: suzuki_i, noise: {yield: 1.0}}
+budget: {max_trials: 3}
+"""
+    fitted = dataset_simulator("suzuki_i").noise
+    assert fitted["turnover"] > 0
+    for noise, expected in [
+        ("{yield: 1.0}", [1.0, fitted["turnover"]]),  # turnover keeps its fitted noise
+        ("0.5", [0.5, 0.5]),  # one number sets every output
+    ]:
+        c = _parse(text.replace("{yield: 1.0}", noise), tmp_path).campaign  # type: ignore[attr-defined]
+        inst = build_instrument(c.instrument, c.parameters, base_dir=tmp_path, seed=1)
+        try:
+            detector = inst.detectors[0]
+            assert detector._sim_outputs == ("yield", "turnover")
+            assert detector._sim_noise_sd == pytest.approx(expected)
+        finally:
+            inst.close()
+
+
 def test_unknown_dataset_is_located(tmp_path: Path) -> None:
     text = """name: typo
 objectives: [{name: y, goal: maximize}]

@@ -233,7 +233,7 @@ def test_spec_errors_name_file_and_line(tmp_path: Path, spec: str, line: int, me
     ("data", "line", "message"),
     [
         ("a,y\n0.5,1\n2.5,3\n", 3, r"a=2.5 is outside its bounds \[0, 1\]"),
-        ("a,y\n0.5,1\nfoo,3\n", 3, "could not convert"),
+        ("a,y\n0.5,1\nfoo,3\n", 3, "a is 'foo', not a number"),
         ("a,y\n0.5\n", 2, "1 columns; expected at least 2"),
         ("b,y\n0.5,1\n", 1, r"no column\(s\) \['a'\]"),
     ],
@@ -245,6 +245,77 @@ def test_data_errors_name_file_and_line(tmp_path: Path, data: str, line: int, me
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(path, spec)
     assert info.value.path == path.resolve() and info.value.line == line
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "message"),
+    [
+        ("a,y\n0.5,1\n0.6,nan\n0.7,2\n", 3, "y is 'nan', not a finite number"),
+        ("a,y\n0.5,1\n0.6,2\n0.7,-inf\n", 4, "y is '-inf', not a finite number"),
+        ("a,y\n0.5,1\n0.6,\n0.7,2\n", 3, "y is '', not a number"),
+        ("a,y\n0.5,1\nNaN,2\n0.7,2\n", 3, "a is 'NaN', not a finite number"),
+    ],
+)
+@pytest.mark.parametrize("enumerated", [False, True])
+def test_non_finite_values_are_refused_at_load_with_line_and_column(
+    tmp_path: Path, data: str, line: int, message: str, enumerated: bool
+) -> None:
+    # Both paths: the emulator's fit would fail with a raw GP error, the lookup's optimum
+    # would be nan. The load refuses the row before either is built.
+    path, spec = _user_files(
+        tmp_path,
+        data,
+        "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputs: [y]\n"
+        f"enumerated: {str(enumerated).lower()}\n",
+    )
+    with pytest.raises(DatasetError, match=message) as info:
+        dataset_simulator(path, spec, cache_dir=tmp_path / "cache")
+    assert info.value.path == path.resolve() and info.value.line == line
+    assert info.value.fix is not None and "delete the row" in info.value.fix
+    assert not (tmp_path / "cache").exists()  # refused before any fit
+
+
+@pytest.mark.parametrize(
+    ("prefix", "header_line"),
+    [("\ufeff", 1), ("\n", 2), ("\n \n,\n", 4), ("\ufeff\n", 2)],
+)
+def test_the_header_is_found_after_a_byte_order_mark_or_blank_lines(
+    tmp_path: Path, prefix: str, header_line: int
+) -> None:
+    spec = "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputs: [y]\n"
+    path, spec_path = _user_files(tmp_path, prefix + "a,y\n0.5,1\n0.25,3\n", spec)
+    ds = load_dataset(path, spec_path)
+    assert [r["a"] for r in ds.rows] == [0.5, 0.25] and ds.Y[:, 0].tolist() == [1.0, 3.0]
+    # Line numbers stay the file's own: the bad row is two lines below the header.
+    path.write_text(prefix + "a,y\n0.5,1\n2.5,3\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="a=2.5 is outside") as info:
+        load_dataset(path, spec_path)
+    assert info.value.line == header_line + 2
+    path.write_text(prefix + "b,y\n0.5,1\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"no column\(s\) \['a'\].*it has \['b', 'y'\]") as info:
+        load_dataset(path, spec_path)
+    assert info.value.line == header_line
+
+
+def test_line_numbers_count_lines_not_records(tmp_path: Path) -> None:
+    # A quoted cell spanning two lines: the next row's line is still the file's line.
+    spec = 'parameters:\n  - {name: c, type: choice, values: ["x\\ny", z]}\noutputs: [y]\n'
+    path, spec_path = _user_files(tmp_path, 'c,y\n"x\ny",1\nz,nan\n', spec)
+    with pytest.raises(DatasetError, match="y is 'nan'") as info:
+        load_dataset(path, spec_path)
+    assert info.value.line == 4
+
+
+def test_an_int_parameter_refuses_a_fraction_as_not_a_whole_number() -> None:
+    sim = dataset_simulator("crossed_barrel")
+    point = {"n": 9.22, "theta": 100.0, "r": 2.0, "t": 1.0}
+    with pytest.raises(
+        ValueError, match=r"n=9.22 is not a whole number \(n is an int in \[6, 12\]\)"
+    ):
+        sim.problem.evaluate(point)
+    with pytest.raises(ValueError, match=r"n=12.5 is outside its domain \[6, 12\]"):
+        sim.problem.evaluate({**point, "n": 12.5})
+    assert set(sim.problem.evaluate({**point, "n": 9})) == {"toughness"}
 
 
 def test_unknown_dataset_names_the_nearest() -> None:
