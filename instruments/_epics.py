@@ -60,6 +60,7 @@ from instruments._instrument_file import (
 from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, check_setpoint
 
 logger = logging.getLogger(__name__)
+_PLUGIN_ACQUIRE_TIMEOUT = 3600.0  # s; plugin-only detectors declare no acquire block
 
 ENTRY_POINT_GROUP = "closedloop.instruments"
 _POLL = 0.02  # s between readback checks while a move settles
@@ -239,14 +240,21 @@ def call_device(
 
 
 def _finish(
-    device: Any, method: str, value: Any, timeout: float, cancelled: threading.Event
+    device: Any, method: str, value: Any, deadline: float, cancelled: threading.Event
 ) -> None:
-    """``device.set(value)`` / ``device.trigger()`` and wait until its status is done."""
+    """``device.set(value)`` / ``device.trigger()`` and wait until its status is done, at
+    most until ``deadline`` (a ``time.monotonic()``)."""
     args = () if value is None else (value,)
+    timeout = _left(deadline)
     if is_async_device(device):
         call_device(device, method, *args, timeout=timeout, cancelled=cancelled)
     else:
         _wait_status(getattr(device, method)(*args), timeout, cancelled)
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a ``time.monotonic()``), never negative."""
+    return max(0.0, deadline - time.monotonic())
 
 
 def _reading_value(device: Any, reading: Mapping[str, Any], key: str) -> tuple[Any, float]:
@@ -312,11 +320,15 @@ class InputDevice:
             self.write_pv = self.read_pv = prefix + decl.motor
             self._positioner = EpicsMotor(self.read_pv, name=f"{name}_raw")
             self.source = f"PV:{self.read_pv}.RBV"
-        else:
-            assert decl.device is not None  # noqa: S101  (schema: exactly one source)
+        elif decl.device is not None:
             self._positioner = _make_plugin(decl.device, decl.args, name)
             self.write_pv = self.read_pv = ""
             self.source = f"device:{decl.device}"
+        else:  # the schema requires exactly one; a declaration built around it has none
+            raise InstrumentConfigError(
+                f"input {name!r} has none of `setpoint:`, `motor:` or `device:`",
+                field="inputs",
+            )
 
     # --------------------------------------------------------------- bluesky protocols
     @property
@@ -373,7 +385,15 @@ class InputDevice:
         return status
 
     def stop(self, *, success: bool = False) -> None:
+        """Stop a move in progress and end the trial's interlock pass.
+
+        The RunEngine calls this on every input it moved when a run ends, however it ends,
+        so it is where a trial ends for the gate (:meth:`~instruments._safety.Gate.end_trial`):
+        the next trial checks the interlocks afresh.
+        """
         self._cancel.set()
+        if self.gate is not None:
+            self.gate.end_trial()
         if self._positioner is not None and hasattr(self._positioner, "stop"):
             try:
                 call_device(self._positioner, "stop", success=success, timeout=self.decl.timeout)
@@ -404,18 +424,21 @@ class InputDevice:
         elif hasattr(target, "wait_for_connection"):
             target.wait_for_connection(timeout=timeout)
 
-    def _raw_readback(self) -> tuple[Any, float]:
+    def _raw_readback(self, deadline: float | None = None) -> tuple[Any, float]:
+        """The device's reading as it gives it; a plugin's read within ``timeout`` s, or
+        until ``deadline`` (a ``time.monotonic()``) during a move."""
         if self._signal is not None:
             return self._signal.get(), time.time()
         if self.decl.motor is not None:
             return self._positioner.user_readback.get(), time.time()
         if hasattr(self._positioner, "position") and not is_async_device(self._positioner):
             return self._positioner.position, time.time()
-        reading = call_device(self._positioner, "read", timeout=self.decl.timeout)
+        limit = self.decl.timeout if deadline is None else _left(deadline)
+        reading = call_device(self._positioner, "read", timeout=limit)
         return _reading_value(self._positioner, reading, self.name)
 
-    def _readback(self) -> tuple[float, float]:
-        raw, ts = self._raw_readback()
+    def _readback(self, deadline: float | None = None) -> tuple[float, float]:
+        raw, ts = self._raw_readback(deadline)
         return self._from_device(raw), ts
 
     def put_raw(self, value: float, *, timeout: float) -> None:
@@ -433,9 +456,19 @@ class InputDevice:
             self._positioner.set(target)
 
     def _move(self, value: Any, status: Status) -> None:
+        """Pass the gate, check, put and wait until within tolerance, then settle.
+
+        Everything after the gate (time spent waiting for interlocks is not the move's) and
+        before the settling shares one deadline, ``timeout`` from the start: the device's
+        ``set`` status, the position read for ``max_step`` and every readback of the
+        tolerance wait get only the time left, so no step can restart the clock (a plugin's
+        read is bounded by ``timeout`` on its own, and used to let a move run for up to
+        twice it).
+        """
         try:
             if self.gate is not None:
-                self.gate.wait(self._cancel)
+                self.gate.wait(self._cancel, mover=self)
+            deadline = time.monotonic() + self.decl.timeout
             # again, just before the put (with max_step: the gate waited for the connection):
             # nothing moved if it raises
             check_setpoint(
@@ -443,22 +476,30 @@ class InputDevice:
                 value,
                 limits=self.decl.limits,
                 max_step=self.decl.max_step,
-                current=lambda: self.position,
+                current=lambda: self._within(deadline, value, self._readback, deadline)[0],
             )
             target = self._to_device(value)
-            deadline = time.monotonic() + self.decl.timeout
             if self._signal is not None:
                 self._signal.put(target, force=True, use_complete=False)
             else:
-                _finish(self._positioner, "set", target, self.decl.timeout, self._cancel)
+                self._within(
+                    deadline,
+                    value,
+                    _finish,
+                    self._positioner,
+                    "set",
+                    target,
+                    deadline,
+                    self._cancel,
+                )
             tolerance = self.decl.tolerance
             if tolerance is not None:
                 while True:
-                    here = self._readback()[0]
+                    here = self._within(deadline, value, self._readback, deadline)[0]
                     if abs(here - float(value)) <= tolerance:
                         break
                     if time.monotonic() > deadline:
-                        raise TimeoutError(
+                        raise DeviceTimeout(
                             f"{self.name}: readback {here:g} not within {tolerance:g} of "
                             f"{float(value):g} after {self.decl.timeout:g} s"
                         )
@@ -470,6 +511,19 @@ class InputDevice:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
+
+    def _within(self, deadline: float, value: Any, step: Callable[..., Any], *args: Any) -> Any:
+        """``step(*args)`` (given the deadline, it waits no longer), its ``TimeoutError``
+        at the deadline said as the move's: which input, where to, and its ``timeout``.
+        A device's own timeout, raised before the deadline, keeps its words."""
+        try:
+            return step(*args)
+        except TimeoutError as exc:
+            if _left(deadline) > 0:
+                raise
+            raise DeviceTimeout(
+                f"{self.name}: move to {value!r} not done within {self.decl.timeout:g} s"
+            ) from exc
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -564,17 +618,40 @@ class OutputDetector:
         ).start()
         return status
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one acquisition may take: the file's ``acquire.timeout``; else, for a file
+        whose detectors are all plugins (no acquire PV, so nowhere to declare one), an hour,
+        as before: a slow camera must not fail at a default it could not change. The
+        campaign's ``instrument.timeout`` still bounds the whole trial."""
+        if self.acquire_decl is not None:
+            return self.acquire_decl.timeout
+        return _PLUGIN_ACQUIRE_TIMEOUT
+
     def _acquire_now(self, status: Status) -> None:
+        """Trigger the plugin detectors, then the acquire PV, all within one ``timeout``
+        from the start: the README promises a failed trial for an acquisition not done
+        within its timeout, not for each step of it."""
+        timeout = self.timeout
+        deadline = time.monotonic() + timeout
         try:
             for dev in self._plugins:
                 if hasattr(dev, "trigger"):
-                    _finish(dev, "trigger", None, 3600.0, self._cancel)
+                    try:
+                        _finish(dev, "trigger", None, deadline, self._cancel)
+                    except TimeoutError as exc:
+                        if _left(deadline) > 0:  # the device's own timeout: its words
+                            raise
+                        raise DeviceTimeout(
+                            f"acquisition not complete within {timeout:g} s (plugin detector "
+                            f"{getattr(dev, 'name', dev)!r} still triggering)"
+                        ) from exc
             decl = self.acquire_decl
             if decl is not None:
                 done = threading.Event()
                 if decl.put_complete:
                     self._acquire.put(decl.value, use_complete=True, callback=done.set)
-                    if not done.wait(decl.timeout):
+                    if not done.wait(_left(deadline)):
                         raise TimeoutError(
                             f"acquisition not complete within {decl.timeout:g} s "
                             f"({self._acquire.pvname})"
@@ -582,7 +659,6 @@ class OutputDetector:
                 else:
                     self._acquire.put(decl.value, use_complete=False)
                 if decl.done is not None:
-                    deadline = time.monotonic() + decl.timeout
                     while not _equal(self._done.get(), decl.done.value):
                         if time.monotonic() > deadline:
                             raise TimeoutError(

@@ -10,10 +10,16 @@
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
   again; the time waited does not count toward the trial's ``timeout``. Ctrl-C or
   ``Gate.release()`` (the operator) ends the wait. The wait happens inside the run, so an
-  abort stops it cleanly and the trial is stored as abandoned. A :class:`PauseListener`
-  (the runner's, through the ``Dispatcher``) hears when a wait starts and ends, so the store
-  shows the campaign ``paused`` with the reason, and is polled for an operator's release
-  from another process (``closedloop release``). A declared PV that is disconnected (an IOC
+  abort stops it cleanly and the trial is stored as abandoned. The check is made once per
+  trial, not once per input: the inputs of a trial move concurrently and the first of them
+  to reach the gate checks (and waits); the others go through on the *pass* it got, so an
+  operator's release lets the whole trial go on, all its moves, and only it. The pass ends
+  with the trial (:meth:`Gate.end_trial`, from the inputs' ``stop()``, which the RunEngine
+  calls on every device it moved when a run ends, however it ends), so the next trial
+  checks the interlocks afresh. A :class:`PauseListener` (the runner's, through the
+  ``Dispatcher``) hears when a wait starts and ends, so the store shows the campaign
+  ``paused`` with the reason, and is polled for an operator's release from another process
+  (``closedloop release``). A declared PV that is disconnected (an IOC
   restarted, a cable pulled) holds trials the same way, naming the PV, rather than failing
   one trial after another; they go on once it reconnects.
 * **Safe state**: ``on_stop`` values are written by the instrument's ``close()``, which the
@@ -194,7 +200,8 @@ class PauseListener(Protocol):
 
 
 class Gate:
-    """Holds trials at their start until every interlock holds.
+    """Holds trials at their start until every interlock holds; one check (or one release)
+    per trial, whatever the number of its inputs (see the module docstring).
 
     Args:
         checks: the interlocks.
@@ -219,8 +226,13 @@ class Gate:
         self.poll = poll
         self.name = name
         self.listener = listener
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the one mover that checks (and waits)
         self._released = threading.Event()
+        # The current trial's pass: ids of the movers that went through on it; ``None``: no
+        # trial holds one, the next mover checks. Its own lock, never held while waiting, so
+        # ``end_trial`` (called on the RunEngine's thread) cannot block on a wait.
+        self._pass_lock = threading.Lock()
+        self._pass: set[int] | None = None
         self.pauses = 0  # times a trial had to wait (for tests and status)
         self.overrides: list[str] = []  # who released a wait, in order
         # Seconds spent waiting, so a trial's timeout can leave them out (see ``waited``).
@@ -242,63 +254,110 @@ class Gate:
             return self._waited + ongoing
 
     def release(self) -> None:
-        """The operator's override: let the waiting trial go on although interlocks fail."""
+        """The operator's override: let the waiting trial go on although interlocks fail.
+
+        For the wait in progress only: a wait clears it when it starts, so a release given
+        while nothing waited never lets a later trial through unchecked.
+        """
         self._released.set()
 
-    def wait(self, cancelled: threading.Event) -> None:
-        """Return once every interlock holds (or the operator released the gate).
+    def end_trial(self) -> None:
+        """The trial is over (its moves are done, failed or stopped): its pass ends, and the
+        next move checks the interlocks afresh.
+
+        Called by every input's ``stop()``, which the RunEngine calls on the devices it
+        moved at the end of each run. Never blocks on a wait in progress.
+        """
+        with self._pass_lock:
+            self._pass = None
+
+    def wait(self, cancelled: threading.Event, *, mover: object) -> None:
+        """Return once ``mover`` (an input) may move in this trial.
+
+        The first mover of a trial checks the interlocks and, while one does not hold,
+        waits until they do or the operator releases the gate; either way the trial then
+        holds a pass, and its other movers return at once, even if an interlock broke
+        meanwhile (they are checked once, at the start of the trial, before the first put).
+        A mover that comes back while the pass is still open is a new trial whose end was
+        not signalled (``set()`` called outside a RunEngine): it checks afresh.
 
         Raises:
-            InterlockWaitCancelled: ``cancelled`` was set (the run was stopped) meanwhile.
+            InterlockWaitCancelled: ``cancelled`` was set (the run was stopped) before or
+                while waiting; no pass is given.
         """
         if not self.checks and not self.connections:
             return
-        with self._lock:  # inputs move concurrently; one of them does the waiting
-            problems = self.problems()
-            if not problems:
+        with self._lock:  # inputs move concurrently; the trial's first does the waiting
+            if cancelled.is_set():  # stopped while another mover waited: do not wait again
+                raise InterlockWaitCancelled("stopped before the interlocks were checked")
+            if self._on_pass(mover):
                 return
-            self.pauses += 1
+            self._check(cancelled)
+            with self._pass_lock:  # not after a stop: end_trial may have run already
+                if cancelled.is_set():
+                    raise InterlockWaitCancelled("stopped while passing the interlocks")
+                self._pass = {id(mover)}
+
+    def _on_pass(self, mover: object) -> bool:
+        """Whether ``mover`` goes through on the current trial's pass (adding it)."""
+        with self._pass_lock:
+            if self._pass is None:
+                return False
+            if id(mover) in self._pass:  # its second move: the pass is a finished trial's
+                self._pass = None
+                return False
+            self._pass.add(id(mover))
+            return True
+
+    def _check(self, cancelled: threading.Event) -> None:
+        """Return once every interlock holds or the operator released the gate (see
+        :meth:`wait`); called with ``_lock`` held."""
+        problems = self.problems()
+        if not problems:
+            return
+        self._released.clear()  # a release is for a wait in progress, not a later one
+        self.pauses += 1
+        with self._clock:
+            self._waiting_since = time.monotonic()
+        reason = _reason(problems)
+        logger.warning(
+            "%s paused: %s; waiting, checking every %g s (`closedloop release` "
+            "proceeds despite it; Ctrl-C stops the campaign, which can be resumed)",
+            self.name,
+            reason,
+            self.poll,
+        )
+        self._tell("paused", reason)
+        how = "stopped"
+        try:
+            while problems:
+                if cancelled.wait(self.poll):
+                    raise InterlockWaitCancelled(
+                        f"stopped while waiting for interlocks: {'; '.join(problems)}"
+                    )
+                who = self._release_by()
+                if who is not None:
+                    self.overrides.append(who)
+                    logger.warning(
+                        "%s: interlocks overridden by %s although %s",
+                        self.name,
+                        who,
+                        "; ".join(problems),
+                    )
+                    how = f"released by {who}"
+                    return
+                problems = self.problems()
+                if problems and _reason(problems) != reason:
+                    reason = _reason(problems)
+                    self._tell("paused", reason)
+            how = "interlocks hold again" if self.checks else "devices connected again"
+            logger.warning("%s: %s; resuming", self.name, how)
+        finally:
             with self._clock:
-                self._waiting_since = time.monotonic()
-            reason = _reason(problems)
-            logger.warning(
-                "%s paused: %s; waiting, checking every %g s (`closedloop release` "
-                "proceeds despite it; Ctrl-C stops the campaign, which can be resumed)",
-                self.name,
-                reason,
-                self.poll,
-            )
-            self._tell("paused", reason)
-            how = "stopped"
-            try:
-                while problems:
-                    if cancelled.wait(self.poll):
-                        raise InterlockWaitCancelled(
-                            f"stopped while waiting for interlocks: {'; '.join(problems)}"
-                        )
-                    who = self._release_by()
-                    if who is not None:
-                        self.overrides.append(who)
-                        logger.warning(
-                            "%s: interlocks overridden by %s although %s",
-                            self.name,
-                            who,
-                            "; ".join(problems),
-                        )
-                        how = f"released by {who}"
-                        return
-                    problems = self.problems()
-                    if problems and _reason(problems) != reason:
-                        reason = _reason(problems)
-                        self._tell("paused", reason)
-                how = "interlocks hold again" if self.checks else "devices connected again"
-                logger.warning("%s: %s; resuming", self.name, how)
-            finally:
-                with self._clock:
-                    if self._waiting_since is not None:
-                        self._waited += time.monotonic() - self._waiting_since
-                    self._waiting_since = None
-                self._tell("resumed", how)
+                if self._waiting_since is not None:
+                    self._waited += time.monotonic() - self._waiting_since
+                self._waiting_since = None
+            self._tell("resumed", how)
 
     def problems(self) -> list[str]:
         """Why a trial would wait now: disconnected devices if any (an interlock on them

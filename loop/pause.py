@@ -11,8 +11,11 @@ instrument's gate):
 * while waiting, the gate polls :meth:`CampaignPause.release_requested`, which takes an
   operator's release recorded by ``closedloop release`` (another process) from the store: the
   trial then proceeds *despite* the interlocks, and the store keeps who released it, when,
-  and what they overrode. A release is for the wait in progress only; the next trial checks
-  the interlocks again.
+  and what they overrode. A release is for the wait in progress only: it lets that trial go
+  on, every input of it (a gate waits once per trial, not once per input, and its other
+  inputs go through on the same pass); the next trial checks the interlocks again. A
+  release the runner has not taken when the wait ends by itself is closed as not needed
+  (``Store.unpause_campaign``), so it cannot carry over to a later trial either.
 
 Several instrument slots may wait at once: the campaign stays ``paused`` until the last one
 goes on, and one release lets every slot waiting at that moment go on.

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from bluesky.protocols import Triggerable
 from epics_ioc import IOC
+from ophyd_async.core import (
+    AsyncStatus,
+    StandardReadable,
+    StandardReadableFormat,
+    soft_signal_r_and_setter,
+)
 
 from instruments import Dispatcher, InstrumentConfig, build_instrument
 from instruments._epics import DeclaredInstrument, DeviceConnectionError
@@ -204,3 +212,41 @@ def test_instruments_check_shows_outputs_in_campaign_units(ioc: IOC, tmp_path: P
     assert row.value == pytest.approx(25.0, abs=0.01)
     assert result.ok, result.error
     assert result.outputs["temp_out"] == pytest.approx(25.0, abs=0.5)
+
+
+class StuckDetector(StandardReadable, Triggerable):
+    """An ophyd-async detector whose acquisition never ends (a wedged in-line analyser)."""
+
+    def __init__(self, name: str = "") -> None:
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.value, _ = soft_signal_r_and_setter(float, 0.0)
+        self.triggers = 0
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        self.triggers += 1
+        await asyncio.Event().wait()
+
+
+def test_a_plugin_detector_is_given_the_declared_acquire_timeout(ioc: IOC, tmp_path: Path) -> None:
+    """A plugin detector's trigger used to get a fixed 3600 s, whatever `acquire.timeout`
+    says: the trial could only end by the dispatcher's own timeout. It now fails at the
+    declared 1 s, naming the detector, before the acquire PV is written."""
+    inst = _instrument(
+        tmp_path,
+        **{
+            "  yield: {pv: yield}": "  yield: {pv: yield}\n"
+            f'  stuck: {{device: "{__name__}:StuckDetector"}}',
+            "  timeout: 30": "  timeout: 1",
+        },
+    )
+    before = len(ioc.puts())
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"temperature": 25.0, "flow": 1.0}, timeout=15)
+    finally:
+        inst.close()
+    assert result.exit_status == "fail" and result.transient and not result.timed_out
+    assert "acquisition not complete within 1 s (plugin detector 'stuck'" in (result.error or "")
+    assert not [p for p in ioc.puts()[before:] if p["pv"].endswith(":acquire")]

@@ -15,17 +15,26 @@ from typing import Any
 
 import async_lab_devices as lab
 import pytest
+from bluesky.protocols import Movable
 from ophyd.status import wait as status_wait
+from ophyd_async.core import (
+    AsyncStatus,
+    StandardReadable,
+    StandardReadableFormat,
+    soft_signal_r_and_setter,
+)
 
 from instruments import Dispatcher, TrialResult, build_instrument, input_specs
 from instruments._epics import (
     ENTRY_POINT_GROUP,
     DeviceTimeout,
+    InputDevice,
     build_declared_instrument,
     call_device,
     load_device_class,
 )
-from instruments._instrument_file import parse_instrument
+from instruments._errors import InstrumentConfigError
+from instruments._instrument_file import InputDecl, parse_instrument
 from loop.config import load_campaign
 from loop.runner import Runner
 from loop.store import Store
@@ -203,3 +212,68 @@ def test_an_output_that_never_answers_fails_its_trial_within_the_declared_timeou
     finally:
         dispatcher.close()
         inst.close()
+
+
+class BusyStage(StandardReadable, Movable[float]):
+    """A controller that acknowledges a ``set`` after ``ack`` s and does not answer reads
+    until it gets there, ``arrive`` s after the ``set`` (a serial device busy moving)."""
+
+    def __init__(self, name: str = "", ack: float = 1.8, arrive: float = 3.0) -> None:
+        self.ack, self.arrive = ack, arrive
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.readback, self._set_readback = soft_signal_r_and_setter(float, 0.0)
+        self._there: asyncio.Event | None = None
+        self._follow: asyncio.Task[None] | None = None
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def set(self, value: float) -> None:
+        there = self._there = asyncio.Event()
+
+        async def arrive() -> None:
+            await asyncio.sleep(self.arrive - self.ack)
+            self._set_readback(value)
+            there.set()
+
+        await asyncio.sleep(self.ack)
+        self._follow = asyncio.get_running_loop().create_task(arrive())
+
+    async def read(self) -> dict[str, Any]:
+        if self._there is not None:
+            await self._there.wait()
+        return await super().read()
+
+
+def test_a_plugin_move_takes_at_most_its_timeout_in_all() -> None:
+    """The `set` (acknowledged after 1.8 s) and the readback (answered at 3 s) each got the
+    whole `timeout` of 2 s, so this move used to succeed after 3 s: it now fails at 2 s."""
+    spec = parse_instrument(
+        {
+            "name": "busy-bench",
+            "inputs": {
+                "x": {
+                    "device": f"{__name__}:BusyStage",
+                    "limits": [0, 2],
+                    "tolerance": 0.01,
+                    "timeout": 2,
+                }
+            },
+            "outputs": {"y": {"device": "ophyd:Signal", "args": {"value": 0.5}}},
+        }
+    )
+    inst = build_declared_instrument(spec, input_specs([("x", (0.0, 2.0))]))
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"x": 1.0}, timeout=30)
+    finally:
+        inst.close()
+    assert result.exit_status == "fail" and result.transient and not result.timed_out
+    assert "x: move to 1.0 not done within 2 s" in (result.error or "")
+
+
+def test_an_input_declared_without_a_source_is_a_config_error() -> None:
+    """The schema refuses it; a declaration built around the schema must still get the
+    project's error (it was an ``assert``, gone under ``python -O``)."""
+    decl = InputDecl.model_construct(limits=(0.0, 2.0))
+    with pytest.raises(InstrumentConfigError, match="input 'x' has none of"):
+        InputDevice("x", decl, units=None, prefix="", gate=None)

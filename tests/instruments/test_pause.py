@@ -303,3 +303,181 @@ def test_the_timeout_does_not_run_while_the_trial_waits_for_interlocks() -> None
         assert (result.error or "").startswith("timed out after 0.5 s")
     finally:
         slow.close()
+
+
+TWO_INPUTS = CAMPAIGN.replace(
+    "  - {name: x, type: float, bounds: [0, 2]}\n",
+    "  - {name: x, type: float, bounds: [0, 2]}\n  - {name: z, type: float, bounds: [0, 2]}\n",
+).replace(
+    '      x: {device: "ophyd:Signal", args: {value: 1.0}, limits: [0, 2]}\n',
+    '      x: {device: "ophyd:Signal", args: {value: 1.0}, limits: [0, 2]}\n'
+    '      z: {device: "ophyd:Signal", args: {value: 1.0}, limits: [0, 2]}\n',
+)
+
+
+def _two_input_bench(door: float) -> DeclaredInstrument:
+    """Two inputs behind one door interlock (plain ophyd Signals, no IOC)."""
+    spec = parse_instrument(
+        {
+            "name": "door-bench",
+            "inputs": {
+                name: {"device": "ophyd:Signal", "args": {"value": 1.0}, "limits": [0, 2]}
+                for name in ("x", "z")
+            },
+            "outputs": {
+                "y": {"device": "ophyd:Signal", "args": {"value": 0.5}},
+                "door": {"device": "ophyd:Signal", "args": {"value": door}},
+            },
+            "interlocks": ["door == 1"],
+            "interlock_poll": 0.05,
+        }
+    )
+    specs = input_specs([("x", (0.0, 2.0)), ("z", (0.0, 2.0))])
+    return build_declared_instrument(spec, specs, connect=False)
+
+
+def _positions(inst: DeclaredInstrument) -> dict[str, float]:
+    return {name: dev._positioner.get() for name, dev in inst.inputs.items()}
+
+
+def test_one_release_lets_every_input_of_the_trial_move_and_only_that_trial() -> None:
+    """The gate used to be passed per input and a release handed out once: `x` moved with
+    the door open, then `z` paused again and the trial timed out. One release is now for the
+    whole trial; the next trial checks the interlocks afresh."""
+    inst = _two_input_bench(0)
+    results: list[Any] = []
+    try:
+        with Dispatcher(inst) as dispatcher:
+            worker = threading.Thread(
+                target=lambda: results.append(
+                    dispatcher.run(1, "c", {"x": 0.5, "z": 1.5}, timeout=20)
+                ),
+                daemon=True,
+            )
+            worker.start()
+            _until(lambda: inst.gate.pauses == 1, "the trial waits", timeout=20)
+            assert _positions(inst) == {"x": 1.0, "z": 1.0}  # nothing moved yet
+            inst.gate.release()
+            worker.join(timeout=30)
+            assert not worker.is_alive()
+            (first,) = results
+            assert first.ok, first.error
+            assert _positions(inst) == {"x": 0.5, "z": 1.5}
+            assert (inst.gate.pauses, inst.gate.overrides) == (1, ["the operator"])
+
+            # the next trial, door still open: it waits again, before any put
+            worker = threading.Thread(
+                target=lambda: results.append(
+                    dispatcher.run(2, "c", {"x": 0.25, "z": 0.75}, timeout=20)
+                ),
+                daemon=True,
+            )
+            worker.start()
+            _until(lambda: inst.gate.pauses == 2, "the next trial waits", timeout=20)
+            assert _positions(inst) == {"x": 0.5, "z": 1.5}
+            _door(inst).put(1)
+            worker.join(timeout=30)
+        second = results[1]
+        assert second.ok, second.error
+        assert _positions(inst) == {"x": 0.25, "z": 0.75}
+        assert (inst.gate.pauses, inst.gate.overrides) == (2, ["the operator"])
+    finally:
+        inst.close()
+
+
+def test_a_release_given_while_nothing_waits_does_not_let_a_later_trial_through() -> None:
+    inst = _two_input_bench(0)
+    results: list[Any] = []
+    try:
+        inst.gate.release()  # nothing waits: there is no trial to release
+        with Dispatcher(inst) as dispatcher:
+            worker = threading.Thread(
+                target=lambda: results.append(dispatcher.run(1, "c", {"x": 0.5, "z": 1.5})),
+                daemon=True,
+            )
+            worker.start()
+            _until(lambda: inst.gate.pauses == 1, "the trial waits", timeout=20)
+            time.sleep(0.3)  # several polls: the stale release must not be taken
+            assert inst.gate.overrides == [] and worker.is_alive()
+            assert _positions(inst) == {"x": 1.0, "z": 1.0}
+            _door(inst).put(1)
+            worker.join(timeout=30)
+        (result,) = results
+        assert result.ok, result.error
+    finally:
+        inst.close()
+
+
+def test_a_move_outside_a_run_never_rides_on_an_earlier_moves_pass() -> None:
+    """Outside a RunEngine nobody calls ``stop()`` to end the trial: an input's second move
+    is a new trial all the same, and checks the interlocks again."""
+    inst = _two_input_bench(1)
+    x = inst.inputs["x"]
+    try:
+        x.set(0.5).wait(10)
+        assert inst.gate.pauses == 0
+        _door(inst).put(0)
+        status = x.set(0.25)
+        _until(lambda: inst.gate.pauses == 1, "the second move waits", timeout=20)
+        assert x._positioner.get() == 0.5
+        _door(inst).put(1)
+        status.wait(10)
+        assert x._positioner.get() == 0.25
+    finally:
+        inst.close()
+
+
+def test_a_release_from_another_process_lets_the_whole_trial_go_on(tmp_path: Path) -> None:
+    """`closedloop release` through the store, two inputs: trial 1 moves both and completes
+    (it used to move one, then pause again for the other); trial 2 pauses again."""
+    (tmp_path / "c.yaml").write_text(TWO_INPUTS)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    built: list[DeclaredInstrument] = []
+
+    def factory(campaign: Any, seed: int) -> Instrument:
+        inst = build_instrument(
+            campaign.instrument, campaign.parameters, base_dir=tmp_path, seed=seed
+        )
+        assert isinstance(inst, DeclaredInstrument)
+        built.append(inst)
+        return inst
+
+    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, instrument_factory=factory)
+    summaries: list[CampaignSummary] = []
+    worker = threading.Thread(target=lambda: summaries.append(runner.run()), daemon=True)
+    worker.start()
+    try:
+        _until(lambda: runner.campaign_id is not None, "the campaign exists")
+        cid = runner.campaign_id
+        assert cid is not None
+        _until(lambda: store.campaign(cid).status == "paused", "the campaign shows paused")
+        (inst,) = built
+        released = _cli(
+            "release", "--store", url, "-c", str(cid), "--confirm", "--by", "alice",
+            "--wait", "30",
+        )  # fmt: skip
+        assert released.exit_code == 0, released.output
+        _until(lambda: len(store.trials(cid)) == 2, "the second trial starts", timeout=20)
+        first = store.trials(cid)[0]
+        assert first.status == "completed", first.error
+        assert _positions(inst) == pytest.approx(first.parameters)  # both inputs moved
+        _until(lambda: store.campaign(cid).status == "paused", "the second trial pauses")
+        assert inst.gate.pauses == 2
+        _door(inst).put(1)
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    finally:
+        runner.request_stop("test over")
+        worker.join(timeout=30)
+    (summary,) = summaries
+    assert summary.status == "completed", summary.reason
+    events = store.events(cid)
+    assert [(e.kind, e.detail if e.kind != "release" else e.by) for e in events] == [
+        ("paused", REASON),
+        ("release", "alice"),
+        ("resumed", "released by alice"),
+        ("paused", REASON),
+        ("resumed", "interlocks hold again"),
+    ]
+    store.close()
