@@ -69,31 +69,56 @@ def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
+class _Paused:
+    """A campaign run on its own thread from ``text``, waiting at its interlocks; on exit
+    it is asked to stop and its thread joined."""
+
+    def __init__(self, tmp_path: Path, text: str) -> None:
+        (tmp_path / "c.yaml").write_text(text)
+        self.url = f"sqlite:///{tmp_path / 'c.db'}"
+        self.store = Store(self.url)
+        self.built: list[DeclaredInstrument] = []
+        self.summaries: list[CampaignSummary] = []
+
+        def factory(campaign: Any, seed: int) -> Instrument:
+            inst = build_instrument(
+                campaign.instrument, campaign.parameters, base_dir=tmp_path, seed=seed
+            )
+            assert isinstance(inst, DeclaredInstrument)
+            self.built.append(inst)
+            return inst
+
+        self.runner = Runner(
+            load_campaign(tmp_path / "c.yaml"), self.store, instrument_factory=factory
+        )
+        self.worker = threading.Thread(
+            target=lambda: self.summaries.append(self.runner.run()), daemon=True
+        )
+        self.cid = 0
+
+    def __enter__(self) -> _Paused:
+        self.worker.start()
+        _until(lambda: self.runner.campaign_id is not None, "the campaign exists")
+        self.cid = self.runner.campaign_id or 0
+        _until(lambda: self.store.campaign(self.cid).status == "paused", "the campaign pauses")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.request_stop("test over")
+        self.worker.join(timeout=30)
+
+
 def test_a_campaign_pauses_shows_why_and_an_operator_release_is_recorded(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "c.yaml").write_text(CAMPAIGN)
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    store = Store(url)
-    built: list[DeclaredInstrument] = []
-
-    def factory(campaign: Any, seed: int) -> Instrument:
-        inst = build_instrument(
-            campaign.instrument, campaign.parameters, base_dir=tmp_path, seed=seed
+    with _Paused(tmp_path, CAMPAIGN) as paused:
+        store, url, cid, built, worker = (
+            paused.store,
+            paused.url,
+            paused.cid,
+            paused.built,
+            paused.worker,
         )
-        assert isinstance(inst, DeclaredInstrument)
-        built.append(inst)
-        return inst
-
-    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, instrument_factory=factory)
-    summaries: list[CampaignSummary] = []
-    worker = threading.Thread(target=lambda: summaries.append(runner.run()), daemon=True)
-    worker.start()
-    try:
-        _until(lambda: runner.campaign_id is not None, "the campaign exists")
-        cid = runner.campaign_id
-        assert cid is not None
-        _until(lambda: store.campaign(cid).status == "paused", "the campaign shows paused")
         row = store.campaign(cid)
         assert row.stop_reason == REASON
         # nothing moved: the trial waits before its first put
@@ -126,10 +151,7 @@ def test_a_campaign_pauses_shows_why_and_an_operator_release_is_recorded(
         _door(inst).put(1)  # fixed: the campaign goes on by itself
         worker.join(timeout=60)
         assert not worker.is_alive()
-    finally:
-        runner.request_stop("test over")
-        worker.join(timeout=30)
-    (summary,) = summaries
+    (summary,) = paused.summaries
     assert summary.status == "completed", summary.reason
     assert store.campaign(cid).status == "completed"
     events = store.events(cid)
@@ -430,28 +452,14 @@ def test_a_move_outside_a_run_never_rides_on_an_earlier_moves_pass() -> None:
 def test_a_release_from_another_process_lets_the_whole_trial_go_on(tmp_path: Path) -> None:
     """`closedloop release` through the store, two inputs: trial 1 moves both and completes
     (it used to move one, then pause again for the other); trial 2 pauses again."""
-    (tmp_path / "c.yaml").write_text(TWO_INPUTS)
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    store = Store(url)
-    built: list[DeclaredInstrument] = []
-
-    def factory(campaign: Any, seed: int) -> Instrument:
-        inst = build_instrument(
-            campaign.instrument, campaign.parameters, base_dir=tmp_path, seed=seed
+    with _Paused(tmp_path, TWO_INPUTS) as paused:
+        store, url, cid, built, worker = (
+            paused.store,
+            paused.url,
+            paused.cid,
+            paused.built,
+            paused.worker,
         )
-        assert isinstance(inst, DeclaredInstrument)
-        built.append(inst)
-        return inst
-
-    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, instrument_factory=factory)
-    summaries: list[CampaignSummary] = []
-    worker = threading.Thread(target=lambda: summaries.append(runner.run()), daemon=True)
-    worker.start()
-    try:
-        _until(lambda: runner.campaign_id is not None, "the campaign exists")
-        cid = runner.campaign_id
-        assert cid is not None
-        _until(lambda: store.campaign(cid).status == "paused", "the campaign shows paused")
         (inst,) = built
         released = _cli(
             "release", "--store", url, "-c", str(cid), "--confirm", "--by", "alice",
@@ -467,10 +475,7 @@ def test_a_release_from_another_process_lets_the_whole_trial_go_on(tmp_path: Pat
         _door(inst).put(1)
         worker.join(timeout=60)
         assert not worker.is_alive()
-    finally:
-        runner.request_stop("test over")
-        worker.join(timeout=30)
-    (summary,) = summaries
+    (summary,) = paused.summaries
     assert summary.status == "completed", summary.reason
     events = store.events(cid)
     assert [(e.kind, e.detail if e.kind != "release" else e.by) for e in events] == [
