@@ -544,12 +544,7 @@ def _parse_value(spec: ParamSpec, text: str) -> Any:
             if str(v) == text:
                 return v
         raise ValueError(f"{text!r} is not one of the values of {spec.name!r}")
-    try:
-        value = float(text)
-    except ValueError:
-        raise _BadCell(f"{spec.name} is {text!r}, not a number") from None
-    if not math.isfinite(value):
-        raise _BadCell(f"{spec.name} is {text!r}, not a finite number")
+    value = _parse_number(spec.name, text)
     lo, hi = spec.bounds or (0.0, 0.0)
     tol = 1e-9 * max(1.0, abs(hi - lo))
     if not (lo - tol <= value <= hi + tol):
@@ -562,8 +557,8 @@ def _parse_value(spec: ParamSpec, text: str) -> Any:
     return value
 
 
-def _parse_output(name: str, text: str) -> float:
-    """A measured value: a finite number.
+def _parse_number(name: str, text: str) -> float:
+    """A cell that must be a finite number (an input's value or a measured output).
 
     NaN or inf would pass ``float()`` but poison the emulator's fit (a raw error from the GP
     library) and the lookup's optimum (``nan``), so they are refused where the row is read.
@@ -633,7 +628,7 @@ def _read_table(
             for p, i in zip(spec.parameters, index, strict=False):
                 point[p.name] = _parse_value(p, record[i].strip())
             y = [
-                _parse_output(out, record[i].strip())
+                _parse_number(out, record[i].strip())
                 for out, i in zip(spec.outputs, index[len(spec.parameters) :], strict=True)
             ]
         except ValueError as exc:
