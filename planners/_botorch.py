@@ -366,9 +366,25 @@ class BoTorchPlanner:
                 self._effort(bool(pending + proposals)),
             ):
                 torch.manual_seed(suggest_seed)
-                model_points = self._suggest_from_model(
-                    n_model, pending + proposals, position + n_design, timing
-                )
+                try:
+                    model_points = self._suggest_from_model(
+                        n_model, pending + proposals, position + n_design, timing
+                    )
+                except RuntimeError as exc:
+                    # Numerical failure inside GPyTorch/BoTorch (e.g. outputs spanning 1e10
+                    # make the start sampler's probabilities NaN, a covariance that is not
+                    # positive definite): an idle instrument helps no one, so this trial
+                    # gets a design point and the next suggest tries the model again.
+                    logger.warning(
+                        "the model could not propose (%s: %s); using %d design point(s)",
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                        n_model,
+                    )
+                    model_points = self.design.points(
+                        position + n_design, n_model, avoid=pending + proposals
+                    )
+                    n_design, n_model = n_design + n_model, 0
             proposals += model_points
 
         timing.total = time.perf_counter() - start
@@ -797,10 +813,17 @@ class BoTorchPlanner:
             return objective.min()
         return objective[feasible].max()
 
-    def _optimize(self, acqf: AcquisitionFunction, q: int) -> Tensor:
-        """``q x d`` encoded candidates maximising ``acqf``; each decodes to a member of the space.
+    def _optimize(self, acqf: AcquisitionFunction, X_pending: Tensor | None) -> Tensor:
+        """The ``1 x d`` encoded candidate maximising ``acqf``; it decodes to a member of the space.
 
-        * a candidate table: ``optimize_acqf_discrete`` over the rows not measured or pending;
+        One point per call: a batch is chosen point by point in :meth:`_suggest_from_model`,
+        each with an acquisition built on everything pending so far. (BoTorch's own
+        sequential loops condition on ``acqf.X_pending``, which qLogNEI's default
+        incremental mode folds into its baseline and leaves ``None``: from a batch's second
+        point on they forgot the caller's pending points.)
+
+        * a candidate table: ``optimize_acqf_discrete`` over the rows not measured or pending
+          (``X_pending``);
         * no parameter constraints: ``optimize_acqf`` (all float) or
           ``optimize_acqf_mixed_alternating`` (integer/choice columns on their grids);
         * constraints: :func:`_optimize_constrained`, multi-start SLSQP from feasible starts
@@ -812,17 +835,17 @@ class BoTorchPlanner:
         integer) by the best feasible raw sample: a proposal never breaks a rule.
         """
         if self.space.candidates is not None:
-            return _optimize_table(self, acqf, q)
+            return _optimize_table(self, acqf, X_pending)
         linear, nonlinear = _encoded_constraints(self.space)
         try:
             if linear or nonlinear:
-                candidates = _optimize_constrained(self, acqf, q, linear, nonlinear)
+                candidates = _optimize_constrained(self, acqf, linear, nonlinear)
             else:
-                candidates = _optimize_box(self, acqf, q)
+                candidates = _optimize_box(self, acqf)
         except CandidateGenerationError as exc:
             logger.info("constrained optimiser found no feasible candidate (%s)", exc)
             candidates = torch.empty(0, self.space.dim, dtype=torch.float64)
-        return _ensure_feasible(self, acqf, candidates, q)
+        return _ensure_feasible(self, acqf, candidates, 1)
 
     def _suggest_from_model(
         self, q: int, pending: list[Point], position: int, timing: SuggestTiming
@@ -853,16 +876,15 @@ class BoTorchPlanner:
         ):
             warnings.simplefilter("always")
             chosen = self._exploit_point(position, q, model, X_baseline, X_pending, feasibility)
-            if chosen is not None:
-                X_pending = chosen if X_pending is None else torch.cat([X_pending, chosen])
-            rest = q - (0 if chosen is None else 1)
-            candidates = (
-                self._optimize(self._acquisition(model, X_baseline, X_pending, feasibility), rest)
-                if rest
-                else torch.empty(0, self.space.dim, dtype=torch.float64)
-            )
-            if chosen is not None:
-                candidates = torch.cat([chosen, candidates])
+            picked = [] if chosen is None else [chosen]
+            while len(picked) < q:
+                if picked:
+                    X_pending = (
+                        picked[-1] if X_pending is None else torch.cat([X_pending, picked[-1]])
+                    )
+                acqf = self._acquisition(model, X_baseline, X_pending, feasibility)
+                picked.append(self._optimize(acqf, X_pending))
+            candidates = torch.cat(picked)
         _log_warnings(caught, "acquisition optimisation")
         timing.optimize = time.perf_counter() - t1
 
@@ -897,7 +919,7 @@ class BoTorchPlanner:
         if not self._exploit_regime(model):
             return None
         acqf = self._acquisition(model, X_baseline, None, feasibility, exploit=True)
-        x = self._optimize(acqf, 1)
+        x = self._optimize(acqf, None)
         if X_pending is not None and len(X_pending):
             span = (self._bounds[1] - self._bounds[0]).clamp_min(1e-12)
             gap = ((X_pending - x) / span).abs().amax(dim=-1).min()
@@ -921,20 +943,33 @@ class BoTorchPlanner:
     def _replace_repeats(
         self, points: list[Point], pending: list[Point], position: int
     ) -> list[Point]:
-        """Swap any proposal that equals a pending (or earlier batch) point for a design point.
+        """Swap any proposal that equals a pending (or earlier batch) point for a design point;
+        on a finite space (only int and choice parameters), a measured one too.
 
-        The acquisition value at a pending point is already near zero, so this only triggers
-        on small finite spaces or a degenerate model (e.g. constant outcomes).
+        The acquisition value at a pending point is already near zero, so that only triggers
+        on small finite spaces or a degenerate model (e.g. constant outcomes). A measured
+        point is another matter: once the optimum of a finite space has been measured,
+        qLogNEI can score it above every unmeasured point, and the model proposed it again
+        and again (a 5 x 5 grid: one point five times in a row, 9 of 25 points ever
+        visited). Until every point has been measured, a new one teaches more. (A candidate
+        table excludes measured rows in :func:`_optimize_table` already; a space with a
+        float parameter almost never repeats a point exactly.)
         """
-        taken = {point_key(self.space, p) for p in pending}
+        avoid = list(pending)
+        if self.space.candidates is None and math.isfinite(self.space.cardinality()):
+            measured = [o.parameters for o in self.observations]
+            seen = {point_key(self.space, p) for p in avoid + measured}
+            if len(seen) < self.space.cardinality():  # once all are measured, repeat the best
+                avoid += measured
+        taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
         for i, point in enumerate(points):
             if not self.space.contains(point):  # last guard: _optimize already checked
                 logger.warning("model proposal %s is not in the space; using a design point", point)
-                point = self.design.points(position + i, 1, avoid=pending + out)[0]
+                point = self.design.points(position + i, 1, avoid=avoid + out)[0]
             if point_key(self.space, point) in taken:
-                logger.info("model proposal repeats a pending point; using a design point")
-                point = self.design.points(position + i, 1, avoid=pending + out)[0]
+                logger.info("model proposal repeats a pending or measured point; a design point")
+                point = self.design.points(position + i, 1, avoid=avoid + out)[0]
             taken.add(point_key(self.space, point))
             out.append(point)
         return out
@@ -1080,7 +1115,7 @@ def _nonlinear_slack(space: Space, constraint: Any, scale: float, x: Tensor) -> 
     return slack / scale - _NONLINEAR_MARGIN
 
 
-def _optimize_box(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) -> Tensor:
+def _optimize_box(planner: BoTorchPlanner, acqf: AcquisitionFunction) -> Tensor:
     """BoTorch's own optimisers over the unconstrained box (exact mixed search)."""
     s = planner.settings
     options: dict[str, Any] = {}
@@ -1094,11 +1129,10 @@ def _optimize_box(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) ->
         candidates, _ = optimize_acqf(
             acqf,
             bounds=planner._bounds,
-            q=q,
+            q=1,
             num_restarts=restarts,
             raw_samples=s.raw_samples,
             options=options,
-            sequential=True,
         )
         return candidates
     options["maxiter_alternating"] = s.maxiter_alternating
@@ -1107,7 +1141,7 @@ def _optimize_box(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) ->
         bounds=planner._bounds,
         discrete_dims=planner._discrete_dims,
         cat_dims=planner._cat_dims,
-        q=q,
+        q=1,
         num_restarts=s.num_restarts,
         raw_samples=s.raw_samples,
         options=options,
@@ -1118,11 +1152,10 @@ def _optimize_box(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) ->
 def _optimize_constrained(
     planner: BoTorchPlanner,
     acqf: AcquisitionFunction,
-    q: int,
     linear: list[LinearConstraint],
     nonlinear: list[NonlinearConstraint],
 ) -> Tensor:
-    """Maximise ``acqf`` under parameter constraints, ``q`` points in sequence.
+    """Maximise ``acqf`` under parameter constraints: the ``1 x d`` best point found.
 
     Multi-start SLSQP from feasible starts, with a discrete neighbourhood search for the
     integer/choice columns:
@@ -1146,42 +1179,29 @@ def _optimize_constrained(
     space = planner.space
     fixed_dims = sorted({*planner._cat_dims, *planner._discrete_dims})
     continuous = [i for i in range(space.dim) if i not in fixed_dims]
-    base_pending = getattr(acqf, "X_pending", None)
-    chosen: list[Tensor] = []
-    try:
-        for _ in range(q):
-            raw = _feasible_raw_samples(planner, s.raw_samples)
-            values = _acq_values(acqf, raw)
-            order = values.argsort(descending=True)
-            best, best_value = raw[order[0]], float(values[order[0]])
-            if continuous:
-                starts = _pick_starts(raw, order, fixed_dims, s.num_restarts)
-                found = _slsqp(planner, acqf, starts, linear, nonlinear, fixed_dims)
-                if found is not None and found[1] >= best_value:
-                    best, best_value = found
-            for _round in range(2 if fixed_dims else 0):
-                neighbours = _neighbours(planner, best)
-                if not len(neighbours):
-                    break
-                nvalues = _acq_values(acqf, neighbours)
-                j = int(nvalues.argmax())
-                if float(nvalues[j]) <= best_value:
-                    break
-                best, best_value = neighbours[j], float(nvalues[j])
-                if continuous:
-                    found = _slsqp(planner, acqf, best[None], linear, nonlinear, fixed_dims)
-                    if found is not None and found[1] >= best_value:
-                        best, best_value = found
-            chosen.append(best.detach())
-            if q > 1:
-                pending = torch.stack(chosen)
-                if base_pending is not None:
-                    pending = torch.cat([base_pending, pending])
-                acqf.set_X_pending(pending)  # type: ignore[operator]
-    finally:
-        if q > 1:
-            acqf.set_X_pending(base_pending)  # type: ignore[operator]
-    return torch.stack(chosen)
+    raw = _feasible_raw_samples(planner, s.raw_samples)
+    values = _acq_values(acqf, raw)
+    order = values.argsort(descending=True)
+    best, best_value = raw[order[0]], float(values[order[0]])
+    if continuous:
+        starts = _pick_starts(raw, order, fixed_dims, s.num_restarts)
+        found = _slsqp(planner, acqf, starts, linear, nonlinear, fixed_dims)
+        if found is not None and found[1] >= best_value:
+            best, best_value = found
+    for _round in range(2 if fixed_dims else 0):
+        neighbours = _neighbours(planner, best)
+        if not len(neighbours):
+            break
+        nvalues = _acq_values(acqf, neighbours)
+        j = int(nvalues.argmax())
+        if float(nvalues[j]) <= best_value:
+            break
+        best, best_value = neighbours[j], float(nvalues[j])
+        if continuous:
+            found = _slsqp(planner, acqf, best[None], linear, nonlinear, fixed_dims)
+            if found is not None and found[1] >= best_value:
+                best, best_value = found
+    return best.detach()[None]
 
 
 def _slsqp(
@@ -1356,9 +1376,11 @@ def _ensure_feasible(
     return torch.stack(out)
 
 
-def _optimize_table(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) -> Tensor:
-    """Best ``q`` rows of the candidate table (sequentially conditioned), never one already
-    measured or pending unless every row is; scored in chunks of 1024 rows."""
+def _optimize_table(
+    planner: BoTorchPlanner, acqf: AcquisitionFunction, X_pending: Tensor | None
+) -> Tensor:
+    """The best row of the candidate table, never one already measured or pending
+    (``X_pending``) unless every row is; scored in chunks of 1024 rows."""
     space = planner.space
     C = space.encoded_candidates
     used = torch.zeros(len(C), dtype=torch.bool)
@@ -1366,7 +1388,6 @@ def _optimize_table(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) 
         j = space.candidate_index(o.parameters)
         if j is not None:
             used[j] = True
-    X_pending = getattr(acqf, "X_pending", None)
     if X_pending is not None and len(X_pending):
         distance, index = space._nearest_candidates(X_pending.reshape(-1, space.dim))
         used[index[distance <= 1e-9]] = True
@@ -1374,10 +1395,7 @@ def _optimize_table(planner: BoTorchPlanner, acqf: AcquisitionFunction, q: int) 
     if len(choices) == 0:
         logger.info("every candidate has been measured or is pending; repeats are allowed")
         choices = C
-    k = min(q, len(choices))
-    X, _ = optimize_acqf_discrete(acqf, k, choices=choices, max_batch_size=1024)
-    if k < q:  # a tiny table: _replace_repeats turns the repeats into design points
-        X = torch.cat([X, X[:1].expand(q - k, -1)])
+    X, _ = optimize_acqf_discrete(acqf, 1, choices=choices, max_batch_size=1024)
     return X
 
 

@@ -363,3 +363,74 @@ def test_one_objective_over_floats_optimises_from_fewer_starts(
     two.suggest(1)
     # several objectives (and mixed spaces, which use another optimiser) keep num_restarts
     assert seen == [2, 6]
+
+
+def _two_floats(constraints: tuple[str, ...] = ()) -> Space:
+    return Space(
+        [
+            FloatParameter(name="x1", bounds=(0.0, 1.0)),
+            FloatParameter(name="x2", bounds=(0.0, 1.0)),
+        ],
+        constraints=list(constraints),
+    )
+
+
+@pytest.mark.parametrize(
+    "space",
+    [_two_floats(), _two_floats(("x1 + x2 <= 1.5",)), mixed_space()],
+    ids=["box", "constrained", "mixed"],
+)
+def test_every_point_of_a_batch_is_conditioned_on_everything_pending(space: Space) -> None:
+    """BoTorch's own batch loops condition on ``acqf.X_pending``, which qLogNEI's default
+    incremental mode leaves None: from the second point on they forgot the caller's
+    pending points. Each point is now chosen with an acquisition built on the caller's
+    pending points and the batch so far."""
+    planner = _planner(space, seed=3, settings=dataclasses.replace(FAST, exploit_every=None))
+    _run(planner, 5)
+    pending = SobolPlanner(space, seed=9).suggest(1)
+    seen: list[int] = []
+    build = planner._acquisition
+
+    def spy(model: Any, X_baseline: Any, X_pending: Any, *args: Any, **kw: Any) -> Any:
+        seen.append(0 if X_pending is None else len(X_pending))
+        return build(model, X_baseline, X_pending, *args, **kw)
+
+    planner._acquisition = spy  # type: ignore[method-assign]
+    batch = planner.suggest(3, pending=pending)
+    assert seen == [1, 2, 3]
+    keys = {point_key(space, p) for p in batch + pending}
+    assert len(keys) == 4
+
+
+def test_a_finite_space_is_not_remeasured_while_points_are_left() -> None:
+    """Once a finite space's optimum is measured, qLogNEI may score it above every
+    unmeasured point; the model proposed it again and again (one point five times in a
+    row on a 5 x 5 grid). New points come first, then the best may repeat."""
+    space = Space([IntParameter(name="a", bounds=(0, 2)), IntParameter(name="b", bounds=(0, 2))])
+    planner = _planner(space, seed=2)
+    trials = _run(planner, 9)
+    assert len({point_key(space, o.parameters) for o in trials}) == 9
+    _run(planner, 1)  # all measured: a repeat is allowed, no error
+
+
+def test_a_numerical_failure_of_the_model_gives_a_design_point(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two objectives where one reading is 1e12: BoTorch's start sampler gets NaN
+    probabilities (a raw RuntimeError escaped suggest). The trial gets a design point."""
+    space = _two_floats()
+    objectives = [Objective(name="a"), Objective(name="b", goal="minimize")]
+    planner = _planner(space, objectives=objectives, settings=BoTorchSettings())
+    points = SobolPlanner(space, seed=0).suggest(5)
+    readings = [0.0, 0.0, 0.0, 0.0, 1e12]
+    planner.ingest(
+        [
+            Observation(parameters=p, outputs={"a": y, "b": -y})
+            for p, y in zip(points, readings, strict=True)
+        ]
+    )
+    with caplog.at_level("WARNING", logger="planners._botorch"):
+        (point,) = planner.suggest(1)
+    assert space.contains(point)
+    assert planner.last_kinds == ["initial"]
+    assert any("the model could not propose" in r.getMessage() for r in caplog.records)
