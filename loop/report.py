@@ -210,13 +210,17 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def _or_blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def to_csv(records: list[dict[str, Any]]) -> str:
     """Flat CSV: parameters as columns, readbacks as ``readback.NAME``, outputs by name."""
     params = _keys(records, "parameters")
     readbacks = _keys(records, "readbacks")
     outputs = _keys(records, "outputs")
     header = (
-        ["trial_id", "number", "kind", "status"]
+        ["trial_id", "number", "kind", "status", "slot"]
         + params
         + [f"readback.{k}" for k in readbacks]
         + outputs
@@ -228,7 +232,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     writer.writerow(header)
     for r in records:
         writer.writerow(
-            [r["trial_id"], r["number"], r["kind"], r["status"]]
+            [r["trial_id"], r["number"], r["kind"], r["status"], _or_blank(r.get("slot"))]
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]

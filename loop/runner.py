@@ -78,6 +78,7 @@ from planners import (
 from planners import reference_point as infer_reference_point
 
 logger = logging.getLogger(__name__)
+_RESUME_STREAM = 1  # seed-derivation tag of resumed sessions (see _instrument_seed)
 
 
 class CampaignFinished(ClosedLoopError):
@@ -1277,12 +1278,14 @@ class Runner:
 
         Reusing the seed after a resume would replay the same noise and injected faults
         from the start of their streams; deriving it from the trial count keeps a resumed
-        campaign reproducible without that.
+        campaign reproducible without that. The ``_RESUME_STREAM`` tag keeps it apart from
+        the slots' streams (``instruments.slot_seed`` derives ``[seed, index]``): without
+        it, slot 0 of a session resumed after k trials replayed slot k's first session.
         """
         if trials_so_far == 0:
             return self.seed
-        state = np.random.SeedSequence([self.seed, trials_so_far]).generate_state(1)
-        return int(state[0])
+        entropy = [self.seed, _RESUME_STREAM, trials_so_far]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------------------- reconciling

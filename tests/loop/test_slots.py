@@ -4,6 +4,8 @@ a real LocalCluster (2 worker processes on loopback)."""
 from __future__ import annotations
 
 import _thread
+import csv
+import io
 import os
 import signal
 import socket
@@ -15,10 +17,11 @@ from typing import Any, cast
 import pytest
 
 import loop.runner as runner_module
-from instruments import ExecutorUnavailable, build_instrument
+from instruments import ExecutorUnavailable, build_instrument, slot_seed
 from loop import Runner, Store, parse_campaign
+from loop.report import to_csv
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
-from loop.store import TrialRow
+from loop.store import TrialRow, export_records
 from planners import FloatParameter, Observation, SobolPlanner, Space
 from simulators import get_problem
 
@@ -193,6 +196,18 @@ def test_two_fast_slots_never_run_the_same_point(tmp_path: Path) -> None:
     assert (summary.status, summary.completed) == ("completed", 24)
     points = [tuple(sorted(t.parameters.items())) for t in _check_consistent(store, 1)]
     assert len(set(points)) == 24
+    # the export says which slot ran each trial (the CSV had no slot column)
+    rows = list(csv.DictReader(io.StringIO(to_csv(export_records(store, 1)))))
+    assert {r["slot"] for r in rows} == {"0", "1"}
+
+
+def test_a_resumed_session_never_replays_a_slots_stream(tmp_path: Path) -> None:
+    """Slot k's seed is derived from [seed, k], a resumed session's from the trial count:
+    untagged, slot 0 of a session resumed after k trials replayed slot k's noise."""
+    runner = Runner(_loaded(tmp_path, "count: 4"), _store(tmp_path))
+    slots = {slot_seed(runner.seed, k) for k in range(4)}
+    resumed = {slot_seed(runner._instrument_seed(n), k) for n in range(1, 9) for k in range(4)}
+    assert not slots & resumed
 
 
 def _pace(sched: Scheduler, trial: float, suggest: float, design: int = 0) -> None:
