@@ -485,6 +485,7 @@ def _resolve(
             f"also parameters {clash}",
             field="outputs",
         )
+    resolved = _distinct_data_keys(resolved)
     if isinstance(config.noise, dict):
         unknown = sorted(set(config.noise) - set(resolved.outputs))
         if unknown:
@@ -493,6 +494,51 @@ def _resolve(
                 f"{', '.join(resolved.outputs)}",
                 field="noise",
             )
+    return resolved
+
+
+def _distinct_data_keys(resolved: _Resolved) -> _Resolved:
+    """Apply the devices' own data-key rule (``simulators._keys.data_key_clashes``) now,
+    so a clash fails ``validate`` with the campaign's file and line instead of ``run``.
+
+    Each parameter also records ``{name}_setpoint``, so parameters ``x`` and ``x_setpoint``
+    (or an output ``x_setpoint``) cannot both be data keys: that is the user's to rename.
+    The detector's device name, however, is only derived from the source (the function's
+    name, the dataset's name), so a clash there (``fns.py:y`` measuring ``y``, ``conv.csv``
+    measuring ``conv``) is an artefact of naming; the instrument is renamed
+    ``{name}_instrument`` instead of refusing a sound campaign.
+
+    Raises:
+        InstrumentConfigError: a parameter or output equals another parameter's setpoint key.
+    """
+    from simulators._keys import data_key_clashes
+
+    params = [s.name for s in resolved.inputs]
+    clashes = data_key_clashes(params, resolved.outputs)
+    if clashes:
+        setpoint_of = {f"{p}_setpoint": p for p in params}
+        what = [
+            f"{key!r} is both the setpoint of parameter {setpoint_of[key]!r} and "
+            f"{'a parameter' if key in params else 'an output'}"
+            for key in clashes
+            if key in setpoint_of
+        ] or [f"{key!r} is recorded twice" for key in clashes]
+        outputs_at_fault = any(key in resolved.outputs for key in clashes)
+        raise InstrumentConfigError(
+            f"data keys clash: {'; '.join(what)}; every parameter is recorded with its "
+            f"setpoint as <name>_setpoint (fix: rename {clashes[0]!r}, e.g. to "
+            f"{clashes[0].replace('_setpoint', '_target')!r})",
+            field="outputs" if outputs_at_fault else None,
+        )
+    name, number = resolved.name, 0
+    while data_key_clashes(params, resolved.outputs, name):
+        number += 1
+        name = f"{resolved.name}_instrument{number if number > 1 else ''}"
+    if name != resolved.name:
+        logger.info(
+            "instrument %r is named %r: its own name is also a data key", resolved.name, name
+        )
+        resolved = dataclasses.replace(resolved, name=name)
     return resolved
 
 

@@ -66,6 +66,7 @@ from ophyd.utils import LimitError
 from simulators._executor import is_infrastructure_error
 from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
+from simulators._keys import data_key_clashes
 
 logger = logging.getLogger(__name__)
 
@@ -699,7 +700,9 @@ class SimDetector(Device):
             logger.info("%s", fault)
             _fail(status, fault)
             return
-        except Exception as exc:  # a broken signal or callback must not hang the RunEngine
+        except BaseException as exc:  # a broken signal or callback must not hang the RunEngine
+            if _is_interrupt(exc):
+                raise
             broken = SimulatedFault(
                 f"{self.name}: trigger #{number} failed: {type(exc).__name__}: {exc}",
                 device=self.name,
@@ -738,7 +741,9 @@ class SimDetector(Device):
         if region is not None:
             try:
                 inside = bool(region(dict(inputs)))
-            except Exception as exc:  # a broken predicate is a broken instrument, not a hang
+            except BaseException as exc:  # a broken predicate is a broken instrument, not a hang
+                if _is_interrupt(exc):
+                    raise
                 raise fault(f"failing_region could not be evaluated: {exc}") from exc
             if inside:
                 what = getattr(region, "text", None) or getattr(region, "__name__", "predicate")
@@ -761,7 +766,12 @@ class SimDetector(Device):
             raise err from remote
         try:
             raw = remote if remote is not None else self._sim_function(dict(inputs))
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit (a script's ``sys.exit``) or GeneratorExit out of the user's code is
+            # a failed measurement too: let through, it would escape trigger() into the
+            # RunEngine (latency 0) or kill the timer thread and leave the Status pending.
+            if _is_interrupt(exc):
+                raise
             err = fault(f"simulator {name} raised {type(exc).__name__}: {exc} (inputs {inputs})")
             raise err from exc
         if not isinstance(raw, Mapping):
@@ -773,6 +783,18 @@ class SimDetector(Device):
             return [float(raw[out]) for out in self._sim_outputs]
         except (TypeError, ValueError) as exc:
             raise fault(f"simulator {name} returned a non-numeric output: {exc}") from exc
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's Ctrl-C, which must reach the RunEngine (it aborts the run).
+
+    Only the main thread receives a real Ctrl-C; a ``KeyboardInterrupt`` raised on a timer
+    thread came from the simulator's own code, and re-raising it there would only kill the
+    thread and leave the Status pending, so it fails the measurement like any other error.
+    """
+    return isinstance(exc, KeyboardInterrupt) and (
+        threading.current_thread() is threading.main_thread()
+    )
 
 
 def _fail(status: DeviceStatus, exc: Exception) -> None:
@@ -919,8 +941,7 @@ def build_simulated_instrument(
     if inputs is None or outputs is None:
         raise ValueError("a plain function needs inputs= and outputs=")
     out_names = _check_outputs(outputs)
-    keys = [*inputs, *(f"{k}_setpoint" for k in inputs), *out_names]
-    clashes = sorted({k for k in keys if keys.count(k) > 1} | ({name} & set(keys)))
+    clashes = data_key_clashes(inputs, out_names, name)
     if clashes:
         raise ValueError(f"instrument {name!r}: names clash between data keys: {clashes}")
     if isinstance(readback_error, Mapping):

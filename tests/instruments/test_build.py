@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -55,6 +56,9 @@ BRANIN = SimpleNamespace(
 def fake_simulators(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Stand-in for the ``simulators`` package: records build calls."""
     calls: list[dict[str, Any]] = []
+    # The data-key rule is the real simulators one (instruments checks it at load time), so
+    # the real submodule stays importable behind the stand-in package.
+    importlib.import_module("simulators._keys")
     module = ModuleType("simulators")
     module.SIMULATORS = {"branin": BRANIN}  # type: ignore[attr-defined]
 
@@ -250,3 +254,46 @@ def test_function_output_may_not_shadow_a_parameter(user_dir: Path) -> None:
     config = InstrumentConfig(function="models/lab.py:measure", outputs=["x"])
     with pytest.raises(InstrumentConfigError, match=r"also parameters \['x'\]"):
         describe_instrument(config, [("x", (0.0, 1.0))], base_dir=user_dir)
+
+
+@pytest.mark.parametrize(
+    ("params", "outputs", "field"),
+    [
+        ([("x", (0.0, 1.0)), ("x_setpoint", (0.0, 1.0))], ["y"], None),
+        ([("x", (0.0, 1.0))], ["x_setpoint"], "outputs"),
+    ],
+)
+def test_setpoint_clash_is_refused_when_the_campaign_loads(
+    user_dir: Path, params: list[Any], outputs: list[str], field: str | None
+) -> None:
+    """The devices' own rule, applied by describe_instrument (``validate``), not at ``run``."""
+    from simulators._keys import data_key_clashes
+
+    assert data_key_clashes([p for p, _ in params], outputs) == ["x_setpoint"]
+    config = InstrumentConfig(function="models/lab.py:measure", outputs=outputs)
+    match = r"'x_setpoint' is both the setpoint of parameter 'x'.*fix: rename 'x_setpoint'"
+    with pytest.raises(InstrumentConfigError, match=match) as info:
+        describe_instrument(config, params, base_dir=user_dir)
+    assert info.value.field == field
+    with pytest.raises(InstrumentConfigError, match=match):
+        build_instrument(config, params, base_dir=user_dir, seed=1)
+
+
+def test_instrument_named_like_a_data_key_is_renamed(user_dir: Path) -> None:
+    """The name comes from the function (``y``), so a clash is ours to avoid, not the user's."""
+    (user_dir / "y.py").write_text("def y(inputs):\n    return {'y': inputs['x']}\n")
+    config = InstrumentConfig(function="y.py:y", outputs=["y"], latency=0.0)
+    params = [("x", (0.0, 1.0))]
+    assert describe_instrument(config, params, base_dir=user_dir) == ("y",)
+    instrument = build_instrument(config, params, base_dir=user_dir, seed=1)
+    assert instrument.name == "y_instrument"
+    instrument.inputs["x"].set(0.25)
+    assert instrument.detectors[0].trigger().success
+    assert instrument.detectors[0].read()["y"]["value"] == 0.25
+    instrument.close()
+    # a parameter may take the next name too
+    config = InstrumentConfig(function="models/lab.py:measure", outputs=["y"])
+    params = [("x", (0.0, 1.0)), ("measure", (0.0, 1.0)), ("measure_instrument", (0.0, 1.0))]
+    instrument = build_instrument(config, params, base_dir=user_dir, seed=1)
+    assert instrument.name == "measure_instrument2"
+    instrument.close()

@@ -368,3 +368,66 @@ def example_with_weird_value(draw: st.DrawFn) -> str:
 @given(text=example_with_weird_value())
 def test_fuzz_examples_with_odd_values(text: str, tmp_path: Path) -> None:
     _loads_or_refuses(text, tmp_path)
+
+
+# Data keys that would clash in the devices: found when the campaign loads, never mid-run.
+CLASH_HEAD = """\
+name: clash
+objectives: [{name: %s, goal: maximize}]
+planner: {kind: sobol}
+budget: {max_trials: 2}
+seed: 1
+"""
+RAMP = "def %s(inputs):\n    return {'%s': inputs['%s']}\n"
+CLASHES = {
+    # parameter `x` records its setpoint as `x_setpoint`: the user must rename one
+    "setpoint": (
+        "error",
+        "parameters:\n  - {name: x_setpoint, type: float, bounds: [0, 1]}\n"
+        "  - {name: x, type: float, bounds: [0, 1]}\n"
+        "instrument: {function: 'fns.py:f', outputs: [error], latency: 0.01}\n",
+        RAMP % ("f", "error", "x"),
+    ),
+    # the instrument is named after its function, which is named like its output
+    "function_name": (
+        "y",
+        "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "instrument: {function: 'fns.py:y', outputs: [y], latency: 0.01}\n",
+        RAMP % ("y", "y", "x"),
+    ),
+    # the instrument is named after its dataset, conv.csv, which measures `conv`
+    "dataset_name": (
+        "conv",
+        "instrument: {dataset: conv.csv, spec: conv_spec.yaml, latency: 0.01}\n",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(CLASHES))
+def test_data_key_clashes_fail_validate_or_run_cleanly(kind: str, tmp_path: Path) -> None:
+    """Was: `validate` said ok, then `run` stopped before trial 1 with "please report it"."""
+    objective, body, code = CLASHES[kind]
+    if code is not None:
+        (tmp_path / "fns.py").write_text(code)
+    rows = "\n".join(f"{t},{t / 100}" for t in range(20, 121, 10))
+    (tmp_path / "conv.csv").write_text(f"temperature,conv\n{rows}\n")
+    (tmp_path / "conv_spec.yaml").write_text(
+        "parameters: [{name: temperature, type: float, bounds: [20, 120]}]\noutputs: [conv]\n"
+    )
+    path = tmp_path / "clash.yaml"
+    path.write_text(CLASH_HEAD % objective + body)
+    db = tmp_path / "store.db"
+    validate = closedloop("validate", str(path), cwd=tmp_path)
+    run = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
+    if kind == "setpoint":
+        for proc in (validate, run):
+            _check_one_message(proc, path, 9)
+            text = proc.stderr.replace("\n", "")
+            assert "'x_setpoint' is both the setpoint of parameter 'x' and a parameter" in text
+            assert "fix: rename 'x_setpoint'" in text and "please report" not in text
+        assert not db.exists()
+        return
+    assert validate.returncode == 0, validate.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 completed, 0 failed" in run.stdout, run.stdout

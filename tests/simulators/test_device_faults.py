@@ -9,7 +9,7 @@ from typing import Any
 import bluesky.plans as bp
 import pytest
 from bluesky import RunEngine
-from bluesky.utils import RunEngineInterrupted
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 
 from simulators import (
     ExpressionError,
@@ -160,4 +160,50 @@ def test_a_hung_trigger_is_aborted_by_the_run_engine(RE: RunEngine) -> None:  # 
     inst.detector.stop()
     det = inst.detector
     assert det._sim_pending is not None and det._sim_pending.done
+    inst.close()
+
+
+def _exiter(inputs: dict[str, Any]) -> dict[str, float]:
+    raise SystemExit(3)  # a script's sys.exit() reached from the simulator
+
+
+def _closes(inputs: dict[str, Any]) -> dict[str, float]:
+    raise GeneratorExit("generator closed")
+
+
+def _interrupts(inputs: dict[str, Any]) -> dict[str, float]:
+    raise KeyboardInterrupt  # raised by the code itself: on a timer thread it is no Ctrl-C
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("function", "latency", "kind"),
+    [
+        (_exiter, 0.0, SystemExit),  # on the RunEngine's own trigger() call
+        (_exiter, 0.01, SystemExit),  # on the latency timer's thread
+        (_closes, 0.01, GeneratorExit),
+        (_interrupts, 0.01, KeyboardInterrupt),
+    ],
+)
+def test_base_exceptions_from_the_function_fail_the_run_not_the_engine(
+    RE: RunEngine,  # noqa: N803
+    function: Any,
+    latency: float,
+    kind: type[BaseException],
+) -> None:
+    """Was: SystemExit escaped ``except Exception``; the trial hung past its timeout."""
+    inst = build_simulated_instrument(
+        function, inputs={"x": (0.0, 1.0)}, outputs=("y",), latency=latency, seed=1
+    )
+    det = inst.detector
+    for number in (1, 2):  # the second is measured, not refused as "still in progress"
+        with pytest.raises(FailedStatus) as info:
+            RE(bp.count([det]))
+        fault = info.value.__cause__
+        assert isinstance(fault, SimulatedFault) and not fault.injected
+        assert f"trigger #{number}: simulator {function.__name__} raised {kind.__name__}" in str(
+            fault
+        )
+        assert isinstance(fault.__cause__, kind)
+        assert RE.state == "idle"
     inst.close()
