@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, NoReturn, TypeGuard
 
 from instruments._config import ExecutorConfig, InstrumentConfig
 from instruments._errors import ExecutorUnavailable, InstrumentConfigError
@@ -106,7 +106,9 @@ def _input_spec(p: ParameterLike) -> InputSpec:
         raise InstrumentConfigError(f"parameter {p!r} has no name")
     values = get("values")
     bounds = get("bounds")
-    declared = get("type")
+    # A campaign parameter says `type`; a simulator's own ParamSpec says `kind`. Either is
+    # what was declared: float bounds may well be whole numbers ([20, 120]).
+    declared = get("type") or get("kind")
     if declared == "fixed":
         # An input held at one value: a number gets bounds [v, v] (so numeric simulator inputs
         # and limit checks accept it), anything else is a one-value choice.
@@ -176,8 +178,16 @@ def _get_problem(name: str) -> Any:
         ) from exc
 
 
-def _check_against_problem(name: str, problem: Any, specs: Sequence[InputSpec]) -> None:
-    """The campaign may narrow a simulator's domain but never leave or rename it."""
+def _check_against_problem(
+    name: str, problem: Any, specs: Sequence[InputSpec], *, source: str = "simulator"
+) -> None:
+    """The campaign may narrow a simulator's (or dataset's) domain but never leave or rename
+    it, nor make one of its whole-number parameters continuous.
+
+    ``source`` is the word the messages use (``simulator``, ``dataset``). An error about one
+    parameter names it (``InstrumentConfigError.parameter``) so the loader can point at its
+    line.
+    """
     allowed = {s.name: s for s in input_specs(list(problem.parameters))}
     described = ", ".join(_describe_spec(s) for s in allowed.values())
     unknown = [s.name for s in specs if s.name not in allowed]
@@ -189,34 +199,46 @@ def _check_against_problem(name: str, problem: Any, specs: Sequence[InputSpec]) 
         if missing:
             parts.append(f"needs a value for {missing}")
         raise InstrumentConfigError(
-            f"simulator {name!r} {' and '.join(parts)}; its inputs are: {described}",
-            field="simulator",
+            f"{source} {name!r} {' and '.join(parts)}; its inputs are: {described}",
+            field=source,
+            parameter=unknown[0] if unknown else None,
         )
     for spec in specs:
         ref = allowed[spec.name]
+
+        def refuse(problem: str, spec: InputSpec = spec) -> NoReturn:
+            raise InstrumentConfigError(problem, field=source, parameter=spec.name)
+
         if ref.kind == "choice":
             extra = [v for v in spec.values or () if v not in (ref.values or ())]
             if spec.kind != "choice" or extra:
-                raise InstrumentConfigError(
-                    f"parameter {spec.name!r} of simulator {name!r} must be a choice among "
-                    f"{list(ref.values or ())}"
-                    + (f"; {extra} are not among them" if extra else ""),
-                    field="simulator",
+                refuse(
+                    f"parameter {spec.name!r} of {source} {name!r} must be a choice among "
+                    f"{list(ref.values or ())}" + (f"; {extra} are not among them" if extra else "")
                 )
             continue
         if spec.kind == "choice" or spec.bounds is None or ref.bounds is None:
-            raise InstrumentConfigError(
-                f"parameter {spec.name!r} of simulator {name!r} is numeric: "
-                f"give bounds within {list(ref.bounds or ())}",
-                field="simulator",
+            refuse(
+                f"parameter {spec.name!r} of {source} {name!r} is numeric: "
+                f"give bounds within {list(ref.bounds or ())}"
             )
         lo, hi = spec.bounds
         rlo, rhi = ref.bounds
         if lo < rlo or hi > rhi:
-            raise InstrumentConfigError(
-                f"parameter {spec.name!r} bounds [{lo}, {hi}] leave the domain of simulator "
-                f"{name!r}; allowed is within [{rlo}, {rhi}]",
-                field="simulator",
+            refuse(
+                f"parameter {spec.name!r} bounds [{lo}, {hi}] leave the domain of {source} "
+                f"{name!r}; allowed is within [{rlo}, {rhi}]"
+            )
+        # A whole-number parameter (a dataset's strut count, say) declared float: the
+        # bounds check cannot see it (`type: float, bounds: [6, 12]` lies inside [6, 12]),
+        # yet the planner would propose 9.22, which the source has no meaning for, and
+        # every trial would fail. A fixed whole number (`type: fixed, value: 9`) is fine.
+        if ref.kind == "int" and spec.kind != "int" and not (lo == hi and float(lo).is_integer()):
+            or_omit = ", or leave `parameters:` out to take the dataset's" * (source == "dataset")
+            refuse(
+                f"parameter {spec.name!r} is declared {spec.kind} with bounds [{lo}, {hi}], but "
+                f"{source} {name!r} takes whole numbers only (int in [{rlo}, {rhi}]) (fix: in "
+                f"the campaign's `parameters:`, write `type: int` for {spec.name!r}{or_omit})"
             )
 
 
@@ -369,12 +391,7 @@ def _dataset_resolved(
     choices may narrow); measurements come from its lookup or emulator."""
     sim = dataset_simulator_for(config, base_dir)
     name = sim.spec.name
-    try:
-        _check_against_problem(name, sim.problem, specs)
-    except InstrumentConfigError as exc:
-        text = str(exc).replace(f"simulator {name!r}", f"dataset {name!r}")
-        raise InstrumentConfigError(text, field="dataset") from None
-    _check_dataset_integers(name, sim.spec.parameters, specs)
+    _check_against_problem(name, sim.problem, specs, source="dataset")
     outputs = tuple(sim.problem.outputs)
     if config.outputs:
         unknown = [o for o in config.outputs if o not in outputs]
@@ -386,33 +403,6 @@ def _dataset_resolved(
         outputs = tuple(config.outputs)
     noise = {o: float(sim.noise.get(o, 0.0)) for o in outputs}
     return _Resolved(name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise)
-
-
-def _check_dataset_integers(
-    name: str, parameters: Sequence[Any], specs: Sequence[InputSpec]
-) -> None:
-    """A dataset's whole-number parameter (e.g. crossed_barrel's strut count ``n``) must be
-    an ``int`` in the campaign too.
-
-    The bounds check cannot see this: ``type: float, bounds: [6, 12]`` lies inside ``[6, 12]``,
-    yet the planner would then propose 9.22, which the dataset has no meaning for, and every
-    trial would fail. A fixed whole number (``type: fixed, value: 9``) is fine.
-    """
-    declared = {s.name: s for s in specs}
-    for param in parameters:
-        spec = declared.get(param.name)
-        if param.kind != "int" or spec is None or spec.kind == "int" or spec.bounds is None:
-            continue
-        lo, hi = spec.bounds
-        if lo == hi and float(lo).is_integer():
-            continue
-        raise InstrumentConfigError(
-            f"parameter {spec.name!r} is declared {spec.kind} with bounds [{lo}, {hi}], but "
-            f"dataset {name!r} measured it in whole numbers only (int in "
-            f"{list(param.bounds or ())}) (fix: in the campaign's `parameters:`, write "
-            f"`type: int` for {spec.name!r}, or leave `parameters:` out to take the dataset's)",
-            field="dataset",
-        )
 
 
 # ---------------------------------------------------------------------------- build

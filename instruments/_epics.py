@@ -1016,7 +1016,12 @@ def _connection_checks(
 def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     """The :class:`InstrumentFile` of a campaign's ``instrument: {file: ...}`` or
     ``instrument: {devices: {...}}`` (a file path is relative to the campaign's folder)."""
-    from instruments._instrument_file import load_instrument_file, parse_instrument, read_yaml
+    from instruments._instrument_file import (
+        INLINE_DEVICES,
+        load_instrument_file,
+        parse_instrument,
+        read_yaml,
+    )
 
     if config.file is not None:
         path = resolve_file(config.file, base_dir)
@@ -1024,7 +1029,7 @@ def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
         if text is not None:
             return parse_instrument(read_yaml(text, path), path=path)
         return load_instrument_file(path)
-    return parse_instrument(config.devices, path="<instrument.devices>")
+    return parse_instrument(config.devices, path=INLINE_DEVICES)
 
 
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:

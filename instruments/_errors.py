@@ -25,11 +25,17 @@ class InstrumentConfigError(InstrumentError, ValueError):
     Args:
         message: what is wrong and what is allowed instead.
         field: the ``instrument:`` key at fault (``simulator``, ``function``, ...), if any.
+        parameter: the campaign parameter at fault, if the problem is one parameter's (its
+            bounds leave the source's domain, say): the campaign loader then names that
+            parameter's line, which is where the fix goes, not the ``instrument:`` line.
     """
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, parameter: str | None = None
+    ) -> None:
         super().__init__(message)
         self.field = field
+        self.parameter = parameter
 
 
 class TrialArgumentError(InstrumentError, ValueError):

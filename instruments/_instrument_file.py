@@ -49,6 +49,11 @@ Operator = Literal["==", "!=", "<=", ">=", "<", ">"]
 PVName = Annotated[str, Field(pattern=_PV, min_length=1, max_length=200)]
 
 
+#: The path an inline ``instrument: {devices: {...}}`` is parsed under. Its lines are the
+#: campaign file's own, so the campaign loader reports such errors against that file.
+INLINE_DEVICES = "<instrument.devices>"
+
+
 class InstrumentFileError(InstrumentConfigError):
     """An instrument file that cannot be used, with where and how to fix it.
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from instruments import InstrumentConfig
-from instruments._instrument_file import pin_instrument_text
+from instruments._instrument_file import INLINE_DEVICES, pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError
 from planners import (
@@ -287,6 +287,34 @@ def parse_campaign(
     )
 
 
+def _instrument_error(
+    exc: ValueError, campaign: Campaign, data: Any, path: Path
+) -> CampaignConfigError:
+    """An instrument's complaint about this campaign, at the line where the fix goes.
+
+    Inline ``devices:`` are part of this file, so their own line (which the instrument-file
+    parser found) is this file's line. An error about one parameter points at that
+    parameter; any other at the ``instrument:`` key it names (``failing_region``,
+    ``outputs``, ...), else at the instrument's source.
+    """
+    if getattr(exc, "path", None) == Path(INLINE_DEVICES):
+        problem, fix = getattr(exc, "problem", str(exc)), getattr(exc, "fix", "")
+        line = getattr(exc, "line", None) or line_of(data, ("instrument", "devices"))
+        return CampaignConfigError(path, f"instrument.devices: {problem}", line=line, fix=fix)
+    line = None
+    names = [p.name for p in campaign.parameters]
+    parameter = getattr(exc, "parameter", None)
+    if parameter in names:
+        line = line_of(data, ("parameters", names.index(parameter)))
+    if line is None:
+        key = getattr(exc, "field", None)
+        instrument = data.get("instrument") if isinstance(data, Mapping) else None
+        if not (isinstance(key, str) and isinstance(instrument, Mapping) and key in instrument):
+            key = "simulator" if campaign.instrument.simulator else "function"
+        line = line_of(data, ("instrument", key)) or line_of(data, ("instrument",))
+    return CampaignConfigError(path, f"instrument: {exc}", line=line)
+
+
 # ---------------------------------------------------------------------------- datasets
 def _apply_dataset(data: Any, path: Path, base_dir: Path) -> None:
     """``instrument: {dataset: ...}`` (issue 7), before validation: load the dataset (errors
@@ -425,14 +453,7 @@ def _check_semantics(
     try:
         outputs = describe_instrument(campaign.instrument, campaign.parameters, base_dir=base_dir)
     except ValueError as exc:
-        # The key at fault when the error names one (failing_region, outputs, ...), else
-        # the instrument's source.
-        key = getattr(exc, "field", None)
-        instrument = data.get("instrument") if isinstance(data, Mapping) else None
-        if not (isinstance(key, str) and isinstance(instrument, Mapping) and key in instrument):
-            key = "simulator" if campaign.instrument.simulator else "function"
-        line = line_of(data, ("instrument", key)) or line_of(data, ("instrument",))
-        raise CampaignConfigError(path, f"instrument: {exc}", line=line) from None
+        raise _instrument_error(exc, campaign, data, path) from None
     for i, name in enumerate(names):
         if name not in outputs:
             raise CampaignConfigError(

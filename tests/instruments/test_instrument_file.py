@@ -511,6 +511,24 @@ def test_instruments_check_reads_a_campaign_with_plugin_devices(tmp_path: Path) 
     assert "3 is outside the limits [0, 2]" in out.output
 
 
+def test_an_error_in_inline_devices_names_the_campaign_file_and_the_key_s_own_line(
+    tmp_path: Path,
+) -> None:
+    # Inline devices are part of the campaign file: the message used to read
+    # "campaign.yaml:6: instrument: <instrument.devices>:9: ...", two lines and a pseudo-file.
+    from loop.config import load_campaign
+    from loop.errors import CampaignConfigError
+
+    path = tmp_path / "campaign.yaml"
+    path.write_text(PLUGIN_CAMPAIGN.format(x=1.5).replace("limits: [0, 2]", "limts: [0, 2]"))
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert str(info.value).startswith(
+        f"{path}:9: instrument.devices: unknown key 'limts' in inputs.x\n"
+        "  fix: did you mean 'limits'?"
+    )
+
+
 # ---------------------------------------------------------------------------- units
 UNITS_INSTRUMENT = f"""\
 name: unit-bench

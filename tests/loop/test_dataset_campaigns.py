@@ -64,7 +64,8 @@ instrument:
   dataset: hplc
 budget: {max_trials: 3}
 """
-    with pytest.raises(CampaignConfigError, match=r"campaign.yaml:7: instrument: dataset 'hplc'"):
+    # The error points at the parameter to fix, not at `dataset:`.
+    with pytest.raises(CampaignConfigError, match=r"campaign.yaml:4: instrument: dataset 'hplc'"):
         _parse(bad, tmp_path)
     wide = bad.replace("  - {name: flow, type: float, bounds: [0, 1]}\n", "").replace(
         "[0, 0.08]", "[0, 0.5]"
@@ -89,7 +90,7 @@ budget: {max_trials: 3}
     with pytest.raises(CampaignConfigError) as info:
         _parse(text, tmp_path)
     message = str(info.value)
-    assert "campaign.yaml:8: instrument: parameter 'n' is declared float" in message
+    assert "campaign.yaml:3: instrument: parameter 'n' is declared float" in message
     assert "whole numbers only (int in [6, 12])" in message
     assert "fix: in the campaign's `parameters:`, write `type: int` for 'n'" in message
     c = _parse(text.replace("name: n, type: float", "name: n, type: int"), tmp_path)
