@@ -11,6 +11,8 @@ A lease is stale, and may be taken over, when either
 * its owner ran on this very host and that process no longer exists. This is what lets a
   ``resume`` right after a SIGKILL start at once instead of waiting out the TTL; a reused pid
   only makes the check answer "alive", which errs on the safe side (refuse until expiry).
+  "This very host" is the hostname *and* the PID namespace (:func:`host_id`): two
+  containers sharing the host's network also share its hostname, but not its process ids.
 
 Taking over is a compare-and-swap on the stale row's random token, so two runners racing
 for the same stale lease cannot both win. Every write that advances the campaign checks the
@@ -37,6 +39,7 @@ __all__ = [
     "CampaignLocked",
     "LeaseLost",
     "describe_lease",
+    "host_id",
     "live_lease",
     "pid_alive",
     "stale_reason",
@@ -63,12 +66,28 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def host_id() -> str:
+    """Where a process id means something: the hostname, and on Linux the PID namespace.
+
+    Containers run with host networking share the hostname but each has its own process
+    ids, so a pid checked from another container says nothing about the owner: without the
+    namespace a live runner there would look dead and lose its lease at once. Elsewhere (no
+    ``/proc``) the hostname alone is what we have.
+    """
+    name = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # e.g. "pid:[4026531836]"
+    except OSError:
+        return name
+    return f"{name} {namespace}"
+
+
 def stale_reason(lease: LeaseRow, *, now: float | None = None) -> str | None:
     """Why ``lease`` may be taken over, or ``None`` while its owner may still be running."""
     now = time.time() if now is None else now
     if lease.expires < now:
         return f"its last heartbeat was {now - lease.heartbeat:.0f} s ago"
-    if lease.host == socket.gethostname() and not pid_alive(lease.pid):
+    if lease.host == host_id() and not pid_alive(lease.pid):
         return f"process {lease.pid} no longer exists on this host"
     return None
 
@@ -108,9 +127,9 @@ class CampaignLease:
         self.store = store
         self.ttl = float(ttl)
         self.interval = interval if interval is not None else self.ttl / 5
-        self.host = socket.gethostname()
+        self.host = host_id()
         self.pid = os.getpid()
-        self.owner = f"{self.host}:{self.pid}"
+        self.owner = f"{socket.gethostname()}:{self.pid}"
         self.token = secrets.token_hex(16)
         self.campaign_id: int | None = None
         self.lost = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from loop import Runner, Store, parse_campaign
-from loop.lock import CampaignLease, CampaignLocked, LeaseLost
+from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
 from loop.runner import CampaignFinished, reconcile_documents
 from loop.store import LeaseClaim, LeaseRow
 from planners import SobolPlanner
@@ -259,8 +260,25 @@ def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path
     cid = _unfinished_campaign(tmp_path, store)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    _foreign_lease(store, cid, host=socket.gethostname(), pid=dead.pid, expires_in=30)
+    _foreign_lease(store, cid, host=host_id(), pid=dead.pid, expires_in=30)
     assert Runner.from_store(store, cid, max_trials=2).resume().completed == 2
+
+
+def test_a_lease_from_another_pid_namespace_on_this_hostname_waits_for_expiry(
+    tmp_path: Path,
+) -> None:
+    # A runner in another container (host networking: same hostname, own process ids) whose
+    # pid does not exist here was taken for dead and lost its lease at once.
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    if Path("/proc/self/ns/pid").exists():
+        assert host_id() == f"{socket.gethostname()} {os.readlink('/proc/self/ns/pid')}"
+    other_container = f"{socket.gethostname()} pid:[1]"
+    _foreign_lease(store, cid, host=other_container, pid=dead.pid, expires_in=30)
+    with pytest.raises(CampaignLocked, match=f":{dead.pid} "):
+        Runner.from_store(store, cid).resume()
 
 
 def test_a_runner_that_lost_its_lease_writes_nothing_more(tmp_path: Path) -> None:
