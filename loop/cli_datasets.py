@@ -64,11 +64,18 @@ def datasets(
     if (data is None) != (spec is None):
         console.print("[red]error:[/] --data and --spec go together")
         raise typer.Exit(2)
+    if data is not None and name:
+        console.print(
+            "[red]error:[/] --name picks bundled datasets and --data/--spec describe your own; "
+            "give one or the other"
+        )
+        raise typer.Exit(2)
     try:
         if data is not None:
             loaded = [simulators.load_dataset(data, spec)]
         else:
-            names = name or list(simulators.bundled_dataset_names())
+            # each dataset once, in the order asked (`--name hplc --name hplc` is one row)
+            names = list(dict.fromkeys(name or simulators.bundled_dataset_names()))
             loaded = [simulators.load_dataset(n) for n in names]
     except simulators.DatasetError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")

@@ -7,7 +7,10 @@ pydantic error is shared with instrument files (``instruments._yamlfile``).
 
 from __future__ import annotations
 
+import copy
 import difflib
+import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -31,6 +34,8 @@ from instruments._instrument_file import INLINE_DEVICES, pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError
 from planners import (
+    ChoiceParameter,
+    FixedParameter,
     Objective,
     OutcomeConstraint,
     Parameter,
@@ -38,6 +43,8 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
+
+logger = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -213,7 +220,8 @@ class LoadedCampaign:
         text: the exact YAML text, stored with the campaign so resume needs no file.
         base_dir: where relative paths in the file (user functions) are resolved.
         instrument_text: the text of an ``instrument: {file: ...}`` the devices are built
-            from (stored with the campaign; ``None`` for other instruments).
+            from, or a dataset instrument's record (its data's hash, parameters and goals;
+            see ``_apply_dataset``); stored with the campaign; ``None`` for other instruments.
     """
 
     campaign: Campaign
@@ -270,10 +278,11 @@ def parse_campaign(
     ``cross_check=False`` skips the checks against the planner and the instrument, for a
     campaign read back from a store by ``status``, ``export`` or ``report``: it passed them
     when it was stored, and describing the instrument imports its module (a user's function,
-    which need not be importable where the store is read; Ax for an Ax planner).
+    which need not be importable where the store is read; Ax for an Ax planner). Nor does it
+    read a dataset instrument's data (which may have moved; see ``_apply_dataset``).
     """
     data = _read_yaml(text, path)
-    _apply_dataset(data, path, base_dir)
+    dataset_pin = _apply_dataset(data, path, base_dir, stored=instrument_text, load=cross_check)
     if cross_check:  # a stored campaign is read as it was accepted (older rules)
         refuse_booleans(data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
     try:
@@ -283,7 +292,11 @@ def parse_campaign(
     pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
     _check_semantics(campaign, data, path, base_dir, cross_check=cross_check)
     return LoadedCampaign(
-        campaign=campaign, path=path, text=text, base_dir=base_dir, instrument_text=pinned
+        campaign=campaign,
+        path=path,
+        text=text,
+        base_dir=base_dir,
+        instrument_text=pinned if dataset_pin is None else dataset_pin,
     )
 
 
@@ -316,20 +329,53 @@ def _instrument_error(
 
 
 # ---------------------------------------------------------------------------- datasets
-def _apply_dataset(data: Any, path: Path, base_dir: Path) -> None:
-    """``instrument: {dataset: ...}`` (issue 7), before validation: load the dataset (errors
-    name the data/spec file and line), fill omitted ``parameters:`` from its spec, and make a
-    user CSV's paths absolute so that ``Campaign.space`` can read its rows later."""
+#: The key of the record a dataset campaign keeps in the store's ``instrument_text``.
+_DATASET_PIN = "closedloop_dataset"
+
+
+def _apply_dataset(
+    data: Any, path: Path, base_dir: Path, *, stored: str | None, load: bool
+) -> str | None:
+    """``instrument: {dataset: ...}`` (issue 7), before validation: fill omitted
+    ``parameters:`` and ``objectives:`` from the dataset's spec, make a user CSV's paths
+    absolute (so that ``Campaign.space`` finds its rows from any folder), and return the
+    record to store with the campaign (``None`` for another instrument).
+
+    The record (the *pin*, JSON in the store's ``instrument_text``) holds the data's hash and
+    the parameters and goals the campaign started with. ``load=False`` (``status``,
+    ``export``, ``report``) reads no data: what the campaign file omits comes from the pin, so
+    a campaign whose CSV has moved can still be shown and exported, and showing it never fits
+    an emulator. A campaign stored before pins were kept falls back to the spec (the
+    package's, or the user's spec file), and still never reads the CSV. ``load=True`` reads
+    the data (an error names the data or spec file and line) and warns when a resumed
+    campaign's data no longer has the hash it started with.
+    """
     instrument = data.get("instrument") if isinstance(data, Mapping) else None
     if not isinstance(instrument, dict) or not isinstance(instrument.get("dataset"), str):
-        return
+        return None
     spec = instrument.get("spec")
     if spec is not None and not isinstance(spec, str):
-        return  # the schema reports it
+        return None  # the schema reports it
     import simulators
 
+    name = instrument["dataset"]
+    if spec is not None:  # as load_dataset resolves them
+        instrument["dataset"] = str((Path(base_dir) / name).resolve())
+        instrument["spec"] = str((Path(base_dir) / spec).resolve())
+    pin = _read_pin(stored)
+    if not load and pin is not None:
+        _fill_from_dataset(data, instrument, pin["parameters"], pin["goal"])
+        return stored
+    if not load and "parameters" in data and "objectives" in data:
+        return None  # nothing to fill: nothing to read
     try:
-        sim = simulators.dataset_simulator(instrument["dataset"], spec, base_dir=base_dir)
+        if load:
+            dataset = simulators.load_dataset(instrument["dataset"], spec, base_dir=base_dir)
+            ds_spec = dataset.spec
+        elif spec is not None:
+            ds_spec = simulators.load_spec(instrument["spec"], name=Path(name).stem)
+        else:
+            ds_spec = simulators.load_dataset(name).spec  # package data: always there
     except simulators.DatasetError as exc:
         key = (
             "spec"
@@ -339,36 +385,153 @@ def _apply_dataset(data: Any, path: Path, base_dir: Path) -> None:
         raise CampaignConfigError(
             path, f"instrument.{key}: {exc}", line=line_of(data, ("instrument", key))
         ) from None
-    if spec is not None:
-        instrument["dataset"] = str(sim.dataset.source)
-        instrument["spec"] = str((Path(base_dir) / spec).resolve())
+    _fill_from_dataset(data, instrument, ds_spec.campaign_parameters(), dict(ds_spec.goal))
+    if not load:
+        return None
+    if pin is None:
+        return json.dumps(
+            {
+                _DATASET_PIN: {
+                    "digest": dataset.digest,
+                    "parameters": ds_spec.campaign_parameters(),
+                    "goal": dict(ds_spec.goal),
+                }
+            }
+        )
+    if pin["digest"] != dataset.digest:
+        logger.warning(
+            "dataset %s has changed since the campaign started (its rows or spec are not the "
+            "ones its first trials were measured on); continuing with the data as it is now "
+            "(start a new campaign to compare like with like)",
+            dataset.source if spec is not None else name,
+        )
+    return stored
+
+
+def _read_pin(stored: str | None) -> dict[str, Any] | None:
+    """The dataset record of a stored campaign (see ``_apply_dataset``), if it has one."""
+    if not stored:
+        return None
+    try:
+        doc = json.loads(stored)
+    except ValueError:
+        return None
+    pin = doc.get(_DATASET_PIN) if isinstance(doc, dict) else None
+    if (
+        isinstance(pin, dict)
+        and isinstance(pin.get("digest"), str)
+        and isinstance(pin.get("parameters"), list)
+        and isinstance(pin.get("goal"), dict)
+    ):
+        return pin
+    return None
+
+
+def _fill_from_dataset(
+    data: dict[str, Any],
+    instrument: Mapping[str, Any],
+    parameters: list[dict[str, Any]],
+    goal: Mapping[str, str],
+) -> None:
+    """What a dataset campaign may omit: its ``parameters:`` (the dataset's inputs) and its
+    ``objectives:`` (the spec's ``goal``, narrowed to the instrument's ``outputs:`` if given).
+    More goals than a campaign may have are not filled in: the missing ``objectives:`` is
+    then reported, and says what to write."""
     if "parameters" not in data:
-        data["parameters"] = sim.spec.campaign_parameters()
+        data["parameters"] = copy.deepcopy(parameters)
+    if "objectives" not in data:
+        outputs = instrument.get("outputs")
+        goals = [(o, g) for o, g in goal.items() if not isinstance(outputs, list) or o in outputs]
+        if 1 <= len(goals) <= 4:  # Campaign.objectives' max_length
+            data["objectives"] = [{"name": o, "goal": g} for o, g in goals]
+
+
+class _DatasetRowsError(ValueError):
+    """No row of an enumerated dataset lies inside the campaign's domain.
+
+    Attributes:
+        parameter: the parameter that leaves out every row by itself (its line is where the
+            fix goes), or ``None`` when only the parameters together do.
+        fix: what to change.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None, fix: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.fix = fix
 
 
 def _dataset_candidates(campaign: Campaign) -> dict[str, Any]:
     """``{"candidates": rows}`` for an enumerated dataset instrument (the rows inside the
-    campaign's domain: a campaign may narrow the choices), else ``{}``."""
+    campaign's domain: a campaign may narrow the choices), else ``{}``.
+
+    Raises:
+        _DatasetRowsError: the campaign's parameters leave out every row.
+    """
     instrument = campaign.instrument
     if instrument.dataset is None:
         return {}
     import simulators
 
-    sim = simulators.dataset_simulator(instrument.dataset, instrument.spec)
+    # The rows, not the simulator: an emulated dataset has no candidates, and asking for its
+    # simulator here would fit the emulator just to learn that.
+    dataset = simulators.load_dataset(instrument.dataset, instrument.spec)
     by_name = {p.name: p for p in campaign.parameters}
-    if sim.candidates is None or set(by_name) != set(sim.spec.parameter_names):
+    if not dataset.spec.enumerated or set(by_name) != set(dataset.spec.parameter_names):
         return {}  # a mismatch is reported by describe_instrument with its line
+    table = simulators.dataset_simulator(instrument.dataset, instrument.spec).candidates or ()
 
     def inside(name: str, value: Any) -> bool:
         param = by_name[name]
-        values = getattr(param, "values", None)
-        if values is not None:
-            return value in values
-        lo, hi = param.bounds  # type: ignore[union-attr]
+        if isinstance(param, ChoiceParameter):
+            return value in param.values
+        if isinstance(param, FixedParameter):
+            return bool(value == param.value)
+        lo, hi = param.bounds
         return bool(lo <= value <= hi)
 
-    rows = [r for r in sim.candidates if all(inside(n, v) for n, v in r.items())]
+    rows = [r for r in table if all(inside(n, v) for n, v in r.items())]
+    if table and not rows:
+        raise _no_rows(dataset.name, table, by_name, inside)
     return {"candidates": rows}
+
+
+def _no_rows(
+    name: str,
+    table: tuple[dict[str, Any], ...],
+    by_name: Mapping[str, Parameter],
+    inside: Any,
+) -> _DatasetRowsError:
+    """Say which parameter leaves out every row of dataset ``name``, and what the data has."""
+    fix = (
+        "widen the parameter's bounds or values to take in rows of the data, or leave "
+        "`parameters:` out to take the dataset's"
+    )
+    for param_name, param in by_name.items():
+        if any(inside(param_name, r[param_name]) for r in table):
+            continue
+        column = [r[param_name] for r in table]
+        if all(_is_number(v) for v in column):
+            has = f"{param_name} in [{min(column):g}, {max(column):g}]"
+        else:
+            has = f"{param_name} in {list(dict.fromkeys(column))}"
+        if isinstance(param, ChoiceParameter):
+            wants = f"{param_name} in {list(param.values)}"
+        elif isinstance(param, FixedParameter):
+            wants = f"{param_name} = {param.value!r}"
+        else:
+            wants = f"{param_name} in {list(param.bounds)}"
+        return _DatasetRowsError(
+            f"no row of dataset {name!r} has {wants} (the data has {has})",
+            parameter=param_name,
+            fix=fix,
+        )
+    return _DatasetRowsError(
+        f"no row of dataset {name!r} lies inside all of these bounds and values together "
+        f"(each parameter alone keeps some of its {len(table)} rows)",
+        parameter=None,
+        fix=fix,
+    )
 
 
 def _read_yaml(text: str, path: Path) -> Any:
@@ -442,7 +605,7 @@ def _check_semantics(
             fix="add max_trials: N or max_duration: 2h (target and patience may never be met)",
         )
     _check_target(campaign, data, path)
-    space = _check_constraints(campaign, data, path)
+    space = _check_constraints(campaign, data, path, dataset_rows=cross_check)
     outcome_constraints = _check_outcome_constraints(campaign, data, path)
     if not cross_check:
         return
@@ -539,10 +702,30 @@ def _check_target(campaign: Campaign, data: Any, path: Path) -> None:
             )
 
 
-def _check_constraints(campaign: Campaign, data: Any, path: Path) -> Space:
-    """Parse the parameter constraints (safe parser, never eval); locate the bad one."""
+def _check_constraints(
+    campaign: Campaign, data: Any, path: Path, *, dataset_rows: bool = True
+) -> Space:
+    """Parse the parameter constraints (safe parser, never eval); locate the bad one.
+
+    ``dataset_rows=False`` leaves out an enumerated dataset's rows (a stored campaign shown
+    by ``status``, ``export`` or ``report`` reads no data). A campaign that narrows such a
+    dataset to no row is reported at the parameter that does it.
+    """
     try:
+        if not dataset_rows:
+            return Space(campaign.parameters, constraints=tuple(campaign.constraints))
         return campaign.space
+    except _DatasetRowsError as exc:
+        names = [p.name for p in campaign.parameters]
+        line = None
+        if exc.parameter in names:
+            line = line_of(data, ("parameters", names.index(exc.parameter)))
+        raise CampaignConfigError(
+            path,
+            f"parameters: {exc}",
+            line=line or line_of(data, ("parameters",)) or line_of(data, ("instrument",)),
+            fix=exc.fix,
+        ) from None
     except ValueError as exc:
         index = getattr(exc, "index", None)
         message = str(exc)

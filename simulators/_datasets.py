@@ -25,7 +25,7 @@ A user's own data is a CSV with a header row and a small YAML spec::
       - {name: temperature, type: float, bounds: [20, 120]}
       - {name: solvent, type: choice, values: [MeCN, THF]}
     outputs: [yield]            # CSV columns that were measured
-    goal: maximize              # or {yield: maximize}; the default objective
+    goal: maximize              # or {yield: maximize}: a campaign's objectives if it omits them
     enumerated: false           # true: an exact lookup over the rows
 
 Every problem with either file is a :class:`DatasetError` naming the file and line.
@@ -94,7 +94,9 @@ class UnknownDatasetError(DatasetError, KeyError):
     """No bundled dataset has that name; the message lists them and the nearest one."""
 
     def __init__(self, name: str, allowed: Sequence[str]) -> None:
-        close = difflib.get_close_matches(str(name).lower(), list(allowed), n=1, cutoff=0.5)
+        # 0.6, not 0.5: at 0.5 any two shared letters of a 4-letter name match ('nope' ->
+        # 'agnp'), a suggestion that misleads more than it helps.
+        close = difflib.get_close_matches(str(name).lower(), list(allowed), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
         super().__init__(
             f"unknown dataset {name!r}",
@@ -322,6 +324,9 @@ class _Located:
     def __init__(self, text: str, path: Path) -> None:
         self.path = path
         self.lines: dict[tuple[Any, ...], int] = {}
+        #: The source text of every plain scalar, so an error can quote what was written
+        #: (``yes``) rather than what YAML made of it (``True``).
+        self.texts: dict[tuple[Any, ...], str] = {}
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
@@ -330,12 +335,33 @@ class _Located:
             raise DatasetError(f"not valid YAML: {exc}", path=path, line=line) from None
         self.data = self._convert(node, ()) if node is not None else None
 
+    def _construct(self, node: yaml.Node) -> Any:
+        """One scalar's value; a tag SafeLoader refuses (``!!python/...``) names its line."""
+        try:
+            return yaml.SafeLoader(io.StringIO("")).construct_object(node)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise DatasetError(
+                f"not valid YAML: {problem}",
+                path=self.path,
+                line=node.start_mark.line + 1,
+                fix="write plain text, numbers, lists and mappings (no YAML tags)",
+            ) from None
+
     def _convert(self, node: yaml.Node, at: tuple[Any, ...]) -> Any:
         self.lines[at] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = yaml.SafeLoader(io.StringIO("")).construct_object(key_node)  # scalar keys
+                if not isinstance(key_node, yaml.ScalarNode):
+                    # `? [a, b]`: a list or mapping as a key is unhashable, and never meant.
+                    raise DatasetError(
+                        "a key must be a name, not a list or mapping",
+                        path=self.path,
+                        line=key_node.start_mark.line + 1,
+                        fix="write `name: value`",
+                    )
+                key = self._construct(key_node)
                 if key in out:
                     raise DatasetError(
                         f"key {key!r} is given twice",
@@ -347,8 +373,9 @@ class _Located:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(v, (*at, i)) for i, v in enumerate(node.value)]
-        loader = yaml.SafeLoader(io.StringIO(""))
-        return loader.construct_object(node)
+        if isinstance(node, yaml.ScalarNode) and node.style is None:
+            self.texts[at] = node.value
+        return self._construct(node)
 
     def line(self, *at: Any) -> int | None:
         while at:
@@ -426,10 +453,14 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
     goal_raw = data.get("goal", "maximize")
     if isinstance(goal_raw, str):
         goal_map = dict.fromkeys(outputs[:1], goal_raw)
-    elif isinstance(goal_raw, dict):
+    elif isinstance(goal_raw, dict) and goal_raw:
         goal_map = dict(goal_raw)
     else:
-        raise doc.error("`goal` is maximize, minimize or {output: maximize|minimize}", "goal")
+        raise doc.error(
+            "`goal` is maximize, minimize or {output: maximize|minimize}",
+            "goal",
+            fix="e.g. goal: maximize (the first output), or goal: {yield: maximize}",
+        )
     for out, direction in goal_map.items():
         if out not in outputs:
             raise doc.error(f"goal names {out!r}, which is not an output", "goal", out)
@@ -441,8 +472,33 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
     if not isinstance(enumerated, bool):
         raise doc.error("`enumerated` is true or false", "enumerated")
     simplex = data.get("simplex", [])
-    if not isinstance(simplex, list) or any(s not in names for s in simplex):
-        raise doc.error("`simplex` lists parameter names (relative amounts)", "simplex")
+    if not isinstance(simplex, list):
+        raise doc.error(
+            "`simplex` lists parameter names (relative amounts)",
+            "simplex",
+            fix="e.g. simplex: [water, ethanol]",
+        )
+    by_name = {p.name: p for p in params}
+    for j, entry in enumerate(simplex):
+        # The emulator reads these as fractions of their sum: only amounts (numbers) qualify.
+        param = by_name.get(entry) if isinstance(entry, str) else None
+        if param is None:
+            why = "is not a parameter"
+        elif entry in simplex[:j]:
+            why = "is listed twice"
+        elif param.kind == "choice":
+            why = "is a choice, not an amount"
+        elif param.log:
+            why = "is on a log scale, not a relative amount"
+        else:
+            continue
+        amounts = [q.name for q in params if q.kind != "choice" and not q.log]
+        raise doc.error(
+            f"`simplex` entry {entry!r} {why}",
+            "simplex",
+            j,
+            fix=f"list the numeric parameters that are relative amounts, once each: {amounts}",
+        )
     return DatasetSpec(
         name=name or path.stem,
         parameters=params,
@@ -450,9 +506,16 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
         goal=goal_map,  # type: ignore[arg-type]  # checked above
         enumerated=enumerated,
         simplex=tuple(simplex),
-        citation=str(data.get("citation", "")),
-        description=str(data.get("description", "")),
+        citation=_text(doc, data, "citation"),
+        description=_text(doc, data, "description"),
     )
+
+
+def _text(doc: _Located, data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise doc.error(f"`{key}` is text", key, fix=f"quote it: {key}: '...'")
+    return value
 
 
 def _is_name(text: str) -> bool:
@@ -480,12 +543,23 @@ def _spec_param(doc: _Located, i: int, p: Any) -> ParamSpec:
         raise doc.error(
             f"parameter {name!r}: type {kind!r}", *at, "type", fix="use float, int or choice"
         )
+    unit = p.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        raise doc.error(
+            f"parameter {name!r}: unit {unit!r} is not text", *at, "unit", fix="e.g. unit: degC"
+        )
+    log = p.get("log", False)
+    if not isinstance(log, bool):  # bool("no") is True: a quoted 'no' would turn log on
+        raise doc.error(
+            f"parameter {name!r}: log is {log!r}", *at, "log", fix="write log: true or log: false"
+        )
     try:
         if kind == "choice":
             values = p.get("values")
             if not isinstance(values, list):
                 raise ValueError("a choice parameter needs `values: [a, b, ...]`")
-            return ParamSpec(name, "choice", values=tuple(values), unit=p.get("unit"))
+            _check_choice_values(doc, name, values, (*at, "values"))
+            return ParamSpec(name, "choice", values=tuple(values), unit=unit)
         bounds = p.get("bounds")
         if (
             not isinstance(bounds, list)
@@ -493,16 +567,73 @@ def _spec_param(doc: _Located, i: int, p: Any) -> ParamSpec:
             or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
         ):
             raise ValueError("needs `bounds: [lower, upper]` (two numbers)")
-        return ParamSpec(
-            name,
-            kind,
-            bounds=(bounds[0], bounds[1]),
-            log=bool(p.get("log", False)),
-            unit=p.get("unit"),
-        )
+        if kind == "int" and not all(float(b).is_integer() for b in bounds):
+            raise ValueError(f"an int parameter's bounds are whole numbers, not {bounds}")
+        return ParamSpec(name, kind, bounds=(bounds[0], bounds[1]), log=log, unit=unit)
     except ValueError as exc:
+        if isinstance(exc, DatasetError):
+            raise
         key = "values" if kind == "choice" else "bounds"
-        raise doc.error(f"parameter {name!r}: {exc}", *at, key) from None
+        message = str(exc)  # ParamSpec's own messages already name the parameter
+        if repr(name) not in message:
+            message = f"parameter {name!r}: {message}"
+        raise doc.error(message, *at, key) from None
+
+
+def _check_choice_values(doc: _Located, name: str, values: list[Any], at: tuple[Any, ...]) -> None:
+    """A choice's values are text or numbers, each written differently in a CSV cell.
+
+    A CSV cell is text, matched to a value by its text (or, for a number, its value); a list
+    or mapping can never match one (and is unhashable), and YAML 1.1 reads an unquoted
+    ``yes``/``no``/``on``/``off``/``true``/``false`` as a boolean, which would then be
+    compared with the cell ``"True"``. Both are refused here with the value's own line.
+    """
+    seen: dict[float, Any] = {}
+    for j, v in enumerate(values):
+        written = doc.texts.get((*at, j), repr(v))
+        if isinstance(v, bool):
+            raise doc.error(
+                f"parameter {name!r}: value {written} is read as the boolean {v} (YAML reads "
+                "unquoted yes/no/on/off/true/false so)",
+                *at,
+                j,
+                fix=f"quote it: '{written}'",
+            )
+        if not (isinstance(v, str) or (isinstance(v, int | float) and math.isfinite(v))):
+            if isinstance(v, list | dict):
+                what = "a list" if isinstance(v, list) else "a mapping"
+            else:
+                what = f"{type(v).__name__} {v!r}"
+            raise doc.error(
+                f"parameter {name!r}: value {j + 1} is {what}; a choice's values are text or "
+                "finite numbers, as they appear in the CSV",
+                *at,
+                j,
+                fix=f'quote it if it is one value, e.g. "{written}"',
+            )
+        number = _as_number(v)
+        if number is not None:
+            other = seen.get(number)
+            if other is not None and isinstance(other, str) != isinstance(v, str):
+                # the cell `1` would be both the text '1' and the number 1
+                raise doc.error(
+                    f"parameter {name!r}: values {other!r} and {v!r} are the same CSV cell",
+                    *at,
+                    j,
+                    fix="keep one of them",
+                )
+            seen.setdefault(number, v)
+
+
+def _as_number(value: Any) -> float | None:
+    """A choice value or CSV cell as a finite number, if it is one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 # ---------------------------------------------------------------------------- data
@@ -538,12 +669,31 @@ class _BadCell(ValueError):
     fix = "correct the value, or delete the row if it was not measured"
 
 
+class _BadChoice(_BadCell):
+    """A cell that is none of its choice parameter's values."""
+
+    fix = (
+        "correct the cell, or add the value to the parameter's `values:` in the spec (quote "
+        "it there if YAML would read it as something else: 'yes', 'no', 'on', 'off')"
+    )
+
+
 def _parse_value(spec: ParamSpec, text: str) -> Any:
     if spec.kind == "choice":
-        for v in spec.values or ():
+        values = spec.values or ()
+        for v in values:
             if str(v) == text:
                 return v
-        raise ValueError(f"{text!r} is not one of the values of {spec.name!r}")
+        # A number by value: the spec's 1 is the cell 1.0 (a spreadsheet's export), and 0.5
+        # is .5; never by text alone (str(1.0) is "1.0", not the cell "1").
+        number = _as_number(text)
+        if number is not None:
+            for v in values:
+                if not isinstance(v, str) and _as_number(v) == number:
+                    return v
+        raise _BadChoice(
+            f"{spec.name} is {text!r}, which is not one of its values {', '.join(map(str, values))}"
+        )
     value = _parse_number(spec.name, text)
     lo, hi = spec.bounds or (0.0, 0.0)
     tol = 1e-9 * max(1.0, abs(hi - lo))
@@ -684,15 +834,18 @@ def load_dataset(
     data_path = data_path if data_path.is_absolute() else base / data_path
     spec_path = spec_path if spec_path.is_absolute() else base / spec_path
     data_path, spec_path = data_path.resolve(), spec_path.resolve()
+    relative_to = "the campaign file" if base_dir is not None else "the current directory"
     if not data_path.is_file():
         raise DatasetError(
             "data file not found",
             path=data_path,
             fix=f"`dataset:` is a bundled name ({', '.join(bundled_dataset_names())}) or a CSV "
-            "path relative to the campaign file",
+            f"path relative to {relative_to}",
         )
     if not spec_path.is_file():
-        raise DatasetError("spec file not found", path=spec_path, fix="check the `spec:` path")
+        raise DatasetError(
+            "spec file not found", path=spec_path, fix=f"check the path (relative to {relative_to})"
+        )
     key = (
         str(data_path),
         str(spec_path),
@@ -805,7 +958,7 @@ class DatasetSimulator:
         }
 
 
-_simulators: dict[tuple[str, str], DatasetSimulator] = {}
+_simulators: dict[tuple[str, ...], DatasetSimulator] = {}
 
 
 def dataset_simulator(
@@ -821,7 +974,14 @@ def dataset_simulator(
     :func:`simulators._emulator.cached_emulator`), so later runs start in well under a second.
     """
     dataset = load_dataset(name_or_path, spec, base_dir=base_dir)
-    key = (dataset.digest, str(cache_dir))
+    # Not the digest alone: two copies of one table (another folder, name or goal) would
+    # share the first one's simulator, its `dataset.source` and its goals.
+    key = (
+        str(dataset.source),
+        dataset.digest,
+        repr(sorted(dataset.spec.goal.items())),
+        str(cache_dir),
+    )
     with _cache_lock:
         if key in _simulators:
             return _simulators[key]

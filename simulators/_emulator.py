@@ -189,9 +189,17 @@ class Emulator:
 
     @classmethod
     def load(cls, path: Path, spec: DatasetSpec, digest: str) -> Emulator | None:
-        """The emulator stored at ``path`` if it is this version and data, else ``None``."""
+        """The emulator stored at ``path`` if it is this version and data, else ``None``.
+
+        Any file that cannot be read as one (truncated by a full disk or a killed process,
+        emptied, written by something else) is ``None`` too: the cache only saves time, and
+        a refit replaces it. ``numpy.load`` fails on such files with many types (``OSError``,
+        ``ValueError``, ``zipfile.BadZipFile``, ``EOFError``, ``zlib.error``, ...), and an
+        ``EOFError`` escaping to the CLI would be taken for Ctrl-D and end it silently.
+        """
         try:
-            with np.load(path, allow_pickle=False) as f:
+            # Our own file handle: np.load leaves its own open when it fails on an empty file.
+            with path.open("rb") as fh, np.load(fh, allow_pickle=False) as f:
                 if int(f["version"]) != FIT_VERSION or str(f["digest"]) != digest:
                     return None
                 r2 = f["cv_r2"]
@@ -215,10 +223,35 @@ class Emulator:
                         "y_hi",
                     )
                 }
-                return cls(spec=spec, digest=digest, cv_r2=cv, **arrays)
-        except (OSError, KeyError, ValueError) as exc:
-            logger.warning("ignoring unreadable emulator cache %s: %s", path, exc)
+                emulator = cls(spec=spec, digest=digest, cv_r2=cv, **arrays)
+                _check_shapes(emulator, len(r2))
+                return emulator
+        except Exception as exc:  # any unreadable file; see the docstring
+            logger.warning(
+                "ignoring unreadable emulator cache %s (%s: %s)",
+                path,
+                type(exc).__name__,
+                exc,
+            )
             return None
+
+
+def _check_shapes(emulator: Emulator, n_r2: int) -> None:
+    """Refuse arrays that do not fit together (a damaged file whose zip is still valid), so
+    that the damage shows here rather than as a shape error in the first measurement."""
+    n, d = emulator.X.shape if emulator.X.ndim == 2 else (-1, -1)
+    m = len(emulator.spec.outputs)
+    expected = {
+        "alpha": (n, m),
+        "lengthscale": (m, d),
+        **dict.fromkeys(("outputscale", "noise", "mean", "y_mean", "y_std", "y_lo", "y_hi"), (m,)),
+    }
+    for key, shape in expected.items():
+        if getattr(emulator, key).shape != shape:
+            raise ValueError(f"{key} has shape {getattr(emulator, key).shape}, not {shape}")
+    width = sum(len(p.values or ()) if p.kind == "choice" else 1 for p in emulator.spec.parameters)
+    if n_r2 != m or d != width:  # encode()'s columns: one-hot choices, one per number
+        raise ValueError("the arrays do not match the dataset's inputs and outputs")
 
 
 def _check_point(spec: DatasetSpec, inputs: Mapping[str, Any]) -> None:

@@ -241,3 +241,178 @@ def test_closedloop_datasets_lists_spaces_kinds_and_citations(tmp_path: Path) ->
     bad = _closedloop("datasets", "--data", "runs.csv", "--spec", "runs.yaml", cwd=tmp_path)
     assert bad.returncode == 2
     assert "runs.yaml:2: unknown key 'outputz'" in bad.stdout
+
+
+# ---------------------------------------------------------------------------- review fixes
+def _screen(folder: Path, *, enumerated: bool = True) -> None:
+    """A small lookup table of one's own: ligand x base, one combination never measured."""
+    folder.mkdir(exist_ok=True)
+    rows = [("a", "p", 10.0), ("a", "q", 20.0), ("b", "p", 30.0), ("b", "q", 5.0), ("c", "p", 1)]
+    (folder / "screen.csv").write_text(
+        "ligand,base,yield\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows)
+    )
+    (folder / "screen.yaml").write_text(
+        "parameters:\n  - {name: ligand, type: choice, values: [a, b, c]}\n"
+        "  - {name: base, type: choice, values: [p, q]}\n"
+        f"outputs: [yield]\ngoal: {{yield: maximize}}\nenumerated: {str(enumerated).lower()}\n"
+    )
+
+
+_SCREEN = """name: screen
+objectives: [{name: yield, goal: maximize}]
+instrument: {dataset: data/screen.csv, spec: data/screen.yaml, latency: 0}
+planner: {kind: random}
+budget: {max_trials: 3}
+seed: 0
+"""
+
+
+def test_a_stored_dataset_campaign_is_shown_and_exported_without_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # status/export/report rebuild the campaign from the store alone: they used to re-read
+    # the CSV (error once it moved) and, for an emulator, fit it (40 s) just to show it.
+    from loop.report import annotate, stored_campaign, to_csv
+    from loop.store import export_records
+
+    monkeypatch.setenv("CLOSEDLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    _screen(tmp_path / "data")
+    store, cid, _ = _run(_SCREEN, tmp_path)
+    (tmp_path / "data").rename(tmp_path / "moved")  # the CSV and its spec both
+    row = store.campaign(cid)
+    c = stored_campaign(row)
+    assert [p.name for p in c.parameters] == ["ligand", "base"]  # as the campaign started
+    assert [(o.name, o.goal) for o in c.objectives] == [("yield", "maximize")]
+    csv_text = to_csv(annotate(export_records(store, cid), c))
+    header, *lines = csv_text.splitlines()
+    assert ",ligand,base," in header and len(lines) == 3
+    assert not (tmp_path / "cache").exists()
+
+
+def test_resuming_on_changed_data_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CLOSEDLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    _screen(tmp_path / "data")
+    store, cid, _ = _run(_SCREEN, tmp_path)
+    Runner.from_store(store, cid)
+    assert "has changed since the campaign started" not in caplog.text
+    csv_path = tmp_path / "data" / "screen.csv"
+    csv_path.write_text(csv_path.read_text().replace("a,p,10.0", "a,p,11.0"))
+    Runner.from_store(store, cid)
+    assert f"dataset {csv_path} has changed since the campaign started" in caplog.text
+
+
+def test_an_old_stored_campaign_is_shown_from_the_spec_without_reading_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stored before the dataset's record was kept (instrument_text None): the spec fills in
+    # the parameters and objectives; the CSV is never opened, and no emulator is fitted.
+    monkeypatch.setenv("CLOSEDLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    _screen(tmp_path / "data", enumerated=False)
+    (tmp_path / "data" / "screen.csv").unlink()
+    path = tmp_path / "campaign.yaml"
+    text = _SCREEN.replace("objectives: [{name: yield, goal: maximize}]\n", "")
+    c = parse_campaign(text, path=path, base_dir=tmp_path, cross_check=False).campaign
+    assert [p.name for p in c.parameters] == ["ligand", "base"]
+    assert [o.name for o in c.objectives] == ["yield"]
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(
+        CampaignConfigError, match=r"campaign.yaml:2: instrument.dataset: .*not found"
+    ):
+        parse_campaign(text, path=path, base_dir=tmp_path)  # a new campaign needs its data
+
+
+def test_a_fixed_parameter_keeps_the_rows_with_its_value(tmp_path: Path) -> None:
+    # It used to crash: the row filter took every parameter without values for a bounded one.
+    _screen(tmp_path / "data")
+    text = _SCREEN.replace(
+        "name: screen\n",
+        "name: screen\nparameters:\n  - {name: ligand, type: choice, values: [a, b]}\n"
+        "  - {name: base, type: fixed, value: p}\n",
+    )
+    c = _parse(text, tmp_path).campaign  # type: ignore[attr-defined]
+    assert sorted((r["ligand"], r["base"]) for r in c.space.candidates) == [("a", "p"), ("b", "p")]
+
+
+def test_a_campaign_that_leaves_out_every_row_is_told_which_parameter_does(
+    tmp_path: Path,
+) -> None:
+    # It was told "constraints: the candidate table is empty" with a constraint example,
+    # in a campaign without constraints.
+    rows = [(1, "a"), (2, "a"), (3, "b"), (4, "b")]  # 'c' is declared but never measured
+    (tmp_path / "enum.csv").write_text("n,cat,y\n" + "".join(f"{n},{c},{n}\n" for n, c in rows))
+    (tmp_path / "enum.yaml").write_text(
+        "parameters:\n  - {name: n, type: int, bounds: [1, 10]}\n"
+        "  - {name: cat, values: [a, b, c]}\noutputs: [y]\nenumerated: true\n"
+    )
+    text = """name: en
+parameters:
+  - {name: cat, type: choice, values: [a, b]}
+  - {name: n, type: int, bounds: [5, 10]}
+objectives: [{name: y, goal: maximize}]
+instrument: {dataset: enum.csv, spec: enum.yaml}
+budget: {max_trials: 3}
+"""
+    with pytest.raises(CampaignConfigError) as info:
+        _parse(text, tmp_path)
+    message = str(info.value)
+    assert "campaign.yaml:4: parameters: no row of dataset 'enum' has n in [5, 10]" in message
+    assert "(the data has n in [1, 4])" in message and "constraint" not in message
+    assert "widen the parameter's bounds or values" in message
+    fixed = text.replace("[5, 10]", "[1, 10]").replace(
+        "type: choice, values: [a, b]", "type: fixed, value: c"
+    )
+    with pytest.raises(
+        CampaignConfigError,
+        match=r"campaign.yaml:3: parameters: .* has cat = 'c' \(the data has cat in \['a', 'b'\]\)",
+    ):
+        _parse(fixed, tmp_path)
+    together = fixed.replace("[1, 10]", "[1, 2]").replace("value: c", "value: b")
+    with pytest.raises(
+        CampaignConfigError, match=r"campaign.yaml:2: parameters: .* all of these .* together"
+    ):
+        _parse(together, tmp_path)
+
+
+def test_omitted_objectives_are_the_specs_goals(tmp_path: Path) -> None:
+    # The README called the spec's goal the default objective; it never was.
+    _screen(tmp_path / "data")
+    text = _SCREEN.replace("objectives: [{name: yield, goal: maximize}]\n", "")
+    c = _parse(text, tmp_path).campaign  # type: ignore[attr-defined]
+    assert [(o.name, o.goal) for o in c.objectives] == [("yield", "maximize")]
+    two = _parse(
+        "name: s\ninstrument: {dataset: suzuki_i, outputs: [yield]}\nbudget: {max_trials: 3}\n",
+        tmp_path,
+    ).campaign  # type: ignore[attr-defined]
+    assert [o.name for o in two.objectives] == ["yield"]  # narrowed to the measured outputs
+
+
+def test_closedloop_datasets_options_and_a_damaged_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+    from simulators import load_dataset
+    from simulators._emulator import cache_path
+
+    monkeypatch.setenv("CLOSEDLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    twice = cli.invoke(app, ["datasets", "--name", "hplc", "--name", "hplc"])
+    assert twice.exit_code == 0, twice.output
+    assert twice.output.count("hplc") == 2  # one row, one citation
+    _screen(tmp_path / "data", enumerated=False)
+    own = ["--data", "data/screen.csv", "--spec", "data/screen.yaml"]
+    both = cli.invoke(app, ["datasets", "--name", "hplc", *own])
+    assert both.exit_code == 2 and "give one or the other" in both.output
+    missing = cli.invoke(app, ["datasets", "--data", "nope.csv", "--spec", "data/screen.yaml"])
+    assert missing.exit_code == 2 and "relative to the current directory" in missing.output
+    # An emptied cache file: np.load's EOFError was taken for Ctrl-D (silent exit 130).
+    cached = cache_path(load_dataset("data/screen.csv", "data/screen.yaml"))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    listed = cli.invoke(app, ["datasets", *own])
+    assert listed.exit_code == 0, listed.output
+    assert "screen" in listed.output and "emulator" in listed.output

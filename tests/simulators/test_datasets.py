@@ -13,6 +13,7 @@ import pytest
 
 from simulators import (
     DatasetError,
+    Emulator,
     PointNotInDataset,
     UnknownDatasetError,
     build_simulated_instrument,
@@ -218,6 +219,56 @@ def test_user_data_is_fitted_once_then_served_from_the_cache(tmp_path: Path) -> 
         ),
         ("parameters:\n  - {name: a, bounds: [0, 1]}\n", 1, "missing `outputs:`"),
         ("parameters: [\n", 2, "not valid YAML"),
+        # Each of these was a traceback (TypeError, or a ValueError from the emulator later)
+        # or was silently misread; now the value's own line and the fix.
+        (
+            "parameters:\n  - name: s\n    values:\n      - MeCN\n      - [1, 2]\noutputs: [y]\n",
+            5,
+            r"'s': value 2 is a list.*text or finite numbers.*fix: quote it.*\"\[1, 2\]\"",
+        ),
+        (
+            "parameters:\n  - {name: s, values: [{a: 1}, MeCN]}\noutputs: [y]\n",
+            2,
+            "value 1 is a mapping",
+        ),
+        (
+            "parameters:\n  - {name: s, values: [1, '1']}\noutputs: [y]\n",
+            2,
+            "values 1 and '1' are the same CSV cell",
+        ),
+        (
+            "parameters:\n  - {name: a, bounds: [0, 1]}\n  - {name: s, values: [x, z]}\n"
+            "outputs: [y]\nsimplex: [a, s]\n",
+            5,
+            "`simplex` entry 's' is a choice, not an amount.*fix: .*\\['a'\\]",
+        ),
+        (
+            "parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\n? [a, b]\n: x\n",
+            4,
+            "a key must be a name, not a list or mapping",
+        ),
+        (
+            "parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: !!python/name:os.system\n",
+            3,
+            "not valid YAML.*no YAML tags",
+        ),
+        (
+            "parameters:\n  - {name: a, bounds: [1, 9], log: 'no'}\noutputs: [y]\n",
+            2,
+            "log is 'no'.*log: true or log: false",
+        ),
+        ("parameters:\n  - {name: a, bounds: [1, 9], unit: 5}\noutputs: [y]\n", 2, "unit 5"),
+        (
+            "parameters:\n  - {name: a, type: int, bounds: [0.5, 9]}\noutputs: [y]\n",
+            2,
+            "an int parameter's bounds are whole numbers",
+        ),
+        ("parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\ngoal: {}\n", 4, "`goal` is"),
+        (
+            "parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\ndescription: {a: b}\n",
+            4,
+            "`description` is text",
+        ),
     ],
 )
 def test_spec_errors_name_file_and_line(tmp_path: Path, spec: str, line: int, message: str) -> None:
@@ -227,6 +278,53 @@ def test_spec_errors_name_file_and_line(tmp_path: Path, spec: str, line: int, me
         load_spec(path)
     assert info.value.path == path and info.value.line == line
     assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+def test_a_bound_error_names_its_parameter_once(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("parameters:\n  - {name: a, type: float, bounds: [1, 0]}\noutputs: [y]\n")
+    with pytest.raises(DatasetError) as info:
+        load_spec(path)
+    assert str(info.value).count("parameter 'a'") == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "written"), [("[yes, no]", "yes"), ("[on, off]", "on"), ("[a, true]", "true")]
+)
+def test_an_unquoted_yes_or_no_value_is_refused_with_the_quoting_fix(
+    tmp_path: Path, values: str, written: str
+) -> None:
+    # YAML 1.1 reads them as booleans, which then never matched the CSV's text 'yes'.
+    data, spec = _user_files(
+        tmp_path,
+        "stir,y\nyes,1\nno,2\n",
+        f"parameters:\n  - name: stir\n    values: {values}\noutputs: [y]\n",
+    )
+    with pytest.raises(DatasetError, match=f"value {written} is read as the boolean") as info:
+        load_dataset(data, spec)
+    assert info.value.path == spec and info.value.line == 3
+    assert info.value.fix == f"quote it: '{written}'"
+    spec.write_text("parameters:\n  - {name: stir, values: ['yes', 'no']}\noutputs: [y]\n")
+    assert [r["stir"] for r in load_dataset(data, spec).rows] == ["yes", "no"]
+
+
+def test_numeric_choice_values_match_cells_by_value(tmp_path: Path) -> None:
+    # A spreadsheet writes the spec's 1 as 1.0 and 0.5 as .5: the same value, other text.
+    data, spec = _user_files(
+        tmp_path,
+        "eq,s,y\n1.0,a,1\n2,a,2\n.5,b,3\n",
+        "parameters:\n  - {name: eq, values: [0.5, 1, 2]}\n  - {name: s, values: [a, b]}\n"
+        "outputs: [y]\nenumerated: true\n",
+    )
+    ds = load_dataset(data, spec)
+    assert [r["eq"] for r in ds.rows] == [1, 2, 0.5]
+    assert dataset_simulator(data, spec).problem.evaluate({"eq": 1, "s": "a"}) == {"y": 1.0}
+    data.write_text("eq,s,y\n1.0,a,1\n3,a,2\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(data, spec)
+    assert info.value.line == 3
+    assert "eq is '3', which is not one of its values 0.5, 1, 2" in str(info.value)
+    assert info.value.fix is not None and "`values:`" in info.value.fix
 
 
 @pytest.mark.parametrize(
@@ -321,6 +419,40 @@ def test_an_int_parameter_refuses_a_fraction_as_not_a_whole_number() -> None:
 def test_unknown_dataset_names_the_nearest() -> None:
     with pytest.raises(UnknownDatasetError, match="did you mean 'hplc'"):
         load_dataset("hplcc")
+    with pytest.raises(UnknownDatasetError) as info:
+        load_dataset("nope")  # shares two letters with 'agnp': no suggestion
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-10],  # truncated: zipfile.BadZipFile
+        lambda b: b"",  # emptied: EOFError (which the CLI took for Ctrl-D: exit 130, silent)
+        lambda b: b"PK" + b"\0" * 200,  # not a zip at all
+    ],
+    ids=["truncated", "empty", "garbage"],
+)
+def test_a_damaged_emulator_file_is_ignored_with_a_warning(
+    tmp_path: Path, damage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = load_dataset("fullerenes")
+    good = bundled_path(ds)
+    assert Emulator.load(good, ds.spec, ds.digest) is not None
+    bad = tmp_path / "emulator.npz"
+    bad.write_bytes(damage(good.read_bytes()))
+    assert Emulator.load(bad, ds.spec, ds.digest) is None  # the caller refits
+    assert "ignoring unreadable emulator cache" in caplog.text
+
+
+def test_an_emulator_file_whose_arrays_do_not_fit_is_ignored(tmp_path: Path) -> None:
+    ds = load_dataset("fullerenes")
+    with np.load(bundled_path(ds)) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["alpha"] = arrays["alpha"][:-1]  # one weight short of the rows
+    bad = tmp_path / "emulator.npz"
+    np.savez(bad, **arrays)
+    assert Emulator.load(bad, ds.spec, ds.digest) is None
 
 
 def test_any_point_of_the_space_gets_a_value() -> None:
