@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,9 +36,11 @@ from loop.errors import CampaignConfigError
 from planners import (
     ChoiceParameter,
     FixedParameter,
+    FloatParameter,
     Objective,
     OutcomeConstraint,
     Parameter,
+    ParameterConstraint,
     PlannerConfig,
     Space,
     parse_outcome_constraint,
@@ -748,13 +750,15 @@ def _check_constraints(
 
 
 def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
-    """Refuse a linear constraint that no point within the bounds can meet.
+    """Refuse linear constraints that no point within the bounds can meet, alone or together,
+    and float constraints that leave no room to sample (an equality written as two
+    inequalities).
 
     Otherwise `validate` passes and `run` only finds out when the design draws thousands of
-    points and none is feasible. The largest slack of ``constant + sum(c * x)`` over the
-    bounds is exact, without sampling and without torch (`validate` stays light); several
-    constraints that only conflict together, and nonlinear ones, are still caught by the
-    planner when the campaign runs.
+    points and none is feasible. One constraint's largest slack over the bounds is exact and
+    cheap; several are checked together by one small linear program (SciPy's HiGHS, imported
+    only then), without sampling and without torch, so `validate` stays light. Nonlinear
+    constraints are still caught by the planner when the campaign runs.
     """
     ranges: dict[str, tuple[float, float]] = {}
     for p in space.parameters:
@@ -787,6 +791,110 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
             fix="check the constraint's direction (<= or >=) and numbers against the "
             "parameters' bounds, or widen the bounds",
         )
+    linear = [
+        c
+        for c in space.constraints
+        if c.is_linear and c.coefficients and all(n in ranges for n in c.coefficients)
+    ]
+    if linear:
+        floats = {p.name for p in space.parameters if isinstance(p, FloatParameter)}
+        _check_jointly(linear, ranges, floats, data, path)
+
+
+def _check_jointly(
+    constraints: Sequence[ParameterConstraint],
+    ranges: Mapping[str, tuple[float, float]],
+    floats: set[str],
+    data: Any,
+    path: Path,
+) -> None:
+    """Linear constraints that conflict only together, or that squeeze float parameters
+    into a region of no volume.
+
+    ``_room`` gives the largest margin by which every constraint can hold at once, in units
+    of the box (each parameter scaled to [0, 1], each constraint to a unit normal): below
+    zero nothing meets them all; zero means the feasible points form a surface, which no
+    design or optimiser of float parameters can sample (``x + y <= 3`` and ``x + y >= 3``).
+    Over integer or choice parameters a surface may still hold whole points, so only a
+    conflict is refused there. The smallest offending group is named: a pair if one is at
+    fault, else all of them.
+    """
+    room = _room(constraints, ranges)
+    if room > _ROOM_TOLERANCE:
+        return
+    conflict = room < -_ROOM_TOLERANCE
+
+    def at_fault(group: Sequence[ParameterConstraint]) -> bool:
+        if conflict:
+            return _room(group, ranges) < -_ROOM_TOLERANCE
+        uses_floats = any(set(c.coefficients) & floats for c in group)
+        return uses_floats and _room(group, ranges) <= _ROOM_TOLERANCE
+
+    smaller = [[c] for c in constraints] if not conflict else []  # singles: checked above
+    smaller += [[a, b] for i, a in enumerate(constraints) for b in constraints[i + 1 :]]
+    group = next((g for g in smaller if at_fault(g)), list(constraints))
+    if not at_fault(group):
+        return  # a surface through integer points: the BoTorch planner can search it
+    texts = " and ".join(f"constraints[{c.index}] '{c.text}'" for c in group)
+    line = line_of(data, ("constraints", group[-1].index)) or line_of(data, ("constraints",))
+    if conflict:
+        raise CampaignConfigError(
+            path,
+            f"{texts} can never hold together: no point within the bounds meets all of them",
+            line=line,
+            fix="check their directions (<= or >=) and numbers against each other and the "
+            "parameters' bounds",
+        )
+    them = "it" if len(group) == 1 else "them"
+    raise CampaignConfigError(
+        path,
+        f"{texts} leave{'s' * (len(group) == 1)} the float parameters no room: the points "
+        f"that meet {them} lie on a surface or at a corner (an equality), which no design "
+        "or optimiser can sample",
+        line=line,
+        fix="for an equality, fix one parameter with `type: fixed`, or express one parameter "
+        "through the others in your instrument; or give the constraints some slack",
+    )
+
+
+#: Margin (in box units) below which constraints are taken to leave no room: far above
+#: the LP solver's rounding, far below any region a design could sample.
+_ROOM_TOLERANCE = 1e-9
+
+
+def _room(
+    constraints: Sequence[ParameterConstraint], ranges: Mapping[str, tuple[float, float]]
+) -> float:
+    """The largest ``t`` such that every constraint holds with slack ``t``, each parameter
+    scaled to [0, 1] and each constraint's normal to unit length (capped at 1)."""
+    import numpy as np
+
+    names = sorted({n for c in constraints for n in c.coefficients})
+    rows, limits = [], []
+    for c in constraints:
+        # slack = constant + sum(coef * x) >= t with x = lo + (hi - lo) * u, i.e.
+        # -a.u + |a| t <= constant + sum(coef * lo)
+        a = np.array([c.coefficients.get(n, 0.0) * (ranges[n][1] - ranges[n][0]) for n in names])
+        offset = c.constant + sum(c.coefficients.get(n, 0.0) * ranges[n][0] for n in names)
+        norm = float(np.linalg.norm(a))
+        if norm == 0.0:  # a parameter with bounds [v, v]: the single check judged it
+            continue
+        rows.append(np.append(-a / norm, 1.0))
+        limits.append(offset / norm)
+    if not rows:
+        return 1.0
+    if len(rows) == 1:  # max over the box of (offset + a.u) / |a|: no solver needed
+        row, limit = rows[0], limits[0]
+        return min(1.0, limit + float(np.clip(-row[:-1], 0.0, None).sum()))
+    objective = np.zeros(len(names) + 1)
+    objective[-1] = -1.0  # maximise t
+    bounds = [(0.0, 1.0)] * len(names) + [(None, 1.0)]
+    from scipy.optimize import linprog  # only here: `validate` of most files never needs it
+
+    result = linprog(objective, A_ub=np.array(rows), b_ub=np.array(limits), bounds=bounds)
+    if result.status != 0:  # pragma: no cover - the LP is always feasible and bounded
+        return 1.0  # cannot tell: let the planner find out, as before
+    return float(result.x[-1])
 
 
 def _is_number(value: Any) -> bool:

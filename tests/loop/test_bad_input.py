@@ -113,20 +113,58 @@ def test_constraint_that_can_never_hold_fails_validate(tmp_path: Path) -> None:
     proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
     _check_one_message(proc, path, 7)
     assert not db.exists()
-    # on the boundary is feasible: x1 + 2 * x2 <= 40 is met at (10, 15)
+    # met at one corner only, (10, 15): no room to sample, refused with its own message
     path.write_text(IMPOSSIBLE % '"x1 + 2 * x2 >= 40"')
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 7)
+    assert "leaves the float parameters no room" in proc.stderr
+    # within the float tolerance of that corner's slack is still a region: accepted
+    path.write_text(IMPOSSIBLE % '"x1 + 2 * x2 >= 39.9"')
     assert closedloop("validate", str(path), cwd=tmp_path).returncode == 0
 
 
-def test_constraints_in_conflict_are_bad_input_at_run(tmp_path: Path) -> None:
-    """Two constraints that only conflict together: the planner's error, exit 2."""
+def test_constraints_in_conflict_together_fail_validate(tmp_path: Path) -> None:
+    """Two constraints that only conflict together: was `ok` at validate, then 49 s of
+    sampling at run and a campaign left behind; now one located message at load."""
     path = tmp_path / "conflict.yaml"
     path.write_text(IMPOSSIBLE % '"x1 + x2 <= 1"\n  - "x1 + x2 >= 20"')
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 8)
+    assert (
+        "constraints[1] 'x1 + x2 <= 1' and constraints[2] 'x1 + x2 >= 20' can never hold "
+        "together" in proc.stderr.replace("\n", " ")
+    )
     db = tmp_path / "store.db"
     proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert "constraints leave almost no room" in proc.stderr
-    assert "please report" not in proc.stderr and "Traceback" not in proc.stderr
+    _check_one_message(proc, path, 8)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("constraints", "refused"),
+    [
+        # an equality written as two inequalities: a surface, which no design can sample
+        ('"x1 + x2 <= 3"\n  - "x1 + x2 >= 3"', True),
+        # the same with room to spare is fine, and so is a third constraint that fits
+        ('"x1 + x2 <= 3.5"\n  - "x1 + x2 >= 3"\n  - "x1 <= 2"', False),
+        # three that each pair allows, but not all together
+        ('"x1 >= 5"\n  - "x2 >= 10"\n  - "x1 + x2 <= 14"', True),
+    ],
+)
+def test_constraints_that_leave_no_room_together_fail_validate(
+    constraints: str, refused: bool, tmp_path: Path
+) -> None:
+    from loop.config import load_campaign
+
+    path = tmp_path / "room.yaml"
+    path.write_text(IMPOSSIBLE % constraints)
+    if not refused:
+        load_campaign(path)
+        return
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert "please report" not in str(info.value)
+    assert info.value.line is not None and info.value.fix
 
 
 # A fix each (deep nesting, booleans in numeric fields, a parameter without a type): what
