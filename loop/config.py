@@ -636,6 +636,69 @@ def _check_semantics(
                 line=line_of(data, ("outcome_constraints", i)),
                 fix=_nearest(constraint.name, outputs, "the instrument measures"),
             )
+    _check_reserved(campaign, outputs, data, path)
+
+
+#: Columns that `closedloop export` (and so prior data) and `closedloop tell --csv` give a
+#: meaning of their own. A parameter or output of such a name made an export that its own
+#: prior-data reader refuses ("column 'number' appears twice"), or a `tell` CSV whose
+#: `fail` column could not be told apart from an output named `fail`.
+RESERVED_COLUMNS = frozenset(
+    {
+        "trial_id",
+        "number",
+        "kind",
+        "status",
+        "slot",
+        "run_uid",
+        "error",
+        "started_at",
+        "finished_at",
+        "feasible",
+        "pareto",
+        "fail",
+    }
+)
+RESERVED_PREFIXES = ("readback.", "actual.")
+
+
+def _reserved(name: str) -> bool:
+    return name in RESERVED_COLUMNS or name.startswith(RESERVED_PREFIXES)
+
+
+def _check_reserved(
+    campaign: Campaign, outputs: tuple[str, ...] | list[str], data: Any, path: Path
+) -> None:
+    """Refuse parameter and output names that clash with the export's and ``tell``'s own
+    columns (checked at load only: a campaign stored before keeps loading)."""
+    fix = (
+        "rename it: export, prior data and `tell --csv` use the columns "
+        f"{', '.join(sorted(RESERVED_COLUMNS))} and the prefixes {', '.join(RESERVED_PREFIXES)}"
+    )
+    for i, p in enumerate(campaign.parameters):
+        if _reserved(p.name):
+            raise CampaignConfigError(
+                path,
+                f"parameter name '{p.name}' is reserved",
+                line=line_of(data, ("parameters", i, "name")),
+                fix=fix,
+            )
+    for name in outputs:
+        if not _reserved(name):
+            continue
+        declared = list(campaign.instrument.outputs or ())
+        objectives = [o.name for o in campaign.objectives]
+        line = None
+        if name in declared:
+            line = line_of(data, ("instrument", "outputs", declared.index(name)))
+        elif name in objectives:
+            line = line_of(data, ("objectives", objectives.index(name), "name"))
+        raise CampaignConfigError(
+            path,
+            f"output name '{name}' is reserved",
+            line=line or line_of(data, ("instrument",)),
+            fix=fix,
+        )
 
 
 def _nearest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:

@@ -115,3 +115,30 @@ def test_quoted_seconds_in_a_campaign_file(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(text)
     assert load_campaign(path).campaign.budget.max_duration == 90.0
+
+
+def test_the_reserved_names_cover_the_export_s_own_columns() -> None:
+    # The export's bookkeeping columns and `RESERVED_COLUMNS` are written in two places:
+    # this keeps them from drifting apart.
+    from loop.config import RESERVED_COLUMNS, RESERVED_PREFIXES
+    from loop.report import to_csv
+
+    record = {
+        "trial_id": 1,
+        "number": 1,
+        "kind": "sobol",
+        "status": "completed",
+        "slot": 0,
+        "parameters": {"x": 0.5},
+        "readbacks": {"x": 0.5},
+        "outputs": {"y": 1.0},
+        "feasible": True,
+        "pareto": True,
+        "run_uid": "u",
+        "error": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+    header = to_csv([record]).splitlines()[0].split(",")
+    own = [h for h in header if h not in ("x", "y")]
+    assert all(h in RESERVED_COLUMNS or h.startswith(RESERVED_PREFIXES) for h in own), own
