@@ -1012,7 +1012,11 @@ def _check_planner(
             outcome_constraints=outcome_constraints,
         )
     except ValueError as exc:
-        line = line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
+        # A setting the kind would not follow is at its own line (planner.acquisition, ...).
+        key = getattr(exc, "key", None)
+        line = (line_of(data, ("planner", *key)) if isinstance(key, tuple) else None) or (
+            line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
+        )
         raise CampaignConfigError(
             path,
             f"planner {campaign.planner.kind}: {exc}",

@@ -30,17 +30,24 @@ abandoned. A point the instrument ran at slightly different readbacks is attache
 trial, and the proposal it came from is abandoned at the next ``suggest``.
 
 Ax's own behaviour is kept where it differs from the BoTorch planner: its initial design is
-the centre of the space plus scrambled Sobol points (``planner.initial.kind`` is not used),
-prior trials count toward it; failed trials are left out of its model (Ax may propose a
-failed point again); the same seed and the same trials in the same process give the same
-proposals, but a planner rebuilt from a store restarts Ax's Sobol sequence (duplicates are
-skipped), so a resumed campaign's next initial points may differ from an uninterrupted run.
-When Ax runs out of new points (a small discrete space) the rest of a batch comes from this
-project's Sobol design (``last_kinds`` says ``sobol``).
+the centre of the space plus scrambled Sobol points (so ``planner.initial.kind: random``,
+``initial.centre: false`` and ``acquisition`` are refused when the campaign loads:
+``planners._config.check_settings``), prior trials count toward it; failed trials are left
+out of its model and out of its duplicate check (Ax may propose a failed point again:
+``Experiment.arms_by_signature_for_deduplication``); the same seed and the same trials in
+the same process give the same proposals, but a planner rebuilt from a store restarts Ax's
+Sobol sequence (duplicates are skipped), so a resumed campaign's next initial points may
+differ from an uninterrupted run.
+When Ax runs out of new points (a small discrete space), or cannot propose yet (with
+``initial.n: 1`` its model follows the centre point at once, and needs a completed trial),
+the rest of a batch comes from this project's Sobol design (``last_kinds`` says ``sobol``).
 
 What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
 checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
-parameters, and finite candidate tables. Each message names ``kind: botorch``.
+parameters, and finite candidate tables, each naming ``kind: botorch``; and two linear
+constraints that together are an equality (its sampler cannot enter a region of no width).
+Constraints that leave no room in some other way are found by Ax's sampler at the first
+suggest: an ``InfeasibleSpaceError``, as the designs raise.
 
 Ax is imported lazily on the first ``ingest``/``suggest`` (the import costs ~2 s), and its
 logging is routed into this module's logger at DEBUG (Ax attaches its own INFO stream handler
@@ -63,7 +70,7 @@ from typing import Any
 
 from planners._baselines import PositionalDesign
 from planners._config import PlannerConfig
-from planners._constraints import ParameterConstraint
+from planners._constraints import InfeasibleSpaceError, ParameterConstraint
 from planners._protocol import Objective, Observation, OutcomeConstraint
 from planners._space import (
     ChoiceParameter,
@@ -99,8 +106,8 @@ class AxPlanner:
     Args:
         space: the search space.
         objectives: 1-4 objectives; several make a multi-objective (hypervolume) campaign.
-        config: the campaign's ``planner:`` section (``initial.n``; ``acquisition`` is
-            BoTorch's and ignored: Ax picks its own).
+        config: the campaign's ``planner:`` section (``initial.n``; the settings Ax does
+            not follow are refused by ``check_planner`` when a campaign loads).
         seed: the campaign seed, passed to Ax as ``random_seed`` and Sobol seed.
         outcome_constraints: bounds on measured outputs.
 
@@ -134,9 +141,13 @@ class AxPlanner:
         self._parameters = _ax_parameters(space)
         self._fixed: dict[str, Any] = dict(space.fixed)
         self._constraints = [self._constraint_string(c) for c in space.constraints]
+        self._refuse_equalities()
         self._metrics = self._metric_map()
         self.n_initial = config.initial.size(max(1, len(self._parameters)))
-        self._design = PositionalDesign(space, self.seed)
+        # What Ax cannot propose comes from this design (see ``suggest``). Its position 0 is
+        # the centre, as Ax's own design starts: Ax's centre is lost when a first batch
+        # fails for want of data (``_generate``), and the design then stands in for it.
+        self._design = PositionalDesign(space, self.seed, centre_first=True)
         self._client: Any = None
         # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
         self._running: dict[int, Point] = {}
@@ -361,6 +372,50 @@ class AxPlanner:
         finally:
             search_space.set_parameter_constraints(tightened)
 
+    def _refuse_equalities(self) -> None:
+        """Refuse two linear constraints that together are an equality (``a + b <= 7`` and
+        ``a + b >= 7``, or any multiples of them).
+
+        The region between them has no width, and Ax cannot search it: its polytope sampler
+        must find a strictly feasible start (over integers it fails by rounding), and over
+        floats the 1e-6 tightening of ``_constraint_string`` makes the pair contradictory.
+        The run crashed at the first suggest; refused here, the campaign fails when it loads.
+        """
+        linear = [c for c in self.space.constraints if c.is_linear and c.coefficients]
+        for i, first in enumerate(linear):
+            for second in linear[i + 1 :]:
+                width = _width_between(first, second)
+                if width is None or width > self._room(first, second):
+                    continue
+                if width < -self._room(first, second):
+                    raise ValueError(
+                        f"constraints {first.index} ({first.text!r}) and {second.index} "
+                        f"({second.text!r}) contradict each other: no point meets both; "
+                        "relax one of them"
+                    )
+                pair = (
+                    f"constraints {first.index} ({first.text!r}) and {second.index} "
+                    f"({second.text!r}) together are an equality"
+                )
+                by_name = {p.name: p for p in self.space.parameters}
+                if all(isinstance(by_name[n], IntParameter) for n in first.coefficients):
+                    raise ValueError(
+                        f"{pair}, whose integer points Ax's sampler cannot reach; "
+                        f"{_USE_BOTORCH} (or sobol/random)"
+                    )
+                raise ValueError(
+                    f"{pair} over float parameters: a region of no volume, which no planner "
+                    "can sample; fix one parameter with type: fixed, or drop one and compute "
+                    "it from the others in the instrument"
+                )
+
+    def _room(self, first: ParameterConstraint, second: ParameterConstraint) -> float:
+        """The least width Ax needs between two opposed constraints: what their tightening
+        takes (in ``first``'s units), and rounding."""
+        k = -next(second.coefficients[n] / c for n, c in first.coefficients.items())
+        scale = 1.0 + abs(first.constant) + sum(abs(c) for c in first.coefficients.values())
+        return self._tightening(first) + self._tightening(second) / k + 1e-12 * scale
+
     # ------------------------------------------------------------------ goals
     @property
     def _objective_aliases(self) -> list[str]:
@@ -401,8 +456,6 @@ class AxPlanner:
             )
         by_name = {p.name: p for p in self.space.parameters}
         terms = []
-        scale = 1.0 + abs(constraint.constant)
-        has_float = False
         for name, coef in constraint.coefficients.items():
             p = by_name[name]
             if isinstance(p, FixedParameter):  # pragma: no cover - folded in by the parser
@@ -420,12 +473,41 @@ class AxPlanner:
                 )
             if coef != 0.0:
                 terms.append(f"{-float(coef)!r}*{self._by_name[name].alias}")
-                scale += abs(coef) * max(abs(float(b)) for b in p.bounds)
-                has_float = has_float or isinstance(p, FloatParameter)
         if not terms:
             return ""
-        bound = float(constraint.constant) - (1e-6 * scale if has_float else 0.0)
+        bound = float(constraint.constant) - self._tightening(constraint)
         return " + ".join(terms) + f" <= {bound!r}"
+
+    def _tightening(self, constraint: ParameterConstraint) -> float:
+        """How much ``_constraint_string`` tightens a linear constraint's bound for Ax: 1e-6
+        of its scale when it has a float parameter, else nothing."""
+        by_name = {p.name: p for p in self.space.parameters}
+        scale = 1.0 + abs(constraint.constant)
+        has_float = False
+        for name, coef in constraint.coefficients.items():
+            p = by_name[name]
+            if isinstance(p, FloatParameter | IntParameter):
+                scale += abs(coef) * max(abs(float(b)) for b in p.bounds)
+                has_float = has_float or isinstance(p, FloatParameter)
+        return 1e-6 * scale if has_float else 0.0
+
+
+def _width_between(first: ParameterConstraint, second: ParameterConstraint) -> float | None:
+    """The width of the region two linear constraints leave when they bound the same
+    expression from both sides (negative: none at all); ``None`` when they do not.
+
+    ``first`` is ``s1 = c1 + a . x >= 0``; ``second`` opposes it when its coefficients are
+    ``-k a`` with ``k > 0``, and then ``s1 + s2 / k = c1 + c2 / k`` is the width, in
+    ``first``'s units.
+    """
+    a, b = first.coefficients, second.coefficients
+    if set(a) != set(b):
+        return None
+    ratios = [-b[n] / a[n] for n in a]
+    k = ratios[0]
+    if k <= 0 or any(not math.isclose(r, k, rel_tol=1e-9) for r in ratios):
+        return None
+    return first.constant + second.constant / k
 
 
 # ---------------------------------------------------------------------- parameters
@@ -487,26 +569,44 @@ def _choice_values(p: ChoiceParameter) -> tuple[list[Any], str]:
 
 # ---------------------------------------------------------------------- Ax plumbing
 def _generate(client: Any, n: int) -> dict[int, Any]:
-    """Up to ``n`` new Ax trials (index -> Ax parameters), fewer if Ax runs out of points.
+    """Up to ``n`` new Ax trials (index -> Ax parameters), fewer if Ax cannot make them now.
 
-    Ax raises (rather than returning fewer) when a discrete space has no new point left for
-    the whole batch; then the batch is made one trial at a time until Ax is out of points.
+    Ax raises (rather than returning fewer) for the whole batch when it cannot make all of
+    it; then the batch is made one trial at a time until Ax stops. It stops when a discrete
+    space has no new point left, and when its model has no data yet: with
+    ``initial.n: 1`` Ax's strategy is its centre point, then the model at once (no Sobol
+    step), so a second proposal before a first trial has completed (a batch, a second
+    instrument slot, a first trial that failed) has nothing to fit. The caller fills the
+    rest of the batch from the Sobol design.
+
+    Raises:
+        InfeasibleSpaceError: Ax's sampler found no point that meets the linear parameter
+            constraints (BoTorch's ``InfeasibilityError``).
     """
-    from ax.exceptions.core import OptimizationComplete
+    from ax.exceptions.core import DataRequiredError, OptimizationComplete
     from ax.exceptions.generation_strategy import MaxParallelismReachedException
+    from botorch.exceptions.errors import InfeasibilityError
 
-    out_of_points = (OptimizationComplete, MaxParallelismReachedException)
-    try:
-        return dict(client.get_next_trials(max_trials=n))
-    except out_of_points as exc:
-        logger.info("Ax could not make %d trials at once (%s); making them one by one", n, exc)
+    cannot_now = (OptimizationComplete, MaxParallelismReachedException, DataRequiredError)
     trials: dict[int, Any] = {}
-    for _ in range(n):
+    try:
         try:
-            trials |= client.get_next_trials(max_trials=1)
-        except out_of_points as exc:
-            logger.info("Ax has no further point to propose: %s", exc)
-            break
+            return dict(client.get_next_trials(max_trials=n))
+        except cannot_now as exc:
+            logger.info("Ax could not make %d trials at once (%s); making them one by one", n, exc)
+        for _ in range(n):
+            try:
+                trials |= client.get_next_trials(max_trials=1)
+            except cannot_now as exc:
+                logger.info("Ax cannot propose a further point now: %s", exc)
+                break
+    except InfeasibilityError as exc:
+        raise InfeasibleSpaceError(
+            f"Ax found no point that meets all the parameter constraints ({exc}); check "
+            "that they can hold together within the bounds, or relax them",
+            draws=0,
+            feasible_fraction=0.0,
+        ) from None
     return trials
 
 

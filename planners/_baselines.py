@@ -9,18 +9,19 @@ pickled generator state. The BoTorch planner reuses these designs for its initia
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Hashable, Sequence
-from typing import Literal
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from planners._constraints import InfeasibleSpaceError
 from planners._protocol import Observation
-from planners._space import ChoiceParameter, IntParameter, Point, Space
+from planners._space import ChoiceParameter, FloatParameter, IntParameter, Point, Space
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,17 @@ _MAX_DESIGN_DRAWS = 2**26
 _STALL_GAPS = 32  # longest observed gap: ~10 mean gaps (thin bands, corners; 2-6 dims)
 # Largest chunk of the Sobol sequence drawn at once while searching a rare feasible region.
 _MAX_CHUNK = 2**17
+# A narrow polytope (linear constraints over linear float parameters only) that rejection
+# would search for long, or give up on (the random design: 2^16 draws per point): fewer than
+# _POLYTOPE_MIN_HITS feasible points in the first _MIN_DRAWS points of a fixed Sobol
+# sequence, a feasible fraction below ~1.2e-4 (a test on the space alone, so a design is one
+# or the other from its first point on; every space with more room keeps its rejection
+# design unchanged: 'x + y >= 1.98' on [0, 1]^2 has 12). Its design is then drawn by
+# BoTorch's hit-and-run sampler, in chunks of a fixed size so that position k stays the same
+# point however the campaign asked for it.
+_POLYTOPE_MIN_HITS = 8
+_POLYTOPE_CHUNK = 64
+_POLYTOPE_THINNING = 20  # BoTorch's default
 
 
 def derive_seed(*parts: int) -> int:
@@ -91,6 +103,8 @@ class PositionalDesign:
         self._last_hit = -1  # sequence index of the last feasible draw kept
         self._ended = False  # the constrained Sobol design has no further point
         self._candidate_rows: list[int] = []
+        self._polytope: tuple[torch.Tensor, torch.Tensor] | None | bool = False  # not tested yet
+        self._hit_and_run: Any = None
 
     def unit_points(self, start: int, n: int) -> torch.Tensor:
         """Positions ``start .. start + n - 1`` of the sequence as ``n x d`` points of [0, 1]^d."""
@@ -125,6 +139,12 @@ class PositionalDesign:
                 constraint).
         """
         space = self.space
+        polytope = self._narrow_polytope()
+        if polytope is not None and self.kind == "random":
+            # One short chain per position: its own stream, as for the rejection draws.
+            return torch.cat(
+                [_polytope_points(space, polytope, self.seed, k) for k in range(start, start + n)]
+            )
         if self.kind == "random":
             rows = []
             for k in range(start, start + n):
@@ -166,6 +186,10 @@ class PositionalDesign:
         """Extend the feasible prefix of the Sobol sequence towards ``need`` points, drawing
         up to ``max_draws`` in all, and stop where the design ends (see ``_accepted``)."""
         space = self.space
+        polytope = self._narrow_polytope()
+        if polytope is not None:
+            self._draw_polytope(polytope, need)
+            return
         if self._sobol is None:
             self._sobol = torch.quasirandom.SobolEngine(
                 space.dim, scramble=True, seed=self.seed % 2**31
@@ -192,6 +216,34 @@ class PositionalDesign:
             if kept:
                 self._feasible_U = torch.cat([self._feasible_U, U[ok][:kept]])
                 self._last_hit = int(hits[kept - 1])
+
+    def _narrow_polytope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A, b)`` with ``A u <= b`` the feasible region in ``[0, 1]^d`` when the space is
+        a narrow polytope (see ``_POLYTOPE_MIN_HITS``), else ``None``; tested once."""
+        if self._polytope is False:
+            self._polytope = _narrow_polytope(self.space)
+        return self._polytope  # type: ignore[return-value]
+
+    def _draw_polytope(self, polytope: tuple[torch.Tensor, torch.Tensor], need: int) -> None:
+        """Extend the design of a narrow polytope towards ``need`` points, one chain."""
+        from botorch.utils.sampling import HitAndRunPolytopeSampler
+
+        space = self.space
+        if self._hit_and_run is None:
+            with _empty_polytope(space):
+                self._hit_and_run = HitAndRunPolytopeSampler(
+                    inequality_constraints=polytope,
+                    bounds=_unit_bounds(space.dim),
+                    n_thinning=_POLYTOPE_THINNING,
+                    seed=self.seed % 2**31,
+                )
+        while len(self._feasible_U) < need:
+            U = self._hit_and_run.draw(_POLYTOPE_CHUNK).clamp(0.0, 1.0)
+            ok = space.feasible(space.from_unit_cube(U))
+            if not bool(ok.any()):  # pragma: no cover - the chain stays inside
+                raise _infeasible(space, self._drawn, len(self._feasible_U), need=need)
+            self._drawn += len(U)
+            self._feasible_U = torch.cat([self._feasible_U, U[ok]])
 
     def _horizon(self, found: int) -> int:
         """The sequence index from which ``_accepted`` refuses any hit, ``found`` hits on."""
@@ -319,6 +371,79 @@ class PositionalDesign:
             "found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES
         )
         return None
+
+
+def _unit_bounds(d: int) -> torch.Tensor:
+    return torch.stack([torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)])
+
+
+def _narrow_polytope(space: Space) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(A, b)``, the constraints as ``A u <= b`` over the unit cube, for a space whose
+    constraints are all linear in linear float parameters and leave it so little room that
+    rejection sampling would struggle (see ``_POLYTOPE_MIN_HITS``); else ``None``.
+
+    A linear float column is ``value = lo + (hi - lo) u``, so a constraint ``slack = c +
+    sum(a * value) >= 0`` is linear in ``u``. Log, integer and choice columns are not (a
+    log scale, or a snap to a grid): a constraint on any of them keeps rejection sampling.
+    """
+    if space.candidates is not None or not space.constraints:
+        return None
+    columns = {p.name: i for i, p in enumerate(space.columns)}
+    for c in space.constraints:
+        if not c.is_linear:
+            return None
+        for name in c.coefficients:
+            p = space.columns[columns[name]] if name in columns else None
+            if not isinstance(p, FloatParameter) or p.log:
+                return None
+    engine = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0)
+    hits = 0
+    for _ in range(_MIN_DRAWS // 4096):  # an ordinary space is done after the first chunk
+        U = engine.draw(4096, dtype=torch.float64)
+        hits += int(space.feasible(space.from_unit_cube(U)).sum())
+        if hits >= _POLYTOPE_MIN_HITS:
+            return None
+    A = torch.zeros(len(space.constraints), space.dim, dtype=torch.float64)
+    b = torch.zeros(len(space.constraints), dtype=torch.float64)
+    for r, c in enumerate(space.constraints):
+        b[r] = c.constant
+        for name, a in c.coefficients.items():
+            lo, hi = (float(v) for v in space.columns[columns[name]].bounds)  # type: ignore[union-attr]
+            A[r, columns[name]] = -a * (hi - lo)
+            b[r] += a * lo
+    return A, b.unsqueeze(-1)
+
+
+def _polytope_points(
+    space: Space, polytope: tuple[torch.Tensor, torch.Tensor], seed: int, k: int
+) -> torch.Tensor:
+    """Position ``k`` of the ``random`` design of a narrow polytope: a ``1 x d`` point, the end
+    of a short hit-and-run chain of its own (seeded by the campaign seed and ``k``)."""
+    from botorch.utils.sampling import HitAndRunPolytopeSampler
+
+    with _empty_polytope(space):
+        sampler = HitAndRunPolytopeSampler(
+            inequality_constraints=polytope,
+            bounds=_unit_bounds(space.dim),
+            n_thinning=_POLYTOPE_THINNING,
+            seed=derive_seed(seed, k) % 2**31,
+        )
+    for _ in range(8):
+        U = sampler.draw(1).clamp(0.0, 1.0)
+        if bool(space.feasible(space.from_unit_cube(U)).all()):
+            return U
+    raise _infeasible(space, 8, 0)  # pragma: no cover - the chain stays inside
+
+
+@contextlib.contextmanager
+def _empty_polytope(space: Space) -> Iterator[None]:
+    """BoTorch's "no interior point" (the sampler's start) as the designs' own error."""
+    from botorch.exceptions.errors import InfeasibilityError
+
+    try:
+        yield
+    except InfeasibilityError:
+        raise _infeasible(space, _MIN_DRAWS, 0) from None
 
 
 def _centre(space: Space) -> Point | None:

@@ -106,3 +106,66 @@ def check_botorch_support(objectives: Sequence[Objective], config: PlannerConfig
             "objectives the planner uses qLogNoisyExpectedHypervolumeImprovement: remove "
             "planner.acquisition from the campaign"
         )
+
+
+class PlannerSettingError(ValueError):
+    """A ``planner:`` setting the chosen kind would not follow.
+
+    Attributes:
+        key: where it is written under ``planner:``, e.g. ``("initial", "centre")``, so the
+            campaign loader can point at its own line.
+    """
+
+    def __init__(self, message: str, *, key: tuple[str, ...]) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+def check_settings(config: PlannerConfig) -> None:
+    """Raise :class:`PlannerSettingError` for a setting written for another planner kind.
+
+    Only what is written counts (``model_fields_set``), and a setting is refused when the
+    kind would do otherwise, not merely because the kind has no use for it: ``initial:
+    {kind: sobol}`` or ``centre: true`` describe what Ax does anyway, and a benchmark or a
+    campaign that switches ``kind`` and keeps such settings stays valid. ``initial.n`` and
+    ``batch_size`` apply to every kind (the loop reads them to pace proposals). What each
+    kind follows:
+
+    * ``botorch``: everything.
+    * ``ax``: ``initial.n``; its design is the centre, then scrambled Sobol points, and it
+      picks its own acquisition (so ``acquisition``, ``initial.kind: random`` and
+      ``initial.centre: false`` are refused).
+    * ``sobol``/``random``: every point is a point of that design, never the centre, and no
+      acquisition (``acquisition``, another ``initial.kind``, ``initial.centre: true``).
+    """
+    kind = config.kind
+    if kind == "botorch":
+        return
+    initial = config.initial
+    written = initial.model_fields_set
+    if "acquisition" in config.model_fields_set:
+        what = "Ax picks its own" if kind == "ax" else f"kind {kind} uses no model"
+        raise PlannerSettingError(
+            f"planner.acquisition applies to kind: botorch only ({what}); remove it",
+            key=("acquisition",),
+        )
+    design = "sobol" if kind == "ax" else kind
+    if "kind" in written and initial.kind != design:
+        does = (
+            "Ax's initial design is the centre, then scrambled Sobol points"
+            if kind == "ax"
+            else f"every point of kind {kind} is a {kind} design point"
+        )
+        raise PlannerSettingError(
+            f"planner.initial.kind: {initial.kind} does not apply to kind: {kind} ({does}); "
+            f"remove it, or use kind: botorch for a {initial.kind} initial design",
+            key=("initial", "kind"),
+        )
+    centre = kind == "ax"
+    if "centre" in written and initial.centre is not None and initial.centre != centre:
+        does = "Ax always starts at the centre" if centre else f"kind {kind} never proposes it"
+        raise PlannerSettingError(
+            f"planner.initial.centre: {str(initial.centre).lower()} does not apply to kind: "
+            f"{kind} ({does}); remove it, or use kind: botorch",
+            key=("initial", "centre"),
+        )

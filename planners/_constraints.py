@@ -185,7 +185,7 @@ def parse_constraint(text: Any, index: int, parameters: Sequence[Any]) -> Parame
         )
     # Safe: parse_expression has just checked every node of this very text.
     body = ast.parse(text.translate(_FLATTEN).strip(), mode="eval").body
-    op = _comparison(body, index, shown)
+    op = _comparison(body, index, shown, _discrete_only(expression.names, by_name))
     if not isinstance(body, ast.Compare):  # pragma: no cover - _comparison checked it
         raise ConstraintError("not a comparison", index=index, text=shown)
     constants: dict[str, float] = {}
@@ -266,7 +266,22 @@ def parse_constraints(
     return tuple(parse_constraint(t, i, parameters) for i, t in enumerate(texts))
 
 
-def _comparison(body: ast.expr, index: int, text: str) -> Literal["<=", ">="]:
+def _discrete_only(names: Sequence[str], by_name: Mapping[str, Any]) -> bool:
+    """Whether the varying parameters among ``names`` are all ints: only then can an
+    equality be written as two inequalities (see ``_comparison``)."""
+    kinds = [getattr(by_name[n], "type", None) for n in names if n in by_name]
+    varying = [k for k in kinds if k != "fixed"]
+    return bool(varying) and all(k == "int" for k in varying)
+
+
+def _comparison(body: ast.expr, index: int, text: str, discrete: bool) -> Literal["<=", ">="]:
+    """The comparison's direction; ``discrete``: all its varying parameters are ints.
+
+    An equality as a pair of inequalities (``<=`` and ``>=``) leaves a region of zero volume:
+    over float parameters no design (rejection sampling) nor optimiser can find a point in
+    it, so that hint is given only over integer parameters, where the region still holds
+    grid points (which the designs and the BoTorch planner find; Ax's sampler does not).
+    """
     if isinstance(body, ast.BoolOp) or (
         isinstance(body, ast.UnaryOp) and isinstance(body.op, ast.Not)
     ):
@@ -290,9 +305,20 @@ def _comparison(body: ast.expr, index: int, text: str) -> Literal["<=", ">="]:
         return "<="
     if isinstance(op, ast.GtE | ast.Gt):
         return ">="
+    if discrete:
+        hint = (
+            "for an equality fix one parameter with type: fixed, or (its parameters are all "
+            "integers) write two inequalities, <= and >= (planner kinds botorch, sobol, "
+            "random; not ax)"
+        )
+    else:
+        hint = (
+            "for an equality fix one parameter with type: fixed, or drop one and compute it "
+            "from the others in the instrument (two inequalities would leave no room to "
+            "search over float parameters)"
+        )
     raise ConstraintError(
-        "only <= and >= (or < and >) are allowed; for an equality fix one parameter with "
-        "type: fixed, or write two inequalities",
+        f"only <= and >= (or < and >) are allowed; {hint}",
         index=index,
         text=text,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from planners._config import PlannerConfig, check_botorch_support
+from planners._config import PlannerConfig, check_botorch_support, check_settings
 from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
 
@@ -74,10 +74,13 @@ def check_planner(
     What ``closedloop validate`` asks, as cheaply as it can be answered: BoTorch's limits are
     checked without importing torch or BoTorch (the planner runs the same check when it is
     built), the model-free baselines serve every space, and Ax's checks need Ax's parameter
-    types, so the Ax planner is built.
+    types, so the Ax planner is built. A setting written for another kind (BoTorch's
+    ``acquisition`` under ``kind: ax``) is refused rather than ignored: a
+    :class:`~planners._config.PlannerSettingError` carrying the setting's key.
     """
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
+    check_settings(config)
     if config.kind == "botorch":
         check_botorch_support(objectives, config)
     elif config.kind == "ax":

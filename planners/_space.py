@@ -132,6 +132,10 @@ class ChoiceParameter(_Param):
             )
         if len({repr(v) for v in values}) != len(values):
             raise ValueError("choice values must be distinct")
+        for value in values:
+            # NaN equals nothing, itself included: a proposal of it would be "not one of the
+            # values" wherever membership is checked (the instrument's limits, the store).
+            _check_finite(value, "choice values must be finite numbers or text")
         return values
 
 
@@ -144,9 +148,14 @@ class FixedParameter(_Param):
     @field_validator("value")
     @classmethod
     def _finite(cls, value: ChoiceValue) -> ChoiceValue:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("a fixed value must be a finite number or text")
-        return value
+        return _check_finite(value, "a fixed value must be a finite number or text")
+
+
+def _check_finite(value: ChoiceValue, message: str) -> ChoiceValue:
+    """``value`` unless it is a non-finite float (``.nan``, ``.inf`` in YAML)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(message)
+    return value
 
 
 Parameter = Annotated[

@@ -12,6 +12,7 @@ from planners import (
     ChoiceParameter,
     FixedParameter,
     FloatParameter,
+    InfeasibleSpaceError,
     InitialDesign,
     IntParameter,
     Objective,
@@ -303,3 +304,75 @@ def test_small_finite_space_still_gives_n_distinct_points() -> None:
     keys = {(p["k"], p["c"]) for p in first + second}
     assert len(keys) == 6  # the whole space, no repeat
     assert planner.last_kinds[-1] == "sobol"
+
+
+def test_one_initial_trial_still_gives_n_points_before_any_data() -> None:
+    """With ``initial.n: 1`` Ax's strategy is its centre point, then the model at once (no
+    Sobol step): a second proposal before a trial had completed (a second slot, a batch, a
+    first trial that failed) raised Ax's DataRequiredError. The design fills in until then."""
+    space = Space(
+        [FloatParameter(name="a", bounds=(0, 10)), FloatParameter(name="b", bounds=(0, 10))]
+    )
+    planner = AxPlanner(space, [Objective(name="y")], config(1), seed=0)
+    (centre,) = planner.suggest(1)
+    assert centre == {"a": 5.0, "b": 5.0} and planner.last_kinds == ["initial"]
+    (second,) = planner.suggest(1, pending=[centre])  # a second slot
+    assert space.contains(second) and second != centre and planner.last_kinds == ["sobol"]
+    planner.ingest([Observation(parameters=centre, outcome="failed")])
+    (third,) = planner.suggest(1, pending=[second])  # the only trial told so far failed
+    assert third not in (centre, second) and planner.last_kinds == ["sobol"]
+    assert statuses(planner) == ["FAILED", "RUNNING", "RUNNING"]
+    planner.ingest([Observation(parameters=second, outputs={"y": 1.0})])
+    (fourth,) = planner.suggest(1, pending=[third])
+    assert space.contains(fourth) and planner.last_kinds == ["model"]
+    # A first batch fails whole in Ax, centre included: the design starts at the centre.
+    fresh = AxPlanner(space, [Objective(name="y")], config(1), seed=0)
+    assert fresh.suggest(2) == [centre, second]
+    assert statuses(fresh) == ["RUNNING", "RUNNING"]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "constraints", "message"),
+    [
+        (
+            IntParameter,
+            ["a + b <= 7", "a + b >= 7"],
+            "constraints 0 ('a + b <= 7') and 1 ('a + b >= 7') together are an equality, "
+            "whose integer points Ax's sampler cannot reach; use planner kind: botorch",
+        ),
+        (
+            FloatParameter,
+            ["a + b <= 7", "a >= 0", "2 * a + 2 * b >= 14"],  # multiples: the same equality
+            "constraints 0 ('a + b <= 7') and 2 ('2 * a + 2 * b >= 14') together are an "
+            "equality over float parameters",
+        ),
+        (FloatParameter, ["a - b >= 1", "b - a >= 1"], "contradict each other"),
+    ],
+    ids=["int", "float_multiple", "contradiction"],
+)
+def test_an_equality_as_two_inequalities_is_refused_at_construction(
+    parameter: type[FloatParameter | IntParameter], constraints: list[str], message: str
+) -> None:
+    """Ax's polytope sampler cannot enter a region of no width (the run crashed with
+    BoTorch's InfeasibilityError at the first suggest); an opposed pair with room is kept."""
+    space = Space(
+        [parameter(name="a", bounds=(0, 10)), parameter(name="b", bounds=(0, 10))],
+        constraints=constraints,
+    )
+    with pytest.raises(ValueError, match="constraints") as info:
+        AxPlanner(space, MINIMISE_Y, config(), seed=0)
+    assert message in str(info.value)
+    slab = Space(space.parameters, constraints=["a + b <= 7", "a + b >= 6"])
+    AxPlanner(slab, MINIMISE_Y, config(), seed=0)
+
+
+def test_constraints_that_leave_no_point_are_an_infeasible_space_error() -> None:
+    """No pair opposes another, yet the three leave nothing: BoTorch's InfeasibilityError
+    from Ax's sampler becomes the planners' error, which the CLI reports as a bad file."""
+    space = Space(
+        [FloatParameter(name="a", bounds=(0, 1)), FloatParameter(name="b", bounds=(0, 1))],
+        constraints=["a + b <= 0.5", "a - b >= 0.3", "b - 0.5 * a >= 0.1"],
+    )
+    planner = AxPlanner(space, MINIMISE_Y, config(2), seed=0)
+    with pytest.raises(InfeasibleSpaceError, match="Ax found no point that meets all"):
+        planner.suggest(1)

@@ -177,7 +177,8 @@ def test_leading_feasible_points_are_those_the_draws_hold() -> None:
     assert 100 < len(U) < 512
     assert bool(NARROW.feasible(NARROW.from_unit_cube(U)).all())
     assert torch.equal(U[:50], PositionalDesign(NARROW, 3).feasible_unit_points(0, 50))
-    empty = Space(NARROW.parameters, constraints=["x1 + x2 >= 1.99999"])
+    # Nonlinear, so rejection sampling (a linear sliver is a polytope for hit-and-run).
+    empty = Space(NARROW.parameters, constraints=["x1 * x2 >= 0.99999"])
     with pytest.raises(InfeasibleSpaceError, match="0 feasible points"):
         PositionalDesign(empty, 3).leading_feasible_unit_points(512)
 

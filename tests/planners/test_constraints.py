@@ -139,6 +139,21 @@ def test_bad_constraints_say_which_and_how_to_fix(text: str, index: int, message
     assert isinstance(info.value, ValueError)
 
 
+def test_equality_hint_offers_two_inequalities_over_integers_only() -> None:
+    """Two inequalities over float parameters leave a zero-volume region no design or
+    optimiser can enter (the run failed after a minute of sampling), so the hint for ``==``
+    offers them only when every varying parameter is an int (fixed ones are constants)."""
+    with pytest.raises(ConstraintError, match="only <= and >=") as info:
+        _space("temperature + residence_time == 50")
+    message = str(info.value)
+    assert "type: fixed" in message and "compute it from the others" in message
+    assert "two inequalities would leave no room" in message
+    with pytest.raises(ConstraintError, match="only <= and >=") as info:
+        _space("equivalents + volume == 4")
+    assert "write two inequalities, <= and >=" in str(info.value)
+    assert "not ax" in str(info.value)
+
+
 def test_a_constraint_must_be_text() -> None:
     with pytest.raises(ConstraintError, match="must be text") as info:
         Space(PARAMS, constraints=[3])  # type: ignore[list-item]
@@ -212,15 +227,52 @@ def test_no_value_means_infeasible_not_a_crash() -> None:
 
 
 def test_design_that_cannot_find_a_feasible_point_says_how_rare_they_are() -> None:
+    # Nonlinear (x >= 0.9999999 in effect): rejection sampling; a linear sliver like it is
+    # a narrow polytope, which hit-and-run samples (the next tests).
     space = Space(
         [FloatParameter(name="x", bounds=(0.0, 1.0)), FloatParameter(name="y", bounds=(0.0, 1.0))],
-        constraints=["x + y <= 1.5", "x >= 0.9999999"],
+        constraints=["x + y <= 1.5", "x ** 3 >= 0.9999997"],
     )
     for kind in ("sobol", "random"):
-        with pytest.raises(InfeasibleSpaceError, match=r"constraint 1 \('x >= 0.9999999'") as info:
+        with pytest.raises(
+            InfeasibleSpaceError, match=r"constraint 1 \('x \*\* 3 >= 0.9999997'"
+        ) as info:
             PositionalDesign(space, 0, kind).points(0, 2)  # type: ignore[arg-type]
         assert info.value.feasible_fraction < 1e-4
         assert "feasible fraction below" in str(info.value)
+
+
+def test_designs_of_a_narrow_polytope_are_sampled_by_hit_and_run() -> None:
+    """Rejection found ~3 points in 2^16 draws of 'x1 + x2 <= 0.01': the random design gave
+    up on a point after 2^16 draws, the Sobol design searched for seconds to a minute."""
+    space = Space(
+        [
+            FloatParameter(name="x1", bounds=(0.0, 1.0)),
+            FloatParameter(name="x2", bounds=(0.0, 1.0)),
+        ],
+        constraints=["x1 + x2 <= 0.01"],
+    )
+    # The Sobol design's chain runs past its first chunk; the random one's point k is a short
+    # chain of its own (~0.05 s each).
+    for kind, n in (("sobol", 70), ("random", 12)):
+        points = PositionalDesign(space, 3, kind).points(0, n)  # type: ignore[arg-type]
+        assert all(space.contains(p) for p in points)
+        assert len({(p["x1"], p["x2"]) for p in points}) == n
+        assert max(p["x1"] for p in points) > 0.005 and max(p["x2"] for p in points) > 0.005
+        # Positional: a fresh design gives the same points from any position.
+        fresh = PositionalDesign(space, 3, kind)  # type: ignore[arg-type]
+        assert fresh.points(n - 4, 4) == points[-4:]
+    assert PositionalDesign(space, 4).points(0, 5) != PositionalDesign(space, 3).points(0, 5)
+
+
+def test_an_empty_polytope_is_an_infeasible_space_error() -> None:
+    space = Space(
+        [FloatParameter(name="x", bounds=(0.0, 1.0)), FloatParameter(name="y", bounds=(0.0, 1.0))],
+        constraints=["x + y <= 0.5", "x - y >= 0.3", "y - 0.5 * x >= 0.1"],
+    )
+    for kind in ("sobol", "random"):
+        with pytest.raises(InfeasibleSpaceError, match="0 feasible points"):
+            PositionalDesign(space, 0, kind).points(0, 2)  # type: ignore[arg-type]
 
 
 def test_constraints_are_exposed_with_text_and_index(capsys: Any) -> None:

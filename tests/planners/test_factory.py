@@ -13,8 +13,10 @@ from planners import (
     RandomPlanner,
     SobolPlanner,
     Space,
+    check_planner,
     make_planner,
 )
+from planners._config import PlannerSettingError
 
 SPACE = Space([FloatParameter(name="x", bounds=(0.0, 1.0))])
 
@@ -50,3 +52,63 @@ def test_unsupported_campaigns_fail_at_construction() -> None:
         make_planner(SPACE, five, PlannerConfig(), seed=0)
     # Baselines ignore the objectives, so any number is fine for them.
     make_planner(SPACE, five, PlannerConfig(kind="sobol"), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "message"),
+    [
+        (
+            {"kind": "ax", "acquisition": "qUpperConfidenceBound"},
+            ("acquisition",),
+            "planner.acquisition applies to kind: botorch only (Ax picks its own)",
+        ),
+        (
+            {"kind": "sobol", "acquisition": "qLogNoisyExpectedImprovement"},
+            ("acquisition",),
+            "kind sobol uses no model",
+        ),
+        (
+            {"kind": "ax", "initial": {"kind": "random"}},
+            ("initial", "kind"),
+            "planner.initial.kind: random does not apply to kind: ax",
+        ),
+        (
+            {"kind": "random", "initial": {"kind": "sobol", "n": 3}},
+            ("initial", "kind"),
+            "planner.initial.kind: sobol does not apply to kind: random",
+        ),
+        (
+            {"kind": "ax", "initial": {"centre": False}},
+            ("initial", "centre"),
+            "Ax always starts at the centre",
+        ),
+        (
+            {"kind": "sobol", "initial": {"n": 3, "centre": True}},
+            ("initial", "centre"),
+            "planner.initial.centre: true does not apply to kind: sobol",
+        ),
+    ],
+)
+def test_settings_another_kind_would_follow_are_refused(
+    settings: dict[str, object], key: tuple[str, ...], message: str
+) -> None:
+    """They were silently ignored (a campaign asked for UCB and got Ax's default)."""
+    with pytest.raises(PlannerSettingError, match="remove it") as info:
+        check_planner(SPACE, [Objective(name="y")], PlannerConfig.model_validate(settings))
+    assert message in str(info.value)
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"kind": "botorch", "acquisition": "qUpperConfidenceBound", "initial": {"kind": "random"}},
+        {"kind": "ax", "initial": {"kind": "sobol", "n": 3, "centre": True}, "batch_size": 2},
+        {"kind": "sobol", "initial": {"kind": "sobol", "n": 5, "centre": False}},
+        {"kind": "random", "initial": {"kind": "random", "n": 5}, "batch_size": 3},
+    ],
+)
+def test_settings_that_describe_what_the_kind_does_are_kept(settings: dict[str, object]) -> None:
+    """A campaign switched to another kind keeps its valid settings (``initial.n`` paces the
+    loop for every kind)."""
+    check_planner(SPACE, [Objective(name="y")], PlannerConfig.model_validate(settings))

@@ -167,6 +167,19 @@ def test_fixed_parameter_in_a_campaign_parameter_list() -> None:
     assert isinstance(parsed[0], FixedParameter) and parsed[0].value == 3
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_choice_and_fixed_values_are_refused(value: float) -> None:
+    """NaN equals nothing, so a proposed NaN was "not one of" its own choice's values at the
+    instrument's limit check, mid-run; refused when the campaign loads, like a fixed value."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="choice values must be finite numbers or text"):
+        ChoiceParameter(name="b", values=(value, 1, "x"))
+    with pytest.raises(ValidationError, match="a fixed value must be a finite number or text"):
+        FixedParameter(name="p", value=value)
+    assert ChoiceParameter(name="b", values=(0.5, 1, "x")).values == (0.5, 1, "x")
+
+
 def test_ordered_choice_is_a_discrete_column() -> None:
     space = Space(
         [
