@@ -74,6 +74,10 @@ SimFunction = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 ReadbackError = float | Callable[[float], float] | None
 Seed = int | np.random.SeedSequence | None
 
+_NOT_REMOTE: Any = object()
+"""``remote=`` when nothing was computed elsewhere: evaluate the function here. A sentinel,
+not ``None``: ``None`` is what a remote function that forgot its ``return`` sent back."""
+
 
 class SimulatedFault(RuntimeError):
     """A simulated instrument failed to deliver a measurement.
@@ -570,7 +574,7 @@ class SimDetector(Device):
                     logger.info("%s: trigger #%d hangs (injected, hang_rate)", self.name, number)
                     self.last_noiseless = {}
                     return status
-                if self._sim_executor is not None and not fail:
+                if self._sim_executor is not None and not fail and not self._in_region(values):
                     self._submit(status, number, values, fail, z, bad)
                     return status
                 if self._sim_latency > 0:
@@ -613,7 +617,8 @@ class SimDetector(Device):
         try:
             future = self._sim_executor.submit(self._sim_function, inputs)
         except Exception as exc:  # e.g. the client was closed: a failed measurement
-            self._complete(status, number, inputs, fail, z, bad, remote=exc)
+            if not self._scheduler_lost(exc):
+                self._complete(status, number, inputs, fail, z, bad, remote=exc)
             return
         self._sim_future = future
 
@@ -623,6 +628,8 @@ class SimDetector(Device):
                 remote = fut.result()
             except BaseException as exc:  # the function raised, or the cluster failed
                 remote = exc
+            if isinstance(remote, BaseException) and self._scheduler_lost(remote):
+                return
             left = self._sim_latency - (time.monotonic() - started)
             if left > 0 and not status.done:
                 timer = threading.Timer(
@@ -636,6 +643,32 @@ class SimDetector(Device):
             self._complete(status, number, inputs, fail, z, bad, remote)
 
         future.add_done_callback(done)
+
+    def _in_region(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether ``inputs`` lie in the failing region (or the predicate cannot tell).
+
+        Asked before a point is sent to an executor: a point that fails anyway is not worth
+        a cluster's time. ``_evaluate`` asks again and reports why, as in-process.
+        """
+        region = self._sim_failing_region
+        if region is None:
+            return False
+        try:
+            return bool(region(dict(inputs)))
+        except Exception:  # _evaluate reports the broken predicate
+            return True
+
+    def _scheduler_lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the executor's scheduler is gone *and* a listener (the
+        runner) was told, so it stops the campaign and its abort ends this measurement.
+
+        Without a listener the measurement fails (see ``_evaluate``), not transient:
+        retrying on a client without a scheduler fails at once, every time.
+        """
+        executor = self._sim_executor
+        lost = getattr(executor, "lost", None)
+        reason = lost(exc) if callable(lost) else None
+        return reason is not None and bool(executor.report_lost(reason))
 
     def close(self) -> None:
         """Cancel a measurement in flight (its Status fails) and release ophyd resources."""
@@ -653,12 +686,9 @@ class SimDetector(Device):
             self._sim_timer = self._sim_future = None
         if timer is not None:
             timer.cancel()
-        if future is not None and not future.done():
-            try:
-                future.cancel()
-            except Exception as exc:  # the client is closing: nothing left to cancel
-                logger.debug("cancelling a Dask future: %s", exc)
         if pending is not None and not pending.done:
+            # Before the future is cancelled: its callback would otherwise fail the Status
+            # first, with the cancellation, and the stop would read as a cluster fault.
             fault = SimulatedFault(
                 f"{self.name}: trigger #{self.trigger_count} {why} before completion",
                 device=self.name,
@@ -666,6 +696,17 @@ class SimDetector(Device):
                 injected=False,
             )
             _fail(pending, fault)
+        if future is not None and not future.done():
+            # A DaskExecutor also kills the worker process still running the function (its
+            # nanny starts a fresh one); a plain executor's future can only be cancelled.
+            abort = getattr(self._sim_executor, "abort", None)
+            try:
+                if callable(abort):
+                    abort(future)
+                else:
+                    future.cancel()
+            except Exception as exc:  # the client is closing: nothing left to cancel
+                logger.debug("cancelling a Dask future: %s", exc)
 
     def _complete(
         self,
@@ -675,13 +716,13 @@ class SimDetector(Device):
         fail: bool,
         z: np.ndarray[Any, np.dtype[np.float64]],
         bad: float | None = None,
-        remote: Any = None,
+        remote: Any = _NOT_REMOTE,
     ) -> None:
         """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0.
 
         ``bad`` is an injected non-finite reading (``nan_rate``) that replaces every output.
         ``remote`` is what an executor computed (the outputs, or the exception it raised);
-        ``None`` evaluates the function here.
+        by default the function is evaluated here.
         """
         if status.done:  # aborted while waiting
             return
@@ -717,7 +758,7 @@ class SimDetector(Device):
             status.set_finished()
 
     def _evaluate(
-        self, number: int, inputs: dict[str, Any], fail: bool, remote: Any = None
+        self, number: int, inputs: dict[str, Any], fail: bool, remote: Any = _NOT_REMOTE
     ) -> list[float]:
         """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened."""
 
@@ -754,6 +795,10 @@ class SimDetector(Device):
                 )
         name = getattr(self._sim_function, "__name__", repr(self._sim_function))
         if isinstance(remote, BaseException):
+            lost = getattr(self._sim_executor, "lost", None)
+            gone = lost(remote) if callable(lost) else None
+            if gone is not None:
+                raise fault(f"simulator {name} could not run: {gone}") from remote
             if is_infrastructure_error(remote):
                 raise fault(
                     f"simulator {name} could not finish on the Dask cluster: "
@@ -765,7 +810,7 @@ class SimDetector(Device):
             )
             raise err from remote
         try:
-            raw = remote if remote is not None else self._sim_function(dict(inputs))
+            raw = self._sim_function(dict(inputs)) if remote is _NOT_REMOTE else remote
         except BaseException as exc:
             # SystemExit (a script's ``sys.exit``) or GeneratorExit out of the user's code is
             # a failed measurement too: let through, it would escape trigger() into the
@@ -780,9 +825,21 @@ class SimDetector(Device):
         if missing:
             raise fault(f"simulator {name} did not return {missing} (got {sorted(raw)})")
         try:
-            return [float(raw[out]) for out in self._sim_outputs]
+            return [_reading(out, raw[out]) for out in self._sim_outputs]
         except (TypeError, ValueError) as exc:
             raise fault(f"simulator {name} returned a non-numeric output: {exc}") from exc
+
+
+def _reading(name: str, value: Any) -> float:
+    """One output as a float, refusing what ``float()`` would quietly accept.
+
+    A bool is not a measurement (``True`` would read 1.0), and a numeric string (``"1.5"``)
+    is a function that formatted its result instead of returning it: refused like any other
+    text, as setpoints are (a number must be a number, not something that parses as one).
+    """
+    if isinstance(value, bool | np.bool_ | str | bytes):
+        raise TypeError(f"{name} = {value!r} is a {type(value).__name__}, not a number")
+    return float(value)
 
 
 def _is_interrupt(exc: BaseException) -> bool:

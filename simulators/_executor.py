@@ -13,7 +13,15 @@ campaign's ``path/to/file.py`` lives in a module only this process knows, so tha
 registered to be pickled by value.
 
 Failures. A scheduler that does not answer within ``connect_timeout`` raises
-:class:`ExecutorUnavailable` naming the address and what to check. A worker that dies while
+:class:`ExecutorUnavailable` naming the address and what to check; so does a port that
+accepts the connection but never speaks Dask (the dashboard's 8787 given for the scheduler's
+8786, an ssh port), since the handshake is bounded by the same limit, and a cluster whose
+workers cannot import ``simulators`` (a worker that cannot unpickle a task closes itself and
+the task would wait for ever). A trial that is aborted (its ``timeout``, a stop) while its
+function runs gets its worker restarted (:meth:`DaskExecutor.abort`): a running task cannot
+be interrupted, and a worker left busy would hold every later trial sent to it. A scheduler
+that is lost mid-campaign is reported to :attr:`DaskExecutor.on_lost` (the runner stops the
+campaign, resumable) instead of failing one trial after another. A worker that dies while
 computing a trial makes its future fail (``KilledWorker``: the local cluster is started with
 ``distributed.scheduler.allowed-failures: 0``, so a trial whose worker died is not silently
 re-run elsewhere); the detector turns that into a failed, *transient* trial (retried under
@@ -26,12 +34,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+_GRACE = 5.0
+"""Seconds beyond ``connect_timeout`` before a probe thread that did not return is given up."""
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # SIGTERM is TerminateProcess on Windows
+_LOST_REASONS = ("scheduler-connection-lost",)
+"""``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
 _USER_MODULE_PREFIX = "_closedloop_user_"  # instruments._build names loaded files like this
 _RAISED_BY_FUNCTION = "_closedloop_raised_by_function"
@@ -133,6 +151,15 @@ class DaskExecutor:
         self.cluster = cluster
         self.kind = kind
         self.address: str = str(getattr(client.scheduler, "address", ""))
+        self.on_lost: Callable[[str], None] | None = None
+        """Called with the reason, on a thread of its own, whenever a trial finds the
+        scheduler gone (its future cancelled because the connection was lost, or the client
+        closed); it must be idempotent. The runner sets it to its ``request_stop``: without
+        a scheduler no trial can finish, so the campaign stops (resumable) rather than
+        spending its failure budget on trials that fail at once. Unset, each such trial
+        fails (not transient) naming the scheduler."""
+        self._lost: str | None = None
+        self._lost_lock = threading.Lock()
         self._closed = False
         self._blobs: dict[int, bytes] = {}
         self._functions: list[Any] = []
@@ -147,6 +174,7 @@ class DaskExecutor:
         import dask
         from distributed import Client, LocalCluster
 
+        _quiet_distributed()
         try:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = LocalCluster(
@@ -154,7 +182,11 @@ class DaskExecutor:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
+                    # No dashboard (None turns only the dashboard *pages* off), and the
+                    # scheduler's HTTP server on a free loopback port, never 8787: a second
+                    # campaign on this machine must not collide with the first.
                     dashboard_address=None,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR,
                 )
         except Exception as exc:
@@ -178,23 +210,88 @@ class DaskExecutor:
     def connect(cls, address: str, *, connect_timeout: float = 10.0) -> DaskExecutor:
         """Connect to a running scheduler at ``address`` within ``connect_timeout`` s.
 
+        ``connect_timeout`` bounds the whole exchange, not only the TCP connection: a port
+        that accepts but is not a scheduler (the dashboard's, an ssh port, a proxy) would
+        otherwise hold the Dask handshake for ever. Then every worker must be able to
+        import ``simulators`` (see :meth:`check_workers`).
+
         Raises:
-            ExecutorUnavailable: nothing answered in time (the message names the address and
-                what to check).
+            ExecutorUnavailable: nothing answered in time, or not as a Dask scheduler, or
+                a worker cannot import ``simulators`` (the message names the address or
+                the workers, and what to check).
         """
         from distributed import Client
 
+        _quiet_distributed()
         try:
+            _probe_scheduler(address, connect_timeout)
             client = Client(address, timeout=connect_timeout, set_as_default=False)
         except Exception as exc:
             raise ExecutorUnavailable(
                 f"no Dask scheduler answered at {address} within {connect_timeout:g} s "
                 f"({type(exc).__name__}: {exc}); start one (`dask scheduler`, or a "
-                "dask-jobqueue cluster) and give its address as `executor.address`, raise "
+                "dask-jobqueue cluster) and give its address as `executor.address` (the "
+                "scheduler's port, 8786 by default, not the dashboard's 8787), raise "
                 "`executor.connect_timeout`, or use `executor: {kind: local}`",
                 address=address,
             ) from exc
-        return cls(client, None, "dask")
+        executor = cls(client, None, "dask")
+        try:
+            executor.check_workers(connect_timeout)
+        except BaseException:
+            executor.close()
+            raise
+        return executor
+
+    def check_workers(self, timeout: float) -> None:
+        """Refuse a cluster whose workers cannot import ``simulators``.
+
+        Every task is ``simulators._executor._call``, sent by reference: a worker that
+        cannot import it cannot even read the task, closes itself (gracefully, so nothing
+        restarts it) and the trial waits for ever. Checking the workers present now turns
+        that into one error at connect time. Workers that join later (an adaptive
+        cluster) are not checked: start them from the same environment.
+
+        Raises:
+            ExecutorUnavailable: naming the workers that cannot import it, and why.
+        """
+        outcome: list[Any] = []
+
+        def ask() -> None:
+            try:
+                # A stdlib function travels by reference to any worker; importing the
+                # submodule imports the package and everything a task needs from it.
+                outcome.append(
+                    self.client.run(
+                        importlib.util.find_spec, "simulators._executor", on_error="return"
+                    )
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=ask, name="closedloop-dask-check", daemon=True)
+        thread.start()
+        thread.join(timeout + _GRACE)
+        if not outcome or isinstance(outcome[0], Exception):
+            why = outcome[0] if outcome else f"no answer within {timeout:g} s"
+            logger.warning("could not check the Dask workers at %s: %s", self.address, why)
+            return
+        missing = {
+            str(worker): (f"{type(got).__name__}: {got}" if got is not None else "not found")
+            for worker, got in outcome[0].items()
+            if got is None or isinstance(got, BaseException)
+        }
+        if missing:
+            listed = "; ".join(f"{worker} ({why})" for worker, why in sorted(missing.items()))
+            raise ExecutorUnavailable(
+                f"{len(missing)} Dask worker(s) at {self.address} cannot import closedloop's "
+                f"`simulators` package, which every trial runs through: {listed}; install "
+                "closedloop in the workers' Python environment (the same one as this "
+                "machine's, e.g. the environment dask-jobqueue starts them in)",
+                address=self.address,
+            )
+        if not outcome[0]:
+            logger.info("no Dask worker at %s yet; trials wait for one", self.address)
 
     def submit(
         self, function: Callable[[dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str, Any]
@@ -211,6 +308,109 @@ class DaskExecutor:
             blob = self._blobs[id(function)] = cloudpickle.dumps(function)
             self._functions.append(function)  # keeps id() unique while cached
         return self.client.submit(_call, blob, dict(inputs), pure=False)
+
+    def abort(self, future: Any) -> None:
+        """Cancel ``future``; if its task is running, end the worker process running it.
+
+        ``Future.cancel`` only releases the result: the function goes on in the worker's
+        thread (a Python thread cannot be interrupted), the scheduler counts the worker
+        free and gives it the next trials, which then wait behind the runaway one and time
+        out in turn. So the worker process running it is killed and its nanny starts a fresh
+        one, as after a crash; not ``Client.restart_workers``, whose graceful restart first
+        waits seconds for a close that cannot happen while the function runs. On a worker
+        with several threads, other trials there fail as ``KilledWorker`` (transient,
+        retried). A worker without a nanny would not come back, so it is left alone
+        (logged): it stays busy until the function returns.
+        """
+        if future.done():
+            return
+        worker: str | None = None
+        try:
+            key = future.key
+            worker = next((w for w, keys in self.client.processing().items() if key in keys), None)
+        except Exception as exc:  # the client is closing: nothing left to find
+            logger.debug("looking up the worker of a Dask future: %s", exc)
+        try:
+            future.cancel()
+        except Exception as exc:
+            logger.debug("cancelling a Dask future: %s", exc)
+        if worker is None:
+            return
+        try:
+            nanny = self.client.scheduler_info()["workers"].get(worker, {}).get("nanny")
+        except Exception as exc:
+            logger.debug("asking the scheduler about worker %s: %s", worker, exc)
+            return
+        if not nanny:
+            logger.warning(
+                "Dask worker %s has no nanny to restart it: it stays busy until the aborted "
+                "trial's function returns",
+                worker,
+            )
+            return
+        logger.warning(
+            "a trial was aborted while its function ran on Dask worker %s: ending that "
+            "worker's process so the next trials do not wait behind it",
+            worker,
+        )
+        try:
+            # Both stdlib functions travel by reference. The worker answers on its event
+            # loop even while its task thread is busy; the kill is sent by its nanny (same
+            # host, and it answers, so the scheduler logs no failed call), which then
+            # starts a fresh worker as after any crash.
+            pid = self.client.run(os.getpid, workers=[worker])[worker]
+            self.client.run(os.kill, pid, _KILL, workers=[worker], nanny=True)
+        except Exception as exc:
+            logger.warning("could not end Dask worker %s: %s: %s", worker, type(exc).__name__, exc)
+
+    def lost(self, exc: BaseException | None = None) -> str | None:
+        """Why no trial can run on this executor any more, or ``None`` if it still can.
+
+        True when the client is closed or closing (it gave up reconnecting), or ``exc`` is
+        the error of a future cancelled because the connection to the scheduler was lost,
+        or of a submit to a closed client.
+        """
+        if self._closed:
+            return None  # closed on purpose, at the end of the campaign
+        gone = getattr(self.client, "status", "running") in ("closing", "closed")
+        if exc is not None and not gone and not getattr(exc, _RAISED_BY_FUNCTION, False):
+            if getattr(exc, "reason", None) in _LOST_REASONS:
+                gone = True
+            elif type(exc).__name__ == "ClosedClientError":
+                gone = True
+        if not gone:
+            return None
+        return (
+            f"the Dask scheduler at {self.address} is gone (the connection to it was lost); "
+            "restart it (or check the network), then `closedloop resume`"
+        )
+
+    def report_lost(self, reason: str) -> bool:
+        """Tell :attr:`on_lost` that the scheduler is gone; whether anyone listens.
+
+        A caller that gets ``True`` may leave its measurement pending: the listener stops
+        the campaign, which aborts it. Every report is passed on (logged once), not only
+        the first: a trial that started while the first stop was being delivered must be
+        aborted too, and a stop request is idempotent.
+        """
+        callback = self.on_lost
+        if callback is None:
+            return False
+        with self._lost_lock:
+            first, self._lost = self._lost is None, self._lost or reason
+        if first:
+            logger.warning("%s", reason)
+
+        def tell() -> None:
+            try:
+                callback(reason)
+            except Exception as exc:
+                logger.warning("the executor's on_lost callback failed: %s", exc)
+
+        # On a thread of its own: the callback aborts runs, and the caller may be the
+        # RunEngine's thread (a trigger) or the Dask client's event loop (a callback).
+        threading.Thread(target=tell, name="closedloop-dask-lost", daemon=True).start()
+        return True
 
     def close(self) -> None:
         """Close the client and, for a local cluster, its workers (idempotent)."""
@@ -232,3 +432,72 @@ class DaskExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """Open one Dask connection to ``address`` and complete its handshake, within ``timeout``.
+
+    ``Client(timeout=...)`` bounds the TCP connect only; the handshake that follows waits
+    for the peer's first message with no limit, for ever when the port accepts but never
+    speaks Dask. Here the whole exchange runs under ``asyncio.wait_for`` (which cancels the
+    read cleanly), on its own event loop in a daemon thread so a caller's running loop is
+    never touched.
+
+    Raises:
+        TimeoutError: no handshake within ``timeout`` s.
+        OSError: the connection was refused or closed (``CommClosedError`` is one).
+    """
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    connection_args = Security().get_connection_args("client")
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **connection_args), timeout)
+        await comm.close()
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(handshake())
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="closedloop-dask-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + _GRACE)
+    if not outcome:
+        raise TimeoutError(f"no Dask handshake within {timeout:g} s")
+    exc = outcome[0]
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        raise TimeoutError(
+            f"the port accepted the connection but sent no Dask handshake within "
+            f"{timeout:g} s: is it a scheduler's port?"
+        ) from exc
+    if exc is not None:
+        raise exc
+
+
+def _quiet_distributed() -> None:
+    """Keep distributed's INFO chatter (cluster start, worker registration, the dashboard
+    address: some 50 lines a campaign) off the user's terminal.
+
+    distributed gives its loggers level INFO and its own handlers; ``silence_logs`` only
+    turns those handlers down, and the records still propagate to the handler the CLI puts
+    on the root logger. Raised to WARNING unless the application logs INFO itself (the
+    CLI's ``--verbose`` sets the root logger to DEBUG): then the details are wanted. The
+    client's own errors go further, to CRITICAL: each reaches the detector as a failed
+    future (reported on the trial's line) or a lost scheduler (reported once, by
+    :meth:`DaskExecutor.lost`), and the client would log a 60-line traceback for a
+    scheduler that went away.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    levels = {"distributed": logging.WARNING, "dask": logging.WARNING}
+    levels["distributed.client"] = logging.CRITICAL
+    for name, level in levels.items():
+        log = logging.getLogger(name)
+        if log.level < level:
+            log.setLevel(level)

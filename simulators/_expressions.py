@@ -105,8 +105,8 @@ def parse_expression(text: str, names: Collection[str]) -> Expression:
 
     Raises:
         ExpressionError: (a ``ValueError``) anything outside the language, an unknown name,
-            a non-finite number, empty or overlong text; the message names the construct
-            and its column.
+            a non-finite number, empty or overlong text, a condition that names no
+            parameter (``1 < 2``); the message names the construct and its column.
     """
     if not isinstance(text, str):
         raise ExpressionError(
@@ -133,6 +133,16 @@ def parse_expression(text: str, names: Collection[str]) -> Expression:
         raise ExpressionError(f"not a valid expression ({exc})", text=text) from None
     checker = _Compiler(text, flat.strip(), lead, frozenset(names))
     fn, is_condition = checker.compile(tree.body, depth=0)
+    if is_condition and not checker.used:
+        # `1 < 2` holds everywhere and `1 > 2` nowhere: a region or a constraint that does
+        # not depend on the point is a mistake (a typo'd name, a unit), never the intent.
+        allowed = ", ".join(sorted(names)) or "(none)"
+        raise ExpressionError(
+            "the condition names no parameter, so it is the same at every point (always "
+            f"true or always false); write it over the parameters ({allowed}), e.g. "
+            "`x1 + x2 > 1.5`",
+            text=text,
+        )
     return Expression(
         text=text.strip(), names=tuple(checker.used), is_condition=is_condition, _fn=fn
     )

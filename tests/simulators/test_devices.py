@@ -9,6 +9,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
+import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.protocols import Locatable, Movable, Readable, Stageable, Triggerable
@@ -253,6 +254,26 @@ def test_function_errors_become_faults_that_say_what_happened() -> None:
 
     inst = build_simulated_instrument(lambda d: {"z": 1.0}, inputs={"x": (0, 1)}, outputs=("y",))
     assert "did not return ['y']" in str(inst.detector.trigger().exception())
+
+
+@pytest.mark.parametrize("value", ["1.5", True, np.bool_(False), b"2"])
+def test_text_and_bools_are_not_measurements(value: Any) -> None:
+    """Was: ``float()`` quietly read "1.5" as 1.5 and True as 1.0."""
+    inst = build_simulated_instrument(
+        lambda d: {"y": value}, inputs={"x": (0, 1)}, outputs=("y",), name="det"
+    )
+    exc = inst.detector.trigger().exception()
+    assert isinstance(exc, SimulatedFault) and not exc.injected
+    assert f"returned a non-numeric output: y = {value!r} is a {type(value).__name__}" in str(exc)
+    inst.close()
+
+
+@pytest.mark.parametrize("value", [2, 2.0, np.float32(2.0), np.int64(2)])
+def test_numbers_of_any_kind_are_measurements(value: Any) -> None:
+    inst = build_simulated_instrument(lambda d: {"y": value}, inputs={"x": (0, 1)}, outputs=("y",))
+    assert inst.detector.trigger().success
+    assert inst.detector.read()["y"]["value"] == 2.0
+    inst.close()
 
 
 def test_non_finite_outputs_pass_through() -> None:

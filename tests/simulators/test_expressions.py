@@ -26,7 +26,7 @@ NAMES = ("x1", "x2", "temperature", "residence_time")
         ("x1 > 1 and x2 > 1 or not x1 == 0", {"x1": 0.0, "x2": 5.0}, False),
         ("-x1 ** 2", {"x1": 3.0}, -9.0),
         ("(x1 - 1) / 4 + +2", {"x1": 5.0}, 3.0),
-        ("2 ** -1 != 0.5", {}, False),
+        ("x1 ** -1 != 0.5", {"x1": 2.0}, False),
     ],
 )
 def test_evaluates(text: str, point: dict[str, float], expected: object) -> None:
@@ -85,6 +85,9 @@ def test_arithmetic_never_raises() -> None:
         ("x1\x00", "not a valid expression", None),
         ("x1 + " * 300 + "1", "longer than", None),
         ("-" * 60 + "x1", "nests deeper", None),
+        # a condition over no parameter holds everywhere or nowhere: never what was meant
+        ("1 < 2", "names no parameter", None),
+        ("2 ** -1 != 0.5 and not 3 > 4", "names no parameter", None),
     ],
 )
 def test_refuses_with_position(text: str, fragment: str, column: int | None) -> None:
