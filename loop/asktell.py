@@ -5,14 +5,23 @@ or days and people carry it out. ``suggest`` rebuilds the planner from the store
 finished trial, in order, as ``resume`` does) and gives it the trials still pending, so it
 never proposes them again; the proposals are committed as trials in state ``running``.
 ``tell`` records one trial's outputs (and, optionally, the parameters actually used, stored
-as its readbacks and learned from instead of the commanded ones). Every command takes the
-campaign's lease for the length of its transaction, so it never races a runner or another
-``suggest``/``tell``. Between commands the campaign is ``stopped`` with the reason saying how
-many trials are pending; when the budget is spent it becomes ``completed`` (or ``failed``).
+as its readbacks and learned from instead of the commanded ones), marks it failed, or
+withdraws it (``--abandon``: ``abandoned``, counted toward no budget). Every command takes
+the campaign's lease for the length of its transaction (waiting a few seconds while another
+``suggest``/``tell`` holds it), so it never races a runner or another ``suggest``/``tell``.
+Between commands the campaign is ``stopped`` with the reason saying how many trials are
+pending; when the budget is spent it becomes ``completed`` (or ``failed``).
 
-Everything told is validated before anything is written (a CSV is all or nothing):
-unknown trial, a trial already finished or being measured by a runner, non-numeric or
-non-finite values, unknown or missing outputs, actual parameters outside the space. Such
+What makes a campaign "ask/tell" is its pending suggestions, recognised without a schema
+change (:func:`awaiting_tell`): a trial ``suggest`` recorded is ``running`` with no
+instrument slot and no Bluesky documents, where a runner always records the slot it
+dispatches on. ``resume`` refuses to drive a campaign while such trials wait for ``tell``
+(it would abandon them), and ``status`` points to ``suggest``/``tell`` instead of ``resume``.
+
+Everything told is validated before anything is written (a CSV is all or nothing, over
+every campaign it names): unknown trial, a trial already finished or being measured by a
+runner, non-numeric or non-finite values, unknown or missing outputs, outputs together with
+a failure reason, actual parameters outside the space (bounds, choices, constraints). Such
 problems raise :class:`InvalidInput`, which the CLI turns into exit code 2.
 
 :class:`TerminalOperator` is the prompt ``closedloop run`` uses for ``instrument: manual``.
@@ -23,27 +32,36 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from loop.config import LoadedCampaign, load_campaign
 from loop.errors import ClosedLoopError
 from loop.lock import CampaignLease
-from loop.runner import ManualEntry, OperatorStop, Runner
-from loop.store import Store, TrialRow
-from planners import Point
+from loop.store import CampaignLocked, Store, TrialRow, TrialStatus
+
+if TYPE_CHECKING:
+    from loop.runner import ManualEntry, Runner
+    from planners import Point
+
+# loop.runner (and with it Bluesky and Ophyd) is imported where it is used, not here:
+# `closedloop status` imports this module for :func:`awaiting_tell` and must stay light.
 
 __all__ = [
+    "LEASE_WAIT",
     "InvalidInput",
+    "PartlyRecorded",
     "Proposal",
     "Result",
     "TerminalOperator",
+    "awaiting_tell",
     "open_campaign",
     "parse_assignments",
     "read_results_csv",
@@ -51,9 +69,16 @@ __all__ = [
     "tell",
 ]
 
+LEASE_WAIT = 10.0
+"""Seconds a ``suggest``/``tell`` waits for another one to finish with the campaign."""
+
 
 class InvalidInput(ClosedLoopError):
     """Something told (or asked) is wrong; nothing was written. Exit code 2."""
+
+
+class PartlyRecorded(ClosedLoopError):
+    """Writing told results failed after some were recorded; the message names which."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +93,15 @@ class Proposal:
 
 @dataclass
 class Result:
-    """What is told about one trial: outputs, actual parameters, or a failure reason."""
+    """What is told about one trial: outputs and actual parameters, a failure reason, or a
+    withdrawal (``abandoned``: the suggestion was never run)."""
 
     trial_id: int
     outputs: dict[str, float] = field(default_factory=dict)
     actual: dict[str, Any] = field(default_factory=dict)
     failed: str | None = None
     where: str = ""  # e.g. "results.csv:3", for messages
+    abandoned: str | None = None
 
 
 # ---------------------------------------------------------------------------- values
@@ -161,11 +188,67 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
+def parse_typed_assignments(text: str, what: str) -> dict[str, str]:
+    """``temperature=60 catalyst=Pd B`` -> ``{"temperature": "60", "catalyst": "Pd B"}``.
+
+    For the prompt, where the operator types one line: a value runs up to the next
+    ``name=`` that follows a space, so a choice value may contain spaces; a value in
+    matching quotes (``catalyst="Pd B"``) is taken as quoted. Malformed or repeated keys
+    are refused as by :func:`parse_assignments`.
+    """
+    text = text.strip()
+    starts = list(re.finditer(r"(?<!\S)([^\s=]+)=", text))
+    if not starts:
+        return parse_assignments(text.split(), what)  # refuses a lone word, says how
+    head = text[: starts[0].start()].strip()
+    if head:
+        raise InvalidInput(f"{what} {head!r} must look like name=value")
+    items = []
+    for here, after in zip(starts, [*starts[1:], None], strict=True):
+        value = text[here.end() : after.start() if after else len(text)].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        items.append(f"{here.group(1)}={value}")
+    return parse_assignments(items, what)
+
+
+def actual_parameters(
+    runner: Runner, commanded: Mapping[str, Any], actual: Mapping[str, str]
+) -> dict[str, Any]:
+    """The parameters actually used, checked one by one and then as a point of the space.
+
+    Each value must lie within its own bounds or choices (:func:`parse_parameter`); the
+    point the model would learn from (the commanded parameters with these replaced, as
+    ``loop.runner.achieved_point`` builds it) must also satisfy the campaign's constraints
+    (and be a row of its candidate table, if any). Otherwise the runner would quietly
+    learn the commanded point instead, so such a result is refused here.
+    """
+    from loop.runner import achieved_point
+
+    parsed = {k: parse_parameter(runner, k, v) for k, v in actual.items()}
+    if parsed:
+        try:
+            runner.space.validate(achieved_point(commanded, parsed))
+        except ValueError as exc:  # planners.InvalidPoint
+            given = " ".join(f"{k}={_show(v)}" for k, v in parsed.items())
+            raise InvalidInput(
+                f"--actual {given}: with the other parameters as set, the point actually "
+                f"used lies outside the search space ({exc}); a result outside it cannot be "
+                "learned from (record it as failed with --fail REASON)"
+            ) from None
+    return parsed
+
+
 def _outputs(runner: Runner) -> tuple[str, ...]:
     from instruments import describe_instrument
 
     c = runner.campaign
     return tuple(describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir))
+
+
+# A failure reason that reads as "not failed" (a spreadsheet's FALSE in a `fail` column):
+# recording the trial as failed with the reason "FALSE" would be the opposite of what was meant.
+_NOT_FAILED = frozenset({"false", "no", "n", "f", "0", "off", "none", "ok"})
 
 
 def build_result(
@@ -175,22 +258,60 @@ def build_result(
     actual: Mapping[str, str],
     failed: str | None = None,
     where: str = "",
+    abandoned: str | None = None,
 ) -> Result:
-    """Validate text values against the campaign: every output, known names, the space."""
+    """Validate text values against the campaign: every output, known names, the space.
+
+    A trial is told exactly one of: its outputs (measured), a failure reason (``failed``),
+    or a withdrawal reason (``abandoned``); outputs together with a reason are refused, as
+    either half would be lost.
+    """
     known = _outputs(runner)
     prefix = f"{where}: " if where else ""
-    unknown = [k for k in outputs if k not in known]
-    if unknown:
-        raise InvalidInput(
-            f"{prefix}unknown output(s) {', '.join(unknown)}; the campaign's outputs are: "
-            f"{', '.join(known)}"
-        )
+    fail_name = "fail" if where else "--fail"  # the CSV's column, or the command's option
     try:
-        parsed_actual = {k: parse_parameter(runner, k, v) for k, v in actual.items()}
+        if abandoned is not None:
+            if outputs or actual or failed is not None:
+                raise InvalidInput(
+                    "--abandon withdraws a suggestion that was not run, so it takes no "
+                    "outputs, --actual or --fail (tell a trial that was run with its outputs, "
+                    "or --fail REASON)"
+                )
+            if not abandoned.strip():
+                raise InvalidInput("--abandon needs a reason, e.g. --abandon 'not run: no reagent'")
+            return Result(trial_id, where=where, abandoned=abandoned.strip())
+        unknown = [k for k in outputs if k not in known]
+        if unknown:
+            raise InvalidInput(
+                f"unknown output(s) {', '.join(unknown)}; the campaign's outputs are: "
+                f"{', '.join(known)}"
+            )
         if failed is not None:
-            if not failed.strip():
+            reason = failed.strip()
+            if outputs:
+                given = " ".join(f"{k}={v.strip()}" for k, v in outputs.items())
+                raise InvalidInput(
+                    f"outputs ({given}) and {fail_name} {reason!r} given together; a trial is "
+                    "either measured or failed: "
+                    + (
+                        "empty the fail cell to record the values, or the output cells to "
+                        "record it as failed"
+                        if where
+                        else "leave out --fail to record the values, or the values to record "
+                        "it as failed"
+                    )
+                )
+            if not reason:
                 raise InvalidInput("--fail needs a reason, e.g. --fail 'sample spilled'")
-            return Result(trial_id, {}, parsed_actual, failed.strip(), where)
+            if reason.lower() in _NOT_FAILED:
+                raise InvalidInput(
+                    f"{fail_name} {reason!r} reads as 'not failed', but any text there records "
+                    "the trial as failed with that text as the reason; give the reason it "
+                    "failed (e.g. 'sample spilled'), or, if it did not fail, its outputs "
+                    + ("with an empty fail cell" if where else "without --fail")
+                )
+            parsed_actual = {k: parse_parameter(runner, k, v) for k, v in actual.items()}
+            return Result(trial_id, {}, parsed_actual, reason, where)
         missing = [k for k in known if k not in outputs]
         if missing:
             expected = " ".join(k + "=VALUE" for k in known)
@@ -199,16 +320,33 @@ def build_result(
                 "if the trial failed)"
             )
         parsed = {k: parse_number(k, v) for k, v in outputs.items()}
+        parsed_actual = actual_parameters(runner, _commanded(runner.store, trial_id), actual)
     except InvalidInput as exc:
         raise InvalidInput(f"{prefix}{exc}") from None
     return Result(trial_id, parsed, parsed_actual, None, where)
+
+
+def _commanded(store: Store, trial_id: int) -> dict[str, Any]:
+    """The parameters a stored trial was proposed at."""
+    with store.session() as s:
+        trial = s.get(TrialRow, trial_id)
+    if trial is None:
+        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
+    return dict(trial.parameters)
+
+
+# Columns of a results CSV other than outputs: an output of one of these names could not be
+# told apart from them (`validate` refuses such names for a manual instrument).
+_CSV_COLUMNS = ("trial_id", "fail")
+_CSV_ACTUAL = "actual."
 
 
 def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     """Rows of ``trial_id, <outputs>..., [actual.<param>...], [fail]`` as results.
 
     ``runner_for(trial_id)`` returns the runner of that trial's campaign (for validation).
-    An empty ``fail`` cell means the trial succeeded; empty ``actual.*`` cells are ignored.
+    An empty ``fail`` cell means the trial succeeded; a row with both outputs and a ``fail``
+    reason is refused; empty ``actual.*`` cells are ignored.
     """
     try:
         data = path.read_bytes()
@@ -279,25 +417,50 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
                 actual[key.removeprefix("actual.")] = value
             else:
                 outputs[key] = value
-        results.append(build_result(runner_for(trial_id), trial_id, outputs, actual, failed, where))
+        runner = runner_for(trial_id)
+        clash = [o for o in _outputs(runner) if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
+        if clash:
+            raise InvalidInput(
+                f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
+                "results-CSV column of another meaning (trial_id, fail, actual.<param>), so "
+                "a CSV cannot tell them; tell each trial with `closedloop tell TRIAL_ID "
+                "name=value ...`"
+            )
+        results.append(build_result(runner, trial_id, outputs, actual, failed, where))
     if not results:
         raise InvalidInput(f"{path}: no rows")
     return results
 
 
 # ---------------------------------------------------------------------------- ask
-def open_campaign(store: Store, file: Path | None, campaign: str | None) -> tuple[Runner, bool]:
+def open_campaign(
+    store: Store,
+    file: Path | None,
+    campaign: str | None,
+    *,
+    max_trials: int | None = None,
+    max_failures: int | None = None,
+    max_duration: float | None = None,
+) -> tuple[Runner, bool]:
     """The campaign to ask about: created from ``file`` on first use, else from the store.
 
     With ``file``: an unfinished campaign of the file's name and identical text is
     continued; one of the same name with another text is refused (name the new campaign
-    differently, or continue the stored one with ``-c``). Returns the runner and whether
+    differently, or continue the stored one with ``-c``). Budget overrides are applied as
+    ``resume`` applies them (:func:`suggest` stores them). Returns the runner and whether
     the campaign was created now.
     """
+    from loop.config import load_campaign
+    from loop.runner import Runner
+
+    def stored(cid: int | None) -> Runner:
+        return Runner.from_store(
+            store, cid, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
+        )
+
     if file is None:
-        row = store.campaign(campaign)
-        return Runner.from_store(store, row.id), False
-    loaded: LoadedCampaign = load_campaign(file)
+        return stored(store.campaign(campaign).id), False
+    loaded = load_campaign(file)
     for row in reversed(store.campaigns()):
         if row.name != loaded.campaign.name or row.status not in ("running", "paused", "stopped"):
             continue
@@ -307,40 +470,60 @@ def open_campaign(store: Store, file: Path | None, campaign: str | None) -> tupl
                 f"different file; continue it with `closedloop suggest -c {row.id}`, or give "
                 "the new campaign another name"
             )
-        return Runner.from_store(store, row.id), False
-    runner = Runner(loaded, store)
+        return stored(row.id), False
+    runner = Runner(
+        loaded, store, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
+    )
     runner.create()  # as `run` does: the campaign row, then its prior data
     runner.lease.release()
     return runner, True
 
 
-def suggest(runner: Runner, n: int) -> list[Proposal]:
-    """Propose ``n`` trials and record them as pending; the planner avoids pending ones."""
+def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposal]:
+    """Propose up to ``n`` trials and record them as pending; the planner avoids pending ones.
+
+    Fewer than ``n`` are proposed when the pending trials and ``n`` more could complete
+    beyond ``budget.max_trials``: every suggestion is meant to be run. Budget overrides the
+    runner was built with (``open_campaign(max_trials=...)``) are stored, as by ``resume``.
+    """
+    from loop.runner import PRIOR_KIND
+
     store, cid = runner.store, runner._cid()
-    row = store.campaign(cid)
-    if row.status in ("completed", "failed"):
-        raise InvalidInput(
-            f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}; nothing "
-            "more to suggest (extend it with `closedloop resume --max-trials N` or start a "
-            "new one)"
-        )
-    with CampaignLease(store) as lease:
-        lease.acquire(cid)
+    with _lease(store, cid, wait) as lease:
+        row = store.campaign(cid)
         history = store.trials(cid)
         spent = runner.stop_reason(history, row.elapsed_seconds)
         if spent is not None:
-            store.finish_campaign(cid, *spent, token=lease.token)
-            raise InvalidInput(f"campaign '{row.name}' (id {cid}) is done: {spent[1]}")
+            if not runner._budget_changed:
+                _mark(runner, lease.token)  # as a `tell` would have: completed or failed
+            elapsed = row.elapsed_seconds
+            raise InvalidInput(_spent_message(runner, row.name, elapsed, history, spent))
         in_flight = [t.number for t in history if t.status == "running" and _dispatched(store, t)]
         if in_flight:
             raise InvalidInput(
                 f"campaign '{row.name}' (id {cid}) has trials a runner left in flight "
                 f"({', '.join(f'#{n}' for n in in_flight)}); `closedloop resume` reconciles them"
             )
+        pending = [t for t in history if t.status == "running"]
+        limit = runner.budget.max_trials
+        if limit is not None:
+            completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in history)
+            room = limit - completed - len(pending)
+            if room <= 0:
+                raise InvalidInput(
+                    f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
+                    f"{len(pending)} pending can already reach budget.max_trials = {limit}; "
+                    "tell the pending ones first (`closedloop tell TRIAL_ID ...`; one that "
+                    "will not be run is withdrawn with `closedloop tell TRIAL_ID --abandon "
+                    f"REASON`), or raise the budget: `closedloop suggest --store {store.url} "
+                    f"-c {cid} --max-trials {limit + n}`"
+                )
+            n = min(n, room)
+        if runner._budget_changed:
+            store.set_budget(cid, runner.budget.model_dump(mode="json"), token=lease.token)
         planner = runner.rebuild_planner(history, store.observations(cid))
-        pending = [dict(t.parameters) for t in history if t.status == "running"]
         t0 = time.perf_counter()
-        points = planner.suggest(n, pending=pending)
+        points = planner.suggest(n, pending=[dict(t.parameters) for t in pending])
         seconds = (time.perf_counter() - t0) / max(n, 1)
         proposals = []
         for point, kind in zip(points, planner.last_kinds, strict=True):
@@ -350,20 +533,65 @@ def suggest(runner: Runner, n: int) -> list[Proposal]:
     return proposals
 
 
+def _spent_message(
+    runner: Runner,
+    name: str,
+    elapsed: float,
+    history: Sequence[TrialRow],
+    spent: tuple[str, str],
+) -> str:
+    """Why ``suggest`` has nothing more to propose, and the option that would extend it."""
+    from loop.runner import PRIOR_KIND
+
+    cid, reason = runner._cid(), spent[1]
+    done = f"campaign '{name}' (id {cid}) is done: {reason}"
+    if reason.startswith(("target reached", "patience")):
+        return f"{done}; nothing more to suggest, whatever the budget (start a new campaign)"
+    if reason.startswith("max_duration"):
+        longer = f"--max-duration {math.ceil((elapsed + 3600) / 60)}m"
+    elif spent[0] == "failed":
+        longer = f"--max-failures {sum(t.status == 'failed' for t in history) + 10}"
+    else:
+        completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in history)
+        longer = f"--max-trials {completed + 10}"
+    return (
+        f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
+        f"suggest --store {runner.store.url} -c {cid} {longer}`"
+    )
+
+
 def _dispatched(store: Store, trial: TrialRow) -> bool:
     """Whether a runner sent the trial to an instrument (its run's documents are stored)."""
     return bool(trial.id is not None and store.documents(trial.id))
+
+
+def awaiting_tell(store: Store, trials: Sequence[TrialRow]) -> list[TrialRow]:
+    """The trials of ``trials`` that ``closedloop suggest`` proposed and ``tell`` has not told.
+
+    Such a trial is ``running`` with no instrument slot (a runner records the slot of every
+    trial it starts) and no Bluesky documents. Only ``tell`` gives it an outcome: a runner
+    reconciling it would find no run and abandon it, losing a sample that may be in the lab.
+    """
+    return [
+        t for t in trials if t.status == "running" and t.slot is None and not _dispatched(store, t)
+    ]
 
 
 def _mark(runner: Runner, token: str) -> None:
     """The campaign's state between ask/tell commands: budget spent, or waiting."""
     store, cid = runner.store, runner._cid()
     history = store.trials(cid)
+    pending = sum(t.status == "running" for t in history)
     spent = runner.stop_reason(history, store.campaign(cid).elapsed_seconds)
     if spent is not None:
-        store.finish_campaign(cid, *spent, token=token)
+        status, reason = spent
+        if pending:  # e.g. a target reached: the others may still be out in the lab
+            reason += (
+                f"; {pending} suggestion(s) still pending: `closedloop tell` records their "
+                "results, `closedloop tell TRIAL_ID --abandon REASON` withdraws one"
+            )
+        store.finish_campaign(cid, status, reason, token=token)
         return
-    pending = sum(t.status == "running" for t in history)
     store.finish_campaign(
         cid,
         "stopped",
@@ -373,9 +601,39 @@ def _mark(runner: Runner, token: str) -> None:
     )
 
 
+def _lease(store: Store, cid: int, wait: float) -> CampaignLease:
+    """The campaign's lease, waiting up to ``wait`` s while another ``suggest``/``tell``
+    holds it (each holds it for a moment); refused at once while a runner drives it."""
+    lease = CampaignLease(store)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lease.acquire(cid)
+            return lease
+        except CampaignLocked as exc:
+            row = store.campaign(cid)
+            if row.status in ("running", "paused"):  # only a runner shows these
+                raise CampaignLocked(
+                    f"campaign '{row.name}' (id {cid}) is being driven by a runner "
+                    f"({exc.owner}); suggest/tell cannot be used until it stops (Ctrl-C in "
+                    "its terminal, or wait for it to finish)",
+                    owner=exc.owner,
+                ) from None
+            if time.monotonic() >= deadline:
+                raise CampaignLocked(
+                    f"another suggest/tell (or a runner) is writing to campaign '{row.name}' "
+                    f"(id {cid}), held by {exc.owner} for over {wait:.0f} s; nothing was "
+                    "written; try again",
+                    owner=exc.owner,
+                ) from None
+            time.sleep(0.2)
+
+
 # ---------------------------------------------------------------------------- tell
 def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:
     """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
+    from loop.runner import Runner
+
     if not 0 <= trial_id < 2**63:  # beyond SQLite's integers: no such trial, not a crash
         raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
     with store.session() as s:
@@ -397,11 +655,19 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     return trial
 
 
-def tell(store: Store, results: Sequence[Result], runners: dict[int, Runner]) -> list[TrialRow]:
+def tell(
+    store: Store,
+    results: Sequence[Result],
+    runners: dict[int, Runner],
+    *,
+    wait: float = LEASE_WAIT,
+) -> list[TrialRow]:
     """Record validated ``results``: all of them, or (on any problem) none.
 
-    Each campaign's lease is held while its trials are written; trials are re-checked
-    under it (another ``tell`` may have recorded one meanwhile).
+    The lease of every campaign the results belong to is taken before the first write (a
+    busy one refuses the whole batch) and held until the last; trials are re-checked under
+    them (another ``tell`` may have recorded one meanwhile). Should the store fail between
+    two writes, :class:`PartlyRecorded` names the trials recorded and those not.
     """
     seen: set[int] = set()
     for r in results:
@@ -410,29 +676,53 @@ def tell(store: Store, results: Sequence[Result], runners: dict[int, Runner]) ->
                 f"{r.where + ': ' if r.where else ''}trial {r.trial_id} is told twice"
             )
         seen.add(r.trial_id)
-    by_campaign: dict[int, list[Result]] = {}
-    for r in results:
-        trial = trial_and_runner(store, r.trial_id, runners)
-        by_campaign.setdefault(trial.campaign_id, []).append(r)
-    done: list[TrialRow] = []
-    for cid, items in by_campaign.items():
-        runner = runners[cid]
-        with CampaignLease(store) as lease:
-            lease.acquire(cid)
-            for r in items:  # re-check under the lease: nothing written yet
-                trial_and_runner(store, r.trial_id, runners)
-            for r in items:
+    campaign_of = {
+        r.trial_id: trial_and_runner(store, r.trial_id, runners).campaign_id for r in results
+    }
+    with ExitStack() as held:
+        leases = {
+            cid: held.enter_context(_lease(store, cid, wait))
+            for cid in sorted(set(campaign_of.values()))  # one order: two tells never deadlock
+        }
+        for r in results:  # re-check under the leases: nothing written yet
+            trial_and_runner(store, r.trial_id, runners)
+        written: list[int] = []
+        try:
+            for r in results:
+                status: TrialStatus = "completed"
+                error = None
+                if r.abandoned is not None:
+                    status, error = "abandoned", f"withdrawn by the operator: {r.abandoned}"
+                elif r.failed is not None:
+                    status, error = "failed", f"marked failed by the operator: {r.failed}"
                 store.finish_trial(
                     r.trial_id,
-                    status="failed" if r.failed is not None else "completed",
+                    status=status,
                     outputs=r.outputs,
                     readbacks=r.actual,
                     run_uid=None,
-                    error=f"marked failed by the operator: {r.failed}" if r.failed else None,
-                    token=lease.token,
+                    error=error,
+                    token=leases[campaign_of[r.trial_id]].token,
                 )
-            _mark(runner, lease.token)
-        done.extend(t for t in store.trials(cid) if t.id in {r.trial_id for r in items})
+                written.append(r.trial_id)
+            for cid, lease in leases.items():
+                _mark(runners[cid], lease.token)
+        except Exception as exc:
+            if not written:
+                raise
+            rest = [r.trial_id for r in results if r.trial_id not in written]
+            raise PartlyRecorded(
+                f"recording stopped: {type(exc).__name__}: {exc}. Recorded: trial(s) "
+                f"{', '.join(map(str, written))}; "
+                + (
+                    f"not recorded: trial(s) {', '.join(map(str, rest))} (tell only those again)"
+                    if rest
+                    else "every result was recorded, but the campaign's status was not updated"
+                )
+            ) from exc
+    done: list[TrialRow] = []
+    for cid in leases:
+        done.extend(t for t in store.trials(cid) if t.id in seen)
     return done
 
 
@@ -444,9 +734,12 @@ class TerminalOperator:
     """The ``instrument: manual`` prompt: show the proposal, read each output, validate.
 
     At each output's prompt the operator types a number, ``fail REASON``/``skip`` (the
-    trial is recorded as failed), or ``stop`` (the campaign stops, resumable). Then an
-    optional line of parameters actually used (``name=value ...``; Enter if as commanded).
-    End of input stops the campaign like ``stop``.
+    trial is recorded as failed), or ``stop`` (the campaign stops, resumable; the trial is
+    abandoned, as nothing was measured). Then an optional line of parameters actually used
+    (``name=value ...``; Enter if as commanded), checked against the whole space. End of
+    input, like ``stop``, stops the campaign. Once every output is entered, a ``stop``, the
+    end of input or Ctrl-C at that last prompt keep the values (with the parameters as set)
+    and then stop: a measurement typed in is never thrown away.
     """
 
     def __init__(self, runner: Runner, console: Console) -> None:
@@ -456,6 +749,8 @@ class TerminalOperator:
         self.units = {p.name: p.unit for p in runner.campaign.parameters}
 
     def _read(self, prompt: str) -> str:
+        from loop.runner import OperatorStop
+
         # The prompt is written directly, not through rich: a prompt printed by rich and
         # then interrupted (Ctrl-C) would be printed again with rich's next line.
         out = self.console.file
@@ -471,6 +766,8 @@ class TerminalOperator:
             raise
 
     def measure(self, number: int, parameters: Point) -> ManualEntry:
+        from loop.runner import ManualEntry, OperatorInterrupted, OperatorStop
+
         shown = ", ".join(
             f"{k} = {_show(v)}" + (f" {self.units[k]}" if self.units.get(k) else "")
             for k, v in parameters.items()
@@ -492,21 +789,38 @@ class TerminalOperator:
                 except InvalidInput as exc:
                     self.console.print(f"  [red]{escape(_at_prompt(exc))}[/]; enter {_HELP}")
         while True:
-            text = self._read(
-                "  parameters actually used (Enter if as set, else name=value ...; "
-                "`fail REASON`, `stop`): "
-            ).strip()
+            try:
+                text = self._read(
+                    "  parameters actually used (Enter if as set, else name=value ...; "
+                    "`fail REASON`, `stop`): "
+                ).strip()
+            except (OperatorStop, OperatorInterrupted) as exc:
+                return self._keep(outputs, str(exc) or "stopped by the operator")
             word, _, rest = text.partition(" ")
             if word == "stop":
-                raise OperatorStop("stopped by the operator")
+                return self._keep(outputs, "stopped by the operator")
             if word in ("fail", "skip"):  # e.g. the reactor ran outside the search space
                 return ManualEntry(failed=rest.strip() or "skipped by the operator")
             try:
-                pairs = parse_assignments(text.split(), "parameter")
-                actual = {k: parse_parameter(self.runner, k, v) for k, v in pairs.items()}
+                pairs = parse_typed_assignments(text, "parameter")
+                actual = actual_parameters(self.runner, parameters, pairs)
                 return ManualEntry(outputs=outputs, actual=actual)
             except InvalidInput as exc:
-                self.console.print(f"  [red]{escape(_at_prompt(exc))}[/]")
+                self.console.print(
+                    f"  [red]{escape(_at_prompt(exc))}[/] (a value with spaces may be quoted: "
+                    'name="a b")'
+                )
+
+    def _keep(self, outputs: dict[str, float], reason: str) -> ManualEntry:
+        """Every output was entered: record them with the parameters as set, then stop."""
+        from loop.runner import ManualEntry
+
+        given = ", ".join(f"{k} = {_show(v)}" for k, v in outputs.items())
+        self.console.print(
+            f"  [yellow]{escape(given)} kept, with the parameters as set; stopping[/]",
+            highlight=False,
+        )
+        return ManualEntry(outputs=outputs, stop=reason)
 
 
 def _at_prompt(exc: InvalidInput) -> str:

@@ -499,7 +499,7 @@ def _slots_table(c: Any, trials: list[Any]) -> None:
 
 def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
     """Feasibility, the best feasible trial, and (several objectives) the Pareto front."""
-    from loop.report import best_record, feasibility, hypervolume_trace, label, units_of
+    from loop.report import best_record, feasibility, final_hypervolume, label, units_of
 
     units = units_of(c)
     obj = c.objectives[0]
@@ -527,11 +527,9 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             console.print(f"{what}: none yet")
         return
     front = [r for r in records if r.get("pareto")]
-    trace = hypervolume_trace(records, c)
-    console.print(
-        f"Pareto front: {len(front)} trials" + (f"; hypervolume {trace[-1]:.6g}" if trace else ""),
-        highlight=False,
-    )
+    hv = final_hypervolume(records, c)  # not the whole trace: that grows with the campaign
+    shown = f"; hypervolume {hv:.6g}" if hv is not None else ""
+    console.print(f"Pareto front: {len(front)} trials{shown}", highlight=False)
     if front:
         console.print(_trial_table(c, front, "Pareto front (feasible, non-dominated)"))
 
@@ -566,15 +564,32 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
 
 
 def _runner_line(db: Store, campaign_id: int, url: str) -> str:
-    """Who drives an unfinished campaign, or how to continue it."""
+    """Who drives an unfinished campaign, or how to continue it.
+
+    An ask/tell campaign is continued with ``tell``/``suggest``: ``resume`` would drive it
+    with its instrument and refuses while suggestions await their results.
+    """
+    from loop.asktell import awaiting_tell
     from loop.lock import describe_lease, live_lease
 
     lease = live_lease(db, campaign_id)
     if lease is not None:
         return f"runner: {describe_lease(lease)}"
-    return (
-        f"no runner is driving it; `closedloop resume --store {url} -c {campaign_id}` continues it"
-    )
+    where = f"--store {url} -c {campaign_id}"
+    pending = awaiting_tell(db, db.trials(campaign_id))
+    if pending:
+        ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
+        return (
+            f"no runner is driving it; {len(pending)} suggestion(s) await results (trial ids "
+            f"{ids}): `closedloop tell --store {url} TRIAL_ID name=value ...` records one "
+            f"(`--abandon REASON` withdraws it), `closedloop suggest {where}` proposes more"
+        )
+    if (db.campaign(campaign_id).stop_reason or "").startswith("ask/tell:"):
+        return (
+            f"no runner is driving it; `closedloop suggest {where}` proposes more trials "
+            f"(`closedloop resume {where}` would drive it with its instrument)"
+        )
+    return f"no runner is driving it; `closedloop resume {where}` continues it"
 
 
 class ExportFormat(StrEnum):
@@ -609,7 +624,7 @@ def export(
         sys.stdout.write(text)
     else:
         try:
-            write_output(output, text, f"trials.{format.value}")
+            write_output(output, text, f"trials.{format.value}", store_url=db.url)
         except OutputError as exc:
             _invalid(exc)
         err_console.print(f"wrote {len(records)} trials to {output}", markup=False)
@@ -746,23 +761,62 @@ def suggest(
     campaign: CampaignOpt = None,
     n: Annotated[int, typer.Option("-n", min=1, max=100, help="Number of proposals.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    max_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_BUDGET_COUNT,
+            help="New budget.max_trials (completed trials), stored as by `resume`.",
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="New budget.max_failures."),
+    ] = None,
+    max_duration: Annotated[
+        str | None,
+        typer.Option(help="New budget.max_duration: 2h, 30m, 1h30m or seconds."),
+    ] = None,
 ) -> None:
-    """Propose trials and record them as pending; people run them, `tell` records results."""
+    """Propose trials and record them as pending; people run them, `tell` records results.
+
+    Never more than the budget can use: with budget.max_trials, the completed and pending
+    trials plus the new ones stay within it (fewer are proposed, or none, saying why). A
+    finished campaign is extended by a larger --max-trials, --max-failures or --max-duration.
+    """
     import json
 
     from loop.asktell import InvalidInput, open_campaign
     from loop.asktell import suggest as ask
+    from loop.config import parse_duration
     from loop.store import Store
 
+    try:
+        duration = None if max_duration is None else parse_duration(max_duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
     db = Store(store, create=file is not None)
     try:
-        runner, created = open_campaign(db, file, campaign)
+        runner, created = open_campaign(
+            db,
+            file,
+            campaign,
+            max_trials=max_trials,
+            max_failures=max_failures,
+            max_duration=duration,
+        )
         proposals = ask(runner, n)
     except InvalidInput as exc:
         _invalid(exc)
     finally:
         db.close()
     c = runner.campaign
+    if len(proposals) < n:
+        err_console.print(
+            f"[yellow]note[/]: {len(proposals)} of {n} proposed: with the trials completed and "
+            f"pending, more could exceed budget.max_trials = {runner.budget.max_trials}",
+            highlight=False,
+        )
     if as_json:
         sys.stdout.write(
             json.dumps(
@@ -802,7 +856,7 @@ def suggest(
     outputs = " ".join(f"{o}=VALUE" for o in _outputs_of(runner))
     console.print(
         f"record a result: closedloop tell --store {store} TRIAL_ID {outputs} "
-        "[--actual PARAM=VALUE] (or --fail REASON)",
+        "[--actual PARAM=VALUE] (or --fail REASON; --abandon REASON if it will not be run)",
         markup=False,
         highlight=False,
     )
@@ -824,6 +878,14 @@ def tell(
     fail: Annotated[
         str | None, typer.Option("--fail", help="Record the trial as failed, with this reason.")
     ] = None,
+    abandon: Annotated[
+        str | None,
+        typer.Option(
+            "--abandon",
+            help="Withdraw a suggestion that will not be run, with this reason (counts toward "
+            "no budget).",
+        ),
+    ] = None,
     csv_file: Annotated[
         Path | None,
         typer.Option(
@@ -833,7 +895,12 @@ def tell(
         ),
     ] = None,
 ) -> None:
-    """Record the measured results of pending trials (one, or many from a CSV)."""
+    """Record the measured results of pending trials (one, or many from a CSV).
+
+    A trial is told its outputs, or --fail REASON (it was run and failed: counts toward
+    budget.max_failures), or --abandon REASON (it will not be run: stored as abandoned,
+    counted toward no budget; the planner treats it as an interrupted trial).
+    """
     from loop.asktell import (
         InvalidInput,
         build_result,
@@ -848,7 +915,7 @@ def tell(
     runners: dict[int, Runner] = {}
     try:
         if csv_file is not None:
-            if trial_id is not None or values or actual or fail is not None:
+            if trial_id is not None or values or actual or fail is not None or abandon is not None:
                 raise InvalidInput("give either --csv FILE or TRIAL_ID name=value ..., not both")
 
             def runner_for(tid: int) -> Runner:
@@ -862,10 +929,10 @@ def tell(
                     "prints the trial ids"
                 )
             trial = trial_and_runner(db, trial_id, runners)
-            if fail is None and not values:
+            if fail is None and abandon is None and not values:
                 raise InvalidInput(
                     f"no results for trial {trial_id}: give name=value for each output, "
-                    "or --fail REASON"
+                    "--fail REASON if it failed, or --abandon REASON if it will not be run"
                 )
             results = [
                 build_result(
@@ -874,6 +941,7 @@ def tell(
                     parse_assignments(values or [], "output"),
                     parse_assignments(actual or [], "--actual"),
                     fail,
+                    abandoned=abandon,
                 )
             ]
         done = record(db, results, runners)

@@ -14,8 +14,9 @@ learned there, as the campaign that measured it learned it, when those values fo
 of the space (else at the commanded values, as the runner does).
 
 The runner stores each row as a trial of kind ``prior`` (status ``completed``, the outputs as
-observations, no Bluesky documents), before the campaign's first trial; they are never
-dispatched, and ``resume`` never inserts them again.
+observations, no Bluesky documents) in the transaction that creates the campaign, so a
+campaign has all its prior data or does not exist; they are never dispatched, and ``resume``
+never inserts them again.
 """
 
 from __future__ import annotations
@@ -151,17 +152,26 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
     """
     text = _read_text(path)
     space = campaign.space
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise PriorDataError(
-            path, "is empty", fix="write a header row of parameter and output names, then data"
-        ) from None
-    except csv.Error as exc:
-        raise PriorDataError(path, f"is not valid CSV: {exc}", line=1) from None
+    # newline="": the csv module's own line splitting, so Unix, Windows and old Mac (CR
+    # only) line endings all read, and a quoted cell may hold a line break.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    while not any(c.strip() for c in header):  # the header is the first non-blank line
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise PriorDataError(
+                path,
+                "is empty",
+                fix="write a header row of parameter and output names, then data",
+            ) from None
+        except csv.Error as exc:
+            raise PriorDataError(
+                path, f"is not valid CSV: {exc}", line=reader.line_num or 1
+            ) from None
+    header_line = reader.line_num
     columns = [h.strip() for h in header]
-    _check_header(path, columns, campaign, space, outputs)
+    _check_header(path, columns, campaign, space, outputs, header_line)
     required = required_outputs(campaign)
     params = {p.name: p for p in space.parameters}
     has_status = "status" in columns
@@ -236,7 +246,7 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
         raise PriorDataError(
             path,
             "has no data rows" + (" with status completed" if has_status else ""),
-            line=1,
+            line=header_line,
             fix="add one row per earlier measurement below the header, or drop the file",
         )
     return rows
@@ -265,18 +275,23 @@ def _read_text(path: Path) -> str:
 
 
 def _check_header(
-    path: Path, columns: list[str], campaign: Campaign, space: Space, outputs: Sequence[str]
+    path: Path,
+    columns: list[str],
+    campaign: Campaign,
+    space: Space,
+    outputs: Sequence[str],
+    line: int,
 ) -> None:
     known = [p.name for p in space.parameters] + list(outputs)
     seen: set[str] = set()
     for col in columns:
         if col == "":
             raise PriorDataError(
-                path, "the header has an empty column name", line=1, fix="name every column"
+                path, "the header has an empty column name", line=line, fix="name every column"
             )
         if col in seen:
             raise PriorDataError(
-                path, f"column '{col}' appears twice in the header", line=1, column=col
+                path, f"column '{col}' appears twice in the header", line=line, column=col
             )
         seen.add(col)
         if col in known or col in _BOOKKEEPING or col.startswith("readback."):
@@ -286,7 +301,7 @@ def _check_header(
         raise PriorDataError(
             path,
             "is neither a parameter nor an output of the instrument",
-            line=1,
+            line=line,
             column=col,
             fix=f"{hint}columns are the parameters ({', '.join(p.name for p in space.parameters)}) "
             f"and outputs ({', '.join(outputs)})",
@@ -296,7 +311,7 @@ def _check_header(
             raise PriorDataError(
                 path,
                 f"has no column for parameter '{p.name}'",
-                line=1,
+                line=line,
                 column=p.name,
                 fix="add a column per parameter (fixed parameters may be left out)",
             )
@@ -305,7 +320,7 @@ def _check_header(
             raise PriorDataError(
                 path,
                 f"has no column for output '{name}' (an objective or outcome constraint)",
-                line=1,
+                line=line,
                 column=name,
                 fix="add the measured values of every objective and outcome-constrained output",
             )

@@ -6,14 +6,21 @@ import csv
 import io
 import json
 import math
+import os
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from loop.config import Campaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.store import CampaignRow, Store, export_records
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class OutputError(ClosedLoopError, ValueError):
@@ -23,20 +30,113 @@ class OutputError(ClosedLoopError, ValueError):
     """
 
 
-def write_output(path: Path, text: str, example: str = "trials.csv") -> None:
+def write_output(
+    path: Path, text: str, example: str = "trials.csv", *, store_url: str | None = None
+) -> None:
     """Write ``text`` to ``path``, or :class:`OutputError` naming the path and the fix.
 
     Everything to write is computed first, so a path that cannot be written loses nothing:
-    the store is untouched and the command can be run again with another ``-o``.
+    the store is untouched and the command can be run again with another ``-o``. A path
+    that is the store's own database (``store_url``), or any SQLite database, is refused:
+    ``export -o closedloop.db`` is a typo that would destroy every campaign in it (found in
+    review). A new or regular file is written as a temporary file renamed over it, so a
+    failed write (a full disk) leaves the old file whole and a reader never sees half of
+    it. A symlink, ``/dev/stdout`` or a named pipe is written through instead: renaming
+    over it would replace the link or device itself.
     """
     if path.is_dir():
         raise OutputError(
             f"cannot write to {path}: it is a directory; give a file name, e.g. -o {path / example}"
         )
+    refuse_database(path, store_url, example)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        _write_through(path, text)
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        # 0o666 minus the umask, as for any new file (a NamedTemporaryFile would be 0o600)
+        handle = os.fdopen(
+            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8"
+        )
+    except OSError:  # e.g. a folder that is not ours, holding a file we may write
+        _write_through(path, text)
+        return
+    try:
+        with handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(_cannot_write(path, exc)) from None
+
+
+def _write_through(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise OutputError(_cannot_write(path, exc)) from None
+
+
+# The first bytes of SQLite's files: a database, its write-ahead log (two byte orders), and
+# its rollback journal. The shared-memory index (-shm) has none: only ``store_url`` finds it.
+_SQLITE_MAGIC = (
+    b"SQLite format 3\x00",
+    b"\x37\x7f\x06\x82",
+    b"\x37\x7f\x06\x83",
+    b"\xd9\xd5\x05\xf9",
+)
+_SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_database(path: Path, store_url: str | None, example: str = "trials.csv") -> None:
+    """:class:`OutputError` if writing ``path`` would overwrite a database.
+
+    That is the store's own file or one of SQLite's companions to it (``-wal``, ``-shm``,
+    ``-journal``) when ``store_url`` is a SQLite URL, compared as files (a symlink or another
+    spelling of the path is the same file), or any existing file that starts like a SQLite
+    database, log or journal (another store).
+    """
+    if store_url is not None:
+        db = sqlite_file(store_url)
+        for suffix in _SQLITE_FILES if db is not None else ():
+            companion = Path(f"{db}{suffix}")
+            if _same_file(path, companion):
+                raise OutputError(
+                    f"cannot write to {path}: it is the store's database"
+                    f"{' file ' + suffix if suffix else ''} ({store_url}); writing there would "
+                    f"destroy the campaigns in it; give another file name, e.g. -o {example}"
+                )
+    if not path.is_file():  # missing (the usual case); a pipe would block the read
+        return
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:  # unreadable: nothing we could tell about it
+        return
+    if head.startswith(_SQLITE_MAGIC):
+        raise OutputError(
+            f"cannot write to {path}: it is a SQLite database (a closedloop store?), which "
+            f"writing there would destroy; give another file name, e.g. -o {example}, or "
+            "delete the file first if it is really not needed"
+        )
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; ``None`` for in-memory and other databases."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: compare the paths they would be
+        return a.resolve() == b.resolve()
 
 
 def _cannot_write(path: Path, exc: OSError) -> str:
@@ -164,11 +264,15 @@ def pareto_flags(records: list[dict[str, Any]], campaign: Campaign) -> list[bool
     return [bool(v) for v in pareto_mask(Y, campaign.objectives, usable)]
 
 
-def hypervolume_trace(records: list[dict[str, Any]], campaign: Campaign) -> list[float]:
+def hypervolume_trace(
+    records: list[dict[str, Any]], campaign: Campaign, *, max_evaluations: int | None = None
+) -> list[float]:
     """Feasible hypervolume after each trial (one reference point for the whole trace).
 
     The reference point is the objectives' ``reference_point`` where given, else inferred
     from all the data (``planners.reference_point``). Empty when nothing was measured.
+    ``max_evaluations`` bounds the volumes computed (``planners.hypervolume_trace``: the
+    last value stays exact, earlier ones may lag behind the truth between computed steps).
     """
     from planners import hypervolume_trace as trace
 
@@ -176,9 +280,27 @@ def hypervolume_trace(records: list[dict[str, Any]], campaign: Campaign) -> list
         return []
     Y, usable = _objective_matrix(records, campaign)
     try:
-        return trace(Y, campaign.objectives, None, usable)
+        return trace(Y, campaign.objectives, None, usable, max_evaluations=max_evaluations)
     except ValueError:  # no finite value to infer a reference point from
         return [0.0] * len(records)
+
+
+def final_hypervolume(records: list[dict[str, Any]], campaign: Campaign) -> float | None:
+    """The feasible hypervolume of all the trials: ``hypervolume_trace(...)[-1]``, computed once.
+
+    For ``status``, which shows only this value: the trace computes a volume each time the
+    front changed, which grew with the campaign (seconds for a thousand trials). ``None``
+    when there is no trial (the trace is empty); 0.0 when nothing finite was measured.
+    """
+    from planners import hypervolume
+
+    if not records:
+        return None
+    Y, usable = _objective_matrix(records, campaign)
+    try:
+        return hypervolume(Y, campaign.objectives, None, usable)
+    except ValueError:  # no finite value to infer a reference point from
+        return 0.0
 
 
 def feasibility(records: list[dict[str, Any]]) -> tuple[int, int]:
@@ -284,21 +406,34 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     for each pair of objectives; then every output per trial, with feasible, infeasible,
     prior-data and failed trials marked apart and outcome-constraint bounds drawn.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out, fmt = report_path(out)
+    refuse_database(out, store.url, "report.png")
+    fig = report_figure(store, row)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110, format=fmt)
+    except OSError as exc:
+        raise OutputError(_cannot_write(out, exc)) from None
+    return out
+
+
+def report_figure(store: Store, row: CampaignRow) -> Figure:
+    """The report's figure (see :func:`plot_report`), not yet written anywhere.
+
+    A plain ``Figure``, outside pyplot's global list of figures: nothing to close, no GUI
+    backend, and safe beside other threads' figures.
+    """
+    from matplotlib.figure import Figure
+
     campaign = stored_campaign(row)
     objectives = campaign.objectives
     if row.id is None:  # pragma: no cover
         raise ValueError("campaign row without id")
     records = annotate(export_records(store, row.id), campaign)
-    outputs = _keys(records, "outputs")
+    outputs = _panel_outputs(records, campaign)
     pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
     n_rows = 1 + len(pairs) + len(outputs)
-    fig = plt.figure(figsize=(8, 2.8 * n_rows))
+    fig = Figure(figsize=(8, 2.8 * n_rows))
     feasible, completed = feasibility(records)
     rate = (
         f"; {feasible}/{completed} feasible" if campaign.outcome_constraints and completed else ""
@@ -319,15 +454,18 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
             f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}"
         )
     else:
-        first.plot(
-            numbers, hypervolume_trace(records, campaign), drawstyle="steps-post", color="C0", lw=2
-        )
+        trace = hypervolume_trace(records, campaign, max_evaluations=_TRACE_EVALUATIONS)
+        first.plot(numbers, trace, drawstyle="steps-post", color="C0", lw=2)
         first.set_ylabel("hypervolume")
         first.set_title(
             f"{row.name}: feasible hypervolume over trials "
             f"({', '.join(f'{o.name} {o.goal}' for o in objectives)}){rate}"
         )
     first.set_xlabel("trial")
+    if numbers:
+        first.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+    if not any(r["status"] == "completed" for r in records):
+        _say(first, _NO_COMPLETED)
     for k, (i, j) in enumerate(pairs, start=2):
         ax = fig.add_subplot(n_rows, 1, k)
         _plot_front(ax, records, objectives[i].name, objectives[j].name)
@@ -335,34 +473,97 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     for c in campaign.parsed_outcome_constraints:
         bounds.setdefault(c.name, []).append(c.bound)
     initial = [r["number"] for r in records if r["kind"] in ("initial", "sobol", "random")]
-    shared = None
+    panels: list[Any] = []
     for k, name in enumerate(outputs, start=2 + len(pairs)):
-        ax = fig.add_subplot(n_rows, 1, k, sharex=shared)
-        shared = shared or ax
-        for group, color, marker in _GROUPS:
-            chosen = [r for r in records if _group(r) == group]
-            xs = [r["number"] for r in chosen]
-            ys = [_number(r["outputs"].get(name)) for r in chosen]
-            if xs:
-                ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
+        ax = fig.add_subplot(n_rows, 1, k, sharex=panels[0] if panels else None)
+        panels.append(ax)
+        _plot_output(ax, records, name)
         for bound in bounds.get(name, []):
             ax.axhline(bound, color="C1", ls="--", lw=1)
         if initial and max(initial) < max(numbers, default=0):
             ax.axvline(max(initial) + 0.5, color="grey", ls=":", lw=1)
         ax.set_ylabel(name)
-        if k == 2 + len(pairs):
-            ax.legend(loc="best", fontsize="small")
-    if shared is not None:
-        fig.axes[-1].set_xlabel("trial")
+    if panels:
+        if numbers:
+            panels[0].set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+        # One legend for all the output panels, on the first: a group may appear in a
+        # later panel only (a trial that failed without a value of the first output).
+        legend: dict[str, Any] = {}
+        for ax in panels:
+            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(text, handle)
+        if legend:
+            panels[0].legend(list(legend.values()), list(legend), loc="best", fontsize="small")
+        panels[-1].set_xlabel("trial")
     fig.tight_layout()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110, format=fmt)
-    except OSError as exc:
-        raise OutputError(_cannot_write(out, exc)) from None
-    finally:
-        plt.close(fig)
-    return out
+    return fig
+
+
+# Volumes computed for the report's hypervolume curve: enough steps for a plot ~900 pixels
+# wide, bounded for long campaigns (see ``planners.hypervolume_trace``).
+_TRACE_EVALUATIONS = 200
+_NO_COMPLETED = "no completed trial"
+
+
+def _panel_outputs(records: list[dict[str, Any]], campaign: Campaign) -> list[str]:
+    """The outputs that get a panel: every objective and outcome-constrained output (from
+    the campaign, so a campaign whose trials all failed still shows them), then any other
+    output measured."""
+    names = [o.name for o in campaign.objectives]
+    for c in campaign.parsed_outcome_constraints:
+        if c.name not in names:
+            names.append(c.name)
+    return names + [k for k in _keys(records, "outputs") if k not in names]
+
+
+def _plot_output(ax: Any, records: list[dict[str, Any]], name: str) -> None:
+    """One output per trial, by group; a failed trial without a finite value of it (a fault,
+    an exception, a NaN reading) is marked on the panel's bottom edge, so every failure
+    shows (found in review: most failed trials were invisible)."""
+    drawn = False
+    for group, color, marker in _GROUPS:
+        chosen = [r for r in records if _group(r) == group]
+        values = [_number(r["outputs"].get(name)) for r in chosen]
+        finite = [(r["number"], v) for r, v in zip(chosen, values, strict=True) if math.isfinite(v)]
+        if finite:
+            xs, ys = zip(*finite, strict=True)
+            ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
+            drawn = True
+        if group == "failed":
+            blank = [
+                r["number"] for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)
+            ]
+            if blank:
+                # x in data units, y in axes units: the bottom edge whatever the y range;
+                # pointing down, off the scale, so it does not read as a value
+                ax.scatter(
+                    blank,
+                    [0.0] * len(blank),
+                    s=30,
+                    color=color,
+                    marker="v",
+                    label="failed (no value)",
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                    zorder=3,
+                )
+    if not drawn:
+        done = any(r["status"] == "completed" for r in records)
+        _say(ax, f"no finite value of {name}" if done else _NO_COMPLETED)
+
+
+def _say(ax: Any, text: str) -> None:
+    """A note in the middle of an empty panel."""
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        color="grey",
+        bbox={"facecolor": "white", "edgecolor": "none"},  # readable over a bound line
+    )
 
 
 # (group, colour, marker) of the trials in the per-output panels.
@@ -412,4 +613,7 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
         )
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.legend(loc="best", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # none: matplotlib warns "No artists with labels"
+        ax.legend(loc="best", fontsize="small")
+    else:
+        _say(ax, _NO_COMPLETED)

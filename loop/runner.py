@@ -194,11 +194,15 @@ class ManualEntry:
         actual: parameters actually used where they differ from the commanded ones; they
             are read back (stored as readbacks) and the model learns from them.
         failed: the operator's reason when the trial is to be recorded as failed.
+        stop: set when the operator stopped (or their input ended, or Ctrl-C) after
+            entering every output: the trial is recorded as measured, then the campaign
+            stops with this reason. Stopping must not throw a typed measurement away.
     """
 
     outputs: dict[str, float] = field(default_factory=dict)
     actual: dict[str, Any] = field(default_factory=dict)
     failed: str | None = None
+    stop: str | None = None
 
 
 class OperatorStop(ClosedLoopError):
@@ -217,8 +221,15 @@ class Operator(Protocol):
     def measure(self, number: int, parameters: Point) -> ManualEntry: ...
 
 
-class _OperatorInterrupted(Exception):
-    """Raised into a waiting ``Operator.measure`` by a stop request on the main thread."""
+class OperatorInterrupted(Exception):
+    """Raised into a waiting ``Operator.measure`` by a stop request on the main thread.
+
+    An operator may catch it to keep what was already entered (``ManualEntry.stop``).
+    """
+
+
+class SuggestionsPending(ClosedLoopError):
+    """``resume`` of a campaign whose ``closedloop suggest`` trials still await ``tell``."""
 
 
 class RunListener(Protocol):
@@ -327,6 +338,9 @@ class Runner:
         self.campaign_id: int | None = None
         self._budget_changed = False
         self._stop_request: str | None = None
+        # A stop the operator asked for once every output was entered: it takes effect when
+        # that trial's run is recorded (a stop request would abort the run in flight).
+        self._stop_after: str | None = None
         self._scheduler: Scheduler | None = None
         # Trials whose slot did not stop when the session ended: left `running` for resume
         # to reconcile, so their late documents are no longer this runner's to write.
@@ -408,7 +422,7 @@ class Runner:
             # A signal handler on the main thread, which is blocked reading the operator's
             # answer: interrupt the prompt (a read restarted after the handler would wait on).
             self._asking_operator = False
-            raise _OperatorInterrupted(reason)
+            raise OperatorInterrupted(reason)
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.abort_all(reason)
@@ -443,6 +457,7 @@ class Runner:
         c = self.campaign
         # The file's folder is where its relative paths resolve; store a path in it.
         config_path = self.loaded.base_dir / self.loaded.path.name
+        # One transaction with the campaign: stored with all its prior data or not at all.
         self.campaign_id = self.store.create_campaign(
             c.name,
             self.loaded.text,
@@ -451,16 +466,12 @@ class Runner:
             budget=self.budget.model_dump(mode="json"),
             lease=self.lease.claim,
             instrument_text=self.loaded.instrument_text,
+            prior=self._prior_trials(rows),
+            prior_kind=PRIOR_KIND,
         )
         self.lease.adopt(self.campaign_id)
         if rows:
-            try:
-                self._insert_prior(self.campaign_id, rows)
-            except BaseException as exc:
-                reason = f"storing the prior data failed: {type(exc).__name__}: {exc}"
-                self.store.finish_campaign(self.campaign_id, "stopped", reason)
-                self.lease.release()
-                raise
+            logger.info("stored %d prior-data trials", len(rows))
         return self.campaign_id
 
     def resume(self) -> CampaignSummary:
@@ -470,6 +481,8 @@ class Runner:
             CampaignFinished: the campaign is ``completed``/``failed`` and its budget is
                 still spent (pass a larger ``max_trials``/``max_failures`` to extend it).
             CampaignLocked: another live runner holds the campaign.
+            SuggestionsPending: trials proposed by ``closedloop suggest`` still await
+                ``tell`` (resuming would abandon them).
         """
         cid = self.campaign_id
         if cid is None:
@@ -500,6 +513,7 @@ class Runner:
                 )
         takeover = self.lease.acquire(cid)
         try:
+            self._refuse_pending_suggestions(cid)
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
@@ -509,6 +523,29 @@ class Runner:
             self.lease.release()
             raise
         return self._with_goals(self._drive(cid, resumed=True, takeover=takeover))
+
+    def _refuse_pending_suggestions(self, cid: int) -> None:
+        """Refuse to drive a campaign whose ``closedloop suggest`` trials await ``tell``.
+
+        Reconciling them would find no run and abandon them for good, while their samples
+        may be in the lab: ``tell`` records (or withdraws) them first. Checked under the
+        lease, so no ``suggest`` adds one in between.
+        """
+        from loop.asktell import awaiting_tell  # the one rule for "pending suggestion"
+
+        pending = awaiting_tell(self.store, self.store.trials(cid))
+        if not pending:
+            return
+        ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
+        where = f"--store {self.store.url}"
+        raise SuggestionsPending(
+            f"campaign '{self.campaign.name}' (id {cid}) has {len(pending)} trial(s) from "
+            f"`closedloop suggest` waiting for results (trial ids {ids}); resuming would "
+            f"abandon them. Record each with `closedloop tell {where} TRIAL_ID name=value "
+            f"...` (or `--fail REASON`), or withdraw one that will not be run with "
+            f"`closedloop tell {where} TRIAL_ID --abandon REASON`; then resume (or go on "
+            f"with `closedloop suggest {where} -c {cid}`)"
+        )
 
     # ----------------------------------------------------------------- the loop
     def _drive(self, cid: int, *, resumed: bool, takeover: str | None = None) -> CampaignSummary:
@@ -530,7 +567,7 @@ class Runner:
             return elapsed_before + (time.monotonic() - start)
 
         self.lease.start_heartbeat(elapsed)
-        self._stop_request = None
+        self._stop_request = self._stop_after = None
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []
         tally = _Tally()
@@ -567,13 +604,15 @@ class Runner:
                     break
                 # dispatch: every idle slot gets a ready proposal (persisted first)
                 for slot in sched.idle():
-                    if not sched.ready or not self._room(tally, sched.in_flight()):
+                    if not sched.ready or self._stop_after is not None:
+                        break
+                    if not self._room(tally, sched.in_flight()):
                         break
                     self._start_trial(cid, slot, sched.ready.popleft(), sched)
                 # plan ahead while the slots measure
                 room = self._room(tally, sched.in_flight())
                 n = sched.wanted(room)
-                if n > 0 and self._stop_request is None:
+                if n > 0 and self._stop_request is None and self._stop_after is None:
                     sched.planner.request(n, sched.pending_points())
                 event = sched.next_event()
                 if isinstance(event, Proposed):
@@ -590,6 +629,8 @@ class Runner:
                                 retry=(report.retry_of or report.number, report.attempt + 1),
                             )
                         )
+                    if self._stop_after is not None and not sched.in_flight():
+                        self._stop_request, self._stop_after = self._stop_after, None
         except LeaseLost:
             write = False  # the campaign is someone else's now: touch nothing
             raise
@@ -665,6 +706,10 @@ class Runner:
         """
         c = self.campaign
         self._executor = open_executor(c.instrument.executor)
+        if self._executor is not None:
+            # A lost Dask scheduler stops the campaign (resumable), as Ctrl-C does, rather
+            # than failing every trial until max_failures ends it `failed`.
+            self._executor.on_lost = self.request_stop
         base = self._instrument_seed(trials_so_far)
         slots: list[Slot] = []
         try:
@@ -969,7 +1014,7 @@ class Runner:
         try:
             self._asking_operator = True
             entry = self.operator.measure(number, parameters)
-        except _OperatorInterrupted:
+        except OperatorInterrupted:
             return TrialResult(
                 run_uid=None,
                 exit_status="abort",
@@ -986,6 +1031,12 @@ class Runner:
                 exit_status="fail",
                 error=f"marked failed by the operator: {entry.failed}",
             )
+        if entry.stop is not None:
+            # The values are in: this trial's run (milliseconds) goes ahead and is recorded,
+            # then the loop stops. A Ctrl-C already made its stop request; held back until
+            # then, as `_drive` aborts every run in flight once a stop request is seen.
+            self._stop_after = self._stop_request or entry.stop
+            self._stop_request = None
         instrument.enter(entry.outputs, entry.actual)
         return None
 
@@ -1012,8 +1063,14 @@ class Runner:
     def _observation(
         self, commanded: Point, readbacks: dict[str, Any], outputs: dict[str, float], status: str
     ) -> Observation:
-        """The model learns from where the instrument actually was, when it says so."""
-        achieved = {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
+        """The model learns from where the instrument actually was, when it says so.
+
+        A readback point outside the space (an instrument's readbacks within tolerance of a
+        point on a constraint's edge) falls back to the commanded point. Parameters told as
+        actually used (``tell --actual``, the manual prompt) never do: ``loop.asktell``
+        refuses them unless ``achieved_point`` of them lies in the space.
+        """
+        achieved = achieved_point(commanded, readbacks)
         parameters = achieved if self.space.contains(achieved) else commanded
         if status == "abandoned":  # interrupted: nothing learned about the point
             return Observation(parameters=parameters, outcome="abandoned")
@@ -1252,26 +1309,16 @@ class Runner:
             kind=t.kind,
         )
 
-    def _insert_prior(self, cid: int, rows: Sequence[PriorRow]) -> None:
-        """Store earlier measurements as completed trials of kind ``prior``.
+    @staticmethod
+    def _prior_trials(rows: Sequence[PriorRow]) -> list[tuple[dict[str, Any], dict[str, float]]]:
+        """Earlier measurements as ``(parameters, outputs)`` of completed ``prior`` trials.
 
         They are data, not experiments: no Bluesky run, no documents, never dispatched.
-        ``run`` inserts them once, before the first proposal; ``resume`` finds them in the
-        store and the rebuilt planner ingests them first, like any completed trial.
+        ``create`` stores them with the campaign, in its transaction (a crash stores all or
+        none: ``resume`` never inserts them again); ``resume`` finds them in the store and
+        the rebuilt planner ingests them first, like any completed trial.
         """
-        token = self.lease.token
-        for row in rows:
-            trial = self.store.add_trial(cid, row.parameters, PRIOR_KIND, token=token)
-            self.store.finish_trial(
-                _id(trial),
-                status="completed",
-                outputs=dict(row.outputs),
-                readbacks={},
-                run_uid=None,
-                error=None,
-                token=token,
-            )
-        logger.info("stored %d prior-data trials", len(rows))
+        return [(dict(row.parameters), dict(row.outputs)) for row in rows]
 
     def _instrument_seed(self, trials_so_far: int) -> int:
         """The campaign seed for a new campaign; a fresh stream for each resumed session.
@@ -1385,6 +1432,12 @@ def reconcile_documents(
 
 PRIOR_KIND = "prior"
 """Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
+
+
+def achieved_point(commanded: Mapping[str, Any], readbacks: Mapping[str, Any]) -> Point:
+    """The point a trial actually ran at: the commanded one, with each parameter's readback
+    (or told actual value) in its place where there is one."""
+    return {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
 
 
 def _finite(value: float | None) -> float:

@@ -106,7 +106,7 @@ def test_manual_instrument_prompts_and_stores_like_any_run(tmp_path: Path) -> No
         store.close()
 
 
-def test_end_of_input_stops_and_resume_asks_again(tmp_path: Path) -> None:
+def test_end_of_input_at_the_first_prompt_abandons_and_resume_goes_on(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     file = _campaign(tmp_path, max_trials=2)
     first = _run("run", str(file), "--store", url, stdin="0.1\n\n", cwd=tmp_path)
@@ -176,7 +176,7 @@ def _suggest(url: str, *args: str) -> dict[str, Any]:
 
 def test_suggest_records_pending_trials_and_never_repeats_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    file = _campaign(tmp_path, max_trials=3)
+    file = _campaign(tmp_path, max_trials=4)
     first = _suggest(url, str(file), "-n", "2")
     assert first["campaign"] == "bench" and first["outputs"] == ["yield"]
     assert [t["number"] for t in first["trials"]] == [1, 2]
@@ -197,12 +197,17 @@ def test_suggest_records_pending_trials_and_never_repeats_them(tmp_path: Path) -
 def test_tell_records_results_and_actual_parameters(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     file = _campaign(tmp_path, max_trials=2)
+    # a third suggestion could complete beyond max_trials: only two are proposed
     ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "3")["trials"]]
+    assert len(ids) == 2
     told = _cli("tell", "--store", url, str(ids[0]), "yield=0.4", "--actual", "stages=2")
     assert told.exit_code == 0, told.output
-    assert "completed" in told.output and "2 trial(s) pending" in told.output
+    assert "completed" in told.output and "1 trial(s) pending" in told.output
     failed = _cli("tell", "--store", url, str(ids[1]), "--fail", "pump leaked")
     assert failed.exit_code == 0, failed.output
+    # a failure does not count toward max_trials: there is room for one more
+    ids += [t["trial_id"] for t in _suggest(url, "-n", "2")["trials"]]
+    assert len(ids) == 3
     trials = _trials(url)
     assert trials[0]["outputs"] == {"yield": 0.4}
     assert trials[0]["readbacks"] == {"stages": 2}
@@ -384,5 +389,198 @@ def test_the_parameters_prompt_takes_fail_and_stop(tmp_path: Path) -> None:
     assert "record it as failed with `fail REASON`" in done.stdout  # no CLI flags here
     assert "--actual" not in done.stdout and "--fail" not in done.stdout
     trials = _trials(url)
-    assert [t["status"] for t in trials[:2]] == ["failed", "abandoned"]
+    # `stop` once every output is entered keeps them (parameters as set), then stops
+    assert done.returncode == 130, done.stderr
+    assert [t["status"] for t in trials] == ["failed", "completed"]
     assert trials[0]["error"] == "marked failed by the operator: thermostat overshoot"
+    assert trials[1]["outputs"] == {"yield": 0.6}
+
+
+# ------------------------------------------------- ask/tell: pending, withdrawn, concurrent
+ASKTELL = """\
+name: %s
+parameters:
+  - {name: temperature, type: float, bounds: [30, 110], unit: degC}
+  - {name: residence_time, type: float, bounds: [0.5, 30]}
+  - {name: catalyst, type: choice, values: [Pd-A, Pd B]}
+constraints:
+  - "temperature + 2 * residence_time <= 150"
+objectives:
+  - {name: yield, goal: maximize}
+instrument: manual
+planner: {kind: sobol}
+budget: {max_trials: %d, max_failures: %d}
+seed: 1
+"""
+
+
+def _asktell(
+    tmp_path: Path, n: int, *, name: str = "bench", max_trials: int = 20, max_failures: int = 5
+) -> tuple[str, list[dict[str, Any]]]:
+    """A store with an ask/tell campaign and ``n`` pending suggestions (sobol: fast)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = tmp_path / f"{name}.yaml"
+    file.write_text(ASKTELL % (name, max_trials, max_failures))
+    return url, _suggest(url, str(file), "-n", str(n))["trials"]
+
+
+def _flat(out: Any) -> str:
+    return " ".join((out.output + str(out.exception or "")).split())
+
+
+def test_status_and_resume_leave_pending_suggestions_to_tell(tmp_path: Path) -> None:
+    """`resume` would abandon suggestions whose samples may be in the lab: status does not
+    recommend it, and resume refuses until they are told or withdrawn."""
+    from loop.runner import SuggestionsPending
+
+    url, trials = _asktell(tmp_path, 2)
+    ids = [t["trial_id"] for t in trials]
+    status = _cli("status", "--store", url)
+    assert status.exit_code == 0, status.output
+    said = _flat(status)
+    assert f"2 suggestion(s) await results (trial ids {ids[0]}, {ids[1]})" in said
+    assert "closedloop tell --store" in said and "closedloop resume" not in said
+    refused = _cli("resume", "--store", url)
+    assert isinstance(refused.exception, SuggestionsPending), refused.output
+    assert "resuming would abandon them" in _flat(refused)
+    assert [t["status"] for t in _trials(url)] == ["running", "running"]  # untouched
+    told = _cli("tell", "--store", url, str(ids[0]), "yield=0.8")
+    assert told.exit_code == 0, told.output  # the results can still be told
+    withdrawn = _cli("tell", "--store", url, str(ids[1]), "--abandon", "not run")
+    assert withdrawn.exit_code == 0, withdrawn.output
+    status = _cli("status", "--store", url)
+    assert "`closedloop suggest --store" in _flat(status)  # nothing pending: suggest more
+
+
+def test_tell_abandon_withdraws_a_suggestion_without_spending_the_budget(tmp_path: Path) -> None:
+    url, trials = _asktell(tmp_path, 3, max_failures=1)
+    ids = [t["trial_id"] for t in trials]
+    both = _cli("tell", "--store", url, str(ids[0]), "yield=0.3", "--abandon", "x")
+    assert both.exit_code == 2 and "takes no outputs" in _flat(both)
+    for trial_id in ids[:2]:
+        out = _cli("tell", "--store", url, str(trial_id), "--abandon", "not run: no reagent")
+        assert out.exit_code == 0, out.output
+        assert "abandoned (withdrawn by the operator: not run: no reagent)" in out.output
+    # two withdrawn with max_failures 1: the campaign goes on, waiting for the third
+    assert "stopped: ask/tell: 1 trial(s) pending" in _flat(out)
+    stored = _trials(url)
+    assert [t["status"] for t in stored] == ["abandoned", "abandoned", "running"]
+    # as for trials interrupted by Ctrl-C, the design moves on to its next points
+    (new,) = _suggest(url, "-n", "1")["trials"]
+    assert new["parameters"] not in [t["parameters"] for t in trials]
+
+
+def test_suggest_stays_within_max_trials_and_names_the_limit_to_raise(tmp_path: Path) -> None:
+    url, trials = _asktell(tmp_path, 5, max_trials=2, max_failures=1)
+    assert len(trials) == 2  # a third could complete beyond max_trials
+    full = _cli("suggest", "--store", url)
+    assert full.exit_code == 2 and "can already reach budget.max_trials = 2" in _flat(full)
+    failed = _cli("tell", "--store", url, str(trials[0]["trial_id"]), "--fail", "vial cracked")
+    assert failed.exit_code == 0 and "failed: 1 trials failed" in _flat(failed)
+    # a failed campaign is extended by max_failures, not max_trials
+    refused = _cli("suggest", "--store", url, "-c", "1")
+    assert refused.exit_code == 2, refused.output
+    assert "--max-failures 11" in _flat(refused) and "--max-trials" not in _flat(refused)
+    more = _suggest(url, "-c", "1", "--max-failures", "3")
+    assert len(more["trials"]) == 1  # 1 pending + 1 new = max_trials
+    store = Store(url, create=False)
+    try:
+        row = store.campaign(1)
+        assert row.budget is not None and row.budget["max_failures"] == 3  # kept
+        assert row.status == "stopped"
+    finally:
+        store.close()
+
+
+def test_tell_refuses_outputs_together_with_a_fail_reason(tmp_path: Path) -> None:
+    """Either half would be lost; a `fail` cell reading "not failed" is refused too."""
+    url, trials = _asktell(tmp_path, 3)
+    a, b, c = (t["trial_id"] for t in trials)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"trial_id,yield,fail\n{a},0.71,\n{b},0.64,FALSE\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2, out.output
+    assert "sheet.csv:3: outputs (yield=0.64) and fail 'FALSE' given together" in _flat(out)
+    sheet.write_text(f"trial_id,yield,fail\n{a},,no\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2 and "sheet.csv:2: fail 'no' reads as 'not failed'" in _flat(out)
+    out = _cli("tell", "--store", url, str(c), "yield=0.9", "--fail", "x")
+    assert out.exit_code == 2 and "--fail 'x' given together" in _flat(out)
+    assert [t["status"] for t in _trials(url)] == ["running"] * 3  # nothing was written
+
+
+def test_tell_actual_breaking_a_constraint_is_refused(tmp_path: Path) -> None:
+    """Each value within bounds, the point outside the space: the model would quietly learn
+    the commanded point instead, so it is refused (record such a trial with --fail)."""
+    url, trials = _asktell(tmp_path, 1)
+    (trial,) = trials
+    actual = ["--actual", "temperature=100", "--actual", "residence_time=30"]  # 160 > 150
+    out = _cli("tell", "--store", url, str(trial["trial_id"]), "yield=0.5", *actual)
+    assert out.exit_code == 2, out.output
+    said = _flat(out)
+    assert "violates constraint 0 ('temperature + 2 * residence_time <= 150')" in said
+    assert "record it as failed with --fail REASON" in said
+    assert _trials(url)[0]["status"] == "running"
+
+
+def test_tell_csv_of_two_campaigns_writes_nothing_while_one_is_busy(tmp_path: Path) -> None:
+    from loop.asktell import read_results_csv, tell, trial_and_runner
+    from loop.lock import CampaignLease
+    from loop.store import CampaignLocked
+
+    url, (first,) = _asktell(tmp_path, 1, name="bench")
+    _, (second,) = _asktell(tmp_path, 1, name="other")
+    both = tmp_path / "both.csv"
+    both.write_text(f"trial_id,yield\n{first['trial_id']},0.5\n{second['trial_id']},0.6\n")
+    store = Store(url, create=False)
+    runners: dict[int, Runner] = {}
+    try:
+        results = read_results_csv(
+            lambda tid: runners[trial_and_runner(store, tid, runners).campaign_id], both
+        )
+        with CampaignLease(store) as holder:  # e.g. a `tell` of the other campaign, now
+            holder.acquire(store.campaign("other").id or 0)
+            with pytest.raises(CampaignLocked, match="another suggest/tell"):
+                tell(store, results, runners, wait=0.1)
+            statuses = {t.id: t.status for c in (1, 2) for t in store.trials(c)}
+            assert set(statuses.values()) == {"running"}  # neither campaign was written
+        done = tell(store, results, runners)
+        assert [t.status for t in done] == ["completed", "completed"]
+    finally:
+        store.close()
+
+
+def test_a_second_tell_waits_for_the_first(tmp_path: Path) -> None:
+    """Two ask/tell commands at once: the second waits for the lease, not refused as if a
+    runner drove the campaign. A runner driving it is refused at once."""
+    import threading
+
+    from loop.lock import CampaignLease
+    from loop.store import CampaignLocked
+
+    url, (trial, other) = _asktell(tmp_path, 2)
+    store = Store(url, create=False)
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with CampaignLease(store) as lease:
+            lease.acquire(1)
+            held.set()
+            done.wait(2.0)  # as long as a slow suggest: longer than the tell takes to ask
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait()
+        out = _cli("tell", "--store", url, str(trial["trial_id"]), "yield=0.5")
+        assert out.exit_code == 0, _flat(out)
+    finally:
+        done.set()
+        holder.join()
+    with CampaignLease(store) as runner_lease:  # a runner: lease held, campaign running
+        runner_lease.acquire(1)
+        store.reopen_campaign(1, token=runner_lease.token)
+        out = _cli("tell", "--store", url, str(other["trial_id"]), "yield=0.5")
+        assert isinstance(out.exception, CampaignLocked)
+        assert "is being driven by a runner" in str(out.exception)
+    store.close()

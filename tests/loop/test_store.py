@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import event
 
 from loop import Store, StoreError
-from loop.store import LeaseClaim, LeaseLost
+from loop.store import LeaseClaim, LeaseLost, export_records
 
 
 @pytest.fixture
@@ -145,3 +146,53 @@ def test_an_outcome_is_written_once_even_when_two_writers_race(tmp_path: Path) -
             tid, status="completed", outputs={"y": 1.0}, readbacks={}, run_uid=None, error=None
         )
     assert first.observations(first.campaign(1).id or 0) == {tid: {"y": 2.0}}
+
+
+def test_prior_rows_go_in_with_the_campaign(store: Store) -> None:
+    """Prior data is stored in the campaign's own transaction: numbered completed trials
+    with their observations, and a lease stamped after them (fresh when it becomes
+    visible)."""
+    claim = LeaseClaim(owner="host:1", host="host", pid=1, token="mine", ttl=30)
+    prior = [({"x": float(i), "cat": "a"}, {"y": i / 2, "z": 1.0}) for i in range(50)]
+    prior.append(({"x": 0.5, "cat": "b"}, {}))  # no optional output measured
+    cid = store.create_campaign("c", "name: c\n", "c.yaml", 0, lease=claim, prior=prior)
+    trials = store.trials(cid)
+    assert [t.number for t in trials] == list(range(1, 52))
+    assert {(t.kind, t.status, t.run_uid) for t in trials} == {("prior", "completed", None)}
+    assert trials[3].parameters == {"x": 3.0, "cat": "a"} and trials[3].readbacks == {}
+    observed = store.observations(cid)
+    assert observed[trials[3].id or 0] == {"y": 1.5, "z": 1.0}
+    assert (trials[-1].id or 0) not in observed
+    lease = store.lease(cid)
+    assert lease is not None and lease.token == "mine"
+    finished = trials[-1].finished_at
+    assert finished is not None and lease.heartbeat >= finished.replace(tzinfo=UTC).timestamp()
+    # the campaign's own trials follow them
+    assert store.add_trial(cid, {"x": 1.0, "cat": "a"}, "sobol", token="mine").number == 52
+
+
+def test_export_reads_trials_and_outputs_at_one_moment(tmp_path: Path) -> None:
+    """A trial finishing while ``export`` reads is seen before (running, no outputs) or
+    after (completed with them), never completed without its outputs (found in review)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    reader, runner = Store(url), Store(url)
+    cid = _campaign(runner)
+    done = runner.add_trial(cid, {"x": 0.0}, "sobol", token="mine").id or 0
+    outcome: dict[str, Any] = {"readbacks": {}, "run_uid": None, "error": None, "token": "mine"}
+    runner.finish_trial(done, status="completed", outputs={"y": 1.0}, **outcome)
+    racing = runner.add_trial(cid, {"x": 1.0}, "sobol", token="mine").id or 0
+    finished: list[bool] = []
+
+    @event.listens_for(reader.engine, "after_cursor_execute")
+    def finish_meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "observation" in statement and not finished:  # the export has begun reading
+            finished.append(True)
+            runner.finish_trial(racing, status="completed", outputs={"y": 2.0}, **outcome)
+
+    records = {r["trial_id"]: r for r in export_records(reader, cid)}
+    assert finished
+    assert records[done]["outputs"] == {"y": 1.0}
+    seen = (records[racing]["status"], records[racing]["outputs"])
+    assert seen in (("running", {}), ("completed", {"y": 2.0})), seen
+    # and afterwards the finished trial is whole
+    assert export_records(reader, cid)[1]["outputs"] == {"y": 2.0}

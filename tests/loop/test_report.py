@@ -1,0 +1,259 @@
+"""The report, export files and hypervolumes shown by ``status``: every failed trial is
+marked, an output file never overwrites a store, and the hypervolume costs what it shows.
+
+Trials are written through the real store's API (SQLite), as the runner writes them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from loop import Store, parse_campaign
+from loop.cli import app
+from loop.report import (
+    OutputError,
+    annotate,
+    final_hypervolume,
+    hypervolume_trace,
+    report_figure,
+    stored_campaign,
+    write_output,
+)
+from loop.store import export_records
+from planners import Objective
+from planners import hypervolume_trace as planners_trace
+
+SOME_FAIL = """
+name: somefail
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: minimize}]
+instrument: {function: "fn.py:measure", outputs: [y, z]}  # not run: trials stored below
+planner: {kind: sobol}
+budget: {max_trials: 4, max_failures: 20}
+seed: 1
+"""
+
+ALL_FAIL = """
+name: allfail
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: a, goal: maximize}, {name: b, goal: minimize}]
+outcome_constraints: ["c <= 1"]
+instrument: {function: "fn.py:broken", outputs: [a, b, c]}
+planner: {kind: sobol}
+budget: {max_trials: 4, max_failures: 3}
+seed: 1
+"""
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def _panels(fig: Any) -> dict[str, Any]:
+    return {ax.get_ylabel(): ax for ax in fig.axes}
+
+
+def _points(ax: Any) -> dict[str, list[float]]:
+    """Trial numbers drawn in a panel, by legend label."""
+    out: dict[str, list[float]] = {}
+    for collection in ax.collections:
+        xs = [float(x) for x, _ in collection.get_offsets()]
+        out.setdefault(collection.get_label(), []).extend(xs)
+    return out
+
+
+def _notes(ax: Any) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+# ---------------------------------------------------------------------------- failed trials
+def test_every_failed_trial_is_marked_in_every_output_panel(tmp_path: Path) -> None:
+    """A failed trial without a finite value of an output (an exception, a NaN reading) is
+    marked at the panel's bottom edge, one with a value at its value (found in review: most
+    failed trials were invisible)."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("somefail", SOME_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    # what the runner stores: an exception leaves no outputs, a NaN reading is stored null
+    outcomes = [
+        ("completed", {"y": 0.25, "z": 2.0}),
+        ("failed", {}),
+        ("failed", {"y": math.nan, "z": 1.0}),
+        ("completed", {"y": 0.16, "z": 2.0}),
+        ("failed", {}),
+    ]
+    for status, outputs in outcomes:
+        trial = store.add_trial(cid, {"x": 0.5}, "sobol")
+        store.finish_trial(
+            trial.id or 0, status=status, outputs=outputs, readbacks={}, run_uid=None, error=None
+        )
+    row = store.campaign(cid)
+    raised, nan_y = [2, 5], [3]
+    panels = _panels(report_figure(store, row))
+    y, z = _points(panels["y"]), _points(panels["z"])
+    assert sorted(y["failed (no value)"]) == sorted(raised + nan_y)
+    assert "failed" not in y  # no failed trial has a finite y
+    assert sorted(z["failed (no value)"]) == raised
+    assert sorted(z["failed"]) == nan_y  # its z was read: drawn at its value
+    # one legend for the output panels, naming both marks
+    legend = panels["y"].get_legend()
+    assert legend is not None
+    assert {"failed", "failed (no value)"} <= {t.get_text() for t in legend.get_texts()}
+
+
+def test_a_campaign_whose_trials_all_failed_shows_each_objective(tmp_path: Path) -> None:
+    """Every objective and constrained output gets a panel (from the campaign, not from the
+    outputs measured), saying so and marking each failure; matplotlib warns about nothing
+    (the suite turns warnings into errors)."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("allfail", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    for _ in range(3):  # what the runner stores for a function that raised
+        trial = store.add_trial(cid, {"x": 0.5}, "sobol")
+        store.finish_trial(
+            trial.id or 0, status="failed", outputs={}, readbacks={}, run_uid=None, error="boom"
+        )
+    fig = report_figure(store, store.campaign(cid))
+    panels = _panels(fig)
+    for name in ("a", "b", "c"):
+        assert _points(panels[name]) == {"failed (no value)": [1.0, 2.0, 3.0]}, name
+        assert _notes(panels[name]) == ["no completed trial"]
+    assert _notes(panels["hypervolume"]) == ["no completed trial"]
+    assert _notes(fig.axes[1]) == ["no completed trial"]  # the Pareto front of a and b
+
+
+def test_a_campaign_without_trials_reports_without_warnings(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    cid = store.create_campaign("allfail", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    out = tmp_path / "empty.png"
+    result = CliRunner().invoke(app, ["report", "--store", store.url, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    panels = _panels(report_figure(store, store.campaign(cid)))
+    assert {"a", "b", "c", "hypervolume"} <= set(panels)
+
+
+# ---------------------------------------------------------------------------- output files
+def _stored(tmp_path: Path) -> tuple[Store, Path]:
+    db = tmp_path / "store.db"
+    store = Store(f"sqlite:///{db}")
+    store.create_campaign("kept", SOME_FAIL, str(tmp_path / "kept.yaml"), 0)
+    return store, db
+
+
+def test_export_onto_the_store_is_refused_and_the_store_kept(tmp_path: Path) -> None:
+    """``export -o`` naming the store's file was written over it (found in review)."""
+    store, db = _stored(tmp_path)
+    cli = CliRunner()
+    for target in (db, tmp_path / "other.db"):
+        if target != db:
+            Store(f"sqlite:///{target}").close()  # another store: refused as well
+        result = cli.invoke(app, ["export", "--store", store.url, "-o", str(target)])
+        assert result.exit_code == 2, result.output
+        said = "it is the store's database" if target == db else "is a SQLite database"
+        assert said in result.output and "Traceback" not in result.output
+    assert Store(store.url, create=False).campaign("kept").seed == 0
+
+
+def test_the_stores_own_files_are_refused_however_they_are_named(tmp_path: Path) -> None:
+    store, db = _stored(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.db").symlink_to(db)
+    spellings = [
+        tmp_path / "sub" / ".." / "store.db",
+        tmp_path / "link.db",
+        tmp_path / "store.db-wal",
+        tmp_path / "store.db-shm",
+        tmp_path / "store.db-journal",
+    ]
+    for path in spellings:
+        with pytest.raises(OutputError, match="it is the store's database"):
+            write_output(path, "x\n", store_url=store.url)
+    assert Store(store.url, create=False).campaign("kept").seed == 0
+
+
+def test_an_output_file_is_replaced_whole_and_a_link_written_through(tmp_path: Path) -> None:
+    out = tmp_path / "trials.csv"
+    out.write_text("old\n" * 1000)
+    write_output(out, "new\n")
+    assert out.read_text() == "new\n"
+    target = tmp_path / "real.csv"
+    (tmp_path / "link.csv").symlink_to(target)
+    write_output(tmp_path / "link.csv", "through\n")
+    assert (tmp_path / "link.csv").is_symlink() and target.read_text() == "through\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv", "trials.csv"]
+
+
+# ---------------------------------------------------------------------------- hypervolume
+def _records(Y: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {
+            "number": i + 1,
+            "kind": "sobol",
+            "status": "completed",
+            "outputs": {f"y{j}": float(v) for j, v in enumerate(row)},
+        }
+        for i, row in enumerate(Y)
+    ]
+
+
+def test_status_hypervolume_is_the_traces_last_value(tmp_path: Path) -> None:
+    """``final_hypervolume`` computes one volume, not the whole trace (found in review:
+    seconds per thousand trials for ``status``), with the same value."""
+    text = ALL_FAIL.replace('outcome_constraints: ["c <= 1"]\n', "")
+    text = text.replace("name: a,", "name: y0,").replace("name: b,", "name: y1,")
+    text = text.replace("[a, b, c]", "[y0, y1]")
+    path = tmp_path / "c.yaml"
+    campaign = parse_campaign(text, path=path, base_dir=tmp_path, cross_check=False).campaign
+    records = _records(np.random.default_rng(3).random((60, 2)))
+    records[5]["status"] = "failed"
+    trace = hypervolume_trace(records, campaign)
+    assert final_hypervolume(records, campaign) == pytest.approx(trace[-1], rel=1e-12)
+    assert final_hypervolume([], campaign) is None
+    failed = [dict(r, status="failed", outputs={}) for r in records[:3]]
+    assert final_hypervolume(failed, campaign) == 0.0 == hypervolume_trace(failed, campaign)[-1]
+
+
+def test_a_bounded_trace_keeps_exact_steps_and_the_exact_end() -> None:
+    """The report computes at most ``max_evaluations`` volumes: its steps are exact values
+    at real changes of the front, never above the exact trace, and the last is exact."""
+    objectives = [Objective(name=f"y{j}") for j in range(3)]
+    Y = np.random.default_rng(1).random((300, 3))
+    exact = planners_trace(Y, objectives)
+    bounded = planners_trace(Y, objectives, max_evaluations=10)
+    assert len(bounded) == len(exact) and bounded[-1] == exact[-1]
+    assert len(set(exact)) > 11 and len(set(bounded)) <= 11
+    for i, value in enumerate(bounded):
+        assert value <= exact[i] + 1e-12
+        if i == 0 or value != bounded[i - 1]:
+            assert value == exact[i]
+    assert all(b >= a for a, b in zip(bounded, bounded[1:], strict=False))
+    with pytest.raises(ValueError, match="at least 1"):
+        planners_trace(Y, objectives, max_evaluations=0)
+
+
+def test_report_trace_matches_the_exact_one_for_a_short_campaign(tmp_path: Path) -> None:
+    """Below the bound the report's hypervolume curve is the exact trace."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("pairs", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    for x in np.random.default_rng(2).random(12):
+        trial = store.add_trial(cid, {"x": float(x)}, "sobol")
+        outputs = {"a": float(x), "b": float((x - 0.5) ** 2), "c": 0.0}
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs=outputs,
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    row = store.campaign(cid)
+    records = annotate(export_records(store, cid), stored_campaign(row))
+    line = _panels(report_figure(store, row))["hypervolume"].get_lines()[0]
+    drawn = [float(v) for v in line.get_ydata()]
+    assert drawn == hypervolume_trace(records, stored_campaign(row))
+    assert not any(math.isnan(v) for v in drawn)
