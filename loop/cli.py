@@ -66,6 +66,25 @@ MAX_BUDGET_COUNT = 1_000_000
 SeedOpt = Annotated[
     int | None, typer.Option(min=0, max=MAX_SEED, help="Override the file's seed (0 to 2**32-1).")
 ]
+# A new limit for a stored campaign (`resume`, `suggest`): counted over all its sessions.
+MaxTrialsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=MAX_BUDGET_COUNT,
+        help="New budget.max_trials (completed trials over all sessions).",
+    ),
+]
+MaxFailuresOpt = Annotated[
+    int | None,
+    typer.Option(min=1, max=MAX_BUDGET_COUNT, help="New budget.max_failures."),
+]
+MaxDurationOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="New budget.max_duration (running time over all sessions): 2h, 30m, 1h30m or seconds."
+    ),
+]
 
 
 @app.callback()
@@ -181,25 +200,9 @@ def resume(
             help="Campaign name or id (default: the latest running or stopped one).",
         ),
     ] = None,
-    max_trials: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=MAX_BUDGET_COUNT,
-            help="New budget.max_trials (completed trials over all sessions).",
-        ),
-    ] = None,
-    max_failures: Annotated[
-        int | None,
-        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="New budget.max_failures."),
-    ] = None,
-    max_duration: Annotated[
-        str | None,
-        typer.Option(
-            help="New budget.max_duration (running time over all sessions): 2h, 30m, 1h30m "
-            "or seconds."
-        ),
-    ] = None,
+    max_trials: MaxTrialsOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    max_duration: MaxDurationOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Continue a campaign after any stop (Ctrl-C, SIGTERM, kill, power loss).
@@ -761,22 +764,9 @@ def suggest(
     campaign: CampaignOpt = None,
     n: Annotated[int, typer.Option("-n", min=1, max=100, help="Number of proposals.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    max_trials: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=MAX_BUDGET_COUNT,
-            help="New budget.max_trials (completed trials), stored as by `resume`.",
-        ),
-    ] = None,
-    max_failures: Annotated[
-        int | None,
-        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="New budget.max_failures."),
-    ] = None,
-    max_duration: Annotated[
-        str | None,
-        typer.Option(help="New budget.max_duration: 2h, 30m, 1h30m or seconds."),
-    ] = None,
+    max_trials: MaxTrialsOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    max_duration: MaxDurationOpt = None,
 ) -> None:
     """Propose trials and record them as pending; people run them, `tell` records results.
 

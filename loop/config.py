@@ -33,6 +33,7 @@ from instruments import InstrumentConfig
 from instruments._instrument_file import INLINE_DEVICES, pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError
+from loop.prior import EXPORT_COLUMNS
 from planners import (
     ChoiceParameter,
     FixedParameter,
@@ -643,22 +644,7 @@ def _check_semantics(
 #: meaning of their own. A parameter or output of such a name made an export that its own
 #: prior-data reader refuses ("column 'number' appears twice"), or a `tell` CSV whose
 #: `fail` column could not be told apart from an output named `fail`.
-RESERVED_COLUMNS = frozenset(
-    {
-        "trial_id",
-        "number",
-        "kind",
-        "status",
-        "slot",
-        "run_uid",
-        "error",
-        "started_at",
-        "finished_at",
-        "feasible",
-        "pareto",
-        "fail",
-    }
-)
+RESERVED_COLUMNS = EXPORT_COLUMNS | {"fail"}
 RESERVED_PREFIXES = ("readback.", "actual.")
 
 

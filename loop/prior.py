@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 MAX_PRIOR_BYTES = 50_000_000
 MAX_PRIOR_ROWS = 100_000
 
-# Columns of `closedloop export` that are not data: ignored, so an export can be reused.
-_BOOKKEEPING = frozenset(
+# Columns of `closedloop export` that are not data: ignored, so an export can be reused
+# (and reserved as parameter and output names, ``loop.config.RESERVED_COLUMNS``).
+EXPORT_COLUMNS = frozenset(
     {
         "trial_id",
         "number",
@@ -294,7 +295,7 @@ def _check_header(
                 path, f"column '{col}' appears twice in the header", line=line, column=col
             )
         seen.add(col)
-        if col in known or col in _BOOKKEEPING or col.startswith("readback."):
+        if col in known or col in EXPORT_COLUMNS or col.startswith("readback."):
             continue
         near = difflib.get_close_matches(col, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
