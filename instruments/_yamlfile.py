@@ -11,8 +11,10 @@ campaign error stays a ``CampaignConfigError`` and an instrument-file error an
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError, YAMLWarning
 
 MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" anchor bombs
 MAX_DEPTH = 100  # nested lists/mappings; a real file needs fewer than ten
@@ -46,17 +48,33 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
     too_deep = f"nests lists/mappings more than {MAX_DEPTH} levels deep"
     flatten = "remove the extra brackets or indentation; a valid file nests only a few levels"
     try:
-        data = yaml.load(text)
+        with warnings.catch_warnings():
+            # ruamel only warns of some mistakes (an anchor defined twice, `&a : &a`): one
+            # clear error with its line instead of a Python warning and a guess at the value.
+            warnings.simplefilter("error", YAMLWarning)
+            data = yaml.load(text)
     except _TooDeepError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
         raise error(path, too_deep, line=line, fix=flatten) from None
     except RecursionError:  # a fallback: the composer's limit should be reached first
         raise error(path, too_deep, fix=flatten) from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-        if exc.context_mark is not None and mark is not exc.context_mark:
-            problem += f" (the construct opened on line {exc.context_mark.line + 1})"
+    except ReusedAnchorWarning as exc:  # its marks are only in its text
+        found = re.findall(r"line (\d+), column", str(exc))
+        name = re.search(r"duplicate anchor '([^']*)'", str(exc))
+        raise error(
+            path,
+            f"is not valid YAML: anchor '&{name.group(1) if name else '?'}' is defined twice"
+            + (f" (first on line {found[0]})" if found else ""),
+            line=int(found[-1]) if found else None,
+            fix="give each anchor its own name",
+        ) from None
+    except (MarkedYAMLError, YAMLWarning) as exc:
+        context_mark = getattr(exc, "context_mark", None)
+        mark = getattr(exc, "problem_mark", None) or context_mark
+        said = (getattr(exc, "context", None), getattr(exc, "problem", None))
+        problem = " ".join(p for p in said if p) or str(exc).strip()
+        if context_mark is not None and mark is not context_mark:
+            problem += f" (the construct opened on line {context_mark.line + 1})"
         raise error(
             path,
             f"is not valid YAML: {problem}",
