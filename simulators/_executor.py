@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 _GRACE = 5.0
 """Seconds beyond ``connect_timeout`` before a probe thread that did not return is given up."""
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # SIGTERM is TerminateProcess on Windows
+_WORKER_GONE_WAIT = 10.0  # s for the scheduler to notice a worker ended by abort()
 _LOST_REASONS = ("scheduler-connection-lost",)
 """``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
@@ -362,6 +364,18 @@ class DaskExecutor:
             self.client.run(os.kill, pid, _KILL, workers=[worker], nanny=True)
         except Exception as exc:
             logger.warning("could not end Dask worker %s: %s: %s", worker, type(exc).__name__, exc)
+            return
+        # Until the scheduler has seen it go, it counts the cancelled worker free and may hand
+        # it the next trial, which would then die with it (KilledWorker).
+        deadline = time.monotonic() + _WORKER_GONE_WAIT
+        while time.monotonic() < deadline:
+            try:
+                if worker not in self.client.scheduler_info()["workers"]:
+                    return
+            except Exception:  # the client is closing: nothing left to wait for
+                return
+            time.sleep(0.05)
+        logger.warning("Dask worker %s was ended but the scheduler still lists it", worker)
 
     def lost(self, exc: BaseException | None = None) -> str | None:
         """Why no trial can run on this executor any more, or ``None`` if it still can.
