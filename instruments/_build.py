@@ -651,6 +651,7 @@ def _declared(
     units = _epics.parameter_units(parameters)
     _epics.check_declared(spec, specs, where=where)
     _epics.check_units(spec, units)
+    _epics.check_plugins(spec)  # `validate` too: every device class imports (none is made)
     if not build:
         return tuple(spec.outputs), None
     return tuple(spec.outputs), _epics.build_declared_instrument(spec, specs, units=units)

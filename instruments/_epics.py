@@ -19,10 +19,14 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
 Plugin devices may be sync Ophyd or **ophyd-async** (``async def connect``/``read``, ``set``
 and ``trigger`` returning an ``AsyncStatus``): every call into a plugin goes through
 :func:`call_device`, which runs an ophyd-async device's calls on one persistent event loop
-(made on first use, on a daemon thread) and waits for them, so both kinds share one code
-path: connected when the instrument is built, moved and triggered by the wrappers' worker
-threads, read when the RunEngine reads the wrappers. The loop outlives every RunEngine (a
-``Dispatcher`` makes its engine after the devices are built and connected).
+(made on first use, on a daemon thread) and a sync device's on a pool of daemon worker
+threads, and waits for them at most their timeout, so both kinds share one code path:
+connected when the instrument is built, moved and triggered by the wrappers' worker threads,
+read when the RunEngine reads the wrappers. The loop outlives every RunEngine (a
+``Dispatcher`` makes its engine after the devices are built and connected). A sync call
+that never returns cannot be interrupted: it is abandoned on its daemon thread (the trial
+fails, timed out) and the device is refused further calls until it returns
+(:class:`DeviceBusy`), so a wedged device holds one thread, not one per trial.
 
 The Ophyd control layer (``caproto`` by default, pure Python; ``pyepics`` when installed) is
 chosen by the file's ``control_layer`` before any EPICS object is created.
@@ -32,12 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import difflib
 import functools
 import importlib
 import importlib.metadata
 import inspect
 import logging
 import math
+import queue
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +68,10 @@ from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, c
 
 logger = logging.getLogger(__name__)
 _PLUGIN_ACQUIRE_TIMEOUT = 3600.0  # s; plugin-only detectors declare no acquire block
+_STOP_TIMEOUT = 10.0  # s a plugin's stop() may take (it runs on the RunEngine's thread)
+# s a device's own connect(timeout=T) may overrun T before it is given up on: its own
+# error (which signal did not connect) says more than ours
+_CONNECT_GRACE = 1.0
 
 ENTRY_POINT_GROUP = "closedloop.instruments"
 _POLL = 0.02  # s between readback checks while a move settles
@@ -99,59 +110,168 @@ def set_control_layer(name: str) -> None:
         ) from exc
 
 
+class DeviceClassError(InstrumentConfigError):
+    """A plugin ``device:`` that names no usable class, or whose constructor failed.
+
+    Attributes:
+        problem: what is wrong.
+        fix: what to do about it.
+    """
+
+    def __init__(self, problem: str, *, fix: str) -> None:
+        super().__init__(f"{problem}\n  fix: {fix}", field="device")
+        self.problem = problem
+        self.fix = fix
+
+
 def load_device_class(spec: str) -> Callable[..., Any]:
     """``module:Class`` by import, else an entry point of the ``closedloop.instruments`` group.
 
     Raises:
-        InstrumentConfigError: cannot be imported, or no such entry point (naming them).
+        DeviceClassError: cannot be imported, or no such entry point (naming them).
     """
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise InstrumentConfigError(
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name == module_name
+            raise DeviceClassError(
                 f"device {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}",
-                field="device",
+                fix=(
+                    f"check the module name, and that {module_name!r} is installed in this "
+                    "Python environment (or on PYTHONPATH)"
+                    if missing
+                    else f"fix the error in {module_name!r} (`python -c 'import {module_name}'` "
+                    "shows where it is)"
+                ),
             ) from exc
         target: Any = module
         for part in attr.split("."):
             if not hasattr(target, part):
-                raise InstrumentConfigError(
-                    f"device {spec!r}: {module_name!r} has no {attr!r}", field="device"
+                names = [n for n in dir(target) if not n.startswith("_")]
+                close = difflib.get_close_matches(part, names, n=1)
+                raise DeviceClassError(
+                    f"device {spec!r}: {module_name!r} has no {attr!r}",
+                    fix=f"did you mean {module_name}:{close[0]}?"
+                    if close and attr == part
+                    else f"check the class name (write module:Class, e.g. {module_name}:Stage)",
                 )
             target = getattr(target, part)
         if not callable(target):
-            raise InstrumentConfigError(f"device {spec!r} is not a class", field="device")
+            raise DeviceClassError(
+                f"device {spec!r} is not a class", fix="name an Ophyd device class, module:Class"
+            )
         return target  # type: ignore[no-any-return]
     points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     for point in points:
         if point.name == spec:
-            return point.load()  # type: ignore[no-any-return]
+            try:
+                return point.load()  # type: ignore[no-any-return]
+            except Exception as exc:
+                raise DeviceClassError(
+                    f"device {spec!r}: entry point {point.value!r} cannot be loaded: "
+                    f"{type(exc).__name__}: {exc}",
+                    fix=f"reinstall the package that registers {spec!r}, or write module:Class",
+                ) from exc
     known = sorted(p.name for p in points)
-    raise InstrumentConfigError(
+    close = difflib.get_close_matches(spec, known, n=1)
+    raise DeviceClassError(
         f"device {spec!r} is neither module:Class nor an entry point of the "
         f"{ENTRY_POINT_GROUP!r} group (installed: {', '.join(known) or 'none'})",
-        field="device",
+        fix=f"did you mean {close[0]!r}?"
+        if close
+        else "write module:Class, or install the lab package that registers the name",
     )
 
 
-def _make_plugin(spec: str, args: Mapping[str, Any], name: str) -> Any:
-    cls = load_device_class(spec)
+def check_plugins(spec: InstrumentFile) -> None:
+    """Import every plugin ``device:`` class of the file, constructing none of them.
+
+    ``validate`` calls this (through the campaign loader), so a misspelt class or an
+    uninstalled package is refused with the file's line before a campaign is created, as
+    every other mistake in the file is, rather than when the devices are built.
+
+    Raises:
+        InstrumentFileError: at the line of ``inputs.<name>.device`` /
+            ``outputs.<name>.device``, with the fix.
+    """
+    for section, decls in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        for name, decl in decls.items():
+            if decl.device is not None:
+                try:
+                    load_device_class(decl.device)
+                except DeviceClassError as exc:
+                    raise _at_device(spec, section, name, exc) from exc
+
+
+def _at_device(
+    spec: InstrumentFile, section: str, name: str, exc: DeviceClassError
+) -> InstrumentConfigError:
+    """``exc`` at the line of ``<section>.<name>.device`` in the file."""
+    return spec.error(f"{section}.{name}: {exc.problem}", (section, name, "device"), fix=exc.fix)
+
+
+def _make_plugin(
+    device: str,
+    args: Mapping[str, Any],
+    name: str,
+    *,
+    spec: InstrumentFile | None = None,
+    section: str = "inputs",
+) -> Any:
+    """``Class(name=name, **args)``; any failure at the line of its ``device:`` in ``spec``.
+
+    Raises:
+        InstrumentFileError: (with ``spec``) the class cannot be loaded or its constructor
+            raised (a port already in use, an unknown keyword in ``args:``).
+        DeviceClassError: the same, without ``spec``.
+    """
     kwargs = dict(args)
     kwargs.setdefault("name", name)
     try:
-        return cls(**kwargs)
-    except Exception as exc:
-        raise InstrumentConfigError(
-            f"device {spec!r}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-            f"{type(exc).__name__}: {exc}",
-            field="device",
-        ) from exc
+        cls = load_device_class(device)
+        try:
+            return cls(**kwargs)
+        except Exception as exc:
+            call = f"{device}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+            fix = (
+                f"give `args:` that {device}{_signature(cls)} accepts (it is called with "
+                "name= and the `args:`)"
+                if isinstance(exc, TypeError)
+                else "check the device is free and powered, and its `args:`"
+            )
+            raise DeviceClassError(f"{call} failed: {type(exc).__name__}: {exc}", fix=fix) from exc
+    except DeviceClassError as exc:
+        if spec is None:
+            raise
+        raise _at_device(spec, section, name, exc) from exc
 
 
-def _wait_status(status: Any, timeout: float, cancelled: threading.Event) -> None:
-    """Block until an ophyd/bluesky status finishes; raise its exception or on timeout."""
+def _signature(cls: Any) -> str:
+    try:
+        return str(inspect.signature(cls))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _label(device: Any) -> str:
+    return repr(getattr(device, "name", None) or type(device).__name__)
+
+
+def _wait_status(
+    status: Any, timeout: float, cancelled: threading.Event, *, what: str = "", method: str = "set"
+) -> None:
+    """Block until an ophyd/bluesky status finishes; raise its exception or on timeout.
+
+    Raises:
+        InstrumentError: ``status`` is not a status (``what``: the device, for the message).
+    """
+    if not callable(getattr(status, "add_callback", None)):
+        raise InstrumentError(
+            f"{what or 'device'}: {method}() returned {reprlib.repr(status)}, not a status "
+            "(it must return one: an ophyd Status, an AsyncStatus)"
+        )
     done = threading.Event()
     status.add_callback(lambda *_: done.set())
     deadline = time.monotonic() + timeout
@@ -188,11 +308,219 @@ def device_loop() -> asyncio.AbstractEventLoop:
         return loop
 
 
+_ASYNC_METHODS = ("connect", "read", "set", "trigger", "stop", "describe")
+
+
 def is_async_device(device: Any) -> bool:
-    """Whether ``device`` is an ophyd-async style device (``async def connect`` or ``read``)."""
-    return any(
-        inspect.iscoroutinefunction(getattr(device, method, None)) for method in ("connect", "read")
-    )
+    """Whether ``device`` is an ophyd-async style device: any of its protocol methods is an
+    ``async def``, or wraps one (``@AsyncStatus.wrap async def set``, whose status must be
+    made on a running loop, even when its ``read`` is a plain method)."""
+    own = getattr(device, "__dict__", None)
+    if own and any(m in own for m in _ASYNC_METHODS):
+        return _has_async_method(device)
+    cls = type(device)
+    known = _ASYNC_CLASSES.get(cls)
+    if known is None:  # asked on every call into a device, so cached per class
+        known = _ASYNC_CLASSES[cls] = _has_async_method(cls)
+    return known
+
+
+_ASYNC_CLASSES: dict[type, bool] = {}
+
+
+def _has_async_method(obj: Any) -> bool:
+    for method in _ASYNC_METHODS:
+        fn = inspect.getattr_static(obj, method, None)
+        if isinstance(fn, staticmethod | classmethod):
+            fn = fn.__func__
+        if fn is not None and callable(fn):
+            try:
+                fn = inspect.unwrap(fn)
+            except ValueError:  # a cycle of __wrapped__
+                continue
+            if inspect.iscoroutinefunction(fn):
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------- sync calls
+class DeviceBusy(DeviceTimeout):
+    """A sync plugin device is still inside an earlier call that timed out.
+
+    Python cannot interrupt a thread blocked in a device's own code, so such a call is left
+    running on its (daemon) thread, and the device is not called again until it returns:
+    each later call would block another thread for ever. A ``TimeoutError``, like the
+    timeout it follows (the trial may be retried; the device may come back).
+    """
+
+
+class _DaemonPool:
+    """Daemon threads for sync device calls, reused while busy, each retiring when idle.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so one
+    stuck in a device call would keep the process from ever exiting. Calls run on as many
+    threads as are busy at once (a camera's ``stop`` must not queue behind the ``trigger``
+    it is meant to end); an idle thread takes the next call (starting a thread per call
+    made each call ~30 times slower).
+    """
+
+    def __init__(self, idle_exit: float = 30.0) -> None:
+        self._idle_exit = idle_exit
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # idle threads not yet counted on by a submit
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+        if not self._idle.acquire(blocking=False):
+            threading.Thread(target=self._work, name="closedloop-device-call", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                fn = self._queue.get(timeout=self._idle_exit)
+            except queue.Empty:
+                if self._idle.acquire(blocking=False):
+                    return  # no submit counts on this thread: retire
+                continue  # a submit counted on it: its call is on the queue
+            fn()  # never raises: `work` in _run_sync catches everything
+            self._idle.release()
+
+
+_workers = _DaemonPool()
+
+
+@dataclass
+class _Abandoned:
+    """A sync call given up on (timed out or stopped) that has not returned yet."""
+
+    method: str
+    why: str
+    since: float  # time.monotonic() when it was given up
+    future: concurrent.futures.Future[Any]
+
+
+_abandoned_lock = threading.Lock()
+# (id(device), is a stop) -> its abandoned call. The call's thread holds the device, so
+# the id stays its own while the entry exists; the thread removes the entry on return.
+# At most two per device: any call, and one `stop` (which may be what unblocks the other).
+_abandoned: dict[tuple[int, bool], _Abandoned] = {}
+
+
+def _refuse_if_stuck(device: Any, method: str) -> None:
+    with _abandoned_lock:
+        # a stuck stop refuses every call; any other stuck call, all but a stop
+        for key in [(id(device), True)] + ([] if method == "stop" else [(id(device), False)]):
+            stuck = _abandoned.get(key)
+            if stuck is not None:
+                raise DeviceBusy(
+                    f"{method} of {_label(device)} refused: the device is still busy with a "
+                    f"{stuck.method} that {stuck.why} {time.monotonic() - stuck.since:.3g} s "
+                    "ago, and is not called again until that call returns (a sync device's "
+                    "call cannot be interrupted; restart the device or its driver)"
+                )
+
+
+def _run_sync(
+    device: Any,
+    method: str,
+    fn: Callable[[], Any],
+    timeout: float | None,
+    cancelled: threading.Event | None,
+) -> Any:
+    """``fn()`` (a sync device's call) on a daemon thread, waited for like an async call.
+
+    A call that does not return in time is abandoned, not killed: it keeps its thread (a
+    daemon, so the process can still exit), and :func:`_refuse_if_stuck` refuses the
+    device's next calls until it returns, so a wedged device costs one blocked thread, not
+    one per trial. Unbounded calls run on the caller's thread.
+    """
+    _refuse_if_stuck(device, method)
+    if timeout is None and cancelled is None:
+        return fn()
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    key = (id(device), method == "stop")
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # given up before it started: never called
+        try:
+            result = fn()
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        finally:
+            with _abandoned_lock:
+                stuck = _abandoned.get(key)
+                if stuck is not None and stuck.future is future:
+                    del _abandoned[key]
+                    logger.warning(
+                        "device %s: the %s given up on %.0f s ago has returned; calling it again",
+                        _label(device),
+                        method,
+                        time.monotonic() - stuck.since,
+                    )
+
+    _workers.submit(work)
+    try:
+        return _wait(future, device, method, timeout, cancelled)
+    except InstrumentError as exc:
+        with _abandoned_lock:
+            if not future.done():
+                why = "timed out" if isinstance(exc, DeviceTimeout) else "was stopped"
+                _abandoned[key] = _Abandoned(method, why, time.monotonic(), future)
+        raise
+
+
+def _wait(
+    future: concurrent.futures.Future[Any],
+    device: Any,
+    method: str,
+    timeout: float | None,
+    cancelled: threading.Event | None,
+) -> Any:
+    """``future``'s result, giving up (and cancelling it) at ``timeout`` or ``cancelled``.
+
+    Raises:
+        DeviceTimeout: not done within ``timeout`` s.
+        InstrumentError: ``cancelled`` was set meanwhile.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return future.result(timeout=_POLL)
+        except TimeoutError:  # concurrent.futures.TimeoutError, or the device's own
+            if future.done():
+                raise
+        if cancelled is not None and cancelled.is_set():
+            future.cancel()
+            raise InstrumentError(f"{method} of {_label(device)} stopped")
+        if deadline is not None and time.monotonic() > deadline:
+            future.cancel()
+            raise DeviceTimeout(f"{method} of {_label(device)} not done within {timeout:.3g} s")
+
+
+def _call(
+    device: Any,
+    method: str,
+    fn: Callable[[], Any],
+    timeout: float | None,
+    cancelled: threading.Event | None = None,
+) -> Any:
+    """``fn()``, one call into ``device``: on :func:`device_loop` (awaited) for an
+    ophyd-async device, else on a worker thread (:func:`_run_sync`); either way given up
+    at ``timeout`` s or when ``cancelled`` is set."""
+    if not is_async_device(device):
+        return _run_sync(device, method, fn, timeout, cancelled)
+
+    async def call() -> Any:
+        outcome = fn()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return outcome
+
+    future = asyncio.run_coroutine_threadsafe(call(), device_loop())
+    return _wait(future, device, method, timeout, cancelled)
 
 
 def call_device(
@@ -203,53 +531,39 @@ def call_device(
     cancelled: threading.Event | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``device.method(*args, **kwargs)``; for an ophyd-async device, called on
-    :func:`device_loop` and awaited (a coroutine, an ``AsyncStatus``), blocking this thread.
+    """``device.method(*args, **kwargs)`` within ``timeout`` s (``None``: no limit).
 
-    A sync device's method is called here and its result returned as is (a status is not
-    waited for: see :func:`_wait_status`). Must not be called on the device loop itself.
+    An ophyd-async device's call runs on :func:`device_loop` and is awaited (a coroutine,
+    an ``AsyncStatus``), then cancelled if it is given up on. A sync device's call runs on
+    a worker thread and its result (a status is not waited for: see :func:`_wait_status`)
+    is returned; given up on, it is abandoned (see :func:`_run_sync`). ``timeout`` and
+    ``cancelled`` are this function's: to give the device a ``timeout`` argument, use
+    :func:`_call`. Must not be called on the device loop itself.
 
     Raises:
-        DeviceTimeout: not done within ``timeout`` s (the call is cancelled).
-        InstrumentError: ``cancelled`` was set meanwhile (the call is cancelled).
+        DeviceTimeout: not done within ``timeout`` s.
+        DeviceBusy: a sync device is still inside an earlier call that was given up on.
+        InstrumentError: ``cancelled`` was set meanwhile.
     """
     fn = getattr(device, method)
-    if not is_async_device(device):
-        return fn(*args, **kwargs)
-
-    async def call() -> Any:
-        outcome = fn(*args, **kwargs)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        return outcome
-
-    future = asyncio.run_coroutine_threadsafe(call(), device_loop())
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        done, _ = concurrent.futures.wait([future], timeout=_POLL)
-        if done:
-            return future.result()
-        if cancelled is not None and cancelled.is_set():
-            future.cancel()
-            raise InstrumentError(f"{method} of {getattr(device, 'name', device)!r} stopped")
-        if deadline is not None and time.monotonic() > deadline:
-            future.cancel()
-            raise DeviceTimeout(
-                f"{method} of {getattr(device, 'name', device)!r} not done within {timeout:g} s"
-            )
+    return _call(device, method, functools.partial(fn, *args, **kwargs), timeout, cancelled)
 
 
 def _finish(
-    device: Any, method: str, value: Any, deadline: float, cancelled: threading.Event
+    device: Any,
+    method: str,
+    value: Any,
+    deadline: float,
+    cancelled: threading.Event,
+    *,
+    what: str = "",
 ) -> None:
     """``device.set(value)`` / ``device.trigger()`` and wait until its status is done, at
-    most until ``deadline`` (a ``time.monotonic()``)."""
+    most until ``deadline`` (a ``time.monotonic()``), the call itself included."""
     args = () if value is None else (value,)
-    timeout = _left(deadline)
-    if is_async_device(device):
-        call_device(device, method, *args, timeout=timeout, cancelled=cancelled)
-    else:
-        _wait_status(getattr(device, method)(*args), timeout, cancelled)
+    status = call_device(device, method, *args, timeout=_left(deadline), cancelled=cancelled)
+    if not is_async_device(device):  # an async device's status was awaited on its loop
+        _wait_status(status, _left(deadline), cancelled, what=what, method=method)
 
 
 def _left(deadline: float) -> float:
@@ -257,9 +571,15 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _reading_value(device: Any, reading: Mapping[str, Any], key: str) -> tuple[Any, float]:
+_READING = "read() must return {key: {'value': ..., 'timestamp': ...}}"
+
+
+def _reading_value(
+    device: Any, reading: Any, key: str, *, what: str = "input"
+) -> tuple[Any, float]:
     """An input plugin's readback: the reading under the parameter name, else its hinted
     field (an ophyd-async device names its keys ``device-signal``), else its only key."""
+    _check_reading(reading, what)
     if key not in reading:
         hints = getattr(device, "hints", None)
         fields = [f for f in (hints or {}).get("fields", ()) if f in reading]
@@ -267,17 +587,53 @@ def _reading_value(device: Any, reading: Mapping[str, Any], key: str) -> tuple[A
             key = fields[0]
         elif len(reading) == 1:
             key = next(iter(reading))
-    return _first_value(reading, key)
+        else:
+            raise InstrumentError(
+                f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); key it by the "
+                "input's name, hint one field, give it one key or a `position`"
+            )
+    return _first_value(reading, key, what=what)
 
 
-def _first_value(reading: Mapping[str, Any], key: str | None) -> tuple[Any, float]:
+def _check_reading(reading: Any, what: str) -> None:
+    if not isinstance(reading, Mapping):
+        raise InstrumentError(f"{what}: {_READING}, got {reprlib.repr(reading)}")
+    if not reading:
+        raise InstrumentError(f"{what}: read() returned no readings ({{}})")
+
+
+def _keys(reading: Mapping[Any, Any]) -> list[str]:
+    return sorted(str(k) for k in reading)
+
+
+def _first_value(reading: Any, key: str | None, *, what: str = "device") -> tuple[Any, float]:
+    """``(value, timestamp)`` of ``reading[key]`` (default: its first), checked against the
+    bluesky reading's shape so a plugin that breaks it is named, not a ``TypeError``.
+
+    Raises:
+        InstrumentError: ``what`` (the output or input and its device) and what is wrong.
+    """
+    _check_reading(reading, what)
     if key is not None:
         if key not in reading:
-            raise InstrumentError(f"reading has no key {key!r} (keys: {sorted(reading)})")
+            raise InstrumentError(
+                f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); set `key:` to "
+                "one of them"
+            )
         item = reading[key]
     else:
         item = next(iter(reading.values()))
-    return item["value"], float(item.get("timestamp", time.time()))
+    if not isinstance(item, Mapping) or "value" not in item:
+        raise InstrumentError(f"{what}: {_READING}, got {reprlib.repr(reading)}")
+    stamp = item.get("timestamp")
+    if stamp is None:
+        return item["value"], time.time()
+    try:
+        return item["value"], float(stamp)
+    except (TypeError, ValueError):
+        raise InstrumentError(
+            f"{what}: timestamp {reprlib.repr(stamp)} is not a number (seconds since the epoch)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -295,7 +651,14 @@ class InputDevice:
     parent = None
 
     def __init__(
-        self, name: str, decl: InputDecl, *, units: str | None, prefix: str, gate: Gate | None
+        self,
+        name: str,
+        decl: InputDecl,
+        *,
+        units: str | None,
+        prefix: str,
+        gate: Gate | None,
+        spec: InstrumentFile | None = None,
     ) -> None:
         self.name = name
         self.decl = decl
@@ -321,7 +684,7 @@ class InputDevice:
             self._positioner = EpicsMotor(self.read_pv, name=f"{name}_raw")
             self.source = f"PV:{self.read_pv}.RBV"
         elif decl.device is not None:
-            self._positioner = _make_plugin(decl.device, decl.args, name)
+            self._positioner = _make_plugin(decl.device, decl.args, name, spec=spec)
             self.write_pv = self.read_pv = ""
             self.source = f"device:{decl.device}"
         else:  # the schema requires exactly one; a declaration built around it has none
@@ -395,8 +758,10 @@ class InputDevice:
         if self.gate is not None:
             self.gate.end_trial()
         if self._positioner is not None and hasattr(self._positioner, "stop"):
+            # on the RunEngine's thread: bounded, so a stop that never returns cannot hold it
+            limit = min(self.decl.timeout, _STOP_TIMEOUT)
             try:
-                call_device(self._positioner, "stop", success=success, timeout=self.decl.timeout)
+                call_device(self._positioner, "stop", success=success, timeout=limit)
             except Exception as exc:
                 logger.warning("stopping %s failed: %s", self.name, exc)
 
@@ -418,11 +783,14 @@ class InputDevice:
 
     # --------------------------------------------------------------- internals
     def wait_for_connection(self, timeout: float) -> None:
-        target = self._signal if self._signal is not None else self._positioner
-        if is_async_device(target):
-            call_device(target, "connect", timeout=timeout)
-        elif hasattr(target, "wait_for_connection"):
-            target.wait_for_connection(timeout=timeout)
+        _connect(self._signal if self._signal is not None else self._positioner, timeout)
+
+    @property
+    def what(self) -> str:
+        """How errors name this input: ``input 'x' (device mylab:Stage)``."""
+        return f"input {self.name!r}" + (
+            f" (device {self.decl.device})" if self.decl.device else ""
+        )
 
     def _raw_readback(self, deadline: float | None = None) -> tuple[Any, float]:
         """The device's reading as it gives it; a plugin's read within ``timeout`` s, or
@@ -431,11 +799,13 @@ class InputDevice:
             return self._signal.get(), time.time()
         if self.decl.motor is not None:
             return self._positioner.user_readback.get(), time.time()
-        if hasattr(self._positioner, "position") and not is_async_device(self._positioner):
-            return self._positioner.position, time.time()
         limit = self.decl.timeout if deadline is None else _left(deadline)
-        reading = call_device(self._positioner, "read", timeout=limit)
-        return _reading_value(self._positioner, reading, self.name)
+        dev = self._positioner
+        # getattr_static: `hasattr` would run a `position` property, unbounded
+        if not is_async_device(dev) and inspect.getattr_static(dev, "position", None) is not None:
+            return _call(dev, "position", lambda: dev.position, limit), time.time()
+        reading = call_device(dev, "read", timeout=limit)
+        return _reading_value(dev, reading, self.name, what=self.what)
 
     def _readback(self, deadline: float | None = None) -> tuple[float, float]:
         raw, ts = self._raw_readback(deadline)
@@ -450,10 +820,10 @@ class InputDevice:
             self._signal.put(target, force=True, use_complete=True, callback=done.set)
             if not done.wait(timeout):
                 raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
-        elif is_async_device(self._positioner):
-            call_device(self._positioner, "set", target, timeout=timeout)
         else:
-            self._positioner.set(target)
+            # bounded like every call; an ophyd-async status is awaited, a sync one (a motor's
+            # whole move) is not: the write was taken, the move may outlast `timeout`
+            call_device(self._positioner, "set", target, timeout=timeout)
 
     def _move(self, value: Any, status: Status) -> None:
         """Pass the gate, check, put and wait until within tolerance, then settle.
@@ -485,7 +855,7 @@ class InputDevice:
                 self._within(
                     deadline,
                     value,
-                    _finish,
+                    functools.partial(_finish, what=self.what),
                     self._positioner,
                     "set",
                     target,
@@ -554,13 +924,22 @@ class _Output:
         limit = self.timeout if timeout is None else timeout
         try:
             reading = call_device(self.target, "read", timeout=limit)
+        except DeviceBusy as exc:
+            raise DeviceBusy(f"{self.what}: {exc}") from None
         except DeviceTimeout as exc:
             which = " (the file's connection_timeout)" if timeout is None else ""
             raise DeviceTimeout(
                 f"output {self.name!r}: device {self.decl.device} did not answer a read within "
                 f"{limit:g} s{which}"
             ) from exc
-        return _first_value(reading, self.decl.key)
+        return _first_value(reading, self.decl.key, what=self.what)
+
+    @property
+    def what(self) -> str:
+        """How errors name this output: ``output 'y' (device mylab:Camera)``."""
+        return f"output {self.name!r}" + (
+            f" (device {self.decl.device})" if self.decl.device else ""
+        )
 
     def value(self, timeout: float | None = None) -> Any:
         """The reading in the campaign's units (``units``), under ``key``: what a trial stores."""
@@ -585,7 +964,7 @@ class OutputDetector:
             if spec.acquire.done is not None:
                 self._done = EpicsSignalRO(prefix + spec.acquire.done.pv, name=f"{name}_done")
         self.outputs: list[_Output] = []
-        self._plugins: list[Any] = []
+        self._plugins: list[_Output] = []
         for out_name, decl in spec.outputs.items():
             _, from_device = converter(decl.units, decl.device_units)
             target: Any
@@ -593,14 +972,16 @@ class OutputDetector:
                 target = EpicsSignalRO(prefix + decl.pv, name=out_name, auto_monitor=False)
                 source = f"PV:{prefix + decl.pv}"
             elif decl.device is not None:
-                target = _make_plugin(decl.device, decl.args, out_name)
-                self._plugins.append(target)
+                target = _make_plugin(
+                    decl.device, decl.args, out_name, spec=spec, section="outputs"
+                )
                 source = f"device:{decl.device}"
             else:  # the schema requires one of them
                 raise InstrumentConfigError(f"output {out_name!r} has neither `pv:` nor `device:`")
-            self.outputs.append(
-                _Output(out_name, decl, target, source, from_device, spec.connection_timeout)
-            )
+            out = _Output(out_name, decl, target, source, from_device, spec.connection_timeout)
+            self.outputs.append(out)
+            if decl.device is not None:
+                self._plugins.append(out)
 
     def pvs(self) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = [(o.name, o.target) for o in self.outputs]
@@ -635,11 +1016,14 @@ class OutputDetector:
         timeout = self.timeout
         deadline = time.monotonic() + timeout
         try:
-            for dev in self._plugins:
+            for out in self._plugins:
+                dev = out.target
                 if hasattr(dev, "trigger"):
                     try:
-                        _finish(dev, "trigger", None, deadline, self._cancel)
+                        _finish(dev, "trigger", None, deadline, self._cancel, what=out.what)
                     except TimeoutError as exc:
+                        # given up on: stopped, or it refuses the next trial's trigger
+                        self._stop_plugin(out)
                         if _left(deadline) > 0:  # the device's own timeout: its words
                             raise
                         raise DeviceTimeout(
@@ -673,7 +1057,24 @@ class OutputDetector:
             status.set_finished()
 
     def stop(self, *, success: bool = False) -> None:
+        """End an acquisition: the wait for it, and each plugin detector's own (``stop()``).
+
+        The dispatcher calls this after an abort or a timeout; a plugin detector left
+        acquiring (a camera mid-exposure) would refuse the next trial's trigger.
+        """
         self._cancel.set()
+        for out in self._plugins:
+            self._stop_plugin(out, success=success)
+
+    def _stop_plugin(self, out: _Output, *, success: bool = False) -> None:
+        """``stop()`` one plugin detector, within ``_STOP_TIMEOUT``; errors logged (the
+        trial's outcome is already decided)."""
+        if not hasattr(out.target, "stop"):
+            return
+        try:
+            call_device(out.target, "stop", success=success, timeout=_STOP_TIMEOUT)
+        except Exception as exc:
+            logger.warning("stopping %s failed: %s", out.what, exc)
 
     def _pvs(self) -> list[str]:
         return [pv for _, t in self.pvs() if (pv := getattr(t, "pvname", None))]
@@ -729,11 +1130,33 @@ def _named_loss(exc: Exception, lost: Sequence[str], own: Sequence[str] = ()) ->
 
 
 def _connect(target: Any, timeout: float) -> None:
-    """Wait until a PV or plugin device is connected (an ophyd-async one on the device loop)."""
-    if is_async_device(target):
-        call_device(target, "connect", timeout=timeout)
+    """Wait until a PV or plugin device is connected (an ophyd-async one on the device loop).
+
+    The device gets ``timeout`` itself (ophyd-async's ``connect`` otherwise waits its own
+    default, 10 s, whatever ``connection_timeout`` says) and is given up on shortly after.
+    """
+    if is_async_device(target) and hasattr(target, "connect"):
+        method = "connect"
     elif hasattr(target, "wait_for_connection"):
-        target.wait_for_connection(timeout=timeout)
+        method = "wait_for_connection"
+    else:
+        return
+    fn = getattr(target, method)
+    if _takes(fn, "timeout"):
+        fn = functools.partial(fn, timeout=timeout)
+    _call(target, method, fn, timeout + _CONNECT_GRACE)
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts a keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == name and p.kind is not p.POSITIONAL_ONLY or p.kind is p.VAR_KEYWORD
+        for p in params
+    )
 
 
 def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
@@ -798,10 +1221,15 @@ class DeclaredInstrument:
         """
         missing = [r for r in self.check(timeout=timeout) if not r.connected]
         if missing:
+            # each device's own reason; the EPICS hint only when a PV is among them
+            epics = any(r.source.startswith("PV:") for r in missing)
             raise DeviceConnectionError(
                 f"instrument {self.name!r}: cannot connect "
-                + ", ".join(f"{r.role} {r.name} ({r.source})" for r in missing)
-                + "; check the IOC is running and EPICS_CA_ADDR_LIST"
+                + ", ".join(
+                    f"{r.role} {r.name} ({r.source}" + (f": {r.problem})" if r.problem else ")")
+                    for r in missing
+                )
+                + ("; check the IOC is running and EPICS_CA_ADDR_LIST" if epics else "")
             )
 
     def check(self, timeout: float | None = None) -> list[CheckRow]:
@@ -822,7 +1250,7 @@ class DeclaredInstrument:
             try:
                 dev.wait_for_connection(timeout)
                 row.connected = True
-                row.value = dev.position
+                row.value = dev._readback(time.monotonic() + timeout)[0]
                 lim = dev.decl.limits
                 if lim is not None and not lim[0] <= row.value <= lim[1]:
                     row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
@@ -947,6 +1375,7 @@ def build_declared_instrument(
     # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
     # a `device_units` it could not convert, before any EPICS object exists.
     campaign_units = check_units(spec, units or {})
+    check_plugins(spec)  # every class importable before any device is made
     if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
         o.pv for o in spec.outputs.values()
     ):
@@ -958,7 +1387,7 @@ def build_declared_instrument(
     for s in parameters:
         decl = spec.inputs[s.name]
         inputs[s.name] = InputDevice(
-            s.name, decl, units=campaign_units[s.name], prefix=spec.prefix, gate=gate
+            s.name, decl, units=campaign_units[s.name], prefix=spec.prefix, gate=gate, spec=spec
         )
     detector = OutputDetector(f"{spec.name}_outputs", spec, spec.prefix)
     safe_pvs: dict[str, Any] = {}

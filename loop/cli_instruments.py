@@ -50,9 +50,13 @@ def check(
     Exits 1 if anything is missing, outside its limits or an interlock does not hold.
     """
     from instruments._epics import build_declared_instrument
+    from instruments._instrument_file import InstrumentFileError
 
     spec, params, units = _declared(file)
-    inst = build_declared_instrument(spec, params, units=units, connect=False)
+    try:
+        inst = build_declared_instrument(spec, params, units=units, connect=False)
+    except InstrumentFileError as exc:  # a device class or its constructor: exit 2, its line
+        raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
     try:
         rows = inst.check(timeout=timeout)
     finally:
