@@ -215,6 +215,12 @@ def plan(
         header + escape(", ".join(f"{k}={_fmt(v)}" for k, v in point.items())),
         highlight=False,
     )
+    outside = None if refused else _outside_space(c, point)
+    if outside is not None:
+        console.print(
+            f"[yellow]note:[/] {escape(outside)}: the planner never proposes such a point",
+            highlight=False,
+        )
     if refused:
         for reason in refused:
             console.print(f"[red]refused before dispatch:[/] {escape(reason)}", highlight=False)
@@ -352,6 +358,22 @@ def _point(loaded: Any, at: list[str], seed: int | None) -> dict[str, Any]:
     proposal = dict(planner.suggest(1, [])[0])
     proposal.update(given)
     return {n: proposal[n] for n in names}
+
+
+def _outside_space(c: Any, point: dict[str, Any]) -> str | None:
+    """Why a ``--at`` point is no member of the campaign's space (a parameter constraint, a
+    lookup dataset's rows), or ``None``. Bounds are the refusals' to report."""
+    from planners import InvalidPoint
+
+    try:
+        space = c.space
+    except Exception:  # a stored dataset campaign whose data has moved: nothing to check
+        return None
+    try:
+        space.validate(point)
+    except InvalidPoint as exc:
+        return str(exc)
+    return None
 
 
 def _refusals(instrument: Any, point: dict[str, Any]) -> list[str]:

@@ -476,6 +476,23 @@ def test_plan_dry_run_refuses_an_out_of_limit_point() -> None:
     assert "open_run" not in out.stdout
 
 
+def test_plan_dry_run_notes_a_point_outside_the_campaign_s_constraints() -> None:
+    # Was shown as if the loop could run it: --at is checked against the whole space now.
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    campaign = ROOT / "campaigns" / "nonlinear_constraint.yaml"
+    args = ["plan", str(campaign), "--dry-run", "--at", "x1=0", "--at", "x2=0"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())
+    assert "note: point {'x1': 0.0, 'x2': 0.0} violates constraint 1 ('x1 + x2 >= 2')" in said
+    assert "the planner never proposes such a point" in said
+    inside = CliRunner().invoke(app, [*args[:-4], "--at", "x1=5", "--at", "x2=5"])
+    assert inside.exit_code == 0 and "note:" not in inside.output
+
+
 # ---------------------------------------------------------------------------- instruments check
 PLUGIN_CAMPAIGN = """\
 name: plugin-bench
