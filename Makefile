@@ -30,8 +30,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# The packages (pyproject's [tool.mypy]), then the tests: the tests have no __init__.py, so
+# their modules are named from their paths (two conftest.py files would otherwise clash).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases tests
 
 # On every core (pytest-xdist): most of the suite waits on subprocesses, simulated latency and
 # RunEngines, and one process leaves the second core of a 2-core CI machine idle.

@@ -70,7 +70,7 @@ from simulators._keys import data_key_clashes
 
 logger = logging.getLogger(__name__)
 
-SimFunction = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+SimFunction = Callable[[dict[str, Any]], Mapping[str, Any]]  # called with a fresh dict
 ReadbackError = float | Callable[[float], float] | None
 Seed = int | np.random.SeedSequence | None
 
@@ -945,7 +945,7 @@ def build_simulated_instrument(
     failure_rate: float = 0.0,
     seed: Seed = None,
     name: str = "sim",
-    readback_error: float | Mapping[str, float] | None = None,
+    readback_error: ReadbackError | Mapping[str, ReadbackError] = None,
     hang_rate: float = 0.0,
     nan_rate: float = 0.0,
     readback_out_of_range_rate: float = 0.0,
@@ -972,7 +972,8 @@ def build_simulated_instrument(
         failure_rate: Probability that a trigger fails.
         seed: One seed for the whole instrument.
         name: Instrument (and detector) name; must differ from every data key.
-        readback_error: Controller error sd for all numeric inputs, or per input name.
+        readback_error: Controller error sd (or a function of the setpoint) for all numeric
+            inputs, or per input name.
         hang_rate: Probability that a trigger never completes.
         nan_rate: Probability that a trigger's outputs are NaN or +/-inf.
         readback_out_of_range_rate: Probability, per numeric input and trial, that the

@@ -187,7 +187,9 @@ class ConnectTimeoutStage(StandardReadable):
             self.setpoint = soft_signal_rw(float, 0.5)
         super().__init__(name=name)
 
-    async def connect(self, mock: Any = False, timeout: float = 10.0, **kwargs: Any) -> None:
+    async def connect(  # type: ignore[override]  # a device records the timeout it got
+        self, mock: Any = False, timeout: float = 10.0, **kwargs: Any
+    ) -> None:
         type(self).seen.append(timeout)
         await super().connect(mock=mock, timeout=timeout, **kwargs)
 

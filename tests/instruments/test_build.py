@@ -288,8 +288,9 @@ def test_instrument_named_like_a_data_key_is_renamed(user_dir: Path) -> None:
     instrument = build_instrument(config, params, base_dir=user_dir, seed=1)
     assert instrument.name == "y_instrument"
     instrument.inputs["x"].set(0.25)
-    assert instrument.detectors[0].trigger().success
-    assert instrument.detectors[0].read()["y"]["value"] == 0.25
+    detector: Any = instrument.detectors[0]  # typed by protocol: Readable
+    assert detector.trigger().success
+    assert detector.read()["y"]["value"] == 0.25
     instrument.close()
     # a parameter may take the next name too
     config = InstrumentConfig(function="models/lab.py:measure", outputs=["y"])

@@ -139,7 +139,7 @@ def test_a_full_campaign_runs_over_channel_access(ioc: IOC, tmp_path: Path) -> N
         store.close()
     assert summary.completed == 4
     assert all(t.status == "completed" for t in trials)
-    assert all(math.isfinite(summary.best.objective) for _ in [0])  # type: ignore[union-attr]
+    assert all(math.isfinite(summary.best.objective) for _ in [0])  # type: ignore[union-attr, arg-type]
     sp_puts = [p for p in ioc.puts() if p["pv"].endswith("temp:SP")]
     assert len(sp_puts) >= 4
     assert ioc.get("heater:enable") == 0  # the safe state after the campaign

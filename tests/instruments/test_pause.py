@@ -277,7 +277,7 @@ def _run_in_thread(dispatcher: Dispatcher, results: list[Any], **kwargs: Any) ->
 @pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
 def test_an_interlock_that_reads_nan_never_holds(op: str) -> None:
     unreadable = Signal(name="door", value=math.nan)
-    check = InterlockCheck(Interlock(name="door", op=op, value=1), unreadable.get)
+    check = InterlockCheck(Interlock(name="door", op=op, value=1), unreadable.get)  # type: ignore[arg-type]
     assert check.problem() == f"door {op} 1 cannot be checked: door reads nan, not a finite number"
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,7 @@ budget: {max_trials: 3}
         c = _parse(text.replace("{yield: 1.0}", noise), tmp_path).campaign  # type: ignore[attr-defined]
         inst = build_instrument(c.instrument, c.parameters, base_dir=tmp_path, seed=1)
         try:
-            detector = inst.detectors[0]
+            detector: Any = inst.detectors[0]
             assert detector._sim_outputs == ("yield", "turnover")
             assert detector._sim_noise_sd == pytest.approx(expected)
         finally:

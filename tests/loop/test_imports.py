@@ -12,6 +12,7 @@ import importlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +31,12 @@ def test_unknown_name_is_an_attribute_error() -> None:
     import planners
 
     with pytest.raises(AttributeError, match="no_such_planner"):
-        planners.no_such_planner  # noqa: B018
+        planners.no_such_planner  # type: ignore[attr-defined]  # noqa: B018
 
 
-def test_validating_and_reading_a_store_import_no_model_or_hardware_library(tmp_path) -> None:
+def test_validating_and_reading_a_store_import_no_model_or_hardware_library(
+    tmp_path: Path,
+) -> None:
     """What ``validate``, ``status`` and ``export`` do, in a fresh interpreter: check a
     campaign file against its planner and simulator, parse a stored campaign, annotate its
     records, count failures. None of it needs torch, BoTorch or ophyd (``bluesky.protocols``,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from loop import Runner, Store, parse_campaign
 from loop.cli import app
+from loop.config import LoadedCampaign
 from loop.prior import PriorDataError, load_prior_data
 
 CAMPAIGN = """
@@ -48,7 +49,7 @@ GOOD = """x1,x2,mode,stage,y,z
 """
 
 
-def _setup(tmp_path: Path, csv: str = GOOD, planner: str = "sobol"):
+def _setup(tmp_path: Path, csv: str = GOOD, planner: str = "sobol") -> LoadedCampaign:
     (tmp_path / "fn.py").write_text(FUNCTION)
     (tmp_path / "prior.csv").write_text(csv)
     text = CAMPAIGN.replace("PLANNER", planner)

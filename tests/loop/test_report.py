@@ -25,7 +25,7 @@ from loop.report import (
     stored_campaign,
     write_output,
 )
-from loop.store import export_records
+from loop.store import TrialStatus, export_records
 from planners import Objective
 from planners import hypervolume_trace as planners_trace
 
@@ -80,7 +80,7 @@ def test_every_failed_trial_is_marked_in_every_output_panel(tmp_path: Path) -> N
     store = _store(tmp_path)
     cid = store.create_campaign("somefail", SOME_FAIL, str(tmp_path / "campaign.yaml"), 1)
     # what the runner stores: an exception leaves no outputs, a NaN reading is stored null
-    outcomes = [
+    outcomes: list[tuple[TrialStatus, dict[str, float]]] = [
         ("completed", {"y": 0.25, "z": 2.0}),
         ("failed", {}),
         ("failed", {"y": math.nan, "z": 1.0}),

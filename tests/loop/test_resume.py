@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from loop import Runner, Store, parse_campaign
+from loop.config import LoadedCampaign
 from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
 from loop.runner import CampaignFinished, reconcile_documents
 from loop.store import LeaseClaim, LeaseRow
@@ -35,7 +36,7 @@ seed: 4
 """
 
 
-def _loaded(tmp_path: Path, text: str = BRANIN):
+def _loaded(tmp_path: Path, text: str = BRANIN) -> LoadedCampaign:
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
     return parse_campaign(text, path=path, base_dir=tmp_path)
@@ -135,7 +136,7 @@ def test_resume_reconciles_in_flight_trials_and_rebuilds_the_planner(tmp_path: P
     # the planner was rebuilt from all five stored trials: the sixth Sobol point comes next
     space = _loaded(tmp_path).campaign.space
     (expected,) = SobolPlanner(space, seed=4).design.points(5, 1)
-    assert trials[max(trials)].number == 8
+    assert trials[max(k for k in trials if k is not None)].number == 8
     sixth = next(t for t in trials.values() if t.number == 6)
     assert sixth.parameters == pytest.approx(expected)
     row = store.campaign(cid)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loop import Runner, Store, load_campaign, parse_campaign
+from loop.config import LoadedCampaign
 from simulators import get_problem
 
 ROOT = Path(__file__).parents[2]
@@ -25,7 +26,7 @@ seed: 4
 """
 
 
-def _campaign(text: str, tmp_path: Path):
+def _campaign(text: str, tmp_path: Path) -> LoadedCampaign:
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
     return parse_campaign(text, path=path, base_dir=tmp_path)

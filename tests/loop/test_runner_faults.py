@@ -56,7 +56,7 @@ def ingested(monkeypatch: pytest.MonkeyPatch) -> list[Observation]:
             seen.extend(observations)
             ingest(observations)
 
-        planner.ingest = record  # type: ignore[method-assign]
+        planner.ingest = record  # type: ignore[method-assign, assignment]
         return planner
 
     monkeypatch.setattr(runner_module, "make_planner", spying)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from loop import Runner, Store, parse_campaign
 from loop.cli import app
+from loop.config import LoadedCampaign
 from loop.runner import CampaignFinished
 
 FUNCTIONS = """
@@ -45,7 +46,7 @@ def constant2(inputs):
 """
 
 
-def _campaign(text: str, tmp_path: Path):
+def _campaign(text: str, tmp_path: Path) -> LoadedCampaign:
     (tmp_path / "fns.py").write_text(FUNCTIONS)
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
@@ -67,7 +68,9 @@ seed: 3
 """
 
 
-def _one(fn: str, budget: str, goal: str = "minimize", outputs: str = "[y, c]", extra: str = ""):
+def _one(
+    fn: str, budget: str, goal: str = "minimize", outputs: str = "[y, c]", extra: str = ""
+) -> str:
     return (
         ONE.replace("FN", fn)
         .replace("BUDGET", budget)

@@ -18,6 +18,7 @@ from planners import (
     RandomPlanner,
     SobolPlanner,
     Space,
+    TrialOutcome,
     _baselines,
 )
 from planners._baselines import PositionalDesign, point_key
@@ -26,10 +27,10 @@ PLANNERS = [SobolPlanner, RandomPlanner]
 SPACE = Space([FloatParameter(name="x", bounds=(0.0, 1.0)), IntParameter(name="n", bounds=(1, 9))])
 
 
-def _obs(point: dict[str, Any], y: float = 1.0, outcome: str = "completed") -> Observation:
+def _obs(point: dict[str, Any], y: float = 1.0, outcome: TrialOutcome = "completed") -> Observation:
     return Observation(
         parameters=point, outputs={"y": y} if outcome == "completed" else {}, outcome=outcome
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize("cls", PLANNERS)
@@ -65,7 +66,7 @@ def test_kth_proposal_depends_only_on_position(cls: Any) -> None:
 @pytest.mark.parametrize("cls", PLANNERS)
 def test_resume_continues_the_sequence(cls: Any) -> None:
     original = cls(SPACE, seed=5)
-    trials = []
+    trials: list[Any] = []
     for _ in range(4):
         (p,) = original.suggest(1)
         trials.append(_obs(p, outcome="failed" if len(trials) == 1 else "completed"))

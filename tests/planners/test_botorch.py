@@ -322,10 +322,10 @@ def test_a_suggest_with_points_pending_optimises_with_the_pending_effort(
     seen: list[tuple[int, int, int]] = []
     optimize = planner._optimize
 
-    def spy(acqf: Any, q: int) -> Any:
+    def spy(acqf: Any, X_pending: Any) -> Any:
         s = planner.settings
         seen.append((s.num_restarts, s.raw_samples, s.mc_samples))
-        return optimize(acqf, q)
+        return optimize(acqf, X_pending)
 
     monkeypatch.setattr(planner, "_optimize", spy)
     planner.suggest(1)
@@ -395,7 +395,7 @@ def test_every_point_of_a_batch_is_conditioned_on_everything_pending(space: Spac
         seen.append(0 if X_pending is None else len(X_pending))
         return build(model, X_baseline, X_pending, *args, **kw)
 
-    planner._acquisition = spy  # type: ignore[method-assign]
+    planner._acquisition = spy  # type: ignore[method-assign, assignment]
     batch = planner.suggest(3, pending=pending)
     assert seen == [1, 2, 3]
     keys = {point_key(space, p) for p in batch + pending}

@@ -18,12 +18,13 @@ from planners import (
     InfeasibleSpaceError,
     IntParameter,
     InvalidPoint,
+    Parameter,
     PositionalDesign,
     Space,
 )
 from planners._constraints import encoded_linear_constraint
 
-PARAMS = [
+PARAMS: list[Parameter] = [
     FloatParameter(name="temperature", bounds=(20.0, 120.0)),
     FloatParameter(name="residence_time", bounds=(1.0, 30.0)),
     FloatParameter(name="flow", bounds=(0.1, 10.0), log=True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -147,7 +148,7 @@ def test_feasibility_is_sought_first_then_improvement_among_feasible_points() ->
     assert not isinstance(acqf, qLogProbabilityOfFeasibility)
     # The acquisition prefers the feasible corner to an equally unexplored infeasible one.
     with torch.no_grad(), torch.sparse.check_sparse_tensor_invariants(enable=False):
-        values = acqf(torch.tensor([[[0.05, 0.2]], [[0.95, 0.95]]], dtype=torch.float64))
+        values = cast(Any, acqf)(torch.tensor([[[0.05, 0.2]], [[0.95, 0.95]]], dtype=torch.float64))
     assert values[0] > values[1]
 
 

@@ -363,7 +363,7 @@ def test_runengine_mv_then_count_produces_the_expected_documents(
     for key, value in point.items():
         args += [inst.inputs[key], value]
     RE(bps.mv(*args))
-    (uid,) = RE(bp.count([inst.detector, *inst.inputs.values()], md={"trial_id": 7}))
+    (uid,) = RE(bp.count([inst.detector, *inst.inputs.values()], md={"trial_id": 7}))  # type: ignore[misc]
 
     names = [name for name, _ in docs]
     assert names == ["start", "descriptor", "event", "stop"]

@@ -82,7 +82,7 @@ def test_only_executor_failures_count_as_the_cluster_s() -> None:
     from distributed.scheduler import KilledWorker
 
     cluster = [
-        KilledWorker("measure-1", "tcp://127.0.0.1:1", 0),
+        KilledWorker("measure-1", "tcp://127.0.0.1:1", 0),  # type: ignore[arg-type]
         CommClosedError("in <TCP (closed)>: Stream is closed"),
         FutureCancelledError("measure-1", "scheduler-connection-lost"),
         concurrent.futures.CancelledError(),
