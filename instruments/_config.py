@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -68,6 +69,9 @@ class InstrumentConfig(BaseModel):
     # The text of ``file:`` as the campaign stored it (``loop.config`` sets it), so the devices
     # are built from what the campaign started with even if the file changed or vanished.
     _file_text: str | None = PrivateAttr(default=None)
+    # The campaign file, where inline ``devices:`` are written (``loop.config`` sets it), so
+    # an error found when they are built names that file's line, not a pseudo-file.
+    _campaign_path: Path | None = PrivateAttr(default=None)
 
     simulator: str | None = Field(default=None, description="Built-in simulator name.")
     manual: bool = Field(

@@ -1458,7 +1458,11 @@ def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
         if text is not None:
             return parse_instrument(read_yaml(text, path), path=path)
         return load_instrument_file(path)
-    return parse_instrument(config.devices, path=INLINE_DEVICES)
+    spec = parse_instrument(config.devices, path=INLINE_DEVICES)
+    campaign_path = getattr(config, "_campaign_path", None)
+    if campaign_path is not None:  # later errors name the campaign file's line
+        spec._path = campaign_path
+    return spec
 
 
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:

@@ -58,21 +58,31 @@ class InstrumentFileError(InstrumentConfigError):
     """An instrument file that cannot be used, with where and how to fix it.
 
     Attributes:
-        path: the instrument file (or ``<inline>``).
+        path: the instrument file; for devices written inline in a campaign, the campaign
+            file (or ``<instrument.devices>`` until ``loop.config`` places it).
         line: 1-based line of the offending key, when known.
-        problem: what is wrong.
+        problem: what is wrong (for inline devices it starts with ``instrument.devices:``).
+        inline: the devices are written inline in a campaign file.
         fix: what to do about it (may be empty).
     """
 
     def __init__(
-        self, path: Path | str, problem: str, *, line: int | None = None, fix: str = ""
+        self,
+        path: Path | str,
+        problem: str,
+        *,
+        line: int | None = None,
+        fix: str = "",
+        inline: bool = False,
     ) -> None:
         self.path = Path(path)
         self.line = line
-        self.problem = problem
+        # devices written inline in a campaign file: the problem names their key there
+        self.inline = inline or self.path == Path(INLINE_DEVICES)
+        self.problem = f"instrument.devices: {problem}" if self.inline else problem
         self.fix = fix
         where = f"{self.path}:{line}" if line is not None else f"{self.path}"
-        message = f"{where}: {problem}" + (f"\n  fix: {fix}" if fix else "")
+        message = f"{where}: {self.problem}" + (f"\n  fix: {fix}" if fix else "")
         super().__init__(message, field="file")
 
 
@@ -246,12 +256,17 @@ class InstrumentFile(_Strict):
     # validation (against the campaign's parameters) still name the file and the line.
     _path: Path = PrivateAttr(default=Path("<inline>"))
     _data: Any = PrivateAttr(default=None)
+    # What was parsed: ``_path`` itself, or INLINE_DEVICES for devices written in a campaign
+    # file, whose errors then name ``_path`` (that file) and the ``instrument.devices`` key.
+    _source: Path = PrivateAttr(default=Path("<inline>"))
 
     def error(self, problem: str, loc: Sequence[Any], *, fix: str = "") -> InstrumentFileError:
         """An :class:`InstrumentFileError` at the line of ``loc`` (keys into the file), for
         a problem found after the schema accepted the file."""
         line = line_of(self._data, loc) if self._data is not None else None
-        return InstrumentFileError(self._path, problem, line=line, fix=fix)
+        return InstrumentFileError(
+            self._path, problem, line=line, fix=fix, inline=self._path != self._source
+        )
 
     @field_validator("interlocks", mode="before")
     @classmethod
@@ -428,7 +443,8 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
         spec = InstrumentFile.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, data, Path(path), InstrumentFile) from None
-    spec._path, spec._data = Path(path), data
+    spec._path = spec._source = Path(path)
+    spec._data = data
     return spec
 
 

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from instruments import InstrumentConfig
-from instruments._instrument_file import INLINE_DEVICES, pin_instrument_text
+from instruments._instrument_file import pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError
 from loop.prior import EXPORT_COLUMNS
@@ -293,6 +293,7 @@ def parse_campaign(
     except ValidationError as exc:
         raise _explain(exc, data, path) from None
     pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
+    campaign.instrument._campaign_path = path
     _check_semantics(campaign, data, path, base_dir, cross_check=cross_check)
     return LoadedCampaign(
         campaign=campaign,
@@ -313,10 +314,10 @@ def _instrument_error(
     parameter; any other at the ``instrument:`` key it names (``failing_region``,
     ``outputs``, ...), else at the instrument's source.
     """
-    if getattr(exc, "path", None) == Path(INLINE_DEVICES):
+    if getattr(exc, "inline", False):
         problem, fix = getattr(exc, "problem", str(exc)), getattr(exc, "fix", "")
         line = getattr(exc, "line", None) or line_of(data, ("instrument", "devices"))
-        return CampaignConfigError(path, f"instrument.devices: {problem}", line=line, fix=fix)
+        return CampaignConfigError(path, problem, line=line, fix=fix)
     line = None
     names = [p.name for p in campaign.parameters]
     parameter = getattr(exc, "parameter", None)

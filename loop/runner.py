@@ -441,7 +441,16 @@ class Runner:
                 ``prior_data`` file. They are validated before the campaign is created and
                 stored as trials of kind ``prior`` before the first proposal.
         """
-        return self._with_goals(self._drive(self.create(prior), resumed=False))
+        rows = load_prior_data(self.loaded) if prior is None else list(prior)
+        # Devices first: a device that cannot be built (a constructor that raises, a port
+        # in use) fails the command before the store holds a campaign that never ran.
+        slots = self._build_slots(len(rows))
+        try:
+            cid = self.create(rows)
+        except BaseException:
+            self._close_slots(slots)
+            raise
+        return self._with_goals(self._drive(cid, resumed=False, slots=slots))
 
     def create(self, prior: Sequence[PriorRow] | None = None) -> int:
         """Store the campaign and its prior data under this runner's lease; its id.
@@ -548,8 +557,18 @@ class Runner:
         )
 
     # ----------------------------------------------------------------- the loop
-    def _drive(self, cid: int, *, resumed: bool, takeover: str | None = None) -> CampaignSummary:
+    def _drive(
+        self,
+        cid: int,
+        *,
+        resumed: bool,
+        takeover: str | None = None,
+        slots: list[Slot] | None = None,
+    ) -> CampaignSummary:
         """The one loop behind ``run`` and ``resume``; the caller holds the lease.
+
+        ``slots`` are the instrument slots ``run`` built before creating the campaign (the
+        loop owns them from here); ``resume`` leaves them to be built here.
 
         With ``instrument.count`` K > 1 the loop keeps K trials in flight (one per slot, see
         ``loop.scheduler``): each freed slot gets the next proposal at once, and the planner
@@ -593,7 +612,9 @@ class Runner:
                         takeover=takeover,
                     )
                 )
-            sched = self._scheduler = self._build_scheduler(planner, len(history))
+            if slots is None:
+                slots = self._build_slots(len(history))
+            sched = self._scheduler = self._scheduler_for(slots, planner, len(history))
             while True:
                 self.lease.check()
                 stop = self._stop_reason(tally, elapsed())
@@ -650,6 +671,8 @@ class Runner:
                 self._scheduler = None
                 if sched is not None:
                     sched.close()
+                elif slots is not None:
+                    self._close_slots(slots)
                 self._close_executor()
                 if write:
                     try:
@@ -698,11 +721,12 @@ class Runner:
             pause = self._pause = CampaignPause(self.store, self._cid, lambda: self.lease.token)
         return pause
 
-    def _build_scheduler(self, planner: Planner, trials_so_far: int) -> Scheduler:
+    def _build_slots(self, trials_so_far: int) -> list[Slot]:
         """Open the executor, build ``instrument.count`` slots, each its own devices and seed.
 
         Slot 0 gets the instrument seed a single instrument always had; slot k > 0 an
         independent stream derived from it, so adding slots never changes slot 0's draws.
+        On an error everything built so far is closed again.
         """
         c = self.campaign
         self._executor = open_executor(c.instrument.executor)
@@ -722,10 +746,18 @@ class Runner:
                     raise
                 slots.append(Slot(index, instrument, dispatcher))
         except BaseException:
-            for slot in slots:
-                slot.close()
-            self._close_executor()
+            self._close_slots(slots)
             raise
+        return slots
+
+    def _close_slots(self, slots: list[Slot]) -> None:
+        """Close slots that no scheduler owns yet, and the executor."""
+        for slot in slots:
+            slot.close()
+        self._close_executor()
+
+    def _scheduler_for(self, slots: list[Slot], planner: Planner, trials_so_far: int) -> Scheduler:
+        c = self.campaign
         return Scheduler(
             slots,
             planner,

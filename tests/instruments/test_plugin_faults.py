@@ -253,6 +253,28 @@ def test_validate_refuses_a_device_class_that_does_not_exist(tmp_path: Path) -> 
     load_campaign(path)
 
 
+def test_a_constructor_that_fails_at_run_leaves_no_campaign_and_names_the_campaign_line(
+    tmp_path: Path,
+) -> None:
+    """The campaign row used to be created before the devices were built: every failed
+    `run` left a `stopped` campaign with no trials that `status` offered to resume. The
+    message named a pseudo-file, `<instrument.devices>:11`."""
+    from loop import Runner, Store
+
+    path = tmp_path / "c.yaml"
+    path.write_text(CAMPAIGN.format(device=f"{DEV}:PortBusy"))
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with pytest.raises(InstrumentFileError) as caught:
+            Runner(load_campaign(path), store).run()
+        assert store.campaigns() == []
+    finally:
+        store.close()
+    assert (caught.value.path, caught.value.line) == (path, 11)  # inputs.x.device
+    assert str(caught.value).startswith(f"{path}:11: instrument.devices: inputs.x: ")
+    assert "OSError: /dev/ttyUSB0 is busy" in caught.value.problem
+
+
 @pytest.mark.slow
 def test_the_cli_refuses_a_wrong_class_with_exit_2_and_no_store(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"

@@ -472,8 +472,8 @@ def test_an_unreachable_scheduler_is_a_clear_error_not_a_hang(tmp_path: Path) ->
     assert time.monotonic() - t0 < 20
     message = str(info.value)
     assert address in message and "executor.address" in message and "kind: local" in message
-    row = store.campaign(runner.campaign_id)
-    assert row.status == "stopped" and "ExecutorUnavailable" in (row.stop_reason or "")
+    # refused before the campaign was stored: fix the address and run it again
+    assert runner.campaign_id is None and store.campaigns() == []
 
 
 SLOW_MODEL = """
