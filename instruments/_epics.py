@@ -14,7 +14,11 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
   ``EpicsSignalRO``) or plugin reading under the **output name**;
 * safety is in :mod:`instruments._safety`: limits and ``max_step`` in ``check_value`` (the
   dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
-  ``close()``.
+  ``close()``. What the IOC says of its PVs is checked here once they connect: a setpoint
+  PV's own control limits (DRVL/DRVH) refuse a setpoint like the file's ``limits`` do, and
+  an input on an ENUM or string PV is refused. A move's put is fenced by a per-input lock
+  and a per-move stop flag, so no put of a stopped move (an aborted trial, a campaign that
+  stopped) can reach the device after the next trial's or after the safe state.
 
 Plugin devices may be sync Ophyd or **ophyd-async** (``async def connect``/``read``, ``set``
 and ``trigger`` returning an ``AsyncStatus``): every call into a plugin goes through
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import difflib
 import functools
 import importlib
@@ -47,7 +52,7 @@ import queue
 import reprlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +69,15 @@ from instruments._instrument_file import (
     input_units,
     resolve_file,
 )
-from instruments._safety import ConnectionCheck, Gate, InterlockCheck, broken, check_setpoint
+from instruments._safety import (
+    ConnectionCheck,
+    Gate,
+    InterlockCheck,
+    SetpointRefused,
+    broken,
+    check_setpoint,
+)
+from instruments._yamlfile import line_of
 
 logger = logging.getLogger(__name__)
 _PLUGIN_ACQUIRE_TIMEOUT = 3600.0  # s; plugin-only detectors declare no acquire block
@@ -79,6 +92,11 @@ _POLL = 0.02  # s between readback checks while a move settles
 
 class DeviceConnectionError(InstrumentError, ConnectionError):
     """A declared PV or device could not be reached."""
+
+
+class DeviceTypeError(InstrumentConfigError):
+    """A declared PV whose type does not fit its role: an ENUM or a string PV as the setpoint
+    or readback of a numeric input (a float put to an ENUM PV picks a state by its index)."""
 
 
 class DeviceTimeout(InstrumentError, TimeoutError):
@@ -646,6 +664,7 @@ class InputDevice:
         units: campaign units (the parameter's ``unit`` if the file gives none).
         prefix: prepended to PV names.
         gate: interlocks to pass before the first put of a trial.
+        bounds: the campaign parameter's bounds, when known (``instruments check``).
     """
 
     parent = None
@@ -659,13 +678,21 @@ class InputDevice:
         prefix: str,
         gate: Gate | None,
         spec: InstrumentFile | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         self.name = name
         self.decl = decl
         self.units = units
         self.gate = gate
+        self.bounds = bounds  # the campaign parameter's, when known
         self._to_device, self._from_device = converter(units, decl.device_units)
+        # The current move's stop flag: stop() sets it, each set() makes a new one, so a
+        # move given up on (stopped, timed out) stays stopped when the next trial moves.
         self._cancel = threading.Event()
+        # A move checks its flag and puts holding this lock, and close() sets the flags
+        # before it waits for the lock: no put can reach the device after the safe state.
+        self._put_lock = threading.Lock()
+        self._closed = False
         self._signal: Any = None
         self._positioner: Any = None
         if decl.setpoint is not None:
@@ -713,13 +740,90 @@ class InputDevice:
         and just before the put (the trial pauses rather than failing on the read).
         """
         connected = self._connected()
+        if connected:
+            self._refuse_wrong_type()
         check_setpoint(
             self.name,
             value,
             limits=self.decl.limits,
             max_step=self.decl.max_step if connected else None,
             current=lambda: self.position,
+            device_limits=self.device_limits if connected else None,
+            device_source=self._device_limits_source,
         )
+
+    @property
+    def device_limits(self) -> tuple[float, float] | None:
+        """The setpoint PV's own control limits (DRVL/DRVH), in campaign units, read when it
+        connected; ``None``: it has none (``(0, 0)``, as EPICS says so), is not connected yet,
+        or the input is not a setpoint PV (a motor record refuses its own limits at once)."""
+        if self._signal is None:
+            return None
+        try:
+            low, high = self._signal.limits
+            low, high = float(low), float(high)
+        except Exception:  # never connected (None), or not numbers
+            return None
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            return None
+        try:
+            a, b = float(self._from_device(low)), float(self._from_device(high))
+        except Exception:
+            return None
+        return (min(a, b), max(a, b))
+
+    @property
+    def _device_limits_source(self) -> str:
+        return f"control limits DRVL/DRVH of PV {self.write_pv}" if self._signal else ""
+
+    def range_problem(self, bounds: tuple[float, float] | None = None) -> str | None:
+        """Why setpoints the file allows (its ``limits``, else the campaign's ``bounds``)
+        would not all reach the device: they reach outside its own limits; ``None`` if not.
+        """
+        ioc = self.device_limits
+        if ioc is None:
+            return None
+        if self.decl.limits is not None:
+            what, span = "limits", self.decl.limits
+        elif bounds is not None:
+            what, span = "campaign's bounds", bounds
+        else:
+            return None
+        if ioc[0] <= span[0] and span[1] <= ioc[1]:
+            return None
+        units = f" {self.units}" if self.units else ""
+        return (
+            f"its {what} [{span[0]:g}, {span[1]:g}] reach outside [{ioc[0]:g}, {ioc[1]:g}]"
+            f"{units}, the {self._device_limits_source}; setpoints beyond them are refused "
+            "(narrow the file's limits, or widen the IOC's)"
+        )
+
+    def type_problem(self) -> str | None:
+        """Why this input's PVs cannot carry its numbers (an ENUM, a string, an array), or
+        ``None``. Known once they are connected; unknown (``None``) before."""
+        if self._signal is None:
+            return None
+        seen: set[str] = set()
+        for role, pv, name in (
+            ("setpoint", getattr(self._signal, "_write_pv", None), self.write_pv),
+            ("readback", getattr(self._signal, "_read_pv", None), self.read_pv),
+        ):
+            if pv is None or name in seen:
+                continue
+            seen.add(name)
+            problem = _pv_type_problem(pv)
+            if problem is not None:
+                roles = "setpoint and readback" if self.write_pv == self.read_pv else role
+                return (
+                    f"PV {name} (the {roles} of input {self.name!r}) is {problem}; a numeric "
+                    "input needs a numeric PV (a float or an integer)"
+                )
+        return None
+
+    def _refuse_wrong_type(self) -> None:
+        problem = self.type_problem()
+        if problem is not None:
+            raise SetpointRefused(f"{self.name}: {problem}")
 
     def _connected(self) -> bool:
         target = self._signal if self._signal is not None else self._positioner
@@ -740,9 +844,14 @@ class InputDevice:
     def set(self, value: Any) -> Status:
         """Pass the interlocks, check, put, wait until within tolerance, settle."""
         status = Status(obj=self)
-        self._cancel.clear()
+        cancel = self._cancel = threading.Event()  # this move's; stop() sets it
+        if self._closed:  # after the safe state: refused at once, not after the gate
+            cancel.set()
         thread = threading.Thread(
-            target=self._move, args=(value, status), name=f"move-{self.name}", daemon=True
+            target=self._move,
+            args=(value, status, cancel),
+            name=f"move-{self.name}",
+            daemon=True,
         )
         thread.start()
         return status
@@ -825,7 +934,37 @@ class InputDevice:
             # whole move) is not: the write was taken, the move may outlast `timeout`
             call_device(self._positioner, "set", target, timeout=timeout)
 
-    def _move(self, value: Any, status: Status) -> None:
+    @contextlib.contextmanager
+    def _fence(self, cancel: threading.Event) -> Iterator[None]:
+        """Hold the put lock for a write to the device, refusing it if the move was stopped
+        (its trial aborted, timed out, or the campaign stopping: see :meth:`close_moves`)."""
+        with self._put_lock:
+            if cancel.is_set() or self._closed:
+                raise InstrumentError(f"{self.name}: stopped before the put")
+            yield
+
+    def close_moves(self, timeout: float) -> None:
+        """Stop every move for good, and wait (at most ``timeout`` s) for a write in
+        progress: called before the safe state is written, so no move's put lands after it.
+
+        A plugin's or motor's ``set`` in progress is given up on as soon as its move is
+        stopped (a sync call stuck in the device is abandoned on its daemon thread), so the
+        wait is short; a write still not over after ``timeout`` (a CA put blocked on its
+        socket) is logged, and the safe state is written all the same.
+        """
+        self._closed = True
+        self._cancel.set()
+        if self._put_lock.acquire(timeout=timeout):
+            self._put_lock.release()
+        else:
+            logger.error(
+                "%s: a write to the device was still in progress after %g s; writing the safe "
+                "state anyway (that write may land after it)",
+                self.name,
+                timeout,
+            )
+
+    def _move(self, value: Any, status: Status, cancel: threading.Event) -> None:
         """Pass the gate, check, put and wait until within tolerance, then settle.
 
         Everything after the gate (time spent waiting for interlocks is not the move's) and
@@ -837,31 +976,42 @@ class InputDevice:
         """
         try:
             if self.gate is not None:
-                self.gate.wait(self._cancel, mover=self)
+                self.gate.wait(cancel, mover=self)
             deadline = time.monotonic() + self.decl.timeout
             # again, just before the put (with max_step: the gate waited for the connection):
             # nothing moved if it raises
+            self._refuse_wrong_type()
             check_setpoint(
                 self.name,
                 value,
                 limits=self.decl.limits,
                 max_step=self.decl.max_step,
                 current=lambda: self._within(deadline, value, self._readback, deadline)[0],
+                device_limits=self.device_limits,
+                device_source=self._device_limits_source,
             )
             target = self._to_device(value)
             if self._signal is not None:
-                self._signal.put(target, force=True, use_complete=False)
+                with self._fence(cancel):  # not after a stop, nor after the safe state
+                    self._signal.put(target, force=True, use_complete=False)
             else:
-                self._within(
-                    deadline,
-                    value,
-                    functools.partial(_finish, what=self.what),
-                    self._positioner,
-                    "set",
-                    target,
-                    deadline,
-                    self._cancel,
-                )
+
+                def start() -> Any:
+                    return call_device(
+                        self._positioner, "set", target, timeout=_left(deadline), cancelled=cancel
+                    )
+
+                # the call that starts the move is fenced; waiting for its status is not
+                with self._fence(cancel):
+                    moving = self._within(deadline, value, start)
+                if not is_async_device(self._positioner):  # an async one's was awaited
+                    self._within(
+                        deadline,
+                        value,
+                        lambda: _wait_status(
+                            moving, _left(deadline), cancel, what=self.what, method="set"
+                        ),
+                    )
             tolerance = self.decl.tolerance
             if tolerance is not None:
                 while True:
@@ -873,9 +1023,9 @@ class InputDevice:
                             f"{self.name}: readback {here:g} not within {tolerance:g} of "
                             f"{float(value):g} after {self.decl.timeout:g} s"
                         )
-                    if self._cancel.wait(_POLL):
+                    if cancel.wait(_POLL):
                         raise InstrumentError(f"{self.name}: stopped while moving")
-            if self.decl.settle_time and self._cancel.wait(self.decl.settle_time):
+            if self.decl.settle_time and cancel.wait(self.decl.settle_time):
                 raise InstrumentError(f"{self.name}: stopped while settling")
         except Exception as exc:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
@@ -993,9 +1143,12 @@ class OutputDetector:
 
     def trigger(self) -> Status:
         status = Status(obj=self)
-        self._cancel.clear()
+        cancel = self._cancel = threading.Event()  # this acquisition's; stop() sets it
         threading.Thread(
-            target=self._acquire_now, args=(status,), name=f"acquire-{self.name}", daemon=True
+            target=self._acquire_now,
+            args=(status, cancel),
+            name=f"acquire-{self.name}",
+            daemon=True,
         ).start()
         return status
 
@@ -1009,10 +1162,15 @@ class OutputDetector:
             return self.acquire_decl.timeout
         return _PLUGIN_ACQUIRE_TIMEOUT
 
-    def _acquire_now(self, status: Status) -> None:
+    def _acquire_now(self, status: Status, cancel: threading.Event) -> None:
         """Trigger the plugin detectors, then the acquire PV, all within one ``timeout``
         from the start: the README promises a failed trial for an acquisition not done
-        within its timeout, not for each step of it."""
+        within its timeout, not for each step of it.
+
+        Every wait (put-completion, the done PV) watches the connection of the acquisition's
+        PVs and the stop flag as well as the deadline: an IOC lost mid-acquisition fails the
+        trial at once, naming the PV (not as a timeout at ``acquire.timeout``, by when the PV
+        may be back), and an aborted trial's acquisition ends with it."""
         timeout = self.timeout
         deadline = time.monotonic() + timeout
         try:
@@ -1020,7 +1178,7 @@ class OutputDetector:
                 dev = out.target
                 if hasattr(dev, "trigger"):
                     try:
-                        _finish(dev, "trigger", None, deadline, self._cancel, what=out.what)
+                        _finish(dev, "trigger", None, deadline, cancel, what=out.what)
                     except TimeoutError as exc:
                         # given up on: stopped, or it refuses the next trial's trigger
                         self._stop_plugin(out)
@@ -1033,28 +1191,53 @@ class OutputDetector:
             decl = self.acquire_decl
             if decl is not None:
                 done = threading.Event()
+                if cancel.is_set():  # stopped while the plugins triggered: start nothing
+                    raise InstrumentError("stopped before the acquisition")
                 if decl.put_complete:
                     self._acquire.put(decl.value, use_complete=True, callback=done.set)
-                    if not done.wait(_left(deadline)):
-                        raise TimeoutError(
-                            f"acquisition not complete within {decl.timeout:g} s "
-                            f"({self._acquire.pvname})"
-                        )
+                    late = (
+                        f"acquisition not complete within {decl.timeout:g} s "
+                        f"({self._acquire.pvname})"
+                    )
+                    while not done.wait(_POLL):
+                        self._still_acquiring(cancel, deadline, late)
                 else:
                     self._acquire.put(decl.value, use_complete=False)
                 if decl.done is not None:
-                    while not _equal(self._done.get(), decl.done.value):
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(
-                                f"{self._done.pvname} did not reach {decl.done.value!r} within "
-                                f"{decl.timeout:g} s"
-                            )
-                        if self._cancel.wait(_POLL):
-                            raise InstrumentError("stopped while acquiring")
+                    late = (
+                        f"{self._done.pvname} did not reach {decl.done.value!r} within "
+                        f"{decl.timeout:g} s"
+                    )
+                    while True:
+                        self._still_acquiring(cancel, deadline, late)
+                        if _equal(self._done.get(), decl.done.value):
+                            break
+                        cancel.wait(_POLL)
         except Exception as exc:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
+
+    def _still_acquiring(self, cancel: threading.Event, deadline: float, late: str) -> None:
+        """One check while an acquisition is waited for.
+
+        Raises:
+            DeviceConnectionError: a PV of the acquisition (or an output PV) disconnected.
+            InstrumentError: the acquisition was stopped (its trial aborted or timed out).
+            TimeoutError: ``deadline`` passed (``late`` says what was not done).
+        """
+        lost = self._lost()
+        if lost:
+            # the acquisition's own PVs first: the one the trial was waiting on
+            own = [t.pvname for t in (self._acquire, self._done) if t is not None]
+            lost = [pv for pv in own if pv in lost] + [pv for pv in lost if pv not in own]
+            raise DeviceConnectionError(
+                f"lost the connection to PV {', '.join(lost)} during the trial"
+            )
+        if cancel.is_set():
+            raise InstrumentError("stopped while acquiring")
+        if time.monotonic() > deadline:
+            raise TimeoutError(late)
 
     def stop(self, *, success: bool = False) -> None:
         """End an acquisition: the wait for it, and each plugin detector's own (``stop()``).
@@ -1171,6 +1354,38 @@ def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
     return row
 
 
+_NUMERIC_TYPES = frozenset({"short", "int", "float", "char", "long", "double"})
+
+
+def _pv_type_problem(pv: Any) -> str | None:
+    """What makes a connected control-layer PV unfit for a number (``an ENUM PV (states
+    Off, Low, High)``, ``a STRING PV``, ``an array of 10``), or ``None``; ``None`` too when
+    its type is not known (not connected yet, or a control layer that does not say)."""
+    try:
+        kind = getattr(pv, "type", None)
+        count = getattr(pv, "count", None)
+    except Exception:
+        return None
+    if kind is None:
+        return None
+    name = str(getattr(kind, "name", kind)).lower()  # caproto: ChannelType; pyepics: text
+    for prefix in ("time_", "ctrl_", "sts_", "gr_"):
+        name = name.removeprefix(prefix)
+    if name not in _NUMERIC_TYPES:
+        text = f"a{'n' if name[:1] in 'aeiou' else ''} {name.upper()} PV"
+        if name == "enum":
+            try:
+                states = [str(x) for x in (getattr(pv, "enum_strs", None) or ())]
+            except Exception:
+                states = []
+            if states:
+                text += f" (states {', '.join(states)})"
+        return text
+    if isinstance(count, int) and count > 1:
+        return f"an array of {count} {name.upper()} values"
+    return None
+
+
 def _equal(a: Any, b: Any) -> bool:
     try:
         return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
@@ -1203,6 +1418,9 @@ class DeclaredInstrument:
     detector: OutputDetector
     gate: Gate
     safe_pvs: dict[str, Any] = field(default_factory=dict)
+    # whether the inputs' ``bounds`` are the campaign's (``check`` then reports bounds that
+    # reach outside a device's own limits); not for an instrument file checked on its own
+    bounds_known: bool = False
     _closed: bool = False
 
     @property
@@ -1214,12 +1432,19 @@ class DeclaredInstrument:
         return tuple(self.spec.outputs)
 
     def connect(self, timeout: float | None = None) -> None:
-        """Wait until every PV is connected.
+        """Wait until every PV is connected, and check what the PVs say about themselves.
+
+        An input whose setpoint or readback PV is not a number (an ENUM, a string) is
+        refused. Limits or bounds that reach outside a setpoint PV's own control limits are
+        logged as a warning (setpoints outside them are refused before dispatch, each
+        failing its trial).
 
         Raises:
             DeviceConnectionError: naming every PV that did not connect.
+            DeviceTypeError: naming every input PV of the wrong type, and its type.
         """
-        missing = [r for r in self.check(timeout=timeout) if not r.connected]
+        rows = self.check(timeout=timeout)
+        missing = [r for r in rows if not r.connected]
         if missing:
             # each device's own reason; the EPICS hint only when a PV is among them
             epics = any(r.source.startswith("PV:") for r in missing)
@@ -1231,6 +1456,16 @@ class DeclaredInstrument:
                 )
                 + ("; check the IOC is running and EPICS_CA_ADDR_LIST" if epics else "")
             )
+        wrong = [p for dev in self.inputs.values() if (p := dev.type_problem()) is not None]
+        if wrong:
+            raise DeviceTypeError(
+                f"instrument {self.name!r}: " + "; ".join(wrong),
+                field="inputs",
+            )
+        for name, dev in self.inputs.items():
+            problem = dev.range_problem(dev.bounds if self.bounds_known else None)
+            if problem is not None:
+                logger.warning("%s: input %s: %s", self.name, name, problem)
 
     def check(self, timeout: float | None = None) -> list[CheckRow]:
         """Connect every device and report name, PV, connected, value, limits, units and any
@@ -1250,9 +1485,15 @@ class DeclaredInstrument:
             try:
                 dev.wait_for_connection(timeout)
                 row.connected = True
+                row.problem = dev.type_problem()
+                if row.problem is not None:  # its value is no number: shown as it is
+                    row.value = dev._raw_readback(time.monotonic() + timeout)[0]
+                    rows.append(row)
+                    continue
                 row.value = dev._readback(time.monotonic() + timeout)[0]
+                row.problem = dev.range_problem(dev.bounds if self.bounds_known else None)
                 lim = dev.decl.limits
-                if lim is not None and not lim[0] <= row.value <= lim[1]:
+                if row.problem is None and lim is not None and not lim[0] <= row.value <= lim[1]:
                     row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
@@ -1323,16 +1564,27 @@ class DeclaredInstrument:
         if self._closed:
             return
         self._closed = True
-        for dev in self.inputs.values():
-            dev._cancel.set()
+        for dev in self.inputs.values():  # every move stopped, none of their puts after this
+            dev.close_moves(min(dev.decl.timeout, _STOP_TIMEOUT))
         self.detector.stop()
         if self.spec.on_stop:
             self.safe_state()
 
 
 # ---------------------------------------------------------------------------- build
-def check_declared(spec: InstrumentFile, specs: Sequence[InputSpec], *, where: str) -> None:
+_bounds_warned: set[tuple[str, str, tuple[float, float], tuple[float, float]]] = set()
+
+
+def check_declared(
+    spec: InstrumentFile, specs: Sequence[InputSpec], *, where: str, warn_bounds: bool = True
+) -> None:
     """The file must declare exactly the campaign's parameters, all numeric.
+
+    Bounds wider than an input's ``limits`` are allowed (the README: limits "may be tighter
+    than bounds"), but a proposal outside the limits is never sent and fails its trial, so
+    they are logged as a warning (once per file, parameter and ranges: ``validate``, then
+    ``run`` loading and building the same file, say it once); not with ``warn_bounds``
+    false (``specs`` whose bounds are placeholders, as ``instruments check FILE`` passes).
 
     Raises:
         InstrumentConfigError: naming the parameters missing or extra, or a choice parameter.
@@ -1354,6 +1606,37 @@ def check_declared(spec: InstrumentFile, specs: Sequence[InputSpec], *, where: s
                 "declare it with a plugin `device:`",
                 field="file",
             )
+    for s in specs if warn_bounds else ():
+        _warn_bounds_beyond_limits(spec, s, where)
+
+
+def _warn_bounds_beyond_limits(spec: InstrumentFile, param: InputSpec, where: str) -> None:
+    """Log a warning when ``param``'s bounds reach outside its input's ``limits``."""
+    limits = spec.inputs[param.name].limits
+    bounds = param.bounds
+    if limits is None or bounds is None or param.kind == "choice":
+        return
+    low, high = float(bounds[0]), float(bounds[1])
+    if limits[0] <= low and high <= limits[1]:
+        return
+    key = (str(spec._path), param.name, (low, high), (limits[0], limits[1]))
+    if key in _bounds_warned:
+        return
+    _bounds_warned.add(key)
+    line = line_of(spec._data, ("inputs", param.name, "limits")) if spec._data else None
+    at = f" ({spec._path}:{line})" if line else ""
+    logger.warning(
+        "%s: parameter %r has bounds [%g, %g] reaching outside its input's limits "
+        "[%g, %g]%s; proposals outside the limits are not sent and their trials fail "
+        "(narrow the bounds to the limits)",
+        where,
+        param.name,
+        low,
+        high,
+        limits[0],
+        limits[1],
+        at,
+    )
 
 
 def build_declared_instrument(
@@ -1362,6 +1645,7 @@ def build_declared_instrument(
     *,
     units: Mapping[str, str | None] | None = None,
     connect: bool = True,
+    bounds_known: bool | None = None,
 ) -> DeclaredInstrument:
     """Create the devices of an instrument file and (by default) connect them.
 
@@ -1369,9 +1653,16 @@ def build_declared_instrument(
         spec: the validated file.
         parameters: the campaign's parameters (names and domains).
         units: parameter name -> the campaign's ``unit``, used when an input gives none.
-        connect: wait for every PV (raise :class:`DeviceConnectionError` naming the missing).
+        connect: wait for every PV (raise :class:`DeviceConnectionError` naming the missing,
+            :class:`DeviceTypeError` for an input PV that is not a number).
+        bounds_known: whether ``parameters`` carry the campaign's real bounds, so that
+            ``check()`` (and ``connect()``'s warnings) compare them with the devices' own
+            limits; default: ``connect`` (a run connects; ``instruments check`` on an
+            instrument file alone passes placeholder bounds and connects later).
     """
-    check_declared(spec, parameters, where=f"instrument {spec.name!r}")
+    if bounds_known is None:
+        bounds_known = connect
+    check_declared(spec, parameters, where=f"instrument {spec.name!r}", warn_bounds=bounds_known)
     # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
     # a `device_units` it could not convert, before any EPICS object exists.
     campaign_units = check_units(spec, units or {})
@@ -1387,7 +1678,13 @@ def build_declared_instrument(
     for s in parameters:
         decl = spec.inputs[s.name]
         inputs[s.name] = InputDevice(
-            s.name, decl, units=campaign_units[s.name], prefix=spec.prefix, gate=gate, spec=spec
+            s.name,
+            decl,
+            units=campaign_units[s.name],
+            prefix=spec.prefix,
+            gate=gate,
+            spec=spec,
+            bounds=(float(s.bounds[0]), float(s.bounds[1])) if s.bounds is not None else None,
         )
     detector = OutputDetector(f"{spec.name}_outputs", spec, spec.prefix)
     safe_pvs: dict[str, Any] = {}
@@ -1408,7 +1705,15 @@ def build_declared_instrument(
     for key in spec.on_stop:
         if key not in inputs:
             safe_pvs[f"on_stop:{key}"] = EpicsSignal(spec.prefix + key, name=f"on_stop_{key}")
-    instrument = DeclaredInstrument(spec.name, spec, inputs, detector, gate, safe_pvs)
+    instrument = DeclaredInstrument(
+        spec.name,
+        spec,
+        inputs,
+        detector,
+        gate,
+        safe_pvs,
+        bounds_known=bounds_known,
+    )
     if connect:
         instrument.connect()
     return instrument

@@ -4,7 +4,7 @@
   by :func:`check_setpoint`, which every declared input calls from its ``check_value`` (the
   :class:`~instruments.Dispatcher` calls that for every input before the RunEngine runs, so
   a refused trial sends no message to any device) and again in ``set`` just before its put
-  (defence in depth).
+  (defence in depth), with the device's own limits (an EPICS setpoint's DRVL/DRVH) too.
 * **Interlocks** (``door_closed == 1``, ``pressure < 5``) are checked by a :class:`Gate` at the
   start of each trial, before the first put. While one does not hold the trial waits (the
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
@@ -78,9 +78,16 @@ def check_setpoint(
     max_step: float | None,
     current: Callable[[], float] | None,
     choices: Collection[Any] | None = None,
+    device_limits: tuple[float, float] | None = None,
+    device_source: str = "",
 ) -> None:
     """Refuse ``value`` for input ``name`` unless it is a finite number within the limits and
     at most ``max_step`` from ``current()`` (all in the campaign's units), or a choice.
+
+    ``device_limits`` are the device's own limits (an EPICS setpoint PV's control limits,
+    DRVL/DRVH), converted to the campaign's units; ``device_source`` says whose, for the
+    message. A value outside them is refused like one outside ``limits``: the IOC would
+    refuse or clamp the put, and the move would only fail at its tolerance timeout.
 
     A choice (a value that is not a number, e.g. ``"Pd-A"`` for a ``choice`` parameter on a
     plugin device) has no numeric limits to check, but it must be one of ``choices`` when
@@ -110,6 +117,13 @@ def check_setpoint(
         raise SetpointRefused(
             f"{name}: setpoint {value:g} is outside the hardware limits "
             f"[{limits[0]:g}, {limits[1]:g}]"
+        )
+    if device_limits is not None and not device_limits[0] <= value <= device_limits[1]:
+        raise SetpointRefused(
+            f"{name}: setpoint {value:g} is outside the device's own limits "
+            f"[{device_limits[0]:g}, {device_limits[1]:g}]"
+            + (f" ({device_source})" if device_source else "")
+            + ", which it would refuse or clamp"
         )
     if max_step is not None and current is not None:
         reading = current()
@@ -195,8 +209,8 @@ class PauseListener(Protocol):
         or ``None``."""
 
     def resumed(self, gate: Gate, how: str) -> None:
-        """The wait ended: ``how`` is "interlocks hold again", "released by WHO" or
-        "stopped"."""
+        """The wait ended: ``how`` is "interlocks hold again", "devices connected again"
+        (the wait was for disconnected devices), "released by WHO" or "stopped"."""
 
 
 class Gate:
@@ -312,7 +326,9 @@ class Gate:
     def _check(self, cancelled: threading.Event) -> None:
         """Return once every interlock holds or the operator released the gate (see
         :meth:`wait`); called with ``_lock`` held."""
-        problems = self.problems()
+        # What the trial waited for last: disconnected devices or interlocks (a pause for a
+        # lost PV may start as an interlock that cannot be read, until the client notices).
+        problems, connections = self._problems()
         if not problems:
             return
         self._released.clear()  # a release is for a wait in progress, not a later one
@@ -346,11 +362,13 @@ class Gate:
                     )
                     how = f"released by {who}"
                     return
-                problems = self.problems()
+                problems, lost = self._problems()
+                if problems:
+                    connections = lost
                 if problems and _reason(problems) != reason:
                     reason = _reason(problems)
                     self._tell("paused", reason)
-            how = "interlocks hold again" if self.checks else "devices connected again"
+            how = "devices connected again" if connections else "interlocks hold again"
             logger.warning("%s: %s; resuming", self.name, how)
         finally:
             with self._clock:
@@ -362,8 +380,15 @@ class Gate:
     def problems(self) -> list[str]:
         """Why a trial would wait now: disconnected devices if any (an interlock on them
         cannot be read anyway), else the interlocks that do not hold."""
+        return self._problems()[0]
+
+    def _problems(self) -> tuple[list[str], bool]:
+        """:meth:`problems`, and whether they are disconnected devices (so the end of a
+        wait says what came back)."""
         gone = [p for p in (c.problem() for c in self.connections) if p is not None]
-        return gone or [f"interlock {p}" for p in broken(self.checks)]
+        if gone:
+            return gone, True
+        return [f"interlock {p}" for p in broken(self.checks)], False
 
     def _release_by(self) -> str | None:
         """Who released the gate: ``release()`` in this process, or the listener's operator."""

@@ -27,6 +27,9 @@ class Failure:
 # Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
 # phrases are the ones the Dispatcher, the runner and the simulators write.
 _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
+    # an IOC restarted or a cable pulled (instruments._epics names the PV): whatever the
+    # client library raised meanwhile (a timeout, a broken pipe), that is the cause
+    ("lost the connection to PV", "connection lost"),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
     ("lies outside its declared limits", "readback out of range"),
@@ -45,8 +48,8 @@ _EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
 def failure_kind(error: str | None) -> str:
     """A short kind for a failed trial's error text, to count failures by cause.
 
-    Known phrases map to a kind (``timeout``, ``non-finite output``, ``readback out of
-    range``, ...); any other error is named by its innermost exception type
+    Known phrases map to a kind (``connection lost``, ``timeout``, ``non-finite output``,
+    ``readback out of range``, ...); any other error is named by its innermost exception type
     (``"RuntimeError"``), or ``other``.
     """
     text = error or ""

@@ -15,6 +15,18 @@ PVs (all under the prefix):
 * ``door_closed`` (1 = closed) and ``pressure`` (bar): interlock readings.
 * ``heater:enable``: the heater; a safe state sets it to 0.
 
+PVs for the fault tests (``test_epics_faults2.py``), unused by the example instrument file:
+
+* ``acquire_time``: seconds an acquisition takes (default ``--acquire-time``); writable, so a
+  test can make one acquisition long enough to lose the IOC during it.
+* ``rbv_delay``: seconds every read of ``temp:RBV`` takes (default 0); while it is not 0,
+  each read is logged too, as ``{"pv": ".../temp:RBV", "value": null, "read": true}``, so a
+  test knows a client is inside one.
+* ``drv:SP`` / ``drv:RBV``: like ``temp:SP``/``temp:RBV`` (kelvin), but the setpoint has
+  control limits (DRVL/DRVH) [0, 340] K: a put outside them is refused by the IOC.
+* ``mode:SP`` / ``mode:RBV``: ENUM PVs (``Off``, ``Low``, ``High``), the readback following;
+  ``label``: a string PV. Neither kind is a number.
+
 Every put that reaches the IOC, from any client, is appended to ``--put-log`` as a JSON line
 ``{"pv": ..., "value": ...}`` before it takes effect: the evidence that a refused setpoint
 never got here.
@@ -72,6 +84,41 @@ class ReactorIOC(PVGroup):
     pressure = pvproperty(name="pressure", value=1.0, dtype=float, units="bar")
     heater_enable = pvproperty(name="heater:enable", value=1, dtype=int)
     put_count = pvproperty(name="put_count", value=0, dtype=ChannelType.LONG, read_only=True)
+    acquire_time = pvproperty(name="acquire_time", value=0.05, dtype=float)
+    rbv_delay = pvproperty(name="rbv_delay", value=0.0, dtype=float)
+    drv_sp = pvproperty(
+        name="drv:SP",
+        value=298.15,
+        dtype=float,
+        precision=3,
+        units="K",
+        lower_ctrl_limit=0.0,
+        upper_ctrl_limit=340.0,
+    )
+    drv_rbv = pvproperty(
+        name="drv:RBV", value=298.15, dtype=float, precision=3, units="K", read_only=True
+    )
+    mode_sp = pvproperty(
+        name="mode:SP", value="Off", dtype=ChannelType.ENUM, enum_strings=["Off", "Low", "High"]
+    )
+    mode_rbv = pvproperty(
+        name="mode:RBV",
+        value="Off",
+        dtype=ChannelType.ENUM,
+        enum_strings=["Off", "Low", "High"],
+        read_only=True,
+    )
+    label = pvproperty(name="label", value="ready", dtype=ChannelType.STRING, read_only=True)
+
+    @temp_rbv.getter  # type: ignore[no-redef]
+    async def temp_rbv(self, instance: Any) -> Any:
+        delay = float(self.rbv_delay.value)
+        if delay > 0:
+            with self._put_log.open("a", encoding="utf-8") as fh:
+                line = {"pv": self.prefix + "temp:RBV", "value": None, "read": True}
+                fh.write(json.dumps(line) + "\n")
+            await asyncio.sleep(delay)
+        return instance.value
 
     async def _count(self, pv: str, value: Any) -> None:
         self._record(pv, value)
@@ -89,13 +136,39 @@ class ReactorIOC(PVGroup):
         self._follow(self.flow_rbv, value)
         return value
 
+    @drv_sp.putter  # type: ignore[no-redef]
+    async def drv_sp(self, instance: Any, value: float) -> float:
+        await self._count("drv:SP", value)
+        self._follow(self.drv_rbv, value)
+        return value
+
+    @mode_sp.putter  # type: ignore[no-redef]
+    async def mode_sp(self, instance: Any, value: Any) -> Any:
+        await self._count("mode:SP", value)
+        self._follow(self.mode_rbv, value)
+        return value
+
+    @acquire_time.startup  # type: ignore[no-redef]
+    async def acquire_time(self, instance: Any, async_lib: Any) -> None:
+        await instance.write(self._acquire_time, verify_value=False)  # not a put: unlogged
+
+    @acquire_time.putter  # type: ignore[no-redef]
+    async def acquire_time(self, instance: Any, value: float) -> float:
+        await self._count("acquire_time", value)
+        return value
+
+    @rbv_delay.putter  # type: ignore[no-redef]
+    async def rbv_delay(self, instance: Any, value: float) -> float:
+        await self._count("rbv_delay", value)
+        return value
+
     @acquire.putter  # type: ignore[no-redef]
     async def acquire(self, instance: Any, value: int) -> int:
         await self._count("acquire", value)
         if not value:
             return 0
         await self.busy.write(1)
-        await asyncio.sleep(self._acquire_time)
+        await asyncio.sleep(float(self.acquire_time.value))
         temp = float(self.temp_rbv.value)
         flow = float(self.flow_rbv.value)
         result = math.exp(-(((temp - 353.15) / 25.0) ** 2)) * flow / (flow + 1.0)

@@ -159,7 +159,7 @@ def test_a_lost_ioc_fails_the_trial_pauses_and_the_campaign_goes_on_when_it_is_b
     events = [(e.kind, e.detail or "") for e in store.events(cid)]
     assert events[0][0] == "paused"
     assert any(k == "paused" and "PV closedloop:sim:temp:SP/" in d for k, d in events), events
-    assert events[-1] == ("resumed", "interlocks hold again")
+    assert events[-1] == ("resumed", "devices connected again")
     store.close()
 
 
