@@ -47,14 +47,18 @@ def check(
 ) -> None:
     """Connect every device; print name, PV, connected, value, limits, units.
 
-    Exits 1 if anything is missing, outside its limits or an interlock does not hold.
+    Exits 1 if anything is missing, outside its limits, an input's limits (or a campaign's
+    bounds) reach outside its setpoint PV's own limits, an input's PV is not a number, or an
+    interlock does not hold.
     """
     from instruments._epics import build_declared_instrument
     from instruments._instrument_file import InstrumentFileError
 
-    spec, params, units = _declared(file)
+    spec, params, units, from_campaign = _declared(file)
     try:
-        inst = build_declared_instrument(spec, params, units=units, connect=False)
+        inst = build_declared_instrument(
+            spec, params, units=units, connect=False, bounds_known=from_campaign
+        )
     except InstrumentFileError as exc:  # a device class or its constructor: exit 2, its line
         raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
     try:
@@ -90,10 +94,12 @@ def check(
     console.print("[green]all devices connected, within limits, interlocks hold[/]")
 
 
-def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
-    """The instrument file's spec, its inputs and their campaign units, from an instrument
-    file or from a campaign whose ``instrument:`` is a ``file:`` or inline ``devices:``
-    (then the parameters' ``unit`` fills in inputs that declare none)."""
+def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None], bool]:
+    """The instrument file's spec, its inputs, their campaign units and whether the inputs
+    carry a campaign's bounds, from an instrument file (placeholder bounds) or from a
+    campaign whose ``instrument:`` is a ``file:`` or inline ``devices:`` (then the
+    parameters' ``unit`` fills in inputs that declare none, and ``check`` compares the
+    bounds with each setpoint PV's own limits)."""
     from instruments import input_specs
     from instruments._epics import declared_spec, parameter_units
     from instruments._instrument_file import (
@@ -120,7 +126,7 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
             # On its own the file is its only source of units: an input's `device_units`
             # without `units:` is refused here as `validate` refuses it for a campaign.
             input_units(spec, {})
-            return spec, input_specs([(n, (0.0, 1.0)) for n in spec.inputs]), {}
+            return spec, input_specs([(n, (0.0, 1.0)) for n in spec.inputs]), {}, False
         from loop.config import load_campaign
 
         loaded = load_campaign(file)
@@ -134,7 +140,7 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None]]:
         spec = declared_spec(c.instrument, loaded.base_dir)
         units = parameter_units(c.parameters)
         input_units(spec, units)
-        return spec, input_specs(c.parameters), units
+        return spec, input_specs(c.parameters), units, True
     except InstrumentFileError as exc:
         raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
 
@@ -178,43 +184,60 @@ def plan(
     """Print the exact Bluesky messages of the next trial (the planner's next proposal, or
     the point given with --at), without touching hardware.
 
-    With --store the proposal is the one a resumed campaign would make next: the stored
-    campaign (its stored file and instrument text) with its planner rebuilt from the store's
-    trials; nothing is written to the store.
+    The proposal is the one `closedloop run` makes first (after the file's prior_data). With
+    --store it is the one a resumed campaign would make next: the stored campaign (its stored
+    file and instrument text) with its planner rebuilt from the store's trials, trials left
+    running by a crash reconciled as resume would; nothing is written to the store.
     """
     from bluesky.simulators import RunEngineSimulator
 
     from instruments import trial_plan
     from instruments._epics import DeclaredInstrument
     from loop.config import load_campaign
+    from loop.store import Store
 
     if not dry_run:
         raise typer.BadParameter("only --dry-run is supported: `closedloop run` runs trials")
     if store is not None:
-        loaded, point, header = _stored_point(store, file, campaign, at or [])
+        if seed is not None:
+            raise typer.BadParameter(
+                "a stored campaign is planned with its stored seed (as `closedloop resume` "
+                "runs it); drop --seed with --store",
+                param_hint="'--seed'",
+            )
+        db = Store(store, create=False)
     elif file is None:
         raise typer.BadParameter("give a campaign FILE, or --store URL for a stored campaign")
     else:
         if campaign is not None:
             raise typer.BadParameter("-c/--campaign picks a stored campaign: give --store too")
         loaded = load_campaign(file)
-        point = _point(loaded, at or [], seed)
-        header = f"[bold]{escape(loaded.campaign.name)}[/]: next trial at "
-    c = loaded.campaign
-    instrument = _dry_instrument(loaded, seed if seed is not None else (c.seed or 0))
+        # The campaign as `run` starts it, in a store of its own that lives in memory only.
+        db = Store("sqlite://")
     try:
-        refused = _refusals(instrument, point)
-        sim = RunEngineSimulator()
-        sim.add_handler("read", lambda msg: _placeholder(msg.obj))
-        messages = sim.simulate_plan(trial_plan(instrument, point, campaign=c.name, trial_id=0))
+        if store is not None:
+            runner, point, header, notes = _stored_point(db, store, file, campaign, at or [])
+        else:
+            runner, point, header, notes = _file_point(db, loaded, at or [], seed)
+        c = runner.campaign
+        instrument = _dry_instrument(runner.loaded, runner.seed)
+        try:
+            refused = _refusals(runner, instrument, point)
+            sim = RunEngineSimulator()
+            sim.add_handler("read", lambda msg: _placeholder(msg.obj))
+            messages = sim.simulate_plan(trial_plan(instrument, point, campaign=c.name, trial_id=0))
+        finally:
+            if isinstance(instrument, DeclaredInstrument):
+                instrument.spec = instrument.spec.model_copy(update={"on_stop": {}})
+            instrument.close()
     finally:
-        if isinstance(instrument, DeclaredInstrument):
-            instrument.spec = instrument.spec.model_copy(update={"on_stop": {}})
-        instrument.close()
+        db.close()
     console.print(
         header + escape(", ".join(f"{k}={_fmt(v)}" for k, v in point.items())),
         highlight=False,
     )
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     outside = None if refused else _outside_space(c, point)
     if outside is not None:
         console.print(
@@ -229,9 +252,28 @@ def plan(
     for i, msg in enumerate(messages, 1):
         obj = getattr(msg.obj, "name", None) if msg.obj is not None else None
         args = ", ".join(_fmt(a) for a in msg.args)
+        if msg.command == "set":
+            args += _at_the_device(msg.obj, msg.args)
         kwargs = ", ".join(f"{k}={'None' if v is None else _fmt(v)}" for k, v in msg.kwargs.items())
         parts = [p for p in (obj, args, kwargs) if p]
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
+
+
+def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
+    """For a ``set`` of an input with ``device_units``: its campaign unit and the value the
+    device is given, converted by the input's own converter (nothing connects)."""
+    from instruments._epics import InputDevice
+
+    if not isinstance(device, InputDevice) or not args:
+        return ""
+    device_units = device.decl.device_units
+    if device_units is None or device_units == device.units:
+        return ""
+    try:
+        converted = device._to_device(args[0])
+    except Exception:  # not a number: the dispatcher's check refuses it before this
+        return ""
+    return f" {device.units} ({_fmt(converted)} {device_units} at the device)"
 
 
 def _dry_instrument(loaded: Any, seed: int) -> Any:
@@ -250,59 +292,138 @@ def _dry_instrument(loaded: Any, seed: int) -> Any:
     return build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=seed)
 
 
-def _stored_point(
-    url: str, file: Path | None, campaign: str | None, at: list[str]
-) -> tuple[Any, dict[str, Any], str]:
-    """The next proposal of a stored campaign: its planner rebuilt from the stored trials
-    (trials still running are pending, as ask/tell treats them); the store is not written."""
-    from loop.runner import Runner
-    from loop.store import UNFINISHED, Store
+def _proposal(
+    runner: Any,
+    history: list[Any],
+    observations: dict[int, dict[str, float]],
+    given: dict[str, Any],
+    pending: list[Any],
+) -> dict[str, Any]:
+    """The point to preview: every ``--at`` value, the rest from the proposal of the
+    planner the runner rebuilds from ``history`` (built only when a value is missing)."""
+    names = [p.name for p in runner.campaign.parameters]
+    if len(given) == len(names):
+        return {n: given[n] for n in names}
+    planner = runner.rebuild_planner(history, observations)
+    proposal = dict(planner.suggest(1, pending=pending)[0])
+    proposal.update(given)
+    return {n: proposal[n] for n in names}
 
-    db = Store(url, create=False)
-    try:
-        if campaign is not None:
-            row = db.campaign(campaign)
-        elif file is not None:
-            name = _campaign_name(file)
-            rows = [r for r in db.campaigns() if r.name == name]
-            unfinished = [r for r in rows if r.status in UNFINISHED]
-            if not rows:
-                raise typer.BadParameter(
-                    f"no campaign named '{name}' in store {url}; `closedloop run {file}` "
-                    "starts it, or plan without --store"
-                )
-            row = (unfinished or rows)[-1]
-        else:
-            row = db.latest_unfinished()
-        cid = row.id or 0
-        runner = Runner.from_store(db, cid)
-        if file is not None and file.read_text(encoding="utf-8") != row.config_text:
-            console.print(
-                f"note: {file} differs from the text stored with campaign {cid}; planning "
-                "the stored campaign",
-                markup=False,
-                highlight=False,
+
+def _file_point(
+    db: Any, loaded: Any, at: list[str], seed: int | None
+) -> tuple[Any, dict[str, Any], str, list[str]]:
+    """The first trial ``closedloop run`` would measure: the campaign created as ``run``
+    creates it (its prior data stored first) in ``db``, a throwaway in-memory store, and its
+    planner rebuilt from those trials as ``run`` rebuilds it."""
+    from loop.runner import Runner
+
+    c = loaded.campaign
+    given = _given(loaded, at)
+    runner = Runner(loaded, db, seed=seed if seed is not None else (c.seed or 0))
+    cid = runner.create()  # reads and checks the prior data as `run` does
+    history = db.trials(cid)
+    point = _proposal(runner, history, db.observations(cid), given, [])
+    notes: list[str] = []
+    if seed is None and c.seed is None and len(given) < len(point):
+        notes.append(
+            "the file has no `seed:`: this preview uses seed 0, while `closedloop run` draws "
+            "a random seed, so its first point will differ; give the same --seed N to both "
+            "plan and run"
+        )
+    prior = f" (after {len(history)} prior-data rows)" if history else ""
+    header = f"[bold]{escape(c.name)}[/]{prior}: next trial at "
+    return runner, point, header, notes
+
+
+def _stored_point(
+    db: Any, url: str, file: Path | None, campaign: str | None, at: list[str]
+) -> tuple[Any, dict[str, Any], str, list[str]]:
+    """The next proposal of a stored campaign, the one ``closedloop resume`` measures next:
+    its planner rebuilt from the stored trials, those a crash left running given the outcome
+    resume's reconciliation would give them (only ask/tell suggestions awaiting ``tell`` stay
+    pending); the store is not written."""
+    from loop.asktell import awaiting_tell
+    from loop.runner import Runner
+    from loop.store import UNFINISHED
+
+    if campaign is not None:
+        row = db.campaign(campaign)
+    elif file is not None:
+        name = _campaign_name(file)
+        rows = [r for r in db.campaigns() if r.name == name]
+        unfinished = [r for r in rows if r.status in UNFINISHED]
+        if not rows:
+            raise typer.BadParameter(
+                f"no campaign named '{name}' in store {url}; `closedloop run {file}` "
+                "starts it, or plan without --store"
             )
-        history = db.trials(cid)
-        planner = runner.rebuild_planner(history, db.observations(cid))
-        pending = [dict(t.parameters) for t in history if t.status == "running"]
-        given = _given(runner.loaded, at)
-        names = [p.name for p in runner.campaign.parameters]
-        if len(given) == len(names):
-            point = {n: given[n] for n in names}
-        else:
-            proposal = dict(planner.suggest(1, pending=pending)[0])
-            proposal.update(given)
-            point = {n: proposal[n] for n in names}
-    finally:
-        db.close()
+        row = (unfinished or rows)[-1]
+    else:
+        row = db.latest_unfinished()
+    cid = row.id or 0
+    runner = Runner.from_store(db, cid)
+    notes: list[str] = []
+    if file is not None and file.read_text(encoding="utf-8") != row.config_text:
+        notes.append(
+            f"{file} differs from the text stored with campaign {cid}; planning the stored campaign"
+        )
+    history = db.trials(cid)
+    observations = db.observations(cid)
+    waiting = awaiting_tell(db, history)
+    told = {t.id for t in waiting}
+    left = [t for t in history if t.status == "running" and t.id not in told]
+    outcomes = _as_resume_reconciles(runner, db, left)
+    history = [outcomes[t.id][0] if t.id in outcomes else t for t in history]
+    observations.update({tid: outputs for tid, (_, outputs) in outcomes.items()})
+    given = _given(runner.loaded, at)
+    point = _proposal(runner, history, observations, given, [dict(t.parameters) for t in waiting])
     done = sum(t.status != "running" for t in history)
-    note = f", {len(pending)} pending" if pending else ""
+    extra = ""
+    if left:
+        how = ", ".join(f"#{outcomes[t.id][0].number} {outcomes[t.id][0].status}" for t in left)
+        extra += f", {len(left)} left running, reconciled as resume would: {how}"
+    if waiting:
+        extra += f", {len(waiting)} pending"
     header = (
-        f"[bold]{escape(row.name)}[/] (id {cid}, {row.status}, {done} stored trials{note}) in "
-        f"{escape(url)}: next trial #{len(history) + 1} at "
+        f"[bold]{escape(row.name)}[/] (id {cid}, {row.status}, {done} stored trials"
+        f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1} at "
     )
-    return runner.loaded, point, header
+    return runner, point, header, notes
+
+
+def _as_resume_reconciles(
+    runner: Any, db: Any, running: list[Any]
+) -> dict[Any, tuple[Any, dict[str, float]]]:
+    """Trial id -> (the trial, outputs) as ``resume`` records a trial a crash left running:
+    its outcome from its stored documents by the runner's own ``reconcile_documents`` (with
+    the arguments ``Runner._reconcile`` passes), nothing written."""
+    from instruments import describe_instrument
+    from loop.runner import reconcile_documents
+
+    if not running:
+        return {}
+    c = runner.campaign
+    outputs = describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir)
+    out: dict[Any, tuple[Any, dict[str, float]]] = {}
+    for trial in running:
+        outcome = reconcile_documents(
+            [(d.name, d.body) for d in db.documents(trial.id or 0)],
+            outputs=outputs,
+            inputs=runner.space.names,
+            readback_limits=runner._readback_limits(),
+            readback_tolerance=c.instrument.readback_tolerance,
+        )
+        row = trial.model_copy(
+            update={
+                "status": outcome.status,
+                "readbacks": outcome.readbacks,
+                "run_uid": outcome.run_uid,
+                "error": outcome.error,
+            }
+        )
+        out[trial.id] = (row, dict(outcome.outputs))
+    return out
 
 
 def _campaign_name(file: Path) -> str:
@@ -329,6 +450,11 @@ def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--at {item!r}: write name=value")
+        if name in given:
+            raise typer.BadParameter(
+                f"--at {name} is given twice ({_fmt(given[name])} and {text}); give each "
+                "parameter once"
+            )
         try:
             given[name] = float(text) if "." in text or "e" in text.lower() else int(text)
         except ValueError:
@@ -338,26 +464,6 @@ def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
     if unknown:
         raise typer.BadParameter(f"--at: {unknown} are not parameters; parameters: {names}")
     return given
-
-
-def _point(loaded: Any, at: list[str], seed: int | None) -> dict[str, Any]:
-    c = loaded.campaign
-    given = _given(loaded, at)
-    names = [p.name for p in c.parameters]
-    if len(given) == len(names):
-        return {n: given[n] for n in names}
-    from planners import make_planner
-
-    planner = make_planner(
-        c.space,
-        list(c.objectives),
-        c.planner,
-        seed if seed is not None else (c.seed or 0),
-        outcome_constraints=c.parsed_outcome_constraints,
-    )
-    proposal = dict(planner.suggest(1, [])[0])
-    proposal.update(given)
-    return {n: proposal[n] for n in names}
 
 
 def _outside_space(c: Any, point: dict[str, Any]) -> str | None:
@@ -376,23 +482,20 @@ def _outside_space(c: Any, point: dict[str, Any]) -> str | None:
     return None
 
 
-def _refusals(instrument: Any, point: dict[str, Any]) -> list[str]:
-    """What the dispatcher's pre-check would refuse (limits only: max_step needs a reading)."""
-    from instruments._epics import InputDevice
-    from instruments._safety import check_setpoint
+def _refusals(runner: Any, instrument: Any, point: dict[str, Any]) -> list[str]:
+    """What the dispatcher's own pre-check refuses: a ``Dispatcher`` built with the runner's
+    arguments checks the point (choices, numbers, each input's ``check_value``: limits, and
+    ``max_step`` only for an input already connected, as the dry run waits for none)."""
+    from instruments._dispatch import Dispatcher
 
-    out: list[str] = []
-    for name, device in instrument.inputs.items():
-        try:
-            if isinstance(device, InputDevice):
-                check_setpoint(
-                    name, point[name], limits=device.decl.limits, max_step=None, current=None
-                )
-            elif hasattr(device, "check_value"):
-                device.check_value(point[name])
-        except Exception as exc:
-            out.append(str(exc))
-    return out
+    dispatcher = Dispatcher(instrument, **runner._dispatcher_kwargs())
+    try:
+        dispatcher._check_limits(point)
+    except Exception as exc:
+        return [str(exc) or type(exc).__name__]
+    finally:
+        dispatcher.close()
+    return []
 
 
 def _placeholder(obj: Any) -> dict[str, Any]:
