@@ -423,8 +423,8 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             raise InvalidInput(
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
                 "results-CSV column of another meaning (trial_id, fail, actual.<param>), so "
-                "a CSV cannot tell them; tell each trial with `closedloop tell TRIAL_ID "
-                "name=value ...`"
+                "a CSV cannot tell them; tell each trial with `closedloop tell --store "
+                f"{runner.store.url} TRIAL_ID name=value ...`"
             )
         results.append(build_result(runner, trial_id, outputs, actual, failed, where))
     if not results:
@@ -467,8 +467,8 @@ def open_campaign(
         if row.config_text != loaded.text:
             raise InvalidInput(
                 f"campaign '{row.name}' (id {row.id}) in this store was created from a "
-                f"different file; continue it with `closedloop suggest -c {row.id}`, or give "
-                "the new campaign another name"
+                f"different file; continue it with `closedloop suggest --store {store.url} "
+                f"-c {row.id}`, or give the new campaign another name"
             )
         return stored(row.id), False
     runner = Runner(
@@ -513,9 +513,10 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
                 raise InvalidInput(
                     f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
                     f"{len(pending)} pending can already reach budget.max_trials = {limit}; "
-                    "tell the pending ones first (`closedloop tell TRIAL_ID ...`; one that "
-                    "will not be run is withdrawn with `closedloop tell TRIAL_ID --abandon "
-                    f"REASON`), or raise the budget: `closedloop suggest --store {store.url} "
+                    f"tell the pending ones first (`closedloop tell --store {store.url} "
+                    "TRIAL_ID ...`; one that will not be run is withdrawn with `closedloop "
+                    f"tell --store {store.url} TRIAL_ID --abandon REASON`), or raise the "
+                    f"budget: `closedloop suggest --store {store.url} "
                     f"-c {cid} --max-trials {limit + n}`"
                 )
             n = min(n, room)

@@ -261,7 +261,7 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
         raise CampaignConfigError(
             path, f"is not UTF-8 text (byte {exc.start})", line=line, fix="save the file as UTF-8"
         ) from None
-    return parse_campaign(text, path=path, base_dir=path.resolve().parent)
+    return parse_campaign(text, path=path, base_dir=path.resolve().parent, require_goal=True)
 
 
 def parse_campaign(
@@ -271,8 +271,14 @@ def parse_campaign(
     base_dir: Path,
     instrument_text: str | None = None,
     cross_check: bool = True,
+    require_goal: bool = False,
 ) -> LoadedCampaign:
     """Validate campaign YAML ``text`` (see ``load_campaign``).
+
+    ``require_goal``: refuse an objective without ``goal:`` (a campaign file, read by
+    ``load_campaign``: a forgotten goal would silently maximise a yield or an impurity
+    alike). Off by default so that a campaign read back from a store keeps loading as it
+    was accepted: older closedloop versions took a missing goal as ``maximize``.
 
     ``instrument_text``: the instrument file's text stored with the campaign, used instead of
     the file on disk (which is read now when not given); see
@@ -288,10 +294,13 @@ def parse_campaign(
     dataset_pin = _apply_dataset(data, path, base_dir, stored=instrument_text, load=cross_check)
     if cross_check:  # a stored campaign is read as it was accepted (older rules)
         refuse_booleans(data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
+        _check_manual_spelling(data, path)
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
         raise _explain(exc, data, path) from None
+    if require_goal:
+        _check_goals(campaign, data, path)
     pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
     campaign.instrument._campaign_path = path
     _check_semantics(campaign, data, path, base_dir, cross_check=cross_check)
@@ -577,6 +586,41 @@ _HINTS = {
 
 
 # ---------------------------------------------------------------------------- semantics
+def _check_goals(campaign: Campaign, data: Any, path: Path) -> None:
+    """Every objective of a campaign file says which way it goes: there is no safe default
+    (branin, an impurity or a cost are minimised; a yield is maximised). A dataset campaign
+    that omits ``objectives:`` has them, goals included, from the dataset's spec."""
+    for i, objective in enumerate(campaign.objectives):
+        if "goal" not in objective.model_fields_set:
+            raise CampaignConfigError(
+                path,
+                f"objective '{objective.name}' has no goal",
+                line=line_of(data, ("objectives", i)) or line_of(data, ("objectives",)),
+                fix="add `goal: maximize` or `goal: minimize`, e.g. "
+                f"{{name: {objective.name}, goal: minimize}}",
+            )
+
+
+def _check_manual_spelling(data: Any, path: Path) -> None:
+    """``instrument: Manual`` (or ``manaul``) is a person, not a simulator of that name:
+    say so, rather than only list the simulators it is not."""
+    value = data.get("instrument") if isinstance(data, Mapping) else None
+    if not isinstance(value, str) or value == "manual" or ":" in value:
+        return
+    import simulators
+
+    if value in simulators.SIMULATORS:
+        return
+    if difflib.get_close_matches(value.strip().lower(), ["manual"], n=1, cutoff=0.75):
+        raise CampaignConfigError(
+            path,
+            f"unknown instrument {value!r}",
+            line=line_of(data, ("instrument",)),
+            fix="did you mean `instrument: manual` (an operator enters each result)? "
+            f"Built-in simulators: {', '.join(simulators.SIMULATORS)}",
+        )
+
+
 def _check_semantics(
     campaign: Campaign, data: Any, path: Path, base_dir: Path, *, cross_check: bool
 ) -> None:
@@ -795,7 +839,7 @@ def _check_constraints(
             f"{where}: {message}",
             line=line,
             fix="write e.g. 'temperature + 2 * residence_time <= 150' or 'x1**2 + x2**2 <= 1' "
-            "over numeric parameters (numbers, + - * / **, <= or >=)",
+            "over numeric parameters (numbers, + - * / **, one of <= >= < >)",
         ) from None
 
 

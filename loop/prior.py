@@ -129,11 +129,50 @@ def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) ->
     files = prior_files(loaded, extra)
     if not files:
         return []
+    _refuse_missing(loaded, files)
     outputs = describe_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir)
     rows: list[PriorRow] = []
     for f in files:
         rows.extend(read_prior_csv(f, c, outputs))
     return rows
+
+
+def _refuse_missing(loaded: LoadedCampaign, files: Sequence[Path]) -> None:
+    """A prior-data file that does not exist, said where it was named and how the path is
+    read: ``prior_data:`` at its line of the campaign file, relative to that file's folder;
+    ``--prior`` relative to the current folder."""
+    c = loaded.campaign
+    from_file = (loaded.base_dir / c.prior_data).resolve() if c.prior_data else None
+    for f in files:
+        if f.exists() or f.is_symlink():  # a dangling link: `_read_text` says it is missing
+            continue
+        if f == from_file:
+            raise PriorDataError(
+                loaded.path,
+                f"prior_data: {c.prior_data}: no such file ({f})",
+                line=_prior_data_line(loaded),
+                fix="prior_data is relative to the campaign file's folder "
+                f"({loaded.base_dir}); correct the name, or give the CSV's absolute path",
+            )
+        raise PriorDataError(
+            f,
+            "no such file (given with --prior)",
+            fix=f"a --prior path is relative to the current folder ({Path.cwd()}), not to "
+            "the campaign file; correct it, or give the CSV's absolute path",
+        )
+
+
+def _prior_data_line(loaded: LoadedCampaign) -> int | None:
+    """The line of ``prior_data:`` in the campaign's text, if it can be found."""
+    from instruments._yamlfile import line_of, read_yaml_mapping
+
+    try:
+        data = read_yaml_mapping(
+            loaded.text, loaded.path, error=CampaignConfigError, example="campaigns/branin.yaml"
+        )
+    except CampaignConfigError:  # pragma: no cover - the text was validated already
+        return None
+    return line_of(data, ("prior_data",))
 
 
 def required_outputs(campaign: Campaign) -> list[str]:
@@ -258,7 +297,10 @@ def _read_text(path: Path) -> str:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise PriorDataError(
-            path, "no such file", fix="check prior_data (relative to the campaign file)"
+            path,
+            "no such file",
+            fix="check the path (prior_data: is relative to the campaign file, --prior to the "
+            "current folder)",
         ) from None
     except IsADirectoryError:
         raise PriorDataError(path, "is a directory, not a CSV file") from None

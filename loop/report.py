@@ -49,6 +49,7 @@ def write_output(
             f"cannot write to {path}: it is a directory; give a file name, e.g. -o {path / example}"
         )
     refuse_database(path, store_url, example)
+    refuse_missing_folder(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
         _write_through(path, text)
         return
@@ -137,6 +138,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist: compare the paths they would be
         return a.resolve() == b.resolve()
+
+
+def refuse_missing_folder(path: Path) -> None:
+    """An output into a folder that does not exist is refused, not the folder created: a
+    typo in ``-o`` would otherwise scatter folders (as root, anywhere). ``export`` and
+    ``report`` alike; the store's own folder is created (``Store``)."""
+    if not path.parent.is_dir():
+        raise OutputError(
+            f"cannot write to {path}: the folder {path.parent} does not exist; create it "
+            "first, or give a path in a folder that exists and that you may write to"
+        )
 
 
 def _cannot_write(path: Path, exc: OSError) -> str:
@@ -408,9 +420,9 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     """
     out, fmt = report_path(out)
     refuse_database(out, store.url, "report.png")
+    refuse_missing_folder(out)  # as `export` does, before anything is plotted
     fig = report_figure(store, row)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110, format=fmt)
     except OSError as exc:
         raise OutputError(_cannot_write(out, exc)) from None

@@ -7,6 +7,8 @@ stdin (and interrupted with SIGINT); ask/tell runs the commands through typer's 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -584,3 +586,41 @@ def test_a_second_tell_waits_for_the_first(tmp_path: Path) -> None:
         assert isinstance(out.exception, CampaignLocked)
         assert "is being driven by a runner" in str(out.exception)
     store.close()
+
+
+def _commands(message: str) -> list[str]:
+    """The `closedloop ...` commands a message tells the user to copy."""
+    return list(re.findall(r"`(closedloop [^`]*)`", message))
+
+
+def test_hints_to_copy_name_the_store_and_work_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hint that leaves out `--store` fails when copied ("no store at closedloop.db"),
+    unless the store happens to be the default one (found in review)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(_campaign(tmp_path)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("CLOSEDLOOP_STORE", raising=False)
+    changed = _campaign(tmp_path, max_trials=9)
+    refused = _cli("suggest", str(changed), "--store", url)
+    assert refused.exit_code == 2, refused.output
+    (hint,) = _commands(refused.output)
+    assert hint == f"closedloop suggest --store {url} -c 1"
+    out = _cli(*shlex.split(hint)[1:])
+    assert out.exit_code == 0, out.output
+
+    url2, trials = _asktell(tmp_path / "elsewhere", 5, max_trials=2)
+    full = _cli("suggest", "--store", url2)
+    assert full.exit_code == 2, full.output
+    hints = _commands(full.output)
+    assert [h.split(" TRIAL_ID")[0] for h in hints[:2]] == [f"closedloop tell --store {url2}"] * 2
+    tell = shlex.split(hints[0].replace("TRIAL_ID", str(trials[0]["trial_id"])))
+    told = _cli(*tell[1:-1], "yield=0.5")  # `...`: the outputs
+    assert told.exit_code == 0, told.output
+    withdraw = hints[1].replace("TRIAL_ID", str(trials[1]["trial_id"]))
+    withdrawn = _cli(*shlex.split(withdraw.replace("REASON", "'no reagent'"))[1:])
+    assert withdrawn.exit_code == 0, withdrawn.output
+    assert not (elsewhere / "closedloop.db").exists()

@@ -142,3 +142,79 @@ def test_the_reserved_names_cover_the_export_s_own_columns() -> None:
     header = to_csv([record]).splitlines()[0].split(",")
     own = [h for h in header if h not in ("x", "y")]
     assert all(h in RESERVED_COLUMNS or h.startswith(RESERVED_PREFIXES) for h in own), own
+
+
+NO_GOAL = """\
+name: nogoal
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives:
+  - {name: y}
+instrument: {simulator: branin}
+planner: {kind: sobol}
+budget: {max_trials: 2}
+seed: 1
+"""
+
+
+def test_an_objective_without_goal_is_refused_at_its_line(tmp_path: Path) -> None:
+    """A forgotten goal used to maximise silently: branin, an impurity or a cost were then
+    optimised the wrong way for a whole campaign (found in review)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(NO_GOAL)
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert info.value.line == 6, str(info.value)
+    assert "objective 'y' has no goal" in str(info.value)
+    assert "add `goal: maximize` or `goal: minimize`" in str(info.value)
+    path.write_text(NO_GOAL.replace("{name: y}", "{name: y, goal: minimize}"))
+    assert load_campaign(path).campaign.objectives[0].goal == "minimize"
+
+
+def test_a_stored_campaign_without_goal_still_loads_and_resumes(tmp_path: Path) -> None:
+    """Older closedloop versions stored goal-less campaigns (taken as maximize): they are
+    still shown, exported and resumed as accepted then."""
+    from loop import Runner, Store, parse_campaign
+    from loop.report import stored_campaign
+
+    path = tmp_path / "c.yaml"
+    loaded = parse_campaign(NO_GOAL, path=path, base_dir=tmp_path)  # as stored text is read
+    assert loaded.campaign.objectives[0].goal == "maximize"
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        Runner(loaded, store, max_trials=1).run()
+        row = store.campaign(None)
+        assert stored_campaign(row).objectives[0].goal == "maximize"
+        runner = Runner.from_store(store, row.id, max_trials=2)
+        assert runner.resume().completed == 2
+    finally:
+        store.close()
+
+
+def test_a_dataset_campaign_may_still_omit_objectives(tmp_path: Path) -> None:
+    """Its goals come from the dataset's spec; only written objectives need a goal."""
+    text = "name: d\ninstrument: {dataset: hplc}\nbudget: {max_trials: 2}\n"
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    objectives = load_campaign(path).campaign.objectives
+    assert [(o.name, o.goal) for o in objectives] == [("peak_area", "maximize")]
+    path.write_text(text + "objectives: [{name: peak_area}]\n")
+    with pytest.raises(CampaignConfigError, match="objective 'peak_area' has no goal"):
+        load_campaign(path)
+
+
+def test_manual_misspelt_suggests_manual(tmp_path: Path) -> None:
+    base = NO_GOAL.replace("{name: y}", "{name: y, goal: minimize}")
+    for spelling in ("Manual", "MANUAL", "manaul"):
+        path = tmp_path / "c.yaml"
+        path.write_text(base.replace("{simulator: branin}", spelling))
+        with pytest.raises(CampaignConfigError) as info:
+            load_campaign(path)
+        assert info.value.line == 7
+        assert "did you mean `instrument: manual`" in str(info.value), spelling
+    path.write_text(base.replace("{simulator: branin}", "brannin"))
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert "unknown simulator 'brannin'" in str(info.value)
+    assert "instrument: manual" not in str(info.value)

@@ -235,6 +235,35 @@ def test_cli_prior_option_adds_rows_and_a_bad_one_runs_nothing(tmp_path: Path) -
     assert not other.exists(), "a bad prior-data file must create no store"
 
 
+def test_a_missing_prior_file_says_where_it_was_named_and_how_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prior_data:` at its line of the campaign file (relative to that file's folder);
+    `--prior` relative to the current folder, not the campaign file (found in review)."""
+    loaded = _setup(tmp_path)
+    (tmp_path / "prior.csv").unlink()
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    message = str(info.value)
+    assert info.value.line == 12 and message.startswith(f"{loaded.path}:12: prior_data: "), message
+    assert f"prior.csv: no such file ({tmp_path / 'prior.csv'})" in message
+    assert f"relative to the campaign file's folder ({tmp_path})" in message
+
+    (tmp_path / "prior.csv").write_text(GOOD)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    db = tmp_path / "cli.db"
+    args = ["run", str(loaded.path), "--store", f"sqlite:///{db}", "--prior", "more.csv"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, PriorDataError), result.output
+    message = str(result.exception)
+    assert message.startswith(f"{elsewhere / 'more.csv'}: no such file (given with --prior)")
+    assert f"relative to the current folder ({elsewhere}), not to the campaign file" in message
+    assert "prior_data" not in message
+    assert not db.exists()
+
+
 def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     loaded = _setup(tmp_path)
     url = f"sqlite:///{tmp_path / 'store.db'}"

@@ -176,6 +176,22 @@ def test_the_stores_own_files_are_refused_however_they_are_named(tmp_path: Path)
     assert Store(store.url, create=False).campaign("kept").seed == 0
 
 
+def test_report_and_export_into_a_missing_folder_are_refused_alike(tmp_path: Path) -> None:
+    """``report -o`` created every missing folder (as root: ``/nonexistent/``) while
+    ``export -o`` refused; both refuse now, with exit 2, and create nothing (found in
+    review)."""
+    store, _ = _stored(tmp_path)
+    cli = CliRunner()
+    for command, name in (("report", "r.png"), ("export", "t.csv")):
+        target = tmp_path / "missing" / "deeper" / name
+        result = cli.invoke(app, [command, "--store", store.url, "-o", str(target)])
+        assert result.exit_code == 2, (command, result.output)
+        said = " ".join(result.output.split())
+        assert f"cannot write to {target}: the folder {target.parent} does not exist" in said
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "missing").exists(), command
+
+
 def test_an_output_file_is_replaced_whole_and_a_link_written_through(tmp_path: Path) -> None:
     out = tmp_path / "trials.csv"
     out.write_text("old\n" * 1000)
