@@ -83,6 +83,13 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
         ) from None
     except YAMLError as exc:
         raise error(path, f"is not valid YAML: {exc}") from None
+    except TypeError:  # ruamel cannot hash a list or mapping used as a key (`- {a: 1}:`)
+        raise error(
+            path,
+            "is not valid here: a list or mapping is used as a key (a ':' after it)",
+            line=_unhashable_key_line(text),
+            fix="remove the ':' after the list or mapping, or quote the key",
+        ) from None
     if data is None:
         raise error(path, "is empty (only comments)", fix=f"start from an example: {example}")
     if not isinstance(data, Mapping):
@@ -483,3 +490,24 @@ def _flatten(annotation: Any) -> list[Any]:
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _unhashable_key_line(text: str) -> int | None:
+    """The line of the first list or mapping used as a mapping key, found in the composed
+    node tree (construction, which fails on it, keeps no marks)."""
+    from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+    try:
+        stack: list[Node] = [YAML(typ="rt").compose(text)]
+    except Exception:
+        return None
+    while stack:
+        node = stack.pop()
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if isinstance(key, (MappingNode, SequenceNode)):
+                    return int(key.start_mark.line) + 1
+                stack += [key, value]
+        elif isinstance(node, SequenceNode):
+            stack += list(node.value)
+    return None
