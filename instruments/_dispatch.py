@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 DocumentSink = Callable[[str, dict[str, Any]], None]
 _LIMIT_CHECK_TIMEOUT = 10.0  # s; an async check_value is a local limit test, not a move
 _STOP_TIMEOUT = 10.0  # s; an async stop() of a detector after an abort
+# s; how long a caller waits for a RunEngine to take an abort (see _EngineCall): the timeout
+# watchdog and Ctrl-C during a run; Dispatcher.abort takes its own limit.
+_ABORT_WAIT = 5.0
 # Relative slack every readback gets on its limits, for float rounding alone: a value sent
 # through a unit conversion and back (0.2 mL/min -> uL/s -> 0.19999999999999998) is the
 # value asked for, even against a zero-width range (a ``fixed`` parameter's [v, v]).
@@ -88,6 +91,7 @@ class _AbortOnInterrupt(DuringTask):
     def __init__(self) -> None:
         super().__init__()
         self.run_engine: RunEngine | None = None
+        self.abort: Callable[[str], bool] | None = None
         self.interrupted = False
 
     def block(self, blocking_event: threading.Event) -> None:
@@ -96,21 +100,65 @@ class _AbortOnInterrupt(DuringTask):
         except KeyboardInterrupt:
             self.interrupted = True
             logger.warning("KeyboardInterrupt during a trial: aborting the run")
-            if self.run_engine is not None:
+            if self.abort is not None:
+                self.abort("KeyboardInterrupt")
+            elif self.run_engine is not None:
                 _request_abort(self.run_engine, "KeyboardInterrupt")
             # A second Ctrl-C here propagates to the RunEngine, which then halts hard.
             blocking_event.wait()
 
 
-def _request_abort(run_engine: RunEngine, reason: str) -> bool:
+class _EngineCall:
+    """One ``RE.abort``/``RE.halt`` on a daemon thread, waited for with a time limit.
+
+    bluesky's ``abort`` and ``halt`` wait, without a limit, for the engine's event loop to
+    take the request. A loop that is blocked (a device call that does not return, a
+    document sink waiting for a lock the caller holds) would hold the caller for ever: a
+    timeout watchdog, the runner's stop, Ctrl-C. So the call runs on its own thread and the
+    caller waits at most ``wait`` s; a call not yet taken stays under way (it lands when the
+    loop frees), and asking again meanwhile joins it instead of starting another.
+    """
+
+    def __init__(self, run_engine: RunEngine, what: str, reason: str | None) -> None:
+        self.delivered: bool | None = None  # None: not yet taken
+        self.warned = False
+
+        def call() -> None:
+            try:
+                if what == "abort":
+                    run_engine.abort(reason or "")
+                else:
+                    run_engine.halt()
+            except Exception as exc:  # TransitionError: the run ended meanwhile
+                logger.debug("%s not delivered: %s", what, exc)
+                self.delivered = False
+                return
+            self.delivered = True
+
+        self.thread = threading.Thread(target=call, name=f"closedloop-{what}", daemon=True)
+        self.thread.start()
+
+    def wait(self, seconds: float) -> bool | None:
+        """Whether it was delivered; ``None`` while the engine has not taken it yet."""
+        self.thread.join(seconds)
+        return None if self.thread.is_alive() else self.delivered
+
+
+def _request_abort(run_engine: RunEngine, reason: str, wait: float = _ABORT_WAIT) -> bool:
+    """Abort ``run_engine``'s run (see :class:`_EngineCall`); ``False`` when none was
+    running. ``True`` also when the engine has not taken the abort within ``wait`` s."""
     if run_engine.state in ("idle", "panicked"):
         return False
-    try:
-        run_engine.abort(reason)
-    except Exception as exc:  # TransitionError: the run ended meanwhile
-        logger.debug("abort not delivered: %s", exc)
-        return False
-    return True
+    call = _EngineCall(run_engine, "abort", reason)
+    delivered = call.wait(wait)
+    if delivered is None:
+        logger.warning(
+            "the RunEngine did not take the abort within %g s (its event loop is blocked); "
+            "the abort stays under way",
+            wait,
+        )
+        return True
+    return delivered
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -273,8 +321,11 @@ class Dispatcher:
             # fight the loop's own signal handling). The engine starts its loop thread now.
             run_engine = RunEngine({}, context_managers=[], during_task=self._during)
             self._during.run_engine = run_engine
+            self._during.abort = self._request_abort
         self.run_engine: RunEngine = run_engine
         self._lock = threading.Lock()
+        self._abort_lock = threading.Lock()
+        self._aborting: _EngineCall | None = None  # an abort the engine has not taken yet
         self._closed = False
         # bluesky 1.15 does not put RE.abort(reason) into the stop document; keep it here.
         self._abort_reason = ""
@@ -303,10 +354,9 @@ class Dispatcher:
             return
         RE = self.run_engine
         if RE.state not in ("idle", "panicked"):
-            try:
-                RE.halt()
-            except Exception as exc:  # TransitionError if it went idle meanwhile
-                logger.debug("halt on close: %s", exc)
+            # bounded: a loop blocked for good must not hold the runner's exit
+            if _EngineCall(RE, "halt", None).wait(_ABORT_WAIT) is None:
+                logger.warning("RunEngine did not take the halt within %g s", _ABORT_WAIT)
         loop = RE.loop
         loop.call_soon_threadsafe(loop.stop)
         thread: threading.Thread | None = getattr(RE, "_th", None)
@@ -322,14 +372,38 @@ class Dispatcher:
         if get_bluesky_event_loop() is loop:
             set_bluesky_event_loop(None)
 
-    def abort(self, reason: str = "aborted by request") -> bool:
-        """Abort the running trial, if any; safe from another thread or a signal handler.
+    def abort(self, reason: str = "aborted by request", *, wait: float = _ABORT_WAIT) -> bool:
+        """Abort the running trial, if any; safe from another thread.
 
         The run is cleaned up and closed with ``exit_status='abort'``; the ``run()`` in
-        progress returns a result with that status. Returns whether a run was interrupted.
+        progress returns a result with that status. Returns whether a run was interrupted
+        (or an abort is under way: the engine had not taken it within ``wait`` s, because
+        its event loop is blocked; it lands when the loop frees, and asking again does not
+        repeat it). Never waits longer than ``wait``.
         """
         self._abort_reason = reason
-        return _request_abort(self.run_engine, reason)
+        return self._request_abort(reason, wait)
+
+    def _request_abort(self, reason: str, wait: float = _ABORT_WAIT) -> bool:
+        RE = self.run_engine
+        with self._abort_lock:
+            call = self._aborting
+            if call is None or not call.thread.is_alive():
+                if RE.state in ("idle", "panicked"):
+                    return False
+                call = self._aborting = _EngineCall(RE, "abort", reason)
+        delivered = call.wait(wait)
+        if delivered is None:
+            if not call.warned:
+                call.warned = True
+                logger.warning(
+                    "%s: the RunEngine did not take the abort within %g s (its event loop "
+                    "is blocked); the abort stays under way",
+                    self.instrument.name,
+                    wait,
+                )
+            return True
+        return delivered
 
     # ------------------------------------------------------------------ trials
     def run(
@@ -444,9 +518,14 @@ class Dispatcher:
         try:
             self.run_engine(plan, collect)
         except RunEngineInterrupted:
-            exit_status = "abort"
-            reason = "KeyboardInterrupt" if self._during.interrupted else self._abort_reason
-            error = f"run aborted: {reason or 'interrupted'}"
+            if any(n == "stop" and d.get("exit_status") == "success" for n, d in documents):
+                # The abort landed after the run had closed: it finished, as its stop
+                # document says, and is a measurement like any other.
+                logger.info("trial %s: aborted after its run had ended successfully", trial_id)
+            else:
+                exit_status = "abort"
+                reason = "KeyboardInterrupt" if self._during.interrupted else self._abort_reason
+                error = f"run aborted: {reason or 'interrupted'}"
         except Exception as exc:
             exit_status = "fail"
             error = describe_exception(exc)
@@ -495,7 +574,7 @@ class Dispatcher:
             reason = f"timed out after {timeout:g} s"
             # Set first: the run may end the instant the abort lands.
             flag.set()
-            if not _request_abort(self.run_engine, reason):
+            if not self._request_abort(reason):
                 flag.clear()  # the run had already ended: nothing timed out
                 return
             logger.info("trial %s %s: aborting its run", trial_id, reason)

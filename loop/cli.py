@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -228,6 +229,7 @@ def resume(
             max_failures=max_failures,
             max_duration=duration,
         )
+        runner.refuse_if_finished()  # before the banner: a refusal is all that is printed
         c = runner.campaign
         listener = _ProgressListener(
             c.objectives[0].name, runner.budget.max_trials, quiet, bar=not c.instrument.manual
@@ -336,7 +338,7 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
         prior = " (prior data)" if b.kind == "prior" else ""
         console.print(
             f"{what} #{b.number}{prior}: {objective} = {_fmt(b.objective)} at "
-            + ", ".join(f"{k}={_fmt(v)}" for k, v in b.parameters.items()),
+            + _where(b.parameters, b.readbacks),
             highlight=False,
             markup=False,  # choice values are the user's text: "[/b]" is not a tag
         )
@@ -467,7 +469,7 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
         + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
-    _slots_table(c, trials)
+    _slots_table(c, trials, live=row.status in ("running", "paused") and _has_live_lease(db, row))
     from loop.failures import failures_of
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
@@ -475,8 +477,23 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     console.print(_trial_table(c, records[-10:], "last trials"))
 
 
-def _slots_table(c: Any, trials: list[Any]) -> None:
-    """With several instrument slots: each slot, its trial in flight and what it has run."""
+def _has_live_lease(db: Store, row: Any) -> bool:
+    from loop.lock import live_lease
+
+    return live_lease(db, row.id or 0) is not None
+
+
+# The runner appends this to the error of the trial that retired its slot (loop.runner).
+_RETIRED = re.compile(r"slot (\d+) retired: (.*)$", re.DOTALL)
+
+
+def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
+    """With several instrument slots: each slot, its trial in flight and what it has run.
+
+    A trial ``running`` with no live runner is not being measured: it was left in flight
+    (a kill, a crash) and ``resume`` reconciles it. A slot retired by the runner (it kept
+    failing while the others worked) shows as such, with the reason, until it runs again.
+    """
     count = getattr(c.instrument, "count", 1)
     if count <= 1 and all((t.slot or 0) == 0 for t in trials):
         return
@@ -487,9 +504,18 @@ def _slots_table(c: Any, trials: list[Any]) -> None:
         mine = [t for t in trials if t.slot == slot]
         running = [t for t in mine if t.status == "running"]
         current = running[-1] if running else None
+        if current is not None:
+            state = "in flight" if live else "left running (resume reconciles)"
+        else:
+            last = next((t for t in reversed(mine) if t.status != "abandoned"), None)
+            retired = _RETIRED.search(last.error or "") if last is not None else None
+            if retired is not None and retired.group(1) == str(slot):
+                state = f"retired: {retired.group(2)}"
+            else:
+                state = "idle"
         table.add_row(
             str(slot),
-            "in flight" if current else "idle",
+            escape(state),
             f"#{current.number}" if current else "",
             escape(", ".join(f"{k}={_fmt(v)}" for k, v in current.parameters.items()))
             if current
@@ -522,7 +548,7 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             console.print(
                 f"{what}: trial #{best['number']}{prior} {obj.name} = "
                 f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
-                + ", ".join(f"{label(k, units)}={_fmt(v)}" for k, v in best["parameters"].items()),
+                + _where(best["parameters"], best.get("readbacks"), lambda k: label(k, units)),
                 highlight=False,
                 markup=False,
             )
@@ -661,18 +687,29 @@ def report(
 
 @app.command()
 def simulators() -> None:
-    """List the built-in simulated instruments and their inputs and outputs."""
+    """List the built-in simulated instruments: inputs with their bounds or values, outputs."""
     from simulators import SIMULATORS
+
+    def domain(p: Any) -> str:
+        if p.kind == "choice":
+            where = "{" + ", ".join(str(v) for v in p.values or ()) + "}"
+        else:
+            lo, hi = p.bounds
+            where = f"[{lo:g}, {hi:g}]" + (" integer" if p.kind == "int" else "")
+        unit = f" {p.unit}" if p.unit else ""
+        return f"{p.name} in {where}{unit}" + (" (log)" if p.log else "")
 
     table = Table(title="built-in simulators")
     for col in ("name", "inputs", "outputs", "description"):
         table.add_column(col)
     for name, problem in SIMULATORS.items():
+        # the whole first sentence: cutting it changed numbers ("minima with y = 0.")
+        first = re.split(r"(?<=\.)\s+", problem.description.strip(), maxsplit=1)[0]
         table.add_row(
             name,
-            ", ".join(p.name for p in problem.parameters),
-            ", ".join(problem.outputs),
-            problem.description.split("\n")[0][:60],
+            "\n".join(escape(domain(p)) for p in problem.parameters),
+            escape(", ".join(problem.outputs)),
+            escape(first),
         )
     console.print(table)
 
@@ -729,9 +766,11 @@ class _ProgressListener:
         if self.quiet:
             return
         if report.status == "completed":
+            # no feasible trial yet (outcome constraints): say so, not "best =  "
+            best = ": none feasible yet" if report.best is None else f" = {_fmt(report.best)}"
             line = (
                 f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}  "
-                f"best = {_fmt(report.best)}  "
+                f"best{best}  "
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
         else:
@@ -740,11 +779,36 @@ class _ProgressListener:
             line += retrying
         self.progress.console.print(line)
 
+    def slot_retired(self, slot: int, reason: str) -> None:
+        self.progress.console.print(
+            f"[yellow]slot {slot} retired[/]: {escape(reason)}; its devices are closed, the "
+            "other slots go on (`resume` gives it a fresh start)"
+        )
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def _where(
+    parameters: Mapping[str, Any],
+    readbacks: Mapping[str, Any] | None,
+    name: Callable[[str], str] = str,
+) -> str:
+    """``name=value, ...`` at the point a trial actually ran at: a readback (or a value told
+    as actually used) that differs from the commanded value is shown, with the setpoint
+    beside it, since the model learnt the actual point and a scientist repeating the best
+    trial needs it (``temperature=62.5 (set 100.7)``)."""
+    parts = []
+    for key, value in parameters.items():
+        actual = (readbacks or {}).get(key)
+        shown = _fmt(value)
+        if actual is not None and _fmt(actual) != shown:
+            shown = f"{_fmt(actual)} (set {shown})"
+        parts.append(f"{name(key)}={shown}")
+    return ", ".join(parts)
 
 
 def _cell(value: Any) -> str:

@@ -79,6 +79,14 @@ from planners import reference_point as infer_reference_point
 
 logger = logging.getLogger(__name__)
 _RESUME_STREAM = 1  # seed-derivation tag of resumed sessions (see _instrument_seed)
+# Appended to the error of the trial that retired its slot; `closedloop status` finds it.
+_RETIRED = "slot {slot} retired: "
+
+
+def _all_retired(sched: Scheduler) -> str:
+    """The stop reason when no slot is left."""
+    slots = "; ".join(f"slot {s.index}: {s.retired}" for s in sched.retired())
+    return f"every instrument slot was retired ({slots}); check the instruments"
 
 
 class CampaignFinished(ClosedLoopError):
@@ -120,6 +128,9 @@ class TrialReport:
     retry_of: int | None = None
     attempt: int = 1
     will_retry: bool = False
+    slot: int = 0
+    # where the instrument says it was (readbacks), or the values told as actually used
+    readbacks: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,13 @@ class ResumeListener(Protocol):
     def campaign_resumed(self, state: ResumeState) -> None: ...
 
 
+@runtime_checkable
+class SlotListener(Protocol):
+    """Optional extra for a listener: told when an instrument slot is retired."""
+
+    def slot_retired(self, slot: int, reason: str) -> None: ...
+
+
 class _Silent:
     def trial_started(self, number: int, parameters: Point) -> None:
         pass
@@ -273,6 +291,7 @@ class _Tally:
     prior: int = 0
     feasible: int = 0
     done: list[_Done] = field(default_factory=list)
+    failed_slots: dict[int, int] = field(default_factory=dict)  # failed trials by slot
 
 
 @dataclass(frozen=True)
@@ -412,10 +431,15 @@ class Runner:
 
     # ----------------------------------------------------------------- stopping
     def request_stop(self, reason: str) -> None:
-        """Stop after the current step: abort the trial being measured, propose no more.
+        """Stop after the current step: abort the trials being measured, propose no more.
 
-        Safe to call from a signal handler or another thread. An aborted trial is stored
-        as ``abandoned`` (with its documents) and the campaign as ``stopped``, resumable.
+        Safe to call from a signal handler or another thread: it only records the request
+        and wakes the loop, which aborts every run in flight itself (``_drain``), outside
+        any store write. Aborting here would deadlock a signal handler: it runs on the
+        coordinator's thread, perhaps inside a store write, and the RunEngines that must
+        take the abort may be waiting in their document sinks for that write's lock. An
+        aborted trial is stored as ``abandoned`` (with its documents) and the campaign as
+        ``stopped``, resumable.
         """
         self._stop_request = reason
         if self._asking_operator and threading.current_thread() is threading.main_thread():
@@ -425,7 +449,7 @@ class Runner:
             raise OperatorInterrupted(reason)
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.abort_all(reason)
+            scheduler.wake()
 
     # ----------------------------------------------------------------- entry points
     def run(self, prior: Sequence[PriorRow] | None = None) -> CampaignSummary:
@@ -493,33 +517,7 @@ class Runner:
             SuggestionsPending: trials proposed by ``closedloop suggest`` still await
                 ``tell`` (resuming would abandon them).
         """
-        cid = self.campaign_id
-        if cid is None:
-            raise ClosedLoopError("resume() needs a stored campaign: use Runner.from_store")
-        row = self.store.campaign(cid)
-        if row.status not in ("running", "stopped"):
-            tally = self._tally(self.store.trials(cid), self.store.observations(cid))
-            spent = self._stop_reason(tally, row.elapsed_seconds)
-            if spent is not None and spent[1].startswith(("target reached", "patience")):
-                raise CampaignFinished(
-                    f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
-                    f"Nothing to resume: {spent[1]}, whatever the trial budget. To go on, "
-                    f"start a new campaign from this one's data: `closedloop export -c {cid} "
-                    "-o done.csv`, then `closedloop run FILE --prior done.csv` with a new "
-                    "target or patience"
-                )
-            if spent is not None:
-                if spent[1].startswith("max_duration"):
-                    longer = f"--max-duration {math.ceil((row.elapsed_seconds + 3600) / 60)}m"
-                elif spent[0] == "failed":
-                    longer = f"--max-failures {tally.failed + 10}"
-                else:
-                    longer = f"--max-trials {tally.completed + 10}"
-                raise CampaignFinished(
-                    f"campaign '{row.name}' (id {cid}) is {row.status}: {row.stop_reason}. "
-                    f"Nothing to resume: {spent[1]}. To extend it, resume with a larger "
-                    f"budget, e.g. `closedloop resume -c {cid} {longer}`"
-                )
+        cid = self.refuse_if_finished()
         takeover = self.lease.acquire(cid)
         try:
             self._refuse_pending_suggestions(cid)
@@ -532,6 +530,44 @@ class Runner:
             self.lease.release()
             raise
         return self._with_goals(self._drive(cid, resumed=True, takeover=takeover))
+
+    def refuse_if_finished(self) -> int:
+        """The stored campaign's id, or ``CampaignFinished`` when resuming it would do
+        nothing: it is ``completed``/``failed`` and its budget (with the overrides given) is
+        still spent. ``resume`` checks this first; the CLI calls it before it prints that it
+        is resuming. The message states the stop reason once and a command to copy (with
+        ``--store``)."""
+        cid = self.campaign_id
+        if cid is None:
+            raise ClosedLoopError("resume() needs a stored campaign: use Runner.from_store")
+        row = self.store.campaign(cid)
+        if row.status in ("running", "stopped"):
+            return cid
+        tally = self._tally(self.store.trials(cid), self.store.observations(cid))
+        spent = self._stop_reason(tally, row.elapsed_seconds)
+        if spent is None:
+            return cid
+        why = row.stop_reason or spent[1]
+        if spent[1] != why:  # another limit than the stored one still holds
+            why += f"; with the budget given, still {spent[1]}"
+        done = f"campaign '{row.name}' (id {cid}) is {row.status}: {why}"
+        where = f"--store {self.store.url} -c {cid}"
+        if spent[1].startswith(("target reached", "patience")):
+            raise CampaignFinished(
+                f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
+                f"campaign from this one's data: `closedloop export {where} -o done.csv`, "
+                "then `closedloop run FILE --prior done.csv` with a new target or patience"
+            )
+        if spent[1].startswith("max_duration"):
+            longer = f"--max-duration {math.ceil((row.elapsed_seconds + 3600) / 60)}m"
+        elif spent[0] == "failed":
+            longer = f"--max-failures {tally.failed + 10}"
+        else:
+            longer = f"--max-trials {tally.completed + 10}"
+        raise CampaignFinished(
+            f"{done}. To extend it, resume with a larger budget, e.g. "
+            f"`closedloop resume {where} {longer}`"
+        )
 
     def _refuse_pending_suggestions(self, cid: int) -> None:
         """Refuse to drive a campaign whose ``closedloop suggest`` trials await ``tell``.
@@ -591,6 +627,7 @@ class Runner:
         reconciled: list[Reconciled] = []
         tally = _Tally()
         status, reason = "stopped", "the runner stopped before its first trial"
+        rule: str | None = None  # the budget rule that ended the session, if one did
         sched: Scheduler | None = None
         write = True
         try:
@@ -617,11 +654,15 @@ class Runner:
             sched = self._scheduler = self._scheduler_for(slots, planner, len(history))
             while True:
                 self.lease.check()
-                stop = self._stop_reason(tally, elapsed())
+                spent = self._stop_rule(tally, elapsed())
+                stop = spent[1:] if spent is not None else None
+                if stop is None and not sched.active():
+                    stop = ("failed", _all_retired(sched))
                 if stop is None and self._stop_request is not None:
                     stop = ("stopped", self._stop_request)
                 if stop:
                     status, reason = stop
+                    rule = spent[0] if spent is not None else None
                     break
                 # dispatch: every idle slot gets a ready proposal (persisted first)
                 for slot in sched.idle():
@@ -666,6 +707,12 @@ class Runner:
             try:
                 if sched is not None:
                     self._drain(sched, reason, tally, timings, write=write)
+                    if rule is not None:
+                        # Trials that ended while the drain ran (failures among them) count:
+                        # the stored reason must agree with the summary's counts.
+                        again = self._stop_rule(tally, elapsed())
+                        if again is not None and again[0] == rule:
+                            reason = again[2]
             finally:
                 self.lease.stop_heartbeat()
                 self._scheduler = None
@@ -819,7 +866,9 @@ class Runner:
             )
             if slot.job is not None:
                 self._left_running.add(slot.job.trial_id)
-        sched.planner.join(timeout=wait)
+        # The proposal in the making is dropped anyway: a slow suggest (a model fit) must
+        # not hold the stop; the planner thread is a daemon.
+        sched.planner.join(timeout=min(wait, 1.0))
 
     def rebuild_planner(
         self, history: Sequence[TrialRow], observations: dict[int, dict[str, float]]
@@ -855,7 +904,12 @@ class Runner:
         return self.campaign_id
 
     def _stop_reason(self, tally: _Tally, elapsed: float) -> tuple[str, str] | None:
-        """Whether the campaign is done.
+        """Whether the campaign is done: ``(status, reason)`` (see :meth:`_stop_rule`)."""
+        spent = self._stop_rule(tally, elapsed)
+        return None if spent is None else (spent[1], spent[2])
+
+    def _stop_rule(self, tally: _Tally, elapsed: float) -> tuple[str, str, str] | None:
+        """Whether the campaign is done: ``(rule, status, reason)``.
 
         ``max_trials`` counts completed trials and ``max_failures`` failed ones, over every
         session; abandoned trials (cut short by a stop, not by the instrument) count toward
@@ -867,21 +921,34 @@ class Runner:
         budget = self.budget
         reached = self._target_reached(tally)
         if reached is not None:
-            return "completed", reached
+            return "target", "completed", reached
         tired = self._out_of_patience(tally)
         if tired is not None:
-            return "completed", tired
+            return "patience", "completed", tired
         if budget.max_trials is not None and tally.completed >= budget.max_trials:
-            return "completed", f"max_trials reached ({tally.completed} completed trials)"
+            return (
+                "max_trials",
+                "completed",
+                f"max_trials reached ({tally.completed} completed trials)",
+            )
         if budget.max_duration is not None and elapsed >= budget.max_duration:
-            return "completed", f"max_duration reached ({elapsed:.0f} s)"
+            return "max_duration", "completed", f"max_duration reached ({elapsed:.0f} s)"
         if tally.failed >= budget.max_failures:
             kinds = ", ".join(f"{n} {k}" for k, n in failure_counts(tally.failures).items())
-            return "failed", (
-                f"{tally.failed} trials failed (budget.max_failures = "
-                f"{budget.max_failures})"
-                + (f": {kinds}" if kinds else "")
-                + "; check the instrument"
+            where = ""
+            if self.campaign.instrument.count > 1 or len(tally.failed_slots) > 1:
+                by_slot = sorted(tally.failed_slots.items(), key=lambda kv: (-kv[1], kv[0]))
+                where = ", on " + ", ".join(f"slot {k} ({n})" for k, n in by_slot)
+            return (
+                "max_failures",
+                "failed",
+                (
+                    f"{tally.failed} trials failed (budget.max_failures = "
+                    f"{budget.max_failures})"
+                    + (f": {kinds}" if kinds else "")
+                    + where
+                    + "; check the instrument"
+                ),
             )
         return None
 
@@ -904,7 +971,14 @@ class Runner:
             token=self.lease.token,
             slot=slot.index,
         )
-        job = Job(slot.index, _id(trial), trial.number, proposal, started=t0)
+        job = Job(
+            slot.index,
+            _id(trial),
+            trial.number,
+            proposal,
+            started=t0,
+            completions=sched.completions,
+        )
         self.listener.trial_started(trial.number, parameters)
         if self._stop_request is not None:  # asked to stop before any device moved
             slot.job = job
@@ -976,6 +1050,11 @@ class Runner:
         error = result.error
         if result.exit_status == "abort" and self._stop_request is not None:
             status, error = "abandoned", f"{self._stop_request}: {result.error}"
+        retired = None
+        if len(sched.slots) > 1 and self._stop_request is None:
+            retired = sched.record(job, status, error)
+            if retired is not None:  # kept with the trial: `status` reads it from there
+                error = f"{error}; {_RETIRED.format(slot=job.slot)}{retired}"
         self.store.finish_trial(
             trial_id,
             status=status,
@@ -1021,11 +1100,24 @@ class Runner:
             retry_of=proposal.retry[0] if proposal.retry is not None else None,
             attempt=attempt,
             will_retry=will_retry,
+            slot=job.slot,
+            readbacks=dict(result.readbacks or {}),
         )
         timings.append(timing)
         self._count(tally, report)
         self.listener.trial_finished(report)
+        if retired is not None:
+            self._retire(sched.slots[job.slot], retired)
         return report
+
+    def _retire(self, slot: Slot, reason: str) -> None:
+        """A slot that keeps failing gets no more trials: close its devices, say so."""
+        try:
+            slot.close()
+        except Exception as exc:
+            logger.warning("closing retired slot %d failed: %s", slot.index, exc)
+        if isinstance(self.listener, SlotListener):
+            self.listener.slot_retired(slot.index, reason)
 
     def _ask_operator(
         self, number: int, parameters: Point, instrument: Instrument
@@ -1170,11 +1262,14 @@ class Runner:
                     error=t.error,
                     timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
                     kind=t.kind,
+                    readbacks=dict(t.readbacks or {}),
                 )
                 self._count(tally, report)
             elif t.status == "failed":
                 tally.failed += 1
                 tally.failures.append(failure(t.number, t.error))
+                slot = t.slot or 0
+                tally.failed_slots[slot] = tally.failed_slots.get(slot, 0) + 1
             elif t.status == "abandoned":
                 tally.abandoned += 1
         return tally
@@ -1194,6 +1289,7 @@ class Runner:
         elif report.status == "failed":
             tally.failed += 1
             tally.failures.append(failure(report.number, report.error))
+            tally.failed_slots[report.slot] = tally.failed_slots.get(report.slot, 0) + 1
         else:
             tally.abandoned += 1
         if tally.best is not None:
@@ -1339,6 +1435,7 @@ class Runner:
             error=t.error,
             timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
             kind=t.kind,
+            readbacks=dict(t.readbacks or {}),
         )
 
     @staticmethod

@@ -19,7 +19,15 @@ Threads, and who does what:
   learned (plain sequential BO).
 
 Everything a slot or the planner produces comes back as an event on ``Scheduler.events``;
-only the coordinator reads them.
+only the coordinator reads them. A stop request only puts a :class:`Wake` there
+(:meth:`Scheduler.wake`): the coordinator itself aborts what is in flight, never a signal
+handler, which runs on the coordinator's thread and may have interrupted it inside a store
+write whose lock every RunEngine's document sink is waiting for.
+
+A slot that keeps failing while the others work is *retired* (:meth:`Scheduler.record`): no
+more trials, its devices closed, so one broken instrument does not use up the campaign's
+``max_failures``. Only the others' successes retire a slot, so the last slot still working
+goes on as a one-slot campaign would, ``max_failures`` deciding.
 """
 
 from __future__ import annotations
@@ -40,6 +48,12 @@ from planners import Observation, Planner, Point
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often the coordinator looks at stop requests, lease and duration
+# A slot is retired when its last RETIRE_AFTER trials failed in a row (instrument failures:
+# a point refused by the limit check says nothing about the slot) while other slots
+# completed trials since the first of them was dispatched.
+RETIRE_AFTER = 3
+# Phrase of the Dispatcher's error for a point refused before any device moved.
+_REFUSED = "limit check failed"
 
 # The pace estimate of :meth:`Scheduler.depth`: averages over the last PACE_WINDOW trials and
 # proposals; no queue while a suggest takes under IDLE_SHARE of a trial; otherwise
@@ -75,6 +89,9 @@ class Job:
     number: int
     proposal: Proposal
     started: float = field(default_factory=time.perf_counter)
+    # trials completed (on every slot) when this one was dispatched: a slot is retired only
+    # if others completed trials after the first of its failures in a row started
+    completions: int = 0
 
 
 @dataclass
@@ -94,7 +111,12 @@ class Proposed:
     error: BaseException | None = None
 
 
-Event = SlotDone | Proposed
+@dataclass
+class Wake:
+    """Nothing happened but the coordinator should look again (a stop was requested)."""
+
+
+Event = SlotDone | Proposed | Wake
 
 
 class Slot:
@@ -103,6 +125,8 @@ class Slot:
     Attributes:
         index: 0-based slot number, stored with each trial it runs.
         job: the trial in flight, or ``None`` when idle.
+        retired: why the slot gets no more trials (see :meth:`Scheduler.record`), or ``None``.
+        streak: the slot's last failed trials in a row (instrument failures), oldest first.
     """
 
     def __init__(self, index: int, instrument: Instrument, dispatcher: Dispatcher) -> None:
@@ -110,13 +134,18 @@ class Slot:
         self.instrument = instrument
         self.dispatcher = dispatcher
         self.job: Job | None = None
+        self.retired: str | None = None
+        self.streak: list[Job] = []
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def busy(self) -> bool:
         return self.job is not None
 
-    def start(self, job: Job, run: Callable[[], TrialResult], events: queue.Queue[Event]) -> None:
+    def start(
+        self, job: Job, run: Callable[[], TrialResult], events: queue.SimpleQueue[Event]
+    ) -> None:
         """Run ``run()`` (one ``Dispatcher.run``) on a thread; report on ``events``."""
         self.job = job
 
@@ -139,6 +168,10 @@ class Slot:
         self._thread = None
 
     def close(self) -> None:
+        """Close the dispatcher and the devices (once)."""
+        if self._closed:
+            return
+        self._closed = True
         self.dispatcher.close()
         self.instrument.close()
 
@@ -150,7 +183,7 @@ class PlannerWorker:
     is handed to ``planner.ingest`` on this thread right before the next ``suggest``.
     """
 
-    def __init__(self, planner: Planner, events: queue.Queue[Event]) -> None:
+    def __init__(self, planner: Planner, events: queue.SimpleQueue[Event]) -> None:
         self.planner = planner
         self.events = events
         self._buffer: list[Observation] = []
@@ -243,7 +276,9 @@ class Scheduler:
         initial: int | None = None,
     ) -> None:
         self.slots = list(slots)
-        self.events: queue.Queue[Event] = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so a signal handler on the coordinator's
+        # thread may wake it (wake()) even while that thread is inside get().
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.planner = PlannerWorker(planner, self.events)
         self.ready: deque[Proposal] = deque()
         self.batch_size = max(1, batch_size)
@@ -252,9 +287,54 @@ class Scheduler:
         self._trial_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
         self._suggest_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
         self._depth = self.lookahead  # the last depth logged
+        self.completions = 0  # trials completed this session, on every slot
 
     def idle(self) -> list[Slot]:
-        return [s for s in self.slots if not s.busy]
+        """Slots ready for a trial (not busy, not retired)."""
+        return [s for s in self.slots if not s.busy and s.retired is None]
+
+    def active(self) -> list[Slot]:
+        """Slots not retired."""
+        return [s for s in self.slots if s.retired is None]
+
+    def retired(self) -> list[Slot]:
+        return [s for s in self.slots if s.retired is not None]
+
+    def record(self, job: Job, status: str, error: str | None) -> str | None:
+        """Count a trial's outcome toward its slot's record; why the slot is now retired.
+
+        A completed trial ends the slot's run of failures; a failed one extends it, unless
+        the point was refused before any device moved (the point's fault, not the slot's);
+        an abandoned trial (a stop) counts for nothing. The slot is retired when its last
+        ``RETIRE_AFTER`` trials failed in a row while other slots completed trials since
+        the first of them was dispatched: then the instrument, not the region being
+        explored, is what fails. Returns the reason when this outcome retired the slot.
+        """
+        slot = self.slots[job.slot]
+        if status == "completed":
+            self.completions += 1
+            slot.streak.clear()
+            return None
+        if status != "failed" or (error or "").startswith(_REFUSED):
+            return None
+        slot.streak.append(job)
+        if slot.retired is not None or len(slot.streak) < RETIRE_AFTER:
+            return None
+        first = slot.streak[-RETIRE_AFTER]
+        others = self.completions - first.completions
+        if others <= 0:
+            return None
+        numbers = ", ".join(f"#{j.number}" for j in slot.streak[-RETIRE_AFTER:])
+        slot.retired = (
+            f"its last {RETIRE_AFTER} trials failed in a row ({numbers}) while the other "
+            f"slots completed {others}"
+        )
+        logger.warning("instrument slot %d retired: %s", slot.index, slot.retired)
+        return slot.retired
+
+    def wake(self) -> None:
+        """Make the coordinator look at once (safe from a signal handler)."""
+        self.events.put(Wake())
 
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.busy]
@@ -344,7 +424,7 @@ class Scheduler:
             return self.lookahead
         trial = max(statistics.fmean(self._trial_seconds), 1e-9)
         suggest = statistics.fmean(self._suggest_seconds)
-        load = len(self.slots) * suggest / trial
+        load = max(len(self.active()), 1) * suggest / trial
         depth = 0 if suggest < IDLE_SHARE * trial else math.ceil(DEPTH_PER_LOAD * load)
         depth = min(self.lookahead, depth)
         if depth != self._depth:
@@ -358,9 +438,11 @@ class Scheduler:
             self._depth = depth
         return depth
 
-    def abort_all(self, reason: str) -> None:
+    def abort_all(self, reason: str, wait: float = POLL_SECONDS) -> None:
+        """Abort every run in flight, waiting at most ``wait`` s for each RunEngine to take
+        it (an abort not yet taken stays under way; asking again does not repeat it)."""
         for slot in self.busy():
-            slot.dispatcher.abort(reason)
+            slot.dispatcher.abort(reason, wait=wait)
 
     def next_event(self, timeout: float = POLL_SECONDS) -> Event | None:
         """The next event (``None`` after ``timeout``), timed for :meth:`depth`.
@@ -372,6 +454,8 @@ class Scheduler:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
             return None
+        if isinstance(event, Wake):
+            return event
         if isinstance(event, SlotDone):
             self._trial_seconds.append(time.perf_counter() - event.job.started)
             return event

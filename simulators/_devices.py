@@ -45,6 +45,7 @@ Design choices that matter to callers:
 
 from __future__ import annotations
 
+import asyncio
 import keyword
 import logging
 import math
@@ -422,14 +423,25 @@ def _check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (the RunEngine's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class SimDetector(Device):
     """A triggerable detector that evaluates a pure function of the actuators' readbacks.
 
     One hinted signal per output, named exactly like the output. ``trigger()`` snapshots the
     input readbacks, draws the fault decision and the noise, and returns a ``DeviceStatus``
-    that finishes after ``latency`` seconds (computed on a timer thread) or immediately when
-    ``latency`` is 0 (computed in the caller's thread: the cheapest path, but a slow function
-    then holds the caller, so give slow models a latency). Noise is additive Gaussian and is
+    that finishes after ``latency`` seconds, the function computed on a timer thread. At
+    ``latency`` 0 the Status is finished before ``trigger()`` returns when it is called
+    outside an event loop (a script); called on one (the RunEngine's), the function still
+    runs on a thread of its own, since a slow or hung function would block the loop and no
+    timeout or abort could then end the run. Noise is additive Gaussian and is
     not clipped: a measured yield can read 1.01, as an HPLC can. Non-finite function outputs
     are passed through unchanged for the engine to filter.
 
@@ -577,7 +589,12 @@ class SimDetector(Device):
                 if self._sim_executor is not None and not fail and not self._in_region(values):
                     self._submit(status, number, values, fail, z, bad)
                     return status
-                if self._sim_latency > 0:
+                if self._sim_latency > 0 or _on_event_loop():
+                    # Never on an event loop's thread (the RunEngine's): a function that
+                    # does not return must leave the loop free to take the timeout's abort,
+                    # Ctrl-C and the runner's stop. At latency 0 the thread starts at once
+                    # (Timer(0)); an abort (stop()) fails the Status, and whatever the
+                    # function returns later is dropped (_complete).
                     timer = threading.Timer(
                         self._sim_latency,
                         self._complete,
@@ -587,16 +604,16 @@ class SimDetector(Device):
                     self._sim_timer = timer
                     timer.start()
                     return status
-        if busy:
-            fault = SimulatedFault(
-                f"{self.name}: trigger #{number} refused: an earlier trigger is still in progress",
-                device=self.name,
-                trigger_number=number,
-                injected=False,
-            )
-            _fail(status, fault)
+        if not busy:  # latency 0, called outside any event loop (a script, a test)
+            self._complete(status, number, values, fail, z, bad)
             return status
-        self._complete(status, number, values, fail, z, bad)
+        fault = SimulatedFault(
+            f"{self.name}: trigger #{number} refused: an earlier trigger is still in progress",
+            device=self.name,
+            trigger_number=number,
+            injected=False,
+        )
+        _fail(status, fault)
         return status
 
     def _submit(
@@ -718,7 +735,8 @@ class SimDetector(Device):
         bad: float | None = None,
         remote: Any = _NOT_REMOTE,
     ) -> None:
-        """Evaluate, publish, finish the Status. Runs on the timer thread when latency > 0.
+        """Evaluate, publish, finish the Status. Runs on the timer thread (or the executor's
+        callback); in the caller's thread only at latency 0 outside an event loop.
 
         ``bad`` is an injected non-finite reading (``nan_rate``) that replaces every output.
         ``remote`` is what an executor computed (the outputs, or the exception it raised);
@@ -733,6 +751,8 @@ class SimDetector(Device):
                 noiseless = [bad] * len(noiseless)
             sds = self._sim_noise_sd
             noisy = [float(v + sd * dz) for v, sd, dz in zip(noiseless, sds, z, strict=True)]
+            if status.done:  # aborted while the function ran: publish nothing
+                return
             for signal, value in zip(self._sim_signals, noisy, strict=True):
                 signal.put(value, internal=True)
             self.last_noiseless = dict(zip(self._sim_outputs, noiseless, strict=True))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from typing import Any
 
 import pytest
-from instrument_doubles import Detector, FakeInstrument
+from instrument_doubles import Actuator, Detector, FakeInstrument
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, Signal
 
@@ -200,3 +202,94 @@ def test_is_transient() -> None:
     assert is_transient(ConnectionError("PV lost"))
     solid = SimulatedFault("f", device="d", trigger_number=1, injected=True, transient=False)
     assert not is_transient(chain(solid, TimeoutError("inner")))  # the explicit flag wins
+
+
+# ---------------------------------------------------------------- aborts that cannot land
+def test_a_function_that_hangs_at_latency_0_times_out() -> None:
+    """At latency 0 the function used to run on the RunEngine's event loop: one that did
+    not return blocked the loop, so the timeout's abort could never land."""
+    release = threading.Event()
+    threads: list[str] = []
+
+    def stuck(inputs: dict[str, Any]) -> dict[str, float]:
+        threads.append(threading.current_thread().name)
+        if inputs["x1"] > 5:
+            release.wait(6)
+        return {"y": inputs["x1"] + inputs["x2"]}
+
+    inst = build_simulated_instrument(
+        stuck, inputs={"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}, outputs=("y",), seed=1
+    )
+    try:
+        with Dispatcher(inst) as dispatcher:
+            t0 = time.monotonic()
+            result = dispatcher.run(1, "c", {"x1": 8.0, "x2": 2.0}, timeout=0.5)
+            took = time.monotonic() - t0
+            assert result.exit_status == "fail" and result.timed_out, result.error
+            assert took < 3, took
+            assert result.documents[-1][1]["exit_status"] == "abort"
+            ok = dispatcher.run(2, "c", POINT, timeout=5)  # the next trial runs
+            assert ok.ok and ok.outputs == {"y": 3.0}
+            assert "bluesky" not in " ".join(threads)  # never on the engine's loop
+    finally:
+        release.set()
+        inst.close()
+
+
+class _Blocking(Device):
+    """A detector whose trigger() blocks the RunEngine's event loop until released."""
+
+    value = Cpt(Signal, value=0.0, kind="hinted")
+
+    def __init__(self, *args: Any, release: threading.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+        self.entered = threading.Event()
+
+    def trigger(self) -> DeviceStatus:
+        self.entered.set()
+        self.release.wait(8)  # the loop thread is stuck here
+        status = DeviceStatus(self)
+        status.set_finished()
+        return status
+
+
+def test_abort_of_an_engine_whose_loop_is_blocked_returns_within_its_limit() -> None:
+    """RE.abort waits, without a limit, for the engine's loop: a stop, a timeout or Ctrl-C
+    used to wait for as long as a device call held that loop."""
+    release = threading.Event()
+    det = _Blocking(name="det", release=release)
+    inst = FakeInstrument(
+        "blocking", {"x": Actuator("x", limits=(-5.0, 5.0))}, [det], ("det_value",)
+    )
+    dispatcher = Dispatcher(inst)
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(dispatcher.run(1, "c", {"x": 1.0})))
+    runner.start()
+    try:
+        assert det.entered.wait(10)
+        t0 = time.monotonic()
+        assert dispatcher.abort("stop", wait=0.3) is True  # under way, not yet taken
+        assert dispatcher.abort("stop", wait=0.3) is True  # joins the same abort
+        assert time.monotonic() - t0 < 2
+    finally:
+        release.set()
+    runner.join(10)
+    assert results and results[0].exit_status == "abort"  # it landed once the loop freed
+    dispatcher.close()
+
+
+def test_an_abort_after_the_run_ended_keeps_the_measurement() -> None:
+    """An abort that lands between the stop document (success) and the engine's return is
+    not an aborted trial: the run finished and its documents say so."""
+    inst = _instrument()
+    with Dispatcher(inst) as dispatcher:
+
+        def sink(name: str, doc: dict[str, Any]) -> None:
+            if name == "stop":
+                dispatcher.abort("late", wait=0)  # taken once this document is handled
+
+        result = dispatcher.run(1, "c", POINT, document_sink=sink)
+        assert result.documents[-1][1]["exit_status"] == "success"
+        assert result.exit_status == "success" and result.outputs == {"y": 3.0}
+    inst.close()

@@ -1,0 +1,114 @@
+"""A second Ctrl-C while the first stop is still under way exits at once, the store intact.
+
+(Replaces ``test_resume.py::test_a_second_ctrl_c_stops_at_once_and_the_store_is_intact``,
+which made the first stop slow with a ``function:`` instrument that hung on the RunEngine's
+event loop: such a function now runs off the loop, so the first stop is prompt, ADR 0005.
+Here the store is what is slow: another process holds its write lock.)
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loop import Store
+
+CAMPAIGN = """
+name: resumable
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {function: "slow.py:measure", outputs: [y]}
+planner: {kind: sobol}
+budget: {max_trials: 200}
+seed: 4
+"""
+
+SLOW_FUNCTION = """
+import pathlib
+import time
+
+
+def measure(inputs):
+    if pathlib.Path(__file__).with_name("hang").exists():
+        time.sleep(60)  # the trial stays in flight
+    return {"y": inputs["x1"] ** 2 + inputs["x2"]}
+"""
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _completed(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            (done,) = conn.execute(
+                "SELECT count(*) FROM trial WHERE status = 'completed'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(done)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_a_slow_stop_exits_at_once_and_the_store_is_intact(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_FUNCTION)
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    proc = _cli("run", "c.yaml", "--store", url, "-q", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while _completed(db) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no 2 completed trials within 60 s"
+        time.sleep(0.05)
+    (tmp_path / "hang").touch()
+    time.sleep(1.0)  # the next trial is now in flight, its function sleeping
+    blocker = sqlite3.connect(db, timeout=30)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer: the first stop's writes must wait
+    try:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first Ctrl-C waits to store the aborted trial
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - t0 < 10
+    assert "stopping at once" in err and "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    (tmp_path / "hang").unlink()
+    store = Store(url, create=False)
+    cid = store.campaign().id or 0
+    assert store.campaign(cid).status == "running"  # as after a kill
+    assert store.trials(cid)[-1].status == "running"
+    resumed = _cli("resume", "--store", url, "-q", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, (out, err)
+    trials = store.trials(cid)
+    assert all(t.status in ("completed", "abandoned") for t in trials)
+    assert sum(t.status == "completed" for t in trials) == 200
+    assert sum(t.status == "abandoned" for t in trials) == 1
+    store.close()
