@@ -373,7 +373,7 @@ def _stored_point(
     waiting = awaiting_tell(db, history)
     told = {t.id for t in waiting}
     left = [t for t in history if t.status == "running" and t.id not in told]
-    outcomes = _as_resume_reconciles(runner, db, left)
+    outcomes = _as_resume_reconciles(runner, left)
     history = [outcomes[t.id][0] if t.id in outcomes else t for t in history]
     observations.update({tid: outputs for tid, (_, outputs) in outcomes.items()})
     given = _given(runner.loaded, at)
@@ -393,27 +393,13 @@ def _stored_point(
 
 
 def _as_resume_reconciles(
-    runner: Any, db: Any, running: list[Any]
+    runner: Any, running: list[Any]
 ) -> dict[Any, tuple[Any, dict[str, float]]]:
-    """Trial id -> (the trial, outputs) as ``resume`` records a trial a crash left running:
-    its outcome from its stored documents by the runner's own ``reconcile_documents`` (with
-    the arguments ``Runner._reconcile`` passes), nothing written."""
-    from instruments import describe_instrument
-    from loop.runner import reconcile_documents
-
-    if not running:
-        return {}
-    c = runner.campaign
-    outputs = describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir)
+    """Trial id -> (the trial, outputs) as ``resume`` records a trial a crash left running
+    (``Runner.reconciliations``: the same decision from its stored documents), nothing
+    written."""
     out: dict[Any, tuple[Any, dict[str, float]]] = {}
-    for trial in running:
-        outcome = reconcile_documents(
-            [(d.name, d.body) for d in db.documents(trial.id or 0)],
-            outputs=outputs,
-            inputs=runner.space.names,
-            readback_limits=runner._readback_limits(),
-            readback_tolerance=c.instrument.readback_tolerance,
-        )
+    for trial, outcome in runner.reconciliations(running):
         row = trial.model_copy(
             update={
                 "status": outcome.status,

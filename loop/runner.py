@@ -1209,22 +1209,9 @@ class Runner:
         The caller holds the lease, so no other runner is measuring these trials: a
         ``running`` row can only be a trial whose runner died before recording it.
         """
-        running = self.store.running_trials(cid)
-        if not running:
-            return []
-        c = self.campaign
-        outputs = describe_instrument(c.instrument, c.parameters, base_dir=self.loaded.base_dir)
         done: list[Reconciled] = []
-        for trial in running:
+        for trial, outcome in self.reconciliations(self.store.running_trials(cid)):
             trial_id = _id(trial)
-            documents = [(d.name, d.body) for d in self.store.documents(trial_id)]
-            outcome = reconcile_documents(
-                documents,
-                outputs=outputs,
-                inputs=self.space.names,
-                readback_limits=self._readback_limits(),
-                readback_tolerance=c.instrument.readback_tolerance,
-            )
             self.store.finish_trial(
                 trial_id,
                 status=outcome.status,
@@ -1237,6 +1224,28 @@ class Runner:
             logger.info("reconciled trial %s as %s", trial.number, outcome.status)
             done.append(Reconciled(trial.number, trial_id, outcome.status, outcome.error))
         return done
+
+    def reconciliations(self, running: Sequence[TrialRow]) -> list[tuple[TrialRow, Reconciliation]]:
+        """What ``resume`` records for each of these trials left ``running`` by a crash,
+        decided from its stored documents; nothing is written (``plan --store`` previews
+        the point ``resume`` measures next from them)."""
+        if not running:
+            return []
+        c = self.campaign
+        outputs = describe_instrument(c.instrument, c.parameters, base_dir=self.loaded.base_dir)
+        return [
+            (
+                trial,
+                reconcile_documents(
+                    [(d.name, d.body) for d in self.store.documents(_id(trial))],
+                    outputs=outputs,
+                    inputs=self.space.names,
+                    readback_limits=self._readback_limits(),
+                    readback_tolerance=c.instrument.readback_tolerance,
+                ),
+            )
+            for trial in running
+        ]
 
     def _stored_observation(self, trial: TrialRow, outputs: dict[str, float]) -> Observation:
         """A stored terminal trial as the planner saw it when it ended."""
