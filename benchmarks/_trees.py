@@ -1,9 +1,13 @@
-"""The source trees a benchmark compares: this checkout and, optionally, a git revision.
+"""The source trees a benchmark compares, the revision a result came from, and where it goes.
 
-Timings from different days on a shared VM are not comparable (the host's share of the CPU
-moves by 1.5x), so a speed claim is measured as a ratio in one run: the baseline revision is
-checked out into a temporary git worktree, runs with the same virtual env and data, and
-alternates with the current tree on every repeat.
+``trees``: this checkout and, optionally, a git revision. Timings from different days on a
+shared VM are not comparable (the host's share of the CPU moves by 1.5x), so a speed claim is
+measured as a ratio in one run: the baseline revision is checked out into a temporary git
+worktree, runs with the same virtual env and data, and alternates with the current tree on
+every repeat.
+
+``revision()`` names the code a result was measured with, and ``dated_results(stem)`` gives a
+new results file, so a run never overwrites the figures tracked in ``results/``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,46 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def revision(root: Path = ROOT) -> str:
+    """``git rev-parse --short HEAD`` of ``root``, plus ``-dirty`` if a tracked file differs
+    from it (untracked files, such as new results files, do not count); ``unknown`` outside
+    git. A ``-dirty`` revision names no exact code: two dirty trees share it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if status else head
+
+
+def dated_results(stem: str, suffix: str = ".json") -> Path:
+    """A new file ``results/<stem>-YYYYMMDD-HHMMSS<suffix>`` (UTC), never an existing one."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{stem}-{stamp}{suffix}"
+    n = 1
+    while path.exists():
+        path = RESULTS / f"{stem}-{stamp}-{n}{suffix}"
+        n += 1
+    return path
 
 
 @contextmanager

@@ -23,10 +23,20 @@ Usage::
 
     python benchmarks/datasets.py                       # everything (long: see README)
     python benchmarks/datasets.py --seeds 3 --datasets hplc suzuki_edbo
-    python benchmarks/datasets.py --summarise           # figures from the results file
+    python benchmarks/datasets.py --resume benchmarks/results/datasets-20261203-120000.json
+    python benchmarks/datasets.py --summarise           # tables of results/datasets.json
+    python benchmarks/datasets.py --summarise FILE --datasets hplc
 
-Single process, sequential; results are appended to ``results/datasets.json`` after every
-run, so a long benchmark can be stopped and resumed (finished runs are skipped).
+Single process, sequential. Every run is measured unless asked otherwise: results go to a
+new dated file (``results/datasets-YYYYMMDD-HHMMSS.json``, or ``--out FILE``), rewritten
+after every run, never to the tracked ``results/datasets.json``. Each run records the git
+revision it was measured with (``git rev-parse --short HEAD``, ``-dirty`` if a tracked file
+differs) and its settings (budget, initial design). ``--resume FILE`` continues a file: a
+stored run is reused only if its revision and settings match this run's (printed as "reused
+N stored runs"); the file's other runs are kept in it but not used. The tables cover the
+``--datasets``, ``--planners`` and seeds asked for, nothing else from the file.
+``--summarise [FILE]`` measures nothing and prints the tables of a stored file (default:
+the tracked one, whatever its runs' revisions), limited to ``--datasets``/``--planners``.
 """
 
 from __future__ import annotations
@@ -43,9 +53,12 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "datasets.json"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "datasets.json"  # tracked: the README's figures
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # _trees, when run from elsewhere
+
+from _trees import dated_results, revision  # noqa: E402
 
 RANDOM_RUNS = 200
 RANDOM_FACTOR = 20
@@ -71,6 +84,11 @@ CASES = {
     "snar": Case("snar", 30, 6),
 }
 PLANNERS = ("botorch", "ax")
+
+
+def settings(case: Case) -> dict[str, int]:
+    """What a stored run must match, besides the revision, to be reused."""
+    return {"budget": case.budget, "initial": case.initial}
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -365,59 +383,144 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _load() -> list[dict[str, Any]]:
-    if RESULTS.is_file():
-        return list(json.loads(RESULTS.read_text()).get("runs", []))
-    return []
+def _load(path: Path) -> list[dict[str, Any]]:
+    return list(json.loads(path.read_text()).get("runs", []))
 
 
-def _save(runs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def _save(path: Path, runs: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"runs": runs}
     if summary is not None:
         data["summary"] = summary
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(RESULTS)
+    tmp.replace(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--planners", nargs="+", default=list(PLANNERS))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--deadline", type=float, default=None, help="stop after S seconds")
-    parser.add_argument("--summarise", action="store_true", help="only compute the figures")
-    args = parser.parse_args(argv)
-    runs = _load()
+def _measure(
+    args: argparse.Namespace, stored: list[dict[str, Any]], out: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run what was asked, reusing matching stored runs, saving ``out`` after every run.
+
+    Returns every run for the file (the stored ones too) and the runs asked for.
+    """
+    rev = revision()
+    print(f"revision {rev}; results in {out}", flush=True)
+    if rev.endswith("-dirty"):
+        print("  (uncommitted changes: '-dirty' names no exact code)", flush=True)
+    wanted = {
+        (name, kind, seed)
+        for seed in range(args.seeds)
+        for name in args.datasets
+        for kind in args.planners
+    }
+    reusable: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if rev != "unknown":
+        for r in stored:
+            key = (r["dataset"], r["planner"], r["seed"])
+            if (
+                key in wanted
+                and r.get("revision") == rev
+                and r.get("settings") == settings(CASES[r["dataset"]])
+            ):
+                reusable.setdefault(key, r)
+    if args.resume:
+        others = len(stored) - len(reusable)
+        print(
+            f"reused {len(reusable)} stored runs (revision {rev}, same settings) from "
+            f"{args.resume}; {others} other stored run(s) kept in the file, not used",
+            flush=True,
+        )
+    runs = list(stored)  # the file keeps everything it had
+    chosen = list(reusable.values())
     started = time.perf_counter()
-    if not args.summarise:
-        runs = [r for r in runs if r["budget"] == CASES[r["dataset"]].budget]
-        done = {(r["dataset"], r["planner"], r["seed"]) for r in runs}
+
+    def measure_all() -> None:
         # Seeds outermost: a run stopped early still covers every dataset and planner.
         for seed in range(args.seeds):
             for name in args.datasets:
                 for kind in args.planners:
-                    if (name, kind, seed) in done:
+                    if (name, kind, seed) in reusable:
                         continue
                     if args.deadline and time.perf_counter() - started > args.deadline:
                         print("deadline reached; stopping", flush=True)
-                        break
+                        return
+                    case = CASES[name]
                     try:
-                        result = run_planner(CASES[name], kind, seed)
+                        result = run_planner(case, kind, seed)
                     except Exception as exc:  # record and go on: one planner's failure
                         print(f"{name} {kind} seed {seed}: FAILED {type(exc).__name__}: {exc}")
                         continue
+                    result["revision"] = rev
+                    result["settings"] = settings(case)
                     runs.append(result)
-                    _save(runs)
+                    chosen.append(result)
+                    _save(out, runs)
                     print(
                         f"{name:15s} {kind:8s} seed {seed}: best {result['trace'][-1]:.4g} "
                         f"({result['wall_s']:.0f} s)",
                         flush=True,
                     )
+
+    measure_all()
+    chosen.sort(key=lambda r: (r["seed"], r["dataset"], r["planner"]))
+    return runs, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--planners", nargs="+", default=list(PLANNERS), choices=PLANNERS)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--deadline", type=float, default=None, help="stop after S seconds")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default: a new results/datasets-<UTC date-time>.json; with "
+        "--resume: the resumed file; with --summarise: none, only print)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FILE",
+        help="continue FILE: reuse its runs of this revision and settings, measure the rest",
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="?",
+        type=Path,
+        const=RESULTS,
+        metavar="FILE",
+        help="measure nothing: print the tables of FILE (default: the tracked "
+        "results/datasets.json)",
+    )
+    args = parser.parse_args(argv)
+    if args.summarise is not None:
+        if args.resume:
+            parser.error("--summarise FILE reads FILE; --resume is for measuring")
+        stored = _load(args.summarise)
+        runs = [
+            r for r in stored if r["dataset"] in args.datasets and r["planner"] in args.planners
+        ]
+        print(f"{len(runs)} of {len(stored)} stored runs in {args.summarise}")
+        out, everything = args.out, runs
+    else:
+        stored = []
+        if args.resume is not None:
+            if not args.resume.is_file():
+                parser.error(f"--resume {args.resume}: no such file")
+            stored = _load(args.resume)
+        out = args.out or args.resume or dated_results("datasets")
+    if out is not None and out.exists() and (args.resume is None or not out.samefile(args.resume)):
+        parser.error(f"--out {out} exists: continue it with --resume {out}, or name another")
+    if args.summarise is None:
+        everything, runs = _measure(args, stored, out)
     summary = summarise(runs)
-    _save(runs, summary)
-    plot(summary, RESULTS.with_suffix(".png"))
+    if out is not None:
+        _save(out, everything, summary)
+        if summary:
+            plot(summary, out.with_suffix(".png"))
+        print(f"results and summary in {out}" + (", figure beside it (.png)" if summary else ""))
     print(_table(summary))
     print()
     print(_curves(summary))

@@ -22,7 +22,11 @@ torch thread, problems and seeds in sequence:
 Planners: ``botorch`` (this project's), ``sobol`` (the baseline) and ``ax`` (Ax 1.x through
 :class:`planners.AxPlanner`). Each problem fixes its initial design size for all planners.
 
+Results go to a new file, ``results/goals-<UTC date-time>.json`` (``--out`` names another),
+rewritten after every run; the tracked files in ``results/`` are written only when named.
+
     .venv/bin/python benchmarks/goals.py --problems branincurrin dtlz2 --planners sobol ax
+    .venv/bin/python benchmarks/goals.py --report benchmarks/results/goals.json --markdown
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +64,8 @@ from planners import (
 )
 from planners._protocol import OutcomeConstraint
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _trees, when run from elsewhere
+from _trees import dated_results  # noqa: E402
 
 
 @dataclass
@@ -414,7 +420,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--seed-offset", type=int, default=0)
     parser.add_argument("--trials", type=int, help="override every problem's trial count")
-    parser.add_argument("--out", default=str(RESULTS / "goals.json"), help="results JSON")
+    parser.add_argument(
+        "--out",
+        help="results JSON (default: a new results/goals-<UTC date-time>.json; the tracked "
+        "results/goals.json only if named)",
+    )
     parser.add_argument(
         "--report", nargs="+", metavar="JSON", help="only print the tables of earlier runs"
     )
@@ -432,8 +442,9 @@ def main() -> None:
     problems = {name: PROBLEMS[name]() for name in ns.problems}
     for problem in problems.values():
         problem.trials = ns.trials or problem.trials
-    out = Path(ns.out)
+    out = Path(ns.out) if ns.out else dated_results("goals")
     out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"results in {out}", flush=True)
     t_start = time.perf_counter()
     for seed in range(ns.seed_offset, ns.seed_offset + ns.seeds):
         for name, problem in problems.items():
@@ -453,7 +464,7 @@ def main() -> None:
     for r in everything:
         if "error" in r:
             print(f"  error: {r['problem']} {r['planner']} seed {r['seed']}: {r['error']}")
-    print(f"\nwall {time.perf_counter() - t_start:.0f}s; results in {ns.out}")
+    print(f"\nwall {time.perf_counter() - t_start:.0f}s; results in {out}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ runs every planner under one protocol (``planner_tuning.run_trials``: the same p
 same noise sequence per seed, the regret of the best *noiseless* point tried, one torch thread
 per process) over as many seeds as asked, interleaved so that all planners share the machine's
 conditions, and prints per planner the median and quartiles, the share of runs that meet the
-issue's target, the median suggest time and its ratio to closedloop's, and a Mann-Whitney test
-against closedloop.
+issue's target, the runs lost (final regret > 1), the median suggest time and its ratio to
+closedloop's, and a Mann-Whitney test against closedloop.
 
 Planners, each with its own defaults and 5 initial points:
 
@@ -57,6 +57,7 @@ from planners import (  # noqa: E402
 
 N_INITIAL = 5
 TARGETS = {"branin": 0.005, "hartmann6": 0.005, "hartmann6_noisy": 0.05}  # issue 2
+LOST = 1.0  # a run whose final regret is above this is lost (far from every good basin)
 PLANNERS = ("closedloop", "ax", "baybe")
 
 
@@ -177,7 +178,8 @@ def main() -> None:
         )
         print(
             f"{'planner':11s} {'median regret [q1, q3]':>30s} {f'<= {target}':>9s} "
-            f"{'seeds 0-4':>9s} {'suggest':>8s} {'x ours':>6s} {'MW p':>6s}"
+            f"{f'> {LOST:g} lost':>9s} {'seeds 0-4':>9s} {'suggest':>8s} {'x ours':>6s} "
+            f"{'MW p':>6s}"
         )
         ours = [r for r in results if r["problem"] == problem and r["planner"] == "closedloop"]
         ours_latency = statistics.median(x for r in ours for x in r["latency"]) if ours else None
@@ -194,9 +196,11 @@ def main() -> None:
                 else "-"
             )
             hits = f"{sum(r <= target for r in regrets)}/{len(regrets)}"
+            lost = f"{sum(r > LOST for r in regrets)}/{len(regrets)}"
             five = f"{statistics.median(first5):.4f}" if len(first5) == 5 else "-"
             print(
-                f"{name:11s} {f'{med:.4f} [{q1:.4f}, {q3:.4f}]':>30s} {hits:>9s} {five:>9s} "
+                f"{name:11s} {f'{med:.4f} [{q1:.4f}, {q3:.4f}]':>30s} {hits:>9s} {lost:>9s} "
+                f"{five:>9s} "
                 f"{latency:7.2f}s {ratio:>6s} {p:>6s}"
             )
             print("    per seed: " + " ".join(f"{r:.4g}" for r in regrets))

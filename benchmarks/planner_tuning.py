@@ -108,7 +108,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--seed-offset", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)

@@ -8,11 +8,18 @@ SQLite store, exactly what ``closedloop run`` does. Per problem and planner, ove
 * suggest latency: median seconds per model-based suggest (after the initial design);
 * engine overhead: median per trial of wall time minus planner time minus instrument time.
 
+The suggest and overhead columns are the median over seeds of each campaign's median.
+Every BoTorch suggest runs with ``BoTorchSettings.torch_threads`` torch threads (1), whatever
+the process's own thread count; both are printed and recorded.
+
 Usage::
 
     python benchmarks/run.py                 # everything, 2 worker processes
-    python benchmarks/run.py --jobs 1        # latency without a neighbour on the other core
+    python benchmarks/run.py --jobs 1        # latency without a neighbour process on the other core
     python benchmarks/run.py --problems branin --seeds 2
+
+Results go to a new file, ``results/run-<UTC date-time>.json`` (``--out`` names another); the
+tracked ``results/latest.json`` is written only when named.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # _trees, when run from elsewhere
+
+from _trees import dated_results  # noqa: E402
 
 PROBLEMS = {
     # name: (simulator, trials, noise sd, parameters)
@@ -103,6 +113,15 @@ def run_one(problem: str, planner: str, seed: int, threads: int) -> Result:
     )
 
 
+def _suggest_threads(process_threads: int) -> int:
+    """The torch threads a BoTorch suggest runs with: ``BoTorchSettings.torch_threads``, or
+    the process's count when that setting is ``None`` (leave torch alone)."""
+    from planners import BoTorchSettings
+
+    n = BoTorchSettings().torch_threads
+    return process_threads if n is None else n
+
+
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) == 1:
         return xs[0], xs[0], xs[0]
@@ -116,9 +135,15 @@ def main() -> int:
     parser.add_argument("--planners", nargs="+", default=list(PLANNERS), choices=PLANNERS)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results JSON (default: a new results/run-<UTC date-time>.json)",
+    )
     args = parser.parse_args()
+    out = args.out or dated_results("run")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    suggest_threads = _suggest_threads(threads)
     tasks = [
         (p, pl, s, threads)
         for p in args.problems
@@ -126,7 +151,9 @@ def main() -> int:
         for s in range(args.seeds)
     ]
     print(
-        f"{len(tasks)} campaigns, {args.jobs} processes x {threads} torch thread(s)",
+        f"{len(tasks)} campaigns, {args.jobs} process(es); each BoTorch suggest uses "
+        f"{suggest_threads} torch thread(s) (BoTorchSettings.torch_threads; the process "
+        f"default is set to {threads})",
         file=sys.stderr,
     )
     start = time.perf_counter()
@@ -151,11 +178,16 @@ def main() -> int:
                 f"{problem:<16} {planner:<8} {med:<10.4g} [{q1:.4g}, {q3:.4g}]".ljust(61)
                 + f" {sug_text} {over:11.1f}"
             )
-    print(f"\ntotal wall time {total:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    print(f"\ntotal wall time {total:.0f} s; results in {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps(
-            {"jobs": args.jobs, "threads": threads, "results": [asdict(r) for r in results]},
+            {
+                "jobs": args.jobs,
+                "suggest_threads": suggest_threads,
+                "process_threads": threads,
+                "results": [asdict(r) for r in results],
+            },
             indent=1,
         )
     )

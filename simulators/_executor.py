@@ -53,6 +53,9 @@ _WORKER_GONE_WAIT = 10.0  # s for the scheduler to notice a worker ended by abor
 _LOST_REASONS = ("scheduler-connection-lost",)
 """``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
+_QUIET_WAIT = 5.0  # s at most to quiet a local cluster's workers before closing it
+_HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+"""distributed.worker's message when a heartbeat's connection to the scheduler closed."""
 _USER_MODULE_PREFIX = "_closedloop_user_"  # instruments._build names loaded files like this
 _RAISED_BY_FUNCTION = "_closedloop_raised_by_function"
 """Set on an exception the simulator function raised on a worker (it travels back with the
@@ -427,10 +430,21 @@ class DaskExecutor:
         return True
 
     def close(self) -> None:
-        """Close the client and, for a local cluster, its workers (idempotent)."""
+        """Close the client and, for a local cluster, its workers (idempotent).
+
+        A local cluster's workers are told first to stop their heartbeats and to drop the
+        one error a heartbeat caught in the shutdown logs (:func:`_quiet_worker_shutdown`):
+        closing the cluster retires the workers and then ends the scheduler, and a worker
+        whose heartbeat was in flight then printed a 30-line ``CommClosedError`` traceback
+        ("Failed to communicate with scheduler during heartbeat") on a loaded machine.
+        Only in this closing window, and only on the workers this executor started: every
+        other record, and the same error during the campaign, stays visible.
+        """
         if self._closed:
             return
         self._closed = True
+        if self.cluster is not None:
+            self._quiet_workers()
         try:
             self.client.close()
         except Exception as exc:  # a scheduler already gone
@@ -440,6 +454,26 @@ class DaskExecutor:
                 self.cluster.close()
             except Exception as exc:
                 logger.warning("closing the local Dask cluster: %s", exc)
+
+    def _quiet_workers(self) -> None:
+        """Run :func:`_quiet_worker_shutdown` on every worker, bounded in time (a scheduler
+        already gone must not hold the close)."""
+        if getattr(self.client, "status", "running") != "running":
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.client.run(_quiet_worker_shutdown, on_error="return")
+            except Exception as exc:  # the cluster is going anyway
+                logger.debug("quieting the Dask workers before closing: %s", exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=run, name="closedloop-dask-quiet", daemon=True)
+        thread.start()
+        if not done.wait(_QUIET_WAIT):
+            logger.debug("quieting the Dask workers took over %g s; closing anyway", _QUIET_WAIT)
 
     def __enter__(self) -> DaskExecutor:
         return self
@@ -492,6 +526,35 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         ) from exc
     if exc is not None:
         raise exc
+
+
+class _ShutdownHeartbeatFilter(logging.Filter):
+    """Drops distributed.worker's "Failed to communicate with scheduler during heartbeat"
+    records whose error is a closed connection; passes everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(_HEARTBEAT_FAILED):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, OSError)  # CommClosedError is an OSError
+
+
+def _quiet_worker_shutdown(dask_worker: Any = None) -> None:
+    """On a worker about to be closed with its cluster: stop its heartbeats, and drop the
+    heartbeat's closed-connection error should one already be in flight.
+
+    Run by :meth:`DaskExecutor.close` through ``Client.run`` (which passes the worker as
+    ``dask_worker``) just before a local cluster closes: it retires the workers and ends
+    the scheduler, and a heartbeat racing that ends in ``CommClosedError``, which the worker
+    logs at ERROR with its traceback. Nothing else is filtered, and never mid-campaign.
+    """
+    callbacks = getattr(dask_worker, "periodic_callbacks", None) or {}
+    heartbeat = callbacks.get("heartbeat")
+    if heartbeat is not None:
+        heartbeat.stop()
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _ShutdownHeartbeatFilter) for f in log.filters):
+        log.addFilter(_ShutdownHeartbeatFilter())
 
 
 def _quiet_distributed() -> None:
