@@ -299,7 +299,7 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     except TypeError:
         raise InstrumentConfigError(
             f"{where}: {attr}{inspect.signature(fn)} cannot be called with one argument "
-            "(the inputs dict); define it as `def {attr}(inputs): return {{...}}`",
+            f"(the inputs dict); define it as `def {attr}(inputs): return {{...}}`",
             field="function",
         ) from None
     except ValueError:  # no introspectable signature (some builtins); trust it

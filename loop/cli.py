@@ -294,7 +294,10 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         with _stop_on_signals(runner), listener:
             summary: CampaignSummary = start()
     except KeyboardInterrupt:
-        _print_how_to_resume("stopped", store, runner.campaign_id)
+        if runner.campaign_id is None:  # stopped while the devices were being built
+            err_console.print("[yellow]stopped[/] before the campaign started: nothing stored")
+        else:
+            _print_how_to_resume("stopped", store, runner.campaign_id)
         raise typer.Exit(130) from None
     if summary.status == "stopped":
         console.print(

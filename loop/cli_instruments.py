@@ -344,6 +344,7 @@ def _stored_point(
     resume's reconciliation would give them (only ask/tell suggestions awaiting ``tell`` stay
     pending); the store is not written."""
     from loop.asktell import awaiting_tell
+    from loop.lock import live_lease
     from loop.runner import Runner
     from loop.store import UNFINISHED
 
@@ -371,6 +372,13 @@ def _stored_point(
     history = db.trials(cid)
     observations = db.observations(cid)
     waiting = awaiting_tell(db, history)
+    if live_lease(db, cid) is not None:
+        # A runner is measuring them right now: in flight (pending), not left by a crash.
+        waiting = [t for t in history if t.status == "running"]
+        notes.append(
+            f"campaign {cid} is being run right now: its {len(waiting)} trial(s) in flight "
+            "count as pending; the point shown is not what that runner measures next"
+        )
     told = {t.id for t in waiting}
     left = [t for t in history if t.status == "running" and t.id not in told]
     outcomes = _as_resume_reconciles(runner, left)

@@ -465,11 +465,14 @@ class Runner:
                 ``prior_data`` file. They are validated before the campaign is created and
                 stored as trials of kind ``prior`` before the first proposal.
         """
+        self._stop_request = self._stop_after = None  # a stop from here on is kept
         rows = load_prior_data(self.loaded) if prior is None else list(prior)
         # Devices first: a device that cannot be built (a constructor that raises, a port
         # in use) fails the command before the store holds a campaign that never ran.
         slots = self._build_slots(len(rows))
         try:
+            if self._stop_request is not None:  # Ctrl-C while the devices were built
+                raise KeyboardInterrupt(self._stop_request)
             cid = self.create(rows)
         except BaseException:
             self._close_slots(slots)
@@ -517,6 +520,7 @@ class Runner:
             SuggestionsPending: trials proposed by ``closedloop suggest`` still await
                 ``tell`` (resuming would abandon them).
         """
+        self._stop_request = self._stop_after = None  # a stop from here on is kept
         cid = self.refuse_if_finished()
         takeover = self.lease.acquire(cid)
         try:
@@ -622,7 +626,6 @@ class Runner:
             return elapsed_before + (time.monotonic() - start)
 
         self.lease.start_heartbeat(elapsed)
-        self._stop_request = self._stop_after = None
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []
         tally = _Tally()

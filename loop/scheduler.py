@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import re
 import statistics
 import threading
 import time
@@ -52,8 +53,13 @@ POLL_SECONDS = 0.1  # how often the coordinator looks at stop requests, lease an
 # a point refused by the limit check says nothing about the slot) while other slots
 # completed trials since the first of them was dispatched.
 RETIRE_AFTER = 3
-# Phrase of the Dispatcher's error for a point refused before any device moved.
-_REFUSED = "limit check failed"
+# Failures that belong to the point, not to the slot that ran it: a setpoint refused before
+# any device moved, a simulator's failing region, a function that raised or returned a
+# non-finite value for these inputs. They say nothing about the instrument (every slot would
+# fail there), so they never retire a slot.
+_POINT_FAILURES = re.compile(
+    r"limit check failed|failing region|is not finite|simulator \S+ raised"
+)
 
 # The pace estimate of :meth:`Scheduler.depth`: averages over the last PACE_WINDOW trials and
 # proposals; no queue while a suggest takes under IDLE_SHARE of a trial; otherwise
@@ -304,7 +310,8 @@ class Scheduler:
         """Count a trial's outcome toward its slot's record; why the slot is now retired.
 
         A completed trial ends the slot's run of failures; a failed one extends it, unless
-        the point was refused before any device moved (the point's fault, not the slot's);
+        the failure belongs to the point (``_POINT_FAILURES``: refused before any device
+        moved, a failing region, a function that raised for these inputs);
         an abandoned trial (a stop) counts for nothing. The slot is retired when its last
         ``RETIRE_AFTER`` trials failed in a row while other slots completed trials since
         the first of them was dispatched: then the instrument, not the region being
@@ -315,7 +322,7 @@ class Scheduler:
             self.completions += 1
             slot.streak.clear()
             return None
-        if status != "failed" or (error or "").startswith(_REFUSED):
+        if status != "failed" or _POINT_FAILURES.search(error or ""):
             return None
         slot.streak.append(job)
         if slot.retired is not None or len(slot.streak) < RETIRE_AFTER:

@@ -164,6 +164,32 @@ def test_plan_store_after_a_crash_is_the_point_resume_measures(tmp_path: Path) -
         store.close()
 
 
+def test_plan_store_on_a_campaign_being_run_keeps_its_trials_in_flight_pending(
+    tmp_path: Path,
+) -> None:
+    """With a live runner, a `running` trial is being measured, not left by a crash: the
+    preview called it abandoned ("reconciled as resume would"), which resume could not do."""
+    from loop.lock import CampaignLease
+
+    (tmp_path / "c.yaml").write_text(CRASH_CAMPAIGN)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    lease = CampaignLease(store)
+    try:
+        cid = Runner(load_campaign(tmp_path / "c.yaml"), store).run().campaign_id
+        trial = store.add_trial(cid, {"x1": -2.0, "x2": 9.0}, "model", slot=0)
+        for seq, (name, body) in enumerate(_run_documents("r4", trial.parameters, 8.0, None), 1):
+            store.add_document(trial.id or 0, seq, name, body, "r4")
+        lease.acquire(cid)  # a live runner drives it
+        out = _plan("--dry-run", "--store", url, "-c", str(cid))
+        assert out.exit_code == 0, out.output
+        assert "reconciled" not in out.output and "1 pending" in out.output, out.output
+        assert "is being run right now" in out.output
+    finally:
+        lease.release()
+        store.close()
+
+
 def test_plan_store_keeps_suggestions_awaiting_tell_pending(tmp_path: Path) -> None:
     """A `closedloop suggest` trial (no slot, no documents) is not reconciled: only `tell`
     gives it an outcome, so the preview passes it to the planner as pending."""

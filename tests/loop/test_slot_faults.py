@@ -122,7 +122,10 @@ def test_a_signal_inside_a_store_write_stops_a_multi_slot_campaign(tmp_path: Pat
     )
     status, reason, abandoned = out["summary"]
     assert (status, reason) == ("stopped", "stopped by Ctrl-C")
-    assert abandoned >= 1 and out["stop_seconds"] < 5
+    # The runs in flight wait in their sinks; once the lock frees they may finish before the
+    # abort lands (then kept as measured: their stop said success) or be abandoned: either
+    # is recorded. What matters is the prompt stop and that nothing stays running.
+    assert abandoned >= 0 and out["stop_seconds"] < 5
     store = _store(tmp_path)
     cid = out["campaign"]
     trials = store.trials(cid)
@@ -218,7 +221,8 @@ def _one_broken_slot(tmp_path: Path, broken: int = 0) -> Any:
     def factory(campaign: Any, seed: int) -> Any:
         config = campaign.instrument
         if len(built) % campaign.instrument.count == broken:
-            config = config.model_copy(update={"failing_region": "x1 > -100", "latency": 0.0})
+            # an instrument fault on every run (a failing region would be the point's fault)
+            config = config.model_copy(update={"failure_rate": 1.0, "latency": 0.0})
         built.append(seed)
         return build_instrument(config, campaign.parameters, base_dir=tmp_path, seed=seed)
 
@@ -354,6 +358,32 @@ def test_a_slot_is_retired_only_while_the_others_complete_trials() -> None:
     sched.record(job(2), "completed", None)
     assert sched.record(job(1), "failed", "injected fault") is None
     assert slots[1].retired is None and len(slots[1].streak) == 1
+
+
+def test_failures_that_belong_to_the_point_never_retire_a_slot() -> None:
+    """A failing region fails at once where good points take their latency, so the slot that
+    draws region points frees first and took three in a row while the other completed one:
+    a healthy slot was retired (seen with `failing_region` and the random planner)."""
+    slots = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(2)]
+    sched = Scheduler(slots, cast(Any, None), lookahead=2)
+    numbers = iter(range(1, 100))
+
+    def job(slot: int) -> Job:
+        return Job(slot, 0, next(numbers), Proposal({}, "model"), completions=sched.completions)
+
+    errors = [
+        "FailedStatus <- caused by SimulatedFault: branin: trigger #1: injected fault: inputs "
+        "(x1=9.81, x2=0.21) lie in the failing region `x1 > 2.5`",
+        "FailedStatus <- caused by SimulatedFault: simulator model.py:measure raised "
+        "ValueError: no solution (inputs {'x1': 9.8})",
+        "output 'y' is not finite (nan)",
+    ]
+    first = job(0)
+    assert sched.record(job(1), "completed", None) is None
+    for error in [errors[0], *errors]:
+        assert sched.record(first if error is errors[0] else job(0), "failed", error) is None
+        sched.record(job(1), "completed", None)
+    assert slots[0].retired is None and slots[0].streak == []
 
 
 # ------------------------------------------------------------------ a slow suggest

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,35 @@ def test_a_second_ctrl_c_during_a_slow_stop_exits_at_once_and_the_store_is_intac
     assert sum(t.status == "completed" for t in trials) == 200
     assert sum(t.status == "abandoned" for t in trials) == 1
     store.close()
+
+
+def test_a_stop_while_the_devices_are_built_runs_nothing_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    """Building the devices (homing a stage, a handshake) now comes before the campaign is
+    stored, and the loop used to clear a stop requested meanwhile: every trial then ran."""
+    from instruments import build_instrument
+    from loop import Runner, parse_campaign
+
+    loaded = parse_campaign(
+        CAMPAIGN.replace('{function: "slow.py:measure", outputs: [y]}', "branin"),
+        path=tmp_path / "c.yaml",
+        base_dir=tmp_path,
+    )
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    built: list[Any] = []
+
+    def factory(campaign: Any, seed: int) -> Any:
+        runner.request_stop("stopped by Ctrl-C")  # the signal arrives mid-build
+        built.append(
+            build_instrument(campaign.instrument, campaign.parameters, base_dir=tmp_path, seed=seed)
+        )
+        return built[-1]
+
+    runner = Runner(loaded, store, instrument_factory=factory)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run()
+        assert store.campaigns() == [] and runner.campaign_id is None
+    finally:
+        store.close()
