@@ -974,14 +974,7 @@ class Runner:
             token=self.lease.token,
             slot=slot.index,
         )
-        job = Job(
-            slot.index,
-            _id(trial),
-            trial.number,
-            proposal,
-            started=t0,
-            completions=sched.completions,
-        )
+        job = Job(slot.index, _id(trial), trial.number, proposal, started=t0)
         self.listener.trial_started(trial.number, parameters)
         if self._stop_request is not None:  # asked to stop before any device moved
             slot.job = job

@@ -26,8 +26,8 @@ write whose lock every RunEngine's document sink is waiting for.
 
 A slot that keeps failing while the others work is *retired* (:meth:`Scheduler.record`): no
 more trials, its devices closed, so one broken instrument does not use up the campaign's
-``max_failures``. Only the others' successes retire a slot, so the last slot still working
-goes on as a one-slot campaign would, ``max_failures`` deciding.
+``max_failures``. A slot is retired only while another one is not failing, so the last slot
+still working goes on as a one-slot campaign would, ``max_failures`` deciding.
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ from planners import Observation, Planner, Point
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often the coordinator looks at stop requests, lease and duration
-# A slot is retired when its last RETIRE_AFTER trials failed in a row (instrument failures:
-# a point refused by the limit check says nothing about the slot) while other slots
-# completed trials since the first of them was dispatched.
+# A slot is retired when its last RETIRE_AFTER trials failed in a row (instrument failures,
+# not the point's: see _POINT_FAILURES) while another slot in use did not fail.
 RETIRE_AFTER = 3
 # Failures that belong to the point, not to the slot that ran it: a setpoint refused before
 # any device moved, a simulator's failing region, a function that raised or returned a
@@ -95,9 +94,6 @@ class Job:
     number: int
     proposal: Proposal
     started: float = field(default_factory=time.perf_counter)
-    # trials completed (on every slot) when this one was dispatched: a slot is retired only
-    # if others completed trials after the first of its failures in a row started
-    completions: int = 0
 
 
 @dataclass
@@ -293,7 +289,6 @@ class Scheduler:
         self._trial_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
         self._suggest_seconds: deque[float] = deque(maxlen=PACE_WINDOW)
         self._depth = self.lookahead  # the last depth logged
-        self.completions = 0  # trials completed this session, on every slot
 
     def idle(self) -> list[Slot]:
         """Slots ready for a trial (not busy, not retired)."""
@@ -313,13 +308,15 @@ class Scheduler:
         the failure belongs to the point (``_POINT_FAILURES``: refused before any device
         moved, a failing region, a function that raised for these inputs);
         an abandoned trial (a stop) counts for nothing. The slot is retired when its last
-        ``RETIRE_AFTER`` trials failed in a row while other slots completed trials since
-        the first of them was dispatched: then the instrument, not the region being
-        explored, is what fails. Returns the reason when this outcome retired the slot.
+        ``RETIRE_AFTER`` trials failed in a row while another slot in use has no failure
+        in a row (its last outcome a success, or none yet): then this instrument, not the
+        campaign's instruments as a whole, is what fails. A broken instrument that fails at
+        once is retired before the others' first trials end (waiting for their successes
+        let it use up ``max_failures`` first); when every slot fails, none is retired and
+        ``max_failures`` decides. Returns the reason when this outcome retired the slot.
         """
         slot = self.slots[job.slot]
         if status == "completed":
-            self.completions += 1
             slot.streak.clear()
             return None
         if status != "failed" or _POINT_FAILURES.search(error or ""):
@@ -327,14 +324,14 @@ class Scheduler:
         slot.streak.append(job)
         if slot.retired is not None or len(slot.streak) < RETIRE_AFTER:
             return None
-        first = slot.streak[-RETIRE_AFTER]
-        others = self.completions - first.completions
-        if others <= 0:
+        healthy = [s.index for s in self.active() if s is not slot and not s.streak]
+        if not healthy:
             return None
         numbers = ", ".join(f"#{j.number}" for j in slot.streak[-RETIRE_AFTER:])
+        others = ", ".join(str(i) for i in healthy)
         slot.retired = (
-            f"its last {RETIRE_AFTER} trials failed in a row ({numbers}) while the other "
-            f"slots completed {others}"
+            f"its last {RETIRE_AFTER} trials failed in a row ({numbers}) while slot(s) "
+            f"{others} did not fail"
         )
         logger.warning("instrument slot %d retired: %s", slot.index, slot.retired)
         return slot.retired

@@ -326,38 +326,47 @@ def test_max_failures_names_the_slots_and_counts_every_failure(tmp_path: Path) -
     )
 
 
-def test_a_slot_is_retired_only_while_the_others_complete_trials() -> None:
+def test_a_slot_is_retired_only_while_another_is_not_failing() -> None:
     from loop.scheduler import RETIRE_AFTER
 
     slots = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(3)]
     sched = Scheduler(slots, cast(Any, None), lookahead=3)
     numbers = iter(range(1, 100))
 
-    def job(slot: int) -> Job:  # dispatched now
-        return Job(slot, 0, next(numbers), Proposal({}, "model"), completions=sched.completions)
+    def job(slot: int) -> Job:
+        return Job(slot, 0, next(numbers), Proposal({}, "model"))
 
-    # three failures in a row while nobody completed: a bad region, not a bad slot
+    # every slot failing: nobody is retired (max_failures decides)
     for _ in range(RETIRE_AFTER):
-        assert sched.record(job(0), "failed", "injected fault") is None
+        for s in range(3):
+            assert sched.record(job(s), "failed", "injected fault") is None
     # points refused before any device moved, and abandoned trials, do not count
     assert sched.record(job(0), "failed", "limit check failed, no device moved: x") is None
     assert sched.record(job(0), "abandoned", "stopped") is None
-    assert slots[0].streak and len(slots[0].streak) == RETIRE_AFTER
-    # another slot completes: the next failure retires slot 0 (its last three include
-    # failures dispatched before that completion)
+    assert len(slots[0].streak) == RETIRE_AFTER
+    # slot 1 succeeds: slot 0's next failure retires it
     assert sched.record(job(1), "completed", None) is None
     reason = sched.record(job(0), "failed", "injected fault")
-    assert reason is not None and "failed in a row" in reason and "completed 1" in reason
+    assert reason is not None and "failed in a row" in reason and "slot(s) 1 did not" in reason
     assert slots[0].retired == reason
     assert slots[0] not in sched.idle() and slots[0] not in sched.active()
-    # failures that all started after the last completion elsewhere retire nobody ...
-    for _ in range(RETIRE_AFTER):
-        assert sched.record(job(1), "failed", "injected fault") is None
-    # ... and a completion on the slot itself ends its run of failures
-    sched.record(job(1), "completed", None)
+    # a completion on a slot ends its run of failures
     sched.record(job(2), "completed", None)
-    assert sched.record(job(1), "failed", "injected fault") is None
-    assert slots[1].retired is None and len(slots[1].streak) == 1
+    assert sched.record(job(2), "failed", "injected fault") is None
+    assert slots[2].retired is None and len(slots[2].streak) == 1
+
+
+def test_an_instrument_that_fails_at_once_is_retired_before_the_others_report() -> None:
+    """A broken instrument failing in milliseconds used up max_failures before the healthy
+    slots' first trials (0.1 s) ended, since retiring waited for their successes."""
+    from loop.scheduler import RETIRE_AFTER
+
+    slots = [Slot(i, cast(Any, None), cast(Any, None)) for i in range(3)]
+    sched = Scheduler(slots, cast(Any, None), lookahead=3)
+    for n in range(RETIRE_AFTER - 1):
+        assert sched.record(Job(0, 0, n, Proposal({}, "model")), "failed", "refused") is None
+    reason = sched.record(Job(0, 0, 9, Proposal({}, "model")), "failed", "refused")
+    assert reason is not None and "slot(s) 1, 2 did not fail" in reason
 
 
 def test_failures_that_belong_to_the_point_never_retire_a_slot() -> None:
@@ -369,7 +378,7 @@ def test_failures_that_belong_to_the_point_never_retire_a_slot() -> None:
     numbers = iter(range(1, 100))
 
     def job(slot: int) -> Job:
-        return Job(slot, 0, next(numbers), Proposal({}, "model"), completions=sched.completions)
+        return Job(slot, 0, next(numbers), Proposal({}, "model"))
 
     errors = [
         "FailedStatus <- caused by SimulatedFault: branin: trigger #1: injected fault: inputs "
