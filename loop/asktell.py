@@ -45,7 +45,7 @@ from rich.markup import escape
 
 from loop.errors import ClosedLoopError
 from loop.lock import CampaignLease
-from loop.store import CampaignLocked, Store, TrialRow, TrialStatus
+from loop.store import MAX_ID, CampaignLocked, Store, TrialRow, TrialStatus
 
 if TYPE_CHECKING:
     from loop.runner import ManualEntry, Runner
@@ -635,7 +635,7 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
     from loop.runner import Runner
 
-    if not 0 <= trial_id < 2**63:  # beyond SQLite's integers: no such trial, not a crash
+    if not 0 < trial_id <= MAX_ID:  # beyond the store's ids (32-bit on PostgreSQL): no such trial
         raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
     with store.session() as s:
         trial = s.get(TrialRow, trial_id)

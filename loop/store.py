@@ -1,4 +1,5 @@
-"""The campaign store: SQLModel tables on SQLite (or any SQLAlchemy URL).
+"""The campaign store: SQLModel tables on SQLite, or on a PostgreSQL server a lab's machines
+share (both tested; ``tests/loop/test_store_postgres.py`` runs a real server).
 
 Persist before you act: a trial row is committed (status ``running``) before the RunEngine
 touches a device, each Bluesky document is committed as it arrives, and the trial's outcome
@@ -6,7 +7,10 @@ is committed before the next trial is proposed. A crash at any point leaves rows
 exactly how far a trial got, so no measurement is ever lost silently.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: readers (``closedloop status`` in another
-terminal) never block the runner, and a committed trial survives power loss.
+terminal) never block the runner, and a committed trial survives power loss. PostgreSQL runs
+at ``READ COMMITTED`` with pre-pinged pooled connections (``_engine_options``); what it
+refuses that SQLite took is made storable on every backend (NaN/inf in JSON as null, NUL in
+free text escaped, ids beyond 32 bits matched to nothing).
 
 Only one runner drives a campaign: it holds the campaign's row in the ``lease`` table (owner,
 random token, heartbeat, expiry; see ``loop.lock``), and every write that moves the campaign
@@ -20,17 +24,26 @@ import functools
 import json
 import logging
 import math
+import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import JSON, Column, Index, bindparam, event, func, insert, inspect, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
 from loop.errors import StoreError
@@ -44,6 +57,10 @@ DEFAULT_STORE = "sqlite:///closedloop.db"
 
 TrialStatus = Literal["running", "completed", "failed", "abandoned"]
 TERMINAL: tuple[str, ...] = ("completed", "failed", "abandoned")
+# The largest row id every backend can hold: ids are ``integer`` columns, 32-bit on
+# PostgreSQL, which refuses to even compare one with a larger number ("integer out of
+# range"). A larger id a user types matches no row.
+MAX_ID = 2**31 - 1
 # Campaign states a runner can continue; ``completed``/``failed`` need a larger budget first.
 # ``paused``: a runner waits for interlocks (or crashed while waiting).
 UNFINISHED: tuple[str, ...] = ("running", "paused", "stopped")
@@ -139,7 +156,12 @@ class TrialRow(SQLModel, table=True):
 
 
 class ObservationRow(SQLModel, table=True):
-    """One measured output of one trial (NaN/inf stored as NULL with ``finite=False``)."""
+    """One measured output of one trial (``finite=False`` for NaN, stored as NULL, and ±inf).
+
+    An infinity is kept as the value (both SQLite and PostgreSQL store it): a saturated
+    detector's ``+inf`` and a failed reading's NaN mean different things to whoever reads
+    the export. SQLite cannot store NaN (it becomes NULL), so NaN is NULL everywhere.
+    """
 
     __tablename__ = "observation"
 
@@ -271,18 +293,22 @@ def _is_id(ref: str | None) -> bool:
 
 
 def _jsonable(value: Any) -> Any:
-    """Documents hold numpy scalars/arrays; store them as plain JSON (NaN as null).
+    """Documents hold numpy scalars/arrays; store them as strict JSON (NaN and ±inf as null).
 
-    The NaN is replaced as a JSON token (``parse_constant``), never as text, so a string
-    such as a sample called "NaNoparticle" is stored as written.
+    Strict because PostgreSQL's JSON type refuses the ``NaN``/``Infinity`` tokens that
+    Python's ``json`` writes (SQLite took them, so an instrument reading ``inf`` failed the
+    write only on a server store); null is what the store already made of NaN, and either
+    way a non-finite output fails its trial. The tokens are replaced as JSON tokens
+    (``parse_constant``), never as text, so a sample called "NaNoparticle" stays as written.
     """
     return json.loads(
-        json.dumps(value, default=_default, allow_nan=True), parse_constant=_nan_as_none
+        json.dumps(value, default=_default, allow_nan=True), parse_constant=_non_finite_as_none
     )
 
 
-def _nan_as_none(constant: str) -> float | None:
-    return None if constant == "NaN" else float(constant)
+def _non_finite_as_none(_constant: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity``: the only constants ``json.loads`` passes."""
+    return None
 
 
 def _default(value: Any) -> Any:
@@ -292,14 +318,184 @@ def _default(value: Any) -> Any:
     return repr(value)
 
 
+def _text(value: str | None) -> str | None:
+    """Free text from devices and exceptions (a trial's error, a stop or pause reason) as
+    every backend stores it: PostgreSQL's text refuses NUL characters, which an instrument's
+    raw reply in an exception message can hold; they are written ``\\x00`` instead."""
+    return value.replace("\x00", "\\x00") if value is not None else None
+
+
+# How long a server store's connection attempt may take before the command gives up: libpq
+# waits forever by default, so a firewalled host would hang ``closedloop status``. A
+# ``connect_timeout`` in the URL's query wins.
+CONNECT_TIMEOUT = 15  # s
+# The key of the PostgreSQL advisory lock that serialises creating and upgrading the tables
+# (any constant closedloop alone uses: "clsd").
+_SCHEMA_LOCK_KEY = 0x636C7364
+
+
+def _engine_options(parsed: URL) -> dict[str, Any]:
+    """``create_engine`` options for a server database (none for SQLite).
+
+    ``pool_pre_ping``: a runner keeps its pooled connections for days, and a server restart
+    or a firewall that drops idle connections would make the next write fail; the ping
+    (one round trip when a connection is taken from the pool) reconnects instead.
+
+    ``READ COMMITTED`` on PostgreSQL, whatever the server's default: the lease and the
+    "only a running trial is finished" rule are conditional UPDATEs that, after waiting
+    for a concurrent writer's row lock, re-check their condition against its commit. Under
+    ``REPEATABLE READ`` or ``SERIALIZABLE`` (a database's possible default) they fail with
+    a serialization error instead (a takeover racing a write raised rather than waiting).
+    """
+    if parsed.get_backend_name() == "sqlite":
+        return {}
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "postgresql":
+        options["isolation_level"] = "READ COMMITTED"
+    if (
+        parsed.get_driver_name() in ("psycopg", "psycopg2")
+        and "connect_timeout" not in parsed.query
+    ):
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return options
+
+
+def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
+    """One line for a store that cannot be opened: the URL, what the database said, the fix.
+
+    A server's errors come in several lines (libpq adds "Is the server running on that
+    host...?", PostgreSQL a LINE/caret excerpt); the first line says what went wrong.
+    """
+    said = str(exc.orig)
+    if parsed.get_backend_name() == "sqlite":
+        return f"cannot open store {url}: {said}"
+    first = next((line.strip() for line in said.splitlines() if line.strip()), said)
+    # libpq's preamble names the host and port the URL already shows
+    reason = re.sub(r"^(connection failed: )?(connection to server at .*? failed: )?", "", first)
+    reason = re.sub(r"^FATAL: +", "", reason)
+    # A refused connection carries no SQLSTATE (libpq reports it before any query), so
+    # the server's words are matched too.
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    user = parsed.username or "USER"
+    if code == "3D000" or re.match(r'database ".*" does not exist', reason):
+        where = "".join(
+            f" {flag} {value}"
+            for flag, value in (("-h", parsed.host), ("-p", parsed.port), ("-U", parsed.username))
+            if value
+        )
+        fix = (
+            f"create it first (`createdb{where} {parsed.database}`, or CREATE DATABASE "
+            f"{parsed.database} in psql), or correct the database name in --store"
+        )
+    elif code in ("28000", "28P01") or re.match(
+        r'role ".*" does not exist|no pg_hba\.conf entry|.*password', reason
+    ):
+        fix = (
+            "check the user name and password (in the URL, PGPASSWORD or ~/.pgpass) and that "
+            "the server's pg_hba.conf lets that user in from this machine"
+        )
+    elif reason.startswith("permission denied for schema"):
+        fix = (
+            f"{user} may not create the store's tables: grant it CREATE on the schema "
+            f"(GRANT CREATE ON SCHEMA public TO {user}; PostgreSQL 15 no longer grants that "
+            "to every user) or use a database it owns"
+        )
+    elif code == "42501" or reason.startswith("permission denied"):
+        fix = f"ask the database's owner to grant {user} access to it, or use another --store"
+    elif isinstance(exc, OperationalError):  # never reached the server, or lost it
+        fix = "check that the database server is running and the host and port in --store"
+    else:
+        fix = "check the --store URL"
+    return f"cannot open store {url}: {reason}; {fix}"
+
+
+def _stored_schema_version(conn: Connection, tables: set[str]) -> int | None:
+    if "closedloop_meta" not in tables:
+        return None
+    meta = MetaRow.__table__  # type: ignore[attr-defined]
+    value = conn.execute(
+        select(meta.c.value).where(meta.c.key == "schema_version")
+    ).scalar_one_or_none()
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _refuse_newer_schema(url: str, version: int | None) -> None:
+    """Never touch a store whose layout this version does not know."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {url} was written by a newer closedloop (store schema "
+            f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade closedloop "
+            "or pass another --store"
+        )
+
+
+def _missing_tables_or_columns(conn: Connection, tables: set[str]) -> bool:
+    if not set(SQLModel.metadata.tables) <= tables:
+        return True
+    inspector = inspect(conn)
+    return any(
+        column not in {c["name"] for c in inspector.get_columns(table)}
+        for table, column, _ in _ADDED_COLUMNS
+    )
+
+
+def _add_missing_columns(conn: Connection, tables: set[str]) -> None:
+    """Bring a store written by an earlier version up to the current columns (additive).
+
+    ``tables``: those that existed before this session's ``create_all`` (a table it just
+    created has every column already).
+    """
+    inspector = inspect(conn)
+    for table, column, ddl in _ADDED_COLUMNS:
+        if table not in tables:
+            continue
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the store's schema lock until it commits.
+
+    PostgreSQL: an advisory lock (creating tables takes no lock that would make a second
+    creator wait). SQLite: ``BEGIN IMMEDIATE``, the database's write lock, taken before
+    the tables are looked at (pysqlite would run the DDL outside any transaction). Both
+    make DDL transactional, so the tables, columns and version go in together or not at
+    all.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with suppress(DatabaseError):
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        yield conn
+
+
 class Store:
     """Tables plus the few queries the loop, CLI and reports need.
 
     Args:
-        url: SQLAlchemy URL; ``sqlite:///path.db`` by default. Parent folders of a SQLite
+        url: SQLAlchemy URL; ``sqlite:///path.db`` by default, or a server shared by
+            several machines, e.g. ``postgresql+psycopg://user@host/closedloop`` (the
+            database must exist; the tables are created in it). Parent folders of a SQLite
             file are created.
         create: create the tables when missing (``False`` for read-only commands, so a
             mistyped URL is an error instead of a new empty store).
+
+    Attributes:
+        url: the URL for messages and the commands they suggest: as given, except that a
+            password in it is shown as ``***`` (messages end up on shared screens and in
+            logs; ``engine.url`` keeps the real one).
     """
 
     def __init__(self, url: str = DEFAULT_STORE, *, create: bool = True) -> None:
@@ -309,9 +505,12 @@ class Store:
             raise StoreError(
                 f"'{url}' is not a database URL; use e.g. sqlite:///closedloop.db"
             ) from None
+        if parsed.password is not None:
+            url = parsed.render_as_string(hide_password=True)
         self.url = url
         self._write_lock = threading.RLock()
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        backend = parsed.get_backend_name()
+        if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             if not create and not db.exists():
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
@@ -323,71 +522,74 @@ class Store:
                     "pass a writable --store URL"
                 ) from None
         try:
-            self.engine: Engine = create_engine(url)
+            self.engine: Engine = create_engine(parsed, **_engine_options(parsed))
         except NoSuchModuleError:  # a dialect SQLAlchemy does not know: a typo, usually
             raise StoreError(
                 f"store URL {url}: no database '{parsed.drivername}' is known; use e.g. "
                 "sqlite:///closedloop.db (or a URL of an installed SQLAlchemy dialect, "
-                "postgresql://user@host/db)"
+                "postgresql+psycopg://user@host/db)"
             ) from None
         except ImportError as exc:  # a known dialect whose driver is not installed
+            hint = (
+                "pip install 'closedloop[postgres]' (the psycopg driver) and use "
+                "postgresql+psycopg://"
+                if backend == "postgresql"
+                else "install the driver into closedloop's environment"
+            )
             raise StoreError(
                 f"store URL {url}: the database driver for '{parsed.drivername}' is not "
-                f"installed ({exc}); install the driver into closedloop's environment, or "
-                "use sqlite:///closedloop.db"
+                f"installed ({exc}); {hint}, or use sqlite:///closedloop.db"
             ) from None
         except (ArgumentError, TypeError, ValueError) as exc:  # e.g. a bad query argument
             raise StoreError(f"store URL {url} cannot be used: {exc}") from None
-        if parsed.get_backend_name() == "sqlite":
+        # A store dropped without close() (a command's, a notebook's) closes its pooled
+        # connections: on a server each is a backend process, and max_connections is shared
+        # by the whole lab.
+        weakref.finalize(self, self.engine.dispose)
+        if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self._refuse_newer_schema()
-            if create:
-                SQLModel.metadata.create_all(self.engine)
-            else:
-                with self.engine.connect() as conn:
-                    conn.execute(text("SELECT 1 FROM campaign LIMIT 1"))
-                # Tables added since the store was written (e.g. ``lease``): additive only.
-                SQLModel.metadata.create_all(self.engine)
-            self._add_missing_columns()
-            self._record_schema_version()
+            self._set_up_tables(create)
         except DatabaseError as exc:  # also "file is not a database"
-            raise StoreError(f"cannot open store {url}: {exc.orig}") from None
+            self.engine.dispose()
+            raise StoreError(_open_error(url, parsed, exc)) from None
+        except BaseException:
+            self.engine.dispose()
+            raise
 
-    def _stored_schema_version(self) -> int | None:
-        if "closedloop_meta" not in inspect(self.engine).get_table_names():
-            return None
-        with self.session() as s:
-            row = s.get(MetaRow, "schema_version")
-        return int(row.value) if row is not None and row.value.isdigit() else None
+    def _set_up_tables(self, create: bool) -> None:
+        """Check the store's layout and bring it up to date (tables, columns, version).
 
-    def _refuse_newer_schema(self) -> None:
-        """Never touch a store whose layout this version does not know."""
-        version = self._stored_schema_version()
-        if version is not None and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.url} was written by a newer closedloop (store schema "
-                f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade closedloop "
-                "or pass another --store"
-            )
-
-    def _record_schema_version(self) -> None:
-        if self._stored_schema_version() == SCHEMA_VERSION:
-            return
-        with self.session() as s:
-            s.merge(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
-            s.commit()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a store written by an earlier version up to the current columns (additive)."""
-        inspector = inspect(self.engine)
-        tables = set(inspector.get_table_names())
-        with self.engine.begin() as conn:
-            for table, column, ddl in _ADDED_COLUMNS:
-                if table not in tables:
-                    continue
-                if column not in {c["name"] for c in inspector.get_columns(table)}:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+        Nothing is written when the layout is current, the usual case (read-only commands
+        on a read-only store keep working). Otherwise the check is repeated and the tables
+        are created inside one transaction holding the store's schema lock: two runners
+        opening a new store at once (a lab's machines on a new server database) used to
+        race to create the same tables, and one failed with "already exists".
+        """
+        with self.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            version = _stored_schema_version(conn, tables)
+            _refuse_newer_schema(self.url, version)
+            if not create and "campaign" not in tables:
+                where = "database" if self.engine.dialect.name != "sqlite" else "file"
+                raise StoreError(
+                    f"no closedloop store in {self.url} (the {where} has no campaign table); "
+                    "run a campaign first (`closedloop run FILE --store URL`) or pass the "
+                    "--store URL of an existing store"
+                )
+            if version == SCHEMA_VERSION and not _missing_tables_or_columns(conn, tables):
+                return
+        with _schema_lock(self.engine) as conn:
+            tables = set(inspect(conn).get_table_names())
+            version = _stored_schema_version(conn, tables)
+            _refuse_newer_schema(self.url, version)
+            # Tables added since the store was written (e.g. ``lease``): additive only.
+            SQLModel.metadata.create_all(conn)
+            _add_missing_columns(conn, tables)
+            if version != SCHEMA_VERSION:
+                meta = MetaRow.__table__  # type: ignore[attr-defined]
+                conn.execute(meta.delete().where(meta.c.key == "schema_version"))
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -458,7 +660,8 @@ class Store:
             if isinstance(ref, str):
                 row = s.exec(query.where(CampaignRow.name == ref)).first()
             if row is None and ref is not None and (isinstance(ref, int) or _is_id(ref)):
-                row = s.exec(query.where(CampaignRow.id == int(ref))).first()
+                if 0 < int(ref) <= MAX_ID:  # PostgreSQL refuses to compare a larger one
+                    row = s.exec(query.where(CampaignRow.id == int(ref))).first()
             elif ref is None:
                 row = s.exec(query).first()
         if row is None:
@@ -515,7 +718,7 @@ class Store:
             row = s.get(CampaignRow, campaign_id)
             if row is None:
                 raise StoreError(f"campaign {campaign_id} vanished from the store")
-            row.status, row.stop_reason, row.updated_at = status, reason, utcnow()
+            row.status, row.stop_reason, row.updated_at = status, _text(reason), utcnow()
             if elapsed is not None:
                 row.elapsed_seconds = elapsed
             s.add(row)
@@ -544,6 +747,7 @@ class Store:
         """Show the campaign ``paused`` with ``reason`` (only a ``running`` or ``paused`` one:
         never over a finished session's status); record a ``paused`` event. Returns whether
         it was written."""
+        reason = _text(reason) or ""
         with self.session() as s:
             if token is not None:
                 _check_lease(s.connection(), campaign_id, token)
@@ -808,7 +1012,7 @@ class Store:
                     "trial": trial_id,
                     "status": status,
                     "run_uid": run_uid,
-                    "error": error,
+                    "error": _text(error),
                     "readbacks": _jsonable(readbacks),
                     "finished_at": utcnow(),
                 },
@@ -838,7 +1042,7 @@ class Store:
         return [t for t in self.trials(campaign_id) if t.status == "running"]
 
     def observations(self, campaign_id: int) -> dict[int, dict[str, float]]:
-        """Outputs by trial id (non-finite values as NaN)."""
+        """Outputs by trial id (NaN for a NULL value; an infinity as stored)."""
         out: dict[int, dict[str, float]] = {}
         with self.session() as s:
             rows = s.exec(
@@ -897,16 +1101,17 @@ class Store:
 
 
 def _observation_rows(trial_id: int, outputs: dict[str, float]) -> list[dict[str, Any]]:
-    """Observation rows of one trial's outputs (a NaN or inf is stored as NULL, not finite)."""
+    """Observation rows of one trial's outputs (a NaN is stored as NULL, an inf as itself;
+    neither is ``finite``)."""
     rows = []
     for metric, value in outputs.items():
-        finite = value is not None and math.isfinite(value)
+        number = float(value) if value is not None else math.nan
         rows.append(
             {
                 "trial_id": trial_id,
                 "metric": metric,
-                "value": float(value) if finite else None,
-                "finite": finite,
+                "value": None if math.isnan(number) else number,
+                "finite": math.isfinite(number),
             }
         )
     return rows

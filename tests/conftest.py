@@ -13,6 +13,11 @@ would see nothing happen and fail for a reason that is not the code's.
 and ``LINES=24``; a rich ``Console`` created while ``COLUMNS`` is set keeps that width for
 good, so ``loop.cli``'s consoles (made at import) would print 80-column tables even to a test
 that asks for 200. The variables are dropped before any test module imports the CLI.
+
+``postgres_server``: a throwaway PostgreSQL server (``tests/postgres_server.py``) for the
+tests of server stores, started once per test process by the first test that asks for it.
+Where PostgreSQL is not installed those tests are skipped, except under CI, where they fail:
+a CI machine without it would otherwise pass without ever testing a server store.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
+
+from tests.postgres_server import PostgresServer, PostgresUnavailable
 
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
@@ -40,3 +47,25 @@ def _ctrl_c_raises_keyboard_interrupt() -> Iterator[None]:
     yield
     if ignored:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing = "the psycopg driver is not installed: pip install -e '.[dev]'"
+    else:
+        try:
+            server = PostgresServer().start()
+        except PostgresUnavailable as exc:
+            missing = str(exc)
+        else:
+            try:
+                yield server
+            finally:
+                server.stop()
+            return
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run under CI: {missing}", pytrace=False)
+    pytest.skip(f"no PostgreSQL server to test against: {missing}")

@@ -45,7 +45,7 @@ def test_a_trial_round_trips_with_its_documents_and_outputs(store: Store) -> Non
     store.finish_trial(
         first.id,
         status="completed",
-        outputs={"y": 1.5, "z": math.nan},
+        outputs={"y": 1.5, "z": math.nan, "w": -math.inf},
         readbacks={"x": np.float64(0.5001)},
         run_uid="run-1",
         error=None,
@@ -59,7 +59,8 @@ def test_a_trial_round_trips_with_its_documents_and_outputs(store: Store) -> Non
     assert done.finished_at is not None and done.kind == "initial"
     assert rows[2].status == "running" and rows[2].slot == 1 and rows[2].suggest_seconds == 0.2
     observed = store.observations(cid)[first.id]
-    assert observed["y"] == 1.5 and math.isnan(observed["z"])
+    # NaN is NULL; an infinity (a saturated detector) is kept, so the export tells them apart
+    assert observed["y"] == 1.5 and math.isnan(observed["z"]) and observed["w"] == -math.inf
     documents = store.documents(first.id)
     assert [d.name for d in documents] == ["start", "descriptor", "event", "stop"]
     assert documents[2].body == {"data": {"y": 1.5, "z": None}, "sample": "NaNoparticle"}
@@ -105,9 +106,11 @@ def test_a_takeover_waits_for_the_write_whose_lease_check_passed(tmp_path: Path)
     old, new = Store(url), Store(url)
     cid = _campaign(old, token="old")
     claim = LeaseClaim(owner="other:2", host="other", pid=2, token="new", ttl=30)
-    took: list[float] = []
+    # what the takeover saw the moment it won: the insert it waited for is there (a time
+    # stamp taken after the insert returned could lose to the takeover's under load)
+    took: list[tuple[bool, int]] = []
     takeover = threading.Thread(
-        target=lambda: took.append(new.replace_lease(cid, "old", claim) and time.monotonic())
+        target=lambda: took.append((new.replace_lease(cid, "old", claim), len(new.trials(cid))))
     )
 
     @event.listens_for(old.engine, "before_cursor_execute")
@@ -117,9 +120,8 @@ def test_a_takeover_waits_for_the_write_whose_lease_check_passed(tmp_path: Path)
             time.sleep(0.3)
 
     row = old.add_trial(cid, {"x": 1.0}, "model", token="old")
-    committed = time.monotonic()
     takeover.join(15)
-    assert took and took[0] >= committed  # the takeover waited for the insert's commit
+    assert took == [(True, 1)]  # the takeover waited for the insert's commit
     assert row.number == 1
     with pytest.raises(LeaseLost, match="held by runner other:2"):
         old.add_trial(cid, {"x": 2.0}, "model", token="old")
