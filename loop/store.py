@@ -150,6 +150,10 @@ class TrialRow(SQLModel, table=True):
     suggest_seconds: float | None = None
     # Which instrument slot ran it (0-based; ``instrument.count`` slots); None: never dispatched.
     slot: int | None = None
+    # A failure that may well not recur at the same point (a timeout, a fault the instrument
+    # flags as transient): the planner learns such a first attempt as nothing, so a resumed
+    # campaign must know which failures were transient. None: written before this column.
+    transient: bool | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -255,6 +259,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("campaign", "elapsed_seconds", "FLOAT NOT NULL DEFAULT 0"),
     ("trial", "slot", "INTEGER"),
     ("campaign", "instrument_text", "TEXT"),
+    ("trial", "transient", "BOOLEAN"),
 )
 
 
@@ -991,8 +996,12 @@ class Store:
         run_uid: str | None,
         error: str | None,
         token: str | None = None,
+        transient: bool = False,
     ) -> None:
         """Commit a trial's outcome and observations in one transaction.
+
+        ``transient``: the trial failed in a way that may well not recur at its point (see
+        :attr:`TrialRow.transient`).
 
         Only a ``running`` trial can be finished, so an outcome is never written twice (a
         runner and a reconciliation cannot both record one). With ``token``, the write is
@@ -1013,6 +1022,7 @@ class Store:
                     "status": status,
                     "run_uid": run_uid,
                     "error": _text(error),
+                    "transient": transient,
                     "readbacks": _jsonable(readbacks),
                     "finished_at": utcnow(),
                 },
@@ -1221,6 +1231,7 @@ class _Hot:
             error=bindparam("error"),
             readbacks=bindparam("readbacks"),
             finished_at=bindparam("finished_at"),
+            transient=bindparam("transient"),
         )
     )
     insert_document = insert(DocumentRow.__table__)  # type: ignore[attr-defined]

@@ -153,6 +153,34 @@ def test_resume_rebuilds_the_planner_without_retried_attempts(
     assert rebuilt == seen
 
 
+def test_a_transient_fault_on_a_first_attempt_teaches_the_planner_nothing(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    """Without retries a random fault is learned as if the trial had never run (as failed,
+    such faults walled the planner off from good regions), live and after a resume; a
+    deterministic failure is still learned as failed."""
+    loaded = _campaign(
+        tmp_path,
+        "failure_rate: 0.7, failing_region: 'x1 > 8', max_retries: 0",
+        "{max_trials: 8, max_failures: 30}",
+    )
+    store = _store(tmp_path)
+    first = Runner(loaded, store).run()
+    trials = store.trials(first.campaign_id)
+    faults = [t for t in trials if t.status == "failed" and t.transient]
+    region = [t for t in trials if t.status == "failed" and not t.transient]
+    assert faults and region, "seed 4 draws both kinds of failure"
+    assert all("injected instrument fault" in (t.error or "") for t in faults)
+    assert all("failing region" in (t.error or "") for t in region)
+    by_point = {repr(o.parameters): o.outcome for o in ingested}
+    assert {by_point[repr(t.parameters)] for t in faults} == {"abandoned"}
+    assert {by_point[repr(t.parameters)] for t in region} == {"failed"}
+    live = [(o.parameters, o.outcome) for o in ingested]
+    ingested.clear()
+    Runner.from_store(store, first.campaign_id, max_trials=first.completed + 1).resume()
+    assert [(o.parameters, o.outcome) for o in ingested[: len(live)]] == live
+
+
 def test_nan_outputs_are_stored_but_never_learned(
     tmp_path: Path, ingested: list[Observation]
 ) -> None:
@@ -170,7 +198,9 @@ def test_nan_outputs_are_stored_but_never_learned(
         from loop.store import ObservationRow
 
         rows = list(s.exec(select(ObservationRow)))
-    assert len(rows) == 3 and all(not r.finite and r.value is None for r in rows)
+    # NaN as NULL, an infinity as itself: neither finite
+    assert len(rows) == 3 and all(not r.finite for r in rows)
+    assert all(r.value is None or math.isinf(r.value) for r in rows)
     for t in trials:
         event = next(d for d in store.documents(t.id or 0) if d.name == "event")
         assert event.body["data"]["y"] is None or not math.isfinite(event.body["data"]["y"])
