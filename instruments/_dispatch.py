@@ -161,14 +161,29 @@ def _request_abort(run_engine: RunEngine, reason: str, wait: float = _ABORT_WAIT
     return delivered
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``"Type: message"`` plus the chain of causes, for the store's ``error`` column.
+# bluesky's wrapper for a device whose Status failed: its text is the Status's repr (the
+# device, done, success), so the device's own error leads and the wrapper follows.
+_STATUS_WRAPPERS = frozenset({"FailedStatus"})
+# Exceptions whose text says all there is without their class name: a simulated instrument's
+# faults (simulators.SimulatedFault) are written for the user ("function measure (model.py)
+# did not return ['y'] ...").
+_SELF_DESCRIBING = frozenset({"SimulatedFault"})
 
-    ``FailedStatus`` alone says little ("status failed"); the device's own exception sits
-    in ``__cause__``/``__context__`` and is what an operator needs to read. An exception
-    whose text merely repeats its cause's (bluesky's ``FailedStatus`` quotes the status,
-    which quotes the device's error) is shown by its type alone, so the message says each
-    thing once.
+
+def describe_exception(exc: BaseException) -> str:
+    """What went wrong, for the store's ``error`` column: the message that says it first.
+
+    The device's (or the user's function's) own exception sits in ``__cause__``/
+    ``__context__``, wrapped by bluesky's ``FailedStatus`` and possibly a
+    ``SimulatedFault``. ``closedloop status`` shows the first words of the text, so what a
+    user needs leads (``RuntimeError: pH probe not calibrated; raised by function measure
+    (flaky.py, line 9) at ph=3.7``), not the wrappers' class names (found in review:
+    ``FailedStatus <- caused by SimulatedFa…``). So:
+
+    * an exception whose text repeats its cause's is left out (it says nothing new), unless
+      it quotes the cause as ``Type: message`` with more context: then it stands for both;
+    * a ``FailedStatus`` with a cause follows its cause, as ``(via FailedStatus: ...)``;
+    * distinct messages read outer first: ``A: lost the PV <- caused by B: timed out``.
     """
     chain: list[tuple[str, str]] = []
     seen: set[int] = set()
@@ -177,14 +192,30 @@ def describe_exception(exc: BaseException) -> str:
         seen.add(id(current))
         chain.append((type(current).__name__, str(current).strip()))
         current = current.__cause__ or current.__context__
-    parts: list[str] = []
-    for i, (name, text) in enumerate(chain):
-        inner = chain[i + 1][1] if i + 1 < len(chain) else ""
-        if text and not (inner and inner in text):
-            parts.append(f"{name}: {text}")
+    shown: list[str | None] = [None] * len(chain)
+    trailer: list[str] = []
+    for i in reversed(range(len(chain))):  # innermost first: a wrapper may replace its cause
+        name, text = chain[i]
+        mine = (
+            text if (text and name in _SELF_DESCRIBING) else (f"{name}: {text}" if text else name)
+        )
+        if i + 1 == len(chain):
+            shown[i] = mine
+            continue
+        inner_name, inner_text = chain[i + 1]
+        quoted = f"{inner_name}: {inner_text}" if inner_text else inner_name
+        if text and quoted in text:
+            shown[i], shown[i + 1] = mine, None
+        elif text and inner_text and inner_text in text:
+            continue
+        elif name in _STATUS_WRAPPERS:
+            trailer.append(mine)
         else:
-            parts.append(name)
-    return " <- caused by ".join(parts)
+            shown[i] = mine
+    described = " <- caused by ".join(s for s in shown if s is not None)
+    if trailer:
+        described += f" (via {'; '.join(trailer)})"
+    return described
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +33,7 @@ from loop.store import DEFAULT_STORE, CampaignLocked, LeaseLost
 if TYPE_CHECKING:
     from loop.runner import CampaignSummary, ResumeState, Runner
     from loop.store import Store
+    from planners import OutcomeConstraint
 
 app = typer.Typer(
     name="closedloop",
@@ -56,7 +57,7 @@ CampaignOpt = Annotated[
     str | None,
     typer.Option("--campaign", "-c", help="Campaign name or id in the store (default: latest)."),
 ]
-_state: dict[str, bool] = {"debug": False}
+_state: dict[str, bool] = {"debug": False, "verbose": False}
 
 # The campaign model's limits (loop/config.py: Campaign.seed, Budget.max_trials and
 # max_failures), repeated here so a value out of range is a usage error naming the option
@@ -94,6 +95,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["verbose"] = verbose
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
@@ -173,6 +175,7 @@ def run(
             max_trials or c.budget.max_trials,
             quiet,
             bar=not c.instrument.manual,
+            constraints=c.parsed_outcome_constraints,
         )
         runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
         _attach_operator(runner)
@@ -232,7 +235,11 @@ def resume(
         runner.refuse_if_finished()  # before the banner: a refusal is all that is printed
         c = runner.campaign
         listener = _ProgressListener(
-            c.objectives[0].name, runner.budget.max_trials, quiet, bar=not c.instrument.manual
+            c.objectives[0].name,
+            runner.budget.max_trials,
+            quiet,
+            bar=not c.instrument.manual,
+            constraints=c.parsed_outcome_constraints,
         )
         runner.listener = listener
         _attach_operator(runner)
@@ -290,6 +297,7 @@ class CampaignRunning(ClosedLoopError):
 
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:
     """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
+    _log_bluesky_prints()
     try:
         with _stop_on_signals(runner), listener:
             summary: CampaignSummary = start()
@@ -307,6 +315,28 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         _print_how_to_resume("stopped", store, summary.campaign_id)
         raise typer.Exit(130)
     return summary
+
+
+def _log_bluesky_prints() -> None:
+    """Send what bluesky's RunEngine ``print``s to the ``bluesky`` logger (shown with -v).
+
+    The RunEngine announces every abort with a bare ``print`` ("Aborting: running cleanup
+    and marking exit_status as 'abort'...") among the trial lines, on each timeout and stop,
+    though the trial's own line says what happened. A ``print`` in bluesky.run_engine's
+    namespace shadows the builtin there only: ``sys.stdout`` is not swapped, so nothing any
+    other code or thread prints is touched. The command line only: the Python API keeps
+    bluesky's behaviour.
+    """
+    import bluesky.run_engine as engine
+
+    log = logging.getLogger("bluesky.run_engine")
+
+    def to_log(*args: object, sep: str | None = " ", **_: object) -> None:
+        text = (" " if sep is None else sep).join(str(a) for a in args)
+        if text.strip():
+            log.info("%s", text)
+
+    vars(engine)["print"] = to_log
 
 
 def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None:
@@ -581,18 +611,46 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
     for col in ("#", "kind", "status", *[label(n, units) for n in params], *shown, *extra):
         table.add_column(escape(col))
     table.add_column("error")
+    missed = False
     for r in records:
         feasible = r.get("feasible")
+        readbacks = r.get("readbacks") or {}
+        cells = [_achieved_cell(r["parameters"].get(n), readbacks.get(n)) for n in params]
+        missed = missed or any("\n" in cell for cell in cells)
         table.add_row(
             str(r["number"]),
             r["kind"],
             r["status"],
-            *[_cell(r["parameters"].get(n)) for n in params],
+            *cells,
             *[_cell(r["outputs"].get(n)) for n in shown],
             *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
-            escape((r["error"] or "")[:40]),
+            escape(_headline(r["error"] or "")),
         )
+    if missed:
+        table.caption = "value (set X): the value reached (readback, or told as used), X commanded"
     return table
+
+
+def _achieved_cell(commanded: Any, actual: Any) -> str:
+    """A parameter's cell: where the trial actually ran (a readback, a value told or typed
+    as actually used) when that differs from the commanded value, with the setpoint dim on
+    a line of its own, so the column stays as narrow as its numbers (as ``_where`` shows
+    the best trial: the model learnt the achieved point)."""
+    shown = _fmt(commanded)
+    if actual is None or _fmt(actual) == shown:
+        return escape(shown)
+    return f"{escape(_fmt(actual))}\n[dim](set {escape(shown)})[/]"
+
+
+def _headline(error: str, width: int = 60) -> str:
+    """An error cut for a table cell: its first clause when that fits (the stored texts lead
+    with what went wrong, then say where: ``RuntimeError: pH probe not calibrated; raised by
+    function ...``), else its first ``width`` characters. ``status`` of a failed campaign
+    prints each failure whole, and ``export`` has them all."""
+    head = error.split("; ", 1)[0]
+    if len(head) < len(error) and len(head) <= width:
+        return head + " …"
+    return error if len(error) <= width else error[: width - 1] + "…"
 
 
 def _runner_line(db: Store, campaign_id: int, url: str) -> str:
@@ -721,9 +779,19 @@ def simulators() -> None:
 class _ProgressListener:
     """A progress bar plus one line per trial (value and best so far)."""
 
-    def __init__(self, objective: str, total: int | None, quiet: bool, *, bar: bool = True) -> None:
+    def __init__(
+        self,
+        objective: str,
+        total: int | None,
+        quiet: bool,
+        *,
+        bar: bool = True,
+        constraints: Sequence[OutcomeConstraint] = (),
+    ) -> None:
         self.objective = objective
         self.quiet = quiet
+        self.constraints = list(constraints)
+        self.hinted_traceback = False
         self.progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -771,22 +839,55 @@ class _ProgressListener:
         if report.status == "completed":
             # no feasible trial yet (outcome constraints): say so, not "best =  "
             best = ": none feasible yet" if report.best is None else f" = {_fmt(report.best)}"
+            # An infeasible trial's value is not a candidate for best: say why, or a value
+            # better than "best" reads as a bug (found in review).
+            violated = _violations(self.constraints, report.outputs) if self.constraints else ""
+            infeasible = f"  [yellow](infeasible: {escape(violated)})[/]" if violated else ""
             line = (
-                f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}  "
-                f"best{best}  "
+                f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}"
+                f"{infeasible}  best{best}  "
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
         else:
             retrying = " [yellow](transient: retrying)[/]" if report.will_retry else ""
             line = f"trial {report.number:>4}  [red]{report.status}[/]: {escape(str(report.error))}"
             line += retrying
+            line += self._traceback_hint(report.error)
         self.progress.console.print(line)
+
+    def _traceback_hint(self, error: str | None) -> str:
+        """Where the user's function raised, bluesky logs the traceback at ``-v`` only: say
+        so once per session (the stored error names the file and line already)."""
+        from loop.failures import failure_kind
+
+        if self.hinted_traceback or _state["verbose"]:
+            return ""
+        if not failure_kind(error).startswith(("function raised", "simulator raised")):
+            return ""
+        self.hinted_traceback = True
+        return " [dim](run with -v for the traceback)[/]"
 
     def slot_retired(self, slot: int, reason: str) -> None:
         self.progress.console.print(
             f"[yellow]slot {slot} retired[/]: {escape(reason)}; its devices are closed, the "
             "other slots go on (`resume` gives it a fresh start)"
         )
+
+
+def _violations(constraints: Sequence[OutcomeConstraint], outputs: Mapping[str, Any]) -> str:
+    """The outcome constraints ``outputs`` break, as ``purity 0.8 < 0.9``; empty if none."""
+    broken = []
+    for oc in constraints:
+        if oc.satisfied(outputs):
+            continue
+        value = outputs.get(oc.name)
+        if value is None:
+            broken.append(f"no {oc.name}")
+        else:
+            opposite = "<" if oc.op == ">=" else ">"
+            # six digits: 0.89999 must not read "0.9 < 0.9"
+            broken.append(f"{oc.name} {value:.6g} {opposite} {oc.bound:g}")
+    return ", ".join(broken)
 
 
 def _fmt(value: Any) -> str:

@@ -220,6 +220,18 @@ def plan(
         else:
             runner, point, header, notes = _file_point(db, loaded, at or [], seed)
         c = runner.campaign
+        stop = _would_stop(runner, db)
+        if stop is not None:
+            # The runner's own stop rule holds already (a target the prior data meet, a
+            # budget spent): say so first, or the preview reads as what `run` will do next.
+            # The point is still shown: it is what a larger budget or goal would measure.
+            command = "resume" if store is not None else "run"
+            notes.insert(
+                0,
+                f"`closedloop {command}` would stop at once and measure no trial ({stop}); "
+                "the trial below is what it would measure once that no longer holds"
+                + (" (`closedloop resume -c ID --max-trials N` extends a budget)" if store else ""),
+            )
         instrument = _dry_instrument(runner.loaded, runner.seed)
         try:
             refused = _refusals(runner, instrument, point)
@@ -257,6 +269,16 @@ def plan(
         kwargs = ", ".join(f"{k}={'None' if v is None else _fmt(v)}" for k, v in msg.kwargs.items())
         parts = [p for p in (obj, args, kwargs) if p]
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
+
+
+def _would_stop(runner: Any, db: Any) -> str | None:
+    """Why ``run`` (``resume`` for a stored campaign) would stop before its first trial, by
+    the runner's own rule (``Runner.stop_reason``: a target the prior data already meet,
+    patience, a budget already spent), or ``None``."""
+    cid = runner.campaign_id
+    elapsed = db.campaign(cid).elapsed_seconds or 0.0
+    spent = runner.stop_reason(db.trials(cid), elapsed)
+    return None if spent is None else str(spent[1])
 
 
 def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:

@@ -36,29 +36,58 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     ("failing region", "failing region"),
     ("injected instrument fault", "instrument fault"),
     ("limit check failed", "setpoint refused"),
+    # a function (or simulator) that returned no dict, not every output, or text
+    # (simulators._devices): the function, not the instrument, needs fixing
+    (" did not return [", "wrong outputs"),
+    ("expected a dict of outputs", "wrong outputs"),
+    ("returned a non-numeric output", "wrong outputs"),
     ("missing from the event", "missing output"),
     ("is missing or not a number", "missing output"),
     ("is not a number", "missing output"),
     ("is not in the run's event", "missing readback"),
     ("runner stopped", "runner stopped"),
 )
+# An exception out of the user's function or a simulator: ``RuntimeError: no solution; raised
+# by function measure (model.py, line 9) at x=1`` (simulators._devices). Checked before the
+# phrases above: the function's own message may contain any of them.
+_RAISED = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_.]*)(?::.*?)?; raised by (function|simulator) ", re.DOTALL
+)
 _EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
+# Kinds that belong to the point measured, not to the instrument that measured it: a
+# setpoint refused before anything moved, a failing region, a function that raised, returned
+# the wrong outputs or a non-finite value for these inputs. Every instrument would fail there.
+_POINT_KINDS = frozenset(
+    {"setpoint refused", "failing region", "non-finite output", "wrong outputs"}
+)
 
 
 def failure_kind(error: str | None) -> str:
     """A short kind for a failed trial's error text, to count failures by cause.
 
     Known phrases map to a kind (``connection lost``, ``timeout``, ``non-finite output``,
-    ``readback out of range``, ...); any other error is named by its innermost exception type
-    (``"RuntimeError"``), or ``other``.
+    ``readback out of range``, ``wrong outputs``, ...); an exception out of the user's
+    function is ``function raised RuntimeError`` (``simulator raised ...`` for a built-in);
+    any other error is named by its innermost exception type (``"OSError"``), or ``other``.
     """
     text = error or ""
+    raised = _RAISED.match(text)
+    if raised is not None:
+        return f"{raised.group(2)} raised {raised.group(1)}"
     for pattern, kind in _FAILURE_KINDS:
         if pattern in text:
             return kind
     innermost = text.split(" <- caused by ")[-1].strip()
     match = _EXCEPTION_NAME.match(innermost)
     return match.group(1) if match else "other"
+
+
+def is_point_failure(error: str | None) -> bool:
+    """Whether a failure belongs to the point (every instrument would fail there), not to
+    the instrument that ran it: the scheduler never retires a slot for one (see
+    ``_POINT_KINDS``)."""
+    kind = failure_kind(error)
+    return kind in _POINT_KINDS or kind.startswith(("function raised", "simulator raised"))
 
 
 def failure_counts(failures: Sequence[Failure]) -> dict[str, int]:

@@ -339,6 +339,20 @@ def _check_header(
         seen.add(col)
         if col in known or col in EXPORT_COLUMNS or col.startswith("readback."):
             continue
+        separator = next((sep for sep in (";", "\t") if sep in col), None)
+        if separator is not None:
+            # A whole header in one cell: a spreadsheet saved the file with another delimiter
+            # (";" where the decimal mark is a comma); reported as one unknown column, the
+            # user looked for a typo in a column name (found in review).
+            name = "a semicolon" if separator == ";" else "a tab"
+            raise PriorDataError(
+                path,
+                f"is separated by {name}, not by commas: its header reads as one column '{col}'",
+                line=line,
+                fix="save it as comma-separated CSV (cells separated by commas, decimal "
+                "points not decimal commas), e.g. in the spreadsheet's Save As: CSV "
+                "(comma delimited)",
+            )
         near = difflib.get_close_matches(col, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise PriorDataError(

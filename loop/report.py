@@ -8,6 +8,7 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -413,10 +414,12 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     ``out``'s suffix picks the format (see :func:`report_path`); a path that cannot be
     written is an :class:`OutputError`, checked before anything is plotted where it can be.
 
-    Panels, top to bottom: the best feasible value so far (one objective) or the feasible
-    hypervolume over trials (several objectives); for several objectives, the Pareto front
-    for each pair of objectives; then every output per trial, with feasible, infeasible,
-    prior-data and failed trials marked apart and outcome-constraint bounds drawn.
+    Panels, top to bottom: the best feasible value so far (one objective; the ``target``
+    drawn when there is one) or the feasible hypervolume over trials (several objectives);
+    for several objectives, the Pareto front for each pair of objectives; then every output
+    per trial, with feasible, infeasible, prior-data and failed trials marked apart and
+    outcome-constraint bounds drawn; last, each objective against each parameter (at most
+    ``MAX_SCAN_PARAMETERS`` of them), a grid of small panels marked the same way.
     """
     out, fmt = report_path(out)
     refuse_database(out, store.url, "report.png")
@@ -444,13 +447,20 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     records = annotate(export_records(store, row.id), campaign)
     outputs = _panel_outputs(records, campaign)
     pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
+    targets = _targets(row, campaign)
+    scanned, note = scan_parameters(records, campaign)
+    columns = max(1, min(_SCAN_COLUMNS, len(scanned)))
+    per_objective = -(-len(scanned) // columns)  # rows of small panels per objective
+    scan_objectives = objectives[:_SCAN_OBJECTIVES] if scanned else []
     n_rows = 1 + len(pairs) + len(outputs)
-    fig = Figure(figsize=(8, 2.8 * n_rows))
+    n_scan = per_objective * len(scan_objectives)
+    fig = Figure(figsize=(8, 2.8 * n_rows + 2.5 * n_scan + (0.3 if n_scan else 0.0)))
+    grid = fig.add_gridspec(n_rows + n_scan, columns)
     feasible, completed = feasibility(records)
     rate = (
         f"; {feasible}/{completed} feasible" if campaign.outcome_constraints and completed else ""
     )
-    first = fig.add_subplot(n_rows, 1, 1)
+    first = fig.add_subplot(grid[0, :])
     numbers = [r["number"] for r in records]
     if len(objectives) == 1:
         objective = objectives[0]
@@ -461,6 +471,10 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
             color="C0",
             lw=2,
         )
+        target = targets.get(objective.name)
+        if target is not None:
+            first.axhline(target, color="C2", ls="--", lw=1.2, label=f"target {target:g}")
+            first.legend(loc="best", fontsize="small")
         first.set_ylabel(f"best {objective.name}")
         first.set_title(
             f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}"
@@ -478,20 +492,19 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         first.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
     if not any(r["status"] == "completed" for r in records):
         _say(first, _NO_COMPLETED)
-    for k, (i, j) in enumerate(pairs, start=2):
-        ax = fig.add_subplot(n_rows, 1, k)
+    for k, (i, j) in enumerate(pairs, start=1):
+        ax = fig.add_subplot(grid[k, :])
         _plot_front(ax, records, objectives[i].name, objectives[j].name)
     bounds: dict[str, list[float]] = {}
     for c in campaign.parsed_outcome_constraints:
         bounds.setdefault(c.name, []).append(c.bound)
     initial = [r["number"] for r in records if r["kind"] in ("initial", "sobol", "random")]
     panels: list[Any] = []
-    for k, name in enumerate(outputs, start=2 + len(pairs)):
-        ax = fig.add_subplot(n_rows, 1, k, sharex=panels[0] if panels else None)
+    for k, name in enumerate(outputs, start=1 + len(pairs)):
+        ax = fig.add_subplot(grid[k, :], sharex=panels[0] if panels else None)
         panels.append(ax)
         _plot_output(ax, records, name)
-        for bound in bounds.get(name, []):
-            ax.axhline(bound, color="C1", ls="--", lw=1)
+        _draw_limits(ax, bounds.get(name, []), targets.get(name) if len(objectives) > 1 else None)
         if initial and max(initial) < max(numbers, default=0):
             ax.axvline(max(initial) + 0.5, color="grey", ls=":", lw=1)
         ax.set_ylabel(name)
@@ -507,14 +520,151 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         if legend:
             panels[0].legend(list(legend.values()), list(legend), loc="best", fontsize="small")
         panels[-1].set_xlabel("trial")
+    top = n_rows
+    for objective in scan_objectives:
+        shared: Any = None
+        for k, param in enumerate(scanned):
+            ax = fig.add_subplot(grid[top + k // columns, k % columns], sharey=shared)
+            shared = shared or ax
+            _plot_scan(ax, records, objective.name, param)
+            _draw_limits(ax, bounds.get(objective.name, []), targets.get(objective.name))
+            if k % columns:
+                ax.tick_params(labelleft=False)
+        # A title over the block, not a y label: the per-trial panel of the objective is
+        # the one labelled with its name.
+        shared.set_title(
+            f"{objective.name} against {note or 'each parameter'}", loc="left", fontsize="medium"
+        )
+        top += per_objective
     fig.tight_layout()
     return fig
 
 
+# The objective-against-parameter grid: at most this many parameters (the ones most related
+# to the first objective when there are more), in rows of this many small panels, for at
+# most this many objectives. A scientist reads a scan of a few parameters at a glance; a
+# grid of 40 panels is unreadable and slow to draw.
+MAX_SCAN_PARAMETERS = 6
+_SCAN_COLUMNS = 3
+_SCAN_OBJECTIVES = 3
 # Volumes computed for the report's hypervolume curve: enough steps for a plot ~900 pixels
 # wide, bounded for long campaigns (see ``planners.hypervolume_trace``).
 _TRACE_EVALUATIONS = 200
 _NO_COMPLETED = "no completed trial"
+
+
+def _targets(row: CampaignRow, campaign: Campaign) -> dict[str, float]:
+    """``budget.target`` in force (the stored budget, which run/resume options may have
+    changed, else the file's) as ``{objective: value}``; a bare number is the first
+    objective's."""
+    target = (row.budget or {}).get("target", campaign.budget.target)
+    if target is None:
+        return {}
+    if isinstance(target, dict):
+        return {str(k): float(v) for k, v in target.items()}
+    return {campaign.objectives[0].name: float(target)}
+
+
+def _draw_limits(ax: Any, bounds: list[float], target: float | None) -> None:
+    """Outcome-constraint bounds (dashed orange) and an objective's target (dashed green)."""
+    for bound in bounds:
+        ax.axhline(bound, color="C1", ls="--", lw=1)
+    if target is not None:
+        ax.axhline(target, color="C2", ls="--", lw=1)
+
+
+def scan_parameters(records: list[dict[str, Any]], campaign: Campaign) -> tuple[list[Any], str]:
+    """The parameters the report plots each objective against, and a note when some are
+    left out.
+
+    Every parameter but the fixed ones, up to :data:`MAX_SCAN_PARAMETERS`; with more, those
+    most related to the first objective over the completed trials: numbers by the absolute
+    rank correlation, choices by the correlation ratio (the share of the objective's spread
+    between the choices), both in [0, 1]; a parameter too little measured to tell scores 0.
+    """
+    params = [p for p in campaign.parameters if getattr(p, "type", None) != "fixed"]
+    if len(params) <= MAX_SCAN_PARAMETERS:
+        return params, ""
+    objective = campaign.objectives[0].name
+    done = [r for r in records if r["status"] == "completed"]
+    y = np.array([_number(r["outputs"].get(objective)) for r in done], dtype=float)
+    scores = [_relevance(p, done, y) for p in params]
+    order = sorted(range(len(params)), key=lambda i: (-scores[i], i))[:MAX_SCAN_PARAMETERS]
+    chosen = [params[i] for i in sorted(order)]
+    return chosen, f"the {len(chosen)} of {len(params)} parameters most related to {objective}"
+
+
+def _relevance(param: Any, done: list[dict[str, Any]], y: np.ndarray) -> float:
+    """How strongly ``y`` (the first objective) varies with ``param`` (0 to 1)."""
+    values = [_achieved(r, param) for r in done]
+    keep = np.isfinite(y)
+    if getattr(param, "type", None) == "choice":
+        groups: dict[str, list[float]] = {}
+        for value, target, ok in zip(values, y, keep, strict=True):
+            if ok and value is not None:
+                groups.setdefault(repr(value), []).append(float(target))
+        flat = np.array([v for g in groups.values() for v in g], dtype=float)
+        if len(groups) < 2 or flat.size < 3 or float(np.var(flat)) == 0.0:
+            return 0.0
+        mean = float(flat.mean())
+        between = sum(len(g) * (float(np.mean(g)) - mean) ** 2 for g in groups.values())
+        return float(math.sqrt(between / (float(np.var(flat)) * flat.size)))
+    x = np.array([_number(v) for v in values], dtype=float)
+    keep &= np.isfinite(x)
+    if keep.sum() < 3:
+        return 0.0
+    xr, yr = _ranks(x[keep]), _ranks(y[keep])
+    if float(np.std(xr)) == 0.0 or float(np.std(yr)) == 0.0:
+        return 0.0
+    return abs(float(np.corrcoef(xr, yr)[0, 1]))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks (ties broken by order: enough for a relevance score)."""
+    ranks = np.empty(values.size, dtype=float)
+    ranks[np.argsort(values, kind="stable")] = np.arange(values.size)
+    return ranks
+
+
+def _achieved(record: dict[str, Any], param: Any) -> Any:
+    """Where a trial ran in ``param``: its readback (or the value told as actually used)
+    when it has a usable one, else the commanded value; the model learnt the achieved point,
+    and a scan plotted at the setpoints would misplace every trial a controller missed."""
+    commanded = record["parameters"].get(param.name)
+    if getattr(param, "type", None) == "choice":
+        return commanded
+    actual = (record.get("readbacks") or {}).get(param.name)
+    return actual if math.isfinite(_number(actual)) else commanded
+
+
+def _plot_scan(ax: Any, records: list[dict[str, Any]], objective: str, param: Any) -> None:
+    """One objective against one parameter: numbers on a linear or (``log: true``) log
+    axis, choices as categories (their values' order, a little jitter apart)."""
+    units = {param.name: param.unit} if getattr(param, "unit", None) else {}
+    if getattr(param, "type", None) == "choice":
+        values = list(param.values)
+        index = {repr(v): i for i, v in enumerate(values)}
+        rng = np.random.default_rng(0)  # the same jitter on every report of a campaign
+        jitter = {id(r): float(rng.uniform(-0.15, 0.15)) for r in records}
+
+        def where(r: dict[str, Any]) -> float:
+            at = index.get(repr(r["parameters"].get(param.name)))
+            return math.nan if at is None else at + jitter[id(r)]
+
+        ax.set_xticks(range(len(values)))
+        text = [str(v) for v in values]
+        ax.set_xticklabels(text, rotation=30 if sum(map(len, text)) > 24 else 0, fontsize="small")
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    else:
+
+        def where(r: dict[str, Any]) -> float:
+            return _number(_achieved(r, param))
+
+        if getattr(param, "log", False):
+            ax.set_xscale("log")
+    _plot_output(ax, records, objective, where, say=False)
+    ax.set_xlabel(label(param.name, units))
+    ax.tick_params(labelsize="small")
 
 
 def _panel_outputs(records: list[dict[str, Any]], campaign: Campaign) -> list[str]:
@@ -528,23 +678,30 @@ def _panel_outputs(records: list[dict[str, Any]], campaign: Campaign) -> list[st
     return names + [k for k in _keys(records, "outputs") if k not in names]
 
 
-def _plot_output(ax: Any, records: list[dict[str, Any]], name: str) -> None:
-    """One output per trial, by group; a failed trial without a finite value of it (a fault,
-    an exception, a NaN reading) is marked on the panel's bottom edge, so every failure
-    shows (found in review: most failed trials were invisible)."""
+def _plot_output(
+    ax: Any,
+    records: list[dict[str, Any]],
+    name: str,
+    where: Callable[[dict[str, Any]], float] | None = None,
+    *,
+    say: bool = True,
+) -> None:
+    """One output per trial (or against ``where(record)``, a parameter), by group; a failed
+    trial without a finite value of it (a fault, an exception, a NaN reading) is marked on
+    the panel's bottom edge, so every failure shows (found in review: most failed trials
+    were invisible). A record ``where`` puts at NaN is left out."""
+    x_of = where or (lambda r: float(r["number"]))
     drawn = False
     for group, color, marker in _GROUPS:
-        chosen = [r for r in records if _group(r) == group]
+        chosen = [r for r in records if _group(r) == group and math.isfinite(x_of(r))]
         values = [_number(r["outputs"].get(name)) for r in chosen]
-        finite = [(r["number"], v) for r, v in zip(chosen, values, strict=True) if math.isfinite(v)]
+        finite = [(x_of(r), v) for r, v in zip(chosen, values, strict=True) if math.isfinite(v)]
         if finite:
             xs, ys = zip(*finite, strict=True)
             ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
             drawn = True
         if group == "failed":
-            blank = [
-                r["number"] for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)
-            ]
+            blank = [x_of(r) for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)]
             if blank:
                 # x in data units, y in axes units: the bottom edge whatever the y range;
                 # pointing down, off the scale, so it does not read as a value
@@ -559,7 +716,7 @@ def _plot_output(ax: Any, records: list[dict[str, Any]], name: str) -> None:
                     clip_on=False,
                     zorder=3,
                 )
-    if not drawn:
+    if not drawn and say:
         done = any(r["status"] == "completed" for r in records)
         _say(ax, f"no finite value of {name}" if done else _NO_COMPLETED)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import re
 import statistics
 import threading
 import time
@@ -44,21 +43,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from instruments import Dispatcher, Instrument, TrialResult
+from loop.failures import is_point_failure
 from planners import Observation, Planner, Point
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often the coordinator looks at stop requests, lease and duration
 # A slot is retired when its last RETIRE_AFTER trials failed in a row (instrument failures,
-# not the point's: see _POINT_FAILURES) while another slot in use did not fail.
+# not the point's: see loop.failures.is_point_failure) while another slot in use did not fail.
 RETIRE_AFTER = 3
-# Failures that belong to the point, not to the slot that ran it: a setpoint refused before
-# any device moved, a simulator's failing region, a function that raised or returned a
-# non-finite value for these inputs. They say nothing about the instrument (every slot would
-# fail there), so they never retire a slot.
-_POINT_FAILURES = re.compile(
-    r"limit check failed|failing region|is not finite|simulator \S+ raised"
-)
 
 # The pace estimate of :meth:`Scheduler.depth`: averages over the last PACE_WINDOW trials and
 # proposals; no queue while a suggest takes under IDLE_SHARE of a trial; otherwise
@@ -305,8 +298,9 @@ class Scheduler:
         """Count a trial's outcome toward its slot's record; why the slot is now retired.
 
         A completed trial ends the slot's run of failures; a failed one extends it, unless
-        the failure belongs to the point (``_POINT_FAILURES``: refused before any device
-        moved, a failing region, a function that raised for these inputs);
+        the failure belongs to the point (``loop.failures.is_point_failure``: refused before
+        any device moved, a failing region, a function that raised or returned the wrong or
+        non-finite outputs for these inputs: every slot would fail there);
         an abandoned trial (a stop) counts for nothing. The slot is retired when its last
         ``RETIRE_AFTER`` trials failed in a row while another slot in use has no failure
         in a row (its last outcome a success, or none yet): then this instrument, not the
@@ -319,7 +313,7 @@ class Scheduler:
         if status == "completed":
             slot.streak.clear()
             return None
-        if status != "failed" or _POINT_FAILURES.search(error or ""):
+        if status != "failed" or is_point_failure(error):
             return None
         slot.streak.append(job)
         if slot.retired is not None or len(slot.streak) < RETIRE_AFTER:

@@ -274,17 +274,20 @@ class SimActuator(Device):
                 limits=self._sim_choices,
             )
         lower, upper = self._sim_limits or (math.nan, math.nan)
-        ok = (
-            isinstance(value, Real)
-            and not isinstance(value, bool)
-            and lower <= float(value) <= upper
-        )
-        if ok and self._sim_integer:
-            ok = isinstance(value, Integral) or float(value).is_integer()
-        if not ok:
+        # Say which rule the value breaks: "600 is not a number within limits" read as if
+        # 600 were not a number (found in review).
+        limits = f"[{lower:g}, {upper:g}]"
+        problem = None
+        if not isinstance(value, Real) or isinstance(value, bool):
             kind = "an integer" if self._sim_integer else "a number"
+            problem = f"{value!r} is not {kind} (limits {limits})"
+        elif not lower <= float(value) <= upper:
+            problem = f"{float(value):.10g} is outside its limits {limits}"
+        elif self._sim_integer and not (isinstance(value, Integral) or float(value).is_integer()):
+            problem = f"{float(value):.10g} is not an integer (limits {limits})"
+        if problem is not None:
             raise SimLimitError(
-                f"{self.name}: {value!r} is not {kind} within limits [{lower}, {upper}]",
+                f"{self.name}: {problem}",
                 device=self.name,
                 value=value,
                 limits=(lower, upper),
@@ -813,22 +816,19 @@ class SimDetector(Device):
                     f"region `{what}`",
                     injected=True,
                 )
-        name = getattr(self._sim_function, "__name__", repr(self._sim_function))
+        who = _source(self._sim_function, self.name)
         if isinstance(remote, BaseException):
             lost = getattr(self._sim_executor, "lost", None)
             gone = lost(remote) if callable(lost) else None
             if gone is not None:
-                raise fault(f"simulator {name} could not run: {gone}") from remote
+                raise fault(f"{who} could not run: {gone}") from remote
             if is_infrastructure_error(remote):
                 raise fault(
-                    f"simulator {name} could not finish on the Dask cluster: "
+                    f"{who} could not finish on the Dask cluster: "
                     f"{type(remote).__name__}: {remote}",
                     transient=True,
                 ) from remote
-            err = fault(
-                f"simulator {name} raised {type(remote).__name__}: {remote} (inputs {inputs})"
-            )
-            raise err from remote
+            raise self._raised(number, remote, inputs) from remote
         try:
             raw = self._sim_function(dict(inputs)) if remote is _NOT_REMOTE else remote
         except BaseException as exc:
@@ -837,17 +837,61 @@ class SimDetector(Device):
             # RunEngine (latency 0) or kill the timer thread and leave the Status pending.
             if _is_interrupt(exc):
                 raise
-            err = fault(f"simulator {name} raised {type(exc).__name__}: {exc} (inputs {inputs})")
-            raise err from exc
+            raise self._raised(number, exc, inputs) from exc
+        # What the function did wrong leads, then whose it is: the user reads "function
+        # measure (model.py) did not return ...", not the detector's name and trigger count.
         if not isinstance(raw, Mapping):
-            raise fault(f"simulator {name} returned {type(raw).__name__}, expected a dict")
+            raise self._broken(
+                number, f"{who} returned {type(raw).__name__}, expected a dict of outputs"
+            )
         missing = [out for out in self._sim_outputs if out not in raw]
         if missing:
-            raise fault(f"simulator {name} did not return {missing} (got {sorted(raw)})")
+            raise self._broken(
+                number, f"{who} did not return {missing} (it returned {sorted(raw)})"
+            )
         try:
             return [_reading(out, raw[out]) for out in self._sim_outputs]
         except (TypeError, ValueError) as exc:
-            raise fault(f"simulator {name} returned a non-numeric output: {exc}") from exc
+            raise self._broken(number, f"{who} returned a non-numeric output: {exc}") from exc
+
+    def _broken(self, number: int, message: str) -> SimulatedFault:
+        """A measurement the function failed (its own fault: not transient, not injected)."""
+        return SimulatedFault(message, device=self.name, trigger_number=number, injected=False)
+
+    def _raised(self, number: int, exc: BaseException, inputs: Mapping[str, Any]) -> SimulatedFault:
+        """The fault for an exception out of the function: the function's own message first
+        (``RuntimeError: pH probe not calibrated``), then where it came from, with the line of
+        the user's file that raised it and the inputs it was given."""
+        text = str(exc).strip()
+        what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        where = _source(self._sim_function, self.name, exc)
+        return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}")
+
+
+def _source(function: Any, device: str, exc: BaseException | None = None) -> str:
+    """Who computes a detector's outputs, as its error texts name it.
+
+    ``simulator branin`` for a built-in or dataset simulator (a function of this package:
+    the detector bears the simulator's name); ``function measure (model.py)`` for the user's
+    own (``instrument: {function: ...}`` or the Python API), with the line of that file an
+    exception ``exc`` was raised from when its traceback reaches it (``model.py, line 12``).
+    """
+    module = getattr(function, "__module__", None) or ""
+    if module.split(".")[0] == __name__.split(".")[0]:
+        return f"simulator {device}"
+    name = getattr(function, "__name__", None) or type(function).__name__
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return f"function {name}"
+    filename = code.co_filename
+    line = None
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    short = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"function {name} ({short}" + (f", line {line})" if line else ")")
 
 
 def _reading(name: str, value: Any) -> float:

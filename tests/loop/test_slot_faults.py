@@ -383,8 +383,7 @@ def test_failures_that_belong_to_the_point_never_retire_a_slot() -> None:
     errors = [
         "FailedStatus <- caused by SimulatedFault: branin: trigger #1: injected fault: inputs "
         "(x1=9.81, x2=0.21) lie in the failing region `x1 > 2.5`",
-        "FailedStatus <- caused by SimulatedFault: simulator model.py:measure raised "
-        "ValueError: no solution (inputs {'x1': 9.8})",
+        "ValueError: no solution; raised by function measure (model.py, line 3) at x1=9.8",
         "output 'y' is not finite (nan)",
     ]
     first = job(0)
