@@ -511,7 +511,10 @@ class Dispatcher:
             try:
                 sink(name, doc)
             except Exception as exc:  # reported after the run; must not disturb it
-                logger.exception("document sink failed on a %s document", name)
+                # one line: the runner reports the consequence (a store that went away ends
+                # the command with its own message); the traceback is for -v
+                logger.warning("document sink failed on a %s document: %s", name, exc)
+                logger.debug("document sink failure", exc_info=True)
                 sink_errors.append(exc)
 
         self._during.interrupted = False

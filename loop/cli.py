@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -168,6 +168,7 @@ def run(
     from loop.runner import Runner  # after the checks: a bad file fails before bluesky loads
 
     db = Store(store)
+    store = db.url  # what messages show: a password in the URL as ***
     try:
         _refuse_if_running(db, c.name, store)
         listener = _ProgressListener(
@@ -224,6 +225,7 @@ def resume(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     try:
         runner = Runner.from_store(
             db,
@@ -477,6 +479,7 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     from loop.store import Store, export_records, sequence_counts
 
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     c = stored_campaign(row)
     records = annotate(export_records(db, row.id or 0), c)
@@ -706,6 +709,7 @@ def export(
     from loop.store import Store, export_records
 
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     # feasible (outcome constraints) and pareto (several objectives) columns when they apply
     records = annotate(export_records(db, row.id or 0), stored_campaign(row))
@@ -738,6 +742,7 @@ def report(
     from loop.store import Store
 
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     try:
         path = plot_report(db, row, output)
@@ -954,6 +959,7 @@ def suggest(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
     db = Store(store, create=file is not None)
+    store = db.url  # what messages show: a password in the URL as ***
     try:
         runner, created = open_campaign(
             db,
@@ -1070,6 +1076,7 @@ def tell(
     from loop.store import Store
 
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     runners: dict[int, Runner] = {}
     try:
         if csv_file is not None:
@@ -1158,6 +1165,34 @@ app.command("datasets")(__import__("loop.cli_datasets", fromlist=["datasets"]).d
 def main() -> None:
     """Console entry point: user errors become one message and an exit code."""
     try:
+        _entry()
+    except SystemExit as exc:
+        _leave_planner_behind(exc.code)
+        raise
+    _leave_planner_behind(0)
+
+
+def _leave_planner_behind(code: object) -> None:
+    """Exit at once, with ``code``, when a planner thread is still computing.
+
+    A stop drains the slots but gives a suggest in progress only a second (a model fit
+    must not hold a Ctrl-C); the planner thread is a daemon. Left to the interpreter's
+    shutdown, libtorch's thread pool is torn down under it and the process dies with
+    "terminate called without an active exception" (exit 134, not 130; found in review).
+    Everything worth keeping is committed by now (the store is closed), so the streams
+    and log handlers are flushed and the process ends without that teardown.
+    """
+    if not any(t.name == "closedloop-planner" and t.is_alive() for t in threading.enumerate()):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+def _entry() -> None:
+    try:
         # Without standalone mode click returns (not raises) a command's typer.Exit code.
         code = app(standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
@@ -1198,6 +1233,20 @@ def main() -> None:
             else:
                 err_console.print(f"error: {exc.format_message()}", highlight=False, markup=False)
             sys.exit(exc.exit_code)
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError) and not _state["debug"]:
+            # The database went away mid-command (a server restarted or unreachable, a disk
+            # unmounted): not a bug to report. Every commit before it is kept.
+            said = next((ln.strip() for ln in str(exc.orig).splitlines() if ln.strip()), "")
+            err_console.print(
+                f"error: lost the store: {said or exc}; everything committed before it is "
+                "kept, and once the database is reachable again `closedloop resume` continues "
+                "the campaign (a trial that was in flight is reconciled from its documents)",
+                highlight=False,
+                markup=False,
+            )
+            sys.exit(1)
         if _state["debug"] or os.environ.get("CLOSEDLOOP_DEBUG"):
             raise
         err_console.print(

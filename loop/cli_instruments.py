@@ -206,6 +206,7 @@ def plan(
                 param_hint="'--seed'",
             )
         db = Store(store, create=False)
+        store = db.url  # what messages show: a password in the URL as ***
     elif file is None:
         raise typer.BadParameter("give a campaign FILE, or --store URL for a stored campaign")
     else:
@@ -565,6 +566,7 @@ def release(
     from loop.store import Store
 
     db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
     try:
         row = _paused_campaign(db, campaign)
         cid = row.id or 0

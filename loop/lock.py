@@ -239,8 +239,13 @@ class CampaignLease:
             try:
                 self.store.release_lease(self.campaign_id, self.token)
             except Exception as exc:  # expiry frees it anyway
+                # the first line: a database error's text runs over several (the server's
+                # words, then SQLAlchemy's background link)
+                said = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
                 logger.warning(
-                    "could not release the lease of campaign %s: %s", self.campaign_id, exc
+                    "could not release the lease of campaign %s (its expiry frees it): %s",
+                    self.campaign_id,
+                    said,
                 )
 
     def __enter__(self) -> CampaignLease:

@@ -568,3 +568,35 @@ def test_suggest_and_tell(db: Database, tmp_path: Path) -> None:
     assert records[0]["outputs"] == {"yield": 0.4}
     assert records[0]["readbacks"]["temperature"] == 50.0
     assert records[1]["error"] == "marked failed by the operator: pump leaked"
+
+
+@pytest.mark.slow
+def test_a_server_lost_mid_run_ends_the_command_with_one_message(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The server goes away while a campaign runs (a restart, a network cut): one line
+    says so and how to continue, exit 1, no traceback, no "please report it"."""
+    (tmp_path / "c.yaml").write_text(
+        BRANIN.replace("INSTRUMENT", "latency: 0.2").replace("MAX", "200")
+    )
+    own = PostgresServer().start()  # a server of its own: this test stops it
+    try:
+        url = own.create_database("lost")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loop.cli", "run", "c.yaml", "--store", url, "-q"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while _completed(url) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no 2 completed trials within 60 s"
+            time.sleep(0.1)
+    finally:
+        own.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "error: lost the store: " in err and "closedloop resume" in err, err
+    assert "Traceback" not in err and "please report" not in err, err
