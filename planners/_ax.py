@@ -27,17 +27,22 @@ trials; an ingested observation completes the running trial of the same point. B
 know are attached as running trials (so Ax conditions on them and never proposes them
 again), and running trials that are no longer pending and were never ingested are marked
 abandoned. A point the instrument ran at slightly different readbacks is attached as its own
-trial, and the proposal it came from is abandoned at the next ``suggest``.
+trial, and the proposal it came from is abandoned at the next ``suggest``. Then Ax's
+generation strategy is moved past every step already done (``_catch_up``), so a rebuilt
+planner proposes what the planner that made those trials would have.
 
 Ax's own behaviour is kept where it differs from the BoTorch planner: its initial design is
-the centre of the space plus scrambled Sobol points (so ``planner.initial.kind: random``,
-``initial.centre: false`` and ``acquisition`` are refused when the campaign loads:
-``planners._config.check_settings``), prior trials count toward it; failed trials are left
-out of its model and out of its duplicate check (Ax may propose a failed point again:
-``Experiment.arms_by_signature_for_deduplication``); the same seed and the same trials in
-the same process give the same proposals, but a planner rebuilt from a store restarts Ax's
-Sobol sequence (duplicates are skipped), so a resumed campaign's next initial points may
-differ from an uninterrupted run.
+the centre of the space (skipped when there are trials already) plus scrambled Sobol points
+(so ``planner.initial.kind: random``, ``initial.centre: false`` and ``acquisition`` are
+refused when the campaign loads: ``planners._config.check_settings``), prior trials count
+toward it and failed ones do not, and the kind of a batch is decided once for all of it
+(a batch begun before ``initial.n`` is reached is all initial points); failed trials are
+left out of its model and out of its duplicate check (its model may propose a failed point
+again: ``Experiment.arms_by_signature_for_deduplication``). The same seed and the same
+trials give the same proposals, rebuilt or not: a rebuilt planner restarts Ax's Sobol
+sequence, which skips the points Ax knows and, here, the failed ones (``_propose``); its
+next initial points differ only after a trial ran at readbacks away from its proposal (the
+proposal, unknown to the rebuilt planner, may come again).
 When Ax runs out of new points (a small discrete space), or cannot propose yet (with
 ``initial.n: 1`` its model follows the centre point at once, and needs a completed trial),
 the rest of a batch comes from this project's Sobol design (``last_kinds`` says ``sobol``).
@@ -51,19 +56,22 @@ suggest: an ``InfeasibleSpaceError``, as the designs raise.
 
 Ax is imported lazily on the first ``ingest``/``suggest`` (the import costs ~2 s), and its
 logging is routed into this module's logger at DEBUG (Ax attaches its own INFO stream handler
-on import, which would print a line per trial into the campaign's output). Warnings Ax or
-BoTorch raise inside Ax's calls are library internals a campaign's user cannot act on; they
-are logged at DEBUG as well.
+on import, which would print a line per trial into the campaign's output). Warnings raised in
+Ax, BoTorch, GPyTorch, linear_operator or Pyro code are library internals a campaign's user
+cannot act on: a process-wide filter by module ignores them (``_filter_library_warnings``),
+and every other warning, from any thread, shows as usual.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
+import re
+import sys
+import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -151,19 +159,21 @@ class AxPlanner:
         self._client: Any = None
         # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
         self._running: dict[int, Point] = {}
+        # Keys (``_key``) of the points told as failed (see ``_propose``).
+        self._failed: set[tuple[str, ...]] = set()
         self.n_ingested = 0
 
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
         client = self._ensure_client()
-        with _quiet("ingest"):
-            for obs in observations:
-                self.n_ingested += 1
-                index = self._trial_for(client, obs.parameters)
-                if index is None:
-                    continue
-                self._tell(client, index, obs)
+        for obs in observations:
+            self.n_ingested += 1
+            index = self._trial_for(client, obs.parameters)
+            if index is None:
+                continue
+            if not self._tell(client, index, obs):
+                self._failed.add(self._key(self.space.validate(obs.parameters)))
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
         """``n`` points from Ax, given the points in flight (attached as running trials)."""
@@ -174,24 +184,9 @@ class AxPlanner:
             return []
         client = self._ensure_client()
         pending = [dict(p) for p in pending]
-        with _quiet("suggest"):
-            self._reconcile(client, pending)
-            trials = _generate(client, n)
-        points: list[Point] = []
-        kinds: list[str] = []
-        for index, parameters in sorted(trials.items()):
-            try:
-                point = self._from_ax(parameters)
-            except InvalidPoint as exc:
-                # Not expected (Ax honours bounds, types and linear constraints), but a
-                # proposal outside the space must never reach an instrument.
-                logger.warning("Ax proposed a point outside the space (%s); dropped", exc)
-                with _quiet("abandon"):
-                    client.mark_trial_abandoned(index)
-                continue
-            self._running[index] = point
-            points.append(point)
-            kinds.append(self._kind_of(client, index))
+        self._reconcile(client, pending)
+        _catch_up(client)
+        points, kinds = self._propose(client, n)
         if len(points) < n:
             # Ax stops short when it cannot find new points (e.g. a small finite space with
             # deduplication); the protocol promises n, so the rest come from the Sobol design.
@@ -201,45 +196,84 @@ class AxPlanner:
                 n - len(points),
                 avoid=[*pending, *points],
             )
-            with _quiet("attach"):
-                for point in extra:
-                    index = self._attach(client, point)
-                    self._running[index] = point
+            for point in extra:
+                index = self._attach(client, point)
+                self._running[index] = point
             points.extend(extra)
             kinds.extend(["sobol"] * len(extra))
         self.last_kinds = kinds
         return points
 
+    def _propose(self, client: Any, n: int) -> tuple[list[Point], list[str]]:
+        """Up to ``n`` new points from Ax and their kinds, each a running Ax trial.
+
+        An initial (Sobol) proposal of a point that failed is dropped (its trial
+        abandoned) and Ax asked again. A rebuilt planner's Sobol sequence starts over and
+        skips the points it already knows, but Ax leaves failed points out of that check:
+        without this, each rebuild (every ``suggest`` of ask/tell) proposed the failed
+        point again, where a planner that never stopped moves on along its sequence; a
+        failed point does not count toward Ax's initial budget, so ask/tell never left it.
+        """
+        points: list[Point] = []
+        kinds: list[str] = []
+        retries = len(self._failed)  # the restarted sequence meets each failed point once
+        while len(points) < n:
+            repeated = 0
+            for index, parameters in sorted(_generate(client, n - len(points)).items()):
+                try:
+                    point = self._from_ax(parameters)
+                except InvalidPoint as exc:
+                    # Not expected (Ax honours bounds, types and linear constraints), but
+                    # a proposal outside the space must never reach an instrument.
+                    logger.warning("Ax proposed a point outside the space (%s); dropped", exc)
+                    client.mark_trial_abandoned(index)
+                    continue
+                kind = self._kind_of(client, index)
+                if kind == "initial" and self._key(point) in self._failed:
+                    logger.debug("Ax's restarted Sobol sequence met failed point %s", point)
+                    client.mark_trial_abandoned(index)
+                    repeated += 1
+                    continue
+                self._running[index] = point
+                points.append(point)
+                kinds.append(kind)
+            if not repeated or retries <= 0:
+                break
+            retries -= repeated
+        return points, kinds
+
     # ------------------------------------------------------------------ Ax client
     def _ensure_client(self) -> Any:
+        # Every call into Ax starts here: the filters are put back if something (a test
+        # harness, a user's ``catch_warnings``) reset the warning filters since.
+        _filter_library_warnings()
         if self._client is not None:
             return self._client
         ax = _import_ax()
         client = ax.Client(random_seed=self.seed)
-        with _quiet("configure"):
-            client.configure_experiment(
-                parameters=[
-                    self._parameter_config(ax, p)
-                    for p in self.space.parameters
-                    if not isinstance(p, FixedParameter)
-                ],
-                parameter_constraints=[c for c in self._constraints if c] or None,
-                name="closedloop",
-            )
-            objective = ", ".join(
-                ("-" if o.goal == "minimize" else "") + alias
-                for o, alias in zip(self.objectives, self._objective_aliases, strict=True)
-            )
-            client.configure_optimization(
-                objective=objective, outcome_constraints=self._outcome_strings() or None
-            )
-            client.configure_generation_strategy(
-                method="fast",
-                initialization_budget=self.n_initial,
-                initialization_random_seed=self.seed,
-                # The protocol must return n points even while initial trials are running.
-                allow_exceeding_initialization_budget=True,
-            )
+        client.configure_experiment(
+            parameters=[
+                self._parameter_config(ax, p)
+                for p in self.space.parameters
+                if not isinstance(p, FixedParameter)
+            ],
+            parameter_constraints=[c for c in self._constraints if c] or None,
+            name="closedloop",
+        )
+        objective = ", ".join(
+            ("-" if o.goal == "minimize" else "") + alias
+            for o, alias in zip(self.objectives, self._objective_aliases, strict=True)
+        )
+        client.configure_optimization(
+            objective=objective, outcome_constraints=self._outcome_strings() or None
+        )
+        client.configure_generation_strategy(
+            method="fast",
+            initialization_budget=self.n_initial,
+            initialization_random_seed=self.seed,
+            # The protocol must return n points even while initial trials are running.
+            allow_exceeding_initialization_budget=True,
+        )
         self._client = client
         return client
 
@@ -311,13 +345,14 @@ class AxPlanner:
             logger.warning("Ax refused observed point %s (%s); not told to Ax", point, exc)
             return None
 
-    def _tell(self, client: Any, index: int, obs: Observation) -> None:
+    def _tell(self, client: Any, index: int, obs: Observation) -> bool:
+        """Tell Ax how trial ``index`` ended; ``False`` when Ax now has it as failed."""
         if obs.outcome == "abandoned":
             client.mark_trial_abandoned(index)
-            return
+            return True
         if obs.outcome == "failed":
             client.mark_trial_failed(index, failed_reason="the instrument could not measure it")
-            return
+            return False
         raw: dict[str, float] = {}
         for alias, name in self._metrics.items():
             value = obs.outputs.get(name)
@@ -326,8 +361,9 @@ class AxPlanner:
         if not all(a in raw for a in self._objective_aliases):
             # No usable objective value: nothing for Ax's model, as the BoTorch planner does.
             client.mark_trial_failed(index, failed_reason="objective missing or not finite")
-            return
+            return False
         client.complete_trial(trial_index=index, raw_data=raw)
+        return True
 
     def _reconcile(self, client: Any, pending: list[Point]) -> None:
         """Make Ax's running trials exactly the pending points."""
@@ -610,28 +646,114 @@ def _generate(client: Any, n: int) -> dict[int, Any]:
     return trials
 
 
+def _catch_up(client: Any) -> None:
+    """Move Ax's generation strategy past every step whose exit condition already holds.
+
+    Ax moves at most one step per ``get_next_trials``, and only from the step it is on: a
+    fresh ``Client`` told N finished trials (a planner rebuilt from the store: ``resume``,
+    every ``suggest`` of ask/tell, ``plan --store``) sits at its centre step, skips it, and
+    hands the call to its Sobol step without checking that step's exit condition. So every
+    rebuilt planner proposed one more initial point before its model: ask/tell never reached
+    the model (seven ``suggest -n 1``/``tell`` rounds, all ``kind: initial``), and a failed
+    initial point came back at every call. Ax's own check of how many trials it can make
+    now (``GenerationStrategy.current_generator_run_limit``, public; the legacy
+    ``AxClient.get_current_trial_generation_limit``) first walks the strategy through
+    every step that is done, as a planner that made those trials itself would have; the
+    same step, the same model, so a rebuilt planner proposes what an uninterrupted one
+    does. Ax's ``Client`` keeps its strategy in a private attribute (Ax is pinned in
+    ``constraints.txt``): where a later Ax moves it, proposals fall back to Ax's own pace.
+    """
+    strategy = getattr(client, "_maybe_generation_strategy", None)
+    limit = getattr(strategy, "current_generator_run_limit", None)
+    if limit is None:
+        logger.debug("Ax's generation strategy is not reachable; its steps move at Ax's pace")
+        return
+    limit()
+
+
 _ROUTED = False
+_IMPORT_LOCK = threading.Lock()
+
+# Warnings raised inside Ax and the libraries under it: internals (pandas deprecations,
+# "no objective thresholds, winsorizing", tensor copy hints) a campaign's user cannot act on.
+_LIBRARY_MODULES = r"(ax|botorch|gpytorch|linear_operator|pyro)(\.|$)"
+_LIBRARY_FILTER = ("ignore", None, Warning, re.compile(_LIBRARY_MODULES), 0)
+
+
+def _filter_library_warnings() -> None:
+    """Ignore the warnings raised in Ax, BoTorch, GPyTorch, linear_operator and Pyro code.
+
+    A process-wide filter by the module a warning is raised in, not a ``catch_warnings``
+    around Ax's calls: that swaps the warning state of the whole process (it is not
+    thread-safe), so while Ax computed, the warnings of the instrument's slot threads were
+    swallowed too (3 of 8 shown with Ax, 8 of 8 with BoTorch). Warnings from anywhere else,
+    from any thread, show as they would without Ax. Called before every use of Ax: the
+    filter goes back in front when something (a test harness, a user's filter) was put
+    before it or reset the filters; otherwise the filters are left alone (changing them
+    makes Python show again the warnings it showed once).
+    """
+    if not warnings.filters or warnings.filters[0] != _LIBRARY_FILTER:
+        warnings.filterwarnings("ignore", module=_LIBRARY_MODULES)
 
 
 def _import_ax() -> Any:
-    """Import Ax (slow, noisy) once, and route its log records into this module's logger."""
+    """Import Ax (slow, noisy) once, and route its log records into this module's logger.
+
+    Ax's stream handler binds ``sys.stderr`` when it is created, on import, and logs a line
+    during the import: the importing thread's writes to stderr go to a buffer (logged at
+    DEBUG), other threads' pass through (a ``redirect_stderr`` swallowed them too), and
+    the handler is replaced by one that forwards Ax's records to this module's logger.
+    """
     global _ROUTED
-    # Ax's stream handler binds sys.stderr when it is created, on import, and logs a line
-    # during the import: a stand-in stream catches both, and the handler is removed below.
-    stream = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stream):
-        warnings.simplefilter("always")
-        import ax
-        from ax.utils.common import logger as ax_logger
-    _log_warnings(caught, "import")
-    for line in stream.getvalue().splitlines():
-        logger.debug("ax (import): %s", line)
-    if not _ROUTED:
+    with _IMPORT_LOCK:
+        if _ROUTED:
+            import ax
+
+            return ax
+        stream = _ThreadStderr(sys.stderr)
+        sys.stderr = stream  # type: ignore[assignment]
+        try:
+            _filter_library_warnings()
+            import ax
+            from ax.utils.common import logger as ax_logger
+        finally:
+            stream.release()
+        for line in stream.captured.getvalue().splitlines():
+            logger.debug("ax (import): %s", line)
         root = logging.getLogger(ax_logger.AX_ROOT_LOGGER_NAME)
         root.removeHandler(ax_logger.ROOT_STREAM_HANDLER)
         root.addHandler(_ForwardHandler())
         _ROUTED = True
-    return ax
+        return ax
+
+
+class _ThreadStderr:
+    """``sys.stderr`` while Ax imports: the importing thread's writes are kept, others pass.
+
+    Stays a plain pass-through once released (a handler bound during the import keeps it).
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._thread: int | None = threading.get_ident()
+        self.captured = io.StringIO()
+
+    def write(self, text: str) -> int:
+        if self._thread is not None and threading.get_ident() == self._thread:
+            return self.captured.write(text)
+        return int(self._real.write(text))
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    def release(self) -> None:
+        """Stop keeping writes, and put the real stream back (unless replaced since)."""
+        self._thread = None
+        if sys.stderr is self:
+            sys.stderr = self._real
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, ...
+        return getattr(self._real, name)
 
 
 class _ForwardHandler(logging.Handler):
@@ -641,17 +763,3 @@ class _ForwardHandler(logging.Handler):
         level = logging.INFO if record.levelno >= logging.ERROR else logging.DEBUG
         if logger.isEnabledFor(level):
             logger.log(level, "ax %s: %s", record.name, record.getMessage())
-
-
-@contextlib.contextmanager
-def _quiet(stage: str) -> Iterator[None]:
-    """Record the warnings Ax/BoTorch raise inside Ax's calls and log them at DEBUG."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    _log_warnings(caught, stage)
-
-
-def _log_warnings(caught: list[warnings.WarningMessage], stage: str) -> None:
-    for w in caught:
-        logger.debug("Ax %s: %s: %s", stage, w.category.__name__, w.message)

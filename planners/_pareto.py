@@ -9,7 +9,10 @@ another if it is at least as good in every objective and better in one.
 Reference points (``ref``) are given in output units too, like ``Objective.reference_point``:
 the worst value of each objective still worth having. The hypervolume is the volume of the
 region that the feasible points dominate and that dominates the reference point; points not
-strictly better than the reference point in every objective add nothing.
+strictly better than the reference point in every objective add nothing. Where a campaign
+gives none, :func:`reference_point` infers one from every trial (what ``status``, the report
+and ``patience`` measure from) and :func:`front_reference_point` from the Pareto front (what
+the BoTorch planner's acquisition aims above); see each for why they differ.
 
 Hypervolumes are exact (no Monte Carlo): a sweep for two objectives and recursive slicing
 along the last objective for three and four (HSO, While et al. 2006), which is cheap at the
@@ -110,16 +113,47 @@ def pareto_mask(
 def reference_point(
     objectives: Sequence[Objective], Y: ArrayLike, feasible: ArrayLike | None = None
 ) -> NDArray[np.float64]:
-    """The hypervolume reference point, in output units.
+    """The reference point the campaign's hypervolume is measured from, in output units.
 
-    Each objective's ``reference_point`` where given; otherwise the worst value observed on
-    the Pareto front (the nadir) moved 10 % of the front's range further towards "worse"
-    (down for a maximised objective, up for a minimised one): every front point counts, and
-    the volume measures the front rather than how bad the worst trial was (BoTorch's
-    ``infer_reference_point``, which Ax uses; a reference at the worst trial of all makes a
-    planner spend its trials on the front's far extremes). With a ``feasible`` mask the
-    inference uses the feasible rows when there are any. A front of one point moves by 10 %
-    of its magnitude (or 0.1 at zero).
+    Each objective's ``reference_point`` where given; otherwise the worst value observed
+    (of the feasible rows; of all finite rows while none is feasible) moved 10 % of the
+    range of all finite rows further towards "worse" (down for a maximised objective, up
+    for a minimised one). Every trial is inside, so every front there has been has a volume
+    and a front that improves grows it. The front's own nadir (:func:`front_reference_point`)
+    moves up with the front: a trial that dominates every earlier one leaves a front of one
+    point, 10 % of its magnitude above the reference, and the earlier fronts at 0 (a report
+    trace flat at 0 until that trial; a ``patience`` gain below any ``min_improvement`` for
+    a campaign that had just tripled its front).
+
+    Once a trial is feasible (and two values differ) it moves only towards "worse", as
+    trials set a new worst value or widen the range, which only enlarges volumes:
+    ``hypervolume_trace`` and ``patience`` measure every prefix from one reference point,
+    so no gain comes from that move, but two ``status`` readings taken at different times
+    may differ by it (give ``reference_point`` for a fixed scale). With no range (one
+    value) the move is 10 % of the value's magnitude (0.1 at zero).
+
+    Raises:
+        ValueError: a reference point is missing and there is no finite value to infer it.
+    """
+    arr = _as_matrix(Y, objectives)
+    everything = arr[_usable(arr, None)]
+    rows = _usable(arr, feasible)
+    return _inferred(objectives, arr[rows] if rows.any() else everything, everything)
+
+
+def front_reference_point(
+    objectives: Sequence[Objective], Y: ArrayLike, feasible: ArrayLike | None = None
+) -> NDArray[np.float64]:
+    """The reference point a hypervolume acquisition aims above, in output units.
+
+    Each objective's ``reference_point`` where given; otherwise the worst value on the
+    Pareto front (the nadir) moved 10 % of the front's range towards "worse": BoTorch's
+    ``infer_reference_point``, which Ax uses too. Every front point counts, and
+    improvement is measured near the front rather than from the worst trial of all, which
+    makes a planner spend its trials on the front's far extremes. With a ``feasible`` mask
+    the front is that of the feasible rows when there are any. A front of one point moves
+    by 10 % of its magnitude (or 0.1 at zero). Not for a campaign's reported hypervolume:
+    it moves with the front (see :func:`reference_point`).
 
     Raises:
         ValueError: a reference point is missing and there is no finite value to infer it.
@@ -131,6 +165,14 @@ def reference_point(
     data = arr[rows]
     if data.shape[0] > 0:
         data = data[_nondominated(data * _signs(objectives))]
+    return _inferred(objectives, data, data)
+
+
+def _inferred(
+    objectives: Sequence[Objective], data: NDArray[np.float64], spread: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Given reference points, else the worst value of ``data`` less 10 % of the range of
+    ``spread`` (of the worst value's magnitude where that range is 0)."""
     ref = np.empty(len(objectives), dtype=np.float64)
     for j, o in enumerate(objectives):
         if o.reference_point is not None:
@@ -141,9 +183,8 @@ def reference_point(
                 f"objective {o.name!r} has no reference_point and no measured values to "
                 "infer one from; set reference_point for it"
             )
-        signed = data[:, j] * o.sign
-        worst, best = float(signed.min()), float(signed.max())
-        span = best - worst
+        worst = float((data[:, j] * o.sign).min())
+        span = float(np.ptp(spread[:, j]))
         if span <= 0:
             span = abs(worst) if worst != 0 else 1.0
         ref[j] = o.sign * (worst - _REFERENCE_MARGIN * span)

@@ -17,6 +17,7 @@ from hypothesis.extra.numpy import arrays
 
 import planners._pareto
 from planners import Objective, hypervolume, hypervolume_trace, pareto_mask, reference_point
+from planners._pareto import front_reference_point
 
 MAX2 = [Objective(name="a"), Objective(name="b")]
 MIN2 = [Objective(name="a", goal="minimize"), Objective(name="b", goal="minimize")]
@@ -117,22 +118,76 @@ def test_points_not_beyond_the_reference_add_nothing() -> None:
 
 
 def test_reference_point_given_or_inferred_per_direction() -> None:
-    # Front: (0, 10) and (10, 20) (a maximised, b minimised); (-5, 30) is dominated.
+    # a maximised, b minimised; (-5, 30) is dominated but still sets the worst values.
     Y = np.array([[0.0, 10.0], [10.0, 20.0], [-5.0, 30.0]])
-    # Maximised a: front's worst 0, range 10 -> -1. Minimised b: worst 20, range 10 -> 21.
+    # Maximised a: worst -5, range 15 -> -6.5. Minimised b: worst 30, range 20 -> 32.
     obj = [Objective(name="a"), Objective(name="b", goal="minimize")]
-    assert reference_point(obj, Y).tolist() == pytest.approx([-1.0, 21.0])
+    assert reference_point(obj, Y).tolist() == pytest.approx([-6.5, 32.0])
     given_ref = [Objective(name="a", reference_point=5.0), obj[1]]
-    assert reference_point(given_ref, Y).tolist() == pytest.approx([5.0, 21.0])
-    # Infeasible rows do not set it while feasible ones exist: one point moves by 10 %.
+    assert reference_point(given_ref, Y).tolist() == pytest.approx([5.0, 32.0])
+    # Infeasible rows do not set the worst value while feasible ones exist; the range is
+    # that of every finite row.
     assert reference_point(obj, Y, feasible=[False, True, False]).tolist() == pytest.approx(
-        [10.0 - 1.0, 20.0 + 2.0]
+        [10.0 - 1.5, 20.0 + 2.0]
     )
+    # One value and no range: 10 % of its magnitude (0.1 at zero).
+    assert reference_point(obj, [[0.0, 20.0]]).tolist() == pytest.approx([-0.1, 22.0])
     with pytest.raises(ValueError, match="set reference_point"):
         reference_point(obj, np.empty((0, 2)))
     # Given reference points need no data.
     both = [Objective(name="a", reference_point=0.0), Objective(name="b", reference_point=1.0)]
     assert reference_point(both, np.empty((0, 2))).tolist() == [0.0, 1.0]
+
+
+def test_front_reference_point_is_the_fronts_nadir() -> None:
+    """The acquisition's reference (BoTorch's ``infer_reference_point``): the front only."""
+    Y = np.array([[0.0, 10.0], [10.0, 20.0], [-5.0, 30.0]])
+    obj = [Objective(name="a"), Objective(name="b", goal="minimize")]
+    # Front (0, 10), (10, 20): worst 0 and 20, ranges 10 -> (-1, 21).
+    assert front_reference_point(obj, Y).tolist() == pytest.approx([-1.0, 21.0])
+    # Feasible rows only while there are any: one point moves by 10 %.
+    assert front_reference_point(obj, Y, feasible=[False, True, False]).tolist() == (
+        pytest.approx([10.0 - 1.0, 20.0 + 2.0])
+    )
+    assert front_reference_point(obj, Y, feasible=[False] * 3).tolist() == pytest.approx(
+        [-1.0, 21.0]
+    )
+
+
+def test_a_front_that_improves_grows_the_hypervolume() -> None:
+    """A trial dominating a three-point front tripled it: the measured gain says so.
+
+    With the front's nadir as reference, the earlier front had volume 0 and the new one
+    (10 % of its magnitude) ** 2: a gain below any sensible ``min_improvement``.
+    """
+    Y = np.array([[0.2, 0.2], [0.3, 0.1], [0.1, 0.3], [0.9, 0.9]])
+    ref = reference_point(MAX2, Y)
+    assert ref.tolist() == pytest.approx([0.02, 0.02])  # worst 0.1 less 10 % of 0.8
+    before, after = hypervolume(Y[:3], MAX2, ref), hypervolume(Y, MAX2, ref)
+    assert before == pytest.approx(0.0484) and after == pytest.approx(0.88**2)
+    assert hypervolume_trace(Y, MAX2) == pytest.approx([0.0324, 0.0404, 0.0484, 0.7744])
+    nadir = front_reference_point(MAX2, Y)
+    assert hypervolume(Y[:3], MAX2, nadir) == 0.0  # what the front's nadir made of it
+
+
+def test_a_worse_trial_moves_the_reference_but_adds_no_gain() -> None:
+    """Patience and the trace measure every prefix from one reference point: a trial that
+    only sets a new worst value leaves the front, and so the measured gain, unchanged."""
+    Y = np.array([[0.2, 0.2], [0.3, 0.1], [0.1, 0.3], [-1.0, -1.0]])
+    ref_now, ref_then = reference_point(MAX2, Y), reference_point(MAX2, Y[:3])
+    assert (ref_now < ref_then).all()  # the reference moved
+    assert hypervolume(Y, MAX2, ref_now) == pytest.approx(hypervolume(Y[:3], MAX2, ref_now))
+    trace = hypervolume_trace(Y, MAX2)
+    assert trace[-1] == trace[-2]
+    # Only comparing volumes measured from different references would show a "gain".
+    assert hypervolume(Y, MAX2, ref_now) > hypervolume(Y[:3], MAX2, ref_then)
+    # Once a trial is feasible (and values differ), later trials only move it to "worse".
+    rng = np.random.default_rng(3)
+    Z = rng.normal(size=(30, 2))
+    feasible = rng.random(30) > 0.3
+    start = max(2, int(np.argmax(feasible)) + 1)
+    refs = [reference_point(MAX2, Z[:k], feasible[:k]) for k in range(start, 31)]
+    assert all((b <= a).all() for a, b in zip(refs, refs[1:], strict=False))
 
 
 def test_inferred_reference_counts_every_observed_point() -> None:
