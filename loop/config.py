@@ -552,7 +552,19 @@ def _read_yaml(text: str, path: Path) -> Any:
 
 
 def _explain(exc: ValidationError, data: Any, path: Path) -> Exception:
-    return explain(exc, data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
+    hints = _HINTS
+    at_bounds = [e for e in exc.errors(include_url=False) if "bounds" in e["loc"]]
+    if at_bounds and all(_LOG_BOUNDS_MESSAGE in str(e["msg"]) for e in at_bounds):
+        # The general bounds fix shows [0, 10], the very bounds a log scale refuses.
+        hints = {**_HINTS, "bounds": _LOG_BOUNDS_HINT}
+    return explain(exc, data, path, model=Campaign, error=CampaignConfigError, hints=hints)
+
+
+# The error planners/_space.py raises for `log: true` with a lower bound <= 0, and its fix.
+_LOG_BOUNDS_MESSAGE = "log-scale parameter needs lower bound > 0"
+_LOG_BOUNDS_HINT = (
+    "raise the lower bound above 0, e.g. bounds: [1, 10] (or [0.001, 1]), or drop `log: true`"
+)
 
 
 # Fixes shown for an error at or below these keys.

@@ -38,7 +38,9 @@ _RANDOM_REPLACEMENT_TRIES = 256
 # _MIN_DRAWS draws; past _MAX_DRAWS, a gap longer than _STALL_GAPS mean gaps (and _MIN_DRAWS);
 # or _MAX_DESIGN_DRAWS draws in all (~20 s to 1 min of sampling). Draws before _MAX_DRAWS are
 # never refused, so designs that fitted in the former fixed budget are unchanged. The
-# optimiser's raw samples use whatever feasible points the first _MAX_DRAWS draws hold.
+# optimiser's raw samples use whatever feasible points the first _MAX_DRAWS draws hold, or
+# none when the first _MIN_DRAWS hold none (the BoTorch planner then starts from the points
+# the campaign already knows, see planners/_botorch.py:_feasible_raw_samples).
 _MIN_DRAWS = 2**16
 _MAX_DRAWS = 2**20
 _MAX_DESIGN_DRAWS = 2**26
@@ -172,15 +174,24 @@ class PositionalDesign:
 
         For uses that want many feasible points but can do with fewer (the raw samples of
         the model's optimiser): a narrow feasible region must not fail a suggest merely
-        because it holds fewer points than a fixed quota.
+        because it holds fewer points than a fixed quota. The search follows the design's
+        rule (``_accepted``): it stops after ``_MIN_DRAWS`` draws without a first hit, and
+        goes on to ``_MAX_DRAWS`` only once it has one. Searching 2^20 draws for a first
+        point would cost ~0.4 s (2-D) on every suggest of a narrow space; a caller with
+        feasible points of its own (the BoTorch planner's measured points) does better.
 
         Raises:
-            InfeasibleSpaceError: not one feasible point was found.
+            InfeasibleSpaceError: not one feasible point in the first ``_MIN_DRAWS`` draws.
         """
         self._draw_feasible(n, _MAX_DRAWS)
         if not len(self._feasible_U):
             raise _infeasible(self.space, self._drawn, 0)
         return self._feasible_U[:n]
+
+    def known_feasible_unit_points(self) -> torch.Tensor:
+        """The feasible points of the ``sobol`` design found so far (``k x d``, maybe empty),
+        without drawing more: a fallback for callers that must not fail on a narrow space."""
+        return self._feasible_U
 
     def _draw_feasible(self, need: int, max_draws: int) -> None:
         """Extend the feasible prefix of the Sobol sequence towards ``need`` points, drawing
@@ -352,7 +363,7 @@ class PositionalDesign:
 
     def _replacement(self, position: int, taken: set[Hashable]) -> Point | None:
         space = self.space
-        cardinality = space.cardinality()
+        cardinality = feasible_cardinality(space)
         if len(taken) >= cardinality:
             logger.info("every point of the finite space is pending; proposing a repeat")
             return None
@@ -371,6 +382,25 @@ class PositionalDesign:
             "found no free point in %d draws; proposing a repeat", _RANDOM_REPLACEMENT_TRIES
         )
         return None
+
+
+def feasible_cardinality(space: Space) -> float:
+    """Number of points of the space that satisfy its constraints: ``Space.cardinality()``
+    (which counts before constraints) for an unconstrained or infinite space, the count of
+    the enumerated feasible points for a constrained finite one of up to
+    ``_MAX_ENUMERATED_POINTS`` points, and the count before constraints (an upper bound)
+    for a larger one. Decides when a finite space is exhausted: with ``a + b <= 1`` over
+    ``0..3 x 0..3`` that is after 3 points, not 16.
+    """
+    cardinality = space.cardinality()
+    if (
+        space.candidates is not None
+        or not space.constraints
+        or not math.isfinite(cardinality)
+        or cardinality > _MAX_ENUMERATED_POINTS
+    ):
+        return cardinality
+    return float(len(_enumerate(space)))
 
 
 def _unit_bounds(d: int) -> torch.Tensor:

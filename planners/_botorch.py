@@ -47,8 +47,9 @@ outputs ``[objectives..., slacks..., success score]``:
   Until a trial satisfies every outcome constraint there is nothing to improve on, and the
   acquisition is the probability of feasibility (``qLogProbabilityOfFeasibility``);
 * with 2-4 objectives the acquisition is ``qLogNoisyExpectedHypervolumeImprovement`` over
-  the signed reference point (each objective's ``reference_point``, else inferred from the
-  feasible data by :func:`planners._pareto.reference_point`), with ``prune_baseline`` and
+  the signed reference point (each objective's ``reference_point``, else the feasible
+  front's nadir less 10 % of its range, :func:`planners._pareto.front_reference_point`,
+  as BoTorch infers it), with ``prune_baseline`` and
   BoTorch's cached Cholesky root; the single-objective options (``acquisition``, the
   exploit step) do not apply;
 * a batch (``suggest(n)`` with ``n > 1``) is optimised jointly by sequential greedy
@@ -110,10 +111,10 @@ from gpytorch.mlls import (
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-from planners._baselines import PositionalDesign, derive_seed, point_key
+from planners._baselines import PositionalDesign, derive_seed, feasible_cardinality, point_key
 from planners._config import PlannerConfig, check_botorch_support
-from planners._constraints import encoded_linear_constraint
-from planners._pareto import reference_point
+from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
+from planners._pareto import front_reference_point
 from planners._protocol import Objective, Observation, OutcomeConstraint
 from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space
 from planners._transforms import OneHotCategories
@@ -127,6 +128,22 @@ NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 # of near-duplicate inputs well conditioned without blurring noiseless objectives (1e-4, the
 # GPyTorch default, left Branin regret at ~0.03 in ``benchmarks/planner_tuning.py``).
 _NOISE_FLOOR = 1e-5
+
+# Standardize treats an output column whose standard deviation is below its ``min_stdv`` as
+# constant (scale 1 instead of the std). BoTorch's default floor is absolute (1e-8), so
+# outputs in small units (currents of ~1e-12 A) counted as constant and the GP learned
+# nothing. The floor here is relative to the column's magnitude: a spread below 1e-13 of
+# max|y| (~450 ulps; a mean and a std of float64 data round at a few ulps) is rounding
+# noise, anything larger is data. An offset of 1e12 with a spread of 1 stays data (the
+# floor is 0.1 there); the absolute floor keeps an all-zero column from dividing by zero
+# and a posterior variance (std squared) far from underflow.
+_MIN_STDV_RELATIVE = 1e-13
+_MIN_STDV_ABSOLUTE = 1e-100
+# An output column spanning less than this is scaled up for the model by a power of two (see
+# BoTorchPlanner._model_outcomes): BoTorch's absolute smoothing constants (1e-6 on an
+# improvement, 1e-3 on a constraint slack) are then small against the data's differences.
+# Ordinary objectives (Branin spans ~300, Hartmann6 ~3) keep their units.
+_SMALL_RANGE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -324,6 +341,9 @@ class BoTorchPlanner:
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
         self._feasibility: _Fitted | None = None
+        self._outliers_reported: set[int] = set()  # observation indices (see _model_outcomes)
+        self._n_points: float | None = None  # feasible points of a finite space (lazy)
+        self._exhausted_reported = False
         self._bounds = space.bounds
         self._cat_dims = space.cat_dims
         self._discrete_dims = _narrow_discrete_dims(space)
@@ -434,18 +454,20 @@ class BoTorchPlanner:
         Usable observations with their values; with ``learn_failures``, failed trials at the
         worst value seen in every column (abandoned ones never: a stop says nothing about
         the point).
-        Non-finite outputs never reach a model. Inputs slightly outside the space
-        (instrument readbacks) are clamped to its bounds.
+        Non-finite outputs never reach a model; values far outside the others (an
+        overrange code, a sentinel) reach it clipped, and a column of small values (currents
+        in amps) scaled up by a power of two (:meth:`_model_outcomes`).
+        Inputs slightly outside the space (instrument readbacks) are clamped to its bounds.
         """
         names = self.outcome_names
-        usable = [o for o in self.observations if o.usable_for(names)]
+        rows = [i for i, o in enumerate(self.observations) if o.usable_for(names)]
+        usable = [self.observations[i] for i in rows]
         X = self.space.encode([o.parameters for o in usable])
         clamped = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
         if not torch.equal(clamped, X):
             logger.warning("observed parameters outside the space were clamped to its bounds")
-        Y = torch.tensor(
-            [self._outcome_row(o.outputs) for o in usable], dtype=torch.float64
-        ).reshape(len(usable), len(names))
+        Y, scale = self._model_outcomes(rows)
+        Y = Y * scale
         failed = [o for o in self.observations if o.outcome == "failed"]
         if self.settings.learn_failures and failed and len(usable) > 0:
             # A failed point enters the objective model at the worst value measured so far:
@@ -459,6 +481,50 @@ class BoTorchPlanner:
             return torch.cat([clamped, Xf]), torch.cat([Y, Yf])
         return clamped, Y
 
+    def _model_outcomes(self, rows: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """The rows of ``train_Y`` (see :meth:`training_data`) of the usable observations
+        ``rows`` in output units, with outlying values clipped onto the nearest of the others
+        by :func:`_clip_outliers`, and the scale of each column for the model.
+
+        For the model only: the observations (and the store) keep what was measured. Each
+        observation that holds an outlying value is reported once per planner, as a warning
+        naming the value and the point: the user should know that a reading looks like an
+        overrange code or a sentinel, but not once per suggest.
+
+        The scale is 1, except for a column whose values span less than ``_SMALL_RANGE``: a
+        power of two that brings the span into [1, 2). The GP itself is blind to the scale
+        (standardised, see ``_MIN_STDV_RELATIVE``), but the acquisition works in the model's
+        units, and BoTorch's smoothing constants are absolute (Log-EI's ``tau_relu`` 1e-6 on
+        an improvement, the constraint indicator's ``eta`` 1e-3 on a slack): with the GP
+        standardising it, Branin in units of 1e-12 still reached a regret of 3.2 and 9.1
+        after 16 trials (seeds 2, 3) where Branin itself reached 0.69 and 0.15; scaled, the
+        regrets are Branin's. A power of two leaves every standardised value bit for bit as
+        it was.
+        """
+        names = self.outcome_names
+        Y = torch.tensor(
+            [self._outcome_row(self.observations[i].outputs) for i in rows], dtype=torch.float64
+        ).reshape(len(rows), len(names))
+        Y, moved = _clip_outliers(Y, self.settings.noise_floor)
+        for r in moved.any(dim=-1).nonzero()[:, 0].tolist():
+            if rows[r] in self._outliers_reported:
+                continue
+            self._outliers_reported.add(rows[r])
+            o = self.observations[rows[r]]
+            outputs = {names[j] for j in moved[r].nonzero()[:, 0].tolist()}
+            values = [f"{n} = {o.outputs[n]:.6g}" for n in dict.fromkeys(names) if n in outputs]
+            point = [
+                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v!r}"
+                for k, v in o.parameters.items()
+            ]
+            logger.warning(
+                "%s at %s is far outside the other values (an overrange code or a sentinel?); "
+                "the model sees it clipped to the nearest of them (the stored value is unchanged)",
+                ", ".join(values),
+                ", ".join(point),
+            )
+        return Y, _column_scales(Y)
+
     def _outcome_row(self, outputs: dict[str, float]) -> list[float]:
         """One row of ``train_Y`` (see :meth:`training_data`) from a trial's outputs."""
         return [o.sign * outputs[o.name] for o in self.objectives] + [
@@ -470,17 +536,25 @@ class BoTorchPlanner:
 
         Each objective's ``reference_point`` where given, otherwise inferred from the usable
         observations (from the feasible ones once there are any) by
-        :func:`planners._pareto.reference_point`: the worst value minus 10 % of the range.
+        :func:`planners._pareto.front_reference_point`: the worst value on the Pareto front
+        minus 10 % of the front's range (BoTorch's rule; the campaign's reported hypervolume
+        uses :func:`planners._pareto.reference_point`, which does not move with the front).
+        The values are the model's (outliers clipped, see :meth:`_model_outcomes`): a
+        sentinel on the front would otherwise put the reference where no other trial can
+        improve the hypervolume. In the model's units too (each column's scale).
         """
         names = self.outcome_names
-        usable = [o for o in self.observations if o.usable_for(names)]
-        Y = np.array(
-            [[o.outputs[obj.name] for obj in self.objectives] for o in usable], dtype=np.float64
-        ).reshape(len(usable), len(self.objectives))
-        feasible = [all(c.satisfied(o.outputs) for c in self.outcome_constraints) for o in usable]
-        ref = reference_point(self.objectives, Y, feasible)
+        rows = [i for i, o in enumerate(self.observations) if o.usable_for(names)]
+        m = len(self.objectives)
         signs = np.array([o.sign for o in self.objectives])
-        return torch.tensor(ref * signs, dtype=torch.float64)
+        Y, scale = self._model_outcomes(rows)
+        outputs = Y[:, :m].numpy() * signs  # signed back to output units
+        feasible = [
+            all(c.satisfied(self.observations[i].outputs) for c in self.outcome_constraints)
+            for i in rows
+        ]
+        ref = front_reference_point(self.objectives, outputs, feasible)
+        return torch.tensor(ref * signs, dtype=torch.float64) * scale[:m]
 
     def feasibility_data(self) -> tuple[Tensor, Tensor] | None:
         """Encoded inputs and success labels (+1 usable, -1 failed), or ``None`` if not needed.
@@ -612,7 +686,7 @@ class BoTorchPlanner:
             return ModelListGP(*gps)  # type: ignore[arg-type]
         d = self.space.dim
         likelihood = self._likelihood()
-        outcome_transform = Standardize(m=1)
+        outcome_transform = Standardize(m=1, min_stdv=_min_stdv(train_Y))
         input_transform: InputTransform
         if self._cat_dims:
             # Choice columns hold category indices; the GP sees them one-hot (see
@@ -940,6 +1014,23 @@ class BoTorchPlanner:
         logger.debug("exploit step? fitted noise variance %.3g", noise)
         return noise < self.settings.exploit_max_noise
 
+    def _report_exhausted(self, n_points: int) -> None:
+        """Warn, once per planner, that every point of the finite space has been measured.
+
+        From then on a proposal repeats a measured point: the campaign spends its budget on
+        repeats, which a user should know about (and may want: replicates of the best
+        points), but not once per suggest.
+        """
+        if self._exhausted_reported:
+            return
+        self._exhausted_reported = True
+        logger.warning(
+            "every one of the %d points of the finite search space has been measured; the "
+            "planner now repeats measured points, those the model rates most promising. "
+            "Stop the campaign, or widen the space, if repeats are not wanted",
+            n_points,
+        )
+
     def _replace_repeats(
         self, points: list[Point], pending: list[Point], position: int
     ) -> list[Point]:
@@ -957,10 +1048,14 @@ class BoTorchPlanner:
         """
         avoid = list(pending)
         if self.space.candidates is None and math.isfinite(self.space.cardinality()):
+            if self._n_points is None:
+                self._n_points = feasible_cardinality(self.space)
             measured = [o.parameters for o in self.observations]
             seen = {point_key(self.space, p) for p in avoid + measured}
-            if len(seen) < self.space.cardinality():  # once all are measured, repeat the best
+            if len(seen) < self._n_points:  # once all are measured, repeat the best
                 avoid += measured
+            elif len({point_key(self.space, p) for p in measured}) >= self._n_points:
+                self._report_exhausted(int(self._n_points))
         taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
         for i, point in enumerate(points):
@@ -1019,6 +1114,137 @@ def _copy_hyperparameters(source: Model, target: Model) -> None:
             old = previous.get(name)
             if old is not None and old.shape == param.shape:
                 param.copy_(old)
+
+
+def _column_scales(Y: Tensor) -> Tensor:
+    """The model's scale of each column of ``Y`` (``n x k``): see
+    :meth:`BoTorchPlanner._model_outcomes`."""
+    scales = torch.ones(Y.shape[-1], dtype=torch.float64)
+    if not len(Y):
+        return scales
+    spans = (Y.max(dim=0).values - Y.min(dim=0).values).tolist()
+    for j, span in enumerate(spans):
+        if 0 < span < _SMALL_RANGE:
+            _, exponent = math.frexp(span)  # span = f * 2**exponent, 0.5 <= f < 1
+            scales[j] = math.ldexp(1.0, 1 - exponent)
+    return scales
+
+
+def _min_stdv(Y: Tensor) -> float:
+    """Standardize's ``min_stdv`` for output column(s) ``Y``: relative to their magnitude
+    (see ``_MIN_STDV_RELATIVE``), so that outputs in small units are standardised too."""
+    if not Y.numel():
+        return _MIN_STDV_ABSOLUTE
+    return max(_MIN_STDV_ABSOLUTE, _MIN_STDV_RELATIVE * float(Y.abs().max()))
+
+
+def _clip_outliers(Y: Tensor, noise_floor: float) -> tuple[Tensor, Tensor]:
+    """``Y`` (``n x k``) for the model, with each column's outlying values clipped onto the
+    nearest of the others, and the mask of the entries clipped.
+
+    A standardised column is divided by its standard deviation, so one value of 9.9e37 among
+    readings of ~100 leaves the others within ~1e-36 of each other: the GP sees a flat
+    function and a spike (proposals in corners, repeats), and 1e300 overflows the variance
+    (every later fit fails). A value is outlying when it squashes the others below what the
+    GP can resolve at all: one value a distance ``G`` from ``n - 1`` others spread over ``R``
+    makes the column's std ``~G / sqrt(n)``, and the others' whole range standardises to
+    ``R sqrt(n) / G``, under one noise-floor std (``sqrt(noise_floor)``, the smallest noise
+    the GP may infer) once ``G / R > sqrt(n / noise_floor)``: about 700 at 5 points, 1700 at
+    30, 3200 at 100 with the default floor. Below that the GP still sees every difference
+    and nothing is touched, so ordinary data is modelled exactly as measured, bit for bit
+    (uniform samples of 5-40 points of 13 BoTorch test functions: gaps of at most ~70
+    ranges, except Rosenbrock's steep walls, one sample in 1800; never in the planner runs
+    of ``benchmarks/planner_tuning.py``); above it nothing visible is lost by moving the
+    value, whether a sentinel or a genuine extreme reading. Such a value is clipped to the
+    nearest of the others (classic winsorising), not to just beyond them: on Branin
+    maximised with one overrange reading of 9.9e37 at trial 7, clipping to one range beyond
+    the best left the planner refining around that point (regret 0.3-2.2 after 30 trials,
+    seeds 0-5), clipping onto the best matched the clean runs (0.001-0.08 against
+    0.0001-0.02). See :func:`_clip_column`.
+    """
+    moved = torch.zeros(Y.shape, dtype=torch.bool)
+    n = Y.shape[0]
+    if n < 2:
+        return Y, moved
+    factor = math.sqrt(n / noise_floor)
+    out = Y.clone()
+    for j in range(Y.shape[-1]):
+        column = Y[:, j].numpy()
+        new = _clip_column(column, factor)
+        changed = new != column
+        if changed.any():
+            out[:, j] = torch.from_numpy(new)
+            moved[:, j] = torch.from_numpy(changed)
+    return out, moved
+
+
+# Largest outlying group at each end of a column that _clip_column looks for: it tests
+# every pair of group sizes (a sentinel at one end must not hide one at the other), and a
+# campaign with hundreds of overrange readings has a systematic problem, not outliers.
+_MAX_OUTLIERS = 128
+# Distance from the median beyond which a value is clipped whatever the others (see the end
+# of _clip_column): its square, summed over the column, would overflow float64.
+_UNREPRESENTABLE = 1e150
+
+
+def _clip_column(y: np.ndarray, factor: float) -> np.ndarray:
+    """One column of :func:`_clip_outliers` (finite values; a new array).
+
+    First the kept values ``s[a..b]`` of the sorted values ``s``: outlying groups are peeled
+    off the ends, fewest values first, until none is left. Peeling the ``i`` largest and
+    the ``j`` smallest values (``i + j`` a strict minority) is allowed when each peeled end
+    is separated from the rest by a gap wider than ``factor`` times the rest's range and
+    wider than the group's own range (a cluster far away, not the end of a long tail).
+    Nothing is peeled from a rest of equal values: it has no differences to protect, and a
+    lone different value is information. Then, walking outwards from the kept values,
+    every gap wider than ``factor`` times the range inside it (compressed so far) is
+    closed; every other difference is kept, so a group of values keeps its order and
+    internal spread unless that spread is itself out of all proportion. Last, a value more
+    than ``_UNREPRESENTABLE`` from the median is clipped even where the rest are all equal.
+    """
+    n = len(y)
+    order = np.argsort(y, kind="stable")
+    s = y[order]
+    lo, hi = 0, n - 1  # the kept values are s[lo..hi]
+    budget = (n - 1) // 2  # peeled values stay a strict minority
+    with np.errstate(over="ignore", invalid="ignore"):  # a gap of 2e308 is inf: still wide
+        while budget > 0:
+            k = min(budget, _MAX_OUTLIERS, hi - lo - 1)
+            if k < 1:
+                break
+            up, low = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
+            a, b = lo + low, hi - up  # candidate kept range
+            rest = s[b] - s[a]
+            above = np.minimum(b + 1, hi)
+            below = np.maximum(a - 1, lo)
+            gap_up, group_up = s[above] - s[b], s[hi] - s[above]
+            gap_low, group_low = s[a] - s[below], s[below] - s[lo]
+            ok_up = (up == 0) | ((gap_up > factor * rest) & (gap_up > group_up))
+            ok_low = (low == 0) | ((gap_low > factor * rest) & (gap_low > group_low))
+            total = up + low
+            ok = ok_up & ok_low & (rest > 0) & (total >= 1) & (total <= budget)
+            if not ok.any():
+                break
+            score = np.where(ok, total * (k + 1) + up, np.iinfo(np.int64).max)
+            u, w = np.unravel_index(int(score.argmin()), score.shape)
+            lo, hi, budget = lo + int(w), hi - int(u), budget - int(u + w)
+    new = s.copy()
+    for j in range(hi + 1, n):  # upwards from the kept values
+        inside = new[j - 1] - new[lo]
+        step = s[j] - s[j - 1]
+        new[j] = new[j - 1] + (0.0 if step > factor * inside else step)
+    for j in range(lo - 1, -1, -1):  # downwards likewise
+        inside = new[hi] - new[j + 1]
+        step = s[j + 1] - s[j]
+        new[j] = new[j + 1] - (0.0 if step > factor * inside else step)
+    # Whatever the rest, a value ~1e154 from the others overflows the variance (its square):
+    # the GP could not be fitted at all, so it is clipped even among equal values.
+    with np.errstate(over="ignore"):
+        sane = s[np.abs(s - s[(n - 1) // 2]) <= _UNREPRESENTABLE]
+    new = np.clip(new, sane.min(), sane.max())
+    out = np.empty_like(new)
+    out[order] = new
+    return out
 
 
 def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:
@@ -1315,17 +1541,31 @@ def _feasible_raw_samples(planner: BoTorchPlanner, n: int) -> Tensor:
     range) of the best observed points, snapped to the grids and kept where feasible. A
     narrow feasible region may hold fewer than ``n`` design points in the design's draws
     (``PositionalDesign.leading_feasible_unit_points``); those found are used, since the
-    optimiser needs good starts, not a set number of them.
+    optimiser needs good starts, not a set number of them. A region so narrow that the
+    fresh design finds no point at all (this suggest's seed drew none where the campaign's
+    own design did) falls back on the feasible points the campaign already knows, see
+    :func:`_known_feasible_samples`: a space with measured points always gets a proposal.
 
     Raises:
-        InfeasibleSpaceError: the design found no feasible point at all.
+        InfeasibleSpaceError: no feasible point drawn and none known (nothing measured).
     """
     space = planner.space
     seed = int(torch.randint(2**31 - 1, (1,)))
     design = PositionalDesign(space, seed, "sobol")
-    X = space.from_unit_cube(
-        design.leading_feasible_unit_points(n) if space.constraints else design.unit_points(0, n)
-    )
+    try:
+        if space.constraints:
+            X = space.from_unit_cube(design.leading_feasible_unit_points(n))
+        else:
+            X = space.from_unit_cube(design.unit_points(0, n))
+    except InfeasibleSpaceError:
+        X = _known_feasible_samples(planner, n)
+        if not len(X):
+            raise
+        logger.info(
+            "no feasible raw sample in the constrained design's draws; starting from %d points "
+            "around the campaign's feasible points",
+            len(X),
+        )
     fitted = planner._fitted
     if fitted is not None and len(fitted.train_X) and not space.candidates:
         train_X, train_Y = fitted.train_X, fitted.train_Y
@@ -1341,6 +1581,38 @@ def _feasible_raw_samples(planner: BoTorchPlanner, n: int) -> Tensor:
             noisy = noisy[space.feasible(noisy)]
             X = torch.cat([X[: n - len(noisy)], noisy])
     return X
+
+
+# Perturbations of known feasible points (see _known_feasible_samples), as shares of each
+# column's range: a sliver of width 1e-4 keeps few of the wide ones and most of the narrow.
+_KNOWN_FEASIBLE_STDS = (0.05, 5e-3, 5e-4, 5e-5)
+
+
+def _known_feasible_samples(planner: BoTorchPlanner, n: int) -> Tensor:
+    """Up to ``n`` feasible encoded points from what the campaign already knows: the points
+    of its trials (any outcome: a failed trial's point still satisfies the constraints) and
+    of its initial design, then Gaussian perturbations of them at several widths
+    (``_KNOWN_FEASIBLE_STDS``), snapped to the grids and kept where feasible. Empty when
+    the campaign knows no feasible point.
+    """
+    space = planner.space
+    parts = [space.encode([o.parameters for o in planner.observations])]
+    parts.append(space.from_unit_cube(planner.design.known_feasible_unit_points()))
+    known = torch.cat(parts)
+    known = torch.minimum(torch.maximum(known, space.bounds[0]), space.bounds[1])
+    known = torch.unique(known[space.feasible(known)], dim=0)
+    if not len(known):
+        return known
+    out = [known[:n]]
+    per_width = max(1, (n - len(out[0])) // len(_KNOWN_FEASIBLE_STDS))
+    for std in _KNOWN_FEASIBLE_STDS:
+        idx = torch.randint(len(known), (per_width,))
+        noise = torch.randn(per_width, space.dim, dtype=torch.float64)
+        noisy = known[idx] + std * space.bounds[1] * noise
+        noisy = torch.minimum(torch.maximum(noisy, space.bounds[0]), space.bounds[1])
+        noisy = space.encode(space.decode(noisy))  # onto the integer/choice grids
+        out.append(noisy[space.feasible(noisy)])
+    return torch.cat(out)[:n]
 
 
 def _ensure_feasible(
@@ -1388,12 +1660,16 @@ def _optimize_table(
         j = space.candidate_index(o.parameters)
         if j is not None:
             used[j] = True
+    exhausted = bool(used.all())
+    if exhausted:
+        planner._report_exhausted(len(C))
     if X_pending is not None and len(X_pending):
         distance, index = space._nearest_candidates(X_pending.reshape(-1, space.dim))
         used[index[distance <= 1e-9]] = True
     choices = C[~used]
     if len(choices) == 0:
-        logger.info("every candidate has been measured or is pending; repeats are allowed")
+        if not exhausted:  # the rest are pending: a repeat until their outcomes arrive
+            logger.info("every candidate has been measured or is pending; repeats are allowed")
         choices = C
     X, _ = optimize_acqf_discrete(acqf, 1, choices=choices, max_batch_size=1024)
     return X

@@ -320,7 +320,12 @@ class Space:
         }
 
     def cardinality(self) -> float:
-        """Number of points (``inf`` when any parameter is continuous), before constraints."""
+        """Number of points (``inf`` when any parameter is continuous), before constraints.
+
+        A candidate table holds feasible rows only. For the count after parameter
+        constraints (when a finite space is exhausted), see
+        ``planners._baselines.feasible_cardinality``.
+        """
         if self.candidates is not None:
             return float(len(self.candidates))
         n = 1.0

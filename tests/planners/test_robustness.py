@@ -1,0 +1,315 @@
+"""BoTorch planner on awkward data: tiny units, sentinels, narrow constrained spaces, exhausted
+finite spaces; and the fix a campaign file gets for a log scale starting at 0.
+
+Each test reproduces a failure of an earlier version (a review's repro, cut down to seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from botorch.test_utils.mock import mock_optimize_context_manager
+
+from loop.config import load_campaign
+from loop.errors import CampaignConfigError
+from planners import (
+    BoTorchPlanner,
+    BoTorchSettings,
+    ChoiceParameter,
+    FloatParameter,
+    InitialDesign,
+    IntParameter,
+    Objective,
+    Observation,
+    PlannerConfig,
+    SobolPlanner,
+    Space,
+)
+from planners._baselines import PositionalDesign, point_key
+from planners._botorch import _clip_outliers, _feasible_raw_samples
+from planners._constraints import InfeasibleSpaceError
+
+BRANIN_MIN = 0.397887
+# Contract tests: tiny optimiser budgets (see test_botorch.py). Regret tests use the defaults.
+FAST = BoTorchSettings(mc_samples=16, raw_samples=16, num_restarts=2, maxiter=15)
+
+
+@pytest.fixture
+def mocked_optimizer() -> Iterator[None]:
+    """Two L-BFGS-B iterations per fit and acquisition run: for tests of contracts only."""
+    with mock_optimize_context_manager(force=True):
+        yield
+
+
+def branin_space() -> Space:
+    return Space(
+        [
+            FloatParameter(name="x1", bounds=(-5.0, 10.0)),
+            FloatParameter(name="x2", bounds=(0.0, 15.0)),
+        ]
+    )
+
+
+def branin(p: dict[str, Any]) -> float:
+    x1, x2 = p["x1"], p["x2"]
+    return (
+        (x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2
+        + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1)
+        + 10
+    )
+
+
+def run(
+    planner: BoTorchPlanner, trials: int, outputs: Callable[[int, dict[str, Any]], dict[str, float]]
+) -> list[dict[str, Any]]:
+    """Sequential loop; ``outputs(k, point)`` gives trial ``k``'s outputs. The points tried."""
+    points = []
+    for k in range(trials):
+        (p,) = planner.suggest(1)
+        points.append(p)
+        planner.ingest([Observation(parameters=p, outputs=outputs(k, p))])
+    return points
+
+
+def branin_regret(points: list[dict[str, Any]]) -> float:
+    return min(branin(p) for p in points) - BRANIN_MIN
+
+
+# ------------------------------------------------------------------ outputs in small units
+def fitted_stdv(model: Any) -> float:
+    """The scale of a single-output GP's ``Standardize`` outcome transform."""
+    return float(model.outcome_transform.stdvs)
+
+
+def test_small_units_are_standardised(mocked_optimizer: None) -> None:
+    """Standardize's floor is relative: outputs of ~1e-12 get their own std, not 1.0 (the
+    absolute 1e-8 floor made the GP see a constant); constant outputs and a large offset with
+    a spread of ~1 keep working."""
+    space = branin_space()
+    points = SobolPlanner(space, seed=0).suggest(8)
+    X = space.encode(points)
+    cases = {
+        "tiny": [1e-12 * branin(p) for p in points],
+        "offset": [1e12 + (p["x1"] + 5) / 15 for p in points],
+        "constant": [1e-12] * len(points),
+    }
+    for name, ys in cases.items():
+        planner = BoTorchPlanner(space, [Objective(name="y")], PlannerConfig(), 0, FAST)
+        # The GP as built for these values, whatever the planner scales them by.
+        Y = torch.tensor(ys, dtype=torch.float64)[:, None]
+        stdv = fitted_stdv(planner._build_model(X, Y))
+        expected = 1.0 if name == "constant" else float(np.std(ys, ddof=1))
+        assert stdv == pytest.approx(expected, rel=1e-6), name
+        # ... and as the planner fits it: every column with a spread standardised.
+        planner.ingest(
+            [Observation(parameters=p, outputs={"y": y}) for p, y in zip(points, ys, strict=True)]
+        )
+        model = planner.fit()
+        _, train_Y = planner.training_data()
+        stdv = fitted_stdv(model)
+        expected = 1.0 if name == "constant" else float(train_Y.std())
+        assert stdv == pytest.approx(expected, rel=1e-6), name
+        assert space.contains(planner.suggest(1)[0])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_small_units_optimise_like_unit_ones(seed: int) -> None:
+    """Branin in units of 1e-12 reaches the regret of Branin itself: the GP sees the same
+    standardised data and the acquisition the same scale. Before, the GP saw a constant
+    (regret 3.2 and 10.6 after 12 trials for seeds 0 and 3, against 0.12 and 0.15)."""
+    regrets = {}
+    for scale in (1.0, 1e-12):
+
+        def measure(k: int, p: dict[str, Any], scale: float = scale) -> dict[str, float]:
+            return {"y": scale * branin(p)}
+
+        planner = BoTorchPlanner(branin_space(), [Objective(name="y", goal="minimize")], seed=seed)
+        regrets[scale] = branin_regret(run(planner, 12, measure))
+    assert regrets[1e-12] < max(2 * regrets[1.0], 0.05), regrets
+
+
+# ------------------------------------------------------------------ outliers and sentinels
+def test_ordinary_values_are_never_clipped() -> None:
+    """Branin's raw values (heavy-tailed: 0.4 to 308) reach the model bit for bit at every
+    campaign size; a sentinel at either end is clipped onto the nearest other value."""
+    space = branin_space()
+    points = SobolPlanner(space, seed=3).suggest(40)
+    ys = torch.tensor([[branin(p)] for p in points], dtype=torch.float64)
+    for n in range(3, 41):
+        clipped, moved = _clip_outliers(ys[:n], 1e-5)
+        assert torch.equal(clipped, ys[:n]) and not bool(moved.any()), n
+    Y = torch.cat([ys[:10], torch.tensor([[9.9e37], [-1e300], [9.91e37]], dtype=torch.float64)])
+    clipped, moved = _clip_outliers(Y, 1e-5)
+    assert torch.equal(clipped[:10], Y[:10])
+    top, bottom = float(ys[:10].max()), float(ys[:10].min())
+    assert clipped[10:, 0].tolist() == [top, bottom, top]
+    assert moved[:, 0].tolist() == [False] * 10 + [True] * 3
+    # A lone different value among equal ones is information, not an outlier: nothing to
+    # protect, nothing clipped (a first hit in a campaign that measured zeros so far).
+    for column in ([0.0] * 8 + [0.3], [1.0] * 6 + [9.9e37]):
+        Y = torch.tensor(column, dtype=torch.float64)[:, None]
+        assert torch.equal(_clip_outliers(Y, 1e-5)[0], Y)
+    # ... unless it is too large to standardise at all (its square overflows).
+    Y = torch.tensor([[1.0]] * 6 + [[1e300]], dtype=torch.float64)
+    assert _clip_outliers(Y, 1e-5)[0].tolist() == [[1.0]] * 7
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_sentinel_reading_does_not_derail_the_search(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One overrange reading (9.9e37) among Branin's values: the search still converges
+    (before: the others were flattened to nothing and the planner refined around the
+    sentinel, regret > 1), the stored value is untouched, and the user is told once."""
+    planner = BoTorchPlanner(branin_space(), [Objective(name="y", goal="maximize")], seed=seed)
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        points = run(planner, 30, lambda k, p: {"y": 9.9e37 if k == 6 else -branin(p)})
+    assert branin_regret(points) < 0.1
+    assert planner.observations[6].outputs["y"] == 9.9e37
+    told = [r for r in caplog.records if "far outside" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in told]
+    message = told[0].getMessage()
+    assert "y = 9.9e+37" in message and "stored value is unchanged" in message
+    assert f"x1={points[6]['x1']:.6g}" in message
+
+
+def test_an_enormous_value_does_not_fail_later_suggests(
+    mocked_optimizer: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1e300 overflowed the variance: every later suggest fell back on the design (silently
+    a Sobol campaign). Now every model position gets a model point."""
+    planner = BoTorchPlanner(
+        branin_space(), [Objective(name="y", goal="maximize")], PlannerConfig(), 0, FAST
+    )
+    kinds = []
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        for k in range(12):
+            (p,) = planner.suggest(1)
+            kinds += planner.last_kinds
+            planner.ingest(
+                [Observation(parameters=p, outputs={"y": 1e300 if k == 5 else -branin(p)})]
+            )
+    assert kinds == ["initial"] * 5 + ["model"] * 7
+    assert not [r for r in caplog.records if "could not propose" in r.getMessage()]
+
+
+def test_a_sentinel_in_one_of_two_objectives(mocked_optimizer: None) -> None:
+    """With several objectives each column is clipped on its own, and the hypervolume
+    reference comes from the clipped values (a sentinel on the front put it out of reach:
+    no other point could improve the hypervolume, and suggests failed)."""
+    objectives = [Objective(name="a"), Objective(name="b", goal="minimize")]
+    planner = BoTorchPlanner(branin_space(), objectives, PlannerConfig(), 0, FAST)
+    kinds = []
+    for k in range(10):
+        (p,) = planner.suggest(1)
+        kinds += planner.last_kinds
+        outputs = {"a": 1e30, "b": 0.0} if k == 6 else {"a": -branin(p), "b": p["x1"]}
+        planner.ingest([Observation(parameters=p, outputs=outputs)])
+    assert kinds.count("model") == 10 - planner.n_initial
+    _, Y = planner.training_data()
+    others = torch.cat([Y[:6, 0], Y[7:, 0]])
+    assert float(Y[6, 0]) == float(others.max())  # a clipped onto the best other a
+    assert float(Y[6, 1]) == 0.0  # b = 0 is an ordinary value
+    assert float(planner.hypervolume_reference()[0]) < float(others.max())
+
+
+# ------------------------------------------------------------------ narrow constrained spaces
+def sliver() -> Space:
+    return Space(
+        [FloatParameter(name="x", bounds=(0.0, 1.0)), IntParameter(name="n", bounds=(0, 5))],
+        constraints=["x + n >= 5.9999"],
+    )
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_a_narrow_constrained_space_never_fails_a_suggest(seed: int) -> None:
+    """Feasible fraction ~1.7e-5: the campaign's design finds its points, but a suggest's
+    fresh raw samples may find none in 2^16 draws. That raised InfeasibleSpaceError mid
+    campaign, and resume met the same error; the measured points now serve as starts."""
+    space = sliver()
+    planner = BoTorchPlanner(
+        space, [Objective(name="y", goal="minimize")], PlannerConfig(), seed, FAST
+    )
+    points = run(planner, 8, lambda k, p: {"y": p["x"]})  # seeds 2, 5: died at the 6th
+    assert all(space.contains(p) for p in points)
+    assert planner.last_kinds == ["model"]
+
+
+def test_raw_samples_fall_back_on_known_feasible_points(
+    mocked_optimizer: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No feasible draw at all: the raw samples are the campaign's feasible points and
+    perturbations of them, all feasible; with no known point the error stands."""
+    space = sliver()
+    planner = BoTorchPlanner(space, [Objective(name="y")], PlannerConfig(), 0, FAST)
+
+    def no_draws(self: PositionalDesign, n: int) -> torch.Tensor:
+        raise InfeasibleSpaceError("none", draws=2**16, feasible_fraction=1 / 2**16)
+
+    monkeypatch.setattr(PositionalDesign, "leading_feasible_unit_points", no_draws)
+    with pytest.raises(InfeasibleSpaceError):
+        _feasible_raw_samples(planner, 64)
+    planner.ingest([Observation(parameters={"x": 0.99995, "n": 5}, outputs={"y": 1.0})])
+    raw = _feasible_raw_samples(planner, 64)
+    assert len(raw) > 1 and bool(space.feasible(raw).all())
+    assert space.contains(planner.suggest(1)[0])
+
+
+# ------------------------------------------------------------------ exhausted finite spaces
+@pytest.mark.parametrize(
+    "space",
+    [
+        Space(
+            [IntParameter(name="a", bounds=(0, 3)), IntParameter(name="b", bounds=(0, 3))],
+            constraints=["a + b <= 1"],
+        ),
+        Space([IntParameter(name="a", bounds=(0, 1)), ChoiceParameter(name="b", values=(0, 1))]),
+        Space(
+            [FloatParameter(name="a", bounds=(0, 1)), FloatParameter(name="b", bounds=(0, 1))],
+            candidates=[{"a": 0.1, "b": 0.2}, {"a": 0.5, "b": 0.5}, {"a": 0.9, "b": 0.0}],
+        ),
+    ],
+    ids=["constrained", "grid", "table"],
+)
+def test_an_exhausted_finite_space_warns_once(
+    space: Space, mocked_optimizer: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once every feasible point is measured the planner repeats points: one warning says
+    so (before: an info record or none, and with constraints the 16 points counted before
+    the constraint meant the 3 feasible ones were never 'all measured')."""
+    config = PlannerConfig(initial=InitialDesign(n=2))
+    planner = BoTorchPlanner(space, [Objective(name="y")], config, 0, FAST)
+    with caplog.at_level(logging.INFO, logger="planners"):
+        points = run(planner, 9, lambda k, p: {"y": float(p["a"]) - float(p["b"])})
+    n_points = 4 if space.cardinality() == 4 else 3
+    assert len({point_key(space, p) for p in points}) == n_points
+    told = [r for r in caplog.records if "has been measured" in r.getMessage()]
+    assert [r.levelno for r in told] == [logging.WARNING]
+    assert f"every one of the {n_points} points" in told[0].getMessage()
+
+
+# ------------------------------------------------------------------ campaign file
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_log_bounds_from_zero_get_a_log_fix(kind: str, tmp_path: Path) -> None:
+    """The general bounds fix ('e.g. bounds: [0, 10]') showed the very bounds refused."""
+    path = tmp_path / "log.yaml"
+    path.write_text(
+        "name: t\n"
+        "parameters:\n"
+        f"  - {{name: x1, type: {kind}, bounds: [0, 10], log: true}}\n"
+        "  - {name: x2, type: float, bounds: [0, 15]}\n"
+        "objectives: [{name: y, goal: minimize}]\n"
+        "instrument: {simulator: branin}\n"
+        "budget: {max_trials: 5}\n"
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert "log-scale parameter needs lower bound > 0" in str(info.value)
+    assert "drop `log: true`" in info.value.fix and "[0, 10]" not in info.value.fix
