@@ -594,6 +594,7 @@ _HINTS = {
     "prior_data": "a CSV path relative to the campaign file, e.g. prior_data: earlier.csv",
     "reference_point": "the worst value still worth having, a number in the output's units",
     "failing_region": "an expression over parameters, e.g. failing_region: 'x1 + x2 > 1.5'",
+    "unit": "write the unit as it should be shown, e.g. unit: degC (or leave it out)",
 }
 
 

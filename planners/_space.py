@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -67,21 +67,27 @@ class _Param(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Identifier used in constraints, devices and exports.",
     )
-    unit: str | None = Field(default=None, description="Physical unit, e.g. degC or min.")
+    unit: str | None = Field(
+        default=None, description="Physical unit as the lab writes it, e.g. degC, min, eq, wt%."
+    )
 
     @field_validator("unit")
     @classmethod
-    def _known_unit(cls, unit: str | None) -> str | None:
-        """A unit pint knows, so exports and instrument conversions can rely on it."""
+    def _label(cls, unit: str | None) -> str | None:
+        """A label, shown beside the parameter (status, report, plan): any text a lab uses.
+
+        Not checked against pint here: eq, equiv, wt%, sccm or mTorr are units chemists
+        write daily and pint does not parse (a scientist's file was refused for them). Where
+        a unit is *converted* (an instrument input's ``device_units``), the instrument file's
+        check parses it with pint and names the file, the line and the fix.
+        """
         if unit is None:
             return None
-        try:
-            _unit_registry().Unit(unit)
-        except Exception:  # pint raises several unrelated types for text it cannot parse
+        if not unit.strip() or len(unit) > 40 or any(ord(ch) < 32 for ch in unit):
             raise ValueError(
-                f"unknown unit {unit!r}; write a unit pint understands, e.g. degC, K, min, s, "
-                "mL/min, mol/L, or leave it out"
-            ) from None
+                f"unit {unit!r} is not a label: write it as it should be shown, e.g. degC, "
+                "mL/min, eq, wt% (one line, at most 40 characters), or leave it out"
+            )
         return unit
 
 
@@ -176,13 +182,6 @@ def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
         raise ValueError(f"bounds [{lower}, {upper}] must be [lower, upper] with lower < upper")
     if log and lower <= 0:
         raise ValueError("a log-scale parameter needs lower bound > 0")
-
-
-@lru_cache(maxsize=1)
-def _unit_registry() -> Any:
-    import pint  # only campaigns that name units pay for the registry
-
-    return pint.UnitRegistry()
 
 
 class InvalidPoint(ValueError):

@@ -218,3 +218,22 @@ def test_manual_misspelt_suggests_manual(tmp_path: Path) -> None:
         load_campaign(path)
     assert "unknown simulator 'brannin'" in str(info.value)
     assert "instrument: manual" not in str(info.value)
+
+
+def test_units_are_labels_a_lab_writes(tmp_path: Path) -> None:
+    """eq, wt%, sccm, mTorr: units chemists write daily that pint does not parse were
+    refused (found in review); a unit is shown, and only converted where device_units asks."""
+    (tmp_path / "c.yaml").write_text(
+        "name: c\n"
+        "parameters:\n"
+        "  - {name: base, type: float, bounds: [1, 3], unit: eq}\n"
+        "  - {name: load, type: float, bounds: [0.5, 5], unit: wt%}\n"
+        "  - {name: flow, type: int, bounds: [10, 50], unit: sccm}\n"
+        "  - {name: p, type: float, bounds: [1, 100], log: true, unit: mTorr}\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: 'model.py:f', outputs: [y]}\n"
+        "budget: {max_trials: 5}\n"
+    )
+    (tmp_path / "model.py").write_text("def f(x):\n    return {'y': x['base']}\n")
+    c = load_campaign(tmp_path / "c.yaml").campaign
+    assert [p.unit for p in c.parameters] == ["eq", "wt%", "sccm", "mTorr"]
