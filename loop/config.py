@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -302,6 +304,8 @@ def parse_campaign(
     if require_goal:
         _check_goals(campaign, data, path)
     pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
+    if dataset_pin is None and pinned is None and cross_check:
+        pinned = _pin_function(campaign.instrument.function, base_dir, instrument_text)
     campaign.instrument._campaign_path = path
     _check_semantics(campaign, data, path, base_dir, cross_check=cross_check)
     return LoadedCampaign(
@@ -311,6 +315,71 @@ def parse_campaign(
         base_dir=base_dir,
         instrument_text=pinned if dataset_pin is None else dataset_pin,
     )
+
+
+#: The key of the record a ``function:`` campaign keeps in the store's ``instrument_text``.
+_FUNCTION_PIN = "_closedloop_function"
+
+
+def _pin_function(spec: str | None, base_dir: Path, stored: str | None) -> str | None:
+    """Record which source a ``function:`` instrument's campaign started with; warn when
+    a stored campaign's function file has changed since.
+
+    A function is re-imported as it is now on every ``resume``, ``suggest`` and ``plan
+    --store``: an edited model (a fixed bug, a replaced file) would measure the campaign's
+    later trials with another instrument, and its "best" compare unlike with unlike, with
+    nothing said (found in review). Its code is not pinned as an instrument file's text is
+    (it may import the user's other modules); the hash of its file is, and a change is a
+    warning naming the file, as a dataset's is. ``None`` when the source file cannot be
+    found without running the user's code (importing it then reports the problem).
+    """
+    if spec is None or ":" not in spec:
+        return None
+    source = _function_source(spec.rsplit(":", 1)[0], base_dir)
+    if source is None:
+        return None
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    previous = _read_record(stored, _FUNCTION_PIN)
+    if previous is None:
+        # a new campaign, or one stored before functions were pinned: nothing to compare
+        return json.dumps({_FUNCTION_PIN: {"file": str(source), "sha256": digest}})
+    if previous.get("sha256") != digest:
+        logger.warning(
+            "function file %s has changed since the campaign started (its first trials were "
+            "measured by other code); continuing with the file as it is now (start a new "
+            "campaign to compare like with like)",
+            source,
+        )
+    return stored
+
+
+def _function_source(where: str, base_dir: Path) -> Path | None:
+    """The file a ``path/to/file.py`` or ``module`` function comes from, without importing
+    the module itself (``find_spec`` imports a dotted name's parent packages only)."""
+    if where.endswith(".py"):
+        path = Path(where)
+        return path if path.is_absolute() else base_dir / path
+    try:
+        spec = importlib.util.find_spec(where)
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def _read_record(stored: str | None, key: str) -> dict[str, Any] | None:
+    """The record under ``key`` in a stored campaign's ``instrument_text`` JSON, if any."""
+    if not stored:
+        return None
+    try:
+        doc = json.loads(stored)
+    except ValueError:
+        return None
+    record = doc.get(key) if isinstance(doc, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def _instrument_error(
@@ -423,13 +492,7 @@ def _apply_dataset(
 
 def _read_pin(stored: str | None) -> dict[str, Any] | None:
     """The dataset record of a stored campaign (see ``_apply_dataset``), if it has one."""
-    if not stored:
-        return None
-    try:
-        doc = json.loads(stored)
-    except ValueError:
-        return None
-    pin = doc.get(_DATASET_PIN) if isinstance(doc, dict) else None
+    pin = _read_record(stored, _DATASET_PIN)
     if (
         isinstance(pin, dict)
         and isinstance(pin.get("digest"), str)

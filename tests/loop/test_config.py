@@ -237,3 +237,35 @@ def test_units_are_labels_a_lab_writes(tmp_path: Path) -> None:
     (tmp_path / "model.py").write_text("def f(x):\n    return {'y': x['base']}\n")
     c = load_campaign(tmp_path / "c.yaml").campaign
     assert [p.unit for p in c.parameters] == ["eq", "wt%", "sccm", "mTorr"]
+
+
+def test_a_changed_function_file_is_named_when_a_stored_campaign_is_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """resume/suggest/plan re-import the function as it is now: an edited model measured a
+    campaign's later trials with other code, and nothing said so (found in review)."""
+    from loop.config import parse_campaign
+
+    (tmp_path / "c.yaml").write_text(
+        "name: c\n"
+        "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: 'model.py:f', outputs: [y]}\n"
+        "budget: {max_trials: 5}\n"
+    )
+    model = tmp_path / "model.py"
+    model.write_text("def f(x):\n    return {'y': x['x']}\n")
+    loaded = load_campaign(tmp_path / "c.yaml")
+    stored = loaded.instrument_text
+    assert stored is not None and "model.py" in stored
+
+    def again() -> str | None:
+        caplog.clear()
+        return parse_campaign(
+            loaded.text, path=loaded.path, base_dir=tmp_path, instrument_text=stored
+        ).instrument_text
+
+    assert again() == stored and "has changed" not in caplog.text  # unchanged: silent
+    model.write_text("def f(x):\n    return {'y': 0.0}\n")
+    assert again() == stored  # the record of what the campaign started with is kept
+    assert f"function file {model} has changed since the campaign started" in caplog.text
