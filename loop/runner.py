@@ -953,7 +953,8 @@ class Runner:
                     f"{budget.max_failures})"
                     + (f": {kinds}" if kinds else "")
                     + where
-                    + "; check the instrument"
+                    + "; "
+                    + _what_to_check(tally.failures)
                 ),
             )
         return None
@@ -1597,6 +1598,15 @@ def _best_signed(done: Sequence[_Done], sign: float) -> float | None:
 def _gained(gain: float, minimum: float, scale: float) -> bool:
     """A gain counts when above rounding noise and at least ``minimum``."""
     return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
+
+
+def _what_to_check(failures: Sequence[Failure]) -> str:
+    """Where a campaign's failures point: the user's function when it raised or returned
+    the wrong outputs every time (the instrument is blameless there), else the instrument."""
+    kinds = {f.kind for f in failures}
+    if kinds and all(k.startswith("function raised") or k == "wrong outputs" for k in kinds):
+        return "check the function (its errors above name the file and line)"
+    return "check the instrument"
 
 
 def _learned_status(status: str, transient: bool | None, *, retry: bool) -> str:

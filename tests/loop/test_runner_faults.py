@@ -317,3 +317,27 @@ def test_documents_of_a_trial_left_running_are_not_written(tmp_path: Path) -> No
     runner._left_running.add(trial.id or 0)
     sink("stop", {"uid": "late", "exit_status": "abort"})
     assert len(store.documents(trial.id or 0)) == stored
+
+
+def test_failures_of_the_user_s_function_point_at_the_function(tmp_path: Path) -> None:
+    """A function that raises every time used up max_failures with "check the instrument"
+    (found in review): the reason points at the function, whose errors name file and line."""
+    (tmp_path / "model.py").write_text("def f(x):\n    raise RuntimeError('no solution')\n")
+    text = (
+        "name: f\n"
+        "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: 'model.py:f', outputs: [y]}\n"
+        "planner: {kind: sobol}\n"
+        "budget: {max_trials: 5, max_failures: 2}\n"
+        "seed: 1\n"
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    loaded = parse_campaign(text, path=tmp_path / "c.yaml", base_dir=tmp_path)
+    summary = Runner(loaded, _store(tmp_path)).run()
+    assert summary.status == "failed"
+    assert summary.failure_counts == {"function raised RuntimeError": 2}
+    assert summary.reason.endswith("check the function (its errors above name the file and line)")
+    assert [f.error for f in summary.failures][0].startswith(
+        "RuntimeError: no solution; raised by function f (model.py, line 2)"
+    )
