@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loop import CampaignConfigError, parse_campaign
+from tests.cli_process import closedloop
 
 HERE = Path(__file__).parent
 BAD = HERE / "bad_campaigns"
@@ -35,16 +35,6 @@ SAMPLE = [
     ("hang_without_timeout.yaml", 7),
     ("huge_bound.yaml", 4),
 ]
-
-
-def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def _check_one_message(

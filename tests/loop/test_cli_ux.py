@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cli_process import closedloop as run_closedloop
 
 ROOT = Path(__file__).parents[2]
 
@@ -66,14 +66,7 @@ PRIOR = "ph,conc,solvent,absorbance,purity\n7,1,water,0.4,0.9\n5,0.1,ethanol,0.1
 
 def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The command as a user types it, in a wide terminal (rich would wrap table cells)."""
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return run_closedloop(*args, cwd=cwd, wide=True)
 
 
 @pytest.fixture(scope="module")

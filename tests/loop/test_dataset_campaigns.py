@@ -4,9 +4,7 @@ with file and line, and whole campaigns through the real Runner, RunEngine and S
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 
 from loop import CampaignConfigError, Runner, Store, load_campaign, parse_campaign
 from simulators import dataset_simulator
+from tests.cli_process import closedloop
 
 ROOT = Path(__file__).parents[2]
 
@@ -217,14 +216,7 @@ seed: 0
 
 
 def _closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return closedloop(*args, cwd=cwd, wide=True)
 
 
 @pytest.mark.slow

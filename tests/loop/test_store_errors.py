@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from loop import Store, StoreError
 from loop.store import SCHEMA_VERSION
-
-
-def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.cli_process import closedloop
 
 
 def test_new_store_records_its_schema_version(tmp_path: Path) -> None:

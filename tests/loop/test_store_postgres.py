@@ -36,6 +36,7 @@ from loop.config import LoadedCampaign
 from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
 from loop.store import SCHEMA_VERSION, LeaseClaim, LeaseRow, export_records
 from simulators import get_problem
+from tests.cli_process import closedloop
 from tests.postgres_server import PostgresServer, free_port
 
 ROOT = Path(__file__).parents[2]
@@ -95,16 +96,6 @@ def _loaded(
 
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
-
-
-def closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 # ---------------------------------------------------------------------------- the Store API
