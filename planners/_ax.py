@@ -76,7 +76,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from planners._baselines import PositionalDesign
+from planners._baselines import PositionalDesign, RepeatGuard
 from planners._config import PlannerConfig
 from planners._constraints import InfeasibleSpaceError, ParameterConstraint
 from planners._protocol import Objective, Observation, OutcomeConstraint
@@ -161,14 +161,20 @@ class AxPlanner:
         self._running: dict[int, Point] = {}
         # Keys (``_key``) of the points told as failed (see ``_propose``).
         self._failed: set[tuple[str, ...]] = set()
-        self.n_ingested = 0
+        self._measured: list[Point] = []  # every trial's point, in order (see RepeatGuard)
+        self._repeats = RepeatGuard(space, "from the Sobol design")
+
+    @property
+    def n_ingested(self) -> int:
+        """Trials heard of (the fill-in design's position)."""
+        return len(self._measured)
 
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
         client = self._ensure_client()
         for obs in observations:
-            self.n_ingested += 1
+            self._measured.append(obs.parameters)
             index = self._trial_for(client, obs.parameters)
             if index is None:
                 continue
@@ -194,7 +200,7 @@ class AxPlanner:
             extra = self._design.points(
                 self.n_ingested + len(pending) + len(points),
                 n - len(points),
-                avoid=[*pending, *points],
+                avoid=self._repeats.avoid([*pending, *points], self._measured),
             )
             for point in extra:
                 index = self._attach(client, point)

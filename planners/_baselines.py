@@ -384,6 +384,56 @@ class PositionalDesign:
         return None
 
 
+class RepeatGuard:
+    """Which points a proposal in a finite space must not repeat, and the warning when it must.
+
+    Pending points are never proposed again (their outcomes are on their way). In a finite
+    space (only int and choice parameters, no candidate table) a *measured* point is avoided
+    too, until every feasible point has been measured: on a 5 x 5 grid a Sobol design
+    repeated 6 of its first 25 points and a random one 13, and a model, once the optimum is
+    measured, can keep scoring it above every unmeasured point; a new point teaches more.
+    After that, repeats are unavoidable, and a user should know once that the budget now
+    goes to repeats (which may be wanted: replicates), not once per suggest. One rule for
+    every planner, so the designs, BoTorch's initial and model points and Ax's Sobol
+    fill-ins agree.
+    """
+
+    def __init__(self, space: Space, repeats: str) -> None:
+        """``repeats`` names what is proposed once the space is exhausted, for the warning."""
+        self.space = space
+        self._repeats = repeats
+        self._finite = space.candidates is None and math.isfinite(space.cardinality())
+        self._n_points: float | None = None  # feasible points (lazy: may enumerate)
+        self._reported = False
+
+    def avoid(self, pending: Sequence[Point], measured: Sequence[Point]) -> list[Point]:
+        """The points to avoid: ``pending``, plus ``measured`` while the space has room."""
+        avoid = list(pending)
+        if not self._finite:
+            return avoid
+        if self._n_points is None:
+            self._n_points = feasible_cardinality(self.space)
+        seen = {point_key(self.space, p) for p in measured}
+        if len(seen) >= self._n_points:
+            self.report_exhausted(int(self._n_points))
+        elif len(seen | {point_key(self.space, p) for p in avoid}) < self._n_points:
+            avoid += measured
+        return avoid
+
+    def report_exhausted(self, n_points: int) -> None:
+        """Warn, once, that every one of the ``n_points`` points has been measured."""
+        if self._reported:
+            return
+        self._reported = True
+        logger.warning(
+            "every one of the %d points of the finite search space has been measured; the "
+            "planner now repeats measured points, %s. Stop the campaign, or widen the space, "
+            "if repeats are not wanted",
+            n_points,
+            self._repeats,
+        )
+
+
 def feasible_cardinality(space: Space) -> float:
     """Number of points of the space that satisfy its constraints: ``Space.cardinality()``
     (which counts before constraints) for an unconstrained or infinite space, the count of
@@ -516,19 +566,26 @@ class _DesignPlanner:
         self.space = space
         self.seed = int(seed)
         self.design = PositionalDesign(space, seed, self._kind)
-        self.n_ingested = 0
+        self.repeats = RepeatGuard(space, f"as the {self._kind} design goes on")
+        self.measured: list[Point] = []
         self.last_kinds: list[str] = []
 
+    @property
+    def n_ingested(self) -> int:
+        """Trials heard of: their number moves the design forward."""
+        return len(self.measured)
+
     def ingest(self, observations: Sequence[Observation]) -> None:
-        """Count the trials: only their number moves the design forward."""
-        self.n_ingested += len(observations)
+        """Count the trials, and keep their points (a finite space avoids repeating them)."""
+        self.measured.extend(o.parameters for o in observations)
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
         """The next ``n`` design points after the ingested and pending trials."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self.last_kinds = [self._kind] * n
-        return self.design.points(self.n_ingested + len(pending), n, avoid=pending)
+        avoid = self.repeats.avoid(pending, self.measured)
+        return self.design.points(self.n_ingested + len(pending), n, avoid=avoid)
 
 
 class SobolPlanner(_DesignPlanner):

@@ -111,7 +111,7 @@ from gpytorch.mlls import (
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-from planners._baselines import PositionalDesign, derive_seed, feasible_cardinality, point_key
+from planners._baselines import PositionalDesign, RepeatGuard, derive_seed, point_key
 from planners._config import PlannerConfig, check_botorch_support
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
 from planners._pareto import front_reference_point
@@ -342,8 +342,7 @@ class BoTorchPlanner:
         self._fitted: _Fitted | None = None
         self._feasibility: _Fitted | None = None
         self._outliers_reported: set[int] = set()  # observation indices (see _model_outcomes)
-        self._n_points: float | None = None  # feasible points of a finite space (lazy)
-        self._exhausted_reported = False
+        self.repeats = RepeatGuard(space, "those the model rates most promising")
         self._bounds = space.bounds
         self._cat_dims = space.cat_dims
         self._discrete_dims = _narrow_discrete_dims(space)
@@ -375,7 +374,10 @@ class BoTorchPlanner:
         n_design = min(n, max(0, self.n_initial - n_usable - len(pending)))
         if n_usable == 0:
             n_design = n  # nothing to model yet: keep exploring with the design
-        proposals = self.design.points(position, n_design, avoid=pending)
+        measured = [o.parameters for o in self.observations]
+        proposals = self.design.points(
+            position, n_design, avoid=self.repeats.avoid(pending, measured)
+        )
 
         n_model = n - n_design
         if n_model > 0:
@@ -1014,23 +1016,6 @@ class BoTorchPlanner:
         logger.debug("exploit step? fitted noise variance %.3g", noise)
         return noise < self.settings.exploit_max_noise
 
-    def _report_exhausted(self, n_points: int) -> None:
-        """Warn, once per planner, that every point of the finite space has been measured.
-
-        From then on a proposal repeats a measured point: the campaign spends its budget on
-        repeats, which a user should know about (and may want: replicates of the best
-        points), but not once per suggest.
-        """
-        if self._exhausted_reported:
-            return
-        self._exhausted_reported = True
-        logger.warning(
-            "every one of the %d points of the finite search space has been measured; the "
-            "planner now repeats measured points, those the model rates most promising. "
-            "Stop the campaign, or widen the space, if repeats are not wanted",
-            n_points,
-        )
-
     def _replace_repeats(
         self, points: list[Point], pending: list[Point], position: int
     ) -> list[Point]:
@@ -1046,16 +1031,7 @@ class BoTorchPlanner:
         table excludes measured rows in :func:`_optimize_table` already; a space with a
         float parameter almost never repeats a point exactly.)
         """
-        avoid = list(pending)
-        if self.space.candidates is None and math.isfinite(self.space.cardinality()):
-            if self._n_points is None:
-                self._n_points = feasible_cardinality(self.space)
-            measured = [o.parameters for o in self.observations]
-            seen = {point_key(self.space, p) for p in avoid + measured}
-            if len(seen) < self._n_points:  # once all are measured, repeat the best
-                avoid += measured
-            elif len({point_key(self.space, p) for p in measured}) >= self._n_points:
-                self._report_exhausted(int(self._n_points))
+        avoid = self.repeats.avoid(pending, [o.parameters for o in self.observations])
         taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
         for i, point in enumerate(points):
@@ -1662,7 +1638,7 @@ def _optimize_table(
             used[j] = True
     exhausted = bool(used.all())
     if exhausted:
-        planner._report_exhausted(len(C))
+        planner.repeats.report_exhausted(len(C))
     if X_pending is not None and len(X_pending):
         distance, index = space._nearest_candidates(X_pending.reshape(-1, space.dim))
         used[index[distance <= 1e-9]] = True
