@@ -114,6 +114,7 @@ from torch import Tensor
 from planners._baselines import PositionalDesign, RepeatGuard, derive_seed, point_key
 from planners._config import PlannerConfig, check_botorch_support
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
+from planners._outliers import NOISE_FLOOR, clip_column
 from planners._pareto import front_reference_point
 from planners._protocol import Objective, Observation, OutcomeConstraint
 from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space
@@ -124,10 +125,6 @@ logger = logging.getLogger(__name__)
 KernelKind = Literal["rbf", "matern", "matern_gamma"]
 NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 
-# Below this the standardised noise variance is not allowed to go: keeps the Cholesky factor
-# of near-duplicate inputs well conditioned without blurring noiseless objectives (1e-4, the
-# GPyTorch default, left Branin regret at ~0.03 in ``benchmarks/planner_tuning.py``).
-_NOISE_FLOOR = 1e-5
 
 # Standardize treats an output column whose standard deviation is below its ``min_stdv`` as
 # constant (scale 1 instead of the std). BoTorch's default floor is absolute (1e-8), so
@@ -238,7 +235,7 @@ class BoTorchSettings:
     kernel: KernelKind = "matern"
     noise_prior: NoisePrior = "gamma"
     moo_noise_prior: NoisePrior = "lognormal"
-    noise_floor: float = _NOISE_FLOOR
+    noise_floor: float = NOISE_FLOOR
     fit_maxiter: int | None = 100
     fit_ftol: float | None = 1e-6
     warm_start: bool = True
@@ -1136,7 +1133,7 @@ def _clip_outliers(Y: Tensor, noise_floor: float) -> tuple[Tensor, Tensor]:
     maximised with one overrange reading of 9.9e37 at trial 7, clipping to one range beyond
     the best left the planner refining around that point (regret 0.3-2.2 after 30 trials,
     seeds 0-5), clipping onto the best matched the clean runs (0.001-0.08 against
-    0.0001-0.02). See :func:`_clip_column`.
+    0.0001-0.02). See :func:`planners._outliers.clip_column`.
     """
     moved = torch.zeros(Y.shape, dtype=torch.bool)
     n = Y.shape[0]
@@ -1146,81 +1143,12 @@ def _clip_outliers(Y: Tensor, noise_floor: float) -> tuple[Tensor, Tensor]:
     out = Y.clone()
     for j in range(Y.shape[-1]):
         column = Y[:, j].numpy()
-        new = _clip_column(column, factor)
+        new = clip_column(column, factor)
         changed = new != column
         if changed.any():
             out[:, j] = torch.from_numpy(new)
             moved[:, j] = torch.from_numpy(changed)
     return out, moved
-
-
-# Largest outlying group at each end of a column that _clip_column looks for: it tests
-# every pair of group sizes (a sentinel at one end must not hide one at the other), and a
-# campaign with hundreds of overrange readings has a systematic problem, not outliers.
-_MAX_OUTLIERS = 128
-# Distance from the median beyond which a value is clipped whatever the others (see the end
-# of _clip_column): its square, summed over the column, would overflow float64.
-_UNREPRESENTABLE = 1e150
-
-
-def _clip_column(y: np.ndarray, factor: float) -> np.ndarray:
-    """One column of :func:`_clip_outliers` (finite values; a new array).
-
-    First the kept values ``s[a..b]`` of the sorted values ``s``: outlying groups are peeled
-    off the ends, fewest values first, until none is left. Peeling the ``i`` largest and
-    the ``j`` smallest values (``i + j`` a strict minority) is allowed when each peeled end
-    is separated from the rest by a gap wider than ``factor`` times the rest's range and
-    wider than the group's own range (a cluster far away, not the end of a long tail).
-    Nothing is peeled from a rest of equal values: it has no differences to protect, and a
-    lone different value is information. Then, walking outwards from the kept values,
-    every gap wider than ``factor`` times the range inside it (compressed so far) is
-    closed; every other difference is kept, so a group of values keeps its order and
-    internal spread unless that spread is itself out of all proportion. Last, a value more
-    than ``_UNREPRESENTABLE`` from the median is clipped even where the rest are all equal.
-    """
-    n = len(y)
-    order = np.argsort(y, kind="stable")
-    s = y[order]
-    lo, hi = 0, n - 1  # the kept values are s[lo..hi]
-    budget = (n - 1) // 2  # peeled values stay a strict minority
-    with np.errstate(over="ignore", invalid="ignore"):  # a gap of 2e308 is inf: still wide
-        while budget > 0:
-            k = min(budget, _MAX_OUTLIERS, hi - lo - 1)
-            if k < 1:
-                break
-            up, low = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
-            a, b = lo + low, hi - up  # candidate kept range
-            rest = s[b] - s[a]
-            above = np.minimum(b + 1, hi)
-            below = np.maximum(a - 1, lo)
-            gap_up, group_up = s[above] - s[b], s[hi] - s[above]
-            gap_low, group_low = s[a] - s[below], s[below] - s[lo]
-            ok_up = (up == 0) | ((gap_up > factor * rest) & (gap_up > group_up))
-            ok_low = (low == 0) | ((gap_low > factor * rest) & (gap_low > group_low))
-            total = up + low
-            ok = ok_up & ok_low & (rest > 0) & (total >= 1) & (total <= budget)
-            if not ok.any():
-                break
-            score = np.where(ok, total * (k + 1) + up, np.iinfo(np.int64).max)
-            u, w = np.unravel_index(int(score.argmin()), score.shape)
-            lo, hi, budget = lo + int(w), hi - int(u), budget - int(u + w)
-    new = s.copy()
-    for j in range(hi + 1, n):  # upwards from the kept values
-        inside = new[j - 1] - new[lo]
-        step = s[j] - s[j - 1]
-        new[j] = new[j - 1] + (0.0 if step > factor * inside else step)
-    for j in range(lo - 1, -1, -1):  # downwards likewise
-        inside = new[hi] - new[j + 1]
-        step = s[j + 1] - s[j]
-        new[j] = new[j + 1] - (0.0 if step > factor * inside else step)
-    # Whatever the rest, a value ~1e154 from the others overflows the variance (its square):
-    # the GP could not be fitted at all, so it is clipped even among equal values.
-    with np.errstate(over="ignore"):
-        sane = s[np.abs(s - s[(n - 1) // 2]) <= _UNREPRESENTABLE]
-    new = np.clip(new, sane.min(), sane.max())
-    out = np.empty_like(new)
-    out[order] = new
-    return out
 
 
 def _narrow_discrete_dims(space: Space) -> dict[int, list[float]]:

@@ -35,6 +35,7 @@ from planners import (
 from planners._baselines import PositionalDesign, point_key
 from planners._botorch import _clip_outliers, _feasible_raw_samples
 from planners._constraints import InfeasibleSpaceError
+from planners._outliers import outlying
 
 BRANIN_MIN = 0.397887
 # Contract tests: tiny optimiser budgets (see test_botorch.py). Regret tests use the defaults.
@@ -159,6 +160,11 @@ def test_ordinary_values_are_never_clipped() -> None:
     # ... unless it is too large to standardise at all (its square overflows).
     Y = torch.tensor([[1.0]] * 6 + [[1e300]], dtype=torch.float64)
     assert _clip_outliers(Y, 1e-5)[0].tolist() == [[1.0]] * 7
+    # The displays' rule (planners._outliers.outlying) flags exactly what the model clips,
+    # and passes over failures (NaN, inf).
+    column = [*ys[:10, 0].tolist(), 9.9e37, -1e300, math.nan, math.inf, 9.91e37]
+    assert outlying(column).tolist() == [False] * 10 + [True, True, False, False, True]
+    assert not outlying(ys[:, 0].tolist()).any()
 
 
 @pytest.mark.parametrize("seed", [1, 2])

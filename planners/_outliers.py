@@ -1,0 +1,106 @@
+"""Readings far outside all others (overrange codes, sentinels such as 9.9e37): one rule.
+
+The BoTorch planner clips such readings for its model (``_clip_outliers``), and the
+campaign's displays (``status``, ``run``'s summary, the report) name them instead of
+crowning them the best trial. Both must agree on what is "far outside", so the rule lives
+here, in NumPy only: ``closedloop status`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+# Below this the standardised noise variance is not allowed to go: keeps the Cholesky factor
+# of near-duplicate inputs well conditioned without blurring noiseless objectives (1e-4, the
+# GPyTorch default, left Branin regret at ~0.03 in ``benchmarks/planner_tuning.py``). It
+# also sets how far outside the others a reading must be to count as outlying (see
+# planners._botorch._clip_outliers): the GP cannot resolve anything finer.
+NOISE_FLOOR = 1e-5
+
+
+def outlying(values: Sequence[float], noise_floor: float = NOISE_FLOOR) -> NDArray[np.bool_]:
+    """Which of ``values`` the planner's model would clip as outlying (see
+    :func:`planners._botorch._clip_outliers`); non-finite values are never flagged (they
+    are failures, not readings)."""
+    y = np.asarray(values, dtype=np.float64)
+    mask = np.zeros(len(y), dtype=bool)
+    finite = np.isfinite(y)
+    n = int(finite.sum())
+    if n < 2:
+        return mask
+    kept = y[finite]
+    mask[finite] = clip_column(kept, math.sqrt(n / noise_floor)) != kept
+    return mask
+
+
+# Largest outlying group at each end of a column that clip_column looks for: it tests
+# every pair of group sizes (a sentinel at one end must not hide one at the other), and a
+# campaign with hundreds of overrange readings has a systematic problem, not outliers.
+_MAX_OUTLIERS = 128
+# Distance from the median beyond which a value is clipped whatever the others (see the end
+# of clip_column): its square, summed over the column, would overflow float64.
+_UNREPRESENTABLE = 1e150
+
+
+def clip_column(y: np.ndarray, factor: float) -> np.ndarray:
+    """One column of :func:`planners._botorch._clip_outliers` (finite values; a new array).
+
+    First the kept values ``s[a..b]`` of the sorted values ``s``: outlying groups are peeled
+    off the ends, fewest values first, until none is left. Peeling the ``i`` largest and
+    the ``j`` smallest values (``i + j`` a strict minority) is allowed when each peeled end
+    is separated from the rest by a gap wider than ``factor`` times the rest's range and
+    wider than the group's own range (a cluster far away, not the end of a long tail).
+    Nothing is peeled from a rest of equal values: it has no differences to protect, and a
+    lone different value is information. Then, walking outwards from the kept values,
+    every gap wider than ``factor`` times the range inside it (compressed so far) is
+    closed; every other difference is kept, so a group of values keeps its order and
+    internal spread unless that spread is itself out of all proportion. Last, a value more
+    than ``_UNREPRESENTABLE`` from the median is clipped even where the rest are all equal.
+    """
+    n = len(y)
+    order = np.argsort(y, kind="stable")
+    s = y[order]
+    lo, hi = 0, n - 1  # the kept values are s[lo..hi]
+    budget = (n - 1) // 2  # peeled values stay a strict minority
+    with np.errstate(over="ignore", invalid="ignore"):  # a gap of 2e308 is inf: still wide
+        while budget > 0:
+            k = min(budget, _MAX_OUTLIERS, hi - lo - 1)
+            if k < 1:
+                break
+            up, low = np.meshgrid(np.arange(k + 1), np.arange(k + 1), indexing="ij")
+            a, b = lo + low, hi - up  # candidate kept range
+            rest = s[b] - s[a]
+            above = np.minimum(b + 1, hi)
+            below = np.maximum(a - 1, lo)
+            gap_up, group_up = s[above] - s[b], s[hi] - s[above]
+            gap_low, group_low = s[a] - s[below], s[below] - s[lo]
+            ok_up = (up == 0) | ((gap_up > factor * rest) & (gap_up > group_up))
+            ok_low = (low == 0) | ((gap_low > factor * rest) & (gap_low > group_low))
+            total = up + low
+            ok = ok_up & ok_low & (rest > 0) & (total >= 1) & (total <= budget)
+            if not ok.any():
+                break
+            score = np.where(ok, total * (k + 1) + up, np.iinfo(np.int64).max)
+            u, w = np.unravel_index(int(score.argmin()), score.shape)
+            lo, hi, budget = lo + int(w), hi - int(u), budget - int(u + w)
+    new = s.copy()
+    for j in range(hi + 1, n):  # upwards from the kept values
+        inside = new[j - 1] - new[lo]
+        step = s[j] - s[j - 1]
+        new[j] = new[j - 1] + (0.0 if step > factor * inside else step)
+    for j in range(lo - 1, -1, -1):  # downwards likewise
+        inside = new[hi] - new[j + 1]
+        step = s[j + 1] - s[j]
+        new[j] = new[j + 1] - (0.0 if step > factor * inside else step)
+    # Whatever the rest, a value ~1e154 from the others overflows the variance (its square):
+    # the GP could not be fitted at all, so it is clipped even among equal values.
+    with np.errstate(over="ignore"):
+        sane = s[np.abs(s - s[(n - 1) // 2]) <= _UNREPRESENTABLE]
+    new = np.clip(new, sane.min(), sane.max())
+    out = np.empty_like(new)
+    out[order] = new
+    return out
