@@ -142,12 +142,8 @@ def _simulators() -> ModuleType:
 
 
 def _problem_registry() -> Mapping[str, Any]:
-    sims = _simulators()
-    registry = getattr(sims, "SIMULATORS", None)
-    if isinstance(registry, Mapping):
-        return registry
-    names = sims.list_problems() if hasattr(sims, "list_problems") else ()
-    return {name: sims.get_problem(name) for name in names}
+    registry: Mapping[str, Any] = _simulators().SIMULATORS
+    return registry
 
 
 def list_simulators() -> list[SimulatorInfo]:
@@ -172,8 +168,12 @@ def _get_problem(name: str) -> Any:
         return sims.get_problem(name)
     except (KeyError, ValueError, LookupError) as exc:
         known = sorted(_problem_registry())
+        # The registry's nearest name (``simulators.UnknownSimulatorError.suggestion``) is
+        # the likely fix of a typo: kept, after the list.
+        suggestion = getattr(exc, "suggestion", None)
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
         raise InstrumentConfigError(
-            f"unknown simulator {name!r}; built-in simulators are: {', '.join(known)}",
+            f"unknown simulator {name!r}; built-in simulators are: {', '.join(known)}{hint}",
             field="simulator",
         ) from exc
 
@@ -666,34 +666,6 @@ def slot_seed(seed: int | None, index: int) -> int | None:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def build_instruments(
-    config: InstrumentConfig,
-    parameters: Sequence[ParameterLike],
-    *,
-    base_dir: Path,
-    seed: int | None,
-    executor: Any = None,
-) -> list[Instrument]:
-    """``config.count`` identical instruments (slots), each its own devices and seed."""
-    built: list[Instrument] = []
-    try:
-        for index in range(config.count):
-            built.append(
-                build_instrument(
-                    config,
-                    parameters,
-                    base_dir=base_dir,
-                    seed=slot_seed(seed, index),
-                    executor=executor,
-                )
-            )
-    except BaseException:
-        for instrument in built:
-            instrument.close()
-        raise
-    return built
 
 
 def open_executor(config: ExecutorConfig) -> Any:

@@ -38,6 +38,7 @@ from pydantic import (
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
 from instruments._yamlfile import explain as shared_explain
+from simulators._text import NotUTF8Error, decode_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +90,6 @@ class InstrumentFileError(InstrumentConfigError):
 # ---------------------------------------------------------------------------- schema
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PluginDecl(_Strict):
-    """An Ophyd (or bluesky-protocol) device class from Python: ``module:Class`` or the name
-    of an entry point in the ``closedloop.instruments`` group; called as ``Class(**args)``."""
-
-    device: str = Field(pattern=_DEVICE, description="module:Class or an entry-point name.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
 
 
 class InputDecl(_Strict):
@@ -427,10 +420,14 @@ def load_instrument_file(path: str | Path) -> InstrumentFile:
     if len(raw) > MAX_FILE_BYTES:
         raise InstrumentFileError(path, f"is larger than {MAX_FILE_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InstrumentFileError(path, "is not UTF-8 text", line=line) from None
+        text = decode_text(raw)
+    except NotUTF8Error as exc:
+        raise InstrumentFileError(
+            path,
+            f"is not UTF-8 text (byte {exc.offset})",
+            line=exc.line,
+            fix="save the file as UTF-8",
+        ) from None
     return parse_instrument(read_yaml(text, path), path=path)
 
 
@@ -481,8 +478,8 @@ def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) 
     path = resolve_file(config.file, base_dir)
     try:
         raw = path.read_bytes()
-        on_disk: str | None = raw.decode("utf-8") if len(raw) <= MAX_FILE_BYTES else None
-    except (OSError, UnicodeDecodeError):
+        on_disk: str | None = decode_text(raw) if len(raw) <= MAX_FILE_BYTES else None
+    except (OSError, NotUTF8Error):
         on_disk = None
     if stored is None:
         text = on_disk

@@ -120,7 +120,13 @@ def parse_number(name: str, text: str) -> float:
 
 
 def parse_parameter(runner: Runner, name: str, text: str) -> Any:
-    """A parameter value as used (``--actual name=value``), checked against the space."""
+    """A parameter value as used (``--actual name=value``), checked against the space.
+
+    Read as prior data and ``plan --at`` read it (:func:`loop.config.parameter_value`: the
+    choice ``2`` given as ``2.0`` is ``2``), then checked against the parameter's bounds.
+    """
+    from loop.config import parameter_value
+
     by_name = {p.name: p for p in runner.space.parameters}
     if name not in by_name:
         raise InvalidInput(
@@ -128,50 +134,30 @@ def parse_parameter(runner: Runner, name: str, text: str) -> Any:
         )
     p = by_name[name]
     raw = text.strip()
-    if getattr(p, "type", None) == "fixed":
-        # A fixed parameter has one value and no bounds: saying it was used as set is
-        # harmless; any other value means the trial was not the campaign's experiment.
-        return _fixed_value(name, p.value, raw)  # type: ignore[union-attr]
-    values = getattr(p, "values", None)
-    if values is not None:
-        for v in values:
-            if str(v) == raw:
-                return v
-        raise InvalidInput(
-            f"--actual {name}={raw!r} is not one of {', '.join(str(v) for v in values)}"
-        )
+    kind = getattr(p, "type", None)
     try:
-        number = float(raw)
-    except ValueError:
-        raise InvalidInput(f"--actual {name}={raw!r} is not a number") from None
+        value = parameter_value(p, raw)
+    except ValueError as exc:
+        if kind == "fixed":
+            # A fixed parameter has one value and no bounds: saying it was used as set is
+            # harmless; any other value means the trial was not the campaign's experiment.
+            fixed = p.value  # type: ignore[union-attr]
+            raise InvalidInput(
+                f"--actual {name}={raw!r}: {name} is a fixed parameter (type: fixed, value: "
+                f"{fixed}); every trial uses {fixed}, so it cannot be given another value "
+                "(leave it out, or record the trial as failed with --fail REASON if it was run "
+                "otherwise)"
+            ) from None
+        raise InvalidInput(f"--actual {name}={raw!r} {exc}") from None
+    if kind in ("choice", "fixed"):
+        return value
     lo, hi = p.bounds  # type: ignore[union-attr]
-    if not (math.isfinite(number) and lo <= number <= hi):
+    if not lo <= value <= hi:
         raise InvalidInput(
             f"--actual {name}={raw} lies outside the search space [{lo}, {hi}]; a result "
             "outside it cannot be learned from (record it as failed with --fail REASON)"
         )
-    if type(p).__name__ == "IntParameter":
-        if number != int(number):
-            raise InvalidInput(f"--actual {name}={raw} is not an integer")
-        return int(number)
-    return number
-
-
-def _fixed_value(name: str, value: Any, raw: str) -> Any:
-    """``raw`` if it names the fixed ``value`` (``1`` and ``1.0`` alike), else refused."""
-    if str(value) == raw or (isinstance(value, bool) and raw.lower() == str(value).lower()):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            if float(raw) == float(value):
-                return value
-        except ValueError:
-            pass
-    raise InvalidInput(
-        f"--actual {name}={raw!r}: {name} is a fixed parameter (type: fixed, value: "
-        f"{value}); every trial uses {value}, so it cannot be given another value (leave it "
-        "out, or record the trial as failed with --fail REASON if it was run otherwise)"
-    )
+    return value
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
@@ -183,7 +169,10 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
         if not sep or not key or not value.strip():
             raise InvalidInput(f"{what} {item!r} must look like name=value")
         if key in out:
-            raise InvalidInput(f"{what} {key!r} is given twice")
+            raise InvalidInput(
+                f"{what} {key} is given twice ({out[key].strip()} and {value.strip()}); give "
+                "each once"
+            )
         out[key] = value
     return out
 
@@ -348,17 +337,17 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     An empty ``fail`` cell means the trial succeeded; a row with both outputs and a ``fail``
     reason is refused; empty ``actual.*`` cells are ignored.
     """
+    from simulators._text import NotUTF8Error, decode_text
+
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raw = bytes(exc.object)  # the bytes decoded (after a BOM): positions are in them
-        line = raw[: exc.start].count(b"\n") + 1
+        text = decode_text(data).removeprefix("\ufeff")  # a spreadsheet's byte-order mark
+    except NotUTF8Error as exc:
         raise InvalidInput(
-            f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the CSV as "
+            f"{path}:{exc.line}: not UTF-8 text (byte {exc.byte:#04x}); save the CSV as "
             "UTF-8 (in a spreadsheet: CSV UTF-8) and tell it again"
         ) from None
     # newline="": the csv module's own line handling, so a quoted cell may hold a newline

@@ -9,6 +9,7 @@ message reaches a device.
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -447,11 +448,19 @@ def _campaign_name(file: Path) -> str:
     """A campaign file's ``name:`` (the stored campaign, not the file, is then validated: its
     instrument file may be gone)."""
     from instruments._yamlfile import read_yaml_mapping
+    from simulators._text import NotUTF8Error, decode_text
 
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CampaignConfigError(file, f"cannot be read: {exc}") from None
+        text = decode_text(file.read_bytes())
+    except OSError as exc:
+        raise CampaignConfigError(file, f"cannot be read: {exc.strerror or exc}") from None
+    except NotUTF8Error as exc:
+        raise CampaignConfigError(
+            file,
+            f"is not UTF-8 text (byte {exc.offset})",
+            line=exc.line,
+            fix="save the file as UTF-8",
+        ) from None
     data = read_yaml_mapping(text, file, error=CampaignConfigError, example="campaigns/")
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -460,26 +469,34 @@ def _campaign_name(file: Path) -> str:
 
 
 def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
-    """``--at name=value`` pairs, checked against the campaign's parameters."""
-    c = loaded.campaign
-    given: dict[str, Any] = {}
-    for item in at:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--at {item!r}: write name=value")
-        if name in given:
-            raise typer.BadParameter(
-                f"--at {name} is given twice ({_fmt(given[name])} and {text}); give each "
-                "parameter once"
-            )
-        try:
-            given[name] = float(text) if "." in text or "e" in text.lower() else int(text)
-        except ValueError:
-            given[name] = text
-    names = [p.name for p in c.parameters]
-    unknown = [n for n in given if n not in names]
+    """``--at name=value`` pairs, each read as its parameter's value as ``tell --actual``
+    reads it (:func:`loop.config.parameter_value`).
+
+    A value the parameter cannot take is kept as written (a number for a numeric
+    parameter), not refused: the preview then shows what the dispatcher's own check and the
+    space say of it (a choice it does not have, a setpoint outside the hardware limits, a
+    fraction for an int), as for any point.
+    """
+    from loop.asktell import InvalidInput, parse_assignments
+    from loop.config import parameter_value
+
+    params = {p.name: p for p in loaded.campaign.parameters}
+    try:
+        texts = parse_assignments(at, "--at")
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc)) from None
+    unknown = [n for n in texts if n not in params]
     if unknown:
-        raise typer.BadParameter(f"--at: {unknown} are not parameters; parameters: {names}")
+        raise typer.BadParameter(f"--at: {unknown} are not parameters; parameters: {list(params)}")
+    given: dict[str, Any] = {}
+    for name, text in texts.items():
+        try:
+            given[name] = parameter_value(params[name], text)
+        except ValueError:
+            given[name] = text.strip()
+            if params[name].type in ("int", "float"):
+                with suppress(ValueError):
+                    given[name] = float(text)
     return given
 
 

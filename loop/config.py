@@ -48,6 +48,7 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
+from simulators._text import NotUTF8Error, decode_text
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,54 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda s: f"{s:g}s")]
+
+
+def parameter_value(param: Any, text: str) -> Any:
+    """The value of the campaign parameter ``param`` that ``text``, as a person wrote it, names.
+
+    The one reading of a parameter value written as text: a prior-data cell, ``tell
+    --actual`` and a results CSV's ``actual.*`` cells, the operator's prompt, ``plan --at``.
+    A choice (or a fixed parameter's one value) is matched by its text, a boolean in any case
+    (``true`` is ``True``), then a number by its value (``2.0`` is the choice ``2``, as the
+    prior CSV an export wrote says it); an int parameter takes a whole number (``3``,
+    ``3.0``), a float parameter any finite number. Surrounding spaces do not count. Bounds
+    and constraints are not checked here: each caller checks them where it can say why
+    (prior data and ``tell`` against the space, ``plan --at`` by the dispatcher's limits).
+
+    Raises:
+        ValueError: ``text`` names no value of ``param``. Its message (``is not one of a, b``,
+            ``is not a number``, ``is not a finite number``, ``is not an integer``) reads
+            after the value in the caller's own message.
+    """
+    raw = text.strip()
+    kind = getattr(param, "type", None)
+    if kind in ("choice", "fixed"):
+        values = tuple(param.values) if kind == "choice" else (param.value,)
+        for v in values:  # the text first: a choice "2.0" beside a choice 2 is "2.0"
+            if raw == str(v) or (isinstance(v, bool) and raw.lower() == str(v).lower()):
+                return v
+        number = _number(raw)
+        for v in values:
+            if isinstance(v, int | float) and not isinstance(v, bool) and number == float(v):
+                return v
+        raise ValueError(f"is not one of {', '.join(str(v) for v in values)}")
+    number = _number(raw)
+    if number is None:
+        raise ValueError("is not a number")
+    if not math.isfinite(number):
+        raise ValueError("is not a finite number")
+    if kind == "int":
+        if not number.is_integer():
+            raise ValueError("is not an integer")
+        return int(number)
+    return number
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 class Budget(BaseModel):
@@ -257,11 +306,13 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
             path, f"is {len(raw)} bytes; a campaign file is at most {MAX_FILE_BYTES} bytes"
         )
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        text = decode_text(raw)
+    except NotUTF8Error as exc:
         raise CampaignConfigError(
-            path, f"is not UTF-8 text (byte {exc.start})", line=line, fix="save the file as UTF-8"
+            path,
+            f"is not UTF-8 text (byte {exc.offset})",
+            line=exc.line,
+            fix="save the file as UTF-8",
         ) from None
     return parse_campaign(text, path=path, base_dir=path.resolve().parent, require_goal=True)
 

@@ -39,3 +39,13 @@ class CampaignConfigError(ClosedLoopError, ValueError):
 
 class StoreError(ClosedLoopError, RuntimeError):
     """The store is missing, unreadable, or holds no campaign matching the request."""
+
+
+def first_line(text: object, default: str = "") -> str:
+    """The first non-blank line of ``str(text)``, stripped; ``default`` if it has none.
+
+    For a database error in a one-line message: its text runs over several lines (the
+    server's words first, then libpq's "Is the server running...?", PostgreSQL's LINE/caret
+    excerpt, SQLAlchemy's background link), and the first says what went wrong.
+    """
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), default)

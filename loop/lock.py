@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from loop.errors import first_line
 from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store
 
 __all__ = [
@@ -82,9 +83,9 @@ def host_id() -> str:
     return f"{name} {namespace}"
 
 
-def stale_reason(lease: LeaseRow, *, now: float | None = None) -> str | None:
+def stale_reason(lease: LeaseRow) -> str | None:
     """Why ``lease`` may be taken over, or ``None`` while its owner may still be running."""
-    now = time.time() if now is None else now
+    now = time.time()
     if lease.expires < now:
         return f"its last heartbeat was {now - lease.heartbeat:.0f} s ago"
     if lease.host == host_id() and not pid_alive(lease.pid):
@@ -100,10 +101,9 @@ def live_lease(store: Store, campaign_id: int) -> LeaseRow | None:
     return lease
 
 
-def describe_lease(lease: LeaseRow, *, now: float | None = None) -> str:
+def describe_lease(lease: LeaseRow) -> str:
     """``host:pid (heartbeat 2 s ago)``, for messages."""
-    now = time.time() if now is None else now
-    return f"{lease.owner} (heartbeat {max(now - lease.heartbeat, 0.0):.0f} s ago)"
+    return f"{lease.owner} (heartbeat {max(time.time() - lease.heartbeat, 0.0):.0f} s ago)"
 
 
 class CampaignLease:
@@ -239,13 +239,10 @@ class CampaignLease:
             try:
                 self.store.release_lease(self.campaign_id, self.token)
             except Exception as exc:  # expiry frees it anyway
-                # the first line: a database error's text runs over several (the server's
-                # words, then SQLAlchemy's background link)
-                said = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
                 logger.warning(
                     "could not release the lease of campaign %s (its expiry frees it): %s",
                     self.campaign_id,
-                    said,
+                    first_line(exc, type(exc).__name__),
                 )
 
     def __enter__(self) -> CampaignLease:

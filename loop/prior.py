@@ -293,6 +293,8 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
 
 
 def _read_text(path: Path) -> str:
+    from simulators._text import NotUTF8Error, decode_text
+
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -309,12 +311,15 @@ def _read_text(path: Path) -> str:
     if len(raw) > MAX_PRIOR_BYTES:
         raise PriorDataError(path, f"is {len(raw)} bytes; at most {MAX_PRIOR_BYTES}")
     try:
-        return raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        text = decode_text(raw)
+    except NotUTF8Error as exc:
         raise PriorDataError(
-            path, f"is not UTF-8 text (byte {exc.start})", line=line, fix="save it as UTF-8 CSV"
+            path,
+            f"is not UTF-8 text (byte {exc.offset})",
+            line=exc.line,
+            fix="save it as UTF-8 CSV",
         ) from None
+    return text.removeprefix("\ufeff")  # a spreadsheet's byte-order mark is fine
 
 
 def _check_header(
@@ -405,50 +410,32 @@ def _achieved(
 
 
 def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> Any:
-    """The cell as the parameter's type; ``space.validate`` checks bounds and constraints."""
+    """The cell as the parameter's value (:func:`loop.config.parameter_value`, the reading
+    ``tell --actual`` and ``plan --at`` share); ``space.validate`` checks bounds and
+    constraints."""
+    from loop.config import parameter_value  # loop.config imports this module
+
     kind = getattr(param, "type", None)
-    values: tuple[Any, ...] | None = None
-    if kind == "choice":
-        values = tuple(param.values)
-    elif kind == "fixed":
-        values = (param.value,)
-    if values is not None:
-        for v in values:
-            if cell == str(v) or (isinstance(v, bool) and cell.lower() == str(v).lower()):
-                return v
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                try:
-                    if float(cell) == float(v):
-                        return v
-                except ValueError:
-                    pass
-        allowed = ", ".join(str(v) for v in values)
-        raise PriorDataError(
-            path,
-            f"{cell!r} is not one of the values {allowed}",
-            line=line,
-            row=row,
-            column=param.name,
-            fix=f"use one of: {allowed}",
-        )
-    if cell == "":
+    if cell == "" and kind not in ("choice", "fixed"):
         raise PriorDataError(
             path, "is empty", line=line, row=row, column=param.name, fix="give every parameter"
         )
     try:
-        number = float(cell)
-    except ValueError:
+        return parameter_value(param, cell)
+    except ValueError as exc:
+        if kind in ("choice", "fixed"):
+            allowed = ", ".join(
+                str(v) for v in (param.values if kind == "choice" else [param.value])
+            )
+            problem, fix = f"{cell!r} is not one of the values {allowed}", f"use one of: {allowed}"
+        else:
+            problem = f"{cell!r} {exc}"
+            fix = "write plain numbers (no units) in parameter columns" + (
+                ", whole numbers for an int parameter" if kind == "int" else ""
+            )
         raise PriorDataError(
-            path,
-            f"{cell!r} is not a number",
-            line=line,
-            row=row,
-            column=param.name,
-            fix="write plain numbers (no units) in parameter columns",
+            path, problem, line=line, row=row, column=param.name, fix=fix
         ) from None
-    if kind == "int" and number.is_integer():
-        return int(number)
-    return number
 
 
 def _parse_output(path: Path, line: int, row: int, name: str, cell: str) -> float:

@@ -3,8 +3,11 @@ share (both tested; ``tests/loop/test_store_postgres.py`` runs a real server).
 
 Persist before you act: a trial row is committed (status ``running``) before the RunEngine
 touches a device, each Bluesky document is committed as it arrives, and the trial's outcome
-is committed before the next trial is proposed. A crash at any point leaves rows that say
-exactly how far a trial got, so no measurement is ever lost silently.
+is committed as soon as its instrument slot reports it, before the planner learns from it.
+With one slot that is before the next trial is proposed; with several (ADR 0005) proposals
+are made while other trials still measure, those in flight passed to the planner as pending.
+A crash at any point leaves rows that say exactly how far a trial got, so no measurement is
+ever lost silently.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: readers (``closedloop status`` in another
 terminal) never block the runner, and a committed trial survives power loss. PostgreSQL runs
@@ -46,7 +49,7 @@ from sqlalchemy.exc import (
 )
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
-from loop.errors import StoreError
+from loop.errors import StoreError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +377,7 @@ def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     said = str(exc.orig)
     if parsed.get_backend_name() == "sqlite":
         return f"cannot open store {url}: {said}"
-    first = next((line.strip() for line in said.splitlines() if line.strip()), said)
+    first = first_line(said, said)
     # libpq's preamble names the host and port the URL already shows
     reason = re.sub(r"^(connection failed: )?(connection to server at .*? failed: )?", "", first)
     reason = re.sub(r"^FATAL: +", "", reason)
@@ -1098,15 +1101,6 @@ class Store:
                     .where(DocumentRow.trial_id == trial_id)
                     .order_by(col(DocumentRow.seq))
                 )
-            )
-
-    def iter_documents(self, campaign_id: int) -> Iterator[DocumentRow]:
-        with self.session() as s:
-            yield from s.exec(
-                select(DocumentRow)
-                .join(TrialRow)
-                .where(TrialRow.campaign_id == campaign_id)
-                .order_by(col(DocumentRow.trial_id), col(DocumentRow.seq))
             )
 
 

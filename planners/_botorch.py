@@ -11,19 +11,22 @@ One suggest call reads top to bottom in :meth:`BoTorchPlanner.suggest`:
    sees choice columns one-hot, see ``planners/_transforms.py``);
 3. candidates are decoded, and any that repeats a pending point is replaced by a design point.
 
-Where experiments fail. A failed trial has no outputs, so it never enters the objective GP;
-left at that, the planner would learn nothing from it and propose the same failing region
-again and again (the objective's posterior there is unchanged). With
-``BoTorchSettings.learn_failures`` (the default), once at least one trial has failed a second
-GP, the *feasibility model*, is fitted on a success label (+1 for usable trials, -1 for failed
-ones) over the same encoded inputs, and the acquisition optimises over
-``ModelListGP([objective GP, feasibility GP])`` with the outcome constraint "success score
-> 0": every MC sample of a candidate counts only where its feasibility sample is positive, so
-the acquisition is weighted by the posterior probability of success (idiomatic BoTorch
-constrained BO, Gardner et al. 2014). A GP regression on labels is a cheap stand-in for a GP
-classifier (no Laplace/EP approximation, same kernel and fitting code, warm-started like the
-objective GP); far from any trial it reverts to the prior mean, so unexplored regions stay
-attractive. Abandoned trials (interrupted, see ``planners/_protocol.py``) teach it nothing.
+Where experiments fail. A failed trial has no outputs; left out of the models, the planner
+would learn nothing from it and propose the same failing region again and again (the
+objective's posterior there unchanged). With ``BoTorchSettings.learn_failures`` (the
+default), once at least one trial has failed, it teaches the planner twice. It enters the
+objective GP at the worst value measured so far in each column (once any trial has
+succeeded; :meth:`BoTorchPlanner.training_data`), so the GP no longer predicts large gains
+where no number comes back. And a second GP, the *feasibility model*, is fitted on a success label
+(+1 for usable trials, -1 for failed ones) over the same encoded inputs, and the acquisition
+optimises over ``ModelListGP([objective GP, feasibility GP])`` with the outcome constraint
+"success score > 0": every MC sample of a candidate counts only where its feasibility sample
+is positive, so the acquisition is weighted by the posterior probability of success
+(idiomatic BoTorch constrained BO, Gardner et al. 2014). A GP regression on labels is a cheap
+stand-in for a GP classifier (no Laplace/EP approximation, same kernel and fitting code,
+warm-started like the objective GP); far from any trial it reverts to the prior mean, so
+unexplored regions stay attractive. With ``learn_failures`` off a failed trial enters no
+model. Abandoned trials (interrupted, see ``planners/_protocol.py``) teach it nothing.
 
 Everything random runs under ``torch.random.fork_rng`` with a seed derived from the campaign
 seed and the trial position, so the same seed and the same observations give the same run.
@@ -294,12 +297,18 @@ class BoTorchPlanner:
 
     Args:
         space: the search space.
-        objectives: what to optimise; one objective for now (checked here, at construction,
-            so a campaign the planner cannot serve fails when it loads, not mid-run).
+        objectives: what to optimise: one objective (by ``config.acquisition``) or 2 to 4
+            (by qLogNEHVI), checked here at construction
+            (``planners._config.check_botorch_support``) so a campaign the planner cannot
+            serve fails when it loads, not mid-run.
         config: the campaign's ``planner:`` section (initial design, acquisition).
         seed: the campaign seed; with the same observations and pending points the planner
             proposes the same points.
         settings: model/optimiser knobs; the defaults are tuned, tests shrink them.
+        outcome_constraints: bounds on measured outputs (``y <= bound``, ``y >= bound``),
+            each modelled by its own GP on its slack; the acquisition is weighted by the
+            probability of meeting them all, and improves on the best feasible trial only
+            (see "Goals" in the module docstring).
 
     Attributes:
         last_suggest_seconds: wall-clock duration of the last ``suggest`` call.

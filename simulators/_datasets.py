@@ -51,6 +51,7 @@ import yaml
 from numpy.typing import NDArray
 
 from simulators._functions import Goal, ParamSpec, TestProblem
+from simulators._text import NotUTF8Error, decode_text
 
 logger = logging.getLogger(__name__)
 
@@ -400,11 +401,18 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_text(path.read_bytes())
     except FileNotFoundError:
         raise DatasetError("spec file not found", path=path, fix="check the `spec:` path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DatasetError(f"cannot read the spec: {exc}", path=path) from None
+    except NotUTF8Error as exc:
+        raise DatasetError(
+            f"is not UTF-8 text (byte {exc.offset})",
+            path=path,
+            line=exc.line,
+            fix="save the file as UTF-8",
+        ) from None
     doc = _Located(text, path)
     data = doc.data
     if not isinstance(data, dict):
@@ -727,18 +735,25 @@ def _read_table(
 ) -> tuple[tuple[dict[str, Any], ...], NDArray[np.float64]]:
     """The rows of a data CSV, every value checked; errors name the file's true line.
 
-    ``utf-8-sig`` because spreadsheet programs write a byte-order mark, which would otherwise
+    A byte-order mark is dropped: spreadsheet programs write one, and it would otherwise
     become part of the first column's name. The header is the first non-blank record, so a
     leading blank line does not turn it into a data row.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = decode_text(path.read_bytes()).removeprefix("\ufeff")
     except FileNotFoundError:
         raise DatasetError(
             "data file not found", path=path, fix="check the `dataset:` path"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DatasetError(f"cannot read the data: {exc}", path=path) from None
+    except NotUTF8Error as exc:
+        raise DatasetError(
+            f"is not UTF-8 text (byte {exc.offset})",
+            path=path,
+            line=exc.line,
+            fix="save it as UTF-8 CSV",
+        ) from None
     reader = csv.reader(io.StringIO(text))
     columns = [*spec.parameter_names, *spec.outputs]
     index = list(range(len(columns)))

@@ -44,6 +44,8 @@ FIT_VERSION = 1
 MAX_FIT_POINTS = 500
 #: Rows the posterior conditions on (a seeded subsample beyond this).
 MAX_POSTERIOR_POINTS = 2000
+#: Folds of the cross-validation that checks each fit (:func:`cross_validate`).
+CV_FOLDS = 5
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -362,8 +364,9 @@ def fit_emulator(dataset: Dataset, *, seed: int = 0) -> Emulator:
     )
 
 
-def cross_validate(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Out-of-fold R² per output: ``1 - SSE / SST`` over all held-out rows of ``folds`` folds.
+def cross_validate(dataset: Dataset, *, seed: int = 0) -> dict[str, float]:
+    """Out-of-fold R² per output: ``1 - SSE / SST`` over all held-out rows of ``CV_FOLDS``
+    folds.
 
     Each fold refits the hyperparameters on the other folds, so this measures the whole
     procedure, not one fitted model.
@@ -373,8 +376,8 @@ def cross_validate(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> dict[s
     n = len(X)
     order = np.random.default_rng(seed).permutation(n)
     pred = np.empty_like(dataset.Y)
-    for f in range(folds):
-        test = order[f::folds]
+    for f in range(CV_FOLDS):
+        test = order[f::CV_FOLDS]
         train = np.setdiff1d(order, test)
         train = train[_subsample(len(train), MAX_POSTERIOR_POINTS, seed)]
         fit_rows = _subsample(len(train), MAX_FIT_POINTS, seed + 1)

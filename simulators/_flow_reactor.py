@@ -86,8 +86,6 @@ TEMPERATURE_RANGE = (30.0, 110.0)
 RESIDENCE_TIME_RANGE = (0.5, 30.0)
 EQUIVALENTS_RANGE = (1.0, 3.0)
 
-_INPUT_NAMES = ("temperature", "residence_time", "equivalents", "catalyst")
-
 # Cost model, currency units per run.
 _COST_PER_EQUIVALENT = 4.0
 _COST_PER_MINUTE = 0.10

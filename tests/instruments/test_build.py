@@ -179,6 +179,29 @@ def test_simulator_config_errors_name_what_is_allowed(
     assert fake_simulators == []
 
 
+def test_an_unknown_simulator_keeps_the_registry_s_suggestion() -> None:
+    """The registry's "did you mean" was dropped (found in review); a registry that makes
+    none (the stand-in above) gives the list alone."""
+    config = InstrumentConfig(simulator="branni")
+    with pytest.raises(InstrumentConfigError) as info:
+        describe_instrument(config, campaign_params(), base_dir=Path("."))
+    assert str(info.value) == (
+        "unknown simulator 'branni'; built-in simulators are: ackley, branin, flow_reactor, "
+        "hartmann6, rosenbrock; did you mean 'branin'?"
+    )
+    assert info.value.field == "simulator"
+
+
+def test_a_registry_without_a_suggestion_lists_the_names(
+    fake_simulators: list[dict[str, Any]],
+) -> None:
+    with pytest.raises(InstrumentConfigError) as info:
+        describe_instrument(
+            InstrumentConfig(simulator="zzz"), campaign_params(), base_dir=Path(".")
+        )
+    assert str(info.value) == "unknown simulator 'zzz'; built-in simulators are: branin"
+
+
 def test_list_simulators(fake_simulators: list[dict[str, Any]]) -> None:
     (info,) = list_simulators()
     assert info.name == "branin"

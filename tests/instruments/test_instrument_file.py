@@ -308,6 +308,38 @@ def test_missing_and_empty_files_are_clear(tmp_path: Path) -> None:
         load_instrument_file(tmp_path / "empty.yaml")
 
 
+@pytest.mark.parametrize(
+    ("raw", "line", "offset"),
+    [
+        (b"a: 1\nb: \xb5m\n", 2, 8),
+        (b"\xef\xbb\xbfa: 1\n\xff\n", 2, 8),  # a byte-order mark is a byte of the file
+        (b"\xef\xbb\xbf\xff", 1, 3),
+        (b"a: caf\xc3", 1, 6),  # a sequence cut short at the end
+    ],
+)
+def test_decode_text_locates_a_bad_byte_in_the_file_s_own_bytes(
+    raw: bytes, line: int, offset: int
+) -> None:
+    """One decoder for campaign, instrument, prior-data and results files (it was written
+    four times, and prior data counted the line and the byte in different bytes)."""
+    from simulators._text import NotUTF8Error, decode_text
+
+    with pytest.raises(NotUTF8Error) as info:
+        decode_text(raw)
+    assert (info.value.line, info.value.offset, info.value.byte) == (line, offset, raw[offset])
+    assert decode_text(b"\xef\xbb\xbfa: 1\n") == "\ufeffa: 1\n"  # the mark is kept
+
+
+def test_an_instrument_file_that_is_not_utf8_names_line_byte_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_bytes(b"\xef\xbb\xbfname: bench\nunit: \xb5m\n")
+    with pytest.raises(InstrumentFileError) as info:
+        load_instrument_file(path)
+    assert (
+        str(info.value) == f"{path}:2: is not UTF-8 text (byte 21)\n  fix: save the file as UTF-8"
+    )
+
+
 def test_an_unknown_plugin_device_names_the_entry_point_group() -> None:
     with pytest.raises(InstrumentConfigError, match="closedloop.instruments"):
         load_device_class("no_such_entry_point")

@@ -289,13 +289,25 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"trial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n", "bad.csv:3: not UTF-8 text (byte 0xb5)"),
+        (
+            b"\xef\xbb\xbftrial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n",
+            "bad.csv:3: not UTF-8 text (byte 0xb5)",
+        ),
         (b"trial_id,yield\n{a},0.3\n{b},0.5,0.7\n", "bad.csv:3: 3 cells but the first row"),
         (b"trial_id,yield,yield\n{a},0.3,0.4\n", "column(s) 'yield' given twice"),
         (b"trial_id,yield,\n{a},0.3,0.4\n", "bad.csv:2: the value '0.4' is in a column without"),
         (b"trial_id,yield\n" + str(10**20).encode() + b",0.3\n", f"no trial with id {10**20}"),
         (b"trial_id,yield\n{a},'" + b"x" * 200_000 + b"\n", "not a readable CSV row"),
     ],
-    ids=["not-utf8", "extra-cell", "column-twice", "unnamed-column", "huge-id", "huge-cell"],
+    ids=[
+        "not-utf8",
+        "not-utf8-after-bom",
+        "extra-cell",
+        "column-twice",
+        "unnamed-column",
+        "huge-id",
+        "huge-cell",
+    ],
 )
 def test_tell_csv_refuses_what_it_cannot_read_exactly(
     tmp_path: Path, content: bytes, message: str
@@ -309,6 +321,55 @@ def test_tell_csv_refuses_what_it_cannot_read_exactly(
     assert out.exit_code == 2, out.output
     assert message in " ".join(out.output.split()), out.output
     assert [t["status"] for t in _trials(url)] == ["running"] * 2  # nothing was written
+
+
+NUMERIC_CHOICE = CAMPAIGN.replace("values: [A, B]", "values: [1, 2, 4]").replace(
+    "name: stages, type: int, bounds: [1, 4]}",
+    "name: stages, type: int, bounds: [1, 4]}\n"
+    "  - {name: stirred, type: choice, values: [true, false]}",
+)
+
+
+def test_actual_values_are_read_as_prior_data_reads_them(tmp_path: Path) -> None:
+    """`tell --actual catalyst=2.0` was refused for the choice 2 that a prior CSV takes
+    (found in review): --actual, a results CSV and `plan --at` read a value one way."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, 5, NUMERIC_CHOICE)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "2")["trials"]]
+    told = _cli(
+        "tell", "--store", url, str(ids[0]), "yield=1", "--actual", "catalyst=2.0",
+        "--actual", "stages=3.0", "--actual", "stirred=TRUE",
+    )  # fmt: skip
+    assert told.exit_code == 0, told.output
+    csv = tmp_path / "r.csv"
+    csv.write_text(f"trial_id,yield,actual.catalyst,actual.stirred\n{ids[1]},2,4.0,false\n")
+    assert _cli("tell", "--store", url, "--csv", str(csv)).exit_code == 0
+    readbacks = [t["readbacks"] for t in _trials(url)]
+    assert readbacks == [
+        {"catalyst": 2, "stages": 3, "stirred": True},
+        {"catalyst": 4, "stirred": False},
+    ]
+    assert [type(r["catalyst"]) for r in readbacks] == [int, int]
+    plan = _cli(
+        "plan", str(file), "--dry-run", "--at", "temperature=60", "--at", "stages=2.0",
+        "--at", "catalyst=2.0", "--at", "stirred=true",
+    )  # fmt: skip
+    assert plan.exit_code == 0, plan.output
+    assert "next trial at temperature=60, stages=2, stirred=True, catalyst=2" in plan.output
+
+
+def test_a_value_given_twice_names_both(tmp_path: Path) -> None:
+    """`plan --at` reads its pairs as `tell` does (one parser), and says what was given."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "1")["trials"]]
+    told = _cli("tell", "--store", url, str(ids[0]), "yield=1", "yield=2")
+    assert told.exit_code == 2 and "output yield is given twice (1 and 2)" in told.output
+    plan = _cli("plan", str(file), "--dry-run", "--at", "stages=1", "--at", "stages=2")
+    assert plan.exit_code == 2
+    assert "--at stages is given twice (1 and 2)" in " ".join(plan.output.split())
+    malformed = _cli("plan", str(file), "--dry-run", "--at", "stages")
+    assert malformed.exit_code == 2 and "must look like name=value" in malformed.output
 
 
 def test_tell_csv_reads_a_quoted_newline_and_blank_lines(tmp_path: Path) -> None:

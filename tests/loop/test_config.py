@@ -6,10 +6,12 @@ Each file's first line says what is expected: ``# expect line=N: text | other te
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,3 +271,97 @@ def test_a_changed_function_file_is_named_when_a_stored_campaign_is_read(
     model.write_text("def f(x):\n    return {'y': 0.0}\n")
     assert again() == stored  # the record of what the campaign started with is kept
     assert f"function file {model} has changed since the campaign started" in caplog.text
+
+
+# ---------------------------------------------------------------------------- values as text
+def _param(text: str) -> Any:
+    from pydantic import TypeAdapter
+
+    from planners import Parameter
+
+    return TypeAdapter(Parameter).validate_python(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    ("param", "text", "value"),
+    [
+        ('{"name": "n", "type": "choice", "values": [1, 2, 4]}', "2.0", 2),  # found in review
+        ('{"name": "n", "type": "choice", "values": [1, 2, 4]}', " 4 ", 4),
+        ('{"name": "n", "type": "choice", "values": [2, "2.0"]}', "2.0", "2.0"),  # text first
+        ('{"name": "n", "type": "choice", "values": [2, "2.0"]}', "2", 2),
+        ('{"name": "s", "type": "choice", "values": [true, false]}', "TRUE", True),
+        ('{"name": "s", "type": "choice", "values": ["Pd B", "Pt"]}', "Pd B", "Pd B"),
+        ('{"name": "p", "type": "fixed", "value": 2.0}', "2", 2.0),
+        ('{"name": "k", "type": "int", "bounds": [1, 4]}', "3.0", 3),
+        ('{"name": "k", "type": "int", "bounds": [1, 4]}', "9", 9),  # bounds: the caller's
+        ('{"name": "x", "type": "float", "bounds": [0, 1]}', "1e-3", 0.001),
+    ],
+)
+def test_a_parameter_value_written_as_text_is_read_one_way(
+    param: str, text: str, value: Any
+) -> None:
+    """Prior data, `tell --actual`/`--csv`, the prompt and `plan --at` read values with one
+    function: `tell --actual n=2.0` refused the choice 2 a prior CSV took (found in review)."""
+    from loop.config import parameter_value
+
+    got = parameter_value(_param(param), text)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("param", "text", "problem"),
+    [
+        ('{"name": "n", "type": "choice", "values": [1, 2, 4]}', "3", "is not one of 1, 2, 4"),
+        ('{"name": "p", "type": "fixed", "value": 2.0}', "3", "is not one of 2.0"),
+        ('{"name": "k", "type": "int", "bounds": [1, 4]}', "1.5", "is not an integer"),
+        ('{"name": "x", "type": "float", "bounds": [0, 1]}', "abc", "is not a number"),
+        ('{"name": "x", "type": "float", "bounds": [0, 1]}', "", "is not a number"),
+        ('{"name": "x", "type": "float", "bounds": [0, 1]}', "nan", "is not a finite number"),
+    ],
+)
+def test_a_text_that_names_no_value_of_the_parameter_says_why(
+    param: str, text: str, problem: str
+) -> None:
+    from loop.config import parameter_value
+
+    with pytest.raises(ValueError, match=f"^{re.escape(problem)}$"):
+        parameter_value(_param(param), text)
+
+
+# ---------------------------------------------------------------------------- simulators
+def test_an_unknown_simulator_keeps_the_registry_s_suggestion(tmp_path: Path) -> None:
+    """`validate` dropped the registry's "did you mean" (found in review); the file and the
+    line of `simulator:` are still named."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        NO_GOAL.replace("{name: y}", "{name: y, goal: minimize}").replace("branin}", "branni}")
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    assert info.value.line == 7
+    message = str(info.value)
+    assert message.startswith(f"{path}:7: instrument: unknown simulator 'branni'; built-in")
+    assert message.endswith("; did you mean 'branin'?")
+
+
+# ---------------------------------------------------------------------------- encoding
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_a_byte_that_is_not_utf8_is_located_in_the_file_s_own_bytes(
+    tmp_path: Path, bom: bytes
+) -> None:
+    body = b"name: t\n# caf\xe9\n"
+    (tmp_path / "c.yaml").write_bytes(bom + body)
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    offset = len(bom) + body.index(b"\xe9")
+    assert str(info.value).startswith(f"{tmp_path / 'c.yaml'}:2: is not UTF-8 text (byte {offset})")
+    assert info.value.line == 2 and "save the file as UTF-8" in str(info.value)
+
+
+def test_a_campaign_file_with_a_byte_order_mark_loads_and_keeps_its_text(tmp_path: Path) -> None:
+    """Windows editors write one; the stored text is the file's as before (an ask/tell
+    campaign is matched to its file by that text)."""
+    text = NO_GOAL.replace("{name: y}", "{name: y, goal: minimize}")
+    (tmp_path / "c.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    loaded = load_campaign(tmp_path / "c.yaml")
+    assert loaded.campaign.name == "nogoal" and loaded.text == "\ufeff" + text

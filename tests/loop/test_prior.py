@@ -211,6 +211,40 @@ def test_errors_after_leading_blank_lines_name_the_true_line(tmp_path: Path) -> 
     assert str(info.value).startswith(f"{tmp_path / 'prior.csv'}:6: row 2, column 'mode'")
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_a_byte_that_is_not_utf8_is_located_in_the_file_s_own_bytes(
+    tmp_path: Path, bom: bytes
+) -> None:
+    """With a spreadsheet's byte-order mark the line was counted in the file's bytes and the
+    byte in those after the mark: line 2, byte 14 for a byte on line 3 at 17 (found in
+    review)."""
+    loaded = _setup(tmp_path)
+    body = b"x1,x2,mode,stage,y\n0,0,a,1,1\n\xff,0,a,1,1\n"
+    (tmp_path / "prior.csv").write_bytes(bom + body)
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    offset = len(bom) + body.index(b"\xff")
+    assert str(info.value).startswith(
+        f"{tmp_path / 'prior.csv'}:3: is not UTF-8 text (byte {offset})"
+    )
+    assert info.value.line == 3 and "save it as UTF-8 CSV" in str(info.value)
+
+
+def test_a_byte_order_mark_is_no_part_of_the_header(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path)
+    (tmp_path / "prior.csv").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert [r.outputs["y"] for r in load_prior_data(loaded)] == [8, 5.5, 72.5, 172]
+
+
+def test_a_numeric_choice_is_read_by_its_value(tmp_path: Path) -> None:
+    """`2.0` is the choice 2, here as in `tell --actual` and `plan --at` (one reading)."""
+    text = CAMPAIGN.replace("values: [a, b]", "values: [1, 2]").replace("PLANNER", "sobol")
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    (tmp_path / "prior.csv").write_text("x1,x2,mode,stage,y\n0,0,2.0,1,1\n0,0,1,1,2\n")
+    loaded = parse_campaign(text, path=tmp_path / "c.yaml", base_dir=tmp_path)
+    assert [r.parameters["mode"] for r in load_prior_data(loaded)] == [2, 1]
+
+
 def test_cli_prior_option_adds_rows_and_a_bad_one_runs_nothing(tmp_path: Path) -> None:
     loaded = _setup(tmp_path)
     extra = tmp_path / "more.csv"

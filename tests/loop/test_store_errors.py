@@ -99,3 +99,28 @@ def test_unknown_dialect_or_missing_driver_is_a_store_error(
     assert proc.returncode == 2, proc.stderr
     assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "line"),
+    [
+        (
+            "\n  connection refused\n\tIs the server running on that host?\n",
+            "",
+            "connection refused",
+        ),
+        (
+            "(Background on this error at: https://sqlalche.me/e/20/e3q8)",
+            "x",
+            "(Background on this error at: https://sqlalche.me/e/20/e3q8)",
+        ),
+        (" \n\n", "OperationalError", "OperationalError"),
+        (ValueError("disk I/O error\nmore"), "", "disk I/O error"),
+    ],
+)
+def test_first_line_of_a_database_error(text: object, default: str, line: str) -> None:
+    """One rule for a database error in a one-line message (the lease's release, the
+    store's open error, the CLI's lost store)."""
+    from loop.errors import first_line
+
+    assert first_line(text, default) == line

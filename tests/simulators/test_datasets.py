@@ -395,6 +395,28 @@ def test_the_header_is_found_after_a_byte_order_mark_or_blank_lines(
     assert info.value.line == header_line
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_a_byte_that_is_not_utf8_names_the_file_line_and_byte(tmp_path: Path, bom: bytes) -> None:
+    """Spec and data were read with Python's own decoding error, with no line ("cannot read
+    the data: 'utf-8' codec can't decode byte 0xb5 in position 12"); they share the one
+    decoder of campaign, instrument and prior-data files."""
+    spec = b"parameters:\n  - {name: a, type: float, bounds: [0, 1], unit: \xb5m}\noutputs: [y]\n"
+    path, spec_path = _user_files(tmp_path, "a,y\n0.5,1\n", "")
+    spec_path.write_bytes(bom + spec)
+    with pytest.raises(DatasetError) as info:
+        load_spec(spec_path)
+    offset = len(bom) + spec.index(b"\xb5")
+    assert str(info.value).startswith(f"{spec_path}:2: is not UTF-8 text (byte {offset})")
+    spec_path.write_bytes(spec.replace(b" unit: \xb5m", b""))
+    data = b"a,y\n0.5,1\n\xff,2\n"
+    path.write_bytes(bom + data)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, spec_path)
+    offset = len(bom) + data.index(b"\xff")
+    assert info.value.line == 3 and f"is not UTF-8 text (byte {offset})" in str(info.value)
+    assert info.value.fix == "save it as UTF-8 CSV"
+
+
 def test_line_numbers_count_lines_not_records(tmp_path: Path) -> None:
     # A quoted cell spanning two lines: the next row's line is still the file's line.
     spec = 'parameters:\n  - {name: c, type: choice, values: ["x\\ny", z]}\noutputs: [y]\n'
