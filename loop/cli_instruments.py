@@ -372,10 +372,11 @@ def _stored_point(
     from loop.runner import Runner
     from loop.store import UNFINISHED
 
+    text = _campaign_text(file) if file is not None else None
     if campaign is not None:
         row = db.campaign(campaign)
-    elif file is not None:
-        name = _campaign_name(file)
+    elif file is not None and text is not None:
+        name = _campaign_name(file, text)
         rows = [r for r in db.campaigns() if r.name == name]
         unfinished = [r for r in rows if r.status in UNFINISHED]
         if not rows:
@@ -389,7 +390,7 @@ def _stored_point(
     cid = row.id or 0
     runner = Runner.from_store(db, cid)
     notes: list[str] = []
-    if file is not None and file.read_text(encoding="utf-8") != row.config_text:
+    if file is not None and text != row.config_text:
         notes.append(
             f"{file} differs from the text stored with campaign {cid}; planning the stored campaign"
         )
@@ -444,14 +445,13 @@ def _as_resume_reconciles(
     return out
 
 
-def _campaign_name(file: Path) -> str:
-    """A campaign file's ``name:`` (the stored campaign, not the file, is then validated: its
-    instrument file may be gone)."""
-    from instruments._yamlfile import read_yaml_mapping
+def _campaign_text(file: Path) -> str:
+    """A campaign file's text, or a one-line error naming it (a missing file was a
+    traceback when the campaign was also named with ``-c``)."""
     from simulators._text import NotUTF8Error, decode_text
 
     try:
-        text = decode_text(file.read_bytes())
+        return decode_text(file.read_bytes())
     except OSError as exc:
         raise CampaignConfigError(file, f"cannot be read: {exc.strerror or exc}") from None
     except NotUTF8Error as exc:
@@ -461,6 +461,13 @@ def _campaign_name(file: Path) -> str:
             line=exc.line,
             fix="save the file as UTF-8",
         ) from None
+
+
+def _campaign_name(file: Path, text: str) -> str:
+    """A campaign file's ``name:`` (the stored campaign, not the file, is then validated: its
+    instrument file may be gone)."""
+    from instruments._yamlfile import read_yaml_mapping
+
     data = read_yaml_mapping(text, file, error=CampaignConfigError, example="campaigns/")
     name = data.get("name")
     if not isinstance(name, str) or not name:

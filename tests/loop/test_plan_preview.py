@@ -19,6 +19,7 @@ from loop.cli import app
 from loop.config import load_campaign
 from loop.runner import Runner
 from loop.store import Store
+from tests.cli_process import closedloop
 
 ROOT = Path(__file__).resolve().parents[2]
 POINT = re.compile(r"next trial (?:#\d+ )?at x1=(\S+), x2=(\S+)")
@@ -236,6 +237,23 @@ def test_plan_refuses_a_seed_with_a_store(tmp_path: Path) -> None:
     assert out.exit_code == 2
     text = _text(out.output)
     assert "'--seed'" in text and "stored seed" in text and "drop --seed with --store" in text
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["by-file", "by-id"])
+def test_plan_store_with_a_missing_campaign_file_names_it(tmp_path: Path, named: bool) -> None:
+    """With ``-c`` the file was read with no error handling: a traceback, 'please report it'."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    try:
+        Runner(load_campaign(ROOT / "campaigns" / "branin.yaml"), store).create()
+    finally:
+        store.close()
+    missing = tmp_path / "gone.yaml"
+    args = ["plan", str(missing), "--dry-run", "--store", url, *(["-c", "1"] if named else [])]
+    out = closedloop(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    text = _text(out.stderr + out.stdout)
+    assert "gone.yaml" in text and "cannot be read" in text and "report" not in text
 
 
 # ---------------------------------------------------------------------------- instrument files
