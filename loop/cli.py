@@ -379,6 +379,11 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
         )
     elif summary.outcome_constraints:
         console.print("no feasible trial yet")
+    if len(summary.objectives) <= 1 and summary.outlying:
+        from loop.report import outlying_note
+
+        far = [(r.number, r.objective) for r in summary.outlying if r.objective is not None]
+        console.print(outlying_note(far, objective), highlight=False, markup=False)
     _print_failures(summary.failures, full=summary.status == "failed")
     if summary.status == "failed":
         raise typer.Exit(1)
@@ -564,7 +569,15 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
 
 def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
     """Feasibility, the best feasible trial, and (several objectives) the Pareto front."""
-    from loop.report import best_record, feasibility, final_hypervolume, label, units_of
+    from loop.report import (
+        best_record,
+        feasibility,
+        final_hypervolume,
+        label,
+        outlying_note,
+        outlying_records,
+        units_of,
+    )
 
     units = units_of(c)
     obj = c.objectives[0]
@@ -590,6 +603,10 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             )
         elif c.outcome_constraints:
             console.print(f"{what}: none yet")
+        outliers = outlying_records(records, obj.name, obj.goal)
+        far = [(r["number"], r["outputs"][obj.name]) for r in outliers]
+        if far:
+            console.print(outlying_note(far, obj.name), highlight=False, markup=False)
         return
     front = [r for r in records if r.get("pareto")]
     hv = final_hypervolume(records, c)  # not the whole trace: that grows with the campaign
@@ -848,6 +865,8 @@ class _ProgressListener:
             # better than "best" reads as a bug (found in review).
             violated = _violations(self.constraints, report.outputs) if self.constraints else ""
             infeasible = f"  [yellow](infeasible: {escape(violated)})[/]" if violated else ""
+            if getattr(report, "outlying", False):  # a sentinel is not a best either: why
+                infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             line = (
                 f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}"
                 f"{infeasible}  best{best}  "

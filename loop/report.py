@@ -8,7 +8,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ from sqlalchemy.exc import ArgumentError
 from loop.config import Campaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.store import CampaignRow, Store, export_records
+from planners._outliers import best_index, best_trace, outlying
+from planners._protocol import Objective
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -200,35 +202,66 @@ def stored_campaign(row: CampaignRow) -> Campaign:
 
 
 def best_record(records: list[dict[str, Any]], objective: str, goal: str) -> dict[str, Any] | None:
-    """The completed feasible trial with the best finite objective value.
+    """The completed feasible trial with the best finite objective value, readings far
+    outside every other one left out (:func:`outlying_records`).
 
     A record without a ``feasible`` key (see :func:`annotate`) counts as feasible.
     """
-    sign = 1.0 if goal == "maximize" else -1.0
-    best: dict[str, Any] | None = None
-    for r in records:
-        value = r["outputs"].get(objective)
-        if r["status"] != "completed" or value is None or not math.isfinite(value):
-            continue
-        if not r.get("feasible", True):
-            continue
-        if best is None or sign * (value - best["outputs"][objective]) > 0:
-            best = r
-    return best
+    index, _ = best_index(_best_candidates(records, objective), _sign(goal))
+    return None if index is None else records[index]
+
+
+def outlying_records(
+    records: list[dict[str, Any]], objective: str, goal: str
+) -> list[dict[str, Any]]:
+    """The completed feasible trials whose objective value is far outside every other one
+    (``planners._outliers.outlying``: an overrange code, a sentinel such as 9.9e37), which
+    are left out of the best trial and of :func:`best_so_far`; in trial order.
+    """
+    _, mask = best_index(_best_candidates(records, objective), _sign(goal))
+    return [r for r, flag in zip(records, mask, strict=True) if flag]
 
 
 def best_so_far(records: list[dict[str, Any]], objective: str, goal: str) -> list[float]:
-    """Running best feasible objective per trial (NaN until the first one)."""
-    sign = 1.0 if goal == "maximize" else -1.0
-    trace, best = [], math.nan
-    for r in records:
-        value = r["outputs"].get(objective)
-        usable = r["status"] == "completed" and r.get("feasible", True)
-        if usable and value is not None and math.isfinite(value):
-            if math.isnan(best) or sign * (value - best) > 0:
-                best = value
-        trace.append(best)
-    return trace
+    """Running best feasible objective per trial (NaN until the first one), the readings of
+    :func:`outlying_records` left out: its last value is :func:`best_record`'s."""
+    trace, _ = best_trace(_best_candidates(records, objective), _sign(goal))
+    return [float(v) for v in trace]
+
+
+def outlying_note(trials: list[tuple[int, float]], objective: str) -> str:
+    """The one line ``run`` and ``status`` print for readings left out of the best trial:
+    ``trials`` are ``(number, value)`` in trial order; at most five are named."""
+    shown = ", ".join(f"#{n} {objective} = {v:.6g}" for n, v in trials[:_NAMED_OUTLIERS])
+    more = f" and {len(trials) - _NAMED_OUTLIERS} more" if len(trials) > _NAMED_OUTLIERS else ""
+    if len(trials) == 1:
+        return (
+            f"left out of best: trial {shown}, far outside every other reading "
+            "(an overrange code or a sentinel?)"
+        )
+    return (
+        f"left out of best: trials {shown}{more}, far outside every other reading "
+        "(overrange codes or sentinels?)"
+    )
+
+
+# Outlying trials named by :func:`outlying_note`; the rest are counted.
+_NAMED_OUTLIERS = 5
+
+
+def _sign(goal: str) -> float:
+    return 1.0 if goal == "maximize" else -1.0
+
+
+def _best_candidates(records: list[dict[str, Any]], objective: str) -> list[float]:
+    """The objective per record where it may be the best (a completed feasible trial), NaN
+    elsewhere: what ``planners._outliers.best_index`` takes."""
+    return [
+        _number(r["outputs"].get(objective))
+        if r["status"] == "completed" and r.get("feasible", True)
+        else math.nan
+        for r in records
+    ]
 
 
 # ---------------------------------------------------------------------------- goals
@@ -252,14 +285,32 @@ def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str
     return records
 
 
-def _objective_matrix(
-    records: list[dict[str, Any]], campaign: Campaign
+def objective_values(
+    status: str, outputs: Mapping[str, Any], objectives: Sequence[Objective]
+) -> tuple[float, ...]:
+    """One trial's row of its campaign's objective matrix (objective order): the values of a
+    completed trial (NaN where missing or not finite), all NaN for any other trial.
+
+    The one definition behind every Pareto front and hypervolume of a campaign: ``run``'s
+    summary and ``patience`` (the runner) and ``status``, ``export`` and the report (here).
+    A failed trial keeps the finite outputs it had (e.g. a readback out of range after
+    the measurement); they once widened the report's inferred reference point and not the
+    runner's, so one campaign had two hypervolumes (found in review).
+    """
+    if status != "completed":
+        return tuple(math.nan for _ in objectives)
+    values = (_number(outputs.get(o.name)) for o in objectives)
+    return tuple(v if math.isfinite(v) else math.nan for v in values)
+
+
+def objective_matrix(
+    records: list[dict[str, Any]], objectives: Sequence[Objective]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n x m`` objective values (NaN where missing) and the usable-row mask."""
-    names = [o.name for o in campaign.objectives]
+    """``n x m`` objective values (:func:`objective_values`) and the mask of the completed
+    feasible rows, which is what the front and the hypervolume count."""
     Y = np.array(
-        [[_number(r["outputs"].get(n)) for n in names] for r in records], dtype=float
-    ).reshape(len(records), len(names))
+        [objective_values(r["status"], r["outputs"], objectives) for r in records], dtype=float
+    ).reshape(len(records), len(objectives))
     usable = np.array(
         [r["status"] == "completed" and bool(r.get("feasible", True)) for r in records],
         dtype=bool,
@@ -273,7 +324,7 @@ def pareto_flags(records: list[dict[str, Any]], campaign: Campaign) -> list[bool
 
     if not records:
         return []
-    Y, usable = _objective_matrix(records, campaign)
+    Y, usable = objective_matrix(records, campaign.objectives)
     return [bool(v) for v in pareto_mask(Y, campaign.objectives, usable)]
 
 
@@ -283,7 +334,8 @@ def hypervolume_trace(
     """Feasible hypervolume after each trial (one reference point for the whole trace).
 
     The reference point is the objectives' ``reference_point`` where given, else inferred
-    from all the data (``planners.reference_point``). Empty when nothing was measured.
+    from the completed feasible trials (``planners.reference_point``). Empty when nothing
+    was measured.
     ``max_evaluations`` bounds the volumes computed (``planners.hypervolume_trace``: the
     last value stays exact, earlier ones may lag behind the truth between computed steps).
     """
@@ -291,7 +343,7 @@ def hypervolume_trace(
 
     if not records:
         return []
-    Y, usable = _objective_matrix(records, campaign)
+    Y, usable = objective_matrix(records, campaign.objectives)
     try:
         return trace(Y, campaign.objectives, None, usable, max_evaluations=max_evaluations)
     except ValueError:  # no finite value to infer a reference point from
@@ -309,7 +361,7 @@ def final_hypervolume(records: list[dict[str, Any]], campaign: Campaign) -> floa
 
     if not records:
         return None
-    Y, usable = _objective_matrix(records, campaign)
+    Y, usable = objective_matrix(records, campaign.objectives)
     try:
         return hypervolume(Y, campaign.objectives, None, usable)
     except ValueError:  # no finite value to infer a reference point from
@@ -417,9 +469,11 @@ def plot_report(store: Store, row: CampaignRow, out: Path) -> Path:
     Panels, top to bottom: the best feasible value so far (one objective; the ``target``
     drawn when there is one) or the feasible hypervolume over trials (several objectives);
     for several objectives, the Pareto front for each pair of objectives; then every output
-    per trial, with feasible, infeasible, prior-data and failed trials marked apart and
-    outcome-constraint bounds drawn; last, each objective against each parameter (at most
-    ``MAX_SCAN_PARAMETERS`` of them), a grid of small panels marked the same way.
+    per trial, with feasible, infeasible, prior-data and failed trials marked apart, a
+    reading far outside every other one marked on the panel's edge (see
+    :func:`_plot_output`) and outcome-constraint bounds drawn; last, each objective against
+    each parameter (at most ``MAX_SCAN_PARAMETERS`` of them), a grid of small panels marked
+    the same way. The best so far leaves such readings out (:func:`best_so_far`).
     """
     out, fmt = report_path(out)
     refuse_database(out, store.url, "report.png")
@@ -689,13 +743,27 @@ def _plot_output(
     """One output per trial (or against ``where(record)``, a parameter), by group; a failed
     trial without a finite value of it (a fault, an exception, a NaN reading) is marked on
     the panel's bottom edge, so every failure shows (found in review: most failed trials
-    were invisible). A record ``where`` puts at NaN is left out."""
+    were invisible). A record ``where`` puts at NaN is left out.
+
+    A value far outside every other one in the panel (``planners._outliers.outlying``: an
+    overrange code, a sentinel such as 9.9e37) is marked on the top or bottom edge instead
+    of being plotted: at its value it set the y range, and every other trial sat on one
+    line at 0 (found in review)."""
     x_of = where or (lambda r: float(r["number"]))
+    shown = [r for r in records if _group(r) in _GROUP_NAMES and math.isfinite(x_of(r))]
+    value_of = {id(r): _number(r["outputs"].get(name)) for r in shown}
+    flags = outlying([value_of[id(r)] for r in shown])
+    far = [r for r, flag in zip(shown, flags, strict=True) if flag]
+    far_ids = {id(r) for r in far}
     drawn = False
     for group, color, marker in _GROUPS:
-        chosen = [r for r in records if _group(r) == group and math.isfinite(x_of(r))]
-        values = [_number(r["outputs"].get(name)) for r in chosen]
-        finite = [(x_of(r), v) for r, v in zip(chosen, values, strict=True) if math.isfinite(v)]
+        chosen = [r for r in shown if _group(r) == group]
+        values = [value_of[id(r)] for r in chosen]
+        finite = [
+            (x_of(r), v)
+            for r, v in zip(chosen, values, strict=True)
+            if math.isfinite(v) and id(r) not in far_ids
+        ]
         if finite:
             xs, ys = zip(*finite, strict=True)
             ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
@@ -703,22 +771,52 @@ def _plot_output(
         if group == "failed":
             blank = [x_of(r) for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)]
             if blank:
-                # x in data units, y in axes units: the bottom edge whatever the y range;
-                # pointing down, off the scale, so it does not read as a value
-                ax.scatter(
-                    blank,
-                    [0.0] * len(blank),
-                    s=30,
-                    color=color,
-                    marker="v",
-                    label="failed (no value)",
-                    transform=ax.get_xaxis_transform(),
-                    clip_on=False,
-                    zorder=3,
-                )
+                # the bottom edge whatever the y range; pointing down, off the scale, so
+                # it does not read as a value
+                _on_edge(ax, blank, 0.0, "v", s=30, color=color, label="failed (no value)")
+    if far:
+        middle = _middle([value_of[id(r)] for r in shown], flags)
+        for high, edge, marker in ((True, 1.0, "^"), (False, 0.0, "v")):
+            at = [x_of(r) for r in far if (value_of[id(r)] > middle) == high]
+            if at:
+                # like the failed trials' marker: on the edge, pointing off the scale
+                _on_edge(ax, at, edge, marker, label=_OUTLYING_LABEL, **_OUTLYING_STYLE)
+        drawn = True
     if not drawn and say:
         done = any(r["status"] == "completed" for r in records)
         _say(ax, f"no finite value of {name}" if done else _NO_COMPLETED)
+
+
+# Readings far outside every other one (see _plot_output): drawn on the panel's edge.
+_OUTLYING_LABEL = "far outside the others (on the edge)"
+_OUTLYING_STYLE: dict[str, Any] = {
+    "s": 36,
+    "facecolors": "none",
+    "edgecolors": "C4",
+    "linewidths": 1.2,
+}
+
+
+def _on_edge(
+    ax: Any, at: list[float], edge: float, marker: str, *, along: str = "x", **style: Any
+) -> None:
+    """Markers on an edge of the panel: at data values ``at`` along the x axis (``along``
+    "x": on the bottom, ``edge`` 0, or top, 1) or the y axis ("y": left 0 or right 1).
+
+    The data axis takes their values into its range: matplotlib leaves markers drawn in
+    axes coordinates out of autoscaling, and a failed trial at a parameter beyond every
+    measured one was drawn outside its panel, over the next one (found in review).
+    """
+    if along == "x":
+        xy = (at, [edge] * len(at))
+        transform = ax.get_xaxis_transform()
+        limits = [(v, 0.0) for v in at]
+    else:
+        xy = (([edge] * len(at)), at)
+        transform = ax.get_yaxis_transform()
+        limits = [(0.0, v) for v in at]
+    ax.scatter(*xy, marker=marker, transform=transform, clip_on=False, zorder=3, **style)
+    ax.update_datalim(limits, updatex=along == "x", updatey=along != "x")
 
 
 def _say(ax: Any, text: str) -> None:
@@ -745,6 +843,9 @@ _GROUPS = (
 )
 
 
+_GROUP_NAMES = frozenset(group for group, _, _ in _GROUPS)
+
+
 def _group(r: dict[str, Any]) -> str:
     if r["status"] == "failed":
         return "failed"
@@ -758,27 +859,55 @@ def _group(r: dict[str, Any]) -> str:
 
 
 def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
-    """Completed trials in the plane of two objectives, the Pareto front highlighted."""
+    """Completed trials in the plane of two objectives, the Pareto front highlighted.
+
+    Feasible trials off the front are grey dots, infeasible ones orange hollow triangles
+    above them (drawn under the grey dots, infeasible trials that beat the front read as
+    dominated ones: found in review), the front red on top. A value far outside every
+    other one of its objective (an overrange sentinel) is marked on the panel's edge, as
+    in the per-output panels, not plotted at its value.
+    """
     done = [r for r in records if r["status"] == "completed"]
-    for flag, color, size, text in ((False, "C7", 14, "trials"), (True, "C3", 30, "Pareto front")):
-        chosen = [r for r in done if bool(r.get("pareto")) == flag]
+    xs_all = [_number(r["outputs"].get(x)) for r in done]
+    ys_all = [_number(r["outputs"].get(y)) for r in done]
+    far_x, far_y = outlying(xs_all), outlying(ys_all)
+    at = {id(r): (px, py) for r, px, py in zip(done, xs_all, ys_all, strict=True)}
+    far = [r for r, fx, fy in zip(done, far_x, far_y, strict=True) if fx or fy]
+    far_ids = {id(r) for r in far}
+    near = [r for r in done if id(r) not in far_ids]
+    groups = (
+        ([r for r in near if r.get("feasible", True) and not r.get("pareto")], "trials"),
+        ([r for r in near if not r.get("feasible", True)], "infeasible"),
+        ([r for r in near if r.get("pareto")], "Pareto front"),
+    )
+    for chosen, text in groups:
         if not chosen:
             continue
-        xs = [_number(r["outputs"].get(x)) for r in chosen]
-        ys = [_number(r["outputs"].get(y)) for r in chosen]
-        if flag:
-            order = np.argsort(xs)
-            xs, ys = [xs[i] for i in order], [ys[i] for i in order]
-        ax.scatter(xs, ys, s=size, color=color, label=text, zorder=3 if flag else 2)
-    infeasible = [r for r in done if not r.get("feasible", True)]
-    if infeasible:
-        ax.scatter(
-            [_number(r["outputs"].get(x)) for r in infeasible],
-            [_number(r["outputs"].get(y)) for r in infeasible],
-            s=14,
-            facecolors="none",
-            edgecolors="C1",
-            label="infeasible",
+        points = sorted(at[id(r)] for r in chosen) if text == "Pareto front" else None
+        xs, ys = zip(*(points or [at[id(r)] for r in chosen]), strict=True)
+        if text == "trials":
+            ax.scatter(xs, ys, s=14, color="C7", label=text, zorder=2)
+        elif text == "infeasible":
+            ax.scatter(
+                xs,
+                ys,
+                s=26,
+                marker="^",
+                facecolors="none",
+                edgecolors="C1",
+                linewidths=1.2,
+                label=text,
+                zorder=2.5,
+            )
+        else:
+            ax.scatter(xs, ys, s=30, color="C3", label=text, zorder=3)
+    if far:
+        flags = {id(r): (bool(fx), bool(fy)) for r, fx, fy in zip(done, far_x, far_y, strict=True)}
+        _front_edges(
+            ax,
+            [(*at[id(r)], *flags[id(r)]) for r in far],
+            _middle(xs_all, far_x),
+            _middle(ys_all, far_y),
         )
     ax.set_xlabel(x)
     ax.set_ylabel(y)
@@ -786,3 +915,40 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
         ax.legend(loc="best", fontsize="small")
     else:
         _say(ax, _NO_COMPLETED)
+
+
+def _front_edges(
+    ax: Any, points: list[tuple[float, float, bool, bool]], mid_x: float, mid_y: float
+) -> None:
+    """The front panel's trials with an outlying value, ``(x, y, x outlying, y outlying)``:
+    on the edge that value is beyond (the side of the others' median it is on), at their
+    other value where that one is in range (axes coordinates for an outlying value, data
+    coordinates for the other)."""
+    label = _OUTLYING_LABEL
+    for px, py, out_x, out_y in points:
+        if out_x and out_y:  # a corner, in axes coordinates: no data value to place it by
+            ex, ey = float(px > mid_x), float(py > mid_y)
+            ax.scatter(
+                [ex],
+                [ey],
+                marker="^" if ey else "v",
+                transform=ax.transAxes,
+                clip_on=False,
+                zorder=3,
+                label=label,
+                **_OUTLYING_STYLE,
+            )
+        elif out_y:
+            up = py > mid_y
+            _on_edge(ax, [px], float(up), "^" if up else "v", label=label, **_OUTLYING_STYLE)
+        else:
+            right = px > mid_x
+            marker = ">" if right else "<"
+            _on_edge(ax, [py], float(right), marker, along="y", label=label, **_OUTLYING_STYLE)
+        label = "_nolegend_"  # one legend entry
+
+
+def _middle(values: list[float], flags: np.ndarray) -> float:
+    """The median of the values not flagged (0 when none is finite)."""
+    kept = [v for v, flag in zip(values, flags, strict=True) if not flag and math.isfinite(v)]
+    return float(np.median(kept)) if kept else 0.0

@@ -67,6 +67,7 @@ from loop.errors import ClosedLoopError
 from loop.failures import Failure, failure, failure_counts, failures_of
 from loop.lock import LEASE_TTL, CampaignLease
 from loop.prior import PriorRow, load_prior_data
+from loop.report import objective_values
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import LeaseLost, Store, TrialRow, TrialStatus
 from planners import (
@@ -79,6 +80,7 @@ from planners import (
     pareto_mask,
 )
 from planners import reference_point as infer_reference_point
+from planners._outliers import best_index, best_trace
 
 logger = logging.getLogger(__name__)
 _RESUME_STREAM = 1  # seed-derivation tag of resumed sessions (see _instrument_seed)
@@ -134,6 +136,9 @@ class TrialReport:
     slot: int = 0
     # where the instrument says it was (readbacks), or the values told as actually used
     readbacks: dict[str, Any] = field(default_factory=dict)
+    # a completed feasible trial whose objective value is far outside every other one (an
+    # overrange sentinel): left out of ``best`` (``planners._outliers.best_index``)
+    outlying: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ class CampaignSummary:
     hypervolume: float | None = None
     objectives: list[str] = field(default_factory=list)
     outcome_constraints: list[str] = field(default_factory=list)
+    # completed feasible trials left out of ``best``: far outside every other reading
+    outlying: list[TrialReport] = field(default_factory=list)
 
     @property
     def failure_counts(self) -> dict[str, int]:
@@ -282,7 +289,8 @@ class _Tally:
 
     ``completed`` counts the campaign's own completed trials (what ``max_trials`` limits);
     prior-data trials are counted apart in ``prior``. ``best`` is the best *feasible*
-    completed trial (priors included: they are measurements), by the first objective.
+    completed trial (priors included: they are measurements), by the first objective, the
+    ``outlying`` ones (far outside every other reading) left out (``Runner._rank``).
     ``done`` lists every completed trial, priors first, for target and patience.
     """
 
@@ -290,6 +298,7 @@ class _Tally:
     failed: int = 0
     abandoned: int = 0
     best: TrialReport | None = None
+    outlying: list[TrialReport] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     prior: int = 0
     feasible: int = 0
@@ -305,6 +314,7 @@ class _Done:
     prior: bool
     values: tuple[float, ...]  # objective values in objective order (NaN where missing)
     feasible: bool
+    report: TrialReport = field(compare=False, repr=False)
 
 
 class Runner:
@@ -712,7 +722,8 @@ class Runner:
         finally:
             try:
                 if sched is not None:
-                    self._drain(sched, reason, tally, timings, write=write)
+                    why = reason if rule is None else self._abort_reason(rule, reason)
+                    self._drain(sched, why, tally, timings, write=write)
                     if rule is not None:
                         # Trials that ended while the drain ran (failures among them) count:
                         # the stored reason must agree with the summary's counts.
@@ -914,6 +925,23 @@ class Runner:
         spent = self._stop_rule(tally, elapsed)
         return None if spent is None else (spent[1], spent[2])
 
+    def _abort_reason(self, rule: str, reason: str) -> str:
+        """What the trials a budget rule's stop aborts keep as their reason.
+
+        For a count (``max_failures``, ``max_trials``, ``max_duration``) the rule and its
+        setting, not the count: trials still ending while the others are aborted change
+        it, and the campaign's stored reason is counted again after them. An abandoned
+        trial read "4 trials failed" beside a campaign stopped by "5 trials failed"
+        (found in review). ``target`` and ``patience`` keep their own reason.
+        """
+        b = self.budget
+        setting = {
+            "max_failures": f"budget.max_failures = {b.max_failures}",
+            "max_trials": f"budget.max_trials = {b.max_trials}",
+            "max_duration": f"budget.max_duration = {b.max_duration or 0:g} s",
+        }.get(rule)
+        return reason if setting is None else f"{rule} reached ({setting})"
+
     def _stop_rule(self, tally: _Tally, elapsed: float) -> tuple[str, str, str] | None:
         """Whether the campaign is done: ``(rule, status, reason)``.
 
@@ -1049,7 +1077,7 @@ class Runner:
         status: TrialStatus = "completed" if result.exit_status == "success" else "failed"
         error = result.error
         if result.exit_status == "abort" and self._stop_request is not None:
-            status, error = "abandoned", f"{self._stop_request}: {result.error}"
+            status, error = "abandoned", _abandoned_error(self._stop_request, result.error)
         retired = None
         if len(sched.slots) > 1 and self._stop_request is None:
             retired = sched.record(job, status, error)
@@ -1276,7 +1304,7 @@ class Runner:
                     kind=t.kind,
                     readbacks=dict(t.readbacks or {}),
                 )
-                self._count(tally, report)
+                self._count(tally, report, rank=False)
             elif t.status == "failed":
                 tally.failed += 1
                 tally.failures.append(failure(t.number, t.error))
@@ -1284,9 +1312,10 @@ class Runner:
                 tally.failed_slots[slot] = tally.failed_slots.get(slot, 0) + 1
             elif t.status == "abandoned":
                 tally.abandoned += 1
+        self._rank(tally)  # once: each completed trial may change which readings are outlying
         return tally
 
-    def _count(self, tally: _Tally, report: TrialReport) -> None:
+    def _count(self, tally: _Tally, report: TrialReport, *, rank: bool = True) -> None:
         if report.status == "completed":
             feasible = self.feasible(report.outputs)
             prior = report.kind == PRIOR_KIND
@@ -1295,9 +1324,10 @@ class Runner:
             else:
                 tally.completed += 1
                 tally.feasible += feasible
-            values = tuple(_finite(report.outputs.get(o.name)) for o in self.campaign.objectives)
-            tally.done.append(_Done(report.number, prior, values, feasible))
-            tally.best = self._better(report, tally.best)
+            values = objective_values(report.status, report.outputs, self.campaign.objectives)
+            tally.done.append(_Done(report.number, prior, values, feasible, report))
+            if rank:
+                self._rank(tally)
         elif report.status == "failed":
             tally.failed += 1
             tally.failures.append(failure(report.number, report.error))
@@ -1307,17 +1337,18 @@ class Runner:
         if tally.best is not None:
             report.best = tally.best.objective
 
-    def _better(self, report: TrialReport, best: TrialReport | None) -> TrialReport | None:
-        """The better of two trials: feasible, then by the first objective."""
-        if report.objective is None or not self.feasible(report.outputs):
-            return best
-        if (
-            best is None
-            or best.objective is None
-            or self.objective.sign * (report.objective - best.objective) > 0
-        ):
-            return report
-        return best
+    def _rank(self, tally: _Tally) -> None:
+        """Set ``tally.best`` and ``tally.outlying`` (and each completed trial's
+        ``outlying`` flag) from every completed trial, as ``status`` and the report do
+        (``planners._outliers.best_index``): a reading far outside every other one is
+        judged against all of them, so it is ranked again as trials come in."""
+        index, mask = best_index(_best_candidates(tally.done), self.objective.sign)
+        tally.best = None if index is None else tally.done[index].report
+        tally.outlying = []
+        for d, flag in zip(tally.done, mask, strict=True):
+            d.report.outlying = bool(flag)
+            if flag:
+                tally.outlying.append(d.report)
 
     # ----------------------------------------------------------------- goals
     @property
@@ -1343,14 +1374,19 @@ class Runner:
         return {self.objective.name: float(target)}
 
     def _target_reached(self, tally: _Tally) -> str | None:
-        """The stop reason once one feasible trial meets every target, else ``None``."""
+        """The stop reason once one feasible trial meets every target, else ``None``.
+
+        A reading far outside every other one (``TrialReport.outlying``: a saturated
+        detector's 9.9e37) is no best trial, so it meets no target either: it stopped a
+        campaign "target reached" at its first overrange reading (found in review).
+        """
         targets = self._targets()
         if not targets:
             return None
         objectives = self.campaign.objectives
         index = {o.name: j for j, o in enumerate(objectives)}
         for done in tally.done:
-            if not done.feasible:
+            if not done.feasible or done.report.outlying:
                 continue
             if all(
                 math.isfinite(done.values[index[name]])
@@ -1372,20 +1408,23 @@ class Runner:
         the feasible hypervolume, with one reference point for both) over all completed
         trials, priors included, minus the same before the window. A gain counts when it
         is positive and at least ``min_improvement``. Prior trials are never in the window.
+        A reading far outside every other one is no best here either (as in ``status``).
         """
         n = self.budget.patience
         if n is None or tally.completed < n:
             return None
         done = tally.done
         split = len(done) - n
-        before, everything = done[:split], done
         minimum = self.budget.min_improvement
         at_least = f" by at least {minimum:g}" if minimum > 0 else ""
         objectives = self.campaign.objectives
         if len(objectives) == 1:
+            # one judgement of which readings are outlying (over every completed trial) for
+            # both points: a sentinel must neither freeze the best nor count as a gain
             sign = objectives[0].sign
-            now = _best_signed(everything, sign)
-            then = _best_signed(before, sign)
+            trace, _ = best_trace(_best_candidates(done), sign)
+            now = _signed_or_none(trace[-1], sign)
+            then = _signed_or_none(trace[split - 1], sign) if split > 0 else None
             if now is not None and (then is None or _gained(now - then, minimum, now)):
                 return None
             best = "none feasible" if now is None else f"best {sign * now:.6g}"
@@ -1393,8 +1432,8 @@ class Runner:
                 f"patience: {objectives[0].name} did not improve{at_least} in the last {n} "
                 f"completed trials ({best})"
             )
-        Y = np.array([d.values for d in everything], dtype=float)
-        feasible = np.array([d.feasible for d in everything], dtype=bool)
+        Y = np.array([d.values for d in done], dtype=float)
+        feasible = np.array([d.feasible for d in done], dtype=bool)
         try:
             ref = infer_reference_point(objectives, Y, feasible)
         except ValueError:  # nothing finite to infer it from: no volume either way
@@ -1415,6 +1454,7 @@ class Runner:
         observations = self.store.observations(summary.campaign_id)
         tally = self._tally(trials, observations)
         summary.prior, summary.feasible, summary.best = tally.prior, tally.feasible, tally.best
+        summary.outlying = tally.outlying
         objectives = self.campaign.objectives
         summary.objectives = [o.name for o in objectives]
         summary.outcome_constraints = list(self.campaign.outcome_constraints)
@@ -1581,18 +1621,28 @@ def achieved_point(commanded: Mapping[str, Any], readbacks: Mapping[str, Any]) -
     return {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
 
 
-def _finite(value: float | None) -> float:
-    return float(value) if value is not None and math.isfinite(value) else math.nan
-
-
 def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _best_signed(done: Sequence[_Done], sign: float) -> float | None:
-    """The best feasible first-objective value times ``sign`` (bigger is better), or None."""
-    values = [sign * d.values[0] for d in done if d.feasible and math.isfinite(d.values[0])]
-    return max(values) if values else None
+def _best_candidates(done: Sequence[_Done]) -> list[float]:
+    """The first objective of each completed trial where it may be the best (feasible),
+    NaN elsewhere: what ``planners._outliers.best_index`` takes, as in ``loop.report``."""
+    return [d.values[0] if d.feasible else math.nan for d in done]
+
+
+def _abandoned_error(stop: str, error: str | None) -> str:
+    """An aborted trial's error: the stop's reason once. The dispatcher's own error already
+    names it (``run aborted: <reason>``) when the abort came with it; prefixing it again
+    stored every reason twice (found in review)."""
+    if not error:
+        return stop
+    return error if stop in error else f"{stop}: {error}"
+
+
+def _signed_or_none(value: float, sign: float) -> float | None:
+    """A best value times ``sign`` (bigger is better); None for NaN (none yet)."""
+    return None if math.isnan(value) else sign * float(value)
 
 
 def _gained(gain: float, minimum: float, scale: float) -> bool:

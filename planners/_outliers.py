@@ -1,9 +1,10 @@
 """Readings far outside all others (overrange codes, sentinels such as 9.9e37): one rule.
 
 The BoTorch planner clips such readings for its model (``_clip_outliers``), and the
-campaign's displays (``status``, ``run``'s summary, the report) name them instead of
-crowning them the best trial. Both must agree on what is "far outside", so the rule lives
-here, in NumPy only: ``closedloop status`` does not import torch.
+campaign's notion of its best trial (:func:`best_index`, :func:`best_trace`: ``run``'s
+live line and summary, ``status``, the report, ``patience``) leaves them out and names
+them instead of crowning them the best trial. Both must agree on what is "far outside",
+so the rule lives here, in NumPy only: ``closedloop status`` does not import torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 # Below this the standardised noise variance is not allowed to go: keeps the Cholesky factor
 # of near-duplicate inputs well conditioned without blurring noiseless objectives (1e-4, the
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 NOISE_FLOOR = 1e-5
 
 
-def outlying(values: Sequence[float], noise_floor: float = NOISE_FLOOR) -> NDArray[np.bool_]:
+def outlying(values: ArrayLike, noise_floor: float = NOISE_FLOOR) -> NDArray[np.bool_]:
     """Which of ``values`` the planner's model would clip as outlying (see
     :func:`planners._botorch._clip_outliers`); non-finite values are never flagged (they
     are failures, not readings)."""
@@ -35,6 +36,48 @@ def outlying(values: Sequence[float], noise_floor: float = NOISE_FLOOR) -> NDArr
     kept = y[finite]
     mask[finite] = clip_column(kept, math.sqrt(n / noise_floor)) != kept
     return mask
+
+
+def best_index(values: Sequence[float], sign: float) -> tuple[int | None, NDArray[np.bool_]]:
+    """The campaign's best trial: the index of the best finite value of ``values`` (the
+    largest ``sign * value``) with the :func:`outlying` ones left out, and that mask.
+
+    ``values`` holds one objective's value per trial, NaN for every trial that cannot be
+    the best (not completed, infeasible, no finite value); the outlying values are those
+    among the rest. The first of equal values wins (the trial that got there first).
+    ``None`` when no value is left. A saturated detector's 9.9e37 was crowned the best
+    trial, froze ``patience``'s best (stopping a campaign still improving) and set the
+    scale of every panel (found in review); runner and report call this one function.
+    """
+    y, keep, mask = _candidates(values)
+    if not keep.any():
+        return None, mask
+    return int(np.argmax(np.where(keep, sign * y, -np.inf))), mask
+
+
+def best_trace(
+    values: Sequence[float], sign: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """The best value so far at each index (NaN before the first), as :func:`best_index`
+    picks it, and the outlying mask.
+
+    The outlying values are judged over all of ``values`` (what is known now), so the
+    trace never rises to a reading later seen to be a sentinel, and its last value is the
+    value at :func:`best_index`; ``patience`` compares two of its points.
+    """
+    y, keep, mask = _candidates(values)
+    signed = np.maximum.accumulate(np.where(keep, sign * y, -np.inf)) if len(y) else y
+    trace = np.where(np.isfinite(signed), sign * signed, np.nan)
+    return trace.astype(np.float64), mask
+
+
+def _candidates(
+    values: Sequence[float],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``values`` as floats, which of them may be the best, and which are outlying."""
+    y = np.asarray(values, dtype=np.float64).reshape(-1)
+    mask = outlying(y)
+    return y, np.isfinite(y) & ~mask, mask
 
 
 # Largest outlying group at each end of a column that clip_column looks for: it tests

@@ -10,9 +10,10 @@ Reference points (``ref``) are given in output units too, like ``Objective.refer
 the worst value of each objective still worth having. The hypervolume is the volume of the
 region that the feasible points dominate and that dominates the reference point; points not
 strictly better than the reference point in every objective add nothing. Where a campaign
-gives none, :func:`reference_point` infers one from every trial (what ``status``, the report
-and ``patience`` measure from) and :func:`front_reference_point` from the Pareto front (what
-the BoTorch planner's acquisition aims above); see each for why they differ.
+gives none, :func:`reference_point` infers one from every feasible trial (what
+``status``, the report and ``patience`` measure from) and :func:`front_reference_point`
+from the Pareto front (what the BoTorch planner's acquisition aims above); see each for
+why they differ.
 
 Hypervolumes are exact (no Monte Carlo): a sweep for two objectives and recursive slicing
 along the last objective for three and four (HSO, While et al. 2006), which is cheap at the
@@ -116,29 +117,35 @@ def reference_point(
     """The reference point the campaign's hypervolume is measured from, in output units.
 
     Each objective's ``reference_point`` where given; otherwise the worst value observed
-    (of the feasible rows; of all finite rows while none is feasible) moved 10 % of the
-    range of all finite rows further towards "worse" (down for a maximised objective, up
-    for a minimised one). Every trial is inside, so every front there has been has a volume
-    and a front that improves grows it. The front's own nadir (:func:`front_reference_point`)
-    moves up with the front: a trial that dominates every earlier one leaves a front of one
-    point, 10 % of its magnitude above the reference, and the earlier fronts at 0 (a report
-    trace flat at 0 until that trial; a ``patience`` gain below any ``min_improvement`` for
-    a campaign that had just tripled its front).
+    moved 10 % of the observed range further towards "worse" (down for a maximised
+    objective, up for a minimised one), both the worst value and the range taken over the
+    feasible rows, or over all finite rows while none is feasible. Every feasible trial is
+    inside, so every front there has been has a volume and a front that improves grows it.
+    The range comes from the same rows as the worst value: an infeasible trial's reading
+    (an overrange sentinel such as 9.9e37 where the constraint fails) once set the scale of
+    the feasible volume (found in review: a hypervolume of 1.75e37 for a front of values
+    below 5). The front's own nadir (:func:`front_reference_point`) moves up with the
+    front: a trial that dominates every earlier one leaves a front of one point, 10 % of
+    its magnitude above the reference, and the earlier fronts at 0 (a report trace flat at
+    0 until that trial; a ``patience`` gain below any ``min_improvement`` for a campaign
+    that had just tripled its front).
 
-    Once a trial is feasible (and two values differ) it moves only towards "worse", as
-    trials set a new worst value or widen the range, which only enlarges volumes:
-    ``hypervolume_trace`` and ``patience`` measure every prefix from one reference point,
-    so no gain comes from that move, but two ``status`` readings taken at different times
-    may differ by it (give ``reference_point`` for a fixed scale). With no range (one
-    value) the move is 10 % of the value's magnitude (0.1 at zero).
+    Once a trial is feasible and two feasible values of each objective differ, it moves
+    only towards "worse", as trials set a new worst value or widen the range, which only
+    enlarges volumes: ``hypervolume_trace`` and ``patience`` measure every prefix from one
+    reference point, so no gain comes from that move, but two ``status`` readings taken at
+    different times may differ by it (give ``reference_point`` for a fixed scale). With no
+    range (one value) the move is 10 % of the value's magnitude (0.1 at zero).
 
     Raises:
         ValueError: a reference point is missing and there is no finite value to infer it.
     """
     arr = _as_matrix(Y, objectives)
-    everything = arr[_usable(arr, None)]
     rows = _usable(arr, feasible)
-    return _inferred(objectives, arr[rows] if rows.any() else everything, everything)
+    if not rows.any():
+        rows = _usable(arr, None)
+    data = arr[rows]
+    return _inferred(objectives, data)
 
 
 def front_reference_point(
@@ -165,14 +172,16 @@ def front_reference_point(
     data = arr[rows]
     if data.shape[0] > 0:
         data = data[_nondominated(data * _signs(objectives))]
-    return _inferred(objectives, data, data)
+    return _inferred(objectives, data)
 
 
-def _inferred(
-    objectives: Sequence[Objective], data: NDArray[np.float64], spread: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Given reference points, else the worst value of ``data`` less 10 % of the range of
-    ``spread`` (of the worst value's magnitude where that range is 0)."""
+def _inferred(objectives: Sequence[Objective], data: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Given reference points, else the worst value of ``data`` less 10 % of its range (of
+    the worst value's magnitude where that range is 0).
+
+    One set of rows for both: a margin from a wider set (every finite row, infeasible ones
+    included) let one infeasible sentinel set the scale of the feasible volume.
+    """
     ref = np.empty(len(objectives), dtype=np.float64)
     for j, o in enumerate(objectives):
         if o.reference_point is not None:
@@ -184,7 +193,7 @@ def _inferred(
                 "infer one from; set reference_point for it"
             )
         worst = float((data[:, j] * o.sign).min())
-        span = float(np.ptp(spread[:, j]))
+        span = float(np.ptp(data[:, j]))
         if span <= 0:
             span = abs(worst) if worst != 0 else 1.0
         ref[j] = o.sign * (worst - _REFERENCE_MARGIN * span)
@@ -310,8 +319,8 @@ def hypervolume_trace(
 ) -> list[float]:
     """Hypervolume of the first ``k`` rows for ``k = 1 .. n`` (trial order).
 
-    One reference point for the whole trace (given, or inferred from all of ``Y``), so the
-    trace never decreases and values are comparable along it.
+    One reference point for the whole trace (given, or :func:`reference_point` of all of
+    ``Y``), so the trace never decreases and values are comparable along it.
 
     Args:
         max_evaluations: compute the volume at most this many times. The trace changes only

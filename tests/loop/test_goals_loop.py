@@ -18,7 +18,13 @@ from typer.testing import CliRunner
 
 from loop import Runner, Store, load_campaign, parse_campaign
 from loop.cli import app
-from loop.report import annotate, stored_campaign
+from loop.report import (
+    annotate,
+    final_hypervolume,
+    hypervolume_trace,
+    report_figure,
+    stored_campaign,
+)
 from loop.store import export_records
 from planners import hypervolume, pareto_mask
 
@@ -155,6 +161,73 @@ def test_single_objective_best_is_the_best_feasible(tmp_path: Path) -> None:
     campaign = stored_campaign(Store(url, create=False).campaign(cid))
     annotated = annotate(export_records(Store(url, create=False), cid), campaign)
     assert all("pareto" not in r for r in annotated)
+
+
+# Failed trials that keep finite outputs (a readback out of range after the measurement)
+# and an infeasible region whose detector saturates (an overrange code in f2).
+READBACK = """
+import math
+
+
+def measure(inputs):
+    a, b = float(inputs["a"]), float(inputs["b"])
+    out = {"f1": a**2 + b, "f2": (a - 2) ** 2 + 0.5 * b, "purity": 0.9 + 0.1 * math.sin(3 * a)}
+    if a > 1.7:  # impure, and saturated
+        out["f2"] = 9.9e37
+    return out
+"""
+
+MO_FAILING = """
+name: mo-rb
+parameters:
+  - {name: a, type: float, bounds: [0, 2]}
+  - {name: b, type: float, bounds: [0, 1]}
+objectives:
+  - {name: f1, goal: minimize}
+  - {name: f2, goal: minimize}
+outcome_constraints: ["purity >= 0.88"]
+instrument:
+  function: "rb.py:measure"
+  outputs: [f1, f2, purity]
+  readback_out_of_range_rate: 0.3
+planner: {kind: sobol}
+budget: {max_trials: 14, max_failures: 20}
+seed: 5
+"""
+
+
+def test_run_status_and_report_give_one_hypervolume(tmp_path: Path) -> None:
+    """``run`` printed 3.7939 and ``status`` 6.30889 for one campaign: failed trials keep
+    finite outputs, which widened the inferred reference point of ``status`` and the
+    report but not the runner's (found in review). Every command counts completed trials
+    only; and an infeasible trial's 9.9e37 no longer sets the feasible volume's scale
+    (it read 1.75e37)."""
+    (tmp_path / "rb.py").write_text(READBACK)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(MO_FAILING)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    summary = Runner(parse_campaign(MO_FAILING, path=path, base_dir=tmp_path), Store(url)).run()
+    store = Store(url, create=False)
+    row = store.campaign(summary.campaign_id)
+    campaign = stored_campaign(row)
+    records = annotate(export_records(store, summary.campaign_id), campaign)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert any(np.isfinite(r["outputs"].get("f1", np.nan)) for r in failed), "needs such trials"
+    done = [r for r in records if r["status"] == "completed"]
+    assert any(r["outputs"]["f2"] == 9.9e37 and not r["feasible"] for r in done)
+    Y = np.array([[r["outputs"]["f1"], r["outputs"]["f2"]] for r in done])
+    feasible = np.array([r["feasible"] for r in done])
+    expected = hypervolume(Y, campaign.objectives, None, feasible)
+    assert 0 < expected < 100  # the feasible front's own scale
+    assert summary.hypervolume == pytest.approx(expected, rel=1e-12)
+    assert final_hypervolume(records, campaign) == pytest.approx(expected, rel=1e-12)
+    assert hypervolume_trace(records, campaign)[-1] == pytest.approx(expected, rel=1e-12)
+    out = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"hypervolume {expected:.6g}" in out.output
+    panels = {ax.get_ylabel(): ax for ax in report_figure(store, row).axes}
+    line = panels["hypervolume"].get_lines()[0]
+    assert float(np.asarray(line.get_ydata())[-1]) == pytest.approx(expected, rel=1e-12)
 
 
 EXAMPLES = sorted((ROOT / "campaigns").glob("*.yaml"))

@@ -273,3 +273,55 @@ def test_report_trace_matches_the_exact_one_for_a_short_campaign(tmp_path: Path)
     drawn = [float(v) for v in line.get_ydata()]
     assert drawn == hypervolume_trace(records, stored_campaign(row))
     assert not any(math.isnan(v) for v in drawn)
+
+
+# ---------------------------------------------------------------------------- front panel
+def test_infeasible_trials_are_drawn_apart_and_over_the_front_panels_dots(
+    tmp_path: Path,
+) -> None:
+    """Infeasible trials' rings were drawn under the grey dots of the same trials: one that
+    beat the front read as a plain dominated trial (found in review). They are their own
+    group, above the grey one, and not in it."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("pairs", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    # a maximised, b minimised, c <= 1 feasible; (0.9, 0.1) beats the front, infeasible
+    points = [(0.5, 0.5, 0.0), (0.6, 0.7, 0.0), (0.3, 0.6, 0.0), (0.9, 0.1, 2.0)]
+    for a, b, c in points:
+        trial = store.add_trial(cid, {"x": a}, "sobol")
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs={"a": a, "b": b, "c": c},
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    fig = report_figure(store, store.campaign(cid))
+    front = next(ax for ax in fig.axes if ax.get_xlabel() == "a")
+    groups = {c.get_label(): c for c in front.collections}
+    offsets = {
+        k: [(float(x), float(y)) for x, y in np.asarray(c.get_offsets())] for k, c in groups.items()
+    }
+    assert offsets["infeasible"] == [(0.9, 0.1)]
+    assert offsets["trials"] == [(0.3, 0.6)]  # feasible and dominated only
+    assert sorted(offsets["Pareto front"]) == [(0.5, 0.5), (0.6, 0.7)]
+    assert groups["infeasible"].get_zorder() > groups["trials"].get_zorder()
+    legend = front.get_legend()
+    assert legend is not None and "infeasible" in {t.get_text() for t in legend.get_texts()}
+
+
+def test_a_failed_trials_finite_outputs_leave_the_hypervolume_alone(tmp_path: Path) -> None:
+    """A failed trial keeps the outputs it had (a readback out of range after the
+    measurement): they count nowhere, as in the runner (``loop.report.objective_matrix``)."""
+    text = ALL_FAIL.replace('outcome_constraints: ["c <= 1"]\n', "")
+    text = text.replace("name: a,", "name: y0,").replace("name: b,", "name: y1,")
+    path = tmp_path / "c.yaml"
+    campaign = parse_campaign(text, path=path, base_dir=tmp_path, cross_check=False).campaign
+    records = _records(np.random.default_rng(4).random((20, 2)))
+    alone = final_hypervolume(records, campaign)
+    worse = _records(np.array([[-5.0, -5.0]]))  # far below every y0 measured
+    failed = [dict(r, status="failed") for r in worse]
+    assert final_hypervolume(records + failed, campaign) == alone
+    assert hypervolume_trace(records + failed, campaign)[-1] == pytest.approx(alone, rel=1e-12)
+    # completed, the same trial would set a new worst y0 and move the reference
+    assert final_hypervolume(records + worse, campaign) != pytest.approx(alone, rel=1e-3)

@@ -19,6 +19,7 @@ from loop.runner import CampaignFinished
 
 FUNCTIONS = """
 import itertools
+import time
 
 _calls = itertools.count()
 
@@ -43,6 +44,22 @@ def two(inputs):
 
 def constant2(inputs):
     return {"f1": 0.5, "f2": 0.5, "c": 0.0}
+
+
+def rising_after_a_sentinel(inputs):
+    # y rises by 1 per call (maximise): always improving; the second reading is a saturated
+    # detector's overrange code
+    n = next(_calls)
+    return {"y": 9.9e37 if n == 1 else float(n)}
+
+
+def slow_or_fail(inputs):
+    # x < 0.5 raises at once; anything else takes a second (on the instrument's thread, so
+    # an abort interrupts the wait)
+    if inputs["x"] < 0.5:
+        raise ValueError("bad region")
+    time.sleep(1.0)
+    return {"y": inputs["x"]}
 """
 
 
@@ -130,6 +147,68 @@ def test_min_improvement_sets_what_counts_as_progress(tmp_path: Path) -> None:
     summary = Runner(_campaign(any_gain, tmp_path / "b"), _store(tmp_path / "b")).run()
     assert summary.completed == 8
     assert summary.reason.startswith("max_trials reached")
+
+
+def test_a_sentinel_does_not_freeze_patiences_best(tmp_path: Path) -> None:
+    """A 9.9e37 reading (trial 2) was the best for good: patience saw no gain in trials 3-5
+    and stopped a campaign improving at every trial (found in review). It is left out of
+    the best as in ``status`` (``planners._outliers.best_index``)."""
+    text = _one("rising_after_a_sentinel", "{max_trials: 8, patience: 3}", "maximize", "[y]")
+    summary = Runner(_campaign(text, tmp_path), _store(tmp_path)).run()
+    assert summary.reason == "max_trials reached (8 completed trials)"
+    assert summary.best is not None and summary.best.objective == 7.0
+    assert [r.number for r in summary.outlying] == [2]
+
+
+SLOW = """
+name: slow
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: minimize}]
+instrument: {function: "fns.py:slow_or_fail", outputs: [y], latency: 0.01, count: 2}
+planner: {kind: sobol}
+budget: BUDGET
+seed: 3
+"""
+
+
+def test_a_trial_aborted_by_max_failures_keeps_the_rule_once(tmp_path: Path) -> None:
+    """A trial in flight when ``max_failures`` ended the campaign read "4 trials failed
+    (...): run aborted: 4 trials failed (...)" beside a campaign stopped by "5 trials
+    failed" (found in review): the reason twice, and a count that later failures changed.
+    It keeps the rule and its setting, once."""
+    text = SLOW.replace("BUDGET", "{max_trials: 10, max_failures: 3}")
+    store = _store(tmp_path)
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    assert summary.status == "failed" and summary.reason.startswith("3 trials failed")
+    abandoned = [t for t in store.trials(summary.campaign_id) if t.status == "abandoned"]
+    assert abandoned, "the test needs a trial in flight when the campaign stopped"
+    for t in abandoned:
+        assert t.error == "run aborted: max_failures reached (budget.max_failures = 3)"
+
+
+def test_a_trial_aborted_by_a_stop_request_keeps_its_reason_once(tmp_path: Path) -> None:
+    text = SLOW.replace("BUDGET", "{max_trials: 10, max_failures: 10}")
+    store = _store(tmp_path)
+
+    class StopAtTheFirstFailure:
+        runner: Runner
+
+        def trial_started(self, number: int, parameters: dict[str, object]) -> None:
+            pass
+
+        def trial_finished(self, report: object) -> None:
+            if getattr(report, "status", None) == "failed":
+                self.runner.request_stop("stopped by the test")
+
+    listener = StopAtTheFirstFailure()
+    runner = Runner(_campaign(text, tmp_path), store, listener=listener)
+    listener.runner = runner
+    summary = runner.run()
+    assert (summary.status, summary.reason) == ("stopped", "stopped by the test")
+    abandoned = [t for t in store.trials(summary.campaign_id) if t.status == "abandoned"]
+    assert abandoned, "the test needs a trial in flight when the campaign stopped"
+    for t in abandoned:
+        assert t.error == "run aborted: stopped by the test"
 
 
 @pytest.fixture(autouse=True)

@@ -125,10 +125,14 @@ def test_reference_point_given_or_inferred_per_direction() -> None:
     assert reference_point(obj, Y).tolist() == pytest.approx([-6.5, 32.0])
     given_ref = [Objective(name="a", reference_point=5.0), obj[1]]
     assert reference_point(given_ref, Y).tolist() == pytest.approx([5.0, 32.0])
-    # Infeasible rows do not set the worst value while feasible ones exist; the range is
-    # that of every finite row.
+    # Infeasible rows set neither the worst value nor the range while feasible ones exist:
+    # (0, 10) and (10, 20) give worst 0 and 20, ranges 10 (all three rows: 15 and 20).
+    assert reference_point(obj, Y, feasible=[True, True, False]).tolist() == pytest.approx(
+        [0.0 - 1.0, 20.0 + 1.0]
+    )
+    # One feasible row: 10 % of its magnitude, whatever the infeasible rows' range.
     assert reference_point(obj, Y, feasible=[False, True, False]).tolist() == pytest.approx(
-        [10.0 - 1.5, 20.0 + 2.0]
+        [10.0 - 1.0, 20.0 + 2.0]
     )
     # One value and no range: 10 % of its magnitude (0.1 at zero).
     assert reference_point(obj, [[0.0, 20.0]]).tolist() == pytest.approx([-0.1, 22.0])
@@ -181,13 +185,28 @@ def test_a_worse_trial_moves_the_reference_but_adds_no_gain() -> None:
     assert trace[-1] == trace[-2]
     # Only comparing volumes measured from different references would show a "gain".
     assert hypervolume(Y, MAX2, ref_now) > hypervolume(Y[:3], MAX2, ref_then)
-    # Once a trial is feasible (and values differ), later trials only move it to "worse".
+    # Once two feasible values differ, later trials only move it to "worse".
     rng = np.random.default_rng(3)
     Z = rng.normal(size=(30, 2))
     feasible = rng.random(30) > 0.3
-    start = max(2, int(np.argmax(feasible)) + 1)
+    start = int(np.flatnonzero(feasible)[1]) + 1
     refs = [reference_point(MAX2, Z[:k], feasible[:k]) for k in range(start, 31)]
     assert all((b <= a).all() for a, b in zip(refs, refs[1:], strict=False))
+
+
+def test_an_infeasible_sentinel_does_not_set_the_feasible_scale() -> None:
+    """An infeasible trial's overrange reading (9.9e37) once widened the inferred
+    reference's margin: a front of values below 5 had a hypervolume of 1.75e37 (found in
+    review). The margin comes from the feasible rows, like the worst value."""
+    Y = np.array([[1.0, 1.0], [2.0, 0.5], [0.5, 2.0], [3.0, 9.9e37]])
+    feasible = np.array([True, True, True, False])
+    ref = reference_point(MIN2, Y, feasible)
+    assert ref.tolist() == pytest.approx([2.0 + 0.15, 2.0 + 0.15])
+    volume = hypervolume(Y, MIN2, None, feasible)
+    assert volume == pytest.approx(hypervolume(Y[:3], MIN2)) and volume < 10
+    # While none is feasible, every finite row sets both (the sentinel included).
+    none = reference_point(MIN2, Y, [False] * 4)
+    assert none[1] == pytest.approx(9.9e37 * 1.1)
 
 
 def test_inferred_reference_counts_every_observed_point() -> None:
