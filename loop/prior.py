@@ -53,6 +53,7 @@ EXPORT_COLUMNS = frozenset(
         "finished_at",
         "feasible",
         "pareto",
+        "best",
         "slot",
     }
 )

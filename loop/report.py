@@ -266,12 +266,16 @@ def _best_candidates(records: list[dict[str, Any]], objective: str) -> list[floa
 
 # ---------------------------------------------------------------------------- goals
 def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str, Any]]:
-    """Add ``feasible`` (outcome constraints) and ``pareto`` (several objectives) to records.
+    """Add ``feasible`` (outcome constraints), and ``best`` (one objective) or ``pareto``
+    (several) to records.
 
     ``feasible`` is set on completed trials when the campaign has outcome constraints (a
     trial without a value for a constrained output is infeasible); ``pareto`` is set on
     every record of a multi-objective campaign: whether the trial is on the Pareto front of
     the feasible completed trials (prior-data trials included: they are measurements).
+    ``best`` is set on every record of a one-objective campaign: whether it is the trial
+    ``status`` calls best (:func:`best_record`), so an export says which trial that is
+    without the campaign file and the rules for feasibility and outlying readings.
     """
     constraints = campaign.parsed_outcome_constraints
     for r in records:
@@ -282,6 +286,10 @@ def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str
         on_front = pareto_flags(records, campaign)
         for r, flag in zip(records, on_front, strict=True):
             r["pareto"] = flag
+    elif objectives:
+        best = best_record(records, objectives[0].name, objectives[0].goal)
+        for r in records:
+            r["best"] = r is best
     return records
 
 
@@ -411,7 +419,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
         + params
         + [f"readback.{k}" for k in readbacks]
         + outputs
-        + [k for k in ("feasible", "pareto") if any(k in r for r in records)]
+        + [k for k in _FLAGS if any(k in r for r in records)]
         + ["run_uid", "error", "started_at", "finished_at"]
     )
     buffer = io.StringIO()
@@ -423,10 +431,14 @@ def to_csv(records: list[dict[str, Any]]) -> str:
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
-            + [_flag(r[k]) if k in r else "" for k in ("feasible", "pareto") if k in header]
+            + [_flag(r[k]) if k in r else "" for k in _FLAGS if k in header]
             + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()
+
+
+# True/false columns ``annotate`` adds, in the export's column order.
+_FLAGS = ("feasible", "pareto", "best")
 
 
 def _flag(value: Any) -> str:

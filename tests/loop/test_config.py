@@ -136,6 +136,7 @@ def test_the_reserved_names_cover_the_export_s_own_columns() -> None:
         "outputs": {"y": 1.0},
         "feasible": True,
         "pareto": True,
+        "best": True,
         "run_uid": "u",
         "error": None,
         "started_at": None,

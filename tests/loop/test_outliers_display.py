@@ -150,6 +150,9 @@ def test_run_status_and_report_leave_a_sentinel_out_of_best(tmp_path: Path) -> N
     out = CliRunner().invoke(app, ["export", "--store", url, "-f", "csv"])
     rows = list(csv.DictReader(io.StringIO(out.output)))
     assert [float(r["current"]) for r in rows if int(r["number"]) in far] == [SENTINEL] * len(far)
+    # ... with the trial status calls best marked, so an analyst need not redo the rules
+    assert [int(r["number"]) for r in rows if r["best"] == "true"] == [summary.best.number]
+    assert {r["best"] for r in rows} == {"true", "false"}
 
 
 def test_run_summary_names_the_readings_left_out(tmp_path: Path) -> None:
