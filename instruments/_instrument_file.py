@@ -424,7 +424,7 @@ def load_instrument_file(path: str | Path) -> InstrumentFile:
     except NotUTF8Error as exc:
         raise InstrumentFileError(
             path,
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             line=exc.line,
             fix="save the file as UTF-8",
         ) from None

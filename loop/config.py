@@ -310,7 +310,7 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
     except NotUTF8Error as exc:
         raise CampaignConfigError(
             path,
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             line=exc.line,
             fix="save the file as UTF-8",
         ) from None

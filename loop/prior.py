@@ -316,7 +316,7 @@ def _read_text(path: Path) -> str:
     except NotUTF8Error as exc:
         raise PriorDataError(
             path,
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             line=exc.line,
             fix="save it as UTF-8 CSV",
         ) from None

@@ -408,7 +408,7 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
         raise DatasetError(f"cannot read the spec: {exc}", path=path) from None
     except NotUTF8Error as exc:
         raise DatasetError(
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             path=path,
             line=exc.line,
             fix="save the file as UTF-8",
@@ -749,7 +749,7 @@ def _read_table(
         raise DatasetError(f"cannot read the data: {exc}", path=path) from None
     except NotUTF8Error as exc:
         raise DatasetError(
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             path=path,
             line=exc.line,
             fix="save it as UTF-8 CSV",

@@ -26,6 +26,11 @@ class NotUTF8Error(ValueError):
         self.byte = byte
         super().__init__(f"line {line}: not UTF-8 text (byte {byte:#04x} at offset {offset})")
 
+    @property
+    def problem(self) -> str:
+        """What every caller's message says after the file's name (its line comes apart)."""
+        return f"is not UTF-8 text (byte {self.offset})"
+
 
 def decode_text(raw: bytes) -> str:
     """A user's file (campaign, instrument file, prior-data or results CSV, dataset spec or
