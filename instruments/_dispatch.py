@@ -25,7 +25,10 @@ A faulty instrument costs one trial, never the campaign:
 * **Readbacks outside the declared limits** (``readback_limits``, the campaign's bounds),
   or missing from the run's event, fail the trial the same way: the instrument did not do
   what was asked (or cannot show it did), so its measurement may describe a point outside
-  the search space and cannot be learned from.
+  the search space and cannot be learned from. A parameter's readback is the event's value
+  under the parameter's name, else under its device's name; the start document records
+  that map (``readback_keys``) so ``resume`` reads a crashed trial's readbacks from its
+  stored documents by the same rule (:func:`outputs_and_readbacks`, used by both).
 * **Transient or not.** A failure is ``transient`` when a timeout caused it or when an
   exception in its chain says so (a ``transient=True`` attribute, as the simulators'
   injected faults carry, or a ``TimeoutError``/``ConnectionError``); the loop's retry
@@ -42,6 +45,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -55,6 +59,7 @@ from instruments._errors import (
     DispatcherClosed,
     DocumentSinkError,
     InstrumentConfigError,
+    TrialArgumentError,
     TrialInterrupted,
 )
 from instruments._plans import STREAM_NAME, trial_plan
@@ -75,6 +80,9 @@ _ABORT_WAIT = 5.0
 _ROUNDING_REL = 1e-9
 # Absolute slack for a range whose bounds are all 0, where a relative one is 0 as well.
 _ROUNDING_ABS = 1e-12
+# The start-document key of the map parameter name -> its device's name (see
+# :func:`readback_keys`): a stored run then says where its readbacks are, for ``resume``.
+READBACK_KEYS_MD = "readback_keys"
 
 
 class _AbortOnInterrupt(DuringTask):
@@ -291,6 +299,94 @@ def _slack(lower: float, upper: float, tolerance: float) -> float:
     )
 
 
+def readback_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """Parameter name -> the other event data key its readback may have: its device's name.
+
+    An ophyd device reads under its own name (``SynAxis(name="stage_x")`` driving parameter
+    ``x`` reads ``stage_x``); a device without a name (or with an empty one) reads under
+    the parameter's. The dispatcher records this map in every start document
+    (``READBACK_KEYS_MD``), so a stored run can be read by the same rule without its devices.
+    """
+    keys: dict[str, str] = {}
+    for name, device in inputs.items():
+        key = getattr(device, "name", None)
+        keys[name] = key if isinstance(key, str) and key else name
+    return keys
+
+
+@dataclass(frozen=True)
+class EventReading:
+    """What a trial's primary event says: see :func:`outputs_and_readbacks`."""
+
+    outputs: dict[str, float]
+    readbacks: dict[str, Any]
+    problems: list[str]  # empty when the measurement is acceptable
+
+
+def outputs_and_readbacks(
+    data: Mapping[str, Any],
+    *,
+    outputs: Sequence[str],
+    readback_keys: Mapping[str, str],
+    limits: Mapping[str, tuple[float, float]],
+    tolerance: float = 0.0,
+    stored: bool = False,
+) -> EventReading:
+    """Read a trial's outputs and readbacks from its primary event's ``data``, and say what
+    makes the measurement unacceptable.
+
+    The one rule for the live dispatcher and for ``resume``'s reconciliation of a trial
+    whose runner died (it read readbacks under the parameter name only, so a device named
+    unlike its parameter made a measured trial ``failed`` after a crash; found in review).
+
+    * ``readback_keys`` names every parameter, with its device's name
+      (:func:`readback_keys`), or with itself where that is not known (a run stored
+      before the start document recorded the map). A parameter's readback is
+      ``data[name]``, else ``data[readback_keys[name]]``.
+    * Every output must be present, a number and finite; a non-finite value is kept in
+      ``outputs`` (the store keeps it) but is a problem. ``stored``: ``data`` came back
+      from the store, which keeps a NaN or an infinity as null, so a null output is a
+      non-finite one (NaN), not a missing number.
+    * Readbacks are checked against ``limits`` (:func:`readback_problems`).
+
+    The last problem about a key not found (or not a number) lists the event's data keys,
+    so a user can see what the instrument did record.
+    """
+    readbacks: dict[str, Any] = {}
+    for name, other in readback_keys.items():
+        key = name if name in data else other
+        if key in data:
+            readbacks[name] = data[key]
+    values: dict[str, float] = {}
+    problems: list[str] = []
+    for name in outputs:
+        if name not in data:
+            problems.append(f"output {name!r} missing from the event")
+            continue
+        raw = data[name]
+        if stored and raw is None:
+            values[name] = math.nan
+            problems.append(f"output {name!r} is not finite: stored as null (NaN or infinite)")
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            problems.append(f"output {name!r} is not a number: {raw!r}")
+            continue
+        values[name] = value
+        if not math.isfinite(value):
+            problems.append(f"output {name!r} is not finite: {value}")
+    problems.extend(readback_problems(readbacks, limits, tolerance))
+    unkeyed = [
+        i
+        for i, p in enumerate(problems)
+        if "not in the run's event" in p or "missing" in p or "not a number" in p
+    ]
+    if unkeyed:
+        problems[unkeyed[-1]] += f" (event data keys: {sorted(data)})"
+    return EventReading(values, readbacks, problems)
+
+
 class Dispatcher:
     """Executes trials as Bluesky runs on one instrument, one trial at a time.
 
@@ -498,8 +594,17 @@ class Dispatcher:
         sink: DocumentSink | None,
         timeout: float | None = None,
     ) -> TrialResult:
+        if md is not None and READBACK_KEYS_MD in md:
+            raise TrialArgumentError(f"md may not set the trial's own key {READBACK_KEYS_MD!r}")
+        keys = readback_keys(self.instrument.inputs)
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
-        plan = trial_plan(self.instrument, parameters, campaign=campaign, trial_id=trial_id, md=md)
+        plan = trial_plan(
+            self.instrument,
+            parameters,
+            campaign=campaign,
+            trial_id=trial_id,
+            md={**(md or {}), READBACK_KEYS_MD: keys},
+        )
         documents: list[tuple[str, dict[str, Any]]] = []
         sink_errors: list[BaseException] = []
 
@@ -575,7 +680,7 @@ class Dispatcher:
             # Ours, not the user's: a timed-out run is a failed trial, worth a retry.
             exit_status, transient = "fail", True
             error = f"timed out after {timeout:g} s; the run was aborted through the RunEngine"
-        result = self._result(documents, exit_status, error, started, end - t0)
+        result = self._result(documents, keys, exit_status, error, started, end - t0)
         result.instrument_busy = _busy_time(marks, end)
         result.timed_out = timed_out.is_set() and result.exit_status != "success"
         result.transient = transient and result.exit_status == "fail"
@@ -666,6 +771,7 @@ class Dispatcher:
     def _result(
         self,
         documents: list[tuple[str, dict[str, Any]]],
+        keys: Mapping[str, str],
         exit_status: ExitStatus,
         error: str | None,
         started: float,
@@ -687,40 +793,20 @@ class Dispatcher:
                     exit_status = doc["exit_status"]
                     error = doc.get("reason") or f"run ended with {exit_status}"
 
-        readbacks: dict[str, Any] = {}
-        for name, device in self.instrument.inputs.items():
-            key = name if name in data else getattr(device, "name", name)
-            if key in data:
-                readbacks[name] = data[key]
-
+        reading = outputs_and_readbacks(
+            data,
+            outputs=self.instrument.outputs,
+            readback_keys=keys,
+            limits=self.readback_limits,
+            tolerance=self.readback_tolerance,
+        )
+        readbacks = reading.readbacks
         outputs: dict[str, float] = {}
-        problems: list[str] = []
         if exit_status == "success":
-            for name in self.instrument.outputs:
-                if name not in data:
-                    problems.append(f"output {name!r} missing from the event")
-                    continue
-                try:
-                    value = float(data[name])
-                except (TypeError, ValueError):
-                    problems.append(f"output {name!r} is not a number: {data[name]!r}")
-                    continue
-                outputs[name] = value
-                if not math.isfinite(value):
-                    problems.append(f"output {name!r} is not finite: {value}")
-            problems.extend(
-                readback_problems(readbacks, self.readback_limits, self.readback_tolerance)
-            )
-            unkeyed = [
-                i
-                for i, p in enumerate(problems)
-                if "not in the run's event" in p or "missing" in p or "not a number" in p
-            ]
-            if unkeyed:
-                problems[unkeyed[-1]] += f" (event data keys: {sorted(data)})"
-            if problems:
+            outputs = reading.outputs
+            if reading.problems:
                 exit_status = "fail"
-                error = "; ".join(problems)
+                error = "; ".join(reading.problems)
         return TrialResult(
             run_uid=run_uid,
             exit_status=exit_status,

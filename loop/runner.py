@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,9 +60,9 @@ from instruments import (
     describe_instrument,
     input_specs,
     open_executor,
-    readback_problems,
     slot_seed,
 )
+from instruments._dispatch import READBACK_KEYS_MD, outputs_and_readbacks
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.failures import Failure, failure, failure_counts, failures_of
@@ -69,7 +70,7 @@ from loop.lock import LEASE_TTL, CampaignLease
 from loop.prior import PriorRow, load_prior_data
 from loop.report import objective_values
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
-from loop.store import LeaseLost, Store, TrialRow, TrialStatus
+from loop.store import TERMINAL, UNFINISHED, LeaseLost, Store, TrialRow, TrialStatus
 from planners import (
     Observation,
     OutcomeConstraint,
@@ -96,6 +97,33 @@ def _all_retired(sched: Scheduler) -> str:
 
 class CampaignFinished(ClosedLoopError):
     """``resume`` of a campaign whose budget is already spent (it says how to extend it)."""
+
+
+@dataclass(frozen=True)
+class Spent:
+    """A spent budget (``Runner.spent``): the rule that holds, what it makes the campaign
+    and why, and the command-line option that would let it go on."""
+
+    rule: str  # target, patience, max_trials, max_duration or max_failures
+    status: str  # completed or failed
+    reason: str
+    option: str | None  # e.g. "--max-trials 12"; None: no budget extends it (extension_hint)
+
+
+def extension_hint(rule: str, *, completed: int, failed: int, elapsed: float) -> str | None:
+    """The option (of ``resume`` and ``suggest``) that lets a campaign stopped by the budget
+    rule ``rule`` go on: ten more completed trials or failures than so far, or an hour more
+    running time (rounded up to minutes). ``None`` for ``target`` and ``patience``: a
+    campaign that met its goal or stopped improving goes on only as a new campaign from
+    its data. Decided from the rule, never from the reason's text.
+    """
+    if rule in ("target", "patience"):
+        return None
+    if rule == "max_duration":
+        return f"--max-duration {math.ceil((elapsed + 3600) / 60)}m"
+    if rule == "max_failures":
+        return f"--max-failures {failed + 10}"
+    return f"--max-trials {completed + 10}"
 
 
 @dataclass
@@ -295,7 +323,6 @@ class _Tally:
     """
 
     completed: int = 0
-    failed: int = 0
     abandoned: int = 0
     best: TrialReport | None = None
     outlying: list[TrialReport] = field(default_factory=list)
@@ -304,6 +331,11 @@ class _Tally:
     feasible: int = 0
     done: list[_Done] = field(default_factory=list)
     failed_slots: dict[int, int] = field(default_factory=dict)  # failed trials by slot
+
+    @property
+    def failed(self) -> int:
+        """Failed trials (what ``max_failures`` limits): one ``Failure`` each."""
+        return len(self.failures)
 
 
 @dataclass(frozen=True)
@@ -406,7 +438,8 @@ class Runner:
 
         Args:
             store: the store holding the campaign.
-            campaign: name or id; the latest ``running``/``stopped`` campaign by default.
+            campaign: name or id; the latest unfinished (``running``, ``paused`` or
+                ``stopped``) campaign by default.
         """
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
         path = Path(row.config_path)
@@ -490,7 +523,7 @@ class Runner:
         except BaseException:
             self._close_slots(slots)
             raise
-        return self._with_goals(self._drive(cid, resumed=False, slots=slots))
+        return self._drive(cid, resumed=False, slots=slots)
 
     def create(self, prior: Sequence[PriorRow] | None = None) -> int:
         """Store the campaign and its prior data under this runner's lease; its id.
@@ -546,44 +579,44 @@ class Runner:
         except BaseException:
             self.lease.release()
             raise
-        return self._with_goals(self._drive(cid, resumed=True, takeover=takeover))
+        return self._drive(cid, resumed=True, takeover=takeover)
 
     def refuse_if_finished(self) -> int:
         """The stored campaign's id, or ``CampaignFinished`` when resuming it would do
         nothing: it is ``completed``/``failed`` and its budget (with the overrides given) is
         still spent. ``resume`` checks this first; the CLI calls it before it prints that it
         is resuming. The message states the stop reason once and a command to copy (with
-        ``--store``)."""
+        ``--store``).
+
+        An unfinished campaign (``running``, ``paused`` or ``stopped``) is never refused: a
+        runner that died waiting for interlocks left it ``paused``, and ``resume`` closes it
+        as a ``running`` one, ``completed`` when its budget is spent. Refused, it was told
+        to extend a campaign that was never finished and stayed ``paused`` (found in review).
+        """
         cid = self.campaign_id
         if cid is None:
             raise ClosedLoopError("resume() needs a stored campaign: use Runner.from_store")
         row = self.store.campaign(cid)
-        if row.status in ("running", "stopped"):
+        if row.status in UNFINISHED:
             return cid
         tally = self._tally(self.store.trials(cid), self.store.observations(cid))
-        spent = self._stop_reason(tally, row.elapsed_seconds)
+        spent = self._spent(tally, row.elapsed_seconds)
         if spent is None:
             return cid
-        why = row.stop_reason or spent[1]
-        if spent[1] != why:  # another limit than the stored one still holds
-            why += f"; with the budget given, still {spent[1]}"
+        why = row.stop_reason or spent.reason
+        if spent.reason != why:  # another limit than the stored one still holds
+            why += f"; with the budget given, still {spent.reason}"
         done = f"campaign '{row.name}' (id {cid}) is {row.status}: {why}"
         where = f"--store {self.store.url} -c {cid}"
-        if spent[1].startswith(("target reached", "patience")):
+        if spent.option is None:
             raise CampaignFinished(
                 f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
                 f"campaign from this one's data: `closedloop export {where} -o done.csv`, "
                 "then `closedloop run FILE --prior done.csv` with a new target or patience"
             )
-        if spent[1].startswith("max_duration"):
-            longer = f"--max-duration {math.ceil((row.elapsed_seconds + 3600) / 60)}m"
-        elif spent[0] == "failed":
-            longer = f"--max-failures {tally.failed + 10}"
-        else:
-            longer = f"--max-trials {tally.completed + 10}"
         raise CampaignFinished(
             f"{done}. To extend it, resume with a larger budget, e.g. "
-            f"`closedloop resume {where} {longer}`"
+            f"`closedloop resume {where} {spent.option}`"
         )
 
     def _refuse_pending_suggestions(self, cid: int) -> None:
@@ -629,7 +662,8 @@ class Runner:
         Persist before act holds per trial: its row is committed before its slot starts,
         its outcome after the slot reports. On any stop (request, Ctrl-C, budget, failures,
         a lost lease, an error) the runs still in flight are aborted through their
-        RunEngines and stored as ``abandoned`` (ADR 0005).
+        RunEngines and stored as ``abandoned`` (ADR 0005). The summary's counts and goals
+        come from the session's tally, which counted every trial the store holds.
         """
         c = self.campaign
         start = time.monotonic()
@@ -699,7 +733,7 @@ class Runner:
                     sched.ready.extend(event.proposals)
                 elif isinstance(event, SlotDone):
                     report = self._finish_trial(event, sched, tally, timings)
-                    if report is not None and report.will_retry:
+                    if report.will_retry:
                         sched.ready.appendleft(
                             Proposal(
                                 dict(report.parameters),
@@ -745,7 +779,7 @@ class Runner:
                         )
                     finally:
                         self.lease.release()
-        return CampaignSummary(
+        summary = CampaignSummary(
             campaign_id=cid,
             name=c.name,
             status=status,
@@ -759,6 +793,7 @@ class Runner:
             reconciled=reconciled,
             failures=failures_of(self.store.trials(cid)),
         )
+        return self._with_goals(summary, tally)
 
     def _dispatcher_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every slot's ``Dispatcher(instrument, **kwargs)``."""
@@ -913,17 +948,29 @@ class Runner:
 
     def stop_reason(self, trials: Sequence[TrialRow], elapsed: float) -> tuple[str, str] | None:
         """``(status, reason)`` when the stored trials have spent the budget, else ``None``."""
-        return self._stop_reason(self._tally(trials, self.store.observations(self._cid())), elapsed)
+        spent = self.spent(trials, elapsed)
+        return None if spent is None else (spent.status, spent.reason)
+
+    def spent(self, trials: Sequence[TrialRow], elapsed: float) -> Spent | None:
+        """The budget rule the stored ``trials`` (and ``elapsed`` s) have spent, with the
+        option that would extend it; ``None`` while the campaign may go on."""
+        return self._spent(self._tally(trials, self.store.observations(self._cid())), elapsed)
 
     def _cid(self) -> int:
         if self.campaign_id is None:
             raise ClosedLoopError("this runner has no stored campaign yet")
         return self.campaign_id
 
-    def _stop_reason(self, tally: _Tally, elapsed: float) -> tuple[str, str] | None:
-        """Whether the campaign is done: ``(status, reason)`` (see :meth:`_stop_rule`)."""
+    def _spent(self, tally: _Tally, elapsed: float) -> Spent | None:
+        """Whether the campaign is done (see :meth:`_stop_rule`), and how to extend it."""
         spent = self._stop_rule(tally, elapsed)
-        return None if spent is None else (spent[1], spent[2])
+        if spent is None:
+            return None
+        rule, status, reason = spent
+        option = extension_hint(
+            rule, completed=tally.completed, failed=tally.failed, elapsed=elapsed
+        )
+        return Spent(rule, status, reason, option)
 
     def _abort_reason(self, rule: str, reason: str) -> str:
         """What the trials a budget rule's stop aborts keep as their reason.
@@ -1062,11 +1109,14 @@ class Runner:
         sched: Scheduler,
         tally: _Tally,
         timings: list[TrialTiming],
-    ) -> TrialReport | None:
-        """Record a slot's outcome, hand it to the planner, report it; free the slot.
+    ) -> TrialReport:
+        """Record a slot's outcome, count it, hand it to the planner, report it; free the
+        slot.
 
-        Returns ``None`` (and re-raises nothing) when the slot's thread raised: the trial
-        stays ``running`` for ``resume``; the exception is raised after the slot is freed.
+        When the slot's thread raised, the slot is freed and the exception raised: the trial
+        stays ``running`` for ``resume``. The trial is counted in ``tally`` as soon as the
+        store holds its outcome, so the tally counts what the store does (``_with_goals``
+        reads the campaign's goals from it, not from the store again).
         """
         job = event.job
         sched.slots[job.slot].finish()
@@ -1093,7 +1143,7 @@ class Runner:
             token=self.lease.token,
             transient=result.transient,
         )
-        # learn; a transient failure about to be retried is not a fact about the point
+        # a transient failure about to be retried is not a fact about the point
         attempt = proposal.retry[1] if proposal.retry is not None else 1
         will_retry = (
             status == "failed"
@@ -1101,11 +1151,6 @@ class Runner:
             and attempt <= self.campaign.instrument.max_retries
             and self._stop_request is None
         )
-        if not will_retry:
-            learned = _learned_status(status, result.transient, retry=attempt > 1)
-            sched.planner.ingest(
-                [self._observation(parameters, result.readbacks, result.outputs, learned)]
-            )
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
@@ -1135,6 +1180,11 @@ class Runner:
         )
         timings.append(timing)
         self._count(tally, report)
+        if not will_retry:  # learn
+            learned = _learned_status(status, result.transient, retry=attempt > 1)
+            sched.planner.ingest(
+                [self._observation(parameters, result.readbacks, result.outputs, learned)]
+            )
         self.listener.trial_finished(report)
         if retired is not None:
             self._retire(sched.slots[job.slot], retired)
@@ -1286,36 +1336,21 @@ class Runner:
     def _tally(
         self, trials: Sequence[TrialRow], observations: dict[int, dict[str, float]]
     ) -> _Tally:
+        """The campaign's counts from its stored ``trials`` (``running`` ones count nowhere),
+        as ``_count`` keeps them live."""
         tally = _Tally()
         for t in trials:
-            if t.status == "completed":
-                outputs = observations.get(_id(t), {})
-                value = outputs.get(self.objective.name)
-                report = TrialReport(
-                    number=t.number,
-                    trial_id=_id(t),
-                    status=t.status,
-                    parameters=dict(t.parameters),
-                    outputs=outputs,
-                    objective=value if value is not None and math.isfinite(value) else None,
-                    best=None,
-                    error=t.error,
-                    timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
-                    kind=t.kind,
-                    readbacks=dict(t.readbacks or {}),
-                )
-                self._count(tally, report, rank=False)
-            elif t.status == "failed":
-                tally.failed += 1
-                tally.failures.append(failure(t.number, t.error))
-                slot = t.slot or 0
-                tally.failed_slots[slot] = tally.failed_slots.get(slot, 0) + 1
-            elif t.status == "abandoned":
-                tally.abandoned += 1
+            if t.status in TERMINAL:
+                self._count(tally, self._report_of(t, observations), rank=False)
         self._rank(tally)  # once: each completed trial may change which readings are outlying
         return tally
 
     def _count(self, tally: _Tally, report: TrialReport, *, rank: bool = True) -> None:
+        """Count one ended trial (completed, failed or abandoned) and set its ``best``.
+
+        ``rank=False`` leaves the best and the outlying readings to one ``_rank`` after a
+        whole history (``_tally``): ranking after each of n trials would cost n times as much.
+        """
         if report.status == "completed":
             feasible = self.feasible(report.outputs)
             prior = report.kind == PRIOR_KIND
@@ -1329,7 +1364,6 @@ class Runner:
             if rank:
                 self._rank(tally)
         elif report.status == "failed":
-            tally.failed += 1
             tally.failures.append(failure(report.number, report.error))
             tally.failed_slots[report.slot] = tally.failed_slots.get(report.slot, 0) + 1
         else:
@@ -1351,14 +1385,10 @@ class Runner:
                 tally.outlying.append(d.report)
 
     # ----------------------------------------------------------------- goals
-    @property
+    @cached_property
     def outcome_constraints(self) -> list[OutcomeConstraint]:
-        """The campaign's outcome constraints, parsed."""
-        cached: list[OutcomeConstraint] | None = self.__dict__.get("_outcome_constraints")
-        if cached is None:
-            cached = self.campaign.parsed_outcome_constraints
-            self.__dict__["_outcome_constraints"] = cached
-        return cached
+        """The campaign's outcome constraints, parsed (once: ``feasible`` asks per trial)."""
+        return self.campaign.parsed_outcome_constraints
 
     def feasible(self, outputs: Mapping[str, float]) -> bool:
         """Whether measured ``outputs`` satisfy every outcome constraint."""
@@ -1448,26 +1478,26 @@ class Runner:
             f"trials (hypervolume {now:.6g})"
         )
 
-    def _with_goals(self, summary: CampaignSummary) -> CampaignSummary:
-        """Add priors, feasibility and (several objectives) the Pareto front to a summary."""
-        trials = self.store.trials(summary.campaign_id)
-        observations = self.store.observations(summary.campaign_id)
-        tally = self._tally(trials, observations)
+    def _with_goals(self, summary: CampaignSummary, tally: _Tally) -> CampaignSummary:
+        """Add priors, feasibility and (several objectives) the Pareto front to a summary.
+
+        ``tally`` is the session's own, which counted every trial whose outcome the store
+        holds (the ones ended by the final drain too). Its completed trials are put in trial
+        order and ranked again, as a tally rebuilt from the store ranks them: with several
+        slots they end out of order, and the first of equal values is the best.
+        """
+        tally.done.sort(key=lambda d: d.number)
+        self._rank(tally)
         summary.prior, summary.feasible, summary.best = tally.prior, tally.feasible, tally.best
         summary.outlying = tally.outlying
         objectives = self.campaign.objectives
         summary.objectives = [o.name for o in objectives]
         summary.outcome_constraints = list(self.campaign.outcome_constraints)
         if len(objectives) > 1 and tally.done:
-            by_number = {t.number: t for t in trials}
             Y = np.array([d.values for d in tally.done], dtype=float)
             feasible = np.array([d.feasible for d in tally.done], dtype=bool)
             front = pareto_mask(Y, objectives, feasible)
-            summary.pareto = [
-                self._report_of(by_number[d.number], observations)
-                for d, on in zip(tally.done, front, strict=True)
-                if on
-            ]
+            summary.pareto = [d.report for d, on in zip(tally.done, front, strict=True) if on]
             try:
                 summary.hypervolume = hypervolume(Y, objectives, None, feasible)
             except ValueError:
@@ -1475,6 +1505,7 @@ class Runner:
         return summary
 
     def _report_of(self, t: TrialRow, observations: dict[int, dict[str, float]]) -> TrialReport:
+        """A stored trial as the loop reported it (no timing: that is not stored)."""
         outputs = observations.get(_id(t), {})
         return TrialReport(
             number=t.number,
@@ -1487,6 +1518,7 @@ class Runner:
             error=t.error,
             timing=TrialTiming(0.0, 0.0, 0.0, 0.0),
             kind=t.kind,
+            slot=t.slot or 0,
             readbacks=dict(t.readbacks or {}),
         )
 
@@ -1547,12 +1579,18 @@ def reconcile_documents(
     * no stop, stop ``abort``, or no event: ``abandoned``, saying why. Such a trial never
       finished its run, so no measurement of it is trusted.
 
+    The event is read as the dispatcher read it live (``outputs_and_readbacks``): a
+    readback under the parameter's name, else under its device's name as the start
+    document records it (``readback_keys``; a run stored without that map is read by
+    parameter name only). A null output is the store's NaN or infinity: not finite.
+
     Args:
         documents: ``(name, body)`` in emission order.
         outputs: the instrument's output names.
-        inputs: the parameter names (readbacks are read under them).
+        inputs: the parameter names.
     """
     run_uid: str | None = None
+    recorded: Any = None
     primary: set[str] = set()
     data: dict[str, Any] = {}
     events = 0
@@ -1560,6 +1598,7 @@ def reconcile_documents(
     for name, doc in documents:
         if name == "start":
             run_uid = doc.get("uid")
+            recorded = doc.get(READBACK_KEYS_MD)
         elif name == "descriptor" and doc.get("name") == STREAM_NAME:
             primary.add(doc.get("uid", ""))
         elif name == "event" and doc.get("descriptor") in primary:
@@ -1567,7 +1606,20 @@ def reconcile_documents(
             data.update(doc.get("data") or {})
         elif name == "stop":
             stop = doc
-    readbacks = {k: data[k] for k in inputs if k in data}
+    devices = recorded if isinstance(recorded, dict) else {}
+    keys: dict[str, str] = {}
+    for k in inputs:
+        device = devices.get(k)
+        keys[k] = device if isinstance(device, str) and device else k
+    reading = outputs_and_readbacks(
+        data,
+        outputs=outputs,
+        readback_keys=keys,
+        limits=readback_limits or {},
+        tolerance=readback_tolerance,
+        stored=True,
+    )
+    readbacks = reading.readbacks
 
     def abandoned(why: str) -> Reconciliation:
         return Reconciliation("abandoned", {}, readbacks, run_uid, why)
@@ -1589,26 +1641,11 @@ def reconcile_documents(
         return abandoned(f"the run ended with exit_status {exit_status!r}: {stop.get('reason')}")
     if not events:
         return abandoned("the run closed successfully but stored no primary event")
-    values: dict[str, float] = {}
-    problems: list[str] = []
-    for name in outputs:
-        raw: Any = data.get(name)
-        if name in data and raw is None:  # the store keeps a NaN or an infinity as null
-            values[name] = math.nan
-            problems.append(f"output {name!r} is not finite: stored as null (NaN or infinite)")
-            continue
-        try:
-            value = float(raw)  # None and text raise, and are reported below
-        except (TypeError, ValueError):
-            problems.append(f"output {name!r} is missing or not a number: {raw!r}")
-            continue
-        values[name] = value
-        if not math.isfinite(value):
-            problems.append(f"output {name!r} is not finite: {value}")
-    problems.extend(readback_problems(readbacks, readback_limits or {}, readback_tolerance))
-    if problems:
-        return Reconciliation("failed", values, readbacks, run_uid, "; ".join(problems))
-    return Reconciliation("completed", values, readbacks, run_uid, None)
+    if reading.problems:
+        return Reconciliation(
+            "failed", reading.outputs, readbacks, run_uid, "; ".join(reading.problems)
+        )
+    return Reconciliation("completed", reading.outputs, readbacks, run_uid, None)
 
 
 PRIOR_KIND = "prior"

@@ -27,6 +27,7 @@ from instruments import (
     TrialInterrupted,
     input_specs,
 )
+from instruments._dispatch import outputs_and_readbacks
 from instruments._epics import DeclaredInstrument, build_declared_instrument
 from instruments._instrument_file import parse_instrument
 from instruments._safety import SetpointRefused, check_setpoint
@@ -124,6 +125,48 @@ def test_missing_and_non_finite_outputs_fail(RE: RunEngine) -> None:
     result = Dispatcher(inst, run_engine=RE).run(2, "c", {"x": 0.0})
     assert result.exit_status == "fail"
     assert result.error is not None and "not finite" in result.error
+
+
+def test_the_start_document_says_where_each_readback_is(RE: RunEngine) -> None:
+    """``readback_keys``: parameter -> its device's name, the key its reading may have; a
+    stored run is read by the same rule without its devices (``resume``)."""
+    from ophyd.sim import SynAxis
+
+    inst = FakeInstrument("i", {"x": SynAxis(name="stage_x"), "z": Actuator("z")}, [], ())
+    result = Dispatcher(inst, run_engine=RE).run(1, "c", {"x": 0.5, "z": 0.25})
+    assert result.exit_status == "success", result.error
+    assert result.documents[0][1]["readback_keys"] == {"x": "stage_x", "z": "z"}
+    assert result.readbacks == {"x": 0.5, "z": 0.25}
+    with pytest.raises(TrialArgumentError, match="md may not set the trial's own key"):
+        Dispatcher(inst, run_engine=RE).run(2, "c", {"x": 0.5, "z": 0.25}, md={"readback_keys": {}})
+
+
+def test_outputs_and_readbacks_is_one_rule_for_live_and_stored_data() -> None:
+    keys = {"x": "stage_x"}
+    data = {"stage_x": 0.5, "y": 1.0, "n": "n/a", "inf": math.inf, "null": None}
+
+    def read(outputs: list[str], stored: bool = False) -> Any:
+        return outputs_and_readbacks(
+            data, outputs=outputs, readback_keys=keys, limits={"x": (0, 1)}, stored=stored
+        )
+
+    ok = read(["y"])
+    assert (ok.outputs, ok.readbacks, ok.problems) == ({"y": 1.0}, {"x": 0.5}, [])
+    # the parameter's own key wins over its device's
+    both = outputs_and_readbacks({**data, "x": 0.25}, outputs=[], readback_keys=keys, limits={})
+    assert both.readbacks == {"x": 0.25}
+    bad = read(["y", "gone", "n", "inf"])
+    assert bad.outputs == {"y": 1.0, "inf": math.inf}  # a non-finite value is kept
+    assert bad.problems == [
+        "output 'gone' missing from the event",
+        "output 'n' is not a number: 'n/a' (event data keys: ['inf', 'n', 'null', 'stage_x', 'y'])",
+        "output 'inf' is not finite: inf",
+    ]
+    # live, a null is not a number; from the store (which keeps NaN and inf as null), NaN
+    assert read(["null"]).problems[0].startswith("output 'null' is not a number: None")
+    stored = read(["null"], stored=True)
+    assert math.isnan(stored.outputs["null"])
+    assert stored.problems == ["output 'null' is not finite: stored as null (NaN or infinite)"]
 
 
 def test_bad_parameters_raise_before_the_engine_runs(RE: RunEngine) -> None:

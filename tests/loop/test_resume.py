@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -10,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from instruments import Dispatcher
 from loop import Runner, Store, parse_campaign
 from loop.config import LoadedCampaign
 from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
@@ -95,7 +98,101 @@ def test_runs_that_did_not_finish_well_are_not_completed(
     assert words in (r.error or "")
 
 
+def _staged_instrument() -> Any:
+    """An instrument whose input devices are named unlike their parameters, as ophyd
+    devices often are: ``SynAxis(name="stage_x1")`` drives x1 and reads ``stage_x1``."""
+    from ophyd.sim import SynAxis, SynSignal
+
+    @dataclass
+    class Staged:
+        name: str = "staged"
+        inputs: dict[str, Any] = field(
+            default_factory=lambda: {"x1": SynAxis(name="stage_x1"), "x2": SynAxis(name="stage_x2")}
+        )
+        detectors: tuple[Any, ...] = (SynSignal(func=lambda: 0.5, name="y"),)
+        outputs: tuple[str, ...] = ("y",)
+
+        def close(self) -> None:
+            pass
+
+    return Staged()
+
+
+LIMITS = {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}
+
+
+def test_reconciliation_reads_readbacks_where_the_dispatcher_did() -> None:
+    """Found in review: the dispatcher read a readback under the parameter's name, else its
+    device's; reconciliation under the parameter's only, so the same documents were a
+    completed trial live and a failed one ("readback x1 is not in the run's event") after
+    a crash. The start document records the device names; both read by one rule."""
+    with Dispatcher(_staged_instrument(), readback_limits=LIMITS) as dispatcher:
+        live = dispatcher.run(1, "c", {"x1": 1.25, "x2": 3.5})
+    assert (live.exit_status, live.readbacks) == ("success", {"x1": 1.25, "x2": 3.5})
+    assert live.documents[0][1]["readback_keys"] == {"x1": "stage_x1", "x2": "stage_x2"}
+    r = reconcile_documents(
+        live.documents, outputs=["y"], inputs=["x1", "x2"], readback_limits=LIMITS
+    )
+    assert (r.status, r.outputs, r.readbacks, r.run_uid, r.error) == (
+        "completed",
+        live.outputs,
+        live.readbacks,
+        live.run_uid,
+        None,
+    )
+
+
+def test_a_run_stored_without_the_readback_map_is_read_by_parameter_name() -> None:
+    """Stores written before the start document carried ``readback_keys`` reconcile as
+    they did: readbacks under the parameter's name only."""
+    with Dispatcher(_staged_instrument(), readback_limits=LIMITS) as dispatcher:
+        live = dispatcher.run(1, "c", {"x1": 1.25, "x2": 3.5})
+    old = [
+        (name, {k: v for k, v in doc.items() if k != "readback_keys"})
+        for name, doc in live.documents
+    ]
+    r = reconcile_documents(old, outputs=["y"], inputs=["x1", "x2"])
+    assert (r.status, r.readbacks) == ("completed", {})
+    r = reconcile_documents(old, outputs=["y"], inputs=["x1", "x2"], readback_limits=LIMITS)
+    assert r.status == "failed"
+    assert (r.error or "").startswith("readback x1 is not in the run's event")
+    # the parameter's own key still wins over the device's, as live
+    assert reconcile_documents(_docs(stop="success"), outputs=["y"], inputs=["x1"]).readbacks == {
+        "x1": 1.25
+    }
+
+
 # ---------------------------------------------------------------------------- resume
+def test_resume_completes_a_crashed_trial_of_a_device_named_unlike_its_parameter(
+    tmp_path: Path,
+) -> None:
+    """The end-to-end case of the review's finding: the runner dies after a trial's run
+    closed; ``resume`` must store the measurement, not a failure."""
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path), store, max_trials=1).run().campaign_id
+    trial = store.add_trial(cid, {"x1": 1.25, "x2": 3.5}, "sobol")
+    seq = itertools.count(1)
+    uid: list[str] = []
+
+    def sink(name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            uid.append(doc["uid"])
+        store.add_document(trial.id or 0, next(seq), name, doc, uid[0])
+
+    with Dispatcher(_staged_instrument(), readback_limits=LIMITS, document_sink=sink) as d:
+        assert d.run(trial.id or 0, "resumable", {"x1": 1.25, "x2": 3.5}).exit_status == "success"
+    store.finish_campaign(cid, "running", "")  # killed before it recorded the outcome
+
+    summary = Runner.from_store(store, max_trials=2).resume()
+    assert [(r.trial_id, r.status, r.error) for r in summary.reconciled] == [
+        (trial.id, "completed", None)
+    ]
+    (row,) = [t for t in store.trials(cid) if t.id == trial.id]
+    assert (row.status, row.readbacks) == ("completed", {"x1": 1.25, "x2": 3.5})
+    assert store.observations(cid)[trial.id or 0] == {"y": 0.5}
+    assert (summary.status, summary.completed, summary.failed) == ("completed", 2, 0)
+
+
 def _crash_with_trials_in_flight(store: Store, cid: int) -> tuple[int, int]:
     """What a SIGKILL leaves: one trial whose run had closed, one cut mid-run."""
     closed = store.add_trial(cid, {"x1": 1.2, "x2": 3.5}, "sobol")
@@ -168,6 +265,28 @@ def test_resume_of_a_completed_campaign_is_refused_unless_extended(tmp_path: Pat
     # the extended budget is stored: resuming again without it is refused again
     with pytest.raises(CampaignFinished, match=r"max_trials reached \(4"):
         Runner.from_store(store, cid).resume()
+
+
+def test_a_paused_campaign_whose_budget_is_spent_is_closed_not_refused(tmp_path: Path) -> None:
+    """Found in review: a runner that died waiting for interlocks leaves its campaign
+    ``paused``. Resumed with its budget spent, it was refused ("is paused: waiting for
+    interlocks ...; To extend it ...") and stayed ``paused``; a ``running`` one is closed
+    as ``completed``. Every unfinished state is resumed alike."""
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path), store, max_trials=2).run().campaign_id
+    for status in ("paused", "running", "stopped"):
+        store.finish_campaign(cid, status, "waiting for interlocks: door open")
+        summary = Runner.from_store(store, cid).resume()
+        assert (summary.status, summary.reason) == (
+            "completed",
+            "max_trials reached (2 completed trials)",
+        ), status
+        row = store.campaign(cid)
+        assert (row.status, row.stop_reason) == ("completed", summary.reason), status
+        assert len(store.trials(cid)) == 2  # nothing ran
+    # a paused one is found by default, as the latest unfinished campaign
+    store.finish_campaign(cid, "paused", "waiting for interlocks: door open")
+    assert Runner.from_store(store).resume().status == "completed"
 
 
 def test_a_failed_campaign_resumes_with_a_larger_max_failures(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loop import Runner, Store, load_campaign, parse_campaign
@@ -118,3 +119,86 @@ def test_example_campaigns_run_with_a_tiny_budget(path: Path, tmp_path: Path) ->
     assert summary.best is not None and summary.best.objective is not None
     kinds = [t.kind for t in store.trials(summary.campaign_id)]
     assert kinds[-1] not in ("initial", "sobol", "random"), kinds
+
+
+TWO_GOALS = """
+name: goals
+parameters:
+  - {name: x, type: float, bounds: [0, 1]}
+  - {name: y, type: float, bounds: [0, 1]}
+objectives:
+  - {name: f1, goal: maximize}
+  - {name: f2, goal: maximize}
+outcome_constraints: ["impurity <= 0.08"]
+instrument: {function: "fn.py:measure", outputs: [f1, f2, impurity], count: 2}
+planner: {kind: sobol}
+budget: {max_trials: 10}
+seed: 1
+"""
+
+FIRST_IS_SLOW = """
+import os
+import time
+
+
+def measure(inputs):
+    x, y = inputs["x"], inputs["y"]
+    # Trial 1 (Sobol, seed 1: x = 0.27) is slow: the other slot's trials end first. Trials
+    # 4 and 5 (x < 0.3 too) start after the marker exists.
+    if x < 0.3:
+        marker = os.path.join(os.path.dirname(__file__), "slow")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            time.sleep(0.6)
+        except FileExistsError:
+            pass
+    return {"f1": x, "f2": 1.0 - x * y, "impurity": y / 10, "flat": 1.0}
+"""
+
+
+def _slow_first(tmp_path: Path, text: str) -> tuple[LoadedCampaign, Store]:
+    (tmp_path / "fn.py").write_text(FIRST_IS_SLOW)
+    return _campaign(text, tmp_path), Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def test_the_summarys_goals_are_the_stores_when_trials_end_out_of_order(
+    tmp_path: Path,
+) -> None:
+    """The summary's front, hypervolume and feasibility come from the session's own tally
+    (no second read of the store): they must equal what the stored trials give."""
+    from planners import hypervolume, pareto_mask
+
+    loaded, store = _slow_first(tmp_path, TWO_GOALS)
+    summary = Runner(loaded, store).run()
+    trials = store.trials(summary.campaign_id)
+    obs = store.observations(summary.campaign_id)
+    assert [(t.number, t.status) for t in trials] == [(n, "completed") for n in range(1, 11)]
+    last = max(trials, key=lambda t: t.finished_at or 0)
+    assert last.number == 1, "the test needs trials that ended out of order"
+    Y = np.array([[obs[t.id or 0]["f1"], obs[t.id or 0]["f2"]] for t in trials])
+    feasible = np.array([obs[t.id or 0]["impurity"] <= 0.08 for t in trials])
+    objectives = loaded.campaign.objectives
+    mask = pareto_mask(Y, objectives, feasible)
+    front = [t.number for t, on in zip(trials, mask, strict=True) if on]
+    assert [r.number for r in summary.pareto] == front
+    assert summary.hypervolume == pytest.approx(hypervolume(Y, objectives, None, feasible))
+    assert (summary.completed, summary.feasible) == (10, int(feasible.sum()))
+
+
+def test_of_equal_values_the_summarys_best_is_the_first_trial_as_in_the_store(
+    tmp_path: Path,
+) -> None:
+    """Every trial measures the same value, and trial 1 ends last: the best is the first
+    trial by number, as ``status`` and the report (which read the store) say."""
+    text = TWO_GOALS.replace(
+        """objectives:
+  - {name: f1, goal: maximize}
+  - {name: f2, goal: maximize}
+outcome_constraints: ["impurity <= 0.08"]""",
+        "objectives: [{name: flat, goal: maximize}]",
+    ).replace("[f1, f2, impurity]", "[f1, f2, impurity, flat]")
+    loaded, store = _slow_first(tmp_path, text)
+    summary = Runner(loaded, store).run()
+    trials = store.trials(summary.campaign_id)
+    assert max(trials, key=lambda t: t.finished_at or 0).number == 1, "trial 1 must end last"
+    assert summary.best is not None and summary.best.number == 1

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from loop import Runner, Store, parse_campaign
 from loop.cli import app
 from loop.config import LoadedCampaign
-from loop.runner import CampaignFinished
+from loop.runner import CampaignFinished, extension_hint
 
 FUNCTIONS = """
 import itertools
@@ -267,3 +267,42 @@ def test_stop_reason_is_printed_by_run_status_and_resume(tmp_path: Path) -> None
     assert "completed: target reached: trial #" in status.output
     with pytest.raises(CampaignFinished, match="target reached"):
         Runner.from_store(Store(store, create=False), "stop").resume()
+
+
+@pytest.mark.parametrize(
+    ("rule", "option"),
+    [
+        ("target", None),
+        ("patience", None),
+        ("max_trials", "--max-trials 17"),
+        ("max_failures", "--max-failures 13"),
+        ("max_duration", "--max-duration 62m"),
+    ],
+)
+def test_the_option_that_extends_a_campaign_follows_its_rule(rule: str, option: str | None) -> None:
+    assert extension_hint(rule, completed=7, failed=3, elapsed=90.0) == option
+
+
+def test_spent_names_the_rule_and_the_option(tmp_path: Path) -> None:
+    text = _one("line", "{max_trials: 3}")
+    store = _store(tmp_path)
+    runner = Runner(_campaign(text, tmp_path), store)
+    summary = runner.run()
+    trials = store.trials(summary.campaign_id)
+    spent = runner.spent(trials, 1.0)
+    assert spent is not None
+    assert (spent.rule, spent.status, spent.option) == (
+        "max_trials",
+        "completed",
+        "--max-trials 13",
+    )
+    assert runner.stop_reason(trials, 1.0) == (spent.status, spent.reason)
+    assert (spent.status, spent.reason) == (summary.status, summary.reason)
+    # a target met: no budget extends it
+    text = _one("line", "{max_trials: 40, target: 0.9}", goal="maximize")
+    (tmp_path / "t").mkdir()
+    other = _store(tmp_path / "t")
+    runner = Runner(_campaign(text, tmp_path), other)
+    cid = runner.run().campaign_id
+    spent = runner.spent(other.trials(cid), 1.0)
+    assert spent is not None and (spent.rule, spent.option) == ("target", None)
