@@ -59,10 +59,9 @@ from instruments._errors import (
     DispatcherClosed,
     DocumentSinkError,
     InstrumentConfigError,
-    TrialArgumentError,
     TrialInterrupted,
 )
-from instruments._plans import STREAM_NAME, trial_plan
+from instruments._plans import STREAM_NAME, readback_keys, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
 from instruments._safety import Gate, PauseListener, SetpointRefused, check_setpoint
 
@@ -80,9 +79,6 @@ _ABORT_WAIT = 5.0
 _ROUNDING_REL = 1e-9
 # Absolute slack for a range whose bounds are all 0, where a relative one is 0 as well.
 _ROUNDING_ABS = 1e-12
-# The start-document key of the map parameter name -> its device's name (see
-# :func:`readback_keys`): a stored run then says where its readbacks are, for ``resume``.
-READBACK_KEYS_MD = "readback_keys"
 
 
 class _AbortOnInterrupt(DuringTask):
@@ -297,21 +293,6 @@ def _slack(lower: float, upper: float, tolerance: float) -> float:
     return max(
         tolerance * (span if span > 0 else magnitude), _ROUNDING_REL * magnitude, _ROUNDING_ABS
     )
-
-
-def readback_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
-    """Parameter name -> the other event data key its readback may have: its device's name.
-
-    An ophyd device reads under its own name (``SynAxis(name="stage_x")`` driving parameter
-    ``x`` reads ``stage_x``); a device without a name (or with an empty one) reads under
-    the parameter's. The dispatcher records this map in every start document
-    (``READBACK_KEYS_MD``), so a stored run can be read by the same rule without its devices.
-    """
-    keys: dict[str, str] = {}
-    for name, device in inputs.items():
-        key = getattr(device, "name", None)
-        keys[name] = key if isinstance(key, str) and key else name
-    return keys
 
 
 @dataclass(frozen=True)
@@ -594,17 +575,9 @@ class Dispatcher:
         sink: DocumentSink | None,
         timeout: float | None = None,
     ) -> TrialResult:
-        if md is not None and READBACK_KEYS_MD in md:
-            raise TrialArgumentError(f"md may not set the trial's own key {READBACK_KEYS_MD!r}")
-        keys = readback_keys(self.instrument.inputs)
+        keys = readback_keys(self.instrument.inputs)  # what trial_plan records
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
-        plan = trial_plan(
-            self.instrument,
-            parameters,
-            campaign=campaign,
-            trial_id=trial_id,
-            md={**(md or {}), READBACK_KEYS_MD: keys},
-        )
+        plan = trial_plan(self.instrument, parameters, campaign=campaign, trial_id=trial_id, md=md)
         documents: list[tuple[str, dict[str, Any]]] = []
         sink_errors: list[BaseException] = []
 

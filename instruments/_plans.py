@@ -25,7 +25,28 @@ PLAN_NAME = "closedloop_trial"
 STREAM_NAME = "primary"
 # Keys the plan owns in the start document; caller metadata may not override them, so a
 # stored run can always be traced back to its trial.
-RESERVED_MD_KEYS = frozenset({"campaign", "trial_id", "parameters", "plan_name", "instrument"})
+# The start-document key of the map parameter name -> its device's name (see
+# :func:`readback_keys`): a stored run then says where its readbacks are, for ``resume``.
+READBACK_KEYS_MD = "readback_keys"
+RESERVED_MD_KEYS = frozenset(
+    {"campaign", "trial_id", "parameters", "plan_name", "instrument", READBACK_KEYS_MD}
+)
+
+
+def readback_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """Parameter name -> the other event data key its readback may have: its device's name.
+
+    An ophyd device reads under its own name (``SynAxis(name="stage_x")`` driving parameter
+    ``x`` reads ``stage_x``); a device without a name (or with an empty one) reads under
+    the parameter's. :func:`trial_plan` records this map in every start document
+    (``READBACK_KEYS_MD``), so a stored run can be read by the same rule without its devices
+    (``instruments._dispatch.outputs_and_readbacks``).
+    """
+    keys: dict[str, str] = {}
+    for name, device in inputs.items():
+        key = getattr(device, "name", None)
+        keys[name] = key if isinstance(key, str) and key else name
+    return keys
 
 
 def check_trial_arguments(instrument: Instrument, parameters: Mapping[str, Any]) -> None:
@@ -81,7 +102,8 @@ def trial_plan(
         campaign: campaign name, recorded in the start document.
         trial_id: the store's trial id, recorded in the start document.
         md: extra start-document metadata; may not use the plan's reserved keys
-            (``campaign``, ``trial_id``, ``parameters``, ``plan_name``, ``instrument``).
+            (``campaign``, ``trial_id``, ``parameters``, ``plan_name``, ``instrument``,
+            ``readback_keys``).
 
     Returns:
         A plan whose return value is the run's start uid.
@@ -101,6 +123,7 @@ def trial_plan(
         "parameters": dict(parameters),
         "plan_name": PLAN_NAME,
         "instrument": instrument.name,
+        READBACK_KEYS_MD: readback_keys(instrument.inputs),
     }
     # Commanded values are moved in the instrument's input order, one ``mv`` so that all
     # inputs travel concurrently and are waited for together.

@@ -62,7 +62,8 @@ from instruments import (
     open_executor,
     slot_seed,
 )
-from instruments._dispatch import READBACK_KEYS_MD, outputs_and_readbacks
+from instruments._dispatch import outputs_and_readbacks
+from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.failures import Failure, failure, failure_counts, failures_of

@@ -137,7 +137,7 @@ def test_the_start_document_says_where_each_readback_is(RE: RunEngine) -> None:
     assert result.exit_status == "success", result.error
     assert result.documents[0][1]["readback_keys"] == {"x": "stage_x", "z": "z"}
     assert result.readbacks == {"x": 0.5, "z": 0.25}
-    with pytest.raises(TrialArgumentError, match="md may not set the trial's own key"):
+    with pytest.raises(TrialArgumentError, match="md may not set the trial's own keys"):
         Dispatcher(inst, run_engine=RE).run(2, "c", {"x": 0.5, "z": 0.25}, md={"readback_keys": {}})
 
 

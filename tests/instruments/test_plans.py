@@ -42,6 +42,7 @@ def test_message_sequence_is_one_run_one_move_one_event() -> None:
         "parameters": {"x": 1.0, "z": 0.5},
         "plan_name": PLAN_NAME,
         "instrument": "fake",
+        "readback_keys": {"x": "x", "z": "z"},  # where each readback is, for resume
     }
     assert [m.args for m in msgs[1:3]] == [(1.0,), (0.5,)]
     # one move: both sets share the group the first wait waits for
