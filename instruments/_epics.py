@@ -15,10 +15,12 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
 * safety is in :mod:`instruments._safety`: limits and ``max_step`` in ``check_value`` (the
   dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
   ``close()``. What the IOC says of its PVs is checked here once they connect: a setpoint
-  PV's own control limits (DRVL/DRVH) refuse a setpoint like the file's ``limits`` do, and
-  an input on an ENUM or string PV is refused. A move's put is fenced by a per-input lock
-  and a per-move stop flag, so no put of a stopped move (an aborted trial, a campaign that
-  stopped) can reach the device after the next trial's or after the safe state.
+  PV's own control limits (DRVL/DRVH) and a motor record's soft limits (LLM/HLM) refuse a
+  setpoint like the file's ``limits`` do, and an input on an ENUM or string PV, or on a
+  motor whose EGU is not the unit the file says it speaks, is refused. A move's put is
+  fenced by a per-input lock and a per-move stop flag, so no put of a stopped move (an
+  aborted trial, a campaign that stopped) can reach the device after the next trial's or
+  after the safe state.
 
 Plugin devices may be sync Ophyd or **ophyd-async** (``async def connect``/``read``, ``set``
 and ``trigger`` returning an ``AsyncStatus``): every call into a plugin goes through
@@ -96,7 +98,15 @@ class DeviceConnectionError(InstrumentError, ConnectionError):
 
 class DeviceTypeError(InstrumentConfigError):
     """A declared PV whose type does not fit its role: an ENUM or a string PV as the setpoint
-    or readback of a numeric input (a float put to an ENUM PV picks a state by its index)."""
+    or readback of a numeric input (a float put to an ENUM PV picks a state by its index), or
+    a motor record whose EGU is not the unit the file says it speaks (12 mm sent to a stage
+    in um moves it 12 um, and the readback, 12, reads back as the 12 mm asked for)."""
+
+
+class MotorFault(InstrumentError):
+    """A motor record ended a move short of its target and said so: on a limit switch (HLS or
+    LLS), or with its readback in alarm. ``EpicsMotor`` only marks such a move failed
+    (``UnknownStatusFailure: ... update the Device to use set_exception``); this says why."""
 
 
 class DeviceTimeout(InstrumentError, TimeoutError):
@@ -754,13 +764,25 @@ class InputDevice:
 
     @property
     def device_limits(self) -> tuple[float, float] | None:
-        """The setpoint PV's own control limits (DRVL/DRVH), in campaign units, read when it
-        connected; ``None``: it has none (``(0, 0)``, as EPICS says so), is not connected yet,
-        or the input is not a setpoint PV (a motor record refuses its own limits at once)."""
-        if self._signal is None:
+        """The device's own limits, in campaign units: a setpoint PV's control limits
+        (DRVL/DRVH), a motor record's soft limits (LLM/HLM, which its VAL reports as its
+        control limits, and which ``EpicsMotor`` enforces), as read when it connected and
+        updated since; ``None``: it has none (``(0, 0)``, as EPICS says so; a motor with
+        HLM = LLM = 0 has its soft limits off), is not connected yet, or is a plugin.
+
+        A motor's used to be ``None`` ("a motor record refuses its own limits at once"):
+        ophyd does refuse them, but only inside the trial's run, after its interlock pass,
+        as ``LimitError: position_raw_user_setpoint: value 55.0 outside of range``, while
+        ``instruments check`` neither showed them nor flagged limits or bounds beyond them.
+        """
+        if self._signal is not None:
+            source = self._signal
+        elif self.decl.motor is not None:
+            source = self._positioner
+        else:
             return None
         try:
-            low, high = self._signal.limits
+            low, high = source.limits
             low, high = float(low), float(high)
         except Exception:  # never connected (None), or not numbers
             return None
@@ -774,7 +796,11 @@ class InputDevice:
 
     @property
     def _device_limits_source(self) -> str:
-        return f"control limits DRVL/DRVH of PV {self.write_pv}" if self._signal else ""
+        if self._signal is not None:
+            return f"control limits DRVL/DRVH of PV {self.write_pv}"
+        if self.decl.motor is not None:
+            return f"soft limits LLM/HLM of motor {self.write_pv}"
+        return ""
 
     def range_problem(self, bounds: tuple[float, float] | None = None) -> str | None:
         """Why setpoints the file allows (its ``limits``, else the campaign's ``bounds``)
@@ -799,8 +825,11 @@ class InputDevice:
         )
 
     def type_problem(self) -> str | None:
-        """Why this input's PVs cannot carry its numbers (an ENUM, a string, an array), or
-        ``None``. Known once they are connected; unknown (``None``) before."""
+        """Why this input's PVs cannot carry its numbers (an ENUM, a string, an array; a
+        motor whose EGU is another unit than the file says it speaks), or ``None``. Known
+        once they are connected; unknown (``None``) before."""
+        if self.decl.motor is not None:
+            return self._egu_problem()
         if self._signal is None:
             return None
         seen: set[str] = set()
@@ -819,6 +848,36 @@ class InputDevice:
                     "input needs a numeric PV (a float or an integer)"
                 )
         return None
+
+    def _egu_problem(self) -> str | None:
+        """A motor record says which unit it moves in (EGU). If that is a unit (pint knows
+        it) and not the one the file says the device speaks (``device_units``, else the
+        campaign's unit), every setpoint would be sent in the wrong unit, and read back in
+        it too, so nothing would look wrong: refused like a PV of the wrong type. An empty
+        or unknown EGU (``counts``), or an input without units, is not judged."""
+        from instruments._instrument_file import unit_registry
+
+        speaks = self.decl.device_units or self.units
+        if not speaks:
+            return None
+        try:
+            egu = str(self._positioner.motor_egu.get()).strip()
+        except Exception:  # not connected yet: unknown
+            return None
+        if not egu:
+            return None
+        try:
+            ureg = unit_registry()
+            if ureg.Unit(egu) == ureg.Unit(speaks):
+                return None
+        except Exception:  # an EGU pint does not know: not judged
+            return None
+        which = "device_units" if self.decl.device_units else "units"
+        return (
+            f"motor {self.write_pv} (input {self.name!r}) moves in {egu!r} (its EGU), but the "
+            f"file says it speaks {speaks!r} (its {which}); set `device_units: {egu}` on the "
+            "input (values are then converted), or fix the record's EGU"
+        )
 
     def _refuse_wrong_type(self) -> None:
         problem = self.type_problem()
@@ -1005,13 +1064,21 @@ class InputDevice:
                 with self._fence(cancel):
                     moving = self._within(deadline, value, start)
                 if not is_async_device(self._positioner):  # an async one's was awaited
-                    self._within(
-                        deadline,
-                        value,
-                        lambda: _wait_status(
-                            moving, _left(deadline), cancel, what=self.what, method="set"
-                        ),
-                    )
+                    failed: Exception | None = None
+                    try:
+                        self._within(
+                            deadline,
+                            value,
+                            lambda: _wait_status(
+                                moving, _left(deadline), cancel, what=self.what, method="set"
+                            ),
+                        )
+                        if self.decl.motor is not None:
+                            self._within(deadline, value, self._motor_done, deadline, cancel)
+                    except Exception as exc:
+                        failed = self._motor_failure(exc, value, cancel)
+                    if failed is not None:  # raised here: no ophyd text as its context
+                        raise failed
             tolerance = self.decl.tolerance
             if tolerance is not None:
                 while True:
@@ -1031,6 +1098,81 @@ class InputDevice:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
+
+    def _motor_failure(self, exc: Exception, value: Any, cancel: threading.Event) -> Exception:
+        """A motor's failed move said with what the record says of itself: ``EpicsMotor``
+        fails a move that ended on a limit switch or in alarm with a bare
+        ``UnknownStatusFailure`` ("update the Device to use set_exception"), and a move that
+        never ends (a stalled stage: DMOV stays 0) times out without saying where the stage
+        is. ``exc`` as it is for any other input, a stopped move, or a lost connection."""
+        if self.decl.motor is None or cancel.is_set() or self._lost():
+            return exc
+        state = self._motor_state()
+        if isinstance(exc, TimeoutError):
+            if not state:
+                return exc
+            err = DeviceTimeout(f"{exc} ({state})")
+            err.__cause__ = exc.__cause__
+            return err
+        motor = self._positioner
+        why = []
+        for signal, switch in ((motor.high_limit_switch, "high"), (motor.low_limit_switch, "low")):
+            with contextlib.suppress(Exception):
+                if signal.get(use_monitor=False, timeout=1.0):
+                    why.append(f"on its {switch} limit switch ({switch[0].upper()}LS)")
+        with contextlib.suppress(Exception):
+            severity = int(motor.user_readback.alarm_severity)
+            if severity:
+                names = {1: "MINOR", 2: "MAJOR", 3: "INVALID"}
+                status = getattr(motor.user_readback.alarm_status, "name", "")
+                why.append(
+                    f"its readback in a {names.get(severity, severity)} alarm"
+                    + (f" ({status})" if status else "")
+                )
+        if not why:
+            return exc
+        return MotorFault(
+            f"{self.name}: the motor ended its move to {float(value):g} short of it, "
+            f"{' and '.join(why)} ({state})"
+        )
+
+    def _motor_done(self, deadline: float, cancel: threading.Event) -> None:
+        """Wait until the motor record itself says its move is done: DMOV 1, read from the
+        IOC now (after this move's put, on the same connection, so about this move).
+
+        ``EpicsMotor`` finishes a move's status at the first DMOV 0 -> 1 its monitor
+        callbacks see. The 1 that ended the move before (a STOP after an aborted or failed
+        trial), still waiting in ophyd's callback queue when the next move starts, finishes
+        the new move's status at once: the trial then measured a stage still on its way
+        (found over Channel Access: a readback of 14 for a move to 10, the stage moving
+        down from 20, on a loaded machine).
+
+        Raises:
+            TimeoutError: still moving at ``deadline``.
+            InstrumentError: the move was stopped meanwhile.
+        """
+        done = self._positioner.motor_done_move
+        while True:
+            wait = min(max(_left(deadline), 1.0), 5.0)  # a read's own time, even at the end
+            if done.get(use_monitor=False, timeout=wait) == 1:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the motor still says it is moving (DMOV 0)")
+            if cancel.wait(_POLL):
+                raise InstrumentError(f"{self.name}: stopped while moving")
+
+    def _motor_state(self) -> str:
+        """``motor P at 20 mm (RBV), still moving (DMOV 0)``: for a failed move's message;
+        best effort (empty if the record does not answer within a second)."""
+        motor = self._positioner
+        try:
+            rbv = float(self._from_device(motor.user_readback.get(use_monitor=False, timeout=1.0)))
+            done = motor.motor_done_move.get(use_monitor=False, timeout=1.0)
+        except Exception:
+            return ""
+        units = f" {self.units}" if self.units else ""
+        moving = "still moving (DMOV 0)" if not done else "not moving (DMOV 1)"
+        return f"motor {self.write_pv} at {rbv:g}{units} (RBV), {moving}"
 
     def _within(self, deadline: float, value: Any, step: Callable[..., Any], *args: Any) -> Any:
         """``step(*args)`` (given the deadline, it waits no longer), its ``TimeoutError``
@@ -1406,6 +1548,9 @@ class CheckRow:
     limits: tuple[float, float] | None = None
     units: str | None = None
     problem: str | None = None
+    # an input's device's own limits in campaign units (a setpoint PV's DRVL/DRVH, a motor's
+    # LLM/HLM), when it has any: the range the device itself takes, next to the file's
+    device_limits: tuple[float, float] | None = None
 
 
 @dataclass
@@ -1491,6 +1636,7 @@ class DeclaredInstrument:
                     rows.append(row)
                     continue
                 row.value = dev._readback(time.monotonic() + timeout)[0]
+                row.device_limits = dev.device_limits
                 row.problem = dev.range_problem(dev.bounds if self.bounds_known else None)
                 lim = dev.decl.limits
                 if row.problem is None and lim is not None and not lim[0] <= row.value <= lim[1]:
