@@ -36,6 +36,9 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     ("failing region", "failing region"),
     ("injected instrument fault", "instrument fault"),
     ("limit check failed", "setpoint refused"),
+    # a motor record that ended its move on a hardware limit switch (instruments._epics
+    # MotorFault): the soft limits LLM/HLM let the setpoint through, the stage could not go
+    ("limit switch (", "limit switch"),
     # a function (or simulator) that returned no dict, not every output, or text
     # (simulators._devices): the function, not the instrument, needs fixing
     (" did not return [", "wrong outputs"),

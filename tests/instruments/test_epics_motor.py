@@ -569,6 +569,7 @@ def test_a_limit_switch_fails_the_trial_saying_so_and_the_campaign_goes_on(
             f"its high limit switch (HLS)"
         ) in error, error
         assert "UnknownStatusFailure" not in error
+        assert failure_kind(error) == "limit switch"
     for t in trials:
         if t.status == "completed":
             assert t.parameters["position"] <= 25

@@ -241,6 +241,11 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
         ),
         ("FailedStatus <- caused by OSError: disk", "OSError"),
         ("limit check failed, no device moved: SimLimitError: x", "setpoint refused"),
+        (
+            "MotorFault: position: the motor ended its move to 30 short of it, on its high "
+            "limit switch (HLS) (motor m1 at 25 mm (RBV), not moving (DMOV 1))",
+            "limit switch",
+        ),
         (None, "other"),
     ],
 )
