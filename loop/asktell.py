@@ -44,8 +44,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from loop.errors import ClosedLoopError
+from loop.fmt import number, parameter, specs
 from loop.lock import CampaignLease
-from loop.store import MAX_ID, CampaignLocked, Store, TrialRow, TrialStatus
+from loop.store import ACTIVE, MAX_ID, UNFINISHED, CampaignLocked, Store, TrialRow, TrialStatus
 
 if TYPE_CHECKING:
     from loop.runner import ManualEntry, Runner
@@ -63,6 +64,7 @@ __all__ = [
     "TerminalOperator",
     "awaiting_tell",
     "open_campaign",
+    "outputs_of",
     "parse_assignments",
     "read_results_csv",
     "suggest",
@@ -219,7 +221,10 @@ def actual_parameters(
         try:
             runner.space.validate(achieved_point(commanded, parsed))
         except ValueError as exc:  # planners.InvalidPoint
-            given = " ".join(f"{k}={_show(v)}" for k, v in parsed.items())
+            spec = specs(runner.campaign.parameters)
+            given = " ".join(
+                f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in parsed.items()
+            )
             raise InvalidInput(
                 f"--actual {given}: with the other parameters as set, the point actually "
                 f"used lies outside the search space ({exc}); a result outside it cannot be "
@@ -228,7 +233,8 @@ def actual_parameters(
     return parsed
 
 
-def _outputs(runner: Runner) -> tuple[str, ...]:
+def outputs_of(runner: Runner) -> tuple[str, ...]:
+    """The outputs a result of ``runner``'s campaign gives, in the instrument's order."""
     from instruments import describe_instrument
 
     c = runner.campaign
@@ -255,7 +261,7 @@ def build_result(
     or a withdrawal reason (``abandoned``); outputs together with a reason are refused, as
     either half would be lost.
     """
-    known = _outputs(runner)
+    known = outputs_of(runner)
     prefix = f"{where}: " if where else ""
     fail_name = "fail" if where else "--fail"  # the CSV's column, or the command's option
     try:
@@ -407,7 +413,7 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             else:
                 outputs[key] = value
         runner = runner_for(trial_id)
-        clash = [o for o in _outputs(runner) if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
+        clash = [o for o in outputs_of(runner) if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
         if clash:
             raise InvalidInput(
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
@@ -451,7 +457,7 @@ def open_campaign(
         return stored(store.campaign(campaign).id), False
     loaded = load_campaign(file)
     for row in reversed(store.campaigns()):
-        if row.name != loaded.campaign.name or row.status not in ("running", "paused", "stopped"):
+        if row.name != loaded.campaign.name or row.status not in UNFINISHED:
             continue
         if row.config_text != loaded.text:
             raise InvalidInput(
@@ -602,7 +608,7 @@ def _lease(store: Store, cid: int, wait: float) -> CampaignLease:
             return lease
         except CampaignLocked as exc:
             row = store.campaign(cid)
-            if row.status in ("running", "paused"):  # only a runner shows these
+            if row.status in ACTIVE:  # only a runner shows these
                 raise CampaignLocked(
                     f"campaign '{row.name}' (id {cid}) is being driven by a runner "
                     f"({exc.owner}); suggest/tell cannot be used until it stops (Ctrl-C in "
@@ -735,8 +741,11 @@ class TerminalOperator:
     def __init__(self, runner: Runner, console: Console) -> None:
         self.runner = runner
         self.console = console
-        self.outputs = _outputs(runner)
-        self.units = {p.name: p.unit for p in runner.campaign.parameters}
+        from loop.report import units_of
+
+        self.outputs = outputs_of(runner)
+        self.units = units_of(runner.campaign)
+        self.specs = specs(runner.campaign.parameters)
 
     def _read(self, prompt: str) -> str:
         from loop.runner import OperatorStop
@@ -758,8 +767,10 @@ class TerminalOperator:
     def measure(self, number: int, parameters: Point) -> ManualEntry:
         from loop.runner import ManualEntry, OperatorInterrupted, OperatorStop
 
+        # to set by hand: as `suggest` shows them, to reproduce the stored point
         shown = ", ".join(
-            f"{k} = {_show(v)}" + (f" {self.units[k]}" if self.units.get(k) else "")
+            f"{k} = {parameter(v, self.specs.get(k), setpoint=True)}"
+            + (f" {self.units[k]}" if self.units.get(k) else "")
             for k, v in parameters.items()
         )
         self.console.print(f"\n[bold]trial {number}[/]: set {escape(shown)}")
@@ -805,7 +816,7 @@ class TerminalOperator:
         """Every output was entered: record them with the parameters as set, then stop."""
         from loop.runner import ManualEntry
 
-        given = ", ".join(f"{k} = {_show(v)}" for k, v in outputs.items())
+        given = ", ".join(f"{k} = {number(v)}" for k, v in outputs.items())
         self.console.print(
             f"  [yellow]{escape(given)} kept, with the parameters as set; stopping[/]",
             highlight=False,
@@ -817,7 +828,3 @@ def _at_prompt(exc: InvalidInput) -> str:
     """A ``tell`` message as the prompt's operator needs it: there the flags ``--actual`` and
     ``--fail REASON`` are typed as ``name=value`` and ``fail REASON``."""
     return str(exc).replace("--actual ", "").replace("--fail REASON", "`fail REASON`")
-
-
-def _show(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)

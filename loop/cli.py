@@ -1,4 +1,10 @@
-"""The ``closedloop`` command: run, resume, validate, status, export, report, simulators.
+"""The ``closedloop`` command line.
+
+Campaigns: ``validate``, ``run``, ``resume``, ``status``, ``export``, ``report``; people in
+the loop: ``suggest`` and ``tell`` (ask/tell); instruments: ``instruments check``, ``plan``
+(the messages a trial would send) and ``release`` (an operator's release of an interlock
+pause), in loop/cli_instruments.py; built-in problems: ``simulators`` and ``datasets``
+(loop/cli_datasets.py).
 
 Errors a user can cause are printed as one message (file, line, fix) with exit code 2 for
 bad input and 1 for a failed run; never a traceback unless ``--debug``.
@@ -24,11 +30,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from instruments import InstrumentError
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError
-from loop.store import DEFAULT_STORE, CampaignLocked, LeaseLost
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
+from loop.fmt import Output, WholeTable, number, parameter, specs
+from loop.store import ACTIVE, DEFAULT_STORE, UNFINISHED, CampaignLocked, LeaseLost
 
 if TYPE_CHECKING:
     from loop.runner import CampaignSummary, ResumeState, Runner
@@ -42,7 +48,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(soft_wrap=True)
+console = Output(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 StoreOpt = Annotated[
@@ -191,7 +197,7 @@ def run(
         summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
     finally:
         db.close()
-    _print_summary(summary, c.objectives[0].name, store)
+    _print_summary(summary, c, store)
 
 
 @app.command()
@@ -253,7 +259,7 @@ def resume(
         summary = _drive(runner, listener, store, runner.resume)
     finally:
         db.close()
-    _print_summary(summary, c.objectives[0].name, store)
+    _print_summary(summary, c, store)
 
 
 def _attach_operator(runner: Runner) -> None:
@@ -274,7 +280,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
     from loop.lock import describe_lease, live_lease
 
     for row in reversed(db.campaigns()):
-        if row.name != name or row.status not in ("running", "paused") or row.id is None:
+        if row.name != name or row.status not in ACTIVE or row.id is None:
             continue
         lease = live_lease(db, row.id)
         if lease is not None:
@@ -284,7 +290,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
                 "another, or rename the new campaign"
             )
     for row in reversed(db.campaigns()):
-        if row.name == name and row.status in ("running", "paused", "stopped"):
+        if row.name == name and row.status in UNFINISHED:
             err_console.print(
                 f"[yellow]note[/]: campaign '{name}' (id {row.id}) in this store is unfinished "
                 f"({row.status}); `closedloop resume --store {url} -c {row.id}` would continue "
@@ -349,7 +355,8 @@ def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None
     )
 
 
-def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None:
+def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
+    objective = c.objectives[0].name
     console.print(
         f"\n[bold]{summary.status}[/]: {summary.reason}; {summary.completed} "
         f"completed, {summary.failed} failed"
@@ -366,14 +373,14 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
             highlight=False,
         )
     if len(summary.objectives) > 1:
-        _print_front(summary)
+        _print_front(summary, c)
     elif summary.best is not None:
         b = summary.best
         what = "best feasible trial" if summary.outcome_constraints else "best trial"
         prior = " (prior data)" if b.kind == "prior" else ""
         console.print(
-            f"{what} #{b.number}{prior}: {objective} = {_fmt(b.objective)} at "
-            + _where(b.parameters, b.readbacks),
+            f"{what} #{b.number}{prior}: {objective} = {number(b.objective)} at "
+            + _where(b.parameters, b.readbacks, spec=specs(c.parameters)),
             highlight=False,
             markup=False,  # choice values are the user's text: "[/b]" is not a tag
         )
@@ -389,23 +396,26 @@ def _print_summary(summary: CampaignSummary, objective: str, store: str) -> None
         raise typer.Exit(1)
 
 
-def _print_front(summary: CampaignSummary) -> None:
+def _print_front(summary: CampaignSummary, c: Any) -> None:
     """The Pareto front of a multi-objective campaign, as a table."""
     hv = f"; hypervolume {summary.hypervolume:.6g}" if summary.hypervolume is not None else ""
     console.print(f"Pareto front: {len(summary.pareto)} trials{hv}", highlight=False)
     if not summary.pareto:
         return
     params = list(summary.pareto[0].parameters)
-    table = Table(title="Pareto front (feasible, non-dominated)")
-    for col in ("#", *summary.objectives, *params):
-        table.add_column(escape(col))
-    for r in summary.pareto:
-        table.add_row(
+    spec = specs(c.parameters)
+    rows = [
+        [
             str(r.number) + (" (prior)" if r.kind == "prior" else ""),
             *[_cell(r.outputs.get(n)) for n in summary.objectives],
-            *[_cell(r.parameters.get(n)) for n in params],
-        )
-    console.print(table)
+            *[escape(parameter(r.parameters.get(n), spec.get(n))) for n in params],
+        ]
+        for r in summary.pareto
+    ]
+    headers = [escape(col) for col in ("#", *summary.objectives, *params)]
+    numeric = {i for i, n in enumerate(params, 1 + len(summary.objectives)) if _numeric(spec, n)}
+    numeric.update(range(1 + len(summary.objectives)))
+    console.print(WholeTable("Pareto front (feasible, non-dominated)", headers, rows, numeric))
 
 
 def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None:
@@ -498,7 +508,7 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
         f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
         + (f": {row.stop_reason}" if row.stop_reason else "")
     )
-    if row.status in ("running", "paused", "stopped"):
+    if row.status in UNFINISHED:
         console.print(_runner_line(db, row.id or 0, store))
     from loop.cli_instruments import paused_lines
 
@@ -510,7 +520,7 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
         + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
     )
-    _slots_table(c, trials, live=row.status in ("running", "paused") and _has_live_lease(db, row))
+    _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
     from loop.failures import failures_of
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
@@ -538,9 +548,8 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
     count = getattr(c.instrument, "count", 1)
     if count <= 1 and all((t.slot or 0) == 0 for t in trials):
         return
-    table = Table(title=f"instrument slots ({count})")
-    for col in ("slot", "state", "current trial", "parameters", "completed", "failed"):
-        table.add_column(col)
+    spec = specs(c.parameters)
+    rows = []
     for slot in range(max([count] + [(t.slot or 0) + 1 for t in trials])):
         mine = [t for t in trials if t.slot == slot]
         running = [t for t in mine if t.status == "running"]
@@ -554,17 +563,18 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
                 state = f"retired: {retired.group(2)}"
             else:
                 state = "idle"
-        table.add_row(
-            str(slot),
-            escape(state),
-            f"#{current.number}" if current else "",
-            escape(", ".join(f"{k}={_fmt(v)}" for k, v in current.parameters.items()))
-            if current
-            else "",
-            str(sum(t.status == "completed" for t in mine)),
-            str(sum(t.status == "failed" for t in mine)),
+        rows.append(
+            [
+                str(slot),
+                escape(state),
+                f"#{current.number}" if current else "",
+                escape(_where(current.parameters, None, spec=spec)) if current else "",
+                str(sum(t.status == "completed" for t in mine)),
+                str(sum(t.status == "failed" for t in mine)),
+            ]
         )
-    console.print(table)
+    headers = ["slot", "state", "current trial", "parameters", "completed", "failed"]
+    console.print(WholeTable(f"instrument slots ({count})", headers, rows, {0, 2, 4, 5}))
 
 
 def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
@@ -596,8 +606,13 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             prior = " (prior data)" if best["kind"] == "prior" else ""
             console.print(
                 f"{what}: trial #{best['number']}{prior} {obj.name} = "
-                f"{best['outputs'][obj.name]:.6g} ({obj.goal}) at "
-                + _where(best["parameters"], best.get("readbacks"), lambda k: label(k, units)),
+                f"{number(best['outputs'][obj.name])} ({obj.goal}) at "
+                + _where(
+                    best["parameters"],
+                    best.get("readbacks"),
+                    lambda k: label(k, units),
+                    spec=specs(c.parameters),
+                ),
                 highlight=False,
                 markup=False,
             )
@@ -616,8 +631,9 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         console.print(_trial_table(c, front, "Pareto front (feasible, non-dominated)"))
 
 
-def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
-    """Trials with their parameters (units in the headers), goals and outcome."""
+def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTable:
+    """Trials with their parameters (units in the headers), goals and outcome; an ``error``
+    column only when some trial has one."""
     from loop.report import label, units_of
 
     units = units_of(c)
@@ -625,41 +641,59 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> Table:
     for oc in c.parsed_outcome_constraints:
         if oc.name not in shown:
             shown.append(oc.name)
+    spec = specs(c.parameters)
     params = [p.name for p in c.parameters if getattr(p, "type", None) != "fixed"]
     extra = ["feasible"] if c.outcome_constraints else []
-    table = Table(title=title)
-    for col in ("#", "kind", "status", *[label(n, units) for n in params], *shown, *extra):
-        table.add_column(escape(col))
-    table.add_column("error")
-    missed = False
-    for r in records:
+    errors = [escape(_headline(r["error"] or "")) for r in records]
+    headers = ["#", "kind", "status", *[label(n, units) for n in params], *shown, *extra]
+    if any(errors):
+        headers.append("error")
+    rows = []
+    for r, error in zip(records, errors, strict=True):
         feasible = r.get("feasible")
         readbacks = r.get("readbacks") or {}
-        cells = [_achieved_cell(r["parameters"].get(n), readbacks.get(n)) for n in params]
-        missed = missed or any("\n" in cell for cell in cells)
-        table.add_row(
-            str(r["number"]),
-            r["kind"],
-            r["status"],
-            *cells,
-            *[_cell(r["outputs"].get(n)) for n in shown],
-            *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
-            escape(_headline(r["error"] or "")),
+        rows.append(
+            [
+                str(r["number"]),
+                r["kind"],
+                r["status"],
+                *[
+                    _achieved_cell(r["parameters"].get(n), readbacks.get(n), spec.get(n))
+                    for n in params
+                ],
+                *[_cell(r["outputs"].get(n)) for n in shown],
+                *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
+                *([error] if any(errors) else []),
+            ]
         )
-    if missed:
-        table.caption = "value (set X): the value reached (readback, or told as used), X commanded"
-    return table
+    missed = any("\n" in cell for row in rows for cell in row[3 : 3 + len(params)])
+    numeric = {0, *range(3 + len(params), 3 + len(params) + len(shown))}
+    numeric.update(i for i, n in enumerate(params, 3) if _numeric(spec, n))
+    return WholeTable(
+        title,
+        [escape(h) for h in headers],
+        rows,
+        numeric,
+        caption="value (set X): the value reached (readback, or told as used), X commanded"
+        if missed
+        else None,
+    )
 
 
-def _achieved_cell(commanded: Any, actual: Any) -> str:
+def _numeric(spec: Mapping[str, Any], name: str) -> bool:
+    """Whether a parameter's cells are numbers (a choice's are text, and may be long)."""
+    return getattr(spec.get(name), "type", "float") in ("float", "int")
+
+
+def _achieved_cell(commanded: Any, actual: Any, spec: Any = None) -> str:
     """A parameter's cell: where the trial actually ran (a readback, a value told or typed
     as actually used) when that differs from the commanded value, with the setpoint dim on
     a line of its own, so the column stays as narrow as its numbers (as ``_where`` shows
     the best trial: the model learnt the achieved point)."""
-    shown = _fmt(commanded)
-    if actual is None or _fmt(actual) == shown:
+    shown = parameter(commanded, spec)
+    if actual is None or parameter(actual, spec) == shown:
         return escape(shown)
-    return f"{escape(_fmt(actual))}\n[dim](set {escape(shown)})[/]"
+    return f"{escape(parameter(actual, spec))}\n[dim](set {escape(shown)})[/]"
 
 
 def _headline(error: str, width: int = 60) -> str:
@@ -782,19 +816,20 @@ def simulators() -> None:
         unit = f" {p.unit}" if p.unit else ""
         return f"{p.name} in {where}{unit}" + (" (log)" if p.log else "")
 
-    table = Table(title="built-in simulators")
-    for col in ("name", "inputs", "outputs", "description"):
-        table.add_column(col)
+    rows = []
     for name, problem in SIMULATORS.items():
         # the whole first sentence: cutting it changed numbers ("minima with y = 0.")
         first = re.split(r"(?<=\.)\s+", problem.description.strip(), maxsplit=1)[0]
-        table.add_row(
-            name,
-            "\n".join(escape(domain(p)) for p in problem.parameters),
-            escape(", ".join(problem.outputs)),
-            escape(first),
+        rows.append(
+            [
+                name,
+                "\n".join(escape(domain(p)) for p in problem.parameters),
+                escape(", ".join(problem.outputs)),
+                escape(first),
+            ]
         )
-    console.print(table)
+    headers = ["name", "inputs", "outputs", "description"]
+    console.print(WholeTable("built-in simulators", headers, rows, numeric=()))
 
 
 # ---------------------------------------------------------------------------- progress
@@ -844,7 +879,7 @@ class _ProgressListener:
         if state.takeover:
             self.progress.console.print(f"[yellow]lease[/]: {state.takeover}")
         if not self.quiet:
-            best = f", best {self.objective} = {_fmt(state.best.objective)}" if state.best else ""
+            best = f", best {self.objective} = {number(state.best.objective)}" if state.best else ""
             self.progress.console.print(
                 f"so far: {state.completed} completed, {state.failed} failed, "
                 f"{state.abandoned} abandoned in {state.elapsed_before:.0f} s{best}"
@@ -860,7 +895,7 @@ class _ProgressListener:
             return
         if report.status == "completed":
             # no feasible trial yet (outcome constraints): say so, not "best =  "
-            best = ": none feasible yet" if report.best is None else f" = {_fmt(report.best)}"
+            best = ": none feasible yet" if report.best is None else f" = {number(report.best)}"
             # An infeasible trial's value is not a candidate for best: say why, or a value
             # better than "best" reads as a bug (found in review).
             violated = _violations(self.constraints, report.outputs) if self.constraints else ""
@@ -868,7 +903,7 @@ class _ProgressListener:
             if getattr(report, "outlying", False):  # a sentinel is not a best either: why
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             line = (
-                f"trial {report.number:>4}  {self.objective} = {_fmt(report.objective)}"
+                f"trial {report.number:>4}  {self.objective} = {number(report.objective)}"
                 f"{infeasible}  best{best}  "
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
@@ -914,35 +949,33 @@ def _violations(constraints: Sequence[OutcomeConstraint], outputs: Mapping[str, 
     return ", ".join(broken)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
 def _where(
     parameters: Mapping[str, Any],
     readbacks: Mapping[str, Any] | None,
     name: Callable[[str], str] = str,
+    *,
+    spec: Mapping[str, Any] | None = None,
 ) -> str:
     """``name=value, ...`` at the point a trial actually ran at: a readback (or a value told
     as actually used) that differs from the commanded value is shown, with the setpoint
     beside it, since the model learnt the actual point and a scientist repeating the best
-    trial needs it (``temperature=62.5 (set 100.7)``)."""
+    trial needs it (``temperature=62.5 (set 100.7)``). Values are written by the campaign's
+    parameters (``spec``, name -> parameter; :func:`loop.fmt.parameter`)."""
     parts = []
     for key, value in parameters.items():
+        p = (spec or {}).get(key)
         actual = (readbacks or {}).get(key)
-        shown = _fmt(value)
-        if actual is not None and _fmt(actual) != shown:
-            shown = f"{_fmt(actual)} (set {shown})"
+        shown = parameter(value, p)
+        if actual is not None and parameter(actual, p) != shown:
+            shown = f"{parameter(actual, p)} (set {shown})"
         parts.append(f"{name(key)}={shown}")
     return ", ".join(parts)
 
 
 def _cell(value: Any) -> str:
-    """``_fmt`` for a table cell or a line printed with markup: rich reads cells as markup,
-    and a choice value such as ``[/b]`` or ``[BMIM][BF4]`` is text, not a tag."""
-    return escape(_fmt(value))
+    """An output for a table cell or a line printed with markup: rich reads cells as markup,
+    and a text value such as ``[/b]`` or ``[BMIM][BF4]`` is text, not a tag."""
+    return escape(number(value))
 
 
 # ---------------------------------------------------------------------------- ask/tell
@@ -968,9 +1001,10 @@ def suggest(
     """
     import json
 
-    from loop.asktell import InvalidInput, open_campaign
+    from loop.asktell import InvalidInput, open_campaign, outputs_of
     from loop.asktell import suggest as ask
     from loop.config import parse_duration
+    from loop.report import label, units_of
     from loop.store import Store
 
     try:
@@ -1006,7 +1040,7 @@ def suggest(
                 {
                     "campaign": c.name,
                     "campaign_id": runner.campaign_id,
-                    "outputs": list(_outputs_of(runner)),
+                    "outputs": list(outputs_of(runner)),
                     "trials": [
                         {
                             "trial_id": p.trial_id,
@@ -1024,19 +1058,24 @@ def suggest(
         return
     if created:
         console.print(f"created campaign [bold]{c.name}[/] (id {runner.campaign_id}) in {store}")
-    units = {p.name: p.unit for p in c.parameters}
-    table = Table(title=f"{c.name} (id {runner.campaign_id}): run these, then `closedloop tell`")
-    for col in ("trial_id", "#", "kind", *[p.name for p in c.parameters]):
-        table.add_column(escape(col + (f" [{units[col]}]" if units.get(col) else "")))
-    for p in proposals:
-        table.add_row(
+    units = units_of(c)
+    spec = specs(c.parameters)
+    # setpoint precision: set by hand as shown, a value reproduces the stored point (within
+    # 1e-6 of its range), so a result told without --actual is learnt where it was measured
+    rows = [
+        [
             str(p.trial_id),
             str(p.number),
             p.kind,
-            *[_cell(p.parameters.get(q.name)) for q in c.parameters],
-        )
-    console.print(table)
-    outputs = " ".join(f"{o}=VALUE" for o in _outputs_of(runner))
+            *[escape(parameter(p.parameters.get(n), spec[n], setpoint=True)) for n in spec],
+        ]
+        for p in proposals
+    ]
+    headers = [escape(h) for h in ("trial_id", "#", "kind", *[label(n, units) for n in spec])]
+    numeric = {0, 1, *(i for i, n in enumerate(spec, 3) if _numeric(spec, n))}
+    title = f"{c.name} (id {runner.campaign_id}): run these, then `closedloop tell`"
+    console.print(WholeTable(title, headers, rows, numeric))
+    outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(
         f"record a result: closedloop tell --store {store} TRIAL_ID {outputs} "
         "[--actual PARAM=VALUE] (or --fail REASON; --abandon REASON if it will not be run)",
@@ -1153,14 +1192,6 @@ def _invalid(exc: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _outputs_of(runner: Runner) -> tuple[str, ...]:
-    from instruments import describe_instrument
-
-    c = runner.campaign
-    return tuple(describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir))
-
-
-# Technician tools (instrument files): `closedloop instruments check`, `closedloop plan`.
 def _instrument_label(c: Any) -> str:
     i = c.instrument
     if i.manual:
@@ -1168,6 +1199,10 @@ def _instrument_label(c: Any) -> str:
     return str(i.simulator or i.function or i.dataset or i.file or "inline devices")
 
 
+# Technicians' tools (loop/cli_instruments.py): `closedloop instruments check` (connect and
+# read every declared device), `plan` (the messages a trial would send, nothing connected)
+# and `release` (an operator's release of an interlock pause); then `closedloop datasets`
+# (loop/cli_datasets.py). Registered here so that `loop.cli:app` is the whole command line.
 def _register_instrument_tools() -> None:
     from loop.cli_instruments import instruments_app, plan, release
 
@@ -1257,7 +1292,7 @@ def _entry() -> None:
         if isinstance(exc, OperationalError) and not _state["debug"]:
             # The database went away mid-command (a server restarted or unreachable, a disk
             # unmounted): not a bug to report. Every commit before it is kept.
-            said = next((ln.strip() for ln in str(exc.orig).splitlines() if ln.strip()), "")
+            said = first_line(exc.orig)
             err_console.print(
                 f"error: lost the store: {said or exc}; everything committed before it is "
                 "kept, and once the database is reachable again `closedloop resume` continues "

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(soft_wrap=True)
+from loop.fmt import Output, number
+
+console = Output(soft_wrap=True)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
+    """A fitted statistic: 3 significant digits (2 for R²) on purpose, not loop.fmt's 6 for
+    measured values: a noise sd and a cross-validated R² are estimates, and more digits
+    would claim a precision five folds of a few hundred rows do not have."""
+    return number(value, digits, none="-")
 
 
 def _objectives(spec: Any) -> str:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from loop.errors import CampaignConfigError
+from loop.fmt import Output, WholeTable, number, parameter, specs
 
 instruments_app = typer.Typer(
     name="instruments",
@@ -26,17 +25,7 @@ instruments_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(soft_wrap=True)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if hasattr(value, "item"):
-        return _fmt(value.item())
-    return str(value)
+console = Output(soft_wrap=True)
 
 
 @instruments_app.command("check")
@@ -67,24 +56,25 @@ def check(
     finally:
         inst.spec = inst.spec.model_copy(update={"on_stop": {}})  # a check sets nothing
         inst.close()
-    table = Table(title=f"{spec.name} ({file})")
-    for column in ("name", "role", "source", "connected", "value", "limits", "units", "problem"):
-        table.add_column(column)
     bad = 0
+    cells = []
     for r in rows:
         ok = r.connected and r.problem is None
         bad += not ok
-        table.add_row(
-            escape(r.name),
-            r.role,
-            escape(r.source),
-            "[green]yes[/]" if r.connected else "[red]no[/]",
-            _fmt(r.value),
-            "" if r.limits is None else f"[{r.limits[0]:g}, {r.limits[1]:g}]",
-            escape(r.units or ""),
-            f"[red]{escape(r.problem)}[/]" if r.problem else "",
+        cells.append(
+            [
+                escape(r.name),
+                r.role,
+                escape(r.source),
+                "[green]yes[/]" if r.connected else "[red]no[/]",
+                escape(number(r.value)),
+                "" if r.limits is None else escape(f"[{r.limits[0]:g}, {r.limits[1]:g}]"),
+                escape(r.units or ""),
+                f"[red]{escape(r.problem)}[/]" if r.problem else "",
+            ]
         )
-    console.print(table)
+    headers = ["name", "role", "source", "connected", "value", "limits", "units", "problem"]
+    console.print(WholeTable(f"{escape(spec.name)} ({escape(str(file))})", headers, cells, {4, 5}))
     if bad:
         console.print(f"[red]{bad} problem(s)[/]")
         for r in rows:
@@ -246,8 +236,13 @@ def plan(
             instrument.close()
     finally:
         db.close()
+    # what will be set, as `suggest` shows it: to 1e-6 of each parameter's range
+    spec = specs(c.parameters)
     console.print(
-        header + escape(", ".join(f"{k}={_fmt(v)}" for k, v in point.items())),
+        header
+        + escape(
+            ", ".join(f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in point.items())
+        ),
         highlight=False,
     )
     for note in notes:
@@ -265,10 +260,12 @@ def plan(
         raise typer.Exit(1)
     for i, msg in enumerate(messages, 1):
         obj = getattr(msg.obj, "name", None) if msg.obj is not None else None
-        args = ", ".join(_fmt(a) for a in msg.args)
+        # a set of a parameter's device is written as the point above, the rest as readings
+        p = spec.get(obj) if msg.command == "set" and obj is not None else None
+        args = ", ".join(parameter(a, p, setpoint=True) if p else number(a) for a in msg.args)
         if msg.command == "set":
             args += _at_the_device(msg.obj, msg.args)
-        kwargs = ", ".join(f"{k}={'None' if v is None else _fmt(v)}" for k, v in msg.kwargs.items())
+        kwargs = ", ".join(f"{k}={number(v, none='None')}" for k, v in msg.kwargs.items())
         parts = [p for p in (obj, args, kwargs) if p]
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
 
@@ -297,7 +294,7 @@ def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
         converted = device._to_device(args[0])
     except Exception:  # not a number: the dispatcher's check refuses it before this
         return ""
-    return f" {device.units} ({_fmt(converted)} {device_units} at the device)"
+    return f" {device.units} ({number(converted)} {device_units} at the device)"
 
 
 def _dry_instrument(loaded: Any, seed: int) -> Any:

@@ -167,7 +167,7 @@ def brackets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 def test_choice_values_like_markup_are_printed_as_text(brackets: tuple[Path, str, str]) -> None:
     folder, store, run_out = brackets
-    assert "best trial #3: y = 1.65 at x1=0.6499, solvent=[/b]" in run_out
+    assert "best trial #3: y = 1.64993 at x1=0.6499, solvent=[/b]" in run_out
     status = closedloop("status", "--store", store, cwd=folder)
     assert status.returncode == 0, status.stderr
     assert "│ [/b]" in status.stdout and "│ [BMIM][BF4]" in status.stdout

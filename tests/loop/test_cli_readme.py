@@ -115,7 +115,7 @@ def test_status_shows_the_best_trial_at_the_parameters_actually_used(
     out = _wide(monkeypatch)
     cli.status(store=url, campaign=None)
     best = next(line for line in out.getvalue().splitlines() if line.startswith("best"))
-    assert "x1=1.5 (set -0.9841)" in best and "x2=5.426" in best and "(set 5.426)" not in best
+    assert "x1=1.5 (set -0.984)" in best and "x2=5.426" in best and "(set 5.426)" not in best
 
 
 def test_the_point_shown_is_the_readback_where_it_differs_from_the_setpoint() -> None:

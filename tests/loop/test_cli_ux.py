@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
 
+from loop.cli import app
+from loop.fmt import WholeTable, number, parameter
+from planners import ChoiceParameter, FloatParameter, IntParameter
 from tests.cli_process import closedloop as run_closedloop
 
 ROOT = Path(__file__).parents[2]
@@ -289,3 +297,178 @@ def test_plan_says_run_would_stop_when_the_prior_data_meet_the_target(tmp_path: 
     assert given.returncode == 0, given.stderr
     assert "note: `closedloop run` would stop at once and measure no trial" in given.stdout
     assert "open_run" in given.stdout  # a point given is still previewed
+
+
+# ---------------------------------------------------------------------------- numbers shown
+# Found in review: every value was printed to 4 significant digits, so in a narrow scan
+# (7110-7115 eV) trials 8, 9 and 16 all read "7112", `suggest` asked for values it had not
+# stored, and at 80 columns (or piped, with no terminal) rich cut 6.426e-17 to "6.42…".
+NARROW = """\
+name: xanes-edge
+parameters:
+  - {name: energy, type: float, bounds: [7110, 7115], unit: eV}
+  - {name: z, type: float, bounds: [10.0, 10.2], unit: mm}
+objectives:
+  - {name: signal, goal: maximize}
+instrument: {function: "edge.py:measure", outputs: [signal]}
+planner: {kind: sobol}
+budget: {max_trials: 12}
+seed: 1
+"""
+EDGE = """
+def measure(inputs):
+    e, z = inputs["energy"], inputs["z"]
+    return {"signal": -((e - 7112.37) ** 2) - 100 * (z - 10.0866) ** 2}
+"""
+RANGES = {"energy": 5.0, "z": 0.2}
+
+
+def _exported(store: str) -> list[dict[str, str]]:
+    out = CliRunner().invoke(app, ["export", "--store", store])
+    assert out.exit_code == 0, out.output
+    return list(csv.DictReader(io.StringIO(out.stdout)))
+
+
+def _cells(output: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is ``first``."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{output}")
+
+
+def test_a_narrow_range_is_shown_to_a_share_of_the_range_not_4_digits(tmp_path: Path) -> None:
+    (tmp_path / "edge.py").write_text(EDGE)
+    (tmp_path / "c.yaml").write_text(NARROW)
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    run = closedloop("run", "c.yaml", "--store", store, "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    status = CliRunner().invoke(app, ["status", "--store", store], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    rows = {r["number"]: r for r in _exported(store)}
+    best = re.search(r"best trial #(\d+): .* at energy=(\S+), z=(\S+)$", run.stdout, re.M)
+    assert best is not None, run.stdout
+    pattern = r"best: trial #(\d+) .* at energy \[eV\]=(\S+), z \[mm\]=(\S+)$"
+    again = re.search(pattern, status.stdout, re.M)
+    assert again is not None and again.groups() == best.groups(), status.stdout
+    stored = rows[best.group(1)]
+    for name, shown in zip(RANGES, best.groups()[1:], strict=True):
+        assert abs(float(shown) - float(stored[name])) <= 1e-4 * RANGES[name], (name, shown)
+    assert best.group(2) != "7112"  # as .4g printed it
+    # the table: each trial's own values, distinct where the stored ones are
+    shown = {n: _cells(status.stdout, n)[3:5] for n in rows if int(n) > len(rows) - 10}
+    for n, (energy, z) in shown.items():
+        assert abs(float(energy) - float(rows[n]["energy"])) <= 1e-4 * RANGES["energy"]
+        assert abs(float(z) - float(rows[n]["z"])) <= 1e-4 * RANGES["z"]
+    assert len({e for e, _ in shown.values()}) == len(shown)
+
+
+def test_suggest_shows_the_values_it_stores(tmp_path: Path) -> None:
+    """An operator sets what `suggest` shows and tells the result without --actual: the
+    model learns the stored point, so the two must agree (within 1e-6 of the range)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(NARROW.replace('{function: "edge.py:measure", outputs: [signal]}', "manual"))
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    asked = CliRunner().invoke(app, ["suggest", str(path), "--store", store, "-n", "3"])
+    assert asked.exit_code == 0, asked.output
+    for row in _exported(store):
+        energy, z = _cells(asked.stdout, row["trial_id"])[3:5]
+        assert abs(float(energy) - float(row["energy"])) <= 1e-6 * RANGES["energy"], energy
+        assert abs(float(z) - float(row["z"])) <= 1e-6 * RANGES["z"], z
+
+
+DETECTOR = """\
+name: electrometer
+parameters:
+  - {name: stage_position, type: float, bounds: [0, 10], unit: mm}
+  - {name: amplifier_gain, type: float, bounds: [1, 1000], log: true}
+  - {name: bias_voltage, type: float, bounds: [-50, 50], unit: V}
+  - {name: integration_time, type: float, bounds: [0.1, 10], unit: s}
+objectives:
+  - {name: photocurrent, goal: maximize}
+outcome_constraints: ["dark_counts <= 130000"]
+instrument: {function: "det.py:measure", outputs: [photocurrent, dark_counts]}
+planner: {kind: sobol}
+budget: {max_trials: 6}
+seed: 2
+"""
+DET = """
+import math
+
+def measure(inputs):
+    x, g = inputs["stage_position"], inputs["amplifier_gain"]
+    current = 1.234e-9 * math.exp(-((x - 3.0) ** 2)) * g * (1 + 0.01 * inputs["bias_voltage"])
+    return {"photocurrent": current, "dark_counts": 123456.0 + 1000 * x}
+"""
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A campaign with tiny and large-offset outputs and ten table columns."""
+    folder = tmp_path_factory.mktemp("detector")
+    (folder / "det.py").write_text(DET)
+    (folder / "c.yaml").write_text(DETECTOR)
+    store = f"sqlite:///{folder / 's.db'}"
+    run = closedloop("run", "c.yaml", "--store", store, "-q", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    return folder, store
+
+
+def test_status_at_80_columns_shows_every_number_whole(detector: tuple[Path, str]) -> None:
+    _, store = detector
+    status = CliRunner().invoke(app, ["status", "--store", store], env={"COLUMNS": "80"})
+    assert status.exit_code == 0, status.output
+    assert "…" not in status.stdout
+    table = [line for line in status.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 80  # it fits: headers fold, no padding
+    assert "error" not in status.stdout  # no trial has one: no empty column
+    for row in _exported(store):
+        cells = _cells(status.stdout, row["number"])
+        for name in ("photocurrent", "dark_counts"):
+            assert number(float(row[name])) in cells, (name, cells)  # 131232, not 1.312e+05
+
+
+def test_with_no_terminal_a_table_keeps_one_line_per_row(detector: tuple[Path, str]) -> None:
+    """A log or a script's capture (no terminal on any stream, no COLUMNS): rows unfolded."""
+    folder, store = detector
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "status", "--store", store],
+        cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = _cells(done.stdout, "1")
+    assert row[1:3] == ["sobol", "completed"] and len(row) == 10
+    assert "stage_position [mm]" in done.stdout and "integration_time [s]" in done.stdout
+
+
+def test_a_parameter_value_is_shown_to_a_share_of_its_range() -> None:
+    energy = FloatParameter(name="e", bounds=(7110, 7115))
+    assert parameter(7112.421321338, energy) == "7112.4213"  # 1e-4 of 5 eV: 4 decimals
+    assert parameter(7112.421321338, energy, setpoint=True) == "7112.421321"
+    assert parameter(7112.0, energy) == "7112"  # no trailing zeros
+    assert parameter(-0.00001, FloatParameter(name="v", bounds=(-1, 1))) == "0"  # not "-0"
+    wide = FloatParameter(name="t", bounds=(0, 100000))
+    assert parameter(51234.567, wide) == "51235"
+    gain = FloatParameter(name="g", bounds=(1, 1000), log=True)
+    assert parameter(21.33912, gain) == "21.339"  # 5 significant digits for 3 decades
+    assert parameter(21.33912345, gain, setpoint=True) == "21.33912"
+    assert parameter(3, IntParameter(name="n", bounds=(1, 9))) == "3"
+    assert parameter(3.0, IntParameter(name="n", bounds=(1, 9))) == "3"
+    assert parameter(2.97, IntParameter(name="n", bounds=(1, 9))) == "2.97"  # a readback
+    levels = ChoiceParameter(name="c", values=(0.125, "[/b]"))
+    assert (parameter(0.125, levels), parameter("[/b]", levels)) == ("0.125", "[/b]")
+    assert parameter(80.000001) == "80"  # no parameter to go by: six digits
+    assert parameter(None, energy) == ""
+    assert number(131234.0) == "131234" and number(6.42591234e-17) == "6.42591e-17"
+
+
+def test_a_table_narrower_than_its_numbers_is_printed_wider_not_cut() -> None:
+    out = io.StringIO()
+    rows = [["1", "a long error message that may fold", "6.42591e-17", "-4.29761e-05"]]
+    table = WholeTable("t", ["#", "error", "photocurrent [A]", "drift"], rows, {0, 2, 3})
+    Console(file=out, width=30, soft_wrap=True).print(table)  # the CLI's consoles soft-wrap
+    text = out.getvalue()
+    assert "6.42591e-17" in text and "-4.29761e-05" in text and "…" not in text

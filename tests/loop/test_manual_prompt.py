@@ -8,6 +8,7 @@ SIGINT handled by the CLI's own signal handler (``loop.cli._stop_on_signals``).
 from __future__ import annotations
 
 import io
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -145,3 +146,18 @@ def test_actual_parameters_are_checked_against_the_whole_space(
     assert trials[0]["readbacks"]["catalyst"] == "Pd B" and trials[0]["readbacks"]["stages"] == 2
     assert trials[0]["readbacks"]["temperature"] == trials[0]["parameters"]["temperature"]
     assert trials[1]["readbacks"]["catalyst"] == "Pd B"
+
+
+def test_the_prompt_shows_the_point_it_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator sets what the prompt shows; the trial is stored (and learnt) at the
+    commanded point, so the two agree to 1e-6 of each range (at .4g: "temperature = 61.23")."""
+    _, trials, shown = _run(tmp_path, monkeypatch, ["0.5", ""], max_trials=1)
+    (trial,) = trials
+    said = re.search(r"set temperature = (\S+) degC, residence_time = (\S+), stages = (\d+)", shown)
+    assert said is not None, shown
+    stored = trial["parameters"]
+    assert abs(float(said.group(1)) - stored["temperature"]) <= 1e-6 * 80
+    assert abs(float(said.group(2)) - stored["residence_time"]) <= 1e-6 * 29.5
+    assert int(said.group(3)) == stored["stages"]

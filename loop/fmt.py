@@ -1,0 +1,238 @@
+"""How the command line writes numbers: one rule for a parameter's value, one for the rest.
+
+A parameter's value is written to a precision its search range sets, not to a fixed number
+of significant digits: at ``.4g`` an energy of 7112.4213 eV in bounds [7110, 7115] read
+``7112``, three trials of a narrow scan read alike, and ``suggest`` asked the operator to
+set values other than the ones it stored, so a result told without ``--actual`` was learnt
+at the wrong point (found in review). The rule, by the parameter's type:
+
+* ``float``: enough decimals to resolve :data:`READ` (1e-4) of the range ``upper - lower``;
+  on a log scale, enough significant digits to resolve that share of the range in log
+  space (5 for a range of three decades);
+* ``int``: the integer; ``choice`` and ``fixed``: the value as written in the file.
+
+A value someone will *set* by hand (``suggest``, the manual prompt, ``plan``'s point) uses
+:data:`SET` (1e-6) instead: set as shown, it reproduces the stored point within 1e-6 of the
+range (``suggest --json`` gives the stored floats themselves).
+
+Everything else (outputs, readings, values with no parameter to go by) is written to six
+significant digits (:func:`number`): ``.4g`` wrote a dark count of 131234 as ``1.312e+05``.
+
+:class:`WholeTable` lays such values out in a table that never cuts a number, and
+:class:`Output` is the console the commands print to (wide when nobody is watching).
+
+Only the standard library and rich: ``status`` and ``export`` import this and stay light.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from rich.cells import cell_len
+from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+READ = 1e-4
+"""The share of a parameter's range a value read in a table or a summary resolves."""
+
+SET = 1e-6
+"""The share of a parameter's range a value shown to be set by hand resolves."""
+
+DIGITS = 6
+"""Significant digits of an output, a reading, or a value with no parameter to go by."""
+
+_MAX_DECIMALS = 15  # beyond this a float's own precision runs out for values near 1
+
+
+def number(value: Any, digits: int = DIGITS, none: str = "") -> str:
+    """An output or reading: a float to ``digits`` significant digits, anything else as is.
+
+    A NumPy scalar (an instrument's reading) is written as the Python value it holds.
+    """
+    if value is None:
+        return none
+    if hasattr(value, "item") and not isinstance(value, int | float | str):
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def parameter(value: Any, spec: Any = None, *, setpoint: bool = False) -> str:
+    """``value`` of the parameter ``spec`` (a ``planners`` parameter; ``None`` if unknown)
+    by the module's rule; ``setpoint`` for a value someone will set by hand.
+
+    A value the rule does not fit (an ``int`` parameter's readback of 2.97, a value of a
+    parameter no longer in the campaign) is written as :func:`number` writes it.
+    """
+    if value is None:
+        return ""
+    if hasattr(value, "item") and not isinstance(value, int | float | str):
+        value = value.item()
+    kind = getattr(spec, "type", None)
+    if kind in ("choice", "fixed"):
+        return str(value)  # exactly as the file lists it: 0.25 is 0.25, not 0.2500
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if kind == "int":
+        return str(int(value)) if float(value).is_integer() else number(value)
+    if kind != "float" or not math.isfinite(value):
+        return number(value)
+    lower, upper = (float(b) for b in spec.bounds)
+    share = SET if setpoint else READ
+    if getattr(spec, "log", False):
+        # a step of `share` of the range in log space is a relative step of
+        # share * ln(upper / lower); n significant digits resolve 10**(1 - n) relative
+        relative = share * math.log(upper / lower)
+        digits = max(1, math.ceil(1 - math.log10(relative) - 1e-9))
+        return f"{value:.{digits}g}"
+    decimals = math.ceil(-math.log10(share * (upper - lower)) - 1e-9)
+    return _fixed(value, min(max(decimals, 0), _MAX_DECIMALS))
+
+
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals, trailing zeros dropped (80.0 reads ``80``)."""
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def specs(parameters: Iterable[Any]) -> dict[str, Any]:
+    """Name -> parameter, for :func:`parameter` (``campaign.parameters`` in, say)."""
+    return {p.name: p for p in parameters}
+
+
+class WholeTable:
+    """A rich table laid out so that no number is ever cut.
+
+    Rich fits a table to the console by cutting cells with "…" (and squeezes a column it
+    cannot fit to nothing): at 80 columns ``6.426e-17`` read ``6.42…`` and every small value
+    ``0.0…`` (found in review). Here each column starts at its natural width; while that is
+    too wide for the console, the widest text column narrows first (its cells fold onto more
+    lines, down to their longest word or :data:`_TEXT_MIN` columns: an error, a long choice
+    name fold further), then the widest numeric column (its header folds, down to its widest
+    number); then the cells lose their padding. When even that is wider than the console
+    the table is printed wider: the CLI's consoles soft-wrap, they do not crop, and a long
+    line beats a wrong number.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        numeric: Collection[int],
+        caption: str | None = None,
+    ) -> None:
+        self.title = title
+        self.headers = list(headers)
+        self.rows = [list(row) for row in rows]
+        self.numeric = set(numeric)
+        self.caption = caption
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+    def table(self, max_width: int) -> Table:
+        """The rich table for a console ``max_width`` columns wide."""
+
+        def lines(markup: str) -> list[str]:
+            return Text.from_markup(markup).plain.splitlines() or [""]
+
+        def widest(texts: Iterable[str]) -> int:
+            return max([cell_len(text) for text in texts] + [1])
+
+        count = len(self.headers)
+        natural, least = [], []
+        for i, header in enumerate(self.headers):
+            cells = [line for row in self.rows for line in lines(row[i])]
+            natural.append(widest([*cells, *lines(header)]))
+            if i in self.numeric:
+                least.append(widest(cells))
+            else:
+                words = [word for line in cells for word in line.split()]
+                least.append(min(widest(words), _TEXT_MIN))
+
+        def fit(rules: int) -> tuple[list[int], int]:
+            """Column widths for ``rules`` columns of box and padding, and how far over."""
+            widths = list(natural)
+            excess = sum(widths) + rules - max_width
+            while excess > 0:
+                shrinkable = [i for i in range(count) if widths[i] > least[i]]
+                if not shrinkable:
+                    break
+                text = [i for i in shrinkable if i not in self.numeric]
+                column = max(text or shrinkable, key=lambda i: widths[i])
+                widths[column] -= 1
+                excess -= 1
+            return widths, excess
+
+        # the box: a rule left of each column and at the right edge, a space either side;
+        # without the spaces when that is what it takes to fit
+        padding = 1
+        widths, excess = fit(count + 1 + 2 * count)
+        if excess > 0:
+            padding = 0
+            widths, _ = fit(count + 1)
+        table = Table(
+            title=self.title,
+            caption=self.caption,
+            width=sum(widths) + count + 1 + 2 * padding * count,
+            padding=(0, padding),
+        )
+        for i, header in enumerate(self.headers):
+            head = Text.from_markup(header, overflow="fold")
+            head.no_wrap = False  # a numeric column's header folds, its numbers never
+            table.add_column(head, width=widths[i], no_wrap=i in self.numeric, overflow="fold")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+
+_TEXT_MIN = 12  # a text column keeps words whole up to this width ("completed", "botorch")
+
+
+LOG_WIDTH = 400
+"""Columns a table may take when no one is watching (:class:`Output`): every row on one line
+for a table of some twenty numeric columns; finite, so a renderable that fills the width
+(none is printed to stdout today) could not write lines of thousands of spaces."""
+
+
+class Output(Console):
+    """The console a command prints its results to (stdout).
+
+    Its width is rich's (the terminal's, else ``COLUMNS``) while a person can see it: a
+    standard stream is a terminal (``closedloop status | less`` included). With none (a
+    log, cron, a CI job, a script capturing the output) and no ``COLUMNS``, rich would lay
+    tables out for 80 columns and fold their cells over several lines; there is no screen
+    to fit, so tables take :data:`LOG_WIDTH` and keep one line per row, which ``grep`` and
+    a later reader need.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        # `_width`: a width given to the console, or COLUMNS when it was made
+        if self._width is not None or os.environ.get("COLUMNS") or _watched():
+            return size
+        return ConsoleDimensions(LOG_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+def _watched() -> bool:
+    """Whether a standard stream is a terminal (rich's own test for a terminal's size)."""
+    for fd in (0, 1, 2):
+        try:
+            os.get_terminal_size(fd)
+        except (AttributeError, ValueError, OSError):
+            continue
+        return True
+    return False
