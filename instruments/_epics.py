@@ -1705,15 +1705,21 @@ class DeclaredInstrument:
             logger.error("%s: could not set the safe state %s", self.name, problem)
         return problems
 
-    def close(self) -> None:
-        """Leave the hardware in the declared safe state (``on_stop``); idempotent."""
+    def close(self, *, safe_state: bool = True) -> None:
+        """Leave the hardware in the declared safe state (``on_stop``); idempotent.
+
+        ``safe_state=False``: stop and disconnect, and write nothing. For the read-only
+        commands (``instruments check``, ``plan --dry-run``), which moved nothing and must
+        not move anything on the way out; they used to clear ``spec.on_stop`` from outside
+        first, a trick a new caller could forget (found in review).
+        """
         if self._closed:
             return
         self._closed = True
         for dev in self.inputs.values():  # every move stopped, none of their puts after this
             dev.close_moves(min(dev.decl.timeout, _STOP_TIMEOUT))
         self.detector.stop()
-        if self.spec.on_stop:
+        if safe_state and self.spec.on_stop:
             self.safe_state()
 
 

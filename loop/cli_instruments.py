@@ -35,10 +35,11 @@ def check(
         float | None, typer.Option(min=0.1, help="Seconds to wait for each connection.")
     ] = None,
 ) -> None:
-    """Connect every device; print name, PV, connected, value, limits, units.
+    """Connect every device; print name, PV, connected, value, limits, device limits, units.
 
     Exits 1 if anything is missing, outside its limits, an input's limits (or a campaign's
-    bounds) reach outside its setpoint PV's own limits, an input's PV is not a number, or an
+    bounds) reach outside its device's own limits (a setpoint PV's DRVL/DRVH, a motor's
+    LLM/HLM), an input's PV is not a number, a motor's EGU is not the file's unit, or an
     interlock does not hold.
     """
     from instruments._epics import build_declared_instrument
@@ -54,8 +55,7 @@ def check(
     try:
         rows = inst.check(timeout=timeout)
     finally:
-        inst.spec = inst.spec.model_copy(update={"on_stop": {}})  # a check sets nothing
-        inst.close()
+        inst.close(safe_state=False)  # a check sets nothing
     bad = 0
     cells = []
     for r in rows:
@@ -68,13 +68,16 @@ def check(
                 escape(r.source),
                 "[green]yes[/]" if r.connected else "[red]no[/]",
                 escape(number(r.value)),
-                "" if r.limits is None else escape(f"[{r.limits[0]:g}, {r.limits[1]:g}]"),
+                _range(r.limits),
+                _range(r.device_limits),
                 escape(r.units or ""),
                 f"[red]{escape(r.problem)}[/]" if r.problem else "",
             ]
         )
-    headers = ["name", "role", "source", "connected", "value", "limits", "units", "problem"]
-    console.print(WholeTable(f"{escape(spec.name)} ({escape(str(file))})", headers, cells, {4, 5}))
+    headers = ["name", "role", "source", "connected", "value", "limits", "device limits"]
+    headers += ["units", "problem"]
+    title = f"{escape(spec.name)} ({escape(str(file))})"
+    console.print(WholeTable(title, headers, cells, {4, 5, 6}))
     if bad:
         console.print(f"[red]{bad} problem(s)[/]")
         for r in rows:
@@ -83,6 +86,11 @@ def check(
                 console.print(f"  {r.name} {r.source}: {what}", markup=False, highlight=False)
         raise typer.Exit(1)
     console.print("[green]all devices connected, within limits, interlocks hold[/]")
+
+
+def _range(limits: tuple[float, float] | None) -> str:
+    """``[low, high]`` for a table cell (escaped: rich would read it as markup)."""
+    return "" if limits is None else escape(f"[{limits[0]:g}, {limits[1]:g}]")
 
 
 def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None], bool]:
@@ -232,8 +240,9 @@ def plan(
             messages = sim.simulate_plan(trial_plan(instrument, point, campaign=c.name, trial_id=0))
         finally:
             if isinstance(instrument, DeclaredInstrument):
-                instrument.spec = instrument.spec.model_copy(update={"on_stop": {}})
-            instrument.close()
+                instrument.close(safe_state=False)  # a preview sets nothing
+            else:
+                instrument.close()
     finally:
         db.close()
     # what will be set, as `suggest` shows it: to 1e-6 of each parameter's range
@@ -454,7 +463,7 @@ def _campaign_text(file: Path) -> str:
     except NotUTF8Error as exc:
         raise CampaignConfigError(
             file,
-            f"is not UTF-8 text (byte {exc.offset})",
+            exc.problem,
             line=exc.line,
             fix="save the file as UTF-8",
         ) from None

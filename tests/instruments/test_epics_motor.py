@@ -301,6 +301,8 @@ def test_instruments_check_shows_the_motor_and_flags_bounds_beyond_its_limits(
     out = closedloop("instruments", "check", str(good), cwd=tmp_path, wide=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"PV:{M1}.RBV" in out.stdout and "all devices connected" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if f"PV:{M1}.RBV" in line)
+    assert "device limits" in out.stdout and "[0, 50]" in row, out.stdout  # LLM/HLM shown
     wide = _campaign(tmp_path, no_limits, bounds="[0, 60]")
     out = closedloop("instruments", "check", str(wide), cwd=tmp_path, wide=True)
     assert out.returncode == 1, out.stdout + out.stderr
