@@ -644,13 +644,14 @@ def _declared(
     """An instrument file (``file:``/``devices:``): checked against the parameters, and
     built and connected when ``build`` (see :mod:`instruments._epics`)."""
     from instruments import _epics  # local: EPICS/ophyd set-up only for declared instruments
+    from instruments._instrument_file import input_units
 
     spec = _epics.declared_spec(config, base_dir)
     where = f"instrument file {config.file}" if config.file else "instrument.devices"
     specs = input_specs(parameters)
     units = _epics.parameter_units(parameters)
     _epics.check_declared(spec, specs, where=where)
-    _epics.check_units(spec, units)
+    input_units(spec, units)  # each input's campaign unit against its device_units
     _epics.check_plugins(spec)  # `validate` too: every device class imports (none is made)
     if not build:
         return tuple(spec.outputs), None

@@ -76,7 +76,6 @@ from instruments._safety import (
     Gate,
     InterlockCheck,
     SetpointRefused,
-    broken,
     check_setpoint,
 )
 from instruments._yamlfile import line_of
@@ -1682,9 +1681,6 @@ class DeclaredInstrument:
                 rows.append(_pv_row(f"{key} = {value:g}", "on_stop", sig, timeout))
         return rows
 
-    def interlock_problems(self) -> list[str]:
-        return broken(self.gate.checks)
-
     def safe_state(self) -> list[str]:
         """Write every ``on_stop`` value; return the problems (logged, never raised)."""
         problems: list[str] = []
@@ -1817,7 +1813,7 @@ def build_declared_instrument(
     check_declared(spec, parameters, where=f"instrument {spec.name!r}", warn_bounds=bounds_known)
     # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
     # a `device_units` it could not convert, before any EPICS object exists.
-    campaign_units = check_units(spec, units or {})
+    campaign_units = input_units(spec, units or {})
     check_plugins(spec)  # every class importable before any device is made
     if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
         o.pv for o in spec.outputs.values()
@@ -1932,13 +1928,3 @@ def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:
             unit = get("unit")
             out[name] = unit if isinstance(unit, str) and unit else None
     return out
-
-
-def check_units(spec: InstrumentFile, units: Mapping[str, str | None]) -> dict[str, str | None]:
-    """Each input's campaign unit (its ``units``, else its parameter's ``unit``), checked
-    against its ``device_units``; see :func:`~instruments._instrument_file.input_units`.
-
-    Raises:
-        InstrumentFileError: with the file, the line and the fix.
-    """
-    return input_units(spec, units)
