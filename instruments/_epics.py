@@ -853,7 +853,9 @@ class InputDevice:
         it) and not the one the file says the device speaks (``device_units``, else the
         campaign's unit), every setpoint would be sent in the wrong unit, and read back in
         it too, so nothing would look wrong: refused like a PV of the wrong type. An empty
-        or unknown EGU (``counts``), or an input without units, is not judged."""
+        or unknown EGU (``counts``), one of another dimension (pint reads ``MM``, an EGU in
+        capitals, as megamolar: not a length, so not judged either), or an input without
+        units, is not judged."""
         from instruments._instrument_file import unit_registry
 
         speaks = self.decl.device_units or self.units
@@ -867,7 +869,8 @@ class InputDevice:
             return None
         try:
             ureg = unit_registry()
-            if ureg.Unit(egu) == ureg.Unit(speaks):
+            said, spoken = ureg.Unit(egu), ureg.Unit(speaks)
+            if said == spoken or said.dimensionality != spoken.dimensionality:
                 return None
         except Exception:  # an EGU pint does not know: not judged
             return None

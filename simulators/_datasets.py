@@ -754,7 +754,9 @@ def _read_table(
             line=exc.line,
             fix="save it as UTF-8 CSV",
         ) from None
-    reader = csv.reader(io.StringIO(text))
+    # newline="": the csv module's own line handling (CR, LF and CRLF endings alike), as
+    # read_text's newline translation gave before the file was read as bytes
+    reader = csv.reader(io.StringIO(text, newline=""))
     columns = [*spec.parameter_names, *spec.outputs]
     index = list(range(len(columns)))
     rows: list[dict[str, Any]] = []

@@ -634,3 +634,26 @@ def test_a_motor_whose_egu_is_not_the_files_unit_is_refused(
         "'mm' (its units); set `device_units: um`"
     ) in message, message
     assert _puts(motor, before) == []
+
+
+@pytest.mark.parametrize(
+    ("egu", "speaks", "refused"),
+    [("mm", "mm", False), ("MM", "mm", False), ("EV", "eV", False), ("um", "mm", True)],
+)
+def test_an_egu_of_another_dimension_is_not_judged(egu: str, speaks: str, refused: bool) -> None:
+    """pint reads an EGU in capitals as another unit (``MM`` megamolar, ``EV`` exavolt): a
+    stage in mm was refused, with a fix (``device_units: MM``) that cannot convert. Only an
+    EGU of the same dimension as the file's unit, and another unit, is a mistake."""
+    from types import SimpleNamespace
+
+    from instruments._epics import InputDevice
+
+    fake = SimpleNamespace(
+        decl=SimpleNamespace(device_units=None, motor="m1"),
+        units=speaks,
+        write_pv="IOC:m1",
+        name="x",
+        _positioner=SimpleNamespace(motor_egu=SimpleNamespace(get=lambda: egu)),
+    )
+    problem = InputDevice._egu_problem(fake)  # type: ignore[arg-type]
+    assert (problem is not None) == refused, problem

@@ -395,6 +395,16 @@ def test_the_header_is_found_after_a_byte_order_mark_or_blank_lines(
     assert info.value.line == header_line
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_any_line_ending_reads(tmp_path: Path, end: str) -> None:
+    """A classic-Mac CSV (CR only, Excel's "CSV (Macintosh)") was refused as "new-line
+    character seen in unquoted field" once the file was decoded from bytes."""
+    spec = "parameters:\n  - {name: a, type: float, bounds: [0, 1]}\noutputs: [y]\n"
+    path, spec_path = _user_files(tmp_path, end.join(["a,y", "0.5,1", "0.25,3"]) + end, spec)
+    ds = load_dataset(path, spec_path)
+    assert [r["a"] for r in ds.rows] == [0.5, 0.25] and ds.Y[:, 0].tolist() == [1.0, 3.0]
+
+
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
 def test_a_byte_that_is_not_utf8_names_the_file_line_and_byte(tmp_path: Path, bom: bytes) -> None:
     """Spec and data were read with Python's own decoding error, with no line ("cannot read
