@@ -161,20 +161,18 @@ class AxPlanner:
         self._running: dict[int, Point] = {}
         # Keys (``_key``) of the points told as failed (see ``_propose``).
         self._failed: set[tuple[str, ...]] = set()
-        self._measured: list[Point] = []  # every trial's point, in order (see RepeatGuard)
+        self.n_ingested = 0  # trials heard of (the fill-in design's position)
+        self._measured: list[Point] = []  # points measured, not abandoned (see RepeatGuard)
         self._repeats = RepeatGuard(space, "from the Sobol design")
-
-    @property
-    def n_ingested(self) -> int:
-        """Trials heard of (the fill-in design's position)."""
-        return len(self._measured)
 
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
         client = self._ensure_client()
         for obs in observations:
-            self._measured.append(obs.parameters)
+            self.n_ingested += 1
+            if obs.outcome != "abandoned":
+                self._measured.append(obs.parameters)
             index = self._trial_for(client, obs.parameters)
             if index is None:
                 continue

@@ -127,6 +127,29 @@ def test_a_finite_space_is_covered_before_any_repeat(
 
 
 @pytest.mark.parametrize("cls", PLANNERS)
+def test_an_interrupted_trial_measured_nothing(cls: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An abandoned trial's point is proposed again before the space counts as exhausted:
+    12 completed trials on a 3 x 4 grid covered 11 points, and the warning said all 12
+    had been measured."""
+    space = Space([IntParameter(name="a", bounds=(0, 2)), IntParameter(name="b", bounds=(0, 3))])
+    planner = cls(space, seed=1)
+    completed: list[Any] = []
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        for k in range(13):
+            (point,) = planner.suggest(1)
+            outcome: TrialOutcome = "abandoned" if k == 2 else "completed"
+            planner.ingest([_obs(point, outcome=outcome)])
+            if outcome == "completed":
+                completed.append(point_key(space, point))
+            else:
+                assert not [r for r in caplog.records if "has been measured" in r.getMessage()]
+    assert len(set(completed)) == 12
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        planner.suggest(1)  # now every point has been measured: a repeat, and the warning
+    assert [r for r in caplog.records if "has been measured" in r.getMessage()]
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
 def test_large_finite_space_avoids_pending(cls: Any) -> None:
     space = Space([IntParameter(name="a", bounds=(0, 99)), IntParameter(name="b", bounds=(0, 99))])
     at_position_1 = cls(space, seed=1).suggest(2)[1]
