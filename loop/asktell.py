@@ -49,7 +49,7 @@ from loop.lock import CampaignLease
 from loop.store import ACTIVE, MAX_ID, UNFINISHED, CampaignLocked, Store, TrialRow, TrialStatus
 
 if TYPE_CHECKING:
-    from loop.runner import ManualEntry, Runner
+    from loop.runner import ManualEntry, Runner, Spent
     from planners import Point
 
 # loop.runner (and with it Bluesky and Ophyd) is imported where it is used, not here:
@@ -487,12 +487,11 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
     with _lease(store, cid, wait) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
-        spent = runner.stop_reason(history, row.elapsed_seconds)
+        spent = runner.spent(history, row.elapsed_seconds)
         if spent is not None:
             if not runner._budget_changed:
                 _mark(runner, lease.token)  # as a `tell` would have: completed or failed
-            elapsed = row.elapsed_seconds
-            raise InvalidInput(_spent_message(runner, row.name, elapsed, history, spent))
+            raise InvalidInput(_spent_message(runner, row.name, spent))
         in_flight = [t.number for t in history if t.status == "running" and _dispatched(store, t)]
         if in_flight:
             raise InvalidInput(
@@ -529,30 +528,16 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
     return proposals
 
 
-def _spent_message(
-    runner: Runner,
-    name: str,
-    elapsed: float,
-    history: Sequence[TrialRow],
-    spent: tuple[str, str],
-) -> str:
-    """Why ``suggest`` has nothing more to propose, and the option that would extend it."""
-    from loop.runner import PRIOR_KIND
-
-    cid, reason = runner._cid(), spent[1]
-    done = f"campaign '{name}' (id {cid}) is done: {reason}"
-    if reason.startswith(("target reached", "patience")):
+def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
+    """Why ``suggest`` has nothing more to propose, and the option that would extend it
+    (``Spent.option``: the runner's one rule, as ``resume`` suggests it)."""
+    cid = runner._cid()
+    done = f"campaign '{name}' (id {cid}) is done: {spent.reason}"
+    if spent.option is None:
         return f"{done}; nothing more to suggest, whatever the budget (start a new campaign)"
-    if reason.startswith("max_duration"):
-        longer = f"--max-duration {math.ceil((elapsed + 3600) / 60)}m"
-    elif spent[0] == "failed":
-        longer = f"--max-failures {sum(t.status == 'failed' for t in history) + 10}"
-    else:
-        completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in history)
-        longer = f"--max-trials {completed + 10}"
     return (
         f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
-        f"suggest --store {runner.store.url} -c {cid} {longer}`"
+        f"suggest --store {runner.store.url} -c {cid} {spent.option}`"
     )
 
 

@@ -816,7 +816,9 @@ def _check_semantics(
 #: meaning of their own. A parameter or output of such a name made an export that its own
 #: prior-data reader refuses ("column 'number' appears twice"), or a `tell` CSV whose
 #: `fail` column could not be told apart from an output named `fail`.
-RESERVED_COLUMNS = EXPORT_COLUMNS | {"fail"}
+#: ``best`` is not among them: it came after campaigns could name an output so, and the export
+#: leaves its ``best`` flag out for such a campaign (``loop.report.annotate``).
+RESERVED_COLUMNS = (EXPORT_COLUMNS - {"best"}) | {"fail"}
 RESERVED_PREFIXES = ("readback.", "actual.")
 
 

@@ -90,8 +90,15 @@ def parameter(value: Any, spec: Any = None, *, setpoint: bool = False) -> str:
         relative = share * math.log(upper / lower)
         digits = max(1, math.ceil(1 - math.log10(relative) - 1e-9))
         return f"{value:.{digits}g}"
-    decimals = math.ceil(-math.log10(share * (upper - lower)) - 1e-9)
-    return _fixed(value, min(max(decimals, 0), _MAX_DECIMALS))
+    step = share * (upper - lower)
+    decimals = math.ceil(-math.log10(step) - 1e-9)
+    if decimals > _MAX_DECIMALS:
+        # a range so small (bounds [0, 1e-15]) that fixed decimals would read 0: significant
+        # digits enough to resolve the step at the value's magnitude
+        magnitude = max(abs(value), abs(lower), abs(upper))
+        digits = min(max(math.ceil(math.log10(magnitude / step) + 1e-9) + 1, 1), 17)
+        return f"{value:.{digits}g}"
+    return _fixed(value, max(decimals, 0))
 
 
 def _fixed(value: float, decimals: int) -> str:

@@ -286,11 +286,20 @@ def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str
         on_front = pareto_flags(records, campaign)
         for r, flag in zip(records, on_front, strict=True):
             r["pareto"] = flag
-    elif objectives:
+    elif objectives and not _named_best(campaign, records):
         best = best_record(records, objectives[0].name, objectives[0].goal)
         for r in records:
             r["best"] = r is best
     return records
+
+
+def _named_best(campaign: Campaign, records: list[dict[str, Any]]) -> bool:
+    """Whether ``best`` is a parameter or output of the campaign: then the export has no
+    ``best`` flag column (a campaign stored before the flag existed may use the name; its
+    column would have been written twice)."""
+    if any(p.name == "best" for p in campaign.parameters):
+        return True
+    return any("best" in r["outputs"] for r in records)
 
 
 def objective_values(

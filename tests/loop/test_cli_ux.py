@@ -455,6 +455,11 @@ def test_a_parameter_value_is_shown_to_a_share_of_its_range() -> None:
     gain = FloatParameter(name="g", bounds=(1, 1000), log=True)
     assert parameter(21.33912, gain) == "21.339"  # 5 significant digits for 3 decades
     assert parameter(21.33912345, gain, setpoint=True) == "21.33912"
+    tiny = FloatParameter(name="r", bounds=(0.0, 1e-15))  # decimals would read 0
+    assert (parameter(3.21e-16, tiny), parameter(5.4e-16, tiny, setpoint=True)) == (
+        "3.21e-16",
+        "5.4e-16",
+    )
     assert parameter(3, IntParameter(name="n", bounds=(1, 9))) == "3"
     assert parameter(3.0, IntParameter(name="n", bounds=(1, 9))) == "3"
     assert parameter(2.97, IntParameter(name="n", bounds=(1, 9))) == "2.97"  # a readback
