@@ -900,7 +900,9 @@ class _ProgressListener:
             # better than "best" reads as a bug (found in review).
             violated = _violations(self.constraints, report.outputs) if self.constraints else ""
             infeasible = f"  [yellow](infeasible: {escape(violated)})[/]" if violated else ""
-            if getattr(report, "outlying", False):  # a sentinel is not a best either: why
+            # a sentinel is not a best either: say why (flagged for one objective only,
+            # see Runner._rank: with several the front counts it)
+            if getattr(report, "outlying", False):
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             line = (
                 f"trial {report.number:>4}  {self.objective} = {number(report.objective)}"

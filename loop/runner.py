@@ -166,7 +166,8 @@ class TrialReport:
     # where the instrument says it was (readbacks), or the values told as actually used
     readbacks: dict[str, Any] = field(default_factory=dict)
     # a completed feasible trial whose objective value is far outside every other one (an
-    # overrange sentinel): left out of ``best`` (``planners._outliers.best_index``)
+    # overrange sentinel): left out of ``best`` (``planners._outliers.best_index``); one
+    # objective only (``Runner._rank``)
     outlying: bool = False
 
 
@@ -1376,13 +1377,20 @@ class Runner:
         """Set ``tally.best`` and ``tally.outlying`` (and each completed trial's
         ``outlying`` flag) from every completed trial, as ``status`` and the report do
         (``planners._outliers.best_index``): a reading far outside every other one is
-        judged against all of them, so it is ranked again as trials come in."""
+        judged against all of them, so it is ranked again as trials come in.
+
+        Only one objective flags a trial outlying: best and outlying are single-objective
+        notions, and with several the Pareto front and the hypervolume count such a reading
+        (README). The flag made of the first objective's values also kept ``target`` on
+        another objective from being met (a sentinel in objective ``a`` blocked ``{b: 0.5}``
+        with ``b = 0.97`` on the front; found in review)."""
         index, mask = best_index(_best_candidates(tally.done), self.objective.sign)
         tally.best = None if index is None else tally.done[index].report
+        single = len(self.campaign.objectives) == 1
         tally.outlying = []
         for d, flag in zip(tally.done, mask, strict=True):
-            d.report.outlying = bool(flag)
-            if flag:
+            d.report.outlying = single and bool(flag)
+            if d.report.outlying:
                 tally.outlying.append(d.report)
 
     # ----------------------------------------------------------------- goals
@@ -1409,7 +1417,9 @@ class Runner:
 
         A reading far outside every other one (``TrialReport.outlying``: a saturated
         detector's 9.9e37) is no best trial, so it meets no target either: it stopped a
-        campaign "target reached" at its first overrange reading (found in review).
+        campaign "target reached" at its first overrange reading (found in review). Only a
+        campaign with one objective flags any (see :meth:`_rank`); a genuine extreme below
+        ``planners._outliers.SENTINEL_MAGNITUDE`` is never flagged, and meets its target.
         """
         targets = self._targets()
         if not targets:

@@ -380,7 +380,7 @@ class BoTorchPlanner:
         n_design = min(n, max(0, self.n_initial - n_usable - len(pending)))
         if n_usable == 0:
             n_design = n  # nothing to model yet: keep exploring with the design
-        measured = [o.parameters for o in self.observations]
+        measured = self._measured_points()
         proposals = self.design.points(
             position, n_design, avoid=self.repeats.avoid(pending, measured)
         )
@@ -462,9 +462,10 @@ class BoTorchPlanner:
         Usable observations with their values; with ``learn_failures``, failed trials at the
         worst value seen in every column (abandoned ones never: a stop says nothing about
         the point).
-        Non-finite outputs never reach a model; values far outside the others (an
-        overrange code, a sentinel) reach it clipped, and a column of small values (currents
-        in amps) scaled up by a power of two (:meth:`_model_outcomes`).
+        Non-finite outputs never reach a model; values far outside the others and of
+        sentinel magnitude (an overrange code such as 9.9e37) reach it clipped, and a column
+        of small values (currents in amps) scaled up by a power of two
+        (:meth:`_model_outcomes`).
         Inputs slightly outside the space (instrument readbacks) are clamped to its bounds.
         """
         names = self.outcome_names
@@ -1022,6 +1023,13 @@ class BoTorchPlanner:
         logger.debug("exploit step? fitted noise variance %.3g", noise)
         return noise < self.settings.exploit_max_noise
 
+    def _measured_points(self) -> list[Point]:
+        """The points of the observations that measured something, for the finite-space
+        repeat guard (``self.repeats``): an abandoned trial was interrupted before it
+        measured anything, so its point must be proposed again before the space counts as
+        exhausted (as in the Sobol and random designs and Ax's fill-ins)."""
+        return [o.parameters for o in self.observations if o.outcome != "abandoned"]
+
     def _replace_repeats(
         self, points: list[Point], pending: list[Point], position: int
     ) -> list[Point]:
@@ -1037,7 +1045,7 @@ class BoTorchPlanner:
         table excludes measured rows in :func:`_optimize_table` already; a space with a
         float parameter almost never repeats a point exactly.)
         """
-        avoid = self.repeats.avoid(pending, [o.parameters for o in self.observations])
+        avoid = self.repeats.avoid(pending, self._measured_points())
         taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
         for i, point in enumerate(points):
@@ -1136,13 +1144,18 @@ def _clip_outliers(Y: Tensor, noise_floor: float) -> tuple[Tensor, Tensor]:
     and nothing is touched, so ordinary data is modelled exactly as measured, bit for bit
     (uniform samples of 5-40 points of 13 BoTorch test functions: gaps of at most ~70
     ranges, except Rosenbrock's steep walls, one sample in 1800; never in the planner runs
-    of ``benchmarks/planner_tuning.py``); above it nothing visible is lost by moving the
-    value, whether a sentinel or a genuine extreme reading. Such a value is clipped to the
-    nearest of the others (classic winsorising), not to just beyond them: on Branin
-    maximised with one overrange reading of 9.9e37 at trial 7, clipping to one range beyond
-    the best left the planner refining around that point (regret 0.3-2.2 after 30 trials,
-    seeds 0-5), clipping onto the best matched the clean runs (0.001-0.08 against
-    0.0001-0.02). See :func:`planners._outliers.clip_column`.
+    of ``benchmarks/planner_tuning.py``). Such a value is clipped only when it is also of
+    sentinel magnitude (at least ``SENTINEL_MAGNITUDE``, 1e30, see
+    :mod:`planners._outliers`): a genuine extreme reading (a hit of 40 among titres of 5, a
+    beam of 12000 counts after dark counts of 3-6) is what the planner should exploit, and
+    clipping it to the background hid it from the model (found in review); the GP then
+    sees a flat background and a peak, which it models. A sentinel is clipped to the
+    nearest of the ordinary values (classic winsorising), not to just beyond them: on
+    Branin maximised with one overrange reading of 9.9e37 at trial 7, clipping to one
+    range beyond the best left the planner refining around that point (regret 0.3-2.2
+    after 30 trials, seeds 0-5), clipping onto the best matched the clean runs (0.001-0.08
+    against 0.0001-0.02). See :func:`planners._outliers.clip_column`, which also clips
+    any value above 1e150 in magnitude (its square would overflow the variance).
     """
     moved = torch.zeros(Y.shape, dtype=torch.bool)
     n = Y.shape[0]

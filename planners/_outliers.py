@@ -1,10 +1,19 @@
 """Readings far outside all others (overrange codes, sentinels such as 9.9e37): one rule.
 
+A reading is outlying when it is far outside every other one (:func:`clip_column`: it
+squashes the others below what the model can resolve) *and* of sentinel magnitude, at
+least :data:`SENTINEL_MAGNITUDE` (1e30) in absolute value. Far outside alone is no
+sentinel: a screening hit of 40 among titres of 5.000 and 5.001, a beam of 12000 counts
+after dark counts of 3-6, is the result the campaign is looking for (found in review:
+both were left out of best, never met ``target``, and the model saw them clipped to the
+background, so the planner never exploited them).
+
 The BoTorch planner clips such readings for its model (``_clip_outliers``), and the
 campaign's notion of its best trial (:func:`best_index`, :func:`best_trace`: ``run``'s
-live line and summary, ``status``, the report, ``patience``) leaves them out and names
-them instead of crowning them the best trial. Both must agree on what is "far outside",
-so the rule lives here, in NumPy only: ``closedloop status`` does not import torch.
+live line and summary, ``status``, the report, ``target``, ``patience``) leaves them out
+and names them instead of crowning them the best trial. Both must agree on what is
+"far outside", so the rule lives here, in NumPy only: ``closedloop status`` does not
+import torch.
 """
 
 from __future__ import annotations
@@ -22,11 +31,18 @@ from numpy.typing import ArrayLike, NDArray
 # planners._botorch._clip_outliers): the GP cannot resolve anything finer.
 NOISE_FLOOR = 1e-5
 
+SENTINEL_MAGNITUDE = 1e30
+"""Smallest absolute value that may be an overrange code or a sentinel (see
+:func:`clip_column`). Such codes are vast: 9.9e37 from EPICS and Keithley overrange, 3.4e38
+(float32's maximum), 1e300; no physical reading in a campaign's units comes near 1e30. So a
+value below it that is far outside the others is taken as real, and kept as measured."""
+
 
 def outlying(values: ArrayLike, noise_floor: float = NOISE_FLOOR) -> NDArray[np.bool_]:
     """Which of ``values`` the planner's model would clip as outlying (see
-    :func:`planners._botorch._clip_outliers`); non-finite values are never flagged (they
-    are failures, not readings)."""
+    :func:`planners._botorch._clip_outliers`): far outside every other value and at least
+    :data:`SENTINEL_MAGNITUDE` in magnitude (:func:`clip_column`). Non-finite values are
+    never flagged (they are failures, not readings)."""
     y = np.asarray(values, dtype=np.float64)
     mask = np.zeros(len(y), dtype=bool)
     finite = np.isfinite(y)
@@ -47,7 +63,9 @@ def best_index(values: Sequence[float], sign: float) -> tuple[int | None, NDArra
     among the rest. The first of equal values wins (the trial that got there first).
     ``None`` when no value is left. A saturated detector's 9.9e37 was crowned the best
     trial, froze ``patience``'s best (stopping a campaign still improving) and set the
-    scale of every panel (found in review); runner and report call this one function.
+    scale of every panel (found in review); runner and report call this one function. A
+    value below :data:`SENTINEL_MAGNITUDE` is never left out, however far outside the
+    others: a hit after a flat background is the best trial.
     """
     y, keep, mask = _candidates(values)
     if not keep.any():
@@ -80,17 +98,43 @@ def _candidates(
     return y, np.isfinite(y) & ~mask, mask
 
 
-# Largest outlying group at each end of a column that clip_column looks for: it tests
+# Largest outlying group at each end of a column that _far_outside looks for: it tests
 # every pair of group sizes (a sentinel at one end must not hide one at the other), and a
 # campaign with hundreds of overrange readings has a systematic problem, not outliers.
 _MAX_OUTLIERS = 128
 # Distance from the median beyond which a value is clipped whatever the others (see the end
-# of clip_column): its square, summed over the column, would overflow float64.
+# of _far_outside; clip_column clips any value above it onto the ordinary ones): its square,
+# summed over the column, would overflow float64.
 _UNREPRESENTABLE = 1e150
 
 
 def clip_column(y: np.ndarray, factor: float) -> np.ndarray:
     """One column of :func:`planners._botorch._clip_outliers` (finite values; a new array).
+
+    A value is moved only when it is of sentinel magnitude (``|y| >= SENTINEL_MAGNITUDE``)
+    and either far outside the others by :func:`_far_outside` (``factor``: see there) or
+    above ``_UNREPRESENTABLE`` in magnitude, where the variance would overflow whatever
+    the rest; it is moved onto the nearest of the ordinary values (their minimum or
+    maximum: classic winsorising). Every ordinary value is kept as measured: a genuine
+    extreme (a hit of 40 among 5s) reaches the model as it is, and where
+    :func:`_far_outside` moves no ordinary value (ordinary readings with a 9.9e37 among
+    them) the result is its result, bit for bit.
+    When every value is of sentinel magnitude there is nothing ordinary to clip onto:
+    :func:`_far_outside`'s result stands (its own overflow guard included).
+    """
+    new = _far_outside(y, factor)
+    ordinary = np.abs(y) < SENTINEL_MAGNITUDE
+    if not ordinary.any():
+        return new
+    vast = ~ordinary & ((new != y) | (np.abs(y) > _UNREPRESENTABLE))
+    out = np.array(y, dtype=np.float64, copy=True)
+    out[vast] = np.clip(y[vast], y[ordinary].min(), y[ordinary].max())
+    return out
+
+
+def _far_outside(y: np.ndarray, factor: float) -> np.ndarray:
+    """The values of ``y`` with those far outside the others moved in (a new array), by
+    their distances alone (:func:`clip_column` adds the magnitude test).
 
     First the kept values ``s[a..b]`` of the sorted values ``s``: outlying groups are peeled
     off the ends, fewest values first, until none is left. Peeling the ``i`` largest and

@@ -248,3 +248,41 @@ def test_new_example_campaigns_validate(name: str) -> None:
     }
     assert features[name]
     assert (ROOT / "campaigns" / f"{name}.yaml") in EXAMPLES
+
+
+# Throughput a saturates (an overrange code) where purity b is high.
+SATURATING = """
+def measure(inputs):
+    x = float(inputs["x"])
+    return {"a": 9.9e37 if x > 0.5 else 1.0 + 0.0001 * x, "b": x}
+"""
+
+MO_TARGET = """
+name: mo-target
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: a, goal: maximize}, {name: b, goal: maximize}]
+prior_data: prior.csv
+instrument: {function: "sat.py:measure", outputs: [a, b]}
+planner: {kind: sobol, initial: {kind: sobol, centre: false, n: 4}}
+budget: {max_trials: 6, target: {b: 0.5}}
+seed: 1
+"""
+
+
+def test_a_target_on_another_objective_is_met_beside_a_sentinel(tmp_path: Path) -> None:
+    """With several objectives no trial is flagged far outside the others (best and
+    outlying are single-objective notions; the front counts such a reading): the flag,
+    made of objective ``a`` alone, kept ``target: {b: 0.5}`` from being met by a trial with
+    b = 0.97 on the front, and the live line said ``left out of best`` (found in review)."""
+    (tmp_path / "sat.py").write_text(SATURATING)
+    (tmp_path / "prior.csv").write_text("x,a,b\n0.1,1.000,0.1\n0.2,1.001,0.2\n")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(MO_TARGET)
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    out = CliRunner().invoke(app, ["run", str(path), "--store", url], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "completed: target reached: trial #3 has b = " in out.output, out.output
+    assert "left out of best" not in out.output
+    assert "far outside every other reading" not in out.output
+    records = export_records(Store(url, create=False), 1)
+    assert records[-1]["outputs"]["a"] == 9.9e37 and records[-1]["outputs"]["b"] >= 0.5

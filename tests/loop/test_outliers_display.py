@@ -2,7 +2,9 @@
 saturated detector) is never the campaign's best trial: not in ``run``'s live line and
 summary, ``status``, the report's best-so-far curve, nor ``patience``. It is named, marked
 on the report panels' edge, and exported as measured (found in review: ``best: trial #8
-current = 9.9e+37``, a best-so-far curve and panels up to 1e38).
+current = 9.9e+37``, a best-so-far curve and panels up to 1e38). A genuine extreme (a hit
+far above a flat background, below the sentinel magnitude 1e30) is the best trial and meets
+``target`` (found in review: it was left out of best like a sentinel).
 
 Campaigns run for real (RunEngine, SQLite) with the Sobol planner and a user function.
 """
@@ -107,6 +109,20 @@ def test_best_trace_never_rises_to_a_sentinel_and_ends_at_the_best() -> None:
     assert best_trace([], 1.0)[0].tolist() == []
 
 
+def test_a_genuine_extreme_is_the_best() -> None:
+    """Far outside the others but no sentinel (below 1e30): a screening hit among titres of
+    5.000 and 5.001, a beam found after dark counts. Both were left out of best."""
+    for values in ([5.0, 5.001, 40.0], [3.0, 5.0, 4.0, 6.0, 4.0, 12000.0]):
+        index, mask = best_index(values, 1.0)
+        assert index == len(values) - 1 and not mask.any(), values
+        trace, _ = best_trace(values, 1.0)
+        assert trace[-1] == values[-1]
+        assert not outlying(values).any()
+    # ... and a sentinel among them is still left out, the hit still counted
+    index, mask = best_index([5.0, 5.001, 40.0, SENTINEL], 1.0)
+    assert (index, mask.tolist()) == (2, [False, False, False, True])
+
+
 # ---------------------------------------------------------------------------- the loop
 def test_run_status_and_report_leave_a_sentinel_out_of_best(tmp_path: Path) -> None:
     url, summary, recorder = _run(tmp_path)
@@ -208,3 +224,81 @@ def test_best_record_without_outliers_is_unchanged(goal: str) -> None:
     best = best_record(records, "y", goal)
     assert best is not None and best["number"] == (3 if goal == "maximize" else 4)
     assert outlying_records(records, "y", goal) == []
+
+
+HIT = """
+def measure(inputs):
+    x = float(inputs["x"])
+    return {"titre": 40.0 if 4.0 < x < 6.0 else 5.0 + 0.0001 * x}
+"""
+
+HIT_CAMPAIGN = """
+name: screen
+parameters: [{name: x, type: float, bounds: [0, 10]}]
+objectives: [{name: titre, goal: maximize}]
+prior_data: prior.csv
+instrument: {function: "hit.py:measure", outputs: [titre]}
+planner: {kind: sobol, initial: {kind: sobol, centre: false, n: 4}}
+budget: {max_trials: 6, target: 30}
+seed: 1
+"""
+
+
+def test_a_genuine_hit_meets_the_target(tmp_path: Path) -> None:
+    """Prior titres 5.000 and 5.001, then a hit of 40 with ``target: 30``: the live line
+    said ``(far outside every other reading: left out of best) best = 5.001`` and the
+    campaign ran to ``max_trials`` (found in review). Now it stops at the hit."""
+    (tmp_path / "hit.py").write_text(HIT)
+    (tmp_path / "prior.csv").write_text("x,titre\n1.0,5.000\n9.0,5.001\n")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(HIT_CAMPAIGN)
+    recorder = _Recorder()
+    loaded = parse_campaign(HIT_CAMPAIGN, path=path, base_dir=tmp_path)
+    summary = Runner(loaded, Store(f"sqlite:///{tmp_path / 'h.db'}"), listener=recorder).run()
+    hit = next(number for number, _, best in recorder.lines if best == 40.0)
+    assert summary.reason == f"target reached: trial #{hit} has titre = 40 (target 30)"
+    assert summary.best is not None and summary.best.objective == 40.0
+    assert not summary.outlying
+    assert not any(outlying for _, outlying, _ in recorder.lines)
+
+
+DARK = """
+def measure(inputs):
+    x = float(inputs["x"])
+    return {"counts": 12000.0 if 4.0 < x < 6.0 else 3.0 + x % 4}
+"""
+
+DARK_CAMPAIGN = """
+name: find-the-beam
+parameters: [{name: x, type: float, bounds: [0, 10], unit: mm}]
+objectives: [{name: counts, goal: maximize}]
+instrument: {function: "dark.py:measure", outputs: [counts]}
+planner: {kind: sobol, initial: {kind: sobol, centre: false, n: 4}}
+budget: {max_trials: 8, patience: 3}
+seed: 1
+"""
+
+
+def test_a_beam_after_dark_counts_is_the_best(tmp_path: Path) -> None:
+    """Dark counts of 3-6, then the beam (12000): ``run``, ``patience``, ``status`` and the
+    report's best-so-far curve all take the beam as the best (before: best 6)."""
+    (tmp_path / "dark.py").write_text(DARK)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(DARK_CAMPAIGN)
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    recorder = _Recorder()
+    loaded = parse_campaign(DARK_CAMPAIGN, path=path, base_dir=tmp_path)
+    summary = Runner(loaded, Store(url), listener=recorder).run()
+    store = Store(url, create=False)
+    records = export_records(store, summary.campaign_id)
+    beam = [r["number"] for r in records if r["outputs"]["counts"] == 12000.0]
+    assert beam and beam[0] > 2, "the test needs dark counts before the beam"
+    assert summary.best is not None and summary.best.number == beam[0]
+    assert not summary.outlying and not any(o for _, o, _ in recorder.lines)
+    assert summary.reason.startswith("patience: counts did not improve")
+    assert summary.reason.endswith("(best 12000)")
+    out = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"best: trial #{beam[0]} counts = 12000" in out.output
+    assert "left out of best" not in out.output
+    assert best_so_far(records, "counts", "maximize")[-1] == 12000.0

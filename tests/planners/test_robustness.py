@@ -167,6 +167,57 @@ def test_ordinary_values_are_never_clipped() -> None:
     assert not outlying(ys[:, 0].tolist()).any()
 
 
+def test_a_genuine_extreme_reaches_the_model_as_measured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Far outside the others is not enough: a reading is clipped only at sentinel
+    magnitude (>= 1e30). A screening hit of 40 among titres of 5.000 and 5.001 and a beam
+    of 12000 counts after dark counts of 3-6 were clipped to the background (the planner
+    never exploited them) and left out of best (found in review); they now reach the model
+    as measured, and a sentinel among them is clipped onto the largest of them."""
+    for column in ([5.0, 5.001, 40.0], [3.0, 5.0, 4.0, 6.0, 4.0, 12000.0]):
+        Y = torch.tensor(column, dtype=torch.float64)[:, None]
+        clipped, moved = _clip_outliers(Y, 1e-5)
+        assert torch.equal(clipped, Y) and not bool(moved.any()), column
+        assert not outlying(column).any(), column
+        # with an overrange code too: the code goes, the hit stays (both ends)
+        for code in (9.9e37, -3.4e38):
+            Y = torch.tensor([*column, code], dtype=torch.float64)[:, None]
+            clipped, moved = _clip_outliers(Y, 1e-5)
+            assert clipped[:-1, 0].tolist() == column
+            assert float(clipped[-1, 0]) == (max(column) if code > 0 else min(column))
+            assert moved[:, 0].tolist() == [False] * len(column) + [True]
+            assert outlying([*column, code]).tolist() == [False] * len(column) + [True]
+    # The model's own training data, and no warning: nothing looks like a sentinel.
+    space = Space([FloatParameter(name="x", bounds=(0.0, 10.0))])
+    planner = BoTorchPlanner(space, [Objective(name="titre")], PlannerConfig(), 0, FAST)
+    planner.ingest(
+        [
+            Observation(parameters={"x": x}, outputs={"titre": y})
+            for x, y in [(1.0, 5.0), (9.0, 5.001), (5.0, 40.0)]
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        _, Y = planner.training_data()
+    assert Y[:, 0].tolist() == [5.0, 5.001, 40.0]
+    assert not [r for r in caplog.records if "far outside" in r.getMessage()]
+
+
+def test_values_too_large_to_standardise_are_clipped_whatever_the_rest() -> None:
+    """The overflow guard (a square above float64's range) holds with the magnitude rule:
+    sentinels in the majority are clipped onto the one ordinary reading (before, that
+    reading was clipped onto them), and with no ordinary reading the largest goes."""
+    Y = torch.tensor([[1e300], [5.0], [1e300], [1e300]], dtype=torch.float64)
+    clipped, moved = _clip_outliers(Y, 1e-5)
+    assert clipped[:, 0].tolist() == [5.0] * 4
+    assert moved[:, 0].tolist() == [True, False, True, True]
+    Y = torch.tensor([[9.9e37]] * 5 + [[1e300]], dtype=torch.float64)
+    clipped, moved = _clip_outliers(Y, 1e-5)
+    assert clipped[:, 0].tolist() == [9.9e37] * 6
+    assert moved[:, 0].tolist() == [False] * 5 + [True]
+    assert bool(torch.isfinite(clipped.var())), "the variance must be representable"
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_sentinel_reading_does_not_derail_the_search(
     seed: int, caplog: pytest.LogCaptureFixture
@@ -299,6 +350,27 @@ def test_an_exhausted_finite_space_warns_once(
     told = [r for r in caplog.records if "has been measured" in r.getMessage()]
     assert [r.levelno for r in told] == [logging.WARNING]
     assert f"every one of the {n_points} points" in told[0].getMessage()
+
+
+@pytest.mark.parametrize("n_initial", [8, 1], ids=["design", "model"])
+def test_an_abandoned_trial_does_not_count_as_measured(
+    n_initial: int, mocked_optimizer: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interrupted trial measured nothing: its point is proposed again before the finite
+    space counts as exhausted, by the initial design and in place of a model repeat alike
+    (before: 'every one of the 4 points has been measured' with one never measured)."""
+    space = Space([IntParameter(name="a", bounds=(0, 1)), IntParameter(name="b", bounds=(0, 1))])
+    config = PlannerConfig(initial=InitialDesign(n=n_initial))
+    planner = BoTorchPlanner(space, [Objective(name="y")], config, 0, FAST)
+    done = [{"a": 0, "b": 0}, {"a": 0, "b": 1}, {"a": 1, "b": 0}]
+    planner.ingest(
+        [Observation(parameters=p, outputs={"y": float(p["a"] - p["b"])}) for p in done]
+        + [Observation(parameters={"a": 1, "b": 1}, outcome="abandoned")]
+    )
+    with caplog.at_level(logging.INFO, logger="planners"):
+        (point,) = planner.suggest(1)
+    assert point == {"a": 1, "b": 1}
+    assert not [r for r in caplog.records if "has been measured" in r.getMessage()]
 
 
 # ------------------------------------------------------------------ campaign file
