@@ -38,7 +38,7 @@ from pydantic import (
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
 from instruments._yamlfile import explain as shared_explain
-from simulators._text import NotUTF8Error, decode_text
+from simulators._text import TextFileError, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -410,24 +410,9 @@ def load_instrument_file(path: str | Path) -> InstrumentFile:
     """Read and validate an instrument file; raise :class:`InstrumentFileError` on any problem."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise InstrumentFileError(path, "is a directory, not an instrument file") from None
-    except FileNotFoundError:
-        raise InstrumentFileError(path, "no such file", fix="check the path") from None
-    except OSError as exc:
-        raise InstrumentFileError(path, f"cannot be read: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise InstrumentFileError(path, f"is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        text = decode_text(raw)
-    except NotUTF8Error as exc:
-        raise InstrumentFileError(
-            path,
-            exc.problem,
-            line=exc.line,
-            fix="save the file as UTF-8",
-        ) from None
+        text = read_text(path, kind="instrument file", max_bytes=MAX_FILE_BYTES)
+    except TextFileError as exc:
+        raise InstrumentFileError(path, exc.problem, line=exc.line, fix=exc.fix) from None
     return parse_instrument(read_yaml(text, path), path=path)
 
 
@@ -477,9 +462,8 @@ def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) 
         return None
     path = resolve_file(config.file, base_dir)
     try:
-        raw = path.read_bytes()
-        on_disk: str | None = decode_text(raw) if len(raw) <= MAX_FILE_BYTES else None
-    except (OSError, NotUTF8Error):
+        on_disk: str | None = read_text(path, kind="instrument file", max_bytes=MAX_FILE_BYTES)
+    except TextFileError:
         on_disk = None
     if stored is None:
         text = on_disk

@@ -343,19 +343,15 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     An empty ``fail`` cell means the trial succeeded; a row with both outputs and a ``fail``
     reason is refused; empty ``actual.*`` cells are ignored.
     """
-    from simulators._text import NotUTF8Error, decode_text
+    from loop.prior import MAX_CSV_BYTES
+    from simulators._text import TextFileError, read_text
 
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = decode_text(data).removeprefix("\ufeff")  # a spreadsheet's byte-order mark
-    except NotUTF8Error as exc:
-        raise InvalidInput(
-            f"{path}:{exc.line}: not UTF-8 text (byte {exc.byte:#04x}); save the CSV as "
-            "UTF-8 (in a spreadsheet: CSV UTF-8) and tell it again"
-        ) from None
+        text = read_text(path, kind="CSV file", max_bytes=MAX_CSV_BYTES, csv=True)
+    except TextFileError as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        fix = f"; {exc.fix}" if exc.fix else ""
+        raise InvalidInput(f"{where}: {exc.problem}{fix}, then tell it again") from None
     # newline="": the csv module's own line handling, so a quoted cell may hold a newline
     reader = csv.reader(io.StringIO(text, newline=""))
 

@@ -454,19 +454,13 @@ def _as_resume_reconciles(
 def _campaign_text(file: Path) -> str:
     """A campaign file's text, or a one-line error naming it (a missing file was a
     traceback when the campaign was also named with ``-c``)."""
-    from simulators._text import NotUTF8Error, decode_text
+    from loop.config import MAX_FILE_BYTES
+    from simulators._text import TextFileError, read_text
 
     try:
-        return decode_text(file.read_bytes())
-    except OSError as exc:
-        raise CampaignConfigError(file, f"cannot be read: {exc.strerror or exc}") from None
-    except NotUTF8Error as exc:
-        raise CampaignConfigError(
-            file,
-            exc.problem,
-            line=exc.line,
-            fix="save the file as UTF-8",
-        ) from None
+        return read_text(file, kind="campaign file", max_bytes=MAX_FILE_BYTES)
+    except TextFileError as exc:
+        raise CampaignConfigError(file, exc.problem, line=exc.line, fix=exc.fix) from None
 
 
 def _campaign_name(file: Path, text: str) -> str:

@@ -48,7 +48,7 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
-from simulators._text import NotUTF8Error, decode_text
+from simulators._text import TextFileError, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -289,31 +289,10 @@ class LoadedCampaign:
 def load_campaign(path: str | Path) -> LoadedCampaign:
     """Read and validate a campaign file; raise ``CampaignConfigError`` on any problem."""
     path = Path(path)
-    if path.is_dir():
-        raise CampaignConfigError(
-            path,
-            "is a directory, not a campaign file",
-            fix="pass a .yaml file, e.g. campaigns/branin.yaml",
-        )
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CampaignConfigError(path, "no such file", fix="check the path") from None
-    except OSError as exc:
-        raise CampaignConfigError(path, f"cannot be read: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CampaignConfigError(
-            path, f"is {len(raw)} bytes; a campaign file is at most {MAX_FILE_BYTES} bytes"
-        )
-    try:
-        text = decode_text(raw)
-    except NotUTF8Error as exc:
-        raise CampaignConfigError(
-            path,
-            exc.problem,
-            line=exc.line,
-            fix="save the file as UTF-8",
-        ) from None
+        text = read_text(path, kind="campaign file", max_bytes=MAX_FILE_BYTES)
+    except TextFileError as exc:
+        raise CampaignConfigError(path, exc.problem, line=exc.line, fix=exc.fix) from None
     return parse_campaign(text, path=path, base_dir=path.resolve().parent, require_goal=True)
 
 

@@ -36,7 +36,7 @@ from planners import InvalidPoint, Point, Space
 if TYPE_CHECKING:
     from loop.config import Campaign, LoadedCampaign
 
-MAX_PRIOR_BYTES = 50_000_000
+MAX_CSV_BYTES = 50_000_000
 MAX_PRIOR_ROWS = 100_000
 
 # Columns of `closedloop export` that are not data: ignored, so an export can be reused
@@ -294,33 +294,19 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
 
 
 def _read_text(path: Path) -> str:
-    from simulators._text import NotUTF8Error, decode_text
+    from simulators._text import TextFileError, read_text
 
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PriorDataError(
+        return read_text(
             path,
-            "no such file",
-            fix="check the path (prior_data: is relative to the campaign file, --prior to the "
-            "current folder)",
-        ) from None
-    except IsADirectoryError:
-        raise PriorDataError(path, "is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise PriorDataError(path, f"cannot be read: {exc.strerror}") from None
-    if len(raw) > MAX_PRIOR_BYTES:
-        raise PriorDataError(path, f"is {len(raw)} bytes; at most {MAX_PRIOR_BYTES}")
-    try:
-        text = decode_text(raw)
-    except NotUTF8Error as exc:
-        raise PriorDataError(
-            path,
-            exc.problem,
-            line=exc.line,
-            fix="save it as UTF-8 CSV",
-        ) from None
-    return text.removeprefix("\ufeff")  # a spreadsheet's byte-order mark is fine
+            kind="CSV file",
+            max_bytes=MAX_CSV_BYTES,
+            missing_fix="check the path (prior_data: is relative to the campaign file, --prior "
+            "to the current folder)",
+            csv=True,
+        )
+    except TextFileError as exc:
+        raise PriorDataError(path, exc.problem, line=exc.line, fix=exc.fix) from None
 
 
 def _check_header(

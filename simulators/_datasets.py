@@ -51,12 +51,16 @@ import yaml
 from numpy.typing import NDArray
 
 from simulators._functions import Goal, ParamSpec, TestProblem
-from simulators._text import NotUTF8Error, decode_text
+from simulators._text import TextFileError, read_text
 
 logger = logging.getLogger(__name__)
 
 #: The bundled data (package data: installed with the wheel).
 DATA_DIR = Path(__file__).with_name("datasets")
+#: The largest spec and data files read: a spec is a page of YAML; a data CSV of this size
+#: holds about a million rows, more than an emulator is fitted on in reasonable time.
+MAX_SPEC_BYTES = 1_000_000
+MAX_DATA_BYTES = 100_000_000
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -401,18 +405,14 @@ def load_spec(path: str | Path, *, name: str | None = None) -> DatasetSpec:
     """
     path = Path(path)
     try:
-        text = decode_text(path.read_bytes())
-    except FileNotFoundError:
-        raise DatasetError("spec file not found", path=path, fix="check the `spec:` path") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read the spec: {exc}", path=path) from None
-    except NotUTF8Error as exc:
-        raise DatasetError(
-            exc.problem,
-            path=path,
-            line=exc.line,
-            fix="save the file as UTF-8",
-        ) from None
+        text = read_text(
+            path,
+            kind="dataset spec",
+            max_bytes=MAX_SPEC_BYTES,
+            missing_fix="check the `spec:` path",
+        )
+    except TextFileError as exc:
+        raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
     doc = _Located(text, path)
     data = doc.data
     if not isinstance(data, dict):
@@ -740,20 +740,15 @@ def _read_table(
     leading blank line does not turn it into a data row.
     """
     try:
-        text = decode_text(path.read_bytes()).removeprefix("\ufeff")
-    except FileNotFoundError:
-        raise DatasetError(
-            "data file not found", path=path, fix="check the `dataset:` path"
-        ) from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read the data: {exc}", path=path) from None
-    except NotUTF8Error as exc:
-        raise DatasetError(
-            exc.problem,
-            path=path,
-            line=exc.line,
-            fix="save it as UTF-8 CSV",
-        ) from None
+        text = read_text(
+            path,
+            kind="CSV file",
+            max_bytes=MAX_DATA_BYTES,
+            missing_fix="check the `dataset:` path",
+            csv=True,
+        )
+    except TextFileError as exc:
+        raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
     # newline="": the csv module's own line handling (CR, LF and CRLF endings alike), as
     # read_text's newline translation gave before the file was read as bytes
     reader = csv.reader(io.StringIO(text, newline=""))

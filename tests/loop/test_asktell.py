@@ -288,10 +288,10 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"trial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n", "bad.csv:3: not UTF-8 text (byte 0xb5)"),
+        (b"trial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n", "bad.csv:3: is not UTF-8 text (byte 27)"),
         (
             b"\xef\xbb\xbftrial_id,yield\n{a},0.3\n{b},0.5 \xb5g\n",
-            "bad.csv:3: not UTF-8 text (byte 0xb5)",
+            "bad.csv:3: is not UTF-8 text (byte 30)",
         ),
         (b"trial_id,yield\n{a},0.3\n{b},0.5,0.7\n", "bad.csv:3: 3 cells but the first row"),
         (b"trial_id,yield,yield\n{a},0.3,0.4\n", "column(s) 'yield' given twice"),

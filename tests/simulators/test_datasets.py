@@ -424,7 +424,7 @@ def test_a_byte_that_is_not_utf8_names_the_file_line_and_byte(tmp_path: Path, bo
         load_dataset(path, spec_path)
     offset = len(bom) + data.index(b"\xff")
     assert info.value.line == 3 and f"is not UTF-8 text (byte {offset})" in str(info.value)
-    assert info.value.fix == "save it as UTF-8 CSV"
+    assert info.value.fix == "save it as UTF-8 CSV (a spreadsheet's CSV UTF-8)"
 
 
 def test_line_numbers_count_lines_not_records(tmp_path: Path) -> None:
