@@ -178,7 +178,7 @@ def run(
     try:
         _refuse_if_running(db, c.name, store)
         listener = _ProgressListener(
-            c.objectives[0].name,
+            [o.name for o in c.objectives],
             max_trials or c.budget.max_trials,
             quiet,
             bar=not c.instrument.manual,
@@ -243,7 +243,7 @@ def resume(
         runner.refuse_if_finished()  # before the banner: a refusal is all that is printed
         c = runner.campaign
         listener = _ProgressListener(
-            c.objectives[0].name,
+            [o.name for o in c.objectives],
             runner.budget.max_trials,
             quiet,
             bar=not c.instrument.manual,
@@ -834,18 +834,20 @@ def simulators() -> None:
 
 # ---------------------------------------------------------------------------- progress
 class _ProgressListener:
-    """A progress bar plus one line per trial (value and best so far)."""
+    """A progress bar plus one line per trial (value and best so far; with several
+    objectives every objective's value and the Pareto front's size)."""
 
     def __init__(
         self,
-        objective: str,
+        objectives: Sequence[str],
         total: int | None,
         quiet: bool,
         *,
         bar: bool = True,
         constraints: Sequence[OutcomeConstraint] = (),
     ) -> None:
-        self.objective = objective
+        self.objectives = list(objectives)
+        self.objective = self.objectives[0]
         self.quiet = quiet
         self.constraints = list(constraints)
         self.hinted_traceback = False
@@ -879,7 +881,12 @@ class _ProgressListener:
         if state.takeover:
             self.progress.console.print(f"[yellow]lease[/]: {state.takeover}")
         if not self.quiet:
-            best = f", best {self.objective} = {number(state.best.objective)}" if state.best else ""
+            if state.front is not None:
+                best = f", {state.front} on the Pareto front"
+            elif state.best:
+                best = f", best {self.objective} = {number(state.best.objective)}"
+            else:
+                best = ""
             self.progress.console.print(
                 f"so far: {state.completed} completed, {state.failed} failed, "
                 f"{state.abandoned} abandoned in {state.elapsed_before:.0f} s{best}"
@@ -904,9 +911,18 @@ class _ProgressListener:
             # see Runner._rank: with several the front counts it)
             if getattr(report, "outlying", False):
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
+            if report.front is None:
+                values = f"{self.objective} = {number(report.objective)}"
+                standing = f"best{best}"
+            else:  # several objectives: the first one's best says little
+                values = ", ".join(
+                    f"{name} = {number(report.outputs.get(name))}" for name in self.objectives
+                )
+                on = " (this one on it)" if report.on_front else ""
+                front = report.front or "none feasible yet"
+                standing = f"Pareto front {front}{on}"
             line = (
-                f"trial {report.number:>4}  {self.objective} = {number(report.objective)}"
-                f"{infeasible}  best{best}  "
+                f"trial {report.number:>4}  {values}{infeasible}  {standing}  "
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
         else:

@@ -169,6 +169,11 @@ class TrialReport:
     # overrange sentinel): left out of ``best`` (``planners._outliers.best_index``); one
     # objective only (``Runner._rank``)
     outlying: bool = False
+    # several objectives: how many completed trials make the feasible Pareto front once this
+    # one has ended, and whether this one is on it (``Runner._rank``); with several
+    # objectives ``best`` (of the first alone) says little
+    front: int | None = None
+    on_front: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,7 @@ class ResumeState:
     reconciled: list[Reconciled]
     best: TrialReport | None
     takeover: str | None = None
+    front: int | None = None  # several objectives: trials on the feasible Pareto front
 
 
 @dataclass
@@ -333,6 +339,7 @@ class _Tally:
     feasible: int = 0
     done: list[_Done] = field(default_factory=list)
     failed_slots: dict[int, int] = field(default_factory=dict)  # failed trials by slot
+    front: int | None = None  # several objectives: trials on the feasible Pareto front
 
     @property
     def failed(self) -> int:
@@ -699,6 +706,7 @@ class Runner:
                         reconciled=reconciled,
                         best=tally.best,
                         takeover=takeover,
+                        front=tally.front,
                     )
                 )
             if slots is None:
@@ -1372,6 +1380,7 @@ class Runner:
             tally.abandoned += 1
         if tally.best is not None:
             report.best = tally.best.objective
+        report.front = tally.front
 
     def _rank(self, tally: _Tally) -> None:
         """Set ``tally.best`` and ``tally.outlying`` (and each completed trial's
@@ -1392,6 +1401,15 @@ class Runner:
             d.report.outlying = single and bool(flag)
             if d.report.outlying:
                 tally.outlying.append(d.report)
+        if not single:
+            tally.front = 0
+        if not single and tally.done:
+            Y = np.array([d.values for d in tally.done], dtype=float)
+            feasible = np.array([d.feasible for d in tally.done], dtype=bool)
+            front = pareto_mask(Y, self.campaign.objectives, feasible)
+            for d, on in zip(tally.done, front, strict=True):
+                d.report.on_front = bool(on)
+            tally.front = int(front.sum())
 
     # ----------------------------------------------------------------- goals
     @cached_property
@@ -1505,10 +1523,9 @@ class Runner:
         summary.objectives = [o.name for o in objectives]
         summary.outcome_constraints = list(self.campaign.outcome_constraints)
         if len(objectives) > 1 and tally.done:
+            summary.pareto = [d.report for d in tally.done if d.report.on_front]  # by _rank
             Y = np.array([d.values for d in tally.done], dtype=float)
             feasible = np.array([d.feasible for d in tally.done], dtype=bool)
-            front = pareto_mask(Y, objectives, feasible)
-            summary.pareto = [d.report for d, on in zip(tally.done, front, strict=True) if on]
             try:
                 summary.hypervolume = hypervolume(Y, objectives, None, feasible)
             except ValueError:

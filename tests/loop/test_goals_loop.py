@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from loop import Runner, Store, load_campaign, parse_campaign
 from loop.cli import app
+from loop.fmt import number
 from loop.report import (
     annotate,
     final_hypervolume,
@@ -130,6 +131,31 @@ def test_run_summary_reports_feasibility_and_front(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "feasible: " in out.output and "meet impurity <= 0.08" in out.output
     assert "Pareto front: " in out.output and "hypervolume" in out.output
+
+
+def test_live_lines_show_every_objective_and_the_front_not_the_first_ones_best(
+    tmp_path: Path,
+) -> None:
+    """With several objectives a trial's line said `f1 = ...  best = ...`, the first
+    objective's best alone (an infeasible or dominated trial could look like progress): it
+    now gives every objective and the Pareto front's size as that trial left it."""
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(MOO)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    out = CliRunner().invoke(app, ["run", str(path), "--store", url], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    records, Y, feasible = _expected(url, 1)
+    campaign = stored_campaign(Store(url, create=False).campaign(1))
+    lines = [line for line in out.output.splitlines() if line.startswith("trial ")]
+    assert len(lines) == len(records) == 12
+    for n, (line, record) in enumerate(zip(lines, records, strict=True), start=1):
+        front = pareto_mask(Y[:n], campaign.objectives, feasible[:n])
+        size = int(front.sum()) or "none feasible yet"
+        on = " (this one on it)" if front[-1] else ""
+        f1, f2 = (number(record["outputs"][k]) for k in ("f1", "f2"))
+        assert f"f1 = {f1}, f2 = {f2}" in line and f"Pareto front {size}{on}" in line, line
+        assert "best" not in line
 
 
 def test_report_plots_front_and_hypervolume(tmp_path: Path) -> None:
