@@ -37,7 +37,7 @@ from loop.fmt import Output, WholeTable, number, parameter, specs
 from loop.store import ACTIVE, DEFAULT_STORE, UNFINISHED, CampaignLocked, LeaseLost
 
 if TYPE_CHECKING:
-    from loop.runner import CampaignSummary, ResumeState, Runner
+    from loop.runner import CampaignSummary, ResumeState, Runner, TrialReport
     from loop.store import Store
     from planners import OutcomeConstraint
 
@@ -895,7 +895,7 @@ class _ProgressListener:
     def trial_started(self, number: int, parameters: dict[str, Any]) -> None:
         self.progress.update(self.task, description=f"trial {number}")
 
-    def trial_finished(self, report: Any) -> None:
+    def trial_finished(self, report: TrialReport) -> None:
         if report.status == "completed":
             self.progress.advance(self.task)
         if self.quiet:
@@ -909,7 +909,7 @@ class _ProgressListener:
             infeasible = f"  [yellow](infeasible: {escape(violated)})[/]" if violated else ""
             # a sentinel is not a best either: say why (flagged for one objective only,
             # see Runner._rank: with several the front counts it)
-            if getattr(report, "outlying", False):
+            if report.outlying:
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             if report.front is None:
                 values = f"{self.objective} = {number(report.objective)}"

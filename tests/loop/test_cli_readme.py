@@ -8,7 +8,6 @@ import io
 import re
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 import loop.cli as cli
 from loop import Runner, Store, parse_campaign
 from loop.cli import app
+from loop.runner import TrialReport, TrialTiming
 
 BRANIN = """\
 name: b
@@ -52,9 +52,17 @@ def test_simulators_shows_whole_first_sentences_and_each_inputs_domain(
 
 def test_progress_line_without_a_feasible_trial_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     out = _wide(monkeypatch)
-    listener = cli._ProgressListener("y", 3, quiet=False, bar=False)
-    report = SimpleNamespace(
-        status="completed", number=1, objective=14.1, best=None, timing=SimpleNamespace(suggest=0.0)
+    listener = cli._ProgressListener(["y"], 3, quiet=False, bar=False)
+    report = TrialReport(
+        number=1,
+        trial_id=1,
+        status="completed",
+        parameters={"x": 1.0},
+        outputs={"y": 14.1},
+        objective=14.1,
+        best=None,
+        error=None,
+        timing=TrialTiming(suggest=0.0, dispatch=0.1, total=0.1, instrument_busy=0.1),
     )
     listener.trial_finished(report)
     assert "best: none feasible yet" in out.getvalue()
