@@ -49,7 +49,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Output(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # see Output
 
 StoreOpt = Annotated[
     str,

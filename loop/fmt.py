@@ -219,7 +219,15 @@ class Output(Console):
     tables out for 80 columns and fold their cells over several lines; there is no screen
     to fit, so tables take :data:`LOG_WIDTH` and keep one line per row, which ``grep`` and
     a later reader need.
+
+    Emoji codes are off: rich read ``:cl:`` in the PV ``PV:cl:sim:temp:RBV`` as an emoji and
+    showed a technician ``PV🆑sim:temp:RBV`` (found in review); ``escape`` does not cover
+    them, and nothing closedloop prints means one.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("emoji", False)
+        super().__init__(*args, **kwargs)
 
     @property
     def size(self) -> ConsoleDimensions:

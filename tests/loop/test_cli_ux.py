@@ -477,3 +477,14 @@ def test_a_table_narrower_than_its_numbers_is_printed_wider_not_cut() -> None:
     Console(file=out, width=30, soft_wrap=True).print(table)  # the CLI's consoles soft-wrap
     text = out.getvalue()
     assert "6.42591e-17" in text and "-4.29761e-05" in text and "…" not in text
+
+
+def test_consoles_print_pv_names_as_written_not_as_emoji() -> None:
+    """rich read `:cl:` of `PV:cl:sim:temp:RBV` as an emoji code: `instruments check` showed a
+    technician `PV🆑sim:temp:RBV`, and `PV:X:thermometer:T` as `PV❌thermometer:T`."""
+    from loop import cli
+
+    text = "PV:cl:sim:temp:RBV PV:X:thermometer:T PV:B:magnet:I"
+    assert cli.console.render_str(text).plain == text
+    assert cli.err_console.render_str(text).plain == text
+    assert Console().render_str(text).plain != text  # what rich's default made of it
