@@ -745,7 +745,10 @@ class ExportFormat(StrEnum):
 def export(
     store: StoreOpt = DEFAULT_STORE,
     campaign: CampaignOpt = None,
-    format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
+    format: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", "-f", help="csv or json (default: -o's suffix, else csv)."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default stdout).")
     ] = None,
@@ -759,6 +762,7 @@ def export(
     from loop.report import OutputError, annotate, stored_campaign, to_csv, to_json, write_output
     from loop.store import Store, export_records
 
+    format = _export_format(format, output)
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
@@ -773,6 +777,39 @@ def export(
         except OutputError as exc:
             _invalid(exc)
         err_console.print(f"wrote {len(records)} trials to {output}", markup=False)
+
+
+def _export_format(given: ExportFormat | None, output: Path | None) -> ExportFormat:
+    """The format ``-o``'s suffix names, or ``--format``; they must agree.
+
+    ``export -o out.json`` wrote CSV (``--format`` defaulted to csv), which ``pandas.read_json``
+    then failed on, while ``report`` has always taken its format from the suffix (found in
+    review). A suffix that is no export format (``.xlsx``) is refused without ``--format``:
+    writing CSV into it would be the same surprise.
+    """
+    from loop.report import OutputError
+
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    named = ExportFormat(suffix) if suffix in ExportFormat.__members__ else None
+    if given is not None and named is not None and given != named:
+        _invalid(
+            OutputError(
+                f"--format {given.value} but -o {output} names a .{named.value} file; "
+                f"fix: give -o a .{given.value} name, or drop --format"
+            )
+        )
+    if given is not None:
+        return given
+    if named is not None:
+        return named
+    if output is not None and suffix:
+        _invalid(
+            OutputError(
+                f"-o {output}: export writes CSV or JSON, not .{suffix}; fix: name it .csv or "
+                ".json (a spreadsheet opens the CSV), or give --format csv to write CSV anyway"
+            )
+        )
+    return ExportFormat.csv
 
 
 @app.command()

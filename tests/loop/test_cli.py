@@ -194,6 +194,38 @@ def test_json_export_is_strict_json(brackets: tuple[Path, str, str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["-o", "t.json"], "json"),
+        (["-o", "t.CSV"], "csv"),
+        (["-o", "trials"], "csv"),
+        (["-f", "csv", "-o", "t.txt"], "csv"),
+        (["-f", "json", "-o", "t.csv"], "--format json but -o t.csv names a .csv file"),
+        (["-o", "t.xlsx"], "export writes CSV or JSON, not .xlsx"),
+    ],
+)
+def test_export_takes_its_format_from_the_suffix(
+    brackets: tuple[Path, str, str], args: list[str], expect: str
+) -> None:
+    """`export -o out.json` wrote CSV, which pandas.read_json then failed on; `report` has
+    always taken its format from the suffix (found in review)."""
+    folder, store, _ = brackets
+    proc = closedloop("export", "--store", store, *args, cwd=folder)
+    target = folder / args[-1]
+    if expect in ("csv", "json"):
+        assert proc.returncode == 0, proc.stderr
+        text = target.read_text()
+        if expect == "json":
+            assert isinstance(json.loads(text), list)
+        else:
+            assert text.startswith("trial_id,")
+        target.unlink()
+    else:
+        assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
+        assert not target.exists()
+
+
+@pytest.mark.parametrize(
     ("command", "output", "message"),
     [
         ("export", "/proc/x.csv", "cannot write to /proc/x.csv"),
