@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._manual import ManualInstrument
 from ._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
-from ._protocol import ExitStatus, Instrument, TrialResult
+from ._protocol import ExitStatus, Instrument, TrialResult, close_instrument
 
 __all__ = [
     "PLAN_NAME",
@@ -57,6 +57,7 @@ __all__ = [
     "TrialResult",
     "build_instrument",
     "check_trial_arguments",
+    "close_instrument",
     "describe_exception",
     "describe_instrument",
     "input_specs",

@@ -94,3 +94,21 @@ class TrialResult:
     def ok(self) -> bool:
         """True when the trial succeeded and every output was measured."""
         return self.exit_status == "success"
+
+
+def close_instrument(instrument: Instrument, *, safe_state: bool = True) -> None:
+    """Close ``instrument``; with ``safe_state=False`` write no declared safe state.
+
+    Only a declared instrument (an instrument file: EPICS PVs, plugin devices) has a safe
+    state (``on_stop``) to write when it closes. It is left unwritten by the read-only
+    commands (``instruments check``, ``plan --dry-run``: nothing was moved), and by a runner
+    whose lease another runner took over: that runner now drives the hardware, and a safe
+    state written by the stalled one landed in the middle of the new owner's trial (found in
+    review).
+    """
+    from instruments._epics import DeclaredInstrument
+
+    if not safe_state and isinstance(instrument, DeclaredInstrument):
+        instrument.close(safe_state=False)
+    else:
+        instrument.close()

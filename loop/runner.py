@@ -777,10 +777,11 @@ class Runner:
             finally:
                 self.lease.stop_heartbeat()
                 self._scheduler = None
+                # a lost lease: the new owner drives the hardware now, and decides its state
                 if sched is not None:
-                    sched.close()
+                    sched.close(safe_state=write)
                 elif slots is not None:
-                    self._close_slots(slots)
+                    self._close_slots(slots, safe_state=write)
                 self._close_executor()
                 if write:
                     try:
@@ -859,10 +860,10 @@ class Runner:
             raise
         return slots
 
-    def _close_slots(self, slots: list[Slot]) -> None:
+    def _close_slots(self, slots: list[Slot], *, safe_state: bool = True) -> None:
         """Close slots that no scheduler owns yet, and the executor."""
         for slot in slots:
-            slot.close()
+            slot.close(safe_state=safe_state)
         self._close_executor()
 
     def _scheduler_for(self, slots: list[Slot], planner: Planner, trials_so_far: int) -> Scheduler:
@@ -1111,7 +1112,9 @@ class Runner:
         stored = len(self.store.documents(trial_id))
         run_uid = next((doc.get("uid") for name, doc in result.documents if name == "start"), None)
         for seq, (name, doc) in enumerate(result.documents[stored:], start=stored + 1):
-            self.store.add_document(trial_id, seq, name, doc, run_uid)
+            self.store.add_document(
+                trial_id, seq, name, doc, run_uid, campaign_id=self._cid(), token=self.lease.token
+            )
 
     def _finish_trial(
         self,
@@ -1260,9 +1263,10 @@ class Runner:
 
         def sink(name: str, doc: dict[str, Any]) -> None:
             nonlocal seq, run_uid
-            if trial_id in self._left_running:
-                # The session gave up on this slot and released the lease; a resume may
-                # already have reconciled the trial from the documents stored until then.
+            if trial_id in self._left_running or self.lease.lost.is_set():
+                # The session gave up on this slot and released the lease, or another runner
+                # took the lease over: a resume may already have reconciled the trial from
+                # the documents stored until then.
                 logger.info(
                     "trial %d: %s document after its session ended, not stored", trial_id, name
                 )
@@ -1270,7 +1274,21 @@ class Runner:
             if name == "start":
                 run_uid = doc.get("uid")
             seq += 1
-            self.store.add_document(trial_id, seq, name, doc, run_uid)
+            try:
+                self.store.add_document(
+                    trial_id,
+                    seq,
+                    name,
+                    doc,
+                    run_uid,
+                    campaign_id=self._cid(),
+                    token=self.lease.token,
+                )
+            except LeaseLost as exc:
+                # Not raised into the RunEngine: the loop stops at its next lease check, or
+                # when this trial's outcome is refused the same way.
+                logger.warning("trial %d: %s document not stored: %s", trial_id, name, exc)
+                self.lease.lost.set()
 
         return sink
 

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from instruments import Dispatcher, Instrument, TrialResult
+from instruments import Dispatcher, Instrument, TrialResult, close_instrument
 from loop.failures import is_point_failure
 from planners import Observation, Planner, Point
 
@@ -162,13 +162,14 @@ class Slot:
         self.job = None
         self._thread = None
 
-    def close(self) -> None:
-        """Close the dispatcher and the devices (once)."""
+    def close(self, *, safe_state: bool = True) -> None:
+        """Close the dispatcher and the devices (once); ``safe_state=False``: write no
+        declared safe state (see ``instruments.close_instrument``)."""
         if self._closed:
             return
         self._closed = True
         self.dispatcher.close()
-        self.instrument.close()
+        close_instrument(self.instrument, safe_state=safe_state)
 
 
 class PlannerWorker:
@@ -464,10 +465,10 @@ class Scheduler:
             )
         return event
 
-    def close(self) -> None:
+    def close(self, *, safe_state: bool = True) -> None:
         """Close every slot's dispatcher and devices (logging, never raising)."""
         for slot in self.slots:
             try:
-                slot.close()
+                slot.close(safe_state=safe_state)
             except Exception as exc:
                 logger.warning("closing slot %d failed: %s", slot.index, exc)

@@ -969,14 +969,29 @@ class Store:
 
     @_serialised
     def add_document(
-        self, trial_id: int, seq: int, name: str, body: dict[str, Any], run_uid: str | None
+        self,
+        trial_id: int,
+        seq: int,
+        name: str,
+        body: dict[str, Any],
+        run_uid: str | None,
+        *,
+        campaign_id: int | None = None,
+        token: str | None = None,
     ) -> None:
         """Commit one Bluesky document the moment the RunEngine emits it.
 
         Streaming (rather than saving the run at the end) means a crash after the event
         document still leaves the measurement in the store for ``resume`` to reconcile.
+        With ``token`` (and the trial's ``campaign_id``), the write is refused
+        (``LeaseLost``) unless that lease still holds the campaign: a runner frozen past
+        its lease went on to store the event and stop documents of a trial the new owner
+        had already reconciled as abandoned, so the store contradicted itself (found in
+        review).
         """
         with self.engine.begin() as conn:
+            if token is not None and campaign_id is not None:
+                _check_lease(conn, campaign_id, token)
             conn.execute(
                 _Hot.insert_document,
                 {

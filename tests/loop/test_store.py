@@ -95,6 +95,11 @@ def test_a_runner_without_the_lease_writes_nothing(store: Store) -> None:
             error=None,
             token="stalled",
         )
+    with pytest.raises(LeaseLost):
+        store.add_document(
+            trial.id, 1, "start", {"uid": "u"}, "u", campaign_id=cid, token="stalled"
+        )
+    assert store.documents(trial.id) == []
     assert [t.status for t in store.trials(cid)] == ["running"]
     assert store.observations(cid) == {}
 
