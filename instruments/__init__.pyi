@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._manual import ManualInstrument
 from ._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
-from ._protocol import ExitStatus, Instrument, TrialResult, close_instrument
+from ._protocol import ExitStatus, Instrument, TrialResult, close_instrument, write_safe_state
 
 __all__ = [
     "PLAN_NAME",
@@ -68,4 +68,5 @@ __all__ = [
     "readback_problems",
     "slot_seed",
     "trial_plan",
+    "write_safe_state",
 ]

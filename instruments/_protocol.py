@@ -112,3 +112,17 @@ def close_instrument(instrument: Instrument, *, safe_state: bool = True) -> None
         instrument.close(safe_state=False)
     else:
         instrument.close()
+
+
+def write_safe_state(instrument: Instrument) -> list[str]:
+    """Write ``instrument``'s declared safe state (``on_stop``) now; return the problems.
+
+    For a process about to exit without closing its devices (a second Ctrl-C while the
+    first one's stop hangs on a device): closing would stop every move first, which may be
+    what hangs. Only a declared instrument has a safe state; any other writes nothing.
+    """
+    from instruments._epics import DeclaredInstrument
+
+    if isinstance(instrument, DeclaredInstrument) and instrument.spec.on_stop:
+        return [str(problem) for problem in instrument.safe_state()]
+    return []

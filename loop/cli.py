@@ -435,16 +435,38 @@ def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None
         console.print(f"  trial #{f.number} [{f.kind}]: {f.error}", markup=False, highlight=False)
 
 
+#: Seconds a second Ctrl-C/SIGTERM/SIGHUP waits for the safe state to be written before the
+#: process exits; a third signal exits at once.
+SAFE_STATE_WAIT = 10.0
+
+#: The signals that stop a campaign: SIGHUP is a closed terminal or ssh session, the most
+#: common way a lab campaign dies, and by default it killed the runner without its safe state
+#: (found in review).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_name(signum: int) -> str:
+    if signum == signal.SIGINT:
+        return "Ctrl-C"
+    if signum == signal.SIGHUP:
+        return "SIGHUP (terminal closed)"
+    return signal.Signals(signum).name
+
+
 @contextmanager
 def _stop_on_signals(runner: Runner) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop cleanly; second: exit at once (the store stays consistent).
+    """First SIGINT/SIGTERM/SIGHUP: stop cleanly; second: write the safe state and exit.
 
     The first signal asks the runner to stop: a trial being measured is aborted through
     the RunEngine (its stop document is stored, the trial is ``abandoned``), a proposal in
-    the making is dropped, and the campaign is marked ``stopped``. The second exits the
-    process immediately, exactly like a kill: SQLite rolls back the one transaction that
-    may be open, every committed row stays, and ``resume`` reconciles the trial in flight.
-    Handlers are installed only on the main thread (Python delivers signals there).
+    the making is dropped, the instruments' safe state is written, and the campaign is
+    marked ``stopped``. The second writes the safe state (``Runner.write_safe_state``, at
+    most :data:`SAFE_STATE_WAIT` s: a device whose stop hangs was why the first did not
+    finish) and exits, like a kill: SQLite rolls back the one transaction that may be open,
+    every committed row stays, and ``resume`` reconciles the trial in flight. Exiting at once
+    had left a heater on (found in review). A third exits at once, saying the safe state was
+    not written. Handlers are installed only on the main thread (Python delivers signals
+    there).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -453,22 +475,29 @@ def _stop_on_signals(runner: Runner) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        name = _signal_name(signum)
         if len(received) == 1:
             # os.write, not rich: the main thread may be inside a console write right now.
             _write_stderr(
                 f"\n{name}: stopping after the current trial is aborted and stored; "
-                f"{name} again stops at once\n"
+                f"{name} again writes the safe state and stops at once\n"
             )
             runner.request_stop(f"stopped by {name}")
             return
-        _write_stderr(
-            f"\n{name} again: stopping at once; the store is consistent and "
-            "`closedloop resume` continues the campaign\n"
-        )
+        if len(received) == 2:
+            _write_stderr(
+                f"\n{name} again: writing the safe state (at most {SAFE_STATE_WAIT:g} s; once "
+                "more exits without it), then stopping at once; the store is consistent and "
+                "`closedloop resume` continues the campaign\n"
+            )
+            problems = runner.write_safe_state(timeout=SAFE_STATE_WAIT)
+            for problem in problems:
+                _write_stderr(f"SAFE STATE NOT WRITTEN: {problem}\n")
+        else:
+            _write_stderr(f"\n{name} a third time: SAFE STATE NOT WRITTEN; exiting at once\n")
         os._exit(130)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -61,6 +61,7 @@ from instruments import (
     input_specs,
     open_executor,
     slot_seed,
+    write_safe_state,
 )
 from instruments._dispatch import outputs_and_readbacks
 from instruments._plans import READBACK_KEYS_MD
@@ -415,6 +416,7 @@ class Runner:
         # that trial's run is recorded (a stop request would abort the run in flight).
         self._stop_after: str | None = None
         self._scheduler: Scheduler | None = None
+        self._built_slots: list[Slot] = []  # built, before a scheduler owns them
         # Trials whose slot did not stop when the session ended: left `running` for resume
         # to reconcile, so their late documents are no longer this runner's to write.
         self._left_running: set[int] = set()
@@ -505,6 +507,33 @@ class Runner:
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.wake()
+
+    def write_safe_state(self, timeout: float) -> list[str]:
+        """Write every instrument slot's safe state now, waiting at most ``timeout`` s;
+        return what could not be written.
+
+        For a process about to exit without closing its devices (a second Ctrl-C while the
+        first stop hangs on a device; ``loop.cli``): the writes run on their own thread, so
+        a write that hangs, or a lock the interrupted main thread holds, costs the timeout,
+        not the exit. Safe from a signal handler: it reads the slots, changes nothing.
+        """
+        scheduler = self._scheduler
+        slots = scheduler.slots if scheduler is not None else self._built_slots
+        problems: list[str] = []
+
+        def write() -> None:
+            for slot in list(slots):
+                try:
+                    problems.extend(write_safe_state(slot.instrument))
+                except Exception as exc:  # one slot's failure must not skip the others
+                    problems.append(f"slot {slot.index}: {type(exc).__name__}: {exc}")
+
+        writer = threading.Thread(target=write, name="closedloop-safe-state", daemon=True)
+        writer.start()
+        writer.join(timeout)
+        if writer.is_alive():
+            problems.append(f"the safe state was not written within {timeout:g} s")
+        return problems
 
     # ----------------------------------------------------------------- entry points
     def run(self, prior: Sequence[PriorRow] | None = None) -> CampaignSummary:
@@ -782,6 +811,7 @@ class Runner:
                     sched.close(safe_state=write)
                 elif slots is not None:
                     self._close_slots(slots, safe_state=write)
+                self._built_slots = []
                 self._close_executor()
                 if write:
                     try:
@@ -855,6 +885,7 @@ class Runner:
                     instrument.close()
                     raise
                 slots.append(Slot(index, instrument, dispatcher))
+                self._built_slots = slots  # for write_safe_state before a scheduler owns them
         except BaseException:
             self._close_slots(slots)
             raise
@@ -862,6 +893,7 @@ class Runner:
 
     def _close_slots(self, slots: list[Slot], *, safe_state: bool = True) -> None:
         """Close slots that no scheduler owns yet, and the executor."""
+        self._built_slots = []
         for slot in slots:
             slot.close(safe_state=safe_state)
         self._close_executor()

@@ -484,7 +484,9 @@ def _wait_for_completed(db: Path, n: int, proc: subprocess.Popen[str], timeout: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_a_signal_stops_the_campaign_cleanly_and_resumable(
     sig: signal.Signals, tmp_path: Path
 ) -> None:
@@ -507,7 +509,8 @@ def test_a_signal_stops_the_campaign_cleanly_and_resumable(
     assert f"closedloop resume --store {url}" in err
     store = Store(url, create=False)
     row = store.campaign()
-    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    # SIGHUP: a closed terminal or ssh session, which killed the runner (found in review)
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGHUP: "SIGHUP (terminal closed)"}.get(sig, "SIGTERM")
     assert (row.status, row.stop_reason) == ("stopped", f"stopped by {name}")
     trials = store.trials(row.id or 0)
     assert all(t.status in ("completed", "abandoned") for t in trials), trials

@@ -1,0 +1,146 @@
+"""When a runner leaves hardware it declared a safe state for: a runner whose lease another
+took over writes nothing more (not even its safe state: the hardware is the new owner's), and
+a second Ctrl-C writes the safe state before the process exits (both found in review)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from loop import Runner, Store, load_campaign
+from loop.store import LeaseClaim, LeaseLost
+
+DEVICES = """
+import json, os, threading, time
+from ophyd import Signal
+from ophyd.status import Status
+
+LOG = {log!r}
+STEAL = []  # the test's hook: called while the detector measures
+
+
+class LoggedSignal(Signal):
+    def put(self, value, **kwargs):
+        with open(LOG, "a") as f:
+            f.write(json.dumps([self.name, value]) + "\\n")
+        return super().put(value, **kwargs)
+
+    def stop(self, *, success=False):  # a drive whose stop hangs
+        time.sleep(float(os.environ.get("STOP_SECONDS", "0")))
+
+
+class Detector(Signal):
+    def trigger(self):
+        status = Status(self)
+
+        def measure():
+            for steal in STEAL:
+                steal()
+            time.sleep(float(os.environ.get("MEASURE_SECONDS", "0")))
+            super(Detector, self).put(42.0)
+            status.set_finished()
+
+        threading.Thread(target=measure, daemon=True).start()
+        return status
+"""
+
+BENCH = """
+name: bench
+inputs:
+  x1: {device: "bench_devices:LoggedSignal", limits: [0, 1]}
+outputs:
+  y: {device: "bench_devices:Detector"}
+on_stop:
+  x1: 0
+"""
+
+CAMPAIGN = """
+name: takeover
+parameters:
+  - {name: x1, type: float, bounds: [0.5, 1]}
+objectives:
+  - {name: y, goal: minimize}
+instrument: {file: bench.yaml}
+planner: {kind: sobol}
+budget: {max_trials: 3}
+seed: 1
+"""
+
+
+def test_a_runner_that_lost_its_lease_mid_trial_stores_and_writes_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "puts.jsonl"
+    (tmp_path / "bench_devices.py").write_text(textwrap.dedent(DEVICES.format(log=str(log))))
+    (tmp_path / "bench.yaml").write_text(BENCH)
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import bench_devices  # type: ignore[import-not-found]
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    successor = LeaseClaim(owner="other:2", host="other", pid=2, token="successor", ttl=60)
+
+    def steal() -> None:  # another runner takes the campaign over during trial 1
+        lease = store.lease(1)
+        assert lease is not None
+        assert store.replace_lease(1, lease.token, successor)
+
+    monkeypatch.setattr(bench_devices, "STEAL", [steal])
+    runner = Runner(load_campaign(tmp_path / "c.yaml"), store)
+    with pytest.raises(LeaseLost, match="other:2"):
+        runner.run()
+    trials = store.trials(1)
+    assert [t.status for t in trials] == ["running"]  # the successor's to reconcile
+    assert [d.name for d in store.documents(trials[0].id or 0)] == ["start"]
+    puts = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(puts) == 1 and puts[0][1] >= 0.5, puts  # the trial's move; no safe state (0)
+    assert store.lease(1).token == "successor"  # type: ignore[union-attr]
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_writes_the_safe_state_before_exiting(tmp_path: Path) -> None:
+    """The first Ctrl-C's stop hung in a drive's stop(); a second Ctrl-C exited at once and
+    left the heater on. It now writes the safe state first, and says so."""
+    log = tmp_path / "puts.jsonl"
+    (tmp_path / "bench_devices.py").write_text(textwrap.dedent(DEVICES.format(log=str(log))))
+    (tmp_path / "bench.yaml").write_text(BENCH)
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "MEASURE_SECONDS": "30",
+        "STOP_SECONDS": "30",
+    }
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", "run", "c.yaml", "--store", url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text()):  # the trial's move: now measuring
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)  # the abort is stuck in the drive's stop()
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Ctrl-C again: writing the safe state" in " ".join(err.split()), err
+    assert "NOT WRITTEN" not in err, err
+    puts = [json.loads(line) for line in log.read_text().splitlines()]
+    assert puts[-1] == ["x1", 0], puts  # the safe state, after the trial's move
