@@ -277,18 +277,15 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
     campaigns of one name driving the same instrument would. An unfinished campaign of the
     name that no runner holds only earns a hint that ``resume`` continues it.
     """
-    from loop.lock import describe_lease, live_lease
+    from loop.lock import running_namesake
 
     for row in reversed(db.campaigns()):
         if row.name != name or row.status not in ACTIVE or row.id is None:
             continue
-        lease = live_lease(db, row.id)
-        if lease is not None:
-            raise CampaignRunning(
-                f"campaign '{name}' (id {row.id}) is running in {url} right now, driven by "
-                f"{describe_lease(lease)}; wait for it or stop it (Ctrl-C) before starting "
-                "another, or rename the new campaign"
-            )
+        lease = db.lease(row.id)
+        why = None if lease is None else running_namesake(name, row.id, lease, url)
+        if lease is not None and why is not None:
+            raise CampaignLocked(why, owner=lease.owner)
     for row in reversed(db.campaigns()):
         if row.name == name and row.status in UNFINISHED:
             err_console.print(
@@ -297,10 +294,6 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
                 "it. Starting a new campaign."
             )
             return
-
-
-class CampaignRunning(ClosedLoopError):
-    """``run`` of a campaign whose namesake is being driven right now."""
 
 
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:

@@ -101,6 +101,23 @@ def live_lease(store: Store, campaign_id: int) -> LeaseRow | None:
     return lease
 
 
+def running_namesake(name: str, campaign_id: int, lease: LeaseRow, url: str) -> str | None:
+    """Why a new campaign ``name`` must not start beside campaign ``campaign_id`` of the same
+    name, whose lease is ``lease``; ``None`` when that lease is stale.
+
+    ``run`` always starts a new campaign, so it cannot collide with the running one in the
+    store, but two campaigns of one name drive one instrument. The CLI asks before building
+    the devices (a quick refusal), the store again when it creates the campaign (the race).
+    """
+    if stale_reason(lease) is not None:
+        return None
+    return (
+        f"campaign '{name}' (id {campaign_id}) is running in {url} right now, driven by "
+        f"{describe_lease(lease)}; wait for it or stop it (Ctrl-C) before starting another, "
+        "or rename the new campaign"
+    )
+
+
 def describe_lease(lease: LeaseRow) -> str:
     """``host:pid (heartbeat 2 s ago)``, for messages."""
     return f"{lease.owner} (heartbeat {max(time.time() - lease.heartbeat, 0.0):.0f} s ago)"

@@ -34,6 +34,7 @@ stored, but the planner receives ``outcome='failed'``, never the numbers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -68,7 +69,7 @@ from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.failures import Failure, failure, failure_counts, failures_of
-from loop.lock import LEASE_TTL, CampaignLease
+from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
 from loop.report import objective_values
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
@@ -557,17 +558,19 @@ class Runner:
         try:
             if self._stop_request is not None:  # Ctrl-C while the devices were built
                 raise KeyboardInterrupt(self._stop_request)
-            cid = self.create(rows)
+            cid = self.create(rows, alone=True)
         except BaseException:
             self._close_slots(slots)
             raise
         return self._drive(cid, resumed=False, slots=slots)
 
-    def create(self, prior: Sequence[PriorRow] | None = None) -> int:
+    def create(self, prior: Sequence[PriorRow] | None = None, *, alone: bool = False) -> int:
         """Store the campaign and its prior data under this runner's lease; its id.
 
         ``run`` starts with this; ask/tell (``closedloop suggest FILE``) stops here, so both
-        start the campaign from the same stored state (prior trials included).
+        start the campaign from the same stored state (prior trials included). ``alone``
+        (``run``): refuse while a campaign of the same name is being run
+        (``loop.lock.running_namesake``), in the transaction that creates this one.
         """
         if self.campaign_id is not None:
             raise ClosedLoopError(
@@ -588,6 +591,9 @@ class Runner:
             instrument_text=self.loaded.instrument_text,
             prior=self._prior_trials(rows),
             prior_kind=PRIOR_KIND,
+            refuse_namesake=(
+                functools.partial(running_namesake, url=self.store.url) if alone else None
+            ),
         )
         self.lease.adopt(self.campaign_id)
         if rows:

@@ -337,6 +337,10 @@ def _text(value: str | None) -> str | None:
 # waits forever by default, so a firewalled host would hang ``closedloop status``. A
 # ``connect_timeout`` in the URL's query wins.
 CONNECT_TIMEOUT = 15  # s
+# The first key of the PostgreSQL advisory locks that serialise creating campaigns of one name
+# (the second is the name's hash): see ``Store.create_campaign(refuse_namesake=...)``.
+_NAME_LOCK_KEY = 0x636C6E
+
 # The key of the PostgreSQL advisory lock that serialises creating and upgrading the tables
 # (any constant closedloop alone uses: "clsd").
 _SCHEMA_LOCK_KEY = 0x636C7364
@@ -619,6 +623,7 @@ class Store:
         instrument_text: str | None = None,
         prior: Sequence[tuple[dict[str, Any], dict[str, float]]] = (),
         prior_kind: str = "prior",
+        refuse_namesake: Callable[[str, int, LeaseRow], str | None] | None = None,
     ) -> int:
         """Commit a new campaign, its prior data and the creator's lease in one transaction.
 
@@ -632,8 +637,21 @@ class Store:
             prior: earlier measurements, ``(parameters, outputs)`` per row, stored as
                 completed trials of kind ``prior_kind`` numbered 1, 2, ... (no documents,
                 never dispatched).
+            refuse_namesake: ``(name, id, lease)`` of each active campaign of the same name
+                that holds a lease -> why it must not get a twin (``CampaignLocked``), or
+                ``None``. Checked in this transaction: two ``run``s of one file started
+                together both passed the CLI's check made before their devices were built
+                (which takes seconds with EPICS) and both drove the instrument (found in
+                review). The check runs after this campaign's insert took SQLite's write lock
+                (on PostgreSQL, an advisory lock on the name), so the second waits for the
+                first's commit and sees its lease.
         """
         with self.session() as s:
+            if refuse_namesake is not None and self.engine.dialect.name == "postgresql":
+                s.connection().execute(
+                    text("SELECT pg_advisory_xact_lock(:key, hashtext(:name))"),
+                    {"key": _NAME_LOCK_KEY, "name": name},
+                )
             row = CampaignRow(
                 name=name,
                 config_text=config_text,
@@ -646,6 +664,20 @@ class Store:
             s.flush()
             if row.id is None:  # pragma: no cover - the database assigns it
                 raise StoreError("the database gave the campaign no id")
+            if refuse_namesake is not None:
+                twins = s.exec(
+                    select(CampaignRow.id, LeaseRow)
+                    .join(LeaseRow, col(LeaseRow.campaign_id) == col(CampaignRow.id))
+                    .where(
+                        CampaignRow.name == name,
+                        col(CampaignRow.id) != row.id,
+                        col(CampaignRow.status).in_(ACTIVE),
+                    )
+                ).all()
+                for twin_id, held in twins:
+                    why = refuse_namesake(name, twin_id or 0, held)
+                    if why is not None:
+                        raise CampaignLocked(why, owner=held.owner)
             if prior:
                 _insert_prior(s.connection(), row.id, prior, prior_kind)
             if lease is not None:

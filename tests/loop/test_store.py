@@ -203,3 +203,29 @@ def test_export_reads_trials_and_outputs_at_one_moment(tmp_path: Path) -> None:
     assert seen in (("running", {}), ("completed", {"y": 2.0})), seen
     # and afterwards the finished trial is whole
     assert export_records(reader, cid)[1]["outputs"] == {"y": 2.0}
+
+
+def test_a_campaign_is_not_created_beside_a_running_namesake(store: Store) -> None:
+    """Two `run`s of one file started together both passed the CLI's check, made before
+    their devices were built, and both drove the instrument (found in review): the store
+    checks again in the transaction that creates the campaign."""
+    import functools
+    import os
+
+    from loop.lock import host_id, running_namesake
+    from loop.store import CampaignLocked
+
+    here = host_id()
+    live = LeaseClaim(owner="me:1", host=here, pid=os.getpid(), token="first", ttl=30)
+    first = store.create_campaign("c", "name: c\n", "c.yaml", 0, lease=live)
+    check = functools.partial(running_namesake, url="sqlite:///s.db")
+    second = LeaseClaim(owner="me:2", host=here, pid=os.getpid(), token="second", ttl=30)
+    with pytest.raises(CampaignLocked, match=f"campaign 'c' \\(id {first}\\) is running"):
+        store.create_campaign("c", "name: c\n", "c.yaml", 0, lease=second, refuse_namesake=check)
+    assert [c.id for c in store.campaigns()] == [first]  # nothing of the second was kept
+    other = store.create_campaign(
+        "d", "name: d\n", "d.yaml", 0, lease=second, refuse_namesake=check
+    )
+    store.finish_campaign(first, "stopped", "test")  # no longer active: a new `c` may start
+    third = LeaseClaim(owner="me:3", host=here, pid=os.getpid(), token="third", ttl=30)
+    assert store.create_campaign("c", "x", "c.yaml", 0, lease=third, refuse_namesake=check) > other
