@@ -44,7 +44,7 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
@@ -53,6 +53,7 @@ from bluesky import RunEngine
 from bluesky.protocols import Checkable
 from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
 from bluesky.utils import DuringTask, Msg, RunEngineInterrupted
+from ophyd.utils import LimitError
 
 from instruments._errors import (
     DispatcherBusy,
@@ -605,7 +606,17 @@ class Dispatcher:
             self._check_limits(parameters)
         except Exception as exc:
             plan.close()
-            error = f"limit check failed, no device moved: {describe_exception(exc)}"
+            # A refusal, or a check that could not be made: a readback too slow to answer, a
+            # PV lost (a timeout, a lost connection), which may well pass next time. That
+            # used to read "limit check failed" too, and was never retried.
+            unchecked = not isinstance(exc, LimitError) and is_transient(exc)
+            if unchecked:
+                error = (
+                    "the setpoints could not be checked against the limits, no device moved: "
+                    f"{describe_exception(exc)}"
+                )
+            else:
+                error = f"limit check failed, no device moved: {describe_exception(exc)}"
             logger.info("trial %s rejected before dispatch: %s", trial_id, error)
             return TrialResult(
                 run_uid=None,
@@ -614,6 +625,7 @@ class Dispatcher:
                 started=started,
                 finished=time.time(),
                 duration=time.perf_counter() - t0,
+                transient=unchecked,
             )
         marks: list[tuple[float, str]] = []
         previous_hook = self.run_engine.msg_hook
@@ -722,24 +734,52 @@ class Dispatcher:
         A choice must be one of its declared values, and a numeric parameter's value a
         number: a device's own ``check_value`` lets a non-number through when it declares
         no numeric limits (that is how it takes choices), so the campaign's kinds decide.
+
+        Raises:
+            Exception: the first refusal (or failure to check), in the inputs' order.
         """
+        for _, exc in self._each_check(parameters, every=False):
+            raise exc
+
+    def refusals(self, parameters: Mapping[str, Any]) -> dict[str, str]:
+        """Every value the pre-check of :meth:`run` refuses: parameter name -> why (a trial
+        fails at the first; a preview, ``plan --dry-run --at``, says each)."""
+        return {name: str(exc) or type(exc).__name__ for name, exc in self._each_check(parameters)}
+
+    def _each_check(
+        self, parameters: Mapping[str, Any], *, every: bool = True
+    ) -> Iterator[tuple[str, Exception]]:
+        """``(name, why)`` for each parameter whose value is refused (or cannot be checked);
+        without ``every``, only until the first."""
+        refused: set[str] = set()
         for name, value in parameters.items():
-            allowed = self.choices.get(name)
-            if allowed is not None:
-                check_setpoint(
-                    name, value, limits=None, max_step=None, current=None, choices=allowed
-                )
-            elif name in self.readback_limits and (
-                isinstance(value, bool) or not isinstance(value, numbers.Real)
-            ):
-                raise SetpointRefused(f"{name}: setpoint {value!r} is not a number")
+            try:
+                allowed = self.choices.get(name)
+                if allowed is not None:
+                    check_setpoint(
+                        name, value, limits=None, max_step=None, current=None, choices=allowed
+                    )
+                elif name in self.readback_limits and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Real)
+                ):
+                    raise SetpointRefused(f"{name}: setpoint {value!r} is not a number")
+            except Exception as exc:
+                refused.add(name)
+                yield name, exc
+                if not every:
+                    return
         for name, device in self.instrument.inputs.items():
-            if not isinstance(device, Checkable):
+            if not isinstance(device, Checkable) or name in refused:
                 continue
-            outcome = device.check_value(parameters[name])
-            if inspect.isawaitable(outcome):
-                future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
-                future.result(timeout=_LIMIT_CHECK_TIMEOUT)
+            try:
+                outcome = device.check_value(parameters[name])
+                if inspect.isawaitable(outcome):
+                    future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
+                    future.result(timeout=_LIMIT_CHECK_TIMEOUT)
+            except Exception as exc:
+                yield name, exc
+                if not every:
+                    return
 
     def _result(
         self,

@@ -16,8 +16,11 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
   dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
   ``close()``. What the IOC says of its PVs is checked here once they connect: a setpoint
   PV's own control limits (DRVL/DRVH) and a motor record's soft limits (LLM/HLM) refuse a
-  setpoint like the file's ``limits`` do, and an input on an ENUM or string PV, or on a
-  motor whose EGU is not the unit the file says it speaks, is refused. A move's put is
+  setpoint like the file's ``limits`` do, and an input on an ENUM or string PV, or on a PV
+  or motor whose EGU is not the unit the file says it speaks, is refused, as is a safe state
+  outside the device's own limits. ``close()`` writes the safe state, an input with
+  ``max_step`` in steps (:meth:`InputDevice.write_safe_state`), and keeps what it could not
+  write in ``safe_state_failures`` (:class:`SafeStateFailure`). A move's put is
   fenced by a per-input lock and a per-move stop flag, so no put of a stopped move (an
   aborted trial, a campaign that stopped) can reach the device after the next trial's or
   after the safe state.
@@ -50,6 +53,7 @@ import importlib.metadata
 import inspect
 import logging
 import math
+import numbers
 import queue
 import reprlib
 import threading
@@ -100,6 +104,12 @@ class DeviceTypeError(InstrumentConfigError):
     or readback of a numeric input (a float put to an ENUM PV picks a state by its index), or
     a motor record whose EGU is not the unit the file says it speaks (12 mm sent to a stage
     in um moves it 12 um, and the readback, 12, reads back as the 12 mm asked for)."""
+
+
+class DeviceLimitsError(InstrumentConfigError):
+    """A safe state (``on_stop``) outside its device's own limits (a setpoint PV's
+    DRVL/DRVH, a motor record's LLM/HLM): the IOC would refuse or clamp it just when the
+    campaign stops, so the instrument is refused when it connects."""
 
 
 class MotorFault(InstrumentError):
@@ -702,6 +712,9 @@ class InputDevice:
         # before it waits for the lock: no put can reach the device after the safe state.
         self._put_lock = threading.Lock()
         self._closed = False
+        # The last value written to the device (campaign units): where it was last told to go,
+        # for max_step when the device cannot say (a plugin; see _commanded).
+        self._last_written: float | None = None
         self._signal: Any = None
         self._positioner: Any = None
         if decl.setpoint is not None:
@@ -759,7 +772,33 @@ class InputDevice:
             current=lambda: self.position,
             device_limits=self.device_limits if connected else None,
             device_source=self._device_limits_source,
+            commanded=self._commanded,
         )
+
+    def _commanded(self, deadline: float | None = None) -> float | None:
+        """Where the device was last told to go, in campaign units: its setpoint PV (a
+        motor's VAL) as the IOC holds it now, so a write by another client counts too; else
+        the last value this process wrote; ``None``: not known (nothing written yet, or
+        the setpoint PV is also the readback, which ``max_step`` measures from anyway)."""
+        raw: Any = None
+        limit = None if deadline is None else max(_left(deadline), 0.5)
+        try:
+            if self._signal is not None and self.write_pv != self.read_pv:
+                raw = self._signal.get_setpoint(**({} if limit is None else {"timeout": limit}))
+            elif self.decl.motor is not None:
+                setpoint = self._positioner.user_setpoint
+                raw = setpoint.get(**({} if limit is None else {"timeout": limit}))
+        except Exception as exc:  # unreadable now: what this process last wrote
+            logger.debug("%s: cannot read its setpoint back: %s", self.name, exc)
+            raw = None
+        if raw is not None:
+            try:
+                value = float(self._from_device(raw))
+            except (TypeError, ValueError):
+                value = math.nan
+            if math.isfinite(value):
+                return value
+        return self._last_written
 
     @property
     def device_limits(self) -> tuple[float, float] | None:
@@ -801,6 +840,29 @@ class InputDevice:
             return f"soft limits LLM/HLM of motor {self.write_pv}"
         return ""
 
+    def reach_problem(self, here: float, bounds: tuple[float, float] | None) -> str | None:
+        """Why no trial could start from the reading ``here``: every setpoint the campaign
+        may ask for (its ``bounds`` within the file's ``limits``) is further than
+        ``max_step`` from it, so each would be refused; ``None`` if not (or no ``max_step``)."""
+        step = self.decl.max_step
+        spans = [s for s in (self.decl.limits, bounds) if s is not None]
+        if step is None or not spans:
+            return None
+        low = max(float(s[0]) for s in spans)
+        high = min(float(s[1]) for s in spans)
+        if low > high:
+            return None  # the bounds miss the limits: check_declared warned of that
+        nearest = min(max(here, low), high)
+        if abs(nearest - here) <= step:
+            return None
+        units = f" {self.units}" if self.units else ""
+        return (
+            f"the nearest setpoint a trial may ask for, {nearest:g}{units}, is "
+            f"{abs(nearest - here):g} from its reading {here:g}, more than max_step {step:g}: "
+            "every trial would be refused (bring the device within max_step of "
+            f"[{low:g}, {high:g}] first)"
+        )
+
     def range_problem(self, bounds: tuple[float, float] | None = None) -> str | None:
         """Why setpoints the file allows (its ``limits``, else the campaign's ``bounds``)
         would not all reach the device: they reach outside its own limits; ``None`` if not.
@@ -825,13 +887,18 @@ class InputDevice:
 
     def type_problem(self) -> str | None:
         """Why this input's PVs cannot carry its numbers (an ENUM, a string, an array; a
-        motor whose EGU is another unit than the file says it speaks), or ``None``. Known
-        once they are connected; unknown (``None``) before."""
+        setpoint or readback PV, or a motor, whose EGU is another unit than the file says
+        it speaks), or ``None``. Known once they are connected; unknown (``None``) before."""
         if self.decl.motor is not None:
-            return self._egu_problem()
+            try:
+                egu = self._positioner.motor_egu.get()
+            except Exception:  # not connected yet: unknown
+                return None
+            return self._egu_problem(egu, f"motor {self.write_pv} (input {self.name!r})")
         if self._signal is None:
             return None
         seen: set[str] = set()
+        pvs = []
         for role, pv, name in (
             ("setpoint", getattr(self._signal, "_write_pv", None), self.write_pv),
             ("readback", getattr(self._signal, "_read_pv", None), self.read_pv),
@@ -839,32 +906,36 @@ class InputDevice:
             if pv is None or name in seen:
                 continue
             seen.add(name)
+            roles = "setpoint and readback" if self.write_pv == self.read_pv else role
+            pvs.append((pv, f"PV {name} (the {roles} of input {self.name!r})"))
+        for pv, what in pvs:
             problem = _pv_type_problem(pv)
             if problem is not None:
-                roles = "setpoint and readback" if self.write_pv == self.read_pv else role
                 return (
-                    f"PV {name} (the {roles} of input {self.name!r}) is {problem}; a numeric "
-                    "input needs a numeric PV (a float or an integer)"
+                    f"{what} is {problem}; a numeric input needs a numeric PV (a float or an "
+                    "integer)"
                 )
+        for pv, what in pvs:
+            problem = self._egu_problem(_pv_units(pv), what)
+            if problem is not None:
+                return problem
         return None
 
-    def _egu_problem(self) -> str | None:
-        """A motor record says which unit it moves in (EGU). If that is a unit (pint knows
-        it) and not the one the file says the device speaks (``device_units``, else the
-        campaign's unit), every setpoint would be sent in the wrong unit, and read back in
-        it too, so nothing would look wrong: refused like a PV of the wrong type. An empty
-        or unknown EGU (``counts``), one of another dimension (pint reads ``MM``, an EGU in
-        capitals, as megamolar: not a length, so not judged either), or an input without
-        units, is not judged."""
+    def _egu_problem(self, egu: Any, what: str) -> str | None:
+        """A motor record, and a numeric PV, say which unit they speak (EGU). If that is a
+        unit (pint knows it) and not the one the file says the device speaks
+        (``device_units``, else the campaign's unit), every setpoint would be sent in the
+        wrong unit, and read back in it too, so nothing would look wrong (found in review:
+        a temperature PV in K driven as degC, 30 degC sent as 30 K): refused like a PV of
+        the wrong type. An empty or unknown EGU (``counts``), one of another dimension (pint
+        reads ``MM``, an EGU in capitals, as megamolar, and ``C`` as coulomb: neither is
+        judged), or an input without units, is not judged."""
         from instruments._instrument_file import unit_registry
 
         speaks = self.decl.device_units or self.units
-        if not speaks:
+        if not speaks or egu is None:
             return None
-        try:
-            egu = str(self._positioner.motor_egu.get()).strip()
-        except Exception:  # not connected yet: unknown
-            return None
+        egu = (egu.decode(errors="replace") if isinstance(egu, bytes) else str(egu)).strip()
         if not egu:
             return None
         try:
@@ -874,11 +945,19 @@ class InputDevice:
                 return None
         except Exception:  # an EGU pint does not know: not judged
             return None
-        which = "device_units" if self.decl.device_units else "units"
+        if self.decl.device_units:
+            said_by = f"the file says it speaks {speaks!r} (its device_units)"
+        elif self.decl.units:
+            said_by = f"the file says it speaks {speaks!r} (its units, no device_units)"
+        else:
+            said_by = (
+                f"it is given numbers in {speaks!r} (the campaign parameter's unit; the input "
+                "has no device_units)"
+            )
+        verb = "moves" if what.startswith("motor ") else "is"
         return (
-            f"motor {self.write_pv} (input {self.name!r}) moves in {egu!r} (its EGU), but the "
-            f"file says it speaks {speaks!r} (its {which}); set `device_units: {egu}` on the "
-            "input (values are then converted), or fix the record's EGU"
+            f"{what} {verb} in {egu!r} (its EGU), but {said_by}; set `device_units: {egu}` "
+            "on the input (values are then converted), or fix the record's EGU"
         )
 
     def _refuse_wrong_type(self) -> None:
@@ -981,19 +1060,160 @@ class InputDevice:
         raw, ts = self._raw_readback(deadline)
         return self._from_device(raw), ts
 
+    @property
+    def target(self) -> str:
+        """What this input writes, for messages: its setpoint PV (not the readback), its
+        motor record or its plugin device."""
+        if self._signal is not None:
+            return f"PV {self.write_pv}"
+        if self.decl.motor is not None:
+            return f"motor {self.write_pv}"
+        return f"device {self.decl.device}"
+
+    def safe_state_problem(self, value: float) -> str | None:
+        """Why the safe state ``value`` would not reach the device: it lies outside the
+        device's own limits (a setpoint PV's DRVL/DRVH, a motor's LLM/HLM), which would
+        refuse or clamp it when the campaign stops; ``None``: within them, or none known."""
+        ioc = self.device_limits
+        if ioc is None or ioc[0] <= value <= ioc[1]:
+            return None
+        units = f" {self.units}" if self.units else ""
+        return (
+            f"its safe state (on_stop) {value:g}{units} is outside [{ioc[0]:g}, {ioc[1]:g}]"
+            f"{units}, the {self._device_limits_source}, which would refuse or clamp it when "
+            "the campaign stops (change on_stop, or widen the IOC's limits)"
+        )
+
     def put_raw(self, value: float, *, timeout: float) -> None:
         """Write a campaign-unit value now, waiting for the write to be acknowledged (used
-        for the safe state; no tolerance wait)."""
+        for the safe state; no tolerance wait). ``timeout`` bounds the wait for the
+        connection (a PV reconnecting after an IOC restart; ophyd's own default is 1 s)
+        and then the acknowledgement."""
         target = self._to_device(value)
+        self._last_written = float(value)
         if self._signal is not None:
             done = threading.Event()
-            self._signal.put(target, force=True, use_complete=True, callback=done.set)
+            self._signal.put(
+                target,
+                force=True,
+                use_complete=True,
+                callback=done.set,
+                connection_timeout=timeout,
+            )
             if not done.wait(timeout):
                 raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
         else:
             # bounded like every call; an ophyd-async status is awaited, a sync one (a motor's
             # whole move) is not: the write was taken, the move may outlast `timeout`
             call_device(self._positioner, "set", target, timeout=timeout)
+
+    def write_safe_state(self, value: float, *, timeout: float) -> None:
+        """Write this input's safe state ``value`` (campaign units), keeping to ``max_step``.
+
+        Without ``max_step``: one write (:meth:`put_raw`). With it, the device is never
+        told to jump further than ``max_step`` on the way out either (a magnet's current, a
+        furnace: found in review, a safe state of 100 written at once from 10): it is
+        approached in steps, each at most ``max_step`` from the readback and from the last
+        setpoint (as a trial's move is checked), each a move of its own, waited for within
+        the input's ``timeout`` (the device's status, then the readback within
+        ``tolerance``, or at or past the step without one; then ``settle_time``). The last
+        step is written like a direct safe state (acknowledged, not waited for).
+
+        Raises:
+            InstrumentError: a step could not be written or was not reached in time, or no
+                step can keep to ``max_step`` (the readback unreadable, or further than
+                twice ``max_step`` from the last setpoint); nothing more is written, and the
+                message says how far the approach got.
+        """
+        step = self.decl.max_step
+        if step is None:
+            self.put_raw(value, timeout=timeout)
+            return
+        written: list[float] = []
+        most: int | None = None  # steps it may take: twice the fewest, and two more
+        try:
+            while True:
+                if most is not None and len(written) >= most:
+                    raise InstrumentError(
+                        f"still not there after {len(written)} steps (each reached only "
+                        f"within tolerance {self.decl.tolerance or 0:g} of a max_step of {step:g})"
+                    )
+                deadline = time.monotonic() + self.decl.timeout
+                here = float(self._readback(deadline)[0])
+                if not math.isfinite(here):
+                    raise InstrumentError(f"its readback is {here}, not a finite number")
+                told = self._commanded(deadline)
+                told = here if told is None else told
+                if most is None:
+                    most = 2 * math.ceil(abs(value - here) / step) + 2
+                low, high = max(here, told) - step, min(here, told) + step
+                if low > high:
+                    raise InstrumentError(
+                        f"its readback {here:g} and its last setpoint {told:g} are "
+                        f"{abs(here - told):g} apart, more than twice max_step {step:g}, so no "
+                        "write can stay within max_step of both"
+                    )
+                nxt = min(max(value, low), high)
+                if nxt == value:
+                    self.put_raw(value, timeout=timeout)
+                    return
+                if written and abs(nxt - value) >= abs(written[-1] - value):
+                    raise InstrumentError(
+                        f"its readback {here:g} has not followed the step to {written[-1]:g}"
+                    )
+                written.append(nxt)
+                self._safe_step(nxt, deadline, start=here)
+        except Exception as exc:
+            units = f" {self.units}" if self.units else ""
+            done = (
+                f"after {len(written)} step(s), the last to {written[-1]:g}{units}, "
+                if written
+                else "before its first step, "
+            )
+            raise InstrumentError(
+                f"approaching it in steps of at most max_step {step:g}{units} stopped {done}"
+                f"nothing more written: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _safe_step(self, value: float, deadline: float, *, start: float) -> None:
+        """One step of :meth:`write_safe_state` from the readback ``start``: written (the
+        connection waited for until ``deadline``), then waited for as a trial's move is,
+        until ``deadline``."""
+        target = self._to_device(value)
+        self._last_written = value
+        never = threading.Event()  # the safe state is not stopped by a trial's stop
+        if self._signal is not None:
+            done = threading.Event()
+            self._signal.put(
+                target,
+                force=True,
+                use_complete=True,
+                callback=done.set,
+                connection_timeout=max(_left(deadline), 0.1),
+            )
+            if not done.wait(_left(deadline)):
+                raise TimeoutError(f"{self.write_pv}: put of {target:g} not acknowledged")
+        else:
+            status = call_device(self._positioner, "set", target, timeout=_left(deadline))
+            if not is_async_device(self._positioner):
+                _wait_status(status, _left(deadline), never, what=self.what, method="set")
+            if self.decl.motor is not None:
+                self._motor_done(deadline, never)
+        tolerance = self.decl.tolerance or 0.0
+        while True:
+            here = float(self._readback(deadline)[0])
+            # reached: within tolerance, or at or past it (coming from `start`)
+            if abs(here - value) <= tolerance or (here - value) * (start - value) <= 0:
+                break
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(
+                    f"readback {here:g} not "
+                    + (f"within {tolerance:g} of" if tolerance else "at")
+                    + f" {value:g} after {self.decl.timeout:g} s"
+                )
+            time.sleep(_POLL)
+        if self.decl.settle_time:
+            time.sleep(self.decl.settle_time)
 
     @contextlib.contextmanager
     def _fence(self, cancel: threading.Event) -> Iterator[None]:
@@ -1050,14 +1270,18 @@ class InputDevice:
                 current=lambda: self._within(deadline, value, self._readback, deadline)[0],
                 device_limits=self.device_limits,
                 device_source=self._device_limits_source,
+                commanded=lambda: self._commanded(deadline),
             )
             target = self._to_device(value)
             if self._signal is not None:
                 with self._fence(cancel):  # not after a stop, nor after the safe state
                     self._signal.put(target, force=True, use_complete=False)
+                    self._last_written = _number_or_none(value)
             else:
 
                 def start() -> Any:
+                    # told to go there even if the call then fails or times out
+                    self._last_written = _number_or_none(value)
                     return call_device(
                         self._positioner, "set", target, timeout=_left(deadline), cancelled=cancel
                     )
@@ -1489,13 +1713,63 @@ def _takes(fn: Callable[..., Any], name: str) -> bool:
 def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
     """A check row for a PV read as it is (acquisition, safe state): connected and value."""
     row = CheckRow(name, role, f"PV:{signal.pvname}", False)
+    if _connect_row(row, signal, timeout):
+        try:
+            row.value = signal.get()
+        except Exception as exc:
+            row.problem = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _connect_row(row: CheckRow, target: Any, timeout: float) -> bool:
+    """Connect ``target`` for ``row``; whether it can be read now.
+
+    A device whose Channel Access channels all connected but which did not finish
+    connecting in time (ophyd waits for each PV's first value and metadata too) is
+    connected, slow: said so (``row.slow``), not "cannot connect" (found in review: an
+    IOC that answered reads after 3 s had both inputs listed as not connected).
+    """
     try:
-        signal.wait_for_connection(timeout=timeout)
-        row.connected = True
-        row.value = signal.get()
+        _connect(target, timeout)
     except Exception as exc:
         row.problem = f"{type(exc).__name__}: {exc}"
-    return row
+        if _channels_connected(target):
+            row.connected = row.slow = True
+            row.problem = (
+                f"its PVs are connected but did not answer their first reads within "
+                f"{timeout:g} s ({row.problem})"
+            )
+        return False
+    row.connected = True
+    return True
+
+
+def _channels_connected(target: Any) -> bool:
+    """Whether every Channel Access channel of an ophyd signal or device is connected
+    (``False`` for a device without any, such as a plugin)."""
+    walk = getattr(target, "walk_signals", None)
+    try:
+        signals = [w.item for w in walk()] if callable(walk) else [target]
+        pvs = [
+            pv
+            for sig in signals
+            for pv in (getattr(sig, "_read_pv", None), getattr(sig, "_write_pv", None))
+            if pv is not None
+        ]
+        return bool(pvs) and all(bool(getattr(pv, "connected", False)) for pv in pvs)
+    except Exception:
+        return False
+
+
+def _pv_device_limits(signal: Any) -> tuple[float, float] | None:
+    """A PV's control limits (DRVL/DRVH), or ``None`` (none: ``(0, 0)``, or not known)."""
+    try:
+        low, high = (float(x) for x in signal.limits)
+    except Exception:
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        return None
+    return (low, high)
 
 
 _NUMERIC_TYPES = frozenset({"short", "int", "float", "char", "long", "double"})
@@ -1530,6 +1804,38 @@ def _pv_type_problem(pv: Any) -> str | None:
     return None
 
 
+def _pv_limits_problem(signal: Any, value: float) -> str | None:
+    """Why ``value`` (a safe state) is outside an ``on_stop`` PV's control limits
+    (DRVL/DRVH), which would refuse or clamp it; ``None``: within them, or none ((0, 0))."""
+    limits = _pv_device_limits(signal)
+    if limits is None or limits[0] <= value <= limits[1]:
+        return None
+    low, high = limits
+    return (
+        f"{value:g} is outside [{low:g}, {high:g}], the control limits DRVL/DRVH of PV "
+        f"{signal.pvname}, which would refuse or clamp it when the campaign stops"
+    )
+
+
+def _number_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` (a choice's text, a bool, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _pv_units(pv: Any) -> Any:
+    """A connected control-layer PV's engineering unit (EGU), as its control metadata gave
+    it when it connected; ``None`` when not connected or not known (never waits for one)."""
+    try:
+        if not getattr(pv, "connected", False):
+            return None
+        return getattr(pv, "units", None)
+    except Exception:
+        return None
+
+
 def _equal(a: Any, b: Any) -> bool:
     try:
         return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
@@ -1553,6 +1859,36 @@ class CheckRow:
     # an input's device's own limits in campaign units (a setpoint PV's DRVL/DRVH, a motor's
     # LLM/HLM), when it has any: the range the device itself takes, next to the file's
     device_limits: tuple[float, float] | None = None
+    # worth knowing, not a problem (``instruments check`` still exits 0)
+    note: str | None = None
+    # connected, but its first reads did not answer in time (``problem`` says so)
+    slow: bool = False
+    # the input whose device this row reads too (an input's safe state): its connection is
+    # that input's, reported with that input's row
+    follows: str | None = None
+
+
+@dataclass(frozen=True)
+class SafeStateFailure:
+    """One ``on_stop`` value that could not be written (or, approached in steps under
+    ``max_step``, was not reached): see :meth:`DeclaredInstrument.safe_state`.
+
+    Attributes:
+        key: the ``on_stop`` key as the file writes it: an input's name, or a PV's name
+            without the file's prefix.
+        value: the value it was to get (campaign units for an input).
+        target: what it was written to: ``PV LAB:R1:temp:SP`` (an input's setpoint PV,
+            not its readback), ``motor LAB:R1:m1``, ``device mylab:Pump``, or the PV.
+        error: why not, the exception's type first.
+    """
+
+    key: str
+    value: float
+    target: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value:g} ({self.target}): {self.error}"
 
 
 @dataclass
@@ -1568,6 +1904,8 @@ class DeclaredInstrument:
     # whether the inputs' ``bounds`` are the campaign's (``check`` then reports bounds that
     # reach outside a device's own limits); not for an instrument file checked on its own
     bounds_known: bool = False
+    # what the last safe_state() (close()) could not write; empty: all written, or none yet
+    safe_state_failures: tuple[SafeStateFailure, ...] = ()
     _closed: bool = False
 
     @property
@@ -1581,47 +1919,80 @@ class DeclaredInstrument:
     def connect(self, timeout: float | None = None) -> None:
         """Wait until every PV is connected, and check what the PVs say about themselves.
 
-        An input whose setpoint or readback PV is not a number (an ENUM, a string) is
-        refused. Limits or bounds that reach outside a setpoint PV's own control limits are
-        logged as a warning (setpoints outside them are refused before dispatch, each
-        failing its trial).
+        An input whose setpoint or readback PV is not a number (an ENUM, a string) or speaks
+        another unit (its EGU) than the file says is refused, and so is a safe state
+        (``on_stop``) outside its device's own limits: the IOC would refuse or clamp it just
+        when the campaign stops. Limits or bounds that reach outside a setpoint PV's own
+        control limits are logged as a warning (setpoints outside them are refused before
+        dispatch, each failing its trial).
 
         Raises:
-            DeviceConnectionError: naming every PV that did not connect.
-            DeviceTypeError: naming every input PV of the wrong type, and its type.
+            DeviceConnectionError: naming every PV that did not connect, and, apart, every
+                device whose PVs connected but did not answer its first reads in time.
+            DeviceTypeError: naming every input PV of the wrong type or unit, and why.
+            DeviceLimitsError: naming every safe state outside its device's limits.
         """
-        rows = self.check(timeout=timeout)
+        rows = [r for r in self.check(timeout=timeout) if r.follows is None]
         missing = [r for r in rows if not r.connected]
-        if missing:
+        slow = [r for r in rows if r.connected and r.slow]
+        if missing or slow:
             # each device's own reason; the EPICS hint only when a PV is among them
             epics = any(r.source.startswith("PV:") for r in missing)
-            raise DeviceConnectionError(
-                f"instrument {self.name!r}: cannot connect "
-                + ", ".join(
-                    f"{r.role} {r.name} ({r.source}" + (f": {r.problem})" if r.problem else ")")
-                    for r in missing
+            parts = []
+            if missing:
+                parts.append(
+                    "cannot connect "
+                    + ", ".join(
+                        f"{r.role} {r.name} ({r.source}" + (f": {r.problem})" if r.problem else ")")
+                        for r in missing
+                    )
+                    + ("; check the IOC is running and EPICS_CA_ADDR_LIST" if epics else "")
                 )
-                + ("; check the IOC is running and EPICS_CA_ADDR_LIST" if epics else "")
-            )
+            if slow:
+                parts.append(
+                    "connected, but no answer in time from "
+                    + ", ".join(f"{r.role} {r.name} ({r.source}: {r.problem})" for r in slow)
+                    + "; check the IOC's load, or raise the file's connection_timeout"
+                )
+            raise DeviceConnectionError(f"instrument {self.name!r}: " + "; ".join(parts))
         wrong = [p for dev in self.inputs.values() if (p := dev.type_problem()) is not None]
         if wrong:
             raise DeviceTypeError(
                 f"instrument {self.name!r}: " + "; ".join(wrong),
                 field="inputs",
             )
+        unsafe = [
+            f"{'input' if key in self.inputs else 'on_stop PV'} {key!r}: {problem}"
+            for key, value in self.spec.on_stop.items()
+            if (problem := self._safe_state_problem(key, value)) is not None
+        ]
+        if unsafe:
+            raise DeviceLimitsError(
+                f"instrument {self.name!r}: " + "; ".join(unsafe), field="on_stop"
+            )
         for name, dev in self.inputs.items():
             problem = dev.range_problem(dev.bounds if self.bounds_known else None)
             if problem is not None:
                 logger.warning("%s: input %s: %s", self.name, name, problem)
+
+    def _safe_state_problem(self, key: str, value: float) -> str | None:
+        """Why ``on_stop`` ``key``'s ``value`` is outside its device's own limits."""
+        dev = self.inputs.get(key)
+        if dev is not None:
+            return dev.safe_state_problem(value)
+        sig = self.safe_pvs.get(f"on_stop:{key}")
+        return None if sig is None else _pv_limits_problem(sig, value)
 
     def check(self, timeout: float | None = None) -> list[CheckRow]:
         """Connect every device and report name, PV, connected, value, limits, units and any
         problem (disconnected, outside its limits, an interlock that does not hold).
 
         Values are what a trial would see: inputs and outputs in the campaign's units (an
-        output under its ``key:``). The ``on_stop`` PVs get rows too: a safe state is only
-        written when the campaign stops, so a misspelt PV would otherwise go unnoticed until
-        the moment it matters. Nothing is written or triggered.
+        output under its ``key:``). Every ``on_stop`` value gets a row too, an input's named
+        by the PV it is written to (its setpoint, not its readback): a safe state is only
+        written when the campaign stops, so a misspelt PV, or a value the device's own
+        limits would refuse, would otherwise go unnoticed until the moment it matters.
+        Nothing is written or triggered.
         """
         timeout = self.spec.connection_timeout if timeout is None else timeout
         rows: list[CheckRow] = []
@@ -1629,13 +2000,15 @@ class DeclaredInstrument:
             row = CheckRow(
                 name, "input", dev.source, False, limits=dev.decl.limits, units=dev.units
             )
+            rows.append(row)
+            if not _connect_row(
+                row, dev._signal if dev._signal is not None else dev._positioner, timeout
+            ):
+                continue
             try:
-                dev.wait_for_connection(timeout)
-                row.connected = True
                 row.problem = dev.type_problem()
                 if row.problem is not None:  # its value is no number: shown as it is
                     row.value = dev._raw_readback(time.monotonic() + timeout)[0]
-                    rows.append(row)
                     continue
                 row.value = dev._readback(time.monotonic() + timeout)[0]
                 row.device_limits = dev.device_limits
@@ -1643,20 +2016,30 @@ class DeclaredInstrument:
                 lim = dev.decl.limits
                 if row.problem is None and lim is not None and not lim[0] <= row.value <= lim[1]:
                     row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
+                bounds = dev.bounds if self.bounds_known else None
+                if row.problem is None:
+                    row.problem = dev.reach_problem(row.value, bounds)
+                if lim is None and bounds is not None and not bounds[0] <= row.value <= bounds[1]:
+                    # not a problem: a device at rest outside the range searched (a furnace
+                    # at room temperature) is moved into it by the first trial; but a
+                    # reading far outside may be a unit the file has wrong
+                    row.note = (
+                        f"{row.value:g} is outside the campaign's bounds "
+                        f"[{bounds[0]:g}, {bounds[1]:g}] (the input declares no limits): "
+                        "the first trial moves it into them; far outside, check its units"
+                    )
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
-            rows.append(row)
         for out in self.detector.outputs:
             # As a trial reads it: converted to `units`, the `key:` of a plugin's reading
             # (not triggered: a check starts no measurement).
             row = CheckRow(out.name, "output", out.source, False, units=out.decl.units)
-            try:
-                _connect(out.target, timeout)
-                row.connected = True
-                row.value = out.value(timeout)
-            except Exception as exc:
-                row.problem = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+            if _connect_row(row, out.target, timeout):
+                try:
+                    row.value = out.value(timeout)
+                except Exception as exc:
+                    row.problem = f"{type(exc).__name__}: {exc}"
         for name, target in (
             ("acquire", self.detector._acquire),
             ("acquire.done", self.detector._done),
@@ -1665,47 +2048,127 @@ class DeclaredInstrument:
                 rows.append(_pv_row(name, "acquire", target, timeout))
         for check in self.gate.checks:
             row = CheckRow(str(check.interlock), "interlock", "", False)
+            rows.append(row)
             sig = self.safe_pvs.get(f"interlock:{check.interlock.name}")
             row.source = (
                 f"PV:{sig.pvname}" if sig is not None else f"reading:{check.interlock.name}"
             )
+            # an interlock on an input or an output: its device's row says if it connected
+            if sig is not None and not _connect_row(row, sig, timeout):
+                continue
+            row.connected = True
             try:
-                if sig is not None:
-                    sig.wait_for_connection(timeout=timeout)
                 row.value = check.read()
-                row.connected = True
                 row.problem = check.problem()
             except Exception as exc:
                 row.problem = f"{type(exc).__name__}: {exc}"
-            rows.append(row)
         for key, value in self.spec.on_stop.items():
+            label = f"{key} = {value:g}"
             sig = self.safe_pvs.get(f"on_stop:{key}")
-            if sig is not None:  # an input's safe state goes through its row above
-                rows.append(_pv_row(f"{key} = {value:g}", "on_stop", sig, timeout))
+            if sig is not None:
+                row = _pv_row(label, "on_stop", sig, timeout)
+                if row.connected and not row.slow:
+                    row.device_limits = _pv_device_limits(sig)
+                    row.problem = row.problem or _pv_limits_problem(sig, value)
+                rows.append(row)
+                continue
+            dev = self.inputs[key]
+            own = next(r for r in rows if r.role == "input" and r.name == key)
+            rows.append(self._safe_state_row(label, dev, value, timeout, own))
         return rows
 
-    def safe_state(self) -> list[str]:
-        """Write every ``on_stop`` value; return the problems (logged, never raised)."""
-        problems: list[str] = []
+    def _safe_state_row(
+        self, label: str, dev: InputDevice, value: float, timeout: float, own: CheckRow
+    ) -> CheckRow:
+        """An input's ``on_stop`` row: the setpoint it writes (a motor's VAL, a plugin),
+        its value there now, its device's own limits, and whether the safe state is
+        within them; how many steps ``max_step`` makes of it, as a note. ``own``: the
+        input's own row (its reading, whether it connected)."""
+        if dev._signal is not None:
+            source = f"PV:{dev.write_pv}"
+        elif dev.decl.motor is not None:
+            source = f"PV:{dev.write_pv}.VAL"
+        else:
+            source = dev.source
+        row = CheckRow(
+            label, "on_stop", source, own.connected, limits=dev.decl.limits, units=dev.units
+        )
+        here = own.value
+        row.follows = own.name
+        if not own.connected or own.slow or not isinstance(here, int | float):
+            row.problem = f"not checked: input {dev.name!r} cannot be read (see its row)"
+            return row
+        try:
+            told = dev._commanded(time.monotonic() + timeout)
+            row.value = here if told is None else told
+            row.device_limits = dev.device_limits
+            row.problem = dev.safe_state_problem(value)
+            step = dev.decl.max_step
+            if row.problem is None and step is not None and abs(value - here) > step:
+                steps = math.ceil(abs(value - here) / step)
+                row.note = (
+                    f"{abs(value - here):g} from the reading {here:g}, more than max_step "
+                    f"{step:g}: approached in about {steps} steps when the campaign stops, "
+                    f"each waited for (at most timeout {dev.decl.timeout:g} s)"
+                )
+        except Exception as exc:
+            row.problem = f"{type(exc).__name__}: {exc}"
+        return row
+
+    def safe_state(self) -> list[SafeStateFailure]:
+        """Write every ``on_stop`` value, in the file's order; return (and keep in
+        :attr:`safe_state_failures`) those that could not be written, each logged as an
+        error and never raised, so the others are still written.
+
+        An input's goes through its unit conversion and its ``max_step``
+        (:meth:`InputDevice.write_safe_state`: an input with ``max_step`` is approached in
+        steps before the next entry is written); one outside the device's own limits is not
+        written (the IOC would refuse or clamp it). Every put waits the file's
+        ``connection_timeout`` for a PV to (re)connect and for the acknowledgement.
+        """
+        failures: list[SafeStateFailure] = []
+        timeout = self.spec.connection_timeout
         for key, value in self.spec.on_stop.items():
+            dev = self.inputs.get(key)
+            sig = self.safe_pvs.get(f"on_stop:{key}")
+            target = dev.target if dev is not None else f"PV {getattr(sig, 'pvname', key)}"
             try:
-                if key in self.inputs:
-                    self.inputs[key].put_raw(value, timeout=self.spec.connection_timeout)
-                else:
-                    sig = self.safe_pvs[f"on_stop:{key}"]
+                if sig is None and dev is None:  # built around the file: nothing to write to
+                    raise InstrumentError(f"no PV {key!r} was made for it")
+                if dev is not None:
+                    problem = dev.safe_state_problem(value)
+                    if problem is not None:
+                        raise SetpointRefused(f"not written: {problem}")
+                    dev.write_safe_state(value, timeout=timeout)
+                elif sig is not None:
+                    problem = _pv_limits_problem(sig, value)
+                    if problem is not None:
+                        raise SetpointRefused(f"not written: {problem}")
                     done = threading.Event()
-                    sig.put(value, force=True, use_complete=True, callback=done.set)
-                    if not done.wait(self.spec.connection_timeout):
-                        raise TimeoutError("put not acknowledged")
+                    sig.put(
+                        value,
+                        force=True,
+                        use_complete=True,
+                        callback=done.set,
+                        connection_timeout=timeout,
+                    )
+                    if not done.wait(timeout):
+                        raise TimeoutError(f"put not acknowledged in {timeout:g} s")
                 logger.info("%s: safe state %s = %g", self.name, key, value)
             except Exception as exc:
-                problems.append(f"{key} = {value:g}: {type(exc).__name__}: {exc}")
-        for problem in problems:
-            logger.error("%s: could not set the safe state %s", self.name, problem)
-        return problems
+                failures.append(
+                    SafeStateFailure(key, value, target, f"{type(exc).__name__}: {exc}")
+                )
+        for failure in failures:
+            logger.error("%s: could not set the safe state %s", self.name, failure)
+        self.safe_state_failures = tuple(failures)
+        return failures
 
     def close(self, *, safe_state: bool = True) -> None:
         """Leave the hardware in the declared safe state (``on_stop``); idempotent.
+
+        What could not be written is in :attr:`safe_state_failures` afterwards (empty: all
+        written, or nothing to write), for the caller to report beyond the log.
 
         ``safe_state=False``: stop and disconnect, and write nothing. For the read-only
         commands (``instruments check``, ``plan --dry-run``), which moved nothing and must
@@ -1727,18 +2190,21 @@ _bounds_warned: set[tuple[str, str, tuple[float, float], tuple[float, float]]] =
 
 
 def check_declared(
-    spec: InstrumentFile, specs: Sequence[InputSpec], *, where: str, warn_bounds: bool = True
+    spec: InstrumentFile, specs: Sequence[InputSpec], *, where: str, bounds_known: bool = True
 ) -> None:
-    """The file must declare exactly the campaign's parameters, all numeric.
+    """The file must declare exactly the campaign's parameters, all numeric, and each
+    input's safe state must be a value its parameter can take (:func:`check_safe_state`).
 
     Bounds wider than an input's ``limits`` are allowed (the README: limits "may be tighter
     than bounds"), but a proposal outside the limits is never sent and fails its trial, so
     they are logged as a warning (once per file, parameter and ranges: ``validate``, then
-    ``run`` loading and building the same file, say it once); not with ``warn_bounds``
-    false (``specs`` whose bounds are placeholders, as ``instruments check FILE`` passes).
+    ``run`` loading and building the same file, say it once). Neither is checked with
+    ``bounds_known`` false (``specs`` whose bounds are placeholders, as ``instruments check
+    FILE`` passes).
 
     Raises:
         InstrumentConfigError: naming the parameters missing or extra, or a choice parameter.
+        InstrumentFileError: an ``on_stop`` value outside its parameter's domain, at its line.
     """
     names = [s.name for s in specs]
     missing = [n for n in names if n not in spec.inputs]
@@ -1757,8 +2223,93 @@ def check_declared(
                 "declare it with a plugin `device:`",
                 field="file",
             )
-    for s in specs if warn_bounds else ():
+    if bounds_known:
+        check_safe_state(spec, specs)
+    for s in specs if bounds_known else ():
         _warn_bounds_beyond_limits(spec, s, where)
+
+
+def check_safe_state(spec: InstrumentFile, specs: Sequence[InputSpec]) -> None:
+    """Refuse an input's ``on_stop`` value that its campaign parameter cannot take.
+
+    The schema checks a safe state against the input's ``limits`` only, as it must for a
+    file read on its own; once the campaign is known, the parameter's domain applies too
+    (found in review: ``stages: 0.5`` on an int parameter, ``lvl: 3`` on a choice of 1, 2,
+    5, ``p: 99`` on a parameter fixed to 1.5, ``flow: 400`` with bounds [0.2, 4] and no
+    limits were all written to the devices at the end of the campaign). Like every number
+    under an input, ``on_stop`` is in the campaign's units, so it is compared as written.
+
+    A safe state outside the campaign's bounds is allowed when the input declares
+    ``limits`` that hold it: the bounds are what is searched, the limits what the hardware
+    may be set to, and a safe state (a furnace back at room temperature) is often outside
+    the first and inside the second. Without ``limits`` the bounds are the only range the
+    campaign declares for the device, so the safe state must lie within them.
+
+    Raises:
+        InstrumentFileError: at the line of ``on_stop.<name>``, with the fix.
+    """
+    params = {p.name: p for p in specs}
+    for key, value in spec.on_stop.items():
+        param = params.get(key)
+        decl = spec.inputs.get(key)
+        if param is None or decl is None:
+            continue  # a PV, or a parameter check_declared already reported
+        outside = _outside_domain(key, value, param, decl)
+        if outside is not None:
+            problem, fix = outside
+            raise spec.error(f"on_stop.{key}: {problem}", ("on_stop", key), fix=fix)
+
+
+def _outside_domain(
+    key: str, value: float, param: InputSpec, decl: InputDecl
+) -> tuple[str, str] | None:
+    """``(problem, fix)`` when ``value`` is no value of ``param`` (see
+    :func:`check_safe_state`), else ``None``."""
+    drop = f"drop `{key}` from on_stop (the device then stays where the last trial left it)"
+    if param.kind == "choice":
+        values = tuple(param.values or ())
+        numbers = [v for v in values if isinstance(v, int | float)]
+        if any(float(v) == value for v in numbers):
+            return None
+        listed = ", ".join(str(v) for v in values)
+        if len(values) == 1:
+            return (
+                f"{value:g}, but parameter {key!r} is fixed to {values[0]!r}",
+                f"set it to {values[0]!r}, or {drop}"
+                if numbers
+                else f"a safe state is a number, and {values[0]!r} is not: {drop}",
+            )
+        return (
+            f"{value:g} is not one of the values of parameter {key!r} ({listed})",
+            f"give one of them, or {drop}"
+            if numbers
+            else f"a safe state is a number, and none of its values is: {drop}",
+        )
+    if param.bounds is None:
+        return None
+    low, high = float(param.bounds[0]), float(param.bounds[1])
+    if low == high:  # a fixed parameter: every trial sets this one value
+        if value == low:
+            return None
+        return (
+            f"{value:g}, but parameter {key!r} is fixed to {low:g}: every trial sets it to "
+            f"{low:g}, and the safe state would move it away",
+            f"set it to {low:g}, or {drop}",
+        )
+    if param.kind == "int" and not float(value).is_integer():
+        return (
+            f"{value:g} is not a whole number, but parameter {key!r} is an int",
+            f"give a whole number within [{low:g}, {high:g}], or {drop}",
+        )
+    if decl.limits is None and not low <= value <= high:
+        return (
+            f"{value:g} is outside the bounds [{low:g}, {high:g}] of parameter {key!r}, and "
+            f"inputs.{key} declares no `limits` (the range its hardware may be set to)",
+            f"give a value within the bounds; or, if the hardware may go there, declare "
+            f"`limits:` on inputs.{key} that hold it (a safe state may lie outside the bounds "
+            "searched, within the hardware's limits)",
+        )
+    return None
 
 
 def _warn_bounds_beyond_limits(spec: InstrumentFile, param: InputSpec, where: str) -> None:
@@ -1813,7 +2364,7 @@ def build_declared_instrument(
     """
     if bounds_known is None:
         bounds_known = connect
-    check_declared(spec, parameters, where=f"instrument {spec.name!r}", warn_bounds=bounds_known)
+    check_declared(spec, parameters, where=f"instrument {spec.name!r}", bounds_known=bounds_known)
     # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
     # a `device_units` it could not convert, before any EPICS object exists.
     campaign_units = input_units(spec, units or {})

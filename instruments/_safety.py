@@ -5,6 +5,8 @@
   :class:`~instruments.Dispatcher` calls that for every input before the RunEngine runs, so
   a refused trial sends no message to any device) and again in ``set`` just before its put
   (defence in depth), with the device's own limits (an EPICS setpoint's DRVL/DRVH) too.
+  ``max_step`` is measured from the readback and from the last setpoint (a readback may lag
+  it, or a move may have been given up on short of it).
 * **Interlocks** (``door_closed == 1``, ``pressure < 5``) are checked by a :class:`Gate` at the
   start of each trial, before the first put. While one does not hold the trial waits (the
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
@@ -23,7 +25,11 @@
   restarted, a cable pulled) holds trials the same way, naming the PV, rather than failing
   one trial after another; they go on once it reconnects.
 * **Safe state**: ``on_stop`` values are written by the instrument's ``close()``, which the
-  runner calls on every way a campaign ends (budget spent, failure, Ctrl-C, SIGTERM).
+  runner calls on every way a campaign ends (budget spent, failure, Ctrl-C, SIGTERM). An
+  input's keeps to its ``max_step`` there too: it is approached in steps, each checked by
+  the same rule (within ``max_step`` of the readback and of the last setpoint) and waited
+  for (``instruments._epics.InputDevice.write_safe_state``); what could not be written is
+  kept in the instrument's ``safe_state_failures``.
 """
 
 from __future__ import annotations
@@ -80,9 +86,19 @@ def check_setpoint(
     choices: Collection[Any] | None = None,
     device_limits: tuple[float, float] | None = None,
     device_source: str = "",
+    commanded: Callable[[], float | None] | None = None,
 ) -> None:
     """Refuse ``value`` for input ``name`` unless it is a finite number within the limits and
-    at most ``max_step`` from ``current()`` (all in the campaign's units), or a choice.
+    at most ``max_step`` from ``current()`` and from ``commanded()`` (all in the campaign's
+    units), or a choice.
+
+    ``commanded()`` is where the device was last told to go (its setpoint PV or a motor's
+    VAL read back, else the last value written), ``None`` when not known. A readback alone
+    is not enough: one that lags its setpoint, or a move given up on before it reached its
+    tolerance (a timed-out trial), leaves the device still heading for the last setpoint,
+    so a step measured from the readback alone could change the setpoint by far more than
+    ``max_step`` (found in review: 30 -> 90 -> 30 with a readback 3 s behind). Both
+    distances must be within ``max_step``.
 
     ``device_limits`` are the device's own limits (an EPICS setpoint PV's control limits,
     DRVL/DRVH), converted to the campaign's units; ``device_source`` says whose, for the
@@ -139,6 +155,13 @@ def check_setpoint(
         if abs(value - here) > max_step:
             raise SetpointRefused(
                 f"{name}: move from {here:g} to {value:g} is a step of {abs(value - here):g}, "
+                f"larger than max_step {max_step:g}"
+            )
+        told = commanded() if commanded is not None else None
+        if told is not None and math.isfinite(told) and abs(value - told) > max_step:
+            raise SetpointRefused(
+                f"{name}: move to {value:g} is a step of {abs(value - told):g} from its last "
+                f"setpoint {told:g} (the readback, {here:g}, has not caught up with it), "
                 f"larger than max_step {max_step:g}"
             )
 

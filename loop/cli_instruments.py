@@ -37,10 +37,13 @@ def check(
 ) -> None:
     """Connect every device; print name, PV, connected, value, limits, device limits, units.
 
-    Exits 1 if anything is missing, outside its limits, an input's limits (or a campaign's
-    bounds) reach outside its device's own limits (a setpoint PV's DRVL/DRVH, a motor's
-    LLM/HLM), an input's PV is not a number, a motor's EGU is not the file's unit, or an
-    interlock does not hold.
+    Exits 1 if anything is missing (or connected but not answering), outside its limits, an
+    input's limits (or a campaign's bounds) reach outside its device's own limits (a
+    setpoint PV's DRVL/DRVH, a motor's LLM/HLM), a safe state (on_stop) lies outside them,
+    an input's PV is not a number or its EGU (a motor's too) is not the file's unit, no
+    trial could start within max_step of where a device is, or an interlock does not hold.
+    Notes (a reading outside the campaign's bounds, a safe state approached in steps) are
+    shown but do not fail the check.
     """
     from instruments._epics import build_declared_instrument
     from instruments._instrument_file import InstrumentFileError
@@ -61,6 +64,10 @@ def check(
     for r in rows:
         ok = r.connected and r.problem is None
         bad += not ok
+        if r.problem:
+            said = f"[red]{escape(r.problem)}[/]"
+        else:
+            said = f"[yellow]note: {escape(r.note)}[/]" if r.note else ""
         cells.append(
             [
                 escape(r.name),
@@ -71,13 +78,18 @@ def check(
                 _range(r.limits),
                 _range(r.device_limits),
                 escape(r.units or ""),
-                f"[red]{escape(r.problem)}[/]" if r.problem else "",
+                said,
             ]
         )
     headers = ["name", "role", "source", "connected", "value", "limits", "device limits"]
     headers += ["units", "problem"]
     title = f"{escape(spec.name)} ({escape(str(file))})"
     console.print(WholeTable(title, headers, cells, {4, 5, 6}))
+    for r in rows:
+        if r.note and not r.problem:
+            console.print(
+                f"[yellow]note:[/] {escape(f'{r.name} {r.source}: {r.note}')}", highlight=False
+            )
     if bad:
         console.print(f"[red]{bad} problem(s)[/]")
         for r in rows:
@@ -256,16 +268,20 @@ def plan(
     )
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    outside = None if refused else _outside_space(c, point)
-    if outside is not None:
+    for name, outside in _outside_space(c, point):
+        if name in refused:  # said below, as the refusal
+            continue
         console.print(
             f"[yellow]note:[/] {escape(outside)}: the planner never proposes such a point",
             highlight=False,
         )
     if refused:
-        for reason in refused:
+        for reason in refused.values():
             console.print(f"[red]refused before dispatch:[/] {escape(reason)}", highlight=False)
-        console.print("no message would be sent; the trial would fail with that reason")
+        console.print(
+            "no message would be sent; the trial would fail with "
+            + ("that reason" if len(refused) == 1 else "the first of these reasons")
+        )
         raise typer.Exit(1)
     for i, msg in enumerate(messages, 1):
         obj = getattr(msg.obj, "name", None) if msg.obj is not None else None
@@ -501,42 +517,73 @@ def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
             given[name] = parameter_value(params[name], text)
         except ValueError:
             given[name] = text.strip()
-            if params[name].type in ("int", "float"):
+            param = params[name]
+            # a number for a numeric parameter, or one fixed to a number: the space then says
+            # "fixed to 1.5" (as text, `p=99` was refused as "not a number")
+            fixed = getattr(param, "value", None) if param.type == "fixed" else None
+            if param.type in ("int", "float") or (
+                isinstance(fixed, int | float) and not isinstance(fixed, bool)
+            ):
                 with suppress(ValueError):
                     given[name] = float(text)
     return given
 
 
-def _outside_space(c: Any, point: dict[str, Any]) -> str | None:
-    """Why a ``--at`` point is no member of the campaign's space (a parameter constraint, a
-    lookup dataset's rows), or ``None``. Bounds are the refusals' to report."""
+def _outside_space(c: Any, point: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """Why a ``--at`` point is no member of the campaign's space, as ``(parameter, why)``:
+    each parameter whose value it cannot take (outside its bounds, not an integer, not one
+    of its values, not a fixed parameter's value), one each (the first alone used to be
+    noted); else a parameter constraint or a lookup dataset's rows (``None``: no one
+    parameter's); empty if it is a member."""
     from planners import InvalidPoint
 
     try:
         space = c.space
     except Exception:  # a stored dataset campaign whose data has moved: nothing to check
-        return None
+        return []
+    # each parameter on its own: the others at a value they can take
+    anywhere = {p.name: _a_value(p) for p in space.parameters}
+    notes: list[tuple[str | None, str]] = []
+    for name, value in point.items():
+        if name not in anywhere:
+            continue
+        try:
+            space.coerce({**anywhere, name: value})
+        except InvalidPoint as exc:
+            notes.append((name, str(exc)))
+        except Exception:  # a parameter with no value to stand in for it: not judged alone
+            continue
+    if notes:
+        return notes
     try:
         space.validate(point)
     except InvalidPoint as exc:
-        return str(exc)
-    return None
+        return [(None, str(exc))]
+    return []
 
 
-def _refusals(runner: Any, instrument: Any, point: dict[str, Any]) -> list[str]:
-    """What the dispatcher's own pre-check refuses: a ``Dispatcher`` built with the runner's
-    arguments checks the point (choices, numbers, each input's ``check_value``: limits, and
-    ``max_step`` only for an input already connected, as the dry run waits for none)."""
+def _a_value(param: Any) -> Any:
+    """A value ``param`` can take (its fixed value, a choice, its lower bound)."""
+    if hasattr(param, "value"):
+        return param.value
+    values = getattr(param, "values", None)
+    if values:
+        return values[0]
+    return param.bounds[0]
+
+
+def _refusals(runner: Any, instrument: Any, point: dict[str, Any]) -> dict[str, str]:
+    """What the dispatcher's own pre-check refuses, each parameter's (a trial fails at the
+    first): a ``Dispatcher`` built with the runner's arguments checks the point (choices,
+    numbers, each input's ``check_value``: limits, and ``max_step`` only for an input
+    already connected, as the dry run waits for none)."""
     from instruments._dispatch import Dispatcher
 
     dispatcher = Dispatcher(instrument, **runner._dispatcher_kwargs())
     try:
-        dispatcher._check_limits(point)
-    except Exception as exc:
-        return [str(exc) or type(exc).__name__]
+        return dispatcher.refusals(point)
     finally:
         dispatcher.close()
-    return []
 
 
 def _placeholder(obj: Any) -> dict[str, Any]:

@@ -6,7 +6,9 @@ FILE``) on 127.0.0.1; every EPICS setting comes from the environment the fixture
 PVs (all under the prefix):
 
 * ``temp:SP`` / ``temp:RBV``: reactor temperature in **kelvin**; the readback follows a put
-  to the setpoint after ``--lag`` seconds (so tolerance and settle time are exercised).
+  to the setpoint after ``lag`` seconds (so tolerance and settle time are exercised).
+* ``lag``: those seconds (default ``--lag``); writable, so a test can make the readbacks
+  lag far behind their setpoints (``max_step`` measured from both, the safe state's steps).
 * ``flow:SP`` / ``flow:RBV``: pump flow in mL/min, same behaviour.
 * ``acquire``: put 1 to measure; the put completes (CA put-completion) when the measurement
   is done, ``busy`` is 1 meanwhile and ``acquire`` returns to 0.
@@ -62,7 +64,7 @@ class ReactorIOC(PVGroup):
 
     def _follow(self, readback: Any, value: float) -> None:
         async def later() -> None:
-            await asyncio.sleep(self._lag)
+            await asyncio.sleep(float(self.lag.value))
             await readback.write(value)
 
         task = asyncio.get_running_loop().create_task(later())
@@ -86,6 +88,7 @@ class ReactorIOC(PVGroup):
     put_count = pvproperty(name="put_count", value=0, dtype=ChannelType.LONG, read_only=True)
     acquire_time = pvproperty(name="acquire_time", value=0.05, dtype=float)
     rbv_delay = pvproperty(name="rbv_delay", value=0.0, dtype=float)
+    lag = pvproperty(name="lag", value=0.0, dtype=float)
     drv_sp = pvproperty(
         name="drv:SP",
         value=298.15,
@@ -155,6 +158,15 @@ class ReactorIOC(PVGroup):
     @acquire_time.putter  # type: ignore[no-redef]
     async def acquire_time(self, instance: Any, value: float) -> float:
         await self._count("acquire_time", value)
+        return value
+
+    @lag.startup  # type: ignore[no-redef]
+    async def lag(self, instance: Any, async_lib: Any) -> None:
+        await instance.write(self._lag, verify_value=False)  # not a put: unlogged
+
+    @lag.putter  # type: ignore[no-redef]
+    async def lag(self, instance: Any, value: float) -> float:
+        await self._count("lag", value)
         return value
 
     @rbv_delay.putter  # type: ignore[no-redef]

@@ -311,8 +311,10 @@ def test_the_iocs_control_limits_are_checked_and_refused_before_dispatch(
 
 def test_the_campaigns_bounds_are_checked_against_the_iocs_limits(ioc: IOC, tmp_path: Path) -> None:
     """Without `limits:` in the file the campaign's bounds are the range: [30, 110] degC
-    reaches outside the IOC's 66.85 degC; a setpoint above it is refused all the same."""
-    inst = _instrument(tmp_path, **DRV, **{"limits: [20, 100]": "# no limits"})
+    reaches outside the IOC's 66.85 degC; a setpoint above it is refused all the same. (The
+    safe state then has to lie within the bounds too: 30, not 25.)"""
+    edits = {"limits: [20, 100]": "# no limits", "  temperature: 25\n": "  temperature: 30\n"}
+    inst = _instrument(tmp_path, **DRV, **edits)
     try:
         rows = {r.name: r for r in inst.check()}
         with pytest.raises(ValueError, match="outside the device's own limits"):

@@ -177,7 +177,11 @@ def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) ->
         inst.spec = inst.spec.model_copy(update={"on_stop": {}})  # a check writes nothing
         inst.close()
     safe = [(r.name, r.source, r.connected, r.value) for r in rows if r.role == "on_stop"]
-    assert safe == [("heater:enable = 0", "PV:closedloop:sim:heater:enable", True, 1)]
+    # an input's safe state is named by its setpoint PV, with the setpoint it holds now
+    assert safe == [
+        ("temperature = 25", "PV:closedloop:sim:temp:SP", True, pytest.approx(25.0)),
+        ("heater:enable = 0", "PV:closedloop:sim:heater:enable", True, 1),
+    ]
     text = INSTRUMENT_FILE.read_text().replace("heater:enable: 0", "heater:enabel: 0")
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)

@@ -631,7 +631,7 @@ def test_a_motor_whose_egu_is_not_the_files_unit_is_refused(
     message = str(caught.value)
     assert (
         f"motor {M2} (input 'position') moves in 'um' (its EGU), but the file says it speaks "
-        "'mm' (its units); set `device_units: um`"
+        "'mm' (its units, no device_units); set `device_units: um`"
     ) in message, message
     assert _puts(motor, before) == []
 
@@ -649,11 +649,11 @@ def test_an_egu_of_another_dimension_is_not_judged(egu: str, speaks: str, refuse
     from instruments._epics import InputDevice
 
     fake = SimpleNamespace(
-        decl=SimpleNamespace(device_units=None, motor="m1"),
+        decl=SimpleNamespace(device_units=None, units=speaks, motor="m1"),
         units=speaks,
         write_pv="IOC:m1",
         name="x",
         _positioner=SimpleNamespace(motor_egu=SimpleNamespace(get=lambda: egu)),
     )
-    problem = InputDevice._egu_problem(fake)  # type: ignore[arg-type]
+    problem = InputDevice._egu_problem(fake, egu, "motor IOC:m1")  # type: ignore[arg-type]
     assert (problem is not None) == refused, problem

@@ -1,0 +1,504 @@
+"""The safe state and ``max_step`` on real parts, found in a hardware-safety review.
+
+* An input's ``on_stop`` is refused at load when its campaign parameter cannot take it (an
+  int's fraction, a value no choice has, a fixed parameter's other value, a value outside
+  the bounds of an input without ``limits``), and at connect when it lies outside the
+  device's own limits (DRVL/DRVH); ``instruments check`` lists every input's safe state.
+* ``max_step`` is measured from the last setpoint as well as the readback (a readback that
+  lags, a move that timed out short of its tolerance), and the safe state keeps to it too:
+  it is approached in steps, each waited for; a step that fails stops it, reported.
+* What the safe state could not write is exposed (``safe_state_failures``), naming the
+  setpoint PV, not the readback.
+* A setpoint PV whose EGU is another unit than the file's is refused like a motor's.
+* ``instruments check`` notes a reading outside the bounds, refuses one no trial could
+  leave within ``max_step``, and says "connected, but slow" rather than "cannot connect".
+* A readback too slow for the pre-check is not a refused setpoint.
+* ``plan --dry-run --at`` says each parameter the point is outside of, and that a fixed
+  parameter is fixed.
+
+The EPICS tests run against the caproto IOC of ``ioc_sim.py`` (its ``lag`` PV makes the
+readbacks lag), with real ophyd signals and a real RunEngine; the others on plugin devices.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from epics_ioc import IOC
+from typer.testing import CliRunner
+
+from instruments import Dispatcher, InstrumentConfig, build_instrument, describe_instrument
+from instruments._epics import (
+    DeclaredInstrument,
+    DeviceConnectionError,
+    DeviceLimitsError,
+    DeviceTypeError,
+)
+from instruments._instrument_file import InstrumentFileError
+from instruments._safety import SetpointRefused, check_setpoint
+from loop.cli import app
+from loop.errors import CampaignConfigError
+from loop.failures import failure_kind
+
+PREFIX = "closedloop:sim:"
+SP = PREFIX + "temp:SP"
+KELVIN = 273.15
+PARAMETERS = [
+    {"name": "temperature", "type": "float", "bounds": [0, 100], "unit": "degC"},
+    {"name": "flow", "type": "float", "bounds": [0.2, 4], "unit": "mL/min"},
+]
+BENCH = """\
+name: bench
+prefix: "closedloop:sim:"
+connection_timeout: 2
+inputs:
+  temperature:
+    setpoint: temp:SP
+    readback: temp:RBV
+    units: degC
+    device_units: K
+    limits: [0, 100]
+    max_step: 30
+    timeout: 10
+  flow:
+    setpoint: flow:SP
+    readback: flow:RBV
+outputs:
+  yield: {pv: yield}
+acquire: {pv: acquire, value: 1, put_complete: true, timeout: 10}
+on_stop:
+  temperature: 100
+  heater:enable: 0
+"""
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def ioc(epics_ioc: IOC) -> Iterator[IOC]:
+    """The session's IOC at rest: 25 degC (set and read back), readbacks quick (lag 0.05
+    s), interlocks holding, heater on; the same again afterwards."""
+
+    def rest() -> None:
+        if not epics_ioc.running():
+            epics_ioc.start()
+        epics_ioc.put("rbv_delay", 0.0)
+        stale = float(epics_ioc.get("lag"))
+        epics_ioc.put("lag", 0.05)
+        epics_ioc.put("pressure", 1.0)
+        time.sleep(stale)  # a readback still following an earlier put, lagging, lands first
+        epics_ioc.put("temp:SP", 298.15)
+        epics_ioc.put("flow:SP", 1.0)
+        _until(lambda: epics_ioc.get("temp:RBV") == pytest.approx(298.15), "25 degC")
+        epics_ioc.put("heater:enable", 1)
+
+    rest()
+    yield epics_ioc
+    rest()
+
+
+def _instrument(tmp_path: Path, *edits: tuple[str, str]) -> DeclaredInstrument:
+    text = BENCH
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    inst = build_instrument(
+        InstrumentConfig(file=str(path)), PARAMETERS, base_dir=tmp_path, seed=None
+    )
+    assert isinstance(inst, DeclaredInstrument)
+    return inst
+
+
+def _setpoints(ioc: IOC, before: int, pv: str = SP) -> list[float]:
+    return [p["value"] for p in ioc.puts()[before:] if p["pv"] == pv and not p.get("read")]
+
+
+def _check(*args: str) -> Any:
+    return CliRunner().invoke(app, ["instruments", "check", *args, "--timeout", "2"])
+
+
+# ---------------------------------------------------------------------------- max_step
+@pytest.mark.parametrize(
+    ("how", "edits"),
+    [
+        ("the readback lags", ()),
+        # a move given up on short of its tolerance: the device still heads for 55
+        ("the trial timed out", (("    timeout: 10\n", "    timeout: 0.3\n    tolerance: 0.5\n"),)),
+    ],
+)
+def test_max_step_is_measured_from_the_last_setpoint_too(
+    ioc: IOC, tmp_path: Path, how: str, edits: tuple[tuple[str, str], ...]
+) -> None:
+    """25 -> 55 degC while the readback is 1 s behind: a move to 0 is 25 from the readback
+    (within max_step 30) but 55 from the setpoint, and used to be sent."""
+    inst = _instrument(tmp_path, ("  temperature: 100\n", "  temperature: 40\n"), *edits)
+    ioc.put("lag", 1.0)
+    before = len(ioc.puts())
+    try:
+        with Dispatcher(inst) as dispatcher:
+            first = dispatcher.run(1, "c", {"temperature": 55.0, "flow": 1.0})
+            second = dispatcher.run(2, "c", {"temperature": 0.0, "flow": 1.0})
+    finally:
+        inst.close()
+    assert first.ok == (how == "the readback lags"), first.error
+    assert second.exit_status == "fail" and second.run_uid is None
+    assert "step of 55 from its last setpoint 55" in (second.error or ""), second.error
+    assert "larger than max_step 30" in (second.error or "")
+    assert pytest.approx(KELVIN) not in _setpoints(ioc, before)
+    assert inst.safe_state_failures == ()
+
+
+@pytest.mark.parametrize("tolerance", ["    tolerance: 0.5\n", ""])
+def test_the_safe_state_keeps_to_max_step_each_step_waited_for(
+    ioc: IOC, tmp_path: Path, tolerance: str
+) -> None:
+    """From 25 to the safe state 100 degC with max_step 30: 55, 85, then 100, each step
+    waited for until the (0.4 s lagging) readback gets there; it used to be one put of
+    100. Without a tolerance, a step is there when the readback is at or past it."""
+    inst = _instrument(tmp_path, ("    max_step: 30\n", f"    max_step: 30\n{tolerance}"))
+    ioc.put("lag", 0.4)
+    before = len(ioc.puts())
+    t0 = time.monotonic()
+    inst.close()
+    took = time.monotonic() - t0
+    assert inst.safe_state_failures == ()
+    assert _setpoints(ioc, before) == [
+        pytest.approx(KELVIN + 55),
+        pytest.approx(KELVIN + 85),
+        pytest.approx(KELVIN + 100),
+    ]
+    assert took >= 2 * 0.4  # both steps short of 100 were waited for
+    assert _setpoints(ioc, before, PREFIX + "heater:enable") == [0]  # then the next entry
+    _until(lambda: ioc.get("temp:RBV") == pytest.approx(KELVIN + 100), "the IOC at 100 degC")
+
+
+def test_the_safe_state_also_keeps_to_max_step_on_a_plugin_device(tmp_path: Path) -> None:
+    """The same for a plugin device (an ophyd Signal): 0 -> 9 with max_step 2 is five
+    writes, each within 2 of where the device is."""
+    path = tmp_path / "plugin.yaml"
+    path.write_text(
+        "inputs:\n"
+        "  x: {device: 'ophyd:Signal', args: {value: 0.0}, limits: [0, 10], max_step: 2}\n"
+        "outputs:\n"
+        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+        "on_stop: {x: 9}\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    assert isinstance(inst, DeclaredInstrument)
+    written: list[float] = []
+    inst.inputs["x"]._positioner.subscribe(
+        lambda value, **_: written.append(float(value)), run=False
+    )
+    inst.close()
+    assert written == [2.0, 4.0, 6.0, 8.0, 9.0]
+    assert inst.safe_state_failures == ()
+
+
+# ---------------------------------------------------------------------------- failures
+def test_a_step_not_reached_stops_the_safe_state_naming_the_setpoint_pv(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """The readback (here a PV that never follows) does not reach the first step within
+    the input's timeout: nothing more is written to it, the next entry still is, and the
+    failure names the setpoint PV, temp:SP, not the readback it waited on."""
+    ioc.put("pressure", 298.15)  # the readback: 25 degC, and it stays there
+    inst = _instrument(
+        tmp_path,
+        ("    readback: temp:RBV\n", "    readback: pressure\n"),
+        ("    timeout: 10\n", "    timeout: 1\n    tolerance: 0.5\n"),
+    )
+    before = len(ioc.puts())
+    inst.close()
+    (failure,) = inst.safe_state_failures
+    assert (failure.key, failure.value, failure.target) == ("temperature", 100.0, f"PV {SP}")
+    assert "after 1 step(s), the last to 55 degC" in failure.error, failure.error
+    assert "readback 25 not within 0.5 of 55 after 1 s" in failure.error
+    assert str(failure).startswith(f"temperature = 100 (PV {SP}): InstrumentError: ")
+    assert _setpoints(ioc, before) == [pytest.approx(KELVIN + 55)]
+    assert _setpoints(ioc, before, PREFIX + "heater:enable") == [0]
+
+
+def test_a_safe_state_pv_that_refuses_the_write_is_reported(ioc: IOC, tmp_path: Path) -> None:
+    """put_count is read-only: the failure is exposed, not only logged."""
+    inst = _instrument(tmp_path, ("  heater:enable: 0\n", "  put_count: 0\n"))
+    inst.close()
+    (failure,) = inst.safe_state_failures
+    assert (failure.key, failure.target) == ("put_count", f"PV {PREFIX}put_count")
+    assert "ReadOnlyError" in failure.error
+
+
+# ---------------------------------------------------------------------------- device limits
+def test_a_safe_state_outside_the_devices_own_limits_is_refused_at_connect(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """drv:SP takes at most 340 K (66.85 degC): a safe state of 90 degC (within the file's
+    limits) would be refused by the IOC just when the campaign stops. The instrument is
+    refused when it connects, nothing put; `instruments check` lists the safe state under
+    its setpoint PV (exit 1). 50 degC is accepted."""
+    edits = [
+        ("setpoint: temp:SP", "setpoint: drv:SP"),
+        ("readback: temp:RBV", "readback: drv:RBV"),
+        ("limits: [0, 100]", "limits: [0, 95]"),
+        ("    max_step: 30\n", ""),
+    ]
+    before = len(ioc.puts())
+    with pytest.raises(DeviceLimitsError) as caught:
+        _instrument(tmp_path, *edits, ("  temperature: 100\n", "  temperature: 90\n"))
+    problem = (
+        "its safe state (on_stop) 90 degC is outside [-273.15, 66.85] degC, the control "
+        f"limits DRVL/DRVH of PV {PREFIX}drv:SP, which would refuse or clamp it"
+    )
+    assert f"instrument 'bench': input 'temperature': {problem}" in str(caught.value)
+    assert ioc.puts()[before:] == []
+    out = _check(str(tmp_path / "bench.yaml"))
+    assert out.exit_code == 1, out.output
+    assert f"temperature = 90 PV:{PREFIX}drv:SP: {problem}" in " ".join(out.output.split())
+    _instrument(tmp_path, *edits, ("  temperature: 100\n", "  temperature: 50\n")).close()
+    assert _setpoints(ioc, before, PREFIX + "drv:SP") == [pytest.approx(KELVIN + 50)]
+
+
+def test_a_safe_state_pv_outside_its_control_limits_is_refused_at_connect(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """The same for an `on_stop` PV that is no input: drv:SP takes at most 340 (K)."""
+    before = len(ioc.puts())
+    with pytest.raises(DeviceLimitsError) as caught:
+        _instrument(tmp_path, ("  heater:enable: 0\n", "  drv:SP: 400\n"))
+    assert (
+        f"on_stop PV 'drv:SP': 400 is outside [0, 340], the control limits DRVL/DRVH of PV "
+        f"{PREFIX}drv:SP, which would refuse or clamp it when the campaign stops"
+    ) in str(caught.value)
+    assert ioc.puts()[before:] == []
+
+
+# ---------------------------------------------------------------------------- units
+def test_a_setpoint_pv_in_another_unit_is_refused(ioc: IOC, tmp_path: Path) -> None:
+    """temp:SP speaks K (its EGU); without `device_units: K` 30 degC would be sent as 30 K
+    and read back as 30 "degC". Refused when the instrument connects, nothing put, and
+    `instruments check` says so with the fix (exit 1); flow:SP in mL/min is fine."""
+    edit = ("    device_units: K\n", "")
+    before = len(ioc.puts())
+    with pytest.raises(DeviceTypeError) as caught:
+        _instrument(tmp_path, edit, ("  temperature: 100\n", "  temperature: 25\n"))
+    assert (
+        f"PV {SP} (the setpoint of input 'temperature') is in 'K' (its EGU), but the file "
+        "says it speaks 'degC' (its units, no device_units); set `device_units: K`"
+    ) in str(caught.value)
+    assert ioc.puts()[before:] == []
+    out = _check(str(tmp_path / "bench.yaml"))
+    assert out.exit_code == 1, out.output
+    assert "set `device_units: K` on the input" in " ".join(out.output.split())
+    assert "flow" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- check
+CAMPAIGN = """\
+name: bench
+parameters:
+  - {name: temperature, type: float, bounds: [30, 100], unit: degC}
+  - {name: flow, type: float, bounds: [0.2, 4], unit: mL/min}
+objectives:
+  - {name: yield, goal: maximize}
+instrument: {file: bench.yaml}
+planner: {kind: sobol}
+budget: {max_trials: 1}
+seed: 1
+"""
+
+
+@pytest.mark.parametrize(("max_step", "exit_code"), [("30", 0), ("3", 1)])
+def test_check_notes_a_reading_outside_the_bounds_and_refuses_an_unreachable_one(
+    ioc: IOC, tmp_path: Path, max_step: str, exit_code: int
+) -> None:
+    """No `limits`: the IOC at 25 degC is outside the bounds [30, 100]. A note, not a
+    problem (the first trial moves it in), unless max_step (3) keeps every trial from
+    starting: then a problem."""
+    (tmp_path / "bench.yaml").write_text(
+        BENCH.replace("    limits: [0, 100]\n", "")
+        .replace("max_step: 30", f"max_step: {max_step}")
+        .replace("  temperature: 100\n", "  temperature: 30\n")
+    )
+    (tmp_path / "campaign.yaml").write_text(CAMPAIGN)
+    out = _check(str(tmp_path / "campaign.yaml"))
+    said = " ".join(out.output.split())
+    assert out.exit_code == exit_code, said
+    if exit_code == 0:
+        assert (
+            "note: temperature PV:closedloop:sim:temp:RBV: 25 is outside the campaign's bounds "
+            "[30, 100] (the input declares no limits)"
+        ) in said
+    else:
+        assert (
+            "the nearest setpoint a trial may ask for, 30 degC, is 5 from its reading 25, "
+            "more than max_step 3: every trial would be refused"
+        ) in said
+
+
+def test_a_slow_ioc_is_connected_but_slow_not_missing(ioc: IOC, tmp_path: Path) -> None:
+    """Every read of temp:RBV takes 1.5 s, longer than connection_timeout (1 s): its PVs are
+    connected, and the instrument is refused saying so, not "cannot connect"."""
+    ioc.put("rbv_delay", 1.5)
+    with pytest.raises(DeviceConnectionError) as caught:
+        _instrument(tmp_path, ("connection_timeout: 2", "connection_timeout: 1"))
+    message = str(caught.value)
+    assert "connected, but no answer in time from input temperature" in message, message
+    assert "did not answer their first reads within 1 s" in message
+    assert "cannot connect" not in message
+
+
+def test_a_readback_too_slow_for_the_pre_check_is_not_a_refused_setpoint(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """max_step reads the readback before dispatch; a read slower than ophyd's timeout (2
+    s) used to fail the trial as "limit check failed" (a setpoint refused, never retried)."""
+    inst = _instrument(tmp_path)
+    ioc.put("rbv_delay", 2.5)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"temperature": 40.0, "flow": 1.0})
+    finally:
+        ioc.put("rbv_delay", 0.0)
+        inst.close(safe_state=False)
+    error = result.error or ""
+    assert error.startswith("the setpoints could not be checked against the limits"), error
+    assert result.transient and result.run_uid is None
+    assert failure_kind(error) != "setpoint refused"
+
+
+# ---------------------------------------------------------------------------- load
+PLUGIN = "ophyd:Signal"
+MIXED = [
+    {"name": "n", "type": "int", "bounds": [1, 10]},
+    {"name": "c", "type": "choice", "values": [1, 2, 5]},
+    {"name": "p", "type": "fixed", "value": 1.5},
+    {"name": "x", "type": "float", "bounds": [0.2, 4]},
+]
+
+
+def _mixed_file(tmp_path: Path, on_stop: str, x_limits: str = "") -> Path:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  n: {{device: '{PLUGIN}', args: {{value: 1}}}}\n"
+        f"  c: {{device: '{PLUGIN}', args: {{value: 1}}}}\n"
+        f"  p: {{device: '{PLUGIN}', args: {{value: 1.5}}}}\n"
+        f"  x: {{device: '{PLUGIN}', args: {{value: 1.0}}{x_limits}}}\n"
+        "outputs:\n"
+        f"  y: {{device: '{PLUGIN}', args: {{value: 0.0}}}}\n"
+        "on_stop:\n"
+        f"  {on_stop}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("on_stop", "problem", "fix"),
+    [
+        ("n: 0.5", "0.5 is not a whole number, but parameter 'n' is an int", "whole number"),
+        ("c: 3", "3 is not one of the values of parameter 'c' (1, 2, 5)", "give one of them"),
+        ("p: 99", "99, but parameter 'p' is fixed to 1.5", "set it to 1.5"),
+        ("x: 400", "400 is outside the bounds [0.2, 4] of parameter 'x'", "declare `limits:`"),
+    ],
+)
+def test_a_safe_state_the_parameter_cannot_take_is_refused_at_load(
+    tmp_path: Path, on_stop: str, problem: str, fix: str
+) -> None:
+    """These were all written to the devices when the campaign stopped."""
+    path = _mixed_file(tmp_path, on_stop)
+    with pytest.raises(InstrumentFileError) as caught:
+        describe_instrument(InstrumentConfig(file=str(path)), MIXED, base_dir=tmp_path)
+    exc = caught.value
+    assert (exc.path, exc.line) == (path, 9)
+    assert exc.problem.startswith(f"on_stop.{on_stop.split(':')[0]}: {problem}"), exc.problem
+    assert fix in exc.fix
+
+
+def test_a_safe_state_outside_the_bounds_but_within_limits_is_allowed(tmp_path: Path) -> None:
+    """A furnace cooled to room temperature: outside the range searched, inside the range
+    the hardware may be set to (`limits`)."""
+    path = _mixed_file(tmp_path, "x: 0.1", x_limits=", limits: [0.1, 5]")
+    outputs = describe_instrument(InstrumentConfig(file=str(path)), MIXED, base_dir=tmp_path)
+    assert outputs == ("y",)
+
+
+def test_validate_names_the_file_line_and_fix_of_a_bad_safe_state(tmp_path: Path) -> None:
+    _mixed_file(tmp_path, "c: 3")
+    (tmp_path / "campaign.yaml").write_text(
+        "name: mixed\nparameters:\n"
+        + "".join(f"  - {p}\n".replace("'", "") for p in MIXED)
+        + "objectives:\n  - {name: y, goal: maximize}\ninstrument: {file: mixed.yaml}\n"
+        "planner: {kind: sobol}\nbudget: {max_trials: 1}\n"
+    )
+    out = CliRunner().invoke(app, ["validate", str(tmp_path / "campaign.yaml")])
+    # the CLI's entry point prints it as `error: ...` with exit code 2
+    assert isinstance(out.exception, CampaignConfigError), out.output
+    said = " ".join(str(out.exception).split())
+    assert "mixed.yaml:9: on_stop.c: 3 is not one of the values of parameter 'c'" in said
+    assert "fix: give one of them, or drop `c` from on_stop" in said
+
+
+# ---------------------------------------------------------------------------- plan
+def test_plan_notes_each_parameter_outside_the_space_and_each_refusal(tmp_path: Path) -> None:
+    """`--at p=99` on a parameter fixed to 1.5 said "setpoint '99' is not a number"; of
+    several values outside their bounds only the first was noted; of several refused
+    values only the first was shown."""
+    _mixed_file(tmp_path, "p: 1.5", x_limits=", limits: [0.2, 4]")
+    text = (tmp_path / "mixed.yaml").read_text()
+    text = text.replace("args: {value: 1}}\n  c", "args: {value: 1}, limits: [1, 10]}\n  c")
+    (tmp_path / "mixed.yaml").write_text(text)
+    (tmp_path / "campaign.yaml").write_text(
+        "name: mixed\nparameters:\n"
+        + "".join(f"  - {p}\n".replace("'", "") for p in MIXED)
+        + "objectives:\n  - {name: y, goal: maximize}\ninstrument: {file: mixed.yaml}\n"
+        "planner: {kind: sobol}\nbudget: {max_trials: 1}\nseed: 1\n"
+    )
+    campaign = str(tmp_path / "campaign.yaml")
+
+    def plan(*at: str) -> str:
+        args = [a for pair in at for a in ("--at", pair)]
+        out = CliRunner().invoke(app, ["plan", campaign, "--dry-run", *args])
+        return " ".join(out.output.split())
+
+    said = plan("p=99")
+    assert "note: p=99.0 but the parameter is fixed to 1.5" in said, said
+    assert "not a number" not in said
+    said = plan("n=3", "c=2", "p=1.5", "x=5.5")
+    assert said.count("note:") == 0 and "refused before dispatch: x: setpoint 5.5" in said, said
+    said = plan("n=20", "c=2", "p=1.5", "x=9")
+    assert "refused before dispatch: n: setpoint 20 is outside the hardware limits" in said
+    assert "refused before dispatch: x: setpoint 9 is outside the hardware limits" in said
+    assert "the trial would fail with the first of these reasons" in said
+    said = plan("n=2.5", "c=2", "p=1.5", "x=1")
+    assert "note: n=2.5 is not an integer" in said, said
+
+
+# ---------------------------------------------------------------------------- the rule
+def test_check_setpoint_measures_from_the_last_setpoint_too() -> None:
+    check_setpoint("t", 20.0, limits=None, max_step=10, current=lambda: 15.0)
+    with pytest.raises(SetpointRefused, match="step of 30 from its last setpoint 50"):
+        check_setpoint(
+            "t", 20.0, limits=None, max_step=10, current=lambda: 15.0, commanded=lambda: 50.0
+        )
+    # not known (nothing written yet, or NaN): the readback alone decides
+    for unknown in (None, float("nan")):
+        check_setpoint(
+            "t",
+            20.0,
+            limits=None,
+            max_step=10,
+            current=lambda: 15.0,
+            commanded=lambda unknown=unknown: unknown,
+        )
