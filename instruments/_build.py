@@ -275,7 +275,7 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
         module = _load_file(target, base_dir)
         where = f"file {target!r}"
     else:
-        module = _import_module(target)
+        module = _import_module(target, base_dir, attr)
         where = f"module {target!r}"
     try:
         fn = getattr(module, attr)
@@ -307,11 +307,22 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     return fn  # type: ignore[no-any-return]
 
 
-def _import_module(name: str) -> ModuleType:
+def _import_module(name: str, base_dir: Path, attr: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and name.startswith(exc.name):
+            # `suzuki:measure` beside suzuki.py: a module name is looked up on Python's path,
+            # not in the campaign's folder; the file's path is what was meant.
+            beside = Path(*name.split(".")).with_suffix(".py")
+            if (Path(base_dir) / beside).is_file():
+                raise InstrumentConfigError(
+                    f"cannot import module {name!r} (no module named {exc.name!r} on Python's "
+                    f"path), but {beside.as_posix()} is in the campaign file's folder; write "
+                    f"function: {beside.as_posix()}:{attr} (a file path, relative to the "
+                    "campaign file)",
+                    field="function",
+                ) from exc
             raise InstrumentConfigError(
                 f"cannot import module {name!r} (no module named {exc.name!r}); give an "
                 "importable module or a path ending in .py relative to the campaign file",
@@ -320,10 +331,26 @@ def _import_module(name: str) -> ModuleType:
         raise InstrumentConfigError(
             f"importing module {name!r} failed: ModuleNotFoundError: {exc}", field="function"
         ) from exc
+    except SystemExit as exc:
+        raise _exited(f"module {name!r}", exc) from None
     except Exception as exc:
         raise InstrumentConfigError(
             f"importing module {name!r} failed: {type(exc).__name__}: {exc}", field="function"
         ) from exc
+
+
+def _exited(what: str, exc: SystemExit) -> InstrumentConfigError:
+    """A function's module that called ``sys.exit()`` (or argparse's ``parse_args()``, which
+    exits on closedloop's own command line) while being imported: let through, it ended
+    closedloop itself, with the script's exit code and no word (found in review)."""
+    code = "" if exc.code is None else f"({exc.code!r})"
+    return InstrumentConfigError(
+        f"{what} exited while being imported (SystemExit{code}: a call of sys.exit(), or "
+        "argparse's parse_args() reading closedloop's command line); closedloop imports it "
+        "to call the function, so its script code must not run on import: put that code "
+        'under `if __name__ == "__main__":`',
+        field="function",
+    )
 
 
 def _load_file(target: str, base_dir: Path) -> ModuleType:
@@ -353,6 +380,9 @@ def _load_file(target: str, base_dir: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as exc:
+        sys.modules.pop(module_name, None)
+        raise _exited(f"function file {target!r}", exc) from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InstrumentConfigError(

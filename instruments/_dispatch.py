@@ -212,6 +212,11 @@ def describe_exception(exc: BaseException) -> str:
         if text and quoted in text:
             shown[i], shown[i + 1] = mine, None
         elif text and inner_text and inner_text in text:
+            # The outer repeats its cause with context ("failing_region could not be
+            # evaluated: x is not defined"): it stands for both. Only a status wrapper, or
+            # the same text again, leaves the cause to speak.
+            if text != inner_text and name not in _STATUS_WRAPPERS:
+                shown[i], shown[i + 1] = mine, None
             continue
         elif name in _STATUS_WRAPPERS:
             trailer.append(mine)

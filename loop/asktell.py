@@ -342,8 +342,14 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     ``runner_for(trial_id)`` returns the runner of that trial's campaign (for validation).
     An empty ``fail`` cell means the trial succeeded; a row with both outputs and a ``fail``
     reason is refused; empty ``actual.*`` cells are ignored.
+
+    ``closedloop export`` of the pending trials, with the outputs filled in, is such a CSV:
+    its bookkeeping columns are ignored (``loop.prior.EXPORT_COLUMNS``, as prior data ignores
+    them), and its parameter columns are read as prior data reads them, as the point the
+    trial was proposed at: a value equal to the proposal is accepted, any other refused
+    (:func:`_check_proposed`), since a parameter used otherwise is told as ``actual.<param>``.
     """
-    from loop.prior import MAX_CSV_BYTES
+    from loop.prior import MAX_CSV_BYTES, other_delimiter
     from simulators._text import TextFileError, read_text
 
     try:
@@ -362,9 +368,12 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             raise InvalidInput(f"{path}:{reader.line_num}: not a readable CSV row: {exc}") from None
 
     header = next_row()
-    if not header or "trial_id" not in [h.strip() for h in header]:
+    columns = [h.strip() for h in header or []]
+    if "trial_id" not in columns:
+        delimiter = other_delimiter(columns)
+        if delimiter is not None:
+            raise InvalidInput(f"{path}:1: {delimiter[0]}; {delimiter[1]}")
         raise InvalidInput(f"{path}: the first row must name the columns, starting with trial_id")
-    columns = [h.strip() for h in header]
     twice = sorted({c for c in columns if c and columns.count(c) > 1})
     if twice:
         raise InvalidInput(
@@ -393,23 +402,9 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         if not (raw_id.isascii() and raw_id.isdigit()):
             raise InvalidInput(f"{where}: trial_id {raw_id!r} is not a trial id")
         trial_id = int(raw_id)
-        outputs: dict[str, str] = {}
-        actual: dict[str, str] = {}
-        failed = (row.get("fail") or "").strip() or None
-        for key, value in row.items():
-            if not value.strip() or key in ("trial_id", "fail"):
-                continue
-            if not key:
-                raise InvalidInput(
-                    f"{where}: the value {value.strip()!r} is in a column without a name; "
-                    "name it in the first row (an output, actual.<param> or fail)"
-                )
-            if key.startswith("actual."):
-                actual[key.removeprefix("actual.")] = value
-            else:
-                outputs[key] = value
         runner = runner_for(trial_id)
-        clash = [o for o in outputs_of(runner) if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
+        known = outputs_of(runner)
+        clash = [o for o in known if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
         if clash:
             raise InvalidInput(
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
@@ -417,10 +412,106 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
                 "a CSV cannot tell them; tell each trial with `closedloop tell --store "
                 f"{runner.store.url} TRIAL_ID name=value ...`"
             )
+        outputs: dict[str, str] = {}
+        actual: dict[str, str] = {}
+        proposed: dict[str, str] = {}
+        failed = (row.get("fail") or "").strip() or None
+        for key, value in row.items():
+            if not value.strip() or key in _CSV_COLUMNS:
+                continue
+            if not key:
+                raise InvalidInput(
+                    f"{where}: the value {value.strip()!r} is in a column without a name; "
+                    "name it in the first row (an output, actual.<param> or fail)"
+                )
+            if key.startswith(_CSV_ACTUAL):
+                actual[key.removeprefix(_CSV_ACTUAL)] = value
+            elif key in known or not _export_column(runner, where, key, value, proposed):
+                outputs[key] = value  # an unknown one is refused by build_result
+        try:
+            _check_proposed(runner, trial_id, proposed)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
         results.append(build_result(runner, trial_id, outputs, actual, failed, where))
     if not results:
         raise InvalidInput(f"{path}: no rows")
     return results
+
+
+def _export_column(
+    runner: Runner, where: str, key: str, value: str, proposed: dict[str, str]
+) -> bool:
+    """Whether a non-empty cell of a column that is not an output is one of an export's:
+    a bookkeeping column (ignored) or a parameter (collected in ``proposed``, checked
+    against the proposal). ``False`` for an unknown column, which :func:`build_result`
+    refuses, listing the campaign's outputs.
+
+    Two cells are refused here: ``error`` (the export's column, not read: a failure reason
+    is told in ``fail``) and ``readback.<param>`` (where a runner's instrument was; a value
+    used by hand is told as ``actual.<param>``), so that neither is dropped unread.
+    """
+    from loop.prior import EXPORT_COLUMNS
+
+    parameters = [p.name for p in runner.campaign.parameters]
+    if key == "error":
+        raise InvalidInput(
+            f"{where}: {value.strip()!r} in the export's error column is not read; to record "
+            "the trial as failed, put the reason in a column named fail (its outputs empty)"
+        )
+    if key.startswith("readback.") and key.removeprefix("readback.") in parameters:
+        name = key.removeprefix("readback.")
+        raise InvalidInput(
+            f"{where}: {key}={value.strip()} is not read: a parameter used otherwise than "
+            f"proposed is told in a column named actual.{name}"
+        )
+    if key in parameters:
+        proposed[key] = value
+        return True
+    return key in EXPORT_COLUMNS
+
+
+def _check_proposed(runner: Runner, trial_id: int, proposed: Mapping[str, str]) -> None:
+    """Parameter cells of a results CSV (an export's columns) equal to the values the trial
+    was proposed at; a value that differs is refused, not taken as the value used.
+
+    Prior data reads a parameter column as the point measured (an export's ``readback.*`` as
+    where the instrument was), and here the point is the proposal, so a different value is
+    either a slip or a parameter used otherwise; the latter is ``actual.<param>``, and
+    guessing would let a typo in a copied column move a measurement. Numbers are equal to
+    within 1e-9 of their size: a spreadsheet keeps 15 significant digits of the export's 17.
+    """
+    if not proposed:
+        return
+    from loop.config import parameter_value
+
+    commanded = _commanded(runner.store, trial_id)
+    spec = specs(runner.campaign.parameters)
+    by_name = {p.name: p for p in runner.space.parameters}
+    for name, text in proposed.items():
+        was = commanded.get(name)
+        try:
+            value = parameter_value(by_name[name], text.strip())
+        except ValueError:
+            value = None
+        if value is not None and _same(value, was):
+            continue
+        raise InvalidInput(
+            f"{name}={text.strip()} is not the value trial {trial_id} was proposed at "
+            f"({name}={parameter(was, spec.get(name), setpoint=True)}); a parameter column is "
+            f"the proposal, as in prior data: if {text.strip()} is the value actually used, "
+            f"name the column actual.{name}; else restore the proposed value or delete the "
+            "column (tell needs trial_id and the outputs only)"
+        )
+
+
+def _same(value: Any, proposed: Any) -> bool:
+    """Whether a parameter cell's value is the proposed one (numbers to within 1e-9)."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(proposed, numbers):
+        if isinstance(value, bool) or isinstance(proposed, bool):
+            return bool(value == proposed)
+        return math.isclose(float(value), float(proposed), rel_tol=1e-9, abs_tol=1e-12)
+    return bool(value == proposed)
 
 
 # ---------------------------------------------------------------------------- ask

@@ -134,7 +134,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
             if c.outcome_constraints
             else ""
         )
-        + (f", {len(prior)} prior-data rows" if prior else "")
+        + (f", {len(prior)} prior-data rows{prior.skipped_note()}" if prior else "")
         + f", planner {c.planner.kind}, instrument "
         f"{_instrument_label(c)}",
         highlight=False,
@@ -193,7 +193,9 @@ def run(
         )
         if rows:
             files = ", ".join(str(f) for f in prior_files(loaded, prior or []))
-            console.print(f"prior data: {len(rows)} rows from {files}", highlight=False)
+            console.print(
+                f"prior data: {len(rows)} rows from {files}{rows.skipped_note()}", highlight=False
+            )
         summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
     finally:
         db.close()

@@ -641,16 +641,116 @@ def _no_rows(
 
 
 def _read_yaml(text: str, path: Path) -> Any:
-    return read_yaml_mapping(text, path, error=CampaignConfigError, example="campaigns/branin.yaml")
+    try:
+        return read_yaml_mapping(
+            text, path, error=CampaignConfigError, example="campaigns/branin.yaml"
+        )
+    except CampaignConfigError as exc:
+        raise _quote_hint(exc, text) from None
+
+
+# ruamel's words for a plain value that starts with a character YAML reserves (`unit: %`).
+_RESERVED_START = re.compile(r"found character '([%@`])' that cannot start any token")
+
+
+def _quote_hint(exc: CampaignConfigError, text: str) -> CampaignConfigError:
+    """``exc`` with the fix for a value YAML cannot read unquoted (``unit: %``, ``@home``):
+    quote it, shown on the key of that line. The general fix (indentation, colons, quotes)
+    left the user to find that ``%`` is the problem (found in review)."""
+    reserved = _RESERVED_START.search(exc.problem)
+    if reserved is None:
+        return exc
+    char = reserved.group(1)
+    lines = text.splitlines()
+    line = lines[exc.line - 1] if exc.line is not None and 0 < exc.line <= len(lines) else ""
+    pair = re.search(rf"([\w.-]+):\s*({re.escape(char)}[^,}}\]#\n]*)", line)
+    example = f'{pair.group(1)}: "{pair.group(2).strip()}"' if pair else f'unit: "{char}"'
+    return CampaignConfigError(
+        exc.path,
+        exc.problem,
+        line=exc.line,
+        fix=f"quote a value that starts with {char}: {example} (YAML reserves {char} at the "
+        "start of an unquoted value)",
+    )
 
 
 def _explain(exc: ValidationError, data: Any, path: Path) -> Exception:
+    unbracketed = _unbracketed_list(exc, data, path)
+    if unbracketed is not None:
+        return unbracketed
     hints = _HINTS
     at_bounds = [e for e in exc.errors(include_url=False) if "bounds" in e["loc"]]
     if at_bounds and all(_LOG_BOUNDS_MESSAGE in str(e["msg"]) for e in at_bounds):
         # The general bounds fix shows [0, 10], the very bounds a log scale refuses.
         hints = {**_HINTS, "bounds": _LOG_BOUNDS_HINT}
     return explain(exc, data, path, model=Campaign, error=CampaignConfigError, hints=hints)
+
+
+def _unbracketed_list(exc: ValidationError, data: Any, path: Path) -> CampaignConfigError | None:
+    """A list written without brackets (``values: SPhos, XPhos, PPh3``, ``outputs: y, cost``),
+    said as such, with the list written out; ``None`` for any other error.
+
+    On a line of its own the value is one text ("not a valid list"); inside ``{...}`` the
+    commas end the key's value and make the other items keys of their own (``unknown key
+    'XPhos'``). Either way the fix is the brackets (found in review: the messages named an
+    unknown key, or showed an unrelated example).
+    """
+    errors = exc.errors(include_url=False)
+    unknown = {tuple(e["loc"]) for e in errors if e["type"] in ("extra_forbidden", "invalid_key")}
+    for err in errors:
+        value = err.get("input")
+        if (
+            err["type"] not in ("list_type", "tuple_type")
+            or not isinstance(value, str | int | float)
+            or isinstance(value, bool)
+        ):
+            continue
+        loc = tuple(err["loc"])
+        parent, at = _node_and_path(data, loc[:-1])
+        key = loc[-1]
+        if not isinstance(parent, Mapping) or key not in parent:
+            continue
+        # In `{..., values: a, b, c}` the other items are keys without a value that follow
+        # `key` and that the schema does not know.
+        keys = list(parent)
+        strays = []
+        for k in keys[keys.index(key) + 1 :]:
+            if parent[k] is not None or (*loc[:-1], k) not in unknown:
+                break
+            strays.append(str(k))
+        items = [v.strip() for v in str(value).split(",") if v.strip()] + strays
+        if len(items) < 2:
+            continue
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*at, key))
+        if strays:
+            named = ", ".join(repr(k) for k in strays)
+            how = (
+                f"inside {{...}} the commas end `{key}: {value}` and make {named} keys of their own"
+            )
+        else:
+            how = f"{value!r} is one text, not a list"
+        return CampaignConfigError(
+            path,
+            f"{where.lstrip('.')}: a list needs brackets: {how}",
+            line=line_of(data, loc),
+            fix=f"write {key}: [{', '.join(items)}]",
+        )
+    return None
+
+
+def _node_and_path(data: Any, loc: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """The node at pydantic's ``loc`` in the YAML and the part of ``loc`` it took (a union's
+    tag, such as ``choice`` in ``parameters.2.choice.values``, is not in the YAML)."""
+    node, path = data, []
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            continue  # a tag
+        path.append(part)
+    return node, path
 
 
 # The error planners/_space.py raises for `log: true` with a lower bound <= 0, and its fix.

@@ -57,6 +57,14 @@ _RAISED = re.compile(
     r"^([A-Za-z_][A-Za-z0-9_.]*)(?::.*?)?; raised by (function|simulator) ", re.DOTALL
 )
 _EXCEPTION_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):")
+# A function (or simulator) that returned the wrong outputs (simulators._devices): the text
+# starts with who did it (``function measure (model.py) returned a non-numeric output: y =
+# 'timed out after 5 s' is a str ...``). Checked before the phrases above too: the value it
+# quotes may contain any of them, and the function, not the instrument, needs fixing.
+_WRONG_OUTPUTS = re.compile(
+    r"^(?:function|simulator) [^\n]*? (?:did not return \[|returned [\w.]+, expected a dict of "
+    r"outputs|returned a non-numeric output: )"
+)
 # Kinds that belong to the point measured, not to the instrument that measured it: a
 # setpoint refused before anything moved, a failing region, a function that raised, returned
 # the wrong outputs or a non-finite value for these inputs. Every instrument would fail there.
@@ -77,6 +85,8 @@ def failure_kind(error: str | None) -> str:
     raised = _RAISED.match(text)
     if raised is not None:
         return f"{raised.group(2)} raised {raised.group(1)}"
+    if _WRONG_OUTPUTS.match(text):
+        return "wrong outputs"
     for pattern, kind in _FAILURE_KINDS:
         if pattern in text:
             return kind

@@ -8,8 +8,12 @@ stored, and any problem is reported with the file, the line, the row, the column
 like a campaign-file error.
 
 A CSV written by ``closedloop export`` is accepted as it is: its bookkeeping columns
-(``trial_id``, ``status``, ...) are ignored, and rows whose ``status`` is not ``completed``
-are skipped. Its ``readback.NAME`` columns are where the instrument actually was: a row is
+(``trial_id``, ``status``, ...) are ignored, and rows whose ``status`` is one the export
+writes for a trial without a measurement (``failed``, ``abandoned``, ``running``) are skipped
+and counted (:attr:`PriorData.skipped`, which ``validate`` and ``run`` report); any other
+status than ``completed`` (a notebook's ``done``) is refused, never read as either. Columns
+without a name whose cells are all empty (a spreadsheet's trailing columns) are ignored. Its
+``readback.NAME`` columns are where the instrument actually was: a row is
 learned there, as the campaign that measured it learned it, when those values form a point
 of the space (else at the commanded values, as the runner does).
 
@@ -25,6 +29,7 @@ import csv
 import difflib
 import io
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +62,10 @@ EXPORT_COLUMNS = frozenset(
         "slot",
     }
 )
+# The statuses an export writes for a trial with no measurement to learn from: its rows are
+# skipped (and counted). Every status but ``completed`` (``loop.store.TrialStatus``), compared
+# without regard to case.
+UNMEASURED_STATUSES = ("failed", "abandoned", "running")
 
 
 class PriorDataError(CampaignConfigError):
@@ -105,6 +114,27 @@ class PriorRow:
     row: int
 
 
+class PriorData(list[PriorRow]):
+    """The rows read from prior-data files, and how many were skipped, by status.
+
+    A list, so that every caller handles it as the rows; ``skipped`` counts an export's rows
+    without a measurement (``failed: 2``), which a count of rows alone would hide.
+    """
+
+    def __init__(self, rows: Sequence[PriorRow] = ()) -> None:
+        super().__init__(rows)
+        self.skipped: Counter[str] = Counter()
+
+    def skipped_note(self) -> str:
+        """`` (2 rows skipped, not measured: 1 failed, 1 abandoned)`` to follow a count of
+        the rows, or ``""`` when none was skipped."""
+        total = sum(self.skipped.values())
+        if not total:
+            return ""
+        which = ", ".join(f"{n} {status}" for status, n in self.skipped.items())
+        return f" ({total} row{'s' if total != 1 else ''} skipped, not measured: {which})"
+
+
 def prior_files(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[Path]:
     """The campaign's ``prior_data`` (relative to its file), then ``extra`` (e.g. ``--prior``).
 
@@ -122,19 +152,22 @@ def prior_files(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> lis
     return unique
 
 
-def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[PriorRow]:
-    """Every row of the campaign's prior-data files, validated (see ``read_prior_csv``)."""
+def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> PriorData:
+    """Every row of the campaign's prior-data files, validated (see ``read_prior_csv``),
+    with the rows skipped in all of them."""
     from instruments import describe_instrument
 
     c = loaded.campaign
     files = prior_files(loaded, extra)
     if not files:
-        return []
+        return PriorData()
     _refuse_missing(loaded, files)
     outputs = describe_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir)
-    rows: list[PriorRow] = []
+    rows = PriorData()
     for f in files:
-        rows.extend(read_prior_csv(f, c, outputs))
+        read = read_prior_csv(f, c, outputs)
+        rows.extend(read)
+        rows.skipped.update(read.skipped)
     return rows
 
 
@@ -185,7 +218,7 @@ def required_outputs(campaign: Campaign) -> list[str]:
     return names
 
 
-def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> list[PriorRow]:
+def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> PriorData:
     """Read and validate one prior-data CSV against the campaign's space and outputs.
 
     Raises:
@@ -213,10 +246,13 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
     header_line = reader.line_num
     columns = [h.strip() for h in header]
     _check_header(path, columns, campaign, space, outputs, header_line)
+    # A spreadsheet saves the columns it once formatted as empty header cells: ignored while
+    # their cells are empty too (a value in one is refused, naming the column).
+    unnamed = [i for i, col in enumerate(columns) if not col]
     required = required_outputs(campaign)
     params = {p.name: p for p in space.parameters}
     has_status = "status" in columns
-    rows: list[PriorRow] = []
+    rows = PriorData()
     number = 0
     while True:
         try:
@@ -238,17 +274,13 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
                 line=line,
                 fix="keep the most informative rows (a GP gains little past a few thousand)",
             )
-        if len(cells) != len(columns):
-            raise PriorDataError(
-                path,
-                f"has {len(cells)} cells for {len(columns)} columns",
-                line=line,
-                row=number,
-                fix="give every row one cell per header column (quote cells holding commas)",
-            )
-        record = {col: cell.strip() for col, cell in zip(columns, cells, strict=True)}
-        if has_status and record["status"] not in ("completed", ""):
-            continue  # an export's failed/abandoned trial: no measurement to learn from
+        cells = _fit_cells(path, line, number, cells, columns, unnamed)
+        record = {col: cell.strip() for col, cell in zip(columns, cells, strict=True) if col}
+        if has_status:
+            status = _status(path, line, number, record["status"])
+            if status is not None:  # an export's trial without a measurement to learn from
+                rows.skipped[status] += 1
+                continue
         point: dict[str, Any] = {}
         for name, param in params.items():
             if name in record:
@@ -286,11 +318,75 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> li
     if not rows:
         raise PriorDataError(
             path,
-            "has no data rows" + (" with status completed" if has_status else ""),
+            "has no data rows"
+            + (" with status completed" if has_status else "")
+            + rows.skipped_note(),
             line=header_line,
             fix="add one row per earlier measurement below the header, or drop the file",
         )
     return rows
+
+
+def _status(path: Path, line: int, row: int, cell: str) -> str | None:
+    """``None`` for a measured row (``completed``, any case, or empty), the status for an
+    export's row without a measurement (skipped); any other status is refused: ``done`` or
+    ``ok`` may mean measured or not, and reading either way could be wrong."""
+    status = cell.strip().lower()
+    if status in ("completed", ""):
+        return None
+    if status in UNMEASURED_STATUSES:
+        return status
+    raise PriorDataError(
+        path,
+        f"{cell!r} is not a status closedloop writes (completed, {', '.join(UNMEASURED_STATUSES)})",
+        line=line,
+        row=row,
+        column="status",
+        fix="write completed in a measured row (failed, abandoned and running rows are "
+        "skipped), or delete the column if it is your own: a status column is read as "
+        "`closedloop export` writes it",
+    )
+
+
+def _fit_cells(
+    path: Path, line: int, row: int, cells: list[str], columns: list[str], unnamed: list[int]
+) -> list[str]:
+    """A row's cells, one per header column: cells past the header's that are empty are
+    dropped, and missing cells of unnamed columns filled in (spreadsheets write either), so
+    long as no value is lost; a value in an unnamed column is refused, naming the column by
+    its position and letter."""
+    if len(cells) > len(columns) and not any(c.strip() for c in cells[len(columns) :]):
+        cells = cells[: len(columns)]
+    if len(cells) < len(columns) and all(i in unnamed for i in range(len(cells), len(columns))):
+        cells = cells + [""] * (len(columns) - len(cells))
+    if len(cells) != len(columns):
+        raise PriorDataError(
+            path,
+            f"has {len(cells)} cells for {len(columns)} columns",
+            line=line,
+            row=row,
+            fix="give every row one cell per header column (quote cells holding commas)",
+        )
+    for i in unnamed:
+        if cells[i].strip():
+            raise PriorDataError(
+                path,
+                f"has {cells[i].strip()!r} in column {i + 1} ({column_letter(i + 1)}), "
+                "which has no name in the header",
+                line=line,
+                row=row,
+                fix="name the column in the header (a parameter or an output), or delete it",
+            )
+    return cells
+
+
+def column_letter(position: int) -> str:
+    """A spreadsheet's name of the 1-based column ``position``: ``A``, ..., ``Z``, ``AA``."""
+    letters = ""
+    while position > 0:
+        position, rest = divmod(position - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def _read_text(path: Path) -> str:
@@ -309,6 +405,23 @@ def _read_text(path: Path) -> str:
         raise PriorDataError(path, exc.problem, line=exc.line, fix=exc.fix) from None
 
 
+def other_delimiter(columns: Sequence[str]) -> tuple[str, str] | None:
+    """``(problem, fix)`` when a header was read as one column because the file is separated
+    by semicolons or tabs (a spreadsheet where the decimal mark is a comma saves ";"), else
+    ``None``. Prior data and ``tell --csv`` share it: reported as an unknown column, the user
+    looked for a typo in a column name (found in review)."""
+    for col in columns:
+        separator = next((sep for sep in (";", "\t") if sep in col), None)
+        if separator is not None:
+            name = "a semicolon" if separator == ";" else "a tab"
+            return (
+                f"is separated by {name}, not by commas: its header reads as one column '{col}'",
+                "save it as comma-separated CSV (cells separated by commas, decimal points "
+                "not decimal commas), e.g. in the spreadsheet's Save As: CSV (comma delimited)",
+            )
+    return None
+
+
 def _check_header(
     path: Path,
     columns: list[str],
@@ -317,43 +430,61 @@ def _check_header(
     outputs: Sequence[str],
     line: int,
 ) -> None:
+    """Every column a parameter, an output or an export's bookkeeping column; every
+    parameter (but fixed ones) and every required output present.
+
+    A column that is none of these is refused, not ignored (a notebook's ``date`` or
+    ``notes`` too): a misspelt optional output or fixed parameter (``purty``, ``presure``)
+    ignored would lose its values without a word, and a campaign option to name columns to
+    ignore would be a second list to keep in step with the CSV. All such columns are named
+    at once, so that deleting them is one edit.
+    """
     known = [p.name for p in space.parameters] + list(outputs)
     seen: set[str] = set()
+    unknown: list[str] = []
     for col in columns:
         if col == "":
-            raise PriorDataError(
-                path, "the header has an empty column name", line=line, fix="name every column"
-            )
+            continue  # unnamed: its cells must be empty (read_prior_csv checks each row)
         if col in seen:
             raise PriorDataError(
                 path, f"column '{col}' appears twice in the header", line=line, column=col
             )
         seen.add(col)
-        if col in known or col in EXPORT_COLUMNS or col.startswith("readback."):
-            continue
-        separator = next((sep for sep in (";", "\t") if sep in col), None)
-        if separator is not None:
-            # A whole header in one cell: a spreadsheet saved the file with another delimiter
-            # (";" where the decimal mark is a comma); reported as one unknown column, the
-            # user looked for a typo in a column name (found in review).
-            name = "a semicolon" if separator == ";" else "a tab"
-            raise PriorDataError(
-                path,
-                f"is separated by {name}, not by commas: its header reads as one column '{col}'",
-                line=line,
-                fix="save it as comma-separated CSV (cells separated by commas, decimal "
-                "points not decimal commas), e.g. in the spreadsheet's Save As: CSV "
-                "(comma delimited)",
-            )
-        near = difflib.get_close_matches(col, known, n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
+        if not (col in known or col in EXPORT_COLUMNS or col.startswith("readback.")):
+            unknown.append(col)
+    delimiter = other_delimiter(unknown)
+    if delimiter is not None:
+        raise PriorDataError(path, delimiter[0], line=line, fix=delimiter[1])
+    if unknown:
+        hints = []
+        for col in unknown:
+            near = difflib.get_close_matches(col, known, n=1)
+            if near:
+                hints.append(
+                    f"did you mean '{near[0]}'"
+                    + (f" for '{col}'" if len(unknown) > 1 else "")
+                    + "?"
+                )
+        names = ", ".join(f"'{c}'" for c in unknown)
+        problem = (
+            "is neither a parameter nor an output of the instrument"
+            if len(unknown) == 1
+            else f"columns {names} are neither parameters nor outputs of the instrument"
+        )
         raise PriorDataError(
             path,
-            "is neither a parameter nor an output of the instrument",
+            problem,
             line=line,
-            column=col,
-            fix=f"{hint}columns are the parameters ({', '.join(p.name for p in space.parameters)}) "
-            f"and outputs ({', '.join(outputs)})",
+            column=unknown[0] if len(unknown) == 1 else None,
+            fix=" ".join(
+                hints
+                + [
+                    f"columns are the parameters ({', '.join(p.name for p in space.parameters)}) "
+                    f"and outputs ({', '.join(outputs)}); delete any other column (notes, dates) "
+                    "from the CSV closedloop reads: it is refused rather than ignored so that a "
+                    "misspelt name never loses its values"
+                ]
+            ),
         )
     for p in space.parameters:
         if p.name not in seen and getattr(p, "type", None) != "fixed":

@@ -552,15 +552,17 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
             first.legend(loc="best", fontsize="small")
         first.set_ylabel(f"best {objective.name}")
         first.set_title(
-            f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}"
+            _wrapped(f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}")
         )
     else:
         trace = hypervolume_trace(records, campaign, max_evaluations=_TRACE_EVALUATIONS)
         first.plot(numbers, trace, drawstyle="steps-post", color="C0", lw=2)
         first.set_ylabel("hypervolume")
         first.set_title(
-            f"{row.name}: feasible hypervolume over trials "
-            f"({', '.join(f'{o.name} {o.goal}' for o in objectives)}){rate}"
+            _wrapped(
+                f"{row.name}: feasible hypervolume over trials "
+                f"({', '.join(f'{o.name} {o.goal}' for o in objectives)}){rate}"
+            )
         )
     first.set_xlabel("trial")
     if numbers:
@@ -613,6 +615,19 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         top += per_objective
     fig.tight_layout()
     return fig
+
+
+# Characters of the top panel's title per line: about what fits the 8-inch figure at the
+# title's size, with room for wide letters. With several objectives (and a long campaign
+# name) one line ran off the right edge (found in review).
+_TITLE_WIDTH = 72
+
+
+def _wrapped(title: str) -> str:
+    """``title`` on as many lines as it needs to fit the figure's width."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, _TITLE_WIDTH)) or title
 
 
 # The objective-against-parameter grid: at most this many parameters (the ones most related
@@ -738,8 +753,29 @@ def _plot_scan(ax: Any, records: list[dict[str, Any]], objective: str, param: An
         if getattr(param, "log", False):
             ax.set_xscale("log")
     _plot_output(ax, records, objective, where, say=False)
+    if getattr(param, "log", False) and getattr(param, "type", None) != "choice":
+        _log_ticks(ax)
     ax.set_xlabel(label(param.name, units))
     ax.tick_params(labelsize="small")
+
+
+def _log_ticks(ax: Any) -> None:
+    """Readable ticks on a small panel's log x axis: over two decades or more, matplotlib's
+    powers of ten; over less, where there are few or none of those, plain numbers at 1, 2
+    and 5 times a power of ten (all of 1-9 under half a decade). Minor ticks are never
+    labelled: matplotlib labelled them ``2×10^0 3×10^0 ...`` on a short range, and on a
+    panel a third of the figure wide they printed over each other (found in review)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = ax.get_xlim()
+    if not (low > 0 and high > low):
+        return
+    decades = math.log10(high / low)
+    if decades < 2:
+        subs = tuple(range(1, 10)) if decades < 0.5 else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _panel_outputs(records: list[dict[str, Any]], campaign: Campaign) -> list[str]:

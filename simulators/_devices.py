@@ -46,10 +46,12 @@ Design choices that matter to callers:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import keyword
 import logging
 import math
 import re
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -846,13 +848,19 @@ class SimDetector(Device):
             )
         missing = [out for out in self._sim_outputs if out not in raw]
         if missing:
+            returned = sorted(raw, key=str)
             raise self._broken(
-                number, f"{who} did not return {missing} (it returned {sorted(raw)})"
+                number,
+                f"{who} did not return {missing} (it returned {returned})"
+                f"{_near_names(missing, returned, self._sim_outputs)}",
             )
-        try:
-            return [_reading(out, raw[out]) for out in self._sim_outputs]
-        except (TypeError, ValueError) as exc:
-            raise self._broken(number, f"{who} returned a non-numeric output: {exc}") from exc
+        # Raised here, not from an exception of float(): the fault's text is the whole story
+        # (output, function, value), and the Dispatcher's description keeps it.
+        readings = [_reading(out, raw[out]) for out in self._sim_outputs]
+        problem = next((r for r in readings if isinstance(r, str)), None)
+        if problem is not None:
+            raise self._broken(number, f"{who} returned a non-numeric output: {problem}")
+        return [float(r) for r in readings]
 
     def _broken(self, number: int, message: str) -> SimulatedFault:
         """A measurement the function failed (its own fault: not transient, not injected)."""
@@ -894,16 +902,42 @@ def _source(function: Any, device: str, exc: BaseException | None = None) -> str
     return f"function {name} ({short}" + (f", line {line})" if line else ")")
 
 
-def _reading(name: str, value: Any) -> float:
-    """One output as a float, refusing what ``float()`` would quietly accept.
+def _reading(name: str, value: Any) -> float | str:
+    """One output as a float, or what is wrong with it (``cost = array([2.]) is a ndarray,
+    not a number``), refusing what ``float()`` would quietly accept.
 
     A bool is not a measurement (``True`` would read 1.0), and a numeric string (``"1.5"``)
     is a function that formatted its result instead of returning it: refused like any other
     text, as setpoints are (a number must be a number, not something that parses as one).
     """
-    if isinstance(value, bool | np.bool_ | str | bytes):
-        raise TypeError(f"{name} = {value!r} is a {type(value).__name__}, not a number")
-    return float(value)
+    if not isinstance(value, bool | np.bool_ | str | bytes):
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    what = "None" if value is None else f"a {type(value).__name__}"
+    hint = ""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        hint = " (return a plain number: value.item() for a one-element array)"
+    return f"{name} = {reprlib.repr(value)} is {what}, not a number{hint}"
+
+
+def _near_names(missing: Sequence[str], returned: Sequence[Any], outputs: Sequence[str]) -> str:
+    """``; is 'yield' meant to be 'yield_pct'? ...`` for a returned key close to a missing
+    output's name, else ``""``: a renamed output fails every trial, and the two names side
+    by side are the fix."""
+    extra = [str(k) for k in returned if k not in outputs]
+    pairs = []
+    for out in missing:
+        near = difflib.get_close_matches(out, extra, n=1)
+        if near:
+            pairs.append(f"'{near[0]}' meant to be '{out}'")
+    if not pairs:
+        return ""
+    return (
+        f"; is {' and '.join(pairs)}? the dict's keys must be the campaign's outputs: "
+        "rename the key in the function, or the output in the campaign file"
+    )
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ stdin (and interrupted with SIGINT); ask/tell runs the commands through typer's 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shlex
@@ -685,3 +686,89 @@ def test_hints_to_copy_name_the_store_and_work_from_another_folder(
     withdrawn = _cli(*shlex.split(withdraw.replace("REASON", "'no reagent'"))[1:])
     assert withdrawn.exit_code == 0, withdrawn.output
     assert not (elsewhere / "closedloop.db").exists()
+
+
+# ---------------------------------------------------------------------------- export round trip
+def _export_filled(url: str, tmp_path: Path, values: list[str]) -> tuple[Path, list[str]]:
+    """`closedloop export` of the pending trials with a `yield` column filled in, as a
+    scientist makes the results sheet: the export's rows as they are, one value each."""
+    path = tmp_path / "pending.csv"
+    out = _cli("export", "--store", url, "-o", str(path))
+    assert out.exit_code == 0, out.output
+    lines = path.read_text().splitlines()
+    header = lines[0] + ",yield"
+    rows = [f"{row},{value}" for row, value in zip(lines[1:], values, strict=True)]
+    return path, [header, *rows]
+
+
+def test_tell_csv_takes_the_export_of_the_pending_trials_filled_in(tmp_path: Path) -> None:
+    """Was: `unknown output(s) number, kind, status, temperature, ...` (found in review).
+    The export's bookkeeping columns are ignored as prior data ignores them; its parameter
+    columns are the proposal, accepted as written (or as a spreadsheet rounds them)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(_campaign(tmp_path, 5)), "-n", "2")
+    path, lines = _export_filled(url, tmp_path, ["0.4", "0.7"])
+    header = lines[0].split(",")
+    assert {"number", "kind", "status", "temperature", "started_at"} <= set(header)
+    # a spreadsheet keeps 15 significant digits of the export's 17: still the proposal
+    at = header.index("temperature")
+    first = lines[1].split(",")
+    first[at] = f"{float(first[at]):.14g}"
+    path.write_text("\n".join([lines[0], ",".join(first), lines[2]]) + "\n")
+    out = _cli("tell", "--store", url, "--csv", str(path))
+    assert out.exit_code == 0, out.output
+    trials = _trials(url)
+    assert [t["status"] for t in trials] == ["completed", "completed"]
+    assert [t["outputs"]["yield"] for t in trials] == [0.4, 0.7]
+    assert all(t["readbacks"] == {} for t in trials)  # learned at the proposal
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (
+            "temperature",
+            "99.5",
+            "temperature=99.5 is not the value trial {id} was proposed at (temperature=",
+        ),
+        ("temperature", "warm", "temperature=warm is not the value trial {id} was proposed at"),
+        ("error", "vial cracked", "'vial cracked' in the export's error column is not read"),
+    ],
+    ids=["parameter-changed", "parameter-text", "error-column"],
+)
+def test_tell_csv_from_an_export_refuses_what_it_would_not_read(
+    tmp_path: Path, column: str, value: str, message: str
+) -> None:
+    """A parameter column that differs from the proposal is refused, not taken as the value
+    used (that is `actual.<param>`), and a reason in the export's `error` column is not
+    dropped unread; nothing is written."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(_campaign(tmp_path, 5)), "-n", "2")
+    path, lines = _export_filled(url, tmp_path, ["0.4", "0.7"])
+    header = lines[0].split(",")
+    second = next(csv.reader([lines[2]]))
+    second[header.index(column)] = value
+    path.write_text("\n".join([lines[0], lines[1], ",".join(second)]) + "\n")
+    out = _cli("tell", "--store", url, "--csv", str(path))
+    assert out.exit_code == 2, out.output
+    said = _flat(out)
+    assert f"{path.name}:3: " + message.format(id=second[0]) in said, said
+    if column == "temperature":
+        assert "name the column actual.temperature" in said
+    else:
+        assert "a column named fail" in said
+    assert [t["status"] for t in _trials(url)] == ["running"] * 2
+
+
+def test_tell_csv_separated_by_semicolons_says_so_as_prior_data_does(tmp_path: Path) -> None:
+    """Was: `the first row must name the columns, starting with trial_id` for a sheet saved
+    with `;` (found in review): the message prior data gives, from one check."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    (trial,) = _suggest(url, str(_campaign(tmp_path, 5)), "-n", "1")["trials"]
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"trial_id;yield\n{trial['trial_id']};0,5\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2, out.output
+    said = _flat(out)
+    assert f"{sheet}:1: is separated by a semicolon, not by commas" in said, said
+    assert "CSV (comma delimited)" in said

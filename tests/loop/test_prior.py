@@ -325,3 +325,98 @@ def test_an_exports_rows_are_learned_where_the_instrument_was(tmp_path: Path) ->
     rows = load_prior_data(loaded, [export])[4:]
     assert [r.parameters["x1"] for r in rows] == [1.25, 1.0, 1.0]
     assert all(r.parameters["stage"] == 2 for r in rows)
+
+
+# ---------------------------------------------------------------------------- status column
+STATUSES = """x1,x2,mode,stage,y,status
+0,0,a,1,8,completed
+1,2,b,2,5.5,Completed
+2,2,b,2,6.5, COMPLETED
+3,2,b,2,,failed
+4,2,b,2,,Abandoned
+5,2,b,2,,running
+6,2,b,2,9,
+"""
+
+
+def test_status_is_read_without_regard_to_case_and_skipped_rows_are_counted(
+    tmp_path: Path,
+) -> None:
+    """Was: `Completed` was skipped like `failed`, and nothing said a row was left out
+    (found in review: 1 of 3 measured rows read)."""
+    rows = load_prior_data(_setup(tmp_path, STATUSES))
+    assert [r.outputs["y"] for r in rows] == [8, 5.5, 6.5, 9]
+    assert [r.row for r in rows] == [1, 2, 3, 7]
+    assert dict(rows.skipped) == {"failed": 1, "abandoned": 1, "running": 1}
+    assert (
+        rows.skipped_note() == " (3 rows skipped, not measured: 1 failed, 1 abandoned, 1 running)"
+    )
+    assert load_prior_data(_setup(tmp_path)).skipped_note() == ""
+
+
+@pytest.mark.parametrize("status", ["done", "ok", "measured", "complete"])
+def test_a_status_closedloop_does_not_write_is_refused(tmp_path: Path, status: str) -> None:
+    """`done` might mean measured or not: neither reading is taken silently."""
+    loaded = _setup(
+        tmp_path, f"x1,x2,mode,stage,y,status\n0,0,a,1,8,completed\n1,2,b,2,5,{status}\n"
+    )
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    err = info.value
+    assert (err.line, err.row, err.column) == (3, 2, "status")
+    assert f"'{status}' is not a status closedloop writes (completed, failed, abandoned," in str(
+        err
+    )
+    assert "write completed in a measured row" in err.fix
+
+
+def test_a_file_of_unmeasured_rows_only_says_how_many_were_skipped(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path, "x1,x2,mode,stage,y,status\n0,0,a,1,,failed\n1,2,b,2,,failed\n")
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    assert "has no data rows with status completed (2 rows skipped, not measured: 2 failed)" in (
+        str(info.value)
+    )
+
+
+# ---------------------------------------------------------------------------- spreadsheet hygiene
+def test_a_spreadsheet_s_empty_trailing_columns_are_ignored(tmp_path: Path) -> None:
+    """Excel saves columns it once formatted as empty header cells and empty cells; was:
+    `the header has an empty column name` (found in review)."""
+    text = (
+        "x1,x2,mode,stage,y,,,\r\n0,0,a,1,8,,,\r\n1,2,b,2,5.5,,\r\n,,,,,,,\r\n9,0.5,a,3,72,,,,\r\n"
+    )
+    rows = load_prior_data(_setup(tmp_path, text))
+    assert [r.outputs["y"] for r in rows] == [8, 5.5, 72]
+
+
+def test_a_value_under_an_unnamed_column_names_the_column(tmp_path: Path) -> None:
+    loaded = _setup(tmp_path, "x1,x2,mode,stage,y,,\n0,0,a,1,8,,\n1,2,b,2,5.5,,0.3\n")
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    err = info.value
+    assert (err.line, err.row) == (3, 2)
+    assert "has '0.3' in column 7 (G), which has no name in the header" in str(err)
+    assert "name the column in the header" in err.fix
+
+
+@pytest.mark.parametrize(
+    ("position", "letters"), [(1, "A"), (7, "G"), (26, "Z"), (27, "AA"), (52, "AZ"), (703, "AAA")]
+)
+def test_column_letters_are_a_spreadsheet_s(position: int, letters: str) -> None:
+    from loop.prior import column_letter
+
+    assert column_letter(position) == letters
+
+
+def test_notebook_columns_are_refused_all_at_once_with_how_to_drop_them(tmp_path: Path) -> None:
+    """A `date` or `notes` column is refused, not ignored (a misspelt output ignored would
+    lose its values); every such column is named in one message."""
+    loaded = _setup(tmp_path, "date,x1,x2,mode,stage,y,notes,zz\n2026-01-02,0,0,a,1,8,ok,1\n")
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(loaded)
+    err = info.value
+    assert err.line == 1 and err.column is None
+    assert "columns 'date', 'notes', 'zz' are neither parameters nor outputs" in str(err)
+    assert "did you mean 'z' for 'zz'?" in err.fix
+    assert "delete any other column (notes, dates)" in err.fix

@@ -146,16 +146,23 @@ def _stored(tmp_path: Path) -> tuple[Store, Path]:
 
 
 def test_export_onto_the_store_is_refused_and_the_store_kept(tmp_path: Path) -> None:
-    """``export -o`` naming the store's file was written over it (found in review)."""
+    """``export -o`` naming the store's file was written over it (found in review).
+
+    ``--format csv``: a ``.db`` suffix alone is refused as no export format, before the
+    file is looked at; with the format given, the database check must hold by itself."""
     store, db = _stored(tmp_path)
     cli = CliRunner()
     for target in (db, tmp_path / "other.db"):
         if target != db:
             Store(f"sqlite:///{target}").close()  # another store: refused as well
-        result = cli.invoke(app, ["export", "--store", store.url, "-o", str(target)])
-        assert result.exit_code == 2, result.output
-        said = "it is the store's database" if target == db else "is a SQLite database"
-        assert said in result.output and "Traceback" not in result.output
+        for given in ([], ["--format", "csv"]):
+            args = ["export", "--store", store.url, "-o", str(target), *given]
+            result = cli.invoke(app, args)
+            assert result.exit_code == 2, result.output
+            said = "it is the store's database" if target == db else "is a SQLite database"
+            if not given:
+                said = "export writes CSV or JSON, not .db"
+            assert said in result.output and "Traceback" not in result.output
     assert Store(store.url, create=False).campaign("kept").seed == 0
 
 
@@ -325,3 +332,92 @@ def test_a_failed_trials_finite_outputs_leave_the_hypervolume_alone(tmp_path: Pa
     assert hypervolume_trace(records + failed, campaign)[-1] == pytest.approx(alone, rel=1e-12)
     # completed, the same trial would set a new worst y0 and move the reference
     assert final_hypervolume(records + worse, campaign) != pytest.approx(alone, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------- legibility
+LEGIBLE = """
+name: perovskite film with a rather long campaign name
+parameters:
+  - {name: t, type: float, bounds: [LOW, HIGH], log: true, unit: min}
+  - {name: a, type: float, bounds: [0, 1]}
+  - {name: b, type: choice, values: [none, MACl, PbI2]}
+objectives:
+  - {name: pce, goal: maximize}
+  - {name: hysteresis, goal: minimize}
+  - {name: stability_index, goal: maximize}
+outcome_constraints: ["cost <= 40"]
+instrument: {function: "fn.py:measure", outputs: [pce, hysteresis, stability_index, cost]}
+planner: {kind: sobol}
+budget: {max_trials: 8}
+seed: 1
+"""
+
+
+def _legible_figure(tmp_path: Path, xs: list[float]) -> tuple[Any, Any]:
+    """The report of a three-objective campaign measured at ``xs`` of a log parameter, drawn
+    (so that text has its size), and the renderer. Three parameters: each scan panel is a
+    third of the figure wide, as in the review's report."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    low, high = min(xs), max(xs)
+    text = LEGIBLE.replace("LOW", repr(low)).replace("HIGH", repr(high))
+    store = _store(tmp_path)
+    cid = store.create_campaign("legible", text, str(tmp_path / "campaign.yaml"), 1)
+    for k, x in enumerate(xs):
+        trial = store.add_trial(cid, {"t": x, "a": k / 10, "b": "none"}, "sobol")
+        outputs = {"pce": 10.0 + k, "hysteresis": 0.3 - 0.02 * k, "stability_index": 0.8, "cost": 5}
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs=outputs,
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    fig = report_figure(store, store.campaign(cid))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return fig, canvas.get_renderer()
+
+
+def test_the_title_fits_the_figure_with_several_objectives(tmp_path: Path) -> None:
+    """Was one line running off the right edge (found in review)."""
+    fig, renderer = _legible_figure(tmp_path, [1.7, 3.0, 8.0, 20.0, 48.0])
+    title = fig.axes[0].title
+    box = title.get_window_extent(renderer)
+    width = fig.get_figwidth() * fig.dpi
+    assert 0 <= box.x0 and box.x1 <= width, (box, width)
+    assert "stability_index maximize" in title.get_text()
+    assert "\n" in title.get_text()
+
+
+@pytest.mark.parametrize(
+    "xs",
+    [
+        [1.7, 3.0, 8.0, 20.0, 48.0],  # under two decades: the review's anneal_time
+        [2.0, 2.4, 2.9, 3.5],  # under half a decade
+        [0.001, 0.05, 3.0, 80.0],  # several decades
+    ],
+    ids=["1.5-decades", "0.2-decades", "5-decades"],
+)
+def test_log_axis_tick_labels_do_not_print_over_each_other(tmp_path: Path, xs: list[float]) -> None:
+    """On a short log range matplotlib labelled minor ticks ``2×10^0 3×10^0 ...`` and on a
+    panel a third of the figure wide they overprinted (found in review)."""
+    fig, renderer = _legible_figure(tmp_path, xs)
+    scans = [ax for ax in fig.axes if ax.get_xlabel() == "t [min]"]
+    assert len(scans) == 3  # one per objective
+    for ax in scans:
+        labels = [
+            t
+            for t in ax.get_xticklabels(which="both")
+            if t.get_visible() and t.get_text() and _inside(ax, t.get_position()[0])
+        ]
+        assert len(labels) >= 2, [t.get_text() for t in labels]
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left.x1 <= right.x0, [t.get_text() for t in labels]
+
+
+def _inside(ax: Any, x: float) -> bool:
+    low, high = ax.get_xlim()
+    return bool(low <= x <= high)

@@ -291,11 +291,13 @@ def test_a_failed_document_write_keeps_the_measurement(
     write = store.add_document
     failed: list[int] = []
 
-    def locked_once(trial_id: int, seq: int, name: str, body: Any, run_uid: Any) -> None:
+    def locked_once(
+        trial_id: int, seq: int, name: str, body: Any, run_uid: Any, **lease: Any
+    ) -> None:
         if name == "event" and not failed:
             failed.append(trial_id)
             raise OperationalError("INSERT INTO document", {}, Exception("database is locked"))
-        write(trial_id, seq, name, body, run_uid)
+        write(trial_id, seq, name, body, run_uid, **lease)
 
     monkeypatch.setattr(store, "add_document", locked_once)
     summary = Runner(loaded, store).run()

@@ -1,0 +1,169 @@
+"""A scientist's own function file (``instrument: {function: file.py:measure}``) doing what
+scripts do: exiting at import, returning numpy arrays or text, naming outputs otherwise,
+written as a module name. Each is one message naming the file and the fix, and a wrong
+output fails the trial as the function's fault (a point failure), never the instrument's.
+
+Found by a reviewer playing a scientist: ``validate`` exited 0 with no output for a file
+calling ``sys.exit(0)``; argparse took over the exit code; ``TypeError: only 0-dimensional
+arrays ...`` named neither output nor function, and three of them retired the instrument.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loop import CampaignConfigError, Runner, Store, load_campaign
+from loop.failures import failure_kind, is_point_failure
+from tests.cli_process import closedloop
+
+CAMPAIGN = """\
+name: fn
+parameters:
+  - {name: t, type: float, bounds: [0, 1]}
+objectives:
+  - {name: yield_pct, goal: maximize}
+instrument: {function: "FUNCTION", outputs: [yield_pct, cost], count: COUNT}
+planner: {kind: random}
+budget: BUDGET
+seed: 3
+"""
+
+
+def _campaign(
+    tmp_path: Path,
+    source: str,
+    *,
+    function: str = "model.py:measure",
+    count: int = 1,
+    budget: str = "{max_trials: 6, max_failures: 4}",
+) -> Path:
+    (tmp_path / "model.py").write_text(source)
+    path = tmp_path / "c.yaml"
+    text = CAMPAIGN.replace("FUNCTION", function).replace("COUNT", str(count))
+    path.write_text(text.replace("BUDGET", budget))
+    return path
+
+
+EXITS = {
+    "sys-exit-0": ("import sys\ndef measure(x):\n    return {}\nsys.exit(0)\n", "SystemExit(0)"),
+    "argparse": (
+        "import argparse\n"
+        "p = argparse.ArgumentParser()\n"
+        "p.add_argument('--plot', action='store_true')\n"
+        "args = p.parse_args()\n"
+        "def measure(x):\n    return {}\n",
+        "SystemExit(2)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXITS), ids=list(EXITS))
+def test_a_function_file_that_exits_at_import_is_a_located_error(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, code = EXITS[case]
+    monkeypatch.setattr("sys.argv", ["closedloop", "validate", "c.yaml"])  # as the CLI has it
+    path = _campaign(tmp_path, source)
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert info.value.line == 6, message
+    assert f"function file 'model.py' exited while being imported ({code}" in message
+    assert 'put that code under `if __name__ == "__main__":`' in message
+    # the command line: exit 2 and the message, not the script's exit code and silence
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "exited while being imported" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_module_name_for_a_file_beside_the_campaign_suggests_the_path(tmp_path: Path) -> None:
+    path = _campaign(tmp_path, "def measure(x):\n    return {}\n", function="model:measure")
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert "model.py is in the campaign file's folder; write function: model.py:measure" in message
+    # no such file: the general advice
+    (tmp_path / "model.py").unlink()
+    with pytest.raises(CampaignConfigError, match="give an importable module or a path ending"):
+        load_campaign(path)
+
+
+def _run(tmp_path: Path, source: str, **options: Any) -> tuple[list[str], int]:
+    """The stored errors of a campaign measured by ``source``'s ``measure``, and how many
+    trials completed."""
+    loaded = load_campaign(_campaign(tmp_path, source, **options))
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(loaded, store).run()
+    trials = store.trials(summary.campaign_id)
+    errors = [t.error or "" for t in trials if t.status == "failed"]
+    return errors, sum(t.status == "completed" for t in trials)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("np.array([2.0])", "cost = array([2.]) is a ndarray, not a number (return a plain"),
+        ("'timed out after 5 s'", "cost = 'timed out after 5 s' is a str, not a number"),
+        ("None", "cost = None is None, not a number"),
+    ],
+    ids=["array", "text", "none"],
+)
+def test_a_non_numeric_output_names_output_function_and_value(
+    tmp_path: Path, value: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: ``TypeError: only 0-dimensional arrays can be converted to Python scalars``, a
+    failure of the instrument: three in a row retired its slot. The wording is the one
+    ``loop.failures`` reads as wrong outputs, whatever text the value quotes."""
+    source = (
+        "import numpy as np\n"
+        "def measure(x):\n"
+        f"    cost = {value} if x['t'] > 0.3 else 1.0\n"
+        "    return {'yield_pct': x['t'], 'cost': cost}\n"
+    )
+    budget = "{max_trials: 10, max_failures: 14}"
+    with caplog.at_level(logging.WARNING):
+        errors, completed = _run(tmp_path, source, count=2, budget=budget)
+    # failing at some points only, on two slots: the instrument fault three in a row on one
+    # slot while the other measured retired that slot (as in the review's repro)
+    assert len(errors) >= 3 and completed >= 1
+    for error in errors:
+        assert error.startswith(
+            f"function measure (model.py) returned a non-numeric output: {said}"
+        ), error
+        assert failure_kind(error) == "wrong outputs" and is_point_failure(error)
+    assert "retired" not in caplog.text
+
+
+def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
+    source = "def measure(x):\n    return {'yield': 50.0, 'cost': 2.0}\n"
+    errors, _ = _run(tmp_path, source)
+    assert errors[0] == (
+        "function measure (model.py) did not return ['yield_pct'] (it returned ['cost', "
+        "'yield']); is 'yield' meant to be 'yield_pct'? the dict's keys must be the "
+        "campaign's outputs: rename the key in the function, or the output in the campaign "
+        "file"
+    )
+    assert failure_kind(errors[0]) == "wrong outputs"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "function measure (m.py) did not return ['y'] (it returned [])",
+        "function measure (my model.py) did not return ['y'] (it returned ['x']); is 'x' ...",
+        "function f (m.py) returned list, expected a dict of outputs",
+        "simulator branin returned NoneType, expected a dict of outputs",
+        "function f (m.py) returned a non-numeric output: y = 'lost the connection to PV x' is "
+        "a str, not a number",
+        "function f (m.py) returned a non-numeric output: y = 'limit check failed' is a str",
+    ],
+)
+def test_every_wording_of_a_wrong_output_is_a_point_failure(error: str) -> None:
+    """The function's fault, whatever the value it returned says (a quoted 'timed out
+    after' or 'lost the connection' read as an instrument fault)."""
+    assert failure_kind(error) == "wrong outputs"
+    assert is_point_failure(error)
