@@ -32,7 +32,14 @@ from ._errors import (
 )
 from ._manual import ManualInstrument
 from ._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan
-from ._protocol import ExitStatus, Instrument, TrialResult, close_instrument, write_safe_state
+from ._protocol import (
+    ExitStatus,
+    Instrument,
+    TrialResult,
+    close_instrument,
+    safe_state_failures,
+    write_safe_state,
+)
 
 __all__ = [
     "PLAN_NAME",
@@ -66,6 +73,7 @@ __all__ = [
     "load_function",
     "open_executor",
     "readback_problems",
+    "safe_state_failures",
     "slot_seed",
     "trial_plan",
     "write_safe_state",

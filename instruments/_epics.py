@@ -1104,8 +1104,13 @@ class InputDevice:
                 raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
         else:
             # bounded like every call; an ophyd-async status is awaited, a sync one (a motor's
-            # whole move) is not: the write was taken, the move may outlast `timeout`
-            call_device(self._positioner, "set", target, timeout=timeout)
+            # whole move) for `timeout` at most: one that fails by then is a safe state not
+            # written (ophyd's Signal.set fails on its own thread, and that was lost: found in
+            # review), one still moving was taken, and the move may outlast `timeout`
+            status = call_device(self._positioner, "set", target, timeout=timeout)
+            if not is_async_device(self._positioner):
+                with contextlib.suppress(TimeoutError):
+                    _wait_status(status, timeout, threading.Event(), what=self.name)
 
     def write_safe_state(self, value: float, *, timeout: float) -> None:
         """Write this input's safe state ``value`` (campaign units), keeping to ``max_step``.

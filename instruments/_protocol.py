@@ -126,3 +126,13 @@ def write_safe_state(instrument: Instrument) -> list[str]:
     if isinstance(instrument, DeclaredInstrument) and instrument.spec.on_stop:
         return [str(problem) for problem in instrument.safe_state()]
     return []
+
+
+def safe_state_failures(instrument: Instrument) -> list[str]:
+    """What ``instrument``'s last close could not write of its safe state, one line each
+    (the setpoint PV named); empty for an instrument without one."""
+    from instruments._epics import DeclaredInstrument
+
+    if isinstance(instrument, DeclaredInstrument):
+        return [str(failure) for failure in instrument.safe_state_failures]
+    return []

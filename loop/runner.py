@@ -61,6 +61,7 @@ from instruments import (
     describe_instrument,
     input_specs,
     open_executor,
+    safe_state_failures,
     slot_seed,
     write_safe_state,
 )
@@ -813,12 +814,19 @@ class Runner:
                 self.lease.stop_heartbeat()
                 self._scheduler = None
                 # a lost lease: the new owner drives the hardware now, and decides its state
+                closed = sched.slots if sched is not None else slots or []
                 if sched is not None:
                     sched.close(safe_state=write)
                 elif slots is not None:
                     self._close_slots(slots, safe_state=write)
                 self._built_slots = []
                 self._close_executor()
+                # A safe state not written is the one thing an operator must act on at once:
+                # in the stop reason (the summary, `status`), not in a log line alone (found
+                # in review).
+                unsafe = [f for slot in closed for f in safe_state_failures(slot.instrument)]
+                if unsafe:
+                    reason = f"{reason}; SAFE STATE NOT WRITTEN: {'; '.join(unsafe)}"
                 if write:
                     try:
                         self.store.finish_campaign(

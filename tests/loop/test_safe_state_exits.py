@@ -4,6 +4,7 @@ a second Ctrl-C writes the safe state before the process exits (both found in re
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,8 @@ STEAL = []  # the test's hook: called while the detector measures
 
 class LoggedSignal(Signal):
     def put(self, value, **kwargs):
+        if value == 0 and os.environ.get("REFUSE_SAFE_STATE"):
+            raise RuntimeError("drive fault: setpoint not accepted")
         with open(LOG, "a") as f:
             f.write(json.dumps([self.name, value]) + "\\n")
         return super().put(value, **kwargs)
@@ -75,15 +79,27 @@ seed: 1
 """
 
 
-def test_a_runner_that_lost_its_lease_mid_trial_stores_and_writes_nothing_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _bench(tmp_path: Path, campaign: str = CAMPAIGN) -> Path:
+    """The bench's files in ``tmp_path``; returns the log of every put."""
     log = tmp_path / "puts.jsonl"
     (tmp_path / "bench_devices.py").write_text(textwrap.dedent(DEVICES.format(log=str(log))))
     (tmp_path / "bench.yaml").write_text(BENCH)
-    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    (tmp_path / "c.yaml").write_text(campaign)
+    return log
+
+
+def _in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This test's ``bench_devices`` module (each test writes its own, logging to its folder)."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    import bench_devices  # type: ignore[import-not-found]
+    monkeypatch.delitem(sys.modules, "bench_devices", raising=False)
+    return importlib.import_module("bench_devices")
+
+
+def test_a_runner_that_lost_its_lease_mid_trial_stores_and_writes_nothing_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _bench(tmp_path)
+    bench_devices = _in_process(tmp_path, monkeypatch)
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = Store(url)
@@ -111,10 +127,7 @@ def test_a_runner_that_lost_its_lease_mid_trial_stores_and_writes_nothing_more(
 def test_a_second_ctrl_c_writes_the_safe_state_before_exiting(tmp_path: Path) -> None:
     """The first Ctrl-C's stop hung in a drive's stop(); a second Ctrl-C exited at once and
     left the heater on. It now writes the safe state first, and says so."""
-    log = tmp_path / "puts.jsonl"
-    (tmp_path / "bench_devices.py").write_text(textwrap.dedent(DEVICES.format(log=str(log))))
-    (tmp_path / "bench.yaml").write_text(BENCH)
-    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    log = _bench(tmp_path)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
@@ -144,3 +157,20 @@ def test_a_second_ctrl_c_writes_the_safe_state_before_exiting(tmp_path: Path) ->
     assert "NOT WRITTEN" not in err, err
     puts = [json.loads(line) for line in log.read_text().splitlines()]
     assert puts[-1] == ["x1", 0], puts  # the safe state, after the trial's move
+
+
+def test_a_safe_state_not_written_is_in_the_stop_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was a log line only: the summary said `completed: max_trials reached` and `status`
+    kept nothing (found in review)."""
+    _bench(tmp_path, CAMPAIGN.replace("max_trials: 3", "max_trials: 1"))
+    _in_process(tmp_path, monkeypatch)
+    monkeypatch.setenv("REFUSE_SAFE_STATE", "1")
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    summary = Runner(load_campaign(tmp_path / "c.yaml"), store).run()
+    assert summary.status == "completed"
+    note = "SAFE STATE NOT WRITTEN: x1 = 0"
+    assert note in summary.reason and "drive fault: setpoint not accepted" in summary.reason
+    assert note in (store.campaign(summary.campaign_id).stop_reason or "")
+    store.close()
