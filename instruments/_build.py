@@ -629,21 +629,24 @@ def build_instrument(
         return ManualInstrument(specs, _manual_outputs(config, specs))
     resolved = _resolve(config, parameters, Path(base_dir))
     sims = _simulators()
-    instrument: Instrument = sims.build_simulated_instrument(
-        resolved.evaluate,
-        inputs={s.name: s for s in resolved.inputs},  # kind kept: int vs float, 2 choices
-        outputs=resolved.outputs,
-        noise=_noise(config, resolved),
-        latency=config.latency,
-        failure_rate=config.failure_rate,
-        hang_rate=config.hang_rate,
-        nan_rate=config.nan_rate,
-        readback_out_of_range_rate=config.readback_out_of_range_rate,
-        failing_region=resolved.failing_region,
-        seed=seed,
-        name=resolved.name,
-        executor=executor,
-    )
+    try:
+        instrument: Instrument = sims.build_simulated_instrument(
+            resolved.evaluate,
+            inputs={s.name: s for s in resolved.inputs},  # kind kept: int vs float, 2 choices
+            outputs=resolved.outputs,
+            noise=_noise(config, resolved),
+            latency=config.latency,
+            failure_rate=config.failure_rate,
+            hang_rate=config.hang_rate,
+            nan_rate=config.nan_rate,
+            readback_out_of_range_rate=config.readback_out_of_range_rate,
+            failing_region=resolved.failing_region,
+            seed=seed,
+            name=resolved.name,
+            executor=executor,
+        )
+    except sims.FunctionNotSendable as exc:  # a campaign-file problem: the user's function
+        raise InstrumentConfigError(str(exc), field="function") from exc
     logger.debug(
         "built instrument %r: inputs %s, outputs %s",
         resolved.name,

@@ -30,6 +30,10 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     # an IOC restarted or a cable pulled (instruments._epics names the PV): whatever the
     # client library raised meanwhile (a timeout, a broken pipe), that is the cause
     ("lost the connection to PV", "connection lost"),
+    # the readbacks/limits a setpoint is checked against before anything moves did not
+    # answer (instruments._dispatch; transient, retried): the instrument's, not the point's,
+    # and not a refused setpoint. Before "timed out after", which the cause may quote.
+    ("could not be checked against the limits", "limit check unanswered"),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
     ("lies outside its declared limits", "readback out of range"),
@@ -76,10 +80,11 @@ _POINT_KINDS = frozenset(
 def failure_kind(error: str | None) -> str:
     """A short kind for a failed trial's error text, to count failures by cause.
 
-    Known phrases map to a kind (``connection lost``, ``timeout``, ``non-finite output``,
-    ``readback out of range``, ``wrong outputs``, ...); an exception out of the user's
-    function is ``function raised RuntimeError`` (``simulator raised ...`` for a built-in);
-    any other error is named by its innermost exception type (``"OSError"``), or ``other``.
+    Known phrases map to a kind (``connection lost``, ``limit check unanswered``,
+    ``timeout``, ``non-finite output``, ``readback out of range``, ``wrong outputs``, ...);
+    an exception out of the user's function is ``function raised RuntimeError``
+    (``simulator raised ...`` for a built-in); any other error is named by its innermost
+    exception type (``"OSError"``), or ``other``.
     """
     text = error or ""
     raised = _RAISED.match(text)

@@ -24,7 +24,7 @@ from ._devices import (
     build_simulated_instrument,
 )
 from ._emulator import Emulator, cached_emulator, cross_validate, fit_emulator
-from ._executor import DaskExecutor, ExecutorUnavailable
+from ._executor import DaskExecutor, ExecutorUnavailable, FunctionNotSendable
 from ._expressions import Expression, ExpressionError, parse_expression
 from ._flow_reactor import (
     CATALYSTS,
@@ -53,6 +53,7 @@ from ._registry import SIMULATORS, UnknownSimulatorError, get_problem
 __all__ = [
     "DaskExecutor",
     "ExecutorUnavailable",
+    "FunctionNotSendable",
     "CATALYSTS",
     "load_spec",
     "load_dataset",

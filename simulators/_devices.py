@@ -21,6 +21,14 @@ Design choices that matter to callers:
 * **Triggering never blocks the RunEngine.** With ``latency > 0`` the function runs on a
   ``threading.Timer`` and the returned ``DeviceStatus`` completes from there; the RunEngine's
   event loop keeps serving other devices (and pause/abort requests) meanwhile.
+* **A detector never enters its function twice at once.** A stop (a trial's timeout, an
+  abort) fails the Status at once, but a running Python function cannot be interrupted: it
+  runs on, and the next trigger waits for it to return before calling it again (a function
+  that drives a real instrument must not be entered twice). The wait is on the trigger's own
+  thread and ends when that trigger is stopped in turn, so a function that never returns
+  costs each later trial its timeout, never a second call. Slots have their own detectors,
+  so they do not wait for one another; on a Dask executor a stop ends the worker running
+  the function (:meth:`~simulators.DaskExecutor.abort`), and nothing waits.
 * **Heavy simulations can compute on a Dask cluster** (``executor=``, a
   :class:`~simulators.DaskExecutor`): ``trigger()`` submits the pure function and the
   Status completes from the future's callback (after ``latency`` at the earliest). Fault
@@ -52,6 +60,7 @@ import logging
 import math
 import re
 import reprlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,6 +85,10 @@ logger = logging.getLogger(__name__)
 SimFunction = Callable[[dict[str, Any]], Mapping[str, Any]]  # called with a fresh dict
 ReadbackError = float | Callable[[float], float] | None
 Seed = int | np.random.SeedSequence | None
+
+_WAIT_POLL = 0.5
+"""Seconds between a waiting trigger's checks that it was not stopped meanwhile (a stop
+also wakes it at once; this only bounds a missed wake-up)."""
 
 _NOT_REMOTE: Any = object()
 """``remote=`` when nothing was computed elsewhere: evaluate the function here. A sentinel,
@@ -113,6 +126,20 @@ class SimulatedFault(RuntimeError):
         self.trigger_number = trigger_number
         self.injected = injected
         self.transient = transient
+
+
+@dataclass
+class _Call:
+    """A detector's function call in progress in this process (see ``SimDetector._claim``).
+
+    Attributes:
+        number: The trigger it computes.
+        stopped: ``time.monotonic()`` when that trigger was stopped (its trial timed out or
+            was aborted) while the function ran on; ``None`` while it is still wanted.
+    """
+
+    number: int
+    stopped: float | None = None
 
 
 class SimLimitError(LimitError):
@@ -493,6 +520,8 @@ class SimDetector(Device):
     _sim_timer: threading.Timer | None
     _sim_executor: Any
     _sim_future: Any
+    _sim_call: _Call | None
+    _sim_call_done: threading.Condition
     last_noiseless: dict[str, float]
     trigger_count: int
 
@@ -531,6 +560,11 @@ class SimDetector(Device):
         if failing_region is not None and not callable(failing_region):
             raise TypeError(f"failing_region must be a predicate, got {failing_region!r}")
         self._sim_noise_sd = _noise_vector(noise, self._sim_outputs)
+        prepare = getattr(executor, "prepare", None)
+        if callable(prepare):
+            # Pickled now, once: a function that cannot be sent (a module-level lock) is a
+            # configuration error naming it (FunctionNotSendable), not a TypeError per trial.
+            prepare(function)
         super().__init__(name=name, **kwargs)
         self._sim_signals = [getattr(self, self._output_attrs[out]) for out in self._sim_outputs]
         for out, signal in zip(self._sim_outputs, self._sim_signals, strict=True):
@@ -548,6 +582,8 @@ class SimDetector(Device):
         self._sim_timer = None
         self._sim_executor = executor
         self._sim_future = None
+        self._sim_call = None
+        self._sim_call_done = threading.Condition()
         self.last_noiseless = {}
         self.trigger_count = 0
 
@@ -565,7 +601,8 @@ class SimDetector(Device):
         """Start one measurement; the Status finishes when the outputs hold the new values.
 
         A second trigger while one is in flight fails its own Status (a real detector cannot
-        take two exposures at once) and leaves the first untouched.
+        take two exposures at once) and leaves the first untouched. A trigger after a stopped
+        one whose function is still running waits for it (see ``_claim``).
         """
         # No stop() on failure: stop() aborts the measurement in flight, which must not happen
         # because a *second* trigger was refused or this one failed.
@@ -594,12 +631,14 @@ class SimDetector(Device):
                 if self._sim_executor is not None and not fail and not self._in_region(values):
                     self._submit(status, number, values, fail, z, bad)
                     return status
-                if self._sim_latency > 0 or _on_event_loop():
+                if self._sim_latency > 0 or _on_event_loop() or self._sim_call is not None:
                     # Never on an event loop's thread (the RunEngine's): a function that
                     # does not return must leave the loop free to take the timeout's abort,
                     # Ctrl-C and the runner's stop. At latency 0 the thread starts at once
                     # (Timer(0)); an abort (stop()) fails the Status, and whatever the
-                    # function returns later is dropped (_complete).
+                    # function returns later is dropped (_complete). Nor in a script's
+                    # thread while a stopped call still runs: the wait for it is the
+                    # timer thread's (_claim), and trigger() returns at once.
                     timer = threading.Timer(
                         self._sim_latency,
                         self._complete,
@@ -708,11 +747,24 @@ class SimDetector(Device):
             self._sim_timer = self._sim_future = None
         if timer is not None:
             timer.cancel()
+        waiting = ""
+        with self._sim_call_done:
+            call = self._sim_call
+            if call is not None and pending is not None and not pending.done:
+                if call.stopped is None:  # its own trigger's call: it runs on, unwanted
+                    call.stopped = time.monotonic()
+                else:  # an earlier trigger's: this one was waiting for it
+                    waiting = (
+                        f", while waiting for {_source(self._sim_function, self.name)}, still "
+                        f"running from trigger #{call.number} (stopped "
+                        f"{time.monotonic() - call.stopped:.3g} s ago), so it was not called"
+                    )
+            self._sim_call_done.notify_all()  # a waiting trigger sees its Status failed
         if pending is not None and not pending.done:
             # Before the future is cancelled: its callback would otherwise fail the Status
             # first, with the cancellation, and the stop would read as a cluster fault.
             fault = SimulatedFault(
-                f"{self.name}: trigger #{self.trigger_count} {why} before completion",
+                f"{self.name}: trigger #{self.trigger_count} {why} before completion{waiting}",
                 device=self.name,
                 trigger_number=self.trigger_count,
                 injected=False,
@@ -749,8 +801,15 @@ class SimDetector(Device):
         """
         if status.done:  # aborted while waiting
             return
+        local = remote is _NOT_REMOTE
+        if local and not self._claim(status, number):
+            return  # stopped while an earlier call still ran: this one never started
         try:
-            noiseless = self._evaluate(number, inputs, fail, remote)
+            try:
+                noiseless = self._evaluate(number, inputs, fail, remote)
+            finally:
+                if local:  # before the Status finishes: the next trigger finds it free
+                    self._release()
             if bad is not None:
                 logger.info("%s: trigger #%d reads %s (injected, nan_rate)", self.name, number, bad)
                 noiseless = [bad] * len(noiseless)
@@ -781,6 +840,53 @@ class SimDetector(Device):
             return
         if not status.done:
             status.set_finished()
+
+    def _claim(self, status: DeviceStatus, number: int) -> bool:
+        """Wait until no earlier call of the function runs, then mark trigger ``number``'s
+        as running; ``False`` (never calling it) if ``status`` was stopped meanwhile.
+
+        A stopped trigger's function cannot be interrupted and runs on. Calling the
+        function again meanwhile entered it twice (three times after a retry and the next
+        point: found in review), which a function driving a real instrument must never see.
+        Waiting rather than refusing (as a plugin device's stuck call is refused): a slow
+        call that returns in time leaves the next trial its measurement, and a refusal
+        would fail trial after trial within milliseconds, spending ``max_failures`` and
+        the retries of points never measured; waiting, a function that never returns
+        costs each trial its own timeout. Runs on the trigger's timer thread, never the
+        RunEngine's.
+        """
+        with self._sim_call_done:
+            call = self._sim_call
+            if call is not None and call.stopped is not None:
+                logger.warning(
+                    "%s: %s is still running for a trial stopped %.3g s ago (timed out or "
+                    "aborted; a running function cannot be interrupted): this trial waits "
+                    "for it to return, a function is never called twice at once (one that "
+                    "may not return: `executor: {kind: local}` ends it with its trial)",
+                    self.name,
+                    _source(self._sim_function, self.name),
+                    time.monotonic() - call.stopped,
+                )
+                logger.debug("%s: trigger #%d waits for #%d", self.name, number, call.number)
+            while self._sim_call is not None and not status.done:
+                self._sim_call_done.wait(_WAIT_POLL)
+            if status.done:
+                return False
+            self._sim_call = _Call(number)
+            return True
+
+    def _release(self) -> None:
+        """The function returned (or raised): the next trigger may call it."""
+        with self._sim_call_done:
+            call, self._sim_call = self._sim_call, None
+            if call is not None and call.stopped is not None:
+                logger.info(
+                    "%s: the function call of stopped trigger #%d returned after %.3g s more",
+                    self.name,
+                    call.number,
+                    time.monotonic() - call.stopped,
+                )
+            self._sim_call_done.notify_all()
 
     def _evaluate(
         self, number: int, inputs: dict[str, Any], fail: bool, remote: Any = _NOT_REMOTE
@@ -913,7 +1019,12 @@ def _reading(name: str, value: Any) -> float | str:
     if not isinstance(value, bool | np.bool_ | str | bytes):
         try:
             return float(value)
-        except (TypeError, ValueError, OverflowError):
+        except OverflowError:  # 10**400: a number, but no float holds it
+            return (
+                f"{name} = {reprlib.repr(value)} is too large for a float (at most "
+                f"{sys.float_info.max:.4g})"
+            )
+        except (TypeError, ValueError):
             pass
     what = "None" if value is None else f"a {type(value).__name__}"
     hint = ""

@@ -27,7 +27,10 @@ computing a trial makes its future fail (``KilledWorker``: the local cluster is 
 re-run elsewhere); the detector turns that into a failed, *transient* trial (retried under
 ``max_retries``), and the campaign goes on with the remaining and restarted workers. An
 exception the simulator function itself raises (of any type, ``OSError`` included) fails
-its trial as it would in-process, and is not retried (:func:`is_infrastructure_error`).
+its trial as it would in-process, and is not retried (:func:`is_infrastructure_error`). A
+function that cannot be pickled at all (a module-level lock, open file or connection in its
+file) is refused once, when the detector is built (:meth:`DaskExecutor.prepare` raises
+:class:`FunctionNotSendable`), not failed trial after trial as if it had raised.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -84,6 +88,22 @@ class ExecutorUnavailable(RuntimeError):
     def __init__(self, message: str, *, address: str | None = None) -> None:
         super().__init__(message)
         self.address = address
+
+
+class FunctionNotSendable(ValueError):
+    """The simulator function cannot be pickled, so it cannot be sent to the Dask cluster.
+
+    A configuration error, raised when the detector is built (before the first trial): the
+    function never ran, and every trial would fail the same way. The message names the
+    function, its file, the pickling error and the module-level names it comes from.
+
+    Attributes:
+        function: the function that cannot be sent.
+    """
+
+    def __init__(self, message: str, *, function: Any) -> None:
+        super().__init__(message)
+        self.function = function
 
 
 def _call(blob: bytes, inputs: dict[str, Any]) -> Any:
@@ -298,10 +318,33 @@ class DaskExecutor:
         if not outcome[0]:
             logger.info("no Dask worker at %s yet; trials wait for one", self.address)
 
+    def prepare(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> None:
+        """Pickle ``function`` now, once, for every trial :meth:`submit` sends.
+
+        :class:`~simulators.SimDetector` calls this when it is built. A function that
+        cannot be pickled (its file holds a module-level ``threading.Lock``, an open file, a
+        connection) is then one configuration error before the campaign starts; pickled at
+        the first submit, it failed every trial as if the function had raised ``TypeError``,
+        spending ``max_failures`` on a function that never ran (found in review).
+
+        Raises:
+            FunctionNotSendable: naming the function, its file, the pickling error, and the
+                fix (create such objects inside the function, or ``executor: inprocess``).
+        """
+        self._blob(function)
+
     def submit(
         self, function: Callable[[dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str, Any]
     ) -> Any:
-        """Submit ``function(inputs)``; returns a ``distributed.Future`` (never cached)."""
+        """Submit ``function(inputs)``; returns a ``distributed.Future`` (never cached).
+
+        Raises:
+            FunctionNotSendable: ``function`` cannot be pickled (see :meth:`prepare`).
+        """
+        return self.client.submit(_call, self._blob(function), dict(inputs), pure=False)
+
+    def _blob(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> bytes:
+        """``function`` cloudpickled (cached: a campaign sends the same function each trial)."""
         blob = self._blobs.get(id(function))
         if blob is None:
             import cloudpickle
@@ -310,9 +353,15 @@ class DaskExecutor:
             if module is not None and module.__name__.startswith(_USER_MODULE_PREFIX):
                 # Only this process can import a campaign's file: send its code along.
                 cloudpickle.register_pickle_by_value(module)
-            blob = self._blobs[id(function)] = cloudpickle.dumps(function)
+            try:
+                blob = cloudpickle.dumps(function)
+            except Exception as exc:  # TypeError, PicklingError, RecursionError, ...
+                raise FunctionNotSendable(
+                    _not_sendable(function, exc, self.kind), function=function
+                ) from exc
+            self._blobs[id(function)] = blob
             self._functions.append(function)  # keeps id() unique while cached
-        return self.client.submit(_call, blob, dict(inputs), pure=False)
+        return blob
 
     def abort(self, future: Any) -> None:
         """Cancel ``future``; if its task is running, end the worker process running it.
@@ -480,6 +529,59 @@ class DaskExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _not_sendable(function: Any, exc: BaseException, kind: str) -> str:
+    """Why ``function`` cannot go to the cluster, and the fix: ``function measure (inst.py)
+    cannot be sent to the Dask cluster (executor: local): TypeError: cannot pickle
+    '_thread.lock' object, from its module-level LOCK (a lock); ...``."""
+    name = getattr(function, "__name__", None) or type(function).__name__
+    code = getattr(function, "__code__", None)
+    where = ""
+    if code is not None:
+        where = f" ({code.co_filename.replace(chr(92), '/').rsplit('/', 1)[-1]})"
+    culprits = _unpicklable_globals(function)
+    source = f", from its module-level {', '.join(culprits)}" if culprits else ""
+    return (
+        f"function {name}{where} cannot be sent to the Dask cluster (executor: {kind}): "
+        f"{type(exc).__name__}: {exc}{source}; every value a function uses travels with it, "
+        "so keep locks, open files and connections out of the module level (create them "
+        "inside the function), or run it in this process with `executor: {kind: inprocess}`"
+    )
+
+
+def _unpicklable_globals(function: Any, seen: set[int] | None = None) -> list[str]:
+    """The module-level names ``function`` uses that cannot be pickled: ``LOCK (a lock)``,
+    or ``LOCK (a lock, used by helper)`` when a helper function it calls holds it."""
+    import cloudpickle
+
+    seen = set() if seen is None else seen
+    seen.add(id(function))
+    code = getattr(function, "__code__", None)
+    scope = getattr(function, "__globals__", None)
+    if code is None or not isinstance(scope, dict):
+        return []
+    names: list[str] = []
+    codes = [code]
+    while codes:  # the function's own names and those of the lambdas/comprehensions in it
+        current = codes.pop()
+        names += [n for n in current.co_names if n not in names]
+        codes += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    found: list[str] = []
+    for name in names:
+        if name not in scope or isinstance(scope[name], types.ModuleType):
+            continue
+        value = scope[name]
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            if isinstance(value, types.FunctionType) and id(value) not in seen:
+                inner = _unpicklable_globals(value, seen)
+                if inner:
+                    found += [f"{n[:-1]}, used by {name})" for n in inner]
+                    continue
+            found.append(f"{name} (a {type(value).__name__})")
+    return found
 
 
 def _probe_scheduler(address: str, timeout: float) -> None:

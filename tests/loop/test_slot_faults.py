@@ -157,7 +157,7 @@ def test_a_hung_function_at_latency_0_times_out_and_ctrl_c_stops_it(tmp_path: Pa
             "STUCK = threading.Event()\\n"
             "def measure(inputs):\\n"
             "    if inputs['x1'] > 6:\\n"
-            "        STUCK.wait(60)  # an instrument call that does not return\\n"
+            "        STUCK.wait(4)  # an instrument call that returns late\\n"
             "    return {'y': (inputs['x1'] - 1) ** 2 + (inputs['x2'] - 2) ** 2}\\n"
         )
         text = '''
