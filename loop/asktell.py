@@ -18,11 +18,14 @@ instrument slot and no Bluesky documents, where a runner always records the slot
 dispatches on. ``resume`` refuses to drive a campaign while such trials wait for ``tell``
 (it would abandon them), and ``status`` points to ``suggest``/``tell`` instead of ``resume``.
 
-Everything told is validated before anything is written (a CSV is all or nothing, over
-every campaign it names): unknown trial, a trial already finished or being measured by a
-runner, non-numeric or non-finite values, unknown or missing outputs, outputs together with
-a failure reason, actual parameters outside the space (bounds, choices, constraints). Such
-problems raise :class:`InvalidInput`, which the CLI turns into exit code 2.
+Everything told is validated before anything is written, and a CSV is written in one
+transaction with the state of every campaign it names (``Store.finish_trials``): all rows or
+none, even when Ctrl-C, a kill or a power loss comes half-way; ``suggest -n N`` likewise
+stores its proposals together (``Store.add_trials``). Refused: unknown trial, a trial
+already finished or being measured by a runner, non-numeric or non-finite values, unknown
+or missing outputs, outputs together with a failure reason, actual parameters outside the
+space (bounds, choices, constraints). Such problems raise :class:`InvalidInput`, which the
+CLI turns into exit code 2.
 
 :class:`TerminalOperator` is the prompt ``closedloop run`` uses for ``instrument: manual``.
 """
@@ -46,7 +49,17 @@ from rich.markup import escape
 from loop.errors import ClosedLoopError
 from loop.fmt import number, parameter, specs
 from loop.lock import CampaignLease
-from loop.store import ACTIVE, MAX_ID, UNFINISHED, CampaignLocked, Store, TrialRow, TrialStatus
+from loop.store import (
+    ACTIVE,
+    MAX_ID,
+    UNFINISHED,
+    CampaignLocked,
+    NewTrial,
+    Store,
+    TrialOutcome,
+    TrialRow,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:
     from loop.runner import ManualEntry, Runner, Spent
@@ -58,7 +71,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LEASE_WAIT",
     "InvalidInput",
-    "PartlyRecorded",
     "Proposal",
     "Result",
     "TerminalOperator",
@@ -77,10 +89,6 @@ LEASE_WAIT = 10.0
 
 class InvalidInput(ClosedLoopError):
     """Something told (or asked) is wrong; nothing was written. Exit code 2."""
-
-
-class PartlyRecorded(ClosedLoopError):
-    """Writing told results failed after some were recorded; the message names which."""
 
 
 @dataclass(frozen=True)
@@ -601,18 +609,25 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
                     f"-c {cid} --max-trials {limit + n}`"
                 )
             n = min(n, room)
-        if runner._budget_changed:
-            store.set_budget(cid, runner.budget.model_dump(mode="json"), token=lease.token)
-        planner = runner.rebuild_planner(history, store.observations(cid))
+        observations = store.observations(cid)
+        planner = runner.rebuild_planner(history, observations)
         t0 = time.perf_counter()
         points = planner.suggest(n, pending=[dict(t.parameters) for t in pending])
         seconds = (time.perf_counter() - t0) / max(n, 1)
-        proposals = []
-        for point, kind in zip(points, planner.last_kinds, strict=True):
-            trial = store.add_trial(cid, point, kind, suggest_seconds=seconds, token=lease.token)
-            proposals.append(Proposal(trial.id or 0, trial.number, kind, dict(trial.parameters)))
-        _mark(runner, lease.token)
-    return proposals
+        new = [
+            NewTrial(dict(point), kind, suggest_seconds=seconds)
+            for point, kind in zip(points, planner.last_kinds, strict=True)
+        ]
+        # The proposals, the budget overrides and the campaign's state, in one transaction:
+        # stored one by one, an interrupt left pending trials whose ids were never printed.
+        rows = store.add_trials(
+            cid,
+            new,
+            token=lease.token,
+            budget=runner.budget.model_dump(mode="json") if runner._budget_changed else None,
+            status=_state(runner, history, observations, row.elapsed_seconds, adding=len(new)),
+        )
+    return [Proposal(t.id or 0, t.number, t.kind, dict(t.parameters)) for t in rows]
 
 
 def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
@@ -646,26 +661,42 @@ def awaiting_tell(store: Store, trials: Sequence[TrialRow]) -> list[TrialRow]:
 
 
 def _mark(runner: Runner, token: str) -> None:
-    """The campaign's state between ask/tell commands: budget spent, or waiting."""
+    """Record the campaign's state between ask/tell commands (:func:`_state`) as stored."""
     store, cid = runner.store, runner._cid()
-    history = store.trials(cid)
-    pending = sum(t.status == "running" for t in history)
-    spent = runner.stop_reason(history, store.campaign(cid).elapsed_seconds)
+    history, observations = store.trials_and_observations(cid)
+    status, reason = _state(runner, history, observations, store.campaign(cid).elapsed_seconds)
+    store.finish_campaign(cid, status, reason, token=token)
+
+
+def _state(
+    runner: Runner,
+    history: Sequence[TrialRow],
+    observations: dict[int, dict[str, float]],
+    elapsed: float,
+    *,
+    adding: int = 0,
+) -> tuple[str, str]:
+    """The campaign's state between ask/tell commands: budget spent, or waiting.
+
+    From its trials and outputs as they will be once a batch is written (``adding``: new
+    pending trials, which count toward nothing but the reason): ``suggest`` and ``tell``
+    store the state in the batch's transaction, so it always matches the trials.
+    (``Runner.spent`` reads the outputs from the store, which does not have them yet.)
+    """
+    pending = sum(t.status == "running" for t in history) + adding
+    spent = runner._spent(runner._tally(history, observations), elapsed)
     if spent is not None:
-        status, reason = spent
+        reason = spent.reason
         if pending:  # e.g. a target reached: the others may still be out in the lab
             reason += (
                 f"; {pending} suggestion(s) still pending: `closedloop tell` records their "
                 "results, `closedloop tell TRIAL_ID --abandon REASON` withdraws one"
             )
-        store.finish_campaign(cid, status, reason, token=token)
-        return
-    store.finish_campaign(
-        cid,
+        return spent.status, reason
+    return (
         "stopped",
         f"ask/tell: {pending} trial(s) pending; `closedloop tell` records results, "
         "`closedloop suggest` proposes more",
-        token=token,
     )
 
 
@@ -732,10 +763,11 @@ def tell(
 ) -> list[TrialRow]:
     """Record validated ``results``: all of them, or (on any problem) none.
 
-    The lease of every campaign the results belong to is taken before the first write (a
-    busy one refuses the whole batch) and held until the last; trials are re-checked under
-    them (another ``tell`` may have recorded one meanwhile). Should the store fail between
-    two writes, :class:`PartlyRecorded` names the trials recorded and those not.
+    The lease of every campaign the results belong to is taken first (a busy one refuses
+    the whole batch) and held to the end; trials are re-checked under them (another ``tell``
+    may have recorded one meanwhile). The outcomes, their outputs and each campaign's new
+    state are then written in one transaction (``Store.finish_trials``), so a failing
+    store, Ctrl-C, a kill or a power loss leave none of them.
     """
     seen: set[int] = set()
     for r in results:
@@ -754,44 +786,41 @@ def tell(
         }
         for r in results:  # re-check under the leases: nothing written yet
             trial_and_runner(store, r.trial_id, runners)
-        written: list[int] = []
-        try:
-            for r in results:
-                status: TrialStatus = "completed"
-                error = None
-                if r.abandoned is not None:
-                    status, error = "abandoned", f"withdrawn by the operator: {r.abandoned}"
-                elif r.failed is not None:
-                    status, error = "failed", f"marked failed by the operator: {r.failed}"
-                store.finish_trial(
-                    r.trial_id,
-                    status=status,
-                    outputs=r.outputs,
-                    readbacks=r.actual,
-                    run_uid=None,
-                    error=error,
-                    token=leases[campaign_of[r.trial_id]].token,
-                )
-                written.append(r.trial_id)
-            for cid, lease in leases.items():
-                _mark(runners[cid], lease.token)
-        except Exception as exc:
-            if not written:
-                raise
-            rest = [r.trial_id for r in results if r.trial_id not in written]
-            raise PartlyRecorded(
-                f"recording stopped: {type(exc).__name__}: {exc}. Recorded: trial(s) "
-                f"{', '.join(map(str, written))}; "
-                + (
-                    f"not recorded: trial(s) {', '.join(map(str, rest))} (tell only those again)"
-                    if rest
-                    else "every result was recorded, but the campaign's status was not updated"
-                )
-            ) from exc
+        outcomes = [_outcome(r) for r in results]
+        states = {}
+        for cid in leases:  # each campaign's state once the batch is written
+            history, observations = store.trials_and_observations(cid)
+            told = {o.trial_id: o for o in outcomes if campaign_of[o.trial_id] == cid}
+            history = [_told(t, told[t.id]) if t.id in told else t for t in history]
+            observations.update({i: dict(o.outputs) for i, o in told.items() if o.outputs})
+            states[cid] = _state(
+                runners[cid], history, observations, store.campaign(cid).elapsed_seconds
+            )
+        store.finish_trials(
+            outcomes, tokens={cid: lease.token for cid, lease in leases.items()}, status=states
+        )
     done: list[TrialRow] = []
     for cid in leases:
         done.extend(t for t in store.trials(cid) if t.id in seen)
     return done
+
+
+def _outcome(result: Result) -> TrialOutcome:
+    """What the store records of a told result (an operator's reason prefixed, as stored)."""
+    status: TrialStatus = "completed"
+    error = None
+    if result.abandoned is not None:
+        status, error = "abandoned", f"withdrawn by the operator: {result.abandoned}"
+    elif result.failed is not None:
+        status, error = "failed", f"marked failed by the operator: {result.failed}"
+    return TrialOutcome(result.trial_id, status, result.outputs, result.actual, error)
+
+
+def _told(trial: TrialRow, outcome: TrialOutcome) -> TrialRow:
+    """``trial`` as the store will hold it once ``outcome`` is written (for :func:`_state`)."""
+    return trial.model_copy(
+        update={"status": outcome.status, "error": outcome.error, "readbacks": outcome.readbacks}
+    )
 
 
 # ---------------------------------------------------------------------------- prompt

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,6 +253,29 @@ class LeaseClaim:
             heartbeat=now,
             expires=now + self.ttl,
         )
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """A trial for :meth:`Store.add_trials` (the arguments of ``add_trial``)."""
+
+    parameters: dict[str, Any]
+    kind: str
+    suggest_seconds: float | None = None
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """A trial's outcome for :meth:`Store.finish_trials` (the arguments of ``finish_trial``)."""
+
+    trial_id: int
+    status: TrialStatus
+    outputs: dict[str, float]
+    readbacks: dict[str, Any]
+    error: str | None = None
+    run_uid: str | None = None
+    transient: bool = False
 
 
 # Columns added after the first release: (table, column, SQL type and default). Stores
@@ -1087,6 +1110,116 @@ class Store:
             if observations:
                 conn.execute(_Hot.insert_observation, observations)
 
+    # The two batch writes below are ``suggest -n N`` and ``tell --csv`` (ask/tell): a batch
+    # is one transaction, so Ctrl-C, a kill or a power loss half-way through leaves none of
+    # it. One transaction per row left part of a CSV recorded with no word of which part
+    # (found in review), and is slower: each commit waits for the disk.
+    @_serialised
+    def add_trials(
+        self,
+        campaign_id: int,
+        trials: Sequence[NewTrial],
+        *,
+        token: str | None = None,
+        budget: dict[str, Any] | None = None,
+        status: tuple[str, str] | None = None,
+    ) -> list[TrialRow]:
+        """Commit new trials in state ``running``, numbered on from the campaign's last, in
+        one transaction: all of them or none.
+
+        ``budget`` (the budget in force, as :meth:`set_budget` records it) and ``status``
+        (the campaign's status and stop reason, as :meth:`finish_campaign` records them) go
+        in the same transaction. With ``token``, the write is refused (``LeaseLost``) unless
+        that lease still holds the campaign, checked in the same transaction.
+        """
+        with self.engine.begin() as conn:
+            if token is not None:
+                _check_lease(conn, campaign_id, token)
+            last = conn.execute(_Hot.last_number, {"campaign": campaign_id}).scalar() or 0
+            now = utcnow()
+            rows = [
+                TrialRow(
+                    campaign_id=campaign_id,
+                    number=number,
+                    kind=t.kind,
+                    parameters=_jsonable(t.parameters),
+                    suggest_seconds=t.suggest_seconds,
+                    slot=t.slot,
+                    started_at=now,
+                )
+                for number, t in enumerate(trials, start=last + 1)
+            ]
+            if rows:
+                # the ids are read back by number, as ``_insert_prior`` does
+                _insert_rows(conn, TrialRow, [r.model_dump(exclude={"id"}) for r in rows])
+                ids = dict(
+                    conn.execute(
+                        _Hot.trial_ids_after, {"campaign": campaign_id, "after": last}
+                    ).all()
+                )
+                for r in rows:
+                    r.id = ids[r.number]
+            _update_campaign(conn, campaign_id, budget=budget, status=status)
+            return rows
+
+    @_serialised
+    def finish_trials(
+        self,
+        outcomes: Sequence[TrialOutcome],
+        *,
+        tokens: Mapping[int, str] | None = None,
+        status: Mapping[int, tuple[str, str]] | None = None,
+    ) -> None:
+        """Commit many trials' outcomes and observations in one transaction: all or none.
+
+        As :meth:`finish_trial` for each, and refused whole (``StoreError``) if any trial is
+        no longer ``running``. ``status``: campaign id -> the campaign's status and stop
+        reason, recorded in the same transaction. ``tokens``: campaign id -> lease token;
+        given, every campaign written (the trials' and ``status``'s) must be held by its
+        token, checked in the transaction (in id order: two batches never deadlock).
+        """
+        status = status or {}
+        with self.engine.begin() as conn:
+            ids = [o.trial_id for o in outcomes]
+            campaign_of: dict[int, int] = {}
+            for start in range(0, len(ids), 500):  # within every backend's bound parameters
+                rows = conn.execute(_Hot.trial_campaigns, {"trials": ids[start : start + 500]})
+                campaign_of.update((row.id, row.campaign_id) for row in rows)
+            vanished = [i for i in ids if i not in campaign_of]
+            if vanished:
+                raise StoreError(f"trial {vanished[0]} vanished from the store")
+            if tokens is not None:
+                for cid in sorted({*campaign_of.values(), *status}):
+                    if cid not in tokens:
+                        raise LeaseLost(f"campaign {cid} is written without its lease")
+                    _check_lease(conn, cid, tokens[cid])
+            now = utcnow()
+            for o in outcomes:
+                finished = conn.execute(
+                    _Hot.finish_trial,
+                    {
+                        "trial": o.trial_id,
+                        "status": o.status,
+                        "run_uid": o.run_uid,
+                        "error": _text(o.error),
+                        "transient": o.transient,
+                        "readbacks": _jsonable(o.readbacks),
+                        "finished_at": now,
+                    },
+                )
+                if finished.rowcount != 1:
+                    state = conn.execute(_Hot.trial_state, {"trial": o.trial_id}).first()
+                    raise StoreError(
+                        f"trial {o.trial_id} is already {state.status if state else 'gone'}; "
+                        "its outcome is not written twice"
+                    )
+            observations = [
+                obs for o in outcomes for obs in _observation_rows(o.trial_id, o.outputs)
+            ]
+            _insert_rows(conn, ObservationRow, observations)
+            for cid, campaign_status in sorted(status.items()):
+                _update_campaign(conn, cid, status=campaign_status)
+
     def trials(self, campaign_id: int) -> list[TrialRow]:
         with self.session() as s:
             return list(
@@ -1220,6 +1353,49 @@ def _id_of(trial: TrialRow) -> int:
     return trial.id
 
 
+def _insert_rows(conn: Connection, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts of the same keys) into ``model``'s table, in the caller's
+    transaction, with multi-row ``INSERT ... VALUES`` statements of at most ~900 values (an
+    old SQLite's limit is 999).
+
+    Not the driver's ``executemany``: pysqlite leaves that statement open when Ctrl-C cuts
+    it short, and the connection SQLAlchemy then closes kept SQLite's write lock until the
+    garbage collector found it. A ``suggest`` interrupted so hung 10 s on releasing its
+    lease, and left it (found while making the batches atomic).
+    """
+    if not rows:
+        return
+    per = max(1, 900 // len(rows[0]))
+    table = model.__table__
+    for start in range(0, len(rows), per):
+        conn.execute(insert(table).values(list(rows[start : start + per])))
+
+
+def _update_campaign(
+    conn: Connection,
+    campaign_id: int,
+    *,
+    budget: dict[str, Any] | None = None,
+    status: tuple[str, str] | None = None,
+) -> None:
+    """Record a campaign's budget and/or ``(status, stop reason)`` inside the caller's
+    transaction, as :meth:`Store.set_budget` and :meth:`Store.finish_campaign` do."""
+    values: dict[str, Any] = {}
+    if budget is not None:
+        values["budget"] = budget
+    if status is not None:
+        values["status"], values["stop_reason"] = status[0], _text(status[1])
+    if not values:
+        return
+    updated = conn.execute(
+        update(CampaignRow.__table__)  # type: ignore[attr-defined]
+        .where(_Hot.campaign.id == campaign_id)
+        .values(**values, updated_at=utcnow())
+    )
+    if updated.rowcount != 1:
+        raise StoreError(f"campaign {campaign_id} vanished from the store")
+
+
 def _check_lease(conn: Connection, campaign_id: int, token: str) -> None:
     """Raise ``LeaseLost`` unless ``token`` holds the campaign's lease, and keep it held
     until the caller's transaction ends.
@@ -1262,6 +1438,13 @@ class _Hot:
     last_number = select(func.max(trial.number)).where(trial.campaign_id == bindparam("campaign"))
     trial_state = select(trial.campaign_id, trial.status).where(trial.id == bindparam("trial"))
     trial_ids = select(trial.number, trial.id).where(trial.campaign_id == bindparam("campaign"))
+    trial_ids_after = select(trial.number, trial.id).where(
+        trial.campaign_id == bindparam("campaign"), trial.number > bindparam("after")
+    )
+    trial_campaigns = select(trial.id, trial.campaign_id).where(
+        trial.id.in_(bindparam("trials", expanding=True))
+    )
+    campaign = CampaignRow.__table__.c  # type: ignore[attr-defined]
     insert_trial = insert(TrialRow.__table__)  # type: ignore[attr-defined]
     finish_trial = (
         update(TrialRow.__table__)  # type: ignore[attr-defined]

@@ -229,3 +229,135 @@ def test_a_campaign_is_not_created_beside_a_running_namesake(store: Store) -> No
     store.finish_campaign(first, "stopped", "test")  # no longer active: a new `c` may start
     third = LeaseClaim(owner="me:3", host=here, pid=os.getpid(), token="third", ttl=30)
     assert store.create_campaign("c", "x", "c.yaml", 0, lease=third, refuse_namesake=check) > other
+
+
+# ------------------------------------------------- batches (ask/tell: suggest -n N, tell --csv)
+def _dump(store: Store) -> list[str]:
+    """Every row of every table, to compare a store with itself before a write."""
+    import sqlite3
+    from contextlib import closing
+
+    database = store.engine.url.database
+    assert database is not None
+    with closing(sqlite3.connect(database)) as conn:
+        return list(conn.iterdump())
+
+
+def test_many_trials_are_added_at_once_numbered_on(store: Store) -> None:
+    """``add_trials``: numbered on from the last trial as ``add_trial`` numbers them, with
+    the budget and the campaign's state in the same transaction, under the lease."""
+    from loop.store import NewTrial
+
+    cid = _campaign(store)
+    store.add_trial(cid, {"x": 0.0}, "initial", token="mine")
+    new = [NewTrial({"x": np.float64(i / 4)}, "sobol", 0.5) for i in range(3)]
+    with pytest.raises(LeaseLost):
+        store.add_trials(cid, new, token="stalled", status=("stopped", "x"))
+    assert [t.number for t in store.trials(cid)] == [1] and store.campaign(cid).status == "running"
+    rows = store.add_trials(
+        cid, new, token="mine", budget={"max_trials": 9}, status=("stopped", "3 pending")
+    )
+    assert [(r.number, r.kind, r.status, r.suggest_seconds) for r in rows] == [
+        (n, "sobol", "running", 0.5) for n in (2, 3, 4)
+    ]
+    stored = {t.id: t for t in store.trials(cid)}
+    assert [stored[r.id].parameters for r in rows] == [{"x": 0.0}, {"x": 0.25}, {"x": 0.5}]
+    campaign = store.campaign(cid)
+    assert (campaign.status, campaign.stop_reason, campaign.budget) == (
+        "stopped",
+        "3 pending",
+        {"max_trials": 9},
+    )
+    assert store.add_trials(cid, [], token="mine") == []
+    assert store.add_trial(cid, {"x": 1.0}, "model", token="mine").number == 5
+
+
+def test_many_outcomes_are_written_at_once_or_not_at_all(store: Store) -> None:
+    """``finish_trials``: outcomes, outputs and the campaign's state in one transaction;
+    refused whole when one trial is finished already, vanished, or a lease is not held."""
+    from loop.store import TrialOutcome
+
+    cid = _campaign(store)
+    ids = [store.add_trial(cid, {"x": float(i)}, "sobol").id or 0 for i in range(4)]
+    store.finish_trial(ids[3], status="failed", outputs={}, readbacks={}, run_uid=None, error="e")
+    outcomes = [
+        TrialOutcome(ids[0], "completed", {"y": 1.0, "z": math.nan}, {"x": 0.1}),
+        TrialOutcome(ids[1], "failed", {}, {}, "marked failed: vial\x00cracked"),
+        TrialOutcome(ids[2], "abandoned", {}, {}, "withdrawn"),
+    ]
+    before = _dump(store)
+    for refused, error in [
+        ([*outcomes, TrialOutcome(ids[3], "completed", {"y": 2.0}, {})], "already failed"),
+        ([*outcomes, TrialOutcome(ids[3] + 99, "completed", {"y": 2.0}, {})], "vanished"),
+    ]:
+        with pytest.raises(StoreError, match=error):
+            store.finish_trials(refused, status={cid: ("completed", "done")})
+        assert _dump(store) == before
+    with pytest.raises(LeaseLost, match="held by runner host:1"):
+        store.finish_trials(outcomes, tokens={cid: "stalled"}, status={cid: ("stopped", "x")})
+    with pytest.raises(LeaseLost, match="without its lease"):
+        store.finish_trials(outcomes, tokens={}, status={cid: ("stopped", "x")})
+    assert _dump(store) == before
+    store.finish_trials(outcomes, tokens={cid: "mine"}, status={cid: ("stopped", "0 pending")})
+    trials = store.trials(cid)
+    assert [t.status for t in trials] == ["completed", "failed", "abandoned", "failed"]
+    assert (
+        trials[0].readbacks == {"x": 0.1} and trials[1].error == "marked failed: vial\\x00cracked"
+    )
+    observed = store.observations(cid)
+    assert observed[ids[0]]["y"] == 1.0 and math.isnan(observed[ids[0]]["z"])
+    assert set(observed) == {ids[0]}
+    campaign = store.campaign(cid)
+    assert (campaign.status, campaign.stop_reason) == ("stopped", "0 pending")
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+@pytest.mark.parametrize(
+    ("batch", "at"),
+    [
+        ("add_trials", "INSERT INTO trial"),
+        ("finish_trials", "UPDATE trial"),
+        ("finish_trials", "INSERT INTO observation"),
+    ],
+)
+def test_a_batch_interrupted_half_way_leaves_the_store_as_it_was(
+    store: Store, batch: str, at: str, stop: type[BaseException]
+) -> None:
+    """Ctrl-C (or any error) after some of a batch's rows were written: none are kept, and
+    no lock is left behind. Writing a row per transaction left part of a `tell --csv`
+    recorded, unsaid which part (found in review)."""
+    from loop.store import NewTrial, TrialOutcome
+
+    cid = _campaign(store)
+    ids = [store.add_trial(cid, {"x": float(i)}, "sobol").id or 0 for i in range(4)]
+    before = _dump(store)
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "after_cursor_execute")
+    def interrupt(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(at):
+            seen.append(statement)
+            if len(seen) == (3 if at == "UPDATE trial" else 1):  # rows are in the database
+                raise stop("interrupted")
+
+    with pytest.raises(stop, match="interrupted"):
+        if batch == "add_trials":
+            store.add_trials(
+                cid, [NewTrial({"x": 9.0}, "sobol")] * 3, token="mine", status=("stopped", "x")
+            )
+        else:
+            store.finish_trials(
+                [TrialOutcome(i, "completed", {"y": 1.0, "z": 2.0}, {}) for i in ids],
+                tokens={cid: "mine"},
+                status={cid: ("completed", "x")},
+            )
+    event.remove(store.engine, "after_cursor_execute", interrupt)
+    assert _dump(store) == before
+    # and the store is writable at once, even by a store that does not wait for its lock
+    # (pysqlite kept an interrupted executemany's lock until garbage collection)
+    impatient = Store(str(store.engine.url))
+    event.listen(impatient.engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=0"))
+    impatient.engine.dispose()  # its connections so far wait 10 s
+    impatient.finish_trials([TrialOutcome(i, "completed", {"y": 1.0}, {}) for i in ids])
+    impatient.close()
+    assert [t.status for t in store.trials(cid)] == ["completed"] * 4
