@@ -3,15 +3,31 @@
 ``planner: {kind: ax}`` hands the proposals to Ax (``ax-platform`` >= 1.0, the ``Client``
 ask/tell API) while the loop, the store and the instruments stay the same. The mapping:
 
-* parameters: ``float`` (``log`` -> ``scaling="log"``) and ``int`` as
-  ``RangeParameterConfig``; ``choice`` as ``ChoiceParameterConfig`` with ``is_ordered`` from
+* parameters: ``float`` and ``int`` as ``RangeParameterConfig`` (``log`` ->
+  ``scaling="log"``); ``choice`` as ``ChoiceParameterConfig`` with ``is_ordered`` from
   ``ChoiceParameter.ordered``; ``fixed`` parameters are not sent to Ax and are added back to
   each proposal. Ax sees aliases (``p0``, ``p1``, ...; metrics ``obj0``, ``con0``, ...)
   because it parses constraint and objective strings with SymPy, where a parameter called
-  ``E``, ``gamma`` or ``lambda`` or an output called ``yield`` would be misread;
-* linear parameter constraints: written out from their coefficients in the raw parameter
-  units (Ax applies them before its own log/unit transforms, so a constraint may not touch a
+  ``E``, ``gamma`` or ``lambda`` or an output called ``yield`` would be misread. A float is
+  shown to Ax as ``(value - offset) * scale`` (``_float_map``): a range narrower than 1
+  times the power of two that makes it 1 to 2 wide, as Ax refuses a range narrower than
+  ~1.2e-5 (``100 * EPS``: a concentration of [1e-6, 1e-5] M, log or not, crashed the first
+  suggest); a linear range more than 2^20 of its widths from zero shifted to start at 0,
+  as Ax's model fit fails there ([1e8, 1e8 + 2]: "All attempts to fit the model have
+  failed"; [1e7, 1e7 + 2] was fine). A power of two maps Ax's values back exactly, so a
+  rebuilt planner tells Ax the very values the live one proposed, and proposes what it
+  would; with an offset they agree to rounding (a value keeps ~1e-16 of the offset), not
+  bit for bit. An int range has at most ``_AX_MAX_INT_VALUES`` values: Ax lists every
+  integer of the range (a range of 10^9 filled the memory);
+* linear parameter constraints: written out from their coefficients in the units Ax sees
+  (a float's coefficient divided by its scale, its offset folded into the bound; Ax
+  applies them before its own log/unit transforms, so a constraint may not touch a
   log-scale parameter, nor a choice: both are a ``ValueError`` naming ``kind: botorch``);
+* outputs: an output whose first non-zero value told is below 1 in magnitude is told to Ax
+  times the power of ten that brings that value to [1, 10), and its bounds (reference
+  point, outcome constraint) alike: Ax takes an output whose spread is below 1e-8 for a
+  constant (``StandardizeY``), so outputs in units of 1e-9 taught its model nothing. The
+  factor depends on the trials told, in order, so a rebuilt planner chooses the same one;
 * objectives: ``"obj0, -obj1"`` (``-`` for minimise); an objective's ``reference_point``
   becomes Ax's objective threshold (``obj0 >= ref`` when maximised);
 * outcome constraints: ``"con0 <= 0.05"`` on their own metric (even when they bound an
@@ -45,12 +61,17 @@ next initial points differ only after a trial ran at readbacks away from its pro
 proposal, unknown to the rebuilt planner, may come again).
 When Ax runs out of new points (a small discrete space), or cannot propose yet (with
 ``initial.n: 1`` its model follows the centre point at once, and needs a completed trial),
-the rest of a batch comes from this project's Sobol design (``last_kinds`` says ``sobol``).
+or proposes a point that repeats a pending one or one of the same batch (within 1e-6 of
+each float's range, ints and choices exactly: ``near_duplicate``, the BoTorch planner's
+rule; its model, stuck on a constraint's corner, proposed one point twice per batch, batch
+after batch), the rest of a batch comes from this project's Sobol design (``last_kinds``
+says ``sobol``).
 
 What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
 checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
-parameters, and finite candidate tables, each naming ``kind: botorch``; and two linear
-constraints that together are an equality (its sampler cannot enter a region of no width).
+parameters, integer ranges of more than ``_AX_MAX_INT_VALUES`` values, and finite candidate
+tables, each naming ``kind: botorch``; and two linear constraints that together are an
+equality (its sampler cannot enter a region of no width).
 Constraints that leave no room in some other way are found by Ax's sampler at the first
 suggest: an ``InfeasibleSpaceError``, as the designs raise.
 
@@ -76,7 +97,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from planners._baselines import PositionalDesign, RepeatGuard
+from planners._baselines import PositionalDesign, RepeatGuard, near_duplicate
 from planners._config import PlannerConfig
 from planners._constraints import InfeasibleSpaceError, ParameterConstraint
 from planners._protocol import Objective, Observation, OutcomeConstraint
@@ -96,6 +117,15 @@ _USE_BOTORCH = "use planner kind: botorch"
 
 # Generation nodes of Ax's default strategy that make space-filling points, not model ones.
 _INITIAL_NODES = ("Center", "CenterOfSearchSpace", "Sobol")
+
+# Ax's model lists every value of an integer parameter (``ax.adapter.adapter_utils``
+# ``extract_search_space_digest``; a log-scale one becomes a choice of every value): 10^5
+# values cost ~0.5 GB, 10^6 ~0.9 GB and a second a suggest, 10^9 more memory than a
+# workstation has. The BoTorch planner searches a wide range as a relaxed float instead.
+_AX_MAX_INT_VALUES = 100_000
+# A linear float range further from zero than this many of its widths is shifted to start
+# at 0 for Ax (see ``_float_map``).
+_FAR_FROM_ZERO = 2.0**20
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,8 @@ class AxPlanner:
         self.n_ingested = 0  # trials heard of (the fill-in design's position)
         self._measured: list[Point] = []  # points measured, not abandoned (see RepeatGuard)
         self._repeats = RepeatGuard(space, "from the Sobol design")
+        # Output name -> the factor its values are told to Ax with (see ``_scaled``).
+        self._scales: dict[str, float] = {}
 
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
@@ -217,6 +249,8 @@ class AxPlanner:
         without this, each rebuild (every ``suggest`` of ask/tell) proposed the failed
         point again, where a planner that never stopped moves on along its sequence; a
         failed point does not count toward Ax's initial budget, so ask/tell never left it.
+        A proposal that repeats a pending point or one of the batch (``near_duplicate``)
+        is dropped too (its trial abandoned), and left to the Sobol fill-in.
         """
         points: list[Point] = []
         kinds: list[str] = []
@@ -237,6 +271,12 @@ class AxPlanner:
                     logger.debug("Ax's restarted Sobol sequence met failed point %s", point)
                     client.mark_trial_abandoned(index)
                     repeated += 1
+                    continue
+                if near_duplicate(self.space, point, list(self._running.values())):
+                    # Measuring one point twice at once teaches nothing; a Sobol point
+                    # fills in (``suggest``).
+                    logger.info("Ax proposed a point in flight again (%s); a Sobol point", point)
+                    client.mark_trial_abandoned(index)
                     continue
                 self._running[index] = point
                 points.append(point)
@@ -264,13 +304,7 @@ class AxPlanner:
             parameter_constraints=[c for c in self._constraints if c] or None,
             name="closedloop",
         )
-        objective = ", ".join(
-            ("-" if o.goal == "minimize" else "") + alias
-            for o, alias in zip(self.objectives, self._objective_aliases, strict=True)
-        )
-        client.configure_optimization(
-            objective=objective, outcome_constraints=self._outcome_strings() or None
-        )
+        self._configure_optimization(client)
         client.configure_generation_strategy(
             method="fast",
             initialization_budget=self.n_initial,
@@ -281,14 +315,30 @@ class AxPlanner:
         self._client = client
         return client
 
+    def _configure_optimization(self, client: Any) -> None:
+        """Objectives and outcome constraints, their bounds in the units Ax is told
+        (``_scaled``); set again when an output's factor is chosen."""
+        objective = ", ".join(
+            ("-" if o.goal == "minimize" else "") + alias
+            for o, alias in zip(self.objectives, self._objective_aliases, strict=True)
+        )
+        client.configure_optimization(
+            objective=objective, outcome_constraints=self._outcome_strings() or None
+        )
+
     def _parameter_config(self, ax: Any, p: Any) -> Any:
         alias = self._by_name[p.name].alias
         if isinstance(p, FloatParameter | IntParameter):
             kind = "int" if isinstance(p, IntParameter) else "float"
-            cast = int if kind == "int" else float
+            if isinstance(p, IntParameter):
+                bounds: tuple[Any, Any] = (int(p.bounds[0]), int(p.bounds[1]))
+            else:
+                offset, scale = _float_map(p)
+                lo, hi = (float(b) for b in p.bounds)
+                bounds = ((lo - offset) * scale, (hi - offset) * scale)
             return ax.RangeParameterConfig(
                 name=alias,
-                bounds=(cast(p.bounds[0]), cast(p.bounds[1])),
+                bounds=bounds,
                 parameter_type=kind,
                 scaling="log" if p.log else "linear",
             )
@@ -366,8 +416,33 @@ class AxPlanner:
             # No usable objective value: nothing for Ax's model, as the BoTorch planner does.
             client.mark_trial_failed(index, failed_reason="objective missing or not finite")
             return False
+        bounds_before = self._outcome_strings()
+        raw = {alias: self._scaled(self._metrics[alias], v) for alias, v in raw.items()}
+        if self._outcome_strings() != bounds_before:
+            self._configure_optimization(client)
         client.complete_trial(trial_index=index, raw_data=raw)
         return True
+
+    def _scaled(self, name: str, value: float) -> float:
+        """``value`` of output ``name`` in the units Ax is told.
+
+        Ax takes an output whose spread is below 1e-8 for a constant (``StandardizeY``): a
+        signal in units of 1e-9 taught its model nothing. So the first non-zero value of
+        an output below 1 in magnitude fixes its factor, the power of ten that brings it
+        to [1, 10) (zeros before it are zeros in any units); other outputs keep theirs.
+        A factor chosen from the trials told, in order, is the same for a planner rebuilt
+        from the store; the bounds on the output (``_outcome_strings``) follow it.
+        """
+        scale = self._scales.get(name)
+        if scale is None:
+            if value == 0.0:
+                return value
+            exponent = -math.floor(math.log10(abs(value)))
+            scale = 10.0 ** min(exponent, 300) if exponent > 0 else 1.0
+            self._scales[name] = scale
+            if scale != 1.0:
+                logger.debug("output %s is told to Ax times %g", name, scale)
+        return value * scale
 
     def _reconcile(self, client: Any, pending: list[Point]) -> None:
         """Make Ax's running trials exactly the pending points."""
@@ -468,14 +543,17 @@ class AxPlanner:
         return out
 
     def _outcome_strings(self) -> list[str]:
+        """Reference points and outcome constraints for Ax, in the units it is told."""
         strings = []
         if len(self.objectives) > 1:
             for j, o in enumerate(self.objectives):
                 if o.reference_point is not None:
                     op = ">=" if o.goal == "maximize" else "<="
-                    strings.append(f"obj{j} {op} {float(o.reference_point)!r}")
+                    bound = float(o.reference_point) * self._scales.get(o.name, 1.0)
+                    strings.append(f"obj{j} {op} {bound!r}")
         for k, c in enumerate(self.outcome_constraints):
-            strings.append(f"con{k} {c.op} {float(c.bound)!r}")
+            bound = float(c.bound) * self._scales.get(c.name, 1.0)
+            strings.append(f"con{k} {c.op} {bound!r}")
         return strings
 
     def _constraint_string(self, constraint: ParameterConstraint) -> str:
@@ -483,11 +561,14 @@ class AxPlanner:
 
         ``ParameterConstraint`` gives ``slack = constant + sum(c * value) >= 0`` in raw
         units (fixed parameters folded into ``constant``), i.e. ``sum(-c * value) <=
-        constant``. Ax's optimiser meets a linear constraint only to its solver's tolerance,
-        so with float parameters the bound is tightened by 1e-6 relative (a sliver no
-        experiment can tell from the boundary); all-integer constraints stay exact. Points
-        in that sliver are still attached (``_attach``): the tightening binds Ax's
-        proposals, not the points it is told about.
+        constant``. Ax sees a float as ``(value - o) * s`` (``_float_map``), so its
+        coefficient is ``c / s`` and ``c * o`` goes into the constant; the whole is divided
+        by its largest coefficient. Ax's optimiser
+        meets a linear constraint only to its solver's tolerance, so with float parameters
+        the bound is tightened by 1e-6 of the range the constraint spans over the box (a
+        sliver no experiment can tell from the boundary); all-integer constraints stay
+        exact. Points in that sliver are still attached
+        (``_attach``): the tightening binds Ax's proposals, not the points it is told about.
         """
         text = constraint.text
         if not constraint.is_linear:
@@ -496,6 +577,7 @@ class AxPlanner:
             )
         by_name = {p.name: p for p in self.space.parameters}
         terms = []
+        constant = float(constraint.constant)
         for name, coef in constraint.coefficients.items():
             p = by_name[name]
             if isinstance(p, FixedParameter):  # pragma: no cover - folded in by the parser
@@ -511,25 +593,35 @@ class AxPlanner:
                     f"parameter '{name}' (Ax models it in log space, where the constraint "
                     f"is not linear); {_USE_BOTORCH}, or set log: false"
                 )
-            if coef != 0.0:
-                terms.append(f"{-float(coef)!r}*{self._by_name[name].alias}")
+            if coef == 0.0:
+                continue
+            if isinstance(p, FloatParameter):
+                offset, scale = _float_map(p)
+                constant += float(coef) * offset
+                coef = float(coef) / scale
+            terms.append((-float(coef), self._by_name[name].alias))
         if not terms:
             return ""
-        bound = float(constraint.constant) - self._tightening(constraint)
-        return " + ".join(terms) + f" <= {bound!r}"
+        # Divided by its largest coefficient: BoTorch's samplers and optimisers meet a
+        # constraint to an absolute tolerance, which coefficients of 1e-6 would make loose.
+        norm = max(abs(c) for c, _ in terms)
+        bound = (constant - self._tightening(constraint)) / norm
+        return " + ".join(f"{c / norm!r}*{alias}" for c, alias in terms) + f" <= {bound!r}"
 
     def _tightening(self, constraint: ParameterConstraint) -> float:
         """How much ``_constraint_string`` tightens a linear constraint's bound for Ax: 1e-6
-        of its scale when it has a float parameter, else nothing."""
+        of the range its expression spans over the box when it has a float parameter, else
+        nothing. (Relative to that range, not to the values: a constraint on concentrations
+        of 1e-5 M was tightened by 1e-6 M, a tenth of its room.)"""
         by_name = {p.name: p for p in self.space.parameters}
-        scale = 1.0 + abs(constraint.constant)
+        span = 0.0
         has_float = False
         for name, coef in constraint.coefficients.items():
             p = by_name[name]
             if isinstance(p, FloatParameter | IntParameter):
-                scale += abs(coef) * max(abs(float(b)) for b in p.bounds)
+                span += abs(coef) * (float(p.bounds[1]) - float(p.bounds[0]))
                 has_float = has_float or isinstance(p, FloatParameter)
-        return 1e-6 * scale if has_float else 0.0
+        return 1e-6 * span if has_float else 0.0
 
 
 def _width_between(first: ParameterConstraint, second: ParameterConstraint) -> float | None:
@@ -552,21 +644,66 @@ def _width_between(first: ParameterConstraint, second: ParameterConstraint) -> f
 
 # ---------------------------------------------------------------------- parameters
 def _ax_parameters(space: Space) -> list[_AxParameter]:
+    """How each varying parameter is shown to Ax (see the module docstring).
+
+    Raises:
+        ValueError: an integer range Ax cannot hold (``_AX_MAX_INT_VALUES``).
+    """
     out = []
     for i, p in enumerate(q for q in space.parameters if not isinstance(q, FixedParameter)):
         alias = f"p{i}"
         if isinstance(p, FloatParameter):
-            out.append(_AxParameter(p.name, alias, float, float))
+            offset, scale = _float_map(p)
+            out.append(
+                _AxParameter(
+                    p.name,
+                    alias,
+                    partial(_to_ax_units, offset, scale),
+                    partial(_from_ax_units, p, offset, scale),
+                )
+            )
         elif isinstance(p, IntParameter):
+            n_values = p.bounds[1] - p.bounds[0] + 1
+            if n_values > _AX_MAX_INT_VALUES:
+                raise ValueError(
+                    f"integer parameter '{p.name}' has {n_values} values "
+                    f"([{p.bounds[0]}, {p.bounds[1]}]); Ax lists every value of an integer "
+                    f"range, which takes too much memory beyond {_AX_MAX_INT_VALUES} values; "
+                    f"{_USE_BOTORCH}, or make '{p.name}' a float parameter and round it in "
+                    "the instrument"
+                )
             out.append(_AxParameter(p.name, alias, int, int))
         elif isinstance(p, ChoiceParameter):
             values, _ = _choice_values(p)
             to_ax = dict(zip([repr(v) for v in p.values], values, strict=True))
-            back = list(zip(values, p.values, strict=True))
-            out.append(_AxParameter(p.name, alias, partial(_label, to_ax), partial(_lookup, back)))
+            pairs = list(zip(values, p.values, strict=True))
+            out.append(_AxParameter(p.name, alias, partial(_label, to_ax), partial(_lookup, pairs)))
         else:  # pragma: no cover - the parameter union is closed
             raise ValueError(f"parameter '{p.name}' of type {type(p).__name__} is not supported")
     return out
+
+
+def _float_map(p: FloatParameter) -> tuple[float, float]:
+    """``(offset, scale)``: Ax sees a float as ``(value - offset) * scale`` (see the module
+    docstring). ``scale`` is 1 for a range at least 1 wide, else the power of two that makes
+    it 1 to 2 wide; ``offset`` is the lower bound of a linear range more than 2^20 of its
+    widths from zero, else 0."""
+    lo, hi = (float(b) for b in p.bounds)
+    width = hi - lo
+    exponent = -math.floor(math.log2(width)) if 0.0 < width < 1.0 else 0
+    far = not p.log and max(abs(lo), abs(hi)) > _FAR_FROM_ZERO * width
+    return (lo if far else 0.0), math.ldexp(1.0, exponent)
+
+
+def _to_ax_units(offset: float, scale: float, value: Any) -> float:
+    return (float(value) - offset) * scale
+
+
+def _from_ax_units(p: FloatParameter, offset: float, scale: float, value: Any) -> float:
+    """A float Ax proposed, back in the campaign's units (exactly without an offset:
+    ``scale`` is a power of two), within its bounds."""
+    lo, hi = (float(b) for b in p.bounds)
+    return min(max(offset + float(value) / scale, lo), hi)
 
 
 def _label(to_ax: dict[str, Any], value: Any) -> Any:

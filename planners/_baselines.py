@@ -21,7 +21,14 @@ import torch
 
 from planners._constraints import InfeasibleSpaceError
 from planners._protocol import Observation
-from planners._space import ChoiceParameter, FloatParameter, IntParameter, Point, Space
+from planners._space import (
+    ChoiceParameter,
+    FloatParameter,
+    IntParameter,
+    InvalidPoint,
+    Point,
+    Space,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +117,7 @@ class PositionalDesign:
         self._polytope: tuple[torch.Tensor, torch.Tensor] | None | bool = False  # not tested yet
         self._hit_and_run: Any = None
         self._finite: tuple[float, list[Point] | None] | None = None  # see _feasible_points
+        self._row_of: dict[Hashable, int] | None = None  # candidate row by point_key
 
     def unit_points(self, start: int, n: int) -> torch.Tensor:
         """Positions ``start .. start + n - 1`` of the sequence as ``n x d`` points of [0, 1]^d."""
@@ -292,15 +300,15 @@ class PositionalDesign:
 
         ``random`` walks a seeded permutation of the rows (choice without replacement);
         ``sobol`` takes, for each Sobol point, the nearest row not chosen yet (space-filling
-        over the table). After ``N`` positions the table is walked again.
+        over the table). After ``N`` positions the table is walked again. Rows measured
+        before (prior data) or pending are skipped by :meth:`points` (``_table_replacement``).
         """
         space = self.space
         if space.candidates is None:
             raise ValueError("the space has no candidate table")
         N = len(space.candidates)
         if self.kind == "random":
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, N, 2))
-            order = torch.randperm(N, generator=gen).tolist()
+            order = self._row_order()
             return [order[k % N] for k in range(start, start + n)]
         need = start + n
         if len(self._candidate_rows) < need:
@@ -322,6 +330,41 @@ class PositionalDesign:
                     taken[:] = False
         return self._candidate_rows[start:need]
 
+    def _row_order(self) -> list[int]:
+        """The ``random`` design's permutation of the candidate rows."""
+        N = len(self.space.candidates or ())
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, N, 2))
+        return torch.randperm(N, generator=gen).tolist()
+
+    def _table_replacement(self, position: int, taken: set[Hashable]) -> Point | None:
+        """A free row for ``position`` of a candidate table, by the design's own rule.
+
+        ``sobol``: the free row nearest position ``position``'s Sobol point (as
+        :meth:`candidate_rows` picks rows); ``random``: the next free row of the seeded
+        permutation from the position's place on. Positional: the same position and the
+        same taken rows give the same row. ``None`` when every row is taken.
+        """
+        space = self.space
+        candidates = space.candidates or ()
+        if self._row_of is None:
+            self._row_of = {point_key(space, c): j for j, c in enumerate(candidates)}
+        used = torch.zeros(len(candidates), dtype=torch.bool)
+        for key in taken:
+            j = self._row_of.get(key)
+            if j is not None:
+                used[j] = True
+        if bool(used.all()):
+            return None
+        if self.kind == "random":
+            order = self._row_order()
+            k = position % len(order)
+            return next(dict(candidates[j]) for j in order[k:] + order[:k] if not used[j])
+        C = space.encoded_candidates / space.bounds[1]
+        X = space.from_unit_cube(self.unit_points(position, 1)) / space.bounds[1]
+        distance = torch.cdist(X, C)[0]
+        distance[used] = math.inf
+        return dict(candidates[int(distance.argmin())])
+
     def points(self, start: int, n: int, avoid: Sequence[Point] = ()) -> list[Point]:
         """``n`` points for positions ``start, start + 1, ...``, never repeating ``avoid``.
 
@@ -329,8 +372,9 @@ class PositionalDesign:
             start: position of the first point (trials already known to the campaign).
             n: number of points.
             avoid: points that must not be proposed again (those pending); points of the
-                batch itself are avoided as well. Only finite spaces can collide in practice;
-                when the whole space is taken a repeat is unavoidable and is logged.
+                batch itself are avoided as well. Only finite spaces (grids, candidate
+                tables) can collide in practice; when the whole space is taken a repeat is
+                unavoidable and is logged.
         """
         space = self.space
         if n <= 0:
@@ -378,6 +422,11 @@ class PositionalDesign:
 
     def _replacement(self, position: int, taken: set[Hashable]) -> Point | None:
         space = self.space
+        if space.candidates is not None:
+            row = self._table_replacement(position, taken)
+            if row is None:
+                logger.info("every row of the candidate table is pending; proposing a repeat")
+            return row
         cardinality, candidates = self._feasible_points()
         if len(taken) >= cardinality:
             logger.info("every point of the finite space is pending; proposing a repeat")
@@ -402,21 +451,24 @@ class RepeatGuard:
     """Which points a proposal in a finite space must not repeat, and the warning when it must.
 
     Pending points are never proposed again (their outcomes are on their way). In a finite
-    space (only int and choice parameters, no candidate table) a *measured* point is avoided
-    too, until every feasible point has been measured: on a 5 x 5 grid a Sobol design
-    repeated 6 of its first 25 points and a random one 13, and a model, once the optimum is
-    measured, can keep scoring it above every unmeasured point; a new point teaches more.
-    After that, repeats are unavoidable, and a user should know once that the budget now
-    goes to repeats (which may be wanted: replicates), not once per suggest. One rule for
-    every planner, so the designs, BoTorch's initial and model points and Ax's Sobol
-    fill-ins agree.
+    space (only int and choice parameters, or a candidate table) a *measured* point is
+    avoided too, until every feasible point (every row) has been measured: on a 5 x 5 grid a
+    Sobol design repeated 6 of its first 25 points and a random one 13, and a model, once
+    the optimum is measured, can keep scoring it above every unmeasured point; a new point
+    teaches more. A table's rows measured as prior data count as measured (the designs
+    walked the table by position and measured them again), and an abandoned trial measured
+    nothing: its point comes again before the space counts as exhausted. After that,
+    repeats are unavoidable, and a user should know once that the budget now goes to
+    repeats (which may be wanted: replicates), not once per suggest. One rule for every
+    planner, so the designs, BoTorch's initial and model points (a table's rows in
+    ``planners._botorch._optimize_table``) and Ax's Sobol fill-ins agree.
     """
 
     def __init__(self, space: Space, repeats: str) -> None:
         """``repeats`` names what is proposed once the space is exhausted, for the warning."""
         self.space = space
         self._repeats = repeats
-        self._finite = space.candidates is None and math.isfinite(space.cardinality())
+        self._finite = math.isfinite(space.cardinality())
         self._n_points: float | None = None  # feasible points (lazy: may enumerate)
         self._reported = False
 
@@ -427,11 +479,16 @@ class RepeatGuard:
             return avoid
         if self._n_points is None:
             self._n_points = feasible_cardinality(self.space)
-        seen = {point_key(self.space, p) for p in measured}
-        if len(seen) >= self._n_points:
+        known: dict[Hashable, Point] = {}
+        for p in measured:
+            try:
+                known.setdefault(point_key(self.space, p), p)
+            except InvalidPoint:  # not a row of the table (cannot be proposed anyway)
+                continue
+        if len(known) >= self._n_points:
             self.report_exhausted(int(self._n_points))
-        elif len(seen | {point_key(self.space, p) for p in avoid}) < self._n_points:
-            avoid += measured
+        elif len(known.keys() | {point_key(self.space, p) for p in avoid}) < self._n_points:
+            avoid += known.values()
         return avoid
 
     def report_exhausted(self, n_points: int) -> None:
@@ -446,6 +503,37 @@ class RepeatGuard:
             n_points,
             self._repeats,
         )
+
+
+# Two proposals whose float values lie within this fraction of each float's range (in the
+# encoded scale: log for a log parameter), with the same int and choice values, are one
+# experiment: measuring both at once teaches no more than one.
+NEAR_DUPLICATE = 1e-6
+
+
+def near_duplicate(space: Space, point: Point, others: Sequence[Point]) -> bool:
+    """Whether ``point`` repeats one of ``others`` (members of the space): the same int,
+    choice and fixed values and every float within ``NEAR_DUPLICATE`` of its range; a
+    candidate table's row exactly.
+
+    The rule for proposals against pending points and batch-mates, for every model planner
+    (BoTorch's ``_replace_repeats``, Ax's ``_propose``): a model can propose a float point a
+    hair's breadth from one already being measured (Ax, stuck on a constraint's corner, did
+    twice per batch), which an exact comparison lets through.
+    """
+    if not others:
+        return False
+    continuous = space.continuous_dims
+    if space.candidates is not None or not continuous:
+        key = point_key(space, point)
+        return any(point_key(space, other) == key for other in others)
+    X = space.encode([point, *others])
+    gap = (X[1:] - X[0]).abs()
+    discrete = [i for i in range(space.dim) if i not in continuous]
+    same = (gap[:, continuous] <= NEAR_DUPLICATE).all(dim=-1)
+    if discrete:
+        same &= (gap[:, discrete] == 0).all(dim=-1)
+    return bool(same.any())
 
 
 def feasible_cardinality(space: Space) -> float:

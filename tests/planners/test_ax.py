@@ -248,7 +248,12 @@ def test_multi_objective_with_outcome_constraint() -> None:
         "obj0": 0.0,
         "obj1": 2.0,
     }
-    assert [(c.metric_names[0], c.bound) for c in opt.outcome_constraints] == [("con0", 0.5)]
+    # Impurity (x * z) is told to Ax in units that bring its first non-zero value to [1, 10).
+    scale = planner._scales["impurity"]
+    assert scale >= 10.0 and math.log10(scale).is_integer()
+    assert [(c.metric_names[0], c.bound) for c in opt.outcome_constraints] == [
+        ("con0", 0.5 * scale)
+    ]
 
 
 def test_outcome_constraint_on_the_single_objective() -> None:
