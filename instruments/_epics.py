@@ -296,6 +296,26 @@ def _label(device: Any) -> str:
     return repr(getattr(device, "name", None) or type(device).__name__)
 
 
+def _put_acknowledged(signal: Any, value: Any, timeout: float, *, what: str) -> None:
+    """Write ``value`` to an EPICS ``signal`` and wait for the IOC's acknowledgement (a put
+    with completion), ``timeout`` s for the connection and again for the answer: the safe
+    state's writes, which must not end before the IOC has taken them.
+
+    Raises:
+        TimeoutError: no acknowledgement in time (``what``: the PV, for the message).
+    """
+    done = threading.Event()
+    signal.put(
+        value,
+        force=True,
+        use_complete=True,
+        callback=done.set,
+        connection_timeout=max(timeout, 0.1),
+    )
+    if not done.wait(timeout):
+        raise TimeoutError(f"{what}: put of {value:g} not acknowledged in {timeout:g} s")
+
+
 def _wait_status(
     status: Any, timeout: float, cancelled: threading.Event, *, what: str = "", method: str = "set"
 ) -> None:
@@ -1092,16 +1112,7 @@ class InputDevice:
         target = self._to_device(value)
         self._last_written = float(value)
         if self._signal is not None:
-            done = threading.Event()
-            self._signal.put(
-                target,
-                force=True,
-                use_complete=True,
-                callback=done.set,
-                connection_timeout=timeout,
-            )
-            if not done.wait(timeout):
-                raise TimeoutError(f"{self.write_pv}: put not acknowledged in {timeout:g} s")
+            _put_acknowledged(self._signal, target, timeout, what=self.write_pv)
         else:
             # bounded like every call; an ophyd-async status is awaited, a sync one (a motor's
             # whole move) for `timeout` at most: one that fails by then is a safe state not
@@ -1188,16 +1199,7 @@ class InputDevice:
         self._last_written = value
         never = threading.Event()  # the safe state is not stopped by a trial's stop
         if self._signal is not None:
-            done = threading.Event()
-            self._signal.put(
-                target,
-                force=True,
-                use_complete=True,
-                callback=done.set,
-                connection_timeout=max(_left(deadline), 0.1),
-            )
-            if not done.wait(_left(deadline)):
-                raise TimeoutError(f"{self.write_pv}: put of {target:g} not acknowledged")
+            _put_acknowledged(self._signal, target, _left(deadline), what=self.write_pv)
         else:
             status = call_device(self._positioner, "set", target, timeout=_left(deadline))
             if not is_async_device(self._positioner):
@@ -2149,16 +2151,7 @@ class DeclaredInstrument:
                     problem = _pv_limits_problem(sig, value)
                     if problem is not None:
                         raise SetpointRefused(f"not written: {problem}")
-                    done = threading.Event()
-                    sig.put(
-                        value,
-                        force=True,
-                        use_complete=True,
-                        callback=done.set,
-                        connection_timeout=timeout,
-                    )
-                    if not done.wait(timeout):
-                        raise TimeoutError(f"put not acknowledged in {timeout:g} s")
+                    _put_acknowledged(sig, value, timeout, what=sig.pvname)
                 logger.info("%s: safe state %s = %g", self.name, key, value)
             except Exception as exc:
                 failures.append(
