@@ -22,6 +22,7 @@ readbacks lag), with real ophyd signals and a real RunEngine; the others on plug
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -493,12 +494,13 @@ def test_check_setpoint_measures_from_the_last_setpoint_too() -> None:
             "t", 20.0, limits=None, max_step=10, current=lambda: 15.0, commanded=lambda: 50.0
         )
     # not known (nothing written yet, or NaN): the readback alone decides
-    for unknown in (None, float("nan")):
+    unknowns: tuple[float | None, ...] = (None, float("nan"))
+    for unknown in unknowns:
         check_setpoint(
             "t",
             20.0,
             limits=None,
             max_step=10,
             current=lambda: 15.0,
-            commanded=lambda unknown=unknown: unknown,
+            commanded=functools.partial(lambda value: value, unknown),
         )

@@ -113,7 +113,7 @@ def test_table_designs_stay_positional_with_prior_rows(kind: str) -> None:
     assert len({point_key(TABLE, p) for p in batch + PRIOR}) == 8
     one_by_one = _planner(kind, seed=5)
     one_by_one.ingest([_obs(p) for p in PRIOR])
-    points = []
+    points: list[dict[str, Any]] = []
     for _ in range(4):
         points += one_by_one.suggest(1, pending=points)
     assert points == batch
