@@ -681,10 +681,9 @@ def _state(
     From its trials and outputs as they will be once a batch is written (``adding``: new
     pending trials, which count toward nothing but the reason): ``suggest`` and ``tell``
     store the state in the batch's transaction, so it always matches the trials.
-    (``Runner.spent`` reads the outputs from the store, which does not have them yet.)
     """
     pending = sum(t.status == "running" for t in history) + adding
-    spent = runner._spent(runner._tally(history, observations), elapsed)
+    spent = runner.spent(history, elapsed, observations)
     if spent is not None:
         reason = spent.reason
         if pending:  # e.g. a target reached: the others may still be out in the lab

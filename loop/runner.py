@@ -1008,10 +1008,22 @@ class Runner:
         spent = self.spent(trials, elapsed)
         return None if spent is None else (spent.status, spent.reason)
 
-    def spent(self, trials: Sequence[TrialRow], elapsed: float) -> Spent | None:
+    def spent(
+        self,
+        trials: Sequence[TrialRow],
+        elapsed: float,
+        observations: dict[int, dict[str, float]] | None = None,
+    ) -> Spent | None:
         """The budget rule the stored ``trials`` (and ``elapsed`` s) have spent, with the
-        option that would extend it; ``None`` while the campaign may go on."""
-        return self._spent(self._tally(trials, self.store.observations(self._cid())), elapsed)
+        option that would extend it; ``None`` while the campaign may go on.
+
+        ``observations``: the outputs by trial id, the store's by default; ask/tell passes
+        them as they will be once its batch is written, to store the campaign's state in
+        the batch's own transaction.
+        """
+        if observations is None:
+            observations = self.store.observations(self._cid())
+        return self._spent(self._tally(trials, observations), elapsed)
 
     def _cid(self) -> int:
         if self.campaign_id is None:
