@@ -63,7 +63,7 @@ CampaignOpt = Annotated[
     str | None,
     typer.Option("--campaign", "-c", help="Campaign name or id in the store (default: latest)."),
 ]
-_state: dict[str, bool] = {"debug": False, "verbose": False}
+_state: dict[str, bool] = {"debug": False, "verbose": False, "stop_reported": False}
 
 # The campaign model's limits (loop/config.py: Campaign.seed, Budget.max_trials and
 # max_failures), repeated here so a value out of range is a usage error naming the option
@@ -309,6 +309,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             err_console.print("[yellow]stopped[/] before the campaign started: nothing stored")
         else:
             _print_how_to_resume("stopped", store, runner.campaign_id)
+        _state["stop_reported"] = True
         raise typer.Exit(130) from None
     if summary.status == "stopped":
         console.print(
@@ -316,6 +317,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             f"{summary.failed} failed, {summary.abandoned} abandoned"
         )
         _print_how_to_resume("stopped", store, summary.campaign_id)
+        _state["stop_reported"] = True
         raise typer.Exit(130)
     return summary
 
@@ -501,6 +503,16 @@ def _stop_on_signals(runner: Runner) -> Iterator[None]:
         if not received:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _say_interrupted() -> None:
+    """A Ctrl-C outside run/resume (which say what they stored): such a command writes in
+    one transaction at most (`tell --csv`: every row or none), so it wrote all or nothing.
+    It exited without a word (found in review)."""
+    _write_stderr(
+        "\ninterrupted (Ctrl-C): what this command writes is written whole or not at all; "
+        "`closedloop status` shows which\n"
+    )
 
 
 def _write_stderr(text: str) -> None:
@@ -1329,6 +1341,8 @@ def _entry() -> None:
         # Without standalone mode click returns (not raises) a command's typer.Exit code.
         code = app(standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130 and not _state.get("stop_reported"):  # typer's code for Ctrl-C
+                _say_interrupted()
             sys.exit(code)
     except CampaignConfigError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
@@ -1341,9 +1355,8 @@ def _entry() -> None:
         sys.exit(2 if bad_input else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
+        _say_interrupted()
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         if _infeasible_space(exc):

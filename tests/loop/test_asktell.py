@@ -905,6 +905,7 @@ def test_a_signal_in_the_middle_of_a_batch_leaves_the_store_as_it_was(
     assert cut.stdout == ""  # no trial id printed
     if sig == "SIGINT":  # its lease released at once: no lock of the cut write held it
         assert _dump(url) == before and "could not release" not in cut.stderr, cut.stderr
+        assert "interrupted (Ctrl-C): what this command writes is written whole" in cut.stderr
     else:
         assert _dump(url, lease=False) == before  # the dead command's lease stays, expiring
     again = _cli(*args[2:])
