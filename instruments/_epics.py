@@ -796,10 +796,17 @@ class InputDevice:
         )
 
     def _commanded(self, deadline: float | None = None) -> float | None:
-        """Where the device was last told to go, in campaign units: its setpoint PV (a
-        motor's VAL) as the IOC holds it now, so a write by another client counts too; else
-        the last value this process wrote; ``None``: not known (nothing written yet, or
-        the setpoint PV is also the readback, which ``max_step`` measures from anyway)."""
+        """Where this process last told the device to go, in campaign units: its setpoint PV
+        (a motor's VAL) as the IOC holds it now, so a write by another client since counts
+        too; else the last value this process wrote; ``None``: not known (nothing written
+        yet by this process, or the setpoint PV is also the readback, which ``max_step``
+        measures from anyway).
+
+        Nothing before this process's first write counts: a controller switched off with its
+        setpoint left at 150 degC while reading 25 refused every trial and its safe state
+        (found in review); the readback is what the device feels."""
+        if self._last_written is None:
+            return None
         raw: Any = None
         limit = None if deadline is None else max(_left(deadline), 0.5)
         try:
@@ -1164,11 +1171,10 @@ class InputDevice:
                     most = 2 * math.ceil(abs(value - here) / step) + 2
                 low, high = max(here, told) - step, min(here, told) + step
                 if low > high:
-                    raise InstrumentError(
-                        f"its readback {here:g} and its last setpoint {told:g} are "
-                        f"{abs(here - told):g} apart, more than twice max_step {step:g}, so no "
-                        "write can stay within max_step of both"
-                    )
+                    # readback and setpoint too far apart for one write near both: a write
+                    # within max_step of the readback moves the setpoint toward what the
+                    # device feels, never a jump it could feel (found in review)
+                    low, high = here - step, here + step
                 nxt = min(max(value, low), high)
                 if nxt == value:
                     self.put_raw(value, timeout=timeout)
@@ -2264,6 +2270,12 @@ def _outside_domain(
     """``(problem, fix)`` when ``value`` is no value of ``param`` (see
     :func:`check_safe_state`), else ``None``."""
     drop = f"drop `{key}` from on_stop (the device then stays where the last trial left it)"
+    held = decl.limits is not None and decl.limits[0] <= value <= decl.limits[1]
+    if held and param.kind != "int":
+        # within the hardware's declared limits: an "off" state (a laser fixed at 1.5 W for
+        # the campaign, 0 W at its end; a filter wheel's park position), as for a range
+        # (found in review: refusing it pointed the user at dropping the safe state)
+        return None
     if param.kind == "choice":
         values = tuple(param.values or ())
         numbers = [v for v in values if isinstance(v, int | float)]
@@ -2279,7 +2291,8 @@ def _outside_domain(
             )
         return (
             f"{value:g} is not one of the values of parameter {key!r} ({listed})",
-            f"give one of them, or {drop}"
+            f"give one of them, or declare `limits:` on inputs.{key} that hold it (an off "
+            f"state), or {drop}"
             if numbers
             else f"a safe state is a number, and none of its values is: {drop}",
         )
@@ -2292,7 +2305,8 @@ def _outside_domain(
         return (
             f"{value:g}, but parameter {key!r} is fixed to {low:g}: every trial sets it to "
             f"{low:g}, and the safe state would move it away",
-            f"set it to {low:g}, or {drop}",
+            f"set it to {low:g}, or declare `limits:` on inputs.{key} that hold it (an off "
+            f"state), or {drop}",
         )
     if param.kind == "int" and not float(value).is_integer():
         return (

@@ -494,7 +494,10 @@ def _stop_on_signals(runner: Runner) -> Iterator[None]:
             _write_stderr(f"\n{name} a third time: SAFE STATE NOT WRITTEN; exiting at once\n")
         os._exit(130)
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    # A signal the process was started to ignore stays ignored: `nohup closedloop run`
+    # must outlive the terminal (found in review: SIGHUP stopped it once handled here).
+    handled = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in handled}
     try:
         yield
     finally:

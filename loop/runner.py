@@ -519,6 +519,8 @@ class Runner:
         a write that hangs, or a lock the interrupted main thread holds, costs the timeout,
         not the exit. Safe from a signal handler: it reads the slots, changes nothing.
         """
+        if self.lease.lost.is_set():  # the hardware is another runner's now (see _drive)
+            return ["the lease was lost: the runner that took the campaign over drives it"]
         scheduler = self._scheduler
         slots = scheduler.slots if scheduler is not None else self._built_slots
         problems: list[str] = []

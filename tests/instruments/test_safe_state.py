@@ -161,6 +161,31 @@ def test_max_step_is_measured_from_the_last_setpoint_too(
     assert inst.safe_state_failures == ()
 
 
+def test_a_setpoint_left_by_someone_else_does_not_count_for_max_step(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """A controller switched off with its setpoint left at 150 degC, reading 25: max_step
+    counted from that setpoint refused every trial, and refused the safe state too, which
+    left 150 on the device (found in review). Only what this process wrote counts."""
+    inst = _instrument(
+        tmp_path,
+        ("    readback: temp:RBV\n", "    readback: pressure\n"),  # a reading that stays
+        ("    limits: [0, 100]\n", "    limits: [0, 150]\n"),
+        ("    timeout: 10\n", "    timeout: 1\n"),
+        ("  temperature: 100\n", "  temperature: 20\n"),
+    )
+    ioc.put("pressure", 298.15)  # the device reads 25 degC
+    ioc.put("temp:SP", 423.15)  # its setpoint left at 150 degC
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"temperature": 40.0, "flow": 1.0})
+    finally:
+        inst.close()
+    assert "last setpoint" not in (trial.error or ""), trial.error  # not refused by max_step
+    assert inst.safe_state_failures == ()
+    assert ioc.get("temp:SP") == pytest.approx(20 + KELVIN)  # the safe state was written
+
+
 @pytest.mark.parametrize("tolerance", ["    tolerance: 0.5\n", ""])
 def test_the_safe_state_keeps_to_max_step_each_step_waited_for(
     ioc: IOC, tmp_path: Path, tolerance: str
@@ -389,13 +414,15 @@ MIXED = [
 ]
 
 
-def _mixed_file(tmp_path: Path, on_stop: str, x_limits: str = "") -> Path:
+def _mixed_file(
+    tmp_path: Path, on_stop: str, x_limits: str = "", c_limits: str = "", p_limits: str = ""
+) -> Path:
     path = tmp_path / "mixed.yaml"
     path.write_text(
         "inputs:\n"
         f"  n: {{device: '{PLUGIN}', args: {{value: 1}}}}\n"
-        f"  c: {{device: '{PLUGIN}', args: {{value: 1}}}}\n"
-        f"  p: {{device: '{PLUGIN}', args: {{value: 1.5}}}}\n"
+        f"  c: {{device: '{PLUGIN}', args: {{value: 1}}{c_limits}}}\n"
+        f"  p: {{device: '{PLUGIN}', args: {{value: 1.5}}{p_limits}}}\n"
         f"  x: {{device: '{PLUGIN}', args: {{value: 1.0}}{x_limits}}}\n"
         "outputs:\n"
         f"  y: {{device: '{PLUGIN}', args: {{value: 0.0}}}}\n"
@@ -435,6 +462,18 @@ def test_a_safe_state_outside_the_bounds_but_within_limits_is_allowed(tmp_path: 
     assert outputs == ("y",)
 
 
+def test_an_off_state_within_limits_is_allowed_for_fixed_and_choice_parameters(
+    tmp_path: Path,
+) -> None:
+    """A laser fixed at 1.5 W for the campaign is switched off at its end; a filter wheel
+    parks at 0. Refused, the fix pointed at dropping the safe state (found in review)."""
+    path = _mixed_file(
+        tmp_path, "p: 0\n  c: 0", c_limits=", limits: [0, 5]", p_limits=", limits: [0, 2]"
+    )
+    outputs = describe_instrument(InstrumentConfig(file=str(path)), MIXED, base_dir=tmp_path)
+    assert outputs == ("y",)
+
+
 def test_validate_names_the_file_line_and_fix_of_a_bad_safe_state(tmp_path: Path) -> None:
     _mixed_file(tmp_path, "c: 3")
     (tmp_path / "campaign.yaml").write_text(
@@ -448,7 +487,7 @@ def test_validate_names_the_file_line_and_fix_of_a_bad_safe_state(tmp_path: Path
     assert isinstance(out.exception, CampaignConfigError), out.output
     said = " ".join(str(out.exception).split())
     assert "mixed.yaml:9: on_stop.c: 3 is not one of the values of parameter 'c'" in said
-    assert "fix: give one of them, or drop `c` from on_stop" in said
+    assert "fix: give one of them, or declare `limits:` on inputs.c that hold it" in said
 
 
 # ---------------------------------------------------------------------------- plan

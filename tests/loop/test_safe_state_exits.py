@@ -174,3 +174,24 @@ def test_a_safe_state_not_written_is_in_the_stop_reason(
     assert note in summary.reason and "drive fault: setpoint not accepted" in summary.reason
     assert note in (store.campaign(summary.campaign_id).stop_reason or "")
     store.close()
+
+
+def test_nohup_keeps_a_run_going_when_the_terminal_closes() -> None:
+    """SIGHUP stops a campaign, but not one started under `nohup`, which ignores it: handling
+    it anyway stopped such a run at logout (found in review)."""
+    from loop import cli
+
+    class Idle:
+        def request_stop(self, reason: str) -> None:  # pragma: no cover - never signalled
+            raise AssertionError(reason)
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli._stop_on_signals(Idle()):  # type: ignore[arg-type]
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # handled
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with cli._stop_on_signals(Idle()):  # type: ignore[arg-type]
+            assert callable(signal.getsignal(signal.SIGHUP))  # a terminal's run: handled
+    finally:
+        signal.signal(signal.SIGHUP, before)
