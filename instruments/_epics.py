@@ -970,6 +970,13 @@ class InputDevice:
             said, spoken = ureg.Unit(egu), ureg.Unit(speaks)
             if said == spoken or said.dimensionality != spoken.dimensionality:
                 return None
+            # the same unit under another name (Hz and 1/s, hPa and mbar): a number means
+            # the same in both, so nothing is sent wrong (found in review: refused)
+            if all(
+                math.isclose(ureg.Quantity(x, said).to(spoken).magnitude, x, rel_tol=1e-12)
+                for x in (0.0, 1.0)
+            ):
+                return None
         except Exception:  # an EGU pint does not know: not judged
             return None
         if self.decl.device_units:

@@ -38,6 +38,7 @@ from instruments._epics import (
     DeviceConnectionError,
     DeviceLimitsError,
     DeviceTypeError,
+    InputDevice,
 )
 from instruments._instrument_file import InstrumentFileError
 from instruments._safety import SetpointRefused, check_setpoint
@@ -543,3 +544,19 @@ def test_check_setpoint_measures_from_the_last_setpoint_too() -> None:
             current=lambda: 15.0,
             commanded=functools.partial(lambda value: value, unknown),
         )
+
+
+@pytest.mark.parametrize(
+    ("egu", "unit", "refused"),
+    [("1/s", "Hz", False), ("hPa", "mbar", False), ("K", "degC", True), ("mm", "um", True)],
+)
+def test_an_egu_that_names_the_same_unit_otherwise_is_not_refused(
+    egu: str, unit: str, refused: bool
+) -> None:
+    """Hz against 1/s, mbar against hPa were refused as another unit (found in review): a
+    number means the same in both. A unit with another scale or offset still is."""
+    from types import SimpleNamespace
+
+    device = SimpleNamespace(decl=SimpleNamespace(device_units=None, units=unit), units=unit)
+    problem = InputDevice._egu_problem(device, egu, "PV x")  # type: ignore[arg-type]
+    assert (problem is not None) == refused, problem
