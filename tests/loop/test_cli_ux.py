@@ -488,3 +488,43 @@ def test_consoles_print_pv_names_as_written_not_as_emoji() -> None:
     assert cli.console.render_str(text).plain == text
     assert cli.err_console.render_str(text).plain == text
     assert Console().render_str(text).plain != text  # what rich's default made of it
+
+
+# Raises KeyboardInterrupt when ``loop.cli`` is imported: a Ctrl-C while the CLI starts.
+INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "loop.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["closedloop", "status"]
+from loop.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_cli_imports_exits_130_with_one_line(tmp_path: Path) -> None:
+    """The console entry point imports the CLI inside its ``try``; a Ctrl-C during that
+    ~0.7 s printed a traceback from inside some library's import."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130
+    assert "Traceback" not in done.stderr
+    assert "interrupted (Ctrl-C) while closedloop started: nothing was done" in done.stderr
+
+
+def test_the_console_command_is_the_guarded_entry_point() -> None:
+    """The installed ``closedloop`` script starts at ``loop.__main__:main`` (pyproject)."""
+    from importlib.metadata import entry_points
+
+    (command,) = entry_points(group="console_scripts", name="closedloop")
+    assert command.value == "loop.__main__:main"
