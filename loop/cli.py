@@ -34,7 +34,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from instruments import InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
 from loop.fmt import Output, WholeTable, number, parameter, specs
-from loop.store import ACTIVE, DEFAULT_STORE, UNFINISHED, CampaignLocked, LeaseLost
+from loop.store import (
+    ACTIVE,
+    DEFAULT_STORE,
+    UNFINISHED,
+    CampaignLocked,
+    LeaseLost,
+    StoreGone,
+)
 
 if TYPE_CHECKING:
     from loop.runner import CampaignSummary, ResumeState, Runner, TrialReport
@@ -1353,8 +1360,11 @@ def _entry() -> None:
     except (ClosedLoopError, InstrumentError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         # A store that cannot be used as given (missing, unwritable, newer, no such
-        # campaign) is bad input like a bad file; a busy or lost lease is not.
-        bad_input = isinstance(exc, StoreError) and not isinstance(exc, CampaignLocked | LeaseLost)
+        # campaign) is bad input like a bad file; a busy or lost lease, or a file deleted
+        # under a run, is not.
+        bad_input = isinstance(exc, StoreError) and not isinstance(
+            exc, CampaignLocked | LeaseLost | StoreGone
+        )
         sys.exit(2 if bad_input else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

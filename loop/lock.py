@@ -32,7 +32,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from loop.errors import first_line
-from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store
+from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store, StoreGone
 
 __all__ = [
     "LEASE_TTL",
@@ -136,6 +136,8 @@ class CampaignLease:
         owner: ``host:pid``, shown to a runner that is refused.
         token: random per instance; the store's writes check it.
         lost: set when a heartbeat found the lease taken over; the runner must stop.
+        gone: why the store's file is no longer the one written (deleted or replaced), as
+            a heartbeat found it (``Store.gone``); the runner stops and rescues its data.
     """
 
     def __init__(self, store: Store, *, ttl: float = LEASE_TTL, interval: float | None = None):
@@ -150,6 +152,7 @@ class CampaignLease:
         self.token = secrets.token_hex(16)
         self.campaign_id: int | None = None
         self.lost = threading.Event()
+        self.gone: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -233,6 +236,10 @@ class CampaignLease:
                 logger.error("campaign %s: lease taken over by another runner", campaign_id)
                 self.lost.set()
                 return
+            self.gone = self.store.gone()
+            if self.gone is not None:
+                logger.error("campaign %s: %s", campaign_id, self.gone)
+                return
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeat thread (the lease stays until released or expired)."""
@@ -242,7 +249,10 @@ class CampaignLease:
             self._thread = None
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` if a heartbeat found the lease taken over."""
+        """Raise ``LeaseLost`` if a heartbeat found the lease taken over, ``StoreGone`` if it
+        found the store's file deleted or replaced."""
+        if self.gone is not None:
+            raise StoreGone(self.gone)
         if self.lost.is_set():
             raise LeaseLost(
                 f"campaign {self.campaign_id}: another runner took over this runner's lease "

@@ -68,13 +68,21 @@ from instruments import (
 from instruments._dispatch import outputs_and_readbacks
 from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
-from loop.errors import ClosedLoopError
+from loop.errors import ClosedLoopError, StoreError
 from loop.failures import Failure, failure, failure_counts, failures_of
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
 from loop.report import objective_values
 from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
-from loop.store import TERMINAL, UNFINISHED, LeaseLost, Store, TrialRow, TrialStatus
+from loop.store import (
+    TERMINAL,
+    UNFINISHED,
+    LeaseLost,
+    Store,
+    StoreGone,
+    TrialRow,
+    TrialStatus,
+)
 from planners import (
     Observation,
     OutcomeConstraint,
@@ -719,6 +727,7 @@ class Runner:
         def elapsed() -> float:
             return elapsed_before + (time.monotonic() - start)
 
+        self.store.watch_file()  # a store file deleted mid-run is noticed and rescued
         self.lease.start_heartbeat(elapsed)
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []
@@ -794,6 +803,9 @@ class Runner:
         except LeaseLost:
             write = False  # the campaign is someone else's now: touch nothing
             raise
+        except StoreGone as exc:  # the drain and the end still go to the file as it was
+            status, reason = "stopped", str(exc)
+            raise
         except KeyboardInterrupt:
             status, reason = "stopped", self._stop_request or "interrupted by the user (Ctrl-C)"
             self._stop_request = reason
@@ -836,6 +848,7 @@ class Runner:
                         )
                     finally:
                         self.lease.release()
+                    self._rescue_if_gone(cid)
         summary = CampaignSummary(
             campaign_id=cid,
             name=c.name,
@@ -851,6 +864,30 @@ class Runner:
             failures=failures_of(self.store.trials(cid)),
         )
         return self._with_goals(summary, tally)
+
+    def _rescue_if_gone(self, cid: int) -> None:
+        """Copy the campaign's store to a new file if its own was deleted or replaced.
+
+        Checked once more at the end as well as by the heartbeat: a file deleted in the
+        last seconds of a campaign ended it "completed" with every trial lost.
+
+        Raises:
+            StoreGone: naming the copy and the command that resumes from it.
+        """
+        why = self.store.gone()
+        if why is None:
+            return
+        try:
+            copy = self.store.rescue()
+        except StoreError as exc:
+            raise StoreGone(
+                f"{why}; {exc}, so the campaign's data is lost when this process ends"
+            ) from None
+        raise StoreGone(
+            f"{why}; the campaign stopped, and everything the store held, this campaign's "
+            f"trials to the last, is saved in {copy}. Go on from there: `closedloop resume "
+            f"--store sqlite:///{copy} -c {cid}`"
+        ) from None
 
     def _dispatcher_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every slot's ``Dispatcher(instrument, **kwargs)``."""

@@ -27,7 +27,9 @@ import functools
 import json
 import logging
 import math
+import os
 import re
+import sqlite3
 import threading
 import time
 import weakref
@@ -85,6 +87,10 @@ class CampaignLocked(StoreError):
 
 class LeaseLost(StoreError):
     """This runner's lease was taken over (it stalled past its expiry); it must stop writing."""
+
+
+class StoreGone(StoreError):
+    """The store's SQLite file was deleted or replaced while a runner wrote to it."""
 
 
 def utcnow() -> datetime:
@@ -544,9 +550,14 @@ class Store:
             url = parsed.render_as_string(hide_password=True)
         self.url = url
         self._write_lock = threading.RLock()
+        self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
+        self._anchor: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._companions: dict[Path, tuple[int, int]] = {}  # its -wal and -shm files
         backend = parsed.get_backend_name()
         if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
+            self._file = db.absolute()
             if not create and not db.exists():
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
             try:
@@ -628,6 +639,81 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._anchor is not None:
+            self._anchor.close()
+            self._anchor = None
+
+    # ------------------------------------------------------- a file deleted under a run
+    def watch_file(self) -> None:
+        """Keep a SQLite store's file open, so that its deletion is noticed and undone.
+
+        A store file deleted (an ``rm`` of the wrong file) or replaced (a backup copied over
+        it) while a runner writes: SQLite goes on writing to the unlinked file through the
+        connections it holds, the run ends "completed", and every trial is gone with the
+        process (found in review). A runner calls this as it starts: this connection, opened
+        on the file as it is now, still reads it after an unlink; ``gone`` says when the path
+        no longer names it and ``rescue`` copies it to a new file. Nothing for a server.
+        """
+        if self._file is None or self._anchor is not None:
+            return
+        self._anchor = sqlite3.connect(
+            f"{self._file.as_uri()}?mode=rw", uri=True, check_same_thread=False
+        )
+        # A read opens the write-ahead log and its index now: SQLite opens them on first
+        # use, and after an unlink that would fail ("disk I/O error").
+        self._anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        info = os.stat(self._file)
+        self._identity = (info.st_dev, info.st_ino)
+        for suffix in ("-wal", "-shm"):
+            companion = self._file.with_name(self._file.name + suffix)
+            with suppress(OSError):
+                info = os.stat(companion)
+                self._companions[companion] = (info.st_dev, info.st_ino)
+
+    def gone(self) -> str | None:
+        """Why the watched file's path no longer names the store being written, or ``None``."""
+        if self._identity is None or self._file is None:
+            return None
+        try:
+            info = os.stat(self._file)
+        except FileNotFoundError:
+            return f"the store file {self._file} was deleted while the campaign ran"
+        except OSError:  # e.g. a network file system's hiccup: look again next time
+            return None
+        if (info.st_dev, info.st_ino) != self._identity:
+            return f"the store file {self._file} was replaced while the campaign ran"
+        return None
+
+    def rescue(self) -> Path:
+        """Copy the watched store, as this process still sees it, to a new file beside it.
+
+        SQLite's online backup through the connection ``watch_file`` opened: every committed
+        row, including those still in the write-ahead log. The copy is an ordinary store
+        (``resume --store`` continues the campaign from it).
+        """
+        if self._anchor is None or self._file is None:
+            raise StoreError("rescue() needs watch_file() first, on a SQLite store file")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self._file.with_name(f"{self._file.stem}.rescued-{stamp}{self._file.suffix}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # the folder may be gone too
+            copy = sqlite3.connect(target)
+            try:
+                with self._write_lock:
+                    self._anchor.backup(copy)
+            finally:
+                copy.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"copying the store to {target} failed: {exc}") from None
+        # The lost file's log and index stay behind at its path (SQLite does not remove
+        # them for a file unlinked under it), and the file now at that path, or a new store
+        # made there, would read that log as its own. Their content is in the copy now.
+        for leftover, identity in self._companions.items():
+            with suppress(OSError):
+                info = os.stat(leftover)
+                if (info.st_dev, info.st_ino) == identity:
+                    leftover.unlink()
+        return target
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
