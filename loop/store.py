@@ -659,6 +659,7 @@ class Store:
         self._anchor = sqlite3.connect(
             f"{self._file.as_uri()}?mode=rw", uri=True, check_same_thread=False
         )
+        weakref.finalize(self, self._anchor.close)  # as the engine's connections are
         # A read opens the write-ahead log and its index now: SQLite opens them on first
         # use, and after an unlink that would fail ("disk I/O error").
         self._anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()
