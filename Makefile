@@ -1,6 +1,6 @@
 # Two entry points (see README): `make demo` and `make test`. Each sets itself up on a fresh
-# machine: a ./.venv, torch pinned FIRST (an unpinned torch would pull GBs of CUDA wheels),
-# then the project with all its extras under constraints.txt (the versions we tested).
+# machine: a ./.venv, torch's CPU build pinned FIRST (see TORCH below), then the project with
+# all its extras under constraints.txt (the versions we tested).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -8,6 +8,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.closedloop-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_STORE := sqlite:///.closedloop/demo.db
+# torch's CPU build. On Linux, PyPI's torch==2.13.0 is the CUDA build (~20 nvidia-* wheels,
+# several GB): pinning the version does not avoid it. A machine whose pip already offers the
+# CPU build (a wheel folder or local index, as on our CI machines) installs that; otherwise
+# it comes from PyTorch's CPU index (the other dependencies still from PyPI).
+TORCH := torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test lint typecheck pytest bench peers setup clean
 
@@ -15,7 +21,15 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt torch==2.13.0
+	@if [ "$$(uname -s)" != Linux ] || $(PIP) install --dry-run --quiet --no-deps --report - \
+	    $(TORCH) 2>/dev/null | grep -q '"version": *"2[.]13[.]0+cpu"'; then \
+	  echo "$(PIP) install -q -c constraints.txt $(TORCH)"; \
+	  $(PIP) install -q -c constraints.txt $(TORCH); \
+	else \
+	  echo "pip offers no CPU build of $(TORCH) here: taking it from $(TORCH_CPU_INDEX)"; \
+	  $(PIP) install -q -c constraints.txt $(TORCH) --index-url $(TORCH_CPU_INDEX) \
+	    --extra-index-url https://pypi.org/simple; \
+	fi
 	$(PIP) install -q -c constraints.txt -e '.[dev,ax]'
 	@touch $(STAMP)
 
