@@ -3,6 +3,7 @@
 # exactly when it is listed here.
 from .config import Budget, Campaign, LoadedCampaign, load_campaign, parse_campaign
 from .errors import CampaignConfigError, ClosedLoopError, StoreError
+from .results import trial_records
 from .runner import CampaignSummary, Runner, TrialReport, TrialTiming
 from .store import DEFAULT_STORE, Store
 
@@ -21,4 +22,5 @@ __all__ = [
     "TrialTiming",
     "load_campaign",
     "parse_campaign",
+    "trial_records",
 ]
