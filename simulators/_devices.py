@@ -43,8 +43,15 @@ Design choices that matter to callers:
   (every output reads NaN or +/-inf), ``out_of_range_rate`` on an actuator (the readback
   lands outside its limits, like an encoder glitch or a runaway controller), and a
   ``failing_region`` predicate over the inputs (a deterministic failure wherever it holds,
-  like a reactor that clogs above some temperature). Faults are what the engine must
-  survive, so each is reproducible from the seed and none ever blocks the RunEngine.
+  like a reactor that clogs above some temperature). The region is judged on the
+  *setpoints*, the point the instrument was asked to measure, not on the readbacks: its
+  failure belongs to the point (never retried, learned by the planner as the point's), so
+  it must fail that point every time and no other. Judged on the readbacks, an encoder
+  glitch (``out_of_range_rate``) at a good point read as the region's fault at a point no
+  one asked for: a permanent failure of the good point, its readings lost, where the
+  dispatcher would have failed it as a readback out of range with the readings stored
+  (found in review). Faults are what the engine must survive, so each is reproducible
+  from the seed and none ever blocks the RunEngine.
 * **Randomness is reproducible.** Each detector owns a seeded ``numpy.random.Generator`` and
   draws its fault decision and noise at trigger time, in the caller's thread, so the same seed
   gives the same sequence regardless of thread timing. A fault whose rate is 0 draws nothing,
@@ -490,7 +497,9 @@ class SimDetector(Device):
         nan_rate: Probability that every output of a trigger reads NaN, +inf or -inf.
         failing_region: A predicate over the inputs (e.g. an
             :class:`~simulators.Expression` such as ``x1 + x2 > 1.5``); a trigger whose
-            readbacks satisfy it fails, every time: a deterministic, non-transient fault.
+            inputs' *setpoints* satisfy it fails, every time: a deterministic,
+            non-transient fault of the point (see the module docstring for why not the
+            readbacks, which the function itself is given).
         seed: Seed of the generator behind noise and failures.
         executor: Where ``function`` runs: ``None`` in this process; a
             :class:`~simulators.DaskExecutor` (anything with ``submit(function, inputs)``
@@ -623,13 +632,14 @@ class SimDetector(Device):
                 if self._sim_nan_rate and rng.random() < self._sim_nan_rate:
                     bad = (math.nan, math.inf, -math.inf)[int(rng.integers(3))]
                 values = {key: act.readback.get() for key, act in self._sim_inputs.items()}
+                setpoints = {key: act.setpoint.get() for key, act in self._sim_inputs.items()}
                 if hang:
                     # The Status stays pending: only stop()/close() (an abort) ends it.
                     logger.info("%s: trigger #%d hangs (injected, hang_rate)", self.name, number)
                     self.last_noiseless = {}
                     return status
-                if self._sim_executor is not None and not fail and not self._in_region(values):
-                    self._submit(status, number, values, fail, z, bad)
+                if self._sim_executor is not None and not fail and not self._in_region(setpoints):
+                    self._submit(status, number, values, setpoints, fail, z, bad)
                     return status
                 if self._sim_latency > 0 or _on_event_loop() or self._sim_call is not None:
                     # Never on an event loop's thread (the RunEngine's): a function that
@@ -642,14 +652,14 @@ class SimDetector(Device):
                     timer = threading.Timer(
                         self._sim_latency,
                         self._complete,
-                        args=(status, number, values, fail, z, bad),
+                        args=(status, number, values, setpoints, fail, z, bad),
                     )
                     timer.daemon = True
                     self._sim_timer = timer
                     timer.start()
                     return status
         if not busy:  # latency 0, called outside any event loop (a script, a test)
-            self._complete(status, number, values, fail, z, bad)
+            self._complete(status, number, values, setpoints, fail, z, bad)
             return status
         fault = SimulatedFault(
             f"{self.name}: trigger #{number} refused: an earlier trigger is still in progress",
@@ -665,6 +675,7 @@ class SimDetector(Device):
         status: DeviceStatus,
         number: int,
         inputs: dict[str, Any],
+        setpoints: dict[str, Any],
         fail: bool,
         z: np.ndarray[Any, np.dtype[np.float64]],
         bad: float | None,
@@ -679,7 +690,7 @@ class SimDetector(Device):
             future = self._sim_executor.submit(self._sim_function, inputs)
         except Exception as exc:  # e.g. the client was closed: a failed measurement
             if not self._scheduler_lost(exc):
-                self._complete(status, number, inputs, fail, z, bad, remote=exc)
+                self._complete(status, number, inputs, setpoints, fail, z, bad, remote=exc)
             return
         self._sim_future = future
 
@@ -694,19 +705,21 @@ class SimDetector(Device):
             left = self._sim_latency - (time.monotonic() - started)
             if left > 0 and not status.done:
                 timer = threading.Timer(
-                    left, self._complete, args=(status, number, inputs, fail, z, bad, remote)
+                    left,
+                    self._complete,
+                    args=(status, number, inputs, setpoints, fail, z, bad, remote),
                 )
                 timer.daemon = True
                 with self._sim_lock:
                     self._sim_timer = timer
                 timer.start()
                 return
-            self._complete(status, number, inputs, fail, z, bad, remote)
+            self._complete(status, number, inputs, setpoints, fail, z, bad, remote)
 
         future.add_done_callback(done)
 
-    def _in_region(self, inputs: Mapping[str, Any]) -> bool:
-        """Whether ``inputs`` lie in the failing region (or the predicate cannot tell).
+    def _in_region(self, setpoints: Mapping[str, Any]) -> bool:
+        """Whether ``setpoints`` lie in the failing region (or the predicate cannot tell).
 
         Asked before a point is sent to an executor: a point that fails anyway is not worth
         a cluster's time. ``_evaluate`` asks again and reports why, as in-process.
@@ -715,7 +728,7 @@ class SimDetector(Device):
         if region is None:
             return False
         try:
-            return bool(region(dict(inputs)))
+            return bool(region(dict(setpoints)))
         except Exception:  # _evaluate reports the broken predicate
             return True
 
@@ -787,6 +800,7 @@ class SimDetector(Device):
         status: DeviceStatus,
         number: int,
         inputs: dict[str, Any],
+        setpoints: dict[str, Any],
         fail: bool,
         z: np.ndarray[Any, np.dtype[np.float64]],
         bad: float | None = None,
@@ -795,7 +809,9 @@ class SimDetector(Device):
         """Evaluate, publish, finish the Status. Runs on the timer thread (or the executor's
         callback); in the caller's thread only at latency 0 outside an event loop.
 
-        ``bad`` is an injected non-finite reading (``nan_rate``) that replaces every output.
+        ``inputs`` are the readbacks the function is given; ``setpoints`` the commanded
+        values the failing region is judged on. ``bad`` is an injected non-finite reading
+        (``nan_rate``) that replaces every output.
         ``remote`` is what an executor computed (the outputs, or the exception it raised);
         by default the function is evaluated here.
         """
@@ -806,7 +822,7 @@ class SimDetector(Device):
             return  # stopped while an earlier call still ran: this one never started
         try:
             try:
-                noiseless = self._evaluate(number, inputs, fail, remote)
+                noiseless = self._evaluate(number, inputs, setpoints, fail, remote)
             finally:
                 if local:  # before the Status finishes: the next trigger finds it free
                     self._release()
@@ -889,9 +905,20 @@ class SimDetector(Device):
             self._sim_call_done.notify_all()
 
     def _evaluate(
-        self, number: int, inputs: dict[str, Any], fail: bool, remote: Any = _NOT_REMOTE
+        self,
+        number: int,
+        inputs: dict[str, Any],
+        setpoints: dict[str, Any],
+        fail: bool,
+        remote: Any = _NOT_REMOTE,
     ) -> list[float]:
-        """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened."""
+        """Noiseless outputs in order, or raise :class:`SimulatedFault` saying what happened.
+
+        The function gets ``inputs`` (the readbacks: the physics sees what was achieved);
+        the failing region is judged on ``setpoints``, the point asked for (module
+        docstring). Nothing here looks at whether a readback is within its limits: that is
+        the dispatcher's check of the stored event, as for any instrument.
+        """
 
         def fault(
             message: str, *, injected: bool = False, transient: bool = False
@@ -912,7 +939,7 @@ class SimDetector(Device):
         region = self._sim_failing_region
         if region is not None:
             try:
-                inside = bool(region(dict(inputs)))
+                inside = bool(region(dict(setpoints)))
             except BaseException as exc:  # a broken predicate is a broken instrument, not a hang
                 if _is_interrupt(exc):
                     raise
@@ -920,8 +947,8 @@ class SimDetector(Device):
             if inside:
                 what = getattr(region, "text", None) or getattr(region, "__name__", "predicate")
                 raise fault(
-                    f"injected fault: inputs ({_show_inputs(inputs)}) lie in the failing "
-                    f"region `{what}`",
+                    f"injected fault: setpoints ({_show_inputs(setpoints)}) lie in the "
+                    f"failing region `{what}`",
                     injected=True,
                 )
         who = _source(self._sim_function, self.name)
@@ -1189,7 +1216,8 @@ def build_simulated_instrument(
             input's readback lands outside its limits.
         failing_region: Where every trigger fails: an expression over the numeric inputs'
             names (``"x1 + x2 > 1.5"``, parsed by :func:`simulators.parse_expression`,
-            never ``eval``'d) or a predicate ``inputs -> bool``.
+            never ``eval``'d) or a predicate ``inputs -> bool``, judged on the inputs'
+            setpoints (the point asked for), not their readbacks.
         executor: compute the function on a Dask cluster (a
             :class:`~simulators.DaskExecutor`) instead of in this process.
 
