@@ -9,6 +9,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -529,8 +530,21 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     scan_objectives = objectives[:_SCAN_OBJECTIVES] if scanned else []
     n_rows = 1 + len(pairs) + len(outputs)
     n_scan = per_objective * len(scan_objectives)
-    fig = Figure(figsize=(8, 2.8 * n_rows + 2.5 * n_scan + (0.3 if n_scan else 0.0)))
-    grid = fig.add_gridspec(n_rows + n_scan, columns)
+    across = _FIGURE_WIDTH / columns  # a small panel's share of the width, inches
+    # Each choice parameter's tick labels, decided before the figure is sized: a row of
+    # small panels whose labels stand upright is made taller by their length, so that the
+    # panels keep their height and nothing runs into the row below.
+    ticks = {p.name: category_ticks(p.values, across) for p in scanned if _is_choice(p)}
+    blocks = [scanned[r * columns : (r + 1) * columns] for r in range(per_objective)]
+    extra = [max((ticks[p.name].height for p in b if p.name in ticks), default=0.0) for b in blocks]
+    heights = [2.8] * n_rows + [2.5 + e for e in extra] * len(scan_objectives)
+    # Constrained layout, not tight_layout: it gives each row and column the margins its
+    # own labels need, where tight_layout spaced every row as the one with the longest
+    # labels and, when they could not fit, gave up with a UserWarning on the terminal.
+    fig = Figure(
+        figsize=(_FIGURE_WIDTH, sum(heights) + (0.3 if n_scan else 0.0)), layout="constrained"
+    )
+    grid = fig.add_gridspec(n_rows + n_scan, columns, height_ratios=heights)
     feasible, completed = feasibility(records)
     rate = (
         f"; {feasible}/{completed} feasible" if campaign.outcome_constraints and completed else ""
@@ -550,7 +564,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         if target is not None:
             first.axhline(target, color="C2", ls="--", lw=1.2, label=f"target {target:g}")
             first.legend(loc="best", fontsize="small")
-        first.set_ylabel(f"best {objective.name}")
+        first.set_ylabel(fit_label(f"best {objective.name}", _ROW_AXES))
         first.set_title(
             _wrapped(f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}")
         )
@@ -584,7 +598,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         _draw_limits(ax, bounds.get(name, []), targets.get(name) if len(objectives) > 1 else None)
         if initial and max(initial) < max(numbers, default=0):
             ax.axvline(max(initial) + 0.5, color="grey", ls=":", lw=1)
-        ax.set_ylabel(name)
+        ax.set_ylabel(fit_label(name, _ROW_AXES))
     if panels:
         if numbers:
             panels[0].set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
@@ -603,17 +617,23 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         for k, param in enumerate(scanned):
             ax = fig.add_subplot(grid[top + k // columns, k % columns], sharey=shared)
             shared = shared or ax
-            _plot_scan(ax, records, objective.name, param)
+            _plot_scan(ax, records, objective.name, param, ticks.get(param.name), across)
             _draw_limits(ax, bounds.get(objective.name, []), targets.get(objective.name))
             if k % columns:
                 ax.tick_params(labelleft=False)
         # A title over the block, not a y label: the per-trial panel of the objective is
-        # the one labelled with its name.
+        # the one labelled with its name. It is the first small panel's: wider than that
+        # by more than about an inch, it narrowed every column (a figure's width of it
+        # collapsed them).
         shared.set_title(
-            f"{objective.name} against {note or 'each parameter'}", loc="left", fontsize="medium"
+            fit_label(
+                f"{objective.name} against {note or 'each parameter'}",
+                across * _PANEL_FILL + 1.0,
+            ),
+            loc="left",
+            fontsize="medium",
         )
         top += per_objective
-    fig.tight_layout()
     return fig
 
 
@@ -621,6 +641,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
 # title's size, with room for wide letters. With several objectives (and a long campaign
 # name) one line ran off the right edge (found in review).
 _TITLE_WIDTH = 72
+_FIGURE_WIDTH = 8.0  # inches
 
 
 def _wrapped(title: str) -> str:
@@ -727,11 +748,122 @@ def _achieved(record: dict[str, Any], param: Any) -> Any:
     return actual if math.isfinite(_number(actual)) else commanded
 
 
-def _plot_scan(ax: Any, records: list[dict[str, Any]], objective: str, param: Any) -> None:
+# Category tick labels of the objective-against-parameter panels. A choice's value may be
+# a SMILES string of 80 characters (the bundled Suzuki dataset): printed whole, the labels
+# ran over one another and into the panels beside and below, and the layout gave up with a
+# UserWarning on the user's terminal (found in review). A label is at most this many
+# characters (the value's start and end around an ellipsis: SMILES of one family share a
+# long start); the full values are in `closedloop export`.
+CATEGORY_LABEL_CHARS = 12
+# Of a panel's share of the figure's width, what is left for its axes after the space
+# between panels; the height of an ordinary row's axes (inches).
+_PANEL_FILL = 0.78
+_ROW_AXES = 2.0
+# Font sizes (points) of tick labels ("small") and of axis labels and titles ("medium").
+_SMALL_PT = 8.33
+_LABEL_PT = 10.0
+# Room between two tick labels, and a margin on every measured width (the rendered text is
+# a few per cent wider than its outline's metrics), in points and as a factor.
+_TICK_GAP_PT = 4.0
+_MEASURE_MARGIN = 1.1
+
+
+@dataclass(frozen=True)
+class CategoryTicks:
+    """How a choice parameter's values are labelled on a small panel's x axis.
+
+    Attributes:
+        labels: One per value, in the values' order: the value, shortened to at most
+            :data:`CATEGORY_LABEL_CHARS` characters; ``""`` for a value left unlabelled
+            where the panel is too narrow for all of them (every ``step``-th is kept).
+        rotation: 0 (across) when every label fits in its value's share of the panel's
+            width, else 90 (upright: a label then never reaches a neighbouring value's).
+        height: inches the labels take below the axis beyond an ordinary row's.
+    """
+
+    labels: list[str]
+    rotation: int
+    height: float
+
+
+def text_width(text: str, points: float) -> float:
+    """How wide ``text`` is drawn in matplotlib's default font at ``points``, in points
+    (measured on the font's outlines, with a small margin; no figure needed)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _, _ = TextToPath().get_text_width_height_descent(
+        text, FontProperties(size=points), ismath=False
+    )
+    return float(width) * _MEASURE_MARGIN
+
+
+def short_label(text: str, width: int = CATEGORY_LABEL_CHARS) -> str:
+    """``text`` on one line, at most ``width`` characters: its start and end around an
+    ellipsis when it is longer. A ``$`` is escaped: matplotlib would read the text between
+    two as mathematics (and fail to draw one it cannot parse)."""
+    flat = " ".join(text.split())
+    if len(flat) > width:
+        head = width // 2
+        tail = width - 1 - head
+        flat = f"{flat[:head]}\u2026{flat[len(flat) - tail :] if tail else ''}"
+    return flat.replace("$", r"\$")
+
+
+def category_ticks(values: Sequence[Any], panel_inches: float) -> CategoryTicks:
+    """The tick labels of ``values`` on a panel ``panel_inches`` wide (its share of the
+    figure): see :class:`CategoryTicks`. Two values that read the same once shortened are
+    told apart by their position in the campaign file (``1:``, ``2:``, ...)."""
+    texts = [str(v) for v in values]
+    labels = [short_label(t) for t in texts]
+    if len(set(labels)) < len(labels):
+        labels = [
+            f"{k}:{short_label(t, CATEGORY_LABEL_CHARS - len(str(k)) - 1)}"
+            for k, t in enumerate(texts, start=1)
+        ]
+    spacing = panel_inches * _PANEL_FILL * 72 / max(1, len(labels))  # points between ticks
+    widest = max((text_width(t, _SMALL_PT) for t in labels), default=0.0)
+    if widest + _TICK_GAP_PT <= spacing:
+        return CategoryTicks(labels, 0, 0.0)
+    # Upright, a label takes its line's height of the axis: keep every step-th.
+    step = max(1, math.ceil((_SMALL_PT + _TICK_GAP_PT) / spacing))
+    kept = [t if k % step == 0 else "" for k, t in enumerate(labels)]
+    # An ordinary row has room for about a line and a half of them.
+    return CategoryTicks(kept, 90, max(0.0, widest - 1.5 * _SMALL_PT) / 72)
+
+
+def fit_label(text: str, inches: float, lines: int = 2) -> str:
+    """An axis label or panel title (the 10 pt font) on at most ``lines`` lines of
+    ``inches``: wrapped, and shortened around an ellipsis (:func:`short_label`) when even
+    that is too little. A name longer than its panel's side made the layout give up
+    ("axes sizes collapsed to zero", a UserWarning) and the panels overlap."""
+    import textwrap
+
+    flat = " ".join(text.split())
+    per_char = text_width(flat, _LABEL_PT) / max(1, len(flat))
+    chars = max(8, int(inches * 72 / per_char)) if per_char > 0 else len(flat)
+    short = short_label(flat, chars * lines)
+    return "\n".join(textwrap.wrap(short, chars, break_on_hyphens=False)) or short
+
+
+def _is_choice(param: Any) -> bool:
+    return getattr(param, "type", None) == "choice"
+
+
+def _plot_scan(
+    ax: Any,
+    records: list[dict[str, Any]],
+    objective: str,
+    param: Any,
+    ticks: CategoryTicks | None = None,
+    panel_inches: float = _FIGURE_WIDTH,
+) -> None:
     """One objective against one parameter: numbers on a linear or (``log: true``) log
-    axis, choices as categories (their values' order, a little jitter apart)."""
+    axis, choices as categories (their values' order, a little jitter apart, labelled as
+    ``ticks`` says: see :func:`category_ticks`). The axis label is cut to the panel's
+    width (``panel_inches``, its share of the figure), as a long category label is."""
     units = {param.name: param.unit} if getattr(param, "unit", None) else {}
-    if getattr(param, "type", None) == "choice":
+    if _is_choice(param):
         values = list(param.values)
         index = {repr(v): i for i, v in enumerate(values)}
         rng = np.random.default_rng(0)  # the same jitter on every report of a campaign
@@ -741,9 +873,9 @@ def _plot_scan(ax: Any, records: list[dict[str, Any]], objective: str, param: An
             at = index.get(repr(r["parameters"].get(param.name)))
             return math.nan if at is None else at + jitter[id(r)]
 
+        ticks = ticks or category_ticks(values, panel_inches)
         ax.set_xticks(range(len(values)))
-        text = [str(v) for v in values]
-        ax.set_xticklabels(text, rotation=30 if sum(map(len, text)) > 24 else 0, fontsize="small")
+        ax.set_xticklabels(ticks.labels, rotation=ticks.rotation, fontsize="small")
         ax.set_xlim(-0.5, len(values) - 0.5)
     else:
 
@@ -755,7 +887,7 @@ def _plot_scan(ax: Any, records: list[dict[str, Any]], objective: str, param: An
     _plot_output(ax, records, objective, where, say=False)
     if getattr(param, "log", False) and getattr(param, "type", None) != "choice":
         _log_ticks(ax)
-    ax.set_xlabel(label(param.name, units))
+    ax.set_xlabel(fit_label(label(param.name, units), panel_inches * _PANEL_FILL))
     ax.tick_params(labelsize="small")
 
 
@@ -966,8 +1098,8 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
             _middle(xs_all, far_x),
             _middle(ys_all, far_y),
         )
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(fit_label(x, _FIGURE_WIDTH * _PANEL_FILL))
+    ax.set_ylabel(fit_label(y, _ROW_AXES))
     if ax.get_legend_handles_labels()[0]:  # none: matplotlib warns "No artists with labels"
         ax.legend(loc="best", fontsize="small")
     else:

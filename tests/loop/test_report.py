@@ -17,11 +17,15 @@ from typer.testing import CliRunner
 from loop import Store, parse_campaign
 from loop.cli import app
 from loop.report import (
+    CATEGORY_LABEL_CHARS,
     OutputError,
     annotate,
+    category_ticks,
     final_hypervolume,
     hypervolume_trace,
+    plot_report,
     report_figure,
+    short_label,
     stored_campaign,
     write_output,
 )
@@ -421,3 +425,134 @@ def test_log_axis_tick_labels_do_not_print_over_each_other(tmp_path: Path, xs: l
 def _inside(ax: Any, x: float) -> bool:
     low, high = ax.get_xlim()
     return bool(low <= x <= high)
+
+
+# The bundled dataset_suzuki campaign's longest values (SMILES): its report's labels ran
+# over one another and into the panels beside and below, and stderr showed "UserWarning:
+# Tight layout not applied" (found in review). Nucleophiles share a 30-character start.
+NUCLEOPHILES = [
+    "CC1=CC=C(N(C2CCCCO2)N=C3)C3=C1B(O)O",
+    "CC1=CC=C(N(C2CCCCO2)N=C3)C3=C1B4OC(C)(C)C(C)(C)O4",
+    "CC1=CC=C(N(C2CCCCO2)N=C3)C3=C1[B-](F)(F)F",
+]
+LIGANDS = [
+    "CC(P(C(C)(C)C)C(C)(C)C)(C)C",
+    "P(C1=CC=CC=C1)(C2=CC=CC=C2)C3=CC=CC=C3",
+    "CC(C)(C)P(C(C)(C)C)C1=CC=C(N(C)C)C=C1",
+    "P(C1CCCCC1)(C2CCCCC2)C3CCCCC3",
+    "CC1=CC=CC=C1P(C2=CC=CC=C2C)C3=CC=CC=C3C",
+    "CCCCP(C12C[C@@H]3C[C@@H](C[C@H](C2)C3)C1)C45C[C@H]6C[C@@H](C5)C[C@@H](C4)C6",
+    "COC1=CC=CC(OC)=C1C2=C(P(C3CCCCC3)C4CCCCC4)C=CC=C2",
+    "CC(C)(P(C(C)(C)C)[c-]1cccc1)C.CC(C)(P(C(C)(C)C)[c-]2cccc2)C.[Fe+2]",
+    "CC(C1=C(C2=CC=CC=C2P(C3CCCCC3)C4CCCCC4)C(C(C)C)=CC(C(C)C)=C1)C",
+    "[c-]1(P(C2=CC=CC=C2)C3=CC=CC=C3)cccc1.[c-]4(P(C5=CC=CC=C5)C6=CC=CC=C6)cccc4.[Fe+2]",
+    "CC1(C)C2=C(OC3=C1C=CC=C3P(C4=CC=CC=C4)C5=CC=CC=C5)C(P(C6=CC=CC=C6)C7=CC=CC=C7)=CC=C2",
+]
+SOLVENTS = ["N#CC", "C1COCC1", "O=CN(C)C", "CO"]
+
+
+def _suzuki_like(tmp_path: Path, name: str = "suzuki-like") -> tuple[Store, Any]:
+    """A campaign over the dataset's long choices (and a long output name), 8 trials."""
+    import json
+
+    choices = {"nucleophile": NUCLEOPHILES, "ligand": LIGANDS, "solvent": SOLVENTS}
+    params = "\n".join(
+        f"  - {{name: {k}, type: choice, values: {json.dumps(v)}}}" for k, v in choices.items()
+    )
+    output = "isolated_yield_of_the_coupled_product_by_hplc_in_percent"
+    text = f"""
+name: {name}
+parameters:
+{params}
+  - {{name: temperature_of_the_heated_reactor_block, type: float, bounds: [30, 110]}}
+objectives: [{{name: {output}, goal: maximize}}]
+instrument: {{function: "fn.py:measure", outputs: [{output}]}}
+planner: {{kind: sobol}}
+budget: {{max_trials: 8}}
+seed: 1
+"""
+    store = _store(tmp_path)
+    cid = store.create_campaign(name, text, str(tmp_path / "campaign.yaml"), 1)
+    for k in range(8):
+        point = {
+            "nucleophile": NUCLEOPHILES[k % 3],
+            "ligand": LIGANDS[(3 * k) % 11],
+            "solvent": SOLVENTS[k % 4],
+            "temperature_of_the_heated_reactor_block": 30.0 + 10 * k,
+        }
+        trial = store.add_trial(cid, point, "sobol")
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs={output: 10.0 * k},
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    return store, store.campaign(cid)
+
+
+def test_long_category_labels_are_bounded_and_the_layout_fits(tmp_path: Path) -> None:
+    """Every category label is at most CATEGORY_LABEL_CHARS characters, the values stay
+    told apart, and no label touches another label, another panel or the figure's edge;
+    drawing and writing the PNG warn about nothing (warnings are errors here)."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    store, row = _suzuki_like(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plot_report(store, row, tmp_path / "report.png")
+        fig = report_figure(store, row)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    assert out.stat().st_size > 0
+    renderer = canvas.get_renderer()
+    page = fig.bbox
+    scans = {ax.get_xlabel(): ax for ax in fig.axes if ax.get_xlabel() in CHOICE_LABELS}
+    assert set(scans) == set(CHOICE_LABELS)
+    for name, ax in scans.items():
+        texts = [t.get_text() for t in ax.get_xticklabels()]
+        assert all(len(t) <= CATEGORY_LABEL_CHARS for t in texts), texts
+        shown = [t for t in texts if t]
+        assert len(set(shown)) == len(shown) == CHOICE_LABELS[name], texts
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        for box in boxes:
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, (name, box)
+            for other in fig.axes:
+                assert not box.overlaps(other.get_window_extent(renderer)), (name, box)
+        ordered = sorted(boxes, key=lambda b: b.x0)
+        for left, right in zip(ordered, ordered[1:], strict=False):
+            assert left.x1 <= right.x0, texts
+    # the three nucleophiles keep their distinct ends, no numbers needed
+    assert [t.get_text() for t in scans["nucleophile"].get_xticklabels()] == [
+        "CC1=CC\u2026B(O)O",
+        "CC1=CC\u2026(C)O4",
+        "CC1=CC\u2026)(F)F",
+    ]
+    # long names are cut to their panel too (the axis's own label)
+    panel = fig.axes[1]
+    assert "\u2026" in panel.get_ylabel() and panel.get_ylabel().startswith("isolated_yield")
+
+
+CHOICE_LABELS = {"nucleophile": 3, "ligand": 11, "solvent": 4}
+
+
+def test_category_labels_shorten_number_and_escape() -> None:
+    assert short_label("N#CC") == "N#CC"
+    assert short_label("P(C1=CC=CC=C1)(C2=CC=CC=C2)C3=CC=CC=C3") == "P(C1=C\u2026CC=C3"
+    assert short_label("a  b\nc") == "a b c"
+    assert short_label("$5 per $g") == r"\$5 per \$g"  # not read as mathematics
+    # values that read the same once shortened are numbered in the file's order
+    same = [f"CC1=CC=C(N(C2CCCCO2)N=C3)C3=C1{k}B(O)O" for k in range(3)]
+    labels = category_ticks(same, 8 / 3).labels
+    assert [t.split(":")[0] for t in labels] == ["1", "2", "3"]
+    assert all(len(t) <= CATEGORY_LABEL_CHARS for t in labels)
+    # short labels that fit stand across; more than a narrow panel holds stand upright,
+    # every other one labelled when even that is too many
+    assert category_ticks(["none", "MACl", "PbI2"], 8 / 3).rotation == 0
+    upright = category_ticks(LIGANDS, 8 / 3)
+    assert upright.rotation == 90 and all(upright.labels) and upright.height > 0
+    crowded = category_ticks([f"v{k}" for k in range(60)], 8 / 3).labels
+    assert 0 < sum(bool(t) for t in crowded) < 60
