@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from loop import Runner, Store, load_campaign, parse_campaign
+from loop.asktell import TerminalOperator
 from loop.config import LoadedCampaign
 from simulators import get_problem
 
@@ -108,14 +112,41 @@ seed: 1
         assert math.isclose(obs[t.id or 0]["score"], want)
 
 
+class _AtTheBench:
+    """An operator at an ``instrument: manual`` campaign's prompt, typing on ``sys.stdin``
+    (``input()`` reads a non-terminal stdin with ``readline``): for each trial a yield that
+    differs from the last, then Enter (the parameters as set)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.trials = 0
+
+    def readline(self, size: int = -1) -> str:
+        if not self.lines:
+            self.trials += 1
+            self.lines = [f"{0.2 + 0.1 * (self.trials % 7):.2f}", ""]
+        return f"{self.lines.pop(0)}\n"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.yaml")), ids=lambda p: p.stem)
-def test_example_campaigns_run_with_a_tiny_budget(path: Path, tmp_path: Path) -> None:
+def test_example_campaigns_run_with_a_tiny_budget(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every bundled campaign runs: a manual one (campaigns/bench.yaml, the README's "A
+    human in the loop") through its real prompt, answered as an operator would."""
     loaded = load_campaign(path)
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     n_initial = loaded.campaign.planner.initial.size(len(loaded.campaign.parameters))
-    summary = Runner(loaded, store, max_trials=n_initial + 2).run()
+    runner = Runner(loaded, store, max_trials=n_initial + 2)
+    shown = io.StringIO()
+    if loaded.campaign.instrument.manual:
+        runner.operator = TerminalOperator(runner, Console(file=shown, width=200))
+        monkeypatch.setattr(sys, "stdin", _AtTheBench())
+    summary = runner.run()
     assert summary.completed == n_initial + 2
+    if loaded.campaign.instrument.manual:
+        assert f"trial {n_initial + 2}: set " in shown.getvalue()
     assert summary.best is not None and summary.best.objective is not None
     kinds = [t.kind for t in store.trials(summary.campaign_id)]
     assert kinds[-1] not in ("initial", "sobol", "random"), kinds
