@@ -15,11 +15,15 @@ registered to be pickled by value.
 Failures. A scheduler that does not answer within ``connect_timeout`` raises
 :class:`ExecutorUnavailable` naming the address and what to check; so does a port that
 accepts the connection but never speaks Dask (the dashboard's 8787 given for the scheduler's
-8786, an ssh port), since the handshake is bounded by the same limit, and a cluster whose
+8786), since the handshake is bounded by the same limit; a port that answers in another
+protocol (an ssh banner, an HTTP reply) is named as not a scheduler; and a cluster whose
 workers cannot import ``simulators`` (a worker that cannot unpickle a task closes itself and
 the task would wait for ever). A trial that is aborted (its ``timeout``, a stop) while its
 function runs gets its worker restarted (:meth:`DaskExecutor.abort`): a running task cannot
-be interrupted, and a worker left busy would hold every later trial sent to it. A scheduler
+be interrupted, and a worker left busy would hold every later trial sent to it. The worker
+is announced to the scheduler as leaving first, so the other trials queued on it (or
+running in its other threads) are rescheduled, not failed. A trial aborted while still
+queued is only cancelled: no worker is touched. A scheduler
 that is lost mid-campaign is reported to :attr:`DaskExecutor.on_lost` (the runner stops the
 campaign, resumable) instead of failing one trial after another. A worker that dies while
 computing a trial makes its future fail (``KilledWorker``: the local cluster is started with
@@ -54,6 +58,7 @@ _GRACE = 5.0
 """Seconds beyond ``connect_timeout`` before a probe thread that did not return is given up."""
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # SIGTERM is TerminateProcess on Windows
 _WORKER_GONE_WAIT = 10.0  # s for the scheduler to notice a worker ended by abort()
+_SETTLE = 2.0  # s for a cancellation to reach the scheduler and the worker (abort())
 _LOST_REASONS = ("scheduler-connection-lost",)
 """``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
@@ -235,10 +240,11 @@ class DaskExecutor:
     def connect(cls, address: str, *, connect_timeout: float = 10.0) -> DaskExecutor:
         """Connect to a running scheduler at ``address`` within ``connect_timeout`` s.
 
-        ``connect_timeout`` bounds the whole exchange, not only the TCP connection: a port
-        that accepts but is not a scheduler (the dashboard's, an ssh port, a proxy) would
-        otherwise hold the Dask handshake for ever. Then every worker must be able to
-        import ``simulators`` (see :meth:`check_workers`).
+        ``connect_timeout`` bounds the TCP connection and then, separately, the Dask
+        handshake (:func:`_probe_scheduler`): a port that accepts but is not a scheduler (the
+        dashboard's, an ssh port, a proxy) would otherwise hold the handshake for ever, and
+        the error says which step failed. Then every worker must be able to import
+        ``simulators`` (see :meth:`check_workers`).
 
         Raises:
             ExecutorUnavailable: nothing answered in time, or not as a Dask scheduler, or
@@ -250,15 +256,22 @@ class DaskExecutor:
         _quiet_distributed()
         try:
             _probe_scheduler(address, connect_timeout)
+        except _NotAScheduler as exc:
+            raise ExecutorUnavailable(
+                f"something answered at {address} but not as a Dask scheduler (an ssh or "
+                "HTTP port?); give the scheduler's address, e.g. tcp://host:8786 (its port is "
+                "8786 by default; 8787 is its dashboard's)",
+                address=address,
+            ) from exc
+        except Exception as exc:
+            # The probe's own errors (OSError, TimeoutError) say what failed and for how long.
+            why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            raise ExecutorUnavailable(_unreachable(address, why), address=address) from exc
+        try:
             client = Client(address, timeout=connect_timeout, set_as_default=False)
         except Exception as exc:
             raise ExecutorUnavailable(
-                f"no Dask scheduler answered at {address} within {connect_timeout:g} s "
-                f"({type(exc).__name__}: {exc}); start one (`dask scheduler`, or a "
-                "dask-jobqueue cluster) and give its address as `executor.address` (the "
-                "scheduler's port, 8786 by default, not the dashboard's 8787), raise "
-                "`executor.connect_timeout`, or use `executor: {kind: local}`",
-                address=address,
+                _unreachable(address, f"{type(exc).__name__}: {exc}"), address=address
             ) from exc
         executor = cls(client, None, "dask")
         try:
@@ -316,7 +329,15 @@ class DaskExecutor:
                 address=self.address,
             )
         if not outcome[0]:
-            logger.info("no Dask worker at %s yet; trials wait for one", self.address)
+            # A WARNING (the CLI hides INFO): without it a campaign waits in silence, each
+            # trial timing out, while a dask-jobqueue allocation is still pending.
+            logger.warning(
+                "no Dask worker is connected to the scheduler at %s yet: trials wait for "
+                "one, and their `timeout` counts the wait; start workers (`dask worker %s`), "
+                "or check that your dask-jobqueue jobs are running",
+                self.address,
+                self.address,
+            )
 
     def prepare(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> None:
         """Pickle ``function`` now, once, for every trial :meth:`submit` sends.
@@ -364,23 +385,31 @@ class DaskExecutor:
         return blob
 
     def abort(self, future: Any) -> None:
-        """Cancel ``future``; if its task is running, end the worker process running it.
+        """Cancel ``future``; if its function is running, end the worker process running it.
 
-        ``Future.cancel`` only releases the result: the function goes on in the worker's
-        thread (a Python thread cannot be interrupted), the scheduler counts the worker
-        free and gives it the next trials, which then wait behind the runaway one and time
-        out in turn. So the worker process running it is killed and its nanny starts a fresh
-        one, as after a crash; not ``Client.restart_workers``, whose graceful restart first
-        waits seconds for a close that cannot happen while the function runs. On a worker
-        with several threads, other trials there fail as ``KilledWorker`` (transient,
-        retried). A worker without a nanny would not come back, so it is left alone
-        (logged): it stays busy until the function returns.
+        ``Future.cancel`` only releases the result: a function already running goes on in
+        the worker's thread (a Python thread cannot be interrupted), the scheduler counts the
+        worker free and gives it the next trials, which then wait behind the runaway one and
+        time out in turn. So the worker process running it is killed and its nanny starts a
+        fresh one, as after a crash; not ``Client.restart_workers``, whose graceful restart
+        first waits seconds for a close that cannot happen while the function runs.
+
+        Only a function that is running ends its worker (:meth:`_running_on` asks the
+        worker). A trial still queued (more trials than worker threads, or workers still
+        starting) is only cancelled: the scheduler's ``processing`` lists every task
+        *assigned* to a worker, queued ones included, and killing the worker a queued trial
+        was assigned to killed another slot's healthy trial running there (found in
+        review). The worker is unregistered as leaving on purpose before it is killed
+        (:meth:`_end_worker`), so the other trials queued on it, or running in its other
+        threads, are sent to another worker instead of failing as ``KilledWorker``. A
+        worker without a nanny would not come back, so it is left alone (logged): it stays
+        busy until the function returns.
         """
         if future.done():
             return
         worker: str | None = None
+        key = getattr(future, "key", None)
         try:
-            key = future.key
             worker = next((w for w, keys in self.client.processing().items() if key in keys), None)
         except Exception as exc:  # the client is closing: nothing left to find
             logger.debug("looking up the worker of a Dask future: %s", exc)
@@ -388,7 +417,10 @@ class DaskExecutor:
             future.cancel()
         except Exception as exc:
             logger.debug("cancelling a Dask future: %s", exc)
-        if worker is None:
+        if worker is None:  # still queued in the scheduler: cancelled, it will never run
+            return
+        pid = self._running_on(worker, key)
+        if pid is None:  # it was queued on that worker, behind another trial: cancelled
             return
         try:
             nanny = self.client.scheduler_info()["workers"].get(worker, {}).get("nanny")
@@ -407,15 +439,58 @@ class DaskExecutor:
             "worker's process so the next trials do not wait behind it",
             worker,
         )
+        self._end_worker(worker, str(nanny), pid, key)
+
+    def _running_on(self, worker: str, key: Any) -> int | None:
+        """The pid of ``worker`` if one of its threads runs the task ``key``, else ``None``.
+
+        Asked after the future was cancelled, so the answer cannot go stale: a task the
+        worker only held (assigned, waiting for a thread) is dropped when the scheduler's
+        cancellation reaches it and never starts, one already started shows in its threads
+        until the function returns. The worker answers on its event loop, even while its
+        task threads are busy; while it still holds the task unstarted (the cancellation
+        on its way), it is asked again, for :data:`_SETTLE` s at most.
+        """
+        deadline = time.monotonic() + _SETTLE
+        while True:
+            try:
+                answers = self.client.run(_task_activity, key, workers=[worker], on_error="return")
+            except Exception as exc:  # the client is closing
+                logger.debug("asking Dask worker %s about its task: %s", worker, exc)
+                return None
+            answer = answers.get(worker)
+            if not isinstance(answer, tuple):  # the worker is gone, or could not answer
+                logger.debug("Dask worker %s did not say what it runs: %r", worker, answer)
+                return None
+            activity, pid = answer
+            if activity == "executing":
+                return int(pid)
+            if activity != "queued" or time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def _end_worker(self, worker: str, nanny: str, pid: int, key: Any) -> None:
+        """Kill ``worker``'s process ``pid`` through its ``nanny``, which starts a new one.
+
+        First the scheduler is told that the worker leaves on purpose
+        (:meth:`_announce_leaving`): a worker that dies unannounced makes every task
+        assigned to it suspicious, and with ``allowed-failures: 0`` each fails as
+        ``KilledWorker``, trials only queued behind the runaway one included. Announced,
+        they are rescheduled (on the fresh worker, or another). Only once the scheduler has
+        dropped the cancelled task, else it would reschedule that one too and run it again
+        elsewhere; if it cannot be told, the worker is killed unannounced, as before.
+        """
+        announced = self._released(worker, key) and self._announce_leaving(worker)
         try:
-            # Both stdlib functions travel by reference. The worker answers on its event
-            # loop even while its task thread is busy; the kill is sent by its nanny (same
-            # host, and it answers, so the scheduler logs no failed call), which then
-            # starts a fresh worker as after any crash.
-            pid = self.client.run(os.getpid, workers=[worker])[worker]
-            self.client.run(os.kill, pid, _KILL, workers=[worker], nanny=True)
+            # A stdlib function travels by reference. Sent to the nanny (same host, and it
+            # answers, so the scheduler logs no failed call), which then starts a fresh
+            # worker as after any crash. Addressed directly: an unregistered worker's nanny
+            # is no longer known to the scheduler as such.
+            self.client.run(os.kill, pid, _KILL, workers=[nanny])
         except Exception as exc:
             logger.warning("could not end Dask worker %s: %s: %s", worker, type(exc).__name__, exc)
+            return
+        if announced:
             return
         # Until the scheduler has seen it go, it counts the cancelled worker free and may hand
         # it the next trial, which would then die with it (KilledWorker).
@@ -428,6 +503,47 @@ class DaskExecutor:
                 return
             time.sleep(0.05)
         logger.warning("Dask worker %s was ended but the scheduler still lists it", worker)
+
+    def _announce_leaving(self, worker: str) -> bool:
+        """Have the scheduler remove ``worker`` as an expected departure, its tasks
+        rescheduled, without closing it; whether that was done.
+
+        ``Scheduler.remove_worker(expected=True, close=False)``, run in the scheduler's
+        process. Not through its ``unregister`` call: the RPC layer takes ``close`` for
+        itself, so the scheduler would also tell the worker to close, gracefully, and its
+        nanny with it, which then does not start a fresh one. The function is a closure,
+        so cloudpickle sends it by value: a scheduler without closedloop installed runs it
+        too. One that refuses (``distributed.scheduler.pickle: false``, another signature)
+        leaves the kill unannounced.
+        """
+        stimulus_id = f"closedloop-abort-{time.time()}"
+
+        async def remove(dask_scheduler: Any) -> Any:
+            return await dask_scheduler.remove_worker(
+                address=worker, stimulus_id=stimulus_id, expected=True, close=False
+            )
+
+        try:
+            self.client.run_on_scheduler(remove)
+        except Exception as exc:
+            logger.debug("announcing the end of Dask worker %s: %s", worker, exc)
+            return False
+        return True
+
+    def _released(self, worker: str, key: Any) -> bool:
+        """Whether the scheduler has dropped the cancelled ``key`` from ``worker``'s tasks
+        (the cancellation travels on its own stream), waiting :data:`_SETTLE` s at most."""
+        deadline = time.monotonic() + _SETTLE
+        while True:
+            try:
+                if key not in self.client.processing(workers=[worker]).get(worker, ()):
+                    return True
+            except Exception as exc:
+                logger.debug("asking the scheduler about worker %s: %s", worker, exc)
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def lost(self, exc: BaseException | None = None) -> str | None:
         """Why no trial can run on this executor any more, or ``None`` if it still can.
@@ -584,27 +700,84 @@ def _unpicklable_globals(function: Any, seen: set[int] | None = None) -> list[st
     return found
 
 
-def _probe_scheduler(address: str, timeout: float) -> None:
-    """Open one Dask connection to ``address`` and complete its handshake, within ``timeout``.
+class _NotAScheduler(Exception):
+    """Something answered at the address, but not with Dask's handshake (an ssh banner, an
+    HTTP reply): a port of another service was given for the scheduler's."""
 
-    ``Client(timeout=...)`` bounds the TCP connect only; the handshake that follows waits
-    for the peer's first message with no limit, for ever when the port accepts but never
-    speaks Dask. Here the whole exchange runs under ``asyncio.wait_for`` (which cancels the
-    read cleanly), on its own event loop in a daemon thread so a caller's running loop is
-    never touched.
+
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """Open one Dask connection to ``address`` and complete its handshake.
+
+    Two steps, each timed on its own, so that the error says which one failed: the TCP
+    connection (retried until ``timeout``, as Dask does, for a scheduler still starting),
+    then the handshake, whose reply must come within another ``timeout``.
+    ``Client(timeout=...)`` bounds the connection only: the handshake after it waits for
+    the peer's first message with no limit, for ever when the port accepts but never speaks
+    Dask. Timing both under one limit (as before) let a refused port, retried until the
+    limit, race the outer timeout and be reported as "accepted but no handshake". Runs on
+    its own event loop in a daemon thread so a caller's running loop is never touched.
 
     Raises:
-        TimeoutError: no handshake within ``timeout`` s.
-        OSError: the connection was refused or closed (``CommClosedError`` is one).
+        OSError: nothing accepted the connection (refused, unreachable, an unknown host),
+            or the peer closed it during the handshake.
+        TimeoutError: the connection was accepted but no handshake came within ``timeout``.
+        _NotAScheduler: the peer answered, not in Dask's protocol (an ssh or HTTP port).
     """
-    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
     from distributed.security import Security
 
     connection_args = Security().get_connection_args("client")
+    scheme, location = parse_address(address)
+    connector = get_backend(scheme).get_connector()
+
+    async def tcp_connect() -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause, refused = 0.05, None
+        while True:
+            left = deadline - loop.time()
+            if refused is not None and left <= 0:
+                raise OSError(
+                    f"nothing accepted the connection for {timeout:g} s: {_root_cause(refused)}"
+                ) from refused
+            try:
+                return await asyncio.wait_for(
+                    connector.connect(location, deserialize=True, **connection_args),
+                    max(left, 0.01),
+                )
+            except TimeoutError as exc:  # asyncio's too (3.11+); also an OSError: first
+                raise OSError(
+                    f"no reply to the TCP connection within {timeout:g} s: a wrong host, "
+                    "or a firewall?"
+                ) from exc
+            except OSError as exc:  # refused (a scheduler still starting?): retry, as Dask
+                refused = exc
+                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0.0)))
+                pause = min(pause * 2, 1.0)
 
     async def handshake() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout, **connection_args), timeout)
-        await comm.close()
+        comm = await tcp_connect()
+        try:
+            # What distributed.comm.connect does once connected: send ours, read theirs.
+            await comm.write(comm.handshake_info())
+            reply = await asyncio.wait_for(comm.read(), timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"the port accepted the connection but sent no Dask handshake within "
+                f"{timeout:g} s: is it a scheduler's port?"
+            ) from exc
+        except OSError as exc:
+            raise OSError(
+                f"the port accepted the connection but closed it during the Dask handshake "
+                f"({_root_cause(exc)}): is it a scheduler's port, and does it want tls://?"
+            ) from exc
+        except Exception as exc:  # a banner or HTTP reply read as Dask frames
+            raise _NotAScheduler(f"{type(exc).__name__}: {exc}"[:200]) from exc
+        finally:
+            comm.abort()
+        if not isinstance(reply, dict):
+            raise _NotAScheduler(f"its first message was {type(reply).__name__}, not a handshake")
 
     outcome: list[BaseException | None] = []
 
@@ -617,17 +790,43 @@ def _probe_scheduler(address: str, timeout: float) -> None:
 
     thread = threading.Thread(target=run, name="closedloop-dask-probe", daemon=True)
     thread.start()
-    thread.join(timeout + _GRACE)
+    thread.join(2 * timeout + _GRACE)
     if not outcome:
-        raise TimeoutError(f"no Dask handshake within {timeout:g} s")
-    exc = outcome[0]
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        raise TimeoutError(
-            f"the port accepted the connection but sent no Dask handshake within "
-            f"{timeout:g} s: is it a scheduler's port?"
-        ) from exc
-    if exc is not None:
-        raise exc
+        raise TimeoutError(f"no Dask handshake within {2 * timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _unreachable(address: str, why: str) -> str:
+    """The error for a scheduler that did not answer, ``why`` saying how, and the fixes."""
+    return (
+        f"no Dask scheduler answered at {address} ({why}); start one (`dask scheduler`, or "
+        "a dask-jobqueue cluster) and give its address as `executor.address` (the "
+        "scheduler's port, 8786 by default, not the dashboard's 8787), raise "
+        "`executor.connect_timeout`, or use `executor: {kind: local}`"
+    )
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of ``exc``, ``ConnectionRefusedError: [Errno 111] Connection
+    refused`` rather than distributed's wrapping ``CommClosedError: in <TCPConnector>: ...``."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _task_activity(key: Any, dask_worker: Any = None) -> tuple[str, int]:
+    """On a worker, through ``Client.run`` (:meth:`DaskExecutor.abort`): whether one of its
+    threads runs the task ``key`` (``"executing"``), it holds the task without running it
+    (``"queued"``: assigned, waiting for a thread, or its cancellation not yet arrived), or
+    neither (``""``); and the worker's pid, to end it.
+
+    ``Worker.get_call_stack`` is what ``Client.call_stack`` asks a worker: the keys its
+    threads are running now, not those merely assigned to it.
+    """
+    executing = bool(dask_worker.get_call_stack(keys=[key]))
+    tasks = getattr(getattr(dask_worker, "state", None), "tasks", None) or {}
+    return ("executing" if executing else "queued" if key in tasks else "", os.getpid())
 
 
 class _ShutdownHeartbeatFilter(logging.Filter):

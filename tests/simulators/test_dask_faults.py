@@ -1,0 +1,236 @@
+"""Dask faults found in review: aborting a queued trial, and ports that are not a scheduler's.
+
+A trial that timed out while still *queued* (more trials than worker threads) had the worker
+of another, healthy trial killed, because ``Client.processing()`` lists the tasks assigned
+to a worker, not only the one it runs; killing a worker also failed every trial queued on it
+(``KilledWorker``). A refused port was sometimes reported as "accepted but sent no Dask
+handshake", and a port that speaks first (an ssh banner) as a ``MemoryError``. These run a
+real ``LocalCluster`` (one worker process, on loopback) and real sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instruments import load_function
+from simulators._executor import DaskExecutor, ExecutorUnavailable, _probe_scheduler
+
+SLEEPS = """
+import time
+
+
+def sleep(inputs):
+    time.sleep(inputs["s"])
+    return {"y": inputs["s"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def one_worker() -> Iterator[DaskExecutor]:
+    """A local cluster of one single-threaded worker: a second trial queues behind the first."""
+    executor = DaskExecutor.local(workers=1)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@pytest.fixture
+def sleep(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
+    """A campaign-file function (sent by value: the workers cannot import the tests)."""
+    (tmp_path / "model.py").write_text(SLEEPS)
+    return load_function("model.py:sleep", base_dir=tmp_path)
+
+
+def _until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {limit:g} s: {what}")
+        time.sleep(0.05)
+
+
+def _executing(executor: DaskExecutor, future: Any) -> bool:
+    return any(future.key in keys for keys in executor.client.call_stack().values())
+
+
+def _assigned(executor: DaskExecutor, future: Any) -> bool:
+    return any(future.key in keys for keys in executor.client.processing().values())
+
+
+def _workers(executor: DaskExecutor) -> set[str]:
+    return set(executor.client.scheduler_info()["workers"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_aborting_a_trial_queued_behind_another_leaves_the_other_running(
+    one_worker: DaskExecutor, sleep: Callable[[dict[str, Any]], Any]
+) -> None:
+    """Was: the queued trial's abort killed the worker, and the running trial of another
+    slot failed as KilledWorker."""
+    _until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
+    workers = _workers(one_worker)
+    running = one_worker.submit(sleep, {"s": 3.0})
+    _until(lambda: _executing(one_worker, running), "the first trial runs")
+    queued = one_worker.submit(sleep, {"s": 0.1})
+    _until(lambda: _assigned(one_worker, queued), "the second is assigned to the worker")
+    assert not _executing(one_worker, queued)  # assigned, waiting for the only thread
+
+    one_worker.abort(queued)
+
+    assert running.result(timeout=60) == {"y": 3.0}
+    assert queued.cancelled()
+    assert _workers(one_worker) == workers  # the same worker process: not restarted
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_aborting_a_runaway_trial_spares_the_trials_queued_behind_it(
+    one_worker: DaskExecutor, sleep: Callable[[dict[str, Any]], Any]
+) -> None:
+    """The runaway's worker is still ended (a busy worker would hold every later trial), but
+    the trials queued on it are rescheduled, not failed as KilledWorker (the local cluster
+    has ``allowed-failures: 0``, and a worker that dies unannounced fails all its tasks)."""
+    _until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
+    workers = _workers(one_worker)
+    runaway = one_worker.submit(sleep, {"s": 600.0})
+    _until(lambda: _executing(one_worker, runaway), "the runaway trial runs")
+    queued = one_worker.submit(sleep, {"s": 0.1})
+    _until(lambda: _assigned(one_worker, queued), "the next is assigned to the same worker")
+
+    one_worker.abort(runaway)
+
+    # generous: a fresh worker process starts in seconds; the old one sleeps 600 s
+    assert queued.result(timeout=120) == {"y": 0.1}
+    assert runaway.cancelled()
+    assert _workers(one_worker).isdisjoint(workers)  # the runaway's process was replaced
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_scheduler_without_workers_warns_and_a_waiting_trial_is_only_cancelled(
+    caplog: pytest.LogCaptureFixture, sleep: Callable[[dict[str, Any]], Any]
+) -> None:
+    """Was: "no Dask worker ... trials wait for one" at INFO, which the CLI hides."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=0,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="simulators._executor"):
+            executor = DaskExecutor.connect(cluster.scheduler_address, connect_timeout=30)
+        try:
+            waiting = executor.submit(sleep, {"s": 0.1})
+            started = time.monotonic()
+            executor.abort(waiting)
+            took = time.monotonic() - started
+        finally:
+            executor.close()
+    finally:
+        cluster.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned
+    where = cluster.scheduler_address
+    assert f"no Dask worker is connected to the scheduler at {where}" in warned[0]
+    assert "`timeout` counts the wait" in warned[0]
+    assert waiting.cancelled() and took < 5, took
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_port_is_reported_as_refused_not_as_a_silent_one() -> None:
+    """Was: the TCP connect (retried on refusal until the limit) and the handshake shared one
+    limit, so a refused port was sometimes "accepted but sent no Dask handshake"."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    for _ in range(3):  # the race lost one time in a few
+        with pytest.raises(OSError) as info:
+            _probe_scheduler(address, 0.5)
+        assert "nothing accepted the connection for 0.5 s" in str(info.value)
+        assert "ConnectionRefusedError" in str(info.value)
+    with pytest.raises(ExecutorUnavailable) as unavailable:
+        DaskExecutor.connect(address, connect_timeout=1)
+    message = str(unavailable.value)
+    assert f"no Dask scheduler answered at {address} (nothing accepted" in message
+    assert "handshake" not in message
+
+
+class _Speaker:
+    """A port that writes ``greeting`` on accept (an ssh banner) or on the first bytes it
+    receives (an HTTP server's error reply), then holds the connection."""
+
+    def __init__(self, greeting: bytes, *, first: bool) -> None:
+        self.greeting, self.first = greeting, first
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                conn = self.server.accept()[0]
+                self.connections.append(conn)
+                if not self.first:
+                    conn.recv(1024)
+                conn.sendall(self.greeting)
+        except OSError:  # closed at the end of the test
+            pass
+
+    def close(self) -> None:
+        self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+        self.thread.join(5)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("greeting", "first"),
+    [
+        (b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6\r\n", True),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", False),
+    ],
+    ids=["ssh-banner", "http-reply"],
+)
+def test_a_port_that_answers_in_another_protocol_is_named_as_not_a_scheduler(
+    greeting: bytes, first: bool
+) -> None:
+    """Was: "no Dask scheduler answered ... (MemoryError: Unable to allocate 2.82 EiB ...)":
+    the banner's bytes were read as a Dask frame count."""
+    speaker = _Speaker(greeting, first=first)
+    address = f"tcp://127.0.0.1:{speaker.port}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(ExecutorUnavailable) as info:
+            DaskExecutor.connect(address, connect_timeout=5)
+    finally:
+        speaker.close()
+    message = str(info.value)
+    assert message.startswith(
+        f"something answered at {address} but not as a Dask scheduler (an ssh or HTTP port?); "
+        "give the scheduler's address, e.g. tcp://host:8786"
+    ), message
+    assert "MemoryError" not in message and "EiB" not in message
+    assert info.value.address == address
+    assert time.monotonic() - started < 5  # told at once, not after the handshake's limit
