@@ -8,6 +8,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
+class RuleError(ValueError):
+    """A rule across the keys of ``instrument:`` broken, with what to change.
+
+    Pydantic keeps the exception a validator raised (``ctx["error"]`` of its error), so the
+    campaign loader shows ``fix`` on the message's fix line; the message alone says what is
+    wrong. Without it, the fix shown was the one for the section (``instrument: {simulator:
+    branin}``), unrelated to a missing ``timeout`` (found in review).
+    """
+
+    def __init__(self, message: str, *, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 class ExecutorConfig(BaseModel):
     """Where a simulated detector computes its outputs (``instrument.executor``).
 
@@ -44,15 +58,27 @@ class ExecutorConfig(BaseModel):
     @model_validator(mode="after")
     def _address_for_dask(self) -> ExecutorConfig:
         if self.kind == "dask" and self.address is None:
-            raise ValueError(
-                'executor kind dask needs `address: "tcp://host:8786"` (the scheduler\'s); '
-                "use `kind: local` to start a cluster on this machine"
+            raise RuleError(
+                "executor kind dask needs the address of a running scheduler",
+                fix='add e.g. address: "tcp://host:8786", or use `kind: local` to start a '
+                "cluster on this machine",
             )
         if self.kind != "dask" and self.address is not None:
-            raise ValueError(f"`address` is for `kind: dask`; kind {self.kind} takes none")
+            raise RuleError(
+                f"`address` is for `kind: dask` (a running scheduler); kind {self.kind} takes none",
+                fix="drop `address`, or write `kind: dask` to use the scheduler there",
+            )
         if self.kind != "local" and self.workers is not None:
-            raise ValueError(
-                f"`workers` is for `kind: local`; a {self.kind} executor has its own workers"
+            has = (
+                "computes in this process, with no workers"
+                if self.kind == "inprocess"
+                else "uses the workers started for its scheduler"
+            )
+            raise RuleError(
+                "`workers` is the size of the cluster `kind: local` starts; kind "
+                f"{self.kind} {has}",
+                fix="drop `workers`, or write `kind: local` to start that many worker "
+                "processes on this machine",
             )
         return self
 
@@ -77,7 +103,7 @@ class InstrumentConfig(BaseModel):
     manual: bool = Field(
         default=False,
         description="A person runs each trial and enters the measured outputs at a prompt "
-        "(`outputs:` names them).",
+        "(`outputs:` names them; a campaign's objectives by default).",
     )
     function: str | None = Field(
         default=None,
@@ -174,25 +200,34 @@ class InstrumentConfig(BaseModel):
     def _hang_needs_timeout(self) -> InstrumentConfig:
         # Without a timeout a hung run would stall the campaign for ever.
         if self.hang_rate > 0 and self.timeout is None:
-            raise ValueError("hang_rate needs a `timeout: SECONDS`, or a hung run never ends")
+            raise RuleError(
+                "hang_rate needs a `timeout: SECONDS`, or a hung run never ends",
+                fix="add e.g. timeout: 60 (seconds a run may take before it is aborted and "
+                "the trial fails), or drop hang_rate",
+            )
         return self
 
     @model_validator(mode="after")
     def _one_source(self) -> InstrumentConfig:
         sources = (self.simulator, self.function, self.file, self.devices, self.dataset)
         if sum(s is not None for s in sources) + self.manual != 1:
-            raise ValueError(
+            raise RuleError(
                 "give exactly one of `simulator: NAME` (a built-in), "
                 "`function: module:function` (your own model), `dataset: NAME` (measured "
                 "data: `closedloop datasets`), `file: instrument.yaml`, "
                 "inline `devices: {...}` (hardware: EPICS PVs, plugin devices) or "
-                "`manual: true` (a person enters the results)"
+                "`manual: true` (a person enters the results)",
+                fix="keep one of them, e.g. instrument: {simulator: branin}",
             )
         if self.manual:
             if not self.outputs:
-                raise ValueError(
-                    "a manual instrument needs `outputs: [name, ...]`: what the operator "
-                    "measures and types in"
+                # A campaign fills in its objectives (and outcome-constrained outputs) when
+                # `outputs:` is left out (loop.config); an empty list names none.
+                raise RuleError(
+                    "a manual instrument needs at least one output: what the operator "
+                    "measures and types in",
+                    fix="list them, e.g. outputs: [yield, purity], or leave `outputs:` out to "
+                    "enter the objectives",
                 )
             simulated = [
                 key
@@ -208,31 +243,54 @@ class InstrumentConfig(BaseModel):
                 if key in self.model_fields_set
             ]
             if simulated:
-                raise ValueError(
-                    f"{', '.join(simulated)} simulate a faulty instrument and do not apply to "
-                    "a manual one (the operator's numbers are the measurement)"
+                one = len(simulated) == 1
+                raise RuleError(
+                    f"{', '.join(simulated)} simulate{'s' * one} a faulty instrument and "
+                    f"{'does' if one else 'do'} not apply to a manual one (the operator's "
+                    "numbers are the measurement)",
+                    fix=f"drop {', '.join(simulated)}",
                 )
         if self.manual and self.count != 1:
-            raise ValueError("a manual instrument is one operator: `count` must be 1")
+            raise RuleError(
+                "a manual instrument is one operator: `count` must be 1",
+                fix="drop `count` (several people: one campaign each, or ask/tell: `closedloop "
+                "suggest -n N`)",
+            )
         if self.count != 1 and (self.file is not None or self.devices is not None):
-            raise ValueError(
-                "an instrument file describes one set of hardware: `count` must be 1 (run "
-                "one campaign per instrument, or use a simulator/function for several slots)"
+            raise RuleError(
+                "an instrument file describes one set of hardware: `count` must be 1",
+                fix="drop `count` and run one campaign per instrument (slots are for a "
+                "simulator or a function)",
             )
         if self.executor.kind != "inprocess" and (
             self.manual or self.file is not None or self.devices is not None
         ):
-            raise ValueError(
+            raise RuleError(
                 "`executor` runs a simulator or a `function:` on Dask; a manual or declared "
-                "(hardware) instrument computes nothing to send there"
+                "(hardware) instrument computes nothing to send there",
+                fix="drop `executor`",
             )
         if (self.file is not None or self.devices is not None) and self.outputs:
-            raise ValueError("a declared instrument lists its outputs in its own `outputs:`")
+            raise RuleError(
+                "a declared instrument lists its outputs in its own `outputs:`",
+                fix="drop `outputs:` here; the instrument file's (or inline devices') "
+                "`outputs:` names them",
+            )
         if self.spec is not None and self.dataset is None:
-            raise ValueError("`spec:` describes a `dataset: data.csv`; give the dataset too")
+            raise RuleError(
+                "`spec:` describes a `dataset: data.csv`; give the dataset too",
+                fix="add dataset: PATH.csv (the measurements the spec describes), or drop `spec:`",
+            )
         if self.function is not None and not self.outputs:
-            raise ValueError("a `function:` instrument needs `outputs: [name, ...]`")
+            raise RuleError(
+                "a `function:` instrument needs `outputs: [name, ...]`",
+                fix="list the keys of the dict the function returns, e.g. outputs: [y]",
+            )
         noises = self.noise.values() if isinstance(self.noise, dict) else [self.noise]
         if any(not (0.0 <= n < 1e12) for n in noises):
-            raise ValueError("noise must be a finite sd >= 0")
+            raise RuleError(
+                "noise must be a finite sd >= 0",
+                fix="write a standard deviation in the output's units, e.g. noise: 0.1 (or "
+                "per output: noise: {y: 0.1})",
+            )
         return self

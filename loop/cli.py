@@ -7,7 +7,8 @@ pause), in loop/cli_instruments.py; built-in problems: ``simulators`` and ``data
 (loop/cli_datasets.py).
 
 Errors a user can cause are printed as one message (file, line, fix) with exit code 2 for
-bad input and 1 for a failed run; never a traceback unless ``--debug``.
+bad input (a request refused as given, such as resuming a finished campaign without a larger
+budget) and 1 for a failed run; never a traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -58,12 +59,27 @@ app = typer.Typer(
 console = Output(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # see Output
 
+
+def _store_url(value: str) -> str:
+    """``--store`` (or ``$CLOSEDLOOP_STORE``): a path given without its scheme
+    (``runs/x.db``) is refused with the URL of that very file, ``sqlite:///runs/x.db``; the
+    store's own message suggested ``sqlite:///closedloop.db``, another file (found in
+    review). An absolute path gives ``sqlite:////data/x.db``, as the README writes it. A
+    URL with a scheme is the store's to judge."""
+    if "://" in value:
+        return value
+    raise typer.BadParameter(
+        f"{value!r} is not a database URL; for a SQLite file write sqlite:///{value}"
+    )
+
+
 StoreOpt = Annotated[
     str,
     typer.Option(
         "--store",
         envvar="CLOSEDLOOP_STORE",
         help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
+        callback=_store_url,
     ),
 ]
 CampaignOpt = Annotated[
@@ -483,7 +499,7 @@ def _stop_on_signals(runner: Runner) -> Iterator[None]:
         if len(received) == 1:
             # os.write, not rich: the main thread may be inside a console write right now.
             _write_stderr(
-                f"\n{name}: stopping after the current trial is aborted and stored; "
+                f"\n{name}: stopping {_after_in_flight(runner)}; "
                 f"{name} again writes the safe state and stops at once\n"
             )
             runner.request_stop(f"stopped by {name}")
@@ -513,6 +529,19 @@ def _stop_on_signals(runner: Runner) -> Iterator[None]:
         if not received:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _after_in_flight(runner: Runner) -> str:
+    """When a stop asked for now takes effect: after the trials being measured are aborted
+    and stored, counted (with several slots, "the current trial" read as one; found in
+    review). Reads the scheduler's slots only (safe in a signal handler)."""
+    scheduler = getattr(runner, "_scheduler", None)
+    n = scheduler.in_flight() if scheduler is not None else 0
+    if n == 1:
+        return "after the trial in flight is aborted and stored"
+    if n > 1:
+        return f"after the {n} trials in flight are aborted and stored"
+    return "before the next trial starts"
 
 
 def _say_interrupted() -> None:
@@ -590,9 +619,15 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
     A trial ``running`` with no live runner is not being measured: it was left in flight
     (a kill, a crash) and ``resume`` reconciles it. A slot retired by the runner (it kept
     failing while the others worked) shows as such, with the reason, until it runs again.
+    Trials told with ``tell`` ran on no slot: without a trial that did, there is no table
+    (it showed every slot idle, nothing run); with one, they are counted under it.
     """
     count = getattr(c.instrument, "count", 1)
     if count <= 1 and all((t.slot or 0) == 0 for t in trials):
+        return
+    if all(t.slot is None for t in trials):
+        # No trial ran on a slot: prior data, and trials told with `tell` (ask/tell has no
+        # slots). A table of idle slots with nothing run read as a stuck runner.
         return
     spec = specs(c.parameters)
     rows = []
@@ -620,7 +655,11 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
             ]
         )
     headers = ["slot", "state", "current trial", "parameters", "completed", "failed"]
-    console.print(WholeTable(f"instrument slots ({count})", headers, rows, {0, 2, 4, 5}))
+    told = [t for t in trials if t.slot is None and t.kind != "prior" and t.status != "running"]
+    caption = f"{len(told)} trial(s) told with `closedloop tell` ran on no slot" if told else None
+    console.print(
+        WholeTable(f"instrument slots ({count})", headers, rows, {0, 2, 4, 5}, caption=caption)
+    )
 
 
 def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
@@ -796,7 +835,7 @@ def export(
         typer.Option("--format", "-f", help="csv or json (default: -o's suffix, else csv)."),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+        Path | None, typer.Option("--output", "-o", help="File (default, or -: stdout).")
     ] = None,
 ) -> None:
     """Export one record per trial: id, status, parameters, readbacks, outputs, run uid.
@@ -808,6 +847,8 @@ def export(
     from loop.report import OutputError, annotate, stored_campaign, to_csv, to_json, write_output
     from loop.store import Store, export_records
 
+    if output is not None and str(output) == "-":
+        output = None  # the Unix way to say stdout; it wrote a file named "-" (found in review)
     format = _export_format(format, output)
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
@@ -1361,10 +1402,13 @@ def _entry() -> None:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         # A store that cannot be used as given (missing, unwritable, newer, no such
         # campaign) is bad input like a bad file; a busy or lost lease, or a file deleted
-        # under a run, is not.
-        bad_input = isinstance(exc, StoreError) and not isinstance(
-            exc, CampaignLocked | LeaseLost | StoreGone
-        )
+        # under a run, is not. A finished campaign resumed without a larger budget is
+        # refused as given, as `suggest` refuses it and as `resume` refuses a store with no
+        # unfinished campaign: one code for "give a larger budget" (it was 1 here only).
+        bad_input = (
+            isinstance(exc, StoreError)
+            and not isinstance(exc, CampaignLocked | LeaseLost | StoreGone)
+        ) or _finished(exc)
         sys.exit(2 if bad_input else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -1391,6 +1435,16 @@ def _entry() -> None:
                 show()
             else:
                 err_console.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+            option = getattr(exc, "option_name", None)
+            if option in _GLOBAL_OPTIONS:
+                # `closedloop run FILE -v`: said only "No such option: -v" (found in review)
+                err_console.print(
+                    f"hint: {option} is an option of closedloop itself, not of a command: "
+                    f"give it before the command, e.g. `closedloop {option} "
+                    f"{_command_of(exc)} ...`",
+                    highlight=False,
+                    markup=False,
+                )
             sys.exit(exc.exit_code)
         from sqlalchemy.exc import OperationalError
 
@@ -1415,6 +1469,29 @@ def _entry() -> None:
             markup=False,
         )
         sys.exit(1)
+
+
+#: The options of ``closedloop`` itself (``_main``), which go before the command.
+_GLOBAL_OPTIONS = ("-v", "--verbose", "--debug")
+
+
+def _command_of(exc: BaseException) -> str:
+    """The command a usage error is about, as typed after ``closedloop`` (``run``,
+    ``instruments check``)."""
+    names = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None and ctx.parent is not None:  # the root is closedloop itself
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or "COMMAND"
+
+
+def _finished(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``loop.runner.CampaignFinished`` (resume of a finished campaign
+    without a larger budget). ``loop.runner`` is looked up, not imported: it raised the
+    error only if it is loaded, and importing it (bluesky) must not slow other errors."""
+    runner = sys.modules.get("loop.runner")
+    return runner is not None and isinstance(exc, runner.CampaignFinished)
 
 
 def _infeasible_space(exc: BaseException) -> bool:

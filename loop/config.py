@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from instruments import InstrumentConfig
-from instruments._instrument_file import pin_instrument_text
+from instruments._instrument_file import InstrumentFile, pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError
 from loop.prior import EXPORT_COLUMNS
@@ -53,6 +53,9 @@ from simulators._text import TextFileError, read_text
 logger = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 1_000_000
+
+#: The campaign name's pattern (``Campaign.name``; said in words by ``_PATTERN_WORDS``).
+_CAMPAIGN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$"
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
@@ -96,9 +99,10 @@ def parameter_value(param: Any, text: str) -> Any:
     A choice (or a fixed parameter's one value) is matched by its text, a boolean in any case
     (``true`` is ``True``), then a number by its value (``2.0`` is the choice ``2``, as the
     prior CSV an export wrote says it); an int parameter takes a whole number (``3``,
-    ``3.0``), a float parameter any finite number. Surrounding spaces do not count. Bounds
-    and constraints are not checked here: each caller checks them where it can say why
-    (prior data and ``tell`` against the space, ``plan --at`` by the dispatcher's limits).
+    ``3.0``), a float parameter any finite number (as ``read_number`` reads it: not
+    ``1_000``). Surrounding spaces do not count. Bounds and constraints are not checked here:
+    each caller checks them where it can say why (prior data and ``tell`` against the space,
+    ``plan --at`` by the dispatcher's limits).
 
     Raises:
         ValueError: ``text`` names no value of ``param``. Its message (``is not one of a, b``,
@@ -112,14 +116,15 @@ def parameter_value(param: Any, text: str) -> Any:
         for v in values:  # the text first: a choice "2.0" beside a choice 2 is "2.0"
             if raw == str(v) or (isinstance(v, bool) and raw.lower() == str(v).lower()):
                 return v
-        number = _number(raw)
+        try:
+            as_number: float | None = read_number(raw)
+        except ValueError:
+            as_number = None
         for v in values:
-            if isinstance(v, int | float) and not isinstance(v, bool) and number == float(v):
+            if isinstance(v, int | float) and not isinstance(v, bool) and as_number == float(v):
                 return v
         raise ValueError(f"is not one of {', '.join(str(v) for v in values)}")
-    number = _number(raw)
-    if number is None:
-        raise ValueError("is not a number")
+    number = read_number(raw)
     if not math.isfinite(number):
         raise ValueError("is not a finite number")
     if kind == "int":
@@ -129,11 +134,34 @@ def parameter_value(param: Any, text: str) -> Any:
     return number
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+# A number as a lab writes it: digits with an optional point, sign and exponent.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def read_number(text: str) -> float:
+    """The number ``text`` writes, read as a person wrote it: ``0.6``, ``-3``, ``1.5e-3``,
+    ``.5`` (surrounding spaces do not count), or ``inf``/``nan``, which each caller refuses
+    in its own words (a failed measurement is ``tell --fail``, not ``nan``).
+
+    The one reading of a number typed or written in a cell: ``tell`` and the operator's
+    prompt (``loop.asktell.parse_number``), a prior-data or results CSV, ``tell --actual``
+    and ``plan --at`` (``parameter_value``). Python's ``float()`` takes more than a lab
+    writes, and read it silently: ``0_6`` (a slip for ``0.6``) as 6.0 and ``5_0`` as 50.0,
+    digits of other scripts, ``infinity`` (found in review). Those are refused here.
+
+    Raises:
+        ValueError: not such a number. Its message (``is not a number``, saying why for an
+            underscore) reads after the value in the caller's own message.
+    """
+    raw = text.strip()
+    if _PLAIN_NUMBER.fullmatch(raw) or _NOT_FINITE.fullmatch(raw):
+        return float(raw)
+    if "_" in raw and _PLAIN_NUMBER.fullmatch(raw.replace("_", "")):
+        raise ValueError(
+            "is not a number: write it without underscores, e.g. 1000 or 0.6 (not 1_000 or 0_6)"
+        )
+    raise ValueError("is not a number")
 
 
 class Budget(BaseModel):
@@ -196,7 +224,7 @@ class Campaign(BaseModel):
     name: str = Field(
         min_length=1,
         max_length=100,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$",
+        pattern=_CAMPAIGN_NAME,
         description="Shown in status and carried in every run's start document.",
     )
     description: str = Field(default="", max_length=10_000)
@@ -233,20 +261,16 @@ class Campaign(BaseModel):
     def _instrument_shorthand(cls, value: Any, info: ValidationInfo) -> Any:
         """``instrument: branin``, ``instrument: pkg.mod:func`` or ``instrument: manual``
         (the operator enters the objectives' values, and the outcome-constrained outputs')
-        as shorthand."""
+        as shorthand; ``{manual: true}`` without ``outputs:`` enters the same outputs as
+        ``instrument: manual`` (it was refused, though the README presents ``outputs:`` as
+        the way to record more than the objectives; found in review)."""
         if value == "manual":
-            objectives = info.data.get("objectives") or []
-            outputs = [o.name for o in objectives]
-            for text in info.data.get("outcome_constraints") or []:
-                try:
-                    name = parse_outcome_constraint(text).name
-                except ValueError:
-                    continue  # reported with its line by the loader
-                if name not in outputs:
-                    outputs.append(name)
-            return {"manual": True, "outputs": outputs}
+            return {"manual": True, "outputs": _manual_outputs(info.data)}
         if isinstance(value, str):
             return {"function": value} if ":" in value else {"simulator": value}
+        if isinstance(value, Mapping) and value.get("manual") is True:
+            if value.get("outputs") is None:
+                return {**value, "outputs": _manual_outputs(info.data)}
         return value
 
     @property
@@ -262,6 +286,20 @@ class Campaign(BaseModel):
     def parsed_outcome_constraints(self) -> list[OutcomeConstraint]:
         """``outcome_constraints`` parsed (the loader has checked that they parse)."""
         return [parse_outcome_constraint(t) for t in self.outcome_constraints]
+
+
+def _manual_outputs(fields: Mapping[str, Any]) -> list[str]:
+    """What an operator enters by default: the objectives, then each output an outcome
+    constraint names (``fields``: the campaign's fields validated so far)."""
+    outputs = [o.name for o in fields.get("objectives") or []]
+    for text in fields.get("outcome_constraints") or []:
+        try:
+            name = parse_outcome_constraint(text).name
+        except ValueError:
+            continue  # reported with its line by the loader
+        if name not in outputs:
+            outputs.append(name)
+    return outputs
 
 
 @dataclass(frozen=True)
@@ -325,8 +363,10 @@ def parse_campaign(
     data = _read_yaml(text, path)
     dataset_pin = _apply_dataset(data, path, base_dir, stored=instrument_text, load=cross_check)
     if cross_check:  # a stored campaign is read as it was accepted (older rules)
+        _check_not_instrument_file(data, path)
         refuse_booleans(data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
         _check_manual_spelling(data, path)
+        _check_instrument_list(data, path)
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
@@ -437,7 +477,16 @@ def _instrument_error(
         if not (isinstance(key, str) and isinstance(instrument, Mapping) and key in instrument):
             key = "simulator" if campaign.instrument.simulator else "function"
         line = line_of(data, ("instrument", key)) or line_of(data, ("instrument",))
-    return CampaignConfigError(path, f"instrument: {exc}", line=line)
+    fix = _INSTRUMENT_FIXES.get(str(getattr(exc, "field", "")), "")
+    return CampaignConfigError(path, f"instrument: {exc}", line=line, fix=fix)
+
+
+#: Fixes for an instrument's complaint about the ``instrument:`` key it names (the message
+#: says what the instrument has).
+_INSTRUMENT_FIXES = {
+    "noise": "name only the outputs listed, e.g. noise: {y: 0.1}, or give one sd for all of "
+    "them, e.g. noise: 0.1",
+}
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -683,7 +732,87 @@ def _explain(exc: ValidationError, data: Any, path: Path) -> Exception:
     if at_bounds and all(_LOG_BOUNDS_MESSAGE in str(e["msg"]) for e in at_bounds):
         # The general bounds fix shows [0, 10], the very bounds a log scale refuses.
         hints = {**_HINTS, "bounds": _LOG_BOUNDS_HINT}
-    return explain(exc, data, path, model=Campaign, error=CampaignConfigError, hints=hints)
+    error = explain(exc, data, path, model=Campaign, error=CampaignConfigError, hints=hints)
+    return _own_fix(error, exc, data, hints)
+
+
+_MORE = re.compile(r"(?:^|; )(\d+ more problem\(s\) reported after this is fixed)$")
+
+
+def _own_fix(
+    error: Exception, exc: ValidationError, data: Any, hints: Mapping[str, str]
+) -> Exception:
+    """``error`` (``explain``'s message) with the fix the reported pydantic error itself
+    implies, where a key's general hint says too little or the wrong thing (found in review):
+
+    * a value not among a field's choices (``planner.kind: botorc``, an ``acquisition``):
+      the nearest choice and all of them (the fix was "see `closedloop validate --help`",
+      which lists no kinds);
+    * a name that breaks its pattern (``flow rate``): the rule in words, not the regular
+      expression, and the name rewritten to follow it;
+    * a rule of the ``instrument:`` section (``instruments._config.RuleError``: hang_rate
+      without timeout, ``workers`` for the wrong executor): its own fix.
+    """
+    if not isinstance(error, CampaignConfigError):
+        return error
+    for err in exc.errors(include_url=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if message not in error.problem or line_of(data, err["loc"]) != error.line:
+            continue
+        problem, fix = error.problem, ""
+        key = next((p for p in reversed(err["loc"]) if isinstance(p, str)), "")
+        ctx = err.get("ctx") or {}
+        if err["type"] == "literal_error":
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            near = difflib.get_close_matches(str(err.get("input")), choices, n=1, cutoff=0.5)
+            where = problem.partition(f": {message}")[0] if f": {message}" in problem else key
+            fix = (f"did you mean '{near[0]}'? " if near else "") + (
+                hints.get(key) or f"{where} is one of: {', '.join(choices)}"
+            )
+        elif err["type"] == "string_pattern_mismatch":
+            words = _PATTERN_WORDS.get(str(ctx.get("pattern")))
+            if words is None:
+                return error
+            rule, example = words
+            problem = problem.replace(message, rule)
+            fix = f"write e.g. {key}: {example(str(err.get('input', '')))}"
+        elif isinstance(rule_fix := getattr(ctx.get("error"), "fix", None), str) and rule_fix:
+            fix = rule_fix
+        else:
+            return error
+        more = _MORE.search(error.fix)
+        if more is not None:
+            fix += f"; {more.group(1)}"
+        return CampaignConfigError(error.path, problem, line=error.line, fix=fix)
+    return error
+
+
+def _as_identifier(name: str) -> str:
+    """``name`` made a parameter name: ``flow rate`` -> ``flow_rate``."""
+    text = re.sub(r"[^A-Za-z0-9_]+", "_", name)
+    text = re.sub(r"__+", "_", text).strip("_")
+    return text if text and not text[0].isdigit() else f"x_{text}".rstrip("_")
+
+
+def _as_campaign_name(name: str) -> str:
+    """``name`` made a campaign name: ``my/campaign`` -> ``my-campaign``."""
+    text = re.sub(r"[^A-Za-z0-9_.\- ]+", "-", name).strip("-_. ")
+    return text or "my-campaign"
+
+
+#: Each name pattern of the schema, in words, and a name that follows it made from one that
+#: does not. Matched by the pattern's text: a changed pattern falls back to pydantic's words.
+_PATTERN_WORDS: dict[str, tuple[str, Any]] = {
+    # parameter names (planners._space): identifiers in constraints, devices and exports
+    r"^[A-Za-z_][A-Za-z0-9_]*$": (
+        "a name is letters, digits and underscores, not starting with a digit",
+        _as_identifier,
+    ),
+    _CAMPAIGN_NAME: (
+        "a campaign name is letters, digits, spaces and _ . -, starting with a letter or digit",
+        _as_campaign_name,
+    ),
+}
 
 
 def _unbracketed_list(exc: ValidationError, data: Any, path: Path) -> CampaignConfigError | None:
@@ -770,7 +899,8 @@ _HINTS = {
     "instrument": "e.g. instrument: {simulator: branin} or {function: mymodule:measure}",
     "objectives": "e.g. objectives: [{name: y, goal: minimize}]",
     "parameters": "e.g. parameters: [{name: x, type: float, bounds: [0, 1]}]",
-    "kind": "see `closedloop validate --help` and the README's campaign reference",
+    "executor": "e.g. executor: {kind: local, workers: 4} (a Dask cluster on this machine) "
+    'or {kind: dask, address: "tcp://host:8786"}; the default, inprocess, computes here',
     "timeout": "seconds a run may take, e.g. timeout: 600",
     "max_retries": "a whole number from 0 to 10",
     "failure_rate": "a probability from 0 to 1",
@@ -805,6 +935,78 @@ def _check_goals(campaign: Campaign, data: Any, path: Path) -> None:
                 fix="add `goal: maximize` or `goal: minimize`, e.g. "
                 f"{{name: {objective.name}, goal: minimize}}",
             )
+
+
+def _check_not_instrument_file(data: Any, path: Path) -> None:
+    """An instrument file given where a campaign file goes (``validate``, ``run``, ``plan``,
+    ``suggest``): say what it is and how it is used, as ``instruments check`` does for a
+    campaign file given to it. Reported as a campaign, it was "unknown key 'control_layer'
+    ... 12 more problem(s)" (found in review).
+
+    Recognised by its keys: an instrument file's devices (``inputs``, ``outputs``), and no
+    key that only a campaign has.
+    """
+    if not isinstance(data, Mapping):
+        return
+    keys = [k for k in data if isinstance(k, str)]
+    campaign_only = set(Campaign.model_fields) - set(InstrumentFile.model_fields)
+    devices = [k for k in ("inputs", "outputs") if k in keys]
+    if not devices or campaign_only & set(keys):
+        return
+    raise CampaignConfigError(
+        path,
+        "is an instrument file, not a campaign file: it declares devices ("
+        + ", ".join(f"{k}:" for k in devices)
+        + ") and has no parameters:, objectives: or budget:",
+        line=line_of(data, (devices[0],)),
+        fix=f"check its devices with `closedloop instruments check {path}`; to run a "
+        "campaign on it, name it in the campaign file: `instrument: {file: PATH}` (relative "
+        "to the campaign file; see campaigns/epics/epics_reactor.yaml)",
+    )
+
+
+def _check_instrument_list(data: Any, path: Path) -> None:
+    """``instrument: [{...}, {...}]``: a campaign has one instrument, and ``count: N`` runs N
+    identical ones (slots). Pydantic said only "Input should be a valid dictionary" (found
+    in review)."""
+    value = data.get("instrument") if isinstance(data, Mapping) else None
+    if not isinstance(value, list):
+        return
+    count = "`count: N` in it runs N identical instruments in parallel"
+    items = [dict(v) if isinstance(v, Mapping) else v for v in value]
+    if len(items) == 1:
+        fix = (
+            f"drop the brackets: instrument: {_inline(items[0])} (for several identical "
+            "instruments, `count: N` in its mapping, e.g. {simulator: branin, count: 2})"
+        )
+    elif items and isinstance(items[0], dict) and all(i == items[0] for i in items):
+        fix = (
+            f"these {len(items)} are identical: write instrument: "
+            f"{_inline({**items[0], 'count': len(items)})} ({count})"
+        )
+    else:
+        fix = (
+            f"write one instrument, a mapping: {count}, e.g. instrument: {{simulator: branin, "
+            "count: 2}; different instruments (or hardware) need a campaign each"
+        )
+    raise CampaignConfigError(
+        path,
+        "instrument: is a list, but a campaign has one instrument (a mapping, or a name such "
+        "as branin)",
+        line=line_of(data, ("instrument",)),
+        fix=fix,
+    )
+
+
+def _inline(value: Any) -> str:
+    """``value`` as YAML's flow style writes it: ``{simulator: branin, count: 2}``."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _check_manual_spelling(data: Any, path: Path) -> None:
@@ -1229,7 +1431,36 @@ def _check_outcome_constraints(
             )
         seen.add(key)
         parsed.append(constraint)
+    _check_outcome_ranges(parsed, data, path)
     return parsed
+
+
+def _check_outcome_ranges(constraints: list[OutcomeConstraint], data: Any, path: Path) -> None:
+    """Refuse an output bounded below above its upper bound (``a >= 11`` and ``a <= 10``):
+    no trial could ever be feasible, and the campaign would run its whole budget to find
+    that out (found in review). Equal bounds are kept: a whole-number output can meet them.
+    """
+    for i, low in enumerate(constraints):
+        for j, high in enumerate(constraints):
+            if low.name != high.name or low.op != ">=" or high.op != "<=":
+                continue
+            if low.bound <= high.bound:
+                continue
+            first, second = sorted((i, j))
+            lines = [line_of(data, ("outcome_constraints", k)) for k in (first, second)]
+            shown = " and ".join(
+                f"outcome_constraints[{k}] '{constraints[k].text}'"
+                + (f" (line {n})" if n is not None else "")
+                for k, n in zip((first, second), lines, strict=True)
+            )
+            raise CampaignConfigError(
+                path,
+                f"{shown} leave {low.name} no value: no trial could meet both, so none would "
+                "ever be feasible",
+                line=lines[1],
+                fix=f"check their directions (<= or >=) and numbers: {low.name} must be at "
+                f"least {low.bound:g} and at most {high.bound:g}",
+            )
 
 
 def _check_planner(

@@ -557,11 +557,14 @@ def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> 
 
 
 def _parse_output(path: Path, line: int, row: int, name: str, cell: str) -> float:
+    """A measured value (:func:`loop.config.read_number`: ``1_000`` is refused, not 1000)."""
+    from loop.config import read_number  # loop.config imports this module
+
     try:
-        value = float(cell)
-    except ValueError:
+        value = read_number(cell)
+    except ValueError as exc:
         value = math.nan
-        problem = f"{cell!r} is not a number"
+        problem = f"{cell!r} {exc}"
     else:
         problem = f"{cell!r} is not finite"
     if not math.isfinite(value):
