@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from loop.config import read_number
 from loop.errors import CampaignConfigError
 from loop.fmt import Output, WholeTable, number, parameter, specs
 
@@ -525,7 +526,7 @@ def _given(loaded: Any, at: list[str]) -> dict[str, Any]:
                 isinstance(fixed, int | float) and not isinstance(fixed, bool)
             ):
                 with suppress(ValueError):
-                    given[name] = float(text)
+                    given[name] = read_number(text)  # not float(): it read 5_0 as 50
     return given
 
 
@@ -660,7 +661,10 @@ def release(
                 markup=False,
                 highlight=False,
             )
-            raise typer.Exit(1)
+            # Refused as given (`--confirm` missing), as other refused input: 2. Not 0, or
+            # `closedloop release -c 3 && echo released` would report an override that
+            # never happened.
+            raise typer.Exit(2)
         who = by or f"{getpass.getuser()}@{socket.gethostname()}"
         detail = reason + (f" (note: {note})" if note else "")
         event = db.request_release(cid, by=who, detail=detail)

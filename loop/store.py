@@ -544,7 +544,7 @@ class Store:
             parsed = make_url(url)
         except ArgumentError:
             raise StoreError(
-                f"'{url}' is not a database URL; use e.g. sqlite:///closedloop.db"
+                f"'{url}' is not a database URL; for a SQLite file write sqlite:///{url}"
             ) from None
         if parsed.password is not None:
             url = parsed.render_as_string(hide_password=True)

@@ -97,6 +97,8 @@ def parse_outcome_constraint(text: str) -> OutcomeConstraint:
         )
     raw = match["bound"]
     try:
+        if "_" in raw:  # float() reads 1_0 as 10: a slip for 1.0 read as another bound
+            raise ValueError(raw)
         bound = float(raw)
     except ValueError:
         raise ValueError(

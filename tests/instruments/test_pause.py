@@ -133,7 +133,7 @@ def test_a_campaign_pauses_shows_why_and_an_operator_release_is_recorded(
 
         # without --confirm nothing is recorded
         asked = _cli("release", "--store", url, "-c", str(cid))
-        assert asked.exit_code == 1, asked.output
+        assert asked.exit_code == 2, asked.output
         assert "DESPITE" in asked.output and "--confirm" in asked.output
         assert [e.kind for e in store.events(cid)] == ["paused"]
 
