@@ -40,6 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loop.errors import ClosedLoopError
+from loop.failures import OPERATOR_FAILED
 from loop.fmt import number, parameter, specs
 from loop.lock import CampaignLease
 from loop.store import (
@@ -54,6 +56,7 @@ from loop.store import (
     MAX_ID,
     UNFINISHED,
     CampaignLocked,
+    CampaignRow,
     NewTrial,
     Store,
     TrialOutcome,
@@ -79,6 +82,7 @@ __all__ = [
     "outputs_of",
     "parse_assignments",
     "read_results_csv",
+    "running_time",
     "suggest",
     "tell",
 ]
@@ -116,11 +120,14 @@ class Result:
 
 # ---------------------------------------------------------------------------- values
 def parse_number(name: str, text: str) -> float:
-    """A finite number, or ``InvalidInput`` naming the output."""
+    """A finite number (:func:`loop.config.read_number`: not ``0_6``), or ``InvalidInput``
+    naming the output."""
+    from loop.config import read_number
+
     try:
-        value = float(text.strip())
-    except ValueError:
-        raise InvalidInput(f"{name}={text!r} is not a number") from None
+        value = read_number(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}={text!r} {exc}") from None
     if not math.isfinite(value):
         raise InvalidInput(
             f"{name}={text!r} is not a finite number; record a failed measurement with "
@@ -129,18 +136,21 @@ def parse_number(name: str, text: str) -> float:
     return value
 
 
-def parse_parameter(runner: Runner, name: str, text: str) -> Any:
+def parse_parameter(runner: Runner, name: str, text: str, *, csv: bool = False) -> Any:
     """A parameter value as used (``--actual name=value``), checked against the space.
 
     Read as prior data and ``plan --at`` read it (:func:`loop.config.parameter_value`: the
     choice ``2`` given as ``2.0`` is ``2``), then checked against the parameter's bounds.
+    ``csv``: the value is a results CSV's ``actual.<name>`` cell, and messages name that
+    column (:func:`_told_as`).
     """
     from loop.config import parameter_value
 
+    actual, fail = _told_as(csv)
     by_name = {p.name: p for p in runner.space.parameters}
     if name not in by_name:
         raise InvalidInput(
-            f"--actual {name}: no such parameter; parameters are: {', '.join(by_name)}"
+            f"{actual}{name}: no such parameter; parameters are: {', '.join(by_name)}"
         )
     p = by_name[name]
     raw = text.strip()
@@ -153,21 +163,31 @@ def parse_parameter(runner: Runner, name: str, text: str) -> Any:
             # harmless; any other value means the trial was not the campaign's experiment.
             fixed = p.value  # type: ignore[union-attr]
             raise InvalidInput(
-                f"--actual {name}={raw!r}: {name} is a fixed parameter (type: fixed, value: "
+                f"{actual}{name}={raw!r}: {name} is a fixed parameter (type: fixed, value: "
                 f"{fixed}); every trial uses {fixed}, so it cannot be given another value "
-                "(leave it out, or record the trial as failed with --fail REASON if it was run "
+                f"(leave it out, or record the trial as failed with {fail} if it was run "
                 "otherwise)"
             ) from None
-        raise InvalidInput(f"--actual {name}={raw!r} {exc}") from None
+        raise InvalidInput(f"{actual}{name}={raw!r} {exc}") from None
     if kind in ("choice", "fixed"):
         return value
     lo, hi = p.bounds  # type: ignore[union-attr]
     if not lo <= value <= hi:
         raise InvalidInput(
-            f"--actual {name}={raw} lies outside the search space [{lo}, {hi}]; a result "
-            "outside it cannot be learned from (record it as failed with --fail REASON)"
+            f"{actual}{name}={raw} lies outside the search space [{lo}, {hi}]; a result "
+            f"outside it cannot be learned from (record it as failed with {fail})"
         )
     return value
+
+
+def _told_as(csv: bool) -> tuple[str, str]:
+    """How a message names a parameter told as actually used, and a failure reason: as
+    ``tell``'s options (``--actual x``, ``--fail REASON``), or as a results CSV's columns
+    (``actual.x``, the ``fail`` column). A CSV's ``actual.x`` cell was reported as
+    ``--actual x=1.5``, an option its author never typed (found in review)."""
+    if csv:
+        return "actual.", "a reason in the fail column"
+    return "--actual ", "--fail REASON"
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
@@ -212,7 +232,7 @@ def parse_typed_assignments(text: str, what: str) -> dict[str, str]:
 
 
 def actual_parameters(
-    runner: Runner, commanded: Mapping[str, Any], actual: Mapping[str, str]
+    runner: Runner, commanded: Mapping[str, Any], actual: Mapping[str, str], *, csv: bool = False
 ) -> dict[str, Any]:
     """The parameters actually used, checked one by one and then as a point of the space.
 
@@ -220,23 +240,25 @@ def actual_parameters(
     point the model would learn from (the commanded parameters with these replaced, as
     ``loop.runner.achieved_point`` builds it) must also satisfy the campaign's constraints
     (and be a row of its candidate table, if any). Otherwise the runner would quietly
-    learn the commanded point instead, so such a result is refused here.
+    learn the commanded point instead, so such a result is refused here. ``csv``: the
+    values are a results CSV's ``actual.<param>`` cells (messages name those columns).
     """
     from loop.runner import achieved_point
 
-    parsed = {k: parse_parameter(runner, k, v) for k, v in actual.items()}
+    parsed = {k: parse_parameter(runner, k, v, csv=csv) for k, v in actual.items()}
     if parsed:
         try:
             runner.space.validate(achieved_point(commanded, parsed))
         except ValueError as exc:  # planners.InvalidPoint
             spec = specs(runner.campaign.parameters)
-            given = " ".join(
-                f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in parsed.items()
-            )
+            label, fail = _told_as(csv)
+            values = [f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in parsed.items()]
+            # each column by its name (actual.x=1 actual.z=2); the option once (--actual x=1 z=2)
+            given = " ".join(label + v for v in values) if csv else label + " ".join(values)
             raise InvalidInput(
-                f"--actual {given}: with the other parameters as set, the point actually "
-                f"used lies outside the search space ({exc}); a result outside it cannot be "
-                "learned from (record it as failed with --fail REASON)"
+                f"{given}: with the other parameters as set, the point actually used lies "
+                f"outside the search space ({exc}); a result outside it cannot be learned "
+                f"from (record it as failed with {fail})"
             ) from None
     return parsed
 
@@ -313,7 +335,9 @@ def build_result(
                     "failed (e.g. 'sample spilled'), or, if it did not fail, its outputs "
                     + ("with an empty fail cell" if where else "without --fail")
                 )
-            parsed_actual = {k: parse_parameter(runner, k, v) for k, v in actual.items()}
+            parsed_actual = {
+                k: parse_parameter(runner, k, v, csv=bool(where)) for k, v in actual.items()
+            }
             return Result(trial_id, {}, parsed_actual, reason, where)
         missing = [k for k in known if k not in outputs]
         if missing:
@@ -323,7 +347,9 @@ def build_result(
                 "if the trial failed)"
             )
         parsed = {k: parse_number(k, v) for k, v in outputs.items()}
-        parsed_actual = actual_parameters(runner, _commanded(runner.store, trial_id), actual)
+        parsed_actual = actual_parameters(
+            runner, _commanded(runner.store, trial_id), actual, csv=bool(where)
+        )
     except InvalidInput as exc:
         raise InvalidInput(f"{prefix}{exc}") from None
     return Result(trial_id, parsed, parsed_actual, None, where)
@@ -410,7 +436,10 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         if not (raw_id.isascii() and raw_id.isdigit()):
             raise InvalidInput(f"{where}: trial_id {raw_id!r} is not a trial id")
         trial_id = int(raw_id)
-        runner = runner_for(trial_id)
+        try:
+            runner = runner_for(trial_id)  # refuses an unknown or finished trial
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
         known = outputs_of(runner)
         clash = [o for o in known if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
         if clash:
@@ -582,7 +611,7 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
     with _lease(store, cid, wait) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
-        spent = runner.spent(history, row.elapsed_seconds)
+        spent = runner.spent(history, running_time(row))
         if spent is not None:
             if not runner._budget_changed:
                 _mark(runner, lease.token)  # as a `tell` would have: completed or failed
@@ -625,9 +654,28 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
             new,
             token=lease.token,
             budget=runner.budget.model_dump(mode="json") if runner._budget_changed else None,
-            status=_state(runner, history, observations, row.elapsed_seconds, adding=len(new)),
+            status=_state(runner, history, observations, running_time(row), adding=len(new)),
         )
     return [Proposal(t.id or 0, t.number, t.kind, dict(t.parameters)) for t in rows]
+
+
+def running_time(row: CampaignRow) -> float:
+    """The running time of an ask/tell campaign, which ``budget.max_duration`` limits: the
+    time since the campaign was created (seconds).
+
+    A runner counts its sessions' running time (``elapsed_seconds``, its heartbeat's), but
+    no process runs between ``suggest`` and ``tell``: the campaign runs in the lab, so its
+    age is its running time. Judged by ``elapsed_seconds`` alone, which no ask/tell command
+    writes, ``max_duration`` never ended an ask/tell campaign (found in review). Any
+    ``run``/``resume`` session lies within the age, so it is never counted twice; the time
+    before a campaign created by ``run`` was continued with ``suggest`` counts too (the
+    budget is then raised with ``suggest --max-duration``, as the refusal says).
+    """
+    created = row.created_at
+    if created.tzinfo is None:  # SQLite gives it back without its zone: it is UTC
+        created = created.replace(tzinfo=UTC)
+    age = (datetime.now(UTC) - created).total_seconds()
+    return max(row.elapsed_seconds or 0.0, age)
 
 
 def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
@@ -664,7 +712,7 @@ def _mark(runner: Runner, token: str) -> None:
     """Record the campaign's state between ask/tell commands (:func:`_state`) as stored."""
     store, cid = runner.store, runner._cid()
     history, observations = store.trials_and_observations(cid)
-    status, reason = _state(runner, history, observations, store.campaign(cid).elapsed_seconds)
+    status, reason = _state(runner, history, observations, running_time(store.campaign(cid)))
     store.finish_campaign(cid, status, reason, token=token)
 
 
@@ -775,16 +823,14 @@ def tell(
                 f"{r.where + ': ' if r.where else ''}trial {r.trial_id} is told twice"
             )
         seen.add(r.trial_id)
-    campaign_of = {
-        r.trial_id: trial_and_runner(store, r.trial_id, runners).campaign_id for r in results
-    }
+    campaign_of = {r.trial_id: _pending(store, r, runners).campaign_id for r in results}
     with ExitStack() as held:
         leases = {
             cid: held.enter_context(_lease(store, cid, wait))
             for cid in sorted(set(campaign_of.values()))  # one order: two tells never deadlock
         }
         for r in results:  # re-check under the leases: nothing written yet
-            trial_and_runner(store, r.trial_id, runners)
+            _pending(store, r, runners)
         outcomes = [_outcome(r) for r in results]
         states = {}
         for cid in leases:  # each campaign's state once the batch is written
@@ -793,7 +839,7 @@ def tell(
             history = [_told(t, told[t.id]) if t.id in told else t for t in history]
             observations.update({i: dict(o.outputs) for i, o in told.items() if o.outputs})
             states[cid] = _state(
-                runners[cid], history, observations, store.campaign(cid).elapsed_seconds
+                runners[cid], history, observations, running_time(store.campaign(cid))
             )
         store.finish_trials(
             outcomes, tokens={cid: lease.token for cid, lease in leases.items()}, status=states
@@ -804,6 +850,16 @@ def tell(
     return done
 
 
+def _pending(store: Store, result: Result, runners: dict[int, Runner]) -> TrialRow:
+    """:func:`trial_and_runner` of a told result, a refusal naming its CSV row if it has one."""
+    try:
+        return trial_and_runner(store, result.trial_id, runners)
+    except InvalidInput as exc:
+        if not result.where:
+            raise
+        raise InvalidInput(f"{result.where}: {exc}") from None
+
+
 def _outcome(result: Result) -> TrialOutcome:
     """What the store records of a told result (an operator's reason prefixed, as stored)."""
     status: TrialStatus = "completed"
@@ -811,7 +867,7 @@ def _outcome(result: Result) -> TrialOutcome:
     if result.abandoned is not None:
         status, error = "abandoned", f"withdrawn by the operator: {result.abandoned}"
     elif result.failed is not None:
-        status, error = "failed", f"marked failed by the operator: {result.failed}"
+        status, error = "failed", f"{OPERATOR_FAILED}{result.failed}"
     return TrialOutcome(result.trial_id, status, result.outputs, result.actual, error)
 
 

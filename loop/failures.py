@@ -24,9 +24,21 @@ class Failure:
     error: str
 
 
+# The prefix of the error of a trial the operator marked failed (loop.asktell, loop.runner).
+# Their reason is free text ("y is not a number", "timed out"): read for the phrases below it
+# was counted as a missing output or a timeout, and blamed on the instrument (found in review).
+OPERATOR_FAILED = "marked failed by the operator: "
+OPERATOR_KIND = "marked by the operator"
+WORKER_LOST = "worker lost"
+
 # Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
 # phrases are the ones the Dispatcher, the runner and the simulators write.
 _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
+    # a Dask worker that died (or was lost) while it ran the trial (simulators._devices:
+    # KilledWorker, a closed comm): the cluster's, not the function's, whose name the text
+    # starts with; transient, as the detector flags it. Before "timed out after", which the
+    # cause may quote.
+    ("could not finish on the Dask cluster", WORKER_LOST),
     # an IOC restarted or a cable pulled (instruments._epics names the PV): whatever the
     # client library raised meanwhile (a timeout, a broken pipe), that is the cause
     ("lost the connection to PV", "connection lost"),
@@ -80,13 +92,17 @@ _POINT_KINDS = frozenset(
 def failure_kind(error: str | None) -> str:
     """A short kind for a failed trial's error text, to count failures by cause.
 
-    Known phrases map to a kind (``connection lost``, ``limit check unanswered``,
-    ``timeout``, ``non-finite output``, ``readback out of range``, ``wrong outputs``, ...);
-    an exception out of the user's function is ``function raised RuntimeError``
-    (``simulator raised ...`` for a built-in); any other error is named by its innermost
-    exception type (``"OSError"``), or ``other``.
+    A trial the operator marked failed (``tell --fail``, the prompt's ``fail``/``skip``) is
+    ``marked by the operator``, whatever their reason says. Known phrases map to a kind
+    (``connection lost``, ``worker lost``, ``limit check unanswered``, ``timeout``,
+    ``non-finite output``, ``readback out of range``, ``wrong outputs``, ...); an exception
+    out of the user's function is ``function raised RuntimeError`` (``simulator raised ...``
+    for a built-in); any other error is named by its innermost exception type
+    (``"OSError"``), or ``other``.
     """
     text = error or ""
+    if text.startswith(OPERATOR_FAILED):
+        return OPERATOR_KIND
     raised = _RAISED.match(text)
     if raised is not None:
         return f"{raised.group(2)} raised {raised.group(1)}"

@@ -39,10 +39,13 @@ import json
 import logging
 import math
 import secrets
+import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -69,7 +72,15 @@ from instruments._dispatch import outputs_and_readbacks
 from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
 from loop.errors import ClosedLoopError, StoreError
-from loop.failures import Failure, failure, failure_counts, failures_of
+from loop.failures import (
+    OPERATOR_FAILED,
+    OPERATOR_KIND,
+    WORKER_LOST,
+    Failure,
+    failure,
+    failure_counts,
+    failures_of,
+)
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
 from loop.report import objective_values
@@ -96,6 +107,13 @@ from planners import reference_point as infer_reference_point
 from planners._outliers import best_index, best_trace
 
 logger = logging.getLogger(__name__)
+# A trial running over HANG_FACTOR times the campaign's median trial (its last HANG_WINDOW
+# completed ones, at least HANG_MIN_TRIALS of them) and over HANG_MIN_SECONDS, with no
+# instrument.timeout to end it, gets a warning (``_HangWatch``). Tests lower them.
+HANG_FACTOR = 10.0
+HANG_MIN_SECONDS = 60.0
+HANG_MIN_TRIALS = 3
+HANG_WINDOW = 100
 _RESUME_STREAM = 1  # seed-derivation tag of resumed sessions (see _instrument_seed)
 # Appended to the error of the trial that retired its slot; `closedloop status` finds it.
 _RETIRED = "slot {slot} retired: "
@@ -338,7 +356,8 @@ class _Tally:
     prior-data trials are counted apart in ``prior``. ``best`` is the best *feasible*
     completed trial (priors included: they are measurements), by the first objective, the
     ``outlying`` ones (far outside every other reading) left out (``Runner._rank``).
-    ``done`` lists every completed trial, priors first, for target and patience.
+    ``done`` lists every completed trial, priors first, in the order they ended, for target
+    and patience (``_ended_order``).
     """
 
     completed: int = 0
@@ -367,6 +386,67 @@ class _Done:
     values: tuple[float, ...]  # objective values in objective order (NaN where missing)
     feasible: bool
     report: TrialReport = field(compare=False, repr=False)
+
+
+class _HangWatch:
+    """Warns once per trial that has run far longer than the campaign's typical trial while
+    no ``instrument.timeout`` can end it.
+
+    Without a timeout a trial that hangs holds its slot for ever: when it holds the last of
+    ``max_trials`` the other slots idle and the campaign stalls without a word (found in
+    review). Nothing can tell a hang from a long measurement, so this only says so, naming
+    the trial, the slot and the setting. "Far longer" is over ``HANG_FACTOR`` x the median
+    of the last completed trials (the median: a few slow trials must not raise it) and
+    over ``HANG_MIN_SECONDS`` (a campaign of 50 ms trials has no hang at 0.5 s); no median
+    is trusted before ``HANG_MIN_TRIALS`` trials completed, and a resumed campaign starts
+    from its stored trials' durations. The loop calls :meth:`check` on each pass (about
+    ten a second): a comparison per trial in flight, the median worked out only when a
+    trial completes.
+    """
+
+    def __init__(self, durations: Iterable[float]) -> None:
+        self._durations: deque[float] = deque(durations, maxlen=HANG_WINDOW)
+        self._limit: float | None = None  # worked out again after a trial completes
+        self._warned: set[int] = set()
+
+    def completed(self, seconds: float) -> None:
+        """A trial of this campaign completed after ``seconds``."""
+        self._durations.append(seconds)
+        self._limit = None
+
+    def limit(self) -> float | None:
+        """Seconds after which a trial in flight is warned about; ``None``: no typical yet."""
+        if len(self._durations) < HANG_MIN_TRIALS:
+            return None
+        if self._limit is None:
+            typical = statistics.median(self._durations)
+            self._limit = max(HANG_FACTOR * typical, HANG_MIN_SECONDS)
+        return self._limit
+
+    def check(self, slots: Sequence[Slot], now: float) -> None:
+        """Warn about each trial in flight on ``slots`` past the limit (once per trial)."""
+        limit = self.limit()
+        if limit is None:
+            return
+        for slot in slots:
+            job = slot.job
+            if job is None or job.trial_id in self._warned or now - job.started <= limit:
+                continue
+            self._warned.add(job.trial_id)
+            typical = statistics.median(self._durations)
+            logger.warning(
+                "trial %d on slot %d has run for %.0f s, over %gx this campaign's typical "
+                "trial (median %.3g s), and no instrument.timeout is set to end it if it "
+                "hangs. If it does, stop the campaign (Ctrl-C: the trial is stored abandoned; "
+                "`closedloop resume` goes on); `timeout: %d` (seconds) under `instrument:` "
+                "makes a new campaign fail and retry such a trial by itself",
+                job.number,
+                slot.index,
+                now - job.started,
+                HANG_FACTOR,
+                typical,
+                max(math.ceil(HANG_FACTOR * typical), 1),
+            )
 
 
 class Runner:
@@ -431,6 +511,7 @@ class Runner:
         # to reconcile, so their late documents are no longer this runner's to write.
         self._left_running: set[int] = set()
         self._executor: Any = None  # an open instruments executor (Dask), per session
+        self._hangs: _HangWatch | None = None  # per session, without instrument.timeout
 
     @property
     def max_trials(self) -> int | None:
@@ -756,6 +837,7 @@ class Runner:
                         front=tally.front,
                     )
                 )
+            self._hangs = self._hang_watch(history)
             if slots is None:
                 slots = self._build_slots(len(history))
             sched = self._scheduler = self._scheduler_for(slots, planner, len(history))
@@ -800,6 +882,8 @@ class Runner:
                         )
                     if self._stop_after is not None and not sched.in_flight():
                         self._stop_request, self._stop_after = self._stop_after, None
+                if self._hangs is not None:
+                    self._hangs.check(sched.slots, time.perf_counter())
         except LeaseLost:
             write = False  # the campaign is someone else's now: touch nothing
             raise
@@ -922,6 +1006,7 @@ class Runner:
         On an error everything built so far is closed again.
         """
         c = self.campaign
+        _warn_queued_timeouts(c)
         self._executor = open_executor(c.instrument.executor)
         if self._executor is not None:
             # A lost Dask scheduler stops the campaign (resumable), as Ctrl-C does, rather
@@ -960,6 +1045,25 @@ class Runner:
             lookahead=len(slots) if len(slots) > 1 else 0,
             initial=None if trials_so_far else c.planner.initial.size(self.space.dim),
         )
+
+    def _hang_watch(self, history: Sequence[TrialRow]) -> _HangWatch | None:
+        """The session's watch for trials that may hang (:class:`_HangWatch`): none when
+        ``instrument.timeout`` ends such trials, or for a manual instrument, whose trials
+        last as long as the operator takes. It starts from the durations of the campaign's
+        stored trials a runner completed (dispatched: a slot recorded)."""
+        instrument = self.campaign.instrument
+        if instrument.timeout is not None or instrument.manual:
+            return None
+        durations = [
+            (t.finished_at - t.started_at).total_seconds()
+            for t in history
+            if t.status == "completed"
+            and t.slot is not None
+            and t.kind != PRIOR_KIND
+            and t.started_at is not None
+            and t.finished_at is not None
+        ]
+        return _HangWatch(durations[-HANG_WINDOW:])
 
     def _close_executor(self) -> None:
         executor, self._executor = self._executor, None
@@ -1289,6 +1393,8 @@ class Runner:
             readbacks=dict(result.readbacks or {}),
         )
         timings.append(timing)
+        if status == "completed" and self._hangs is not None:
+            self._hangs.completed(dispatch)
         self._count(tally, report)
         if not will_retry:  # learn
             learned = _learned_status(status, result.transient, retry=attempt > 1)
@@ -1343,7 +1449,7 @@ class Runner:
             return TrialResult(
                 run_uid=None,
                 exit_status="fail",
-                error=f"marked failed by the operator: {entry.failed}",
+                error=f"{OPERATOR_FAILED}{entry.failed}",
             )
         if entry.stop is not None:
             # The values are in: this trial's run (milliseconds) goes ahead and is recorded,
@@ -1462,11 +1568,13 @@ class Runner:
         self, trials: Sequence[TrialRow], observations: dict[int, dict[str, float]]
     ) -> _Tally:
         """The campaign's counts from its stored ``trials`` (``running`` ones count nowhere),
-        as ``_count`` keeps them live."""
+        as ``_count`` keeps them live: in the order the trials ended (:func:`_ended_order`),
+        as the loop counted them. Counted by trial number, a campaign whose slots finished
+        out of order was judged on another window by ``patience`` once resumed: one that had
+        ended "completed: patience" resumed and ran more trials (found in review)."""
         tally = _Tally()
-        for t in trials:
-            if t.status in TERMINAL:
-                self._count(tally, self._report_of(t, observations), rank=False)
+        for t in _ended_order(t for t in trials if t.status in TERMINAL):
+            self._count(tally, self._report_of(t, observations), rank=False)
         self._rank(tally)  # once: each completed trial may change which readings are outlying
         return tally
 
@@ -1507,9 +1615,17 @@ class Runner:
         notions, and with several the Pareto front and the hypervolume count such a reading
         (README). The flag made of the first objective's values also kept ``target`` on
         another objective from being met (a sentinel in objective ``a`` blocked ``{b: 0.5}``
-        with ``b = 0.97`` on the front; found in review)."""
-        index, mask = best_index(_best_candidates(tally.done), self.objective.sign)
-        tally.best = None if index is None else tally.done[index].report
+        with ``b = 0.97`` on the front; found in review).
+
+        The best is picked in trial-number order (of equal values the lowest number wins),
+        as ``status`` and the report pick it, whatever order the trials ended in."""
+        done = tally.done
+        by_number = sorted(range(len(done)), key=lambda i: done[i].number)
+        candidates = _best_candidates(done)
+        index, ranked = best_index([candidates[i] for i in by_number], self.objective.sign)
+        tally.best = None if index is None else done[by_number[index]].report
+        mask = np.zeros(len(done), dtype=bool)
+        mask[by_number] = ranked
         single = len(self.campaign.objectives) == 1
         tally.outlying = []
         for d, flag in zip(tally.done, mask, strict=True):
@@ -1627,8 +1743,7 @@ class Runner:
 
         ``tally`` is the session's own, which counted every trial whose outcome the store
         holds (the ones ended by the final drain too). Its completed trials are put in trial
-        order and ranked again, as a tally rebuilt from the store ranks them: with several
-        slots they end out of order, and the first of equal values is the best.
+        order for the summary's Pareto list, and ranked again with every outcome in.
         """
         tally.done.sort(key=lambda d: d.number)
         self._rank(tally)
@@ -1801,6 +1916,26 @@ def achieved_point(commanded: Mapping[str, Any], readbacks: Mapping[str, Any]) -
     return {**commanded, **{k: v for k, v in readbacks.items() if k in commanded}}
 
 
+def _ended_order(trials: Iterable[TrialRow]) -> list[TrialRow]:
+    """Terminal trials in the order they ended, which is the order the loop counts them in
+    (``Runner._count``): prior-data rows first, then by ``finished_at``, trials that ended
+    in one write (a ``tell --csv``) by number. The stopping rules that look at an order
+    (``patience``'s window, the trial ``target`` names) see one order, live and rebuilt.
+
+    A trial without ``finished_at`` (a row told but not yet written, see ``loop.asktell``)
+    is taken as ending now, after every stored one. Times are compared as UTC without a
+    zone: SQLite gives them back naive, a row built in memory has its zone.
+    """
+
+    def key(t: TrialRow) -> tuple[bool, bool, datetime, int]:
+        at = t.finished_at
+        if at is not None and at.tzinfo is not None:
+            at = at.astimezone(UTC).replace(tzinfo=None)
+        return (t.kind != PRIOR_KIND, at is None, at or datetime.min, t.number)
+
+    return sorted(trials, key=key)
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -1830,13 +1965,55 @@ def _gained(gain: float, minimum: float, scale: float) -> bool:
     return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
 
 
+def _warn_queued_timeouts(campaign: Campaign) -> None:
+    """Warn when trials will wait for a worker of their own local Dask cluster with a timeout.
+
+    ``instrument.timeout`` runs from when a trial is sent (the dispatcher calls the
+    RunEngine), and a trial of an executor-backed function is sent before a worker is free
+    for it: with more slots than local workers it waits in the cluster's queue on the
+    timeout's clock, and may time out (counting toward ``max_failures``, and toward retiring
+    its slot) without having started (found in review). Only a ``local`` cluster's workers
+    are known from the file; a scheduler's are its own (README, "Dask").
+    """
+    instrument = campaign.instrument
+    executor = instrument.executor
+    if instrument.timeout is None or executor.kind != "local":
+        return
+    workers = executor.workers or 2
+    if instrument.count <= workers:
+        return
+    logger.warning(
+        "instrument.timeout (%g s) counts from when a trial is sent to the Dask cluster, "
+        "including the time it waits for a free worker: with count %d and %d local worker(s), "
+        "%d trial(s) wait at a time and may time out before they start (each counts toward "
+        "max_failures); give `executor: {kind: local, workers: %d}`, or a count of %d",
+        instrument.timeout,
+        instrument.count,
+        workers,
+        instrument.count - workers,
+        instrument.count,
+        workers,
+    )
+
+
 def _what_to_check(failures: Sequence[Failure]) -> str:
-    """Where a campaign's failures point: the user's function when it raised or returned
-    the wrong outputs every time (the instrument is blameless there), else the instrument."""
+    """Where a campaign's failures point: the operator's reasons for the trials they marked
+    failed (``tell --fail``, the prompt's ``fail``: nothing the engine can diagnose); for
+    the others, the user's function when it raised or returned the wrong outputs every time
+    (the instrument is blameless there), the Dask cluster when its workers were lost every
+    time, else the instrument."""
     kinds = {f.kind for f in failures}
+    advice = []
+    if OPERATOR_KIND in kinds:
+        kinds.discard(OPERATOR_KIND)
+        advice.append("see the operator's reasons (`closedloop status` lists them)")
     if kinds and all(k.startswith("function raised") or k == "wrong outputs" for k in kinds):
-        return "check the function (its errors above name the file and line)"
-    return "check the instrument"
+        advice.append("check the function (its errors above name the file and line)")
+    elif kinds == {WORKER_LOST}:
+        advice.append("check the Dask cluster (its workers' logs say why they were lost)")
+    elif kinds or not advice:
+        advice.append("check the instrument")
+    return "; ".join(advice)
 
 
 def _learned_status(status: str, transient: bool | None, *, retry: bool) -> str:

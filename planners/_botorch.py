@@ -393,7 +393,9 @@ class BoTorchPlanner:
         position = len(self.observations) + len(pending)
         n_usable = sum(o.usable_for(self.outcome_names) for o in self.observations)
 
-        n_design = min(n, max(0, self.n_initial - n_usable - len(pending)))
+        # pending design points will complete the design; pending model points will not
+        in_design = self._pending_design(pending, position) if n_usable < self.n_initial else 0
+        n_design = min(n, max(0, self.n_initial - n_usable - in_design))
         if n_usable == 0:
             n_design = n  # nothing to model yet: keep exploring with the design
         measured = self._measured_points()
@@ -1038,6 +1040,28 @@ class BoTorchPlanner:
         noise = float(likelihood.noise.detach().max()) if likelihood is not None else float("inf")
         logger.debug("exploit step? fitted noise variance %.3g", noise)
         return noise < self.settings.exploit_max_noise
+
+    def _pending_design(self, pending: Sequence[Point], position: int) -> int:
+        """How many ``pending`` points are initial-design points: a point of the design at a
+        position before ``position`` (every one proposed so far was drawn there).
+
+        The design is complete once ``n_initial`` trials are usable; a pending design point
+        will count when it ends, a pending model point never counts. Counting every pending
+        point left a design point that failed or was withdrawn (``tell --abandon``) while a
+        model point was pending unreplaced, the design one point short (found in review).
+        The planner is told pending points, not their kinds (it is rebuilt for each ask/tell
+        command), so a design point is recognised as one of the design's own points. A
+        finite space's design point swapped for a free one (``PositionalDesign.points``) is
+        not recognised, and the design may then make one point more.
+        """
+        if not pending:
+            return 0
+        try:
+            design = self.design.points(0, position)
+        except ValueError:  # a constrained design that ended before: as if all were design
+            return len(pending)
+        keys = {point_key(self.space, p) for p in design}
+        return sum(point_key(self.space, p) in keys for p in pending)
 
     def _measured_points(self) -> list[Point]:
         """The points of the observations that measured something, for the finite-space

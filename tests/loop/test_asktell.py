@@ -156,10 +156,10 @@ def test_ctrl_c_at_the_prompt_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_manual_config_errors(tmp_path: Path) -> None:
-    no_outputs = CAMPAIGN.replace("instrument: manual", "instrument: {manual: true}")
+    no_outputs = CAMPAIGN.replace("instrument: manual", "instrument: {manual: true, outputs: []}")
     out = _cli("validate", str(_campaign(tmp_path, text=no_outputs % 3)))
     assert out.exit_code != 0
-    assert "needs `outputs:" in str(out.exception) + out.output
+    assert "needs at least one output" in str(out.exception) + out.output
     noisy = CAMPAIGN.replace(
         "instrument: manual", "instrument: {manual: true, outputs: [yield], noise: 0.1}"
     )

@@ -541,6 +541,8 @@ seed: 1
     trials = store.trials(summary.campaign_id)
     assert [t.status for t in trials] == ["completed", "failed", "completed", "completed"]
     assert "KilledWorker" in (trials[1].error or "")
+    # counted as the cluster's failure, not under the function's name (found in review)
+    assert [f.kind for f in summary.failures] == ["worker lost"]
     docs = store.documents(trials[1].id or 0)
     assert docs[-1].name == "stop" and docs[-1].body["exit_status"] == "fail"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -251,6 +251,33 @@ def test_initial_design_counts_usable_and_pending() -> None:
     got = planner.suggest(2, pending=[design[3]])
     assert got[0] == design[4]
     assert planner.timings[-1].n_model == 1
+
+
+@pytest.mark.parametrize("outcome", ["abandoned", "failed"])
+@pytest.mark.parametrize("constraints", [(), ("x1 + x2 <= 1.5",)], ids=["box", "constrained"])
+def test_a_design_point_lost_while_a_model_point_is_pending_is_replaced(
+    outcome: Literal["abandoned", "failed"], constraints: tuple[str, ...]
+) -> None:
+    """The design completes whatever model points are pending: only pending design points
+    will count toward it. Every pending point counted, so withdrawing a design point
+    (`tell --abandon`) while a model point was pending got a model point, the design one
+    short (found in review)."""
+    space = _two_floats(constraints)
+    planner = _planner(space, seed=0)
+    first = planner.suggest(2)
+    planner.ingest([Observation(parameters=p, outputs={"y": _f(space, p)}) for p in first])
+    batch = planner.suggest(3)
+    assert planner.last_kinds == ["initial", "initial", "model"]
+    planner.ingest([Observation(parameters=batch[0], outcome=outcome)])
+    for again in (planner, _planner(space, seed=0)):  # live, and rebuilt as ask/tell does
+        if again is not planner:
+            again.ingest(planner.observations)
+        (got,) = again.suggest(1, pending=batch[1:])
+        assert again.last_kinds == ["initial"]
+        assert point_key(space, got) not in {point_key(space, p) for p in batch}
+    # with the design's points all pending or usable, the model proposes
+    planner.suggest(1, pending=[*batch[1:], got])
+    assert planner.last_kinds == ["model"]
 
 
 def test_degenerate_data_constant_outputs_and_duplicates(mixed: Space) -> None:

@@ -1,0 +1,130 @@
+"""Trials that may hang with no timeout, and timeouts that count a trial's wait for a worker.
+
+A trial that hangs without ``instrument.timeout`` held the last of ``max_trials`` while the
+other slots idled, and the campaign stalled without a word (found in review): the loop now
+warns once per trial that has run far longer than the campaign's typical trial. The limits
+(``HANG_FACTOR`` x the median, at least ``HANG_MIN_SECONDS``) are lowered here so the test
+takes seconds. Real runner, real RunEngine, real SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import loop.runner as runner_module
+from loop import Runner, Store, parse_campaign
+from loop.config import LoadedCampaign
+
+CAMPAIGN = """
+name: hang
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: minimize}]
+instrument: {function: "fns.py:fourth_is_slow", outputs: [y]EXTRA}
+planner: {kind: sobol}
+budget: {max_trials: 5}
+seed: 3
+"""
+
+FUNCTIONS = """
+import itertools
+import time
+
+_calls = itertools.count(1)
+
+
+def fourth_is_slow(inputs):
+    if next(_calls) == 4:
+        time.sleep(2.0)
+    return {"y": inputs["x"]}
+"""
+
+
+def _loaded(tmp_path: Path, extra: str = "") -> LoadedCampaign:
+    (tmp_path / "fns.py").write_text(FUNCTIONS)
+    text = CAMPAIGN.replace("EXTRA", extra)
+    path = tmp_path / "hang.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+@pytest.fixture
+def quick_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "HANG_FACTOR", 3.0)
+    monkeypatch.setattr(runner_module, "HANG_MIN_SECONDS", 0.5)
+
+
+def _hang_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "no instrument.timeout is set" in r.getMessage()
+    ]
+
+
+def test_a_trial_far_longer_than_the_others_is_warned_about_once(
+    tmp_path: Path, quick_limits: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    with caplog.at_level(logging.WARNING, logger="loop.runner"):
+        summary = Runner(_loaded(tmp_path), store).run()
+    assert summary.completed == 5
+    slow = [m for m in _hang_warnings(caplog) if m.startswith("trial 4 on slot 0 has run for")]
+    assert len(slow) == 1, _hang_warnings(caplog)  # once, though the loop looks ~10 times a s
+    assert "typical trial (median" in slow[0] and "`timeout: " in slow[0]
+    assert "under `instrument:`" in slow[0]
+    # a resumed session starts from the stored trials' durations: it knows what is typical
+    again = Runner.from_store(store, summary.campaign_id)
+    watch = again._hang_watch(store.trials(summary.campaign_id))
+    assert watch is not None and watch.limit() is not None
+
+
+def test_no_warning_when_a_timeout_ends_such_trials(
+    tmp_path: Path, quick_limits: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    with caplog.at_level(logging.WARNING, logger="loop.runner"):
+        summary = Runner(_loaded(tmp_path, ", timeout: 30"), store).run()
+    assert summary.completed == 5
+    assert _hang_warnings(caplog) == []
+
+
+def test_no_typical_trial_no_warning(quick_limits: None) -> None:
+    watch = runner_module._HangWatch([0.1, 0.1])
+    assert watch.limit() is None  # fewer than HANG_MIN_TRIALS completed: nothing is typical
+    watch.completed(0.4)
+    assert watch.limit() == pytest.approx(0.5)  # 3 x median 0.1 s, at least 0.5 s
+
+
+LOCAL = """
+name: queued
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, count: COUNT, executor: {kind: local, workers: 2}EXTRA}
+planner: {kind: sobol}
+budget: {max_trials: 5}
+seed: 3
+"""
+
+
+@pytest.mark.parametrize(
+    ("count", "extra", "warned"),
+    [(3, ", timeout: 60", True), (2, ", timeout: 60", False), (3, "", False)],
+)
+def test_a_timeout_that_counts_the_wait_for_a_local_worker_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, count: int, extra: str, warned: bool
+) -> None:
+    text = LOCAL.replace("COUNT", str(count)).replace("EXTRA", extra)
+    path = tmp_path / "q.yaml"
+    path.write_text(text)
+    loaded = parse_campaign(text, path=path, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="loop.runner"):
+        runner_module._warn_queued_timeouts(loaded.campaign)
+    said = [r.getMessage() for r in caplog.records if "free worker" in r.getMessage()]
+    assert bool(said) is warned, said
+    if warned:
+        assert "count 3 and 2 local worker(s)" in said[0] and "workers: 3" in said[0]
