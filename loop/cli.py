@@ -593,7 +593,8 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     console.print(
         "trials: "
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-        + f"; budget {budget_trials or '∞'} trials; seed {row.seed}"
+        + f"; budget {budget_trials or '∞'} trials{_duration_budget(row, c, trials)}; "
+        + f"seed {row.seed}"
     )
     _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
     from loop.failures import failures_of
@@ -611,6 +612,35 @@ def _has_live_lease(db: Store, row: Any) -> bool:
 
 # The runner appends this to the error of the trial that retired its slot (loop.runner).
 _RETIRED = re.compile(r"slot (\d+) retired: (.*)$", re.DOTALL)
+
+
+def _duration_budget(row: Any, c: Any, trials: list[Any]) -> str:
+    """``, 2h running time (35 min so far)`` for a campaign with ``max_duration``, else ``""``.
+
+    The time spent is the one the budget judges: the runner's sessions, or for a campaign
+    told with ``tell`` its age (``loop.asktell.running_time``). ``status`` showed only the
+    trial budget, so an ask/tell campaign limited by time read "budget ∞" (found in review).
+    """
+    from loop.asktell import running_time
+    from loop.config import parse_duration
+
+    limit = (row.budget or {}).get("max_duration", c.budget.max_duration)
+    if limit is None:
+        return ""
+    told = any(t.slot is None and t.kind != "prior" for t in trials)
+    spent = running_time(row) if told else row.elapsed_seconds or 0.0
+    return f", {_span(parse_duration(limit))} running time ({_span(spent)} so far)"
+
+
+def _span(seconds: float) -> str:
+    """A duration as a person reads it: ``45 s``, ``35 min``, ``2.5 h``, ``3.2 d``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 86400:.3g} d"
 
 
 def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:

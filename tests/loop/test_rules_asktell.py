@@ -106,6 +106,8 @@ def test_max_duration_ends_an_ask_tell_campaign_at_its_age(tmp_path: Path) -> No
     told = _cli("tell", "--store", url, str(more[0]["trial_id"]), "y=0.3", "c=0.2")
     assert told.exit_code == 0, told.output
     assert _campaign_row(url).status == "stopped"  # 3 h of 5: it goes on
+    shown = " ".join(_cli("status", "--store", url).output.split())
+    assert "budget ∞ trials, 5 h running time (3 h so far)" in shown  # the budget judged
     _age(url, 6)
     refused = _cli("suggest", "--store", url)
     assert refused.exit_code == 2 and "max_duration reached" in refused.output
