@@ -14,6 +14,7 @@ budget) and 1 for a failed run; never a traceback unless ``--debug``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -424,18 +425,49 @@ def _print_front(summary: CampaignSummary, c: Any) -> None:
         return
     params = list(summary.pareto[0].parameters)
     spec = specs(c.parameters)
+    first = summary.objectives[0]
+    shown = _front_shown(summary.pareto, lambda r: r.outputs.get(first, math.nan))
     rows = [
         [
             str(r.number) + (" (prior)" if r.kind == "prior" else ""),
             *[_cell(r.outputs.get(n)) for n in summary.objectives],
             *[escape(parameter(r.parameters.get(n), spec.get(n))) for n in params],
         ]
-        for r in summary.pareto
+        for r in shown
     ]
     headers = [escape(col) for col in ("#", *summary.objectives, *params)]
     numeric = {i for i, n in enumerate(params, 1 + len(summary.objectives)) if _numeric(spec, n)}
     numeric.update(range(1 + len(summary.objectives)))
     console.print(WholeTable("Pareto front (feasible, non-dominated)", headers, rows, numeric))
+    _say_front_cut(len(shown), len(summary.pareto), first)
+
+
+#: At most this many trials of a Pareto front in a table (``run``'s summary, ``status``).
+FRONT_ROWS = 20
+
+
+def _front_shown(front: Sequence[Any], value: Callable[[Any], float]) -> list[Any]:
+    """The trials of a Pareto front a table shows: all of a small front; of a larger one,
+    ``FRONT_ROWS`` spread evenly along the first objective (``value``), its two ends
+    included, in trial order. A front of hundreds of trials (four objectives, a long
+    campaign) printed hundreds of rows, scrolling the campaign's state out of sight
+    (found in review); every trial on it is in ``closedloop export`` (column ``pareto``).
+    """
+    if len(front) <= FRONT_ROWS:
+        return list(front)
+    order = sorted(range(len(front)), key=lambda i: value(front[i]))
+    picks = {order[round(k * (len(order) - 1) / (FRONT_ROWS - 1))] for k in range(FRONT_ROWS)}
+    return [front[i] for i in sorted(picks)]
+
+
+def _say_front_cut(shown: int, total: int, first: str) -> None:
+    if shown < total:
+        console.print(
+            f"{shown} of the {total} trials on the front, spread along {first}; all of them: "
+            "`closedloop export` (column pareto)",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None:
@@ -743,7 +775,10 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
     shown = f"; hypervolume {hv:.6g}" if hv is not None else ""
     console.print(f"Pareto front: {len(front)} trials{shown}", highlight=False)
     if front:
-        console.print(_trial_table(c, front, "Pareto front (feasible, non-dominated)"))
+        first = c.objectives[0].name
+        on_screen = _front_shown(front, lambda r: r["outputs"].get(first, math.nan))
+        console.print(_trial_table(c, on_screen, "Pareto front (feasible, non-dominated)"))
+        _say_front_cut(len(on_screen), len(front), first)
 
 
 def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTable:
