@@ -595,6 +595,37 @@ def _write_stderr(text: str) -> None:
 
 
 @app.command()
+def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
+    """List the campaigns a store holds: id, name, status, trials, last change.
+
+    ``-c NAME|ID`` of the other commands picks one of them (a name: its latest campaign).
+    """
+    from loop.store import Store
+
+    db = Store(store, create=False)
+    counts = db.trial_counts()
+
+    def trials(cid: int) -> str:
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.get(cid, {}).items())) or "none"
+
+    rows = [
+        [
+            str(row.id),
+            escape(row.name),
+            row.status,
+            trials(row.id or 0),
+            f"{row.updated_at:%Y-%m-%d %H:%M}",
+        ]
+        for row in db.campaigns()
+    ]
+    if not rows:
+        console.print(f"no campaign in {db.url} yet", markup=False, highlight=False)
+        return
+    headers = ["id", "name", "status", "trials", "updated (UTC)"]
+    console.print(WholeTable(f"campaigns in {escape(db.url)}", headers, rows, {0}))
+
+
+@app.command()
 def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
     from loop.report import annotate, stored_campaign

@@ -23,6 +23,7 @@ transaction, so a runner that lost its lease cannot write over its successor's w
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -815,9 +816,27 @@ class Store:
             elif ref is None:
                 row = s.exec(query).first()
         if row is None:
-            what = f"campaign '{ref}'" if ref is not None else "campaign"
-            raise StoreError(f"no {what} in store {self.url}")
+            raise StoreError(self._no_campaign(ref))
         return row
+
+    def _no_campaign(self, ref: str | int | None) -> str:
+        """Why ``ref`` names no campaign, with the nearest name and how to list them all (a
+        mistyped name in a store of many campaigns was a dead end; found in review)."""
+        if ref is None:
+            return f"no campaign in store {self.url}; run one first (`closedloop run FILE`)"
+        names = sorted({c.name for c in self.campaigns()})
+        # camp-7 for camp-07: numbers compared without leading zeros first (difflib alone
+        # rates camp-57 as near)
+        unpadded = {re.sub(r"(?<!\d)0+(?=\d)", "", n): n for n in names}
+        near = (
+            [unpadded[key]] if (key := re.sub(r"(?<!\d)0+(?=\d)", "", str(ref))) in unpadded else []
+        )
+        near = near or difflib.get_close_matches(str(ref), names, n=1, cutoff=0.6)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        return (
+            f"no campaign '{ref}' in store {self.url}; {hint}`closedloop campaigns --store "
+            f"{self.url}` lists the {len(names)} campaign name(s) it holds"
+        )
 
     def latest_unfinished(self) -> CampaignRow:
         """The most recent campaign that is ``running``/``paused`` (crashed or live) or
@@ -838,6 +857,21 @@ class Store:
     def campaigns(self) -> list[CampaignRow]:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.id))))
+
+    def trial_counts(self) -> dict[int, dict[str, int]]:
+        """Each campaign's trials by status (prior data left out), in one query: a store of
+        many campaigns is listed without reading every trial."""
+        trial = TrialRow.__table__.c  # type: ignore[attr-defined]
+        query = (
+            select(trial.campaign_id, trial.status, func.count())
+            .where(trial.kind != "prior")
+            .group_by(trial.campaign_id, trial.status)
+        )
+        counts: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for cid, status, n in conn.execute(query):
+                counts.setdefault(cid, {})[status] = n
+        return counts
 
     @_serialised
     def set_budget(self, campaign_id: int, budget: dict[str, Any], *, token: str) -> None:
