@@ -14,7 +14,8 @@ A faulty instrument costs one trial, never the campaign:
 
 * **Timeout.** ``run(..., timeout=N)`` arms a watchdog; a run still going after ``N`` s
   (not counting time spent waiting at the instrument's interlock gate: a trial held by an
-  open door is paused, not failed) is aborted through the RunEngine (``RE.abort``, as
+  open door is paused, not failed; nor a detector's wait in an executor's queue for a free
+  worker, its ``queue_waited()`` clock) is aborted through the RunEngine (``RE.abort``, as
   Ctrl-C is), so its cleanup runs and its stop document (``exit_status='abort'``) is
   emitted and stored. The trial comes back ``fail`` with "timed out after N s" and
   ``transient=True``. Detectors left mid-acquisition are then ``stop()``-ped: bluesky stops
@@ -397,6 +398,13 @@ class Dispatcher:
             (declared instruments): told when a trial waits for interlocks and polled for an
             operator's release (see :class:`instruments._safety.PauseListener`).
 
+    A trial's ``timeout`` does not count waits: the interlock gate's, nor a detector's
+    wait for a worker. A detector may offer ``queue_waited() -> float``: the total seconds
+    its triggers have spent waiting in an executor's queue, the current wait included (a
+    monotonic clock that stands still while nothing waits, like
+    :meth:`instruments._safety.Gate.waited`); the simulators' detectors on a Dask executor
+    do. Detectors without it (real Ophyd devices) are timed from the start of the run.
+
     Raises:
         InstrumentConfigError: an output name collides with a parameter name (both would
             be one event data key).
@@ -545,7 +553,9 @@ class Dispatcher:
                 that knows the trial id); same contract as the constructor's.
             timeout: seconds the run may take (from when the RunEngine is called, not
                 counting time spent waiting for the instrument's interlocks: a trial held
-                by them waits, the campaign paused, for as long as they do not hold); a run
+                by them waits, the campaign paused, for as long as they do not hold; nor
+                the time a detector's measurement waits for a free worker, see the class
+                docstring); a run
                 still going then is aborted and comes back ``fail``, "timed out after N s",
                 ``timed_out`` and ``transient``. ``None``: no limit.
 
@@ -694,7 +704,10 @@ class Dispatcher:
 
         Time spent waiting at the instrument's interlock gate does not count: the README
         promises that a trial held by an open door waits with the campaign paused, so the
-        door must not use up the time the instrument has to do its work.
+        door must not use up the time the instrument has to do its work. Nor does the time
+        a detector's measurement waits in an executor's queue for a free worker (several
+        slots sharing fewer Dask workers, an HPC queue still pending): it has not started,
+        and would otherwise time out, count as a failure and retire its slot unmeasured.
         """
         if timeout is None:
             return None
@@ -708,8 +721,35 @@ class Dispatcher:
                 return
             logger.info("trial %s %s: aborting its run", trial_id, reason)
 
-        waited = self._gate.waited if self._gate is not None else _never_waited
-        return _Watchdog(timeout, expire, waited)
+        return _Watchdog(timeout, expire, self._waited_clock())
+
+    def _waited_clock(self) -> Callable[[], float]:
+        """The seconds this trial spends waiting rather than working, from now: the
+        interlock gate's waits, plus the longest of the detectors' executor-queue waits.
+
+        A detector's ``queue_waited()`` (see the class docstring) is its own wait; the
+        detectors of one trial are triggered together, so their waits overlap and the
+        longest one is the trial's (their sum would count one wait several times over).
+        A clock that fails is read as standing still: the timeout then counts that wait,
+        as it would without the clock, rather than losing its watchdog.
+        """
+        gate = self._gate.waited if self._gate is not None else _never_waited
+        queues: list[Callable[[], float]] = []
+        for detector in self.instrument.detectors:
+            clock = getattr(detector, "queue_waited", None)
+            if callable(clock):
+                queues.append(clock)
+        if not queues:
+            return gate
+        last = [_read_clock(clock, 0.0) for clock in queues]
+        bases = list(last)
+
+        def waited() -> float:
+            for i, clock in enumerate(queues):
+                last[i] = max(last[i], _read_clock(clock, last[i]))
+            return gate() + max(now - base for now, base in zip(last, bases, strict=True))
+
+        return waited
 
     def _stop_detectors(self) -> None:
         """``stop()`` every detector after an abort, so none is left "busy".
@@ -875,6 +915,16 @@ class _Watchdog:
         """Stop the watchdog (like ``Timer.cancel``, an ``expire`` already under way still
         runs: the dispatcher's sees the run ended and takes back its flag)."""
         self._cancelled.set()
+
+
+def _read_clock(clock: Callable[[], float], otherwise: float) -> float:
+    """A detector's ``queue_waited()``, or ``otherwise`` if it fails or is not a number."""
+    try:
+        value = float(clock())
+    except Exception as exc:
+        logger.debug("a detector's queue_waited() failed: %s", exc)
+        return otherwise
+    return value if math.isfinite(value) else otherwise
 
 
 def _never_waited() -> float:

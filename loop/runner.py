@@ -1008,7 +1008,6 @@ class Runner:
         On an error everything built so far is closed again.
         """
         c = self.campaign
-        _warn_queued_timeouts(c)
         self._executor = open_executor(c.instrument.executor)
         if self._executor is not None:
             # A lost Dask scheduler stops the campaign (resumable), as Ctrl-C does, rather
@@ -1976,37 +1975,6 @@ def _signed_or_none(value: float, sign: float) -> float | None:
 def _gained(gain: float, minimum: float, scale: float) -> bool:
     """A gain counts when above rounding noise and at least ``minimum``."""
     return gain > 1e-12 * max(1.0, abs(scale)) and gain >= minimum
-
-
-def _warn_queued_timeouts(campaign: Campaign) -> None:
-    """Warn when trials will wait for a worker of their own local Dask cluster with a timeout.
-
-    ``instrument.timeout`` runs from when a trial is sent (the dispatcher calls the
-    RunEngine), and a trial of an executor-backed function is sent before a worker is free
-    for it: with more slots than local workers it waits in the cluster's queue on the
-    timeout's clock, and may time out (counting toward ``max_failures``, and toward retiring
-    its slot) without having started (found in review). Only a ``local`` cluster's workers
-    are known from the file; a scheduler's are its own (README, "Dask").
-    """
-    instrument = campaign.instrument
-    executor = instrument.executor
-    if instrument.timeout is None or executor.kind != "local":
-        return
-    workers = executor.workers or 2
-    if instrument.count <= workers:
-        return
-    logger.warning(
-        "instrument.timeout (%g s) counts from when a trial is sent to the Dask cluster, "
-        "including the time it waits for a free worker: with count %d and %d local worker(s), "
-        "%d trial(s) wait at a time and may time out before they start (each counts toward "
-        "max_failures); give `executor: {kind: local, workers: %d}`, or a count of %d",
-        instrument.timeout,
-        instrument.count,
-        workers,
-        instrument.count - workers,
-        instrument.count,
-        workers,
-    )
 
 
 def _what_to_check(failures: Sequence[Failure]) -> str:

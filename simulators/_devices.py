@@ -33,7 +33,9 @@ Design choices that matter to callers:
   :class:`~simulators.DaskExecutor`): ``trigger()`` submits the pure function and the
   Status completes from the future's callback (after ``latency`` at the earliest). Fault
   draws and noise stay local and seeded; a worker that dies mid-measurement fails the
-  Status with a *transient* :class:`SimulatedFault` naming the cause.
+  Status with a *transient* :class:`SimulatedFault` naming the cause. The time a task
+  waits for a free worker is kept on the detector's ``queue_waited()`` clock, which the
+  dispatcher keeps off the trial's ``timeout``.
 * **Failures travel through the Status**, as real device errors do: an injected fault or an
   exception in the function fails the status with :class:`SimulatedFault`, which the
   RunEngine turns into a failed run.
@@ -503,7 +505,10 @@ class SimDetector(Device):
         seed: Seed of the generator behind noise and failures.
         executor: Where ``function`` runs: ``None`` in this process; a
             :class:`~simulators.DaskExecutor` (anything with ``submit(function, inputs)``
-            returning a ``distributed.Future``) to compute on a Dask cluster.
+            returning a ``distributed.Future``) to compute on a Dask cluster. One that also
+            has ``watch(future, listener)`` (as ``DaskExecutor.watch``) tells when a task
+            starts, so the wait before is kept off the trial's timeout
+            (:meth:`queue_waited`).
         **kwargs: Passed to ``ophyd.Device``.
 
     Attributes:
@@ -531,6 +536,11 @@ class SimDetector(Device):
     _sim_future: Any
     _sim_call: _Call | None
     _sim_call_done: threading.Condition
+    _sim_clock: threading.Lock  # guards the queue-wait clock (queue_waited)
+    _sim_queue_total: float
+    _sim_queue_read: float
+    _sim_queued: tuple[int, float] | None  # (trigger number, waiting since)
+    _sim_watched: int | None  # the trigger whose task the executor reports on
     last_noiseless: dict[str, float]
     trigger_count: int
 
@@ -593,6 +603,11 @@ class SimDetector(Device):
         self._sim_future = None
         self._sim_call = None
         self._sim_call_done = threading.Condition()
+        self._sim_clock = threading.Lock()
+        self._sim_queue_total = 0.0
+        self._sim_queue_read = 0.0
+        self._sim_queued = None
+        self._sim_watched = None
         self.last_noiseless = {}
         self.trigger_count = 0
 
@@ -693,8 +708,10 @@ class SimDetector(Device):
                 self._complete(status, number, inputs, setpoints, fail, z, bad, remote=exc)
             return
         self._sim_future = future
+        self._watch_queue(future, number, started)
 
         def done(fut: Any) -> None:
+            self._unwatch(number)
             remote: Any
             try:
                 remote = fut.result()
@@ -717,6 +734,78 @@ class SimDetector(Device):
             self._complete(status, number, inputs, setpoints, fail, z, bad, remote)
 
         future.add_done_callback(done)
+
+    def queue_waited(self) -> float:
+        """Total seconds this detector's triggers have spent waiting in the executor's
+        queue for a free worker, the current wait included.
+
+        A monotonic clock that stands still while nothing waits (always, in process): the
+        :class:`~instruments.Dispatcher` subtracts it from a run's elapsed time, as it does
+        an interlock gate's, so a trial's ``timeout`` counts the time its function runs,
+        not the time it waited for one of a busy cluster's workers (more slots than worker
+        threads, an HPC queue whose jobs have not started). A wait starts when the function
+        is sent and ends when the executor says a worker started it
+        (:meth:`~simulators.DaskExecutor.watch`), or when its future is done or the trigger
+        stopped; a task whose worker was ended under it waits again until it restarts.
+        """
+        with self._sim_clock:
+            total = self._sim_queue_total
+            if self._sim_queued is not None:
+                total += max(0.0, time.monotonic() - self._sim_queued[1])
+            # A start reported with the time it arrived may close a wait a moment before a
+            # reading already taken: never go back.
+            self._sim_queue_read = max(self._sim_queue_read, total)
+            return self._sim_queue_read
+
+    def _watch_queue(self, future: Any, number: int, since: float) -> None:
+        """Open trigger ``number``'s queue wait (from ``since``, when it was sent), if the
+        executor can tell when its task starts; called under ``_sim_lock``."""
+        watch = getattr(self._sim_executor, "watch", None)
+        if not callable(watch):
+            return
+        with self._sim_clock:
+            self._sim_watched = number
+            self._sim_queued = (number, since)
+
+        def listener(waiting: bool, at: float) -> None:
+            self._queue_wait(number, waiting, at)
+
+        try:
+            followed = bool(watch(future, listener))
+        except Exception as exc:
+            logger.debug("%s: cannot follow the executor's queue: %s", self.name, exc)
+            followed = False
+        if not followed:  # nobody can tell when it starts: the wait is not counted
+            with self._sim_clock:
+                if self._sim_watched == number:
+                    self._sim_watched = self._sim_queued = None
+
+    def _queue_wait(self, number: int, waiting: bool, at: float) -> None:
+        """Trigger ``number``'s task waits again (``waiting``) or no longer (started, done,
+        stopped) from ``at`` (``time.monotonic()``); anything about an earlier trigger, or
+        after this one's future is done, is ignored."""
+        with self._sim_clock:
+            queued = self._sim_queued
+            if waiting:
+                if queued is None and self._sim_watched == number:
+                    self._sim_queued = (number, at)
+            elif queued is not None and queued[0] == number:
+                self._sim_queue_total += max(0.0, at - queued[1])
+                self._sim_queued = None
+
+    def _unwatch(self, number: int | None = None) -> None:
+        """Trigger ``number``'s task (by default the watched one) is over, its future done or
+        the trigger stopped: its wait ends now, and nothing reopens it."""
+        at = time.monotonic()
+        with self._sim_clock:
+            number = self._sim_watched if number is None else number
+            if number is None or self._sim_watched != number:
+                return
+            self._sim_watched = None
+            queued = self._sim_queued
+            if queued is not None and queued[0] == number:
+                self._sim_queue_total += max(0.0, at - queued[1])
+                self._sim_queued = None
 
     def _in_region(self, setpoints: Mapping[str, Any]) -> bool:
         """Whether ``setpoints`` lie in the failing region (or the predicate cannot tell).
@@ -758,6 +847,7 @@ class SimDetector(Device):
         with self._sim_lock:
             timer, pending, future = self._sim_timer, self._sim_pending, self._sim_future
             self._sim_timer = self._sim_future = None
+        self._unwatch()
         if timer is not None:
             timer.cancel()
         waiting = ""

@@ -5,7 +5,10 @@ itself (worker *processes* on 127.0.0.1, closed with the executor) or to a runni
 (``tcp://host:8786``, e.g. one that dask-jobqueue started on a Slurm/PBS allocation).
 :class:`~simulators.SimDetector` calls :meth:`DaskExecutor.submit` from ``trigger()`` and
 completes its Status from the future's done-callback, so the RunEngine, the plan and the
-documents are exactly those of an in-process simulator.
+documents are exactly those of an in-process simulator. Each task announces when a worker
+starts it (:meth:`DaskExecutor.watch`): until then the trial only waits for a free worker
+(more slots than worker threads, an HPC queue still pending), and its ``timeout`` does not
+count that wait (the detector's ``queue_waited()`` clock, which the dispatcher subtracts).
 
 The function travels by cloudpickle: built-in simulators and module-level functions of an
 importable module are sent by reference (the worker imports them); a function loaded from a
@@ -49,6 +52,7 @@ import sys
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,6 +66,10 @@ _SETTLE = 2.0  # s for a cancellation to reach the scheduler and the worker (abo
 _LOST_REASONS = ("scheduler-connection-lost",)
 """``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
+_STARTED_TOPIC = "closedloop-task-started"
+"""The Dask event topic on which a task announces that a worker started it (:func:`_call`)."""
+_KEY_PREFIX = "closedloop-call-"
+"""Task keys of :meth:`DaskExecutor.submit`: unique, and known before the task is sent."""
 _QUIET_WAIT = 5.0  # s at most to quiet a local cluster's workers before closing it
 _HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
 """distributed.worker's message when a heartbeat's connection to the scheduler closed."""
@@ -114,12 +122,15 @@ class FunctionNotSendable(ValueError):
 def _call(blob: bytes, inputs: dict[str, Any]) -> Any:
     """What a worker runs: the (cloudpickled) pure function on one inputs dict.
 
+    It first tells the client that it started (:func:`_announce_start`): until then the
+    trial only waited for a free worker, which its ``timeout`` does not count.
     An exception the function raises is marked as the function's before it travels back:
     a user's ``OSError`` (a missing data file) or even a ``CommClosedError`` of its own is
     then reported as the function's failure, not retried as the cluster's.
     """
     import cloudpickle
 
+    _announce_start()
     function = cloudpickle.loads(blob)
     try:
         raw = function(inputs)
@@ -130,6 +141,22 @@ def _call(blob: bytes, inputs: dict[str, Any]) -> Any:
             pass
         raise
     return dict(raw) if isinstance(raw, Mapping) else raw
+
+
+def _announce_start() -> None:
+    """On a worker, in a task: log a :data:`_STARTED_TOPIC` event with the task's key and
+    the worker's address, which the scheduler forwards to the subscribed client
+    (:meth:`DaskExecutor._on_started`). Best effort: a task that cannot tell (run outside a
+    worker) still runs, and its trial's wait then ends only with its result."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        worker.log_event(
+            _STARTED_TOPIC, {"key": str(worker.get_current_task()), "worker": worker.address}
+        )
+    except Exception as exc:  # not on a worker, or another distributed version
+        logger.debug("could not announce a task's start: %s", exc)
 
 
 def _infrastructure_types() -> tuple[type[BaseException], ...]:
@@ -166,6 +193,27 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     return isinstance(exc, _infrastructure_types())
 
 
+class _Task:
+    """What :class:`DaskExecutor` knows of a pending task: when (``time.monotonic()``) and
+    on which worker it started, and who to tell (:meth:`DaskExecutor.watch`)."""
+
+    __slots__ = ("listener", "started", "worker")
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.worker = ""
+        self.listener: Callable[[bool, float], None] | None = None
+
+
+def _tell(listener: Callable[[bool, float], None], waiting: bool, at: float) -> None:
+    """Call a :meth:`DaskExecutor.watch` listener; its failure is logged, never raised into
+    the client's event loop."""
+    try:
+        listener(waiting, at)
+    except Exception as exc:
+        logger.warning("a Dask task's wait listener failed: %s: %s", type(exc).__name__, exc)
+
+
 class DaskExecutor:
     """A Dask client (and, for ``local``, the cluster it started) for simulated detectors.
 
@@ -193,6 +241,88 @@ class DaskExecutor:
         self._closed = False
         self._blobs: dict[int, bytes] = {}
         self._functions: list[Any] = []
+        self._tasks: dict[str, _Task] = {}  # key -> its start, while its future is pending
+        self._tasks_lock = threading.Lock()
+        self._announced = self._subscribe()
+
+    def _subscribe(self) -> bool:
+        """Listen for the tasks' start announcements (:func:`_announce_start`); whether
+        this client can. One subscription per client: the scheduler forwards every task's
+        event on the topic (another campaign's on a shared scheduler too: unknown keys are
+        ignored)."""
+        try:
+            self.client.subscribe_topic(_STARTED_TOPIC, self._on_started)
+        except Exception as exc:  # a stand-in client, or one already closed
+            logger.debug("cannot follow when Dask tasks start: %s", exc)
+            return False
+        return True
+
+    def _on_started(self, event: Any) -> None:
+        """A task announced its start (on the client's event loop: quick, never blocking).
+
+        Timed by this process's clock when the announcement arrives (the worker's and the
+        scheduler's clocks are other machines'), so a trial's wait ends a few milliseconds
+        late, never early."""
+        at = time.monotonic()
+        try:
+            _, message = event
+            key, worker = str(message["key"]), str(message.get("worker", ""))
+        except Exception:  # not ours: the topic is public
+            return
+        with self._tasks_lock:
+            task = self._tasks.get(key)
+            if task is None:  # another client's task, or a future already done
+                return
+            task.started, task.worker = at, worker
+            listener = task.listener
+        if listener is not None:
+            _tell(listener, False, at)
+
+    def watch(self, future: Any, listener: Callable[[bool, float], None]) -> bool:
+        """Follow ``future``'s wait for a worker: ``listener(False, at)`` when its task
+        starts, ``listener(True, at)`` if it has to wait again (``at``: ``time.monotonic()``
+        in this process); whether that can be told.
+
+        A trial's ``timeout`` should count the time its function runs, not the time it
+        waits in the cluster for a free worker (more trials than worker threads, an HPC
+        queue whose jobs have not started): :class:`~simulators.SimDetector` keeps that
+        wait on its ``queue_waited()`` clock, which the dispatcher's watchdog subtracts. A
+        task already started is reported at once (with its start time); a task that waits
+        again is one whose worker :meth:`abort` ended while it ran there too (another
+        thread of that worker), rescheduled by the scheduler. The listener runs on the
+        client's event loop or the caller's thread, and must be quick; it is dropped
+        (never called again) once the future is done. ``False``: this executor cannot
+        tell when its tasks start (the listener is never called).
+        """
+        key = str(getattr(future, "key", ""))
+        with self._tasks_lock:
+            task = self._tasks.get(key) if self._announced else None
+            if task is None:
+                return False
+            task.listener = listener
+            started = task.started
+        if started is not None:
+            _tell(listener, False, started)
+        return True
+
+    def _forget(self, future: Any) -> None:
+        """The future is done: drop its task's record (its done-callback)."""
+        with self._tasks_lock:
+            self._tasks.pop(str(getattr(future, "key", "")), None)
+
+    def _requeued(self, worker: str, aborted: Any) -> None:
+        """``worker`` was ended by :meth:`abort`: the tasks that had started there (other
+        than the aborted one) are rescheduled, and wait for a worker again."""
+        at = time.monotonic()
+        listeners: list[Callable[[bool, float], None]] = []
+        with self._tasks_lock:
+            for key, task in self._tasks.items():
+                if task.worker == worker and task.started is not None and key != str(aborted):
+                    task.started, task.worker = None, ""
+                    if task.listener is not None:
+                        listeners.append(task.listener)
+        for listener in listeners:
+            _tell(listener, True, at)
 
     @classmethod
     def local(cls, workers: int = 2, *, connect_timeout: float = 10.0) -> DaskExecutor:
@@ -333,8 +463,8 @@ class DaskExecutor:
             # trial timing out, while a dask-jobqueue allocation is still pending.
             logger.warning(
                 "no Dask worker is connected to the scheduler at %s yet: trials wait for "
-                "one, and their `timeout` counts the wait; start workers (`dask worker %s`), "
-                "or check that your dask-jobqueue jobs are running",
+                "one (their `timeout` starts when a worker starts them); start workers "
+                "(`dask worker %s`), or check that your dask-jobqueue jobs are running",
                 self.address,
                 self.address,
             )
@@ -362,7 +492,17 @@ class DaskExecutor:
         Raises:
             FunctionNotSendable: ``function`` cannot be pickled (see :meth:`prepare`).
         """
-        return self.client.submit(_call, self._blob(function), dict(inputs), pure=False)
+        blob = self._blob(function)
+        key = f"{_KEY_PREFIX}{uuid.uuid4().hex}"
+        with self._tasks_lock:  # before it is sent: its start may be announced at once
+            self._tasks[key] = _Task()
+        try:
+            future = self.client.submit(_call, blob, dict(inputs), key=key)
+        except BaseException:
+            self._forget(types.SimpleNamespace(key=key))
+            raise
+        future.add_done_callback(self._forget)
+        return future
 
     def _blob(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> bytes:
         """``function`` cloudpickled (cached: a campaign sends the same function each trial)."""
@@ -490,6 +630,7 @@ class DaskExecutor:
         except Exception as exc:
             logger.warning("could not end Dask worker %s: %s: %s", worker, type(exc).__name__, exc)
             return
+        self._requeued(worker, key)
         if announced:
             return
         # Until the scheduler has seen it go, it counts the cancelled worker free and may hand

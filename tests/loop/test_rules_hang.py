@@ -96,35 +96,3 @@ def test_no_typical_trial_no_warning(quick_limits: None) -> None:
     assert watch.limit() is None  # fewer than HANG_MIN_TRIALS completed: nothing is typical
     watch.completed(0.4)
     assert watch.limit() == pytest.approx(0.5)  # 3 x median 0.1 s, at least 0.5 s
-
-
-LOCAL = """
-name: queued
-parameters:
-  - {name: x1, type: float, bounds: [-5, 10]}
-  - {name: x2, type: float, bounds: [0, 15]}
-objectives: [{name: y, goal: minimize}]
-instrument: {simulator: branin, count: COUNT, executor: {kind: local, workers: 2}EXTRA}
-planner: {kind: sobol}
-budget: {max_trials: 5}
-seed: 3
-"""
-
-
-@pytest.mark.parametrize(
-    ("count", "extra", "warned"),
-    [(3, ", timeout: 60", True), (2, ", timeout: 60", False), (3, "", False)],
-)
-def test_a_timeout_that_counts_the_wait_for_a_local_worker_is_warned_about(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, count: int, extra: str, warned: bool
-) -> None:
-    text = LOCAL.replace("COUNT", str(count)).replace("EXTRA", extra)
-    path = tmp_path / "q.yaml"
-    path.write_text(text)
-    loaded = parse_campaign(text, path=path, base_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="loop.runner"):
-        runner_module._warn_queued_timeouts(loaded.campaign)
-    said = [r.getMessage() for r in caplog.records if "free worker" in r.getMessage()]
-    assert bool(said) is warned, said
-    if warned:
-        assert "count 3 and 2 local worker(s)" in said[0] and "workers: 3" in said[0]

@@ -146,7 +146,7 @@ def test_a_scheduler_without_workers_warns_and_a_waiting_trial_is_only_cancelled
     assert len(warned) == 1, warned
     where = cluster.scheduler_address
     assert f"no Dask worker is connected to the scheduler at {where}" in warned[0]
-    assert "`timeout` counts the wait" in warned[0]
+    assert "their `timeout` starts when a worker starts them" in warned[0]
     assert waiting.cancelled() and took < 5, took
 
 
