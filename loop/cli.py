@@ -940,17 +940,18 @@ def export(
     ``pareto`` column (on the front of the feasible trials). Prior-data trials have kind
     ``prior``.
     """
-    from loop.report import OutputError, annotate, stored_campaign, to_csv, to_json, write_output
-    from loop.store import Store, export_records
+    from loop.report import OutputError, to_csv, to_json, write_output
+    from loop.results import trial_records
+    from loop.store import Store
 
     if output is not None and str(output) == "-":
         output = None  # the Unix way to say stdout; it wrote a file named "-" (found in review)
     format = _export_format(format, output)
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
-    row = db.campaign(campaign)
-    # feasible (outcome constraints) and pareto (several objectives) columns when they apply
-    records = annotate(export_records(db, row.id or 0), stored_campaign(row))
+    # feasible (outcome constraints) and pareto (several objectives) columns when they
+    # apply: the records a notebook reads (loop.trial_records)
+    records = trial_records(db, campaign)
     text = to_csv(records) if format == ExportFormat.csv else to_json(records)
     if output is None:
         sys.stdout.write(text)
