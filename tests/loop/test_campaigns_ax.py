@@ -17,6 +17,7 @@ import yaml
 from botorch.test_utils.mock import mock_optimize_context_manager
 
 from loop import CampaignConfigError, Runner, Store, load_campaign, parse_campaign
+from tests.bench_operator import answer_at_the_bench
 
 CAMPAIGNS = Path(__file__).parents[2] / "campaigns"
 FILES = sorted(CAMPAIGNS.glob("*.yaml"))
@@ -53,7 +54,9 @@ def test_there_are_example_campaigns() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_example_campaign_runs_under_ax(path: Path, tmp_path: Path) -> None:
+def test_example_campaign_runs_under_ax(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text, n_initial = as_ax(path)
     if ax_cannot(path):
         with pytest.raises(CampaignConfigError, match="use planner kind: botorch"):
@@ -62,7 +65,9 @@ def test_example_campaign_runs_under_ax(path: Path, tmp_path: Path) -> None:
     loaded = parse_campaign(text, path=path, base_dir=path.parent)
     assert loaded.campaign.planner.kind == "ax"
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    summary = Runner(loaded, store).run()
+    runner = Runner(loaded, store)
+    answer_at_the_bench(runner, monkeypatch)  # campaigns/bench.yaml: a manual one
+    summary = runner.run()
     assert summary.status == "completed", summary.reason
     trials = store.trials(summary.campaign_id)
     space = loaded.campaign.space

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from rich.console import Console
 
 from loop import Runner, Store, load_campaign, parse_campaign
-from loop.asktell import TerminalOperator
 from loop.config import LoadedCampaign
 from simulators import get_problem
+from tests.bench_operator import answer_at_the_bench
 
 ROOT = Path(__file__).parents[2]
 
@@ -112,22 +109,6 @@ seed: 1
         assert math.isclose(obs[t.id or 0]["score"], want)
 
 
-class _AtTheBench:
-    """An operator at an ``instrument: manual`` campaign's prompt, typing on ``sys.stdin``
-    (``input()`` reads a non-terminal stdin with ``readline``): for each trial a yield that
-    differs from the last, then Enter (the parameters as set)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.trials = 0
-
-    def readline(self, size: int = -1) -> str:
-        if not self.lines:
-            self.trials += 1
-            self.lines = [f"{0.2 + 0.1 * (self.trials % 7):.2f}", ""]
-        return f"{self.lines.pop(0)}\n"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_campaigns_run_with_a_tiny_budget(
@@ -139,13 +120,10 @@ def test_example_campaigns_run_with_a_tiny_budget(
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     n_initial = loaded.campaign.planner.initial.size(len(loaded.campaign.parameters))
     runner = Runner(loaded, store, max_trials=n_initial + 2)
-    shown = io.StringIO()
-    if loaded.campaign.instrument.manual:
-        runner.operator = TerminalOperator(runner, Console(file=shown, width=200))
-        monkeypatch.setattr(sys, "stdin", _AtTheBench())
+    shown = answer_at_the_bench(runner, monkeypatch)
     summary = runner.run()
     assert summary.completed == n_initial + 2
-    if loaded.campaign.instrument.manual:
+    if shown is not None:
         assert f"trial {n_initial + 2}: set " in shown.getvalue()
     assert summary.best is not None and summary.best.objective is not None
     kinds = [t.kind for t in store.trials(summary.campaign_id)]
