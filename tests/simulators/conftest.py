@@ -10,6 +10,8 @@ import pytest
 from bluesky import RunEngine
 from bluesky.utils import TransitionError
 
+from tests.dask_cluster import one_worker, sleep  # noqa: F401 - the Dask tests' fixtures
+
 
 @pytest.fixture
 def RE() -> Iterator[RunEngine]:  # noqa: N802 - the name every bluesky user expects

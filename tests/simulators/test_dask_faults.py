@@ -14,48 +14,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from instruments import load_function
 from simulators._executor import DaskExecutor, ExecutorUnavailable, _probe_scheduler
-
-SLEEPS = """
-import time
-
-
-def sleep(inputs):
-    time.sleep(inputs["s"])
-    return {"y": inputs["s"]}
-"""
-
-
-@pytest.fixture(scope="module")
-def one_worker() -> Iterator[DaskExecutor]:
-    """A local cluster of one single-threaded worker: a second trial queues behind the first."""
-    executor = DaskExecutor.local(workers=1)
-    try:
-        yield executor
-    finally:
-        executor.close()
-
-
-@pytest.fixture
-def sleep(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
-    """A campaign-file function (sent by value: the workers cannot import the tests)."""
-    (tmp_path / "model.py").write_text(SLEEPS)
-    return load_function("model.py:sleep", base_dir=tmp_path)
-
-
-def _until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit:g} s: {what}")
-        time.sleep(0.05)
+from tests.dask_cluster import until
 
 
 def _executing(executor: DaskExecutor, future: Any) -> bool:
@@ -77,12 +42,12 @@ def test_aborting_a_trial_queued_behind_another_leaves_the_other_running(
 ) -> None:
     """Was: the queued trial's abort killed the worker, and the running trial of another
     slot failed as KilledWorker."""
-    _until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
+    until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
     workers = _workers(one_worker)
     running = one_worker.submit(sleep, {"s": 3.0})
-    _until(lambda: _executing(one_worker, running), "the first trial runs")
+    until(lambda: _executing(one_worker, running), "the first trial runs")
     queued = one_worker.submit(sleep, {"s": 0.1})
-    _until(lambda: _assigned(one_worker, queued), "the second is assigned to the worker")
+    until(lambda: _assigned(one_worker, queued), "the second is assigned to the worker")
     assert not _executing(one_worker, queued)  # assigned, waiting for the only thread
 
     one_worker.abort(queued)
@@ -100,12 +65,12 @@ def test_aborting_a_runaway_trial_spares_the_trials_queued_behind_it(
     """The runaway's worker is still ended (a busy worker would hold every later trial), but
     the trials queued on it are rescheduled, not failed as KilledWorker (the local cluster
     has ``allowed-failures: 0``, and a worker that dies unannounced fails all its tasks)."""
-    _until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
+    until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
     workers = _workers(one_worker)
     runaway = one_worker.submit(sleep, {"s": 600.0})
-    _until(lambda: _executing(one_worker, runaway), "the runaway trial runs")
+    until(lambda: _executing(one_worker, runaway), "the runaway trial runs")
     queued = one_worker.submit(sleep, {"s": 0.1})
-    _until(lambda: _assigned(one_worker, queued), "the next is assigned to the same worker")
+    until(lambda: _assigned(one_worker, queued), "the next is assigned to the same worker")
 
     one_worker.abort(runaway)
 

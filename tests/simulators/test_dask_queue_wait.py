@@ -14,25 +14,16 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from instruments import Dispatcher, TrialResult, load_function
+from instruments import Dispatcher, TrialResult
 from simulators import build_simulated_instrument
 from simulators._executor import DaskExecutor
-
-SLEEPS = """
-import time
-
-
-def sleep(inputs):
-    time.sleep(inputs["s"])
-    return {"y": inputs["s"]}
-"""
+from tests.dask_cluster import until
 
 
 class _Listened:
@@ -131,37 +122,12 @@ def test_an_executor_that_cannot_tell_when_a_task_starts_counts_no_wait() -> Non
             inst.close()
 
 
-@pytest.fixture(scope="module")
-def one_worker() -> Iterator[DaskExecutor]:
-    """A local cluster of one single-threaded worker: a second trial queues behind the first."""
-    executor = DaskExecutor.local(workers=1)
-    try:
-        yield executor
-    finally:
-        executor.close()
-
-
-@pytest.fixture
-def sleep(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
-    """A campaign-file function (sent by value: the workers cannot import the tests)."""
-    (tmp_path / "model.py").write_text(SLEEPS)
-    return load_function("model.py:sleep", base_dir=tmp_path)
-
-
-def _until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit:g} s: {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_executor_reports_each_start_and_forgets_done_tasks(
     one_worker: DaskExecutor, sleep: Callable[[dict[str, Any]], Any]
 ) -> None:
-    _until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
+    until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
     heard: dict[int, list[tuple[bool, float]]] = {0: [], 1: [], 2: []}
     sent = time.monotonic()
     futures = [one_worker.submit(sleep, {"s": 1.0}) for _ in heard]
@@ -173,7 +139,7 @@ def test_the_executor_reports_each_start_and_forgets_done_tasks(
         assert one_worker.watch(future, listener(i))
     for future in futures:
         future.result(timeout=60)
-    _until(lambda: not one_worker._tasks, "the executor forgets the done tasks")
+    until(lambda: not one_worker._tasks, "the executor forgets the done tasks")
     starts = [heard[i][0][1] - sent for i in heard]
     assert all(len(heard[i]) == 1 and heard[i][0][0] is False for i in heard), heard
     # One worker thread: each starts after the one before has run its second.
@@ -211,7 +177,7 @@ def _run_slots(
         for i, thread in enumerate(threads):
             thread.start()
             if one_at_a_time and i + 1 < len(threads):
-                _until(partial(started, insts[i].detector), "the trial before has started")
+                until(partial(started, insts[i].detector), "the trial before has started")
         for thread in threads:
             thread.join(120)
     finally:
@@ -229,7 +195,7 @@ def test_trials_queued_for_the_one_worker_do_not_time_out_before_they_start(
 ) -> None:
     """Was: three 1 s trials on one worker, timeout 2.5 s: the third waited 2 s, ran 1 s
     and timed out (in a campaign, trial after trial, until ``max_failures``)."""
-    _until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
+    until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
     results = _run_slots(one_worker, sleep, [(1.0, 2.5)] * 3)
     assert [r.exit_status for r in results] == ["success"] * 3, [r.error for r in results]
     assert max(r.duration for r in results) >= 2.5  # the last one did wait (>= 2 s)
@@ -242,7 +208,7 @@ def test_a_runaway_function_still_times_out_its_timeout_after_it_started(
 ) -> None:
     """Sent once a 4 s trial runs on the one worker, a runaway waits some 4 s, then is
     aborted 2 s (its timeout) after it started: not at 2 s, still queued; nor never."""
-    _until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
+    until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
     ahead, runaway = _run_slots(one_worker, sleep, [(4.0, 60.0), (60.0, 2.0)], one_at_a_time=True)
     assert ahead.exit_status == "success", ahead.error
     assert runaway.exit_status == "fail" and runaway.timed_out, runaway.error
@@ -274,10 +240,10 @@ def test_a_task_whose_worker_an_abort_ended_waits_again_until_it_restarts(
         other = executor.submit(sleep, {"s": 600.0})
         assert executor.watch(other, lambda waiting, at: heard.append((waiting, at)))
         assert executor.watch(runaway, lambda waiting, at: None)
-        _until(lambda: len(heard) == 1, "the other trial starts")
-        _until(lambda: executor._tasks[runaway.key].started is not None, "the runaway starts")
+        until(lambda: len(heard) == 1, "the other trial starts")
+        until(lambda: executor._tasks[runaway.key].started is not None, "the runaway starts")
         executor.abort(runaway)
-        _until(lambda: len(heard) >= 3, "the other trial restarts on the new worker", 120)
+        until(lambda: len(heard) >= 3, "the other trial restarts on the new worker", 120)
         assert [waiting for waiting, _ in heard[:3]] == [False, True, False], heard
         assert heard[0][1] <= heard[1][1] <= heard[2][1]
         assert not other.done()

@@ -1,0 +1,50 @@
+"""What the Dask tests share: a campaign-file function that sleeps, a real one-worker local
+cluster, and waiting for a cluster's state without timed assertions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instruments import load_function
+from simulators._executor import DaskExecutor
+
+SLEEPS = """
+import time
+
+
+def sleep(inputs):
+    time.sleep(inputs["s"])
+    return {"y": inputs["s"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def one_worker() -> Iterator[DaskExecutor]:
+    """A local cluster of one single-threaded worker: a second trial queues behind the first."""
+    executor = DaskExecutor.local(workers=1)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@pytest.fixture
+def sleep(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
+    """A campaign-file function (sent by value: the workers cannot import the tests)."""
+    (tmp_path / "model.py").write_text(SLEEPS)
+    return load_function("model.py:sleep", base_dir=tmp_path)
+
+
+def until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    """Wait for ``condition`` (a cluster's state), failing after ``limit`` s (generous: the
+    machines are shared)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {limit:g} s: {what}")
+        time.sleep(0.05)
