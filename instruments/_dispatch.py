@@ -721,9 +721,9 @@ class Dispatcher:
                 return
             logger.info("trial %s %s: aborting its run", trial_id, reason)
 
-        return _Watchdog(timeout, expire, self._waited_clock())
+        return _Watchdog(timeout, expire, self.waited_clock())
 
-    def _waited_clock(self) -> Callable[[], float]:
+    def waited_clock(self) -> Callable[[], float]:
         """The seconds this trial spends waiting rather than working, from now: the
         interlock gate's waits, plus the longest of the detectors' executor-queue waits.
 

@@ -404,17 +404,51 @@ class _HangWatch:
     from its stored trials' durations. The loop calls :meth:`check` on each pass (about
     ten a second): a comparison per trial in flight, the median worked out only when a
     trial completes.
+
+    A trial's time is its time working: the seconds it waited for its interlocks (or for a
+    free worker) are not counted, by the dispatcher's own clock of them, the one its
+    timeout watchdog subtracts (:meth:`started`). A trial held by an open door is not
+    hung, and the warning's "stop the campaign" misled the operator waiting for the door
+    (found in review); nor does one long wait raise the typical trial.
     """
 
     def __init__(self, durations: Iterable[float]) -> None:
         self._durations: deque[float] = deque(durations, maxlen=HANG_WINDOW)
         self._limit: float | None = None  # worked out again after a trial completes
         self._warned: set[int] = set()
+        # trial id -> its dispatcher's wait clock and the clock's reading when it started
+        self._waits: dict[int, tuple[Callable[[], float], float]] = {}
+
+    def started(self, trial_id: int, dispatcher: Dispatcher) -> None:
+        """A trial is sent to ``dispatcher``: from now its waits are not counted.
+
+        ``Dispatcher.waited_clock`` is the clock its watchdog times ``instrument.timeout``
+        with (interlock waits, and a detector's wait for a worker); reused, not rebuilt, so
+        the warning and a timeout agree on how long a trial has worked.
+        """
+        waited = dispatcher.waited_clock()
+        self._waits[trial_id] = (waited, waited())
+
+    def finished(self, trial_id: int, seconds: float, *, completed: bool) -> None:
+        """A trial of this campaign ended after ``seconds`` in flight; a completed one
+        counts toward the typical trial, without its waits."""
+        working = self._working(trial_id, seconds)
+        self._waits.pop(trial_id, None)
+        if completed:
+            self.completed(working)
 
     def completed(self, seconds: float) -> None:
-        """A trial of this campaign completed after ``seconds``."""
+        """A trial of this campaign completed after working ``seconds``."""
         self._durations.append(seconds)
         self._limit = None
+
+    def _working(self, trial_id: int, seconds: float) -> float:
+        """``seconds`` in flight, less what the trial has waited meanwhile."""
+        clock = self._waits.get(trial_id)
+        if clock is None:
+            return seconds
+        waited, at_start = clock
+        return seconds - (waited() - at_start)
 
     def limit(self) -> float | None:
         """Seconds after which a trial in flight is warned about; ``None``: no typical yet."""
@@ -433,6 +467,9 @@ class _HangWatch:
         for slot in slots:
             job = slot.job
             if job is None or job.trial_id in self._warned or now - job.started <= limit:
+                continue  # cheap first: a trial's waits only ever shorten its time
+            working = self._working(job.trial_id, now - job.started)
+            if working <= limit:
                 continue
             self._warned.add(job.trial_id)
             typical = statistics.median(self._durations)
@@ -444,7 +481,7 @@ class _HangWatch:
                 "makes a new campaign fail and retry such a trial by itself",
                 job.number,
                 slot.index,
-                now - job.started,
+                working,
                 HANG_FACTOR,
                 typical,
                 max(math.ceil(HANG_FACTOR * typical), 1),
@@ -1285,6 +1322,8 @@ class Runner:
             sched.events.put(SlotDone(job, measured))
             return
         dispatcher, trial_id = slot.dispatcher, job.trial_id
+        if self._hangs is not None:
+            self._hangs.started(trial_id, dispatcher)
 
         def run() -> TrialResult:
             try:
@@ -1394,8 +1433,8 @@ class Runner:
             readbacks=dict(result.readbacks or {}),
         )
         timings.append(timing)
-        if status == "completed" and self._hangs is not None:
-            self._hangs.completed(dispatch)
+        if self._hangs is not None:
+            self._hangs.finished(trial_id, dispatch, completed=status == "completed")
         self._count(tally, report)
         if not will_retry:  # learn
             learned = _learned_status(status, result.transient, retry=attempt > 1)
