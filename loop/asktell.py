@@ -65,6 +65,7 @@ from loop.store import (
 )
 
 if TYPE_CHECKING:
+    from loop.config import LoadedCampaign
     from loop.runner import ManualEntry, Runner, Spent
     from planners import Point
 
@@ -554,22 +555,23 @@ def _same(value: Any, proposed: Any) -> bool:
 # ---------------------------------------------------------------------------- ask
 def open_campaign(
     store: Store,
-    file: Path | None,
+    loaded: LoadedCampaign | None,
     campaign: str | None,
     *,
     max_trials: int | None = None,
     max_failures: int | None = None,
     max_duration: float | None = None,
 ) -> tuple[Runner, bool]:
-    """The campaign to ask about: created from ``file`` on first use, else from the store.
+    """The campaign to ask about: created from ``loaded`` on first use, else from the store.
 
-    With ``file``: an unfinished campaign of the file's name and identical text is
-    continued; one of the same name with another text is refused (name the new campaign
-    differently, or continue the stored one with ``-c``). Budget overrides are applied as
-    ``resume`` applies them (:func:`suggest` stores them). Returns the runner and whether
-    the campaign was created now.
+    With ``loaded`` (the campaign file, ``load_campaign``): an unfinished campaign of the
+    file's name and identical text is continued; one of the same name with another text is
+    refused (name the new campaign differently, or continue the stored one with ``-c``). The
+    file is loaded by the caller, before the store is opened: a file that fails its checks
+    must not leave a new, empty store behind (it did, found in review). Budget overrides
+    are applied as ``resume`` applies them (:func:`suggest` stores them). Returns the runner
+    and whether the campaign was created now.
     """
-    from loop.config import load_campaign
     from loop.runner import Runner
 
     def stored(cid: int | None) -> Runner:
@@ -577,9 +579,8 @@ def open_campaign(
             store, cid, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
         )
 
-    if file is None:
+    if loaded is None:
         return stored(store.campaign(campaign).id), False
-    loaded = load_campaign(file)
     for row in reversed(store.campaigns()):
         if row.name != loaded.campaign.name or row.status not in UNFINISHED:
             continue

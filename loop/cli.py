@@ -189,7 +189,6 @@ def run(
 
     from loop.config import load_campaign
     from loop.prior import load_prior_data, prior_files
-    from loop.store import Store
 
     loaded = load_campaign(file)
     c = loaded.campaign
@@ -197,9 +196,8 @@ def run(
     rows = load_prior_data(loaded, prior or [])
     from loop.runner import Runner  # after the checks: a bad file fails before bluesky loads
 
-    db = Store(store)
-    store = db.url  # what messages show: a password in the URL as ***
-    try:
+    with _opened_store(store, create=True) as db:
+        store = db.url  # what messages show: a password in the URL as ***
         _refuse_if_running(db, c.name, store)
         listener = _ProgressListener(
             [o.name for o in c.objectives],
@@ -221,8 +219,6 @@ def run(
                 f"prior data: {len(rows)} rows from {files}{rows.skipped_note()}", highlight=False
             )
         summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
-    finally:
-        db.close()
     _print_summary(summary, c, store)
 
 
@@ -294,6 +290,27 @@ def _attach_operator(runner: Runner) -> None:
         from loop.asktell import TerminalOperator
 
         runner.operator = TerminalOperator(runner, console)
+
+
+@contextmanager
+def _opened_store(url: str, *, create: bool) -> Iterator[Store]:
+    """The store a command works in, closed when it ends; with ``create`` (``run FILE``,
+    ``suggest FILE``) created if missing, and removed again if the command fails before
+    storing a campaign in it (:meth:`Store.discard_if_unused`).
+
+    The campaign file is checked before this is entered, but some failures come later: a
+    device that cannot be built, Ctrl-C while it is built, prior data (``suggest`` reads
+    it only for a campaign it creates).
+    """
+    from loop.store import Store
+
+    db = Store(url, create=create)
+    try:
+        yield db
+    except BaseException:
+        db.discard_if_unused()
+        raise
+    db.close()
 
 
 def _refuse_if_running(db: Store, name: str, url: str) -> None:
@@ -1242,30 +1259,28 @@ def suggest(
 
     from loop.asktell import InvalidInput, open_campaign, outputs_of
     from loop.asktell import suggest as ask
-    from loop.config import parse_duration
+    from loop.config import load_campaign, parse_duration
     from loop.report import label, units_of
-    from loop.store import Store
 
     try:
         duration = None if max_duration is None else parse_duration(max_duration)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
-    db = Store(store, create=file is not None)
-    store = db.url  # what messages show: a password in the URL as ***
-    try:
-        runner, created = open_campaign(
-            db,
-            file,
-            campaign,
-            max_trials=max_trials,
-            max_failures=max_failures,
-            max_duration=duration,
-        )
-        proposals = ask(runner, n)
-    except InvalidInput as exc:
-        _invalid(exc)
-    finally:
-        db.close()
+    loaded = None if file is None else load_campaign(file)  # checked before any store opens
+    with _opened_store(store, create=loaded is not None) as db:
+        store = db.url  # what messages show: a password in the URL as ***
+        try:
+            runner, created = open_campaign(
+                db,
+                loaded,
+                campaign,
+                max_trials=max_trials,
+                max_failures=max_failures,
+                max_duration=duration,
+            )
+            proposals = ask(runner, n)
+        except InvalidInput as exc:
+            _invalid(exc)
     c = runner.campaign
     if len(proposals) < n:
         err_console.print(

@@ -451,6 +451,16 @@ def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     return f"cannot open store {url}: {reason}; {fix}"
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing: list[Path] = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        missing.append(f)
+    return missing
+
+
 def _stored_schema_version(conn: Connection, tables: set[str]) -> int | None:
     if "closedloop_meta" not in tables:
         return None
@@ -555,12 +565,15 @@ class Store:
         self._anchor: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._companions: dict[Path, tuple[int, int]] = {}  # its -wal and -shm files
+        self._made: list[Path] = []  # the file and folders this opening creates (discard)
         backend = parsed.get_backend_name()
         if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             self._file = db.absolute()
             if not create and not db.exists():
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
+            if not db.exists():
+                self._made = [self._file, *_missing_folders(self._file.parent)]
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -598,10 +611,10 @@ class Store:
         try:
             self._set_up_tables(create)
         except DatabaseError as exc:  # also "file is not a database"
-            self.engine.dispose()
+            self.discard_if_unused()
             raise StoreError(_open_error(url, parsed, exc)) from None
         except BaseException:
-            self.engine.dispose()
+            self.discard_if_unused()
             raise
 
     def _set_up_tables(self, create: bool) -> None:
@@ -643,6 +656,44 @@ class Store:
         if self._anchor is not None:
             self._anchor.close()
             self._anchor = None
+
+    def discard_if_unused(self) -> None:
+        """Close, and remove the SQLite file this opening created (with its -wal, -shm and
+        -journal, then the folders made for it) if no campaign was stored in it.
+
+        For a command that fails after opening a new store (a device that cannot be built,
+        Ctrl-C while it is built, bad prior data): each had left an empty store file and
+        the folders made for it, from a command that stored nothing (found in review). The
+        check runs under the file's write lock, so a campaign another process stored in
+        the same new file meanwhile is kept; any doubt (locked, not a database) keeps the
+        file too: an empty file left is harmless, a campaign lost is not.
+        """
+        self.close()
+        made, self._made = self._made, []
+        if not made:
+            return
+        file, folders = made[0], made[1:]
+        if file.exists():
+            try:
+                conn = sqlite3.connect(f"{file.as_uri()}?mode=rw", uri=True, isolation_level=None)
+            except sqlite3.Error:
+                return
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # no other writer until the files are gone
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                if "campaign" in tables and conn.execute("SELECT 1 FROM campaign").fetchone():
+                    return
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    file.with_name(file.name + suffix).unlink(missing_ok=True)
+            except (sqlite3.Error, OSError):
+                return
+            finally:
+                conn.close()
+        for folder in folders:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): someone else's now
+                return
 
     # ------------------------------------------------------- a file deleted under a run
     def watch_file(self) -> None:
