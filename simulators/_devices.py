@@ -33,7 +33,8 @@ Design choices that matter to callers:
   :class:`~simulators.DaskExecutor`): ``trigger()`` submits the pure function and the
   Status completes from the future's callback (after ``latency`` at the earliest). Fault
   draws and noise stay local and seeded; a worker that dies mid-measurement fails the
-  Status with a *transient* :class:`SimulatedFault` naming the cause. The time a task
+  Status with a *transient* :class:`SimulatedFault` naming the cause (a scheduler that
+  runs it again instead restarts it: its lost run counts as a wait). The time a task
   waits for a free worker is kept on the detector's ``queue_waited()`` clock, which the
   dispatcher keeps off the trial's ``timeout``.
 * **Failures travel through the Status**, as real device errors do: an injected fault or an
@@ -746,7 +747,8 @@ class SimDetector(Device):
         threads, an HPC queue whose jobs have not started). A wait starts when the function
         is sent and ends when the executor says a worker started it
         (:meth:`~simulators.DaskExecutor.watch`), or when its future is done or the trigger
-        stopped; a task whose worker was ended under it waits again until it restarts.
+        stopped; a task whose worker was lost under it (ended by an abort, an HPC job's
+        end, a dead node) waits again until it restarts, from when its lost run started.
         """
         with self._sim_clock:
             total = self._sim_queue_total

@@ -9,6 +9,11 @@ documents are exactly those of an in-process simulator. Each task announces when
 starts it (:meth:`DaskExecutor.watch`): until then the trial only waits for a free worker
 (more slots than worker threads, an HPC queue still pending), and its ``timeout`` does not
 count that wait (the detector's ``queue_waited()`` clock, which the dispatcher subtracts).
+A task whose worker is lost while it runs (an HPC job's walltime, a node that dies, or our
+own :meth:`~DaskExecutor.abort` of another trial there), and that the scheduler runs again,
+is timed from its new start: its lost run and its new wait do not count either. Trials that
+wait while no worker is connected at all (batch jobs that never start) are warned about at
+a growing interval (:meth:`DaskExecutor._nag`), not only once at connect.
 
 The function travels by cloudpickle: built-in simulators and module-level functions of an
 importable module are sent by reference (the worker imports them); a function loaded from a
@@ -68,6 +73,13 @@ _LOST_REASONS = ("scheduler-connection-lost",)
 
 _STARTED_TOPIC = "closedloop-task-started"
 """The Dask event topic on which a task announces that a worker started it (:func:`_call`)."""
+_CLUSTER_TOPIC = "all"
+"""The scheduler's own event topic: ``add-worker``, ``remove-worker`` (any cause), and a few
+calls (``run-function``, ``gather``); :meth:`DaskExecutor._on_cluster_event` reads it."""
+_WORKERLESS_FIRST = 60.0
+"""Seconds a trial waits for a worker, none connected, before :meth:`DaskExecutor._nag`
+first warns; then at twice that wait, four times, ... (see :data:`_WORKERLESS_GAP`)."""
+_WORKERLESS_GAP = 3600.0  # s: the warnings' interval stops doubling here (then one an hour)
 _KEY_PREFIX = "closedloop-call-"
 """Task keys of :meth:`DaskExecutor.submit`: unique, and known before the task is sent."""
 _QUIET_WAIT = 5.0  # s at most to quiet a local cluster's workers before closing it
@@ -195,13 +207,15 @@ def is_infrastructure_error(exc: BaseException) -> bool:
 
 class _Task:
     """What :class:`DaskExecutor` knows of a pending task: when (``time.monotonic()``) and
-    on which worker it started, and who to tell (:meth:`DaskExecutor.watch`)."""
+    on which worker it started, since when it waits for one (sent, or its worker lost),
+    and who to tell (:meth:`DaskExecutor.watch`)."""
 
-    __slots__ = ("listener", "started", "worker")
+    __slots__ = ("listener", "started", "waiting", "worker")
 
     def __init__(self) -> None:
         self.started: float | None = None
         self.worker = ""
+        self.waiting = time.monotonic()
         self.listener: Callable[[bool, float], None] | None = None
 
 
@@ -243,19 +257,44 @@ class DaskExecutor:
         self._functions: list[Any] = []
         self._tasks: dict[str, _Task] = {}  # key -> its start, while its future is pending
         self._tasks_lock = threading.Lock()
+        self._stopping = threading.Event()  # set by close(): ends the _nag thread
+        self._nagging: threading.Thread | None = None
         self._announced = self._subscribe()
 
     def _subscribe(self) -> bool:
-        """Listen for the tasks' start announcements (:func:`_announce_start`); whether
-        this client can. One subscription per client: the scheduler forwards every task's
-        event on the topic (another campaign's on a shared scheduler too: unknown keys are
-        ignored)."""
+        """Listen for the tasks' start announcements (:func:`_announce_start`) and for the
+        scheduler's removal of workers (:meth:`_on_cluster_event`); whether this client can
+        follow the starts. One subscription per topic and client: the scheduler forwards
+        every task's event on the topic (another campaign's on a shared scheduler too:
+        unknown keys are ignored)."""
         try:
             self.client.subscribe_topic(_STARTED_TOPIC, self._on_started)
+            self.client.subscribe_topic(_CLUSTER_TOPIC, self._on_cluster_event)
         except Exception as exc:  # a stand-in client, or one already closed
             logger.debug("cannot follow when Dask tasks start: %s", exc)
             return False
         return True
+
+    def _on_cluster_event(self, event: Any) -> None:
+        """The scheduler's event (on the client's event loop): a worker it removed, for any
+        reason, gives back the tasks that had started there (:meth:`_requeued`).
+
+        Before this, only a worker :meth:`abort` ended reopened its other tasks' waits; a
+        worker lost otherwise (an HPC job at its walltime, a node that died) had its tasks
+        rescheduled by the scheduler (``allowed-failures``, 3 by default) while their
+        trials' ``timeout`` went on counting: the lost run, the wait for another worker
+        (for an HPC queue, minutes) and the re-run, so a trial well within its limit timed
+        out. The scheduler logs every removal on this topic before it reschedules the
+        worker's tasks, so the wait reopens before the task can start again.
+        """
+        try:
+            _, message = event
+            if message.get("action") != "remove-worker":
+                return
+            worker = str(message["worker"])
+        except Exception:  # another version's event, or not a removal
+            return
+        self._requeued(worker)
 
     def _on_started(self, event: Any) -> None:
         """A task announced its start (on the client's event loop: quick, never blocking).
@@ -289,10 +328,13 @@ class DaskExecutor:
         wait on its ``queue_waited()`` clock, which the dispatcher's watchdog subtracts. A
         task already started is reported at once (with its start time); a task that waits
         again is one whose worker :meth:`abort` ended while it ran there too (another
-        thread of that worker), rescheduled by the scheduler. The listener runs on the
-        client's event loop or the caller's thread, and must be quick; it is dropped
-        (never called again) once the future is done. ``False``: this executor cannot
-        tell when its tasks start (the listener is never called).
+        thread of that worker), or whose worker was lost otherwise (an HPC job's end, a
+        dead node), rescheduled by the scheduler: then ``at`` is when its lost run started,
+        as that run is lost and its time must not count either (its next start, like its
+        first, starts its timeout afresh). The listener runs on the client's event loop or
+        the caller's thread, and must be quick; it is dropped (never called again) once the
+        future is done. ``False``: this executor cannot tell when its tasks start (the
+        listener is never called).
         """
         key = str(getattr(future, "key", ""))
         with self._tasks_lock:
@@ -310,31 +352,120 @@ class DaskExecutor:
         with self._tasks_lock:
             self._tasks.pop(str(getattr(future, "key", "")), None)
 
-    def _requeued(self, worker: str, aborted: Any) -> None:
-        """``worker`` was ended by :meth:`abort`: the tasks that had started there (other
-        than the aborted one) are rescheduled, and wait for a worker again."""
+    def _requeued(self, worker: str, aborted: Any = None) -> None:
+        """``worker`` is gone (ended by :meth:`abort`, or lost): the tasks that had started
+        there (other than the aborted one) are rescheduled and wait for a worker again.
+
+        Each re-runs from its beginning, so its listener is told that it waits since its
+        lost run started: its trial's ``timeout`` then counts from the new start, as it
+        did from the first. Idempotent (an abort's own removal is also reported by the
+        scheduler, :meth:`_on_cluster_event`): a task already waiting again, or already
+        restarted on another worker, is left as it is.
+        """
         at = time.monotonic()
-        listeners: list[Callable[[bool, float], None]] = []
+        told: list[tuple[Callable[[bool, float], None], float]] = []
         with self._tasks_lock:
             for key, task in self._tasks.items():
-                if task.worker == worker and task.started is not None and key != str(aborted):
-                    task.started, task.worker = None, ""
-                    if task.listener is not None:
-                        listeners.append(task.listener)
-        for listener in listeners:
-            _tell(listener, True, at)
+                if task.worker != worker or task.started is None or key == str(aborted):
+                    continue
+                if task.listener is not None:
+                    told.append((task.listener, task.started))
+                task.started, task.worker, task.waiting = None, "", at
+        for listener, since in told:
+            _tell(listener, True, since)
+
+    def _nag(self) -> None:
+        """While trials wait with no worker connected to the scheduler, warn, at a growing
+        interval, for how long and what to check (a thread, from the first :meth:`submit`).
+
+        A campaign whose batch jobs never start (a wrong account or partition, a job
+        script that fails at once, a queue held for maintenance) otherwise waited without
+        end after the one warning at connect, and a log read the next morning did not say
+        why. The warnings come when the longest wait reaches :data:`_WORKERLESS_FIRST`,
+        then twice that, four times, ..., at most :data:`_WORKERLESS_GAP` apart: visible in
+        a log, not one line a second. Only with no worker at all: trials queued behind
+        busy workers are the cluster's normal work.
+
+        The wait itself is not bounded: a trial that has not started has lost nothing, HPC
+        jobs pending for hours are ordinary (a busy partition, a reservation), and any
+        limit short enough to matter would stop campaigns that were about to run. An
+        operator who wants one has them already: ``budget.max_duration``, Ctrl-C (the
+        waiting trials are stored ``abandoned``, and ``closedloop resume`` goes on), or
+        the scheduler's own ``distributed.scheduler.no-workers-timeout``.
+        """
+        due = _WORKERLESS_FIRST
+        while not self._stopping.wait(min(5.0, _WORKERLESS_FIRST / 4)):
+            now = time.monotonic()
+            with self._tasks_lock:
+                waits = [
+                    now - task.waiting for task in self._tasks.values() if task.started is None
+                ]
+            if not waits:
+                due = _WORKERLESS_FIRST
+                continue
+            longest = max(waits)
+            if longest < due:
+                continue
+            due = longest + min(due, _WORKERLESS_GAP)
+            if self._workers() == 0:
+                logger.warning("%s", self._workerless(len(waits), longest))
+
+    def _workers(self) -> int | None:
+        """How many workers the scheduler has (0 or more), or ``None`` if it cannot tell."""
+        try:
+            return len(self.client.scheduler_info(n_workers=1)["workers"])
+        except Exception as exc:  # closing, or the scheduler gone (reported elsewhere)
+            logger.debug("asking the Dask scheduler for its workers: %s", exc)
+            return None
+
+    def _workerless(self, count: int, waited: float) -> str:
+        """The warning of :meth:`_nag`: ``count`` trials, the longest waiting ``waited`` s."""
+        trials = "1 trial has" if count == 1 else f"{count} trials have"
+        head = (
+            f"{trials} waited {_span(waited)} for a Dask worker, and no worker is connected to "
+            f"the scheduler at {self.address}: "
+        )
+        if self.cluster is not None:
+            return head + (
+                "the local cluster's worker processes are not running (run with --verbose to "
+                "see distributed's logs); the trials start when a worker does"
+            )
+        return head + (
+            "check that the cluster's batch jobs are running (`squeue -u $USER`, "
+            "`qstat -u $USER`) and, if they ended or never started, the cluster's job script "
+            "(`print(cluster.job_script())`) and the jobs' logs; the trials start as soon as "
+            "a worker joins (Ctrl-C stops the campaign, resumable)"
+        )
 
     @classmethod
     def local(cls, workers: int = 2, *, connect_timeout: float = 10.0) -> DaskExecutor:
         """Start a ``LocalCluster``: ``workers`` processes with one thread each, on loopback.
+
+        It runs unencrypted (``tcp://127.0.0.1``): where dask's configuration requires
+        encryption (``distributed.comm.require-encryption``, set for an HPC cluster's TLS),
+        that is refused with the setting named, not reported as a cluster that failed to
+        start ("try fewer `workers`"); nor is the setting overridden behind the user's back.
 
         Raises:
             ExecutorUnavailable: the cluster could not start.
         """
         import dask
         from distributed import Client, LocalCluster
+        from distributed.security import Security
 
         _quiet_distributed()
+        try:
+            encrypted = bool(Security().require_encryption)
+        except Exception:  # an invalid TLS setting: LocalCluster reports it below
+            encrypted = False
+        if encrypted:
+            raise ExecutorUnavailable(
+                "dask's configuration requires encryption (distributed.comm.require-encryption),"
+                " and `executor: {kind: local}` starts an unencrypted cluster on 127.0.0.1: "
+                "unset it for this run (DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False in "
+                "the environment of `closedloop run`), or give a TLS scheduler's address with "
+                "`kind: dask`"
+            )
         try:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = LocalCluster(
@@ -376,16 +507,24 @@ class DaskExecutor:
         the error says which step failed. Then every worker must be able to import
         ``simulators`` (see :meth:`check_workers`).
 
+        A ``tls://`` address is reached with the TLS settings of dask's own configuration
+        (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``; see
+        :func:`_connection_args`); missing, unreadable or refused, they are named in the
+        error with what to set, not reported as a scheduler that did not answer.
+
         Raises:
             ExecutorUnavailable: nothing answered in time, or not as a Dask scheduler, or
-                a worker cannot import ``simulators`` (the message names the address or
-                the workers, and what to check).
+                not with the TLS this machine is configured for, or a worker cannot import
+                ``simulators`` (the message names the address or the workers, and what to
+                check).
         """
         from distributed import Client
 
         _quiet_distributed()
         try:
             _probe_scheduler(address, connect_timeout)
+        except _TLSProblem as exc:  # its message says what to configure
+            raise ExecutorUnavailable(str(exc), address=address) from exc
         except _NotAScheduler as exc:
             raise ExecutorUnavailable(
                 f"something answered at {address} but not as a Dask scheduler (an ssh or "
@@ -496,6 +635,11 @@ class DaskExecutor:
         key = f"{_KEY_PREFIX}{uuid.uuid4().hex}"
         with self._tasks_lock:  # before it is sent: its start may be announced at once
             self._tasks[key] = _Task()
+            if self._nagging is None and self._announced and not self._closed:
+                self._nagging = threading.Thread(
+                    target=self._nag, name="closedloop-dask-nag", daemon=True
+                )
+                self._nagging.start()
         try:
             future = self.client.submit(_call, blob, dict(inputs), key=key)
         except BaseException:
@@ -749,8 +893,18 @@ class DaskExecutor:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         if self.cluster is not None:
             self._quiet_workers()
+        if self._announced:
+            try:
+                # Else the scheduler publishes this client's own removal on the topic, to
+                # this client, whose connection is closing: a CRITICAL "Closed comm" record
+                # and its traceback in the scheduler's log (this process's, for `local`).
+                # Sent on the same stream as the close, so it arrives first.
+                self.client.unsubscribe_topic(_CLUSTER_TOPIC)
+            except Exception as exc:
+                logger.debug("unsubscribing from the Dask scheduler's events: %s", exc)
         try:
             self.client.close()
         except Exception as exc:  # a scheduler already gone
@@ -786,6 +940,16 @@ class DaskExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _span(seconds: float) -> str:
+    """A wait for a log line: ``45 s``, ``12 min``, ``2 h 05 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _not_sendable(function: Any, exc: BaseException, kind: str) -> str:
@@ -863,14 +1027,18 @@ def _probe_scheduler(address: str, timeout: float) -> None:
             or the peer closed it during the handshake.
         TimeoutError: the connection was accepted but no handshake came within ``timeout``.
         _NotAScheduler: the peer answered, not in Dask's protocol (an ssh or HTTP port).
+        _TLSProblem: a ``tls://`` address without a TLS configuration, with one that cannot
+            be loaded, or whose certificates the scheduler and this machine do not accept
+            (not retried: a refused certificate is refused again); or a ``tcp://`` address
+            where dask's configuration requires encryption (see :func:`_connection_args`).
     """
     from distributed.comm.addressing import parse_address
     from distributed.comm.registry import get_backend
-    from distributed.security import Security
 
-    connection_args = Security().get_connection_args("client")
+    connection_args = _connection_args(address)
     scheme, location = parse_address(address)
     connector = get_backend(scheme).get_connector()
+    tls = scheme == "tls"
 
     async def tcp_connect() -> Any:
         loop = asyncio.get_running_loop()
@@ -892,7 +1060,16 @@ def _probe_scheduler(address: str, timeout: float) -> None:
                     f"no reply to the TCP connection within {timeout:g} s: a wrong host, "
                     "or a firewall?"
                 ) from exc
+            except ValueError as exc:  # tornado: the peer spoke before the TLS handshake
+                if tls:
+                    raise _TLSProblem(_not_tls(address, exc)) from exc
+                raise
             except OSError as exc:  # refused (a scheduler still starting?): retry, as Dask
+                refusal = _ssl_error(exc) if tls else None
+                if refusal is not None and getattr(refusal, "reason", "") in _NOT_TLS:
+                    raise _TLSProblem(_not_tls(address, refusal)) from exc
+                if refusal is not None:  # a certificate refused: refused again, so final
+                    raise _TLSProblem(_tls_refused(address, refusal)) from exc
                 refused = exc
                 await asyncio.sleep(min(pause, max(deadline - loop.time(), 0.0)))
                 pause = min(pause * 2, 1.0)
@@ -909,6 +1086,8 @@ def _probe_scheduler(address: str, timeout: float) -> None:
                 f"{timeout:g} s: is it a scheduler's port?"
             ) from exc
         except OSError as exc:
+            if tls:  # TLS 1.3: a server checks the client's certificate after the handshake
+                raise _TLSProblem(_tls_closed(address, exc)) from exc
             raise OSError(
                 f"the port accepted the connection but closed it during the Dask handshake "
                 f"({_root_cause(exc)}): is it a scheduler's port, and does it want tls://?"
@@ -936,6 +1115,165 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         raise TimeoutError(f"no Dask handshake within {2 * timeout:g} s")
     if outcome[0] is not None:
         raise outcome[0]
+
+
+class _TLSProblem(Exception):
+    """A scheduler's address cannot be reached with the TLS settings of dask's
+    configuration (none, unreadable, or refused); the message says which and what to set."""
+
+
+_TLS_SETTINGS = (
+    ("ca_file", "distributed.comm.tls.ca-file"),
+    ("cert", "distributed.comm.tls.client.cert"),
+    ("key", "distributed.comm.tls.client.key"),
+)
+"""The client's TLS fields of ``distributed.security.Security`` and their dask settings."""
+_TLS_HOW = (
+    "set distributed.comm.tls.ca-file (the CA that signed the cluster's certificates), "
+    "distributed.comm.tls.client.cert and distributed.comm.tls.client.key (a certificate "
+    "and key that CA signed: the files the scheduler and workers use) in dask's "
+    "configuration: ~/.config/dask/distributed.yaml, or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY "
+    "in the environment of `closedloop run`"
+)
+
+
+def _connection_args(address: str) -> dict[str, Any]:
+    """The connection arguments of a client of ``address``: those dask's own configuration
+    gives (``Security()``, as ``distributed.Client`` builds them), checked first.
+
+    TLS is configured where Dask keeps it, not in the campaign file: the
+    ``distributed.comm.tls.*`` settings (a YAML file under ``~/.config/dask/``, or
+    ``DASK_DISTRIBUTED__COMM__TLS__*`` variables), where ``dask scheduler --tls-*``,
+    dask-jobqueue and the workers' users already put them, which every Dask client on this
+    machine reads, and which ``Client(address)`` itself reads after this probe. A campaign
+    option would be a second place for the same files, one that must agree with the first,
+    and would put key paths into a file meant to be shared. Without them a ``tls://``
+    address failed as "no Dask scheduler answered ... (TypeError: TLS expects a
+    `ssl_context` argument ... Instead got None)", a scheduler that did answer; a CA
+    without a client certificate the same way (Dask builds no TLS context from a CA alone).
+
+    Raises:
+        _TLSProblem: ``tls://`` without a CA or a client certificate in the configuration,
+            with a file it names missing or unloadable; or another scheme where the
+            configuration requires encryption (``distributed.comm.require-encryption``).
+    """
+    from distributed.comm.addressing import parse_address
+    from distributed.security import Security
+
+    scheme, _ = parse_address(address)
+    try:
+        security = Security()
+    except (ValueError, TypeError) as exc:  # e.g. an unknown distributed.comm.tls.min-version
+        raise _TLSProblem(
+            f"dask's TLS configuration is not valid ({type(exc).__name__}: {exc}); fix "
+            "distributed.comm.tls.* in dask's configuration (~/.config/dask/, DASK_* variables)"
+        ) from exc
+    if scheme != "tls":
+        if security.require_encryption and scheme in ("tcp", "ws"):
+            raise _TLSProblem(
+                f"dask's configuration requires encryption (distributed.comm.require-encryption"
+                f"), so it refuses the unencrypted {address}: give the scheduler's tls:// "
+                "address, or unset distributed.comm.require-encryption if it has no TLS"
+            )
+        return dict(security.get_connection_args("client"))
+    settings = security.get_tls_config_for_role("client")
+    missing = [name for field, name in _TLS_SETTINGS[:2] if not settings.get(field)]
+    if missing:
+        raise _TLSProblem(
+            f"the Dask scheduler at {address} speaks TLS, and dask's configuration on this "
+            f"machine has no {' or '.join(missing)}: {_TLS_HOW}; or give the scheduler's "
+            "tcp:// address if it does not use TLS"
+        )
+    named = [(name, str(settings[field])) for field, name in _TLS_SETTINGS if settings.get(field)]
+    absent = [f"{name} = {path}" for name, path in named if "\n" not in path]
+    absent = [entry for entry in absent if not os.path.isfile(entry.split(" = ", 1)[1])]
+    if absent:
+        raise _TLSProblem(
+            f"the TLS files dask's configuration gives for the Dask scheduler at {address} "
+            f"are not there: {'; '.join(absent)} (not a file); fix the paths in dask's "
+            "configuration (~/.config/dask/, DASK_DISTRIBUTED__COMM__TLS__* variables)"
+        )
+    try:
+        return dict(security.get_connection_args("client"))
+    except (OSError, ValueError) as exc:  # ssl.SSLError: not PEM, a key not the cert's
+        files = "; ".join(f"{name} = {path}" for name, path in named if "\n" not in path)
+        raise _TLSProblem(
+            f"could not load the TLS certificate and key dask's configuration gives for the "
+            f"Dask scheduler at {address} ({files}): {type(exc).__name__}: {exc}; they must "
+            "be PEM files, the key the certificate's"
+        ) from exc
+
+
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST")
+"""OpenSSL's reasons for a reply that is not TLS at all (a plain Dask or HTTP server)."""
+
+
+def _ssl_error(exc: BaseException) -> BaseException | None:
+    """The ``ssl.SSLError`` among ``exc``'s causes (distributed wraps it), if any."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_setting(name: str) -> str:
+    """``name = value`` of one dask setting, for an error (a PEM text given inline is not
+    shown)."""
+    import dask
+
+    value = dask.config.get(name, default=None)
+    shown = "(inline PEM)" if isinstance(value, str) and "\n" in value else value
+    return f"{name} = {shown}"
+
+
+def _tls_refused(address: str, exc: BaseException) -> str:
+    """The TLS handshake with ``address`` failed on a certificate (``exc``, an SSLError)."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = (
+            "this machine does not trust the scheduler's certificate: "
+            f"{_tls_setting('distributed.comm.tls.ca-file')} must be the CA that signed it"
+        )
+    else:
+        why = (
+            "is it a TLS scheduler's port, and does it accept this machine's certificate "
+            f"({_tls_setting('distributed.comm.tls.client.cert')}, which the CA the "
+            "scheduler trusts must have signed)?"
+        )
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return (
+        f"the TLS handshake with the Dask scheduler at {address} failed ({reason}: "
+        f"{getattr(exc, 'verify_message', None) or exc}); {why}"
+    )
+
+
+def _tls_closed(address: str, exc: BaseException) -> str:
+    """``address`` closed the connection after the TLS handshake, before Dask's: a server
+    checking the client's certificate (TLS 1.3) refuses it only then."""
+    return (
+        f"the Dask scheduler at {address} closed the connection after the TLS handshake "
+        f"({_root_cause(exc)}): it does not accept this machine's certificate "
+        f"({_tls_setting('distributed.comm.tls.client.cert')}); it must be signed by the CA "
+        "the scheduler trusts (the cluster's distributed.comm.tls.ca-file)"
+    )
+
+
+def _not_tls(address: str, exc: BaseException) -> str:
+    """Something at ``address`` answered in the clear where a TLS handshake was due. A Dask
+    scheduler without TLS greets every connection at once: its greeting arrives before the
+    TLS handshake starts (tornado's ``ValueError: IOStream is not idle``) or as the reply to
+    it (OpenSSL's ``WRONG_VERSION_NUMBER``), whichever comes first."""
+    why = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+    return (
+        f"something answered at {address}, but not over TLS ({why}); if the scheduler does "
+        "not use TLS give its tcp:// address"
+    )
 
 
 def _unreachable(address: str, why: str) -> str:

@@ -1,8 +1,10 @@
 """What the Dask tests share: a campaign-file function that sleeps, a real one-worker local
-cluster, and waiting for a cluster's state without timed assertions."""
+cluster, a cluster configured as a user's scheduler would be, and waiting for a cluster's
+state without timed assertions."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,29 @@ def one_worker() -> Iterator[DaskExecutor]:
         yield executor
     finally:
         executor.close()
+
+
+@contextlib.contextmanager
+def scheduler(workers: int, **options: Any) -> Iterator[Any]:
+    """A ``LocalCluster`` as a scheduler someone else runs (a ``dask scheduler``, a
+    dask-jobqueue cluster): dask's own settings (``allowed-failures`` 3, not the 0 of
+    :meth:`DaskExecutor.local`), ``workers`` processes on loopback, no dashboard; ``options``
+    go to ``LocalCluster`` (``threads_per_worker``, ``protocol``, ``security``)."""
+    from distributed import LocalCluster
+
+    options = {"threads_per_worker": 1, **options}
+    cluster = LocalCluster(
+        n_workers=workers,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        **options,
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture

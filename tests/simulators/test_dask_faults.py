@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from simulators._executor import DaskExecutor, ExecutorUnavailable, _probe_scheduler
-from tests.dask_cluster import until
+from tests.dask_cluster import scheduler, until
 
 
 def _executing(executor: DaskExecutor, future: Any) -> bool:
@@ -86,16 +86,7 @@ def test_a_scheduler_without_workers_warns_and_a_waiting_trial_is_only_cancelled
     caplog: pytest.LogCaptureFixture, sleep: Callable[[dict[str, Any]], Any]
 ) -> None:
     """Was: "no Dask worker ... trials wait for one" at INFO, which the CLI hides."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=0,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
+    with scheduler(0) as cluster:
         with caplog.at_level(logging.WARNING, logger="simulators._executor"):
             executor = DaskExecutor.connect(cluster.scheduler_address, connect_timeout=30)
         try:
@@ -105,8 +96,6 @@ def test_a_scheduler_without_workers_warns_and_a_waiting_trial_is_only_cancelled
             took = time.monotonic() - started
         finally:
             executor.close()
-    finally:
-        cluster.close()
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1, warned
     where = cluster.scheduler_address
