@@ -1,12 +1,15 @@
 """Readings far outside all others (overrange codes, sentinels such as 9.9e37): one rule.
 
-A reading is outlying when it is far outside every other one (:func:`clip_column`: it
-squashes the others below what the model can resolve) *and* of sentinel magnitude, at
-least :data:`SENTINEL_MAGNITUDE` (1e30) in absolute value. Far outside alone is no
-sentinel: a screening hit of 40 among titres of 5.000 and 5.001, a beam of 12000 counts
-after dark counts of 3-6, is the result the campaign is looking for (found in review:
-both were left out of best, never met ``target``, and the model saw them clipped to the
-background, so the planner never exploited them).
+A reading is outlying when it is of sentinel magnitude, at least
+:data:`SENTINEL_MAGNITUDE` (1e30) in absolute value, *and* far outside the ordinary
+readings, those below it (:func:`clip_column`: it would squash them below what the model
+can resolve). Far outside alone is no sentinel: a screening hit of 40 among titres of
+5.000 and 5.001, a beam of 12000 counts after dark counts of 3-6, is the result the
+campaign is looking for (found in review: both were left out of best, never met
+``target``, and the model saw them clipped to the background, so the planner never
+exploited them). Sentinels are outlying however many there are, as long as one reading is
+ordinary: a detector that saturates over half the space still measured nothing there
+(found in review: at 7 codes of 9.9e37 in 14 trials "best" became 9.9e37).
 
 The BoTorch planner clips such readings for its model (``_clip_outliers``), and the
 campaign's notion of its best trial (:func:`best_index`, :func:`best_trace`: ``run``'s
@@ -40,9 +43,10 @@ value below it that is far outside the others is taken as real, and kept as meas
 
 def outlying(values: ArrayLike, noise_floor: float = NOISE_FLOOR) -> NDArray[np.bool_]:
     """Which of ``values`` the planner's model would clip as outlying (see
-    :func:`planners._botorch._clip_outliers`): far outside every other value and at least
-    :data:`SENTINEL_MAGNITUDE` in magnitude (:func:`clip_column`). Non-finite values are
-    never flagged (they are failures, not readings)."""
+    :func:`planners._botorch._clip_outliers`): at least :data:`SENTINEL_MAGNITUDE` in
+    magnitude and far outside the values below it, however many such values there are
+    (:func:`clip_column`). Non-finite values are never flagged (they are failures, not
+    readings)."""
     y = np.asarray(values, dtype=np.float64)
     mask = np.zeros(len(y), dtype=bool)
     finite = np.isfinite(y)
@@ -99,8 +103,9 @@ def _candidates(
 
 
 # Largest outlying group at each end of a column that _far_outside looks for: it tests
-# every pair of group sizes (a sentinel at one end must not hide one at the other), and a
-# campaign with hundreds of overrange readings has a systematic problem, not outliers.
+# every pair of group sizes (a sentinel at one end must not hide one at the other). It only
+# judges columns of sentinel-magnitude values (clip_column judges codes among ordinary
+# readings against those readings, however many codes there are).
 _MAX_OUTLIERS = 128
 # Distance from the median beyond which a value is clipped whatever the others (see the end
 # of _far_outside; clip_column clips any value above it onto the ordinary ones): its square,
@@ -111,30 +116,47 @@ _UNREPRESENTABLE = 1e150
 def clip_column(y: np.ndarray, factor: float) -> np.ndarray:
     """One column of :func:`planners._botorch._clip_outliers` (finite values; a new array).
 
-    A value is moved only when it is of sentinel magnitude (``|y| >= SENTINEL_MAGNITUDE``)
-    and either far outside the others by :func:`_far_outside` (``factor``: see there) or
-    above ``_UNREPRESENTABLE`` in magnitude, where the variance would overflow whatever
-    the rest; it is moved onto the nearest of the ordinary values (their minimum or
-    maximum: classic winsorising). Every ordinary value is kept as measured: a genuine
-    extreme (a hit of 40 among 5s) reaches the model as it is, and where
-    :func:`_far_outside` moves no ordinary value (ordinary readings with a 9.9e37 among
-    them) the result is its result, bit for bit.
-    When every value is of sentinel magnitude there is nothing ordinary to clip onto:
-    :func:`_far_outside`'s result stands (its own overflow guard included).
+    Only a value of sentinel magnitude (``|y| >= SENTINEL_MAGNITUDE``) is ever moved, and
+    it is moved when it is far outside the ordinary values (those below that magnitude):
+    its distance to their range is more than ``factor`` times that range (see
+    :func:`planners._botorch._clip_outliers` for ``factor``: the ordinary values would be
+    squashed below what the GP resolves), or it is above ``_UNREPRESENTABLE`` in
+    magnitude, where the variance would overflow whatever the rest. It is moved onto the
+    nearest of the ordinary values (their minimum or maximum: classic winsorising). Every
+    ordinary value is kept as measured: a genuine extreme (a hit of 40 among 5s) reaches
+    the model as it is.
+
+    The sentinels are judged against the ordinary values only, never against each other,
+    and however many they are. Judged by distances alone (:func:`_far_outside`, which
+    must keep its outliers a strict minority, since by distance a majority cannot be told
+    from a minority), 7 codes of 9.9e37 in 14 values (5 in 10) were no longer peeled off
+    and the model saw the readings squashed, and 9.9e37 became the best trial; one reading
+    and one code, or a code among equal readings, were not told apart at all; and two
+    different codes (9.9e37 and 3.4e38) hid each other (the group's own range exceeded
+    its gap). The magnitude says which side is the code: no physical reading comes near
+    1e30, so a majority of codes is a detector saturated over most of the space, still
+    no measurement (found in review).
+
+    When every value is of sentinel magnitude there is nothing ordinary to judge against
+    or clip onto: :func:`_far_outside`'s result stands (its own overflow guard included).
     """
-    new = _far_outside(y, factor)
     ordinary = np.abs(y) < SENTINEL_MAGNITUDE
     if not ordinary.any():
-        return new
-    vast = ~ordinary & ((new != y) | (np.abs(y) > _UNREPRESENTABLE))
+        return _far_outside(y, factor)
+    low, high = float(y[ordinary].min()), float(y[ordinary].max())
+    # Distance to the ordinary range: positive for every sentinel, since |y| >= 1e30 lies
+    # outside any range of values below 1e30; no overflow for the same reason.
+    gap = np.maximum(low - y, y - high)
+    vast = ~ordinary & ((gap > factor * (high - low)) | (np.abs(y) > _UNREPRESENTABLE))
     out = np.array(y, dtype=np.float64, copy=True)
-    out[vast] = np.clip(y[vast], y[ordinary].min(), y[ordinary].max())
+    out[vast] = np.clip(y[vast], low, high)
     return out
 
 
 def _far_outside(y: np.ndarray, factor: float) -> np.ndarray:
     """The values of ``y`` with those far outside the others moved in (a new array), by
-    their distances alone (:func:`clip_column` adds the magnitude test).
+    their distances alone: :func:`clip_column`'s rule for a column with no ordinary value
+    (every value at least ``SENTINEL_MAGNITUDE``; it judges the others by magnitude).
 
     First the kept values ``s[a..b]`` of the sorted values ``s``: outlying groups are peeled
     off the ends, fewest values first, until none is left. Peeling the ``i`` largest and
