@@ -15,10 +15,11 @@ ask/tell API) while the loop, the store and the instruments stay the same. The m
   suggest); a linear range more than 2^20 of its widths from zero shifted to start at 0,
   as Ax's model fit fails there ([1e8, 1e8 + 2]: "All attempts to fit the model have
   failed"; [1e7, 1e7 + 2] was fine). A power of two maps Ax's values back exactly, so a
-  rebuilt planner tells Ax the very values the live one proposed, and proposes what it
-  would; with an offset they agree to rounding (a value keeps ~1e-16 of the offset), not
-  bit for bit. An int range has at most ``_AX_MAX_INT_VALUES`` values: Ax lists every
-  integer of the range (a range of 10^9 filled the memory);
+  rebuilt planner tells Ax the very values the live one proposed; with an offset they agree
+  to rounding (a value keeps ~1e-16 of the offset), not bit for bit, which the initial
+  design, positional, does not depend on (a rebuilt planner re-proposed initial points
+  there: Ax knew them only to rounding). An int range has at most ``_AX_MAX_INT_VALUES``
+  values: Ax lists every integer of the range (a range of 10^9 filled the memory);
 * linear parameter constraints: written out from their coefficients in the units Ax sees
   (a float's coefficient divided by its scale, its offset folded into the bound; Ax
   applies them before its own log/unit transforms, so a constraint may not touch a
@@ -32,8 +33,9 @@ ask/tell API) while the loop, the store and the instruments stay the same. The m
   becomes Ax's objective threshold (``obj0 >= ref`` when maximised);
 * outcome constraints: ``"con0 <= 0.05"`` on their own metric (even when they bound an
   objective, which Ax's single-objective config would otherwise reject);
-* the seed: ``Client(random_seed=seed)`` and the Sobol initialisation seed; the initial
-  design size from ``planner.initial.n``; a batch is ``get_next_trials(max_trials=n)``.
+* the seed: ``Client(random_seed=seed)``, Ax's Sobol seed and the Sobol design's; the
+  initial design size from ``planner.initial.n``; a batch of Ax's is
+  ``get_next_trials(max_trials=n)``.
 
 State. Like every planner this one is rebuilt from the store by ingesting the trials in
 order: each observation becomes an Ax trial (``attach_trial``, then ``complete_trial``,
@@ -47,25 +49,38 @@ trial, and the proposal it came from is abandoned at the next ``suggest``. Then 
 generation strategy is moved past every step already done (``_catch_up``), so a rebuilt
 planner proposes what the planner that made those trials would have.
 
-Ax's own behaviour is kept where it differs from the BoTorch planner: its initial design is
-the centre of the space (skipped when there are trials already) plus scrambled Sobol points
-(so ``planner.initial.kind: random``, ``initial.centre: false`` and ``acquisition`` are
-refused when the campaign loads: ``planners._config.check_settings``), prior trials count
-toward it and failed ones do not, and the kind of a batch is decided once for all of it
-(a batch begun before ``initial.n`` is reached is all initial points); failed trials are
-left out of its model and out of its duplicate check (its model may propose a failed point
-again: ``Experiment.arms_by_signature_for_deduplication``). The same seed and the same
-trials give the same proposals, rebuilt or not: a rebuilt planner restarts Ax's Sobol
-sequence, which skips the points Ax knows and, here, the failed ones (``_propose``); its
-next initial points differ only after a trial ran at readbacks away from its proposal (the
-proposal, unknown to the rebuilt planner, may come again).
+The initial design. Ax's strategy decides when it ends (prior trials count toward
+``initial.n``, failed ones do not) and the kind of a batch is decided once for all of it (a
+batch begun before the initial design ends is all initial points). Its points are those of
+Ax's design: the centre of the space (Ax's own, which for a box whose middle breaks a linear
+constraint is the centre of the feasible region; skipped when there are trials already),
+then scrambled Sobol points, so ``planner.initial.kind: random``, ``initial.centre: false``
+and ``acquisition`` are refused when the campaign loads (``check_settings`` in
+``planners._config``). But the Sobol points come from this project's positional design
+(``_initial``), not from Ax's Sobol step: that restarted its sequence in every new
+``Client`` (every ``resume``, every ``suggest`` of ask/tell, ``plan --store``) and skipped
+only the points it knew exactly, so a rebuilt planner proposed again the initial points
+measured at readbacks away from their proposal (ask/tell ``--actual``: one point three
+times) or told to Ax with the rounding of an offset range. Position ``k`` of the design is
+the same point however the campaign got there, as for the BoTorch planner, and for float,
+int and ordered choice parameters it is Ax's own Sobol sequence point for point (the same
+scrambled engine, seed and dimensions; a log value may differ in its last bit); an
+unordered choice is encoded as the BoTorch planner does it, not one-hot as in Ax.
+
+Failed trials (and trials with no usable objective value) are left out of Ax's model and of
+its duplicate check (``Experiment.arms_by_signature_for_deduplication``): its model proposed
+one failed point again and again until ``max_failures`` ended the campaign. So each failed
+point is also attached as an abandoned trial, which Ax takes for a point in flight (its
+model looks elsewhere), live and rebuilt alike; and a proposal that still repeats a failed
+point is abandoned and Ax asked again (``_propose``).
+
 When Ax runs out of new points (a small discrete space), or cannot propose yet (with
 ``initial.n: 1`` its model follows the centre point at once, and needs a completed trial),
 or proposes a point that repeats a pending one or one of the same batch (within 1e-6 of
 each float's range, ints and choices exactly: ``near_duplicate``, the BoTorch planner's
 rule; its model, stuck on a constraint's corner, proposed one point twice per batch, batch
-after batch), the rest of a batch comes from this project's Sobol design (``last_kinds``
-says ``sobol``).
+after batch), the rest of a batch comes from the same Sobol design (``last_kinds`` says
+``sobol``).
 
 What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
 checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
@@ -126,6 +141,9 @@ _AX_MAX_INT_VALUES = 100_000
 # A linear float range further from zero than this many of its widths is shifted to start
 # at 0 for Ax (see ``_float_map``).
 _FAR_FROM_ZERO = 2.0**20
+# Times Ax is asked again for the proposals dropped as repeats of failed points (see
+# ``AxPlanner._propose``); what is still missing comes from the Sobol design.
+_FAILED_REPEAT_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -182,16 +200,15 @@ class AxPlanner:
         self._refuse_equalities()
         self._metrics = self._metric_map()
         self.n_initial = config.initial.size(max(1, len(self._parameters)))
-        # What Ax cannot propose comes from this design (see ``suggest``). Its position 0 is
-        # the centre, as Ax's own design starts: Ax's centre is lost when a first batch
-        # fails for want of data (``_generate``), and the design then stands in for it.
+        # The initial design after Ax's centre, and what Ax cannot propose (see
+        # ``suggest``). Its position 0 is the centre, as Ax's own design starts.
         self._design = PositionalDesign(space, self.seed, centre_first=True)
         self._client: Any = None
         # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
         self._running: dict[int, Point] = {}
-        # Keys (``_key``) of the points told as failed (see ``_propose``).
-        self._failed: set[tuple[str, ...]] = set()
-        self.n_ingested = 0  # trials heard of (the fill-in design's position)
+        # The points told as failed, or with no usable objective value (see ``_propose``).
+        self._failed: list[Point] = []
+        self.n_ingested = 0  # trials heard of (the design's position)
         self._measured: list[Point] = []  # points measured, not abandoned (see RepeatGuard)
         self._repeats = RepeatGuard(space, "from the Sobol design")
         # Output name -> the factor its values are told to Ax with (see ``_scaled``).
@@ -209,7 +226,11 @@ class AxPlanner:
             if index is None:
                 continue
             if not self._tell(client, index, obs):
-                self._failed.add(self._key(self.space.validate(obs.parameters)))
+                point = self.space.validate(obs.parameters)
+                self._failed.append(point)
+                # Ax takes an abandoned trial's point for one in flight, so its model looks
+                # elsewhere (see ``_propose``); so does a rebuilt planner's, from the start.
+                client.mark_trial_abandoned(self._attach(client, point))
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
         """``n`` points from Ax, given the points in flight (attached as running trials)."""
@@ -221,41 +242,80 @@ class AxPlanner:
         client = self._ensure_client()
         pending = [dict(p) for p in pending]
         self._reconcile(client, pending)
-        _catch_up(client)
-        points, kinds = self._propose(client, n)
+        node = _catch_up(client)
+        position = self.n_ingested + len(pending)
+        if node is not None and node.startswith(_INITIAL_NODES):
+            points, kinds = self._initial(client, n, position, pending)
+        else:
+            points, kinds = self._propose(client, n)
         if len(points) < n:
             # Ax stops short when it cannot find new points (e.g. a small finite space with
             # deduplication); the protocol promises n, so the rest come from the Sobol design.
             logger.info("Ax proposed %d of %d points; the rest are Sobol points", len(points), n)
-            extra = self._design.points(
-                self.n_ingested + len(pending) + len(points),
-                n - len(points),
-                avoid=self._repeats.avoid([*pending, *points], self._measured),
-            )
-            for point in extra:
-                index = self._attach(client, point)
-                self._running[index] = point
+            extra = self._from_design(client, position + len(points), n - len(points), pending)
             points.extend(extra)
             kinds.extend(["sobol"] * len(extra))
         self.last_kinds = kinds
         return points
 
+    def _initial(
+        self, client: Any, n: int, position: int, pending: list[Point]
+    ) -> tuple[list[Point], list[str]]:
+        """A batch of initial points: Ax's centre first when the campaign has no trial yet,
+        then the Sobol design at the batch's positions.
+
+        Positional, as the BoTorch planner's initial design: position ``k`` (every trial
+        heard of, any outcome, plus those pending, plus the index in the batch) is the same
+        point however the campaign got there, so a rebuilt planner (``resume``, every
+        ``suggest`` of ask/tell, ``plan --store``) proposes what one that never stopped
+        would have. Ax's own Sobol step starts its sequence over in every new ``Client``
+        and skips only the points it knows exactly: a rebuilt planner proposed again the
+        initial points measured at readbacks away from their proposal (ask/tell
+        ``--actual``: one point three times), or told with the rounding of an offset range
+        (``_float_map``). The design is Ax's sequence point for point (the same scrambled
+        Sobol engine, seed and dimensions) for float, int and ordered choice parameters;
+        Ax's strategy still decides when its initial phase ends (``_catch_up``).
+        """
+        points: list[Point] = []
+        if position == 0:
+            # Ax's centre: the middle of the box (the design's own centre), or, when that
+            # breaks a linear constraint, the centre of the feasible region. The design goes
+            # on at its position 1 either way: its first Sobol point after its own centre,
+            # or, where it has none, its second (nothing repeats).
+            points, _ = self._propose(client, 1)
+        points += self._from_design(client, position + len(points), n - len(points), pending)
+        return points, ["initial"] * len(points)
+
+    def _from_design(self, client: Any, position: int, n: int, pending: list[Point]) -> list[Point]:
+        """``n`` points of the Sobol design from ``position`` on, each a running Ax trial."""
+        points = self._design.points(
+            position, n, avoid=self._repeats.avoid([*pending, *self._proposed()], self._measured)
+        )
+        for point in points:
+            index = self._attach(client, point)
+            self._running[index] = point
+        return points
+
+    def _proposed(self) -> list[Point]:
+        """The points of the running Ax trials: pending ones and those of this batch."""
+        return list(self._running.values())
+
     def _propose(self, client: Any, n: int) -> tuple[list[Point], list[str]]:
         """Up to ``n`` new points from Ax and their kinds, each a running Ax trial.
 
-        An initial (Sobol) proposal of a point that failed is dropped (its trial
-        abandoned) and Ax asked again. A rebuilt planner's Sobol sequence starts over and
-        skips the points it already knows, but Ax leaves failed points out of that check:
-        without this, each rebuild (every ``suggest`` of ask/tell) proposed the failed
-        point again, where a planner that never stopped moves on along its sequence; a
-        failed point does not count toward Ax's initial budget, so ask/tell never left it.
-        A proposal that repeats a pending point or one of the batch (``near_duplicate``)
-        is dropped too (its trial abandoned), and left to the Sobol fill-in.
+        A proposal that repeats a point in flight, one of the batch, or one that failed
+        (``near_duplicate``: floats within 1e-6 of their range, ints and choices exactly)
+        is dropped and its Ax trial abandoned. Ax leaves failed trials out of its model and
+        of its duplicate check: its model proposed one failed point 8 times in a row, until
+        ``max_failures`` ended the campaign. A failed point is a pending one for Ax already
+        (``ingest``), which makes such a repeat rare; the abandoned proposal is pending
+        too, so Ax is asked again for the dropped repeats of failed points, up to
+        ``_FAILED_REPEAT_ROUNDS`` times. A repeat of a point in flight, and whatever is
+        still missing, is left to the Sobol fill-in (``suggest``).
         """
         points: list[Point] = []
         kinds: list[str] = []
-        retries = len(self._failed)  # the restarted sequence meets each failed point once
-        while len(points) < n:
+        for _ in range(1 + _FAILED_REPEAT_ROUNDS):
             repeated = 0
             for index, parameters in sorted(_generate(client, n - len(points)).items()):
                 try:
@@ -266,13 +326,12 @@ class AxPlanner:
                     logger.warning("Ax proposed a point outside the space (%s); dropped", exc)
                     client.mark_trial_abandoned(index)
                     continue
-                kind = self._kind_of(client, index)
-                if kind == "initial" and self._key(point) in self._failed:
-                    logger.debug("Ax's restarted Sobol sequence met failed point %s", point)
+                if near_duplicate(self.space, point, self._failed):
+                    logger.info("Ax proposed a point that failed again (%s); dropped", point)
                     client.mark_trial_abandoned(index)
                     repeated += 1
                     continue
-                if near_duplicate(self.space, point, list(self._running.values())):
+                if near_duplicate(self.space, point, self._proposed()):
                     # Measuring one point twice at once teaches nothing; a Sobol point
                     # fills in (``suggest``).
                     logger.info("Ax proposed a point in flight again (%s); a Sobol point", point)
@@ -280,10 +339,9 @@ class AxPlanner:
                     continue
                 self._running[index] = point
                 points.append(point)
-                kinds.append(kind)
-            if not repeated or retries <= 0:
+                kinds.append(self._kind_of(client, index))
+            if not repeated or len(points) >= n:
                 break
-            retries -= repeated
         return points, kinds
 
     # ------------------------------------------------------------------ Ax client
@@ -787,8 +845,9 @@ def _generate(client: Any, n: int) -> dict[int, Any]:
     return trials
 
 
-def _catch_up(client: Any) -> None:
-    """Move Ax's generation strategy past every step whose exit condition already holds.
+def _catch_up(client: Any) -> str | None:
+    """Move Ax's generation strategy past every step whose exit condition already holds, and
+    name the step it is on (``None`` when out of reach).
 
     Ax moves at most one step per ``get_next_trials``, and only from the step it is on: a
     fresh ``Client`` told N finished trials (a planner rebuilt from the store: ``resume``,
@@ -802,14 +861,17 @@ def _catch_up(client: Any) -> None:
     every step that is done, as a planner that made those trials itself would have; the
     same step, the same model, so a rebuilt planner proposes what an uninterrupted one
     does. Ax's ``Client`` keeps its strategy in a private attribute (Ax is pinned in
-    ``constraints.txt``): where a later Ax moves it, proposals fall back to Ax's own pace.
+    ``constraints.txt``): where a later Ax moves it, proposals fall back to Ax's own pace,
+    and its own initial design (``AxPlanner._initial`` is then not used).
     """
     strategy = getattr(client, "_maybe_generation_strategy", None)
     limit = getattr(strategy, "current_generator_run_limit", None)
     if limit is None:
         logger.debug("Ax's generation strategy is not reachable; its steps move at Ax's pace")
-        return
+        return None
     limit()
+    node = getattr(strategy, "current_node_name", None)
+    return node if isinstance(node, str) else None
 
 
 _ROUTED = False

@@ -99,7 +99,9 @@ def test_narrow_float_ranges_and_a_constraint_on_them_work() -> None:
     planner = AxPlanner(NARROW, Y, CONFIG, seed=1)
     done = _run(planner, _narrow_response, rounds=3, batch=2)
     assert all(b + c <= 2e-6 for b, c in ((o.parameters["b"], o.parameters["c"]) for o in done))
-    assert planner.last_kinds == ["model", "model"]
+    # Ax's model proposes (its batch-mate may repeat it on the constraint's corner: the
+    # Sobol design then fills in, see the test of repeats below).
+    assert planner.last_kinds[0] == "model"
     ranges = planner._client._experiment.search_space.parameters
     # Each range times the power of two that makes it 1 to 2 wide: 9e-6 * 2^17, 2e-6 * 2^19.
     assert [ranges[a].upper - ranges[a].lower for a in ("p0", "p1", "p2", "p3")] == [
@@ -211,8 +213,9 @@ def test_a_proposal_next_to_a_pending_point_is_left_to_the_sobol_design(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ax's model, stuck on a constraint's corner, proposed the same point (to 1e-15) twice
-    per batch, batch after batch. Such a proposal is abandoned in Ax and the design fills in."""
-    planner = AxPlanner(BOX, Y, CONFIG, seed=0)
+    per batch, batch after batch. Such a proposal is abandoned in Ax and the design fills in.
+    (``initial.n: 1``: Ax's model, not the positional design, makes the second batch.)"""
+    planner = AxPlanner(BOX, Y, PlannerConfig(kind="ax", initial=InitialDesign(n=1)), seed=0)
     (pending,) = planner.suggest(1)
     real_generate = ax_module._generate
 
