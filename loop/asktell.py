@@ -12,11 +12,12 @@ the campaign's lease for the length of its transaction (waiting a few seconds wh
 Between commands the campaign is ``stopped`` with the reason saying how many trials are
 pending; when the budget is spent it becomes ``completed`` (or ``failed``).
 
-What makes a campaign "ask/tell" is its pending suggestions, recognised without a schema
-change (:func:`awaiting_tell`): a trial ``suggest`` recorded is ``running`` with no
-instrument slot and no Bluesky documents, where a runner always records the slot it
-dispatches on. ``resume`` refuses to drive a campaign while such trials wait for ``tell``
-(it would abandon them), and ``status`` points to ``suggest``/``tell`` instead of ``resume``.
+What makes a campaign "ask/tell" is its told trials, recognised without a schema change by
+one rule (:func:`is_told`): no instrument slot, no Bluesky run, and an outcome only ``tell``
+writes; a trial ``suggest`` recorded and ``tell`` has not told is ``running`` with no slot
+and no documents (:func:`awaiting_tell`). ``resume`` refuses to drive a campaign while such
+trials wait for ``tell`` (it would abandon them), and ``status`` points to
+``suggest``/``tell`` instead of ``resume``.
 
 Everything told is validated before anything is written, and a CSV is written in one
 transaction with the state of every campaign it names (``Store.finish_trials``): all rows or
@@ -79,6 +80,7 @@ __all__ = [
     "Result",
     "TerminalOperator",
     "awaiting_tell",
+    "is_told",
     "open_campaign",
     "outputs_of",
     "parse_assignments",
@@ -697,16 +699,47 @@ def _dispatched(store: Store, trial: TrialRow) -> bool:
     return bool(trial.id is not None and store.documents(trial.id))
 
 
-def awaiting_tell(store: Store, trials: Sequence[TrialRow]) -> list[TrialRow]:
-    """The trials of ``trials`` that ``closedloop suggest`` proposed and ``tell`` has not told.
+#: The prefix of the error of a trial withdrawn with ``tell --abandon`` (:func:`_outcome`).
+WITHDRAWN = "withdrawn by the operator: "
 
-    Such a trial is ``running`` with no instrument slot (a runner records the slot of every
-    trial it starts) and no Bluesky documents. Only ``tell`` gives it an outcome: a runner
-    reconciling it would find no run and abandon it, losing a sample that may be in the lab.
+
+def is_told(trial: TrialRow, store: Store | None = None) -> bool:
+    """Whether ``trial`` is ask/tell's: proposed by ``closedloop suggest`` and given its
+    outcome by ``tell`` (while ``running``, still waiting for it), never run by a runner.
+
+    The one rule for it: ``status`` (an ask/tell campaign's running time is its age; its
+    told trials ran on no slot), :func:`awaiting_tell` and the runner's hang watch (which
+    times trials a runner ran). A runner records the slot of every trial it starts, but
+    only since store schema 3: a missing slot alone made every trial of an older store
+    "told", and ``status`` gave such a campaign's age as its running time (found in
+    review). So the rule asks what rows of every schema carry too: a told trial has no run
+    (no ``run_uid``; a pending one no documents, which a runner's trial in flight has
+    before its ``run_uid`` is recorded) and an outcome only ``tell`` writes: measured, or
+    failed or withdrawn with the operator's reason. A runner's trial without a run says why
+    in its error (refused at the limit check, stopped before its run started). One case
+    stays alike in a store older than schema 3: a trial the operator failed at a manual
+    instrument's prompt (``run``), counted as told. ``store``: needed for a ``running``
+    trial only (its documents are looked up).
     """
-    return [
-        t for t in trials if t.status == "running" and t.slot is None and not _dispatched(store, t)
-    ]
+    if trial.kind == "prior" or trial.slot is not None or trial.run_uid is not None:
+        return False
+    if trial.status == "running":
+        if store is None:
+            raise ValueError("a running trial is told apart by its documents: give the store")
+        return not _dispatched(store, trial)
+    if trial.status == "completed":
+        return True
+    return (trial.error or "").startswith((OPERATOR_FAILED, WITHDRAWN))
+
+
+def awaiting_tell(store: Store, trials: Sequence[TrialRow]) -> list[TrialRow]:
+    """The trials of ``trials`` that ``closedloop suggest`` proposed and ``tell`` has not told
+    (:func:`is_told`, still ``running``).
+
+    Only ``tell`` gives such a trial an outcome: a runner reconciling it would find no run
+    and abandon it, losing a sample that may be in the lab.
+    """
+    return [t for t in trials if t.status == "running" and is_told(t, store)]
 
 
 def _mark(runner: Runner, token: str) -> None:
@@ -798,7 +831,8 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
             "(it has Bluesky documents); `closedloop resume` reconciles it"
         )
     if trial.campaign_id not in runners:
-        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id)
+        # Only results are recorded: not refused for how the planner would go on.
+        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id, proposes=False)
     return trial
 
 
@@ -866,7 +900,7 @@ def _outcome(result: Result) -> TrialOutcome:
     status: TrialStatus = "completed"
     error = None
     if result.abandoned is not None:
-        status, error = "abandoned", f"withdrawn by the operator: {result.abandoned}"
+        status, error = "abandoned", f"{WITHDRAWN}{result.abandoned}"
     elif result.failed is not None:
         status, error = "failed", f"{OPERATOR_FAILED}{result.failed}"
     return TrialOutcome(result.trial_id, status, result.outputs, result.actual, error)

@@ -646,7 +646,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
     from loop.report import annotate, stored_campaign
-    from loop.store import Store, export_records, sequence_counts
+    from loop.store import Store, export_records, known_budget, sequence_counts
 
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
@@ -658,7 +658,11 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     if len(trials) > sum(counts.values()):
         counts["prior-data"] = len(trials) - sum(counts.values())
     # the budget in force (run/resume --max-trials), else the file's
-    budget_trials = (row.budget or {}).get("max_trials", c.budget.max_trials)
+    known = known_budget(row)
+    budget_trials = known.get("max_trials", c.budget.max_trials)
+    # stored by the first release, which recorded no budget, and not inferable
+    unrecorded = " (its file's: the one it ran with was not recorded)"
+    unrecorded = unrecorded if "max_trials" not in known and row.budget is None else ""
     console.print(
         f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
         + (f": {row.stop_reason}" if row.stop_reason else "")
@@ -673,7 +677,8 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     console.print(
         "trials: "
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-        + f"; budget {budget_trials or '∞'} trials{_duration_budget(row, c, trials)}; "
+        + f"; budget {budget_trials or '∞'} trials{unrecorded}"
+        + f"{_duration_budget(db, row, c, trials)}; "
         + f"seed {row.seed}"
     )
     _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
@@ -694,20 +699,21 @@ def _has_live_lease(db: Store, row: Any) -> bool:
 _RETIRED = re.compile(r"slot (\d+) retired: (.*)$", re.DOTALL)
 
 
-def _duration_budget(row: Any, c: Any, trials: list[Any]) -> str:
+def _duration_budget(db: Any, row: Any, c: Any, trials: list[Any]) -> str:
     """``, 2h running time (35 min so far)`` for a campaign with ``max_duration``, else ``""``.
 
     The time spent is the one the budget judges: the runner's sessions, or for a campaign
     told with ``tell`` its age (``loop.asktell.running_time``). ``status`` showed only the
     trial budget, so an ask/tell campaign limited by time read "budget ∞" (found in review).
     """
-    from loop.asktell import running_time
+    from loop.asktell import is_told, running_time
     from loop.config import parse_duration
+    from loop.store import known_budget
 
-    limit = (row.budget or {}).get("max_duration", c.budget.max_duration)
+    limit = known_budget(row).get("max_duration", c.budget.max_duration)
     if limit is None:
         return ""
-    told = any(t.slot is None and t.kind != "prior" for t in trials)
+    told = any(is_told(t, db) for t in trials)
     spent = running_time(row) if told else row.elapsed_seconds or 0.0
     return f", {_span(parse_duration(limit))} running time ({_span(spent)} so far)"
 
@@ -765,7 +771,9 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
             ]
         )
     headers = ["slot", "state", "current trial", "parameters", "completed", "failed"]
-    told = [t for t in trials if t.slot is None and t.kind != "prior" and t.status != "running"]
+    from loop.asktell import is_told
+
+    told = [t for t in trials if t.status != "running" and is_told(t)]
     caption = f"{len(told)} trial(s) told with `closedloop tell` ran on no slot" if told else None
     console.print(
         WholeTable(f"instrument slots ({count})", headers, rows, {0, 2, 4, 5}, caption=caption)

@@ -34,7 +34,7 @@ from pydantic import (
 from instruments import InstrumentConfig
 from instruments._instrument_file import InstrumentFile, pin_instrument_text
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
-from loop.errors import CampaignConfigError
+from loop.errors import CampaignConfigError, ClosedLoopError
 from loop.prior import EXPORT_COLUMNS
 from planners import (
     ChoiceParameter,
@@ -62,7 +62,8 @@ _DURATION = re.compile(
     r"(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
 )
 
-_SECONDS = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+# Seconds alone: ``3600``, ``90s``, or ``1.0368e+06s`` as budgets were stored (see Duration).
+_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*s?\s*$")
 
 
 def parse_duration(value: Any) -> float:
@@ -71,10 +72,10 @@ def parse_duration(value: Any) -> float:
         raise ValueError("a duration is a number of seconds or text like 2h, 30m, 1h30m")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif _SECONDS.match(str(value)):
+    elif (alone := _SECONDS.match(str(value))) is not None:
         # "3600" is seconds, as 3600 is: a command-line option is always text, and so is a
         # quoted YAML value.
-        seconds = float(str(value))
+        seconds = float(alone.group(1))
     else:
         match = _DURATION.match(str(value))
         if not match or not any(match.groups()):
@@ -88,7 +89,15 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda s: f"{s:g}s")]
+def _stored_duration(seconds: float) -> str:
+    """A duration as a stored budget keeps it, which :func:`parse_duration` reads back:
+    ``2592000s``. It was ``f"{s:g}s"``, which writes 30 days as ``2.592e+06s``: a campaign
+    with a ``max_duration`` of 12 days or more could then not be resumed, suggested or told
+    (its stored budget refused; found in review). ``parse_duration`` reads those too."""
+    return f"{seconds:.15g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_stored_duration)]
 
 
 def parameter_value(param: Any, text: str) -> Any:
@@ -342,6 +351,7 @@ def parse_campaign(
     instrument_text: str | None = None,
     cross_check: bool = True,
     require_goal: bool = False,
+    stored: StoredCopy | None = None,
 ) -> LoadedCampaign:
     """Validate campaign YAML ``text`` (see ``load_campaign``).
 
@@ -359,12 +369,60 @@ def parse_campaign(
     when it was stored, and describing the instrument imports its module (a user's function,
     which need not be importable where the store is read; Ax for an Ax planner). Nor does it
     read a dataset instrument's data (which may have moved; see ``_apply_dataset``).
+
+    ``stored``: the campaign is read back from a store to be used (``resume``, ``suggest``,
+    ``tell``, ``plan --store``). A campaign read back from a store (``stored``, or
+    ``cross_check=False``) keeps what it was accepted with where a rule came later
+    (:meth:`_Rules.added`; warned about when it is used): the store's copy is what is read,
+    and no edit of the file can change it. Any other refusal of a stored campaign to be
+    used names the store's copy and a way on (:class:`StoredCampaignError`).
     """
+    try:
+        return _parse_campaign(
+            text,
+            path=path,
+            base_dir=base_dir,
+            instrument_text=instrument_text,
+            cross_check=cross_check,
+            require_goal=require_goal,
+            rules=_Rules(stored=stored, lenient=stored is not None or not cross_check),
+        )
+    except CampaignConfigError as exc:
+        if stored is None or isinstance(exc, StoredCampaignError):
+            raise
+        try:  # whether `closedloop export`, which reads the same text, can read it
+            parse_campaign(
+                text,
+                path=path,
+                base_dir=base_dir,
+                instrument_text=instrument_text,
+                cross_check=False,
+            )
+        except CampaignConfigError:
+            exportable = False
+        else:
+            exportable = True
+        raise StoredCampaignError(stored, exc, exportable=exportable) from None
+
+
+def _parse_campaign(
+    text: str,
+    *,
+    path: Path,
+    base_dir: Path,
+    instrument_text: str | None,
+    cross_check: bool,
+    require_goal: bool,
+    rules: _Rules,
+) -> LoadedCampaign:
     data = _read_yaml(text, path)
     dataset_pin = _apply_dataset(data, path, base_dir, stored=instrument_text, load=cross_check)
-    if cross_check:  # a stored campaign is read as it was accepted (older rules)
+    if cross_check:  # a stored campaign shown is read as it was accepted (older rules)
         _check_not_instrument_file(data, path)
-        refuse_booleans(data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
+        try:
+            refuse_booleans(data, path, model=Campaign, error=CampaignConfigError, hints=_HINTS)
+        except CampaignConfigError as exc:
+            rules.added(exc, "true is read as 1 and false as 0, as when it started")
         _check_manual_spelling(data, path)
         _check_instrument_list(data, path)
     try:
@@ -377,7 +435,7 @@ def parse_campaign(
     if dataset_pin is None and pinned is None and cross_check:
         pinned = _pin_function(campaign.instrument.function, base_dir, instrument_text)
     campaign.instrument._campaign_path = path
-    _check_semantics(campaign, data, path, base_dir, cross_check=cross_check)
+    _check_semantics(campaign, data, path, base_dir, cross_check=cross_check, rules=rules)
     return LoadedCampaign(
         campaign=campaign,
         path=path,
@@ -385,6 +443,103 @@ def parse_campaign(
         base_dir=base_dir,
         instrument_text=pinned if dataset_pin is None else dataset_pin,
     )
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """A campaign read back from a store to be used: which store and campaign hold it.
+
+    Attributes:
+        url: the store's URL as messages show it.
+        campaign_id: the campaign's id in that store.
+        name: the campaign's name.
+        proposes: whether anything is to be proposed (``False`` for ``tell``, which only
+            records results: the checks against the planner are then left out, so that
+            measured results are never refused for how the planner would go on).
+    """
+
+    url: str
+    campaign_id: int
+    name: str
+    proposes: bool = True
+
+    @property
+    def campaign(self) -> str:
+        return f"campaign '{self.name}' (id {self.campaign_id})"
+
+
+class StoredCampaignError(CampaignConfigError):
+    """A stored campaign this closedloop cannot use as it is stored.
+
+    A refusal worded for a campaign file ("...c.yaml:11: ...; remove it") sent the user to
+    edit a file that is no longer read: the store keeps its own copy of the campaign's text,
+    and ``resume``, ``suggest`` and ``tell`` read that copy (found in review). This one names
+    the store's copy and gives the way on that exists: the campaign's trials exported, and a
+    new campaign from a corrected file that learns from them as prior data. ``export`` reads
+    a stored campaign without the checks against its planner and instrument
+    (``exportable``); a text this version cannot read at all (YAML or the schema itself
+    refused) is exported by the version that stored it.
+    """
+
+    def __init__(
+        self, stored: StoredCopy, exc: CampaignConfigError, *, exportable: bool = True
+    ) -> None:
+        where = f"{exc.path.name}, line {exc.line}" if exc.line is not None else exc.path.name
+        export = f"`closedloop export --store {stored.url} -c {stored.campaign_id} -o trials.csv`"
+        if not exportable:
+            export += (
+                " with the closedloop version that stored the campaign (this one cannot read "
+                "its text at all, so its export refuses it too; its trials stay in the store, "
+                "untouched)"
+            )
+        fix = (
+            f"the store keeps its own copy of the campaign file, which editing {exc.path.name} "
+            f"does not change. Go on in a new campaign that learns from this one's trials: "
+            f"{export}, then start a corrected copy of the file (with another name, and "
+            "`prior_data: trials.csv`)" + (f"; in it: {exc.fix}" if exc.fix else "")
+        )
+        problem = f"{stored.campaign} in {stored.url}, as stored ({where}): {exc.problem}"
+        ClosedLoopError.__init__(self, f"{problem}\n  fix: {fix}")
+        self.path, self.line, self.problem, self.fix = exc.path, exc.line, problem, fix
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Which campaign the rules are applied to: a campaign file (``lenient`` off), or a
+    campaign read back from a store (on; ``stored`` when it is to be used)."""
+
+    stored: StoredCopy | None
+    lenient: bool
+
+    def added(self, exc: CampaignConfigError, kept: str) -> None:
+        """A rule added after campaigns could be stored without it: raise ``exc`` for a
+        campaign file; keep a stored campaign as it was accepted (``kept``: how), warning
+        when it is used.
+
+        The rules that take this path refuse what older versions accepted and read one way,
+        which the campaign's stored trials were measured and learned under: a setting its
+        planner kind ignores (``planners._config.ignored_settings``), true/false in a number
+        field (read as 1/0), a reserved column name, contradictory outcome bounds, an
+        outcome bound written with an underscore (read as ``float()`` read it). Refusing
+        them protected nothing the stored trials had not met already, and left a campaign
+        that could be neither resumed, suggested nor told: its text is the store's copy,
+        which no edit of the file changes (found in review). Rules that guard the hardware
+        (the instrument's checks) or what the planner can serve stay refusals
+        (:class:`StoredCampaignError`).
+        """
+        if not self.lenient:
+            raise exc
+        if self.stored is None:
+            return  # shown (status, export, report): as it was accepted, without a word
+        where = f"{exc.path.name}, line {exc.line}" if exc.line is not None else exc.path.name
+        logger.warning(
+            "%s as stored (%s): %s. Accepted when it was stored, the campaign goes on so: "
+            "%s (a new campaign file is refused for it)",
+            self.stored.campaign,
+            where,
+            exc.problem,
+            kept,
+        )
 
 
 #: The key of the record a ``function:`` campaign keeps in the store's ``instrument_text``.
@@ -1030,7 +1185,7 @@ def _check_manual_spelling(data: Any, path: Path) -> None:
 
 
 def _check_semantics(
-    campaign: Campaign, data: Any, path: Path, base_dir: Path, *, cross_check: bool
+    campaign: Campaign, data: Any, path: Path, base_dir: Path, *, cross_check: bool, rules: _Rules
 ) -> None:
     """Rules that span sections: unique names, objectives the instrument can measure."""
     seen: set[str] = set()
@@ -1062,11 +1217,13 @@ def _check_semantics(
         )
     _check_target(campaign, data, path)
     space = _check_constraints(campaign, data, path, dataset_rows=cross_check)
-    outcome_constraints = _check_outcome_constraints(campaign, data, path)
+    outcome_constraints = _check_outcome_constraints(campaign, data, path, rules)
     if not cross_check:
         return
-    _check_satisfiable(space, data, path)
-    _check_planner(campaign, space, outcome_constraints, data, path)
+    proposes = rules.stored is None or rules.stored.proposes
+    if proposes:
+        _check_satisfiable(space, data, path)
+    _check_planner(campaign, space, outcome_constraints, data, path, rules, proposes=proposes)
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
     try:
@@ -1090,7 +1247,7 @@ def _check_semantics(
                 line=line_of(data, ("outcome_constraints", i)),
                 fix=_nearest(constraint.name, outputs, "the instrument measures"),
             )
-    _check_reserved(campaign, outputs, data, path)
+    _check_reserved(campaign, outputs, data, path, rules)
 
 
 #: Columns that `closedloop export` (and so prior data) and `closedloop tell --csv` give a
@@ -1108,21 +1265,25 @@ def _reserved(name: str) -> bool:
 
 
 def _check_reserved(
-    campaign: Campaign, outputs: tuple[str, ...] | list[str], data: Any, path: Path
+    campaign: Campaign, outputs: tuple[str, ...] | list[str], data: Any, path: Path, rules: _Rules
 ) -> None:
     """Refuse parameter and output names that clash with the export's and ``tell``'s own
-    columns (checked at load only: a campaign stored before keeps loading)."""
+    columns (a rule added after campaigns were stored: see :meth:`_Rules.added`)."""
     fix = (
         "rename it: export, prior data and `tell --csv` use the columns "
         f"{', '.join(sorted(RESERVED_COLUMNS))} and the prefixes {', '.join(RESERVED_PREFIXES)}"
     )
+    kept = "it keeps the name (its export may name a column twice)"
     for i, p in enumerate(campaign.parameters):
         if _reserved(p.name):
-            raise CampaignConfigError(
-                path,
-                f"parameter name '{p.name}' is reserved",
-                line=line_of(data, ("parameters", i, "name")),
-                fix=fix,
+            rules.added(
+                CampaignConfigError(
+                    path,
+                    f"parameter name '{p.name}' is reserved",
+                    line=line_of(data, ("parameters", i, "name")),
+                    fix=fix,
+                ),
+                kept,
             )
     for name in outputs:
         if not _reserved(name):
@@ -1134,11 +1295,14 @@ def _check_reserved(
             line = line_of(data, ("instrument", "outputs", declared.index(name)))
         elif name in objectives:
             line = line_of(data, ("objectives", objectives.index(name), "name"))
-        raise CampaignConfigError(
-            path,
-            f"output name '{name}' is reserved",
-            line=line or line_of(data, ("instrument",)),
-            fix=fix,
+        rules.added(
+            CampaignConfigError(
+                path,
+                f"output name '{name}' is reserved",
+                line=line or line_of(data, ("instrument",)),
+                fix=fix,
+            ),
+            kept,
         )
 
 
@@ -1406,7 +1570,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_outcome_constraints(
-    campaign: Campaign, data: Any, path: Path
+    campaign: Campaign, data: Any, path: Path, rules: _Rules
 ) -> list[OutcomeConstraint]:
     parsed: list[OutcomeConstraint] = []
     seen: set[str] = set()
@@ -1415,12 +1579,18 @@ def _check_outcome_constraints(
         try:
             constraint = parse_outcome_constraint(text)
         except ValueError as exc:
-            raise CampaignConfigError(
+            error = CampaignConfigError(
                 path,
                 f"outcome_constraints[{i}]: {exc}",
                 line=line,
                 fix="write 'output <= number' or 'output >= number', e.g. 'impurity <= 0.05'",
-            ) from None
+            )
+            plain = _as_float_read(text)
+            if plain is None:
+                raise error from None
+            rules.added(error, f"the bound is read as '{plain}', as when it started")
+            campaign.outcome_constraints[i] = plain
+            constraint = parse_outcome_constraint(plain)
         key = f"{constraint.name} {constraint.op}"
         if key in seen:
             raise CampaignConfigError(
@@ -1431,11 +1601,30 @@ def _check_outcome_constraints(
             )
         seen.add(key)
         parsed.append(constraint)
-    _check_outcome_ranges(parsed, data, path)
+    _check_outcome_ranges(parsed, data, path, rules)
     return parsed
 
 
-def _check_outcome_ranges(constraints: list[OutcomeConstraint], data: Any, path: Path) -> None:
+_BOUND = re.compile(r"^(?P<head>.*?(?:<=|>=)\s*)(?P<bound>\S+?)\s*$")
+
+
+def _as_float_read(text: str) -> str | None:
+    """An outcome constraint whose bound has an underscore, written as closedloop read it
+    before such bounds were refused (Python's ``float()``: ``1_0`` is 10), e.g.
+    ``'impurity <= 10.0'``; ``None`` for any other text."""
+    match = _BOUND.match(text)
+    if match is None or "_" not in match["bound"]:
+        return None
+    try:
+        bound = float(match["bound"])
+    except ValueError:
+        return None
+    return f"{match['head']}{bound!r}"
+
+
+def _check_outcome_ranges(
+    constraints: list[OutcomeConstraint], data: Any, path: Path, rules: _Rules
+) -> None:
     """Refuse an output bounded below above its upper bound (``a >= 11`` and ``a <= 10``):
     no trial could ever be feasible, and the campaign would run its whole budget to find
     that out (found in review). Equal bounds are kept: a whole-number output can meet them.
@@ -1453,13 +1642,16 @@ def _check_outcome_ranges(constraints: list[OutcomeConstraint], data: Any, path:
                 + (f" (line {n})" if n is not None else "")
                 for k, n in zip((first, second), lines, strict=True)
             )
-            raise CampaignConfigError(
-                path,
-                f"{shown} leave {low.name} no value: no trial could meet both, so none would "
-                "ever be feasible",
-                line=lines[1],
-                fix=f"check their directions (<= or >=) and numbers: {low.name} must be at "
-                f"least {low.bound:g} and at most {high.bound:g}",
+            rules.added(
+                CampaignConfigError(
+                    path,
+                    f"{shown} leave {low.name} no value: no trial could meet both, so none "
+                    "would ever be feasible",
+                    line=lines[1],
+                    fix=f"check their directions (<= or >=) and numbers: {low.name} must be "
+                    f"at least {low.bound:g} and at most {high.bound:g}",
+                ),
+                "it keeps both bounds: none of its trials can be feasible",
             )
 
 
@@ -1469,11 +1661,42 @@ def _check_planner(
     outcome_constraints: list[OutcomeConstraint],
     data: Any,
     path: Path,
+    rules: _Rules,
+    *,
+    proposes: bool = True,
 ) -> None:
     """Check the campaign against its planner: a combination it cannot serve fails now, not
-    mid-run (``planners.check_planner``; no model is fitted)."""
-    from planners import check_planner
+    mid-run (``planners.check_planner``; no model is fitted).
 
+    A setting the planner kind ignores (``planners._config.ignored_settings``) is a rule
+    added after campaigns were stored (:meth:`_Rules.added`): a stored campaign keeps it
+    ignored, and its planner is built from the settings the kind follows, which propose the
+    same points. ``proposes=False`` (``tell``) checks nothing else.
+    """
+    from planners import check_planner
+    from planners._config import followed_settings, ignored_settings
+
+    def refusal(exc: ValueError) -> CampaignConfigError:
+        # A setting the kind would not follow is at its own line (planner.acquisition, ...).
+        key = getattr(exc, "key", None)
+        line = (line_of(data, ("planner", *key)) if isinstance(key, tuple) else None) or (
+            line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
+        )
+        return CampaignConfigError(
+            path,
+            f"planner {campaign.planner.kind}: {exc}",
+            line=line,
+            fix="change planner.kind (botorch supports every search space and goal), or "
+            "drop what the planner cannot do",
+        )
+
+    ignored = ignored_settings(campaign.planner)
+    for setting in ignored:
+        rules.added(refusal(setting), f"kind {campaign.planner.kind} ignores it, as it always did")
+    if ignored:
+        campaign.planner = followed_settings(campaign.planner)
+    if not proposes:
+        return
     try:
         check_planner(
             space,
@@ -1482,15 +1705,4 @@ def _check_planner(
             outcome_constraints=outcome_constraints,
         )
     except ValueError as exc:
-        # A setting the kind would not follow is at its own line (planner.acquisition, ...).
-        key = getattr(exc, "key", None)
-        line = (line_of(data, ("planner", *key)) if isinstance(key, tuple) else None) or (
-            line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
-        )
-        raise CampaignConfigError(
-            path,
-            f"planner {campaign.planner.kind}: {exc}",
-            line=line,
-            fix="change planner.kind (botorch supports every search space and goal), or "
-            "drop what the planner cannot do",
-        ) from None
+        raise refusal(exc) from None

@@ -34,6 +34,7 @@ stored, but the planner receives ``outcome='failed'``, never the numbers.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import logging
@@ -70,7 +71,7 @@ from instruments import (
 )
 from instruments._dispatch import outputs_and_readbacks
 from instruments._plans import READBACK_KEYS_MD
-from loop.config import Budget, Campaign, LoadedCampaign, parse_campaign
+from loop.config import Budget, Campaign, LoadedCampaign, StoredCopy, parse_campaign
 from loop.errors import ClosedLoopError, StoreError
 from loop.failures import (
     OPERATOR_FAILED,
@@ -79,6 +80,7 @@ from loop.failures import (
     Failure,
     failure,
     failure_counts,
+    failure_kind,
     failures_of,
 )
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
@@ -88,11 +90,13 @@ from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import (
     TERMINAL,
     UNFINISHED,
+    CampaignRow,
     LeaseLost,
     Store,
     StoreGone,
     TrialRow,
     TrialStatus,
+    known_budget,
 )
 from planners import (
     Observation,
@@ -570,17 +574,22 @@ class Runner:
         instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
         lease_ttl: float = LEASE_TTL,
         operator: Operator | None = None,
+        proposes: bool = True,
     ) -> Runner:
         """A runner for a stored campaign, ready to ``resume()``.
 
         The campaign is rebuilt from the YAML text kept in its row (no file needed; a
         user-function path resolves against the original file's folder), with the stored
         seed and the stored budget (overrides given here are applied on top and recorded).
+        Rules added since the campaign was stored keep it as it was accepted, with a warning,
+        and a refusal names the store's copy and a way on (``loop.config.parse_campaign``).
 
         Args:
             store: the store holding the campaign.
             campaign: name or id; the latest unfinished (``running``, ``paused`` or
                 ``stopped``) campaign by default.
+            proposes: ``False`` for a runner that only records results (``tell``): the
+                campaign is not checked against its planner.
         """
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
         path = Path(row.config_path)
@@ -589,6 +598,7 @@ class Runner:
             path=path,
             base_dir=path.parent,
             instrument_text=row.instrument_text,  # the instrument file as it was at the start
+            stored=StoredCopy(store.url, row.id or 0, row.name, proposes=proposes),
         )
         runner = cls(
             loaded,
@@ -599,7 +609,7 @@ class Runner:
             lease_ttl=lease_ttl,
             operator=operator,
         )
-        stored = Budget.model_validate(row.budget) if row.budget else loaded.campaign.budget
+        stored = _stored_budget(row, loaded.campaign.budget)
         runner.budget = _override(
             stored, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
         )
@@ -1088,7 +1098,9 @@ class Runner:
         """The session's watch for trials that may hang (:class:`_HangWatch`): none when
         ``instrument.timeout`` ends such trials, or for a manual instrument, whose trials
         last as long as the operator takes. It starts from the durations of the campaign's
-        stored trials a runner completed (dispatched: a slot recorded)."""
+        stored trials a runner completed (not told: ``loop.asktell.is_told``)."""
+        from loop.asktell import is_told
+
         instrument = self.campaign.instrument
         if instrument.timeout is not None or instrument.manual:
             return None
@@ -1096,7 +1108,7 @@ class Runner:
             (t.finished_at - t.started_at).total_seconds()
             for t in history
             if t.status == "completed"
-            and t.slot is not None
+            and not is_told(t)
             and t.kind != PRIOR_KIND
             and t.started_at is not None
             and t.finished_at is not None
@@ -1570,6 +1582,7 @@ class Runner:
                 readbacks=outcome.readbacks,
                 run_uid=outcome.run_uid,
                 error=outcome.error,
+                transient=outcome.status == "failed" and transient_failure(outcome.error),
                 token=self.lease.token,
             )
             logger.info("reconciled trial %s as %s", trial.number, outcome.status)
@@ -1601,7 +1614,7 @@ class Runner:
     def _stored_observation(self, trial: TrialRow, outputs: dict[str, float]) -> Observation:
         """A stored terminal trial as the planner saw it when it ended."""
         status = trial.status if trial.status in ("completed", "abandoned") else "failed"
-        status = _learned_status(status, trial.transient, retry=trial.kind == "retry")
+        status = _learned_status(status, was_transient(trial), retry=trial.kind == "retry")
         return self._observation(trial.parameters, trial.readbacks or {}, outputs, status)
 
     def _tally(
@@ -2034,6 +2047,77 @@ def _what_to_check(failures: Sequence[Failure]) -> str:
     elif kinds or not advice:
         advice.append("check the instrument")
     return "; ".join(advice)
+
+
+def _stored_budget(row: CampaignRow, file_budget: Budget) -> Budget:
+    """The budget a stored campaign ran with: the one its row records, else what the
+    store tells of it (:func:`loop.store.known_budget`) over the campaign file's.
+
+    Only campaigns stored by closedloop's first release (store schema 1) have none recorded.
+    That release overrode ``max_trials`` only (``run --max-trials``), so the file's other
+    limits are the ones they ran with. Their ``max_trials`` was taken from the file: a
+    campaign run with ``--max-trials 6`` was resumed to the file's 30, without a word, and a
+    finished one needed no larger budget to go on (found in review). Now a campaign that
+    ``max_trials`` ended keeps the limit it reached; for any other, the file's is used and
+    said to be so.
+    """
+    if row.budget is not None:
+        return Budget.model_validate(row.budget)
+    known = known_budget(row)
+    if "max_trials" not in known:
+        logger.warning(
+            "campaign '%s' (id %s) was stored by a closedloop that did not record its budget; "
+            "its max_trials is taken from its file (%s): give --max-trials N if it ran with "
+            "another",
+            row.name,
+            row.id,
+            file_budget.max_trials if file_budget.max_trials is not None else "none",
+        )
+    return file_budget.model_copy(update=known)
+
+
+# The failure kinds (``loop.failures.failure_kind``) of the failures the instruments flag
+# transient (``instruments._dispatch.is_transient``): the dispatcher's timeout, a simulator's
+# injected fault, a Dask worker lost, a PV connection lost, a limit check left unanswered.
+_TRANSIENT_KINDS = frozenset(
+    {"timeout", "instrument fault", WORKER_LOST, "connection lost", "limit check unanswered"}
+)
+# Exception names (a failure's kind when no phrase above names it) of timeouts and lost
+# connections, which the dispatcher counts as transient: TimeoutError, ConnectionResetError,
+# ophyd's WaitTimeoutError, the EPICS layer's DeviceTimeout and DeviceConnectionError.
+_TRANSIENT_NAMES = ("TimeoutError", "Timeout", "ConnectionError")
+
+
+def transient_failure(error: str | None) -> bool:
+    """Whether a failure whose error text is ``error`` was transient, read from its kind.
+
+    For the failed trials whose ``transient`` flag the store does not hold: those written
+    before the column existed (NULL; a store written by a closedloop before it, or by one
+    still running such a version on a shared store), and those ``resume`` reconciles from
+    their documents (the exception is gone; its text is what is left). Taken as not
+    transient, a resumed planner learned such first attempts as failed points where the
+    live loop had learned nothing, and walled itself off from good regions (found in
+    review).
+    """
+    kind = failure_kind(error)
+    if kind in _TRANSIENT_KINDS:
+        return True
+    name = kind.rsplit(".", 1)[-1]  # an exception's name, e.g. ophyd.utils.WaitTimeoutError
+    if not name.isidentifier():  # "function raised TimeoutError": the function's own fault
+        return False
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, TimeoutError | ConnectionError):
+        return True
+    return name.endswith(_TRANSIENT_NAMES)
+
+
+def was_transient(trial: TrialRow) -> bool:
+    """Whether ``trial`` failed transiently: its ``transient`` flag, else (a row written
+    before the flag existed) :func:`transient_failure` of its error. The one reading of the
+    flag for the planner (:func:`_learned_status`)."""
+    if trial.transient is not None:
+        return trial.transient
+    return trial.status == "failed" and transient_failure(trial.error)
 
 
 def _learned_status(status: str, transient: bool | None, *, retry: bool) -> str:

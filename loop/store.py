@@ -101,8 +101,17 @@ def utcnow() -> datetime:
 # The layout of the tables. 1: campaign/trial/observation/document; 2: + lease table and the
 # campaign's budget and elapsed_seconds columns (added in place when an older store opens);
 # 3: + the trial's instrument slot, the campaign's instrument_text and the campaign_event
-# table (pauses and operator releases).
+# table (pauses and operator releases); later, still 3: + the trial's transient column.
 # A store written with a higher number is refused: this version cannot know its meaning.
+#
+# The transient column did not raise the number, on purpose. A version bump protects a store
+# from code that would misread it; here the older schema-3 code reads every row as it did and
+# writes NULL into the column it does not know, and NULL has one meaning everywhere: not
+# recorded, read from the trial's error (``loop.runner.was_transient``), as for the rows
+# written before the column existed. A bump would only lock out schema-3 installations that
+# write the column correctly too, from a store a lab's machines share, and gain nothing.
+# Raise it for a change the older code would misread (a column whose NULL it cannot mean, a
+# table whose rows it would contradict), never for an additive, nullable one.
 SCHEMA_VERSION = 3
 
 
@@ -162,7 +171,8 @@ class TrialRow(SQLModel, table=True):
     slot: int | None = None
     # A failure that may well not recur at the same point (a timeout, a fault the instrument
     # flags as transient): the planner learns such a first attempt as nothing, so a resumed
-    # campaign must know which failures were transient. None: written before this column.
+    # campaign must know which failures were transient. None: written before this column (or
+    # by a version that predates it), read from the error (``loop.runner.was_transient``).
     transient: bool | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
@@ -294,6 +304,31 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("campaign", "instrument_text", "TEXT"),
     ("trial", "transient", "BOOLEAN"),
 )
+
+
+# The stop reason closedloop's first release (store schema 1, which recorded no budget) gave
+# a campaign that ``max_trials`` ended. It ran one trial at a time and stopped as soon as the
+# completed trials reached the limit, so the count it names is the limit.
+_MAX_TRIALS_REACHED = re.compile(r"max_trials reached \((\d+) completed trials\)")
+
+
+def known_budget(row: CampaignRow) -> dict[str, Any]:
+    """What the store knows of the budget a campaign ran with (the fields of
+    ``loop.config.Budget``; the campaign file's apply to the others).
+
+    Its recorded budget, whole. A campaign stored before budgets were recorded (store schema
+    1: ``budget`` NULL) ran with its file's budget, except that ``run --max-trials`` may have
+    overridden ``max_trials``: for one that ``max_trials`` ended, its stop reason names the
+    limit reached, ``{"max_trials": N}``; for any other nothing is known, ``{}``. Read by
+    ``Runner.from_store`` and ``closedloop status``, so that a finished campaign is not
+    continued, nor shown, with the file's budget in place of the one it ran with.
+    """
+    if row.budget is not None:
+        return dict(row.budget)
+    match = _MAX_TRIALS_REACHED.fullmatch(row.stop_reason or "")
+    if row.status == "completed" and match is not None:
+        return {"max_trials": int(match[1])}
+    return {}
 
 
 def _serialised(method: Callable[P, R]) -> Callable[P, R]:

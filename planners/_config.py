@@ -122,7 +122,15 @@ class PlannerSettingError(ValueError):
 
 
 def check_settings(config: PlannerConfig) -> None:
-    """Raise :class:`PlannerSettingError` for a setting written for another planner kind.
+    """Raise :class:`PlannerSettingError` for a setting written for another planner kind
+    (the first of :func:`ignored_settings`)."""
+    ignored = ignored_settings(config)
+    if ignored:
+        raise ignored[0]
+
+
+def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
+    """Every setting written for another planner kind, which this kind would not follow.
 
     Only what is written counts (``model_fields_set``), and a setting is refused when the
     kind would do otherwise, not merely because the kind has no use for it: ``initial:
@@ -137,17 +145,24 @@ def check_settings(config: PlannerConfig) -> None:
       ``initial.centre: false`` are refused).
     * ``sobol``/``random``: every point is a point of that design, never the centre, and no
       acquisition (``acquisition``, another ``initial.kind``, ``initial.centre: true``).
+
+    A campaign file with one is refused (:func:`check_settings`); a campaign stored before
+    they were refused keeps them, ignored as they always were (``loop.config``, with
+    :func:`followed_settings`).
     """
     kind = config.kind
     if kind == "botorch":
-        return
+        return []
+    found: list[PlannerSettingError] = []
     initial = config.initial
     written = initial.model_fields_set
     if "acquisition" in config.model_fields_set:
         what = "Ax picks its own" if kind == "ax" else f"kind {kind} uses no model"
-        raise PlannerSettingError(
-            f"planner.acquisition applies to kind: botorch only ({what}); remove it",
-            key=("acquisition",),
+        found.append(
+            PlannerSettingError(
+                f"planner.acquisition applies to kind: botorch only ({what}); remove it",
+                key=("acquisition",),
+            )
         )
     design = "sobol" if kind == "ax" else kind
     if "kind" in written and initial.kind != design:
@@ -156,16 +171,39 @@ def check_settings(config: PlannerConfig) -> None:
             if kind == "ax"
             else f"every point of kind {kind} is a {kind} design point"
         )
-        raise PlannerSettingError(
-            f"planner.initial.kind: {initial.kind} does not apply to kind: {kind} ({does}); "
-            f"remove it, or use kind: botorch for a {initial.kind} initial design",
-            key=("initial", "kind"),
+        found.append(
+            PlannerSettingError(
+                f"planner.initial.kind: {initial.kind} does not apply to kind: {kind} "
+                f"({does}); remove it, or use kind: botorch for a {initial.kind} initial "
+                "design",
+                key=("initial", "kind"),
+            )
         )
     centre = kind == "ax"
     if "centre" in written and initial.centre is not None and initial.centre != centre:
         does = "Ax always starts at the centre" if centre else f"kind {kind} never proposes it"
-        raise PlannerSettingError(
-            f"planner.initial.centre: {str(initial.centre).lower()} does not apply to kind: "
-            f"{kind} ({does}); remove it, or use kind: botorch",
-            key=("initial", "centre"),
+        found.append(
+            PlannerSettingError(
+                f"planner.initial.centre: {str(initial.centre).lower()} does not apply to "
+                f"kind: {kind} ({does}); remove it, or use kind: botorch",
+                key=("initial", "centre"),
+            )
         )
+    return found
+
+
+def followed_settings(config: PlannerConfig) -> PlannerConfig:
+    """``config`` without the settings its kind ignores (:func:`ignored_settings`): the
+    planner it builds proposes exactly what ``config``'s would, and passes
+    :func:`check_settings`."""
+    ignored = ignored_settings(config)
+    if not ignored:
+        return config
+    data = config.model_dump(exclude_unset=True)
+    for setting in ignored:
+        *parents, last = setting.key
+        node = data
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(last, None)
+    return PlannerConfig.model_validate(data)
