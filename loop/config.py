@@ -1484,8 +1484,14 @@ def _check_jointly(
     zero nothing meets them all; zero means the feasible points form a surface, which no
     design or optimiser of float parameters can sample (``x + y <= 3`` and ``x + y >= 3``).
     Over integer or choice parameters a surface may still hold whole points, so only a
-    conflict is refused there. The smallest offending group is named: a pair if one is at
-    fault, else all of them.
+    conflict is refused there, and the floats' room is judged with the constraints over no
+    float held as they are, with no margin asked of them: an integer equality
+    (``n + m <= 7``, ``n + m >= 7``) squeezes no float, and beside an unrelated
+    ``x <= 0.9`` it was refused as leaving "the float parameters no room" (found in
+    review). Such constraints still count where they push a float's constraint to its
+    edge (``n >= 5`` with ``x + n <= 5``, x in [0, 1]: x = 0). The smallest offending group
+    is named: a pair if one is at fault, else all of them, leaving out one at a time each
+    constraint without which the rest are still at fault (an unrelated one is not named).
     """
     room = _room(constraints, ranges)
     if room > _ROOM_TOLERANCE:
@@ -1495,14 +1501,20 @@ def _check_jointly(
     def at_fault(group: Sequence[ParameterConstraint]) -> bool:
         if conflict:
             return _room(group, ranges) < -_ROOM_TOLERANCE
-        uses_floats = any(set(c.coefficients) & floats for c in group)
-        return uses_floats and _room(group, ranges) <= _ROOM_TOLERANCE
+        squeezing = [c for c in group if set(c.coefficients) & floats]
+        held = [c for c in group if not set(c.coefficients) & floats]
+        return bool(squeezing) and _room(squeezing, ranges, held=held) <= _ROOM_TOLERANCE
 
     smaller = [[c] for c in constraints] if not conflict else []  # singles: checked above
     smaller += [[a, b] for i, a in enumerate(constraints) for b in constraints[i + 1 :]]
-    group = next((g for g in smaller if at_fault(g)), list(constraints))
-    if not at_fault(group):
-        return  # a surface through integer points: the BoTorch planner can search it
+    group = next((g for g in smaller if at_fault(g)), None)
+    if group is None:
+        group = list(constraints)
+        if not at_fault(group):
+            return  # a surface through integer points: the planners can search it
+        for c in list(group):  # leave out every constraint the rest are at fault without
+            if len(group) > 1 and at_fault(rest := [g for g in group if g is not c]):
+                group = rest
     texts = " and ".join(f"constraints[{c.index}] '{c.text}'" for c in group)
     line = line_of(data, ("constraints", group[-1].index)) or line_of(data, ("constraints",))
     if conflict:
@@ -1531,15 +1543,19 @@ _ROOM_TOLERANCE = 1e-9
 
 
 def _room(
-    constraints: Sequence[ParameterConstraint], ranges: Mapping[str, tuple[float, float]]
+    constraints: Sequence[ParameterConstraint],
+    ranges: Mapping[str, tuple[float, float]],
+    held: Sequence[ParameterConstraint] = (),
 ) -> float:
     """The largest ``t`` such that every constraint holds with slack ``t``, each parameter
-    scaled to [0, 1] and each constraint's normal to unit length (capped at 1)."""
+    scaled to [0, 1] and each constraint's normal to unit length (capped at 1), while
+    every ``held`` constraint holds with no slack asked of it (below zero if they cannot
+    all hold: then nothing meets them, which the check of all constraints judges)."""
     import numpy as np
 
-    names = sorted({n for c in constraints for n in c.coefficients})
+    names = sorted({n for c in [*constraints, *held] for n in c.coefficients})
     rows, limits = [], []
-    for c in constraints:
+    for c, weight in [(c, 1.0) for c in constraints] + [(c, 0.0) for c in held]:
         # slack = constant + sum(coef * x) >= t with x = lo + (hi - lo) * u, i.e.
         # -a.u + |a| t <= constant + sum(coef * lo)
         a = np.array([c.coefficients.get(n, 0.0) * (ranges[n][1] - ranges[n][0]) for n in names])
@@ -1547,11 +1563,11 @@ def _room(
         norm = float(np.linalg.norm(a))
         if norm == 0.0:  # a parameter with bounds [v, v]: the single check judged it
             continue
-        rows.append(np.append(-a / norm, 1.0))
+        rows.append(np.append(-a / norm, weight))  # weight 0: no slack asked of it
         limits.append(offset / norm)
     if not rows:
         return 1.0
-    if len(rows) == 1:  # max over the box of (offset + a.u) / |a|: no solver needed
+    if len(rows) == 1 and not held:  # max over the box of (offset + a.u) / |a|: no solver
         row, limit = rows[0], limits[0]
         return min(1.0, limit + float(np.clip(-row[:-1], 0.0, None).sum()))
     objective = np.zeros(len(names) + 1)
@@ -1560,6 +1576,8 @@ def _room(
     from scipy.optimize import linprog  # only here: `validate` of most files never needs it
 
     result = linprog(objective, A_ub=np.array(rows), b_ub=np.array(limits), bounds=bounds)
+    if result.status == 2 and held:  # the held constraints cannot all hold
+        return -1.0
     if result.status != 0:  # pragma: no cover - the LP is always feasible and bounded
         return 1.0  # cannot tell: let the planner find out, as before
     return float(result.x[-1])
