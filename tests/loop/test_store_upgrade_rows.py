@@ -62,14 +62,16 @@ def _as_written_by(
             )
 
 
-def _run(tmp_path: Path, instrument: str, budget: str, **overrides: int) -> tuple[str, int]:
+def _run(
+    tmp_path: Path, instrument: str, budget: str, max_trials: int | None = None
+) -> tuple[str, int]:
     text = CAMPAIGN.replace("INSTRUMENT", instrument).replace("BUDGET", budget)
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
     loaded = parse_campaign(text, path=path, base_dir=tmp_path)
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     try:
-        summary = Runner(loaded, store, **overrides).run()
+        summary = Runner(loaded, store, max_trials=max_trials).run()
     finally:
         store.close()
     return store.url, summary.campaign_id or 0
@@ -132,7 +134,7 @@ def test_a_stored_budget_of_twelve_days_or_more_is_read_back() -> None:
 
     old = Budget.model_validate({"max_trials": 3, "max_duration": "2.592e+06s"})
     assert old.max_duration == 30 * 86400
-    stored = Budget(max_trials=3, max_duration="30d").model_dump(mode="json")
+    stored = Budget.model_validate({"max_trials": 3, "max_duration": "30d"}).model_dump(mode="json")
     assert stored["max_duration"] == "2592000s"
     assert Budget.model_validate(stored) == old
 
