@@ -33,7 +33,7 @@ ask/tell API) while the loop, the store and the instruments stay the same. The m
   becomes Ax's objective threshold (``obj0 >= ref`` when maximised);
 * outcome constraints: ``"con0 <= 0.05"`` on their own metric (even when they bound an
   objective, which Ax's single-objective config would otherwise reject);
-* the seed: ``Client(random_seed=seed)``, Ax's Sobol seed and the Sobol design's; the
+* the seed: ``Client(random_seed=seed)``, Ax's Sobol seed and the initial design's; the
   initial design size from ``planner.initial.n``; a batch of Ax's is
   ``get_next_trials(max_trials=n)``.
 
@@ -51,21 +51,22 @@ planner proposes what the planner that made those trials would have.
 
 The initial design. Ax's strategy decides when it ends (prior trials count toward
 ``initial.n``, failed ones do not) and the kind of a batch is decided once for all of it (a
-batch begun before the initial design ends is all initial points). Its points are those of
-Ax's design: the centre of the space (Ax's own, which for a box whose middle breaks a linear
-constraint is the centre of the feasible region; skipped when there are trials already),
-then scrambled Sobol points, so ``planner.initial.kind: random``, ``initial.centre: false``
-and ``acquisition`` are refused when the campaign loads (``check_settings`` in
-``planners._config``). But the Sobol points come from this project's positional design
-(``_initial``), not from Ax's Sobol step: that restarted its sequence in every new
-``Client`` (every ``resume``, every ``suggest`` of ask/tell, ``plan --store``) and skipped
-only the points it knew exactly, so a rebuilt planner proposed again the initial points
-measured at readbacks away from their proposal (ask/tell ``--actual``: one point three
-times) or told to Ax with the rounding of an offset range. Position ``k`` of the design is
-the same point however the campaign got there, as for the BoTorch planner, and for float,
-int and ordered choice parameters it is Ax's own Sobol sequence point for point (the same
-scrambled engine, seed and dimensions; a log value may differ in its last bit); an
-unordered choice is encoded as the BoTorch planner does it, not one-hot as in Ax.
+batch begun before the initial design ends is all initial points). Its first point is the
+centre of the space (Ax's own, which for a box whose middle breaks a linear constraint is
+the centre of the feasible region; skipped when there are trials already), unless
+``initial.centre: false``; the others come from the BoTorch planner's positional design for
+the same ``initial`` settings (``_initial``; ``kind: sobol``, scrambled Sobol points, or
+``random``, uniform draws), not from Ax's Sobol step. That restarted its sequence in every
+new ``Client`` (every ``resume``, every ``suggest`` of ask/tell, ``plan --store``) and
+skipped only the points it knew exactly, so a rebuilt planner proposed again the initial
+points measured at readbacks away from their proposal (ask/tell ``--actual``: one point
+three times) or told to Ax with the rounding of an offset range. Position ``k`` of the
+design is the same point however the campaign got there, as for the BoTorch planner, and
+for float, int and ordered choice parameters its Sobol points are Ax's own sequence point
+for point (the same scrambled engine, seed and dimensions; a log value may differ in its
+last bit); an unordered choice is encoded as the BoTorch planner does it, not one-hot as in
+Ax. Ax picks its own acquisition, so ``acquisition`` is refused when the campaign loads
+(``check_settings`` in ``planners._config``).
 
 Failed trials (and trials with no usable objective value) are left out of Ax's model and of
 its duplicate check (``Experiment.arms_by_signature_for_deduplication``): its model proposed
@@ -79,8 +80,13 @@ When Ax runs out of new points (a small discrete space), or cannot propose yet (
 or proposes a point that repeats a pending one or one of the same batch (within 1e-6 of
 each float's range, ints and choices exactly: ``near_duplicate``, the BoTorch planner's
 rule; its model, stuck on a constraint's corner, proposed one point twice per batch, batch
-after batch), the rest of a batch comes from the same Sobol design (``last_kinds`` says
-``sobol``).
+after batch), the rest of a batch comes from the same design (``last_kinds`` says ``sobol``,
+or ``random`` with ``initial.kind: random``).
+
+Outputs reach Ax as the BoTorch planner's model sees them: a reading of sentinel magnitude
+far outside the others (an overrange code such as 9.9e37) clipped onto the nearest of them
+(``_complete``, :func:`planners._outliers.model_column`), with the same warning, once per
+trial; the stored values are untouched.
 
 What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
 checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
@@ -115,6 +121,7 @@ from typing import Any
 from planners._baselines import PositionalDesign, RepeatGuard, near_duplicate
 from planners._config import PlannerConfig
 from planners._constraints import InfeasibleSpaceError, ParameterConstraint
+from planners._outliers import SENTINEL_MAGNITUDE, model_column
 from planners._protocol import Objective, Observation, OutcomeConstraint
 from planners._space import (
     ChoiceParameter,
@@ -142,7 +149,7 @@ _AX_MAX_INT_VALUES = 100_000
 # at 0 for Ax (see ``_float_map``).
 _FAR_FROM_ZERO = 2.0**20
 # Times Ax is asked again for the proposals dropped as repeats of failed points (see
-# ``AxPlanner._propose``); what is still missing comes from the Sobol design.
+# ``AxPlanner._propose``); what is still missing comes from the initial design.
 _FAILED_REPEAT_ROUNDS = 2
 
 
@@ -162,8 +169,8 @@ class AxPlanner:
     Args:
         space: the search space.
         objectives: 1-4 objectives; several make a multi-objective (hypervolume) campaign.
-        config: the campaign's ``planner:`` section (``initial.n``; the settings Ax does
-            not follow are refused by ``check_planner`` when a campaign loads).
+        config: the campaign's ``planner:`` section (``initial``; ``acquisition``, which
+            Ax does not follow, is refused by ``check_planner`` when a campaign loads).
         seed: the campaign seed, passed to Ax as ``random_seed`` and Sobol seed.
         outcome_constraints: bounds on measured outputs.
 
@@ -200,9 +207,15 @@ class AxPlanner:
         self._refuse_equalities()
         self._metrics = self._metric_map()
         self.n_initial = config.initial.size(max(1, len(self._parameters)))
+        # Whether the design starts at Ax's centre (``_initial``): as for the BoTorch
+        # planner, but by default always, Ax's own default (``InitialDesign.centre_first``).
+        self._centre = config.initial.centre_first(len(self.objectives), "ax")
         # The initial design after Ax's centre, and what Ax cannot propose (see
-        # ``suggest``). Its position 0 is the centre, as Ax's own design starts.
-        self._design = PositionalDesign(space, self.seed, centre_first=True)
+        # ``suggest``): the BoTorch planner's design for the same settings, its position 0
+        # the centre when the design starts there, as Ax's own design does.
+        self._design = PositionalDesign(
+            space, self.seed, config.initial.kind, centre_first=self._centre
+        )
         self._client: Any = None
         # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
         self._running: dict[int, Point] = {}
@@ -210,9 +223,18 @@ class AxPlanner:
         self._failed: list[Point] = []
         self.n_ingested = 0  # trials heard of (the design's position)
         self._measured: list[Point] = []  # points measured, not abandoned (see RepeatGuard)
-        self._repeats = RepeatGuard(space, "from the Sobol design")
+        self._repeats = RepeatGuard(space, f"from the {config.initial.kind} design")
         # Output name -> the factor its values are told to Ax with (see ``_scaled``).
         self._scales: dict[str, float] = {}
+        # The completed trials and what Ax is told of them (see ``_complete``): by Ax
+        # metric alias, the (Ax trial, value measured) of each, in the order told; the
+        # aliases with a value of sentinel magnitude; by Ax trial, its point, the values
+        # measured and the values Ax has; the trials warned of.
+        self._columns: dict[str, list[tuple[int, float]]] = {}
+        self._sentinels: set[str] = set()
+        self._completed: dict[int, tuple[Point, dict[str, float]]] = {}
+        self._told: dict[int, dict[str, float]] = {}
+        self._clipped_reported: set[int] = set()
 
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
@@ -250,19 +272,20 @@ class AxPlanner:
             points, kinds = self._propose(client, n)
         if len(points) < n:
             # Ax stops short when it cannot find new points (e.g. a small finite space with
-            # deduplication); the protocol promises n, so the rest come from the Sobol design.
-            logger.info("Ax proposed %d of %d points; the rest are Sobol points", len(points), n)
+            # deduplication); the protocol promises n, so the rest come from the design.
+            kind = self.config.initial.kind
+            logger.info("Ax proposed %d of %d points; the rest are %s points", len(points), n, kind)
             extra = self._from_design(client, position + len(points), n - len(points), pending)
             points.extend(extra)
-            kinds.extend(["sobol"] * len(extra))
+            kinds.extend([kind] * len(extra))
         self.last_kinds = kinds
         return points
 
     def _initial(
         self, client: Any, n: int, position: int, pending: list[Point]
     ) -> tuple[list[Point], list[str]]:
-        """A batch of initial points: Ax's centre first when the campaign has no trial yet,
-        then the Sobol design at the batch's positions.
+        """A batch of initial points: Ax's centre first when the campaign has no trial yet
+        (unless ``initial.centre: false``), then the design at the batch's positions.
 
         Positional, as the BoTorch planner's initial design: position ``k`` (every trial
         heard of, any outcome, plus those pending, plus the index in the batch) is the same
@@ -272,22 +295,24 @@ class AxPlanner:
         and skips only the points it knows exactly: a rebuilt planner proposed again the
         initial points measured at readbacks away from their proposal (ask/tell
         ``--actual``: one point three times), or told with the rounding of an offset range
-        (``_float_map``). The design is Ax's sequence point for point (the same scrambled
-        Sobol engine, seed and dimensions) for float, int and ordered choice parameters;
-        Ax's strategy still decides when its initial phase ends (``_catch_up``).
+        (``_float_map``). The design is the BoTorch planner's for the same ``initial``
+        settings (``kind: sobol`` or ``random``, with or without the centre); its Sobol
+        points are Ax's sequence point for point (the same scrambled Sobol engine, seed and
+        dimensions) for float, int and ordered choice parameters. Ax's strategy still
+        decides when its initial phase ends (``_catch_up``).
         """
         points: list[Point] = []
-        if position == 0:
+        if position == 0 and self._centre:
             # Ax's centre: the middle of the box (the design's own centre), or, when that
             # breaks a linear constraint, the centre of the feasible region. The design goes
-            # on at its position 1 either way: its first Sobol point after its own centre,
-            # or, where it has none, its second (nothing repeats).
+            # on at its position 1 either way: its first point after its own centre, or,
+            # where it has none, its second (nothing repeats).
             points, _ = self._propose(client, 1)
         points += self._from_design(client, position + len(points), n - len(points), pending)
         return points, ["initial"] * len(points)
 
     def _from_design(self, client: Any, position: int, n: int, pending: list[Point]) -> list[Point]:
-        """``n`` points of the Sobol design from ``position`` on, each a running Ax trial."""
+        """``n`` points of the design from ``position`` on, each a running Ax trial."""
         points = self._design.points(
             position, n, avoid=self._repeats.avoid([*pending, *self._proposed()], self._measured)
         )
@@ -311,7 +336,7 @@ class AxPlanner:
         (``ingest``), which makes such a repeat rare; the abandoned proposal is pending
         too, so Ax is asked again for the dropped repeats of failed points, up to
         ``_FAILED_REPEAT_ROUNDS`` times. A repeat of a point in flight, and whatever is
-        still missing, is left to the Sobol fill-in (``suggest``).
+        still missing, is left to the design fill-in (``suggest``).
         """
         points: list[Point] = []
         kinds: list[str] = []
@@ -332,9 +357,9 @@ class AxPlanner:
                     repeated += 1
                     continue
                 if near_duplicate(self.space, point, self._proposed()):
-                    # Measuring one point twice at once teaches nothing; a Sobol point
+                    # Measuring one point twice at once teaches nothing; a design point
                     # fills in (``suggest``).
-                    logger.info("Ax proposed a point in flight again (%s); a Sobol point", point)
+                    logger.info("Ax proposed a point in flight again (%s); a design point", point)
                     client.mark_trial_abandoned(index)
                     continue
                 self._running[index] = point
@@ -367,6 +392,7 @@ class AxPlanner:
             method="fast",
             initialization_budget=self.n_initial,
             initialization_random_seed=self.seed,
+            initialize_with_center=self._centre,
             # The protocol must return n points even while initial trials are running.
             allow_exceeding_initialization_budget=True,
         )
@@ -475,11 +501,85 @@ class AxPlanner:
             client.mark_trial_failed(index, failed_reason="objective missing or not finite")
             return False
         bounds_before = self._outcome_strings()
-        raw = {alias: self._scaled(self._metrics[alias], v) for alias, v in raw.items()}
+        for alias, value in raw.items():
+            self._choose_scale(self._metrics[alias], value)
         if self._outcome_strings() != bounds_before:
             self._configure_optimization(client)
-        client.complete_trial(trial_index=index, raw_data=raw)
+        self._complete(client, index, raw, obs.parameters)
         return True
+
+    def _complete(self, client: Any, index: int, raw: dict[str, float], parameters: Point) -> None:
+        """Complete Ax trial ``index`` with its values ``raw`` (by metric alias) as Ax's
+        model is to see them, and tell Ax again what this changes for earlier trials.
+
+        Each output's values are those the BoTorch planner's model sees
+        (:func:`planners._outliers.model_column`, one rule): a value of sentinel magnitude
+        far outside the others (an overrange code such as 9.9e37) clipped onto the nearest
+        of them. Told raw, Ax standardised the readings flat beside one spike: a 2-D peak
+        maximised (best 0) with 9.9e37 read at trial 3 reached -0.33, -0.028 and -0.090
+        in 6 model trials (seeds 0-2), clipped -0.026, -0.008 and -0.006.
+
+        Where a code is clipped to depends on every value told, so a later trial can
+        change it (a code among the first readings moves when a reading beyond the others
+        comes in; a code told first is clipped once a reading follows): the trials whose
+        values change are told again (``Client.attach_data``: Ax 1.3 replaces a trial's
+        value of the same metric, ``Experiment.attach_data``). Only an output that has a
+        value of sentinel magnitude is worked out again (no other value ever moves). Each
+        value is told in its output's units for Ax (``_scaled``). The observation, and
+        the store, keep what was measured; each trial with a clipped value is warned of
+        once per planner, as the BoTorch planner does.
+        """
+        told = {alias: self._scaled(self._metrics[alias], value) for alias, value in raw.items()}
+        self._told[index] = told
+        self._completed[index] = (parameters, raw)
+        changed: set[int] = set()
+        clipped: dict[int, list[str]] = {}
+        for alias, value in raw.items():
+            self._columns.setdefault(alias, []).append((index, value))
+            if abs(value) >= SENTINEL_MAGNITUDE:
+                self._sentinels.add(alias)
+        for alias in [a for a in self._metrics if a in self._sentinels]:
+            name = self._metrics[alias]
+            rows = self._columns[alias]
+            model = model_column([value for _, value in rows])
+            for (trial, value), seen in zip(rows, model.tolist(), strict=True):
+                if seen != value:
+                    clipped.setdefault(trial, []).append(name)
+                new = self._scaled(name, seen)
+                if self._told[trial][alias] != new:
+                    self._told[trial][alias] = new
+                    changed.add(trial)
+        client.complete_trial(trial_index=index, raw_data=dict(told))
+        for trial in sorted(changed - {index}):
+            client.attach_data(trial_index=trial, raw_data=dict(self._told[trial]))
+        for trial in sorted(clipped.keys() - self._clipped_reported):
+            self._clipped_reported.add(trial)
+            self._warn_clipped(trial, clipped[trial])
+
+    def _warn_clipped(self, trial: int, names: list[str]) -> None:
+        """The BoTorch planner's warning for a trial whose value of ``names`` is clipped
+        (``_complete``): once per trial, naming the values and the point."""
+        point, raw = self._completed[trial]
+        measured = {self._metrics[alias]: value for alias, value in raw.items()}
+        values = [f"{name} = {measured[name]:.6g}" for name in dict.fromkeys(names)]
+        shown = [f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in point.items()]
+        logger.warning(
+            "%s at %s is far outside the other values (an overrange code or a sentinel?); "
+            "the model sees it clipped to the nearest of them (the stored value is unchanged)",
+            ", ".join(values),
+            ", ".join(shown),
+        )
+
+    def _choose_scale(self, name: str, value: float) -> None:
+        """Fix the factor output ``name`` is told to Ax with, if ``value`` is the first
+        that can (see ``_scaled``)."""
+        if name in self._scales or value == 0.0 or abs(value) >= SENTINEL_MAGNITUDE:
+            return
+        exponent = -math.floor(math.log10(abs(value)))
+        scale = 10.0 ** min(exponent, 300) if exponent > 0 else 1.0
+        self._scales[name] = scale
+        if scale != 1.0:
+            logger.debug("output %s is told to Ax times %g", name, scale)
 
     def _scaled(self, name: str, value: float) -> float:
         """``value`` of output ``name`` in the units Ax is told.
@@ -487,20 +587,14 @@ class AxPlanner:
         Ax takes an output whose spread is below 1e-8 for a constant (``StandardizeY``): a
         signal in units of 1e-9 taught its model nothing. So the first non-zero value of
         an output below 1 in magnitude fixes its factor, the power of ten that brings it
-        to [1, 10) (zeros before it are zeros in any units); other outputs keep theirs.
-        A factor chosen from the trials told, in order, is the same for a planner rebuilt
-        from the store; the bounds on the output (``_outcome_strings``) follow it.
+        to [1, 10) (``_choose_scale``; zeros before it are zeros in any units, and a value
+        of sentinel magnitude, an overrange code, says nothing of the output's units);
+        other outputs keep theirs. A factor chosen from the trials told, in order, is the
+        same for a planner rebuilt from the store; the bounds on the output
+        (``_outcome_strings``) follow it, and so do the values told before it was chosen
+        (``_complete``).
         """
-        scale = self._scales.get(name)
-        if scale is None:
-            if value == 0.0:
-                return value
-            exponent = -math.floor(math.log10(abs(value)))
-            scale = 10.0 ** min(exponent, 300) if exponent > 0 else 1.0
-            self._scales[name] = scale
-            if scale != 1.0:
-                logger.debug("output %s is told to Ax times %g", name, scale)
-        return value * scale
+        return value * self._scales.get(name, 1.0)
 
     def _reconcile(self, client: Any, pending: list[Point]) -> None:
         """Make Ax's running trials exactly the pending points."""
@@ -812,7 +906,7 @@ def _generate(client: Any, n: int) -> dict[int, Any]:
     ``initial.n: 1`` Ax's strategy is its centre point, then the model at once (no Sobol
     step), so a second proposal before a first trial has completed (a batch, a second
     instrument slot, a first trial that failed) has nothing to fit. The caller fills the
-    rest of the batch from the Sobol design.
+    rest of the batch from the initial design.
 
     Raises:
         InfeasibleSpaceError: Ax's sampler found no point that meets the linear parameter
@@ -862,7 +956,8 @@ def _catch_up(client: Any) -> str | None:
     same step, the same model, so a rebuilt planner proposes what an uninterrupted one
     does. Ax's ``Client`` keeps its strategy in a private attribute (Ax is pinned in
     ``constraints.txt``): where a later Ax moves it, proposals fall back to Ax's own pace,
-    and its own initial design (``AxPlanner._initial`` is then not used).
+    and its own initial design (``AxPlanner._initial`` is then not used: Sobol points even
+    with ``initial.kind: random``).
     """
     strategy = getattr(client, "_maybe_generation_strategy", None)
     limit = getattr(strategy, "current_generator_run_limit", None)

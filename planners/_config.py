@@ -34,16 +34,19 @@ class InitialDesign(BaseModel):
     centre: bool | None = Field(
         default=None,
         description=(
-            "Start with the centre of the space (BoTorch planner); default: only when the "
-            "campaign has several objectives."
+            "Start with the centre of the space (BoTorch and Ax planners); default: with "
+            "BoTorch only when the campaign has several objectives, with Ax always."
         ),
     )
 
     def size(self, dim: int) -> int:
         return self.n if self.n is not None else max(5, dim + 1)
 
-    def centre_first(self, n_objectives: int) -> bool:
-        """Whether the design starts with the centre point (see ``centre``).
+    def centre_first(
+        self, n_objectives: int, planner: Literal["botorch", "ax"] = "botorch"
+    ) -> bool:
+        """Whether the design of the ``planner`` kind starts with the centre point (see
+        ``centre``): as written, else that kind's default.
 
         A handful of scrambled Sobol points in several dimensions rarely comes near the middle
         of every column at once, so the first GPs cannot see curvature along columns whose
@@ -60,8 +63,15 @@ class InitialDesign(BaseModel):
         -> 0.44). BraninCurrin stays level (seeds 0-9: 57.79 -> 57.76; Ax 57.60 on 0-4).
         Single-objective campaigns keep the plain design their settings were tuned on
         unless asked.
+
+        Ax starts every campaign at the centre unless ``centre: false`` is written: its own
+        default, which its figures (``benchmarks/``) and the campaigns run with it since it
+        was added were made with (a campaign resumed under another default would change its
+        design midway).
         """
-        return self.centre if self.centre is not None else n_objectives > 1
+        if self.centre is not None:
+            return self.centre
+        return planner == "ax" or n_objectives > 1
 
 
 class PlannerConfig(BaseModel):
@@ -134,21 +144,23 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
 
     Only what is written counts (``model_fields_set``), and a setting is refused when the
     kind would do otherwise, not merely because the kind has no use for it: ``initial:
-    {kind: sobol}`` or ``centre: true`` describe what Ax does anyway, and a benchmark or a
-    campaign that switches ``kind`` and keeps such settings stays valid. ``initial.n`` and
-    ``batch_size`` apply to every kind (the loop reads them to pace proposals). What each
-    kind follows:
+    {kind: sobol}`` or ``centre: false`` describe what kind ``sobol`` does anyway, and a
+    benchmark or a campaign that switches ``kind`` and keeps such settings stays valid.
+    ``initial.n`` and ``batch_size`` apply to every kind (the loop reads them to pace
+    proposals). What each kind follows:
 
     * ``botorch``: everything.
-    * ``ax``: ``initial.n``; its design is the centre, then scrambled Sobol points, and it
-      picks its own acquisition (so ``acquisition``, ``initial.kind: random`` and
-      ``initial.centre: false`` are refused).
+    * ``ax``: every ``initial`` setting (its initial design is the BoTorch planner's, see
+      ``planners._ax``); it picks its own acquisition, so ``acquisition`` is refused.
     * ``sobol``/``random``: every point is a point of that design, never the centre, and no
       acquisition (``acquisition``, another ``initial.kind``, ``initial.centre: true``).
 
     A campaign file with one is refused (:func:`check_settings`); a campaign stored before
     they were refused keeps them, ignored as they always were (``loop.config``, with
-    :func:`followed_settings`).
+    :func:`followed_settings`). Ax's ``initial.kind`` and ``initial.centre`` are followed
+    since its design became the BoTorch planner's, also by a campaign stored before they
+    were refused (when Ax ignored them): its remaining initial points are of the design it
+    asked for.
     """
     kind = config.kind
     if kind == "botorch":
@@ -164,28 +176,22 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
                 key=("acquisition",),
             )
         )
-    design = "sobol" if kind == "ax" else kind
-    if "kind" in written and initial.kind != design:
-        does = (
-            "Ax's initial design is the centre, then scrambled Sobol points"
-            if kind == "ax"
-            else f"every point of kind {kind} is a {kind} design point"
-        )
+    if kind == "ax":
+        return found
+    if "kind" in written and initial.kind != kind:
         found.append(
             PlannerSettingError(
                 f"planner.initial.kind: {initial.kind} does not apply to kind: {kind} "
-                f"({does}); remove it, or use kind: botorch for a {initial.kind} initial "
-                "design",
+                f"(every point of kind {kind} is a {kind} design point); remove it, or use "
+                f"kind: botorch or ax for a {initial.kind} initial design",
                 key=("initial", "kind"),
             )
         )
-    centre = kind == "ax"
-    if "centre" in written and initial.centre is not None and initial.centre != centre:
-        does = "Ax always starts at the centre" if centre else f"kind {kind} never proposes it"
+    if "centre" in written and initial.centre:
         found.append(
             PlannerSettingError(
-                f"planner.initial.centre: {str(initial.centre).lower()} does not apply to "
-                f"kind: {kind} ({does}); remove it, or use kind: botorch",
+                f"planner.initial.centre: true does not apply to kind: {kind} (kind {kind} "
+                "never proposes it); remove it, or use kind: botorch or ax",
                 key=("initial", "centre"),
             )
         )

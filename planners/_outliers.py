@@ -11,12 +11,12 @@ exploited them). Sentinels are outlying however many there are, as long as one r
 ordinary: a detector that saturates over half the space still measured nothing there
 (found in review: at 7 codes of 9.9e37 in 14 trials "best" became 9.9e37).
 
-The BoTorch planner clips such readings for its model (``_clip_outliers``), and the
-campaign's notion of its best trial (:func:`best_index`, :func:`best_trace`: ``run``'s
-live line and summary, ``status``, the report, ``target``, ``patience``) leaves them out
-and names them instead of crowning them the best trial. Both must agree on what is
-"far outside", so the rule lives here, in NumPy only: ``closedloop status`` does not
-import torch.
+The BoTorch planner clips such readings for its model (``_clip_outliers``), the Ax
+planner the values it tells Ax (:func:`model_column`), and the campaign's notion of its
+best trial (:func:`best_index`, :func:`best_trace`: ``run``'s live line and summary,
+``status``, the report, ``target``, ``patience``) leaves them out and names them instead
+of crowning them the best trial. All must agree on what is "far outside", so the rule
+lives here, in NumPy only: ``closedloop status`` does not import torch.
 """
 
 from __future__ import annotations
@@ -50,12 +50,23 @@ def outlying(values: ArrayLike, noise_floor: float = NOISE_FLOOR) -> NDArray[np.
     y = np.asarray(values, dtype=np.float64)
     mask = np.zeros(len(y), dtype=bool)
     finite = np.isfinite(y)
-    n = int(finite.sum())
-    if n < 2:
-        return mask
     kept = y[finite]
-    mask[finite] = clip_column(kept, math.sqrt(n / noise_floor)) != kept
+    mask[finite] = model_column(kept, noise_floor) != kept
     return mask
+
+
+def model_column(values: ArrayLike, noise_floor: float = NOISE_FLOOR) -> NDArray[np.float64]:
+    """One output's finite values as a planner's model is given them (a new array): the
+    outlying ones clipped by :func:`clip_column` with the factor ``sqrt(n / noise_floor)``
+    of :func:`planners._botorch._clip_outliers`, nothing moved below two values.
+
+    The Ax planner tells Ax these values (``planners._ax``): told raw, Ax's model saw the
+    readings flattened beside the code's spike.
+    """
+    y = np.array(values, dtype=np.float64, copy=True).reshape(-1)
+    if len(y) < 2:
+        return y
+    return clip_column(y, math.sqrt(len(y) / noise_floor))
 
 
 def best_index(values: Sequence[float], sign: float) -> tuple[int | None, NDArray[np.bool_]]:

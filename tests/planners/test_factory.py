@@ -68,19 +68,9 @@ def test_unsupported_campaigns_fail_at_construction() -> None:
             "kind sobol uses no model",
         ),
         (
-            {"kind": "ax", "initial": {"kind": "random"}},
-            ("initial", "kind"),
-            "planner.initial.kind: random does not apply to kind: ax",
-        ),
-        (
             {"kind": "random", "initial": {"kind": "sobol", "n": 3}},
             ("initial", "kind"),
             "planner.initial.kind: sobol does not apply to kind: random",
-        ),
-        (
-            {"kind": "ax", "initial": {"centre": False}},
-            ("initial", "centre"),
-            "Ax always starts at the centre",
         ),
         (
             {"kind": "sobol", "initial": {"n": 3, "centre": True}},
