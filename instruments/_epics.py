@@ -11,19 +11,26 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
   plugin device;
 * the outputs are one :class:`OutputDetector`: ``trigger()`` writes the acquire PV (with CA
   put-completion, then an optional done condition), ``read()`` reads each output PV (an
-  ``EpicsSignalRO``) or plugin reading under the **output name**;
+  ``EpicsSignalRO``) or plugin reading under the **output name** (a plugin's field: its
+  ``key:``, else its hinted field, else its only one; one that has several and says none
+  is refused when it connects);
+* every wrapper is hinted (its field), and a plugin's data key keeps the device's own
+  ``describe()`` entry (source, shape, units, precision, limits);
 * safety is in :mod:`instruments._safety`: limits and ``max_step`` in ``check_value`` (the
   dispatcher's pre-check), interlocks before the first put of each trial, ``on_stop`` in
   ``close()``. What the IOC says of its PVs is checked here once they connect: a setpoint
   PV's own control limits (DRVL/DRVH) and a motor record's soft limits (LLM/HLM) refuse a
   setpoint like the file's ``limits`` do, and an input on an ENUM or string PV, or on a PV
   or motor whose EGU is not the unit the file says it speaks, is refused, as is a safe state
-  outside the device's own limits. ``close()`` writes the safe state, an input with
-  ``max_step`` in steps (:meth:`InputDevice.write_safe_state`), and keeps what it could not
-  write in ``safe_state_failures`` (:class:`SafeStateFailure`). A move's put is
-  fenced by a per-input lock and a per-move stop flag, so no put of a stopped move (an
-  aborted trial, a campaign that stopped) can reach the device after the next trial's or
-  after the safe state.
+  outside the device's own limits. A plugin device says the same of itself
+  (:class:`DeviceMeta`: its readback's ``describe()`` units and limits, an ophyd
+  positioner's ``egu`` and ``limits``), read when it connects and checked alike.
+  ``close()`` writes the safe state, an input with ``max_step`` in steps
+  (:meth:`InputDevice.write_safe_state`), and keeps what it could not write in
+  ``safe_state_failures`` (:class:`SafeStateFailure`). A move's put is fenced by a
+  per-input lock and a per-move stop flag, so no put of a stopped move (an aborted trial, a
+  campaign that stopped) can reach the device after the next trial's or after the safe
+  state.
 
 Plugin devices may be sync Ophyd or **ophyd-async** (``async def connect``/``read``, ``set``
 and ``trigger`` returning an ``AsyncStatus``): every call into a plugin goes through
@@ -663,23 +670,22 @@ def _keys(reading: Mapping[Any, Any]) -> list[str]:
     return sorted(str(k) for k in reading)
 
 
-def _first_value(reading: Any, key: str | None, *, what: str = "device") -> tuple[Any, float]:
-    """``(value, timestamp)`` of ``reading[key]`` (default: its first), checked against the
-    bluesky reading's shape so a plugin that breaks it is named, not a ``TypeError``.
+def _first_value(reading: Any, key: str, *, what: str = "device") -> tuple[Any, float]:
+    """``(value, timestamp)`` of ``reading[key]``, checked against the bluesky reading's
+    shape so a plugin that breaks it is named, not a ``TypeError``. (Its first key used to
+    be the default: an output read the first field of a device whose hinted field was
+    another; see :func:`_output_key`.)
 
     Raises:
         InstrumentError: ``what`` (the output or input and its device) and what is wrong.
     """
     _check_reading(reading, what)
-    if key is not None:
-        if key not in reading:
-            raise InstrumentError(
-                f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); set `key:` to "
-                "one of them"
-            )
-        item = reading[key]
-    else:
-        item = next(iter(reading.values()))
+    if key not in reading:
+        raise InstrumentError(
+            f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); set `key:` to "
+            "one of them"
+        )
+    item = reading[key]
     if not isinstance(item, Mapping) or "value" not in item:
         raise InstrumentError(f"{what}: {_READING}, got {reprlib.repr(reading)}")
     stamp = item.get("timestamp")
@@ -691,6 +697,269 @@ def _first_value(reading: Any, key: str | None, *, what: str = "device") -> tupl
         raise InstrumentError(
             f"{what}: timestamp {reprlib.repr(stamp)} is not a number (seconds since the epoch)"
         ) from None
+
+
+# ---------------------------------------------------------------------------- device metadata
+@dataclass(frozen=True)
+class DeviceMeta:
+    """What a plugin device says of the reading closedloop takes from it, read once when it
+    connects (never during a run: the RunEngine asks the wrappers' ``describe()``, which
+    must not call the device): that reading's ``describe()`` entry, and the unit and limits
+    the device speaks, from that entry (``units``; ``limits.control`` as ophyd-async reports
+    them, ``lower_ctrl_limit``/``upper_ctrl_limit`` as ophyd does), else from an ophyd
+    positioner's own ``egu`` and ``limits`` (``low_limit``/``high_limit``). In the device's
+    units, as it gives them.
+
+    A plugin's unit and limits used to be ignored: a stage in um driven in mm, limits beyond
+    the device's own accepted until its ``set()`` refused them mid-run, and the descriptor
+    labelled its readings with the campaign's unit (found in review).
+
+    Attributes:
+        key: the ``describe()`` key of the reading (``None``: not known).
+        entry: that key's ``describe()`` entry (empty: none).
+        units: the unit it says it speaks (``None``: it says none).
+        units_from: where ``units`` were read, for messages (``its `egu```).
+        limits: its own limits, ``low < high`` (an open side infinite); ``None``: none.
+        limits_from: where ``limits`` were read, for messages.
+    """
+
+    key: str | None = None
+    entry: Mapping[str, Any] = field(default_factory=dict)
+    units: str | None = None
+    units_from: str = ""
+    limits: tuple[float, float] | None = None
+    limits_from: str = ""
+
+    @property
+    def limits_text(self) -> str:
+        """``[-10, 10] um``: the limits as the device gives them."""
+        if self.limits is None:
+            return ""
+        return f"[{self.limits[0]:g}, {self.limits[1]:g}]" + (
+            f" {self.units}" if self.units else ""
+        )
+
+
+def _describe(device: Any, timeout: float, what: str) -> dict[str, dict[str, Any]] | None:
+    """``device.describe()``, bounded like every call into a plugin, as ``{key: entry}``;
+    ``None`` when it has none, it failed (logged: its units and limits are then not known,
+    and the device is used as before), or it is not ``{key: {...}}``."""
+    if not callable(getattr(device, "describe", None)):
+        return None
+    try:
+        described = call_device(device, "describe", timeout=timeout)
+    except Exception as exc:
+        logger.warning(
+            "%s: describe() failed (%s: %s); its units and limits are not checked",
+            what,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    if not isinstance(described, Mapping):
+        return None
+    return {str(k): dict(v) for k, v in described.items() if isinstance(v, Mapping)}
+
+
+def _hinted(device: Any) -> list[str]:
+    """The fields a device hints (``hints['fields']``: ophyd's ``Kind.hinted``, ophyd-async's
+    ``HINTED_SIGNAL``), or none. A property computed from the device's own structure (no
+    call to the hardware), as the RunEngine itself reads it."""
+    try:
+        hints = getattr(device, "hints", None)
+        fields = hints.get("fields") if isinstance(hints, Mapping) else None
+    except Exception:
+        return []
+    return [str(f) for f in fields] if isinstance(fields, list | tuple) else []
+
+
+def _readback_key(fields: Sequence[str], name: str, hinted: Sequence[str]) -> str | None:
+    """Which key of an input plugin's reading is its readback, as :func:`_reading_value`
+    chooses it: the parameter's name, else its (first) hinted field, else its only key."""
+    if name in fields:
+        return name
+    marked = [f for f in hinted if f in fields]
+    if marked:
+        return marked[0]
+    return fields[0] if len(fields) == 1 else None
+
+
+def _output_key(fields: Sequence[str], hinted: Sequence[str]) -> tuple[str | None, str]:
+    """Which field of a plugin output's reading is the output (without ``key:``): its one
+    hinted field, else its only field. ``(key, how it was chosen)``, or ``(None, why none
+    can be)``: several fields and none hinted, or several hinted.
+
+    Its first field used to be taken: a device that declares a normal field before its
+    hinted one (``total`` before ``intensity``) was stored under the wrong value, and
+    nothing said so (found in review)."""
+    marked = [f for f in dict.fromkeys(hinted) if f in fields]
+    if len(marked) == 1:
+        return marked[0], "its hinted field"
+    if len(fields) == 1:
+        return fields[0], "its only field"
+    listed = ", ".join(fields)
+    if marked:
+        return None, f"its reading has fields {listed}, and it hints several ({', '.join(marked)})"
+    return None, f"its reading has fields {listed}, and it hints none of them"
+
+
+def _range_of(low: Any, high: Any) -> tuple[float, float] | None:
+    """Limits as a device gives them, as ``(low, high)``; an open side (``None``, NaN, as
+    ophyd-async says it) infinite; ``None`` for none: both open, or ``low >= high``
+    (``(0, 0)``, as ophyd and EPICS say "no limits")."""
+    sides = []
+    for value, open_side in ((low, -math.inf), (high, math.inf)):
+        if value is None or isinstance(value, bool):
+            sides.append(open_side)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        sides.append(number if math.isfinite(number) else open_side)
+    a, b = sides
+    if (math.isinf(a) and math.isinf(b)) or a >= b:
+        return None
+    return (a, b)
+
+
+def _attribute(device: Any, name: str, timeout: float) -> Any:
+    """A plain attribute of a plugin device (an ophyd positioner's ``egu``, ``limits``),
+    read like any call into it (bounded); ``None`` if it has none or reading it failed."""
+    if inspect.getattr_static(device, name, None) is None:
+        return None
+    try:
+        return _call(device, name, lambda: getattr(device, name), timeout)
+    except Exception as exc:
+        logger.debug("%s of %s cannot be read: %s", name, _label(device), exc)
+        return None
+
+
+def _entry_units_limits(
+    entry: Mapping[str, Any], key: str | None
+) -> tuple[str | None, str, tuple[float, float] | None, str]:
+    """``(units, where, limits, where)`` from one ``describe()`` entry (each ``None`` and
+    ``""`` when it gives none)."""
+    units, units_from = None, ""
+    said = entry.get("units")
+    if isinstance(said, str) and said.strip():
+        units, units_from = said.strip(), f"the units of its reading {key!r}"
+    limits, limits_from = None, ""
+    block = entry.get("limits")
+    control = block.get("control") if isinstance(block, Mapping) else None
+    if isinstance(control, Mapping):
+        limits = _range_of(control.get("low"), control.get("high"))
+        limits_from = f"limits.control of its reading {key!r}"
+    if limits is None and ("lower_ctrl_limit" in entry or "upper_ctrl_limit" in entry):
+        limits = _range_of(entry.get("lower_ctrl_limit"), entry.get("upper_ctrl_limit"))
+        limits_from = f"lower_ctrl_limit/upper_ctrl_limit of its reading {key!r}"
+    return units, units_from, limits, limits_from if limits is not None else ""
+
+
+def input_device_meta(device: Any, name: str, timeout: float, *, what: str) -> DeviceMeta:
+    """An input plugin's :class:`DeviceMeta`: its readback's ``describe()`` entry (the key
+    :func:`_reading_value` reads), then an ophyd positioner's ``egu`` and ``limits`` (or
+    ``low_limit``/``high_limit``) for what that entry does not say. Each call is bounded
+    by ``timeout``; what cannot be read is not known (the input is used as before)."""
+    described = _describe(device, timeout, what) or {}
+    key = _readback_key(list(described), name, _hinted(device))
+    entry = described.get(key, {}) if key is not None else {}
+    units, units_from, limits, limits_from = _entry_units_limits(entry, key)
+    if units is None:
+        egu = _attribute(device, "egu", timeout)
+        if isinstance(egu, str) and egu.strip():
+            units, units_from = egu.strip(), "its `egu`"
+    if limits is None:
+        pair = _attribute(device, "limits", timeout)
+        if isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2:
+            limits, limits_from = _range_of(*pair), "its `limits`"
+    if limits is None and inspect.getattr_static(device, "low_limit", None) is not None:
+        low = _attribute(device, "low_limit", timeout)
+        high = _attribute(device, "high_limit", timeout)
+        limits, limits_from = _range_of(low, high), "its `low_limit`/`high_limit`"
+    return DeviceMeta(
+        key, entry, units, units_from, limits, limits_from if limits is not None else ""
+    )
+
+
+_LIMIT_BLOCKS = ("control", "display", "warning", "alarm")
+
+
+def _own_data_key(
+    meta: DeviceMeta, units: str | None, convert: Callable[[Any], Any] | None
+) -> dict[str, Any]:
+    """The parts of a plugin's own ``describe()`` entry its wrapper's data key keeps:
+    ``source``, ``shape``, ``units``, ``precision``, ``limits`` (as event-model's schema
+    has them). ``convert``: the reading is converted to ``units`` (the campaign's) on its
+    way in, so its unit is that one, its limits are converted too, and its precision
+    (digits in the device's unit) is dropped; ``None``: stored as the device gives it, so
+    its own unit stands (``units``, the campaign's, only where it says none)."""
+    entry = meta.entry
+    out: dict[str, Any] = {}
+    source = entry.get("source")
+    if isinstance(source, str) and source:
+        out["source"] = source
+    shape = entry.get("shape")
+    if isinstance(shape, list | tuple) and all(
+        isinstance(n, int) and not isinstance(n, bool) for n in shape
+    ):
+        out["shape"] = [int(n) for n in shape]
+    if out.get("shape"):
+        out["dtype"] = "array"  # a waveform, an image: not the number the key defaults to
+    if convert is None and meta.units:
+        out["units"] = meta.units
+    elif units:
+        out["units"] = units
+    precision = entry.get("precision")
+    if convert is None and isinstance(precision, int) and not isinstance(precision, bool):
+        out["precision"] = int(precision)
+    limits: dict[str, Any] = {}
+    block = entry.get("limits")
+    for name in _LIMIT_BLOCKS:
+        pair = block.get(name) if isinstance(block, Mapping) else None
+        if isinstance(pair, Mapping):
+            span = _converted_range(pair.get("low"), pair.get("high"), convert)
+            if span is not None:
+                limits[name] = span
+    if "control" not in limits and meta.limits is not None:
+        span = _converted_range(meta.limits[0], meta.limits[1], convert)
+        if span is not None:
+            limits["control"] = span
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _converts(from_device: Callable[[Any], Any]) -> bool:
+    """Whether a converter (:func:`~instruments._instrument_file.converter`) changes numbers:
+    ``device_units`` another unit than the campaign's (not the identity it is without)."""
+    try:
+        return bool(from_device(0.0) != 0.0 or from_device(1.0) != 1.0)
+    except Exception:
+        return True
+
+
+def _converted_range(
+    low: Any, high: Any, convert: Callable[[Any], Any] | None
+) -> dict[str, float | None] | None:
+    """``{'low': ..., 'high': ...}`` (an open side ``None``), converted by ``convert``;
+    ``None`` if not numbers or not convertible."""
+    ends: list[float | None] = []
+    for value in (low, high):
+        if value is None or isinstance(value, bool):
+            ends.append(None)
+            continue
+        try:
+            number = float(value)
+            if convert is not None and math.isfinite(number):
+                number = float(convert(number))
+        except Exception:
+            return None
+        ends.append(number if math.isfinite(number) else None)
+    a, b = ends
+    if a is not None and b is not None and a > b:  # a unit that counts the other way
+        a, b = b, a
+    return {"low": a, "high": b}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -737,6 +1006,14 @@ class InputDevice:
         self._last_written: float | None = None
         self._signal: Any = None
         self._positioner: Any = None
+        # a plugin's own unit, limits and describe() entry, once read (read_device_metadata);
+        # how long a read of them may take when check_value reads them (a dry run): what a
+        # connection may (a describe() of an unreachable device must not hold a preview
+        # for the input's whole move timeout)
+        self._meta: DeviceMeta | None = None
+        self._meta_timeout = min(
+            decl.timeout, spec.connection_timeout if spec is not None else decl.timeout
+        )
         if decl.setpoint is not None:
             from ophyd import EpicsSignal
 
@@ -782,6 +1059,10 @@ class InputDevice:
         and just before the put (the trial pauses rather than failing on the read).
         """
         connected = self._connected()
+        if connected and self.decl.device is not None and self._meta is None:
+            # not connected through check()/connect() (a dry run): what it says of itself
+            # now, so its own unit and limits refuse here as they would in a run
+            self.read_device_metadata(self._meta_timeout)
         if connected:
             self._refuse_wrong_type()
         check_setpoint(
@@ -832,27 +1113,28 @@ class InputDevice:
         """The device's own limits, in campaign units: a setpoint PV's control limits
         (DRVL/DRVH), a motor record's soft limits (LLM/HLM, which its VAL reports as its
         control limits, and which ``EpicsMotor`` enforces), as read when it connected and
-        updated since; ``None``: it has none (``(0, 0)``, as EPICS says so; a motor with
-        HLM = LLM = 0 has its soft limits off), is not connected yet, or is a plugin.
+        updated since, or a plugin's as it said when it connected (:class:`DeviceMeta`);
+        ``None``: it has none (``(0, 0)``, as EPICS says so; a motor with HLM = LLM = 0
+        has its soft limits off), or is not connected yet.
 
         A motor's used to be ``None`` ("a motor record refuses its own limits at once"):
         ophyd does refuse them, but only inside the trial's run, after its interlock pass,
         as ``LimitError: position_raw_user_setpoint: value 55.0 outside of range``, while
         ``instruments check`` neither showed them nor flagged limits or bounds beyond them.
         """
-        if self._signal is not None:
-            source = self._signal
-        elif self.decl.motor is not None:
-            source = self._positioner
+        if self.decl.device is not None:
+            if self._meta is None or self._meta.limits is None:
+                return None
+            low, high = self._meta.limits  # an open side is infinite, and stays so
         else:
-            return None
-        try:
-            low, high = source.limits
-            low, high = float(low), float(high)
-        except Exception:  # never connected (None), or not numbers
-            return None
-        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-            return None
+            source = self._signal if self._signal is not None else self._positioner
+            try:
+                low, high = source.limits
+                low, high = float(low), float(high)
+            except Exception:  # never connected (None), or not numbers
+                return None
+            if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+                return None
         try:
             a, b = float(self._from_device(low)), float(self._from_device(high))
         except Exception:
@@ -865,7 +1147,24 @@ class InputDevice:
             return f"control limits DRVL/DRVH of PV {self.write_pv}"
         if self.decl.motor is not None:
             return f"soft limits LLM/HLM of motor {self.write_pv}"
+        meta = self._meta
+        if meta is not None and meta.limits is not None:
+            return f"limits of device {self.decl.device}, {meta.limits_from} = {meta.limits_text}"
         return ""
+
+    @property
+    def _whose(self) -> str:
+        """Whose limits a fix widens: ``the IOC's``, ``the device's``."""
+        return "the device's" if self.decl.device is not None else "the IOC's"
+
+    def read_device_metadata(self, timeout: float) -> None:
+        """Read what a plugin device says of itself (:class:`DeviceMeta`: its unit and
+        limits, its readback's ``describe()`` entry), each call within ``timeout`` s; for
+        :meth:`type_problem`, :attr:`device_limits` and :meth:`describe`. Called once it
+        is connected (``check()``, so every run's ``connect()``), and by ``check_value``
+        when it never was (a dry run). Nothing for an EPICS input (its PVs say it)."""
+        if self.decl.device is not None:
+            self._meta = input_device_meta(self._positioner, self.name, timeout, what=self.what)
 
     def reach_problem(self, here: float, bounds: tuple[float, float] | None) -> str | None:
         """Why no trial could start from the reading ``here``: every setpoint the campaign
@@ -909,7 +1208,7 @@ class InputDevice:
         return (
             f"its {what} [{span[0]:g}, {span[1]:g}] reach outside [{ioc[0]:g}, {ioc[1]:g}]"
             f"{units}, the {self._device_limits_source}; setpoints beyond them are refused "
-            "(narrow the file's limits, or widen the IOC's)"
+            f"(narrow the file's limits, or widen {self._whose})"
         )
 
     def type_problem(self) -> str | None:
@@ -922,6 +1221,16 @@ class InputDevice:
             except Exception:  # not connected yet: unknown
                 return None
             return self._egu_problem(egu, f"motor {self.write_pv} (input {self.name!r})")
+        if self.decl.device is not None:
+            meta = self._meta  # None: not read yet, unknown
+            if meta is None or meta.units is None:
+                return None
+            return self._egu_problem(
+                meta.units,
+                f"device {self.decl.device} (input {self.name!r})",
+                where=meta.units_from,
+                fix="fix the units the device reports",
+            )
         if self._signal is None:
             return None
         seen: set[str] = set()
@@ -948,7 +1257,9 @@ class InputDevice:
                 return problem
         return None
 
-    def _egu_problem(self, egu: Any, what: str) -> str | None:
+    def _egu_problem(
+        self, egu: Any, what: str, *, where: str = "its EGU", fix: str = "fix the record's EGU"
+    ) -> str | None:
         """A motor record, and a numeric PV, say which unit they speak (EGU). If that is a
         unit (pint knows it) and not the one the file says the device speaks
         (``device_units``, else the campaign's unit), every setpoint would be sent in the
@@ -956,7 +1267,9 @@ class InputDevice:
         a temperature PV in K driven as degC, 30 degC sent as 30 K): refused like a PV of
         the wrong type. An empty or unknown EGU (``counts``), one of another dimension (pint
         reads ``MM``, an EGU in capitals, as megamolar, and ``C`` as coulomb: neither is
-        judged), or an input without units, is not judged."""
+        judged), or an input without units, is not judged. A plugin device's unit (its
+        reading's ``describe()`` units, an ophyd positioner's ``egu``) is judged alike:
+        ``where`` says where it was read, ``fix`` what to fix at the device."""
         from instruments._instrument_file import unit_registry
 
         speaks = self.decl.device_units or self.units
@@ -990,8 +1303,8 @@ class InputDevice:
             )
         verb = "moves" if what.startswith("motor ") else "is"
         return (
-            f"{what} {verb} in {egu!r} (its EGU), but {said_by}; set `device_units: {egu}` "
-            "on the input (values are then converted), or fix the record's EGU"
+            f"{what} {verb} in {egu!r} ({where}), but {said_by}; set `device_units: {egu}` "
+            f"on the input (values are then converted), or {fix}"
         )
 
     def _refuse_wrong_type(self) -> None:
@@ -1053,10 +1366,22 @@ class InputDevice:
         return {self.name: {"value": value, "timestamp": ts}}
 
     def describe(self) -> dict[str, Any]:
+        """The reading's data key. A plugin's keeps its own ``describe()`` entry (source,
+        shape, units, precision, limits: :func:`_own_data_key`), as read when it connected,
+        so nothing here calls the device (the RunEngine calls this on its own thread)."""
         key: dict[str, Any] = {"source": self.source, "dtype": "number", "shape": []}
         if self.units:
             key["units"] = self.units
+        if self._meta is not None:
+            convert = self._from_device if _converts(self._from_device) else None
+            key.update(_own_data_key(self._meta, self.units, convert))
         return {self.name: key}
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """The reading is the one interesting field (bluesky's per-device hints, as the
+        simulated devices give them: a viewer plots it)."""
+        return {"fields": [self.name]}
 
     def read_configuration(self) -> dict[str, Any]:
         return {}
@@ -1067,6 +1392,7 @@ class InputDevice:
     # --------------------------------------------------------------- internals
     def wait_for_connection(self, timeout: float) -> None:
         _connect(self._signal if self._signal is not None else self._positioner, timeout)
+        self.read_device_metadata(timeout)
 
     @property
     def what(self) -> str:
@@ -1115,7 +1441,7 @@ class InputDevice:
         return (
             f"its safe state (on_stop) {value:g}{units} is outside [{ioc[0]:g}, {ioc[1]:g}]"
             f"{units}, the {self._device_limits_source}, which would refuse or clamp it when "
-            "the campaign stops (change on_stop, or widen the IOC's limits)"
+            f"the campaign stops (change on_stop, or widen {self._whose} limits)"
         )
 
     def put_raw(self, value: float, *, timeout: float) -> None:
@@ -1449,6 +1775,84 @@ class _Output:
     source: str
     from_device: Callable[[Any], Any]
     timeout: float
+    # A plugin's: the field of its reading that is the output (its `key:`, else its hinted
+    # field, else its only field) and how it was chosen, once connected (resolve_key);
+    # why none can be chosen and how to choose; the field it used to read when another
+    key: str | None = None
+    key_how: str = ""
+    key_problem: str | None = None
+    key_fix: str = ""
+    key_note: str | None = None
+    meta: DeviceMeta | None = None  # that field's describe() entry, its unit and limits
+
+    def resolve_key(self, timeout: float) -> None:
+        """Choose which field of a plugin's reading is this output, once it is connected,
+        from its ``describe()`` keys (else a ``read()``'s) and its hints, and keep that
+        field's ``describe()`` entry for :meth:`OutputDetector.describe`.
+
+        Sets :attr:`key_problem` (nothing raised: ``check()`` lists it, ``connect()``
+        refuses it) when several fields are read and none, or several, are hinted; and
+        :attr:`key_note` when the field chosen is not the first, which closedloop read
+        before it followed hints: the file may have relied on that.
+
+        Raises:
+            InstrumentError: a plugin without ``describe()`` whose ``read()`` fails (the
+                check row says so).
+        """
+        if self.decl.device is None:
+            return
+        described = _describe(self.target, timeout, self.what)
+        if described:
+            fields = list(described)
+        else:
+            reading = call_device(self.target, "read", timeout=timeout)
+            _check_reading(reading, self.what)
+            fields = [str(k) for k in reading]
+        self.key_problem = self.key_note = None
+        key: str | None
+        if self.decl.key is not None:
+            key, how = self.decl.key, "its `key:`"
+        else:
+            key, how = _output_key(fields, _hinted(self.target))
+            if key is None:
+                self.key_problem, self.key_fix = self._ambiguous(how, fields)
+            elif key != fields[0]:
+                self.key_note = (
+                    f"closedloop read its first field, {fields[0]}, before it followed "
+                    f"hints; to keep reading that, set `key: {fields[0]}` under "
+                    f"outputs.{self.name}"
+                )
+        self.key, self.key_how = key, how
+        entry = (described or {}).get(key, {}) if key is not None else {}
+        units, units_from, limits, limits_from = _entry_units_limits(entry, key)
+        self.meta = DeviceMeta(key, entry, units, units_from, limits, limits_from)
+
+    def _ambiguous(self, why: str, fields: Sequence[str]) -> tuple[str, str]:
+        """``(problem, fix)``: why no field of the reading can be taken as the output, and
+        how to choose one (``key:``; the first field is what closedloop used to read)."""
+        return (
+            f"{self.what}: {why}, so which one is the output is not known",
+            f"set `key:` under outputs.{self.name} to one of them (`key: {fields[0]}` keeps "
+            "what closedloop read before it followed hints: the first field)",
+        )
+
+    def _key_for(self, reading: Any) -> str:
+        """The field of ``reading`` that is the output: the chosen :attr:`key`, else (not
+        resolved: the instrument was built without connecting) chosen from it alike.
+
+        Raises:
+            InstrumentError: none can be chosen (naming the fields and ``key:``).
+        """
+        if self.decl.key is not None:
+            return self.decl.key
+        if self.key is not None:
+            return self.key
+        _check_reading(reading, self.what)
+        fields = [str(k) for k in reading]
+        key, how = _output_key(fields, _hinted(self.target))
+        if key is None:
+            raise InstrumentError("; ".join(self._ambiguous(how, fields)))
+        return key
 
     def read_raw(self, timeout: float | None = None) -> tuple[Any, float]:
         """``(value as the device gives it, timestamp)``, within ``timeout`` s (default:
@@ -1470,7 +1874,7 @@ class _Output:
                 f"output {self.name!r}: device {self.decl.device} did not answer a read within "
                 f"{limit:g} s{which}"
             ) from exc
-        return _first_value(reading, self.decl.key, what=self.what)
+        return _first_value(reading, self._key_for(reading), what=self.what)
 
     @property
     def what(self) -> str:
@@ -1666,13 +2070,23 @@ class OutputDetector:
         return out
 
     def describe(self) -> dict[str, Any]:
+        """Each output's data key; a plugin's keeps its own ``describe()`` entry of the
+        field it is read from (:func:`_own_data_key`), as read when it connected."""
         keys: dict[str, Any] = {}
         for o in self.outputs:
             key: dict[str, Any] = {"source": o.source, "dtype": "number", "shape": []}
             if o.decl.units:
                 key["units"] = o.decl.units
+            if o.meta is not None:
+                convert = o.from_device if _converts(o.from_device) else None
+                key.update(_own_data_key(o.meta, o.decl.units, convert))
             keys[o.name] = key
         return keys
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        """Every output is an interesting field (bluesky's per-device hints)."""
+        return {"fields": [o.name for o in self.outputs]}
 
     def read_configuration(self) -> dict[str, Any]:
         return {}
@@ -1940,16 +2354,21 @@ class DeclaredInstrument:
         """Wait until every PV is connected, and check what the PVs say about themselves.
 
         An input whose setpoint or readback PV is not a number (an ENUM, a string) or speaks
-        another unit (its EGU) than the file says is refused, and so is a safe state
-        (``on_stop``) outside its device's own limits: the IOC would refuse or clamp it just
-        when the campaign stops. Limits or bounds that reach outside a setpoint PV's own
-        control limits are logged as a warning (setpoints outside them are refused before
-        dispatch, each failing its trial).
+        another unit (its EGU; a plugin's ``describe()`` units or ``egu``) than the file
+        says is refused, and so is a safe state (``on_stop``) outside its device's own
+        limits: the IOC would refuse or clamp it just when the campaign stops. Limits or
+        bounds that reach outside a device's own limits are logged as a warning (setpoints
+        outside them are refused before dispatch, each failing its trial). A plugin output
+        whose reading has several fields, none (or several) hinted and no ``key:`` is
+        refused; one read from its hinted field where it used to be read from its first is
+        logged as a warning (a file may have relied on that).
 
         Raises:
             DeviceConnectionError: naming every PV that did not connect, and, apart, every
                 device whose PVs connected but did not answer its first reads in time.
-            DeviceTypeError: naming every input PV of the wrong type or unit, and why.
+            DeviceTypeError: naming every input PV (or plugin) of the wrong type or unit.
+            InstrumentFileError: a plugin output that does not say which field it is, at the
+                line of ``outputs.<name>``, naming its fields and the ``key:`` to add.
             DeviceLimitsError: naming every safe state outside its device's limits.
         """
         rows = [r for r in self.check(timeout=timeout) if r.follows is None]
@@ -1981,6 +2400,25 @@ class DeclaredInstrument:
                 f"instrument {self.name!r}: " + "; ".join(wrong),
                 field="inputs",
             )
+        unkeyed = [o for o in self.detector.outputs if o.key_problem is not None]
+        if unkeyed:
+            first = unkeyed[0]
+            others = "".join(f"; {o.key_problem}" for o in unkeyed[1:])
+            raise self.spec.error(
+                f"instrument {self.name!r}: {first.key_problem}{others}",
+                ("outputs", first.name),
+                fix=first.key_fix,
+            )
+        for out in self.detector.outputs:
+            if out.key_note is not None:  # a file that relied on "the first field"
+                logger.warning(
+                    "%s: %s reads %s (%s); %s",
+                    self.name,
+                    out.what,
+                    out.key,
+                    out.key_how,
+                    out.key_note,
+                )
         unsafe = [
             f"{'input' if key in self.inputs else 'on_stop PV'} {key!r}: {problem}"
             for key, value in self.spec.on_stop.items()
@@ -2007,8 +2445,9 @@ class DeclaredInstrument:
         """Connect every device and report name, PV, connected, value, limits, units and any
         problem (disconnected, outside its limits, an interlock that does not hold).
 
-        Values are what a trial would see: inputs and outputs in the campaign's units (an
-        output under its ``key:``). Every ``on_stop`` value gets a row too, an input's named
+        Values are what a trial would see: inputs and outputs in the campaign's units (a
+        plugin output's field as chosen, shown in its ``source`` with how: its ``key:``, its
+        hinted field, its only field). Every ``on_stop`` value gets a row too, an input's named
         by the PV it is written to (its setpoint, not its readback): a safe state is only
         written when the campaign stops, so a misspelt PV, or a value the device's own
         limits would refuse, would otherwise go unnoticed until the moment it matters.
@@ -2026,6 +2465,7 @@ class DeclaredInstrument:
             ):
                 continue
             try:
+                dev.read_device_metadata(timeout)  # a plugin's own unit and limits
                 row.problem = dev.type_problem()
                 if row.problem is not None:  # its value is no number: shown as it is
                     row.value = dev._raw_readback(time.monotonic() + timeout)[0]
@@ -2057,7 +2497,14 @@ class DeclaredInstrument:
             rows.append(row)
             if _connect_row(row, out.target, timeout):
                 try:
-                    row.value = out.value(timeout)
+                    out.resolve_key(timeout)
+                    if out.key is not None:  # which field of its reading it is, and why
+                        row.source = f"{out.source} key {out.key} ({out.key_how})"
+                    row.note = out.key_note
+                    if out.key_problem is not None:
+                        row.problem = f"{out.key_problem}; {out.key_fix}"
+                    else:
+                        row.value = out.value(timeout)
                 except Exception as exc:
                     row.problem = f"{type(exc).__name__}: {exc}"
         for name, target in (
