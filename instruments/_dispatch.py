@@ -39,12 +39,14 @@ A faulty instrument costs one trial, never the campaign:
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
 import logging
 import math
 import numbers
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -375,13 +377,71 @@ def outputs_and_readbacks(
     return EventReading(values, readbacks, problems)
 
 
+# The stop document ``resume`` writes for a run whose process died before closing it.
+DIED_REASON = "process died; reconciled by closedloop resume"
+
+
+def closing_stop_document(
+    documents: Sequence[tuple[str, Mapping[str, Any]]],
+    reason: str = DIED_REASON,
+    *,
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """The stop document a run cut short by its process dying never got, or ``None``.
+
+    ``None`` when there is nothing to close: no start document (the run never began), or a
+    stop already stored. Otherwise a stop with ``exit_status='abort'`` (the run was
+    interrupted, as Ctrl-C would have), ``reason``, and ``num_events`` counted per stream
+    from the stored events, so a catalog (Tiled's TiledWriter, a RunRouter) sees a finished
+    run instead of one that is open for ever. Only the RunStop schema's keys: event-model
+    refuses any other.
+    """
+    start: Mapping[str, Any] | None = None
+    streams: dict[str, str] = {}  # descriptor uid -> stream name
+    counts: dict[str, int] = {}
+    for name, doc in documents:
+        if name == "start":
+            start = doc
+        elif name == "stop":
+            return None
+        elif name == "descriptor":
+            stream = str(doc.get("name") or STREAM_NAME)
+            streams[str(doc.get("uid"))] = stream
+            counts.setdefault(stream, 0)
+        elif name in ("event", "event_page"):
+            of = streams.get(str(doc.get("descriptor")))
+            if of is not None:
+                counts[of] += len(doc.get("seq_num") or []) if name == "event_page" else 1
+    if start is None or not isinstance(start.get("uid"), str):
+        return None
+    return {
+        "run_start": start["uid"],
+        "time": time.time() if now is None else now,
+        "uid": str(uuid.uuid4()),
+        "exit_status": "abort",
+        "reason": reason,
+        "num_events": counts,
+    }
+
+
+def _closedloop_version() -> str:
+    """closedloop's installed version, for the start documents' ``versions``."""
+    try:
+        return importlib.metadata.version("closedloop")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
 class Dispatcher:
     """Executes trials as Bluesky runs on one instrument, one trial at a time.
 
     Args:
         instrument: the devices to drive. The dispatcher does not close it.
         run_engine: an engine to use instead of creating one (the caller then owns it and
-            its subscriptions and context managers; ``close()`` leaves it running).
+            its subscriptions, context managers, metadata and ``scan_id_source``;
+            ``close()`` leaves it running). An engine the dispatcher creates numbers its
+            runs by trial (``scan_id`` = the trial number, see :meth:`run`) and adds
+            closedloop's version to the start documents' ``versions``.
         document_sink: called with ``(name, doc)`` for every document as it is emitted,
             on the RunEngine's thread, so a store can persist a run incrementally. If it
             raises, the run continues and ``run()`` raises :class:`DocumentSinkError`
@@ -438,10 +498,15 @@ class Dispatcher:
             self._gate.listener = interlock_listener
         self._owns_engine = run_engine is None
         self._during = _AbortOnInterrupt()
+        # The trial number of the run in progress: its scan_id (see _scan_id).
+        self._trial_number: int | None = None
         if run_engine is None:
             # context_managers=[]: no SigintHandler (it needs the main thread and would
             # fight the loop's own signal handling). The engine starts its loop thread now.
-            run_engine = RunEngine({}, context_managers=[], during_task=self._during)
+            run_engine = RunEngine(
+                {}, context_managers=[], during_task=self._during, scan_id_source=self._scan_id
+            )
+            run_engine.md.setdefault("versions", {})["closedloop"] = _closedloop_version()
             self._during.run_engine = run_engine
             self._during.abort = self._request_abort
         self.run_engine: RunEngine = run_engine
@@ -451,6 +516,21 @@ class Dispatcher:
         self._closed = False
         # bluesky 1.15 does not put RE.abort(reason) into the stop document; keep it here.
         self._abort_reason = ""
+
+    def _scan_id(self, md: Mapping[str, Any]) -> int:
+        """The engine's ``scan_id_source``: the trial's number in its campaign.
+
+        Each slot has its own engine, and a resumed campaign new ones, so bluesky's count
+        (the previous scan_id + 1) gave two runs of one campaign the same scan_id (1, 1, 2,
+        2 with two slots; 1, 2, 1 after a resume) and a catalog search by scan_id found
+        several (found in review). The trial number is unique within the campaign. A run
+        started without one (``run`` called without ``trial_number``) counts on as bluesky
+        does.
+        """
+        if self._trial_number is not None:
+            return self._trial_number
+        previous = md.get("scan_id", 0)
+        return (previous if isinstance(previous, int) else 0) + 1
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Dispatcher:
@@ -537,6 +617,7 @@ class Dispatcher:
         *,
         document_sink: DocumentSink | None = None,
         timeout: float | None = None,
+        trial_number: int | None = None,
     ) -> TrialResult:
         """Execute one trial as one Bluesky run and report it.
 
@@ -558,6 +639,9 @@ class Dispatcher:
                 docstring); a run
                 still going then is aborted and comes back ``fail``, "timed out after N s",
                 ``timed_out`` and ``transient``. ``None``: no limit.
+            trial_number: the campaign's number of the trial, recorded in the start
+                document as ``trial_number`` and, on an engine this dispatcher created, as
+                its ``scan_id`` (a caller's own engine keeps its ``scan_id_source``).
 
         Returns:
             The trial's result, with every document of its run.
@@ -578,7 +662,13 @@ class Dispatcher:
             raise DispatcherBusy(f"trial {trial_id}: a trial is already running on this dispatcher")
         try:
             sink = document_sink if document_sink is not None else self.document_sink
-            return self._run_locked(trial_id, campaign, parameters, md, sink, timeout)
+            self._trial_number = trial_number
+            try:
+                return self._run_locked(
+                    trial_id, campaign, parameters, md, sink, timeout, trial_number
+                )
+            finally:
+                self._trial_number = None
         finally:
             self._lock.release()
 
@@ -590,10 +680,18 @@ class Dispatcher:
         md: Mapping[str, Any] | None,
         sink: DocumentSink | None,
         timeout: float | None = None,
+        trial_number: int | None = None,
     ) -> TrialResult:
         keys = readback_keys(self.instrument.inputs)  # what trial_plan records
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
-        plan = trial_plan(self.instrument, parameters, campaign=campaign, trial_id=trial_id, md=md)
+        plan = trial_plan(
+            self.instrument,
+            parameters,
+            campaign=campaign,
+            trial_id=trial_id,
+            trial_number=trial_number,
+            md=md,
+        )
         documents: list[tuple[str, dict[str, Any]]] = []
         sink_errors: list[BaseException] = []
 

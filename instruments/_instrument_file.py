@@ -11,6 +11,10 @@ the one ``loop`` can reuse.
 Every number in an input's declaration (``limits``, ``max_step``, ``tolerance``,
 ``on_stop``) is in the **campaign's units**; ``device_units`` says what the device speaks, and
 values are converted with pint on the way in and out.
+
+Run metadata (``metadata:``, ``required_metadata:``) is checked here too, one way for both
+files: the instrument file's facility keys and the campaign file's own (``loop.config``) go
+into every run's start document, so both follow :func:`metadata_problem`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +54,49 @@ _INTERLOCK = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
 Operator = Literal["==", "!=", "<=", ">=", "<", ">"]
 PVName = Annotated[str, Field(pattern=_PV, min_length=1, max_length=200)]
 
+
+#: Start-document keys that closedloop or Bluesky write themselves: run metadata may not set
+#: them (a ``uid`` or ``time`` would break the RunEngine; a ``campaign`` or ``trial_id`` would
+#: hide which trial a stored run is). ``instruments._plans.RESERVED_MD_KEYS`` is a subset
+#: (a test holds it to that), with the keys the RunEngine, the runner and Bluesky's
+#: conventions (``detectors``, ``motors``, ``num_points``, ``hints``) add.
+START_DOC_KEYS = frozenset(
+    {
+        # the RunEngine and its plans
+        "uid",
+        "time",
+        "scan_id",
+        "versions",
+        "plan_type",
+        "plan_name",
+        "plan_args",
+        "plan_pattern",
+        "plan_pattern_module",
+        "plan_pattern_args",
+        # Bluesky's conventions for a run's shape
+        "detectors",
+        "motors",
+        "num_points",
+        "num_intervals",
+        "hints",
+        "projections",
+        "data_type",
+        # closedloop's own
+        "campaign",
+        "campaign_uid",
+        "trial_id",
+        "trial_number",
+        "parameters",
+        "instrument",
+        "readback_keys",
+        "retry_of",
+        "attempt",
+        "slot",
+    }
+)
+_METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_METADATA_KEYS = 100
+MAX_METADATA_TEXT = 10_000
 
 #: The path an inline ``instrument: {devices: {...}}`` is parsed under. Its lines are the
 #: campaign file's own, so the campaign loader reports such errors against that file.
@@ -85,6 +133,217 @@ class InstrumentFileError(InstrumentConfigError):
         where = f"{self.path}:{line}" if line is not None else f"{self.path}"
         message = f"{where}: {self.problem}" + (f"\n  fix: {fix}" if fix else "")
         super().__init__(message, field="file")
+
+
+# ---------------------------------------------------------------------------- run metadata
+class MetadataError(ValueError):
+    """A run-metadata entry refused, with what to change (``fix``; see ``RuleError``)."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.fix = fix
+
+
+def metadata_problem(key: Any, value: Any) -> tuple[str, str] | None:
+    """What is wrong with one run-metadata entry, as ``(problem, fix)``; ``None`` if nothing.
+
+    Metadata lands in every run's start document, where a facility's catalog searches it, so
+    an entry must be a plain name with a value that arrives as written: text, a number, true
+    or false, or a flat list of them (``data_groups``). A key closedloop or Bluesky writes
+    is refused (:data:`START_DOC_KEYS`), and so is a value the run-start schema of
+    event-model types otherwise (``sample``, ``owner``, ``data_session`` are text): every
+    stored document stays valid. A number YAML would store otherwise than written
+    (``012345`` as 12345, ``1.10`` as 1.1, a date) is refused with the quoted form: a
+    proposal id or a sample number that silently lost its zeros matches nothing in the
+    catalog.
+    """
+    if not isinstance(key, str) or not _METADATA_KEY.match(key) or len(key) > 64:
+        return (
+            f"metadata key {str(key)!r} is not a name",
+            "write a name of letters, digits and underscores (not starting with a digit, at "
+            "most 64 characters), e.g. proposal_id",
+        )
+    if key in START_DOC_KEYS:
+        return (
+            f"metadata.{key}: '{key}' is a key closedloop or Bluesky writes in every start "
+            "document itself",
+            f"rename it, e.g. user_{key} (the keys written: {', '.join(sorted(START_DOC_KEYS))})",
+        )
+    return _value_problem(key, value) or _schema_problem(key, value)
+
+
+def _value_problem(key: str, value: Any, *, item: bool = False) -> tuple[str, str] | None:
+    import datetime
+
+    where = f"metadata.{key}" + (" (a list item)" if item else "")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_TEXT:
+            return (
+                f"{where}: text longer than {MAX_METADATA_TEXT} characters",
+                "keep metadata short (a name, an id); put long text in `description:`",
+            )
+        return None
+    if isinstance(value, int | float):
+        plain = int(value) if isinstance(value, int) else float(value)
+        if isinstance(plain, float) and not math.isfinite(plain):
+            return (
+                f"{where}: {plain} is not a finite number",
+                f"write a finite number, or text in quotes: {key}: '{plain}'",
+            )
+        written = _as_written(value)
+        if written is not None and written != repr(plain):
+            return (
+                f"{where}: {written} is read by YAML as the number {plain!r}, not as written",
+                f"quote it to keep it as written: {key}: '{written}' (or write {plain!r})",
+            )
+        return None
+    if isinstance(value, datetime.date | datetime.time):
+        return (
+            f"{where}: {value} is read by YAML as a date, not as text",
+            f"quote it: {key}: '{value}'",
+        )
+    if value is None:
+        return (f"{where} has no value", f"write its value, e.g. {key}: ABC-123, or drop it")
+    if isinstance(value, list) and not item:
+        for entry in value:
+            problem = _value_problem(key, entry, item=True)
+            if problem is not None:
+                return problem
+        return None
+    if item:
+        return (
+            f"metadata.{key}: a list in metadata is flat: its items are text, numbers or "
+            "true/false",
+            f"write one flat list, e.g. {key}: [a, b], or give each part its own key",
+        )
+    kind = "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}"
+    return (
+        f"{where} is {kind}; a metadata value is text, a number, true/false or a list of them",
+        f"give each part its own key, e.g. {key}_name: ..., {key}_id: ...",
+    )
+
+
+def _as_written(value: Any) -> str | None:
+    """How a number was written in the YAML, when ruamel kept that (a number written
+    otherwise than plainly: ``012345``, ``1_000``, ``0x1F``, ``1.10``, ``1e3``), else ``None``."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.scalarfloat import ScalarFloat
+    from ruamel.yaml.scalarint import ScalarInt
+
+    if not isinstance(value, ScalarInt | ScalarFloat):
+        return None
+    out = io.StringIO()
+    YAML(typ="rt").dump([value], out)
+    return out.getvalue().strip().removeprefix("-").strip()
+
+
+#: How event-model's run-start schema types are said to a user.
+_SCHEMA_WORDS = {"string": "text", "array": "a list of text", "integer": "a whole number"}
+
+
+def _schema_problem(key: str, value: Any) -> tuple[str, str] | None:
+    """A value event-model's run-start schema refuses for a key it defines (``sample``,
+    ``owner``, ``project``, ``group``, ``data_session`` are text; ``data_groups`` a list of
+    text): a stored run would fail the schema a facility validates documents against."""
+    from event_model import DocumentNames, schema_validators, schemas
+
+    schema = schemas[DocumentNames.start]
+    if key not in schema.get("properties", {}):
+        return None
+    doc = {"uid": "-", "time": 0.0, key: _plain(value)}
+    if not any(True for _ in schema_validators[DocumentNames.start].iter_errors(doc)):
+        return None
+    prop = schema["properties"][key]
+    kinds = [prop.get("type")] + [a.get("type") for a in prop.get("anyOf", [])]
+    wanted = [_SCHEMA_WORDS[k] for k in kinds if k in _SCHEMA_WORDS]
+    if "text" in wanted and not isinstance(value, str | list):
+        fix = f"quote it: {key}: '{value}'"
+    elif "a list of text" in wanted and isinstance(value, list):
+        fix = f"quote every item: {key}: [{', '.join(repr(str(v)) for v in value)}]"
+    else:
+        fix = f"write {' or '.join(wanted) or 'what the schema allows'}"
+    return (
+        f"metadata.{key}: Bluesky's run-start schema (event-model) takes "
+        f"{' or '.join(wanted) or 'another kind of value'} for '{key}' (got {_plain(value)!r})",
+        fix,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain Python (ruamel's number and text subclasses dropped)."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def plain_metadata(value: Any) -> Any:
+    """A ``metadata:`` mapping checked (:func:`metadata_problem`) and made plain Python;
+    ``metadata:`` with nothing under it is none. Anything but a mapping is left to the
+    schema to refuse. The file loaders find a problem first with its line
+    (:func:`locate_metadata_problem`); this is the model's own guard.
+
+    Raises:
+        MetadataError: (a ``ValueError``) the first entry refused, or too many entries.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return value
+    if len(value) > MAX_METADATA_KEYS:
+        raise MetadataError(
+            f"metadata has {len(value)} keys (at most {MAX_METADATA_KEYS})",
+            "keep the keys a catalog searches by; put the rest in `description:`",
+        )
+    for key, entry in value.items():
+        problem = metadata_problem(key, entry)
+        if problem is not None:
+            raise MetadataError(*problem)
+    return {str(k): _plain(v) for k, v in value.items()}
+
+
+def locate_metadata_problem(data: Any, loc: Sequence[Any]) -> tuple[int | None, str, str] | None:
+    """The first refused entry of the ``metadata:`` mapping at ``loc`` in YAML ``data``, as
+    ``(line, problem, fix)`` with the entry's own line; ``None`` if none is (or ``loc`` holds
+    no mapping: the schema says so)."""
+    node = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if not isinstance(node, Mapping):
+        return None
+    for key, entry in node.items():
+        problem = metadata_problem(key, entry)
+        if problem is not None:
+            return (line_of(data, (*loc, key)), *problem)
+    return None
+
+
+def _required_key(key: str) -> str:
+    if not _METADATA_KEY.match(key) or len(key) > 64:
+        raise MetadataError(
+            f"{key!r} is not a metadata key",
+            "write names of letters, digits and underscores, e.g. [proposal_id, sample]",
+        )
+    if key in START_DOC_KEYS:
+        raise MetadataError(
+            f"'{key}' is written by closedloop or Bluesky in every start document; a campaign "
+            "cannot give it",
+            f"drop {key} from required_metadata",
+        )
+    return key
 
 
 # ---------------------------------------------------------------------------- schema
@@ -245,6 +504,17 @@ class InstrumentFile(_Strict):
         default_factory=dict,
         description="Safe state: input name (campaign units) or PV -> value, set on any stop.",
     )
+    metadata: Annotated[dict[str, Any], BeforeValidator(plain_metadata)] = Field(
+        default_factory=dict,
+        description="Run metadata for every campaign on this instrument (beamline, facility): "
+        "recorded in each run's start document; a campaign may not change it.",
+    )
+    required_metadata: list[Annotated[str, AfterValidator(_required_key)]] = Field(
+        default_factory=list,
+        max_length=MAX_METADATA_KEYS,
+        description="Metadata keys every campaign on this instrument must give in its own "
+        "`metadata:` (proposal_id, sample, operator).",
+    )
     # Where the file was read from (set by parse_instrument), so that checks made after
     # validation (against the campaign's parameters) still name the file and the line.
     _path: Path = PrivateAttr(default=Path("<inline>"))
@@ -272,6 +542,22 @@ class InstrumentFile(_Strict):
         clash = sorted(set(info.data.get("inputs") or {}) & set(value))
         if clash:
             raise ValueError(f"names {clash} are both inputs and outputs; event keys must differ")
+        return value
+
+    @field_validator("required_metadata")
+    @classmethod
+    def _required_by_campaigns(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        twice = sorted({k for k in value if value.count(k) > 1})
+        if twice:
+            raise MetadataError(f"{', '.join(twice)} named twice", "name each key once")
+        given = sorted(set(value) & set(info.data.get("metadata") or {}))
+        if given:
+            raise MetadataError(
+                f"{', '.join(given)} also set by this file's own `metadata:`, so no campaign "
+                "could give it",
+                "keep each key in one place: `metadata:` for a value fixed for the instrument, "
+                "`required_metadata:` for one each campaign gives",
+            )
         return value
 
     @field_validator("on_stop")
@@ -421,6 +707,10 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
     if isinstance(data, InstrumentFile):
         return data
     refuse_booleans(data, Path(path), model=InstrumentFile, error=InstrumentFileError)
+    found = locate_metadata_problem(data, ("metadata",))
+    if found is not None:
+        line, problem, fix = found
+        raise InstrumentFileError(path, problem, line=line, fix=fix)
     try:
         spec = InstrumentFile.model_validate(data)
     except ValidationError as exc:
@@ -438,8 +728,16 @@ def read_yaml(text: str, path: Path) -> Any:
 
 
 def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel]) -> Exception:
-    """The top-most pydantic error as one message with its line and a fix."""
-    return shared_explain(exc, data, path, model=model, error=InstrumentFileError)
+    """The top-most pydantic error as one message with its line and a fix (a
+    :class:`MetadataError`'s own fix where the shared one has none)."""
+    error = shared_explain(exc, data, path, model=model, error=InstrumentFileError)
+    if not isinstance(error, InstrumentFileError) or error.fix:
+        return error
+    for err in exc.errors(include_url=False):
+        refused = (err.get("ctx") or {}).get("error")
+        if isinstance(refused, MetadataError) and str(refused) in error.problem:
+            return InstrumentFileError(path, error.problem, line=error.line, fix=refused.fix)
+    return error
 
 
 # ---------------------------------------------------------------------------- from a campaign

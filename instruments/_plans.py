@@ -3,6 +3,12 @@
 A trial is exactly one run, so provenance is one join: the start document names the
 campaign, the trial and the commanded parameters; the single ``primary`` event holds the
 detectors' readings and the inputs' readbacks side by side.
+
+The start document also follows the keys Bluesky's own ``scan``-like plans write, so a
+facility catalog (Tiled, databroker) and live callbacks (BestEffortCallback) read a trial
+like any other run: ``detectors`` and ``motors`` (device names), ``num_points`` (1: one
+event) and ``hints['dimensions']`` (the inputs' fields, which all move together, against
+the ``primary`` stream).
 """
 
 from __future__ import annotations
@@ -28,8 +34,23 @@ STREAM_NAME = "primary"
 # The start-document key of the map parameter name -> its device's name (see
 # :func:`readback_keys`): a stored run then says where its readbacks are, for ``resume``.
 READBACK_KEYS_MD = "readback_keys"
+# ``scan_id`` is the engine's (the dispatcher makes it the trial number); the conventional
+# keys describe what this plan does, so a caller may not contradict them either.
 RESERVED_MD_KEYS = frozenset(
-    {"campaign", "trial_id", "parameters", "plan_name", "instrument", READBACK_KEYS_MD}
+    {
+        "campaign",
+        "trial_id",
+        "trial_number",
+        "parameters",
+        "plan_name",
+        "instrument",
+        READBACK_KEYS_MD,
+        "detectors",
+        "motors",
+        "num_points",
+        "hints",
+        "scan_id",
+    }
 )
 
 
@@ -47,6 +68,34 @@ def readback_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
         key = getattr(device, "name", None)
         keys[name] = key if isinstance(key, str) and key else name
     return keys
+
+
+def _device_name(device: Any, otherwise: str) -> str:
+    name = getattr(device, "name", None)
+    return name if isinstance(name, str) and name else otherwise
+
+
+def dimension_fields(inputs: Mapping[str, Any]) -> list[str]:
+    """The event data keys of the inputs' readbacks, for ``hints['dimensions']``.
+
+    A device's own ``hints['fields']`` when it has any (an ophyd ``EpicsMotor`` hints
+    ``motor``, its readback), else the key its readback is recorded under
+    (:func:`readback_keys`). A device whose ``hints`` property raises is read the second
+    way: a plot axis is not worth failing a trial over.
+    """
+    keys = readback_keys(inputs)
+    fields: list[str] = []
+    for name, device in inputs.items():
+        try:
+            hinted = getattr(device, "hints", None)
+        except Exception:  # a plugin device's property; the key below is right anyway
+            hinted = None
+        given = hinted.get("fields") if isinstance(hinted, Mapping) else None
+        if isinstance(given, list | tuple) and given and all(isinstance(f, str) for f in given):
+            fields.extend(given)
+        else:
+            fields.append(keys[name])
+    return fields
 
 
 def check_trial_arguments(instrument: Instrument, parameters: Mapping[str, Any]) -> None:
@@ -89,6 +138,7 @@ def trial_plan(
     *,
     campaign: str,
     trial_id: int,
+    trial_number: int | None = None,
     md: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """One trial as one run: move every input at once, then trigger and read everything.
@@ -100,10 +150,14 @@ def trial_plan(
         instrument: devices for the trial.
         parameters: parameter name -> commanded value, exactly one per instrument input.
         campaign: campaign name, recorded in the start document.
-        trial_id: the store's trial id, recorded in the start document.
+        trial_id: the store's trial id, recorded in the start document (unique in the
+            store, so what a ``retry_of`` names).
+        trial_number: the campaign's own number of the trial (1, 2, ...; what ``closedloop
+            status`` shows), recorded as ``trial_number`` when given.
         md: extra start-document metadata; may not use the plan's reserved keys
-            (``campaign``, ``trial_id``, ``parameters``, ``plan_name``, ``instrument``,
-            ``readback_keys``).
+            (:data:`RESERVED_MD_KEYS`: ``campaign``, ``trial_id``, ``trial_number``,
+            ``parameters``, ``plan_name``, ``instrument``, ``readback_keys``,
+            ``detectors``, ``motors``, ``num_points``, ``hints``, ``scan_id``).
 
     Returns:
         A plan whose return value is the run's start uid.
@@ -124,7 +178,14 @@ def trial_plan(
         "plan_name": PLAN_NAME,
         "instrument": instrument.name,
         READBACK_KEYS_MD: readback_keys(instrument.inputs),
+        # Bluesky's conventions (see the module docstring)
+        "detectors": [_device_name(d, f"detector{i}") for i, d in enumerate(instrument.detectors)],
+        "motors": list(readback_keys(instrument.inputs).values()),
+        "num_points": 1,
+        "hints": {"dimensions": [[dimension_fields(instrument.inputs), STREAM_NAME]]},
     }
+    if trial_number is not None:
+        start_md["trial_number"] = trial_number
     # Commanded values are moved in the instrument's input order, one ``mv`` so that all
     # inputs travel concurrently and are waited for together.
     mv_args: list[Any] = []

@@ -945,6 +945,7 @@ def _runner_line(db: Store, campaign_id: int, url: str) -> str:
 class ExportFormat(StrEnum):
     csv = "csv"
     json = "json"
+    jsonl = "jsonl"  # the runs' Bluesky documents, not the trial records
 
 
 @app.command()
@@ -953,7 +954,12 @@ def export(
     campaign: CampaignOpt = None,
     format: Annotated[
         ExportFormat | None,
-        typer.Option("--format", "-f", help="csv or json (default: -o's suffix, else csv)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv or json (trial records), jsonl (the runs' Bluesky documents); "
+            "default: -o's suffix, else csv.",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default, or -: stdout).")
@@ -963,10 +969,14 @@ def export(
 
     Campaigns with outcome constraints add a ``feasible`` column, with several objectives a
     ``pareto`` column (on the front of the feasible trials). Prior-data trials have kind
-    ``prior``.
+    ``prior``. ``--format jsonl`` writes the trials' Bluesky documents instead, one
+    ``[name, doc]`` JSON array a line, run after run in trial order (as suitcase-jsonl
+    does), for a facility catalog: Tiled's ``TiledWriter`` or any ``RunRouter``.
     """
+    import json
+
     from loop.report import OutputError, to_csv, to_json, write_output
-    from loop.results import trial_records
+    from loop.results import run_documents, trial_records
     from loop.store import Store
 
     if output is not None and str(output) == "-":
@@ -974,10 +984,18 @@ def export(
     format = _export_format(format, output)
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
-    # feasible (outcome constraints) and pareto (several objectives) columns when they
-    # apply: the records a notebook reads (loop.trial_records)
-    records = trial_records(db, campaign)
-    text = to_csv(records) if format == ExportFormat.csv else to_json(records)
+    if format == ExportFormat.jsonl:
+        # the stored documents as they are (NaN/inf already null): loop.run_documents
+        documents = run_documents(db, campaign)
+        text = "".join(json.dumps([name, doc], allow_nan=False) + "\n" for name, doc in documents)
+        runs = sum(1 for name, _ in documents if name == "start")
+        wrote = f"{len(documents)} documents of {runs} runs"
+    else:
+        # feasible (outcome constraints) and pareto (several objectives) columns when they
+        # apply: the records a notebook reads (loop.trial_records)
+        records = trial_records(db, campaign)
+        text = to_csv(records) if format == ExportFormat.csv else to_json(records)
+        wrote = f"{len(records)} trials"
     if output is None:
         sys.stdout.write(text)
     else:
@@ -985,7 +1003,7 @@ def export(
             write_output(output, text, f"trials.{format.value}", store_url=db.url)
         except OutputError as exc:
             _invalid(exc)
-        err_console.print(f"wrote {len(records)} trials to {output}", markup=False)
+        err_console.print(f"wrote {wrote} to {output}", markup=False)
 
 
 def _export_format(given: ExportFormat | None, output: Path | None) -> ExportFormat:
@@ -1015,7 +1033,8 @@ def _export_format(given: ExportFormat | None, output: Path | None) -> ExportFor
         _invalid(
             OutputError(
                 f"-o {output}: export writes CSV or JSON, not .{suffix}; fix: name it .csv or "
-                ".json (a spreadsheet opens the CSV), or give --format csv to write CSV anyway"
+                ".json (a spreadsheet opens the CSV), .jsonl for the runs' Bluesky documents, "
+                "or give --format csv to write CSV anyway"
             )
         )
     return ExportFormat.csv

@@ -16,7 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +32,12 @@ from pydantic import (
 )
 
 from instruments import InstrumentConfig
-from instruments._instrument_file import InstrumentFile, pin_instrument_text
+from instruments._instrument_file import (
+    InstrumentFile,
+    locate_metadata_problem,
+    pin_instrument_text,
+    plain_metadata,
+)
 from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
 from loop.errors import CampaignConfigError, ClosedLoopError
 from loop.prior import EXPORT_COLUMNS
@@ -264,6 +269,11 @@ class Campaign(BaseModel):
     seed: int | None = Field(
         default=None, ge=0, lt=2**32, description="Fixes initial design, noise and model fits."
     )
+    metadata: Annotated[dict[str, Any], BeforeValidator(plain_metadata)] = Field(
+        default_factory=dict,
+        description="Run metadata (proposal_id, sample, operator, ...: text, numbers, "
+        "true/false) recorded in every run's start document, beside the instrument file's.",
+    )
 
     @field_validator("instrument", mode="before")
     @classmethod
@@ -323,6 +333,11 @@ class LoadedCampaign:
         instrument_text: the text of an ``instrument: {file: ...}`` the devices are built
             from, or a dataset instrument's record (its data's hash, parameters and goals;
             see ``_apply_dataset``); stored with the campaign; ``None`` for other instruments.
+        metadata: what every run's start document carries beside closedloop's own keys:
+            the instrument file's ``metadata:`` and the campaign's (``_run_metadata``);
+            the campaign's alone when the campaign is only shown (``cross_check=False``:
+            the instrument file is not read then). Both come from texts the store keeps, so
+            ``resume`` records the same.
     """
 
     campaign: Campaign
@@ -330,6 +345,7 @@ class LoadedCampaign:
     text: str
     base_dir: Path
     instrument_text: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -425,6 +441,10 @@ def _parse_campaign(
             rules.added(exc, "true is read as 1 and false as 0, as when it started")
         _check_manual_spelling(data, path)
         _check_instrument_list(data, path)
+    found = locate_metadata_problem(data, ("metadata",))
+    if found is not None:
+        line, problem, fix = found
+        raise CampaignConfigError(path, problem, line=line, fix=fix)
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
@@ -435,13 +455,16 @@ def _parse_campaign(
     if dataset_pin is None and pinned is None and cross_check:
         pinned = _pin_function(campaign.instrument.function, base_dir, instrument_text)
     campaign.instrument._campaign_path = path
-    _check_semantics(campaign, data, path, base_dir, cross_check=cross_check, rules=rules)
+    metadata = _check_semantics(
+        campaign, data, path, base_dir, cross_check=cross_check, rules=rules
+    )
     return LoadedCampaign(
         campaign=campaign,
         path=path,
         text=text,
         base_dir=base_dir,
         instrument_text=pinned if dataset_pin is None else dataset_pin,
+        metadata=metadata,
     )
 
 
@@ -1073,6 +1096,8 @@ _HINTS = {
     "reference_point": "the worst value still worth having, a number in the output's units",
     "failing_region": "an expression over parameters, e.g. failing_region: 'x1 + x2 > 1.5'",
     "unit": "write the unit as it should be shown, e.g. unit: degC (or leave it out)",
+    "metadata": "a mapping of names to values, e.g. metadata: {proposal_id: '312345', "
+    "sample: S1, operator: jdoe}",
 }
 
 
@@ -1186,8 +1211,10 @@ def _check_manual_spelling(data: Any, path: Path) -> None:
 
 def _check_semantics(
     campaign: Campaign, data: Any, path: Path, base_dir: Path, *, cross_check: bool, rules: _Rules
-) -> None:
-    """Rules that span sections: unique names, objectives the instrument can measure."""
+) -> dict[str, Any]:
+    """Rules that span sections: unique names, objectives the instrument can measure, the
+    run metadata the instrument file requires. Returns the run metadata (``_run_metadata``)."""
+    _check_inline_metadata(campaign, data, path)
     seen: set[str] = set()
     for i, p in enumerate(campaign.parameters):
         if p.name in seen:
@@ -1219,7 +1246,7 @@ def _check_semantics(
     space = _check_constraints(campaign, data, path, dataset_rows=cross_check)
     outcome_constraints = _check_outcome_constraints(campaign, data, path, rules)
     if not cross_check:
-        return
+        return dict(campaign.metadata)
     proposes = rules.stored is None or rules.stored.proposes
     if proposes:
         _check_satisfiable(space, data, path)
@@ -1248,6 +1275,93 @@ def _check_semantics(
                 fix=_nearest(constraint.name, outputs, "the instrument measures"),
             )
     _check_reserved(campaign, outputs, data, path, rules)
+    return _run_metadata(campaign, data, path, base_dir, rules)
+
+
+def _check_inline_metadata(campaign: Campaign, data: Any, path: Path) -> None:
+    """Inline ``devices:`` are part of this campaign, which writes its run metadata at its
+    top level: one place for it (``metadata:`` under the devices would be a second)."""
+    devices = campaign.instrument.devices or {}
+    for key in ("metadata", "required_metadata"):
+        if key in devices:
+            raise CampaignConfigError(
+                path,
+                f"instrument.devices.{key}: inline devices are part of this campaign; its run "
+                "metadata is the campaign's own `metadata:`",
+                line=line_of(data, ("instrument", "devices", key)),
+                fix="move the entries to `metadata:` at the top level of this file"
+                if key == "metadata"
+                else "drop it, and give the keys in `metadata:` at the top level of this file "
+                "(required_metadata is for an instrument file that several campaigns use)",
+            )
+
+
+def _run_metadata(
+    campaign: Campaign, data: Any, path: Path, base_dir: Path, rules: _Rules
+) -> dict[str, Any]:
+    """The run metadata of every start document: the instrument file's ``metadata:`` and
+    the campaign's, once the campaign gives each key the file's ``required_metadata``
+    names.
+
+    The instrument file belongs to the facility or the lab (beamline, facility), the
+    campaign to the experiment (proposal, sample, operator). A campaign that sets one of the
+    file's keys to another value is refused rather than let win: a campaign that records
+    another beamline than the one it runs on is a copied file or a typo, and the catalog
+    would file its runs under the wrong one. The same value is accepted (nothing to
+    decide). Both refusals are rules added after campaigns could be stored
+    (:meth:`_Rules.added`): an instrument file read from disk for a campaign stored before
+    its text was kept may have gained ``required_metadata`` since; that campaign goes on,
+    warned, with the instrument file's values.
+    """
+    instrument = campaign.instrument
+    if instrument.file is None:
+        return dict(campaign.metadata)
+    from instruments._epics import declared_spec  # the file describe_instrument accepted
+
+    spec = declared_spec(instrument, base_dir)
+    where = f"instrument file {instrument.file}"
+    merged = {**campaign.metadata}
+    for key, value in spec.metadata.items():
+        ours = campaign.metadata.get(key)
+        if key in campaign.metadata and (type(ours), ours) != (type(value), value):
+            at = line_of(spec._data, ("metadata", key))
+            rules.added(
+                CampaignConfigError(
+                    path,
+                    f"metadata.{key} = {ours!r} differs from {key} = {value!r} that the {where}"
+                    + (f" (line {at})" if at is not None else "")
+                    + " sets for every campaign on that instrument",
+                    line=line_of(data, ("metadata", key)),
+                    fix=f"drop {key} from this file's `metadata:` (if the instrument's value "
+                    f"is wrong, correct it in {instrument.file})",
+                ),
+                f"its runs record {key} = {value!r}, the instrument file's",
+            )
+        merged[key] = value
+    missing = [k for k in spec.required_metadata if k not in campaign.metadata]
+    if missing:
+        at = line_of(spec._data, ("required_metadata",))
+        given = isinstance(data, Mapping) and "metadata" in data
+        here = line_of(data, ("metadata",)) if given else None
+        entries = ", ".join(f"{k}: VALUE" for k in missing)
+        rules.added(
+            CampaignConfigError(
+                path,
+                f"the {where} requires run metadata this campaign does not give: "
+                f"{', '.join(missing)} (its required_metadata"
+                + (f", line {at}" if at is not None else "")
+                + ")",
+                line=here or line_of(data, ("name",)) or 1,
+                fix=(
+                    f"add {entries} under `metadata:` (line {here})"
+                    if here is not None
+                    else f"add to this file: metadata: {{{entries}}}"
+                )
+                + "; every run's start document records them",
+            ),
+            f"its runs go on without {', '.join(missing)}",
+        )
+    return merged
 
 
 #: Columns that `closedloop export` (and so prior data) and `closedloop tell --csv` give a

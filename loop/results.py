@@ -2,15 +2,18 @@
 
 A notebook reads results with ``trial_records(url)`` instead of running ``closedloop export``
 and reading its CSV back; both come from here, so the two never disagree (which trials are
-feasible, which one is best, which are on the Pareto front).
+feasible, which one is best, which are on the Pareto front). ``run_documents`` is the same
+for the trials' Bluesky documents (``closedloop export --format jsonl``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import col, select
+
 from loop.report import annotate, stored_campaign
-from loop.store import Store, export_records
+from loop.store import DocumentRow, Store, TrialRow, export_records
 
 
 def trial_records(store: Store | str, campaign: str | int | None = None) -> list[dict[str, Any]]:
@@ -33,6 +36,43 @@ def trial_records(store: Store | str, campaign: str | int | None = None) -> list
     try:
         row = db.campaign(campaign)
         return annotate(export_records(db, row.id or 0), stored_campaign(row))
+    finally:
+        if db is not store:
+            db.close()
+
+
+def run_documents(
+    store: Store | str, campaign: str | int | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every stored Bluesky document of a campaign's runs, as ``(name, doc)`` in trial order.
+
+    Each trial's run in the order its documents were emitted (start, descriptor, event,
+    stop), the runs by trial number: what ``closedloop export --format jsonl`` writes, and
+    what a ``RunRouter`` or bluesky-tiled-plugins' ``TiledWriter`` takes one pair at a
+    time. Trials without a run (prior data, told results) have no documents. The documents
+    are as the store holds them: a NaN or infinite reading is ``null`` (JSON has no such
+    number; the trial's outputs in ``trial_records`` keep an infinity), and a run still in
+    flight ends at its last stored document (one whose process died gets its stop document
+    from ``closedloop resume``).
+
+    Read in one statement, so a campaign running meanwhile never shows a run with a later
+    document but not an earlier one.
+
+    Args:
+        store: an open ``Store``, or a store URL (opened read-only and closed again).
+        campaign: a campaign's name or id; the latest campaign by default.
+    """
+    db = Store(store, create=False) if isinstance(store, str) else store
+    try:
+        row = db.campaign(campaign)
+        with db.session() as s:
+            rows = s.exec(
+                select(DocumentRow.name, DocumentRow.body)
+                .join(TrialRow, col(TrialRow.id) == col(DocumentRow.trial_id))
+                .where(TrialRow.campaign_id == row.id)
+                .order_by(col(TrialRow.number), col(DocumentRow.seq), col(DocumentRow.id))
+            )
+            return [(name, dict(body)) for name, body in rows]
     finally:
         if db is not store:
             db.close()

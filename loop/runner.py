@@ -21,8 +21,8 @@ A faulty instrument costs a trial, not the campaign. Each run may be limited by
 "timed out after N s", with its documents stored). A *transient* failure (a timeout, or a
 fault the instrument flags as transient) is retried up to ``instrument.max_retries`` times
 at the same point. Every attempt is its own trial row, with its own Bluesky run: a retry
-has ``kind='retry'`` and its start document carries ``retry_of`` (the first attempt's trial
-number) and ``attempt`` (2, 3, ...). The planner sees only the last attempt of a point, and a
+has ``kind='retry'`` and its start document carries ``retry_of`` (the first attempt's store
+``trial_id``) and ``attempt`` (2, 3, ...). The planner sees only the last attempt of a point, and a
 transient failure on a point's first attempt (``max_retries: 0``) teaches it nothing (it
 learns the trial as abandoned), so a flaky instrument never teaches the model that a point
 is bad; a point whose retries all failed too is learned as failed, because failing every
@@ -43,6 +43,7 @@ import secrets
 import statistics
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ from instruments import (
     slot_seed,
     write_safe_state,
 )
-from instruments._dispatch import outputs_and_readbacks
+from instruments._dispatch import closing_stop_document, outputs_and_readbacks
 from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, StoredCopy, parse_campaign
 from loop.errors import ClosedLoopError, StoreError
@@ -192,7 +193,7 @@ class TrialReport:
     error: str | None
     timing: TrialTiming
     kind: str = "model"
-    retry_of: int | None = None
+    retry_of: int | None = None  # the first attempt's trial_id (the store's id)
     attempt: int = 1
     will_retry: bool = False
     slot: int = 0
@@ -555,6 +556,7 @@ class Runner:
         self._left_running: set[int] = set()
         self._executor: Any = None  # an open instruments executor (Dask), per session
         self._hangs: _HangWatch | None = None  # per session, without instrument.timeout
+        self._campaign_uid: str | None = None  # see campaign_uid
 
     @property
     def max_trials(self) -> int | None:
@@ -926,7 +928,7 @@ class Runner:
                             Proposal(
                                 dict(report.parameters),
                                 "retry",
-                                retry=(report.retry_of or report.number, report.attempt + 1),
+                                retry=(report.retry_of or report.trial_id, report.attempt + 1),
                             )
                         )
                     if self._stop_after is not None and not sched.in_flight():
@@ -1304,9 +1306,11 @@ class Runner:
         """Persist the trial (before anything moves), then start its run on ``slot``."""
         t0 = time.perf_counter()
         parameters, kind = proposal.parameters, proposal.kind
-        md: dict[str, Any] | None = None
+        # The run metadata (the instrument file's and the campaign's, checked when loaded),
+        # then closedloop's own keys, which the loader keeps metadata from naming.
+        md: dict[str, Any] = {**self.loaded.metadata, "campaign_uid": self.campaign_uid(cid)}
         if proposal.retry is not None:
-            md = {"retry_of": proposal.retry[0], "attempt": proposal.retry[1]}
+            md |= {"retry_of": proposal.retry[0], "attempt": proposal.retry[1]}
         trial = self.store.add_trial(
             cid,
             parameters,
@@ -1346,6 +1350,7 @@ class Runner:
                     md,
                     document_sink=self._sink(trial_id),
                     timeout=self.campaign.instrument.timeout,
+                    trial_number=job.number,
                 )
             except TrialInterrupted as exc:  # a KeyboardInterrupt in this thread: aborted
                 return exc.result
@@ -1359,6 +1364,32 @@ class Runner:
                 return exc.result
 
         slot.start(job, run, sched.events)
+
+    def campaign_uid(self, cid: int) -> str:
+        """The campaign's UUID, which every start document carries (``campaign_uid``): a
+        catalog gathers a campaign's runs by it, where a name may be reused and a store id
+        repeats from store to store.
+
+        Kept in the documents themselves, so no store column is needed and a store of an
+        older version serves as it is: the latest stored start document's, if it has one;
+        else a new one (a new campaign, or one run by a version that wrote none: its
+        earlier runs have none to disagree with). Read once per runner, so every slot's
+        runs carry the same.
+        """
+        if self._campaign_uid is None:
+            for trial in reversed(self.store.trials(cid)):
+                if trial.run_uid is None or trial.id is None:
+                    continue
+                start = next(
+                    (d.body for d in self.store.documents(trial.id) if d.name == "start"), {}
+                )
+                found = start.get("campaign_uid")
+                if isinstance(found, str):
+                    self._campaign_uid = found
+                break
+        if self._campaign_uid is None:
+            self._campaign_uid = str(uuid.uuid4())
+        return self._campaign_uid
 
     def _store_missed_documents(self, trial_id: int, result: TrialResult) -> None:
         """Store the documents of ``result`` beyond those already stored, in order."""
@@ -1575,6 +1606,7 @@ class Runner:
         done: list[Reconciled] = []
         for trial, outcome in self.reconciliations(self.store.running_trials(cid)):
             trial_id = _id(trial)
+            self._close_dead_run(cid, trial_id)
             self.store.finish_trial(
                 trial_id,
                 status=outcome.status,
@@ -1588,6 +1620,25 @@ class Runner:
             logger.info("reconciled trial %s as %s", trial.number, outcome.status)
             done.append(Reconciled(trial.number, trial_id, outcome.status, outcome.error))
         return done
+
+    def _close_dead_run(self, cid: int, trial_id: int) -> None:
+        """Store the stop document a run cut short by its process dying never got
+        (``closing_stop_document``: ``exit_status='abort'``), so a catalog fed the stored
+        documents sees it finished. Written before the trial's outcome: a resume that dies
+        in between finds the stop, and reconciles the trial as abandoned all the same."""
+        stored = self.store.documents(trial_id)
+        stop = closing_stop_document([(d.name, d.body) for d in stored])
+        if stop is None:
+            return
+        self.store.add_document(
+            trial_id,
+            max(d.seq for d in stored) + 1,
+            "stop",
+            stop,
+            stop["run_start"],
+            campaign_id=cid,
+            token=self.lease.token,
+        )
 
     def reconciliations(self, running: Sequence[TrialRow]) -> list[tuple[TrialRow, Reconciliation]]:
         """What ``resume`` records for each of these trials left ``running`` by a crash,

@@ -69,7 +69,8 @@ class Proposal:
         parameters: the point.
         kind: ``initial``/``model``/... as the planner said, or ``retry``.
         suggest_seconds: this point's share of the suggest call that made it.
-        retry: for a retry, ``(first attempt's trial number, attempt)``.
+        retry: for a retry, ``(first attempt's trial id, attempt)``: the store's id, which the
+            retry's start document records as ``retry_of``.
     """
 
     parameters: Point

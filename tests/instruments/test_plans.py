@@ -43,6 +43,11 @@ def test_message_sequence_is_one_run_one_move_one_event() -> None:
         "plan_name": PLAN_NAME,
         "instrument": "fake",
         "readback_keys": {"x": "x", "z": "z"},  # where each readback is, for resume
+        # Bluesky's conventions, as its scan-like plans write them
+        "detectors": ["det"],
+        "motors": ["x", "z"],
+        "num_points": 1,
+        "hints": {"dimensions": [[["x", "z"], "primary"]]},
     }
     assert [m.args for m in msgs[1:3]] == [(1.0,), (0.5,)]
     # one move: both sets share the group the first wait waits for
