@@ -280,6 +280,8 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     try:
         fn = getattr(module, attr)
     except AttributeError:
+        if target == "__main__":
+            raise SessionFunctionMissing(attr) from None
         candidates = sorted(
             n
             for n, v in vars(module).items()
@@ -305,6 +307,37 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     except ValueError:  # no introspectable signature (some builtins); trust it
         pass
     return fn  # type: ignore[no-any-return]
+
+
+class SessionFunctionMissing(InstrumentConfigError):
+    """``function: __main__:NAME``, and the running session defines no ``NAME``.
+
+    A function defined in a notebook (or the script that runs the campaign) is
+    ``__main__:NAME``: accepted, it is a notebook user's natural way. It lives only as long
+    as the session, though: after a kernel restart, ``resume`` found no function and the
+    refusal sent the user to abandon the campaign for a new one with its trials as prior
+    data (found in review), when defining the function again is all it takes. ``fix`` says
+    so; a stored campaign's refusal gives it instead of that way on
+    (``loop.config.StoredCampaignError``).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"`function: __main__:{name}` is a function of the Python session that runs the "
+            f"campaign (a notebook, or the script run), and this session defines no {name!r}",
+            field="function",
+        )
+        self.name = name
+        self.fix = (
+            f"define `{name}` in this session first (run the notebook cell that defines it), "
+            "then run or resume the campaign; a campaign whose function lives in a notebook "
+            "can only be resumed from that notebook. For a campaign that must also resume "
+            f"from the command line, put `{name}` in a .py file beside the campaign file "
+            f"(`function: model.py:{name}`)"
+        )
+
+    def __str__(self) -> str:  # the problem and the fix, wherever it is shown whole
+        return f"{self.args[0]}; {self.fix}"
 
 
 def _import_module(name: str, base_dir: Path, attr: str) -> ModuleType:

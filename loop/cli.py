@@ -21,10 +21,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -504,93 +503,25 @@ def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None
         console.print(f"  trial #{f.number} [{f.kind}]: {f.error}", markup=False, highlight=False)
 
 
-#: Seconds a second Ctrl-C/SIGTERM/SIGHUP waits for the safe state to be written before the
-#: process exits; a third signal exits at once.
-SAFE_STATE_WAIT = 10.0
-
 #: The signals that stop a campaign: SIGHUP is a closed terminal or ssh session, the most
 #: common way a lab campaign dies, and by default it killed the runner without its safe state
 #: (found in review).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _signal_name(signum: int) -> str:
-    if signum == signal.SIGINT:
-        return "Ctrl-C"
-    if signum == signal.SIGHUP:
-        return "SIGHUP (terminal closed)"
-    return signal.Signals(signum).name
+def _stop_on_signals(runner: Runner) -> AbstractContextManager[list[int]]:
+    """First SIGINT/SIGTERM/SIGHUP: stop cleanly; second: write the safe state and exit;
+    third: exit at once (``loop.runner.stop_on_signals``, shared with the Python API, whose
+    ``Runner.run`` leaves a SIGINT handler of its caller's, this one, alone)."""
+    from loop.runner import stop_on_signals
 
-
-@contextmanager
-def _stop_on_signals(runner: Runner) -> Iterator[None]:
-    """First SIGINT/SIGTERM/SIGHUP: stop cleanly; second: write the safe state and exit.
-
-    The first signal asks the runner to stop: a trial being measured is aborted through
-    the RunEngine (its stop document is stored, the trial is ``abandoned``), a proposal in
-    the making is dropped, the instruments' safe state is written, and the campaign is
-    marked ``stopped``. The second writes the safe state (``Runner.write_safe_state``, at
-    most :data:`SAFE_STATE_WAIT` s: a device whose stop hangs was why the first did not
-    finish) and exits, like a kill: SQLite rolls back the one transaction that may be open,
-    every committed row stays, and ``resume`` reconciles the trial in flight. Exiting at once
-    had left a heater on (found in review). A third exits at once, saying the safe state was
-    not written. Handlers are installed only on the main thread (Python delivers signals
-    there).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        name = _signal_name(signum)
-        if len(received) == 1:
-            # os.write, not rich: the main thread may be inside a console write right now.
-            _write_stderr(
-                f"\n{name}: stopping {_after_in_flight(runner)}; "
-                f"{name} again writes the safe state and stops at once\n"
-            )
-            runner.request_stop(f"stopped by {name}")
-            return
-        if len(received) == 2:
-            _write_stderr(
-                f"\n{name} again: writing the safe state (at most {SAFE_STATE_WAIT:g} s; once "
-                "more exits without it), then stopping at once; the store is consistent and "
-                "`closedloop resume` continues the campaign\n"
-            )
-            problems = runner.write_safe_state(timeout=SAFE_STATE_WAIT)
-            for problem in problems:
-                _write_stderr(f"SAFE STATE NOT WRITTEN: {problem}\n")
-        else:
-            _write_stderr(f"\n{name} a third time: SAFE STATE NOT WRITTEN; exiting at once\n")
-        os._exit(130)
-
-    # A signal the process was started to ignore stays ignored: `nohup closedloop run`
-    # must outlive the terminal (found in review: SIGHUP stopped it once handled here).
-    handled = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
-    previous = {sig: signal.signal(sig, handler) for sig in handled}
-    try:
-        yield
-    finally:
-        # Once a stop was asked for, the process is on its way out: keep the handler so a
-        # second signal during the exit still means "at once", not a traceback in teardown.
-        if not received:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+    return stop_on_signals(runner, STOP_SIGNALS, exit_process=True, say=_write_stderr)
 
 
 def _after_in_flight(runner: Runner) -> str:
-    """When a stop asked for now takes effect: after the trials being measured are aborted
-    and stored, counted (with several slots, "the current trial" read as one; found in
-    review). Reads the scheduler's slots only (safe in a signal handler)."""
-    scheduler = getattr(runner, "_scheduler", None)
-    n = scheduler.in_flight() if scheduler is not None else 0
-    if n == 1:
-        return "after the trial in flight is aborted and stored"
-    if n > 1:
-        return f"after the {n} trials in flight are aborted and stored"
-    return "before the next trial starts"
+    from loop.runner import after_in_flight
+
+    return after_in_flight(runner)
 
 
 def _say_interrupted() -> None:

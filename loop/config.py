@@ -521,6 +521,12 @@ class StoredCampaignError(CampaignConfigError):
             f"{export}, then start a corrected copy of the file (with another name, and "
             "`prior_data: trials.csv`)" + (f"; in it: {exc.fix}" if exc.fix else "")
         )
+        from instruments._build import SessionFunctionMissing
+
+        if isinstance(exc.__context__, SessionFunctionMissing):
+            # A notebook's function after a kernel restart: defining it again is the way on,
+            # not a new campaign (found in review).
+            fix = exc.fix
         problem = f"{stored.campaign} in {stored.url}, as stored ({where}): {exc.problem}"
         ClosedLoopError.__init__(self, f"{problem}\n  fix: {fix}")
         self.path, self.line, self.problem, self.fix = exc.path, exc.line, problem, fix
@@ -655,6 +661,10 @@ def _instrument_error(
         if not (isinstance(key, str) and isinstance(instrument, Mapping) and key in instrument):
             key = "simulator" if campaign.instrument.simulator else "function"
         line = line_of(data, ("instrument", key)) or line_of(data, ("instrument",))
+    from instruments._build import SessionFunctionMissing
+
+    if isinstance(exc, SessionFunctionMissing):  # a notebook's function, not defined (yet)
+        return CampaignConfigError(path, f"instrument: {exc.args[0]}", line=line, fix=exc.fix)
     fix = _INSTRUMENT_FIXES.get(str(getattr(exc, "field", "")), "")
     return CampaignConfigError(path, f"instrument: {exc}", line=line, fix=fix)
 

@@ -39,17 +39,21 @@ import functools
 import json
 import logging
 import math
+import os
 import secrets
+import signal
 import statistics
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -122,6 +126,13 @@ HANG_WINDOW = 100
 _RESUME_STREAM = 1  # seed-derivation tag of resumed sessions (see _instrument_seed)
 # Appended to the error of the trial that retired its slot; `closedloop status` finds it.
 _RETIRED = "slot {slot} retired: "
+_NO_OPERATOR = (
+    "campaign '{name}' has `instrument: manual`: an operator enters each result, and this "
+    "runner has none, so nothing was started or stored. From Python, pass `operator=` (an "
+    "object whose `measure(number, parameters)` returns a `loop.runner.ManualEntry`); or run "
+    "it in a terminal with `closedloop run FILE`, which asks for each result; or use "
+    "`closedloop suggest`/`tell`"
+)
 
 
 def _all_retired(sched: Scheduler) -> str:
@@ -132,6 +143,172 @@ def _all_retired(sched: Scheduler) -> str:
 
 class CampaignFinished(ClosedLoopError):
     """``resume`` of a campaign whose budget is already spent (it says how to extend it)."""
+
+
+# ---------------------------------------------------------------------------- stop signals
+#: Seconds a second stop signal waits for the safe state to be written (``stop_on_signals``).
+SAFE_STATE_WAIT = 10.0
+
+
+def signal_name(signum: int) -> str:
+    """How a stop signal is named to the user (and in the stop reason)."""
+    if signum == signal.SIGINT:
+        return "Ctrl-C"
+    if signum == signal.SIGHUP:
+        return "SIGHUP (terminal closed)"
+    return signal.Signals(signum).name
+
+
+def after_in_flight(runner: Runner) -> str:
+    """When a stop asked for now takes effect: after the trials being measured are aborted
+    and stored, counted (with several slots, "the current trial" read as one; found in
+    review). Reads the scheduler's slots only (safe in a signal handler)."""
+    scheduler = getattr(runner, "_scheduler", None)
+    n = scheduler.in_flight() if scheduler is not None else 0
+    if n == 1:
+        return "after the trial in flight is aborted and stored"
+    if n > 1:
+        return f"after the {n} trials in flight are aborted and stored"
+    return "before the next trial starts"
+
+
+def _say(text: str) -> None:
+    """Write to file descriptor 2 at once: safe in a signal handler, which may have
+    interrupted the main thread inside a write to ``sys.stderr`` (a notebook kernel
+    forwards what the descriptor gets to the cell)."""
+    try:
+        os.write(2, text.encode())
+    except (OSError, ValueError):  # a closed stderr must not turn a stop into a crash
+        pass
+
+
+@contextmanager
+def stop_on_signals(
+    runner: Runner,
+    signals: Sequence[int] = (signal.SIGINT,),
+    *,
+    exit_process: bool = False,
+    say: Callable[[str], None] = _say,
+) -> Iterator[list[int]]:
+    """What a stop signal means while ``runner`` drives a campaign, for the command line
+    (``exit_process``; SIGINT, SIGTERM and SIGHUP) and for Python (SIGINT: Ctrl-C, or a
+    notebook's interrupt; ``Runner.run``/``resume`` install it themselves). Yields the
+    signals received so far.
+
+    The first signal asks the runner to stop (``request_stop``): a trial being measured is
+    aborted through the RunEngine (its stop document is stored, the trial is ``abandoned``),
+    a proposal in the making is dropped, the instruments' safe state is written, and the
+    campaign is marked ``stopped``. The handler raises nothing: a ``KeyboardInterrupt``
+    raised at whatever bytecode the signal lands on had cut the loop between taking a
+    trial's outcome and recording it, and the stop then waited 60 s for that slot (found in
+    review). The second writes the safe state (``Runner.write_safe_state``, at most
+    :data:`SAFE_STATE_WAIT` s: a device whose stop hangs was why the first did not finish),
+    then, on the command line, exits like a kill (SQLite rolls back the one transaction that
+    may be open, every committed row stays, ``resume`` reconciles the trial in flight;
+    exiting at once had left a heater on, found in review); from Python it stops without
+    waiting for the trials in flight (``Runner.stop_now``: they stay ``running`` for
+    ``resume`` to reconcile), the interpreter (a notebook's kernel) living on. A third exits
+    at once, saying the safe state was not written (command line), or raises
+    ``KeyboardInterrupt`` where the runner is (Python).
+
+    Handlers are installed only on the main thread (Python delivers signals there), and a
+    signal the process was started to ignore stays ignored: `nohup closedloop run` must
+    outlive the terminal (found in review: SIGHUP stopped it once handled here).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    if exit_process:
+        again = "writes the safe state and stops at once"
+    else:
+        again = "writes the safe state and stops without waiting for the trials in flight"
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        name = signal_name(signum)
+        if len(received) == 1:
+            say(f"\n{name}: stopping {after_in_flight(runner)}; {name} again {again}\n")
+            runner.request_stop(f"stopped by {name}")
+            return
+        if len(received) == 2:
+            if exit_process:
+                then = (
+                    "once more exits without it), then stopping at once; the store is "
+                    "consistent and `closedloop resume` continues the campaign"
+                )
+            else:
+                then = (
+                    "once more raises KeyboardInterrupt at once), then stopping without "
+                    "waiting for the trials in flight: they stay `running` until resume "
+                    "reconciles them from their documents"
+                )
+            say(f"\n{name} again: writing the safe state (at most {SAFE_STATE_WAIT:g} s; {then}\n")
+            for problem in runner.write_safe_state(timeout=SAFE_STATE_WAIT):
+                say(f"SAFE STATE NOT WRITTEN: {problem}\n")
+            if exit_process:
+                os._exit(130)
+            runner.stop_now()
+            return
+        if exit_process:
+            say(f"\n{name} a third time: SAFE STATE NOT WRITTEN; exiting at once\n")
+            os._exit(130)
+        say(f"\n{name} a third time: stopping where the runner is\n")
+        raise KeyboardInterrupt(f"stopped by {name} a third time")
+
+    handled = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in handled}
+    try:
+        yield received
+    finally:
+        # Once a stop was asked for, a process that exits on the second signal is on its
+        # way out: keep the handler so a second signal during the exit still means "at
+        # once", not a traceback in teardown. From Python the interpreter goes on.
+        if not (exit_process and received):
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class _QuietEngines(logging.Filter):
+    """Drops what bluesky logs of the runner's own RunEngines on every failed or aborted run:
+    "Run aborted" with a whole traceback, and "No open traces left to close!". The loop
+    records each such trial itself, its error naming what failed (a user function's file
+    and line among it). The command line sets bluesky's loggers to CRITICAL unless ``-v``;
+    from Python, 10 trials with ``failure_rate: 0.3`` printed 319 lines of tracebacks into
+    the notebook (found in review). Installed on the ``bluesky`` logger for one
+    ``run``/``resume`` only, never a change of the user's logging levels; with that logger
+    set to DEBUG (``-v``, or ``logging.getLogger("bluesky").setLevel(logging.DEBUG)``) every
+    record passes."""
+
+    LOGGER = "bluesky"
+    ROUTINE = ("Run aborted", "No open traces left to close!")
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in self.ROUTINE:
+            return True
+        if logging.getLogger(self.LOGGER).isEnabledFor(logging.DEBUG):
+            return True
+        engines = self.runner._engines
+        engine = getattr(record, "RE", None)  # "Run aborted": the engine says which
+        if engine is not None:
+            return not any(mine is engine for mine in engines)
+        threads = [getattr(engine, "_th", None) for engine in engines]  # its event loop's
+        return not any(t is not None and t.ident == record.thread for t in threads)
+
+
+@contextmanager
+def _quiet_engines(runner: Runner) -> Iterator[None]:
+    quiet = _QuietEngines(runner)
+    log = logging.getLogger(_QuietEngines.LOGGER)
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
 
 
 @dataclass(frozen=True)
@@ -546,11 +723,14 @@ class Runner:
         self.campaign_id: int | None = None
         self._budget_changed = False
         self._stop_request: str | None = None
+        self._stop_now = False  # a second stop signal: do not wait for the runs in flight
         # A stop the operator asked for once every output was entered: it takes effect when
         # that trial's run is recorded (a stop request would abort the run in flight).
         self._stop_after: str | None = None
         self._scheduler: Scheduler | None = None
         self._built_slots: list[Slot] = []  # built, before a scheduler owns them
+        # The RunEngines of this run/resume, until it returns (closing them logs too).
+        self._engines: list[Any] = []
         # Trials whose slot did not stop when the session ended: left `running` for resume
         # to reconcile, so their late documents are no longer this runner's to write.
         self._left_running: set[int] = set()
@@ -650,6 +830,18 @@ class Runner:
         if scheduler is not None:
             scheduler.wake()
 
+    def stop_now(self) -> None:
+        """Stop without waiting for the trials in flight: they stay ``running`` in the store
+        for ``resume`` to reconcile from their documents, as after a kill (a second stop
+        signal from Python, ``stop_on_signals``). Safe from a signal handler."""
+        self._stop_now = True
+        self.request_stop(self._stop_request or "stopped at once")
+
+    def live_slots(self) -> list[Slot]:
+        """The instrument slots of the session under way (none between sessions)."""
+        scheduler = self._scheduler
+        return list(scheduler.slots if scheduler is not None else self._built_slots)
+
     def write_safe_state(self, timeout: float) -> list[str]:
         """Write every instrument slot's safe state now, waiting at most ``timeout`` s;
         return what could not be written.
@@ -661,8 +853,7 @@ class Runner:
         """
         if self.lease.lost.is_set():  # the hardware is another runner's now (see _drive)
             return ["the lease was lost: the runner that took the campaign over drives it"]
-        scheduler = self._scheduler
-        slots = scheduler.slots if scheduler is not None else self._built_slots
+        slots = self.live_slots()
         problems: list[str] = []
 
         def write() -> None:
@@ -685,7 +876,8 @@ class Runner:
 
         Stops when a budget limit is reached (``max_trials``, ``max_duration``, ``target``,
         ``patience``), the instrument fails too often, ``request_stop`` is called, or on
-        Ctrl-C (re-raised after the store is updated).
+        Ctrl-C or a notebook's interrupt (see :meth:`_interruptible`: the campaign is
+        stopped and stored, then ``KeyboardInterrupt`` is raised saying how to resume).
 
         Args:
             prior: earlier measurements to start from (``loop.prior.load_prior_data``; the
@@ -693,7 +885,12 @@ class Runner:
                 ``prior_data`` file. They are validated before the campaign is created and
                 stored as trials of kind ``prior`` before the first proposal.
         """
+        self._refuse_manual_without_operator()
         self._stop_request = self._stop_after = None  # a stop from here on is kept
+        self._stop_now = False
+        return self._interruptible(lambda: self._run(prior))
+
+    def _run(self, prior: Sequence[PriorRow] | None) -> CampaignSummary:
         rows = load_prior_data(self.loaded) if prior is None else list(prior)
         # Devices first: a device that cannot be built (a constructor that raises, a port
         # in use) fails the command before the store holds a campaign that never ran.
@@ -753,8 +950,13 @@ class Runner:
             SuggestionsPending: trials proposed by ``closedloop suggest`` still await
                 ``tell`` (resuming would abandon them).
         """
+        self._refuse_manual_without_operator()
         self._stop_request = self._stop_after = None  # a stop from here on is kept
-        cid = self.refuse_if_finished()
+        self._stop_now = False
+        return self._interruptible(self._resume)
+
+    def _resume(self) -> CampaignSummary:
+        cid = self.refuse_if_finished(python=True)
         takeover = self.lease.acquire(cid)
         try:
             self._refuse_pending_suggestions(cid)
@@ -768,12 +970,69 @@ class Runner:
             raise
         return self._drive(cid, resumed=True, takeover=takeover)
 
-    def refuse_if_finished(self) -> int:
+    def _interruptible(self, body: Callable[[], CampaignSummary]) -> CampaignSummary:
+        """``body`` (``run`` or ``resume``), stopped cleanly by Ctrl-C or a notebook's
+        interrupt, and without bluesky's traceback of every failed run (``_QuietEngines``).
+
+        On the main thread, with SIGINT handled as Python does by default (a script, a
+        Jupyter cell), SIGINT means what it means on the command line (``stop_on_signals``):
+        the first stops the campaign as ``request_stop`` does, and once the campaign is
+        stored as ``stopped``, ``KeyboardInterrupt`` is raised, so the cell shows it was
+        interrupted, saying what was kept and how to resume. Raised wherever the signal
+        landed, it had cut the loop between taking a trial's outcome and recording it (found
+        in review). A SIGINT handler of the caller's own (the command line's) is left alone,
+        as is a runner on another thread (Python sends signals to the main one).
+        """
+        own_sigint = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        self._engines = []
+        try:
+            with _quiet_engines(self):
+                if not own_sigint:
+                    return body()
+                with stop_on_signals(self) as received:
+                    summary = body()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(self._interrupted(None)) from None
+        if received:
+            raise KeyboardInterrupt(self._interrupted(summary))
+        return summary
+
+    def _interrupted(self, summary: CampaignSummary | None) -> str:
+        """What a ``KeyboardInterrupt`` out of ``run``/``resume`` says: what was kept, and
+        the Python that continues the campaign (the command line prints its own)."""
+        cid = self.campaign_id
+        if cid is None:
+            return "interrupted before the campaign was stored: nothing was stored"
+        counts = ""
+        if summary is not None:
+            counts = (
+                f" ({summary.completed} completed, {summary.failed} failed, "
+                f"{summary.abandoned} abandoned)"
+            )
+        return (
+            f"campaign '{self.campaign.name}' (id {cid}) stopped by an interrupt; every "
+            f"finished trial is stored in {self.store.url}{counts}. Continue it with "
+            f"Runner.from_store(Store({self.store.url!r}), {cid}).resume()"
+        )
+
+    def _refuse_manual_without_operator(self) -> None:
+        """An ``instrument: manual`` campaign needs an operator: refused before anything is
+        built or stored. Refused at its first trial, the campaign had been stored and was
+        left ``stopped`` with that trial ``running`` (found in review)."""
+        if not self.campaign.instrument.manual or self.operator is not None:
+            return
+        raise ClosedLoopError(_NO_OPERATOR.format(name=self.campaign.name))
+
+    def refuse_if_finished(self, *, python: bool = False) -> int:
         """The stored campaign's id, or ``CampaignFinished`` when resuming it would do
         nothing: it is ``completed``/``failed`` and its budget (with the overrides given) is
         still spent. ``resume`` checks this first; the CLI calls it before it prints that it
         is resuming. The message states the stop reason once and a command to copy (with
-        ``--store``).
+        ``--store``); with ``python`` (``resume`` called from Python, the CLI having checked
+        first), the ``Runner.from_store`` call to copy first.
 
         An unfinished campaign (``running``, ``paused`` or ``stopped``) is never refused: a
         runner that died waiting for interlocks left it ``paused``, and ``resume`` closes it
@@ -800,6 +1059,16 @@ class Runner:
                 f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
                 f"campaign from this one's data: `closedloop export {where} -o done.csv`, "
                 "then `closedloop run FILE --prior done.csv` with a new target or patience"
+            )
+        if python:
+            name, value = spent.option.removeprefix("--").split(" ", 1)
+            if name == "max-duration":  # minutes on the command line, seconds here
+                value = str(int(value.removesuffix("m")) * 60)
+            override = f"{name.replace('-', '_')}={value}"
+            raise CampaignFinished(
+                f"{done}. To extend it, resume with a larger budget, e.g. "
+                f"Runner.from_store(Store({self.store.url!r}), {cid}, {override}).resume(), "
+                f"or on the command line `closedloop resume {where} {spent.option}`"
             )
         raise CampaignFinished(
             f"{done}. To extend it, resume with a larger budget, e.g. "
@@ -1073,6 +1342,7 @@ class Runner:
                     instrument.close()
                     raise
                 slots.append(Slot(index, instrument, dispatcher))
+                self._engines.append(dispatcher.run_engine)
                 self._built_slots = slots  # for write_safe_state before a scheduler owns them
         except BaseException:
             self._close_slots(slots)
@@ -1141,33 +1411,44 @@ class Runner:
         """Abort every run still in flight and record each as ``abandoned`` (or as it ended).
 
         Aborts are repeated until every slot has reported (an abort that lands before a
-        slot's RunEngine started is a no-op). A slot that does not report within ``wait``
-        seconds is left ``running`` in the store for ``resume`` to reconcile.
+        slot's RunEngine started is a no-op). Outcomes are read from the slots
+        (``Scheduler.unrecorded``), not only from the event queue: one whose event the loop
+        had taken when an exception cut it is recorded too. A slot that does not report
+        within ``wait`` seconds, or by a second stop signal (``stop_now``), is left
+        ``running`` in the store for ``resume`` to reconcile.
         """
         if sched.busy():
             self._stop_request = self._stop_request or reason
             logger.info("stopping: aborting %d trial(s) in flight", sched.in_flight())
         deadline = time.monotonic() + wait
-        while sched.busy() and time.monotonic() < deadline:
+        while sched.busy():
+            for done in sched.unrecorded():
+                if not write:
+                    sched.slots[done.job.slot].finish()
+                    continue
+                try:
+                    self._finish_trial(done, sched, tally, timings)
+                except Exception as exc:  # e.g. LeaseLost: leave it for resume to reconcile
+                    logger.warning("trial %d left in flight: %s", done.job.number, exc)
+                    write = False
+            if not sched.busy() or self._stop_now or time.monotonic() >= deadline:
+                break
             sched.abort_all(self._stop_request or reason)
-            event = sched.next_event()
-            if not isinstance(event, SlotDone):
-                continue
-            if not write:
-                sched.slots[event.job.slot].finish()
-                continue
-            try:
-                self._finish_trial(event, sched, tally, timings)
-            except Exception as exc:  # e.g. LeaseLost: leave it for resume to reconcile
-                logger.warning("trial %d left in flight: %s", event.job.number, exc)
-                write = False
+            sched.next_event()  # a wake-up: what it brings is on its slot
         for slot in sched.busy():
-            logger.warning(
-                "slot %d did not stop within %.0f s; trial %d stays running for resume",
-                slot.index,
-                wait,
-                slot.job.number if slot.job else -1,
-            )
+            if self._stop_now:
+                logger.warning(
+                    "slot %d: trial %d stays running for resume (stopped without waiting)",
+                    slot.index,
+                    slot.job.number if slot.job else -1,
+                )
+            else:
+                logger.warning(
+                    "slot %d did not stop within %.0f s; trial %d stays running for resume",
+                    slot.index,
+                    wait,
+                    slot.job.number if slot.job else -1,
+                )
             if slot.job is not None:
                 self._left_running.add(slot.job.trial_id)
         # The proposal in the making is dropped anyway: a slow suggest (a model fit) must
@@ -1320,22 +1601,48 @@ class Runner:
             slot=slot.index,
         )
         job = Job(slot.index, _id(trial), trial.number, proposal, started=t0)
-        self.listener.trial_started(trial.number, parameters)
-        if self._stop_request is not None:  # asked to stop before any device moved
-            slot.job = job
-            sched.events.put(
-                SlotDone(
-                    job,
-                    TrialResult(
-                        run_uid=None, exit_status="abort", error="stopped before its run started"
-                    ),
-                )
+        try:
+            self._dispatch(job, slot, sched, md)
+        except BaseException as exc:
+            if slot.job is not job:  # no slot will report it: it must not stay `running`
+                self._abandon_undispatched(job, exc)
+            raise
+
+    def _abandon_undispatched(self, job: Job, exc: BaseException) -> None:
+        """Store a trial whose run was never started, because ``exc`` came first (a
+        listener, the operator, the dispatch itself), as ``abandoned`` with the reason. Left
+        ``running``, it read as a measurement under way in ``status`` (found in review)."""
+        if isinstance(exc, LeaseLost) or self.lease.lost.is_set():
+            return  # the campaign is another runner's now: its reconciliation records it
+        why = (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        )
+        try:
+            self.store.finish_trial(
+                job.trial_id,
+                status="abandoned",
+                outputs={},
+                readbacks={},
+                run_uid=None,
+                error=f"stopped before its run started: {why}",
+                token=self.lease.token,
             )
+        except Exception as write:  # e.g. the store gone: resume reconciles it
+            logger.warning("trial %d stays running for resume: %s", job.number, write)
+
+    def _dispatch(self, job: Job, slot: Slot, sched: Scheduler, md: dict[str, Any] | None) -> None:
+        """Start the persisted trial ``job`` on ``slot`` (or settle it there without a run)."""
+        parameters = job.proposal.parameters
+        self.listener.trial_started(job.number, parameters)
+        if self._stop_request is not None:  # asked to stop before any device moved
+            stopped = TrialResult(
+                run_uid=None, exit_status="abort", error="stopped before its run started"
+            )
+            slot.settle(job, stopped, sched.events)
             return
-        measured = self._ask_operator(trial.number, parameters, slot.instrument)
+        measured = self._ask_operator(job.number, parameters, slot.instrument)
         if measured is not None:  # the operator failed it or stopped: no run
-            slot.job = job
-            sched.events.put(SlotDone(job, measured))
+            slot.settle(job, measured, sched.events)
             return
         dispatcher, trial_id = slot.dispatcher, job.trial_id
         if self._hangs is not None:
@@ -1509,11 +1816,8 @@ class Runner:
         """
         if not isinstance(instrument, ManualInstrument):
             return None
-        if self.operator is None:
-            raise ClosedLoopError(
-                "a manual instrument needs an operator to enter the results; run it with "
-                "`closedloop run` in a terminal, or use `closedloop suggest`/`tell`"
-            )
+        if self.operator is None:  # run() and resume() refuse first; a factory's instrument
+            raise ClosedLoopError(_NO_OPERATOR.format(name=self.campaign.name))
         try:
             self._asking_operator = True
             entry = self.operator.measure(number, parameters)

@@ -24,6 +24,13 @@ only the coordinator reads them. A stop request only puts a :class:`Wake` there
 handler, which runs on the coordinator's thread and may have interrupted it inside a store
 write whose lock every RunEngine's document sink is waiting for.
 
+A slot's outcome is also kept on the slot (:attr:`Slot.done`) until the coordinator has
+recorded it, so an exception that reaches the coordinator between taking the event and
+recording it (a ``KeyboardInterrupt``, which a signal may raise at any bytecode) loses
+nothing: the stop that follows records it from the slot (:meth:`Scheduler.unrecorded`).
+Taken off the queue and dropped, it had left the trial ``running`` and the stop waiting 60 s
+for a slot that had long finished (found in review).
+
 A slot that keeps failing while the others work is *retired* (:meth:`Scheduler.record`): no
 more trials, its devices closed, so one broken instrument does not use up the campaign's
 ``max_failures``. A slot is retired only while another one is not failing, so the last slot
@@ -97,6 +104,7 @@ class SlotDone:
     job: Job
     result: TrialResult | None
     error: BaseException | None = None
+    recorded: bool = False  # the coordinator has it (from the queue or from its slot)
 
 
 @dataclass
@@ -121,6 +129,7 @@ class Slot:
     Attributes:
         index: 0-based slot number, stored with each trial it runs.
         job: the trial in flight, or ``None`` when idle.
+        done: ``job``'s outcome once its run ended, until the coordinator records it.
         retired: why the slot gets no more trials (see :meth:`Scheduler.record`), or ``None``.
         streak: the slot's last failed trials in a row (instrument failures), oldest first.
     """
@@ -130,6 +139,7 @@ class Slot:
         self.instrument = instrument
         self.dispatcher = dispatcher
         self.job: Job | None = None
+        self.done: SlotDone | None = None
         self.retired: str | None = None
         self.streak: list[Job] = []
         self._thread: threading.Thread | None = None
@@ -143,24 +153,42 @@ class Slot:
         self, job: Job, run: Callable[[], TrialResult], events: queue.SimpleQueue[Event]
     ) -> None:
         """Run ``run()`` (one ``Dispatcher.run``) on a thread; report on ``events``."""
-        self.job = job
+        self.job, self.done = job, None
 
         def target() -> None:
             try:
                 result = run()
             except BaseException as exc:  # the coordinator decides what it means
-                events.put(SlotDone(job, None, exc))
+                self.report(SlotDone(job, None, exc), events)
                 return
-            events.put(SlotDone(job, result))
+            self.report(SlotDone(job, result), events)
 
         self._thread = threading.Thread(
             target=target, name=f"closedloop-slot-{self.index}", daemon=True
         )
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread, no report: the job is not the slot's
+            self.job, self._thread = None, None
+            raise
+
+    def settle(self, job: Job, result: TrialResult, events: queue.SimpleQueue[Event]) -> None:
+        """``job`` ends with ``result`` without a run (stopped or failed before its run)."""
+        self.job = job
+        self.report(SlotDone(job, result), events)
+
+    def report(self, done: SlotDone, events: queue.SimpleQueue[Event]) -> None:
+        """Keep ``done`` on the slot, then queue it: the event may be lost, the slot's copy
+        stays until :meth:`finish` (see the module's docstring)."""
+        self.done = done
+        events.put(done)
 
     def finish(self) -> None:
-        """Mark idle (the coordinator calls it when it has the slot's event)."""
+        """Mark idle (the coordinator calls it when it records the slot's outcome)."""
+        if self.done is not None:
+            self.done.recorded = True  # its event, still queued, is dropped when taken
         self.job = None
+        self.done = None
         self._thread = None
 
     def close(self, *, safe_state: bool = True) -> None:
@@ -339,6 +367,15 @@ class Scheduler:
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.busy]
 
+    def unrecorded(self) -> list[SlotDone]:
+        """Outcomes reported by the slots and not yet recorded, whether or not their event
+        was taken off the queue (one taken and then lost to an interrupt is among them)."""
+        return [
+            s.done
+            for s in self.slots
+            if s.job is not None and s.done is not None and s.done.job is s.job
+        ]
+
     def in_flight(self) -> int:
         return sum(s.busy for s in self.slots)
 
@@ -457,6 +494,8 @@ class Scheduler:
         if isinstance(event, Wake):
             return event
         if isinstance(event, SlotDone):
+            if event.recorded:
+                return None  # recorded already, from its slot (Scheduler.unrecorded)
             self._trial_seconds.append(time.perf_counter() - event.job.started)
             return event
         self.planner.answered()

@@ -1,0 +1,144 @@
+"""What ``Runner`` refuses when driven from Python, and that a refusal leaves no trace.
+
+Found in review: a ``manual`` campaign run from a notebook was refused only at its first
+trial, after the campaign and that trial were stored, leaving a ``stopped`` campaign with a
+trial ``running``; any exception between storing a trial and starting its run left it so. A
+function defined in the notebook (``function: __main__:measure``) ran, but after a kernel
+restart ``resume`` told the user to abandon the campaign for a new one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loop import ClosedLoopError, Runner, Store, parse_campaign
+from loop.config import StoredCampaignError
+
+MANUAL = """
+name: man
+parameters:
+  - {name: x, type: float, bounds: [0, 1]}
+objectives: [{name: y, goal: minimize}]
+instrument: manual
+planner: {kind: sobol}
+budget: {max_trials: 2}
+seed: 3
+"""
+
+BRANIN = """
+name: flow
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: INSTRUMENT
+planner: {kind: sobol}
+budget: {max_trials: 4}
+seed: 3
+"""
+
+
+def _loaded(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return parse_campaign(text, path=path, base_dir=tmp_path)
+
+
+def test_a_manual_campaign_without_an_operator_is_refused_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(ClosedLoopError, match="pass `operator=`") as info:
+        Runner(_loaded(tmp_path, MANUAL), store).run()
+    assert "nothing was started or stored" in str(info.value)
+    assert store.campaigns() == []
+    # resume (of a campaign `closedloop suggest` started) is refused as early: untouched
+    creator = Runner(_loaded(tmp_path, MANUAL), store)
+    cid = creator.create()
+    creator.lease.release()
+    before = store.campaign(cid)
+    with pytest.raises(ClosedLoopError, match="pass `operator=`"):
+        Runner.from_store(store, cid).resume()
+    after = store.campaign(cid)
+    assert (after.status, after.stop_reason) == (before.status, before.stop_reason)
+    assert store.trials(cid) == [] and store.lease(cid) is None
+    store.close()
+
+
+def test_a_trial_whose_run_never_started_is_not_left_running(tmp_path: Path) -> None:
+    """An exception after the trial row was stored and before its run started (here the
+    listener's): the trial is ``abandoned`` with the reason, the campaign ``stopped`` and
+    resumable."""
+
+    class Breaks:
+        def trial_started(self, number: int, parameters: dict[str, Any]) -> None:
+            if number == 2:
+                raise RuntimeError("the progress display broke")
+
+        def trial_finished(self, report: Any) -> None:
+            pass
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    loaded = _loaded(tmp_path, BRANIN.replace("INSTRUMENT", "{simulator: branin}"))
+    runner = Runner(loaded, store, listener=Breaks())
+    with pytest.raises(RuntimeError, match="the progress display broke"):
+        runner.run()
+    cid = runner.campaign_id or 0
+    trials = store.trials(cid)
+    assert [t.status for t in trials] == ["completed", "abandoned"]
+    assert trials[1].error == (
+        "stopped before its run started: RuntimeError: the progress display broke"
+    )
+    assert store.campaign(cid).status == "stopped"
+    summary = Runner.from_store(store, cid).resume()
+    assert (summary.status, summary.completed) == ("completed", 4)
+    store.close()
+
+
+def test_a_notebook_function_resumes_once_it_is_defined_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``function: __main__:NAME`` is the session's function. Missing (a restarted kernel),
+    ``resume`` says to define it and resume, not to start a new campaign; defined again,
+    the campaign resumes."""
+    main = sys.modules["__main__"]
+
+    def nb_measure(inputs: dict[str, float]) -> dict[str, float]:
+        return {"y": inputs["x1"] ** 2 + inputs["x2"]}
+
+    monkeypatch.setattr(main, "nb_measure", nb_measure, raising=False)
+    text = BRANIN.replace("INSTRUMENT", '{function: "__main__:nb_measure", outputs: [y]}')
+    store = Store(f"sqlite:///{tmp_path / 'f.db'}")
+    runner = Runner(_loaded(tmp_path, text), store, max_trials=2)
+    assert runner.run().completed == 2
+    cid = runner.campaign_id
+    monkeypatch.delattr(main, "nb_measure")  # the kernel restarted
+    with pytest.raises(StoredCampaignError) as info:
+        Runner.from_store(store, cid, max_trials=4)
+    message = " ".join(str(info.value).split())
+    assert "this session defines no 'nb_measure'" in message, message
+    assert "define `nb_measure` in this session first" in message, message
+    assert "a .py file beside the campaign file" in message, message
+    assert "Go on in a new campaign" not in message, message
+    monkeypatch.setattr(main, "nb_measure", nb_measure, raising=False)  # run the cell again
+    summary = Runner.from_store(store, cid, max_trials=4).resume()
+    assert (summary.status, summary.completed) == ("completed", 4)
+    store.close()
+
+
+def test_resuming_a_finished_campaign_from_python_says_the_python_that_extends_it(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    loaded = _loaded(tmp_path, BRANIN.replace("INSTRUMENT", "{simulator: branin}"))
+    cid = Runner(loaded, store, max_trials=2).run().campaign_id
+    with pytest.raises(ClosedLoopError) as info:
+        Runner.from_store(store, cid).resume()
+    call = f"Runner.from_store(Store({store.url!r}), {cid}, max_trials=12).resume()"
+    assert call in str(info.value), info.value
+    assert Runner.from_store(store, cid, max_trials=3).resume().completed == 3
+    store.close()
