@@ -152,15 +152,25 @@ import time
 
 def measure(inputs):
     x, y = inputs["x"], inputs["y"]
-    # Trial 1 (Sobol, seed 1: x = 0.27) is slow: the other slot's trials end first. Trials
-    # 4 and 5 (x < 0.3 too) start after the marker exists.
+    here = os.path.dirname(__file__)
+    calls = os.path.join(here, "calls")
+    os.makedirs(calls, exist_ok=True)
+    os.close(os.open(os.path.join(calls, repr(sorted(inputs.items()))), os.O_CREAT))
+    # Trial 1 (Sobol, seed 1: x = 0.27) is slow: it waits until the other slot has measured
+    # the 9 other trials, then a little more for the last of them to be stored (a fixed
+    # sleep was too short on a loaded machine). Trials 4 and 5 (x < 0.3 too) start after
+    # the marker exists.
     if x < 0.3:
-        marker = os.path.join(os.path.dirname(__file__), "slow")
+        marker = os.path.join(here, "slow")
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-            time.sleep(0.6)
         except FileExistsError:
             pass
+        else:
+            deadline = time.monotonic() + 60
+            while len(os.listdir(calls)) < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.5)
     return {"f1": x, "f2": 1.0 - x * y, "impurity": y / 10, "flat": 1.0}
 """
 
