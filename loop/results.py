@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from loop.report import annotate, stored_campaign
-from loop.store import DocumentRow, Store, TrialRow, export_records
+from loop.store import DocumentRow, Store, TrialRow, _jsonable, export_records
 
 
 def trial_records(store: Store | str, campaign: str | int | None = None) -> list[dict[str, Any]]:
@@ -50,8 +50,9 @@ def run_documents(
     stop), the runs by trial number: what ``closedloop export --format jsonl`` writes, and
     what a ``RunRouter`` or bluesky-tiled-plugins' ``TiledWriter`` takes one pair at a
     time. Trials without a run (prior data, told results) have no documents. The documents
-    are as the store holds them: a NaN or infinite reading is ``null`` (JSON has no such
-    number; the trial's outputs in ``trial_records`` keep an infinity), and a run still in
+    are as the store holds them, with a NaN or infinite reading as ``null`` (JSON has no
+    such number; the trial's outputs in ``trial_records`` keep an infinity; a store written
+    before that rule is read so too), and a run still in
     flight ends at its last stored document (one whose process died gets its stop document
     from ``closedloop resume``).
 
@@ -72,7 +73,10 @@ def run_documents(
                 .where(TrialRow.campaign_id == row.id)
                 .order_by(col(TrialRow.number), col(DocumentRow.seq), col(DocumentRow.id))
             )
-            return [(name, dict(body)) for name, body in rows]
+            # Strict JSON even from a store written before non-finite values were stored as
+            # null (until 501c043 an infinity kept its ``Infinity`` token, which made the
+            # jsonl export fail; found in review).
+            return [(name, _jsonable(body)) for name, body in rows]
     finally:
         if db is not store:
             db.close()

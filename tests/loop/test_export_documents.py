@@ -221,3 +221,24 @@ def test_export_jsonl_of_a_campaign_without_runs_is_empty(tmp_path: Path) -> Non
     cid = store.create_campaign(loaded.campaign.name, loaded.text, str(loaded.path), seed=3)
     store.add_trial(cid, {"x1": 0.0, "x2": 0.0}, "prior")  # no run, no documents
     assert _export(store.url) == []
+
+
+def test_export_jsonl_of_an_older_store_with_an_infinity_is_strict_json(tmp_path: Path) -> None:
+    """Until 501c043 a store kept an infinity as the ``Infinity`` token in its documents;
+    the export failed on it with a ValueError (found in review). It is ``null`` now."""
+    import sqlite3
+
+    store = _store(tmp_path)
+    Runner(_loaded(tmp_path, "old", "latency: 0", "{max_trials: 1}"), store).run()
+    store.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:  # what the older version wrote
+        (body,) = db.execute("SELECT body FROM document WHERE name = 'event'").fetchone()
+        event = json.loads(body)
+        event["data"]["y"] = float("inf")
+        db.execute("UPDATE document SET body = ? WHERE name = 'event'", (json.dumps(event),))
+        (body,) = db.execute("SELECT body FROM document WHERE name = 'event'").fetchone()
+    assert "Infinity" in body
+    exported = _export(f"sqlite:///{tmp_path / 'store.db'}")
+    _valid(exported)
+    (event,) = [doc for name, doc in exported if name == "event"]
+    assert event["data"]["y"] is None
