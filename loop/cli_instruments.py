@@ -250,7 +250,12 @@ def plan(
             refused = _refusals(runner, instrument, point)
             sim = RunEngineSimulator()
             sim.add_handler("read", lambda msg: _placeholder(msg.obj))
-            messages = sim.simulate_plan(trial_plan(instrument, point, campaign=c.name, trial_id=0))
+            # The campaign's run metadata too, so the preview's open_run shows what `run`
+            # records (campaign_uid and the trial's number and id come when it runs).
+            plan = trial_plan(
+                instrument, point, campaign=c.name, trial_id=0, md=dict(runner.loaded.metadata)
+            )
+            messages = sim.simulate_plan(plan)
         finally:
             if isinstance(instrument, DeclaredInstrument):
                 instrument.close(safe_state=False)  # a preview sets nothing

@@ -326,3 +326,27 @@ def test_suggest_and_tell_take_a_campaign_with_metadata(tmp_path: Path) -> None:
     assert told.exit_code == 0, told.output
     again = cli.invoke(app, ["suggest", "--store", url])
     assert again.exit_code == 0, again.output
+
+
+def test_the_dry_run_shows_the_run_metadata_run_records(tmp_path: Path) -> None:
+    """`plan --dry-run` previews the start document `run` writes, metadata included (it
+    showed none; found in review)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+name: md
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, latency: 0}
+planner: {kind: sobol}
+budget: {max_trials: 3}
+seed: 1
+metadata: {proposal_id: "012345", sample: S1}
+"""
+    )
+    result = CliRunner().invoke(app, ["plan", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    (open_run,) = [line for line in result.output.splitlines() if "open_run" in line]
+    assert "proposal_id=012345, sample=S1" in open_run, open_run
