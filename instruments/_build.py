@@ -322,22 +322,46 @@ class SessionFunctionMissing(InstrumentConfigError):
     """
 
     def __init__(self, name: str) -> None:
-        super().__init__(
-            f"`function: __main__:{name}` is a function of the Python session that runs the "
-            f"campaign (a notebook, or the script run), and this session defines no {name!r}",
-            field="function",
+        beside = (
+            f"put `{name}` in a .py file beside the campaign file (`function: model.py:{name}`)"
         )
+        if _main_is_the_cli():
+            # From the command line, __main__ is closedloop itself: there is no session to
+            # define the function in, so "define it first" would be advice no one can take.
+            super().__init__(
+                f"`function: __main__:{name}` names a function of a Python session (a "
+                "notebook, or a script running the campaign with `Runner`); the command "
+                "line has none",
+                field="function",
+            )
+            self.fix = f"{beside}, or run the campaign from that Python session"
+        else:
+            super().__init__(
+                f"`function: __main__:{name}` is a function of the Python session that runs "
+                f"the campaign (a notebook, or the script run), and this session defines no "
+                f"{name!r}",
+                field="function",
+            )
+            self.fix = (
+                f"define `{name}` in this session first (run the notebook cell that defines "
+                "it), then run or resume the campaign; a campaign whose function lives in a "
+                "notebook can only be resumed from that notebook. For a campaign that must "
+                f"also resume from the command line, {beside}"
+            )
         self.name = name
-        self.fix = (
-            f"define `{name}` in this session first (run the notebook cell that defines it), "
-            "then run or resume the campaign; a campaign whose function lives in a notebook "
-            "can only be resumed from that notebook. For a campaign that must also resume "
-            f"from the command line, put `{name}` in a .py file beside the campaign file "
-            f"(`function: model.py:{name}`)"
-        )
 
     def __str__(self) -> str:  # the problem and the fix, wherever it is shown whole
         return f"{self.args[0]}; {self.fix}"
+
+
+def _main_is_the_cli() -> bool:
+    """Whether ``__main__`` is closedloop's command line (the ``closedloop`` console script,
+    or ``python -m loop``), not a user's notebook or script."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name.startswith("loop."):
+        return True
+    return Path(getattr(main, "__file__", None) or "").name == "closedloop"
 
 
 def _import_module(name: str, base_dir: Path, attr: str) -> ModuleType:
@@ -634,6 +658,7 @@ def build_instrument(
     base_dir: Path,
     seed: int | None,
     executor: Any = None,
+    first_field_outputs: bool = False,
 ) -> Instrument:
     """Build the Ophyd devices for a campaign's ``instrument:`` section.
 
@@ -648,12 +673,21 @@ def build_instrument(
         seed: seed for noise and failure injection; ``None`` for fresh randomness.
         executor: an open executor (:func:`open_executor`) the simulated detector computes
             on; ``None``: in this process.
+        first_field_outputs: a stored campaign measured before plugin outputs followed
+            hints: they keep reading their first field (see
+            :func:`instruments._epics.build_declared_instrument`).
 
     Raises:
         InstrumentConfigError: (a ``ValueError``) see :func:`describe_instrument`.
     """
     if config.file is not None or config.devices is not None:
-        declared: Instrument = _declared(config, parameters, Path(base_dir), build=True)[1]
+        declared: Instrument = _declared(
+            config,
+            parameters,
+            Path(base_dir),
+            build=True,
+            first_field_outputs=first_field_outputs,
+        )[1]
         return declared
     if config.manual:
         from instruments._manual import ManualInstrument  # local: _manual imports this module
@@ -705,7 +739,12 @@ def _noise(config: InstrumentConfig, resolved: _Resolved) -> float | dict[str, f
 
 
 def _declared(
-    config: InstrumentConfig, parameters: Sequence[ParameterLike], base_dir: Path, *, build: bool
+    config: InstrumentConfig,
+    parameters: Sequence[ParameterLike],
+    base_dir: Path,
+    *,
+    build: bool,
+    first_field_outputs: bool = False,
 ) -> tuple[tuple[str, ...], Any]:
     """An instrument file (``file:``/``devices:``): checked against the parameters, and
     built and connected when ``build`` (see :mod:`instruments._epics`)."""
@@ -721,7 +760,9 @@ def _declared(
     _epics.check_plugins(spec)  # `validate` too: every device class imports (none is made)
     if not build:
         return tuple(spec.outputs), None
-    return tuple(spec.outputs), _epics.build_declared_instrument(spec, specs, units=units)
+    return tuple(spec.outputs), _epics.build_declared_instrument(
+        spec, specs, units=units, first_field_outputs=first_field_outputs
+    )
 
 
 # ---------------------------------------------------------------------------- slots

@@ -1784,6 +1784,10 @@ class _Output:
     key_fix: str = ""
     key_note: str | None = None
     meta: DeviceMeta | None = None  # that field's describe() entry, its unit and limits
+    # A campaign stored before outputs followed hints (build_declared_instrument's
+    # ``first_field_outputs``): without `key:`, its first field, as its stored trials were
+    # read; switching field mid-campaign would mix two quantities in one objective.
+    first_field: bool = False
 
     def resolve_key(self, timeout: float) -> None:
         """Choose which field of a plugin's reading is this output, once it is connected,
@@ -1793,7 +1797,9 @@ class _Output:
         Sets :attr:`key_problem` (nothing raised: ``check()`` lists it, ``connect()``
         refuses it) when several fields are read and none, or several, are hinted; and
         :attr:`key_note` when the field chosen is not the first, which closedloop read
-        before it followed hints: the file may have relied on that.
+        before it followed hints: the file may have relied on that. With
+        :attr:`first_field` (a campaign stored back then) the first field is read as its
+        stored trials were, and :attr:`key_note` says what a new campaign reads instead.
 
         Raises:
             InstrumentError: a plugin without ``describe()`` whose ``read()`` fails (the
@@ -1812,6 +1818,9 @@ class _Output:
         key: str | None
         if self.decl.key is not None:
             key, how = self.decl.key, "its `key:`"
+        elif self.first_field and fields:
+            key, how = fields[0], "its first field, read so when this campaign was stored"
+            self.key_note = self._stored_note(fields)
         else:
             key, how = _output_key(fields, _hinted(self.target))
             if key is None:
@@ -1826,6 +1835,18 @@ class _Output:
         entry = (described or {}).get(key, {}) if key is not None else {}
         units, units_from, limits, limits_from = _entry_units_limits(entry, key)
         self.meta = DeviceMeta(key, entry, units, units_from, limits, limits_from)
+
+    def _stored_note(self, fields: Sequence[str]) -> str | None:
+        """What a new campaign would read instead of ``fields[0]`` (this stored campaign
+        keeps reading it), and the ``key:`` that keeps it there; ``None``: the same field."""
+        key, how = _output_key(fields, _hinted(self.target))
+        if key == fields[0]:
+            return None
+        instead = f"reads {how}, {key}" if key is not None else f"is refused ({how})"
+        return (
+            f"a new campaign {instead}: set `key: {fields[0]}` under outputs.{self.name} "
+            f"in its instrument file to keep reading {fields[0]}"
+        )
 
     def _ambiguous(self, why: str, fields: Sequence[str]) -> tuple[str, str]:
         """``(problem, fix)``: why no field of the reading can be taken as the output, and
@@ -1849,6 +1870,8 @@ class _Output:
             return self.key
         _check_reading(reading, self.what)
         fields = [str(k) for k in reading]
+        if self.first_field and fields:
+            return fields[0]
         key, how = _output_key(fields, _hinted(self.target))
         if key is None:
             raise InstrumentError("; ".join(self._ambiguous(how, fields)))
@@ -1893,7 +1916,11 @@ class OutputDetector:
 
     parent = None
 
-    def __init__(self, name: str, spec: InstrumentFile, prefix: str) -> None:
+    def __init__(
+        self, name: str, spec: InstrumentFile, prefix: str, *, first_field: bool = False
+    ) -> None:
+        """``first_field``: plugin outputs without ``key:`` read their first field, as a
+        campaign stored before outputs followed hints was read (:attr:`_Output.first_field`)."""
         from ophyd import EpicsSignal, EpicsSignalRO
 
         self.name = name
@@ -1920,7 +1947,15 @@ class OutputDetector:
                 source = f"device:{decl.device}"
             else:  # the schema requires one of them
                 raise InstrumentConfigError(f"output {out_name!r} has neither `pv:` nor `device:`")
-            out = _Output(out_name, decl, target, source, from_device, spec.connection_timeout)
+            out = _Output(
+                out_name,
+                decl,
+                target,
+                source,
+                from_device,
+                spec.connection_timeout,
+                first_field=first_field,
+            )
             self.outputs.append(out)
             if decl.device is not None:
                 self._plugins.append(out)
@@ -2361,7 +2396,9 @@ class DeclaredInstrument:
         outside them are refused before dispatch, each failing its trial). A plugin output
         whose reading has several fields, none (or several) hinted and no ``key:`` is
         refused; one read from its hinted field where it used to be read from its first is
-        logged as a warning (a file may have relied on that).
+        logged as a warning (a file may have relied on that), and so is one a stored
+        campaign keeps reading from its first field (``first_field_outputs``) where a new
+        campaign would not.
 
         Raises:
             DeviceConnectionError: naming every PV that did not connect, and, apart, every
@@ -2814,6 +2851,7 @@ def build_declared_instrument(
     units: Mapping[str, str | None] | None = None,
     connect: bool = True,
     bounds_known: bool | None = None,
+    first_field_outputs: bool = False,
 ) -> DeclaredInstrument:
     """Create the devices of an instrument file and (by default) connect them.
 
@@ -2827,6 +2865,10 @@ def build_declared_instrument(
             ``check()`` (and ``connect()``'s warnings) compare them with the devices' own
             limits; default: ``connect`` (a run connects; ``instruments check`` on an
             instrument file alone passes placeholder bounds and connects later).
+        first_field_outputs: a stored campaign whose runs were measured before plugin
+            outputs followed hints: those without ``key:`` keep reading their first field
+            (with a warning where a new campaign would read another), so its objective
+            does not switch quantity mid-campaign.
     """
     if bounds_known is None:
         bounds_known = connect
@@ -2854,7 +2896,9 @@ def build_declared_instrument(
             spec=spec,
             bounds=(float(s.bounds[0]), float(s.bounds[1])) if s.bounds is not None else None,
         )
-    detector = OutputDetector(f"{spec.name}_outputs", spec, spec.prefix)
+    detector = OutputDetector(
+        f"{spec.name}_outputs", spec, spec.prefix, first_field=first_field_outputs
+    )
     safe_pvs: dict[str, Any] = {}
     checks: list[InterlockCheck] = []
     for rule in spec.interlocks:

@@ -75,9 +75,10 @@ from instruments import (
     write_safe_state,
 )
 from instruments._dispatch import closing_stop_document, outputs_and_readbacks
+from instruments._errors import InstrumentConfigError
 from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, StoredCopy, parse_campaign
-from loop.errors import ClosedLoopError, StoreError
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
@@ -737,6 +738,8 @@ class Runner:
         self._executor: Any = None  # an open instruments executor (Dask), per session
         self._hangs: _HangWatch | None = None  # per session, without instrument.timeout
         self._campaign_uid: str | None = None  # see campaign_uid
+        self._first_field_outputs: bool | None = None  # see first_field_outputs
+        self._stored: StoredCopy | None = None  # from_store's: the texts are the store's
 
     @property
     def max_trials(self) -> int | None:
@@ -780,7 +783,7 @@ class Runner:
             path=path,
             base_dir=path.parent,
             instrument_text=row.instrument_text,  # the instrument file as it was at the start
-            stored=StoredCopy(store.url, row.id or 0, row.name, proposes=proposes),
+            stored=(stored_copy := StoredCopy(store.url, row.id or 0, row.name, proposes=proposes)),
         )
         runner = cls(
             loaded,
@@ -797,16 +800,85 @@ class Runner:
         )
         runner._budget_changed = runner.budget != stored
         runner.campaign_id = row.id
+        runner._stored = stored_copy
         return runner
 
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
-        return build_instrument(
-            campaign.instrument,
-            campaign.parameters,
-            base_dir=self.loaded.base_dir,
-            seed=seed,
-            executor=self._executor,
+        """The campaign's instrument, connected.
+
+        Raises:
+            CampaignConfigError: a stored campaign's instrument refused as it is stored (a
+                unit, a safe state outside the device's limits, an output that does not say
+                which field it is): the refusal, kept (hardware safety), with a way on that
+                works, since editing the instrument file does not change the store's copy.
+        """
+        try:
+            return build_instrument(
+                campaign.instrument,
+                campaign.parameters,
+                base_dir=self.loaded.base_dir,
+                seed=seed,
+                executor=self._executor,
+                first_field_outputs=self.first_field_outputs(),
+            )
+        except InstrumentConfigError as exc:
+            raise self._as_stored(exc) from exc
+
+    def _as_stored(self, exc: InstrumentConfigError) -> Exception:
+        """``exc`` as a stored campaign's refusal, if it is one whose fix is an edit of the
+        instrument file (which a stored campaign does not read again): its fix, then the way
+        on that ``loop.config.StoredCampaignError`` gives for a stored campaign file. Others
+        (not stored; a device class to install) as they are."""
+        from instruments._epics import DeviceLimitsError, DeviceTypeError
+        from instruments._instrument_file import InstrumentFileError
+
+        stored = self._stored
+        if stored is None or not isinstance(
+            exc, DeviceTypeError | DeviceLimitsError | InstrumentFileError
+        ):
+            return exc
+        file = self.campaign.instrument.file
+        path = Path(self.loaded.base_dir) / file if file is not None else self.loaded.path
+        line, problem, fix = None, str(exc), ""
+        if isinstance(exc, InstrumentFileError):
+            path, line, problem, fix = exc.path, exc.line, exc.problem, exc.fix
+        export = f"`closedloop export --store {stored.url} -c {stored.campaign_id} -o trials.csv`"
+        way_on = (
+            f"the store keeps its own copy of the instrument file, which editing {path.name} "
+            "does not change. To go on with a corrected file, start a new campaign that learns "
+            f"from this one's trials: {export}, then run a copy of the campaign file with "
+            "another name and `prior_data: trials.csv`"
         )
+        return CampaignConfigError(
+            path,
+            f"{stored.campaign} in {stored.url}, as stored: {problem}",
+            line=line,
+            fix=f"{fix}; or: {way_on}" if fix else way_on,
+        )
+
+    def first_field_outputs(self) -> bool:
+        """Whether this campaign's plugin outputs without ``key:`` keep reading their first
+        field: its first stored run was measured by a closedloop that read that (before
+        outputs followed hints; its start documents carry no ``trial_number``, added with
+        it). Reading the hinted field from then on would put another quantity into the
+        same objective mid-campaign, or refuse to resume one whose device hints none.
+        The first run decides, so the runs a resume adds (which do carry
+        ``trial_number``) do not switch it later. ``False`` for a campaign with no stored
+        run yet. Read once per runner.
+        """
+        if self._first_field_outputs is None:
+            self._first_field_outputs = False
+            cid = self.campaign_id
+            for trial in self.store.trials(cid) if cid is not None else []:
+                if trial.run_uid is None or trial.id is None:
+                    continue
+                start = next(
+                    (d.body for d in self.store.documents(trial.id) if d.name == "start"), None
+                )
+                if start is not None:
+                    self._first_field_outputs = "trial_number" not in start
+                    break
+        return self._first_field_outputs
 
     # ----------------------------------------------------------------- stopping
     def request_stop(self, reason: str) -> None:

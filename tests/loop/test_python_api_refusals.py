@@ -142,3 +142,19 @@ def test_resuming_a_finished_campaign_from_python_says_the_python_that_extends_i
     assert call in str(info.value), info.value
     assert Runner.from_store(store, cid, max_trials=3).resume().completed == 3
     store.close()
+
+
+def test_a_notebook_function_from_the_command_line_says_to_use_a_file(tmp_path: Path) -> None:
+    """On the command line ``__main__`` is closedloop itself: "define it in this session
+    first" was advice no one could take (found in review)."""
+    from tests.cli_process import closedloop
+
+    (tmp_path / "c.yaml").write_text(
+        BRANIN.replace("INSTRUMENT", '{function: "__main__:measure", outputs: [y]}')
+    )
+    result = closedloop("validate", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "the command line has none" in message, message
+    assert "put `measure` in a .py file beside the campaign file" in message, message
+    assert "define `measure` in this session first" not in message, message
