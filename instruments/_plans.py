@@ -9,10 +9,16 @@ facility catalog (Tiled, databroker) and live callbacks (BestEffortCallback) rea
 like any other run: ``detectors`` and ``motors`` (device names), ``num_points`` (1: one
 event) and ``hints['dimensions']`` (the inputs' fields, which all move together, against
 the ``primary`` stream).
+
+An instrument with interlocks (its ``gate``) has them read again after the trigger and read,
+before the run closes: one that broke during the acquisition fails the run (its stop
+document says ``fail`` with the reason) and the trial, as transient (see
+:func:`instruments._safety.check_after_acquisition`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +30,7 @@ from bluesky.utils import MsgGenerator
 
 from instruments._errors import TrialArgumentError
 from instruments._protocol import Instrument
+from instruments._safety import Gate, check_after_acquisition
 
 logger = logging.getLogger(__name__)
 
@@ -195,17 +202,59 @@ def trial_plan(
     readables.extend(
         device for device in instrument.inputs.values() if isinstance(device, Readable)
     )
-    return _trial_body(mv_args, readables, start_md)
+    gate = getattr(instrument, "gate", None)
+    interlocks = gate if isinstance(gate, Gate) and gate.checks else None
+    return _trial_body(mv_args, readables, start_md, interlocks)
 
 
 def _trial_body(
-    mv_args: list[Any], readables: list[Readable[Any]], start_md: dict[str, Any]
+    mv_args: list[Any],
+    readables: list[Readable[Any]],
+    start_md: dict[str, Any],
+    interlocks: Gate | None = None,
 ) -> MsgGenerator[str]:
     def measure() -> MsgGenerator[None]:
         yield from bps.mv(*mv_args)
         yield from bps.trigger_and_read(readables, name=STREAM_NAME)
+        if interlocks is not None:
+            yield from _interlocks_held(interlocks)
 
     # run_wrapper closes the run with exit_status='fail' and the exception text as reason
     # when a status fails or a device raises, so a failed trial still has a stop document.
     uid: str = yield from bpp.run_wrapper(measure(), md=start_md)
     return uid
+
+
+def _interlocks_held(gate: Gate) -> MsgGenerator[None]:
+    """Read the interlocks again now that the acquisition is done; raise
+    :class:`~instruments._safety.InterlockBroken` (the run then closes as ``fail``) if one
+    broke meanwhile.
+
+    A ``wait_for`` message, whose futures come back to the plan, so the check's own
+    exception is raised here (a failed status would be wrapped, and its text would not
+    say why in the stop document). A simulator (``plan --dry-run``) answers ``None``:
+    nothing was read.
+    """
+    futures = yield from bps.wait_for([_ReadInterlocks(gate)])
+    for future in futures or ():
+        future.result()
+
+
+class _ReadInterlocks:
+    """The awaitable factory of :func:`_interlocks_held`, named for ``plan --dry-run``.
+
+    The reads (Channel Access gets, a plugin device's ``get``) run on a worker thread, not
+    on the RunEngine's event loop: a PV slow to answer must not stall the loop, and with it
+    the watchdog's abort and Ctrl-C.
+    """
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def __call__(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, check_after_acquisition, self.gate)
+
+    def __repr__(self) -> str:
+        rules = ", ".join(str(check.interlock) for check in self.gate.checks)
+        return f"interlocks again: {rules}"

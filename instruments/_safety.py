@@ -18,10 +18,16 @@
   operator's release lets the whole trial go on, all its moves, and only it. The pass ends
   with the trial (:meth:`Gate.end_trial`, from the inputs' ``stop()``, which the RunEngine
   calls on every device it moved when a run ends, however it ends), so the next trial
-  checks the interlocks afresh. A :class:`PauseListener` (the runner's, through the
-  ``Dispatcher``) hears when a wait starts and ends, so the store shows the campaign
-  ``paused`` with the reason, and is polled for an operator's release from another process
-  (``closedloop release``). A declared PV that is disconnected (an IOC
+  checks the interlocks afresh. After the acquisition (the trigger and read done, the run
+  still open) the trial's plan reads the interlocks again (:meth:`Gate.after_acquisition`,
+  :func:`check_after_acquisition`): one that broke meanwhile (a beam dump, a vacuum burst)
+  or cannot be read fails the trial as transient (:class:`InterlockBroken`), so its reading
+  is stored but never learned from and the point is retried, at the gate like any trial.
+  An interlock the operator released the trial despite is not checked again for it: the
+  release covers that trial, as it covers all its moves. A :class:`PauseListener` (the
+  runner's, through the ``Dispatcher``) hears when a wait starts and ends, so the store
+  shows the campaign ``paused`` with the reason, and is polled for an operator's release
+  from another process (``closedloop release``). A declared PV that is disconnected (an IOC
   restarted, a cable pulled) holds trials the same way, naming the PV, rather than failing
   one trial after another; they go on once it reconnects.
 * **Safe state**: ``on_stop`` values are written by the instrument's ``close()``, which the
@@ -74,6 +80,17 @@ class SetpointRefused(SafetyError, LimitError):
 
 class InterlockWaitCancelled(SafetyError, RuntimeError):
     """The trial was stopped while it waited for interlocks; nothing was moved."""
+
+
+class InterlockBroken(SafetyError, RuntimeError):
+    """An interlock did not hold (or could not be read) after the trial's acquisition.
+
+    The reading was taken while, say, the beam was dumped, so it may not measure the point;
+    the condition is the facility's, not the point's, so the failure is ``transient`` (the
+    dispatcher's ``is_transient`` reads the attribute) and the loop retries the point.
+    """
+
+    transient = True
 
 
 def check_setpoint(
@@ -180,16 +197,22 @@ class InterlockCheck:
         whatever the operator: ``nan != 1`` is True, so without this an unreadable sensor
         would satisfy every ``!=`` interlock.
         """
+        return self._problem("does not hold")
+
+    def _problem(self, fails: str, when: str = "") -> str | None:
+        """:meth:`problem`, with ``fails`` saying how a reading that breaks the rule reads
+        ("does not hold" before a trial, "broke during the acquisition" after it) and
+        ``when`` (" after the acquisition") when it could not be checked."""
         rule = self.interlock
         try:
             value = float(self.read())
         except Exception as exc:
-            return f"{rule} cannot be checked: {type(exc).__name__}: {exc}"
+            return f"{rule} cannot be checked{when}: {type(exc).__name__}: {exc}"
         if not math.isfinite(value):
-            return f"{rule} cannot be checked: {rule.name} reads {value}, not a finite number"
+            return f"{rule} cannot be checked{when}: {rule.name} reads {value}, not a finite number"
         if _OPS[rule.op](value, rule.value):
             return None
-        return f"{rule} does not hold ({rule.name} = {value:g})"
+        return f"{rule} {fails} ({rule.name} = {value:g})"
 
 
 @dataclass(frozen=True)
@@ -270,6 +293,9 @@ class Gate:
         # ``end_trial`` (called on the RunEngine's thread) cannot block on a wait.
         self._pass_lock = threading.Lock()
         self._pass: set[int] | None = None
+        # The interlocks (``str(rule)``) the operator released the current trial despite:
+        # :meth:`after_acquisition` does not fail that trial for them. Ends with its pass.
+        self._overridden: frozenset[str] = frozenset()
         self.pauses = 0  # times a trial had to wait (for tests and status)
         self.overrides: list[str] = []  # who released a wait, in order
         # Seconds spent waiting, so a trial's timeout can leave them out (see ``waited``).
@@ -307,6 +333,26 @@ class Gate:
         """
         with self._pass_lock:
             self._pass = None
+            self._overridden = frozenset()
+
+    def after_acquisition(self) -> list[str]:
+        """Why the current trial's acquisition cannot be trusted: each interlock that does
+        not hold now, or cannot be read (``interlock pressure < 5 broke during the
+        acquisition (pressure = 7.2)``); empty when they all hold.
+
+        Called by the trial's plan after its trigger and read, before its run closes (so
+        before ``end_trial``): an interlock the operator released this trial despite is
+        left out, since the release covers the whole trial. Connections are not checked
+        apart: an interlock on a lost PV cannot be read, and says so.
+        """
+        with self._pass_lock:
+            overridden = self._overridden
+        problems = (
+            c._problem("broke during the acquisition", " after the acquisition")
+            for c in self.checks
+            if str(c.interlock) not in overridden
+        )
+        return [f"interlock {p}" for p in problems if p is not None]
 
     def wait(self, cancelled: threading.Event, *, mover: object) -> None:
         """Return once ``mover`` (an input) may move in this trial.
@@ -329,11 +375,12 @@ class Gate:
                 raise InterlockWaitCancelled("stopped before the interlocks were checked")
             if self._on_pass(mover):
                 return
-            self._check(cancelled)
+            overridden = self._check(cancelled)
             with self._pass_lock:  # not after a stop: end_trial may have run already
                 if cancelled.is_set():
                     raise InterlockWaitCancelled("stopped while passing the interlocks")
                 self._pass = {id(mover)}
+                self._overridden = overridden
 
     def _on_pass(self, mover: object) -> bool:
         """Whether ``mover`` goes through on the current trial's pass (adding it)."""
@@ -342,18 +389,25 @@ class Gate:
                 return False
             if id(mover) in self._pass:  # its second move: the pass is a finished trial's
                 self._pass = None
+                self._overridden = frozenset()
                 return False
             self._pass.add(id(mover))
             return True
 
-    def _check(self, cancelled: threading.Event) -> None:
+    def _check(self, cancelled: threading.Event) -> frozenset[str]:
         """Return once every interlock holds or the operator released the gate (see
-        :meth:`wait`); called with ``_lock`` held."""
+        :meth:`wait`); called with ``_lock`` held.
+
+        Returns:
+            The interlocks (``str(rule)``) the trial goes on despite: none when they hold;
+            on a release, those that did not hold at the last check, or every interlock
+            when it was a wait for disconnected devices (none of them could be checked).
+        """
         # What the trial waited for last: disconnected devices or interlocks (a pause for a
         # lost PV may start as an interlock that cannot be read, until the client notices).
-        problems, connections = self._problems()
+        problems, connections, failing = self._problems()
         if not problems:
-            return
+            return frozenset()
         self._released.clear()  # a release is for a wait in progress, not a later one
         self.pauses += 1
         with self._clock:
@@ -384,15 +438,16 @@ class Gate:
                         "; ".join(problems),
                     )
                     how = f"released by {who}"
-                    return
-                problems, lost = self._problems()
+                    return failing
+                problems, lost, now_failing = self._problems()
                 if problems:
-                    connections = lost
+                    connections, failing = lost, now_failing
                 if problems and _reason(problems) != reason:
                     reason = _reason(problems)
                     self._tell("paused", reason)
             how = "devices connected again" if connections else "interlocks hold again"
             logger.warning("%s: %s; resuming", self.name, how)
+            return frozenset()
         finally:
             with self._clock:
                 if self._waiting_since is not None:
@@ -405,13 +460,17 @@ class Gate:
         cannot be read anyway), else the interlocks that do not hold."""
         return self._problems()[0]
 
-    def _problems(self) -> tuple[list[str], bool]:
-        """:meth:`problems`, and whether they are disconnected devices (so the end of a
-        wait says what came back)."""
+    def _problems(self) -> tuple[list[str], bool, frozenset[str]]:
+        """:meth:`problems`, whether they are disconnected devices (so the end of a wait
+        says what came back), and the interlocks (``str(rule)``) a release would override:
+        those that do not hold, or every one while devices are disconnected (none could be
+        checked)."""
         gone = [p for p in (c.problem() for c in self.connections) if p is not None]
         if gone:
-            return gone, True
-        return [f"interlock {p}" for p in broken(self.checks)], False
+            return gone, True, frozenset(str(c.interlock) for c in self.checks)
+        found = [(str(c.interlock), c.problem()) for c in self.checks]
+        failing = frozenset(rule for rule, p in found if p is not None)
+        return [f"interlock {p}" for _, p in found if p is not None], False, failing
 
     def _release_by(self) -> str | None:
         """Who released the gate: ``release()`` in this process, or the listener's operator."""
@@ -433,6 +492,19 @@ class Gate:
             getattr(self.listener, what)(self, text)
         except Exception as exc:
             logger.warning("%s: the pause listener failed (%s): %s", self.name, what, exc)
+
+
+def check_after_acquisition(gate: Gate) -> None:
+    """Fail the trial if an interlock broke during its acquisition (see
+    :meth:`Gate.after_acquisition`).
+
+    Raises:
+        InterlockBroken: naming every interlock that does not hold now (transient).
+    """
+    problems = gate.after_acquisition()
+    if problems:
+        logger.warning("%s: %s; the trial fails and is retried", gate.name, _reason(problems))
+        raise InterlockBroken(_reason(problems))
 
 
 def _reason(problems: Sequence[str]) -> str:

@@ -46,6 +46,11 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     # answer (instruments._dispatch; transient, retried): the instrument's, not the point's,
     # and not a refused setpoint. Before "timed out after", which the cause may quote.
     ("could not be checked against the limits", "limit check unanswered"),
+    # an interlock that broke (or could not be read) during a trial's acquisition
+    # (instruments._safety.InterlockBroken; transient, retried): the facility's (a beam dump),
+    # not the point's. Before "timed out after", which an unreadable interlock may quote.
+    ("broke during the acquisition", "interlock broke"),
+    ("cannot be checked after the acquisition", "interlock broke"),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
     ("lies outside its declared limits", "readback out of range"),

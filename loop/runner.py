@@ -2505,9 +2505,17 @@ def _stored_budget(row: CampaignRow, file_budget: Budget) -> Budget:
 
 # The failure kinds (``loop.failures.failure_kind``) of the failures the instruments flag
 # transient (``instruments._dispatch.is_transient``): the dispatcher's timeout, a simulator's
-# injected fault, a Dask worker lost, a PV connection lost, a limit check left unanswered.
+# injected fault, a Dask worker lost, a PV connection lost, a limit check left unanswered,
+# an interlock that broke during the acquisition.
 _TRANSIENT_KINDS = frozenset(
-    {"timeout", "instrument fault", WORKER_LOST, "connection lost", "limit check unanswered"}
+    {
+        "timeout",
+        "instrument fault",
+        WORKER_LOST,
+        "connection lost",
+        "limit check unanswered",
+        "interlock broke",
+    }
 )
 # Exception names (a failure's kind when no phrase above names it) of timeouts and lost
 # connections, which the dispatcher counts as transient: TimeoutError, ConnectionResetError,
