@@ -82,6 +82,7 @@ from instruments._instrument_file import (
     input_units,
     resolve_file,
 )
+from instruments._protocol import hinted_fields
 from instruments._safety import (
     ConnectionCheck,
     Gate,
@@ -644,18 +645,13 @@ def _reading_value(
     """An input plugin's readback: the reading under the parameter name, else its hinted
     field (an ophyd-async device names its keys ``device-signal``), else its only key."""
     _check_reading(reading, what)
-    if key not in reading:
-        hints = getattr(device, "hints", None)
-        fields = [f for f in (hints or {}).get("fields", ()) if f in reading]
-        if fields:
-            key = fields[0]
-        elif len(reading) == 1:
-            key = next(iter(reading))
-        else:
-            raise InstrumentError(
-                f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); key it by the "
-                "input's name, hint one field, give it one key or a `position`"
-            )
+    chosen = _readback_key([str(k) for k in reading], key, hinted_fields(device))
+    if chosen is None:
+        raise InstrumentError(
+            f"{what}: reading has no key {key!r} (keys: {_keys(reading)}); key it by the "
+            "input's name, hint one field, give it one key or a `position`"
+        )
+    key = chosen
     return _first_value(reading, key, what=what)
 
 
@@ -761,18 +757,6 @@ def _describe(device: Any, timeout: float, what: str) -> dict[str, dict[str, Any
     return {str(k): dict(v) for k, v in described.items() if isinstance(v, Mapping)}
 
 
-def _hinted(device: Any) -> list[str]:
-    """The fields a device hints (``hints['fields']``: ophyd's ``Kind.hinted``, ophyd-async's
-    ``HINTED_SIGNAL``), or none. A property computed from the device's own structure (no
-    call to the hardware), as the RunEngine itself reads it."""
-    try:
-        hints = getattr(device, "hints", None)
-        fields = hints.get("fields") if isinstance(hints, Mapping) else None
-    except Exception:
-        return []
-    return [str(f) for f in fields] if isinstance(fields, list | tuple) else []
-
-
 def _readback_key(fields: Sequence[str], name: str, hinted: Sequence[str]) -> str | None:
     """Which key of an input plugin's reading is its readback, as :func:`_reading_value`
     chooses it: the parameter's name, else its (first) hinted field, else its only key."""
@@ -862,7 +846,7 @@ def input_device_meta(device: Any, name: str, timeout: float, *, what: str) -> D
     ``low_limit``/``high_limit``) for what that entry does not say. Each call is bounded
     by ``timeout``; what cannot be read is not known (the input is used as before)."""
     described = _describe(device, timeout, what) or {}
-    key = _readback_key(list(described), name, _hinted(device))
+    key = _readback_key(list(described), name, hinted_fields(device))
     entry = described.get(key, {}) if key is not None else {}
     units, units_from, limits, limits_from = _entry_units_limits(entry, key)
     if units is None:
@@ -1822,7 +1806,7 @@ class _Output:
             key, how = fields[0], "its first field, read so when this campaign was stored"
             self.key_note = self._stored_note(fields)
         else:
-            key, how = _output_key(fields, _hinted(self.target))
+            key, how = _output_key(fields, hinted_fields(self.target))
             if key is None:
                 self.key_problem, self.key_fix = self._ambiguous(how, fields)
             elif key != fields[0]:
@@ -1839,7 +1823,7 @@ class _Output:
     def _stored_note(self, fields: Sequence[str]) -> str | None:
         """What a new campaign would read instead of ``fields[0]`` (this stored campaign
         keeps reading it), and the ``key:`` that keeps it there; ``None``: the same field."""
-        key, how = _output_key(fields, _hinted(self.target))
+        key, how = _output_key(fields, hinted_fields(self.target))
         if key == fields[0]:
             return None
         instead = f"reads {how}, {key}" if key is not None else f"is refused ({how})"
@@ -1872,7 +1856,7 @@ class _Output:
         fields = [str(k) for k in reading]
         if self.first_field and fields:
             return fields[0]
-        key, how = _output_key(fields, _hinted(self.target))
+        key, how = _output_key(fields, hinted_fields(self.target))
         if key is None:
             raise InstrumentError("; ".join(self._ambiguous(how, fields)))
         return key

@@ -29,7 +29,7 @@ from bluesky.protocols import Movable, Readable
 from bluesky.utils import MsgGenerator
 
 from instruments._errors import TrialArgumentError
-from instruments._protocol import Instrument
+from instruments._protocol import Instrument, hinted_fields
 from instruments._safety import Gate, check_after_acquisition
 
 logger = logging.getLogger(__name__)
@@ -87,21 +87,12 @@ def dimension_fields(inputs: Mapping[str, Any]) -> list[str]:
 
     A device's own ``hints['fields']`` when it has any (an ophyd ``EpicsMotor`` hints
     ``motor``, its readback), else the key its readback is recorded under
-    (:func:`readback_keys`). A device whose ``hints`` property raises is read the second
-    way: a plot axis is not worth failing a trial over.
+    (:func:`readback_keys`), read by :func:`~instruments._protocol.hinted_fields`.
     """
     keys = readback_keys(inputs)
     fields: list[str] = []
     for name, device in inputs.items():
-        try:
-            hinted = getattr(device, "hints", None)
-        except Exception:  # a plugin device's property; the key below is right anyway
-            hinted = None
-        given = hinted.get("fields") if isinstance(hinted, Mapping) else None
-        if isinstance(given, list | tuple) and given and all(isinstance(f, str) for f in given):
-            fields.extend(given)
-        else:
-            fields.append(keys[name])
+        fields.extend(hinted_fields(device) or [keys[name]])
     return fields
 
 

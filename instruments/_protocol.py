@@ -16,6 +16,26 @@ from bluesky.protocols import Movable, Readable
 ExitStatus = Literal["success", "fail", "abort"]
 
 
+def hinted_fields(device: Any) -> list[str]:
+    """The fields a device hints (``hints['fields']``: ophyd's ``Kind.hinted``, ophyd-async's
+    ``HINTED_SIGNAL``), or none.
+
+    The one reading of hints for the package: which field is an output, which key is an
+    input's readback and which are a run's plot dimensions all follow it, so they cannot
+    disagree. ``hints`` is a property computed from the device's own structure (no call to
+    the hardware), as the RunEngine reads it; a plugin's property that raises, or returns
+    something other than a mapping with a list of fields, counts as no hints: a plot axis or a
+    default key is not worth failing a trial over, and the callers refuse what stays
+    ambiguous.
+    """
+    try:
+        hints = getattr(device, "hints", None)
+        fields = hints.get("fields") if isinstance(hints, Mapping) else None
+    except Exception:
+        return []
+    return [str(f) for f in fields] if isinstance(fields, list | tuple) else []
+
+
 @runtime_checkable
 class Instrument(Protocol):
     """Devices that carry out one trial: set the inputs, trigger and read the detectors.
