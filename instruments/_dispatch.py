@@ -424,8 +424,9 @@ def closing_stop_document(
     }
 
 
-def _closedloop_version() -> str:
-    """closedloop's installed version, for the start documents' ``versions``."""
+def closedloop_version() -> str:
+    """closedloop's installed version: the start documents' ``versions``, ``closedloop
+    --version`` and the message that refuses a store written by a newer closedloop."""
     try:
         return importlib.metadata.version("closedloop")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
@@ -506,7 +507,7 @@ class Dispatcher:
             run_engine = RunEngine(
                 {}, context_managers=[], during_task=self._during, scan_id_source=self._scan_id
             )
-            run_engine.md.setdefault("versions", {})["closedloop"] = _closedloop_version()
+            run_engine.md.setdefault("versions", {})["closedloop"] = closedloop_version()
             self._during.run_engine = run_engine
             self._during.abort = self._request_abort
         self.run_engine: RunEngine = run_engine

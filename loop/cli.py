@@ -118,8 +118,24 @@ MaxDurationOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    """``closedloop --version``: what a bug report, a store refused as "written by a newer
+    closedloop" and the start documents' ``versions`` name."""
+    if value:
+        from instruments._dispatch import closedloop_version
+
+        console.print(f"closedloop {closedloop_version()}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log engine details.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:

@@ -509,10 +509,12 @@ def _stored_schema_version(conn: Connection, tables: set[str]) -> int | None:
 def _refuse_newer_schema(url: str, version: int | None) -> None:
     """Never touch a store whose layout this version does not know."""
     if version is not None and version > SCHEMA_VERSION:
+        from instruments._dispatch import closedloop_version  # only on this refusal
+
         raise StoreError(
             f"store {url} was written by a newer closedloop (store schema "
-            f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade closedloop "
-            "or pass another --store"
+            f"{version}; closedloop {closedloop_version()} reads up to {SCHEMA_VERSION}); "
+            "upgrade closedloop or pass another --store"
         )
 
 

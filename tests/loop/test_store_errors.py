@@ -37,6 +37,12 @@ def test_store_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
     proc = closedloop("status", "--store", f"sqlite:///{db}", cwd=tmp_path)
     assert proc.returncode == 2 and "newer closedloop" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Which closedloop reads it (the one to upgrade from), as `closedloop --version` says.
+    version = closedloop("--version", cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    name, number = version.stdout.split()
+    assert name == "closedloop" and number[0].isdigit()
+    assert f"closedloop {number} reads up to {SCHEMA_VERSION}" in " ".join(proc.stderr.split())
 
 
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
