@@ -80,6 +80,7 @@ from instruments._instrument_file import (
     OutputDecl,
     converter,
     input_units,
+    refuse_unsafe_merge,
     resolve_file,
 )
 from instruments._protocol import hinted_fields
@@ -2858,8 +2859,10 @@ def build_declared_instrument(
         bounds_known = connect
     check_declared(spec, parameters, where=f"instrument {spec.name!r}", bounds_known=bounds_known)
     # Every path that builds devices (a run, `instruments check`, `plan --dry-run`) refuses
-    # a `device_units` it could not convert, before any EPICS object exists.
+    # a `device_units` it could not convert, before any EPICS object exists, and a stored
+    # campaign whose safety settings conflict with the file on disk.
     campaign_units = input_units(spec, units or {})
+    refuse_unsafe_merge(spec, campaign_units)
     check_plugins(spec)  # every class importable before any device is made
     if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
         o.pv for o in spec.outputs.values()
@@ -2945,25 +2948,33 @@ def _connection_checks(
 # ---------------------------------------------------------------------------- from a campaign
 def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     """The :class:`InstrumentFile` of a campaign's ``instrument: {file: ...}`` or
-    ``instrument: {devices: {...}}`` (a file path is relative to the campaign's folder)."""
+    ``instrument: {devices: {...}}`` (a file path is relative to the campaign's folder).
+
+    The one place a campaign's instrument is read (``run``, ``resume``, ``plan``,
+    ``instruments check``, ``status``): the devices as the campaign has them (a stored
+    campaign's stored text), with the stricter of their safety settings and those of the
+    file on disk (:func:`~instruments._instrument_file.stricter_of_disk`).
+    """
     from instruments._instrument_file import (
         INLINE_DEVICES,
         load_instrument_file,
         parse_instrument,
         read_yaml,
+        stricter_of_disk,
     )
 
     if config.file is not None:
         path = resolve_file(config.file, base_dir)
         text = getattr(config, "_file_text", None)  # pinned by pin_instrument_text
-        if text is not None:
-            return parse_instrument(read_yaml(text, path), path=path)
-        return load_instrument_file(path)
-    spec = parse_instrument(config.devices, path=INLINE_DEVICES)
-    campaign_path = getattr(config, "_campaign_path", None)
-    if campaign_path is not None:  # later errors name the campaign file's line
-        spec._path = campaign_path
-    return spec
+        if text is None:
+            return load_instrument_file(path)
+        spec = parse_instrument(read_yaml(text, path), path=path)
+    else:
+        spec = parse_instrument(config.devices, path=INLINE_DEVICES)
+        campaign_path = getattr(config, "_campaign_path", None)
+        if campaign_path is not None:  # later errors name the campaign file's line
+            spec._path = campaign_path
+    return stricter_of_disk(config, spec, base_dir)
 
 
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:

@@ -522,6 +522,12 @@ class InstrumentFile(_Strict):
     # What was parsed: ``_path`` itself, or INLINE_DEVICES for devices written in a campaign
     # file, whose errors then name ``_path`` (that file) and the ``instrument.devices`` key.
     _source: Path = PrivateAttr(default=Path("<inline>"))
+    # A stored campaign's file whose copy on disk differs (see :func:`stricter_of_disk`):
+    # why its devices must not be built (a conflict of the two files' safety settings), and
+    # the `units:` the file on disk declares where the stored text leaves them to the
+    # campaign's parameter (checked once that unit is known: :func:`refuse_unsafe_merge`).
+    _safety_refusal: DiskSafetyConflict | None = PrivateAttr(default=None)
+    _disk_units: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def error(self, problem: str, loc: Sequence[Any], *, fix: str = "") -> InstrumentFileError:
         """An :class:`InstrumentFileError` at the line of ``loc`` (keys into the file), for
@@ -723,7 +729,7 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
 def read_yaml(text: str, path: Path) -> Any:
     """Parse YAML keeping line numbers; a mapping at the top or one clear error."""
     return read_yaml_mapping(
-        text, path, error=InstrumentFileError, example="campaigns/instruments/"
+        text, path, error=InstrumentFileError, example="instruments/epics_reactor.yaml"
     )
 
 
@@ -752,9 +758,11 @@ def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) 
     A new campaign (``stored`` is ``None``) pins the file's text as it is now, which the
     store keeps with the campaign. A stored campaign pins the stored text, so ``resume`` and
     ``suggest``/``tell`` build the devices the campaign started with even if the file was
-    edited or deleted since; either is logged as a warning naming the file. Returns ``None``
-    (pins nothing) for another kind of instrument, or a new campaign whose file cannot be read
-    (building it then reports the file's problem).
+    edited or deleted since; either is logged as a warning naming the file. Not its safety
+    settings alone: where the file on disk can be read, the stricter of the two apply
+    (:func:`stricter_of_disk`). Returns ``None`` (pins nothing) for another kind of
+    instrument, or a new campaign whose file cannot be read (building it then reports the
+    file's problem).
     """
     if getattr(config, "file", None) is None:
         return None
@@ -776,8 +784,329 @@ def pin_instrument_text(config: Any, base_dir: Path, stored: str | None = None) 
         elif on_disk != stored:
             logger.warning(
                 "instrument file %s has changed since the campaign started; using its text as "
-                "stored with the campaign (start a new campaign to use the edited file)",
+                "stored with the campaign for the devices (start a new campaign to use the "
+                "edited file), with the stricter of the two files' limits, max_step and "
+                "interlocks, and the safe state (on_stop) on disk",
                 path,
             )
     config._file_text = text
     return text
+
+
+# ---------------------------------------------------------------------------- stored: safety
+class DiskSafetyConflict(InstrumentFileError):
+    """A stored campaign's instrument whose safety settings and those of the same file on
+    disk cannot be combined (:func:`stricter_of_disk`): its devices are not built. Its fix
+    is an edit of the file on disk, which, unlike for the devices, a resumed campaign
+    reads."""
+
+
+def stricter_of_disk(config: Any, spec: InstrumentFile, base_dir: Path) -> InstrumentFile:
+    """``spec``, the devices of a campaign's ``instrument:`` (``config``) as the campaign has
+    them, with the safety settings of the same file on disk where those are stricter.
+
+    A stored campaign builds its devices from the instrument text stored with it
+    (:func:`pin_instrument_text`), or from its stored inline ``devices:``, so that a resumed
+    campaign keeps its devices, outputs and units. Its safety settings must not stay as
+    stored: a facility that tightens a limit in the file (a sample holder that takes 40 degC,
+    not 100) means every campaign on that hardware from then on, and the store's copy (which
+    whoever can write a shared store can change) must not widen it (found in review:
+    ``resume`` drove a temperature PV to 97 degC after the file said 40). So when the file on
+    disk can be read and differs, each setting is the stricter of the two:
+
+    * an input's ``limits``: the intersection, the range both allow;
+    * ``max_step``: the smaller (none is no bound);
+    * ``interlocks``: every interlock of either file must hold (one more can only hold a
+      trial back);
+    * ``on_stop``: the file on disk's, in its order. A safe state has no "stricter": what
+      the facility says is safe now is written, and nothing it no longer says; an input's
+      value must lie within the limits that apply.
+
+    Refused (:func:`refuse_unsafe_merge`: the devices are not built; exit 2 with both files'
+    values and lines) when the two cannot be combined: limits that do not overlap, an input
+    of the campaign the file on disk no longer declares, another ``prefix:`` or an input's
+    other ``units:`` (the same numbers would mean other PVs or another unit), an interlock
+    or a safe state on disk naming what the campaign's devices cannot read or write, a safe
+    state outside the limits that apply, or a file on disk that is no valid instrument file
+    (a limit being tightened is not dropped for a typo). A missing or unreadable file leaves
+    ``spec`` as stored (a campaign goes on after its file was deleted), as does a campaign
+    file on disk with no inline ``devices:`` any more. Inputs only on disk are another
+    campaign's. The refusal is kept on the spec rather than raised here, so that what only
+    reads the campaign (``status``, ``tell`` recording results measured) still can.
+
+    For a new campaign the file on disk is the one ``spec`` was read from: nothing changes.
+    A stored campaign's effective settings are worked out once per campaign read, each
+    setting that differs logged as a warning.
+    """
+    inline = config.file is None
+    path = (
+        getattr(config, "_campaign_path", None) if inline else resolve_file(config.file, base_dir)
+    )
+    stored_text = config.devices if inline else getattr(config, "_file_text", None)
+    if path is None or stored_text is None:
+        return spec
+    kind = "campaign file" if inline else "instrument file"
+    try:
+        on_disk = read_text(path, kind=kind, max_bytes=MAX_FILE_BYTES)
+    except TextFileError:
+        return spec  # missing or unreadable: warned by pin_instrument_text
+    if on_disk == stored_text:
+        return spec
+    cached = getattr(config, "_stricter_of_disk", None)
+    if cached is not None and cached[0] == on_disk:
+        return cached[1]  # type: ignore[no-any-return]
+    where = f"inline devices of campaign file {path}" if inline else f"instrument file {path}"
+    disk = _disk_spec(on_disk, path, inline=inline, stored=config.devices)
+    if disk is None:
+        effective = spec
+    elif isinstance(disk, InstrumentFileError):
+        effective = spec.model_copy()
+        effective._safety_refusal = DiskSafetyConflict(
+            path,
+            f"{disk.problem} (the {kind} on disk, changed since the campaign started: a "
+            "resumed campaign applies the stricter of its safety settings and the stored "
+            "ones, so it must be valid)",
+            line=disk.line,
+            fix=disk.fix,
+        )
+        logger.warning("%s: %s", where, effective._safety_refusal.problem)
+    else:
+        try:
+            effective = _stricter(spec, disk, where)
+        except InstrumentFileError as exc:
+            effective = spec.model_copy()
+            effective._safety_refusal = DiskSafetyConflict(
+                exc.path, exc.problem, line=exc.line, fix=exc.fix
+            )
+            logger.warning("%s: %s", where, exc.problem)
+    config._stricter_of_disk = (on_disk, effective)
+    return effective
+
+
+def _disk_spec(
+    text: str, path: Path, *, inline: bool, stored: Any
+) -> InstrumentFile | InstrumentFileError | None:
+    """The instrument on disk: the file, or a campaign file's inline ``devices:`` (``None``
+    when it has none any more, or the same as ``stored``); its problem when it is no valid
+    instrument."""
+    try:
+        data = read_yaml(text, path)
+        if not inline:
+            return parse_instrument(data, path=path)
+        instrument = data.get("instrument")
+        devices = instrument.get("devices") if isinstance(instrument, Mapping) else None
+        if devices is None:
+            logger.warning(
+                "campaign file %s declares no inline devices any more; using those stored "
+                "with the campaign",
+                path,
+            )
+            return None
+        if devices == stored:
+            return None
+        disk = parse_instrument(devices, path=INLINE_DEVICES)
+    except InstrumentFileError as exc:
+        if exc.inline:  # lines of the campaign file: it is named, its problem says where
+            return InstrumentFileError(path, exc.problem, line=exc.line, fix=exc.fix)
+        return exc
+    disk._path = path
+    return disk
+
+
+def _stricter(stored: InstrumentFile, disk: InstrumentFile, where: str) -> InstrumentFile:
+    """``stored`` with the stricter of its and ``disk``'s safety settings (see
+    :func:`stricter_of_disk`); each that differs is logged. The lines of messages found
+    later are the file on disk's, where a fix goes.
+
+    Raises:
+        InstrumentFileError: the two cannot be combined, naming both values and lines.
+    """
+
+    def line(spec: InstrumentFile, *loc: Any) -> str:
+        at = line_of(spec._data, loc) if _has(spec._data, loc) else None
+        if spec is disk:  # the file a refusal names
+            return f"line {at}" if at is not None else str(disk._path.name)
+        return f"line {at} of the stored copy" if at is not None else "the stored copy"
+
+    def refuse(problem: str, loc: Sequence[Any], fix: str) -> InstrumentFileError:
+        return disk.error(problem, loc, fix=fix)
+
+    restore = f"restore it in {disk._path.name}, or start a new campaign with the file as it is"
+    if stored.prefix != disk.prefix:
+        raise refuse(
+            f"prefix {disk.prefix!r} on disk ({line(disk, 'prefix')}), {stored.prefix!r} "
+            f"stored ({line(stored, 'prefix')}): the file on disk names other PVs than the "
+            "campaign's devices, so its safety settings cannot be applied to them",
+            ("prefix",),
+            f"{f'prefix: {stored.prefix!r}' if stored.prefix else 'no prefix:'} as stored: "
+            f"{restore}",
+        )
+    changes: list[str] = []
+    inputs: dict[str, InputDecl] = {}
+    disk_units: dict[str, str] = {}
+    for name, s in stored.inputs.items():
+        d = disk.inputs.get(name)
+        if d is None:
+            raise refuse(
+                f"input {name} ({line(stored, 'inputs', name)}) is not declared in the file "
+                "on disk any more, so the limits it allows there are unknown",
+                ("inputs",),
+                f"inputs.{name} with its limits: {restore}",
+            )
+        if s.units is not None and d.units is not None and not _same_unit(s.units, d.units):
+            raise refuse(
+                f"inputs.{name}: units {d.units!r} on disk ({line(disk, 'inputs', name, 'units')})"
+                f", {s.units!r} stored ({line(stored, 'inputs', name, 'units')}): its limits, "
+                "max_step and safe state are numbers in another unit",
+                ("inputs", name, "units"),
+                f"units {s.units!r}: {restore}",
+            )
+        if s.units is None and d.units is not None:
+            disk_units[name] = d.units  # checked against the campaign's unit when built
+        limits = _intersection(s.limits, d.limits)
+        if limits is not None and not limits[0] < limits[1]:
+            raise refuse(
+                f"inputs.{name}: limits {_range(d.limits)} on disk "
+                f"({line(disk, 'inputs', name, 'limits')}) and {_range(s.limits)} stored "
+                f"({line(stored, 'inputs', name, 'limits')}) leave no range both allow",
+                ("inputs", name, "limits"),
+                f"give limits that overlap {_range(s.limits)} in {disk._path.name} (a resumed "
+                "campaign keeps to both), or start a new campaign with the file as it is",
+            )
+        max_step = min((m for m in (s.max_step, d.max_step) if m is not None), default=None)
+        for key, ours, theirs, used in (
+            ("limits", s.limits, d.limits, limits),
+            ("max_step", s.max_step, d.max_step, max_step),
+        ):
+            if ours != theirs:
+                changes.append(
+                    f"input {name}: {key} {_shown(ours)} stored, {_shown(theirs)} on disk; "
+                    f"using {_shown(used)}"
+                )
+        inputs[name] = s.model_copy(update={"limits": limits, "max_step": max_step})
+    interlocks = list(stored.interlocks)
+    for rule in disk.interlocks:
+        if rule in interlocks:
+            continue
+        if _kind(stored, rule.name) != _kind(disk, rule.name):
+            raise refuse(
+                f"interlock `{rule}` on disk reads {rule.name}, {_kind(disk, rule.name)} "
+                f"there but {_kind(stored, rule.name)} of the campaign's devices, which "
+                "cannot read it as the file means",
+                ("interlocks", disk.interlocks.index(rule)),
+                f"name a PV, or an input or output both files declare: {restore}",
+            )
+        interlocks.append(rule)
+        changes.append(f"interlock `{rule}` on disk, not stored; it must hold too")
+    for rule in stored.interlocks:
+        if rule not in disk.interlocks:
+            changes.append(f"interlock `{rule}` stored, not on disk; it must still hold")
+    for key, value in disk.on_stop.items():
+        kinds = (_kind(stored, key), _kind(disk, key))
+        if kinds[0] != kinds[1]:
+            raise refuse(
+                f"on_stop.{key} on disk is {kinds[1]} there but {kinds[0]} of the campaign's "
+                "devices, which cannot write it as the file means",
+                ("on_stop", key),
+                f"name a PV, or an input both files declare: {restore}",
+            )
+        limits = inputs[key].limits if key in inputs else None
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            raise refuse(
+                f"on_stop.{key} = {value:g} on disk is outside the limits {_range(limits)} "
+                f"that apply (the stricter of {_range(disk.inputs[key].limits)} on disk and "
+                f"{_range(stored.inputs[key].limits)} stored)",
+                ("on_stop", key),
+                f"give a safe state within {_range(limits)}",
+            )
+        if stored.on_stop.get(key) != value:
+            ours = stored.on_stop.get(key)
+            was = "not stored" if ours is None else f"{ours:g} stored"
+            changes.append(f"on_stop {key}: {was}, {value:g} on disk; writing {value:g}")
+    for key, value in stored.on_stop.items():
+        if key not in disk.on_stop:
+            changes.append(f"on_stop {key}: {value:g} stored, not on disk; not written")
+    if not changes and not disk_units:
+        return stored
+    for change in changes:
+        logger.warning("%s: %s", where, change)
+    effective = stored.model_copy(
+        update={"inputs": inputs, "interlocks": interlocks, "on_stop": dict(disk.on_stop)}
+    )
+    effective._path, effective._source, effective._data = stored._path, stored._source, disk._data
+    effective._disk_units = disk_units
+    return effective
+
+
+def refuse_unsafe_merge(spec: InstrumentFile, campaign_units: Mapping[str, str | None]) -> None:
+    """Refuse to build the devices of a stored campaign whose safety settings conflict with
+    the file on disk (:func:`stricter_of_disk`), or whose file on disk gives an input
+    ``units:`` other than the campaign's unit (``campaign_units``, :func:`input_units`'s):
+    its numbers would be read in the wrong unit.
+
+    Raises:
+        InstrumentFileError: naming the file on disk, the line and the fix.
+    """
+    if spec._safety_refusal is not None:
+        raise spec._safety_refusal
+    for name, units in spec._disk_units.items():
+        unit = campaign_units.get(name)
+        if unit is not None and not _same_unit(unit, units):
+            found = spec.error(
+                f"inputs.{name}: units {units!r} on disk, but the campaign's unit for {name} "
+                f"is {unit!r}: the file's limits, max_step and safe state are numbers in "
+                "another unit",
+                ("inputs", name, "units"),
+                fix=f"write units: {unit} and the numbers in {unit}, or start a new campaign "
+                "with the file as it is",
+            )
+            raise DiskSafetyConflict(found.path, found.problem, line=found.line, fix=found.fix)
+
+
+def _has(data: Any, loc: Sequence[Any]) -> bool:
+    """Whether the YAML ``data`` holds the key at ``loc`` (``line_of`` falls back to the line
+    of the nearest parent, which for a key one file lacks names the wrong line)."""
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, Sequence) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _intersection(
+    a: tuple[float, float] | None, b: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    if a is None or b is None:
+        return a or b
+    return (max(a[0], b[0]), min(a[1], b[1]))
+
+
+def _kind(spec: InstrumentFile, name: str) -> str:
+    """What an interlock's or safe state's name is in ``spec``: it decides what is read or
+    written (an input's device, an output's reading, else the PV ``prefix + name``)."""
+    if name in spec.inputs:
+        return "an input"
+    return "an output" if name in spec.outputs else "a PV"
+
+
+def _same_unit(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return bool(_parse_unit(a) == _parse_unit(b))
+    except ValueError:
+        return False
+
+
+def _range(limits: tuple[float, float] | None) -> str:
+    return "none" if limits is None else f"[{limits[0]:g}, {limits[1]:g}]"
+
+
+def _shown(value: tuple[float, float] | float | None) -> str:
+    if value is None or isinstance(value, tuple):
+        return _range(value)
+    return f"{value:g}"

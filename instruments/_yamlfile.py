@@ -25,11 +25,35 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError, YAMLWarning
 
-MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" anchor bombs
-MAX_DEPTH = 100  # nested lists/mappings; a real file needs fewer than ten
+# The limits and their checks are shared with a dataset's spec (read with PyYAML), so every
+# YAML file a user writes is refused alike: see simulators._text.
+from simulators._text import (
+    DepthLimitedComposer,
+    TextFileError,
+    check_yaml_expansion,
+    yaml_too_deep,
+)
 
 ErrorFactory = Callable[..., Exception]
 """``error(path, problem, *, line=None, fix="")`` -> the caller's error class."""
+
+
+#: The command that writes the example campaigns into ./examples (``loop/cli_examples.py``).
+EXAMPLES_COPY = "closedloop examples --copy examples"
+
+
+def example_hint(example: str) -> str:
+    """Where to find a good file like the one at fault: ``example`` is its path in the
+    example campaigns (``campaigns/`` of the repository, shipped as ``loop.examples``).
+
+    The command, not a path: an installed closedloop has no ``campaigns/`` folder beside the
+    user's files (a pip user was sent to ``campaigns/branin.yaml``, a file they did not
+    have; found in review), and the command writes the same files from a checkout too.
+    """
+    return (
+        f"`{EXAMPLES_COPY}` writes examples/{example} (with every other example; "
+        "`closedloop examples` lists them)"
+    )
 
 
 def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: str) -> Any:
@@ -39,25 +63,25 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
         text: the file's text.
         path: the file, for messages.
         error: the caller's error class (see ``ErrorFactory``).
-        example: where to find a good file, for the fix of an empty or malformed one.
+        example: a good file's path in the example campaigns (see ``example_hint``), for
+            the fix of an empty or malformed one.
     """
+    start_over = f"start from an example: {example_hint(example)}"
     if not text.strip():
-        raise error(path, "is empty", fix=f"start from an example: {example}")
+        raise error(path, "is empty", fix=start_over)
     yaml = YAML(typ="rt")
     yaml.Composer = _DepthLimitedComposer
-    too_deep = f"nests lists/mappings more than {MAX_DEPTH} levels deep"
-    flatten = "remove the extra brackets or indentation; a valid file nests only a few levels"
     try:
         with warnings.catch_warnings():
             # ruamel only warns of some mistakes (an anchor defined twice, `&a : &a`): one
             # clear error with its line instead of a Python warning and a guess at the value.
             warnings.simplefilter("error", YAMLWarning)
             data = yaml.load(text)
-    except _TooDeepError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-        raise error(path, too_deep, line=line, fix=flatten) from None
+    except TextFileError as exc:  # nested too deep (``DepthLimitedComposer``)
+        raise error(path, exc.problem, line=exc.line, fix=exc.fix) from None
     except RecursionError:  # a fallback: the composer's limit should be reached first
-        raise error(path, too_deep, fix=flatten) from None
+        deep = yaml_too_deep()
+        raise error(path, deep.problem, fix=deep.fix) from None
     except ReusedAnchorWarning as exc:  # its marks are only in its text
         found = re.findall(r"line (\d+), column", str(exc))
         name = re.search(r"duplicate anchor '([^']*)'", str(exc))
@@ -91,62 +115,38 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
             fix="remove the ':' after the list or mapping, or quote the key",
         ) from None
     if data is None:
-        raise error(path, "is empty (only comments)", fix=f"start from an example: {example}")
+        raise error(path, "is empty (only comments)", fix=start_over)
     if not isinstance(data, Mapping):
         raise error(
             path,
             f"must be a mapping of keys, not a {type(data).__name__}",
             line=1,
-            fix=f"start from an example: {example}",
+            fix=start_over,
         )
-    if _expanded_size(data, {}) > MAX_NODES:
-        raise error(
-            path,
-            f"expands to more than {MAX_NODES} values through YAML anchors/aliases",
-            fix="write the values out plainly",
-        )
+    try:
+        # ruamel's loaded data shares an anchor's list/mapping among its aliases, so the
+        # check is linear however far they would expand
+        check_yaml_expansion(data, _children, line=_line)
+    except TextFileError as exc:
+        raise error(path, exc.problem, line=exc.line, fix=exc.fix) from None
     return data
 
 
-class _TooDeepError(MarkedYAMLError):
-    """Raised by ``_DepthLimitedComposer`` at the node that nests too deep."""
+class _DepthLimitedComposer(DepthLimitedComposer, Composer):
+    """ruamel's composer with the nesting limit of every YAML file a user writes."""
 
 
-class _DepthLimitedComposer(Composer):
-    """ruamel's composer with a nesting limit.
-
-    The composer recurses once per nesting level, so a few hundred ``[`` (or indented keys)
-    would end in a ``RecursionError`` deep inside ruamel, with no file or line. Stopping at
-    ``MAX_DEPTH`` raises a YAML error carrying the mark (line) of the node that is too deep.
-    """
-
-    _depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self._depth >= MAX_DEPTH:
-            mark = self.parser.peek_event().start_mark
-            raise _TooDeepError(None, None, f"more than {MAX_DEPTH} levels deep", mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _expanded_size(node: Any, memo: dict[int, int]) -> int:
-    """Node count with aliases expanded, in linear time (aliases share objects)."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    memo[key] = 1  # guards against recursive aliases
+def _children(node: Any) -> Any:
     if isinstance(node, Mapping):
-        size = 1 + sum(_expanded_size(v, memo) for v in node.values())
-    elif isinstance(node, list | tuple):
-        size = 1 + sum(_expanded_size(v, memo) for v in node)
-    else:
-        size = 1
-    memo[key] = min(size, MAX_NODES + 1)
-    return memo[key]
+        return node.values()
+    if isinstance(node, list | tuple):
+        return node
+    return ()
+
+
+def _line(node: Any) -> int | None:
+    line = getattr(getattr(node, "lc", None), "line", None)
+    return line + 1 if isinstance(line, int) else None
 
 
 class BooleansAllowed:

@@ -27,13 +27,34 @@ instruments_app = typer.Typer(
     add_completion=False,
 )
 console = Output(soft_wrap=True)
+err_console = Output(stderr=True, soft_wrap=True)  # refusals: a script reads stdout as results
 
 
 @instruments_app.command("check")
 def check(
-    file: Annotated[Path, typer.Argument(help="Instrument YAML file (or a campaign using one).")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Instrument YAML file (or a campaign using one); not with --store."),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(min=0.1, help="Seconds to wait for each connection.")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Check the devices of a campaign stored here as `closedloop resume` builds "
+            "them: its stored instrument, with the stricter of its and the file's safety "
+            "settings.",
+        ),
+    ] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign",
+            "-c",
+            help="With --store: campaign name or id (default: the latest unfinished one).",
+        ),
     ] = None,
 ) -> None:
     """Connect every device; print name, PV, connected, value, limits, device limits, units.
@@ -49,7 +70,17 @@ def check(
     from instruments._epics import build_declared_instrument
     from instruments._instrument_file import InstrumentFileError
 
-    spec, params, units, from_campaign = _declared(file)
+    if file is not None and store is not None:
+        raise typer.BadParameter("give an instrument or campaign FILE, or --store URL: not both")
+    if campaign is not None and store is None:
+        raise typer.BadParameter("-c/--campaign picks a stored campaign: give --store too")
+    if store is not None:
+        spec, params, units, from_campaign, where = _stored_declared(store, campaign)
+    elif file is not None:
+        spec, params, units, from_campaign = _declared(file)
+        where = str(file)
+    else:
+        raise typer.BadParameter("give an instrument or campaign FILE, or --store URL")
     try:
         inst = build_declared_instrument(
             spec, params, units=units, connect=False, bounds_known=from_campaign
@@ -84,7 +115,7 @@ def check(
         )
     headers = ["name", "role", "source", "connected", "value", "limits", "device limits"]
     headers += ["units", "problem"]
-    title = f"{escape(spec.name)} ({escape(str(file))})"
+    title = f"{escape(spec.name)} ({escape(where)})"
     console.print(WholeTable(title, headers, cells, {4, 5, 6}))
     for r in rows:
         if r.note and not r.problem:
@@ -104,6 +135,41 @@ def check(
 def _range(limits: tuple[float, float] | None) -> str:
     """``[low, high]`` for a table cell (escaped: rich would read it as markup)."""
     return "" if limits is None else escape(f"[{limits[0]:g}, {limits[1]:g}]")
+
+
+def _stored_declared(
+    url: str, campaign: str | None
+) -> tuple[Any, Any, dict[str, str | None], bool, str]:
+    """As :func:`_declared`, for a stored campaign: the instrument ``resume`` builds (its
+    stored text, with the stricter of its and the file's safety settings on disk), and the
+    campaign as the table's title names it."""
+    from instruments import input_specs
+    from instruments._epics import declared_spec, parameter_units
+    from instruments._instrument_file import InstrumentFileError, input_units
+    from loop.runner import Runner
+    from loop.store import Store
+
+    db = Store(url, create=False)
+    try:
+        row = db.campaign(campaign) if campaign is not None else db.latest_unfinished()
+        loaded = Runner.from_store(db, row.id or 0).loaded
+    finally:
+        db.close()
+    c = loaded.campaign
+    if c.instrument.file is None and c.instrument.devices is None:
+        raise CampaignConfigError(
+            loaded.path,
+            f"campaign '{c.name}' in {db.url} has no instrument file or inline devices",
+            fix="`closedloop instruments check` checks EPICS and plugin devices only",
+        )
+    try:
+        spec = declared_spec(c.instrument, loaded.base_dir)
+        units = parameter_units(c.parameters)
+        input_units(spec, units)
+    except InstrumentFileError as exc:
+        raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
+    where = f"campaign '{c.name}' (id {row.id}) in {db.url}"
+    return spec, input_specs(c.parameters), units, True, where
 
 
 def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None], bool]:
@@ -126,10 +192,12 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None], bool]:
             spec = load_instrument_file(file)
         except InstrumentFileError as first:
             # Perhaps a campaign using an instrument file. A file that cannot be read at
-            # all (missing, a directory, not UTF-8) is neither: the first error says why.
+            # all (missing, a directory, a pipe or device, too large, not UTF-8) is
+            # neither: the first error says why. Read as every user file is: an unbounded
+            # read_text read a link to /dev/zero until MemoryError (found in review).
             try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
+                text = _campaign_text(file)
+            except CampaignConfigError:
                 raise first from None
             data = read_yaml(text, file)
             if not ("parameters" in data and "instrument" in data):
@@ -331,16 +399,20 @@ def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
 def _dry_instrument(loaded: Any, seed: int) -> Any:
     """The campaign's instrument, built without connecting to any device."""
     from instruments import _epics, build_instrument, input_specs
+    from instruments._instrument_file import InstrumentFileError
 
     c = loaded.campaign
     if c.instrument.file is not None or c.instrument.devices is not None:
         spec = _epics.declared_spec(c.instrument, loaded.base_dir)
-        return _epics.build_declared_instrument(
-            spec,
-            input_specs(c.parameters),
-            units=_epics.parameter_units(c.parameters),
-            connect=False,
-        )
+        try:
+            return _epics.build_declared_instrument(
+                spec,
+                input_specs(c.parameters),
+                units=_epics.parameter_units(c.parameters),
+                connect=False,
+            )
+        except InstrumentFileError as exc:  # the file's line, exit 2 (as `instruments check`)
+            raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
     return build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=seed)
 
 
@@ -490,7 +562,7 @@ def _campaign_name(file: Path, text: str) -> str:
     instrument file may be gone)."""
     from instruments._yamlfile import read_yaml_mapping
 
-    data = read_yaml_mapping(text, file, error=CampaignConfigError, example="campaigns/")
+    data = read_yaml_mapping(text, file, error=CampaignConfigError, example="branin.yaml")
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise CampaignConfigError(file, "has no `name:` to find its stored campaign by")
@@ -649,16 +721,16 @@ def release(
         cid = row.id or 0
         reason = row.stop_reason or "interlocks do not hold"
         if live_lease(db, cid) is None:
-            console.print(
+            err_console.print(
                 f"campaign '{row.name}' (id {cid}) was paused ({reason}) but no runner is "
-                f"driving it now; `closedloop resume --store {store} -c {cid}` checks the "
-                "interlocks again",
+                f"driving it now, so there is nothing to release; `closedloop resume --store "
+                f"{store} -c {cid}` checks the interlocks again",
                 markup=False,
                 highlight=False,
             )
-            raise typer.Exit(1)
+            raise typer.Exit(2)  # refused as given, as `resume` with nothing to resume
         if not confirm:
-            console.print(
+            err_console.print(
                 f"campaign '{row.name}' (id {cid}) is paused: {reason}\n"
                 "It goes on by itself once the interlocks hold. To let the waiting trial "
                 "proceed DESPITE them, check the hardware and repeat with --confirm (the "
@@ -690,18 +762,22 @@ def _paused_campaign(db: Any, campaign: str | None) -> Any:
     if campaign is not None:
         row = db.campaign(campaign)
         if row.status != "paused":
-            console.print(
+            err_console.print(
                 f"campaign '{row.name}' (id {row.id}) is {row.status}, not paused: there is "
                 "nothing to release",
                 markup=False,
                 highlight=False,
             )
-            raise typer.Exit(1)
+            raise typer.Exit(2)  # refused as given, as `resume` with nothing to resume
         return row
     paused = [r for r in db.campaigns() if r.status == "paused"]
     if not paused:
-        console.print(f"no paused campaign in store {db.url}", markup=False, highlight=False)
-        raise typer.Exit(1)
+        err_console.print(
+            f"no paused campaign in store {db.url}: there is nothing to release",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
     return paused[-1]
 
 
@@ -715,7 +791,7 @@ def _await_release(db: Any, campaign_id: int, event_id: int, wait: float) -> Non
             console.print(f"the runner: {event.outcome}", markup=False, highlight=False)
             return
         time.sleep(0.2)
-    console.print(
+    err_console.print(
         f"the runner has not acted on it within {wait:g} s (it checks every interlock_poll "
         "seconds); `closedloop status` shows whether the campaign is still paused",
         markup=False,

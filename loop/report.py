@@ -8,6 +8,7 @@ import json
 import math
 import os
 import secrets
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,9 @@ def write_output(
     review). A new or regular file is written as a temporary file renamed over it, so a
     failed write (a full disk) leaves the old file whole and a reader never sees half of
     it. A symlink, ``/dev/stdout`` or a named pipe is written through instead: renaming
-    over it would replace the link or device itself.
+    over it would replace the link or device itself. A file written over keeps its mode: a
+    private (0600) export rewritten came out readable by everyone (the new file's 0666 minus
+    the umask; found in review).
     """
     if path.is_dir():
         raise OutputError(
@@ -57,6 +60,12 @@ def write_output(
     if path.is_symlink() or (path.exists() and not path.is_file()):
         _write_through(path, text)
         return
+    try:
+        kept: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        kept = None
+    except OSError as exc:
+        raise OutputError(_cannot_write(path, exc)) from None
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # 0o666 minus the umask, as for any new file (a NamedTemporaryFile would be 0o600)
@@ -68,11 +77,28 @@ def write_output(
         return
     try:
         with handle:
+            if kept is not None:  # before any byte is written
+                _keep_access(handle.fileno(), kept)
             handle.write(text)
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise OutputError(_cannot_write(path, exc)) from None
+
+
+def _keep_access(fd: int, old: os.stat_result) -> None:
+    """Give the new file ``fd`` the mode and group of the file it replaces.
+
+    Where the group cannot be kept (a file of a group this user is not in), the group's
+    bits are dropped rather than granted to this user's own group.
+    """
+    mode = stat.S_IMODE(old.st_mode) & 0o777  # no set-id bits
+    if os.fstat(fd).st_gid != old.st_gid:
+        try:
+            os.fchown(fd, -1, old.st_gid)
+        except OSError:
+            mode &= ~0o070
+    os.fchmod(fd, mode)
 
 
 def _write_through(path: Path, text: str) -> None:
@@ -130,7 +156,7 @@ def sqlite_file(url: str) -> Path | None:
     """The database file of a SQLite URL; ``None`` for in-memory and other databases."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # not a URL, a port that is not a number
         return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -455,13 +481,15 @@ def _flag(value: Any) -> str:
     return "true" if value else "false"
 
 
-def to_json(records: list[dict[str, Any]]) -> str:
+def to_json(value: Any) -> str:
     """Strict JSON: a NaN or infinite value (a failed trial's stored output) is ``null``.
 
     Python's ``NaN``/``Infinity`` tokens are not JSON; jq, JavaScript and most strict
     parsers reject the whole file over one of them. The CSV keeps ``nan`` (no such rule).
+    ``value`` is the records ``export`` writes, or another JSON object a command prints
+    (``status --json``, ``suggest --json``): one encoder, one rule.
     """
-    return json.dumps(_json_safe(records), indent=2, default=str, allow_nan=False)
+    return json.dumps(_json_safe(value), indent=2, default=str, allow_nan=False)
 
 
 def _json_safe(value: Any) -> Any:

@@ -830,7 +830,7 @@ class Runner:
         on that ``loop.config.StoredCampaignError`` gives for a stored campaign file. Others
         (not stored; a device class to install) as they are."""
         from instruments._epics import DeviceLimitsError, DeviceTypeError
-        from instruments._instrument_file import InstrumentFileError
+        from instruments._instrument_file import DiskSafetyConflict, InstrumentFileError
 
         stored = self._stored
         if stored is None or not isinstance(
@@ -843,6 +843,16 @@ class Runner:
         if isinstance(exc, InstrumentFileError):
             path, line, problem, fix = exc.path, exc.line, exc.problem, exc.fix
         export = f"`closedloop export --store {stored.url} -c {stored.campaign_id} -o trials.csv`"
+        if isinstance(exc, DiskSafetyConflict):
+            # The file on disk is read for its safety settings, so its fix (an edit of the
+            # file, or a new campaign with it as it is) holds; only how a new one learns.
+            return CampaignConfigError(
+                path,
+                f"{stored.campaign} in {stored.url}, as stored: {problem}",
+                line=line,
+                fix=f"{fix} (one that learns from this campaign's trials: {export}, then run "
+                "a copy of the campaign file with another name and `prior_data: trials.csv`)",
+            )
         way_on = (
             f"the store keeps its own copy of the instrument file, which editing {path.name} "
             "does not change. To go on with a corrected file, start a new campaign that learns "

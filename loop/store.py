@@ -437,6 +437,66 @@ def _engine_options(parsed: URL) -> dict[str, Any]:
     return options
 
 
+#: A query parameter that holds a password: ``password`` and ``sslpassword`` (libpq and
+#: psycopg take both in the URL's query), and any other driver's spelling.
+_SECRET_KEY = re.compile(r"password", re.IGNORECASE)
+_HIDDEN = "***"
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: any password replaced by ``***``.
+
+    The one masking of a store URL, for every message and command suggested (messages end
+    up on shared screens and in logs): the password after the user name and every query
+    parameter named like one (``?password=``, ``?sslpassword=``, which libpq reads as
+    readily; found in review). A URL without one is shown exactly as given. A URL that does
+    not parse is masked by its form, since its error shows it too.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        url = re.sub(r"^([\w+]*://[^:/@]*:)[^@]*@", rf"\1{_HIDDEN}@", url)
+        return re.sub(r"([?&][^=&]*password[^=&]*=)[^&]*", rf"\1{_HIDDEN}", url, flags=re.I)
+    secret = [key for key in parsed.query if _SECRET_KEY.search(key)]
+    if parsed.password is None and not secret:
+        return url
+    # a placeholder of plain letters: the URL's own quoting would write `***` as %2A%2A%2A
+    token = "closedloopHIDDENpassword"
+    masked = parsed.update_query_dict(dict.fromkeys(secret, token))
+    return masked.render_as_string(hide_password=True).replace(token, _HIDDEN)
+
+
+def _parse_url(url: str) -> URL:
+    """``make_url(url)``, or :class:`StoreError` saying what is wrong with it (exit 2).
+
+    SQLAlchemy raises ``ValueError`` for a port that is not a number, which reached the
+    user as "invalid literal for int()" and "please report it" (found in review).
+    """
+    try:
+        return make_url(url)
+    except ArgumentError:
+        shown = shown_url(url)
+        if "://" in url:
+            raise StoreError(
+                f"'{shown}' is not a database URL; write it as dialect+driver://user@host:"
+                "port/database, e.g. postgresql+psycopg://user@host/closedloop, or "
+                "sqlite:///closedloop.db for a file"
+            ) from None
+        raise StoreError(
+            f"'{shown}' is not a database URL; for a SQLite file write sqlite:///{shown}"
+        ) from None
+    except ValueError as exc:
+        shown = shown_url(url)
+        port = re.search(r"^[\w+]+://(?:[^@]*@)?(?:\[[^\]]*\]|[^/:?]*):([^/?]*)", url)
+        if port is not None and not port.group(1).isdigit():
+            raise StoreError(
+                f"store URL {shown}: the port '{port.group(1)}' is not a number; write "
+                "host:PORT with the server's port number (PostgreSQL's is 5432), or leave "
+                "':PORT' out for the default"
+            ) from None
+        raise StoreError(f"store URL {shown} cannot be used: {exc}") from None
+
+
 def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     """One line for a store that cannot be opened: the URL, what the database said, the fix.
 
@@ -583,19 +643,14 @@ class Store:
 
     Attributes:
         url: the URL for messages and the commands they suggest: as given, except that a
-            password in it is shown as ``***`` (messages end up on shared screens and in
-            logs; ``engine.url`` keeps the real one).
+            password in it (after the user name, or a query parameter such as
+            ``?password=``) is shown as ``***`` (:func:`shown_url`; ``engine.url`` keeps
+            the real one).
     """
 
     def __init__(self, url: str = DEFAULT_STORE, *, create: bool = True) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise StoreError(
-                f"'{url}' is not a database URL; for a SQLite file write sqlite:///{url}"
-            ) from None
-        if parsed.password is not None:
-            url = parsed.render_as_string(hide_password=True)
+        parsed = _parse_url(url)
+        url = shown_url(url)
         self.url = url
         self._write_lock = threading.RLock()
         self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
@@ -1697,10 +1752,3 @@ def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
             }
         )
     return records
-
-
-def sequence_counts(trials: Sequence[TrialRow]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    return counts

@@ -51,7 +51,12 @@ import yaml
 from numpy.typing import NDArray
 
 from simulators._functions import Goal, ParamSpec, TestProblem
-from simulators._text import TextFileError, read_text
+from simulators._text import (
+    DepthLimitedComposer,
+    TextFileError,
+    check_yaml_expansion,
+    read_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -333,11 +338,19 @@ class _Located:
         #: (``yes``) rather than what YAML made of it (``True``).
         self.texts: dict[tuple[Any, ...], str] = {}
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            # Composed, not loaded: the nodes keep their lines. The limits are those of
+            # campaign files, checked before ``_convert`` expands any alias (a 657-byte
+            # spec of nested aliases spun for minutes, and a few thousand ``[`` ended in a
+            # RecursionError; found in review).
+            node = yaml.compose(text, Loader=_SpecLoader)
+            if node is not None:
+                check_yaml_expansion(node, _node_children, line=_node_line)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             raise DatasetError(f"not valid YAML: {exc}", path=path, line=line) from None
+        except TextFileError as exc:
+            raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
         self.data = self._convert(node, ()) if node is not None else None
 
     def _construct(self, node: yaml.Node) -> Any:
@@ -391,6 +404,22 @@ class _Located:
 
     def error(self, message: str, *at: Any, fix: str | None = None) -> DatasetError:
         return DatasetError(message, path=self.path, line=self.line(*at), fix=fix)
+
+
+class _SpecLoader(DepthLimitedComposer, yaml.SafeLoader):
+    """PyYAML's safe loader, composing at most ``MAX_YAML_DEPTH`` levels deep."""
+
+
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _node_line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
 
 
 _SPEC_KEYS = ("parameters", "outputs", "goal", "enumerated", "simplex", "citation", "description")

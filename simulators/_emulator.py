@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -168,11 +169,28 @@ class Emulator:
         return {o: float(y[j]) for j, o in enumerate(self.spec.outputs)}
 
     def save(self, path: Path) -> None:
+        """Write the fit to ``path`` whole or not at all: a temporary file renamed over it.
+
+        The temporary file is made by ``tempfile.mkstemp``: a name nobody can guess,
+        created exclusively, so never written through a link planted in a shared cache
+        folder (the name was ``NAME.<pid>.tmp.npz``, opened following links; found in
+        review). It is private (0600), as the cache of a fit is: it holds the data's rows.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._write(handle)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _write(self, handle: Any) -> None:
         r2 = self.cv_r2 or {}
         np.savez_compressed(
-            tmp,
+            handle,
             version=np.array(FIT_VERSION),
             digest=np.array(self.digest),
             X=self.X,
@@ -187,7 +205,6 @@ class Emulator:
             y_hi=self.y_hi,
             cv_r2=np.array([r2.get(o, np.nan) for o in self.spec.outputs]),
         )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path, spec: DatasetSpec, digest: str) -> Emulator | None:

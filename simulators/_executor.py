@@ -1,8 +1,10 @@
 """Evaluate simulator functions on a Dask cluster, behind a detector's trigger Status.
 
 A :class:`DaskExecutor` wraps a ``distributed.Client``: either to a ``LocalCluster`` it starts
-itself (worker *processes* on 127.0.0.1, closed with the executor) or to a running scheduler
-(``tcp://host:8786``, e.g. one that dask-jobqueue started on a Slurm/PBS allocation).
+itself (worker *processes* on 127.0.0.1, closed with the executor, reachable only with the
+throwaway TLS certificate it was started with: :meth:`DaskExecutor.local`) or to a running
+scheduler (``tcp://host:8786``, e.g. one that dask-jobqueue started on a Slurm/PBS allocation;
+an unencrypted one is warned about once, :func:`_warn_unauthenticated`).
 :class:`~simulators.SimDetector` calls :meth:`DaskExecutor.submit` from ``trigger()`` and
 completes its Status from the future's done-callback, so the RunEngine, the plan and the
 documents are exactly those of an in-process simulator. Each task announces when a worker
@@ -439,15 +441,26 @@ class DaskExecutor:
 
     @classmethod
     def local(cls, workers: int = 2, *, connect_timeout: float = 10.0) -> DaskExecutor:
-        """Start a ``LocalCluster``: ``workers`` processes with one thread each, on loopback.
+        """Start a ``LocalCluster``: ``workers`` processes with one thread each, on loopback,
+        speaking mutual TLS with a throwaway certificate (``tls://127.0.0.1``).
 
-        It runs unencrypted (``tcp://127.0.0.1``): where dask's configuration requires
-        encryption (``distributed.comm.require-encryption``, set for an HPC cluster's TLS),
-        that is refused with the setting named, not reported as a cluster that failed to
-        start ("try fewer `workers`"); nor is the setting overridden behind the user's back.
+        Dask's ``tcp://`` comms authenticate no one, and loopback is no boundary on a shared
+        host (a beamline's control machine): any local user could connect to the scheduler,
+        a nanny or a worker and run code there as the campaign's user, with its files and
+        its EPICS access (found in review). ``Security.temporary()`` makes a key and a
+        self-signed certificate in this process's memory, never on disk; the scheduler,
+        nannies, workers and client each present it and accept only peers that present it
+        too. The nannies hand it to their worker processes over their private pipe, so no
+        other process can learn it. It also satisfies ``distributed.comm.require-encryption``
+        (a setting meant for an HPC cluster's TLS), which the plain cluster had to refuse.
+        The certificate files of dask's configuration (for a ``kind: dask`` cluster) are
+        not used: a cluster that lives as long as the campaign needs no others. The cost, on
+        a loaded 2-core machine: about 0.4 s more start-up (the RSA key, the handshakes) and
+        a few milliseconds per task, nothing beside a simulation worth sending to a cluster.
 
         Raises:
-            ExecutorUnavailable: the cluster could not start.
+            ExecutorUnavailable: the cluster could not start (``cryptography``, which makes
+                the certificate, missing included).
         """
         import dask
         from distributed import Client, LocalCluster
@@ -455,17 +468,20 @@ class DaskExecutor:
 
         _quiet_distributed()
         try:
-            encrypted = bool(Security().require_encryption)
-        except Exception:  # an invalid TLS setting: LocalCluster reports it below
-            encrypted = False
-        if encrypted:
+            security = Security.temporary()
+        except ImportError as exc:  # cryptography: a closedloop dependency, so a broken install
             raise ExecutorUnavailable(
-                "dask's configuration requires encryption (distributed.comm.require-encryption),"
-                " and `executor: {kind: local}` starts an unencrypted cluster on 127.0.0.1: "
-                "unset it for this run (DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False in "
-                "the environment of `closedloop run`), or give a TLS scheduler's address with "
-                "`kind: dask`"
-            )
+                "`executor: {kind: local}` secures its cluster with a throwaway TLS certificate, "
+                "made with the `cryptography` package, which is not installed in this Python "
+                f"({sys.executable}): install it (`{sys.executable} -m pip install cryptography`"
+                "), or use `kind: inprocess`"
+            ) from exc
+        except (ValueError, TypeError) as exc:  # e.g. an unknown distributed.comm.tls.min-version
+            raise ExecutorUnavailable(
+                f"dask's TLS configuration is not valid ({type(exc).__name__}: {exc}); fix "
+                "distributed.comm.tls.* in dask's configuration (~/.config/dask/, DASK_* "
+                "variables)"
+            ) from exc
         try:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = LocalCluster(
@@ -473,6 +489,8 @@ class DaskExecutor:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
+                    protocol="tls",
+                    security=security,
                     # No dashboard (None turns only the dashboard *pages* off), and the
                     # scheduler's HTTP server on a free loopback port, never 8787: a second
                     # campaign on this machine must not collide with the first.
@@ -486,7 +504,7 @@ class DaskExecutor:
                 f"{type(exc).__name__}: {exc}; try fewer `workers` or `kind: inprocess`"
             ) from exc
         try:
-            client = Client(cluster, timeout=connect_timeout)
+            client = Client(cluster, timeout=connect_timeout, security=security)
         except Exception as exc:
             cluster.close()
             raise ExecutorUnavailable(
@@ -543,6 +561,7 @@ class DaskExecutor:
                 _unreachable(address, f"{type(exc).__name__}: {exc}"), address=address
             ) from exc
         executor = cls(client, None, "dask")
+        _warn_unauthenticated(address)
         try:
             executor.check_workers(connect_timeout)
         except BaseException:
@@ -1115,6 +1134,65 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         raise TimeoutError(f"no Dask handshake within {2 * timeout:g} s")
     if outcome[0] is not None:
         raise outcome[0]
+
+
+_UNAUTHENTICATED = ("tcp", "ws")
+"""Dask comm schemes without TLS: anyone who can connect is served."""
+_warned_unauthenticated: set[str] = set()
+"""Addresses :func:`_warn_unauthenticated` already warned about in this process."""
+
+
+def _warn_unauthenticated(address: str) -> None:
+    """Warn, once per address and process, that the scheduler at ``address`` (a remote
+    ``tcp://`` or ``ws://`` one) lets anyone who reaches it run code.
+
+    Dask's plain comms authenticate no one: whoever can open a connection to the scheduler
+    (or to a worker) can submit functions, which then run as the workers' users, and a
+    worker it took over sends back results that this process unpickles. A lab's private
+    cluster may rely on network isolation for that, and the README promises that plain
+    ``tcp://`` works, so it is not refused; but the user should know what the address
+    exposes, and where TLS is set up. A loopback address is not warned about: it is the
+    user's own scheduler on this machine (its exposure to the machine's other users is
+    the README's to tell), and ``kind: local`` is the way to have one that is secured.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host = str(parse_host_port(location)[0])
+    except (ValueError, TypeError):  # Client accepted it, so this is only a guess's failure
+        return
+    if scheme not in _UNAUTHENTICATED or address in _warned_unauthenticated:
+        return
+    if _is_loopback(host):
+        return
+    _warned_unauthenticated.add(address)
+    logger.warning(
+        "the Dask scheduler at %s is unencrypted and accepts anyone (%s://): whoever can "
+        "reach it, or one of its workers, can run code as this user and as the workers' "
+        "users; unless only you can reach that network, give the cluster TLS and its "
+        "tls:// address (dask's distributed.comm.tls.* settings: README, \"Several "
+        'instruments at once, and simulations on Dask")',
+        address,
+        scheme,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or a name) is this machine's loopback interface."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    addresses = {str(entry[4][0]).split("%", 1)[0] for entry in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 class _TLSProblem(Exception):

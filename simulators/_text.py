@@ -6,11 +6,31 @@ results CSVs (``loop.prior``, ``loop.asktell``), and a dataset's spec and data
 (``simulators._datasets``). Each caller turns :class:`TextFileError` into its own error
 class (which names the file) in one ``except``; before, six callers each caught missing
 files, folders, oversized files and bad bytes themselves, and said so in six ways.
+
+The limits on a YAML document's nesting and alias expansion live here too, for the same
+reason: campaign and instrument files are read with ruamel.yaml (``instruments._yamlfile``)
+and a dataset's spec with PyYAML (``simulators._datasets``), and both must refuse the same
+anchor bombs and deep nesting with the same words. Neither check depends on the library:
+:class:`DepthLimitedComposer` goes before either library's ``Composer``, and
+:func:`check_yaml_expansion` walks either's tree through a ``children`` function.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+#: The most values a YAML document may hold once its aliases are expanded: a few hundred
+#: bytes of anchors and aliases ("billion laughs") expand to 10^9 values, which hung a
+#: reader for minutes before any other check ran.
+MAX_YAML_NODES = 100_000
+#: The deepest nesting of lists/mappings (aliases expanded); a real file needs fewer than
+#: ten. Every reader of the tree recurses once per level, so a few thousand ``[`` ended in a
+#: ``RecursionError`` with no file or line.
+MAX_YAML_DEPTH = 100
 
 
 class TextFileError(ValueError):
@@ -63,6 +83,22 @@ def decode_text(raw: bytes, *, fix: str = "") -> str:
         raise NotUTF8Error(line, offset, raw[offset], fix=fix) from None
 
 
+def _a(kind: str) -> str:
+    """``kind`` with its article: ``an instrument file``, ``a CSV file``."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _kind_of_file(mode: int) -> str:
+    """What a file that is not a regular file is, for a message (``a named pipe``)."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
 def read_text(
     path: Path,
     *,
@@ -86,20 +122,169 @@ def read_text(
             campaign's text is stored as it was written.
 
     Raises:
-        TextFileError: the file is missing, a folder, unreadable, too large, or not UTF-8.
+        TextFileError: the file is missing, a folder, a pipe or device (a link to one),
+            unreadable, too large, or not UTF-8.
     """
     try:
-        raw = path.read_bytes()
+        # Judged before it is opened, as the file the path leads to (a link followed): a
+        # named pipe would block the open, and a device (a link to /dev/zero, which git
+        # stores as readily as a file) never ends, so reading it until the size check ran
+        # out of memory.
+        raw = _read_regular(path, kind=kind, max_bytes=max_bytes)
     except FileNotFoundError:
         raise TextFileError("no such file", fix=missing_fix) from None
     except IsADirectoryError:
         raise TextFileError(
-            f"is a directory, not a {kind}", fix=f"name the {kind} itself, not its folder"
+            f"is a directory, not {_a(kind)}", fix=f"name the {kind} itself, not its folder"
         ) from None
     except OSError as exc:
         raise TextFileError(f"cannot be read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise TextFileError(f"is {len(raw)} bytes; a {kind} is at most {max_bytes} bytes")
     fix = "save it as UTF-8 CSV (a spreadsheet's CSV UTF-8)" if csv else "save the file as UTF-8"
     text = decode_text(raw, fix=fix)
     return text.removeprefix("\ufeff") if csv else text
+
+
+def _read_regular(path: Path, *, kind: str, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``.
+
+    Never more than ``max_bytes + 1`` bytes are read, and nothing is read from a file that
+    is not a regular file: checked before the open (so a named pipe does not block it) and
+    again on the open file (opened non-blocking), in case the path was swapped in between.
+
+    Raises:
+        TextFileError: not a regular file, or too large.
+        OSError: missing (``FileNotFoundError``), a directory (``IsADirectoryError``),
+            unreadable.
+    """
+    _refuse_irregular(path, path.stat().st_mode, kind)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    with open(os.open(path, flags), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _refuse_irregular(path, info.st_mode, kind)
+        if info.st_size > max_bytes:
+            raise TextFileError(f"is {info.st_size} bytes; {_a(kind)} is at most {max_bytes} bytes")
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # it grew since the fstat
+        raise TextFileError(f"is over {max_bytes} bytes; {_a(kind)} is at most {max_bytes} bytes")
+    return raw
+
+
+def _refuse_irregular(path: Path, mode: int, kind: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    link = f" (it links to {os.path.realpath(path)})" if path.is_symlink() else ""
+    raise TextFileError(
+        f"is {_kind_of_file(mode)}, not {_a(kind)}{link}",
+        fix=f"name a regular file: save the {kind} as one and give its path",
+    )
+
+
+# ---------------------------------------------------------------------------- YAML limits
+def yaml_too_deep(*, line: int | None = None) -> TextFileError:
+    """The error for a YAML document nested deeper than :data:`MAX_YAML_DEPTH` as written."""
+    return TextFileError(
+        f"nests lists/mappings more than {MAX_YAML_DEPTH} levels deep",
+        line=line,
+        fix="remove the extra brackets or indentation; a valid file nests only a few levels",
+    )
+
+
+class DepthLimitedComposer:
+    """A YAML composer's nesting limit: put it before ruamel.yaml's or PyYAML's ``Composer``.
+
+    Both composers recurse once per nesting level (``compose_node``, with the same
+    arguments in both), so a few thousand ``[`` end in a ``RecursionError`` deep inside the
+    library, with no file or line. Stopping at :data:`MAX_YAML_DEPTH` raises
+    :func:`yaml_too_deep` with the line of the node that is too deep; it passes through
+    the library's ``load``/``compose`` as it is.
+    """
+
+    _yaml_depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._yaml_depth >= MAX_YAML_DEPTH:
+            # ruamel's composer reads events through its loader's ``parser``; PyYAML's
+            # loader is itself the parser
+            parser: Any = getattr(self, "parser", self)
+            raise yaml_too_deep(line=parser.peek_event().start_mark.line + 1)
+        self._yaml_depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._yaml_depth -= 1
+
+
+def check_yaml_expansion(
+    root: Any,
+    children: Callable[[Any], Iterable[Any]],
+    *,
+    line: Callable[[Any], int | None] = lambda node: None,
+) -> None:
+    """Refuse a YAML tree whose aliases expand it beyond the limits, before anything
+    expands them.
+
+    An alias is the same object in the tree as its anchor, so the tree is walked once per
+    distinct node (each node's expanded size and depth remembered by identity), without
+    recursion: linear in the file, however large the expansion would be.
+
+    Args:
+        root: the document's root (a composed node, or loaded data whose aliases share
+            their objects).
+        children: a node's children (a mapping's keys and values or values, a list's
+            items); empty for a scalar.
+        line: a node's 1-based line, for the message, where it is known.
+
+    Raises:
+        TextFileError: more than :data:`MAX_YAML_NODES` values or :data:`MAX_YAML_DEPTH`
+            levels once expanded, or an alias inside the list/mapping it names (it would
+            expand forever).
+    """
+    done: dict[int, tuple[int, int]] = {}  # id -> (expanded size, expanded depth)
+    # The path from the root: each node with its children still to visit, and the size
+    # and depth of its part visited so far.
+    path: list[tuple[Any, Iterator[Any], list[int]]] = [(root, iter(list(children(root))), [1, 1])]
+    on_path = {id(root)}
+    plainly = "write the values out instead of repeating them through anchors/aliases"
+    deep = f"nests lists/mappings more than {MAX_YAML_DEPTH} levels deep through YAML aliases"
+    while path:
+        node, rest, totals = path[-1]
+        child = next(rest, _END)
+        if child is _END:
+            path.pop()
+            on_path.discard(id(node))
+            measured = done[id(node)] = (totals[0], totals[1])
+            if not path:
+                return
+        elif id(child) in on_path:
+            raise TextFileError(
+                "an alias refers to a list or mapping that holds it, so it would never end",
+                line=line(node),
+                fix=plainly,
+            )
+        elif id(child) in done:
+            measured = done[id(child)]
+        else:
+            grandchildren = list(children(child))
+            if grandchildren:  # a list or mapping: measure it first
+                if len(path) + 2 > MAX_YAML_DEPTH:  # it and one child below the path
+                    raise TextFileError(deep, line=line(child), fix=plainly)
+                path.append((child, iter(grandchildren), [1, 1]))
+                on_path.add(id(child))
+                continue
+            measured = (1, 1)  # a scalar, or an empty list or mapping
+        parent, _, parent_totals = path[-1]
+        parent_totals[0] += measured[0]
+        parent_totals[1] = max(parent_totals[1], measured[1] + 1)
+        if parent_totals[0] > MAX_YAML_NODES:
+            raise TextFileError(
+                f"expands to more than {MAX_YAML_NODES} values through YAML anchors/aliases",
+                line=line(parent),
+                fix=plainly,
+            )
+        if parent_totals[1] > MAX_YAML_DEPTH:
+            raise TextFileError(deep, line=line(parent), fix=plainly)
+
+
+_END = object()

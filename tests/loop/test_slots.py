@@ -401,7 +401,7 @@ def test_a_local_dask_cluster_computes_the_campaign(tmp_path: Path) -> None:
     _check_consistent(store, summary.campaign_id)
     executor = clusters[0]
     assert executor is not None and clusters == [executor, executor]  # one per campaign
-    assert executor.address.startswith("tcp://127.0.0.1:")
+    assert executor.address.startswith("tls://127.0.0.1:")  # mutual TLS
     assert executor.cluster.status.name == "closed"  # closed at the end
 
 

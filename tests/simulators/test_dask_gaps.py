@@ -183,7 +183,7 @@ def test_a_refused_certificate_is_told_at_once_and_named(tls: _TLS) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_with_dask_tls_settings_a_trial_runs_and_the_wrong_scheme_is_named(
-    tls: _TLS, one_worker: DaskExecutor, sleep: Callable[[dict[str, Any]], Any]
+    tls: _TLS, sleep: Callable[[dict[str, Any]], Any]
 ) -> None:
     """dask's own settings are the way to give TLS: the trial's function runs on the TLS
     cluster. A tls:// address of a scheduler without TLS, and a tcp:// address where dask's
@@ -195,19 +195,21 @@ def test_with_dask_tls_settings_a_trial_runs_and_the_wrong_scheme_is_named(
         finally:
             executor.close()
 
-        plain = one_worker.address.replace("tcp://", "tls://")
+    with scheduler(0) as cleartext:  # not DaskExecutor.local's: that one has TLS
+        unencrypted = cleartext.scheduler_address
+        plain = unencrypted.replace("tcp://", "tls://")
         for _ in range(3):  # its greeting comes before the TLS handshake, or as its reply
             message, _ = _refused(plain, tls.settings())
             _collect_tornado_s_socket()
             assert message.startswith(f"something answered at {plain}, but not over TLS ("), message
             assert "give its tcp:// address" in message
 
-    required = {"distributed.comm.require-encryption": True}
-    message, _ = _refused(one_worker.address, required)
-    assert message.startswith(
-        "dask's configuration requires encryption (distributed.comm.require-encryption), so "
-        f"it refuses the unencrypted {one_worker.address}: give the scheduler's tls:// address"
-    ), message
+        required = {"distributed.comm.require-encryption": True}
+        message, _ = _refused(unencrypted, required)
+        assert message.startswith(
+            "dask's configuration requires encryption (distributed.comm.require-encryption), so "
+            f"it refuses the unencrypted {unencrypted}: give the scheduler's tls:// address"
+        ), message
 
 
 # --- a worker lost mid-trial ------------------------------------------------------------------
@@ -350,17 +352,3 @@ def test_trials_waiting_without_a_worker_are_warned_about_again_and_again(
     assert "`squeue -u $USER`, `qstat -u $USER`" in first and "job_script()" in first
     times = [r.created for r in records[:3]]
     assert times[2] - times[1] > times[1] - times[0], times  # a growing interval
-
-
-def test_a_local_cluster_where_dask_requires_encryption_is_refused_naming_the_setting() -> None:
-    """Was: "could not start a local Dask cluster with 1 worker(s): RuntimeError: Cluster
-    failed to start ...; try fewer `workers`", for a setting meant for an HPC cluster's TLS."""
-    with dask.config.set({"distributed.comm.require-encryption": True}):
-        with pytest.raises(ExecutorUnavailable) as info:
-            DaskExecutor.local(1)
-    message = str(info.value)
-    assert message.startswith(
-        "dask's configuration requires encryption (distributed.comm.require-encryption), and "
-        "`executor: {kind: local}` starts an unencrypted cluster on 127.0.0.1"
-    ), message
-    assert "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False" in message
