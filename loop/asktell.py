@@ -7,8 +7,9 @@ never proposes them again; the proposals are committed as trials in state ``runn
 ``tell`` records one trial's outputs (and, optionally, the parameters actually used, stored
 as its readbacks and learned from instead of the commanded ones), marks it failed, or
 withdraws it (``--abandon``: ``abandoned``, counted toward no budget). Every command takes
-the campaign's lease for the length of its transaction (waiting a few seconds while another
-``suggest``/``tell`` holds it), so it never races a runner or another ``suggest``/``tell``.
+the campaign's lease for as long as it works, heartbeating it as a runner does (a ``suggest``
+holds it through the model fit, which may take tens of seconds), so it never races a runner or
+another ``suggest``/``tell``: a second one waits for the first (:func:`_lease`).
 Between commands the campaign is ``stopped`` with the reason saying how many trials are
 pending; when the budget is spent it becomes ``completed`` (or ``failed``).
 
@@ -35,11 +36,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,13 +53,15 @@ from rich.markup import escape
 from loop.errors import ClosedLoopError
 from loop.failures import OPERATOR_FAILED
 from loop.fmt import number, parameter, specs
-from loop.lock import CampaignLease
+from loop.lock import LEASE_TTL, CampaignLease
 from loop.store import (
     ACTIVE,
     MAX_ID,
     UNFINISHED,
     CampaignLocked,
     CampaignRow,
+    LeaseLost,
+    LeaseRow,
     NewTrial,
     Store,
     TrialOutcome,
@@ -90,8 +94,22 @@ __all__ = [
     "tell",
 ]
 
-LEASE_WAIT = 10.0
-"""Seconds a ``suggest``/``tell`` waits for another one to finish with the campaign."""
+logger = logging.getLogger(__name__)
+
+LEASE_WAIT = 300.0
+"""Seconds a ``suggest``/``tell`` waits while another, alive, holds the campaign's lease.
+
+The holder heartbeats its lease for as long as it works, so the wait has to outlast the
+slowest realistic ``suggest``: a multi-objective BoTorch suggest takes 10-25 s (README),
+``-n 8`` of a two-objective campaign took 26-34 s on a busy two-core host (found in review,
+where the 10 s this was made every ``tell`` behind such a suggest fail), and robots that queue
+behind one another wait for each one ahead. Five minutes covers several such in a row; a
+holder still working after that is more likely hung than slow, and the refusal names its
+process. A holder that died is not waited for: its lease is taken over as soon as it is
+stale (at once on this host, one TTL after its last heartbeat on another)."""
+
+_WAIT_NOTE = 2.0  # s of waiting after which a waiter says once, on stderr, why it is slow
+_WAIT_POLL = 0.2  # s between looks at the holder's lease
 
 
 class InvalidInput(ClosedLoopError):
@@ -607,11 +625,13 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
     Fewer than ``n`` are proposed when the pending trials and ``n`` more could complete
     beyond ``budget.max_trials``: every suggestion is meant to be run. Budget overrides the
     runner was built with (``open_campaign(max_trials=...)``) are stored, as by ``resume``.
+    ``wait``: seconds to wait while another ``suggest``/``tell`` holds the campaign
+    (:data:`LEASE_WAIT`); the lease is held, heartbeated, through the planner's work.
     """
     from loop.runner import PRIOR_KIND
 
     store, cid = runner.store, runner._cid()
-    with _lease(store, cid, wait) as lease:
+    with _lease(store, cid, "suggest", wait=wait, ttl=runner.lease.ttl) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
         spent = runner.spent(history, running_time(row))
@@ -781,15 +801,55 @@ def _state(
     )
 
 
-def _lease(store: Store, cid: int, wait: float) -> CampaignLease:
-    """The campaign's lease, waiting up to ``wait`` s while another ``suggest``/``tell``
-    holds it (each holds it for a moment); refused at once while a runner drives it."""
-    lease = CampaignLease(store)
-    deadline = time.monotonic() + wait
+@contextmanager
+def _lease(
+    store: Store, cid: int, what: str, *, wait: float, ttl: float = LEASE_TTL
+) -> Iterator[CampaignLease]:
+    """Hold campaign ``cid``'s lease, heartbeating it, for the body of a ``suggest``/``tell``
+    (``what``, for messages).
+
+    Heartbeated as a runner's is (``CampaignLease.start_heartbeat``; ``ttl``: the runner's
+    ``lease_ttl``): a ``suggest`` holds the lease through its model fit, and without a
+    heartbeat one longer than the TTL lost it to the next command and had its proposals
+    thrown away (found in review). The heartbeat stops and the lease is released on every
+    way out (``CampaignLease.release``, in ``finally``: an error, ``KeyboardInterrupt``); a
+    kill ends the heartbeat with the process, and the lease it leaves is stale at once on
+    this host, one TTL later elsewhere. Waiting for the lease: :func:`_acquire`. A write
+    refused because the lease was lost meanwhile (``LeaseLost``: the process was paused, or
+    the store unreachable, past the TTL) is said as this command's, not a runner's.
+    """
+    lease = CampaignLease(store, ttl=ttl)
+    try:
+        _acquire(lease, store, cid, what, wait)
+        lease.start_heartbeat()
+        try:
+            yield lease
+        except LeaseLost:
+            holder = store.lease(cid)
+            if holder is not None and holder.token == lease.token:
+                raise  # another campaign's lease (``tell`` holds several): said there
+            raise LeaseLost(_lost(store, cid, what, lease, holder)) from None
+    finally:
+        lease.release()
+
+
+def _acquire(lease: CampaignLease, store: Store, cid: int, what: str, wait: float) -> None:
+    """Take ``lease`` on campaign ``cid``, waiting up to ``wait`` s while a live ``suggest``/
+    ``tell`` holds it; a runner driving the campaign is refused at once.
+
+    ``CampaignLease.acquire`` takes over a stale lease (its holder's process gone from this
+    host, or its heartbeat expired), so trying again every :data:`_WAIT_POLL` s takes over
+    the lease of a holder killed meanwhile as soon as it is stale. A holder that is not a
+    runner (the campaign is not ``running``/``paused``) is another ``suggest``/``tell``;
+    after :data:`_WAIT_NOTE` s of waiting for it a warning says so, once, so that a
+    script's log shows why the command is slow.
+    """
+    start = time.monotonic()
+    noted = False
     while True:
         try:
             lease.acquire(cid)
-            return lease
+            return
         except CampaignLocked as exc:
             row = store.campaign(cid)
             if row.status in ACTIVE:  # only a runner shows these
@@ -799,14 +859,55 @@ def _lease(store: Store, cid: int, wait: float) -> CampaignLease:
                     "its terminal, or wait for it to finish)",
                     owner=exc.owner,
                 ) from None
-            if time.monotonic() >= deadline:
+            holder = store.lease(cid)
+            if holder is None:
+                continue  # released since: take it
+            waited = time.monotonic() - start
+            if waited >= wait:
                 raise CampaignLocked(
-                    f"another suggest/tell (or a runner) is writing to campaign '{row.name}' "
-                    f"(id {cid}), held by {exc.owner} for over {wait:.0f} s; nothing was "
-                    "written; try again",
-                    owner=exc.owner,
+                    f"another suggest/tell ({_holder(holder)}) still holds campaign "
+                    f"'{row.name}' (id {cid}) after {waited:.0f} s of waiting; nothing was "
+                    f"written; try the {what} again (if that process hangs, stop it: its "
+                    "lease is taken over at once on its host, "
+                    f"{holder.expires - holder.heartbeat:.0f} s after its last heartbeat "
+                    "from another)",
+                    owner=holder.owner,
                 ) from None
-            time.sleep(0.2)
+            if not noted and waited >= _WAIT_NOTE:
+                logger.warning(
+                    "campaign '%s' (id %s) is busy: waiting for the suggest/tell of %s to "
+                    "finish (for at most %.0f s more)",
+                    row.name,
+                    cid,
+                    _holder(holder),
+                    wait - waited,
+                )
+                noted = True
+            time.sleep(min(_WAIT_POLL, max(wait - waited, 0.0)))
+
+
+def _holder(lease: LeaseRow) -> str:
+    """``pid 123 on lab-pc (heartbeat 2 s ago)``: a lease's process, for messages."""
+    host = lease.owner.rpartition(":")[0] or lease.host
+    return (
+        f"pid {lease.pid} on {host} (heartbeat {max(time.time() - lease.heartbeat, 0):.0f} s ago)"
+    )
+
+
+def _lost(store: Store, cid: int, what: str, lease: CampaignLease, now: LeaseRow | None) -> str:
+    """Why a ``suggest``/``tell`` (``what``) that lost campaign ``cid``'s lease wrote nothing.
+
+    Its one write checks the lease's token first in its own transaction (``Store.add_trials``,
+    ``finish_trials``, ``finish_campaign``), so a refused write leaves nothing behind.
+    """
+    holder = f"{now.owner} holds it now" if now is not None else "nobody holds it now"
+    dropped = " (its proposals are dropped)" if what == "suggest" else ""
+    return (
+        f"campaign '{store.campaign(cid).name}' (id {cid}): this {what} lost the campaign's "
+        f"lease before writing: its heartbeat did not reach the store for over "
+        f"{lease.ttl:.0f} s (the process was paused, or the store busy or unreachable), and "
+        f"{holder}; nothing was written{dropped}; run the {what} again"
+    )
 
 
 # ---------------------------------------------------------------------------- tell
@@ -845,11 +946,12 @@ def tell(
 ) -> list[TrialRow]:
     """Record validated ``results``: all of them, or (on any problem) none.
 
-    The lease of every campaign the results belong to is taken first (a busy one refuses
-    the whole batch) and held to the end; trials are re-checked under them (another ``tell``
-    may have recorded one meanwhile). The outcomes, their outputs and each campaign's new
-    state are then written in one transaction (``Store.finish_trials``), so a failing
-    store, Ctrl-C, a kill or a power loss leave none of them.
+    The lease of every campaign the results belong to is taken first (waiting while another
+    ``suggest``/``tell`` holds one; a campaign a runner drives, or one still held after
+    ``wait`` s, refuses the whole batch) and held to the end; trials are re-checked under
+    them (another ``tell`` may have recorded one meanwhile). The outcomes, their outputs and
+    each campaign's new state are then written in one transaction (``Store.finish_trials``),
+    so a failing store, Ctrl-C, a kill or a power loss leave none of them.
     """
     seen: set[int] = set()
     for r in results:
@@ -861,7 +963,9 @@ def tell(
     campaign_of = {r.trial_id: _pending(store, r, runners).campaign_id for r in results}
     with ExitStack() as held:
         leases = {
-            cid: held.enter_context(_lease(store, cid, wait))
+            cid: held.enter_context(
+                _lease(store, cid, "tell", wait=wait, ttl=runners[cid].lease.ttl)
+            )
             for cid in sorted(set(campaign_of.values()))  # one order: two tells never deadlock
         }
         for r in results:  # re-check under the leases: nothing written yet

@@ -4,11 +4,13 @@ Campaigns: ``validate``, ``run``, ``resume``, ``status``, ``export``, ``report``
 the loop: ``suggest`` and ``tell`` (ask/tell); instruments: ``instruments check``, ``plan``
 (the messages a trial would send) and ``release`` (an operator's release of an interlock
 pause), in loop/cli_instruments.py; built-in problems: ``simulators`` and ``datasets``
-(loop/cli_datasets.py).
+(loop/cli_datasets.py); the example campaigns: ``examples`` (loop/cli_examples.py).
 
 Errors a user can cause are printed as one message (file, line, fix) with exit code 2 for
 bad input (a request refused as given, such as resuming a finished campaign without a larger
-budget) and 1 for a failed run; never a traceback unless ``--debug``.
+budget), :data:`EXIT_BUSY` (75) for a campaign another runner or ``suggest``/``tell`` holds
+(try again later) and 1 for a failed run; never a traceback unless ``--debug``. Messages
+that explain a non-zero exit go to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -57,7 +59,13 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Output(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # see Output
+err_console = Output(stderr=True, soft_wrap=True)
+
+#: The exit code of a command refused because another process holds the campaign (a runner,
+#: or a ``suggest``/``tell`` that outlasted the wait): EX_TEMPFAIL of sysexits.h, "try again
+#: later", which a scheduler can tell from 1 (a failed campaign, a bug: alert a human)
+#: without reading stderr.
+EXIT_BUSY = 75
 
 
 def _store_url(value: str) -> str:
@@ -144,13 +152,62 @@ def _main(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
+        handlers=[_log_handler()],
     )
     if not verbose:
         # bluesky logs a whole traceback for every failed run; the loop reports the failure
         # on the trial's line and stores the error, so keep the terminal readable.
         for name in ("bluesky", "ophyd", "caproto"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _log_handler() -> logging.Handler:
+    """Where log records go: rich's handler when stderr is a terminal (coloured, the time
+    once per second); otherwise (a log file, a pipe, journald) :class:`_LogLines`.
+
+    rich's handler lays a record out as a table as wide as the console, padded to its
+    width: where there is no terminal, a log file got a warning folded over many padded
+    lines (at ``COLUMNS=40`` a path cut mid-word) under a ``12/05/26`` date read two ways
+    (found in review). ``FORCE_COLOR`` does not make a file a terminal here: a log line
+    stays one plain line.
+    """
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        terminal = False
+    if terminal:
+        return RichHandler(console=err_console, show_path=False)
+    handler = _LogLines()
+    # no logger name: as on a terminal, a record says what happened, not which module of
+    # closedloop's (``simulators._devices``) noticed it
+    handler.setFormatter(_IsoFormatter("%(asctime)s %(levelname)s %(message)s"))
+    return handler
+
+
+class _LogLines(logging.StreamHandler):
+    """One line per record on ``sys.stderr`` as it is when the record is written (as
+    ``logging.lastResort`` does), not the stream of when the handler was made: a test's
+    captured stderr is replaced per command."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr
+
+
+class _IsoFormatter(logging.Formatter):
+    """``%(asctime)s`` as ISO 8601 local time with its UTC offset and milliseconds
+    (``2026-12-05T08:09:01.123+01:00``): unambiguous, and sorted as text."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        when = datetime.fromtimestamp(record.created).astimezone()
+        return when.isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -590,20 +647,27 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 
 
 @app.command()
-def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> None:
+def status(
+    store: StoreOpt = DEFAULT_STORE,
+    campaign: CampaignOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object, for scripts (keys: see the README).")
+    ] = False,
+) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
     from loop.report import annotate, stored_campaign
-    from loop.store import Store, export_records, known_budget, sequence_counts
+    from loop.store import Store, export_records, known_budget
 
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     c = stored_campaign(row)
     records = annotate(export_records(db, row.id or 0), c)
+    counts = _trial_counts(records)
+    if as_json:
+        console.write_raw(_status_json(row, c, records, counts) + "\n")
+        return
     trials = db.trials(row.id or 0)
-    counts = sequence_counts([t for t in trials if t.kind != "prior"])
-    if len(trials) > sum(counts.values()):
-        counts["prior-data"] = len(trials) - sum(counts.values())
     # the budget in force (run/resume --max-trials), else the file's
     known = known_budget(row)
     budget_trials = known.get("max_trials", c.budget.max_trials)
@@ -634,6 +698,71 @@ def status(store: StoreOpt = DEFAULT_STORE, campaign: CampaignOpt = None) -> Non
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
     _print_goals(c, records)
     console.print(_trial_table(c, records[-10:], "last trials"))
+
+
+def _trial_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Trials by status, in the order the statuses first occur, prior data last as
+    ``prior-data`` (``status``'s "trials:" line and its ``--json``)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["kind"] != "prior":
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    prior = sum(r["kind"] == "prior" for r in records)
+    if prior:
+        counts["prior-data"] = prior
+    return counts
+
+
+def _status_json(row: Any, c: Any, records: list[dict[str, Any]], counts: dict[str, int]) -> str:
+    """``status --json``: what a script branches on, from the store alone (the README's CLI
+    table names the keys). The best trial is the one ``status`` and ``export``'s ``best``
+    name; with several objectives ``pareto`` lists the front's trial ids instead. Strict
+    JSON, as ``export --format json`` writes it (a NaN or infinite value is ``null``)."""
+    from loop.report import best_record, to_json
+    from loop.store import known_budget
+
+    best: dict[str, Any] | None = None
+    pareto: list[int] | None = None
+    if len(c.objectives) == 1:
+        found = best_record(records, c.objectives[0].name, c.objectives[0].goal)
+        if found is not None:
+            keys = ("trial_id", "number", "kind", "parameters", "readbacks", "outputs")
+            best = {k: found[k] for k in keys}
+    else:
+        pareto = [r["trial_id"] for r in records if r.get("pareto")]
+    payload: dict[str, Any] = {
+        "campaign": row.name,
+        "campaign_id": row.id,
+        "status": row.status,
+        "stop_reason": row.stop_reason,
+        "trials": counts,
+        "budget": known_budget(row),
+        "best": best,
+        "pareto": pareto,
+        "pending": [r["trial_id"] for r in records if r["status"] == "running"],
+        "units": _declared_units(c, Path(row.config_path).parent),
+    }
+    return to_json(payload)
+
+
+def _declared_units(c: Any, base_dir: Path) -> dict[str, dict[str, str]]:
+    """The units a campaign declares: each parameter's ``unit`` (else its instrument
+    input's ``units:``) and each instrument output's ``units:`` (only an instrument file,
+    or inline ``devices:``, declares an output's unit)."""
+    from loop.report import units_of
+
+    parameters = units_of(c)
+    outputs: dict[str, str] = {}
+    if c.instrument.file is not None or c.instrument.devices is not None:
+        from instruments._epics import declared_spec  # the text stored with the campaign
+        from instruments._instrument_file import input_units
+
+        spec = declared_spec(c.instrument, base_dir)
+        for name, unit in input_units(spec, parameters).items():
+            if unit:
+                parameters.setdefault(name, unit)
+        outputs = {name: decl.units for name, decl in spec.outputs.items() if decl.units}
+    return {"parameters": parameters, "outputs": outputs}
 
 
 def _has_live_lease(db: Store, row: Any) -> bool:
@@ -944,7 +1073,7 @@ def export(
         text = to_csv(records) if format == ExportFormat.csv else to_json(records)
         wrote = f"{len(records)} trials"
     if output is None:
-        sys.stdout.write(text)
+        console.write_raw(text)
     else:
         try:
             write_output(output, text, f"trials.{format.value}", store_url=db.url)
@@ -1229,12 +1358,10 @@ def suggest(
     trials plus the new ones stay within it (fewer are proposed, or none, saying why). A
     finished campaign is extended by a larger --max-trials, --max-failures or --max-duration.
     """
-    import json
-
     from loop.asktell import InvalidInput, open_campaign, outputs_of
     from loop.asktell import suggest as ask
     from loop.config import load_campaign, parse_duration
-    from loop.report import label, units_of
+    from loop.report import label, to_json, units_of
 
     try:
         duration = None if max_duration is None else parse_duration(max_duration)
@@ -1253,6 +1380,7 @@ def suggest(
                 max_duration=duration,
             )
             proposals = ask(runner, n)
+            row = db.campaign(runner.campaign_id)  # as the proposals left it
         except InvalidInput as exc:
             _invalid(exc)
     c = runner.campaign
@@ -1263,26 +1391,23 @@ def suggest(
             highlight=False,
         )
     if as_json:
-        sys.stdout.write(
-            json.dumps(
+        payload: dict[str, Any] = {
+            "campaign": c.name,
+            "campaign_id": runner.campaign_id,
+            "status": row.status,
+            "stop_reason": row.stop_reason,
+            "outputs": list(outputs_of(runner)),
+            "trials": [
                 {
-                    "campaign": c.name,
-                    "campaign_id": runner.campaign_id,
-                    "outputs": list(outputs_of(runner)),
-                    "trials": [
-                        {
-                            "trial_id": p.trial_id,
-                            "number": p.number,
-                            "kind": p.kind,
-                            "parameters": p.parameters,
-                        }
-                        for p in proposals
-                    ],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+                    "trial_id": p.trial_id,
+                    "number": p.number,
+                    "kind": p.kind,
+                    "parameters": p.parameters,
+                }
+                for p in proposals
+            ],
+        }
+        console.write_raw(to_json(payload) + "\n")
         return
     if created:
         console.print(f"created campaign [bold]{c.name}[/] (id {runner.campaign_id}) in {store}")
@@ -1430,7 +1555,8 @@ def _instrument_label(c: Any) -> str:
 # Technicians' tools (loop/cli_instruments.py): `closedloop instruments check` (connect and
 # read every declared device), `plan` (the messages a trial would send, nothing connected)
 # and `release` (an operator's release of an interlock pause); then `closedloop datasets`
-# (loop/cli_datasets.py). Registered here so that `loop.cli:app` is the whole command line.
+# (loop/cli_datasets.py) and `closedloop examples` (loop/cli_examples.py). Registered here so
+# that `loop.cli:app` is the whole command line.
 def _register_instrument_tools() -> None:
     from loop.cli_instruments import instruments_app, plan, release
 
@@ -1441,6 +1567,7 @@ def _register_instrument_tools() -> None:
 
 _register_instrument_tools()
 app.command("datasets")(__import__("loop.cli_datasets", fromlist=["datasets"]).datasets)
+app.command("examples")(__import__("loop.cli_examples", fromlist=["examples"]).examples)
 
 
 # ---------------------------------------------------------------------------- entry
@@ -1495,7 +1622,8 @@ def _entry() -> None:
             isinstance(exc, StoreError)
             and not isinstance(exc, CampaignLocked | LeaseLost | StoreGone)
         ) or _finished(exc)
-        sys.exit(2 if bad_input else 1)
+        # Held by another runner, or by a suggest/tell past the wait: busy, not broken.
+        sys.exit(2 if bad_input else EXIT_BUSY if isinstance(exc, CampaignLocked) else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -1512,6 +1640,11 @@ def _entry() -> None:
                 "it again",
                 highlight=False,
             )
+            sys.exit(2)
+        if _planner_unavailable(exc):
+            # An install to make (`kind: ax` whose Ax import failed after the campaign
+            # loaded: an install broken since, a dependency missing), not a bug to report.
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(2)
         if isinstance(exc, typer.TyperException):
             # A usage error (bad option value, unknown option): click's own message and
@@ -1578,6 +1711,14 @@ def _finished(exc: BaseException) -> bool:
     error only if it is loaded, and importing it (bluesky) must not slow other errors."""
     runner = sys.modules.get("loop.runner")
     return runner is not None and isinstance(exc, runner.CampaignFinished)
+
+
+def _planner_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``planners._config.PlannerUnavailable`` (a planner kind whose
+    library cannot be imported). Looked up, not imported, as in :func:`_finished`: only a
+    planner that was built can have raised it."""
+    config = sys.modules.get("planners._config")
+    return config is not None and isinstance(exc, config.PlannerUnavailable)
 
 
 def _infeasible_space(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from rich.table import Table
 from loop.fmt import Output, number
 
 console = Output(soft_wrap=True)
+err_console = Output(stderr=True, soft_wrap=True)  # errors: a script reads stdout as results
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -64,10 +65,10 @@ def datasets(
     from simulators import _emulator
 
     if (data is None) != (spec is None):
-        console.print("[red]error:[/] --data and --spec go together")
+        err_console.print("[red]error:[/] --data and --spec go together")
         raise typer.Exit(2)
     if data is not None and name:
-        console.print(
+        err_console.print(
             "[red]error:[/] --name picks bundled datasets and --data/--spec describe your own; "
             "give one or the other"
         )
@@ -80,7 +81,7 @@ def datasets(
             names = list(dict.fromkeys(name or simulators.bundled_dataset_names()))
             loaded = [simulators.load_dataset(n) for n in names]
     except simulators.DatasetError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
     table = Table(title="datasets (instrument: {dataset: NAME})")

@@ -38,7 +38,13 @@ from instruments._instrument_file import (
     pin_instrument_text,
     plain_metadata,
 )
-from instruments._yamlfile import explain, line_of, read_yaml_mapping, refuse_booleans
+from instruments._yamlfile import (
+    example_hint,
+    explain,
+    line_of,
+    read_yaml_mapping,
+    refuse_booleans,
+)
 from loop.errors import CampaignConfigError, ClosedLoopError
 from loop.prior import EXPORT_COLUMNS
 from planners import (
@@ -522,11 +528,19 @@ class StoredCampaignError(CampaignConfigError):
             "`prior_data: trials.csv`)" + (f"; in it: {exc.fix}" if exc.fix else "")
         )
         from instruments._build import SessionFunctionMissing
+        from planners._config import PlannerUnavailable
 
         if isinstance(exc.__context__, SessionFunctionMissing):
             # A notebook's function after a kernel restart: defining it again is the way on,
             # not a new campaign (found in review).
             fix = exc.fix
+        elif isinstance(exc.__context__, PlannerUnavailable):
+            # The planner's library is not installed here (`kind: ax` without Ax): the
+            # install is the way on, and the campaign goes on as stored once it is done.
+            fix = (
+                f"{exc.__context__.install}, then run the command again: nothing was "
+                "written to the store, and the campaign goes on where it stopped"
+            )
         problem = f"{stored.campaign} in {stored.url}, as stored ({where}): {exc.problem}"
         ClosedLoopError.__init__(self, f"{problem}\n  fix: {fix}")
         self.path, self.line, self.problem, self.fix = exc.path, exc.line, problem, fix
@@ -592,8 +606,11 @@ def _pin_function(spec: str | None, base_dir: Path, stored: str | None) -> str |
     source = _function_source(spec.rsplit(":", 1)[0], base_dir)
     if source is None:
         return None
+    if not source.is_file():  # a pipe or a device (a link to /dev/zero) would never end
+        return None  # importing it says what is wrong, as for a missing file
     try:
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        with source.open("rb") as handle:  # in chunks: never the whole file in memory
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
     previous = _read_record(stored, _FUNCTION_PIN)
@@ -879,9 +896,7 @@ def _no_rows(
 
 def _read_yaml(text: str, path: Path) -> Any:
     try:
-        return read_yaml_mapping(
-            text, path, error=CampaignConfigError, example="campaigns/branin.yaml"
-        )
+        return read_yaml_mapping(text, path, error=CampaignConfigError, example="branin.yaml")
     except CampaignConfigError as exc:
         raise _quote_hint(exc, text) from None
 
@@ -1151,7 +1166,7 @@ def _check_not_instrument_file(data: Any, path: Path) -> None:
         line=line_of(data, (devices[0],)),
         fix=f"check its devices with `closedloop instruments check {path}`; to run a "
         "campaign on it, name it in the campaign file: `instrument: {file: PATH}` (relative "
-        "to the campaign file; see campaigns/epics/epics_reactor.yaml)",
+        f"to the campaign file); the EPICS example: {example_hint('epics/epics_reactor.yaml')}",
     )
 
 
@@ -1814,9 +1829,31 @@ def _check_planner(
     added after campaigns were stored (:meth:`_Rules.added`): a stored campaign keeps it
     ignored, and its planner is built from the settings the kind follows, which propose the
     same points. ``proposes=False`` (``tell``) checks nothing else.
+
+    A kind whose library is not installed (``kind: ax`` without Ax) is refused first, before
+    anything is stored, by a campaign file and a stored campaign alike: not a rule about the
+    file (the fix is an install, and a stored campaign goes on once it is done), so never
+    kept as stored, and a refused stored campaign is told the install, not a new campaign
+    (:class:`StoredCampaignError`). ``tell`` builds no planner and needs no library.
     """
     from planners import check_planner
-    from planners._config import followed_settings, ignored_settings
+    from planners._config import (
+        PlannerUnavailable,
+        check_available,
+        followed_settings,
+        ignored_settings,
+    )
+
+    if proposes:
+        try:
+            check_available(campaign.planner)
+        except PlannerUnavailable as exc:
+            raise CampaignConfigError(
+                path,
+                exc.problem,
+                line=line_of(data, ("planner", *exc.key)) or line_of(data, ("planner",)),
+                fix=exc.fix,
+            ) from exc
 
     def refusal(exc: ValueError) -> CampaignConfigError:
         # A setting the kind would not follow is at its own line (planner.acquisition, ...).

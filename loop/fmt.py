@@ -19,7 +19,8 @@ Everything else (outputs, readings, values with no parameter to go by) is writte
 significant digits (:func:`number`): ``.4g`` wrote a dark count of 131234 as ``1.312e+05``.
 
 :class:`WholeTable` lays such values out in a table that never cuts a number, and
-:class:`Output` is the console the commands print to (wide when nobody is watching).
+:class:`Output` is the console the commands print to (wide when nobody is watching, quiet
+when its reader went away).
 
 Only the standard library and rich: ``status`` and ``export`` import this and stay light.
 """
@@ -28,8 +29,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
@@ -211,7 +213,8 @@ for a table of some twenty numeric columns; finite, so a renderable that fills t
 
 
 class Output(Console):
-    """The console a command prints its results to (stdout).
+    """The console a command prints to: its results (stdout), or with ``stderr=True`` its
+    errors and notes; both follow the rules here, so stdout and stderr never differ in them.
 
     Its width is rich's (the terminal's, else ``COLUMNS``) while a person can see it: a
     standard stream is a terminal (``closedloop status | less`` included). With none (a
@@ -223,11 +226,44 @@ class Output(Console):
     Emoji codes are off: rich read ``:cl:`` in the PV ``PV:cl:sim:temp:RBV`` as an emoji and
     showed a technician ``PV🆑sim:temp:RBV`` (found in review); ``escape`` does not cover
     them, and nothing closedloop prints means one.
+
+    A closed stream (its reader exited) silences the console instead of ending the process:
+    see :meth:`on_broken_pipe`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("emoji", False)
         super().__init__(*args, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The program reading this console's stream exited (``closedloop run ... | head``, a
+        log shipper that died): print nothing more, and go on.
+
+        rich's own handler raises ``SystemExit(1)`` from the ``print`` that met the closed
+        pipe: from a trial's line that stopped a hardware campaign, stored as "the runner
+        failed: SystemExit: 1", exit code 1 and not a word why (found in review). Losing a
+        reader of the output must not stop the work. As Python's documentation advises for
+        EPIPE, the stream's file descriptor is pointed at ``os.devnull``, so any later write
+        and the flush at exit succeed (rich pointed stdout there even for a stderr console).
+        When stdout closed, one line on stderr says so; when stderr closed too, nothing.
+        """
+        if self.quiet:  # said already (two threads met the closed pipe at once)
+            return
+        self.quiet = True
+        _to_devnull(self.file)
+        if not self.stderr:
+            _say_stdout_closed()
+
+    def write_raw(self, text: str) -> None:
+        """``text`` exactly as given (JSON, CSV: no markup, wrapping or tab expansion),
+        flushed; a closed stream is :meth:`on_broken_pipe`'s, as for :meth:`print`."""
+        if self.quiet:
+            return
+        try:
+            self.file.write(text)
+            self.file.flush()
+        except BrokenPipeError:
+            self.on_broken_pipe()
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -240,6 +276,42 @@ class Output(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+STDOUT_CLOSED = (
+    "note: standard output was closed (the program reading it exited); closedloop prints "
+    "nothing more there and goes on (`closedloop status` shows how a campaign stands)\n"
+)
+"""What :meth:`Output.on_broken_pipe` writes to stderr when stdout's reader went away."""
+
+
+def _say_stdout_closed() -> None:
+    """Write :data:`STDOUT_CLOSED` to stderr; when stderr is closed too, point it at
+    ``os.devnull`` and say nothing (the flush at exit would fail on it again)."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(STDOUT_CLOSED)
+        stream.flush()
+    except BrokenPipeError:
+        _to_devnull(stream)
+    except (OSError, ValueError):  # closed or unusable: nothing to say it on
+        pass
+
+
+def _to_devnull(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at ``os.devnull`` (a stream without one, such as
+    a test's captured output, is left as it is)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _watched() -> bool:

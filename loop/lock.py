@@ -53,7 +53,14 @@ _TAKEOVER_ATTEMPTS = 5
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (``True`` when unsure)."""
+    """Whether a process with this id runs on this host (``True`` when unsure).
+
+    A zombie, a process that exited (a kill) and whose parent has not collected its exit
+    status yet, answers the signal check but will never heartbeat again: it counts as
+    gone. A robot that kills a hung ``closedloop suggest`` it started and goes on without
+    waiting for it leaves such a zombie, and the next command waited out the whole TTL for
+    its lease (found while testing ask/tell's lease).
+    """
     if pid <= 0:
         return False
     if os.name != "posix":  # pragma: no cover - no cheap check; expiry still applies
@@ -63,8 +70,19 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux's ``/proc``; else ``False``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "pid (command) state ...": the command may hold spaces and parentheses itself
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
 
 
 def host_id() -> str:
@@ -233,7 +251,10 @@ class CampaignLease:
                 logger.warning("lease heartbeat for campaign %s failed: %s", campaign_id, exc)
                 continue
             if not held:
-                logger.error("campaign %s: lease taken over by another runner", campaign_id)
+                # neutral: a `suggest`/`tell` heartbeats its lease too (loop.asktell)
+                logger.error(
+                    "campaign %s: its lease was taken over by another process", campaign_id
+                )
                 self.lost.set()
                 return
             self.gone = self.store.gone()

@@ -202,7 +202,7 @@ def _prior_data_line(loaded: LoadedCampaign) -> int | None:
 
     try:
         data = read_yaml_mapping(
-            loaded.text, loaded.path, error=CampaignConfigError, example="campaigns/branin.yaml"
+            loaded.text, loaded.path, error=CampaignConfigError, example="branin.yaml"
         )
     except CampaignConfigError:  # pragma: no cover - the text was validated already
         return None

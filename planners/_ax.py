@@ -119,7 +119,7 @@ from functools import partial
 from typing import Any
 
 from planners._baselines import PositionalDesign, RepeatGuard, near_duplicate
-from planners._config import PlannerConfig
+from planners._config import PlannerConfig, PlannerUnavailable
 from planners._constraints import InfeasibleSpaceError, ParameterConstraint
 from planners._outliers import SENTINEL_MAGNITUDE, model_column
 from planners._protocol import Objective, Observation, OutcomeConstraint
@@ -1001,6 +1001,12 @@ def _import_ax() -> Any:
     during the import: the importing thread's writes to stderr go to a buffer (logged at
     DEBUG), other threads' pass through (a ``redirect_stderr`` swallowed them too), and
     the handler is replaced by one that forwards Ax's records to this module's logger.
+
+    Ax is an optional extra: a campaign of kind ``ax`` is refused when it loads if Ax is not
+    installed (``planners._config.check_available``), and an import that fails all the same
+    (an install broken since, a dependency missing, the planner used from Python) raises
+    :class:`~planners._config.PlannerUnavailable`, which names the install that fixes it,
+    not a ``ModuleNotFoundError`` that reads like a bug in closedloop.
     """
     global _ROUTED
     with _IMPORT_LOCK:
@@ -1014,6 +1020,8 @@ def _import_ax() -> Any:
             _filter_library_warnings()
             import ax
             from ax.utils.common import logger as ax_logger
+        except ImportError as exc:
+            raise PlannerUnavailable("ax", cause=exc) from exc
         finally:
             stream.release()
         for line in stream.captured.getvalue().splitlines():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -129,6 +131,73 @@ class PlannerSettingError(ValueError):
     def __init__(self, message: str, *, key: tuple[str, ...]) -> None:
         self.key = key
         super().__init__(message)
+
+
+class PlannerUnavailable(ImportError):
+    """A planner kind whose library is not installed: ``kind: ax`` without Ax.
+
+    Ax (``ax-platform``) is an optional extra, ``closedloop[ax]``: without it a campaign of
+    kind ``ax`` passed ``validate``, was stored by ``run``, and failed at its first proposal
+    with "ModuleNotFoundError: No module named 'ax'" and a request to report a bug (found in
+    review). A missing library is a matter of the environment, not of the campaign file, so
+    the fix is the install, never an edit (and a stored campaign resumes once it is done).
+
+    Attributes:
+        kind: the planner kind.
+        problem: what is missing, naming the environment it is missing from.
+        fix: the install that brings it, or the kinds that need nothing more.
+        install: the install alone (a stored campaign cannot change its kind).
+        key: where the kind is written under ``planner:`` (``("kind",)``), for the line.
+    """
+
+    def __init__(self, kind: str, *, cause: ImportError | None = None) -> None:
+        self.kind = kind
+        self.key = ("kind",)
+        module, library, extra = _OPTIONAL_LIBRARIES[kind]
+        where = f"this Python environment ({sys.prefix})"
+        if cause is None or cause.name == module:
+            self.problem = f"planner kind {kind} needs {library}, which is not installed in {where}"
+            install = f"`pip install 'closedloop[{extra}]'` into this environment"
+        else:  # installed, but something it imports is missing or broken
+            self.problem = (
+                f"planner kind {kind} needs {library}, which is installed in {where} but "
+                f"cannot be imported: {cause}"
+            )
+            install = (
+                f"repair its install in this environment (`pip install --upgrade "
+                f"'closedloop[{extra}]'`; the import error names what is missing)"
+            )
+        self.install = install
+        self.fix = (
+            f"{install}, or use another planner kind: botorch (Bayesian optimisation, "
+            "installed with closedloop), sobol or random"
+        )
+        super().__init__(f"{self.problem}\n  fix: {self.fix}", name=module)
+
+
+#: The planner kinds that run on a library closedloop does not install by default: the
+#: kind -> (its import name, the library as messages name it, the extra that installs it).
+_OPTIONAL_LIBRARIES = {"ax": ("ax", "Ax (ax-platform)", "ax")}
+
+
+def check_available(config: PlannerConfig) -> None:
+    """Raise :class:`PlannerUnavailable` if the library ``config.kind`` runs on is not
+    installed.
+
+    ``importlib.util.find_spec`` looks for the package without importing it: Ax takes ~2 s
+    to import, which ``closedloop validate`` does not pay (the planner imports it at its
+    first proposal, :func:`planners._ax._import_ax`, which raises the same error should the
+    import fail all the same).
+    """
+    optional = _OPTIONAL_LIBRARIES.get(config.kind)
+    if optional is None:
+        return
+    try:
+        found = importlib.util.find_spec(optional[0]) is not None
+    except (ImportError, ValueError):  # a broken entry in sys.modules or on sys.path
+        found = False
+    if not found:
+        raise PlannerUnavailable(config.kind)
 
 
 def check_settings(config: PlannerConfig) -> None:

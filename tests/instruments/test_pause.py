@@ -176,17 +176,18 @@ def test_release_refuses_a_campaign_that_is_not_paused_or_has_no_runner(tmp_path
     url = f"sqlite:///{tmp_path / 'c.db'}"
     store = Store(url)
     cid = store.create_campaign("c", "name: c", str(tmp_path / "c.yaml"), 1)
+    # nothing to release: refused as given (2, as `resume` with nothing to resume), on stderr
     out = _cli("release", "--store", url, "-c", str(cid), "--confirm")
-    assert out.exit_code == 1
-    assert "running, not paused" in out.output
+    assert out.exit_code == 2 and out.stdout == ""
+    assert "running, not paused" in out.stderr
     out = _cli("release", "--store", url, "--confirm")
-    assert out.exit_code == 1
-    assert "no paused campaign" in out.output
+    assert out.exit_code == 2 and out.stdout == ""
+    assert "no paused campaign" in out.stderr
     # paused by a runner that then died: resume, not release, goes on
     assert store.pause_campaign(cid, REASON)
     out = _cli("release", "--store", url, "--confirm")
-    assert out.exit_code == 1
-    assert "no runner is driving it" in out.output and "closedloop resume" in out.output
+    assert out.exit_code == 2 and out.stdout == ""
+    assert "no runner is driving it" in out.stderr and "closedloop resume" in out.stderr
     assert [e.kind for e in store.events(cid)] == ["paused"]
     # a paused campaign left by a crash is unfinished: resume finds it
     assert store.latest_unfinished().id == cid

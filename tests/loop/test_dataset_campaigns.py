@@ -232,8 +232,8 @@ def test_closedloop_datasets_lists_spaces_kinds_and_citations(tmp_path: Path) ->
     (tmp_path / "runs.csv").write_text("t,y\n1,2\n3,4\n")
     (tmp_path / "runs.yaml").write_text("parameters: [{name: t, bounds: [0, 10]}]\noutputz: [y]\n")
     bad = _closedloop("datasets", "--data", "runs.csv", "--spec", "runs.yaml", cwd=tmp_path)
-    assert bad.returncode == 2
-    assert "runs.yaml:2: unknown key 'outputz'" in bad.stdout
+    assert bad.returncode == 2 and bad.stdout == ""  # an error goes to stderr
+    assert "runs.yaml:2: unknown key 'outputz'" in bad.stderr
 
 
 # ---------------------------------------------------------------------------- review fixes
