@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import types
 import typing
 import warnings
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError, YAMLWarning
 
 # The limits and their checks are shared with a dataset's spec (read with PyYAML), so every
@@ -71,6 +73,7 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
         raise error(path, "is empty", fix=start_over)
     yaml = YAML(typ="rt")
     yaml.Composer = _DepthLimitedComposer
+    yaml.Constructor = _Constructor
     try:
         with warnings.catch_warnings():
             # ruamel only warns of some mistakes (an anchor defined twice, `&a : &a`): one
@@ -134,6 +137,49 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
 
 class _DepthLimitedComposer(DepthLimitedComposer, Composer):
     """ruamel's composer with the nesting limit of every YAML file a user writes."""
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, a value it cannot build said with its line.
+
+    A scalar YAML reads as an integer or a date is built by Python, which refuses some:
+    ``seed: 99...9`` of 5000 digits (Python converts at most 4300 decimal digits:
+    ``sys.get_int_max_str_digits``), ``when: 2026-02-30``. Its ``ValueError`` came out of
+    ruamel's ``load`` with no file or line and ended the command as a bug to report (found
+    in review); here it is a :class:`TextFileError` with the value's line.
+    """
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except TextFileError:  # a value inside this one, said already
+            raise
+        except ValueError as exc:
+            raise _unbuildable(node, exc) from None
+
+
+def _unbuildable(node: Any, exc: ValueError) -> TextFileError:
+    """What is wrong with the scalar ``node`` that Python refused to build (``exc``)."""
+    line = node.start_mark.line + 1
+    text = node.value if isinstance(node.value, str) else ""
+    kind = str(node.tag).rsplit(":", 1)[-1]  # int, float, timestamp ...
+    digits = sum(ch.isdigit() for ch in text)
+    limit = sys.get_int_max_str_digits()
+    if kind == "int" and limit and digits > limit:
+        return TextFileError(
+            f"has an integer of {digits} digits ({text[:12]}...); closedloop reads at most "
+            f"{limit} digits",
+            line=line,
+            fix="no setting takes a number that long: write the value meant (a seed is 0 to "
+            "4294967295), or quote it if it is text",
+        )
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    what = {"timestamp": "date", "int": "integer", "float": "number"}.get(kind, "value")
+    return TextFileError(
+        f"has a {what} that cannot be read: {shown} ({exc})",
+        line=line,
+        fix=f"write a valid {what}, or quote it ('{shown}') if it is text",
+    )
 
 
 def _children(node: Any) -> Any:

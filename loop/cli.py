@@ -36,7 +36,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from instruments import InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
-from loop.fmt import Output, WholeTable, number, parameter, specs
+from loop.fmt import (
+    Output,
+    WholeTable,
+    number,
+    parameter,
+    say_when_stdout_closes,
+    specs,
+    visible,
+)
 from loop.store import (
     ACTIVE,
     DEFAULT_STORE,
@@ -192,6 +200,12 @@ class _LogLines(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's line, its control characters made visible as on a terminal
+        (``loop.fmt.visible``): a device's or function's message is data, and a log file
+        is read with ``cat`` and ``tail -f`` too."""
+        return visible(super().format(record))
+
     @property
     def stream(self) -> Any:
         return sys.stderr
@@ -221,8 +235,8 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
     c = loaded.campaign
     prior = load_prior_data(loaded)  # the CSV is checked too: a bad row fails here
     goals = ", ".join(f"{o.name} ({o.goal})" for o in c.objectives)
-    console.print(
-        f"[green]ok[/] {file}: campaign '{c.name}', {len(c.parameters)} parameters"
+    said = (
+        f"{file}: campaign '{c.name}', {len(c.parameters)} parameters"
         + (f", {len(c.constraints)} constraints" if c.constraints else "")
         + f", {'objectives' if len(c.objectives) > 1 else 'objective'} {goals}"
         + (
@@ -232,9 +246,10 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
         )
         + (f", {len(prior)} prior-data rows{prior.skipped_note()}" if prior else "")
         + f", planner {c.planner.kind}, instrument "
-        f"{_instrument_label(c)}",
-        highlight=False,
+        f"{_instrument_label(c)}"
     )
+    # the file's path and text are the user's: `[x]` in a path is text, not markup
+    console.print(f"[green]ok[/] {escape(said)}", highlight=False)
 
 
 @app.command()
@@ -281,14 +296,18 @@ def run(
         runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
         _attach_operator(runner)
         console.print(
-            f"[bold]{c.name}[/]: {c.planner.kind} planner, instrument "
-            f"{_instrument_label(c)}, seed {runner.seed}, "
-            f"store {store}"
+            f"[bold]{escape(c.name)}[/]: "
+            + escape(
+                f"{c.planner.kind} planner, instrument {_instrument_label(c)}, seed "
+                f"{runner.seed}, store {store}"
+            )
         )
         if rows:
             files = ", ".join(str(f) for f in prior_files(loaded, prior or []))
             console.print(
-                f"prior data: {len(rows)} rows from {files}{rows.skipped_note()}", highlight=False
+                f"prior data: {len(rows)} rows from {files}{rows.skipped_note()}",
+                highlight=False,
+                markup=False,
             )
         summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
     _print_summary(summary, c, store)
@@ -346,9 +365,11 @@ def resume(
         runner.listener = listener
         _attach_operator(runner)
         console.print(
-            f"[bold]{c.name}[/] (id {runner.campaign_id}): resuming; {c.planner.kind} planner, "
-            f"instrument {_instrument_label(c)}, seed "
-            f"{runner.seed}, store {store}"
+            f"[bold]{escape(c.name)}[/] (id {runner.campaign_id}): "
+            + escape(
+                f"resuming; {c.planner.kind} planner, instrument {_instrument_label(c)}, seed "
+                f"{runner.seed}, store {store}"
+            )
         )
         summary = _drive(runner, listener, store, runner.resume)
     finally:
@@ -404,9 +425,12 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
     for row in reversed(db.campaigns()):
         if row.name == name and row.status in UNFINISHED:
             err_console.print(
-                f"[yellow]note[/]: campaign '{name}' (id {row.id}) in this store is unfinished "
-                f"({row.status}); `closedloop resume --store {url} -c {row.id}` would continue "
-                "it. Starting a new campaign."
+                "[yellow]note[/]: "
+                + escape(
+                    f"campaign '{name}' (id {row.id}) in this store is unfinished "
+                    f"({row.status}); `closedloop resume --store {url} -c {row.id}` would "
+                    "continue it. Starting a new campaign."
+                )
             )
             return
 
@@ -414,6 +438,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:
     """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
     _log_bluesky_prints()
+    say_when_stdout_closes()
     try:
         with _stop_on_signals(runner), listener:
             summary: CampaignSummary = start()
@@ -426,7 +451,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         raise typer.Exit(130) from None
     if summary.status == "stopped":
         console.print(
-            f"\n[yellow]stopped[/]: {summary.reason}; {summary.completed} completed, "
+            f"\n[yellow]stopped[/]: {escape(summary.reason)}; {summary.completed} completed, "
             f"{summary.failed} failed, {summary.abandoned} abandoned"
         )
         _print_how_to_resume("stopped", store, summary.campaign_id)
@@ -461,14 +486,14 @@ def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None
     which = f" -c {campaign_id}" if campaign_id is not None else ""
     err_console.print(
         f"[yellow]{what}[/]: every finished trial is in the store; continue with "
-        f"`closedloop resume --store {store}{which}`"
+        + escape(f"`closedloop resume --store {store}{which}`")
     )
 
 
 def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
     objective = c.objectives[0].name
     console.print(
-        f"\n[bold]{summary.status}[/]: {summary.reason}; {summary.completed} "
+        f"\n[bold]{summary.status}[/]: {escape(summary.reason)}; {summary.completed} "
         f"completed, {summary.failed} failed"
         + (f", {summary.abandoned} abandoned" if summary.abandoned else "")
         + f" in {summary.elapsed:.1f} s"
@@ -481,6 +506,7 @@ def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
             f"feasible: {summary.feasible} of {summary.completed} completed trials "
             f"({rate:.0%}) meet " + ", ".join(summary.outcome_constraints),
             highlight=False,
+            markup=False,
         )
     if len(summary.objectives) > 1:
         _print_front(summary, c)
@@ -566,7 +592,7 @@ def _print_failures(failures: list[Any], *, full: bool, limit: int = 10) -> None
     if not failures:
         return
     counts = ", ".join(f"{n} {kind}" for kind, n in failure_counts(failures).items())
-    console.print(f"failures: {counts}")
+    console.print(f"failures: {counts}", markup=False)
     if not full:
         return
     shown = failures[-limit:]
@@ -608,9 +634,11 @@ def _say_interrupted() -> None:
 
 
 def _write_stderr(text: str) -> None:
+    """``text`` on stderr at once, safe in a signal handler (no lock taken); a device's
+    words in it (why the safe state failed) are made visible as the console makes them."""
     try:
         sys.stdout.flush()
-        os.write(2, text.encode())
+        os.write(2, visible(text).encode())
     except (OSError, ValueError):  # a closed stderr must not turn a stop into a crash
         pass
 
@@ -674,12 +702,17 @@ def status(
     # stored by the first release, which recorded no budget, and not inferable
     unrecorded = " (its file's: the one it ran with was not recorded)"
     unrecorded = unrecorded if "max_trials" not in known and row.budget is None else ""
+    # the name, status and reason are the store's text: a reason naming
+    # `pip install 'closedloop[ax]'` lost its `[ax]`, and one with `[/x]` ended status with
+    # a MarkupError (found in review)
     console.print(
-        f"[bold]{row.name}[/] (id {row.id}) — {row.status}"
-        + (f": {row.stop_reason}" if row.stop_reason else "")
+        f"[bold]{escape(row.name)}[/] "
+        + escape(
+            f"(id {row.id}) — {row.status}" + (f": {row.stop_reason}" if row.stop_reason else "")
+        )
     )
     if row.status in UNFINISHED:
-        console.print(_runner_line(db, row.id or 0, store))
+        console.print(_runner_line(db, row.id or 0, store), markup=False)
     from loop.cli_instruments import paused_lines
 
     for line in paused_lines(db, row, store):  # interlock pauses and operator releases
@@ -690,7 +723,8 @@ def status(
         + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
         + f"; budget {budget_trials or '∞'} trials{unrecorded}"
         + f"{_duration_budget(db, row, c, trials)}; "
-        + f"seed {row.seed}"
+        + f"seed {row.seed}",
+        markup=False,
     )
     _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
     from loop.failures import failures_of
@@ -877,6 +911,7 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             f"feasible: {feasible} of {completed} completed trials{share} meet "
             + ", ".join(c.outcome_constraints),
             highlight=False,
+            markup=False,
         )
     if len(c.objectives) == 1:
         best = best_record(records, obj.name, obj.goal)
@@ -937,8 +972,8 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTabl
         rows.append(
             [
                 str(r["number"]),
-                r["kind"],
-                r["status"],
+                escape(r["kind"]),
+                escape(r["status"]),
                 *[
                     _achieved_cell(r["parameters"].get(n), readbacks.get(n), spec.get(n))
                     for n in params
@@ -1216,16 +1251,16 @@ class _ProgressListener:
             how = (
                 "completed from its stored run"
                 if r.status == "completed"
-                else f"{r.status}: {escape(str(r.error))}"
+                else escape(f"{r.status}: {r.error}")
             )
             self.progress.console.print(f"trial {r.number:>4}  was in flight; {how}")
         if state.takeover:
-            self.progress.console.print(f"[yellow]lease[/]: {state.takeover}")
+            self.progress.console.print(f"[yellow]lease[/]: {escape(state.takeover)}")
         if not self.quiet:
             if state.front is not None:
                 best = f", {state.front} on the Pareto front"
             elif state.best:
-                best = f", best {self.objective} = {number(state.best.objective)}"
+                best = f", best {escape(self.objective)} = {number(state.best.objective)}"
             else:
                 best = ""
             self.progress.console.print(
@@ -1253,11 +1288,13 @@ class _ProgressListener:
             if report.outlying:
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             if report.front is None:
-                values = f"{self.objective} = {number(report.objective)}"
-                standing = f"best{best}"
+                values = escape(f"{self.objective} = {number(report.objective)}")
+                standing = escape(f"best{best}")
             else:  # several objectives: the first one's best says little
-                values = ", ".join(
-                    f"{name} = {number(report.outputs.get(name))}" for name in self.objectives
+                values = escape(
+                    ", ".join(
+                        f"{name} = {number(report.outputs.get(name))}" for name in self.objectives
+                    )
                 )
                 on = " (this one on it)" if report.on_front else ""
                 front = report.front or "none feasible yet"
@@ -1410,7 +1447,10 @@ def suggest(
         console.write_raw(to_json(payload) + "\n")
         return
     if created:
-        console.print(f"created campaign [bold]{c.name}[/] (id {runner.campaign_id}) in {store}")
+        console.print(
+            f"created campaign [bold]{escape(c.name)}[/] (id {runner.campaign_id}) in "
+            + escape(store)
+        )
     units = units_of(c)
     spec = specs(c.parameters)
     # setpoint precision: set by hand as shown, a value reproduces the stored point (within
@@ -1426,7 +1466,7 @@ def suggest(
     ]
     headers = [escape(h) for h in ("trial_id", "#", "kind", *[label(n, units) for n in spec])]
     numeric = {0, 1, *(i for i, n in enumerate(spec, 3) if _numeric(spec, n))}
-    title = f"{c.name} (id {runner.campaign_id}): run these, then `closedloop tell`"
+    title = f"{escape(c.name)} (id {runner.campaign_id}): run these, then `closedloop tell`"
     console.print(WholeTable(title, headers, rows, numeric))
     outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(

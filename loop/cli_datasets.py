@@ -96,13 +96,13 @@ def datasets(
             emulator = None
             if fit:
                 started = time.perf_counter()
-                with console.status(f"fitting {ds.name} ({len(ds)} rows, 5-fold CV) ..."):
+                with console.status(f"fitting {escape(ds.name)} ({len(ds)} rows, 5-fold CV) ..."):
                     emulator = _emulator.cached_emulator(ds, cv=True)
                 if write_bundled and data is None:
                     emulator.save(_emulator.bundled_path(ds))
                 took = time.perf_counter() - started
                 if took > 1:
-                    console.print(f"{ds.name}: fitted in {took:.0f} s", style="dim")
+                    console.print(f"{ds.name}: fitted in {took:.0f} s", style="dim", markup=False)
             else:
                 for path in (_emulator.bundled_path(ds), _emulator.cache_path(ds)):
                     if path.is_file():
@@ -113,12 +113,14 @@ def datasets(
                 noise = ", ".join(_fmt(v) for v in emulator.noise_sd.values())
                 if emulator.cv_r2:
                     r2 = ", ".join(_fmt(v, 2) for v in emulator.cv_r2.values())
+        # a dataset of your own (--data/--spec) is named by its file: `run[red]2.csv` is
+        # text, not markup (it showed "run2" in red)
         table.add_row(
-            ds.name,
+            escape(ds.name),
             "lookup" if ds_spec.enumerated else "emulator",
-            ds_spec.space_summary(),
+            escape(ds_spec.space_summary()),
             str(len(ds)),
-            _objectives(ds_spec),
+            escape(_objectives(ds_spec)),
             noise,
             r2,
         )

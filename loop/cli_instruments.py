@@ -519,7 +519,7 @@ def _stored_point(
     if waiting:
         extra += f", {len(waiting)} pending"
     header = (
-        f"[bold]{escape(row.name)}[/] (id {cid}, {row.status}, {done} stored trials"
+        f"[bold]{escape(row.name)}[/] (id {cid}, {escape(row.status)}, {done} stored trials"
         f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1} at "
     )
     return runner, point, header, notes

@@ -20,7 +20,8 @@ significant digits (:func:`number`): ``.4g`` wrote a dark count of 131234 as ``1
 
 :class:`WholeTable` lays such values out in a table that never cuts a number, and
 :class:`Output` is the console the commands print to (wide when nobody is watching, quiet
-when its reader went away).
+when its reader went away, and never driving the terminal with the text it prints:
+:func:`visible`).
 
 Only the standard library and rich: ``status`` and ``export`` import this and stay light.
 """
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Collection, Iterable, Sequence
 from typing import IO, Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -111,6 +114,31 @@ def _fixed(value: float, decimals: int) -> str:
     return "0" if text == "-0" else text
 
 
+#: The characters :func:`visible` writes as escapes: C0 controls but tab and newline, DEL,
+#: and the C1 controls (U+0080 to U+009F; U+009B is a CSI to a terminal that reads C1).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each control character but newline and tab written as an escape:
+    ``\\x1b``, ``\\x07``, ``\\x9b`` (a ``\\r`` right before a newline, a Windows line end,
+    is dropped).
+
+    What closedloop prints is often data: a choice value or a campaign's description from a
+    shared campaign file, an error a user's function or a device raised, a stop reason, a
+    lease's owner read from a shared store. A choice value ``"a\\e]0;TITLE\\a\\e[41m"``
+    printed as it is set the terminal's title and turned its background red, and a
+    function's message with ``\\x1b[2J`` cleared the screen (found in review): rich drops
+    BEL, backspace and carriage return but passes ESC through. Written as escapes they are
+    seen, not obeyed, and a person can tell that the text holds them. JSON output
+    (``export``, ``--json``) escapes them already; ``export``'s CSV is data for a program and
+    keeps every value as stored, wherever it is written.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
+
+
 def specs(parameters: Iterable[Any]) -> dict[str, Any]:
     """Name -> parameter, for :func:`parameter` (``campaign.parameters`` in, say)."""
     return {p.name: p for p in parameters}
@@ -138,11 +166,13 @@ class WholeTable:
         numeric: Collection[int],
         caption: str | None = None,
     ) -> None:
-        self.title = title
-        self.headers = list(headers)
-        self.rows = [list(row) for row in rows]
+        # made visible here, where the widths are measured: an escape is four columns wide,
+        # an ESC none (Output would make them visible anyway, but after the layout)
+        self.title = visible(title)
+        self.headers = [visible(header) for header in headers]
+        self.rows = [[visible(cell) for cell in row] for row in rows]
         self.numeric = set(numeric)
-        self.caption = caption
+        self.caption = None if caption is None else visible(caption)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.table(options.max_width)
@@ -227,6 +257,24 @@ class Output(Console):
     showed a technician ``PV🆑sim:temp:RBV`` (found in review); ``escape`` does not cover
     them, and nothing closedloop prints means one.
 
+    No text it prints drives the terminal: every control character but newline and tab is
+    written as an escape (:func:`visible`), in every command, table, log record and error
+    alike, so no call site can forget it. Two hooks do it, and rich's own escape codes
+    (colours, styles, the progress bar's cursor moves) pass untouched:
+
+    * :meth:`render_str`, through which rich turns every ``str`` it is given into text (a
+      printed line, a table's cell and title, before markup is parsed and widths are
+      measured): the escapes take their columns in the layout, and the BEL or carriage
+      return rich would drop silently is shown too;
+    * :meth:`_render_buffer`, through which every segment passes on its way to the stream:
+      the text rich built without :meth:`render_str` (a log record, a spinner's or a
+      progress column's text) is made visible there. Only a segment's text is touched,
+      never its style (rendered into escape codes after this) or a control segment (the
+      cursor moves and the window title rich itself writes). rich's renderer for a legacy
+      Windows console passes it by: that console reads no escape codes at all.
+
+    :meth:`write_raw` (JSON, CSV) writes its text as it is: it is data, for a program.
+
     A closed stream (its reader exited) silences the console instead of ending the process:
     see :meth:`on_broken_pipe`.
     """
@@ -234,6 +282,20 @@ class Output(Console):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("emoji", False)
         super().__init__(*args, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """rich's text of ``text``, its control characters made :func:`visible` first."""
+        return super().render_str(visible(text), **kwargs)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        """rich's output of ``buffer``, each text segment's control characters made
+        :func:`visible` (the rendered escape codes of its style are added after this)."""
+        return super()._render_buffer(
+            segment
+            if segment.control or _CONTROL.search(segment.text) is None
+            else Segment(visible(segment.text), segment.style)
+            for segment in buffer
+        )
 
     def on_broken_pipe(self) -> None:
         """The program reading this console's stream exited (``closedloop run ... | head``, a
@@ -245,13 +307,15 @@ class Output(Console):
         reader of the output must not stop the work. As Python's documentation advises for
         EPIPE, the stream's file descriptor is pointed at ``os.devnull``, so any later write
         and the flush at exit succeed (rich pointed stdout there even for a stderr console).
-        When stdout closed, one line on stderr says so; when stderr closed too, nothing.
+        When stdout closed under a campaign that goes on (:func:`say_when_stdout_closes`),
+        one line on stderr says so; when stderr closed too, nothing. Any other command ends
+        as quietly as a Unix tool does in ``closedloop export | head``.
         """
         if self.quiet:  # said already (two threads met the closed pipe at once)
             return
         self.quiet = True
         _to_devnull(self.file)
-        if not self.stderr:
+        if not self.stderr and _campaign_goes_on:
             _say_stdout_closed()
 
     def write_raw(self, text: str) -> None:
@@ -283,6 +347,17 @@ STDOUT_CLOSED = (
     "nothing more there and goes on (`closedloop status` shows how a campaign stands)\n"
 )
 """What :meth:`Output.on_broken_pipe` writes to stderr when stdout's reader went away."""
+
+
+_campaign_goes_on = False
+
+
+def say_when_stdout_closes() -> None:
+    """Have a closed stdout said once on stderr: for ``run`` and ``resume``, which go on for
+    hours after their reader left, so a log shows why their lines stopped. ``export``,
+    ``status`` and the rest end at once and say nothing, as ``head`` expects."""
+    global _campaign_goes_on
+    _campaign_goes_on = True
 
 
 def _say_stdout_closed() -> None:

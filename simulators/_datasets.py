@@ -40,6 +40,7 @@ import io
 import json
 import logging
 import math
+import reprlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -364,6 +365,13 @@ class _Located:
                 path=self.path,
                 line=node.start_mark.line + 1,
                 fix="write plain text, numbers, lists and mappings (no YAML tags)",
+            ) from None
+        except ValueError as exc:  # an integer past Python's 4300 digits, a date like 2026-02-30
+            raise DatasetError(
+                f"has a value that cannot be read: {reprlib.repr(node.value)} ({exc})",
+                path=self.path,
+                line=node.start_mark.line + 1,
+                fix="write a number Python can read, or quote the value if it is text",
             ) from None
 
     def _convert(self, node: yaml.Node, at: tuple[Any, ...]) -> Any:

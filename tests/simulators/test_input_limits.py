@@ -208,6 +208,19 @@ def test_a_spec_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
     assert caught.value.line == 5
 
 
+def test_a_spec_value_python_cannot_read_names_its_line(tmp_path: Path) -> None:
+    """A 5000-digit integer (past Python's int-string limit) or an impossible date made a
+    ValueError and "please report it"."""
+    spec = tmp_path / "spec.yaml"
+    for value in ("9" * 5000, "2026-02-30"):
+        spec.write_text(SPEC_HEAD + f"seed: {value}\n")
+        with pytest.raises(DatasetError) as caught:
+            load_spec(spec)
+        assert caught.value.line == 5
+        assert "has a value that cannot be read" in str(caught.value)
+        assert "quote the value if it is text" in str(caught.value)
+
+
 def test_a_spec_with_a_few_aliases_still_loads(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(
