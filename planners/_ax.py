@@ -90,7 +90,8 @@ trial; the stored values are untouched.
 
 What Ax cannot do is refused by the constructor, before Ax is imported (a campaign file is
 checked when it loads): nonlinear parameter constraints, linear ones over log-scale or choice
-parameters, integer ranges of more than ``_AX_MAX_INT_VALUES`` values, and finite candidate
+parameters, integer ranges of more than ``_AX_MAX_INT_VALUES`` values, choices of more than
+``_AX_MAX_CHOICE_VALUES`` values, and finite candidate
 tables, each naming ``kind: botorch``; and two linear constraints that together are an
 equality (its sampler cannot enter a region of no width).
 Constraints that leave no room in some other way are found by Ax's sampler at the first
@@ -145,6 +146,9 @@ _INITIAL_NODES = ("Center", "CenterOfSearchSpace", "Sobol")
 # values cost ~0.5 GB, 10^6 ~0.9 GB and a second a suggest, 10^9 more memory than a
 # workstation has. The BoTorch planner searches a wide range as a relaxed float instead.
 _AX_MAX_INT_VALUES = 100_000
+# Ax refuses a ChoiceParameter of more values (``ax.core.parameter.MAX_VALUES_CHOICE_PARAM``),
+# but only at the first proposal: a campaign was stored, then stopped with "please report it".
+_AX_MAX_CHOICE_VALUES = 1000
 # A linear float range further from zero than this many of its widths is shifted to start
 # at 0 for Ax (see ``_float_map``).
 _FAR_FROM_ZERO = 2.0**20
@@ -799,7 +803,8 @@ def _ax_parameters(space: Space) -> list[_AxParameter]:
     """How each varying parameter is shown to Ax (see the module docstring).
 
     Raises:
-        ValueError: an integer range Ax cannot hold (``_AX_MAX_INT_VALUES``).
+        ValueError: an integer range Ax cannot hold (``_AX_MAX_INT_VALUES``), or a choice
+            (``_AX_MAX_CHOICE_VALUES``).
     """
     out = []
     for i, p in enumerate(q for q in space.parameters if not isinstance(q, FixedParameter)):
@@ -826,6 +831,16 @@ def _ax_parameters(space: Space) -> list[_AxParameter]:
                 )
             out.append(_AxParameter(p.name, alias, int, int))
         elif isinstance(p, ChoiceParameter):
+            if len(p.values) > _AX_MAX_CHOICE_VALUES:
+                raise ValueError(
+                    f"choice parameter '{p.name}' has {len(p.values)} values; Ax takes at most "
+                    f"{_AX_MAX_CHOICE_VALUES} values in a choice; {_USE_BOTORCH}"
+                    + (
+                        ", where ordered levels are one column whatever their number"
+                        if p.ordered
+                        else ""
+                    )
+                )
             values, _ = _choice_values(p)
             to_ax = dict(zip([repr(v) for v in p.values], values, strict=True))
             pairs = list(zip(values, p.values, strict=True))

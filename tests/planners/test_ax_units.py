@@ -12,6 +12,7 @@ import pytest
 from botorch.test_utils.mock import mock_optimize_context_manager
 
 from planners import (
+    ChoiceParameter,
     FloatParameter,
     InitialDesign,
     IntParameter,
@@ -71,6 +72,18 @@ def test_an_integer_range_ax_would_list_in_full_is_refused_when_the_campaign_loa
     assert "float parameter" in str(info.value)
     check_planner(Space([IntParameter(name="k", bounds=(1, 100_000), log=log)]), Y, CONFIG)
     check_planner(space, Y, PlannerConfig(kind="botorch"))
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_choice_beyond_axs_limit_is_refused_when_the_campaign_loads(ordered: bool) -> None:
+    """Ax refuses a choice of more than 1000 values only at its first proposal: the campaign
+    was stored, then stopped with "please report it" (found in review)."""
+    values = tuple(f"v{i}" for i in range(1001))
+    space = Space([ChoiceParameter(name="c", values=values, ordered=ordered)])
+    with pytest.raises(ValueError, match="choice parameter 'c' has 1001 values") as info:
+        check_planner(space, Y, CONFIG)
+    assert "use planner kind: botorch" in str(info.value)
+    check_planner(Space([ChoiceParameter(name="c", values=values[:1000], ordered=True)]), Y, CONFIG)
 
 
 # ---------------------------------------------------------------------- float ranges
