@@ -563,11 +563,12 @@ class _Rules:
         which the campaign's stored trials were measured and learned under: a setting its
         planner kind ignores (``planners._config.ignored_settings``), true/false in a number
         field (read as 1/0), a reserved column name, contradictory outcome bounds, an
-        outcome bound written with an underscore (read as ``float()`` read it). Refusing
-        them protected nothing the stored trials had not met already, and left a campaign
-        that could be neither resumed, suggested nor told: its text is the store's copy,
-        which no edit of the file changes (found in review). Rules that guard the hardware
-        (the instrument's checks) or what the planner can serve stay refusals
+        outcome bound written with an underscore (read as ``float()`` read it), more
+        unordered choice values than a model takes (``planners._space.MAX_CATEGORIES``).
+        Refusing them protected nothing the stored trials had not met already, and left a
+        campaign that could be neither resumed, suggested nor told: its text is the store's
+        copy, which no edit of the file changes (found in review). Rules that guard the
+        hardware (the instrument's checks) or what the planner can serve stay refusals
         (:class:`StoredCampaignError`).
         """
         if not self.lenient:
@@ -1828,7 +1829,9 @@ def _check_planner(
     A setting the planner kind ignores (``planners._config.ignored_settings``) is a rule
     added after campaigns were stored (:meth:`_Rules.added`): a stored campaign keeps it
     ignored, and its planner is built from the settings the kind follows, which propose the
-    same points. ``proposes=False`` (``tell``) checks nothing else.
+    same points. So is the cap on the unordered choice values a model takes
+    (``planners._space.check_categories``): a campaign stored with more goes on, warned.
+    ``proposes=False`` (``tell``) checks nothing else.
 
     A kind whose library is not installed (``kind: ax`` without Ax) is refused first, before
     anything is stored, by a campaign file and a stored campaign alike: not a rule about the
@@ -1843,6 +1846,7 @@ def _check_planner(
         followed_settings,
         ignored_settings,
     )
+    from planners._space import TooManyCategories, check_categories
 
     if proposes:
         try:
@@ -1876,6 +1880,21 @@ def _check_planner(
         campaign.planner = followed_settings(campaign.planner)
     if not proposes:
         return
+    try:
+        check_categories(campaign.parameters, campaign.planner.kind)
+    except TooManyCategories as exc:
+        # The dataset's parameters when the campaign file omits them: its line instead.
+        where = ("parameters", exc.index, "values")
+        rules.added(
+            CampaignConfigError(
+                path,
+                str(exc),
+                line=line_of(data, where) or line_of(data, ("instrument", "dataset")),
+                fix=exc.fix,
+            ),
+            "its planner's model takes every value, as it did (a suggest may take minutes "
+            "and gigabytes of memory)",
+        )
     try:
         check_planner(
             space,

@@ -16,6 +16,9 @@ exactly, with no rounding after the fact:
 * ``choice`` with ``ordered: true``: the index of the value over ``k - 1``, in ``[0, 1]``;
   discrete (neighbouring levels are neighbours for the GP and the local search).
 * ``choice``: the index of the value in ``values``; categorical, ``Space.cat_dims[i]``.
+  The models see it one-hot (``planners/_transforms.py``; Ax's model alike), one input per
+  value, so a model-based campaign's unordered choices have at most ``MAX_CATEGORIES``
+  values in all (:func:`check_categories`).
 * ``fixed``: no column. It belongs to the campaign and is sent to the instrument, so
   ``decode`` adds it and ``validate`` fills it in (and refuses any other value).
 
@@ -57,6 +60,19 @@ _FINITE_LIMIT = 1e15
 # A point given as numbers is the candidate row it matches within this distance in the
 # encoded space (CSV round trips and readbacks move floats by a few ulps).
 _CANDIDATE_TOL = 1e-9
+
+#: Values of unordered choices, summed over a space's parameters, that a model-based
+#: campaign may have (:func:`check_categories`). The GP sees each value as an input column
+#: of its own, and a suggest's memory grows with the columns times the points it scores at
+#: once times the observations the acquisition keeps: a model that cannot tell values apart
+#: keeps them all. One BoTorch suggest on 2 floats and one unordered choice (one torch
+#: thread; ``benchmarks/README.md``): 200 values 0.7 s at 15 observations, 1.3-1.8 s at
+#: 100, 4.5 s and 1.6 GB at 500; 700 values at 100 observations 33 s and 9 GB, 1000 values
+#: 59 s and 11.6 GB; 99 000 values gave up after 30 s and 5.6 GB for a design point.
+#: Ordered choices are one column whatever their number (99 000 levels: 0.6 s).
+MAX_CATEGORIES = 200
+#: The planner kinds that fit a model over the encoded space (sobol and random fit none).
+_MODEL_KINDS = frozenset({"botorch", "ax"})
 
 
 class _Param(BaseModel):
@@ -182,6 +198,66 @@ def _check_bounds(bounds: tuple[float, float], log: bool) -> None:
         raise ValueError(f"bounds [{lower}, {upper}] must be [lower, upper] with lower < upper")
     if log and lower <= 0:
         raise ValueError("a log-scale parameter needs lower bound > 0")
+
+
+class TooManyCategories(ValueError):
+    """Unordered choices with more values in all than a model takes (``MAX_CATEGORIES``).
+
+    Attributes:
+        index: the position in the parameters of the choice with the most values, where
+            the fix most likely goes (the campaign loader points at its ``values``).
+        fix: what to write instead.
+    """
+
+    def __init__(self, message: str, *, index: int, fix: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.fix = fix
+
+
+def check_categories(parameters: Sequence[AnyParameter], kind: str = "botorch") -> None:
+    """Raise :class:`TooManyCategories` if planner ``kind`` fits a model and the unordered
+    choices among ``parameters`` have more than ``MAX_CATEGORIES`` values in all.
+
+    Not a validator of ``ChoiceParameter``: the campaign loader applies it to a campaign
+    file, while a campaign stored with more values before the cap keeps going as it was
+    accepted, with a warning (``loop.config._Rules.added``); a schema-level refusal would
+    have left it unreadable. Ordered choices are not counted: the model sees one column
+    (the level's position) whatever their number. Nor are ``sobol`` and ``random``
+    campaigns capped: they fit no model, and a design over any number of values is cheap.
+    """
+    if kind not in _MODEL_KINDS:
+        return
+    counts = {
+        i: len(p.values)
+        for i, p in enumerate(parameters)
+        if isinstance(p, ChoiceParameter) and not p.ordered
+    }
+    total = sum(counts.values())
+    if total <= MAX_CATEGORIES:
+        return
+    index = max(counts, key=lambda i: counts[i])  # the first of the largest
+    name = parameters[index].name
+    if len(counts) == 1:
+        what = f"choice '{name}' has {total} values"
+    else:
+        listed = ", ".join(f"{parameters[i].name}: {k}" for i, k in counts.items())
+        what = f"the unordered choices have {total} values in all ({listed})"
+    raise TooManyCategories(
+        f"{what}; the model of planner kind {kind} takes each value of an unordered choice "
+        f"as an input of its own, and at most {MAX_CATEGORIES} in all (more can make one "
+        "suggest take minutes and gigabytes of memory)",
+        index=index,
+        fix=(
+            f"if the values of '{name}' are levels in an order, add `ordered: true` (one "
+            "input, any number of levels); if they number items (wells, samples, "
+            "positions), make it an `int` parameter with bounds; for a table of measured "
+            "candidates, describe each by numbers in a lookup dataset (`instrument: "
+            "{dataset: table.csv, spec: table.yaml}` with `enumerated: true`; README: "
+            "Simulated labs from real measurements); or use planner kind sobol or random, "
+            "which fit no model"
+        ),
+    )
 
 
 class InvalidPoint(ValueError):
