@@ -20,6 +20,7 @@ import inspect
 import logging
 import math
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,9 @@ def _describe_spec(spec: InputSpec) -> str:
 
 # ---------------------------------------------------------------------------- functions
 _loaded_files: dict[tuple[Path, int], ModuleType] = {}
+# One import at a time: slots (or a deferred function's first calls on two detector threads)
+# must not run a file's top-level code twice.
+_loading = threading.RLock()
 
 
 def load_function(spec: str, *, base_dir: Path) -> UserFunction:
@@ -261,22 +265,60 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     modification, so checking a campaign and then running it does not run module-level code
     twice.
 
+    This runs the module's top-level code: only what measures (and ``validate``/``run`` of a
+    campaign file, which check the function before anything starts) calls it.
+    :func:`check_function` checks what can be checked without running anything.
+
     Raises:
         InstrumentConfigError: malformed spec, missing file or module, the module raising on
             import, no such attribute, or an attribute that is not a one-argument callable.
     """
+    target, attr, is_file = _split_function(spec)
+    with _loading:
+        if is_file:
+            module = _load_file(target, base_dir)
+        else:
+            module = _import_module(target, base_dir, attr)
+    return _function_of(module, target, attr, is_file=is_file)
+
+
+def check_function(spec: str, *, base_dir: Path) -> None:
+    """Check a ``function:`` without running any of the user's code: its form, that its file
+    exists, and for a module already imported (a notebook's ``__main__``), the function.
+
+    A stored campaign is read back by commands that never call its function (``suggest``,
+    ``tell``, ``plan --dry-run --store``, a ``resume`` that refuses): its file is the store's
+    word, and importing it ran whatever a store writer had put there (found in review). Its
+    outputs are the campaign's own ``outputs:``, so nothing needs the module but a measurement.
+
+    Raises:
+        InstrumentConfigError: malformed spec, a missing (or non-``.py``) file, or what
+            :func:`load_function` says of a function of a module already imported.
+    """
+    target, attr, is_file = _split_function(spec)
+    if is_file:
+        _function_file(target, base_dir)
+        return
+    module = sys.modules.get(target)
+    if module is not None:
+        _function_of(module, target, attr, is_file=False)
+
+
+def _split_function(spec: str) -> tuple[str, str, bool]:
+    """``(target, attribute, target is a file path)`` of a ``function:``, or the refusal of
+    its form."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr.isidentifier():
         raise InstrumentConfigError(
             f"function {spec!r} must look like `module:function` or `path/to/file.py:function`",
             field="function",
         )
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        module = _load_file(target, base_dir)
-        where = f"file {target!r}"
-    else:
-        module = _import_module(target, base_dir, attr)
-        where = f"module {target!r}"
+    return target, attr, target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _function_of(module: ModuleType, target: str, attr: str, *, is_file: bool) -> UserFunction:
+    """The function ``attr`` of an imported ``module``, checked to take one argument."""
+    where = f"file {target!r}" if is_file else f"module {target!r}"
     try:
         fn = getattr(module, attr)
     except AttributeError:
@@ -307,6 +349,37 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
     except ValueError:  # no introspectable signature (some builtins); trust it
         pass
     return fn  # type: ignore[no-any-return]
+
+
+class _DeferredFunction:
+    """A ``function:`` instrument's function, imported when it is first called.
+
+    What :func:`build_instrument` gives the devices unless told to import the function: a
+    preview (``plan --dry-run --store``) builds the devices to list a trial's messages and
+    never measures, so the file a stored campaign names is never run for it. Once imported,
+    ``__code__`` is the function's, so a failure names the user's file and line as ever
+    (``simulators._devices._source``).
+    """
+
+    def __init__(self, spec: str, base_dir: Path) -> None:
+        self._spec = spec
+        self._base_dir = base_dir
+        self._fn: UserFunction | None = None
+        self._lock = threading.Lock()
+        self.__name__ = spec.rpartition(":")[2]
+
+    def __call__(self, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        with self._lock:
+            if self._fn is None:
+                self._fn = load_function(self._spec, base_dir=self._base_dir)
+        return self._fn(inputs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only the imported function's code, and only once imported: a lookup must never be
+        # what runs the user's file (``hasattr``, ``copy`` and ``inspect`` ask for others).
+        if name == "__code__" and self._fn is not None:
+            return getattr(self._fn, "__code__", None)
+        raise AttributeError(name)
 
 
 class SessionFunctionMissing(InstrumentConfigError):
@@ -410,7 +483,8 @@ def _exited(what: str, exc: SystemExit) -> InstrumentConfigError:
     )
 
 
-def _load_file(target: str, base_dir: Path) -> ModuleType:
+def _function_file(target: str, base_dir: Path) -> Path:
+    """The ``.py`` file a ``path/to/file.py`` function is in, checked to exist (not run)."""
     path = Path(target)
     if not path.is_absolute():
         path = Path(base_dir) / path
@@ -424,6 +498,11 @@ def _load_file(target: str, base_dir: Path) -> ModuleType:
             f"function file {target!r} not found (looked for {path}, relative to {base_dir})",
             field="function",
         )
+    return path
+
+
+def _load_file(target: str, base_dir: Path) -> ModuleType:
+    path = _function_file(target, base_dir)
     key = (path, path.stat().st_mtime_ns)
     if key in _loaded_files:
         return _loaded_files[key]
@@ -522,8 +601,15 @@ def _failing_region(text: str | None, specs: Sequence[InputSpec]) -> Any:
 
 
 def _resolve(
-    config: InstrumentConfig, parameters: Sequence[ParameterLike], base_dir: Path
+    config: InstrumentConfig,
+    parameters: Sequence[ParameterLike],
+    base_dir: Path,
+    *,
+    import_function: bool,
 ) -> _Resolved:
+    """The instrument's source, checked against the parameters. A ``function:`` is imported
+    with ``import_function``; else only checked (:func:`check_function`) and imported when
+    it is first called (:class:`_DeferredFunction`)."""
     specs = input_specs(parameters)
     if not specs:
         raise InstrumentConfigError("an instrument needs at least one parameter")
@@ -543,7 +629,12 @@ def _resolve(
             outputs = tuple(config.outputs)
         resolved = _Resolved(config.simulator, problem.evaluate, specs, outputs)
     elif config.function is not None:
-        fn = load_function(config.function, base_dir=base_dir)
+        fn: UserFunction
+        if import_function:
+            fn = load_function(config.function, base_dir=base_dir)
+        else:
+            check_function(config.function, base_dir=base_dir)
+            fn = _DeferredFunction(config.function, base_dir)
         resolved = _Resolved(
             config.function.rpartition(":")[2], fn, specs, tuple(config.outputs or ())
         )
@@ -620,13 +711,21 @@ def _distinct_data_keys(resolved: _Resolved) -> _Resolved:
 
 
 def describe_instrument(
-    config: InstrumentConfig, parameters: Sequence[ParameterLike], *, base_dir: Path
+    config: InstrumentConfig,
+    parameters: Sequence[ParameterLike],
+    *,
+    base_dir: Path,
+    import_function: bool = False,
 ) -> tuple[str, ...]:
     """Check an ``instrument:`` section against the campaign's parameters; return its outputs.
 
     Builds no devices, so the campaign loader can call it to report errors with line
-    numbers and to check objectives against the outputs. A ``function:`` file is executed
-    (it has to be, to find the function).
+    numbers and to check objectives against the outputs. A ``function:`` instrument's
+    outputs are its own ``outputs:``; its file is imported (its top-level code runs) only
+    with ``import_function``, which a campaign file's check asks for (``validate``, ``run``:
+    to find the function and how it is called before anything starts). Otherwise only what
+    :func:`check_function` can check without running it: a stored campaign is read back by
+    commands that never call the function.
 
     Raises:
         InstrumentConfigError: (a ``ValueError``) anything :func:`build_instrument` rejects.
@@ -635,7 +734,7 @@ def describe_instrument(
         return _declared(config, parameters, Path(base_dir), build=False)[0]
     if config.manual:
         return _manual_outputs(config, input_specs(parameters))
-    return _resolve(config, parameters, Path(base_dir)).outputs
+    return _resolve(config, parameters, Path(base_dir), import_function=import_function).outputs
 
 
 def _manual_outputs(config: InstrumentConfig, specs: Sequence[InputSpec]) -> tuple[str, ...]:
@@ -659,6 +758,7 @@ def build_instrument(
     seed: int | None,
     executor: Any = None,
     first_field_outputs: bool = False,
+    import_function: bool = False,
 ) -> Instrument:
     """Build the Ophyd devices for a campaign's ``instrument:`` section.
 
@@ -676,6 +776,10 @@ def build_instrument(
         first_field_outputs: a stored campaign measured before plugin outputs followed
             hints: they keep reading their first field (see
             :func:`instruments._epics.build_declared_instrument`).
+        import_function: import a ``function:`` instrument's file now (the runner, which
+            measures, does); else it is imported when the detector first measures, so a
+            preview (``plan --dry-run``) never runs it. An ``executor`` always imports it:
+            the function itself is sent to the workers.
 
     Raises:
         InstrumentConfigError: (a ``ValueError``) see :func:`describe_instrument`.
@@ -694,7 +798,12 @@ def build_instrument(
 
         specs = input_specs(parameters)
         return ManualInstrument(specs, _manual_outputs(config, specs))
-    resolved = _resolve(config, parameters, Path(base_dir))
+    resolved = _resolve(
+        config,
+        parameters,
+        Path(base_dir),
+        import_function=import_function or executor is not None,
+    )
     sims = _simulators()
     try:
         instrument: Instrument = sims.build_simulated_instrument(

@@ -2977,6 +2977,28 @@ def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     return stricter_of_disk(config, spec, base_dir)
 
 
+def refused_by_limits(spec: InstrumentFile, point: Mapping[str, Any]) -> SetpointRefused | None:
+    """The refusal a trial at ``point`` meets before any device moves, as far as the
+    instrument file alone decides it: the first input whose ``limits`` (the effective ones,
+    :func:`declared_spec`) do not hold its value; ``None`` if every one does.
+
+    The check an input makes when it is not connected (:meth:`InputDevice.check_value`):
+    ``closedloop suggest`` hands a point to people or a robot, with no device in reach, and
+    a point the file forbids must not be handed out (found in review) any more than ``run``
+    sends it. ``max_step`` and a device's own limits need where the device is and what it
+    says of itself, which only the run that moves it can read.
+    """
+    for name, value in point.items():
+        decl = spec.inputs.get(name)
+        if decl is None or decl.limits is None:
+            continue
+        try:
+            check_setpoint(name, value, limits=decl.limits, max_step=None, current=None)
+        except SetpointRefused as exc:
+            return exc
+    return None
+
+
 def parameter_units(parameters: Sequence[Any]) -> dict[str, str | None]:
     """Parameter name -> its ``unit`` (models or mappings), for inputs that give none."""
     out: dict[str, str | None] = {}

@@ -81,6 +81,7 @@ __all__ = [
     "LEASE_WAIT",
     "InvalidInput",
     "Proposal",
+    "Refused",
     "Result",
     "TerminalOperator",
     "awaiting_tell",
@@ -619,7 +620,13 @@ def open_campaign(
     return runner, True
 
 
-def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposal]:
+def suggest(
+    runner: Runner,
+    n: int,
+    *,
+    wait: float = LEASE_WAIT,
+    refused: list[Refused] | None = None,
+) -> list[Proposal]:
     """Propose up to ``n`` trials and record them as pending; the planner avoids pending ones.
 
     Fewer than ``n`` are proposed when the pending trials and ``n`` more could complete
@@ -627,6 +634,12 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
     runner was built with (``open_campaign(max_trials=...)``) are stored, as by ``resume``.
     ``wait``: seconds to wait while another ``suggest``/``tell`` holds the campaign
     (:data:`LEASE_WAIT`); the lease is held, heartbeated, through the planner's work.
+
+    A proposal the instrument file's limits forbid is not handed out: it is recorded as the
+    runner records a trial its dispatcher refuses (failed, ``limit check failed, no device
+    moved: ...``, counted toward ``max_failures``), so the planner learns it as it does in a
+    ``run``, and a warning says so (:func:`_refusals`). ``refused``: a list that such
+    proposals are appended to, for a caller that reports them.
     """
     from loop.runner import PRIOR_KIND
 
@@ -670,6 +683,7 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
             NewTrial(dict(point), kind, suggest_seconds=seconds)
             for point, kind in zip(points, planner.last_kinds, strict=True)
         ]
+        reasons = _refusals(runner, [t.parameters for t in new])
         # The proposals, the budget overrides and the campaign's state, in one transaction:
         # stored one by one, an interrupt left pending trials whose ids were never printed.
         rows = store.add_trials(
@@ -679,7 +693,78 @@ def suggest(runner: Runner, n: int, *, wait: float = LEASE_WAIT) -> list[Proposa
             budget=runner.budget.model_dump(mode="json") if runner._budget_changed else None,
             status=_state(runner, history, observations, running_time(row), adding=len(new)),
         )
-    return [Proposal(t.id or 0, t.number, t.kind, dict(t.parameters)) for t in rows]
+        outcomes = {
+            t.id or 0: TrialOutcome(t.id or 0, "failed", {}, {}, why)
+            for t, why in zip(rows, reasons, strict=True)
+            if why is not None
+        }
+        if outcomes:
+            # As the runner records a trial refused at its limit check (a second transaction:
+            # the store adds trials as pending only; their ids were not printed meanwhile).
+            after = [*history, *(_told(t, outcomes[t.id]) if t.id in outcomes else t for t in rows)]
+            store.finish_trials(
+                list(outcomes.values()),
+                tokens={cid: lease.token},
+                status={cid: _state(runner, after, observations, running_time(row))},
+            )
+    mine = [t for t in rows if t.id not in outcomes]
+    spec = specs(runner.campaign.parameters)
+    for t in rows:
+        if t.id in outcomes:
+            at = ", ".join(
+                f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in t.parameters.items()
+            )
+            error = (outcomes[t.id].error or "").removeprefix(REFUSED_PREFIX)
+            reason = error.removeprefix("SetpointRefused: ")
+            logger.warning(
+                "trial %s (#%s) at %s is not suggested: %s. Recorded as failed, as `closedloop "
+                "run` records a point its instrument refuses, so the planner learns it "
+                "(narrow the parameter's bounds to the limits)",
+                t.id,
+                t.number,
+                at,
+                reason,
+            )
+            if refused is not None:
+                refused.append(Refused(t.id or 0, t.number, dict(t.parameters), reason))
+    return [Proposal(t.id or 0, t.number, t.kind, dict(t.parameters)) for t in mine]
+
+
+#: The error of a trial refused before any device moved, as the dispatcher words it
+#: (``instruments._dispatch``; ``loop.failures`` counts it as ``setpoint refused``).
+REFUSED_PREFIX = "limit check failed, no device moved: "
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A proposal of ``suggest`` that the instrument's limits refuse: recorded as failed,
+    not handed out."""
+
+    trial_id: int
+    number: int
+    parameters: Point
+    reason: str
+
+
+def _refusals(runner: Runner, points: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """For each point, the error a runner records for it when its dispatcher refuses it
+    before any device moves, as far as the instrument file decides it without the hardware
+    (:func:`instruments._epics.refused_by_limits`: each input's effective limits); ``None``
+    for a point it accepts, and for every point of an instrument with no such file (a
+    simulator's, a function's or a dataset's inputs take their bounds, a manual one none).
+    """
+    instrument = runner.campaign.instrument
+    if instrument.file is None and instrument.devices is None:
+        return [None] * len(points)
+    from instruments import describe_exception
+    from instruments._epics import declared_spec, refused_by_limits
+
+    spec = declared_spec(instrument, runner.loaded.base_dir)
+    reasons: list[str | None] = []
+    for point in points:
+        exc = refused_by_limits(spec, point)
+        reasons.append(None if exc is None else REFUSED_PREFIX + describe_exception(exc))
+    return reasons
 
 
 def running_time(row: CampaignRow) -> float:

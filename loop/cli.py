@@ -227,7 +227,11 @@ class _IsoFormatter(logging.Formatter):
 # ---------------------------------------------------------------------------- commands
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) -> None:
-    """Check a campaign file without running anything."""
+    """Check a campaign file without running a trial or connecting to anything.
+
+    A `function:` instrument's file is imported to find the function and how it is called
+    (its top-level code runs; the function itself is not called).
+    """
     from loop.config import load_campaign
     from loop.prior import load_prior_data
 
@@ -1395,7 +1399,7 @@ def suggest(
     trials plus the new ones stay within it (fewer are proposed, or none, saying why). A
     finished campaign is extended by a larger --max-trials, --max-failures or --max-duration.
     """
-    from loop.asktell import InvalidInput, open_campaign, outputs_of
+    from loop.asktell import InvalidInput, Refused, open_campaign, outputs_of
     from loop.asktell import suggest as ask
     from loop.config import load_campaign, parse_duration
     from loop.report import label, to_json, units_of
@@ -1416,12 +1420,13 @@ def suggest(
                 max_failures=max_failures,
                 max_duration=duration,
             )
-            proposals = ask(runner, n)
+            refused: list[Refused] = []  # outside the instrument's limits: warned about
+            proposals = ask(runner, n, refused=refused)
             row = db.campaign(runner.campaign_id)  # as the proposals left it
         except InvalidInput as exc:
             _invalid(exc)
     c = runner.campaign
-    if len(proposals) < n:
+    if len(proposals) + len(refused) < n:
         err_console.print(
             f"[yellow]note[/]: {len(proposals)} of {n} proposed: with the trials completed and "
             f"pending, more could exceed budget.max_trials = {runner.budget.max_trials}",
@@ -1442,6 +1447,16 @@ def suggest(
                     "parameters": p.parameters,
                 }
                 for p in proposals
+            ],
+            # recorded as failed, not to be run (a warning on stderr says why)
+            "refused": [
+                {
+                    "trial_id": r.trial_id,
+                    "number": r.number,
+                    "parameters": r.parameters,
+                    "reason": r.reason,
+                }
+                for r in refused
             ],
         }
         console.write_raw(to_json(payload) + "\n")

@@ -534,6 +534,15 @@ class StoredCampaignError(CampaignConfigError):
             # A notebook's function after a kernel restart: defining it again is the way on,
             # not a new campaign (found in review).
             fix = exc.fix
+        elif getattr(exc.__context__, "field", None) == "function":
+            # The function's file is not stored: it is read as it is now, so restoring or
+            # fixing it is the way on (a new campaign was no answer to a file moved or broken).
+            fix = (
+                (f"{exc.fix}; " if exc.fix else "")
+                + "the store keeps the campaign's text, not its function: the function is "
+                "imported from its file as it is now, so restore or fix that file, then run "
+                "the command again (nothing was written to the store)"
+            )
         elif isinstance(exc.__context__, PlannerUnavailable):
             # The planner's library is not installed here (`kind: ax` without Ax): the
             # install is the way on, and the campaign goes on as stored once it is done.
@@ -544,6 +553,35 @@ class StoredCampaignError(CampaignConfigError):
         problem = f"{stored.campaign} in {stored.url}, as stored ({where}): {exc.problem}"
         ClosedLoopError.__init__(self, f"{problem}\n  fix: {fix}")
         self.path, self.line, self.problem, self.fix = exc.path, exc.line, problem, fix
+
+
+def import_stored_function(loaded: LoadedCampaign, stored: StoredCopy) -> None:
+    """Import a stored ``function:`` campaign's function, to measure with it (``resume``).
+
+    Reading a stored campaign back imports nothing (``parse_campaign``): its function file is
+    the store's word, and only measuring needs it, so ``resume`` calls this once nothing is
+    left to refuse (a finished campaign, a held lease, pending suggestions). This does run the
+    file's top-level code, as resuming a function campaign always measures with that file.
+    A problem is refused as reading the campaign refuses one: the store's copy, its line,
+    and a way on (:class:`StoredCampaignError`).
+
+    Raises:
+        StoredCampaignError: the function cannot be imported or called.
+    """
+    campaign = loaded.campaign
+    spec = campaign.instrument.function
+    if spec is None:
+        return
+    from instruments import load_function
+
+    try:
+        try:
+            load_function(spec, base_dir=loaded.base_dir)
+        except ValueError as exc:
+            data = _read_yaml(loaded.text, loaded.path)
+            raise _instrument_error(exc, campaign, data, loaded.path) from None
+    except CampaignConfigError as exc:
+        raise StoredCampaignError(stored, exc) from None
 
 
 @dataclass(frozen=True)
@@ -1280,7 +1318,15 @@ def _check_semantics(
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
     try:
-        outputs = describe_instrument(campaign.instrument, campaign.parameters, base_dir=base_dir)
+        # A campaign file's function is imported to check it (`validate`, `run`); a stored
+        # campaign's is not: its file is the store's word, and the commands that read a
+        # stored campaign import it only to measure (`Runner.resume`), after every refusal.
+        outputs = describe_instrument(
+            campaign.instrument,
+            campaign.parameters,
+            base_dir=base_dir,
+            import_function=rules.stored is None,
+        )
     except ValueError as exc:
         raise _instrument_error(exc, campaign, data, path) from None
     for i, name in enumerate(names):

@@ -768,6 +768,9 @@ class Runner:
         seed and the stored budget (overrides given here are applied on top and recorded).
         Rules added since the campaign was stored keep it as it was accepted, with a warning,
         and a refusal names the store's copy and a way on (``loop.config.parse_campaign``).
+        A ``function:`` campaign's file is not imported here (the store names it; reading
+        the campaign runs none of its code): ``resume()`` imports it, once nothing is left
+        to refuse, and refuses a function that no longer imports in the same words.
 
         Args:
             store: the store holding the campaign.
@@ -803,6 +806,18 @@ class Runner:
         runner._stored = stored_copy
         return runner
 
+    def _import_function(self) -> None:
+        """Import a stored ``function:`` campaign's function now that the campaign will be
+        measured: every refusal has been made (``from_store`` imports nothing, so a refused
+        ``resume`` never runs the file), and a function that cannot be imported is refused
+        before the campaign is reopened, as reading the campaign refuses a problem. Only
+        for the campaign's own instrument (not an ``instrument_factory``'s)."""
+        if self._stored is None or self._instrument_factory != self._default_instrument:
+            return
+        from loop.config import import_stored_function
+
+        import_stored_function(self.loaded, self._stored)
+
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
         """The campaign's instrument, connected.
 
@@ -820,6 +835,7 @@ class Runner:
                 seed=seed,
                 executor=self._executor,
                 first_field_outputs=self.first_field_outputs(),
+                import_function=True,  # it measures: a problem is refused before the first trial
             )
         except InstrumentConfigError as exc:
             raise self._as_stored(exc) from exc
@@ -1042,6 +1058,7 @@ class Runner:
         takeover = self.lease.acquire(cid)
         try:
             self._refuse_pending_suggestions(cid)
+            self._import_function()
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
