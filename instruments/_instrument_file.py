@@ -43,11 +43,10 @@ from pydantic import (
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
 from instruments._yamlfile import explain as shared_explain
-from simulators._text import TextFileError, read_text
+from simulators._text import MAX_FILE_BYTES, TextFileError, read_text
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 1_000_000
 _PV = r"^[A-Za-z0-9_:.\-{}$()\[\]<>]+$"
 _DEVICE = r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$"
 _INTERLOCK = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
@@ -826,13 +825,15 @@ def stricter_of_disk(config: Any, spec: InstrumentFile, base_dir: Path) -> Instr
     values and lines) when the two cannot be combined: limits that do not overlap, an input
     of the campaign the file on disk no longer declares, another ``prefix:`` or an input's
     other ``units:`` (the same numbers would mean other PVs or another unit), an interlock
-    or a safe state on disk naming what the campaign's devices cannot read or write, a safe
-    state outside the limits that apply, or a file on disk that is no valid instrument file
-    (a limit being tightened is not dropped for a typo). A missing or unreadable file leaves
-    ``spec`` as stored (a campaign goes on after its file was deleted), as does a campaign
-    file on disk with no inline ``devices:`` any more. Inputs only on disk are another
-    campaign's. The refusal is kept on the spec rather than raised here, so that what only
-    reads the campaign (``status``, ``tell`` recording results measured) still can.
+    or a safe state on disk naming what the campaign's devices cannot read or write, an
+    interlock on disk naming an output the campaign's devices read in another unit (its
+    number would be compared in the wrong one), a safe state outside the limits that
+    apply, or a file on disk that is no valid instrument file (a limit being tightened is
+    not dropped for a typo). A missing or unreadable file leaves ``spec`` as stored (a
+    campaign goes on after its file was deleted), as does a campaign file on disk with no
+    inline ``devices:`` any more. Inputs only on disk are another campaign's. The refusal
+    is kept on the spec rather than raised here, so that what only reads the campaign
+    (``status``, ``tell`` recording results measured) still can.
 
     For a new campaign the file on disk is the one ``spec`` was read from: nothing changes.
     A stored campaign's effective settings are worked out once per campaign read, each
@@ -985,19 +986,36 @@ def _stricter(stored: InstrumentFile, disk: InstrumentFile, where: str) -> Instr
                 )
         inputs[name] = s.model_copy(update={"limits": limits, "max_step": max_step})
     interlocks = list(stored.interlocks)
-    for rule in disk.interlocks:
-        if rule in interlocks:
-            continue
+    for index, rule in enumerate(disk.interlocks):
+        # Every interlock on disk, one also stored included: its number means what the file
+        # on disk says, and is compared with what the campaign's devices read.
         if _kind(stored, rule.name) != _kind(disk, rule.name):
             raise refuse(
                 f"interlock `{rule}` on disk reads {rule.name}, {_kind(disk, rule.name)} "
                 f"there but {_kind(stored, rule.name)} of the campaign's devices, which "
                 "cannot read it as the file means",
-                ("interlocks", disk.interlocks.index(rule)),
+                ("interlocks", index),
                 f"name a PV, or an input or output both files declare: {restore}",
             )
-        interlocks.append(rule)
-        changes.append(f"interlock `{rule}` on disk, not stored; it must hold too")
+        if rule.name in stored.outputs and not _same_reading(
+            stored.outputs[rule.name], disk.outputs[rule.name]
+        ):
+            name, kept = rule.name, stored.outputs[rule.name]
+            raise refuse(
+                f"interlock `{rule}` on disk ({line(disk, 'interlocks', index)}) compares "
+                f"output {name} {_reading(disk.outputs[name])} "
+                f"({line(disk, 'outputs', name)}), but the campaign's devices read it "
+                f"{_reading(kept)} ({line(stored, 'outputs', name)}): its number would be "
+                "compared in another unit",
+                ("interlocks", index),
+                f"outputs.{name} as stored ("
+                + (f"units: {kept.units}" if kept.units else "no units:")
+                + (f", device_units: {kept.device_units}" if kept.device_units else "")
+                + f"), with the interlock's number in that unit: {restore}",
+            )
+        if rule not in interlocks:
+            interlocks.append(rule)
+            changes.append(f"interlock `{rule}` on disk, not stored; it must hold too")
     for rule in stored.interlocks:
         if rule not in disk.interlocks:
             changes.append(f"interlock `{rule}` stored, not on disk; it must still hold")
@@ -1091,6 +1109,32 @@ def _kind(spec: InstrumentFile, name: str) -> str:
     if name in spec.inputs:
         return "an input"
     return "an output" if name in spec.outputs else "a PV"
+
+
+def _same_reading(stored: OutputDecl, disk: OutputDecl) -> bool:
+    """Whether an interlock's number on an output means the same in both files: the output's
+    value is in the same unit (its ``units:``; without them, the device's own number, which
+    the other file must then take unconverted too).
+
+    Where the value comes from (``pv``, ``device``, ``key``) and how the device's number is
+    converted (``device_units``) are the campaign's devices, kept as stored, as an input's
+    are: the name means the campaign's reading of it, and only a number in another unit
+    would be misread (found in review: ``y < 320`` in K, checked against y in degC, held
+    for every reading).
+    """
+    if stored.units is not None and disk.units is not None:
+        return _same_unit(stored.units, disk.units)
+    given = stored if stored.units is not None else disk
+    return given.device_units is None or _same_unit(given.units or "", given.device_units)
+
+
+def _reading(output: OutputDecl) -> str:
+    """In what unit a file has an output's value, for a message."""
+    if output.units is None:
+        return "as the device gives it, with no units:"
+    if output.device_units is None or _same_unit(output.units, output.device_units):
+        return f"in {output.units}"
+    return f"in {output.units}, converted from the device's {output.device_units}"
 
 
 def _same_unit(a: str, b: str) -> bool:

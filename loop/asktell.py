@@ -70,6 +70,7 @@ from loop.store import (
 )
 
 if TYPE_CHECKING:
+    from instruments._instrument_file import InstrumentFile
     from loop.config import LoadedCampaign
     from loop.runner import ManualEntry, Runner, Spent
     from planners import Point
@@ -640,10 +641,15 @@ def suggest(
     moved: ...``, counted toward ``max_failures``), so the planner learns it as it does in a
     ``run``, and a warning says so (:func:`_refusals`). ``refused``: a list that such
     proposals are appended to, for a caller that reports them.
+
+    A stored campaign ``resume`` refuses for its instrument's safety settings (the file on
+    disk in conflict with the stored one, or no valid instrument file) is refused here as
+    there, before anything is stored (:func:`_instrument_limits`).
     """
     from loop.runner import PRIOR_KIND
 
     store, cid = runner.store, runner._cid()
+    limits = _instrument_limits(runner)
     with _lease(store, cid, "suggest", wait=wait, ttl=runner.lease.ttl) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
@@ -683,7 +689,7 @@ def suggest(
             NewTrial(dict(point), kind, suggest_seconds=seconds)
             for point, kind in zip(points, planner.last_kinds, strict=True)
         ]
-        reasons = _refusals(runner, [t.parameters for t in new])
+        reasons = _refusals(limits, [t.parameters for t in new])
         # The proposals, the budget overrides and the campaign's state, in one transaction:
         # stored one by one, an interrupt left pending trials whose ids were never printed.
         rows = store.add_trials(
@@ -746,20 +752,51 @@ class Refused:
     reason: str
 
 
-def _refusals(runner: Runner, points: Sequence[Mapping[str, Any]]) -> list[str | None]:
+def _instrument_limits(runner: Runner) -> InstrumentFile | None:
+    """The campaign's instrument file (``file:`` or inline ``devices:``) with the safety
+    settings a run applies (:func:`instruments._epics.declared_spec`), ``None`` for an
+    instrument with no such file.
+
+    Refused as ``resume`` refuses it, with its message (``Runner._as_stored``): settings of
+    the file on disk that cannot be combined with the stored ones, or an input ``units:``
+    on disk other than the campaign's (:func:`~instruments._instrument_file.
+    refuse_unsafe_merge`, as :func:`~instruments._epics.build_declared_instrument` calls
+    it). Without this, the conflict stayed on the spec, where only building the devices
+    raises it, and ``suggest`` handed out points (within the stored limits) for a campaign
+    whose file on disk allowed none of them (found in review).
+
+    Raises:
+        CampaignConfigError: a stored campaign's conflict, naming the file, line and fix.
+    """
+    instrument = runner.campaign.instrument
+    if instrument.file is None and instrument.devices is None:
+        return None
+    from instruments._epics import declared_spec, parameter_units
+    from instruments._errors import InstrumentConfigError
+    from instruments._instrument_file import input_units, refuse_unsafe_merge
+
+    try:
+        spec = declared_spec(instrument, runner.loaded.base_dir)
+        units = input_units(spec, parameter_units(runner.campaign.parameters))
+        refuse_unsafe_merge(spec, units)
+    except InstrumentConfigError as exc:
+        raise runner._as_stored(exc) from exc
+    return spec
+
+
+def _refusals(spec: InstrumentFile | None, points: Sequence[Mapping[str, Any]]) -> list[str | None]:
     """For each point, the error a runner records for it when its dispatcher refuses it
-    before any device moves, as far as the instrument file decides it without the hardware
+    before any device moves, as far as the instrument file (``spec``,
+    :func:`_instrument_limits`) decides it without the hardware
     (:func:`instruments._epics.refused_by_limits`: each input's effective limits); ``None``
     for a point it accepts, and for every point of an instrument with no such file (a
     simulator's, a function's or a dataset's inputs take their bounds, a manual one none).
     """
-    instrument = runner.campaign.instrument
-    if instrument.file is None and instrument.devices is None:
+    if spec is None:
         return [None] * len(points)
     from instruments import describe_exception
-    from instruments._epics import declared_spec, refused_by_limits
+    from instruments._epics import refused_by_limits
 
-    spec = declared_spec(instrument, runner.loaded.base_dir)
     reasons: list[str | None] = []
     for point in points:
         exc = refused_by_limits(spec, point)

@@ -1426,9 +1426,10 @@ def suggest(
         except InvalidInput as exc:
             _invalid(exc)
     c = runner.campaign
-    if len(proposals) + len(refused) < n:
+    proposed = len(proposals) + len(refused)  # the refused are proposals too, not to be run
+    if proposed < n:
         err_console.print(
-            f"[yellow]note[/]: {len(proposals)} of {n} proposed: with the trials completed and "
+            f"[yellow]note[/]: {proposed} of {n} proposed: with the trials completed and "
             f"pending, more could exceed budget.max_trials = {runner.budget.max_trials}",
             highlight=False,
         )
@@ -1466,6 +1467,27 @@ def suggest(
             f"created campaign [bold]{escape(c.name)}[/] (id {runner.campaign_id}) in "
             + escape(store)
         )
+    # Refused proposals are said on stdout too, where a person reads what to run: a table
+    # titled "run these" over no rows, exit 0, was all they saw (found in review).
+    if refused:
+        ids = ", ".join(str(r.trial_id) for r in refused)
+        console.print(
+            f"{len(refused)} of {proposed} refused by the instrument's limits (recorded as "
+            f"failed: trial id{'s' if len(refused) > 1 else ''} {ids}; the warnings say why), "
+            "not to be run",
+            markup=False,
+            highlight=False,
+        )
+    finished = row.status not in UNFINISHED  # by this suggest: a finished one is refused
+    if not proposals:
+        more = f"; `closedloop suggest --store {store} -c {runner.campaign_id}` proposes more"
+        console.print(
+            f"{c.name} (id {runner.campaign_id}): nothing to run" + ("" if finished else more),
+            markup=False,
+            highlight=False,
+        )
+        _say_finished(row, finished)
+        return
     units = units_of(c)
     spec = specs(c.parameters)
     # setpoint precision: set by hand as shown, a value reproduces the stored point (within
@@ -1490,6 +1512,18 @@ def suggest(
         markup=False,
         highlight=False,
     )
+    _say_finished(row, finished)
+
+
+def _say_finished(row: CampaignRow, finished: bool) -> None:
+    """Say that ``suggest`` ended the campaign (its refused proposals reached
+    ``max_failures``, say), as ``tell`` says the state it leaves."""
+    if finished:
+        console.print(
+            f"campaign '{row.name}' (id {row.id}) is now {row.status}: {row.stop_reason}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()

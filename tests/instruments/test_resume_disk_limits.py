@@ -27,6 +27,7 @@ from instruments._epics import build_declared_instrument, declared_spec, paramet
 from instruments._instrument_file import DiskSafetyConflict, refuse_unsafe_merge
 from loop.cli import _entry, app
 from loop.config import load_campaign
+from loop.errors import CampaignConfigError
 from loop.runner import Runner
 from loop.store import Store
 
@@ -208,6 +209,80 @@ def test_interlocks_of_both_files_must_hold_and_the_safe_state_is_the_file_s_on_
         "input x: max_step 10 stored, 0.5 on disk; using 0.5",
     ):
         assert said in caplog.text
+
+
+OUTPUT_IN_DEGC = """\
+name: bench
+inputs:
+  x: {device: "ophyd:Signal", args: {value: 1.0}, limits: [0, 4]}
+outputs:
+  y: {device: "ophyd:Signal", args: {value: 50.0}, units: degC}
+"""
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["file", "inline-devices"])
+@pytest.mark.parametrize(
+    ("stored_interlock", "edit", "refused"),
+    [
+        pytest.param(
+            False, "units: K, device_units: degC}\ninterlocks:\n  - y < 320", True, id="new"
+        ),
+        pytest.param(True, "units: K, device_units: degC}", True, id="stored-too"),
+        pytest.param(False, "units: degree_Celsius}\ninterlocks:\n  - y < 60", False, id="same"),
+        pytest.param(
+            False,
+            "units: degC, device_units: degC}\ninterlocks:\n  - y < 60",
+            False,
+            id="no-conversion-either-way",
+        ),
+    ],
+)
+def test_an_interlock_on_an_output_the_file_on_disk_gives_in_another_unit_is_refused(
+    tmp_path: Path, inline: bool, stored_interlock: bool, edit: str, refused: bool
+) -> None:
+    """Found in review: the file on disk gave output y in K (from the device's degC) and
+    added ``y < 320``; the campaign's devices, as stored, read y in degC, so 50 < 320 held
+    and every trial ran. An interlock's number on an output is in that output's unit in
+    its file, so both files must give the output one unit; a stored interlock too, once
+    the file on disk gives its output another unit. Inline devices alike."""
+    stored = OUTPUT_IN_DEGC + ("interlocks:\n  - y < 320\n" if stored_interlock else "")
+    if inline:
+        devices = "".join(f"    {row}\n" for row in stored.splitlines())
+        campaign = CAMPAIGN.replace("{file: bench.yaml}\n", f"\n  devices:\n{devices}")
+        path = tmp_path / "c.yaml"
+    else:
+        (tmp_path / "bench.yaml").write_text(stored)
+        campaign, path = CAMPAIGN, tmp_path / "bench.yaml"
+    (tmp_path / "c.yaml").write_text(campaign)
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        cid = Runner(load_campaign(tmp_path / "c.yaml"), store).run().campaign_id
+        _edit(path, ("units: degC}", edit.replace("\n", "\n    " if inline else "\n")))
+        spec = _effective(store, cid)
+        if not refused:
+            refuse_unsafe_merge(spec, {})
+            assert [str(rule) for rule in spec.interlocks] == ["y < 60"]
+            return
+        with pytest.raises(DiskSafetyConflict) as conflict:
+            refuse_unsafe_merge(spec, {})
+        with pytest.raises(CampaignConfigError, match="compared in another unit"):
+            Runner.from_store(store, cid, max_trials=4).resume()
+        assert len(store.trials(cid)) == 2  # nothing proposed, nothing sent
+    finally:
+        store.close()
+    assert conflict.value.path == path
+    said = " ".join(str(conflict.value).split())
+    for part in (
+        "interlock `y < 320` on disk (line ",
+        ") compares output y in K, converted from the device's degC (line ",
+        "), but the campaign's devices read it in degC (line ",
+        " of the stored copy): its number would be compared in another unit",
+        "outputs.y as stored (units: degC), with the interlock's number in that unit",
+    ):
+        assert part in said, said
+    if not inline:
+        assert "`y < 320` on disk (line 7) compares output y" in said
+        assert conflict.value.line == 7
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ import pytest
 
 from loop import Runner, Store
 from loop.config import StoredCampaignError, load_campaign
+from loop.errors import CampaignConfigError
 from loop.failures import failure_kind
 from loop.lock import CampaignLease
 from tests.cli_process import closedloop
@@ -254,3 +255,107 @@ def test_suggest_keeps_to_limits_tightened_on_disk(tmp_path: Path) -> None:
         assert store.trials(runner.campaign_id or 0)[2].status == "failed"
     finally:
         store.close()
+
+
+def test_suggest_says_on_stdout_what_was_refused_and_when_nothing_is_left_to_run(
+    tmp_path: Path,
+) -> None:
+    """Found in review: with every proposal refused, stdout said "run these, then
+    `closedloop tell`" over an empty table (exit 0), and not that the refusals had ended
+    the campaign (max_failures)."""
+    (tmp_path / "bench.yaml").write_text(BENCH.format(limits="[0, 1]"))
+    (tmp_path / "c.yaml").write_text(LIMITED)
+    url = f"sqlite:///{tmp_path / 'some.db'}"
+    some = closedloop("suggest", "c.yaml", "--store", url, "-n", "3", cwd=tmp_path, wide=True)
+    assert some.returncode == 0, some.stderr
+    said = " ".join(some.stdout.split())
+    assert (
+        "2 of 3 refused by the instrument's limits (recorded as failed: trial ids 1, 3; the "
+        "warnings say why), not to be run"
+    ) in said
+    assert "limited (id 1): run these, then `closedloop tell`" in said
+    assert "│ 2 │ 2 │ sobol │ 0.721995 │" in said  # the one to run
+    assert "is now" not in said and "nothing to run" not in said
+
+    (tmp_path / "bench.yaml").write_text(BENCH.format(limits="[0, 0.01]"))
+    (tmp_path / "c.yaml").write_text(LIMITED.replace("max_failures: 10", "max_failures: 1"))
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    none = closedloop("suggest", "c.yaml", "--store", url, "-n", "2", cwd=tmp_path, wide=True)
+    assert none.returncode == 0, none.stderr
+    said = " ".join(none.stdout.split())
+    assert "2 of 2 refused by the instrument's limits (recorded as failed: trial ids 1, 2" in said
+    assert "limited (id 1): nothing to run" in said
+    assert "run these" not in said and "trial_id" not in said and "record a result" not in said
+    assert (
+        "campaign 'limited' (id 1) is now failed: 2 trials failed (budget.max_failures = 1)"
+    ) in said
+    assert "proposes more" not in said  # a failed campaign proposes none
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "refusal"),
+    [
+        pytest.param(
+            ("limits: [0, 4]", "limits: [5, 8]"),
+            3,
+            "inputs.x: limits [5, 8] on disk (line 3) and [0, 4] stored (line 3 of the stored "
+            "copy) leave no range both allow",
+            id="limits-that-do-not-overlap",
+        ),
+        pytest.param(
+            ("limits: [0, 4]", "limts: [0, 2]"),
+            3,
+            "unknown key 'limts' in inputs.x (the instrument file on disk, changed since the "
+            "campaign started",
+            id="no-valid-file",
+        ),
+        pytest.param(
+            ("units: m}", "units: mm}"),
+            3,
+            "inputs.x: units 'mm' on disk (line 3), 'm' stored (line 3 of the stored copy)",
+            id="other-units",
+        ),
+    ],
+)
+def test_suggest_refuses_a_campaign_resume_refuses_before_storing_anything(
+    tmp_path: Path, edit: tuple[str, str], line: int, refusal: str
+) -> None:
+    """Found in review: the file on disk no longer allowed the stored limits (or was no
+    valid instrument file, or gave the input another unit); ``resume`` refused, exit 2, but
+    ``suggest`` warned and handed out three points within the stored limits. It refuses
+    now, with ``resume``'s message, before a trial or the campaign's state is stored."""
+    from loop.asktell import open_campaign
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(BENCH.format(limits="[0, 4], units: m"))
+    (tmp_path / "c.yaml").write_text(LIMITED)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    try:
+        runner, created = open_campaign(store, load_campaign(tmp_path / "c.yaml"), None)
+        assert created
+        before = store.campaign(runner.campaign_id)
+    finally:
+        store.close()
+    text = bench.read_text()
+    assert edit[0] in text
+    bench.write_text(text.replace(edit[0], edit[1]))
+
+    asked = closedloop("suggest", "--store", url, "-c", "1", "-n", "3", "--json", cwd=tmp_path)
+    assert asked.returncode == 2, asked.stderr
+    assert asked.stdout == ""
+    said = " ".join(asked.stderr.split())
+    assert f"error: {bench}:{line}: campaign 'limited' (id 1) in {url}, as stored: " in said
+    assert refusal in said, said
+    assert "Traceback" not in said
+    store = Store(url, create=False)
+    try:
+        assert store.trials(1) == []  # nothing proposed, nothing stored
+        after = store.campaign(1)
+        assert (after.status, after.stop_reason) == (before.status, before.stop_reason)
+        with pytest.raises(CampaignConfigError) as resumed:
+            Runner.from_store(store, 1).resume()
+    finally:
+        store.close()
+    # the same refusal as resume's, word for word
+    assert f"error: {' '.join(str(resumed.value).split())}" in said
