@@ -33,7 +33,9 @@ def hinted_fields(device: Any) -> list[str]:
         fields = hints.get("fields") if isinstance(hints, Mapping) else None
     except Exception:
         return []
-    return [str(f) for f in fields] if isinstance(fields, list | tuple) else []
+    if not isinstance(fields, list | tuple) or not all(isinstance(f, str) for f in fields):
+        return []  # hints of another shape (Signal objects, ...) name no data key
+    return list(fields)
 
 
 @runtime_checkable

@@ -56,7 +56,7 @@ from loop.store import (
 
 if TYPE_CHECKING:
     from loop.runner import CampaignSummary, ResumeState, Runner, TrialReport
-    from loop.store import Store
+    from loop.store import CampaignRow, Store
     from planners import OutcomeConstraint
 
 app = typer.Typer(
@@ -442,9 +442,8 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:
     """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
     _log_bluesky_prints()
-    say_when_stdout_closes()
     try:
-        with _stop_on_signals(runner), listener:
+        with say_when_stdout_closes(), _stop_on_signals(runner), listener:
             summary: CampaignSummary = start()
     except KeyboardInterrupt:
         if runner.campaign_id is None:  # stopped while the devices were being built

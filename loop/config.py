@@ -59,11 +59,10 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
-from simulators._text import TextFileError, read_text
+from simulators._text import MAX_FILE_BYTES, TextFileError, read_text
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 1_000_000
 
 #: The campaign name's pattern (``Campaign.name``; said in words by ``_PATTERN_WORDS``).
 _CAMPAIGN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$"

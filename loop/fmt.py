@@ -28,11 +28,12 @@ Only the standard library and rich: ``status`` and ``export`` import this and st
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import sys
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from rich.cells import cell_len
@@ -352,12 +353,17 @@ STDOUT_CLOSED = (
 _campaign_goes_on = False
 
 
-def say_when_stdout_closes() -> None:
-    """Have a closed stdout said once on stderr: for ``run`` and ``resume``, which go on for
-    hours after their reader left, so a log shows why their lines stopped. ``export``,
-    ``status`` and the rest end at once and say nothing, as ``head`` expects."""
+@contextlib.contextmanager
+def say_when_stdout_closes() -> Iterator[None]:
+    """While a campaign runs, have a closed stdout said once on stderr: ``run`` and ``resume``
+    go on for hours after their reader left, so a log shows why their lines stopped.
+    ``export``, ``status`` and the rest end at once and say nothing, as ``head`` expects."""
     global _campaign_goes_on
     _campaign_goes_on = True
+    try:
+        yield
+    finally:
+        _campaign_goes_on = False
 
 
 def _say_stdout_closed() -> None:

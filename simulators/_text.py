@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+#: A campaign or instrument file is at most this many bytes: a real one is a few kB, and
+#: a file of gigabytes (or one that never ends) must be refused before it is read.
+MAX_FILE_BYTES = 1_000_000
 #: The most values a YAML document may hold once its aliases are expanded: a few hundred
 #: bytes of anchors and aliases ("billion laughs") expand to 10^9 values, which hung a
 #: reader for minutes before any other check ran.

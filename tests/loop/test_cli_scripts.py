@@ -90,7 +90,9 @@ def test_a_campaign_goes_on_when_its_output_reader_goes_away(tmp_path: Path, clo
     """The reader takes the banner and exits before the first trial's line is written: every
     trial still runs and is stored, the exit code is the campaign's (0), and stderr (when
     still read) says once, in a line, that the output stopped."""
-    (tmp_path / "c.yaml").write_text(BRANIN.format(latency=0.3, trials=4))
+    # 4 s of trials: the reader is gone long before the first trial's line, even when this
+    # process is descheduled for a while on a loaded host.
+    (tmp_path / "c.yaml").write_text(BRANIN.format(latency=1.0, trials=4))
     db = tmp_path / "s.db"
     err_file = tmp_path / "err.txt"
     with err_file.open("wb") as err:
@@ -113,7 +115,7 @@ def test_a_campaign_goes_on_when_its_output_reader_goes_away(tmp_path: Path, clo
         [("completed", 4)],
     )
     if closed == "stdout":
-        assert err_file.read_text() == STDOUT_CLOSED
+        assert err_file.read_text().count(STDOUT_CLOSED) == 1, err_file.read_text()
 
 
 def test_output_to_a_closed_pipe_is_no_error(tmp_path: Path) -> None:
@@ -269,7 +271,16 @@ def test_suggest_and_status_json_for_ask_tell(tmp_path: Path) -> None:
     out = _run("suggest", str(tmp_path / "c.yaml"), "--store", url, "-n", "2", "--json")
     assert out.exit_code == 0, out.output
     asked = _strict(out.stdout)
-    assert list(asked) == ["campaign", "campaign_id", "status", "stop_reason", "outputs", "trials"]
+    assert list(asked) == [
+        "campaign",
+        "campaign_id",
+        "status",
+        "stop_reason",
+        "outputs",
+        "trials",
+        "refused",
+    ]
+    assert asked["refused"] == []  # no instrument limits to refuse a point by
     assert asked["status"] == "stopped" and asked["stop_reason"].startswith("ask/tell: 2 trial")
     first, second = (t["trial_id"] for t in asked["trials"])
     assert _run("tell", "--store", url, str(first), "y=0.25", "z=1").exit_code == 0
