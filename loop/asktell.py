@@ -52,7 +52,7 @@ from rich.markup import escape
 
 from loop.errors import ClosedLoopError
 from loop.failures import OPERATOR_FAILED
-from loop.fmt import number, parameter, specs
+from loop.fmt import number, parameter, specs, visible
 from loop.lock import LEASE_TTL, CampaignLease
 from loop.store import (
     ACTIVE,
@@ -1168,9 +1168,10 @@ class TerminalOperator:
         from loop.runner import OperatorStop
 
         # The prompt is written directly, not through rich: a prompt printed by rich and
-        # then interrupted (Ctrl-C) would be printed again with rich's next line.
+        # then interrupted (Ctrl-C) would be printed again with rich's next line. So it is
+        # made visible here (an output named with an ESC sequence would drive the terminal).
         out = self.console.file
-        out.write(prompt)
+        out.write(visible(prompt))
         out.flush()
         try:
             return input()

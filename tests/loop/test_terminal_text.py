@@ -159,6 +159,26 @@ def test_a_number_python_cannot_build_is_a_file_and_line_error(
 
 
 # ------------------------------------------------------------------ the console itself
+def test_the_operators_prompt_shows_an_output_name_as_text(tmp_path: Path) -> None:
+    """The manual instrument writes its prompt past rich (so Ctrl-C does not print it
+    twice): an output named with an ESC sequence cleared the operator's screen."""
+    (tmp_path / "m.yaml").write_text(
+        "name: m\nparameters:\n  - {name: x, type: float, bounds: [0, 1]}\n"
+        'objectives: [{name: "y\\e[2J", goal: minimize}]\n'
+        'instrument: {manual: true, outputs: ["y\\e[2J"]}\nbudget: {max_trials: 2}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "run", "m.yaml", "--store", "sqlite:///m.db"],
+        cwd=tmp_path,
+        input="stop\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "y\\x1b[2J = " in done.stdout, done.stdout
+    _assert_nothing_raw(done.stdout)
+
+
 def test_visible_keeps_newline_and_tab_and_escapes_the_rest() -> None:
     assert visible("a\tb\nc") == "a\tb\nc"
     assert visible("line\r\nnext\rover") == "line\nnext\\x0dover"
