@@ -158,6 +158,50 @@ def test_a_number_python_cannot_build_is_a_file_and_line_error(
     assert "Traceback" not in result.stderr and "please report it" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ("!!python/object/apply:os.system [0, 1]", "!!python/object/apply:os.system"),
+        ("!!python/tuple [0, 1]", "!!python/tuple"),
+        ("!bounds [0, 1]", "!bounds"),
+        ("!!set {0, 1}", "!!set"),
+    ],
+)
+def test_a_yaml_tag_is_refused_with_its_line(tmp_path: Path, value: str, tag: str) -> None:
+    """The round-trip reader built nothing from a tag but dropped it without a word, so a
+    file with ``!!python/...`` validated while the README promises it is refused (found in
+    review)."""
+    text = (
+        "name: tagged\nparameters:\n"
+        f"  - {{name: x, type: float, bounds: {value}}}\n"
+        "objectives: [{name: y, goal: minimize}]\ninstrument: {simulator: branin}\n"
+    )
+    (tmp_path / "tagged.yaml").write_text(text)
+    result = _closedloop("validate", "tagged.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"tagged.yaml:3: has the YAML tag {tag}" in result.stderr, result.stderr
+    assert f"fix: remove {tag} and write the value itself" in result.stderr
+
+
+def test_plain_data_tags_read_as_their_value(tmp_path: Path) -> None:
+    """``!!str``, ``!!int`` and merge keys are plain YAML: they keep working (``!!str`` was
+    refused as "not a valid string" before, round-trip keeping the tag on a wrapper)."""
+    from loop.config import load_campaign
+
+    (tmp_path / "plain.yaml").write_text(
+        "name: plain\ndescription: !!str 0123\nseed: !!int 7\nparameters:\n"
+        "  - &x {name: x1, type: float, bounds: [-5, 10]}\n"
+        "  - {<<: *x, name: x2, bounds: [0, 15]}\n"
+        "objectives: [{name: y, goal: minimize}]\ninstrument: {simulator: branin}\n"
+        "budget: {max_trials: !!int 3}\n"
+    )
+    campaign = load_campaign(tmp_path / "plain.yaml").campaign
+    assert campaign.description == "0123"
+    assert campaign.seed == 7
+    assert [p.name for p in campaign.parameters] == ["x1", "x2"]
+    assert campaign.budget.max_trials == 3
+
+
 # ------------------------------------------------------------------ the console itself
 def test_the_operators_prompt_shows_an_output_name_as_text(tmp_path: Path) -> None:
     """The manual instrument writes its prompt past rich (so Ctrl-C does not print it
