@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from instruments._config import RuleError
 from instruments._errors import InstrumentConfigError
 from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
 from instruments._yamlfile import explain as shared_explain
@@ -572,14 +573,26 @@ class InstrumentFile(_Strict):
         outputs = info.data.get("outputs") or {}
         for key, number in value.items():
             if not math.isfinite(number):
-                raise ValueError(f"{key} = {number}: a safe state must be a finite number")
+                raise RuleError(
+                    f"{key} = {number}: a safe state must be a finite number",
+                    fix=f"write the value {key} is left at, a number within its limits",
+                )
             decl = inputs.get(key)
             if decl is None:
                 if not re.match(_PV, key) or key in outputs:
-                    raise ValueError(f"{key!r} is neither an input nor a PV name")
+                    raise RuleError(
+                        f"{key!r} is neither an input nor a PV name",
+                        fix=f"name one of the inputs ({', '.join(inputs) or 'none'}) or a "
+                        "PV to write",
+                    )
                 continue
             if decl.limits is not None and not decl.limits[0] <= number <= decl.limits[1]:
-                raise ValueError(f"{key} = {number:g} is outside its limits {list(decl.limits)}")
+                low, high = decl.limits
+                raise RuleError(
+                    f"{key} = {number:g} is outside its limits {list(decl.limits)}",
+                    fix=f"set on_stop's {key} within [{low:g}, {high:g}] (or widen "
+                    f"inputs.{key}.limits, if the hardware allows it)",
+                )
         return value
 
 
@@ -734,13 +747,13 @@ def read_yaml(text: str, path: Path) -> Any:
 
 def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel]) -> Exception:
     """The top-most pydantic error as one message with its line and a fix (a
-    :class:`MetadataError`'s own fix where the shared one has none)."""
+    :class:`MetadataError`'s or :class:`RuleError`'s own fix where the shared one has none)."""
     error = shared_explain(exc, data, path, model=model, error=InstrumentFileError)
     if not isinstance(error, InstrumentFileError) or error.fix:
         return error
     for err in exc.errors(include_url=False):
         refused = (err.get("ctx") or {}).get("error")
-        if isinstance(refused, MetadataError) and str(refused) in error.problem:
+        if isinstance(refused, MetadataError | RuleError) and str(refused) in error.problem:
             return InstrumentFileError(path, error.problem, line=error.line, fix=refused.fix)
     return error
 

@@ -213,7 +213,8 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
         "safe state outside the limits",
         BASE.format(input="    limits: [0, 10]\n", tail="on_stop: {a: 20}\n"),
         8,
-        ["on_stop: a = 20 is outside its limits"],
+        # the fix too: it had none (found in review)
+        ["on_stop: a = 20 is outside its limits", "set on_stop's a within [0, 10]"],
     ),
     (
         "a name both input and output",
