@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -274,12 +275,57 @@ def load_function(spec: str, *, base_dir: Path) -> UserFunction:
             import, no such attribute, or an attribute that is not a one-argument callable.
     """
     target, attr, is_file = _split_function(spec)
-    with _loading:
-        if is_file:
-            module = _load_file(target, base_dir)
-        else:
-            module = _import_module(target, base_dir, attr)
+    module = import_user_module(target, base_dir=base_dir, attr=attr)
     return _function_of(module, target, attr, is_file=is_file)
+
+
+def import_user_module(
+    target: str, *, base_dir: Path, attr: str, what: str = "function"
+) -> ModuleType:
+    """Import the module a ``target:attr`` spec of the user's names: the one way closedloop
+    imports a user's code (a ``function:`` instrument's function; a ``planner: {plugin:}``
+    class, which ``loop.planner_plugin`` imports through this).
+
+    ``target`` is a file path when :func:`is_user_file` says so: relative to ``base_dir``
+    (the campaign file's folder), executed once per modification of the file (a check and
+    then a run do not run its top-level code twice), registered in ``sys.modules`` under a
+    private name; else a dotted module name, imported normally. Text is never ``eval``'d.
+
+    Args:
+        target: the part before the colon.
+        base_dir: where a relative file path resolves.
+        attr: the name after the colon (a module-name error suggests the file beside).
+        what: the campaign key the spec is written under (``function``, ``plugin``): it
+            words the messages and is the error's ``field``.
+
+    Raises:
+        InstrumentConfigError: a missing (or non-``.py``) file, a module that cannot be
+            found, or one that raises (or exits) while it is imported.
+    """
+    with _loading:
+        if is_user_file(target):
+            return _load_file(target, base_dir, what=what)
+        return _import_module(target, base_dir, attr, what=what)
+
+
+def find_entry_point(
+    group: str, name: str
+) -> tuple[importlib.metadata.EntryPoint | None, list[str]]:
+    """The entry point ``name`` of ``group``, not loaded (``None`` if no installed package
+    registers it), and every name the group has, sorted, for a refusal's "did you mean".
+
+    The lookup behind every name a package registers for closedloop: a planner plugin's
+    (``closedloop.planners``, ``loop.planner_plugin``); the caller loads the point and words
+    its own refusal."""
+    points = importlib.metadata.entry_points(group=group)
+    found = next((point for point in points if point.name == name), None)
+    return found, sorted(point.name for point in points)
+
+
+def is_user_file(target: str) -> bool:
+    """Whether the ``target`` of a ``target:attr`` spec is a file path (ends in ``.py`` or
+    holds a path separator), not a dotted module name."""
+    return target.endswith(".py") or "/" in target or "\\" in target
 
 
 def check_function(spec: str, *, base_dir: Path) -> None:
@@ -313,7 +359,7 @@ def _split_function(spec: str) -> tuple[str, str, bool]:
             f"function {spec!r} must look like `module:function` or `path/to/file.py:function`",
             field="function",
         )
-    return target, attr, target.endswith(".py") or "/" in target or "\\" in target
+    return target, attr, is_user_file(target)
 
 
 def _function_of(module: ModuleType, target: str, attr: str, *, is_file: bool) -> UserFunction:
@@ -437,7 +483,7 @@ def _main_is_the_cli() -> bool:
     return Path(getattr(main, "__file__", None) or "").name == "closedloop"
 
 
-def _import_module(name: str, base_dir: Path, attr: str) -> ModuleType:
+def _import_module(name: str, base_dir: Path, attr: str, *, what: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -449,60 +495,62 @@ def _import_module(name: str, base_dir: Path, attr: str) -> ModuleType:
                 raise InstrumentConfigError(
                     f"cannot import module {name!r} (no module named {exc.name!r} on Python's "
                     f"path), but {beside.as_posix()} is in the campaign file's folder; write "
-                    f"function: {beside.as_posix()}:{attr} (a file path, relative to the "
+                    f"{what}: {beside.as_posix()}:{attr} (a file path, relative to the "
                     "campaign file)",
-                    field="function",
+                    field=what,
                 ) from exc
             raise InstrumentConfigError(
                 f"cannot import module {name!r} (no module named {exc.name!r}); give an "
                 "importable module or a path ending in .py relative to the campaign file",
-                field="function",
+                field=what,
             ) from exc
         raise InstrumentConfigError(
-            f"importing module {name!r} failed: ModuleNotFoundError: {exc}", field="function"
+            f"importing module {name!r} failed: ModuleNotFoundError: {exc}", field=what
         ) from exc
     except SystemExit as exc:
-        raise _exited(f"module {name!r}", exc) from None
+        raise _exited(f"module {name!r}", exc, what=what) from None
     except Exception as exc:
         raise InstrumentConfigError(
-            f"importing module {name!r} failed: {type(exc).__name__}: {exc}", field="function"
+            f"importing module {name!r} failed: {type(exc).__name__}: {exc}", field=what
         ) from exc
 
 
-def _exited(what: str, exc: SystemExit) -> InstrumentConfigError:
+#: What closedloop imports a user's module for, by the campaign key that names it.
+_IMPORTED_TO = {"function": "call the function", "plugin": "build the planner"}
+
+
+def _exited(where: str, exc: SystemExit, *, what: str = "function") -> InstrumentConfigError:
     """A function's module that called ``sys.exit()`` (or argparse's ``parse_args()``, which
     exits on closedloop's own command line) while being imported: let through, it ended
     closedloop itself, with the script's exit code and no word (found in review)."""
     code = "" if exc.code is None else f"({exc.code!r})"
     return InstrumentConfigError(
-        f"{what} exited while being imported (SystemExit{code}: a call of sys.exit(), or "
+        f"{where} exited while being imported (SystemExit{code}: a call of sys.exit(), or "
         "argparse's parse_args() reading closedloop's command line); closedloop imports it "
-        "to call the function, so its script code must not run on import: put that code "
-        'under `if __name__ == "__main__":`',
-        field="function",
+        f"to {_IMPORTED_TO.get(what, 'use it')}, so its script code must not run on import: "
+        'put that code under `if __name__ == "__main__":`',
+        field=what,
     )
 
 
-def _function_file(target: str, base_dir: Path) -> Path:
+def _function_file(target: str, base_dir: Path, *, what: str = "function") -> Path:
     """The ``.py`` file a ``path/to/file.py`` function is in, checked to exist (not run)."""
     path = Path(target)
     if not path.is_absolute():
         path = Path(base_dir) / path
     path = path.resolve()
     if path.suffix != ".py":
-        raise InstrumentConfigError(
-            f"function file {target!r} must be a .py file", field="function"
-        )
+        raise InstrumentConfigError(f"{what} file {target!r} must be a .py file", field=what)
     if not path.is_file():
         raise InstrumentConfigError(
-            f"function file {target!r} not found (looked for {path}, relative to {base_dir})",
-            field="function",
+            f"{what} file {target!r} not found (looked for {path}, relative to {base_dir})",
+            field=what,
         )
     return path
 
 
-def _load_file(target: str, base_dir: Path) -> ModuleType:
-    path = _function_file(target, base_dir)
+def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
+    path = _function_file(target, base_dir, what=what)
     key = (path, path.stat().st_mtime_ns)
     if key in _loaded_files:
         return _loaded_files[key]
@@ -510,7 +558,7 @@ def _load_file(target: str, base_dir: Path) -> ModuleType:
     module_name = f"_closedloop_user_{path.stem}_{digest}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
-        raise InstrumentConfigError(f"cannot load {path} as Python", field="function")
+        raise InstrumentConfigError(f"cannot load {path} as Python", field=what)
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so dataclasses/pickle inside the user's file can find it.
     sys.modules[module_name] = module
@@ -518,11 +566,11 @@ def _load_file(target: str, base_dir: Path) -> ModuleType:
         module_spec.loader.exec_module(module)
     except SystemExit as exc:
         sys.modules.pop(module_name, None)
-        raise _exited(f"function file {target!r}", exc) from None
+        raise _exited(f"{what} file {target!r}", exc, what=what) from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InstrumentConfigError(
-            f"running {target!r} failed: {type(exc).__name__}: {exc}", field="function"
+            f"running {target!r} failed: {type(exc).__name__}: {exc}", field=what
         ) from exc
     _loaded_files[key] = module
     return module

@@ -39,6 +39,7 @@ A faulty instrument costs one trial, never the campaign:
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import inspect
 import logging
@@ -427,10 +428,32 @@ def closing_stop_document(
 def closedloop_version() -> str:
     """closedloop's installed version: the start documents' ``versions``, ``closedloop
     --version`` and the message that refuses a store written by a newer closedloop."""
+    return installed_version("closedloop") or "unknown"  # unknown: run from a source tree
+
+
+#: The planner stack, which every run's start document names in ``versions`` beside
+#: closedloop and what bluesky puts there (bluesky, ophyd, ophyd_async, event_model): the
+#: model that chose a trial's point is part of how the trial came about ({key: distribution};
+#: ``loop.provenance`` records them with each session too).
+PLANNER_STACK = {"botorch": "botorch", "gpytorch": "gpytorch", "torch": "torch"}
+
+
+@functools.cache
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (``None`` when it is not installed), read
+    from its metadata: nothing is imported, so instruments never load torch to name it.
+    Read once per process: the code a process runs is what it imported at its start, not
+    what a later ``pip install`` leaves on disk."""
     try:
-        return importlib.metadata.version("closedloop")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown"
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def installed_versions(distributions: Mapping[str, str]) -> dict[str, str]:
+    """``{key: version}`` for each installed ``{key: distribution}``; the others left out."""
+    found = {key: installed_version(dist) for key, dist in distributions.items()}
+    return {key: version for key, version in found.items() if version is not None}
 
 
 class Dispatcher:
@@ -507,7 +530,9 @@ class Dispatcher:
             run_engine = RunEngine(
                 {}, context_managers=[], during_task=self._during, scan_id_source=self._scan_id
             )
-            run_engine.md.setdefault("versions", {})["closedloop"] = closedloop_version()
+            versions = run_engine.md.setdefault("versions", {})
+            versions["closedloop"] = closedloop_version()
+            versions |= installed_versions(PLANNER_STACK)
             self._during.run_engine = run_engine
             self._during.abort = self._request_abort
         self.run_engine: RunEngine = run_engine

@@ -72,7 +72,7 @@ from typing import Any
 
 from ophyd.status import Status
 
-from instruments._build import InputSpec
+from instruments._build import InputSpec, find_entry_point
 from instruments._errors import InstrumentConfigError, InstrumentError
 from instruments._instrument_file import (
     InputDecl,
@@ -209,18 +209,16 @@ def load_device_class(spec: str) -> Callable[..., Any]:
                 f"device {spec!r} is not a class", fix="name an Ophyd device class, module:Class"
             )
         return target  # type: ignore[no-any-return]
-    points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    for point in points:
-        if point.name == spec:
-            try:
-                return point.load()  # type: ignore[no-any-return]
-            except Exception as exc:
-                raise DeviceClassError(
-                    f"device {spec!r}: entry point {point.value!r} cannot be loaded: "
-                    f"{type(exc).__name__}: {exc}",
-                    fix=f"reinstall the package that registers {spec!r}, or write module:Class",
-                ) from exc
-    known = sorted(p.name for p in points)
+    point, known = find_entry_point(ENTRY_POINT_GROUP, spec)
+    if point is not None:
+        try:
+            return point.load()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise DeviceClassError(
+                f"device {spec!r}: entry point {point.value!r} cannot be loaded: "
+                f"{type(exc).__name__}: {exc}",
+                fix=f"reinstall the package that registers {spec!r}, or write module:Class",
+            ) from exc
     close = difflib.get_close_matches(spec, known, n=1)
     raise DeviceClassError(
         f"device {spec!r} is neither module:Class nor an entry point of the "

@@ -88,6 +88,7 @@ START_DOC_KEYS = frozenset(
         "trial_number",
         "parameters",
         "instrument",
+        "function",  # a function instrument's file and sha256 (loop.provenance)
         "readback_keys",
         "retry_of",
         "attempt",

@@ -5,6 +5,7 @@ from .config import Budget, Campaign, LoadedCampaign, load_campaign, parse_campa
 from .errors import CampaignConfigError, ClosedLoopError, StoreError
 from .results import trial_records
 from .runner import CampaignSummary, Runner, TrialReport, TrialTiming
+from .scheduler import PlannerError
 from .store import DEFAULT_STORE, Store
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "CampaignSummary",
     "ClosedLoopError",
     "LoadedCampaign",
+    "PlannerError",
     "Runner",
     "Store",
     "StoreError",

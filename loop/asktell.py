@@ -647,6 +647,7 @@ def suggest(
     there, before anything is stored (:func:`_instrument_limits`).
     """
     from loop.runner import PRIOR_KIND
+    from loop.scheduler import check_proposals
 
     store, cid = runner.store, runner._cid()
     limits = _instrument_limits(runner)
@@ -685,9 +686,11 @@ def suggest(
         t0 = time.perf_counter()
         points = planner.suggest(n, pending=[dict(t.parameters) for t in pending])
         seconds = (time.perf_counter() - t0) / max(n, 1)
+        # As `run` checks them (loop.scheduler): a point outside the space or its constraints,
+        # or another count, is the planner's PlannerError; nothing is stored.
         new = [
-            NewTrial(dict(point), kind, suggest_seconds=seconds)
-            for point, kind in zip(points, planner.last_kinds, strict=True)
+            NewTrial(point, kind, suggest_seconds=seconds)
+            for point, kind in check_proposals(planner, n, points, runner.space)
         ]
         reasons = _refusals(limits, [t.parameters for t in new])
         # The proposals, the budget overrides and the campaign's state, in one transaction:

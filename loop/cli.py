@@ -249,7 +249,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
             else ""
         )
         + (f", {len(prior)} prior-data rows{prior.skipped_note()}" if prior else "")
-        + f", planner {c.planner.kind}, instrument "
+        + f", planner {c.planner.label}, instrument "
         f"{_instrument_label(c)}"
     )
     # the file's path and text are the user's: `[x]` in a path is text, not markup
@@ -302,7 +302,7 @@ def run(
         console.print(
             f"[bold]{escape(c.name)}[/]: "
             + escape(
-                f"{c.planner.kind} planner, instrument {_instrument_label(c)}, seed "
+                f"{c.planner.label} planner, instrument {_instrument_label(c)}, seed "
                 f"{runner.seed}, store {store}"
             )
         )
@@ -371,7 +371,7 @@ def resume(
         console.print(
             f"[bold]{escape(c.name)}[/] (id {runner.campaign_id}): "
             + escape(
-                f"resuming; {c.planner.kind} planner, instrument {_instrument_label(c)}, seed "
+                f"resuming; {c.planner.label} planner, instrument {_instrument_label(c)}, seed "
                 f"{runner.seed}, store {store}"
             )
         )
@@ -696,7 +696,7 @@ def status(
     records = annotate(export_records(db, row.id or 0), c)
     counts = _trial_counts(records)
     if as_json:
-        console.write_raw(_status_json(row, c, records, counts) + "\n")
+        console.write_raw(_status_json(row, c, records, counts, db) + "\n")
         return
     trials = db.trials(row.id or 0)
     # the budget in force (run/resume --max-trials), else the file's
@@ -729,6 +729,14 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
+    from loop.provenance import function_change_lines, session_line
+
+    # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
+    sessions = session_line(db.sessions(row.id or 0))
+    if sessions is not None:
+        console.print(sessions, markup=False, highlight=False)
+    for line in function_change_lines(db.function_changes(row.id or 0)):
+        console.print(line, style="bold yellow", markup=False, highlight=False)
     _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
     from loop.failures import failures_of
 
@@ -750,11 +758,18 @@ def _trial_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _status_json(row: Any, c: Any, records: list[dict[str, Any]], counts: dict[str, int]) -> str:
+def _status_json(
+    row: Any,
+    c: Any,
+    records: list[dict[str, Any]],
+    counts: dict[str, int],
+    db: Store | None = None,
+) -> str:
     """``status --json``: what a script branches on, from the store alone (the README's CLI
     table names the keys). The best trial is the one ``status`` and ``export``'s ``best``
     name; with several objectives ``pareto`` lists the front's trial ids instead. Strict
-    JSON, as ``export --format json`` writes it (a NaN or infinite value is ``null``)."""
+    JSON, as ``export --format json`` writes it (a NaN or infinite value is ``null``).
+    ``db``: the store ``row`` is from, for its sessions (without one, none are listed)."""
     from loop.report import best_record, to_json
     from loop.store import known_budget
 
@@ -778,6 +793,9 @@ def _status_json(row: Any, c: Any, records: list[dict[str, Any]], counts: dict[s
         "pareto": pareto,
         "pending": [r["trial_id"] for r in records if r["status"] == "running"],
         "units": _declared_units(c, Path(row.config_path).parent),
+        "seed": row.seed,
+        "sessions": db.sessions(row.id or 0) if db is not None else [],
+        "function_changes": db.function_changes(row.id or 0) if db is not None else [],
     }
     return to_json(payload)
 
@@ -1060,6 +1078,7 @@ class ExportFormat(StrEnum):
     csv = "csv"
     json = "json"
     jsonl = "jsonl"  # the runs' Bluesky documents, not the trial records
+    yaml = "yaml"  # the campaign file, with the seed and budget it ran with
 
 
 @app.command()
@@ -1071,8 +1090,9 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="csv or json (trial records), jsonl (the runs' Bluesky documents); "
-            "default: -o's suffix, else csv.",
+            help="csv or json (trial records), jsonl (the runs' Bluesky documents), yaml "
+            "(the campaign file, with the seed and budget it ran with); default: -o's "
+            "suffix, else csv.",
         ),
     ] = None,
     output: Annotated[
@@ -1086,6 +1106,8 @@ def export(
     ``prior``. ``--format jsonl`` writes the trials' Bluesky documents instead, one
     ``[name, doc]`` JSON array a line, run after run in trial order (as suitcase-jsonl
     does), for a facility catalog: Tiled's ``TiledWriter`` or any ``RunRouter``.
+    ``--format yaml`` (``-o x.yaml``) writes the campaign file back, with the seed and the
+    budget it ran with written in, to run it again (``loop.provenance.campaign_file``).
     """
     import json
 
@@ -1098,7 +1120,12 @@ def export(
     format = _export_format(format, output)
     db = Store(store, create=False)
     store = db.url  # what messages show: a password in the URL as ***
-    if format == ExportFormat.jsonl:
+    if format == ExportFormat.yaml:
+        from loop.provenance import campaign_file
+
+        text = campaign_file(db, campaign)
+        wrote = "the campaign file"
+    elif format == ExportFormat.jsonl:
         # the stored documents as they are (NaN/inf already null): loop.run_documents
         documents = run_documents(db, campaign)
         text = "".join(json.dumps([name, doc], allow_nan=False) + "\n" for name, doc in documents)
@@ -1111,10 +1138,14 @@ def export(
         text = to_csv(records) if format == ExportFormat.csv else to_json(records)
         wrote = f"{len(records)} trials"
     if output is None:
-        console.write_raw(text)
+        # On a terminal a stored value's control characters are shown, not obeyed (a choice
+        # value "a\x1b[2J" cleared the screen of whoever exported a shared store: found in
+        # review); to a file or a pipe the data goes as stored, byte for byte.
+        console.write_raw(visible(text) if sys.stdout.isatty() else text)
     else:
         try:
-            write_output(output, text, f"trials.{format.value}", store_url=db.url)
+            example = "campaign.yaml" if format == ExportFormat.yaml else f"trials.{format.value}"
+            write_output(output, text, example, store_url=db.url)
         except OutputError as exc:
             _invalid(exc)
         err_console.print(f"wrote {wrote} to {output}", markup=False)
@@ -1131,6 +1162,7 @@ def _export_format(given: ExportFormat | None, output: Path | None) -> ExportFor
     from loop.report import OutputError
 
     suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    suffix = "yaml" if suffix == "yml" else suffix
     named = ExportFormat(suffix) if suffix in ExportFormat.__members__ else None
     if given is not None and named is not None and given != named:
         _invalid(
@@ -1148,7 +1180,7 @@ def _export_format(given: ExportFormat | None, output: Path | None) -> ExportFor
             OutputError(
                 f"-o {output}: export writes CSV or JSON, not .{suffix}; fix: name it .csv or "
                 ".json (a spreadsheet opens the CSV), .jsonl for the runs' Bluesky documents, "
-                "or give --format csv to write CSV anyway"
+                ".yaml for the campaign file, or give --format csv to write CSV anyway"
             )
         )
     return ExportFormat.csv
@@ -1794,11 +1826,16 @@ def _command_of(exc: BaseException) -> str:
 
 
 def _finished(exc: BaseException) -> bool:
-    """Whether ``exc`` is ``loop.runner.CampaignFinished`` (resume of a finished campaign
-    without a larger budget). ``loop.runner`` is looked up, not imported: it raised the
-    error only if it is loaded, and importing it (bluesky) must not slow other errors."""
+    """Whether ``exc`` is a request ``loop.runner`` refuses as given: ``CampaignFinished``
+    (resume of a finished campaign without a larger budget) or ``SuggestionsPending``
+    (resume while ``suggest`` trials await ``tell``; it exited 1, a failed run's code, where
+    the README's list of codes has it refused as given: found in review). ``loop.runner`` is
+    looked up, not imported: it raised the error only if it is loaded, and importing it
+    (bluesky) must not slow other errors."""
     runner = sys.modules.get("loop.runner")
-    return runner is not None and isinstance(exc, runner.CampaignFinished)
+    return runner is not None and isinstance(
+        exc, runner.CampaignFinished | runner.SuggestionsPending
+    )
 
 
 def _planner_unavailable(exc: BaseException) -> bool:

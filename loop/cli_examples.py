@@ -265,7 +265,7 @@ def _beside(rel: Path, name: str) -> str:
 
 def _companions(data: Mapping[str, Any], rel: Path) -> list[str]:
     """The files a campaign names, which ``--copy`` writes beside it: a function file,
-    prior data, an instrument file, a dataset's own CSV and spec."""
+    prior data, an instrument file, a dataset's own CSV and spec, a planner plugin's file."""
     if not _is_campaign_data(data):
         return []
     spec = _instrument_spec(data)
@@ -281,7 +281,17 @@ def _companions(data: Mapping[str, Any], rel: Path) -> list[str]:
         named.append(dataset)
     prior = data.get("prior_data")
     named += [p for p in (prior if isinstance(prior, list) else [prior]) if isinstance(p, str)]
+    plugin = _plugin(data)
+    if plugin is not None and plugin.partition(":")[0].endswith(".py"):
+        named.append(plugin.partition(":")[0])
     return [_beside(rel, n) for n in named]
+
+
+def _plugin(data: Mapping[str, Any]) -> str | None:
+    """A campaign's ``planner.plugin``, if it names one."""
+    planner = data.get("planner")
+    plugin = planner.get("plugin") if isinstance(planner, Mapping) else None
+    return plugin if isinstance(plugin, str) else None
 
 
 def _instrument(data: Mapping[str, Any], rel: Path, root: Path) -> tuple[str, list[str]]:
@@ -352,4 +362,7 @@ def _planner_needs(data: Mapping[str, Any]) -> list[str]:
     planner = data.get("planner")
     if isinstance(planner, Mapping) and planner.get("kind") == "ax":
         return ["the ax extra: pip install 'closedloop[ax]'"]
+    plugin = _plugin(data)
+    if plugin is not None and not plugin.partition(":")[0].endswith(".py"):
+        return [f"the planner plugin {plugin}, installed"]
     return []

@@ -209,7 +209,7 @@ def _declared(file: Path) -> tuple[Any, Any, dict[str, str | None], bool]:
             return spec, input_specs([(n, (0.0, 1.0)) for n in spec.inputs]), {}, False
         from loop.config import load_campaign
 
-        loaded = load_campaign(file)
+        loaded = load_campaign(file, import_plugin=False)  # it proposes nothing: no plugin code
         c = loaded.campaign
         if c.instrument.file is None and c.instrument.devices is None:
             raise CampaignConfigError(
@@ -428,8 +428,13 @@ def _proposal(
     names = [p.name for p in runner.campaign.parameters]
     if len(given) == len(names):
         return {n: given[n] for n in names}
+    from loop.scheduler import check_proposals
+
     planner = runner.rebuild_planner(history, observations)
-    proposal = dict(planner.suggest(1, pending=pending)[0])
+    # checked as `run` checks it: a preview of a point `run` refuses would be no preview
+    ((proposal, _),) = check_proposals(
+        planner, 1, planner.suggest(1, pending=pending), runner.space
+    )
     proposal.update(given)
     return {n: proposal[n] for n in names}
 

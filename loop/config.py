@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -18,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -59,7 +58,10 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
-from simulators._text import MAX_FILE_BYTES, TextFileError, read_text
+from simulators._text import MAX_FILE_BYTES, TextFileError, file_sha256, read_text
+
+if TYPE_CHECKING:
+    from planners._plugin import PlannerPluginError
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +345,10 @@ class LoadedCampaign:
             the campaign's alone when the campaign is only shown (``cross_check=False``:
             the instrument file is not read then). Both come from texts the store keeps, so
             ``resume`` records the same.
+        planner_origin: for a ``planner: {plugin: ...}`` campaign, where the plugin's code
+            came from when the campaign started (JSON: a file's path and SHA-256, or a
+            distribution's name and version; ``loop.planner_plugin.pin_origin``), stored
+            with the campaign; ``None`` for the built-in planners.
     """
 
     campaign: Campaign
@@ -351,17 +357,29 @@ class LoadedCampaign:
     base_dir: Path
     instrument_text: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    planner_origin: str | None = None
 
 
 # ---------------------------------------------------------------------------- loading
-def load_campaign(path: str | Path) -> LoadedCampaign:
-    """Read and validate a campaign file; raise ``CampaignConfigError`` on any problem."""
+def load_campaign(path: str | Path, *, import_plugin: bool = True) -> LoadedCampaign:
+    """Read and validate a campaign file; raise ``CampaignConfigError`` on any problem.
+
+    ``import_plugin=False``: a ``planner: {plugin: ...}`` is checked for its form but its
+    code is not imported (``closedloop instruments check``, which proposes nothing: a
+    technician checking connections runs no planner code; found in review).
+    """
     path = Path(path)
     try:
         text = read_text(path, kind="campaign file", max_bytes=MAX_FILE_BYTES)
     except TextFileError as exc:
         raise CampaignConfigError(path, exc.problem, line=exc.line, fix=exc.fix) from None
-    return parse_campaign(text, path=path, base_dir=path.resolve().parent, require_goal=True)
+    return parse_campaign(
+        text,
+        path=path,
+        base_dir=path.resolve().parent,
+        require_goal=True,
+        import_plugin=import_plugin,
+    )
 
 
 def parse_campaign(
@@ -373,8 +391,10 @@ def parse_campaign(
     cross_check: bool = True,
     require_goal: bool = False,
     stored: StoredCopy | None = None,
+    planner_origin: str | None = None,
+    import_plugin: bool = True,
 ) -> LoadedCampaign:
-    """Validate campaign YAML ``text`` (see ``load_campaign``).
+    """Validate campaign YAML ``text`` (see ``load_campaign``, also for ``import_plugin``).
 
     ``require_goal``: refuse an objective without ``goal:`` (a campaign file, read by
     ``load_campaign``: a forgotten goal would silently maximise a yield or an impurity
@@ -383,7 +403,9 @@ def parse_campaign(
 
     ``instrument_text``: the instrument file's text stored with the campaign, used instead of
     the file on disk (which is read now when not given); see
-    ``instruments._instrument_file.pin_instrument_text``.
+    ``instruments._instrument_file.pin_instrument_text``. ``planner_origin``: the plugin's
+    origin stored with the campaign (``LoadedCampaign.planner_origin``), compared with the
+    plugin as it is now when the campaign is to propose.
 
     ``cross_check=False`` skips the checks against the planner and the instrument, for a
     campaign read back from a store by ``status``, ``export`` or ``report``: it passed them
@@ -406,7 +428,12 @@ def parse_campaign(
             instrument_text=instrument_text,
             cross_check=cross_check,
             require_goal=require_goal,
-            rules=_Rules(stored=stored, lenient=stored is not None or not cross_check),
+            rules=_Rules(
+                stored=stored,
+                lenient=stored is not None or not cross_check,
+                import_plugin=import_plugin,
+            ),
+            planner_origin=planner_origin,
         )
     except CampaignConfigError as exc:
         if stored is None or isinstance(exc, StoredCampaignError):
@@ -435,6 +462,7 @@ def _parse_campaign(
     cross_check: bool,
     require_goal: bool,
     rules: _Rules,
+    planner_origin: str | None = None,
 ) -> LoadedCampaign:
     data = _read_yaml(text, path)
     dataset_pin = _apply_dataset(data, path, base_dir, stored=instrument_text, load=cross_check)
@@ -459,6 +487,11 @@ def _parse_campaign(
     pinned = pin_instrument_text(campaign.instrument, base_dir, instrument_text)
     if dataset_pin is None and pinned is None and cross_check:
         pinned = _pin_function(campaign.instrument.function, base_dir, instrument_text)
+    proposes = rules.stored is None or rules.stored.proposes
+    if cross_check and proposes and campaign.planner.plugin is not None:
+        from loop.planner_plugin import pin_origin
+
+        planner_origin = pin_origin(campaign.planner.plugin, base_dir, planner_origin)
     campaign.instrument._campaign_path = path
     metadata = _check_semantics(
         campaign, data, path, base_dir, cross_check=cross_check, rules=rules
@@ -470,6 +503,7 @@ def _parse_campaign(
         base_dir=base_dir,
         instrument_text=pinned if dataset_pin is None else dataset_pin,
         metadata=metadata,
+        planner_origin=planner_origin,
     )
 
 
@@ -510,7 +544,12 @@ class StoredCampaignError(CampaignConfigError):
     """
 
     def __init__(
-        self, stored: StoredCopy, exc: CampaignConfigError, *, exportable: bool = True
+        self,
+        stored: StoredCopy,
+        exc: CampaignConfigError,
+        *,
+        exportable: bool = True,
+        way_on: str | None = None,
     ) -> None:
         where = f"{exc.path.name}, line {exc.line}" if exc.line is not None else exc.path.name
         export = f"`closedloop export --store {stored.url} -c {stored.campaign_id} -o trials.csv`"
@@ -549,9 +588,42 @@ class StoredCampaignError(CampaignConfigError):
                 f"{exc.__context__.install}, then run the command again: nothing was "
                 "written to the store, and the campaign goes on where it stopped"
             )
+        if way_on is not None:  # the caller knows it (a planner plugin to restore or install)
+            fix = way_on
         problem = f"{stored.campaign} in {stored.url}, as stored ({where}): {exc.problem}"
         ClosedLoopError.__init__(self, f"{problem}\n  fix: {fix}")
         self.path, self.line, self.problem, self.fix = exc.path, exc.line, problem, fix
+
+
+def import_stored_planner(loaded: LoadedCampaign, stored: StoredCopy) -> None:
+    """Import a stored ``plugin:`` campaign's planner class and check it against the
+    campaign, before ``resume`` writes anything: a plugin that cannot be imported any more
+    (a file gone, a package uninstalled) or refuses the campaign is refused with the store
+    untouched, naming the store's copy, its ``plugin:`` line and the restore or install that
+    is the way on, never a fall-back to a built-in planner (``loop.planner_plugin``).
+
+    ``suggest`` and ``plan`` need no call: the planner they rebuild imports it, before they
+    write anything, and is refused in the same words (the refusal attached to the config).
+
+    Raises:
+        StoredCampaignError: the plugin cannot be imported, or refuses the campaign.
+    """
+    from planners import check_planner
+    from planners._plugin import PlannerPluginError
+
+    campaign = loaded.campaign
+    if campaign.planner.plugin is None:
+        return
+    try:
+        check_planner(
+            campaign.space,
+            list(campaign.objectives),
+            campaign.planner,
+            outcome_constraints=campaign.parsed_outcome_constraints,
+        )
+    except PlannerPluginError as exc:
+        data = _read_yaml(loaded.text, loaded.path)
+        raise _plugin_refusal(exc, data, loaded.path, stored) from None
 
 
 def import_stored_function(loaded: LoadedCampaign, stored: StoredCopy) -> None:
@@ -586,10 +658,12 @@ def import_stored_function(loaded: LoadedCampaign, stored: StoredCopy) -> None:
 @dataclass(frozen=True)
 class _Rules:
     """Which campaign the rules are applied to: a campaign file (``lenient`` off), or a
-    campaign read back from a store (on; ``stored`` when it is to be used)."""
+    campaign read back from a store (on; ``stored`` when it is to be used); whether a
+    planner plugin's code may be imported to check it (``import_plugin``)."""
 
     stored: StoredCopy | None
     lenient: bool
+    import_plugin: bool = True
 
     def added(self, exc: CampaignConfigError, kept: str) -> None:
         """A rule added after campaigns could be stored without it: raise ``exc`` for a
@@ -644,12 +718,8 @@ def _pin_function(spec: str | None, base_dir: Path, stored: str | None) -> str |
     source = _function_source(spec.rsplit(":", 1)[0], base_dir)
     if source is None:
         return None
-    if not source.is_file():  # a pipe or a device (a link to /dev/zero) would never end
-        return None  # importing it says what is wrong, as for a missing file
-    try:
-        with source.open("rb") as handle:  # in chunks: never the whole file in memory
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
+    digest = file_sha256(source)
+    if digest is None:  # importing it says what is wrong, as for a missing file
         return None
     previous = _read_record(stored, _FUNCTION_PIN)
     if previous is None:
@@ -663,6 +733,16 @@ def _pin_function(spec: str | None, base_dir: Path, stored: str | None) -> str |
             source,
         )
     return stored
+
+
+def function_pins(loaded: LoadedCampaign) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A ``function:`` campaign's source file as the campaign started with it and as it is
+    now, each ``{file, sha256}``; ``None`` where not known (no function file; one not found
+    without running the user's code; a campaign stored before functions were pinned).
+    ``loop.provenance`` records a change as a ``function_changed`` event and names the file
+    in every run's start document."""
+    now = _pin_function(loaded.campaign.instrument.function, loaded.base_dir, None)
+    return _read_record(loaded.instrument_text, _FUNCTION_PIN), _read_record(now, _FUNCTION_PIN)
 
 
 def _function_source(where: str, base_dir: Path) -> Path | None:
@@ -1313,7 +1393,9 @@ def _check_semantics(
     proposes = rules.stored is None or rules.stored.proposes
     if proposes:
         _check_satisfiable(space, data, path)
-    _check_planner(campaign, space, outcome_constraints, data, path, rules, proposes=proposes)
+    _check_planner(
+        campaign, space, outcome_constraints, data, path, base_dir, rules, proposes=proposes
+    )
     from instruments import describe_instrument  # local: keeps import cost off `--help`
 
     try:
@@ -1864,6 +1946,7 @@ def _check_planner(
     outcome_constraints: list[OutcomeConstraint],
     data: Any,
     path: Path,
+    base_dir: Path,
     rules: _Rules,
     *,
     proposes: bool = True,
@@ -1883,6 +1966,8 @@ def _check_planner(
     file (the fix is an install, and a stored campaign goes on once it is done), so never
     kept as stored, and a refused stored campaign is told the install, not a new campaign
     (:class:`StoredCampaignError`). ``tell`` builds no planner and needs no library.
+
+    A ``plugin`` planner is checked by :func:`_check_plugin`.
     """
     from planners import check_planner
     from planners._config import (
@@ -1904,26 +1989,34 @@ def _check_planner(
                 fix=exc.fix,
             ) from exc
 
+    plugin = campaign.planner.plugin
+
     def refusal(exc: ValueError) -> CampaignConfigError:
         # A setting the kind would not follow is at its own line (planner.acquisition, ...).
         key = getattr(exc, "key", None)
         line = (line_of(data, ("planner", *key)) if isinstance(key, tuple) else None) or (
-            line_of(data, ("planner", "kind")) or line_of(data, ("planner",))
+            line_of(data, ("planner", "plugin" if plugin else "kind"))
+            or line_of(data, ("planner",))
         )
         return CampaignConfigError(
             path,
-            f"planner {campaign.planner.kind}: {exc}",
+            f"planner {campaign.planner.label}: {exc}",
             line=line,
-            fix="change planner.kind (botorch supports every search space and goal), or "
+            fix=getattr(exc, "fix", "")
+            or "change planner.kind (botorch supports every search space and goal), or "
             "drop what the planner cannot do",
         )
 
     ignored = ignored_settings(campaign.planner)
     for setting in ignored:
-        rules.added(refusal(setting), f"kind {campaign.planner.kind} ignores it, as it always did")
+        ignoring = f"kind {campaign.planner.kind}" if plugin is None else campaign.planner.label
+        rules.added(refusal(setting), f"{ignoring} ignores it, as it always did")
     if ignored:
         campaign.planner = followed_settings(campaign.planner)
     if not proposes:
+        return
+    if plugin is not None:
+        _check_plugin(campaign, space, outcome_constraints, data, path, base_dir, rules)
         return
     try:
         check_categories(campaign.parameters, campaign.planner.kind)
@@ -1949,3 +2042,65 @@ def _check_planner(
         )
     except ValueError as exc:
         raise refusal(exc) from None
+
+
+def _check_plugin(
+    campaign: Campaign,
+    space: Space,
+    outcome_constraints: list[OutcomeConstraint],
+    data: Any,
+    path: Path,
+    base_dir: Path,
+    rules: _Rules,
+) -> None:
+    """Attach the ``plugin:``'s loader to the campaign's planner config; for a campaign file
+    (``validate``, ``run``), import the class now and check it against the campaign
+    (its ``check`` classmethod, a planner built once), refusing at the ``plugin:`` line (or
+    ``args:``, for arguments the constructor does not take).
+
+    A stored campaign's plugin is not imported here: reading a stored campaign runs none of
+    its code. The loader imports it when a planner is built (``suggest``, ``plan``) or
+    ``resume`` asks first (:func:`import_stored_planner`), refused as a stored campaign
+    (:class:`StoredCampaignError`, the store untouched).
+    """
+    from loop.planner_plugin import loader
+    from planners import check_planner
+    from planners._plugin import PlannerPluginError
+
+    config = campaign.planner
+    spec = config.plugin
+    if spec is None:  # pragma: no cover - the caller's branch
+        return
+    stored = rules.stored
+
+    def refuse(exc: PlannerPluginError) -> CampaignConfigError:
+        return _plugin_refusal(exc, data, path, stored)
+
+    config.attach_plugin_loader(loader(spec, base_dir), refuse)
+    if stored is not None or not rules.import_plugin:
+        return
+    try:
+        check_planner(
+            space, list(campaign.objectives), config, outcome_constraints=outcome_constraints
+        )
+    except PlannerPluginError as exc:
+        raise refuse(exc) from None
+
+
+def _plugin_refusal(
+    exc: PlannerPluginError, data: Any, path: Path, stored: StoredCopy | None
+) -> CampaignConfigError:
+    """``exc`` at the line of the ``planner:`` key it names (``plugin``, ``args``); for a
+    stored campaign, as the store's copy with the way on: the plugin restored, installed or
+    fixed, never another planner (its trials were proposed by this one)."""
+    line = line_of(data, ("planner", *exc.key)) or line_of(data, ("planner", "plugin"))
+    refused = CampaignConfigError(path, exc.problem, line=line, fix=exc.fix)
+    if stored is None:
+        return refused
+    return StoredCampaignError(
+        stored,
+        refused,
+        way_on=f"{exc.fix}, then run the command again: nothing was written to the store, "
+        "and the campaign goes on where it stopped (with this plugin: its trials were "
+        "proposed by it)",
+    )

@@ -133,7 +133,7 @@ def visible(text: str) -> str:
     BEL, backspace and carriage return but passes ESC through. Written as escapes they are
     seen, not obeyed, and a person can tell that the text holds them. JSON output
     (``export``, ``--json``) escapes them already; ``export``'s CSV is data for a program and
-    keeps every value as stored, wherever it is written.
+    keeps every value as stored in a file or a pipe, and goes through this on a terminal.
     """
     if _CONTROL.search(text) is None:
         return text

@@ -13,8 +13,10 @@ proposes on its own thread with the others pending (``loop/scheduler.py``, ADR 0
 
 ``Runner.run`` creates a campaign and ``Runner.resume`` continues one from its store; both
 then drive the same loop (``_drive``): take the campaign's lease, reconcile trials left in
-flight by a crash, rebuild the planner by ingesting every stored trial in order (never from a
-pickle), and propose until the budget is spent.
+flight by a crash, rebuild the planner by ingesting every stored trial in the order the
+trials ended (never from a pickle), and propose until the budget is spent. Every answer of
+the planner is checked before any of it is stored (``loop.scheduler.check_proposals``): a
+point outside the campaign's space or its constraints stops the campaign (``PlannerError``).
 
 A faulty instrument costs a trial, not the campaign. Each run may be limited by
 ``instrument.timeout`` (the Dispatcher aborts it through the RunEngine; the trial fails,
@@ -78,7 +80,7 @@ from instruments._dispatch import closing_stop_document, outputs_and_readbacks
 from instruments._errors import InstrumentConfigError
 from instruments._plans import READBACK_KEYS_MD
 from loop.config import Budget, Campaign, LoadedCampaign, StoredCopy, parse_campaign
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
@@ -91,8 +93,9 @@ from loop.failures import (
 )
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
+from loop.provenance import seed_source, start_session
 from loop.report import objective_values
-from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
+from loop.scheduler import Job, PlannerError, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import (
     TERMINAL,
     UNFINISHED,
@@ -707,6 +710,7 @@ class Runner:
         self._asking_operator = False
         self.campaign = loaded.campaign
         self.store = store
+        self.seed_source = seed_source(seed, self.campaign.seed)  # for the session record
         if seed is None:
             seed = self.campaign.seed
         self.seed = seed if seed is not None else secrets.randbelow(2**31)
@@ -740,6 +744,7 @@ class Runner:
         self._campaign_uid: str | None = None  # see campaign_uid
         self._first_field_outputs: bool | None = None  # see first_field_outputs
         self._stored: StoredCopy | None = None  # from_store's: the texts are the store's
+        self._session_md: dict[str, Any] = {}  # every run's of this session (start_session)
 
     @property
     def max_trials(self) -> int | None:
@@ -786,6 +791,7 @@ class Runner:
             path=path,
             base_dir=path.parent,
             instrument_text=row.instrument_text,  # the instrument file as it was at the start
+            planner_origin=row.planner_origin,  # a planner plugin's code as it was at the start
             stored=(stored_copy := StoredCopy(store.url, row.id or 0, row.name, proposes=proposes)),
         )
         runner = cls(
@@ -817,6 +823,17 @@ class Runner:
         from loop.config import import_stored_function
 
         import_stored_function(self.loaded, self._stored)
+
+    def _import_planner(self) -> None:
+        """Import a stored ``planner: {plugin: ...}`` campaign's planner class and check it,
+        as :meth:`_import_function` imports its function: after every refusal, before the
+        campaign is reopened, so a plugin that cannot be imported any more is refused with
+        the store untouched (``loop.config.import_stored_planner``)."""
+        if self._stored is None:
+            return
+        from loop.config import import_stored_planner
+
+        import_stored_planner(self.loaded, self._stored)
 
     def _default_instrument(self, campaign: Campaign, seed: int) -> Instrument:
         """The campaign's instrument, connected.
@@ -1027,6 +1044,7 @@ class Runner:
             budget=self.budget.model_dump(mode="json"),
             lease=self.lease.claim,
             instrument_text=self.loaded.instrument_text,
+            planner_origin=self.loaded.planner_origin,
             prior=self._prior_trials(rows),
             prior_kind=PRIOR_KIND,
             refuse_namesake=(
@@ -1034,6 +1052,7 @@ class Runner:
             ),
         )
         self.lease.adopt(self.campaign_id)
+        self._session_md = start_session(self, "run" if alone else "suggest", prior=rows)
         if rows:
             logger.info("stored %d prior-data trials", len(rows))
         return self.campaign_id
@@ -1059,6 +1078,8 @@ class Runner:
         try:
             self._refuse_pending_suggestions(cid)
             self._import_function()
+            self._import_planner()
+            self._session_md = start_session(self, "resume")
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
@@ -1217,7 +1238,9 @@ class Runner:
         Persist before act holds per trial: its row is committed before its slot starts,
         its outcome after the slot reports. On any stop (request, Ctrl-C, budget, failures,
         a lost lease, an error) the runs still in flight are aborted through their
-        RunEngines and stored as ``abandoned`` (ADR 0005). The summary's counts and goals
+        RunEngines and stored as ``abandoned`` (ADR 0005); but a planner that breaks its
+        protocol (``PlannerError``) gets nothing more to do while the trials in flight are
+        measured and stored, and then stops the campaign. The summary's counts and goals
         come from the session's tally, which counted every trial the store holds.
         """
         c = self.campaign
@@ -1235,6 +1258,7 @@ class Runner:
         status, reason = "stopped", "the runner stopped before its first trial"
         rule: str | None = None  # the budget rule that ended the session, if one did
         sched: Scheduler | None = None
+        broken: PlannerError | None = None  # raised once the trials in flight have ended
         write = True
         try:
             reconciled = self._reconcile(cid) if resumed else []
@@ -1264,6 +1288,8 @@ class Runner:
                 self.lease.check()
                 spent = self._stop_rule(tally, elapsed())
                 stop = spent[1:] if spent is not None else None
+                if stop is None and broken is not None and not sched.in_flight():
+                    raise broken
                 if stop is None and not sched.active():
                     stop = ("failed", _all_retired(sched))
                 if stop is None and self._stop_request is not None:
@@ -1274,7 +1300,7 @@ class Runner:
                     break
                 # dispatch: every idle slot gets a ready proposal (persisted first)
                 for slot in sched.idle():
-                    if not sched.ready or self._stop_after is not None:
+                    if not sched.ready or self._stop_after is not None or broken is not None:
                         break
                     if not self._room(tally, sched.in_flight()):
                         break
@@ -1282,13 +1308,17 @@ class Runner:
                 # plan ahead while the slots measure
                 room = self._room(tally, sched.in_flight())
                 n = sched.wanted(room)
-                if n > 0 and self._stop_request is None and self._stop_after is None:
+                stopping = (self._stop_request, self._stop_after, broken) != (None, None, None)
+                if n > 0 and not stopping:
                     sched.planner.request(n, sched.pending_points())
                 event = sched.next_event()
                 if isinstance(event, Proposed):
-                    if event.error is not None:
+                    if isinstance(event.error, PlannerError):
+                        broken = self._planner_broke(cid, event.error, sched.in_flight())
+                    elif event.error is not None:
                         raise event.error
-                    sched.ready.extend(event.proposals)
+                    else:
+                        sched.ready.extend(event.proposals)
                 elif isinstance(event, SlotDone):
                     report = self._finish_trial(event, sched, tally, timings)
                     if report.will_retry:
@@ -1312,6 +1342,9 @@ class Runner:
         except KeyboardInterrupt:
             status, reason = "stopped", self._stop_request or "interrupted by the user (Ctrl-C)"
             self._stop_request = reason
+            raise
+        except PlannerError as exc:  # the planner's defect, not the runner's
+            status, reason = "stopped", first_line(exc)
             raise
         except BaseException as exc:
             status, reason = "stopped", f"the runner failed: {type(exc).__name__}: {exc}"
@@ -1367,6 +1400,28 @@ class Runner:
             failures=failures_of(self.store.trials(cid)),
         )
         return self._with_goals(summary, tally)
+
+    def _planner_broke(self, cid: int, exc: PlannerError, in_flight: int) -> PlannerError:
+        """The error that stops the campaign for a planner that broke its protocol, saying
+        how to resume it; the trials in flight are measured and stored first (their points
+        are valid: each answer is checked whole), so a planner's defect costs no measurement.
+        """
+        if in_flight:
+            logger.warning(
+                "%s; the %d trial(s) in flight are measured and stored, then the campaign stops",
+                first_line(exc),
+                in_flight,
+            )
+        return PlannerError(
+            exc.planner,
+            exc.problem,
+            fix=(
+                f"fix the planner, then `closedloop resume --store {self.store.url} -c {cid}` "
+                "continues the campaign (its stored trials are kept; a suggest(n, pending) "
+                "returns exactly n points of the campaign's space and sets last_kinds to one "
+                "label per point)"
+            ),
+        )
 
     def _rescue_if_gone(self, cid: int) -> None:
         """Copy the campaign's store to a new file if its own was deleted or replaced.
@@ -1463,6 +1518,7 @@ class Runner:
             batch_size=c.planner.batch_size,
             lookahead=len(slots) if len(slots) > 1 else 0,
             initial=None if trials_so_far else c.planner.initial.size(self.space.dim),
+            space=self.space,
         )
 
     def _hang_watch(self, history: Sequence[TrialRow]) -> _HangWatch | None:
@@ -1557,10 +1613,17 @@ class Runner:
     def rebuild_planner(
         self, history: Sequence[TrialRow], observations: dict[int, dict[str, float]]
     ) -> Planner:
-        """A planner that has ingested every terminal stored trial, in order.
+        """A planner that has ingested every terminal stored trial, in the order they ended.
 
         ``running`` trials are skipped: a runner reconciles them first, and ask/tell
         (``loop.asktell``) passes them to ``suggest`` as pending instead.
+
+        The order is the live loop's (:func:`_ended_order`): with several slots it ingests
+        each outcome as it is recorded, which is not trial order (trial 5 may end before
+        trial 4). Ingested by trial number, a rebuilt planner whose state depends on the
+        order (a best-so-far, a trust region, a bandit) proposed after a resume, and at
+        every ``suggest``/``plan``, what the live one would not have (found in review).
+        With one slot, and in ask/tell told in trial order, the two orders are one.
         """
         c = self.campaign
         planner = make_planner(
@@ -1571,7 +1634,9 @@ class Runner:
             outcome_constraints=c.parsed_outcome_constraints,
         )
         retried = _retried(history)
-        learned = [t for i, t in enumerate(history) if t.status != "running" and i not in retried]
+        learned = _ended_order(
+            t for i, t in enumerate(history) if t.status != "running" and i not in retried
+        )
         if learned:
             planner.ingest(
                 [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
@@ -1688,7 +1753,11 @@ class Runner:
         parameters, kind = proposal.parameters, proposal.kind
         # The run metadata (the instrument file's and the campaign's, checked when loaded),
         # then closedloop's own keys, which the loader keeps metadata from naming.
-        md: dict[str, Any] = {**self.loaded.metadata, "campaign_uid": self.campaign_uid(cid)}
+        md: dict[str, Any] = {
+            **self.loaded.metadata,
+            **self._session_md,
+            "campaign_uid": self.campaign_uid(cid),
+        }
         if proposal.retry is not None:
             md |= {"retry_of": proposal.retry[0], "attempt": proposal.retry[1]}
         trial = self.store.add_trial(

@@ -35,23 +35,36 @@ A slot that keeps failing while the others work is *retired* (:meth:`Scheduler.r
 more trials, its devices closed, so one broken instrument does not use up the campaign's
 ``max_failures``. A slot is retired only while another one is not failing, so the last slot
 still working goes on as a one-slot campaign would, ``max_failures`` deciding.
+
+Every answer of the planner is checked on the planner thread before the coordinator sees it
+(:func:`check_proposals`): exactly the points asked for, one known label each, every point a
+member of the campaign's space (names, types, bounds, choices, the parameter
+``constraints:``, a candidate table). A planner is whatever ``make_planner`` builds, a plugin
+included, and what it returns is persisted and sent to the hardware; the dispatcher checks
+bounds and choices only, so a point that broke a constraint was measured (found in review).
+A breach is a :class:`PlannerError`: nothing of that answer is stored or run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import queue
+import re
 import statistics
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from instruments import Dispatcher, Instrument, TrialResult, close_instrument
+from loop.errors import ClosedLoopError
 from loop.failures import is_point_failure
-from planners import Observation, Planner, Point
+from planners import FloatParameter, IntParameter, InvalidPoint, Observation, Planner, Point, Space
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +79,166 @@ RETIRE_AFTER = 3
 PACE_WINDOW = 10
 IDLE_SHARE = 0.01
 DEPTH_PER_LOAD = 6.0
+
+DESIGN_KINDS = frozenset({"initial", "sobol", "random"})
+"""Labels of design points: made by a positional design, without a model, so they cost next
+to nothing; the pace (:meth:`Scheduler.depth`) does not time them, and reports mark them as
+the initial design (``loop.report``). Any other label a planner gives counts as a model's
+proposal, whatever its name (a plugin's ``local``, ``ts``, ...)."""
+ENGINE_KINDS = frozenset({"retry", "prior"})
+"""Labels the engine gives trials itself, which no planner's proposal may carry: ``retry``,
+the re-run of a failed point (a rebuilt planner skips the failed attempt a ``retry`` trial
+follows), and ``prior``, prior data (never dispatched, not counted by ``max_trials``)."""
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+# A float a planner returns this share of its range outside a bound, or an int this close to
+# an integer, is floating-point rounding (``0.1 + 0.2`` for an upper bound of 0.3), put on
+# the bound or the integer before the check: the planners' own tolerance (a candidate row
+# matches within 1e-9 in the encoded space; a constraint holds within a 1e-9 relative slack,
+# ``planners._constraints``). Anything farther out is refused.
+_ROUNDING = 1e-9
+_SHOWN = 200  # characters of a planner's value shown in an error
+
+
+class PlannerError(ClosedLoopError, RuntimeError):
+    """A planner broke the ``Planner`` protocol: a proposal outside the campaign's space (or
+    its constraints), another number of points than asked for, labels that do not match.
+
+    A defect of the planner, not of the campaign, the instrument or closedloop: nothing of the
+    answer was stored or run; the campaign stops resumable, its trials kept.
+
+    Attributes:
+        planner: the planner's class, ``module:Class`` (:func:`planner_name`).
+        problem: what it did.
+        fix: what to do about it.
+    """
+
+    def __init__(self, planner: str, problem: str, *, fix: str = "") -> None:
+        self.planner = planner
+        self.problem = problem
+        self.fix = fix or (
+            "fix the planner (a suggest(n, pending) returns exactly n points of the campaign's "
+            "space, and sets last_kinds to one label per point) and run the command again: "
+            "the campaign's stored trials are kept"
+        )
+        super().__init__(
+            f"planner {planner} broke the planner protocol: {problem}; nothing of its answer "
+            "was stored or run"
+            f"\n  fix: {self.fix}"
+        )
+
+
+def planner_name(planner: object) -> str:
+    """A planner's class as a ``plugin:`` names one: ``module:Class``, or ``path.py:Class`` for
+    a class from a file (``instruments.import_user_module`` registers the file's module under
+    a private ``_closedloop_user_...`` name, which would mean nothing to its author)."""
+    kind = type(planner)
+    module = kind.__module__
+    if module.startswith("_closedloop_user_"):
+        module = getattr(sys.modules.get(module), "__file__", None) or module
+    return f"{module}:{kind.__qualname__}"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def check_proposals(
+    planner: Planner, n: int, points: object, space: Space | None
+) -> list[tuple[Point, str]]:
+    """``(point, kind)`` for each point of ``planner.suggest(n)``'s answer ``points``, each
+    point as the space has it (``Space.validate``: Python types, a choice's own value, a
+    candidate table's row), or :class:`PlannerError`.
+
+    The planner's ``last_kinds`` must label each point: a string of letters, digits and
+    ``_.-`` (it is stored, and shown in tables), not one of :data:`ENGINE_KINDS`. With a
+    ``space``, every point must be a member of it (names, types, bounds, choices, the
+    parameter constraints, a candidate table), within floating-point rounding (``_ROUNDING``).
+
+    One check for every planner, built in or a plugin, where its answer enters the engine:
+    the dispatcher refuses only what the instrument's limits and choices refuse, and a
+    constraint is known to the planners alone. Returning fewer points has no meaning the
+    loop could act on: the built-in planners always return ``n`` (a finite space whose
+    every point is measured gets repeats, with a warning), or raise.
+    """
+    name = planner_name(planner)
+    if not isinstance(points, Sequence) or isinstance(points, str | bytes):
+        raise PlannerError(
+            name,
+            f"suggest(n={n}) returned {type(points).__name__} {_shown(points)}, not a list of "
+            "points",
+        )
+    if len(points) != n:
+        raise PlannerError(
+            name,
+            f"suggest(n={n}) returned {len(points)} point(s), not {n}; a planner that has no "
+            "new point left proposes repeats (the built-in planners do once a finite space is "
+            "exhausted) or raises an error saying why",
+        )
+    kinds: Any = getattr(planner, "last_kinds", None)
+    if not isinstance(kinds, Sequence) or isinstance(kinds, str | bytes) or len(kinds) != n:
+        raise PlannerError(
+            name, f"after suggest(n={n}) its last_kinds is {_shown(kinds)}, not {n} label(s)"
+        )
+    for kind in kinds:
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise PlannerError(
+                name,
+                f"its last_kinds labels a point {_shown(kind)}; a label is a word of letters, "
+                "digits and _ . - (at most 40), e.g. 'model'",
+            )
+        if kind in ENGINE_KINDS:
+            raise PlannerError(
+                name,
+                f"its last_kinds labels a point {kind!r}, which the engine keeps for its own "
+                f"trials ({', '.join(sorted(ENGINE_KINDS))}); use e.g. 'model'",
+            )
+    checked: list[tuple[Point, str]] = []
+    for i, (point, kind) in enumerate(zip(points, kinds, strict=True)):
+        if not isinstance(point, Mapping):
+            raise PlannerError(
+                name, f"suggest(n={n}) returned {_shown(point)} as point {i + 1}, not a mapping"
+            )
+        if space is not None:
+            try:  # names, types, bounds, choices: the message names the value
+                box = space.coerce(_unrounded(space, point))
+            except (InvalidPoint, TypeError, ValueError) as exc:
+                raise PlannerError(
+                    name, f"suggest(n={n}) proposed {_shown(dict(point))}: {exc}"
+                ) from None
+            try:  # constraints, a candidate table: the message shows the point
+                point = space.validate(box)
+            except (InvalidPoint, TypeError, ValueError) as exc:
+                raise PlannerError(
+                    name, f"suggest(n={n}) proposed a point outside the campaign's space: {exc}"
+                ) from None
+        checked.append((dict(point), kind))
+    return checked
+
+
+def _unrounded(space: Space, point: Mapping[str, Any]) -> dict[str, Any]:
+    """``point`` with floats within ``_ROUNDING`` of their range outside a bound put on it,
+    and ints within ``_ROUNDING`` of an integer made that integer (see ``_ROUNDING``)."""
+    out = dict(point)
+    for p in space.parameters:
+        value = out.get(p.name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        v = float(value)
+        if not math.isfinite(v):
+            continue
+        if isinstance(p, IntParameter):
+            whole = round(v)
+            if v != whole and abs(v - whole) <= _ROUNDING:
+                out[p.name] = whole
+        elif isinstance(p, FloatParameter):
+            lo, hi = p.bounds
+            slack = _ROUNDING * (hi - lo)
+            if hi < v <= hi + slack:
+                out[p.name] = hi
+            elif lo - slack <= v < lo:
+                out[p.name] = lo
+    return out
 
 
 @dataclass
@@ -208,9 +381,12 @@ class PlannerWorker:
     is handed to ``planner.ingest`` on this thread right before the next ``suggest``.
     """
 
-    def __init__(self, planner: Planner, events: queue.SimpleQueue[Event]) -> None:
+    def __init__(
+        self, planner: Planner, events: queue.SimpleQueue[Event], space: Space | None = None
+    ) -> None:
         self.planner = planner
         self.events = events
+        self.space = space  # every proposal must be a member (check_proposals); None: unchecked
         self._buffer: list[Observation] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -253,11 +429,9 @@ class PlannerWorker:
                 t0 = time.perf_counter()
                 points = self.planner.suggest(n, pending=pending)
                 seconds = time.perf_counter() - t0
-                kinds = list(self.planner.last_kinds)
-                share = seconds / max(len(points), 1)
-                self.events.put(
-                    Proposed([Proposal(p, k, share) for p, k in zip(points, kinds, strict=True)])
-                )
+                checked = check_proposals(self.planner, n, points, self.space)
+                share = seconds / max(n, 1)
+                self.events.put(Proposed([Proposal(p, k, share) for p, k in checked]))
             except BaseException as exc:
                 self.events.put(Proposed([], exc))
 
@@ -289,6 +463,8 @@ class Scheduler:
         initial: for a campaign with no trial yet, the size of the planner's initial design;
             before the first outcome no more proposals are made ahead than complete it (see
             :meth:`wanted`). ``None``: no such limit.
+        space: the campaign's space, which every proposal must be a member of
+            (:func:`check_proposals`); ``None`` (tests of the request policy): unchecked.
     """
 
     def __init__(
@@ -299,12 +475,13 @@ class Scheduler:
         batch_size: int = 1,
         lookahead: int = 0,
         initial: int | None = None,
+        space: Space | None = None,
     ) -> None:
         self.slots = list(slots)
         # SimpleQueue: its put() is reentrant, so a signal handler on the coordinator's
         # thread may wake it (wake()) even while that thread is inside get().
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self.planner = PlannerWorker(planner, self.events)
+        self.planner = PlannerWorker(planner, self.events, space)
         self.ready: deque[Proposal] = deque()
         self.batch_size = max(1, batch_size)
         self.lookahead = max(0, lookahead)
@@ -445,7 +622,9 @@ class Scheduler:
         A queue that runs dry idles an instrument, though, and how deep it must be depends
         on the planner's load, slots x suggest time / trial time: ~0.7 above (4 x 0.18 s /
         1.05 s), where two slots often free within one suggest. So the depth follows the
-        measured pace, averaged over the last ``PACE_WINDOW`` trials and model proposals:
+        measured pace, averaged over the last ``PACE_WINDOW`` trials and model proposals
+        (every proposal but a design point, :data:`DESIGN_KINDS`, whatever the planner calls
+        it; a retry is made by the engine, not suggested):
 
         * no queue while a suggest takes under ``IDLE_SHARE`` (1 %) of a trial: a freed
           slot then waits at most that long, and each proposal is made from every outcome
@@ -456,6 +635,10 @@ class Scheduler:
           load's ups and downs took the queue to 3 or 2 and the slots to ~94 %;
         * ``lookahead`` until two trials and one model proposal have been timed (a planner
           that never models, Sobol or random, keeps ``lookahead``: it has no quality to lose).
+          Timing only proposals labelled ``model`` kept a planner whose proposals say
+          ``local`` at ``lookahead``: on 3 slots (0.2 s trials, 5 ms suggests) it suggested
+          with 5 points pending, 2 of them queued, where ``model`` had 3, none queued (found
+          in review).
         """
         if len(self._trial_seconds) < 2 or not self._suggest_seconds:
             return self.lookahead
@@ -499,9 +682,9 @@ class Scheduler:
             self._trial_seconds.append(time.perf_counter() - event.job.started)
             return event
         self.planner.answered()
-        if event.error is None:  # model proposals only: design points cost next to nothing
+        if event.error is None:  # not design points: they cost next to nothing
             self._suggest_seconds.extend(
-                p.suggest_seconds for p in event.proposals if p.kind == "model"
+                p.suggest_seconds for p in event.proposals if p.kind not in DESIGN_KINDS
             )
         return event
 

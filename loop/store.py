@@ -101,7 +101,8 @@ def utcnow() -> datetime:
 # The layout of the tables. 1: campaign/trial/observation/document; 2: + lease table and the
 # campaign's budget and elapsed_seconds columns (added in place when an older store opens);
 # 3: + the trial's instrument slot, the campaign's instrument_text and the campaign_event
-# table (pauses and operator releases); later, still 3: + the trial's transient column.
+# table (pauses and operator releases); later, still 3: + the trial's transient column and
+# the campaign's planner_origin (additive and nullable, as the paragraph below says).
 # A store written with a higher number is refused: this version cannot know its meaning.
 #
 # The transient column did not raise the number, on purpose. A version bump protects a store
@@ -147,6 +148,10 @@ class CampaignRow(SQLModel, table=True):
     # a dataset instrument, a JSON record of its data's hash, parameters and goals instead
     # (``loop.config._apply_dataset``), so status/export/report never need the data.
     instrument_text: str | None = None
+    # A `planner: {plugin: ...}` campaign's plugin as it was when the campaign started (JSON:
+    # a file's path and SHA-256, or a distribution's name and version), so resume, suggest
+    # and plan warn when it has changed (``loop.planner_plugin.pin_origin``); NULL otherwise.
+    planner_origin: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -209,13 +214,22 @@ class DocumentRow(SQLModel, table=True):
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
+#: The interlock pauses' audit trail: what :meth:`Store.events` reads by default.
+PAUSE_EVENTS = ("paused", "resumed", "release")
+
+
 class CampaignEventRow(SQLModel, table=True):
-    """Something that happened to a campaign besides its trials: the audit trail of pauses.
+    """Something that happened to a campaign besides its trials: its audit trail.
 
     Kinds: ``paused`` (``detail``: why), ``resumed`` (``detail``: how), ``release`` (an
     operator asked, with ``closedloop release``, to proceed despite the interlocks: ``by``
     who, ``detail`` the reason they overrode; ``handled_at`` is set when a runner acted on
-    it, with ``outcome`` what became of it).
+    it, with ``outcome`` what became of it); ``session`` (a ``run``, ``resume`` or the
+    ``suggest`` that created the campaign began: ``by`` user@host, ``detail`` a JSON
+    object of who, where, from which trial on and with which seed, budget and versions,
+    ``loop.provenance``); ``function_changed`` (a ``function:`` instrument's file differs
+    from the one that measured the trials before: ``detail`` JSON with the file, the old
+    and new sha256 and the first trial the new code measures).
     """
 
     __tablename__ = "campaign_event"
@@ -303,6 +317,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("trial", "slot", "INTEGER"),
     ("campaign", "instrument_text", "TEXT"),
     ("trial", "transient", "BOOLEAN"),
+    ("campaign", "planner_origin", "TEXT"),
 )
 
 
@@ -875,6 +890,7 @@ class Store:
         budget: dict[str, Any] | None = None,
         lease: LeaseClaim | None = None,
         instrument_text: str | None = None,
+        planner_origin: str | None = None,
         prior: Sequence[tuple[dict[str, Any], dict[str, float]]] = (),
         prior_kind: str = "prior",
         refuse_namesake: Callable[[str, int, LeaseRow], str | None] | None = None,
@@ -913,6 +929,7 @@ class Store:
                 seed=seed,
                 budget=budget,
                 instrument_text=instrument_text,
+                planner_origin=planner_origin,
             )
             s.add(row)
             s.flush()
@@ -1157,16 +1174,73 @@ class Store:
             s.commit()
             return event
 
-    def events(self, campaign_id: int) -> list[CampaignEventRow]:
-        """The campaign's pauses, resumptions and releases, oldest first."""
+    @_serialised
+    def add_event(
+        self,
+        campaign_id: int,
+        kind: str,
+        *,
+        detail: str | None = None,
+        by: str | None = None,
+        token: str | None = None,
+    ) -> CampaignEventRow:
+        """Record a ``kind`` event (``session``, ``function_changed``: see
+        :class:`CampaignEventRow`); under the runner's lease when ``token`` is given, so a
+        runner that lost the campaign records nothing in its name."""
         with self.session() as s:
-            return list(
-                s.exec(
-                    select(CampaignEventRow)
-                    .where(CampaignEventRow.campaign_id == campaign_id)
-                    .order_by(col(CampaignEventRow.id))
-                )
+            if token is not None:
+                _check_lease(s.connection(), campaign_id, token)
+            event = CampaignEventRow(
+                campaign_id=campaign_id, kind=kind, detail=_text(detail), by=_text(by)
             )
+            s.add(event)
+            s.commit()
+            s.refresh(event)
+            return event
+
+    def events(
+        self, campaign_id: int, kinds: Sequence[str] | None = PAUSE_EVENTS
+    ) -> list[CampaignEventRow]:
+        """The campaign's events of ``kinds`` (:class:`CampaignEventRow`), oldest first: its
+        pauses, resumptions and releases by default, every kind with ``None`` (sessions are
+        read decoded with :meth:`sessions`)."""
+        query = select(CampaignEventRow).where(CampaignEventRow.campaign_id == campaign_id)
+        if kinds is not None:
+            query = query.where(col(CampaignEventRow.kind).in_(kinds))
+        with self.session() as s:
+            return list(s.exec(query.order_by(col(CampaignEventRow.id))))
+
+    def sessions(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Each session of the campaign, oldest first: every ``run``, ``resume`` and the
+        ``suggest`` that created it, as recorded when it began (``loop.provenance``).
+
+        Each a dict: ``at`` (UTC, ISO 8601), ``by`` (user@host), then ``command``, ``argv``,
+        ``pid``, ``host``, ``user``, ``trials_so_far`` (trials stored before it: the
+        boundary), ``seed`` and ``seed_from`` (``file``, ``--seed``, ``argument``,
+        ``drawn``, ``stored``), ``budget`` (in force) and ``override`` (what the command
+        changed), ``prior`` (prior-data files with their sha256), ``function`` (a
+        ``function:`` file and its sha256) and ``versions`` (python, closedloop, the planner
+        stack, bluesky, ophyd). A campaign stored before sessions were recorded has none.
+        """
+        return self._json_events(campaign_id, "session")
+
+    def function_changes(self, campaign_id: int) -> list[dict[str, Any]]:
+        """The ``function_changed`` events, oldest first: ``at``, ``file``, ``old_sha256``,
+        ``new_sha256``, ``first_trial`` (the first trial measured by the new code)."""
+        return self._json_events(campaign_id, "function_changed")
+
+    def _json_events(self, campaign_id: int, kind: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for row in self.events(campaign_id, (kind,)):
+            try:
+                detail = json.loads(row.detail or "{}")
+            except ValueError:  # written by hand, or cut: kept as it is
+                detail = row.detail
+            if not isinstance(detail, dict):
+                detail = {"detail": detail}
+            at = row.at.replace(tzinfo=row.at.tzinfo or UTC).isoformat()  # SQLite: naive UTC
+            found.append({"at": at, "by": row.by, **detail})
+        return found
 
     # ----------------------------------------------------------------- leases
     def lease(self, campaign_id: int) -> LeaseRow | None:

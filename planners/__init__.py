@@ -1,4 +1,5 @@
-"""Proposal strategies behind one protocol: random, Sobol and BoTorch."""
+"""Proposal strategies behind one protocol: random, Sobol, BoTorch, Ax, and your own
+(``planner: {plugin: ...}``, :class:`PlannerContext`)."""
 
 import lazy_loader
 

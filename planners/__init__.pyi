@@ -7,6 +7,7 @@ from ._config import Acquisition, InitialDesign, PlannerConfig
 from ._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstraint
 from ._factory import check_planner, make_planner
 from ._pareto import hypervolume, hypervolume_trace, pareto_mask, reference_point
+from ._plugin import PlannerContext, PlannerPluginError
 from ._protocol import (
     Objective,
     Observation,
@@ -45,6 +46,8 @@ __all__ = [
     "ParameterConstraint",
     "Planner",
     "PlannerConfig",
+    "PlannerContext",
+    "PlannerPluginError",
     "Point",
     "PositionalDesign",
     "RandomPlanner",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
+    from planners._plugin import PlannerPluginError
     from planners._protocol import Objective
 
 Acquisition = Literal[
@@ -91,6 +92,75 @@ class PlannerConfig(BaseModel):
         description="BoTorch acquisition function (Log variants: plain EI is numerically poor).",
     )
     batch_size: int = Field(default=1, ge=1, le=64, description="Proposals per suggest call.")
+    plugin: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Your own planner class instead of a kind: an entry point of the "
+            "`closedloop.planners` group, module:Class, or path/to/file.py:Class (relative "
+            "to the campaign file). Built as Class(context, **args)."
+        ),
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the plugin's constructor: plain YAML data, stored "
+        "with the campaign.",
+    )
+    # How ``plugin`` becomes a class, and how its problems are worded: attached by the
+    # campaign loader (``loop.planner_plugin`` imports the user's code, which ``planners``
+    # never does), called when a planner is built or checked.
+    _plugin_loader: Callable[[], type] | None = PrivateAttr(default=None)
+    _plugin_refusal: Callable[[PlannerPluginError], Exception] | None = PrivateAttr(default=None)
+
+    @property
+    def label(self) -> str:
+        """The planner as messages name it: ``botorch``, ..., or ``plugin module:Class``."""
+        return f"plugin {self.plugin}" if self.plugin is not None else self.kind
+
+    def attach_plugin_loader(
+        self,
+        loader: Callable[[], type],
+        refusal: Callable[[PlannerPluginError], Exception] | None = None,
+    ) -> None:
+        """Say how ``plugin`` is imported: ``loader()`` returns the class or raises
+        :class:`~planners.PlannerPluginError`. Only the loader imports user code, and only
+        when a planner is built or checked (:func:`planners.make_planner`,
+        :func:`planners.check_planner`), so reading a campaign never runs it.
+
+        ``refusal``: the error to raise instead of a ``PlannerPluginError`` (the campaign
+        loader's, naming the campaign file and the ``plugin:`` line), for the import and for
+        the planner's construction (:meth:`refuse_plugin`)."""
+        self._plugin_loader = loader
+        self._plugin_refusal = refusal
+
+    def refuse_plugin(self, exc: PlannerPluginError) -> Exception:
+        """The error to raise for ``exc``: the attached refusal's, else ``exc`` itself."""
+        return self._plugin_refusal(exc) if self._plugin_refusal is not None else exc
+
+    def plugin_class(self) -> type:
+        """The class ``plugin`` names, imported by the attached loader now if it was not yet.
+
+        Raises:
+            PlannerPluginError: no loader attached (a ``PlannerConfig`` built in Python, not
+                by the campaign loader).
+        """
+        from planners._plugin import PlannerPluginError
+
+        if self.plugin is None or self._plugin_loader is None:
+            raise PlannerPluginError(
+                f"planner plugin {self.plugin!r} has not been imported",
+                fix="load the campaign with loop.load_campaign (which imports the plugin), or "
+                "build the planner yourself: Class(PlannerContext(...), **args)",
+                key=("plugin",),
+            )
+        try:
+            return self._plugin_loader()
+        except PlannerPluginError as exc:
+            refused = self.refuse_plugin(exc)
+            if refused is exc:
+                raise
+            raise refused from exc
 
 
 # Hypervolume acquisition cost grows quickly with the number of objectives (box
@@ -126,10 +196,12 @@ class PlannerSettingError(ValueError):
     Attributes:
         key: where it is written under ``planner:``, e.g. ``("initial", "centre")``, so the
             campaign loader can point at its own line.
+        fix: what to do, when the message does not say it (the loader's own otherwise).
     """
 
-    def __init__(self, message: str, *, key: tuple[str, ...]) -> None:
+    def __init__(self, message: str, *, key: tuple[str, ...], fix: str = "") -> None:
         self.key = key
+        self.fix = fix
         super().__init__(message)
 
 
@@ -190,7 +262,7 @@ def check_available(config: PlannerConfig) -> None:
     import fail all the same).
     """
     optional = _OPTIONAL_LIBRARIES.get(config.kind)
-    if optional is None:
+    if optional is None or config.plugin is not None:
         return
     try:
         found = importlib.util.find_spec(optional[0]) is not None
@@ -223,6 +295,9 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
       ``planners._ax``); it picks its own acquisition, so ``acquisition`` is refused.
     * ``sobol``/``random``: every point is a point of that design, never the centre, and no
       acquisition (``acquisition``, another ``initial.kind``, ``initial.centre: true``).
+    * ``plugin``: every ``initial`` setting and ``batch_size`` (its context carries them);
+      a ``kind`` written beside it (two planners named) and ``acquisition`` are refused.
+      ``args`` without a ``plugin`` are refused for every kind.
 
     A campaign file with one is refused (:func:`check_settings`); a campaign stored before
     they were refused keeps them, ignored as they always were (``loop.config``, with
@@ -231,6 +306,17 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
     were refused (when Ax ignored them): its remaining initial points are of the design it
     asked for.
     """
+    if config.plugin is not None:
+        return _plugin_ignores(config)
+    if "args" in config.model_fields_set:
+        return [
+            PlannerSettingError(
+                f"planner.args are the keyword arguments of a planner plugin, and kind "
+                f"{config.kind} takes none",
+                key=("args",),
+                fix="remove planner.args, or name your own planner's class with planner.plugin",
+            )
+        ]
     kind = config.kind
     if kind == "botorch":
         return []
@@ -262,6 +348,34 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
                 f"planner.initial.centre: true does not apply to kind: {kind} (kind {kind} "
                 "never proposes it); remove it, or use kind: botorch or ax",
                 key=("initial", "centre"),
+            )
+        )
+    return found
+
+
+def _plugin_ignores(config: PlannerConfig) -> list[PlannerSettingError]:
+    """What a ``plugin`` planner would not follow: ``kind`` (two planners named; which one
+    proposes would be a guess) and BoTorch's ``acquisition``. Every ``initial`` setting and
+    ``batch_size`` are the plugin's to honour: its :class:`~planners.PlannerContext` carries
+    them, and the loop paces proposals by ``initial.n`` and ``batch_size`` for every planner.
+    """
+    found: list[PlannerSettingError] = []
+    if "kind" in config.model_fields_set:
+        found.append(
+            PlannerSettingError(
+                f"planner.kind: {config.kind} and planner.plugin: {config.plugin} both name "
+                "the planner",
+                key=("kind",),
+                fix="remove planner.kind (the plugin proposes every point), or remove "
+                "planner.plugin and planner.args to use the built-in planner",
+            )
+        )
+    if "acquisition" in config.model_fields_set:
+        found.append(
+            PlannerSettingError(
+                "planner.acquisition applies to kind: botorch only (a plugin picks its own)",
+                key=("acquisition",),
+                fix="remove it; a setting of your planner's own goes under planner.args",
             )
         )
     return found

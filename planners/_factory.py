@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from planners._config import PlannerConfig, check_botorch_support, check_settings
+from planners._plugin import PlannerPluginError
 from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
 
@@ -22,10 +23,14 @@ def make_planner(
     outcome_constraints: Sequence[OutcomeConstraint] = (),
     settings: BoTorchSettings | None = None,
 ) -> Planner:
-    """The planner for ``config.kind``, checked against the space and objectives now.
+    """The planner for ``config.kind``, or the ``config.plugin`` class, checked against the
+    space and objectives now: the one place planners are built.
 
     Checking at construction (e.g. the BoTorch planner's limit of four objectives) makes an
-    unsupported campaign fail when it loads rather than after its initial design.
+    unsupported campaign fail when it loads rather than after its initial design. A plugin
+    is built as ``Class(context, **config.args)`` (:mod:`planners._plugin`); its class comes
+    from the loader the campaign loader attached (:meth:`PlannerConfig.plugin_class`),
+    which imports the user's code now if nothing imported it yet.
 
     Args:
         space: the search space.
@@ -38,6 +43,18 @@ def make_planner(
     """
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
+    if config.plugin is not None:
+        from planners._plugin import build_plugin, plugin_context
+
+        context = plugin_context(space, objectives, config, seed, outcome_constraints)
+        cls = config.plugin_class()
+        try:
+            return build_plugin(cls, context, config.args, spec=config.plugin)
+        except PlannerPluginError as exc:  # in the campaign loader's words, when it gave some
+            refused = config.refuse_plugin(exc)
+            if refused is exc:
+                raise
+            raise refused from exc
     if config.kind == "botorch":
         from planners._botorch import BoTorchPlanner  # lazy: BoTorch and GPyTorch take ~1.5 s
 
@@ -76,11 +93,20 @@ def check_planner(
     built), the model-free baselines serve every space, and Ax's checks need Ax's parameter
     types, so the Ax planner is built. A setting written for another kind (BoTorch's
     ``acquisition`` under ``kind: ax``) is refused rather than ignored: a
-    :class:`~planners._config.PlannerSettingError` carrying the setting's key.
+    :class:`~planners._config.PlannerSettingError` carrying the setting's key. A plugin is
+    imported (by the loader attached to ``config``), asked its own ``check`` and built once
+    (:func:`planners._plugin.check_plugin`; a :class:`~planners._plugin.PlannerPluginError`
+    carrying its key), with seed 0 as the other kinds are checked.
     """
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
     check_settings(config)
+    if config.plugin is not None:
+        from planners._plugin import check_plugin, plugin_context
+
+        context = plugin_context(space, objectives, config, 0, outcome_constraints)
+        check_plugin(config.plugin_class(), context, config.args, spec=config.plugin)
+        return
     if config.kind == "botorch":
         check_botorch_support(objectives, config)
     elif config.kind == "ax":

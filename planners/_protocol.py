@@ -141,21 +141,57 @@ class Observation:
 class Planner(Protocol):
     """Proposal strategy: ``ingest`` what happened, ``suggest`` what to run next.
 
-    ``suggest`` takes the points still in flight (``pending``) so that it never proposes them
-    again and keeps a batch diverse. It returns exactly ``n`` valid points of the space.
+    The contract every planner keeps, the built-in ones and a campaign's own
+    (``planner: {plugin: ...}``, built as ``Class(context, **args)`` with a
+    :class:`~planners.PlannerContext`; README: Your own planner):
+
+    * The loop calls one method at a time, on its planner thread, never two at once.
+    * The planner's state is rebuilt from the store: on every ``resume``, ``suggest`` and
+      ``plan`` a new planner ingests every finished trial, so it keeps nothing it cannot
+      learn again from them (no pickles), and the same seed and trials give the same
+      proposals. Derive every random draw from ``context.seed`` and what was ingested.
+    * A planner never touches devices or the store.
 
     Attributes:
-        last_kinds: how each point of the last ``suggest`` was made (``initial``, ``model``,
-            ``sobol``, ``random``), stored with the trial so reports can tell the design
-            from the model's choices.
+        last_kinds: how each point of the last ``suggest`` was made, one label per point (a
+            word of letters, digits and ``_.-``, at most 40 characters), stored with the
+            trial. ``initial``, ``sobol`` and ``random`` mark design points: the loop does not
+            time them for its pace, and reports mark them as the initial design. Any other
+            label (``model``, or a planner's own such as ``local``) is a model proposal,
+            timed for the pace. ``retry`` and ``prior`` belong to the engine (a re-run of a
+            failed point, prior data) and are refused from a planner.
     """
 
     last_kinds: list[str]
 
     def ingest(self, observations: Sequence[Observation]) -> None:
-        """Add finished trials (called with every trial once, in trial order)."""
+        """Learn finished trials: each exactly once, in the order they ended (with several
+        instrument slots not always trial order; a rebuilt planner gets the live one's order).
+
+        What arrives: completed trials (``outputs`` may hold NaN or miss an output:
+        :meth:`Observation.usable_for` says which count), failed trials (``outcome
+        "failed"``, empty ``outputs``: the instrument could not measure the point),
+        abandoned ones (interrupted, evidence of nothing, but they hold their place in a
+        design), prior data (completed trials stored before the first proposal), and trials
+        that broke an outcome constraint (completed: the constraint is the planner's to
+        model). ``parameters`` is the point actually run (readbacks where the instrument
+        reports them), a member of the space.
+        """
         ...
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
-        """Propose ``n`` points given the trials in flight."""
+        """Propose exactly ``n`` new points of the space, and set ``last_kinds`` to their
+        ``n`` labels.
+
+        ``pending``: every point that is not yet ingested but will be: trials in flight on
+        the instrument, proposals queued for a free slot, trials to be retried, and
+        ``closedloop suggest`` proposals awaiting ``tell``. Never propose one of them again,
+        and keep a batch diverse around them. Each point must be a member of the space
+        (``space.validate(point)`` returns it unchanged: bounds, integers, choices and the
+        parameter constraints). A float within 1e-9 of its range outside a bound, or an int
+        within 1e-9 of a whole number, is set to the bound or the integer; any other point
+        outside the space, another count than ``n``, or labels that do not match stop the
+        campaign with a ``PlannerError`` naming the planner, before anything of the answer
+        is stored (trials already in flight are measured first).
+        """
         ...

@@ -17,6 +17,7 @@ anchor bombs and deep nesting with the same words. Neither check depends on the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -291,3 +292,20 @@ def check_yaml_expansion(
 
 
 _END = object()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a regular file's bytes, read in chunks; ``None`` when it is no regular
+    file (a pipe or a device, a link to ``/dev/zero``, would never end) or cannot be read.
+
+    The one hash of the user's files the store records (a ``function:`` file, a planner
+    plugin's, prior-data CSVs): recorded and compared, never a reason to refuse, so a file
+    that cannot be hashed is left for the import or the read to report.
+    """
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as handle:  # in chunks: never the whole file in memory
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None

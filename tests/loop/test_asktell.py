@@ -507,6 +507,12 @@ def test_status_and_resume_leave_pending_suggestions_to_tell(tmp_path: Path) -> 
     refused = _cli("resume", "--store", url)
     assert isinstance(refused.exception, SuggestionsPending), refused.output
     assert "resuming would abandon them" in _flat(refused)
+    # refused as given, exit 2 as the README's list of codes says (it was 1, a failed run's)
+    from tests.cli_process import closedloop
+
+    process = closedloop("resume", "--store", url, cwd=tmp_path)
+    assert process.returncode == 2, process.stderr
+    assert "resuming would abandon them" in " ".join(process.stderr.split())
     assert [t["status"] for t in _trials(url)] == ["running", "running"]  # untouched
     told = _cli("tell", "--store", url, str(ids[0]), "yield=0.8")
     assert told.exit_code == 0, told.output  # the results can still be told

@@ -30,11 +30,13 @@ def _short_optimiser() -> Iterator[None]:
 
 
 def as_ax(path: Path) -> tuple[str, int]:
-    """The campaign's text with the Ax planner and a budget of initial design + 2 trials."""
+    """The campaign's text with the Ax planner (instead of its own: kind and settings) and a
+    budget of initial design + 2 trials."""
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     planner = dict(data.get("planner") or {})
     planner["kind"] = "ax"
-    planner.pop("acquisition", None)
+    for key in ("acquisition", "plugin", "args"):  # BoTorch's, and a planner of one's own
+        planner.pop(key, None)
     n_initial = int((planner.get("initial") or {}).get("n") or 5)
     data["planner"] = planner
     budget = {"max_trials": n_initial + 2, "max_duration": "10m"}

@@ -217,6 +217,9 @@ KEYS = [
     "pareto",
     "pending",
     "units",
+    "seed",
+    "sessions",
+    "function_changes",
 ]
 
 
@@ -244,6 +247,9 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "pareto": None,
         "pending": [],
         "units": {"parameters": {"x1": "mm"}, "outputs": {}},
+        "seed": got["seed"],
+        "sessions": got["sessions"],  # tests/loop/test_provenance.py checks them
+        "function_changes": [],
     }
 
 

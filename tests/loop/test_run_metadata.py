@@ -217,6 +217,8 @@ budget: {max_trials: 2}
 # ---------------------------------------------------------------------------- instrument file
 BAD_INSTRUMENT = [
     ("metadata: {uid: x}", 6, "metadata.uid: 'uid' is a key closedloop", "rename it"),
+    # each run of a function instrument names its file there (it overwrote the user's value)
+    ("metadata: {function: scan}", 6, "'function' is a key closedloop", "rename it"),
     ("metadata: {project: 3}", 6, "takes text for 'project'", "project: '3'"),
     ("required_metadata: [proposal_id, scan_id]", 6, "'scan_id' is written by", "drop scan_id"),
     ("required_metadata: [a, a]", 6, "a named twice", "name each key once"),

@@ -103,6 +103,40 @@ def test_run_lines_and_failures_show_control_characters_as_escapes(
     assert "error:" not in shown and "please report it" not in shown
 
 
+def test_export_to_a_terminal_shows_control_characters_and_a_pipe_gets_the_data(
+    failed_store: tuple[Path, str],
+) -> None:
+    """``export`` without ``-o`` wrote the CSV as stored to a terminal too, so a shared
+    store's value cleared the screen of whoever exported it (found in review). On a
+    terminal (a real pty here: ``isatty`` decides) it is shown as escapes; to a pipe the
+    data goes byte for byte."""
+    import pty
+
+    folder, _ = failed_store
+    args = [sys.executable, "-m", "loop.cli", "export", "--store", "sqlite:///esc.db"]
+    master, slave = pty.openpty()
+    process = subprocess.Popen(args, cwd=folder, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    seen = b""
+    while True:  # read as it writes: a pty's buffer is small
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors
+    shown = seen.decode()
+    _assert_nothing_raw(shown)
+    assert r"boom \x1b[2J\x1b[31mRED" in shown, shown
+    piped = _closedloop("export", "--store", "sqlite:///esc.db", cwd=folder)
+    assert piped.returncode == 0, piped.stderr
+    assert "boom \x1b[2J\x1b[31mRED" in piped.stdout  # the stored value itself
+
+
 def test_status_shows_choice_values_and_stored_errors_as_escapes(
     failed_store: tuple[Path, str],
 ) -> None:

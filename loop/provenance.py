@@ -1,0 +1,323 @@
+"""Who ran a campaign, where, from which trial on, and with which code: its sessions.
+
+A store's trials alone read as one unbroken run, but a campaign that was stopped and resumed,
+or extended with a larger ``--max-trials``, is several: the planner of a resumed session is
+rebuilt from the store and fits from cold, and the simulated noise restarts its stream from
+the number of trials stored (``Runner._instrument_seed``), so the proposals after a resume
+differ from those an uninterrupted run would have made, deterministically given where the
+boundary was. An auditor needs the boundaries, and who drove each session with which
+versions of the planner stack. So every ``run`` and ``resume``, and the ``suggest`` that
+creates a campaign (ask/tell and prior-only campaigns have no run documents to say it),
+records one ``session`` event in the store's ``campaign_event`` table
+(:meth:`loop.store.Store.sessions` reads them back; ``closedloop status`` shows them).
+
+A ``function:`` instrument is imported as its file is now: a file edited between sessions
+measures the later trials with other code. The session records the file's sha256, a change
+is recorded as a ``function_changed`` event naming the first trial the new code measures,
+and every run's start document names the file and its hash (``function``).
+
+Versions are read from the installed distributions' metadata: nothing is imported for them
+(``closedloop status`` and ``suggest`` stay light; instruments never load torch).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import re
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loop.store import shown_url
+from simulators._text import file_sha256
+
+if TYPE_CHECKING:
+    from loop.prior import PriorRow
+    from loop.runner import Runner
+    from loop.store import Store
+
+#: The distributions a session names beside the planner stack (``instruments._dispatch.
+#: PLANNER_STACK``; {key: distribution}); one not installed is left out (Ax is optional).
+SESSION_VERSIONS = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "bluesky": "bluesky",
+    "ophyd": "ophyd",
+    "ophyd_async": "ophyd-async",
+    "ax": "ax-platform",
+}
+
+#: A URL in a command line (a ``--store`` with a password): written as messages show it.
+_URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
+
+#: A seed given to the runner (``Runner(seed=...)``, ``run --seed``): ``Runner.seed_source``.
+_GIVEN = "argument"
+
+
+def seed_source(given: int | None, in_file: int | None) -> str:
+    """Where a new runner's seed comes from: ``argument``, ``file`` or ``drawn`` (neither:
+    the runner draws one, which the store keeps)."""
+    if given is not None:
+        return _GIVEN
+    return "file" if in_file is not None else "drawn"
+
+
+def user_at_host() -> str:
+    """``user@host`` of this process, as ``closedloop release`` records its operator."""
+    return f"{_user()}@{socket.gethostname()}"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry and no $USER
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Python, closedloop and the libraries that decide what a session proposes and runs."""
+    # here, not at the top: `closedloop status` reads sessions without loading bluesky
+    from instruments._dispatch import PLANNER_STACK, closedloop_version, installed_versions
+
+    return {
+        "python": platform.python_version(),
+        "closedloop": closedloop_version(),
+        **installed_versions({**PLANNER_STACK, **SESSION_VERSIONS}),
+    }
+
+
+def _command_line() -> list[str]:
+    """``sys.argv`` as recorded: the program's name without its folder, any URL's password
+    as ``***`` (the store keeps the command; a shared store is read by many)."""
+    argv = [Path(sys.argv[0]).name if sys.argv else "", *sys.argv[1:]]
+    return [_URL.sub(lambda m: shown_url(m.group()), arg) for arg in argv]
+
+
+def _seed_from(runner: Runner, command: str, argv: Sequence[str]) -> str:
+    if command == "resume":
+        return "stored"
+    source: str = getattr(runner, "seed_source", "unknown")
+    if source == _GIVEN and any(a == "--seed" or a.startswith("--seed=") for a in argv):
+        return "--seed"
+    return source
+
+
+def _override(before: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget fields ``now`` sets to another value than ``before``."""
+    return {k: v for k, v in now.items() if v is not None and before.get(k) != v}
+
+
+def _prior_files(prior: Sequence[PriorRow]) -> list[dict[str, Any]]:
+    files = dict.fromkeys(Path(row.source) for row in prior)
+    return [
+        {
+            "file": str(f.resolve()),
+            "rows": sum(Path(r.source) == f for r in prior),
+            "sha256": file_sha256(f),
+        }
+        for f in files
+    ]
+
+
+def start_session(
+    runner: Runner, command: str, *, prior: Sequence[PriorRow] = ()
+) -> dict[str, Any]:
+    """Record that ``command`` (``run``, ``resume``, ``suggest``) begins a session of the
+    runner's campaign, under its lease; record a ``function_changed`` event when the
+    campaign's function file differs from the one that measured the trials before.
+
+    Called by the runner once the campaign is stored (``run``, ``suggest``) or every refusal
+    is behind it (``resume``), before anything is measured. Returns the metadata this
+    session's runs carry in their start documents (``function``: the file and its hash).
+
+    Args:
+        runner: the runner, holding the campaign's lease (``campaign_id`` set).
+        command: what began the session.
+        prior: the prior-data rows a new campaign was stored with (their files are named
+            with their sha256).
+    """
+    from loop.config import function_pins
+
+    store, cid = runner.store, runner.campaign_id
+    if cid is None:
+        raise ValueError("start_session needs a stored campaign")
+    token = runner.lease.token
+    row = store.campaign(cid)
+    trials_so_far = len(store.trials(cid))
+    budget = runner.budget.model_dump(mode="json")
+    if command == "resume":
+        before = row.budget or runner.campaign.budget.model_dump(mode="json")
+    else:
+        before = runner.campaign.budget.model_dump(mode="json")
+    started, now = function_pins(runner.loaded)
+    # the code that measured the trials before: the latest session's, else the campaign's
+    # first (a campaign stored before sessions were recorded)
+    measured = [s["function"] for s in store.sessions(cid) if isinstance(s.get("function"), dict)]
+    last = (measured[-1] if measured else started or {}).get("sha256")
+    argv = _command_line()
+    detail: dict[str, Any] = {
+        "command": command,
+        "argv": argv,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "user": _user(),
+        "trials_so_far": trials_so_far,
+        "seed": runner.seed,
+        "seed_from": _seed_from(runner, command, argv),
+        "budget": budget,
+        "override": _override(before, budget),
+        "prior": _prior_files(prior),
+        "versions": versions(),
+        "platform": platform.platform(),
+    }
+    if now is not None:
+        detail["function"] = now
+    store.add_event(
+        cid,
+        "session",
+        by=user_at_host(),
+        detail=json.dumps(detail, sort_keys=False, separators=(",", ":")),
+        token=token,
+    )
+    if now is None:
+        return {}
+    if last is not None and last != now.get("sha256"):
+        change = {
+            "file": now.get("file"),
+            "old_sha256": last,
+            "new_sha256": now.get("sha256"),
+            "trials_so_far": trials_so_far,
+            "first_trial": trials_so_far + 1,
+        }
+        store.add_event(
+            cid,
+            "function_changed",
+            by=user_at_host(),
+            detail=json.dumps(change, separators=(",", ":")),
+            token=token,
+        )
+    return {"function": dict(now)}
+
+
+def session_line(sessions: Sequence[Mapping[str, Any]], *, shown: int = 4) -> str | None:
+    """``closedloop status``'s one line: how many sessions, then the first and the latest
+    few, each with its command, when, who and where, and from which trial on; ``None``
+    for a campaign stored before sessions were recorded."""
+    if not sessions:
+        return None
+    parts = [_session_part(s) for s in sessions]
+    if len(parts) > shown:
+        parts = [parts[0], f"... {len(parts) - shown} more", *parts[-(shown - 1) :]]
+    return f"sessions: {len(sessions)} (" + "; ".join(parts) + ")"
+
+
+def _session_part(s: Mapping[str, Any]) -> str:
+    command = str(s.get("command", "?"))
+    n = s.get("trials_so_far")
+    where = f" after {n} trials" if command == "resume" and isinstance(n, int) else ""
+    at = str(s.get("at", ""))[:16].replace("T", " ")
+    part = f"{command}{where} {at} UTC by {s.get('by') or '?'}"
+    override = s.get("override")
+    if isinstance(override, dict) and override:
+        part += " (" + ", ".join(f"{k} {v}" for k, v in override.items()) + ")"
+    return part
+
+
+def function_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``closedloop status``'s line per ``function_changed`` event."""
+    return [
+        f"function file {c.get('file')} changed: trials from {c.get('first_trial')} on were "
+        f"measured by other code (sha256 {str(c.get('old_sha256'))[:12]} -> "
+        f"{str(c.get('new_sha256'))[:12]}, {str(c.get('at', ''))[:16].replace('T', ' ')} UTC)"
+        for c in changes
+    ]
+
+
+def campaign_file(store: Store, campaign: str | int | None = None) -> str:
+    """The stored campaign's YAML text with the seed and budget it ran with written in, so
+    that running it again reproduces the campaign (``closedloop export --format yaml``).
+
+    The store keeps the file's exact text; the seed may have been drawn or given with
+    ``--seed``, and the budget extended by ``--max-trials`` and the like: those values
+    replace the file's, or are added, by a round trip through ruamel that keeps the
+    user's comments, order and quoting. A header comment names the store, the campaign and
+    the closedloop that wrote it, where the original file was (its relative paths resolve
+    against the folder the exported file is put in) and the prior-data files its first
+    session read, with their sha256. A text that needs no change is kept as it is.
+    """
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    from instruments._dispatch import closedloop_version
+    from loop.report import stored_campaign
+    from loop.store import known_budget
+
+    row = store.campaign(campaign)
+    c = stored_campaign(row)
+    text = row.config_text
+    in_file = c.budget.model_dump(mode="json")
+    budget = {k: v for k, v in known_budget(row).items() if v is not None and in_file.get(k) != v}
+    written = ([f"seed: {row.seed}"] if c.seed != row.seed else []) + [
+        f"budget.{k}: {v}" for k, v in budget.items()
+    ]
+    if written:
+        data, indent, offset = load_yaml_guess_indent(text)
+        if isinstance(data, CommentedMap):  # a campaign file is a mapping (checked when run)
+            if budget:
+                block = data.get("budget")
+                if not isinstance(block, CommentedMap):
+                    block = data["budget"] = CommentedMap()
+                block.update(budget)
+            data["seed"] = row.seed
+            yaml = YAML()  # round trip
+            yaml.preserve_quotes = True
+            yaml.width = 4096  # never refold the user's lines
+            offset = offset or 0
+            yaml.indent(mapping=_mapping_indent(text), sequence=indent or offset + 2, offset=offset)
+            out = StringIO()
+            yaml.dump(data, out)
+            text = out.getvalue().rstrip("\n") + "\n"
+    sessions = store.sessions(row.id or 0)
+    prior = sessions[0].get("prior") if sessions else None
+    lines = [
+        f"Exported by closedloop {closedloop_version()} from {store.url}, campaign "
+        f"'{row.name}' (id {row.id}), stored {row.created_at:%Y-%m-%d %H:%M} UTC from "
+        f"{row.config_path}.",
+        "The seed and budget it ran with are written in"
+        + (f" ({', '.join(written)})" if written else " (the file's own)")
+        + "; relative paths (an instrument or function file, prior_data) resolve against the "
+        "folder this file is in.",
+    ]
+    for f in prior if isinstance(prior, list) else []:
+        if isinstance(f, dict):
+            lines.append(
+                f"Prior data read at its start: {f.get('file')} ({f.get('rows')} rows, sha256 "
+                f"{f.get('sha256')}); one the file's prior_data does not name is given with "
+                "--prior."
+            )
+    # a path or name with a line break would end the comment and write YAML of its own
+    lines = [_CONTROL.sub("?", line) for line in lines]
+    return "".join(f"# {line}\n" for line in lines) + "#\n" + text
+
+
+def _mapping_indent(text: str) -> int:
+    """How far the file indents a nested mapping's keys (ruamel guesses a sequence's only);
+    2 when it nests none."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    for parent, child in zip(lines, lines[1:], strict=False):
+        if re.fullmatch(r"\s*[^\s#-][^#]*:\s*(#.*)?", parent):
+            step = (len(child) - len(child.lstrip())) - (len(parent) - len(parent.lstrip()))
+            if step > 0 and not child.lstrip().startswith("- "):
+                return step
+    return 2
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

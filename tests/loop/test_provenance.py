@@ -1,0 +1,257 @@
+"""A store says what ran, who ran it, and with which code (``loop.provenance``).
+
+Every ``run``, ``resume`` and the ``suggest`` that creates a campaign is recorded as a
+session (the boundary a resume makes, the seed and where it came from, the budget and its
+override, the versions); a function file edited between sessions is recorded, and every run's
+start document names the function file and the planner stack; ``export --format yaml`` gives
+back a campaign file that runs the campaign again. Real runs: the CLI in a subprocess, or a
+Runner on a real RunEngine and SQLite store.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from loop import Runner, Store, load_campaign
+from loop.provenance import _command_line, campaign_file, seed_source, session_line
+from tests.cli_process import closedloop
+
+BRANIN = """\
+# branin, for the provenance tests
+name: prov
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}   # the second one
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, noise: 0.5}
+planner: {kind: sobol}
+budget:
+  max_trials: 3   # a short one
+"""
+
+FUNCTION = """\
+name: fprov
+parameters:
+  - {name: t, type: float, bounds: [0, 1]}
+objectives: [{name: y, goal: maximize}]
+instrument: {function: "model.py:measure", outputs: [y]}
+planner: {kind: random}
+budget: {max_trials: 3}
+seed: 5
+"""
+
+MODEL = "def measure(p):\n    return {'y': VALUE * p['t']}\n"
+
+
+def _store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def _starts(store: Store, cid: int) -> list[dict[str, Any]]:
+    """Each trial's start document, in trial order."""
+    found = []
+    for trial in store.trials(cid):
+        docs = store.documents(trial.id or 0)
+        found.append(next(d.body for d in docs if d.name == "start"))
+    return found
+
+
+def test_run_and_resume_are_sessions_with_their_boundary_seed_budget_and_versions(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "c.yaml").write_text(BRANIN)
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "--seed", "7", "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    resume = closedloop(
+        "resume", "--store", store, "-c", "prov", "--max-trials", "5", "-q", cwd=tmp_path
+    )
+    assert resume.returncode == 0, resume.stderr
+
+    db = Store(store, create=False)
+    first, second = db.sessions(1)
+    assert (first["command"], first["trials_so_far"], first["seed"]) == ("run", 0, 7)
+    assert first["seed_from"] == "--seed"  # the file has none: given on the command line
+    assert first["argv"][1:] == ["run", "c.yaml", "--store", store, "--seed", "7", "-q"]
+    assert first["budget"]["max_trials"] == 3 and first["override"] == {}
+    assert (second["command"], second["trials_so_far"], second["seed_from"]) == (
+        "resume",
+        3,
+        "stored",
+    )
+    assert second["budget"]["max_trials"] == 5 and second["override"] == {"max_trials": 5}
+    for s in (first, second):
+        assert s["by"] == f"{s['user']}@{s['host']}" and isinstance(s["pid"], int)
+        assert {"python", "closedloop", "botorch", "gpytorch", "torch", "numpy", "scipy"} <= set(
+            s["versions"]
+        )
+        assert {"bluesky", "ophyd"} <= set(s["versions"])
+        assert s["at"].endswith("+00:00")
+    # the pause trail is what `events` reads by default; every kind with None
+    assert db.events(1) == []
+    assert [e.kind for e in db.events(1, None)] == ["session", "session"]
+
+    # every run's start document names the planner stack beside bluesky's own
+    versions = _starts(db, 1)[0]["versions"]
+    assert {"bluesky", "ophyd", "closedloop", "botorch", "gpytorch", "torch"} <= set(versions)
+
+    status = closedloop("status", "--store", store, cwd=tmp_path, wide=True)
+    assert status.returncode == 0, status.stderr
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith("sessions: 2 ("))
+    assert "run 20" in line and "; resume after 3 trials 20" in line
+    assert f"by {first['by']}" in line and "(max_trials 5)" in line
+    as_json = json.loads(closedloop("status", "--json", "--store", store, cwd=tmp_path).stdout)
+    assert as_json["seed"] == 7
+    assert [s["command"] for s in as_json["sessions"]] == ["run", "resume"]
+    assert as_json["sessions"][1]["trials_so_far"] == 3 and as_json["function_changes"] == []
+
+
+def test_a_password_in_the_command_line_is_not_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql+psycopg://lab:s3cret@dbhost/closedloop"
+    argv = ["/usr/bin/closedloop", "resume", "--store", url, f"--store={url}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    recorded = _command_line()
+    assert recorded[0] == "closedloop"
+    assert not any("s3cret" in a for a in recorded)
+    assert recorded[3] == "postgresql+psycopg://lab:***@dbhost/closedloop"
+    assert recorded[4] == "--store=postgresql+psycopg://lab:***@dbhost/closedloop"
+
+
+def test_the_seed_source_from_python(tmp_path: Path) -> None:
+    assert seed_source(3, None) == "argument" and seed_source(None, 4) == "file"
+    assert seed_source(None, None) == "drawn"
+    (tmp_path / "c.yaml").write_text(BRANIN)
+    store = Store(_store(tmp_path))
+    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, max_trials=2)
+    runner.run()
+    (session,) = store.sessions(runner.campaign_id or 0)
+    assert (session["seed_from"], session["seed"]) == ("drawn", runner.seed)
+    assert session["override"] == {"max_trials": 2}
+    assert store.campaign(runner.campaign_id).seed == runner.seed
+
+
+def test_prior_files_are_named_with_their_hash(tmp_path: Path) -> None:
+    prior = tmp_path / "earlier.csv"
+    prior.write_text("x1,x2,y\n1,2,30.5\n3,4,12.25\n")
+    (tmp_path / "c.yaml").write_text(BRANIN + "seed: 2\n")
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "--prior", "earlier.csv", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    (session,) = Store(store, create=False).sessions(1)
+    assert session["seed_from"] == "file" and session["trials_so_far"] == 2  # the prior rows
+    assert session["prior"] == [
+        {
+            "file": str(prior.resolve()),
+            "rows": 2,
+            "sha256": hashlib.sha256(prior.read_bytes()).hexdigest(),
+        }
+    ]
+
+
+def test_a_function_file_edited_between_sessions_is_recorded(tmp_path: Path) -> None:
+    model = tmp_path / "model.py"
+    model.write_text(MODEL.replace("VALUE", "1.0"))
+    old = hashlib.sha256(model.read_bytes()).hexdigest()
+    (tmp_path / "c.yaml").write_text(FUNCTION)
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    model.write_text(MODEL.replace("VALUE", "2.0"))  # a "fixed bug"
+    new = hashlib.sha256(model.read_bytes()).hexdigest()
+    resume = closedloop("resume", "--store", store, "-c", "1", "--max-trials", "5", cwd=tmp_path)
+    assert resume.returncode == 0, resume.stderr
+    # a resume with the same file records no change
+    again = closedloop("resume", "--store", store, "-c", "1", "--max-trials", "6", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+    db = Store(store, create=False)
+    (change,) = db.function_changes(1)
+    assert (change["old_sha256"], change["new_sha256"]) == (old, new)
+    assert (change["first_trial"], change["trials_so_far"]) == (4, 3)
+    assert change["file"] == str(model)
+    sessions = db.sessions(1)
+    assert [s["function"]["sha256"] for s in sessions] == [old, new, new]
+    # each trial's start document says which code measured it
+    pins = [s["function"] for s in _starts(db, 1)]
+    assert [p["sha256"] for p in pins] == [old] * 3 + [new] * 3
+    assert all(p["file"] == str(model) for p in pins)
+
+    status = closedloop("status", "--store", store, cwd=tmp_path, wide=True)
+    assert f"function file {model} changed: trials from 4 on were measured by other code" in (
+        " ".join(status.stdout.split())
+    )
+
+
+def test_the_suggest_that_creates_a_campaign_is_a_session(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(BRANIN + "seed: 9\n")
+    store = _store(tmp_path)
+    for _ in range(2):
+        proc = closedloop("suggest", "c.yaml", "--store", store, "-n", "1", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    (session,) = Store(store, create=False).sessions(1)
+    assert (session["command"], session["seed_from"], session["trials_so_far"]) == (
+        "suggest",
+        "file",
+        0,
+    )
+
+
+def test_export_yaml_gives_back_a_file_that_runs_the_campaign_again(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(BRANIN)
+    store = _store(tmp_path)
+    run = closedloop(
+        "run", "c.yaml", "--store", store, "--seed", "11", "--max-trials", "4", cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "again.yaml"
+    exported = closedloop("export", "--store", store, "-c", "prov", "-o", str(out), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    text = out.read_text()
+    assert text.startswith("# Exported by closedloop ")
+    assert "seed: 11, budget.max_trials: 4" in text
+    # the user's comments and layout are kept; the values in force written in
+    body = text.split("#\n", 1)[1]
+    assert "  - {name: x2, type: float, bounds: [0, 15]}   # the second one\n" in body
+    assert "  max_trials: 4   # a short one\n" in body and body.endswith("seed: 11\n")
+    data = YAML(typ="safe").load(text)
+    assert data["seed"] == 11 and data["budget"] == {"max_trials": 4}
+    # stdout, by --format (as export writes its other formats)
+    stdout = closedloop("export", "--store", store, "--format", "yaml", cwd=tmp_path)
+    assert stdout.stdout == text
+
+    # running it again (same machine, one slot, uninterrupted) measures the same trials
+    store2 = f"sqlite:///{tmp_path / 'again.db'}"
+    rerun = closedloop("run", str(out), "--store", store2, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+
+    def trials(url: str) -> list[tuple[str, ...]]:
+        proc = closedloop("export", "--store", url, cwd=tmp_path)
+        return [(r["x1"], r["x2"], r["y"]) for r in csv.DictReader(io.StringIO(proc.stdout))]
+
+    assert trials(store2) == trials(store) and len(trials(store)) == 4
+
+
+def test_export_yaml_of_a_file_that_says_it_all_is_the_text_itself(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(BRANIN + "seed: 4\n")
+    store = Store(_store(tmp_path))
+    Runner(load_campaign(tmp_path / "c.yaml"), store).run()
+    text = campaign_file(store, None)
+    assert "(the file's own)" in text.split("#\n", 1)[0]
+    assert text.split("#\n", 1)[1] == BRANIN + "seed: 4\n"
+
+
+def test_a_session_line_stays_one_line_for_many_sessions() -> None:
+    one = {"command": "resume", "trials_so_far": 3, "at": "2026-12-05T10:00:00+00:00", "by": "u@h"}
+    line = session_line([{**one, "command": "run", "trials_so_far": 0}] + [one] * 9)
+    assert line is not None and line.startswith("sessions: 10 (run 2026-12-05 10:00 UTC by u@h")
+    assert "... 6 more" in line and line.count("resume after 3 trials") == 3
+    assert session_line([]) is None
