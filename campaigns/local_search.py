@@ -25,7 +25,7 @@ class LocalSearch:
 
     def ingest(self, observations: Sequence[Observation]) -> None:
         goal = self.context.objectives[0]
-        for o in observations:  # completed, failed and abandoned trials, in trial order
+        for o in observations:  # completed, failed and abandoned trials, as they ended
             self.seen += 1
             if o.usable_for([goal.name]):  # completed, with a finite value
                 value = goal.sign * o.outputs[goal.name]

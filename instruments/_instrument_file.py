@@ -89,6 +89,7 @@ START_DOC_KEYS = frozenset(
         "parameters",
         "instrument",
         "function",  # a function instrument's file and sha256 (loop.provenance)
+        "planner",  # a planner plugin's origin: file and sha256, or distribution (ditto)
         "readback_keys",
         "retry_of",
         "attempt",

@@ -646,8 +646,9 @@ def suggest(
     disk in conflict with the stored one, or no valid instrument file) is refused here as
     there, before anything is stored (:func:`_instrument_limits`).
     """
+    from loop.provenance import note_code_changes
     from loop.runner import PRIOR_KIND
-    from loop.scheduler import check_proposals
+    from loop.scheduler import call_planner, check_proposals
 
     store, cid = runner.store, runner._cid()
     limits = _instrument_limits(runner)
@@ -684,10 +685,11 @@ def suggest(
         observations = store.observations(cid)
         planner = runner.rebuild_planner(history, observations)
         t0 = time.perf_counter()
-        points = planner.suggest(n, pending=[dict(t.parameters) for t in pending])
+        points = call_planner(planner, "suggest", n, pending=[dict(t.parameters) for t in pending])
         seconds = (time.perf_counter() - t0) / max(n, 1)
         # As `run` checks them (loop.scheduler): a point outside the space or its constraints,
-        # or another count, is the planner's PlannerError; nothing is stored.
+        # another count, or a plugin that raised, is the planner's PlannerError; nothing is
+        # stored.
         new = [
             NewTrial(point, kind, suggest_seconds=seconds)
             for point, kind in check_proposals(planner, n, points, runner.space)
@@ -702,6 +704,8 @@ def suggest(
             budget=runner.budget.model_dump(mode="json") if runner._budget_changed else None,
             status=_state(runner, history, observations, running_time(row), adding=len(new)),
         )
+        # a planner plugin changed since the trials before is recorded as a resume records it
+        note_code_changes(runner, len(history), token=lease.token)
         outcomes = {
             t.id or 0: TrialOutcome(t.id or 0, "failed", {}, {}, why)
             for t, why in zip(rows, reasons, strict=True)

@@ -729,13 +729,14 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
-    from loop.provenance import function_change_lines, session_line
+    from loop.provenance import code_change_lines, session_line
 
     # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
     sessions = session_line(db.sessions(row.id or 0))
     if sessions is not None:
         console.print(sessions, markup=False, highlight=False)
-    for line in function_change_lines(db.function_changes(row.id or 0)):
+    changes = db.function_changes(row.id or 0) + db.planner_changes(row.id or 0)
+    for line in code_change_lines(sorted(changes, key=lambda c: str(c.get("at")))):
         console.print(line, style="bold yellow", markup=False, highlight=False)
     _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
     from loop.failures import failures_of
@@ -796,6 +797,7 @@ def _status_json(
         "seed": row.seed,
         "sessions": db.sessions(row.id or 0) if db is not None else [],
         "function_changes": db.function_changes(row.id or 0) if db is not None else [],
+        "planner_changes": db.planner_changes(row.id or 0) if db is not None else [],
     }
     return to_json(payload)
 
@@ -1732,6 +1734,12 @@ def _entry() -> None:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except (ClosedLoopError, InstrumentError) as exc:
+        if _state["debug"] and exc.__cause__ is not None:
+            # what a worded error stands for (a planner plugin's exception, an import's):
+            # --debug promises the traceback, which the one-line message leaves out
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         # A store that cannot be used as given (missing, unwritable, newer, no such
         # campaign) is bad input like a bad file; a busy or lost lease, or a file deleted

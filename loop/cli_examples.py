@@ -270,9 +270,9 @@ def _companions(data: Mapping[str, Any], rel: Path) -> list[str]:
         return []
     spec = _instrument_spec(data)
     named: list[str] = []
-    function = spec.get("function")
-    if isinstance(function, str) and function.partition(":")[0].endswith(".py"):
-        named.append(function.partition(":")[0])
+    function = _user_file(spec.get("function"))
+    if function is not None:
+        named.append(function)
     for key in ("file", "spec"):
         if isinstance(spec.get(key), str):
             named.append(spec[key])
@@ -281,10 +281,22 @@ def _companions(data: Mapping[str, Any], rel: Path) -> list[str]:
         named.append(dataset)
     prior = data.get("prior_data")
     named += [p for p in (prior if isinstance(prior, list) else [prior]) if isinstance(p, str)]
-    plugin = _plugin(data)
-    if plugin is not None and plugin.partition(":")[0].endswith(".py"):
-        named.append(plugin.partition(":")[0])
+    plugin = _user_file(_plugin(data))
+    if plugin is not None:
+        named.append(plugin)
     return [_beside(rel, n) for n in named]
+
+
+def _user_file(spec: object) -> str | None:
+    """The file a ``function:`` or ``plugin:`` value (``target:attr``) names, if it names
+    one: split and told apart as the loaders do (``rpartition``, ``is_user_file``), so the
+    files ``--copy`` writes are the ones the campaign imports."""
+    if not isinstance(spec, str):
+        return None
+    from instruments._build import is_user_file
+
+    target, colon, _ = spec.rpartition(":")
+    return target if colon and target and is_user_file(target) else None
 
 
 def _plugin(data: Mapping[str, Any]) -> str | None:
@@ -312,8 +324,8 @@ def _instrument(data: Mapping[str, Any], rel: Path, root: Path) -> tuple[str, li
     if spec.get("dataset"):
         return f"dataset {spec['dataset']}", needs
     if spec.get("function"):
-        module = str(spec["function"]).partition(":")[0]
-        if not module.endswith(".py"):
+        if _user_file(spec["function"]) is None:
+            module = str(spec["function"]).rpartition(":")[0] or spec["function"]
             needs.append(f"the Python module {module}, importable")
         return f"function {spec['function']}", needs
     if isinstance(spec.get("file"), str):
@@ -363,6 +375,6 @@ def _planner_needs(data: Mapping[str, Any]) -> list[str]:
     if isinstance(planner, Mapping) and planner.get("kind") == "ax":
         return ["the ax extra: pip install 'closedloop[ax]'"]
     plugin = _plugin(data)
-    if plugin is not None and not plugin.partition(":")[0].endswith(".py"):
+    if plugin is not None and _user_file(plugin) is None:
         return [f"the planner plugin {plugin}, installed"]
     return []

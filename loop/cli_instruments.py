@@ -428,12 +428,13 @@ def _proposal(
     names = [p.name for p in runner.campaign.parameters]
     if len(given) == len(names):
         return {n: given[n] for n in names}
-    from loop.scheduler import check_proposals
+    from loop.scheduler import call_planner, check_proposals
 
     planner = runner.rebuild_planner(history, observations)
-    # checked as `run` checks it: a preview of a point `run` refuses would be no preview
+    # checked as `run` checks it: a preview of a point `run` refuses would be no preview; a
+    # plugin that raises is refused in `run`'s words (its PluginRaised)
     ((proposal, _),) = check_proposals(
-        planner, 1, planner.suggest(1, pending=pending), runner.space
+        planner, 1, call_planner(planner, "suggest", 1, pending=pending), runner.space
     )
     proposal.update(given)
     return {n: proposal[n] for n in names}

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,8 +32,10 @@ from pydantic import (
 
 from instruments import InstrumentConfig
 from instruments._instrument_file import (
+    START_DOC_KEYS,
     InstrumentFile,
     locate_metadata_problem,
+    metadata_problem,
     pin_instrument_text,
     plain_metadata,
 )
@@ -474,6 +476,7 @@ def _parse_campaign(
             rules.added(exc, "true is read as 1 and false as 0, as when it started")
         _check_manual_spelling(data, path)
         _check_instrument_list(data, path)
+    _keep_reserved_metadata(data, path, rules)
     found = locate_metadata_problem(data, ("metadata",))
     if found is not None:
         line, problem, fix = found
@@ -505,6 +508,21 @@ def _parse_campaign(
         metadata=metadata,
         planner_origin=planner_origin,
     )
+
+
+def _keep_reserved_metadata(data: Any, path: Path, rules: _Rules) -> None:
+    """A stored campaign's ``metadata:`` key that closedloop now writes itself (``function``
+    and ``planner`` came with provenance): the campaign is read as it was accepted, the
+    key left out of its runs' metadata (closedloop's own value is what they record). Refused
+    outright, a stored campaign could not even be shown or exported (found in review)."""
+    block = data.get("metadata") if isinstance(data, Mapping) else None
+    if not rules.lenient or not isinstance(block, MutableMapping):
+        return
+    for key in [k for k in block if k in START_DOC_KEYS]:
+        problem, fix = metadata_problem(key, block[key]) or ("", "")
+        exc = CampaignConfigError(path, problem, line=line_of(data, ("metadata", key)), fix=fix)
+        rules.added(exc, f"its runs record {key} as closedloop writes it, not {block[key]!r}")
+        del block[key]
 
 
 @dataclass(frozen=True)
@@ -735,14 +753,40 @@ def _pin_function(spec: str | None, base_dir: Path, stored: str | None) -> str |
     return stored
 
 
-def function_pins(loaded: LoadedCampaign) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """A ``function:`` campaign's source file as the campaign started with it and as it is
-    now, each ``{file, sha256}``; ``None`` where not known (no function file; one not found
-    without running the user's code; a campaign stored before functions were pinned).
-    ``loop.provenance`` records a change as a ``function_changed`` event and names the file
-    in every run's start document."""
+def code_pins(
+    loaded: LoadedCampaign,
+) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    """The user code a campaign's trials depend on, by what sessions and start documents
+    name it: ``function`` (a ``function:`` instrument's source file, ``{file, sha256}``) and,
+    for a ``planner: {plugin: ...}``, ``planner`` (the plugin's origin,
+    ``loop.planner_plugin.origin``); each as the campaign started with it and as it is now,
+    ``None`` where not known (no function file; code not found without running it; a
+    campaign stored before its code was pinned). Found without importing anything of the
+    user's. ``loop.provenance`` records a change as a ``{what}_changed`` event and names the
+    code in every run's start document."""
     now = _pin_function(loaded.campaign.instrument.function, loaded.base_dir, None)
-    return _read_record(loaded.instrument_text, _FUNCTION_PIN), _read_record(now, _FUNCTION_PIN)
+    pins = {
+        "function": (
+            _read_record(loaded.instrument_text, _FUNCTION_PIN),
+            _read_record(now, _FUNCTION_PIN),
+        )
+    }
+    spec = loaded.campaign.planner.plugin
+    if spec is not None:
+        from loop.planner_plugin import origin
+
+        pins["planner"] = (json_record(loaded.planner_origin), origin(spec, loaded.base_dir))
+    return pins
+
+
+def json_record(stored: str | None) -> dict[str, Any] | None:
+    """A JSON object the store keeps as text (a campaign's ``planner_origin``), ``None``
+    for none or anything else."""
+    try:
+        found = json.loads(stored or "null")
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _function_source(where: str, base_dir: Path) -> Path | None:
@@ -761,13 +805,7 @@ def _function_source(where: str, base_dir: Path) -> Path | None:
 
 def _read_record(stored: str | None, key: str) -> dict[str, Any] | None:
     """The record under ``key`` in a stored campaign's ``instrument_text`` JSON, if any."""
-    if not stored:
-        return None
-    try:
-        doc = json.loads(stored)
-    except ValueError:
-        return None
-    record = doc.get(key) if isinstance(doc, dict) else None
+    record = (json_record(stored) or {}).get(key)
     return record if isinstance(record, dict) else None
 
 

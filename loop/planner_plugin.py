@@ -80,7 +80,14 @@ def load_class(spec: str, base_dir: Path) -> type:
         module = import_user_module(target, base_dir=base_dir, attr=attr, what="plugin")
     except InstrumentConfigError as exc:
         raise PluginMissing(
-            f"planner plugin {spec}: {exc}", fix=_restore(target, base_dir, is_file=is_file)
+            f"planner plugin {spec}: {exc}",
+            fix=_restore(
+                target,
+                attr,
+                base_dir,
+                is_file=is_file,
+                not_found=isinstance(exc.__cause__, ModuleNotFoundError),
+            ),
         ) from exc
     found: Any = module
     for part in attr.split("."):
@@ -132,7 +139,22 @@ def _entry_point_class(name: str) -> type:
     )
 
 
-def _restore(target: str, base_dir: Path, *, is_file: bool) -> str:
+def _restore(target: str, attr: str, base_dir: Path, *, is_file: bool, not_found: bool) -> str:
+    """The fix for a plugin whose code cannot be imported: the file to restore, the file
+    beside the campaign that a module name meant, or the package to install.
+
+    A module name not found on Python's path (``not_found``) with a ``.py`` file of that
+    name in the campaign's folder meant the file (the import error says so too): the fix
+    had said to install a package while the error said to write the file's path (found in
+    review)."""
+    if not is_file and not_found:
+        beside = Path(*target.split(".")).with_suffix(".py")
+        if (base_dir / beside).is_file():
+            return (
+                f"write plugin: {beside.as_posix()}:{attr} (a file path, relative to the "
+                "campaign file); a module name is looked up on Python's path, not in the "
+                "campaign's folder"
+            )
     if is_file:
         path = Path(target) if Path(target).is_absolute() else base_dir / target
         return (

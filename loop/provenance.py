@@ -11,10 +11,14 @@ creates a campaign (ask/tell and prior-only campaigns have no run documents to s
 records one ``session`` event in the store's ``campaign_event`` table
 (:meth:`loop.store.Store.sessions` reads them back; ``closedloop status`` shows them).
 
-A ``function:`` instrument is imported as its file is now: a file edited between sessions
-measures the later trials with other code. The session records the file's sha256, a change
-is recorded as a ``function_changed`` event naming the first trial the new code measures,
-and every run's start document names the file and its hash (``function``).
+A ``function:`` instrument, and a ``planner: {plugin: ...}``, is imported as its code is
+now: a file edited (a package upgraded) between sessions measures or proposes the later
+trials with other code. The session records the code's origin (a file's sha256; an
+installed plugin's distribution and version), a change is recorded as a
+``function_changed`` or ``planner_changed`` event naming the first trial the new code
+measures or proposes, and every run's start document names the code (``function``,
+``planner``). One mechanism for both (:data:`CODE`): a ``suggest`` of a stored campaign,
+which begins no session, records a changed plugin too (:func:`note_code_changes`).
 
 Versions are read from the installed distributions' metadata: nothing is imported for them
 (``closedloop status`` and ``suggest`` stay light; instruments never load torch).
@@ -51,6 +55,14 @@ SESSION_VERSIONS = {
     "ophyd_async": "ophyd-async",
     "ax": "ax-platform",
 }
+
+#: The user code a campaign's trials depend on, by the key sessions and start documents
+#: name it under (``loop.config.code_pins``): what its change is said to have made the
+#: trials from then on with, and what ``status`` calls it.
+CODE = {"function": ("measured", "function file"), "planner": ("proposed", "planner plugin")}
+
+#: An origin's fields a change is shown by (``status``), in this order.
+_ORIGIN_FIELDS = ("file", "sha256", "entry_point", "distribution", "version")
 
 #: A URL in a command line (a ``--store`` with a password): written as messages show it.
 _URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
@@ -128,12 +140,14 @@ def start_session(
     runner: Runner, command: str, *, prior: Sequence[PriorRow] = ()
 ) -> dict[str, Any]:
     """Record that ``command`` (``run``, ``resume``, ``suggest``) begins a session of the
-    runner's campaign, under its lease; record a ``function_changed`` event when the
-    campaign's function file differs from the one that measured the trials before.
+    runner's campaign, under its lease; record a ``function_changed`` or
+    ``planner_changed`` event when the campaign's function file or planner plugin differs
+    from the code that made the trials before (:func:`_record_changes`).
 
     Called by the runner once the campaign is stored (``run``, ``suggest``) or every refusal
     is behind it (``resume``), before anything is measured. Returns the metadata this
-    session's runs carry in their start documents (``function``: the file and its hash).
+    session's runs carry in their start documents (``function``: the file and its hash;
+    ``planner``: the plugin's origin).
 
     Args:
         runner: the runner, holding the campaign's lease (``campaign_id`` set).
@@ -141,7 +155,7 @@ def start_session(
         prior: the prior-data rows a new campaign was stored with (their files are named
             with their sha256).
     """
-    from loop.config import function_pins
+    from loop.config import code_pins
 
     store, cid = runner.store, runner.campaign_id
     if cid is None:
@@ -154,11 +168,10 @@ def start_session(
         before = row.budget or runner.campaign.budget.model_dump(mode="json")
     else:
         before = runner.campaign.budget.model_dump(mode="json")
-    started, now = function_pins(runner.loaded)
-    # the code that measured the trials before: the latest session's, else the campaign's
-    # first (a campaign stored before sessions were recorded)
-    measured = [s["function"] for s in store.sessions(cid) if isinstance(s.get("function"), dict)]
-    last = (measured[-1] if measured else started or {}).get("sha256")
+    pins = code_pins(runner.loaded)
+    # the code that made the trials before, read before this session is recorded with its own
+    last = {what: _last_pin(store, cid, what, started) for what, (started, _) in pins.items()}
+    now = {what: pin for what, (_, pin) in pins.items() if pin is not None}
     argv = _command_line()
     detail: dict[str, Any] = {
         "command": command,
@@ -174,9 +187,8 @@ def start_session(
         "prior": _prior_files(prior),
         "versions": versions(),
         "platform": platform.platform(),
+        **now,
     }
-    if now is not None:
-        detail["function"] = now
     store.add_event(
         cid,
         "session",
@@ -184,24 +196,71 @@ def start_session(
         detail=json.dumps(detail, sort_keys=False, separators=(",", ":")),
         token=token,
     )
-    if now is None:
-        return {}
-    if last is not None and last != now.get("sha256"):
-        change = {
-            "file": now.get("file"),
-            "old_sha256": last,
-            "new_sha256": now.get("sha256"),
+    _record_changes(store, cid, last, now, trials_so_far, token)
+    return {what: dict(pin) for what, pin in now.items()}
+
+
+def note_code_changes(runner: Runner, trials_so_far: int, *, token: str) -> None:
+    """Record a ``planner_changed`` event when a ``suggest`` of a stored campaign (which
+    begins no session) proposes with a planner plugin other than the one that proposed
+    the trials before; ``trials_so_far``: the campaign's trials before this ``suggest``'s
+    (its first proposal is the first of the new code). Under the lease ``token``.
+
+    Only the planner: a ``suggest`` measures nothing (a function file's change is recorded
+    by the ``run`` or ``resume`` that measures with it)."""
+    from loop.config import code_pins
+
+    store, cid = runner.store, runner._cid()
+    pins = {k: v for k, v in code_pins(runner.loaded).items() if k == "planner"}
+    last = {what: _last_pin(store, cid, what, started) for what, (started, _) in pins.items()}
+    now = {what: pin for what, (_, pin) in pins.items() if pin is not None}
+    _record_changes(store, cid, last, now, trials_so_far, token)
+
+
+def _last_pin(
+    store: Store, cid: int, what: str, started: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The origin of the code ``what`` that made the campaign's latest trials: the latest
+    session's or change's, else the one the campaign started with (a campaign stored before
+    sessions were recorded)."""
+    pins = store.code_history(cid, what)
+    return pins[-1] if pins else started
+
+
+def _record_changes(
+    store: Store,
+    cid: int,
+    last: Mapping[str, dict[str, Any] | None],
+    now: Mapping[str, dict[str, Any]],
+    trials_so_far: int,
+    token: str,
+) -> None:
+    """A ``{what}_changed`` event for each code whose origin ``now`` differs from the
+    ``last`` one recorded (:meth:`loop.store.Store.code_changes` reads them)."""
+    for what, new in now.items():
+        old = last.get(what)
+        if old is None or all(old.get(k) == new.get(k) for k in _ORIGIN_FIELDS):
+            continue
+        change: dict[str, Any] = {"what": what}
+        if what == "function":  # the form function changes were first recorded in
+            change |= {
+                "file": new.get("file"),
+                "old_sha256": old.get("sha256"),
+                "new_sha256": new.get("sha256"),
+            }
+        change |= {
+            "old": old,
+            "new": new,
             "trials_so_far": trials_so_far,
             "first_trial": trials_so_far + 1,
         }
         store.add_event(
             cid,
-            "function_changed",
+            f"{what}_changed",
             by=user_at_host(),
             detail=json.dumps(change, separators=(",", ":")),
             token=token,
         )
-    return {"function": dict(now)}
 
 
 def session_line(sessions: Sequence[Mapping[str, Any]], *, shown: int = 4) -> str | None:
@@ -228,14 +287,31 @@ def _session_part(s: Mapping[str, Any]) -> str:
     return part
 
 
-def function_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
-    """``closedloop status``'s line per ``function_changed`` event."""
-    return [
-        f"function file {c.get('file')} changed: trials from {c.get('first_trial')} on were "
-        f"measured by other code (sha256 {str(c.get('old_sha256'))[:12]} -> "
-        f"{str(c.get('new_sha256'))[:12]}, {str(c.get('at', ''))[:16].replace('T', ' ')} UTC)"
-        for c in changes
-    ]
+def code_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``closedloop status``'s line per ``function_changed`` or ``planner_changed`` event
+    (:meth:`loop.store.Store.code_changes`)."""
+    lines = []
+    for c in changes:
+        what = str(c.get("what", "function"))
+        made, called = CODE.get(what, ("made", what))
+        old, new = c.get("old"), c.get("new")
+        old, new = (old, new) if isinstance(old, dict) and isinstance(new, dict) else ({}, {})
+        name = new.get("plugin") or new.get("file") or c.get("file")
+        shown = [
+            f"{key} {_shown(key, old.get(key))} -> {_shown(key, new.get(key))}"
+            for key in _ORIGIN_FIELDS
+            if old.get(key) != new.get(key)
+        ]
+        at = str(c.get("at", ""))[:16].replace("T", " ")
+        lines.append(
+            f"{called} {name} changed: trials from {c.get('first_trial')} on were {made} by "
+            f"other code ({', '.join([*shown, f'{at} UTC'])})"
+        )
+    return lines
+
+
+def _shown(key: str, value: Any) -> str:
+    return str(value)[:12] if key == "sha256" and value is not None else str(value)
 
 
 def campaign_file(store: Store, campaign: str | int | None = None) -> str:
@@ -247,8 +323,10 @@ def campaign_file(store: Store, campaign: str | int | None = None) -> str:
     replace the file's, or are added, by a round trip through ruamel that keeps the
     user's comments, order and quoting. A header comment names the store, the campaign and
     the closedloop that wrote it, where the original file was (its relative paths resolve
-    against the folder the exported file is put in) and the prior-data files its first
-    session read, with their sha256. A text that needs no change is kept as it is.
+    against the folder the exported file is put in), a planner plugin's code as the campaign
+    started with it (its file and sha256, or its distribution and version) and the
+    prior-data files its first session read, with their sha256. A text that needs no change
+    is kept as it is.
     """
     from io import StringIO
 
@@ -257,6 +335,7 @@ def campaign_file(store: Store, campaign: str | int | None = None) -> str:
     from ruamel.yaml.util import load_yaml_guess_indent
 
     from instruments._dispatch import closedloop_version
+    from loop.config import json_record
     from loop.report import stored_campaign
     from loop.store import known_budget
 
@@ -293,9 +372,23 @@ def campaign_file(store: Store, campaign: str | int | None = None) -> str:
         f"{row.config_path}.",
         "The seed and budget it ran with are written in"
         + (f" ({', '.join(written)})" if written else " (the file's own)")
-        + "; relative paths (an instrument or function file, prior_data) resolve against the "
-        "folder this file is in.",
+        + "; relative paths (an instrument, function or planner plugin file, prior_data) "
+        "resolve against the folder this file is in.",
     ]
+    plugin = json_record(row.planner_origin)
+    if plugin is not None:
+        if plugin.get("file") is not None:
+            source = f"file {plugin.get('file')} (sha256 {plugin.get('sha256')})"
+        else:
+            source = ", ".join(
+                f"{key} {plugin[key]}"
+                for key in ("entry_point", "distribution", "version")
+                if plugin.get(key) is not None
+            )
+        lines.append(
+            f"Planner plugin {plugin.get('plugin')} at its start: {source}; it is imported "
+            "as it is where this file is run."
+        )
     for f in prior if isinstance(prior, list) else []:
         if isinstance(f, dict):
             lines.append(

@@ -22,7 +22,7 @@ from loop.config import Campaign, parse_campaign
 from loop.errors import ClosedLoopError
 from loop.store import CampaignRow, Store, export_records
 from planners._outliers import best_index, best_trace, outlying
-from planners._protocol import Objective
+from planners._protocol import DESIGN_KINDS, Objective
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -617,7 +617,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     bounds: dict[str, list[float]] = {}
     for c in campaign.parsed_outcome_constraints:
         bounds.setdefault(c.name, []).append(c.bound)
-    initial = [r["number"] for r in records if r["kind"] in ("initial", "sobol", "random")]
+    initial = [r["number"] for r in records if r["kind"] in DESIGN_KINDS]
     panels: list[Any] = []
     for k, name in enumerate(outputs, start=1 + len(pairs)):
         ax = fig.add_subplot(grid[k, :], sharex=panels[0] if panels else None)

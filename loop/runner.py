@@ -16,7 +16,9 @@ then drive the same loop (``_drive``): take the campaign's lease, reconcile tria
 flight by a crash, rebuild the planner by ingesting every stored trial in the order the
 trials ended (never from a pickle), and propose until the budget is spent. Every answer of
 the planner is checked before any of it is stored (``loop.scheduler.check_proposals``): a
-point outside the campaign's space or its constraints stops the campaign (``PlannerError``).
+point outside the campaign's space or its constraints, or a plugin's ``ingest`` or ``suggest``
+that raises (``loop.scheduler.call_planner``), stops the campaign (``PlannerError``) once the
+trials in flight are measured and stored.
 
 A faulty instrument costs a trial, not the campaign. Each run may be limited by
 ``instrument.timeout`` (the Dispatcher aborts it through the RunEngine; the trial fails,
@@ -95,7 +97,17 @@ from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
 from loop.provenance import seed_source, start_session
 from loop.report import objective_values
-from loop.scheduler import Job, PlannerError, Proposal, Proposed, Scheduler, Slot, SlotDone
+from loop.scheduler import (
+    Job,
+    PlannerError,
+    PluginRaised,
+    Proposal,
+    Proposed,
+    Scheduler,
+    Slot,
+    SlotDone,
+    call_planner,
+)
 from loop.store import (
     TERMINAL,
     UNFINISHED,
@@ -1264,7 +1276,10 @@ class Runner:
             reconciled = self._reconcile(cid) if resumed else []
             history = self.store.trials(cid)
             observations = self.store.observations(cid)
-            planner = self.rebuild_planner(history, observations)
+            try:
+                planner = self.rebuild_planner(history, observations)
+            except PlannerError as exc:  # a plugin's ingest raised: the fix is to resume
+                raise self._planner_broke(cid, exc, 0) from exc.__cause__
             tally = self._tally(history, observations)
             if resumed and isinstance(self.listener, ResumeListener):
                 self.listener.campaign_resumed(
@@ -1412,16 +1427,21 @@ class Runner:
                 first_line(exc),
                 in_flight,
             )
-        return PlannerError(
-            exc.planner,
-            exc.problem,
-            fix=(
-                f"fix the planner, then `closedloop resume --store {self.store.url} -c {cid}` "
-                "continues the campaign (its stored trials are kept; a suggest(n, pending) "
-                "returns exactly n points of the campaign's space and sets last_kinds to one "
-                "label per point)"
-            ),
-        )
+        resume = f"`closedloop resume --store {self.store.url} -c {cid}`"
+        if isinstance(exc, PluginRaised):
+            fix = (
+                f"fix the plugin (`closedloop -v ...` shows its traceback), then {resume} "
+                "continues the campaign (its stored trials are kept)"
+            )
+        else:
+            fix = (
+                f"fix the planner, then {resume} continues the campaign (its stored trials "
+                "are kept; a suggest(n, pending) returns exactly n points of the campaign's "
+                "space and sets last_kinds to one label per point)"
+            )
+        again = type(exc)(exc.planner, exc.problem, fix=fix)
+        again.__cause__ = exc.__cause__
+        return again
 
     def _rescue_if_gone(self, cid: int) -> None:
         """Copy the campaign's store to a new file if its own was deleted or replaced.
@@ -1637,9 +1657,11 @@ class Runner:
         learned = _ended_order(
             t for i, t in enumerate(history) if t.status != "running" and i not in retried
         )
-        if learned:
-            planner.ingest(
-                [self._stored_observation(t, observations.get(_id(t), {})) for t in learned]
+        if learned:  # a plugin that raises here is its PluginRaised (loop.scheduler)
+            call_planner(
+                planner,
+                "ingest",
+                [self._stored_observation(t, observations.get(_id(t), {})) for t in learned],
             )
         return planner
 

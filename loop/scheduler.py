@@ -43,6 +43,12 @@ member of the campaign's space (names, types, bounds, choices, the parameter
 included, and what it returns is persisted and sent to the hardware; the dispatcher checks
 bounds and choices only, so a point that broke a constraint was measured (found in review).
 A breach is a :class:`PlannerError`: nothing of that answer is stored or run.
+
+A plugin's ``ingest`` or ``suggest`` that raises is the plugin's error too, not closedloop's:
+every call into a planner goes through :func:`call_planner`, which makes it a
+:class:`PluginRaised` (a ``PlannerError``), so the runner measures what is in flight and stops
+the campaign resumable, and ``suggest``/``plan`` refuse with the same words. It had aborted the
+trials in flight as "the runner failed" and asked to report closedloop's bug (found in review).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from instruments import Dispatcher, Instrument, TrialResult, close_instrument
 from loop.errors import ClosedLoopError
 from loop.failures import is_point_failure
 from planners import FloatParameter, IntParameter, InvalidPoint, Observation, Planner, Point, Space
+from planners._protocol import DESIGN_KINDS, ENGINE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +87,6 @@ PACE_WINDOW = 10
 IDLE_SHARE = 0.01
 DEPTH_PER_LOAD = 6.0
 
-DESIGN_KINDS = frozenset({"initial", "sobol", "random"})
-"""Labels of design points: made by a positional design, without a model, so they cost next
-to nothing; the pace (:meth:`Scheduler.depth`) does not time them, and reports mark them as
-the initial design (``loop.report``). Any other label a planner gives counts as a model's
-proposal, whatever its name (a plugin's ``local``, ``ts``, ...)."""
-ENGINE_KINDS = frozenset({"retry", "prior"})
-"""Labels the engine gives trials itself, which no planner's proposal may carry: ``retry``,
-the re-run of a failed point (a rebuilt planner skips the failed attempt a ``retry`` trial
-follows), and ``prior``, prior data (never dispatched, not counted by ``max_trials``)."""
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
 # A float a planner returns this share of its range outside a bound, or an int this close to
 # an integer, is floating-point rounding (``0.1 + 0.2`` for an upper bound of 0.3), put on
@@ -115,16 +113,75 @@ class PlannerError(ClosedLoopError, RuntimeError):
     def __init__(self, planner: str, problem: str, *, fix: str = "") -> None:
         self.planner = planner
         self.problem = problem
-        self.fix = fix or (
+        self.fix = fix or self.default_fix()
+        super().__init__(f"{self.headline()}\n  fix: {self.fix}")
+
+    def headline(self) -> str:
+        """The message's first line: what the planner did."""
+        return (
+            f"planner {self.planner} broke the planner protocol: {self.problem}; nothing of "
+            "its answer was stored or run"
+        )
+
+    def default_fix(self) -> str:
+        """The fix when the caller gives none."""
+        return (
             "fix the planner (a suggest(n, pending) returns exactly n points of the campaign's "
             "space, and sets last_kinds to one label per point) and run the command again: "
             "the campaign's stored trials are kept"
         )
-        super().__init__(
-            f"planner {planner} broke the planner protocol: {problem}; nothing of its answer "
-            "was stored or run"
-            f"\n  fix: {self.fix}"
+
+
+class PluginRaised(PlannerError):
+    """A planner plugin's ``ingest`` or ``suggest`` raised: an error in the plugin's code.
+
+    Made by :func:`call_planner` from any exception but a ``ClosedLoopError``; the plugin's
+    exception is the ``__cause__`` (logged with its traceback at ``-v``). Not closedloop's
+    bug, so no "please report it": the plugin's author fixes it and resumes.
+    """
+
+    def headline(self) -> str:
+        return (
+            f"planner plugin {self.planner}: {self.problem} (an error in the plugin's code, "
+            "not in closedloop or the campaign)"
         )
+
+    def default_fix(self) -> str:
+        return "fix the plugin (`closedloop -v ...` shows its traceback) and run the command again"
+
+
+def is_builtin(planner: object) -> bool:
+    """Whether ``planner`` is one of closedloop's own (its class from the ``planners``
+    package), whose exception is closedloop's bug to report, not a plugin's error."""
+    module = type(planner).__module__
+    return module == "planners" or module.startswith("planners.")
+
+
+def call_planner(planner: Planner, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``planner.<method>(*args, **kwargs)``; an exception a plugin raises becomes a
+    :class:`PluginRaised` naming it (its exception kept as ``__cause__``).
+
+    The one way the engine calls a planner's ``ingest`` or ``suggest``, so a plugin's error
+    is worded and handled alike by ``run``, ``resume``, ``suggest`` and ``plan``. Left as
+    they are: a ``ClosedLoopError`` (already worded), anything but an ``Exception`` (Ctrl-C),
+    the constraints' ``InfeasibleSpaceError`` (the campaign's constraints leave no point: the
+    file's fault, exit 2, whoever samples the space), and every exception of a built-in
+    planner (closedloop's bug: the command line asks to report it).
+    """
+    try:
+        return getattr(planner, method)(*args, **kwargs)
+    except ClosedLoopError:
+        raise
+    except Exception as exc:
+        from planners import InfeasibleSpaceError
+
+        if is_builtin(planner) or isinstance(exc, InfeasibleSpaceError):
+            raise
+        name = planner_name(planner)
+        logger.debug("planner plugin %s: %s raised", name, method, exc_info=exc)
+        said = _shown_text(exc)
+        raised = f"{method} raised {type(exc).__name__}" + (f": {said}" if said else "")
+        raise PluginRaised(name, raised) from exc
 
 
 def planner_name(planner: object) -> str:
@@ -139,7 +196,12 @@ def planner_name(planner: object) -> str:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    return _shown_text(repr(value))
+
+
+def _shown_text(value: object) -> str:
+    """``str(value)`` on one line, at most ``_SHOWN`` characters."""
+    text = " ".join(str(value).split())
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
@@ -391,6 +453,7 @@ class PlannerWorker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._unanswered = False  # a request whose answer the coordinator has not taken
+        self._raised = False  # the planner raised on this thread: hand it nothing more
         self.received = 0  # outcomes handed over by the coordinator so far
 
     @property
@@ -425,14 +488,15 @@ class PlannerWorker:
                 with self._lock:
                     learned, self._buffer = self._buffer, []
                 if learned:
-                    self.planner.ingest(learned)
+                    call_planner(self.planner, "ingest", learned)
                 t0 = time.perf_counter()
-                points = self.planner.suggest(n, pending=pending)
+                points = call_planner(self.planner, "suggest", n, pending=pending)
                 seconds = time.perf_counter() - t0
                 checked = check_proposals(self.planner, n, points, self.space)
                 share = seconds / max(n, 1)
                 self.events.put(Proposed([Proposal(p, k, share) for p, k in checked]))
             except BaseException as exc:
+                self._raised = not isinstance(exc, PlannerError) or isinstance(exc, PluginRaised)
                 self.events.put(Proposed([], exc))
 
         self._thread = threading.Thread(target=target, name="closedloop-planner", daemon=True)
@@ -440,15 +504,28 @@ class PlannerWorker:
 
     def join(self, timeout: float) -> None:
         """Wait for a suggest in progress (its proposal is dropped: nothing was persisted),
-        then hand the planner what it has not yet ingested, so it ends knowing every outcome."""
+        then hand the planner what it has not yet ingested, so it ends knowing every outcome.
+
+        A plugin's ``ingest`` that raises here is a warning naming it, not an error: the
+        trials are stored and nothing more is proposed in this session, so the campaign
+        ends as it was ending (a completed campaign had exited 1 with "please report it" and
+        no summary; found in review). The next session's rebuild meets the error again."""
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return
         with self._lock:
             learned, self._buffer = self._buffer, []
-        if learned:
-            self.planner.ingest(learned)
+        if learned and not self._raised:  # a planner that raised would only raise again
+            try:
+                call_planner(self.planner, "ingest", learned)
+            except PluginRaised as exc:
+                logger.warning(
+                    "%s, at the end of the session: the campaign's trials are stored and "
+                    "nothing more was to be proposed (the next resume, suggest or plan "
+                    "hands the plugin the same trials)",
+                    exc.headline(),
+                )
 
 
 class Scheduler:

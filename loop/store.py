@@ -227,9 +227,10 @@ class CampaignEventRow(SQLModel, table=True):
     it, with ``outcome`` what became of it); ``session`` (a ``run``, ``resume`` or the
     ``suggest`` that created the campaign began: ``by`` user@host, ``detail`` a JSON
     object of who, where, from which trial on and with which seed, budget and versions,
-    ``loop.provenance``); ``function_changed`` (a ``function:`` instrument's file differs
-    from the one that measured the trials before: ``detail`` JSON with the file, the old
-    and new sha256 and the first trial the new code measures).
+    ``loop.provenance``); ``function_changed`` and ``planner_changed`` (the code that makes
+    the trials changed since those before: a ``function:`` instrument's file, a ``planner:
+    {plugin: ...}``'s origin; ``detail`` JSON with its old and new origin and the first trial
+    the new code measures or proposes: :meth:`Store.code_changes`).
     """
 
     __tablename__ = "campaign_event"
@@ -404,6 +405,18 @@ def _default(value: Any) -> Any:
         if hasattr(value, attr):
             return getattr(value, attr)()
     return repr(value)
+
+
+def _code_change(what: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """A ``{what}_changed`` event's detail in the form :meth:`Store.code_changes` reads: a
+    function's change recorded before ``old`` and ``new`` were (sha256s only) gets them."""
+    change = {**detail}
+    change.setdefault("what", what)
+    if what == "function" and not isinstance(change.get("old"), dict):
+        file = change.get("file")
+        change["old"] = {"file": file, "sha256": change.get("old_sha256")}
+        change["new"] = {"file": file, "sha256": change.get("new_sha256")}
+    return change
 
 
 def _text(value: str | None) -> str | None:
@@ -1184,7 +1197,7 @@ class Store:
         by: str | None = None,
         token: str | None = None,
     ) -> CampaignEventRow:
-        """Record a ``kind`` event (``session``, ``function_changed``: see
+        """Record a ``kind`` event (``session``, ``function_changed``, ...: see
         :class:`CampaignEventRow`); under the runner's lease when ``token`` is given, so a
         runner that lost the campaign records nothing in its name."""
         with self.session() as s:
@@ -1219,19 +1232,48 @@ class Store:
         boundary), ``seed`` and ``seed_from`` (``file``, ``--seed``, ``argument``,
         ``drawn``, ``stored``), ``budget`` (in force) and ``override`` (what the command
         changed), ``prior`` (prior-data files with their sha256), ``function`` (a
-        ``function:`` file and its sha256) and ``versions`` (python, closedloop, the planner
+        ``function:`` file and its sha256), ``planner`` (a ``planner: {plugin: ...}``'s
+        origin: ``plugin``, then ``file`` and ``sha256``, or ``entry_point``,
+        ``distribution`` and ``version``) and ``versions`` (python, closedloop, the planner
         stack, bluesky, ophyd). A campaign stored before sessions were recorded has none.
         """
-        return self._json_events(campaign_id, "session")
+        return [d for _, d in self._json_events(campaign_id, ("session",))]
+
+    def code_changes(self, campaign_id: int, what: str) -> list[dict[str, Any]]:
+        """The ``{what}_changed`` events (``what``: ``function`` or ``planner``), oldest
+        first: ``at``, ``what``, ``old`` and ``new`` (the code's origin before and after, as
+        sessions record it), ``trials_so_far`` and ``first_trial`` (the first trial the new
+        code measures or proposes); a function's also ``file``, ``old_sha256`` and
+        ``new_sha256``. One written before ``old`` and ``new`` were (a function's only) is
+        read in the same form."""
+        events = self._json_events(campaign_id, (f"{what}_changed",))
+        return [_code_change(what, d) for _, d in events]
 
     def function_changes(self, campaign_id: int) -> list[dict[str, Any]]:
-        """The ``function_changed`` events, oldest first: ``at``, ``file``, ``old_sha256``,
-        ``new_sha256``, ``first_trial`` (the first trial measured by the new code)."""
-        return self._json_events(campaign_id, "function_changed")
+        """A ``function:`` file's changes (:meth:`code_changes`)."""
+        return self.code_changes(campaign_id, "function")
 
-    def _json_events(self, campaign_id: int, kind: str) -> list[dict[str, Any]]:
+    def planner_changes(self, campaign_id: int) -> list[dict[str, Any]]:
+        """A ``planner: {plugin: ...}``'s changes (:meth:`code_changes`)."""
+        return self.code_changes(campaign_id, "planner")
+
+    def code_history(self, campaign_id: int, what: str) -> list[dict[str, Any]]:
+        """The origins of code ``what`` as each session ran with it and each change went to,
+        oldest first: the last is the code the trials before were made with
+        (``loop.provenance`` compares the code as it is now with it)."""
         found: list[dict[str, Any]] = []
-        for row in self.events(campaign_id, (kind,)):
+        for kind, d in self._json_events(campaign_id, ("session", f"{what}_changed")):
+            pin = d.get(what) if kind == "session" else _code_change(what, d).get("new")
+            if isinstance(pin, dict):
+                found.append(pin)
+        return found
+
+    def _json_events(
+        self, campaign_id: int, kinds: Sequence[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The events of ``kinds`` with their JSON ``detail`` read, oldest first."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        for row in self.events(campaign_id, kinds):
             try:
                 detail = json.loads(row.detail or "{}")
             except ValueError:  # written by hand, or cut: kept as it is
@@ -1239,7 +1281,7 @@ class Store:
             if not isinstance(detail, dict):
                 detail = {"detail": detail}
             at = row.at.replace(tzinfo=row.at.tzinfo or UTC).isoformat()  # SQLite: naive UTC
-            found.append({"at": at, "by": row.by, **detail})
+            found.append((row.kind, {"at": at, "by": row.by, **detail}))
         return found
 
     # ----------------------------------------------------------------- leases

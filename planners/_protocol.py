@@ -26,6 +26,19 @@ where experiments fail). ``abandoned``: the trial was interrupted (Ctrl-C, kill)
 nothing about the point; it only keeps its position in an initial design.
 """
 
+DESIGN_KINDS = frozenset({"initial", "sobol", "random"})
+"""Labels of design points (:attr:`Planner.last_kinds`): made by a positional design, without
+a model, so they cost next to nothing; the loop does not time them for its pace
+(``loop.scheduler``), and reports mark them as the initial design (``loop.report``). Any other
+label a planner gives counts as a model's proposal, whatever its name (a plugin's ``local``,
+``ts``, ...). Kept here, with the protocol that defines the labels, so the engine and the
+reports read one list."""
+
+ENGINE_KINDS = frozenset({"retry", "prior"})
+"""Labels the engine gives trials itself, which no planner's proposal may carry: ``retry``,
+the re-run of a failed point (a rebuilt planner skips the failed attempt a ``retry`` trial
+follows), and ``prior``, prior data (never dispatched, not counted by ``max_trials``)."""
+
 
 class Objective(BaseModel):
     """One output to optimise."""
@@ -155,11 +168,17 @@ class Planner(Protocol):
     Attributes:
         last_kinds: how each point of the last ``suggest`` was made, one label per point (a
             word of letters, digits and ``_.-``, at most 40 characters), stored with the
-            trial. ``initial``, ``sobol`` and ``random`` mark design points: the loop does not
-            time them for its pace, and reports mark them as the initial design. Any other
-            label (``model``, or a planner's own such as ``local``) is a model proposal,
-            timed for the pace. ``retry`` and ``prior`` belong to the engine (a re-run of a
-            failed point, prior data) and are refused from a planner.
+            trial. ``initial``, ``sobol`` and ``random`` (:data:`DESIGN_KINDS`) mark design
+            points: the loop does not time them for its pace, and reports mark them as the
+            initial design. Any other label (``model``, or a planner's own such as
+            ``local``) is a model proposal, timed for the pace. ``retry`` and ``prior``
+            (:data:`ENGINE_KINDS`) belong to the engine (a re-run of a failed point, prior
+            data) and are refused from a planner.
+
+    A plugin's ``ingest`` or ``suggest`` that raises stops the campaign as a broken answer
+    does: a ``PlannerError`` naming the plugin and its exception (``-v`` shows the
+    traceback), the trials in flight measured and stored first, the campaign resumable once
+    the plugin is fixed. An exception a built-in planner raises is closedloop's bug.
     """
 
     last_kinds: list[str]

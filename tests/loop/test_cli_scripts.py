@@ -220,6 +220,7 @@ KEYS = [
     "seed",
     "sessions",
     "function_changes",
+    "planner_changes",
 ]
 
 
@@ -250,6 +251,7 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "seed": got["seed"],
         "sessions": got["sessions"],  # tests/loop/test_provenance.py checks them
         "function_changes": [],
+        "planner_changes": [],
     }
 
 

@@ -178,6 +178,43 @@ def test_validate_on_the_command_line_names_file_line_and_fix(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_a_module_name_for_the_file_beside_has_the_files_path_as_its_fix(tmp_path: Path) -> None:
+    """``plugin: local_search:LocalSearch`` beside local_search.py: the error said to write
+    the file's path while its fix said to install a package (found in review)."""
+    folder = _folder(tmp_path / "own", plugin="local_search:LocalSearch")
+    # from the folder above: `python -m` puts its working folder on Python's path
+    result = closedloop("validate", "own/c.yaml", cwd=tmp_path, wide=True)
+    assert result.returncode == 2, result.stderr
+    err = " ".join(result.stderr.split())
+    assert "but local_search.py is in the campaign file's folder" in err, err
+    assert "fix: write plugin: local_search.py:LocalSearch (a file path, relative to the " in err
+    assert "install the package" not in err and "Traceback" not in err
+    from loop.planner_plugin import PluginMissing, load_class
+
+    with pytest.raises(PluginMissing) as elsewhere:  # no such file beside: a package, then
+        load_class("no_such_module:Planner", folder)
+    assert elsewhere.value.fix.startswith("install the package that provides 'no_such_module'")
+
+
+@pytest.mark.parametrize(
+    ("spec", "copied"),
+    [
+        ("local_search.py:LocalSearch", ["local_search.py"]),
+        ("lab/local_search.py:LocalSearch", ["lab/local_search.py"]),
+        ("C:/lab/local_search.py:LocalSearch", ["C:/lab/local_search.py"]),
+        ("mylab.planners:LocalSearch", []),
+        ("local-search", []),
+    ],
+)
+def test_examples_copy_the_plugin_file_the_loader_imports(spec: str, copied: list[str]) -> None:
+    """``examples --copy`` split ``plugin:`` at its first colon where the loader splits at
+    its last: a Windows path's drive letter was taken for the file."""
+    from loop.cli_examples import _companions
+
+    data = {"parameters": [], "planner": {"plugin": spec}}
+    assert _companions(data, Path("c.yaml")) == copied
+
+
 # ---------------------------------------------------------------------------- forms
 def test_a_module_plugin_runs_and_its_file_is_its_origin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

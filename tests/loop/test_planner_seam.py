@@ -7,11 +7,14 @@ A planner here is a small in-test class put where ``make_planner`` is (as a plug
 Found in review by a researcher plugging in their own planner: a proposal breaking the
 campaign's ``constraints:`` was measured; too few points spun the loop (3520 suggests in
 3 s); a label other than ``model`` kept proposals queued for every slot; a rebuilt planner
-ingested by trial number what the live one had ingested in the order trials ended.
+ingested by trial number what the live one had ingested in the order trials ended; a plugin
+whose ``suggest`` or ``ingest`` raised aborted the trials in flight and asked to report a bug
+of closedloop's.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -30,14 +33,16 @@ from loop.scheduler import (
     ENGINE_KINDS,
     Job,
     PlannerError,
+    PluginRaised,
     Proposal,
     Proposed,
     Scheduler,
     Slot,
     SlotDone,
+    call_planner,
     planner_name,
 )
-from planners import Observation, Point, RandomPlanner, Space
+from planners import InfeasibleSpaceError, Observation, Point, RandomPlanner, Space
 from planners._constraints import _RTOL
 
 CAMPAIGN = """\
@@ -447,3 +452,202 @@ def test_a_sequential_campaign_resumed_proposes_what_it_would_have_uninterrupted
     Runner.from_store(split, 1, max_trials=7).resume()
     assert [t.parameters for t in split.trials(1)] == [t.parameters for t in straight.trials(1)]
     assert built[2].ingested == built[0].ingested  # 4 rebuilt, 3 live: in the same order
+
+
+# ---------------------------------------------------------------------------- 5: a plugin raises
+class Raising(Plugin):
+    """A plugin whose ``method`` raises once it has seen ``after`` trials (``ingest``: once
+    it would hold more than ``after``)."""
+
+    def __init__(self, space: Space, seed: int, method: str, after: int) -> None:
+        super().__init__(space, seed)
+        self.method, self.after = method, after
+
+    def ingest(self, observations: Sequence[Observation]) -> None:
+        if self.method == "ingest" and len(self.ingested) + len(observations) > self.after:
+            raise RuntimeError("boom in ingest")
+        super().ingest(observations)
+
+    def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+        if self.method == "suggest" and len(self.ingested) >= self.after:
+            raise RuntimeError("boom in suggest")
+        if self.suggests == 0 and n >= 2:  # trial 1 slow (n = 4), trial 2 fast: 1 in flight
+            self.suggests += 1
+            self.last_kinds = ["local"] * n
+            base = {"x": 0.0, "y": 0.0, "cat": "a"}
+            return [{**base, "n": 4 if i == 0 else 1} for i in range(n)]
+        return super().suggest(n, pending)
+
+
+@pytest.mark.parametrize("method", ["suggest", "ingest"])
+def test_a_plugin_that_raises_stops_the_campaign_after_measuring_the_trials_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """Two slots, trial 1 slow: the plugin raises on the answer after trial 2; trial 1 is
+    measured and stored (it was ``abandoned: run aborted: the runner failed: RuntimeError``),
+    and the error names the plugin and its exception, keeping it as the cause."""
+    _use(monkeypatch, lambda space, seed: Raising(space, seed, method, 1))
+    store = _store(tmp_path)
+    with pytest.raises(PluginRaised) as caught:
+        Runner(_campaign(tmp_path, count=2), store).run()
+    message = str(caught.value)
+    assert message.startswith(
+        f"planner plugin {__name__}:Raising: {method} raised RuntimeError: boom in {method} "
+        "(an error in the plugin's code, not in closedloop or the campaign)"
+    ), message
+    assert f"then `closedloop resume --store {store.url} -c 1` continues" in message
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    trials = store.trials(1)  # the slow trial 1 was in flight: measured, none abandoned
+    assert len(trials) >= 2 and (trials[0].status, trials[0].parameters["n"]) == ("completed", 4)
+    assert {t.status for t in trials} == {"completed"}, [(t.number, t.status) for t in trials]
+    row = store.campaign(1)
+    assert row.status == "stopped"
+    assert row.stop_reason is not None and row.stop_reason.startswith(
+        f"planner plugin {__name__}:Raising: {method} raised RuntimeError"
+    )
+
+
+def test_a_plugin_whose_ingest_raises_on_resume_stops_it_with_the_trials_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild's ``ingest`` raised out of ``resume`` as the runner's failure."""
+    store = _store(tmp_path)
+    _use(monkeypatch, lambda space, seed: Plugin(space, seed))
+    Runner(_campaign(tmp_path), store, max_trials=3).run()
+    _use(monkeypatch, lambda space, seed: Raising(space, seed, "ingest", 0))
+    with pytest.raises(PluginRaised) as caught:
+        Runner.from_store(store, 1, max_trials=6).resume()
+    assert "ingest raised RuntimeError: boom in ingest" in str(caught.value)
+    assert f"`closedloop resume --store {store.url} -c 1`" in caught.value.fix
+    assert [t.status for t in store.trials(1)] == ["completed"] * 3
+    assert store.campaign(1).status == "stopped"
+    _use(monkeypatch, lambda space, seed: Plugin(space, seed))  # fixed: it goes on
+    assert Runner.from_store(store, 1, max_trials=6).resume().completed == 6
+
+
+def test_a_plugins_ingest_raising_at_the_end_is_a_warning_not_a_failed_campaign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the last outcome's ``ingest`` (handed over as the session ends) raises: the
+    campaign completed and stays so (it was exit 1, "please report it", no summary)."""
+    _use(monkeypatch, lambda space, seed: Raising(space, seed, "ingest", 3))
+    store = _store(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="loop.scheduler"):
+        summary = Runner(_campaign(tmp_path, trials=4), store).run()
+    assert (summary.status, summary.completed) == ("completed", 4)
+    assert store.campaign(1).status == "completed"
+    warned = [r.getMessage() for r in caplog.records if r.name == "loop.scheduler"]
+    assert any(
+        m.startswith(f"planner plugin {__name__}:Raising: ingest raised RuntimeError")
+        and "the campaign's trials are stored" in m
+        for m in warned
+    ), warned
+
+
+def test_a_built_in_planner_that_raises_is_closedloops_bug_and_stays_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not worded as a plugin's error: the command line reports it as closedloop's bug."""
+
+    def broken(self: RandomPlanner, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+        raise RuntimeError("a bug of closedloop's")
+
+    monkeypatch.setattr(RandomPlanner, "suggest", broken)
+    with pytest.raises(RuntimeError, match="a bug of closedloop's") as caught:
+        Runner(_campaign(tmp_path), _store(tmp_path)).run()
+    assert not isinstance(caught.value, PlannerError)
+
+
+def test_call_planner_wraps_a_plugins_exceptions_only() -> None:
+    class Boom:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
+            raise self.exc
+
+    plugin_error = ValueError("bad\nvalue")
+    with pytest.raises(PluginRaised) as caught:
+        call_planner(cast(Any, Boom(plugin_error)), "suggest", 1)
+    assert caught.value.__cause__ is plugin_error
+    assert caught.value.problem == "suggest raised ValueError: bad value"  # one line
+    with pytest.raises(PluginRaised) as silent:
+        call_planner(cast(Any, Boom(KeyError())), "suggest", 1)
+    assert silent.value.problem == "suggest raised KeyError"
+    already = PlannerError("p:P", "said")
+    with pytest.raises(PlannerError) as kept:  # worded already: as it is
+        call_planner(cast(Any, Boom(already)), "suggest", 1)
+    assert kept.value is already
+    infeasible = InfeasibleSpaceError("no feasible point", draws=10, feasible_fraction=0.1)
+    with pytest.raises(InfeasibleSpaceError):  # the campaign's constraints: exit 2, as ever
+        call_planner(cast(Any, Boom(infeasible)), "suggest", 1)
+
+
+RAISING = """\
+from planners import RandomPlanner
+
+
+class Raising:
+    def __init__(self, context, after=2):
+        self.inner = RandomPlanner(context.space, context.seed)
+        self.after, self.seen, self.last_kinds = after, 0, []
+
+    def ingest(self, observations):
+        self.inner.ingest(observations)
+        self.seen += len(observations)
+
+    def suggest(self, n=1, pending=()):
+        if self.seen >= self.after:
+            raise RuntimeError("boom in suggest")
+        self.last_kinds = ["local"] * n
+        return self.inner.suggest(n, pending)
+"""
+
+
+def test_the_command_line_says_a_plugin_raised_and_exits_1_without_a_bug_report(
+    tmp_path: Path,
+) -> None:
+    """``run``, ``suggest`` and ``plan --dry-run`` alike: the plugin and its exception
+    named, exit 1, no "please report it", no traceback; ``-v`` shows the plugin's."""
+    from tests.cli_process import closedloop
+
+    _campaign(tmp_path)
+    (tmp_path / "raising.py").write_text(RAISING)
+    text = (
+        (tmp_path / "seam.yaml")
+        .read_text()
+        .replace("{kind: random}", "{plugin: raising.py:Raising}")
+    )
+    (tmp_path / "seam.yaml").write_text(text)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    said = (
+        f"error: planner plugin {tmp_path / 'raising.py'}:Raising: suggest raised RuntimeError: "
+        "boom in suggest (an error in the plugin's code, not in closedloop or the campaign)"
+    )
+    run = closedloop("run", "seam.yaml", "--store", url, cwd=tmp_path, wide=True)
+    assert run.returncode == 1, run.stderr
+    err = " ".join(run.stderr.split())
+    assert err.startswith(said), err
+    assert (
+        "fix: fix the plugin (`closedloop -v ...` shows its traceback), then "
+        f"`closedloop resume --store {url} -c 1`" in err
+    )
+    assert "please report" not in err and "Traceback" not in err
+    assert "the runner failed" not in err
+    for args in (
+        ("suggest", "--store", url, "-c", "1"),
+        ("plan", "--dry-run", "--store", url, "-c", "1"),
+        ("plan", "--dry-run", "seam.yaml"),
+    ):
+        if args[-1] == "seam.yaml":  # from the file: the plugin raises at once
+            (tmp_path / "seam.yaml").write_text(
+                text.replace("Raising}", "Raising, args: {after: 0}}")
+            )
+        done = closedloop(*args, cwd=tmp_path, wide=True)
+        assert done.returncode == 1, (args, done.stderr)
+        err = " ".join(done.stderr.split())
+        assert err.startswith(said), (args, err)
+        assert "please report" not in err and "Traceback" not in err, (args, err)
+    verbose = closedloop("-v", "plan", "--dry-run", "seam.yaml", cwd=tmp_path, wide=True)
+    assert verbose.returncode == 1
+    assert 'raise RuntimeError("boom in suggest")' in verbose.stderr

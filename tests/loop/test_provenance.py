@@ -2,10 +2,11 @@
 
 Every ``run``, ``resume`` and the ``suggest`` that creates a campaign is recorded as a
 session (the boundary a resume makes, the seed and where it came from, the budget and its
-override, the versions); a function file edited between sessions is recorded, and every run's
-start document names the function file and the planner stack; ``export --format yaml`` gives
-back a campaign file that runs the campaign again. Real runs: the CLI in a subprocess, or a
-Runner on a real RunEngine and SQLite store.
+override, the versions); a function file or a planner plugin edited between sessions is
+recorded, and every run's start document names the function file, the plugin and the planner
+stack; ``export --format yaml`` gives back a campaign file that runs the campaign again, its
+header naming the plugin's file. Real runs: the CLI in a subprocess, or a Runner on a real
+RunEngine and SQLite store.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ seed: 5
 """
 
 MODEL = "def measure(p):\n    return {'y': VALUE * p['t']}\n"
+
+#: The example planner plugin, run from a file beside the campaign.
+LOCAL_SEARCH = Path(__file__).parents[2] / "campaigns" / "local_search.py"
+
+PLUGIN = BRANIN.replace(
+    "planner: {kind: sobol}", "planner: {plugin: local_search.py:LocalSearch, initial: {n: 2}}"
+)
 
 
 def _store(tmp_path: Path) -> str:
@@ -113,6 +121,7 @@ def test_run_and_resume_are_sessions_with_their_boundary_seed_budget_and_version
     assert as_json["seed"] == 7
     assert [s["command"] for s in as_json["sessions"]] == ["run", "resume"]
     assert as_json["sessions"][1]["trials_so_far"] == 3 and as_json["function_changes"] == []
+    assert as_json["planner_changes"] == [] and "planner" not in first  # a built-in planner
 
 
 def test_a_password_in_the_command_line_is_not_stored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,6 +200,100 @@ def test_a_function_file_edited_between_sessions_is_recorded(tmp_path: Path) -> 
     )
 
 
+def _plugin_folder(tmp_path: Path) -> tuple[Path, str]:
+    """c.yaml running the example plugin from local_search.py beside it; its sha256."""
+    plugin = tmp_path / "local_search.py"
+    plugin.write_text(LOCAL_SEARCH.read_text())
+    (tmp_path / "c.yaml").write_text(PLUGIN)
+    return plugin, hashlib.sha256(plugin.read_bytes()).hexdigest()
+
+
+def test_a_planner_plugin_edited_between_sessions_is_recorded(tmp_path: Path) -> None:
+    # found in review: only a log line said so; the store had no trace of which code
+    # proposed which trials
+    plugin, old = _plugin_folder(tmp_path)
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with plugin.open("a") as f:
+        f.write("# a fixed bug\n")
+    new = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    resume = closedloop("resume", "--store", store, "-c", "1", "--max-trials", "5", cwd=tmp_path)
+    assert resume.returncode == 0, resume.stderr
+    assert "planner plugin local_search.py:LocalSearch has changed" in resume.stderr
+    # a resume with the same code records no change
+    again = closedloop("resume", "--store", store, "-c", "1", "--max-trials", "6", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+    db = Store(store, create=False)
+    spec = "local_search.py:LocalSearch"
+    pin = {"plugin": spec, "file": str(plugin.resolve())}
+    assert [s["planner"] for s in db.sessions(1)] == [
+        pin | {"sha256": old},
+        pin | {"sha256": new},
+        pin | {"sha256": new},
+    ]
+    (change,) = db.planner_changes(1)
+    assert change["what"] == "planner"
+    assert (change["old"], change["new"]) == (pin | {"sha256": old}, pin | {"sha256": new})
+    assert (change["first_trial"], change["trials_so_far"]) == (4, 3)
+    assert db.function_changes(1) == []
+    # each trial's start document says which code proposed it
+    assert [s["planner"]["sha256"] for s in _starts(db, 1)] == [old] * 3 + [new] * 3
+
+    status = closedloop("status", "--store", store, cwd=tmp_path, wide=True)
+    assert (
+        f"planner plugin {spec} changed: trials from 4 on were proposed by other code (sha256 "
+        f"{old[:12]} -> {new[:12]}, "
+    ) in " ".join(status.stdout.split())
+    as_json = json.loads(closedloop("status", "--json", "--store", store, cwd=tmp_path).stdout)
+    assert as_json["planner_changes"] == [change] and as_json["function_changes"] == []
+
+
+def test_a_suggest_of_a_stored_campaign_records_a_changed_plugin(tmp_path: Path) -> None:
+    # a suggest of a stored campaign begins no session, but its proposals are the new code's
+    plugin, old = _plugin_folder(tmp_path)
+    store = _store(tmp_path)
+    for _ in range(2):  # creates the campaign, then continues it: the same code
+        proc = closedloop("suggest", "c.yaml", "--store", store, "-n", "1", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    with plugin.open("a") as f:
+        f.write("# a fixed bug\n")
+    new = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    for _ in range(2):  # the change is recorded once
+        proc = closedloop(
+            "suggest", "--store", store, "-c", "1", "-n", "1", "--max-trials", "6", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+    db = Store(store, create=False)
+    (change,) = db.planner_changes(1)
+    assert (change["old"]["sha256"], change["new"]["sha256"]) == (old, new)
+    assert (change["trials_so_far"], change["first_trial"]) == (2, 3)
+    assert [s["planner"]["sha256"] for s in db.sessions(1)] == [old]  # the creating one
+
+
+def test_a_function_change_recorded_before_origins_were_reads_as_one(tmp_path: Path) -> None:
+    # a store written by the closedloop before planner changes were recorded: its
+    # function_changed events name the sha256s only
+    (tmp_path / "c.yaml").write_text(BRANIN + "seed: 3\n")
+    store = Store(_store(tmp_path))
+    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, max_trials=1)
+    runner.run()
+    cid = runner.campaign_id or 0
+    detail: dict[str, object] = {"file": "/lab/model.py", "old_sha256": "a" * 64}
+    detail |= {"new_sha256": "b" * 64, "trials_so_far": 1, "first_trial": 2}
+    store.add_event(cid, "function_changed", detail=json.dumps(detail))
+    (change,) = store.function_changes(cid)
+    assert change["what"] == "function" and change["old_sha256"] == "a" * 64
+    assert change["old"] == {"file": "/lab/model.py", "sha256": "a" * 64}
+    assert change["new"] == {"file": "/lab/model.py", "sha256": "b" * 64}
+    status = closedloop("status", "--store", store.url, cwd=tmp_path, wide=True)
+    assert (
+        "function file /lab/model.py changed: trials from 2 on were measured by other code "
+        "(sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb, "
+    ) in " ".join(status.stdout.split())
+
+
 def test_the_suggest_that_creates_a_campaign_is_a_session(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(BRANIN + "seed: 9\n")
     store = _store(tmp_path)
@@ -238,6 +341,21 @@ def test_export_yaml_gives_back_a_file_that_runs_the_campaign_again(tmp_path: Pa
         return [(r["x1"], r["x2"], r["y"]) for r in csv.DictReader(io.StringIO(proc.stdout))]
 
     assert trials(store2) == trials(store) and len(trials(store)) == 4
+
+
+def test_export_yaml_names_the_planner_plugins_file(tmp_path: Path) -> None:
+    plugin, digest = _plugin_folder(tmp_path)
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "--max-trials", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    exported = closedloop("export", "--store", store, "--format", "yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header = " ".join(line.lstrip("# ") for line in exported.stdout.split("#\n", 1)[0].splitlines())
+    assert "an instrument, function or planner plugin file, prior_data" in header
+    assert (
+        f"Planner plugin local_search.py:LocalSearch at its start: file {plugin.resolve()} "
+        f"(sha256 {digest})"
+    ) in header
 
 
 def test_export_yaml_of_a_file_that_says_it_all_is_the_text_itself(tmp_path: Path) -> None:

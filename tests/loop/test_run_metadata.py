@@ -219,6 +219,8 @@ BAD_INSTRUMENT = [
     ("metadata: {uid: x}", 6, "metadata.uid: 'uid' is a key closedloop", "rename it"),
     # each run of a function instrument names its file there (it overwrote the user's value)
     ("metadata: {function: scan}", 6, "'function' is a key closedloop", "rename it"),
+    # and each run of a planner plugin names the plugin's code there (loop.provenance)
+    ("metadata: {planner: mine}", 6, "'planner' is a key closedloop", "rename it"),
     ("metadata: {project: 3}", 6, "takes text for 'project'", "project: '3'"),
     ("required_metadata: [proposal_id, scan_id]", 6, "'scan_id' is written by", "drop scan_id"),
     ("required_metadata: [a, a]", 6, "a named twice", "name each key once"),
@@ -352,3 +354,40 @@ metadata: {proposal_id: "012345", sample: S1}
     assert result.exit_code == 0, result.output
     (open_run,) = [line for line in result.output.splitlines() if "open_run" in line]
     assert "proposal_id=012345, sample=S1" in open_run, open_run
+
+
+@pytest.mark.parametrize("key", ["function", "planner"])
+def test_a_stored_campaign_naming_a_key_closedloop_now_writes_is_still_read(
+    tmp_path: Path, key: str
+) -> None:
+    """``function`` and ``planner`` became closedloop's own start-document keys with
+    provenance: a campaign stored before, whose ``metadata:`` names one, is still shown,
+    exported and resumed (refused, its trials could not even be exported; found in review),
+    its later runs recording closedloop's value, never the campaign's."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: md-old\nparameters:\n  - {name: x1, type: float, bounds: [-5, 10]}\n"
+        "  - {name: x2, type: float, bounds: [0, 15]}\nobjectives: [{name: y, goal: minimize}]\n"
+        "instrument: {simulator: branin, latency: 0}\nplanner: {kind: sobol}\n"
+        "budget: {max_trials: 2}\nseed: 1\nmetadata: {user_key: mine, sample: S1}\n"
+    )
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    assert closedloop("run", "c.yaml", "--store", url, "-q", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(db) as conn:  # as a closedloop that did not write `key` stored it
+        conn.execute(
+            "UPDATE campaign SET config_text = replace(config_text, 'user_key', ?)", (key,)
+        )
+    for command in (["status"], ["export"], ["resume", "-c", "1", "--max-trials", "3"]):
+        proc = closedloop(*command, "--store", url, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert f"its runs record {key} as closedloop writes it, not 'mine'" in proc.stderr
+    store = Store(url, create=False)
+    try:
+        last = _starts(store, 1)[-1]
+    finally:
+        store.close()
+    assert last["sample"] == "S1" and last.get(key) != "mine"
+    # a campaign file is refused for it, as before
+    path.write_text(path.read_text().replace("user_key", key))
+    assert f"'{key}' is a key closedloop" in _refusal(path).problem
