@@ -13,6 +13,7 @@ it, torch.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -320,6 +321,36 @@ def find_entry_point(
     points = importlib.metadata.entry_points(group=group)
     found = next((point for point in points if point.name == name), None)
     return found, sorted(point.name for point in points)
+
+
+def load_entry_point(
+    group: str, name: str, *, what: str, forms: str, install: str, error: Callable[..., Exception]
+) -> Any:
+    """The object the entry point ``name`` of ``group`` names, loaded; or ``error`` with
+    its fix: the package to reinstall when the point does not load, the nearest registered
+    name (or ``install``) when no installed package registers it.
+
+    One lookup and one wording for every name a package registers for closedloop (an Ophyd
+    device class's, ``closedloop.devices``; a planner plugin's, ``closedloop.planners``).
+    ``what`` names the thing in messages (``device 'lab:stage'``), ``forms`` the other ways
+    to write it (``module:Class``)."""
+    point, known = find_entry_point(group, name)
+    if point is not None:
+        try:
+            return point.load()
+        except Exception as exc:
+            raise error(
+                f"{what}: entry point {point.value!r} cannot be loaded: "
+                f"{type(exc).__name__}: {exc}",
+                fix=f"reinstall the package that registers {name!r} in this environment (or "
+                f"fix its import error), or write {forms}",
+            ) from exc
+    close = difflib.get_close_matches(name, known, n=1)
+    raise error(
+        f"{what} is neither {forms} nor an entry point of the {group!r} group "
+        f"(installed: {', '.join(known) or 'none'})",
+        fix=f"did you mean {close[0]!r}?" if close else install,
+    )
 
 
 def is_user_file(target: str) -> bool:

@@ -98,6 +98,10 @@ class InstrumentConfig(BaseModel):
     # The campaign file, where inline ``devices:`` are written (``loop.config`` sets it), so
     # an error found when they are built names that file's line, not a pseudo-file.
     _campaign_path: Path | None = PrivateAttr(default=None)
+    # Whether the campaign is a stored one, read as it was accepted (``loop.config`` sets it):
+    # its instrument file's ``metadata:`` keys that closedloop has come to write itself are
+    # then left out with a warning, not refused (``instruments._instrument_file.parse_instrument``).
+    _as_stored: bool = PrivateAttr(default=False)
 
     simulator: str | None = Field(default=None, description="Built-in simulator name.")
     manual: bool = Field(

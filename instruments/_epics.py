@@ -72,7 +72,7 @@ from typing import Any
 
 from ophyd.status import Status
 
-from instruments._build import InputSpec, find_entry_point
+from instruments._build import InputSpec, load_entry_point
 from instruments._errors import InstrumentConfigError, InstrumentError
 from instruments._instrument_file import (
     InputDecl,
@@ -209,23 +209,13 @@ def load_device_class(spec: str) -> Callable[..., Any]:
                 f"device {spec!r} is not a class", fix="name an Ophyd device class, module:Class"
             )
         return target  # type: ignore[no-any-return]
-    point, known = find_entry_point(ENTRY_POINT_GROUP, spec)
-    if point is not None:
-        try:
-            return point.load()  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise DeviceClassError(
-                f"device {spec!r}: entry point {point.value!r} cannot be loaded: "
-                f"{type(exc).__name__}: {exc}",
-                fix=f"reinstall the package that registers {spec!r}, or write module:Class",
-            ) from exc
-    close = difflib.get_close_matches(spec, known, n=1)
-    raise DeviceClassError(
-        f"device {spec!r} is neither module:Class nor an entry point of the "
-        f"{ENTRY_POINT_GROUP!r} group (installed: {', '.join(known) or 'none'})",
-        fix=f"did you mean {close[0]!r}?"
-        if close
-        else "write module:Class, or install the lab package that registers the name",
+    return load_entry_point(
+        ENTRY_POINT_GROUP,
+        spec,
+        what=f"device {spec!r}",
+        forms="module:Class",
+        install="write module:Class, or install the lab package that registers the name",
+        error=DeviceClassError,
     )
 
 
@@ -2964,9 +2954,10 @@ def declared_spec(config: Any, base_dir: Path) -> InstrumentFile:
     if config.file is not None:
         path = resolve_file(config.file, base_dir)
         text = getattr(config, "_file_text", None)  # pinned by pin_instrument_text
+        as_stored = bool(getattr(config, "_as_stored", False))
         if text is None:
-            return load_instrument_file(path)
-        spec = parse_instrument(read_yaml(text, path), path=path)
+            return load_instrument_file(path, as_stored=as_stored)
+        spec = parse_instrument(read_yaml(text, path), path=path, as_stored=as_stored)
     else:
         spec = parse_instrument(config.devices, path=INLINE_DEVICES)
         campaign_path = getattr(config, "_campaign_path", None)

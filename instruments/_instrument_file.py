@@ -19,6 +19,7 @@ into every run's start document, so both follow :func:`metadata_problem`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -712,20 +713,32 @@ def input_units(
 
 
 # ---------------------------------------------------------------------------- loading
-def load_instrument_file(path: str | Path) -> InstrumentFile:
-    """Read and validate an instrument file; raise :class:`InstrumentFileError` on any problem."""
+def load_instrument_file(path: str | Path, *, as_stored: bool = False) -> InstrumentFile:
+    """Read and validate an instrument file; raise :class:`InstrumentFileError` on any problem.
+    ``as_stored``: see :func:`parse_instrument`."""
     path = Path(path)
     try:
         text = read_text(path, kind="instrument file", max_bytes=MAX_FILE_BYTES)
     except TextFileError as exc:
         raise InstrumentFileError(path, exc.problem, line=exc.line, fix=exc.fix) from None
-    return parse_instrument(read_yaml(text, path), path=path)
+    return parse_instrument(read_yaml(text, path), path=path, as_stored=as_stored)
 
 
-def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentFile:
-    """Validate already-loaded YAML data (a ruamel mapping keeps line numbers)."""
+def parse_instrument(
+    data: Any, *, path: Path | str = "<inline>", as_stored: bool = False
+) -> InstrumentFile:
+    """Validate already-loaded YAML data (a ruamel mapping keeps line numbers).
+
+    ``as_stored``: the file of a stored campaign, read as it was accepted. A ``metadata:``
+    key that closedloop has come to write itself since (``function`` and ``planner`` came
+    with provenance) is then left out with a warning, as a stored campaign's own are
+    (``loop.config``): refused, the campaign's trials could never be resumed, since the
+    store's copy of the file is what is read (found in review).
+    """
     if isinstance(data, InstrumentFile):
         return data
+    if as_stored:
+        data = _without_reserved_metadata(data, Path(path))
     refuse_booleans(data, Path(path), model=InstrumentFile, error=InstrumentFileError)
     found = locate_metadata_problem(data, ("metadata",))
     if found is not None:
@@ -738,6 +751,42 @@ def parse_instrument(data: Any, *, path: Path | str = "<inline>") -> InstrumentF
     spec._path = spec._source = Path(path)
     spec._data = data
     return spec
+
+
+def reserved_metadata_keys(data: Any) -> list[str]:
+    """The keys of ``data``'s ``metadata:`` mapping that closedloop or Bluesky write in
+    every start document themselves (:data:`START_DOC_KEYS`)."""
+    block = data.get("metadata") if isinstance(data, Mapping) else None
+    return [k for k in block if k in START_DOC_KEYS] if isinstance(block, Mapping) else []
+
+
+_WARNED_RESERVED: set[tuple[Path, str]] = set()
+
+
+def _without_reserved_metadata(data: Any, path: Path) -> Any:
+    """``data`` (a copy, the caller's left as it is) without its reserved ``metadata:`` keys,
+    each warned about at its line (see :func:`parse_instrument`)."""
+    keys = reserved_metadata_keys(data)
+    if not keys:
+        return data
+    data = copy.deepcopy(data)  # ruamel's copies keep the line numbers
+    for key in keys:
+        if (path, key) in _WARNED_RESERVED:  # read once per use of the devices; said once
+            del data["metadata"][key]
+            continue
+        _WARNED_RESERVED.add((path, key))
+        logger.warning(
+            "%s, line %s: metadata.%s is a key closedloop now writes in every start document "
+            "itself; accepted when the campaign was stored, its runs record %s as closedloop "
+            "writes it, not %r (a new campaign is refused for it)",
+            path,
+            line_of(data, ("metadata", key)),
+            key,
+            key,
+            data["metadata"][key],
+        )
+        del data["metadata"][key]
+    return data
 
 
 def read_yaml(text: str, path: Path) -> Any:

@@ -32,12 +32,12 @@ from pydantic import (
 
 from instruments import InstrumentConfig
 from instruments._instrument_file import (
-    START_DOC_KEYS,
     InstrumentFile,
     locate_metadata_problem,
     metadata_problem,
     pin_instrument_text,
     plain_metadata,
+    reserved_metadata_keys,
 )
 from instruments._yamlfile import (
     example_hint,
@@ -496,6 +496,7 @@ def _parse_campaign(
 
         planner_origin = pin_origin(campaign.planner.plugin, base_dir, planner_origin)
     campaign.instrument._campaign_path = path
+    campaign.instrument._as_stored = rules.lenient
     metadata = _check_semantics(
         campaign, data, path, base_dir, cross_check=cross_check, rules=rules
     )
@@ -518,7 +519,7 @@ def _keep_reserved_metadata(data: Any, path: Path, rules: _Rules) -> None:
     block = data.get("metadata") if isinstance(data, Mapping) else None
     if not rules.lenient or not isinstance(block, MutableMapping):
         return
-    for key in [k for k in block if k in START_DOC_KEYS]:
+    for key in reserved_metadata_keys(data):
         problem, fix = metadata_problem(key, block[key]) or ("", "")
         exc = CampaignConfigError(path, problem, line=line_of(data, ("metadata", key)), fix=fix)
         rules.added(exc, f"its runs record {key} as closedloop writes it, not {block[key]!r}")

@@ -115,27 +115,16 @@ def _entry_point_class(name: str) -> type:
             f"planner plugin {name!r} is not of a form closedloop imports",
             fix=f"write {_FORMS}" + (f", e.g. {name}:LocalSearch" if name.endswith(".py") else ""),
         )
-    from instruments._build import find_entry_point
+    from instruments._build import load_entry_point
 
-    point, known = find_entry_point(ENTRY_POINT_GROUP, name)
-    if point is not None:
-        try:
-            return point.load()  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise PluginMissing(
-                f"planner plugin {name}: entry point {point.value!r} cannot be loaded: "
-                f"{type(exc).__name__}: {exc}",
-                fix=f"reinstall the package that registers {name!r} in this environment "
-                "(or fix its import error), or write module:Class",
-            ) from exc
-    close = difflib.get_close_matches(name, known, n=1)
-    raise PluginMissing(
-        f"planner plugin {name!r} is neither module:Class, path/to/file.py:Class nor an entry "
-        f"point of the {ENTRY_POINT_GROUP!r} group (installed: {', '.join(known) or 'none'})",
-        fix=f"did you mean {close[0]!r}?"
-        if close
-        else "install the package that registers it into this environment, or write "
+    return load_entry_point(  # type: ignore[no-any-return]  # planners._plugin checks the class
+        ENTRY_POINT_GROUP,
+        name,
+        what=f"planner plugin {name!r}",
+        forms="module:Class, path/to/file.py:Class",
+        install="install the package that registers it into this environment, or write "
         "module:Class or path/to/file.py:Class",
+        error=PluginMissing,
     )
 
 

@@ -391,3 +391,35 @@ def test_a_stored_campaign_naming_a_key_closedloop_now_writes_is_still_read(
     # a campaign file is refused for it, as before
     path.write_text(path.read_text().replace("user_key", key))
     assert f"'{key}' is a key closedloop" in _refusal(path).problem
+
+
+@pytest.mark.parametrize("key", ["function", "planner"])
+def test_a_stored_instrument_file_naming_a_key_closedloop_now_writes_still_resumes(
+    tmp_path: Path, key: str
+) -> None:
+    """The same for the instrument file's ``metadata:``: the store keeps the file's text, so
+    a key reserved since could never be resumed, whatever the facility edits on disk (the
+    store's copy is read; found in review). Warned once at its line; the runs record
+    closedloop's own value, and a new campaign on that file is refused for it."""
+    instrument = INSTRUMENT.split("required_metadata")[0] + "  user_key: mine\n"
+    path = _write(tmp_path, CAMPAIGN.split("metadata:")[0], instrument)
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    assert closedloop("run", "c.yaml", "--store", url, "-q", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(db) as conn:  # as a closedloop that did not write `key` stored it
+        conn.execute(
+            "UPDATE campaign SET instrument_text = replace(instrument_text, 'user_key', ?)",
+            (key,),
+        )
+    (tmp_path / "bench.yaml").write_text(instrument.replace("user_key", key))
+    for command in (["status"], ["export"], ["resume", "-c", "1", "--max-trials", "3"]):
+        proc = closedloop(*command, "--store", url, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(f"bench.yaml, line 9: metadata.{key} is a key closedloop") == 1
+    store = Store(url, create=False)
+    try:
+        last = _starts(store, 1)[-1]
+    finally:
+        store.close()
+    assert last["facility"] == "NSLS-II" and last.get(key) != "mine"
+    assert f"'{key}' is a key closedloop" in _refusal(path).problem
