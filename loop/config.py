@@ -1718,7 +1718,8 @@ def _check_constraints(
             path,
             f"{where}: {message}",
             line=line,
-            fix="write e.g. 'temperature + 2 * residence_time <= 150' or 'x1**2 + x2**2 <= 1' "
+            fix=getattr(exc, "fix", None)
+            or "write e.g. 'temperature + 2 * residence_time <= 150' or 'x1**2 + x2**2 <= 1' "
             "over numeric parameters (numbers, + - * / **, one of <= >= < >)",
         ) from None
 
@@ -1773,6 +1774,32 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
     if linear:
         floats = {p.name for p in space.parameters if isinstance(p, FloatParameter)}
         _check_jointly(linear, ranges, floats, data, path)
+    if len(linear) < len(space.constraints):
+        _check_by_sampling(space, data, path)
+
+
+def _check_by_sampling(space: Space, data: Any, path: Path) -> None:
+    """Refuse constraints that no point meets, among them a nonlinear one, by the test the
+    designs make: not one feasible point in the first 2^16 points of a Sobol sequence.
+
+    Left to the run, ``x1**2 + x2**2 <= -1`` passed ``validate``, and ``run`` stored the
+    campaign and then stopped it at its first proposal, saying ``resume`` would continue it
+    (found in review). Imports torch, which only a campaign with such constraints pays for.
+    """
+    from planners import InfeasibleSpaceError, PositionalDesign
+
+    try:
+        PositionalDesign(space, 0, "sobol").leading_feasible_unit_points(1)
+    except InfeasibleSpaceError as exc:
+        at = exc.tightest
+        raise CampaignConfigError(
+            path,
+            f"constraints: {exc}",
+            line=(line_of(data, ("constraints", at)) if at is not None else None)
+            or line_of(data, ("constraints",)),
+            fix="check each constraint's direction (<= or >=) and numbers against the "
+            "parameters' bounds, or widen the bounds",
+        ) from None
 
 
 def _check_jointly(

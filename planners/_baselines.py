@@ -737,4 +737,5 @@ def _infeasible(
         "narrow the bounds to the feasible region",
         draws=draws,
         feasible_fraction=fraction,
+        tightest=tightest.index,
     )

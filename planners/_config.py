@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
 
 if TYPE_CHECKING:
     from planners._plugin import PlannerPluginError
@@ -102,7 +102,10 @@ class PlannerConfig(BaseModel):
             "to the campaign file). Built as Class(context, **args)."
         ),
     )
-    args: dict[str, Any] = Field(
+    # JsonValue, not Any: pydantic rebuilds the data as plain dicts, lists and scalars, so a
+    # plugin never meets the YAML reader's own types (a ruamel CommentedSeq compared with an
+    # int read "'<' not supported between ... 'CommentedSeq'"; found in review).
+    args: dict[str, JsonValue] = Field(
         default_factory=dict,
         description="Keyword arguments of the plugin's constructor: plain YAML data, stored "
         "with the campaign.",

@@ -63,9 +63,10 @@ class ConstraintError(ValueError):
         text: the constraint as written.
     """
 
-    def __init__(self, message: str, *, index: int, text: str) -> None:
+    def __init__(self, message: str, *, index: int, text: str, fix: str | None = None) -> None:
         self.index = index
         self.text = text
+        self.fix = fix  # what to write instead, where one form of the mistake is known
         super().__init__(f"constraint {index} ({text!r}): {message}")
 
 
@@ -78,9 +79,12 @@ class InfeasibleSpaceError(ValueError):
             ``1 / draws`` when nothing was found).
     """
 
-    def __init__(self, message: str, *, draws: int, feasible_fraction: float) -> None:
+    def __init__(
+        self, message: str, *, draws: int, feasible_fraction: float, tightest: int | None = None
+    ) -> None:
         self.draws = draws
         self.feasible_fraction = feasible_fraction
+        self.tightest = tightest  # the most restrictive constraint's index, where known
         super().__init__(message)
 
 
@@ -229,6 +233,7 @@ def parse_constraint(text: Any, index: int, parameters: Sequence[Any]) -> Parame
             text=shown,
         )
     lhs, rhs = body.left, body.comparators[0]
+    _refuse_non_finite(body, index, shown)
     difference = _affine(ast.BinOp(left=lhs, op=ast.Sub(), right=rhs), constants)
     coefficients: dict[str, float] = {}
     constant = 0.0
@@ -338,6 +343,60 @@ def _explain(exc: ExpressionError, by_name: Mapping[str, Any]) -> str:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------- numbers
+def _refuse_non_finite(node: ast.expr, index: int, text: str) -> None:
+    """Refuse a part of the constraint made of numbers alone (``2**2000``, ``1/0``) that is
+    no finite float.
+
+    The parser refuses a literal too large for a float (``1e309``), but arithmetic on
+    literals can overflow too: ``x1 + x2 >= 2**2000`` was accepted by ``validate`` and then
+    held nowhere, so the campaign failed at its first proposal with no line (found in review).
+    """
+    for sub in ast.walk(node):
+        if not isinstance(sub, ast.BinOp | ast.UnaryOp) or any(
+            isinstance(n, ast.Name) for n in ast.walk(sub)
+        ):
+            continue
+        value = _number(sub)
+        if math.isnan(value):
+            raise ConstraintError(
+                f"{ast.unparse(sub)} is no real number",
+                index=index,
+                text=text,
+                fix="write the number it stands for (a negative number to a fractional power "
+                "has none)",
+            )
+        if not math.isfinite(value):
+            raise ConstraintError(
+                f"{ast.unparse(sub)} is no finite number (a float holds at most ±1.8e308)",
+                index=index,
+                text=text,
+                fix="write a number within ±1e308, or state the parameters in larger units",
+            )
+
+
+def _number(node: ast.expr) -> float:
+    """The value of a part made of numbers alone, in IEEE arithmetic (an overflow is inf)."""
+    if isinstance(node, ast.Constant):
+        return _constant(node)
+    if isinstance(node, ast.UnaryOp):
+        inner = _number(node.operand)
+        return -inner if isinstance(node.op, ast.USub) else inner
+    if not isinstance(node, ast.BinOp):  # pragma: no cover - the parser allows nothing else
+        return math.nan
+    a, b = _number(node.left), _number(node.right)
+    if isinstance(node.op, ast.Pow):
+        try:
+            return math.pow(a, b)
+        except OverflowError:
+            return math.inf
+        except ValueError:  # a negative number to a fractional power
+            return math.nan
+    if isinstance(node.op, ast.Div):
+        return a / b if b != 0.0 else math.inf
+    return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op), math.nan)
 
 
 # ---------------------------------------------------------------------------- linearity

@@ -113,6 +113,26 @@ def test_constraint_that_can_never_hold_fails_validate(tmp_path: Path) -> None:
     assert closedloop("validate", str(path), cwd=tmp_path).returncode == 0
 
 
+def test_a_nonlinear_constraint_that_never_holds_fails_validate(tmp_path: Path) -> None:
+    """Was `ok` at validate; `run` then stored the campaign and stopped it at its first
+    proposal, saying `resume` would continue it. Now refused at its line by both, with the
+    designs' own test (not one feasible point in 2^16 Sobol points), nothing stored."""
+    path = tmp_path / "nonlinear.yaml"
+    path.write_text(IMPOSSIBLE % '"x1 + x2 <= 20"\n  - "x1**2 + x2**2 <= -1"')
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 8)
+    assert "constraint 2 ('x1**2 + x2**2 <= -1', alone satisfied by 0" in proc.stderr
+    db = tmp_path / "store.db"
+    proc = closedloop("run", str(path), "--store", f"sqlite:///{db}", cwd=tmp_path)
+    _check_one_message(proc, path, 8)
+    assert not db.exists()
+    # a number too large for a float in one: refused at its line with the fix
+    path.write_text(IMPOSSIBLE % '"x1 + x2 >= 2**2000"')
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 7)
+    assert "fix: write a number within ±1e308" in proc.stderr
+
+
 def test_constraints_in_conflict_together_fail_validate(tmp_path: Path) -> None:
     """Two constraints that only conflict together: was `ok` at validate, then 49 s of
     sampling at run and a campaign left behind; now one located message at load."""

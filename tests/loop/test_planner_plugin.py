@@ -433,3 +433,31 @@ def test_a_plugin_that_no_longer_builds_is_refused_by_suggest_untouched(tmp_path
     assert "raised ValueError: radius must be in (0, 1], got 0.2" in str(info.value)
     assert "nothing was written to the store" in info.value.fix
     assert _dump(tmp_path / "s.db") == before
+
+
+def test_a_plugins_args_arrive_as_plain_python(tmp_path: Path) -> None:
+    """``args:`` reach the constructor as dicts, lists and plain scalars, never the YAML
+    reader's own types (a ruamel ``CommentedSeq`` compared with a number raised
+    "'<' not supported between instances of 'int' and 'CommentedSeq'"; found in review)."""
+    folder = _folder(tmp_path, plugin="probe.py:Probe")
+    folder.joinpath("c.yaml").write_text(
+        folder.joinpath("c.yaml")
+        .read_text()
+        .replace("{radius: 0.2}", "{radius: [0.1, 0.2], opts: {a: 0x10, b: [yes, ~]}}")
+    )
+    (folder / "probe.py").write_text(
+        "class Probe:\n"
+        "    def __init__(self, context, **args):\n"
+        "        pass\n\n"
+        "    @classmethod\n"
+        "    def check(cls, context, **args):\n"
+        "        shown = {k: type(v).__name__ for k, v in args.items()}\n"
+        "        shown.update({k: type(v).__name__ for k, v in args['opts'].items()})\n"
+        "        raise ValueError(f'{shown} {args}')\n"
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(folder / "c.yaml")
+    assert (
+        "{'radius': 'list', 'opts': 'dict', 'a': 'int', 'b': 'list'} "
+        "{'radius': [0.1, 0.2], 'opts': {'a': 16, 'b': ['yes', None]}}" in info.value.problem
+    )

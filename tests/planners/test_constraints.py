@@ -131,6 +131,12 @@ def test_validate_names_the_violated_constraint() -> None:
         ("temperature <= ", 1, "not a valid expression"),
         ("temperature - temperature >= 1", 1, "never true"),
         ("", 1, "empty"),
+        # arithmetic on numbers alone that no float holds (found in review: accepted, then
+        # no point met it)
+        ("temperature >= 2**2000", 1, r"2 \*\* 2000 is no finite number"),
+        ("temperature * (10**200 * 10**200) <= 1", 1, "is no finite number"),
+        ("temperature <= 1 / 0", 1, "1 / 0 is no finite number"),
+        ("temperature <= (-2)**0.5", 1, "is no real number"),
     ],
 )
 def test_bad_constraints_say_which_and_how_to_fix(text: str, index: int, message: str) -> None:
