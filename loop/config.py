@@ -14,7 +14,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+import unicodedata
+from collections.abc import Mapping, MutableMapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -1138,6 +1139,12 @@ def _own_fix(
             fix = f"write e.g. {key}: {example(str(err.get('input', '')))}"
         elif isinstance(rule_fix := getattr(ctx.get("error"), "fix", None), str) and rule_fix:
             fix = rule_fix
+        elif err["type"] == "too_long" and err["loc"] in _TOO_LONG:
+            why, fix = _TOO_LONG[err["loc"]]
+            given = err.get("input")
+            count = f" (this file has {len(given)})" if isinstance(given, Sized) else ""
+            problem = f"{key}: a campaign takes at most {ctx.get('max_length')} {key}{count}"
+            problem += f": {why}" if why else ""
         else:
             return error
         more = _MORE.search(error.fix)
@@ -1147,16 +1154,46 @@ def _own_fix(
     return error
 
 
+#: The campaign's list limits, each with why and what to do (pydantic's own words named the
+#: limit and the fix line showed an example of one parameter; found in review).
+_TOO_LONG: dict[tuple[Any, ...], tuple[str, str]] = {
+    ("parameters",): (
+        "a GP model learns little about more within the trials a lab can run, and each "
+        "suggest optimises over every one",
+        "drop the parameters you keep constant (set them in the instrument or the function "
+        "instead), or split the campaign into stages: screen which parameters matter first, "
+        "then optimise those",
+    ),
+    ("objectives",): (
+        "the hypervolume of more is too costly to compute, and a front of more too hard to read",
+        "keep the objectives you trade off and bound the others with outcome_constraints: "
+        "(e.g. 'impurity <= 0.05')",
+    ),
+    ("constraints",): (
+        "",
+        "merge constraints that say the same, or narrow the parameters' bounds instead",
+    ),
+}
+
+
+def _ascii(name: str) -> str:
+    """``name``'s accented letters without their accents, a micro sign as ``u``
+    (``température`` -> ``temperature``, ``µL`` -> ``uL``), so that the name suggested for a
+    non-ASCII one keeps its letters (``temp_rature`` read as a typo; found in review)."""
+    text = unicodedata.normalize("NFKD", name.replace("µ", "u").replace("μ", "u"))
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
 def _as_identifier(name: str) -> str:
     """``name`` made a parameter name: ``flow rate`` -> ``flow_rate``."""
-    text = re.sub(r"[^A-Za-z0-9_]+", "_", name)
+    text = re.sub(r"[^A-Za-z0-9_]+", "_", _ascii(name))
     text = re.sub(r"__+", "_", text).strip("_")
     return text if text and not text[0].isdigit() else f"x_{text}".rstrip("_")
 
 
 def _as_campaign_name(name: str) -> str:
     """``name`` made a campaign name: ``my/campaign`` -> ``my-campaign``."""
-    text = re.sub(r"[^A-Za-z0-9_.\- ]+", "-", name).strip("-_. ")
+    text = re.sub(r"[^A-Za-z0-9_.\- ]+", "-", _ascii(name)).strip("-_. ")
     return text or "my-campaign"
 
 
@@ -1165,11 +1202,12 @@ def _as_campaign_name(name: str) -> str:
 _PATTERN_WORDS: dict[str, tuple[str, Any]] = {
     # parameter names (planners._space): identifiers in constraints, devices and exports
     r"^[A-Za-z_][A-Za-z0-9_]*$": (
-        "a name is letters, digits and underscores, not starting with a digit",
+        "a name is ASCII letters, digits and underscores, not starting with a digit",
         _as_identifier,
     ),
     _CAMPAIGN_NAME: (
-        "a campaign name is letters, digits, spaces and _ . -, starting with a letter or digit",
+        "a campaign name is ASCII letters, digits, spaces and _ . -, starting with a letter "
+        "or digit",
         _as_campaign_name,
     ),
 }
@@ -1774,18 +1812,22 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
     if linear:
         floats = {p.name for p in space.parameters if isinstance(p, FloatParameter)}
         _check_jointly(linear, ranges, floats, data, path)
-    if len(linear) < len(space.constraints):
-        _check_by_sampling(space, data, path)
+    _check_by_sampling(space, data, path)
 
 
 def _check_by_sampling(space: Space, data: Any, path: Path) -> None:
-    """Refuse constraints that no point meets, among them a nonlinear one, by the test the
-    designs make: not one feasible point in the first 2^16 points of a Sobol sequence.
+    """Refuse constraints the initial design cannot serve, by the design's own test: its
+    first point drawn as ``run`` draws it (not one feasible point in 2^16 Sobol points).
 
-    Left to the run, ``x1**2 + x2**2 <= -1`` passed ``validate``, and ``run`` stored the
-    campaign and then stopped it at its first proposal, saying ``resume`` would continue it
-    (found in review). Imports torch, which only a campaign with such constraints pays for.
+    The checks above are exact for linear constraints over the bounds, but they are not what
+    ``run`` meets: a nonlinear constraint no point holds (``x1**2 + x2**2 <= -1``), or a
+    region the sampler cannot reach, passed ``validate``, and ``run`` then stored the
+    campaign and stopped it at its first proposal, saying ``resume`` would continue it
+    (found in review). So ``validate`` says ok exactly when the campaign can start. It
+    imports torch (about a second), which only a campaign with constraints pays for.
     """
+    if not space.constraints:
+        return
     from planners import InfeasibleSpaceError, PositionalDesign
 
     try:
@@ -2108,6 +2150,39 @@ def _check_planner(
         )
     except ValueError as exc:
         raise refusal(exc) from None
+    if rules.stored is None:
+        _warn_design_takes_budget(campaign, space, data, path)
+
+
+def _warn_design_takes_budget(campaign: Campaign, space: Space, data: Any, path: Path) -> None:
+    """Warn when the initial design alone uses the whole ``max_trials``: no trial would be
+    chosen by the model the campaign names.
+
+    The default design grows with the dimension (``max(5, d + 1)``), so a 40-parameter
+    campaign with 30 trials ran 30 design points and not one model trial, silently (found
+    in review). A warning, not a refusal, and the default kept: a design that fills the
+    box is what some campaigns want, the budget a run is given (``--max-trials``) may be
+    larger, and a stored campaign's design must not change size when it is resumed."""
+    budget = campaign.budget.max_trials
+    if campaign.planner.kind not in ("botorch", "ax") or budget is None or campaign.prior_data:
+        return
+    n = campaign.planner.initial.size(space.dim)
+    if n < budget:
+        return
+    written = campaign.planner.initial.n is not None
+    where = ("planner", "initial", "n") if written else ("budget", "max_trials")
+    logger.warning(
+        "%s, line %s: the initial design of %d points (%s) takes all %d trials of "
+        "budget.max_trials: no trial is chosen by the %s model; set planner.initial: {n: %d} "
+        "or raise max_trials",
+        path,
+        line_of(data, where),
+        n,
+        "planner.initial.n" if written else f"by default max(5, d + 1) for d = {space.dim}",
+        budget,
+        campaign.planner.kind,
+        max(5, budget // 3),
+    )
 
 
 def _check_plugin(

@@ -479,3 +479,47 @@ def test_data_key_clashes_fail_validate_or_run_cleanly(kind: str, tmp_path: Path
     assert validate.returncode == 0, validate.stderr
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 completed, 0 failed" in run.stdout, run.stdout
+
+
+def test_a_design_that_takes_the_whole_budget_is_warned_about(tmp_path: Path) -> None:
+    """A 12-parameter campaign of 10 trials: the default design (13 points) left no model
+    trial, silently (found in review). Warned at the line to change, with a size to write;
+    a design that leaves room, or a design-only planner, is not warned about."""
+    params = "".join(f"  - {{name: x{i}, type: float, bounds: [0, 1]}}\n" for i in range(12))
+    text = (
+        f"name: wide\nparameters:\n{params}objectives: [{{name: y, goal: minimize}}]\n"
+        "instrument: {function: f.py:f, outputs: [y]}\nplanner: {kind: botorch}\n"
+        "budget: {max_trials: 10}\n"
+    )
+    (tmp_path / "f.py").write_text("def f(inputs):\n    return {'y': sum(inputs.values())}\n")
+    path = tmp_path / "wide.yaml"
+    path.write_text(text)
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "wide.yaml, line 18: the initial design of 13 points (by default max(5, d + 1) for "
+        "d = 12) takes all 10 trials of budget.max_trials: no trial is chosen by the botorch "
+        "model; set planner.initial: {n: 5} or raise max_trials" in proc.stderr
+    )
+    for other in ("budget: {max_trials: 14}", "planner: {kind: sobol}"):
+        key = other.split(":")[0]
+        path.write_text("\n".join(o if not o.startswith(key) else other for o in text.split("\n")))
+        proc = closedloop("validate", str(path), cwd=tmp_path)
+        assert proc.returncode == 0 and "initial design" not in proc.stderr, proc.stderr
+
+
+def test_too_many_parameters_says_the_limit_why_and_what_to_do(tmp_path: Path) -> None:
+    """pydantic's "List should have at most 100 items" with an example of one parameter
+    as its fix (found in review): now the limit, the count, why, and the ways on."""
+    params = "".join(f"  - {{name: x{i}, type: float, bounds: [0, 1]}}\n" for i in range(101))
+    path = tmp_path / "flat.yaml"
+    path.write_text(
+        f"name: flat\nparameters:\n{params}objectives: [{{name: y, goal: minimize}}]\n"
+        "instrument: {simulator: branin}\nbudget: {max_trials: 3}\n"
+    )
+    proc = closedloop("validate", str(path), cwd=tmp_path)
+    _check_one_message(proc, path, 2)
+    assert "parameters: a campaign takes at most 100 parameters (this file has 101)" in (
+        proc.stderr
+    )
+    assert "split the campaign into stages" in proc.stderr
