@@ -25,9 +25,7 @@ never inserts them again.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -37,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from loop.errors import CampaignConfigError
 from planners import InvalidPoint, Point, Space
+from simulators._datasets import CsvRecord, csv_records, shown, shown_names
+from simulators._text import TextFileError, read_text
 
 if TYPE_CHECKING:
     from loop.config import Campaign, LoadedCampaign
@@ -66,6 +66,9 @@ EXPORT_COLUMNS = frozenset(
 # skipped (and counted). Every status but ``completed`` (``loop.store.TrialStatus``), compared
 # without regard to case.
 UNMEASURED_STATUSES = ("failed", "abandoned", "running")
+# Unknown columns given a "did you mean": the first few (a header of thousands of junk
+# columns is named in part, and difflib would compare each).
+_HINTED = 8
 
 
 class PriorDataError(CampaignConfigError):
@@ -90,7 +93,7 @@ class PriorDataError(CampaignConfigError):
         if row is not None:
             where.append(f"row {row}")
         if column is not None:
-            where.append(f"column '{column}'")
+            where.append(f"column {shown(column)}")
         prefix = ", ".join(where)
         super().__init__(path, f"{prefix}: {problem}" if prefix else problem, line=line, fix=fix)
         self.row = row
@@ -226,47 +229,34 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
     """
     text = _read_text(path)
     space = campaign.space
-    # newline="": the csv module's own line splitting, so Unix, Windows and old Mac (CR
-    # only) line endings all read, and a quoted cell may hold a line break.
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header: list[str] = []
-    while not any(c.strip() for c in header):  # the header is the first non-blank line
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise PriorDataError(
-                path,
-                "is empty",
-                fix="write a header row of parameter and output names, then data",
-            ) from None
-        except csv.Error as exc:
-            raise PriorDataError(
-                path, f"is not valid CSV: {exc}", line=reader.line_num or 1
-            ) from None
-    header_line = reader.line_num
-    columns = [h.strip() for h in header]
-    _check_header(path, columns, campaign, space, outputs, header_line)
-    # A spreadsheet saves the columns it once formatted as empty header cells: ignored while
-    # their cells are empty too (a value in one is refused, naming the column).
-    unnamed = [i for i, col in enumerate(columns) if not col]
+    records = csv_records(text)  # the header is the first non-blank record
+    try:
+        head = next(records, None)
+    except TextFileError as exc:
+        raise PriorDataError(path, exc.problem, line=exc.line, fix=exc.fix) from None
+    if head is None:
+        raise PriorDataError(
+            path, "is empty", fix="write a header row of parameter and output names, then data"
+        )
+    header_line = head.line
+    header = _Header([h.strip() for h in head.cells])
+    _check_header(path, header.columns, campaign, space, outputs, header_line)
     required = required_outputs(campaign)
     params = {p.name: p for p in space.parameters}
-    has_status = "status" in columns
+    has_status = "status" in header.columns
     rows = PriorData()
     number = 0
     while True:
         try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
+            found = next(records, None)
+        except TextFileError as exc:
             raise PriorDataError(
-                path, f"is not valid CSV: {exc}", line=reader.line_num, row=number + 1
+                path, exc.problem, line=exc.line, row=number + 1, fix=exc.fix
             ) from None
-        if not any(c.strip() for c in cells):
-            continue  # blank line
+        if found is None:
+            break
         number += 1
-        line = reader.line_num
+        line = found.line
         if number > MAX_PRIOR_ROWS:
             raise PriorDataError(
                 path,
@@ -274,8 +264,7 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
                 line=line,
                 fix="keep the most informative rows (a GP gains little past a few thousand)",
             )
-        cells = _fit_cells(path, line, number, cells, columns, unnamed)
-        record = {col: cell.strip() for col, cell in zip(columns, cells, strict=True) if col}
+        record = header.fit(path, number, found)
         if has_status:
             status = _status(path, line, number, record["status"])
             if status is not None:  # an export's trial without a measurement to learn from
@@ -338,7 +327,8 @@ def _status(path: Path, line: int, row: int, cell: str) -> str | None:
         return status
     raise PriorDataError(
         path,
-        f"{cell!r} is not a status closedloop writes (completed, {', '.join(UNMEASURED_STATUSES)})",
+        f"{shown(cell)} is not a status closedloop writes "
+        f"(completed, {', '.join(UNMEASURED_STATUSES)})",
         line=line,
         row=row,
         column="status",
@@ -348,36 +338,64 @@ def _status(path: Path, line: int, row: int, cell: str) -> str | None:
     )
 
 
-def _fit_cells(
-    path: Path, line: int, row: int, cells: list[str], columns: list[str], unnamed: list[int]
-) -> list[str]:
-    """A row's cells, one per header column: cells past the header's that are empty are
-    dropped, and missing cells of unnamed columns filled in (spreadsheets write either), so
-    long as no value is lost; a value in an unnamed column is refused, naming the column by
-    its position and letter."""
-    if len(cells) > len(columns) and not any(c.strip() for c in cells[len(columns) :]):
-        cells = cells[: len(columns)]
-    if len(cells) < len(columns) and all(i in unnamed for i in range(len(cells), len(columns))):
-        cells = cells + [""] * (len(columns) - len(cells))
-    if len(cells) != len(columns):
-        raise PriorDataError(
-            path,
-            f"has {len(cells)} cells for {len(columns)} columns",
-            line=line,
-            row=row,
-            fix="give every row one cell per header column (quote cells holding commas)",
-        )
-    for i in unnamed:
-        if cells[i].strip():
+class _Header:
+    """A prior-data header's columns, and where a row's cells may stop.
+
+    A spreadsheet saves the columns it once formatted as empty header cells (thousands of
+    them, at times): ignored while their cells are empty too. Each row is fitted in time
+    linear in its own cells, so such a header costs nothing per row (checking every missing
+    cell against a list of the unnamed columns took seconds on a 20 kB file, found in
+    review).
+
+    Attributes:
+        columns: the header's cells, stripped (``""`` for an unnamed column).
+        named: ``(position, name)`` of each named column.
+        unnamed: the positions of the unnamed columns, in order.
+        needed: how many cells a row must have: up to the last named column.
+    """
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.named = [(i, col) for i, col in enumerate(columns) if col]
+        self.unnamed = [i for i, col in enumerate(columns) if not col]
+        self.needed = self.named[-1][0] + 1 if self.named else 0
+
+    def fit(self, path: Path, row: int, record: CsvRecord) -> dict[str, str]:
+        """A row's stripped cells by column name: cells past the header's that are empty
+        are dropped, and missing cells of trailing unnamed columns read as empty
+        (spreadsheets write either), so long as no value is lost; a value in an unnamed
+        column is refused, naming the column by its position and letter."""
+        cells = record.cells
+        width = len(self.columns)
+        if len(cells) < self.needed or (
+            len(cells) > width and any(c.strip() for c in cells[width:])
+        ):
+            spans = record.last > record.line
             raise PriorDataError(
                 path,
-                f"has {cells[i].strip()!r} in column {i + 1} ({column_letter(i + 1)}), "
-                "which has no name in the header",
-                line=line,
+                f"has {len(cells)} cells for "
+                f"{self.needed if len(cells) < self.needed else width} columns"
+                + record.spans_note(),
+                line=record.line,
                 row=row,
-                fix="name the column in the header (a parameter or an output), or delete it",
+                fix=f"close the quote on line {record.line} where its cell ends, or remove it"
+                if spans
+                else "give every row one cell per header column"
+                + (" (quote cells holding commas)" if len(cells) > width else ""),
             )
-    return cells
+        for i in self.unnamed:
+            if i >= len(cells):
+                break
+            if cells[i].strip():
+                raise PriorDataError(
+                    path,
+                    f"has {shown(cells[i].strip())} in column {i + 1} ({column_letter(i + 1)}), "
+                    "which has no name in the header",
+                    line=record.line,
+                    row=row,
+                    fix="name the column in the header (a parameter or an output), or delete it",
+                )
+        return {col: cells[i].strip() if i < len(cells) else "" for i, col in self.named}
 
 
 def column_letter(position: int) -> str:
@@ -390,8 +408,6 @@ def column_letter(position: int) -> str:
 
 
 def _read_text(path: Path) -> str:
-    from simulators._text import TextFileError, read_text
-
     try:
         return read_text(
             path,
@@ -415,7 +431,8 @@ def other_delimiter(columns: Sequence[str]) -> tuple[str, str] | None:
         if separator is not None:
             name = "a semicolon" if separator == ";" else "a tab"
             return (
-                f"is separated by {name}, not by commas: its header reads as one column '{col}'",
+                f"is separated by {name}, not by commas: its header reads as one column "
+                f"{shown(col)}",
                 "save it as comma-separated CSV (cells separated by commas, decimal points "
                 "not decimal commas), e.g. in the spreadsheet's Save As: CSV (comma delimited)",
             )
@@ -447,7 +464,12 @@ def _check_header(
             continue  # unnamed: its cells must be empty (read_prior_csv checks each row)
         if col in seen:
             raise PriorDataError(
-                path, f"column '{col}' appears twice in the header", line=line, column=col
+                path,
+                "appears twice in the header",
+                line=line,
+                column=col,
+                fix="delete one of the two columns, or rename it (each parameter and output "
+                "is read from one column)",
             )
         seen.add(col)
         if not (col in known or col in EXPORT_COLUMNS or col.startswith("readback.")):
@@ -457,15 +479,15 @@ def _check_header(
         raise PriorDataError(path, delimiter[0], line=line, fix=delimiter[1])
     if unknown:
         hints = []
-        for col in unknown:
+        for col in unknown[:_HINTED]:
             near = difflib.get_close_matches(col, known, n=1)
             if near:
                 hints.append(
                     f"did you mean '{near[0]}'"
-                    + (f" for '{col}'" if len(unknown) > 1 else "")
+                    + (f" for {shown(col)}" if len(unknown) > 1 else "")
                     + "?"
                 )
-        names = ", ".join(f"'{c}'" for c in unknown)
+        names = shown_names(unknown)
         problem = (
             "is neither a parameter nor an output of the instrument"
             if len(unknown) == 1
@@ -545,9 +567,12 @@ def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> 
             allowed = ", ".join(
                 str(v) for v in (param.values if kind == "choice" else [param.value])
             )
-            problem, fix = f"{cell!r} is not one of the values {allowed}", f"use one of: {allowed}"
+            problem, fix = (
+                f"{shown(cell)} is not one of the values {allowed}",
+                f"use one of: {allowed}",
+            )
         else:
-            problem = f"{cell!r} {exc}"
+            problem = f"{shown(cell)} {exc}"
             fix = "write plain numbers (no units) in parameter columns" + (
                 ", whole numbers for an int parameter" if kind == "int" else ""
             )
@@ -564,9 +589,9 @@ def _parse_output(path: Path, line: int, row: int, name: str, cell: str) -> floa
         value = read_number(cell)
     except ValueError as exc:
         value = math.nan
-        problem = f"{cell!r} {exc}"
+        problem = f"{shown(cell)} {exc}"
     else:
-        problem = f"{cell!r} is not finite"
+        problem = f"{shown(cell)} is not finite"
     if not math.isfinite(value):
         raise PriorDataError(
             path,

@@ -40,9 +40,9 @@ import io
 import json
 import logging
 import math
-import reprlib
+import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,169 @@ class PointNotInDataset(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "point not in dataset"
+
+
+# ---------------------------------------------------------------------------- user text
+#: The longest value an error message quotes in full (a campaign file's value is cut alike,
+#: ``instruments._yamlfile``): a 5,000-digit cell made a 5 kB message (found in review).
+SHOWN_CHARS = 40
+
+
+def shown(value: object, width: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for a message, cut to ``width`` characters with "…" (a text's
+    length said), so a huge cell or name is recognisable without filling the terminal."""
+    text = repr(value)
+    if len(text) <= width:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return text[: width - 1] + "…" + size
+
+
+def shown_names(names: Sequence[str], most: int = 8) -> str:
+    """``'a', 'b', 'c'`` for a message: at most ``most`` names, each cut (:func:`shown`),
+    then how many more (a header of 20,000 columns is not listed)."""
+    listed = ", ".join(shown(n) for n in names[:most])
+    more = len(names) - most
+    return f"{listed} and {more} more" if more > 0 else listed
+
+
+@dataclass(frozen=True)
+class CsvRecord:
+    """One non-blank record of a user's CSV and the lines it spans.
+
+    Attributes:
+        cells: the cells as written (not stripped).
+        line: the 1-based line the record starts on: where an error in it is reported.
+        last: the line it ends on; after ``line`` only when a quoted cell holds a line
+            break (or a quote opened by mistake runs on to the next quote).
+    """
+
+    cells: list[str]
+    line: int
+    last: int
+
+    def spans_note(self) -> str:
+        """`` (the quote opened on line 4 runs on to line 9)`` for a record over several
+        lines, else ``""``: said with a cell-count error, whose cause is then that quote."""
+        if self.last == self.line:
+            return ""
+        return f" (the quote opened on line {self.line} runs on to line {self.last})"
+
+
+#: A quote opened on a line, found by :func:`_open_quote`: ``"`` then anything but a single
+#: ``"`` (a doubled one is a quote inside the cell).
+_QUOTED = re.compile(r'"[^"]*(?:""[^"]*)*')
+_UNQUOTED = re.compile(r"[^,\r\n]*")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def csv_records(text: str) -> Iterator[CsvRecord]:
+    """Every non-blank record of a user's CSV text (``read_text(..., csv=True)``), with its
+    lines; the one reader of prior-data and dataset CSVs, so both say a CSV mistake alike.
+
+    Python's ``csv`` module splits the lines itself (``newline=""``: Unix, Windows and
+    old-Mac endings, and a quoted cell may hold a line break) and reports only the line a
+    record ends on; a record starts on the line after the previous one ended, which is
+    where an error is reported. A quote that is never closed made the rest of the file one
+    cell, reported at the file's last line with a fix to quote more (found in review): it
+    is said as such, at the line the quote opened.
+
+    Raises:
+        TextFileError: a quote never closed, a cell past the ``csv`` module's size limit.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    end = 0  # the last line of the previous record
+    held: CsvRecord | None = None  # yielded once the next is read: the last one is checked
+    failure: TextFileError | None = None
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            failure = _csv_error(exc, end + 1, reader.line_num)
+            break
+        if held is not None and any(c.strip() for c in held.cells):
+            yield held
+        held = CsvRecord(cells, end + 1, reader.line_num)
+        end = held.last
+    if held is None:
+        if failure is not None:
+            raise failure
+        return
+    opened = None if failure is not None else _unclosed_quote(text, held)
+    if opened is not None:
+        raise TextFileError(
+            f"the quote opened on line {opened} is never closed: the rest of the file was "
+            "read as one cell",
+            line=opened,
+            fix="close the quote or remove it (a quoted cell runs on, over line breaks, to "
+            "the next quote)",
+        )
+    if any(c.strip() for c in held.cells):
+        yield held
+    if failure is not None:  # after the rows before it, so that they are checked first
+        raise failure
+
+
+def _unclosed_quote(text: str, record: CsvRecord) -> int | None:
+    """The line of the quote the last ``record`` of ``text`` leaves open at the end of the
+    file, or ``None``.
+
+    The ``csv`` module ends such a record at the end of the file without a word, its last
+    cell the rest of the file; that cell, read back as written (``"`` and the cell with its
+    quotes doubled), is then the end of the text. Only then is the record scanned from its
+    first line as the module reads it, which tells an open quote from a closed one that
+    merely looks alike (``1,""``).
+    """
+    last = record.cells[-1] if record.cells else ""
+    if not text.endswith('"' + last.replace('"', '""')):
+        return None
+    breaks = _LINE_BREAK.finditer(text)
+    start = 0
+    for _ in range(record.line - 1):
+        start = next(breaks).end()
+    at = start
+    while at < len(text):  # one field per turn, as the csv module reads them (not strict)
+        if text[at] == '"':
+            opened, at = at, _match_end(_QUOTED, text, at)
+            if at == len(text):
+                return record.line + len(_LINE_BREAK.findall(text, start, opened))
+            at += 1  # past the closing quote the cell goes on, unquoted
+        at = _match_end(_UNQUOTED, text, at)
+        if at < len(text) and text[at] != ",":
+            return None  # a line break outside quotes: the record ended before the file
+        at += 1
+    return None
+
+
+def _match_end(pattern: re.Pattern[str], text: str, at: int) -> int:
+    """Where ``pattern`` (which matches the empty text too) stops matching from ``at``."""
+    found = pattern.match(text, at)
+    return found.end() if found is not None else at
+
+
+def _csv_error(exc: csv.Error, start: int, line: int) -> TextFileError:
+    """What the ``csv`` module refused in the record from line ``start`` to ``line``."""
+    limit = csv.field_size_limit()
+    if "field larger than field limit" in str(exc):
+        if line > start:
+            return TextFileError(
+                f"the quote opened on line {start} is not closed within {limit} characters",
+                line=start,
+                fix="close the quote or remove it (a quoted cell runs on, over line breaks, "
+                "to the next quote)",
+            )
+        return TextFileError(
+            f"has a cell of more than {limit} characters",
+            line=start,
+            fix=f"a cell holds at most {limit} characters: shorten it, or delete the row",
+        )
+    return TextFileError(  # pragma: no cover - the csv module's other errors need strict mode
+        f"is not valid CSV: {exc}",
+        line=line,
+        fix="save it again as CSV from the spreadsheet or program that wrote it",
+    )
 
 
 # ---------------------------------------------------------------------------- spec
@@ -347,9 +510,7 @@ class _Located:
             if node is not None:
                 check_yaml_expansion(node, _node_children, line=_node_line)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise DatasetError(f"not valid YAML: {exc}", path=path, line=line) from None
+            raise _yaml_error(exc, text, path) from None
         except TextFileError as exc:
             raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
         self.data = self._convert(node, ()) if node is not None else None
@@ -368,7 +529,7 @@ class _Located:
             ) from None
         except ValueError as exc:  # an integer past Python's 4300 digits, a date like 2026-02-30
             raise DatasetError(
-                f"has a value that cannot be read: {reprlib.repr(node.value)} ({exc})",
+                f"has a value that cannot be read: {shown(node.value)} ({exc})",
                 path=self.path,
                 line=node.start_mark.line + 1,
                 fix="write a number Python can read, or quote the value if it is text",
@@ -412,6 +573,41 @@ class _Located:
 
     def error(self, message: str, *at: Any, fix: str | None = None) -> DatasetError:
         return DatasetError(message, path=self.path, line=self.line(*at), fix=fix)
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, path: Path) -> DatasetError:
+    """PyYAML's error as one line with its line and a fix, as a campaign file's is said
+    (``instruments._yamlfile.read_yaml_mapping``): its own text spans several lines with
+    ``in "<unicode string>"``, an excerpt and a caret, and gave no fix (found in review)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = len(_LINE_BREAK.findall(text, 0, exc.position)) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "?")
+        return DatasetError(
+            f"not valid YAML: has the control character U+{code:04X}, which YAML does not allow",
+            path=path,
+            line=line,
+            fix="delete it: most editors do not show it, so retype the line if unsure where",
+        )
+    if not isinstance(exc, yaml.MarkedYAMLError):  # pragma: no cover - PyYAML's are marked
+        return DatasetError(f"not valid YAML: {str(exc).splitlines()[0]}", path=path)
+    mark = exc.problem_mark or exc.context_mark
+    problem = " ".join(p for p in (exc.context, exc.problem) if p) or "cannot be read"
+    if exc.context_mark is not None and mark is not None and exc.context_mark.line != mark.line:
+        problem += f" (the construct opened on line {exc.context_mark.line + 1})"
+    reserved = re.search(r"found character '(.+?)' that cannot start any token", problem)
+    if reserved is not None and reserved.group(1) == "\\t":
+        fix = "indent with spaces, not tabs: YAML does not allow a tab there"
+    elif reserved is not None and reserved.group(1) in ("%", "@", "`"):
+        char = reserved.group(1)
+        fix = f'quote a value that starts with {char}, e.g. "{char}...": YAML reserves it'
+    else:
+        fix = "check indentation, colons and quotes on that line"
+    return DatasetError(
+        f"not valid YAML: {problem}",
+        path=path,
+        line=mark.line + 1 if mark is not None else None,
+        fix=fix,
+    )
 
 
 class _SpecLoader(DepthLimitedComposer, yaml.SafeLoader):
@@ -591,7 +787,10 @@ def _spec_param(doc: _Located, i: int, p: Any) -> ParamSpec:
     unit = p.get("unit")
     if unit is not None and not isinstance(unit, str):
         raise doc.error(
-            f"parameter {name!r}: unit {unit!r} is not text", *at, "unit", fix="e.g. unit: degC"
+            f"parameter {name!r}: unit {shown(unit)} is not text",
+            *at,
+            "unit",
+            fix="e.g. unit: degC",
         )
     log = p.get("log", False)
     if not isinstance(log, bool):  # bool("no") is True: a quoted 'no' would turn log on
@@ -654,7 +853,9 @@ def _check_choice_values(doc: _Located, name: str, values: list[Any], at: tuple[
                 "finite numbers, as they appear in the CSV",
                 *at,
                 j,
-                fix=f'quote it if it is one value, e.g. "{written}"',
+                fix=f'quote it if it is one value, e.g. "{written}"'
+                if len(written) <= SHOWN_CHARS
+                else "quote it if it is one value",
             )
         number = _as_number(v)
         if number is not None:
@@ -737,7 +938,8 @@ def _parse_value(spec: ParamSpec, text: str) -> Any:
                 if not isinstance(v, str) and _as_number(v) == number:
                     return v
         raise _BadChoice(
-            f"{spec.name} is {text!r}, which is not one of its values {', '.join(map(str, values))}"
+            f"{spec.name} is {shown(text)}, which is not one of its values "
+            f"{', '.join(map(str, values))}"
         )
     value = _parse_number(spec.name, text)
     lo, hi = spec.bounds or (0.0, 0.0)
@@ -761,9 +963,9 @@ def _parse_number(name: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _BadCell(f"{name} is {text!r}, not a number") from None
+        raise _BadCell(f"{name} is {shown(text)}, not a number") from None
     if not math.isfinite(value):
-        raise _BadCell(f"{name} is {text!r}, not a finite number")
+        raise _BadCell(f"{name} is {shown(text)}, not a finite number")
     return value
 
 
@@ -786,55 +988,22 @@ def _read_table(
         )
     except TextFileError as exc:
         raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
-    # newline="": the csv module's own line handling (CR, LF and CRLF endings alike), as
-    # read_text's newline translation gave before the file was read as bytes
-    reader = csv.reader(io.StringIO(text, newline=""))
     columns = [*spec.parameter_names, *spec.outputs]
     index = list(range(len(columns)))
     rows: list[dict[str, Any]] = []
     ys: list[list[float]] = []
     want_header = header
-    end = 0  # the last line of the previous record (a quoted cell may span lines)
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise DatasetError(f"not valid CSV: {exc}", path=path, line=reader.line_num) from None
-        lineno, end = end + 1, reader.line_num
-        if not record or all(not c.strip() for c in record):
-            continue
-        if want_header:
-            want_header = False
-            cells = [c.strip() for c in record]
-            missing = [c for c in columns if c not in cells]
-            if missing:
-                raise DatasetError(
-                    f"the header has no column(s) {missing}",
-                    path=path,
-                    line=lineno,
-                    fix=f"the header names the spec's parameters and outputs; it has {cells}",
-                )
-            index = [cells.index(c) for c in columns]
-            continue
-        if len(record) <= max(index):
-            raise DatasetError(
-                f"{len(record)} columns; expected at least {max(index) + 1}", path=path, line=lineno
-            )
-        point: dict[str, Any] = {}
-        try:
-            for p, i in zip(spec.parameters, index, strict=False):
-                point[p.name] = _parse_value(p, record[i].strip())
-            y = [
-                _parse_number(out, record[i].strip())
-                for out, i in zip(spec.outputs, index[len(spec.parameters) :], strict=True)
-            ]
-        except ValueError as exc:
-            fix = exc.fix if isinstance(exc, _BadCell) else None
-            raise DatasetError(str(exc), path=path, line=lineno, fix=fix) from None
-        rows.append(point)
-        ys.append(y)
+    try:
+        for record in csv_records(text):
+            if want_header:
+                want_header = False
+                index = _header_index(path, record, columns)
+                continue
+            point, y = _read_row(spec, path, record, index)
+            rows.append(point)
+            ys.append(y)
+    except TextFileError as exc:
+        raise DatasetError(exc.problem, path=path, line=exc.line, fix=exc.fix) from None
     if want_header:
         raise DatasetError(
             "the file is empty",
@@ -842,9 +1011,81 @@ def _read_table(
             fix=f"write a header row ({', '.join(columns)}), then one row per experiment",
         )
     if len(rows) < 2:
-        raise DatasetError("fewer than two data rows", path=path)
+        raise DatasetError(
+            "fewer than two data rows",
+            path=path,
+            fix="add the measured rows: a simulator is built from two or more",
+        )
     Y = np.asarray(ys, dtype=np.float64)
     return tuple(rows), Y
+
+
+def _header_index(path: Path, record: CsvRecord, columns: Sequence[str]) -> list[int]:
+    """The position in the header ``record`` of each of the spec's ``columns``.
+
+    Other columns (notes, a spreadsheet's unnamed trailing ones) are ignored; a column the
+    spec names twice in the header is refused: reading the first of two ``yield`` columns
+    without a word could simulate the wrong measurement (found in review).
+    """
+    wanted = set(columns)
+    position: dict[str, int] = {}
+    for i, cell in enumerate(record.cells):
+        name = cell.strip()
+        if name not in wanted:
+            continue
+        if name in position:
+            raise DatasetError(
+                f"column {shown(name)} appears twice in the header (columns {position[name] + 1} "
+                f"and {i + 1})",
+                path=path,
+                line=record.line,
+                fix="delete or rename one of them: each parameter and output of the spec is "
+                "read from one column",
+            )
+        position[name] = i
+    missing = [c for c in columns if c not in position]
+    if missing:
+        raise DatasetError(
+            f"the header has no column(s) {missing}",
+            path=path,
+            line=record.line,
+            fix="the header names the spec's parameters and outputs; it has "
+            f"[{shown_names([c.strip() for c in record.cells])}]",
+        )
+    return [position[c] for c in columns]
+
+
+def _read_row(
+    spec: DatasetSpec, path: Path, record: CsvRecord, index: Sequence[int]
+) -> tuple[dict[str, Any], list[float]]:
+    """One data row's inputs and measured outputs, every value checked."""
+    cells = record.cells
+    needed = max(index) + 1
+    if len(cells) < needed:
+        raise DatasetError(
+            f"{len(cells)} columns; expected at least {needed}{record.spans_note()}",
+            path=path,
+            line=record.line,
+            fix=(
+                f"close the quote on line {record.line} where its cell ends, or remove it"
+                if record.last > record.line
+                else "give the row a value in each column the spec names "
+                f"({', '.join([*spec.parameter_names, *spec.outputs])})"
+            ),
+        )
+    try:
+        point = {
+            p.name: _parse_value(p, cells[i].strip())
+            for p, i in zip(spec.parameters, index, strict=False)
+        }
+        y = [
+            _parse_number(out, cells[i].strip())
+            for out, i in zip(spec.outputs, index[len(spec.parameters) :], strict=True)
+        ]
+    except ValueError as exc:
+        fix = exc.fix if isinstance(exc, _BadCell) else None
+        raise DatasetError(str(exc), path=path, line=record.line, fix=fix) from None
+    return point, y
 
 
 _cache_lock = threading.Lock()
