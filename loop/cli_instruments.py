@@ -294,7 +294,7 @@ def plan(
             raise typer.BadParameter("-c/--campaign picks a stored campaign: give --store too")
         loaded = load_campaign(file)
         # The campaign as `run` starts it, in a store of its own that lives in memory only.
-        db = Store("sqlite://")
+        db = Store("sqlite://", scratch=True)
     try:
         if store is not None:
             runner, point, header, notes = _stored_point(db, store, file, campaign, at or [])

@@ -525,6 +525,43 @@ def _parse_url(url: str) -> URL:
         raise StoreError(f"store URL {shown} cannot be used: {exc}") from None
 
 
+def _refuse_unkept_sqlite(url: str, parsed: URL, *, scratch: bool) -> None:
+    """Refuse (:class:`StoreError`, exit 2) a SQLite URL whose store would not be what it says.
+
+    An in-memory database (``sqlite://``, ``sqlite:///``, ``sqlite:///:memory:``, or
+    ``?mode=memory``) keeps nothing once it is closed, and SQLAlchemy gives each thread
+    its own: a run's instrument and lease threads met empty databases ("no such table"),
+    and the run ended promising that ``resume`` would continue what was never kept
+    (found in review). Only a ``scratch`` store, used and dropped by one thread
+    (``plan --dry-run``'s preview), may live in memory.
+
+    A query string is refused too: without ``uri=true`` SQLAlchemy ignores it
+    (``?mode=ro`` opened the file read-write), ``timeout`` is overridden by the store's own
+    busy timeout, and ``uri=true`` makes the path a ``file:`` URI that the store's own file
+    handling (folders made, the file watched, an unused file discarded) does not follow.
+    """
+    database = parsed.database
+    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+        if scratch:
+            return
+        raise StoreError(
+            f"store URL {url}: an in-memory SQLite store keeps nothing once the command "
+            "ends; give a file, e.g. sqlite:///campaign.db"
+        )
+    if parsed.query:
+        keys = ", ".join(sorted(parsed.query))
+        alone = (
+            "sqlite:///campaign.db"
+            if database.startswith("file:")
+            else parsed.set(query={}).render_as_string()
+        )
+        raise StoreError(
+            f"store URL {url}: a SQLite store is named by its file alone, and the query "
+            f"({keys}) would be ignored or would change how closedloop writes it; write "
+            f"{alone} (status, export and report only read the store)"
+        )
+
+
 def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     """One line for a store that cannot be opened: the URL, what the database said, the fix.
 
@@ -572,6 +609,19 @@ def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     else:
         fix = "check the --store URL"
     return f"cannot open store {url}: {reason}; {fix}"
+
+
+def _file_exists(path: Path) -> bool:
+    """Whether ``path`` exists; ``OSError``/``ValueError`` for a path the OS refuses.
+
+    Not ``Path.exists``: it answers ``False`` for a path with a NUL byte (``sqlite:///%00``),
+    which then failed in the driver as "embedded null byte" and "please report it".
+    """
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -668,6 +718,11 @@ class Store:
             file are created.
         create: create the tables when missing (``False`` for read-only commands, so a
             mistyped URL is an error instead of a new empty store).
+        scratch: a throwaway store, used by one thread and dropped (``plan --dry-run``'s
+            preview): the only kind that may be in memory (``sqlite://``). Any other
+            in-memory URL is refused, as it keeps nothing and a runner's threads would
+            each see an empty database of their own; so is a query string on a SQLite URL
+            (:func:`_refuse_unkept_sqlite`).
 
     Attributes:
         url: the URL for messages and the commands they suggest: as given, except that a
@@ -676,7 +731,9 @@ class Store:
             the real one).
     """
 
-    def __init__(self, url: str = DEFAULT_STORE, *, create: bool = True) -> None:
+    def __init__(
+        self, url: str = DEFAULT_STORE, *, create: bool = True, scratch: bool = False
+    ) -> None:
         parsed = _parse_url(url)
         url = shown_url(url)
         self.url = url
@@ -687,13 +744,25 @@ class Store:
         self._companions: dict[Path, tuple[int, int]] = {}  # its -wal and -shm files
         self._made: list[Path] = []  # the file and folders this opening creates (discard)
         backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            _refuse_unkept_sqlite(url, parsed, scratch=scratch)
         if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             self._file = db.absolute()
-            if not create and not db.exists():
+            try:
+                exists = _file_exists(db)
+                made = [] if exists else [self._file, *_missing_folders(self._file.parent)]
+            except (OSError, ValueError) as exc:
+                # a path the OS refuses (a name too long, a NUL byte from %00, a folder it
+                # may not look in): bad input, not a bug to report (found in review)
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise StoreError(
+                    f"store URL {url}: its path cannot be a file here ({reason}); pass "
+                    "another --store URL, e.g. sqlite:///campaign.db"
+                ) from None
+            if not create and not exists:
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
-            if not db.exists():
-                self._made = [self._file, *_missing_folders(self._file.parent)]
+            self._made = made
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
