@@ -34,8 +34,6 @@ CLI turns into exit code 2.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import re
@@ -407,25 +405,18 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     (:func:`_check_proposed`), since a parameter used otherwise is told as ``actual.<param>``.
     """
     from loop.prior import MAX_CSV_BYTES, other_delimiter
-    from simulators._text import TextFileError, read_text
+    from simulators._text import TextFileError, csv_records, read_text
 
     try:
         text = read_text(path, kind="CSV file", max_bytes=MAX_CSV_BYTES, csv=True)
+        # the one CSV reader of user files: each row with the line it starts on, and an
+        # unclosed quote said at its own line (told at the file's last line; found in review)
+        records = list(csv_records(text))
     except TextFileError as exc:
         where = f"{path}:{exc.line}" if exc.line is not None else str(path)
         fix = f"; {exc.fix}" if exc.fix else ""
         raise InvalidInput(f"{where}: {exc.problem}{fix}, then tell it again") from None
-    # newline="": the csv module's own line handling, so a quoted cell may hold a newline
-    reader = csv.reader(io.StringIO(text, newline=""))
-
-    def next_row() -> list[str] | None:
-        try:
-            return next(reader, None)
-        except csv.Error as exc:  # a NUL byte, a cell beyond the csv module's size limit
-            raise InvalidInput(f"{path}:{reader.line_num}: not a readable CSV row: {exc}") from None
-
-    header = next_row()
-    columns = [h.strip() for h in header or []]
+    columns = [h.strip() for h in records[0].cells] if records else []
     if "trial_id" not in columns:
         delimiter = other_delimiter(columns)
         if delimiter is not None:
@@ -438,14 +429,9 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             "column per name (which value was meant cannot be guessed)"
         )
     results: list[Result] = []
-    while True:
-        start = reader.line_num + 1
-        cells = next_row()
-        if cells is None:
-            break
-        where = f"{path.name}:{start}"
-        if not any(c.strip() for c in cells):
-            continue  # a blank line
+    for record in records[1:]:  # blank lines are not records
+        cells = record.cells
+        where = f"{path.name}:{record.line}"
         if len(cells) > len(columns):
             extra = [c for c in cells[len(columns) :] if c.strip()]
             if extra:

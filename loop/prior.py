@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from loop.errors import CampaignConfigError
 from planners import InvalidPoint, Point, Space
-from simulators._datasets import CsvRecord, csv_records, shown, shown_names
-from simulators._text import TextFileError, read_text
+from simulators._text import CsvRecord, TextFileError, csv_records, read_text, shown, shown_names
 
 if TYPE_CHECKING:
     from loop.config import Campaign, LoadedCampaign

@@ -33,7 +33,6 @@ Every problem with either file is a :class:`DatasetError` naming the file and li
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import io
@@ -42,7 +41,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +52,16 @@ from numpy.typing import NDArray
 
 from simulators._functions import Goal, ParamSpec, TestProblem
 from simulators._text import (
+    LINE_BREAK,
+    SHOWN_CHARS,
+    CsvRecord,
     DepthLimitedComposer,
     TextFileError,
     check_yaml_expansion,
+    csv_records,
     read_text,
+    shown,
+    shown_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,169 +129,6 @@ class PointNotInDataset(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "point not in dataset"
-
-
-# ---------------------------------------------------------------------------- user text
-#: The longest value an error message quotes in full (a campaign file's value is cut alike,
-#: ``instruments._yamlfile``): a 5,000-digit cell made a 5 kB message (found in review).
-SHOWN_CHARS = 40
-
-
-def shown(value: object, width: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for a message, cut to ``width`` characters with "…" (a text's
-    length said), so a huge cell or name is recognisable without filling the terminal."""
-    text = repr(value)
-    if len(text) <= width:
-        return text
-    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
-    return text[: width - 1] + "…" + size
-
-
-def shown_names(names: Sequence[str], most: int = 8) -> str:
-    """``'a', 'b', 'c'`` for a message: at most ``most`` names, each cut (:func:`shown`),
-    then how many more (a header of 20,000 columns is not listed)."""
-    listed = ", ".join(shown(n) for n in names[:most])
-    more = len(names) - most
-    return f"{listed} and {more} more" if more > 0 else listed
-
-
-@dataclass(frozen=True)
-class CsvRecord:
-    """One non-blank record of a user's CSV and the lines it spans.
-
-    Attributes:
-        cells: the cells as written (not stripped).
-        line: the 1-based line the record starts on: where an error in it is reported.
-        last: the line it ends on; after ``line`` only when a quoted cell holds a line
-            break (or a quote opened by mistake runs on to the next quote).
-    """
-
-    cells: list[str]
-    line: int
-    last: int
-
-    def spans_note(self) -> str:
-        """`` (the quote opened on line 4 runs on to line 9)`` for a record over several
-        lines, else ``""``: said with a cell-count error, whose cause is then that quote."""
-        if self.last == self.line:
-            return ""
-        return f" (the quote opened on line {self.line} runs on to line {self.last})"
-
-
-#: A quote opened on a line, found by :func:`_open_quote`: ``"`` then anything but a single
-#: ``"`` (a doubled one is a quote inside the cell).
-_QUOTED = re.compile(r'"[^"]*(?:""[^"]*)*')
-_UNQUOTED = re.compile(r"[^,\r\n]*")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def csv_records(text: str) -> Iterator[CsvRecord]:
-    """Every non-blank record of a user's CSV text (``read_text(..., csv=True)``), with its
-    lines; the one reader of prior-data and dataset CSVs, so both say a CSV mistake alike.
-
-    Python's ``csv`` module splits the lines itself (``newline=""``: Unix, Windows and
-    old-Mac endings, and a quoted cell may hold a line break) and reports only the line a
-    record ends on; a record starts on the line after the previous one ended, which is
-    where an error is reported. A quote that is never closed made the rest of the file one
-    cell, reported at the file's last line with a fix to quote more (found in review): it
-    is said as such, at the line the quote opened.
-
-    Raises:
-        TextFileError: a quote never closed, a cell past the ``csv`` module's size limit.
-    """
-    reader = csv.reader(io.StringIO(text, newline=""))
-    end = 0  # the last line of the previous record
-    held: CsvRecord | None = None  # yielded once the next is read: the last one is checked
-    failure: TextFileError | None = None
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            failure = _csv_error(exc, end + 1, reader.line_num)
-            break
-        if held is not None and any(c.strip() for c in held.cells):
-            yield held
-        held = CsvRecord(cells, end + 1, reader.line_num)
-        end = held.last
-    if held is None:
-        if failure is not None:
-            raise failure
-        return
-    opened = None if failure is not None else _unclosed_quote(text, held)
-    if opened is not None:
-        raise TextFileError(
-            f"the quote opened on line {opened} is never closed: the rest of the file was "
-            "read as one cell",
-            line=opened,
-            fix="close the quote or remove it (a quoted cell runs on, over line breaks, to "
-            "the next quote)",
-        )
-    if any(c.strip() for c in held.cells):
-        yield held
-    if failure is not None:  # after the rows before it, so that they are checked first
-        raise failure
-
-
-def _unclosed_quote(text: str, record: CsvRecord) -> int | None:
-    """The line of the quote the last ``record`` of ``text`` leaves open at the end of the
-    file, or ``None``.
-
-    The ``csv`` module ends such a record at the end of the file without a word, its last
-    cell the rest of the file; that cell, read back as written (``"`` and the cell with its
-    quotes doubled), is then the end of the text. Only then is the record scanned from its
-    first line as the module reads it, which tells an open quote from a closed one that
-    merely looks alike (``1,""``).
-    """
-    last = record.cells[-1] if record.cells else ""
-    if not text.endswith('"' + last.replace('"', '""')):
-        return None
-    breaks = _LINE_BREAK.finditer(text)
-    start = 0
-    for _ in range(record.line - 1):
-        start = next(breaks).end()
-    at = start
-    while at < len(text):  # one field per turn, as the csv module reads them (not strict)
-        if text[at] == '"':
-            opened, at = at, _match_end(_QUOTED, text, at)
-            if at == len(text):
-                return record.line + len(_LINE_BREAK.findall(text, start, opened))
-            at += 1  # past the closing quote the cell goes on, unquoted
-        at = _match_end(_UNQUOTED, text, at)
-        if at < len(text) and text[at] != ",":
-            return None  # a line break outside quotes: the record ended before the file
-        at += 1
-    return None
-
-
-def _match_end(pattern: re.Pattern[str], text: str, at: int) -> int:
-    """Where ``pattern`` (which matches the empty text too) stops matching from ``at``."""
-    found = pattern.match(text, at)
-    return found.end() if found is not None else at
-
-
-def _csv_error(exc: csv.Error, start: int, line: int) -> TextFileError:
-    """What the ``csv`` module refused in the record from line ``start`` to ``line``."""
-    limit = csv.field_size_limit()
-    if "field larger than field limit" in str(exc):
-        if line > start:
-            return TextFileError(
-                f"the quote opened on line {start} is not closed within {limit} characters",
-                line=start,
-                fix="close the quote or remove it (a quoted cell runs on, over line breaks, "
-                "to the next quote)",
-            )
-        return TextFileError(
-            f"has a cell of more than {limit} characters",
-            line=start,
-            fix=f"a cell holds at most {limit} characters: shorten it, or delete the row",
-        )
-    return TextFileError(  # pragma: no cover - the csv module's other errors need strict mode
-        f"is not valid CSV: {exc}",
-        line=line,
-        fix="save it again as CSV from the spreadsheet or program that wrote it",
-    )
 
 
 # ---------------------------------------------------------------------------- spec
@@ -580,7 +422,7 @@ def _yaml_error(exc: yaml.YAMLError, text: str, path: Path) -> DatasetError:
     (``instruments._yamlfile.read_yaml_mapping``): its own text spans several lines with
     ``in "<unicode string>"``, an excerpt and a caret, and gave no fix (found in review)."""
     if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
-        line = len(_LINE_BREAK.findall(text, 0, exc.position)) + 1
+        line = len(LINE_BREAK.findall(text, 0, exc.position)) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "?")
         return DatasetError(
             f"not valid YAML: has the control character U+{code:04X}, which YAML does not allow",

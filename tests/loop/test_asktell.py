@@ -298,7 +298,10 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
         (b"trial_id,yield,yield\n{a},0.3,0.4\n", "column(s) 'yield' given twice"),
         (b"trial_id,yield,\n{a},0.3,0.4\n", "bad.csv:2: the value '0.4' is in a column without"),
         (b"trial_id,yield\n" + str(10**20).encode() + b",0.3\n", f"no trial with id {10**20}"),
-        (b"trial_id,yield\n{a},'" + b"x" * 200_000 + b"\n", "not a readable CSV row"),
+        (
+            b"trial_id,yield\n{a},'" + b"x" * 200_000 + b"\n",
+            "has a cell of more than 131072 characters",
+        ),
     ],
     ids=[
         "not-utf8",

@@ -18,8 +18,8 @@ import pytest
 from loop import parse_campaign
 from loop.config import LoadedCampaign
 from loop.prior import PriorDataError, load_prior_data
-from simulators._datasets import DatasetError, csv_records, load_dataset, load_spec
-from simulators._text import TextFileError
+from simulators._datasets import DatasetError, load_dataset, load_spec
+from simulators._text import TextFileError, csv_records
 
 CAMPAIGN = """
 name: edges
@@ -281,3 +281,19 @@ def test_a_short_dataset_row_says_the_fix(tmp_path: Path) -> None:
 def test_too_few_dataset_rows_says_the_fix(tmp_path: Path) -> None:
     err = _dataset_error(tmp_path, "temperature,solvent,yield\n20,MeCN,0.1\n")
     assert err.message == "fewer than two data rows" and err.fix is not None
+
+
+def test_tell_csv_says_an_unclosed_quote_at_its_line(tmp_path: Path) -> None:
+    """`tell --csv` reads its CSV with the same reader: an unclosed quote on line 2 was
+    reported at the file's last line as a cell-count problem."""
+    from tests.cli_process import closedloop
+
+    (tmp_path / "b.yaml").write_text(
+        (Path(__file__).parents[2] / "campaigns" / "branin.yaml").read_text()
+    )
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    assert closedloop("suggest", "b.yaml", "--store", url, "-n", "2", cwd=tmp_path).returncode == 0
+    (tmp_path / "told.csv").write_text('trial_id,y\n1,"3.2\n2,4.1\n\n')
+    proc = closedloop("tell", "--csv", "told.csv", "--store", url, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "told.csv:2: the quote opened on line 2 is never closed" in proc.stderr
