@@ -796,10 +796,18 @@ def read_yaml(text: str, path: Path) -> Any:
     )
 
 
+#: A key's fix where its type's general one would mislead: an interlock is written as text,
+#: though the schema also takes a mapping (``instruments._yamlfile.explain``).
+_HINTS = {
+    "interlocks": "write each interlock as `NAME OP NUMBER`, e.g. "
+    "interlocks: ['door_closed == 1', 'pressure < 5']",
+}
+
+
 def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel]) -> Exception:
     """The top-most pydantic error as one message with its line and a fix (a
     :class:`MetadataError`'s or :class:`RuleError`'s own fix where the shared one has none)."""
-    error = shared_explain(exc, data, path, model=model, error=InstrumentFileError)
+    error = shared_explain(exc, data, path, model=model, error=InstrumentFileError, hints=_HINTS)
     if not isinstance(error, InstrumentFileError) or error.fix:
         return error
     for err in exc.errors(include_url=False):

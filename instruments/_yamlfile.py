@@ -15,6 +15,7 @@ import re
 import sys
 import types
 import typing
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError, YAMLWarning
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 # The limits and their checks are shared with a dataset's spec (read with PyYAML), so every
 # YAML file a user writes is refused alike: see simulators._text.
@@ -108,6 +111,9 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
             line=mark.line + 1 if mark is not None else None,
             fix="check indentation, colons and quotes on that line",
         ) from None
+    except ReaderError as exc:  # a character YAML forbids; it has a position, not a mark
+        problem, line, fix = _forbidden_character(text, exc)
+        raise error(path, problem, line=line, fix=fix) from None
     except YAMLError as exc:
         raise error(path, f"is not valid YAML: {exc}") from None
     except TypeError:  # ruamel cannot hash a list or mapping used as a key (`- {a: 1}:`)
@@ -161,6 +167,109 @@ class _Constructor(RoundTripConstructor):
         # text; the tag only said "text", which the value now is.
         return built.value if isinstance(built, TaggedScalar) else built
 
+    def construct_mapping(  # type: ignore[override]  # ruamel's round-trip signature
+        self, node: Any, maptyp: Any, deep: bool = False
+    ) -> Any:
+        """ruamel's mapping, each key refused unless it is text, and each key merged in with
+        ``<<:`` given a line.
+
+        A key YAML reads as something else (``~``, ``1``, ``true``, ``[a]``, ``? seed: 4``)
+        is no name of any schema: pydantic said "Keys should be strings" at the parent's
+        line with the parent's fix, or skipped it in silence (found in review). It is said
+        at the key's own line, as written. Not an item with no value inside ``{...}``: in
+        ``{bounds: -5, 10}`` the ``10`` is a list's item the commas cut off, which the
+        schema's reader says as such (``loop.config``).
+
+        Merge keys (``<<: *defaults``) are data, as anchors and aliases are: ruamel merges
+        them, but a merged key had no line (a mapping holding only merged keys none at all,
+        which ended ``line_of`` in a ``TypeError``; found in review). See
+        :func:`_place_merged_keys`.
+        """
+        merge_at = None
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if not (node.flow_style and _is_empty(value_node)):
+                    _refuse_key(key_node)
+                if key_node.tag == _MERGE_TAG:
+                    merge_at = key_node.start_mark
+        built = super().construct_mapping(node, maptyp, deep=deep)
+        if merge_at is not None and isinstance(maptyp, CommentedMap):
+            _place_merged_keys(maptyp, merge_at.line, merge_at.column)
+        return built
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+#: The tags of a key that is text: plain text, ``<<`` (merge) and ``=`` (which ruamel reads
+#: as text).
+_TEXT_KEY_TAGS = frozenset({"tag:yaml.org,2002:str", _MERGE_TAG, "tag:yaml.org,2002:value"})
+
+#: What YAML reads a plain key as, by its tag, for the message.
+_KEY_KINDS = {
+    "null": "null",
+    "bool": "true/false",
+    "int": "a number",
+    "float": "a number",
+    "timestamp": "a date",
+}
+
+
+def _is_empty(node: Any) -> bool:
+    """Whether ``node`` is a value left out (``{a: 1, b}``: ``b`` has none)."""
+    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null" and not node.value
+
+
+def _refuse_key(key_node: Any) -> None:
+    """Refuse a mapping key that is not text, at its own line (see
+    ``_Constructor.construct_mapping``)."""
+    _refuse_tag(key_node)  # a tagged key is said as the tag it has
+    line = key_node.start_mark.line + 1
+    if isinstance(key_node, MappingNode | SequenceNode):
+        what = "mapping" if isinstance(key_node, MappingNode) else "list"
+        raise TextFileError(
+            f"is not valid here: a list or mapping is used as a key (this {what} has a ':' "
+            "after it, or a '?' before it)",
+            line=line,
+            fix="remove the ':' after the list or mapping (or the '?' before it), or quote the key",
+        )
+    if not isinstance(key_node, ScalarNode) or str(key_node.tag) in _TEXT_KEY_TAGS:
+        return
+    written = str(key_node.value)
+    kind = _KEY_KINDS.get(str(key_node.tag).rsplit(":", 1)[-1], "not text")
+    shown = written if len(written) <= 40 else written[:39] + "…"
+    raise TextFileError(
+        f"key {shown} ({kind}) is not a name" if written else "a key is empty (null)",
+        line=line,
+        fix=f"quote it ('{shown}') or remove it"
+        if written
+        else "write the key's name before the ':', or remove the line",
+    )
+
+
+def _place_merged_keys(mapping: CommentedMap, line: int, column: int) -> None:
+    """Give each key ``mapping`` took from a ``<<:`` merge (0-based ``line``, ``column`` of the
+    ``<<``) a line of its own in ruamel's line data, so ``line_of`` finds it like any key.
+
+    A key written inside the ``<<:`` value (``<<: {max_trials: 5}``, or a block under it)
+    has the line it is written on. A key taken through an alias (``<<: *defaults``) has the
+    ``<<:`` line: that is where this mapping took it, and the anchor's own line would name
+    the mapping it was defined in, which may be right where this one is wrong.
+    """
+    own = mapping.lc.data or {}
+    sources = [s[1] if isinstance(s, tuple) else s for s in getattr(mapping, "merge", None) or ()]
+    for key in mapping:
+        if key in own:
+            continue
+        at = [line, column, line, column]
+        for source in sources:  # the first mapping holding the key gave it (YAML's rule)
+            if isinstance(source, CommentedMap) and key in source:
+                written = (source.lc.data or {}).get(key)
+                inline = isinstance(source.lc.line, int) and source.lc.line >= line
+                if written is not None and inline:
+                    at = list(written)
+                break
+        mapping.lc.add_kv_line_col(key, at)
+
 
 #: The tags plain YAML data resolves to (``!!int 5`` says what ``5`` says already); any other
 #: tag asks for something closedloop does not build from a text file.
@@ -211,6 +320,56 @@ def _unbuildable(node: Any, exc: ValueError) -> TextFileError:
         f"has a {what} that cannot be read: {shown} ({exc})",
         line=line,
         fix=f"write a valid {what}, or quote it ('{shown}') if it is text",
+    )
+
+
+#: Names of the control characters a file most often holds by mistake (``unicodedata``
+#: names none of them).
+_CONTROL_NAMES = {
+    0x00: "NUL",
+    0x07: "bell",
+    0x08: "backspace",
+    0x0B: "vertical tab",
+    0x0C: "form feed",
+    0x1A: "end of file, Ctrl-Z",
+    0x1B: "escape",
+    0x7F: "delete",
+}
+
+
+def _forbidden_character(text: str, exc: ReaderError) -> tuple[str, int | None, str]:
+    """``(problem, line, fix)`` for a character YAML does not allow in a file (a control
+    character, NUL).
+
+    ruamel's reader says it with a position in the text and its own wording ("special
+    characters are not allowed in "<unicode string>", position 134"), with no line and no
+    fix; the character is invisible in most editors, so the message names it, its line and
+    its column. A file with NULs between its letters was saved as UTF-16 without a
+    byte-order mark (with one, ``decode_text`` refuses its first byte already).
+    """
+    code = exc.character if isinstance(exc.character, int) else None
+    at = exc.position if isinstance(exc.position, int) else -1
+    if code is not None and not (0 <= at < len(text) and ord(text[at]) == code):
+        at = text.find(chr(code))  # the position counts in other units: find the character
+    if code is None or at < 0:
+        return f"is not valid YAML: {exc}", None, "delete the character (or retype the line)"
+    nuls = text.count("\0")
+    if nuls > 1 and nuls * 4 >= len(text):
+        return (
+            "is not UTF-8 text: it has NUL characters between its letters (saved as UTF-16?)",
+            1,
+            "save the file as UTF-8",
+        )
+    line = text.count("\n", 0, at) + 1
+    start = text.rfind("\n", 0, at) + 1
+    column = at - start + 1 - (line == 1 and text.startswith("\ufeff"))
+    kind = "a control character" if unicodedata.category(chr(code)) == "Cc" else "a character"
+    name = _CONTROL_NAMES.get(code) or unicodedata.name(chr(code), "")
+    return (
+        f"is not valid YAML: {kind} U+{code:04X}{f' ({name})' if name else ''} at column "
+        f"{column}, which YAML does not allow in a file",
+        line,
+        "delete it (or retype the line): most editors do not show it",
     )
 
 
@@ -345,19 +504,34 @@ def _node_at(data: Any, loc: Sequence[Any]) -> Any:
     return node
 
 
+def _at(node: CommentedMap | CommentedSeq, part: Any, where: Callable[[Any], Any]) -> int | None:
+    """1-based line of ``node``'s key or item ``part`` (``where`` is ``node.lc.key`` or
+    ``.item``), else of ``node`` itself.
+
+    Every key the reader built has a line (a merged one too: ``_place_merged_keys``), but a
+    mapping built otherwise may lack one: ruamel then raises ``KeyError``, or returns
+    ``None`` where the mapping has no line data at all (a ``TypeError`` that ended a command
+    as a bug to report; found in review).
+    """
+    try:
+        found = where(part)
+    except (KeyError, IndexError):
+        found = None
+    if found is not None and isinstance(found[0], int):
+        return int(found[0]) + 1
+    return node.lc.line + 1 if isinstance(node.lc.line, int) else None
+
+
 def line_of(data: Any, loc: Sequence[Any]) -> int | None:
     """1-based line of the deepest key of ``loc`` present in the YAML."""
     node = data
     line: int | None = None
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            try:
-                line = node.lc.key(part)[0] + 1
-            except KeyError:  # a key merged in with `<<:` has no line of its own here
-                pass
+            line = _at(node, part, node.lc.key) or line
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line = node.lc.item(part)[0] + 1
+            line = _at(node, part, node.lc.item) or line
             node = node[part]
         elif isinstance(node, CommentedMap | CommentedSeq):
             if line is None and node.lc.line is not None:
@@ -417,7 +591,11 @@ def _describe(
         return problem, f"allowed keys: {', '.join(allowed)}"
     if kind == "missing":
         parent = _dotted(data_loc[:-1]) or "the top level"
-        return f"missing required key '{loc[-1]}' in {parent}", _hint_for(loc, hints)
+        fix = _hint_for(loc, hints) or (
+            f"add `{loc[-1]}:` "
+            + (f"under {_dotted(data_loc[:-1])}" if data_loc[:-1] else "at the top level")
+        )
+        return f"missing required key '{loc[-1]}' in {parent}", fix
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
         field = str(ctx.get("discriminator", "type")).strip("'")
@@ -431,10 +609,108 @@ def _describe(
         tags = tags or _tags_at(model, loc, data, field)
         return f"{where}: needs a '{field}'", f"add `{field}:` (one of {', '.join(tags)})"
     shown = _show(err.get("input"))
-    # A rule over a whole section (a model validator) says its own fix.
-    hint = "" if kind == "value_error" and len(data_loc) <= 1 else _hint_for(loc, hints)
+    if kind == "model_type":  # "or instance of InitialDesign": a class the user never wrote
+        message = re.sub(r" or instance of \w+$", "", message)
+    # A rule over a whole section (a model validator) says its own fix. Otherwise the key's
+    # own hint, or its section's where that shows the key (``executor: {kind: local,
+    # workers: 4}`` for ``workers``); else what its type asks for, else the section's hint,
+    # which says how to write the section, not this key (``instrument.noise: 'x'`` was
+    # sent to write ``instrument: {simulator: branin}``).
+    if kind == "value_error" and len(data_loc) <= 1:
+        hint = ""
+    else:
+        key = next((p for p in reversed(data_loc) if isinstance(p, str)), "")
+        section = _hint_for(loc, hints)
+        if key in hints or re.search(rf"\b{re.escape(key)}\b", section):
+            hint = section  # the key's own hint, or its section's that shows it
+        else:
+            hint = _type_fix(err, data_loc, model, loc, data) or section
     prefix = f"{where}: " if where else ""
     return f"{prefix}{message}" + (f" (got {shown})" if shown else ""), hint
+
+
+def _type_fix(
+    err: Mapping[str, Any], data_loc: Sequence[Any], model: type[BaseModel], loc: Any, data: Any
+) -> str:
+    """The fix a pydantic error's type implies, worded for a YAML file's author
+    (``seed: '7a'``: "write a whole number, e.g. seed: 7"); ``""`` for a type with nothing
+    general to say (a validator's own rule says its fix).
+
+    The fallback where no key has a hint: about one clean error in nine had no fix at all
+    (found in a fuzz review), mostly these generic types.
+    """
+    kind = str(err["type"])
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    last = data_loc[-1] if data_loc else None
+
+    def e_g(example: str) -> str:
+        return f"e.g. {last}: {example}" if isinstance(last, str) else f"e.g. {example}"
+
+    if kind in ("int_parsing", "int_type", "int_from_float", "int_parsing_size"):
+        example = _number_in(value, whole=True) or "10"
+        if kind == "int_from_float":
+            return f"write a whole number, without a fraction, {e_g(example)}"
+        if kind == "int_parsing_size":
+            return f"write a whole number in digits, of ordinary size, {e_g(example)}"
+        return f"write a whole number, {e_g(example)}"
+    if kind in ("float_parsing", "float_type"):
+        return f"write a number, {e_g(_number_in(value, whole=False) or '0.5')}"
+    if kind == "finite_number":
+        return "write a finite number (not .inf or .nan)"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"write true or false, {e_g('true')}"
+    if kind == "string_type":
+        if isinstance(value, Mapping | list | tuple | set):
+            kind_of = "a mapping" if isinstance(value, Mapping) else "a list"
+            return f"write one text value, not {kind_of}, {e_g('my text')}"
+        return f"quote it, so YAML reads it as text: {e_g(repr(str(value)))}"
+    if kind == "string_too_short":
+        return f"write at least {ctx.get('min_length', 1)} character(s)"
+    if kind == "string_too_long":
+        return f"shorten it to at most {ctx.get('max_length')} characters"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        keys = _allowed_keys(model, loc, data) if kind != "dict_type" else []
+        under = f", under {last}:," if isinstance(last, str) else ""
+        if keys:
+            return f"write a mapping{under} of its keys: {', '.join(keys)}"
+        return f"write a mapping of names to values, {e_g('{name: value}')}"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        return f"write a list, {e_g('[a, b]')} (or one '- ' item per line under it)"
+    if kind == "too_short":
+        return f"give at least {ctx.get('min_length', 1)} item(s)"
+    if kind == "too_long":
+        return f"give at most {ctx.get('max_length')} item(s)"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next((v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")), None)
+        return f"write a number {bounds[kind]} {limit}" if limit is not None else ""
+    if kind in ("literal_error", "enum"):
+        return f"write one of {ctx.get('expected')}" if ctx.get("expected") else ""
+    if kind == "invalid_key":  # a key that is not text, which the reader let through
+        return "a key is a name: quote it or remove it (a list inside {...} needs [brackets])"
+    if kind == "none_required":
+        return "leave the value empty, or remove the key"
+    return ""
+
+
+def _number_in(value: Any, *, whole: bool) -> str | None:
+    """The number a mistyped value seems to hold (``'7a'`` -> ``7``, ``'0,5'`` -> ``0.5``),
+    for a fix's example; ``None`` if it holds none (or none of a sensible size)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    if isinstance(value, float):
+        return str(int(value)) if whole and abs(value) < 1e15 else None
+    found = re.search(r"[-+]?\d+(?:[.,]\d+)?", str(value))
+    if found is None or len(found.group()) > 15:
+        return None
+    number = found.group().replace(",", ".")
+    return number.split(".")[0] if whole else number
 
 
 def _hint_for(loc: tuple[Any, ...], hints: Mapping[str, str]) -> str:
@@ -573,7 +849,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def _unhashable_key_line(text: str) -> int | None:
     """The line of the first list or mapping used as a mapping key, found in the composed
     node tree (construction, which fails on it, keeps no marks)."""
-    from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+    from ruamel.yaml.nodes import Node
 
     try:
         stack: list[Node] = [YAML(typ="rt").compose(text)]
