@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich.cells import cell_len
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -517,11 +518,9 @@ def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
         b = summary.best
         what = "best feasible trial" if summary.outcome_constraints else "best trial"
         prior = " (prior data)" if b.kind == "prior" else ""
-        console.print(
-            f"{what} #{b.number}{prior}: {objective} = {number(b.objective)} at "
-            + _where(b.parameters, b.readbacks, spec=specs(c.parameters)),
-            highlight=False,
-            markup=False,  # choice values are the user's text: "[/b]" is not a tag
+        _print_at(
+            f"{what} #{b.number}{prior}: {objective} = {number(b.objective)} at",
+            _where_parts(b.parameters, b.readbacks, spec=specs(c.parameters)),
         )
     elif summary.outcome_constraints:
         console.print("no feasible trial yet")
@@ -556,7 +555,16 @@ def _print_front(summary: CampaignSummary, c: Any) -> None:
     headers = [escape(col) for col in ("#", *summary.objectives, *params)]
     numeric = {i for i, n in enumerate(params, 1 + len(summary.objectives)) if _numeric(spec, n)}
     numeric.update(range(1 + len(summary.objectives)))
-    console.print(WholeTable("Pareto front (feasible, non-dominated)", headers, rows, numeric))
+    console.print(
+        WholeTable(
+            "Pareto front (feasible, non-dominated)",
+            headers,
+            rows,
+            numeric,
+            optional=range(1 + len(summary.objectives), len(headers)),
+            left_out=PARAMETERS_LEFT_OUT,
+        )
+    )
     _say_front_cut(len(shown), len(summary.pareto), first)
 
 
@@ -941,17 +949,15 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         what = "best feasible" if c.outcome_constraints else "best"
         if best:
             prior = " (prior data)" if best["kind"] == "prior" else ""
-            console.print(
+            _print_at(
                 f"{what}: trial #{best['number']}{prior} {obj.name} = "
-                f"{number(best['outputs'][obj.name])} ({obj.goal}) at "
-                + _where(
+                f"{number(best['outputs'][obj.name])} ({obj.goal}) at",
+                _where_parts(
                     best["parameters"],
                     best.get("readbacks"),
                     lambda k: label(k, units),
                     spec=specs(c.parameters),
                 ),
-                highlight=False,
-                markup=False,
             )
         elif c.outcome_constraints:
             console.print(f"{what}: none yet")
@@ -1017,7 +1023,16 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTabl
         caption="value (set X): the value reached (readback, or told as used), X commanded"
         if missed
         else None,
+        optional=range(3, 3 + len(params)),
+        left_out=PARAMETERS_LEFT_OUT,
     )
+
+
+#: The line under a trial table too wide for the console (:class:`loop.fmt.WholeTable`):
+#: the goals and outcome come first then, and the parameters that fit.
+PARAMETERS_LEFT_OUT = (
+    "{count} of {total} parameters not shown ({names}); `closedloop export` has them all"
+)
 
 
 def _numeric(spec: Mapping[str, Any], name: str) -> bool:
@@ -1394,6 +1409,17 @@ def _where(
     beside it, since the model learnt the actual point and a scientist repeating the best
     trial needs it (``temperature=62.5 (set 100.7)``). Values are written by the campaign's
     parameters (``spec``, name -> parameter; :func:`loop.fmt.parameter`)."""
+    return ", ".join(_where_parts(parameters, readbacks, name, spec=spec))
+
+
+def _where_parts(
+    parameters: Mapping[str, Any],
+    readbacks: Mapping[str, Any] | None,
+    name: Callable[[str], str] = str,
+    *,
+    spec: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """:func:`_where`'s ``name=value`` of each parameter."""
     parts = []
     for key, value in parameters.items():
         p = (spec or {}).get(key)
@@ -1402,7 +1428,33 @@ def _where(
         if actual is not None and parameter(actual, p) != shown:
             shown = f"{parameter(actual, p)} (set {shown})"
         parts.append(f"{name(key)}={shown}")
-    return ", ".join(parts)
+    return parts
+
+
+def _print_at(head: str, parts: Sequence[str]) -> None:
+    """``head`` and a trial's ``name=value`` ``parts`` (the best trial's point): on one line
+    when it fits the console, else each line of the parameters indented below ``head``, as
+    many to a line as fit. With 31 parameters it was one line of 441 characters, the
+    trial's number and value lost in the screen lines it wrapped to (found in review).
+    Printed as text: choice values are the user's, and ``[/b]`` is not a tag."""
+    line = f"{head} {', '.join(parts)}"
+    width = console.width
+    if cell_len(line) <= width:
+        console.print(line, highlight=False, markup=False)
+        return
+    console.print(head, highlight=False, markup=False)
+    indent, lines, current = "  ", [], ""
+    for part in parts:
+        joined = f"{current}, {part}" if current else part
+        if current and cell_len(indent + joined) + 1 > width:  # the line's closing comma
+            lines.append(current)
+            joined = part
+        current = joined
+    lines.append(current)
+    for i, text in enumerate(lines):
+        console.print(
+            indent + text + ("," if i < len(lines) - 1 else ""), highlight=False, markup=False
+        )
 
 
 def _cell(value: Any) -> str:
@@ -1537,7 +1589,9 @@ def suggest(
     headers = [escape(h) for h in ("trial_id", "#", "kind", *[label(n, units) for n in spec])]
     numeric = {0, 1, *(i for i, n in enumerate(spec, 3) if _numeric(spec, n))}
     title = f"{escape(c.name)} (id {runner.campaign_id}): run these, then `closedloop tell`"
-    console.print(WholeTable(title, headers, rows, numeric))
+    # turned when too wide (a row per parameter, a column per trial): every value is to be
+    # set, and with 40 parameters the rows took three screen lines each (found in review)
+    console.print(WholeTable(title, headers, rows, numeric, turn=True))
     outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(
         f"record a result: closedloop tell --store {store} TRIAL_ID {outputs} "

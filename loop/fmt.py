@@ -146,7 +146,8 @@ def specs(parameters: Iterable[Any]) -> dict[str, Any]:
 
 
 class WholeTable:
-    """A rich table laid out so that no number is ever cut.
+    """A rich table laid out so that no number is ever cut, and no wider than the console
+    when some of its columns may be left out.
 
     Rich fits a table to the console by cutting cells with "…" (and squeezes a column it
     cannot fit to nothing): at 80 columns ``6.426e-17`` read ``6.42…`` and every small value
@@ -154,9 +155,20 @@ class WholeTable:
     too wide for the console, the widest text column narrows first (its cells fold onto more
     lines, down to their longest word or :data:`_TEXT_MIN` columns: an error, a long choice
     name fold further), then the widest numeric column (its header folds, down to its widest
-    number); then the cells lose their padding. When even that is wider than the console
-    the table is printed wider: the CLI's consoles soft-wrap, they do not crop, and a long
-    line beats a wrong number.
+    number); then the cells lose their padding. A header keeps :data:`_HEAD_MIN` letters
+    (a text column's :data:`_HEAD_MIN_TEXT`) of a word on a line: a column of one-digit
+    integers folded ``anneal_steps`` one letter per line, a header twelve lines tall (found in
+    review).
+
+    When that is still too wide, the ``optional`` columns (a campaign's parameters) move
+    after the others and the last of them are left out until the table fits, and a line
+    under it says which (``left_out``: a template of ``{count}``, ``{total}``, ``{names}`` and
+    ``{width}``): with 31 parameters every row took three screen lines and the objectives
+    came last, past the screen's edge (found in review). With ``turn`` (a table someone
+    works down, such as ``suggest``'s), a table too wide is printed turned instead: a row
+    per column, a column per row headed by its first cell, in as many tables as it takes.
+    Only when even that is wider than the console is the table printed wider: the CLI's
+    consoles soft-wrap, they do not crop, and a long line beats a wrong number.
     """
 
     def __init__(
@@ -166,6 +178,10 @@ class WholeTable:
         rows: Sequence[Sequence[str]],
         numeric: Collection[int],
         caption: str | None = None,
+        *,
+        optional: Sequence[int] = (),
+        left_out: str = "{count} of {total} columns left out to fit {width} columns ({names})",
+        turn: bool = False,
     ) -> None:
         # made visible here, where the widths are measured: an escape is four columns wide,
         # an ESC none (Output would make them visible anyway, but after the layout)
@@ -174,72 +190,139 @@ class WholeTable:
         self.rows = [[visible(cell) for cell in row] for row in rows]
         self.numeric = set(numeric)
         self.caption = None if caption is None else visible(caption)
+        self.optional = list(optional)
+        self.left_out = left_out
+        self.turn = turn
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.table(options.max_width)
+        width = options.max_width
+        columns, widths, padding, over = self._layout(width)
+        if self.turn and over > 0 and self.rows:
+            yield from self._turned(width)
+            return
+        yield self._table(columns, widths, padding)
+        hidden = [i for i in self.optional if i not in columns]
+        if hidden:
+            names = [_plain(self.headers[i]).split(maxsplit=1)[0] for i in hidden]
+            note = self.left_out.format(
+                count=len(hidden),
+                total=len(self.optional),
+                width=width,
+                names=", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]}",
+            )
+            yield Text(note).wrap(console, width)  # the console soft-wraps: lines of its width
 
-    def table(self, max_width: int) -> Table:
-        """The rich table for a console ``max_width`` columns wide."""
-
-        def lines(markup: str) -> list[str]:
-            return Text.from_markup(markup).plain.splitlines() or [""]
+    def _layout(self, max_width: int) -> tuple[list[int], list[int], int, int]:
+        """The columns shown, their widths, the cells' padding, and how far over
+        ``max_width`` that still is (positive: printed wider)."""
 
         def widest(texts: Iterable[str]) -> int:
             return max([cell_len(text) for text in texts] + [1])
 
-        count = len(self.headers)
-        natural, least = [], []
+        natural, least = {}, {}
         for i, header in enumerate(self.headers):
-            cells = [line for row in self.rows for line in lines(row[i])]
-            natural.append(widest([*cells, *lines(header)]))
+            cells = [line for row in self.rows for line in _lines(row[i])]
+            head = [word for line in _lines(header) for word in line.split()]
+            natural[i] = widest([*cells, *_lines(header)])
             if i in self.numeric:
-                least.append(widest(cells))
+                least[i] = max(widest(cells), min(widest(head), _HEAD_MIN))
             else:
                 words = [word for line in cells for word in line.split()]
-                least.append(min(widest(words), _TEXT_MIN))
+                least[i] = max(min(widest(words), _TEXT_MIN), min(widest(head), _HEAD_MIN_TEXT))
 
-        def fit(rules: int) -> tuple[list[int], int]:
-            """Column widths for ``rules`` columns of box and padding, and how far over."""
-            widths = list(natural)
-            excess = sum(widths) + rules - max_width
+        def fit(columns: list[int], padding: int) -> tuple[list[int], int]:
+            """Widths of ``columns`` with ``padding``, and how far over ``max_width``."""
+            widths = {i: natural[i] for i in columns}
+            excess = sum(widths.values()) + len(columns) + 1 + 2 * padding * len(columns)
+            excess -= max_width
             while excess > 0:
-                shrinkable = [i for i in range(count) if widths[i] > least[i]]
+                shrinkable = [i for i in columns if widths[i] > least[i]]
                 if not shrinkable:
                     break
                 text = [i for i in shrinkable if i not in self.numeric]
                 column = max(text or shrinkable, key=lambda i: widths[i])
                 widths[column] -= 1
                 excess -= 1
-            return widths, excess
+            return [widths[i] for i in columns], excess
 
         # the box: a rule left of each column and at the right edge, a space either side;
         # without the spaces when that is what it takes to fit
-        padding = 1
-        widths, excess = fit(count + 1 + 2 * count)
-        if excess > 0:
-            padding = 0
-            widths, _ = fit(count + 1)
+        every = list(range(len(self.headers)))
+        for padding in (1, 0):
+            widths, excess = fit(every, padding)
+            if excess <= 0:
+                return every, widths, padding, excess
+        if not self.optional:
+            return every, widths, 0, excess
+        # the optional columns after the others, the last of them left out until it fits
+        columns = [i for i in every if i not in self.optional] + self.optional
+        kept = len(columns)
+        while kept > len(columns) - len(self.optional):
+            kept -= 1
+            widths, excess = fit(columns[:kept], 0)
+            if excess <= 0:
+                break
+        return columns[:kept], widths, 0, excess
+
+    def _table(self, columns: list[int], widths: list[int], padding: int) -> Table:
         table = Table(
             title=self.title,
             caption=self.caption,
-            width=sum(widths) + count + 1 + 2 * padding * count,
+            width=sum(widths) + len(columns) + 1 + 2 * padding * len(columns),
             padding=(0, padding),
         )
-        for i, header in enumerate(self.headers):
-            head = Text.from_markup(header, overflow="fold")
+        for i, width in zip(columns, widths, strict=True):
+            head = Text.from_markup(self.headers[i], overflow="fold")
             head.no_wrap = False  # a numeric column's header folds, its numbers never
-            table.add_column(head, width=widths[i], no_wrap=i in self.numeric, overflow="fold")
+            table.add_column(head, width=width, no_wrap=i in self.numeric, overflow="fold")
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*[row[i] for i in columns])
         return table
+
+    def _turned(self, max_width: int) -> Iterator[WholeTable]:
+        """The table turned: a row per column but the first, a column per row headed by
+        the row's first cell (its values are never cut, as numbers are not); as many tables
+        as it takes to fit ``max_width``, the title on the first."""
+        title, start = self.title, 0
+        while start < len(self.rows):
+            end = start + 1
+            while end < len(self.rows):
+                _, _, padding, over = self._turned_table("", start, end + 1)._layout(max_width)
+                if over > 0 or padding == 0:  # the tables alike: each with its padding
+                    break
+                end += 1
+            yield self._turned_table(title, start, end)
+            title, start = "", end
+
+    def _turned_table(self, title: str, start: int, end: int) -> WholeTable:
+        rows = self.rows[start:end]
+        return WholeTable(
+            title,
+            [self.headers[0], *[row[0] for row in rows]],
+            [[header, *[row[i] for row in rows]] for i, header in enumerate(self.headers[1:], 1)],
+            numeric=range(1, 1 + len(rows)),
+        )
+
+
+def _lines(markup: str) -> list[str]:
+    """The lines of a cell's text (its markup read)."""
+    return Text.from_markup(markup).plain.splitlines() or [""]
+
+
+def _plain(markup: str) -> str:
+    """A header's text, its markup read (a left-out column's name in the note)."""
+    return Text.from_markup(markup).plain
 
 
 _TEXT_MIN = 12  # a text column keeps words whole up to this width ("completed", "botorch")
+_HEAD_MIN = 6  # a numeric column's header folds no narrower ("anneal/_steps", not a letter a line)
+_HEAD_MIN_TEXT = 3  # a text column's header: its cells fold too ("fea/sib/le" beside "yes")
 
 
 LOG_WIDTH = 400
 """Columns a table may take when no one is watching (:class:`Output`): every row on one line
-for a table of some twenty numeric columns; finite, so a renderable that fills the width
+for a table of some forty numeric columns (a wider one leaves parameters out, and says so:
+:class:`WholeTable`); finite, so a renderable that fills the width
 (none is printed to stdout today) could not write lines of thousands of spaces."""
 
 
