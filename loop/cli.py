@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -60,12 +61,18 @@ if TYPE_CHECKING:
     from loop.store import CampaignRow, Store
     from planners import OutcomeConstraint
 
+#: Below this terminal width help is click's plain text: rich's option tables cut option
+#: names and defaults there (``--max-t…``, ``sqlite:/…``; found in review), and plain text
+#: wraps them whole.
+_NARROW_HELP = 60
+
 app = typer.Typer(
     name="closedloop",
     help="Closed-loop experimentation: BoTorch proposes, Bluesky measures, SQLite remembers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None if shutil.get_terminal_size().columns < _NARROW_HELP else "rich",
 )
 console = Output(soft_wrap=True)
 err_console = Output(stderr=True, soft_wrap=True)

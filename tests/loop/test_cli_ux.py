@@ -528,3 +528,19 @@ def test_the_console_command_is_the_guarded_entry_point() -> None:
 
     (command,) = entry_points(group="console_scripts", name="closedloop")
     assert command.value == "loop.__main__:main"
+
+
+def test_help_in_a_narrow_terminal_keeps_option_names_whole() -> None:
+    """Rich's option tables cut names and defaults below ~60 columns (``--max-t…``,
+    ``sqlite:/…``; found in review): there help is click's plain text, which wraps them."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "resume", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("--max-trials", "--max-failures", "--max-duration", "--campaign"):
+        assert name in proc.stdout, proc.stdout
+    assert "…" not in proc.stdout
