@@ -1065,7 +1065,10 @@ def _busy_time(marks: list[tuple[float, str]], end: float) -> float:
 
     The RunEngine calls ``msg_hook`` just before processing each message, so the gap to the
     next call is that message's processing time (plus a negligible scheduling tick).
+    No marks (the run failed before its first message): no time in device code.
     """
+    if not marks:
+        return 0.0
     busy = 0.0
     for (t, command), nxt in zip(marks, [*marks[1:], (end, "")], strict=True):
         if command in _DEVICE_COMMANDS:

@@ -1159,20 +1159,18 @@ class TerminalOperator:
 
     def _read(self, prompt: str) -> str:
         from loop.runner import OperatorStop
+        from loop.streams import ask, write_plain
 
-        # The prompt is written directly, not through rich: a prompt printed by rich and
-        # then interrupted (Ctrl-C) would be printed again with rich's next line. So it is
+        # The prompt is written directly, not through rich (loop.streams.ask), so it is
         # made visible here (an output named with an ESC sequence would drive the terminal).
-        out = self.console.file
-        out.write(visible(prompt))
-        out.flush()
+        # No stdin, or a terminal gone, is the end of input (it was "the runner failed").
         try:
-            return input()
+            return ask(self.console, visible(prompt))
         except EOFError:
-            out.write("\n")
+            write_plain(self.console, "\n")
             raise OperatorStop("the operator's input ended") from None
         except BaseException:
-            out.write("\n")
+            write_plain(self.console, "\n")
             raise
 
     def measure(self, number: int, parameters: Point) -> ManualEntry:

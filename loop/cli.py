@@ -1756,12 +1756,20 @@ app.command("examples")(__import__("loop.cli_examples", fromlist=["examples"]).e
 # ---------------------------------------------------------------------------- entry
 def main() -> None:
     """Console entry point: user errors become one message and an exit code."""
+    from loop.streams import exit_code, standard_streams
+
+    # first: a closed stdin/stdout/stderr opened on os.devnull before any file or socket
+    # takes its descriptor, and text an encoding cannot write degraded, not raised
+    standard_streams()
     try:
         _entry()
+        code: str | int | None = 0
     except SystemExit as exc:
-        _leave_planner_behind(exc.code)
-        raise
-    _leave_planner_behind(0)
+        code = exc.code
+    code = exit_code(code)  # 1 when the output could not be written (a full disk)
+    _leave_planner_behind(code)
+    if code not in (0, None):
+        sys.exit(code)
 
 
 def _leave_planner_behind(code: object) -> None:

@@ -34,13 +34,24 @@ import os
 import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import IO, Any
+from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+
+from loop.streams import STDOUT_CLOSED as STDOUT_CLOSED
+from loop.streams import (
+    gone,
+    keep_unsaid,
+    real_stderr,
+    stdout_note,
+    take_unsaid,
+    to_devnull,
+    write_data,
+)
 
 READ = 1e-4
 """The share of a parameter's range a value read in a table or a summary resolves."""
@@ -359,8 +370,9 @@ class Output(Console):
 
     :meth:`write_raw` (JSON, CSV) writes its text as it is: it is data, for a program.
 
-    A closed stream (its reader exited) silences the console instead of ending the process:
-    see :meth:`on_broken_pipe`.
+    A stream that can no longer be written (its reader exited, its terminal went away, its
+    disk is full) silences the console instead of ending the process: see
+    :meth:`on_broken_pipe`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -394,23 +406,44 @@ class Output(Console):
         When stdout closed under a campaign that goes on (:func:`say_when_stdout_closes`),
         one line on stderr says so; when stderr closed too, nothing. Any other command ends
         as quietly as a Unix tool does in ``closedloop export | head``.
+
+        A terminal that went away (EIO) and a full disk under a log file (ENOSPC) come here
+        too (``loop.streams.gone``, :meth:`_check_buffer`): they stopped a campaign as "the
+        runner failed: OSError" (found in review). The line on stderr names the cause.
         """
         if self.quiet:  # said already (two threads met the closed pipe at once)
             return
         self.quiet = True
-        _to_devnull(self.file)
-        if not self.stderr and _campaign_goes_on:
-            _say_stdout_closed()
+        error = sys.exc_info()[1]  # called while handling the write's error
+        to_devnull(self.file)
+        if self.stderr:
+            return
+        if _campaign_goes_on:
+            _say_stdout_closed(error)
+        else:  # said when a campaign starts, or as the command ends (loop.streams.exit_code)
+            keep_unsaid(error)
+
+    def _check_buffer(self) -> None:
+        """rich's, with every error of a stream that is gone (``loop.streams.gone``) taken
+        as a broken pipe: rich itself catches ``BrokenPipeError`` only."""
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            if not gone(exc):
+                raise
+            self.on_broken_pipe()
 
     def write_raw(self, text: str) -> None:
         """``text`` exactly as given (JSON, CSV: no markup, wrapping or tab expansion),
-        flushed; a closed stream is :meth:`on_broken_pipe`'s, as for :meth:`print`."""
+        flushed, as UTF-8 to a file or a pipe (``loop.streams.write_data``); a closed stream
+        is :meth:`on_broken_pipe`'s, as for :meth:`print`."""
         if self.quiet:
             return
         try:
-            self.file.write(text)
-            self.file.flush()
-        except BrokenPipeError:
+            write_data(self.file, text)
+        except OSError as exc:
+            if not gone(exc):
+                raise
             self.on_broken_pipe()
 
     @property
@@ -426,13 +459,6 @@ class Output(Console):
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
-STDOUT_CLOSED = (
-    "note: standard output was closed (the program reading it exited); closedloop prints "
-    "nothing more there and goes on (`closedloop status` shows how a campaign stands)\n"
-)
-"""What :meth:`Output.on_broken_pipe` writes to stderr when stdout's reader went away."""
-
-
 _campaign_goes_on = False
 
 
@@ -443,39 +469,30 @@ def say_when_stdout_closes() -> Iterator[None]:
     ``export``, ``status`` and the rest end at once and say nothing, as ``head`` expects."""
     global _campaign_goes_on
     _campaign_goes_on = True
+    error = take_unsaid()  # stdout failed before: at the banner, such as on /dev/full
+    if error is not None:
+        _say_stdout_closed(error)
     try:
         yield
     finally:
         _campaign_goes_on = False
 
 
-def _say_stdout_closed() -> None:
-    """Write :data:`STDOUT_CLOSED` to stderr; when stderr is closed too, point it at
-    ``os.devnull`` and say nothing (the flush at exit would fail on it again)."""
-    stream = sys.stderr
+def _say_stdout_closed(error: BaseException | None) -> None:
+    """Write why stdout stopped (``loop.streams.stdout_note`` of ``error``) to stderr; when
+    stderr is gone too, point it at ``os.devnull`` and say nothing (the flush at exit would
+    fail on it again)."""
+    stream = real_stderr()
     if stream is None:
         return
     try:
-        stream.write(STDOUT_CLOSED)
+        stream.write(stdout_note(error))
         stream.flush()
-    except BrokenPipeError:
-        _to_devnull(stream)
-    except (OSError, ValueError):  # closed or unusable: nothing to say it on
+    except OSError as exc:
+        if gone(exc):
+            to_devnull(stream)
+    except ValueError:  # closed or unusable: nothing to say it on
         pass
-
-
-def _to_devnull(stream: IO[str]) -> None:
-    """Point ``stream``'s file descriptor at ``os.devnull`` (a stream without one, such as
-    a test's captured output, is left as it is)."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
 
 
 def _watched() -> bool:
