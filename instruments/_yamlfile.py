@@ -506,20 +506,20 @@ def _node_at(data: Any, loc: Sequence[Any]) -> Any:
 
 def _at(node: CommentedMap | CommentedSeq, part: Any, where: Callable[[Any], Any]) -> int | None:
     """1-based line of ``node``'s key or item ``part`` (``where`` is ``node.lc.key`` or
-    ``.item``), else of ``node`` itself.
+    ``.item``), or ``None`` when it has none (the caller keeps the line it has: the
+    parent key's).
 
     Every key the reader built has a line (a merged one too: ``_place_merged_keys``), but a
-    mapping built otherwise may lack one: ruamel then raises ``KeyError``, or returns
-    ``None`` where the mapping has no line data at all (a ``TypeError`` that ended a command
-    as a bug to report; found in review).
+    key added since has none (a dataset's ``parameters:`` filled in from its spec; the
+    mapping's own first line would point at the wrong key): ruamel then raises
+    ``KeyError``, or returns ``None`` where the mapping has no line data at all (a
+    ``TypeError`` that ended a command as a bug to report; found in review).
     """
     try:
         found = where(part)
     except (KeyError, IndexError):
-        found = None
-    if found is not None and isinstance(found[0], int):
-        return int(found[0]) + 1
-    return node.lc.line + 1 if isinstance(node.lc.line, int) else None
+        return None
+    return int(found[0]) + 1 if found is not None and isinstance(found[0], int) else None
 
 
 def line_of(data: Any, loc: Sequence[Any]) -> int | None:

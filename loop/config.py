@@ -2154,6 +2154,11 @@ def _check_planner(
         _warn_design_takes_budget(campaign, space, data, path)
 
 
+#: The smallest ``max_trials`` whose design taking it all is warned about: below, a budget
+#: of a few trials is a smoke test of the set-up (the README's dry runs use 3), not a plan.
+_WARN_DESIGN_FROM = 10
+
+
 def _warn_design_takes_budget(campaign: Campaign, space: Space, data: Any, path: Path) -> None:
     """Warn when the initial design alone uses the whole ``max_trials``: no trial would be
     chosen by the model the campaign names.
@@ -2165,6 +2170,8 @@ def _warn_design_takes_budget(campaign: Campaign, space: Space, data: Any, path:
     larger, and a stored campaign's design must not change size when it is resumed."""
     budget = campaign.budget.max_trials
     if campaign.planner.kind not in ("botorch", "ax") or budget is None or campaign.prior_data:
+        return
+    if budget < _WARN_DESIGN_FROM:  # a smoke test, or a dry run of a few trials
         return
     n = campaign.planner.initial.size(space.dim)
     if n < budget:
