@@ -14,7 +14,8 @@ import itertools
 import logging
 import math
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -54,17 +55,27 @@ _MAX_DESIGN_DRAWS = 2**26
 _STALL_GAPS = 32  # longest observed gap: ~10 mean gaps (thin bands, corners; 2-6 dims)
 # Largest chunk of the Sobol sequence drawn at once while searching a rare feasible region.
 _MAX_CHUNK = 2**17
-# A narrow polytope (linear constraints over linear float parameters only) that rejection
-# would search for long, or give up on (the random design: 2^16 draws per point): fewer than
+# A narrow polytope (linear constraints over float parameters only) that rejection would
+# search for long, or give up on (the random design: 2^16 draws per point): fewer than
 # _POLYTOPE_MIN_HITS feasible points in the first _MIN_DRAWS points of a fixed Sobol
 # sequence, a feasible fraction below ~1.2e-4 (a test on the space alone, so a design is one
 # or the other from its first point on; every space with more room keeps its rejection
-# design unchanged: 'x + y >= 1.98' on [0, 1]^2 has 12). Its design is then drawn by
-# BoTorch's hit-and-run sampler, in chunks of a fixed size so that position k stays the same
-# point however the campaign asked for it.
+# design unchanged: 'x + y >= 1.98' on [0, 1]^2 has 12). Its design is drawn in two parts
+# (see _Polytope): the columns in no constraint come from the design's own sequence as in
+# an unconstrained space, the constrained columns from the polytope, by an exact simplex
+# transform where one applies (kept where at least _SIMPLEX_MIN_HITS of _SIMPLEX_TEST_DRAWS
+# transformed Sobol points are feasible) and by hit-and-run chains otherwise.
 _POLYTOPE_MIN_HITS = 8
-_POLYTOPE_CHUNK = 64
-_POLYTOPE_THINNING = 20  # BoTorch's default
+_SIMPLEX_TEST_DRAWS = 4096
+_SIMPLEX_MIN_HITS = 16  # an acceptance of ~0.4%: rejection costs ~250 vectorised draws a point
+# Hit-and-run mixes in O(m^2) steps in m dimensions (Lovasz): one independent chain of
+# max(_CHAIN_MIN_STEPS, _CHAIN_STEPS_PER_DIM2 * m^2) steps per design position. One chain
+# thinned by BoTorch's default 20 steps barely moved in >= 8 dimensions: on 12 fractions
+# with sum <= 1, 14 consecutive points were near copies (found in review).
+_CHAIN_MIN_STEPS = 100
+_CHAIN_STEPS_PER_DIM2 = 4
+_CHAIN_MEMORY = 2**22  # numbers held at once (32 MB): chains are run in chunks
+_CHAIN_REFRESH = 64  # steps between exact recomputations of a chain's slack
 
 
 def derive_seed(*parts: int) -> int:
@@ -114,8 +125,7 @@ class PositionalDesign:
         self._last_hit = -1  # sequence index of the last feasible draw kept
         self._ended = False  # the constrained Sobol design has no further point
         self._candidate_rows: list[int] = []
-        self._polytope: tuple[torch.Tensor, torch.Tensor] | None | bool = False  # not tested yet
-        self._hit_and_run: Any = None
+        self._polytope: _Polytope | None | bool = False  # not tested yet
         self._finite: tuple[float, list[Point] | None] | None = None  # see _feasible_points
         self._row_of: dict[Hashable, int] | None = None  # candidate row by point_key
 
@@ -144,7 +154,9 @@ class PositionalDesign:
         sequence from its first point and keeps the feasible ones in order (position k is the
         k-th feasible point, however the campaign got there; whether the design ends before
         k depends only on the sequence, see ``_MAX_DESIGN_DRAWS``); ``random`` redraws from
-        position k's own stream until a draw is feasible.
+        position k's own stream until a draw is feasible. A narrow polytope (see
+        ``_Polytope``) maps the same draws onto the polytope first, or draws its constrained
+        columns by one hit-and-run chain per position: positional in the same way.
 
         Raises:
             InfeasibleSpaceError: the design cannot find a feasible point for a position (the
@@ -154,10 +166,11 @@ class PositionalDesign:
         space = self.space
         polytope = self._narrow_polytope()
         if polytope is not None and self.kind == "random":
-            # One short chain per position: its own stream, as for the rejection draws.
-            return torch.cat(
-                [_polytope_points(space, polytope, self.seed, k) for k in range(start, start + n)]
-            )
+            if polytope.groups:
+                return torch.cat(
+                    [self._random_simplex_point(polytope, k) for k in range(start, start + n)]
+                )
+            return self._chain_design(polytope, start, n)
         if self.kind == "random":
             rows = []
             for k in range(start, start + n):
@@ -239,33 +252,73 @@ class PositionalDesign:
                 self._feasible_U = torch.cat([self._feasible_U, U[ok][:kept]])
                 self._last_hit = int(hits[kept - 1])
 
-    def _narrow_polytope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A, b)`` with ``A u <= b`` the feasible region in ``[0, 1]^d`` when the space is
-        a narrow polytope (see ``_POLYTOPE_MIN_HITS``), else ``None``; tested once."""
+    def _narrow_polytope(self) -> _Polytope | None:
+        """The space as a narrow polytope (see ``_Polytope``), or ``None``; tested once."""
         if self._polytope is False:
             self._polytope = _narrow_polytope(self.space)
         return self._polytope  # type: ignore[return-value]
 
-    def _draw_polytope(self, polytope: tuple[torch.Tensor, torch.Tensor], need: int) -> None:
-        """Extend the design of a narrow polytope towards ``need`` points, one chain."""
-        from botorch.utils.sampling import HitAndRunPolytopeSampler
+    def _draw_polytope(self, polytope: _Polytope, need: int) -> None:
+        """Extend the ``sobol`` design of a narrow polytope towards ``need`` points.
 
+        Simplex transform: the design's Sobol sequence mapped onto the polytope, the
+        feasible points kept in order (every one when the groups are the only constraints,
+        so position k is then Sobol point k, balanced in every column). Hit-and-run: the
+        free columns are Sobol point k's, the constrained ones the end of position k's own
+        chain.
+        """
+        if not polytope.groups:
+            found = len(self._feasible_U)
+            if need > found:
+                U = self._chain_design(polytope, found, need - found)
+                self._feasible_U = torch.cat([self._feasible_U, U])
+            return
         space = self.space
-        if self._hit_and_run is None:
-            with _empty_polytope(space):
-                self._hit_and_run = HitAndRunPolytopeSampler(
-                    inequality_constraints=polytope,
-                    bounds=_unit_bounds(space.dim),
-                    n_thinning=_POLYTOPE_THINNING,
-                    seed=self.seed % 2**31,
-                )
+        if self._sobol is None:
+            self._sobol = torch.quasirandom.SobolEngine(
+                space.dim, scramble=True, seed=self.seed % 2**31
+            )
         while len(self._feasible_U) < need:
-            U = self._hit_and_run.draw(_POLYTOPE_CHUNK).clamp(0.0, 1.0)
-            ok = space.feasible(space.from_unit_cube(U))
-            if not bool(ok.any()):  # pragma: no cover - the chain stays inside
-                raise _infeasible(space, self._drawn, len(self._feasible_U), need=need)
-            self._drawn += len(U)
+            found = len(self._feasible_U)
+            # The space's test (_narrow_polytope) measured an acceptance far above 2^-16.
+            if self._drawn - self._last_hit > _MIN_DRAWS:  # pragma: no cover
+                raise _infeasible(space, self._drawn, found, need=need)
+            chunk = max(1024, 2 * (need - found))
+            if found:
+                chunk = max(chunk, min(_MAX_CHUNK, (need - found) * self._drawn // found))
+            U, ok = _simplex_points(space, polytope, self._sobol.draw(chunk, dtype=torch.float64))
+            hits = ok.nonzero()[:, 0]
+            if len(hits):
+                self._last_hit = self._drawn + int(hits[-1])
+            self._drawn += chunk
             self._feasible_U = torch.cat([self._feasible_U, U[ok]])
+
+    def _random_simplex_point(self, polytope: _Polytope, k: int) -> torch.Tensor:
+        """Position ``k`` of the ``random`` design of a narrow polytope with a simplex
+        transform: the first of its own stream's draws that lands inside (usually the first,
+        which is the unconstrained design's point ``k`` mapped onto the polytope)."""
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, k))
+        for _ in range(_MIN_DRAWS // 64):
+            U = torch.rand(64, self.space.dim, generator=gen, dtype=torch.float64)
+            U, ok = _simplex_points(self.space, polytope, U)
+            if bool(ok.any()):
+                return U[int(ok.nonzero()[0, 0])].unsqueeze(0)
+        raise _infeasible(self.space, _MIN_DRAWS, 0)  # pragma: no cover - as in _draw_polytope
+
+    def _chain_design(self, polytope: _Polytope, start: int, n: int) -> torch.Tensor:
+        """Positions ``start ..`` of a polytope's design by hit-and-run: the columns in no
+        constraint from the design's own sequence (``unit_points``), the constrained ones
+        the end of one chain per position, seeded by the campaign seed, the position and
+        the kind (independent chains: positional, and no point is a near copy of the one
+        before, as consecutive points of one thinned chain were)."""
+        U = self.unit_points(start, n)
+        salt = 3 if self.kind == "sobol" else 4
+        seeds = [derive_seed(self.seed, k, salt) for k in range(start, start + n)]
+        U[:, list(polytope.columns)] = polytope.to_unit(_chain_ends(polytope, seeds))
+        ok = self.space.feasible(self.space.from_unit_cube(U))
+        if not bool(ok.all()):  # pragma: no cover - the chains stay inside
+            raise _infeasible(self.space, n, int(ok.sum()), need=start + n)
+        return U
 
     def _horizon(self, found: int) -> int:
         """The sequence index from which ``_accepted`` refuses any hit, ``found`` hits on."""
@@ -555,28 +608,89 @@ def feasible_cardinality(space: Space) -> float:
     return float(len(_enumerate(space)))
 
 
-def _unit_bounds(d: int) -> torch.Tensor:
-    return torch.stack([torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)])
+@dataclass(frozen=True)
+class _Simplex:
+    """One constraint row ``sum(weight * z') <= budget`` over columns ``at`` of a polytope,
+    with ``z' = 1 - z`` where ``flip`` (a negative coefficient): a simplex corner of the
+    box, ``weight > 0`` and ``budget > 0``."""
+
+    at: torch.Tensor  # long: positions in _Polytope.columns
+    weight: torch.Tensor
+    flip: torch.Tensor  # bool
+    budget: float
 
 
-def _narrow_polytope(space: Space) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(A, b)``, the constraints as ``A u <= b`` over the unit cube, for a space whose
-    constraints are all linear in linear float parameters and leave it so little room that
-    rejection sampling would struggle (see ``_POLYTOPE_MIN_HITS``); else ``None``.
+@dataclass(frozen=True)
+class _Polytope:
+    """A narrow polytope (see ``_POLYTOPE_MIN_HITS``): ``A z <= b`` over the constrained
+    columns ``columns``, in *value* coordinates ``z = (value - lower) / (upper - lower)``.
 
-    A linear float column is ``value = lo + (hi - lo) u``, so a constraint ``slack = c +
-    sum(a * value) >= 0`` is linear in ``u``. Log, integer and choice columns are not (a
-    log scale, or a snap to a grid): a constraint on any of them keeps rejection sampling.
+    Why two parts: the columns in no constraint are free, so the design draws them from
+    its own sequence as in an unconstrained space (balanced, space-filling; a resumed
+    campaign gets the same points); only the constrained columns need a polytope sampler.
+    Sampling the whole point from one hit-and-run chain, as the design first did, left
+    even the free columns in a small range (a temperature in [300, 1500] K beside 12
+    fractions summing to <= 1 spanned 94-335 K over 14 points).
+
+    The sampler of the constrained columns:
+
+    * ``groups`` (non-empty): an exact transform. Each row of ``groups`` (disjoint columns)
+      is a simplex corner of the box, and a point of [0, 1]^m maps onto it uniformly by
+      conditional inversion (``_onto_simplex``); other constrained columns keep their
+      coordinate. The rows not in ``groups`` and the box are then checked (rejection with
+      a high acceptance, measured by ``_narrow_polytope``). One-to-one and smooth, so a
+      Sobol point stays a well-spread point: the usual composition (fractions with
+      ``sum <= 1``) becomes a balanced design.
+    * otherwise: independent hit-and-run chains from an interior point (``_chain_ends``).
+
+    A log-scale float column is linear in ``z`` (a constraint is linear in raw values), so
+    it is drawn uniformly *in value* within the polytope, not log-uniformly: a feasible
+    start, with the small values rarer than a log design would make them. ``to_unit`` maps
+    ``z`` back to the encoded (log) unit coordinate. Integer and choice columns are not
+    served: rounding a point of the relaxation to the grid can break the constraint it
+    met, and the grid points of a narrow polytope may be few or none, so a constraint on
+    one keeps rejection sampling, exact over the grid (and its clear error when the grid
+    holds no feasible point).
+    """
+
+    A: torch.Tensor  # rows x m
+    b: torch.Tensor  # rows
+    columns: tuple[int, ...]
+    lower: torch.Tensor  # raw bounds of the constrained columns
+    upper: torch.Tensor
+    log: torch.Tensor  # bool
+    groups: tuple[_Simplex, ...]
+    interior: torch.Tensor | None  # a point inside, for the chains (``groups`` empty)
+
+    def to_unit(self, Z: torch.Tensor) -> torch.Tensor:
+        """Encoded unit coordinates of value coordinates ``Z`` (``n x m``)."""
+        Z = Z.clamp(0.0, 1.0)
+        if not bool(self.log.any()):
+            return Z
+        value = self.lower + Z * (self.upper - self.lower)
+        llo, lhi = self.lower.log10(), self.upper.log10()
+        logged = ((value.log10() - llo) / (lhi - llo)).clamp(0.0, 1.0)
+        return torch.where(self.log, logged, Z)
+
+
+def _narrow_polytope(space: Space) -> _Polytope | None:
+    """The space as a ``_Polytope`` when its constraints are all linear in float parameters
+    and leave it so little room that rejection sampling would struggle (see
+    ``_POLYTOPE_MIN_HITS``); else ``None``.
+
+    A float column is ``value = lower + (upper - lower) z`` (``z`` is the encoded unit
+    coordinate of a linear column, and a monotone map of a log column's), so a constraint
+    ``slack = c + sum(a * value) >= 0`` is linear in ``z``. Integer and choice columns in a
+    constraint keep rejection sampling (see ``_Polytope``).
     """
     if space.candidates is not None or not space.constraints:
         return None
-    columns = {p.name: i for i, p in enumerate(space.columns)}
+    index = {p.name: i for i, p in enumerate(space.columns)}
     for c in space.constraints:
         if not c.is_linear:
             return None
         for name in c.coefficients:
-            p = space.columns[columns[name]] if name in columns else None
-            if not isinstance(p, FloatParameter) or p.log:
+            if name not in index or not isinstance(space.columns[index[name]], FloatParameter):
                 return None
     engine = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0)
     hits = 0
@@ -585,36 +699,147 @@ def _narrow_polytope(space: Space) -> tuple[torch.Tensor, torch.Tensor] | None:
         hits += int(space.feasible(space.from_unit_cube(U)).sum())
         if hits >= _POLYTOPE_MIN_HITS:
             return None
-    A = torch.zeros(len(space.constraints), space.dim, dtype=torch.float64)
+    columns = sorted({index[name] for c in space.constraints for name in c.coefficients})
+    at = {j: i for i, j in enumerate(columns)}
+    bounds = torch.tensor(
+        [[float(v) for v in space.columns[j].bounds] for j in columns],  # type: ignore[union-attr]
+        dtype=torch.float64,
+    )
+    lower, upper = bounds[:, 0], bounds[:, 1]
+    A = torch.zeros(len(space.constraints), len(columns), dtype=torch.float64)
     b = torch.zeros(len(space.constraints), dtype=torch.float64)
     for r, c in enumerate(space.constraints):
         b[r] = c.constant
         for name, a in c.coefficients.items():
-            lo, hi = (float(v) for v in space.columns[columns[name]].bounds)  # type: ignore[union-attr]
-            A[r, columns[name]] = -a * (hi - lo)
-            b[r] += a * lo
-    return A, b.unsqueeze(-1)
-
-
-def _polytope_points(
-    space: Space, polytope: tuple[torch.Tensor, torch.Tensor], seed: int, k: int
-) -> torch.Tensor:
-    """Position ``k`` of the ``random`` design of a narrow polytope: a ``1 x d`` point, the end
-    of a short hit-and-run chain of its own (seeded by the campaign seed and ``k``)."""
-    from botorch.utils.sampling import HitAndRunPolytopeSampler
+            i = at[index[name]]
+            A[r, i] = -a * float(upper[i] - lower[i])
+            b[r] += a * float(lower[i])
+    log = torch.tensor(
+        [bool(space.columns[j].log) for j in columns],  # type: ignore[union-attr]
+        dtype=torch.bool,
+    )
+    polytope = _Polytope(A, b, tuple(columns), lower, upper, log, _simplex_groups(A, b), None)
+    if polytope.groups:
+        probe = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0)
+        _, ok = _simplex_points(space, polytope, probe.draw(_SIMPLEX_TEST_DRAWS, dtype=A.dtype))
+        if int(ok.sum()) >= _SIMPLEX_MIN_HITS:
+            return polytope
+    from botorch.utils.sampling import find_interior_point
 
     with _empty_polytope(space):
-        sampler = HitAndRunPolytopeSampler(
-            inequality_constraints=polytope,
-            bounds=_unit_bounds(space.dim),
-            n_thinning=_POLYTOPE_THINNING,
-            seed=derive_seed(seed, k) % 2**31,
-        )
-    for _ in range(8):
-        U = sampler.draw(1).clamp(0.0, 1.0)
-        if bool(space.feasible(space.from_unit_cube(U)).all()):
-            return U
-    raise _infeasible(space, 8, 0)  # pragma: no cover - the chain stays inside
+        box = torch.cat([A, torch.eye(len(columns)), -torch.eye(len(columns))])
+        limits = torch.cat([b, torch.ones(len(columns)), torch.zeros(len(columns))])
+        interior = find_interior_point(box.numpy(), limits.unsqueeze(-1).numpy())
+    return replace(polytope, groups=(), interior=torch.as_tensor(interior, dtype=A.dtype))
+
+
+def _simplex_groups(A: torch.Tensor, b: torch.Tensor) -> tuple[_Simplex, ...]:
+    """Rows of ``A z <= b`` to map onto exactly: any row is a simplex corner of the box
+    once its negative coefficients' columns are flipped (``z' = 1 - z``), if its budget
+    stays positive. Widest rows first, over disjoint columns (two compositions are two
+    groups); rows left out are checked by rejection."""
+    groups: list[_Simplex] = []
+    taken: set[int] = set()
+    order = sorted(range(len(A)), key=lambda r: -int((A[r] != 0).sum()))
+    for r in order:
+        at = (A[r] != 0).nonzero()[:, 0]
+        if taken & set(at.tolist()):
+            continue
+        weight = A[r, at]
+        flip = weight < 0
+        budget = float(b[r] - weight[flip].sum())
+        if budget <= 0:
+            continue
+        groups.append(_Simplex(at, weight.abs(), flip, budget))
+        taken |= set(at.tolist())
+    return tuple(groups)
+
+
+def _simplex_points(
+    space: Space, polytope: _Polytope, U: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``U`` of [0, 1]^d with their constrained columns mapped onto the polytope's
+    simplex groups (``n x d``), and which of them are feasible (every constraint, and the
+    box: a group's simplex may reach past a column's upper bound)."""
+    U = U.clone()
+    Z = U[:, list(polytope.columns)]
+    inside = torch.ones(len(U), dtype=torch.bool)
+    for group in polytope.groups:
+        z = _onto_simplex(Z[:, group.at]) * (group.budget / group.weight)
+        inside &= (z <= 1.0).all(dim=-1)
+        Z[:, group.at] = torch.where(group.flip, 1.0 - z, z)
+    U[:, list(polytope.columns)] = polytope.to_unit(Z)
+    return U, inside & space.feasible(space.from_unit_cube(U))
+
+
+def _onto_simplex(U: torch.Tensor) -> torch.Tensor:
+    """Points of [0, 1]^m mapped uniformly onto the simplex ``y >= 0, sum(y) <= 1``.
+
+    Conditional inversion (Rosenblatt): ``y_1`` has density ``m (1 - y_1)^(m - 1)``, so
+    ``y_1 = 1 - (1 - u_1)^(1/m)``, and the rest is the same problem on the simplex scaled
+    by ``1 - y_1``. One-to-one and continuous, unlike sorting the coordinates, so the
+    strata of a Sobol sequence stay strata of equal volume on the simplex.
+    """
+    m = U.shape[-1]
+    remaining = torch.ones(len(U), dtype=U.dtype)
+    Y = torch.empty_like(U)
+    for i in range(m):
+        left = remaining * (1.0 - U[:, i]).clamp(0.0, 1.0) ** (1.0 / (m - i))
+        Y[:, i] = remaining - left
+        remaining = left
+    return Y
+
+
+def _chain_ends(polytope: _Polytope, seeds: Sequence[int]) -> torch.Tensor:
+    """The constrained columns' value coordinates (``n x m``) at the end of one hit-and-run
+    chain per seed, each from the polytope's interior point with ``_CHAIN_MIN_STEPS`` or
+    ``_CHAIN_STEPS_PER_DIM2 * m^2`` steps, run side by side (one chain's random numbers
+    come from its own generator, so a chain does not depend on the others)."""
+    m = len(polytope.columns)
+    interior = polytope.interior if polytope.interior is not None else torch.full((m,), 0.5)
+    eye = torch.eye(m, dtype=torch.float64)
+    A = torch.cat([polytope.A, eye, -eye])  # the box as rows too
+    b = torch.cat([polytope.b, torch.ones(m, dtype=torch.float64), torch.zeros(m)])
+    steps = max(_CHAIN_MIN_STEPS, _CHAIN_STEPS_PER_DIM2 * m * m)
+    per_chunk = max(1, _CHAIN_MEMORY // (steps * (m + 1 + len(A))))
+    ends = []
+    for first in range(0, len(seeds), per_chunk):
+        chunk = seeds[first : first + per_chunk]
+        directions, lengths = [], []
+        for seed in chunk:
+            gen = torch.Generator().manual_seed(seed % 2**63)
+            directions.append(torch.randn(steps, m, generator=gen, dtype=torch.float64))
+            lengths.append(torch.rand(steps, generator=gen, dtype=torch.float64))
+        D = torch.stack(directions)
+        D = D / D.norm(dim=-1, keepdim=True)
+        L = torch.stack(lengths)
+        # Every step's rates at once, not one small product per step (30x slower on a
+        # loaded machine, BLAS threads contending).
+        rates = _products(D, A)
+        Z = interior.to(torch.float64).expand(len(chunk), m).clone()
+        for step in range(steps):
+            if step % _CHAIN_REFRESH == 0:  # the slack, afresh: no drift from the updates
+                slack = b - _products(Z, A)
+            rate = rates[:, step]
+            room = slack.clamp(min=0.0) / rate
+            upper = torch.where(rate > 0, room, math.inf).amin(dim=-1)
+            lower = torch.where(rate < 0, room, -math.inf).amax(dim=-1)
+            length = (lower + L[:, step] * (upper - lower)).unsqueeze(-1)
+            Z = Z + length * D[:, step]
+            slack = slack - length * rate
+        ends.append(Z)
+    return torch.cat(ends) if ends else torch.empty(0, m, dtype=torch.float64)
+
+
+def _products(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """``X @ A.T`` summed term by term in a fixed order: a row's result does not depend on
+    the other rows, as a BLAS product's may (its kernel, and so its rounding, can change
+    with the number of rows), so a chain ends at the same point however many positions
+    are drawn together (the design stays positional to the bit)."""
+    out = torch.zeros(*X.shape[:-1], len(A), dtype=X.dtype)
+    for j in range(X.shape[-1]):
+        out += X[..., j : j + 1] * A[:, j]
+    return out
 
 
 @contextlib.contextmanager
