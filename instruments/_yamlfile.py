@@ -33,6 +33,7 @@ from ruamel.yaml.reader import ReaderError
 # The limits and their checks are shared with a dataset's spec (read with PyYAML), so every
 # YAML file a user writes is refused alike: see simulators._text.
 from simulators._text import (
+    LINE_BREAK,
     DepthLimitedComposer,
     TextFileError,
     check_yaml_expansion,
@@ -170,13 +171,16 @@ class _Constructor(RoundTripConstructor):
     def construct_mapping(  # type: ignore[override]  # ruamel's round-trip signature
         self, node: Any, maptyp: Any, deep: bool = False
     ) -> Any:
-        """ruamel's mapping, each key refused unless it is text, and each key merged in with
-        ``<<:`` given a line.
+        """ruamel's mapping, a key refused that is no value at all (null, a list or a
+        mapping), and each key merged in with ``<<:`` given a line.
 
-        A key YAML reads as something else (``~``, ``1``, ``true``, ``[a]``, ``? seed: 4``)
-        is no name of any schema: pydantic said "Keys should be strings" at the parent's
-        line with the parent's fix, or skipped it in silence (found in review). It is said
-        at the key's own line, as written. Not an item with no value inside ``{...}``: in
+        Such a key (``~``, ``[a]``, ``? seed: 4``) is no name of any schema, nor a key a
+        plugin's ``args:`` could mean: pydantic said "Keys should be strings" at the
+        parent's line with the parent's fix, or skipped it in silence (found in review). It
+        is said at the key's own line, as written. A number, true/false or a date is a key
+        the free-form ``args:`` of a plugin device or planner may hold (a channel map
+        ``{1: temp, 2: pressure}``, accepted before and stored so), so those are left to
+        the schema where it names its keys. Not an item with no value inside ``{...}``: in
         ``{bounds: -5, 10}`` the ``10`` is a list's item the commas cut off, which the
         schema's reader says as such (``loop.config``).
 
@@ -200,23 +204,12 @@ class _Constructor(RoundTripConstructor):
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-#: The tags of a key that is text: plain text, ``<<`` (merge) and ``=`` (which ruamel reads
-#: as text).
-_TEXT_KEY_TAGS = frozenset({"tag:yaml.org,2002:str", _MERGE_TAG, "tag:yaml.org,2002:value"})
-
-#: What YAML reads a plain key as, by its tag, for the message.
-_KEY_KINDS = {
-    "null": "null",
-    "bool": "true/false",
-    "int": "a number",
-    "float": "a number",
-    "timestamp": "a date",
-}
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 
 def _is_empty(node: Any) -> bool:
     """Whether ``node`` is a value left out (``{a: 1, b}``: ``b`` has none)."""
-    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null" and not node.value
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG and not node.value
 
 
 def _refuse_key(key_node: Any) -> None:
@@ -232,13 +225,12 @@ def _refuse_key(key_node: Any) -> None:
             line=line,
             fix="remove the ':' after the list or mapping (or the '?' before it), or quote the key",
         )
-    if not isinstance(key_node, ScalarNode) or str(key_node.tag) in _TEXT_KEY_TAGS:
+    if not isinstance(key_node, ScalarNode) or str(key_node.tag) != _NULL_TAG:
         return
     written = str(key_node.value)
-    kind = _KEY_KINDS.get(str(key_node.tag).rsplit(":", 1)[-1], "not text")
     shown = written if len(written) <= 40 else written[:39] + "…"
     raise TextFileError(
-        f"key {shown} ({kind}) is not a name" if written else "a key is empty (null)",
+        f"key {shown} (null) is not a name" if written else "a key is empty (null)",
         line=line,
         fix=f"quote it ('{shown}') or remove it"
         if written
@@ -360,8 +352,9 @@ def _forbidden_character(text: str, exc: ReaderError) -> tuple[str, int | None, 
             1,
             "save the file as UTF-8",
         )
-    line = text.count("\n", 0, at) + 1
-    start = text.rfind("\n", 0, at) + 1
+    breaks = list(LINE_BREAK.finditer(text, 0, at))  # old-Mac CR-only endings too
+    line = len(breaks) + 1
+    start = breaks[-1].end() if breaks else 0
     column = at - start + 1 - (line == 1 and text.startswith("\ufeff"))
     kind = "a control character" if unicodedata.category(chr(code)) == "Cc" else "a character"
     name = _CONTROL_NAMES.get(code) or unicodedata.name(chr(code), "")
@@ -527,6 +520,9 @@ def line_of(data: Any, loc: Sequence[Any]) -> int | None:
     node = data
     line: int | None = None
     for part in loc:
+        if isinstance(node, CommentedMap) and part not in node and isinstance(part, str):
+            # pydantic names a key that is not text by its repr (a date: 'datetime.date(...)')
+            part = next((k for k in node if not isinstance(k, str) and repr(k) == part), part)
         if isinstance(node, CommentedMap) and part in node:
             line = _at(node, part, node.lc.key) or line
             node = node[part]
@@ -619,9 +615,14 @@ def _describe(
     if kind == "value_error" and len(data_loc) <= 1:
         hint = ""
     else:
-        key = next((p for p in reversed(data_loc) if isinstance(p, str)), "")
+        # the key at fault: a key that is not text is no section's (`instrument: {1: 0}`)
+        key = (
+            ""
+            if kind == "invalid_key"
+            else next((p for p in reversed(data_loc) if isinstance(p, str)), "")
+        )
         section = _hint_for(loc, hints)
-        if key in hints or re.search(rf"\b{re.escape(key)}\b", section):
+        if key and (key in hints or re.search(rf"\b{re.escape(key)}\b", section)):
             hint = section  # the key's own hint, or its section's that shows it
         else:
             hint = _type_fix(err, data_loc, model, loc, data) or section

@@ -1180,8 +1180,15 @@ def _ascii(name: str) -> str:
     """``name``'s accented letters without their accents, a micro sign as ``u``
     (``température`` -> ``temperature``, ``µL`` -> ``uL``), so that the name suggested for a
     non-ASCII one keeps its letters (``temp_rature`` read as a typo; found in review)."""
-    text = unicodedata.normalize("NFKD", name.replace("µ", "u").replace("μ", "u"))
+    text = unicodedata.normalize("NFKD", name.translate(_LETTERS))
     return "".join(c for c in text if not unicodedata.combining(c))
+
+
+#: Letters Unicode gives no ASCII base letter (NFKD leaves them whole), as they are spelt.
+_LETTERS = str.maketrans(
+    {"µ": "u", "μ": "u", "ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe"}
+    | {"Œ": "OE", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th"}
+)
 
 
 def _as_identifier(name: str) -> str:
@@ -1809,10 +1816,13 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
         for c in space.constraints
         if c.is_linear and c.coefficients and all(n in ranges for n in c.coefficients)
     ]
+    floats = {p.name for p in space.parameters if isinstance(p, FloatParameter)}
     if linear:
-        floats = {p.name for p in space.parameters if isinstance(p, FloatParameter)}
         _check_jointly(linear, ranges, floats, data, path)
-    _check_by_sampling(space, data, path)
+    # Linear constraints over floats are decided exactly above, and the design samples any
+    # region they leave room in; a nonlinear one, or one over whole numbers, only by drawing.
+    if any(not c.is_linear or not set(c.names) <= floats for c in space.constraints):
+        _check_by_sampling(space, data, path)
 
 
 def _check_by_sampling(space: Space, data: Any, path: Path) -> None:
@@ -1824,10 +1834,8 @@ def _check_by_sampling(space: Space, data: Any, path: Path) -> None:
     region the sampler cannot reach, passed ``validate``, and ``run`` then stored the
     campaign and stopped it at its first proposal, saying ``resume`` would continue it
     (found in review). So ``validate`` says ok exactly when the campaign can start. It
-    imports torch (about a second), which only a campaign with constraints pays for.
+    imports torch (about a second), which only a campaign with such constraints pays for.
     """
-    if not space.constraints:
-        return
     from planners import InfeasibleSpaceError, PositionalDesign
 
     try:

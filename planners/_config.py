@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 if TYPE_CHECKING:
     from planners._plugin import PlannerPluginError
@@ -77,6 +78,27 @@ class InitialDesign(BaseModel):
         return planner == "ax" or n_objectives > 1
 
 
+def _plain(value: Any) -> Any:
+    """YAML data as plain Python: dicts, lists, ``int``, ``float``, ``str``, ``bool``, dates
+    and ``None``, keys as written (a number stays a number).
+
+    A plugin's ``args:`` reached it as the YAML reader's own types (a ruamel ``CommentedSeq``
+    compared with an int read "'<' not supported between ... 'CommentedSeq'"; found in
+    review). Not pydantic's ``JsonValue``, which refused a date or a number as a key that
+    campaigns were stored with.
+    """
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, ScalarBoolean):  # an anchored true/false: an int subclass
+        return bool(value)
+    for kind in (bool, int, float, str):  # ruamel's ScalarFloat etc. subclass these
+        if isinstance(value, kind) and type(value) is not kind:
+            return kind(value)
+    return value
+
+
 class PlannerConfig(BaseModel):
     """Which strategy proposes the next experiments, and how."""
 
@@ -102,10 +124,7 @@ class PlannerConfig(BaseModel):
             "to the campaign file). Built as Class(context, **args)."
         ),
     )
-    # JsonValue, not Any: pydantic rebuilds the data as plain dicts, lists and scalars, so a
-    # plugin never meets the YAML reader's own types (a ruamel CommentedSeq compared with an
-    # int read "'<' not supported between ... 'CommentedSeq'"; found in review).
-    args: dict[str, JsonValue] = Field(
+    args: Annotated[dict[str, Any], BeforeValidator(_plain)] = Field(
         default_factory=dict,
         description="Keyword arguments of the plugin's constructor: plain YAML data, stored "
         "with the campaign.",

@@ -237,6 +237,16 @@ def parse_constraint(text: Any, index: int, parameters: Sequence[Any]) -> Parame
     difference = _affine(ast.BinOp(left=lhs, op=ast.Sub(), right=rhs), constants)
     coefficients: dict[str, float] = {}
     constant = 0.0
+    if difference is not None and not all(
+        math.isfinite(v) for v in (*difference[0].values(), difference[1])
+    ):
+        raise ConstraintError(  # finite numbers whose product is not: x1 * 1e200 * 1e200
+            "a coefficient of it is no finite number (a float holds at most ±1.8e308)",
+            index=index,
+            text=shown,
+            fix="write numbers whose products stay within ±1e308, or state the parameters "
+            "in larger units",
+        )
     if difference is not None:
         raw, offset = difference
         sign = -1.0 if op == "<=" else 1.0  # slack = rhs - lhs for <=, lhs - rhs for >=
@@ -392,8 +402,8 @@ def _number(node: ast.expr) -> float:
             return math.pow(a, b)
         except OverflowError:
             return math.inf
-        except ValueError:  # a negative number to a fractional power
-            return math.nan
+        except ValueError:  # zero to a negative power (1 / 0), or a negative to a fraction
+            return math.inf if a == 0.0 else math.nan
     if isinstance(node.op, ast.Div):
         return a / b if b != 0.0 else math.inf
     return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op), math.nan)

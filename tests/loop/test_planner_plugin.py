@@ -443,7 +443,10 @@ def test_a_plugins_args_arrive_as_plain_python(tmp_path: Path) -> None:
     folder.joinpath("c.yaml").write_text(
         folder.joinpath("c.yaml")
         .read_text()
-        .replace("{radius: 0.2}", "{radius: [0.1, 0.2], opts: {a: 0x10, b: [yes, ~]}}")
+        .replace(
+            "{radius: 0.2}",
+            "{radius: [0.1, 0.2], opts: {a: 0x10, b: [yes, ~], 1: &t true}, t: *t, on: 2024-01-01}",
+        )
     )
     (folder / "probe.py").write_text(
         "class Probe:\n"
@@ -457,7 +460,9 @@ def test_a_plugins_args_arrive_as_plain_python(tmp_path: Path) -> None:
     )
     with pytest.raises(CampaignConfigError) as info:
         load_campaign(folder / "c.yaml")
+    # a number as a key and a date stay what they are: campaigns were stored with them
     assert (
-        "{'radius': 'list', 'opts': 'dict', 'a': 'int', 'b': 'list'} "
-        "{'radius': [0.1, 0.2], 'opts': {'a': 16, 'b': ['yes', None]}}" in info.value.problem
+        "{'radius': 'list', 'opts': 'dict', 't': 'bool', 'on': 'date', 'a': 'int', 'b': "
+        "'list', 1: 'bool'} {'radius': [0.1, 0.2], 'opts': {'a': 16, 'b': ['yes', None], "
+        "1: True}, 't': True, 'on': datetime.date(2024, 1, 1)}" in info.value.problem
     )

@@ -137,6 +137,8 @@ def test_validate_names_the_violated_constraint() -> None:
         ("temperature * (10**200 * 10**200) <= 1", 1, "is no finite number"),
         ("temperature <= 1 / 0", 1, "1 / 0 is no finite number"),
         ("temperature <= (-2)**0.5", 1, "is no real number"),
+        ("temperature <= 0**-1", 1, "is no finite number"),
+        ("temperature * 1e200 * 1e200 + residence_time <= 1", 1, "a coefficient of it is no"),
     ],
 )
 def test_bad_constraints_say_which_and_how_to_fix(text: str, index: int, message: str) -> None:
