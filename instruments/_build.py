@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import logging
 import math
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -585,7 +586,8 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
     key = (path, path.stat().st_mtime_ns)
     if key in _loaded_files:
         return _loaded_files[key]
-    digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:10]
+    # os.fsencode: a path that is not UTF-8 (Latin-1 bytes) has no str.encode()
+    digest = hashlib.sha1(os.fsencode(path), usedforsecurity=False).hexdigest()[:10]
     module_name = f"_closedloop_user_{path.stem}_{digest}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:

@@ -669,7 +669,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """
     from loop.store import Store
 
-    db = Store(store, create=False)
+    db = Store(store, read_only=True)
     counts = db.trial_counts()
 
     def trials(cid: int) -> str:
@@ -704,7 +704,7 @@ def status(
     from loop.report import annotate, stored_campaign
     from loop.store import Store, export_records, known_budget
 
-    db = Store(store, create=False)
+    db = Store(store, read_only=True)
     store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     c = stored_campaign(row)
@@ -787,7 +787,7 @@ def _status_json(
     JSON, as ``export --format json`` writes it (a NaN or infinite value is ``null``).
     ``db``: the store ``row`` is from, for its sessions (without one, none are listed)."""
     from loop.report import best_record, to_json
-    from loop.store import known_budget
+    from loop.store import known_budget, path_from_text
 
     best: dict[str, Any] | None = None
     pareto: list[int] | None = None
@@ -808,7 +808,7 @@ def _status_json(
         "best": best,
         "pareto": pareto,
         "pending": [r["trial_id"] for r in records if r["status"] == "running"],
-        "units": _declared_units(c, Path(row.config_path).parent),
+        "units": _declared_units(c, path_from_text(row.config_path).parent),
         "seed": row.seed,
         "sessions": db.sessions(row.id or 0) if db is not None else [],
         "function_changes": db.function_changes(row.id or 0) if db is not None else [],
@@ -1142,7 +1142,7 @@ def export(
     if output is not None and str(output) == "-":
         output = None  # the Unix way to say stdout; it wrote a file named "-" (found in review)
     format = _export_format(format, output)
-    db = Store(store, create=False)
+    db = Store(store, read_only=True)
     store = db.url  # what messages show: a password in the URL as ***
     if format == ExportFormat.yaml:
         from loop.provenance import campaign_file
@@ -1227,7 +1227,7 @@ def report(
     from loop.report import OutputError, plot_report
     from loop.store import Store
 
-    db = Store(store, create=False)
+    db = Store(store, read_only=True)
     store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     try:

@@ -149,7 +149,7 @@ def _stored_declared(
     from loop.runner import Runner
     from loop.store import Store
 
-    db = Store(url, create=False)
+    db = Store(url, read_only=True)
     try:
         row = db.campaign(campaign) if campaign is not None else db.latest_unfinished()
         loaded = Runner.from_store(db, row.id or 0).loaded
@@ -285,7 +285,7 @@ def plan(
                 "runs it); drop --seed with --store",
                 param_hint="'--seed'",
             )
-        db = Store(store, create=False)
+        db = Store(store, read_only=True)  # a preview: the store is not written
         store = db.url  # what messages show: a password in the URL as ***
     elif file is None:
         raise typer.BadParameter("give a campaign FILE, or --store URL for a stored campaign")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from loop.config import Campaign, parse_campaign
 from loop.errors import ClosedLoopError
-from loop.store import CampaignRow, Store, export_records
+from loop.store import CampaignRow, Store, export_records, path_from_text
 from planners._outliers import best_index, best_trace, outlying
 from planners._protocol import DESIGN_KINDS, Objective
 
@@ -218,7 +218,7 @@ def report_path(out: Path) -> tuple[Path, str]:
 def stored_campaign(row: CampaignRow) -> Campaign:
     """The campaign model from the YAML text kept in the store (no file needed), for display:
     not checked again against its planner and instrument (see ``parse_campaign``)."""
-    path = Path(row.config_path)
+    path = path_from_text(row.config_path)
     return parse_campaign(
         row.config_text,
         path=path,

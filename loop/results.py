@@ -32,7 +32,7 @@ def trial_records(store: Store | str, campaign: str | int | None = None) -> list
         several ``pareto``. ``pandas.json_normalize(records)`` makes a table of them
         (columns ``parameters.x1``, ``outputs.y``, ...).
     """
-    db = Store(store, create=False) if isinstance(store, str) else store
+    db = Store(store, read_only=True) if isinstance(store, str) else store
     try:
         row = db.campaign(campaign)
         return annotate(export_records(db, row.id or 0), stored_campaign(row))
@@ -63,7 +63,7 @@ def run_documents(
         store: an open ``Store``, or a store URL (opened read-only and closed again).
         campaign: a campaign's name or id; the latest campaign by default.
     """
-    db = Store(store, create=False) if isinstance(store, str) else store
+    db = Store(store, read_only=True) if isinstance(store, str) else store
     try:
         row = db.campaign(campaign)
         with db.session() as s:

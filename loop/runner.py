@@ -118,6 +118,7 @@ from loop.store import (
     TrialRow,
     TrialStatus,
     known_budget,
+    path_from_text,
 )
 from planners import (
     Observation,
@@ -797,7 +798,7 @@ class Runner:
                 campaign is not checked against its planner.
         """
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
-        path = Path(row.config_path)
+        path = path_from_text(row.config_path)  # a name that is not UTF-8 is stored escaped
         loaded = parse_campaign(
             row.config_text,
             path=path,

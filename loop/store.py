@@ -422,8 +422,45 @@ def _code_change(what: str, detail: dict[str, Any]) -> dict[str, Any]:
 def _text(value: str | None) -> str | None:
     """Free text from devices and exceptions (a trial's error, a stop or pause reason) as
     every backend stores it: PostgreSQL's text refuses NUL characters, which an instrument's
-    raw reply in an exception message can hold; they are written ``\\x00`` instead."""
-    return value.replace("\x00", "\\x00") if value is not None else None
+    raw reply in an exception message can hold; they are written ``\\x00`` instead.
+
+    A file name that is not valid UTF-8 (``caf\\xe9.yaml`` from a Latin-1 system, a USB
+    stick) reaches Python as lone surrogates (``os.fsdecode``), which no backend's text
+    takes: ``run`` on such a file failed with "surrogates not allowed" and "please report
+    it" (found in review). Such a byte is written ``\\xe9`` instead, as ``ls -b`` shows
+    it; :func:`path_from_text` reads a stored path back.
+    """
+    if value is None:
+        return None
+    return _SURROGATE.sub(_escaped, value.replace("\x00", "\\x00"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """A lone surrogate as text: the byte ``os.fsdecode`` made it of (U+DC80..U+DCFF) as
+    ``\\xNN``, any other (from an exception's text) as its ``\\uNNNN``."""
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+#: A byte that is not UTF-8, as :func:`_text` writes it into the store.
+_ESCAPED_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def path_from_text(stored: str) -> Path:
+    """A file path as the store keeps it, back as the path it names (:func:`_text` wrote a
+    byte that is not UTF-8 as ``\\xe9``): ``resume`` resolves a campaign's relative files
+    against its stored file's folder, which may be such a name. A name written with a
+    literal backslash escape, and no such byte, is kept when it exists."""
+    if "\\x" not in stored:
+        return Path(stored)
+    raw = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m[1], 16)), stored)
+    literal = Path(stored)
+    if raw == stored or _text(raw) != stored or literal.exists():
+        return literal
+    return Path(raw)
 
 
 # How long a server store's connection attempt may take before the command gives up: libpq
@@ -562,6 +599,105 @@ def _refuse_unkept_sqlite(url: str, parsed: URL, *, scratch: bool) -> None:
         )
 
 
+def _home_expanded(url: str, parsed: URL) -> tuple[str, URL]:
+    """A SQLite URL whose path starts with ``~`` as a shell reads it: the home folder.
+
+    ``sqlite:///~/t.db`` made a folder named ``~`` in the current one (found in review),
+    which invites an ``rm -rf ~`` to clean it up. ``~`` and ``~user`` are expanded, and the
+    URL shown and suggested afterwards names the file itself (``sqlite:////home/ada/t.db``),
+    which works from any folder and for a colleague. ``sqlite:////~/t.db`` (a folder ``~`` at
+    the root) is refused with the URL meant. Also for ``$CLOSEDLOOP_STORE``.
+    """
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite":
+        return url, parsed
+    if database.startswith("/~"):
+        raise StoreError(
+            f"store URL {shown_url(url)} names a folder '{database[1:].split('/')[0]}' at the "
+            f"root, not a home folder: write sqlite:///{database[1:]} for one in your home "
+            "folder"
+        )
+    if not database.startswith("~"):
+        return url, parsed
+    expanded = os.path.expanduser(database)
+    if expanded.startswith("~"):
+        user = database[1:].split("/", 1)[0]
+        why = f"no user '{user}' is known here" if user else "HOME is not set"
+        raise StoreError(
+            f"store URL {shown_url(url)}: cannot tell which home folder ~ is ({why}); write "
+            "the full path, e.g. sqlite:////home/you/campaign.db"
+        )
+    parsed = parsed.set(database=expanded)
+    return parsed.render_as_string(hide_password=False), parsed
+
+
+def _companion(file: Path, suffix: str) -> Path:
+    """``file``'s ``-wal`` or ``-shm``: SQLite keeps them beside it while it is open."""
+    return file.with_name(file.name + suffix)
+
+
+def _unwritable(file: Path) -> str | None:
+    """Why this process cannot write the existing store ``file``, or ``None``.
+
+    SQLite writes more than the file: its ``-wal`` and ``-shm`` beside it, created on
+    opening and removed on the last close, so the folder must be writable too (and so
+    must those files, when a process of another user left them). ``os.access``: also
+    false on a read-only mount; always true for root elsewhere, who can write anyway.
+    """
+    folder = file.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"the store's folder {folder} is not writable (SQLite keeps {file.name}-wal "
+            f"and {file.name}-shm beside {file.name} while it writes)"
+        )
+    for target in (file, _companion(file, "-wal"), _companion(file, "-shm")):
+        if target.exists() and not os.access(target, os.W_OK):
+            return f"{target} is not writable by you"
+    return None
+
+
+def _read_only_uri(url: str, file: Path) -> str:
+    """The SQLite URI that reads ``file`` and writes nothing, not even beside it
+    (:class:`Store`'s ``read_only``), for a store this process cannot write: a colleague's,
+    an archive mount.
+
+    A store is in WAL mode, and reading one takes its ``-wal`` and ``-shm`` index. When
+    they exist (a writer has the store open, or one crashed), ``mode=ro`` reads through
+    them, seeing every committed trial and waiting on no one. When they do not (the store
+    was closed cleanly: all of it is in the file), ``mode=ro`` would create them, in a
+    folder this process may not write, or as files of this user that the store's owner
+    could then not write (seen: a ``status`` left ``-wal`` and ``-shm`` that refused the
+    owner's next run); ``immutable=1`` reads the file as it is, creating nothing and taking
+    no locks. That is right unless a writer starts during the read (a command of a few
+    seconds): its first checkpoint could then change pages being read, and the command may
+    fail or show a mix; run it again. A ``-wal`` with content but no ``-shm`` (copied
+    without it) holds trials ``immutable`` would not see: read with ``mode=ro`` where the
+    folder lets SQLite create the index, refused where it does not.
+    """
+    wal, shm = _companion(file, "-wal"), _companion(file, "-shm")
+    if wal.exists() and shm.exists():
+        return f"{file.as_uri()}?mode=ro"
+    if wal.exists() and wal.stat().st_size > 0:
+        if os.access(file.parent, os.W_OK | os.X_OK):
+            return f"{file.as_uri()}?mode=ro"
+        raise StoreError(
+            f"cannot read store {url}: {wal.name} beside it holds changes not yet in "
+            f"{file.name}, and reading them needs {shm.name}, which cannot be created in the "
+            f"folder {file.parent} (not writable): copy {file.name} and {wal.name} together "
+            "into a folder you can write and pass that --store"
+        )
+    return f"{file.as_uri()}?immutable=1"
+
+
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A read-only store's connections: no ``journal_mode`` (setting it writes, and the
+    store's is WAL already), and ``query_only`` as a guard against any write."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
 def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     """One line for a store that cannot be opened: the URL, what the database said, the fix.
 
@@ -570,7 +706,17 @@ def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     """
     said = str(exc.orig)
     if parsed.get_backend_name() == "sqlite":
-        return f"cannot open store {url}: {said}"
+        file = Path(parsed.database or "").absolute()
+        if "readonly" in said or "unable to open" in said:
+            fix = (
+                f"check that you can write {file.parent} and {file.name} there (SQLite keeps "
+                f"{file.name}-wal and {file.name}-shm beside it), or pass another --store URL"
+            )
+        elif "not a database" in said:
+            fix = f"{file} is not a SQLite file: check the --store path"
+        else:
+            fix = "check the --store URL"
+        return f"cannot open store {url}: {said}; {fix}"
     first = first_line(said, said)
     # libpq's preamble names the host and port the URL already shows
     reason = re.sub(r"^(connection failed: )?(connection to server at .*? failed: )?", "", first)
@@ -715,9 +861,17 @@ class Store:
         url: SQLAlchemy URL; ``sqlite:///path.db`` by default, or a server shared by
             several machines, e.g. ``postgresql+psycopg://user@host/closedloop`` (the
             database must exist; the tables are created in it). Parent folders of a SQLite
-            file are created.
+            file are created; a path starting with ``~`` is in the home folder
+            (:func:`_home_expanded`).
         create: create the tables when missing (``False`` for read-only commands, so a
             mistyped URL is an error instead of a new empty store).
+        read_only: the command only reads (``status``, ``export``, ``report``,
+            ``campaigns``, a preview from the store; implies not ``create``): a SQLite
+            store it cannot write (a colleague's, on an archive mount) is opened read-only
+            (:func:`_read_only_uri`) and never upgraded, where it failed with "attempt to
+            write a readonly database" (found in review). A store it can write is opened
+            as usual. Without it, a store this process cannot write is refused at once,
+            with the fix.
         scratch: a throwaway store, used by one thread and dropped (``plan --dry-run``'s
             preview): the only kind that may be in memory (``sqlite://``). Any other
             in-memory URL is refused, as it keeps nothing and a runner's threads would
@@ -728,14 +882,23 @@ class Store:
         url: the URL for messages and the commands they suggest: as given, except that a
             password in it (after the user name, or a query parameter such as
             ``?password=``) is shown as ``***`` (:func:`shown_url`; ``engine.url`` keeps
-            the real one).
+            the real one). A SQLite path given with ``~`` is shown expanded.
     """
 
     def __init__(
-        self, url: str = DEFAULT_STORE, *, create: bool = True, scratch: bool = False
+        self,
+        url: str = DEFAULT_STORE,
+        *,
+        create: bool = True,
+        scratch: bool = False,
+        read_only: bool = False,
     ) -> None:
         parsed = _parse_url(url)
+        url, parsed = _home_expanded(url, parsed)
         url = shown_url(url)
+        create = create and not read_only
+        self._read_only = False  # opened read-only: never upgraded (``_set_up_tables``)
+        read_uri: str | None = None
         self.url = url
         self._write_lock = threading.RLock()
         self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
@@ -762,6 +925,24 @@ class Store:
                 ) from None
             if not create and not exists:
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
+            if exists and (why := _unwritable(self._file)) is not None:
+                if not read_only:
+                    raise StoreError(
+                        f"cannot write store {url}: {why}; ask its owner for write access, or "
+                        "copy the store into a folder you can write and pass that --store "
+                        "(status, export, report and campaigns read it where it is)"
+                    )
+                read_uri = _read_only_uri(url, self._file)
+                self._read_only = True
+            elif not exists:
+                # the first folder that exists: the file and any folders go in it (a file
+                # in the way is for mkdir below to report)
+                base = next(f for f in (self._file.parent, *self._file.parents) if f.exists())
+                if base.is_dir() and not os.access(base, os.W_OK | os.X_OK):
+                    raise StoreError(
+                        f"cannot create store {url}: the folder {base} is not writable; pass "
+                        "a --store URL in a folder you can write, e.g. sqlite:///~/campaign.db"
+                    )
             self._made = made
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
@@ -771,7 +952,11 @@ class Store:
                     "pass a writable --store URL"
                 ) from None
         try:
-            self.engine: Engine = create_engine(parsed, **_engine_options(parsed))
+            options = _engine_options(parsed)  # inside: it looks up the driver too
+            if read_uri is not None:
+                uri = read_uri  # bound now: a lambda would see a later value of the name
+                options["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.engine: Engine = create_engine(parsed, **options)
         except NoSuchModuleError:  # a dialect SQLAlchemy does not know: a typo, usually
             raise StoreError(
                 f"store URL {url}: no database '{parsed.drivername}' is known; use e.g. "
@@ -796,7 +981,8 @@ class Store:
         # by the whole lab.
         weakref.finalize(self, self.engine.dispose)
         if backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            pragmas = _sqlite_read_pragmas if self._read_only else _sqlite_pragmas
+            event.listen(self.engine, "connect", pragmas)
         try:
             self._set_up_tables(create)
         except DatabaseError as exc:  # also "file is not a database"
@@ -828,6 +1014,15 @@ class Store:
                 )
             if version == SCHEMA_VERSION and not _missing_tables_or_columns(conn, tables):
                 return
+        if self._read_only:
+            raise StoreError(
+                f"store {self.url} was written by an older closedloop (store schema "
+                f"{version or 1}; this one reads {SCHEMA_VERSION}) and must be upgraded "
+                "before it is read, which needs write access you do not have here: have its "
+                f"owner run `closedloop status --store {self.url}` once with this version "
+                "(it upgrades the store), or copy it into a folder you can write and pass "
+                "that --store"
+            )
         with _schema_lock(self.engine) as conn:
             tables = set(inspect(conn).get_table_names())
             version = _stored_schema_version(conn, tables)
@@ -1007,7 +1202,7 @@ class Store:
             row = CampaignRow(
                 name=name,
                 config_text=config_text,
-                config_path=config_path,
+                config_path=_text(config_path) or "",
                 seed=seed,
                 budget=budget,
                 instrument_text=instrument_text,

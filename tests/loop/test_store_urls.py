@@ -6,13 +6,25 @@ that each of its threads saw empty: "no such table", a thread's traceback, and t
 the store ... everything committed before it is kept, and `closedloop resume` continues the
 campaign" when nothing was kept. A store path the OS refuses (a name too long, ``%00``) gave
 "please report it". Only ``plan --dry-run``'s own preview store lives in memory.
+
+Also found in review: ``sqlite:///~/t.db`` made a folder named ``~`` in the current one; a
+store in a folder the user may not write (a colleague's, an archive mount) could not even
+be read ("attempt to write a readonly database"); and a campaign file whose name is not
+valid UTF-8 failed with "surrogates not allowed" and "please report it".
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -145,3 +157,277 @@ def test_the_python_api_refuses_an_in_memory_store_unless_it_is_scratch() -> Non
         assert scratch.campaigns() == []
     finally:
         scratch.close()
+
+
+# ------------------------------------------------------------------------ ~ is the home folder
+def _cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, other_user: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``closedloop ARGS`` with extra environment ``env``; ``other_user``: as a user who
+    owns none of the files (see :func:`_as_other_user`)."""
+    prefix = _as_other_user() if other_user else []
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "loop.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",  # a path that is not UTF-8, echoed as its bytes
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_store_path_starting_with_a_tilde_is_in_the_home_folder(tmp_path: Path) -> None:
+    file = _campaign(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    url = "sqlite:///~/runs/t.db"
+    process = _cli("run", str(file), "--store", url, cwd=tmp_path, env={"HOME": str(home)})
+    assert process.returncode == 0, process.stderr
+    assert (home / "runs" / "t.db").is_file()
+    assert not (tmp_path / "~").exists()  # no folder called ~ to be rm -rf'd
+    assert f"store sqlite:///{home}/runs/t.db" in process.stdout  # shown as the file it is
+    # $CLOSEDLOOP_STORE too, from another folder: the same store
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"HOME": str(home), "CLOSEDLOOP_STORE": url}
+    process = _cli("status", "--json", cwd=elsewhere, env=env)
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["trials"] == {"completed": 1}
+    assert sorted(p.name for p in elsewhere.iterdir()) == []
+
+
+def test_a_tilde_after_the_root_slash_is_refused_with_the_url_meant(tmp_path: Path) -> None:
+    file = _campaign(tmp_path)
+    process = closedloop("run", str(file), "--store", "sqlite:////~/t.db", cwd=tmp_path)
+    _refused(process, "names a folder '~' at the root", "write sqlite:///~/t.db")
+    assert not Path("/~/t.db").exists()
+
+
+def test_a_tilde_with_no_home_to_name_is_refused(tmp_path: Path) -> None:
+    url = "sqlite:///~no-such-user-here/t.db"
+    process = closedloop("status", "--store", url, cwd=tmp_path)
+    _refused(process, "cannot tell which home folder ~ is", "no user 'no-such-user-here'")
+
+
+# --------------------------------------------------- a store this user may not write: read it
+def _as_other_user() -> list[str]:
+    """The prefix that runs a command as a user who owns none of the test's files.
+
+    As root (CI): ``setpriv`` to ``nobody``, keeping only CAP_DAC_READ_SEARCH, so that it
+    can reach the interpreter (often under ``/root``) and read any file, but write only
+    where permissions let it: writing is what these tests are about. Otherwise the tests'
+    own user, for whom a folder made read-only (0555) is not writable either.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, and setpriv (util-linux) is not installed")
+    prefix = [
+        setpriv,
+        *("--reuid=nobody", "--regid=nogroup", "--clear-groups"),
+        *("--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"),
+    ]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"running as root, and cannot run as nobody: {probe.stderr.strip()}")
+    return prefix
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A folder for the other user's commands: in the temporary folder, not in pytest's
+    ``tmp_path``, which is in a folder of mode 0700 (``/tmp/pytest-of-root``). ``nobody``
+    reaches into it only through CAP_DAC_READ_SEARCH, which ``access()`` ignores, and
+    SQLite asks ``access()`` whether a store's -wal exists: it would answer no, as for no
+    real user."""
+    folder = Path(tempfile.mkdtemp(prefix="closedloop-unwritable-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in (folder, *folder.rglob("*")):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+@pytest.fixture
+def archive(work: Path) -> Iterator[Path]:
+    """``work/archive/s.db``: a store of one campaign (two trials), written by this user,
+    in a folder then made read-only (0555) with the file (0444). Writable again afterwards,
+    so that pytest can remove it."""
+    folder = work / "archive"
+    file = _campaign(work)
+    process = closedloop(
+        "run", str(file), "--store", "sqlite:///archive/s.db", "--max-trials", "2", cwd=work
+    )
+    assert process.returncode == 0, process.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["s.db"]  # closed cleanly
+    (folder / "s.db").chmod(0o444)
+    folder.chmod(0o555)
+    home = work / "home"  # where the other user may write (matplotlib's cache, a report)
+    home.mkdir()
+    home.chmod(0o777)
+    try:
+        yield folder / "s.db"
+    finally:
+        folder.chmod(0o755)
+
+
+def _other(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    home = cwd / "home"
+    return _cli(*args, cwd=cwd, env={"HOME": str(home)}, other_user=True)
+
+
+def _trials(export: str) -> list[tuple[str, str, str]]:
+    rows = list(csv.DictReader(io.StringIO(export)))
+    return [(r["number"], r["status"], r["y"]) for r in rows]
+
+
+def test_a_store_in_a_folder_the_user_cannot_write_is_read(archive: Path, work: Path) -> None:
+    url = "sqlite:///archive/s.db"
+    mine = closedloop("export", "--store", url, cwd=work)
+    assert mine.returncode == 0, mine.stderr
+    assert len(_trials(mine.stdout)) == 2
+    for command in (["status"], ["campaigns"], ["status", "--json"]):
+        process = _other(*command, "--store", url, cwd=work)
+        assert process.returncode == 0, process.stderr
+        assert "urls" in process.stdout
+        assert "readonly" not in process.stderr
+    process = _other("export", "--store", url, cwd=work)
+    assert process.returncode == 0, process.stderr
+    assert _trials(process.stdout) == _trials(mine.stdout)  # every trial, read back alike
+    report = work / "home" / "r.png"
+    process = _other("report", "--store", url, "-o", str(report), cwd=work)
+    assert process.returncode == 0, process.stderr
+    assert report.stat().st_size > 0
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["s.db"]  # nothing made beside
+
+
+def test_reading_a_store_the_user_cannot_write_leaves_nothing_beside_it(
+    archive: Path, work: Path
+) -> None:
+    """A writable folder, a file of another user: SQLite's ``mode=ro`` would create the
+    -wal and -shm there as this user's, which the store's owner could then not write."""
+    archive.parent.chmod(0o777)
+    process = _other("status", "--store", "sqlite:///archive/s.db", cwd=work)
+    assert process.returncode == 0, process.stderr
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["s.db"]
+    archive.chmod(0o644)  # and the owner goes on writing it
+    process = closedloop(
+        *("resume", "-c", "urls", "--max-trials", "3", "--store", "sqlite:///archive/s.db"),
+        cwd=work,
+    )
+    assert process.returncode == 0, process.stderr
+    assert len(_trials(_other("export", "--store", "sqlite:///archive/s.db", cwd=work).stdout)) == 3
+
+
+def test_a_running_campaigns_store_is_read_through_its_write_ahead_log(
+    archive: Path, work: Path
+) -> None:
+    """A writer has the store open (its -wal and -shm exist): read with them, all of it."""
+    archive.parent.chmod(0o755)
+    archive.chmod(0o644)
+    writer = sqlite3.connect(archive)  # this user keeps it open, with rows only in the -wal
+    try:
+        assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE campaign SET name = 'renamed'")
+        writer.commit()
+        assert archive.with_name("s.db-shm").exists()
+        process = _other("campaigns", "--store", "sqlite:///archive/s.db", cwd=work)
+        assert process.returncode == 0, process.stderr
+        assert "renamed" in process.stdout
+    finally:
+        writer.close()
+
+
+def test_writing_a_store_the_user_cannot_write_is_refused_with_the_fix(
+    archive: Path, work: Path
+) -> None:
+    url = "sqlite:///archive/s.db"
+    folder = archive.parent
+    for command in (["resume", "-c", "urls", "--max-trials", "3"], ["release"]):
+        process = _other(*command, "--store", url, cwd=work)
+        _refused(
+            process,
+            f"cannot write store {url}: the store's folder {folder} is not writable",
+            "SQLite keeps s.db-wal and s.db-shm beside s.db",
+            "copy the store into a folder you can write",
+        )
+    file = _campaign(work)
+    process = _other("run", str(file), "--store", "sqlite:///archive/new/x.db", cwd=work)
+    _refused(process, f"cannot create store sqlite:///archive/new/x.db: the folder {folder}")
+    assert sorted(p.name for p in folder.iterdir()) == ["s.db"]
+
+
+def test_a_store_needing_an_upgrade_it_cannot_get_says_so(archive: Path, work: Path) -> None:
+    archive.parent.chmod(0o755)
+    archive.chmod(0o644)
+    with sqlite3.connect(archive) as conn:  # as closedloop's store schema 2 left it
+        conn.execute("ALTER TABLE trial DROP COLUMN transient")
+        conn.execute("UPDATE closedloop_meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    archive.chmod(0o444)
+    archive.parent.chmod(0o555)
+    process = _other("status", "--store", "sqlite:///archive/s.db", cwd=work)
+    _refused(process, "was written by an older closedloop (store schema 2", "must be upgraded")
+
+
+def test_a_write_ahead_log_without_its_index_is_not_read_as_if_empty(
+    archive: Path, work: Path
+) -> None:
+    """Copied without its -shm, into a folder SQLite cannot create one in: ``immutable``
+    would not see the trials in the -wal, so the command refuses instead."""
+    archive.parent.chmod(0o755)
+    archive.chmod(0o644)
+    copy = work / "copy"
+    copy.mkdir()
+    writer = sqlite3.connect(archive)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE campaign SET name = 'renamed'")
+        writer.commit()
+        for name in ("s.db", "s.db-wal"):
+            shutil.copy(archive.with_name(name), copy / name)
+    finally:
+        writer.close()
+    copy.chmod(0o555)
+    try:
+        process = _other("status", "--store", "sqlite:///copy/s.db", cwd=work)
+    finally:
+        copy.chmod(0o755)
+    _refused(process, "s.db-wal beside it holds changes not yet in s.db", "copy s.db and s.db-wal")
+
+
+# ------------------------------------------------------------ file names that are not UTF-8
+@pytest.mark.skipif(sys.platform != "linux", reason="any bytes in a file name: Linux")
+def test_a_campaign_file_whose_name_is_not_utf8_runs_and_resumes(tmp_path: Path) -> None:
+    """Latin-1 bytes in the folder and the file name (a USB stick, an old archive): stored
+    as ``\\xe9``, and ``resume`` still finds the function file beside the campaign."""
+    folder = tmp_path / os.fsdecode(b"donn\xe9es")
+    folder.mkdir()
+    (folder / "model.py").write_text("def measure(inputs):\n    return {'y': inputs['x1']}\n")
+    text = CAMPAIGN.replace(
+        "{simulator: branin, latency: 0}", '{function: "model.py:measure", outputs: [y]}'
+    )
+    file = folder / os.fsdecode(b"caf\xe9.yaml")
+    file.write_text(text)
+    url = "sqlite:///s.db"
+    process = _cli("run", file.name, "--store", url, cwd=folder)
+    assert process.returncode == 0, process.stderr
+    assert "please report" not in process.stderr
+    with sqlite3.connect(folder / "s.db") as conn:
+        (stored,) = conn.execute("SELECT config_path FROM campaign").fetchone()
+    conn.close()
+    assert stored.endswith("/donn\\xe9es/caf\\xe9.yaml")
+    whole = f"sqlite:///{folder / 's.db'}"  # from elsewhere: the stored folder is used
+    process = _cli("resume", "-c", "urls", "--max-trials", "2", "--store", whole, cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    process = _cli("export", "--store", url, cwd=folder)
+    assert [(n, s) for n, s, _ in _trials(process.stdout)] == [
+        ("1", "completed"),
+        ("2", "completed"),
+    ]
