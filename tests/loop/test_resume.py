@@ -454,6 +454,14 @@ SLOW_BRANIN = BRANIN.replace("{simulator: branin}", "{simulator: branin, latency
 )
 
 
+def _default_stop_signals() -> None:
+    """In the child: the stop signals as a terminal's shell leaves them. A suite started
+    under ``nohup`` hands its children SIGHUP ignored, which closedloop rightly keeps
+    ignored (``loop.runner.stop_on_signals``), so the SIGHUP case waited out its timeout."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "loop.cli", *args],
@@ -461,6 +469,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_stop_signals,
     )
 
 

@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 from rich.console import Console
-from typer.testing import CliRunner
 
-from loop.cli import app
 from loop.fmt import LOG_WIDTH, WholeTable
 
 FUNCTION = """
@@ -108,9 +106,10 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def status(store: str, columns: int) -> str:
-    done = CliRunner().invoke(app, ["status", "--store", store], env={"COLUMNS": str(columns)})
-    assert done.exit_code == 0, done.output
-    return done.stdout
+    """``closedloop status`` on a ``columns``-wide terminal, in its own interpreter: the
+    width is the process's, as for a user (in-process, a console made by an earlier test
+    kept another width; the suite once printed 400 columns here)."""
+    return closedloop(Path.cwd(), "status", "--store", store, columns=columns).stdout
 
 
 def widest(text: str) -> int:
@@ -229,19 +228,12 @@ def test_a_hundred_parameters_piped_keep_to_log_width(tmp_path: Path) -> None:
     assert f"{100 - kept} of 100 left out (x{kept + 1} … x100)" in text
 
 
-def test_suggest_turns_a_table_too_wide_a_row_per_parameter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_suggest_turns_a_table_too_wide_a_row_per_parameter(tmp_path: Path) -> None:
     """Every value is to be set by hand: none is left out; a row per parameter instead."""
     (tmp_path / "f.py").write_text(FUNCTION)
     (tmp_path / "one.yaml").write_text(ONE)
     store = f"sqlite:///{tmp_path / 'ask.db'}"
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    done = runner.invoke(
-        app, ["suggest", "one.yaml", "--store", store, "-n", "3"], env={"COLUMNS": "120"}
-    )
-    assert done.exit_code == 0, done.output
+    done = closedloop(tmp_path, "suggest", "one.yaml", "--store", store, "-n", "3", columns=120)
     table = tables(done.stdout)
     assert len(table) == 1
     names, _ = header(table[0])
@@ -256,16 +248,14 @@ def test_suggest_turns_a_table_too_wide_a_row_per_parameter(
     assert all(len(v) == 3 and all(v) for v in rows.values())
     assert widest("\n".join(table[0])) <= 120
     # the values are the stored points, to setpoint precision
-    stored = runner.invoke(app, ["export", "--store", store, "--format", "json"])
+    stored = closedloop(tmp_path, "export", "--store", store, "--format", "json", columns=None)
     first = json.loads(stored.stdout)[0]
     assert first["number"] == 1
     assert abs(float(rows["x7"][0]) - first["parameters"]["x7"]) < 1e-6
     # more trials than fit side by side: as many turned tables as it takes
-    done = runner.invoke(
-        app, ["suggest", "--store", store, "-n", "20", "--max-trials", "30"],
-        env={"COLUMNS": "80"},
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
+    done = closedloop(
+        tmp_path, "suggest", "--store", store, "-n", "20", "--max-trials", "30", columns=80
+    )
     parts = tables(done.stdout)
     assert len(parts) > 1 and all(widest("\n".join(part)) <= 80 for part in parts)
     ids = [n for part in parts for n in header(part)[0][1:]]
