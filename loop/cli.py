@@ -665,7 +665,7 @@ def _write_stderr(text: str) -> None:
 def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     """List the campaigns a store holds: id, name, status, trials, last change.
 
-    ``-c NAME|ID`` of the other commands picks one of them (a name: its latest campaign).
+    `-c NAME|ID` of the other commands picks one of them (a name: its latest campaign).
     """
     from loop.store import Store
 
@@ -1125,13 +1125,13 @@ def export(
 ) -> None:
     """Export one record per trial: id, status, parameters, readbacks, outputs, run uid.
 
-    Campaigns with outcome constraints add a ``feasible`` column, with several objectives a
-    ``pareto`` column (on the front of the feasible trials). Prior-data trials have kind
-    ``prior``. ``--format jsonl`` writes the trials' Bluesky documents instead, one
-    ``[name, doc]`` JSON array a line, run after run in trial order (as suitcase-jsonl
-    does), for a facility catalog: Tiled's ``TiledWriter`` or any ``RunRouter``.
-    ``--format yaml`` (``-o x.yaml``) writes the campaign file back, with the seed and the
-    budget it ran with written in, to run it again (``loop.provenance.campaign_file``).
+    Campaigns with outcome constraints add a `feasible` column, with several objectives a
+    `pareto` column (on the front of the feasible trials). Prior-data trials have kind
+    `prior`. `--format jsonl` writes the trials' Bluesky documents instead, one
+    `[name, doc]` JSON array a line, run after run in trial order (as suitcase-jsonl
+    does), for a facility catalog: Tiled's `TiledWriter` or any `RunRouter`.
+    `--format yaml` (`-o x.yaml`) writes the campaign file back, with the seed and the
+    budget it ran with written in, to run it again.
     """
     import json
 
@@ -1753,6 +1753,31 @@ app.command("datasets")(__import__("loop.cli_datasets", fromlist=["datasets"]).d
 app.command("examples")(__import__("loop.cli_examples", fromlist=["examples"]).examples)
 
 
+def _tidy_help(group: typer.Typer, *, markup: bool) -> None:
+    """Give every command of ``group`` its docstring as help that reads right at any width.
+
+    typer (0.29) keeps a docstring's line breaks after its first paragraph, so at 80
+    columns (a terminal's default, and any pipe's) each source line ended in a line of one
+    or two words; and its rich mode reads ``[...]`` as markup, so ``[name, doc]`` vanished
+    from ``export --help`` (both found in review). A command's help is prose: each
+    paragraph is joined into one line for the console to wrap, and escaped where rich
+    markup is on (``markup``: the root's mode, which typer hands down to every group).
+    """
+    import inspect
+
+    for command in group.registered_commands:
+        doc = command.help or inspect.getdoc(command.callback) or ""
+        paragraphs = (" ".join(p.split()) for p in doc.split("\n\n"))
+        text = "\n\n".join(paragraphs)
+        command.help = escape(text) if markup else text
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _tidy_help(sub.typer_instance, markup=markup)
+
+
+_tidy_help(app, markup=app.rich_markup_mode == "rich")
+
+
 # ---------------------------------------------------------------------------- entry
 def main() -> None:
     """Console entry point: user errors become one message and an exit code."""
@@ -1823,10 +1848,21 @@ def _entry() -> None:
         sys.exit(2 if bad_input else EXIT_BUSY if isinstance(exc, CampaignLocked) else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        from loop.streams import reader_left
+
+        if reader_left(exc):  # help or usage text cut short by `| head`: no failure
+            sys.exit(0)
+        raise
     except (typer.Abort, KeyboardInterrupt):
         _say_interrupted()
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
+        from loop.streams import console_output_lost, keep_unsaid
+
+        if console_output_lost(exc):  # help text to a full disk: said as the command ends
+            keep_unsaid(exc)
+            sys.exit(0)
         if _infeasible_space(exc):
             # Constraints that together leave no feasible point (validate refuses one that
             # can never hold alone; several in conflict are found only by sampling): the

@@ -119,6 +119,37 @@ def take_unsaid() -> OSError | None:
     return error
 
 
+def reader_left(exit: SystemExit) -> bool:
+    """Whether ``exit`` is rich's ``SystemExit(1)`` for a pipe whose reader left.
+
+    Help and usage text are printed by typer's own rich console, not by ``loop.fmt.Output``,
+    and rich's ``Console.on_broken_pipe`` ends the program with 1 once it has pointed stdout
+    at ``os.devnull``: ``closedloop --help | head -1`` failed where ``export | head`` does
+    not (found in review). Raised while the ``BrokenPipeError`` is handled, so that error is
+    its context.
+    """
+    cause = exit.__context__
+    return exit.code == 1 and isinstance(cause, OSError) and cause.errno in _READER_LEFT
+
+
+def console_output_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a rich console's write to a standard stream that is gone.
+
+    typer's help console is the one console that is not a ``loop.fmt.Output`` (which stops
+    writing and goes on, ``Output.on_broken_pipe``), and rich re-raises every error but
+    ``EPIPE``: ``closedloop --help > /dev/full`` ended as "please report it". The error
+    is raised by the console's own write (its innermost frame), so a full disk under a
+    store's file is never taken for one.
+    """
+    if not gone(error):
+        return False
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    code = frame.tb_frame.f_code if frame is not None else None
+    return code is not None and code.co_name == "_write_buffer" and "rich" in code.co_filename
+
+
 def exit_code(code: str | int | None) -> str | int | None:
     """The exit code of a command that would end with ``code``.
 

@@ -530,6 +530,35 @@ def test_the_console_command_is_the_guarded_entry_point() -> None:
     assert command.value == "loop.__main__:main"
 
 
+@pytest.mark.parametrize("columns", ["80", "120", "40"])
+def test_command_help_is_prose_wrapped_to_the_terminal(columns: str) -> None:
+    """typer kept each docstring line's break after the first paragraph, so at 80 columns
+    every source line ended in a line of one or two words, and read ``[name, doc]`` as rich
+    markup and dropped it (found in review). Every line of a paragraph but its last now
+    fills the width, and the text is all there."""
+    width = max(int(columns), 50)  # click's plain help (below 60 columns) is never narrower
+    for command in (["plan"], ["export"], ["release"], ["instruments", "check"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "loop.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": columns},
+        )
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        usage = next(i for i, line in enumerate(lines) if "Usage:" in line)
+        panels = ("╭", "Options:", "Arguments:")  # rich's panels, click's plain sections
+        end = next((i for i, line in enumerate(lines) if line.lstrip().startswith(panels)))
+        prose = [line.strip() for line in lines[usage + 1 : end]]
+        for line, after in zip(prose, [*prose[1:], ""], strict=True):
+            if line and after:  # not a paragraph's last line: the next word did not fit
+                assert len(line) + 1 + len(after.split()[0]) > width - 6, (command, line)
+        if command == ["export"]:
+            assert "one `[name, doc]` JSON array a line" in " ".join(prose)
+        assert "``" not in proc.stdout
+
+
 def test_help_in_a_narrow_terminal_keeps_option_names_whole() -> None:
     """Rich's option tables cut names and defaults below ~60 columns (``--max-t…``,
     ``sqlite:/…``; found in review): there help is click's plain text, which wraps them."""

@@ -158,6 +158,27 @@ def test_a_command_whose_output_cannot_be_written_fails(tmp_path: Path) -> None:
         assert full.stderr.decode() == OUTPUT_FAILED.format(why="No space left on device")
 
 
+def test_help_cut_short_by_its_reader_is_no_failure(tmp_path: Path) -> None:
+    """Help is printed by typer's rich console, whose broken pipe ended the program with 1
+    (``closedloop --help | head -1``; ``export | head`` ends with 0), and help to a full
+    disk said "please report it". Now as for every other command: 0, and 1 with the
+    reason. ``| true`` has left before the interpreter has started, so the pipe is
+    broken at the first write."""
+    for line in ("closedloop --help", "closedloop run --help", "closedloop instruments --help"):
+        command = line.replace("closedloop", " ".join(f"'{part}'" for part in _command()))
+        left = subprocess.run(
+            ["bash", "-c", f"{command} | true; echo ${{PIPESTATUS[0]}}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert left.stdout.strip() == "0", (line, left.stderr)
+        assert left.stderr == "", line
+        full = _shell(f"{line} >/dev/full", tmp_path)
+        assert full.returncode == 1, line
+        assert full.stderr.decode() == OUTPUT_FAILED.format(why="No space left on device")
+
+
 def _terminal_goes_away(folder: Path, until: bytes, *, stdin: bool = False) -> tuple[int, str]:
     """``closedloop run c.yaml`` with stdout (and stdin, if ``stdin``) on a terminal that
     goes away once ``until`` was shown (the ssh session of a ``nohup`` run dropped: its
