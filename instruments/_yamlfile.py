@@ -37,6 +37,7 @@ from simulators._text import (
     DepthLimitedComposer,
     TextFileError,
     check_yaml_expansion,
+    key_twice,
     yaml_too_deep,
 )
 
@@ -167,6 +168,20 @@ class _Constructor(RoundTripConstructor):
         # ``!!str 0123``: round-trip keeps the tag on a wrapper pydantic does not take as
         # text; the tag only said "text", which the value now is.
         return built.value if isinstance(built, TaggedScalar) else built
+
+    def check_mapping_key(
+        self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
+    ) -> bool:
+        """A key given twice is refused with both its lines (:func:`key_twice`), where
+        ruamel said both values' reprs and the fix was "check indentation, colons and
+        quotes". The first key's line is known: ruamel records each key's line as it is
+        added, before the next key is checked."""
+        if key in mapping and not self.allow_duplicate_keys:
+            first = mapping.lc.data.get(key) if isinstance(mapping, CommentedMap) else None
+            raise key_twice(
+                key, line=key_node.start_mark.line + 1, first=first[0] + 1 if first else None
+            )
+        return bool(super().check_mapping_key(node, key_node, mapping, key, value))
 
     def construct_mapping(  # type: ignore[override]  # ruamel's round-trip signature
         self, node: Any, maptyp: Any, deep: bool = False

@@ -59,6 +59,7 @@ from simulators._text import (
     TextFileError,
     check_yaml_expansion,
     csv_records,
+    key_twice,
     read_text,
     shown,
     shown_names,
@@ -381,6 +382,7 @@ class _Located:
         self.lines[at] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            first: dict[Any, int] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     # `? [a, b]`: a list or mapping as a key is unhashable, and never meant.
@@ -391,12 +393,11 @@ class _Located:
                         fix="write `name: value`",
                     )
                 key = self._construct(key_node)
+                line = key_node.start_mark.line + 1
                 if key in out:
-                    raise DatasetError(
-                        f"key {key!r} is given twice",
-                        path=self.path,
-                        line=key_node.start_mark.line + 1,
-                    )
+                    twice = key_twice(key, line=line, first=first[key])
+                    raise DatasetError(twice.problem, path=self.path, line=line, fix=twice.fix)
+                first[key] = line
                 out[key] = self._convert(value_node, (*at, key))
                 self.lines[(*at, key)] = key_node.start_mark.line + 1
             return out

@@ -199,6 +199,23 @@ def yaml_too_deep(*, line: int | None = None) -> TextFileError:
     )
 
 
+def key_twice(key: object, *, line: int, first: int | None) -> TextFileError:
+    """The error for a key given twice in one YAML mapping (``first``: the first one's line).
+
+    YAML allows a key once per mapping; PyYAML keeps the last value in silence and
+    ruamel.yaml refused with both values' reprs and the advice to check indentation and
+    quotes (found in review). Both readers say this instead: which key, both lines, and
+    that one must go.
+    """
+    return TextFileError(
+        f"has the key {shown(key)} twice in one mapping"
+        + (f" (first on line {first})" if first is not None and first != line else ""),
+        line=line,
+        fix=f"keep one {shown(key)}: merge the two into one, or delete the one you do not "
+        "mean (a key is allowed once per mapping)",
+    )
+
+
 class DepthLimitedComposer:
     """A YAML composer's nesting limit: put it before ruamel.yaml's or PyYAML's ``Composer``.
 

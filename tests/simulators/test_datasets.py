@@ -263,6 +263,12 @@ def test_user_data_is_fitted_once_then_served_from_the_cache(tmp_path: Path) -> 
             2,
             "an int parameter's bounds are whole numbers",
         ),
+        (
+            "parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\ndescription: x\n"
+            "outputs: [z]\n",
+            5,
+            r"has the key 'outputs' twice in one mapping \(first on line 3\).*fix: keep one",
+        ),
         ("parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\ngoal: {}\n", 4, "`goal` is"),
         (
             "parameters:\n  - {name: a, bounds: [0, 1]}\noutputs: [y]\ndescription: {a: b}\n",
