@@ -61,7 +61,7 @@ from planners import (
     Space,
     parse_outcome_constraint,
 )
-from simulators._text import MAX_FILE_BYTES, TextFileError, file_sha256, read_text
+from simulators._text import MAX_FILE_BYTES, TextFileError, file_sha256, read_text, shown
 
 if TYPE_CHECKING:
     from planners._plugin import PlannerPluginError
@@ -1799,13 +1799,13 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
             scale += abs(c) * max(abs(lo), abs(hi))
         if best >= -1e-9 * scale:  # the planners' rounding tolerance, roughly
             continue
-        shown = ", ".join(
-            f"{n} in [{ranges[n][0]:g}, {ranges[n][1]:g}]" for n in constraint.coefficients
-        )
+        within = [f"{n} in [{ranges[n][0]:g}, {ranges[n][1]:g}]" for n in constraint.coefficients]
+        if len(within) > _BOUNDS_SHOWN:
+            within[_BOUNDS_SHOWN - 1 :] = [f"and {len(within) - _BOUNDS_SHOWN + 1} more"]
         raise CampaignConfigError(
             path,
-            f"constraints[{constraint.index}] '{constraint.text}' can never hold: no point "
-            f"within the bounds ({shown}) meets it (it misses by {-best:.6g} at best)",
+            f"{_constraint_shown(constraint)} can never hold: no point within the bounds "
+            f"({', '.join(within)}) meets it (it misses by {-best:.6g} at best)",
             line=line_of(data, ("constraints", constraint.index))
             or line_of(data, ("constraints",)),
             fix="check the constraint's direction (<= or >=) and numbers against the "
@@ -1823,6 +1823,18 @@ def _check_satisfiable(space: Space, data: Any, path: Path) -> None:
     # region they leave room in; a nonlinear one, or one over whole numbers, only by drawing.
     if any(not c.is_linear or not set(c.names) <= floats for c in space.constraints):
         _check_by_sampling(space, data, path)
+
+
+#: The most parameters' bounds an infeasible constraint's message lists, and the most
+#: characters of a constraint it quotes: a 40-term sum was quoted whole, with every
+#: parameter's bounds (found in review); the line number finds the rest.
+_BOUNDS_SHOWN = 8
+_CONSTRAINT_CHARS = 80
+
+
+def _constraint_shown(constraint: ParameterConstraint) -> str:
+    """``constraints[2] 'x1 + x2 <= 1'`` for a message, its text cut to a readable length."""
+    return f"constraints[{constraint.index}] {shown(constraint.text, _CONSTRAINT_CHARS)}"
 
 
 def _check_by_sampling(space: Space, data: Any, path: Path) -> None:
@@ -1898,7 +1910,7 @@ def _check_jointly(
         for c in list(group):  # leave out every constraint the rest are at fault without
             if len(group) > 1 and at_fault(rest := [g for g in group if g is not c]):
                 group = rest
-    texts = " and ".join(f"constraints[{c.index}] '{c.text}'" for c in group)
+    texts = " and ".join(_constraint_shown(c) for c in group)
     line = line_of(data, ("constraints", group[-1].index)) or line_of(data, ("constraints",))
     if conflict:
         raise CampaignConfigError(

@@ -399,3 +399,25 @@ def test_a_campaign_file_with_a_byte_order_mark_loads_and_keeps_its_text(tmp_pat
     (tmp_path / "c.yaml").write_bytes(b"\xef\xbb\xbf" + text.encode())
     loaded = load_campaign(tmp_path / "c.yaml")
     assert loaded.campaign.name == "nogoal" and loaded.text == "\ufeff" + text
+
+
+def test_a_long_impossible_constraint_is_quoted_cut(tmp_path: Path) -> None:
+    """A 40-term sum that can never hold was quoted whole with all 40 parameters' bounds (a
+    message of ~900 characters; found in review): its text is cut and the bounds listed up
+    to eight, the line still pointing at the whole."""
+    names = [f"x{i}" for i in range(40)]
+    params = "\n".join(f"  - {{name: {n}, type: float, bounds: [0, 1]}}" for n in names)
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        f"name: long\nparameters:\n{params}\nobjectives:\n  - {{name: y, goal: minimize}}\n"
+        "instrument: {simulator: sphere}\nbudget: {max_trials: 10}\nconstraints:\n"
+        f'  - "{" + ".join(names)} >= 50"\n'
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert info.value.line == 48
+    assert "can never hold" in message and "misses by 10 at best" in message
+    assert "x0 in [0, 1]" in message and "and 33 more" in message
+    assert "x39 in" not in message and "… (233 characters)" in message
+    assert len(message) < 500, message
