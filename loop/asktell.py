@@ -1058,15 +1058,21 @@ def tell(
     runners: dict[int, Runner],
     *,
     wait: float = LEASE_WAIT,
+    by: str | None = None,
+    csv: Path | None = None,
 ) -> list[TrialRow]:
     """Record validated ``results``: all of them, or (on any problem) none.
 
     The lease of every campaign the results belong to is taken first (waiting while another
     ``suggest``/``tell`` holds one; a campaign a runner drives, or one still held after
     ``wait`` s, refuses the whole batch) and held to the end; trials are re-checked under
-    them (another ``tell`` may have recorded one meanwhile). The outcomes, their outputs and
-    each campaign's new state are then written in one transaction (``Store.finish_trials``),
-    so a failing store, Ctrl-C, a kill or a power loss leave none of them.
+    them (another ``tell`` may have recorded one meanwhile). The outcomes, their outputs,
+    each campaign's new state and a ``tell`` event saying who recorded them (``by``, else
+    user@host) and from where (``csv``: the file, with its sha256) are then written in one
+    transaction (``Store.finish_trials``), so a failing store, Ctrl-C, a kill or a power
+    loss leave none of them. Results typed in by hand are the lab's record of a
+    measurement, and a run's session says who ran its trials; without the event nothing
+    said who entered these, or when (``Store.tells``).
     """
     seen: set[int] = set()
     for r in results:
@@ -1083,8 +1089,8 @@ def tell(
             )
             for cid in sorted(set(campaign_of.values()))  # one order: two tells never deadlock
         }
-        for r in results:  # re-check under the leases: nothing written yet
-            _pending(store, r, runners)
+        # re-check under the leases: nothing written yet
+        numbers = {r.trial_id: _pending(store, r, runners).number for r in results}
         outcomes = [_outcome(r) for r in results]
         states = {}
         for cid in leases:  # each campaign's state once the batch is written
@@ -1095,13 +1101,46 @@ def tell(
             states[cid] = _state(
                 runners[cid], history, observations, running_time(store.campaign(cid))
             )
+        from loop.provenance import user_at_host
+
+        who = by or user_at_host()
+        events = {
+            cid: ("tell", who, _tell_detail(outcomes, cid, campaign_of, numbers, csv))
+            for cid in leases
+        }
         store.finish_trials(
-            outcomes, tokens={cid: lease.token for cid, lease in leases.items()}, status=states
+            outcomes,
+            tokens={cid: lease.token for cid, lease in leases.items()},
+            status=states,
+            events=events,
         )
     done: list[TrialRow] = []
     for cid in leases:
         done.extend(t for t in store.trials(cid) if t.id in seen)
     return done
+
+
+def _tell_detail(
+    outcomes: Sequence[TrialOutcome],
+    cid: int,
+    campaign_of: Mapping[int, int],
+    numbers: Mapping[int, int],
+    csv: Path | None,
+) -> str:
+    """A ``tell`` event's JSON detail for campaign ``cid`` (``Store.tells``)."""
+    import json
+
+    from loop.provenance import command_line
+    from simulators._text import file_sha256
+
+    mine = [o for o in outcomes if campaign_of[o.trial_id] == cid]
+    detail: dict[str, Any] = {"trials": sorted(numbers[o.trial_id] for o in mine)}
+    for status in ("completed", "failed", "abandoned"):
+        detail[status] = sum(o.status == status for o in mine)
+    detail["argv"] = command_line()
+    csv_file = None if csv is None else {"file": str(csv.resolve()), "sha256": file_sha256(csv)}
+    detail["csv"] = csv_file
+    return json.dumps(detail, separators=(",", ":"))
 
 
 def _pending(store: Store, result: Result, runners: dict[int, Runner]) -> TrialRow:

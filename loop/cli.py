@@ -744,12 +744,15 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
-    from loop.provenance import code_change_lines, session_line
+    from loop.provenance import code_change_lines, session_line, tell_line
 
     # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
     sessions = session_line(db.sessions(row.id or 0))
     if sessions is not None:
         console.print(sessions, markup=False, highlight=False)
+    told = tell_line(db.tells(row.id or 0))
+    if told is not None:
+        console.print(told, markup=False, highlight=False)
     changes = db.function_changes(row.id or 0) + db.planner_changes(row.id or 0)
     for line in code_change_lines(sorted(changes, key=lambda c: str(c.get("at")))):
         console.print(line, style="bold yellow", markup=False, highlight=False)
@@ -813,6 +816,7 @@ def _status_json(
         "sessions": db.sessions(row.id or 0) if db is not None else [],
         "function_changes": db.function_changes(row.id or 0) if db is not None else [],
         "planner_changes": db.planner_changes(row.id or 0) if db is not None else [],
+        "tells": db.tells(row.id or 0) if db is not None else [],
     }
     return to_json(payload)
 
@@ -1652,12 +1656,19 @@ def tell(
             "actual.<param> and fail.",
         ),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who recorded the results (stored; default user@host)."),
+    ] = None,
 ) -> None:
     """Record the measured results of pending trials (one, or many from a CSV).
 
     A trial is told its outputs, or --fail REASON (it was run and failed: counts toward
     budget.max_failures), or --abandon REASON (it will not be run: stored as abandoned,
     counted toward no budget; the planner treats it as an interrupted trial).
+
+    Who recorded them (--by, else user@host), when, which trials and from which CSV file
+    (with its sha256) are stored with them; `status` shows the latest.
     """
     from loop.asktell import (
         InvalidInput,
@@ -1703,7 +1714,9 @@ def tell(
                     abandoned=abandon,
                 )
             ]
-        done = record(db, results, runners)
+        if by is not None and not by.strip():
+            raise InvalidInput("--by is empty: give who recorded the results, or leave it out")
+        done = record(db, results, runners, by=by and by.strip(), csv=csv_file)
         for t in done:
             console.print(
                 f"trial {t.id} (#{t.number}): {t.status}" + (f" ({t.error})" if t.error else ""),

@@ -103,7 +103,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def _command_line() -> list[str]:
+def command_line() -> list[str]:
     """``sys.argv`` as recorded: the program's name without its folder, any URL's password
     as ``***`` (the store keeps the command; a shared store is read by many)."""
     argv = [Path(sys.argv[0]).name if sys.argv else "", *sys.argv[1:]]
@@ -172,7 +172,7 @@ def start_session(
     # the code that made the trials before, read before this session is recorded with its own
     last = {what: _last_pin(store, cid, what, started) for what, (started, _) in pins.items()}
     now = {what: pin for what, (_, pin) in pins.items() if pin is not None}
-    argv = _command_line()
+    argv = command_line()
     detail: dict[str, Any] = {
         "command": command,
         "argv": argv,
@@ -285,6 +285,24 @@ def _session_part(s: Mapping[str, Any]) -> str:
     if isinstance(override, dict) and override:
         part += " (" + ", ".join(f"{k} {v}" for k, v in override.items()) + ")"
     return part
+
+
+def tell_line(tells: Sequence[Mapping[str, Any]]) -> str | None:
+    """``closedloop status``'s line of the results recorded with ``tell``: how many times,
+    then the latest, when and by whom, which trials and from which file; ``None`` when
+    nothing was told (:meth:`loop.store.Store.tells`)."""
+    if not tells:
+        return None
+    last = tells[-1]
+    at = str(last.get("at", ""))[:16].replace("T", " ")
+    numbers = [n for n in last.get("trials") or () if isinstance(n, int)]
+    which = f"#{numbers[0]}" if len(numbers) == 1 else f"{len(numbers)} trials"
+    if len(numbers) > 1:
+        which += f" (#{min(numbers)}–#{max(numbers)})"
+    csv = last.get("csv")
+    source = f" from {Path(str(csv.get('file'))).name}" if isinstance(csv, dict) else ""
+    times = "once" if len(tells) == 1 else f"{len(tells)} times"
+    return f"results told: {times}; latest {at} UTC by {last.get('by') or '?'}: {which}{source}"
 
 
 def code_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:

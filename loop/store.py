@@ -230,7 +230,9 @@ class CampaignEventRow(SQLModel, table=True):
     ``loop.provenance``); ``function_changed`` and ``planner_changed`` (the code that makes
     the trials changed since those before: a ``function:`` instrument's file, a ``planner:
     {plugin: ...}``'s origin; ``detail`` JSON with its old and new origin and the first trial
-    the new code measures or proposes: :meth:`Store.code_changes`).
+    the new code measures or proposes: :meth:`Store.code_changes`); ``tell`` (results of
+    pending trials were recorded by ``closedloop tell``: ``by`` who, ``detail`` JSON of
+    which trials and from where, :meth:`Store.tells`).
     """
 
     __tablename__ = "campaign_event"
@@ -1503,6 +1505,15 @@ class Store:
         """
         return [d for _, d in self._json_events(campaign_id, ("session",))]
 
+    def tells(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Each ``tell`` that recorded results of the campaign's trials, oldest first: ``at``
+        (UTC, ISO 8601, as the trials' ``finished_at``), ``by`` (``--by``, else user@host),
+        ``trials`` (their numbers), ``completed``, ``failed`` and ``abandoned`` (how many
+        of each), ``argv`` (the command, a URL's password as ``***``) and ``csv`` (the
+        ``--csv`` file and its sha256, or ``None``): ``loop.asktell.tell``. A campaign told
+        before these were recorded has none."""
+        return [d for _, d in self._json_events(campaign_id, ("tell",))]
+
     def code_changes(self, campaign_id: int, what: str) -> list[dict[str, Any]]:
         """The ``{what}_changed`` events (``what``: ``function`` or ``planner``), oldest
         first: ``at``, ``what``, ``old`` and ``new`` (the code's origin before and after, as
@@ -1813,16 +1824,21 @@ class Store:
         *,
         tokens: Mapping[int, str] | None = None,
         status: Mapping[int, tuple[str, str]] | None = None,
+        events: Mapping[int, tuple[str, str | None, str | None]] | None = None,
     ) -> None:
         """Commit many trials' outcomes and observations in one transaction: all or none.
 
         As :meth:`finish_trial` for each, and refused whole (``StoreError``) if any trial is
         no longer ``running``. ``status``: campaign id -> the campaign's status and stop
-        reason, recorded in the same transaction. ``tokens``: campaign id -> lease token;
-        given, every campaign written (the trials' and ``status``'s) must be held by its
-        token, checked in the transaction (in id order: two batches never deadlock).
+        reason, recorded in the same transaction. ``events``: campaign id -> an event's
+        ``(kind, by, detail)`` (:meth:`add_event`), in the same transaction too, so an
+        audit record exists exactly when what it records does (``tell``'s). ``tokens``:
+        campaign id -> lease token; given, every campaign written (the trials',
+        ``status``'s and ``events``') must be held by its token, checked in the
+        transaction (in id order: two batches never deadlock).
         """
         status = status or {}
+        events = events or {}
         with self.engine.begin() as conn:
             ids = [o.trial_id for o in outcomes]
             campaign_of: dict[int, int] = {}
@@ -1833,7 +1849,7 @@ class Store:
             if vanished:
                 raise StoreError(f"trial {vanished[0]} vanished from the store")
             if tokens is not None:
-                for cid in sorted({*campaign_of.values(), *status}):
+                for cid in sorted({*campaign_of.values(), *status, *events}):
                     if cid not in tokens:
                         raise LeaseLost(f"campaign {cid} is written without its lease")
                     _check_lease(conn, cid, tokens[cid])
@@ -1863,6 +1879,11 @@ class Store:
             _insert_rows(conn, ObservationRow, observations)
             for cid, campaign_status in sorted(status.items()):
                 _update_campaign(conn, cid, status=campaign_status)
+            audit = [
+                {"campaign_id": cid, "at": now, "kind": kind, "by": _text(by), "detail": _text(d)}
+                for cid, (kind, by, d) in sorted(events.items())
+            ]
+            _insert_rows(conn, CampaignEventRow, audit)
 
     def trials(self, campaign_id: int) -> list[TrialRow]:
         with self.session() as s:

@@ -286,6 +286,52 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     assert twice.exit_code == 2 and "is already completed" in twice.output
 
 
+def test_tell_records_who_recorded_which_results_and_from_where(tmp_path: Path) -> None:
+    """Results typed in by hand are the lab's record of a measurement, and nothing said who
+    entered them or when (a run's session says who ran its trials). Each tell that writes
+    stores who (``--by``, else user@host), which trials, the command and the CSV file with
+    its sha256, in the transaction that writes the results; a refused one stores none."""
+    import hashlib
+
+    from loop.provenance import user_at_host
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "3")["trials"]]
+    one = _cli("tell", "--store", url, str(ids[0]), "yield=0.3", "--by", "  Ada (bench 2) ")
+    assert one.exit_code == 0, one.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"trial_id,yield\n{ids[1]},0.6\n{ids[2]},oops\n")
+    assert _cli("tell", "--store", url, "--csv", str(bad)).exit_code == 2
+    assert _cli("tell", "--store", url, str(ids[1]), "yield=1", "--by", " ").exit_code == 2
+    good = tmp_path / "good.csv"
+    good.write_text(f"trial_id,yield,fail\n{ids[1]},0.6,\n{ids[2]},,broken vial\n")
+    assert _cli("tell", "--store", url, "--csv", str(good)).exit_code == 0
+    store = Store(url, create=False)
+    try:
+        cid = store.campaign().id or 0
+        tells = store.tells(cid)
+        finished = {t.number: t.finished_at for t in store.trials(cid)}
+    finally:
+        store.close()
+    assert [t["by"] for t in tells] == ["Ada (bench 2)", user_at_host()]
+    assert [t["trials"] for t in tells] == [[1], [2, 3]]
+    counts = [(t["completed"], t["failed"], t["abandoned"]) for t in tells]
+    assert counts == [(1, 0, 0), (1, 1, 0)]
+    assert tells[0]["csv"] is None and isinstance(tells[0]["argv"], list)  # in-process here
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert tells[1]["csv"] == {"file": str(good.resolve()), "sha256": digest}
+    # the same moment as the results it records: one transaction
+    at = finished[2]
+    assert at is not None and tells[1]["at"].startswith(at.isoformat()[:19])
+    status = _cli("status", "--store", url)
+    line = next(x for x in status.output.splitlines() if x.startswith("results told"))
+    assert line.startswith("results told: 2 times; latest ") and line.endswith(
+        f"UTC by {user_at_host()}: 2 trials (#2–#3) from good.csv"
+    ), line
+    as_json = json.loads(_cli("status", "--store", url, "--json").output)
+    assert [t["trials"] for t in as_json["tells"]] == [[1], [2, 3]]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

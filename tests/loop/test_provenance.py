@@ -23,7 +23,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from loop import Runner, Store, load_campaign
-from loop.provenance import _command_line, campaign_file, seed_source, session_line
+from loop.provenance import campaign_file, command_line, seed_source, session_line
 from tests.cli_process import closedloop
 
 BRANIN = """\
@@ -128,7 +128,7 @@ def test_a_password_in_the_command_line_is_not_stored(monkeypatch: pytest.Monkey
     url = "postgresql+psycopg://lab:s3cret@dbhost/closedloop"
     argv = ["/usr/bin/closedloop", "resume", "--store", url, f"--store={url}"]
     monkeypatch.setattr(sys, "argv", argv)
-    recorded = _command_line()
+    recorded = command_line()
     assert recorded[0] == "closedloop"
     assert not any("s3cret" in a for a in recorded)
     assert recorded[3] == "postgresql+psycopg://lab:***@dbhost/closedloop"
