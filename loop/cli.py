@@ -44,6 +44,7 @@ from loop.fmt import (
     number,
     parameter,
     say_when_stdout_closes,
+    span,
     specs,
     visible,
 )
@@ -867,18 +868,7 @@ def _duration_budget(db: Any, row: Any, c: Any, trials: list[Any]) -> str:
         return ""
     told = any(is_told(t, db) for t in trials)
     spent = running_time(row) if told else row.elapsed_seconds or 0.0
-    return f", {_span(parse_duration(limit))} running time ({_span(spent)} so far)"
-
-
-def _span(seconds: float) -> str:
-    """A duration as a person reads it: ``45 s``, ``35 min``, ``2.5 h``, ``3.2 d``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.3g} h"
-    return f"{seconds / 86400:.3g} d"
+    return f", {span(parse_duration(limit))} running time ({span(spent)} so far)"
 
 
 def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:

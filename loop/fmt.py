@@ -131,6 +131,18 @@ def _fixed(value: float, decimals: int) -> str:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def span(seconds: float) -> str:
+    """A duration as a person reads it: ``45 s``, ``35 min``, ``2.5 h``, ``3.2 d`` (every
+    message and table that shows one; the stored and command-line forms are exact)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 86400:.3g} d"
+
+
 def visible(text: str) -> str:
     """``text`` with each control character but newline and tab written as an escape:
     ``\\x1b``, ``\\x07``, ``\\x9b`` (a ``\\r`` right before a newline, a Windows line end,
