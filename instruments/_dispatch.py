@@ -15,12 +15,12 @@ A faulty instrument costs one trial, never the campaign:
 * **Timeout.** ``run(..., timeout=N)`` arms a watchdog; a run still going after ``N`` s
   (not counting time spent waiting at the instrument's interlock gate: a trial held by an
   open door is paused, not failed; nor a detector's wait in an executor's queue for a free
-  worker, its ``queue_waited()`` clock) is aborted through the RunEngine (``RE.abort``, as
-  Ctrl-C is), so its cleanup runs and its stop document (``exit_status='abort'``) is
-  emitted and stored. The trial comes back ``fail`` with "timed out after N s" and
-  ``transient=True``. Detectors left mid-acquisition are then ``stop()``-ped: bluesky stops
-  only the devices it moved, and a detector still "busy" would refuse the next trial's
-  trigger.
+  worker, its ``queue_waited()`` clock; nor a freeze of the process, Ctrl-Z until ``fg``)
+  is aborted through the RunEngine (``RE.abort``, as Ctrl-C is), so its cleanup runs and
+  its stop document (``exit_status='abort'``) is emitted and stored. The trial comes back
+  ``fail`` with "timed out after N s" and ``transient=True``. Detectors left
+  mid-acquisition are then ``stop()``-ped: bluesky stops only the devices it moved, and a
+  detector still "busy" would refuse the next trial's trigger.
 * **Non-finite outputs** (NaN, +/-inf) fail the trial; the values stay in the result (and so
   in the store), but a failed trial never reaches a model as a measurement.
 * **Readbacks outside the declared limits** (``readback_limits``, the campaign's bounds),
@@ -39,6 +39,7 @@ A faulty instrument costs one trial, never the campaign:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import importlib.metadata
 import inspect
@@ -78,6 +79,12 @@ _STOP_TIMEOUT = 10.0  # s; an async stop() of a detector after an abort
 # s; how long a caller waits for a RunEngine to take an abort (see _EngineCall): the timeout
 # watchdog and Ctrl-C during a run; Dispatcher.abort takes its own limit.
 _ABORT_WAIT = 5.0
+# s; the longest a deadline's thread sleeps at a time (see _Stopwatch): it then sees whether
+# the process was frozen meanwhile.
+_WATCH_SLICE = 0.5
+# s; a wake this much later than the sleep asked for means the process was not scheduled at
+# all (SIGSTOP, Ctrl-Z; see _Stopwatch), not that the machine was busy.
+_FROZEN_AFTER = 2.0
 # Relative slack every readback gets on its limits, for float rounding alone: a value sent
 # through a unit conversion and back (0.2 mL/min -> uL/s -> 0.19999999999999998) is the
 # value asked for, even against a zero-width range (a ``fixed`` parameter's [v, v]).
@@ -148,9 +155,14 @@ class _EngineCall:
         self.thread.start()
 
     def wait(self, seconds: float) -> bool | None:
-        """Whether it was delivered; ``None`` while the engine has not taken it yet."""
-        self.thread.join(seconds)
+        """Whether it was delivered; ``None`` while the engine has not taken it yet
+        (``seconds`` of running time: a freeze, see :class:`_Stopwatch`, does not count)."""
+        _wait_running(self._joined, seconds)
         return None if self.thread.is_alive() else self.delivered
+
+    def _joined(self, seconds: float) -> bool:
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
 
 
 def _request_abort(run_engine: RunEngine, reason: str, wait: float = _ABORT_WAIT) -> bool:
@@ -662,7 +674,8 @@ class Dispatcher:
                 counting time spent waiting for the instrument's interlocks: a trial held
                 by them waits, the campaign paused, for as long as they do not hold; nor
                 the time a detector's measurement waits for a free worker, see the class
-                docstring); a run
+                docstring; nor the time the process was frozen, stopped by Ctrl-Z until
+                ``fg``: see :class:`_Stopwatch`); a run
                 still going then is aborted and comes back ``fail``, "timed out after N s",
                 ``timed_out`` and ``transient``. ``None``: no limit.
             trial_number: the campaign's number of the trial, recorded in the start
@@ -890,7 +903,7 @@ class Dispatcher:
                 outcome = stop(success=False)
                 if inspect.isawaitable(outcome):
                     future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
-                    future.result(timeout=_STOP_TIMEOUT)
+                    _result_within(future, _STOP_TIMEOUT)
             except Exception as exc:
                 logger.warning("stopping detector %r after an abort failed: %s", detector, exc)
 
@@ -944,7 +957,7 @@ class Dispatcher:
                 outcome = device.check_value(parameters[name])
                 if inspect.isawaitable(outcome):
                     future = asyncio.run_coroutine_threadsafe(_await(outcome), self.run_engine.loop)
-                    future.result(timeout=_LIMIT_CHECK_TIMEOUT)
+                    _result_within(future, _LIMIT_CHECK_TIMEOUT)
             except Exception as exc:
                 yield name, exc
                 if not every:
@@ -1002,12 +1015,80 @@ class Dispatcher:
         )
 
 
-class _Watchdog:
-    """Calls ``expire`` once ``timeout`` s have passed, not counting the seconds ``waited``
-    adds meanwhile (a gate's interlock waits); ``cancel()`` before then prevents it.
+class _Stopwatch:
+    """Seconds of running time since it was started: not the seconds ``waited`` adds
+    meanwhile (a gate's interlock waits, a detector's queue wait), nor a freeze.
 
-    A plain ``threading.Timer`` cannot stop its clock; this one re-computes the time left
-    whenever it wakes, so it sleeps through a wait of any length without polling.
+    ``time.monotonic()`` runs on while the process is stopped (SIGSTOP, Ctrl-Z until
+    ``fg``), so a trial frozen 2 s into a 5 s measurement for 25 s was timed out by its
+    20 s ``timeout`` the moment it ran again, counted as the instrument's failure (found in
+    review). The instrument did nothing wrong: the time the process could not run is not
+    the instrument's. The stopwatch is read by a thread that sleeps at most
+    ``_WATCH_SLICE`` s at a time (:func:`_wait_running`); a lap that took more than
+    ``_FROZEN_AFTER`` s longer than its sleep asked for means the process was not scheduled
+    at all, and that lap counts as the sleep asked for. Linux's monotonic clock stands
+    still in system suspend (a laptop asleep), so that needs nothing. The cost: a device
+    call that holds the GIL for seconds on end keeps the watching thread from running too,
+    and that stretch is taken for a freeze; a call that never lets go of it could not be
+    timed out anyway (the abort needs the interpreter).
+    """
+
+    def __init__(self, waited: Callable[[], float] | None = None) -> None:
+        self._waited = waited if waited is not None else _never_waited
+        self._last = time.monotonic()
+        self._waited_last = self._waited()
+        self.running = 0.0  # seconds counted so far
+        self.frozen = 0.0  # seconds left out as a freeze
+
+    def lap(self, asked: float) -> float:
+        """Count the time since the last lap, which slept ``asked`` s; the running total."""
+        now, waited = time.monotonic(), self._waited()
+        step, wait = now - self._last, waited - self._waited_last
+        self._last, self._waited_last = now, waited
+        if step > asked + _FROZEN_AFTER:
+            self.frozen += step - asked
+            # A wait under way through the freeze (a door open meanwhile) grew with it.
+            self.running += max(0.0, asked - wait)
+        else:
+            self.running += step - wait
+        return self.running
+
+
+def _wait_running(
+    ready: Callable[[float], bool], seconds: float, watch: _Stopwatch | None = None
+) -> bool:
+    """Whether ``ready(s)`` (a wait of at most ``s`` s: ``Event.wait``, a join) said yes
+    within ``seconds`` of running time as ``watch`` counts it (see :class:`_Stopwatch`).
+
+    ``ready`` is asked in slices of at most ``_WATCH_SLICE`` s, each of which must return
+    false only once its ``s`` s have passed.
+    """
+    watch = watch if watch is not None else _Stopwatch()
+    asked = 0.0
+    while True:
+        left = seconds - watch.lap(asked)
+        if left <= 0:
+            return False
+        asked = min(left, _WATCH_SLICE)
+        if ready(asked):
+            return True
+
+
+def _result_within(future: concurrent.futures.Future[Any], seconds: float) -> Any:
+    """``future.result(timeout=seconds)``, ``seconds`` being running time: a process frozen
+    while an async device call ran (Ctrl-Z) does not fail that call when it runs again."""
+    if not _wait_running(lambda s: bool(concurrent.futures.wait([future], s).done), seconds):
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    return future.result()
+
+
+class _Watchdog:
+    """Calls ``expire`` once ``timeout`` s of running time have passed, not counting the
+    seconds ``waited`` adds meanwhile (a gate's interlock waits) nor a freeze of the process
+    (see :class:`_Stopwatch`); ``cancel()`` before then prevents it.
+
+    A plain ``threading.Timer`` cannot stop its clock; this one re-counts the time left
+    whenever it wakes, at least every ``_WATCH_SLICE`` s.
     """
 
     def __init__(
@@ -1015,23 +1096,14 @@ class _Watchdog:
     ) -> None:
         self._timeout = timeout
         self._expire = expire
-        self._waited = waited
-        self._t0 = time.monotonic()
-        self._w0 = waited()
+        self.watch = _Stopwatch(waited)
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="trial-timeout", daemon=True)
         self._thread.start()
 
-    def _left(self) -> float:
-        busy = (time.monotonic() - self._t0) - (self._waited() - self._w0)
-        return self._timeout - busy
-
     def _watch(self) -> None:
-        left = self._left()
-        while left > 0:
-            if self._cancelled.wait(left):
-                return
-            left = self._left()
+        if _wait_running(self._cancelled.wait, self._timeout, self.watch):
+            return
         if not self._cancelled.is_set():
             self._expire()
 

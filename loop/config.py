@@ -8,6 +8,7 @@ pydantic error is shared with instrument files (``instruments._yamlfile``).
 from __future__ import annotations
 
 import copy
+import decimal
 import difflib
 import importlib.util
 import json
@@ -80,36 +81,91 @@ _DURATION = re.compile(
 # Seconds alone: ``3600``, ``90s``, or ``1.0368e+06s`` as budgets were stored (see Duration).
 _SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*s?\s*$")
 
+#: What a duration may be written as, for messages that refuse one.
+DURATION_WORDS = (
+    "seconds (3600) or a number with a unit, units d, h, m (or min) and s, largest first, "
+    "e.g. 90s, 10m, 1.5h, 1h30m, 1d12h"
+)
+
+
+def _duration_seconds(value: Any) -> float | None:
+    """The seconds ``value`` says (a number, or text :data:`DURATION_WORDS` describes), not
+    yet checked against any range; ``None`` when it is no duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value)
+    if (alone := _SECONDS.match(text)) is not None:
+        # "3600" is seconds, as 3600 is: a command-line option is always text, and so is a
+        # quoted YAML value.
+        return float(alone.group(1))
+    match = _DURATION.match(text)
+    if not match or not any(match.groups()):
+        return None
+    d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return d * 86400 + h * 3600 + m * 60 + s
+
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``90`` or ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like 2h, 30m, 1h30m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif (alone := _SECONDS.match(str(value))) is not None:
-        # "3600" is seconds, as 3600 is: a command-line option is always text, and so is a
-        # quoted YAML value.
-        seconds = float(alone.group(1))
-    else:
-        match = _DURATION.match(str(value))
-        if not match or not any(match.groups()):
-            raise ValueError(
-                f"{value!r} is not a duration; write seconds (3600) or text like 2h, 30m, 1h30m"
-            )
-        d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-        seconds = d * 86400 + h * 3600 + m * 60 + s
+    seconds = _duration_seconds(value)
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration; write {DURATION_WORDS}")
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 366 * 86400:
         raise ValueError("a duration must be positive and at most a year")
     return seconds
 
 
+# The longest rest in seconds a stored duration shows after its days, hours and minutes
+# (``1h0.25s``, ``2h1m59.999s``); a longer one is a float's noise (see _stored_duration).
+_SHORT_FRACTION = 6
+
+
 def _stored_duration(seconds: float) -> str:
-    """A duration as a stored budget keeps it, which :func:`parse_duration` reads back:
-    ``2592000s``. It was ``f"{s:g}s"``, which writes 30 days as ``2.592e+06s``: a campaign
-    with a ``max_duration`` of 12 days or more could then not be resumed, suggested or told
-    (its stored budget refused; found in review). ``parse_duration`` reads those too."""
-    return f"{seconds:.15g}s"
+    """A duration as a stored budget and ``export --format yaml`` keep it: exact, and as a
+    person writes one (``3d``, ``1h30m``, ``10m``, ``90s``, ``1h0.25s``), read back by
+    :func:`parse_duration` to the very same float.
+
+    It was ``f"{s:g}s"``, which writes 30 days as ``2.592e+06s`` (a campaign with a
+    ``max_duration`` of 12 days or more could then not be resumed: found in review), then
+    ``f"{s:.15g}s"``, which is exact but replaced the user's ``3d`` with ``259200s`` in an
+    exported campaign (found in review). ``parse_duration`` reads both older forms.
+
+    Below two minutes a duration that is not whole minutes stays in seconds (``90s``); else
+    whole days, hours and minutes each when not zero, then the rest in seconds. The rest is
+    exact: it is ``seconds`` minus a whole number at least half of it (Sterbenz). Where that
+    rest is a long fraction (``1.1d`` is 95040.00000000001 s), the shortest exact form of
+    the whole in one unit is written instead (``1.1d``; ``86400.1s``). Numbers are written
+    by their shortest ``repr`` without an exponent (``0.00001``, never ``1e-05``, which the
+    duration syntax does not take).
+    """
+    if not math.isfinite(seconds) or seconds <= 0:
+        return f"{seconds!r}s"  # no duration at all; never from a validated value
+    whole_minutes = math.floor(seconds / 60)
+    if seconds < 120 and whole_minutes * 60 != seconds:
+        return f"{_positional(seconds)}s"
+    days, rest = divmod(whole_minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    remainder = seconds - whole_minutes * 60
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if remainder:
+        parts.append(f"{_positional(remainder)}s")
+    split = "".join(parts)
+    if len(_positional(remainder)) <= _SHORT_FRACTION:
+        return split
+    shortest = [split, f"{_positional(seconds)}s"]
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        text = f"{_positional(seconds / size)}{unit}"
+        if _duration_seconds(text) == seconds:
+            shortest.append(text)
+    return min(shortest, key=len)
+
+
+def _positional(number: float) -> str:
+    """``number``'s shortest exact text without an exponent: ``90``, ``0.5``, ``0.00001``."""
+    text = format(decimal.Decimal(repr(number)), "f")
+    return text.removesuffix(".0")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_stored_duration)]
@@ -196,8 +252,18 @@ class Budget(BaseModel):
     max_trials: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Completed trials to run."
     )
+    # Running time as ``time.monotonic()`` counts it while a session runs: the interlock
+    # pauses count (a beamtime allocation ends whatever the door), and so does a runner
+    # stopped by Ctrl-Z; the time between sessions does not, nor a machine's system
+    # suspend on Linux (its monotonic clock stands still then). The README says the same.
     max_duration: Duration | None = Field(
-        default=None, description="Wall-clock limit, e.g. 2h, 30m, 1h30m."
+        default=None,
+        description=(
+            "Running time limit, summed over the sessions (run, resume), e.g. 2h, 30m, "
+            "1h30m, 1d: counts interlock pauses and a runner stopped by Ctrl-Z, not the "
+            "time between sessions nor system suspend (Linux). An ask/tell campaign's "
+            "limit is its age instead."
+        ),
     )
     max_failures: int = Field(
         default=10,
@@ -299,8 +365,8 @@ class Campaign(BaseModel):
             return {"function": value} if ":" in value else {"simulator": value}
         if isinstance(value, Mapping) and value.get("manual") is True:
             if value.get("outputs") is None:
-                return {**value, "outputs": _manual_outputs(info.data)}
-        return value
+                value = {**value, "outputs": _manual_outputs(info.data)}
+        return _instrument_seconds(value)
 
     @property
     def space(self) -> Space:
@@ -315,6 +381,45 @@ class Campaign(BaseModel):
     def parsed_outcome_constraints(self) -> list[OutcomeConstraint]:
         """``outcome_constraints`` parsed (the loader has checked that they parse)."""
         return [parse_outcome_constraint(t) for t in self.outcome_constraints]
+
+
+#: The ``instrument:`` options that are seconds, by their path in it: each takes a duration
+#: as ``budget.max_duration`` does (``timeout: 10m``), see :func:`_instrument_seconds`.
+SECONDS_OPTIONS: tuple[tuple[str, ...], ...] = (
+    ("timeout",),
+    ("latency",),
+    ("executor", "connect_timeout"),
+)
+
+
+def _instrument_seconds(value: Any) -> Any:
+    """``instrument:`` with each of its :data:`SECONDS_OPTIONS` written as duration text
+    (``timeout: 10m``, ``latency: 1.5s``) replaced by its seconds.
+
+    ``budget.max_duration`` took ``10m`` while ``timeout: 10m`` was refused with "unable to
+    parse string as a number" (found in review): one duration syntax now serves every
+    option that is a time. A number stays as it is (seconds), and so does text that is no
+    duration, for the option's own check to refuse with its line (``_own_fix`` words it).
+    The option's own range applies to the seconds, not :func:`parse_duration`'s: a
+    ``latency: 0s`` is 0, which a latency may be.
+    """
+    if not isinstance(value, Mapping):
+        return value
+    out = dict(value)
+    for path in SECONDS_OPTIONS:
+        node: Any = out
+        for key in path[:-1]:
+            inner = node.get(key)
+            if not isinstance(inner, Mapping):
+                break
+            node[key] = node = dict(inner)
+        else:
+            given = node.get(path[-1])
+            if isinstance(given, str):
+                seconds = _duration_seconds(given)
+                if seconds is not None:
+                    node[path[-1]] = seconds
+    return out
 
 
 def _manual_outputs(fields: Mapping[str, Any]) -> list[str]:
@@ -1139,6 +1244,13 @@ def _own_fix(
             fix = f"write e.g. {key}: {example(str(err.get('input', '')))}"
         elif isinstance(rule_fix := getattr(ctx.get("error"), "fix", None), str) and rule_fix:
             fix = rule_fix
+        elif err["type"] == "float_parsing" and _is_seconds_option(err["loc"]):
+            # Text that is no duration (``_instrument_seconds`` took every one that is).
+            where = ".".join(str(p) for p in err["loc"])
+            problem = (
+                f"{where}: {err.get('input')!r} is neither a valid number of seconds nor a duration"
+            )
+            fix = f"write {DURATION_WORDS}"
         elif err["type"] == "too_long" and err["loc"] in _TOO_LONG:
             why, fix = _TOO_LONG[err["loc"]]
             given = err.get("input")
@@ -1152,6 +1264,12 @@ def _own_fix(
             fix += f"; {more.group(1)}"
         return CampaignConfigError(error.path, problem, line=error.line, fix=fix)
     return error
+
+
+def _is_seconds_option(loc: Sequence[Any]) -> bool:
+    """Whether ``loc`` (a pydantic error's) is one of the instrument's
+    :data:`SECONDS_OPTIONS`."""
+    return len(loc) > 1 and loc[0] == "instrument" and tuple(loc[1:]) in SECONDS_OPTIONS
 
 
 #: The campaign's list limits, each with why and what to do (pydantic's own words named the
@@ -1299,21 +1417,23 @@ _HINTS = {
     "bounds": "write bounds as [lower, upper], e.g. bounds: [0, 10]",
     "values": "list the values, e.g. values: [a, b, c]",
     "budget": "add e.g. budget: {max_trials: 20}",
-    "max_duration": "write e.g. 2h, 30m, 1h30m or seconds",
+    "max_duration": f"write {DURATION_WORDS}",
     "goal": "goal is maximize or minimize",
     "instrument": "e.g. instrument: {simulator: branin} or {function: mymodule:measure}",
     "objectives": "e.g. objectives: [{name: y, goal: minimize}]",
     "parameters": "e.g. parameters: [{name: x, type: float, bounds: [0, 1]}]",
     "executor": "e.g. executor: {kind: local, workers: 4} (a Dask cluster on this machine) "
     'or {kind: dask, address: "tcp://host:8786"}; the default, inprocess, computes here',
-    "timeout": "seconds a run may take, e.g. timeout: 600",
+    "timeout": "the time a run may take, seconds or a duration, e.g. timeout: 600 or 10m",
+    "connect_timeout": "the time to wait for the scheduler, seconds or a duration, e.g. "
+    "connect_timeout: 30",
     "max_retries": "a whole number from 0 to 10",
     "failure_rate": "a probability from 0 to 1",
     "hang_rate": "a probability from 0 to 1",
     "nan_rate": "a probability from 0 to 1",
     "readback_out_of_range_rate": "a probability from 0 to 1",
     "readback_tolerance": "a fraction of the bounds' span from 0 to 1, e.g. 0.01",
-    "latency": "seconds per measurement, e.g. latency: 0.1",
+    "latency": "the time per measurement, seconds or a duration, e.g. latency: 0.1 or 2m",
     "patience": "a whole number of trials >= 1, e.g. patience: 10",
     "min_improvement": "a number >= 0 in the objective's units (0: any gain counts)",
     "target": "a number (one objective) or {objective: value}, e.g. target: {yield: 0.9}",

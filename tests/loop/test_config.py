@@ -420,4 +420,4 @@ def test_a_long_impossible_constraint_is_quoted_cut(tmp_path: Path) -> None:
     assert "can never hold" in message and "misses by 10 at best" in message
     assert "x0 in [0, 1]" in message and "and 33 more" in message
     assert "x39 in" not in message and "… (233 characters)" in message
-    assert len(message) < 500, message
+    assert len(message.replace(str(path), "")) < 450, message  # the path's length aside
