@@ -110,6 +110,7 @@ from botorch.utils.multi_objective.pareto import is_non_dominated
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel, MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood, Likelihood
+from gpytorch.means import Mean
 from gpytorch.mlls import (
     ExactMarginalLogLikelihood,
     MarginalLogLikelihood,
@@ -127,6 +128,7 @@ from planners._baselines import (
 )
 from planners._config import PlannerConfig, check_botorch_support
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
+from planners._means import QuadraticMean
 from planners._outliers import NOISE_FLOOR, clip_column
 from planners._pareto import front_reference_point
 from planners._protocol import Objective, Observation, OutcomeConstraint
@@ -136,6 +138,7 @@ from planners._transforms import OneHotCategories
 logger = logging.getLogger(__name__)
 
 KernelKind = Literal["rbf", "matern", "matern_gamma"]
+PriorMean = Literal["quadratic", "constant"]
 NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 
 
@@ -183,6 +186,13 @@ class BoTorchSettings:
             seeds 0-4: median hypervolume 0.09 with Gamma, 0.39 with LogNormal;
             Ax 0.39).
         noise_floor: lower bound of the inferred noise variance on the standardised scale.
+        prior_mean: the objective GP's prior mean for one objective over a space without
+            choice parameters and without outcome constraints: ``quadratic`` (a bowl centred
+            in the box, its depth fitted: ``planners._means``), which keeps a noisy campaign
+            from exploring the box's faces while it cannot see the objective's shape yet
+            (noisy Hartmann6, seeds 0-56: median regret 0.054 against 0.148, better on 40
+            of 57 seeds; noiseless problems no worse), or ``constant``. Every other model
+            keeps a constant mean.
         fit_maxiter: L-BFGS-B iterations of one GP hyperparameter fit (``None``: SciPy's).
         fit_ftol: relative loss reduction at which a GP fit stops (``None``: SciPy's 2.2e-9).
         warm_start: start each GP fit from the previous fit's hyperparameters instead of the
@@ -273,6 +283,7 @@ class BoTorchSettings:
     noise_prior: NoisePrior = "gamma"
     moo_noise_prior: NoisePrior = "lognormal"
     noise_floor: float = NOISE_FLOOR
+    prior_mean: PriorMean = "quadratic"
     fit_maxiter: int | None = 100
     fit_ftol: float | None = 1e-6
     warm_start: bool = True
@@ -650,7 +661,7 @@ class BoTorchPlanner:
         start = previous if self.settings.warm_start else None
         with torch.random.fork_rng():
             torch.manual_seed(derive_seed(self.seed, len(self.observations), 11))
-            model, _ = self._fit_once(train_X, labels, start)
+            model, _ = self._fit_once(train_X, labels, start, objective=False)
         self._feasibility = _Fitted(model, train_X, labels, len(self.observations))
         return model
 
@@ -701,10 +712,11 @@ class BoTorchPlanner:
         return model
 
     def _fit_once(
-        self, train_X: Tensor, train_Y: Tensor, start: Model | None
+        self, train_X: Tensor, train_Y: Tensor, start: Model | None, *, objective: bool = True
     ) -> tuple[Model, float]:
-        """A GP fitted from ``start``'s hyperparameters (or the priors'), and its log posterior."""
-        model = self._build_model(train_X, train_Y)
+        """A GP fitted from ``start``'s hyperparameters (or the priors'), and its log posterior
+        (``objective``: of the measured outputs, not the feasibility labels)."""
+        model = self._build_model(train_X, train_Y, objective=objective)
         if start is not None:
             _copy_hyperparameters(start, model)
         mll: MarginalLogLikelihood
@@ -732,7 +744,7 @@ class BoTorchPlanner:
         _log_warnings(caught, "GP fit")
         return model, score
 
-    def _build_model(self, train_X: Tensor, train_Y: Tensor) -> Model:
+    def _build_model(self, train_X: Tensor, train_Y: Tensor, *, objective: bool = True) -> Model:
         """One GP per column of ``train_Y``; several in a ``ModelListGP``.
 
         Independent GPs (own lengthscales, scale and noise per output) in a list rather than
@@ -765,9 +777,30 @@ class BoTorchPlanner:
             train_Y,
             likelihood=likelihood,
             covar_module=self._kernel(model_dim, None, torch.Size()),
+            mean_module=self._prior_mean() if objective else None,
             input_transform=input_transform,
             outcome_transform=outcome_transform,
         )
+
+    def _prior_mean(self) -> Mean | None:
+        """The objective GP's prior mean (``BoTorchSettings.prior_mean``); ``None``: the
+        constant mean ``SingleTaskGP`` makes.
+
+        The quadratic mean is for what it was measured on: one objective, every column a
+        number in ``[0, 1]`` (a choice's one-hot columns have no centre to fall off from),
+        and no outcome constraint (whose GPs model another output, and whose feasible
+        region may hug a face). Not the feasibility GP either (``objective=False`` in
+        :meth:`_build_model`): its constant mean makes regions far from every trial as
+        feasible as the campaign so far.
+        """
+        if (
+            self.settings.prior_mean != "quadratic"
+            or self._cat_dims
+            or len(self.objectives) > 1
+            or self.outcome_constraints
+        ):
+            return None
+        return QuadraticMean()
 
     def _kernel(
         self, ard_num_dims: int, active_dims: Sequence[int] | None, batch_shape: torch.Size

@@ -461,3 +461,89 @@ def test_a_numerical_failure_of_the_model_gives_a_design_point(
     assert space.contains(point)
     assert planner.last_kinds == ["initial"]
     assert any("the model could not propose" in r.getMessage() for r in caplog.records)
+
+
+def _fitted_mean(planner: BoTorchPlanner) -> Any:
+    model = planner.fit()
+    return getattr(model, "mean_module", None)
+
+
+def test_one_objective_over_numbers_has_a_prior_mean_that_falls_toward_the_faces(
+    real_optimizer: None,
+) -> None:
+    """The objective GP of one objective over floats and ints (``prior_mean``, default
+    ``quadratic``): its prior mean is highest at the box's centre and falls off toward the
+    faces by a fitted, non-negative amount, so a campaign whose data show no shape yet does
+    not spend its trials on the faces (``planners._means``). Where the data rise toward a
+    face, the GP still proposes at the face."""
+    from gpytorch.means import ConstantMean
+
+    from planners._means import QuadraticMean
+
+    space = Space(
+        [FloatParameter(name="x", bounds=(0.0, 10.0)), IntParameter(name="n", bounds=(1, 9))]
+    )
+    bowl = BoTorchPlanner(space, MAX, CONFIG, seed=0)
+    rise = BoTorchPlanner(space, MAX, CONFIG, seed=0)
+    for i in range(12):
+        x, n = (i * 7 % 11) * 10 / 10, 1 + i * 5 % 9
+        centre = -((x / 10 - 0.5) ** 2) - ((n - 1) / 8 - 0.5) ** 2
+        bowl.ingest([Observation(parameters={"x": x, "n": n}, outputs={"y": centre})])
+        rise.ingest([Observation(parameters={"x": x, "n": n}, outputs={"y": x / 10})])
+    mean = _fitted_mean(bowl)
+    assert isinstance(mean, QuadraticMean)
+    inner = torch.full((1, 2), 0.5, dtype=torch.float64)
+    corner = torch.zeros((1, 2), dtype=torch.float64)
+    with torch.no_grad():
+        assert float(mean.curvature) > 0.5
+        assert float(mean(inner)) > float(mean(corner))
+    (point,) = rise.suggest(1)
+    assert point["x"] > 8  # the rise's top is on the face x = 10, and it goes there
+    constant = BoTorchPlanner(space, MAX, CONFIG, 0, BoTorchSettings(prior_mean="constant"))
+    constant.ingest(rise.observations)
+    assert isinstance(_fitted_mean(constant), ConstantMean)
+
+
+@pytest.mark.parametrize("case", ["choice", "objectives", "outcome_constraint", "feasibility"])
+def test_every_other_model_keeps_a_constant_mean(case: str) -> None:
+    """The quadratic mean was measured on one objective over numbers only: a choice's
+    one-hot columns have no centre, several objectives and outcome constraints model other
+    outputs, and the feasibility GP's constant mean is what makes unexplored regions as
+    feasible as the campaign so far."""
+    from gpytorch.means import ConstantMean
+
+    from planners import OutcomeConstraint
+
+    params: list[Any] = [FloatParameter(name="x", bounds=(0.0, 1.0))]
+    objectives = [Objective(name="y")]
+    constraints: list[OutcomeConstraint] = []
+    outputs = {"y": 0.0, "z": 0.0}
+    if case == "choice":
+        params.append(ChoiceParameter(name="c", values=("a", "b")))
+    elif case == "objectives":
+        objectives.append(Objective(name="z"))
+    elif case == "outcome_constraint":
+        constraints.append(OutcomeConstraint(name="z", op="<=", bound=1.0))
+    planner = BoTorchPlanner(
+        Space(params), objectives, CONFIG, 0, FAST, outcome_constraints=constraints
+    )
+    for i in range(6):
+        point = {"x": i / 5, "c": "ab"[i % 2]} if case == "choice" else {"x": i / 5}
+        fails = case == "feasibility" and i == 3
+        planner.ingest(
+            [
+                Observation(
+                    parameters=point,
+                    outputs={} if fails else {k: i * 0.1 + (k == "z") for k in outputs},
+                    outcome="failed" if fails else "completed",
+                )
+            ]
+        )
+    model = planner.fit()
+    gps = list(getattr(model, "models", [model]))
+    if case == "feasibility":
+        feasibility = planner.fit_feasibility()
+        assert feasibility is not None
+        assert isinstance(getattr(feasibility, "mean_module", None), ConstantMean)
+        return
+    assert all(isinstance(gp.mean_module, ConstantMean) for gp in gps)
