@@ -50,8 +50,8 @@ from rich.markup import escape
 
 from loop.errors import ClosedLoopError
 from loop.failures import OPERATOR_FAILED
-from loop.fmt import number, parameter, specs, visible
-from loop.lock import LEASE_TTL, CampaignLease
+from loop.fmt import number, parameter, span, specs, visible
+from loop.lock import LEASE_TTL, CampaignLease, frozen_note
 from loop.store import (
     ACTIVE,
     MAX_ID,
@@ -957,7 +957,9 @@ def _acquire(lease: CampaignLease, store: Store, cid: int, what: str, wait: floa
     the lease of a holder killed meanwhile as soon as it is stale. A holder that is not a
     runner (the campaign is not ``running``/``paused``) is another ``suggest``/``tell``;
     after :data:`_WAIT_NOTE` s of waiting for it a warning says so, once, so that a
-    script's log shows why the command is slow.
+    script's log shows why the command is slow. A holder stopped on this host (Ctrl-Z) is not
+    waited for: it will not go on by itself, and the refusal says how to continue or end it
+    (``loop.lock.frozen_note``).
     """
     start = time.monotonic()
     noted = False
@@ -967,6 +969,14 @@ def _acquire(lease: CampaignLease, store: Store, cid: int, what: str, wait: floa
             return
         except CampaignLocked as exc:
             row = store.campaign(cid)
+            held = store.lease(cid)
+            frozen = None if held is None else frozen_note(held, f"try the {what} again")
+            if frozen is not None:
+                raise CampaignLocked(
+                    f"campaign '{row.name}' (id {cid}) is held by a stopped process; nothing "
+                    f"was written: {frozen}",
+                    owner=exc.owner,
+                ) from None
             if row.status in ACTIVE:  # only a runner shows these
                 raise CampaignLocked(
                     f"campaign '{row.name}' (id {cid}) is being driven by a runner "
@@ -1005,7 +1015,7 @@ def _holder(lease: LeaseRow) -> str:
     """``pid 123 on lab-pc (heartbeat 2 s ago)``: a lease's process, for messages."""
     host = lease.owner.rpartition(":")[0] or lease.host
     return (
-        f"pid {lease.pid} on {host} (heartbeat {max(time.time() - lease.heartbeat, 0):.0f} s ago)"
+        f"pid {lease.pid} on {host} (heartbeat {span(max(time.time() - lease.heartbeat, 0))} ago)"
     )
 
 

@@ -23,9 +23,10 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -508,7 +509,7 @@ def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
         f"\n[bold]{summary.status}[/]: {escape(summary.reason)}; {summary.completed} "
         f"completed, {summary.failed} failed"
         + (f", {summary.abandoned} abandoned" if summary.abandoned else "")
-        + f" in {summary.elapsed:.1f} s"
+        + f" in {span(summary.elapsed)}"
     )
     if summary.prior:
         console.print(f"prior data: {summary.prior} trials (not counted by max_trials)")
@@ -672,6 +673,7 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
 
     db = Store(store, read_only=True)
     counts = db.trial_counts()
+    latest = _last_trial_times(db)
 
     def trials(cid: int) -> str:
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.get(cid, {}).items())) or "none"
@@ -682,15 +684,52 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
             escape(row.name),
             row.status,
             trials(row.id or 0),
-            f"{row.updated_at:%Y-%m-%d %H:%M}",
+            f"{_last_change(row.updated_at, latest.get(row.id or 0)):%Y-%m-%d %H:%M}",
         ]
         for row in db.campaigns()
     ]
     if not rows:
         console.print(f"no campaign in {db.url} yet", markup=False, highlight=False)
         return
-    headers = ["id", "name", "status", "trials", "updated (UTC)"]
+    headers = ["id", "name", "status", "trials", "last change (UTC)"]
     console.print(WholeTable(f"campaigns in {escape(db.url)}", headers, rows, {0}))
+
+
+def _utc(at: datetime) -> datetime:
+    """A stored time as an aware UTC one: SQLite gives it back naive (it is UTC),
+    PostgreSQL with its zone."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _last_trial_times(db: Store) -> dict[int, datetime]:
+    """Each campaign's latest trial event (created, started or finished; UTC), in one query.
+
+    ``updated_at`` moves only when the status or budget changes, so a campaign measuring a
+    trial every minute for a day showed the time it started as its "last change" (found in
+    review). One aggregate, as ``Store.trial_counts``: a store of many campaigns is listed
+    without reading every trial.
+    """
+    from sqlalchemy import func, select
+
+    from loop.store import TrialRow
+
+    t = TrialRow.__table__.c  # type: ignore[attr-defined]
+    query = select(
+        t.campaign_id, func.max(t.created_at), func.max(t.started_at), func.max(t.finished_at)
+    ).group_by(t.campaign_id)
+    with db.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {
+        cid: max(_utc(at) for at in times if at is not None)
+        for cid, *times in rows
+        if any(at is not None for at in times)
+    }
+
+
+def _last_change(updated_at: datetime, latest_trial: datetime | None) -> datetime:
+    """``campaigns``' "last change": the later of the campaign row's change and its trials'."""
+    updated = _utc(updated_at)
+    return updated if latest_trial is None else max(updated, latest_trial)
 
 
 @app.command()
@@ -730,8 +769,10 @@ def status(
             f"(id {row.id}) — {row.status}" + (f": {row.stop_reason}" if row.stop_reason else "")
         )
     )
+    lease = db.lease(row.id or 0) if row.status in UNFINISHED else None
+    holder = _runner_state(lease)
     if row.status in UNFINISHED:
-        console.print(_runner_line(db, row.id or 0, store), markup=False)
+        console.print(_runner_line(db, row.id or 0, store, lease, holder), markup=False)
     from loop.cli_instruments import paused_lines
 
     for line in paused_lines(db, row, store):  # interlock pauses and operator releases
@@ -745,6 +786,10 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
+    live = row.status in ACTIVE and holder in ("running", "stopped")
+    progress = _progress_line(trials, live=live and not _has_slots(c, trials))
+    if progress:
+        console.print(progress, markup=False, highlight=False)
     from loop.provenance import code_change_lines, session_line, tell_line
 
     # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
@@ -757,7 +802,7 @@ def status(
     changes = db.function_changes(row.id or 0) + db.planner_changes(row.id or 0)
     for line in code_change_lines(sorted(changes, key=lambda c: str(c.get("at")))):
         console.print(line, style="bold yellow", markup=False, highlight=False)
-    _slots_table(c, trials, live=row.status in ACTIVE and _has_live_lease(db, row))
+    _slots_table(c, trials, live=live)
     from loop.failures import failures_of
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
@@ -789,7 +834,13 @@ def _status_json(
     table names the keys). The best trial is the one ``status`` and ``export``'s ``best``
     name; with several objectives ``pareto`` lists the front's trial ids instead. Strict
     JSON, as ``export --format json`` writes it (a NaN or infinite value is ``null``).
-    ``db``: the store ``row`` is from, for its sessions (without one, none are listed)."""
+    ``db``: the store ``row`` is from, for its sessions, runner and times (without one,
+    none are listed, ``runner`` and ``last_finished_at`` are null and ``running_time_s`` is
+    the runner's sessions' alone).
+
+    ``running_time_s``, ``runner`` and ``last_finished_at`` tell a monitoring script whether
+    a long campaign moves: its status stays ``running`` through a hung or stopped runner.
+    """
     from loop.report import best_record, to_json
     from loop.store import known_budget, path_from_text
 
@@ -819,6 +870,14 @@ def _status_json(
         "planner_changes": db.planner_changes(row.id or 0) if db is not None else [],
         "tells": db.tells(row.id or 0) if db is not None else [],
     }
+    trials = db.trials(row.id or 0) if db is not None else []
+    lease = db.lease(row.id or 0) if db is not None and row.status in UNFINISHED else None
+    last = _last_finished(trials)
+    payload["running_time_s"] = (
+        round(_running_time(db, row, trials), 1) if db is not None else row.elapsed_seconds
+    )
+    payload["runner"] = _runner_json(lease, _runner_state(lease))
+    payload["last_finished_at"] = last.isoformat() if last is not None else None
     return to_json(payload)
 
 
@@ -842,10 +901,71 @@ def _declared_units(c: Any, base_dir: Path) -> dict[str, dict[str, str]]:
     return {"parameters": parameters, "outputs": outputs}
 
 
-def _has_live_lease(db: Store, row: Any) -> bool:
-    from loop.lock import live_lease
+def _runner_state(lease: Any) -> str | None:
+    """``running``, ``stopped`` or ``missed heartbeat`` for the campaign's lease, ``None``
+    without one or when its process is gone from this host (``loop.lock.lease_state``)."""
+    from loop.lock import lease_state
 
-    return live_lease(db, row.id or 0) is not None
+    return None if lease is None else lease_state(lease)
+
+
+def _runner_json(lease: Any, state: str | None) -> dict[str, Any] | None:
+    """``status --json``'s ``runner``: who holds the campaign's lease and whether it moves."""
+    if lease is None or state is None:
+        return None
+    return {
+        "host": lease.owner.rpartition(":")[0] or lease.owner,
+        "pid": lease.pid,
+        "heartbeat_age_s": round(max(time.time() - lease.heartbeat, 0.0), 1),
+        "state": state,
+    }
+
+
+def _running_time(db: Any, row: Any, trials: list[Any]) -> float:
+    """The running time the ``max_duration`` budget judges: the runner's sessions (its
+    heartbeats record it), or for a campaign told with ``tell`` its age
+    (``loop.asktell.running_time``)."""
+    from loop.asktell import is_told, running_time
+
+    told = any(is_told(t, db) for t in trials)
+    return running_time(row) if told else row.elapsed_seconds or 0.0
+
+
+def _last_finished(trials: list[Any]) -> datetime | None:
+    """When the latest measured trial (not prior data) finished, in UTC."""
+    times = [_utc(t.finished_at) for t in trials if t.kind != "prior" and t.finished_at]
+    return max(times) if times else None
+
+
+def _in_flight_age(trial: Any, now: datetime) -> str:
+    """How long a trial in flight has been: since it started (its row was made just before,
+    which is all an older store's trial has)."""
+    since = trial.started_at or trial.created_at
+    return span(max((now - _utc(since)).total_seconds(), 0.0)) if since else "?"
+
+
+def _progress_line(trials: list[Any], *, live: bool) -> str | None:
+    """``last trial finished 3 min ago; trial #12 in flight for 40 s``: whether a long
+    campaign moves. ``live``: a runner holds it and no slot table shows the trials in flight
+    (a trial ``running`` without one was left by a kill, or awaits ``tell``)."""
+    now = datetime.now(UTC)
+    parts = []
+    last = _last_finished(trials)
+    if last is not None:
+        parts.append(f"last trial finished {span(max((now - last).total_seconds(), 0.0))} ago")
+    if live:
+        running = [t for t in trials if t.status == "running"]
+        if len(running) == 1:
+            parts.append(
+                f"trial #{running[0].number} in flight for {_in_flight_age(running[0], now)}"
+            )
+        elif running:
+            ages = ", ".join(f"#{t.number} for {_in_flight_age(t, now)}" for t in running[:3])
+            more = ", ..." if len(running) > 3 else ""
+            parts.append(f"{len(running)} trials in flight: {ages}{more}")
+        elif last is None:
+            parts.append("no trial finished yet")
+    return "; ".join(parts) or None
 
 
 # The runner appends this to the error of the trial that retired its slot (loop.runner).
@@ -871,6 +991,14 @@ def _duration_budget(db: Any, row: Any, c: Any, trials: list[Any]) -> str:
     return f", {span(parse_duration(limit))} running time ({span(spent)} so far)"
 
 
+def _has_slots(c: Any, trials: list[Any]) -> bool:
+    """Whether ``status`` shows the instrument slots table (:func:`_slots_table`)."""
+    count = getattr(c.instrument, "count", 1)
+    if count <= 1 and all((t.slot or 0) == 0 for t in trials):
+        return False
+    return not all(t.slot is None for t in trials)
+
+
 def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
     """With several instrument slots: each slot, its trial in flight and what it has run.
 
@@ -881,20 +1009,23 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
     (it showed every slot idle, nothing run); with one, they are counted under it.
     """
     count = getattr(c.instrument, "count", 1)
-    if count <= 1 and all((t.slot or 0) == 0 for t in trials):
-        return
-    if all(t.slot is None for t in trials):
-        # No trial ran on a slot: prior data, and trials told with `tell` (ask/tell has no
-        # slots). A table of idle slots with nothing run read as a stuck runner.
+    # No trial ran on a slot: prior data, and trials told with `tell` (ask/tell has no
+    # slots). A table of idle slots with nothing run read as a stuck runner.
+    if not _has_slots(c, trials):
         return
     spec = specs(c.parameters)
+    now = datetime.now(UTC)
     rows = []
     for slot in range(max([count] + [(t.slot or 0) + 1 for t in trials])):
         mine = [t for t in trials if t.slot == slot]
         running = [t for t in mine if t.status == "running"]
         current = running[-1] if running else None
         if current is not None:
-            state = "in flight" if live else "left running (resume reconciles)"
+            state = (
+                f"in flight {_in_flight_age(current, now)}"
+                if live
+                else "left running (resume reconciles)"
+            )
         else:
             last = next((t for t in reversed(mine) if t.status != "abandoned"), None)
             retired = _RETIRED.search(last.error or "") if last is not None else None
@@ -1063,33 +1194,45 @@ def _headline(error: str, width: int = 60) -> str:
     return error if len(error) <= width else error[: width - 1] + "…"
 
 
-def _runner_line(db: Store, campaign_id: int, url: str) -> str:
+def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str | None) -> str:
     """Who drives an unfinished campaign, or how to continue it.
 
     An ask/tell campaign is continued with ``tell``/``suggest``: ``resume`` would drive it
-    with its instrument and refuses while suggestions await their results.
+    with its instrument and refuses while suggestions await their results. A runner stopped
+    on this host (Ctrl-Z) holds its campaign (``loop.lock.owner_stopped``): the line says so
+    and how to continue or end it; it said "no runner is driving it" once its heartbeat
+    expired, and ``resume`` took the campaign over from under it (found in review).
+    ``lease``/``state``: the campaign's lease and :func:`_runner_state` of it.
     """
     from loop.asktell import awaiting_tell
-    from loop.lock import describe_lease, live_lease
+    from loop.lock import describe_lease, frozen_note, stale_reason
 
-    lease = live_lease(db, campaign_id)
-    if lease is not None:
-        return f"runner: {describe_lease(lease)}"
     where = f"--store {url} -c {campaign_id}"
+    if lease is not None and state == "stopped":
+        then = f"`closedloop resume {where}` continues the campaign"
+        return f"runner: {frozen_note(lease, then) or describe_lease(lease)}"
+    why = stale_reason(lease) if lease is not None and state is not None else None
+    if lease is not None and state is not None and why is None:
+        return f"runner: {describe_lease(lease)}"
+    if lease is not None and why is not None:
+        # missed its heartbeats: hung, killed on another host, or cut off from the store
+        head = f"no runner is driving it ({lease.owner}: {why})"
+    else:
+        head = "no runner is driving it"
     pending = awaiting_tell(db, db.trials(campaign_id))
     if pending:
         ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
         return (
-            f"no runner is driving it; {len(pending)} suggestion(s) await results (trial ids "
+            f"{head}; {len(pending)} suggestion(s) await results (trial ids "
             f"{ids}): `closedloop tell --store {url} TRIAL_ID name=value ...` records one "
             f"(`--abandon REASON` withdraws it), `closedloop suggest {where}` proposes more"
         )
     if (db.campaign(campaign_id).stop_reason or "").startswith("ask/tell:"):
         return (
-            f"no runner is driving it; `closedloop suggest {where}` proposes more trials "
+            f"{head}; `closedloop suggest {where}` proposes more trials "
             f"(`closedloop resume {where}` would drive it with its instrument)"
         )
-    return f"no runner is driving it; `closedloop resume {where}` continues it"
+    return f"{head}; `closedloop resume {where}` continues it"
 
 
 class ExportFormat(StrEnum):
@@ -1318,7 +1461,7 @@ class _ProgressListener:
                 best = ""
             self.progress.console.print(
                 f"so far: {state.completed} completed, {state.failed} failed, "
-                f"{state.abandoned} abandoned in {state.elapsed_before:.0f} s{best}"
+                f"{state.abandoned} abandoned in {span(state.elapsed_before)}{best}"
             )
 
     def trial_started(self, number: int, parameters: dict[str, Any]) -> None:

@@ -132,8 +132,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def span(seconds: float) -> str:
-    """A duration as a person reads it: ``45 s``, ``35 min``, ``2.5 h``, ``3.2 d`` (every
-    message and table that shows one; the stored and command-line forms are exact)."""
+    """A duration as a person reads it: ``0.4 s``, ``45 s``, ``35 min``, ``2.5 h``, ``3.2 d``
+    (every message and table that shows one; the stored and command-line forms are exact).
+
+    Under 10 s two significant digits: a short campaign's summary ("in 0.4 s", as the CLI
+    wrote it before it used this) must not read "in 0 s". A negative duration (the clocks of
+    two hosts a little apart) is ``0 s``.
+    """
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:

@@ -6,13 +6,20 @@ Another ``run``/``resume`` of that campaign sees a live lease and refuses, namin
 
 A lease is stale, and may be taken over, when either
 
-* its expiry has passed (the owner stopped heartbeating: killed, frozen, or its machine lost
-  power), or
 * its owner ran on this very host and that process no longer exists. This is what lets a
   ``resume`` right after a SIGKILL start at once instead of waiting out the TTL; a reused pid
   only makes the check answer "alive", which errs on the safe side (refuse until expiry).
   "This very host" is the hostname *and* the PID namespace (:func:`host_id`): two
-  containers sharing the host's network also share its hostname, but not its process ids.
+  containers sharing the host's network also share its hostname, but not its process ids; or
+* its expiry has passed (the owner stopped heartbeating: killed, hung, or its machine lost
+  power), **unless** its owner is a process on this host that is *stopped* (Ctrl-Z, SIGSTOP,
+  a debugger: ``/proc/<pid>/stat`` state ``T``/``t``). Such a runner is not gone: taking
+  its campaign over stored its trial in flight as abandoned ("process died"), and once
+  continued it found its lease lost and exited 1, and its RunEngine's abort could stop
+  the movers its successor drives (found in review). It is refused instead, with how to
+  continue or end it (:func:`frozen_note`). A stopped process that started after the lease
+  was taken only reuses the owner's id, and does not keep the lease. Without ``/proc``
+  (macOS) a stopped process cannot be told from a hung one: the expiry decides.
 
 Taking over is a compare-and-swap on the stale row's random token, so two runners racing
 for the same stale lease cannot both win. Every write that advances the campaign checks the
@@ -32,6 +39,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from loop.errors import first_line
+from loop.fmt import span
 from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store, StoreGone
 
 __all__ = [
@@ -40,8 +48,11 @@ __all__ = [
     "CampaignLocked",
     "LeaseLost",
     "describe_lease",
+    "frozen_note",
     "host_id",
+    "lease_state",
     "live_lease",
+    "owner_stopped",
     "pid_alive",
     "stale_reason",
 ]
@@ -74,15 +85,55 @@ def pid_alive(pid: int) -> bool:
     return not _zombie(pid)
 
 
-def _zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited and waits to be reaped (Linux's ``/proc``; else ``False``)."""
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command (``state``, ``ppid``, ...:
+    field *n* of proc(5) at index *n* - 3); ``None`` without ``/proc`` or such a process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return False
+        return None
     # "pid (command) state ...": the command may hold spaces and parentheses itself
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux's ``/proc``; else ``False``)."""
+    fields = _stat(pid)
+    return fields is not None and fields[:1] == [b"Z"]
+
+
+def _started(fields: list[bytes]) -> float | None:
+    """When the process of these ``/proc`` fields started, in Unix seconds (``None``: unknown).
+
+    proc(5) gives the start in clock ticks since boot (field 22), ``/proc/stat`` the boot
+    time (``btime``, whole seconds: the result is good to about a second).
+    """
+    try:
+        ticks = int(fields[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def owner_stopped(lease: LeaseRow) -> bool:
+    """Whether the lease's owner is a process on this host that is stopped right now.
+
+    Stopped: state ``T`` (SIGSTOP, SIGTSTP: Ctrl-Z) or ``t`` (a debugger holds it) in
+    ``/proc/<pid>/stat``. A process that started after the lease was taken (more than 2 s
+    after ``acquired_at``: the start time is good to a second) has only been given the dead
+    owner's id: left stopped, it would otherwise hold the campaign for good. ``False``
+    elsewhere than Linux, and for an owner on another host: nothing here can tell.
+    """
+    if lease.host != host_id() or lease.pid <= 0:
+        return False
+    fields = _stat(lease.pid)
+    if not fields or fields[0] not in (b"T", b"t"):
+        return False
+    started = _started(fields)
+    return started is None or started <= lease.acquired_at + 2.0
 
 
 def host_id() -> str:
@@ -102,13 +153,60 @@ def host_id() -> str:
 
 
 def stale_reason(lease: LeaseRow) -> str | None:
-    """Why ``lease`` may be taken over, or ``None`` while its owner may still be running."""
+    """Why ``lease`` may be taken over, or ``None`` while its owner may still be running, or
+    is stopped on this host (:func:`owner_stopped`; the module's docstring says why).
+
+    A process of this host that exists, is not stopped and missed its heartbeats is hung (or
+    its id was given to another process): it is taken over, and the reason says it exists.
+    """
     now = time.time()
-    if lease.expires < now:
-        return f"its last heartbeat was {now - lease.heartbeat:.0f} s ago"
-    if lease.host == host_id() and not pid_alive(lease.pid):
+    here = lease.host == host_id()
+    if here and not pid_alive(lease.pid):
         return f"process {lease.pid} no longer exists on this host"
-    return None
+    if lease.expires >= now:
+        return None
+    silent = f"its last heartbeat was {span(max(now - lease.heartbeat, 0.0))} ago"
+    if not here:
+        return silent
+    if owner_stopped(lease):
+        return None
+    return (
+        f"{silent}, though process {lease.pid} still exists on this host (hung, or its id "
+        "now belongs to another process)"
+    )
+
+
+def lease_state(lease: LeaseRow) -> str | None:
+    """What the lease's holder is doing, as ``status --json``'s ``runner.state`` says it:
+    ``running`` (heartbeating), ``stopped`` (:func:`owner_stopped`), ``missed heartbeat``
+    (its expiry passed: hung, killed on another host, or cut off from the store; the next
+    ``resume`` takes it over); ``None`` when its process is gone from this host."""
+    here = lease.host == host_id()
+    if here and not pid_alive(lease.pid):
+        return None
+    if owner_stopped(lease):
+        return "stopped"
+    return "missed heartbeat" if lease.expires < time.time() else "running"
+
+
+def frozen_note(lease: LeaseRow, then: str) -> str | None:
+    """How to get on when the lease's owner is stopped on this host (else ``None``):
+    ``process 4818 on this host is stopped (Ctrl-Z?) ...: `fg` ... continues it; ...``.
+
+    ``then``: what continues the campaign once the process ended (``closedloop resume ...``).
+    A stopped process keeps a SIGTERM pending until it runs again (the runner handles it:
+    a clean stop), hence the ``kill -CONT`` after the ``kill``.
+    """
+    if not owner_stopped(lease):
+        return None
+    pid = lease.pid
+    silent = max(time.time() - lease.heartbeat, 0.0)
+    return (
+        f"process {pid} on this host ({lease.owner}) is stopped (Ctrl-Z?) and has not "
+        f"heartbeated for {span(silent)}: `fg` in its terminal or `kill -CONT {pid}` "
+        f"continues it; `kill {pid}; kill -CONT {pid}` ends it (a clean stop, as Ctrl-C), "
+        f"and then {then}"
+    )
 
 
 def live_lease(store: Store, campaign_id: int) -> LeaseRow | None:
@@ -129,6 +227,12 @@ def running_namesake(name: str, campaign_id: int, lease: LeaseRow, url: str) -> 
     """
     if stale_reason(lease) is not None:
         return None
+    frozen = frozen_note(lease, f"`closedloop resume --store {url} -c {campaign_id}` continues it")
+    if frozen is not None:
+        return (
+            f"campaign '{name}' (id {campaign_id}) in {url} is held by a runner that is not "
+            f"running: {frozen}; or rename the new campaign"
+        )
     return (
         f"campaign '{name}' (id {campaign_id}) is running in {url} right now, driven by "
         f"{describe_lease(lease)}; wait for it or stop it (Ctrl-C) before starting another, "
@@ -138,7 +242,7 @@ def running_namesake(name: str, campaign_id: int, lease: LeaseRow, url: str) -> 
 
 def describe_lease(lease: LeaseRow) -> str:
     """``host:pid (heartbeat 2 s ago)``, for messages."""
-    return f"{lease.owner} (heartbeat {max(time.time() - lease.heartbeat, 0.0):.0f} s ago)"
+    return f"{lease.owner} (heartbeat {span(max(time.time() - lease.heartbeat, 0.0))} ago)"
 
 
 class CampaignLease:
@@ -203,11 +307,19 @@ class CampaignLease:
                 return None
             why = stale_reason(current)
             if why is None:
+                where = f"--store {self.store.url} -c {campaign_id}"
+                frozen = frozen_note(current, f"`closedloop resume {where}` continues the campaign")
+                if frozen is not None:
+                    raise CampaignLocked(
+                        f"campaign {campaign_id} is held by a stopped process, not taken over: "
+                        f"{frozen}",
+                        owner=current.owner,
+                    )
                 ttl = current.expires - current.heartbeat
                 raise CampaignLocked(
                     f"campaign {campaign_id} is being run by {describe_lease(current)}; only "
                     "one runner may drive a campaign. Stop that runner (Ctrl-C) or wait for "
-                    f"it; the lease of a runner that died is taken over {ttl:.0f} s after its "
+                    f"it; the lease of a runner that died is taken over {span(ttl)} after its "
                     "last heartbeat (at once on the same host)",
                     owner=current.owner,
                 )

@@ -221,6 +221,10 @@ KEYS = [
     "sessions",
     "function_changes",
     "planner_changes",
+    "tells",
+    "running_time_s",
+    "runner",
+    "last_finished_at",
 ]
 
 
@@ -252,7 +256,12 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "sessions": got["sessions"],  # tests/loop/test_provenance.py checks them
         "function_changes": [],
         "planner_changes": [],
+        "tells": [],
+        "running_time_s": got["running_time_s"],  # tests/loop/test_status_progress.py
+        "runner": None,  # finished: its lease released
+        "last_finished_at": got["last_finished_at"],
     }
+    assert got["running_time_s"] >= 0 and got["last_finished_at"].endswith("+00:00")
 
 
 def test_status_json_of_several_objectives_lists_the_front(tmp_path: Path) -> None:
