@@ -283,8 +283,30 @@ def _session_part(s: Mapping[str, Any]) -> str:
     part = f"{command}{where} {at} UTC by {s.get('by') or '?'}"
     override = s.get("override")
     if isinstance(override, dict) and override:
-        part += " (" + ", ".join(f"{k} {v}" for k, v in override.items()) + ")"
+        part += " (" + ", ".join(_override_part(k, v) for k, v in override.items()) + ")"
     return part
+
+
+#: The budget fields that are durations: stored exact (``259200s``, ``loop.config.Duration``).
+_DURATION_FIELDS = frozenset({"max_duration"})
+
+
+def _override_part(key: str, value: Any) -> str:
+    """One budget override of a session line: ``max_trials 12``, ``max_duration 3 d``.
+
+    A duration is shown as every message shows one (``loop.fmt.span``), not as the store
+    keeps it: ``max_duration 259200s`` beside "running 2.9 d" had to be divided by 86400 to
+    compare (found in review). A stored value that is no duration is shown as it is.
+    """
+    if key in _DURATION_FIELDS:
+        from loop.config import parse_duration
+        from loop.fmt import span
+
+        try:
+            return f"{key} {span(parse_duration(value))}"
+        except ValueError:
+            pass
+    return f"{key} {value}"
 
 
 def tell_line(tells: Sequence[Mapping[str, Any]]) -> str | None:

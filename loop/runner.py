@@ -81,7 +81,14 @@ from instruments import (
 from instruments._dispatch import closing_stop_document, outputs_and_readbacks
 from instruments._errors import InstrumentConfigError
 from instruments._plans import READBACK_KEYS_MD
-from loop.config import Budget, Campaign, LoadedCampaign, StoredCopy, parse_campaign
+from loop.config import (
+    Budget,
+    Campaign,
+    LoadedCampaign,
+    StoredCopy,
+    parse_campaign,
+    parse_duration,
+)
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
 from loop.failures import (
     OPERATOR_FAILED,
@@ -93,6 +100,7 @@ from loop.failures import (
     failure_kind,
     failures_of,
 )
+from loop.fmt import span
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
 from loop.provenance import seed_source, start_session
@@ -342,17 +350,32 @@ class Spent:
 def extension_hint(rule: str, *, completed: int, failed: int, elapsed: float) -> str | None:
     """The option (of ``resume`` and ``suggest``) that lets a campaign stopped by the budget
     rule ``rule`` go on: ten more completed trials or failures than so far, or an hour more
-    running time (rounded up to minutes). ``None`` for ``target`` and ``patience``: a
-    campaign that met its goal or stopped improving goes on only as a new campaign from
-    its data. Decided from the rule, never from the reason's text.
+    running time (rounded up to minutes, written as :func:`option_duration` does). ``None``
+    for ``target`` and ``patience``: a campaign that met its goal or stopped improving goes
+    on only as a new campaign from its data. Decided from the rule, never from the reason's
+    text.
     """
     if rule in ("target", "patience"):
         return None
     if rule == "max_duration":
-        return f"--max-duration {math.ceil((elapsed + 3600) / 60)}m"
+        return f"--max-duration {option_duration(math.ceil((elapsed + 3600) / 60))}"
     if rule == "max_failures":
         return f"--max-failures {failed + 10}"
     return f"--max-trials {completed + 10}"
+
+
+def option_duration(minutes: int) -> str:
+    """``minutes`` as a person types a duration option, exactly, in a form
+    ``loop.config.parse_duration`` reads: ``62m`` below two hours (``loop.fmt.span`` shows
+    minutes there too), else days, hours and minutes, each only when not zero (``3d1h``,
+    ``2h5m``, ``1d30m``). A hint of three days' running time read ``--max-duration 4381m``,
+    a number to divide by 1440 before knowing what it allows (found in review).
+    """
+    if minutes < 120:
+        return f"{minutes}m"
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (mins, "m")) if n)
 
 
 @dataclass
@@ -1195,8 +1218,8 @@ class Runner:
             )
         if python:
             name, value = spent.option.removeprefix("--").split(" ", 1)
-            if name == "max-duration":  # minutes on the command line, seconds here
-                value = str(int(value.removesuffix("m")) * 60)
+            if name == "max-duration":  # a duration on the command line, seconds here
+                value = f"{parse_duration(value):.0f}"
             override = f"{name.replace('-', '_')}={value}"
             raise CampaignFinished(
                 f"{done}. To extend it, resume with a larger budget, e.g. "
@@ -1717,7 +1740,7 @@ class Runner:
         setting = {
             "max_failures": f"budget.max_failures = {b.max_failures}",
             "max_trials": f"budget.max_trials = {b.max_trials}",
-            "max_duration": f"budget.max_duration = {b.max_duration or 0:g} s",
+            "max_duration": f"budget.max_duration = {span(b.max_duration or 0)}",
         }.get(rule)
         return reason if setting is None else f"{rule} reached ({setting})"
 
@@ -1745,7 +1768,7 @@ class Runner:
                 f"max_trials reached ({tally.completed} completed trials)",
             )
         if budget.max_duration is not None and elapsed >= budget.max_duration:
-            return "max_duration", "completed", f"max_duration reached ({elapsed:.0f} s)"
+            return "max_duration", "completed", f"max_duration reached ({span(elapsed)})"
         if tally.failed >= budget.max_failures:
             kinds = ", ".join(f"{n} {k}" for k, n in failure_counts(tally.failures).items())
             where = ""
@@ -2528,20 +2551,31 @@ def achieved_point(commanded: Mapping[str, Any], readbacks: Mapping[str, Any]) -
 
 def _ended_order(trials: Iterable[TrialRow]) -> list[TrialRow]:
     """Terminal trials in the order they ended, which is the order the loop counts them in
-    (``Runner._count``): prior-data rows first, then by ``finished_at``, trials that ended
-    in one write (a ``tell --csv``) by number. The stopping rules that look at an order
-    (``patience``'s window, the trial ``target`` names) see one order, live and rebuilt.
+    (``Runner._count``): prior-data rows first, then by ``ended``, the sequence the store
+    gives each trial in the transaction that records its outcome (``TrialRow.ended``;
+    trials that ended in one write, a ``tell --csv``, by number). The stopping rules that
+    look at an order (``patience``'s window, the trial ``target`` names) and the planner's
+    ingest order see one order, live and rebuilt.
 
-    A trial without ``finished_at`` (a row told but not yet written, see ``loop.asktell``)
-    is taken as ending now, after every stored one. Times are compared as UTC without a
+    Not by ``finished_at``: it is the wall clock's, which can step back (an NTP correction,
+    a technician setting an offline PC's clock). Trials that ended after a step back of an
+    hour were put before those ended before it, and a campaign whose patience never tripped
+    live was judged out of patience once rebuilt, refused by every ``resume`` (found in
+    review). Rows ended before the store had ``ended`` (store schema 3 and earlier: NULL)
+    ended before every numbered one, and keep the order they had, by ``finished_at``.
+
+    A trial with neither (a row told but not yet written, see ``loop.asktell``) is taken as
+    ending now, after every stored one, by number. Times are compared as UTC without a
     zone: SQLite gives them back naive, a row built in memory has its zone.
     """
 
-    def key(t: TrialRow) -> tuple[bool, bool, datetime, int]:
+    def key(t: TrialRow) -> tuple[bool, int, int, datetime, int]:
         at = t.finished_at
         if at is not None and at.tzinfo is not None:
             at = at.astimezone(UTC).replace(tzinfo=None)
-        return (t.kind != PRIOR_KIND, at is None, at or datetime.min, t.number)
+        # 0: ended before the column existed; 1: numbered by the store; 2: not yet written
+        era = 1 if t.ended is not None else 0 if at is not None else 2
+        return (t.kind != PRIOR_KIND, era, t.ended or 0, at or datetime.min, t.number)
 
     return sorted(trials, key=key)
 

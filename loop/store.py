@@ -113,7 +113,13 @@ def utcnow() -> datetime:
 # write the column correctly too, from a store a lab's machines share, and gain nothing.
 # Raise it for a change the older code would misread (a column whose NULL it cannot mean, a
 # table whose rows it would contradict), never for an additive, nullable one.
-SCHEMA_VERSION = 3
+#
+# 4: + the trial's ``ended``, the order trials ended in (``Store.finish_trial``). This one
+# raised the number because its NULL has a meaning only while no older code writes: a NULL
+# row ended before every numbered one of its campaign (it was finished before the store was
+# upgraded). A schema-3 runner finishing trials after a schema-4 one would write NULL for
+# trials that ended last, and they would be read as the first; refused, it cannot.
+SCHEMA_VERSION = 4
 
 
 class MetaRow(SQLModel, table=True):
@@ -160,7 +166,12 @@ class TrialRow(SQLModel, table=True):
     """One experiment: commanded parameters, achieved readbacks, outcome, provenance."""
 
     __tablename__ = "trial"
-    __table_args__ = (Index("ix_trial_campaign_number", "campaign_id", "number", unique=True),)
+    __table_args__ = (
+        Index("ix_trial_campaign_number", "campaign_id", "number", unique=True),
+        # ``ended`` is unique per campaign (NULLs apart, on every backend), and its maximum,
+        # read at every trial's end, is one index probe instead of a scan of the campaign.
+        Index("ix_trial_campaign_ended", "campaign_id", "ended", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -179,6 +190,14 @@ class TrialRow(SQLModel, table=True):
     # campaign must know which failures were transient. None: written before this column (or
     # by a version that predates it), read from the error (``loop.runner.was_transient``).
     transient: bool | None = None
+    # The order the campaign's trials ended in: 1, 2, ... per campaign, written in the
+    # transaction that records the outcome (``Store.finish_trial``/``finish_trials``; a
+    # prior-data row's is its number). Stopping rules and the planner's ingest order read it
+    # (``loop.runner._ended_order``), never ``finished_at``: the wall clock can step back (an
+    # NTP correction, a clock set by hand), and trials ordered by it were judged on another
+    # sequence than the live loop's. None: not ended, or ended before the store had the
+    # column (store schema 3 and earlier; those rows ended before every numbered one).
+    ended: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -321,7 +340,12 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("campaign", "instrument_text", "TEXT"),
     ("trial", "transient", "BOOLEAN"),
     ("campaign", "planner_origin", "TEXT"),
+    ("trial", "ended", "INTEGER"),
 )
+
+# Indexes on columns added since (``_ADDED_COLUMNS``): created in the upgrade, once the
+# column is there (``create_all`` makes a table's indexes only with a table it creates).
+_ADDED_INDEXES: tuple[str, ...] = ("ix_trial_campaign_ended",)
 
 
 # The stop reason closedloop's first release (store schema 1, which recorded no budget) gave
@@ -826,6 +850,12 @@ def _add_missing_columns(conn: Connection, tables: set[str]) -> None:
             continue
         if column not in {c["name"] for c in inspector.get_columns(table)}:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    # The rows ended before the upgrade keep ``ended`` NULL rather than being numbered here:
+    # their order is what it was (``finished_at``, as before), and an upgrade of a lab's
+    # shared store is one statement per column, not a rewrite of every trial it holds.
+    for index in SQLModel.metadata.tables["trial"].indexes:
+        if index.name in _ADDED_INDEXES:
+            index.create(conn, checkfirst=True)
 
 
 @contextmanager
@@ -1734,6 +1764,9 @@ class Store:
         Only a ``running`` trial can be finished, so an outcome is never written twice (a
         runner and a reconciliation cannot both record one). With ``token``, the write is
         refused unless that lease still holds the campaign.
+
+        The trial's ``ended`` (its place in the order the campaign's trials ended) is set by
+        the same statement, so the order is the order of these commits, whatever the clock.
         """
         with self.engine.begin() as conn:
             row = conn.execute(_Hot.trial_state, {"trial": trial_id}).first()
@@ -1743,8 +1776,8 @@ class Store:
                 _check_lease(conn, row.campaign_id, token)
             # "only if still running" is part of the update: a status read before it could
             # be stale by the time this transaction takes the write lock
-            finished = conn.execute(
-                _Hot.finish_trial,
+            finished = _finish_row(
+                conn,
                 {
                     "trial": trial_id,
                     "status": status,
@@ -1754,8 +1787,9 @@ class Store:
                     "readbacks": _jsonable(readbacks),
                     "finished_at": utcnow(),
                 },
+                leased=token is not None,
             )
-            if finished.rowcount != 1:
+            if finished != 1:
                 state = conn.execute(_Hot.trial_state, {"trial": trial_id}).first()
                 raise StoreError(
                     f"trial {trial_id} is already {state.status if state else 'gone'}; its "
@@ -1828,8 +1862,9 @@ class Store:
     ) -> None:
         """Commit many trials' outcomes and observations in one transaction: all or none.
 
-        As :meth:`finish_trial` for each, and refused whole (``StoreError``) if any trial is
-        no longer ``running``. ``status``: campaign id -> the campaign's status and stop
+        As :meth:`finish_trial` for each (a campaign's trials end in their number order,
+        whatever the order of ``outcomes``), and refused whole (``StoreError``) if any trial
+        is no longer ``running``. ``status``: campaign id -> the campaign's status and stop
         reason, recorded in the same transaction. ``events``: campaign id -> an event's
         ``(kind, by, detail)`` (:meth:`add_event`), in the same transaction too, so an
         audit record exists exactly when what it records does (``tell``'s). ``tokens``:
@@ -1842,9 +1877,11 @@ class Store:
         with self.engine.begin() as conn:
             ids = [o.trial_id for o in outcomes]
             campaign_of: dict[int, int] = {}
+            number_of: dict[int, int] = {}
             for start in range(0, len(ids), 500):  # within every backend's bound parameters
                 rows = conn.execute(_Hot.trial_campaigns, {"trials": ids[start : start + 500]})
-                campaign_of.update((row.id, row.campaign_id) for row in rows)
+                for row in rows:
+                    campaign_of[row.id], number_of[row.id] = row.campaign_id, row.number
             vanished = [i for i in ids if i not in campaign_of]
             if vanished:
                 raise StoreError(f"trial {vanished[0]} vanished from the store")
@@ -1854,9 +1891,14 @@ class Store:
                         raise LeaseLost(f"campaign {cid} is written without its lease")
                     _check_lease(conn, cid, tokens[cid])
             now = utcnow()
-            for o in outcomes:
-                finished = conn.execute(
-                    _Hot.finish_trial,
+            # each campaign's trials end in their number order (``TrialRow.ended``), as a
+            # CSV's rows did when they were ordered by time and then number
+            in_order = sorted(
+                outcomes, key=lambda o: (campaign_of[o.trial_id], number_of[o.trial_id])
+            )
+            for o in in_order:
+                finished = _finish_row(
+                    conn,
                     {
                         "trial": o.trial_id,
                         "status": o.status,
@@ -1866,8 +1908,9 @@ class Store:
                         "readbacks": _jsonable(o.readbacks),
                         "finished_at": now,
                     },
+                    leased=tokens is not None,
                 )
-                if finished.rowcount != 1:
+                if finished != 1:
                     state = conn.execute(_Hot.trial_state, {"trial": o.trial_id}).first()
                     raise StoreError(
                         f"trial {o.trial_id} is already {state.status if state else 'gone'}; "
@@ -1998,6 +2041,7 @@ def _insert_prior(
                 "created_at": now,
                 "started_at": now,
                 "finished_at": now,
+                "ended": number,
             }
             for number, (parameters, _) in enumerate(prior, start=1)
         ],
@@ -2061,6 +2105,37 @@ def _update_campaign(
         raise StoreError(f"campaign {campaign_id} vanished from the store")
 
 
+def _finish_row(conn: Connection, values: dict[str, Any], *, leased: bool) -> int:
+    """Run ``_Hot.finish_trial`` with ``values`` in the caller's transaction; the number of
+    trials it finished (0: the trial was no longer ``running``).
+
+    A writer that checked the campaign's lease (``leased``: ``_check_lease`` holds its row
+    to the commit) takes turns with every other writer of the campaign, and SQLite has one
+    writer at a time: their ``ended`` is one more than the last. Without a token on a
+    server, two transactions can read one maximum under read committed; the second is then
+    refused by the unique index once the first commits, and tries again in a savepoint,
+    whose new statement sees the first's number. Locking the campaign's row first instead
+    made a writer wait for one that waited for it (``test_store_postgres``'s race, where
+    the second writer runs inside the first's statement).
+    """
+    if leased or conn.dialect.name == "sqlite":
+        return conn.execute(_Hot.finish_trial, values).rowcount
+    attempt = 1
+    while True:
+        try:
+            with conn.begin_nested():
+                return conn.execute(_Hot.finish_trial, values).rowcount
+        except IntegrityError as exc:
+            if "ix_trial_campaign_ended" not in str(exc.orig) or attempt >= _END_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+#: How often a server writer without a lease tries to number a trial's end (``_finish_row``):
+#: each refusal means another writer's end committed meanwhile.
+_END_ATTEMPTS = 100
+
+
 def _check_lease(conn: Connection, campaign_id: int, token: str) -> None:
     """Raise ``LeaseLost`` unless ``token`` holds the campaign's lease, and keep it held
     until the caller's transaction ends.
@@ -2106,11 +2181,24 @@ class _Hot:
     trial_ids_after = select(trial.number, trial.id).where(
         trial.campaign_id == bindparam("campaign"), trial.number > bindparam("after")
     )
-    trial_campaigns = select(trial.id, trial.campaign_id).where(
+    trial_campaigns = select(trial.id, trial.campaign_id, trial.number).where(
         trial.id.in_(bindparam("trials", expanding=True))
     )
     campaign = CampaignRow.__table__.c  # type: ignore[attr-defined]
     insert_trial = insert(TrialRow.__table__)  # type: ignore[attr-defined]
+    # The trial's place in the order its campaign's trials ended: one more than the last,
+    # computed in the statement that finishes it, so no two ends of a campaign get one
+    # number. SQLite runs the statement under its database write lock (a writer whose view
+    # is stale is refused, not given an old maximum). On a server the lease check before it
+    # (``_check_lease``) holds a row lock of the campaign to the commit, so its ends take
+    # turns; the unique index (ix_trial_campaign_ended) refuses a number taken twice rather
+    # than store it, and a writer without a lease tries again (``_finish_row``).
+    _earlier = TrialRow.__table__.alias("earlier")  # type: ignore[attr-defined]
+    _next_ended = (
+        select(func.coalesce(func.max(_earlier.c.ended), 0) + 1)
+        .where(_earlier.c.campaign_id == trial.campaign_id)
+        .scalar_subquery()
+    )
     finish_trial = (
         update(TrialRow.__table__)  # type: ignore[attr-defined]
         .where(trial.id == bindparam("trial"), trial.status == "running")
@@ -2121,6 +2209,7 @@ class _Hot:
             readbacks=bindparam("readbacks"),
             finished_at=bindparam("finished_at"),
             transient=bindparam("transient"),
+            ended=_next_ended,
         )
     )
     insert_document = insert(DocumentRow.__table__)  # type: ignore[attr-defined]
