@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from loop.store import LeaseClaim, Store
+from tests.cli_process import closedloop
 
 ROOT = Path(__file__).parents[2]
 TTL = 1.5  # s: the runner's lease without a heartbeat
@@ -64,15 +65,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _closedloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "400"},
-        stdin=subprocess.DEVNULL,
-    )
+    return closedloop(*args, cwd=ROOT, wide=True)
 
 
 def _until(what: str, check: Any, timeout: float = 60.0) -> None:

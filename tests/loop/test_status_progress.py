@@ -13,7 +13,6 @@ one), the ``closedloop`` command in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from loop import Runner, Store, parse_campaign
+from tests.cli_process import closedloop
 
 ROOT = Path(__file__).parents[2]
 
@@ -56,15 +56,7 @@ main()
 
 
 def _closedloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "400"},
-        stdin=subprocess.DEVNULL,
-    )
+    return closedloop(*args, cwd=ROOT, wide=True)
 
 
 def _text(instrument: str = "latency: 0", trials: int = 3) -> str:
