@@ -631,8 +631,15 @@ def suggest(
     A stored campaign ``resume`` refuses for its instrument's safety settings (the file on
     disk in conflict with the stored one, or no valid instrument file) is refused here as
     there, before anything is stored (:func:`_instrument_limits`).
+
+    Each ``suggest`` that stores proposals records a session with them, in their
+    transaction (``loop.provenance.suggest_session``: who, where, the command, the budget it
+    overrode, the versions and the planner's code), except the first of the runner that
+    created the campaign, whose creation recorded it: whoever proposed a trial is on
+    record, as whoever told its result is (:func:`tell`). One that stores nothing records
+    nothing.
     """
-    from loop.provenance import note_code_changes
+    from loop.provenance import suggest_session
     from loop.runner import PRIOR_KIND
     from loop.scheduler import call_planner, check_proposals
 
@@ -681,17 +688,18 @@ def suggest(
             for point, kind in check_proposals(planner, n, points, runner.space)
         ]
         reasons = _refusals(limits, [t.parameters for t in new])
-        # The proposals, the budget overrides and the campaign's state, in one transaction:
-        # stored one by one, an interrupt left pending trials whose ids were never printed.
+        # The proposals, the budget overrides, the campaign's state and this suggest's session
+        # (with a planner plugin changed since the trials before, as a resume records it), in
+        # one transaction: stored one by one, an interrupt left pending trials whose ids were
+        # never printed, or proposals no session said who made.
         rows = store.add_trials(
             cid,
             new,
             token=lease.token,
             budget=runner.budget.model_dump(mode="json") if runner._budget_changed else None,
             status=_state(runner, history, observations, running_time(row), adding=len(new)),
+            events=suggest_session(runner, len(history)),
         )
-        # a planner plugin changed since the trials before is recorded as a resume records it
-        note_code_changes(runner, len(history), token=lease.token)
         outcomes = {
             t.id or 0: TrialOutcome(t.id or 0, "failed", {}, {}, why)
             for t, why in zip(rows, reasons, strict=True)

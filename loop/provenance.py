@@ -6,10 +6,23 @@ rebuilt from the store and fits from cold, and the simulated noise restarts its 
 the number of trials stored (``Runner._instrument_seed``), so the proposals after a resume
 differ from those an uninterrupted run would have made, deterministically given where the
 boundary was. An auditor needs the boundaries, and who drove each session with which
-versions of the planner stack. So every ``run`` and ``resume``, and the ``suggest`` that
-creates a campaign (ask/tell and prior-only campaigns have no run documents to say it),
+versions of the planner stack. So every ``run`` and ``resume``, and every ``suggest`` that
+stores proposals (ask/tell and prior-only campaigns have no run documents to say it),
 records one ``session`` event in the store's ``campaign_event`` table
-(:meth:`loop.store.Store.sessions` reads them back; ``closedloop status`` shows them).
+(:meth:`loop.store.Store.sessions` reads them back; ``closedloop status`` shows them). A
+campaign's first session is written in the transaction that creates it, a ``suggest``'s in
+the one that stores its proposals (:func:`new_campaign_session`, :func:`suggest_session`):
+the record exists exactly when what it records does.
+
+Each ``suggest`` is a session, not only the one that creates the campaign
+(:func:`suggest_session`): it is a process of its own (its user, host, command line,
+versions, budget override), and it rebuilds the planner from the store and fits it from
+cold, as a ``resume`` does, so it is a boundary of the same kind. An auditor asking who
+proposed trial 57 of an ask/tell campaign found only the creating ``suggest`` (found in
+review). A ``suggest`` that stores nothing (refused, budget spent) proposed nothing and
+records nothing, as it writes nothing else. ``status`` stays one line however many there
+are: consecutive ``suggest`` sessions of one person on one host are shown as one part
+(:func:`session_line`).
 
 A ``function:`` instrument, and a ``planner: {plugin: ...}``, is imported as its code is
 now: a file edited (a package upgraded) between sessions measures or proposes the later
@@ -17,8 +30,9 @@ trials with other code. The session records the code's origin (a file's sha256; 
 installed plugin's distribution and version), a change is recorded as a
 ``function_changed`` or ``planner_changed`` event naming the first trial the new code
 measures or proposes, and every run's start document names the code (``function``,
-``planner``). One mechanism for both (:data:`CODE`): a ``suggest`` of a stored campaign,
-which begins no session, records a changed plugin too (:func:`note_code_changes`).
+``planner``). One mechanism for both (:data:`CODE`): a ``suggest`` of a stored campaign
+records a changed plugin too, with its session (a function file's change is recorded by the
+``run`` or ``resume`` that measures with it: a ``suggest`` measures nothing).
 
 Versions are read from the installed distributions' metadata: nothing is imported for them
 (``closedloop status`` and ``suggest`` stay light; instruments never load torch).
@@ -34,10 +48,11 @@ import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loop.store import shown_url
+from loop.store import Event, shown_url
 from simulators._text import file_sha256
 
 if TYPE_CHECKING:
@@ -110,8 +125,10 @@ def command_line() -> list[str]:
     return [_URL.sub(lambda m: shown_url(m.group()), arg) for arg in argv]
 
 
-def _seed_from(runner: Runner, command: str, argv: Sequence[str]) -> str:
-    if command == "resume":
+def _seed_from(runner: Runner, command: str, argv: Sequence[str], *, stored: bool) -> str:
+    """Where the session's seed came from; ``stored``: the campaign was stored before it
+    (a ``resume``, a ``suggest`` of a stored campaign), so its seed is the stored one."""
+    if stored:
         return "stored"
     source: str = getattr(runner, "seed_source", "unknown")
     if source == _GIVEN and any(a == "--seed" or a.startswith("--seed=") for a in argv):
@@ -136,18 +153,31 @@ def _prior_files(prior: Sequence[PriorRow]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class SessionStart:
+    """A session as it begins: the events that record it, for the store to write in the
+    transaction of what the session first writes, and what its runs' start documents say."""
+
+    #: ``(kind, by, detail)``: the ``session``, then a ``{what}_changed`` per code changed.
+    events: list[Event]
+    #: The code the session runs with (``function``: the file and its hash; ``planner``: the
+    #: plugin's origin), for every run's start document.
+    code: dict[str, dict[str, Any]]
+
+
 def start_session(
     runner: Runner, command: str, *, prior: Sequence[PriorRow] = ()
 ) -> dict[str, Any]:
     """Record that ``command`` (``run``, ``resume``, ``suggest``) begins a session of the
-    runner's campaign, under its lease; record a ``function_changed`` or
+    runner's stored campaign, under its lease; record a ``function_changed`` or
     ``planner_changed`` event when the campaign's function file or planner plugin differs
-    from the code that made the trials before (:func:`_record_changes`).
+    from the code that made the trials before.
 
-    Called by the runner once the campaign is stored (``run``, ``suggest``) or every refusal
-    is behind it (``resume``), before anything is measured. Returns the metadata this
-    session's runs carry in their start documents (``function``: the file and its hash;
-    ``planner``: the plugin's origin).
+    Called by ``resume`` once every refusal is behind it, before anything is measured. A
+    campaign being created records its first session in its own transaction instead
+    (:func:`new_campaign_session`). Returns the metadata this session's runs carry in
+    their start documents (``function``: the file and its hash; ``planner``: the plugin's
+    origin).
 
     Args:
         runner: the runner, holding the campaign's lease (``campaign_id`` set).
@@ -155,23 +185,117 @@ def start_session(
         prior: the prior-data rows a new campaign was stored with (their files are named
             with their sha256).
     """
-    from loop.config import code_pins
-
     store, cid = runner.store, runner.campaign_id
     if cid is None:
         raise ValueError("start_session needs a stored campaign")
-    token = runner.lease.token
     row = store.campaign(cid)
-    trials_so_far = len(store.trials(cid))
-    budget = runner.budget.model_dump(mode="json")
     if command == "resume":
         before = row.budget or runner.campaign.budget.model_dump(mode="json")
     else:
         before = runner.campaign.budget.model_dump(mode="json")
-    pins = code_pins(runner.loaded)
+    trials_so_far = len(store.trials(cid))
+    start = _session(
+        runner,
+        command,
+        cid=cid,
+        stored=command == "resume",
+        trials_so_far=trials_so_far,
+        before=before,
+        prior=prior,
+    )
+    for kind, by, detail in start.events:
+        store.add_event(cid, kind, by=by, detail=detail, token=runner.lease.token)
+    if command == "suggest":  # a campaign created by `suggest FILE`, recorded after it
+        runner.session_unproposed = trials_so_far
+    return start.code
+
+
+def new_campaign_session(
+    runner: Runner, command: str, *, prior: Sequence[PriorRow] = ()
+) -> SessionStart:
+    """The first session of the campaign ``runner`` is about to create (``command``:
+    ``run``, or the ``suggest FILE`` that creates it), for ``Store.create_campaign(events=
+    ...)`` to write in the campaign's own transaction: a crash between the two commits left
+    a campaign with no record of who created it (found in review).
+
+    Its trials so far are its ``prior`` rows (stored with it as trials), the budget it
+    overrides the file's, and its code is the code it starts with (no change to record).
+    A ``suggest`` by this runner that then stores proposals is this session
+    (:func:`suggest_session`).
+    """
+    start = _session(
+        runner,
+        command,
+        cid=None,
+        stored=False,
+        trials_so_far=len(prior),
+        before=runner.campaign.budget.model_dump(mode="json"),
+        prior=prior,
+    )
+    if command == "suggest":  # its proposals are this session's (a run's are measured)
+        runner.session_unproposed = len(prior)
+    return start
+
+
+def suggest_session(runner: Runner, trials_so_far: int) -> list[Event]:
+    """The events a ``suggest`` of the runner's stored campaign writes with its proposals
+    (``Store.add_trials(events=...)``): its ``session``, and a ``planner_changed`` when a
+    planner plugin's code differs from the one that proposed the trials before;
+    ``trials_so_far``: the campaign's trials before this ``suggest``'s (its first proposal
+    is the first of this session, and of any new code).
+
+    Every ``suggest`` that stores proposals is a session (the module's docstring says why);
+    the one exception is the first ``suggest`` of the runner that has just created the
+    campaign, no trial stored since: the creating session (:func:`new_campaign_session`)
+    says all of it already, and a second record of the same process would read as two.
+    Its session names the planner's code but no ``function:`` file: a ``suggest`` measures
+    nothing, and a file pinned here would hide its change from the ``resume`` that
+    measures with it.
+    """
+    unproposed, runner.session_unproposed = runner.session_unproposed, None
+    if unproposed == trials_so_far:  # nobody proposed since it began
+        return []
+    store, cid = runner.store, runner._cid()
+    row = store.campaign(cid)
+    before = row.budget or runner.campaign.budget.model_dump(mode="json")
+    start = _session(
+        runner,
+        "suggest",
+        cid=cid,
+        stored=True,
+        trials_so_far=trials_so_far,
+        before=before,
+        only="planner",
+    )
+    return start.events
+
+
+def _session(
+    runner: Runner,
+    command: str,
+    *,
+    cid: int | None,
+    stored: bool,
+    trials_so_far: int,
+    before: Mapping[str, Any],
+    prior: Sequence[PriorRow] = (),
+    only: str | None = None,
+) -> SessionStart:
+    """The events that record a session of ``runner``'s campaign (``cid``; ``None``: being
+    created, so the code it starts with made no trials before), beginning with
+    ``trials_so_far`` trials stored and with the budget ``before`` it; ``stored``: it
+    continues a stored campaign (its seed is the stored one); ``only``: the one code it
+    pins (a ``suggest``'s ``planner``)."""
+    from loop.config import code_pins
+
+    pins = {k: v for k, v in code_pins(runner.loaded).items() if only in (None, k)}
     # the code that made the trials before, read before this session is recorded with its own
-    last = {what: _last_pin(store, cid, what, started) for what, (started, _) in pins.items()}
+    last = {
+        what: started if cid is None else _last_pin(runner.store, cid, what, started)
+        for what, (started, _) in pins.items()
+    }
     now = {what: pin for what, (_, pin) in pins.items() if pin is not None}
+    budget = runner.budget.model_dump(mode="json")
     argv = command_line()
     detail: dict[str, Any] = {
         "command": command,
@@ -181,7 +305,7 @@ def start_session(
         "user": _user(),
         "trials_so_far": trials_so_far,
         "seed": runner.seed,
-        "seed_from": _seed_from(runner, command, argv),
+        "seed_from": _seed_from(runner, command, argv, stored=stored),
         "budget": budget,
         "override": _override(before, budget),
         "prior": _prior_files(prior),
@@ -189,32 +313,13 @@ def start_session(
         "platform": platform.platform(),
         **now,
     }
-    store.add_event(
-        cid,
+    session: Event = (
         "session",
-        by=user_at_host(),
-        detail=json.dumps(detail, sort_keys=False, separators=(",", ":")),
-        token=token,
+        user_at_host(),
+        json.dumps(detail, sort_keys=False, separators=(",", ":")),
     )
-    _record_changes(store, cid, last, now, trials_so_far, token)
-    return {what: dict(pin) for what, pin in now.items()}
-
-
-def note_code_changes(runner: Runner, trials_so_far: int, *, token: str) -> None:
-    """Record a ``planner_changed`` event when a ``suggest`` of a stored campaign (which
-    begins no session) proposes with a planner plugin other than the one that proposed
-    the trials before; ``trials_so_far``: the campaign's trials before this ``suggest``'s
-    (its first proposal is the first of the new code). Under the lease ``token``.
-
-    Only the planner: a ``suggest`` measures nothing (a function file's change is recorded
-    by the ``run`` or ``resume`` that measures with it)."""
-    from loop.config import code_pins
-
-    store, cid = runner.store, runner._cid()
-    pins = {k: v for k, v in code_pins(runner.loaded).items() if k == "planner"}
-    last = {what: _last_pin(store, cid, what, started) for what, (started, _) in pins.items()}
-    now = {what: pin for what, (_, pin) in pins.items() if pin is not None}
-    _record_changes(store, cid, last, now, trials_so_far, token)
+    events = [session, *_changes(last, now, trials_so_far)]
+    return SessionStart(events, {what: dict(pin) for what, pin in now.items()})
 
 
 def _last_pin(
@@ -227,16 +332,12 @@ def _last_pin(
     return pins[-1] if pins else started
 
 
-def _record_changes(
-    store: Store,
-    cid: int,
-    last: Mapping[str, dict[str, Any] | None],
-    now: Mapping[str, dict[str, Any]],
-    trials_so_far: int,
-    token: str,
-) -> None:
+def _changes(
+    last: Mapping[str, dict[str, Any] | None], now: Mapping[str, dict[str, Any]], trials_so_far: int
+) -> list[Event]:
     """A ``{what}_changed`` event for each code whose origin ``now`` differs from the
     ``last`` one recorded (:meth:`loop.store.Store.code_changes` reads them)."""
+    events: list[Event] = []
     for what, new in now.items():
         old = last.get(what)
         if old is None or all(old.get(k) == new.get(k) for k in _ORIGIN_FIELDS):
@@ -254,31 +355,63 @@ def _record_changes(
             "trials_so_far": trials_so_far,
             "first_trial": trials_so_far + 1,
         }
-        store.add_event(
-            cid,
-            f"{what}_changed",
-            by=user_at_host(),
-            detail=json.dumps(change, separators=(",", ":")),
-            token=token,
-        )
+        detail = json.dumps(change, separators=(",", ":"))
+        events.append((f"{what}_changed", user_at_host(), detail))
+    return events
 
 
 def session_line(sessions: Sequence[Mapping[str, Any]], *, shown: int = 4) -> str | None:
     """``closedloop status``'s one line: how many sessions, then the first and the latest
     few, each with its command, when, who and where, and from which trial on; ``None``
-    for a campaign stored before sessions were recorded."""
+    for a campaign stored before sessions were recorded.
+
+    Consecutive ``suggest`` sessions of a stored campaign by one user@host and with no
+    budget override are one part (``37 suggests 2026-12-01 09:05 to 2026-12-05 17:00 UTC
+    by ada@lab``): an ask/tell campaign records a session per ``suggest``, and with one
+    part each, the latest few of a long one were all "suggest" and said nothing of a
+    ``resume`` or another person's work before them.
+    """
     if not sessions:
         return None
-    parts = [_session_part(s) for s in sessions]
+    parts = [_group_part(group) for group in _suggest_runs(sessions)]
     if len(parts) > shown:
         parts = [parts[0], f"... {len(parts) - shown} more", *parts[-(shown - 1) :]]
     return f"sessions: {len(sessions)} (" + "; ".join(parts) + ")"
 
 
+def _suggest_runs(sessions: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """``sessions`` in order, consecutive ``suggest``s of a stored campaign by one
+    user@host and with no override together (:func:`session_line`), any other alone."""
+    groups: list[list[Mapping[str, Any]]] = []
+    for s in sessions:
+        if _plain_suggest(s) and groups and _plain_suggest(groups[-1][-1]):
+            if groups[-1][-1].get("by") == s.get("by"):
+                groups[-1].append(s)
+                continue
+        groups.append([s])
+    return groups
+
+
+def _plain_suggest(s: Mapping[str, Any]) -> bool:
+    """A ``suggest`` of a stored campaign (not the one that created it) with no override."""
+    stored = s.get("seed_from") == "stored"
+    return s.get("command") == "suggest" and stored and not s.get("override")
+
+
+def _group_part(group: Sequence[Mapping[str, Any]]) -> str:
+    if len(group) == 1:
+        return _session_part(group[0])
+    first, last = (str(s.get("at", ""))[:16].replace("T", " ") for s in (group[0], group[-1]))
+    return f"{len(group)} suggests {first} to {last} UTC by {group[0].get('by') or '?'}"
+
+
 def _session_part(s: Mapping[str, Any]) -> str:
     command = str(s.get("command", "?"))
     n = s.get("trials_so_far")
-    where = f" after {n} trials" if command == "resume" and isinstance(n, int) else ""
+    # a resume, or a suggest of a stored campaign (not the creating one, which names its
+    # prior rows by their files): a boundary within the campaign's trials
+    boundary = command == "resume" or s.get("seed_from") == "stored"
+    where = f" after {n} trials" if boundary and isinstance(n, int) else ""
     at = str(s.get("at", ""))[:16].replace("T", " ")
     part = f"{command}{where} {at} UTC by {s.get('by') or '?'}"
     override = s.get("override")

@@ -103,7 +103,7 @@ from loop.failures import (
 from loop.fmt import span
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data
-from loop.provenance import seed_source, start_session
+from loop.provenance import new_campaign_session, seed_source, start_session
 from loop.report import objective_values
 from loop.scheduler import (
     Job,
@@ -781,6 +781,10 @@ class Runner:
         self._first_field_outputs: bool | None = None  # see first_field_outputs
         self._stored: StoredCopy | None = None  # from_store's: the texts are the store's
         self._session_md: dict[str, Any] = {}  # every run's of this session (start_session)
+        # The trials stored when this runner's recorded session began, while it has proposed
+        # nothing since (a `suggest FILE` that created the campaign): its first suggest is
+        # that session, not another (loop.provenance.suggest_session).
+        self.session_unproposed: int | None = None
 
     @property
     def max_trials(self) -> int | None:
@@ -1071,7 +1075,9 @@ class Runner:
         c = self.campaign
         # The file's folder is where its relative paths resolve; store a path in it.
         config_path = self.loaded.base_dir / self.loaded.path.name
-        # One transaction with the campaign: stored with all its prior data or not at all.
+        session = new_campaign_session(self, "run" if alone else "suggest", prior=rows)
+        # One transaction with the campaign: stored with all its prior data and its first
+        # session (who created it, where, with which seed and code) or not at all.
         self.campaign_id = self.store.create_campaign(
             c.name,
             self.loaded.text,
@@ -1086,9 +1092,10 @@ class Runner:
             refuse_namesake=(
                 functools.partial(running_namesake, url=self.store.url) if alone else None
             ),
+            events=session.events,
         )
         self.lease.adopt(self.campaign_id)
-        self._session_md = start_session(self, "run" if alone else "suggest", prior=rows)
+        self._session_md = session.code
         if rows:
             logger.info("stored %d prior-data trials", len(rows))
         return self.campaign_id

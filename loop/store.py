@@ -236,6 +236,10 @@ class DocumentRow(SQLModel, table=True):
 #: The interlock pauses' audit trail: what :meth:`Store.events` reads by default.
 PAUSE_EVENTS = ("paused", "resumed", "release")
 
+#: An event written in the transaction of what it records (:class:`CampaignEventRow`):
+#: ``(kind, by, detail)``, as :meth:`Store.add_event` takes them.
+Event = tuple[str, str | None, str | None]
+
 
 class CampaignEventRow(SQLModel, table=True):
     """Something that happened to a campaign besides its trials: its audit trail.
@@ -243,8 +247,8 @@ class CampaignEventRow(SQLModel, table=True):
     Kinds: ``paused`` (``detail``: why), ``resumed`` (``detail``: how), ``release`` (an
     operator asked, with ``closedloop release``, to proceed despite the interlocks: ``by``
     who, ``detail`` the reason they overrode; ``handled_at`` is set when a runner acted on
-    it, with ``outcome`` what became of it); ``session`` (a ``run``, ``resume`` or the
-    ``suggest`` that created the campaign began: ``by`` user@host, ``detail`` a JSON
+    it, with ``outcome`` what became of it); ``session`` (a ``run``, ``resume`` or a
+    ``suggest`` that stored proposals began: ``by`` user@host, ``detail`` a JSON
     object of who, where, from which trial on and with which seed, budget and versions,
     ``loop.provenance``); ``function_changed`` and ``planner_changed`` (the code that makes
     the trials changed since those before: a ``function:`` instrument's file, a ``planner:
@@ -1203,14 +1207,19 @@ class Store:
         prior: Sequence[tuple[dict[str, Any], dict[str, float]]] = (),
         prior_kind: str = "prior",
         refuse_namesake: Callable[[str, int, LeaseRow], str | None] | None = None,
+        events: Sequence[Event] = (),
     ) -> int:
-        """Commit a new campaign, its prior data and the creator's lease in one transaction.
+        """Commit a new campaign, its prior data, its first events and the creator's lease in
+        one transaction.
 
         One transaction means no other runner (a ``resume`` of the latest campaign) can
         pick the campaign up between its creation and its first heartbeat, and that a
         campaign is stored with all of its prior data or not at all: ``resume`` never
         inserts prior data again, so a crash half-way through the rows would otherwise
-        lose the rest silently (found in review).
+        lose the rest silently (found in review). ``events`` (``(kind, by, detail)``, in
+        order: the creating session's, ``loop.provenance.new_campaign_session``) go in it
+        too: committed after the campaign, a crash or a refused write between the two left
+        a campaign with no record of who created it, from where, with which seed and code.
 
         Args:
             prior: earlier measurements, ``(parameters, outputs)`` per row, stored as
@@ -1260,6 +1269,7 @@ class Store:
                         raise CampaignLocked(why, owner=held.owner)
             if prior:
                 _insert_prior(s.connection(), row.id, prior, prior_kind)
+            _insert_rows(s.connection(), CampaignEventRow, _event_rows(row.id, events, utcnow()))
             if lease is not None:
                 # Stamped after the prior rows: inserting many takes a while, and the lease's
                 # heartbeat must be fresh when the campaign becomes visible at the commit.
@@ -1520,8 +1530,9 @@ class Store:
             return list(s.exec(query.order_by(col(CampaignEventRow.id))))
 
     def sessions(self, campaign_id: int) -> list[dict[str, Any]]:
-        """Each session of the campaign, oldest first: every ``run``, ``resume`` and the
-        ``suggest`` that created it, as recorded when it began (``loop.provenance``).
+        """Each session of the campaign, oldest first: every ``run``, ``resume`` and
+        ``suggest`` that stored proposals (the one that created the campaign, and each after
+        it), as recorded when it began (``loop.provenance``).
 
         Each a dict: ``at`` (UTC, ISO 8601), ``by`` (user@host), then ``command``, ``argv``,
         ``pid``, ``host``, ``user``, ``trials_so_far`` (trials stored before it: the
@@ -1812,14 +1823,18 @@ class Store:
         token: str | None = None,
         budget: dict[str, Any] | None = None,
         status: tuple[str, str] | None = None,
+        events: Sequence[Event] = (),
     ) -> list[TrialRow]:
         """Commit new trials in state ``running``, numbered on from the campaign's last, in
         one transaction: all of them or none.
 
-        ``budget`` (the budget in force, as :meth:`set_budget` records it) and ``status``
-        (the campaign's status and stop reason, as :meth:`finish_campaign` records them) go
-        in the same transaction. With ``token``, the write is refused (``LeaseLost``) unless
-        that lease still holds the campaign, checked in the same transaction.
+        ``budget`` (the budget in force, as :meth:`set_budget` records it), ``status``
+        (the campaign's status and stop reason, as :meth:`finish_campaign` records them)
+        and ``events`` (``(kind, by, detail)``, in order: the ``suggest``'s session and a
+        changed planner plugin, ``loop.provenance.suggest_session``) go in the same
+        transaction, so the record of who proposed the trials exists exactly when they do.
+        With ``token``, the write is refused (``LeaseLost``) unless that lease still holds
+        the campaign, checked in the same transaction.
         """
         with self.engine.begin() as conn:
             if token is not None:
@@ -1849,6 +1864,7 @@ class Store:
                 for r in rows:
                     r.id = ids[r.number]
             _update_campaign(conn, campaign_id, budget=budget, status=status)
+            _insert_rows(conn, CampaignEventRow, _event_rows(campaign_id, events, now))
             return rows
 
     @_serialised
@@ -1858,7 +1874,7 @@ class Store:
         *,
         tokens: Mapping[int, str] | None = None,
         status: Mapping[int, tuple[str, str]] | None = None,
-        events: Mapping[int, tuple[str, str | None, str | None]] | None = None,
+        events: Mapping[int, Event] | None = None,
     ) -> None:
         """Commit many trials' outcomes and observations in one transaction: all or none.
 
@@ -1922,10 +1938,7 @@ class Store:
             _insert_rows(conn, ObservationRow, observations)
             for cid, campaign_status in sorted(status.items()):
                 _update_campaign(conn, cid, status=campaign_status)
-            audit = [
-                {"campaign_id": cid, "at": now, "kind": kind, "by": _text(by), "detail": _text(d)}
-                for cid, (kind, by, d) in sorted(events.items())
-            ]
+            audit = [row for cid, e in sorted(events.items()) for row in _event_rows(cid, [e], now)]
             _insert_rows(conn, CampaignEventRow, audit)
 
     def trials(self, campaign_id: int) -> list[TrialRow]:
@@ -2078,6 +2091,15 @@ def _insert_rows(conn: Connection, model: Any, rows: Sequence[dict[str, Any]]) -
     table = model.__table__
     for start in range(0, len(rows), per):
         conn.execute(insert(table).values(list(rows[start : start + per])))
+
+
+def _event_rows(campaign_id: int, events: Sequence[Event], at: datetime) -> list[dict[str, Any]]:
+    """``events`` of the campaign as :func:`_insert_rows` writes them into ``campaign_event``
+    (in their order: the ids follow it), each at ``at``."""
+    return [
+        {"campaign_id": campaign_id, "at": at, "kind": kind, "by": _text(by), "detail": _text(d)}
+        for kind, by, d in events
+    ]
 
 
 def _update_campaign(

@@ -1,6 +1,6 @@
 """A store says what ran, who ran it, and with which code (``loop.provenance``).
 
-Every ``run``, ``resume`` and the ``suggest`` that creates a campaign is recorded as a
+Every ``run``, ``resume`` and ``suggest`` that stores proposals is recorded as a
 session (the boundary a resume makes, the seed and where it came from, the budget and its
 override, the versions); a function file or a planner plugin edited between sessions is
 recorded, and every run's start document names the function file, the plugin and the planner
@@ -251,7 +251,7 @@ def test_a_planner_plugin_edited_between_sessions_is_recorded(tmp_path: Path) ->
 
 
 def test_a_suggest_of_a_stored_campaign_records_a_changed_plugin(tmp_path: Path) -> None:
-    # a suggest of a stored campaign begins no session, but its proposals are the new code's
+    # a suggest of a stored campaign records the change with its session
     plugin, old = _plugin_folder(tmp_path)
     store = _store(tmp_path)
     for _ in range(2):  # creates the campaign, then continues it: the same code
@@ -269,7 +269,8 @@ def test_a_suggest_of_a_stored_campaign_records_a_changed_plugin(tmp_path: Path)
     (change,) = db.planner_changes(1)
     assert (change["old"]["sha256"], change["new"]["sha256"]) == (old, new)
     assert (change["trials_so_far"], change["first_trial"]) == (2, 3)
-    assert [s["planner"]["sha256"] for s in db.sessions(1)] == [old]  # the creating one
+    # each suggest a session (tests/loop/test_suggest_sessions.py), naming the code it ran
+    assert [s["planner"]["sha256"] for s in db.sessions(1)] == [old, old, new, new]
 
 
 def test_a_function_change_recorded_before_origins_were_reads_as_one(tmp_path: Path) -> None:
@@ -300,12 +301,9 @@ def test_the_suggest_that_creates_a_campaign_is_a_session(tmp_path: Path) -> Non
     for _ in range(2):
         proc = closedloop("suggest", "c.yaml", "--store", store, "-n", "1", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-    (session,) = Store(store, create=False).sessions(1)
-    assert (session["command"], session["seed_from"], session["trials_so_far"]) == (
-        "suggest",
-        "file",
-        0,
-    )
+    first, then = Store(store, create=False).sessions(1)
+    assert (first["command"], first["seed_from"], first["trials_so_far"]) == ("suggest", "file", 0)
+    assert (then["command"], then["seed_from"], then["trials_so_far"]) == ("suggest", "stored", 1)
 
 
 def test_export_yaml_gives_back_a_file_that_runs_the_campaign_again(tmp_path: Path) -> None:
