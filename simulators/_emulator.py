@@ -318,11 +318,20 @@ def _fit_hyper(X: NDArray[np.float64], z: NDArray[np.float64], seed: int) -> _Hy
     train_Y = torch.as_tensor(z, dtype=torch.float64).unsqueeze(-1)
     model = SingleTaskGP(train_X, train_Y, covar_module=covar, outcome_transform=None)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    with warnings.catch_warnings():
-        # Real data gives the optimiser the odd ill-conditioned step; the fit is judged by
-        # its cross-validated R², not by the optimiser's messages.
-        warnings.simplefilter("ignore")
-        fit_gpytorch_mll(mll)
+    # One intra-op thread, as the planner's suggest runs (``BoTorchSettings.torch_threads``):
+    # torch's default of one per core made this fit 6-9x slower in wall time on a 2-core
+    # machine with another process busy (snar: 16-23 s against 2.5-2.7 s, session 22), its
+    # OpenMP threads spinning against each other on matrices too small to share out.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            # Real data gives the optimiser the odd ill-conditioned step; the fit is judged
+            # by its cross-validated R², not by the optimiser's messages.
+            warnings.simplefilter("ignore")
+            fit_gpytorch_mll(mll)
+    finally:
+        torch.set_num_threads(threads)
     return _Hyper(
         lengthscale=covar.base_kernel.lengthscale.detach().numpy().reshape(-1).astype(np.float64),
         outputscale=float(covar.outputscale.detach()),
