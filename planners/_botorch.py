@@ -442,7 +442,7 @@ class BoTorchPlanner:
             suggest_seed = derive_seed(self.seed, len(self.observations), len(pending))
             with (
                 torch.random.fork_rng(),
-                _torch_threads(self.settings.torch_threads),
+                torch_threads(self.settings.torch_threads),
                 self._effort(bool(pending + proposals)),
             ):
                 torch.manual_seed(suggest_seed)
@@ -1781,8 +1781,9 @@ def _optimize_table(
 
 
 @contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (see ``BoTorchSettings.torch_threads``)."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (see ``BoTorchSettings.torch_threads``;
+    the Ax planner's ``suggest`` runs on one too)."""
     if n is None or n == torch.get_num_threads():
         yield
         return
