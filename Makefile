@@ -50,8 +50,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases tests
 
-# On every core (pytest-xdist): most of the suite waits on subprocesses, simulated latency and
-# RunEngines, and one process leaves the second core of a 2-core CI machine idle.
+# On every core (pytest-xdist), one worker per core: the suite is CPU-bound (mostly the imports
+# of the `closedloop` subprocesses and GP fits), so on 2 cores `-n 3` measured no faster than
+# `-n 2` (session 22). tests/conftest.py keeps torch and BLAS to one thread per process: a
+# second, spinning OpenMP thread per worker made GP fits ~3x slower.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 

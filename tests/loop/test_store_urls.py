@@ -253,18 +253,31 @@ def work() -> Iterator[Path]:
         shutil.rmtree(folder)
 
 
-@pytest.fixture
-def archive(work: Path) -> Iterator[Path]:
-    """``work/archive/s.db``: a store of one campaign (two trials), written by this user,
-    in a folder then made read-only (0555) with the file (0444). Writable again afterwards,
-    so that pytest can remove it."""
-    folder = work / "archive"
-    file = _campaign(work)
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of one campaign (two trials) as ``closedloop run`` leaves it, closed cleanly
+    (no -wal or -shm beside it). Run once for the module (a command start-up is ~5 s of
+    CPU); each test gets its own copy in :func:`archive`."""
+    origin = tmp_path_factory.mktemp("written")
+    file = _campaign(origin)
     process = closedloop(
-        "run", str(file), "--store", "sqlite:///archive/s.db", "--max-trials", "2", cwd=work
+        "run", str(file), "--store", "sqlite:///archive/s.db", "--max-trials", "2", cwd=origin
     )
     assert process.returncode == 0, process.stderr
+    folder = origin / "archive"
     assert sorted(p.name for p in folder.iterdir()) == ["s.db"]  # closed cleanly
+    return folder / "s.db"
+
+
+@pytest.fixture
+def archive(work: Path, written: Path) -> Iterator[Path]:
+    """``work/archive/s.db``: a copy of :func:`written`'s store, owned by this user, in a
+    folder then made read-only (0555) with the file (0444). Writable again afterwards, so
+    that pytest can remove it."""
+    folder = work / "archive"
+    folder.mkdir()
+    _campaign(work)
+    shutil.copyfile(written, folder / "s.db")
     (folder / "s.db").chmod(0o444)
     folder.chmod(0o555)
     home = work / "home"  # where the other user may write (matplotlib's cache, a report)
