@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +34,7 @@ from instruments._instrument_file import load_instrument_file
 from instruments._protocol import TrialResult
 from instruments._safety import ConnectionCheck, Gate, InterlockCheck
 from loop.failures import failure_kind
+from tests.cli_process import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUMENT_FILE = ROOT / "campaigns" / "instruments" / "epics_reactor.yaml"
@@ -483,14 +482,7 @@ def test_validate_shows_the_warning(tmp_path: Path) -> None:
     """The warning as `closedloop validate` prints it (exit 0: the file is accepted)."""
     path = _campaign(tmp_path, "[10, 100]")
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400"}
-    out = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli(["validate", str(path)], env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     text = " ".join((out.stdout + out.stderr).split())
     assert (

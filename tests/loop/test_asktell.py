@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from loop.cli import app
 from loop.runner import Runner
 from loop.store import Store
+from tests.cli_process import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -51,14 +52,7 @@ def _cli(*args: str) -> Any:
 
 
 def _run(*args: str, stdin: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(args, cwd=cwd, input=stdin)
 
 
 def _trials(url: str) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from loop.cli import app
 from loop.fmt import WholeTable, number, parameter
 from planners import ChoiceParameter, FloatParameter, IntParameter
 from tests.cli_process import closedloop as run_closedloop
+from tests.cli_process import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -433,11 +434,7 @@ def test_with_no_terminal_a_table_keeps_one_line_per_row(detector: tuple[Path, s
     """A log or a script's capture (no terminal on any stream, no COLUMNS): rows unfolded."""
     folder, store = detector
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    done = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "status", "--store", store],
-        cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
+    done = run_cli(["status", "--store", store], cwd=folder, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     row = _cells(done.stdout, "1")
     assert row[1:3] == ["sobol", "completed"] and len(row) == 10

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from loop import CampaignConfigError, load_campaign
 from loop.config import parse_duration
+from tests.cli_process import run_cli
 
 HERE = Path(__file__).parent
 BAD = sorted((HERE / "bad_campaigns").glob("*.yaml"))
@@ -97,12 +96,7 @@ def test_bad_durations(text: object) -> None:
 
 def test_cli_validate_prints_one_message_without_traceback() -> None:
     bad = HERE / "bad_campaigns" / "misspelt_instrument_key.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "validate", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(["validate", str(bad)], timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert f"{bad}:7" in proc.stderr.replace("\n", "")

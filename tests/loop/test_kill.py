@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from simulators import get_problem
+from tests.cli_process import run_cli
 
 KILLS = 20
 MAX_TRIALS = 30
@@ -129,13 +130,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         proc.communicate()  # reaps it (a dead pid frees its lease) and closes the pipes
         caught[_in_flight(db)] += 1
 
-    final = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "resume", "--store", url],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    final = run_cli(["resume", "--store", url], cwd=tmp_path, timeout=180)
     assert final.returncode == 0, (final.stdout, final.stderr)
     elapsed = time.monotonic() - started
     print(f"\n{KILLS} kills in {elapsed:.0f} s; the store was caught with: {dict(caught)}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +25,7 @@ from loop.config import parameter_value, read_number
 from loop.runner import Runner
 from loop.store import Store
 from planners import FloatParameter, IntParameter
-from tests.cli_process import closedloop
+from tests.cli_process import closedloop, run_cli
 
 ROOT = Path(__file__).parents[2]
 BAD = Path(__file__).parent / "bad_campaigns"
@@ -227,14 +225,7 @@ def test_the_operator_prompt_refuses_underscores_and_asks_again(tmp_path: Path) 
     path = tmp_path / "m.yaml"
     path.write_text((MANUAL % "manual").replace("max_trials: 3", "max_trials: 1"))
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "run", str(path), "--store", url],
-        cwd=tmp_path,
-        input="0_6\n0.6\n0.95\n\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(["run", str(path), "--store", url], cwd=tmp_path, input="0_6\n0.6\n0.95\n\n")
     assert proc.returncode == 0, proc.stderr
     assert "is not a number: write it without underscores" in proc.stdout + proc.stderr
     store = Store(url, create=False)

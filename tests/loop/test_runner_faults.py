@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import loop.runner as runner_module
 from loop import Runner, Store, parse_campaign
 from loop.failures import failure_kind
 from planners import Observation
+from tests.cli_process import run_cli
 
 BASE = """
 name: faults
@@ -263,13 +263,7 @@ def test_cli_prints_the_failure_report(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
 
     def closedloop(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "loop.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=300,
-        )
+        return run_cli(args, cwd=tmp_path)
 
     run = closedloop("run", str(path), "--store", url, "-q")
     assert run.returncode == 1, run.stderr

@@ -24,6 +24,7 @@ from loop.scheduler import Job, Proposal, Proposed, Scheduler, Slot, SlotDone
 from loop.store import TrialRow, export_records
 from planners import FloatParameter, Observation, SobolPlanner, Space
 from simulators import get_problem
+from tests.cli_process import closedloop
 
 BRANIN = """
 name: slots
@@ -550,8 +551,6 @@ seed: 1
 # ---------------------------------------------------------------------------- status
 @pytest.mark.slow
 def test_status_shows_each_slot_and_its_trial_in_flight(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     loaded = _loaded(tmp_path, "latency: 0.05, count: 2", "{max_trials: 4}")
     store = _store(tmp_path)
@@ -559,14 +558,7 @@ def test_status_shows_each_slot_and_its_trial_in_flight(tmp_path: Path) -> None:
     cid = summary.campaign_id
     # a trial left in flight on slot 1 (as a crash would leave it)
     store.add_trial(cid, {"x1": 1.0, "x2": 2.0}, "model", slot=1)
-    status = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "status", "--store", store.url],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    status = closedloop("status", "--store", store.url, cwd=tmp_path, wide=True)
     assert status.returncode == 0, status.stderr
     out = status.stdout
     assert "instrument slots (2)" in out

@@ -31,7 +31,7 @@ import pytest
 
 from loop.errors import StoreError
 from loop.store import Store
-from tests.cli_process import closedloop
+from tests.cli_process import closedloop, run_cli
 
 CAMPAIGN = """\
 name: urls
@@ -101,12 +101,9 @@ def test_every_command_refuses_an_in_memory_store(tmp_path: Path, command: list[
 
 def test_the_store_from_the_environment_is_refused_too(tmp_path: Path) -> None:
     file = _campaign(tmp_path)
-    process = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "run", str(file)],
+    process = run_cli(
+        ["run", str(file)],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
         env={**os.environ, "CLOSEDLOOP_STORE": "sqlite:///:memory:"},
     )
     _refused(process, f"store URL sqlite:///:memory:: {REFUSED}")
@@ -165,15 +162,17 @@ def _cli(
 ) -> subprocess.CompletedProcess[str]:
     """``closedloop ARGS`` with extra environment ``env``; ``other_user``: as a user who
     owns none of the files (see :func:`_as_other_user`)."""
-    prefix = _as_other_user() if other_user else []
+    environment = {**os.environ, **(env or {})}
+    if not other_user:  # a path that is not UTF-8 is echoed as its bytes
+        return run_cli(args, cwd=cwd, env=environment, errors="surrogateescape")
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "loop.cli", *args],
+        [*_as_other_user(), sys.executable, "-m", "loop.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        errors="surrogateescape",  # a path that is not UTF-8, echoed as its bytes
+        errors="surrogateescape",
         timeout=300,
-        env={**os.environ, **(env or {})},
+        env=environment,
     )
 
 

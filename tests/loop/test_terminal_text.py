@@ -23,6 +23,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from loop.fmt import Output, WholeTable, visible
+from tests.cli_process import run_cli
 
 # Written with YAML's own escapes: \e is ESC, \a is BEL. The OSC sets the window title,
 # the SGR turns the background red.
@@ -56,14 +57,7 @@ def _closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     and draw the progress bar, as under ``script``; 200 columns so table cells do not fold."""
     env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
     env.pop("NO_COLOR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    return run_cli(args, cwd=cwd, env=env)
 
 
 def _plain(text: str) -> str:
@@ -245,14 +239,7 @@ def test_the_operators_prompt_shows_an_output_name_as_text(tmp_path: Path) -> No
         'objectives: [{name: "y\\e[2J", goal: minimize}]\n'
         'instrument: {manual: true, outputs: ["y\\e[2J"]}\nbudget: {max_trials: 2}\n'
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "run", "m.yaml", "--store", "sqlite:///m.db"],
-        cwd=tmp_path,
-        input="stop\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli(["run", "m.yaml", "--store", "sqlite:///m.db"], cwd=tmp_path, input="stop\n")
     assert "y\\x1b[2J = " in done.stdout, done.stdout
     _assert_nothing_raw(done.stdout)
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from loop.fmt import LOG_WIDTH, WholeTable
+from tests.cli_process import run_cli
 
 FUNCTION = """
 def measure(inputs):
@@ -77,15 +77,7 @@ def closedloop(folder: Path, *args: str, columns: int | None) -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     if columns is not None:
         env["COLUMNS"] = str(columns)
-    done = subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=folder,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli(args, cwd=folder, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

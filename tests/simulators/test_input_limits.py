@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from simulators._text import (
     check_yaml_expansion,
     read_text,
 )
+from tests.cli_process import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -87,13 +87,7 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``closedloop ARGS`` in a fresh interpreter, killed after a minute (a read that
     blocks on a pipe would otherwise hang the test session)."""
-    return subprocess.run(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(args, cwd=cwd, timeout=120)
 
 
 # ---------------------------------------------------------------------------- files
