@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	    --extra-index-url https://pypi.org/simple; \
 	fi
 	$(PIP) install -q -c constraints.txt -e '.[dev,ax]'
+	$(BIN)/python -m planners._kernels
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -50,10 +51,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases tests
 
-# On every core (pytest-xdist), one worker per core: the suite is CPU-bound (mostly the imports
-# of the `closedloop` subprocesses and GP fits), so on 2 cores `-n 3` measured no faster than
-# `-n 2` (session 22). tests/conftest.py keeps torch and BLAS to one thread per process: a
-# second, spinning OpenMP thread per worker made GP fits ~3x slower.
+# On every core (pytest-xdist), one worker per core. The suite is no longer CPU-bound (session
+# 23: 20 CPU-minutes in 15 minutes on 2 cores; the rest is waiting on simulated latencies,
+# timeouts and signals), and `-n 4` measured 12:44, `-n 4 --dist worksteal` 11:16. But under
+# worksteal a loopback socket some test leaves open was garbage-collected inside another test,
+# whose ResourceWarning (an error here) failed it; until that leak is found, one worker per
+# core, the placement every CI run so far has passed with. tests/conftest.py keeps torch and
+# BLAS to one thread per process: a second, spinning OpenMP thread per worker made GP fits ~3x
+# slower.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 
