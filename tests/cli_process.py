@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class _Zygote:
 
 
 _zygote: _Zygote | None = None
+_zygote_lock = threading.Lock()  # one request at a time; a concurrent run starts fresh
 
 
 def run_cli(
@@ -123,35 +125,50 @@ def run_cli(
     command = [sys.executable, "-m", "loop.cli", *args]
     where = Path(cwd if cwd is not None else os.getcwd()).resolve()
     environment = dict(os.environ if env is None else env)
+    done: subprocess.CompletedProcess[str] | None = None
+    if os.environ.get("CLOSEDLOOP_TEST_FRESH") != "1" and _zygote_lock.acquire(blocking=False):
+        try:
+            if _zygote is None or _zygote.process.poll() is not None:
+                _zygote = _Zygote()
+            if _startup(environment) == _zygote.startup:
+                done = _forked(_zygote, command, where, environment, input, timeout, errors)
+        finally:
+            _zygote_lock.release()
+    if done is not None:
+        return done
+    return subprocess.run(
+        command,
+        cwd=where,
+        env=environment,
+        input=input or "",
+        capture_output=True,
+        text=True,
+        errors=errors,
+        timeout=timeout,
+    )
 
-    def fresh() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            command,
-            cwd=where,
-            env=environment,
-            input=input or "",
-            capture_output=True,
-            text=True,
-            errors=errors,
-            timeout=timeout,
-        )
 
-    if os.environ.get("CLOSEDLOOP_TEST_FRESH") == "1":
-        return fresh()
-    if _zygote is None or _zygote.process.poll() is not None:
-        _zygote = _Zygote()
-    if _startup(environment) != _zygote.startup:
-        return fresh()
+def _forked(
+    zygote: _Zygote,
+    command: list[str],
+    where: Path,
+    environment: dict[str, str],
+    input: str | None,
+    timeout: float,
+    errors: str,
+) -> subprocess.CompletedProcess[str] | None:
+    """:func:`run_cli` through ``zygote``; None if it cannot fork."""
     with tempfile.TemporaryDirectory(prefix="closedloop-cli-") as folder:
         streams = [Path(folder, name) for name in ("stdin", "stdout", "stderr")]
         streams[0].write_text(input or "")
+        args = command[3:]
         try:
-            code = _zygote.run(args, cwd=where, env=environment, streams=streams, timeout=timeout)
+            code = zygote.run(args, cwd=where, env=environment, streams=streams, timeout=timeout)
         except TimeoutError:
             out, err = (_text(path, errors) for path in streams[1:])
             raise subprocess.TimeoutExpired(command, timeout, out, err) from None
         if code is None:
-            return fresh()
+            return None
         out, err = (_text(path, errors) for path in streams[1:])
         return subprocess.CompletedProcess(command, code, out, err)
 
