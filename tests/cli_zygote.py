@@ -11,8 +11,8 @@ What is *not* preloaded, and why:
 
 * ophyd's control layer: ``import ophyd`` starts caproto's threads (``set_cl()``), and
   threads do not survive a fork. The zygote imports ophyd with the thread-free ``dummy``
-  layer, and each child sets the layer its environment names, as ``import ophyd`` would
-  have (``ophyd.set_cl()``: ``$OPHYD_CONTROL_LAYER``, else the first that imports);
+  layer, and each child sets up the layer its environment names (``ophyd.set_cl()``:
+  ``$OPHYD_CONTROL_LAYER``, else the first that imports) when it first uses ophyd;
 * typer and rich read the environment (``FORCE_COLOR``, ``COLUMNS``, ``TERMINAL_WIDTH``)
   at import or when their consoles are made, and the tests vary it per run;
 * matplotlib reads its configuration and backend from the environment at import;
@@ -77,6 +77,20 @@ def _preload() -> None:
         os.environ["OPHYD_CONTROL_LAYER"] = layer
 
 
+class _LazyControlLayer:
+    """ophyd's control layer, set up (``ophyd.set_cl()``, from the environment) the first time
+    anything asks ophyd for it, then ophyd's own. A fresh ``closedloop status`` never imports
+    ophyd, so never starts caproto's threads; setting the layer up in every child made such a
+    command a second slower, in the threads' start and their joins at exit."""
+
+    def __getattr__(self, name: str) -> object:
+        import ophyd
+
+        if ophyd.cl is self:
+            ophyd.set_cl()
+        return getattr(ophyd.cl, name)
+
+
 def _single_threaded() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
@@ -115,7 +129,7 @@ def _child(request: dict[str, object]) -> None:
     sys.argv = ["-m", *args]
     import ophyd
 
-    ophyd.set_cl()
+    ophyd.cl = _LazyControlLayer()  # set up at its first use, as at import in a fresh process
     runpy.run_module("loop.cli", run_name="__main__", alter_sys=True)
 
 
