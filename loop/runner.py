@@ -1576,20 +1576,26 @@ class Runner:
         """The session's watch for trials that may hang (:class:`_HangWatch`): none when
         ``instrument.timeout`` ends such trials, or for a manual instrument, whose trials
         last as long as the operator takes. It starts from the durations of the campaign's
-        stored trials a runner completed (not told: ``loop.asktell.is_told``)."""
+        stored trials a runner completed (not told: ``loop.asktell.is_told``).
+
+        The stored times are wall-clock readings, so a clock stepped back mid-trial (NTP, a
+        suspended laptop) leaves a finish before its start; such a trial says nothing about
+        how long trials take and is left out rather than pulling the median down.
+        """
         from loop.asktell import is_told
 
         instrument = self.campaign.instrument
         if instrument.timeout is not None or instrument.manual:
             return None
         durations = [
-            (t.finished_at - t.started_at).total_seconds()
+            seconds
             for t in history
             if t.status == "completed"
             and not is_told(t)
             and t.kind != PRIOR_KIND
             and t.started_at is not None
             and t.finished_at is not None
+            and (seconds := (t.finished_at - t.started_at).total_seconds()) >= 0
         ]
         return _HangWatch(durations[-HANG_WINDOW:])
 

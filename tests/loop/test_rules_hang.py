@@ -10,6 +10,7 @@ takes seconds. Real runner, real RunEngine, real SQLite.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,9 @@ def fourth_is_slow(inputs):
 """
 
 
-def _loaded(tmp_path: Path, extra: str = "") -> LoadedCampaign:
+def _loaded(tmp_path: Path, extra: str = "", max_trials: int = 5) -> LoadedCampaign:
     (tmp_path / "fns.py").write_text(FUNCTIONS)
-    text = CAMPAIGN.replace("EXTRA", extra)
+    text = CAMPAIGN.replace("EXTRA", extra).replace("max_trials: 5", f"max_trials: {max_trials}")
     path = tmp_path / "hang.yaml"
     path.write_text(text)
     return parse_campaign(text, path=path, base_dir=tmp_path)
@@ -79,6 +80,24 @@ def test_a_trial_far_longer_than_the_others_is_warned_about_once(
     again = Runner.from_store(store, summary.campaign_id)
     watch = again._hang_watch(store.trials(summary.campaign_id))
     assert watch is not None and watch.limit() is not None
+
+
+def test_a_trial_that_ended_before_it_started_is_not_typical(
+    tmp_path: Path, quick_limits: None
+) -> None:
+    # stored times are wall-clock readings: a clock stepped back mid-trial (NTP, a laptop
+    # waking) stores a finish before the start, a negative duration that must not count
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    runner = Runner(_loaded(tmp_path, max_trials=3), store)
+    summary = runner.run()
+    rows = store.trials(summary.campaign_id)
+    watch = runner._hang_watch(rows)
+    assert watch is not None and watch.limit() is not None  # three completed: typical known
+    stepped = rows[1]
+    assert stepped.started_at is not None
+    stepped.finished_at = stepped.started_at - timedelta(seconds=30)
+    watch = runner._hang_watch(rows)
+    assert watch is not None and watch.limit() is None  # two left: nothing is typical yet
 
 
 def test_no_warning_when_a_timeout_ends_such_trials(
