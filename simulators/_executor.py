@@ -1118,11 +1118,17 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         if not isinstance(reply, dict):
             raise _NotAScheduler(f"its first message was {type(reply).__name__}, not a handshake")
 
+    async def probe() -> None:
+        try:
+            await handshake()
+        finally:
+            _close_orphaned_streams()
+
     outcome: list[BaseException | None] = []
 
     def run() -> None:
         try:
-            asyncio.run(handshake())
+            asyncio.run(probe())
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -1134,6 +1140,28 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         raise TimeoutError(f"no Dask handshake within {2 * timeout:g} s")
     if outcome[0] is not None:
         raise outcome[0]
+
+
+def _close_orphaned_streams() -> None:
+    """Close every socket tornado still watches on the running loop (the probe's own).
+
+    A ``tls://`` connection to a scheduler without TLS fails in tornado's
+    ``IOStream.start_tls`` ("IOStream is not idle"): the scheduler spoke first. tornado
+    raises before it takes the socket over and nothing closes the plain stream, which stays
+    registered with tornado's ``IOLoop`` for this event loop; tornado in turn keeps that
+    ``IOLoop`` in its map of loops until some later loop starts. So each refused probe left
+    an open connection to the scheduler, garbage-collected (with a ``ResourceWarning``)
+    whenever another part of the process next used tornado (found by the test suite, where
+    the warning failed an unrelated test). Everything registered here is the probe's: it
+    runs on an event loop of its own, and a good connection was already aborted.
+    """
+    from tornado.ioloop import IOLoop
+
+    ioloop = IOLoop.current()
+    handlers: dict[Any, tuple[Any, Any]] = getattr(ioloop, "handlers", {})
+    for fd, (fileobj, _) in list(handlers.items()):
+        ioloop.remove_handler(fd)
+        ioloop.close_fd(fileobj)
 
 
 _UNAUTHENTICATED = ("tcp", "ws")

@@ -17,7 +17,6 @@ certificates made by ``openssl``); their timing margins are seconds wide.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
@@ -25,12 +24,12 @@ import signal
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dask
+import psutil
 import pytest
 from distributed.security import Security
 
@@ -95,15 +94,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_TLS]:
         yield _TLS(cluster.scheduler_address, cert, key, other)
 
 
-def _collect_tornado_s_socket() -> None:
-    """Close the socket tornado leaves behind when a connection cannot become TLS (its
-    ``IOStream.start_tls`` raises before taking the socket over, and nothing closes the
-    stream): collected here, its ResourceWarning ignored, instead of failing whichever
-    later test the garbage collector happens to run in."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-        gc.collect()
+def _connections_to(address: str) -> set[tuple[str, int]]:
+    """The local ends of this process's open TCP connections to ``address``."""
+    port = int(address.rsplit(":", 1)[1])
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    }
 
 
 def _refused(address: str, settings: dict[str, Any], timeout: float = 20) -> tuple[str, float]:
@@ -198,9 +196,12 @@ def test_with_dask_tls_settings_a_trial_runs_and_the_wrong_scheme_is_named(
     with scheduler(0) as cleartext:  # not DaskExecutor.local's: that one has TLS
         unencrypted = cleartext.scheduler_address
         plain = unencrypted.replace("tcp://", "tls://")
+        cluster_s_own = _connections_to(unencrypted)  # LocalCluster's, to its scheduler
         for _ in range(3):  # its greeting comes before the TLS handshake, or as its reply
             message, _ = _refused(plain, tls.settings())
-            _collect_tornado_s_socket()
+            # tornado abandons the plain stream it could not make TLS; the probe closes it
+            # (it stayed open, and its ResourceWarning failed whichever test ran a GC later)
+            assert _connections_to(unencrypted) <= cluster_s_own
             assert message.startswith(f"something answered at {plain}, but not over TLS ("), message
             assert "give its tcp:// address" in message
 
