@@ -23,10 +23,15 @@ not, it answers ``nofork`` and the client starts a fresh interpreter instead. It
 ``OMP_NUM_THREADS=1`` and its kin, which ``tests/conftest.py`` sets, so that numpy's
 OpenBLAS starts no thread pool at import.
 
-Protocol, one line each way, on the zygote's stdin and stdout: a JSON request ``{"cwd",
-"env", "stdin", "stdout", "stderr", "args"}`` (the three streams are file paths); the answer
-``pid N`` once forked, then ``rc N`` (``subprocess``'s convention: ``-SIG`` when killed by a
-signal) once the child has been reaped. End of input ends the zygote.
+Protocol, on a ``SOCK_SEQPACKET`` Unix socket whose descriptor is the zygote's one argument,
+one message each: a JSON request ``{"cwd", "env", "args", "new_session",
+"default_stop_signals"}`` carrying the child's stdin, stdout and stderr as three descriptors
+(``SCM_RIGHTS``: pipes, files, or ``/dev/null``, as ``subprocess`` would give them); the
+answer ``pid N`` once forked (or ``nofork``); and later, whenever a child ends, ``exit PID
+CODE`` (``subprocess``'s convention: ``-SIG`` when killed by a signal). Several children may
+run at once, as several ``Popen`` can: a test sends a signal to one command while starting
+another. End of input (the client gone) kills the children still running and ends the
+zygote.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import select
+import signal
+import socket
 import sys
 import time
 
@@ -95,27 +103,19 @@ def _single_threaded() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
 
-def _readline() -> bytes:
-    """One request line from fd 0, unbuffered: a forked child must not inherit read-ahead."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = os.read(0, 1)
-        if not chunk:
-            return b""
-        line += chunk
-    return line
-
-
-def _child(request: dict[str, object]) -> None:
-    """Become ``python -m loop.cli ARGS`` run in ``cwd`` with ``env`` and the given streams."""
-    for fd, path, flags in (
-        (0, request["stdin"], os.O_RDONLY),
-        (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-        (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-    ):
-        opened = os.open(str(path), flags, 0o600)
-        os.dup2(opened, fd)
-        os.close(opened)
+def _child(request: dict[str, object], fds: list[int]) -> None:
+    """Become ``python -m loop.cli ARGS`` run in ``cwd`` with ``env`` on the streams ``fds``."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds):
+        if fd > 2:
+            os.close(fd)
+    if request.get("new_session"):
+        os.setsid()
+    if request.get("default_stop_signals"):  # as a fresh interpreter from a terminal's shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     cwd = str(request["cwd"])
     os.chdir(cwd)
     env = request["env"]
@@ -133,22 +133,50 @@ def _child(request: dict[str, object]) -> None:
     runpy.run_module("loop.cli", run_name="__main__", alter_sys=True)
 
 
+def _reap(control: socket.socket, children: set[int]) -> None:
+    """Tell the client of every child that has ended."""
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        children.discard(pid)
+        control.send(f"exit {pid} {os.waitstatus_to_exitcode(status)}".encode())
+
+
 def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
     _preload()
-    while line := _readline():
-        request = json.loads(line)
+    children: set[int] = set()
+    while True:
+        # children end on their own: look for them every 20 ms while any runs
+        ready, _, _ = select.select([control], [], [], 0.02 if children else None)
+        _reap(control, children)
+        if not ready:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, 1 << 20, 3)
+        if not message:
+            break
+        request = json.loads(message)
         if not _single_threaded():
-            os.write(1, b"nofork\n")
+            for fd in fds:
+                os.close(fd)
+            control.send(b"nofork")
             continue
         pid = os.fork()
         if pid == 0:
             # the child: what it raises (SystemExit with the command's code) ends it through
             # the interpreter's own exit, with its atexit handlers and stream flushes
-            _child(request)
+            control.close()
+            _child(request, fds)
             return
-        os.write(1, f"pid {pid}\n".encode())
-        _, status = os.waitpid(pid, 0)
-        os.write(1, f"rc {os.waitstatus_to_exitcode(status)}\n".encode())
+        for fd in fds:
+            os.close(fd)
+        children.add(pid)
+        control.send(f"pid {pid}".encode())
+    for pid in children:  # the client is gone: nobody will read these commands' outcomes
+        os.kill(pid, signal.SIGKILL)
+    for pid in children:
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ import functools
 import logging
 import math
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,7 @@ from motor_ioc import MotorIOCProcess, motor_ioc  # noqa: F401  (the session's m
 from instruments import Dispatcher, InstrumentConfig, build_instrument
 from instruments._epics import DeclaredInstrument, DeviceTypeError
 from loop.failures import failure_kind
-from tests.cli_process import closedloop
+from tests.cli_process import closedloop, start_cli
 
 M1 = "closedloop:mtr:m1"
 M2 = "closedloop:mtr:m2"
@@ -438,13 +436,7 @@ def test_ctrl_c_mid_move_stops_the_motor_and_sets_the_safe_state(
     path = _campaign(tmp_path, trials=1)
     url = f"sqlite:///{tmp_path / 'c.db'}"
     before = len(motor.puts())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", "run", str(path), "--store", url, "-q"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(["run", str(path), "--store", url, "-q"], cwd=tmp_path)
     try:
         _until(
             lambda: bool(_puts(motor, before, f"{M1}.VAL")) or proc.poll() is not None,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from instruments import _dispatch
+from tests.cli_process import Process, start_cli
 
 LATENCY = 3.0  # s a measurement takes
 TIMEOUT = 4.0  # s a run may take
@@ -48,22 +47,16 @@ def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
             return []
 
 
-def _start(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[str], Path]:
+def _start(tmp_path: Path, extra: str = "") -> tuple[Process, Path]:
     """``closedloop run`` of the campaign, ``extra`` added to its instrument's options."""
     text = CAMPAIGN.format(latency=LATENCY, timeout=TIMEOUT, extra=extra)
     (tmp_path / "c.yaml").write_text(text)
     db = tmp_path / "c.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", "run", "c.yaml", "--store", f"sqlite:///{db}"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(["run", "c.yaml", "--store", f"sqlite:///{db}"], cwd=tmp_path)
     return proc, db
 
 
-def _wait_for_run(db: Path, proc: subprocess.Popen[str], limit: float = 120) -> None:
+def _wait_for_run(db: Path, proc: Process, limit: float = 120) -> None:
     """Until trial 1's run has started (its start document is stored)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from typing import IO, Any
 import pytest
 
 from loop.store import Store
+from tests.cli_process import Process, start_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -77,15 +78,8 @@ main()
 """
 
 
-def _closedloop(*args: str, stderr: IO[str] | int = subprocess.PIPE) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
+def _closedloop(*args: str, stderr: IO[str] | int = subprocess.PIPE) -> Process:
+    return start_cli(args, cwd=ROOT, stderr=stderr)
 
 
 def _slow_suggest(url: str, tmp_path: Path, *, ttl: float) -> subprocess.Popen[str]:

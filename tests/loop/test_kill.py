@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from simulators import get_problem
-from tests.cli_process import run_cli
+from tests.cli_process import Process, run_cli, start_cli
 
 KILLS = 20
 MAX_TRIALS = 30
@@ -55,7 +53,7 @@ def _query(db: Path, sql: str) -> list[tuple]:
             return []
 
 
-def _wait_for_lease(db: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_for_lease(db: Path, proc: Process, timeout: float = 60) -> None:
     """Until the child holds the campaign (its imports are done and it is about to work)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,7 +71,7 @@ def _last_stop(db: Path) -> int:
     return (rows[0][0] or 0) if rows else 0
 
 
-def _wait_for_next_stop(db: Path, after: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for_next_stop(db: Path, after: int, proc: Process) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         if _last_stop(db) > after:
@@ -114,12 +112,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         command = ["resume", "--store", url] if started_campaign else ["run", "kill.yaml"]
         if not started_campaign:
             command += ["--store", url]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "loop.cli", *command, "-q"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = start_cli([*command, "-q"], cwd=tmp_path)
         _wait_for_lease(db, proc)
         time.sleep(delay)
         if boundary:

@@ -25,6 +25,7 @@ from loop.runner import CampaignFinished, reconcile_documents
 from loop.store import LeaseClaim, LeaseRow
 from planners import SobolPlanner
 from simulators import get_problem
+from tests.cli_process import Process, start_cli
 
 BRANIN = """
 name: resumable
@@ -454,26 +455,14 @@ SLOW_BRANIN = BRANIN.replace("{simulator: branin}", "{simulator: branin, latency
 )
 
 
-def _default_stop_signals() -> None:
-    """In the child: the stop signals as a terminal's shell leaves them. A suite started
+def _cli(*args: str, cwd: Path) -> Process:
+    """The command with the stop signals as a terminal's shell leaves them: a suite started
     under ``nohup`` hands its children SIGHUP ignored, which closedloop rightly keeps
     ignored (``loop.runner.stop_on_signals``), so the SIGHUP case waited out its timeout."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    return start_cli(args, cwd=cwd, default_stop_signals=True)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_stop_signals,
-    )
-
-
-def _wait_for_completed(db: Path, n: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def _wait_for_completed(db: Path, n: int, proc: Process, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 
 from loop import Store
+from tests.cli_process import Process, start_cli
 
 CAMPAIGN = """
 name: resumable
@@ -44,14 +43,8 @@ def measure(inputs):
 """
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _cli(*args: str, cwd: Path) -> Process:
+    return start_cli(args, cwd=cwd)
 
 
 def _completed(db: Path) -> int:

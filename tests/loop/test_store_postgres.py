@@ -36,7 +36,7 @@ from loop.config import LoadedCampaign
 from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
 from loop.store import SCHEMA_VERSION, LeaseClaim, LeaseRow, export_records
 from simulators import get_problem
-from tests.cli_process import closedloop
+from tests.cli_process import closedloop, start_cli
 from tests.postgres_server import PostgresServer, free_port
 
 ROOT = Path(__file__).parents[2]
@@ -478,13 +478,7 @@ def test_a_stopped_or_killed_run_resumes(sig: signal.Signals, db: Database, tmp_
     (tmp_path / "c.yaml").write_text(
         BRANIN.replace("INSTRUMENT", "latency: 0.2").replace("MAX", "200")
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", "run", "c.yaml", "--store", db.url, "-q"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(["run", "c.yaml", "--store", db.url, "-q"], cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while _completed(db.url) < 2:
@@ -573,13 +567,7 @@ def test_a_server_lost_mid_run_ends_the_command_with_one_message(
     own = PostgresServer().start()  # a server of its own: this test stops it
     try:
         url = own.create_database("lost")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "loop.cli", "run", "c.yaml", "--store", url, "-q"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_cli(["run", "c.yaml", "--store", url, "-q"], cwd=tmp_path)
         deadline = time.monotonic() + 60
         while _completed(url) < 2:
             assert proc.poll() is None, proc.communicate()
