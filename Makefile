@@ -51,16 +51,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --explicit-package-bases tests
 
-# On every core (pytest-xdist), one worker per core. The suite is no longer CPU-bound (session
-# 23: 20 CPU-minutes in 15 minutes on 2 cores; the rest is waiting on simulated latencies,
-# timeouts and signals), and `-n 4` measured 12:44, `-n 4 --dist worksteal` 11:16. But under
-# worksteal a loopback socket some test leaves open was garbage-collected inside another test,
-# whose ResourceWarning (an error here) failed it; until that leak is found, one worker per
-# core, the placement every CI run so far has passed with. tests/conftest.py keeps torch and
-# BLAS to one thread per process: a second, spinning OpenMP thread per worker made GP fits ~3x
-# slower.
+# Two test processes per core (pytest-xdist), at most 16, tests handed to whichever is idle
+# (worksteal). The suite is not CPU-bound at one per core: its tests wait on simulated
+# latencies, timeouts, signals and subprocesses. On 2 cores (session 24), one per core took
+# ~15 min for 20 CPU-minutes; two per core 10:24 for 20. Two per core first failed now and then:
+# a loopback socket some test left open was garbage-collected inside another test, whose
+# ResourceWarning is an error here; it was the Dask probe's (simulators/_executor.py,
+# _close_orphaned_streams). tests/conftest.py keeps torch and BLAS to one thread per process:
+# a second, spinning OpenMP thread per worker made GP fits ~3x slower.
+WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); n=$$((2 * n)); \
+	echo $$((n > 16 ? 16 : n)))
+
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 test: lint typecheck pytest
 
