@@ -126,7 +126,13 @@ from planners._baselines import (
     near_duplicate,
     point_key,
 )
-from planners._config import PlannerConfig, check_botorch_support
+from planners._config import (
+    PlannerConfig,
+    PriorMean,
+    check_botorch_support,
+    check_prior_mean,
+    quadratic_mean_applies,
+)
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
 from planners._means import QuadraticMean
 from planners._outliers import NOISE_FLOOR, clip_column
@@ -138,7 +144,6 @@ from planners._transforms import OneHotCategories
 logger = logging.getLogger(__name__)
 
 KernelKind = Literal["rbf", "matern", "matern_gamma"]
-PriorMean = Literal["quadratic", "constant"]
 NoisePrior = Literal["lognormal", "gamma", "gamma_small"]
 
 
@@ -192,7 +197,8 @@ class BoTorchSettings:
             from exploring the box's faces while it cannot see the objective's shape yet
             (noisy Hartmann6, seeds 0-56: median regret 0.054 against 0.148, better on 40
             of 57 seeds; noiseless problems no worse), or ``constant``. Every other model
-            keeps a constant mean.
+            keeps a constant mean. A campaign's ``planner.prior_mean``, when written,
+            decides instead.
         fit_maxiter: L-BFGS-B iterations of one GP hyperparameter fit (``None``: SciPy's).
         fit_ftol: relative loss reduction at which a GP fit stops (``None``: SciPy's 2.2e-9).
         warm_start: start each GP fit from the previous fit's hyperparameters instead of the
@@ -377,6 +383,7 @@ class BoTorchPlanner:
     ) -> None:
         config = config if config is not None else PlannerConfig()
         check_botorch_support(objectives, config)
+        check_prior_mean(space, objectives, config, outcome_constraints)
         self.space = space
         self.objectives: tuple[Objective, ...] = tuple(objectives)
         self.outcome_constraints: tuple[OutcomeConstraint, ...] = tuple(outcome_constraints)
@@ -783,21 +790,16 @@ class BoTorchPlanner:
         )
 
     def _prior_mean(self) -> Mean | None:
-        """The objective GP's prior mean (``BoTorchSettings.prior_mean``); ``None``: the
-        constant mean ``SingleTaskGP`` makes.
+        """The objective GP's prior mean (the campaign's ``planner.prior_mean``, else
+        ``BoTorchSettings.prior_mean``); ``None``: the constant mean ``SingleTaskGP`` makes.
 
-        The quadratic mean is for what it was measured on: one objective, every column a
-        number in ``[0, 1]`` (a choice's one-hot columns have no centre to fall off from),
-        and no outcome constraint (whose GPs model another output, and whose feasible
-        region may hug a face). Not the feasibility GP either (``objective=False`` in
-        :meth:`_build_model`): its constant mean makes regions far from every trial as
-        feasible as the campaign so far.
+        The quadratic mean only where :func:`~planners._config.quadratic_mean_applies`. Not
+        the feasibility GP either (``objective=False`` in :meth:`_build_model`): its
+        constant mean makes regions far from every trial as feasible as the campaign so far.
         """
-        if (
-            self.settings.prior_mean != "quadratic"
-            or self._cat_dims
-            or len(self.objectives) > 1
-            or self.outcome_constraints
+        chosen: PriorMean = self.config.prior_mean or self.settings.prior_mean
+        if chosen != "quadratic" or not quadratic_mean_applies(
+            self.space, self.objectives, self.outcome_constraints
         ):
             return None
         return QuadraticMean()

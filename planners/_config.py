@@ -12,7 +12,11 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 if TYPE_CHECKING:
     from planners._plugin import PlannerPluginError
-    from planners._protocol import Objective
+    from planners._protocol import Objective, OutcomeConstraint
+    from planners._space import Space
+
+PriorMean = Literal["quadratic", "constant"]
+"""The BoTorch planner's prior mean of the objective GP (``planners._means``)."""
 
 Acquisition = Literal[
     "qLogNoisyExpectedImprovement",
@@ -114,6 +118,14 @@ class PlannerConfig(BaseModel):
         description="BoTorch acquisition function (Log variants: plain EI is numerically poor).",
     )
     batch_size: int = Field(default=1, ge=1, le=64, description="Proposals per suggest call.")
+    prior_mean: PriorMean | None = Field(
+        default=None,
+        description=(
+            "BoTorch's prior mean of the objective, for one objective over numbers: "
+            "quadratic (the default there: a bowl centred in the box, its depth fitted) or "
+            "constant (for an optimum you expect on a face of the box)."
+        ),
+    )
     plugin: str | None = Field(
         default=None,
         min_length=1,
@@ -210,6 +222,47 @@ def check_botorch_support(objectives: Sequence[Objective], config: PlannerConfig
             "objectives the planner uses qLogNoisyExpectedHypervolumeImprovement: remove "
             "planner.acquisition from the campaign"
         )
+
+
+def quadratic_mean_applies(
+    space: Space, objectives: Sequence[Objective], outcome_constraints: Sequence[OutcomeConstraint]
+) -> bool:
+    """Whether the BoTorch planner's objective GP may take the quadratic prior mean.
+
+    It is for what it was measured on: one objective, every model column a number in
+    ``[0, 1]`` (an unordered choice's one-hot columns have no centre to fall off from), and
+    no outcome constraint (whose GPs model other outputs, and whose feasible region may hug
+    a face). Every other model keeps a constant mean.
+    """
+    return len(objectives) == 1 and not space.cat_dims and not outcome_constraints
+
+
+def check_prior_mean(
+    space: Space,
+    objectives: Sequence[Objective],
+    config: PlannerConfig,
+    outcome_constraints: Sequence[OutcomeConstraint],
+) -> None:
+    """Raise :class:`PlannerSettingError` for ``prior_mean: quadratic`` written where the
+    planner keeps a constant mean (:func:`quadratic_mean_applies`): a setting that would be
+    ignored is refused, never silently dropped. ``constant`` is what such a model has anyway.
+    """
+    if config.prior_mean != "quadratic" or quadratic_mean_applies(
+        space, objectives, outcome_constraints
+    ):
+        return
+    why = (
+        "several objectives"
+        if len(objectives) > 1
+        else "an unordered choice parameter"
+        if space.cat_dims
+        else "an outcome constraint"
+    )
+    raise PlannerSettingError(
+        f"planner.prior_mean: quadratic applies to one objective over numbers, and this "
+        f"campaign has {why} (its models keep a constant mean); remove it",
+        key=("prior_mean",),
+    )
 
 
 class PlannerSettingError(ValueError):
@@ -314,11 +367,14 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
 
     * ``botorch``: everything.
     * ``ax``: every ``initial`` setting (its initial design is the BoTorch planner's, see
-      ``planners._ax``); it picks its own acquisition, so ``acquisition`` is refused.
+      ``planners._ax``); it picks its own acquisition and model, so ``acquisition`` and
+      ``prior_mean`` are refused.
     * ``sobol``/``random``: every point is a point of that design, never the centre, and no
-      acquisition (``acquisition``, another ``initial.kind``, ``initial.centre: true``).
+      model (``acquisition``, ``prior_mean``, another ``initial.kind``, ``initial.centre:
+      true``).
     * ``plugin``: every ``initial`` setting and ``batch_size`` (its context carries them);
-      a ``kind`` written beside it (two planners named) and ``acquisition`` are refused.
+      a ``kind`` written beside it (two planners named), ``acquisition`` and ``prior_mean``
+      are refused.
       ``args`` without a ``plugin`` are refused for every kind.
 
     A campaign file with one is refused (:func:`check_settings`); a campaign stored before
@@ -345,14 +401,15 @@ def ignored_settings(config: PlannerConfig) -> list[PlannerSettingError]:
     found: list[PlannerSettingError] = []
     initial = config.initial
     written = initial.model_fields_set
-    if "acquisition" in config.model_fields_set:
-        what = "Ax picks its own" if kind == "ax" else f"kind {kind} uses no model"
-        found.append(
-            PlannerSettingError(
-                f"planner.acquisition applies to kind: botorch only ({what}); remove it",
-                key=("acquisition",),
+    for setting in ("acquisition", "prior_mean"):
+        if setting in config.model_fields_set:
+            what = "Ax picks its own" if kind == "ax" else f"kind {kind} uses no model"
+            found.append(
+                PlannerSettingError(
+                    f"planner.{setting} applies to kind: botorch only ({what}); remove it",
+                    key=(setting,),
+                )
             )
-        )
     if kind == "ax":
         return found
     if "kind" in written and initial.kind != kind:
@@ -392,14 +449,16 @@ def _plugin_ignores(config: PlannerConfig) -> list[PlannerSettingError]:
                 "planner.plugin and planner.args to use the built-in planner",
             )
         )
-    if "acquisition" in config.model_fields_set:
-        found.append(
-            PlannerSettingError(
-                "planner.acquisition applies to kind: botorch only (a plugin picks its own)",
-                key=("acquisition",),
-                fix="remove it; a setting of your planner's own goes under planner.args",
+    for setting in ("acquisition", "prior_mean"):
+        if setting in config.model_fields_set:
+            found.append(
+                PlannerSettingError(
+                    f"planner.{setting} applies to kind: botorch only (a plugin picks its "
+                    "own model)",
+                    key=(setting,),
+                    fix="remove it; a setting of your planner's own goes under planner.args",
+                )
             )
-        )
     return found
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from planners._config import PlannerConfig, check_botorch_support, check_settings
+from planners._config import (
+    PlannerConfig,
+    check_botorch_support,
+    check_prior_mean,
+    check_settings,
+)
 from planners._plugin import PlannerPluginError
 from planners._protocol import Objective, OutcomeConstraint, Planner
 from planners._space import Space
@@ -109,5 +114,6 @@ def check_planner(
         return
     if config.kind == "botorch":
         check_botorch_support(objectives, config)
+        check_prior_mean(space, objectives, config, outcome_constraints)
     elif config.kind == "ax":
         make_planner(space, objectives, config, 0, outcome_constraints=outcome_constraints)

@@ -502,6 +502,15 @@ def test_one_objective_over_numbers_has_a_prior_mean_that_falls_toward_the_faces
     constant = BoTorchPlanner(space, MAX, CONFIG, 0, BoTorchSettings(prior_mean="constant"))
     constant.ingest(rise.observations)
     assert isinstance(_fitted_mean(constant), ConstantMean)
+    # a campaign's planner.prior_mean, when written, decides over the settings' default
+    for written, knobs, expected in (
+        ("constant", BoTorchSettings(), ConstantMean),
+        ("quadratic", BoTorchSettings(prior_mean="constant"), QuadraticMean),
+    ):
+        config = CONFIG.model_copy(update={"prior_mean": written})
+        chosen = BoTorchPlanner(space, MAX, config, 0, knobs)
+        chosen.ingest(rise.observations)
+        assert isinstance(_fitted_mean(chosen), expected), written
 
 
 @pytest.mark.parametrize("case", ["choice", "objectives", "outcome_constraint", "feasibility"])

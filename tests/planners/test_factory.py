@@ -68,6 +68,16 @@ def test_unsupported_campaigns_fail_at_construction() -> None:
             "kind sobol uses no model",
         ),
         (
+            {"kind": "ax", "prior_mean": "constant"},
+            ("prior_mean",),
+            "planner.prior_mean applies to kind: botorch only (Ax picks its own)",
+        ),
+        (
+            {"kind": "random", "prior_mean": "quadratic"},
+            ("prior_mean",),
+            "planner.prior_mean applies to kind: botorch only (kind random uses no model)",
+        ),
+        (
             {"kind": "random", "initial": {"kind": "sobol", "n": 3}},
             ("initial", "kind"),
             "planner.initial.kind: sobol does not apply to kind: random",
@@ -93,6 +103,8 @@ def test_settings_another_kind_would_follow_are_refused(
     "settings",
     [
         {"kind": "botorch", "acquisition": "qUpperConfidenceBound", "initial": {"kind": "random"}},
+        {"kind": "botorch", "prior_mean": "constant"},
+        {"kind": "botorch", "prior_mean": "quadratic"},
         {"kind": "ax", "initial": {"kind": "sobol", "n": 3, "centre": True}, "batch_size": 2},
         {"kind": "sobol", "initial": {"kind": "sobol", "n": 5, "centre": False}},
         {"kind": "random", "initial": {"kind": "random", "n": 5}, "batch_size": 3},
@@ -102,3 +114,38 @@ def test_settings_that_describe_what_the_kind_does_are_kept(settings: dict[str, 
     """A campaign switched to another kind keeps its valid settings (``initial.n`` paces the
     loop for every kind)."""
     check_planner(SPACE, [Objective(name="y")], PlannerConfig.model_validate(settings))
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("choice", "an unordered choice parameter"),
+        ("objectives", "several objectives"),
+        ("outcome_constraint", "an outcome constraint"),
+    ],
+)
+def test_a_quadratic_mean_where_the_model_keeps_a_constant_one_is_refused(
+    case: str, why: str
+) -> None:
+    """``prior_mean: quadratic`` would be ignored there (``quadratic_mean_applies``), so it
+    is refused at its key; ``constant`` is what such a model has anyway, and is kept."""
+    from planners import ChoiceParameter, OutcomeConstraint
+
+    space = Space([*SPACE.parameters, ChoiceParameter(name="c", values=("a", "b"))])
+    objectives = [Objective(name="y")]
+    constraints: list[OutcomeConstraint] = []
+    if case != "choice":
+        space = SPACE
+    if case == "objectives":
+        objectives.append(Objective(name="z"))
+    if case == "outcome_constraint":
+        constraints.append(OutcomeConstraint(name="z", op="<=", bound=1.0))
+    quadratic = PlannerConfig(prior_mean="quadratic")
+    with pytest.raises(PlannerSettingError, match="remove it") as info:
+        check_planner(space, objectives, quadratic, outcome_constraints=constraints)
+    assert f"this campaign has {why}" in str(info.value)
+    assert info.value.key == ("prior_mean",)
+    with pytest.raises(PlannerSettingError):  # the planner itself refuses it too
+        BoTorchPlanner(space, objectives, quadratic, outcome_constraints=constraints)
+    constant = PlannerConfig(prior_mean="constant")
+    check_planner(space, objectives, constant, outcome_constraints=constraints)
