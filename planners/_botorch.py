@@ -134,6 +134,7 @@ from planners._config import (
     quadratic_mean_applies,
 )
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
+from planners._kernels import use_environment_cache
 from planners._means import QuadraticMean
 from planners._outliers import NOISE_FLOOR, clip_column
 from planners._pareto import front_reference_point
@@ -142,6 +143,7 @@ from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space
 from planners._transforms import OneHotCategories
 
 logger = logging.getLogger(__name__)
+use_environment_cache()  # before botorch first builds or loads its multi-objective kernel
 
 KernelKind = Literal["rbf", "matern", "matern_gamma"]
 NoisePrior = Literal["lognormal", "gamma", "gamma_small"]

@@ -3,6 +3,7 @@ kernel is built at installation, not inside a campaign's first suggest."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -30,3 +31,25 @@ def test_after_the_build_a_multi_objective_acquisition_loads_the_kernel() -> Non
 
     assert build()
     assert logei._C is not None
+
+
+def test_each_environment_keeps_its_own_build() -> None:
+    """torch's default cache is one folder per user, keyed by the extension's name: a build
+    from another environment replaced this one's, and its next multi-objective suggest
+    compiled again (30-80 s). The planner points the cache at the environment, unless the
+    user chose a folder."""
+    from pathlib import Path
+
+    from planners._kernels import EXTENSIONS
+
+    show = "import os, planners._botorch; print(os.environ.get('TORCH_EXTENSIONS_DIR'))"
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    ours = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
+    assert ours.stdout.strip() == str(Path(sys.prefix, *EXTENSIONS)), ours.stderr
+    chosen = subprocess.run(
+        [sys.executable, "-c", show],
+        env={**env, "TORCH_EXTENSIONS_DIR": "/srv/extensions"},
+        capture_output=True,
+        text=True,
+    )
+    assert chosen.stdout.strip() == "/srv/extensions", chosen.stderr
