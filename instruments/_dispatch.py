@@ -46,6 +46,7 @@ import inspect
 import logging
 import math
 import numbers
+import re
 import threading
 import time
 import uuid
@@ -235,13 +236,24 @@ def describe_exception(exc: BaseException) -> str:
                 shown[i], shown[i + 1] = mine, None
             continue
         elif name in _STATUS_WRAPPERS:
-            trailer.append(mine)
+            trailer.append(_tidy_status(mine))
         else:
             shown[i] = mine
     described = " <- caused by ".join(s for s in shown if s is not None)
     if trailer:
         described += f" (via {'; '.join(trailer)})"
     return described
+
+
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-f]+>")
+_STATUS_FLAGS = re.compile(r", done=\w+, success=\w+(?=\))")
+
+
+def _tidy_status(text: str) -> str:
+    """A status wrapper's text without what only Python needs: ``<pkg.OutputDetector object
+    at 0x7f...>`` becomes ``OutputDetector``, and ``done=True, success=False`` (always so
+    for a failed status) goes (found in review: every failure line carried the address)."""
+    return _STATUS_FLAGS.sub("", _OBJECT_REPR.sub(r"\1", text))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -118,7 +118,10 @@ class DeviceTypeError(InstrumentConfigError):
 class DeviceLimitsError(InstrumentConfigError):
     """A safe state (``on_stop``) outside its device's own limits (a setpoint PV's
     DRVL/DRVH, a motor record's LLM/HLM): the IOC would refuse or clamp it just when the
-    campaign stops, so the instrument is refused when it connects."""
+    campaign stops; or an input that reads further than ``max_step`` from every setpoint a
+    trial may ask for, so every trial would be refused (found in review: a campaign started,
+    failed trial after trial, then stepped its safe state from there). Either way the
+    instrument is refused when it connects."""
 
 
 class MotorFault(InstrumentError):
@@ -234,9 +237,55 @@ def check_plugins(spec: InstrumentFile) -> None:
         for name, decl in decls.items():
             if decl.device is not None:
                 try:
-                    load_device_class(decl.device)
+                    _check_role(load_device_class(decl.device), decl.device, section)
                 except DeviceClassError as exc:
                     raise _at_device(spec, section, name, exc) from exc
+
+
+#: What a plugin device must offer for its role: an input is set and read back, an output
+#: read (found in review: an input class without ``set`` passed validate, check and plan,
+#: then failed every trial with ``TypeError: the first argument must be callable``).
+_ROLE_METHODS = {"inputs": (("set",), ("read", "position")), "outputs": (("read",),)}
+
+
+def _check_role(target: Any, device: str, section: str) -> None:
+    """Refuse a plugin class (or instance) that lacks what its role calls: each group of
+    :data:`_ROLE_METHODS` needs one of its names callable (``position`` may be a property).
+    A class that answers attributes dynamically (``__getattr__``) is judged once built.
+
+    Raises:
+        DeviceClassError: naming what is missing, and what would do.
+    """
+    if isinstance(target, type) and "__getattr__" in dir(target):
+        return
+    for names in _ROLE_METHODS[section]:
+        if any(_offers(target, n) for n in names):
+            continue
+        role = (
+            "an input's device is moved and read back"
+            if section == "inputs"
+            else ("an output's device is read")
+        )
+        wanted = " or ".join(f"`{n}()`" if n != "position" else "`position`" for n in names)
+        raise DeviceClassError(
+            f"device {device!r} has no {wanted}: {role}",
+            fix=(
+                "name a class that has it (an ophyd Signal, positioner or Device; an "
+                "ophyd-async Movable or StandardReadable)"
+                + (", or declare the device under `outputs:`" if section == "inputs" else "")
+            ),
+        )
+
+
+def _offers(target: Any, name: str) -> bool:
+    """Whether ``target`` has ``name``: a method, or for ``position`` any attribute (looked
+    up without running a property, which may read the device)."""
+    if name == "position":
+        try:
+            return inspect.getattr_static(target, name) is not None
+        except AttributeError:
+            return False
+    return callable(getattr(target, name, None))
 
 
 def _at_device(
@@ -266,7 +315,7 @@ def _make_plugin(
     try:
         cls = load_device_class(device)
         try:
-            return cls(**kwargs)
+            device_obj = cls(**kwargs)
         except Exception as exc:
             call = f"{device}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
             fix = (
@@ -276,6 +325,8 @@ def _make_plugin(
                 else "check the device is free and powered, and its `args:`"
             )
             raise DeviceClassError(f"{call} failed: {type(exc).__name__}: {exc}", fix=fix) from exc
+        _check_role(device_obj, device, section)
+        return device_obj
     except DeviceClassError as exc:
         if spec is None:
             raise
@@ -829,6 +880,36 @@ def _entry_units_limits(
     return units, units_from, limits, limits_from if limits is not None else ""
 
 
+def _said_by(decl: InputDecl, speaks: str) -> str:
+    """Where the unit an input is said to speak comes from, for a message."""
+    if decl.device_units:
+        return f"the file says it speaks {speaks!r} (its device_units)"
+    if decl.units:
+        return f"the file says it speaks {speaks!r} (its units, no device_units)"
+    return (
+        f"it is given numbers in {speaks!r} (the campaign parameter's unit; the input has no "
+        "device_units)"
+    )
+
+
+def _unknown_unit_problem(
+    decl: InputDecl, units: str | None, name: str, egu: str, what: str, where: str
+) -> str:
+    """An input's unit (``units``) is none pint knows, its device's (``egu``) is: refused,
+    saying where to write the unit as pint spells it (``device_units`` is parsed when the
+    file is read, so it is the input's ``units:`` or its parameter's ``unit:``)."""
+    if decl.units:
+        key = f"`units:` of input {name!r} (and the campaign parameter's `unit:`)"
+    else:
+        key = f"the campaign parameter {name!r}'s `unit:`"
+    verb = "moves" if what.startswith("motor ") else "is"
+    return (
+        f"{what} {verb} in {egu!r} ({where}), but {_said_by(decl, units or '')}, which is no "
+        "unit pint knows, so nothing can check that a number means the same to both; write "
+        f"{key} as pint spells it (e.g. {egu!r}, 'mm', 'degC', 'torr')"
+    )
+
+
 def input_device_meta(device: Any, name: str, timeout: float, *, what: str) -> DeviceMeta:
     """An input plugin's :class:`DeviceMeta`: its readback's ``describe()`` entry (the key
     :func:`_reading_value` reads), then an ophyd positioner's ``egu`` and ``limits`` (or
@@ -1240,9 +1321,11 @@ class InputDevice:
         a temperature PV in K driven as degC, 30 degC sent as 30 K): refused like a PV of
         the wrong type. An empty or unknown EGU (``counts``), one of another dimension (pint
         reads ``MM``, an EGU in capitals, as megamolar, and ``C`` as coulomb: neither is
-        judged), or an input without units, is not judged. A plugin device's unit (its
-        reading's ``describe()`` units, an ophyd positioner's ``egu``) is judged alike:
-        ``where`` says where it was read, ``fix`` what to fix at the device."""
+        judged), or an input without units, is not judged; but an input whose own unit pint
+        does not know (``milimeter``, ``Torr``) is refused when its device names a unit with
+        a dimension, since nothing could then catch a device in another unit. A plugin
+        device's unit (its reading's ``describe()`` units, an ophyd positioner's ``egu``) is
+        judged alike: ``where`` says where it was read, ``fix`` what to fix at the device."""
         from instruments._instrument_file import unit_registry
 
         speaks = self.decl.device_units or self.units
@@ -1251,9 +1334,26 @@ class InputDevice:
         egu = (egu.decode(errors="replace") if isinstance(egu, bytes) else str(egu)).strip()
         if not egu:
             return None
+        if egu == speaks:
+            return None
+        ureg = unit_registry()
         try:
-            ureg = unit_registry()
-            said, spoken = ureg.Unit(egu), ureg.Unit(speaks)
+            said = ureg.Unit(egu)
+        except Exception:  # an EGU pint does not know: not judged
+            return None
+        try:
+            spoken = ureg.Unit(speaks)
+        except Exception:
+            # the file's unit is no unit pint knows (a typo: `milimeter`; `Torr` for `torr`)
+            # while the device names one with a dimension: nothing could tell whether a
+            # number means the same to both (found in review: a stage in um driven with
+            # `units: milimeter` passed every check, and its safe state wrote 4975 um)
+            return (
+                None
+                if said.dimensionless
+                else _unknown_unit_problem(self.decl, self.units, self.name, egu, what, where)
+            )
+        try:
             if said == spoken or said.dimensionality != spoken.dimensionality:
                 return None
             # the same unit under another name (Hz and 1/s, hPa and mbar): a number means
@@ -1263,21 +1363,12 @@ class InputDevice:
                 for x in (0.0, 1.0)
             ):
                 return None
-        except Exception:  # an EGU pint does not know: not judged
+        except Exception:  # a conversion pint refuses: not judged
             return None
-        if self.decl.device_units:
-            said_by = f"the file says it speaks {speaks!r} (its device_units)"
-        elif self.decl.units:
-            said_by = f"the file says it speaks {speaks!r} (its units, no device_units)"
-        else:
-            said_by = (
-                f"it is given numbers in {speaks!r} (the campaign parameter's unit; the input "
-                "has no device_units)"
-            )
         verb = "moves" if what.startswith("motor ") else "is"
         return (
-            f"{what} {verb} in {egu!r} ({where}), but {said_by}; set `device_units: {egu}` "
-            f"on the input (values are then converted), or {fix}"
+            f"{what} {verb} in {egu!r} ({where}), but {_said_by(self.decl, speaks)}; set "
+            f"`device_units: {egu}` on the input (values are then converted), or {fix}"
         )
 
     def _refuse_wrong_type(self) -> None:
@@ -1443,7 +1534,9 @@ class InputDevice:
         told to jump further than ``max_step`` on the way out either (a magnet's current, a
         furnace: found in review, a safe state of 100 written at once from 10): it is
         approached in steps, each at most ``max_step`` from the readback and from the last
-        setpoint (as a trial's move is checked), each a move of its own, waited for within
+        setpoint (as a trial's move is checked) and within the limits (a device found outside
+        them gets no step outside them: found in review, 33 written to a stage at 38 with
+        limits [0, 30]), each a move of its own, waited for within
         the input's ``timeout`` (the device's status, then the readback within
         ``tolerance``, or at or past the step without one; then ``settle_time``). The last
         step is written like a direct safe state (acknowledged, not waited for).
@@ -1489,6 +1582,21 @@ class InputDevice:
                     raise InstrumentError(
                         f"its readback {here:g} has not followed the step to {written[-1]:g}"
                     )
+                try:  # a device found outside its limits: no step may leave them further
+                    check_setpoint(
+                        self.name,
+                        nxt,
+                        limits=self.decl.limits,
+                        max_step=None,
+                        current=None,
+                        device_limits=self.device_limits,
+                        device_source=self._device_limits_source,
+                    )
+                except SetpointRefused as exc:
+                    raise InstrumentError(
+                        f"it reads {here:g}, and no step within max_step of that stays within "
+                        f"its limits ({exc}); bring it back within its limits by hand"
+                    ) from None
                 written.append(nxt)
                 self._safe_step(nxt, deadline, start=here)
         except Exception as exc:
@@ -1901,7 +2009,7 @@ class OutputDetector:
         self._acquire: Any = None
         self._done: Any = None
         self._cancel = threading.Event()
-        if spec.acquire is not None:
+        if spec.acquire is not None and spec.acquire.pv is not None:
             self._acquire = EpicsSignal(prefix + spec.acquire.pv, name=f"{name}_acquire")
             if spec.acquire.done is not None:
                 self._done = EpicsSignalRO(prefix + spec.acquire.done.pv, name=f"{name}_done")
@@ -1954,9 +2062,9 @@ class OutputDetector:
 
     @property
     def timeout(self) -> float:
-        """Seconds one acquisition may take: the file's ``acquire.timeout``; else, for a file
-        whose detectors are all plugins (no acquire PV, so nowhere to declare one), an hour,
-        as before: a slow camera must not fail at a default it could not change. The
+        """Seconds one acquisition may take: the file's ``acquire.timeout`` (given without a
+        ``pv:`` by a file whose detectors are all plugins); else, with no ``acquire`` at
+        all, an hour: a slow camera must not fail at a default its file never chose. The
         campaign's ``instrument.timeout`` still bounds the whole trial."""
         if self.acquire_decl is not None:
             return self.acquire_decl.timeout
@@ -1989,7 +2097,7 @@ class OutputDetector:
                             f"{getattr(dev, 'name', dev)!r} still triggering)"
                         ) from exc
             decl = self.acquire_decl
-            if decl is not None:
+            if decl is not None and self._acquire is not None:
                 done = threading.Event()
                 if cancel.is_set():  # stopped while the plugins triggered: start nothing
                     raise InstrumentError("stopped before the acquisition")
@@ -2364,7 +2472,8 @@ class DeclaredInstrument:
         An input whose setpoint or readback PV is not a number (an ENUM, a string) or speaks
         another unit (its EGU; a plugin's ``describe()`` units or ``egu``) than the file
         says is refused, and so is a safe state (``on_stop``) outside its device's own
-        limits: the IOC would refuse or clamp it just when the campaign stops. Limits or
+        limits: the IOC would refuse or clamp it just when the campaign stops; and so is an
+        input further than ``max_step`` from every setpoint a trial may ask for. Limits or
         bounds that reach outside a device's own limits are logged as a warning (setpoints
         outside them are refused before dispatch, each failing its trial). A plugin output
         whose reading has several fields, none (or several) hinted and no ``key:`` is
@@ -2379,7 +2488,8 @@ class DeclaredInstrument:
             DeviceTypeError: naming every input PV (or plugin) of the wrong type or unit.
             InstrumentFileError: a plugin output that does not say which field it is, at the
                 line of ``outputs.<name>``, naming its fields and the ``key:`` to add.
-            DeviceLimitsError: naming every safe state outside its device's limits.
+            DeviceLimitsError: naming every input no trial could move (``max_step``), else
+                every safe state outside its device's limits.
         """
         rows = [r for r in self.check(timeout=timeout) if r.follows is None]
         missing = [r for r in rows if not r.connected]
@@ -2409,6 +2519,17 @@ class DeclaredInstrument:
             raise DeviceTypeError(
                 f"instrument {self.name!r}: " + "; ".join(wrong),
                 field="inputs",
+            )
+        stuck = [
+            f"input {r.name!r}: {problem}"
+            for r in rows
+            if r.role == "input"
+            and isinstance(r.value, int | float)
+            and (problem := self._reach_problem(r.name, float(r.value))) is not None
+        ]
+        if stuck:
+            raise DeviceLimitsError(
+                f"instrument {self.name!r}: " + "; ".join(stuck), field="inputs"
             )
         unkeyed = [o for o in self.detector.outputs if o.key_problem is not None]
         if unkeyed:
@@ -2442,6 +2563,12 @@ class DeclaredInstrument:
             problem = dev.range_problem(dev.bounds if self.bounds_known else None)
             if problem is not None:
                 logger.warning("%s: input %s: %s", self.name, name, problem)
+
+    def _reach_problem(self, name: str, here: float) -> str | None:
+        """Why no trial of input ``name`` could start from its reading ``here`` (every
+        setpoint further than ``max_step``): :meth:`InputDevice.reach_problem`."""
+        dev = self.inputs[name]
+        return dev.reach_problem(here, dev.bounds if self.bounds_known else None)
 
     def _safe_state_problem(self, key: str, value: float) -> str | None:
         """Why ``on_stop`` ``key``'s ``value`` is outside its device's own limits."""
@@ -2488,7 +2615,7 @@ class DeclaredInstrument:
                     row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
                 bounds = dev.bounds if self.bounds_known else None
                 if row.problem is None:
-                    row.problem = dev.reach_problem(row.value, bounds)
+                    row.problem = self._reach_problem(name, row.value)
                 if lim is None and bounds is not None and not bounds[0] <= row.value <= bounds[1]:
                     # not a problem: a device at rest outside the range searched (a furnace
                     # at room temperature) is moved into it by the first trial; but a

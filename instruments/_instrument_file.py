@@ -440,9 +440,16 @@ class DoneDecl(_Strict):
 
 
 class AcquireDecl(_Strict):
-    """How a measurement is started and known to be over."""
+    """How a measurement is started and known to be over, and how long it may take.
 
-    pv: PVName = Field(description="PV written to start a measurement.")
+    Without ``pv`` only ``timeout`` applies: it bounds the plugin detectors' triggers, which
+    otherwise get an hour (found in review: a plugin camera that never finished held its
+    trial for that hour, and ``acquire: {timeout: 3}`` was refused for want of a PV).
+    """
+
+    pv: PVName | None = Field(
+        default=None, description="PV written to start a measurement (none: plugins only)."
+    )
     value: float | int | str = Field(default=1, description="Value written.")
     put_complete: bool = Field(
         default=True, description="Wait for CA put-completion (the IOC says when it is done)."
@@ -451,6 +458,18 @@ class AcquireDecl(_Strict):
         default=None, description="Then wait until this PV reads a value."
     )
     timeout: float = Field(default=60.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _pv_settings_need_a_pv(self) -> AcquireDecl:
+        stray = [k for k in ("value", "put_complete", "done") if k in self.model_fields_set]
+        if self.pv is None and stray:
+            raise RuleError(
+                f"`{'`, `'.join(stray)}` say how the acquire PV is written, but `acquire` has "
+                "no `pv:`",
+                fix="add `pv:` (the PV that starts a measurement), or keep only `timeout:` "
+                "to bound the plugin detectors' triggers",
+            )
+        return self
 
 
 class Interlock(_Strict):

@@ -196,3 +196,13 @@ class ConnectTimeoutStage(StandardReadable):
     @AsyncStatus.wrap
     async def set(self, value: float) -> None:
         await self.setpoint.set(value)
+
+
+class ReadOnly(SyncBase):
+    """Reads, but has no ``set``: an input's device must be moved."""
+
+
+class SetIsNone(SyncMover):
+    """``set`` overridden as ``None`` (a subclass switching a method off)."""
+
+    set = None  # type: ignore[assignment]

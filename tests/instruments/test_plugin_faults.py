@@ -200,6 +200,44 @@ def test_a_plugin_detector_is_stopped_after_its_trial_timed_out() -> None:
     assert camera.calls.count("trigger") == 2
 
 
+def test_a_plugin_only_file_bounds_its_triggers_with_acquire_timeout() -> None:
+    """A file whose detectors are all plugins had nowhere to say how long a trigger may
+    take (`acquire` required a `pv:`), so a camera that never finished held its trial for
+    an hour (found in review). `acquire: {timeout: 1}` without a PV bounds it, and the
+    camera is stopped so the next trial's trigger is taken."""
+    inst = _instrument({"x": MOVER}, {"y": {"device": f"{DEV}:BusyCamera"}}, acquire={"timeout": 1})
+    camera = inst.detector.outputs[0].target
+    try:
+        with Dispatcher(inst) as dispatcher:
+            first = _run(dispatcher, 1)
+            second = _run(dispatcher, 2)
+    finally:
+        inst.close()
+    assert first.exit_status == "fail", first.error
+    assert "acquisition not complete within 1 s (plugin detector 'y' still triggering)" in (
+        first.error or ""
+    )
+    assert camera.stops >= 1
+    assert second.exit_status == "success", second.error
+
+
+def test_acquire_settings_of_a_pv_need_the_pv() -> None:
+    """`done:`, `value:` or `put_complete:` without `pv:` would be ignored: refused, saying
+    that `timeout:` alone is what a plugin-only file may write."""
+    with pytest.raises(InstrumentFileError) as caught:
+        parse_instrument(
+            {
+                "inputs": {"x": MOVER},
+                "outputs": {"y": SIGNAL},
+                "acquire": {"done": {"pv": "busy", "value": 0}, "timeout": 5},
+            }
+        )
+    assert "`done` say how the acquire PV is written, but `acquire` has no `pv:`" in str(
+        caught.value
+    )
+    assert "keep only `timeout:`" in str(caught.value)
+
+
 # ---------------------------------------------------------------------------- 3: hybrids
 def test_async_status_methods_on_a_device_with_a_plain_read() -> None:
     """`@AsyncStatus.wrap async def set/trigger` on a class whose `read` is plain was called
@@ -273,6 +311,26 @@ def test_a_constructor_that_fails_at_run_leaves_no_campaign_and_names_the_campai
     assert (caught.value.path, caught.value.line) == (path, 11)  # inputs.x.device
     assert str(caught.value).startswith(f"{path}:11: instrument.devices: inputs.x: ")
     assert "OSError: /dev/ttyUSB0 is busy" in caught.value.problem
+
+
+@pytest.mark.parametrize("cls", ["ReadOnly", "SetIsNone"])
+def test_an_input_device_without_set_is_refused_at_its_line(tmp_path: Path, cls: str) -> None:
+    """An input class with no `set()` (or `set = None`) passed validate, check and plan,
+    then failed every trial with `TypeError: the first argument must be callable` (found in
+    review). `validate` refuses it at the line of its `device:`, and so does building it."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CAMPAIGN.format(device=f"{DEV}:{cls}"))
+    with pytest.raises(CampaignConfigError) as caught:
+        load_campaign(path)
+    assert caught.value.line == 11  # inputs.x.device
+    assert f"device '{DEV}:{cls}' has no `set()`: an input's device is moved" in (
+        caught.value.problem
+    )
+    assert "or declare the device under `outputs:`" in caught.value.fix
+    with pytest.raises(InstrumentFileError, match=r"has no `set\(\)`"):
+        _instrument({"x": {"device": f"{DEV}:{cls}"}}, {"y": SIGNAL}, connect=False)
+    # as an output it is fine: it is read
+    _instrument({"x": SIGNAL}, {"y": {"device": f"{DEV}:{cls}"}}, connect=False).close()
 
 
 @pytest.mark.slow

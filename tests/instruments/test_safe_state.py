@@ -168,6 +168,8 @@ def test_a_setpoint_left_by_someone_else_does_not_count_for_max_step(
     """A controller switched off with its setpoint left at 150 degC, reading 25: max_step
     counted from that setpoint refused every trial, and refused the safe state too, which
     left 150 on the device (found in review). Only what this process wrote counts."""
+    ioc.put("pressure", 298.15)  # the device reads 25 degC
+    ioc.put("temp:SP", 423.15)  # its setpoint left at 150 degC
     inst = _instrument(
         tmp_path,
         ("    readback: temp:RBV\n", "    readback: pressure\n"),  # a reading that stays
@@ -175,8 +177,6 @@ def test_a_setpoint_left_by_someone_else_does_not_count_for_max_step(
         ("    timeout: 10\n", "    timeout: 1\n"),
         ("  temperature: 100\n", "  temperature: 20\n"),
     )
-    ioc.put("pressure", 298.15)  # the device reads 25 degC
-    ioc.put("temp:SP", 423.15)  # its setpoint left at 150 degC
     try:
         with Dispatcher(inst) as dispatcher:
             trial = dispatcher.run(1, "c", {"temperature": 40.0, "flow": 1.0})
@@ -560,3 +560,83 @@ def test_an_egu_that_names_the_same_unit_otherwise_is_not_refused(
     device = SimpleNamespace(decl=SimpleNamespace(device_units=None, units=unit), units=unit)
     problem = InputDevice._egu_problem(device, egu, "PV x")  # type: ignore[arg-type]
     assert (problem is not None) == refused, problem
+
+
+@pytest.mark.parametrize(
+    ("egu", "unit", "refused"),
+    [("um", "milimeter", True), ("mbar", "Torr", True), ("%", "wt%", False), ("eq", "eq", False)],
+)
+def test_an_input_unit_pint_does_not_know_is_refused_on_a_device_that_names_one(
+    egu: str, unit: str, refused: bool
+) -> None:
+    """A stage in um driven with `units: milimeter` (a typo) passed every check: pint could
+    not read the file's unit, so the EGU was not judged, and 5 "mm" went out as 5 um (found
+    in review). A label pint does not know stays allowed where the device says nothing
+    pint could compare (a dimensionless EGU, or the same text)."""
+    from types import SimpleNamespace
+
+    device = SimpleNamespace(
+        decl=SimpleNamespace(device_units=None, units=unit), units=unit, name="x"
+    )
+    problem = InputDevice._egu_problem(device, egu, "PV st:SP")  # type: ignore[arg-type]
+    assert (problem is not None) == refused, problem
+    if refused:
+        assert problem is not None
+        assert f"PV st:SP is in {egu!r} (its EGU), but the file says it speaks {unit!r}" in problem
+        assert "which is no unit pint knows" in problem
+        assert "write `units:` of input 'x' (and the campaign parameter's `unit:`)" in problem
+
+
+def _plugin_stage(tmp_path: Path, value: float) -> DeclaredInstrument:
+    """An `ophyd:Signal` stage at ``value``: limits [0, 10], max_step 2, safe state 9."""
+    path = tmp_path / "plugin.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: 'ophyd:Signal', args: {{value: {value}}}, limits: [0, 10], "
+        "max_step: 2}\n"
+        "outputs:\n"
+        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+        "on_stop: {x: 9}\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    assert isinstance(inst, DeclaredInstrument)
+    return inst
+
+
+@pytest.mark.parametrize(("reading", "written"), [(14.0, []), (11.0, [9.0])])
+def test_the_safe_state_never_steps_outside_the_limits(
+    tmp_path: Path, reading: float, written: list[float]
+) -> None:
+    """A stage found at 14 with limits [0, 10] and max_step 2: the step toward the safe
+    state, 12, lies outside the limits, and used to be written (33 to a stage at 38 in
+    review). Nothing is written and the failure says why; from 11 the safe state, 9, is
+    within max_step and within the limits, and is written."""
+    inst = _plugin_stage(tmp_path, 0.0)
+    signal = inst.inputs["x"]._positioner
+    signal.put(reading)  # moved by hand after the campaign connected
+    seen: list[float] = []
+    signal.subscribe(lambda value, **_: seen.append(float(value)), run=False)
+    inst.close()
+    assert seen == written
+    if written:
+        assert inst.safe_state_failures == ()
+    else:
+        (failure,) = inst.safe_state_failures
+        assert "it reads 14, and no step within max_step of that stays within its limits" in (
+            failure.error
+        ), failure.error
+        assert "setpoint 12 is outside the hardware limits [0, 10]" in failure.error
+        assert "bring it back within its limits by hand" in failure.error
+
+
+def test_an_input_no_trial_could_move_is_refused_when_it_connects(tmp_path: Path) -> None:
+    """At 50 with limits [0, 10] and max_step 2 every trial would be refused: the campaign
+    used to start, fail trial after trial, then step its safe state from there. Now the
+    instrument is refused when it connects (as `run` and `resume` build it)."""
+    with pytest.raises(DeviceLimitsError) as caught:
+        _plugin_stage(tmp_path, 50.0)
+    assert (
+        "input 'x': the nearest setpoint a trial may ask for, 10, is 40 from its reading 50, "
+        "more than max_step 2: every trial would be refused"
+    ) in str(caught.value)

@@ -270,8 +270,16 @@ def test_a_device_error_leads_and_bluesky_s_wrapper_follows() -> None:
     wrapper = FailedStatus("DeviceStatus(device=det, done=True, success=False)")
     wrapper.__cause__ = RuntimeError("detector on fire")
     assert describe_exception(wrapper) == (
-        "RuntimeError: detector on fire (via FailedStatus: DeviceStatus(device=det, done=True, "
-        "success=False))"
+        "RuntimeError: detector on fire (via FailedStatus: DeviceStatus(device=det))"
+    )
+    # no object addresses, which differ on every line (found in review)
+    wrapper = FailedStatus(
+        "Status(obj=<instruments._epics.OutputDetector object at 0x7ff9a1b2c3d0>, done=True, "
+        "success=False)"
+    )
+    wrapper.__cause__ = TimeoutError("not done within 1 s")
+    assert describe_exception(wrapper) == (
+        "TimeoutError: not done within 1 s (via FailedStatus: Status(obj=OutputDetector))"
     )
     distinct = ConnectionError("lost the connection to PV x")
     distinct.__cause__ = TimeoutError("timed out")
