@@ -256,6 +256,22 @@ def _tidy_status(text: str) -> str:
     return _STATUS_FLAGS.sub("", _OBJECT_REPR.sub(r"\1", text))
 
 
+def partial_outputs(exc: BaseException) -> dict[str, float]:
+    """The outputs a failed measurement did deliver, from the first exception in ``exc``'s
+    chain that carries them (``partial_outputs``: a function that returned one output of
+    two, or one as text): stored with the failed trial, so nothing measured is lost. The
+    planner still hears only that the trial failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = getattr(current, "partial_outputs", None)
+        if isinstance(found, Mapping) and found:
+            return {str(k): float(v) for k, v in found.items()}
+        current = current.__cause__ or current.__context__
+    return {}
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether any exception in ``exc``'s chain marks a failure worth retrying.
 
@@ -803,6 +819,7 @@ class Dispatcher:
         timed_out = threading.Event()
         timer = self._arm_timeout(trial_id, timeout, timed_out)
         transient = False
+        salvaged: dict[str, float] = {}
         try:
             self.run_engine(plan, collect)
         except RunEngineInterrupted:
@@ -818,6 +835,7 @@ class Dispatcher:
             exit_status = "fail"
             error = describe_exception(exc)
             transient = is_transient(exc)
+            salvaged = partial_outputs(exc)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -830,6 +848,8 @@ class Dispatcher:
             exit_status, transient = "fail", True
             error = f"timed out after {timeout:g} s; the run was aborted through the RunEngine"
         result = self._result(documents, keys, exit_status, error, started, end - t0)
+        if result.exit_status == "fail" and not result.outputs:
+            result.outputs = {k: v for k, v in salvaged.items() if k in self.instrument.outputs}
         result.instrument_busy = _busy_time(marks, end)
         result.timed_out = timed_out.is_set() and result.exit_status != "success"
         result.transient = transient and result.exit_status == "fail"

@@ -120,6 +120,10 @@ class SimulatedFault(RuntimeError):
         transient: ``True`` when trying the same point again may well succeed (a
             ``failure_rate`` fault); an engine with a retry policy reads this attribute.
             ``False`` for a deterministic failure (``failing_region``, a broken function).
+        partial_outputs: the outputs the function did return as numbers when it returned
+            the wrong set (one missing, one text): a measurement was made, so the
+            dispatcher stores them with the failed trial instead of losing them (found in
+            review: a function that missed ``purity`` lost its measured ``y``).
     """
 
     def __init__(
@@ -130,12 +134,14 @@ class SimulatedFault(RuntimeError):
         trigger_number: int,
         injected: bool,
         transient: bool = False,
+        partial_outputs: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(message)
         self.device = device
         self.trigger_number = trigger_number
         self.injected = injected
         self.transient = transient
+        self.partial_outputs = dict(partial_outputs or {})
 
 
 @dataclass
@@ -591,6 +597,7 @@ class SimDetector(Device):
             signal.name = out
         self._sim_inputs = dict(inputs)
         self._sim_function = function
+        self._sim_unlisted_said: bool = False  # keys `outputs:` does not list: warned once
         self._sim_latency = float(latency)
         self._sim_failure_rate = float(failure_rate)
         self._sim_hang_rate = float(hang_rate)
@@ -1071,6 +1078,9 @@ class SimDetector(Device):
             raise self._broken(
                 number, f"{who} returned {type(raw).__name__}, expected a dict of outputs"
             )
+        readings = {out: _reading(out, raw[out]) for out in self._sim_outputs if out in raw}
+        kept = {out: r for out, r in readings.items() if isinstance(r, float)}
+        self._note_unlisted(raw, who)
         missing = [out for out in self._sim_outputs if out not in raw]
         if missing:
             returned = sorted(raw, key=str)
@@ -1078,18 +1088,43 @@ class SimDetector(Device):
                 number,
                 f"{who} did not return {missing} (it returned {returned})"
                 f"{_near_names(missing, returned, self._sim_outputs)}",
+                kept,
             )
         # Raised here, not from an exception of float(): the fault's text is the whole story
         # (output, function, value), and the Dispatcher's description keeps it.
-        readings = [_reading(out, raw[out]) for out in self._sim_outputs]
-        problem = next((r for r in readings if isinstance(r, str)), None)
+        problem = next((r for r in readings.values() if isinstance(r, str)), None)
         if problem is not None:
-            raise self._broken(number, f"{who} returned a non-numeric output: {problem}")
-        return [float(r) for r in readings]
+            raise self._broken(number, f"{who} returned a non-numeric output: {problem}", kept)
+        return [kept[out] for out in self._sim_outputs]
 
-    def _broken(self, number: int, message: str) -> SimulatedFault:
-        """A measurement the function failed (its own fault: not transient, not injected)."""
-        return SimulatedFault(message, device=self.name, trigger_number=number, injected=False)
+    def _note_unlisted(self, raw: Mapping[Any, Any], who: str) -> None:
+        """Warn once per detector of keys the function returns that ``outputs:`` does not
+        list: they are not stored, and a silent drop hid a measurement the user meant to
+        keep (found in review)."""
+        if self._sim_unlisted_said or _builtin(self._sim_function):
+            return  # a built-in simulator computes every output; a campaign picks some
+        unlisted = sorted(str(k) for k in raw if k not in self._sim_outputs)
+        if unlisted:
+            self._sim_unlisted_said = True
+            logger.warning(
+                "%s returns %s, which the campaign's `outputs:` does not list: not stored "
+                "(add them to `outputs:` to keep them)",
+                who,
+                unlisted,
+            )
+
+    def _broken(
+        self, number: int, message: str, partial: Mapping[str, float] | None = None
+    ) -> SimulatedFault:
+        """A measurement the function failed (its own fault: not transient, not injected);
+        ``partial``: the outputs it did return as numbers, kept with the failed trial."""
+        return SimulatedFault(
+            message,
+            device=self.name,
+            trigger_number=number,
+            injected=False,
+            partial_outputs=partial,
+        )
 
     def _raised(self, number: int, exc: BaseException, inputs: Mapping[str, Any]) -> SimulatedFault:
         """The fault for an exception out of the function: the function's own message first
@@ -1101,6 +1136,12 @@ class SimDetector(Device):
         return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}")
 
 
+def _builtin(function: Any) -> bool:
+    """Whether ``function`` is this package's (a built-in or dataset simulator)."""
+    module = getattr(function, "__module__", None) or ""
+    return bool(module.split(".")[0] == __name__.split(".")[0])
+
+
 def _source(function: Any, device: str, exc: BaseException | None = None) -> str:
     """Who computes a detector's outputs, as its error texts name it.
 
@@ -1109,8 +1150,7 @@ def _source(function: Any, device: str, exc: BaseException | None = None) -> str
     own (``instrument: {function: ...}`` or the Python API), with the line of that file an
     exception ``exc`` was raised from when its traceback reaches it (``model.py, line 12``).
     """
-    module = getattr(function, "__module__", None) or ""
-    if module.split(".")[0] == __name__.split(".")[0]:
+    if _builtin(function):
         return f"simulator {device}"
     name = getattr(function, "__name__", None) or type(function).__name__
     code = getattr(function, "__code__", None)

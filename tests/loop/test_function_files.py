@@ -151,6 +151,47 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("returned", "kept"),
+    [
+        ("{'yield_pct': 50.0}", "a listed output missing"),
+        ("{'yield_pct': 50.0, 'cost': '2.0'}", "a listed output as text"),
+    ],
+)
+def test_what_a_function_did_return_is_stored_with_its_failure(
+    tmp_path: Path, returned: str, kept: str
+) -> None:
+    """A function that returned `yield_pct` but not `cost` (or `cost` as text) failed its
+    trial, and the measured `yield_pct` was lost with it (found in review). The trial still
+    fails as wrong outputs, and the number it did return is stored with it."""
+    loaded = load_campaign(_campaign(tmp_path, f"def measure(x):\n    return {returned}\n"))
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        summary = Runner(loaded, store).run()
+        trials = store.trials(summary.campaign_id)
+        stored = store.observations(summary.campaign_id)
+    finally:
+        store.close()
+    assert trials and all(t.status == "failed" for t in trials), kept
+    assert all(failure_kind(t.error or "") == "wrong outputs" for t in trials)
+    assert all(stored[t.id] == {"yield_pct": 50.0} for t in trials), stored
+
+
+def test_keys_outputs_does_not_list_are_warned_of_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys beyond the campaign's `outputs:` were dropped in silence (found in review)."""
+    source = "def measure(x):\n    return {'yield_pct': 50.0, 'cost': 1.0, 'purity': 0.9}\n"
+    with caplog.at_level(logging.WARNING):
+        errors, completed = _run(tmp_path, source)
+    assert errors == [] and completed == 6
+    said = [r.getMessage() for r in caplog.records if "does not list" in r.getMessage()]
+    assert said == [
+        "function measure (model.py) returns ['purity'], which the campaign's `outputs:` does "
+        "not list: not stored (add them to `outputs:` to keep them)"
+    ]
+
+
+@pytest.mark.parametrize(
     "error",
     [
         "function measure (m.py) did not return ['y'] (it returned [])",
