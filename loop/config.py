@@ -1725,9 +1725,10 @@ def _run_metadata(
 #: meaning of their own. A parameter or output of such a name made an export that its own
 #: prior-data reader refuses ("column 'number' appears twice"), or a `tell` CSV whose
 #: `fail` column could not be told apart from an output named `fail`.
-#: ``best`` is not among them: it came after campaigns could name an output so, and the export
-#: leaves its ``best`` flag out for such a campaign (``loop.report.annotate``).
-RESERVED_COLUMNS = (EXPORT_COLUMNS - {"best"}) | {"fail"}
+#: ``best`` came after campaigns could name a parameter or output so: a stored campaign keeps
+#: the name (the rule is :meth:`_Rules.added`), and its export leaves out the ``best`` flag
+#: (``loop.report.annotate``).
+RESERVED_COLUMNS = EXPORT_COLUMNS | {"fail"}
 RESERVED_PREFIXES = ("readback.", "actual.")
 
 

@@ -450,12 +450,15 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     params = _keys(records, "parameters")
     readbacks = _keys(records, "readbacks")
     outputs = _keys(records, "outputs")
+    # the flags the records carry: never a parameter's or output's column of the same name
+    # (a stored campaign may name one `best`; its rows had a cell more than the header)
+    flags = [k for k in _FLAGS if any(k in r for r in records)]
     header = (
         ["trial_id", "number", "kind", "status", "slot"]
         + params
         + [f"readback.{k}" for k in readbacks]
         + outputs
-        + [k for k in _FLAGS if any(k in r for r in records)]
+        + flags
         + ["run_uid", "error", "started_at", "finished_at"]
     )
     buffer = io.StringIO()
@@ -467,7 +470,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
-            + [_flag(r[k]) if k in r else "" for k in _FLAGS if k in header]
+            + [_flag(r[k]) if k in r else "" for k in flags]
             + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()

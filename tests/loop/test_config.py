@@ -137,41 +137,51 @@ def test_the_reserved_names_cover_the_export_s_own_columns() -> None:
         "finished_at": None,
     }
     header = to_csv([record]).splitlines()[0].split(",")
-    # `best` alone is not reserved: the export leaves its flag out where a campaign uses it
-    own = [h for h in header if h not in ("x", "y", "best")]
+    own = [h for h in header if h not in ("x", "y")]
     assert all(h in RESERVED_COLUMNS or h.startswith(RESERVED_PREFIXES) for h in own), own
 
 
-def test_an_output_named_best_keeps_its_column(tmp_path: Path) -> None:
-    """``best`` became the export's flag column after campaigns could name an output so:
-    such a campaign still loads (and resumes), and its export has one ``best`` column, the
-    output's, read back by prior data as the output."""
+@pytest.mark.parametrize("where", ["output", "parameter"])
+def test_a_stored_campaign_naming_best_keeps_its_column(tmp_path: Path, where: str) -> None:
+    """``best`` became the export's flag column after campaigns could name a parameter or
+    output so: a new file is refused; a stored campaign still loads (and resumes), and its
+    export has one ``best`` column, its own, and every row as many cells as the header
+    (a parameter named `best` gave each row one cell more: found in review)."""
     from typer.testing import CliRunner
 
     from loop import Runner, Store, parse_campaign
     from loop.cli import app
+    from loop.config import StoredCopy
 
+    name = "best" if where == "parameter" else "x"
     (tmp_path / "fn.py").write_text(
-        "def f(inputs):\n    return {'y': inputs['x'], 'best': 2 * inputs['x']}\n"
+        f"def f(inputs):\n    return {{'y': inputs['{name}'], 'best': 2 * inputs['{name}']}}\n"
     )
+    outputs = "[y]" if where == "parameter" else "[y, best]"
     text = (
-        "name: b\nparameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        f"name: b\nparameters: [{{name: {name}, type: float, bounds: [0, 1]}}]\n"
         "objectives: [{name: y, goal: maximize}]\n"
-        "instrument: {function: 'fn.py:f', outputs: [y, best]}\n"
+        f"instrument: {{function: 'fn.py:f', outputs: {outputs}}}\n"
         "planner: {kind: sobol}\nbudget: {max_trials: 3}\n"
     )
     (tmp_path / "b.yaml").write_text(text)
-    loaded = load_campaign(tmp_path / "b.yaml")
+    with pytest.raises(CampaignConfigError, match=f"{where} name 'best' is reserved"):
+        load_campaign(tmp_path / "b.yaml")
     url = f"sqlite:///{tmp_path / 'b.db'}"
+    stored = StoredCopy(url, 1, "b")
+    loaded = parse_campaign(text, path=tmp_path / "b.yaml", base_dir=tmp_path, stored=stored)
     Runner(loaded, Store(url)).run()
     out = CliRunner().invoke(app, ["export", "--store", url, "-f", "csv"])
     assert out.exit_code == 0, out.output
     header = out.output.splitlines()[0].split(",")
     assert header.count("best") == 1
     rows = [line.split(",") for line in out.output.splitlines()[1:]]
+    assert len(rows) == 3 and all(len(r) == len(header) for r in rows), (header, rows)
     column = header.index("best")
-    assert [float(r[column]) for r in rows] == [2 * float(r[header.index("x")]) for r in rows]
-    assert parse_campaign(text, path=tmp_path / "b.yaml", base_dir=tmp_path)
+    if where == "output":
+        assert [float(r[column]) for r in rows] == [2 * float(r[header.index("x")]) for r in rows]
+    else:
+        assert [float(r[column]) for r in rows] == [float(r[header.index("y")]) for r in rows]
 
 
 NO_GOAL = """\
