@@ -1632,6 +1632,7 @@ def _check_semantics(
                 fix=_nearest(constraint.name, outputs, "the instrument measures"),
             )
     _check_reserved(campaign, outputs, data, path, rules)
+    _check_choice_values(campaign, data, path, rules)
     return _run_metadata(campaign, data, path, base_dir, rules)
 
 
@@ -1776,6 +1777,58 @@ def _check_reserved(
             ),
             kept,
         )
+
+
+def _check_choice_values(campaign: Campaign, data: Any, path: Path, rules: _Rules) -> None:
+    """Refuse choice values a CSV cannot keep apart: text with spaces at either end (``"A "``
+    and ``"A"``), or numbers of one value (``1`` and ``1.0``). The export writes them as a
+    CSV cell, and prior data and ``tell --csv`` read them back trimmed and as numbers, so
+    trials were merged into the other value or refused as "not one of the values" (found in
+    review). A rule added after campaigns were stored (see :meth:`_Rules.added`)."""
+    for i, p in enumerate(campaign.parameters):
+        if not isinstance(p, ChoiceParameter):
+            continue
+        seen: dict[Any, Any] = {}
+        for j, value in enumerate(p.values):
+            line = line_of(data, ("parameters", i, "values", j)) or line_of(
+                data, ("parameters", i, "values")
+            )
+            if isinstance(value, str) and value != value.strip():
+                rules.added(
+                    CampaignConfigError(
+                        path,
+                        f"choice value {value!r} of parameter '{p.name}' has spaces at its "
+                        "start or end, which a CSV (export, prior data, `tell --csv`) loses",
+                        line=line,
+                        fix=f"write it as {value.strip()!r}",
+                    ),
+                    "it keeps the value as written",
+                )
+            key = _csv_key(value)
+            if key in seen:
+                rules.added(
+                    CampaignConfigError(
+                        path,
+                        f"choice values {seen[key]!r} and {value!r} of parameter '{p.name}' "
+                        "read as one value in a CSV (export, prior data, `tell --csv`)",
+                        line=line,
+                        fix=f"remove {value!r}, or make the two values differ",
+                    ),
+                    "it keeps both values",
+                )
+            seen.setdefault(key, value)
+
+
+def _csv_key(value: Any) -> Any:
+    """A choice value as a CSV cell reads back: text trimmed, and a number (or text that
+    spells one, ``"1"``) by its value."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        return ("number", float(text))
+    except (TypeError, ValueError):
+        return text
 
 
 def _nearest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:
