@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class RuleError(ValueError):
@@ -111,7 +112,6 @@ class InstrumentConfig(BaseModel):
     )
     function: str | None = Field(
         default=None,
-        pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:function or path/to/file.py:function (inputs dict -> outputs dict).",
     )
     outputs: list[str] | None = Field(
@@ -199,6 +199,30 @@ class InstrumentConfig(BaseModel):
         description="How far (a fraction of the bounds' span) a readback may lie outside "
         "its parameter's bounds before the trial fails.",
     )
+
+    @field_validator("function")
+    @classmethod
+    def _function_form(cls, value: str | None) -> str | None:
+        """``file.py:function`` or ``module:function``; said in those words (the regex
+        pydantic printed was the whole message, and the fix named a simulator)."""
+        if value is None or re.fullmatch(r"[^:]+:[A-Za-z_][A-Za-z0-9_]*", value):
+            return value
+        file, colon, name = value.rpartition(":")
+        if not colon:
+            stem = value.removesuffix(".py").replace("/", ".").strip(".") or "model"
+            raise RuleError(
+                f"{value!r} names no function",
+                fix=f"write the file (or module) and the function, e.g. {value}:measure"
+                if value.endswith(".py")
+                else f"write the module and the function, e.g. {stem}:measure, or "
+                f"{stem}.py:measure for a file",
+            )
+        raise RuleError(
+            f"{value!r}: {name!r} is not a Python function name"
+            if file
+            else f"{value!r} names no file or module",
+            fix="write file.py:function or module:function, e.g. model.py:measure",
+        )
 
     @model_validator(mode="after")
     def _hang_needs_timeout(self) -> InstrumentConfig:

@@ -130,7 +130,7 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
     if not isinstance(data, Mapping):
         raise error(
             path,
-            f"must be a mapping of keys, not a {type(data).__name__}",
+            f"must be a mapping of keys (`name: ...` lines), not {_kind_of(data)}",
             line=1,
             fix=start_over,
         )
@@ -583,6 +583,38 @@ def explain(
     return error(path, problem, line=line, fix=fix)
 
 
+def _kind_of(data: Any) -> str:
+    """What a YAML value is, in a file author's words (not ``CommentedSeq``)."""
+    if isinstance(data, list | tuple):
+        return "a list"
+    if isinstance(data, str):
+        return "plain text"
+    if isinstance(data, bool):
+        return "true/false"
+    if isinstance(data, int | float):
+        return "a number"
+    return f"a {type(data).__name__}"
+
+
+def plain_message(err: Mapping[str, Any]) -> str:
+    """A pydantic error's message as a file's author reads it: without pydantic's "Value
+    error, " prefix, and with its item counts in words ("Tuple should have at most 2 items
+    after validation, not 3" is "has 3 items; it takes at most 2 items")."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "int_from_float":
+        return "is not a whole number"
+    ctx = err.get("ctx") or {}
+    actual = ctx.get("actual_length")
+    if err["type"] == "too_long" and ctx.get("max_length") is not None:
+        return f"has {actual} items; it takes at most {ctx['max_length']} items"
+    if err["type"] == "too_short" and ctx.get("min_length") is not None:
+        needs = ctx["min_length"]
+        if not actual:
+            return f"is empty; it takes at least {needs} item(s)"
+        return f"has {actual} item(s); it takes at least {needs}"
+    return message
+
+
 def _describe(
     err: Mapping[str, Any], data: Any, model: type[BaseModel], hints: Mapping[str, str]
 ) -> tuple[str, str]:
@@ -590,7 +622,7 @@ def _describe(
     data_loc = _data_path(data, loc)
     where = _dotted(data_loc)
     kind = err["type"]
-    message = str(err["msg"]).removeprefix("Value error, ")
+    message = plain_message(err)
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(model, loc[:-1], data)
@@ -629,6 +661,10 @@ def _describe(
     # sent to write ``instrument: {simulator: branin}``).
     if kind == "value_error" and len(data_loc) <= 1:
         hint = ""
+    elif kind == "int_from_float":  # the number's fix, not the section's general one
+        hint = _type_fix(err, data_loc, model, loc, data)
+        if "bounds" in data_loc:
+            hint += " (an int parameter's bounds are whole numbers; for fractions: type: float)"
     else:
         # the key at fault: a key that is not text is no section's (`instrument: {1: 0}`)
         key = (

@@ -45,6 +45,7 @@ from instruments._yamlfile import (
     example_hint,
     explain,
     line_of,
+    plain_message,
     read_yaml_mapping,
     refuse_booleans,
 )
@@ -107,11 +108,25 @@ def _duration_seconds(value: Any) -> float | None:
     return d * 86400 + h * 3600 + m * 60 + s
 
 
+def _duration_hint(value: Any) -> str:
+    """Why text that looks like a duration is not one: units in capitals (``2H``), or words
+    (``2 hours``); the fix line says how to write one (:data:`DURATION_WORDS`)."""
+    if not isinstance(value, str):
+        return ""
+    if value != value.lower() and _duration_seconds(value.lower()) is not None:
+        return f" (units are lowercase: {value.lower().replace(' ', '')!r})"
+    word = re.fullmatch(r"\s*([\d.]+)\s*(day|hour|minute|second|sec|hr)s?\s*", value.lower())
+    if word is not None:
+        unit = {"day": "d", "hour": "h", "hr": "h", "minute": "m"}.get(word[2], "s")
+        return f" (write the unit as one letter: '{word[1]}{unit}')"
+    return ""
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from ``90`` or ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``."""
     seconds = _duration_seconds(value)
     if seconds is None:
-        raise ValueError(f"{value!r} is not a duration; write {DURATION_WORDS}")
+        raise ValueError(f"{value!r} is not a duration{_duration_hint(value)}")
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 366 * 86400:
         raise ValueError("a duration must be positive and at most a year")
     return seconds
@@ -1222,7 +1237,7 @@ def _own_fix(
     if not isinstance(error, CampaignConfigError):
         return error
     for err in exc.errors(include_url=False):
-        message = str(err["msg"]).removeprefix("Value error, ")
+        message = plain_message(err)
         if message not in error.problem or line_of(data, err["loc"]) != error.line:
             continue
         problem, fix = error.problem, ""

@@ -90,12 +90,30 @@ class OutcomeConstraint(BaseModel):
 
 
 _CONSTRAINT = re.compile(
-    r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op><=|>=)\s*(?P<bound>[^\s].*?)\s*$"
+    r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op><=|>=|<|>)\s*(?P<bound>[^\s=].*?)\s*$"
 )
 
 
+_REVERSED = re.compile(
+    r"^\s*(?P<bound>[^\s<>=]+)\s*(?P<op><=|>=|<|>)\s*(?P<name>[A-Za-z_][\w.]*)\s*$"
+)
+_FLIPPED = {"<=": ">=", ">=": "<=", "<": ">=", ">": "<="}
+
+
+def _constraint_hint(text: str) -> str:
+    """What a constraint that is not ``output OP number`` seems to mean, as a hint: the
+    output on the right (``0.03 >= impurity``; the message used to say "strict < and > are
+    not supported", whatever the mistake: found in review)."""
+    reversed_ = _REVERSED.match(text)
+    if reversed_ is None:
+        return ""
+    flipped = _FLIPPED[reversed_["op"]]
+    return f" (the output goes on the left: '{reversed_['name']} {flipped} {reversed_['bound']}')"
+
+
 def parse_outcome_constraint(text: str) -> OutcomeConstraint:
-    """``"name <= number"`` or ``"name >= number"`` as an :class:`OutcomeConstraint`.
+    """``"name <= number"`` or ``"name >= number"`` (``<``, ``>`` read alike) as an
+    :class:`OutcomeConstraint`.
 
     Raises:
         ValueError: anything else, with the form to write instead.
@@ -105,8 +123,8 @@ def parse_outcome_constraint(text: str) -> OutcomeConstraint:
     match = _CONSTRAINT.match(text)
     if match is None:
         raise ValueError(
-            f"outcome constraint {text!r} is not 'output <= number' or 'output >= number'; "
-            "write e.g. 'impurity <= 0.05' (strict < and > are not supported)"
+            f"outcome constraint {text!r} is not 'output <= number' or 'output >= number'"
+            f"{_constraint_hint(text)}; write e.g. 'impurity <= 0.05'"
         )
     raw = match["bound"]
     try:
@@ -122,7 +140,9 @@ def parse_outcome_constraint(text: str) -> OutcomeConstraint:
         raise ValueError(
             f"outcome constraint {text!r}: the bound must be finite; write e.g. 'impurity <= 0.05'"
         )
-    op: Literal["<=", ">="] = "<=" if match["op"] == "<=" else ">="
+    # < and > read as <= and >=, as a parameter constraint's do: a measured value is never
+    # exactly on the bound, and one syntax keeps one meaning across the file
+    op: Literal["<=", ">="] = "<=" if match["op"].startswith("<") else ">="
     return OutcomeConstraint(name=match["name"], op=op, bound=bound, text=text.strip())
 
 

@@ -256,7 +256,12 @@ def test_a_key_that_is_not_text_in_an_instrument_file(tmp_path: Path) -> None:
     [
         ("seed: 1", 'seed: "7a"', "seed: Input should be a valid integer", "e.g. seed: 7"),
         ("seed: 1", "seed: 1e+308", "seed: Unable to parse", "write a whole number in digits"),
-        ("seed: 1", "seed: 2.5", "fractional part", "write a whole number, without a fraction"),
+        (
+            "seed: 1",
+            "seed: 2.5",
+            "is not a whole number",
+            "write a whole number, without a fraction",
+        ),
         ("name: branin", "name: [a, b]", "name: Input should be a valid str", "write one text"),
         ("name: branin", "name: 0123", "name: Input should be a valid str", "quote it, so YAML"),
         ("  noise: 0.0", "  noise: abc", "instrument.noise: Input should", "e.g. noise: 0.5"),

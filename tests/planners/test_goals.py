@@ -69,11 +69,21 @@ def test_outcome_constraints_parse_and_check() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["impurity < 0.05", "0.05 >= impurity", "impurity <= limit", "a <= nan", "", "a =< 1"]
+    "text", ["0.05 >= impurity", "impurity <= limit", "a <= nan", "", "a =< 1", "a <== 1"]
 )
 def test_malformed_outcome_constraints_say_what_to_write(text: str) -> None:
     with pytest.raises(ValueError, match="write e.g. 'impurity <= 0.05'"):
         parse_outcome_constraint(text)
+
+
+def test_a_strict_bound_reads_as_its_closed_one_and_a_reversed_one_is_explained() -> None:
+    """`impurity < 0.05` was refused although `constraints:` reads `<` as `<=`; and every
+    mistake was told "strict < and > are not supported" (found in review)."""
+    strict = parse_outcome_constraint("impurity < 0.05")
+    assert (strict.op, strict.bound, strict.text) == ("<=", 0.05, "impurity < 0.05")
+    assert parse_outcome_constraint("yield>80").op == ">="
+    with pytest.raises(ValueError, match="the output goes on the left: 'impurity <= 0.05'"):
+        parse_outcome_constraint("0.05 >= impurity")
 
 
 # ------------------------------------------------------------------ construction
