@@ -1894,7 +1894,20 @@ class Runner:
                 # store missed once more, so the measurement is kept and the campaign goes
                 # on; if that fails too, the trial stays `running` for resume.
                 logger.warning("trial %d: %s; writing its documents again", job.number, exc)
-                self._store_missed_documents(trial_id, exc.result)
+                try:
+                    self._store_missed_documents(trial_id, exc.result)
+                except Exception:
+                    # the measurement is in memory only: said, so the log keeps it
+                    result = exc.result
+                    logger.error(
+                        "trial %d was measured but could not be stored: outputs %s, "
+                        "readbacks %s, run %s",
+                        job.number,
+                        result.outputs,
+                        result.readbacks,
+                        next((d.get("uid") for n, d in result.documents if n == "start"), None),
+                    )
+                    raise
                 return exc.result
 
         slot.start(job, run, sched.events)

@@ -39,7 +39,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from sqlalchemy import JSON, Column, Index, bindparam, event, func, insert, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -390,11 +390,46 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(method)
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
-        store = args[0]
-        with store._write_lock:  # type: ignore[attr-defined]
-            return method(*args, **kwargs)
+        store = cast("Store", args[0])
+        with store._write_lock:
+            waiting: float | None = None
+            while True:
+                try:
+                    result = method(*args, **kwargs)
+                except OperationalError as exc:
+                    reason = _held_up(exc)
+                    now = time.monotonic()
+                    waiting = now if waiting is None else waiting
+                    if reason is None or now - waiting >= store.write_patience:
+                        raise
+                    store._held_up(reason, now - waiting)
+                    time.sleep(_WRITE_RETRY)
+                    continue
+                if waiting is not None:
+                    store._held_up(None, time.monotonic() - waiting)
+                return result
 
     return locked
+
+
+#: Seconds between attempts of a write the store held up (``_serialised``).
+_WRITE_RETRY = 2.0
+#: What SQLite says when another program holds its write lock or the disk is full: a write
+#: that can succeed later, unlike a broken file. Each attempt waits ``busy_timeout`` first.
+_HELD_UP = {
+    "database is locked": "locked by another program (an open transaction in a SQLite "
+    "browser or shell?)",
+    "database table is locked": "locked by another program",
+    "database or disk is full": "on a full disk",
+    "disk i/o error": "failing to write to its disk (full, or a file size limit?)",
+}
+
+
+def _held_up(exc: OperationalError) -> str | None:
+    """Why a SQLite store refused a write for now (``_HELD_UP``), or ``None``: any other
+    error, which waiting will not mend."""
+    said = str(exc.orig).lower()
+    return next((why for text, why in _HELD_UP.items() if text in said), None)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -937,6 +972,12 @@ class Store:
         read_uri: str | None = None
         self.url = url
         self._write_lock = threading.RLock()
+        #: Seconds a write waits for a store that is locked or on a full disk before it
+        #: fails. A measurement in memory was lost when the store stayed locked past
+        #: ``busy_timeout`` (a SQLite browser's open transaction, 70 s; a full disk: found in
+        #: review); waiting keeps it, and the warning says why the campaign stands still.
+        self.write_patience = 600.0
+        self._held_up_said = False
         self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
         self._anchor: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
@@ -1192,6 +1233,23 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     # ----------------------------------------------------------------- campaigns
+    def _held_up(self, reason: str | None, waited: float) -> None:
+        """Say once that writes wait for the store (``reason``), and once that they go on
+        (``None``) after ``waited`` seconds."""
+        if reason is not None and not self._held_up_said:
+            self._held_up_said = True
+            logger.warning(
+                "the store %s is %s: waiting up to %.0f min for it, retrying every %g s; "
+                "every measurement is kept meanwhile (Ctrl-C stops the campaign)",
+                self.url,
+                reason,
+                self.write_patience / 60,
+                _WRITE_RETRY,
+            )
+        elif reason is None and self._held_up_said:
+            self._held_up_said = False
+            logger.warning("the store %s takes writes again (after %.0f s)", self.url, waited)
+
     @_serialised
     def create_campaign(
         self,

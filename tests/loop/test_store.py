@@ -361,3 +361,47 @@ def test_a_batch_interrupted_half_way_leaves_the_store_as_it_was(
     impatient.finish_trials([TrialOutcome(i, "completed", {"y": 1.0}, {}) for i in ids])
     impatient.close()
     assert [t.status for t in store.trials(cid)] == ["completed"] * 4
+
+
+def _impatient(url: str) -> Store:
+    """A store whose SQLite connections give up on a lock at once (not after 10 s), so a
+    test sees the store's own waiting."""
+    store = Store(url)
+    event.listen(store.engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=0"))
+    store.engine.dispose()
+    return store
+
+
+@pytest.mark.parametrize("patience", [30.0, 1.0])
+def test_a_write_waits_for_a_store_another_program_holds(
+    tmp_path: Path, patience: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SQLite browser's open transaction held the store past `busy_timeout`: the runner's
+    writes failed, and two measured trials were lost with the runner (found in review).
+    A write now waits for the store (`write_patience`), saying why once and once more when
+    it goes on; past its patience it fails as before."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = _impatient(url)
+    cid = store.create_campaign("c", "name: c\n", "c.yaml", 0)
+    store.write_patience = patience
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another program's write lock
+    release = threading.Timer(3.0, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    try:
+        with caplog.at_level("WARNING", logger="loop.store"):
+            if patience < 3:
+                with pytest.raises(Exception, match="database is locked"):
+                    store.add_trial(cid, {"x": 1.0}, "sobol")
+            else:
+                row = store.add_trial(cid, {"x": 1.0}, "sobol")
+                assert row.number == 1
+    finally:
+        release.join()
+        blocker.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("is locked by another program" in m and "waiting up to" in m for m in said)
+    assert any("takes writes again" in m for m in said) == (patience > 3)
+    store.close()
