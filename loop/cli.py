@@ -94,6 +94,14 @@ def _store_url(value: str) -> str:
     URL with a scheme is the store's to judge."""
     if "://" in value:
         return value
+    scheme = re.match(r"(?i)sqlite:/*", value)
+    if scheme is not None:  # `sqlite:/x.db`, `sqlite:x.db`: the slashes are wrong
+        path = value[scheme.end() :]
+        raise typer.BadParameter(
+            f"{value!r} is not a database URL (a SQLite URL has three slashes); write "
+            f"sqlite:///{path} for the file {path} here"
+            + (f", or sqlite:////{path} for /{path}" if value[scheme.end() - 1] == "/" else "")
+        )
     raise typer.BadParameter(
         f"{value!r} is not a database URL; for a SQLite file write sqlite:///{value}"
     )

@@ -61,6 +61,7 @@ from types import FrameType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from sqlalchemy.exc import OperationalError
 
 from instruments import (
     STREAM_NAME,
@@ -1391,6 +1392,9 @@ class Runner:
             raise
         except PlannerError as exc:  # the planner's defect, not the runner's
             status, reason = "stopped", first_line(exc)
+            raise
+        except OperationalError as exc:  # the store went away: its own words, no SQL
+            status, reason = "stopped", f"lost the store: {first_line(exc.orig) or exc}"
             raise
         except BaseException as exc:
             status, reason = "stopped", f"the runner failed: {type(exc).__name__}: {exc}"

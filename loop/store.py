@@ -643,6 +643,12 @@ def _refuse_unkept_sqlite(url: str, parsed: URL, *, scratch: bool) -> None:
     handling (folders made, the file watched, an unused file discarded) does not follow.
     """
     database = parsed.database
+    if not database and parsed.host and not scratch:  # `sqlite://x.db`: x.db read as a host
+        raise StoreError(
+            f"store URL {url}: with two slashes '{parsed.host}' is read as a host, and the "
+            f"store would be in memory, keeping nothing; write sqlite:///{parsed.host} for "
+            "that file (three slashes)"
+        )
     if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
         if scratch:
             return
@@ -1191,7 +1197,7 @@ class Store:
         try:
             info = os.stat(self._file)
         except FileNotFoundError:
-            return f"the store file {self._file} was deleted while the campaign ran"
+            return f"the store file {self._file} was deleted or moved while the campaign ran"
         except OSError:  # e.g. a network file system's hiccup: look again next time
             return None
         if (info.st_dev, info.st_ino) != self._identity:

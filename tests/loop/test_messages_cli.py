@@ -295,6 +295,24 @@ def test_a_store_path_without_scheme_is_shown_as_its_url(given: str, url: str) -
     assert "closedloop.db" not in flat
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            "sqlite:/x.db",
+            "write sqlite:///x.db for the file x.db here, or sqlite:////x.db for /x.db",
+        ),
+        ("sqlite:x.db", "write sqlite:///x.db for the file x.db here"),
+    ],
+)
+def test_a_sqlite_url_with_too_few_slashes_gets_its_own_file_back(given: str, said: str) -> None:
+    """`sqlite:/x.db` was told to write `sqlite:///sqlite:/x.db` (found in review)."""
+    out = _cli("status", "--store", given)
+    assert out.exit_code == 2, out.output
+    flat = re.sub(r"[\s│]+", " ", out.output)
+    assert f"'{given}' is not a database URL (a SQLite URL has three slashes); {said}" in flat
+
+
 def test_a_store_path_without_scheme_from_the_environment_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

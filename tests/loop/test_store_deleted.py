@@ -64,7 +64,7 @@ def _rescued(message: str) -> Path:
 def test_a_deleted_store_stops_the_campaign_and_is_saved_whole(tmp_path: Path) -> None:
     db = tmp_path / "runs" / "x.db"
     runner = _runner(tmp_path, db, AfterTrial(3, db.unlink), lease_ttl=0.5)
-    with pytest.raises(StoreGone, match="was deleted while the campaign ran") as caught:
+    with pytest.raises(StoreGone, match="was deleted or moved while the campaign ran") as caught:
         runner.run()
     runner.store.close()
     copy = _rescued(str(caught.value))
@@ -103,7 +103,7 @@ def test_a_store_deleted_in_the_last_trial_is_saved_too(tmp_path: Path) -> None:
         db.unlink()
 
     runner = _runner(tmp_path, db, AfterTrial(40, delete_on_last))
-    with pytest.raises(StoreGone, match="was deleted while the campaign ran") as caught:
+    with pytest.raises(StoreGone, match="was deleted or moved while the campaign ran") as caught:
         runner.run()
     runner.store.close()
     saved = Store(f"sqlite:///{_rescued(str(caught.value))}", create=False)

@@ -99,6 +99,19 @@ def test_every_command_refuses_an_in_memory_store(tmp_path: Path, command: list[
     assert sorted(p.name for p in tmp_path.iterdir()) == ["urls.yaml"]
 
 
+def test_two_slashes_before_a_file_name_say_the_file(tmp_path: Path) -> None:
+    """`sqlite://x.db` (x.db read as a host: an in-memory store) was told to write
+    `sqlite:///campaign.db`, another file (found in review)."""
+    from loop import Store, StoreError
+
+    with pytest.raises(StoreError) as caught:
+        Store("sqlite://x.db")
+    assert (
+        "store URL sqlite://x.db: with two slashes 'x.db' is read as a host, and the store "
+        "would be in memory, keeping nothing; write sqlite:///x.db for that file"
+    ) in str(caught.value)
+
+
 def test_the_store_from_the_environment_is_refused_too(tmp_path: Path) -> None:
     file = _campaign(tmp_path)
     process = run_cli(
