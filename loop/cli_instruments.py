@@ -151,7 +151,7 @@ def _stored_declared(
 
     db = Store(url, read_only=True)
     try:
-        row = db.campaign(campaign) if campaign is not None else db.latest_unfinished()
+        row = db.campaign(campaign) if campaign is not None else db.latest_to_preview()
         loaded = Runner.from_store(db, row.id or 0).loaded
     finally:
         db.close()
@@ -492,7 +492,7 @@ def _stored_point(
             )
         row = (unfinished or rows)[-1]
     else:
-        row = db.latest_unfinished()
+        row = db.latest_to_preview()
     cid = row.id or 0
     runner = Runner.from_store(db, cid)
     notes: list[str] = []

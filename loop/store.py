@@ -1397,6 +1397,16 @@ class Store:
             )
         return row
 
+    def latest_to_preview(self) -> CampaignRow:
+        """The campaign a read-only look at "the campaign" (``plan --dry-run --store``,
+        ``instruments check --store`` without ``-c``) means: the latest unfinished one, else
+        the latest one. Those commands refused a store whose campaigns had all finished,
+        where the README promised the latest (found in review)."""
+        try:
+            return self.latest_unfinished()
+        except StoreError:
+            return self.campaign(None)
+
     def campaigns(self) -> list[CampaignRow]:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.id))))

@@ -248,6 +248,16 @@ def test_a_finished_campaign_asked_for_more_exits_2_everywhere(tmp_path: Path) -
     assert "no unfinished campaign" in latest.stderr
 
 
+def test_a_preview_without_c_takes_the_latest_campaign_even_when_finished(tmp_path: Path) -> None:
+    """`plan --dry-run --store` (and `instruments check --store`) without -c refused a store
+    whose campaigns had all finished ("no unfinished campaign"), though the README says the
+    latest is taken (found in review); the preview says that resume would stop at once."""
+    url = _finished(tmp_path)
+    plan = closedloop("plan", "--dry-run", "--store", url, cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert "`closedloop resume` would stop at once" in " ".join(plan.stdout.split())
+
+
 def test_a_campaign_that_met_its_target_exits_2_for_resume_and_suggest(tmp_path: Path) -> None:
     url = _finished(tmp_path, target=True)
     for command in ("resume", "suggest"):
