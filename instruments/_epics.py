@@ -1305,11 +1305,12 @@ class InputDevice:
                     f"{what} is {problem}; a numeric input needs a numeric PV (a float or an "
                     "integer)"
                 )
-        for pv, what in pvs:
-            problem = self._egu_problem(_pv_units(pv), what)
-            if problem is not None:
-                return problem
-        return None
+        problems = [(what, p) for pv, what in pvs if (p := self._egu_problem(_pv_units(pv), what))]
+        if len(pvs) == 2 and problems:
+            disagree = _egu_disagreement([(what, _pv_units(pv)) for pv, what in pvs])
+            if disagree is not None:
+                return disagree
+        return problems[0][1] if problems else None
 
     def _egu_problem(
         self, egu: Any, what: str, *, where: str = "its EGU", fix: str = "fix the record's EGU"
@@ -2373,6 +2374,31 @@ def _number_or_none(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def _egu_disagreement(pvs: Sequence[tuple[str, Any]]) -> str | None:
+    """An input's setpoint and readback PVs naming units pint tells apart (``mm`` and
+    ``um``): no ``device_units`` fits both, and the advice for each alone sent the author
+    back and forth (found in review: "set device_units: um", then "set device_units: mm")."""
+    from instruments._instrument_file import unit_registry
+
+    ureg = unit_registry()
+    units = []
+    for what, egu in pvs:
+        text = (egu.decode(errors="replace") if isinstance(egu, bytes) else str(egu or "")).strip()
+        try:
+            units.append((what, text, ureg.Unit(text)))
+        except Exception:
+            return None  # an EGU pint does not know: not judged
+    (a, a_text, a_unit), (b, b_text, b_unit) = units
+    if a_unit.dimensionality != b_unit.dimensionality or math.isclose(
+        ureg.Quantity(1.0, a_unit).to(b_unit).magnitude, 1.0, rel_tol=1e-12
+    ):
+        return None
+    return (
+        f"{a} is in {a_text!r} and {b} in {b_text!r} (their EGUs): no `device_units` fits "
+        "both; make the records' EGU agree (or read back through a PV in the setpoint's unit)"
+    )
 
 
 def _pv_units(pv: Any) -> Any:

@@ -640,3 +640,25 @@ def test_an_input_no_trial_could_move_is_refused_when_it_connects(tmp_path: Path
         "input 'x': the nearest setpoint a trial may ask for, 10, is 40 from its reading 50, "
         "more than max_step 2: every trial would be refused"
     ) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setpoint", "readback", "disagree"),
+    [("mm", "um", True), ("degC", "K", True), ("mm", "mm", False), ("hPa", "mbar", False)],
+)
+def test_setpoint_and_readback_pvs_in_units_no_device_units_fits_are_said_so(
+    setpoint: str, readback: str, disagree: bool
+) -> None:
+    """A setpoint PV in mm read back through one in um was told "set device_units: um", and
+    once that was set, "set device_units: mm" (found in review). The two disagree: said."""
+    from instruments._epics import _egu_disagreement
+
+    said = _egu_disagreement(
+        [("PV s:SP (the setpoint of input 'x')", setpoint), ("PV s:RBV (the readback)", readback)]
+    )
+    assert (said is not None) == disagree, said
+    if said is not None:
+        assert said.startswith(
+            f"PV s:SP (the setpoint of input 'x') is in {setpoint!r} and PV s:RBV (the "
+            f"readback) in {readback!r} (their EGUs): no `device_units` fits both"
+        )
