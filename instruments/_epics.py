@@ -2261,10 +2261,10 @@ def _takes(fn: Callable[..., Any], name: str) -> bool:
     )
 
 
-def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
+def _pv_row(name: str, role: str, signal: Any, timeout: float, deadline: float) -> CheckRow:
     """A check row for a PV read as it is (acquisition, safe state): connected and value."""
     row = CheckRow(name, role, f"PV:{signal.pvname}", False)
-    if _connect_row(row, signal, timeout):
+    if _connect_row(row, signal, timeout, deadline):
         try:
             row.value = signal.get()
         except Exception as exc:
@@ -2272,44 +2272,76 @@ def _pv_row(name: str, role: str, signal: Any, timeout: float) -> CheckRow:
     return row
 
 
-def _connect_row(row: CheckRow, target: Any, timeout: float) -> bool:
+def _connect_row(row: CheckRow, target: Any, timeout: float, deadline: float) -> bool:
     """Connect ``target`` for ``row``; whether it can be read now.
+
+    Channel Access searches for every PV from the moment its signal is made, all at once,
+    so an EPICS target waits only until the check's shared ``deadline`` (``timeout`` from
+    its start; at least :data:`_LAST_LOOK` s): six PVs of a missing IOC took 6 x 3 s, one
+    after another (found in review). A plugin's ``connect`` does its own work, so it gets
+    the whole ``timeout``.
 
     A device whose Channel Access channels all connected but which did not finish
     connecting in time (ophyd waits for each PV's first value and metadata too) is
     connected, slow: said so (``row.slow``), not "cannot connect" (found in review: an
-    IOC that answered reads after 3 s had both inputs listed as not connected).
+    IOC that answered reads after 3 s had both inputs listed as not connected). One that
+    did not connect names the PVs that did not (the client's error repeated "searching"
+    for each).
     """
+    channels = _channels(target)
+    wait = max(deadline - time.monotonic(), _LAST_LOOK) if channels else timeout
     try:
-        _connect(target, timeout)
+        _connect(target, wait)
     except Exception as exc:
         row.problem = f"{type(exc).__name__}: {exc}"
-        if _channels_connected(target):
+        missing = [str(getattr(pv, "pvname", pv)) for pv in channels if not _up(pv)]
+        if channels and not missing:
             row.connected = row.slow = True
             row.problem = (
                 f"its PVs are connected but did not answer their first reads within "
                 f"{timeout:g} s ({row.problem})"
+            )
+        elif missing:
+            row.problem = (
+                f"PV {', '.join(dict.fromkeys(missing))} did not connect within {timeout:g} s "
+                "(no IOC answered its search: check the name, that the IOC runs, and "
+                "EPICS_CA_ADDR_LIST)"
             )
         return False
     row.connected = True
     return True
 
 
-def _channels_connected(target: Any) -> bool:
-    """Whether every Channel Access channel of an ophyd signal or device is connected
-    (``False`` for a device without any, such as a plugin)."""
+#: Seconds an EPICS target of ``instruments check`` is still given once the check's shared
+#: connection deadline has passed (its PV may have connected meanwhile; ophyd then still
+#: reads its first value).
+_LAST_LOOK = 0.2
+
+
+def _up(pv: Any) -> bool:
+    return bool(getattr(pv, "connected", False))
+
+
+def _channels(target: Any) -> list[Any]:
+    """The Channel Access channels of an ophyd signal or device (none for a plugin)."""
     walk = getattr(target, "walk_signals", None)
     try:
         signals = [w.item for w in walk()] if callable(walk) else [target]
-        pvs = [
+        return [
             pv
             for sig in signals
             for pv in (getattr(sig, "_read_pv", None), getattr(sig, "_write_pv", None))
             if pv is not None
         ]
-        return bool(pvs) and all(bool(getattr(pv, "connected", False)) for pv in pvs)
     except Exception:
-        return False
+        return []
+
+
+def _channels_connected(target: Any) -> bool:
+    """Whether every Channel Access channel of an ophyd signal or device is connected
+    (``False`` for a device without any, such as a plugin)."""
+    pvs = _channels(target)
+    return bool(pvs) and all(_up(pv) for pv in pvs)
 
 
 def _pv_device_limits(signal: Any) -> tuple[float, float] | None:
@@ -2617,6 +2649,7 @@ class DeclaredInstrument:
         Nothing is written or triggered.
         """
         timeout = self.spec.connection_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout  # every PV searches at once: one wait for all
         rows: list[CheckRow] = []
         for name, dev in self.inputs.items():
             row = CheckRow(
@@ -2624,7 +2657,10 @@ class DeclaredInstrument:
             )
             rows.append(row)
             if not _connect_row(
-                row, dev._signal if dev._signal is not None else dev._positioner, timeout
+                row,
+                dev._signal if dev._signal is not None else dev._positioner,
+                timeout,
+                deadline,
             ):
                 continue
             try:
@@ -2658,7 +2694,7 @@ class DeclaredInstrument:
             # (not triggered: a check starts no measurement).
             row = CheckRow(out.name, "output", out.source, False, units=out.decl.units)
             rows.append(row)
-            if _connect_row(row, out.target, timeout):
+            if _connect_row(row, out.target, timeout, deadline):
                 try:
                     out.resolve_key(timeout)
                     if out.key is not None:  # which field of its reading it is, and why
@@ -2675,7 +2711,7 @@ class DeclaredInstrument:
             ("acquire.done", self.detector._done),
         ):
             if target is not None:
-                rows.append(_pv_row(name, "acquire", target, timeout))
+                rows.append(_pv_row(name, "acquire", target, timeout, deadline))
         for check in self.gate.checks:
             row = CheckRow(str(check.interlock), "interlock", "", False)
             rows.append(row)
@@ -2684,7 +2720,7 @@ class DeclaredInstrument:
                 f"PV:{sig.pvname}" if sig is not None else f"reading:{check.interlock.name}"
             )
             # an interlock on an input or an output: its device's row says if it connected
-            if sig is not None and not _connect_row(row, sig, timeout):
+            if sig is not None and not _connect_row(row, sig, timeout, deadline):
                 continue
             row.connected = True
             try:
@@ -2696,7 +2732,7 @@ class DeclaredInstrument:
             label = f"{key} = {value:g}"
             sig = self.safe_pvs.get(f"on_stop:{key}")
             if sig is not None:
-                row = _pv_row(label, "on_stop", sig, timeout)
+                row = _pv_row(label, "on_stop", sig, timeout, deadline)
                 if row.connected and not row.slow:
                     row.device_limits = _pv_device_limits(sig)
                     row.problem = row.problem or _pv_limits_problem(sig, value)

@@ -188,6 +188,9 @@ def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) ->
     out = CliRunner().invoke(app, ["instruments", "check", str(bad), "--timeout", "0.5"])
     assert out.exit_code == 1, out.output
     assert "heater:enabel = 0 PV:closedloop:sim:heater:enabel: not connected" in out.output
+    # the PV named, not the client's "searching...." (found in review)
+    said = " ".join(out.output.replace("│", " ").split())
+    assert "PV closedloop:sim:heater:enabel did not connect within 0.5 s" in said, said
     assert "all devices connected" not in out.output
     before = len(ioc.puts())
     with pytest.raises(DeviceConnectionError, match="on_stop heater:enabel = 0"):
