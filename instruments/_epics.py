@@ -1459,6 +1459,30 @@ class InputDevice:
         _connect(self._signal if self._signal is not None else self._positioner, timeout)
         self.read_device_metadata(timeout)
 
+    def hardware_note(self) -> str:
+        """What a ``set`` of this input does at the hardware, for ``plan --dry-run``: the
+        PV (or motor, or plugin) written, then what is waited for and how long (found in
+        review: the preview said ``set x 8.96`` and ``timeout=None``, never a PV)."""
+        d = self.decl
+        if d.setpoint is not None:
+            done = (
+                f"readback {self.read_pv} within {d.tolerance:g}"
+                if d.tolerance is not None
+                else "the put's completion"
+            )
+            target = f"writes PV {self.write_pv}, waits for {done}"
+        elif d.motor is not None:
+            target = f"moves motor {self.write_pv} (.VAL), waits for its DMOV"
+        else:
+            target = f"calls set() of device {d.device}, waits for its status"
+        settle = f", then {d.settle_time:g} s to settle" if d.settle_time else ""
+        step = f"; at most {d.max_step:g} from where it is" if d.max_step is not None else ""
+        return f"{target} (at most {d.timeout:g} s{settle}{step})"
+
+    def read_note(self) -> str:
+        """What a ``read`` of this input reads (its readback), for ``plan --dry-run``."""
+        return f"reads {self.source.replace('PV:', 'PV ').replace('device:', 'device ')}"
+
     @property
     def what(self) -> str:
         """How errors name this input: ``input 'x' (device mylab:Stage)``."""
@@ -2042,6 +2066,26 @@ class OutputDetector:
             if decl.device is not None:
                 self._plugins.append(out)
 
+    def trigger_note(self) -> str:
+        """What a ``trigger`` does at the hardware, for ``plan --dry-run``."""
+        steps = [f"triggers device {o.decl.device}" for o in self._plugins]
+        decl = self.acquire_decl
+        if decl is not None and self._acquire is not None:
+            how = " with put-completion" if decl.put_complete else ""
+            steps.append(f"writes {decl.value!r} to PV {self._acquire.pvname}{how}")
+            if decl.done is not None and self._done is not None:
+                steps.append(f"waits until PV {self._done.pvname} reads {decl.done.value!r}")
+        if not steps:
+            return "starts nothing: the outputs are read as they are"
+        return f"{', then '.join(steps)} (at most {self.timeout:g} s in all)"
+
+    def read_note(self) -> str:
+        """What a ``read`` reads at the hardware, for ``plan --dry-run``."""
+        return "reads " + ", ".join(
+            f"{o.name} from {o.source.replace('PV:', 'PV ').replace('device:', 'device ')}"
+            for o in self.outputs
+        )
+
     def pvs(self) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = [(o.name, o.target) for o in self.outputs]
         if self._acquire is not None:
@@ -2515,6 +2559,36 @@ class DeclaredInstrument:
     # what the last safe_state() (close()) could not write; empty: all written, or none yet
     safe_state_failures: tuple[SafeStateFailure, ...] = ()
     _closed: bool = False
+
+    def plan_notes(self) -> tuple[list[str], list[str]]:
+        """What ``plan --dry-run`` says happens around a trial's messages at the hardware:
+        before the first write (the interlocks), and on any stop (the safe state)."""
+        before = [
+            f"before each write: interlock {c.interlock} is read (the trial waits while it "
+            "does not hold)"
+            for c in self.gate.checks
+        ]
+        after = []
+        for key, value in self.spec.on_stop.items():
+            dev = self.inputs.get(key)
+            if dev is None:
+                sig = self.safe_pvs.get(f"on_stop:{key}")
+                where = f"PV {sig.pvname}" if sig is not None else key
+                after.append(f"on any stop: writes {value!r} to {where}")
+                continue
+            where = (
+                f"PV {dev.write_pv}"
+                if dev.decl.setpoint
+                else (f"motor {dev.write_pv}" if dev.decl.motor else f"device {dev.decl.device}")
+            )
+            steps = (
+                f", in steps of at most max_step {dev.decl.max_step:g}"
+                if dev.decl.max_step is not None
+                else ""
+            )
+            unit = f" {dev.units}" if dev.units else ""
+            after.append(f"on any stop: sets {key} = {value:g}{unit} through {where}{steps}")
+        return before, after
 
     @property
     def detectors(self) -> tuple[OutputDetector, ...]:

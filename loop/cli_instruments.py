@@ -357,6 +357,11 @@ def plan(
             + ("that reason" if len(refused) == 1 else "the first of these reasons")
         )
         raise typer.Exit(1)
+    before, after = (
+        instrument.plan_notes() if callable(getattr(instrument, "plan_notes", None)) else ([], [])
+    )
+    for line in before:
+        console.print(f"     {escape(line)}", highlight=False)
     for i, msg in enumerate(messages, 1):
         obj = getattr(msg.obj, "name", None) if msg.obj is not None else None
         # a set of a parameter's device is written as the point above, the rest as readings
@@ -367,6 +372,19 @@ def plan(
         kwargs = ", ".join(f"{k}={number(v, none='None')}" for k, v in msg.kwargs.items())
         parts = [p for p in (obj, args, kwargs) if p]
         console.print(f"{i:>3}  {msg.command:<12} {escape(' '.join(parts))}", highlight=False)
+        hardware = _hardware_note(msg)
+        if hardware:
+            console.print(f"{'':>17} {escape(hardware)}", highlight=False, style="dim")
+    for line in after:
+        console.print(f"     {escape(line)}", highlight=False)
+
+
+def _hardware_note(msg: Any) -> str:
+    """What a message does at a declared instrument's hardware (its PVs, what is waited
+    for, for how long), or ``""``: a simulator's devices are the messages themselves."""
+    how = {"set": "hardware_note", "trigger": "trigger_note", "read": "read_note"}
+    method = getattr(msg.obj, how.get(msg.command, ""), None) if msg.obj is not None else None
+    return f"-> {method()}" if callable(method) else ""
 
 
 def _would_stop(runner: Any, db: Any) -> str | None:

@@ -497,6 +497,22 @@ def test_plan_dry_run_prints_the_message_sequence() -> None:
     assert commands.index("trigger") < commands.index("read") < commands.index("save")
     assert {"create", "read", "save"} <= set(commands)
     assert "temperature 60" in out.stdout and "flow 2.5" in out.stdout
+    # what each message does at the hardware: PVs, waits and their limits (the preview
+    # showed `set x 8.96` and `timeout=None`, never a PV: found in review)
+    said = " ".join(out.stdout.split())
+    for line in (
+        "before each write: interlock door_closed == 1 is read",
+        "-> writes PV closedloop:sim:temp:SP, waits for readback closedloop:sim:temp:RBV within "
+        "0.5 (at most 60 s, then 0.1 s to settle; at most 80 from where it is)",
+        "-> writes 1 to PV closedloop:sim:acquire with put-completion, then waits until PV "
+        "closedloop:sim:busy reads 0.0 (at most 30 s in all)",
+        "-> reads yield from PV closedloop:sim:yield",
+        "-> reads PV closedloop:sim:flow:RBV",
+        "on any stop: sets temperature = 25 degC through PV closedloop:sim:temp:SP, in steps "
+        "of at most max_step 80",
+        "on any stop: writes 0.0 to PV closedloop:sim:heater:enable",
+    ):
+        assert line in said, (line, said)
 
 
 def test_plan_dry_run_refuses_an_out_of_limit_point() -> None:
