@@ -593,10 +593,15 @@ def open_campaign(
         if row.name != loaded.campaign.name or row.status not in UNFINISHED:
             continue
         if row.config_text != loaded.text:
+            from loop.config import changed_keys
+
+            changes = changed_keys(row.config_text, loaded.text)
+            differs = f" (the file differs at {'; '.join(changes)})" if changes else ""
             raise InvalidInput(
                 f"campaign '{row.name}' (id {row.id}) in this store was created from a "
-                f"different file; continue it with `closedloop suggest --store {store.url} "
-                f"-c {row.id}`, or give the new campaign another name"
+                f"different file{differs}; continue it with `closedloop suggest --store "
+                f"{store.url} -c {row.id}` (a budget is changed with --max-trials, "
+                "--max-failures or --max-duration), or give the new campaign another name"
             )
         return stored(row.id), False
     runner = Runner(

@@ -376,6 +376,7 @@ def resume(
             max_duration=duration,
         )
         runner.refuse_if_finished()  # before the banner: a refusal is all that is printed
+        _say_file_edited(runner)
         c = runner.campaign
         listener = _ProgressListener(
             [o.name for o in c.objectives],
@@ -397,6 +398,35 @@ def resume(
     finally:
         db.close()
     _print_summary(summary, c, store)
+
+
+def _say_file_edited(runner: Runner) -> None:
+    """Warn when the campaign's file on disk differs from the text it was stored from,
+    naming what differs: ``resume`` goes on with the stored copy, so an edited bound or goal
+    was ignored without a word (found in review)."""
+    from loop.config import changed_keys
+
+    path = runner.loaded.path
+    try:
+        edited = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # moved, deleted or unreadable: the stored copy is all there is
+    changes = changed_keys(runner.loaded.text, edited)
+    if not changes:
+        return
+    budget = all(c.startswith("budget.") for c in changes)
+    err_console.print(
+        f"warning: {path} has changed since campaign '{runner.campaign.name}' was stored "
+        f"({'; '.join(changes)}); resume goes on with the stored copy. "
+        + (
+            "A budget is changed with --max-trials, --max-failures or --max-duration"
+            if budget
+            else "To measure with the edited file, start a new campaign from it (another "
+            "`name:`); a budget is changed with --max-trials, --max-failures or --max-duration"
+        ),
+        highlight=False,
+        markup=False,
+    )
 
 
 def _attach_operator(runner: Runner) -> None:

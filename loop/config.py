@@ -1846,6 +1846,54 @@ def _csv_key(value: Any) -> Any:
         return text
 
 
+def changed_keys(stored: str, edited: str, *, most: int = 6) -> list[str]:
+    """What an edited campaign file changes against the text a campaign was stored from,
+    one ``key: old -> new`` per value (at most ``most``, then how many more), keys dotted
+    as the file nests them (``budget.max_trials: 12 -> 6``, ``parameters[0].bounds: [0, 1]
+    -> [0, 5]``); ``[]`` when only comments or layout differ, or either text does not parse.
+
+    ``resume`` and ``suggest`` read the store's copy, so an edit was ignored without a
+    word, or refused without saying what differed (found in review)."""
+    from ruamel.yaml import YAML
+
+    def load(text: str) -> Any:
+        try:
+            return YAML(typ="safe", pure=True).load(text)
+        except Exception:
+            return None
+
+    old, new = load(stored), load(edited)
+    if old is None or new is None:
+        return []
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, at: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(dict.fromkeys([*a, *b])):
+                where = f"{at}.{key}" if at else str(key)
+                walk(a.get(key, _ABSENT), b.get(key, _ABSENT), where)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{at}[{i}]")
+        elif a != b:
+            found.append(f"{at}: {_shown(a)} -> {_shown(b)}")
+
+    walk(old, new, "")
+    if len(found) > most:
+        found = [*found[:most], f"and {len(found) - most} more"]
+    return found
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _nearest(name: str, choices: list[str] | tuple[str, ...], what: str) -> str:
     """A fix: the closest of ``choices`` to a misspelt ``name``, then all of them."""
     near = difflib.get_close_matches(name, list(choices), n=1)

@@ -258,6 +258,43 @@ def test_a_preview_without_c_takes_the_latest_campaign_even_when_finished(tmp_pa
     assert "`closedloop resume` would stop at once" in " ".join(plan.stdout.split())
 
 
+def test_resume_names_what_an_edited_file_changes(tmp_path: Path) -> None:
+    """`resume` reads the store's copy: bounds, goal and budget edited in the file were
+    ignored without a word (found in review). It warns, naming each change, and goes on."""
+    url = _finished(tmp_path)
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        path.read_text()
+        .replace("bounds: [0, 15]", "bounds: [0, 5]")
+        .replace("goal: minimize", "goal: maximize")
+    )
+    resumed = closedloop("resume", "--store", url, "-c", "1", "--max-trials", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert (
+        f"warning: {path} has changed since campaign 'b' was stored (parameters[1].bounds[1]: "
+        '15 -> 5; objectives[0].goal: "minimize" -> "maximize"); resume goes on with the '
+        "stored copy. To measure with the edited file, start a new campaign from it"
+    ) in said
+
+
+def test_changed_keys_says_each_value_and_ignores_layout() -> None:
+    from loop.config import changed_keys
+
+    old = "name: a  # c\nbudget: {max_trials: 6}\nparameters:\n  - {name: x, bounds: [0, 1]}\n"
+    assert (
+        changed_keys(
+            old, "name: a\nbudget:\n  max_trials: 6\nparameters: [{name: x, bounds: [0, 1]}]\n"
+        )
+        == []
+    )
+    assert changed_keys(old, old.replace("max_trials: 6", "max_trials: 8") + "seed: 3\n") == [
+        "budget.max_trials: 6 -> 8",
+        "seed: (absent) -> 3",
+    ]
+    assert changed_keys(old, "name: [") == []  # does not parse: nothing to say
+
+
 def test_a_campaign_that_met_its_target_exits_2_for_resume_and_suggest(tmp_path: Path) -> None:
     url = _finished(tmp_path, target=True)
     for command in ("resume", "suggest"):
