@@ -2000,10 +2000,42 @@ def _leave_planner_behind(code: object) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
+def _command() -> Any:
+    """The click command typer builds from ``app``, its ``--help`` tidied: no type after a
+    flag (typer 0.29 shows ``--quiet -q <bool>``, which reads as an option taking a value;
+    ``-q true`` was then refused: found in review), and a repeatable option's item type
+    (``<path>``, not ``<list[Path]>``)."""
+
+    def tidy(command: Any) -> None:  # typer's own (vendored) click classes
+        for param in command.params:
+            if param.param_type_name != "option" or param.metavar is not None:
+                continue
+            if param.is_flag:
+                param.metavar = ""
+            elif param.multiple:  # list[Path] -> <path>
+                item = param.bare_type().removeprefix("list[").removesuffix("]")
+                param.metavar = f"<{item.lower()}>"
+        made = command.get_help_option  # --help is made per context, not a param
+
+        def help_option(ctx: Any) -> Any:
+            option = made(ctx)
+            if option is not None and option.metavar is None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
+        for sub in getattr(command, "commands", {}).values():
+            tidy(sub)
+
+    command = typer.main.get_command(app)
+    tidy(command)
+    return command
+
+
 def _entry() -> None:
     try:
         # Without standalone mode click returns (not raises) a command's typer.Exit code.
-        code = app(standalone_mode=False)
+        code = _command()(standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
             if code == 130 and not _state.get("stop_reported"):  # typer's code for Ctrl-C
                 _say_interrupted()

@@ -564,6 +564,22 @@ def test_command_help_is_prose_wrapped_to_the_terminal(columns: str) -> None:
         assert "``" not in proc.stdout
 
 
+def test_help_shows_no_type_after_a_flag() -> None:
+    """typer showed `--quiet -q <bool>`, which reads as an option taking a value (`-q true`
+    was then refused), and `--prior <list[Path]>` (found in review)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "<bool>" not in proc.stdout and "list[" not in proc.stdout, proc.stdout
+    said = " ".join(proc.stdout.replace("│", " ").split())
+    assert "--prior <path>" in said and "--quiet -q Only the summary." in said, said
+
+
 def test_help_in_a_narrow_terminal_keeps_option_names_whole() -> None:
     """Rich's option tables cut names and defaults below ~60 columns (``--max-t…``,
     ``sqlite:/…``; found in review): there help is click's plain text, which wraps them."""
