@@ -1352,7 +1352,18 @@ class Store:
             query = select(CampaignRow).order_by(col(CampaignRow.id).desc())
             row = None
             if isinstance(ref, str):
-                row = s.exec(query.where(CampaignRow.name == ref)).first()
+                named = list(s.exec(query.where(CampaignRow.name == ref)).all())
+                row = named[0] if named else None
+                if len(named) > 1:  # picked without a word before (found in review)
+                    logger.warning(
+                        "%d campaigns in %s are named '%s' (ids %s): using id %s, the latest; "
+                        "-c ID picks another",
+                        len(named),
+                        self.url,
+                        ref,
+                        ", ".join(str(r.id) for r in reversed(named)),
+                        row.id if row is not None else "?",
+                    )
             if row is None and ref is not None and (isinstance(ref, int) or _is_id(ref)):
                 if 0 < int(ref) <= MAX_ID:  # PostgreSQL refuses to compare a larger one
                     row = s.exec(query.where(CampaignRow.id == int(ref))).first()

@@ -405,3 +405,22 @@ def test_a_write_waits_for_a_store_another_program_holds(
     assert any("is locked by another program" in m and "waiting up to" in m for m in said)
     assert any("takes writes again" in m for m in said) == (patience > 3)
     store.close()
+
+
+def test_a_name_several_campaigns_share_says_which_one_it_took(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`status -c t` with two campaigns named t took the latest without a word (found in
+    review): it still does, saying so and how to pick another."""
+    first = store.create_campaign("t", "name: t\n", "t.yaml", 0)
+    second = store.create_campaign("t", "name: t\n", "t.yaml", 0)
+    with caplog.at_level("WARNING", logger="loop.store"):
+        assert store.campaign("t").id == second
+    assert (
+        f"2 campaigns in {store.url} are named 't' (ids {first}, {second}): using id {second}, "
+        "the latest; -c ID picks another"
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="loop.store"):
+        assert store.campaign(first).id == first  # an id is one campaign: nothing to say
+    assert caplog.text == ""
