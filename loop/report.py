@@ -582,11 +582,14 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     )
     first = fig.add_subplot(grid[0, :])
     numbers = [r["number"] for r in records]
+    # the trace ends at the last trial with an outcome: trials still running or awaiting
+    # `tell` were drawn as measured without improving (found in review)
+    ended = 1 + max((i for i, r in enumerate(records) if r["status"] != "running"), default=-1)
     if len(objectives) == 1:
         objective = objectives[0]
         first.plot(
-            numbers,
-            best_so_far(records, objective.name, objective.goal),
+            numbers[:ended],
+            best_so_far(records, objective.name, objective.goal)[:ended],
             drawstyle="steps-post",
             color="C0",
             lw=2,
@@ -601,7 +604,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         )
     else:
         trace = hypervolume_trace(records, campaign, max_evaluations=_TRACE_EVALUATIONS)
-        first.plot(numbers, trace, drawstyle="steps-post", color="C0", lw=2)
+        first.plot(numbers[:ended], trace[:ended], drawstyle="steps-post", color="C0", lw=2)
         first.set_ylabel("hypervolume")
         first.set_title(
             _wrapped(

@@ -964,3 +964,24 @@ def test_a_signal_in_the_middle_of_a_batch_leaves_the_store_as_it_was(
         assert statuses == ["failed", "completed", "completed", "completed"]
     else:
         assert statuses == ["running"] * 9
+
+
+def test_the_report_trace_ends_at_the_last_trial_with_an_outcome(tmp_path: Path) -> None:
+    """Trials awaiting `tell` were drawn as measured, the best so far running flat through
+    them (found in review): the trace ends at the last trial told."""
+    from loop.report import report_figure
+
+    path = _campaign(tmp_path, max_trials=6)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert _cli("suggest", str(path), "--store", url, "-n", "4").exit_code == 0
+    told = _cli("tell", "--store", url, "1", "yield=50")
+    assert told.exit_code == 0, told.output
+    assert _cli("tell", "--store", url, "2", "yield=60").exit_code == 0
+    store = Store(url, create=False)
+    try:
+        fig = report_figure(store, store.campaign())
+    finally:
+        store.close()
+    best = next(ax for ax in fig.axes if ax.get_ylabel().startswith("best"))
+    line = best.get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [50.0, 60.0]
