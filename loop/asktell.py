@@ -116,6 +116,10 @@ class InvalidInput(ClosedLoopError):
     """Something told (or asked) is wrong; nothing was written. Exit code 2."""
 
 
+class AlreadyRecorded(InvalidInput):
+    """A result told for a trial whose outcome the store already holds."""
+
+
 @dataclass(frozen=True)
 class Proposal:
     """A suggested trial, recorded as pending (``running``) in the store."""
@@ -429,6 +433,7 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             "column per name (which value was meant cannot be guessed)"
         )
     results: list[Result] = []
+    recorded: list[str] = []  # rows of trials already recorded: all named at once
     for record in records[1:]:  # blank lines are not records
         cells = record.cells
         where = f"{path.name}:{record.line}"
@@ -447,6 +452,11 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         trial_id = int(raw_id)
         try:
             runner = runner_for(trial_id)  # refuses an unknown or finished trial
+        except AlreadyRecorded as exc:
+            # a results sheet told again with rows added: every such row named, not the
+            # first alone (found in review)
+            recorded.append(f"{where}: {exc}")
+            continue
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
         known = outputs_of(runner)
@@ -479,6 +489,14 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
         results.append(build_result(runner, trial_id, outputs, actual, failed, where))
+    if recorded:
+        rows = "; ".join(recorded)
+        raise InvalidInput(
+            f"{len(recorded)} row(s) tell trials already recorded ({rows}); remove them and "
+            f"tell the file again (its other {len(results)} row(s) are fine)"
+            if results
+            else f"every row tells a trial already recorded ({rows}); nothing to tell"
+        )
     if not results:
         raise InvalidInput(f"{path}: no rows")
     return results
@@ -1060,7 +1078,7 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     if trial is None:
         raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
     if trial.status != "running":
-        raise InvalidInput(
+        raise AlreadyRecorded(
             f"trial {trial_id} (#{trial.number}) is already {trial.status}; its result is "
             "recorded once"
         )

@@ -227,6 +227,13 @@ def test_tell_csv_names_the_row_and_the_column_of_every_refusal(tmp_path: Path) 
             f"trial_id,y,c\n{ids[0]},0.3,0.5\n",
             f"finished.csv:2: trial {ids[0]} (#1) is already completed",
         ),
+        "told again with a row added": (  # every recorded row named, not the first alone
+            f"trial_id,y,c\n{ids[0]},0.3,0.5\n{ids[1]},0.3,0.5\n{ids[0]},0.3,0.5\n",
+            f"2 row(s) tell trials already recorded (told again with a row added.csv:2: trial "
+            f"{ids[0]} (#1) is already completed; its result is recorded once; told again with "
+            f"a row added.csv:4: trial {ids[0]} (#1) is already completed; its result is "
+            "recorded once); remove them and tell the file again (its other 1 row(s) are fine)",
+        ),
         "outside": (
             f"trial_id,y,c,actual.x\n{ids[1]},0.3,0.5,1.5\n",
             "outside.csv:2: actual.x=1.5 lies outside the search space [0.0, 1.0]",
