@@ -62,6 +62,7 @@ import logging
 import math
 import numbers
 import queue
+import re
 import reprlib
 import threading
 import time
@@ -75,6 +76,7 @@ from ophyd.status import Status
 from instruments._build import InputSpec, load_entry_point
 from instruments._errors import InstrumentConfigError, InstrumentError
 from instruments._instrument_file import (
+    DEVICE_FORM,
     InputDecl,
     InstrumentFile,
     OutputDecl,
@@ -179,6 +181,7 @@ def load_device_class(spec: str) -> Callable[..., Any]:
     Raises:
         DeviceClassError: cannot be imported, or no such entry point (naming them).
     """
+    _check_device_form(spec)
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
@@ -219,6 +222,34 @@ def load_device_class(spec: str) -> Callable[..., Any]:
         forms="module:Class",
         install="write module:Class, or install the lab package that registers the name",
         error=DeviceClassError,
+    )
+
+
+def _check_device_form(spec: str) -> None:
+    """Refuse a ``device:`` that is no ``module:Class``, saying how to write it: a file's
+    path (``mylab.py:Stage``, ``./lab/stage.py:Stage``) was told to fix an import of
+    ``mylab.py``, or given the raw regular expression (found in review).
+
+    Raises:
+        DeviceClassError: the form is wrong, with the module:Class to write.
+    """
+    if re.fullmatch(DEVICE_FORM, spec) and not spec.partition(":")[0].endswith(".py"):
+        return
+    module, colon, cls = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    path = Path(module)
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        stem = path.with_suffix("").name if path.suffix == ".py" else path.name
+        folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
+        raise DeviceClassError(
+            f"device {spec!r}: a device class is named by its module, module:Class, not by "
+            "its file",
+            fix=f"write {stem}:{cls or 'Class'} and put its folder on PYTHONPATH "
+            f"(`PYTHONPATH={folder} closedloop ...`), or install the lab package that has it",
+        )
+    raise DeviceClassError(
+        f"device {spec!r} is not module:Class",
+        fix="write the module and the class, e.g. mylab.stages:Stage (or an installed "
+        "entry point's name)",
     )
 
 

@@ -50,7 +50,9 @@ from simulators._text import MAX_FILE_BYTES, TextFileError, read_text
 logger = logging.getLogger(__name__)
 
 _PV = r"^[A-Za-z0-9_:.\-{}$()\[\]<>]+$"
-_DEVICE = r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$"
+#: A plugin ``device:``: ``module:Class`` (dotted), or an entry point's name; checked, with
+#: the fix for each wrong form, when the class is loaded (``instruments._epics``).
+DEVICE_FORM = r"[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?"
 _INTERLOCK = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
 Operator = Literal["==", "!=", "<=", ">=", "<", ">"]
 PVName = Annotated[str, Field(pattern=_PV, min_length=1, max_length=200)]
@@ -363,7 +365,9 @@ class InputDecl(_Strict):
         default=None, description="PV read back (default: the setpoint PV)."
     )
     motor: PVName | None = Field(default=None, description="An EPICS motor record's prefix.")
-    device: str | None = Field(default=None, pattern=_DEVICE, description="Plugin class.")
+    device: str | None = Field(
+        default=None, min_length=1, max_length=300, description="Plugin class, module:Class."
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="Plugin keyword arguments.")
     tolerance: float | None = Field(
         default=None, ge=0, description="A move is done when |readback - setpoint| <= this."
@@ -408,7 +412,9 @@ class OutputDecl(_Strict):
     """One output: a PV (read after the acquisition) or a plugin detector's reading."""
 
     pv: PVName | None = Field(default=None, description="PV holding the output.")
-    device: str | None = Field(default=None, pattern=_DEVICE, description="Plugin class.")
+    device: str | None = Field(
+        default=None, min_length=1, max_length=300, description="Plugin class, module:Class."
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="Plugin keyword arguments.")
     key: str | None = Field(default=None, description="Reading key of the plugin device.")
     units: str | None = Field(default=None, description="Units the campaign wants.")

@@ -313,6 +313,30 @@ def test_a_constructor_that_fails_at_run_leaves_no_campaign_and_names_the_campai
     assert "OSError: /dev/ttyUSB0 is busy" in caught.value.problem
 
 
+@pytest.mark.parametrize(
+    ("device", "fix"),
+    [
+        ("mylab.py:Stage", "write mylab:Stage and put its folder on PYTHONPATH (`PYTHONPATH=. "),
+        (
+            "./lab/mylab.py:Stage",
+            "write mylab:Stage and put its folder on PYTHONPATH (`PYTHONPATH=lab ",
+        ),
+        ("my lab:Stage", "write the module and the class, e.g. mylab.stages:Stage"),
+    ],
+)
+def test_a_device_named_by_its_file_says_how_to_name_it(
+    tmp_path: Path, device: str, fix: str
+) -> None:
+    """`mylab.py:Stage` was told to fix an import of `mylab.py`, and `./mylab.py:Stage` got
+    the raw regular expression (found in review): each says to write module:Class."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CAMPAIGN.format(device=device))
+    with pytest.raises(CampaignConfigError) as caught:
+        load_campaign(path)
+    assert caught.value.line == 11  # inputs.x.device
+    assert caught.value.fix.startswith(fix), caught.value.fix
+
+
 @pytest.mark.parametrize("cls", ["ReadOnly", "SetIsNone"])
 def test_an_input_device_without_set_is_refused_at_its_line(tmp_path: Path, cls: str) -> None:
     """An input class with no `set()` (or `set = None`) passed validate, check and plan,
