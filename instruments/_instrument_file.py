@@ -55,7 +55,23 @@ _PV = r"^[A-Za-z0-9_:.\-{}$()\[\]<>]+$"
 DEVICE_FORM = r"[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?"
 _INTERLOCK = re.compile(r"^\s*(\S+?)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
 Operator = Literal["==", "!=", "<=", ">=", "<", ">"]
-PVName = Annotated[str, Field(pattern=_PV, min_length=1, max_length=200)]
+
+
+def _pv_name(value: str) -> str:
+    """A PV name in the characters EPICS allows, said in words (pydantic printed its
+    regular expression: found in review)."""
+    if re.fullmatch(_PV, value):
+        return value
+    bad = sorted({c for c in value if not re.fullmatch(_PV, c)})
+    shown = ", ".join("a space" if c == " " else repr(c) for c in bad)
+    raise RuleError(
+        f"{value!r} is not a PV name: it has {shown}",
+        fix="write the record's name as the IOC serves it (letters, digits and "
+        "_ : . - { } $ ( ) [ ] < >), e.g. LAB:R1:temp:SP",
+    )
+
+
+PVName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_pv_name)]
 
 
 #: Start-document keys that closedloop or Bluesky write themselves: run metadata may not set
@@ -383,22 +399,37 @@ class InputDecl(_Strict):
     )
     device_units: str | None = Field(default=None, description="Units the device speaks.")
 
+    @field_validator("device_units")
+    @classmethod
+    def _device_unit_known(cls, value: str | None) -> str | None:
+        """Refused at its own line (it was refused at the input's: found in review)."""
+        return _known_unit(value)
+
     @field_validator("limits")
     @classmethod
     def _low_high(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1])):
             raise ValueError("limits must be finite numbers")
         if value is not None and not value[0] < value[1]:
-            raise ValueError("limits must be [low, high] with low < high")
+            low, high = sorted(value)
+            raise RuleError(
+                "limits must be [low, high] with low < high",
+                fix=f"write limits: [{low:g}, {high:g}]"
+                if low < high
+                else "give two different numbers, the lower first",
+            )
         return value
 
     @model_validator(mode="after")
     def _one_source(self) -> InputDecl:
         sources = [k for k in ("setpoint", "motor", "device") if getattr(self, k) is not None]
         if len(sources) != 1:
-            raise ValueError(
+            raise RuleError(
                 "give exactly one of `setpoint: PV` (with `readback: PV`), `motor: PV` or "
-                f"`device: module:Class`; got {sources or 'none'}"
+                f"`device: module:Class`; got {sources or 'none'}",
+                fix=f"keep one of {', '.join(f'`{k}:`' for k in sources)}"
+                if sources
+                else "add `setpoint: PV`, `motor: PV` or `device: module:Class`",
             )
         if self.readback is not None and self.setpoint is None:
             raise ValueError("`readback:` goes with `setpoint:`")
@@ -419,6 +450,11 @@ class OutputDecl(_Strict):
     key: str | None = Field(default=None, description="Reading key of the plugin device.")
     units: str | None = Field(default=None, description="Units the campaign wants.")
     device_units: str | None = Field(default=None, description="Units the device gives.")
+
+    @field_validator("device_units")
+    @classmethod
+    def _device_unit_known(cls, value: str | None) -> str | None:
+        return _known_unit(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> OutputDecl:
@@ -643,7 +679,18 @@ def _check_units(units: str | None, device_units: str | None) -> None:
         return
     a, b = _parse_unit(units), _parse_unit(device_units)
     if a.dimensionality != b.dimensionality:
-        raise ValueError(f"units {units!r} cannot be converted to device_units {device_units!r}")
+        raise RuleError(
+            f"units {units!r} cannot be converted to device_units {device_units!r}",
+            fix=f"give device_units a unit of the same kind as {units!r} ({a.dimensionality}); "
+            "a device in another kind of unit needs its own parameter",
+        )
+
+
+def _known_unit(value: str | None) -> str | None:
+    """``value`` if pint knows it (or ``None``); else :class:`RuleError` with the fix."""
+    if value is not None:
+        _parse_unit(value)
+    return value
 
 
 def _parse_unit(text: str) -> Any:
@@ -652,7 +699,11 @@ def _parse_unit(text: str) -> Any:
     try:
         return unit_registry().Unit(text)
     except (pint.errors.UndefinedUnitError, AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"unknown unit {text!r} ({exc})") from None
+        raise RuleError(
+            f"unknown unit {text!r} ({exc})",
+            fix="write a unit pint knows, e.g. mm, um, degC, K, mL/min, mbar, torr, mA "
+            "(https://pint.readthedocs.io)",
+        ) from None
 
 
 def converter(units: str | None, device_units: str | None) -> tuple[Any, Any]:

@@ -170,8 +170,8 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
     (
         "unknown unit",
         BASE.format(input="    device_units: kelvinz\n", tail=""),
-        3,
-        ["unknown unit 'kelvinz'"],
+        5,  # its own line (it was the input's: found in review)
+        ["unknown unit 'kelvinz'", "write a unit pint knows"],
     ),
     (
         "units that do not convert",
