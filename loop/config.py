@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from instruments import InstrumentConfig
+from instruments._config import RuleError
 from instruments._instrument_file import (
     InstrumentFile,
     locate_metadata_problem,
@@ -126,7 +127,9 @@ def parse_duration(value: Any) -> float:
     """Seconds from ``90`` or ``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``."""
     seconds = _duration_seconds(value)
     if seconds is None:
-        raise ValueError(f"{value!r} is not a duration{_duration_hint(value)}")
+        raise ValueError(
+            f"{value!r} is not a duration{_duration_hint(value)}; write {DURATION_WORDS}"
+        )
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 366 * 86400:
         raise ValueError("a duration must be positive and at most a year")
     return seconds
@@ -183,7 +186,20 @@ def _positional(number: float) -> str:
     return text.removesuffix(".0")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_stored_duration)]
+def _file_duration(value: Any) -> float:
+    """:func:`parse_duration` for a campaign file: what is wrong on the message line, how to
+    write a duration on the fix line (said on both, it read twice: found in review)."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        problem = str(exc)
+        words = f"; write {DURATION_WORDS}"
+        if problem.endswith(words):
+            raise RuleError(problem.removesuffix(words), fix=words.removeprefix("; ")) from None
+        raise
+
+
+Duration = Annotated[float, BeforeValidator(_file_duration), PlainSerializer(_stored_duration)]
 
 
 def parameter_value(param: Any, text: str) -> Any:

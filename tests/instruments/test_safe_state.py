@@ -211,13 +211,13 @@ def test_the_safe_state_keeps_to_max_step_each_step_waited_for(
     _until(lambda: ioc.get("temp:RBV") == pytest.approx(KELVIN + 100), "the IOC at 100 degC")
 
 
-def test_the_safe_state_also_keeps_to_max_step_on_a_plugin_device(tmp_path: Path) -> None:
-    """The same for a plugin device (an ophyd Signal): 0 -> 9 with max_step 2 is five
-    writes, each within 2 of where the device is."""
+def _plugin_stage(tmp_path: Path, value: float) -> DeclaredInstrument:
+    """An `ophyd:Signal` stage at ``value``: limits [0, 10], max_step 2, safe state 9."""
     path = tmp_path / "plugin.yaml"
     path.write_text(
         "inputs:\n"
-        "  x: {device: 'ophyd:Signal', args: {value: 0.0}, limits: [0, 10], max_step: 2}\n"
+        f"  x: {{device: 'ophyd:Signal', args: {{value: {value}}}, limits: [0, 10], "
+        "max_step: 2}\n"
         "outputs:\n"
         "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
         "on_stop: {x: 9}\n"
@@ -225,6 +225,13 @@ def test_the_safe_state_also_keeps_to_max_step_on_a_plugin_device(tmp_path: Path
     params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
     inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
     assert isinstance(inst, DeclaredInstrument)
+    return inst
+
+
+def test_the_safe_state_also_keeps_to_max_step_on_a_plugin_device(tmp_path: Path) -> None:
+    """The same for a plugin device (an ophyd Signal): 0 -> 9 with max_step 2 is five
+    writes, each within 2 of where the device is."""
+    inst = _plugin_stage(tmp_path, 0.0)
     written: list[float] = []
     inst.inputs["x"]._positioner.subscribe(
         lambda value, **_: written.append(float(value)), run=False
@@ -585,23 +592,6 @@ def test_an_input_unit_pint_does_not_know_is_refused_on_a_device_that_names_one(
         assert f"PV st:SP is in {egu!r} (its EGU), but the file says it speaks {unit!r}" in problem
         assert "which is no unit pint knows" in problem
         assert "write `units:` of input 'x' (and the campaign parameter's `unit:`)" in problem
-
-
-def _plugin_stage(tmp_path: Path, value: float) -> DeclaredInstrument:
-    """An `ophyd:Signal` stage at ``value``: limits [0, 10], max_step 2, safe state 9."""
-    path = tmp_path / "plugin.yaml"
-    path.write_text(
-        "inputs:\n"
-        f"  x: {{device: 'ophyd:Signal', args: {{value: {value}}}, limits: [0, 10], "
-        "max_step: 2}\n"
-        "outputs:\n"
-        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
-        "on_stop: {x: 9}\n"
-    )
-    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
-    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
-    assert isinstance(inst, DeclaredInstrument)
-    return inst
 
 
 @pytest.mark.parametrize(("reading", "written"), [(14.0, []), (11.0, [9.0])])
