@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -984,4 +985,5 @@ def test_the_report_trace_ends_at_the_last_trial_with_an_outcome(tmp_path: Path)
         store.close()
     best = next(ax for ax in fig.axes if ax.get_ylabel().startswith("best"))
     line = best.get_lines()[0]
-    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [50.0, 60.0]
+    xs, ys = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    assert xs.tolist() == [1, 2] and ys.tolist() == [50.0, 60.0]
