@@ -402,11 +402,11 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
                     waiting = now if waiting is None else waiting
                     if reason is None or now - waiting >= store.write_patience:
                         raise
-                    store._held_up(reason, now - waiting)
+                    store._say_held_up(reason, now - waiting)
                     time.sleep(_WRITE_RETRY)
                     continue
                 if waiting is not None:
-                    store._held_up(None, time.monotonic() - waiting)
+                    store._say_held_up(None, time.monotonic() - waiting)
                 return result
 
     return locked
@@ -1239,7 +1239,7 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     # ----------------------------------------------------------------- campaigns
-    def _held_up(self, reason: str | None, waited: float) -> None:
+    def _say_held_up(self, reason: str | None, waited: float) -> None:
         """Say once that writes wait for the store (``reason``), and once that they go on
         (``None``) after ``waited`` seconds."""
         if reason is not None and not self._held_up_said:
