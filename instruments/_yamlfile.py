@@ -111,7 +111,7 @@ def read_yaml_mapping(text: str, path: Path, *, error: ErrorFactory, example: st
             path,
             f"is not valid YAML: {problem}",
             line=mark.line + 1 if mark is not None else None,
-            fix="check indentation, colons and quotes on that line",
+            fix=_syntax_fix(problem),
         ) from None
     except ReaderError as exc:  # a character YAML forbids; it has a position, not a mark
         problem, line, fix = _forbidden_character(text, exc)
@@ -583,6 +583,17 @@ def explain(
     return error(path, problem, line=line, fix=fix)
 
 
+def _syntax_fix(problem: str) -> str:
+    """The fix for a YAML syntax error: its cause where the parser's words name one (a tab,
+    a second document), else where to look (found in review: every one was told "check
+    indentation, colons and quotes")."""
+    if "'\\t'" in problem:
+        return "replace the tab with spaces (YAML indents with spaces only)"
+    if "single document" in problem:
+        return "remove the '---' line and what follows it, or merge it into the first part"
+    return "check indentation, colons and quotes on that line"
+
+
 def _kind_of(data: Any) -> str:
     """What a YAML value is, in a file author's words (not ``CommentedSeq``)."""
     if isinstance(data, list | tuple):
@@ -629,6 +640,11 @@ def _describe(
         near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         parent = _dotted(data_loc[:-1]) or "the top level"
         problem = f"unknown key '{key}' in {parent}"
+        if loc[:-1] and key in model.model_fields:  # a top-level key indented under another
+            return problem, (
+                f"`{key}` is a top-level key: move it left to the start of its line, out "
+                f"of {parent}"
+            )
         if near:
             return problem, f"did you mean '{near[0]}'? allowed keys: {', '.join(allowed)}"
         return problem, f"allowed keys: {', '.join(allowed)}"
