@@ -256,6 +256,26 @@ def _tidy_status(text: str) -> str:
     return _STATUS_FLAGS.sub("", _OBJECT_REPR.sub(r"\1", text))
 
 
+#: How a trial that never started measuring begins its error (``loop.failures``: a kind of
+#: its own, which the planner does not learn as a failure of the point).
+NOT_MEASURED = "not measured: "
+
+
+def _unstarted(detectors: Sequence[Any]) -> str:
+    """Why a detector's last (stopped) trigger never started measuring, if one says so
+    (``unstarted()``: a simulated detector whose function was still busy with an earlier,
+    stopped call); ``""`` otherwise."""
+    for detector in detectors:
+        said = getattr(detector, "unstarted", None)
+        try:
+            reason = said() if callable(said) else None
+        except Exception:  # a detector that cannot say: the plain timeout stands
+            reason = None
+        if reason:
+            return str(reason)
+    return ""
+
+
 def partial_outputs(exc: BaseException) -> dict[str, float]:
     """The outputs a failed measurement did deliver, from the first exception in ``exc``'s
     chain that carries them (``partial_outputs``: a function that returned one output of
@@ -847,6 +867,9 @@ class Dispatcher:
             # Ours, not the user's: a timed-out run is a failed trial, worth a retry.
             exit_status, transient = "fail", True
             error = f"timed out after {timeout:g} s; the run was aborted through the RunEngine"
+            unstarted = _unstarted(self.instrument.detectors)
+            if unstarted:  # it never measured: not its point's timeout (loop.failures)
+                error = f"{NOT_MEASURED}{unstarted}; {error}"
         result = self._result(documents, keys, exit_status, error, started, end - t0)
         if result.exit_status == "fail" and not result.outputs:
             result.outputs = {k: v for k, v in salvaged.items() if k in self.instrument.outputs}

@@ -30,6 +30,9 @@ class Failure:
 OPERATOR_FAILED = "marked failed by the operator: "
 OPERATOR_KIND = "marked by the operator"
 WORKER_LOST = "worker lost"
+#: A trial that never measured: its function was still busy with an earlier, stopped call.
+#: The planner learns nothing from it (``loop.runner._learned_status``), retried or not.
+UNMEASURED = "not measured (function busy)"
 
 # Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
 # phrases are the ones the Dispatcher, the runner and the simulators write.
@@ -51,6 +54,9 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     # not the point's. Before "timed out after", which an unreadable interlock may quote.
     ("broke during the acquisition", "interlock broke"),
     ("cannot be checked after the acquisition", "interlock broke"),
+    # a trial whose function was still busy with an earlier, stopped call, so it never
+    # measured (instruments._dispatch.NOT_MEASURED): before "timed out after", which it quotes
+    ("not measured: ", UNMEASURED),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
     ("lies outside its declared limits", "readback out of range"),

@@ -94,6 +94,7 @@ from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
+    UNMEASURED,
     WORKER_LOST,
     Failure,
     failure,
@@ -2031,7 +2032,9 @@ class Runner:
             self._hangs.finished(trial_id, dispatch, completed=status == "completed")
         self._count(tally, report)
         if not will_retry:  # learn
-            learned = _learned_status(status, result.transient, retry=attempt > 1)
+            learned = _learned_status(
+                status, result.transient, retry=attempt > 1, error=result.error
+            )
             sched.planner.ingest(
                 [self._observation(parameters, result.readbacks, result.outputs, learned)]
             )
@@ -2213,7 +2216,9 @@ class Runner:
     def _stored_observation(self, trial: TrialRow, outputs: dict[str, float]) -> Observation:
         """A stored terminal trial as the planner saw it when it ended."""
         status = trial.status if trial.status in ("completed", "abandoned") else "failed"
-        status = _learned_status(status, was_transient(trial), retry=trial.kind == "retry")
+        status = _learned_status(
+            status, was_transient(trial), retry=trial.kind == "retry", error=trial.error
+        )
         return self._observation(trial.parameters, trial.readbacks or {}, outputs, status)
 
     def _tally(
@@ -2738,8 +2743,14 @@ def was_transient(trial: TrialRow) -> bool:
     return trial.status == "failed" and transient_failure(trial.error)
 
 
-def _learned_status(status: str, transient: bool | None, *, retry: bool) -> str:
+def _learned_status(
+    status: str, transient: bool | None, *, retry: bool, error: str | None = None
+) -> str:
     """The outcome the planner learns from a trial's last attempt at its point.
+
+    A trial that never measured (``UNMEASURED``: its function was still busy with an
+    earlier, stopped call) is learned as ``abandoned`` on any attempt: with retries, points
+    that waited behind one hung call were learned as failing (found in review).
 
     A transient failure (a timeout, a fault the instrument flags as transient) on a point's
     first attempt says nothing about the point: it is learned as ``abandoned``. Taught as
@@ -2748,6 +2759,8 @@ def _learned_status(status: str, transient: bool | None, *, retry: bool) -> str:
     session 12's review). A retry that failed too is learned as ``failed``: the point failed
     every attempt, which is what a point the instrument cannot measure does.
     """
+    if status == "failed" and failure_kind(error) == UNMEASURED:
+        return "abandoned"
     if status == "failed" and transient and not retry:
         return "abandoned"
     return status

@@ -610,6 +610,7 @@ class SimDetector(Device):
         self._sim_executor = executor
         self._sim_future = None
         self._sim_call = None
+        self._sim_unstarted: str | None = None  # why the last stopped trigger never started
         self._sim_call_done = threading.Condition()
         self._sim_clock = threading.Lock()
         self._sim_queue_total = 0.0
@@ -645,6 +646,7 @@ class SimDetector(Device):
             busy = self._sim_pending is not None and not self._sim_pending.done
             if not busy:
                 self._sim_pending = status
+                self._sim_unstarted = None
                 # Draw everything now, in a fixed order, so a seed fixes the whole sequence.
                 rng = self._sim_rng
                 fail = bool(rng.random() < self._sim_failure_rate)
@@ -847,6 +849,13 @@ class SimDetector(Device):
         self._abort("closed")
         self.destroy()
 
+    def unstarted(self) -> str | None:
+        """Why the last trigger, stopped, never called the function (it waited for an
+        earlier stopped call still running), or ``None``. The dispatcher words such a
+        trial's timeout with it: "not measured", not a timeout of its point (found in
+        review: with retries, points never measured were learned as failing)."""
+        return self._sim_unstarted
+
     def stop(self, *, success: bool = False) -> None:
         """Abort a measurement in flight, as the RunEngine does on pause or abort."""
         self._abort("stopped")
@@ -866,6 +875,12 @@ class SimDetector(Device):
                 if call.stopped is None:  # its own trigger's call: it runs on, unwanted
                     call.stopped = time.monotonic()
                 else:  # an earlier trigger's: this one was waiting for it
+                    self._sim_unstarted = (
+                        f"{_source(self._sim_function, self.name)} was still running the call "
+                        f"of a trial stopped {time.monotonic() - call.stopped:.3g} s before "
+                        "(a running function cannot be interrupted), so this trial never "
+                        "called it"
+                    )
                     waiting = (
                         f", while waiting for {_source(self._sim_function, self.name)}, still "
                         f"running from trigger #{call.number} (stopped "

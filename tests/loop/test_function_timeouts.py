@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from loop import Runner, Store, load_campaign
-from loop.failures import failure_kind, is_point_failure
+from loop.failures import UNMEASURED, failure_kind, is_point_failure
 
 SLOW = """\
 import json, threading, time
@@ -64,7 +64,11 @@ def test_a_function_slower_than_its_timeout_is_never_entered_twice_per_slot(
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         summary = Runner(load_campaign(path), store).run()
-        assert summary.failure_counts == {"timeout": 4}, summary.reason
+        # a trial that timed out waiting behind the call before it never measured: said
+        # so, and not learned as its point's timeout
+        counts = summary.failure_counts
+        assert sum(counts.values()) == 4 and counts.get("timeout", 0) >= 1, summary.reason
+        assert set(counts) <= {"timeout", UNMEASURED}, summary.reason
     finally:
         store.close()
         time.sleep(0.7)  # the last timed-out call returns before tmp_path goes

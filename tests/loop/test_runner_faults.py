@@ -342,3 +342,21 @@ def test_failures_of_the_user_s_function_point_at_the_function(tmp_path: Path) -
     assert [f.error for f in summary.failures][0].startswith(
         "RuntimeError: no solution; raised by function f (model.py, line 2)"
     )
+
+
+def test_a_trial_that_never_measured_teaches_the_planner_nothing_on_any_attempt() -> None:
+    """Points that waited behind one hung function call timed out; with retries they were
+    learned as failing points (found in review). "Not measured" is learned as abandoned on
+    a retry too; a retry that measured and failed is still learned as failed."""
+    from loop.runner import _learned_status
+
+    unmeasured = (
+        "not measured: function measure (f.py) was still running the call of a trial stopped "
+        "3 s before (a running function cannot be interrupted), so this trial never called "
+        "it; timed out after 3 s; the run was aborted through the RunEngine"
+    )
+    for retry in (False, True):
+        assert _learned_status("failed", True, retry=retry, error=unmeasured) == "abandoned"
+    timed_out = "timed out after 3 s; the run was aborted through the RunEngine"
+    assert _learned_status("failed", True, retry=False, error=timed_out) == "abandoned"
+    assert _learned_status("failed", True, retry=True, error=timed_out) == "failed"

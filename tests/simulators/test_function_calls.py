@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from instruments import Dispatcher, load_function
+from loop.failures import UNMEASURED, failure_kind
 from simulators import SimulatedFault, build_simulated_instrument
 from simulators._executor import DaskExecutor, FunctionNotSendable
 
@@ -174,6 +175,15 @@ def test_through_the_run_engine_a_timed_out_call_is_never_joined_by_the_next(
             time.sleep(1.0)  # the first call has returned
             later = dispatcher.run(3, "c", {"x": 0.4}, timeout=3)
         assert first.timed_out and retry.timed_out, (first.error, retry.error)
+        # the retry never measured: said, and read as such (not as its point's timeout,
+        # which the planner learned as a failing point on a retry: found in review)
+        assert (first.error or "").startswith("timed out after 0.3 s"), first.error
+        assert (retry.error or "").startswith(
+            "not measured: function Probe was still running the call of a trial stopped "
+        ), retry.error
+        assert "so this trial never called it; timed out after 0.3 s" in (retry.error or "")
+        assert failure_kind(retry.error) == UNMEASURED
+        assert failure_kind(first.error) == "timeout"
         assert later.ok and later.outputs["y"] == pytest.approx(0.4), later.error
         assert probe.peak == 1
         assert probe.calls == [0.2, 0.4]  # the retry was stopped while it waited
