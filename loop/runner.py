@@ -2656,7 +2656,9 @@ def _what_to_check(failures: Sequence[Failure]) -> str:
         kinds.discard(OPERATOR_KIND)
         advice.append("see the operator's reasons (`closedloop status` lists them)")
     if kinds and all(k.startswith("function raised") or k == "wrong outputs" for k in kinds):
-        advice.append("check the function (its errors above name the file and line)")
+        advice.append(
+            "check the function (each failed trial's error says what it raised or returned)"
+        )
     elif kinds == {WORKER_LOST}:
         advice.append("check the Dask cluster (its workers' logs say why they were lost)")
     elif kinds or not advice:

@@ -338,7 +338,9 @@ def test_failures_of_the_user_s_function_point_at_the_function(tmp_path: Path) -
     summary = Runner(loaded, _store(tmp_path)).run()
     assert summary.status == "failed"
     assert summary.failure_counts == {"function raised RuntimeError": 2}
-    assert summary.reason.endswith("check the function (its errors above name the file and line)")
+    assert summary.reason.endswith(
+        "check the function (each failed trial's error says what it raised or returned)"
+    )
     assert [f.error for f in summary.failures][0].startswith(
         "RuntimeError: no solution; raised by function f (model.py, line 2)"
     )
