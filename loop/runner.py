@@ -828,10 +828,22 @@ class Runner:
         """
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
         path = path_from_text(row.config_path)  # a name that is not UTF-8 is stored escaped
+        base_dir = path.parent
+        if not base_dir.is_dir():
+            # the campaign's folder was moved or renamed (found in review: a moved project
+            # could not be resumed, its function file looked for where it no longer is)
+            base_dir = Path.cwd()
+            logger.warning(
+                "campaign '%s' was started in %s, which no longer exists: the files it names "
+                "(function:, a planner plugin) are looked for in the current folder, %s",
+                row.name,
+                path.parent,
+                base_dir,
+            )
         loaded = parse_campaign(
             row.config_text,
             path=path,
-            base_dir=path.parent,
+            base_dir=base_dir,
             instrument_text=row.instrument_text,  # the instrument file as it was at the start
             planner_origin=row.planner_origin,  # a planner plugin's code as it was at the start
             stored=(stored_copy := StoredCopy(store.url, row.id or 0, row.name, proposes=proposes)),

@@ -412,3 +412,29 @@ def test_status_of_an_ask_tell_campaign_shows_no_idle_slots(tmp_path: Path) -> N
     mixed = _cli("status", "--store", url)
     assert "instrument slots (4)" in mixed.output
     assert "2 trial(s) told with `closedloop tell` ran on no slot" in mixed.output
+
+
+def test_a_campaign_whose_folder_moved_resumes_from_the_current_folder(tmp_path: Path) -> None:
+    """A project folder moved (`mv proj proj2`) could not be resumed: its function file was
+    looked for where it no longer is (found in review). With the old folder gone, the
+    current folder is where the files it names are looked for, said in a warning."""
+    old = tmp_path / "proj"
+    old.mkdir()
+    (old / "f.py").write_text("def f(p):\n    return {'y': p['x']}\n")
+    (old / "c.yaml").write_text(
+        "name: mv\nparameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: 'f.py:f', outputs: [y]}\n"
+        "planner: {kind: sobol}\nbudget: {max_trials: 2}\nseed: 1\n"
+    )
+    first = closedloop("run", "c.yaml", "--store", "sqlite:///s.db", "-q", cwd=old)
+    assert first.returncode == 0, first.stderr
+    new = old.rename(tmp_path / "proj2")
+    resumed = closedloop(
+        "resume", "--store", "sqlite:///s.db", "-c", "1", "--max-trials", "3", "-q", cwd=new
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert f"campaign 'mv' was started in {old}, which no longer exists" in said
+    assert f"looked for in the current folder, {new}" in said
+    assert "completed: max_trials reached (3 completed trials)" in resumed.stdout
