@@ -497,6 +497,8 @@ class DaskExecutor:
                     dashboard_address=None,
                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR,
+                    # Ctrl-C is the campaign's to handle, not each worker's (see the module).
+                    preload=["simulators._dask_worker"],
                 )
         except Exception as exc:
             raise ExecutorUnavailable(

@@ -8,6 +8,7 @@ Here the store is what is slow: another process holds its write lock.)
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -138,3 +139,66 @@ def test_a_stop_while_the_devices_are_built_runs_nothing_and_stores_nothing(
         assert store.campaigns() == [] and runner.campaign_id is None
     finally:
         store.close()
+
+
+DASK_CAMPAIGN = """
+name: on-dask
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, latency: 0.5, count: 2, executor: {kind: local, workers: 2}}
+planner: {kind: sobol}
+budget: {max_trials: 500}
+seed: 4
+"""
+
+
+def _group_gone(pgid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_the_terminal_stops_a_local_dask_campaign_without_worker_tracebacks(
+    tmp_path: Path,
+) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the local cluster's worker
+    processes too: each used to die of its own KeyboardInterrupt, printing pages of
+    tracebacks over the campaign's summary. The campaign process owns the stop."""
+    (tmp_path / "c.yaml").write_text(DASK_CAMPAIGN)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    proc = start_cli(
+        ("run", "c.yaml", "--store", url, "-q"),
+        cwd=tmp_path,
+        start_new_session=True,
+        default_stop_signals=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _completed(db) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no 2 completed trials within 120 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it: to every process
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "Ctrl-C: stopping" in err, err
+    assert _group_gone(proc.pid, 60), "a worker process outlived the campaign"
+    store = Store(url, create=False)
+    cid = store.campaign().id or 0
+    trials = store.trials(cid)
+    store.close()
+    assert sum(t.status == "completed" for t in trials) >= 2
+    assert all(t.status in ("completed", "abandoned") for t in trials)
