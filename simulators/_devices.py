@@ -707,8 +707,9 @@ class SimDetector(Device):
     ) -> None:
         """Send the function to the executor; complete from the future's done-callback.
 
-        Called under ``_sim_lock``. The callback runs on the client's thread: it waits out
-        what is left of ``latency`` on a timer, then publishes as the in-process path does.
+        Called under ``_sim_lock``. Once the future is done, a thread of the trial's own
+        fetches the result, waits out what is left of ``latency`` on a timer, then publishes
+        as the in-process path does.
         """
         started = time.monotonic()
         try:
@@ -721,12 +722,22 @@ class SimDetector(Device):
         self._watch_queue(future, number, started)
 
         def done(fut: Any) -> None:
-            self._unwatch(number)
+            # Dask runs every future's done-callback on one thread per process, and fetching
+            # may wait for a re-run (a result lost with its worker): on a thread of its own,
+            # so other slots' trials are not held up behind it.
+            threading.Thread(
+                target=finish, args=(fut,), name=f"{self.name}-result", daemon=True
+            ).start()
+
+        def finish(fut: Any) -> None:
+            # The queue clock must see such a re-run: the wait ends once the result is in hand.
+            fetch = getattr(self._sim_executor, "result", None)
             remote: Any
             try:
-                remote = fut.result()
+                remote = fetch(fut) if callable(fetch) else fut.result()
             except BaseException as exc:  # the function raised, or the cluster failed
                 remote = exc
+            self._unwatch(number)
             if isinstance(remote, BaseException) and self._scheduler_lost(remote):
                 return
             left = self._sim_latency - (time.monotonic() - started)

@@ -335,8 +335,8 @@ class DaskExecutor:
         as that run is lost and its time must not count either (its next start, like its
         first, starts its timeout afresh). The listener runs on the client's event loop or
         the caller's thread, and must be quick; it is dropped (never called again) once the
-        future is done. ``False``: this executor cannot tell when its tasks start (the
-        listener is never called).
+        future's result is fetched (:meth:`result`). ``False``: this executor cannot tell
+        when its tasks start (the listener is never called).
         """
         key = str(getattr(future, "key", ""))
         with self._tasks_lock:
@@ -350,7 +350,7 @@ class DaskExecutor:
         return True
 
     def _forget(self, future: Any) -> None:
-        """The future is done: drop its task's record (its done-callback)."""
+        """The future's result is in hand (or it was never sent): drop its task's record."""
         with self._tasks_lock:
             self._tasks.pop(str(getattr(future, "key", "")), None)
 
@@ -666,8 +666,27 @@ class DaskExecutor:
         except BaseException:
             self._forget(types.SimpleNamespace(key=key))
             raise
-        future.add_done_callback(self._forget)
         return future
+
+    def result(self, future: Any, timeout: float | None = None) -> Any:
+        """``future``'s result (or its exception raised), its task's record dropped once the
+        result is in hand.
+
+        A task's result stays on the worker that computed it until it is fetched. If that
+        worker dies first (another trial's function crashed it, an HPC job ended), the
+        scheduler computes the task again, and fetching waits for that re-run. The task's
+        record (its start, its worker, its listener) is therefore kept until now, not
+        dropped when the future first finished: the worker's removal then reopens the
+        trial's wait from the lost run's start, and the re-run starts its ``timeout`` afresh,
+        as for a task lost while it ran. Dropped when the future finished, a trial whose
+        result was lost this way timed out while its function had run well within its
+        limit each time (found in review: three lost results of a 0.5 s function, and a
+        5 s timeout).
+        """
+        try:
+            return future.result(timeout)
+        finally:
+            self._forget(future)
 
     def _blob(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> bytes:
         """``function`` cloudpickled (cached: a campaign sends the same function each trial)."""

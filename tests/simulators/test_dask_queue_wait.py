@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from instruments import Dispatcher, TrialResult
+from instruments import Dispatcher, TrialResult, load_function
 from simulators import build_simulated_instrument
 from simulators._executor import DaskExecutor
 from tests.dask_cluster import scheduler, until
@@ -124,7 +125,7 @@ def test_an_executor_that_cannot_tell_when_a_task_starts_counts_no_wait() -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_the_executor_reports_each_start_and_forgets_done_tasks(
+def test_the_executor_reports_each_start_and_forgets_tasks_once_their_results_are_in_hand(
     one_worker: DaskExecutor, sleep: Callable[[dict[str, Any]], Any]
 ) -> None:
     until(lambda: len(one_worker.client.scheduler_info()["workers"]) == 1, "the worker is up")
@@ -138,8 +139,8 @@ def test_the_executor_reports_each_start_and_forgets_done_tasks(
     for i, future in enumerate(futures):
         assert one_worker.watch(future, listener(i))
     for future in futures:
-        future.result(timeout=60)
-    until(lambda: not one_worker._tasks, "the executor forgets the done tasks")
+        one_worker.result(future, timeout=60)
+    assert not one_worker._tasks
     starts = [heard[i][0][1] - sent for i in heard]
     assert all(len(heard[i]) == 1 and heard[i][0][0] is False for i in heard), heard
     # One worker thread: each starts after the one before has run its second.
@@ -243,4 +244,64 @@ def test_a_task_whose_worker_an_abort_ended_waits_again_until_it_restarts(
             assert not other.done()
             executor.abort(other)
         finally:
+            executor.close()
+
+
+LOSES_ITS_RESULT = """
+import os
+import pathlib
+import threading
+
+MARKER = pathlib.Path({marker!r})
+
+
+def measure(inputs):
+    if not MARKER.exists():  # the first run: its worker dies 0.2 s after it returned
+        MARKER.touch()
+        threading.Timer(0.2, os._exit, args=(1,)).start()
+    return {{"y": inputs["s"]}}
+"""
+
+
+class _SlowToFetch(DaskExecutor):
+    """Every result is fetched 1.5 s after its task finished (a client on a busy machine or
+    a slow network): a worker that dies in that time takes the result with it."""
+
+    def submit(self, function: Any, inputs: Any) -> Any:
+        future = super().submit(function, inputs)
+        future.add_done_callback(lambda _: time.sleep(1.5))  # runs before the detector's
+        return future
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_result_lost_with_its_worker_is_computed_again_and_that_run_alone_is_timed(
+    tmp_path: Path,
+) -> None:
+    """A result stays on its worker until fetched. Was: the worker died before that (another
+    trial's function crashed it), the scheduler ran the task again, and the trial timed out
+    though each run took no time: the task's record was dropped when its future first
+    finished, so the worker's removal did not reopen the trial's wait."""
+    from distributed import Client
+
+    (tmp_path / "model.py").write_text(LOSES_ITS_RESULT.format(marker=str(tmp_path / "ran")))
+    function = load_function("model.py:measure", base_dir=tmp_path)
+    with scheduler(1) as cluster:
+        executor = _SlowToFetch(Client(cluster), cluster, "local")
+        inst = build_simulated_instrument(
+            function, inputs={"s": (0.0, 100.0)}, outputs=["y"], seed=1, executor=executor
+        )
+        dispatcher = Dispatcher(inst)
+        try:
+            until(lambda: len(executor.client.scheduler_info()["workers"]) == 1, "a worker")
+            result = dispatcher.run(1, "c", {"s": 7.0}, timeout=4.0)
+            assert result.exit_status == "success", result.error
+            assert result.outputs["y"] == 7.0
+            assert (tmp_path / "ran").exists()  # the first run did end its worker
+            # Its lost run and the wait for the restarted worker are off the clock.
+            assert inst.detector.queue_waited() > 0.2, inst.detector.queue_waited()
+            assert not executor._tasks
+        finally:
+            dispatcher.close()
+            inst.close()
             executor.close()
