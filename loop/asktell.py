@@ -1220,7 +1220,8 @@ class TerminalOperator:
     """The ``instrument: manual`` prompt: show the proposal, read each output, validate.
 
     At each output's prompt the operator types a number, ``fail REASON``/``skip`` (the
-    trial is recorded as failed), or ``stop`` (the campaign stops, resumable; the trial is
+    trial is recorded as failed, with the values typed so far), or ``stop`` (the campaign
+    stops, resumable; the trial is
     abandoned, as nothing was measured). Then an optional line of parameters actually used
     (``name=value ...``; Enter if as commanded), checked against the whole space. End of
     input, like ``stop``, stops the campaign. Once every output is entered, a ``stop``, the
@@ -1271,8 +1272,10 @@ class TerminalOperator:
                 word, _, rest = text.partition(" ")
                 if word == "stop":
                     raise OperatorStop("stopped by the operator")
-                if word in ("fail", "skip"):
-                    return ManualEntry(failed=rest.strip() or "skipped by the operator")
+                if word in ("fail", "skip"):  # the values typed so far are kept with it
+                    return ManualEntry(
+                        failed=rest.strip() or "skipped by the operator", outputs=outputs
+                    )
                 try:
                     outputs[name] = parse_number(name, text)
                     break
@@ -1290,7 +1293,9 @@ class TerminalOperator:
             if word == "stop":
                 return self._keep(outputs, "stopped by the operator")
             if word in ("fail", "skip"):  # e.g. the reactor ran outside the search space
-                return ManualEntry(failed=rest.strip() or "skipped by the operator")
+                return ManualEntry(
+                    failed=rest.strip() or "skipped by the operator", outputs=outputs
+                )
             try:
                 pairs = parse_typed_assignments(text, "parameter")
                 actual = actual_parameters(self.runner, parameters, pairs)

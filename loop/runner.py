@@ -500,10 +500,12 @@ class ManualEntry:
     """What the operator reported for one trial of an ``instrument: manual`` campaign.
 
     Attributes:
-        outputs: output name -> measured value (every declared output).
+        outputs: output name -> measured value (every declared output; for a failed trial,
+            those typed before ``fail``).
         actual: parameters actually used where they differ from the commanded ones; they
             are read back (stored as readbacks) and the model learns from them.
-        failed: the operator's reason when the trial is to be recorded as failed.
+        failed: the operator's reason when the trial is to be recorded as failed (with
+            ``outputs``, the values typed before it: stored, not learned from).
         stop: set when the operator stopped (or their input ended, or Ctrl-C) after
             entering every output: the trial is recorded as measured, then the campaign
             stops with this reason. Stopping must not throw a typed measurement away.
@@ -2091,11 +2093,12 @@ class Runner:
             return TrialResult(run_uid=None, exit_status="abort", error="no result entered")
         finally:
             self._asking_operator = False
-        if entry.failed is not None:
+        if entry.failed is not None:  # stored with what was typed before: nothing is lost
             return TrialResult(
                 run_uid=None,
                 exit_status="fail",
                 error=f"{OPERATOR_FAILED}{entry.failed}",
+                outputs=dict(entry.outputs),
             )
         if entry.stop is not None:
             # The values are in: this trial's run (milliseconds) goes ahead and is recorded,

@@ -501,6 +501,7 @@ def test_the_parameters_prompt_takes_fail_and_stop(tmp_path: Path) -> None:
     assert done.returncode == 130, done.stderr
     assert [t["status"] for t in trials] == ["failed", "completed"]
     assert trials[0]["error"] == "marked failed by the operator: thermostat overshoot"
+    assert trials[0]["outputs"] == {"yield": 0.5}  # measured: kept with the failed trial
     assert trials[1]["outputs"] == {"yield": 0.6}
 
 
