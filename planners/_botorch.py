@@ -1427,7 +1427,7 @@ def _encoded_constraints(space: Space) -> tuple[list[LinearConstraint], list[Non
             continue
         if c.is_linear and not c.coefficients:
             continue  # always true (parse_constraint refused the always-false case)
-        slack, _ = c.slack_torch(values)
+        slack = c.slack_torch(values)
         finite = slack[torch.isfinite(slack)].abs()
         scale = float(finite.median()) if len(finite) and float(finite.median()) > 0 else 1.0
         nonlinear.append((partial(_nonlinear_slack, space, c, scale), True))
@@ -1435,7 +1435,7 @@ def _encoded_constraints(space: Space) -> tuple[list[LinearConstraint], list[Non
 
 
 def _nonlinear_slack(space: Space, constraint: Any, scale: float, x: Tensor) -> Tensor:
-    slack, _ = constraint.slack_torch(space.torch_values(x))
+    slack = constraint.slack_torch(space.torch_values(x))
     return slack / scale - _NONLINEAR_MARGIN
 
 

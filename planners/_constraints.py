@@ -48,9 +48,12 @@ from simulators._expressions import ExpressionError, parse_expression
 if TYPE_CHECKING:  # torch is imported where tensors are made: parsing a campaign needs none
     from torch import Tensor
 
-# A point counts as feasible when its slack is >= -_RTOL * (1 + |lhs| + |rhs|): decoding
-# (10 ** log10, scaling) moves values by a few ulps, which must not turn a boundary point
-# into a violation.
+# A point counts as feasible when its slack is >= -_RTOL * (the magnitude of the terms on
+# both sides, :func:`_magnitude`): decoding (10 ** log10, scaling) moves values by a few
+# ulps, which must not turn a boundary point into a violation. Relative to the terms, not
+# to 1 + |lhs| + |rhs| as it was: that floor of 1e-9 in the user's units let parameters in
+# litres or metres (`v1 + v2 <= 2e-9`, nanolitres) break their constraint by half (found in
+# review), and a tolerance relative to the sides alone would miss cancellation (x - y).
 _RTOL = 1e-9
 _FLATTEN = str.maketrans("\n\r\t\f\v", "     ")
 
@@ -118,30 +121,31 @@ class ParameterConstraint:
     _rhs: ast.expr = field(repr=False, compare=False, default_factory=lambda: ast.Constant(0))
     _constants: Mapping[str, float] = field(repr=False, compare=False, default_factory=dict)
 
-    def slack_torch(self, values: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(slack, scale)`` at tensor-valued raw parameter values (same batch shape).
+    def slack_torch(self, values: Mapping[str, Tensor]) -> Tensor:
+        """The slack at tensor-valued raw parameter values (same batch shape).
 
-        ``slack >= 0`` is feasible; ``scale = 1 + |lhs| + |rhs|`` sets the tolerance. Built from
-        torch ops only, so it is differentiable for BoTorch's nonlinear constraints.
+        ``slack >= 0`` is feasible. Built from torch ops only, so it is differentiable for
+        BoTorch's nonlinear constraints.
         """
         lhs = _evaluate(self._lhs, values, self._constants)
         rhs = _evaluate(self._rhs, values, self._constants)
-        slack = rhs - lhs if self.op == "<=" else lhs - rhs
-        return slack, 1.0 + lhs.abs() + rhs.abs()
+        return rhs - lhs if self.op == "<=" else lhs - rhs
 
     def feasible_torch(self, values: Mapping[str, Tensor]) -> Tensor:
         """Boolean tensor: where the constraint holds (within rounding); NaN is infeasible."""
         import torch
 
-        slack, scale = self.slack_torch(values)
+        slack = self.slack_torch(values)
+        scale = _magnitude(self._lhs, values, self._constants) + _magnitude(
+            self._rhs, values, self._constants
+        )
         # An infinite side (1 / 0) gets no tolerance: -inf slack is a violation, not a tie.
         tolerance = torch.where(torch.isfinite(scale), _RTOL * scale, torch.zeros_like(scale))
         return slack >= -tolerance
 
     def slack(self, point: Mapping[str, Any]) -> float:
         """The slack at a point (``>= 0`` feasible), in the units of the expression."""
-        slack, _ = self.slack_torch(_point_tensors(point, self.names))
-        return float(slack)
+        return float(self.slack_torch(_point_tensors(point, self.names)))
 
     def satisfied(self, point: Mapping[str, Any]) -> bool:
         """Whether ``point`` (name -> raw value) satisfies the constraint."""
@@ -497,6 +501,28 @@ def _evaluate(
         if op is not None:
             return op(left, right)
     raise TypeError(f"unexpected node {ast.dump(node)}")  # pragma: no cover - parser checked
+
+
+def _magnitude(
+    node: ast.expr, values: Mapping[str, Tensor], constants: Mapping[str, float]
+) -> Tensor:
+    """The size of the terms of an expression, for the rounding tolerance of its value.
+
+    Sums add their terms' magnitudes (``x - y`` with ``x`` close to ``y`` has the rounding
+    of ``x``, not the size of ``x - y``), products multiply them, a quotient divides by its
+    divisor's size, a power is its own size. In the units of the expression, so a
+    constraint over nanolitres gets a tolerance in nanolitres.
+    """
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+        left = _magnitude(node.left, values, constants)
+        right = _magnitude(node.right, values, constants)
+        return left * right if isinstance(node.op, ast.Mult) else left + right
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        divisor = _evaluate(node.right, values, constants).abs()
+        return _magnitude(node.left, values, constants) / divisor
+    if isinstance(node, ast.UnaryOp):
+        return _magnitude(node.operand, values, constants)
+    return _evaluate(node, values, constants).abs()  # a number, a name, a power
 
 
 # Python's operators dispatch to torch's on tensors (``a / b`` is ``torch.div``, ``a ** b``

@@ -218,7 +218,7 @@ def test_torch_slack_is_differentiable_and_matches_the_python_value() -> None:
     space = _space("temperature * residence_time / flow + pressure >= 50")
     (c,) = space.constraints
     X = torch.rand(7, space.dim, dtype=torch.float64, requires_grad=True)
-    slack, _ = c.slack_torch(space.torch_values(X))
+    slack = c.slack_torch(space.torch_values(X))
     slack.sum().backward()
     assert X.grad is not None and bool(torch.isfinite(X.grad).all())
     for row, point in zip(slack.detach(), space.decode(X.detach()), strict=True):
@@ -317,3 +317,55 @@ def test_model_proposes_in_a_narrow_feasible_region() -> None:
             assert space.contains(point)
             planner.ingest([Observation(parameters=point, outputs={"f": point["x"] - point["y"]})])
     assert planner.last_kinds == ["model"]
+
+
+@pytest.mark.parametrize("unit", [1.0, 1e-9, 1e-15, 1e6])
+def test_the_rounding_tolerance_is_relative_to_the_terms_whatever_the_units(unit: float) -> None:
+    """Was: a floor of 1e-9 in the user's units, so over nanolitres written in litres
+    (`v1 + v2 <= 2e-9`) half the designs and every model trial broke the constraint by up
+    to 49 %, and `contains()` said they were fine."""
+    space = Space(
+        [
+            FloatParameter(name="v1", bounds=(0.0, 2 * unit)),
+            FloatParameter(name="v2", bounds=(0.0, 2 * unit)),
+        ],
+        constraints=[f"v1 + v2 <= {2 * unit!r}", f"v1 - v2 <= {unit!r}"],
+    )
+    total, difference = space.constraints
+    assert total.satisfied({"v1": unit, "v2": unit})  # on the boundary
+    assert total.satisfied({"v1": unit * (1 + 1e-12), "v2": unit})  # a few ulps over
+    assert not total.satisfied({"v1": unit * (1 + 1e-6), "v2": unit})
+    assert not space.contains({"v1": 1.5 * unit, "v2": 0.98 * unit})
+    # x - y: rounding of x and y, not of their small difference
+    assert difference.satisfied({"v1": 1.5 * unit, "v2": 0.5 * unit * (1 - 1e-12)})
+    assert not difference.satisfied({"v1": 1.5 * unit, "v2": 0.5 * unit * (1 - 1e-6)})
+    for point in PositionalDesign(space, seed=0).points(0, 64):
+        assert point["v1"] + point["v2"] <= 2 * unit * (1 + 1e-9), point
+
+
+def test_a_model_proposal_over_tiny_units_keeps_its_constraint() -> None:
+    from botorch.test_utils.mock import mock_optimize_context_manager
+
+    from planners import InitialDesign, Objective, Observation, PlannerConfig
+    from planners._botorch import BoTorchPlanner, BoTorchSettings
+
+    space = Space(
+        [
+            FloatParameter(name="v1", bounds=(0.0, 2e-9)),
+            FloatParameter(name="v2", bounds=(0.0, 2e-9)),
+        ],
+        constraints=["v1 + v2 <= 2e-9"],
+    )
+    planner = BoTorchPlanner(
+        space,
+        [Objective(name="f", goal="maximize")],
+        PlannerConfig(initial=InitialDesign(n=3)),
+        seed=1,
+        settings=BoTorchSettings(raw_samples=128, num_restarts=2, mc_samples=16, maxiter=20),
+    )
+    with mock_optimize_context_manager(force=False):
+        for _ in range(6):
+            (point,) = planner.suggest(1)
+            assert point["v1"] + point["v2"] <= 2e-9 * (1 + 1e-9), point
+            f = point["v1"] * 1e9 + 2 * point["v2"] * 1e9  # best on the constraint's edge
+            planner.ingest([Observation(parameters=point, outputs={"f": f})])
