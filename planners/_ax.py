@@ -325,8 +325,9 @@ class AxPlanner:
 
     def _from_design(self, client: Any, position: int, n: int, pending: list[Point]) -> list[Point]:
         """``n`` points of the design from ``position`` on, each a running Ax trial."""
+        held = [*pending, *self._proposed()]
         points = self._design.points(
-            position, n, avoid=self._repeats.avoid([*pending, *self._proposed()], self._measured)
+            position, n, self._repeats.avoid(held, self._measured, n), pending=held
         )
         for point in points:
             index = self._attach(client, point)

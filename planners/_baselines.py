@@ -418,16 +418,23 @@ class PositionalDesign:
         distance[used] = math.inf
         return dict(candidates[int(distance.argmin())])
 
-    def points(self, start: int, n: int, avoid: Sequence[Point] = ()) -> list[Point]:
+    def points(
+        self, start: int, n: int, avoid: Sequence[Point] = (), *, pending: Sequence[Point] = ()
+    ) -> list[Point]:
         """``n`` points for positions ``start, start + 1, ...``, never repeating ``avoid``.
 
         Args:
             start: position of the first point (trials already known to the campaign).
             n: number of points.
-            avoid: points that must not be proposed again (those pending); points of the
-                batch itself are avoided as well. Only finite spaces (grids, candidate
-                tables) can collide in practice; when the whole space is taken a repeat is
-                unavoidable and is logged.
+            avoid: points that must not be proposed again (those pending, and in a finite
+                space those measured: :meth:`RepeatGuard.avoid`); points of the batch itself
+                are avoided as well. Only finite spaces (grids, candidate tables) can collide
+                in practice.
+            pending: those of ``avoid`` that are in flight. When every point of a finite
+                space is taken, a repeat is unavoidable, and it is one of the others (a
+                measured point), never a pending one or a batch-mate while the space has
+                another: on a 3 x 3 grid with 7 points measured, a batch of 5 handed out
+                the last free point three times (found in review).
         """
         space = self.space
         if n <= 0:
@@ -440,11 +447,22 @@ class PositionalDesign:
         if not np.isfinite(space.cardinality()):
             return proposals
         taken = {point_key(space, p) for p in avoid}
+        held = {point_key(space, p) for p in pending}  # never repeated while others are free
         out: list[Point] = []
         for i, point in enumerate(proposals):
-            if point_key(space, point) in taken:
-                point = self._replacement(start + i, taken) or point
-            taken.add(point_key(space, point))
+            key = point_key(space, point)
+            if key in taken:
+                free = self._replacement(start + i, taken)
+                if free is None and key in held:  # then a measured point, not this one
+                    free = self._replacement(start + i, held)
+                    if free is None:
+                        logger.info(
+                            "every point of the finite space is pending; proposing a repeat"
+                        )
+                point = free or point
+            key = point_key(space, point)
+            taken.add(key)
+            held.add(key)
             out.append(point)
         return out
 
@@ -476,13 +494,9 @@ class PositionalDesign:
     def _replacement(self, position: int, taken: set[Hashable]) -> Point | None:
         space = self.space
         if space.candidates is not None:
-            row = self._table_replacement(position, taken)
-            if row is None:
-                logger.info("every row of the candidate table is pending; proposing a repeat")
-            return row
+            return self._table_replacement(position, taken)
         cardinality, candidates = self._feasible_points()
         if len(taken) >= cardinality:
-            logger.info("every point of the finite space is pending; proposing a repeat")
             return None
         gen = torch.Generator().manual_seed(derive_seed(self.seed, position, 1))
         if candidates is not None:
@@ -525,8 +539,14 @@ class RepeatGuard:
         self._n_points: float | None = None  # feasible points (lazy: may enumerate)
         self._reported = False
 
-    def avoid(self, pending: Sequence[Point], measured: Sequence[Point]) -> list[Point]:
-        """The points to avoid: ``pending``, plus ``measured`` while the space has room."""
+    def avoid(self, pending: Sequence[Point], measured: Sequence[Point], n: int = 1) -> list[Point]:
+        """The points to avoid: ``pending``, plus ``measured`` while the space has room.
+
+        ``n`` is the number of points about to be proposed: a batch that needs more points
+        than are left unmeasured and not pending starts the repeats, and the warning says
+        so then, not one batch later (found in review: a campaign of batches of 4 repeated
+        measured points without it).
+        """
         avoid = list(pending)
         if not self._finite:
             return avoid
@@ -540,19 +560,23 @@ class RepeatGuard:
                 continue
         if len(known) >= self._n_points:
             self.report_exhausted(int(self._n_points))
-        elif len(known.keys() | {point_key(self.space, p) for p in avoid}) < self._n_points:
+            return avoid
+        taken = len(known.keys() | {point_key(self.space, p) for p in avoid})
+        if taken < self._n_points:
             avoid += known.values()
+        if taken + n > self._n_points:
+            self.report_exhausted(int(self._n_points))
         return avoid
 
     def report_exhausted(self, n_points: int) -> None:
-        """Warn, once, that every one of the ``n_points`` points has been measured."""
+        """Warn, once, that the ``n_points`` points of the space are measured or in flight."""
         if self._reported:
             return
         self._reported = True
         logger.warning(
-            "every one of the %d points of the finite search space has been measured; the "
-            "planner now repeats measured points, %s. Stop the campaign, or widen the space, "
-            "if repeats are not wanted",
+            "every one of the %d points of the finite search space has been measured or is "
+            "being measured; the planner now repeats measured points, %s. Stop the campaign, "
+            "or widen the space, if repeats are not wanted",
             n_points,
             self._repeats,
         )
@@ -909,8 +933,8 @@ class _DesignPlanner:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self.last_kinds = [self._kind] * n
-        avoid = self.repeats.avoid(pending, self.measured)
-        return self.design.points(self.n_ingested + len(pending), n, avoid=avoid)
+        avoid = self.repeats.avoid(pending, self.measured, n)
+        return self.design.points(self.n_ingested + len(pending), n, avoid, pending=pending)
 
 
 class SobolPlanner(_DesignPlanner):

@@ -403,6 +403,7 @@ class BoTorchPlanner:
         self.last_suggest_seconds: float | None = None
         self.last_timing: SuggestTiming | None = None
         self.last_kinds: list[str] = []
+        self._design_swaps: list[bool] = []  # per model point of the last suggest
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
         self._feasibility: _Fitted | None = None
@@ -432,6 +433,7 @@ class BoTorchPlanner:
             raise ValueError(f"n must be >= 0, got {n}")
         start = time.perf_counter()
         timing = SuggestTiming()
+        self._design_swaps = []
         pending = [self.space.validate(p) for p in pending]
         position = len(self.observations) + len(pending)
         n_usable = sum(o.usable_for(self.outcome_names) for o in self.observations)
@@ -443,7 +445,7 @@ class BoTorchPlanner:
             n_design = n  # nothing to model yet: keep exploring with the design
         measured = self._measured_points()
         proposals = self.design.points(
-            position, n_design, avoid=self.repeats.avoid(pending, measured)
+            position, n_design, self.repeats.avoid(pending, measured, n), pending=pending
         )
 
         n_model = n - n_design
@@ -471,14 +473,20 @@ class BoTorchPlanner:
                         n_model,
                     )
                     model_points = self.design.points(
-                        position + n_design, n_model, avoid=pending + proposals
+                        position + n_design,
+                        n_model,
+                        self.repeats.avoid(pending + proposals, self._measured_points(), n_model),
+                        pending=pending + proposals,
                     )
                     n_design, n_model = n_design + n_model, 0
             proposals += model_points
 
         timing.total = time.perf_counter() - start
         timing.n_model = n_model
-        self.last_kinds = ["initial"] * n_design + ["model"] * n_model
+        swaps = self._design_swaps if len(self._design_swaps) == n_model else [False] * n_model
+        self.last_kinds = ["initial"] * n_design + [
+            "initial" if swapped else "model" for swapped in swaps
+        ]
         self.last_suggest_seconds = timing.total
         self.last_timing = timing
         self.timings.append(timing)
@@ -1198,20 +1206,28 @@ class BoTorchPlanner:
         table follows the same rule in :func:`_optimize_table` already; a space with a
         float parameter almost never repeats a point exactly.)
         """
-        avoid = self.repeats.avoid(pending, self._measured_points())
+        avoid = self.repeats.avoid(pending, self._measured_points(), len(points))
         taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
+        self._design_swaps = []
         for i, point in enumerate(points):
+            held = [*pending, *out]
+            swapped = False
             if not self.space.contains(point):  # last guard: _optimize already checked
                 logger.warning("model proposal %s is not in the space; using a design point", point)
-                point = self.design.points(position + i, 1, avoid=avoid + out)[0]
-            if point_key(self.space, point) in taken or near_duplicate(
-                self.space, point, [*pending, *out]
-            ):
+                point, swapped = (
+                    self.design.points(position + i, 1, avoid + out, pending=held)[0],
+                    True,
+                )
+            if point_key(self.space, point) in taken or near_duplicate(self.space, point, held):
                 logger.info("model proposal repeats a pending or measured point; a design point")
-                point = self.design.points(position + i, 1, avoid=avoid + out)[0]
+                point, swapped = (
+                    self.design.points(position + i, 1, avoid + out, pending=held)[0],
+                    True,
+                )
             taken.add(point_key(self.space, point))
             out.append(point)
+            self._design_swaps.append(swapped)  # labelled "initial", not "model" (last_kinds)
         return out
 
 

@@ -126,6 +126,46 @@ def test_a_finite_space_is_covered_before_any_repeat(
     assert rebuilt.suggest(1) == [measured[7]]
 
 
+def _botorch(space: Space, seed: int) -> Any:
+    from planners import InitialDesign, Objective, PlannerConfig
+    from planners._botorch import BoTorchPlanner, BoTorchSettings
+
+    return BoTorchPlanner(
+        space,
+        [Objective(name="y", goal="minimize")],
+        PlannerConfig(initial=InitialDesign(n=3)),
+        seed=seed,
+        settings=BoTorchSettings(raw_samples=64, num_restarts=2, mc_samples=16, maxiter=10),
+    )
+
+
+@pytest.mark.parametrize("make", [*PLANNERS, _botorch], ids=["sobol", "random", "botorch"])
+def test_a_batch_that_exhausts_a_finite_space_repeats_measured_points_not_its_own(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: a 3 x 3 grid with 7 points measured, `suggest(5)` handed out one of the two free
+    points three times (one sample prepared thrice), and with no warning that repeats had
+    begun; the swapped-in design points of a model suggest were labelled `model`."""
+    space = Space(
+        [IntParameter(name="a", bounds=(0, 2)), ChoiceParameter(name="c", values=("u", "v", "w"))]
+    )
+    planner = make(space, seed=0)
+    grid = [{"a": a, "c": c} for a in range(3) for c in "uvw"]
+    planner.ingest([_obs(p, y=p["a"] + "uvw".index(p["c"])) for p in grid[:7]])
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        batch = planner.suggest(5)
+    keys = [point_key(space, p) for p in batch]
+    assert len(set(keys)) == 5, batch  # distinct: the two free points, then 3 measured ones
+    assert {point_key(space, p) for p in grid[7:]} <= set(keys)
+    told = [r for r in caplog.records if "has been measured" in r.getMessage()]
+    assert len(told) == 1 and "every one of the 9 points" in told[0].getMessage()
+    if make is _botorch:  # the model's repeats were replaced by design points, and say so
+        assert len(planner.last_kinds) == 5 and "initial" in planner.last_kinds
+    # With 7 of 9 pending, a batch of 2 repeats the two measured points, never a pending one.
+    again = planner.suggest(2, pending=grid[2:])
+    assert {point_key(space, p) for p in again} == {point_key(space, p) for p in grid[:2]}
+
+
 @pytest.mark.parametrize("cls", PLANNERS)
 def test_an_interrupted_trial_measured_nothing(cls: Any, caplog: pytest.LogCaptureFixture) -> None:
     """An abandoned trial's point is proposed again before the space counts as exhausted:
