@@ -2364,7 +2364,8 @@ class Runner:
         return None
 
     def _out_of_patience(self, tally: _Tally) -> str | None:
-        """The stop reason when the last ``patience`` completed trials brought no gain.
+        """The stop reason when the last ``patience`` completed trials brought no gain; with a
+        model-based planner, not before one of them is a model's proposal.
 
         The gain is the best feasible value of the first objective (several objectives:
         the feasible hypervolume, with one reference point for both) over all completed
@@ -2374,6 +2375,13 @@ class Runner:
         """
         n = self.budget.patience
         if n is None or tally.completed < n:
+            return None
+        if self.campaign.planner.kind in _MODEL_PLANNERS and not any(
+            d.report.kind == "model" for d in tally.done[-n:] if not d.prior
+        ):
+            # Still the initial design: its points are spread over the space on purpose, so
+            # "no gain in N" says nothing yet. Was: `initial.n: 8, patience: 3` stopped after
+            # the 8 design points, before the model had proposed one (found in review).
             return None
         # Judged again only when a trial completed: the loop asks on every event (a
         # proposal, a failure too), and with four objectives two hypervolumes over a
@@ -2590,6 +2598,8 @@ def reconcile_documents(
 
 
 PRIOR_KIND = "prior"
+_MODEL_PLANNERS = frozenset({"botorch", "ax"})
+"""Planner kinds whose first trials are an initial design, then a model's (kind ``model``)."""
 """Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
 
 

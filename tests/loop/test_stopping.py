@@ -137,6 +137,24 @@ def test_patience_stops_when_nothing_improves(tmp_path: Path) -> None:
     assert summary.reason == "patience: y did not improve in the last 3 completed trials (best 1)"
 
 
+@pytest.mark.slow
+def test_patience_waits_for_the_models_first_proposal(tmp_path: Path) -> None:
+    """Was: `initial: {n: 8}` with `patience: 3` stopped after the 8 design points, before
+    the model had proposed anything: the design spreads its points on purpose."""
+    text = _one("constant", "{max_trials: 30, patience: 3}").replace(
+        "planner: {kind: sobol}",
+        "planner: {kind: botorch, initial: {kind: sobol, n: 8}}",
+    )
+    store = _store(tmp_path)
+    summary = Runner(_campaign(text, tmp_path), store).run()
+    kinds = [t.kind for t in store.trials(summary.campaign_id)]
+    assert kinds[:8] == ["initial"] * 8
+    # judged from the first model trial on: 8 design trials, then the model's 9th
+    assert summary.completed == 9, (summary.reason, kinds)
+    assert kinds[8] == "model"
+    assert summary.reason.startswith("patience: y did not improve in the last 3")
+
+
 def test_min_improvement_sets_what_counts_as_progress(tmp_path: Path) -> None:
     small = _one("creeping", "{max_trials: 8, patience: 3, min_improvement: 0.01}", outputs="[y]")
     summary = Runner(_campaign(small, tmp_path / "a"), _store(tmp_path / "a")).run()
