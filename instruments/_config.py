@@ -23,6 +23,10 @@ class RuleError(ValueError):
         self.fix = fix
 
 
+_DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+"""The comms a Dask scheduler can be reached over (``distributed.comm``'s backends)."""
+
+
 class ExecutorConfig(BaseModel):
     """Where a simulated detector computes its outputs (``instrument.executor``).
 
@@ -55,6 +59,32 @@ class ExecutorConfig(BaseModel):
         le=600.0,
         description="Seconds to wait for the scheduler before the run fails.",
     )
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, address: str | None) -> str | None:
+        """A scheduler's address as dask reads it, checked here: `validate` passed
+        ``http://host:8786`` and ``host:99999``, and the run then said no scheduler answered
+        and to start one (found in review)."""
+        if address is None:
+            return None
+        scheme, sep, rest = address.strip().partition("://")
+        if not sep:
+            scheme, rest = "tcp", address.strip()  # dask's default for host:port
+        example = 'address: "tcp://host:8786"'
+        if scheme not in _DASK_SCHEMES:
+            raise RuleError(
+                "not a Dask scheduler's address: dask speaks "
+                f"{', '.join(s + '://' for s in _DASK_SCHEMES)}, not {scheme}://",
+                fix=f"write {example} (tls:// for a scheduler with TLS)",
+            )
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise RuleError(
+                "names no host and port (1-65535) of a scheduler",
+                fix=f"write {example} (8786 is a scheduler's default port)",
+            )
+        return address.strip()
 
     @model_validator(mode="after")
     def _address_for_dask(self) -> ExecutorConfig:
