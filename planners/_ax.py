@@ -123,7 +123,7 @@ from planners._baselines import PositionalDesign, RepeatGuard, near_duplicate
 from planners._config import PlannerConfig, PlannerUnavailable
 from planners._constraints import InfeasibleSpaceError, ParameterConstraint
 from planners._outliers import SENTINEL_MAGNITUDE, model_column
-from planners._protocol import Objective, Observation, OutcomeConstraint
+from planners._protocol import Objective, Observation, OutcomeConstraint, check_observations
 from planners._space import (
     ChoiceParameter,
     FixedParameter,
@@ -243,6 +243,7 @@ class AxPlanner:
     # ------------------------------------------------------------------ protocol
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
+        check_observations(self.space, observations)
         client = self._ensure_client()
         for obs in observations:
             self.n_ingested += 1

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from planners._constraints import InfeasibleSpaceError
-from planners._protocol import Observation
+from planners._protocol import Observation, check_observations
 from planners._space import (
     ChoiceParameter,
     FloatParameter,
@@ -925,6 +925,7 @@ class _DesignPlanner:
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Count the trials, and keep the points measured (a finite space avoids repeating
         them; an interrupted trial's point is proposed again before the space is exhausted)."""
+        check_observations(self.space, observations)
         self.n_ingested += len(observations)
         self.measured.extend(o.parameters for o in observations if o.outcome != "abandoned")
 

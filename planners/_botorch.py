@@ -138,7 +138,7 @@ from planners._kernels import use_environment_cache
 from planners._means import QuadraticMean
 from planners._outliers import NOISE_FLOOR, clip_column
 from planners._pareto import front_reference_point
-from planners._protocol import Objective, Observation, OutcomeConstraint
+from planners._protocol import Objective, Observation, OutcomeConstraint, check_observations
 from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space
 from planners._transforms import OneHotCategories
 
@@ -404,6 +404,7 @@ class BoTorchPlanner:
         self.last_timing: SuggestTiming | None = None
         self.last_kinds: list[str] = []
         self._design_swaps: list[bool] = []  # per model point of the last suggest
+        self._told_unmodelled = False  # an observation without the modelled outputs, said
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
         self._feasibility: _Fitted | None = None
@@ -418,8 +419,28 @@ class BoTorchPlanner:
         """Remember finished trials; the model is refitted on the next ``suggest``.
 
         Fitting lazily means a resume that ingests a whole store trial by trial fits once.
+        Observations that no planner could learn from are refused first
+        (:func:`~planners._protocol.check_observations`), and completed ones that carry none
+        of the objectives' outputs are named once: they teach the model nothing.
         """
+        check_observations(self.space, observations)
         self.observations.extend(observations)
+        if not self._told_unmodelled:
+            for obs in observations:
+                if (
+                    obs.outcome == "completed"
+                    and obs.outputs
+                    and not any(name in obs.outputs for name in self.outcome_names)
+                ):
+                    self._told_unmodelled = True
+                    logger.warning(
+                        "an observation has outputs %s but the planner models %s: it teaches "
+                        "the model nothing (check the objectives' and outcome constraints' "
+                        "names)",
+                        sorted(obs.outputs),
+                        list(self.outcome_names),
+                    )
+                    break
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
         """Propose ``n`` points, none equal to a pending one (unless the space is exhausted).

@@ -11,11 +11,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners._space import Point
+from planners._space import InvalidPoint, Point, Space
 
 TrialOutcome = Literal["completed", "failed", "abandoned"]
 """How a trial ended, as a planner sees it.
@@ -168,6 +168,47 @@ class Observation:
         return self.outcome == "completed" and all(
             n in self.outputs and math.isfinite(self.outputs[n]) for n in names
         )
+
+
+def check_observations(space: Space, observations: Sequence[Observation]) -> None:
+    """Refuse observations a planner could not learn from, before it keeps any of them.
+
+    The loop only ever hands a planner well-formed observations; a script driving a planner
+    (README: From Python) may not. Taken as they were, an observation missing a parameter
+    or with a ``None`` output broke every later ``suggest`` with an error naming no
+    observation (``KeyError: 'y'``, ``TypeError``), and an unknown ``outcome`` was read as
+    something else (found in review). So: the space's parameters and no others, each of its
+    type (a choice one of its values, a number finite; outside the bounds is allowed: prior
+    data and readbacks may lie there), an outcome of :data:`TrialOutcome`, outputs that are
+    numbers (NaN and inf included: such a reading is skipped, not an error).
+
+    Raises:
+        ValueError: naming the observation (its position in ``observations``) and what is
+            wrong with it.
+    """
+    outcomes = get_args(TrialOutcome)
+    for k, obs in enumerate(observations):
+        where = f"observation {k} of {len(observations)}"
+        if not isinstance(obs, Observation):
+            raise TypeError(f"{where} is a {type(obs).__name__}, not a planners.Observation")
+        if obs.outcome not in outcomes:
+            raise ValueError(f"{where}: outcome {obs.outcome!r} is not one of {list(outcomes)}")
+        try:
+            space.check_measured(obs.parameters)
+        except InvalidPoint as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for name, value in obs.outputs.items():
+            if not _is_real(value):
+                raise ValueError(
+                    f"{where}: output {name}={value!r} is not a number (a reading that failed "
+                    "is float('nan'), or the observation's outcome 'failed')"
+                )
+
+
+def _is_real(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @runtime_checkable

@@ -546,6 +546,46 @@ class Space:
         constraint on every measured point at every suggest cost most of a suggest."""
         return self._validate_box(point)
 
+    def check_measured(self, point: Mapping[str, Any]) -> None:
+        """Whether ``point`` can be a measured point of this space: its names, each value of
+        its parameter's type (a choice one of its values, a number finite), a fixed one at
+        its value; the bounds and constraints are not checked (prior data and readbacks may
+        lie outside them, and a planner learns from them there).
+
+        Raises:
+            InvalidPoint: naming what is wrong.
+        """
+        if not isinstance(point, Mapping):
+            raise InvalidPoint(f"parameters {point!r} are not a mapping of name -> value")
+        missing = [n for n in self.names if n not in point and n not in self.fixed]
+        extra = [k for k in point if k not in self.names]
+        if missing or extra:
+            raise InvalidPoint(
+                f"parameters {dict(point)} have "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"no value for {', '.join(missing)}" if missing else "",
+                        f"unknown names {', '.join(map(str, extra))}" if extra else "",
+                    )
+                    if part
+                )
+                + f" (the space's parameters: {', '.join(self.names)})"
+            )
+        for p in self.parameters:
+            if p.name not in point:
+                continue
+            v = point[p.name]
+            if isinstance(p, FixedParameter):
+                if not _same_value(v, p.value):
+                    raise InvalidPoint(f"{p.name}={v!r} but the parameter is fixed to {p.value!r}")
+            elif isinstance(p, ChoiceParameter):
+                _choice_index(p, v)
+            elif isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise InvalidPoint(f"{p.name}={v!r} is not a number")
+            elif not math.isfinite(float(v)):
+                raise InvalidPoint(f"{p.name}={v!r} is not finite")
+
     def _validate_box(self, point: Mapping[str, Any]) -> Point:
         """Names, types and bounds (and fixed values), no constraints or table."""
         missing = [n for n in self.names if n not in point and n not in self.fixed]

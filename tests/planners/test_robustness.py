@@ -31,6 +31,7 @@ from planners import (
     PlannerConfig,
     SobolPlanner,
     Space,
+    make_planner,
 )
 from planners._baselines import PositionalDesign, point_key
 from planners._botorch import _clip_outliers, _feasible_raw_samples
@@ -399,3 +400,60 @@ def test_log_bounds_from_zero_get_a_log_fix(kind: str, tmp_path: Path) -> None:
         load_campaign(path)
     assert "log-scale parameter needs lower bound > 0" in str(info.value)
     assert "drop `log: true`" in info.value.fix and "[0, 10]" not in info.value.fix
+
+
+_CHECKED_SPACE = Space(
+    [FloatParameter(name="x", bounds=(0.0, 1.0)), ChoiceParameter(name="c", values=("a", "b"))]
+)
+
+
+@pytest.mark.parametrize("kind", ["botorch", "sobol", "random"])
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "outcome", "says"),
+    [
+        ({"x": 0.5}, {"f": 1.0}, "completed", "have no value for c"),
+        ({"x": 0.5, "c": "a", "z": 1}, {"f": 1.0}, "completed", "unknown names z"),
+        ({"x": 0.5, "c": "q"}, {"f": 1.0}, "completed", "c='q' is not one of ['a', 'b']"),
+        ({"x": math.nan, "c": "a"}, {"f": 1.0}, "completed", "x=nan is not finite"),
+        ({"x": "0.5", "c": "a"}, {"f": 1.0}, "completed", "x='0.5' is not a number"),
+        ({"x": 0.5, "c": "a"}, {"f": None}, "completed", "output f=None is not a number"),
+        ({"x": 0.5, "c": "a"}, {"f": True}, "completed", "output f=True is not a number"),
+        ({"x": 0.5, "c": "a"}, {"f": 1.0}, "complete", "outcome 'complete' is not one of"),
+    ],
+)
+def test_an_observation_no_planner_can_learn_from_is_refused_at_ingest(
+    kind: str, parameters: dict[str, Any], outputs: dict[str, Any], outcome: Any, says: str
+) -> None:
+    """Was: taken as it was, it broke every later suggest with an error naming no
+    observation (KeyError 'c', TypeError), or an unknown outcome was read as another."""
+    planner = make_planner(_CHECKED_SPACE, [Objective(name="f")], PlannerConfig(kind=kind), seed=0)
+    good = Observation(parameters={"x": 0.2, "c": "b"}, outputs={"f": 0.3})
+    bad = Observation(parameters=parameters, outputs=outputs, outcome=outcome)
+    with pytest.raises(ValueError, match="observation 1 of 2: ") as raised:
+        planner.ingest([good, bad])
+    assert says in str(raised.value)
+    # nothing of the refused batch was kept; outside the bounds and NaN readings are fine
+    planner.ingest(
+        [
+            Observation(parameters={"x": 1.7, "c": "a"}, outputs={"f": 0.1}),
+            Observation(parameters={"x": 0.4, "c": "a"}, outputs={"f": math.nan}),
+        ]
+    )
+    (point,) = planner.suggest(1)
+    assert _CHECKED_SPACE.contains(point)
+
+
+def test_observations_without_the_modelled_outputs_are_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    planner = make_planner(
+        _CHECKED_SPACE, [Objective(name="yield")], PlannerConfig(kind="botorch"), seed=0
+    )
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        for x in (0.1, 0.5, 0.9):
+            planner.ingest([Observation(parameters={"x": x, "c": "a"}, outputs={"Yield": x})])
+    told = [r.getMessage() for r in caplog.records if "teaches the model nothing" in r.getMessage()]
+    assert told == [
+        "an observation has outputs ['Yield'] but the planner models ['yield']: it teaches the "
+        "model nothing (check the objectives' and outcome constraints' names)"
+    ]
