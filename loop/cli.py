@@ -491,7 +491,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
     """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
     _log_bluesky_prints()
     try:
-        with say_when_stdout_closes(), _stop_on_signals(runner), listener:
+        with say_when_stdout_closes(), _stop_on_signals(runner) as signalled, listener:
             summary: CampaignSummary = start()
     except KeyboardInterrupt:
         if runner.campaign_id is None:  # stopped while the devices were being built
@@ -507,7 +507,11 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         )
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
-        raise typer.Exit(130)
+        # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one
+        # the campaign met (its Dask scheduler gone, its store file deleted, another runner
+        # took it over): resumable once that is mended, which a wrapper script must tell
+        # apart from Ctrl-C (found in review).
+        raise typer.Exit(130 if signalled or runner.operator_stopped else EXIT_BUSY)
     return summary
 
 

@@ -748,6 +748,9 @@ class Runner:
         self.loaded = loaded
         self.operator = operator
         self._asking_operator = False
+        # The operator typed `stop` (or their input ended): a stop they asked for, as a
+        # Ctrl-C is (the command's exit code says which stops were asked for).
+        self.operator_stopped = False
         self.campaign = loaded.campaign
         self.store = store
         self.seed_source = seed_source(seed, self.campaign.seed)  # for the session record
@@ -2090,6 +2093,7 @@ class Runner:
             )
         except OperatorStop as exc:
             self._stop_request = str(exc)
+            self.operator_stopped = True
             return TrialResult(run_uid=None, exit_status="abort", error="no result entered")
         finally:
             self._asking_operator = False
@@ -2106,6 +2110,7 @@ class Runner:
             # then, as `_drive` aborts every run in flight once a stop request is seen.
             self._stop_after = self._stop_request or entry.stop
             self._stop_request = None
+            self.operator_stopped = True
         instrument.enter(entry.outputs, entry.actual)
         return None
 

@@ -58,6 +58,37 @@ def scheduler(workers: int, **options: Any) -> Iterator[Any]:
         cluster.close()
 
 
+@contextlib.contextmanager
+def scheduler_process(folder: Path) -> Iterator[tuple[Any, str]]:
+    """A ``dask scheduler`` process with no worker on loopback, as a user would start one:
+    yields the process (a test may kill it) and its address."""
+    import json
+    import subprocess
+    import sys
+
+    info = folder / "scheduler.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from distributed.cli.dask_scheduler import main; main()",
+            *("--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"),
+            *("--scheduler-file", str(info)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() or not info.read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, "no scheduler"
+            time.sleep(0.1)
+        yield proc, json.loads(info.read_text())["address"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def sleep(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
     """A campaign-file function (sent by value: the workers cannot import the tests)."""

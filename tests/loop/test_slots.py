@@ -25,6 +25,7 @@ from loop.store import TrialRow, export_records
 from planners import FloatParameter, Observation, SobolPlanner, Space
 from simulators import get_problem
 from tests.cli_process import closedloop
+from tests.dask_cluster import scheduler_process
 
 BRANIN = """
 name: slots
@@ -411,28 +412,7 @@ def test_a_local_dask_cluster_computes_the_campaign(tmp_path: Path) -> None:
 def test_a_lost_dask_scheduler_stops_the_campaign_resumable(tmp_path: Path) -> None:
     """Was: every trial failed (ClosedClientError) until max_failures ended the campaign
     `failed`. The runner wires the executor's ``on_lost`` to ``request_stop``."""
-    import json
-    import subprocess
-    import sys
-
-    info = tmp_path / "scheduler.json"
-    proc = subprocess.Popen(  # a scheduler with no worker: the first trial waits in it
-        [
-            sys.executable,
-            "-c",
-            "from distributed.cli.dask_scheduler import main; main()",
-            *("--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"),
-            *("--scheduler-file", str(info)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not info.exists() or not info.read_text().strip():
-            assert proc.poll() is None and time.monotonic() < deadline, "no scheduler"
-            time.sleep(0.1)
-        address = json.loads(info.read_text())["address"]
+    with scheduler_process(tmp_path) as (proc, address):  # no worker: the first trial waits
         executor = f"executor: {{kind: dask, address: '{address}'}}"
         loaded = _loaded(tmp_path, executor, "{max_trials: 5, max_failures: 2}")
 
@@ -445,9 +425,6 @@ def test_a_lost_dask_scheduler_stops_the_campaign_resumable(tmp_path: Path) -> N
 
         store = _store(tmp_path)
         summary = Runner(loaded, store, listener=KillTheScheduler()).run()
-    finally:
-        proc.kill()
-        proc.wait()
     assert summary.status == "stopped", summary.reason
     assert f"the Dask scheduler at {address} is gone" in summary.reason
     assert summary.failed == 0  # the failure budget is not spent on a lost cluster
