@@ -150,7 +150,7 @@ def test_a_batch_that_exhausts_a_finite_space_repeats_measured_points_not_its_ow
         [IntParameter(name="a", bounds=(0, 2)), ChoiceParameter(name="c", values=("u", "v", "w"))]
     )
     planner = make(space, seed=0)
-    grid = [{"a": a, "c": c} for a in range(3) for c in "uvw"]
+    grid: list[dict[str, Any]] = [{"a": a, "c": c} for a in range(3) for c in "uvw"]
     planner.ingest([_obs(p, y=p["a"] + "uvw".index(p["c"])) for p in grid[:7]])
     with caplog.at_level(logging.WARNING, logger="planners"):
         batch = planner.suggest(5)

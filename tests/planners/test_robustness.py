@@ -422,7 +422,7 @@ _CHECKED_SPACE = Space(
     ],
 )
 def test_an_observation_no_planner_can_learn_from_is_refused_at_ingest(
-    kind: str, parameters: dict[str, Any], outputs: dict[str, Any], outcome: Any, says: str
+    kind: Any, parameters: dict[str, Any], outputs: dict[str, Any], outcome: Any, says: str
 ) -> None:
     """Was: taken as it was, it broke every later suggest with an error naming no
     observation (KeyError 'c', TypeError), or an unknown outcome was read as another."""
