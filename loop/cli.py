@@ -1917,10 +1917,21 @@ def _invalid(exc: Exception) -> NoReturn:
 
 
 def _instrument_label(c: Any) -> str:
+    """The instrument as the run's first line names it: what it is, and (so a typo in
+    `count` or `executor` shows before the first trial) how many slots and where it
+    computes."""
     i = c.instrument
     if i.manual:
         return "manual (the operator enters " + ", ".join(i.outputs or ()) + ")"
-    return str(i.simulator or i.function or i.dataset or i.file or "inline devices")
+    label = str(i.simulator or i.function or i.dataset or i.file or "inline devices")
+    if i.count > 1:
+        label += f" x {i.count} slots"
+    executor = i.executor
+    if executor.kind == "local":
+        label += f" on a local Dask cluster ({executor.workers or 2} workers)"
+    elif executor.kind == "dask":
+        label += f" on the Dask scheduler at {executor.address}"
+    return label
 
 
 # Technicians' tools (loop/cli_instruments.py): `closedloop instruments check` (connect and

@@ -594,3 +594,32 @@ def test_help_in_a_narrow_terminal_keeps_option_names_whole() -> None:
     for name in ("--max-trials", "--max-failures", "--max-duration", "--campaign"):
         assert name in proc.stdout, proc.stdout
     assert "…" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("instrument", "said"),
+    [
+        ("{simulator: branin}", "instrument branin"),
+        ("{simulator: branin, count: 3}", "instrument branin x 3 slots"),
+        (
+            "{simulator: branin, count: 2, executor: {kind: local, workers: 4}}",
+            "instrument branin x 2 slots on a local Dask cluster (4 workers)",
+        ),
+        (
+            "{simulator: branin, executor: {kind: dask, address: 'tcp://hpc01:8786'}}",
+            "instrument branin on the Dask scheduler at tcp://hpc01:8786",
+        ),
+    ],
+)
+def test_the_instrument_line_says_how_many_slots_and_where_it_computes(
+    instrument: str, said: str, tmp_path: Path
+) -> None:
+    """A typo in `count` or `executor` shows before the first trial (found in review)."""
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nparameters:\n  - {name: x1, type: float, bounds: [-5, 10]}\n"
+        "  - {name: x2, type: float, bounds: [0, 15]}\nobjectives: [{name: y, goal: minimize}]\n"
+        f"instrument: {instrument}\nbudget: {{max_trials: 3}}\n"
+    )
+    proc = run_closedloop("validate", "c.yaml", cwd=tmp_path, wide=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(said), proc.stdout
