@@ -883,11 +883,18 @@ def _status_json(
     ``running_time_s``, ``runner`` and ``last_finished_at`` tell a monitoring script whether
     a long campaign moves: its status stays ``running`` through a hung or stopped runner.
     """
-    from loop.report import best_record, to_json
+    from loop.report import (
+        best_record,
+        feasibility,
+        final_hypervolume,
+        hypervolume_reference,
+        to_json,
+    )
     from loop.store import known_budget, path_from_text
 
     best: dict[str, Any] | None = None
     pareto: list[int] | None = None
+    hypervolume: dict[str, Any] | None = None
     if len(c.objectives) == 1:
         found = best_record(records, c.objectives[0].name, c.objectives[0].goal)
         if found is not None:
@@ -895,6 +902,14 @@ def _status_json(
             best = {k: found[k] for k in keys}
     else:
         pareto = [r["trial_id"] for r in records if r.get("pareto")]
+        ref = hypervolume_reference(records, c)
+        hypervolume = {
+            "value": final_hypervolume(records, c),
+            "reference_point": None
+            if ref is None
+            else {name: {"value": v, "given": given} for name, (v, given) in ref.items()},
+        }
+    feasible, completed = feasibility(records)
     payload: dict[str, Any] = {
         "campaign": row.name,
         "campaign_id": row.id,
@@ -904,6 +919,10 @@ def _status_json(
         "budget": known_budget(row),
         "best": best,
         "pareto": pareto,
+        "hypervolume": hypervolume,
+        "feasible": (
+            {"trials": feasible, "of_completed": completed} if c.outcome_constraints else None
+        ),
         "pending": [r["trial_id"] for r in records if r["status"] == "running"],
         "units": _declared_units(c, path_from_text(row.config_path).parent),
         "seed": row.seed,
@@ -1101,6 +1120,7 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         best_record,
         feasibility,
         final_hypervolume,
+        hypervolume_reference,
         label,
         outlying_note,
         outlying_records,
@@ -1143,12 +1163,46 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
     front = [r for r in records if r.get("pareto")]
     hv = final_hypervolume(records, c)  # not the whole trace: that grows with the campaign
     shown = f"; hypervolume {hv:.6g}" if hv is not None else ""
-    console.print(f"Pareto front: {len(front)} trials{shown}", highlight=False)
+    ref = hypervolume_reference(records, c)
+    if hv is not None and ref:
+        shown += " above the reference point " + ", ".join(
+            f"{name} {value:.6g}" + ("" if given else " (inferred)")
+            for name, (value, given) in ref.items()
+        )
+    console.print(f"Pareto front: {len(front)} trials{shown}", highlight=False, markup=False)
+    if not front and _feasible_measured(records, c):
+        # A reference point on the wrong side of every result leaves a front of none and a
+        # hypervolume of 0, which `patience` reads as no progress (found in review).
+        console.print(
+            "no feasible trial is at least as good as the reference point on every "
+            "objective: check each objective's reference_point, the worst value still worth "
+            "having ("
+            + ", ".join(
+                f"{o.name} {o.reference_point:g} ({o.goal})"
+                for o in c.objectives
+                if o.reference_point is not None
+            )
+            + ")",
+            highlight=False,
+            markup=False,
+        )
     if front:
         first = c.objectives[0].name
         on_screen = _front_shown(front, lambda r: r["outputs"].get(first, math.nan))
         console.print(_trial_table(c, on_screen, "Pareto front (feasible, non-dominated)"))
         _say_front_cut(len(on_screen), len(front), first)
+
+
+def _feasible_measured(records: list[dict[str, Any]], c: Any) -> bool:
+    """Whether some completed feasible trial has every objective measured (finite)."""
+    import numpy as np
+
+    from loop.report import objective_matrix
+
+    if not records:
+        return False
+    Y, usable = objective_matrix(records, c.objectives)
+    return bool((usable & np.isfinite(Y).all(axis=1)).any())
 
 
 def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTable:

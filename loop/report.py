@@ -412,6 +412,30 @@ def final_hypervolume(records: list[dict[str, Any]], campaign: Campaign) -> floa
         return 0.0
 
 
+def hypervolume_reference(
+    records: list[dict[str, Any]], campaign: Campaign
+) -> dict[str, tuple[float, bool]] | None:
+    """The reference point the campaign's hypervolume is measured from, per objective: its
+    value and whether the campaign file gives it (else it is inferred from the trials, and
+    moves as they do). ``None`` without a trial or a finite value to infer it from.
+
+    ``status`` shows it beside the hypervolume: a number without its reference point could
+    not be compared or checked (found in review)."""
+    from planners import reference_point
+
+    if not records:
+        return None
+    Y, usable = objective_matrix(records, campaign.objectives)
+    try:
+        ref = reference_point(campaign.objectives, Y, usable)
+    except ValueError:
+        return None
+    return {
+        o.name: (float(v), o.reference_point is not None)
+        for o, v in zip(campaign.objectives, ref, strict=True)
+    }
+
+
 def feasibility(records: list[dict[str, Any]]) -> tuple[int, int]:
     """``(feasible, completed)`` over the campaign's own completed trials (not priors)."""
     done = [r for r in records if r["status"] == "completed" and r["kind"] != "prior"]

@@ -93,6 +93,12 @@ def pareto_mask(
 ) -> NDArray[np.bool_]:
     """Which rows of ``Y`` are on the Pareto front of the feasible, finite rows.
 
+    A row worse than an objective's given ``reference_point`` (the worst value still worth
+    having) is not on the front: it adds nothing to the hypervolume, and Ax leaves such
+    points off its front too (found in review: a trial at cost 21 listed on the front of a
+    campaign whose cost reference was 16). Such a row cannot dominate a row within the
+    reference point either, so leaving it out first changes no other row's place.
+
     Args:
         Y: ``n x m`` raw output values, columns in objective order.
         objectives: the ``m`` objectives (their goals give the direction).
@@ -103,12 +109,26 @@ def pareto_mask(
         ``n`` booleans. With one objective: the rows attaining the best value.
     """
     arr = _as_matrix(Y, objectives)
-    usable = _usable(arr, feasible)
+    usable = _usable(arr, feasible) & worth_having(arr, objectives)
     out = np.zeros(arr.shape[0], dtype=bool)
     if usable.any():
         S = arr[usable] * _signs(objectives)
         out[np.flatnonzero(usable)[_nondominated(S)]] = True
     return out
+
+
+def worth_having(Y: ArrayLike, objectives: Sequence[Objective]) -> NDArray[np.bool_]:
+    """Rows at least as good as every given ``reference_point`` (objectives without one
+    do not judge; NaN is judged by :func:`_usable`, not here)."""
+    arr = _as_matrix(Y, objectives)
+    keep = np.ones(arr.shape[0], dtype=bool)
+    for j, objective in enumerate(objectives):
+        ref = objective.reference_point
+        if ref is not None:
+            column = arr[:, j]
+            better = column >= ref if objective.goal == "maximize" else column <= ref
+            keep &= better | ~np.isfinite(column)
+    return keep
 
 
 def reference_point(

@@ -215,6 +215,8 @@ KEYS = [
     "budget",
     "best",
     "pareto",
+    "hypervolume",
+    "feasible",
     "pending",
     "units",
     "seed",
@@ -250,6 +252,8 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "budget": got["budget"] | {"max_trials": 4},
         "best": None,
         "pareto": None,
+        "hypervolume": None,
+        "feasible": None,
         "pending": [],
         "units": {"parameters": {"x1": "mm"}, "outputs": {}},
         "seed": got["seed"],
@@ -273,6 +277,44 @@ def test_status_json_of_several_objectives_lists_the_front(tmp_path: Path) -> No
     assert got["best"] is None
     assert got["pareto"] == [r["trial_id"] for r in exported if r["pareto"]] != []
     assert got["units"]["parameters"] == {"temperature": "degC", "residence_time": "min"}
+    # the hypervolume with the reference point it is measured from (inferred here)
+    assert got["hypervolume"]["value"] > 0
+    assert set(got["hypervolume"]["reference_point"]) == {"yield", "impurity"}
+    assert not any(v["given"] for v in got["hypervolume"]["reference_point"].values())
+
+
+def test_a_front_keeps_to_the_reference_points_given(tmp_path: Path) -> None:
+    """A trial worse than a given reference point (the worst value still worth having) is
+    not on the front (found in review: listed at cost 21 against a reference of 16); one on
+    the wrong side of every trial leaves no front, and `status` says what to check."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    (tmp_path / "c.yaml").write_text(TWO_OBJECTIVES)
+    assert _run("run", str(tmp_path / "c.yaml"), "--store", url, "-q").exit_code == 0
+    exported = _strict(_run("export", "--store", url, "-f", "json").stdout)
+    front = [r for r in exported if r["pareto"]]
+    # a reference for yield inside the front: the front's lower-yield trials drop out
+    cut = sorted(r["outputs"]["yield"] for r in front)[len(front) // 2]
+    kept = {r["trial_id"] for r in front if r["outputs"]["yield"] >= cut}
+    for name, ref, expect in (("cut", cut, kept), ("wrong", 2.0, set())):
+        text = TWO_OBJECTIVES.replace(
+            "{name: yield, goal: maximize}",
+            f"{{name: yield, goal: maximize, reference_point: {ref}}}",
+        ).replace("name: fronted", f"name: {name}")
+        text = text.replace(
+            "{name: impurity, goal: minimize}",
+            "{name: impurity, goal: minimize, reference_point: 1}",
+        )
+        (tmp_path / f"{name}.yaml").write_text(text)
+        assert _run("run", str(tmp_path / f"{name}.yaml"), "--store", url, "-q").exit_code == 0
+        got = _strict(_run("status", "--store", url, "-c", name, "--json").stdout)
+        ids = _strict(_run("export", "--store", url, "-c", name, "-f", "json").stdout)
+        assert {r["number"] for r in ids if r["pareto"]} == {
+            r["number"] for r in front if r["trial_id"] in expect
+        }
+        assert got["hypervolume"]["reference_point"]["yield"] == {"value": ref, "given": True}
+    text = _run("status", "--store", url, "-c", "wrong").stdout
+    assert "Pareto front: 0 trials; hypervolume 0 above the reference point yield 2" in text
+    assert "no feasible trial is at least as good as the reference point" in text
 
 
 def test_suggest_and_status_json_for_ask_tell(tmp_path: Path) -> None:
