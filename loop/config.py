@@ -2268,7 +2268,52 @@ def _check_outcome_constraints(
         seen.add(key)
         parsed.append(constraint)
     _check_outcome_ranges(parsed, data, path, rules)
+    _check_target_reachable(campaign, parsed, data, path, rules)
     return parsed
+
+
+def _check_target_reachable(
+    campaign: Campaign,
+    constraints: list[OutcomeConstraint],
+    data: Any,
+    path: Path,
+    rules: _Rules,
+) -> None:
+    """Refuse a ``target`` no feasible trial can reach: ``target: {yield: 0.9}`` with the
+    outcome constraint ``yield <= 0.5``. The target counts only a feasible trial, so the
+    campaign would run its whole budget without it (found in review; the contradictory
+    bounds of one output are refused likewise)."""
+    target = campaign.budget.target
+    if target is None:
+        return
+    goals = {o.name: o.goal for o in campaign.objectives}
+    wanted = target if isinstance(target, dict) else {campaign.objectives[0].name: target}
+    for name, value in wanted.items():
+        goal = goals.get(name)
+        for k, c in enumerate(constraints):
+            if c.name != name or goal is None:
+                continue
+            blocked = (goal == "maximize" and c.op == "<=" and c.bound < value) or (
+                goal == "minimize" and c.op == ">=" and c.bound > value
+            )
+            if not blocked:
+                continue
+            line = line_of(data, ("budget", "target", name)) or line_of(data, ("budget", "target"))
+            at = line_of(data, ("outcome_constraints", k))
+            rules.added(
+                CampaignConfigError(
+                    path,
+                    f"budget.target {name} {'>=' if goal == 'maximize' else '<='} {value:g} "
+                    f"cannot be met by a feasible trial: outcome_constraints[{k}] "
+                    f"'{c.text}'"
+                    + (f" (line {at})" if at is not None else "")
+                    + f" keeps {name} {'at most' if c.op == '<=' else 'at least'} {c.bound:g}",
+                    line=line,
+                    fix="check the target and the constraint's number and direction: a target "
+                    "counts only a trial that meets every outcome constraint",
+                ),
+                "it keeps its target: the campaign ends by its other limits",
+            )
 
 
 _BOUND = re.compile(r"^(?P<head>.*?(?:<=|>=)\s*)(?P<bound>\S+?)\s*$")
