@@ -457,3 +457,28 @@ def test_observations_without_the_modelled_outputs_are_named_once(
         "an observation has outputs ['Yield'] but the planner models ['yield']: it teaches the "
         "model nothing (check the objectives' and outcome constraints' names)"
     ]
+
+
+def test_a_noise_free_model_does_not_measure_a_point_again() -> None:
+    """A choice of 200 categories, 4 seen: nothing scored above the incumbent on its bound,
+    and the model proposed it 15 times in 20 trials (found in review). A noise-free repeat
+    returns the value already known; a design point is measured instead."""
+    space = Space(
+        [
+            ChoiceParameter(name="c", values=tuple(f"c{i}" for i in range(200))),
+            FloatParameter(name="y", bounds=(0.0, 1.0)),
+        ]
+    )
+    planner = make_planner(
+        space,
+        [Objective(name="f", goal="minimize")],
+        PlannerConfig(kind="botorch", initial=InitialDesign(n=4)),
+        seed=0,
+    )
+    seen: list[tuple[str, float]] = []
+    for _ in range(12):
+        (point,) = planner.suggest(1)
+        seen.append((point["c"], point["y"]))
+        f = int(point["c"][1:]) % 13 + point["y"]
+        planner.ingest([Observation(parameters=point, outputs={"f": f})])
+    assert len(set(seen)) == len(seen), seen
