@@ -937,8 +937,11 @@ def _status_json(
     payload["running_time_s"] = (
         round(_running_time(db, row, trials), 1) if db is not None else row.elapsed_seconds
     )
-    payload["runner"] = _runner_json(lease, _runner_state(lease))
+    state = _runner_state(lease)
+    payload["runner"] = _runner_json(lease, state)
     payload["last_finished_at"] = last.isoformat() if last is not None else None
+    live = row.status in ACTIVE and state in ("running", "stopped")
+    payload["slots"] = _slot_states(c, trials, live=live) if db is not None else None
     return to_json(payload)
 
 
@@ -1060,48 +1063,85 @@ def _has_slots(c: Any, trials: list[Any]) -> bool:
     return not all(t.slot is None for t in trials)
 
 
-def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
-    """With several instrument slots: each slot, its trial in flight and what it has run.
+def _slot_states(c: Any, trials: list[Any], *, live: bool = True) -> list[dict[str, Any]] | None:
+    """With several instrument slots: each slot, its trial in flight and what it has run,
+    for ``status`` (:func:`_slots_table`) and ``status --json`` (``slots``); ``None`` when
+    no trial ran on a slot.
 
     A trial ``running`` with no live runner is not being measured: it was left in flight
     (a kill, a crash) and ``resume`` reconciles it. A slot retired by the runner (it kept
     failing while the others worked) shows as such, with the reason, until it runs again.
-    Trials told with ``tell`` ran on no slot: without a trial that did, there is no table
-    (it showed every slot idle, nothing run); with one, they are counted under it.
+    Trials told with ``tell`` ran on no slot: without a trial that did, there are no slots
+    (a table of idle slots with nothing run read as a stuck runner); with one, they are
+    counted apart.
     """
-    count = getattr(c.instrument, "count", 1)
-    # No trial ran on a slot: prior data, and trials told with `tell` (ask/tell has no
-    # slots). A table of idle slots with nothing run read as a stuck runner.
     if not _has_slots(c, trials):
-        return
-    spec = specs(c.parameters)
+        return None
+    count = getattr(c.instrument, "count", 1)
     now = datetime.now(UTC)
-    rows = []
+    states: list[dict[str, Any]] = []
     for slot in range(max([count] + [(t.slot or 0) + 1 for t in trials])):
         mine = [t for t in trials if t.slot == slot]
         running = [t for t in mine if t.status == "running"]
         current = running[-1] if running else None
+        reason = None
         if current is not None:
-            state = (
-                f"in flight {_in_flight_age(current, now)}"
-                if live
-                else "left running (resume reconciles)"
-            )
+            state = "in flight" if live else "left running"
         else:
             last = next((t for t in reversed(mine) if t.status != "abandoned"), None)
             retired = _RETIRED.search(last.error or "") if last is not None else None
             if retired is not None and retired.group(1) == str(slot):
-                state = f"retired: {retired.group(2)}"
+                state, reason = "retired", retired.group(2)
             else:
                 state = "idle"
+        since = (current.started_at or current.created_at) if current is not None else None
+        states.append(
+            {
+                "slot": slot,
+                "state": state,
+                "retired_because": reason,
+                "trial": None
+                if current is None
+                else {
+                    "trial_id": current.id,
+                    "number": current.number,
+                    "parameters": current.parameters,
+                    "in_flight_s": round(max((now - _utc(since)).total_seconds(), 0.0), 1)
+                    if since
+                    else None,
+                },
+                "completed": sum(t.status == "completed" for t in mine),
+                "failed": sum(t.status == "failed" for t in mine),
+            }
+        )
+    return states
+
+
+def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
+    """The instrument slots (:func:`_slot_states`) as ``status`` shows them."""
+    states = _slot_states(c, trials, live=live)
+    if states is None:
+        return
+    spec = specs(c.parameters)
+    rows = []
+    for slot in states:
+        current = slot["trial"]
+        state = {
+            "in flight": f"in flight {span(current['in_flight_s'])}"
+            if current and current["in_flight_s"] is not None
+            else "in flight ?",
+            "left running": "left running (resume reconciles)",
+            "retired": f"retired: {slot['retired_because']}",
+            "idle": "idle",
+        }[slot["state"]]
         rows.append(
             [
-                str(slot),
+                str(slot["slot"]),
                 escape(state),
-                f"#{current.number}" if current else "",
-                escape(_where(current.parameters, None, spec=spec)) if current else "",
-                str(sum(t.status == "completed" for t in mine)),
-                str(sum(t.status == "failed" for t in mine)),
+                f"#{current['number']}" if current else "",
+                escape(_where(current["parameters"], None, spec=spec)) if current else "",
+                str(slot["completed"]),
+                str(slot["failed"]),
             ]
         )
     headers = ["slot", "state", "current trial", "parameters", "completed", "failed"]
@@ -1109,6 +1149,7 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
 
     told = [t for t in trials if t.status != "running" and is_told(t)]
     caption = f"{len(told)} trial(s) told with `closedloop tell` ran on no slot" if told else None
+    count = getattr(c.instrument, "count", 1)
     console.print(
         WholeTable(f"instrument slots ({count})", headers, rows, {0, 2, 4, 5}, caption=caption)
     )

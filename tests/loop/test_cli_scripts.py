@@ -227,6 +227,7 @@ KEYS = [
     "running_time_s",
     "runner",
     "last_finished_at",
+    "slots",
 ]
 
 
@@ -264,6 +265,7 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "running_time_s": got["running_time_s"],  # tests/loop/test_status_progress.py
         "runner": None,  # finished: its lease released
         "last_finished_at": got["last_finished_at"],
+        "slots": None,  # one instrument
     }
     assert got["running_time_s"] >= 0 and got["last_finished_at"].endswith("+00:00")
 
@@ -413,3 +415,20 @@ def test_refusals_go_to_stderr(tmp_path: Path) -> None:
         out = _run(*args)
         assert (out.exit_code, out.stdout) == (2, ""), (args, out.output)
         assert said in out.stderr, (args, out.stderr)
+
+
+def test_status_json_lists_each_instrument_slot(tmp_path: Path) -> None:
+    """`status` showed each slot, its trial and counts; `status --json` had none of it."""
+    (tmp_path / "c.yaml").write_text(
+        TWO_OBJECTIVES.replace(
+            "instrument: {simulator: flow_reactor}",
+            "instrument: {simulator: flow_reactor, count: 2}",
+        ).replace("max_trials: 5", "max_trials: 6")
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert _run("run", str(tmp_path / "c.yaml"), "--store", url, "-q").exit_code == 0
+    got = _strict(_run("status", "--store", url, "--json").stdout)
+    assert [s["slot"] for s in got["slots"]] == [0, 1]
+    assert all(s["state"] == "idle" and s["trial"] is None for s in got["slots"])
+    assert sum(s["completed"] for s in got["slots"]) == 6
+    assert all(s["failed"] == 0 and s["retired_because"] is None for s in got["slots"])
