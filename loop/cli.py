@@ -2023,7 +2023,8 @@ def _instrument_label(c: Any) -> str:
         label += f" x {i.count} slots"
     executor = i.executor
     if executor.kind == "local":
-        label += f" on a local Dask cluster ({executor.workers or 2} workers)"
+        workers = executor.workers or 2
+        label += f" on a local Dask cluster ({workers} worker{'s' * (workers != 1)})"
     elif executor.kind == "dask":
         label += f" on the Dask scheduler at {executor.address}"
     return label

@@ -1168,6 +1168,10 @@ def _builtin(function: Any) -> bool:
     return bool(module.split(".")[0] == __name__.split(".")[0])
 
 
+_SENT_BY_VALUE = "<dynamic-code>"
+"""``co_filename`` of code cloudpickle sent by value (a campaign file's, to Dask workers)."""
+
+
 def _source(function: Any, device: str, exc: BaseException | None = None) -> str:
     """Who computes a detector's outputs, as its error texts name it.
 
@@ -1186,7 +1190,9 @@ def _source(function: Any, device: str, exc: BaseException | None = None) -> str
     line = None
     tb = exc.__traceback__ if exc is not None else None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
+        # A campaign's file travels to Dask workers by value, and cloudpickle names its code
+        # "<dynamic-code>" there (its line numbers kept): such a frame is of that file too.
+        if tb.tb_frame.f_code.co_filename in (filename, _SENT_BY_VALUE):
             line = tb.tb_lineno
         tb = tb.tb_next
     short = filename.replace("\\", "/").rsplit("/", 1)[-1]

@@ -496,7 +496,10 @@ class DaskExecutor:
                     # campaign on this machine must not collide with the first.
                     dashboard_address=None,
                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    silence_logs=logging.ERROR,
+                    # The workers' own log, in their processes: a function's exception
+                    # is the trial's error line already (distributed.worker's "Compute
+                    # Failed" repeated it in 7 lines, found in review); --verbose shows it.
+                    silence_logs=_worker_log_level(),
                     # Ctrl-C is the campaign's to handle, not each worker's (see the module).
                     preload=["simulators._dask_worker"],
                 )
@@ -1462,6 +1465,16 @@ def _quiet_worker_shutdown(dask_worker: Any = None) -> None:
     log = logging.getLogger("distributed.worker")
     if not any(isinstance(f, _ShutdownHeartbeatFilter) for f in log.filters):
         log.addFilter(_ShutdownHeartbeatFilter())
+
+
+def _worker_log_level() -> int:
+    """The level the local cluster's worker processes log at: CRITICAL, unless the
+    application logs INFO itself (the CLI's ``--verbose``), as :func:`_quiet_distributed`."""
+    return (
+        logging.INFO
+        if logging.getLogger().getEffectiveLevel() <= logging.INFO
+        else logging.CRITICAL
+    )
 
 
 def _quiet_distributed() -> None:

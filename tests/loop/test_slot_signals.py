@@ -240,3 +240,25 @@ def _running(db: Path) -> int:
         except sqlite3.OperationalError:
             return 0
     return int(n)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_function_error_on_a_local_cluster_is_said_once(tmp_path: Path) -> None:
+    """The workers' own log ("distributed.worker - ERROR - Compute Failed", 7 lines with
+    the exception again) reached the terminal beside the trial's error line."""
+    (tmp_path / "fn.py").write_text("def measure(inputs):\n    raise ValueError('bad point')\n")
+    (tmp_path / "c.yaml").write_text(
+        DASK_CAMPAIGN.replace("simulator: branin, latency: 0.5", 'function: "fn.py:measure"')
+        .replace(
+            "executor: {kind: local, workers: 2}",
+            "outputs: [y], executor: {kind: local, workers: 1}",
+        )
+        .replace("max_trials: 500", "max_trials: 2, max_failures: 1")
+    )
+    proc = start_cli(("run", "c.yaml", "--store", f"sqlite:///{tmp_path / 's.db'}"), cwd=tmp_path)
+    out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 1, (out, err)
+    text = out + err
+    assert "Compute Failed" not in text and "<dynamic-code>" not in text, text
+    assert "ValueError: bad point; raised by function measure (fn.py, line 2)" in text, text

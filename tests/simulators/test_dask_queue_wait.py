@@ -305,3 +305,37 @@ def test_a_result_lost_with_its_worker_is_computed_again_and_that_run_alone_is_t
             dispatcher.close()
             inst.close()
             executor.close()
+
+
+RAISES = """
+def helper(x):
+    raise ValueError(f"no reading at {x}")
+
+
+def measure(inputs):
+    return {"y": helper(inputs["s"])}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_function_raising_on_a_worker_is_named_with_its_file_and_line(
+    one_worker: DaskExecutor, tmp_path: Path
+) -> None:
+    """cloudpickle sends a campaign file's code by value, named "<dynamic-code>" on the
+    worker: the error said `(model.py)` where in-process it says `(model.py, line 3)`."""
+    (tmp_path / "model.py").write_text(RAISES)
+    function = load_function("model.py:measure", base_dir=tmp_path)
+    inst = build_simulated_instrument(
+        function, inputs={"s": (0.0, 100.0)}, outputs=["y"], seed=1, executor=one_worker
+    )
+    dispatcher = Dispatcher(inst)
+    try:
+        result = dispatcher.run(1, "c", {"s": 7.0}, timeout=60.0)
+    finally:
+        dispatcher.close()
+        inst.close()
+    assert result.exit_status == "fail"
+    assert "ValueError: no reading at 7.0; raised by function measure (model.py, line 3)" in (
+        result.error or ""
+    ), result.error
