@@ -460,6 +460,8 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
         known = outputs_of(runner)
+        if not results and not recorded:  # the header, against the first row's campaign
+            _check_header(runner, columns, f"{path}:{records[0].line}", known)
         clash = [o for o in known if o in _CSV_COLUMNS or o.startswith(_CSV_ACTUAL)]
         if clash:
             raise InvalidInput(
@@ -500,6 +502,40 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
     if not results:
         raise InvalidInput(f"{path}: no rows")
     return results
+
+
+def _check_header(runner: Runner, columns: list[str], where: str, known: Sequence[str]) -> None:
+    """Refuse, at the header's line, a column that is none of the campaign's outputs and
+    none of a results CSV's or an export's columns, with the nearest name. Was: `a [mm]`
+    was refused as an unknown output at the first data row, with no hint (prior data
+    said both: the header's line and "did you mean 'a'?")."""
+    import difflib
+
+    from loop.prior import EXPORT_COLUMNS
+
+    names = [*known, *(p.name for p in runner.campaign.parameters)]
+    unknown = [
+        c
+        for c in columns
+        if c
+        and c not in names
+        and c not in _CSV_COLUMNS
+        and c not in EXPORT_COLUMNS
+        and not c.startswith((_CSV_ACTUAL, "readback."))
+    ]
+    if not unknown:
+        return
+    hints = [
+        f"did you mean '{near[0]}' for '{c}'?"
+        for c in unknown[:3]
+        if (near := difflib.get_close_matches(c, names, n=1, cutoff=0.5))
+    ]
+    raise InvalidInput(
+        f"{where}: column(s) {', '.join(repr(c) for c in unknown)} are none of the campaign's "
+        f"outputs ({', '.join(known)}) nor trial_id, fail or actual.<param>"
+        + (f"; {' '.join(hints)}" if hints else "")
+        + " (units belong in the campaign file, not in a header)"
+    )
 
 
 def _export_column(

@@ -259,6 +259,22 @@ def test_tell_refuses_bad_input_with_exit_2(tmp_path: Path, args: list[str], mes
     assert _trials(url)[1]["status"] == "running"  # nothing was written
 
 
+def test_a_results_csv_header_with_units_is_refused_at_its_line_with_the_name(
+    tmp_path: Path,
+) -> None:
+    """Was: `unknown output(s) yield [%]` at the first data row, with no hint."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "1")["trials"]]
+    sheet = tmp_path / "r.csv"
+    sheet.write_text(f"trial_id,yield [%]\n{ids[0]},30\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2
+    text = " ".join(out.output.split())
+    assert "r.csv:1: column(s) 'yield [%]' are none of the campaign's outputs (yield)" in text
+    assert "did you mean 'yield' for 'yield [%]'?" in text
+    assert [t["status"] for t in _trials(url)] == ["running"]
+
+
 def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "3")["trials"]]
