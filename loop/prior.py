@@ -562,10 +562,15 @@ def _parse_parameter(path: Path, line: int, row: int, param: Any, cell: str) -> 
     try:
         return parameter_value(param, cell)
     except ValueError as exc:
-        if kind in ("choice", "fixed"):
-            allowed = ", ".join(
-                str(v) for v in (param.values if kind == "choice" else [param.value])
+        if kind == "fixed":  # the row was measured elsewhere: its value is not a typo
+            problem = f"{shown(cell)}, but this campaign fixes {param.name} to {param.value}"
+            fix = (
+                "this row was measured at another value: remove it, or make "
+                f"{param.name} a searched parameter (type float, int or choice) that holds "
+                f"{cell.strip()}"
             )
+        elif kind == "choice":
+            allowed = ", ".join(str(v) for v in param.values)
             problem, fix = (
                 f"{shown(cell)} is not one of the values {allowed}",
                 f"use one of: {allowed}",

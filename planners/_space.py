@@ -525,7 +525,7 @@ class Space:
         violated = self._violated(out)
         if violated is not None:
             raise InvalidPoint(
-                f"point {out} violates constraint {violated.index} ({violated.text!r})"
+                f"point {out} violates constraints[{violated.index}] ({violated.text!r})"
             )
         if self.candidates is not None:
             j = self._candidate_index.get(self._key(out))

@@ -536,7 +536,7 @@ def test_plan_dry_run_notes_a_point_outside_the_campaign_s_constraints() -> None
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     said = " ".join(out.output.split())
-    assert "note: point {'x1': 0.0, 'x2': 0.0} violates constraint 1 ('x1 + x2 >= 2')" in said
+    assert "note: point {'x1': 0.0, 'x2': 0.0} violates constraints[1] ('x1 + x2 >= 2')" in said
     assert "the planner never proposes such a point" in said
     inside = CliRunner().invoke(app, [*args[:-4], "--at", "x1=5", "--at", "x2=5"])
     assert inside.exit_code == 0 and "note:" not in inside.output

@@ -649,7 +649,7 @@ def test_tell_actual_breaking_a_constraint_is_refused(tmp_path: Path) -> None:
     out = _cli("tell", "--store", url, str(trial["trial_id"]), "yield=0.5", *actual)
     assert out.exit_code == 2, out.output
     said = _flat(out)
-    assert "violates constraint 0 ('temperature + 2 * residence_time <= 150')" in said
+    assert "violates constraints[0] ('temperature + 2 * residence_time <= 150')" in said
     assert "record it as failed with --fail REASON" in said
     assert _trials(url)[0]["status"] == "running"
 

@@ -140,7 +140,7 @@ def test_actual_parameters_are_checked_against_the_whole_space(
     ]
     summary, trials, shown = _run(tmp_path, monkeypatch, lines, max_trials=2)
     assert summary.status == "completed", summary.reason
-    assert "violates constraint 0 ('temperature + 2 * residence_time <= 150')" in shown
+    assert "violates constraints[0] ('temperature + 2 * residence_time <= 150')" in shown
     assert "record it as failed with `fail REASON`" in shown
     assert [t["status"] for t in trials] == ["completed", "completed"]
     assert trials[0]["readbacks"]["catalyst"] == "Pd B" and trials[0]["readbacks"]["stages"] == 2

@@ -134,7 +134,7 @@ def _after(k: int, change: Callable[[Point], Point]) -> Mutate:
 @pytest.mark.parametrize(
     ("change", "said"),
     [
-        (lambda p: {**p, "x": 0.9, "y": 0.9}, "violates constraint 0 ('x + y <= 0.5')"),
+        (lambda p: {**p, "x": 0.9, "y": 0.9}, "violates constraints[0] ('x + y <= 0.5')"),
         (lambda p: {**p, "x": 5.0}, "x=5.0 is outside its bounds [-1.0, 1.0]"),
         (lambda p: {**p, "x": 1.0 + 1e-6, "y": -0.9}, "is outside its bounds"),
         (lambda p: {**p, "n": 2.5}, "n=2.5 is not an integer"),
@@ -341,7 +341,7 @@ def test_the_command_line_says_which_planner_broke_what_and_exits_1(tmp_path: Pa
         "error: planner my_planner:Mine broke the planner protocol: suggest(n=1) proposed a "
         "point outside the campaign's space: point {'x': 0.9, 'y': 0.9,"
     ), err
-    assert "violates constraint 0 ('x + y <= 0.5')" in err
+    assert "violates constraints[0] ('x + y <= 0.5')" in err
     assert f"fix: fix the planner, then `closedloop resume --store {url} -c 1`" in err
     assert "please report" not in err and "Traceback" not in err
     assert "trial    3" not in done.stdout

@@ -107,7 +107,7 @@ def test_validate_names_the_violated_constraint() -> None:
         "catalyst": "A",
         "pressure": 2,
     }
-    with pytest.raises(InvalidPoint, match=r"constraint 1 \('temperature \+ residence_time"):
+    with pytest.raises(InvalidPoint, match=r"constraints\[1\] \(.temperature \+ residence_time"):
         space.validate(point)
     assert space.contains({**point, "residence_time": 20.0})
 
