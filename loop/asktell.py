@@ -737,14 +737,15 @@ def suggest(
         observations = store.observations(cid)
         planner = runner.rebuild_planner(history, observations)
         t0 = time.perf_counter()
-        points = call_planner(planner, "suggest", n, pending=[dict(t.parameters) for t in pending])
+        held = [dict(t.parameters) for t in pending]
+        points = call_planner(planner, "suggest", n, pending=held)
         seconds = (time.perf_counter() - t0) / max(n, 1)
         # As `run` checks them (loop.scheduler): a point outside the space or its constraints,
         # another count, or a plugin that raised, is the planner's PlannerError; nothing is
         # stored.
         new = [
             NewTrial(point, kind, suggest_seconds=seconds)
-            for point, kind in check_proposals(planner, n, points, runner.space)
+            for point, kind in check_proposals(planner, n, points, runner.space, held)
         ]
         reasons = _refusals(limits, [t.parameters for t in new])
         # The proposals, the budget overrides, the campaign's state and this suggest's session

@@ -206,7 +206,11 @@ def _shown_text(value: object) -> str:
 
 
 def check_proposals(
-    planner: Planner, n: int, points: object, space: Space | None
+    planner: Planner,
+    n: int,
+    points: object,
+    space: Space | None,
+    pending: Sequence[Point] = (),
 ) -> list[tuple[Point, str]]:
     """``(point, kind)`` for each point of ``planner.suggest(n)``'s answer ``points``, each
     point as the space has it (``Space.validate``: Python types, a choice's own value, a
@@ -275,7 +279,36 @@ def check_proposals(
                     name, f"suggest(n={n}) proposed a point outside the campaign's space: {exc}"
                 ) from None
         checked.append((dict(point), kind))
+    if space is not None:
+        _say_repeats(name, space, [p for p, _ in checked], pending)
     return checked
+
+
+_REPEATS_SAID: set[str] = set()  # planners whose repeated in-flight points were named
+
+
+def _say_repeats(name: str, space: Space, points: list[Point], pending: Sequence[Point]) -> None:
+    """Warn, once per planner, when it proposes a point already being measured (pending or
+    in the same batch) in a space with a float parameter, where no such repeat is ever
+    needed: two slots then measured identical parameters at once, without a word (found in
+    review, a plugin). Not refused: a planner may want replicates; a finite space, once
+    exhausted, repeats on purpose (the built-in planners say so themselves)."""
+    if name in _REPEATS_SAID or math.isfinite(space.cardinality()):
+        return
+    from planners._baselines import near_duplicate
+
+    for i, point in enumerate(points):
+        others = [*pending, *points[:i]]
+        if others and near_duplicate(space, point, others):
+            _REPEATS_SAID.add(name)
+            logger.warning(
+                "planner %s proposed %s, a point already being measured (pending, or earlier "
+                "in its batch): two trials will measure the same parameters. A planner should "
+                "keep its proposals apart from suggest()'s pending points",
+                name,
+                point,
+            )
+            return
 
 
 def _unrounded(space: Space, point: Mapping[str, Any]) -> dict[str, Any]:
@@ -492,7 +525,7 @@ class PlannerWorker:
                 t0 = time.perf_counter()
                 points = call_planner(self.planner, "suggest", n, pending=pending)
                 seconds = time.perf_counter() - t0
-                checked = check_proposals(self.planner, n, points, self.space)
+                checked = check_proposals(self.planner, n, points, self.space, pending)
                 share = seconds / max(n, 1)
                 self.events.put(Proposed([Proposal(p, k, share) for p, k in checked]))
             except BaseException as exc:

@@ -651,3 +651,24 @@ def test_the_command_line_says_a_plugin_raised_and_exits_1_without_a_bug_report(
     verbose = closedloop("-v", "plan", "--dry-run", "seam.yaml", cwd=tmp_path, wide=True)
     assert verbose.returncode == 1
     assert 'raise RuntimeError("boom in suggest")' in verbose.stderr
+
+
+def test_a_planner_proposing_a_point_in_flight_is_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two slots measured identical parameters at once, without a word (found in review)."""
+    from loop import scheduler
+
+    monkeypatch.setattr(scheduler, "_REPEATS_SAID", set())
+    first: list[Point] = []
+
+    def same(planner: Plugin, points: list[Point]) -> list[Point]:
+        if not first:
+            first.append(points[0])
+        return [dict(first[0]) for _ in points]
+
+    _use(monkeypatch, lambda space, seed: Plugin(space, seed, same))
+    with caplog.at_level(logging.WARNING, logger="loop"):
+        Runner(_campaign(tmp_path, count=2, trials=4), _store(tmp_path)).run()
+    said = [r.getMessage() for r in caplog.records if "already being measured" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"planner {__name__}:Plugin proposed "), said
