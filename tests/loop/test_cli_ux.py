@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -623,3 +624,28 @@ def test_the_instrument_line_says_how_many_slots_and_where_it_computes(
     proc = run_closedloop("validate", "c.yaml", cwd=tmp_path, wide=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith(said), proc.stdout
+
+
+def test_a_ctrl_c_during_the_interpreters_teardown_exits_130_quietly(tmp_path: Path) -> None:
+    """The command's work is done: a Ctrl-C while libraries' atexit handlers run (ophyd's,
+    dask's) printed "Exception ignored in atexit callback ... KeyboardInterrupt" and a
+    traceback, and the process exited 0 (found in review). The atexit handler below,
+    registered first, runs last, as a library's would run before it."""
+    script = (
+        "import atexit, os, signal, sys, time\n"
+        "from loop.cli import main\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
+        "sys.argv = ['closedloop', '--version']\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc
+    assert proc.stdout.startswith("closedloop ")
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
