@@ -405,6 +405,7 @@ class BoTorchPlanner:
         self.last_kinds: list[str] = []
         self._design_swaps: list[bool] = []  # per model point of the last suggest
         self._told_unmodelled = False  # an observation without the modelled outputs, said
+        self._told_constant: set[str] = set()  # outputs said to be constant
         self.timings: list[SuggestTiming] = []
         self._fitted: _Fitted | None = None
         self._feasibility: _Fitted | None = None
@@ -708,6 +709,7 @@ class BoTorchPlanner:
         if self._fitted is not None and self._fitted.n_ingested == len(self.observations):
             return self._fitted.model
         train_X, train_Y = self.training_data()
+        self._say_constant()
         # Seeded by the data size only (not by pending points), so a cached model and a
         # freshly fitted one are identical: fit_gpytorch_mll draws random restarts from the
         # priors when a fit fails.
@@ -748,6 +750,29 @@ class BoTorchPlanner:
                     model = cold
         self._fitted = _Fitted(model, train_X, train_Y, len(self.observations))
         return model
+
+    def _say_constant(self) -> None:
+        """Warn once per objective that every measured value of it is the same, from the
+        initial design's size on: the model then sees no difference between points, and a
+        stuck reading (a detector unplugged, a function returning a default) looks like a
+        flat response (found in review: no word of it)."""
+        names = self.outcome_names
+        usable = [o for o in self.observations if o.usable_for(names)]
+        if len(usable) < max(self.n_initial, 3):
+            return
+        for name in (o.name for o in self.objectives):  # a constrained output may be flat
+            first = usable[0].outputs[name]
+            if name in self._told_constant or any(o.outputs[name] != first for o in usable):
+                continue
+            self._told_constant.add(name)
+            logger.warning(
+                "%s has been %g in all %d trials measured: the model cannot tell points apart "
+                "by it; check that the instrument measures it (a constant reading can be a "
+                "stuck detector or a default value)",
+                name,
+                first,
+                len(usable),
+            )
 
     def _fit_once(
         self, train_X: Tensor, train_Y: Tensor, start: Model | None, *, objective: bool = True

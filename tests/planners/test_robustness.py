@@ -482,3 +482,20 @@ def test_a_noise_free_model_does_not_measure_a_point_again() -> None:
         f = int(point["c"][1:]) % 13 + point["y"]
         planner.ingest([Observation(parameters=point, outputs={"f": f})])
     assert len(set(seen)) == len(seen), seen
+
+
+def test_an_objective_that_never_changes_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A stuck detector or a default value looks like a flat response: say so (found in
+    review: no word of it), once, from the initial design's size on."""
+    planner = make_planner(
+        _CHECKED_SPACE,
+        [Objective(name="f"), Objective(name="g", goal="maximize")],
+        PlannerConfig(kind="botorch", initial=InitialDesign(n=3)),
+        seed=0,
+    )
+    with caplog.at_level(logging.WARNING, logger="planners"):
+        for _ in range(5):
+            (point,) = planner.suggest(1)
+            planner.ingest([Observation(parameters=point, outputs={"f": point["x"], "g": 1.0})])
+    said = [r.getMessage() for r in caplog.records if "cannot tell points apart" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("g has been 1 in all 3 trials measured"), said
