@@ -1083,6 +1083,7 @@ def _say(ax: Any, text: str) -> None:
 # (group, colour, marker) of the trials in the per-output panels.
 _GROUPS = (
     ("prior", "grey", "s"),
+    ("prior, infeasible", "C1", "s"),
     ("completed", "C0", "o"),
     ("feasible", "C0", "o"),
     ("infeasible", "C1", "^"),
@@ -1098,8 +1099,8 @@ def _group(r: dict[str, Any]) -> str:
         return "failed"
     if r["status"] != "completed":
         return "other"
-    if r["kind"] == "prior":
-        return "prior"
+    if r["kind"] == "prior":  # infeasible prior rows apart, as the front panels mark them
+        return "prior, infeasible" if r.get("feasible") is False else "prior"
     if "feasible" not in r:  # the campaign has no outcome constraints
         return "completed"
     return "feasible" if r["feasible"] else "infeasible"

@@ -556,3 +556,28 @@ def test_category_labels_shorten_number_and_escape() -> None:
     assert upright.rotation == 90 and all(upright.labels) and upright.height > 0
     crowded = category_ticks([f"v{k}" for k in range(60)], 8 / 3).labels
     assert 0 < sum(bool(t) for t in crowded) < 60
+
+
+def test_an_infeasible_prior_row_is_marked_in_the_output_panels(tmp_path: Path) -> None:
+    """It was drawn as a plain grey "prior" square there, while the front panel marked it
+    infeasible (found in review)."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("pairs", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    for kind, (a, b, c) in (
+        ("prior", (0.9, 0.1, 2.0)),  # infeasible: c <= 1 fails
+        ("prior", (0.5, 0.5, 0.0)),
+        ("sobol", (0.6, 0.7, 0.0)),
+    ):
+        trial = store.add_trial(cid, {"x": a}, kind)
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs={"a": a, "b": b, "c": c},
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    fig = report_figure(store, store.campaign(cid))
+    drawn = _points(_panels(fig)["c"])
+    assert drawn["prior, infeasible"] == [1.0]
+    assert drawn["prior"] == [2.0]
