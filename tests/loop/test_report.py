@@ -287,6 +287,19 @@ def test_report_trace_matches_the_exact_one_for_a_short_campaign(tmp_path: Path)
 
 
 # ---------------------------------------------------------------------------- front panel
+def _completed(store: Store, cid: int, kind: str, a: float, b: float, c: float) -> None:
+    """A completed trial of the ``ALL_FAIL`` campaign at x = a with outputs a, b, c."""
+    trial = store.add_trial(cid, {"x": a}, kind)
+    store.finish_trial(
+        trial.id or 0,
+        status="completed",
+        outputs={"a": a, "b": b, "c": c},
+        readbacks={},
+        run_uid=None,
+        error=None,
+    )
+
+
 def test_infeasible_trials_are_drawn_apart_and_over_the_front_panels_dots(
     tmp_path: Path,
 ) -> None:
@@ -298,15 +311,7 @@ def test_infeasible_trials_are_drawn_apart_and_over_the_front_panels_dots(
     # a maximised, b minimised, c <= 1 feasible; (0.9, 0.1) beats the front, infeasible
     points = [(0.5, 0.5, 0.0), (0.6, 0.7, 0.0), (0.3, 0.6, 0.0), (0.9, 0.1, 2.0)]
     for a, b, c in points:
-        trial = store.add_trial(cid, {"x": a}, "sobol")
-        store.finish_trial(
-            trial.id or 0,
-            status="completed",
-            outputs={"a": a, "b": b, "c": c},
-            readbacks={},
-            run_uid=None,
-            error=None,
-        )
+        _completed(store, cid, "sobol", a, b, c)
     fig = report_figure(store, store.campaign(cid))
     front = next(ax for ax in fig.axes if ax.get_xlabel() == "a")
     groups = {c.get_label(): c for c in front.collections}
@@ -563,20 +568,9 @@ def test_an_infeasible_prior_row_is_marked_in_the_output_panels(tmp_path: Path) 
     infeasible (found in review)."""
     store = _store(tmp_path)
     cid = store.create_campaign("pairs", ALL_FAIL, str(tmp_path / "campaign.yaml"), 1)
-    for kind, (a, b, c) in (
-        ("prior", (0.9, 0.1, 2.0)),  # infeasible: c <= 1 fails
-        ("prior", (0.5, 0.5, 0.0)),
-        ("sobol", (0.6, 0.7, 0.0)),
-    ):
-        trial = store.add_trial(cid, {"x": a}, kind)
-        store.finish_trial(
-            trial.id or 0,
-            status="completed",
-            outputs={"a": a, "b": b, "c": c},
-            readbacks={},
-            run_uid=None,
-            error=None,
-        )
+    _completed(store, cid, "prior", 0.9, 0.1, 2.0)  # infeasible: c <= 1 fails
+    _completed(store, cid, "prior", 0.5, 0.5, 0.0)
+    _completed(store, cid, "sobol", 0.6, 0.7, 0.0)
     fig = report_figure(store, store.campaign(cid))
     drawn = _points(_panels(fig)["c"])
     assert drawn["prior, infeasible"] == [1.0]
