@@ -2603,9 +2603,9 @@ def reconcile_documents(
 
 
 PRIOR_KIND = "prior"
+"""Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
 _MODEL_PLANNERS = frozenset({"botorch", "ax"})
 """Planner kinds whose first trials are an initial design, then a model's (kind ``model``)."""
-"""Trial kind of prior-data rows: completed, never dispatched, not counted by max_trials."""
 
 
 def achieved_point(commanded: Mapping[str, Any], readbacks: Mapping[str, Any]) -> Point:
