@@ -296,9 +296,24 @@ def outputs_of(runner: Runner) -> tuple[str, ...]:
     return tuple(describe_instrument(c.instrument, c.parameters, base_dir=runner.loaded.base_dir))
 
 
-# A failure reason that reads as "not failed" (a spreadsheet's FALSE in a `fail` column):
-# recording the trial as failed with the reason "FALSE" would be the opposite of what was meant.
-_NOT_FAILED = frozenset({"false", "no", "n", "f", "0", "off", "none", "ok"})
+# A failure reason that reads as "not failed" (a spreadsheet's FALSE in a `fail` column), or
+# that is a placeholder for "nothing" (N/A, NaN, -): recording the trial as failed with such a
+# reason would be the opposite of what was meant, and a told trial cannot be told again
+# (found in review: "not failed", "N/A", "pass" and "success" were recorded as failures).
+# Compared after `_reads_as`: lower case, only letters and digits kept ("N/A" is "na").
+_NOT_FAILED = frozenset(
+    {
+        "false", "no", "n", "f", "0", "off", "none", "ok", "okay", "na", "nan", "null", "nil",
+        "", "pass", "passed", "success", "successful", "succeeded", "good", "fine", "done",
+        "nofail", "notfailed", "nein", "falsch", "non", "faux",
+    }
+)  # fmt: skip
+
+
+def _reads_as_not_failed(reason: str) -> bool:
+    """Whether a failure reason reads as "not failed" or "nothing" (see ``_NOT_FAILED``)."""
+    key = "".join(ch for ch in reason.lower() if ch.isalnum())
+    return key in _NOT_FAILED or key.startswith(("notfail", "nofail", "didnotfail"))
 
 
 def build_result(
@@ -353,10 +368,11 @@ def build_result(
                 )
             if not reason:
                 raise InvalidInput("--fail needs a reason, e.g. --fail 'sample spilled'")
-            if reason.lower() in _NOT_FAILED:
+            if _reads_as_not_failed(reason):
                 raise InvalidInput(
-                    f"{fail_name} {reason!r} reads as 'not failed', but any text there records "
-                    "the trial as failed with that text as the reason; give the reason it "
+                    f"{fail_name} {reason!r} reads as 'not failed' or 'nothing', but any text "
+                    "there records the trial as failed with that text as the reason; give the "
+                    "reason it "
                     "failed (e.g. 'sample spilled'), or, if it did not fail, its outputs "
                     + ("with an empty fail cell" if where else "without --fail")
                 )

@@ -635,6 +635,11 @@ def test_tell_refuses_outputs_together_with_a_fail_reason(tmp_path: Path) -> Non
     sheet.write_text(f"trial_id,yield,fail\n{a},,no\n")
     out = _cli("tell", "--store", url, "--csv", str(sheet))
     assert out.exit_code == 2 and "sheet.csv:2: fail 'no' reads as 'not failed'" in _flat(out)
+    # placeholders and "it worked" in other words: a told trial cannot be told again
+    for said in ("not failed", "N/A", "NaN", "-", "null", "pass", "success", "did not fail"):
+        out = _cli("tell", "--store", url, str(a), "--fail", said)
+        assert out.exit_code == 2, (said, out.output)
+        assert f"--fail {said!r} reads as 'not failed' or 'nothing'" in _flat(out)
     out = _cli("tell", "--store", url, str(c), "yield=0.9", "--fail", "x")
     assert out.exit_code == 2 and "--fail 'x' given together" in _flat(out)
     assert [t["status"] for t in _trials(url)] == ["running"] * 3  # nothing was written
