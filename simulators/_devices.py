@@ -597,7 +597,7 @@ class SimDetector(Device):
             signal.name = out
         self._sim_inputs = dict(inputs)
         self._sim_function = function
-        self._sim_unlisted_said: bool = False  # keys `outputs:` does not list: warned once
+        self._sim_unlisted: set[str] = set()  # keys `outputs:` does not list, warned of
         self._sim_latency = float(latency)
         self._sim_failure_rate = float(failure_rate)
         self._sim_hang_rate = float(hang_rate)
@@ -1124,14 +1124,17 @@ class SimDetector(Device):
         return [kept[out] for out in self._sim_outputs]
 
     def _note_unlisted(self, raw: Mapping[Any, Any], who: str) -> None:
-        """Warn once per detector of keys the function returns that ``outputs:`` does not
+        """Warn once per key of the keys the function returns that ``outputs:`` does not
         list: they are not stored, and a silent drop hid a measurement the user meant to
-        keep (found in review)."""
-        if self._sim_unlisted_said or _builtin(self._sim_function):
+        keep (found in review; a key first returned on a later trial was not named either,
+        when the warning was once per detector)."""
+        if _builtin(self._sim_function):
             return  # a built-in simulator computes every output; a campaign picks some
-        unlisted = sorted(str(k) for k in raw if k not in self._sim_outputs)
+        unlisted = sorted(
+            str(k) for k in raw if k not in self._sim_outputs and str(k) not in self._sim_unlisted
+        )
         if unlisted:
-            self._sim_unlisted_said = True
+            self._sim_unlisted.update(unlisted)
             logger.warning(
                 "%s returns %s, which the campaign's `outputs:` does not list: not stored "
                 "(add them to `outputs:` to keep them)",

@@ -191,6 +191,23 @@ def test_keys_outputs_does_not_list_are_warned_of_once(
     ]
 
 
+def test_a_key_first_returned_on_a_later_trial_is_named_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning was once per detector, so a key returned only from some trial on was
+    never named (found in review)."""
+    source = (
+        "import itertools\n_n = itertools.count()\n"
+        "def measure(x):\n    extra = 'late' if next(_n) >= 2 else 'early'\n"
+        "    return {'yield_pct': 50.0, 'cost': 1.0, extra: 0.9}\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        errors, completed = _run(tmp_path, source)
+    assert errors == [] and completed == 6
+    said = [r.getMessage() for r in caplog.records if "does not list" in r.getMessage()]
+    assert [m.split(" returns ")[1].split(",")[0] for m in said] == ["['early']", "['late']"]
+
+
 @pytest.mark.parametrize(
     "error",
     [
