@@ -375,7 +375,7 @@ def resume(
             max_failures=max_failures,
             max_duration=duration,
         )
-        runner.refuse_if_finished()  # before the banner: a refusal is all that is printed
+        runner.refuse_before_start()  # before the banner: a refusal is all that is printed
         _say_file_edited(runner)
         c = runner.campaign
         listener = _ProgressListener(

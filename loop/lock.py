@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import NoReturn
 
 from loop.errors import first_line
 from loop.fmt import span
@@ -289,6 +290,32 @@ class CampaignLease:
         """Record a lease taken together with a new campaign (``Store.create_campaign``)."""
         self.campaign_id = campaign_id
 
+    def check_free(self, campaign_id: int) -> None:
+        """Raise the ``CampaignLocked`` that :meth:`acquire` would, now, without taking the
+        lease: ``resume`` asks before it says it is resuming (it printed "resuming; ..."
+        and then refused, found in review). :meth:`acquire` decides, later."""
+        current = self.store.lease(campaign_id)
+        if current is not None and current.token != self.token and stale_reason(current) is None:
+            self._refuse_live(campaign_id, current)
+
+    def _refuse_live(self, campaign_id: int, current: LeaseRow) -> NoReturn:
+        """``CampaignLocked`` for a lease a live runner holds (or a stopped process)."""
+        where = f"--store {self.store.url} -c {campaign_id}"
+        frozen = frozen_note(current, f"`closedloop resume {where}` continues the campaign")
+        if frozen is not None:
+            raise CampaignLocked(
+                f"campaign {campaign_id} is held by a stopped process, not taken over: {frozen}",
+                owner=current.owner,
+            )
+        ttl = current.expires - current.heartbeat
+        raise CampaignLocked(
+            f"campaign {campaign_id} is being run by {describe_lease(current)}; only "
+            "one runner may drive a campaign. Stop that runner (Ctrl-C) or wait for "
+            f"it; the lease of a runner that died is taken over {span(ttl)} after its "
+            "last heartbeat (at once on the same host)",
+            owner=current.owner,
+        )
+
     def acquire(self, campaign_id: int) -> str | None:
         """Take the campaign's lease, or raise ``CampaignLocked`` naming its live owner.
 
@@ -307,22 +334,7 @@ class CampaignLease:
                 return None
             why = stale_reason(current)
             if why is None:
-                where = f"--store {self.store.url} -c {campaign_id}"
-                frozen = frozen_note(current, f"`closedloop resume {where}` continues the campaign")
-                if frozen is not None:
-                    raise CampaignLocked(
-                        f"campaign {campaign_id} is held by a stopped process, not taken over: "
-                        f"{frozen}",
-                        owner=current.owner,
-                    )
-                ttl = current.expires - current.heartbeat
-                raise CampaignLocked(
-                    f"campaign {campaign_id} is being run by {describe_lease(current)}; only "
-                    "one runner may drive a campaign. Stop that runner (Ctrl-C) or wait for "
-                    f"it; the lease of a runner that died is taken over {span(ttl)} after its "
-                    "last heartbeat (at once on the same host)",
-                    owner=current.owner,
-                )
+                self._refuse_live(campaign_id, current)
             if self.store.replace_lease(campaign_id, current.token, self.claim):
                 logger.info("took over campaign %s from %s: %s", campaign_id, current.owner, why)
                 self.campaign_id = campaign_id

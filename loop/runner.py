@@ -1257,6 +1257,17 @@ class Runner:
             f"`closedloop resume {where} {spent.option}`"
         )
 
+    def refuse_before_start(self) -> None:
+        """What ``resume`` would refuse, asked before anything is printed: a finished
+        campaign (:meth:`refuse_if_finished`), one another runner holds
+        (``CampaignLocked``), one whose ``suggest`` trials await ``tell``
+        (``SuggestionsPending``). ``resume`` decides again under the lease; the CLI asks
+        first so that a refusal is all it prints (it printed "resuming; ..." and then
+        refused, found in review)."""
+        cid = self.refuse_if_finished()
+        self.lease.check_free(cid)
+        self._refuse_pending_suggestions(cid)
+
     def _refuse_pending_suggestions(self, cid: int) -> None:
         """Refuse to drive a campaign whose ``closedloop suggest`` trials await ``tell``.
 

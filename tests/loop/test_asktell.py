@@ -574,6 +574,7 @@ def test_status_and_resume_leave_pending_suggestions_to_tell(tmp_path: Path) -> 
     process = closedloop("resume", "--store", url, cwd=tmp_path)
     assert process.returncode == 2, process.stderr
     assert "resuming would abandon them" in " ".join(process.stderr.split())
+    assert "resuming;" not in process.stdout  # the refusal is all that is printed
     assert [t["status"] for t in _trials(url)] == ["running", "running"]  # untouched
     told = _cli("tell", "--store", url, str(ids[0]), "yield=0.8")
     assert told.exit_code == 0, told.output  # the results can still be told

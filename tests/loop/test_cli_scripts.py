@@ -398,7 +398,9 @@ def test_a_held_campaign_is_busy_75(
             _entry()
     store.close()
     assert exited.value.code == EXIT_BUSY == 75
-    assert "is being run by" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "is being run by" in said.err
+    assert "resuming;" not in said.out  # the refusal is all that is printed
 
 
 def test_refusals_go_to_stderr(tmp_path: Path) -> None:
