@@ -307,11 +307,17 @@ def plan(
             # budget spent): say so first, or the preview reads as what `run` will do next.
             # The point is still shown: it is what a larger budget or goal would measure.
             command = "resume" if store is not None else "run"
+            # Only a budget can be extended: a target met or patience run out holds whatever
+            # the budget (`resume` refuses; this note once told to extend it, found in review).
+            extend = (
+                f" (`closedloop resume -c {runner.campaign_id} {stop.option}` extends it)"
+                if store is not None and stop.option is not None
+                else ""
+            )
             notes.insert(
                 0,
-                f"`closedloop {command}` would stop at once and measure no trial ({stop}); "
-                "the trial below is what it would measure once that no longer holds"
-                + (" (`closedloop resume -c ID --max-trials N` extends a budget)" if store else ""),
+                f"`closedloop {command}` would stop at once and measure no trial ({stop.reason})"
+                "; the trial below is what it would measure once that no longer holds" + extend,
             )
         instrument = _dry_instrument(runner.loaded, runner.seed)
         try:
@@ -387,14 +393,14 @@ def _hardware_note(msg: Any) -> str:
     return f"-> {method()}" if callable(method) else ""
 
 
-def _would_stop(runner: Any, db: Any) -> str | None:
+def _would_stop(runner: Any, db: Any) -> Any:
     """Why ``run`` (``resume`` for a stored campaign) would stop before its first trial, by
-    the runner's own rule (``Runner.stop_reason``: a target the prior data already meet,
-    patience, a budget already spent), or ``None``."""
+    the runner's own rule (``Runner.spent``: a target the prior data already meet,
+    patience, a budget already spent, with the option that extends it, if one does), or
+    ``None``."""
     cid = runner.campaign_id
     elapsed = db.campaign(cid).elapsed_seconds or 0.0
-    spent = runner.stop_reason(db.trials(cid), elapsed)
-    return None if spent is None else str(spent[1])
+    return runner.spent(db.trials(cid), elapsed)
 
 
 def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:

@@ -307,6 +307,15 @@ def test_plan_says_run_would_stop_when_the_prior_data_meet_the_target(tmp_path: 
     assert given.returncode == 0, given.stderr
     assert "note: `closedloop run` would stop at once and measure no trial" in given.stdout
     assert "open_run" in given.stdout  # a point given is still previewed
+    # stored: a target holds whatever the budget, so no budget to extend is offered (it
+    # offered `resume -c ID --max-trials N`, which resume then refused; found in review)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert closedloop("run", "c.yaml", "--store", url, "-q", cwd=tmp_path).returncode == 0
+    stored = closedloop("plan", "--dry-run", "--store", url, cwd=tmp_path)
+    assert stored.returncode == 0, stored.stderr
+    text = " ".join(stored.stdout.split())
+    assert "note: `closedloop resume` would stop at once and measure no trial" in text
+    assert "extends" not in text and "--max-trials" not in text
 
 
 # ---------------------------------------------------------------------------- numbers shown
