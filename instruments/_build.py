@@ -203,7 +203,13 @@ def _check_against_problem(
         if missing:
             parts.append(f"needs a value for {missing}")
         raise InstrumentConfigError(
-            f"{source} {name!r} {' and '.join(parts)}; its inputs are: {described}",
+            f"{source} {name!r} {' and '.join(parts)}; its inputs are: {described}"
+            + (
+                f" (a campaign may narrow every input, not leave one out: list them all "
+                f"under parameters:, or omit parameters: to take the {source}'s own)"
+                if missing
+                else ""
+            ),
             field=source,
             parameter=unknown[0] if unknown else None,
         )

@@ -70,8 +70,9 @@ budget: {max_trials: 3}
     wide = bad.replace("  - {name: flow, type: float, bounds: [0, 1]}\n", "").replace(
         "[0, 0.08]", "[0, 0.5]"
     )
-    with pytest.raises(CampaignConfigError, match="needs a value for"):
+    with pytest.raises(CampaignConfigError, match="needs a value for") as left_out:
         _parse(wide, tmp_path)
+    assert "list them all under parameters:, or omit parameters:" in str(left_out.value)
 
 
 def test_an_int_dataset_parameter_must_be_an_int_in_the_campaign(tmp_path: Path) -> None:
