@@ -2378,14 +2378,20 @@ def _connect_row(row: CheckRow, target: Any, timeout: float, deadline: float) ->
             )
         elif missing:
             row.problem = (
-                f"PV {', '.join(dict.fromkeys(missing))} did not connect within {timeout:g} s "
-                "(no IOC answered its search: check the name, that the IOC runs, and "
-                "EPICS_CA_ADDR_LIST)"
+                f"PV {', '.join(dict.fromkeys(missing))} did not connect within {timeout:g} s"
+                + _NO_ANSWER_TEXT
             )
         return False
     row.connected = True
     return True
 
+
+_NO_ANSWER_TEXT = (
+    " (no IOC answered its search: check the name, that the IOC runs, and EPICS_CA_ADDR_LIST)"
+)
+_NO_ANSWER = re.compile(re.escape(_NO_ANSWER_TEXT) + "$")
+"""The hint a PV that did not connect carries (``check`` shows it per PV; ``connect``,
+naming several, once)."""
 
 #: Seconds an EPICS target of ``instruments check`` is still given once the check's shared
 #: connection deadline has passed (its PV may have connected meanwhile; ophyd then still
@@ -2662,13 +2668,31 @@ class DeclaredInstrument:
             epics = any(r.source.startswith("PV:") for r in missing)
             parts = []
             if missing:
+                # Each PV's own words once, the search hint they share once: the same
+                # parenthesis after every device made one line of ~2000 characters for an
+                # IOC that was off (found in review).
+                problems = [_NO_ANSWER.sub("", r.problem or "") for r in missing]
+                searched = any(_NO_ANSWER.search(r.problem or "") for r in missing)
                 parts.append(
                     "cannot connect "
                     + ", ".join(
-                        f"{r.role} {r.name} ({r.source}" + (f": {r.problem})" if r.problem else ")")
-                        for r in missing
+                        f"{r.role} {r.name} ("
+                        + (
+                            problem
+                            if problem.startswith("PV ")  # it names its PVs itself
+                            else f"{r.source}" + (f": {problem}" if problem else "")
+                        )
+                        + ")"
+                        for r, problem in zip(missing, problems, strict=True)
                     )
-                    + ("; check the IOC is running and EPICS_CA_ADDR_LIST" if epics else "")
+                    + (
+                        "; no IOC answered their search: check the names, that the IOC runs, "
+                        "and EPICS_CA_ADDR_LIST"
+                        if searched
+                        else "; check the IOC is running and EPICS_CA_ADDR_LIST"
+                        if epics
+                        else ""
+                    )
                 )
             if slow:
                 parts.append(

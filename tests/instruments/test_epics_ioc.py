@@ -193,9 +193,12 @@ def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) ->
     assert "PV closedloop:sim:heater:enabel did not connect within 0.5 s" in said, said
     assert "all devices connected" not in out.output
     before = len(ioc.puts())
-    with pytest.raises(DeviceConnectionError, match="on_stop heater:enabel = 0"):
+    with pytest.raises(DeviceConnectionError, match="on_stop heater:enabel = 0") as caught:
         _instrument(tmp_path, **{"heater:enable: 0": "heater:enabel: 0"})
     assert ioc.puts()[before:] == []
+    said = str(caught.value)  # each PV once, the hint once (it followed every device)
+    assert "(PV closedloop:sim:heater:enabel did not connect within" in said, said
+    assert said.count("EPICS_CA_ADDR_LIST") == 1, said
 
 
 def test_instruments_check_shows_outputs_in_campaign_units(ioc: IOC, tmp_path: Path) -> None:
