@@ -562,16 +562,29 @@ def campaign_file(store: Store, campaign: str | int | None = None) -> str:
             f"Planner plugin {plugin.get('plugin')} at its start: {source}; it is imported "
             "as it is where this file is run."
         )
+    named = None if c.prior_data is None else _resolved(Path(row.config_path).parent, c.prior_data)
     for f in prior if isinstance(prior, list) else []:
         if isinstance(f, dict):
+            given = (
+                "named by the file's prior_data"
+                if named is not None and _resolved(Path(), str(f.get("file"))) == named
+                else "given with --prior: give it again so, or name it in prior_data"
+            )
             lines.append(
                 f"Prior data read at its start: {f.get('file')} ({f.get('rows')} rows, sha256 "
-                f"{f.get('sha256')}); one the file's prior_data does not name is given with "
-                "--prior."
+                f"{f.get('sha256')}); {given}."
             )
     # a path or name with a line break would end the comment and write YAML of its own
     lines = [_CONTROL.sub("?", line) for line in lines]
     return "".join(f"# {line}\n" for line in lines) + "#\n" + text
+
+
+def _resolved(base: Path, path: str) -> str:
+    """``path`` (relative to ``base``) as an absolute path, for comparing two namings."""
+    try:
+        return str((base / path).resolve())
+    except (OSError, RuntimeError, ValueError):
+        return str(base / path)
 
 
 def _mapping_indent(text: str) -> int:

@@ -371,3 +371,22 @@ def test_a_session_line_stays_one_line_for_many_sessions() -> None:
     assert line is not None and line.startswith("sessions: 10 (run 2026-12-05 10:00 UTC by u@h")
     assert "... 6 more" in line and line.count("resume after 3 trials") == 3
     assert session_line([]) is None
+
+
+def test_export_yaml_says_which_prior_data_the_file_names(tmp_path: Path) -> None:
+    """Every prior-data line said "one the file's prior_data does not name is given with
+    --prior", the one the file names too (found in review)."""
+    (tmp_path / "c.yaml").write_text(BRANIN + "prior_data: p.csv\n")
+    (tmp_path / "p.csv").write_text("x1,x2,y\n0,1,20\n")
+    (tmp_path / "q.csv").write_text("x1,x2,y\n1,2,15\n")
+    store = _store(tmp_path)
+    run = closedloop("run", "c.yaml", "--store", store, "--prior", "q.csv", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    text = closedloop("export", "--store", store, "--format", "yaml", cwd=tmp_path).stdout
+    lines = [line for line in text.splitlines() if line.startswith("# Prior data read")]
+    assert len(lines) == 2, text
+    by_file = {("p.csv" in line): line for line in lines}
+    assert by_file[True].endswith("; named by the file's prior_data.")
+    assert by_file[False].endswith(
+        "; given with --prior: give it again so, or name it in prior_data."
+    )
