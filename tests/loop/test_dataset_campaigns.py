@@ -230,6 +230,8 @@ def test_closedloop_datasets_lists_spaces_kinds_and_citations(tmp_path: Path) ->
     assert "4 choice (3x22x3x4 = 792)" in out and "6 float" in out
     assert "lookup" in out and "emulator" in out
     assert "Ahneman" in out and "Olympus" in out  # citations
+    # the bundled emulators ship fitted: their figures are shown, and no `--fit` hint beside
+    assert "--fit" not in out, out
     (tmp_path / "runs.csv").write_text("t,y\n1,2\n3,4\n")
     (tmp_path / "runs.yaml").write_text("parameters: [{name: t, bounds: [0, 10]}]\noutputz: [y]\n")
     bad = _closedloop("datasets", "--data", "runs.csv", "--spec", "runs.yaml", cwd=tmp_path)
