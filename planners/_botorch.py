@@ -1269,6 +1269,8 @@ class BoTorchPlanner:
         want, and stays.
         """
         measured = self._measured_points()
+        # a finite space avoids measured points by the repeat guard's rule (until exhausted)
+        floats = not math.isfinite(self.space.cardinality())
         avoid = self.repeats.avoid(pending, measured, len(points))
         taken = {point_key(self.space, p) for p in avoid}
         out: list[Point] = []
@@ -1285,7 +1287,7 @@ class BoTorchPlanner:
             if (
                 point_key(self.space, point) in taken
                 or near_duplicate(self.space, point, held)
-                or (precise and near_duplicate(self.space, point, measured))
+                or (floats and precise and near_duplicate(self.space, point, measured))
             ):
                 logger.info("model proposal repeats a pending or measured point; a design point")
                 point, swapped = (

@@ -146,7 +146,11 @@ def test_every_design_and_model_proposal_satisfies_the_constraints(
         (p,) = planner.suggest(1)
         space.validate(p)
         planner.ingest([Observation(parameters=p, outputs={"y": _response(space, p)})])
-    assert planner.last_kinds == ["model"]
+    # A model proposal that repeats a measured point (of a finite space not yet covered, or
+    # of any space while the outputs are noise-free, as here) is swapped for a design point,
+    # and labelled so ("initial"): the response pushes proposals into a corner already
+    # measured.
+    assert planner.last_kinds in (["model"], ["initial"])
     pending = planner.suggest(1)
     batch = planner.suggest(2, pending=pending)
     for p in pending + batch:
