@@ -50,7 +50,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
@@ -378,6 +378,7 @@ def outputs_and_readbacks(
     data: Mapping[str, Any],
     *,
     outputs: Sequence[str],
+    needed: Collection[str] | None,
     readback_keys: Mapping[str, str],
     limits: Mapping[str, tuple[float, float]],
     tolerance: float = 0.0,
@@ -394,10 +395,16 @@ def outputs_and_readbacks(
       (:func:`readback_keys`), or with itself where that is not known (a run stored
       before the start document recorded the map). A parameter's readback is
       ``data[name]``, else ``data[readback_keys[name]]``.
-    * Every output must be present, a number and finite; a non-finite value is kept in
-      ``outputs`` (the store keeps it) but is a problem. ``stored``: ``data`` came back
-      from the store, which keeps a NaN or an infinity as null, so a null output is a
-      non-finite one (NaN), not a missing number.
+    * Every output in ``needed`` (``None``: every output) must be present, a number and
+      finite; a non-finite value is kept in ``outputs`` (the store keeps it) but is a
+      problem. ``stored``: ``data`` came back from the store, which keeps a NaN or an
+      infinity as null, so a null output is a non-finite one (NaN), not a missing number.
+    * An output outside ``needed`` (a side output: no objective or outcome constraint
+      reads it) may be missing or not finite: the trial's objective reading is good, and
+      failing the trial for a monitoring channel's NaN lost it for the planner (every
+      trial of a campaign whose side detector read NaN failed; found in review). A
+      non-finite side value is kept in ``outputs``; a missing one is left out, and a
+      text value (not a number) is still a problem: that is a broken instrument.
     * Readbacks are checked against ``limits`` (:func:`readback_problems`).
 
     The last problem about a key not found (or not a number) lists the event's data keys,
@@ -411,13 +418,16 @@ def outputs_and_readbacks(
     values: dict[str, float] = {}
     problems: list[str] = []
     for name in outputs:
+        side = needed is not None and name not in needed
         if name not in data:
-            problems.append(f"output {name!r} missing from the event")
+            if not side:
+                problems.append(f"output {name!r} missing from the event")
             continue
         raw = data[name]
         if stored and raw is None:
             values[name] = math.nan
-            problems.append(f"output {name!r} is not finite: stored as null (NaN or infinite)")
+            if not side:
+                problems.append(f"output {name!r} is not finite: stored as null (NaN or infinite)")
             continue
         try:
             value = float(raw)
@@ -425,7 +435,7 @@ def outputs_and_readbacks(
             problems.append(f"output {name!r} is not a number: {raw!r}")
             continue
         values[name] = value
-        if not math.isfinite(value):
+        if not side and not math.isfinite(value):
             problems.append(f"output {name!r} is not finite: {value}")
     problems.extend(readback_problems(readbacks, limits, tolerance))
     unkeyed = [
@@ -538,6 +548,10 @@ class Dispatcher:
         choices: parameter name -> its declared values (a ``choice`` parameter); a value
             not among them is refused before any device moves. Numeric limits and
             ``max_step`` do not apply to such values.
+        needed_outputs: the outputs a run must read as finite numbers to succeed (a
+            campaign's objectives and outcome-constrained outputs); ``None``: every
+            output. Another output may read NaN or be missing (see
+            :func:`outputs_and_readbacks`).
         interlock_listener: attached to the instrument's interlock gate, if it has one
             (declared instruments): told when a trial waits for interlocks and polled for an
             operator's release (see :class:`instruments._safety.PauseListener`).
@@ -564,6 +578,7 @@ class Dispatcher:
         readback_tolerance: float = 0.0,
         interlock_listener: PauseListener | None = None,
         choices: Mapping[str, Sequence[Any]] | None = None,
+        needed_outputs: Collection[str] | None = None,
     ) -> None:
         clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
         if clash:
@@ -576,6 +591,7 @@ class Dispatcher:
         self.readback_limits = dict(readback_limits or {})
         self.readback_tolerance = float(readback_tolerance)
         self.choices = {name: tuple(values) for name, values in (choices or {}).items()}
+        self.needed_outputs = None if needed_outputs is None else frozenset(needed_outputs)
         gate = getattr(instrument, "gate", None)
         self._gate = gate if isinstance(gate, Gate) else None
         if interlock_listener is not None and self._gate is not None:
@@ -1046,6 +1062,7 @@ class Dispatcher:
         reading = outputs_and_readbacks(
             data,
             outputs=self.instrument.outputs,
+            needed=self.needed_outputs,
             readback_keys=keys,
             limits=self.readback_limits,
             tolerance=self.readback_tolerance,

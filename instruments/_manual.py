@@ -76,7 +76,8 @@ class ManualInstrument:
         """Load the operator's answer for the next run: measured outputs and, optionally,
         the parameters actually used (read back instead of the commanded ones).
 
-        An output not given reads NaN, which fails the trial like any missing measurement.
+        An output not given reads NaN, which fails the trial like any missing measurement
+        when an objective or outcome constraint reads it (a side output may read NaN).
         """
         for signal in self._signals:
             signal.put(float(outputs.get(signal.name, math.nan)))

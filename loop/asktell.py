@@ -52,6 +52,7 @@ from loop.errors import ClosedLoopError
 from loop.failures import OPERATOR_FAILED
 from loop.fmt import number, parameter, span, specs, visible
 from loop.lock import LEASE_TTL, CampaignLease, frozen_note
+from loop.prior import required_outputs
 from loop.store import (
     ACTIVE,
     MAX_ID,
@@ -144,9 +145,10 @@ class Result:
 
 
 # ---------------------------------------------------------------------------- values
-def parse_number(name: str, text: str) -> float:
+def parse_number(name: str, text: str, *, side: bool = False) -> float:
     """A finite number (:func:`loop.config.read_number`: not ``0_6``), or ``InvalidInput``
-    naming the output."""
+    naming the output. ``side``: no objective or outcome constraint reads the output, so
+    the fix for a value it lacks is to leave it out."""
     from loop.config import read_number
 
     try:
@@ -154,10 +156,12 @@ def parse_number(name: str, text: str) -> float:
     except ValueError as exc:
         raise InvalidInput(f"{name}={text!r} {exc}") from None
     if not math.isfinite(value):
-        raise InvalidInput(
-            f"{name}={text!r} is not a finite number; record a failed measurement with "
-            "--fail REASON instead"
+        fix = (
+            f"leave {name} out (or its cell empty): no objective or constraint uses it"
+            if side
+            else "record a failed measurement with --fail REASON instead"
         )
+        raise InvalidInput(f"{name}={text!r} is not a finite number; {fix}")
     return value
 
 
@@ -380,14 +384,21 @@ def build_result(
                 k: parse_parameter(runner, k, v, csv=bool(where)) for k, v in actual.items()
             }
             return Result(trial_id, {}, parsed_actual, reason, where)
-        missing = [k for k in known if k not in outputs]
+        # A side output (no objective or outcome constraint reads it) may be left out, as
+        # a run keeps a trial whose side output read nothing (instruments._dispatch).
+        needed = required_outputs(runner.campaign)
+        missing = [k for k in known if k in needed and k not in outputs]
         if missing:
-            expected = " ".join(k + "=VALUE" for k in known)
+            expected = " ".join(k + "=VALUE" for k in known if k in needed)
             raise InvalidInput(
                 f"missing output(s) {', '.join(missing)} (give {expected}, or --fail REASON "
                 "if the trial failed)"
             )
-        parsed = {k: parse_number(k, v) for k, v in outputs.items()}
+        parsed = {
+            k: parse_number(k, v, side=k not in needed)
+            for k, v in outputs.items()
+            if k in needed or v.strip()
+        }
         parsed_actual = actual_parameters(
             runner, _commanded(runner.store, trial_id), actual, csv=bool(where)
         )
@@ -1288,6 +1299,7 @@ class TerminalOperator:
         from loop.report import units_of
 
         self.outputs = outputs_of(runner)
+        self.needed = required_outputs(runner.campaign)
         self.units = units_of(runner.campaign)
         self.specs = specs(runner.campaign.parameters)
 
@@ -1320,8 +1332,12 @@ class TerminalOperator:
         self.console.print(f"[dim]enter {_HELP}[/]", highlight=False)
         outputs: dict[str, float] = {}
         for name in self.outputs:
+            side = name not in self.needed  # no goal reads it: Enter leaves it out
             while True:
-                text = self._read(f"  {name} = ").strip()
+                text = self._read(f"  {name} (Enter: none) = " if side else f"  {name} = ")
+                text = text.strip()
+                if side and not text:
+                    break
                 word, _, rest = text.partition(" ")
                 if word == "stop":
                     raise OperatorStop("stopped by the operator")
@@ -1330,7 +1346,7 @@ class TerminalOperator:
                         failed=rest.strip() or "skipped by the operator", outputs=outputs
                     )
                 try:
-                    outputs[name] = parse_number(name, text)
+                    outputs[name] = parse_number(name, text, side=side)
                     break
                 except InvalidInput as exc:
                     self.console.print(f"  [red]{escape(_at_prompt(exc))}[/]; enter {_HELP}")

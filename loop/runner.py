@@ -51,7 +51,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,7 +104,7 @@ from loop.failures import (
 )
 from loop.fmt import span
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
-from loop.prior import PriorRow, load_prior_data
+from loop.prior import PriorRow, load_prior_data, required_outputs
 from loop.provenance import new_campaign_session, seed_source, start_session
 from loop.report import objective_values
 from loop.scheduler import (
@@ -788,6 +788,7 @@ class Runner:
         self._first_field_outputs: bool | None = None  # see first_field_outputs
         self._stored: StoredCopy | None = None  # from_store's: the texts are the store's
         self._session_md: dict[str, Any] = {}  # every run's of this session (start_session)
+        self._side_gaps_said: set[str] = set()  # see _say_side_gaps
         # The trials stored when this runner's recorded session began, while it has proposed
         # nothing since (a `suggest FILE` that created the campaign): its first suggest is
         # that session, not another (loop.provenance.suggest_session).
@@ -1545,6 +1546,7 @@ class Runner:
             # interlock waits show the campaign `paused` in the store; `closedloop release`
             # (another process) is picked up from it
             "interlock_listener": self._interlock_listener(),
+            "needed_outputs": required_outputs(self.campaign),
         }
 
     def _interlock_listener(self) -> Any:
@@ -2028,6 +2030,8 @@ class Runner:
             and attempt <= self.campaign.instrument.max_retries
             and self._stop_request is None
         )
+        if status == "completed":
+            self._say_side_gaps(number, sched.slots[job.slot].instrument.outputs, result.outputs)
         value = result.outputs.get(self.objective.name)
         if value is not None and not math.isfinite(value):
             value = None
@@ -2070,6 +2074,32 @@ class Runner:
         if retired is not None:
             self._retire(sched.slots[job.slot], retired)
         return report
+
+    def _say_side_gaps(
+        self, number: int, names: Sequence[str], outputs: Mapping[str, float]
+    ) -> None:
+        """Warn, once per output, that a completed trial has a side output (one no
+        objective or outcome constraint reads) missing or not finite: the trial is kept
+        (:func:`instruments._dispatch.outputs_and_readbacks`), but a monitoring channel
+        that stopped reading may be worth a look."""
+        needed = required_outputs(self.campaign)
+        for name in names:
+            if name in needed or name in self._side_gaps_said:
+                continue
+            value = outputs.get(name)
+            if value is not None and math.isfinite(value):
+                continue
+            self._side_gaps_said.add(name)
+            read = "did not read" if value is None else f"read {value}"
+            logger.warning(
+                "output %r %s on trial #%s; the trial is kept, since no objective or "
+                "constraint uses %r; not said again for %r",
+                name,
+                read,
+                number,
+                name,
+                name,
+            )
 
     def _retire(self, slot: Slot, reason: str) -> None:
         """A slot that keeps failing gets no more trials: close its devices, say so."""
@@ -2236,6 +2266,7 @@ class Runner:
                 reconcile_documents(
                     [(d.name, d.body) for d in self.store.documents(_id(trial))],
                     outputs=outputs,
+                    needed=required_outputs(c),
                     inputs=self.space.names,
                     readback_limits=self._readback_limits(),
                     readback_tolerance=c.instrument.readback_tolerance,
@@ -2529,6 +2560,7 @@ def reconcile_documents(
     documents: Sequence[tuple[str, dict[str, Any]]],
     *,
     outputs: Sequence[str],
+    needed: Collection[str] | None,
     inputs: Sequence[str],
     readback_limits: Mapping[str, tuple[float, float]] | None = None,
     readback_tolerance: float = 0.0,
@@ -2552,6 +2584,8 @@ def reconcile_documents(
     Args:
         documents: ``(name, body)`` in emission order.
         outputs: the instrument's output names.
+        needed: those a completed trial must have read as finite numbers (the
+            dispatcher's ``needed_outputs``; ``None``: all).
         inputs: the parameter names.
     """
     run_uid: str | None = None
@@ -2579,6 +2613,7 @@ def reconcile_documents(
     reading = outputs_and_readbacks(
         data,
         outputs=outputs,
+        needed=needed,
         readback_keys=keys,
         limits=readback_limits or {},
         tolerance=readback_tolerance,

@@ -145,15 +145,22 @@ def test_outputs_and_readbacks_is_one_rule_for_live_and_stored_data() -> None:
     keys = {"x": "stage_x"}
     data = {"stage_x": 0.5, "y": 1.0, "n": "n/a", "inf": math.inf, "null": None}
 
-    def read(outputs: list[str], stored: bool = False) -> Any:
+    def read(outputs: list[str], stored: bool = False, needed: list[str] | None = None) -> Any:
         return outputs_and_readbacks(
-            data, outputs=outputs, readback_keys=keys, limits={"x": (0, 1)}, stored=stored
+            data,
+            outputs=outputs,
+            needed=needed,
+            readback_keys=keys,
+            limits={"x": (0, 1)},
+            stored=stored,
         )
 
     ok = read(["y"])
     assert (ok.outputs, ok.readbacks, ok.problems) == ({"y": 1.0}, {"x": 0.5}, [])
     # the parameter's own key wins over its device's
-    both = outputs_and_readbacks({**data, "x": 0.25}, outputs=[], readback_keys=keys, limits={})
+    both = outputs_and_readbacks(
+        {**data, "x": 0.25}, outputs=[], needed=None, readback_keys=keys, limits={}
+    )
     assert both.readbacks == {"x": 0.25}
     bad = read(["y", "gone", "n", "inf"])
     assert bad.outputs == {"y": 1.0, "inf": math.inf}  # a non-finite value is kept
@@ -167,6 +174,16 @@ def test_outputs_and_readbacks_is_one_rule_for_live_and_stored_data() -> None:
     stored = read(["null"], stored=True)
     assert math.isnan(stored.outputs["null"])
     assert stored.problems == ["output 'null' is not finite: stored as null (NaN or infinite)"]
+    # a side output (no objective or constraint needs it) may be missing or not finite; the
+    # non-finite value is kept, a missing one left out; text is still a broken instrument
+    side = read(["y", "gone", "inf", "n"], needed=["y"])
+    assert side.outputs == {"y": 1.0, "inf": math.inf}
+    assert side.problems == [
+        "output 'n' is not a number: 'n/a' (event data keys: ['inf', 'n', 'null', 'stage_x', 'y'])"
+    ]
+    side_stored = read(["y", "null"], stored=True, needed=["y"])
+    assert side_stored.problems == [] and math.isnan(side_stored.outputs["null"])
+    assert read(["y", "inf"], needed=["inf"]).problems == ["output 'inf' is not finite: inf"]
 
 
 def test_bad_parameters_raise_before_the_engine_runs(RE: RunEngine) -> None:

@@ -275,6 +275,45 @@ def test_a_results_csv_header_with_units_is_refused_at_its_line_with_the_name(
     assert [t["status"] for t in _trials(url)] == ["running"]
 
 
+def test_a_side_output_may_be_left_out_of_a_result(tmp_path: Path) -> None:
+    """An output no objective or constraint reads may be told blank or left out, at the
+    prompt too (Enter); a run keeps such a trial as well. Was: `missing output(s) note`,
+    and the only way on was `--fail`, which lost the objective's reading."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    manual = "instrument: {manual: true, outputs: [yield, note]}"
+    text = CAMPAIGN.replace("instrument: manual", manual)
+    file = _campaign(tmp_path, 3, text)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "2")["trials"]]
+    assert _cli("tell", "--store", url, str(ids[0]), "yield=0.4").exit_code == 0
+    nan = _cli("tell", "--store", url, str(ids[1]), "yield=0.5", "note=nan")
+    assert nan.exit_code == 2
+    assert "leave note out (or its cell empty)" in " ".join(nan.output.split())
+    sheet = tmp_path / "r.csv"
+    sheet.write_text(f"trial_id,yield,note\n{ids[1]},0.5,\n")
+    assert _cli("tell", "--store", url, "--csv", str(sheet)).exit_code == 0
+    missing = _cli("tell", "--store", url, str(_suggest(url)["trials"][0]["trial_id"]), "note=1")
+    assert missing.exit_code == 2 and "missing output(s) yield" in missing.output
+    trials = _trials(url)
+    assert [t["status"] for t in trials[:2]] == ["completed", "completed"]
+    assert [t["outputs"] for t in trials[:2]] == [{"yield": 0.4}, {"yield": 0.5}]
+    # at the prompt, Enter leaves it out
+    prompt = tmp_path / "p"
+    prompt.mkdir()
+    run_file = _campaign(prompt, 1, text)
+    done = _run(
+        "run",
+        str(run_file),
+        "--store",
+        f"sqlite:///{prompt / 'm.db'}",
+        stdin="0.7\n\n\n",
+        cwd=prompt,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "note (Enter: none) = " in done.stdout
+    (stored,) = _trials(f"sqlite:///{prompt / 'm.db'}")
+    assert stored["status"] == "completed" and stored["outputs"]["yield"] == 0.7
+
+
 def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     ids = [t["trial_id"] for t in _suggest(url, str(_campaign(tmp_path, 5)), "-n", "3")["trials"]]

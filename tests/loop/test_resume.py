@@ -66,7 +66,7 @@ def _docs(*, stop: str | None, event: bool = True, y: Any = 1.5) -> list[tuple[s
 
 # ---------------------------------------------------------------------------- reconcile rules
 def test_a_run_that_closed_successfully_is_completed_from_its_event() -> None:
-    r = reconcile_documents(_docs(stop="success"), outputs=["y"], inputs=["x1", "x2"])
+    r = reconcile_documents(_docs(stop="success"), outputs=["y"], needed=None, inputs=["x1", "x2"])
     assert (r.status, r.outputs, r.readbacks, r.run_uid, r.error) == (
         "completed",
         {"y": 1.5},
@@ -94,7 +94,7 @@ def test_a_run_that_closed_successfully_is_completed_from_its_event() -> None:
 def test_runs_that_did_not_finish_well_are_not_completed(
     docs: list[tuple[str, dict]], status: str, words: str
 ) -> None:
-    r = reconcile_documents(docs, outputs=["y"], inputs=["x1", "x2"])
+    r = reconcile_documents(docs, outputs=["y"], needed=None, inputs=["x1", "x2"])
     assert r.status == status
     assert words in (r.error or "")
 
@@ -132,7 +132,7 @@ def test_reconciliation_reads_readbacks_where_the_dispatcher_did() -> None:
     assert (live.exit_status, live.readbacks) == ("success", {"x1": 1.25, "x2": 3.5})
     assert live.documents[0][1]["readback_keys"] == {"x1": "stage_x1", "x2": "stage_x2"}
     r = reconcile_documents(
-        live.documents, outputs=["y"], inputs=["x1", "x2"], readback_limits=LIMITS
+        live.documents, outputs=["y"], needed=None, inputs=["x1", "x2"], readback_limits=LIMITS
     )
     assert (r.status, r.outputs, r.readbacks, r.run_uid, r.error) == (
         "completed",
@@ -152,15 +152,17 @@ def test_a_run_stored_without_the_readback_map_is_read_by_parameter_name() -> No
         (name, {k: v for k, v in doc.items() if k != "readback_keys"})
         for name, doc in live.documents
     ]
-    r = reconcile_documents(old, outputs=["y"], inputs=["x1", "x2"])
+    r = reconcile_documents(old, outputs=["y"], needed=None, inputs=["x1", "x2"])
     assert (r.status, r.readbacks) == ("completed", {})
-    r = reconcile_documents(old, outputs=["y"], inputs=["x1", "x2"], readback_limits=LIMITS)
+    r = reconcile_documents(
+        old, outputs=["y"], needed=None, inputs=["x1", "x2"], readback_limits=LIMITS
+    )
     assert r.status == "failed"
     assert (r.error or "").startswith("readback x1 is not in the run's event")
     # the parameter's own key still wins over the device's, as live
-    assert reconcile_documents(_docs(stop="success"), outputs=["y"], inputs=["x1"]).readbacks == {
-        "x1": 1.25
-    }
+    assert reconcile_documents(
+        _docs(stop="success"), outputs=["y"], needed=None, inputs=["x1"]
+    ).readbacks == {"x1": 1.25}
 
 
 # ---------------------------------------------------------------------------- resume

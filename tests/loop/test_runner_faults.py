@@ -209,6 +209,48 @@ def test_nan_outputs_are_stored_but_never_learned(
     assert all(not o.usable_for(["y"]) for o in ingested)
 
 
+def test_a_side_output_reading_nan_keeps_the_trial_and_its_objective(
+    tmp_path: Path, ingested: list[Observation], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An output no objective or constraint reads (a monitoring channel) may read NaN or
+    inf: the trial completes and the planner learns its objective. Every trial of this
+    campaign used to fail ``output 'note' is not finite`` (found in review)."""
+    (tmp_path / "fn.py").write_text(
+        "import math\n"
+        "def f(inputs):\n"
+        "    out = {'y': (inputs['x'] - 0.3) ** 2, 'note': math.nan}\n"
+        "    if inputs['x'] > 0.5:\n"
+        "        out['note'] = math.inf\n"
+        "    return out\n"
+    )
+    text = """
+name: side
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: minimize}]
+instrument: {function: fn.py:f, outputs: [y, note]}
+planner: {kind: sobol}
+budget: {max_trials: 4, max_failures: 1}
+seed: 1
+"""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    store = _store(tmp_path)
+    with caplog.at_level("WARNING", logger="loop.runner"):
+        summary = Runner(parse_campaign(text, path=path, base_dir=tmp_path), store).run()
+    trials = store.trials(summary.campaign_id)
+    assert [t.status for t in trials] == ["completed"] * 4
+    assert [o.outcome for o in ingested] == ["completed"] * 4
+    assert all(o.usable_for(["y"]) for o in ingested)
+    said = [r.getMessage() for r in caplog.records if "'note'" in r.getMessage()]
+    assert len(said) == 1 and "the trial is kept" in said[0], said
+    # a required output reading NaN still fails its trial
+    (tmp_path / "fn.py").write_text("def f(inputs):\n    return {'y': float('nan'), 'note': 1.0}\n")
+    bad = path.with_name("bad.yaml")
+    bad.write_text(text.replace("name: side", "name: bad"))
+    failed = Runner(parse_campaign(bad.read_text(), path=bad, base_dir=tmp_path), store).run()
+    assert failed.failure_counts == {"non-finite output": 1}
+
+
 def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
     tmp_path: Path, ingested: list[Observation]
 ) -> None:
