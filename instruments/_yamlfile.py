@@ -697,6 +697,10 @@ def _describe(
     return f"{prefix}{message}" + (f" (got {shown})" if shown else ""), hint
 
 
+# Words a `seed:` is given for "no fixed seed" (YAML reads them as text, not null).
+_NO_SEED = frozenset({"none", "random", "auto", "nil", "no", "off", "any", "-", "n/a", "na"})
+
+
 def _type_fix(
     err: Mapping[str, Any], data_loc: Sequence[Any], model: type[BaseModel], loc: Any, data: Any
 ) -> str:
@@ -715,6 +719,11 @@ def _type_fix(
     def e_g(example: str) -> str:
         return f"e.g. {last}: {example}" if isinstance(last, str) else f"e.g. {example}"
 
+    if kind == "int_parsing" and last == "seed" and str(value).strip().lower() in _NO_SEED:
+        # `seed: none` means "no fixed seed", which is YAML's null or no key at all
+        return (
+            "leave seed out (or write seed: null) for a new seed each run; the seed drawn is stored"
+        )
     if kind in ("int_parsing", "int_type", "int_from_float", "int_parsing_size"):
         example = _number_in(value, whole=True) or "10"
         if kind == "int_from_float":

@@ -268,6 +268,9 @@ def test_a_key_that_is_not_text_in_an_instrument_file(tmp_path: Path) -> None:
         (INITIAL, "  initial: 5", "planner.initial: Input should", "under initial:, of its keys"),
         (INITIAL, "  initial: {kind: sobol, n: five}", "planner.initial.n: Input", "e.g. n: 10"),
         ("seed: 1", "seed: -1", "seed: Input should be greater than", "write a number >= 0"),
+        # "no fixed seed" is no key or null, not a word
+        ("seed: 1", "seed: none", "seed: Input should be a valid integer", "leave seed out"),
+        ("seed: 1", "seed: Random", "seed: Input should be a valid integer", "or write seed: null"),
     ],
 )
 def test_a_generic_type_error_gets_a_fix_for_its_type(
