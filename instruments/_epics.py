@@ -64,6 +64,7 @@ import numbers
 import queue
 import re
 import reprlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -254,11 +255,14 @@ def _check_device_form(spec: str) -> None:
 
 
 def check_plugins(spec: InstrumentFile) -> None:
-    """Import every plugin ``device:`` class of the file, constructing none of them.
+    """Import every plugin ``device:`` class of the file, constructing none of them, and
+    check that its ``control_layer`` is installed.
 
     ``validate`` calls this (through the campaign loader), so a misspelt class or an
     uninstalled package is refused with the file's line before a campaign is created, as
-    every other mistake in the file is, rather than when the devices are built.
+    every other mistake in the file is, rather than when the devices are built (a missing
+    pyepics was refused by `run` and `instruments check` alone, with no file or line, exit
+    code 1; found in review).
 
     Raises:
         InstrumentFileError: at the line of ``inputs.<name>.device`` /
@@ -271,6 +275,24 @@ def check_plugins(spec: InstrumentFile) -> None:
                     _check_role(load_device_class(decl.device), decl.device, section)
                 except DeviceClassError as exc:
                     raise _at_device(spec, section, name, exc) from exc
+    if spec.control_layer != "caproto" and _uses_pvs(spec):
+        import importlib.util
+
+        if importlib.util.find_spec("epics") is None:  # pyepics, imported by ophyd.set_cl
+            raise spec.error(
+                f"control_layer {spec.control_layer!r} is not installed in this Python "
+                "(no module 'epics')",
+                ("control_layer",),
+                fix=f"install it into this environment ({sys.executable} -m pip install "
+                "pyepics), or write control_layer: caproto (pure Python, installed)",
+            )
+
+
+def _uses_pvs(spec: InstrumentFile) -> bool:
+    """Whether building ``spec`` makes EPICS signals (and so needs its control layer)."""
+    return any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
+        o.pv for o in spec.outputs.values()
+    )
 
 
 #: What a plugin device must offer for its role: an input is set and read back, an output
@@ -3170,9 +3192,7 @@ def build_declared_instrument(
     campaign_units = input_units(spec, units or {})
     refuse_unsafe_merge(spec, campaign_units)
     check_plugins(spec)  # every class importable before any device is made
-    if any(d.setpoint or d.motor for d in spec.inputs.values()) or any(
-        o.pv for o in spec.outputs.values()
-    ):
+    if _uses_pvs(spec):
         set_control_layer(spec.control_layer)
     from ophyd import EpicsSignal, EpicsSignalRO
 

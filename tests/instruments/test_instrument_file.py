@@ -721,3 +721,33 @@ def test_instruments_check_shows_an_output_as_a_trial_reads_it() -> None:
     assert result.outputs["power"] == pytest.approx(2.5)
     assert (row.name, row.connected, row.problem, row.units) == ("power", True, None, "W")
     assert row.value == pytest.approx(2.5)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("epics") is not None, reason="pyepics is installed"
+)
+def test_a_control_layer_not_installed_is_refused_at_its_line_by_validate_and_check(
+    tmp_path: Path,
+) -> None:
+    """`validate` passed a file asking for pyepics where it is not installed; `run` and
+    `instruments check` then failed with no file or line, exit code 1 (found in review)."""
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        EXAMPLE.read_text().replace("control_layer: caproto", "control_layer: pyepics")
+    )
+    line = next(n for n, t in enumerate(bench.read_text().splitlines(), 1) if "control_layer:" in t)
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        CAMPAIGN.read_text().replace("../instruments/epics_reactor.yaml", str(bench))
+    )
+    for args in (["validate", str(campaign)], ["instruments", "check", str(bench)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "loop.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert f"{bench}:{line}: control_layer 'pyepics' is not installed" in proc.stderr
+        assert "pip install pyepics), or write control_layer: caproto" in proc.stderr
