@@ -351,8 +351,10 @@ class Spent:
 
 def extension_hint(rule: str, *, completed: int, failed: int, elapsed: float) -> str | None:
     """The option (of ``resume`` and ``suggest``) that lets a campaign stopped by the budget
-    rule ``rule`` go on: ten more completed trials or failures than so far, or an hour more
-    running time (rounded up to minutes, written as :func:`option_duration` does). ``None``
+    rule ``rule`` go on: ten more completed trials or failures than so far, or as much
+    running time again as it has had, from a minute to an hour more (rounded up to minutes,
+    written as :func:`option_duration` does; an hour more for every campaign offered a
+    campaign of 3.5 s ``--max-duration 61m``, found in review). ``None``
     for ``target`` and ``patience``: a campaign that met its goal or stopped improving goes
     on only as a new campaign from its data. Decided from the rule, never from the reason's
     text.
@@ -360,7 +362,8 @@ def extension_hint(rule: str, *, completed: int, failed: int, elapsed: float) ->
     if rule in ("target", "patience"):
         return None
     if rule == "max_duration":
-        return f"--max-duration {option_duration(math.ceil((elapsed + 3600) / 60))}"
+        more = min(3600.0, max(60.0, elapsed))
+        return f"--max-duration {option_duration(math.ceil((elapsed + more) / 60))}"
     if rule == "max_failures":
         return f"--max-failures {failed + 10}"
     return f"--max-trials {completed + 10}"

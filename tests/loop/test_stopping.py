@@ -294,11 +294,21 @@ def test_stop_reason_is_printed_by_run_status_and_resume(tmp_path: Path) -> None
         ("patience", None),
         ("max_trials", "--max-trials 17"),
         ("max_failures", "--max-failures 13"),
-        ("max_duration", "--max-duration 62m"),
+        ("max_duration", "--max-duration 3m"),
     ],
 )
 def test_the_option_that_extends_a_campaign_follows_its_rule(rule: str, option: str | None) -> None:
     assert extension_hint(rule, completed=7, failed=3, elapsed=90.0) == option
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "option"),
+    [(3.5, "2m"), (600.0, "20m"), (5400.0, "2h30m"), (86400.0, "1d1h")],
+)
+def test_more_running_time_is_offered_in_proportion(elapsed: float, option: str) -> None:
+    """As much again, from a minute to an hour more: a 3.5 s campaign was offered 61m."""
+    hint = extension_hint("max_duration", completed=0, failed=0, elapsed=elapsed)
+    assert hint == f"--max-duration {option}"
 
 
 def test_spent_names_the_rule_and_the_option(tmp_path: Path) -> None:
