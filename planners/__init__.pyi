@@ -16,6 +16,7 @@ from ._protocol import (
     TrialOutcome,
     parse_outcome_constraint,
 )
+from ._room import ConstraintsLeaveNoRoom
 from ._space import (
     ChoiceParameter,
     FixedParameter,
@@ -33,6 +34,7 @@ __all__ = [
     "BoTorchSettings",
     "ChoiceParameter",
     "ConstraintError",
+    "ConstraintsLeaveNoRoom",
     "FixedParameter",
     "FloatParameter",
     "InfeasibleSpaceError",

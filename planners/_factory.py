@@ -13,6 +13,7 @@ from planners._config import (
 )
 from planners._plugin import PlannerPluginError
 from planners._protocol import Objective, OutcomeConstraint, Planner
+from planners._room import check_room
 from planners._space import Space
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ def make_planner(
     """
     if not objectives:
         raise ValueError("a campaign needs at least one objective")
+    # What the campaign loader refuses is refused here too, for a planner built in Python:
+    # a setting for another kind, and linear constraints that leave no room to sample.
+    check_settings(config)
+    check_room(space)
     if config.plugin is not None:
         from planners._plugin import build_plugin, plugin_context
 

@@ -319,6 +319,8 @@ class Space:
         self._candidate_index: dict[tuple[str, ...], int] = {}
         if candidates is not None:
             self._set_candidates(candidates)
+        # planners._room.check_room passed: asked by the loader, then by the planner
+        self.room_checked = False
 
     def _set_candidates(self, rows: Sequence[Mapping[str, Any]]) -> None:
         kept: list[Point] = []

@@ -499,3 +499,26 @@ def test_an_objective_that_never_changes_is_named_once(caplog: pytest.LogCapture
             planner.ingest([Observation(parameters=point, outputs={"f": point["x"], "g": 1.0})])
     said = [r.getMessage() for r in caplog.records if "cannot tell points apart" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("g has been 1 in all 3 trials measured"), said
+
+
+@pytest.mark.parametrize("kind", ["sobol", "random", "botorch"])
+def test_a_planner_built_in_python_refuses_what_a_campaign_file_is_refused(kind: Any) -> None:
+    """A ``Space`` with an equality written as two inequalities gave ``{x: 1, y: 0}`` three
+    times from ``make_planner(...).suggest(3)``, and BoTorch's ``acquisition`` under ``kind:
+    sobol`` was ignored; the campaign loader refuses both (found in review)."""
+    from planners import ConstraintsLeaveNoRoom, make_planner
+    from planners._config import PlannerSettingError
+
+    floats = [FloatParameter(name="x", bounds=(0, 1)), FloatParameter(name="y", bounds=(0, 1))]
+    objective = [Objective(name="f", goal="minimize")]
+    flat = Space(floats, constraints=["x + y <= 1", "x + y >= 1"])
+    with pytest.raises(ConstraintsLeaveNoRoom, match="leave the float parameters no room") as e:
+        make_planner(flat, objective, PlannerConfig(kind=kind), seed=0)
+    assert e.value.index == 1 and "type: fixed" in str(e.value)
+    never = Space(floats, constraints=["x + y >= 3"])
+    with pytest.raises(ConstraintsLeaveNoRoom, match="can never hold"):
+        make_planner(never, objective, PlannerConfig(kind=kind), seed=0)
+    if kind != "botorch":
+        config = PlannerConfig(kind=kind, acquisition="qUpperConfidenceBound")
+        with pytest.raises(PlannerSettingError, match="applies to kind: botorch only"):
+            make_planner(Space(floats), objective, config, seed=0)
