@@ -588,6 +588,15 @@ def _function_file(target: str, base_dir: Path, *, what: str = "function") -> Pa
 
 
 def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
+    """Run a ``path/to/file.py`` (a function's or a planner's) as a module of its own.
+
+    While it runs, its folder is on ``sys.path`` (at the end: a file there named like an
+    installed module does not shadow it), as ``python file.py`` has it: ``import helpers``
+    of a ``helpers.py`` beside the file failed with ``ModuleNotFoundError`` (found in
+    review). Only while it runs: left there, a later campaign's ``module:function`` of the
+    same process found a module of this one's folder. A Dask executor sends such modules
+    to its workers by value, with the file's own (:mod:`simulators._executor`).
+    """
     path = _function_file(target, base_dir, what=what)
     key = (path, path.stat().st_mtime_ns)
     if key in _loaded_files:
@@ -601,6 +610,10 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so dataclasses/pickle inside the user's file can find it.
     sys.modules[module_name] = module
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.append(folder)
     try:
         module_spec.loader.exec_module(module)
     except SystemExit as exc:
@@ -609,10 +622,45 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise InstrumentConfigError(
-            f"running {target!r} failed: {type(exc).__name__}: {exc}", field=what
+            f"running {target!r} failed{_line_in(path, exc)}: {type(exc).__name__}: {exc}"
+            + _import_hint(exc, path),
+            field=what,
         ) from exc
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     _loaded_files[key] = module
     return module
+
+
+def _line_in(path: Path, exc: BaseException) -> str:
+    """`` at line 3`` of ``path`` where ``exc`` was raised from in it (its last frame
+    there), else ``""``."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" at line {line}" if line else ""
+
+
+def _import_hint(exc: Exception, path: Path) -> str:
+    """What to do about an import the file could not make: a module of its own folder is
+    importable, a relative import is not (the file is run on its own, not as part of a
+    package), anything else is to be installed or put on ``PYTHONPATH``."""
+    if isinstance(exc, ImportError) and "relative import" in str(exc):
+        return (
+            f"; {path.name} is run as a file of its own, not as part of a package: import "
+            "the modules beside it by name (`import helpers`, not `from . import helpers`), "
+            "or install the package and name the function as module:function"
+        )
+    if isinstance(exc, ModuleNotFoundError):
+        return (
+            f"; modules in {path.parent} are importable by name (at the top of the file); "
+            "install any other (pip install) or put its folder on PYTHONPATH"
+        )
+    return ""
 
 
 # ---------------------------------------------------------------------------- datasets

@@ -699,8 +699,10 @@ class DaskExecutor:
 
             module = sys.modules.get(getattr(function, "__module__", "") or "")
             if module is not None and module.__name__.startswith(_USER_MODULE_PREFIX):
-                # Only this process can import a campaign's file: send its code along.
-                cloudpickle.register_pickle_by_value(module)
+                # Only this process can import a campaign's file, and the modules of its
+                # folder it imported (instruments._build._load_file): send their code along.
+                for other in _folder_modules(module):
+                    cloudpickle.register_pickle_by_value(other)
             try:
                 blob = cloudpickle.dumps(function)
             except Exception as exc:  # TypeError, PicklingError, RecursionError, ...
@@ -1498,3 +1500,15 @@ def _quiet_distributed() -> None:
         log = logging.getLogger(name)
         if log.level < level:
             log.setLevel(level)
+
+
+def _folder_modules(module: types.ModuleType) -> list[types.ModuleType]:
+    """``module`` and every loaded module of its file's folder (``import helpers`` of a
+    ``helpers.py`` beside a campaign's file), which a worker could not import by name."""
+    folder = os.path.dirname(getattr(module, "__file__", None) or "")
+    found = [module]
+    for other in list(sys.modules.values()):
+        file = getattr(other, "__file__", None)
+        if other is not module and file and folder and os.path.dirname(file) == folder:
+            found.append(other)
+    return found

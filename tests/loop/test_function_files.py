@@ -92,6 +92,36 @@ def test_a_module_name_for_a_file_beside_the_campaign_suggests_the_path(tmp_path
         load_campaign(path)
 
 
+def test_a_function_file_imports_the_modules_beside_it(tmp_path: Path) -> None:
+    """``import helpers`` of a ``helpers.py`` beside the function's file failed with
+    ``ModuleNotFoundError`` and no line, as did a relative import, with a fix that did not
+    work (found in review). Run from another folder, as a campaign is."""
+    (tmp_path / "cl_sibling_helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    path = _campaign(
+        tmp_path,
+        "import cl_sibling_helpers\n"
+        "def measure(x):\n"
+        "    return {'yield_pct': cl_sibling_helpers.double(x['t']), 'cost': 1.0}\n",
+        budget="{max_trials: 2}",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = closedloop("run", str(path), "--store", f"sqlite:///{tmp_path / 's.db'}", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 completed, 0 failed" in proc.stdout
+    (tmp_path / "model.py").write_text(
+        "\n\nfrom . import helpers\ndef measure(x):\n    return {}\n"
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert "running 'model.py' failed at line 3: ImportError: attempted relative import" in message
+    assert "import the modules beside it by name" in message
+    (tmp_path / "model.py").write_text("import cl_no_such_module\n")
+    with pytest.raises(CampaignConfigError, match="install any other .pip install. or put"):
+        load_campaign(path)
+
+
 def _run(tmp_path: Path, source: str, **options: Any) -> tuple[list[str], int]:
     """The stored errors of a campaign measured by ``source``'s ``measure``, and how many
     trials completed."""

@@ -143,6 +143,26 @@ def test_on_a_dask_cluster_the_function_s_errors_are_not_retried(
     assert ok.ok and ok.outputs["y"] == pytest.approx(1.0), ok.error
 
 
+@pytest.mark.slow
+def test_a_function_file_s_own_modules_travel_to_the_workers(
+    tmp_path: Path, dask_executor: DaskExecutor
+) -> None:
+    """A module beside the campaign's file (``import helpers``) is importable while the
+    file runs, and goes to the workers with it: they cannot import it by name."""
+    (tmp_path / "cl_worker_helpers.py").write_text(
+        "import os\ndef pid():\n    return os.getpid()\n"
+    )
+    (tmp_path / "model.py").write_text(
+        "import cl_worker_helpers\n"
+        "def measure(inputs):\n"
+        "    return {'y': float(cl_worker_helpers.pid())}\n"
+    )
+    result = _trial(load_function("model.py:measure", base_dir=tmp_path), dask_executor)
+    assert result.ok, result.error
+    assert result.outputs["y"] != os.getpid()  # computed on a worker
+    assert str(tmp_path) not in sys.path  # only while the file ran
+
+
 def test_a_remote_none_fails_and_is_not_computed_again_here() -> None:
     """Was: a function that forgot its ``return`` sent back None, which read as "nothing
     computed remotely", so it ran a second time in the runner's process."""
