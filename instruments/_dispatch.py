@@ -227,7 +227,9 @@ def describe_exception(exc: BaseException) -> str:
         inner_name, inner_text = chain[i + 1]
         quoted = f"{inner_name}: {inner_text}" if inner_text else inner_name
         if text and quoted in text:
-            shown[i], shown[i + 1] = mine, None
+            # a status that quotes its cause says which device (instruments._epics): its
+            # text is the whole story, without the wrapper's class name before it
+            shown[i], shown[i + 1] = (text if name in _STATUS_WRAPPERS else mine), None
         elif text and inner_text and inner_text in text:
             # The outer repeats its cause with context ("failing_region could not be
             # evaluated: x is not defined"): it stands for both. Only a status wrapper, or
@@ -800,6 +802,12 @@ class Dispatcher:
 
         def collect(name: str, document: Mapping[str, object]) -> None:
             doc = cast(dict[str, Any], document)
+            if name == "stop" and doc.get("exit_status") == "abort" and not doc.get("reason"):
+                # bluesky leaves an abort's reason empty: say why (a timeout, Ctrl-C), as a
+                # failed run's stop says its error, for a catalog reading the stored runs
+                why = "KeyboardInterrupt" if self._during.interrupted else self._abort_reason
+                if why:
+                    doc = {**doc, "reason": why}
             documents.append((name, doc))
             if sink is None or sink_errors:
                 return
@@ -924,6 +932,7 @@ class Dispatcher:
             reason = f"timed out after {timeout:g} s"
             # Set first: the run may end the instant the abort lands.
             flag.set()
+            self._abort_reason = reason
             if not self._request_abort(reason):
                 flag.clear()  # the run had already ended: nothing timed out
                 return

@@ -996,7 +996,7 @@ def _own_data_key(
     meta: DeviceMeta, units: str | None, convert: Callable[[Any], Any] | None
 ) -> dict[str, Any]:
     """The parts of a plugin's own ``describe()`` entry its wrapper's data key keeps:
-    ``source``, ``shape``, ``units``, ``precision``, ``limits`` (as event-model's schema
+    ``source``, ``shape``, ``dtype``, ``units``, ``precision``, ``limits`` (as event-model's schema
     has them). ``convert``: the reading is converted to ``units`` (the campaign's) on its
     way in, so its unit is that one, its limits are converted too, and its precision
     (digits in the device's unit) is dropped; ``None``: stored as the device gives it, so
@@ -1011,8 +1011,13 @@ def _own_data_key(
         isinstance(n, int) and not isinstance(n, bool) for n in shape
     ):
         out["shape"] = [int(n) for n in shape]
+    dtype = entry.get("dtype")
     if out.get("shape"):
         out["dtype"] = "array"  # a waveform, an image: not the number the key defaults to
+    elif convert is None and dtype in ("string", "integer", "boolean"):
+        # a choice input's device reads text: a catalog read a "number" column holding
+        # 'b' (found in review); a converted reading is a number whatever the device's
+        out["dtype"] = dtype
     if convert is None and meta.units:
         out["units"] = meta.units
     elif units:
@@ -1070,6 +1075,32 @@ def _converted_range(
 
 
 # ---------------------------------------------------------------------------- inputs
+class _ExplainedStatus(Status):
+    """A ``Status`` whose text says which device failed and why.
+
+    The RunEngine writes ``str(FailedStatus(status))`` into the stop document's ``reason``,
+    and a plain ``Status`` says only ``Status(obj=<...OutputDetector object at 0x7f...>,
+    done=True, success=False)``: every plugin or EPICS device failure stored that, and the
+    trial's error named the class, not the input (found in review). The text is the
+    exception first (``RuntimeError: HV trip (detector 'y')``), so the trial's error and its
+    failure kind lead with it (:func:`instruments._dispatch.describe_exception`).
+    """
+
+    def __init__(self, obj: Any, role: str) -> None:
+        super().__init__(obj=obj)
+        self._role = role
+
+    def __str__(self) -> str:
+        exc = self.exception() if self.done else None
+        if exc is None:
+            return super().__str__()
+        name = getattr(self.obj, "name", None) or type(self.obj).__name__
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"{what} ({self._role} {name!r})"
+
+    __repr__ = __str__
+
+
 class InputDevice:
     """One campaign parameter on the bench; see the module docstring.
 
@@ -1448,7 +1479,7 @@ class InputDevice:
 
     def set(self, value: Any) -> Status:
         """Pass the interlocks, check, put, wait until within tolerance, settle."""
-        status = Status(obj=self)
+        status = _ExplainedStatus(self, "input")
         cancel = self._cancel = threading.Event()  # this move's; stop() sets it
         if self._closed:  # after the safe state: refused at once, not after the gate
             cancel.set()
@@ -2148,7 +2179,7 @@ class OutputDetector:
         return rows
 
     def trigger(self) -> Status:
-        status = Status(obj=self)
+        status = _ExplainedStatus(self, "detector")
         cancel = self._cancel = threading.Event()  # this acquisition's; stop() sets it
         threading.Thread(
             target=self._acquire_now,

@@ -245,7 +245,7 @@ def test_function_from_module(user_dir: Path, monkeypatch: pytest.MonkeyPatch) -
         ("models/lab.py:mesure", r"has no attribute 'mesure'; functions defined there: measure"),
         ("models/lab.py:NOT_A_FUNCTION", r"'NOT_A_FUNCTION' is a int, not a function"),
         ("models/lab.py:two_args", r"cannot be called with one argument"),
-        ("broken.py:f", r"running 'broken.py' failed: RuntimeError: boom at import"),
+        ("broken.py:f", r"running 'broken.py' failed at line 1: RuntimeError: boom at import"),
         ("no_such_module_xyz:f", r"cannot import module 'no_such_module_xyz'"),
         ("models/lab.txt/x:f", r"must be a .py file"),
         ("nocolon", r"must look like `module:function`"),

@@ -77,6 +77,27 @@ class TotalFirst(Device):
         return described
 
 
+class Selector(Device):
+    """A choice input's device: it takes and reads back text (a filter wheel's position)."""
+
+    slot = Component(Signal, value="a", kind=Kind.hinted)
+
+    def set(self, value: Any) -> Status:
+        self.slot.put(value)
+        status = DeviceStatus(self)
+        status.set_finished()
+        return status
+
+
+class Saturates(TotalFirst):
+    """A detector whose every trigger fails with the hardware's own reason."""
+
+    def trigger(self) -> Status:
+        status = DeviceStatus(self)
+        status.set_exception(RuntimeError("detector saturated: HV trip"))
+        return status
+
+
 class NoHint(TotalFirst):
     """:class:`TotalFirst` with nothing hinted: which field is the output is not known."""
 
@@ -216,3 +237,39 @@ def test_epics_inputs_and_outputs_are_hinted(tmp_path: Path) -> None:
         assert inst.inputs["x"].describe()["x"]["source"] == "PV:f1:x:SP"
     finally:
         inst.close(safe_state=False)
+
+
+def test_a_choice_input_s_text_is_a_string_data_key(tmp_path: Path) -> None:
+    """The wrapper's data key said ``dtype: number`` for a device that reads text, so a
+    catalog read a number column holding 'b' (found in review)."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(
+        f"name: bench\ninputs:\n  c: {{device: {HERE}:Selector}}\n"
+        f"outputs:\n  y: {{device: {HERE}:TotalFirst}}\n"
+    )
+    params = [{"name": "c", "type": "choice", "values": ["a", "b"]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=None)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"c": "b"})
+    finally:
+        inst.close(safe_state=False)
+    assert result.exit_status == "success", result.error
+    keys = _valid(result.documents)["data_keys"]
+    assert keys["c"]["dtype"] == "string" and keys["y"]["dtype"] == "number"
+    assert result.readbacks == {"c": "b"}
+
+
+def test_a_failed_device_s_stop_document_says_its_error(tmp_path: Path) -> None:
+    """Every plugin or EPICS device failure stored ``Status(obj=<...OutputDetector object
+    at 0x7f...>, done=True, success=False)`` as the stop's reason (found in review)."""
+    inst = _instrument(tmp_path, f"  y: {{device: {HERE}:Saturates}}\n")
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"x": 0.004})
+    finally:
+        inst.close(safe_state=False)
+    stop = next(d for n, d in result.documents if n == "stop")
+    assert stop["exit_status"] == "fail"
+    assert stop["reason"] == "RuntimeError: detector saturated: HV trip (detector 'bench_outputs')"
+    assert result.error == stop["reason"]
