@@ -1346,13 +1346,30 @@ class Store:
 
         A string is a name first and an id only if no campaign has that name: names may be
         all digits (a campaign called "2024"), so reading every digit string as an id would
-        make such a campaign unreachable from ``-c``.
+        make such a campaign unreachable from ``-c``. A digit string that is one campaign's
+        name and another's id is refused, naming both: it took the named one without a word,
+        and ``resume -c 2`` added trials to the campaign named "2" (id 4), not to id 2
+        (found in review). ``id:2`` is always the id.
         """
         with self.session() as s:
             query = select(CampaignRow).order_by(col(CampaignRow.id).desc())
             row = None
+            if isinstance(ref, str) and ref.startswith("id:") and _is_id(ref[3:]):
+                ref = int(ref[3:])
             if isinstance(ref, str):
                 named = list(s.exec(query.where(CampaignRow.name == ref)).all())
+                other = (
+                    s.exec(query.where(CampaignRow.id == int(ref))).first()
+                    if named and _is_id(ref) and 0 < int(ref) <= MAX_ID
+                    else None
+                )
+                if other is not None and other.id not in {r.id for r in named}:
+                    raise StoreError(
+                        f"-c {ref} is ambiguous in store {self.url}: the name of campaign id "
+                        f"{named[0].id} and the id of campaign '{other.name}'; give "
+                        f"-c {named[0].id} for the campaign named '{ref}', or -c id:{ref} "
+                        f"for '{other.name}'"
+                    )
                 row = named[0] if named else None
                 if len(named) > 1:  # picked without a word before (found in review)
                     logger.warning(

@@ -81,7 +81,15 @@ def test_a_campaign_named_with_digits_is_found_by_its_name(tmp_path: Path) -> No
     named_1 = store.create_campaign("1", "", "b.yaml", 1)
     year = store.create_campaign("2024", "", "c.yaml", 1)
     assert store.campaign("2024").id == year  # a name, though it looks like an id
-    assert store.campaign("1").id == named_1  # the name wins over id 1
+    # "1" is the name of one campaign and the id of another: refused, naming both (it took
+    # the named one without a word, and `resume -c 1` extended the wrong campaign)
+    with pytest.raises(StoreError, match=r"-c 1 is ambiguous") as info:
+        store.campaign("1")
+    assert f"give -c {named_1} for the campaign named '1', or -c id:1 for 'branin'" in str(
+        info.value
+    )
+    assert store.campaign(f"id:{first}").id == first  # `id:` is always the id
+    assert store.campaign(str(named_1)).id == named_1
     assert store.campaign(1).id == first  # an int is always an id
     assert store.campaign(str(year)).id == year  # no such name: the id
     with pytest.raises(StoreError, match="no campaign '²'"):
