@@ -435,6 +435,25 @@ def _held_up(exc: OperationalError) -> str | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    _sqlite_other_pragmas(cursor)
+
+
+def _sqlite_existing_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A store that must exist already (``status``, ``export``): WAL only once the file is
+    known to be a closedloop store (it has a campaign table). Setting it is a write, and
+    pointed at another program's SQLite file by mistake, a read command left that file in
+    WAL mode for good, and a 0-byte file a 4 KiB database (found in review); the open is
+    then refused (:meth:`Store._set_up_tables`)."""
+    cursor = dbapi_connection.cursor()
+    found = cursor.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'campaign'"
+    ).fetchone()
+    if found:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    _sqlite_other_pragmas(cursor)
+
+
+def _sqlite_other_pragmas(cursor: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
@@ -851,18 +870,30 @@ def _missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
-def _stored_schema_version(conn: Connection, tables: set[str]) -> int | None:
+def _stored_schema_version(conn: Connection, tables: set[str]) -> int | str | None:
+    """The store's schema version: ``None`` for a store from before it was recorded, the
+    text as stored where it is not a whole number (refused by :func:`_refuse_newer_schema`)."""
     if "closedloop_meta" not in tables:
         return None
     meta = MetaRow.__table__  # type: ignore[attr-defined]
     value = conn.execute(
         select(meta.c.value).where(meta.c.key == "schema_version")
     ).scalar_one_or_none()
-    return int(value) if value is not None and value.isdigit() else None
+    if value is None:
+        return None
+    return int(value) if _is_id(value) else str(value)
 
 
-def _refuse_newer_schema(url: str, version: int | None) -> None:
-    """Never touch a store whose layout this version does not know."""
+def _refuse_newer_schema(url: str, version: int | str | None) -> None:
+    """Never touch a store whose layout this version does not know: a newer one, or one
+    whose version is not a number this version wrote (``4b`` was read as "none" and
+    overwritten with 4; found in review)."""
+    if isinstance(version, str):
+        raise StoreError(
+            f"store {url} records schema version {version!r}, which no closedloop writes "
+            f"(this one reads up to {SCHEMA_VERSION}); it is left untouched: check where the "
+            "store came from, or pass another --store"
+        )
     if version is not None and version > SCHEMA_VERSION:
         from instruments._dispatch import closedloop_version  # only on this refusal
 
@@ -1064,7 +1095,11 @@ class Store:
         # by the whole lab.
         weakref.finalize(self, self.engine.dispose)
         if backend == "sqlite":
-            pragmas = _sqlite_read_pragmas if self._read_only else _sqlite_pragmas
+            pragmas = (
+                _sqlite_read_pragmas
+                if self._read_only
+                else (_sqlite_pragmas if create else _sqlite_existing_pragmas)
+            )
             event.listen(self.engine, "connect", pragmas)
         try:
             self._set_up_tables(create)
@@ -1113,6 +1148,17 @@ class Store:
             # Tables added since the store was written (e.g. ``lease``): additive only.
             SQLModel.metadata.create_all(conn)
             _add_missing_columns(conn, tables)
+            if version != SCHEMA_VERSION and "campaign" in tables:
+                # said, not silent: a read command upgrades a shared store too, and the
+                # closedloop that wrote it then refuses it (found in review)
+                logger.warning(
+                    "store %s upgraded from schema %s to %s; closedloop versions that read "
+                    "only schema %s no longer open it",
+                    self.url,
+                    version or 1,
+                    SCHEMA_VERSION,
+                    version or 1,
+                )
             if version != SCHEMA_VERSION:
                 meta = MetaRow.__table__  # type: ignore[attr-defined]
                 conn.execute(meta.delete().where(meta.c.key == "schema_version"))

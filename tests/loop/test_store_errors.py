@@ -45,6 +45,51 @@ def test_store_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
     assert f"closedloop {number} reads up to {SCHEMA_VERSION}" in " ".join(proc.stderr.split())
 
 
+@pytest.mark.parametrize("value", ["4b", "v5", ""])
+def test_a_schema_version_that_is_not_a_number_is_refused_untouched(
+    tmp_path: Path, value: str
+) -> None:
+    """Read as "no version" and overwritten with the current one (found in review)."""
+    db = tmp_path / "s.db"
+    Store(f"sqlite:///{db}").close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE closedloop_meta SET value = ? WHERE key = 'schema_version'", (value,))
+    with pytest.raises(StoreError, match=f"records schema version '{value}', which no"):
+        Store(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM closedloop_meta").fetchone() == (value,)
+
+
+def test_an_older_store_is_upgraded_with_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}")
+    store.create_campaign("c", "", "c.yaml", 1)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE closedloop_meta SET value = '3' WHERE key = 'schema_version'")
+    with caplog.at_level("WARNING", logger="loop.store"):
+        Store(f"sqlite:///{db}", create=False).close()
+    assert f"upgraded from schema 3 to {SCHEMA_VERSION}" in caplog.text
+
+
+def test_a_read_command_leaves_another_program_s_sqlite_file_as_it_was(tmp_path: Path) -> None:
+    """It was refused, but left in WAL mode for good; a 0-byte file became a 4 KiB
+    database (found in review)."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE samples (x)")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for path in (other, empty):
+        proc = closedloop("export", "--store", f"sqlite:///{path}", cwd=tmp_path)
+        assert proc.returncode == 2 and "no closedloop store" in proc.stderr, proc.stderr
+    with sqlite3.connect(other) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert empty.stat().st_size == 0
+
+
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

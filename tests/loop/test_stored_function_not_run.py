@@ -166,7 +166,7 @@ def test_a_function_that_no_longer_imports_is_refused_by_resume_untouched(
         with pytest.raises(StoredCampaignError) as info:
             runner.resume()
         message = " ".join(str(info.value).split())
-        assert "running 'model.py' failed: RuntimeError: broken since" in message, message
+        assert "running 'model.py' failed at line 1: RuntimeError: broken since" in message, message
         assert "as stored" in message, message
         assert "restore or fix that file, then run the command again" in message, message
         row = store.campaign(cid)
