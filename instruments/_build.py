@@ -413,14 +413,31 @@ def _function_of(module: ModuleType, target: str, attr: str, *, is_file: bool) -
             for n, v in vars(module).items()
             if callable(v) and not n.startswith("_") and not isinstance(v, type | ModuleType)
         )
+        near = difflib.get_close_matches(attr, candidates, n=1)
         raise InstrumentConfigError(
-            f"{where} has no attribute {attr!r}; functions defined there: "
-            f"{', '.join(candidates) or '(none)'}",
+            f"{where} has no attribute {attr!r}; "
+            + (f"did you mean {near[0]!r}? " if near else "")
+            + f"functions defined there: {', '.join(candidates) or '(none)'}",
             field="function",
         ) from None
     if not callable(fn):
         raise InstrumentConfigError(
             f"{where}: {attr!r} is a {type(fn).__name__}, not a function", field="function"
+        )
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        # it passed, then every trial failed "returned coroutine" with a "never awaited"
+        # warning (found in review)
+        raise InstrumentConfigError(
+            f"{where}: {attr!r} is an async function; closedloop calls it as a plain "
+            f"function on the detector's thread: define it with `def`, and run any "
+            f"coroutine inside it with asyncio.run(...)",
+            field="function",
+        )
+    if inspect.isgeneratorfunction(fn):
+        raise InstrumentConfigError(
+            f"{where}: {attr!r} is a generator function (it yields); closedloop needs the "
+            "outputs returned: `return {name: value, ...}`",
+            field="function",
         )
     try:
         inspect.signature(fn).bind({})

@@ -32,6 +32,12 @@ def two_args(inputs, extra):
     return {}
 
 NOT_A_FUNCTION = 3
+
+async def measure_async(inputs):
+    return {"y": 1.0}
+
+def measure_yields(inputs):
+    yield {"y": 1.0}
 """
 
 
@@ -242,9 +248,11 @@ def test_function_from_module(user_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     ("spec", "match"),
     [
         ("models/missing.py:measure", r"not found \(looked for .*models/missing.py"),
-        ("models/lab.py:mesure", r"has no attribute 'mesure'; functions defined there: measure"),
+        ("models/lab.py:mesure", r"no attribute .mesure.; did you mean .measure.\? functions"),
         ("models/lab.py:NOT_A_FUNCTION", r"'NOT_A_FUNCTION' is a int, not a function"),
         ("models/lab.py:two_args", r"cannot be called with one argument"),
+        ("models/lab.py:measure_async", r"is an async function; .*asyncio.run"),
+        ("models/lab.py:measure_yields", r"is a generator function .*`return \{name: value"),
         ("broken.py:f", r"running 'broken.py' failed at line 1: RuntimeError: boom at import"),
         ("no_such_module_xyz:f", r"cannot import module 'no_such_module_xyz'"),
         ("models/lab.txt/x:f", r"must be a .py file"),
