@@ -720,7 +720,10 @@ def _dataset_resolved(
             )
         outputs = tuple(config.outputs)
     noise = {o: float(sim.noise.get(o, 0.0)) for o in outputs}
-    return _Resolved(name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise)
+    floors = {o: f for o, f in sim.floors.items() if o in outputs}
+    return _Resolved(
+        name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise, floors=floors
+    )
 
 
 # ---------------------------------------------------------------------------- build
@@ -732,6 +735,7 @@ class _Resolved:
     outputs: tuple[str, ...]
     failing_region: Any = None  # a simulators.Expression
     default_noise: Any = None  # a dataset's fitted noise, used when `noise:` is not given
+    floors: Any = None  # a dataset's outputs never measured below 0 read no less
 
 
 def _failing_region(text: str | None, specs: Sequence[InputSpec]) -> Any:
@@ -972,6 +976,7 @@ def build_instrument(
             seed=seed,
             name=resolved.name,
             executor=executor,
+            floors=resolved.floors,
         )
     except sims.FunctionNotSendable as exc:  # a campaign-file problem: the user's function
         raise InstrumentConfigError(str(exc), field="function") from exc

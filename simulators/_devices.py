@@ -499,6 +499,10 @@ class SimDetector(Device):
         inputs: Parameter name -> actuator; the function receives ``{name: readback}``.
         function: The pure simulator, inputs dict -> outputs dict.
         noise: Gaussian noise sd for every output, or a dict per output (missing ones: 0).
+        floors: the lowest reading of an output (missing ones: none), applied after the
+            noise: a quantity that cannot be negative (a yield, a peak area) reads 0, not
+            the -12 % that noise on a small value made of it (found in review: such a
+            reading became a dataset campaign's best).
         latency: Seconds from trigger to completion.
         failure_rate: Probability that a trigger fails with an injected, transient
             :class:`SimulatedFault`.
@@ -527,6 +531,7 @@ class SimDetector(Device):
     _output_attrs: dict[str, str] = {}
     _sim_outputs: tuple[str, ...]
     _sim_noise_sd: list[float]
+    _sim_floors: list[float]
     _sim_signals: list[InternalSignal]
     _sim_inputs: dict[str, SimActuator]
     _sim_function: SimFunction
@@ -571,6 +576,7 @@ class SimDetector(Device):
         failing_region: Callable[[Mapping[str, Any]], Any] | None = None,
         seed: Seed = None,
         executor: Any = None,
+        floors: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         self._sim_outputs = _check_outputs(outputs)
@@ -586,6 +592,7 @@ class SimDetector(Device):
         if failing_region is not None and not callable(failing_region):
             raise TypeError(f"failing_region must be a predicate, got {failing_region!r}")
         self._sim_noise_sd = _noise_vector(noise, self._sim_outputs)
+        self._sim_floors = [float((floors or {}).get(o, -math.inf)) for o in self._sim_outputs]
         prepare = getattr(executor, "prepare", None)
         if callable(prepare):
             # Pickled now, once: a function that cannot be sent (a module-level lock) is a
@@ -954,8 +961,11 @@ class SimDetector(Device):
             if bad is not None:
                 logger.info("%s: trigger #%d reads %s (injected, nan_rate)", self.name, number, bad)
                 noiseless = [bad] * len(noiseless)
-            sds = self._sim_noise_sd
-            noisy = [float(v + sd * dz) for v, sd, dz in zip(noiseless, sds, z, strict=True)]
+            sds, floors = self._sim_noise_sd, self._sim_floors
+            noisy = [
+                _floored(float(v + sd * dz), low)
+                for v, sd, dz, low in zip(noiseless, sds, z, floors, strict=True)
+            ]
             if status.done:  # aborted while the function ran: publish nothing
                 return
             for signal, value in zip(self._sim_signals, noisy, strict=True):
@@ -1264,6 +1274,12 @@ def _fail(status: DeviceStatus, exc: Exception) -> None:
         logger.debug("status %r already finished; dropping %r", status, exc)
 
 
+def _floored(value: float, floor: float) -> float:
+    """``value``, or ``floor`` where a finite reading lies below it (an injected NaN or
+    infinity stays what it is: ``nan_rate``'s fault)."""
+    return floor if math.isfinite(value) and value < floor else value
+
+
 def _noise_vector(noise: float | Mapping[str, float], outputs: tuple[str, ...]) -> list[float]:
     if isinstance(noise, Mapping):
         unknown = sorted(set(noise) - set(outputs))
@@ -1354,6 +1370,7 @@ def build_simulated_instrument(
     readback_out_of_range_rate: float = 0.0,
     failing_region: str | Callable[[Mapping[str, Any]], Any] | None = None,
     executor: Any = None,
+    floors: Mapping[str, float] | None = None,
 ) -> SimulatedInstrument:
     """Wrap a pure function (or a built-in :class:`TestProblem`) as Ophyd devices.
 
@@ -1371,6 +1388,8 @@ def build_simulated_instrument(
             two numeric choices use a parameter object with ``values``.
         outputs: Output names (data keys).
         noise: Gaussian sd for all outputs or per output.
+        floors: The lowest reading per output (see :class:`SimDetector`), e.g. a dataset's
+            outputs that were never measured below 0.
         latency: Seconds per trigger.
         failure_rate: Probability that a trigger fails.
         seed: One seed for the whole instrument.
@@ -1444,6 +1463,7 @@ def build_simulated_instrument(
         failing_region=region,
         seed=seeds[0],
         executor=executor,
+        floors=floors,
     )
     logger.debug(
         "built simulated instrument %r: inputs %s, outputs %s", name, list(inputs), out_names

@@ -145,6 +145,30 @@ def test_noisy_draws_have_the_fitted_noise_level() -> None:
     assert draws_arr.std(ddof=1) == pytest.approx(sd, rel=0.15)
 
 
+def test_a_quantity_never_measured_below_zero_never_reads_below_zero() -> None:
+    """Noise on a small peak area read -59.6 (16 % of readings at the measured points), and
+    such a reading became a campaign's best (found in review)."""
+    sim = dataset_simulator("hplc")
+    assert sim.floors == {"peak_area": 0.0}
+    low = min(range(len(sim.dataset.Y)), key=lambda i: sim.dataset.Y[i, 0])
+    point = dict(sim.dataset.rows[low])
+    inst = build_simulated_instrument(
+        sim.problem, noise=sim.noise, floors=sim.floors, seed=3, name="hplc"
+    )
+    try:
+        for name, value in point.items():
+            inst.inputs[name].set(value)
+        draws = []
+        for _ in range(200):
+            inst.detector.trigger()
+            draws.append(inst.detector.read()["peak_area"]["value"])
+    finally:
+        inst.close()
+    assert min(draws) == 0.0  # noise reached below zero, and read zero
+    rng = np.random.default_rng(0)
+    assert min(sim.sample(point, rng)["peak_area"] for _ in range(200)) == 0.0
+
+
 def test_mixture_inputs_are_read_as_fractions_of_their_sum() -> None:
     sim = dataset_simulator("photo_pce10")
     a = sim.problem.evaluate({"mat_1": 0.2, "mat_2": 0.1, "mat_3": 0.3, "mat_4": 0.4})
