@@ -1146,6 +1146,9 @@ class Runner:
             self._import_function()
             self._import_planner()
             self._session_md = start_session(self, "resume")
+            # a release given to an earlier session (its runner killed while it waited)
+            # covers none of this one's waits: the interlocks are checked afresh
+            self.store.close_releases(cid, outcome="not used: its session ended")
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token

@@ -460,6 +460,18 @@ def _sqlite_other_pragmas(cursor: Any) -> None:
     cursor.close()
 
 
+def _close_releases(s: Session, campaign_id: int, outcome: str) -> int:
+    """Close the campaign's open release requests with ``outcome``, in session ``s``."""
+    result = s.exec(
+        update(CampaignEventRow)
+        .where(col(CampaignEventRow.campaign_id) == campaign_id)
+        .where(col(CampaignEventRow.kind) == "release")
+        .where(col(CampaignEventRow.handled_at).is_(None))
+        .values(handled_at=utcnow(), outcome=outcome)
+    )
+    return int(result.rowcount or 0)
+
+
 def _is_id(ref: str | None) -> bool:
     """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` refuses."""
     return ref is not None and ref.isascii() and ref.isdigit()
@@ -1592,13 +1604,7 @@ class Store:
                 s.rollback()
                 return False
             s.add(CampaignEventRow(campaign_id=campaign_id, kind="resumed", detail=how))
-            s.exec(
-                update(CampaignEventRow)
-                .where(col(CampaignEventRow.campaign_id) == campaign_id)
-                .where(col(CampaignEventRow.kind) == "release")
-                .where(col(CampaignEventRow.handled_at).is_(None))
-                .values(handled_at=utcnow(), outcome=f"not needed: {how}")
-            )
+            _close_releases(s, campaign_id, f"not needed: {how}")
             s.commit()
             return True
 
@@ -1640,6 +1646,21 @@ class Store:
             s.add(event)
             s.commit()
             return event
+
+    @_serialised
+    def close_releases(self, campaign_id: int, *, outcome: str) -> int:
+        """Mark every open release request of the campaign handled with ``outcome`` (not
+        used); how many there were.
+
+        A release covers the wait it was given for: a wait that ends closes those still
+        open (:meth:`unpause_campaign`), and so does a new session. A request given to a
+        runner that was then killed while it waited stayed open, and the next ``resume``
+        took it: it overrode the interlocks with the door still open (found in review).
+        """
+        with self.session() as s:
+            closed = _close_releases(s, campaign_id, outcome)
+            s.commit()
+            return closed
 
     @_serialised
     def add_event(

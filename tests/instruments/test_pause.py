@@ -206,6 +206,35 @@ def test_the_pause_never_overwrites_a_finished_status(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_release_is_for_the_wait_it_was_given_for(tmp_path: Path) -> None:
+    """A release not taken before its wait ended (the door closed again), or given to a
+    runner that was then killed, overrode the next wait: the next `resume` moved the
+    heater with the door open (found in review). The wait's end, and a resume, close it."""
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    cid = store.create_campaign("c", "name: c", str(tmp_path / "c.yaml"), 1)
+    pause = CampaignPause(store, lambda: cid, lambda: None)
+    gate = object()
+    pause.paused(gate, REASON)
+    store.request_release(cid, by="bob", detail=REASON)
+    pause.resumed(gate, "interlocks hold again")  # before the release was taken
+    pause.paused(gate, REASON)
+    assert pause.release_requested(gate) is None  # the next wait is not overridden
+    (event,) = [e for e in store.events(cid) if e.kind == "release"]
+    assert event.outcome == "not needed: interlocks hold again"
+    store.close()
+    # a release left open by a runner killed while it waited: a resume closes it first
+    door_closed = 'door: {device: "ophyd:Signal", args: {value: 1}}'
+    text = CAMPAIGN.replace('door: {device: "ophyd:Signal", args: {value: 0}}', door_closed)
+    (tmp_path / "d.yaml").write_text(text)
+    store = Store(f"sqlite:///{tmp_path / 'd.db'}")
+    cid = Runner(load_campaign(tmp_path / "d.yaml"), store, max_trials=1).run().campaign_id or 0
+    store.add_event(cid, "release", by="carol", detail=REASON)  # as `release` records it
+    Runner.from_store(store, cid, max_trials=2).resume()
+    (carol,) = [e for e in store.events(cid) if e.kind == "release"]
+    assert (carol.by, carol.outcome) == ("carol", "not used: its session ended")
+    store.close()
+
+
 def test_a_dispatcher_attaches_the_listener_to_the_gate(tmp_path: Path) -> None:
     """Two slots waiting at once: paused until the last goes on; one release frees both."""
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
