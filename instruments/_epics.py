@@ -1075,6 +1075,11 @@ def _converted_range(
 
 
 # ---------------------------------------------------------------------------- inputs
+#: How many ulps past a device's own limit a converted setpoint may land by rounding and be
+#: put at the limit instead (see ``InputDevice._target``).
+_ROUNDING_ULPS = 64
+
+
 class _ExplainedStatus(Status):
     """A ``Status`` whose text says which device failed and why.
 
@@ -1260,24 +1265,55 @@ class InputDevice:
         as ``LimitError: position_raw_user_setpoint: value 55.0 outside of range``, while
         ``instruments check`` neither showed them nor flagged limits or bounds beyond them.
         """
+        raw = self._raw_device_limits()
+        if raw is None:
+            return None
+        try:
+            a, b = float(self._from_device(raw[0])), float(self._from_device(raw[1]))
+        except Exception:
+            return None
+        return (min(a, b), max(a, b))
+
+    def _raw_device_limits(self) -> tuple[float, float] | None:
+        """:attr:`device_limits` in the device's own units, as it gives them."""
         if self.decl.device is not None:
             if self._meta is None or self._meta.limits is None:
                 return None
             low, high = self._meta.limits  # an open side is infinite, and stays so
-        else:
-            source = self._signal if self._signal is not None else self._positioner
-            try:
-                low, high = source.limits
-                low, high = float(low), float(high)
-            except Exception:  # never connected (None), or not numbers
-                return None
-            if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-                return None
+            return (float(low), float(high))
+        source = self._signal if self._signal is not None else self._positioner
         try:
-            a, b = float(self._from_device(low)), float(self._from_device(high))
-        except Exception:
+            low, high = source.limits
+            low, high = float(low), float(high)
+        except Exception:  # never connected (None), or not numbers
             return None
-        return (min(a, b), max(a, b))
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            return None
+        return (low, high)
+
+    def _target(self, value: Any) -> Any:
+        """``value`` (campaign units, checked against the limits) in the device's units.
+
+        A value at a limit can land a few ulps past the device's own limit on the way
+        (1.27082 mm is 1270.8200000000002 um against a DRVH of 1270.82), and the IOC then
+        refuses the put: the trial failed as a readback not within tolerance, and was
+        retried to the same end (found in review: 10-20 % of limits with mm/um, mbar/Pa,
+        mL/min/uL/s; every one with bar/psi). Such a value is put at the limit itself.
+        """
+        target = self._to_device(value)
+        raw = self._raw_device_limits()
+        if raw is None or not isinstance(target, float):
+            return target
+        low, high = raw
+
+        def near(limit: float) -> bool:
+            return abs(target - limit) <= _ROUNDING_ULPS * math.ulp(limit)
+
+        if high < target and near(high):
+            return high
+        if target < low and near(low):
+            return low
+        return target
 
     @property
     def _device_limits_source(self) -> str:
@@ -1622,7 +1658,7 @@ class InputDevice:
         for the safe state; no tolerance wait). ``timeout`` bounds the wait for the
         connection (a PV reconnecting after an IOC restart; ophyd's own default is 1 s)
         and then the acknowledgement."""
-        target = self._to_device(value)
+        target = self._target(value)
         self._last_written = float(value)
         if self._signal is not None:
             _put_acknowledged(self._signal, target, timeout, what=self.write_pv)
@@ -1724,7 +1760,7 @@ class InputDevice:
         """One step of :meth:`write_safe_state` from the readback ``start``: written (the
         connection waited for until ``deadline``), then waited for as a trial's move is,
         until ``deadline``."""
-        target = self._to_device(value)
+        target = self._target(value)
         self._last_written = value
         never = threading.Event()  # the safe state is not stopped by a trial's stop
         if self._signal is not None:
@@ -1808,7 +1844,7 @@ class InputDevice:
                 device_source=self._device_limits_source,
                 commanded=lambda: self._commanded(deadline),
             )
-            target = self._to_device(value)
+            target = self._target(value)
             if self._signal is not None:
                 with self._fence(cancel):  # not after a stop, nor after the safe state
                     self._signal.put(target, force=True, use_complete=False)

@@ -273,3 +273,25 @@ def test_a_failed_device_s_stop_document_says_its_error(tmp_path: Path) -> None:
     assert stop["exit_status"] == "fail"
     assert stop["reason"] == "RuntimeError: detector saturated: HV trip (detector 'bench_outputs')"
     assert result.error == stop["reason"]
+
+
+def test_a_setpoint_at_the_limit_is_not_sent_past_the_device_s_own_limit(tmp_path: Path) -> None:
+    """1.27082 mm is 1270.8200000000002 um on the way, past a device limit of 1270.82: the
+    device refused the put, and the trial failed as a readback out of tolerance (found in
+    review). A value a few ulps past the device's limit is put at the limit."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(
+        "name: bench\ninputs:\n  x:\n    device: ophyd.sim:SoftPositioner\n"
+        "    args: {limits: [0, 1270.82], egu: um, init_pos: 1000}\n"
+        "    device_units: um\n    limits: [1, 1.27082]\n    timeout: 5\n"
+        f"outputs:\n  y: {{device: {HERE}:TotalFirst}}\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [1, 1.27082], "unit": "mm"}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=None)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            result = dispatcher.run(1, "c", {"x": 1.27082})
+        assert result.exit_status == "success", result.error
+        assert inst.inputs["x"]._positioner.position == 1270.82  # type: ignore[attr-defined]
+    finally:
+        inst.close(safe_state=False)
