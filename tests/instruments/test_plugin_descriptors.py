@@ -249,6 +249,7 @@ def test_a_choice_input_s_text_is_a_string_data_key(tmp_path: Path) -> None:
     )
     params = [{"name": "c", "type": "choice", "values": ["a", "b"]}]
     inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=None)
+    assert isinstance(inst, DeclaredInstrument)
     try:
         with Dispatcher(inst) as dispatcher:
             result = dispatcher.run(1, "c", {"c": "b"})
@@ -288,6 +289,7 @@ def test_a_setpoint_at_the_limit_is_not_sent_past_the_device_s_own_limit(tmp_pat
     )
     params = [{"name": "x", "type": "float", "bounds": [1, 1.27082], "unit": "mm"}]
     inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=None)
+    assert isinstance(inst, DeclaredInstrument)
     try:
         with Dispatcher(inst) as dispatcher:
             result = dispatcher.run(1, "c", {"x": 1.27082})
