@@ -482,6 +482,14 @@ class DaskExecutor:
                 "distributed.comm.tls.* in dask's configuration (~/.config/dask/, DASK_* "
                 "variables)"
             ) from exc
+        # The cluster object (in this process) closes a worker's nanny for good when no
+        # worker of its name is back `lost-worker-timeout` (15 s) after one left. A trial
+        # aborted while its function runs ends that worker's process (_end_worker), and its
+        # nanny starts another; two aborts 15 s apart caught the restart under way, the
+        # only nanny was closed, and the campaign waited for a worker for ever (found in
+        # review). This cluster's nannies restart their workers: none is given up on. Read
+        # by distributed when a worker leaves, so set for the process, not only here.
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "3650 days"})
         try:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = LocalCluster(

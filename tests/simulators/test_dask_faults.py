@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,45 @@ def test_a_port_that_answers_in_another_protocol_is_named_as_not_a_scheduler(
     assert "MemoryError" not in message and "EiB" not in message
     assert info.value.address == address
     assert time.monotonic() - started < 5  # told at once, not after the handshake's limit
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_local_cluster_keeps_its_worker_through_aborts_of_every_other_trial(
+    tmp_path: Path,
+) -> None:
+    """Two aborts about 15 s apart caught the worker restarting after the first, and
+    distributed closed the only nanny for good (``lost-worker-timeout``): the campaign then
+    waited for a worker for ever (3 of 3 runs, found in review)."""
+    from loop import Runner, Store, load_campaign
+
+    (tmp_path / "fn.py").write_text(
+        "import time\n"
+        "def measure(x):\n"
+        "    time.sleep(0.5 if x['a'] < 0.7 else 5)\n"
+        "    return {'y': (x['a'] - 0.3) ** 2 + x['b']}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: aborts\n"
+        "parameters:\n"
+        "  - {name: a, type: float, bounds: [0, 1]}\n"
+        "  - {name: b, type: float, bounds: [0, 1]}\n"
+        "objectives: [{name: y, goal: minimize}]\n"
+        "instrument:\n"
+        "  function: fn.py:measure\n"
+        "  outputs: [y]\n"
+        "  count: 2\n"
+        "  timeout: 2\n"
+        "  max_retries: 1\n"
+        "  executor: {kind: local, workers: 1}\n"
+        "planner: {kind: sobol}\n"
+        "budget: {max_trials: 8, max_failures: 10}\n"
+        "seed: 2\n"
+    )
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        summary = Runner(load_campaign(tmp_path / "c.yaml"), store).run()
+    finally:
+        store.close()
+    assert (summary.status, summary.completed) == ("completed", 8)
+    assert summary.failure_counts == {"timeout": summary.failed}  # no KilledWorker
