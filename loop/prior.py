@@ -26,6 +26,7 @@ never inserts them again.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from simulators._text import CsvRecord, TextFileError, csv_records, read_text, s
 
 if TYPE_CHECKING:
     from loop.config import Campaign, LoadedCampaign
+
+logger = logging.getLogger(__name__)
 
 MAX_CSV_BYTES = 50_000_000
 MAX_PRIOR_ROWS = 100_000
@@ -170,7 +173,22 @@ def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) ->
         read = read_prior_csv(f, c, outputs)
         rows.extend(read)
         rows.skipped.update(read.skipped)
+    model = c.planner.kind in ("botorch", "ax") and not c.planner.plugin
+    if len(rows) > _MANY_PRIOR_ROWS and model:
+        # said before it is paid: the first suggest ran 274 s at 1.8 GB with no word (found
+        # in review; a GP's exact fit grows with the cube of its points)
+        logger.warning(
+            "%d prior-data rows: the model's first fit over all of them takes minutes and "
+            "gigabytes of memory at this size (3000 rows: about 5 min, 1.8 GB on 2 cores); "
+            "a few hundred rows near the region of interest teach it nearly as much",
+            len(rows),
+        )
     return rows
+
+
+#: Prior rows past which a model planner's first fit is said to be slow (benchmarks/scale.py:
+#: a cold fit at 2000 points took 14 s of a 18 s suggest; the exact fit grows as n**3).
+_MANY_PRIOR_ROWS = 1500
 
 
 def _refuse_missing(loaded: LoadedCampaign, files: Sequence[Path]) -> None:
@@ -227,6 +245,14 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
         PriorDataError: the file is missing, unreadable, or any header or row is invalid.
     """
     text = _read_text(path)
+    if path.suffix.lower() in (".json", ".jsonl", ".yaml", ".yml"):
+        # an export in another format: its first character was refused as a column ("'['
+        # is neither a parameter nor an output", found in review)
+        raise PriorDataError(
+            path,
+            f"is a {path.suffix.lstrip('.').upper()} file; prior data is a CSV",
+            fix="export the campaign as CSV (`closedloop export -o prior.csv`) and give that",
+        )
     space = campaign.space
     records = csv_records(text)  # the header is the first non-blank record
     try:

@@ -317,6 +317,32 @@ def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     assert [r.source for r in rows[4:]] == [exported] * 7
 
 
+def test_a_json_export_given_as_prior_data_is_told_to_be_a_csv(tmp_path: Path) -> None:
+    """Its first character was refused as a column: "'[' is neither a parameter nor an
+    output" (found in review)."""
+    loaded = _setup(tmp_path)
+    exported = tmp_path / "done.json"
+    exported.write_text('[{"trial_id": 1}]')
+    with pytest.raises(PriorDataError, match="is a JSON file; prior data is a CSV") as info:
+        load_prior_data(loaded, [exported])
+    assert "closedloop export -o prior.csv" in str(info.value)
+
+
+def test_many_prior_rows_for_a_model_are_said_to_be_slow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = "".join(f"{i % 10},{i % 10},a,1,{i},\n" for i in range(1600))
+    loaded = _setup(tmp_path, "x1,x2,mode,stage,y,z\n" + rows, planner="botorch")
+    with caplog.at_level("WARNING", logger="loop.prior"):
+        assert len(load_prior_data(loaded)) == 1600
+    assert "1600 prior-data rows: the model's first fit" in caplog.text
+    caplog.clear()
+    sobol = _setup(tmp_path, "x1,x2,mode,stage,y,z\n" + rows)
+    with caplog.at_level("WARNING", logger="loop.prior"):
+        load_prior_data(sobol)
+    assert "prior-data rows" not in caplog.text  # a design fits nothing
+
+
 def test_an_exports_rows_are_learned_where_the_instrument_was(tmp_path: Path) -> None:
     """The runner learns a trial at its readbacks; the same row reused as prior data must
     be learned there too (unless the readbacks are not a point of the space)."""
