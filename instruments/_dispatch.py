@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
-import importlib.metadata
 import inspect
 import logging
 import math
@@ -71,6 +69,7 @@ from instruments._errors import (
 from instruments._plans import STREAM_NAME, readback_keys, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
 from instruments._safety import Gate, PauseListener, SetpointRefused, check_setpoint
+from instruments._versions import PLANNER_STACK, closedloop_version, installed_versions
 
 logger = logging.getLogger(__name__)
 
@@ -495,37 +494,6 @@ def closing_stop_document(
         "reason": reason,
         "num_events": counts,
     }
-
-
-def closedloop_version() -> str:
-    """closedloop's installed version: the start documents' ``versions``, ``closedloop
-    --version`` and the message that refuses a store written by a newer closedloop."""
-    return installed_version("closedloop") or "unknown"  # unknown: run from a source tree
-
-
-#: The planner stack, which every run's start document names in ``versions`` beside
-#: closedloop and what bluesky puts there (bluesky, ophyd, ophyd_async, event_model): the
-#: model that chose a trial's point is part of how the trial came about ({key: distribution};
-#: ``loop.provenance`` records them with each session too).
-PLANNER_STACK = {"botorch": "botorch", "gpytorch": "gpytorch", "torch": "torch"}
-
-
-@functools.cache
-def installed_version(distribution: str) -> str | None:
-    """The installed version of ``distribution`` (``None`` when it is not installed), read
-    from its metadata: nothing is imported, so instruments never load torch to name it.
-    Read once per process: the code a process runs is what it imported at its start, not
-    what a later ``pip install`` leaves on disk."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def installed_versions(distributions: Mapping[str, str]) -> dict[str, str]:
-    """``{key: version}`` for each installed ``{key: distribution}``; the others left out."""
-    found = {key: installed_version(dist) for key, dist in distributions.items()}
-    return {key: version for key, version in found.items() if version is not None}
 
 
 class Dispatcher:

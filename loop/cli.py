@@ -156,7 +156,7 @@ def _print_version(value: bool) -> None:
     """``closedloop --version``: what a bug report, a store refused as "written by a newer
     closedloop" and the start documents' ``versions`` name."""
     if value:
-        from instruments._dispatch import closedloop_version
+        from instruments._versions import closedloop_version
 
         console.print(f"closedloop {closedloop_version()}", highlight=False)
         raise typer.Exit()

@@ -109,7 +109,7 @@ def _user() -> str:
 def versions() -> dict[str, str]:
     """Python, closedloop and the libraries that decide what a session proposes and runs."""
     # here, not at the top: `closedloop status` reads sessions without loading bluesky
-    from instruments._dispatch import PLANNER_STACK, closedloop_version, installed_versions
+    from instruments._versions import PLANNER_STACK, closedloop_version, installed_versions
 
     return {
         "python": platform.python_version(),
@@ -507,7 +507,7 @@ def campaign_file(store: Store, campaign: str | int | None = None) -> str:
     from ruamel.yaml.comments import CommentedMap
     from ruamel.yaml.util import load_yaml_guess_indent
 
-    from instruments._dispatch import closedloop_version
+    from instruments._versions import closedloop_version
     from loop.config import json_record
     from loop.report import stored_campaign
     from loop.store import known_budget

@@ -907,7 +907,7 @@ def _refuse_newer_schema(url: str, version: int | str | None) -> None:
             "store came from, or pass another --store"
         )
     if version is not None and version > SCHEMA_VERSION:
-        from instruments._dispatch import closedloop_version  # only on this refusal
+        from instruments._versions import closedloop_version  # only on this refusal
 
         raise StoreError(
             f"store {url} was written by a newer closedloop (store schema "
