@@ -2057,8 +2057,26 @@ class _Output:
                     f"hints; to keep reading that, set `key: {fields[0]}` under "
                     f"outputs.{self.name}"
                 )
+        if key is not None and key not in fields:
+            # `instruments check` said so, and `run` moved the inputs and failed every
+            # trial until max_failures (found in review)
+            near = difflib.get_close_matches(key, fields, n=1)
+            self.key_problem = f"{self.what}: its `key: {key}` is none of its fields ({fields})"
+            self.key_fix = f"set `key:` under outputs.{self.name} to " + (
+                f"{near[0]} (did you mean it?)" if near else "one of them"
+            )
         self.key, self.key_how = key, how
         entry = (described or {}).get(key, {}) if key is not None else {}
+        shape = entry.get("shape") if isinstance(entry, Mapping) else None
+        if self.key_problem is None and isinstance(shape, list | tuple) and len(shape) > 0:
+            self.key_problem = (
+                f"{self.what}: field {key} reads an array (shape {list(shape)}), and an "
+                "output is one number"
+            )
+            self.key_fix = (
+                f"set `key:` under outputs.{self.name} to a field that reads one number, or "
+                "reduce the array to one in the device (a sum, a peak)"
+            )
         units, units_from, limits, limits_from = _entry_units_limits(entry, key)
         self.meta = DeviceMeta(key, entry, units, units_from, limits, limits_from)
 

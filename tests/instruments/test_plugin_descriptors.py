@@ -98,6 +98,17 @@ class Saturates(TotalFirst):
         return status
 
 
+class Spectrum(Device):
+    """A detector whose one field is a waveform, not a number."""
+
+    counts = Component(Signal, value=[1.0, 2.0, 3.0], kind=Kind.hinted)
+
+    def trigger(self) -> Status:
+        status = DeviceStatus(self)
+        status.set_finished()
+        return status
+
+
 class NoHint(TotalFirst):
     """:class:`TotalFirst` with nothing hinted: which field is the output is not known."""
 
@@ -297,3 +308,31 @@ def test_a_setpoint_at_the_limit_is_not_sent_past_the_device_s_own_limit(tmp_pat
         assert inst.inputs["x"]._positioner.position == 1270.82  # type: ignore[attr-defined]
     finally:
         inst.close(safe_state=False)
+
+
+@pytest.mark.parametrize(
+    ("output", "problem", "fix"),
+    [
+        (
+            f"  intensity: {{device: {HERE}:TotalFirst, key: intensity_intensty}}\n",
+            "its `key: intensity_intensty` is none of its fields",
+            "to intensity_intensity (did you mean it?)",
+        ),
+        (
+            f"  intensity: {{device: {HERE}:Spectrum}}\n",
+            "field intensity_counts reads an array (shape [3]), and an output is one number",
+            "reduce the array to one in the device",
+        ),
+    ],
+    ids=["key-not-a-field", "array"],
+)
+def test_an_output_that_can_never_be_read_is_refused_before_anything_moves(
+    tmp_path: Path, output: str, problem: str, fix: str
+) -> None:
+    """`instruments check` said so, but `run` moved the inputs and failed every trial
+    until max_failures (found in review)."""
+    with pytest.raises(InstrumentFileError) as refused:
+        _instrument(tmp_path, output)
+    assert refused.value.line == 11  # outputs.intensity
+    assert problem in refused.value.problem, refused.value.problem
+    assert fix in refused.value.fix, refused.value.fix
