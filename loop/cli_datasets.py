@@ -9,6 +9,7 @@ does the same for a CSV of your own.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,34 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _objectives(spec: Any) -> str:
     return ", ".join(f"{o} ({'max' if g == 'maximize' else 'min'})" for o, g in spec.goal.items())
+
+
+def _per_output(values: Mapping[str, float], digits: int) -> str:
+    """One figure, or ``yield 6.69, turnover 4.6`` for several outputs (bare figures did
+    not say whose they were; found in review)."""
+    if len(values) == 1:
+        return _fmt(next(iter(values.values())), digits)
+    return ", ".join(f"{k} {_fmt(v, digits)}" for k, v in values.items())
+
+
+def _inputs_table(ds: Any) -> Table:
+    """A dataset's inputs as a campaign's ``parameters:`` lists them: name, type, bounds
+    or values (the README said `datasets` shows them; it showed a count only)."""
+    title = f"{ds.name}: inputs (parameters: of a campaign on it)"
+    table = Table(title=title, title_justify="left")
+    for col in ("parameter", "type", "bounds or values"):
+        table.add_column(col, overflow="fold")
+    for p in ds.spec.parameters:
+        if p.values is not None:
+            shown = ", ".join(str(v) for v in p.values[:12])
+            more = len(p.values) - 12
+            span = f"{shown}, ... ({len(p.values)} values)" if more > 0 else shown
+        else:
+            low, high = p.bounds
+            span = f"[{low:g}, {high:g}]" + (" (log)" if p.log else "")
+        kind = p.kind + (f" ({p.unit})" if p.unit else "")
+        table.add_row(escape(p.name), kind, escape(span))
+    return table
 
 
 def datasets(
@@ -112,9 +141,9 @@ def datasets(
                             break
             unfitted |= emulator is None
             if emulator is not None:
-                noise = ", ".join(_fmt(v) for v in emulator.noise_sd.values())
+                noise = _per_output(emulator.noise_sd, 3)
                 if emulator.cv_r2:
-                    r2 = ", ".join(_fmt(v, 2) for v in emulator.cv_r2.values())
+                    r2 = _per_output(emulator.cv_r2, 2)
         # a dataset of your own (--data/--spec) is named by its file: `run[red]2.csv` is
         # text, not markup (it showed "run2" in red)
         table.add_row(
@@ -132,6 +161,14 @@ def datasets(
     if unfitted:  # the bundled datasets ship fitted: the hint was shown beside their figures
         console.print(
             "noise sd and CV R² of an emulator not fitted yet: `closedloop datasets --fit`",
+            style="dim",
+        )
+    if name or data is not None:  # the datasets asked for by name: what a campaign lists
+        for ds in loaded:
+            console.print(_inputs_table(ds))
+    else:
+        console.print(
+            "each dataset's inputs, bounds and choices: `closedloop datasets --name NAME`",
             style="dim",
         )
     for ds_name, text in citations:

@@ -398,7 +398,10 @@ def test_closedloop_datasets_options_and_a_damaged_cache(
     cli = CliRunner()
     twice = cli.invoke(app, ["datasets", "--name", "hplc", "--name", "hplc"])
     assert twice.exit_code == 0, twice.output
-    assert twice.output.count("hplc") == 2  # one row, one citation
+    assert twice.output.count("hplc") == 3  # one row, one inputs table, one citation
+    # the inputs a campaign lists, with their bounds (the README said `datasets` shows them)
+    assert "hplc: inputs" in twice.output and "sample_loop" in twice.output
+    assert "[0, 0.08]" in twice.output, twice.output
     _screen(tmp_path / "data", enumerated=False)
     own = ["--data", "data/screen.csv", "--spec", "data/screen.yaml"]
     both = cli.invoke(app, ["datasets", "--name", "hplc", *own])
