@@ -2190,8 +2190,12 @@ def _entry() -> None:
             isinstance(exc, StoreError)
             and not isinstance(exc, CampaignLocked | LeaseLost | StoreGone)
         ) or _finished(exc)
-        # Held by another runner, or by a suggest/tell past the wait: busy, not broken.
-        sys.exit(2 if bad_input else EXIT_BUSY if isinstance(exc, CampaignLocked) else 1)
+        # Held by another runner, or by a suggest/tell past the wait, or its instrument by
+        # another campaign: busy, not broken.
+        from instruments._hold import InstrumentBusy
+
+        busy = isinstance(exc, CampaignLocked | InstrumentBusy)
+        sys.exit(2 if bad_input else EXIT_BUSY if busy else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except SystemExit as exc:

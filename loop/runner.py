@@ -786,6 +786,7 @@ class Runner:
         # to reconcile, so their late documents are no longer this runner's to write.
         self._left_running: set[int] = set()
         self._executor: Any = None  # an open instruments executor (Dask), per session
+        self._hold: Any = None  # this session's hold on a declared instrument (_build_slots)
         self._hangs: _HangWatch | None = None  # per session, without instrument.timeout
         self._campaign_uid: str | None = None  # see campaign_uid
         self._first_field_outputs: bool | None = None  # see first_field_outputs
@@ -1456,7 +1457,7 @@ class Runner:
                 elif slots is not None:
                     self._close_slots(slots, safe_state=write)
                 self._built_slots = []
-                self._close_executor()
+                self._let_go()
                 # A safe state not written is the one thing an operator must act on at once:
                 # in the stop reason (the summary, `status`), not in a log line alone (found
                 # in review).
@@ -1572,7 +1573,12 @@ class Runner:
         On an error everything built so far is closed again.
         """
         c = self.campaign
-        self._executor = open_executor(c.instrument.executor)
+        self._hold_instrument()
+        try:
+            self._executor = open_executor(c.instrument.executor)
+        except BaseException:
+            self._let_go()
+            raise
         if self._executor is not None:
             # A lost Dask scheduler stops the campaign (resumable), as Ctrl-C does, rather
             # than failing every trial until max_failures ends it `failed`.
@@ -1600,7 +1606,7 @@ class Runner:
         self._built_slots = []
         for slot in slots:
             slot.close(safe_state=safe_state)
-        self._close_executor()
+        self._let_go()
 
     def _scheduler_for(self, slots: list[Slot], planner: Planner, trials_so_far: int) -> Scheduler:
         c = self.campaign
@@ -1640,10 +1646,32 @@ class Runner:
         ]
         return _HangWatch(durations[-HANG_WINDOW:])
 
-    def _close_executor(self) -> None:
+    def _hold_instrument(self) -> None:
+        """Hold a declared instrument for this session before any device is built, or
+        refuse, naming the campaign that holds it (:mod:`instruments._hold`): two
+        campaigns on one instrument interleaved setpoints and safe states."""
+        c = self.campaign
+        if c.instrument.file is None and c.instrument.devices is None:
+            return  # a simulator, a function, the operator: nothing two campaigns share
+        from instruments._epics import declared_spec
+        from instruments._hold import hold_instrument
+
+        which = f"id {self.campaign_id}" if self.campaign_id is not None else "new"
+        holder = f"campaign '{c.name}' ({which}) in {self.store.url}"
+        spec = declared_spec(c.instrument, self.loaded.base_dir)
+        self._hold = hold_instrument(spec, holder=holder)
+
+    def _let_go(self) -> None:
+        """Close the executor and release the instrument that :meth:`_build_slots` took,
+        once the slots are closed."""
         executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.close()
+        hold, self._hold = self._hold, None
+        try:
+            if executor is not None:
+                executor.close()
+        finally:
+            if hold is not None:
+                hold.release()
 
     def _room(self, tally: _Tally, in_flight: int) -> int | None:
         """Trials that may still start: completed + in flight never exceed ``max_trials``."""

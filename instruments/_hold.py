@@ -1,0 +1,146 @@
+"""One campaign at a time on an EPICS instrument, on this host.
+
+Two ``run``s on one instrument file (in two stores, or two campaigns of one store) both
+drove the same IOC, silently: their setpoints interleaved, one's safe state landed in the
+other's trial, and a measurement was stored under the other's trial (found in review). A
+campaign's lease is per campaign and per store, so it never saw the other. So a run holds
+its instrument: an exclusive ``flock`` on a file named by the EPICS PVs it writes (setpoint,
+motor and acquisition PVs, on their Channel Access network), taken before any device is
+built and released when the run ends. The operating system releases it when the process
+dies, so a killed runner leaves nothing to clean up.
+
+The files live in the system's temporary folder, shared by every user of the host, so a
+colleague's campaign is seen too. Another host driving the same IOC is not: that is the
+facility's access security's to prevent (EPICS Channel Access security groups).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from instruments._errors import InstrumentError
+
+try:  # not on Windows: there a run holds nothing (said in the README)
+    import fcntl
+except ImportError:  # pragma: no cover - POSIX only
+    fcntl = None  # type: ignore[assignment]
+
+
+class InstrumentBusy(InstrumentError):
+    """Another process on this host is running a campaign on the same instrument."""
+
+
+#: The Channel Access settings that say which IOCs a PV name reaches: the same names on
+#: another network (another EPICS_CA_ADDR_LIST or server port) are other hardware.
+_CA_NETWORK = (
+    "EPICS_CA_ADDR_LIST",
+    "EPICS_CA_AUTO_ADDR_LIST",
+    "EPICS_CA_SERVER_PORT",
+    "EPICS_CA_NAME_SERVERS",
+)
+
+
+def instrument_identity(spec: Any) -> list[str]:
+    """The EPICS PVs a declared instrument writes, as text that is the same for the same
+    hardware: every input's setpoint or motor PV and an acquisition's PV, with the file's
+    prefix, and the Channel Access network they are reached on. Empty: it writes no PV.
+
+    A plugin device is not counted: whether two of its objects are one piece of hardware
+    is the class's to know (a serial port opens once; an ophyd ``Signal`` is this
+    process's own).
+    """
+    pvs = [
+        spec.prefix + (d.setpoint or d.motor) for d in spec.inputs.values() if d.setpoint or d.motor
+    ]
+    acquire = getattr(spec, "acquire", None)
+    if acquire is not None and getattr(acquire, "pv", None):
+        pvs.append(spec.prefix + acquire.pv)
+    if not pvs:
+        return []
+    network = ";".join(f"{k}={os.environ.get(k, '')}" for k in _CA_NETWORK)
+    return [f"ca {network}", *sorted(set(pvs))]
+
+
+class InstrumentHold:
+    """The hold of one instrument by this process (see the module); :meth:`release` ends it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def hold_instrument(spec: Any, *, holder: str) -> InstrumentHold | None:
+    """Hold the instrument ``spec`` describes for this process, or raise
+    :class:`InstrumentBusy` naming who holds it. ``holder`` (the campaign and its store) is
+    written into the file for that message. ``None``: nothing to hold (an instrument that
+    writes nothing, or no ``flock`` here).
+    """
+    identity = instrument_identity(spec)
+    if not identity or fcntl is None:
+        return None
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "closedloop-instruments"
+    try:
+        folder.mkdir(mode=0o1777, exist_ok=True)
+        path = folder / f"{digest}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # a folder another user made without the sticky bit, a full disk
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        held_by = _read_holder(fd)
+        os.close(fd)
+        raise InstrumentBusy(
+            f"instrument {spec.name!r} is being driven by another campaign on this host "
+            f"({held_by}); two campaigns on one instrument interleave their setpoints and "
+            "each other's safe state: stop that one first (Ctrl-C in its terminal, or "
+            "`kill -TERM` its pid), or point this campaign at another instrument"
+        ) from None
+    record = {
+        "holder": holder,
+        "pid": os.getpid(),
+        "user": _user(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "instrument": spec.name,
+    }
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+    except OSError:  # the record is for the message only
+        pass
+    return InstrumentHold(path, fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return "its details could not be read"
+    if not isinstance(record, dict) or not record:
+        return "its details could not be read"
+    return (
+        f"{record.get('holder', '?')}, pid {record.get('pid', '?')} of "
+        f"{record.get('user', '?')}, since {record.get('since', '?')}"
+    )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no name for this uid (a container)
+        return str(os.getuid())
