@@ -371,10 +371,13 @@ def _make_plugin(
             device_obj = cls(**kwargs)
         except Exception as exc:
             call = f"{device}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+            # the `args:` are to blame only when the call does not bind to the signature:
+            # a TypeError from inside a constructor that took them was blamed on them too
+            # (found in review)
             fix = (
                 f"give `args:` that {device}{_signature(cls)} accepts (it is called with "
                 "name= and the `args:`)"
-                if isinstance(exc, TypeError)
+                if isinstance(exc, TypeError) and not _binds(cls, kwargs)
                 else "check the device is free and powered, and its `args:`"
             )
             raise DeviceClassError(f"{call} failed: {type(exc).__name__}: {exc}", fix=fix) from exc
@@ -384,6 +387,17 @@ def _make_plugin(
         if spec is None:
             raise
         raise _at_device(spec, section, name, exc) from exc
+
+
+def _binds(cls: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``cls(**kwargs)`` fits its signature (``True`` when it has none to read)."""
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature: it cannot be told
+        return True
+    return True
 
 
 def _signature(cls: Any) -> str:

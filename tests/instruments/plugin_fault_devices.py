@@ -177,6 +177,13 @@ class PortBusy(SyncMover):
         raise OSError(f"{port} is busy")
 
 
+class BrokenDriver(SyncMover):
+    """Its constructor takes its arguments, then fails with a TypeError of its own."""
+
+    def __init__(self, name: str = "", port: str = "/dev/ttyUSB0") -> None:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+
 class ConnectTimeoutStage(StandardReadable):
     """An ophyd-async stage recording the ``timeout`` its ``connect`` was given."""
 

@@ -407,6 +407,14 @@ def test_a_constructor_that_fails_is_reported_at_its_line(tmp_path: Path) -> Non
         )
     assert "TypeError" in caught.value.problem
     assert "(name: 'str' = '', port: 'str' = '/dev/ttyUSB0')" in caught.value.fix
+    # a TypeError from inside a constructor that took its `args:` is not theirs
+    path.write_text(BENCH.replace("PortBusy", "BrokenDriver"))
+    with pytest.raises(InstrumentFileError) as caught:
+        build_declared_instrument(
+            load_instrument_file(path), input_specs([("x", (0.0, 2.0))]), connect=False
+        )
+    assert "TypeError: unsupported operand" in caught.value.problem
+    assert "check the device is free" in caught.value.fix
 
 
 @pytest.mark.slow
