@@ -2920,6 +2920,10 @@ class DeclaredInstrument:
                     row.value = dev._raw_readback(time.monotonic() + timeout)[0]
                     continue
                 row.value = dev._readback(time.monotonic() + timeout)[0]
+                if _number_or_none(row.value) is None:  # as a trial would say it
+                    what = "finite" if isinstance(row.value, numbers.Real) else "a number"
+                    row.problem = f"readback {name} = {row.value!r} is not {what}"
+                    continue
                 row.device_limits = dev.device_limits
                 row.problem = dev.range_problem(dev.bounds if self.bounds_known else None)
                 lim = dev.decl.limits

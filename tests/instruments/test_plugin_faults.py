@@ -9,6 +9,7 @@ waits on an event each test sets when it is done, so no abandoned thread outlive
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -180,6 +181,26 @@ def test_instruments_check_gives_up_on_a_wedged_position_and_read() -> None:
     rows = {r.name: r for r in checked}
     assert "DeviceTimeout: position of 'x' not done within" in (rows["x"].problem or "")
     assert "did not answer a read within 0.3 s" in (rows["y"].problem or "")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"), [("home", "'home' is not a number"), (math.nan, "nan is not finite")]
+)
+def test_instruments_check_says_a_readback_that_is_no_number_as_a_trial_does(
+    value: Any, said: str
+) -> None:
+    """It said "TypeError: '<=' not supported between instances of 'float' and 'str'"
+    (found in review)."""
+    inst = _instrument(
+        {"x": {"device": f"{DEV}:SyncMover", "args": {"value": value}, "limits": [0, 2]}},
+        {"y": SIGNAL},
+        connect=False,
+    )
+    try:
+        rows = {r.name: r for r in inst.check(timeout=5)}
+    finally:
+        inst.close()
+    assert rows["x"].problem == f"readback x = {said}", rows["x"].problem
 
 
 # ---------------------------------------------------------------------------- 2: detector stop
