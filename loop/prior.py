@@ -266,10 +266,9 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
     header_line = head.line
     header = _Header([h.strip() for h in head.cells])
     _check_header(path, header.columns, campaign, space, outputs, header_line)
-    required = required_outputs(campaign)
-    params = {p.name: p for p in space.parameters}
     has_status = "status" in header.columns
     rows = PriorData()
+    bad: list[PriorDataError] = []
     number = 0
     while True:
         try:
@@ -289,46 +288,15 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
                 line=line,
                 fix="keep the most informative rows (a GP gains little past a few thousand)",
             )
-        record = header.fit(path, number, found)
-        if has_status:
-            status = _status(path, line, number, record["status"])
-            if status is not None:  # an export's trial without a measurement to learn from
-                rows.skipped[status] += 1
-                continue
-        point: dict[str, Any] = {}
-        for name, param in params.items():
-            if name in record:
-                point[name] = _parse_parameter(path, line, number, param, record[name])
         try:
-            point = space.validate(point)
-        except InvalidPoint as exc:
-            raise PriorDataError(
-                path,
-                str(exc),
-                line=line,
-                row=number,
-                column=_column_of(str(exc), params),
-                fix="correct or delete the row; prior data must lie inside the campaign's "
-                "bounds, values and constraints",
-            ) from None
-        point = _achieved(point, record, params, space)
-        values: dict[str, float] = {}
-        for name in outputs:
-            cell = record.get(name, "")
-            if cell == "":
-                if name in required:
-                    raise PriorDataError(
-                        path,
-                        "is empty",
-                        line=line,
-                        row=number,
-                        column=name,
-                        fix="every row needs each objective and outcome-constrained output; "
-                        "delete rows that were not measured",
-                    )
-                continue
-            values[name] = _parse_output(path, line, number, name, cell)
-        rows.append(PriorRow(parameters=point, outputs=values, source=path, row=number))
+            row = _read_row(path, found, number, header, has_status, campaign, outputs, rows)
+        except PriorDataError as exc:
+            bad.append(exc)
+            continue
+        if row is not None:
+            rows.append(row)
+    if bad:
+        raise _all_of(bad)
     if not rows:
         raise PriorDataError(
             path,
@@ -339,6 +307,92 @@ def read_prior_csv(path: Path, campaign: Campaign, outputs: Sequence[str]) -> Pr
             fix="add one row per earlier measurement below the header, or drop the file",
         )
     return rows
+
+
+def _read_row(
+    path: Path,
+    found: CsvRecord,
+    number: int,
+    header: _Header,
+    has_status: bool,
+    campaign: Campaign,
+    outputs: Sequence[str],
+    rows: PriorData,
+) -> PriorRow | None:
+    """Data row ``number`` as a prior row, or ``None`` for an export's unmeasured trial
+    (counted in ``rows.skipped``).
+
+    Raises:
+        PriorDataError: the row cannot be used, located by line, row and column.
+    """
+    space = campaign.space
+    params = {p.name: p for p in space.parameters}
+    required = required_outputs(campaign)
+    line = found.line
+    record = header.fit(path, number, found)
+    if has_status:
+        status = _status(path, line, number, record["status"])
+        if status is not None:  # an export's trial without a measurement to learn from
+            rows.skipped[status] += 1
+            return None
+    point: dict[str, Any] = {}
+    for name, param in params.items():
+        if name in record:
+            point[name] = _parse_parameter(path, line, number, param, record[name])
+    try:
+        point = space.validate(point)
+    except InvalidPoint as exc:
+        raise PriorDataError(
+            path,
+            str(exc),
+            line=line,
+            row=number,
+            column=_column_of(str(exc), params),
+            fix="correct or delete the row; prior data must lie inside the campaign's "
+            "bounds, values and constraints",
+        ) from None
+    point = _achieved(point, record, params, space)
+    values: dict[str, float] = {}
+    for name in outputs:
+        cell = record.get(name, "")
+        if cell == "":
+            if name in required:
+                raise PriorDataError(
+                    path,
+                    "is empty",
+                    line=line,
+                    row=number,
+                    column=name,
+                    fix="every row needs each objective and outcome-constrained output; "
+                    "delete rows that were not measured",
+                )
+            continue
+        values[name] = _parse_output(path, line, number, name, cell)
+    return PriorRow(parameters=point, outputs=values, source=path, row=number)
+
+
+#: The most bad rows one refusal lists: each with its line, so a spreadsheet is mended in
+#: one pass, not one run per row (found in review).
+_BAD_ROWS_SHOWN = 10
+
+
+def _all_of(bad: Sequence[PriorDataError]) -> PriorDataError:
+    """One refusal for every bad row: the first in full, then each other's line and
+    problem (at most :data:`_BAD_ROWS_SHOWN` in all)."""
+    first = bad[0]
+    if len(bad) == 1:
+        return first
+    others = [f"line {e.line}: {e.problem}" for e in bad[1:_BAD_ROWS_SHOWN]]
+    more = len(bad) - _BAD_ROWS_SHOWN
+    listed = "; ".join(others) + (f"; and {more} more" if more > 0 else "")
+    error = PriorDataError(
+        first.path,
+        f"{first.problem} ({len(bad)} rows cannot be used; the others: {listed})",
+        line=first.line,
+        fix=first.fix,
+    )
+    error.row, error.column = first.row, first.column
+    return error
 
 
 def _status(path: Path, line: int, row: int, cell: str) -> str | None:

@@ -317,6 +317,18 @@ def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     assert [r.source for r in rows[4:]] == [exported] * 7
 
 
+def test_every_bad_row_is_named_at_once(tmp_path: Path) -> None:
+    """Only the first bad row was named, so a spreadsheet was mended one run per row
+    (found in review)."""
+    bad = GOOD + "0,0,c,1,8,\n20,0,a,1,8,\n0,0,a,1,,\n"
+    with pytest.raises(PriorDataError) as info:
+        load_prior_data(_setup(tmp_path, bad))
+    err = info.value
+    assert (err.line, err.row, err.column) == (6, 5, "mode")
+    assert "(3 rows cannot be used; the others: line 7: row 6, column 'x1': " in err.problem
+    assert "line 8: row 7, column 'y': is empty" in err.problem
+
+
 def test_a_json_export_given_as_prior_data_is_told_to_be_a_csv(tmp_path: Path) -> None:
     """Its first character was refused as a column: "'[' is neither a parameter nor an
     output" (found in review)."""
