@@ -53,6 +53,7 @@ from sqlalchemy.exc import (
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
 from loop.errors import StoreError, first_line
+from simulators._text import shown
 
 logger = logging.getLogger(__name__)
 
@@ -572,6 +573,29 @@ _NAME_LOCK_KEY = 0x636C6E
 _SCHEMA_LOCK_KEY = 0x636C7364
 
 
+def _read_stored_json(text: str, *, url: str) -> Any:
+    """A JSON column's stored text, or :class:`StoreError` saying the store is damaged,
+    with the query that finds the rows (SQLite's ``json_valid``) and what to do."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        file = url.removeprefix("sqlite:///")
+        find = " UNION ALL ".join(
+            f"SELECT '{table}', id FROM {table} WHERE NOT json_valid({column})"
+            for table, column in (
+                ("trial", "parameters"),
+                ("trial", "readbacks"),
+                ("document", "body"),
+                ("campaign", "budget"),
+            )
+        )
+        raise StoreError(
+            f"store {shown_url(url)} is damaged: a stored value is not valid JSON "
+            f"({shown(text, 60)}); nothing else was read. Find the rows with `sqlite3 {file} "
+            f'"{find}"`, mend or delete them, or restore the store from a backup'
+        ) from None
+
+
 def _engine_options(parsed: URL) -> dict[str, Any]:
     """``create_engine`` options for a server database (none for SQLite).
 
@@ -586,7 +610,10 @@ def _engine_options(parsed: URL) -> dict[str, Any]:
     a serialization error instead (a takeover racing a write raised rather than waiting).
     """
     if parsed.get_backend_name() == "sqlite":
-        return {}
+        # SQLite keeps JSON as text, which a hand edit or a disk fault can break: said as
+        # such (every read of the campaign failed "JSONDecodeError ... please report it",
+        # naming no row; found in review). A server database checks its JSON on write.
+        return {"json_deserializer": functools.partial(_read_stored_json, url=str(parsed))}
     options: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "postgresql":
         options["isolation_level"] = "READ COMMITTED"

@@ -90,6 +90,24 @@ def test_a_read_command_leaves_another_program_s_sqlite_file_as_it_was(tmp_path:
     assert empty.stat().st_size == 0
 
 
+def test_a_damaged_json_value_is_said_with_the_query_that_finds_it(tmp_path: Path) -> None:
+    """Every read of the campaign failed "JSONDecodeError ... please report it", exit 1,
+    naming no row (found in review)."""
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}")
+    cid = store.create_campaign("c", "", "c.yaml", 1)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE campaign SET budget = '{\"max_trials\": 3,,' WHERE id = ?", (cid,))
+    proc = closedloop("status", "--store", f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "is damaged: a stored value is not valid JSON ('{\"max_trials\": 3,,')" in said
+    query = said.split("`sqlite3 ")[1].split("`")[0].split(" ", 1)[1].strip('"')
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(query).fetchall() == [("campaign", cid)]
+
+
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
