@@ -596,7 +596,7 @@ def _read_stored_json(text: str, *, url: str) -> Any:
         ) from None
 
 
-def _engine_options(parsed: URL) -> dict[str, Any]:
+def _engine_options(parsed: URL, url: str) -> dict[str, Any]:
     """``create_engine`` options for a server database (none for SQLite).
 
     ``pool_pre_ping``: a runner keeps its pooled connections for days, and a server restart
@@ -613,7 +613,7 @@ def _engine_options(parsed: URL) -> dict[str, Any]:
         # SQLite keeps JSON as text, which a hand edit or a disk fault can break: said as
         # such (every read of the campaign failed "JSONDecodeError ... please report it",
         # naming no row; found in review). A server database checks its JSON on write.
-        return {"json_deserializer": functools.partial(_read_stored_json, url=str(parsed))}
+        return {"json_deserializer": functools.partial(_read_stored_json, url=url)}
     options: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "postgresql":
         options["isolation_level"] = "READ COMMITTED"
@@ -1105,7 +1105,7 @@ class Store:
                     "pass a writable --store URL"
                 ) from None
         try:
-            options = _engine_options(parsed)  # inside: it looks up the driver too
+            options = _engine_options(parsed, url)  # inside: it looks up the driver too
             if read_uri is not None:
                 uri = read_uri  # bound now: a lambda would see a later value of the name
                 options["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
