@@ -9,6 +9,7 @@ was stored under the other's trial. The other campaign's hold is taken in this p
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,10 @@ def test_a_second_campaign_on_a_held_instrument_is_refused_before_anything_is_wr
     loaded = load_campaign(tmp_path / "c.yaml")
     spec = declared_spec(loaded.campaign.instrument, tmp_path)
     identity = instrument_identity(spec)
-    assert identity[0].startswith("ca EPICS_CA_ADDR_LIST=127.0.0.1;")  # this IOC's network
+    port = os.environ["EPICS_CA_SERVER_PORT"]  # this IOC's network: other IOCs, other PVs
+    assert (
+        identity[0].startswith("ca EPICS_CA_ADDR_LIST=127.0.0.1") and f"PORT={port};" in identity[0]
+    )
     assert any(pv.endswith("temp:SP") for pv in identity[1:])
     other = hold_instrument(spec, holder="campaign 'other' (id 3) in sqlite:///other.db")
     assert other is not None
