@@ -236,7 +236,9 @@ _BUNDLED: dict[str, _Bundled] = {
         "D. Bash, Y. Cai, V. Chellappan, et al. Multi-fidelity high-throughput optimization of "
         "electrical conductivity in P3HT-CNT composites. Adv. Funct. Mater. 31, 2102606 (2021)",
         "Electrical conductivity of drop-cast P3HT/carbon-nanotube composite films for the "
-        "content of P3HT and four CNT types.",
+        "content of P3HT and four CNT types (percentages of the film: read as fractions of "
+        "their sum, as every measured row sums to 100).",
+        simplex=("p3ht_content", "d1_content", "d2_content", "d6_content", "d8_content"),
     ),
     "agnp": _Bundled(
         "F. Mekki-Berrada, Z. Ren, T. Huang, W. K. Wong, F. Zheng, J. Xie, I. P. S. Tian, "

@@ -28,7 +28,7 @@ from simulators._datasets import DATA_DIR
 from simulators._emulator import bundled_path, encode
 
 #: Minimum 5-fold CV R² of each shipped emulator. Measured values (benchmarks/README.md) are
-#: 0.83-0.96 except p3ht (0.64: conductivity spans 2.7 to 838 over 178 films, with replicate
+#: 0.83-0.96 except p3ht (0.66: conductivity spans 2.7 to 838 over 178 films, with replicate
 #: scatter the GP rightly calls noise). The thresholds sit ~0.05 under the measured values:
 #: a refit with another BoTorch version may move them a little, a broken fit moves them a lot.
 R2_FLOOR = {
@@ -167,6 +167,21 @@ def test_a_quantity_never_measured_below_zero_never_reads_below_zero() -> None:
     assert min(draws) == 0.0  # noise reached below zero, and read zero
     rng = np.random.default_rng(0)
     assert min(sim.sample(point, rng)["peak_area"] for _ in range(200)) == 0.0
+
+
+def test_p3ht_compositions_are_fractions_of_the_film() -> None:
+    """Every measured row sums to 100 %, but proposals summed to 151-255 % and the best was
+    a film of 215.7 % material (found in review): its contents are a simplex now, as
+    photo_pce10's are."""
+    sim = dataset_simulator("p3ht")
+    assert sim.spec.simplex == (
+        "p3ht_content",
+        "d1_content",
+        "d2_content",
+        "d6_content",
+        "d8_content",
+    )
+    assert all(sum(row.values()) == pytest.approx(100, abs=0.5) for row in sim.dataset.rows)
 
 
 def test_mixture_inputs_are_read_as_fractions_of_their_sum() -> None:
