@@ -420,22 +420,23 @@ def test_a_constructor_that_fails_is_reported_at_its_line(tmp_path: Path) -> Non
     assert "OSError: /dev/ttyS3 is busy" in caught.value.problem
     assert caught.value.problem.startswith("outputs.y: ")
     assert "check the device is free" in caught.value.fix
+
+    def refused(text: str) -> InstrumentFileError:
+        path.write_text(text)
+        with pytest.raises(InstrumentFileError) as caught:
+            build_declared_instrument(
+                load_instrument_file(path), input_specs([("x", (0.0, 2.0))]), connect=False
+            )
+        return caught.value
+
     # an `args:` the class does not take: the fix shows what it does take
-    path.write_text(BENCH.replace("port:", "prot:"))
-    with pytest.raises(InstrumentFileError) as caught:
-        build_declared_instrument(
-            load_instrument_file(path), input_specs([("x", (0.0, 2.0))]), connect=False
-        )
-    assert "TypeError" in caught.value.problem
-    assert "(name: 'str' = '', port: 'str' = '/dev/ttyUSB0')" in caught.value.fix
+    wrong_args = refused(BENCH.replace("port:", "prot:"))
+    assert "TypeError" in wrong_args.problem
+    assert "(name: 'str' = '', port: 'str' = '/dev/ttyUSB0')" in wrong_args.fix
     # a TypeError from inside a constructor that took its `args:` is not theirs
-    path.write_text(BENCH.replace("PortBusy", "BrokenDriver"))
-    with pytest.raises(InstrumentFileError) as caught:
-        build_declared_instrument(
-            load_instrument_file(path), input_specs([("x", (0.0, 2.0))]), connect=False
-        )
-    assert "TypeError: unsupported operand" in caught.value.problem
-    assert "check the device is free" in caught.value.fix
+    own = refused(BENCH.replace("PortBusy", "BrokenDriver"))
+    assert "TypeError: unsupported operand" in own.problem
+    assert "check the device is free" in own.fix
 
 
 @pytest.mark.slow

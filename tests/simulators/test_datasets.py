@@ -124,6 +124,20 @@ def test_cross_validation_reproduces_the_recorded_fit() -> None:
 
 
 @pytest.mark.slow
+def _draws(inst: Any, point: dict[str, Any], output: str, n: int) -> list[float]:
+    """``n`` readings of ``output`` at ``point`` (the instrument is closed after)."""
+    try:
+        for name, value in point.items():
+            inst.inputs[name].set(value)
+        draws = []
+        for _ in range(n):
+            inst.detector.trigger()
+            draws.append(inst.detector.read()[output]["value"])
+    finally:
+        inst.close()
+    return draws
+
+
 def test_noisy_draws_have_the_fitted_noise_level() -> None:
     sim = dataset_simulator("fullerenes")
     point = {"reaction_time": 17.0, "sultine": 3.0, "temperature": 130.0}
@@ -131,16 +145,7 @@ def test_noisy_draws_have_the_fitted_noise_level() -> None:
     sd = sim.noise["product"]
     assert 0 < sd < 0.1 and 0.4 < mean < 1.0
     inst = build_simulated_instrument(sim.problem, noise=sim.noise, seed=3, name="fullerenes")
-    try:
-        for name, value in point.items():
-            inst.inputs[name].set(value)
-        draws = []
-        for _ in range(400):
-            inst.detector.trigger()
-            draws.append(inst.detector.read()["product"]["value"])
-    finally:
-        inst.close()
-    draws_arr = np.asarray(draws)
+    draws_arr = np.asarray(_draws(inst, point, "product", 400))
     assert draws_arr.mean() == pytest.approx(mean, abs=4 * sd / math.sqrt(400))
     assert draws_arr.std(ddof=1) == pytest.approx(sd, rel=0.15)
 
@@ -155,16 +160,9 @@ def test_a_quantity_never_measured_below_zero_never_reads_below_zero() -> None:
     inst = build_simulated_instrument(
         sim.problem, noise=sim.noise, floors=sim.floors, seed=3, name="hplc"
     )
-    try:
-        for name, value in point.items():
-            inst.inputs[name].set(value)
-        draws = []
-        for _ in range(200):
-            inst.detector.trigger()
-            draws.append(inst.detector.read()["peak_area"]["value"])
-    finally:
-        inst.close()
-    assert min(draws) == 0.0  # noise reached below zero, and read zero
+    assert (
+        min(_draws(inst, point, "peak_area", 200)) == 0.0
+    )  # noise reached below zero, and read zero
     rng = np.random.default_rng(0)
     assert min(sim.sample(point, rng)["peak_area"] for _ in range(200)) == 0.0
 
