@@ -836,6 +836,11 @@ def _open_error(url: str, parsed: URL, exc: DatabaseError) -> str:
     said = str(exc.orig)
     if parsed.get_backend_name() == "sqlite":
         file = Path(parsed.database or "").absolute()
+        if file.is_dir():  # was: "check that you can write ... rodir-wal" (found in review)
+            return (
+                f"cannot open store {url}: {file} is a folder; give a file in it, e.g. "
+                f"--store sqlite:///{file / 'campaign.db'}"
+            )
         if "readonly" in said or "unable to open" in said:
             fix = (
                 f"check that you can write {file.parent} and {file.name} there (SQLite keeps "

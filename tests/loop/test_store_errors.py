@@ -108,6 +108,13 @@ def test_a_damaged_json_value_is_said_with_the_query_that_finds_it(tmp_path: Pat
         assert conn.execute(query).fetchall() == [("campaign", cid)]
 
 
+def test_a_store_path_that_is_a_folder_is_said_to_be_one(tmp_path: Path) -> None:
+    """Was "unable to open database file; check that you can write ... -wal"."""
+    proc = closedloop("status", "--store", f"sqlite:///{tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{tmp_path} is a folder; give a file in it" in " ".join(proc.stderr.split())
+
+
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
