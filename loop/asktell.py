@@ -50,7 +50,7 @@ from rich.markup import escape
 
 from loop.errors import ClosedLoopError
 from loop.failures import OPERATOR_FAILED
-from loop.fmt import number, parameter, span, specs, visible
+from loop.fmt import counted, number, parameter, span, specs, visible
 from loop.lock import LEASE_TTL, CampaignLease, frozen_note
 from loop.prior import required_outputs
 from loop.store import (
@@ -468,9 +468,10 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             extra = [c for c in cells[len(columns) :] if c.strip()]
             if extra:
                 raise InvalidInput(
-                    f"{where}: {len(cells)} cells but the first row names {len(columns)} "
-                    f"columns (extra: {', '.join(repr(c) for c in extra)}); add the column's "
-                    "name to the first row, or remove the extra cells"
+                    f"{where}: {counted(len(cells), 'cell')} but the first row names "
+                    f"{counted(len(columns), 'column')} (extra: "
+                    f"{', '.join(repr(c) for c in extra)}); add the column's name to the "
+                    "first row, or remove the extra cells"
                 )
         row = dict(zip(columns, cells, strict=False))
         raw_id = (row.get("trial_id") or "").strip()

@@ -42,6 +42,7 @@ from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_
 from loop.fmt import (
     Output,
     WholeTable,
+    counted,
     number,
     parameter,
     say_when_stdout_closes,
@@ -266,7 +267,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
             if c.outcome_constraints
             else ""
         )
-        + (f", {len(prior)} prior-data rows{prior.skipped_note()}" if prior else "")
+        + (f", {counted(len(prior), 'prior-data row')}{prior.skipped_note()}" if prior else "")
         + f", planner {c.planner.label}, instrument "
         f"{_instrument_label(c)}"
     )

@@ -65,6 +65,11 @@ DIGITS = 6
 _MAX_DECIMALS = 15  # beyond this a float's own precision runs out for values near 1
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 cell``, ``3 cells``: a count with its noun (``1 prior-data rows`` read wrongly)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def number(value: Any, digits: int = DIGITS, none: str = "") -> str:
     """An output or reading: a float to ``digits`` significant digits, anything else as is.
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loop.errors import CampaignConfigError
+from loop.fmt import counted
 from planners import InvalidPoint, Point, Space
 from simulators._text import CsvRecord, TextFileError, csv_records, read_text, shown, shown_names
 
@@ -452,8 +453,8 @@ class _Header:
             spans = record.last > record.line
             raise PriorDataError(
                 path,
-                f"has {len(cells)} cells for "
-                f"{self.needed if len(cells) < self.needed else width} columns"
+                f"has {counted(len(cells), 'cell')} for "
+                f"{counted(self.needed if len(cells) < self.needed else width, 'column')}"
                 + record.spans_note(),
                 line=record.line,
                 row=row,

@@ -317,6 +317,12 @@ def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     assert [r.source for r in rows[4:]] == [exported] * 7
 
 
+def test_a_row_of_one_cell_is_counted_in_the_singular(tmp_path: Path) -> None:
+    """It said "has 1 cells for 5 columns" (found in review)."""
+    with pytest.raises(PriorDataError, match="has 1 cell for 6 columns"):
+        load_prior_data(_setup(tmp_path, "x1,x2,mode,stage,y,z\n0\n"))
+
+
 def test_every_bad_row_is_named_at_once(tmp_path: Path) -> None:
     """Only the first bad row was named, so a spreadsheet was mended one run per row
     (found in review)."""
