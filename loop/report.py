@@ -655,7 +655,10 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         _plot_output(ax, records, name)
         _draw_limits(ax, bounds.get(name, []), targets.get(name) if len(objectives) > 1 else None)
         if initial and max(initial) < max(numbers, default=0):
-            ax.axvline(max(initial) + 0.5, color="grey", ls=":", lw=1)
+            # labelled: an unexplained dotted line (found in review); one legend entry
+            ax.axvline(
+                max(initial) + 0.5, color="grey", ls=":", lw=1, label="end of initial design"
+            )
         ax.set_ylabel(fit_label(name, _ROW_AXES))
     if panels:
         if numbers:
