@@ -37,7 +37,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from instruments import InstrumentError
+from instruments import InstrumentConfigError, InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
 from loop.fmt import (
     Output,
@@ -2187,10 +2187,16 @@ def _entry() -> None:
         # under a run, is not. A finished campaign resumed without a larger budget is
         # refused as given, as `suggest` refuses it and as `resume` refuses a store with no
         # unfinished campaign: one code for "give a larger budget" (it was 1 here only).
+        # So is an instrument that does not fit its file, found when it connects (a unit
+        # the device reports, a `key:` it does not have): exit 1 told a script "broken".
         bad_input = (
-            isinstance(exc, StoreError)
-            and not isinstance(exc, CampaignLocked | LeaseLost | StoreGone)
-        ) or _finished(exc)
+            (
+                isinstance(exc, StoreError)
+                and not isinstance(exc, CampaignLocked | LeaseLost | StoreGone)
+            )
+            or isinstance(exc, InstrumentConfigError)
+            or _finished(exc)
+        )
         # Held by another runner, or by a suggest/tell past the wait, or its instrument by
         # another campaign: busy, not broken.
         from instruments._hold import InstrumentBusy

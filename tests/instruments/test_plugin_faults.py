@@ -399,6 +399,31 @@ def test_the_cli_refuses_a_wrong_class_with_exit_2_and_no_store(tmp_path: Path) 
     assert not db.exists()
 
 
+def test_an_instrument_that_does_not_fit_its_file_at_connect_exits_2(tmp_path: Path) -> None:
+    """Found when it connects (an output's `key:` it does not have): bad input like a bad
+    file, exit 2, and no campaign stored; it exited 1, a script's "broken" (found in
+    review)."""
+    path = tmp_path / "c.yaml"
+    text = CAMPAIGN.format(device=f"{DEV}:SyncMover").replace(
+        'y: {device: "ophyd:Signal", args: {value: 0.5}}',
+        'y: {device: "ophyd:Signal", args: {value: 0.5}, key: nope}',
+    )
+    path.write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
+    db = tmp_path / "store.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loop.cli", "run", str(path), "--store", f"sqlite:///{db}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "its `key: nope` is none of its fields" in proc.stderr
+    assert not db.exists()
+
+
 BENCH = """\
 name: bench
 inputs:
