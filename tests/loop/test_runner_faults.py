@@ -277,6 +277,14 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
         ("output 'y' is missing or not a number: 'n/a'", "missing output"),
         ("readback x1 is not in the run's event, so it cannot be checked", "missing readback"),
         ("readback x1 = 12 lies outside its declared limits [0, 10]", "readback out of range"),
+        # a device's own timeout, whichever library raised it (was three kinds)
+        (
+            "DeviceTimeout: acquisition not complete within 0.5 s (detector 'b') <- caused by "
+            "TimeoutError: not done within 0.4995 s",
+            "timeout",
+        ),
+        ("WaitTimeoutError: readback x not within 0.1 of 2 after 5 s", "timeout"),
+        ("TimeoutError: motor m1 did not finish its move", "timeout"),
         (
             "FailedStatus <- caused by SimulatedFault: d: injected instrument fault",
             "instrument fault",
