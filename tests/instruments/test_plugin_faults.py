@@ -378,21 +378,26 @@ def test_an_input_device_without_set_is_refused_at_its_line(tmp_path: Path, cls:
     _instrument({"x": SIGNAL}, {"y": {"device": f"{DEV}:{cls}"}}, connect=False).close()
 
 
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``closedloop ARGS`` in a process of its own, the test devices importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
+    return subprocess.run(
+        [sys.executable, "-m", "loop.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
 @pytest.mark.slow
 def test_the_cli_refuses_a_wrong_class_with_exit_2_and_no_store(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(CAMPAIGN.format(device="no_such_lab_module:Stage"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
     db = tmp_path / "store.db"
     for args in (["validate", str(path)], ["run", str(path), "--store", f"sqlite:///{db}"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "loop.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=300,
-        )
+        proc = _cli(tmp_path, *args)
         assert proc.returncode == 2, proc.stderr
         assert f"{path}:11:" in proc.stderr and "fix: check the module name" in proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
@@ -409,16 +414,8 @@ def test_an_instrument_that_does_not_fit_its_file_at_connect_exits_2(tmp_path: P
         'y: {device: "ophyd:Signal", args: {value: 0.5}, key: nope}',
     )
     path.write_text(text)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
     db = tmp_path / "store.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "run", str(path), "--store", f"sqlite:///{db}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    proc = _cli(tmp_path, "run", str(path), "--store", f"sqlite:///{db}")
     assert proc.returncode == 2, proc.stderr
     assert "its `key: nope` is none of its fields" in proc.stderr
     assert not db.exists()
@@ -471,15 +468,7 @@ def test_instruments_check_reports_a_failing_constructor_at_its_line_with_exit_2
     # Was exit 1 with the same message: a mistake in the file is a usage error (exit 2).
     path = tmp_path / "bench.yaml"
     path.write_text(BENCH)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "instruments", "check", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    proc = _cli(tmp_path, "instruments", "check", str(path))
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:6: outputs.y: " in proc.stderr and "OSError" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
