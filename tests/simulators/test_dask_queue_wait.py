@@ -143,8 +143,10 @@ def test_the_executor_reports_each_start_and_forgets_tasks_once_their_results_ar
     assert not one_worker._tasks
     starts = [heard[i][0][1] - sent for i in heard]
     assert all(len(heard[i]) == 1 and heard[i][0][0] is False for i in heard), heard
-    # One worker thread: each starts after the one before has run its second.
-    assert starts[1] >= starts[0] + 0.9 and starts[2] >= starts[1] + 0.9, starts
+    # One worker thread: each starts after the one before has run (most of) its second;
+    # the start is the scheduler's report, which arrives with ~0.1 s of jitter on a loaded
+    # machine (0.897 s was seen in CI), while tasks run at once would start 0 s apart.
+    assert starts[1] >= starts[0] + 0.6 and starts[2] >= starts[1] + 0.6, starts
 
 
 def _run_slots(
