@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
@@ -1411,12 +1412,13 @@ def export(
     import json
 
     from loop.report import OutputError, to_csv, to_json, write_output
-    from loop.results import run_documents, trial_records
+    from loop.results import iter_run_documents, trial_records
     from loop.store import Store
 
     if output is not None and str(output) == "-":
         output = None  # the Unix way to say stdout; it wrote a file named "-" (found in review)
     format = _export_format(format, output)
+    text: str | Iterator[str]
     db = Store(store, read_only=True)
     store = db.url  # what messages show: a password in the URL as ***
     if format == ExportFormat.yaml:
@@ -1425,11 +1427,23 @@ def export(
         text = campaign_file(db, campaign)
         wrote = "the campaign file"
     elif format == ExportFormat.jsonl:
-        # the stored documents as they are (NaN/inf already null): loop.run_documents
-        documents = run_documents(db, campaign)
-        text = "".join(json.dumps([name, doc], allow_nan=False) + "\n" for name, doc in documents)
-        runs = sum(1 for name, _ in documents if name == "start")
-        wrote = f"{len(documents)} documents of {runs} runs"
+        # The stored documents as they are (NaN/inf already null), written as they are read:
+        # a 5000-trial campaign's took 300 MB as one text. A wrong campaign is said here,
+        # before anything is written.
+        documents = iter_run_documents(db, campaign)
+        names = Counter[str]()
+
+        def lines() -> Iterator[str]:  # in pieces of 500 lines: each piece is one write
+            piece: list[str] = []
+            for name, doc in documents:
+                names[name] += 1
+                piece.append(json.dumps([name, doc], allow_nan=False) + "\n")
+                if len(piece) == 500:
+                    yield "".join(piece)
+                    piece.clear()
+            yield "".join(piece)
+
+        text = lines()
     else:
         # feasible (outcome constraints) and pareto (several objectives) columns when they
         # apply: the records a notebook reads (loop.trial_records)
@@ -1440,13 +1454,16 @@ def export(
         # On a terminal a stored value's control characters are shown, not obeyed (a choice
         # value "a\x1b[2J" cleared the screen of whoever exported a shared store: found in
         # review); to a file or a pipe the data goes as stored, byte for byte.
-        console.write_raw(visible(text) if sys.stdout.isatty() else text)
+        for piece in [text] if isinstance(text, str) else text:
+            console.write_raw(visible(piece) if sys.stdout.isatty() else piece)
     else:
         try:
             example = "campaign.yaml" if format == ExportFormat.yaml else f"trials.{format.value}"
             write_output(output, text, example, store_url=db.url)
         except OutputError as exc:
             _invalid(exc)
+        if format == ExportFormat.jsonl:
+            wrote = f"{names.total()} documents of {names['start']} runs"
         err_console.print(f"wrote {wrote} to {output}", markup=False)
 
 

@@ -9,10 +9,10 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import make_url
@@ -36,12 +36,18 @@ class OutputError(ClosedLoopError, ValueError):
 
 
 def write_output(
-    path: Path, text: str, example: str = "trials.csv", *, store_url: str | None = None
+    path: Path,
+    text: str | Iterable[str],
+    example: str = "trials.csv",
+    *,
+    store_url: str | None = None,
 ) -> None:
     """Write ``text`` to ``path``, or :class:`OutputError` naming the path and the fix.
 
-    Everything to write is computed first, so a path that cannot be written loses nothing:
-    the store is untouched and the command can be run again with another ``-o``. A path
+    ``text`` may come in pieces (an iterable of strings), written as they come: a store's
+    20 000 documents need not all be in memory at once (the jsonl export of a 5000-trial
+    campaign took 300 MB). A path that cannot be written loses nothing: the store is
+    only read, and the command can be run again with another ``-o``. A path
     that is the store's own database (``store_url``), or any SQLite database, is refused:
     ``export -o closedloop.db`` is a typo that would destroy every campaign in it (found in
     review). A new or regular file is written as a temporary file renamed over it, so a
@@ -79,11 +85,21 @@ def write_output(
         with handle:
             if kept is not None:  # before any byte is written
                 _keep_access(handle.fileno(), kept)
-            handle.write(text)
+            _write_pieces(handle, text)
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise OutputError(_cannot_write(path, exc)) from None
+    except BaseException:  # the pieces' source failed (a damaged store): the old file stays
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_pieces(handle: IO[str], text: str | Iterable[str]) -> None:
+    if isinstance(text, str):
+        handle.write(text)
+    else:
+        handle.writelines(text)
 
 
 def _keep_access(fd: int, old: os.stat_result) -> None:
@@ -101,9 +117,10 @@ def _keep_access(fd: int, old: os.stat_result) -> None:
     os.fchmod(fd, mode)
 
 
-def _write_through(path: Path, text: str) -> None:
+def _write_through(path: Path, text: str | Iterable[str]) -> None:
     try:
-        path.write_text(text, encoding="utf-8")
+        with path.open("w", encoding="utf-8") as handle:
+            _write_pieces(handle, text)
     except OSError as exc:
         raise OutputError(_cannot_write(path, exc)) from None
 

@@ -8,6 +8,7 @@ for the trials' Bluesky documents (``closedloop export --format jsonl``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlmodel import col, select
@@ -46,6 +47,16 @@ def run_documents(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every stored Bluesky document of a campaign's runs, as ``(name, doc)`` in trial order.
 
+    The list :func:`iter_run_documents` yields; see there.
+    """
+    return list(iter_run_documents(store, campaign))
+
+
+def iter_run_documents(
+    store: Store | str, campaign: str | int | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every stored Bluesky document of a campaign's runs, as ``(name, doc)`` in trial order.
+
     Each trial's run in the order its documents were emitted (start, descriptor, event,
     stop), the runs by trial number: what ``closedloop export --format jsonl`` writes, and
     what a ``RunRouter`` or bluesky-tiled-plugins' ``TiledWriter`` takes one pair at a
@@ -57,7 +68,9 @@ def run_documents(
     from ``closedloop resume``).
 
     Read in one statement, so a campaign running meanwhile never shows a run with a later
-    document but not an earlier one.
+    document but not an earlier one, and yielded as read: a 5000-trial campaign's 20 000
+    documents took 300 MB as one list (``closedloop export --format jsonl`` writes them as
+    they come). The store is held open until the last one is yielded.
 
     Args:
         store: an open ``Store``, or a store URL (opened read-only and closed again).
@@ -65,18 +78,29 @@ def run_documents(
     """
     db = Store(store, read_only=True) if isinstance(store, str) else store
     try:
-        row = db.campaign(campaign)
+        row = db.campaign(campaign)  # now, not at the first document: a wrong name is said
+    except BaseException:
+        if db is not store:
+            db.close()
+        raise
+    return _documents(db, row.id or 0, close=db is not store)
+
+
+def _documents(db: Store, campaign_id: int, *, close: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
         with db.session() as s:
             rows = s.exec(
                 select(DocumentRow.name, DocumentRow.body)
                 .join(TrialRow, col(TrialRow.id) == col(DocumentRow.trial_id))
-                .where(TrialRow.campaign_id == row.id)
+                .where(TrialRow.campaign_id == campaign_id)
                 .order_by(col(TrialRow.number), col(DocumentRow.seq), col(DocumentRow.id))
+                .execution_options(yield_per=500)
             )
             # Strict JSON even from a store written before non-finite values were stored as
             # null (until 501c043 an infinity kept its ``Infinity`` token, which made the
             # jsonl export fail; found in review).
-            return [(name, _jsonable(body)) for name, body in rows]
+            for name, body in rows:
+                yield name, _jsonable(body)
     finally:
-        if db is not store:
+        if close:
             db.close()
