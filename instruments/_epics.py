@@ -80,6 +80,7 @@ from instruments._instrument_file import (
     DEVICE_FORM,
     InputDecl,
     InstrumentFile,
+    InstrumentFileError,
     OutputDecl,
     converter,
     input_units,
@@ -111,14 +112,14 @@ class DeviceConnectionError(InstrumentError, ConnectionError):
     """A declared PV or device could not be reached."""
 
 
-class DeviceTypeError(InstrumentConfigError):
+class DeviceTypeError(InstrumentFileError):
     """A declared PV whose type does not fit its role: an ENUM or a string PV as the setpoint
     or readback of a numeric input (a float put to an ENUM PV picks a state by its index), or
     a motor record whose EGU is not the unit the file says it speaks (12 mm sent to a stage
     in um moves it 12 um, and the readback, 12, reads back as the 12 mm asked for)."""
 
 
-class DeviceLimitsError(InstrumentConfigError):
+class DeviceLimitsError(InstrumentFileError):
     """A safe state (``on_stop``) outside its device's own limits (a setpoint PV's
     DRVL/DRVH, a motor record's LLM/HLM): the IOC would refuse or clamp it just when the
     campaign stops; or an input that reads further than ``max_step`` from every setpoint a
@@ -2822,22 +2823,28 @@ class DeclaredInstrument:
                     + "; check the IOC's load, or raise the file's connection_timeout"
                 )
             raise DeviceConnectionError(f"instrument {self.name!r}: " + "; ".join(parts))
-        wrong = [p for dev in self.inputs.values() if (p := dev.type_problem()) is not None]
+        # Found only now, but each is an input's declaration that does not fit its device:
+        # named at that input's line, as a problem of the file is (it was the instrument:
+        # line, or none; found in review).
+        wrong = [(n, p) for n, dev in self.inputs.items() if (p := dev.type_problem()) is not None]
         if wrong:
-            raise DeviceTypeError(
-                f"instrument {self.name!r}: " + "; ".join(wrong),
-                field="inputs",
+            raise self.spec.error(
+                f"instrument {self.name!r}: " + "; ".join(p for _, p in wrong),
+                ("inputs", wrong[0][0]),
+                kind=DeviceTypeError,
             )
         stuck = [
-            f"input {r.name!r}: {problem}"
+            (r.name, f"input {r.name!r}: {problem}")
             for r in rows
             if r.role == "input"
             and isinstance(r.value, int | float)
             and (problem := self._reach_problem(r.name, float(r.value))) is not None
         ]
         if stuck:
-            raise DeviceLimitsError(
-                f"instrument {self.name!r}: " + "; ".join(stuck), field="inputs"
+            raise self.spec.error(
+                f"instrument {self.name!r}: " + "; ".join(p for _, p in stuck),
+                ("inputs", stuck[0][0]),
+                kind=DeviceLimitsError,
             )
         unkeyed = [o for o in self.detector.outputs if o.key_problem is not None]
         if unkeyed:
@@ -2859,13 +2866,15 @@ class DeclaredInstrument:
                     out.key_note,
                 )
         unsafe = [
-            f"{'input' if key in self.inputs else 'on_stop PV'} {key!r}: {problem}"
+            (key, f"{'input' if key in self.inputs else 'on_stop PV'} {key!r}: {problem}")
             for key, value in self.spec.on_stop.items()
             if (problem := self._safe_state_problem(key, value)) is not None
         ]
         if unsafe:
-            raise DeviceLimitsError(
-                f"instrument {self.name!r}: " + "; ".join(unsafe), field="on_stop"
+            raise self.spec.error(
+                f"instrument {self.name!r}: " + "; ".join(p for _, p in unsafe),
+                ("on_stop", unsafe[0][0]),
+                kind=DeviceLimitsError,
             )
         for name, dev in self.inputs.items():
             problem = dev.range_problem(dev.bounds if self.bounds_known else None)

@@ -593,11 +593,19 @@ class InstrumentFile(_Strict):
     _safety_refusal: DiskSafetyConflict | None = PrivateAttr(default=None)
     _disk_units: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    def error(self, problem: str, loc: Sequence[Any], *, fix: str = "") -> InstrumentFileError:
-        """An :class:`InstrumentFileError` at the line of ``loc`` (keys into the file), for
-        a problem found after the schema accepted the file."""
+    def error(
+        self,
+        problem: str,
+        loc: Sequence[Any],
+        *,
+        fix: str = "",
+        kind: type[InstrumentFileError] | None = None,
+    ) -> InstrumentFileError:
+        """An :class:`InstrumentFileError` (or its subclass ``kind``) at the line of ``loc``
+        (keys into the file), for a problem found after the schema accepted the file: when
+        it is read, or when its devices connect (a unit or a limit the device reports)."""
         line = line_of(self._data, loc) if self._data is not None else None
-        return InstrumentFileError(
+        return (kind or InstrumentFileError)(
             self._path, problem, line=line, fix=fix, inline=self._path != self._source
         )
 

@@ -163,6 +163,8 @@ def test_a_positioner_in_um_driven_in_mm_is_refused_when_it_connects(tmp_path: P
         "has no device_units); set `device_units: um` on the input (values are then "
         "converted), or fix the units the device reports"
     ) in said, said
+    # at the input's line, as a problem of the file is: that is where the fix goes
+    assert refused.value.line == 4 and said.startswith(f"{tmp_path / 'bench.yaml'}:4: "), said
     inst = _instrument(tmp_path, SOFT_UM + "\nlimits: [-5, 5]", connect=False)
     try:
         row = next(r for r in inst.check() if r.name == "x")
@@ -286,6 +288,7 @@ def test_a_safe_state_beyond_a_plugins_limits_is_refused_when_it_connects(
         _instrument(tmp_path, SOFT_UM + "\ndevice_units: um\nlimits: [-0.1, 0.1]", on_stop="0.05")
     assert "its safe state (on_stop) 0.05 mm is outside [-0.01, 0.01] mm" in str(refused.value)
     assert "widen the device's limits" in str(refused.value)
+    assert refused.value.line == 12  # the on_stop entry's
 
 
 def test_the_dry_run_refuses_a_setpoint_beyond_the_devices_limits(tmp_path: Path) -> None:
