@@ -783,6 +783,15 @@ def status(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object, for scripts (keys: see the README).")
     ] = False,
+    model: Annotated[
+        bool,
+        typer.Option(
+            "--model",
+            help="Also fit a GP to the trials: how much of the best reading to believe, and "
+            "the trial the model rates best (a noisy objective's best reading is its "
+            "luckiest). One objective; takes a few seconds.",
+        ),
+    ] = False,
 ) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
     from loop.report import annotate, stored_campaign
@@ -794,8 +803,9 @@ def status(
     c = stored_campaign(row)
     records = annotate(export_records(db, row.id or 0), c)
     counts = _trial_counts(records)
+    estimates = _model_estimates(db, row, c) if model else None
     if as_json:
-        console.write_raw(_status_json(row, c, records, counts, db) + "\n")
+        console.write_raw(_status_json(row, c, records, counts, db, estimates) + "\n")
         return
     trials = db.trials(row.id or 0)
     # the budget in force (run/resume --max-trials), else the file's
@@ -851,7 +861,72 @@ def status(
 
     _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
     _print_goals(c, records)
+    if model:
+        _print_model(c, records, estimates)
     console.print(_trial_table(c, records[-10:], "last trials"))
+
+
+def _model_estimates(db: Store, row: Any, c: Any) -> Any:
+    """``status --model``'s :class:`loop.results.TrialEstimates`, or a usage error naming
+    why there are none."""
+    from loop.results import model_estimates
+
+    if len(c.objectives) != 1:
+        _invalid(
+            ValueError(
+                f"campaign '{row.name}' has {len(c.objectives)} objectives: a Pareto front has "
+                "no one best trial to estimate; leave out --model"
+            )
+        )
+    return model_estimates(db, row.id)
+
+
+def _print_model(c: Any, records: list[dict[str, Any]], estimates: Any) -> None:
+    """``status --model``: the model's estimate of the best reading's true value, and the
+    trial it rates best, if another."""
+    from loop.report import best_record, label, units_of
+
+    obj = c.objectives[0]
+    if estimates is None:
+        console.print("model: fewer than two measured trials to fit", markup=False)
+        return
+    console.print(
+        f"model (a GP on {counted(len(estimates.mean), 'measured trial')}; one reading's "
+        f"noise sd ≈ {estimates.noise_sd:.3g}):",
+        highlight=False,
+        markup=False,
+    )
+    units = units_of(c)
+    by_id = {r["trial_id"]: r for r in records}
+
+    def estimate(trial_id: int) -> str:
+        r = by_id[trial_id]
+        return (
+            f"{obj.name} ≈ {estimates.mean[trial_id]:.4g} ± {estimates.sd[trial_id]:.2g} "
+            f"(read {number(r['outputs'][obj.name])})"
+        )
+
+    best = best_record(records, obj.name, obj.goal)
+    if best is not None and best["trial_id"] in estimates.mean:
+        rated = " (the model rates it best too)" if best["trial_id"] == estimates.best else ""
+        console.print(
+            f"  best reading, trial #{best['number']}: {estimate(best['trial_id'])}{rated}",
+            highlight=False,
+            markup=False,
+        )
+    if estimates.best is None:
+        console.print("  the model rates no trial feasible", markup=False)
+    elif best is None or estimates.best != best["trial_id"]:
+        r = by_id[estimates.best]
+        _print_at(
+            f"  rated best, trial #{r['number']}: {estimate(estimates.best)} at",
+            _where_parts(
+                r["parameters"],
+                r.get("readbacks"),
+                lambda k: label(k, units),
+                spec=specs(c.parameters),
+            ),
+        )
 
 
 def _trial_counts(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -873,6 +948,7 @@ def _status_json(
     records: list[dict[str, Any]],
     counts: dict[str, int],
     db: Store | None = None,
+    estimates: Any = None,
 ) -> str:
     """``status --json``: what a script branches on, from the store alone (the README's CLI
     table names the keys). The best trial is the one ``status`` and ``export``'s ``best``
@@ -944,6 +1020,16 @@ def _status_json(
     payload["last_finished_at"] = last.isoformat() if last is not None else None
     live = row.status in ACTIVE and state in ("running", "stopped")
     payload["slots"] = _slot_states(c, trials, live=live) if db is not None else None
+    if estimates is not None:  # --model
+        payload["model"] = {
+            "objective": estimates.objective,
+            "noise_sd": estimates.noise_sd,
+            "best_trial_id": estimates.best,
+            "estimates": {
+                str(tid): {"mean": mean, "sd": estimates.sd[tid]}
+                for tid, mean in estimates.mean.items()
+            },
+        }
     return to_json(payload)
 
 
@@ -1742,7 +1828,7 @@ def _print_at(head: str, parts: Sequence[str]) -> None:
         console.print(line, highlight=False, markup=False)
         return
     console.print(head, highlight=False, markup=False)
-    indent, lines, current = "  ", [], ""
+    indent, lines, current = " " * (len(head) - len(head.lstrip(" "))) + "  ", [], ""
     for part in parts:
         joined = f"{current}, {part}" if current else part
         if current and cell_len(indent + joined) + 1 > width:  # the line's closing comma

@@ -9,6 +9,7 @@ for the trials' Bluesky documents (``closedloop export --format jsonl``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import col, select
@@ -103,4 +104,66 @@ def _documents(db: Store, campaign_id: int, *, close: bool) -> Iterator[tuple[st
                 yield name, _jsonable(body)
     finally:
         if close:
+            db.close()
+
+
+@dataclass(frozen=True)
+class TrialEstimates:
+    """A GP's estimate of one objective's true value at a campaign's measured trials
+    (:func:`model_estimates`).
+
+    Attributes:
+        objective: the objective's name.
+        mean: trial id -> the posterior mean there (the output's units).
+        sd: trial id -> its posterior standard deviation.
+        best: the trial id the model rates best among those it rates feasible, or ``None``.
+        noise_sd: the fitted measurement noise (standard deviation of one reading).
+    """
+
+    objective: str
+    mean: dict[int, float]
+    sd: dict[int, float]
+    best: int | None
+    noise_sd: float
+
+
+def model_estimates(store: Store | str, campaign: str | int | None = None) -> TrialEstimates | None:
+    """The BoTorch model of a one-objective campaign's trials: how much of each reading to
+    believe, and which trial it rates best. ``None`` with several objectives or fewer than
+    two measured trials.
+
+    Under measurement noise the best reading (``status``'s best) is the luckiest one; the
+    posterior mean weighs each trial's neighbours too (see
+    :meth:`planners.BoTorchPlanner.model_estimates`). The model is the campaign's own when
+    its planner is BoTorch (its prior mean, acquisition-independent settings), BoTorch's
+    defaults otherwise, fitted on every trial the planner would learn from (a retried
+    attempt's retry, prior data); it takes a second or more and imports torch.
+    """
+    from loop.runner import Runner
+    from planners import PlannerConfig
+
+    db = Store(store, read_only=True) if isinstance(store, str) else store
+    try:
+        runner = Runner.from_store(db, db.campaign(campaign).id)
+        c = runner.campaign
+        if len(c.objectives) != 1:
+            return None
+        history = db.trials(runner.campaign_id or 0)
+        config = c.planner if c.planner.kind == "botorch" and c.planner.plugin is None else None
+        planner = runner.rebuild_planner(
+            history, db.observations(runner.campaign_id or 0), config or PlannerConfig()
+        )
+        estimates = planner.model_estimates()  # type: ignore[attr-defined]
+        if estimates is None:
+            return None
+        ids = [t.id or 0 for t in Runner.learned_trials(history)]
+        return TrialEstimates(
+            objective=c.objectives[0].name,
+            mean={ids[i]: v for i, v in estimates.mean.items()},
+            sd={ids[i]: v for i, v in estimates.sd.items()},
+            best=None if estimates.best is None else ids[estimates.best],
+            noise_sd=estimates.noise_sd,
+        )
+    finally:
+        if db is not store:
             db.close()

@@ -134,6 +134,7 @@ from planners import (
     Observation,
     OutcomeConstraint,
     Planner,
+    PlannerConfig,
     Point,
     hypervolume,
     make_planner,
@@ -1737,7 +1738,10 @@ class Runner:
         sched.planner.join(timeout=min(wait, 1.0))
 
     def rebuild_planner(
-        self, history: Sequence[TrialRow], observations: dict[int, dict[str, float]]
+        self,
+        history: Sequence[TrialRow],
+        observations: dict[int, dict[str, float]],
+        config: PlannerConfig | None = None,
     ) -> Planner:
         """A planner that has ingested every terminal stored trial, in the order they ended.
 
@@ -1750,19 +1754,19 @@ class Runner:
         order (a best-so-far, a trust region, a bandit) proposed after a resume, and at
         every ``suggest``/``plan``, what the live one would not have (found in review).
         With one slot, and in ask/tell told in trial order, the two orders are one.
+
+        ``config``: another ``planner:`` section than the campaign's (``loop.results``
+        builds a BoTorch model of any campaign's trials).
         """
         c = self.campaign
         planner = make_planner(
             self.space,
             list(c.objectives),
-            c.planner,
+            c.planner if config is None else config,
             self.seed,
             outcome_constraints=c.parsed_outcome_constraints,
         )
-        retried = _retried(history)
-        learned = _ended_order(
-            t for i, t in enumerate(history) if t.status != "running" and i not in retried
-        )
+        learned = self.learned_trials(history)
         if learned:  # a plugin that raises here is its PluginRaised (loop.scheduler)
             call_planner(
                 planner,
@@ -1770,6 +1774,15 @@ class Runner:
                 [self._stored_observation(t, observations.get(_id(t), {})) for t in learned],
             )
         return planner
+
+    @staticmethod
+    def learned_trials(history: Sequence[TrialRow]) -> list[TrialRow]:
+        """The stored trials :meth:`rebuild_planner` ingests, in its order: the terminal
+        ones, a retried attempt left out (its retry stands for it), in the order they ended."""
+        retried = _retried(history)
+        return _ended_order(
+            t for i, t in enumerate(history) if t.status != "running" and i not in retried
+        )
 
     def stop_reason(self, trials: Sequence[TrialRow], elapsed: float) -> tuple[str, str] | None:
         """``(status, reason)`` when the stored trials have spent the budget, else ``None``."""

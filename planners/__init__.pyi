@@ -2,7 +2,7 @@
 # (lazy_loader.attach_stub reads the imports below): a name is importable from the package
 # exactly when it is listed here.
 from ._baselines import PositionalDesign, RandomPlanner, SobolPlanner
-from ._botorch import BoTorchPlanner, BoTorchSettings, SuggestTiming
+from ._botorch import BoTorchPlanner, BoTorchSettings, ModelEstimates, SuggestTiming
 from ._config import Acquisition, InitialDesign, PlannerConfig
 from ._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstraint
 from ._factory import check_planner, make_planner
@@ -41,6 +41,7 @@ __all__ = [
     "InitialDesign",
     "IntParameter",
     "InvalidPoint",
+    "ModelEstimates",
     "Objective",
     "Observation",
     "OutcomeConstraint",

@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -337,6 +337,26 @@ class SuggestTiming:
     n_model: int = 0
     n_train: int = 0
     n_failed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelEstimates:
+    """What the model makes of the measured points: :meth:`BoTorchPlanner.model_estimates`.
+
+    Attributes:
+        mean: observation index (in the planner's ``observations``) -> the posterior mean of
+            the objective there, in the output's units: the model's estimate of the true
+            value, every reading of the point and of its neighbours weighed.
+        sd: the same -> the posterior standard deviation of that true value.
+        best: the observation whose mean is best among those the model rates feasible
+            (every outcome constraint's mean met); ``None`` if it rates none feasible.
+        noise_sd: the fitted measurement noise (the standard deviation of one reading).
+    """
+
+    mean: dict[int, float]
+    sd: dict[int, float]
+    best: int | None
+    noise_sd: float
 
 
 @dataclass
@@ -1061,6 +1081,45 @@ class BoTorchPlanner:
             sampler=sampler,
             objective=IdentityMCMultiOutputObjective(outcomes=list(range(m))),
             constraints=constraints or None,
+        )
+
+    def model_estimates(self) -> ModelEstimates | None:
+        """The model's estimate of the objective's true value at every usable measured
+        point, and the best of them; ``None`` with several objectives (a front has no one
+        best) or before two usable observations.
+
+        Under measurement noise the best *reading* is the luckiest one, not the best point:
+        where the top points differ by less than the noise, the trial that read best is
+        mostly the one whose noise was largest (the winner's curse), and its reading
+        overstates it. The posterior mean weighs every reading of the point and of its
+        neighbours: it says how much of a reading to believe, and its best is a candidate to
+        repeat (Ax's "best point by model predictions" is that rule; qLogNEI's ``best_f``
+        here is its value). Without noise the two agree.
+        """
+        if len(self.objectives) != 1:
+            return None
+        rows = [i for i, o in enumerate(self.observations) if o.usable_for(self.outcome_names)]
+        if len(rows) < 2:
+            return None
+        with torch_threads(self.settings.torch_threads):
+            model = self.fit()
+            fitted = cast(_Fitted, self._fitted)  # what fit() fitted, with its inputs
+            X = fitted.train_X[: len(rows)]  # failed points (learn_failures) come after
+            with torch.no_grad():
+                posterior = model.posterior(X)
+                mean, variance = posterior.mean, posterior.variance  # type: ignore[attr-defined]
+        feasible = (mean[..., 1:] >= 0).all(dim=-1)
+        objective = torch.where(feasible, mean[..., 0], -math.inf)
+        gp: Any = _outputs(model)[0]  # a SingleTaskGP: Gaussian likelihood, Standardize
+        scale = float(self._model_outcomes(rows)[1][0])
+        noise = float(gp.likelihood.noise.detach().max())
+        stdv = float(gp.outcome_transform.stdvs.detach().reshape(-1)[0])
+        sign = self.objectives[0].sign
+        return ModelEstimates(
+            mean={i: sign * float(mean[k, 0]) / scale for k, i in enumerate(rows)},
+            sd={i: math.sqrt(max(float(variance[k, 0]), 0.0)) / scale for k, i in enumerate(rows)},
+            best=rows[int(objective.argmax())] if bool(feasible.any()) else None,
+            noise_sd=math.sqrt(noise) * stdv / scale,
         )
 
     def _best_feasible_mean(self, model: Model, train_X: Tensor) -> Tensor:

@@ -1,0 +1,91 @@
+"""``status --model`` and ``loop.results.model_estimates``: a noisy campaign's best reading
+is its luckiest, and the model says how much of it to believe. Real campaigns (RunEngine,
+simulated devices, SQLite), real GP fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from loop import Runner, Store, parse_campaign
+from loop.cli import app
+from loop.results import model_estimates
+
+CAMPAIGN = """
+name: noisy
+parameters:
+  - {name: x1, type: float, bounds: [-5, 10]}
+  - {name: x2, type: float, bounds: [0, 15]}
+objectives: [{name: y, goal: minimize}]
+instrument: {simulator: branin, noise: 5, latency: 0, failure_rate: 0.25}
+planner: {kind: sobol}
+budget: {max_trials: 14, max_failures: 14}
+seed: 4
+"""
+
+
+def _run(tmp_path: Path, text: str = CAMPAIGN) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    Runner(parse_campaign(text, path=path, base_dir=tmp_path), store).run()
+    store.close()
+    return store.url
+
+
+def test_status_model_says_how_much_of_the_best_reading_to_believe(tmp_path: Path) -> None:
+    url = _run(tmp_path)
+    records = json.loads(CliRunner().invoke(app, ["export", "--store", url, "-f", "json"]).stdout)
+    completed = {r["trial_id"] for r in records if r["status"] == "completed"}
+    assert 0 < len(completed) < len(records)  # some failed: the ids must still line up
+
+    estimates = model_estimates(url)
+    assert estimates is not None and estimates.objective == "y"
+    assert set(estimates.mean) == set(estimates.sd) == completed
+    assert estimates.best in completed and estimates.noise_sd > 0.5  # the noise is 5
+
+    result = CliRunner().invoke(app, ["status", "--store", url, "--model"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"model (a GP on {len(completed)} measured trials; one reading's noise sd ≈" in said
+    best = next(r for r in records if r["best"])
+    y = best["outputs"]["y"]
+    assert (
+        f"best reading, trial #{best['number']}: y ≈ {estimates.mean[best['trial_id']]:.4g}" in said
+    )
+    assert f"(read {y:.6g})" in said
+    if estimates.best != best["trial_id"]:
+        rated = next(r for r in records if r["trial_id"] == estimates.best)
+        assert f"rated best, trial #{rated['number']}: y ≈" in said
+
+    result = CliRunner().invoke(app, ["status", "--store", url, "--model", "--json"])
+    assert result.exit_code == 0, result.output
+    model = json.loads(result.stdout)["model"]
+    assert model["best_trial_id"] == estimates.best
+    assert {int(k) for k in model["estimates"]} == completed
+    assert model["noise_sd"] == estimates.noise_sd
+    # without --model no model is fitted, and the JSON has no such key
+    plain = CliRunner().invoke(app, ["status", "--store", url, "--json"])
+    assert "model" not in json.loads(plain.stdout)
+
+
+def test_status_model_of_several_objectives_is_refused(tmp_path: Path) -> None:
+    text = """
+name: two
+parameters:
+  - {name: temperature, type: float, bounds: [30, 110], unit: degC}
+  - {name: residence_time, type: float, bounds: [0.5, 30], unit: min}
+  - {name: equivalents, type: float, bounds: [1, 3]}
+  - {name: catalyst, type: choice, values: [Pd(OAc)2, XPhos-Pd-G3]}
+objectives: [{name: yield, goal: maximize}, {name: cost, goal: minimize}]
+instrument: {simulator: flow_reactor, latency: 0}
+planner: {kind: sobol}
+budget: {max_trials: 3}
+"""
+    url = _run(tmp_path, text)
+    result = CliRunner().invoke(app, ["status", "--store", url, "--model"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "campaign 'two' has 2 objectives: a Pareto front has no one best trial" in said
