@@ -142,6 +142,7 @@ from planners import (
 )
 from planners import reference_point as infer_reference_point
 from planners._outliers import best_index, best_trace
+from simulators._keys import misnamed
 
 logger = logging.getLogger(__name__)
 # A trial running over HANG_FACTOR times the campaign's median trial (its last HANG_WINDOW
@@ -2110,6 +2111,14 @@ class Runner:
         if self._hangs is not None:
             self._hangs.finished(trial_id, dispatch, completed=status == "completed")
         self._count(tally, report)
+        if status == "failed" and tally.completed == 0 and misnamed(error):
+            # A key one letter off a campaign name, and nothing measured yet: a typo in the
+            # code, which would fail every trial alike (ten real experiments, each output under
+            # the misspelt key lost with it, before max_failures ended it: found in review).
+            self.request_stop(
+                f"trial #{number}'s function used a misnamed key (its error says which); "
+                "fix it, then `closedloop resume` goes on"
+            )
         if not will_retry:  # learn
             learned = _learned_status(
                 status, result.transient, retry=attempt > 1, error=result.error

@@ -64,7 +64,6 @@ Design choices that matter to callers:
 from __future__ import annotations
 
 import asyncio
-import difflib
 import keyword
 import logging
 import math
@@ -88,7 +87,7 @@ from ophyd.utils import LimitError
 from simulators._executor import is_infrastructure_error
 from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
-from simulators._keys import data_key_clashes
+from simulators._keys import data_key_clashes, misnamed_hint, near_name
 
 logger = logging.getLogger(__name__)
 
@@ -1119,11 +1118,10 @@ class SimDetector(Device):
         self._note_unlisted(raw, who)
         missing = [out for out in self._sim_outputs if out not in raw]
         if missing:
-            returned = sorted(raw, key=str)
             raise self._broken(
                 number,
-                f"{who} did not return {missing} (it returned {returned})"
-                f"{_near_names(missing, returned, self._sim_outputs)}",
+                f"{who} did not return {missing} (it returned {_returned(raw)})"
+                f"{_near_names(missing, list(raw), self._sim_outputs)}",
                 kept,
             )
         # Raised here, not from an exception of float(): the fault's text is the whole story
@@ -1172,7 +1170,11 @@ class SimDetector(Device):
         text = str(exc).strip()
         what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         where = _source(self._sim_function, self.name, exc)
-        return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}")
+        # inputs["temprature"]: a bare KeyError failed every trial (found in review)
+        used = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else None
+        near = near_name(used, inputs) if isinstance(used, str) and used not in inputs else None
+        hint = misnamed_hint([(str(used), near)] if near is not None else [], "parameter")
+        return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}{hint}")
 
 
 def _builtin(function: Any) -> bool:
@@ -1242,17 +1244,21 @@ def _near_names(missing: Sequence[str], returned: Sequence[Any], outputs: Sequen
     output's name, else ``""``: a renamed output fails every trial, and the two names side
     by side are the fix."""
     extra = [str(k) for k in returned if k not in outputs]
-    pairs = []
-    for out in missing:
-        near = difflib.get_close_matches(out, extra, n=1)
-        if near:
-            pairs.append(f"'{near[0]}' meant to be '{out}'")
-    if not pairs:
-        return ""
-    return (
-        f"; is {' and '.join(pairs)}? the dict's keys must be the campaign's outputs: "
-        "rename the key in the function, or the output in the campaign file"
-    )
+    pairs = [(near, out) for out in missing if (near := near_name(out, extra)) is not None]
+    return misnamed_hint(pairs, "output")
+
+
+def _returned(raw: Mapping[Any, Any]) -> str:
+    """What a function returned, keys and values, for the error of a trial it failed: a
+    value under a misspelt key is otherwise lost with the trial (``{'Yield': 0.83}`` for the
+    output ``yield``: found in review), and from the error it can be told (``tell``)."""
+    items = sorted(raw.items(), key=lambda kv: str(kv[0]))
+    shown = []
+    for key, value in items[:20]:
+        text = repr(value)  # a float as it round-trips
+        shown.append(f"{key!r}: {text if len(text) <= 40 else text[:39] + '…'}")
+    more = f", … {len(items) - 20} more" if len(items) > 20 else ""
+    return "{" + ", ".join(shown) + more + "}"
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -6,7 +6,14 @@ applies the same rule at ``closedloop validate``, where importing ophyd would co
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
+
+#: How a failed trial's error ends when a user's function used a key one edit away from a
+#: campaign name: returned ``'Yield'`` for the output ``yield``, or read ``inputs["temprature"]``.
+#: ``loop.runner`` reads it (:func:`misnamed`): every trial would fail alike, so a campaign
+#: that has measured nothing yet stops at the first one instead of at ``max_failures``.
+_MISNAMED_FIX = "rename the key in the function, or the {what} in the campaign file"
 
 
 def data_keys(inputs: Iterable[str], outputs: Iterable[str]) -> list[str]:
@@ -31,3 +38,28 @@ def data_key_clashes(
     if name is not None and name in keys:
         clashes.add(name)
     return sorted(clashes)
+
+
+def misnamed_hint(pairs: Iterable[tuple[str, str]], what: str) -> str:
+    """``; is 'Yield' meant to be 'yield'? ...`` for ``(used, campaign name)`` pairs, or
+    ``""`` for none; ``what``: ``output`` or ``parameter``."""
+    shown = [f"'{used}' meant to be '{name}'" for used, name in pairs]
+    if not shown:
+        return ""
+    keys = (
+        "the dict's keys must be the campaign's outputs"
+        if what == "output"
+        else ("the inputs dict's keys are the campaign's parameters")
+    )
+    return f"; is {' and '.join(shown)}? {keys}: {_MISNAMED_FIX.format(what=what)}"
+
+
+def near_name(used: str, names: Iterable[str]) -> str | None:
+    """The campaign name ``used`` is most likely a typo of, or ``None``."""
+    near = difflib.get_close_matches(used, list(names), n=1)
+    return near[0] if near else None
+
+
+def misnamed(error: str | None) -> bool:
+    """Whether a trial failed on a key :func:`misnamed_hint` named (a typo in the code)."""
+    return error is not None and _MISNAMED_FIX.split("{what}")[0] in error

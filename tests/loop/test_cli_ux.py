@@ -44,7 +44,7 @@ def measure(inputs):
     if n == 1:
         raise RuntimeError("pH probe not calibrated")
     if n == 2:
-        return {"absorb": 1.0}
+        return {"signal": 1.0}  # not one letter off an output: a typo stops the campaign
     if n == 3:
         time.sleep(1.3)  # past the 1 s timeout; the next trial waits for it to return
     if n == 4:
@@ -110,7 +110,7 @@ def test_wrong_outputs_blame_the_function_not_a_simulator(flaky: tuple[Path, str
     folder, store, out = flaky
     assert (
         "trial    4  failed: function measure (flaky.py) did not return ['absorbance', "
-        "'purity'] (it returned ['absorb'])" in out
+        "'purity'] (it returned {'signal': 1.0})" in out
     )
     status = closedloop("status", "--store", store, cwd=folder)
     assert status.returncode == 0, status.stderr

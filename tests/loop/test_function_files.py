@@ -172,12 +172,69 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
     source = "def measure(x):\n    return {'yield': 50.0, 'cost': 2.0}\n"
     errors, _ = _run(tmp_path, source)
     assert errors[0] == (
-        "function measure (model.py) did not return ['yield_pct'] (it returned ['cost', "
-        "'yield']); is 'yield' meant to be 'yield_pct'? the dict's keys must be the "
+        "function measure (model.py) did not return ['yield_pct'] (it returned {'cost': 2.0, "
+        "'yield': 50.0}); is 'yield' meant to be 'yield_pct'? the dict's keys must be the "
         "campaign's outputs: rename the key in the function, or the output in the campaign "
         "file"
     )
     assert failure_kind(errors[0]) == "wrong outputs"
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            "return {'Yield_pct': 50.5, 'cost': 2.0}",
+            "(it returned {'Yield_pct': 50.5, 'cost': 2.0}); is 'Yield_pct' meant to be "
+            "'yield_pct'? the dict's keys must be the campaign's outputs: rename the key in "
+            "the function, or the output in the campaign file",
+        ),
+        (
+            "return {'yield_pct': x['tt'], 'cost': 2.0}",
+            "KeyError: 'tt'; raised by function measure (model.py, line 2) at t=",
+        ),
+    ],
+    ids=["output", "input"],
+)
+def test_a_misnamed_key_stops_a_campaign_that_measured_nothing_yet(
+    tmp_path: Path, body: str, said: str
+) -> None:
+    """A key one letter off a campaign name is a typo: every trial failed alike until
+    max_failures, each losing the value under the misspelt key (found in review). The first
+    such trial stops the campaign (resumable), its value kept in its error; fixed, the
+    campaign goes on where it stopped."""
+    path = _campaign(tmp_path, f"def measure(x):\n    {body}\n")
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(load_campaign(path), store).run()
+    assert summary.status == "stopped" and summary.failed == 1 and summary.completed == 0
+    assert "function used a misnamed key" in summary.reason
+    (error,) = [t.error or "" for t in store.trials(summary.campaign_id)]
+    assert said in error
+    if "KeyError" in said:
+        assert error.endswith(
+            "; is 'tt' meant to be 't'? the inputs dict's keys are the campaign's parameters: "
+            "rename the key in the function, or the parameter in the campaign file"
+        ), error
+    (tmp_path / "model.py").write_text(
+        "def measure(x):\n    return {'yield_pct': 1.0, 'cost': 2.0}\n"
+    )
+    resumed = Runner.from_store(store, summary.campaign_id).resume()
+    assert resumed.status == "completed" and resumed.completed == 6 and resumed.failed == 1
+
+
+def test_a_misnamed_key_after_a_measured_trial_fails_that_trial_only(tmp_path: Path) -> None:
+    """A typo on a branch the campaign had measured around: the other branch measures, so
+    the campaign goes on (stopping would idle the instrument for one branch's trials)."""
+    source = (
+        "import itertools\n"
+        "calls = itertools.count()\n"
+        "def measure(x):\n"
+        "    if next(calls) % 2:  # every other call: the first one measures\n"
+        "        return {'Yield_pct': 1.0, 'cost': 2.0}\n"
+        "    return {'yield_pct': 1.0, 'cost': 2.0}\n"
+    )
+    errors, completed = _run(tmp_path, source, budget="{max_trials: 6, max_failures: 20}")
+    assert completed == 6 and errors and all("meant to be 'yield_pct'" in e for e in errors)
 
 
 @pytest.mark.parametrize(
