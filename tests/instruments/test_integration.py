@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,7 @@ from bluesky import RunEngine
 from instruments import Dispatcher, InstrumentConfig, build_instrument, list_simulators
 
 
-def _real_simulators() -> None:
-    try:
-        sims = importlib.import_module("simulators")
-    except ImportError:
-        pytest.skip("simulators package not importable yet")
-    if not hasattr(sims, "build_simulated_instrument") or not hasattr(sims, "get_problem"):
-        pytest.skip("simulators.build_simulated_instrument not available yet")
-
-
 def test_function_instrument_end_to_end(tmp_path: Path, RE: RunEngine) -> None:
-    _real_simulators()
     (tmp_path / "model.py").write_text(
         "def f(inputs):\n    return {'y': -(inputs['x'] - 0.3) ** 2}\n"
     )
@@ -42,7 +31,6 @@ def test_function_instrument_end_to_end(tmp_path: Path, RE: RunEngine) -> None:
 
 
 def test_every_builtin_simulator_runs_one_trial(RE: RunEngine) -> None:
-    _real_simulators()
     for info in list_simulators():
         config = InstrumentConfig(simulator=info.name)
         instrument = build_instrument(config, list(info.inputs), base_dir=Path("."), seed=1)

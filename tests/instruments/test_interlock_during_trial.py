@@ -24,6 +24,7 @@ from instruments._instrument_file import Interlock
 from instruments._protocol import TrialResult
 from instruments._safety import Gate, InterlockCheck
 from loop.config import load_campaign
+from loop.failures import failure_kind
 from loop.runner import Runner
 from loop.store import Store
 
@@ -131,6 +132,7 @@ seed: 3
         store.close()
     assert first.status == "failed", first.error
     assert BROKE in (first.error or ""), first.error
+    assert failure_kind(first.error) == "interlock broke"  # as `status` counts it
     assert first.transient is True
     # its documents are stored: the reading taken and the stop saying why it failed
     names = [d.name for d in documents]
@@ -207,6 +209,9 @@ def test_an_interlock_that_cannot_be_read_after_the_acquisition_counts_as_broken
 
     rule = Interlock(name="pressure", op="<", value=5.0)
     gate = Gate([InterlockCheck(rule, unreadable)], poll=0.05, name="bench")
-    assert gate.after_acquisition() == [
+    (said,) = gate.after_acquisition()
+    assert said == (
         "interlock pressure < 5 cannot be checked after the acquisition: TimeoutError: no answer"
-    ]
+    )
+    # the facility's, not the point's, and not a timeout of the instrument's
+    assert failure_kind(said) == "interlock broke"

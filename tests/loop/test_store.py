@@ -424,3 +424,30 @@ def test_a_name_several_campaigns_share_says_which_one_it_took(
     with caplog.at_level("WARNING", logger="loop.store"):
         assert store.campaign(first).id == first  # an id is one campaign: nothing to say
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["created", "reopened"])
+def test_every_write_is_synced_and_logged_ahead(tmp_path: Path, existing: bool) -> None:
+    """What "nothing lost" rests on and a kill test cannot see (after a killed process the
+    OS still writes its buffers; only a power loss drops them): every commit synced to disk
+    (``synchronous=FULL``), the write-ahead log, foreign keys enforced, and a wait for a
+    busy store rather than an error, on every connection of a store that writes, new or
+    reopened."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    if existing:
+        Store(url).close()
+    store = Store(url, create=not existing)
+    try:
+        with store.engine.connect() as conn:
+            said = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("synchronous", "journal_mode", "foreign_keys", "busy_timeout")
+            }
+    finally:
+        store.close()
+    assert said == {
+        "synchronous": 2,
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "busy_timeout": 10000,
+    }

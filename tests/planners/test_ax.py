@@ -262,6 +262,14 @@ def test_outcome_constraint_on_the_single_objective() -> None:
     constraints = [OutcomeConstraint(name="y", op="<=", bound=100.0, text="y <= 100")]
     planner = AxPlanner(BRANIN, MINIMISE_Y, config(3), seed=6, outcome_constraints=constraints)
     run(planner, BRANIN, lambda p: {"y": branin(p)}, trials=4)
+    experiment = planner._client._experiment
+    scale = planner._scales.get("y", 1.0)
+    constrained = experiment.optimization_config.outcome_constraints
+    assert [(c.metric_names[0], c.bound) for c in constrained] == [("con0", 100.0 * scale)]
+    # every told trial carries the constraint's metric beside the objective's
+    told = experiment.lookup_data().df
+    assert set(told["metric_name"]) == {"obj0", "con0"}
+    assert (told["metric_name"] == "con0").sum() == 4
 
 
 def test_mixed_space_types_round_trip() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from loop import Runner, Store, parse_campaign
 from loop.failures import failure_kind
 from simulators import SimulatedFault, build_simulated_instrument
@@ -96,5 +98,37 @@ def test_a_glitched_readback_fails_its_trial_as_a_readback_out_of_range(tmp_path
             readbacks = trial.readbacks or {}
             assert not -5 <= readbacks["x1"] <= 10 and not 0 <= readbacks["x2"] <= 15
             assert "y" in observations[trial.id or 0]  # the measurement is kept
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.6])
+def test_the_campaigns_readback_tolerance_decides_a_stray_readback(
+    tmp_path: Path, tolerance: float
+) -> None:
+    """``instrument.readback_tolerance`` from the campaign file to the dispatcher: readbacks
+    5-50 % of the span outside the bounds fail every trial with none, and pass with 60 %
+    (their values stored as read either way). Only the dispatcher's own tests set it
+    before, so a runner ignoring the key passed the suite (found in review)."""
+    text = (
+        CAMPAIGN.replace('  failing_region: "x1 < -5 or x1 > 10 or x2 < 0 or x2 > 15"\n', "")
+        .replace("  max_retries: 2\n", f"  readback_tolerance: {tolerance}\n  latency: 0\n")
+        .replace("max_trials: 2, max_failures: 3", "max_trials: 3, max_failures: 3")
+    )
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        summary = Runner(parse_campaign(text, path=path, base_dir=tmp_path), store).run()
+        trials = store.trials(summary.campaign_id)
+        if tolerance == 0.0:
+            assert summary.status == "failed"
+            assert summary.failure_counts == {"readback out of range": 3}
+        else:
+            assert summary.status == "completed" and summary.failed == 0
+        assert len(trials) == 3
+        for trial in trials:
+            readbacks = trial.readbacks or {}
+            assert not -5 <= readbacks["x1"] <= 10 and not 0 <= readbacks["x2"] <= 15
     finally:
         store.close()
