@@ -1462,7 +1462,7 @@ class InputDevice:
         a dimension, since nothing could then catch a device in another unit. A plugin
         device's unit (its reading's ``describe()`` units, an ophyd positioner's ``egu``) is
         judged alike: ``where`` says where it was read, ``fix`` what to fix at the device."""
-        from instruments._instrument_file import unit_registry
+        from instruments._instrument_file import unit_of, unit_registry
 
         speaks = self.decl.device_units or self.units
         if not speaks or egu is None:
@@ -1474,11 +1474,11 @@ class InputDevice:
             return None
         ureg = unit_registry()
         try:
-            said = ureg.Unit(egu)
-        except Exception:  # an EGU pint does not know: not judged
+            said = unit_of(egu)
+        except Exception:  # an EGU pint does not know (or would not be safe to read): not judged
             return None
         try:
-            spoken = ureg.Unit(speaks)
+            spoken = unit_of(speaks)
         except Exception:
             # the file's unit is no unit pint knows (a typo: `milimeter`; `Torr` for `torr`)
             # while the device names one with a dimension: nothing could tell whether a
@@ -2615,14 +2615,14 @@ def _egu_disagreement(pvs: Sequence[tuple[str, Any]]) -> str | None:
     """An input's setpoint and readback PVs naming units pint tells apart (``mm`` and
     ``um``): no ``device_units`` fits both, and the advice for each alone sent the author
     back and forth (found in review: "set device_units: um", then "set device_units: mm")."""
-    from instruments._instrument_file import unit_registry
+    from instruments._instrument_file import unit_of, unit_registry
 
     ureg = unit_registry()
     units = []
     for what, egu in pvs:
         text = (egu.decode(errors="replace") if isinstance(egu, bytes) else str(egu or "")).strip()
         try:
-            units.append((what, text, ureg.Unit(text)))
+            units.append((what, text, unit_of(text)))
         except Exception:
             return None  # an EGU pint does not know: not judged
     (a, a_text, a_unit), (b, b_text, b_unit) = units

@@ -701,12 +701,48 @@ def _known_unit(value: str | None) -> str | None:
     return value
 
 
-def _parse_unit(text: str) -> Any:
-    import pint
+# What a unit may be written with: letters (µ, Ω, ° too), digits, spaces, * / ^ ( ) . - + %
+_UNIT_TEXT = re.compile(r"[\w\s*/^().+\-%°·]+")
+_POWER = re.compile(r"\*\*|\^")
+_EXPONENT = re.compile(r"\s*[-+]?\s*\d+(?:\.\d*)?")
+_MAX_UNIT_TEXT = 64
+_MAX_EXPONENT = 12.0
 
+
+def unit_text_problem(text: str) -> str | None:
+    """Why ``text`` is not handed to pint, or ``None``. pint evaluates a unit as an
+    arithmetic expression, exactly: ``10**10**10*K`` in a campaign file (or in a device's
+    EGU) hung ``validate`` and ``run`` at full CPU, deaf to Ctrl-C (found in review). So a
+    unit is short, of unit characters, and raises to plain powers of at most 12 (m**3,
+    s^-2); ``__import__('os')`` is refused for its quotes, not by pint's parser."""
+    if len(text) > _MAX_UNIT_TEXT:
+        return f"a unit of {len(text)} characters (at most {_MAX_UNIT_TEXT})"
+    if not _UNIT_TEXT.fullmatch(text):
+        return "a unit is letters, digits, spaces and * / ^ ( ) . - + % only"
+    for power in _POWER.finditer(text):
+        exponent = _EXPONENT.match(text, power.end())
+        if exponent is None:
+            return "a unit's power is a plain number (m**2, s^-1)"
+        value = float(exponent.group().replace(" ", ""))
+        rest = text[exponent.end() :].lstrip()
+        if abs(value) > _MAX_EXPONENT or _POWER.match(rest) is not None:
+            return f"a unit's power is at most {_MAX_EXPONENT:g}, and not raised again"
+    return None
+
+
+def unit_of(text: str) -> Any:
+    """pint's unit for ``text``; ``ValueError`` for a text :func:`unit_text_problem` refuses
+    (before pint evaluates it), as for any other text pint cannot read."""
+    problem = unit_text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return unit_registry().Unit(text)
+
+
+def _parse_unit(text: str) -> Any:
     try:
-        return unit_registry().Unit(text)
-    except (pint.errors.UndefinedUnitError, AttributeError, TypeError, ValueError) as exc:
+        return unit_of(text)
+    except Exception as exc:  # pint's parser raises anything from a TokenError to a KeyError
         raise RuleError(
             f"unknown unit {text!r} ({exc})",
             fix="write a unit pint knows, e.g. mm, um, degC, K, mL/min, mbar, torr, mA "
@@ -897,7 +933,12 @@ def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel])
     for err in exc.errors(include_url=False):
         refused = (err.get("ctx") or {}).get("error")
         if isinstance(refused, MetadataError | RuleError) and str(refused) in error.problem:
-            return InstrumentFileError(path, error.problem, line=error.line, fix=refused.fix)
+            # the problem as given, not as inline devices' prefix made it (it said
+            # "instrument.devices: instrument.devices: ..." when both added it)
+            given = error.problem.removeprefix("instrument.devices: ") if error.inline else None
+            return InstrumentFileError(
+                path, given or error.problem, line=error.line, fix=refused.fix
+            )
     return error
 
 

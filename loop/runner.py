@@ -142,9 +142,12 @@ from planners import (
 )
 from planners import reference_point as infer_reference_point
 from planners._outliers import best_index, best_trace
+from planners._pareto import front_after
 from simulators._keys import misnamed
 
 logger = logging.getLogger(__name__)
+# A model planner rebuilt from more stored trials than this is said to take a while.
+_QUIET_FIT_MAX = 1000
 # A trial running over HANG_FACTOR times the campaign's median trial (its last HANG_WINDOW
 # completed ones, at least HANG_MIN_TRIALS of them) and over HANG_MIN_SECONDS, with no
 # instrument.timeout to end it, gets a warning (``_HangWatch``). Tests lower them.
@@ -457,6 +460,8 @@ class ResumeState:
     best: TrialReport | None
     takeover: str | None = None
     front: int | None = None  # several objectives: trials on the feasible Pareto front
+    front_members: list[_Done] | None = None  # those trials, kept for the next one to join
+    front_of: int = 0  # how many of ``done`` they were ranked from
 
 
 @dataclass
@@ -601,6 +606,8 @@ class _Tally:
     done: list[_Done] = field(default_factory=list)
     failed_slots: dict[int, int] = field(default_factory=dict)  # failed trials by slot
     front: int | None = None  # several objectives: trials on the feasible Pareto front
+    front_members: list[_Done] | None = None  # those trials, kept for the next one to join
+    front_of: int = 0  # how many of ``done`` they were ranked from
     # ``Runner._out_of_patience``'s verdict and the number of completed trials it judged
     patience: tuple[int, str | None] | None = None
 
@@ -1768,6 +1775,16 @@ class Runner:
             outcome_constraints=c.parsed_outcome_constraints,
         )
         learned = self.learned_trials(history)
+        if len(learned) > _QUIET_FIT_MAX and (config or c.planner).kind in ("botorch", "ax"):
+            # A suggest over 2000 observations sat silent for 90 s and 1.2 GB (found in
+            # review); a cron robot reads silence as a hang.
+            logger.warning(
+                "the %s planner fits its model on %d trials before it proposes: past %d "
+                "that takes minutes (an exact GP grows with the cube of the trials)",
+                (config or c.planner).kind,
+                len(learned),
+                _QUIET_FIT_MAX,
+            )
         if learned:  # a plugin that raises here is its PluginRaised (loop.scheduler)
             call_planner(
                 planner,
@@ -2407,15 +2424,29 @@ class Runner:
             d.report.outlying = single and bool(flag)
             if d.report.outlying:
                 tally.outlying.append(d.report)
-        if not single:
-            tally.front = 0
-        if not single and tally.done:
+        if single or not tally.done:
+            tally.front = None if single else 0
+            return
+        objectives = self.campaign.objectives
+        if tally.front_members is not None and tally.front_of == len(tally.done) - 1:
+            # one trial more than the front was made of: compared with the front alone
+            new = tally.done[-1]
+            members = tally.front_members
+            on, off = front_after([m.values for m in members], new.values, objectives, new.feasible)
+            for member, pushed in zip(members, off, strict=True):
+                member.report.on_front = not pushed
+            members = [m for m, pushed in zip(members, off, strict=True) if not pushed]
+            new.report.on_front = on
+            tally.front_members = [*members, new] if on else members
+        else:
             Y = np.array([d.values for d in tally.done], dtype=float)
             feasible = np.array([d.feasible for d in tally.done], dtype=bool)
-            front = pareto_mask(Y, self.campaign.objectives, feasible)
+            front = pareto_mask(Y, objectives, feasible)
             for d, on in zip(tally.done, front, strict=True):
                 d.report.on_front = bool(on)
-            tally.front = int(front.sum())
+            tally.front_members = [d for d, on in zip(tally.done, front, strict=True) if on]
+        tally.front_of = len(tally.done)
+        tally.front = len(tally.front_members)
 
     # ----------------------------------------------------------------- goals
     @cached_property

@@ -370,8 +370,15 @@ def known_budget(row: CampaignRow) -> dict[str, Any]:
     ``Runner.from_store`` and ``closedloop status``, so that a finished campaign is not
     continued, nor shown, with the file's budget in place of the one it ran with.
     """
-    if row.budget is not None:
+    if isinstance(row.budget, dict):
         return dict(row.budget)
+    if row.budget is not None:  # a hand edit or a disk fault: was "TypeError ... report it"
+        raise StoreError(
+            f"campaign '{row.name}' (id {row.id}) is damaged in its store: its recorded budget "
+            f'is {shown(row.budget)}, not a mapping such as {{"max_trials": 40}}; mend '
+            f"it (`UPDATE campaign SET budget = NULL WHERE id = {row.id}` falls back to its "
+            "campaign file's budget), or restore the store from a backup"
+        )
     match = _MAX_TRIALS_REACHED.fullmatch(row.stop_reason or "")
     if row.status == "completed" and match is not None:
         return {"max_trials": int(match[1])}
@@ -1083,6 +1090,13 @@ class Store:
                 ) from None
             if not create and not exists:
                 raise StoreError(f"no store at {db}; run a campaign first or pass --store URL")
+            if exists and not self._file.is_dir() and not self._file.is_file():
+                # /dev/null, a named pipe, /dev/zero: SQLite said "disk I/O error", and left
+                # a root-owned /dev/null-journal behind (found in review)
+                raise StoreError(
+                    f"cannot open store {url}: {self._file} is not a file (a device or a "
+                    "pipe); give a file path, e.g. --store sqlite:///campaign.db"
+                )
             if exists and (why := _unwritable(self._file)) is not None:
                 if not read_only:
                     raise StoreError(

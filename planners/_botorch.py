@@ -508,10 +508,21 @@ class BoTorchPlanner:
                     # make the start sampler's probabilities NaN, a covariance that is not
                     # positive definite): an idle instrument helps no one, so this trial
                     # gets a design point and the next suggest tries the model again.
+                    said = str(exc).splitlines()[0] if str(exc) else ""
+                    if _out_of_memory(exc):
+                        # It will not fit next time either: say so, and what to do (was only
+                        # the allocator's words, so a campaign of 20 000 prior rows became a
+                        # Sobol campaign with no reason given: found in review).
+                        said = (
+                            f"an exact GP on {len(self.observations)} observations needs more "
+                            "memory than there is (it grows with their square), so every "
+                            "proposal from here is a design point; give fewer prior-data rows, "
+                            f"or run where there is more memory ({said})"
+                        )
                     logger.warning(
                         "the model could not propose (%s: %s); using %d design point(s)",
                         type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "",
+                        said,
                         n_model,
                     )
                     model_points = self.design.points(
@@ -1366,6 +1377,12 @@ class BoTorchPlanner:
 # few percent of success probability there would outweigh the small improvements left
 # elsewhere late in a campaign (``benchmarks/failure_region.py``).
 _SUCCESS_MARGIN = 0.5
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether torch could not allocate (its CPU allocator says so in a RuntimeError)."""
+    said = str(exc).lower()
+    return "can't allocate memory" in said or "out of memory" in said
 
 
 def _objective_column(Z: Tensor, X: Tensor | None = None) -> Tensor:

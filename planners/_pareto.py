@@ -117,6 +117,30 @@ def pareto_mask(
     return out
 
 
+def front_after(
+    front: ArrayLike, y: ArrayLike, objectives: Sequence[Objective], feasible: bool = True
+) -> tuple[bool, NDArray[np.bool_]]:
+    """One more row for a front :func:`pareto_mask` made: ``(on, pushed_off)``, whether row
+    ``y`` joins the front and which of the rows of ``front`` it dominates.
+
+    The same front as :func:`pareto_mask` of all the rows, at the cost of comparing ``y``
+    with the front alone (a row that dominates ``y`` is on the front or dominated by a row
+    that is, and dominates ``y`` too): a campaign that ranked every trial after each one
+    spent 77 ms a trial at 2000 trials with 3 objectives, growing with the square of the
+    trials (found in review).
+    """
+    rows = _as_matrix(front, objectives)
+    row = _as_matrix(np.reshape(np.asarray(y, dtype=np.float64), (1, -1)), objectives)
+    none = np.zeros(rows.shape[0], dtype=bool)
+    if not (_usable(row, [feasible]) & worth_having(row, objectives))[0]:
+        return False, none
+    signs = _signs(objectives)
+    S, r = rows * signs, row[0] * signs
+    if ((S >= r).all(axis=1) & (S > r).any(axis=1)).any():
+        return False, none
+    return True, (r >= S).all(axis=1) & (r > S).any(axis=1)
+
+
 def worth_having(Y: ArrayLike, objectives: Sequence[Objective]) -> NDArray[np.bool_]:
     """Rows at least as good as every given ``reference_point`` (objectives without one
     do not judge; NaN is judged by :func:`_usable`, not here)."""

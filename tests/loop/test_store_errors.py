@@ -208,3 +208,24 @@ def test_first_line_of_a_database_error(text: object, default: str, line: str) -
     from loop.errors import first_line
 
     assert first_line(text, default) == line
+
+
+def test_a_budget_that_is_no_mapping_is_said_with_the_mend(tmp_path: Path) -> None:
+    """A recorded budget of ``[1, 2]`` (a hand edit): `status` ended "TypeError ... please
+    report it" (found in review)."""
+    db = tmp_path / "s.db"
+    store = Store(f"sqlite:///{db}")
+    text = (
+        "name: c\nparameters: [{name: x1, type: float, bounds: [-5, 10]}, {name: x2, type: "
+        "float, bounds: [0, 15]}]\nobjectives: [{name: y, goal: minimize}]\n"
+        "instrument: {simulator: branin}\nbudget: {max_trials: 3}\n"
+    )
+    cid = store.create_campaign("c", text, str(tmp_path / "c.yaml"), 1)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE campaign SET budget = '[1, 2]' WHERE id = ?", (cid,))
+    proc = closedloop("status", "--store", f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "campaign 'c' (id 1) is damaged in its store: its recorded budget is [1, 2]" in said
+    assert f"UPDATE campaign SET budget = NULL WHERE id = {cid}" in said

@@ -456,3 +456,15 @@ def test_a_campaign_file_whose_name_is_not_utf8_runs_and_resumes(tmp_path: Path)
         ("1", "completed"),
         ("2", "completed"),
     ]
+
+
+def test_a_device_or_a_pipe_is_no_store(tmp_path: Path) -> None:
+    """``sqlite:////dev/null`` said "disk I/O error" and left a root-owned
+    ``/dev/null-journal`` behind (found in review); a named pipe alike."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/null"), fifo):
+        with pytest.raises(StoreError, match=r"is not a file \(a device or a pipe\); give a file"):
+            Store(f"sqlite:///{path}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    assert not Path("/dev/null-journal").exists()

@@ -464,6 +464,33 @@ def test_a_numerical_failure_of_the_model_gives_a_design_point(
     assert any("the model could not propose" in r.getMessage() for r in caplog.records)
 
 
+def test_a_model_out_of_memory_says_why_and_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    """20 000 prior rows: torch's allocator refused 3.2 GB, and the warning quoted it alone,
+    so a BoTorch campaign went on as a Sobol one with no reason given (found in review).
+    The allocator's error is raised here by a subclass: a real one needs gigabytes."""
+
+    class Starved(BoTorchPlanner):
+        def _suggest_from_model(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                "memory: you tried to allocate 3200000000 bytes. Error code 12"
+            )
+
+    space = _two_floats()
+    planner = Starved(space, MAX, CONFIG, seed=0, settings=FAST)
+    points = SobolPlanner(space, seed=0).suggest(6)
+    planner.ingest(
+        [Observation(parameters=p, outputs={"y": 1.0 + i}) for i, p in enumerate(points)]
+    )
+    with caplog.at_level("WARNING", logger="planners._botorch"):
+        (point,) = planner.suggest(1)
+    assert space.contains(point) and planner.last_kinds == ["initial"]
+    (said,) = [r.getMessage() for r in caplog.records if "could not propose" in r.getMessage()]
+    assert "an exact GP on 6 observations needs more memory than there is" in said
+    assert "give fewer prior-data rows, or run where there is more memory" in said
+    assert "can't allocate memory" in said
+
+
 def _fitted_mean(planner: BoTorchPlanner) -> Any:
     model = planner.fit()
     return getattr(model, "mean_module", None)

@@ -17,7 +17,7 @@ from hypothesis.extra.numpy import arrays
 
 import planners._pareto
 from planners import Objective, hypervolume, hypervolume_trace, pareto_mask, reference_point
-from planners._pareto import front_reference_point
+from planners._pareto import front_after, front_reference_point
 
 MAX2 = [Objective(name="a"), Objective(name="b")]
 MIN2 = [Objective(name="a", goal="minimize"), Objective(name="b", goal="minimize")]
@@ -253,3 +253,27 @@ def test_module_imports_no_torch() -> None:
     modules = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m.split(".")[0] for m in modules} & {"torch", "botorch", "gpytorch"}
+
+
+@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_front_grown_one_row_at_a_time_is_the_front_of_all_rows(m: int, seed: int) -> None:
+    """``front_after`` (what the runner does after each trial) against ``pareto_mask`` of
+    every row so far (what it did): rows with ties, duplicates, NaN, infeasible ones and a
+    reference point's worse side among them."""
+    rng = np.random.default_rng(seed)
+    objectives = [
+        Objective(name="a", goal="maximize", reference_point=-0.8),
+        Objective(name="b", goal="minimize"),
+        Objective(name="c", goal="maximize"),
+    ][:m]
+    Y = np.round(rng.normal(size=(120, m)), 1)  # ties and duplicates
+    Y[rng.random(120) < 0.05, 0] = np.nan
+    feasible = rng.random(120) > 0.1
+    front: list[int] = []
+    for n in range(len(Y)):
+        on, off = front_after(Y[front].reshape(-1, m), Y[n], objectives, bool(feasible[n]))
+        front = [i for i, pushed in zip(front, off, strict=True) if not pushed]
+        front += [n] if on else []
+        expected = pareto_mask(Y[: n + 1], objectives, feasible[: n + 1])
+        assert sorted(front) == np.flatnonzero(expected).tolist(), n
