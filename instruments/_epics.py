@@ -3106,7 +3106,7 @@ class DeclaredInstrument:
 
 
 # ---------------------------------------------------------------------------- build
-_bounds_warned: set[tuple[str, str, tuple[float, float], tuple[float, float]]] = set()
+_bounds_warned: set[tuple[str, str, str, tuple[float, float]]] = set()
 
 
 def check_declared(
@@ -3241,31 +3241,58 @@ def _outside_domain(
 
 
 def _warn_bounds_beyond_limits(spec: InstrumentFile, param: InputSpec, where: str) -> None:
-    """Log a warning when ``param``'s bounds reach outside its input's ``limits``."""
+    """Log a warning when ``param``'s bounds (or a numeric choice's values) reach outside
+    its input's ``limits``; refuse, at the limits' line, a parameter none of whose values
+    lies within them. Every trial's setpoint would be refused, and the campaign failed at
+    ``max_failures`` (a fixed value of 250 on limits [0, 100]: found in review)."""
     limits = spec.inputs[param.name].limits
-    bounds = param.bounds
-    if limits is None or bounds is None or param.kind == "choice":
+    if limits is None:
         return
-    low, high = float(bounds[0]), float(bounds[1])
-    if limits[0] <= low and high <= limits[1]:
+    if param.kind == "choice":
+        numbers = [
+            float(v)
+            for v in param.values or ()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        outside = [v for v in numbers if not limits[0] <= v <= limits[1]]
+        span = f"values {', '.join(f'{v:g}' for v in outside)}"
+        whole = bool(outside) and len(outside) == len(param.values or ())
+    else:
+        if param.bounds is None:
+            return
+        low, high = float(param.bounds[0]), float(param.bounds[1])
+        outside = [] if limits[0] <= low and high <= limits[1] else [low, high]
+        span = f"value {low:g}" if low == high else f"bounds [{low:g}, {high:g}]"
+        whole = high < limits[0] or low > limits[1]
+    if not outside:
         return
-    key = (str(spec._path), param.name, (low, high), (limits[0], limits[1]))
+    loc = ("inputs", param.name, "limits")
+    if whole:
+        raise spec.error(
+            f"{where}: parameter {param.name!r} has {span}, "
+            f"{'all ' if span.startswith('values') else ''}outside its input's limits "
+            f"[{limits[0]:g}, {limits[1]:g}]: no trial could be sent to the device",
+            loc,
+            fix="give the parameter values within the limits, or, if the hardware may go "
+            "there, widen the limits",
+            kind=DeviceLimitsError,
+        )
+    key = (str(spec._path), param.name, span, (limits[0], limits[1]))
     if key in _bounds_warned:
         return
     _bounds_warned.add(key)
-    line = line_of(spec._data, ("inputs", param.name, "limits")) if spec._data else None
+    line = line_of(spec._data, loc) if spec._data else None
     at = f" ({spec._path}:{line})" if line else ""
     logger.warning(
-        "%s: parameter %r has bounds [%g, %g] reaching outside its input's limits "
-        "[%g, %g]%s; proposals outside the limits are not sent and their trials fail "
-        "(narrow the bounds to the limits)",
+        "%s: parameter %r has %s reaching outside its input's limits [%g, %g]%s; proposals "
+        "outside the limits are not sent and their trials fail (narrow the %s to the limits)",
         where,
         param.name,
-        low,
-        high,
+        span,
         limits[0],
         limits[1],
         at,
+        "values" if param.kind == "choice" else "bounds",
     )
 
 

@@ -693,7 +693,7 @@ def _say_interrupted() -> None:
     It exited without a word (found in review)."""
     _write_stderr(
         "\ninterrupted (Ctrl-C): what this command writes is written whole or not at all; "
-        "`closedloop status` shows which\n"
+        "`closedloop status` shows which (`no store at ...`: nothing was)\n"
     )
 
 

@@ -1033,7 +1033,7 @@ def _plot_output(
         ]
         if finite:
             xs, ys = zip(*finite, strict=True)
-            ax.scatter(xs, ys, s=16, color=color, marker=marker, label=group)
+            ax.scatter(xs, ys, color=color, marker=marker, label=group, **_dense(len(shown), 16))
             drawn = True
         if group == "failed":
             blank = [x_of(r) for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)]
@@ -1154,7 +1154,7 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
         points = sorted(at[id(r)] for r in chosen) if text == "Pareto front" else None
         xs, ys = zip(*(points or [at[id(r)] for r in chosen]), strict=True)
         if text == "trials":
-            ax.scatter(xs, ys, s=14, color="C7", label=text, zorder=2)
+            ax.scatter(xs, ys, color="C7", label=text, zorder=2, **_dense(len(done), 14))
         elif text == "infeasible":
             ax.scatter(
                 xs,
@@ -1183,6 +1183,17 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
         ax.legend(loc="best", fontsize="small")
     else:
         _say(ax, _NO_COMPLETED)
+
+
+def _dense(n: int, size: float) -> dict[str, float]:
+    """Marker size and opacity for ``n`` points in a panel: as drawn for a few hundred, and
+    smaller and fainter past that (area and opacity ~ 1/sqrt(n)), so where the points crowd
+    shows. At 4000 trials every panel was one solid blob (found in review)."""
+    crowd = min(1.0, math.sqrt(_FEW_POINTS / max(n, 1)))
+    return {"s": max(2.0, size * crowd), "alpha": max(0.25, crowd)}
+
+
+_FEW_POINTS = 300
 
 
 def _front_edges(
