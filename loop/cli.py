@@ -45,6 +45,7 @@ from loop.fmt import (
     WholeTable,
     counted,
     number,
+    one_line,
     parameter,
     say_when_stdout_closes,
     span,
@@ -818,9 +819,10 @@ def status(
     # `pip install 'closedloop[ax]'` lost its `[ax]`, and one with `[/x]` ended status with
     # a MarkupError (found in review)
     console.print(
-        f"[bold]{escape(row.name)}[/] "
+        f"[bold]{escape(one_line(row.name))}[/] "
         + escape(
-            f"(id {row.id}) — {row.status}" + (f": {row.stop_reason}" if row.stop_reason else "")
+            f"(id {row.id}) — {row.status}"
+            + (f": {one_line(row.stop_reason)}" if row.stop_reason else "")
         )
     )
     lease = db.lease(row.id or 0) if row.status in UNFINISHED else None
@@ -2093,14 +2095,16 @@ def tell(
         done = record(db, results, runners, by=by and by.strip(), csv=csv_file)
         for t in done:
             console.print(
-                f"trial {t.id} (#{t.number}): {t.status}" + (f" ({t.error})" if t.error else ""),
+                f"trial {t.id} (#{t.number}): {t.status}"
+                + (f" ({one_line(t.error)})" if t.error else ""),
                 markup=False,
                 highlight=False,
             )
         for cid in {t.campaign_id for t in done}:
             row = db.campaign(cid)
             console.print(
-                f"campaign '{row.name}' (id {cid}): {row.status}: {row.stop_reason}",
+                f"campaign '{one_line(row.name)}' (id {cid}): {row.status}: "
+                f"{one_line(row.stop_reason or '')}",
                 markup=False,
                 highlight=False,
             )

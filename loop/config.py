@@ -2007,7 +2007,9 @@ def _check_constraints(
         if isinstance(index, int) and 0 <= index < len(campaign.constraints):
             line = line_of(data, ("constraints", index)) or line_of(data, ("constraints",))
             text = campaign.constraints[index]
-            where = f"constraints[{index}] '{text}'"
+            # cut as the expression's own message cuts it: a constraint of 100 000
+            # characters was echoed whole (found in review)
+            where = f"constraints[{index}] '{text if len(text) <= 80 else text[:77] + '...'}'"
             prefix = f"constraint {index} ({text!r}): "
             message = message.removeprefix(prefix)
         else:

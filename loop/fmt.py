@@ -176,6 +176,13 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\r\n", "\n"))
 
 
+def one_line(text: str) -> str:
+    """``text`` for a one-line field (a name, a reason): :func:`visible`, with its line
+    breaks written as ``\\n`` too. A reason ``"a\\nb"`` in a `tell` CSV printed a second
+    line that looked like the tool's own (found in review)."""
+    return visible(text.replace("\r\n", "\n").replace("\n", "\\n"))
+
+
 def specs(parameters: Iterable[Any]) -> dict[str, Any]:
     """Name -> parameter, for :func:`parameter` (``campaign.parameters`` in, say)."""
     return {p.name: p for p in parameters}

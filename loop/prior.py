@@ -505,8 +505,10 @@ def other_delimiter(columns: Sequence[str]) -> tuple[str, str] | None:
     """``(problem, fix)`` when a header was read as one column because the file is separated
     by semicolons or tabs (a spreadsheet where the decimal mark is a comma saves ";"), else
     ``None``. Prior data and ``tell --csv`` share it: reported as an unknown column, the user
-    looked for a typo in a column name (found in review)."""
-    for col in columns:
+    looked for a typo in a column name (found in review). ``columns``: the whole header;
+    one of several columns that holds a ";" (``notes;comments``) is a name, not a sign of
+    another separator (it was called one: found in review)."""
+    for col in columns if len(columns) == 1 else ():
         separator = next((sep for sep in (";", "\t") if sep in col), None)
         if separator is not None:
             name = "a semicolon" if separator == ";" else "a tab"
@@ -554,7 +556,7 @@ def _check_header(
         seen.add(col)
         if not (col in known or col in EXPORT_COLUMNS or col.startswith("readback.")):
             unknown.append(col)
-    delimiter = other_delimiter(unknown)
+    delimiter = other_delimiter(columns) if unknown else None
     if delimiter is not None:
         raise PriorDataError(path, delimiter[0], line=line, fix=delimiter[1])
     if unknown:

@@ -175,6 +175,23 @@ def test_a_csv_with_another_delimiter_says_so(tmp_path: Path, delimiter: str, na
     assert "save it as comma-separated CSV" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_column_name_with_a_semicolon_is_an_unknown_column(tmp_path: Path) -> None:
+    """``notes;comments`` among four columns was called a file "separated by a semicolon",
+    whose fix (save as comma CSV) was wrong (found in review): it is a column too many."""
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    header, *rows = PRIOR.splitlines()
+    (tmp_path / "prior.csv").write_text(
+        "\n".join([header + ",notes;comments", *(r + ",x" for r in rows)]) + "\n"
+    )
+    proc = closedloop("validate", "c.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "prior.csv:1: column 'notes;comments': is neither a parameter nor an output" in (
+        proc.stderr
+    ), proc.stderr
+    assert "separated by" not in proc.stderr
+
+
 def test_the_report_scans_each_objective_against_each_parameter(
     flaky: tuple[Path, str, str],
 ) -> None:

@@ -425,3 +425,21 @@ def test_a_long_impossible_constraint_is_quoted_cut(tmp_path: Path) -> None:
     assert "x0 in [0, 1]" in message and "and 33 more" in message
     assert "x39 in" not in message and "… (233 characters)" in message
     assert len(message.replace(str(path), "")) < 450, message  # the path's length aside
+
+
+def test_an_overlong_constraint_is_not_echoed_whole(tmp_path: Path) -> None:
+    """A constraint of 100 000 characters was echoed in full, in a message saying it was
+    over 1000 (found in review)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: t\nparameters:\n  - {name: x1, type: float, bounds: [-5, 10]}\n"
+        "  - {name: x2, type: float, bounds: [0, 15]}\nconstraints:\n"
+        f'  - "{"x1 + " * 20000}x1 <= 1"\n'
+        "objectives: [{name: y, goal: minimize}]\ninstrument: {simulator: branin}\n"
+        "budget: {max_trials: 3}\n"
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert info.value.line == 6 and len(message) < 600, message
+    assert "constraints[0] 'x1 + x1" in message and "the expression is longer than 1000" in message

@@ -163,6 +163,24 @@ def test_a_stop_reason_is_text_not_markup(failed_store: tuple[Path, str]) -> Non
     assert r"pip install 'closedloop[ax]' [/x] \x1b]0;T\x07" in line, line
 
 
+def test_a_stored_name_and_reason_keep_to_their_line(failed_store: tuple[Path, str]) -> None:
+    """A line break in a stored name or reason printed a second line that looked like the
+    tool's own (found in review): written as ``\\n``."""
+    folder, _ = failed_store
+    db = folder / "lines.db"
+    db.write_bytes((folder / "esc.db").read_bytes())
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE campaign SET name = ?, stop_reason = ?",
+            ("esc\r\nFAKE LINE", "done\ncampaign 'x' (id 9): completed"),
+        )
+    status = _closedloop("status", "--store", "sqlite:///lines.db", cwd=folder)
+    assert status.returncode == 0, status.stdout + status.stderr
+    first = _plain(status.stdout).splitlines()[0]
+    assert first.startswith("esc\\nFAKE LINE (id 1)"), first
+    assert first.endswith("done\\ncampaign 'x' (id 9): completed"), first
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [
