@@ -286,6 +286,14 @@ def run(
         int | None,
         typer.Option(min=1, max=MAX_BUDGET_COUNT, help="Override budget.max_trials."),
     ] = None,
+    max_failures: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_BUDGET_COUNT, help="Override budget.max_failures."),
+    ] = None,
+    max_duration: Annotated[
+        str | None,
+        typer.Option(help="Override budget.max_duration: 2h, 30m, 1h30m or seconds."),
+    ] = None,
     prior: Annotated[
         list[Path] | None,
         typer.Option(
@@ -299,9 +307,13 @@ def run(
     """Run a campaign until its budget is spent; every trial is stored as it happens."""
     from functools import partial
 
-    from loop.config import load_campaign
+    from loop.config import load_campaign, parse_duration
     from loop.prior import load_prior_data, prior_files
 
+    try:
+        duration = None if max_duration is None else parse_duration(max_duration)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-duration") from None
     loaded = load_campaign(file)
     c = loaded.campaign
     # Every prior row is checked before the store is created: a bad CSV runs nothing.
@@ -318,7 +330,15 @@ def run(
             bar=not c.instrument.manual,
             constraints=c.parsed_outcome_constraints,
         )
-        runner = Runner(loaded, db, seed=seed, max_trials=max_trials, listener=listener)
+        runner = Runner(
+            loaded,
+            db,
+            seed=seed,
+            max_trials=max_trials,
+            max_failures=max_failures,
+            max_duration=duration,
+            listener=listener,
+        )
         _attach_operator(runner)
         console.print(
             f"[bold]{escape(c.name)}[/]: "

@@ -258,3 +258,21 @@ def test_report_names_the_file_it_writes(brackets: tuple[Path, str, str]) -> Non
     assert not (folder / "noext").exists()
     pdf = closedloop("report", "--store", store, "-o", "r.pdf", cwd=folder)
     assert pdf.returncode == 0 and (folder / "r.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_run_overrides_the_files_failure_and_time_budgets(tmp_path: Path) -> None:
+    """`run` took --max-trials only, where `resume` and `suggest` take every limit (found in
+    review): each overrides the file's budget and is stored as the budget it ran with."""
+    text = (ROOT / "campaigns" / "branin.yaml").read_text()
+    (tmp_path / "b.yaml").write_text(text.replace("name: branin", "name: b"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = closedloop(
+        "run", "b.yaml", "--store", url, "--max-failures", "3", "--max-duration", "1h", "-q",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    status = closedloop("status", "--store", url, "--json", cwd=tmp_path)
+    budget = json.loads(status.stdout)["budget"]
+    assert budget["max_failures"] == 3 and budget["max_duration"] == "1h"
+    bad = closedloop("run", "b.yaml", "--store", url, "--max-duration", "2x", cwd=tmp_path)
+    assert bad.returncode == 2 and "'2x' is not a duration" in bad.stderr
