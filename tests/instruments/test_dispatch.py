@@ -201,14 +201,14 @@ def test_output_named_like_a_parameter_is_rejected() -> None:
 
 
 def test_abort_from_another_thread(RE: RunEngine) -> None:
-    dispatcher = Dispatcher(make_instrument(mode="slow", delay=2.0), run_engine=RE)
+    dispatcher = Dispatcher(make_instrument(mode="slow", delay=30.0), run_engine=RE)
     timer = threading.Timer(0.2, dispatcher.abort, kwargs={"reason": "operator said so"})
     timer.start()
     result = dispatcher.run(1, "c", {"x": 0.0, "z": 0.0})
     timer.join()
     assert result.exit_status == "abort"
     assert result.error == "run aborted: operator said so"
-    assert result.duration < 1.5
+    assert result.duration < 10  # not the 30 s measurement: however loaded the machine
     assert result.documents[-1][0] == "stop"
     assert result.documents[-1][1]["exit_status"] == "abort"
     assert RE.state == "idle"

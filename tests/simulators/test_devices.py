@@ -389,20 +389,21 @@ def test_runengine_refuses_out_of_limits_move_before_anything_moves(RE: RunEngin
 
 
 def test_runengine_is_not_blocked_by_latency(RE: RunEngine) -> None:  # noqa: N803
-    """Two 0.5 s detectors triggered together overlap: well under the 1 s of a serial wait."""
-    a = _instrument(latency=0.5, name="a")
+    """Two 1.5 s detectors triggered together overlap: far under the 3 s of a serial wait (a
+    margin of 1.2 s, which no load of a shared machine has taken; 0.45 s once was)."""
+    a = _instrument(latency=1.5, name="a")
     b = build_simulated_instrument(  # distinct data keys, so both fit in one event
         lambda d: {"yield2": 0.0, "cost2": 0.0},
         inputs={"x2": (0.0, 10.0)},
         outputs=("yield2", "cost2"),
-        latency=0.5,
+        latency=1.5,
         name="b",
     )
     b_det = b.detector
     start = time.perf_counter()
     RE(bp.count([a.detector, b_det]))
     elapsed = time.perf_counter() - start
-    assert 0.5 <= elapsed < 0.95
+    assert 1.5 <= elapsed < 2.7
 
 
 def test_injected_failure_fails_the_run_with_the_reason(
