@@ -596,6 +596,14 @@ def _function_file(target: str, base_dir: Path, *, what: str = "function") -> Pa
     path = path.resolve()
     if path.suffix != ".py":
         raise InstrumentConfigError(f"{what} file {target!r} must be a .py file", field=what)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        # it said "not found" of a folder or a named pipe (found in review)
+        kind = "a folder" if path.is_dir() else "not a file (a device or a pipe)"
+        raise InstrumentConfigError(
+            f"{what} file {target!r} is {kind} ({path}); name the .py file that defines "
+            f"the {what}",
+            field=what,
+        )
     if not path.is_file():
         raise InstrumentConfigError(
             f"{what} file {target!r} not found (looked for {path}, relative to {base_dir})",

@@ -312,3 +312,17 @@ def test_every_wording_of_a_wrong_output_is_a_point_failure(error: str) -> None:
     after' or 'lost the connection' read as an instrument fault)."""
     assert failure_kind(error) == "wrong outputs"
     assert is_point_failure(error)
+
+
+def test_a_function_file_that_is_a_folder_or_a_pipe_is_said_to_be(tmp_path: Path) -> None:
+    """Both were "not found" (found in review), which sent the user looking for a typo."""
+    import os
+
+    (tmp_path / "d.py").mkdir()
+    os.mkfifo(tmp_path / "p.py")
+    for name, said in (("d.py", "is a folder"), ("p.py", "is not a file (a device or a pipe)")):
+        path = _campaign(tmp_path, "", function=f"{name}:measure")
+        with pytest.raises(CampaignConfigError) as refused:
+            load_campaign(path)
+        assert f"function file '{name}' {said}" in str(refused.value), str(refused.value)
+        assert "name the .py file that defines the function" in str(refused.value)

@@ -11,6 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import loop
@@ -56,4 +57,37 @@ def test_a_campaign_run_and_read_from_a_notebook_cell(tmp_path: Path) -> None:
     # An open store and a name select the same campaign.
     store = loop.Store(url)
     assert loop.trial_records(store, "notebook") == records
+    store.close()
+
+
+def test_a_model_rebuilt_on_many_trials_says_it_takes_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`suggest` on 2000 observations sat silent for 90 s (found in review): a planner rebuilt
+    from more than 1000 stored trials says the fit takes minutes; the model is fitted at the
+    first suggest, so building it here is quick."""
+    import logging
+
+    from loop.store import TrialRow
+
+    path = tmp_path / "campaign.yaml"
+    path.write_text(CAMPAIGN.replace("kind: sobol", "kind: botorch"))
+    store = loop.Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    runner = loop.Runner(loop.load_campaign(path), store)
+    history = [
+        TrialRow(
+            id=i, campaign_id=1, number=i, kind="prior", status="completed", ended=i,
+            parameters={"x1": -5 + 15 * (i % 97) / 97, "x2": 15 * (i % 89) / 89},
+        )
+        for i in range(1, 1002)
+    ]  # fmt: skip
+    observations = {i: {"y": float(i % 13)} for i in range(1, 1002)}
+    with caplog.at_level(logging.WARNING, logger="loop.runner"):
+        runner.rebuild_planner(history, observations)
+        runner.rebuild_planner(history[:1000], observations)
+    said = [r.getMessage() for r in caplog.records if "before it proposes" in r.getMessage()]
+    assert said == [
+        "the botorch planner fits its model on 1001 trials before it proposes: past 1000 "
+        "that takes minutes (an exact GP grows with the cube of the trials)"
+    ]
     store.close()
