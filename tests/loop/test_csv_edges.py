@@ -280,7 +280,8 @@ def test_a_short_dataset_row_says_the_fix(tmp_path: Path) -> None:
 
 def test_too_few_dataset_rows_says_the_fix(tmp_path: Path) -> None:
     err = _dataset_error(tmp_path, "temperature,solvent,yield\n20,MeCN,0.1\n")
-    assert err.message == "fewer than two data rows" and err.fix is not None
+    assert err.message == "fewer than two data rows"
+    assert err.fix == "add the measured rows: a simulator is built from two or more"
 
 
 def test_tell_csv_says_an_unclosed_quote_at_its_line(tmp_path: Path) -> None:

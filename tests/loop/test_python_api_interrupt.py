@@ -137,8 +137,9 @@ def test_a_second_sigint_stops_without_waiting_for_the_trial_in_flight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first stop hangs (the abort never reaches the run: patched out); a second SIGINT
-    writes the safe state and ends the call at once, the trial left ``running`` for resume,
-    which reconciles it. The handler is Python's again afterwards."""
+    ends the call at once, the trial left ``running`` for resume, which reconciles it. The
+    handler is Python's again afterwards. (The safe state it writes first is the EPICS
+    tests': a function instrument has none.)"""
     monkeypatch.setattr(Scheduler, "abort_all", lambda self, reason, wait=0.1: None)
     (tmp_path / "slow.py").write_text(SLOW)
     (tmp_path / "hang").touch()
