@@ -72,20 +72,13 @@ def test_status_model_says_how_much_of_the_best_reading_to_believe(tmp_path: Pat
 
 
 def test_status_model_of_several_objectives_is_refused(tmp_path: Path) -> None:
-    text = """
-name: two
-parameters:
-  - {name: temperature, type: float, bounds: [30, 110], unit: degC}
-  - {name: residence_time, type: float, bounds: [0.5, 30], unit: min}
-  - {name: equivalents, type: float, bounds: [1, 3]}
-  - {name: catalyst, type: choice, values: [Pd(OAc)2, XPhos-Pd-G3]}
-objectives: [{name: yield, goal: maximize}, {name: cost, goal: minimize}]
-instrument: {simulator: flow_reactor, latency: 0}
-planner: {kind: sobol}
-budget: {max_trials: 3}
-"""
+    example = Path(__file__).parents[2] / "campaigns" / "multi_objective.yaml"
+    text = example.read_text().replace("kind: botorch", "kind: sobol")
+    text = text.replace("budget: {max_trials: 30,", "budget: {max_trials: 3,")
     url = _run(tmp_path, text)
     result = CliRunner().invoke(app, ["status", "--store", url, "--model"])
     assert result.exit_code == 2
     said = " ".join(result.output.split())
-    assert "campaign 'two' has 2 objectives: a Pareto front has no one best trial" in said
+    assert (
+        "campaign 'flow-reactor-pareto' has 2 objectives: a Pareto front has no one best trial"
+    ) in said

@@ -93,15 +93,7 @@ def test_a_read_command_leaves_another_program_s_sqlite_file_as_it_was(tmp_path:
 def test_a_damaged_json_value_is_said_with_the_query_that_finds_it(tmp_path: Path) -> None:
     """Every read of the campaign failed "JSONDecodeError ... please report it", exit 1,
     naming no row (found in review)."""
-    db = tmp_path / "s.db"
-    store = Store(f"sqlite:///{db}")
-    cid = store.create_campaign("c", "", "c.yaml", 1)
-    store.close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE campaign SET budget = '{\"max_trials\": 3,,' WHERE id = ?", (cid,))
-    proc = closedloop("status", "--store", f"sqlite:///{db}", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    said = " ".join(proc.stderr.split())
+    db, cid, said = _status_with_budget(tmp_path, '{"max_trials": 3,,')
     assert "is damaged: a stored value is not valid JSON ('{\"max_trials\": 3,,')" in said
     query = said.split("`sqlite3 ")[1].split("`")[0].split(" ", 1)[1].strip('"')
     with sqlite3.connect(db) as conn:
@@ -213,6 +205,14 @@ def test_first_line_of_a_database_error(text: object, default: str, line: str) -
 def test_a_budget_that_is_no_mapping_is_said_with_the_mend(tmp_path: Path) -> None:
     """A recorded budget of ``[1, 2]`` (a hand edit): `status` ended "TypeError ... please
     report it" (found in review)."""
+    _, cid, said = _status_with_budget(tmp_path, "[1, 2]")
+    assert "campaign 'c' (id 1) is damaged in its store: its recorded budget is [1, 2]" in said
+    assert f"UPDATE campaign SET budget = NULL WHERE id = {cid}" in said
+
+
+def _status_with_budget(tmp_path: Path, budget: str) -> tuple[Path, int, str]:
+    """``closedloop status`` of a store whose one campaign's stored budget is ``budget``
+    (a hand edit): its file, the campaign's id and what it said (exit 2 asserted)."""
     db = tmp_path / "s.db"
     store = Store(f"sqlite:///{db}")
     text = (
@@ -223,9 +223,7 @@ def test_a_budget_that_is_no_mapping_is_said_with_the_mend(tmp_path: Path) -> No
     cid = store.create_campaign("c", text, str(tmp_path / "c.yaml"), 1)
     store.close()
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE campaign SET budget = '[1, 2]' WHERE id = ?", (cid,))
+        conn.execute("UPDATE campaign SET budget = ? WHERE id = ?", (budget, cid))
     proc = closedloop("status", "--store", f"sqlite:///{db}", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    said = " ".join(proc.stderr.split())
-    assert "campaign 'c' (id 1) is damaged in its store: its recorded budget is [1, 2]" in said
-    assert f"UPDATE campaign SET budget = NULL WHERE id = {cid}" in said
+    return db, cid, " ".join(proc.stderr.split())

@@ -147,19 +147,24 @@ def test_status_shows_choice_values_and_stored_errors_as_escapes(
     assert "\x1b" not in as_json.stdout and "\\u001b" in as_json.stdout
 
 
-def test_a_stop_reason_is_text_not_markup(failed_store: tuple[Path, str]) -> None:
-    folder, _ = failed_store
-    db = folder / "reason.db"
+def _status_headline(folder: Path, name: str, reason: str) -> str:
+    """The first line ``status`` prints of a copy of the failed campaign's store whose
+    campaign name and stop reason were edited to ``name`` and ``reason``."""
+    db = folder / "edited.db"
     db.write_bytes((folder / "esc.db").read_bytes())
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE campaign SET stop_reason = ?",
-            ("the runner failed: pip install 'closedloop[ax]' [/x] \x1b]0;T\x07",),
-        )
-    status = _closedloop("status", "--store", "sqlite:///reason.db", cwd=folder)
+        conn.execute("UPDATE campaign SET name = ?, stop_reason = ?", (name, reason))
+    status = _closedloop("status", "--store", "sqlite:///edited.db", cwd=folder)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "MarkupError" not in status.stderr and "please report it" not in status.stderr
-    line = _plain(status.stdout).splitlines()[0]
+    return _plain(status.stdout).splitlines()[0]
+
+
+def test_a_stop_reason_is_text_not_markup(failed_store: tuple[Path, str]) -> None:
+    folder, _ = failed_store
+    line = _status_headline(
+        folder, "esc", "the runner failed: pip install 'closedloop[ax]' [/x] \x1b]0;T\x07"
+    )
     assert r"pip install 'closedloop[ax]' [/x] \x1b]0;T\x07" in line, line
 
 
@@ -167,16 +172,7 @@ def test_a_stored_name_and_reason_keep_to_their_line(failed_store: tuple[Path, s
     """A line break in a stored name or reason printed a second line that looked like the
     tool's own (found in review): written as ``\\n``."""
     folder, _ = failed_store
-    db = folder / "lines.db"
-    db.write_bytes((folder / "esc.db").read_bytes())
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE campaign SET name = ?, stop_reason = ?",
-            ("esc\r\nFAKE LINE", "done\ncampaign 'x' (id 9): completed"),
-        )
-    status = _closedloop("status", "--store", "sqlite:///lines.db", cwd=folder)
-    assert status.returncode == 0, status.stdout + status.stderr
-    first = _plain(status.stdout).splitlines()[0]
+    first = _status_headline(folder, "esc\r\nFAKE LINE", "done\ncampaign 'x' (id 9): completed")
     assert first.startswith("esc\\nFAKE LINE (id 1)"), first
     assert first.endswith("done\\ncampaign 'x' (id 9): completed"), first
 
