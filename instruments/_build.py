@@ -600,8 +600,7 @@ def _function_file(target: str, base_dir: Path, *, what: str = "function") -> Pa
         # it said "not found" of a folder or a named pipe (found in review)
         kind = "a folder" if path.is_dir() else "not a file (a device or a pipe)"
         raise InstrumentConfigError(
-            f"{what} file {target!r} is {kind} ({path}); name the .py file that defines "
-            f"the {what}",
+            f"{what} file {target!r} is {kind} ({path}); name the .py file that defines the {what}",
             field=what,
         )
     if not path.is_file():

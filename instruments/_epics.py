@@ -3264,6 +3264,8 @@ def _warn_bounds_beyond_limits(spec: InstrumentFile, param: InputSpec, where: st
         outside = [] if limits[0] <= low and high <= limits[1] else [low, high]
         span = f"value {low:g}" if low == high else f"bounds [{low:g}, {high:g}]"
         whole = high < limits[0] or low > limits[1]
+        if param.kind == "int":  # [1, 3] on limits [1.2, 1.8]: no whole number between
+            whole = whole or math.ceil(max(low, limits[0])) > math.floor(min(high, limits[1]))
     if not outside:
         return
     loc = ("inputs", param.name, "limits")

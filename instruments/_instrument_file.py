@@ -709,6 +709,17 @@ _MAX_UNIT_TEXT = 64
 _MAX_EXPONENT = 12.0
 
 
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+_SUPERSCRIPT_RUN = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺]+")
+
+
+def _plain_powers(text: str) -> str:
+    """``cm⁻¹`` as ``cm**-1``: the powers pint reads from superscripts, written as it
+    reads them, so that they are judged as powers (``K⁹⁹⁹⁹⁹⁹⁹⁹⁹`` slipped through as
+    letters and hung pint: found in review)."""
+    return _SUPERSCRIPT_RUN.sub(lambda m: "**" + m.group().translate(_SUPERSCRIPTS), text)
+
+
 def unit_text_problem(text: str) -> str | None:
     """Why ``text`` is not handed to pint, or ``None``. pint evaluates a unit as an
     arithmetic expression, exactly: ``10**10**10*K`` in a campaign file (or in a device's
@@ -717,9 +728,14 @@ def unit_text_problem(text: str) -> str | None:
     s^-2); ``__import__('os')`` is refused for its quotes, not by pint's parser."""
     if len(text) > _MAX_UNIT_TEXT:
         return f"a unit of {len(text)} characters (at most {_MAX_UNIT_TEXT})"
+    text = _plain_powers(text)
     if not _UNIT_TEXT.fullmatch(text):
         return "a unit is letters, digits, spaces and * / ^ ( ) . - + % only"
     for power in _POWER.finditer(text):
+        if _bracketed_number(text[: power.start()].rstrip()):
+            # ((10)**12)**12: a power of powers in brackets, as big as a tower; (m/s)**2 is
+            # a unit
+            return "a unit's power is of units, not of a bracket holding numbers or powers"
         exponent = _EXPONENT.match(text, power.end())
         if exponent is None:
             return "a unit's power is a plain number (m**2, s^-1)"
@@ -728,6 +744,19 @@ def unit_text_problem(text: str) -> str | None:
         if abs(value) > _MAX_EXPONENT or _POWER.match(rest) is not None:
             return f"a unit's power is at most {_MAX_EXPONENT:g}, and not raised again"
     return None
+
+
+def _bracketed_number(before: str) -> bool:
+    """Whether ``before`` ends in a bracket that holds a digit or a power."""
+    if not before.endswith(")"):
+        return False
+    depth = 0
+    for i in range(len(before) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(before[i], 0)
+        if depth == 0:
+            inner = before[i + 1 : -1]
+            return bool(re.search(r"\d", inner) or _POWER.search(inner))
+    return True  # unbalanced: pint refuses it anyway
 
 
 def unit_of(text: str) -> Any:

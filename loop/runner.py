@@ -460,8 +460,6 @@ class ResumeState:
     best: TrialReport | None
     takeover: str | None = None
     front: int | None = None  # several objectives: trials on the feasible Pareto front
-    front_members: list[_Done] | None = None  # those trials, kept for the next one to join
-    front_of: int = 0  # how many of ``done`` they were ranked from
 
 
 @dataclass
@@ -763,6 +761,9 @@ class Runner:
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
         self.operator_stopped = False
+        # Stopped by a misnamed key in the user's function: code to fix, not a condition to
+        # wait out (the command's exit code is 1, not "try again later").
+        self.code_stopped = False
         self.campaign = loaded.campaign
         self.store = store
         self.seed_source = seed_source(seed, self.campaign.seed)  # for the session record
@@ -1779,8 +1780,8 @@ class Runner:
             # A suggest over 2000 observations sat silent for 90 s and 1.2 GB (found in
             # review); a cron robot reads silence as a hang.
             logger.warning(
-                "the %s planner fits its model on %d trials before it proposes: past %d "
-                "that takes minutes (an exact GP grows with the cube of the trials)",
+                "the %s planner fits its model on %d trials: past %d that takes minutes (an "
+                "exact GP grows with the cube of the trials)",
                 (config or c.planner).kind,
                 len(learned),
                 _QUIET_FIT_MAX,
@@ -2132,9 +2133,10 @@ class Runner:
             # A key one letter off a campaign name, and nothing measured yet: a typo in the
             # code, which would fail every trial alike (ten real experiments, each output under
             # the misspelt key lost with it, before max_failures ended it: found in review).
+            self.code_stopped = True
             self.request_stop(
                 f"trial #{number}'s function used a misnamed key (its error says which); "
-                "fix it, then `closedloop resume` goes on"
+                "fix the function, then `closedloop resume` goes on"
             )
         if not will_retry:  # learn
             learned = _learned_status(
@@ -2923,8 +2925,12 @@ def _learned_status(
     from good regions (Branin with 30 % random faults: median regret 3.4 against 0.011;
     session 12's review). A retry that failed too is learned as ``failed``: the point failed
     every attempt, which is what a point the instrument cannot measure does.
+
+    A trial failed by a misnamed key in the user's function (:func:`simulators._keys.
+    misnamed`) says nothing about its point either: a resume after the fix learned such
+    points as failing regions (found in review).
     """
-    if status == "failed" and failure_kind(error) == UNMEASURED:
+    if status == "failed" and (failure_kind(error) == UNMEASURED or misnamed(error)):
         return "abandoned"
     if status == "failed" and transient and not retry:
         return "abandoned"

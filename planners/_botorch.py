@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -136,7 +136,7 @@ from planners._config import (
 from planners._constraints import InfeasibleSpaceError, encoded_linear_constraint
 from planners._kernels import use_environment_cache
 from planners._means import QuadraticMean
-from planners._outliers import NOISE_FLOOR, clip_column
+from planners._outliers import NOISE_FLOOR, clip_column, outlying
 from planners._pareto import front_reference_point
 from planners._protocol import Objective, Observation, OutcomeConstraint, check_observations
 from planners._space import MAX_ENUMERATED_INTS, IntParameter, Point, Space
@@ -346,7 +346,9 @@ class ModelEstimates:
     Attributes:
         mean: observation index (in the planner's ``observations``) -> the posterior mean of
             the objective there, in the output's units: the model's estimate of the true
-            value, every reading of the point and of its neighbours weighed.
+            value, every reading of the point and of its neighbours weighed. Measured
+            readings only: none for a failed trial or a reading far outside every other one
+            (an overrange code), which the model is not fitted on.
         sd: the same -> the posterior standard deviation of that true value.
         best: the observation whose mean is best among those the model rates feasible
             (every outcome constraint's mean met); ``None`` if it rates none feasible.
@@ -1110,19 +1112,30 @@ class BoTorchPlanner:
         if len(self.objectives) != 1:
             return None
         rows = [i for i, o in enumerate(self.observations) if o.usable_for(self.outcome_names)]
+        # Measured readings only, and none that status leaves out of best (an overrange code,
+        # clipped for the planner onto the best value, made a flat, noiseless plateau there
+        # and was then rated best; found in review). Nor the failed points the planner learns
+        # at the worst value (``learn_failures``): a transient fault in a good region made
+        # the fitted noise 0.6 where it was 0.009 (found in review). So a model of its own,
+        # fitted on these rows, not the planner's.
+        name = self.objectives[0].name
+        far = outlying([self.observations[i].outputs[name] for i in rows])
+        rows = [i for i, flagged in zip(rows, far, strict=True) if not flagged]
         if len(rows) < 2:
             return None
-        with torch_threads(self.settings.torch_threads):
-            model = self.fit()
-            fitted = cast(_Fitted, self._fitted)  # what fit() fitted, with its inputs
-            X = fitted.train_X[: len(rows)]  # failed points (learn_failures) come after
+        X = self.space.encode([self.observations[i].parameters for i in rows])
+        X = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
+        Y, scales = self._model_outcomes(rows)
+        with torch_threads(self.settings.torch_threads), torch.random.fork_rng():
+            torch.manual_seed(derive_seed(self.seed, len(rows), 13))
+            model, _ = self._fit_once(X, Y * scales, None)
             with torch.no_grad():
                 posterior = model.posterior(X)
                 mean, variance = posterior.mean, posterior.variance  # type: ignore[attr-defined]
         feasible = (mean[..., 1:] >= 0).all(dim=-1)
         objective = torch.where(feasible, mean[..., 0], -math.inf)
         gp: Any = _outputs(model)[0]  # a SingleTaskGP: Gaussian likelihood, Standardize
-        scale = float(self._model_outcomes(rows)[1][0])
+        scale = float(scales[0])
         noise = float(gp.likelihood.noise.detach().max())
         stdv = float(gp.outcome_transform.stdvs.detach().reshape(-1)[0])
         sign = self.objectives[0].sign

@@ -1115,8 +1115,9 @@ class SimDetector(Device):
             )
         readings = {out: _reading(out, raw[out]) for out in self._sim_outputs if out in raw}
         kept = {out: r for out, r in readings.items() if isinstance(r, float)}
-        self._note_unlisted(raw, who)
         missing = [out for out in self._sim_outputs if out not in raw]
+        if not missing:  # else the failure names every key, and "add it to outputs" misleads
+            self._note_unlisted(raw, who)
         if missing:
             raise self._broken(
                 number,
@@ -1172,7 +1173,11 @@ class SimDetector(Device):
         where = _source(self._sim_function, self.name, exc)
         # inputs["temprature"]: a bare KeyError failed every trial (found in review)
         used = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else None
-        near = near_name(used, inputs) if isinstance(used, str) and used not in inputs else None
+        # not a key some input's value is (a table indexed by a choice: gains[inputs["mode"]]
+        # raised KeyError: 'mode2', which was called a misspelt 'mode'; found in review)
+        values = {str(v) for v in inputs.values()}
+        typo = isinstance(used, str) and used not in inputs and used not in values
+        near = near_name(used, inputs) if typo and isinstance(used, str) else None
         hint = misnamed_hint([(str(used), near)] if near is not None else [], "parameter")
         return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}{hint}")
 

@@ -13,7 +13,10 @@ from collections.abc import Iterable
 #: campaign name: returned ``'Yield'`` for the output ``yield``, or read ``inputs["temprature"]``.
 #: ``loop.runner`` reads it (:func:`misnamed`): every trial would fail alike, so a campaign
 #: that has measured nothing yet stops at the first one instead of at ``max_failures``.
-_MISNAMED_FIX = "rename the key in the function, or the {what} in the campaign file"
+_MISNAMED_FIX = (
+    "rename the key in the function, then `closedloop resume` (renaming the {what} in the "
+    "campaign file instead needs a new campaign: a stored one keeps its file)"
+)
 
 
 def data_keys(inputs: Iterable[str], outputs: Iterable[str]) -> list[str]:
@@ -55,11 +58,16 @@ def misnamed_hint(pairs: Iterable[tuple[str, str]], what: str) -> str:
 
 
 def near_name(used: str, names: Iterable[str]) -> str | None:
-    """The campaign name ``used`` is most likely a typo of, or ``None``."""
-    near = difflib.get_close_matches(used, list(names), n=1)
+    """The campaign name ``used`` is most likely a typo of, or ``None``: the same letters in
+    another case (``YIELD``; difflib rates that no match at all), else a close one."""
+    names = list(names)
+    same = [n for n in names if n.casefold() == used.casefold()]
+    if same:
+        return same[0]
+    near = difflib.get_close_matches(used, names, n=1)
     return near[0] if near else None
 
 
 def misnamed(error: str | None) -> bool:
     """Whether a trial failed on a key :func:`misnamed_hint` named (a typo in the code)."""
-    return error is not None and _MISNAMED_FIX.split("{what}")[0] in error
+    return error is not None and _MISNAMED_FIX.split(" (")[0] in error

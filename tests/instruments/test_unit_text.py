@@ -31,6 +31,15 @@ from instruments._instrument_file import unit_of, unit_text_problem
         "Ω",
         "%",
         "m^0.5",
+        "cm⁻¹",
+        "s⁻¹",
+        "mol·L⁻¹",
+        "m·s⁻²",
+        "(m/s)**2",
+        "kg/(m*s**2)",
+        "°C",
+        "ppm",
+        "counts/s",
     ],
 )
 def test_units_a_lab_writes_are_read(text: str) -> None:
@@ -46,6 +55,9 @@ def test_units_a_lab_writes_are_read(text: str) -> None:
         ("m**13", "a unit's power is at most 12"),
         ("10**(10**10)", "a unit's power is a plain number"),
         ("__import__('os')", "a unit is letters, digits, spaces and * / ^ ( ) . - + % only"),
+        ("K⁹⁹⁹⁹⁹⁹⁹⁹⁹", "a unit's power is at most 12"),  # superscripts are powers too
+        ("10⁹⁹⁹⁹⁹⁹⁹⁹⁹*mL/min", "a unit's power is at most 12"),
+        ("(((10)**12)**12)**12*K", "a unit's power is of units, not of a bracket"),
         ("m" * 65, "a unit of 65 characters (at most 64)"),
     ],
 )

@@ -62,3 +62,22 @@ def test_a_choice_value_outside_the_limits_is_warned_about(
         f"input's limits [0, 100] ({tmp_path / 'bench.yaml'}:4); proposals outside the "
         "limits are not sent and their trials fail (narrow the values to the limits)"
     ], said
+
+
+def test_an_int_with_no_whole_number_within_the_limits_is_refused(tmp_path: Path) -> None:
+    """Bounds [1, 3] overlap limits [1.2, 1.8], but no whole number lies in them: every
+    trial would be refused (found in review)."""
+    (tmp_path / "bench.yaml").write_text(
+        INSTRUMENT.replace("fx: {", "n: {").replace("limits: [0, 100]}", "limits: [1.2, 1.8]}", 1)
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        CAMPAIGN.replace(
+            "{name: fx, type: fixed, value: FIXED}", "{name: n, type: int, bounds: [1, 3]}"
+        ).replace("LAST", "90")
+    )
+    with pytest.raises(CampaignConfigError) as refused:
+        load_campaign(path)
+    assert "parameter 'n' has bounds [1, 3], outside its input's limits [1.2, 1.8]" in str(
+        refused.value
+    ), str(refused.value)

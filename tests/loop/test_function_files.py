@@ -174,8 +174,9 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
     assert errors[0] == (
         "function measure (model.py) did not return ['yield_pct'] (it returned {'cost': 2.0, "
         "'yield': 50.0}); is 'yield' meant to be 'yield_pct'? the dict's keys must be the "
-        "campaign's outputs: rename the key in the function, or the output in the campaign "
-        "file"
+        "campaign's outputs: rename the key in the function, then `closedloop resume` "
+        "(renaming the output in the campaign file instead needs a new campaign: a stored "
+        "one keeps its file)"
     )
     assert failure_kind(errors[0]) == "wrong outputs"
 
@@ -187,14 +188,18 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
             "return {'Yield_pct': 50.5, 'cost': 2.0}",
             "(it returned {'Yield_pct': 50.5, 'cost': 2.0}); is 'Yield_pct' meant to be "
             "'yield_pct'? the dict's keys must be the campaign's outputs: rename the key in "
-            "the function, or the output in the campaign file",
+            "the function, then `closedloop resume`",
         ),
         (
             "return {'yield_pct': x['tt'], 'cost': 2.0}",
             "KeyError: 'tt'; raised by function measure (model.py, line 2) at t=",
         ),
+        (
+            "return {'YIELD_PCT': 50.5, 'cost': 2.0}",
+            "is 'YIELD_PCT' meant to be 'yield_pct'?",  # another case: no match for difflib
+        ),
     ],
-    ids=["output", "input"],
+    ids=["output", "input", "case"],
 )
 def test_a_misnamed_key_stops_a_campaign_that_measured_nothing_yet(
     tmp_path: Path, body: str, said: str
@@ -213,12 +218,18 @@ def test_a_misnamed_key_stops_a_campaign_that_measured_nothing_yet(
     if "KeyError" in said:
         assert error.endswith(
             "; is 'tt' meant to be 't'? the inputs dict's keys are the campaign's parameters: "
-            "rename the key in the function, or the parameter in the campaign file"
+            "rename the key in the function, then `closedloop resume` (renaming the "
+            "parameter in the campaign file instead needs a new campaign: a stored one keeps "
+            "its file)"
         ), error
     (tmp_path / "model.py").write_text(
         "def measure(x):\n    return {'yield_pct': 1.0, 'cost': 2.0}\n"
     )
-    resumed = Runner.from_store(store, summary.campaign_id).resume()
+    runner = Runner.from_store(store, summary.campaign_id)
+    history = store.trials(summary.campaign_id)
+    # a typo says nothing about the point: not learned as a failing region
+    assert runner._stored_observation(history[0], {}).outcome == "abandoned"
+    resumed = runner.resume()
     assert resumed.status == "completed" and resumed.completed == 6 and resumed.failed == 1
 
 
@@ -326,3 +337,30 @@ def test_a_function_file_that_is_a_folder_or_a_pipe_is_said_to_be(tmp_path: Path
             load_campaign(path)
         assert f"function file '{name}' {said}" in str(refused.value), str(refused.value)
         assert "name the .py file that defines the function" in str(refused.value)
+
+
+def test_a_key_that_is_an_inputs_value_is_no_typo(tmp_path: Path) -> None:
+    """A table indexed by a choice (``gains[x['mode']]``) raised ``KeyError: 'mode2'`` for
+    a value it lacks: that was called a misspelt 'mode' and stopped the campaign, though the
+    other values measured (found in review). It fails that trial only."""
+    text = CAMPAIGN.replace(
+        "  - {name: t, type: float, bounds: [0, 1]}\n",
+        "  - {name: t, type: float, bounds: [0, 1]}\n"
+        "  - {name: mode, type: choice, values: [mode1, mode2, mode3]}\n",
+    )
+    (tmp_path / "model.py").write_text(
+        "GAIN = {'mode1': 1.0}\n"
+        "def measure(x):\n    return {'yield_pct': GAIN[x['mode']] * x['t'], 'cost': 1.0}\n"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        text.replace("FUNCTION", "model.py:measure")
+        .replace("COUNT", "1")
+        .replace("BUDGET", "{max_trials: 6, max_failures: 20}")
+    )
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    summary = Runner(load_campaign(path), store).run()
+    errors = [t.error or "" for t in store.trials(summary.campaign_id) if t.status == "failed"]
+    assert summary.status == "completed" and summary.completed == 6
+    assert errors and all(e.startswith("KeyError: 'mode") for e in errors), errors
+    assert not any("meant to be" in e for e in errors)

@@ -85,9 +85,9 @@ def test_a_model_rebuilt_on_many_trials_says_it_takes_a_while(
     with caplog.at_level(logging.WARNING, logger="loop.runner"):
         runner.rebuild_planner(history, observations)
         runner.rebuild_planner(history[:1000], observations)
-    said = [r.getMessage() for r in caplog.records if "before it proposes" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "fits its model" in r.getMessage()]
     assert said == [
-        "the botorch planner fits its model on 1001 trials before it proposes: past 1000 "
-        "that takes minutes (an exact GP grows with the cube of the trials)"
+        "the botorch planner fits its model on 1001 trials: past 1000 that takes minutes (an "
+        "exact GP grows with the cube of the trials)"
     ]
     store.close()

@@ -82,3 +82,36 @@ def test_status_model_of_several_objectives_is_refused(tmp_path: Path) -> None:
     assert (
         "campaign 'flow-reactor-pareto' has 2 objectives: a Pareto front has no one best trial"
     ) in said
+
+
+def test_status_model_json_says_null_with_nothing_to_fit(tmp_path: Path) -> None:
+    """The README lists `model` among the keys; with one measured trial it was missing, and
+    a script reading it got a KeyError (found in review)."""
+    url = _run(
+        tmp_path,
+        CAMPAIGN.replace("max_trials: 14", "max_trials: 1").replace(
+            "failure_rate: 0.25", "failure_rate: 0.0"
+        ),
+    )
+    result = CliRunner().invoke(app, ["status", "--store", url, "--model", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] is None
+    text = CliRunner().invoke(app, ["status", "--store", url, "--model"])
+    assert "model: fewer than two measured trials to fit" in text.output
+
+
+def test_a_run_stopped_by_a_misnamed_key_exits_1(tmp_path: Path) -> None:
+    """Code to fix, not "busy, try again later" (75): a wrapper that retried on 75 spent a
+    failure on each retry (found in review)."""
+    from tests.cli_process import closedloop
+
+    (tmp_path / "m.py").write_text("def f(x):\n    return {'Y': x['x1']}\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: typo\nparameters:\n  - {name: x1, type: float, bounds: [0, 1]}\n"
+        "objectives: [{name: y, goal: minimize}]\n"
+        'instrument: {function: "m.py:f", outputs: [y]}\nplanner: {kind: sobol}\n'
+        "budget: {max_trials: 4}\n"
+    )
+    proc = closedloop("run", "c.yaml", "--store", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "function used a misnamed key" in proc.stdout

@@ -169,7 +169,7 @@ def test_a_stored_campaign_refused_on_resume_is_given_a_way_on(tmp_path: Path) -
     finally:
         _EGU[0] = "mm"
     message = str(caught.value)
-    assert message.startswith(f"{tmp_path / 'bench.yaml'}: campaign 'stored' (id 1) in sqlite:")
+    assert message.startswith(f"{tmp_path / 'bench.yaml'}:4: campaign 'stored' (id 1) in sqlite:")
     assert "is in 'um'" in message and "set `device_units: um` on the input" in message
     assert (
         "fix: the store keeps its own copy of the instrument file, which editing bench.yaml "

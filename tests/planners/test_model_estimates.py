@@ -101,3 +101,21 @@ def test_none_with_several_objectives_or_too_few_points() -> None:
     planner = BoTorchPlanner(SPACE, [Objective(name="y")], PlannerConfig(), seed=0)
     planner.ingest([Observation(parameters={"x": 0.5}, outputs={"y": 1.0})])
     assert planner.model_estimates() is None
+
+
+def test_failed_points_and_overrange_readings_stay_out_of_the_fit() -> None:
+    """The planner learns a failed point at the worst value (``learn_failures``), and clips
+    an overrange code onto the best value; fitted on those, a noiseless campaign got a
+    noise sd of 0.6, and a 9.9e37 reading was rated best (found in review)."""
+    planner = _planner(noise=0.0)
+    planner.ingest(
+        [
+            Observation(parameters={"x": 0.49}, outputs={}, outcome="failed"),
+            Observation(parameters={"x": 0.51}, outputs={}, outcome="failed"),
+            Observation(parameters={"x": 0.45}, outputs={"y": 9.9e37, "z": 0.45}),
+        ]
+    )
+    estimates = planner.model_estimates()
+    assert estimates is not None
+    assert set(estimates.mean) == set(range(len(GRID)))  # the measured readings alone
+    assert estimates.best == 12 and estimates.noise_sd < 1e-2
