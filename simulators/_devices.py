@@ -174,17 +174,19 @@ class SimLimitError(LimitError):
 
 
 class _TriggerStatus(DeviceStatus):
-    """A ``DeviceStatus`` whose text includes why it failed.
+    """A ``DeviceStatus`` whose text, once it failed, is why.
 
     The RunEngine writes ``str(FailedStatus(status))`` into the stop document's ``reason``;
-    with the plain ``DeviceStatus`` that says only ``success=False``. Including the exception
-    puts "injected instrument fault" (or the simulator's traceback summary) in the stored run.
+    with the plain ``DeviceStatus`` that says only ``success=False``. The exception's text
+    alone ("injected instrument fault", the function's own message) is what a catalog's
+    reader wants: with the status's repr before it, the stored runs of every failed trial
+    began ``_TriggerStatus(device=measure, done=True, success=False): ...`` (found in
+    review), as plugin and EPICS devices' did before ``instruments._epics._ExplainedStatus``.
     """
 
     def __str__(self) -> str:
-        text = super().__str__()
         exc = self.exception() if self.done else None
-        return f"{text}: {exc}" if exc is not None else text
+        return str(exc) if exc is not None and str(exc) else super().__str__()
 
     __repr__ = __str__
 

@@ -271,3 +271,17 @@ def test_export_jsonl_streams_and_a_damaged_document_keeps_the_old_file(tmp_path
     assert "is damaged" in proc.stderr and "json_valid(body)" in proc.stderr
     assert out.read_bytes() == kept
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".runs")] == []
+
+
+def test_a_failed_simulated_trials_stop_says_why_in_plain_words(tmp_path: Path) -> None:
+    """The stop document a catalog keeps began ``_TriggerStatus(device=..., done=True,
+    success=False): ...`` (found in review): now the failure's own words."""
+    store = _store(tmp_path)
+    failing = _loaded(
+        tmp_path, "fails", "failure_rate: 1.0, max_retries: 0", "{max_trials: 1, max_failures: 1}"
+    )
+    Runner(failing, store).run()
+    (stop,) = [doc for name, doc in _export(store.url) if name == "stop"]
+    assert stop["exit_status"] == "fail"
+    assert "injected instrument fault" in stop["reason"], stop["reason"]
+    assert "Status" not in stop["reason"], stop["reason"]
