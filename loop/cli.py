@@ -1589,6 +1589,8 @@ def export(
             _invalid(exc)
         if format == ExportFormat.jsonl:
             wrote = f"{names.total()} documents of {names['start']} runs"
+            if not names:  # said as if something were missing (found in review)
+                wrote += " (results told with `tell`, and prior data, have no runs)"
         err_console.print(f"wrote {wrote} to {output}", markup=False)
 
 

@@ -222,6 +222,14 @@ def test_export_jsonl_of_a_campaign_without_runs_is_empty(tmp_path: Path) -> Non
     cid = store.create_campaign(loaded.campaign.name, loaded.text, str(loaded.path), seed=3)
     store.add_trial(cid, {"x1": 0.0, "x2": 0.0}, "prior")  # no run, no documents
     assert _export(store.url) == []
+    out = tmp_path / "none.jsonl"
+    result = CliRunner().invoke(app, ["export", "--store", store.url, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (
+        "wrote 0 documents of 0 runs (results told with `tell`, and prior data, have no runs)"
+        in said
+    )
 
 
 def test_export_jsonl_of_an_older_store_with_an_infinity_is_strict_json(tmp_path: Path) -> None:
