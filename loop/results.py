@@ -139,12 +139,27 @@ def model_estimates(store: Store | str, campaign: str | int | None = None) -> Tr
     defaults otherwise, fitted on every trial the planner would learn from (a retried
     attempt's retry, prior data); it takes a second or more and imports torch.
     """
+    from loop.config import parse_campaign
     from loop.runner import Runner
+    from loop.store import path_from_text
     from planners import PlannerConfig
 
     db = Store(store, read_only=True) if isinstance(store, str) else store
     try:
-        runner = Runner.from_store(db, db.campaign(campaign).id)
+        row = db.campaign(campaign)
+        path = path_from_text(row.config_path)
+        # As `status` reads it: not checked again against its instrument, so a campaign
+        # whose function file is gone (a store copied to another machine) is modelled too;
+        # nothing here measures (it was refused for the missing file: found in review).
+        loaded = parse_campaign(
+            row.config_text,
+            path=path,
+            base_dir=path.parent,
+            instrument_text=row.instrument_text,
+            cross_check=False,
+        )
+        runner = Runner(loaded, db, seed=row.seed)
+        runner.campaign_id = row.id
         c = runner.campaign
         if len(c.objectives) != 1:
             return None

@@ -115,3 +115,20 @@ def test_a_run_stopped_by_a_misnamed_key_exits_1(tmp_path: Path) -> None:
     proc = closedloop("run", "c.yaml", "--store", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "function used a misnamed key" in proc.stdout
+
+
+def test_status_model_needs_no_function_file(tmp_path: Path) -> None:
+    """A store copied to another machine, without the campaign's function file: plain
+    `status` read it and `--model` refused it (found in review); nothing here measures."""
+    (tmp_path / "g.py").write_text("def f(x):\n    return {'y': (x['x1'] - 0.3) ** 2}\n")
+    text = (
+        "name: gone\nparameters:\n  - {name: x1, type: float, bounds: [0, 1]}\n"
+        "objectives: [{name: y, goal: minimize}]\n"
+        'instrument: {function: "g.py:f", outputs: [y], noise: 0.01}\nplanner: {kind: sobol}\n'
+        "budget: {max_trials: 6}\n"
+    )
+    url = _run(tmp_path, text)
+    (tmp_path / "g.py").unlink()
+    result = CliRunner().invoke(app, ["status", "--store", url, "--model"])
+    assert result.exit_code == 0, result.output
+    assert "model (a GP on 6 measured trials" in " ".join(result.output.split())
