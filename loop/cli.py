@@ -1536,7 +1536,7 @@ def export(
     """
     import json
 
-    from loop.report import OutputError, to_csv, to_json, write_output
+    from loop.report import OutputError, stored_campaign, to_csv, to_json, write_output
     from loop.results import iter_run_documents, trial_records
     from loop.store import Store
 
@@ -1573,7 +1573,10 @@ def export(
         # feasible (outcome constraints) and pareto (several objectives) columns when they
         # apply: the records a notebook reads (loop.trial_records)
         records = trial_records(db, campaign)
-        text = to_csv(records) if format == ExportFormat.csv else to_json(records)
+        if format == ExportFormat.csv:
+            text = to_csv(records, stored_campaign(db.campaign(campaign)))
+        else:
+            text = to_json(records)
         wrote = f"{len(records)} trials"
     if output is None:
         # On a terminal a stored value's control characters are shown, not obeyed (a choice

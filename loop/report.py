@@ -486,11 +486,18 @@ def _or_blank(value: Any) -> Any:
     return "" if value is None else value
 
 
-def to_csv(records: list[dict[str, Any]]) -> str:
-    """Flat CSV: parameters as columns, readbacks as ``readback.NAME``, outputs by name."""
-    params = _keys(records, "parameters")
+def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> str:
+    """Flat CSV: parameters as columns, readbacks as ``readback.NAME``, outputs by name.
+
+    With the ``campaign``, its parameters and the outputs its goals name (objectives,
+    outcome constraints) are columns even when no record has a value for them: a
+    campaign whose trials all failed, or that has none yet, exported a header without its
+    objective, and a script reading ``df["yield"]`` broke on the one export that needed
+    checking (found in review). Other keys follow in the order the records give them.
+    """
+    params = _keys(records, "parameters", [p.name for p in campaign.parameters] if campaign else [])
     readbacks = _keys(records, "readbacks")
-    outputs = _keys(records, "outputs")
+    outputs = _keys(records, "outputs", _goal_outputs(campaign) if campaign else [])
     # the flags the records carry: never a parameter's or output's column of the same name
     # (a stored campaign may name one `best`; its rows had a cell more than the header)
     flags = [k for k in _FLAGS if any(k in r for r in records)]
@@ -546,8 +553,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _keys(records: list[dict[str, Any]], field: str) -> list[str]:
-    seen: dict[str, None] = {}
+def _goal_outputs(campaign: Campaign) -> list[str]:
+    """The outputs a campaign's objectives and outcome constraints name, in that order."""
+    names = [o.name for o in campaign.objectives]
+    names += [c.name for c in campaign.parsed_outcome_constraints]
+    return list(dict.fromkeys(names))
+
+
+def _keys(records: list[dict[str, Any]], field: str, first: Iterable[str] = ()) -> list[str]:
+    seen: dict[str, None] = dict.fromkeys(first)
     for r in records:
         for k in r[field]:
             seen.setdefault(k, None)

@@ -276,3 +276,19 @@ def test_run_overrides_the_files_failure_and_time_budgets(tmp_path: Path) -> Non
     assert budget["max_failures"] == 3 and budget["max_duration"] == "1h"
     bad = closedloop("run", "b.yaml", "--store", url, "--max-duration", "2x", cwd=tmp_path)
     assert bad.returncode == 2 and "'2x' is not a duration" in bad.stderr
+
+
+def test_csv_export_has_the_goal_columns_before_any_result(tmp_path: Path) -> None:
+    """Trials proposed and not yet measured: the header still has the objective's column
+    (it had only the parameters, so a script reading `df["y"]` broke; found in review)."""
+    store = f"sqlite:///{tmp_path / 'asked.db'}"
+    campaign = str(ROOT / "campaigns" / "branin.yaml")
+    asked = closedloop("suggest", campaign, "--store", store, "-n", "2", cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr
+    exported = closedloop("export", "--store", store, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [r["status"] for r in rows] == ["running", "running"]
+    assert [r["y"] for r in rows] == ["", ""]
+    header = exported.stdout.splitlines()[0].split(",")
+    assert header.index("x2") < header.index("y") < header.index("run_uid")
