@@ -72,6 +72,7 @@ import reprlib
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -434,6 +435,12 @@ _CLASS_CACHE: dict[tuple[type, tuple[str, ...]], type[SimDetector]] = {}
 _CLASS_CACHE_LOCK = threading.Lock()
 
 
+# The output keys each function returned that its campaign's `outputs:` does not list,
+# already warned of (SimDetector._note_unlisted); gone with the function (a file edited and
+# imported again is a new function, whose keys are news again).
+_UNLISTED: weakref.WeakKeyDictionary[Callable[..., Any], set[str]] = weakref.WeakKeyDictionary()
+
+
 def _detector_class(base: type[SimDetector], outputs: tuple[str, ...]) -> type[SimDetector]:
     """A subclass of ``base`` with one hinted signal component per output.
 
@@ -541,6 +548,7 @@ class SimDetector(Device):
     _sim_hang_rate: float
     _sim_nan_rate: float
     _sim_failing_region: Callable[[Mapping[str, Any]], Any] | None
+    _sim_unlisted: set[str]
     _sim_rng: np.random.Generator
     _sim_lock: threading.Lock
     _sim_pending: DeviceStatus | None
@@ -605,7 +613,12 @@ class SimDetector(Device):
             signal.name = out
         self._sim_inputs = dict(inputs)
         self._sim_function = function
-        self._sim_unlisted: set[str] = set()  # keys `outputs:` does not list, warned of
+        # keys `outputs:` does not list, warned of: one set per function, so a campaign's
+        # slots (a detector each, one function) say it once (it was once per slot)
+        try:
+            self._sim_unlisted = _UNLISTED.setdefault(function, set())
+        except TypeError:  # a callable that takes no weak reference: a set of its own
+            self._sim_unlisted = set()
         self._sim_latency = float(latency)
         self._sim_failure_rate = float(failure_rate)
         self._sim_hang_rate = float(hang_rate)

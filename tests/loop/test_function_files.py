@@ -274,13 +274,15 @@ def test_what_a_function_did_return_is_stored_with_its_failure(
     assert all(stored[t.id or 0] == {"yield_pct": 50.0} for t in trials), stored
 
 
+@pytest.mark.parametrize("count", [1, 2])
 def test_keys_outputs_does_not_list_are_warned_of_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, count: int
 ) -> None:
-    """Keys beyond the campaign's `outputs:` were dropped in silence (found in review)."""
+    """Keys beyond the campaign's `outputs:` were dropped in silence (found in review); with
+    two slots the warning came twice, once per slot's detector (found in review)."""
     source = "def measure(x):\n    return {'yield_pct': 50.0, 'cost': 1.0, 'purity': 0.9}\n"
     with caplog.at_level(logging.WARNING):
-        errors, completed = _run(tmp_path, source)
+        errors, completed = _run(tmp_path, source, count=count)
     assert errors == [] and completed == 6
     said = [r.getMessage() for r in caplog.records if "does not list" in r.getMessage()]
     assert said == [
