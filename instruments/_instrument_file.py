@@ -535,6 +535,14 @@ def _parse_interlock(value: Any) -> Any:
             "or `pressure < 5` (OP: == != < <= > >=)"
         )
     name, op, number = match.groups()
+    if not re.match(_PV, name):
+        # `__import__('os').system('id') == 1` was taken as a PV name, refused only by the
+        # connection timeout of a `run` (nothing ran; found in review)
+        raise ValueError(
+            f"{value!r}: {name!r} is neither an input or output name nor a PV name (a PV "
+            "name has letters, digits and _ : . - { } $ ( ) [ ] < > only); write `NAME OP "
+            "NUMBER` with NAME an input, an output or a PV"
+        )
     try:
         threshold = float(number)
     except ValueError:

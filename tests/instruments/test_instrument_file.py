@@ -162,6 +162,12 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
         ["'door_closed = 1' is not an interlock", "door_closed == 1"],
     ),
     (
+        "interlock on text no PV is named",
+        BASE.format(input="", tail="interlocks:\n  - \"__import__('os').system('id') == 1\"\n"),
+        8,
+        ["is neither an input or output name nor a PV name", "write `NAME OP NUMBER`"],
+    ),
+    (
         "interlock against a non-number",
         BASE.format(input="", tail="interlocks: [door == open]\n"),
         7,
