@@ -12,6 +12,7 @@ it, torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -24,7 +25,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -310,7 +311,7 @@ def import_user_module(
         InstrumentConfigError: a missing (or non-``.py``) file, a module that cannot be
             found, or one that raises (or exits) while it is imported.
     """
-    with _loading:
+    with _loading, _no_hard_exit():
         if is_user_file(target):
             return _load_file(target, base_dir, what=what)
         return _import_module(target, base_dir, attr, what=what)
@@ -574,14 +575,37 @@ def _import_module(name: str, base_dir: Path, attr: str, *, what: str) -> Module
 _IMPORTED_TO = {"function": "call the function", "plugin": "build the planner"}
 
 
+@contextlib.contextmanager
+def _no_hard_exit() -> Iterator[None]:
+    """``os._exit`` raising ``SystemExit`` while a user's module is imported.
+
+    ``os._exit(0)`` in a function file's top level ended ``validate`` with exit 0 and no
+    word (it looked like success), and ``run`` the same way, since ``os._exit`` skips
+    every handler (found in review). Raised instead, it is the located refusal a
+    ``sys.exit()`` gets. Only for the import: a measurement calling it later ends the
+    process as a crash does, and ``resume`` takes the campaign up again.
+    """
+    hard_exit = os._exit
+
+    def refuse(status: int) -> NoReturn:
+        raise SystemExit(status)
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = hard_exit
+
+
 def _exited(where: str, exc: SystemExit, *, what: str = "function") -> InstrumentConfigError:
     """A function's module that called ``sys.exit()`` (or argparse's ``parse_args()``, which
     exits on closedloop's own command line) while being imported: let through, it ended
     closedloop itself, with the script's exit code and no word (found in review)."""
     code = "" if exc.code is None else f"({exc.code!r})"
     return InstrumentConfigError(
-        f"{where} exited while being imported (SystemExit{code}: a call of sys.exit(), or "
-        "argparse's parse_args() reading closedloop's command line); closedloop imports it "
+        f"{where} exited while being imported (SystemExit{code}: a call of sys.exit() or "
+        "os._exit(), or argparse's parse_args() reading closedloop's command line); "
+        "closedloop imports it "
         f"to {_IMPORTED_TO.get(what, 'use it')}, so its script code must not run on import: "
         'put that code under `if __name__ == "__main__":`',
         field=what,

@@ -50,6 +50,8 @@ def _campaign(
 
 EXITS = {
     "sys-exit-0": ("import sys\ndef measure(x):\n    return {}\nsys.exit(0)\n", "SystemExit(0)"),
+    # os._exit skips every handler: validate ended with exit 0 and no word (found in review)
+    "os-exit-0": ("import os\ndef measure(x):\n    return {}\nos._exit(0)\n", "SystemExit(0)"),
     "argparse": (
         "import argparse\n"
         "p = argparse.ArgumentParser()\n"
