@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from planners._constraints import InfeasibleSpaceError
+from planners._lattice import Lattice, lattice, products
 from planners._protocol import Observation, check_observations
 from planners._space import (
     ChoiceParameter,
@@ -55,7 +57,7 @@ _MAX_DESIGN_DRAWS = 2**26
 _STALL_GAPS = 32  # longest observed gap: ~10 mean gaps (thin bands, corners; 2-6 dims)
 # Largest chunk of the Sobol sequence drawn at once while searching a rare feasible region.
 _MAX_CHUNK = 2**17
-# A narrow polytope (linear constraints over float parameters only) that rejection would
+# A narrow polytope (linear constraints over float and int parameters) that rejection would
 # search for long, or give up on (the random design: 2^16 draws per point): fewer than
 # _POLYTOPE_MIN_HITS feasible points in the first _MIN_DRAWS points of a fixed Sobol
 # sequence, a feasible fraction below ~1.2e-4 (a test on the space alone, so a design is one
@@ -125,7 +127,7 @@ class PositionalDesign:
         self._last_hit = -1  # sequence index of the last feasible draw kept
         self._ended = False  # the constrained Sobol design has no further point
         self._candidate_rows: list[int] = []
-        self._polytope: _Polytope | None | bool = False  # not tested yet
+        self._polytope: _Polytope | Lattice | None | bool = False  # not tested yet
         self._finite: tuple[float, list[Point] | None] | None = None  # see _feasible_points
         self._row_of: dict[Hashable, int] | None = None  # candidate row by point_key
 
@@ -166,7 +168,7 @@ class PositionalDesign:
         space = self.space
         polytope = self._narrow_polytope()
         if polytope is not None and self.kind == "random":
-            if polytope.groups:
+            if isinstance(polytope, _Polytope) and polytope.groups:
                 return torch.cat(
                     [self._random_simplex_point(polytope, k) for k in range(start, start + n)]
                 )
@@ -252,13 +254,15 @@ class PositionalDesign:
                 self._feasible_U = torch.cat([self._feasible_U, U[ok][:kept]])
                 self._last_hit = int(hits[kept - 1])
 
-    def _narrow_polytope(self) -> _Polytope | None:
+    def _narrow_polytope(self) -> _Polytope | Lattice | None:
         """The space as a narrow polytope (see ``_Polytope``), or ``None``; tested once."""
         if self._polytope is False:
-            self._polytope = _narrow_polytope(self.space)
+            if self.space not in _NARROW:
+                _NARROW[self.space] = _narrow_polytope(self.space)
+            self._polytope = _NARROW[self.space]
         return self._polytope  # type: ignore[return-value]
 
-    def _draw_polytope(self, polytope: _Polytope, need: int) -> None:
+    def _draw_polytope(self, polytope: _Polytope | Lattice, need: int) -> None:
         """Extend the ``sobol`` design of a narrow polytope towards ``need`` points.
 
         Simplex transform: the design's Sobol sequence mapped onto the polytope, the
@@ -267,7 +271,7 @@ class PositionalDesign:
         free columns are Sobol point k's, the constrained ones the end of position k's own
         chain.
         """
-        if not polytope.groups:
+        if isinstance(polytope, Lattice) or not polytope.groups:
             found = len(self._feasible_U)
             if need > found:
                 U = self._chain_design(polytope, found, need - found)
@@ -305,7 +309,7 @@ class PositionalDesign:
                 return U[int(ok.nonzero()[0, 0])].unsqueeze(0)
         raise _infeasible(self.space, _MIN_DRAWS, 0)  # pragma: no cover - as in _draw_polytope
 
-    def _chain_design(self, polytope: _Polytope, start: int, n: int) -> torch.Tensor:
+    def _chain_design(self, polytope: _Polytope | Lattice, start: int, n: int) -> torch.Tensor:
         """Positions ``start ..`` of a polytope's design by hit-and-run: the columns in no
         constraint from the design's own sequence (``unit_points``), the constrained ones
         the end of one chain per position, seeded by the campaign seed, the position and
@@ -314,7 +318,11 @@ class PositionalDesign:
         U = self.unit_points(start, n)
         salt = 3 if self.kind == "sobol" else 4
         seeds = [derive_seed(self.seed, k, salt) for k in range(start, start + n)]
-        U[:, list(polytope.columns)] = polytope.to_unit(_chain_ends(polytope, seeds))
+        if isinstance(polytope, Lattice):
+            ends = polytope.ends(seeds)
+        else:
+            ends = _chain_ends(polytope, seeds)
+        U[:, list(polytope.columns)] = polytope.to_unit(ends)
         ok = self.space.feasible(self.space.from_unit_cube(U))
         if not bool(ok.all()):  # pragma: no cover - the chains stay inside
             raise _infeasible(self.space, n, int(ok.sum()), need=start + n)
@@ -732,11 +740,11 @@ class _Polytope:
     A log-scale float column is linear in ``z`` (a constraint is linear in raw values), so
     it is drawn uniformly *in value* within the polytope, not log-uniformly: a feasible
     start, with the small values rarer than a log design would make them. ``to_unit`` maps
-    ``z`` back to the encoded (log) unit coordinate. Integer and choice columns are not
-    served: rounding a point of the relaxation to the grid can break the constraint it
-    met, and the grid points of a narrow polytope may be few or none, so a constraint on
-    one keeps rejection sampling, exact over the grid (and its clear error when the grid
-    holds no feasible point).
+    ``z`` back to the encoded (log) unit coordinate. Integer columns are not served here:
+    rounding a point of the relaxation to the grid can break the constraint it met, and the
+    grid points of a narrow polytope may be few or none; a narrow region with an integer
+    column is a :class:`~planners._lattice.Lattice`, drawn on its grid. A choice column in
+    a constraint keeps rejection sampling, exact over its values.
     """
 
     A: torch.Tensor  # rows x m
@@ -759,24 +767,35 @@ class _Polytope:
         return torch.where(self.log, logged, Z)
 
 
-def _narrow_polytope(space: Space) -> _Polytope | None:
+# Each space's answer of _narrow_polytope: a design is made afresh for every suggest of the
+# model's optimiser (its raw samples), and the test costs ~1 s on 30 columns (2^16 draws).
+_NARROW: weakref.WeakKeyDictionary[Space, _Polytope | Lattice | None] = weakref.WeakKeyDictionary()
+
+
+def _narrow_polytope(space: Space) -> _Polytope | Lattice | None:
     """The space as a ``_Polytope`` when its constraints are all linear in float parameters
     and leave it so little room that rejection sampling would struggle (see
     ``_POLYTOPE_MIN_HITS``); else ``None``.
 
     A float column is ``value = lower + (upper - lower) z`` (``z`` is the encoded unit
     coordinate of a linear column, and a monotone map of a log column's), so a constraint
-    ``slack = c + sum(a * value) >= 0`` is linear in ``z``. Integer and choice columns in a
-    constraint keep rejection sampling (see ``_Polytope``).
+    ``slack = c + sum(a * value) >= 0`` is linear in ``z``. With an integer column in a
+    constraint the narrow region is a :class:`~planners._lattice.Lattice` instead (``None``
+    when no grid point meets the constraints: rejection then says so); a choice column in
+    one keeps rejection sampling (see ``_Polytope``).
     """
     if space.candidates is not None or not space.constraints:
         return None
     index = {p.name: i for i, p in enumerate(space.columns)}
+    whole = False  # an integer column in a constraint: the lattice's chains (planners._lattice)
     for c in space.constraints:
         if not c.is_linear:
             return None
         for name in c.coefficients:
-            if name not in index or not isinstance(space.columns[index[name]], FloatParameter):
+            column = space.columns[index[name]] if name in index else None
+            if isinstance(column, IntParameter):
+                whole = True
+            elif not isinstance(column, FloatParameter):
                 return None
     engine = torch.quasirandom.SobolEngine(space.dim, scramble=True, seed=0)
     hits = 0
@@ -786,6 +805,8 @@ def _narrow_polytope(space: Space) -> _Polytope | None:
         if hits >= _POLYTOPE_MIN_HITS:
             return None
     columns = sorted({index[name] for c in space.constraints for name in c.coefficients})
+    if whole:
+        return lattice(space, columns)  # None: no grid point at all, which rejection says
     at = {j: i for i, j in enumerate(columns)}
     bounds = torch.tensor(
         [[float(v) for v in space.columns[j].bounds] for j in columns],  # type: ignore[union-attr]
@@ -901,11 +922,11 @@ def _chain_ends(polytope: _Polytope, seeds: Sequence[int]) -> torch.Tensor:
         L = torch.stack(lengths)
         # Every step's rates at once, not one small product per step (30x slower on a
         # loaded machine, BLAS threads contending).
-        rates = _products(D, A)
+        rates = products(D, A)
         Z = interior.to(torch.float64).expand(len(chunk), m).clone()
         for step in range(steps):
             if step % _CHAIN_REFRESH == 0:  # the slack, afresh: no drift from the updates
-                slack = b - _products(Z, A)
+                slack = b - products(Z, A)
             rate = rates[:, step]
             room = slack.clamp(min=0.0) / rate
             upper = torch.where(rate > 0, room, math.inf).amin(dim=-1)
@@ -915,17 +936,6 @@ def _chain_ends(polytope: _Polytope, seeds: Sequence[int]) -> torch.Tensor:
             slack = slack - length * rate
         ends.append(Z)
     return torch.cat(ends) if ends else torch.empty(0, m, dtype=torch.float64)
-
-
-def _products(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """``X @ A.T`` summed term by term in a fixed order: a row's result does not depend on
-    the other rows, as a BLAS product's may (its kernel, and so its rounding, can change
-    with the number of rows), so a chain ends at the same point however many positions
-    are drawn together (the design stays positional to the bit)."""
-    out = torch.zeros(*X.shape[:-1], len(A), dtype=X.dtype)
-    for j in range(X.shape[-1]):
-        out += X[..., j : j + 1] * A[:, j]
-    return out
 
 
 @contextlib.contextmanager

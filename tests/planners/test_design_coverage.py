@@ -15,6 +15,7 @@ import torch
 
 from planners import FloatParameter, IntParameter, Space
 from planners._baselines import PositionalDesign, SobolPlanner, _narrow_polytope
+from planners._lattice import Lattice
 
 KINDS = ("sobol", "random")
 
@@ -116,8 +117,9 @@ def test_a_narrow_polytope_that_is_no_simplex_is_sampled_by_independent_chains(
     assert PositionalDesign(space, 1, kind).points(30, 10) == points[30:]
 
 
-def test_an_integer_in_a_constraint_keeps_rejection_sampling() -> None:
-    """Rounding a point of the relaxation can break the constraint: not a polytope."""
+def test_an_integer_in_a_narrow_constraint_is_drawn_on_its_grid() -> None:
+    """Rounding a point of the relaxation can break the constraint, so an integer column
+    is not a polytope's: the lattice's chains draw it (``planners._lattice``)."""
     space = Space(
         [
             FloatParameter(name="x", bounds=(0.0, 1.0)),
@@ -125,4 +127,7 @@ def test_an_integer_in_a_constraint_keeps_rejection_sampling() -> None:
         ],
         constraints=["x + n <= 0.001"],
     )
-    assert _narrow_polytope(space) is None
+    assert isinstance(_narrow_polytope(space), Lattice)
+    points = PositionalDesign(space, 0, "sobol").points(0, 12)
+    assert all(space.contains(p) and p["n"] == 0 for p in points)
+    assert len({p["x"] for p in points}) == 12
