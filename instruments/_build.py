@@ -50,12 +50,14 @@ class InputSpec:
         kind: ``float``, ``int`` or ``choice``.
         bounds: ``(lower, upper)`` for ``float``/``int``, else ``None``.
         values: allowed values for ``choice``, else ``None``.
+        unit: the unit the value is in (``degC``), or ``None`` where none is declared.
     """
 
     name: str
     kind: ParameterKind
     bounds: tuple[float, float] | None = None
     values: tuple[Any, ...] | None = None
+    unit: str | None = None
 
     @property
     def domain(self) -> tuple[Any, ...]:
@@ -114,16 +116,17 @@ def _input_spec(p: ParameterLike) -> InputSpec:
     # A campaign parameter says `type`; a simulator's own ParamSpec says `kind`. Either is
     # what was declared: float bounds may well be whole numbers ([20, 120]).
     declared = get("type") or get("kind")
+    unit = get("unit") or None
     if declared == "fixed":
         # An input held at one value: a number gets bounds [v, v] (so numeric simulator inputs
         # and limit checks accept it), anything else is a one-value choice.
         value = get("value")
         if _is_real(value):
             fixed_kind: ParameterKind = "int" if isinstance(value, int) else "float"
-            return InputSpec(name, fixed_kind, bounds=(value, value))
-        return InputSpec(name, "choice", values=(value,))
+            return InputSpec(name, fixed_kind, bounds=(value, value), unit=unit)
+        return InputSpec(name, "choice", values=(value,), unit=unit)
     if values is not None:
-        return InputSpec(name, "choice", values=tuple(values))
+        return InputSpec(name, "choice", values=tuple(values), unit=unit)
     if bounds is not None:
         lo, hi = bounds
         kind: ParameterKind
@@ -131,7 +134,7 @@ def _input_spec(p: ParameterLike) -> InputSpec:
             kind = declared
         else:
             kind = "int" if isinstance(lo, int) and isinstance(hi, int) else "float"
-        return InputSpec(name, kind, bounds=(lo, hi))
+        return InputSpec(name, kind, bounds=(lo, hi), unit=unit)
     raise InstrumentConfigError(f"parameter {name!r} has neither bounds nor values")
 
 
@@ -220,6 +223,16 @@ def _check_against_problem(
         def refuse(problem: str, spec: InputSpec = spec) -> NoReturn:
             raise InstrumentConfigError(problem, field=source, parameter=spec.name)
 
+        if _other_unit(spec.unit, ref.unit):
+            # `unit: s` on the flow reactor's residence time (minutes) ran, stored seconds,
+            # and measured at as many minutes: every value off by 60 (found in review).
+            refuse(
+                f"parameter {spec.name!r} is declared in {spec.unit!r}, but {source} "
+                f"{name!r} takes it in {ref.unit!r} and reads every value in that unit "
+                f"(fix: write `unit: {ref.unit}` for {spec.name!r}, with its bounds in "
+                f"{ref.unit}, or leave `unit:` out)"
+            )
+
         if ref.kind == "choice":
             extra = [v for v in spec.values or () if v not in (ref.values or ())]
             if spec.kind != "choice" or extra:
@@ -251,6 +264,16 @@ def _check_against_problem(
                 f"{source} {name!r} takes whole numbers only (int in [{rlo}, {rhi}]) (fix: in "
                 f"the campaign's `parameters:`, write `type: int` for {spec.name!r}{or_omit})"
             )
+
+
+def _other_unit(given: str | None, own: str | None) -> bool:
+    """Whether a parameter's declared unit ``given`` differs from the unit ``own`` a
+    simulator or dataset reads it in (either missing: no difference to judge)."""
+    if given is None or own is None or given == own:
+        return False
+    from instruments._instrument_file import same_unit  # pint: only for two unit texts
+
+    return not same_unit(given, own)
 
 
 def _describe_spec(spec: InputSpec) -> str:
@@ -751,7 +774,7 @@ def _dataset_resolved(
             )
         outputs = tuple(config.outputs)
     noise = {o: float(sim.noise.get(o, 0.0)) for o in outputs}
-    floors = {o: f for o, f in sim.floors.items() if o in outputs}
+    floors = {o: f for o, f in sim.problem.floors.items() if o in outputs}
     return _Resolved(
         name, sim.problem.evaluate, tuple(specs), outputs, default_noise=noise, floors=floors
     )
@@ -766,7 +789,7 @@ class _Resolved:
     outputs: tuple[str, ...]
     failing_region: Any = None  # a simulators.Expression
     default_noise: Any = None  # a dataset's fitted noise, used when `noise:` is not given
-    floors: Any = None  # a dataset's outputs never measured below 0 read no less
+    floors: Any = None  # outputs that read no less (a simulator's or dataset's physical 0)
 
 
 def _failing_region(text: str | None, specs: Sequence[InputSpec]) -> Any:
@@ -814,7 +837,8 @@ def _resolve(
                     field="outputs",
                 )
             outputs = tuple(config.outputs)
-        resolved = _Resolved(config.simulator, problem.evaluate, specs, outputs)
+        floors = {o: f for o, f in problem.floors.items() if o in outputs}
+        resolved = _Resolved(config.simulator, problem.evaluate, specs, outputs, floors=floors)
     elif config.function is not None:
         fn: UserFunction
         if import_function:

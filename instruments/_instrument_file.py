@@ -1188,7 +1188,7 @@ def _stricter(stored: InstrumentFile, disk: InstrumentFile, where: str) -> Instr
                 ("inputs",),
                 f"inputs.{name} with its limits: {restore}",
             )
-        if s.units is not None and d.units is not None and not _same_unit(s.units, d.units):
+        if s.units is not None and d.units is not None and not same_unit(s.units, d.units):
             raise refuse(
                 f"inputs.{name}: units {d.units!r} on disk ({line(disk, 'inputs', name, 'units')})"
                 f", {s.units!r} stored ({line(stored, 'inputs', name, 'units')}): its limits, "
@@ -1303,7 +1303,7 @@ def refuse_unsafe_merge(spec: InstrumentFile, campaign_units: Mapping[str, str |
         raise spec._safety_refusal
     for name, units in spec._disk_units.items():
         unit = campaign_units.get(name)
-        if unit is not None and not _same_unit(unit, units):
+        if unit is not None and not same_unit(unit, units):
             found = spec.error(
                 f"inputs.{name}: units {units!r} on disk, but the campaign's unit for {name} "
                 f"is {unit!r}: the file's limits, max_step and safe state are numbers in "
@@ -1357,21 +1357,23 @@ def _same_reading(stored: OutputDecl, disk: OutputDecl) -> bool:
     for every reading).
     """
     if stored.units is not None and disk.units is not None:
-        return _same_unit(stored.units, disk.units)
+        return same_unit(stored.units, disk.units)
     given = stored if stored.units is not None else disk
-    return given.device_units is None or _same_unit(given.units or "", given.device_units)
+    return given.device_units is None or same_unit(given.units or "", given.device_units)
 
 
 def _reading(output: OutputDecl) -> str:
     """In what unit a file has an output's value, for a message."""
     if output.units is None:
         return "as the device gives it, with no units:"
-    if output.device_units is None or _same_unit(output.units, output.device_units):
+    if output.device_units is None or same_unit(output.units, output.device_units):
         return f"in {output.units}"
     return f"in {output.units}, converted from the device's {output.device_units}"
 
 
-def _same_unit(a: str, b: str) -> bool:
+def same_unit(a: str, b: str) -> bool:
+    """Whether unit texts ``a`` and ``b`` name one unit (``degC`` and ``celsius``; pint's
+    word, the text equal otherwise); a text pint cannot read is only its own unit."""
     if a == b:
         return True
     try:

@@ -1071,9 +1071,6 @@ class DatasetSimulator:
             noiseless mean; wrap it with :func:`build_simulated_instrument`.
         noise: the dataset's noise sd per output (the GP's fitted noise; 0 for a lookup):
             the default ``noise`` of a dataset instrument.
-        floors: 0 for each output never measured below 0 (a yield, an area, a
-            conductivity): noise added to a small value reads 0 there, not a negative
-            value that could become a campaign's best (found in review).
         candidates: the allowed points of an enumerated dataset, else ``None``.
         r2: cross-validated R² per output of the emulator, when it was computed.
     """
@@ -1083,11 +1080,17 @@ class DatasetSimulator:
     noise: Mapping[str, float]
     candidates: tuple[dict[str, Any], ...] | None
     r2: Mapping[str, float] | None = None
-    floors: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def spec(self) -> DatasetSpec:
         return self.dataset.spec
+
+    @property
+    def floors(self) -> Mapping[str, float]:
+        """0 for each output never measured below 0 (a yield, an area, a conductivity):
+        noise added to a small value reads 0 there, not a negative value that could become
+        a campaign's best (found in review). The problem's ``floors``."""
+        return self.problem.floors
 
     def sample(self, inputs: Mapping[str, Any], rng: np.random.Generator) -> dict[str, float]:
         """One noisy measurement (the benchmark's harness; the devices add noise themselves)."""
@@ -1154,11 +1157,11 @@ def dataset_simulator(
         optimum=best if ds.enumerated else None,
         description=ds.description,
         metadata={"kind": ds.kind, "citation": ds.citation, "best_measured": best},
+        floors={
+            out: 0.0 for j, out in enumerate(ds.outputs) if float(np.nanmin(dataset.Y[:, j])) >= 0.0
+        },
     )
-    floors = {
-        out: 0.0 for j, out in enumerate(ds.outputs) if float(np.nanmin(dataset.Y[:, j])) >= 0.0
-    }
-    sim = DatasetSimulator(dataset, problem, noise, candidates, r2, floors)
+    sim = DatasetSimulator(dataset, problem, noise, candidates, r2)
     with _cache_lock:
         _simulators[key] = sim
     return sim

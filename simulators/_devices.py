@@ -1415,7 +1415,7 @@ def build_simulated_instrument(
         outputs: Output names (data keys).
         noise: Gaussian sd for all outputs or per output.
         floors: The lowest reading per output (see :class:`SimDetector`), e.g. a dataset's
-            outputs that were never measured below 0.
+            outputs that were never measured below 0; by default a ``TestProblem``'s own.
         latency: Seconds per trigger.
         failure_rate: Probability that a trigger fails.
         seed: One seed for the whole instrument.
@@ -1443,6 +1443,7 @@ def build_simulated_instrument(
         func: SimFunction = problem.evaluate
         inputs = inputs if inputs is not None else {p.name: p for p in problem.parameters}
         outputs = outputs if outputs is not None else problem.outputs
+        floors = floors if floors is not None else problem.floors
     else:
         func = function  # type: ignore[assignment]
     if inputs is None or outputs is None:

@@ -307,4 +307,5 @@ def flow_reactor_problem() -> TestProblem:
             "cost per run as measured side outputs. Interior optimum, different per catalyst."
         ),
         metadata={"catalyst_optima": FLOW_REACTOR_OPTIMA},
+        floors={"yield": 0.0, "impurity": 0.0, "cost": 0.0},  # fractions and a price
     )

@@ -131,6 +131,10 @@ class TestProblem:
         optimizers: Inputs dicts at which ``optimum`` is attained (one per known optimiser).
         description: One paragraph for reports and ``closedloop list``.
         metadata: Anything else worth knowing (e.g. per-category optima).
+        floors: The least reading per output that can be physical (0 for a yield or a
+            concentration): a simulated instrument's noisy reading is raised to it, as a
+            real detector reads no negative yield. Without one, a noisy reading of -0.02
+            became a campaign's best impurity (found in review).
 
     Equality is identity (``eq=False``): ``evaluate`` is a function, so value equality would
     be meaningless, and identity keeps problems hashable.
@@ -148,6 +152,7 @@ class TestProblem:
     optimizers: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    floors: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.parameters]
@@ -160,6 +165,8 @@ class TestProblem:
         for out, direction in self.goal.items():
             if out not in self.outputs or direction not in _GOALS:
                 raise ValueError(f"problem {self.name!r}: bad goal {out!r}: {direction!r}")
+        if not set(self.floors) <= set(self.outputs):
+            raise ValueError(f"problem {self.name!r}: floors given for unknown outputs")
         if self.optimum is not None and not set(self.optimum) <= set(self.goal):
             raise ValueError(f"problem {self.name!r}: optimum given for an output with no goal")
 

@@ -55,6 +55,7 @@ BRANIN = SimpleNamespace(
     outputs=("f", "cost"),
     evaluate=lambda inputs: {"f": 0.0, "cost": 1.0},
     description="Branin with a solvent.\nMore text.",
+    floors={"cost": 0.0},
 )
 
 
@@ -132,6 +133,7 @@ def test_simulator_builds_with_campaign_bounds_as_limits(
     assert call["outputs"] == ("f", "cost")
     assert (call["noise"], call["latency"], call["failure_rate"]) == ({"f": 0.1}, 0.5, 0.0)
     assert (call["seed"], call["name"]) == (3, "branin")
+    assert call["floors"] == {"cost": 0.0}  # the simulator's physical floors go with it
     assert describe_instrument(config, campaign_params(), base_dir=Path(".")) == ("f", "cost")
 
 
