@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from planners import FloatParameter, IntParameter, Space
-from planners._baselines import PositionalDesign, SobolPlanner, _narrow_polytope
+from planners._baselines import PositionalDesign, SobolPlanner, _narrow_polytope, _Polytope
 from planners._lattice import Lattice
 
 KINDS = ("sobol", "random")
@@ -105,7 +105,7 @@ def test_a_narrow_polytope_that_is_no_simplex_is_sampled_by_independent_chains(
         constraints=[f"x{i} <= x{i + 1}" for i in range(1, 9)],
     )
     polytope = _narrow_polytope(space)
-    assert polytope is not None and not polytope.groups
+    assert isinstance(polytope, _Polytope) and not polytope.groups
     points = PositionalDesign(space, 1, kind).points(0, 40)
     assert all(space.contains(p) for p in points)
     x5 = torch.tensor([p["x5"] for p in points])
