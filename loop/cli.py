@@ -41,9 +41,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from instruments import InstrumentConfigError, InstrumentError
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
 from loop.fmt import (
+    DIGITS,
     Output,
     WholeTable,
     counted,
+    digits_apart,
     number,
     one_line,
     parameter,
@@ -1320,9 +1322,11 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         what = "best feasible" if c.outcome_constraints else "best"
         if best:
             prior = " (prior data)" if best["kind"] == "prior" else ""
+            # as many digits as set it apart from the last trials shown below it
+            digits = _digits(c, [*records[-10:], best], obj.name)
             _print_at(
                 f"{what}: trial #{best['number']}{prior} {obj.name} = "
-                f"{number(best['outputs'][obj.name])} ({obj.goal}) at",
+                f"{number(best['outputs'][obj.name], digits)} ({obj.goal}) at",
                 _where_parts(
                     best["parameters"],
                     best.get("readbacks"),
@@ -1397,6 +1401,7 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTabl
     extra = ["feasible"] if c.outcome_constraints else []
     errors = [escape(_headline(r["error"] or "")) for r in records]
     headers = ["#", "kind", "status", *[label(n, units) for n in params], *shown, *extra]
+    digits = {n: _digits(c, records, n) for n in shown}
     if any(errors):
         headers.append("error")
     rows = []
@@ -1412,7 +1417,7 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTabl
                     _achieved_cell(r["parameters"].get(n), readbacks.get(n), spec.get(n))
                     for n in params
                 ],
-                *[_cell(r["outputs"].get(n)) for n in shown],
+                *[_cell(r["outputs"].get(n), digits[n]) for n in shown],
                 *(["" if feasible is None else ("yes" if feasible else "no")] if extra else []),
                 *([error] if any(errors) else []),
             ]
@@ -1895,10 +1900,18 @@ def _print_at(head: str, parts: Sequence[str]) -> None:
         )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: int = DIGITS) -> str:
     """An output for a table cell or a line printed with markup: rich reads cells as markup,
     and a text value such as ``[/b]`` or ``[BMIM][BF4]`` is text, not a tag."""
-    return escape(number(value))
+    return escape(number(value, digits))
+
+
+def _digits(c: Any, records: Sequence[Mapping[str, Any]], output: str) -> int:
+    """Significant digits for ``output`` shown for ``records``: enough to set apart their
+    distinct values and the campaign's bounds on it (:func:`loop.fmt.digits_apart`), so
+    ``c=1, feasible no`` is never printed for 1.0000001 against ``c <= 1``."""
+    bounds = [k.bound for k in c.parsed_outcome_constraints if k.name == output]
+    return digits_apart([*(r["outputs"].get(output) for r in records), *bounds])
 
 
 # ---------------------------------------------------------------------------- ask/tell

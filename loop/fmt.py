@@ -65,6 +65,22 @@ DIGITS = 6
 _MAX_DECIMALS = 15  # beyond this a float's own precision runs out for values near 1
 
 
+def digits_apart(values: Iterable[Any], least: int = DIGITS, most: int = 17) -> int:
+    """The fewest significant digits, from ``least`` up to ``most``, at which the distinct
+    finite numbers among ``values`` are written distinct.
+
+    Six digits wrote 1.0000001, 1.0000002 and 0.9999999 all as ``1``, one of them called
+    best, and ``c=1, feasible no`` beside ``c=1, feasible yes`` (found in review): a column
+    of an output, with its bounds among the values, is written so that what differs is
+    seen to differ.
+    """
+    distinct = {float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)}
+    for digits in range(least, most + 1):
+        if len({f"{v:.{digits}g}" for v in distinct}) == len(distinct):
+            return digits
+    return most
+
+
 def counted(n: int, noun: str) -> str:
     """``1 cell``, ``3 cells``: a count with its noun (``1 prior-data rows`` read wrongly)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -1,0 +1,50 @@
+"""``status`` writes outputs with the digits that set them apart.
+
+Six significant digits wrote 1.0000001, 1.0000002 and 0.9999999 all as ``1``, one of them
+called best, and ``c=1, feasible no`` beside ``c=1, feasible yes`` (found in review).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from loop.cli import app
+from loop.fmt import digits_apart
+
+CAMPAIGN = """\
+name: close-calls
+parameters: [{name: x, type: float, bounds: [0, 1]}]
+objectives: [{name: y, goal: minimize}]
+outcome_constraints: ["c <= 1"]
+instrument: manual
+planner: {kind: sobol}
+budget: {max_trials: 10}
+seed: 1
+"""
+
+
+def test_digits_apart() -> None:
+    assert digits_apart([0.5, 2.0, 3.25]) == 6  # the usual six, where they suffice
+    assert digits_apart([1.0000001, 1.0000002, 0.9999999, 1.0]) == 8
+    assert digits_apart([1.0, 1.0 + 2**-52]) == 17  # as far as a float goes
+    assert digits_apart([1.0, "text", None, float("nan"), 1.0]) == 6
+
+
+def test_values_apart_at_a_bound_are_written_apart(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    rows = [(0.5, 2.0), (1.0000001, 0.0), (1.0000002, 0.5), (0.9999999, 1.0000001)]
+    (tmp_path / "r.csv").write_text(
+        "trial_id,y,c\n" + "".join(f"{i},{y},{c}\n" for i, (y, c) in enumerate(rows, 1))
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    runner = CliRunner()
+    asked = runner.invoke(app, ["suggest", str(tmp_path / "c.yaml"), "--store", url, "-n", "4"])
+    assert asked.exit_code == 0, asked.output
+    told = runner.invoke(app, ["tell", "--store", url, "--csv", str(tmp_path / "r.csv")])
+    assert told.exit_code == 0, told.output
+    out = runner.invoke(app, ["status", "--store", url], env={"COLUMNS": "200"}).output
+    assert "best feasible: trial #2 y = 1.0000001 (minimize)" in out, out
+    assert "1.0000002" in out
+    assert "0.9999999" in out and "1.0000001 │ no" in out, out
