@@ -1372,13 +1372,26 @@ def _reading(output: OutputDecl) -> str:
 
 
 def same_unit(a: str, b: str) -> bool:
-    """Whether unit texts ``a`` and ``b`` name one unit (``degC`` and ``celsius``; pint's
-    word, the text equal otherwise); a text pint cannot read is only its own unit."""
+    """Whether unit texts ``a`` and ``b`` name one unit: ``degC`` and ``celsius``, ``M`` and
+    ``mol/L`` (a value in one is the same number in the other: 0 and 1 convert to
+    themselves); a text pint cannot read is only its own unit."""
     if a == b:
         return True
     try:
-        return bool(_parse_unit(a) == _parse_unit(b))
+        ua, ub = _parse_unit(a), _parse_unit(b)
     except ValueError:
+        return False
+    if ua == ub:
+        return True
+    if ua.dimensionality != ub.dimensionality:
+        return False
+    quantity = unit_registry().Quantity
+    try:
+        return all(
+            math.isclose(quantity(x, ua).to(ub).magnitude, x, rel_tol=1e-12, abs_tol=1e-12)
+            for x in (0.0, 1.0)
+        )
+    except Exception:  # pint's conversion errors have no common base
         return False
 
 

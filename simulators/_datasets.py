@@ -33,6 +33,7 @@ Every problem with either file is a :class:`DatasetError` naming the file and li
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import io
@@ -198,7 +199,11 @@ class _Bundled:
     enumerated: bool = False
     ints: tuple[str, ...] = ()
     simplex: tuple[str, ...] = ()
-    units: Mapping[str, str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)  # outputs
+    # Parameters' units, as the publication (and the Olympus description) state them: shown
+    # by `status` and the report, and a campaign's parameter in another unit is refused
+    # (instruments._build._check_against_problem): the emulator reads these units.
+    parameter_units: Mapping[str, str] = field(default_factory=dict)
 
 
 OLYMPUS_CITATION = (
@@ -214,6 +219,14 @@ _BUNDLED: dict[str, _Bundled] = {
         "discovery. chemRxiv (2018), 10.26434/chemrxiv.5953606.v1; PLoS ONE 15, e0229862 (2020)",
         "Peak area of an automated HPLC for six sampling/injection settings (volumes in mL, "
         "sample flow mL/min, push speed Hz, wait time s).",
+        parameter_units={
+            "sample_loop": "mL",
+            "additional_volume": "mL",
+            "tubing_volume": "mL",
+            "sample_flow": "mL/min",
+            "push_speed": "Hz",
+            "wait_time": "s",
+        },
     ),
     "photo_pce10": _Bundled(
         "S. Langner, F. Häse, J. D. Perea, T. Stubhan, J. Hauch, L. M. Roch, T. Heumueller, "
@@ -231,6 +244,8 @@ _BUNDLED: dict[str, _Bundled] = {
         "Toughness (J) of 3D-printed crossed-barrel structures: number of struts n, twist "
         "angle theta (deg), radius r and thickness t (mm).",
         ints=("n",),
+        units={"toughness": "J"},
+        parameter_units={"theta": "deg", "r": "mm", "t": "mm"},
     ),
     "p3ht": _Bundled(
         "D. Bash, Y. Cai, V. Chellappan, et al. Multi-fidelity high-throughput optimization of "
@@ -257,6 +272,7 @@ _BUNDLED: dict[str, _Bundled] = {
         "products by constrained optimisation. React. Chem. Eng. 2, 785-798 (2017)",
         "Mole fraction of the desired o-xylenyl C60 adduct in flow for reaction time (min), "
         "sultine ratio and temperature (degC).",
+        parameter_units={"reaction_time": "min", "temperature": "degC"},
     ),
     "snar": _Bundled(
         "A. M. Schweidtmann, A. D. Clayton, N. Holmes, E. Bradford, R. A. Bourne, "
@@ -265,6 +281,7 @@ _BUNDLED: dict[str, _Bundled] = {
         "277-282 (2018)",
         "E-factor (the column is named impurity) of an SnAr reaction in flow for residence "
         "time (min), morpholine equivalents, concentration (M) and temperature (degC).",
+        parameter_units={"residence_time": "min", "concentration": "M", "temperature": "degC"},
     ),
     "suzuki_i": _Bundled(
         "B. J. Reizman, Y.-M. Wang, S. L. Buchwald, K. F. Jensen. Suzuki-Miyaura "
@@ -272,6 +289,7 @@ _BUNDLED: dict[str, _Bundled] = {
         "658-666 (2016)",
         "Yield and turnover number of a Suzuki-Miyaura coupling for ligand (8 precatalysts), "
         "residence time (s), temperature (degC) and catalyst loading (mol%): two objectives.",
+        parameter_units={"res_time": "s", "temperature": "degC", "catalyst_loading": "mol%"},
     ),
     "suzuki_edbo": _Bundled(
         "D. Perera, J. W. Tucker, S. Brahmbhatt, et al. A platform for automated "
@@ -311,14 +329,15 @@ def _olympus_spec(name: str) -> DatasetSpec:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     params: list[ParamSpec] = []
     for p in config["parameters"]:
+        unit = meta.parameter_units.get(p["name"])
         if p["type"] == "categorical":
             params.append(ParamSpec(p["name"], "choice", values=tuple(p["options"])))
         elif p["name"] in meta.ints:
-            params.append(
-                ParamSpec(p["name"], "int", bounds=(math.ceil(p["low"]), math.floor(p["high"])))
-            )
+            low, high = math.ceil(p["low"]), math.floor(p["high"])
+            params.append(ParamSpec(p["name"], "int", bounds=(low, high), unit=unit))
         else:
-            params.append(ParamSpec(p["name"], "float", bounds=(float(p["low"]), float(p["high"]))))
+            bounds = (float(p["low"]), float(p["high"]))
+            params.append(ParamSpec(p["name"], "float", bounds=bounds, unit=unit))
     outputs = tuple(m["name"] for m in config["measurements"])
     goals = config["default_goal"]
     if isinstance(goals, str):
@@ -999,7 +1018,10 @@ def _make_dataset(
     spec: DatasetSpec, rows: tuple[dict[str, Any], ...], Y: NDArray[np.float64], path: Path
 ) -> Dataset:
     digest = hashlib.sha256()
-    digest.update(repr((spec.parameters, spec.outputs, spec.simplex)).encode())
+    # Units are labels, not data: the bundled datasets' units (added later) left their hash,
+    # their stored fits and the campaigns that recorded it as they were.
+    parameters = tuple(dataclasses.replace(p, unit=None) for p in spec.parameters)
+    digest.update(repr((parameters, spec.outputs, spec.simplex)).encode())
     digest.update(np.ascontiguousarray(Y).tobytes())
     digest.update(repr([tuple(r.values()) for r in rows]).encode())
     return Dataset(spec, rows, Y, path, digest.hexdigest())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from instruments._instrument_file import unit_of, unit_text_problem
+from instruments._instrument_file import same_unit, unit_of, unit_text_problem
 
 
 @pytest.mark.parametrize(
@@ -96,3 +96,23 @@ def test_validate_refuses_a_tower_of_powers_at_its_line(tmp_path: Path) -> None:
         "c.yaml:8: instrument.devices: inputs.x1.device_units: unknown unit '10**10**10*K' "
         "(a unit's power is at most 12, and not raised again)"
     ) in said, said
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("degC", "celsius", True),
+        ("M", "mol/L", True),  # pint's units differ, the numbers do not
+        ("Hz", "1/s", True),
+        ("mL", "cm**3", True),
+        ("degC", "K", False),  # an offset
+        ("s", "min", False),  # a factor
+        ("mL/min", "uL/s", False),
+        ("wt%", "wt%", True),  # a label pint cannot read is its own unit
+        ("wt%", "mol%", False),
+    ],
+)
+def test_same_unit_is_the_same_number(a: str, b: str, same: bool) -> None:
+    """A value in one unit is the same number in the other (a campaign's `unit: mol/L` on
+    a dataset in M was refused as another unit)."""
+    assert same_unit(a, b) is same and same_unit(b, a) is same

@@ -559,3 +559,20 @@ def test_any_point_of_the_space_gets_a_value() -> None:
         out = sim.problem.evaluate(point)
         lo, hi = sim.dataset.Y.min(axis=0), sim.dataset.Y.max(axis=0)
         assert all(lo[j] <= out[o] <= hi[j] for j, o in enumerate(sim.spec.outputs))
+
+
+def test_bundled_datasets_carry_their_publications_units() -> None:
+    """No bundled parameter had a unit, so `status` showed none and a campaign in other
+    units (K for degC) ran unnoticed (found in review). The data's hash leaves units out:
+    the recorded fits and stored campaigns keep theirs."""
+    units = {p.name: p.unit for p in dataset_simulator("snar").spec.parameters}
+    assert units == {
+        "residence_time": "min",
+        "ratio": None,
+        "concentration": "M",
+        "temperature": "degC",
+    }
+    hplc = load_dataset("hplc")
+    assert {p.unit for p in hplc.spec.parameters} == {"mL", "mL/min", "Hz", "s"}
+    with _no_fit():  # the recorded fit still loads: the hash did not change
+        assert cached_emulator(hplc).cv_r2 is not None
