@@ -826,13 +826,17 @@ def status(
     store = db.url  # what messages show: a password in the URL as ***
     row = db.campaign(campaign)
     c = stored_campaign(row)
-    records = annotate(export_records(db, row.id or 0), c)
+    # one moment of a campaign that may be running: the records, the model and the counts
+    # (the model was fitted on trials the table had not shown yet; found in review)
+    snapshot = db.trials_and_observations(row.id or 0)
+    records = annotate(export_records(db, row.id or 0, snapshot), c)
     counts = _trial_counts(records)
-    estimates = _model_estimates(db, row, c) if model else None
+    estimates = _model_estimates(db, row, c, snapshot) if model else None
     if as_json:
-        console.write_raw(_status_json(row, c, records, counts, db, estimates, model=model) + "\n")
+        text = _status_json(row, c, records, counts, db, estimates, model=model, trials=snapshot[0])
+        console.write_raw(text + "\n")
         return
-    trials = db.trials(row.id or 0)
+    trials = snapshot[0]
     # the budget in force (run/resume --max-trials), else the file's
     known = known_budget(row)
     budget_trials = known.get("max_trials", c.budget.max_trials)
@@ -885,14 +889,14 @@ def status(
     _slots_table(c, trials, live=live)
     from loop.failures import failures_of
 
-    _print_failures(failures_of(db.trials(row.id or 0)), full=row.status == "failed")
+    _print_failures(failures_of(trials), full=row.status == "failed")
     _print_goals(c, records)
     if model:
         _print_model(c, records, estimates)
     console.print(_trial_table(c, records[-10:], "last trials"))
 
 
-def _model_estimates(db: Store, row: Any, c: Any) -> Any:
+def _model_estimates(db: Store, row: Any, c: Any, snapshot: Any) -> Any:
     """``status --model``'s :class:`loop.results.TrialEstimates`, or a usage error naming
     why there are none."""
     from loop.results import model_estimates
@@ -904,7 +908,7 @@ def _model_estimates(db: Store, row: Any, c: Any) -> Any:
                 "no one best trial to estimate; leave out --model"
             )
         )
-    return model_estimates(db, row.id)
+    return model_estimates(db, row.id, snapshot=snapshot)
 
 
 def _print_model(c: Any, records: list[dict[str, Any]], estimates: Any) -> None:
@@ -997,6 +1001,7 @@ def _status_json(
     estimates: Any = None,
     *,
     model: bool = False,
+    trials: list[Any] | None = None,
 ) -> str:
     """``status --json``: what a script branches on, from the store alone (the README's CLI
     table names the keys). The best trial is the one ``status`` and ``export``'s ``best``
@@ -1057,7 +1062,8 @@ def _status_json(
         "planner_changes": db.planner_changes(row.id or 0) if db is not None else [],
         "tells": db.tells(row.id or 0) if db is not None else [],
     }
-    trials = db.trials(row.id or 0) if db is not None else []
+    if trials is None:  # the records' own rows, when the caller has them
+        trials = db.trials(row.id or 0) if db is not None else []
     lease = db.lease(row.id or 0) if db is not None and row.status in UNFINISHED else None
     last = _last_finished(trials)
     payload["running_time_s"] = (

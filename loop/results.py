@@ -127,7 +127,12 @@ class TrialEstimates:
     noise_sd: float
 
 
-def model_estimates(store: Store | str, campaign: str | int | None = None) -> TrialEstimates | None:
+def model_estimates(
+    store: Store | str,
+    campaign: str | int | None = None,
+    *,
+    snapshot: tuple[list[TrialRow], dict[int, dict[str, float]]] | None = None,
+) -> TrialEstimates | None:
     """The BoTorch model of a one-objective campaign's trials: how much of each reading to
     believe, and which trial it rates best. ``None`` with several objectives or fewer than
     two measured trials.
@@ -138,6 +143,11 @@ def model_estimates(store: Store | str, campaign: str | int | None = None) -> Tr
     its planner is BoTorch (its prior mean, acquisition-independent settings), BoTorch's
     defaults otherwise, fitted on every trial the planner would learn from (a retried
     attempt's retry, prior data); it takes a second or more and imports torch.
+
+    ``snapshot``: the campaign's trials and observations as ``Store.trials_and_observations``
+    read them, to model the very trials a caller shows (``status`` beside a running
+    campaign printed trials of one moment and a model of a later one); by default read
+    here, in one snapshot too.
     """
     from loop.config import parse_campaign
     from loop.runner import Runner
@@ -163,11 +173,9 @@ def model_estimates(store: Store | str, campaign: str | int | None = None) -> Tr
         c = runner.campaign
         if len(c.objectives) != 1:
             return None
-        history = db.trials(runner.campaign_id or 0)
+        history, observations = snapshot or db.trials_and_observations(runner.campaign_id or 0)
         config = c.planner if c.planner.kind == "botorch" and c.planner.plugin is None else None
-        planner = runner.rebuild_planner(
-            history, db.observations(runner.campaign_id or 0), config or PlannerConfig()
-        )
+        planner = runner.rebuild_planner(history, observations, config or PlannerConfig())
         estimates = planner.model_estimates()  # type: ignore[attr-defined]
         if estimates is None:
             return None

@@ -2453,13 +2453,18 @@ class _Hot:
     insert_observation = insert(ObservationRow.__table__)  # type: ignore[attr-defined]
 
 
-def export_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
+def export_records(
+    store: Store,
+    campaign_id: int,
+    snapshot: tuple[list[TrialRow], dict[int, dict[str, float]]] | None = None,
+) -> list[dict[str, Any]]:
     """One flat record per trial: id, status, parameters, readbacks, outputs, run uid.
 
-    Trials and outputs come from one snapshot, so a campaign running meanwhile never shows
-    a trial's outcome without its outputs.
+    Trials and outputs come from one snapshot (``snapshot``, as
+    :meth:`Store.trials_and_observations` reads it, or read here), so a campaign running
+    meanwhile never shows a trial's outcome without its outputs.
     """
-    trials, observations = store.trials_and_observations(campaign_id)
+    trials, observations = snapshot or store.trials_and_observations(campaign_id)
     records = []
     for t in trials:
         records.append(
