@@ -9,9 +9,16 @@ motor and acquisition PVs, on their Channel Access network), taken before any de
 built and released when the run ends. The operating system releases it when the process
 dies, so a killed runner leaves nothing to clean up.
 
-The files live in the system's temporary folder, shared by every user of the host, so a
-colleague's campaign is seen too. Another host driving the same IOC is not: that is the
-facility's access security's to prevent (EPICS Channel Access security groups).
+The files live in one folder of the host, ``/tmp/closedloop-instruments`` (open to every
+user, sticky, as ``/tmp`` is), so a colleague's campaign is seen too. It is not the
+temporary folder ``TMPDIR`` names: that is often one's own (pam_tmpdir, macOS, a Slurm
+job), and two runs with two ``TMPDIR``s drove one IOC at once (found in review). Nor are
+the files left to the umask: a lock another user's run made ``0644`` could not be opened,
+and the hold was skipped without a word; a lock that can be opened only for reading is
+held all the same (``flock`` does not ask for write access), and a hold that cannot be
+taken at all is said. Another host driving the same IOC is not seen: that is the
+facility's access security's to prevent (EPICS Channel Access security groups); nor is a
+service run with systemd's ``PrivateTmp``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -32,6 +40,14 @@ try:  # not on Windows: there a run holds nothing (said in the README)
     import fcntl
 except ImportError:  # pragma: no cover - POSIX only
     fcntl = None  # type: ignore[assignment]
+
+
+logger = logging.getLogger(__name__)
+
+#: Where the holds live: one folder for every user of the host (see the module).
+LOCK_FOLDER = Path("/tmp" if Path("/tmp").is_dir() else tempfile.gettempdir()) / (
+    "closedloop-instruments"
+)
 
 
 class InstrumentBusy(InstrumentError):
@@ -65,8 +81,20 @@ def instrument_identity(spec: Any) -> list[str]:
         pvs.append(spec.prefix + acquire.pv)
     if not pvs:
         return []
-    network = ";".join(f"{k}={os.environ.get(k, '')}" for k in _CA_NETWORK)
+    network = ";".join(f"{k}={_ca_setting(k)}" for k in _CA_NETWORK)
     return [f"ca {network}", *sorted(set(pvs))]
+
+
+def _ca_setting(name: str) -> str:
+    """A Channel Access setting as the same text for the same network: `no` and `NO`,
+    an unset port and 5064, addresses in any order or spacing (one IOC under two spellings
+    was two instruments, and two runs drove it; found in review)."""
+    value = os.environ.get(name, "").strip()
+    if name == "EPICS_CA_AUTO_ADDR_LIST":
+        return "NO" if value.upper() == "NO" else "YES"  # anything else means yes
+    if name == "EPICS_CA_SERVER_PORT":
+        return value or "5064"
+    return " ".join(sorted(value.split()))
 
 
 class InstrumentHold:
@@ -92,12 +120,19 @@ def hold_instrument(spec: Any, *, holder: str) -> InstrumentHold | None:
     if not identity or fcntl is None:
         return None
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "closedloop-instruments"
+    path = LOCK_FOLDER / f"{digest}.lock"
     try:
-        folder.mkdir(mode=0o1777, exist_ok=True)
-        path = folder / f"{digest}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # a folder another user made without the sticky bit, a full disk
+        fd = _open_lock(path)
+    except OSError as exc:
+        logger.warning(
+            "instrument %r is not held for this run (%s: %s): another campaign on this host "
+            "could drive it at the same time; let every user create files in %s (chmod 1777, "
+            "as /tmp is)",
+            spec.name,
+            path,
+            exc.strerror or exc,
+            LOCK_FOLDER,
+        )
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,6 +159,31 @@ def hold_instrument(spec: Any, *, holder: str) -> InstrumentHold | None:
     except OSError:  # the record is for the message only
         pass
     return InstrumentHold(path, fd)
+
+
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made (with its folder) open to every user."""
+    folder = path.parent
+    try:
+        folder.mkdir(exist_ok=True)
+        if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o1777 != 0o1777:
+            # not left to the umask (mkdir's mode is masked), nor as an older run made it
+            os.chmod(folder, 0o1777)
+    except PermissionError:
+        pass  # another user's: as it is
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except PermissionError:  # another user's lock, not writable: held all the same
+            return os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o666)  # every user's run opens it, whatever the umask
+    except OSError:
+        pass
+    return fd
 
 
 def _read_holder(fd: int) -> str:

@@ -1,0 +1,113 @@
+"""Where and how an EPICS instrument's hold is kept (instruments._hold), without an IOC.
+
+Found in review: two runs with two ``TMPDIR``s, or with ``EPICS_CA_AUTO_ADDR_LIST=no`` and
+``NO``, drove one IOC at once; another user's lock file (``0644`` under the umask) could
+not be opened, and the hold was skipped without a word.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from instruments import _hold
+from instruments._hold import InstrumentBusy, hold_instrument, instrument_identity
+
+
+def _spec() -> Any:
+    pv = f"test:{uuid.uuid4().hex}:SP"
+    return SimpleNamespace(
+        name="bench", prefix="", inputs={"t": SimpleNamespace(setpoint=pv, motor=None)}
+    )
+
+
+def test_the_folder_is_the_hosts_not_tmpdirs() -> None:
+    assert _hold.LOCK_FOLDER == Path("/tmp/closedloop-instruments")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ({"EPICS_CA_AUTO_ADDR_LIST": "NO"}, {"EPICS_CA_AUTO_ADDR_LIST": "no "}),
+        ({}, {"EPICS_CA_SERVER_PORT": "5064", "EPICS_CA_AUTO_ADDR_LIST": "YES"}),
+        ({"EPICS_CA_ADDR_LIST": "10.0.0.2 10.0.0.1"}, {"EPICS_CA_ADDR_LIST": " 10.0.0.1 10.0.0.2"}),
+    ],
+    ids=["case", "defaults", "order"],
+)
+def test_one_network_spelt_two_ways_is_one_instrument(
+    monkeypatch: pytest.MonkeyPatch, one: dict[str, str], other: dict[str, str]
+) -> None:
+    spec = _spec()
+    identities = []
+    for env in (one, other):
+        for name in _hold._CA_NETWORK:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        identities.append(instrument_identity(spec))
+    assert identities[0] == identities[1]
+    monkeypatch.setenv("EPICS_CA_SERVER_PORT", "5070")  # another network: other hardware
+    assert instrument_identity(spec) != identities[0]
+
+
+def test_holds_are_open_to_every_user_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_hold, "LOCK_FOLDER", tmp_path / "holds")
+    old = os.umask(0o022)
+    try:
+        spec = _spec()
+        first = hold_instrument(spec, holder="first")
+        assert first is not None
+        assert stat.S_IMODE(first.path.parent.stat().st_mode) == 0o1777
+        assert stat.S_IMODE(first.path.stat().st_mode) == 0o666
+        with pytest.raises(InstrumentBusy, match="first, pid"):
+            hold_instrument(spec, holder="second")
+        first.release()
+    finally:
+        os.umask(old)
+
+
+def test_a_lock_only_readable_is_held_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's lock file left ``0444`` (or ``0644``): ``flock`` needs no write access."""
+    monkeypatch.setattr(_hold, "LOCK_FOLDER", tmp_path)
+    spec = _spec()
+    first = hold_instrument(spec, holder="first")
+    assert first is not None
+    first.release()
+    first.path.chmod(0o444)
+    real_open = os.open
+
+    def as_another_user(path: Any, flags: int, *args: Any) -> int:
+        if Path(path) == first.path and flags & os.O_RDWR and not flags & os.O_EXCL:
+            raise PermissionError(13, "Permission denied")  # as for a non-root user
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", as_another_user)
+    held = hold_instrument(spec, holder="read-only")
+    assert held is not None
+    monkeypatch.setattr(os, "open", real_open)
+    with pytest.raises(InstrumentBusy):
+        hold_instrument(spec, holder="third")
+    held.release()
+
+
+def test_a_hold_that_cannot_be_taken_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")  # nothing can be made in it
+    monkeypatch.setattr(_hold, "LOCK_FOLDER", folder)
+    with caplog.at_level(logging.WARNING):
+        assert hold_instrument(_spec(), holder="x") is None
+    assert "instrument 'bench' is not held for this run" in caplog.text
+    assert "another campaign on this host could drive it at the same time" in caplog.text
