@@ -716,10 +716,25 @@ def _line_in(path: Path, exc: BaseException) -> str:
     return f" at line {line}" if line else ""
 
 
+#: closedloop's own top-level packages: a user's module of one of these names is hidden.
+_OWN_PACKAGES = ("loop", "instruments", "planners", "simulators")
+
+
 def _import_hint(exc: Exception, path: Path) -> str:
     """What to do about an import the file could not make: a module of its own folder is
     importable, a relative import is not (the file is run on its own, not as part of a
     package), anything else is to be installed or put on ``PYTHONPATH``."""
+    own = getattr(exc, "name", None)
+    if isinstance(exc, ImportError) and own in _OWN_PACKAGES:
+        beside = [p.name for p in (path.parent / f"{own}.py", path.parent / own) if p.exists()]
+        if beside:
+            # `from instruments import pump_model` of an instruments.py beside the file got
+            # closedloop's own package, with no word why (found in review)
+            return (
+                f"; '{own}' is the name of one of closedloop's own packages, which is imported "
+                f"first, so {beside[0]} beside {path.name} is not the module imported: rename "
+                f"it (e.g. lab_{own}) and its imports"
+            )
     if isinstance(exc, ImportError) and "relative import" in str(exc):
         return (
             f"; {path.name} is run as a file of its own, not as part of a package: import "

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from loop.errors import ClosedLoopError
+from loop.errors import ClosedLoopError, shell_word
 from loop.failures import OPERATOR_FAILED
 from loop.fmt import counted, number, parameter, span, specs, visible
 from loop.lock import LEASE_TTL, CampaignLease, frozen_note
@@ -496,7 +496,7 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
                 "results-CSV column of another meaning (trial_id, fail, actual.<param>), so "
                 "a CSV cannot tell them; tell each trial with `closedloop tell --store "
-                f"{runner.store.url} TRIAL_ID name=value ...`"
+                f"{shell_word(runner.store.url)} TRIAL_ID name=value ...`"
             )
         outputs: dict[str, str] = {}
         actual: dict[str, str] = {}
@@ -682,7 +682,7 @@ def open_campaign(
             raise InvalidInput(
                 f"campaign '{row.name}' (id {row.id}) in this store was created from a "
                 f"different file{differs}; continue it with `closedloop suggest --store "
-                f"{store.url} -c {row.id}` (a budget is changed with --max-trials, "
+                f"{shell_word(store.url)} -c {row.id}` (a budget is changed with --max-trials, "
                 "--max-failures or --max-duration), or give the new campaign another name"
             )
         return stored(row.id), False
@@ -752,13 +752,14 @@ def suggest(
             completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in history)
             room = limit - completed - len(pending)
             if room <= 0:
+                url = shell_word(store.url)
                 raise InvalidInput(
                     f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
                     f"{len(pending)} pending can already reach budget.max_trials = {limit}; "
-                    f"tell the pending ones first (`closedloop tell --store {store.url} "
+                    f"tell the pending ones first (`closedloop tell --store {url} "
                     "TRIAL_ID ...`; one that will not be run is withdrawn with `closedloop "
-                    f"tell --store {store.url} TRIAL_ID --abandon REASON`), or raise the "
-                    f"budget: `closedloop suggest --store {store.url} "
+                    f"tell --store {url} TRIAL_ID --abandon REASON`), or raise the "
+                    f"budget: `closedloop suggest --store {url} "
                     f"-c {cid} --max-trials {limit + n}`"
                 )
             n = min(n, room)
@@ -921,7 +922,7 @@ def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
         return f"{done}; nothing more to suggest, whatever the budget (start a new campaign)"
     return (
         f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
-        f"suggest --store {runner.store.url} -c {cid} {spent.option}`"
+        f"suggest --store {shell_word(runner.store.url)} -c {cid} {spent.option}`"
     )
 
 

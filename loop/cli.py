@@ -39,7 +39,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from instruments import InstrumentConfigError, InstrumentError
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
 from loop.fmt import (
     DIGITS,
     Output,
@@ -505,8 +505,8 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
                 "[yellow]note[/]: "
                 + escape(
                     f"campaign '{name}' (id {row.id}) in this store is unfinished "
-                    f"({row.status}); `closedloop resume --store {url} -c {row.id}` would "
-                    "continue it. Starting a new campaign."
+                    f"({row.status}); `closedloop resume --store {shell_word(url)} -c {row.id}` "
+                    "would continue it. Starting a new campaign."
                 )
             )
             return
@@ -568,7 +568,7 @@ def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None
     which = f" -c {campaign_id}" if campaign_id is not None else ""
     err_console.print(
         f"[yellow]{what}[/]: every finished trial is in the store; continue with "
-        + escape(f"`closedloop resume --store {store}{which}`")
+        + escape(f"`closedloop resume --store {shell_word(store)}{which}`")
     )
 
 
@@ -1491,7 +1491,7 @@ def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str |
     from loop.asktell import awaiting_tell
     from loop.lock import describe_lease, frozen_note, stale_reason
 
-    where = f"--store {url} -c {campaign_id}"
+    where = f"--store {shell_word(url)} -c {campaign_id}"
     if lease is not None and state == "stopped":
         then = f"`closedloop resume {where}` continues the campaign"
         return f"runner: {frozen_note(lease, then) or describe_lease(lease)}"
@@ -1508,8 +1508,9 @@ def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str |
         ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
         return (
             f"{head}; {len(pending)} suggestion(s) await results (trial ids "
-            f"{ids}): `closedloop tell --store {url} TRIAL_ID name=value ...` records one "
-            f"(`--abandon REASON` withdraws it), `closedloop suggest {where}` proposes more"
+            f"{ids}): `closedloop tell --store {shell_word(url)} TRIAL_ID name=value ...` "
+            f"records one (`--abandon REASON` withdraws it), `closedloop suggest {where}` "
+            "proposes more"
         )
     if (db.campaign(campaign_id).stop_reason or "").startswith("ask/tell:"):
         return (
@@ -2022,7 +2023,10 @@ def suggest(
         )
     finished = row.status not in UNFINISHED  # by this suggest: a finished one is refused
     if not proposals:
-        more = f"; `closedloop suggest --store {store} -c {runner.campaign_id}` proposes more"
+        more = (
+            f"; `closedloop suggest --store {shell_word(store)} -c {runner.campaign_id}` "
+            "proposes more"
+        )
         console.print(
             f"{c.name} (id {runner.campaign_id}): nothing to run" + ("" if finished else more),
             markup=False,
@@ -2051,7 +2055,7 @@ def suggest(
     console.print(WholeTable(title, headers, rows, numeric, turn=True))
     outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(
-        f"record a result: closedloop tell --store {store} TRIAL_ID {outputs} "
+        f"record a result: closedloop tell --store {shell_word(store)} TRIAL_ID {outputs} "
         "[--actual PARAM=VALUE] (or --fail REASON; --abandon REASON if it will not be run)",
         markup=False,
         highlight=False,

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from loop.config import read_number
-from loop.errors import CampaignConfigError
+from loop.errors import CampaignConfigError, shell_word
 from loop.fmt import Output, WholeTable, number, parameter, specs
 
 instruments_app = typer.Typer(
@@ -754,7 +754,7 @@ def release(
             err_console.print(
                 f"campaign '{row.name}' (id {cid}) was paused ({reason}) but no runner is "
                 f"driving it now, so there is nothing to release; `closedloop resume --store "
-                f"{store} -c {cid}` checks the interlocks again",
+                f"{shell_word(store)} -c {cid}` checks the interlocks again",
                 markup=False,
                 highlight=False,
             )
@@ -846,7 +846,7 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
         else:
             lines.append(
                 "  it goes on by itself once they hold; to proceed despite them: "
-                f"`closedloop release --store {url} -c {row.id} --confirm`"
+                f"`closedloop release --store {shell_word(url)} -c {row.id} --confirm`"
             )
     releases = [e for e in db.events(row.id or 0) if e.kind == "release"]
     if releases:

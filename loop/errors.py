@@ -6,6 +6,7 @@ one clear message instead of a traceback.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 
@@ -39,6 +40,14 @@ class CampaignConfigError(ClosedLoopError, ValueError):
 
 class StoreError(ClosedLoopError, RuntimeError):
     """The store is missing, unreadable, or holds no campaign matching the request."""
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word of a command a message tells the user to paste: quoted where a
+    shell would split or read it (a store in ``Données de l'été``, a OneDrive folder
+    ``- University``; the printed ``resume`` failed when pasted: found in review), as is
+    where it needs nothing (``sqlite:///runs/x.db``)."""
+    return shlex.quote(text)
 
 
 def first_line(text: object, default: str = "") -> str:

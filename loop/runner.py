@@ -90,7 +90,7 @@ from loop.config import (
     parse_campaign,
     parse_duration,
 )
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line
+from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
@@ -949,7 +949,10 @@ class Runner:
         line, problem, fix = None, str(exc), ""
         if isinstance(exc, InstrumentFileError):
             path, line, problem, fix = exc.path, exc.line, exc.problem, exc.fix
-        export = f"`closedloop export --store {stored.url} -c {stored.campaign_id} -o trials.csv`"
+        export = (
+            f"`closedloop export --store {shell_word(stored.url)} -c {stored.campaign_id} "
+            "-o trials.csv`"
+        )
         if isinstance(exc, DiskSafetyConflict):
             # The file on disk is read for its safety settings, so its fix (an edit of the
             # file, or a new campaign with it as it is) holds; only how a new one learns.
@@ -1253,7 +1256,7 @@ class Runner:
         if spent.reason != why:  # another limit than the stored one still holds
             why += f"; with the budget given, still {spent.reason}"
         done = f"campaign '{row.name}' (id {cid}) is {row.status}: {why}"
-        where = f"--store {self.store.url} -c {cid}"
+        where = f"--store {shell_word(self.store.url)} -c {cid}"
         if spent.option is None:
             raise CampaignFinished(
                 f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
@@ -1299,7 +1302,7 @@ class Runner:
         if not pending:
             return
         ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
-        where = f"--store {self.store.url}"
+        where = f"--store {shell_word(self.store.url)}"
         raise SuggestionsPending(
             f"campaign '{self.campaign.name}' (id {cid}) has {len(pending)} trial(s) from "
             f"`closedloop suggest` waiting for results (trial ids {ids}); resuming would "
@@ -1509,7 +1512,7 @@ class Runner:
                 first_line(exc),
                 in_flight,
             )
-        resume = f"`closedloop resume --store {self.store.url} -c {cid}`"
+        resume = f"`closedloop resume --store {shell_word(self.store.url)} -c {cid}`"
         if isinstance(exc, PluginRaised):
             fix = (
                 f"fix the plugin (`closedloop -v ...` shows its traceback), then {resume} "

@@ -52,7 +52,7 @@ from sqlalchemy.exc import (
 )
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
-from loop.errors import StoreError, first_line
+from loop.errors import StoreError, first_line, shell_word
 from simulators._text import shown
 
 logger = logging.getLogger(__name__)
@@ -721,6 +721,13 @@ def _refuse_unkept_sqlite(url: str, parsed: URL, *, scratch: bool) -> None:
             f"store URL {url}: an in-memory SQLite store keeps nothing once the command "
             "ends; give a file, e.g. sqlite:///campaign.db"
         )
+    if "?" in url and not parsed.query:
+        # `sqlite:///what?/x.db`: SQLAlchemy reads `?/x.db` as a query with no value and
+        # drops it, and the store went to a file named `what` (found in review)
+        raise StoreError(
+            f"store URL {url}: a '?' begins a query in a URL, so the file would be "
+            f"{database!r}, not the path written; rename the folder or file without the '?'"
+        )
     if parsed.query:
         keys = ", ".join(sorted(parsed.query))
         alone = (
@@ -1195,8 +1202,8 @@ class Store:
                 f"store {self.url} was written by an older closedloop (store schema "
                 f"{version or 1}; this one reads {SCHEMA_VERSION}) and must be upgraded "
                 "before it is read, which needs write access you do not have here: have its "
-                f"owner run `closedloop status --store {self.url}` once with this version "
-                "(it upgrades the store), or copy it into a folder you can write and pass "
+                f"owner run `closedloop status --store {shell_word(self.url)}` once with this "
+                "version (it upgrades the store), or copy it into a folder you can write and pass "
                 "that --store"
             )
         with _schema_lock(self.engine) as conn:
@@ -1510,7 +1517,7 @@ class Store:
         hint = f"did you mean '{near[0]}'? " if near else ""
         return (
             f"no campaign '{ref}' in store {self.url}; {hint}`closedloop campaigns --store "
-            f"{self.url}` lists the {len(names)} campaign name(s) it holds"
+            f"{shell_word(self.url)}` lists the {len(names)} campaign name(s) it holds"
         )
 
     def latest_unfinished(self) -> CampaignRow:

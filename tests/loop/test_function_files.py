@@ -368,3 +368,20 @@ def test_a_key_that_is_an_inputs_value_is_no_typo(tmp_path: Path) -> None:
     assert summary.status == "completed" and summary.completed == 6
     assert errors and all(e.startswith("KeyError: 'mode") for e in errors), errors
     assert not any("meant to be" in e for e in errors)
+
+
+def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(tmp_path: Path) -> None:
+    """`from instruments import pump_model` of an instruments.py beside the function's file
+    got closedloop's own package, and the error gave no hint (found in review)."""
+    (tmp_path / "instruments.py").write_text("def pump_model(x):\n    return 2 * x\n")
+    path = _campaign(
+        tmp_path,
+        "from instruments import pump_model\n"
+        "def measure(x):\n    return {'yield_pct': pump_model(1.0), 'cost': 1.0}\n",
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert "cannot import name 'pump_model' from 'instruments'" in message
+    assert "'instruments' is the name of one of closedloop's own packages" in message
+    assert "rename it (e.g. lab_instruments) and its imports" in message

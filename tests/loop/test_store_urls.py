@@ -133,6 +133,16 @@ def test_a_query_string_on_a_sqlite_file_is_refused(tmp_path: Path) -> None:
     _refused(process, f"store URL {uri}:", "(mode, uri)", "sqlite:///campaign.db")
 
 
+def test_a_question_mark_in_a_folder_name_is_refused(tmp_path: Path) -> None:
+    """``sqlite:///what?/x.db`` put the store in a file named ``what`` (SQLAlchemy drops a
+    query with no value; found in review)."""
+    file = _campaign(tmp_path)
+    (tmp_path / "what?").mkdir()
+    process = closedloop("run", str(file), "--store", "sqlite:///what?/x.db", cwd=tmp_path)
+    _refused(process, "store URL sqlite:///what?/x.db:", "the file would be 'what'")
+    assert not (tmp_path / "what").exists()
+
+
 def test_plan_dry_run_still_previews_a_campaign_file_in_memory(tmp_path: Path) -> None:
     file = _campaign(tmp_path)
     process = closedloop("plan", "--dry-run", str(file), cwd=tmp_path)
@@ -468,3 +478,34 @@ def test_a_device_or_a_pipe_is_no_store(tmp_path: Path) -> None:
             Store(f"sqlite:///{path}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
     assert not Path("/dev/null-journal").exists()
+
+
+def test_a_command_to_paste_names_a_store_in_any_folder(tmp_path: Path) -> None:
+    """A store in `Données de l'été µL` was printed unquoted in the commands to paste, and
+    the shell refused them (found in review)."""
+    folder = tmp_path / "Données de l'été µL"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'runs.db'}"
+    ran = closedloop(
+        "run",
+        str(Path(__file__).parents[2] / "campaigns" / "branin.yaml"),
+        "--store",
+        url,
+        "--max-trials",
+        "1",
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    refused = closedloop("status", "--store", url, "-c", "no-such-campaign", cwd=tmp_path)
+    assert refused.returncode == 2
+    command = refused.stderr.split("`")[1]
+    assert command.startswith("closedloop campaigns --store '"), command
+    pasted = subprocess.run(
+        ["bash", "-c", command.replace("closedloop", sys.executable + " -m loop", 1)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    assert "branin" in pasted.stdout
