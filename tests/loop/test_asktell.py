@@ -7,6 +7,7 @@ stdin (and interrupted with SIGINT); ask/tell runs the commands through typer's 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shlex
@@ -802,15 +803,18 @@ def test_hints_to_copy_name_the_store_and_work_from_another_folder(
 
 # ---------------------------------------------------------------------------- export round trip
 def _export_filled(url: str, tmp_path: Path, values: list[str]) -> tuple[Path, list[str]]:
-    """`closedloop export` of the pending trials with a `yield` column filled in, as a
-    scientist makes the results sheet: the export's rows as they are, one value each."""
+    """`closedloop export` of the pending trials with its `yield` column filled in, as a
+    scientist makes the results sheet: the export's rows as they are, one value each (the
+    objective's column is there, empty, before any trial has finished)."""
     path = tmp_path / "pending.csv"
     out = _cli("export", "--store", url, "-o", str(path))
     assert out.exit_code == 0, out.output
-    lines = path.read_text().splitlines()
-    header = lines[0] + ",yield"
-    rows = [f"{row},{value}" for row, value in zip(lines[1:], values, strict=True)]
-    return path, [header, *rows]
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    at = rows[0].index("yield")
+    for row, value in zip(rows[1:], values, strict=True):
+        assert row[at] == ""
+        row[at] = value
+    return path, [",".join(row) for row in rows]
 
 
 def test_tell_csv_takes_the_export_of_the_pending_trials_filled_in(tmp_path: Path) -> None:
