@@ -172,8 +172,10 @@ def stale_reason(lease: LeaseRow) -> str | None:
     if owner_stopped(lease):
         return None
     return (
-        f"{silent}, though process {lease.pid} still exists on this host (hung, or its id "
-        "now belongs to another process)"
+        f"{silent}, though process {lease.pid} still exists on this host (hung; waiting for "
+        "the store to take writes, a full disk or another program's lock, which its log "
+        "says: then it may hold a measurement not yet stored, so free the disk or stop it "
+        "with Ctrl-C first; or its id now belongs to another process)"
     )
 
 

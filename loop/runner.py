@@ -1013,6 +1013,12 @@ class Runner:
         ``stopped``, resumable.
         """
         self._stop_request = reason
+        if self.store.stop_waiting():  # a store held up: its waiting writes fail, and say so
+            logger.warning(
+                "stopping while the store %s takes no writes: what is measured and not yet "
+                "stored is logged here; `closedloop resume` continues from what it holds",
+                self.store.url,
+            )
         if self._asking_operator and threading.current_thread() is threading.main_thread():
             # A signal handler on the main thread, which is blocked reading the operator's
             # answer: interrupt the prompt (a read restarted after the handler would wait on).

@@ -400,21 +400,27 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
         store = cast("Store", args[0])
         with store._write_lock:
-            waiting: float | None = None
             while True:
                 try:
                     result = method(*args, **kwargs)
                 except OperationalError as exc:
                     reason = _held_up(exc)
                     now = time.monotonic()
-                    waiting = now if waiting is None else waiting
-                    if reason is None or now - waiting >= store.write_patience:
+                    if reason is None:
                         raise
-                    store._say_held_up(reason, now - waiting)
-                    time.sleep(_WRITE_RETRY)
+                    # One clock for the store, not one per write: the writes queued behind
+                    # a held-up one each waited their own 10 minutes, and a full disk hung
+                    # a run for 20 minutes and more instead of ending it (found in review).
+                    since = store._held_since = store._held_since or now
+                    if now - since >= store.write_patience or store._give_up.is_set():
+                        raise
+                    store._say_held_up(reason, now - since)
+                    store._give_up.wait(_WRITE_RETRY)  # a stop ends the wait at once
                     continue
-                if waiting is not None:
-                    store._say_held_up(None, time.monotonic() - waiting)
+                if store._held_since is not None:
+                    store._say_held_up(None, time.monotonic() - store._held_since)
+                    store._held_since = None
+                    store._give_up.clear()  # a stop gave up on that hold-up, not the next
                 return result
 
     return locked
@@ -1073,6 +1079,8 @@ class Store:
         #: review); waiting keeps it, and the warning says why the campaign stands still.
         self.write_patience = 600.0
         self._held_up_said = False
+        self._held_since: float | None = None  # when writes began to be held up, if they are
+        self._give_up = threading.Event()  # set by ``stop_waiting``
         self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
         self._anchor: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
@@ -1366,6 +1374,18 @@ class Store:
         elif reason is None and self._held_up_said:
             self._held_up_said = False
             logger.warning("the store %s takes writes again (after %.0f s)", self.url, waited)
+
+    def stop_waiting(self) -> bool:
+        """Let writes held up by the store (a full disk, another program's lock) fail now
+        rather than wait out ``write_patience``: a stop requested meanwhile. Ctrl-C on a
+        full disk stopped nothing, and a second one ended the process with a measured
+        trial neither stored nor logged (found in review); failed, the write's caller logs
+        what it held. True if writes were held up; with none, nothing changes (a stop with
+        a healthy store stores the trials in flight as usual)."""
+        if self._held_since is None:
+            return False
+        self._give_up.set()
+        return True
 
     @_serialised
     def create_campaign(

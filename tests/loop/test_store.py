@@ -407,6 +407,47 @@ def test_a_write_waits_for_a_store_another_program_holds(
     store.close()
 
 
+def test_writes_held_up_share_one_patience_and_a_stop_ends_the_wait(tmp_path: Path) -> None:
+    """Each write queued behind a held-up one waited its own `write_patience`: a full disk
+    hung a run for 20 minutes and more instead of ending it, and Ctrl-C did not end the
+    wait (found in review)."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = _impatient(url)
+    cid = store.create_campaign("c", "name: c\n", "c.yaml", 0)
+    store.write_patience = 1.0
+    waits: list[float | None] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    store._give_up = Counted()
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # held up until the end of the test
+    try:
+        with pytest.raises(Exception, match="database is locked"):
+            store.add_trial(cid, {"x": 1.0}, "sobol")  # waits out the patience
+        assert waits
+        waits.clear()
+        with pytest.raises(Exception, match="database is locked"):
+            store.add_trial(cid, {"x": 2.0}, "sobol")  # the store's patience is spent
+        assert waits == []  # one attempt, no wait of its own
+        store.write_patience = 600.0
+        assert store.stop_waiting()  # a stop while held up: waits end at once
+        with pytest.raises(Exception, match="database is locked"):
+            store.add_trial(cid, {"x": 3.0}, "sobol")
+        assert waits == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.add_trial(cid, {"x": 4.0}, "sobol").number == 1  # the store takes it again
+    assert not store.stop_waiting()  # nothing held up: a stop changes nothing
+    store.close()
+
+
 def test_a_name_several_campaigns_share_says_which_one_it_took(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
