@@ -1895,6 +1895,20 @@ def changed_keys(stored: str, edited: str, *, most: int = 6) -> list[str]:
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
             for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 walk(x, y, f"{at}[{i}]")
+        elif isinstance(a, list) and isinstance(b, list) and _named(a) and _named(b):
+            # entries with names (parameters, objectives) added or removed: by name (a
+            # parameter added read `parameters: [{"name": "x1", ... -> [{"name": "x1", ...`,
+            # both sides cut where they were the same; found in review)
+            old_names = {x["name"]: x for x in a}
+            new_names = {y["name"]: y for y in b}
+            for name in dict.fromkeys([*old_names, *new_names]):
+                where = f"{at}[{name}]"
+                if name not in new_names:
+                    found.append(f"{where}: removed")
+                elif name not in old_names:
+                    found.append(f"{where}: added")
+                else:
+                    walk(old_names[name], new_names[name], where)
         elif a != b:
             found.append(f"{at}: {_shown(a)} -> {_shown(b)}")
 
@@ -1905,6 +1919,12 @@ def changed_keys(stored: str, edited: str, *, most: int = 6) -> list[str]:
 
 
 _ABSENT = object()
+
+
+def _named(entries: list[Any]) -> bool:
+    """Whether every entry is a mapping with its own, distinct ``name``."""
+    names = [x.get("name") if isinstance(x, dict) else None for x in entries]
+    return all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
 
 
 def _shown(value: Any) -> str:

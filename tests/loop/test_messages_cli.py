@@ -293,6 +293,13 @@ def test_changed_keys_says_each_value_and_ignores_layout() -> None:
         "seed: (absent) -> 3",
     ]
     assert changed_keys(old, "name: [") == []  # does not parse: nothing to say
+    # a parameter added or removed is named (both sides were cut where they were the same)
+    added = old + "  - {name: x3, type: int, bounds: [0, 3]}\n"
+    assert changed_keys(old, added.replace("[0, 1]", "[0, 2]")) == [
+        "parameters[x].bounds[1]: 1 -> 2",
+        "parameters[x3]: added",
+    ]
+    assert changed_keys(added, old) == ["parameters[x3]: removed"]
 
 
 def test_a_campaign_that_met_its_target_exits_2_for_resume_and_suggest(tmp_path: Path) -> None:
