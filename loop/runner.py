@@ -1235,6 +1235,23 @@ class Runner:
             return
         raise ClosedLoopError(_NO_OPERATOR.format(name=self.campaign.name))
 
+    def _refuse_budget_below_trials(self, row: CampaignRow) -> None:
+        """``CampaignFinished`` for a ``max_trials`` given for this session below the trials
+        the campaign has completed: `resume --max-trials 5` of a campaign with 8 ended it at
+        once, storing a budget of 5 beside "8 completed trials" (a typo for 50, most
+        likely; found in review). As many as completed closes it, as asked."""
+        limit = self.budget.max_trials
+        if limit is None or known_budget(row).get("max_trials") == limit:
+            return
+        trials = self.store.trials(row.id or 0)
+        completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in trials)
+        if completed > limit:
+            raise CampaignFinished(
+                f"campaign '{row.name}' (id {row.id}) has {completed} completed trials, more "
+                f"than the max_trials {limit} given: it would end at once. Give more than "
+                f"{completed} to go on (or {completed} to close it as completed)"
+            )
+
     def refuse_if_finished(self, *, python: bool = False) -> int:
         """The stored campaign's id, or ``CampaignFinished`` when resuming it would do
         nothing: it is ``completed``/``failed`` and its budget (with the overrides given) is
@@ -1253,6 +1270,7 @@ class Runner:
             raise ClosedLoopError("resume() needs a stored campaign: use Runner.from_store")
         row = self.store.campaign(cid)
         if row.status in UNFINISHED:
+            self._refuse_budget_below_trials(row)
             return cid
         tally = self._tally(self.store.trials(cid), self.store.observations(cid))
         spent = self._spent(tally, row.elapsed_seconds)

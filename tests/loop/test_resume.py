@@ -351,6 +351,18 @@ def test_a_second_runner_is_refused_while_the_lease_is_live(tmp_path: Path) -> N
     assert Runner.from_store(store, cid, max_trials=2).resume().completed == 2
 
 
+def test_a_budget_below_the_completed_trials_is_refused(tmp_path: Path) -> None:
+    """`resume --max-trials 5` of a stopped campaign with 8 completed ended it at once and
+    stored a budget of 5 beside "8 completed trials" (a typo for 50; found in review)."""
+    store = _store(tmp_path)
+    cid = Runner(_loaded(tmp_path), store, max_trials=3).run().campaign_id
+    store.finish_campaign(cid, "stopped", "test")
+    with pytest.raises(CampaignFinished, match="has 3 completed trials, more than the max_tr"):
+        Runner.from_store(store, cid, max_trials=2).resume()
+    assert store.campaign(cid).status == "stopped"  # nothing changed
+    assert Runner.from_store(store, cid, max_trials=3).resume().status == "completed"
+
+
 def _foreign_lease(store: Store, cid: int, *, host: str, pid: int, expires_in: float) -> None:
     claim = LeaseClaim(owner=f"{host}:{pid}", host=host, pid=pid, token="theirs", ttl=30)
     assert store.insert_lease(cid, claim)
