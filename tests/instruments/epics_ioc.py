@@ -1,4 +1,5 @@
-"""The ``epics_ioc`` fixture: the simulated reactor IOC (``ioc_sim.py``) in a subprocess.
+"""The ``epics_ioc`` fixture: the simulated reactor IOC (``simulators.reactor_ioc``) in a
+subprocess.
 
 One IOC per test session, on 127.0.0.1 and a free port, with automatic address lists off, so
 the tests never talk to (or are disturbed by) another IOC on the network. The environment is
@@ -23,7 +24,6 @@ from typing import Any
 import pytest
 
 PREFIX = "closedloop:sim:"
-HERE = Path(__file__).parent
 
 
 def _free_port() -> int:
@@ -52,7 +52,8 @@ class IOC:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
-                    str(HERE / "ioc_sim.py"),
+                    "-m",
+                    "simulators.reactor_ioc",
                     "--prefix",
                     self.prefix,
                     "--put-log",

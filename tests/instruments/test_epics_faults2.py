@@ -1,4 +1,5 @@
-"""Faults on the EPICS path found in review, each against the caproto IOC of ``ioc_sim.py``.
+"""Faults on the EPICS path found in review, each against the caproto IOC of
+``simulators.reactor_ioc``.
 
 * A stop (Ctrl-C, SIGTERM: the instrument's ``close()``) while a move reads its position for
   ``max_step`` must not let that move put its setpoint after the safe state; nor may a move

@@ -1,4 +1,4 @@
-"""End to end over real Channel Access against the caproto IOC in ``ioc_sim.py``."""
+"""End to end over real Channel Access against the caproto IOC in ``simulators.reactor_ioc``."""
 
 from __future__ import annotations
 

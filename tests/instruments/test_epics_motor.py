@@ -1,6 +1,7 @@
 """An input declared ``motor:`` (an ophyd ``EpicsMotor``) over real Channel Access.
 
-Against the motor records of ``motor_ioc.py`` (next to the reactor IOC of ``ioc_sim.py``,
+Against the motor records of ``motor_ioc.py`` (beside the reactor IOC,
+``simulators.reactor_ioc``,
 whose setpoint/readback PVs drive the other input), through the real engine: a RunEngine, an
 ``EpicsMotor``, a SQLite store, and the ``closedloop`` command in a subprocess where a user
 would type it. The IOC logs every put it receives, so each test can say what reached the

@@ -1,5 +1,5 @@
 """One campaign at a time on an EPICS instrument (instruments._hold), against the caproto
-IOC of ``ioc_sim.py``.
+IOC of ``simulators.reactor_ioc``.
 
 Found in review: two `run`s on one instrument file, in two stores, both drove the same IOC;
 their setpoints interleaved, one's safe state landed in the other's trial, and a measurement

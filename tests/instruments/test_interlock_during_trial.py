@@ -5,7 +5,8 @@ and read, before its run closes. A beam dump or a vacuum burst in between used t
 reading stored ``completed`` and learned from; now the trial fails (its documents stored,
 its stop document saying why), the loop retries it, and the retry waits at the gate like
 any trial. A trial the operator released despite an interlock is not failed for that same
-interlock afterwards. Against the caproto IOC of ``ioc_sim.py``, over real Channel Access.
+interlock afterwards. Against the caproto IOC of ``simulators.reactor_ioc``, over real
+Channel Access.
 """
 
 from __future__ import annotations

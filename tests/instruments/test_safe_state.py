@@ -16,7 +16,7 @@
 * ``plan --dry-run --at`` says each parameter the point is outside of, and that a fixed
   parameter is fixed.
 
-The EPICS tests run against the caproto IOC of ``ioc_sim.py`` (its ``lag`` PV makes the
+The EPICS tests run against the caproto IOC of ``simulators.reactor_ioc`` (its ``lag`` PV makes the
 readbacks lag), with real ophyd signals and a real RunEngine; the others on plugin devices.
 """
 

@@ -1,7 +1,16 @@
 """A pure-Python caproto IOC that behaves like a small flow reactor on the bench.
 
-Run by the ``epics_ioc`` fixture as a subprocess (``python ioc_sim.py --prefix P: --put-log
-FILE``) on 127.0.0.1; every EPICS setting comes from the environment the fixture gives it.
+The EPICS example campaigns (``campaigns/epics``, ``campaigns/instruments``) drive it, so
+anyone can try an instrument file over real Channel Access without hardware, from an
+installed closedloop (it lived among the tests, which a wheel does not ship: found in
+review)::
+
+    export EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST=127.0.0.1
+    export EPICS_CAS_INTF_ADDR_LIST=127.0.0.1
+    python -m simulators.reactor_ioc --put-log puts.jsonl &
+
+It serves on 127.0.0.1 only; every other EPICS setting comes from the environment. The
+tests' ``epics_ioc`` fixture runs it the same way, with a prefix and a port of its own.
 
 PVs (all under the prefix):
 
@@ -29,9 +38,9 @@ PVs for the fault tests (``test_epics_faults2.py``), unused by the example instr
 * ``mode:SP`` / ``mode:RBV``: ENUM PVs (``Off``, ``Low``, ``High``), the readback following;
   ``label``: a string PV. Neither kind is a number.
 
-Every put that reaches the IOC, from any client, is appended to ``--put-log`` as a JSON line
-``{"pv": ..., "value": ...}`` before it takes effect: the evidence that a refused setpoint
-never got here.
+With ``--put-log FILE``, every put that reaches the IOC, from any client, is appended to it
+as a JSON line ``{"pv": ..., "value": ...}`` before it takes effect: the evidence that a
+refused setpoint never got here.
 """
 
 from __future__ import annotations
@@ -50,7 +59,9 @@ from caproto.server import PVGroup, pvproperty, run
 class ReactorIOC(PVGroup):
     """The simulated reactor; see the module docstring for its PVs."""
 
-    def __init__(self, *args: Any, put_log: Path, lag: float, acquire_time: float, **kw: Any):
+    def __init__(
+        self, *args: Any, put_log: Path | None, lag: float, acquire_time: float, **kw: Any
+    ) -> None:
         super().__init__(*args, **kw)
         self._put_log = put_log
         self._lag = lag
@@ -58,9 +69,13 @@ class ReactorIOC(PVGroup):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _record(self, pv: str, value: Any) -> None:
-        with self._put_log.open("a", encoding="utf-8") as fh:
-            plain = value.item() if hasattr(value, "item") else value
-            fh.write(json.dumps({"pv": self.prefix + pv, "value": plain}) + "\n")
+        plain = value.item() if hasattr(value, "item") else value
+        self._log({"pv": self.prefix + pv, "value": plain})
+
+    def _log(self, line: dict[str, Any]) -> None:
+        if self._put_log is not None:
+            with self._put_log.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
 
     def _follow(self, readback: Any, value: float) -> None:
         async def later() -> None:
@@ -117,9 +132,7 @@ class ReactorIOC(PVGroup):
     async def temp_rbv(self, instance: Any) -> Any:
         delay = float(self.rbv_delay.value)
         if delay > 0:
-            with self._put_log.open("a", encoding="utf-8") as fh:
-                line = {"pv": self.prefix + "temp:RBV", "value": None, "read": True}
-                fh.write(json.dumps(line) + "\n")
+            self._log({"pv": self.prefix + "temp:RBV", "value": None, "read": True})
             await asyncio.sleep(delay)
         return instance.value
 
@@ -207,11 +220,12 @@ class ReactorIOC(PVGroup):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", default="closedloop:sim:")
-    parser.add_argument("--put-log", type=Path, required=True)
+    parser.add_argument("--put-log", type=Path, help="a file every put is appended to")
     parser.add_argument("--lag", type=float, default=0.05)
     parser.add_argument("--acquire-time", type=float, default=0.05)
     args = parser.parse_args()
-    args.put_log.touch()
+    if args.put_log is not None:
+        args.put_log.touch()
     ioc = ReactorIOC(
         prefix=args.prefix, put_log=args.put_log, lag=args.lag, acquire_time=args.acquire_time
     )
