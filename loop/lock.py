@@ -404,9 +404,19 @@ class CampaignLease:
             raise StoreGone(self.gone)
         if self.lost.is_set():
             raise LeaseLost(
-                f"campaign {self.campaign_id}: another runner took over this runner's lease "
-                "(it stalled for longer than the lease's TTL); stopping without writing more"
+                f"campaign {self.campaign_id}: another runner{self._new_owner()} took over "
+                "this runner's lease (it stalled for longer than the lease's TTL); stopping "
+                "without writing more"
             )
+
+    def _new_owner(self) -> str:
+        """`` (host:pid)`` of the runner holding the lease now, or nothing when it cannot be
+        read: the message named it or not by which thread saw the loss first."""
+        try:
+            lease = self.store.lease(self.campaign_id or 0)
+        except Exception:
+            return ""
+        return f" ({lease.owner})" if lease is not None and lease.token != self.token else ""
 
     def release(self) -> None:
         """Stop heartbeating and free the campaign (unless the lease was lost)."""
