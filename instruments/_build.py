@@ -609,8 +609,12 @@ def _no_hard_exit() -> Iterator[None]:
     process as a crash does, and ``resume`` takes the campaign up again.
     """
     hard_exit = os._exit
+    process, thread = os.getpid(), threading.get_ident()
 
     def refuse(status: int) -> NoReturn:
+        if os.getpid() != process or threading.get_ident() != thread:
+            # a child the module forked (multiprocessing), or another thread: theirs to end
+            hard_exit(status)
         raise SystemExit(status)
 
     os._exit = refuse

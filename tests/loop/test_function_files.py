@@ -370,6 +370,21 @@ def test_a_key_that_is_an_inputs_value_is_no_typo(tmp_path: Path) -> None:
     assert not any("meant to be" in e for e in errors)
 
 
+def test_a_child_the_function_file_forks_at_import_exits_as_usual(tmp_path: Path) -> None:
+    """A multiprocessing child ends with os._exit: the refusal of os._exit during the import
+    is the importing thread's only (the child's exit read as the file exiting; found in
+    review)."""
+    source = (
+        "import multiprocessing as mp\n"
+        "def _child():\n    pass\n"
+        "p = mp.get_context('fork').Process(target=_child)\n"
+        "p.start()\np.join()\n"
+        "assert p.exitcode == 0, p.exitcode\n"
+        "def measure(x):\n    return {'yield_pct': 1.0, 'cost': 1.0}\n"
+    )
+    load_campaign(_campaign(tmp_path, source))  # no "exited while being imported"
+
+
 def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(tmp_path: Path) -> None:
     """`from instruments import pump_model` of an instruments.py beside the function's file
     got closedloop's own package, and the error gave no hint (found in review)."""
