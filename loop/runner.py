@@ -1369,6 +1369,7 @@ class Runner:
             return elapsed_before + (time.monotonic() - start)
 
         self.store.watch_file()  # a store file deleted mid-run is noticed and rescued
+        self.store.wait_again()  # a stop of an earlier session gave up its waits, not ours
         self.lease.start_heartbeat(elapsed)
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []

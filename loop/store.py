@@ -401,6 +401,11 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
         store = cast("Store", args[0])
         with store._write_lock:
             while True:
+                held = store._held_up_by
+                if store._held_since is not None and held is not None and store._give_up.is_set():
+                    # stopping while the store takes no writes: not another attempt, whose
+                    # busy timeout alone is 10 s (a stop took a minute; found in review)
+                    raise held
                 try:
                     result = method(*args, **kwargs)
                 except OperationalError as exc:
@@ -408,6 +413,7 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
                     now = time.monotonic()
                     if reason is None:
                         raise
+                    store._held_up_by = exc
                     # One clock for the store, not one per write: the writes queued behind
                     # a held-up one each waited their own 10 minutes, and a full disk hung
                     # a run for 20 minutes and more instead of ending it (found in review).
@@ -419,8 +425,7 @@ def _serialised(method: Callable[P, R]) -> Callable[P, R]:
                     continue
                 if store._held_since is not None:
                     store._say_held_up(None, time.monotonic() - store._held_since)
-                    store._held_since = None
-                    store._give_up.clear()  # a stop gave up on that hold-up, not the next
+                    store._held_since, store._held_up_by = None, None
                 return result
 
     return locked
@@ -1080,6 +1085,7 @@ class Store:
         self.write_patience = 600.0
         self._held_up_said = False
         self._held_since: float | None = None  # when writes began to be held up, if they are
+        self._held_up_by: OperationalError | None = None  # the latest refusal meanwhile
         self._give_up = threading.Event()  # set by ``stop_waiting``
         self._file: Path | None = None  # a SQLite store's file, for ``watch_file``
         self._anchor: sqlite3.Connection | None = None
@@ -1376,16 +1382,20 @@ class Store:
             logger.warning("the store %s takes writes again (after %.0f s)", self.url, waited)
 
     def stop_waiting(self) -> bool:
-        """Let writes held up by the store (a full disk, another program's lock) fail now
-        rather than wait out ``write_patience``: a stop requested meanwhile. Ctrl-C on a
-        full disk stopped nothing, and a second one ended the process with a measured
+        """From now on, let a write the store holds up (a full disk, another program's lock)
+        fail at once rather than wait out ``write_patience``: a stop was requested. Ctrl-C
+        on a full disk stopped nothing, and a second one ended the process with a measured
         trial neither stored nor logged (found in review); failed, the write's caller logs
-        what it held. True if writes were held up; with none, nothing changes (a stop with
-        a healthy store stores the trials in flight as usual)."""
-        if self._held_since is None:
-            return False
+        what it held. Writes the store takes go on as usual (a stop with a healthy store
+        stores the trials in flight). Remembered until :meth:`wait_again`, so a stop made
+        in the first seconds of a hold-up, before it is known, counts too. True if writes
+        are held up now."""
         self._give_up.set()
-        return True
+        return self._held_since is not None
+
+    def wait_again(self) -> None:
+        """Writes held up wait for the store again (a new session: see :meth:`stop_waiting`)."""
+        self._give_up.clear()
 
     @_serialised
     def create_campaign(

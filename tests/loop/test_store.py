@@ -436,15 +436,48 @@ def test_writes_held_up_share_one_patience_and_a_stop_ends_the_wait(tmp_path: Pa
             store.add_trial(cid, {"x": 2.0}, "sobol")  # the store's patience is spent
         assert waits == []  # one attempt, no wait of its own
         store.write_patience = 600.0
-        assert store.stop_waiting()  # a stop while held up: waits end at once
+        assert store.stop_waiting()  # a stop while held up: no wait, nor another attempt
         with pytest.raises(Exception, match="database is locked"):
             store.add_trial(cid, {"x": 3.0}, "sobol")
         assert waits == []
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+    store.wait_again()  # a new session
     assert store.add_trial(cid, {"x": 4.0}, "sobol").number == 1  # the store takes it again
-    assert not store.stop_waiting()  # nothing held up: a stop changes nothing
+    assert not store.stop_waiting()  # nothing held up now: writes the store takes go on
+    assert store.add_trial(cid, {"x": 5.0}, "sobol").number == 2
+    store.close()
+
+
+def test_a_stop_made_before_a_hold_up_is_known_still_ends_its_wait(tmp_path: Path) -> None:
+    """A stop in the first seconds of a lock, before the store knew it was held up, was
+    forgotten: the write then waited out its whole patience (found in review)."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = _impatient(url)
+    cid = store.create_campaign("c", "name: c\n", "c.yaml", 0)
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        assert not store.stop_waiting()  # not held up yet
+        waits: list[float | None] = []
+
+        class Counted(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                waits.append(timeout)
+                return super().wait(timeout)
+
+        given_up = Counted()
+        given_up.set()
+        store._give_up = given_up
+        with pytest.raises(Exception, match="database is locked"):
+            store.add_trial(cid, {"x": 1.0}, "sobol")
+        assert waits == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
     store.close()
 
 
