@@ -15,9 +15,12 @@ position, seeded by the position: a fixed schedule of moves, each drawing unifor
 the feasible values on its line through the current point:
 
 * along one column (the others held): every value the constraints and bounds leave it;
-* along ``e_i - e_j`` for pairs of columns: what one gains, the other gives. Constraints
-  such as ``sum == k`` (two inequalities) pin every column given the others, so moves of
-  one column alone could never leave the start; pair moves keep such sums and move.
+* along pairs of columns: what one gains, the other gives (``e_i - e_j``), or, for two
+  columns of one equality (``a.v == c``, written as two inequalities), the move that keeps
+  it (``a_j e_i - a_i e_j``, in whole steps for integers). An equality pins every column
+  given the others, so moves of one column alone could never leave the start. Where no
+  such move keeps every equality, the chains would stay put: that region is left to
+  rejection sampling and its clear error.
 
 Each move is a Gibbs update of the uniform distribution on the feasible points (integer
 columns on their grid, float columns in their interval), so the chain keeps that
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from planners._space import FloatParameter, IntParameter, Space
 
@@ -64,6 +68,9 @@ class Lattice:
     upper: torch.Tensor
     integer: torch.Tensor  # bool
     start: torch.Tensor  # a feasible point
+    # per pair of columns (i, j): the move (d_i, d_j) that keeps an equality over both
+    # (see ``_directions``); (1, -1) where none holds both
+    directions: dict[tuple[int, int], tuple[float, float]]
 
     def to_unit(self, V: torch.Tensor) -> torch.Tensor:
         """The unit-cube coordinates (``n x m``) that ``Space.from_unit_cube`` maps to the
@@ -108,9 +115,11 @@ class Lattice:
                 low, high = lower[i] - V[:, i], upper[i] - V[:, i]
                 whole = bool(self.integer[i])
             else:
-                rate = A[:, i] - A[:, j]
-                low = torch.maximum(lower[i] - V[:, i], V[:, j] - upper[j])
-                high = torch.minimum(upper[i] - V[:, i], V[:, j] - lower[j])
+                di, dj = self.directions.get((i, j), (1.0, -1.0))
+                rate = A[:, i] * di + A[:, j] * dj
+                low_i, high_i = _steps(lower[i] - V[:, i], upper[i] - V[:, i], di)
+                low_j, high_j = _steps(lower[j] - V[:, j], upper[j] - V[:, j], dj)
+                low, high = torch.maximum(low_i, low_j), torch.minimum(high_i, high_j)
                 whole = bool(self.integer[i] or self.integer[j])
             # rows: rate * t <= slack; the current point (t = 0) always meets them
             room = slack.clamp(min=0.0) / rate
@@ -122,11 +131,18 @@ class Lattice:
                 t = torch.minimum(low + torch.floor(u[:, step] * (high - low + 1.0)), high)
             else:
                 t = low + u[:, step] * (high - low)
-            V[:, i] += t
-            if j >= 0:
-                V[:, j] -= t
+            if j < 0:
+                V[:, i] += t
+            else:
+                V[:, i] += t * di
+                V[:, j] += t * dj
             slack = slack - t.unsqueeze(-1) * rate
         return V
+
+
+def _steps(low: torch.Tensor, high: torch.Tensor, d: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The steps ``t`` with ``low <= t * d <= high`` (``low <= 0 <= high``)."""
+    return (low / d, high / d) if d > 0 else (high / d, low / d)
 
 
 def lattice(space: Space, columns: Sequence[int]) -> Lattice | None:
@@ -157,7 +173,7 @@ def lattice(space: Space, columns: Sequence[int]) -> Lattice | None:
     start = np.where(integer, np.round(found.x), found.x).clip(lower, upper)
     if not np.all(A @ start <= b + 1e-9 * (1.0 + np.abs(A) @ np.abs(start) + np.abs(b))):
         return None  # pragma: no cover - HiGHS returns a feasible point or none
-    return Lattice(
+    design = Lattice(
         A=torch.as_tensor(A),
         b=torch.as_tensor(b),
         columns=tuple(columns),
@@ -166,7 +182,56 @@ def lattice(space: Space, columns: Sequence[int]) -> Lattice | None:
         upper=torch.as_tensor(upper),
         integer=torch.as_tensor(integer),
         start=torch.as_tensor(start),
+        directions=_directions(A, b, integer),
     )
+    # Chains that cannot leave their start (equalities no move here keeps) would give the
+    # one point at every position: refused as rejection refuses the region, not run as N
+    # copies of a trial (found in review).
+    probe = design.ends(list(range(_PROBE_CHAINS)))
+    if len(torch.unique(probe, dim=0)) < 2:
+        return None
+    return design
+
+
+# Chains run when a lattice is made, to see that they move at all.
+_PROBE_CHAINS = 8
+
+
+def _directions(
+    A: NDArray[np.float64], b: NDArray[np.float64], integer: NDArray[np.bool_]
+) -> dict[tuple[int, int], tuple[float, float]]:
+    """For each pair of columns in one equality (a row ``a.v <= c`` beside ``-a.v <= -c``,
+    as ``==`` is written), the move that keeps it: ``(a_j, -a_i)``, in the least whole
+    steps when either column is an integer (``n0 + 2 n1 == 40``: ``(2, -1)``; ``n0 == n1``:
+    ``(1, 1)``). Moves along ``e_i - e_j`` alone kept only sums with equal coefficients."""
+    out: dict[tuple[int, int], tuple[float, float]] = {}
+    rows = len(A)
+    for r in range(rows):
+        for q in range(r + 1, rows):
+            scale = 1e-9 * (1.0 + np.abs(A[r]).sum() + abs(b[r]))
+            if not (np.abs(A[r] + A[q]).max() <= scale and abs(b[r] + b[q]) <= scale):
+                continue
+            nonzero = np.flatnonzero(np.abs(A[r]) > scale)
+            for i in nonzero:
+                for j in nonzero:
+                    if i == j or (int(i), int(j)) in out:
+                        continue
+                    di, dj = float(A[r, j]), -float(A[r, i])
+                    if integer[i] or integer[j]:
+                        whole = _whole(di, dj)
+                        if whole is None:
+                            continue
+                        di, dj = whole
+                    out[int(i), int(j)] = (di, dj)
+    return out
+
+
+def _whole(a: float, b: float) -> tuple[float, float] | None:
+    """``(a, b)`` as the least whole numbers in that ratio, or ``None`` (not whole)."""
+    if not (float(a).is_integer() and float(b).is_integer()):
+        return None
+    g = math.gcd(int(a), int(b)) or 1
+    return a / g, b / g
 
 
 def _schedule(m: int) -> list[tuple[int, int]]:

@@ -73,6 +73,46 @@ def test_an_integer_sum_fixed_by_two_inequalities_still_moves() -> None:
     assert max(p["n0"] for p in points) >= 4  # not stuck at a corner
 
 
+@pytest.mark.parametrize(
+    ("constraints", "kept"),
+    [
+        (["n0 + 2 * n1 + 3 * n2 + 4 * n3 <= 40", "n0 + 2 * n1 + 3 * n2 + 4 * n3 >= 40"], None),
+        (["n0 - n1 <= 0", "n0 - n1 >= 0", "n2 + n3 <= 3"], "n0 == n1"),
+    ],
+    ids=["weighted-sum", "equal-columns"],
+)
+def test_equalities_with_other_weights_still_move(constraints: list[str], kept: str) -> None:
+    """Moves along ``e_i - e_j`` keep only sums with equal weights: a weighted sum, or
+    ``n0 == n1``, gave the chains' start at every position, five identical trials (found
+    in review). Pair moves now keep the equality they are in."""
+    space = Space([IntParameter(name=f"n{i}", bounds=(0, 1000)) for i in range(4)], constraints)
+    assert isinstance(_narrow_polytope(space), Lattice)
+    points = PositionalDesign(space, 0, "sobol").points(0, 12)
+    assert all(space.contains(p) for p in points)
+    assert len({tuple(p.values()) for p in points}) >= 11
+    if kept == "n0 == n1":
+        assert all(p["n0"] == p["n1"] for p in points)
+        assert len({p["n0"] for p in points}) >= 10
+
+
+def test_chains_that_cannot_move_are_refused_as_rejection_refuses() -> None:
+    """Two equalities whose only common move takes three columns: no move here keeps
+    both, so the chains would stay at their start; the design says the region is too
+    narrow rather than proposing one point N times."""
+    space = Space(
+        [IntParameter(name=f"n{i}", bounds=(0, 1000)) for i in range(3)],
+        [
+            "n0 + 2 * n1 + 3 * n2 <= 20",
+            "n0 + 2 * n1 + 3 * n2 >= 20",
+            "n0 + n1 + n2 <= 10",
+            "n0 + n1 + n2 >= 10",
+        ],
+    )
+    assert _narrow_polytope(space) is None
+    with pytest.raises(InfeasibleSpaceError, match="leave almost no room"):
+        PositionalDesign(space, 0, "sobol").points(0, 2)
+
+
 def test_floats_beside_integers_in_one_constraint() -> None:
     """A log float, an int on a log scale and a linear float in one narrow constraint, and a
     free column: each on its own grid or interval, and every point feasible."""
