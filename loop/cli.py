@@ -939,15 +939,19 @@ def _print_model(c: Any, records: list[dict[str, Any]], estimates: Any) -> None:
         )
     units = units_of(c)
     by_id = {r["trial_id"]: r for r in records}
+    best = best_record(records, obj.name, obj.goal)
+    # the two readings shown, with the digits that tell them apart (both read 0.812345)
+    shown = [best["trial_id"]] if best is not None else []
+    shown += [estimates.best] if estimates.best in by_id else []
+    digits = digits_apart(by_id[t]["outputs"].get(obj.name) for t in shown)
 
     def estimate(trial_id: int) -> str:
         r = by_id[trial_id]
         return (
             f"{obj.name} ≈ {estimates.mean[trial_id]:.4g} ± {estimates.sd[trial_id]:.2g} "
-            f"(read {number(r['outputs'][obj.name])})"
+            f"(read {number(r['outputs'][obj.name], digits)})"
         )
 
-    best = best_record(records, obj.name, obj.goal)
     if best is not None and best["trial_id"] in estimates.mean:
         rated = " (the model rates it best too)" if best["trial_id"] == estimates.best else ""
         console.print(
@@ -1780,7 +1784,14 @@ class _ProgressListener:
             return
         if report.status == "completed":
             # no feasible trial yet (outcome constraints): say so, not "best =  "
-            best = ": none feasible yet" if report.best is None else f" = {number(report.best)}"
+            # the value and the best with the digits that tell them apart (1.0000001 and
+            # 1.0000002 read "y = 1 ... best = 1"; found in review)
+            digits = digits_apart([report.objective, report.best])
+            best = (
+                ": none feasible yet"
+                if report.best is None
+                else f" = {number(report.best, digits)}"
+            )
             # An infeasible trial's value is not a candidate for best: say why, or a value
             # better than "best" reads as a bug (found in review).
             violated = _violations(self.constraints, report.outputs) if self.constraints else ""
@@ -1790,7 +1801,7 @@ class _ProgressListener:
             if report.outlying:
                 infeasible += "  [yellow](far outside every other reading: left out of best)[/]"
             if report.front is None:
-                values = escape(f"{self.objective} = {number(report.objective)}")
+                values = escape(f"{self.objective} = {number(report.objective, digits)}")
                 standing = escape(f"best{best}")
             else:  # several objectives: the first one's best says little
                 values = escape(
@@ -1842,8 +1853,12 @@ def _violations(constraints: Sequence[OutcomeConstraint], outputs: Mapping[str, 
             broken.append(f"no {oc.name}")
         else:
             opposite = "<" if oc.op == ">=" else ">"
-            # six digits: 0.89999 must not read "0.9 < 0.9"
-            broken.append(f"{oc.name} {value:.6g} {opposite} {oc.bound:g}")
+            # digits that set them apart: 0.89999 must not read "0.9 < 0.9", nor
+            # 1.0000001 "1 > 1" (found in review)
+            digits = digits_apart([value, oc.bound])
+            broken.append(
+                f"{oc.name} {number(value, digits)} {opposite} {number(oc.bound, digits)}"
+            )
     return ", ".join(broken)
 
 

@@ -48,3 +48,22 @@ def test_values_apart_at_a_bound_are_written_apart(tmp_path: Path) -> None:
     assert "best feasible: trial #2 y = 1.0000001 (minimize)" in out, out
     assert "1.0000002" in out
     assert "0.9999999" in out and "1.0000001 │ no" in out, out
+
+
+def test_the_run_lines_tell_close_values_apart(tmp_path: Path) -> None:
+    """`run` printed `y = 1  (infeasible: c 1 > 1)  best = 1` for 1.0000001 against
+    `c <= 1` (found in review)."""
+    (tmp_path / "f.py").write_text(
+        "def measure(inputs):\n    return {'y': 1.0 + 1e-7 * (inputs['x'] > 0.5), 'c': 1.0000001}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        CAMPAIGN.replace(
+            "instrument: manual", "instrument: {function: f.py:measure, outputs: [y, c]}"
+        )
+        .replace("max_trials: 10", "max_trials: 3")
+        .replace("goal: minimize", "goal: maximize")
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    out = CliRunner().invoke(app, ["run", str(tmp_path / "c.yaml"), "--store", url])
+    assert out.exit_code == 0, out.output
+    assert "(infeasible: c 1.0000001 > 1)" in out.output, out.output
