@@ -294,11 +294,39 @@ class _Compiler:
                 node, f"the operator {type(node.op).__name__} is not allowed; use + - * / **"
             )
         symbol, fn = entry
+        if isinstance(node.op, ast.Add | ast.Sub):
+            return self._sum(node, depth)
         left, lcond = self.compile(node.left, depth=depth + 1)
         right, rcond = self.compile(node.right, depth=depth + 1)
         self._need(node.left, lcond, False, symbol)
         self._need(node.right, rcond, False, symbol)
         return lambda point: fn(left(point), right(point))
+
+    def _sum(self, node: ast.BinOp, depth: int) -> _Node:
+        """``a + b - c + ...`` as one level, its terms added in order: Python nests such a
+        chain one level per term, and a sum of 51 parameters ("at most 3 of 51 additives")
+        was refused as nesting deeper than ``MAX_DEPTH`` (found in review)."""
+        terms: list[tuple[ast.expr, Callable[[float, float], float], str]] = []
+        spine: ast.expr = node
+        while isinstance(spine, ast.BinOp) and isinstance(spine.op, ast.Add | ast.Sub):
+            symbol, fn = _BINARY[type(spine.op)]
+            terms.append((spine.right, fn, symbol))
+            spine = spine.left
+        first, fcond = self.compile(spine, depth=depth + 1)
+        self._need(spine, fcond, False, terms[-1][2])
+        steps: list[tuple[Callable[[float, float], float], _Node]] = []
+        for term, fn, symbol in reversed(terms):
+            compiled, cond = self.compile(term, depth=depth + 1)
+            self._need(term, cond, False, symbol)
+            steps.append((fn, compiled))
+
+        def total(point: Mapping[str, Any]) -> Value:
+            value = first(point)
+            for fn, term in steps:
+                value = fn(value, term(point))  # type: ignore[arg-type]
+            return value
+
+        return total
 
     def _compare(self, node: ast.Compare, depth: int) -> _Node:
         operands: list[_Node] = []

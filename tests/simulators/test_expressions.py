@@ -113,3 +113,15 @@ def test_position_counts_characters_and_leading_space() -> None:
 def test_not_text() -> None:
     with pytest.raises(ExpressionError, match="must be text"):
         parse_expression(3, NAMES)  # type: ignore[arg-type]
+
+
+def test_a_long_sum_is_one_level() -> None:
+    """A sum of 51 parameters nests 51 levels as Python parses it, and was refused as too
+    deep ("at most 3 of 51 additives"; found in review). Its value is the sum, in order."""
+    names = [f"a{i}" for i in range(90)]
+    sum_of = parse_expression(" + ".join(names) + " - a0 - 2 * a1 <= 3", names)
+    point = dict.fromkeys(names, 0.0) | {"a0": 1.0, "a1": 1.0, "a2": 1.0, "a3": 1.0}
+    assert sum_of.is_condition and sum_of(point) is True  # 4 - 1 - 2 = 1
+    assert sum_of(point | {"a4": 1.0, "a5": 1.0, "a6": 1.0}) is False  # 4
+    deep = "(" * 60 + "a0" + ")" * 60 + " + 1"
+    assert parse_expression(deep, names)(point) == 2.0  # brackets add no level (ast drops them)
