@@ -680,8 +680,13 @@ class InstrumentFile(_Strict):
 @lru_cache(maxsize=1)
 def unit_registry() -> Any:
     """The one pint registry (building it costs ~0.2 s, so only when units are used)."""
+    import logging
+
     import pint
 
+    # `mins` read as minutes after a raw log line naming pint's prefix guesses (found in
+    # review): its reading is shown where it matters (status, the report), not its doubts
+    logging.getLogger("pint").setLevel(logging.ERROR)
     return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 
@@ -833,12 +838,16 @@ def input_units(
     resolved: dict[str, str | None] = {}
     for name, decl in spec.inputs.items():
         unit = parameter_units.get(name)
-        if decl.units and unit and decl.units != unit:
+        if decl.units and unit and not same_unit(decl.units, unit):
+            # by value: `°C` in the campaign and `degC` in the file are one unit (refused
+            # as two; found in review)
             raise spec.error(
                 f"inputs.{name}: units {decl.units!r} differ from the campaign parameter's "
                 f"unit {unit!r}",
                 ("inputs", name, "units"),
-                fix="make them the same (`device_units:` is for the device's own unit)",
+                fix=f"write `unit: {decl.units}` for the parameter {name!r}, or `units: "
+                f"{unit}` here, with its limits in that unit (`device_units:` is for the "
+                "device's own unit)",
             )
         campaign_unit = decl.units or unit
         if decl.device_units is not None and campaign_unit is None:

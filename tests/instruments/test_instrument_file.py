@@ -650,6 +650,32 @@ def test_device_units_without_a_campaign_unit_is_refused_naming_file_line_and_fi
     assert puts == []
 
 
+@pytest.mark.parametrize(("unit", "refused"), [("°C", False), ("celsius", False), ("K", True)])
+def test_the_file_s_and_the_campaign_s_unit_compare_by_value(
+    tmp_path: Path, unit: str, refused: bool
+) -> None:
+    """`unit: "°C"` in the campaign against `units: degC` in the file was refused as two
+    units (found in review); another unit still is, saying what to write."""
+    from loop.config import load_campaign
+    from loop.errors import CampaignConfigError
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        UNITS_INSTRUMENT.replace("device_units: K", "units: degC\n    device_units: K")
+    )
+    (tmp_path / "c.yaml").write_text(UNITS_CAMPAIGN.format(unit=f', unit: "{unit}"'))
+    if not refused:
+        load_campaign(tmp_path / "c.yaml")
+        return
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(tmp_path / "c.yaml")
+    message = str(info.value)
+    assert (
+        "inputs.temperature: units 'degC' differ from the campaign parameter's unit 'K'" in message
+    )
+    assert "write `unit: degC` for the parameter 'temperature'" in message
+
+
 def test_device_units_convert_what_reaches_the_device(
     tmp_path: Path, puts: list[tuple[str, Any]]
 ) -> None:
