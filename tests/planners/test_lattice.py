@@ -7,6 +7,7 @@ held no feasible point (found in review).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -14,7 +15,6 @@ import pytest
 
 from planners import (
     BoTorchPlanner,
-    BoTorchSettings,
     FloatParameter,
     InitialDesign,
     IntParameter,
@@ -145,17 +145,27 @@ def test_no_whole_number_point_is_the_designs_clear_error() -> None:
         PositionalDesign(space, 0, "sobol").points(0, 1)
 
 
-def test_the_botorch_planner_proposes_within_the_lattice() -> None:
+@pytest.mark.slow  # 22 model proposals with the default settings: ~12 s
+def test_the_botorch_planner_proposes_within_the_lattice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The model's optimiser starts from the same design (its raw samples), and proposes
-    after it (it refused the space before)."""
-    settings = BoTorchSettings(mc_samples=16, raw_samples=64, num_restarts=2, maxiter=15)
+    after it (it refused the space before), each time a point not measured yet: it
+    proposed measured ones again, each swapped for a random design point (three of 30
+    trials; found in review)."""
+    space = _additives(25)
     planner = BoTorchPlanner(
-        PICK3, [Objective(name="y")], PlannerConfig(initial=InitialDesign(n=6)), 0, settings
+        space, [Objective(name="y")], PlannerConfig(initial=InitialDesign(n=8)), 0
     )
-    weights = [3.0 if i in (3, 7, 11) else -0.5 for i in range(30)]
-    for _ in range(8):
-        (point,) = planner.suggest(1)
-        assert PICK3.contains(point) and sum(point.values()) <= 3
-        assert all(isinstance(v, int) and v in (0, 1) for v in point.values())
-        y = sum(w * point[f"a{i}"] for i, w in enumerate(weights))
-        planner.ingest([Observation(parameters=point, outputs={"y": y})])
+    weights = {"a3": 1.0, "a11": 0.8, "a17": 0.7}  # 2.5 at the three of them
+    seen = set()
+    with caplog.at_level(logging.INFO, logger="planners"):
+        for _ in range(30):
+            (point,) = planner.suggest(1)
+            assert space.contains(point) and sum(point.values()) <= 3
+            assert all(isinstance(v, int) and v in (0, 1) for v in point.values())
+            assert tuple(point.values()) not in seen
+            seen.add(tuple(point.values()))
+            y = sum(weights.get(name, -0.05) * v for name, v in point.items())
+            planner.ingest([Observation(parameters=point, outputs={"y": y})])
+    assert "repeats a pending or measured point" not in caplog.text  # 4 of 22 before
