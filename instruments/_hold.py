@@ -193,10 +193,31 @@ def _read_holder(fd: int) -> str:
         return "its details could not be read"
     if not isinstance(record, dict) or not record:
         return "its details could not be read"
+    if record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+        # the holder opened the file read-only and could not write its own record: the one
+        # there is an earlier holder's, whose pid may be another process's now (found in
+        # review)
+        return (
+            "a process that could not record itself in the lock file; the file names an "
+            f"earlier holder, pid {record.get('pid', '?')}, which has ended"
+        )
     return (
         f"{record.get('holder', '?')}, pid {record.get('pid', '?')} of "
         f"{record.get('user', '?')}, since {record.get('since', '?')}"
     )
+
+
+def _alive(pid: object) -> bool:
+    """Whether ``pid`` is a process of this host (one of another user's counts)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _user() -> str:

@@ -96,8 +96,14 @@ def test_a_lock_only_readable_is_held_all_the_same(
     held = hold_instrument(spec, holder="read-only")
     assert held is not None
     monkeypatch.setattr(os, "open", real_open)
-    with pytest.raises(InstrumentBusy):
+    # The record is still the first holder's, this process's: as another host's process
+    # would read it once that holder ended (its pid then names no process, or another).
+    monkeypatch.setattr(_hold, "_alive", lambda pid: False)
+    with pytest.raises(InstrumentBusy) as busy:
         hold_instrument(spec, holder="third")
+    message = str(busy.value)
+    assert "first, pid" not in message  # not named as the holder: it has ended
+    assert "the file names an earlier holder" in message
     held.release()
 
 
