@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -606,7 +607,8 @@ def _check_proposed(runner: Runner, trial_id: int, proposed: Mapping[str, str]) 
     where the instrument was), and here the point is the proposal, so a different value is
     either a slip or a parameter used otherwise; the latter is ``actual.<param>``, and
     guessing would let a typo in a copied column move a measurement. Numbers are equal to
-    within 1e-9 of their size: a spreadsheet keeps 15 significant digits of the export's 17.
+    within 1e-9 of their size (a spreadsheet keeps 15 significant digits of the export's
+    17), or the proposal rounded to the digits written, six or more (:func:`_rounded`).
     """
     if not proposed:
         return
@@ -621,15 +623,43 @@ def _check_proposed(runner: Runner, trial_id: int, proposed: Mapping[str, str]) 
             value = parameter_value(by_name[name], text.strip())
         except ValueError:
             value = None
-        if value is not None and _same(value, was):
+        if value is not None and (_same(value, was) or _rounded(text.strip(), was)):
             continue
+        # in full: a proposal written to the digits the cell has read the same as the cell
+        # ("x=0.208955 is not ... (x=0.208955)"; found in review)
+        full = (
+            repr(was) if isinstance(was, float) else parameter(was, spec.get(name), setpoint=True)
+        )
         raise InvalidInput(
             f"{name}={text.strip()} is not the value trial {trial_id} was proposed at "
-            f"({name}={parameter(was, spec.get(name), setpoint=True)}); a parameter column is "
+            f"({name}={full}); a parameter column is "
             f"the proposal, as in prior data: if {text.strip()} is the value actually used, "
             f"name the column actual.{name}; else restore the proposed value or delete the "
             "column (tell needs trial_id and the outputs only)"
         )
+
+
+#: Significant digits a parameter cell must keep to be read as its proposal rounded.
+_LEAST_DIGITS = 6
+
+
+def _rounded(text: str, proposed: Any) -> bool:
+    """Whether ``text`` is a float ``proposed`` rounded to the significant digits it has (at
+    least ``_LEAST_DIGITS``; a spreadsheet drops trailing zeros): one saving numbers as shown
+    writes 0.208955 for 0.20895512..., and the proposal was refused (found in review). A
+    value that is not the proposal at six digits may be another value, and is refused."""
+    if not isinstance(proposed, float) or isinstance(proposed, bool):
+        return False
+    try:
+        written = Decimal(text)
+        value = float(written)
+    except (InvalidOperation, ValueError):
+        return False
+    if not math.isfinite(value):
+        return False
+    # as many digits as written, and never fewer than six: 95.018 is 95.0180 rounded
+    digits = max(len(written.as_tuple().digits), _LEAST_DIGITS)
+    return float(f"{proposed:.{digits}g}") == value
 
 
 def _same(value: Any, proposed: Any) -> bool:

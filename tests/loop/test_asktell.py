@@ -839,6 +839,32 @@ def test_tell_csv_takes_the_export_of_the_pending_trials_filled_in(tmp_path: Pat
     assert all(t["readbacks"] == {} for t in trials)  # learned at the proposal
 
 
+@pytest.mark.parametrize(("digits", "accepted"), [(6, True), (9, True), (4, False)])
+def test_tell_csv_takes_a_proposal_a_spreadsheet_rounded_to_six_digits(
+    tmp_path: Path, digits: int, accepted: bool
+) -> None:
+    """A spreadsheet saving numbers as shown wrote 0.208955 for the proposal, and `tell`
+    refused it, quoting the proposal as 0.208955 too (found in review). Six significant
+    digits or more are the proposal rounded; fewer may be another value, and the refusal
+    shows the proposal in full."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(_campaign(tmp_path, 5)), "-n", "2")
+    path, lines = _export_filled(url, tmp_path, ["0.4", "0.7"])
+    header = lines[0].split(",")
+    at = header.index("temperature")
+    rows = [line.split(",") for line in lines[1:]]
+    proposed = float(rows[0][at])
+    rows[0][at] = f"{proposed:.{digits}g}"
+    path.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    out = _cli("tell", "--store", url, "--csv", str(path))
+    if accepted:
+        assert out.exit_code == 0, out.output
+        assert [t["status"] for t in _trials(url)] == ["completed", "completed"]
+    else:
+        assert out.exit_code == 2, out.output
+        assert f"(temperature={proposed!r})" in _flat(out)
+
+
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
