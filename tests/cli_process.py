@@ -397,3 +397,27 @@ def closedloop(*args: str, cwd: Path, wide: bool = False) -> subprocess.Complete
     wrap table cells a test reads (the test session itself drops ``COLUMNS``)."""
     env = {**os.environ, "COLUMNS": "200"} if wide else None
     return run_cli(args, cwd=cwd, env=env)
+
+
+def told(tmp_path: Path, campaign: str, rows: Sequence[Sequence[float]], outputs: str) -> str:
+    """A store of ``campaign`` (a manual one) whose first ``len(rows)`` proposals were told
+    ``rows`` (the values of ``outputs``, comma-separated names), through `suggest` and
+    `tell --csv` as a scientist does; returns the store's URL."""
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    (tmp_path / "c.yaml").write_text(campaign)
+    (tmp_path / "r.csv").write_text(
+        f"trial_id,{outputs}\n"
+        + "".join(f"{i},{','.join(map(str, row))}\n" for i, row in enumerate(rows, 1))
+    )
+    url = f"sqlite:///{tmp_path / 'told.db'}"
+    runner = CliRunner()
+    asked = runner.invoke(
+        app, ["suggest", str(tmp_path / "c.yaml"), "--store", url, "-n", str(len(rows))]
+    )
+    assert asked.exit_code == 0, asked.output
+    answered = runner.invoke(app, ["tell", "--store", url, "--csv", str(tmp_path / "r.csv")])
+    assert answered.exit_code == 0, answered.output
+    return url

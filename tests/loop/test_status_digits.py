@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from loop.cli import app
 from loop.fmt import digits_apart
+from tests.cli_process import told
 
 CAMPAIGN = """\
 name: close-calls
@@ -33,18 +34,9 @@ def test_digits_apart() -> None:
 
 
 def test_values_apart_at_a_bound_are_written_apart(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(CAMPAIGN)
     rows = [(0.5, 2.0), (1.0000001, 0.0), (1.0000002, 0.5), (0.9999999, 1.0000001)]
-    (tmp_path / "r.csv").write_text(
-        "trial_id,y,c\n" + "".join(f"{i},{y},{c}\n" for i, (y, c) in enumerate(rows, 1))
-    )
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    runner = CliRunner()
-    asked = runner.invoke(app, ["suggest", str(tmp_path / "c.yaml"), "--store", url, "-n", "4"])
-    assert asked.exit_code == 0, asked.output
-    told = runner.invoke(app, ["tell", "--store", url, "--csv", str(tmp_path / "r.csv")])
-    assert told.exit_code == 0, told.output
-    out = runner.invoke(app, ["status", "--store", url], env={"COLUMNS": "200"}).output
+    url = told(tmp_path, CAMPAIGN, rows, "y,c")
+    out = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"}).output
     assert "best feasible: trial #2 y = 1.0000001 (minimize)" in out, out
     assert "1.0000002" in out
     assert "0.9999999" in out and "1.0000001 │ no" in out, out

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from loop import Runner, Store, parse_campaign
 from loop.cli import app
 from loop.results import model_estimates
+from tests.cli_process import told
 
 CAMPAIGN = """
 name: noisy
@@ -138,7 +139,7 @@ def test_a_rated_best_trial_whose_reading_breaks_a_bound_is_said_to(tmp_path: Pa
     """Trial #6 read y = 1.05 with c = 1.02 against `c <= 1`; the model judged the bound met
     and rated it best, printed under "best feasible: trial #3" without a word (found in
     review)."""
-    (tmp_path / "c.yaml").write_text(
+    campaign = (
         "name: rated-infeasible\n"
         "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
         "objectives: [{name: y, goal: maximize}]\n"
@@ -150,16 +151,8 @@ def test_a_rated_best_trial_whose_reading_breaks_a_bound_is_said_to(tmp_path: Pa
     )
     rows = [(0.55, 0.5), (0.78, 0.5), (0.98, 0.5), (0.36, 0.5), (0.44, 0.5), (1.05, 1.02)]
     rows += [(0.46, 0.5), (0.88, 0.5)]
-    (tmp_path / "r.csv").write_text(
-        "trial_id,y,c\n" + "".join(f"{i},{y},{c}\n" for i, (y, c) in enumerate(rows, 1))
-    )
-    url = f"sqlite:///{tmp_path / 'ri.db'}"
-    runner = CliRunner()
-    asked = runner.invoke(app, ["suggest", str(tmp_path / "c.yaml"), "--store", url, "-n", "8"])
-    assert asked.exit_code == 0, asked.output
-    told = runner.invoke(app, ["tell", "--store", url, "--csv", str(tmp_path / "r.csv")])
-    assert told.exit_code == 0, told.output
-    out = runner.invoke(app, ["status", "--store", url, "--model"]).output
+    url = told(tmp_path, campaign, rows, "y,c")
+    out = CliRunner().invoke(app, ["status", "--store", url, "--model"]).output
     assert "best feasible: trial #3" in out
     assert "rated best, trial #6" in out, out
     assert "(its own reading breaks c <= 1: the model judges the bound met within the noise" in out

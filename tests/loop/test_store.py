@@ -407,6 +407,19 @@ def test_a_write_waits_for_a_store_another_program_holds(
     store.close()
 
 
+def _count_waits(store: Store) -> list[float | None]:
+    """The waits between the store's attempts at a held-up write, as they are made."""
+    waits: list[float | None] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    store._give_up = Counted()
+    return waits
+
+
 def test_writes_held_up_share_one_patience_and_a_stop_ends_the_wait(tmp_path: Path) -> None:
     """Each write queued behind a held-up one waited its own `write_patience`: a full disk
     hung a run for 20 minutes and more instead of ending it, and Ctrl-C did not end the
@@ -417,14 +430,7 @@ def test_writes_held_up_share_one_patience_and_a_stop_ends_the_wait(tmp_path: Pa
     store = _impatient(url)
     cid = store.create_campaign("c", "name: c\n", "c.yaml", 0)
     store.write_patience = 1.0
-    waits: list[float | None] = []
-
-    class Counted(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            waits.append(timeout)
-            return super().wait(timeout)
-
-    store._give_up = Counted()
+    waits = _count_waits(store)
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")  # held up until the end of the test
     try:
@@ -461,17 +467,8 @@ def test_a_stop_made_before_a_hold_up_is_known_still_ends_its_wait(tmp_path: Pat
     blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        assert not store.stop_waiting()  # not held up yet
-        waits: list[float | None] = []
-
-        class Counted(threading.Event):
-            def wait(self, timeout: float | None = None) -> bool:
-                waits.append(timeout)
-                return super().wait(timeout)
-
-        given_up = Counted()
-        given_up.set()
-        store._give_up = given_up
+        waits = _count_waits(store)
+        assert not store.stop_waiting()  # not held up yet: remembered all the same
         with pytest.raises(Exception, match="database is locked"):
             store.add_trial(cid, {"x": 1.0}, "sobol")
         assert waits == []
