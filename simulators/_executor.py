@@ -817,6 +817,7 @@ class DaskExecutor:
         dropped the cancelled task, else it would reschedule that one too and run it again
         elsewhere; if it cannot be told, the worker is killed unannounced, as before.
         """
+        self._quiet(worker)
         announced = self._released(worker, key) and self._announce_leaving(worker)
         try:
             # A stdlib function travels by reference. Sent to the nanny (same host, and it
@@ -841,6 +842,25 @@ class DaskExecutor:
                 return
             time.sleep(0.05)
         logger.warning("Dask worker %s was ended but the scheduler still lists it", worker)
+
+    def _quiet(self, worker: str) -> None:
+        """Stop ``worker``'s heartbeats before it is announced as leaving and killed.
+
+        A heartbeat that reached the scheduler between the two was answered "missing", and
+        the worker then closed itself and its nanny for good ("Scheduler was unaware of
+        this worker; shutting down"): no fresh worker started, and the campaign's trials
+        waited for one without end (1 of 3 test-suite runs; found in CI). The worker's
+        event loop answers while its task threads are busy. Best effort: a worker that
+        cannot be asked is ended as before.
+        """
+
+        async def quiet(dask_worker: Any) -> None:
+            dask_worker.periodic_callbacks["heartbeat"].stop()
+
+        try:
+            self.client.run(quiet, workers=[worker], on_error="return")
+        except Exception as exc:  # the client is closing
+            logger.debug("stopping Dask worker %s's heartbeats: %s", worker, exc)
 
     def _announce_leaving(self, worker: str) -> bool:
         """Have the scheduler remove ``worker`` as an expected departure, its tasks
