@@ -64,6 +64,7 @@ from instruments._errors import (
     DispatcherClosed,
     DocumentSinkError,
     InstrumentConfigError,
+    MeasurementRejected,
     TrialInterrupted,
 )
 from instruments._plans import STREAM_NAME, readback_keys, trial_plan
@@ -756,6 +757,12 @@ class Dispatcher:
         trial_number: int | None = None,
     ) -> TrialResult:
         keys = readback_keys(self.instrument.inputs)  # what trial_plan records
+
+        def verdict(data: Mapping[str, Any]) -> None:
+            problems = self._reading(data, keys).problems
+            if problems:
+                raise MeasurementRejected("; ".join(problems))
+
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
         plan = trial_plan(
             self.instrument,
@@ -764,6 +771,7 @@ class Dispatcher:
             trial_id=trial_id,
             trial_number=trial_number,
             md=md,
+            check=verdict,
         )
         documents: list[tuple[str, dict[str, Any]]] = []
         sink_errors: list[BaseException] = []
@@ -831,9 +839,12 @@ class Dispatcher:
         timed_out = threading.Event()
         timer = self._arm_timeout(trial_id, timeout, timed_out)
         transient = False
+        rejected = False
         salvaged: dict[str, float] = {}
         try:
             self.run_engine(plan, collect)
+        except MeasurementRejected:
+            rejected = True  # the plan's verdict: _result reads it again, outputs kept
         except RunEngineInterrupted:
             if any(n == "stop" and d.get("exit_status") == "success" for n, d in documents):
                 # The abort landed after the run had closed: it finished, as its stop
@@ -862,7 +873,9 @@ class Dispatcher:
             unstarted = _unstarted(self.instrument.detectors)
             if unstarted:  # it never measured: not its point's timeout (loop.failures)
                 error = f"{NOT_MEASURED}{unstarted}; {error}"
-        result = self._result(documents, keys, exit_status, error, started, end - t0)
+        result = self._result(
+            documents, keys, exit_status, error, started, end - t0, rejected=rejected
+        )
         if result.exit_status == "fail" and not result.outputs:
             result.outputs = {k: v for k, v in salvaged.items() if k in self.instrument.outputs}
         result.instrument_busy = _busy_time(marks, end)
@@ -1019,7 +1032,12 @@ class Dispatcher:
         error: str | None,
         started: float,
         duration: float,
+        *,
+        rejected: bool = False,
     ) -> TrialResult:
+        """The trial's result from its documents. ``rejected``: the plan failed the run on
+        its reading (``MeasurementRejected``), whose verdict is reached here again from the
+        event, the readings kept, rather than taken from the stop document's reason."""
         run_uid: str | None = None
         primary: set[str] = set()
         data: dict[str, Any] = {}
@@ -1030,20 +1048,13 @@ class Dispatcher:
                 primary.add(doc["uid"])
             elif name == "event" and doc.get("descriptor") in primary:
                 data.update(doc["data"])
-            elif name == "stop" and exit_status == "success":
+            elif name == "stop" and exit_status == "success" and not rejected:
                 # Belt and braces: trust the stop document if the engine did not raise.
                 if doc.get("exit_status") in ("fail", "abort"):
                     exit_status = doc["exit_status"]
                     error = doc.get("reason") or f"run ended with {exit_status}"
 
-        reading = outputs_and_readbacks(
-            data,
-            outputs=self.instrument.outputs,
-            needed=self.needed_outputs,
-            readback_keys=keys,
-            limits=self.readback_limits,
-            tolerance=self.readback_tolerance,
-        )
+        reading = self._reading(data, keys)
         readbacks = reading.readbacks
         outputs: dict[str, float] = {}
         if exit_status == "success":
@@ -1061,6 +1072,18 @@ class Dispatcher:
             started=started,
             finished=started + duration,
             duration=duration,
+        )
+
+    def _reading(self, data: Mapping[str, Any], keys: Mapping[str, str]) -> EventReading:
+        """The event's outputs and readbacks, and what makes them unacceptable: one rule for
+        the plan's verdict and the result (:func:`outputs_and_readbacks`)."""
+        return outputs_and_readbacks(
+            data,
+            outputs=self.instrument.outputs,
+            needed=self.needed_outputs,
+            readback_keys=keys,
+            limits=self.readback_limits,
+            tolerance=self.readback_tolerance,
         )
 
 

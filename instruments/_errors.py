@@ -46,6 +46,18 @@ class TrialArgumentError(InstrumentError, ValueError):
     """
 
 
+class MeasurementRejected(InstrumentError):
+    """A trial's reading that the dispatcher does not accept: an output missing or not
+    finite, a readback outside its declared limits (the text says which).
+
+    Raised inside the trial's plan once the event is read, so the run closes as ``fail``
+    with this text as its stop document's reason. Not transient: the instrument answered,
+    and what it read is kept with the failed trial.
+    """
+
+    transient = False
+
+
 class DocumentSinkError(InstrumentError):
     """The document sink raised while a trial ran.
 

@@ -14,13 +14,19 @@ An instrument with interlocks (its ``gate``) has them read again after the trigg
 before the run closes: one that broke during the acquisition fails the run (its stop
 document says ``fail`` with the reason) and the trial, as transient (see
 :func:`instruments._safety.check_after_acquisition`).
+
+The dispatcher's verdict on the reading (``check``: outputs missing or not finite, readbacks
+outside their declared limits) is reached in the plan too, before the run closes, for the
+same reason: a run whose trial closedloop fails had a stop document saying ``success``, and
+a catalog searching ``exit_status == "success"`` found twice the runs ``status`` counted
+(found in review). Now such a run closes as ``fail`` with the verdict as its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -50,6 +56,7 @@ RESERVED_MD_KEYS = frozenset(
         "trial_number",
         "parameters",
         "plan_name",
+        "plan_args",
         "instrument",
         READBACK_KEYS_MD,
         "detectors",
@@ -138,6 +145,7 @@ def trial_plan(
     trial_id: int,
     trial_number: int | None = None,
     md: Mapping[str, Any] | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> MsgGenerator[str]:
     """One trial as one run: move every input at once, then trigger and read everything.
 
@@ -154,8 +162,12 @@ def trial_plan(
             status`` shows), recorded as ``trial_number`` when given.
         md: extra start-document metadata; may not use the plan's reserved keys
             (:data:`RESERVED_MD_KEYS`: ``campaign``, ``trial_id``, ``trial_number``,
-            ``parameters``, ``plan_name``, ``instrument``, ``readback_keys``,
+            ``parameters``, ``plan_name``, ``plan_args``, ``instrument``, ``readback_keys``,
             ``detectors``, ``motors``, ``num_points``, ``hints``, ``scan_id``).
+        check: called with the event's data (key -> value) once it is read; an exception
+            it raises closes the run as ``fail`` with its text as the reason (the event is
+            stored first). The dispatcher's verdict on the reading (see the module
+            docstring); a preview (``plan --dry-run``) reads nothing and passes none.
 
     Returns:
         A plan whose return value is the run's start uid.
@@ -174,6 +186,13 @@ def trial_plan(
         "trial_id": trial_id,
         "parameters": dict(parameters),
         "plan_name": PLAN_NAME,
+        # as Bluesky's own plans record theirs: databroker and queueserver list them
+        "plan_args": {
+            "campaign": campaign,
+            "trial_id": trial_id,
+            "instrument": instrument.name,
+            "parameters": dict(parameters),
+        },
         "instrument": instrument.name,
         READBACK_KEYS_MD: readback_keys(instrument.inputs),
         # Bluesky's conventions (see the module docstring)
@@ -195,7 +214,7 @@ def trial_plan(
     )
     gate = getattr(instrument, "gate", None)
     interlocks = gate if isinstance(gate, Gate) and gate.checks else None
-    return _trial_body(mv_args, readables, start_md, interlocks)
+    return _trial_body(mv_args, readables, start_md, interlocks, check)
 
 
 def _trial_body(
@@ -203,12 +222,15 @@ def _trial_body(
     readables: list[Readable[Any]],
     start_md: dict[str, Any],
     interlocks: Gate | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> MsgGenerator[str]:
     def measure() -> MsgGenerator[None]:
         yield from bps.mv(*mv_args)
-        yield from bps.trigger_and_read(readables, name=STREAM_NAME)
+        reading = yield from bps.trigger_and_read(readables, name=STREAM_NAME)
         if interlocks is not None:
             yield from _interlocks_held(interlocks)
+        if check is not None and reading:
+            check({key: value["value"] for key, value in reading.items()})
 
     # run_wrapper closes the run with exit_status='fail' and the exception text as reason
     # when a status fails or a device raises, so a failed trial still has a stop document.

@@ -1945,6 +1945,7 @@ class Runner:
             **self.loaded.metadata,
             **self._session_md,
             "campaign_uid": self.campaign_uid(cid),
+            "slot": slot.index,  # a catalog tells the slots' runs apart, as `export` does
         }
         if proposal.retry is not None:
             md |= {"retry_of": proposal.retry[0], "attempt": proposal.retry[1]}
@@ -2688,8 +2689,9 @@ def reconcile_documents(
       event data (the measurement happened and the run closed cleanly), unless an output
       is missing or not finite, or a readback lies outside ``readback_limits``, which makes
       it ``failed`` as it would have been live;
-    * stop ``fail``: ``failed`` with the stop's reason (the instrument failed: the result
-      is kept, and counts toward ``max_failures``);
+    * stop ``fail``: ``failed`` with the stop's reason (the instrument failed, or the plan
+      refused its reading: the result is kept, with the outputs read in the latter case,
+      and counts toward ``max_failures``);
     * no stop, stop ``abort``, or no event: ``abandoned``, saying why. Such a trial never
       finished its run, so no measurement of it is trusted.
 
@@ -2751,8 +2753,11 @@ def reconcile_documents(
         )
     exit_status = stop.get("exit_status")
     if exit_status == "fail":
+        # A run the plan failed on its reading (``MeasurementRejected``) keeps what it read,
+        # as the live dispatcher keeps it; an instrument's failure read nothing to keep.
+        kept = reading.outputs if events and reading.problems else {}
         return Reconciliation(
-            "failed", {}, readbacks, run_uid, stop.get("reason") or "run ended with 'fail'"
+            "failed", kept, readbacks, run_uid, stop.get("reason") or "run ended with 'fail'"
         )
     if exit_status != "success":
         return abandoned(f"the run ended with exit_status {exit_status!r}: {stop.get('reason')}")

@@ -118,7 +118,10 @@ def test_missing_and_non_finite_outputs_fail(RE: RunEngine) -> None:
     result = Dispatcher(inst, run_engine=RE).run(1, "c", {"x": 0.0, "z": 0.0})
     assert result.exit_status == "fail"
     assert result.error is not None and "output 'purity' missing" in result.error
-    assert result.documents[-1][1]["exit_status"] == "success"  # the run itself was fine
+    # the stop document says what closedloop decided, for a catalog that searches on it
+    stop = result.documents[-1][1]
+    assert (stop["exit_status"], stop["reason"]) == ("fail", result.error)
+    assert [n for n, _ in result.documents] == ["start", "descriptor", "event", "stop"]
 
     det = Detector("det", lambda: {"y": math.nan})
     inst = FakeInstrument("i", {"x": Actuator("x")}, [det])

@@ -69,7 +69,9 @@ def test_non_finite_outputs_fail_and_are_kept() -> None:
     assert result.exit_status == "fail" and not result.transient
     assert "output 'y' is not finite" in (result.error or "")
     assert not math.isfinite(result.outputs["y"])  # kept for the store
-    assert result.documents[-1][1]["exit_status"] == "success"  # the run itself completed
+    stop = result.documents[-1][1]  # closed by the plan's own verdict, the event kept
+    assert (stop["exit_status"], stop["reason"]) == ("fail", result.error)
+    assert [n for n, _ in result.documents] == ["start", "descriptor", "event", "stop"]
     inst.close()
 
 
@@ -81,6 +83,11 @@ def test_out_of_range_readback_fails_the_trial() -> None:
     assert "lies outside its declared limits" in (result.error or "")
     assert set(result.readbacks) == {"x1", "x2"}  # kept for the store
     assert not all(lo <= result.readbacks[k] <= hi for k, (lo, hi) in LIMITS.items())
+    assert set(result.outputs) == {"y"}  # what was read is kept with the failed trial
+    # The stop document says so too (it said "success", and a catalog counted the run as a
+    # good one: found in review).
+    stop = result.documents[-1][1]
+    assert (stop["exit_status"], stop["reason"]) == ("fail", result.error)
     inst.close()
 
 
@@ -157,7 +164,8 @@ def test_a_readback_missing_from_the_event_fails_the_trial() -> None:
     assert result.error is not None
     assert result.error.startswith("readback x is not in the run's event")
     assert result.error.endswith("(event data keys: ['x_user_readback', 'y'])")
-    assert result.documents[-1][1]["exit_status"] == "success"  # the run itself completed
+    stop = result.documents[-1][1]
+    assert (stop["exit_status"], stop["reason"]) == ("fail", result.error)
 
 
 def test_a_fixed_parameter_passes_when_its_readback_differs_by_rounding() -> None:

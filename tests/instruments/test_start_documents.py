@@ -40,6 +40,12 @@ def test_the_start_document_follows_bluesky_conventions() -> None:
     assert start["motors"] == ["x", "z"]
     assert start["num_points"] == 1
     assert start["hints"] == {"dimensions": [[["x", "z"], "primary"]]}
+    assert start["plan_args"] == {
+        "campaign": "camp",
+        "trial_id": 12,
+        "instrument": start["instrument"],
+        "parameters": {"x": 1.0, "z": 0.5},
+    }
     # the hinted fields are event data keys: a plot (BestEffortCallback) finds its axis
     event = next(doc for name, doc in result.documents if name == "event")
     assert {"x", "z"} <= set(event["data"])

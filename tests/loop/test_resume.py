@@ -99,6 +99,21 @@ def test_runs_that_did_not_finish_well_are_not_completed(
     assert words in (r.error or "")
 
 
+def test_a_run_the_plan_refused_on_its_reading_keeps_what_it_read() -> None:
+    """The plan closes a run whose reading it refuses as ``fail`` (``MeasurementRejected``),
+    the event stored: reconciled after a crash, the trial keeps its outputs, as live; a run
+    the instrument failed before its event has none to keep."""
+    refused = _docs(stop="fail", y=float("inf"))
+    refused[-1][1]["reason"] = "output 'y' is not finite: inf"
+    r = reconcile_documents(refused, outputs=["y"], needed=None, inputs=["x1", "x2"])
+    assert (r.status, r.error) == ("failed", "output 'y' is not finite: inf")
+    assert r.outputs == {"y": float("inf")} and r.readbacks == {"x1": 1.25, "x2": 3.5}
+    broke = reconcile_documents(
+        _docs(stop="fail", event=False), outputs=["y"], needed=None, inputs=["x1", "x2"]
+    )
+    assert (broke.status, broke.outputs) == ("failed", {})
+
+
 def _staged_instrument() -> Any:
     """An instrument whose input devices are named unlike their parameters, as ophyd
     devices often are: ``SynAxis(name="stage_x1")`` drives x1 and reads ``stage_x1``."""

@@ -279,6 +279,10 @@ def test_three_slots_run_a_campaign_in_parallel_without_duplicates(
     points = [tuple(sorted(t.parameters.items())) for t in trials]
     assert len(set(points)) == len(points)
     assert {t.slot for t in trials} == {0, 1, 2}
+    # a catalog tells the slots' runs apart as the store does
+    for t in trials:
+        start = next(d.body for d in store.documents(t.id or 0) if d.name == "start")
+        assert start["slot"] == t.slot
     assert _max_overlap(trials) == 3
     # the planner was told what was in flight: model proposals with 3 points pending
     assert any(len(pending) >= 2 for _, pending in suggests)
