@@ -537,7 +537,11 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         # took it over): resumable once that is mended, which a wrapper script must tell
         # apart from Ctrl-C (found in review).
         raise typer.Exit(
-            130 if signalled or runner.operator_stopped else 1 if runner.code_stopped else EXIT_BUSY
+            130
+            if signalled or runner.operator_stopped or runner.stop_asked
+            else 1
+            if runner.code_stopped
+            else EXIT_BUSY
         )
     return summary
 
@@ -2229,15 +2233,17 @@ def _instrument_label(c: Any) -> str:
 
 # Technicians' tools (loop/cli_instruments.py): `closedloop instruments check` (connect and
 # read every declared device), `plan` (the messages a trial would send, nothing connected)
-# and `release` (an operator's release of an interlock pause); then `closedloop datasets`
+# and `release` (an operator's release of an interlock pause), `stop` (an operator's stop of
+# a running campaign, from another terminal); then `closedloop datasets`
 # (loop/cli_datasets.py) and `closedloop examples` (loop/cli_examples.py). Registered here so
 # that `loop.cli:app` is the whole command line.
 def _register_instrument_tools() -> None:
-    from loop.cli_instruments import instruments_app, plan, release
+    from loop.cli_instruments import instruments_app, plan, release, stop
 
     app.add_typer(instruments_app)
     app.command("plan")(plan)
     app.command("release")(release)
+    app.command("stop")(stop)
 
 
 _register_instrument_tools()

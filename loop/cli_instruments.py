@@ -788,6 +788,139 @@ def release(
         db.close()
 
 
+def stop(
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            envvar="CLOSEDLOOP_STORE",
+            help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
+        ),
+    ] = "sqlite:///closedloop.db",
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign", "-c", help="Campaign name or id (default: the latest one running)."
+        ),
+    ] = None,
+    abort: Annotated[
+        bool,
+        typer.Option(
+            "--abort",
+            help="Abort the trials being measured (stored as abandoned), as Ctrl-C in the "
+            "runner's terminal does, instead of letting them finish.",
+        ),
+    ] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who stops it (recorded; default user@host).")
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Why (recorded with the stop).")] = "",
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the runner to stop (0: do not wait)."),
+    ] = 0.0,
+) -> None:
+    """Stop a running campaign from another terminal, once its trials in flight are stored.
+
+    The campaign's runner (another process, perhaps under nohup or on another machine that
+    shares the store) starts no new trial and stops once the trials being measured are
+    measured and stored: a trial of hours is not thrown away, as the first Ctrl-C in its
+    terminal throws it away. It takes the request at its next heartbeat (every 6 s). The
+    campaign is then `stopped`, and `closedloop resume` continues it. --abort aborts the
+    trials in flight instead. The request is recorded (who, when, why).
+    """
+    import getpass
+    import socket
+
+    from loop.lock import LEASE_TTL, live_lease
+    from loop.store import ACTIVE, Store
+
+    db = Store(store, create=False)
+    store = db.url  # what messages show: a password in the URL as ***
+    try:
+        if campaign is not None:
+            row = db.campaign(campaign)
+        else:
+            running = [r for r in db.campaigns() if r.status in ACTIVE]
+            if not running:
+                err_console.print(
+                    f"no campaign in store {store} is running: there is nothing to stop",
+                    markup=False,
+                    highlight=False,
+                )
+                raise typer.Exit(2)
+            row = running[-1]
+        cid = row.id or 0
+        if row.status not in ACTIVE or live_lease(db, cid) is None:
+            err_console.print(
+                f"campaign '{row.name}' (id {cid}) is {row.status} and no runner is driving "
+                "it now, so there is nothing to stop"
+                + (
+                    f"; `closedloop status --store {shell_word(store)} -c {cid}` shows what "
+                    "it holds"
+                ),
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(2)  # refused as given, as `release` with nothing to release
+        who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+        event = db.request_stop(cid, by=who, detail=note.strip(), abort=abort)
+        beat = LEASE_TTL / 5
+        what = (
+            "aborts the trials in flight (stored as abandoned) and stops"
+            if abort
+            else "starts no new trial and stops once the trials in flight are measured and "
+            "stored (`closedloop stop --abort` aborts them instead)"
+        )
+        console.print(
+            f"stop of campaign '{row.name}' (id {cid}) recorded by {who} at "
+            f"{event.at:%Y-%m-%d %H:%M:%S} UTC; at its next heartbeat (within {beat:g} s) "
+            f"the runner {what}",
+            markup=False,
+            highlight=False,
+        )
+        if row.status == "paused" and not abort:
+            console.print(
+                "note: the campaign is paused on its interlocks; the trial waiting there "
+                "runs once they hold, then the campaign stops (with --abort it stops now: "
+                "that trial has measured nothing yet)",
+                markup=False,
+                highlight=False,
+            )
+        if wait > 0:
+            _await_stop(db, cid, wait)
+    finally:
+        db.close()
+
+
+def _await_stop(db: Any, campaign_id: int, wait: float) -> None:
+    """Wait (at most ``wait`` s) until the runner has let go of the campaign; say how the
+    campaign ended (by this stop, or by its budget if that came first)."""
+    import time
+
+    from loop.lock import live_lease
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if live_lease(db, campaign_id) is None:
+            row = db.campaign(campaign_id)
+            console.print(
+                f"the runner ended: the campaign is {row.status}: {row.stop_reason}",
+                markup=False,
+                highlight=False,
+            )
+            return
+        time.sleep(0.2)
+    err_console.print(
+        f"the runner has not stopped within {wait:g} s (it takes the request at its next "
+        "heartbeat, then waits for the trials in flight); `closedloop status` shows where "
+        "it is",
+        markup=False,
+        highlight=False,
+    )
+    raise typer.Exit(1)
+
+
 def _paused_campaign(db: Any, campaign: str | None) -> Any:
     if campaign is not None:
         row = db.campaign(campaign)
@@ -832,8 +965,9 @@ def _await_release(db: Any, campaign_id: int, event_id: int, wait: float) -> Non
 
 def paused_lines(db: Any, row: Any, url: str) -> list[str]:
     """For ``closedloop status``: a paused campaign's reason and what the operator can do,
-    and the last operator release (plain text)."""
+    the last operator release, and a stop asked of the running campaign (plain text)."""
     from loop.lock import live_lease
+    from loop.store import ACTIVE, STOP_REQUESTS
 
     lines: list[str] = []
     if row.status == "paused":
@@ -853,4 +987,19 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
         last = releases[-1]
         state = last.outcome if last.handled_at is not None else "waiting for the runner"
         lines.append(f"last release: by {last.by} at {last.at:%Y-%m-%d %H:%M:%S} UTC: {state}")
+    lease = db.lease(row.id or 0) if row.status in ACTIVE else None
+    stops = list(db.events(row.id or 0, STOP_REQUESTS)) if lease is not None else []
+    last = stops[-1] if stops else None
+    # a stop this runner's session was given (one taken by an earlier session is history)
+    if last is not None and lease is not None and _utc(last.at) >= lease.acquired_at:
+        how = "abort the trials in flight" if last.kind == "abort" else "after the trials in flight"
+        state = "waiting for the runner" if last.handled_at is None else "the runner is stopping"
+        lines.append(f"STOP asked by {last.by} at {last.at:%Y-%m-%d %H:%M:%S} UTC ({how}): {state}")
     return lines
+
+
+def _utc(at: Any) -> float:
+    """A stored UTC time (naive on SQLite) as seconds since the epoch."""
+    import datetime as dt
+
+    return float((at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp())

@@ -349,12 +349,19 @@ class CampaignLease:
         )
 
     # ------------------------------------------------------------------ heartbeat
-    def start_heartbeat(self, elapsed: Callable[[], float] | None = None) -> None:
+    def start_heartbeat(
+        self,
+        elapsed: Callable[[], float] | None = None,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         """Refresh the lease every ``interval`` s on a daemon thread.
 
         Args:
             elapsed: the campaign's running time so far; written with each heartbeat so a
                 killed runner loses at most one interval of ``max_duration`` accounting.
+            on_beat: called after each heartbeat that kept the lease (the runner takes an
+                operator's ``closedloop stop`` there); what it raises is logged, and the
+                heartbeats go on.
         """
         if self.campaign_id is None:
             raise RuntimeError("acquire or adopt a campaign's lease before heartbeating")
@@ -363,13 +370,18 @@ class CampaignLease:
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._beat,
-            args=(self.campaign_id, elapsed),
+            args=(self.campaign_id, elapsed, on_beat),
             name=f"closedloop-lease-{self.campaign_id}",
             daemon=True,
         )
         self._thread.start()
 
-    def _beat(self, campaign_id: int, elapsed: Callable[[], float] | None) -> None:
+    def _beat(
+        self,
+        campaign_id: int,
+        elapsed: Callable[[], float] | None,
+        on_beat: Callable[[], None] | None,
+    ) -> None:
         while not self._stop.wait(self.interval):
             try:
                 held = self.store.renew_lease(
@@ -389,6 +401,11 @@ class CampaignLease:
             if self.gone is not None:
                 logger.error("campaign %s: %s", campaign_id, self.gone)
                 return
+            if on_beat is not None:
+                try:
+                    on_beat()
+                except Exception as exc:  # e.g. a busy store: asked again next beat
+                    logger.warning("campaign %s: after its heartbeat: %s", campaign_id, exc)
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeat thread (the lease stays until released or expired)."""

@@ -119,6 +119,7 @@ from loop.scheduler import (
     call_planner,
 )
 from loop.store import (
+    STOP_REQUESTS,
     TERMINAL,
     UNFINISHED,
     CampaignRow,
@@ -761,6 +762,8 @@ class Runner:
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
         self.operator_stopped = False
+        # An operator's `closedloop stop` (another process) stopped it: asked for, too.
+        self.stop_asked = False
         # Stopped by a misnamed key in the user's function: code to fix, not a condition to
         # wait out (the command's exit code is 1, not "try again later").
         self.code_stopped = False
@@ -1028,6 +1031,44 @@ class Runner:
         if scheduler is not None:
             scheduler.wake()
 
+    def request_stop_after_trials(self, reason: str) -> None:
+        """Stop once the trials being measured are measured and stored: start no new one,
+        propose no more (``closedloop stop``; the Python API's gentle stop). A trial waits
+        at its instrument's interlocks as long as they do not hold, so a paused campaign
+        stops once they do; :meth:`request_stop` aborts instead. Safe from another
+        thread."""
+        if self._stop_after is None and self._stop_request is None:
+            self._stop_after = reason
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.wake()
+
+    def _take_stop_request(self) -> None:
+        """Act on an operator's ``closedloop stop`` recorded in the store (the lease's
+        heartbeat thread calls this after each beat)."""
+        cid = self.campaign_id
+        if cid is None:
+            return
+        event = self.store.take_stop(cid, outcome="taken by the runner ({kind})")
+        if event is None:
+            return
+        reason = f"stopped by `closedloop stop` ({event.by or 'the operator'})"
+        if event.detail:
+            reason += f": {event.detail}"
+        self.stop_asked = True
+        if event.kind == "abort":
+            logger.warning("%s; aborting the trials in flight", reason)
+            self.request_stop(reason)
+        else:
+            logger.warning("%s; stopping once the trials in flight are stored", reason)
+            self.request_stop_after_trials(reason)
+
+    def _close_stop_requests(self, cid: int, outcome: str) -> None:
+        try:
+            self.store.close_requests(cid, outcome=outcome, kinds=STOP_REQUESTS)
+        except Exception as exc:  # the store gone or full: the next session closes them
+            logger.warning("campaign %s: open stop requests not closed: %s", cid, exc)
+
     def stop_now(self) -> None:
         """Stop without waiting for the trials in flight: they stay ``running`` in the store
         for ``resume`` to reconcile from their documents, as after a kill (a second stop
@@ -1168,7 +1209,7 @@ class Runner:
             self._session_md = start_session(self, "resume")
             # a release given to an earlier session (its runner killed while it waited)
             # covers none of this one's waits: the interlocks are checked afresh
-            self.store.close_releases(cid, outcome="not used: its session ended")
+            self.store.close_requests(cid, outcome="not used: its session ended")
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
@@ -1370,7 +1411,7 @@ class Runner:
 
         self.store.watch_file()  # a store file deleted mid-run is noticed and rescued
         self.store.wait_again()  # a stop of an earlier session gave up its waits, not ours
-        self.lease.start_heartbeat(elapsed)
+        self.lease.start_heartbeat(elapsed, on_beat=self._take_stop_request)
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []
         tally = _Tally()
@@ -1416,6 +1457,8 @@ class Runner:
                     stop = ("failed", _all_retired(sched))
                 if stop is None and self._stop_request is not None:
                     stop = ("stopped", self._stop_request)
+                if stop is None and self._stop_after is not None and not sched.in_flight():
+                    stop = ("stopped", self._stop_after)
                 if stop:
                     status, reason = stop
                     rule = spent[0] if spent is not None else None
@@ -1487,6 +1530,8 @@ class Runner:
                             reason = again[2]
             finally:
                 self.lease.stop_heartbeat()
+                if write:  # a stop asked for after the last heartbeat is not the next session's
+                    self._close_stop_requests(cid, f"not needed: the runner ended ({reason})")
                 self._scheduler = None
                 # a lost lease: the new owner drives the hardware now, and decides its state
                 closed = sched.slots if sched is not None else slots or []

@@ -236,6 +236,9 @@ class DocumentRow(SQLModel, table=True):
 
 #: The interlock pauses' audit trail: what :meth:`Store.events` reads by default.
 PAUSE_EVENTS = ("paused", "resumed", "release")
+#: An operator's stop of a running campaign (``closedloop stop``): after the trials in
+#: flight, or aborting them.
+STOP_REQUESTS = ("stop", "abort")
 
 #: An event written in the transaction of what it records (:class:`CampaignEventRow`):
 #: ``(kind, by, detail)``, as :meth:`Store.add_event` takes them.
@@ -256,7 +259,10 @@ class CampaignEventRow(SQLModel, table=True):
     {plugin: ...}``'s origin; ``detail`` JSON with its old and new origin and the first trial
     the new code measures or proposes: :meth:`Store.code_changes`); ``tell`` (results of
     pending trials were recorded by ``closedloop tell``: ``by`` who, ``detail`` JSON of
-    which trials and from where, :meth:`Store.tells`).
+    which trials and from where, :meth:`Store.tells`); ``stop`` and ``abort`` (an operator
+    asked, with ``closedloop stop``, a running campaign's runner to stop after the trials
+    in flight, or at once aborting them: ``by`` who, ``detail`` their note; ``handled_at``
+    and ``outcome`` as for a release, :meth:`Store.request_stop`).
     """
 
     __tablename__ = "campaign_event"
@@ -479,12 +485,18 @@ def _sqlite_other_pragmas(cursor: Any) -> None:
     cursor.close()
 
 
-def _close_releases(s: Session, campaign_id: int, outcome: str) -> int:
-    """Close the campaign's open release requests with ``outcome``, in session ``s``."""
+#: The requests an operator leaves for a campaign's runner (another process) to act on.
+REQUESTS = ("release", *STOP_REQUESTS)
+
+
+def _close_requests(
+    s: Session, campaign_id: int, outcome: str, kinds: Sequence[str] = ("release",)
+) -> int:
+    """Close the campaign's open requests of ``kinds`` with ``outcome``, in session ``s``."""
     result = s.exec(
         update(CampaignEventRow)
         .where(col(CampaignEventRow.campaign_id) == campaign_id)
-        .where(col(CampaignEventRow.kind) == "release")
+        .where(col(CampaignEventRow.kind).in_(kinds))
         .where(col(CampaignEventRow.handled_at).is_(None))
         .values(handled_at=utcnow(), outcome=outcome)
     )
@@ -1687,7 +1699,7 @@ class Store:
                 s.rollback()
                 return False
             s.add(CampaignEventRow(campaign_id=campaign_id, kind="resumed", detail=how))
-            _close_releases(s, campaign_id, f"not needed: {how}")
+            _close_requests(s, campaign_id, f"not needed: {how}")
             s.commit()
             return True
 
@@ -1731,19 +1743,68 @@ class Store:
             return event
 
     @_serialised
-    def close_releases(self, campaign_id: int, *, outcome: str) -> int:
-        """Mark every open release request of the campaign handled with ``outcome`` (not
-        used); how many there were.
+    def close_requests(
+        self, campaign_id: int, *, outcome: str, kinds: Sequence[str] = REQUESTS
+    ) -> int:
+        """Mark every open request of ``kinds`` of the campaign handled with ``outcome``
+        (not used); how many there were.
 
         A release covers the wait it was given for: a wait that ends closes those still
         open (:meth:`unpause_campaign`), and so does a new session. A request given to a
         runner that was then killed while it waited stayed open, and the next ``resume``
-        took it: it overrode the interlocks with the door still open (found in review).
+        took it: it overrode the interlocks with the door still open (found in review). A
+        stop is for the session it was given to, likewise: one its runner ended before
+        taking must not stop the next ``resume`` at its first heartbeat.
         """
         with self.session() as s:
-            closed = _close_releases(s, campaign_id, outcome)
+            closed = _close_requests(s, campaign_id, outcome, kinds)
             s.commit()
             return closed
+
+    @_serialised
+    def request_stop(
+        self, campaign_id: int, *, by: str, detail: str, abort: bool = False
+    ) -> CampaignEventRow:
+        """An operator's stop of a running campaign, for its runner to pick up at its next
+        heartbeat (``closedloop stop``): ``abort`` aborts the trials in flight, else they
+        finish and are stored first."""
+        with self.session() as s:
+            event = CampaignEventRow(
+                campaign_id=campaign_id,
+                kind="abort" if abort else "stop",
+                by=_text(by),
+                detail=_text(detail),
+            )
+            s.add(event)
+            s.commit()
+            s.refresh(event)
+            return event
+
+    @_serialised
+    def take_stop(self, campaign_id: int, *, outcome: str) -> CampaignEventRow | None:
+        """The open stop request that decides (an ``abort`` before a ``stop``: the stronger
+        one), every open one marked handled with ``outcome``; or ``None``. The ``outcome``
+        may name the kind: ``{kind}`` is replaced by the one taken."""
+        with self.session() as s:
+            open_ = list(
+                s.exec(
+                    select(CampaignEventRow)
+                    .where(CampaignEventRow.campaign_id == campaign_id)
+                    .where(col(CampaignEventRow.kind).in_(STOP_REQUESTS))
+                    .where(col(CampaignEventRow.handled_at).is_(None))
+                    .order_by(col(CampaignEventRow.id))
+                )
+            )
+            if not open_:
+                return None
+            taken = next((e for e in open_ if e.kind == "abort"), open_[0])
+            now = utcnow()
+            for event in open_:
+                event.handled_at, event.outcome = now, outcome.format(kind=taken.kind)
+                s.add(event)
+            s.commit()
+            s.refresh(taken)
+            return taken
 
     @_serialised
     def add_event(
