@@ -90,6 +90,7 @@ __all__ = [
     "open_campaign",
     "outputs_of",
     "parse_assignments",
+    "ResultsSheet",
     "read_results_csv",
     "running_time",
     "suggest",
@@ -143,6 +144,8 @@ class Result:
     failed: str | None = None
     where: str = ""  # e.g. "results.csv:3", for messages
     abandoned: str | None = None
+    # the failure was the instrument's, not the point's (a clogged tip): not learned
+    transient: bool = False
 
 
 # ---------------------------------------------------------------------------- values
@@ -329,17 +332,27 @@ def build_result(
     failed: str | None = None,
     where: str = "",
     abandoned: str | None = None,
+    transient: bool = False,
 ) -> Result:
     """Validate text values against the campaign: every output, known names, the space.
 
     A trial is told exactly one of: its outputs (measured), a failure reason (``failed``),
     or a withdrawal reason (``abandoned``); outputs together with a reason are refused, as
-    either half would be lost.
+    either half would be lost. ``transient`` qualifies a failure: the instrument's fault,
+    not the point's (a clogged tip, a dropped vial), so the planner does not learn the point
+    as failing (as the runner's transient faults; it counts toward ``max_failures`` all the
+    same, as a flaky instrument's failures do).
     """
     known = outputs_of(runner)
     prefix = f"{where}: " if where else ""
     fail_name = "fail" if where else "--fail"  # the CSV's column, or the command's option
     try:
+        if transient and failed is None:
+            raise InvalidInput(
+                f"{'transient' if where else '--transient'} qualifies a failure (the "
+                "instrument's fault, not the point's): give it with "
+                + ("a reason in the fail column" if where else "--fail REASON")
+            )
         if abandoned is not None:
             if outputs or actual or failed is not None:
                 raise InvalidInput(
@@ -384,12 +397,18 @@ def build_result(
             parsed_actual = {
                 k: parse_parameter(runner, k, v, csv=bool(where)) for k, v in actual.items()
             }
-            return Result(trial_id, {}, parsed_actual, reason, where)
+            return Result(trial_id, {}, parsed_actual, reason, where, transient=transient)
         # A side output (no objective or outcome constraint reads it) may be left out, as
         # a run keeps a trial whose side output read nothing (instruments._dispatch).
         needed = required_outputs(runner.campaign)
         missing = [k for k in known if k in needed and k not in outputs]
         if missing:
+            if where:
+                raise InvalidInput(
+                    f"missing output(s) {', '.join(missing)}: fill in the cell(s), put the "
+                    "reason in a fail column if the trial failed, or empty the row's output "
+                    "cells to leave it pending"
+                )
             expected = " ".join(k + "=VALUE" for k in known if k in needed)
             raise InvalidInput(
                 f"missing output(s) {', '.join(missing)} (give {expected}, or --fail REASON "
@@ -419,16 +438,40 @@ def _commanded(store: Store, trial_id: int) -> dict[str, Any]:
 
 # Columns of a results CSV other than outputs: an output of one of these names could not be
 # told apart from them (`validate` refuses such names for a manual instrument).
-_CSV_COLUMNS = ("trial_id", "fail")
+_CSV_COLUMNS = ("trial_id", "fail", "transient")
+# A ``transient`` cell: yes or no (blank: no).
+_YES, _NO = ("true", "yes", "y", "1"), ("false", "no", "n", "0", "")
 _CSV_ACTUAL = "actual."
 
 
-def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
-    """Rows of ``trial_id, <outputs>..., [actual.<param>...], [fail]`` as results.
+@dataclass
+class ResultsSheet:
+    """What a results CSV tells (:func:`read_results_csv`): ``results``, and the trials of
+    its rows with no outputs yet (``pending``: left as they are)."""
+
+    results: list[Result]
+    pending: list[int]
+
+    def pending_note(self, path: Path) -> str | None:
+        """The note that says which rows were left pending, if any."""
+        if not self.pending:
+            return None
+        return (
+            f"{path.name}: {counted(len(self.pending), 'row')} with no outputs yet left "
+            f"pending (trials {_ids(self.pending)})"
+        )
+
+
+def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
+    """Rows of ``trial_id, <outputs>..., [actual.<param>...], [fail], [transient]`` as results.
 
     ``runner_for(trial_id)`` returns the runner of that trial's campaign (for validation).
     An empty ``fail`` cell means the trial succeeded; a row with both outputs and a ``fail``
-    reason is refused; empty ``actual.*`` cells are ignored.
+    reason is refused; empty ``actual.*`` cells are ignored. ``transient`` (yes/no) marks a
+    failure as the instrument's (see :func:`build_result`). A row whose output cells are
+    all empty (no ``fail`` either) has no result yet: its trial stays pending, and the
+    sheet says which (a robot's sheet with wells not read yet was refused at its first
+    blank row, found in review).
 
     ``closedloop export`` of the pending trials, with the outputs filled in, is such a CSV:
     its bookkeeping columns are ignored (``loop.prior.EXPORT_COLUMNS``, as prior data ignores
@@ -462,6 +505,7 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         )
     results: list[Result] = []
     recorded: list[str] = []  # rows of trials already recorded: all named at once
+    pending: list[int] = []  # rows with no result yet: their trials stay pending
     for record in records[1:]:  # blank lines are not records
         cells = record.cells
         where = f"{path.name}:{record.line}"
@@ -503,6 +547,20 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
         actual: dict[str, str] = {}
         proposed: dict[str, str] = {}
         failed = (row.get("fail") or "").strip() or None
+        flag = (row.get("transient") or "").strip().lower()
+        if flag not in _YES + _NO:
+            raise InvalidInput(
+                f"{where}: transient {flag!r} is neither yes nor no; write yes for a failure "
+                "that was the instrument's fault (a clogged tip), or leave the cell empty"
+            )
+        if failed is None and not any((row.get(k) or "").strip() for k in known):
+            if flag in _YES or any(
+                (v or "").strip() for k, v in row.items() if k.startswith(_CSV_ACTUAL)
+            ):
+                pass  # refused below, with the reason (build_result)
+            else:
+                pending.append(trial_id)  # no result yet (a well not read): left pending
+                continue
         for key, value in row.items():
             if not value.strip() or key in _CSV_COLUMNS:
                 continue
@@ -519,7 +577,9 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             _check_proposed(runner, trial_id, proposed)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
-        results.append(build_result(runner, trial_id, outputs, actual, failed, where))
+        results.append(
+            build_result(runner, trial_id, outputs, actual, failed, where, transient=flag in _YES)
+        )
     if recorded:
         rows = "; ".join(recorded)
         raise InvalidInput(
@@ -529,8 +589,19 @@ def read_results_csv(runner_for: Any, path: Path) -> list[Result]:
             else f"every row tells a trial already recorded ({rows}); nothing to tell"
         )
     if not results:
+        if pending:
+            raise InvalidInput(
+                f"{path}: no results yet: every row's output cells are empty (trials "
+                f"{_ids(pending)} stay pending); fill them in, or put a reason in a fail column"
+            )
         raise InvalidInput(f"{path}: no rows")
-    return results
+    return ResultsSheet(results, pending)
+
+
+def _ids(ids: Sequence[int]) -> str:
+    """Trial ids for a message: the first few and how many more."""
+    shown = ", ".join(str(i) for i in ids[:8])
+    return shown + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
 
 
 def _check_header(runner: Runner, columns: list[str], where: str, known: Sequence[str]) -> None:
@@ -561,7 +632,7 @@ def _check_header(runner: Runner, columns: list[str], where: str, known: Sequenc
     ]
     raise InvalidInput(
         f"{where}: column(s) {', '.join(repr(c) for c in unknown)} are none of the campaign's "
-        f"outputs ({', '.join(known)}) nor trial_id, fail or actual.<param>"
+        f"outputs ({', '.join(known)}) nor trial_id, fail, transient or actual.<param>"
         + (f"; {' '.join(hints)}" if hints else "")
         + " (units belong in the campaign file, not in a header)"
     )
@@ -1298,7 +1369,14 @@ def _outcome(result: Result) -> TrialOutcome:
         status, error = "abandoned", f"{WITHDRAWN}{result.abandoned}"
     elif result.failed is not None:
         status, error = "failed", f"{OPERATOR_FAILED}{result.failed}"
-    return TrialOutcome(result.trial_id, status, result.outputs, result.actual, error)
+    return TrialOutcome(
+        result.trial_id,
+        status,
+        result.outputs,
+        result.actual,
+        error,
+        transient=result.transient and status == "failed",
+    )
 
 
 def _told(trial: TrialRow, outcome: TrialOutcome) -> TrialRow:

@@ -2109,6 +2109,14 @@ def tell(
     fail: Annotated[
         str | None, typer.Option("--fail", help="Record the trial as failed, with this reason.")
     ] = None,
+    transient: Annotated[
+        bool,
+        typer.Option(
+            "--transient",
+            help="With --fail: the instrument's fault, not the conditions' (a clogged tip): "
+            "the planner does not learn the point as failing.",
+        ),
+    ] = False,
     abandon: Annotated[
         str | None,
         typer.Option(
@@ -2122,19 +2130,27 @@ def tell(
         typer.Option(
             "--csv",
             help="Results for many trials: columns trial_id, outputs..., optional "
-            "actual.<param> and fail.",
+            "actual.<param>, fail and transient; rows with no outputs yet stay pending.",
         ),
     ] = None,
     by: Annotated[
         str | None,
         typer.Option("--by", help="Who recorded the results (stored; default user@host)."),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait while a `suggest` or another `tell` holds the campaign.",
+        ),
+    ] = 300.0,
 ) -> None:
     """Record the measured results of pending trials (one, or many from a CSV).
 
     A trial is told its outputs, or --fail REASON (it was run and failed: counts toward
-    budget.max_failures), or --abandon REASON (it will not be run: stored as abandoned,
-    counted toward no budget; the planner treats it as an interrupted trial).
+    budget.max_failures; with --transient the fault was the instrument's, and the planner
+    does not learn the point as failing), or --abandon REASON (it will not be run: stored as
+    abandoned, counted toward no budget; the planner treats it as an interrupted trial).
 
     Who recorded them (--by, else user@host), when, which trials and from which CSV file
     (with its sha256) are stored with them; `status` shows the latest.
@@ -2154,13 +2170,18 @@ def tell(
     runners: dict[int, Runner] = {}
     try:
         if csv_file is not None:
-            if trial_id is not None or values or actual or fail is not None or abandon is not None:
-                raise InvalidInput("give either --csv FILE or TRIAL_ID name=value ..., not both")
+            given = (trial_id is not None, values, actual, fail is not None, abandon, transient)
+            if any(given):
+                raise InvalidInput(
+                    "give either --csv FILE or TRIAL_ID name=value ..., not both (a CSV says "
+                    "transient in a column of its own)"
+                )
 
             def runner_for(tid: int) -> Runner:
                 return runners[trial_and_runner(db, tid, runners).campaign_id]
 
-            results = read_results_csv(runner_for, csv_file)
+            sheet = read_results_csv(runner_for, csv_file)
+            results, pending = sheet.results, sheet.pending_note(csv_file)
         else:
             if trial_id is None:
                 raise InvalidInput(
@@ -2173,6 +2194,7 @@ def tell(
                     f"no results for trial {trial_id}: give name=value for each output, "
                     "--fail REASON if it failed, or --abandon REASON if it will not be run"
                 )
+            pending = None
             results = [
                 build_result(
                     runners[trial.campaign_id],
@@ -2181,11 +2203,12 @@ def tell(
                     parse_assignments(actual or [], "--actual"),
                     fail,
                     abandoned=abandon,
+                    transient=transient,
                 )
             ]
         if by is not None and not by.strip():
             raise InvalidInput("--by is empty: give who recorded the results, or leave it out")
-        done = record(db, results, runners, by=by and by.strip(), csv=csv_file)
+        done = record(db, results, runners, by=by and by.strip(), csv=csv_file, wait=wait)
         for t in done:
             console.print(
                 f"trial {t.id} (#{t.number}): {t.status}"
@@ -2193,6 +2216,8 @@ def tell(
                 markup=False,
                 highlight=False,
             )
+        if pending is not None:
+            console.print(pending, markup=False, highlight=False)
         for cid in {t.campaign_id for t in done}:
             row = db.campaign(cid)
             console.print(

@@ -642,6 +642,54 @@ def test_tell_abandon_withdraws_a_suggestion_without_spending_the_budget(tmp_pat
     assert new["parameters"] not in [t["parameters"] for t in trials]
 
 
+def test_a_sheet_with_wells_not_read_yet_leaves_them_pending(tmp_path: Path) -> None:
+    """A robot's sheet filled in as the wells are read: rows with no outputs yet stay
+    pending (they were refused at the first blank row, found in review)."""
+    url, trials = _asktell(tmp_path, 3)
+    ids = [t["trial_id"] for t in trials]
+    sheet = tmp_path / "plate.csv"
+    sheet.write_text(f"trial_id,yield,fail\n{ids[0]},0.4,\n{ids[1]},,\n{ids[2]},,\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 0, out.output
+    assert f"2 rows with no outputs yet left pending (trials {ids[1]}, {ids[2]})" in _flat(out)
+    assert [t["status"] for t in _trials(url)] == ["completed", "running", "running"]
+    sheet.write_text(f"trial_id,yield,fail\n{ids[1]},,\n{ids[2]},,\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2 and "no results yet: every row's output cells are empty" in _flat(out)
+
+
+def test_a_failure_told_as_the_instruments_is_stored_transient(tmp_path: Path) -> None:
+    """A clogged tip: the trial failed, the point did not (the planner learns it as an
+    interrupted trial, as the runner's transient faults), by --transient or a CSV column."""
+    url, trials = _asktell(tmp_path, 3)
+    ids = [t["trial_id"] for t in trials]
+    alone = _cli("tell", "--store", url, str(ids[0]), "yield=0.3", "--transient")
+    assert alone.exit_code == 2 and "--transient qualifies a failure" in _flat(alone)
+    out = _cli("tell", "--store", url, str(ids[0]), "--fail", "clogged tip", "--transient")
+    assert out.exit_code == 0, out.output
+    sheet = tmp_path / "plate.csv"
+    sheet.write_text(
+        f"trial_id,yield,fail,transient\n{ids[1]},,clogged tip,yes\n{ids[2]},,no solvent,\n"
+    )
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 0, out.output
+    store = Store(url, create=False)
+    try:
+        rows = store.trials(store.campaign().id or 0)
+    finally:
+        store.close()
+    assert [(t.status, t.transient) for t in rows] == [
+        ("failed", True),
+        ("failed", True),
+        ("failed", False),
+    ]
+    (tmp_path / "again").mkdir()
+    url, (pending,) = _asktell(tmp_path / "again", 1)
+    sheet.write_text(f"trial_id,yield,fail,transient\n{pending['trial_id']},0.2,,maybe\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 2 and "transient 'maybe' is neither yes nor no" in _flat(out)
+
+
 def test_suggest_stays_within_max_trials_and_names_the_limit_to_raise(tmp_path: Path) -> None:
     url, trials = _asktell(tmp_path, 5, max_trials=2, max_failures=1)
     assert len(trials) == 2  # a third could complete beyond max_trials
@@ -714,7 +762,7 @@ def test_tell_csv_of_two_campaigns_writes_nothing_while_one_is_busy(tmp_path: Pa
     try:
         results = read_results_csv(
             lambda tid: runners[trial_and_runner(store, tid, runners).campaign_id], both
-        )
+        ).results
         with CampaignLease(store) as holder:  # e.g. a `tell` of the other campaign, now
             holder.acquire(store.campaign("other").id or 0)
             with pytest.raises(CampaignLocked, match="another suggest/tell"):
