@@ -2309,6 +2309,10 @@ def main() -> None:
     # first: a closed stdin/stdout/stderr opened on os.devnull before any file or socket
     # takes its descriptor, and text an encoding cannot write degraded, not raised
     standard_streams()
+    # a long campaign's memory held near what it uses (glibc; see loop.memory)
+    from loop.memory import steady_memory
+
+    steady_memory()
     try:
         _entry()
         code: str | int | None = 0
