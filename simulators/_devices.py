@@ -219,6 +219,7 @@ class SimActuator(Device):
             controller fault. Numeric inputs only. The setpoint is still the commanded value.
         seed: Seed of the readback-error generator.
         initial: Starting value; default the middle of the limits or the first choice.
+        units: The unit of the value (``degC``), recorded in the run's descriptor.
         **kwargs: Passed to ``ophyd.Device`` (e.g. ``parent``).
 
     Raises:
@@ -240,9 +241,11 @@ class SimActuator(Device):
         out_of_range_rate: float = 0.0,
         seed: Seed = None,
         initial: Any = None,
+        units: str | None = None,
         **kwargs: Any,
     ) -> None:
         _check_rate("out_of_range_rate", out_of_range_rate)
+        self._sim_units = units
         if (limits is None) == (choices is None):
             raise ValueError(f"actuator {name!r}: give exactly one of limits= or choices=")
         self._sim_choices: tuple[Any, ...] | None = None
@@ -280,6 +283,24 @@ class SimActuator(Device):
         start = self.check_value(initial)
         self.setpoint.put(start, internal=True)
         self.readback.put(start, internal=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Ophyd's description of the readback and setpoint, with what a catalog shows of
+        an input (event-model's data-key fields): its ``units`` (the campaign's ``unit:``),
+        its ``limits`` as control limits, a categorical input's text ``choices``. Without
+        them a descriptor said less than the campaign file (found in review)."""
+        described: dict[str, Any] = super().describe()
+        extra: dict[str, Any] = {}
+        if self._sim_units:
+            extra["units"] = self._sim_units
+        if self._sim_limits is not None:
+            lower, upper = self._sim_limits
+            extra["limits"] = {"control": {"low": lower, "high": upper}}
+        elif self._sim_choices is not None and all(isinstance(c, str) for c in self._sim_choices):
+            extra["choices"] = list(self._sim_choices)
+        for key in described:
+            described[key].update(extra)
+        return described
 
     @property
     def limits(self) -> tuple[Any, ...]:
@@ -1364,10 +1385,12 @@ def _actuator_kwargs(name: str, spec: InputSpec) -> dict[str, Any]:
         values, bounds = getattr(spec, "values", None), getattr(spec, "bounds", None)
         if callable(values):  # a Mapping-like object's .values method, not choices
             values = None
+    unit = spec.get("unit") if isinstance(spec, Mapping) else getattr(spec, "unit", None)
+    units = {"units": str(unit)} if unit else {}
     if values is not None:
-        return {"choices": tuple(values)}
+        return {"choices": tuple(values), **units}
     if bounds is not None:
-        return {"limits": tuple(bounds), "integer": kind == "int"}
+        return {"limits": tuple(bounds), "integer": kind == "int", **units}
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         items = tuple(spec)
         is_number = [isinstance(v, Real) and not isinstance(v, bool) for v in items]

@@ -428,3 +428,27 @@ def test_failure_rate_is_seeded() -> None:
     first = outcomes(1)
     assert first == outcomes(1)
     assert 5 < sum(first) < 35
+
+
+def test_a_descriptor_says_each_inputs_units_limits_and_choices() -> None:
+    """A catalog reads from the descriptor what the campaign declares of an input."""
+    from event_model import DocumentNames, schema_validators
+
+    inst = build_simulated_instrument(
+        lambda inputs: {"y": 1.0},
+        inputs={
+            "t": {"type": "float", "bounds": (30, 110), "unit": "degC"},
+            "n": {"type": "int", "bounds": (1, 4)},
+            "c": ["Pd", "Ni"],
+        },
+        outputs=["y"],
+    )
+    docs: list[tuple[str, dict[str, Any]]] = []
+    RunEngine()(bp.count(list(inst.inputs.values())), lambda n, d: docs.append((n, d)))
+    for name, doc in docs:
+        schema_validators[DocumentNames[name]].validate(doc)
+    keys = next(d for n, d in docs if n == "descriptor")["data_keys"]
+    assert keys["t"]["units"] == keys["t_setpoint"]["units"] == "degC"
+    assert keys["t"]["limits"] == {"control": {"low": 30.0, "high": 110.0}}
+    assert "units" not in keys["n"] and keys["n"]["limits"]["control"]["high"] == 4
+    assert keys["c"]["choices"] == ["Pd", "Ni"]
