@@ -526,6 +526,10 @@ class Dispatcher:
         interlock_listener: attached to the instrument's interlock gate, if it has one
             (declared instruments): told when a trial waits for interlocks and polled for an
             operator's release (see :class:`instruments._safety.PauseListener`).
+        subscriptions: more callbacks ``(name, doc)`` for every run, called after the
+            ``document_sink`` (a facility's live consumers: the store keeps each document
+            first). A callback that raises fails the run, as bluesky's subscriptions do;
+            the runner passes guarded ones (``Runner(subscriptions=...)``).
 
     A trial's ``timeout`` does not count waits: the interlock gate's, nor a detector's
     wait for a worker. A detector may offer ``queue_waited() -> float``: the total seconds
@@ -550,6 +554,7 @@ class Dispatcher:
         interlock_listener: PauseListener | None = None,
         choices: Mapping[str, Sequence[Any]] | None = None,
         needed_outputs: Collection[str] | None = None,
+        subscriptions: Sequence[DocumentSink] = (),
     ) -> None:
         clash = sorted(set(instrument.outputs).intersection(instrument.inputs))
         if clash:
@@ -559,6 +564,7 @@ class Dispatcher:
             )
         self.instrument = instrument
         self.document_sink = document_sink
+        self.subscriptions = list(subscriptions)
         self.readback_limits = dict(readback_limits or {})
         self.readback_tolerance = float(readback_tolerance)
         self.choices = {name: tuple(values) for name, values in (choices or {}).items()}
@@ -842,7 +848,8 @@ class Dispatcher:
         rejected = False
         salvaged: dict[str, float] = {}
         try:
-            self.run_engine(plan, collect)
+            subscribers: list[Any] = [collect, *self.subscriptions]  # the store's sink first
+            self.run_engine(plan, subscribers)
         except MeasurementRejected:
             rejected = True  # the plan's verdict: _result reads it again, outputs kept
         except RunEngineInterrupted:

@@ -740,6 +740,11 @@ class Runner:
         lease_ttl: seconds the campaign's lease outlives this runner's last heartbeat.
         operator: enters the results of an ``instrument: manual`` campaign (required for
             one; the CLI passes a terminal prompt).
+        subscriptions: Bluesky callbacks ``(name, doc)`` subscribed to every slot's
+            RunEngine, so a facility's live consumers (a Kafka publisher, a TiledWriter, a
+            BestEffortCallback) see each trial's documents as they are emitted. The store
+            gets them first; a callback that raises is logged (once per callback) and left
+            out of that document, and never fails a trial.
     """
 
     def __init__(
@@ -755,9 +760,11 @@ class Runner:
         instrument_factory: Callable[[Campaign, int], Instrument] | None = None,
         lease_ttl: float = LEASE_TTL,
         operator: Operator | None = None,
+        subscriptions: Sequence[Callable[[str, dict[str, Any]], Any]] = (),
     ) -> None:
         self.loaded = loaded
         self.operator = operator
+        self.subscriptions = [_guarded(cb) for cb in subscriptions]
         self._asking_operator = False
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
@@ -830,6 +837,7 @@ class Runner:
         lease_ttl: float = LEASE_TTL,
         operator: Operator | None = None,
         proposes: bool = True,
+        subscriptions: Sequence[Callable[[str, dict[str, Any]], Any]] = (),
     ) -> Runner:
         """A runner for a stored campaign, ready to ``resume()``.
 
@@ -879,6 +887,7 @@ class Runner:
             instrument_factory=instrument_factory,
             lease_ttl=lease_ttl,
             operator=operator,
+            subscriptions=subscriptions,
         )
         stored = _stored_budget(row, loaded.campaign.budget)
         runner.budget = _override(
@@ -1637,6 +1646,7 @@ class Runner:
             # (another process) is picked up from it
             "interlock_listener": self._interlock_listener(),
             "needed_outputs": required_outputs(self.campaign),
+            "subscriptions": self.subscriptions,  # after the store's sink
         }
 
     def _interlock_listener(self) -> Any:
@@ -3053,6 +3063,33 @@ def _override(
     if not changes:
         return budget
     return Budget.model_validate({**budget.model_dump(), **changes})
+
+
+def _guarded(
+    callback: Callable[[str, dict[str, Any]], Any],
+) -> Callable[[str, dict[str, Any]], None]:
+    """``callback`` as a RunEngine subscription that never raises: a consumer's failure (a
+    Kafka broker down) is logged, once, and must not fail or abort the trial, whose
+    documents the store keeps whatever the consumer does."""
+    warned = False
+
+    def guarded(name: str, doc: dict[str, Any]) -> None:
+        nonlocal warned
+        try:
+            callback(name, doc)
+        except Exception as exc:
+            if not warned:
+                warned = True
+                logger.warning(
+                    "subscription %r raised on a %s document: %s (logged once; the trial "
+                    "and the store are not affected)",
+                    callback,
+                    name,
+                    exc,
+                )
+            logger.debug("subscription failure", exc_info=True)
+
+    return guarded
 
 
 def _id(trial: TrialRow) -> int:
