@@ -92,6 +92,8 @@ __all__ = [
     "parse_assignments",
     "ResultsSheet",
     "read_results_csv",
+    "amend_result",
+    "told_trial",
     "running_time",
     "suggest",
     "tell",
@@ -120,7 +122,13 @@ class InvalidInput(ClosedLoopError):
 
 
 class AlreadyRecorded(InvalidInput):
-    """A result told for a trial whose outcome the store already holds."""
+    """A result told for a trial whose outcome the store already holds: ``trial``, with
+    its stored ``outputs``."""
+
+    def __init__(self, message: str, trial: TrialRow, outputs: dict[str, float]) -> None:
+        super().__init__(message)
+        self.trial = trial
+        self.outputs = outputs
 
 
 @dataclass(frozen=True)
@@ -403,6 +411,12 @@ def build_result(
         needed = required_outputs(runner.campaign)
         missing = [k for k in known if k in needed and k not in outputs]
         if missing:
+            if where and not outputs:  # an actual.<param> cell alone: not a result yet
+                raise InvalidInput(
+                    f"missing output(s) {', '.join(missing)}: the row gives actual.<param> "
+                    "values but no outputs; fill in the outputs, put the reason in a fail "
+                    "column if the trial failed, or empty the actual cells to leave it pending"
+                )
             if where:
                 raise InvalidInput(
                     f"missing output(s) {', '.join(missing)}: fill in the cell(s), put the "
@@ -451,15 +465,22 @@ class ResultsSheet:
 
     results: list[Result]
     pending: list[int]
+    unchanged: list[int] = field(default_factory=list)  # told before, as the rows say
 
     def pending_note(self, path: Path) -> str | None:
-        """The note that says which rows were left pending, if any."""
-        if not self.pending:
-            return None
-        return (
-            f"{path.name}: {counted(len(self.pending), 'row')} with no outputs yet left "
-            f"pending (trials {_ids(self.pending)})"
-        )
+        """The note that says which rows were left pending or passed over, if any."""
+        notes = []
+        if self.unchanged:
+            notes.append(
+                f"{counted(len(self.unchanged), 'row')} recorded already as they are, passed "
+                f"over (trials {_ids(self.unchanged)})"
+            )
+        if self.pending:
+            notes.append(
+                f"{counted(len(self.pending), 'row')} with no outputs yet left pending "
+                f"(trials {_ids(self.pending)})"
+            )
+        return f"{path.name}: {'; '.join(notes)}" if notes else None
 
 
 def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
@@ -506,6 +527,7 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
     results: list[Result] = []
     recorded: list[str] = []  # rows of trials already recorded: all named at once
     pending: list[int] = []  # rows with no result yet: their trials stay pending
+    unchanged: list[int] = []  # rows of trials recorded as the row says: passed over
     for record in records[1:]:  # blank lines are not records
         cells = record.cells
         where = f"{path.name}:{record.line}"
@@ -526,9 +548,12 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
         try:
             runner = runner_for(trial_id)  # refuses an unknown or finished trial
         except AlreadyRecorded as exc:
-            # a results sheet told again with rows added: every such row named, not the
-            # first alone (found in review)
-            recorded.append(f"{where}: {exc}")
+            # A sheet told again as more wells are read: a row as it was told is passed
+            # over; one that differs is named, every such row at once (found in review).
+            if _as_recorded(row, exc.trial, exc.outputs):
+                unchanged.append(trial_id)
+            else:
+                recorded.append(f"{where}: {exc}")
             continue
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
@@ -539,7 +564,8 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
         if clash:
             raise InvalidInput(
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
-                "results-CSV column of another meaning (trial_id, fail, actual.<param>), so "
+                "results-CSV column of another meaning (trial_id, fail, transient, "
+                "actual.<param>), so "
                 "a CSV cannot tell them; tell each trial with `closedloop tell --store "
                 f"{shell_word(runner.store.url)} TRIAL_ID name=value ...`"
             )
@@ -581,13 +607,19 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
             build_result(runner, trial_id, outputs, actual, failed, where, transient=flag in _YES)
         )
     if recorded:
-        rows = "; ".join(recorded)
+        rows = "; ".join(recorded[:5]) + (
+            f"; and {len(recorded) - 5} more" if len(recorded) > 5 else ""
+        )
+        others = len(results) + len(pending) + len(unchanged)
         raise InvalidInput(
-            f"{len(recorded)} row(s) tell trials already recorded ({rows}); remove them and "
-            f"tell the file again (its other {len(results)} row(s) are fine)"
-            if results
+            f"{len(recorded)} row(s) tell trials already recorded otherwise ({rows}); remove "
+            f"them, or correct one with `tell TRIAL_ID ... --amend REASON`, and tell the file "
+            f"again (its other {others} row(s) are fine)"
+            if others
             else f"every row tells a trial already recorded ({rows}); nothing to tell"
         )
+    if not results and unchanged and not pending:
+        raise InvalidInput(f"{path}: every row is recorded already, as it says: nothing to tell")
     if not results:
         if pending:
             raise InvalidInput(
@@ -595,7 +627,32 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
                 f"{_ids(pending)} stay pending); fill them in, or put a reason in a fail column"
             )
         raise InvalidInput(f"{path}: no rows")
-    return ResultsSheet(results, pending)
+    return ResultsSheet(results, pending, unchanged)
+
+
+def _as_recorded(row: Mapping[str, str], trial: TrialRow, outputs: Mapping[str, float]) -> bool:
+    """Whether a results row says what the store holds of ``trial`` already: its outputs
+    (every stored output's cell, read as a number, equal), or its failure's reason; or
+    nothing at all (no output, no fail: a well's row not filled in on this copy of the
+    sheet). A row that says otherwise is not."""
+    fail = (row.get("fail") or "").strip()
+    if not fail and not any((row.get(name) or "").strip() for name in outputs):
+        return True
+    if trial.status == "completed":
+        if fail or not outputs:
+            return False
+        for name, value in outputs.items():
+            cell = (row.get(name) or "").strip()
+            try:
+                told = float(cell)
+            except ValueError:
+                return False
+            if not (told == value or (math.isnan(told) and math.isnan(value))):
+                return False
+        return True
+    if trial.status == "failed":
+        return bool(fail) and trial.error == f"{OPERATOR_FAILED}{fail}"
+    return False
 
 
 def _ids(ids: Sequence[int]) -> str:
@@ -1247,7 +1304,9 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     if trial.status != "running":
         raise AlreadyRecorded(
             f"trial {trial_id} (#{trial.number}) is already {trial.status}; its result is "
-            "recorded once"
+            "recorded once (`tell --amend REASON` corrects it)",
+            trial,
+            store.trial_outputs(trial_id),
         )
     if _dispatched(store, trial):
         raise InvalidInput(
@@ -1326,6 +1385,94 @@ def tell(
     for cid in leases:
         done.extend(t for t in store.trials(cid) if t.id in seen)
     return done
+
+
+def told_trial(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:
+    """The finished trial ``trial_id`` whose result ``tell`` recorded (the one kind
+    ``--amend`` corrects), its campaign's runner cached in ``runners``.
+
+    A trial a runner measured is refused: its Bluesky documents hold the reading, which an
+    amended result would contradict; prior data is refused too (its file is the record).
+    """
+    from loop.runner import Runner
+
+    if not 0 < trial_id <= MAX_ID:
+        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
+    with store.session() as s:
+        trial = s.get(TrialRow, trial_id)
+    if trial is None:
+        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
+    if trial.status == "running":
+        raise InvalidInput(
+            f"trial {trial_id} (#{trial.number}) has no result yet: tell it without --amend"
+        )
+    if not is_told(trial):
+        what = (
+            "prior data (its CSV is the record)"
+            if trial.kind == "prior"
+            else ("measured by a runner (its Bluesky documents hold the reading)")
+        )
+        raise InvalidInput(
+            f"trial {trial_id} (#{trial.number}) was {what}; --amend corrects results "
+            "recorded with tell"
+        )
+    if trial.campaign_id not in runners:
+        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id, proposes=False)
+    return trial
+
+
+def amend_result(
+    store: Store,
+    result: Result,
+    runners: dict[int, Runner],
+    *,
+    reason: str,
+    wait: float = LEASE_WAIT,
+    by: str | None = None,
+) -> TrialRow:
+    """Replace the recorded result of a told trial with ``result`` (``tell --amend``).
+
+    A result told to the wrong trial (a plate read rotated, a typo) stayed in the campaign
+    for good: the planner learnt it at every later suggest, and the only way out was a new
+    campaign from prior data (found in review). The campaign's lease is taken as ``tell``
+    takes it (so no runner drives it), the trial, its observations and the campaign's
+    state are rewritten in one transaction with an ``amend`` event that keeps the old
+    result, who changed it, when and why (``Store.amend_trial``). The planner learns the
+    new result at the next ``suggest``, which rebuilds it from the store.
+    """
+    import json
+
+    from loop.provenance import user_at_host
+
+    if not reason.strip():
+        raise InvalidInput("--amend needs a reason, e.g. --amend 'plate read rotated 180°'")
+    told = told_trial(store, result.trial_id, runners)
+    cid = told.campaign_id
+    with _lease(store, cid, "tell", wait=wait, ttl=runners[cid].lease.ttl) as lease:
+        told = told_trial(store, result.trial_id, runners)  # again, under the lease
+        history, observations = store.trials_and_observations(cid)
+        outcome = _outcome(result)
+        old = {
+            "status": told.status,
+            "outputs": observations.get(result.trial_id, {}),
+            "readbacks": told.readbacks or {},
+            "error": told.error,
+        }
+        history = [_told(t, outcome) if t.id == told.id else t for t in history]
+        observations[result.trial_id] = dict(outcome.outputs)
+        state = _state(runners[cid], history, observations, running_time(store.campaign(cid)))
+        new = {
+            "status": outcome.status,
+            "outputs": outcome.outputs,
+            "readbacks": outcome.readbacks,
+            "error": outcome.error,
+        }
+        detail = {"trial": told.number, "reason": reason.strip(), "old": old, "new": new}
+        text = json.dumps(detail, separators=(",", ":"), default=str, allow_nan=False)
+        store.amend_trial(
+            outcome, token=lease.token, status=state, event=("amend", by or user_at_host(), text)
+        )
+    return told_trial(store, result.trial_id, runners)
 
 
 def _tell_detail(

@@ -2144,6 +2144,14 @@ def tell(
             help="Seconds to wait while a `suggest` or another `tell` holds the campaign.",
         ),
     ] = 300.0,
+    amend: Annotated[
+        str | None,
+        typer.Option(
+            "--amend",
+            help="Correct the result already told for this trial, with this reason (the old "
+            "result is kept in the store's record).",
+        ),
+    ] = None,
 ) -> None:
     """Record the measured results of pending trials (one, or many from a CSV).
 
@@ -2153,13 +2161,17 @@ def tell(
     abandoned, counted toward no budget; the planner treats it as an interrupted trial).
 
     Who recorded them (--by, else user@host), when, which trials and from which CSV file
-    (with its sha256) are stored with them; `status` shows the latest.
+    (with its sha256) are stored with them; `status` shows the latest. --amend REASON
+    replaces a told trial's result (a plate read rotated, a typo) and records the old one,
+    who changed it and why; the planner learns the new one at the next suggest.
     """
     from loop.asktell import (
         InvalidInput,
+        amend_result,
         build_result,
         parse_assignments,
         read_results_csv,
+        told_trial,
         trial_and_runner,
     )
     from loop.asktell import tell as record
@@ -2176,6 +2188,8 @@ def tell(
                     "give either --csv FILE or TRIAL_ID name=value ..., not both (a CSV says "
                     "transient in a column of its own)"
                 )
+            if amend is not None:
+                raise InvalidInput("--amend corrects one trial: give TRIAL_ID name=value ...")
 
             def runner_for(tid: int) -> Runner:
                 return runners[trial_and_runner(db, tid, runners).campaign_id]
@@ -2188,7 +2202,10 @@ def tell(
                     "give TRIAL_ID name=value ... (or --csv FILE); `closedloop suggest` "
                     "prints the trial ids"
                 )
-            trial = trial_and_runner(db, trial_id, runners)
+            if amend is not None:
+                trial = told_trial(db, trial_id, runners)
+            else:
+                trial = trial_and_runner(db, trial_id, runners)
             if fail is None and abandon is None and not values:
                 raise InvalidInput(
                     f"no results for trial {trial_id}: give name=value for each output, "
@@ -2208,7 +2225,12 @@ def tell(
             ]
         if by is not None and not by.strip():
             raise InvalidInput("--by is empty: give who recorded the results, or leave it out")
-        done = record(db, results, runners, by=by and by.strip(), csv=csv_file, wait=wait)
+        if amend is not None:
+            done = [
+                amend_result(db, results[0], runners, reason=amend, by=by and by.strip(), wait=wait)
+            ]
+        else:
+            done = record(db, results, runners, by=by and by.strip(), csv=csv_file, wait=wait)
         for t in done:
             console.print(
                 f"trial {t.id} (#{t.number}): {t.status}"

@@ -831,6 +831,7 @@ def stop(
     """
     import getpass
     import socket
+    import time
 
     from loop.lock import LEASE_TTL, live_lease
     from loop.store import ACTIVE, Store
@@ -841,15 +842,25 @@ def stop(
         if campaign is not None:
             row = db.campaign(campaign)
         else:
-            running = [r for r in db.campaigns() if r.status in ACTIVE]
-            if not running:
+            driven = [r for r in db.campaigns() if r.status in ACTIVE and live_lease(db, r.id or 0)]
+            if not driven:
                 err_console.print(
-                    f"no campaign in store {store} is running: there is nothing to stop",
+                    f"no campaign in store {store} has a runner driving it: there is nothing "
+                    "to stop",
                     markup=False,
                     highlight=False,
                 )
                 raise typer.Exit(2)
-            row = running[-1]
+            if len(driven) > 1:
+                names = ", ".join(f"'{r.name}' (id {r.id})" for r in driven)
+                err_console.print(
+                    f"{len(driven)} campaigns in store {store} have a runner driving them "
+                    f"({names}); name the one to stop with -c NAME|ID",
+                    markup=False,
+                    highlight=False,
+                )
+                raise typer.Exit(2)
+            row = driven[0]
         cid = row.id or 0
         if row.status not in ACTIVE or live_lease(db, cid) is None:
             err_console.print(
@@ -863,6 +874,15 @@ def stop(
                 highlight=False,
             )
             raise typer.Exit(2)  # refused as given, as `release` with nothing to release
+        lease = live_lease(db, cid)
+        if lease is not None and lease.heartbeat < time.time() - 2 * LEASE_TTL / 5:
+            err_console.print(
+                f"note: its runner's last heartbeat was {time.time() - lease.heartbeat:.0f} s "
+                "ago: it may be hung or stopped (Ctrl-Z), and takes the request only once it "
+                "runs again; `closedloop status` says more",
+                markup=False,
+                highlight=False,
+            )
         who = by or f"{getpass.getuser()}@{socket.gethostname()}"
         event = db.request_stop(cid, by=who, detail=note.strip(), abort=abort)
         beat = LEASE_TTL / 5
@@ -899,13 +919,24 @@ def _await_stop(db: Any, campaign_id: int, wait: float) -> None:
     import time
 
     from loop.lock import live_lease
+    from loop.store import ACTIVE
 
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if live_lease(db, campaign_id) is None:
             row = db.campaign(campaign_id)
+            if row.status in ACTIVE:  # no runner let go of it: its heartbeats stopped
+                err_console.print(
+                    f"the runner did not take the stop: it stopped heartbeating (it died or "
+                    f"hung) and the campaign is still {row.status}; `closedloop resume "
+                    f"--store {shell_word(db.url)} -c {campaign_id}` reconciles its trials",
+                    markup=False,
+                    highlight=False,
+                )
+                raise typer.Exit(1)
+            reason = f": {row.stop_reason}" if row.stop_reason else ""
             console.print(
-                f"the runner ended: the campaign is {row.status}: {row.stop_reason}",
+                f"the runner ended: the campaign is {row.status}{reason}",
                 markup=False,
                 highlight=False,
             )
@@ -987,7 +1018,7 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
         last = releases[-1]
         state = last.outcome if last.handled_at is not None else "waiting for the runner"
         lines.append(f"last release: by {last.by} at {last.at:%Y-%m-%d %H:%M:%S} UTC: {state}")
-    lease = db.lease(row.id or 0) if row.status in ACTIVE else None
+    lease = live_lease(db, row.id or 0) if row.status in ACTIVE else None
     stops = list(db.events(row.id or 0, STOP_REQUESTS)) if lease is not None else []
     last = stops[-1] if stops else None
     # a stop this runner's session was given (one taken by an earlier session is history)

@@ -1764,7 +1764,7 @@ def _run_metadata(
 #: ``best`` came after campaigns could name a parameter or output so: a stored campaign keeps
 #: the name (the rule is :meth:`_Rules.added`), and its export leaves out the ``best`` flag
 #: (``loop.report.annotate``).
-RESERVED_COLUMNS = EXPORT_COLUMNS | {"fail"}
+RESERVED_COLUMNS = EXPORT_COLUMNS | {"fail", "transient"}
 RESERVED_PREFIXES = ("readback.", "actual.")
 
 

@@ -1053,8 +1053,9 @@ class Runner:
             scheduler.wake()
 
     def _take_stop_request(self) -> None:
-        """Act on an operator's ``closedloop stop`` recorded in the store (the lease's
-        heartbeat thread calls this after each beat)."""
+        """Act on an operator's ``closedloop stop`` recorded in the store: the lease's
+        heartbeat thread calls this after each beat (a stop while trials are measured, or
+        the campaign waits), the coordinator before it starts a trial."""
         cid = self.campaign_id
         if cid is None:
             return
@@ -1210,6 +1211,10 @@ class Runner:
 
     def _resume(self) -> CampaignSummary:
         cid = self.refuse_if_finished(python=True)
+        # A stop an earlier session was given and did not take (its runner was killed) is
+        # not this one's; closed before this session holds the lease, so a stop asked of it
+        # from the moment `closedloop stop` sees it live is kept (review).
+        self._close_stop_requests(cid, "not used: its session ended")
         takeover = self.lease.acquire(cid)
         try:
             self._refuse_pending_suggestions(cid)
@@ -1218,7 +1223,9 @@ class Runner:
             self._session_md = start_session(self, "resume")
             # a release given to an earlier session (its runner killed while it waited)
             # covers none of this one's waits: the interlocks are checked afresh
-            self.store.close_requests(cid, outcome="not used: its session ended")
+            self.store.close_requests(
+                cid, outcome="not used: its session ended", kinds=("release",)
+            )
             if self._budget_changed:
                 self.store.set_budget(
                     cid, self.budget.model_dump(mode="json"), token=self.lease.token
@@ -1477,6 +1484,14 @@ class Runner:
                     if not sched.ready or self._stop_after is not None or broken is not None:
                         break
                     if not self._room(tally, sched.in_flight()):
+                        break
+                    # an operator's `closedloop stop` since the last heartbeat: no new trial
+                    # (taken at heartbeats alone, one started up to 6 s after it; review)
+                    try:
+                        self._take_stop_request()
+                    except Exception as exc:  # the store's own trouble shows at its next write
+                        logger.debug("stop requests not read: %s", exc)
+                    if self._stop_after is not None or self._stop_request is not None:
                         break
                     self._start_trial(cid, slot, sched.ready.popleft(), sched)
                 # plan ahead while the slots measure

@@ -41,7 +41,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
-from sqlalchemy import JSON, Column, Index, bindparam, event, func, insert, inspect, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Index,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -259,7 +270,10 @@ class CampaignEventRow(SQLModel, table=True):
     {plugin: ...}``'s origin; ``detail`` JSON with its old and new origin and the first trial
     the new code measures or proposes: :meth:`Store.code_changes`); ``tell`` (results of
     pending trials were recorded by ``closedloop tell``: ``by`` who, ``detail`` JSON of
-    which trials and from where, :meth:`Store.tells`); ``stop`` and ``abort`` (an operator
+    which trials and from where, :meth:`Store.tells`); ``amend`` (a told trial's result
+    corrected by ``closedloop tell --amend``: ``by`` who, ``detail`` JSON of the trial, the
+    reason, and its ``old`` and ``new`` status, outputs, readbacks and error); ``stop`` and
+    ``abort`` (an operator
     asked, with ``closedloop stop``, a running campaign's runner to stop after the trials
     in flight, or at once aborting them: ``by`` who, ``detail`` their note; ``handled_at``
     and ``outcome`` as for a release, :meth:`Store.request_stop`).
@@ -2254,6 +2268,46 @@ class Store:
             audit = [row for cid, e in sorted(events.items()) for row in _event_rows(cid, [e], now)]
             _insert_rows(conn, CampaignEventRow, audit)
 
+    @_serialised
+    def amend_trial(
+        self,
+        outcome: TrialOutcome,
+        *,
+        token: str,
+        status: tuple[str, str] | None,
+        event: Event,
+    ) -> None:
+        """Replace a finished trial's outcome (``closedloop tell --amend``): its status,
+        error, transient flag, readbacks and observations, with the campaign's new
+        ``status`` and the ``amend`` ``event`` that keeps the old ones, in one transaction
+        under the campaign's lease ``token``. The trial keeps its place in the order
+        trials ended and its times: what changed is what was recorded of it, and when and
+        why is the event's.
+        """
+        trial = TrialRow.__table__  # type: ignore[attr-defined]
+        observation = ObservationRow.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            row = conn.execute(_Hot.trial_campaigns, {"trials": [outcome.trial_id]}).first()
+            if row is None:
+                raise StoreError(f"trial {outcome.trial_id} vanished from the store")
+            cid = row.campaign_id
+            _check_lease(conn, cid, token)
+            conn.execute(
+                update(trial)
+                .where(trial.c.id == outcome.trial_id)
+                .values(
+                    status=outcome.status,
+                    error=_text(outcome.error),
+                    transient=outcome.transient,
+                    readbacks=_jsonable(outcome.readbacks),
+                )
+            )
+            conn.execute(delete(observation).where(observation.c.trial_id == outcome.trial_id))
+            _insert_rows(conn, ObservationRow, _observation_rows(outcome.trial_id, outcome.outputs))
+            if status is not None:
+                _update_campaign(conn, cid, status=status)
+            _insert_rows(conn, CampaignEventRow, _event_rows(cid, [event], utcnow()))
+
     def trials(self, campaign_id: int) -> list[TrialRow]:
         with self.session() as s:
             return list(
@@ -2279,6 +2333,12 @@ class Store:
                 value = obs.value if obs.value is not None else math.nan
                 out.setdefault(obs.trial_id, {})[obs.metric] = value
         return out
+
+    def trial_outputs(self, trial_id: int) -> dict[str, float]:
+        """One trial's outputs (NaN for a NULL value), as :meth:`observations` reads them."""
+        with self.session() as s:
+            rows = s.exec(select(ObservationRow).where(ObservationRow.trial_id == trial_id))
+            return {o.metric: o.value if o.value is not None else math.nan for o in rows}
 
     def trials_and_observations(
         self, campaign_id: int

@@ -334,7 +334,11 @@ def test_tell_csv_is_all_or_nothing(tmp_path: Path) -> None:
     assert [t["status"] for t in trials] == ["completed", "completed", "failed"]
     assert trials[1]["readbacks"] == {"temperature": 45.5}
     twice = _cli("tell", "--store", url, "--csv", str(good))
-    assert twice.exit_code == 2 and "is already completed" in twice.output
+    assert twice.exit_code == 2 and "every row is recorded already, as it says" in _flat(twice)
+    changed = tmp_path / "changed.csv"
+    changed.write_text(f"trial_id,yield\n{ids[0]},0.31\n")
+    again = _cli("tell", "--store", url, "--csv", str(changed))
+    assert again.exit_code == 2 and "is already completed" in again.output
 
 
 def test_tell_records_who_recorded_which_results_and_from_where(tmp_path: Path) -> None:
@@ -653,6 +657,12 @@ def test_a_sheet_with_wells_not_read_yet_leaves_them_pending(tmp_path: Path) -> 
     assert out.exit_code == 0, out.output
     assert f"2 rows with no outputs yet left pending (trials {ids[1]}, {ids[2]})" in _flat(out)
     assert [t["status"] for t in _trials(url)] == ["completed", "running", "running"]
+    # told again as more wells are read: the row told before is passed over
+    sheet.write_text(f"trial_id,yield,fail\n{ids[0]},0.4,\n{ids[1]},0.5,\n{ids[2]},,\n")
+    out = _cli("tell", "--store", url, "--csv", str(sheet))
+    assert out.exit_code == 0, out.output
+    assert f"1 row recorded already as they are, passed over (trials {ids[0]})" in _flat(out)
+    assert [t["status"] for t in _trials(url)] == ["completed", "completed", "running"]
     sheet.write_text(f"trial_id,yield,fail\n{ids[1]},,\n{ids[2]},,\n")
     out = _cli("tell", "--store", url, "--csv", str(sheet))
     assert out.exit_code == 2 and "no results yet: every row's output cells are empty" in _flat(out)
@@ -688,6 +698,58 @@ def test_a_failure_told_as_the_instruments_is_stored_transient(tmp_path: Path) -
     sheet.write_text(f"trial_id,yield,fail,transient\n{pending['trial_id']},0.2,,maybe\n")
     out = _cli("tell", "--store", url, "--csv", str(sheet))
     assert out.exit_code == 2 and "transient 'maybe' is neither yes nor no" in _flat(out)
+
+
+def test_a_result_told_wrong_is_amended_and_the_old_one_kept(tmp_path: Path) -> None:
+    """A plate read rotated: the told yields are corrected, the planner learns the new ones,
+    and the store keeps the old result, who changed it and why (it could not be changed
+    at all, found in review)."""
+    url, trials = _asktell(tmp_path, 2)
+    ids = [t["trial_id"] for t in trials]
+    assert _cli("tell", "--store", url, str(ids[0]), "yield=3.4").exit_code == 0
+    not_yet = _cli("tell", "--store", url, str(ids[1]), "yield=1", "--amend", "typo")
+    assert not_yet.exit_code == 2 and "has no result yet: tell it without --amend" in _flat(not_yet)
+    out = _cli(
+        "tell", "--store", url, str(ids[0]), "yield=0.34", "--amend", "plate rotated", "--by", "ana"
+    )
+    assert out.exit_code == 0, out.output
+    assert [(t["status"], t["outputs"]) for t in _trials(url)][0] == (
+        "completed",
+        {"yield": 0.34},
+    )
+    store = Store(url, create=False)
+    try:
+        cid = store.campaign().id or 0
+        (event,) = [e for e in store.events(cid, None) if e.kind == "amend"]
+        detail = json.loads(event.detail or "{}")
+        assert (event.by, detail["reason"], detail["trial"]) == ("ana", "plate rotated", 1)
+        assert detail["old"]["outputs"] == {"yield": 3.4}
+        assert detail["new"]["outputs"] == {"yield": 0.34}
+    finally:
+        store.close()
+    failed = _cli("tell", "--store", url, str(ids[0]), "--fail", "tip clogged", "--amend", "x")
+    assert failed.exit_code == 0, failed.output
+    assert _trials(url)[0]["status"] == "failed" and _trials(url)[0]["outputs"] == {}
+    no_reason = _cli("tell", "--store", url, str(ids[0]), "yield=0.3", "--amend", " ")
+    assert no_reason.exit_code == 2 and "--amend needs a reason" in _flat(no_reason)
+
+
+def test_a_runners_measurement_is_not_amended(tmp_path: Path) -> None:
+    from tests.cli_process import closedloop
+
+    campaign = tmp_path / "b.yaml"
+    campaign.write_text(
+        "name: b\nparameters:\n  - {name: x, type: float, bounds: [0, 1]}\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: f.py:f, outputs: [y]}\nplanner: {kind: sobol}\n"
+        "budget: {max_trials: 1}\nseed: 1\n"
+    )
+    (tmp_path / "f.py").write_text("def f(inputs):\n    return {'y': inputs['x']}\n")
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    assert closedloop("run", str(campaign), "--store", url, cwd=tmp_path).returncode == 0
+    out = _cli("tell", "--store", url, "1", "y=0.5", "--amend", "wrong")
+    assert out.exit_code == 2
+    assert "measured by a runner (its Bluesky documents hold the reading)" in _flat(out)
 
 
 def test_suggest_stays_within_max_trials_and_names_the_limit_to_raise(tmp_path: Path) -> None:

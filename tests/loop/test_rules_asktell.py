@@ -229,10 +229,17 @@ def test_tell_csv_names_the_row_and_the_column_of_every_refusal(tmp_path: Path) 
         ),
         "told again with a row added": (  # every recorded row named, not the first alone
             f"trial_id,y,c\n{ids[0]},0.3,0.5\n{ids[1]},0.3,0.5\n{ids[0]},0.3,0.5\n",
-            f"2 row(s) tell trials already recorded (told again with a row added.csv:2: trial "
-            f"{ids[0]} (#1) is already completed; its result is recorded once; told again with "
-            f"a row added.csv:4: trial {ids[0]} (#1) is already completed; its result is "
-            "recorded once); remove them and tell the file again (its other 1 row(s) are fine)",
+            f"2 row(s) tell trials already recorded otherwise (told again with a row "
+            f"added.csv:2: trial {ids[0]} (#1) is already completed; its result is recorded "
+            "once (`tell --amend REASON` corrects it); told again with a row added.csv:4: "
+            f"trial {ids[0]} (#1) is already completed; its result is recorded once (`tell "
+            "--amend REASON` corrects it)); remove them, or correct one with `tell TRIAL_ID "
+            "... --amend REASON`, and tell the file again (its other 1 row(s) are fine)",
+        ),
+        "told again as it was, with a row added": (  # a row as recorded is passed over
+            f"trial_id,y,c\n{ids[0]},0.1,0.2\n{ids[0]},0.1,0.25\n",
+            "1 row(s) tell trials already recorded otherwise (told again as it was, with a row "
+            "added.csv:3:",
         ),
         "outside": (
             f"trial_id,y,c,actual.x\n{ids[1]},0.3,0.5,1.5\n",

@@ -111,7 +111,7 @@ def test_stop_refuses_a_campaign_no_runner_drives(tmp_path: Path) -> None:
     )
     told = closedloop("stop", "--store", store.url, cwd=tmp_path)
     assert told.returncode == 2
-    assert "is running: there is nothing to stop" in told.stderr
+    assert "has a runner driving it: there is nothing to stop" in told.stderr
 
 
 def test_a_stop_no_runner_took_does_not_stop_the_next_session(tmp_path: Path) -> None:
@@ -147,3 +147,43 @@ def test_status_shows_a_stop_asked_of_the_running_session(tmp_path: Path) -> Non
     assert line.endswith("the runner is stopping")
     runner.lease.release()
     assert lines() == []  # no runner holds it: the campaign's own status says the rest
+
+
+@pytest.mark.slow
+def test_a_stop_asked_between_heartbeats_starts_no_new_trial(tmp_path: Path) -> None:
+    """The coordinator reads the request before it starts a trial: with heartbeats 6 s
+    apart and 1 s trials, none starts after the stop was asked (review: two did)."""
+    text = CAMPAIGN.replace("LATENCY", "1.0").replace("count: 2", "count: 1")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    runner = Runner(parse_campaign(text, path=path, base_dir=tmp_path), store)  # 6 s beats
+    thread, out = _in_background(runner)
+    cid = _wait_for_trials(store, 2)
+    asked = store.request_stop(cid, by="ana", detail="")
+    thread.join(timeout=60)
+    assert out["summary"].status == "stopped"
+    trials = store.trials(cid)
+    asked_at = asked.at.replace(tzinfo=None)
+    late = [
+        t.number
+        for t in trials
+        if t.started_at is not None and t.started_at.replace(tzinfo=None) > asked_at
+    ]
+    assert late == [] and {t.status for t in trials} == {"completed"}
+
+
+def test_stop_names_the_campaigns_when_several_runners_drive_the_store(tmp_path: Path) -> None:
+    first, store = _runner(tmp_path, latency=0.0)
+    a = first.create()
+    second, _ = _runner(tmp_path, latency=0.0)
+    second.campaign = second.campaign.model_copy(update={"name": "other"})
+    b = second.create()
+    told = closedloop("stop", "--store", store.url, cwd=tmp_path)
+    assert told.returncode == 2
+    assert f"2 campaigns in store {store.url} have a runner driving them" in told.stderr
+    assert f"(id {a})" in told.stderr and f"(id {b})" in told.stderr
+    first.lease.release()
+    second.lease.release()
+    told = closedloop("stop", "--store", store.url, cwd=tmp_path)
+    assert told.returncode == 2 and "has a runner driving it" in told.stderr
