@@ -1291,16 +1291,30 @@ def _lost(store: Store, cid: int, what: str, lease: CampaignLease, now: LeaseRow
 
 
 # ---------------------------------------------------------------------------- tell
-def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:
-    """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
-    from loop.runner import Runner
-
+def _stored_trial(store: Store, trial_id: int) -> TrialRow:
+    """Trial ``trial_id`` of the store, or ``InvalidInput`` saying there is none."""
     if not 0 < trial_id <= MAX_ID:  # beyond the store's ids (32-bit on PostgreSQL): no such trial
         raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
     with store.session() as s:
         trial = s.get(TrialRow, trial_id)
     if trial is None:
         raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
+    return trial
+
+
+def _with_runner(store: Store, trial: TrialRow, runners: dict[int, Runner]) -> TrialRow:
+    """``trial``, its campaign's runner built into ``runners`` (once per campaign). Only
+    results are recorded: not refused for how the planner would go on."""
+    from loop.runner import Runner
+
+    if trial.campaign_id not in runners:
+        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id, proposes=False)
+    return trial
+
+
+def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:
+    """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
+    trial = _stored_trial(store, trial_id)
     if trial.status != "running":
         raise AlreadyRecorded(
             f"trial {trial_id} (#{trial.number}) is already {trial.status}; its result is "
@@ -1313,10 +1327,7 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
             f"trial {trial_id} (#{trial.number}) was dispatched to an instrument by a runner "
             "(it has Bluesky documents); `closedloop resume` reconciles it"
         )
-    if trial.campaign_id not in runners:
-        # Only results are recorded: not refused for how the planner would go on.
-        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id, proposes=False)
-    return trial
+    return _with_runner(store, trial, runners)
 
 
 def tell(
@@ -1394,14 +1405,7 @@ def told_trial(store: Store, trial_id: int, runners: dict[int, Runner]) -> Trial
     A trial a runner measured is refused: its Bluesky documents hold the reading, which an
     amended result would contradict; prior data is refused too (its file is the record).
     """
-    from loop.runner import Runner
-
-    if not 0 < trial_id <= MAX_ID:
-        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
-    with store.session() as s:
-        trial = s.get(TrialRow, trial_id)
-    if trial is None:
-        raise InvalidInput(f"no trial with id {trial_id} in store {store.url}")
+    trial = _stored_trial(store, trial_id)
     if trial.status == "running":
         raise InvalidInput(
             f"trial {trial_id} (#{trial.number}) has no result yet: tell it without --amend"
@@ -1416,9 +1420,7 @@ def told_trial(store: Store, trial_id: int, runners: dict[int, Runner]) -> Trial
             f"trial {trial_id} (#{trial.number}) was {what}; --amend corrects results "
             "recorded with tell"
         )
-    if trial.campaign_id not in runners:
-        runners[trial.campaign_id] = Runner.from_store(store, trial.campaign_id, proposes=False)
-    return trial
+    return _with_runner(store, trial, runners)
 
 
 def amend_result(
