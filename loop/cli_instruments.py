@@ -800,7 +800,7 @@ def stop(
     campaign: Annotated[
         str | None,
         typer.Option(
-            "--campaign", "-c", help="Campaign name or id (default: the latest one running)."
+            "--campaign", "-c", help="Campaign name or id (default: the one a runner drives)."
         ),
     ] = None,
     abort: Annotated[
@@ -825,8 +825,9 @@ def stop(
     The campaign's runner (another process, perhaps under nohup or on another machine that
     shares the store) starts no new trial and stops once the trials being measured are
     measured and stored: a trial of hours is not thrown away, as the first Ctrl-C in its
-    terminal throws it away. It takes the request at its next heartbeat (every 6 s). The
-    campaign is then `stopped`, and `closedloop resume` continues it. --abort aborts the
+    terminal throws it away. It takes the request before it starts a trial, and at its
+    heartbeats (every 6 s) between. The campaign is then `stopped`, and `closedloop resume`
+    continues it. --abort aborts the
     trials in flight instead. The request is recorded (who, when, why).
     """
     import getpass
@@ -894,8 +895,8 @@ def stop(
         )
         console.print(
             f"stop of campaign '{row.name}' (id {cid}) recorded by {who} at "
-            f"{event.at:%Y-%m-%d %H:%M:%S} UTC; at its next heartbeat (within {beat:g} s) "
-            f"the runner {what}",
+            f"{event.at:%Y-%m-%d %H:%M:%S} UTC; before its next trial, or at its next "
+            f"heartbeat (within {beat:g} s), the runner {what}",
             markup=False,
             highlight=False,
         )

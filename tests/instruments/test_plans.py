@@ -41,6 +41,12 @@ def test_message_sequence_is_one_run_one_move_one_event() -> None:
         "trial_id": 3,
         "parameters": {"x": 1.0, "z": 0.5},
         "plan_name": PLAN_NAME,
+        "plan_args": {
+            "campaign": "c",
+            "trial_id": 3,
+            "instrument": inst.name,
+            "parameters": {"x": 1.0, "z": 0.5},
+        },
         "instrument": "fake",
         "readback_keys": {"x": "x", "z": "z"},  # where each readback is, for resume
         # Bluesky's conventions, as its scan-like plans write them

@@ -29,13 +29,15 @@ seed: 3
 """
 
 
-def _runner(tmp_path: Path, latency: float) -> tuple[Runner, Store]:
+def _runner(tmp_path: Path, latency: float, ttl: float = 1.0) -> tuple[Runner, Store]:
+    """A runner of CAMPAIGN; ``ttl`` 1 s: a heartbeat every 0.2 s, the request is taken
+    within that. A runner that only ``create``s (no heartbeat) needs a lease that outlives
+    the test's command (a longer ``ttl``), or it is stale before the command looks."""
     text = CAMPAIGN.replace("LATENCY", str(latency))
     path = tmp_path / "campaign.yaml"
     path.write_text(text)
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    # a heartbeat every 0.2 s: the request is taken within that
-    return Runner(parse_campaign(text, path=path, base_dir=tmp_path), store, lease_ttl=1.0), store
+    return Runner(parse_campaign(text, path=path, base_dir=tmp_path), store, lease_ttl=ttl), store
 
 
 def _in_background(runner: Runner) -> tuple[threading.Thread, dict[str, Any]]:
@@ -130,7 +132,7 @@ def test_a_stop_no_runner_took_does_not_stop_the_next_session(tmp_path: Path) ->
 def test_status_shows_a_stop_asked_of_the_running_session(tmp_path: Path) -> None:
     from loop.cli_instruments import paused_lines
 
-    runner, store = _runner(tmp_path, latency=0.0)
+    runner, store = _runner(tmp_path, latency=0.0, ttl=300.0)
     cid = runner.create()  # its runner holds the lease, as one that runs does
 
     def lines() -> list[str]:
@@ -174,9 +176,9 @@ def test_a_stop_asked_between_heartbeats_starts_no_new_trial(tmp_path: Path) -> 
 
 
 def test_stop_names_the_campaigns_when_several_runners_drive_the_store(tmp_path: Path) -> None:
-    first, store = _runner(tmp_path, latency=0.0)
+    first, store = _runner(tmp_path, latency=0.0, ttl=300.0)
     a = first.create()
-    second, _ = _runner(tmp_path, latency=0.0)
+    second, _ = _runner(tmp_path, latency=0.0, ttl=300.0)
     second.campaign = second.campaign.model_copy(update={"name": "other"})
     b = second.create()
     told = closedloop("stop", "--store", store.url, cwd=tmp_path)
