@@ -70,6 +70,7 @@ from instruments._errors import (
 from instruments._plans import STREAM_NAME, readback_keys, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
 from instruments._safety import Gate, PauseListener, SetpointRefused, check_setpoint
+from instruments._validation import install as fast_document_validation
 from instruments._versions import PLANNER_STACK, closedloop_version, installed_versions
 
 logger = logging.getLogger(__name__)
@@ -577,6 +578,7 @@ class Dispatcher:
         self._during = _AbortOnInterrupt()
         # The trial number of the run in progress: its scan_id (see _scan_id).
         self._trial_number: int | None = None
+        fast_document_validation()  # the engine validates each document it composes
         if run_engine is None:
             # context_managers=[]: no SigintHandler (it needs the main thread and would
             # fight the loop's own signal handling). The engine starts its loop thread now.
