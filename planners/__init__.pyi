@@ -8,6 +8,7 @@ from ._constraints import ConstraintError, InfeasibleSpaceError, ParameterConstr
 from ._factory import check_planner, make_planner
 from ._pareto import hypervolume, hypervolume_trace, pareto_mask, reference_point
 from ._plugin import PlannerContext, PlannerPluginError
+from ._progress import ProgressCallback, progress_listener, report_progress
 from ._protocol import (
     Objective,
     Observation,
@@ -53,6 +54,7 @@ __all__ = [
     "PlannerPluginError",
     "Point",
     "PositionalDesign",
+    "ProgressCallback",
     "RandomPlanner",
     "SobolPlanner",
     "Space",
@@ -64,5 +66,7 @@ __all__ = [
     "make_planner",
     "pareto_mask",
     "parse_outcome_constraint",
+    "progress_listener",
     "reference_point",
+    "report_progress",
 ]

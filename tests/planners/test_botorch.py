@@ -25,6 +25,7 @@ from planners import (
     PlannerConfig,
     SobolPlanner,
     Space,
+    progress_listener,
 )
 from planners._baselines import point_key
 
@@ -428,6 +429,31 @@ def test_every_point_of_a_batch_is_conditioned_on_everything_pending(space: Spac
     assert seen == [1, 2, 3]
     keys = {point_key(space, p) for p in batch + pending}
     assert len(keys) == 4
+
+
+def test_a_batch_reports_each_point_and_chooses_every_one_with_the_full_effort() -> None:
+    """A 96-well plate's batch chose for minutes with nothing printed: each point is
+    reported to a ``progress_listener`` (the command line's spinner) as it is chosen. The
+    points after the first keep the full effort (the pending effort chose them worse)."""
+    settings = dataclasses.replace(FAST, exploit_every=None, pending_effort=(1, 8, 8))
+    planner = _planner(_two_floats(), seed=3, settings=settings)
+    _run(planner, 5)
+    restarts: list[int] = []
+    optimize = planner._optimize
+
+    def spy(acqf: Any, X_pending: Any) -> Any:
+        restarts.append(planner.settings.num_restarts)
+        return optimize(acqf, X_pending)
+
+    planner._optimize = spy  # type: ignore[method-assign]
+    reports: list[tuple[int, int]] = []
+    with progress_listener(lambda chosen, total: reports.append((chosen, total))):
+        planner.suggest(3)
+    assert reports == [(1, 3), (2, 3), (3, 3)]
+    assert restarts == [FAST.num_restarts] * 3
+    assert planner.settings.num_restarts == FAST.num_restarts  # restored
+    planner.suggest(2)  # nobody listening: nothing to report to
+    assert len(reports) == 3
 
 
 def test_a_finite_space_is_not_remeasured_while_points_are_left() -> None:
