@@ -858,8 +858,18 @@ def suggest(
     *,
     wait: float = LEASE_WAIT,
     refused: list[Refused] | None = None,
+    at: Mapping[str, Any] | None = None,
 ) -> list[Proposal]:
     """Propose up to ``n`` trials and record them as pending; the planner avoids pending ones.
+
+    ``at``: record ``n`` trials at this point instead, chosen by a person (kind
+    :data:`MANUAL_KIND`): a control well, replicates of a trial (:func:`trial_point`), a
+    point from the literature. Nothing of a plate could be added to a stored campaign
+    but by hijacking a proposal (found in review); Ax's ``attach_trial`` does this. The
+    point is the whole point, checked against the space and the instrument file's limits
+    and refused (nothing stored) rather than recorded as failed, and all ``n`` are recorded
+    or none: a chosen trial is never silently dropped for the budget. They are told like
+    any trial, count toward the budget like any, and the planner learns from them.
 
     Fewer than ``n`` are proposed when the pending trials and ``n`` more could complete
     beyond ``budget.max_trials``: every suggestion is meant to be run. Budget overrides the
@@ -890,6 +900,7 @@ def suggest(
 
     store, cid = runner.store, runner._cid()
     limits = _instrument_limits(runner)
+    chosen = None if at is None else chosen_point(runner, at, limits)
     with _lease(store, cid, "suggest", wait=wait, ttl=runner.lease.ttl) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
@@ -920,20 +931,31 @@ def suggest(
                     f"budget: `closedloop suggest --store {url} "
                     f"-c {cid} --max-trials {limit + n}`"
                 )
+            if chosen is not None and room < n:
+                raise InvalidInput(
+                    f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
+                    f"{len(pending)} pending leave room for {room} more within "
+                    f"budget.max_trials = {limit}, not the {n} asked for at the chosen point; "
+                    f"raise the budget: `closedloop suggest --store {shell_word(store.url)} "
+                    f"-c {cid} --max-trials {limit + n - room} ...`"
+                )
             n = min(n, room)
         observations = store.observations(cid)
-        planner = runner.rebuild_planner(history, observations)
-        t0 = time.perf_counter()
-        held = [dict(t.parameters) for t in pending]
-        points = call_planner(planner, "suggest", n, pending=held)
-        seconds = (time.perf_counter() - t0) / max(n, 1)
-        # As `run` checks them (loop.scheduler): a point outside the space or its constraints,
-        # another count, or a plugin that raised, is the planner's PlannerError; nothing is
-        # stored.
-        new = [
-            NewTrial(point, kind, suggest_seconds=seconds)
-            for point, kind in check_proposals(planner, n, points, runner.space, held)
-        ]
+        if chosen is not None:
+            new = [NewTrial(dict(chosen), MANUAL_KIND) for _ in range(n)]
+        else:
+            planner = runner.rebuild_planner(history, observations)
+            t0 = time.perf_counter()
+            held = [dict(t.parameters) for t in pending]
+            points = call_planner(planner, "suggest", n, pending=held)
+            seconds = (time.perf_counter() - t0) / max(n, 1)
+            # As `run` checks them (loop.scheduler): a point outside the space or its
+            # constraints, another count, or a plugin that raised, is the planner's
+            # PlannerError; nothing is stored.
+            new = [
+                NewTrial(point, kind, suggest_seconds=seconds)
+                for point, kind in check_proposals(planner, n, points, runner.space, held)
+            ]
         reasons = _refusals(limits, [t.parameters for t in new])
         # The proposals, the budget overrides, the campaign's state and this suggest's session
         # (with a planner plugin changed since the trials before, as a resume records it), in
@@ -965,7 +987,7 @@ def suggest(
     spec = specs(runner.campaign.parameters)
     for t in rows:
         if t.id in outcomes:
-            at = ", ".join(
+            where = ", ".join(
                 f"{k}={parameter(v, spec.get(k), setpoint=True)}" for k, v in t.parameters.items()
             )
             error = (outcomes[t.id].error or "").removeprefix(REFUSED_PREFIX)
@@ -976,12 +998,62 @@ def suggest(
                 "(narrow the parameter's bounds to the limits)",
                 t.id,
                 t.number,
-                at,
+                where,
                 reason,
             )
             if refused is not None:
                 refused.append(Refused(t.id or 0, t.number, dict(t.parameters), reason))
     return [Proposal(t.id or 0, t.number, t.kind, dict(t.parameters)) for t in mine]
+
+
+#: The kind of a trial a person chose the point of (``suggest --at``): not the planner's.
+MANUAL_KIND = "manual"
+
+
+def chosen_point(
+    runner: Runner, at: Mapping[str, Any], limits: InstrumentFile | None = None
+) -> dict[str, Any]:
+    """``at`` as a point of the campaign's space (``suggest --at``), or :class:`InvalidInput`
+    saying why not: every parameter given (a fixed one may be left out), each value one its
+    parameter can take, the constraints met, and the instrument file's limits (``limits``)
+    kept. A person's point is refused, not recorded as failed as a planner's would be:
+    they can correct it."""
+    from planners import FixedParameter, InvalidPoint
+
+    names = [p.name for p in runner.space.parameters]
+    free = [p.name for p in runner.space.parameters if not isinstance(p, FixedParameter)]
+    unknown = [k for k in at if k not in names]
+    missing = [k for k in free if k not in at]
+    if unknown or missing:
+        said = [f"{', '.join(unknown)}: no such parameter"] if unknown else []
+        if missing:
+            said.append(f"{', '.join(missing)} not given")
+        raise InvalidInput(
+            f"--at: {'; '.join(said)}; a chosen point gives every parameter ({', '.join(free)})"
+        )
+    try:
+        valid = runner.space.validate(at)
+    except InvalidPoint as exc:
+        raise InvalidInput(f"--at: the point lies outside the search space: {exc}") from None
+    (reason,) = _refusals(limits, [valid])
+    if reason is not None:
+        raise InvalidInput(
+            f"--at: the instrument's limits refuse the point: "
+            f"{reason.removeprefix(REFUSED_PREFIX)}; nothing was recorded"
+        )
+    return valid
+
+
+def trial_point(store: Store, trial_id: int, campaign_id: int) -> dict[str, Any]:
+    """The point trial ``trial_id`` of campaign ``campaign_id`` was proposed at, for
+    replicates of it (``suggest --repeat``)."""
+    trial = _stored_trial(store, trial_id)
+    if trial.campaign_id != campaign_id:
+        raise InvalidInput(
+            f"--repeat {trial_id}: trial {trial_id} belongs to campaign {trial.campaign_id}, "
+            f"not to campaign {campaign_id}"
+        )
+    return dict(trial.parameters)
 
 
 #: The error of a trial refused before any device moved, as the dispatcher words it

@@ -1941,6 +1941,63 @@ def _digits(c: Any, records: Sequence[Mapping[str, Any]], output: str) -> int:
 
 
 # ---------------------------------------------------------------------------- ask/tell
+def _chosen_values(runner: Any, at: list[str]) -> dict[str, Any]:
+    """``suggest --at name=value`` pairs, each read as its parameter's value as ``tell
+    --actual`` and prior data read it (:func:`loop.config.parameter_value`); a name that is
+    no parameter is kept for :func:`loop.asktell.chosen_point` to name with the others."""
+    from loop.asktell import InvalidInput, parse_assignments
+    from loop.config import parameter_value
+
+    params = {p.name: p for p in runner.campaign.parameters}
+    chosen: dict[str, Any] = {}
+    for name, text in parse_assignments(at, "--at").items():
+        if name not in params:
+            chosen[name] = text
+            continue
+        try:
+            chosen[name] = parameter_value(params[name], text.strip())
+        except ValueError as exc:
+            raise InvalidInput(f"--at {name}={text.strip()!r} {exc}") from None
+    return chosen
+
+
+#: Without a terminal, a line on stderr at most this often while `suggest` chooses.
+PROGRESS_EVERY = 30.0
+
+
+@contextmanager
+def _choosing(n: int) -> Iterator[None]:
+    """Say how far `suggest` has come while the planner chooses (``planners.report_progress``):
+    a 96-well plate's batch took minutes with nothing on the screen (found in review). On a
+    terminal a spinner with the count; otherwise (a robot's scheduler, a log file) a line at
+    most every :data:`PROGRESS_EVERY` seconds, so a quick `suggest` prints nothing there."""
+    from planners import progress_listener
+
+    start = said = time.monotonic()
+
+    def words(chosen: int, total: int) -> str:
+        each = (time.monotonic() - start) / max(chosen, 1)
+        return f"choosing {n} proposal(s): {chosen} of {total} from the model, {each:.1f} s each"
+
+    if err_console.is_terminal:
+        with (
+            err_console.status(f"choosing {n} proposal(s) ...") as status,
+            progress_listener(lambda chosen, total: status.update(words(chosen, total))),
+        ):
+            yield
+        return
+
+    def line(chosen: int, total: int) -> None:
+        nonlocal said
+        now = time.monotonic()
+        if chosen < total and now - said >= PROGRESS_EVERY:
+            said = now
+            err_console.print(words(chosen, total), highlight=False)
+
+    with progress_listener(line):
+        yield
+
+
 @app.command()
 def suggest(
     file: Annotated[
@@ -1954,14 +2011,31 @@ def suggest(
     max_trials: MaxTrialsOpt = None,
     max_failures: MaxFailuresOpt = None,
     max_duration: MaxDurationOpt = None,
+    at: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--at",
+            help="Record -n trials at a point you choose (a control, a replicate), not the "
+            "planner's: name=value for every parameter (repeat the option).",
+        ),
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat",
+            help="Record -n replicates of this trial: its point, with any --at values changed.",
+        ),
+    ] = None,
 ) -> None:
     """Propose trials and record them as pending; people run them, `tell` records results.
 
     Never more than the budget can use: with budget.max_trials, the completed and pending
     trials plus the new ones stay within it (fewer are proposed, or none, saying why). A
     finished campaign is extended by a larger --max-trials, --max-failures or --max-duration.
+    With --at or --repeat the point is yours (kind manual): told like any trial, and learned
+    from like any.
     """
-    from loop.asktell import InvalidInput, Refused, open_campaign, outputs_of
+    from loop.asktell import InvalidInput, Refused, open_campaign, outputs_of, trial_point
     from loop.asktell import suggest as ask
     from loop.config import load_campaign, parse_duration
     from loop.report import label, to_json, units_of
@@ -1982,8 +2056,13 @@ def suggest(
                 max_failures=max_failures,
                 max_duration=duration,
             )
+            chosen = None
+            if at or repeat is not None:
+                base = {} if repeat is None else trial_point(db, repeat, runner._cid())
+                chosen = {**base, **_chosen_values(runner, at or [])}
             refused: list[Refused] = []  # outside the instrument's limits: warned about
-            proposals = ask(runner, n, refused=refused)
+            with _choosing(n):
+                proposals = ask(runner, n, refused=refused, at=chosen)
             row = db.campaign(runner.campaign_id)  # as the proposals left it
         except InvalidInput as exc:
             _invalid(exc)

@@ -193,6 +193,76 @@ def test_suggest_records_pending_trials_and_never_repeats_them(tmp_path: Path) -
     assert "trial_id" in table.output and "closedloop tell" in table.output
 
 
+def test_a_batch_says_how_far_it_has_come_where_it_takes_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 96-well plate's `suggest -n 96` chose for minutes with nothing printed (found in
+    review). Without a terminal a line says how far it has come, at most every
+    ``PROGRESS_EVERY`` seconds (here every point), so a robot scheduler's log shows it."""
+    import loop.cli
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=9)
+    for trial in _suggest(url, str(file), "-n", "3")["trials"]:
+        assert _cli("tell", "--store", url, str(trial["trial_id"]), "yield=0.5").exit_code == 0
+    quick = _cli("suggest", "--store", url, "--json")
+    assert quick.exit_code == 0 and "choosing" not in quick.stderr  # quick: nothing said
+    monkeypatch.setattr(loop.cli, "PROGRESS_EVERY", 0.0)
+    slow = _cli("suggest", "--store", url, "-n", "3", "--json")
+    assert slow.exit_code == 0, slow.output
+    lines = [line for line in slow.stderr.splitlines() if line.startswith("choosing")]
+    assert [line.split(":")[1].split(" from")[0] for line in lines] == [" 1 of 3", " 2 of 3"]
+    assert lines[0].endswith(" s each")
+    assert len(json.loads(slow.stdout)["trials"]) == 3
+
+
+def test_suggest_at_records_trials_at_a_point_a_person_chose(tmp_path: Path) -> None:
+    """Controls and replicates on a plate: `suggest --at` records -n trials at a chosen
+    point (kind manual), `--repeat ID` at a trial's point; told like any trial, counted
+    toward the budget, learned from. A point that is not one is refused, nothing stored;
+    and all -n or none (a chosen trial is never dropped for the budget)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=6)
+    (first,) = _suggest(url, str(file))["trials"]
+    at = ["--at", "temperature=60", "--at", "stages=2", "--at", "catalyst=B"]
+    controls = _suggest(url, *at, "-n", "2")["trials"]
+    assert [t["kind"] for t in controls] == ["manual", "manual"]
+    assert all(
+        t["parameters"] == {"temperature": 60.0, "stages": 2, "catalyst": "B"} for t in controls
+    )
+    (replicate,) = _suggest(url, "--repeat", str(first["trial_id"]), "--at", "stages=4")["trials"]
+    assert replicate["kind"] == "manual"
+    assert replicate["parameters"] == {**first["parameters"], "stages": 4}
+
+    def refused(*args: str) -> str:
+        out = _cli("suggest", "--store", url, *args)
+        assert out.exit_code == 2, out.output
+        return " ".join(out.stderr.split())
+
+    assert "stages, catalyst not given" in refused("--at", "temperature=60")
+    assert "stages=9 is outside its bounds [1, 4]" in refused(*at[:2], "--at", "stages=9", *at[4:])
+    assert "no such parameter" in refused(*at, "--at", "pressure=2")
+    assert "is not one of A, B" in refused(*at[:4], "--at", "catalyst=Z")
+    # 4 trials recorded of 6: two more fit, three are refused whole
+    assert "not the 3 asked for at the chosen point" in refused(*at, "-n", "3")
+    assert len(_trials(url)) == 4
+
+    for trial, y in zip([first, *controls, replicate], [0.1, 0.5, 0.6, 0.2], strict=True):
+        assert _cli("tell", "--store", url, str(trial["trial_id"]), f"yield={y}").exit_code == 0
+    records = _trials(url)
+    assert [r["kind"] for r in records] == ["initial", "manual", "manual", "manual"]
+    assert [r["status"] for r in records] == ["completed"] * 4
+    store = Store(url, create=False)
+    try:
+        runner = Runner.from_store(store, "bench")
+        cid = runner.campaign_id or 0
+        planner = runner.rebuild_planner(store.trials(cid), store.observations(cid))
+        learned = [o.parameters for o in planner.observations]  # type: ignore[attr-defined]
+        assert learned.count({"temperature": 60.0, "stages": 2, "catalyst": "B"}) == 2
+    finally:
+        store.close()
+
+
 def test_tell_records_results_and_actual_parameters(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     file = _campaign(tmp_path, max_trials=2)
