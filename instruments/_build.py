@@ -340,6 +340,57 @@ def import_user_module(
         return _import_module(target, base_dir, attr, what=what)
 
 
+def load_subscriptions(spec: Any) -> list[tuple[str, Callable[[str, dict[str, Any]], Any]]]:
+    """The callbacks an instrument file's ``subscriptions:`` name (``spec``: its
+    :class:`instruments._instrument_file.InstrumentFile`), each with its entry
+    (``module:factory``): each factory imported (as a ``function:`` is,
+    :func:`import_user_module`; a file path relative to the instrument file) and called
+    with no arguments.
+
+    Called once per instrument slot when a campaign starts (``loop.runner``), never by
+    ``validate``, ``instruments check`` or ``plan --dry-run``: a factory may connect to a
+    server (a Tiled catalog, a Kafka broker), which a check must not need.
+
+    Raises:
+        InstrumentFileError: naming the file and the entry's line: a module or file that
+            cannot be imported, no such factory, a factory that raises or returns what is
+            not a callback.
+    """
+    callbacks: list[tuple[str, Callable[[str, dict[str, Any]], Any]]] = []
+    base_dir = Path(spec._path).parent
+    for i, ref in enumerate(spec.subscriptions):
+        target, _, attr = ref.rpartition(":")
+        loc = ("subscriptions", i)
+        try:
+            module = import_user_module(target, base_dir=base_dir, attr=attr, what="subscriptions")
+        except InstrumentConfigError as exc:
+            raise spec.error(f"subscriptions: {exc}", loc) from exc
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise spec.error(
+                f"subscriptions: {target!r} has no factory {attr!r}",
+                loc,
+                fix=f"define `def {attr}():` returning a callback (name, doc) there",
+            )
+        try:
+            callback = factory()
+        except Exception as exc:
+            raise spec.error(
+                f"subscriptions: {ref} raised {type(exc).__name__}: {exc}",
+                loc,
+                fix="fix the factory (it is called with no arguments when a campaign starts), "
+                "or remove the entry",
+            ) from exc
+        if not callable(callback):
+            raise spec.error(
+                f"subscriptions: {ref}() returned {type(callback).__name__}, not a callback",
+                loc,
+                fix="return a Bluesky callback: a function (name, doc), a RunRouter, a TiledWriter",
+            )
+        callbacks.append((ref, callback))
+    return callbacks
+
+
 def find_entry_point(
     group: str, name: str
 ) -> tuple[importlib.metadata.EntryPoint | None, list[str]]:
@@ -562,6 +613,12 @@ def _main_is_the_cli() -> bool:
     return Path(getattr(main, "__file__", None) or "").name == "closedloop"
 
 
+def _owner(what: str) -> str:
+    """The file whose folder a ``what:`` spec's path is relative to: an instrument file's
+    ``subscriptions:``, else the campaign file."""
+    return "instrument file" if what == "subscriptions" else "campaign file"
+
+
 def _import_module(name: str, base_dir: Path, attr: str, *, what: str) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -573,14 +630,14 @@ def _import_module(name: str, base_dir: Path, attr: str, *, what: str) -> Module
             if (Path(base_dir) / beside).is_file():
                 raise InstrumentConfigError(
                     f"cannot import module {name!r} (no module named {exc.name!r} on Python's "
-                    f"path), but {beside.as_posix()} is in the campaign file's folder; write "
+                    f"path), but {beside.as_posix()} is in the {_owner(what)}'s folder; write "
                     f"{what}: {beside.as_posix()}:{attr} (a file path, relative to the "
-                    "campaign file)",
+                    f"{_owner(what)})",
                     field=what,
                 ) from exc
             raise InstrumentConfigError(
                 f"cannot import module {name!r} (no module named {exc.name!r}); give an "
-                "importable module or a path ending in .py relative to the campaign file",
+                f"importable module or a path ending in .py relative to the {_owner(what)}",
                 field=what,
             ) from exc
         raise InstrumentConfigError(

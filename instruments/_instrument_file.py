@@ -367,6 +367,20 @@ def _required_key(key: str) -> str:
     return key
 
 
+#: ``module:factory`` or ``path/to/file.py:factory`` (``subscriptions:``).
+_SUBSCRIPTION = re.compile(r"^[^:\s][^\s]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _subscription_ref(ref: str) -> str:
+    if not _SUBSCRIPTION.match(ref):
+        raise RuleError(
+            f"{ref!r} does not name a factory",
+            fix="write `module:factory` or `path/to/file.py:factory`, e.g. "
+            "subscriptions: [mylab.catalog:tiled_writer]",
+        )
+    return ref
+
+
 # ---------------------------------------------------------------------------- schema
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -586,6 +600,14 @@ class InstrumentFile(_Strict):
         max_length=MAX_METADATA_KEYS,
         description="Metadata keys every campaign on this instrument must give in its own "
         "`metadata:` (proposal_id, sample, operator).",
+    )
+    subscriptions: list[Annotated[str, AfterValidator(_subscription_ref)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Live consumers of every run's documents (a TiledWriter, a Kafka "
+        "publisher, BEC): `module:factory` or `path/to/file.py:factory` (relative to this "
+        "file), each called with no arguments when a campaign starts on each instrument slot, "
+        "returning a Bluesky callback (name, doc).",
     )
     # Where the file was read from (set by parse_instrument), so that checks made after
     # validation (against the campaign's parameters) still name the file and the line.

@@ -1697,7 +1697,12 @@ class Runner:
             for index in range(c.instrument.count):
                 instrument = self._instrument_factory(c, slot_seed(base, index) or 0)
                 try:
-                    dispatcher = Dispatcher(instrument, **self._dispatcher_kwargs())
+                    kwargs = self._dispatcher_kwargs()
+                    kwargs["subscriptions"] = [
+                        *kwargs["subscriptions"],
+                        *(_guarded(cb, ref) for ref, cb in _file_subscriptions(instrument)),
+                    ]
+                    dispatcher = Dispatcher(instrument, **kwargs)
                 except BaseException:
                     instrument.close()
                     raise
@@ -3080,13 +3085,29 @@ def _override(
     return Budget.model_validate({**budget.model_dump(), **changes})
 
 
+def _file_subscriptions(
+    instrument: Instrument,
+) -> list[tuple[str, Callable[[str, dict[str, Any]], Any]]]:
+    """The live consumers an instrument file's ``subscriptions:`` names, made for one slot
+    (``instruments.load_subscriptions``); none for an instrument without a file."""
+    from instruments._build import load_subscriptions
+    from instruments._instrument_file import InstrumentFile
+
+    spec = getattr(instrument, "spec", None)
+    if not isinstance(spec, InstrumentFile) or not spec.subscriptions:
+        return []
+    return load_subscriptions(spec)
+
+
 def _guarded(
-    callback: Callable[[str, dict[str, Any]], Any],
+    callback: Callable[[str, dict[str, Any]], Any], label: str | None = None
 ) -> Callable[[str, dict[str, Any]], None]:
     """``callback`` as a RunEngine subscription that never raises: a consumer's failure (a
     Kafka broker down) is logged, once, and must not fail or abort the trial, whose
-    documents the store keeps whatever the consumer does."""
+    documents the store keeps whatever the consumer does. ``label`` names it in that
+    message (an instrument file's ``subscriptions:`` entry)."""
     warned = False
+    named = label or repr(callback)
 
     def guarded(name: str, doc: dict[str, Any]) -> None:
         nonlocal warned
@@ -3096,9 +3117,9 @@ def _guarded(
             if not warned:
                 warned = True
                 logger.warning(
-                    "subscription %r raised on a %s document: %s (logged once; the trial "
+                    "subscription %s raised on a %s document: %s (logged once; the trial "
                     "and the store are not affected)",
-                    callback,
+                    named,
                     name,
                     exc,
                 )

@@ -1,0 +1,111 @@
+"""An instrument file's ``subscriptions:``: a facility's live consumers of every run.
+
+Found in review: a TiledWriter, a Kafka publisher or BEC could only be reached by wrapping
+``Runner`` in Python, so `closedloop run` of a beamline's campaign fed them nothing until an
+export after the fact. The instrument file (the technician's, once per instrument) now names
+factories; each slot's RunEngine feeds what they return, after the store's sink, and one that
+raises is logged and fails no trial. Real devices (ophyd's soft positioner and signal), the
+real RunEngine, a real SQLite store, the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.cli_process import run_cli
+
+CONSUMER = """\
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def collector():
+    def callback(name, doc):
+        with open(HERE / "seen.jsonl", "a") as out:
+            out.write(json.dumps([name, doc.get("trial_id")]) + "\\n")
+    return callback
+
+
+def broken_consumer():
+    def callback(name, doc):
+        raise ConnectionError("broker down")
+    return callback
+
+
+def unreachable():
+    raise ConnectionError("tiled server at 127.0.0.1:1 refused the connection")
+"""
+
+
+def _campaign(tmp_path: Path, subscriptions: str) -> Path:
+    (tmp_path / "consumers.py").write_text(CONSUMER)
+    (tmp_path / "bench.yaml").write_text(
+        "name: bench\n"
+        "inputs:\n"
+        "  x: {device: ophyd.sim:SoftPositioner, args: {limits: [0, 1], init_pos: 0}}\n"
+        "outputs:\n"
+        "  y: {device: ophyd:Signal, args: {value: 1.5}}\n"
+        f"subscriptions: {subscriptions}\n"
+    )
+    path = tmp_path / "campaign.yaml"
+    path.write_text(
+        "name: subs\n"
+        "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {file: bench.yaml}\n"
+        "planner: {kind: sobol}\n"
+        "budget: {max_trials: 3}\n"
+        "seed: 1\n"
+    )
+    return path
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(args, cwd=tmp_path)
+
+
+def _run(tmp_path: Path, campaign: Path) -> subprocess.CompletedProcess[str]:
+    return _cli(tmp_path, "run", str(campaign), "--store", f"sqlite:///{tmp_path / 's.db'}")
+
+
+def test_every_run_reaches_the_consumers_the_instrument_file_names(tmp_path: Path) -> None:
+    campaign = _campaign(tmp_path, "[consumers.py:collector, consumers.py:broken_consumer]")
+    assert _cli(tmp_path, "validate", str(campaign)).returncode == 0
+    done = _run(tmp_path, campaign)
+    assert done.returncode == 0, done.stderr
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    starts = [trial for name, trial in seen if name == "start"]
+    assert len(starts) == 3 and len(set(starts)) == 3  # each trial's run, once
+    assert [name for name, _ in seen[:4]] == ["start", "descriptor", "event", "stop"]
+    # the consumer that raised failed no trial, and is said once
+    assert "3 completed, 0 failed" in done.stdout
+    said = " ".join(done.stderr.split())
+    assert said.count("broker down") == 1
+    assert "subscription consumers.py:broken_consumer raised on a start document" in said
+
+
+def test_a_factory_that_fails_stops_the_run_before_any_trial_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    campaign = _campaign(tmp_path, "\n  - consumers.py:collector\n  - consumers.py:unreachable")
+    done = _run(tmp_path, campaign)
+    output = " ".join(done.stderr.split())
+    assert done.returncode == 2, output
+    assert "bench.yaml:8" in output and "refused the connection" in output
+    assert (
+        not (tmp_path / "seen.jsonl").exists()
+        or "event" not in (tmp_path / "seen.jsonl").read_text()
+    )
+
+
+def test_an_entry_that_names_no_factory_is_refused_by_validate(tmp_path: Path) -> None:
+    campaign = _campaign(tmp_path, "[consumers]")
+    done = _cli(tmp_path, "validate", str(campaign))
+    output = " ".join(done.stderr.split())
+    assert done.returncode == 2, output
+    assert "bench.yaml:6" in output and "'consumers' does not name a factory" in output
+    assert "module:factory" in output
