@@ -340,38 +340,56 @@ def import_user_module(
         return _import_module(target, base_dir, attr, what=what)
 
 
-def load_subscriptions(spec: Any) -> list[tuple[str, Callable[[str, dict[str, Any]], Any]]]:
-    """The callbacks an instrument file's ``subscriptions:`` name (``spec``: its
+def subscription_factories(spec: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """The factories an instrument file's ``subscriptions:`` name (``spec``: its
     :class:`instruments._instrument_file.InstrumentFile`), each with its entry
-    (``module:factory``): each factory imported (as a ``function:`` is,
-    :func:`import_user_module`; a file path relative to the instrument file) and called
-    with no arguments.
+    (``module:factory``), imported (as a ``function:`` is, :func:`import_user_module`; a
+    file path relative to the instrument file) but not called: ``instruments check`` shows
+    them so, and :func:`load_subscriptions` calls them.
+
+    Raises:
+        InstrumentFileError: naming the file and the entry's line: a module or file that
+            cannot be imported, or no such factory.
+    """
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    base_dir = Path(spec._path).parent
+    for i, ref in enumerate(spec.subscriptions):
+        target, _, attr = ref.rpartition(":")
+        try:
+            module = import_user_module(target, base_dir=base_dir, attr=attr, what="subscriptions")
+        except InstrumentConfigError as exc:
+            raise spec.error(f"subscriptions: {exc}", ("subscriptions", i)) from exc
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+            near = difflib.get_close_matches(attr, names, n=1)
+            raise spec.error(
+                f"subscriptions: {target!r} has no factory {attr!r}",
+                ("subscriptions", i),
+                fix=f"did you mean {target}:{near[0]}?"
+                if near
+                else f"define `def {attr}():` returning a callback (name, doc) there",
+            )
+        factories.append((ref, factory))
+    return factories
+
+
+def load_subscriptions(spec: Any) -> list[tuple[str, Callable[[str, dict[str, Any]], Any]]]:
+    """The callbacks an instrument file's ``subscriptions:`` name, each with its entry: each
+    factory (:func:`subscription_factories`) called with no arguments.
 
     Called once per instrument slot when a campaign starts (``loop.runner``), never by
     ``validate``, ``instruments check`` or ``plan --dry-run``: a factory may connect to a
     server (a Tiled catalog, a Kafka broker), which a check must not need.
 
     Raises:
-        InstrumentFileError: naming the file and the entry's line: a module or file that
-            cannot be imported, no such factory, a factory that raises or returns what is
-            not a callback.
+        InstrumentFileError: naming the file and the entry's line: as
+            :func:`subscription_factories`, or a factory that raises or returns what is not
+            a callback.
     """
     callbacks: list[tuple[str, Callable[[str, dict[str, Any]], Any]]] = []
-    base_dir = Path(spec._path).parent
-    for i, ref in enumerate(spec.subscriptions):
-        target, _, attr = ref.rpartition(":")
+    for i, (ref, factory) in enumerate(subscription_factories(spec)):
         loc = ("subscriptions", i)
-        try:
-            module = import_user_module(target, base_dir=base_dir, attr=attr, what="subscriptions")
-        except InstrumentConfigError as exc:
-            raise spec.error(f"subscriptions: {exc}", loc) from exc
-        factory = getattr(module, attr, None)
-        if not callable(factory):
-            raise spec.error(
-                f"subscriptions: {target!r} has no factory {attr!r}",
-                loc,
-                fix=f"define `def {attr}():` returning a callback (name, doc) there",
-            )
         try:
             callback = factory()
         except Exception as exc:

@@ -668,6 +668,17 @@ class InstrumentFile(_Strict):
             )
         return value
 
+    @field_validator("subscriptions")
+    @classmethod
+    def _each_consumer_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({ref for ref in value if value.count(ref) > 1})
+        if twice:
+            raise RuleError(
+                f"{', '.join(twice)} named twice: every document would reach it twice",
+                fix="name each factory once",
+            )
+        return value
+
     @field_validator("on_stop")
     @classmethod
     def _safe_state(cls, value: dict[str, float], info: ValidationInfo) -> Any:

@@ -67,6 +67,7 @@ def check(
     Notes (a reading outside the campaign's bounds, a safe state approached in steps) are
     shown but do not fail the check.
     """
+    from instruments._build import subscription_factories
     from instruments._epics import build_declared_instrument
     from instruments._instrument_file import InstrumentFileError
 
@@ -88,7 +89,11 @@ def check(
     except InstrumentFileError as exc:  # a device class or its constructor: exit 2, its line
         raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
     try:
+        # imported, not called: a factory may connect to a server a check must not need
+        consumers = [ref for ref, _ in subscription_factories(spec)]
         rows = inst.check(timeout=timeout)
+    except InstrumentFileError as exc:
+        raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
     finally:
         inst.close(safe_state=False)  # a check sets nothing
     bad = 0
@@ -122,6 +127,13 @@ def check(
             console.print(
                 f"[yellow]note:[/] {escape(f'{r.name} {r.source}: {r.note}')}", highlight=False
             )
+    if consumers:
+        console.print(
+            f"every run's documents also go to: {', '.join(consumers)} (imported; each "
+            "factory is called when a campaign starts)",
+            markup=False,
+            highlight=False,
+        )
     if bad:
         console.print(f"[red]{bad} problem(s)[/]")
         for r in rows:

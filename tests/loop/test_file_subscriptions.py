@@ -109,3 +109,23 @@ def test_an_entry_that_names_no_factory_is_refused_by_validate(tmp_path: Path) -
     assert done.returncode == 2, output
     assert "bench.yaml:6" in output and "'consumers' does not name a factory" in output
     assert "module:factory" in output
+
+
+def test_instruments_check_names_the_consumers_without_calling_them(tmp_path: Path) -> None:
+    """A technician sees where the documents go; the factories are imported (a typo in one
+    is caught here) but not called, so the check needs no Tiled server."""
+    _campaign(tmp_path, "[consumers.py:collector, consumers.py:unreachable]")
+    done = _cli(tmp_path, "instruments", "check", "bench.yaml")
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert "documents also go to: consumers.py:collector, consumers.py:unreachable" in said
+    assert not (tmp_path / "seen.jsonl").exists()
+    _campaign(tmp_path, "[consumers.py:collecter]")
+    typo = _cli(tmp_path, "instruments", "check", "bench.yaml")
+    assert typo.returncode == 2
+    said = " ".join(typo.stderr.split())
+    assert "bench.yaml:6: subscriptions: 'consumers.py' has no factory 'collecter'" in said
+    assert "did you mean consumers.py:collector?" in said
+    _campaign(tmp_path, "[consumers.py:collector, consumers.py:collector]")
+    twice = _cli(tmp_path, "validate", "campaign.yaml")
+    assert twice.returncode == 2 and "named twice" in twice.stderr
