@@ -59,11 +59,12 @@ typecheck: $(STAMP)
 # ResourceWarning is an error here; it was the Dask probe's (simulators/_executor.py,
 # _close_orphaned_streams). tests/conftest.py keeps torch and BLAS to one thread per process:
 # a second, spinning OpenMP thread per worker made GP fits ~3x slower.
+# --durations=25: CI's log names the slowest tests, where the suite's time goes.
 WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); n=$$((2 * n)); \
 	echo $$((n > 16 ? 16 : n)))
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal --durations=25
 
 test: lint typecheck pytest
 
