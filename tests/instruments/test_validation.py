@@ -7,6 +7,8 @@ descriptor carries units and limits (the data keys that made validation slow).
 from __future__ import annotations
 
 import copy
+import decimal
+import enum
 from typing import Any
 
 import event_model
@@ -17,7 +19,7 @@ from bluesky import RunEngine
 from event_model import DocumentNames, schemas
 
 from instruments import Dispatcher
-from instruments._validation import FastValidator, install
+from instruments._validation import FastValidator, install, plain_json
 from simulators import build_simulated_instrument
 
 Docs = list[tuple[str, dict[str, Any]]]
@@ -90,3 +92,36 @@ def test_what_only_event_models_type_checker_accepts_still_passes(
     validator.validate(descriptor)
     # and the original's other methods are reachable through the fast one
     assert list(validator.iter_errors(descriptor)) == []
+
+
+def test_only_plain_json_reaches_jsonschema_rs_so_no_verdict_changes(
+    trial_docs: dict[str, dict[str, Any]],
+) -> None:
+    """jsonschema-rs reads a Decimal as a number and an Enum member as its value, where
+    jsonschema refuses both, and accepted metadata nested 10 000 deep (jsonschema:
+    RecursionError) and crashed the process at 30 000 (found in review): such documents get
+    event-model's verdict, raised as before."""
+    install()
+    validator = event_model.schema_validators[DocumentNames.start]
+    start = trial_docs["start"]
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(2000):
+        node["k"] = {}
+        node = node["k"]
+
+    class Kind(enum.Enum):
+        N = 3
+
+    for doc in (
+        {**start, "scan_id": decimal.Decimal("2")},
+        {**start, "scan_id": Kind.N},
+        {**start, "md": deep},
+    ):
+        assert not plain_json(doc)
+        with pytest.raises((jsonschema.ValidationError, RecursionError)) as raised:
+            validator.validate(doc)
+        with pytest.raises(type(raised.value)):
+            validator.original.validate(doc)
+    assert plain_json(start)
+    assert copy.copy(validator).validate is not None  # a copy is a FastValidator too
