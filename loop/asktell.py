@@ -38,7 +38,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -809,8 +809,13 @@ def open_campaign(
     max_trials: int | None = None,
     max_failures: int | None = None,
     max_duration: float | None = None,
+    check: Callable[[Runner], None] | None = None,
 ) -> tuple[Runner, bool]:
     """The campaign to ask about: created from ``loaded`` on first use, else from the store.
+
+    ``check(runner)``: called on a campaign about to be created, before anything is stored;
+    what it raises leaves no campaign behind (a refused ``suggest FILE --at`` created one
+    that proposed nothing; found in review).
 
     With ``loaded`` (the campaign file, ``load_campaign``): an unfinished campaign of the
     file's name and identical text is continued; one of the same name with another text is
@@ -847,6 +852,8 @@ def open_campaign(
     runner = Runner(
         loaded, store, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
     )
+    if check is not None:
+        check(runner)
     runner.create()  # as `run` does: the campaign row, then its prior data
     runner.lease.release()
     return runner, True
@@ -900,7 +907,7 @@ def suggest(
 
     store, cid = runner.store, runner._cid()
     limits = _instrument_limits(runner)
-    chosen = None if at is None else chosen_point(runner, at, limits)
+    chosen = None if at is None else chosen_point(runner, at)
     with _lease(store, cid, "suggest", wait=wait, ttl=runner.lease.ttl) as lease:
         row = store.campaign(cid)
         history = store.trials(cid)
@@ -908,7 +915,7 @@ def suggest(
         if spent is not None:
             if not runner._budget_changed:
                 _mark(runner, lease.token)  # as a `tell` would have: completed or failed
-            raise InvalidInput(_spent_message(runner, row.name, spent))
+            raise InvalidInput(_spent_message(runner, row.name, spent, chosen=chosen is not None))
         in_flight = [t.number for t in history if t.status == "running" and _dispatched(store, t)]
         if in_flight:
             raise InvalidInput(
@@ -929,7 +936,7 @@ def suggest(
                     "TRIAL_ID ...`; one that will not be run is withdrawn with `closedloop "
                     f"tell --store {url} TRIAL_ID --abandon REASON`), or raise the "
                     f"budget: `closedloop suggest --store {url} "
-                    f"-c {cid} --max-trials {limit + n}`"
+                    f"-c {cid} --max-trials {limit + n}`" + _SAME_POINT * (chosen is not None)
                 )
             if chosen is not None and room < n:
                 raise InvalidInput(
@@ -937,14 +944,14 @@ def suggest(
                     f"{len(pending)} pending leave room for {room} more within "
                     f"budget.max_trials = {limit}, not the {n} asked for at the chosen point; "
                     f"raise the budget: `closedloop suggest --store {shell_word(store.url)} "
-                    f"-c {cid} --max-trials {limit + n - room} ...`"
+                    f"-c {cid} --max-trials {limit + n - room}`{_SAME_POINT}"
                 )
             n = min(n, room)
         observations = store.observations(cid)
         if chosen is not None:
             new = [NewTrial(dict(chosen), MANUAL_KIND) for _ in range(n)]
         else:
-            planner = runner.rebuild_planner(history, observations)
+            planner = runner.rebuild_planner(history, observations, waited_on=False)
             t0 = time.perf_counter()
             held = [dict(t.parameters) for t in pending]
             points = call_planner(planner, "suggest", n, pending=held)
@@ -1010,14 +1017,13 @@ def suggest(
 MANUAL_KIND = "manual"
 
 
-def chosen_point(
-    runner: Runner, at: Mapping[str, Any], limits: InstrumentFile | None = None
-) -> dict[str, Any]:
+def chosen_point(runner: Runner, at: Mapping[str, Any]) -> dict[str, Any]:
     """``at`` as a point of the campaign's space (``suggest --at``), or :class:`InvalidInput`
     saying why not: every parameter given (a fixed one may be left out), each value one its
-    parameter can take, the constraints met, and the instrument file's limits (``limits``)
-    kept. A person's point is refused, not recorded as failed as a planner's would be:
-    they can correct it."""
+    parameter can take, the constraints met, and the instrument file's limits kept. A
+    person's point is refused, not recorded as failed as a planner's would be: they can
+    correct it. ``runner`` need not have created its campaign yet (``open_campaign``'s
+    ``check``)."""
     from planners import FixedParameter, InvalidPoint
 
     names = [p.name for p in runner.space.parameters]
@@ -1035,7 +1041,7 @@ def chosen_point(
         valid = runner.space.validate(at)
     except InvalidPoint as exc:
         raise InvalidInput(f"--at: the point lies outside the search space: {exc}") from None
-    (reason,) = _refusals(limits, [valid])
+    (reason,) = _refusals(_instrument_limits(runner), [valid])
     if reason is not None:
         raise InvalidInput(
             f"--at: the instrument's limits refuse the point: "
@@ -1143,9 +1149,10 @@ def running_time(row: CampaignRow) -> float:
     return max(row.elapsed_seconds or 0.0, age)
 
 
-def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
+def _spent_message(runner: Runner, name: str, spent: Spent, *, chosen: bool = False) -> str:
     """Why ``suggest`` has nothing more to propose, and the option that would extend it
-    (``Spent.option``: the runner's one rule, as ``resume`` suggests it)."""
+    (``Spent.option``: the runner's one rule, as ``resume`` suggests it). ``chosen``: the
+    command gave its own point (``--at``), which the command shown must repeat."""
     cid = runner._cid()
     done = f"campaign '{name}' (id {cid}) is done: {spent.reason}"
     if spent.option is None:
@@ -1153,7 +1160,13 @@ def _spent_message(runner: Runner, name: str, spent: Spent) -> str:
     return (
         f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
         f"suggest --store {shell_word(runner.store.url)} -c {cid} {spent.option}`"
+        + _SAME_POINT
+        * chosen
     )
+
+
+#: Said after a command shown to a `suggest --at` that it must give its point again.
+_SAME_POINT = " with the same --at/--repeat and -n options"
 
 
 def _dispatched(store: Store, trial: TrialRow) -> bool:

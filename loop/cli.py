@@ -192,6 +192,15 @@ def _main(
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (``FORCE_COLOR`` does not make a log file one: rich's
+    ``Console.is_terminal`` says it does)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
 def _log_handler() -> logging.Handler:
     """Where log records go: rich's handler when stderr is a terminal (coloured, the time
     once per second); otherwise (a log file, a pipe, journald) :class:`_LogLines`.
@@ -202,11 +211,7 @@ def _log_handler() -> logging.Handler:
     (found in review). ``FORCE_COLOR`` does not make a file a terminal here: a log line
     stays one plain line.
     """
-    try:
-        terminal = sys.stderr.isatty()
-    except (AttributeError, ValueError):  # no stderr, or a closed one
-        terminal = False
-    if terminal:
+    if _stderr_is_terminal():
         return RichHandler(console=err_console, show_path=False)
     handler = _LogLines()
     # no logger name: as on a terminal, a record says what happened, not which module of
@@ -1969,8 +1974,9 @@ PROGRESS_EVERY = 30.0
 def _choosing(n: int) -> Iterator[None]:
     """Say how far `suggest` has come while the planner chooses (``planners.report_progress``):
     a 96-well plate's batch took minutes with nothing on the screen (found in review). On a
-    terminal a spinner with the count; otherwise (a robot's scheduler, a log file) a line at
-    most every :data:`PROGRESS_EVERY` seconds, so a quick `suggest` prints nothing there."""
+    terminal a spinner with the count; otherwise (a robot's scheduler, a log file, also with
+    ``FORCE_COLOR``) a line at most every :data:`PROGRESS_EVERY` seconds, so a quick
+    `suggest` prints nothing there."""
     from planners import progress_listener
 
     start = said = time.monotonic()
@@ -1979,7 +1985,7 @@ def _choosing(n: int) -> Iterator[None]:
         each = (time.monotonic() - start) / max(chosen, 1)
         return f"choosing {n} proposal(s): {chosen} of {total} from the model, {each:.1f} s each"
 
-    if err_console.is_terminal:
+    if _stderr_is_terminal():  # not rich's test: FORCE_COLOR put spinner frames in a log
         with (
             err_console.status(f"choosing {n} proposal(s) ...") as status,
             progress_listener(lambda chosen, total: status.update(words(chosen, total))),
@@ -2035,7 +2041,14 @@ def suggest(
     With --at or --repeat the point is yours (kind manual): told like any trial, and learned
     from like any.
     """
-    from loop.asktell import InvalidInput, Refused, open_campaign, outputs_of, trial_point
+    from loop.asktell import (
+        InvalidInput,
+        Refused,
+        chosen_point,
+        open_campaign,
+        outputs_of,
+        trial_point,
+    )
     from loop.asktell import suggest as ask
     from loop.config import load_campaign, parse_duration
     from loop.report import label, to_json, units_of
@@ -2047,6 +2060,22 @@ def suggest(
     loaded = None if file is None else load_campaign(file)  # checked before any store opens
     with _opened_store(store, create=loaded is not None) as db:
         store = db.url  # what messages show: a password in the URL as ***
+
+        def check_new(new: Any) -> None:
+            """A campaign this command would create: what it would refuse, before it exists."""
+            if repeat is not None:
+                raise InvalidInput(
+                    f"--repeat {repeat}: campaign '{new.campaign.name}' is new (this command "
+                    "would create it), so it has no trial to repeat yet"
+                )
+            chosen_point(new, _chosen_values(new, at or []))
+            limit = new.budget.max_trials
+            if limit is not None and n > limit:
+                raise InvalidInput(
+                    f"-n {n} trials at the chosen point exceed budget.max_trials = {limit}; "
+                    f"give -n {limit} or less, or --max-trials {n}"
+                )
+
         try:
             runner, created = open_campaign(
                 db,
@@ -2055,6 +2084,7 @@ def suggest(
                 max_trials=max_trials,
                 max_failures=max_failures,
                 max_duration=duration,
+                check=check_new if at or repeat is not None else None,
             )
             chosen = None
             if at or repeat is not None:

@@ -1854,8 +1854,16 @@ class Runner:
         history: Sequence[TrialRow],
         observations: dict[int, dict[str, float]],
         config: PlannerConfig | None = None,
+        *,
+        waited_on: bool = True,
     ) -> Planner:
         """A planner that has ingested every terminal stored trial, in the order they ended.
+
+        ``waited_on``: instruments wait on this planner's proposals (a runner's slots), so
+        points pending lower its optimiser's effort (``BoTorchSettings.pending_effort``).
+        Ask/tell passes ``False``: nothing waits on its ``suggest``, and with the pending
+        effort a batch was chosen worse (found in review: a plate's controls, or the previous
+        plate still being measured, lowered the effort of the whole next batch).
 
         ``running`` trials are skipped: a runner reconciles them first, and ask/tell
         (``loop.asktell``) passes them to ``suggest`` as pending instead.
@@ -1871,21 +1879,28 @@ class Runner:
         builds a BoTorch model of any campaign's trials).
         """
         c = self.campaign
+        section = c.planner if config is None else config
+        settings = None
+        if not waited_on and section.kind == "botorch":
+            from planners import BoTorchSettings  # torch: only for a BoTorch planner
+
+            settings = BoTorchSettings(pending_effort=None)
         planner = make_planner(
             self.space,
             list(c.objectives),
-            c.planner if config is None else config,
+            section,
             self.seed,
             outcome_constraints=c.parsed_outcome_constraints,
+            settings=settings,
         )
         learned = self.learned_trials(history)
-        if len(learned) > _QUIET_FIT_MAX and (config or c.planner).kind in ("botorch", "ax"):
+        if len(learned) > _QUIET_FIT_MAX and section.kind in ("botorch", "ax"):
             # A suggest over 2000 observations sat silent for 90 s and 1.2 GB (found in
             # review); a cron robot reads silence as a hang.
             logger.warning(
                 "the %s planner fits its model on %d trials: past %d that takes minutes (an "
                 "exact GP grows with the cube of the trials)",
-                (config or c.planner).kind,
+                section.kind,
                 len(learned),
                 _QUIET_FIT_MAX,
             )

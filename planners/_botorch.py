@@ -484,7 +484,16 @@ class BoTorchPlanner:
         self._design_swaps = []
         pending = [self.space.validate(p) for p in pending]
         position = len(self.observations) + len(pending)
-        n_usable = sum(o.usable_for(self.outcome_names) for o in self.observations)
+        # Distinct points: replicates of one point (a plate's control in triplicate, prior
+        # data measured twice) teach the model no more of the space than one does, and took
+        # the place of design points (found in review: two Sobol points left of five).
+        n_usable = len(
+            {
+                point_key(self.space, o.parameters)
+                for o in self.observations
+                if o.usable_for(self.outcome_names)
+            }
+        )
 
         # pending design points will complete the design; pending model points will not
         in_design = self._pending_design(pending, position) if n_usable < self.n_initial else 0
@@ -1315,10 +1324,11 @@ class BoTorchPlanner:
         """How many ``pending`` points are initial-design points: a point of the design at a
         position before ``position`` (every one proposed so far was drawn there).
 
-        The design is complete once ``n_initial`` trials are usable; a pending design point
-        will count when it ends, a pending model point never counts. Counting every pending
-        point left a design point that failed or was withdrawn (``tell --abandon``) while a
-        model point was pending unreplaced, the design one point short (found in review).
+        The design is complete once ``n_initial`` distinct points are usable; a pending
+        design point will count when it ends, a pending model point never counts. Counting
+        every pending point left a design point that failed or was withdrawn (``tell
+        --abandon``) while a model point was pending unreplaced, the design one point short
+        (found in review).
         The planner is told pending points, not their kinds (it is rebuilt for each ask/tell
         command), so a design point is recognised as one of the design's own points. A
         finite space's design point swapped for a free one (``PositionalDesign.points``) is

@@ -263,6 +263,31 @@ def test_suggest_at_records_trials_at_a_point_a_person_chose(tmp_path: Path) -> 
         store.close()
 
 
+def test_ask_tell_chooses_with_the_full_effort_while_trials_are_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pending effort serves a runner's slots, which wait on the planner; nothing waits
+    on a `suggest`. A plate still being measured (or its controls) lowered the effort of the
+    whole next batch, which the pending effort chooses worse (found in review)."""
+    from planners import BoTorchPlanner, BoTorchSettings
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=9)
+    for trial in _suggest(url, str(file), "-n", "3")["trials"]:
+        assert _cli("tell", "--store", url, str(trial["trial_id"]), "yield=0.5").exit_code == 0
+    _suggest(url)  # one pending
+    restarts: list[int] = []
+    optimize = BoTorchPlanner._optimize
+
+    def spy(self: BoTorchPlanner, acqf: Any, X_pending: Any) -> Any:
+        restarts.append(self.settings.num_restarts)
+        return optimize(self, acqf, X_pending)
+
+    monkeypatch.setattr(BoTorchPlanner, "_optimize", spy)
+    assert len(_suggest(url, "-n", "2")["trials"]) == 2
+    assert restarts and set(restarts) == {BoTorchSettings().num_restarts}
+
+
 def test_tell_records_results_and_actual_parameters(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     file = _campaign(tmp_path, max_trials=2)

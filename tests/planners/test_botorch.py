@@ -456,6 +456,16 @@ def test_a_batch_reports_each_point_and_chooses_every_one_with_the_full_effort()
     assert len(reports) == 3
 
 
+def test_replicates_count_once_toward_the_initial_design() -> None:
+    """A control measured three times teaches the model one point of the space: it took the
+    place of three design points (found in review: two Sobol points left of five)."""
+    planner = _planner(_two_floats(), seed=1)  # initial.n = 4
+    control = {"x1": 0.5, "x2": 0.5}
+    planner.ingest([Observation(parameters=control, outputs={"y": 1.0}) for _ in range(3)])
+    planner.suggest(4)
+    assert planner.last_kinds == ["initial"] * 3 + ["model"]
+
+
 def test_a_finite_space_is_not_remeasured_while_points_are_left() -> None:
     """Once a finite space's optimum is measured, qLogNEI may score it above every
     unmeasured point; the model proposed it again and again (one point five times in a
