@@ -76,6 +76,26 @@ def _notes(ax: Any) -> list[str]:
     return [t.get_text() for t in ax.texts]
 
 
+def test_points_a_person_chose_are_marked_apart(tmp_path: Path) -> None:
+    """A control or a replicate (``suggest --at``, kind manual) is not the planner's: the
+    per-trial panel draws it in a group of its own (found in review: it looked like one)."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("somefail", SOME_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    for kind, y in (("initial", 0.3), ("manual", 0.5), ("model", 0.2), ("manual", 0.45)):
+        trial = store.add_trial(cid, {"x": 0.5}, kind)
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs={"y": y, "z": 1.0},
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    points = _points(_panels(report_figure(store, store.campaign(cid)))["y"])
+    assert sorted(points["chosen (suggest --at)"]) == [2, 4]
+    assert sorted(points["completed"]) == [1, 3]
+
+
 # ---------------------------------------------------------------------------- failed trials
 def test_every_failed_trial_is_marked_in_every_output_panel(tmp_path: Path) -> None:
     """A failed trial without a finite value of an output (an exception, a NaN reading) is
