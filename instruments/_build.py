@@ -632,9 +632,10 @@ def _main_is_the_cli() -> bool:
 
 
 def _owner(what: str) -> str:
-    """The file whose folder a ``what:`` spec's path is relative to: an instrument file's
-    ``subscriptions:``, else the campaign file."""
-    return "instrument file" if what == "subscriptions" else "campaign file"
+    """The file whose folder a ``what:`` spec's path is relative to: for ``subscriptions:``
+    the file that lists them (an instrument file, or a campaign file's inline ``devices:``),
+    else the campaign file."""
+    return "file that lists it" if what == "subscriptions" else "campaign file"
 
 
 def _import_module(name: str, base_dir: Path, attr: str, *, what: str) -> ModuleType:

@@ -1131,6 +1131,7 @@ class InputDevice:
         prefix: prepended to PV names.
         gate: interlocks to pass before the first put of a trial.
         bounds: the campaign parameter's bounds, when known (``instruments check``).
+        kind: the campaign parameter's kind (``float``, ``int``, ``choice``), when known.
     """
 
     parent = None
@@ -1145,12 +1146,14 @@ class InputDevice:
         gate: Gate | None,
         spec: InstrumentFile | None = None,
         bounds: tuple[float, float] | None = None,
+        kind: str | None = None,
     ) -> None:
         self.name = name
         self.decl = decl
         self.units = units
         self.gate = gate
         self.bounds = bounds  # the campaign parameter's, when known
+        self.kind = kind
         self._to_device, self._from_device = converter(units, decl.device_units)
         # The current move's stop flag: stop() sets it, each set() makes a new one, so a
         # move given up on (stopped, timed out) stays stopped when the next trial moves.
@@ -1575,6 +1578,11 @@ class InputDevice:
         if self._meta is not None:
             convert = self._from_device if _converts(self._from_device) else None
             key.update(_own_data_key(self._meta, self.units, convert))
+        if self.kind == "float" and key.get("dtype") == "integer":
+            # an ophyd positioner describes its position when it connects: SoftPositioner
+            # at init_pos 0 said "integer" for a column of 0.2677, 0.51, ... (LiveTable
+            # failed to format every row; found in review)
+            key["dtype"] = "number"
         return {self.name: key}
 
     @property
@@ -3349,6 +3357,7 @@ def build_declared_instrument(
             gate=gate,
             spec=spec,
             bounds=(float(s.bounds[0]), float(s.bounds[1])) if s.bounds is not None else None,
+            kind=s.kind,
         )
     detector = OutputDetector(
         f"{spec.name}_outputs", spec, spec.prefix, first_field=first_field_outputs

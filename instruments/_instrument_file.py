@@ -1096,6 +1096,9 @@ def stricter_of_disk(config: Any, spec: InstrumentFile, base_dir: Path) -> Instr
     * ``on_stop``: the file on disk's, in its order. A safe state has no "stricter": what
       the facility says is safe now is written, and nothing it no longer says; an input's
       value must lie within the limits that apply.
+    * ``subscriptions``: the file on disk's. Where the documents go is the facility's
+      wiring of today, not the campaign's: a consumer taken out of the file (its server
+      gone) was still called, and its failure stopped the resume (found in review).
 
     Refused (:func:`refuse_unsafe_merge`: the devices are not built; exit 2 with both files'
     values and lines) when the two cannot be combined: limits that do not overlap, an input
@@ -1320,12 +1323,22 @@ def _stricter(stored: InstrumentFile, disk: InstrumentFile, where: str) -> Instr
     for key, value in stored.on_stop.items():
         if key not in disk.on_stop:
             changes.append(f"on_stop {key}: {value:g} stored, not on disk; not written")
+    if stored.subscriptions != disk.subscriptions:
+        changes.append(
+            f"subscriptions: {disk.subscriptions} on disk, {stored.subscriptions} stored; "
+            "using the file on disk's"
+        )
     if not changes and not disk_units:
         return stored
     for change in changes:
         logger.warning("%s: %s", where, change)
     effective = stored.model_copy(
-        update={"inputs": inputs, "interlocks": interlocks, "on_stop": dict(disk.on_stop)}
+        update={
+            "inputs": inputs,
+            "interlocks": interlocks,
+            "on_stop": dict(disk.on_stop),
+            "subscriptions": list(disk.subscriptions),
+        }
     )
     effective._path, effective._source, effective._data = stored._path, stored._source, disk._data
     effective._disk_units = disk_units

@@ -15,12 +15,14 @@ or cannot read (an object that is not JSON, such as a NumPy array, which event-m
 type checker accepts as an array), goes to event-model's validator, whose verdict and error
 stand. So no valid document is ever refused, and an invalid one raises what it raised before.
 
-And only a document of plain JSON types (dicts with text keys, lists, text, numbers, bools,
-``None``), nested at most :data:`MAX_DEPTH` deep, is shown to jsonschema-rs at all: it reads
-a ``Decimal`` as a number and an ``Enum`` member as its value, where jsonschema refuses
-both, and it accepted metadata nested 10 000 deep (jsonschema: ``RecursionError``) and
-crashed the process at 30 000 (found in review). Anything else keeps event-model's verdict
-exactly, at its old cost; closedloop's own documents are plain (checking so takes ~20 µs).
+And only a document of JSON's types (dicts with text keys, lists, text, numbers, bools,
+``None``, and their subclasses, but no ``Enum`` member), nested at most :data:`MAX_DEPTH`
+deep, is shown to jsonschema-rs at all: it reads a ``Decimal`` as a number and an ``Enum``
+member as its value, where jsonschema refuses both, and it accepted metadata nested 10 000
+deep (jsonschema: ``RecursionError``) and crashed the process at 30 000 (found in review).
+Anything else keeps event-model's verdict exactly, at its old cost. Subclasses are JSON to
+both (ophyd's descriptors carry ``OrderedDict``s, an instrument file's ``args`` ruamel's
+``ScalarFloat``): taken exactly, every descriptor went the slow way (found in review).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,21 +41,26 @@ _lock = threading.Lock()
 #: The deepest nesting shown to jsonschema-rs (a trial's documents nest 5 deep).
 MAX_DEPTH = 64
 
-_SCALARS = (str, int, float, bool, type(None))
-
 
 def plain_json(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is built of JSON's own types only (``dict`` with ``str`` keys,
-    ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``; not their subclasses, such
-    as an ``IntEnum``), nested at most :data:`MAX_DEPTH` deep."""
-    kind = type(value)
-    if kind in _SCALARS:
+    """Whether ``value`` is built of JSON's types (``dict`` with ``str`` keys, ``list``,
+    ``str``, ``int``, ``float``, ``bool``, ``None``, or their subclasses: ophyd's
+    ``OrderedDict``, a YAML loader's ``ScalarFloat``), no ``Enum`` member among them,
+    nested at most :data:`MAX_DEPTH` deep."""
+    if value is None:
+        return True
+    if isinstance(value, Enum):
+        return False
+    if isinstance(value, str | int | float):
         return True
     if depth >= MAX_DEPTH:
         return False
-    if kind is dict:
-        return all(type(k) is str and plain_json(v, depth + 1) for k, v in value.items())
-    if kind is list:
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and not isinstance(k, Enum) and plain_json(v, depth + 1)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
         return all(plain_json(v, depth + 1) for v in value)
     return False
 
@@ -71,8 +79,11 @@ class FastValidator:
 
     def validate(self, doc: Any) -> None:
         """Return if ``doc`` is valid, else raise event-model's own ``ValidationError``."""
-        if plain_json(doc) and self._fast.is_valid(doc):
-            return
+        try:
+            if plain_json(doc) and self._fast.is_valid(doc):
+                return
+        except Exception:  # not JSON to jsonschema-rs (a NumPy float): the original decides
+            pass
         self.original.validate(doc)
 
     def __getattr__(self, name: str) -> Any:

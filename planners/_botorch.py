@@ -123,6 +123,7 @@ from planners._baselines import (
     PositionalDesign,
     RepeatGuard,
     derive_seed,
+    feasible_cardinality,
     near_duplicate,
     point_key,
 )
@@ -484,16 +485,7 @@ class BoTorchPlanner:
         self._design_swaps = []
         pending = [self.space.validate(p) for p in pending]
         position = len(self.observations) + len(pending)
-        # Distinct points: replicates of one point (a plate's control in triplicate, prior
-        # data measured twice) teach the model no more of the space than one does, and took
-        # the place of design points (found in review: two Sobol points left of five).
-        n_usable = len(
-            {
-                point_key(self.space, o.parameters)
-                for o in self.observations
-                if o.usable_for(self.outcome_names)
-            }
-        )
+        n_usable = self._design_done()
 
         # pending design points will complete the design; pending model points will not
         in_design = self._pending_design(pending, position) if n_usable < self.n_initial else 0
@@ -1319,6 +1311,25 @@ class BoTorchPlanner:
         noise = float(likelihood.noise.detach().max()) if likelihood is not None else float("inf")
         logger.debug("exploit step? fitted noise variance %.3g", noise)
         return noise < self.settings.exploit_max_noise
+
+    def _design_done(self) -> int:
+        """How many of the initial design's ``n_initial`` points the usable observations
+        stand for: their distinct points. Replicates of one point (a plate's control in
+        triplicate, prior data measured twice) teach the model no more of the space than
+        one does, and took the place of design points (found in review: two Sobol points
+        left of five). The design is complete (``n_initial``) once the distinct points
+        cover a finite space (three choices: three points; its feasible points under
+        constraints), or the usable observations are twice ``n_initial``: counted as
+        distinct only, a three-choice campaign never left its design (found in review)."""
+        usable = [o for o in self.observations if o.usable_for(self.outcome_names)]
+        distinct = len({point_key(self.space, o.parameters) for o in usable})
+        if (
+            distinct >= self.n_initial
+            or len(usable) >= 2 * self.n_initial
+            or distinct >= feasible_cardinality(self.space)
+        ):
+            return max(distinct, self.n_initial)
+        return distinct
 
     def _pending_design(self, pending: Sequence[Point], position: int) -> int:
         """How many ``pending`` points are initial-design points: a point of the design at a

@@ -83,6 +83,14 @@ def test_every_run_reaches_the_consumers_the_instrument_file_names(tmp_path: Pat
     assert [name for name, _ in seen[:4]] == ["start", "descriptor", "event", "stop"]
     # the consumer that raised failed no trial, and is said once
     assert "3 completed, 0 failed" in done.stdout
+    # a float input's column is a number, whatever its positioner said when it connected
+    # (SoftPositioner at init_pos 0 described itself as "integer"; found in review)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    exported = _cli(tmp_path, "export", "--store", url, "--format", "jsonl", "-o", "runs.jsonl")
+    assert exported.returncode == 0, exported.stderr
+    documents = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    descriptors = [doc for name, doc in documents if name == "descriptor"]
+    assert descriptors and {d["data_keys"]["x"]["dtype"] for d in descriptors} == {"number"}
     said = " ".join(done.stderr.split())
     assert said.count("broker down") == 1
     assert "subscription consumers.py:broken_consumer raised on a start document" in said
@@ -129,3 +137,25 @@ def test_instruments_check_names_the_consumers_without_calling_them(tmp_path: Pa
     _campaign(tmp_path, "[consumers.py:collector, consumers.py:collector]")
     twice = _cli(tmp_path, "validate", "campaign.yaml")
     assert twice.returncode == 2 and "named twice" in twice.stderr
+
+
+def test_resume_follows_the_subscriptions_of_the_file_on_disk(tmp_path: Path) -> None:
+    """Where the documents go is the facility's wiring of today: a consumer taken out of the
+    file (its server gone) was still called on resume, and its failure stopped it, while
+    one added was ignored (found in review)."""
+    campaign = _campaign(tmp_path, "[consumers.py:collector]")
+    assert _run(tmp_path, campaign).returncode == 0
+    seen = tmp_path / "seen.jsonl"
+    starts = seen.read_text().count('"start"')
+    assert starts == 3
+    bench = tmp_path / "bench.yaml"
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bench.write_text(bench.read_text().replace("[consumers.py:collector]", "[]"))
+    quiet = _cli(tmp_path, "resume", "--store", url, "-c", "1", "--max-trials", "4")
+    assert quiet.returncode == 0, quiet.stderr
+    assert seen.read_text().count('"start"') == starts  # not called any more
+    assert "subscriptions: [] on disk" in " ".join(quiet.stderr.split())
+    bench.write_text(bench.read_text().replace("[]", "[consumers.py:unreachable]"))
+    refused = _cli(tmp_path, "resume", "--store", url, "-c", "1", "--max-trials", "5")
+    assert refused.returncode == 2
+    assert "refused the connection" in " ".join(refused.stderr.split())

@@ -466,6 +466,17 @@ def test_replicates_count_once_toward_the_initial_design() -> None:
     assert planner.last_kinds == ["initial"] * 3 + ["model"]
 
 
+def test_a_finite_space_smaller_than_the_design_leaves_it_once_every_point_is_measured() -> None:
+    """Three solvents and ``initial.n = 4``: counted as distinct points, the design was
+    never complete and every trial was a random design point (found in review)."""
+    space = Space([ChoiceParameter(name="solvent", values=("a", "b", "c"))])
+    planner = _planner(space, seed=3)
+    for value, y in (("a", 1.0), ("b", 2.0), ("c", 0.5)):
+        planner.ingest([Observation(parameters={"solvent": value}, outputs={"y": y})])
+    planner.suggest(1)
+    assert planner.last_kinds == ["model"]
+
+
 def test_a_finite_space_is_not_remeasured_while_points_are_left() -> None:
     """Once a finite space's optimum is measured, qLogNEI may score it above every
     unmeasured point; the model proposed it again and again (one point five times in a
