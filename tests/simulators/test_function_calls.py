@@ -171,14 +171,16 @@ def test_each_slot_s_detector_waits_only_for_its_own_function_call(probe: Probe)
 def test_through_the_run_engine_a_timed_out_call_is_never_joined_by_the_next(
     probe: Probe,
 ) -> None:
-    """The review's case: timeout shorter than the function, trials back to back."""
-    probe.delay = 0.8
+    """The review's case: timeout shorter than the function, trials back to back. The call
+    lasts 2 s: with 0.8 s, under a load of 4 on 2 cores the first trial's abort and the
+    retry's start took longer than the call, and the retry called the function itself."""
+    probe.delay = 2.0
     inst = _instrument(probe)
     try:
         with Dispatcher(inst) as dispatcher:
             first = dispatcher.run(1, "c", {"x": 0.2}, timeout=0.3)
             retry = dispatcher.run(2, "c", {"x": 0.2}, timeout=0.3)  # waits, times out
-            time.sleep(1.0)  # the first call has returned
+            time.sleep(2.2)  # the first call has returned
             later = dispatcher.run(3, "c", {"x": 0.4}, timeout=3)
         assert first.timed_out and retry.timed_out, (first.error, retry.error)
         # the retry never measured: said, and read as such (not as its point's timeout,
