@@ -67,7 +67,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -1322,7 +1322,7 @@ class BoTorchPlanner:
         constraints), or the usable observations are twice ``n_initial``: counted as
         distinct only, a three-choice campaign never left its design (found in review)."""
         usable = [o for o in self.observations if o.usable_for(self.outcome_names)]
-        distinct = len({point_key(self.space, o.parameters) for o in usable})
+        distinct = len({self._observed_key(o.parameters) for o in usable})
         if (
             distinct >= self.n_initial
             or len(usable) >= 2 * self.n_initial
@@ -1330,6 +1330,15 @@ class BoTorchPlanner:
         ):
             return max(distinct, self.n_initial)
         return distinct
+
+    def _observed_key(self, point: Point) -> Hashable:
+        """:func:`point_key` of an observed point, which may lie outside the space (a
+        readback past a bound, clamped for the model: ``training_data``); such a point is
+        its values as read (found in CI: it broke every suggest after it)."""
+        try:
+            return point_key(self.space, point)
+        except ValueError:  # planners.InvalidPoint
+            return tuple(repr(point.get(name)) for name in self.space.names)
 
     def _pending_design(self, pending: Sequence[Point], position: int) -> int:
         """How many ``pending`` points are initial-design points: a point of the design at a
