@@ -70,7 +70,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import numpy as np
@@ -1326,10 +1326,16 @@ class BoTorchPlanner:
         if (
             distinct >= self.n_initial
             or len(usable) >= 2 * self.n_initial
-            or distinct >= feasible_cardinality(self.space)
+            or distinct >= self._feasible_points
         ):
             return max(distinct, self.n_initial)
         return distinct
+
+    @cached_property
+    def _feasible_points(self) -> float:
+        """The space's feasible points (``inf`` with a float parameter): enumerated once,
+        not at every suggest of the design (up to 4096 points checked each time)."""
+        return feasible_cardinality(self.space)
 
     def _observed_key(self, point: Point) -> Hashable:
         """:func:`point_key` of an observed point, which may lie outside the space (a
