@@ -90,6 +90,7 @@ from loop.config import (
     parse_campaign,
     parse_duration,
 )
+from loop.consumers import QueuedConsumer, close_consumers
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
 from loop.failures import (
     OPERATOR_FAILED,
@@ -743,8 +744,9 @@ class Runner:
         subscriptions: Bluesky callbacks ``(name, doc)`` subscribed to every slot's
             RunEngine, so a facility's live consumers (a Kafka publisher, a TiledWriter, a
             BestEffortCallback) see each trial's documents as they are emitted. The store
-            gets them first; a callback that raises is logged (once per callback) and left
-            out of that document, and never fails a trial.
+            gets them first; each callback then gets them in order from a thread of its own
+            (:class:`loop.consumers.QueuedConsumer`), so a slow or hung server never holds a
+            trial. One that raises is logged (once per callback) and never fails a trial.
     """
 
     def __init__(
@@ -764,7 +766,10 @@ class Runner:
     ) -> None:
         self.loaded = loaded
         self.operator = operator
-        self.subscriptions = [_guarded(cb) for cb in subscriptions]
+        # Each consumer on a thread of its own (loop.consumers): a slow or hung server must
+        # not hold the trials. The instrument file's consumers join them per session.
+        self.subscriptions = [QueuedConsumer(cb) for cb in subscriptions]
+        self._file_consumers: list[QueuedConsumer] = []
         self._asking_operator = False
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
@@ -1256,10 +1261,16 @@ class Runner:
         self._engines = []
         try:
             with _quiet_engines(self):
-                if not own_sigint:
-                    return body()
-                with stop_on_signals(self) as received:
-                    summary = body()
+                try:
+                    if not own_sigint:
+                        return body()
+                    with stop_on_signals(self) as received:
+                        summary = body()
+                finally:
+                    # after the campaign is stored: a consumer's last documents wait on
+                    # nothing the campaign's outcome needs
+                    consumers, self._file_consumers = self._file_consumers, []
+                    close_consumers([*self.subscriptions, *consumers])
         except KeyboardInterrupt:
             raise KeyboardInterrupt(self._interrupted(None)) from None
         if received:
@@ -1698,10 +1709,11 @@ class Runner:
                 instrument = self._instrument_factory(c, slot_seed(base, index) or 0)
                 try:
                     kwargs = self._dispatcher_kwargs()
-                    kwargs["subscriptions"] = [
-                        *kwargs["subscriptions"],
-                        *(_guarded(cb, ref) for ref, cb in _file_subscriptions(instrument)),
+                    consumers = [
+                        QueuedConsumer(cb, ref) for ref, cb in _file_subscriptions(instrument)
                     ]
+                    self._file_consumers += consumers
+                    kwargs["subscriptions"] = [*kwargs["subscriptions"], *consumers]
                     dispatcher = Dispatcher(instrument, **kwargs)
                 except BaseException:
                     instrument.close()
@@ -3112,35 +3124,6 @@ def _file_subscriptions(
     if not isinstance(spec, InstrumentFile) or not spec.subscriptions:
         return []
     return load_subscriptions(spec)
-
-
-def _guarded(
-    callback: Callable[[str, dict[str, Any]], Any], label: str | None = None
-) -> Callable[[str, dict[str, Any]], None]:
-    """``callback`` as a RunEngine subscription that never raises: a consumer's failure (a
-    Kafka broker down) is logged, once, and must not fail or abort the trial, whose
-    documents the store keeps whatever the consumer does. ``label`` names it in that
-    message (an instrument file's ``subscriptions:`` entry)."""
-    warned = False
-    named = label or repr(callback)
-
-    def guarded(name: str, doc: dict[str, Any]) -> None:
-        nonlocal warned
-        try:
-            callback(name, doc)
-        except Exception as exc:
-            if not warned:
-                warned = True
-                logger.warning(
-                    "subscription %s raised on a %s document: %s (logged once; the trial "
-                    "and the store are not affected)",
-                    named,
-                    name,
-                    exc,
-                )
-            logger.debug("subscription failure", exc_info=True)
-
-    return guarded
 
 
 def _id(trial: TrialRow) -> int:

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
+from loop import Runner, Store, parse_campaign
 from tests.cli_process import run_cli
 
 CONSUMER = """\
 import json
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -33,6 +38,16 @@ def collector():
 def broken_consumer():
     def callback(name, doc):
         raise ConnectionError("broker down")
+    return callback
+
+
+def stalled():
+    # a catalog whose server stops answering until the test says so
+    def callback(name, doc):
+        while not (HERE / "answering").exists():
+            time.sleep(0.02)
+        with open(HERE / "seen.jsonl", "a") as out:
+            out.write(json.dumps([name, doc.get("trial_id")]) + "\\n")
     return callback
 
 
@@ -159,3 +174,26 @@ def test_resume_follows_the_subscriptions_of_the_file_on_disk(tmp_path: Path) ->
     refused = _cli(tmp_path, "resume", "--store", url, "-c", "1", "--max-trials", "5")
     assert refused.returncode == 2
     assert "refused the connection" in " ".join(refused.stderr.split())
+
+
+def test_a_consumer_the_file_names_that_stalls_holds_no_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrument file's consumers are fed from a queue of their own, as the Python
+    API's are: a Tiled server that stops answering held every trial of the campaign."""
+    monkeypatch.setattr("loop.consumers.DRAIN_SECONDS", 0.5)
+    campaign = _campaign(tmp_path, "[consumers.py:stalled]")
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    loaded = parse_campaign(campaign.read_text(), path=campaign, base_dir=tmp_path)
+    summary = Runner(loaded, store).run()
+    assert (summary.status, summary.completed) == ("completed", 3)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "subscription consumers.py:stalled did not take its last 12 document(s)" in said
+    seen = tmp_path / "seen.jsonl"
+    assert not seen.exists()
+    (tmp_path / "answering").touch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not seen.exists() or seen.read_text().count("\n") < 12):
+        time.sleep(0.02)
+    names = [json.loads(line)[0] for line in seen.read_text().splitlines()]
+    assert names == ["start", "descriptor", "event", "stop"] * 3
