@@ -64,7 +64,6 @@ class QueuedConsumer:
         self.callback = callback
         self.label = label or repr(callback)
         self.max_backlog = MAX_BACKLOG if max_backlog is None else max_backlog
-        self.delivered = 0
         self.dropped = 0
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] | None = None
@@ -115,7 +114,6 @@ class QueuedConsumer:
                         exc,
                     )
                 logger.debug("subscription failure", exc_info=True)
-            self.delivered += 1
 
     def close(self, timeout: float) -> int:
         """End the session: let the thread hand over what it holds, waiting at most
