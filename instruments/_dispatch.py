@@ -529,8 +529,9 @@ class Dispatcher:
             operator's release (see :class:`instruments._safety.PauseListener`).
         subscriptions: more callbacks ``(name, doc)`` for every run, called after the
             ``document_sink`` (a facility's live consumers: the store keeps each document
-            first). A callback that raises fails the run, as bluesky's subscriptions do;
-            the runner passes guarded ones (``Runner(subscriptions=...)``).
+            first), called on the RunEngine's thread. A callback that raises fails the
+            run, as bluesky's subscriptions do; the runner passes queued ones that return
+            at once and never raise (``loop.consumers.QueuedConsumer``).
 
     A trial's ``timeout`` does not count waits: the interlock gate's, nor a detector's
     wait for a worker. A detector may offer ``queue_waited() -> float``: the total seconds

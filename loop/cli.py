@@ -1557,6 +1557,16 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default, or -: stdout).")
     ] = None,
+    from_trial: Annotated[
+        int | None,
+        typer.Option(
+            "--from-trial",
+            min=1,
+            metavar="N",
+            help="Only trials numbered N and later (csv, json, jsonl): what a live consumer "
+            "left behind did not get, or what is new since an earlier export.",
+        ),
+    ] = None,
 ) -> None:
     """Export one record per trial: id, status, parameters, readbacks, outputs, run uid.
 
@@ -1580,6 +1590,13 @@ def export(
     text: str | Iterator[str]
     db = Store(store, read_only=True)
     store = db.url  # what messages show: a password in the URL as ***
+    if format == ExportFormat.yaml and from_trial is not None:
+        _invalid(
+            OutputError(
+                "--from-trial selects trials; --format yaml writes the campaign file, which "
+                "has none: drop --from-trial, or export csv, json or jsonl"
+            )
+        )
     if format == ExportFormat.yaml:
         from loop.provenance import campaign_file
 
@@ -1589,7 +1606,7 @@ def export(
         # The stored documents as they are (NaN/inf already null), written as they are read:
         # a 5000-trial campaign's took 300 MB as one text. A wrong campaign is said here,
         # before anything is written.
-        documents = iter_run_documents(db, campaign)
+        documents = iter_run_documents(db, campaign, from_trial=from_trial)
         names = Counter[str]()
 
         def lines() -> Iterator[str]:  # in pieces of 500 lines: each piece is one write
@@ -1607,6 +1624,8 @@ def export(
         # feasible (outcome constraints) and pareto (several objectives) columns when they
         # apply: the records a notebook reads (loop.trial_records)
         records = trial_records(db, campaign)
+        if from_trial is not None:  # selected after: best, feasible and pareto see them all
+            records = [r for r in records if r["number"] >= from_trial]
         if format == ExportFormat.csv:
             text = to_csv(records, stored_campaign(db.campaign(campaign)))
         else:

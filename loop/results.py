@@ -54,7 +54,7 @@ def run_documents(
 
 
 def iter_run_documents(
-    store: Store | str, campaign: str | int | None = None
+    store: Store | str, campaign: str | int | None = None, *, from_trial: int | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every stored Bluesky document of a campaign's runs, as ``(name, doc)`` in trial order.
 
@@ -76,6 +76,8 @@ def iter_run_documents(
     Args:
         store: an open ``Store``, or a store URL (opened read-only and closed again).
         campaign: a campaign's name or id; the latest campaign by default.
+        from_trial: only the runs of trials numbered this or later (what a live consumer
+            left behind did not get: ``loop.consumers`` names the number).
     """
     db = Store(store, read_only=True) if isinstance(store, str) else store
     try:
@@ -84,16 +86,18 @@ def iter_run_documents(
         if db is not store:
             db.close()
         raise
-    return _documents(db, row.id or 0, close=db is not store)
+    return _documents(db, row.id or 0, close=db is not store, from_trial=from_trial or 0)
 
 
-def _documents(db: Store, campaign_id: int, *, close: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+def _documents(
+    db: Store, campaign_id: int, *, close: bool, from_trial: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         with db.session() as s:
             rows = s.exec(
                 select(DocumentRow.name, DocumentRow.body)
                 .join(TrialRow, col(TrialRow.id) == col(DocumentRow.trial_id))
-                .where(TrialRow.campaign_id == campaign_id)
+                .where(TrialRow.campaign_id == campaign_id, col(TrialRow.number) >= from_trial)
                 .order_by(col(TrialRow.number), col(DocumentRow.seq), col(DocumentRow.id))
                 .execution_options(yield_per=500)
             )

@@ -90,7 +90,7 @@ from loop.config import (
     parse_campaign,
     parse_duration,
 )
-from loop.consumers import QueuedConsumer, close_consumers
+from loop.consumers import STOPPED_DRAIN, QueuedConsumer, drain_consumers
 from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
 from loop.failures import (
     OPERATOR_FAILED,
@@ -261,6 +261,10 @@ def stop_on_signals(
     def handler(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         name = signal_name(signum)
+        if len(received) == 1 and runner._draining:
+            say(f"\n{name}: not waiting for the live consumers any more (all is stored)\n")
+            runner.request_stop(f"stopped by {name}")
+            return
         if len(received) == 1:
             say(f"\n{name}: stopping {after_in_flight(runner)}; {name} again {again}\n")
             runner.request_stop(f"stopped by {name}")
@@ -743,10 +747,10 @@ class Runner:
             one; the CLI passes a terminal prompt).
         subscriptions: Bluesky callbacks ``(name, doc)`` subscribed to every slot's
             RunEngine, so a facility's live consumers (a Kafka publisher, a TiledWriter, a
-            BestEffortCallback) see each trial's documents as they are emitted. The store
-            gets them first; each callback then gets them in order from a thread of its own
-            (:class:`loop.consumers.QueuedConsumer`), so a slow or hung server never holds a
-            trial. One that raises is logged (once per callback) and never fails a trial.
+            BestEffortCallback) see each trial's documents. The store gets them first;
+            each callback then gets them in order from a thread of its own
+            (:class:`loop.consumers.QueuedConsumer`), so a slow or hung server never holds
+            a trial. One that raises is logged (once per callback) and never fails a trial.
     """
 
     def __init__(
@@ -768,8 +772,14 @@ class Runner:
         self.operator = operator
         # Each consumer on a thread of its own (loop.consumers): a slow or hung server must
         # not hold the trials. The instrument file's consumers join them per session.
-        self.subscriptions = [QueuedConsumer(cb) for cb in subscriptions]
+        self.subscriptions = [
+            QueuedConsumer.of(cb, replay=self._replay_where) for cb in subscriptions
+        ]
         self._file_consumers: list[QueuedConsumer] = []
+        # Set by every request_stop: a stop asked for shortens the wait for the consumers'
+        # last documents, and one asked while they are waited for ends it.
+        self._stop_asked = threading.Event()
+        self._draining = False
         self._asking_operator = False
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
@@ -1030,6 +1040,7 @@ class Runner:
         ``stopped``, resumable.
         """
         self._stop_request = reason
+        self._stop_asked.set()
         if self.store.stop_waiting():  # a store held up: its waiting writes fail, and say so
             logger.warning(
                 "stopping while the store %s takes no writes: what is measured and not yet "
@@ -1259,23 +1270,51 @@ class Runner:
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         )
         self._engines = []
+        received: list[int] = []
         try:
             with _quiet_engines(self):
-                try:
-                    if not own_sigint:
-                        return body()
+                if not own_sigint:
+                    summary = body()
+                else:
                     with stop_on_signals(self) as received:
                         summary = body()
-                finally:
-                    # after the campaign is stored: a consumer's last documents wait on
-                    # nothing the campaign's outcome needs
-                    consumers, self._file_consumers = self._file_consumers, []
-                    close_consumers([*self.subscriptions, *consumers])
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(self._interrupted(None)) from None
+        except BaseException as exc:
+            self._drain_consumers(stopped=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt(self._interrupted(None)) from None
+            raise
+        self._drain_consumers(stopped=bool(received))
         if received:
             raise KeyboardInterrupt(self._interrupted(summary))
         return summary
+
+    def _drain_consumers(self, *, stopped: bool) -> None:
+        """Once the session is stored (a consumer's last documents wait on nothing the
+        campaign's outcome needs), let the live consumers take what they still hold: as long
+        as they make progress after a campaign that ended by itself, at most
+        :data:`loop.consumers.STOPPED_DRAIN` s after one stopped or failed, and not at all
+        once a stop is asked while waiting (the command line's Ctrl-C or SIGTERM, which
+        the waiting had ignored; found in review)."""
+        consumers = [*self.subscriptions, *self._file_consumers]
+        self._file_consumers = []
+        stopped = stopped or self._stop_asked.is_set()
+        self._stop_asked.clear()
+        self._draining = True  # what a signal now means (stop_on_signals)
+        try:
+            drain_consumers(
+                consumers,
+                budget=STOPPED_DRAIN if stopped else None,
+                cancelled=self._stop_asked.is_set,
+            )
+        except KeyboardInterrupt:  # Python's own Ctrl-C while waiting: leave them, say so
+            drain_consumers(consumers, budget=0)
+        finally:
+            self._draining = False
+
+    def _replay_where(self) -> str:
+        """The ``--store URL -c ID`` of this runner's campaign, for a consumer's message."""
+        where = f"--store {shell_word(self.store.url)}"
+        return where if self.campaign_id is None else f"{where} -c {self.campaign_id}"
 
     def _interrupted(self, summary: CampaignSummary | None) -> str:
         """What a ``KeyboardInterrupt`` out of ``run``/``resume`` says: what was kept, and
@@ -1710,7 +1749,8 @@ class Runner:
                 try:
                     kwargs = self._dispatcher_kwargs()
                     consumers = [
-                        QueuedConsumer(cb, ref) for ref, cb in _file_subscriptions(instrument)
+                        QueuedConsumer.of(cb, ref, replay=self._replay_where)
+                        for ref, cb in _file_subscriptions(instrument)
                     ]
                     self._file_consumers += consumers
                     kwargs["subscriptions"] = [*kwargs["subscriptions"], *consumers]

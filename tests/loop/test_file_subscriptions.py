@@ -11,6 +11,8 @@ real RunEngine, a real SQLite store, the command line.
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from loop import Runner, Store, parse_campaign
-from tests.cli_process import run_cli
+from tests.cli_process import run_cli, start_cli
 
 CONSUMER = """\
 import json
@@ -48,6 +50,13 @@ def stalled():
             time.sleep(0.02)
         with open(HERE / "seen.jsonl", "a") as out:
             out.write(json.dumps([name, doc.get("trial_id")]) + "\\n")
+    return callback
+
+
+def crawling():
+    # a catalog that takes 8 s a document: always making progress, never done
+    def callback(name, doc):
+        time.sleep(8)
     return callback
 
 
@@ -106,6 +115,14 @@ def test_every_run_reaches_the_consumers_the_instrument_file_names(tmp_path: Pat
     documents = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     descriptors = [doc for name, doc in documents if name == "descriptor"]
     assert descriptors and {d["data_keys"]["x"]["dtype"] for d in descriptors} == {"number"}
+    # what a consumer left behind lacks, from the trial its message names
+    later = _cli(tmp_path, "export", "--store", url, "-f", "jsonl", "--from-trial", "2")
+    starts = [doc for name, doc in map(json.loads, later.stdout.splitlines()) if name == "start"]
+    assert [d["trial_number"] for d in starts] == [2, 3]
+    rows = _cli(tmp_path, "export", "--store", url, "-f", "csv", "--from-trial", "3")
+    assert len(rows.stdout.splitlines()) == 2 and rows.stdout.splitlines()[1].startswith("3,")
+    refused = _cli(tmp_path, "export", "--store", url, "-f", "yaml", "--from-trial", "3")
+    assert refused.returncode == 2 and "drop --from-trial" in refused.stderr
     said = " ".join(done.stderr.split())
     assert said.count("broker down") == 1
     assert "subscription consumers.py:broken_consumer raised on a start document" in said
@@ -181,14 +198,15 @@ def test_a_consumer_the_file_names_that_stalls_holds_no_trial(
 ) -> None:
     """The instrument file's consumers are fed from a queue of their own, as the Python
     API's are: a Tiled server that stops answering held every trial of the campaign."""
-    monkeypatch.setattr("loop.consumers.DRAIN_SECONDS", 0.5)
+    monkeypatch.setattr("loop.consumers.STUCK_SECONDS", 0.5)
     campaign = _campaign(tmp_path, "[consumers.py:stalled]")
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     loaded = parse_campaign(campaign.read_text(), path=campaign, base_dir=tmp_path)
     summary = Runner(loaded, store).run()
     assert (summary.status, summary.completed) == ("completed", 3)
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "subscription consumers.py:stalled did not take its last 12 document(s)" in said
+    assert "consumers.py:stalled is left without its last 12 document(s), from trial #1" in said
+    assert "--format jsonl --from-trial 1` replays them from the store" in said
     seen = tmp_path / "seen.jsonl"
     assert not seen.exists()
     (tmp_path / "answering").touch()
@@ -197,3 +215,38 @@ def test_a_consumer_the_file_names_that_stalls_holds_no_trial(
         time.sleep(0.02)
     names = [json.loads(line)[0] for line in seen.read_text().splitlines()]
     assert names == ["start", "descriptor", "event", "stop"] * 3
+
+
+def test_ctrl_c_while_the_command_waits_for_a_consumer_ends_the_wait(tmp_path: Path) -> None:
+    """The wait for a consumer's last documents ignored the first Ctrl-C and SIGTERM (a
+    `docker stop` then killed it) and printed "stopping before the next trial starts" while
+    it waited on (found in review). The campaign is stored first; the signal ends the wait
+    and the command reports the completed campaign, naming what the consumer lacks."""
+    campaign = _campaign(tmp_path, "[consumers.py:crawling]")
+    db = tmp_path / "s.db"
+    proc = start_cli(
+        ["run", str(campaign), "--store", f"sqlite:///{db}"],
+        cwd=tmp_path,
+        default_stop_signals=True,
+    )
+    status = ""
+    deadline = time.monotonic() + 120
+    while status != "completed" and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if db.exists():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                try:
+                    (status,) = conn.execute("SELECT status FROM campaign").fetchone() or ("",)
+                except (sqlite3.OperationalError, TypeError):
+                    status = ""
+    assert status == "completed"
+    time.sleep(1.5)  # into the wait: 12 documents at 8 s each would take 90 s
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=40)  # a guard against a hang, not a timing
+    said = " ".join(err.split())
+    assert proc.returncode == 0, said
+    assert "waiting for subscription consumers.py:crawling" in said
+    assert "consumers.py:crawling is left without its last" in said
+    assert "not waiting for the live consumers any more (all is stored)" in said
+    assert "before the next trial starts" not in said
+    assert "3 completed, 0 failed" in out
