@@ -834,16 +834,21 @@ def open_campaign(
 
     if loaded is None:
         return stored(store.campaign(campaign).id), False
-    for row in reversed(store.campaigns()):
-        if row.name != loaded.campaign.name or row.status not in UNFINISHED:
-            continue
+    # The campaign of the file's name: an unfinished one, else the latest. A finished one
+    # is continued too, so that its budget is extended (--max-trials) or the suggest refused
+    # naming the limit, as `suggest -c` does; a new campaign of the same name had started
+    # from the first design point, learning nothing from the trials (found in review).
+    named = [row for row in reversed(store.campaigns()) if row.name == loaded.campaign.name]
+    row = next((r for r in named if r.status in UNFINISHED), named[0] if named else None)
+    if row is not None:
         if row.config_text != loaded.text:
             from loop.config import changed_keys
 
             changes = changed_keys(row.config_text, loaded.text)
             differs = f" (the file differs at {'; '.join(changes)})" if changes else ""
+            done = "" if row.status in UNFINISHED else f", {row.status},"
             raise InvalidInput(
-                f"campaign '{row.name}' (id {row.id}) in this store was created from a "
+                f"campaign '{row.name}' (id {row.id}){done} in this store was created from a "
                 f"different file{differs}; continue it with `closedloop suggest --store "
                 f"{shell_word(store.url)} -c {row.id}` (a budget is changed with --max-trials, "
                 "--max-failures or --max-duration), or give the new campaign another name"

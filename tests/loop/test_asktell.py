@@ -592,6 +592,31 @@ def test_suggest_file_of_another_text_is_refused(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "created from a different file" in out.output
 
 
+def test_suggest_file_of_a_finished_campaign_extends_it_not_a_new_one(tmp_path: Path) -> None:
+    """The daily ask/tell loop is `suggest FILE`: once `tell` spent the budget, the next
+    `suggest FILE` started a new campaign of the same name from the first design point,
+    learning nothing from the trials, and `--max-trials` became its budget (found in
+    review). It now refuses, naming the limit, and a larger limit extends the campaign."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = _campaign(tmp_path, max_trials=2)
+    ids = [t["trial_id"] for t in _suggest(url, str(file), "-n", "2")["trials"]]
+    for i, trial in enumerate(ids):
+        assert _cli("tell", "--store", url, str(trial), f"yield={i}").exit_code == 0
+    done = _cli("suggest", str(file), "--store", url)
+    said = " ".join(done.output.split())
+    assert done.exit_code != 0 and "is done: max_trials reached" in said and "-c 1" in said
+    more = _suggest(url, str(file), "--max-trials", "3")
+    assert [t["number"] for t in more["trials"]] == [3]
+    store = Store(url, create=False)
+    try:
+        assert [(c.id, c.name) for c in store.campaigns()] == [(1, "bench")]
+    finally:
+        store.close()
+    edited = _campaign(tmp_path, max_trials=5)
+    other = _cli("suggest", str(edited), "--store", url)
+    assert other.exit_code == 2 and "created from a different file" in other.output
+
+
 FIXED = """\
 name: fixedp
 parameters:
