@@ -476,6 +476,17 @@ def code_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
             if old.get(key) != new.get(key)
         ]
         at = str(c.get("at", ""))[:16].replace("T", " ")
+        if [k for k in _ORIGIN_FIELDS if old.get(k) != new.get(k)] == ["file"] and old.get(
+            "sha256"
+        ):
+            # the project folder moved: the same code from another path, which had read as
+            # "measured by other code" (found in review)
+            lines.append(
+                f"{called} {name} moved, same code (sha256 {_shown('sha256', new.get('sha256'))}"
+                f"): trials from {c.get('first_trial')} on ran it from there (was "
+                f"{old.get('file')}, {at} UTC)"
+            )
+            continue
         lines.append(
             f"{called} {name} changed: trials from {c.get('first_trial')} on were {made} by "
             f"other code ({', '.join([*shown, f'{at} UTC'])})"

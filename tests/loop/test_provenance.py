@@ -390,3 +390,25 @@ def test_export_yaml_says_which_prior_data_the_file_names(tmp_path: Path) -> Non
     assert by_file[False].endswith(
         "; given with --prior: give it again so, or name it in prior_data."
     )
+
+
+def test_a_moved_function_file_reads_as_moved_not_as_other_code() -> None:
+    """A project folder moved between sessions: the same bytes from another path read as
+    "trials from 21 on were measured by other code" (found in review)."""
+    from loop.provenance import code_change_lines
+
+    same = "c" * 64
+    moved = {
+        "what": "function",
+        "old": {"file": "/lab/measure.py", "sha256": same},
+        "new": {"file": "/moved/measure.py", "sha256": same},
+        "first_trial": 21,
+        "at": "2026-12-07T04:40:00",
+    }
+    (line,) = code_change_lines([moved])
+    assert line == (
+        "function file /moved/measure.py moved, same code (sha256 cccccccccccc): trials from "
+        "21 on ran it from there (was /lab/measure.py, 2026-12-07 04:40 UTC)"
+    )
+    edited = moved | {"new": {"file": "/moved/measure.py", "sha256": "d" * 64}}
+    assert "measured by other code" in code_change_lines([edited])[0]
