@@ -841,7 +841,9 @@ def open_campaign(
     named = [row for row in reversed(store.campaigns()) if row.name == loaded.campaign.name]
     row = next((r for r in named if r.status in UNFINISHED), named[0] if named else None)
     if row is not None:
-        if row.config_text != loaded.text:
+        from loop.config import same_content
+
+        if row.config_text != loaded.text and not same_content(row.config_text, loaded.text):
             from loop.config import changed_keys
 
             changes = changed_keys(row.config_text, loaded.text)

@@ -436,10 +436,15 @@ def _say_file_edited(runner: Runner) -> None:
     was ignored without a word (found in review)."""
     from loop.config import changed_keys
 
-    path = runner.loaded.path
+    stored_at = runner.loaded.path
+    # where it was stored from, else here: a project folder moved with its files (where a
+    # `function:` file is looked for too); an edit there was not said (found in review)
+    path = next((p for p in (stored_at, Path.cwd() / stored_at.name) if p.is_file()), None)
     try:
-        edited = path.read_text(encoding="utf-8")
+        edited = path.read_text(encoding="utf-8") if path is not None else None
     except (OSError, UnicodeDecodeError):
+        edited = None
+    if path is None or edited is None:
         return  # moved, deleted or unreadable: the stored copy is all there is
     changes = changed_keys(runner.loaded.text, edited)
     if not changes:

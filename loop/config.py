@@ -1866,6 +1866,37 @@ def _csv_key(value: Any) -> Any:
         return text
 
 
+def _yaml_problem(text: str) -> str:
+    """Where and why ``text`` is not YAML: ``line 5: expected ',' or ']'``."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    try:
+        YAML(typ="safe", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        return f"{line}{exc.problem or exc.context or 'not YAML'}"
+    except Exception as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "not YAML"
+
+
+def same_content(stored: str, edited: str) -> bool:
+    """Whether two campaign texts say the same thing: only comments, layout or line
+    endings differ (both parse as YAML to equal data). ``suggest FILE`` refused a file
+    that had gained a comment, or been copied with CRLF line endings, as "a different
+    file" without saying what differed (found in review)."""
+    from ruamel.yaml import YAML
+
+    try:
+        return bool(
+            YAML(typ="safe", pure=True).load(stored) == YAML(typ="safe", pure=True).load(edited)
+        )
+    except Exception:
+        return False
+
+
 def changed_keys(stored: str, edited: str, *, most: int = 6) -> list[str]:
     """What an edited campaign file changes against the text a campaign was stored from,
     one ``key: old -> new`` per value (at most ``most``, then how many more), keys dotted
@@ -1883,6 +1914,10 @@ def changed_keys(stored: str, edited: str, *, most: int = 6) -> list[str]:
             return None
 
     old, new = load(stored), load(edited)
+    if old is not None and new is None and edited.strip():
+        # a syntax slip in the edited file was no change at all to `resume` (found in
+        # review): it goes on with the stored copy, and must say the edit was not read
+        return [f"it does not read as YAML any more ({_yaml_problem(edited)})"]
     if old is None or new is None:
         return []
     found: list[str] = []

@@ -615,6 +615,15 @@ def test_suggest_file_of_a_finished_campaign_extends_it_not_a_new_one(tmp_path: 
     edited = _campaign(tmp_path, max_trials=5)
     other = _cli("suggest", str(edited), "--store", url)
     assert other.exit_code == 2 and "created from a different file" in other.output
+    # a comment added, CRLF line endings: the same campaign, continued (it was refused as
+    # "a different file" without saying what differed; found in review)
+    text = (CAMPAIGN % 2).replace("\n", "\r\n") + "# batch 2: new substrate lot\r\n"
+    file.write_bytes(text.encode())
+    assert (
+        _cli("tell", "--store", url, str(more["trials"][0]["trial_id"]), "yield=1").exit_code == 0
+    )
+    said = " ".join(_cli("suggest", str(file), "--store", url).output.split())
+    assert "is done: max_trials reached" in said  # the stored campaign, not a refusal
 
 
 FIXED = """\

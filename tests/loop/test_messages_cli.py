@@ -278,6 +278,31 @@ def test_resume_names_what_an_edited_file_changes(tmp_path: Path) -> None:
     ) in said
 
 
+def test_resume_from_a_moved_folder_names_what_its_file_changes(tmp_path: Path) -> None:
+    """The project folder moved, and the file edited there: resume read only the path it
+    was stored from, and said nothing (found in review)."""
+    url = _finished(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    text = (tmp_path / "b.yaml").read_text()
+    (tmp_path / "b.yaml").unlink()
+    (moved / "b.yaml").write_text(text.replace("bounds: [0, 15]", "bounds: [0, 5]"))
+    resumed = closedloop("resume", "--store", url, "-c", "1", "--max-trials", "3", cwd=moved)
+    assert resumed.returncode == 0, resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert f"warning: {moved / 'b.yaml'} has changed since campaign 'b' was stored" in said
+    assert "parameters[1].bounds[1]: 15 -> 5" in said
+
+
+def test_same_content_is_comments_layout_and_line_endings() -> None:
+    from loop.config import same_content
+
+    text = "name: a\nbudget: {max_trials: 6}\n"
+    assert same_content(text, "# batch 2\n" + text.replace("\n", "\r\n"))
+    assert not same_content(text, text.replace("6", "7"))
+    assert not same_content(text, "name: [")
+
+
 def test_changed_keys_says_each_value_and_ignores_layout() -> None:
     from loop.config import changed_keys
 
@@ -292,7 +317,9 @@ def test_changed_keys_says_each_value_and_ignores_layout() -> None:
         "budget.max_trials: 6 -> 8",
         "seed: (absent) -> 3",
     ]
-    assert changed_keys(old, "name: [") == []  # does not parse: nothing to say
+    # an edit that does not parse is said, or resume went on without a word (found in review)
+    (slip,) = changed_keys(old, "name: a\nparameters:\n  - {name: x, bounds: [0, 1}\n")
+    assert slip.startswith("it does not read as YAML any more (line 3: ")
     # a parameter added or removed is named (both sides were cut where they were the same)
     added = old + "  - {name: x3, type: int, bounds: [0, 3]}\n"
     assert changed_keys(old, added.replace("[0, 1]", "[0, 2]")) == [
