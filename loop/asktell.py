@@ -1408,9 +1408,16 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
     trial = _stored_trial(store, trial_id)
     if trial.status != "running":
+        # --amend corrects what was told, not what a runner measured: naming it for a
+        # measured trial sent the user to a refusal (found in review)
+        fix = (
+            "a runner measured it, and its measurement stays as recorded"
+            if _dispatched(store, trial)
+            else "`tell --amend REASON` corrects it"
+        )
         raise AlreadyRecorded(
             f"trial {trial_id} (#{trial.number}) is already {trial.status}; its result is "
-            "recorded once (`tell --amend REASON` corrects it)",
+            f"recorded once ({fix})",
             trial,
             store.trial_outputs(trial_id),
         )

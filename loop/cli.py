@@ -940,7 +940,10 @@ def _print_model(c: Any, records: list[dict[str, Any]], estimates: Any) -> None:
         highlight=False,
         markup=False,
     )
-    n, d = len(estimates.mean), len(c.parameters)
+    from loop.config import FixedParameter
+
+    # the searched parameters: a fixed one is no dimension of the model (it was counted)
+    n, d = len(estimates.mean), sum(not isinstance(p, FixedParameter) for p in c.parameters)
     if n < 5 * d + 5:
         # At 16 trials of a 6-parameter campaign the fitted noise was a third of the true
         # one and an estimate 5.6 of its sd off (found in review): say so.

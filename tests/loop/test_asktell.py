@@ -1318,3 +1318,38 @@ def test_the_report_trace_ends_at_the_last_trial_with_an_outcome(tmp_path: Path)
     line = best.get_lines()[0]
     xs, ys = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
     assert xs.tolist() == [1, 2] and ys.tolist() == [50.0, 60.0]
+
+
+def test_telling_a_trial_a_runner_measured_does_not_offer_amend(tmp_path: Path) -> None:
+    """`--amend` corrects a told result and refuses a measured one: naming it for a trial a
+    runner measured sent the user to that refusal (found in review)."""
+    from loop import parse_campaign
+
+    text = (
+        "name: measured\nparameters:\n  - {name: x1, type: float, bounds: [-5, 10]}\n"
+        "  - {name: x2, type: float, bounds: [0, 15]}\nobjectives: [{name: y, goal: minimize}]\n"
+        "instrument: {simulator: branin}\nplanner: {kind: sobol}\nbudget: {max_trials: 1}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = Store(url)
+    try:
+        Runner(parse_campaign(text, path=tmp_path / "m.yaml", base_dir=tmp_path), store).run()
+    finally:
+        store.close()
+    told = _cli("tell", "--store", url, "1", "y=3")
+    said = " ".join(told.output.split())
+    assert told.exit_code == 2 and "a runner measured it" in said and "--amend" not in said
+
+
+def test_status_model_counts_the_searched_parameters_only(tmp_path: Path) -> None:
+    """A fixed parameter is no dimension of the model: counted, it inflated the "only n
+    trials for d parameters" caution (found in review)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    ids = [
+        t["trial_id"]
+        for t in _suggest(url, str(_campaign(tmp_path, text=FIXED)), "-n", "2")["trials"]
+    ]
+    for i, trial in enumerate(ids):
+        assert _cli("tell", "--store", url, str(trial), f"y={0.2 + i}").exit_code == 0
+    shown = " ".join(_cli("status", "--store", url, "--model").output.split())
+    assert "only 2 measured trials for 1 parameter:" in shown
