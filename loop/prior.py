@@ -130,6 +130,8 @@ class PriorData(list[PriorRow]):
     def __init__(self, rows: Sequence[PriorRow] = ()) -> None:
         super().__init__(rows)
         self.skipped: Counter[str] = Counter()
+        # (file, data row) of the rows outside the campaign's bounds or constraints
+        self.outside: list[tuple[Path, int]] = []
 
     def skipped_note(self) -> str:
         """`` (2 rows skipped, not measured: 1 failed, 1 abandoned)`` to follow a count of
@@ -139,6 +141,28 @@ class PriorData(list[PriorRow]):
             return ""
         which = ", ".join(f"{n} {status}" for status, n in self.skipped.items())
         return f" ({total} row{'s' if total != 1 else ''} skipped, not measured: {which})"
+
+    def outside_note(self) -> str | None:
+        """What to say of the rows outside the campaign's bounds or constraints, or
+        ``None``: they are used (a model learns from them where they lie; the planner
+        proposes inside only), and the user should know which they are."""
+        if not self.outside:
+            return None
+        by_file: dict[Path, list[int]] = {}
+        for path, row in self.outside:
+            by_file.setdefault(path, []).append(row)
+        where = "; ".join(
+            f"{path.name} row{'s' if len(rows) > 1 else ''} "
+            + ", ".join(map(str, rows[:10]))
+            + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+            for path, rows in by_file.items()
+        )
+        return (
+            f"{counted(len(self.outside), 'prior-data row')} "
+            f"{'is' if len(self.outside) == 1 else 'are'} outside the campaign's "
+            f"bounds or constraints ({where}): used as measurements there (a BoTorch model "
+            "learns from them; the Ax backend leaves them out); proposals stay inside"
+        )
 
 
 def prior_files(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[Path]:
@@ -174,6 +198,10 @@ def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) ->
         read = read_prior_csv(f, c, outputs)
         rows.extend(read)
         rows.skipped.update(read.skipped)
+        rows.outside += read.outside
+    note = rows.outside_note()
+    if note is not None:
+        logger.warning("%s", note)
     model = c.planner.kind in ("botorch", "ax") and not c.planner.plugin
     if len(rows) > _MANY_PRIOR_ROWS and model:
         # said before it is paid: the first suggest ran 274 s at 1.8 GB with no word (found
@@ -342,16 +370,22 @@ def _read_row(
             point[name] = _parse_parameter(path, line, number, param, record[name])
     try:
         point = space.validate(point)
-    except InvalidPoint as exc:
-        raise PriorDataError(
-            path,
-            str(exc),
-            line=line,
-            row=number,
-            column=_column_of(str(exc), params),
-            fix="correct or delete the row; prior data must lie inside the campaign's "
-            "bounds, values and constraints",
-        ) from None
+    except InvalidPoint:
+        try:
+            # measured outside today's bounds or constraints (the space was narrowed since):
+            # learned from where it lies, and said (PriorData.outside)
+            point = space.measured(point)
+        except InvalidPoint as exc:
+            raise PriorDataError(
+                path,
+                str(exc),
+                line=line,
+                row=number,
+                column=_column_of(str(exc), params),
+                fix="correct or delete the row; each value must be one its parameter can "
+                "take (a whole number for an int, one of a choice's values)",
+            ) from None
+        rows.outside.append((path, number))
     point = _achieved(point, record, params, space)
     values: dict[str, float] = {}
     for name in outputs:

@@ -595,15 +595,15 @@ class BoTorchPlanner:
         sentinel magnitude (an overrange code such as 9.9e37) reach it clipped, and a column
         of small values (currents in amps) scaled up by a power of two
         (:meth:`_model_outcomes`).
-        Inputs slightly outside the space (instrument readbacks) are clamped to its bounds.
+        Inputs outside the space (a readback past a bound, prior data measured before the
+        space was narrowed) stay where they were measured, outside the unit cube the model
+        normalises to: clamped onto the bounds, a reading at 12 of a parameter now bounded
+        at 5 was taken for one at 5 (found in review).
         """
         names = self.outcome_names
         rows = [i for i, o in enumerate(self.observations) if o.usable_for(names)]
         usable = [self.observations[i] for i in rows]
         X = self.space.encode([o.parameters for o in usable])
-        clamped = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
-        if not torch.equal(clamped, X):
-            logger.warning("observed parameters outside the space were clamped to its bounds")
         Y, scale = self._model_outcomes(rows)
         Y = Y * scale
         failed = [o for o in self.observations if o.outcome == "failed"]
@@ -614,10 +614,9 @@ class BoTorchPlanner:
             # success there still wins the acquisition (benchmarks/failure_region.py: 12.5 %
             # of proposals in the failing region without this, 4 % with it).
             Xf = self.space.encode([o.parameters for o in failed])
-            Xf = torch.minimum(torch.maximum(Xf, self._bounds[0]), self._bounds[1])
             Yf = Y.min(dim=0).values.expand(len(failed), -1)
-            return torch.cat([clamped, Xf]), torch.cat([Y, Yf])
-        return clamped, Y
+            return torch.cat([X, Xf]), torch.cat([Y, Yf])
+        return X, Y
 
     def _model_outcomes(self, rows: Sequence[int]) -> tuple[Tensor, Tensor]:
         """The rows of ``train_Y`` (see :meth:`training_data`) of the usable observations

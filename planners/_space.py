@@ -588,6 +588,39 @@ class Space:
             elif not math.isfinite(float(v)):
                 raise InvalidPoint(f"{p.name}={v!r} is not finite")
 
+    def measured(self, point: Mapping[str, Any]) -> Point:
+        """``point`` coerced to the parameters' types as a measured point (see
+        :meth:`check_measured`): outside the bounds or the constraints is allowed, a value
+        its parameter cannot represent is not (an int that is not whole, a log-scale value
+        that is not positive, a point off a candidate table).
+
+        Prior data measured before the space was narrowed lies there, and a model learns
+        from it there; refusing it made the user delete real measurements (found in review).
+
+        Raises:
+            InvalidPoint: naming what is wrong.
+        """
+        self.check_measured(point)
+        out: Point = {}
+        for p in self.parameters:
+            if isinstance(p, FixedParameter):
+                out[p.name] = p.value
+                continue
+            v = point[p.name]
+            if isinstance(p, ChoiceParameter):
+                out[p.name] = p.values[_choice_index(p, v)]
+            elif isinstance(p, IntParameter):
+                if float(v) != int(v):
+                    raise InvalidPoint(f"{p.name}={v!r} is not an integer")
+                out[p.name] = int(v)
+            else:
+                out[p.name] = float(v)
+            if isinstance(p, _Bounded) and p.log and not float(out[p.name]) > 0:
+                raise InvalidPoint(f"{p.name}={v!r} is not positive, and {p.name} is log-scale")
+        if self.candidates is not None:
+            return self.validate(out)  # a table's points are the only ones there are
+        return out
+
     def _validate_box(self, point: Mapping[str, Any]) -> Point:
         """Names, types and bounds (and fixed values), no constraints or table."""
         missing = [n for n in self.names if n not in point and n not in self.fixed]

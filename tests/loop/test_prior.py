@@ -144,11 +144,9 @@ def test_botorch_learns_the_prior_and_shortens_its_initial_design(tmp_path: Path
 
 BAD = [
     # (csv text, line, row, column, fragments)
-    ("x1,x2,mode,stage,y\n0,0,a,1,1\n11,0,a,1,2\n", 3, 2, "x1", ["outside its bounds"]),
     ("x1,x2,mode,stage,y\n0,0,c,1,1\n", 2, 1, "mode", ["'c' is not one of the values a, b"]),
     ("x1,x2,mode,stage,y\n0,0,a,1.5,1\n", 2, 1, "stage", ["not an integer"]),
     ("x1,x2,mode,stage,y\n0,zero,a,1,1\n", 2, 1, "x2", ["'zero' is not a number"]),
-    ("x1,x2,mode,stage,y\n9,12,a,1,1\n", 2, 1, None, ["constraints[0] ('x1 + x2 <= 20')"]),
     ("x1,x2,mode,stage,y\n0,0,a,1,\n", 2, 1, "y", ["is empty"]),
     ("x1,x2,mode,stage,y\n0,0,a,1,nan\n", 2, 1, "y", ["not finite"]),
     (  # measured elsewhere at another value: not a typo to correct
@@ -266,12 +264,12 @@ def test_cli_prior_option_adds_rows_and_a_bad_one_runs_nothing(tmp_path: Path) -
     assert "3 completed, 5 prior-data" in status.output
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("x1,x2,mode,stage,y\n2,99,a,1,9\n")
+    bad.write_text("x1,x2,mode,stage,y\n2,3,a,2.5,9\n")
     other = tmp_path / "other.db"
     args = ["run", str(loaded.path), "--store", f"sqlite:///{other}", "--prior", str(bad)]
     result = cli.invoke(app, args)
     assert isinstance(result.exception, PriorDataError)
-    assert f"{bad}:2: row 1, column 'x2'" in str(result.exception)
+    assert f"{bad}:2: row 1, column 'stage'" in str(result.exception)
     assert not other.exists(), "a bad prior-data file must create no store"
 
 
@@ -326,12 +324,12 @@ def test_a_row_of_one_cell_is_counted_in_the_singular(tmp_path: Path) -> None:
 def test_every_bad_row_is_named_at_once(tmp_path: Path) -> None:
     """Only the first bad row was named, so a spreadsheet was mended one run per row
     (found in review)."""
-    bad = GOOD + "0,0,c,1,8,\n20,0,a,1,8,\n0,0,a,1,,\n"
+    bad = GOOD + "0,0,c,1,8,\n0,0,a,1.5,8,\n0,0,a,1,,\n"
     with pytest.raises(PriorDataError) as info:
         load_prior_data(_setup(tmp_path, bad))
     err = info.value
     assert (err.line, err.row, err.column) == (6, 5, "mode")
-    assert "(3 rows cannot be used; the others: line 7: row 6, column 'x1': " in err.problem
+    assert "(3 rows cannot be used; the others: line 7: row 6, column 'stage': " in err.problem
     assert "line 8: row 7, column 'y': is empty" in err.problem
 
 
@@ -470,3 +468,25 @@ def test_notebook_columns_are_refused_all_at_once_with_how_to_drop_them(tmp_path
     assert "columns 'date', 'notes', 'zz' are neither parameters nor outputs" in str(err)
     assert "did you mean 'z' for 'zz'?" in err.fix
     assert "delete any other column (notes, dates)" in err.fix
+
+
+def test_rows_outside_the_bounds_or_constraints_are_used_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's way on after narrowing a space is to export the trials and start the
+    corrected file with them as prior data; a row outside the new bounds or constraints
+    refused the whole file, so real measurements had to be deleted (found in review). They
+    are used where they were measured, and named; a value its parameter cannot take is
+    still refused."""
+    rows = GOOD + "11,0,a,1,8,\n9,12,a,1,7,\n"
+    with caplog.at_level("WARNING", logger="loop.prior"):
+        loaded = load_prior_data(_setup(tmp_path, rows))
+    assert len(loaded) == GOOD.count("\n") - 1 + 2
+    assert {(r.parameters["x1"], r.parameters["x2"]) for r in loaded} >= {(11.0, 0.0), (9.0, 12.0)}
+    said = " ".join(caplog.text.split())
+    assert (
+        "2 prior-data rows are outside the campaign's bounds or constraints (prior.csv rows" in said
+    )
+    assert "proposals stay inside" in said
+    with pytest.raises(PriorDataError, match="not an integer"):
+        load_prior_data(_setup(tmp_path, GOOD + "11,0,a,1.5,8,\n"))

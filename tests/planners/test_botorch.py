@@ -631,3 +631,20 @@ def test_every_other_model_keeps_a_constant_mean(case: str) -> None:
         assert isinstance(getattr(feasibility, "mean_module", None), ConstantMean)
         return
     assert all(isinstance(gp.mean_module, ConstantMean) for gp in gps)
+
+
+def test_an_observed_point_outside_the_bounds_is_modelled_where_it_was_measured() -> None:
+    """Prior data measured before the space was narrowed (x=12 of [0, 5]) was clamped onto
+    the bound, so its reading was taken for one at 5 (found in review)."""
+    space = Space([FloatParameter(name="x", bounds=(0, 5))])
+    planner = BoTorchPlanner(space, MAX, CONFIG, seed=0, settings=FAST)
+    planner.ingest(
+        [
+            Observation(parameters={"x": x}, outputs={"y": -((x - 2) ** 2)})
+            for x in (12.0, 1.0, 2.0, 3.0, 4.5)
+        ]
+    )
+    X, _ = planner.training_data()
+    assert sorted(X[:, 0].tolist())[-1] == pytest.approx(12 / 5)
+    (point,) = planner.suggest(1)
+    assert 0 <= point["x"] <= 5  # proposals stay inside
