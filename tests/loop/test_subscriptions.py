@@ -184,9 +184,12 @@ def test_a_consumer_too_far_behind_is_given_up_and_keeps_a_whole_prefix(
     what the consumer was given stays a prefix of the documents (no hole inside it)."""
     answering = threading.Event()
     seen: list[int] = []
-    consumer = QueuedConsumer(
-        lambda name, doc: (answering.wait(), seen.append(doc["n"])), "srv", max_backlog=3
-    )
+
+    def server(name: str, doc: dict[str, Any]) -> None:
+        answering.wait()
+        seen.append(doc["n"])
+
+    consumer = QueuedConsumer(server, "srv", max_backlog=3)
     for n in range(10):
         consumer("event", {"n": n})
     said = [r.getMessage() for r in caplog.records if "srv" in r.getMessage()]
