@@ -888,15 +888,15 @@ def status(
     progress = _progress_line(trials, live=live and not _has_slots(c, trials))
     if progress:
         console.print(progress, markup=False, highlight=False)
-    from loop.provenance import code_change_lines, session_line, tell_line
+    from loop.provenance import amend_line, code_change_lines, session_line, tell_line
 
     # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
     sessions = session_line(db.sessions(row.id or 0))
     if sessions is not None:
         console.print(sessions, markup=False, highlight=False)
-    told = tell_line(db.tells(row.id or 0))
-    if told is not None:
-        console.print(told, markup=False, highlight=False)
+    for told in (tell_line(db.tells(row.id or 0)), amend_line(db.amends(row.id or 0))):
+        if told is not None:
+            console.print(told, markup=False, highlight=False)
     changes = db.function_changes(row.id or 0) + db.planner_changes(row.id or 0)
     for line in code_change_lines(sorted(changes, key=lambda c: str(c.get("at")))):
         console.print(line, style="bold yellow", markup=False, highlight=False)
@@ -1082,6 +1082,7 @@ def _status_json(
         "function_changes": db.function_changes(row.id or 0) if db is not None else [],
         "planner_changes": db.planner_changes(row.id or 0) if db is not None else [],
         "tells": db.tells(row.id or 0) if db is not None else [],
+        "amends": db.amends(row.id or 0) if db is not None else [],
     }
     if trials is None:  # the records' own rows, when the caller has them
         trials = db.trials(row.id or 0) if db is not None else []

@@ -460,6 +460,28 @@ def tell_line(tells: Sequence[Mapping[str, Any]]) -> str | None:
     return f"results told: {times}; latest {at} UTC by {last.get('by') or '?'}: {which}{source}"
 
 
+def amend_line(amends: Sequence[Mapping[str, Any]]) -> str | None:
+    """``closedloop status``'s line of the results corrected with ``tell --amend``: how
+    many, then the latest, what it changed and why; ``None`` when none was. A correction
+    was seen only through the store's events in Python (found in review)."""
+    if not amends:
+        return None
+    last = amends[-1]
+    at = str(last.get("at", ""))[:16].replace("T", " ")
+    old, new = last.get("old"), last.get("new")
+    old, new = (old, new) if isinstance(old, dict) and isinstance(new, dict) else ({}, {})
+    change = (
+        f"{old.get('status')} -> {new.get('status')}"
+        if old.get("status") != new.get("status")
+        else "outputs corrected"
+    )
+    times = "once" if len(amends) == 1 else f"{len(amends)} times"
+    return (
+        f"results amended: {times}; latest {at} UTC by {last.get('by') or '?'}: "
+        f"#{last.get('trial')} {change} ({last.get('reason')})"
+    )
+
+
 def code_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
     """``closedloop status``'s line per ``function_changed`` or ``planner_changed`` event
     (:meth:`loop.store.Store.code_changes`)."""

@@ -1905,6 +1905,12 @@ class Store:
         before these were recorded has none."""
         return [d for _, d in self._json_events(campaign_id, ("tell",))]
 
+    def amends(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Each ``tell --amend`` of the campaign's results, oldest first: ``at``, ``by``,
+        ``trial`` (its number), ``reason``, and ``old`` and ``new`` (``status``,
+        ``outputs``, ``readbacks``, ``error``): ``loop.asktell.amend``."""
+        return [d for _, d in self._json_events(campaign_id, ("amend",))]
+
     def code_changes(self, campaign_id: int, what: str) -> list[dict[str, Any]]:
         """The ``{what}_changed`` events (``what``: ``function`` or ``planner``), oldest
         first: ``at``, ``what``, ``old`` and ``new`` (the code's origin before and after, as

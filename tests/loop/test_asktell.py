@@ -859,6 +859,16 @@ def test_a_result_told_wrong_is_amended_and_the_old_one_kept(tmp_path: Path) -> 
     failed = _cli("tell", "--store", url, str(ids[0]), "--fail", "tip clogged", "--amend", "x")
     assert failed.exit_code == 0, failed.output
     assert _trials(url)[0]["status"] == "failed" and _trials(url)[0]["outputs"] == {}
+    # status shows the corrections (they were seen only in the store's events; found in
+    # review)
+    shown = _flat(_cli("status", "--store", url))
+    assert "results amended: 2 times; latest " in shown and "#1 completed -> failed (x)" in shown
+    as_json = json.loads(_cli("status", "--store", url, "--json").stdout)
+    assert [(a["by"], a["reason"], a["new"]["status"]) for a in as_json["amends"]][0] == (
+        "ana",
+        "plate rotated",
+        "completed",
+    )
     no_reason = _cli("tell", "--store", url, str(ids[0]), "yield=0.3", "--amend", " ")
     assert no_reason.exit_code == 2 and "--amend needs a reason" in _flat(no_reason)
 

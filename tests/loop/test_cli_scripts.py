@@ -224,6 +224,7 @@ KEYS = [
     "function_changes",
     "planner_changes",
     "tells",
+    "amends",
     "running_time_s",
     "runner",
     "last_finished_at",
@@ -262,6 +263,7 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "function_changes": [],
         "planner_changes": [],
         "tells": [],
+        "amends": [],
         "running_time_s": got["running_time_s"],  # tests/loop/test_status_progress.py
         "runner": None,  # finished: its lease released
         "last_finished_at": got["last_finished_at"],
