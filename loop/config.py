@@ -1887,12 +1887,18 @@ def same_content(stored: str, edited: str) -> bool:
     endings differ (both parse as YAML to equal data). ``suggest FILE`` refused a file
     that had gained a comment, or been copied with CRLF line endings, as "a different
     file" without saying what differed (found in review)."""
+    import json
+
     from ruamel.yaml import YAML
 
+    def canonical(text: str) -> str:
+        # types kept apart (1 and 1.0, true and 1 are equal in Python, not in a campaign:
+        # a choice's values [0, 1] edited to [false, true]); key order is layout
+        data = YAML(typ="safe", pure=True).load(text)
+        return json.dumps(data, sort_keys=True, default=repr)
+
     try:
-        return bool(
-            YAML(typ="safe", pure=True).load(stored) == YAML(typ="safe", pure=True).load(edited)
-        )
+        return canonical(stored) == canonical(edited)
     except Exception:
         return False
 

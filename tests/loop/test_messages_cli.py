@@ -301,6 +301,10 @@ def test_same_content_is_comments_layout_and_line_endings() -> None:
     assert same_content(text, "# batch 2\n" + text.replace("\n", "\r\n"))
     assert not same_content(text, text.replace("6", "7"))
     assert not same_content(text, "name: [")
+    assert same_content(text, "budget: {max_trials: 6}\nname: a\n")  # key order is layout
+    choice = "values: [0, 1]\n"
+    assert not same_content(choice, "values: [false, true]\n")  # equal in Python only
+    assert not same_content(choice, "values: [0, 1.0]\n")
 
 
 def test_changed_keys_says_each_value_and_ignores_layout() -> None:
