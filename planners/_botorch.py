@@ -166,6 +166,9 @@ _MIN_STDV_ABSOLUTE = 1e-100
 # improvement, 1e-3 on a constraint slack) are then small against the data's differences.
 # Ordinary objectives (Branin spans ~300, Hartmann6 ~3) keep their units.
 _SMALL_RANGE = 1e-2
+# How far past the box (share of each range) an observed point still counts as a design
+# point: a readback a hair past a bound (``BoTorchPlanner._in_box``).
+_BOX_SLACK = 1e-2
 
 
 @dataclass(frozen=True)
@@ -712,8 +715,7 @@ class BoTorchPlanner:
         ]
         if not any(label < 0 for _, label in rows):
             return None
-        X = self.space.encode([o.parameters for o, _ in rows])
-        X = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
+        X = self.space.encode([o.parameters for o, _ in rows])  # as measured (training_data)
         labels = torch.tensor([[label] for _, label in rows], dtype=torch.float64)
         return X, labels
 
@@ -1128,7 +1130,6 @@ class BoTorchPlanner:
         if len(rows) < 2:
             return None
         X = self.space.encode([self.observations[i].parameters for i in rows])
-        X = torch.minimum(torch.maximum(X, self._bounds[0]), self._bounds[1])
         Y, scales = self._model_outcomes(rows)
         with torch_threads(self.settings.torch_threads), torch.random.fork_rng():
             torch.manual_seed(derive_seed(self.seed, len(rows), 13))
@@ -1320,7 +1321,11 @@ class BoTorchPlanner:
         cover a finite space (three choices: three points; its feasible points under
         constraints), or the usable observations are twice ``n_initial``: counted as
         distinct only, a three-choice campaign never left its design (found in review)."""
-        usable = [o for o in self.observations if o.usable_for(self.outcome_names)]
+        usable = [
+            o
+            for o in self.observations
+            if o.usable_for(self.outcome_names) and self._in_box(o.parameters)
+        ]
         distinct = len({self._observed_key(o.parameters) for o in usable})
         if (
             distinct >= self.n_initial
@@ -1330,6 +1335,15 @@ class BoTorchPlanner:
             return max(distinct, self.n_initial)
         return distinct
 
+    def _in_box(self, point: Point) -> bool:
+        """Whether an observed point lies in the space's box, to 1 % of each range (a
+        readback a hair past a bound is the design point that was proposed). Prior data
+        measured outside a narrowed space teaches the model but is no design point: counted,
+        rows all outside the box skipped the whole design, and the model extrapolated over a
+        region with no data (found in review)."""
+        x = self.space.encode([point])
+        return bool(((x >= -_BOX_SLACK) & (x <= 1 + _BOX_SLACK)).all())
+
     @cached_property
     def _feasible_points(self) -> float:
         """The space's feasible points (``inf`` with a float parameter): enumerated once,
@@ -1338,8 +1352,8 @@ class BoTorchPlanner:
 
     def _observed_key(self, point: Point) -> Hashable:
         """:func:`point_key` of an observed point, which may lie outside the space (a
-        readback past a bound, clamped for the model: ``training_data``); such a point is
-        its values as read (found in CI: it broke every suggest after it)."""
+        readback past a bound, prior data measured before the space was narrowed); such a
+        point is its values as read (found in CI: it broke every suggest after it)."""
         try:
             return point_key(self.space, point)
         except ValueError:  # planners.InvalidPoint

@@ -648,3 +648,17 @@ def test_an_observed_point_outside_the_bounds_is_modelled_where_it_was_measured(
     assert sorted(X[:, 0].tolist())[-1] == pytest.approx(12 / 5)
     (point,) = planner.suggest(1)
     assert 0 <= point["x"] <= 5  # proposals stay inside
+    # and where the model's estimates of the measured points are made (status --model)
+    estimates = planner.model_estimates()
+    assert estimates is not None
+
+
+def test_rows_outside_the_box_are_no_design_points() -> None:
+    """Prior data all outside a narrowed space skipped the whole initial design, and the
+    model extrapolated over a region it had no data in (found in review)."""
+    space = Space([FloatParameter(name="x", bounds=(0, 5))])
+    planner = BoTorchPlanner(space, MAX, CONFIG, seed=0, settings=FAST)
+    outside = [Observation(parameters={"x": 6.0 + i}, outputs={"y": float(i)}) for i in range(8)]
+    planner.ingest([*outside, Observation(parameters={"x": 5.0 + 1e-3}, outputs={"y": 1.0})])
+    planner.suggest(1)
+    assert planner.timings[-1].n_model == 0  # a design point: one of four counted (5.001)
