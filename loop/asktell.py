@@ -841,21 +841,35 @@ def open_campaign(
     named = [row for row in reversed(store.campaigns()) if row.name == loaded.campaign.name]
     row = next((r for r in named if r.status in UNFINISHED), named[0] if named else None)
     if row is not None:
-        from loop.config import same_content
+        from loop.config import changed_keys, same_content
 
-        if row.config_text != loaded.text and not same_content(row.config_text, loaded.text):
-            from loop.config import changed_keys
-
-            changes = changed_keys(row.config_text, loaded.text)
-            differs = f" (the file differs at {'; '.join(changes)})" if changes else ""
-            done = "" if row.status in UNFINISHED else f", {row.status},"
+        edited = row.config_text != loaded.text and not same_content(row.config_text, loaded.text)
+        changes = changed_keys(row.config_text, loaded.text) if edited else []
+        differs = f" (the file differs at {'; '.join(changes)})" if changes else ""
+        if edited and row.status not in UNFINISHED:
+            # a finished campaign's file edited (a new target, other bounds): a new campaign,
+            # said, for only an unedited file can mean "go on" (a refusal that named `-c`
+            # led back to the finished one; found in review)
+            logger.warning(
+                "campaign '%s' (id %s) is %s and the file differs from it%s: a new campaign "
+                "of that name starts from the file (the finished one is continued with "
+                "`closedloop suggest --store %s -c %s --max-trials N`)",
+                row.name,
+                row.id,
+                row.status,
+                differs,
+                shell_word(store.url),
+                row.id,
+            )
+        elif edited:
             raise InvalidInput(
-                f"campaign '{row.name}' (id {row.id}){done} in this store was created from a "
+                f"campaign '{row.name}' (id {row.id}) in this store was created from a "
                 f"different file{differs}; continue it with `closedloop suggest --store "
                 f"{shell_word(store.url)} -c {row.id}` (a budget is changed with --max-trials, "
                 "--max-failures or --max-duration), or give the new campaign another name"
             )
-        return stored(row.id), False
+        else:
+            return stored(row.id), False
     runner = Runner(
         loaded, store, max_trials=max_trials, max_failures=max_failures, max_duration=max_duration
     )
@@ -1163,7 +1177,10 @@ def _spent_message(runner: Runner, name: str, spent: Spent, *, chosen: bool = Fa
     cid = runner._cid()
     done = f"campaign '{name}' (id {cid}) is done: {spent.reason}"
     if spent.option is None:
-        return f"{done}; nothing more to suggest, whatever the budget (start a new campaign)"
+        return (
+            f"{done}; nothing more to suggest, whatever the budget (start a new campaign: "
+            "edit the campaign file, e.g. its target or bounds, and suggest it again)"
+        )
     return (
         f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
         f"suggest --store {shell_word(runner.store.url)} -c {cid} {spent.option}`"

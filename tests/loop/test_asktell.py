@@ -592,7 +592,9 @@ def test_suggest_file_of_another_text_is_refused(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "created from a different file" in out.output
 
 
-def test_suggest_file_of_a_finished_campaign_extends_it_not_a_new_one(tmp_path: Path) -> None:
+def test_suggest_file_of_a_finished_campaign_extends_it_not_a_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The daily ask/tell loop is `suggest FILE`: once `tell` spent the budget, the next
     `suggest FILE` started a new campaign of the same name from the first design point,
     learning nothing from the trials, and `--max-trials` became its budget (found in
@@ -624,6 +626,13 @@ def test_suggest_file_of_a_finished_campaign_extends_it_not_a_new_one(tmp_path: 
     )
     said = " ".join(_cli("suggest", str(file), "--store", url).output.split())
     assert "is done: max_trials reached" in said  # the stored campaign, not a refusal
+    # a finished campaign's file edited (another budget, a new target): a new campaign, said
+    again = _cli("suggest", str(_campaign(tmp_path, max_trials=5)), "--store", url)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0, said
+    assert "created campaign bench (id 2)" in said
+    warned = " ".join(caplog.text.split())
+    assert "campaign 'bench' (id 1) is completed and the file differs from it" in warned
 
 
 FIXED = """\
