@@ -1425,12 +1425,16 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     """The pending trial ``trial_id`` (and its campaign's runner, cached in ``runners``)."""
     trial = _stored_trial(store, trial_id)
     if trial.status != "running":
+        from loop.runner import PRIOR_KIND
+
         # --amend corrects what was told, not what a runner measured: naming it for a
         # measured trial sent the user to a refusal (found in review)
         fix = (
-            "a runner measured it, and its measurement stays as recorded"
-            if _dispatched(store, trial)
-            else "`tell --amend REASON` corrects it"
+            "`tell --amend REASON` corrects it"
+            if is_told(trial)  # the one kind --amend corrects (told_trial)
+            else "it is prior data, and its CSV is the record"
+            if trial.kind == PRIOR_KIND
+            else "a runner measured it, and its measurement stays as recorded"
         )
         raise AlreadyRecorded(
             f"trial {trial_id} (#{trial.number}) is already {trial.status}; its result is "
@@ -1527,9 +1531,11 @@ def told_trial(store: Store, trial_id: int, runners: dict[int, Runner]) -> Trial
             f"trial {trial_id} (#{trial.number}) has no result yet: tell it without --amend"
         )
     if not is_told(trial):
+        from loop.runner import PRIOR_KIND
+
         what = (
             "prior data (its CSV is the record)"
-            if trial.kind == "prior"
+            if trial.kind == PRIOR_KIND
             else ("measured by a runner (its Bluesky documents hold the reading)")
         )
         raise InvalidInput(

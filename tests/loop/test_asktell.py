@@ -680,6 +680,9 @@ def test_suggest_file_starts_from_its_prior_data_as_run_does(tmp_path: Path) -> 
     trials = _trials(url)
     prior = [t for t in trials if t["kind"] == "prior"]
     assert len(prior) == 6 and all(t["status"] == "completed" for t in prior)
+    # told again: no --amend hint, which refuses prior data (found in review)
+    again = _cli("tell", "--store", url, str(prior[0]["trial_id"]), "y=1")
+    assert again.exit_code == 2 and "it is prior data, and its CSV is the record" in _flat(again)
     # six usable prior rows cover the 5-point initial design: the first proposal is a model's
     assert [t["kind"] for t in payload["trials"]] == ["model"]
     assert payload["trials"][0]["number"] == 7
