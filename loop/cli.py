@@ -438,13 +438,15 @@ def _say_file_edited(runner: Runner) -> None:
 
     stored_at = runner.loaded.path
     # where it was stored from, else here: a project folder moved with its files (where a
-    # `function:` file is looked for too); an edit there was not said (found in review)
-    path = next((p for p in (stored_at, Path.cwd() / stored_at.name) if p.is_file()), None)
-    try:
-        edited = path.read_text(encoding="utf-8") if path is not None else None
-    except (OSError, UnicodeDecodeError):
-        edited = None
-    if path is None or edited is None:
+    # `function:` file is looked for too); an edit there was not said (found in review).
+    # Here only a file of the campaign's name: another campaign's file of the same file
+    # name was compared instead (found in review).
+    path, edited = stored_at, _text_of(stored_at)
+    if edited is None:
+        path, edited = Path.cwd() / stored_at.name, _text_of(Path.cwd() / stored_at.name)
+        if edited is not None and _campaign_name(edited) != runner.campaign.name:
+            edited = None
+    if edited is None:
         return  # moved, deleted or unreadable: the stored copy is all there is
     changes = changed_keys(runner.loaded.text, edited)
     if not changes:
@@ -462,6 +464,26 @@ def _say_file_edited(runner: Runner) -> None:
         highlight=False,
         markup=False,
     )
+
+
+def _text_of(path: Path) -> str | None:
+    """A file's text, or ``None`` (missing, unreadable, not UTF-8)."""
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _campaign_name(text: str) -> str | None:
+    """The ``name:`` of a campaign file's text, or ``None`` (not YAML, no name)."""
+    from ruamel.yaml import YAML
+
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except Exception:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _attach_operator(runner: Runner) -> None:

@@ -142,7 +142,7 @@ class PriorData(list[PriorRow]):
         which = ", ".join(f"{n} {status}" for status, n in self.skipped.items())
         return f" ({total} row{'s' if total != 1 else ''} skipped, not measured: {which})"
 
-    def outside_note(self) -> str | None:
+    def outside_note(self, planner: str = "botorch") -> str | None:
         """What to say of the rows outside the campaign's bounds or constraints, or
         ``None``: they are used (a model learns from them where they lie; the planner
         proposes inside only), and the user should know which they are."""
@@ -157,11 +157,15 @@ class PriorData(list[PriorRow]):
             + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
             for path, rows in by_file.items()
         )
+        use = {
+            "botorch": "used as measurements there: the model learns from them where they lie",
+            "ax": "kept as measurements (the best trial, exports); Ax models only points "
+            "inside, so it leaves them out",
+        }.get(planner, "kept as measurements (the best trial, exports)")
         return (
             f"{counted(len(self.outside), 'prior-data row')} "
             f"{'is' if len(self.outside) == 1 else 'are'} outside the campaign's "
-            f"bounds or constraints ({where}): used as measurements there (a BoTorch model "
-            "learns from them; the Ax backend leaves them out); proposals stay inside"
+            f"bounds or constraints ({where}): {use}; proposals stay inside"
         )
 
 
@@ -199,7 +203,7 @@ def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) ->
         rows.extend(read)
         rows.skipped.update(read.skipped)
         rows.outside += read.outside
-    note = rows.outside_note()
+    note = rows.outside_note("plugin" if c.planner.plugin else c.planner.kind)
     if note is not None:
         logger.warning("%s", note)
     model = c.planner.kind in ("botorch", "ax") and not c.planner.plugin

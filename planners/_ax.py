@@ -245,19 +245,35 @@ class AxPlanner:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
         check_observations(self.space, observations)
         client = self._ensure_client()
+        outside: list[str] = []
         for obs in observations:
             self.n_ingested += 1
             if obs.outcome != "abandoned":
                 self._measured.append(obs.parameters)
-            index = self._trial_for(client, obs.parameters)
+            try:
+                point = self.space.validate(obs.parameters)
+            except InvalidPoint as exc:
+                outside.append(str(exc))
+                continue
+            index = self._trial_for(client, point)
             if index is None:
                 continue
             if not self._tell(client, index, obs):
-                point = self.space.validate(obs.parameters)
                 self._failed.append(point)
                 # Ax takes an abandoned trial's point for one in flight, so its model looks
                 # elsewhere (see ``_propose``); so does a rebuilt planner's, from the start.
                 client.mark_trial_abandoned(self._attach(client, point))
+        if outside:
+            # once per ingest, not once per point: hundreds of prior-data rows measured
+            # before the space was narrowed printed a line each at every command (found in
+            # review)
+            logger.warning(
+                "%d observation(s) outside the space not told to Ax (Ax models only points "
+                "inside its bounds and constraints; a readback past a bound, or prior data "
+                "measured before the space was narrowed): %s",
+                len(outside),
+                outside[0] + ("; ..." if len(outside) > 1 else ""),
+            )
 
     def suggest(self, n: int = 1, pending: Sequence[Point] = ()) -> list[Point]:
         """``n`` points from Ax, given the points in flight (attached as running trials)."""
@@ -475,15 +491,9 @@ class AxPlanner:
     def _key(self, point: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(repr(point.get(name)) for name in self.space.names)
 
-    def _trial_for(self, client: Any, parameters: Point) -> int | None:
-        """The Ax trial an observation belongs to: its running proposal, or a new one."""
-        try:
-            point = self.space.validate(parameters)
-        except InvalidPoint as exc:
-            logger.warning(
-                "observation %s is not in the space, not told to Ax: %s", parameters, exc
-            )
-            return None
+    def _trial_for(self, client: Any, point: Point) -> int | None:
+        """The Ax trial an observation at ``point`` (a member of the space) belongs to:
+        its running proposal, or a new one."""
         key = self._key(point)
         for index, proposed in self._running.items():
             if self._key(proposed) == key:

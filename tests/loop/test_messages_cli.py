@@ -292,6 +292,13 @@ def test_resume_from_a_moved_folder_names_what_its_file_changes(tmp_path: Path) 
     said = " ".join(resumed.stderr.split())
     assert f"warning: {moved / 'b.yaml'} has changed since campaign 'b' was stored" in said
     assert "parameters[1].bounds[1]: 15 -> 5" in said
+    # another campaign's file of that file name is not the campaign's (found in review)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b.yaml").write_text(text.replace("name: b", "name: other", 1))
+    resumed = closedloop("resume", "--store", url, "-c", "1", "--max-trials", "4", cwd=other)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "has changed since" not in resumed.stderr
 
 
 def test_same_content_is_comments_layout_and_line_endings() -> None:

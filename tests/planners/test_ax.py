@@ -390,3 +390,20 @@ def test_constraints_that_leave_no_point_are_an_infeasible_space_error() -> None
     planner = AxPlanner(space, MINIMISE_Y, config(2), seed=0)
     with pytest.raises(InfeasibleSpaceError, match="Ax found no point that meets all"):
         planner.suggest(1)
+
+
+def test_points_outside_the_space_are_said_once_per_ingest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prior data measured before the space was narrowed: a warning a point, at every
+    command that rebuilds the planner, was hundreds of lines (found in review)."""
+    planner = AxPlanner(BRANIN, MINIMISE_Y, config(3), seed=2)
+    outside = [
+        Observation(parameters={"x1": 20.0 + i, "x2": 1.0}, outputs={"y": 5.0}) for i in range(3)
+    ]
+    with caplog.at_level("WARNING", logger="planners._ax"):
+        planner.ingest(
+            [*outside, Observation(parameters={"x1": 1.0, "x2": 1.0}, outputs={"y": 9.0})]
+        )
+    said = [r.getMessage() for r in caplog.records if "outside the space" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("3 observation(s) outside the space not told")
