@@ -1038,13 +1038,13 @@ def suggest(
 MANUAL_KIND = "manual"
 
 
-def chosen_point(runner: Runner, at: Mapping[str, Any]) -> dict[str, Any]:
+def chosen_point(runner: Runner, at: Mapping[str, Any], *, label: str = "--at") -> dict[str, Any]:
     """``at`` as a point of the campaign's space (``suggest --at``), or :class:`InvalidInput`
     saying why not: every parameter given (a fixed one may be left out), each value one its
     parameter can take, the constraints met, and the instrument file's limits kept. A
     person's point is refused, not recorded as failed as a planner's would be: they can
     correct it. ``runner`` need not have created its campaign yet (``open_campaign``'s
-    ``check``)."""
+    ``check``). ``label``: the option the messages name (``--repeat 7``)."""
     from planners import FixedParameter, InvalidPoint
 
     names = [p.name for p in runner.space.parameters]
@@ -1056,16 +1056,16 @@ def chosen_point(runner: Runner, at: Mapping[str, Any]) -> dict[str, Any]:
         if missing:
             said.append(f"{', '.join(missing)} not given")
         raise InvalidInput(
-            f"--at: {'; '.join(said)}; a chosen point gives every parameter ({', '.join(free)})"
+            f"{label}: {'; '.join(said)}; a chosen point gives every parameter ({', '.join(free)})"
         )
     try:
         valid = runner.space.validate(at)
     except InvalidPoint as exc:
-        raise InvalidInput(f"--at: the point lies outside the search space: {exc}") from None
+        raise InvalidInput(f"{label}: the point lies outside the search space: {exc}") from None
     (reason,) = _refusals(_instrument_limits(runner), [valid])
     if reason is not None:
         raise InvalidInput(
-            f"--at: the instrument's limits refuse the point: "
+            f"{label}: the instrument's limits refuse the point: "
             f"{reason.removeprefix(REFUSED_PREFIX)}; nothing was recorded"
         )
     return valid

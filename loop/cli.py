@@ -2140,6 +2140,9 @@ def suggest(
             if at or repeat is not None:
                 base = {} if repeat is None else trial_point(db, repeat, runner._cid())
                 chosen = {**base, **_chosen_values(runner, at or [])}
+                if repeat is not None:  # its refusal names --repeat, not an --at not given
+                    named = f"--repeat {repeat}" + (" with --at" if at else "")
+                    chosen_point(runner, chosen, label=named)
             refused: list[Refused] = []  # outside the instrument's limits: warned about
             with _choosing(n):
                 proposals = ask(runner, n, refused=refused, at=chosen)

@@ -1375,3 +1375,15 @@ def test_status_model_counts_the_searched_parameters_only(tmp_path: Path) -> Non
         assert _cli("tell", "--store", url, str(trial), f"y={0.2 + i}").exit_code == 0
     shown = " ".join(_cli("status", "--store", url, "--model").output.split())
     assert "only 2 measured trials for 1 parameter:" in shown
+
+
+def test_repeating_a_point_outside_the_space_names_repeat(tmp_path: Path) -> None:
+    """A prior row measured outside today's bounds cannot be replicated; the refusal named
+    an `--at` the command was not given (found in review)."""
+    (tmp_path / "prior.csv").write_text("temperature,stages,catalyst,yield\n150,2,A,0.7\n")
+    file = _campaign(tmp_path, text=(CAMPAIGN % 5) + "prior_data: prior.csv\n")
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    _suggest(url, str(file))
+    refused = _cli("suggest", "--store", url, "-c", "1", "--repeat", "1")
+    said = _flat(refused)
+    assert refused.exit_code == 2 and said.startswith("error: --repeat 1: the point lies outside")
