@@ -1372,6 +1372,10 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         what = "best feasible" if c.outcome_constraints else "best"
         if best:
             prior = " (prior data)" if best["kind"] == "prior" else ""
+            if not c.space.contains(best["parameters"]):
+                # measured before the space was narrowed: no proposal can come back to it,
+                # and the command line's repeat refuses it (found in review)
+                prior += " (outside today's bounds or constraints)"
             # as many digits as set it apart from the last trials shown below it
             digits = _digits(c, [*records[-10:], best], obj.name)
             _print_at(

@@ -1387,3 +1387,5 @@ def test_repeating_a_point_outside_the_space_names_repeat(tmp_path: Path) -> Non
     refused = _cli("suggest", "--store", url, "-c", "1", "--repeat", "1")
     said = _flat(refused)
     assert refused.exit_code == 2 and said.startswith("error: --repeat 1: the point lies outside")
+    shown = _flat(_cli("status", "--store", url))
+    assert "best: trial #1 (prior data) (outside today's bounds or constraints) yield" in shown
