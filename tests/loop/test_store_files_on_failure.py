@@ -80,7 +80,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "bad_prior": _write(
             tmp_path, "prior.yaml", BRANIN.format(name="prior", extra="prior_data: prior.csv\n")
         ),
-        "csv": _write(tmp_path, "prior.csv", "x1,x2,y\n100,0,1\n"),  # x1 out of bounds
+        "csv": _write(tmp_path, "prior.csv", "x1,x2,y\nten,0,1\n"),  # x1 not a number
         "devices": _write(tmp_path, "bench.yaml", DEVICES),
         "good": _write(tmp_path, "branin.yaml", BRANIN.format(name="branin", extra="")),
     }
