@@ -1342,7 +1342,9 @@ class BoTorchPlanner:
         rows all outside the box skipped the whole design, and the model extrapolated over a
         region with no data (found in review)."""
         x = self.space.encode([point])
-        return bool(((x >= -_BOX_SLACK) & (x <= 1 + _BOX_SLACK)).all())
+        lo, hi = self._bounds  # the encoded box (a choice's column counts its values)
+        slack = _BOX_SLACK * (hi - lo)
+        return bool(((x >= lo - slack) & (x <= hi + slack)).all())
 
     @cached_property
     def _feasible_points(self) -> float:
