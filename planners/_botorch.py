@@ -1321,11 +1321,10 @@ class BoTorchPlanner:
         cover a finite space (three choices: three points; its feasible points under
         constraints), or the usable observations are twice ``n_initial``: counted as
         distinct only, a three-choice campaign never left its design (found in review)."""
-        usable = [
-            o
-            for o in self.observations
-            if o.usable_for(self.outcome_names) and self._in_box(o.parameters)
-        ]
+        usable = [o for o in self.observations if o.usable_for(self.outcome_names)]
+        if usable:  # one encoding of them all: this runs at every suggest
+            inside = self._in_box([o.parameters for o in usable])
+            usable = [o for o, ok in zip(usable, inside, strict=True) if ok]
         distinct = len({self._observed_key(o.parameters) for o in usable})
         if (
             distinct >= self.n_initial
@@ -1335,16 +1334,16 @@ class BoTorchPlanner:
             return max(distinct, self.n_initial)
         return distinct
 
-    def _in_box(self, point: Point) -> bool:
-        """Whether an observed point lies in the space's box, to 1 % of each range (a
+    def _in_box(self, points: Sequence[Point]) -> list[bool]:
+        """Whether each observed point lies in the space's box, to 1 % of each range (a
         readback a hair past a bound is the design point that was proposed). Prior data
         measured outside a narrowed space teaches the model but is no design point: counted,
         rows all outside the box skipped the whole design, and the model extrapolated over a
         region with no data (found in review)."""
-        x = self.space.encode([point])
+        x = self.space.encode(points)
         lo, hi = self._bounds  # the encoded box (a choice's column counts its values)
         slack = _BOX_SLACK * (hi - lo)
-        return bool(((x >= lo - slack) & (x <= hi + slack)).all())
+        return [bool(ok) for ok in ((x >= lo - slack) & (x <= hi + slack)).all(dim=-1)]
 
     @cached_property
     def _feasible_points(self) -> float:
