@@ -67,6 +67,7 @@ from loop.store import (
     TrialOutcome,
     TrialRow,
     TrialStatus,
+    as_utc,
 )
 
 if TYPE_CHECKING:
@@ -1163,10 +1164,7 @@ def running_time(row: CampaignRow) -> float:
     before a campaign created by ``run`` was continued with ``suggest`` counts too (the
     budget is then raised with ``suggest --max-duration``, as the refusal says).
     """
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite gives it back without its zone: it is UTC
-        created = created.replace(tzinfo=UTC)
-    age = (datetime.now(UTC) - created).total_seconds()
+    age = (datetime.now(UTC) - as_utc(row.created_at)).total_seconds()
     return max(row.elapsed_seconds or 0.0, age)
 
 

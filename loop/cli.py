@@ -61,6 +61,7 @@ from loop.store import (
     CampaignLocked,
     LeaseLost,
     StoreGone,
+    as_utc,
 )
 
 if TYPE_CHECKING:
@@ -268,8 +269,8 @@ def validate(file: Annotated[Path, typer.Argument(help="Campaign YAML file.")]) 
     prior = load_prior_data(loaded)  # the CSV is checked too: a bad row fails here
     goals = ", ".join(f"{o.name} ({o.goal})" for o in c.objectives)
     said = (
-        f"{file}: campaign '{c.name}', {len(c.parameters)} parameters"
-        + (f", {len(c.constraints)} constraints" if c.constraints else "")
+        f"{file}: campaign '{c.name}', {counted(len(c.parameters), 'parameter')}"
+        + (f", {counted(len(c.constraints), 'constraint')}" if c.constraints else "")
         + f", {'objectives' if len(c.objectives) > 1 else 'objective'} {goals}"
         + (
             f", outcome constraints {', '.join(c.outcome_constraints)}"
@@ -330,13 +331,7 @@ def run(
     with _opened_store(store, create=True) as db:
         store = db.url  # what messages show: a password in the URL as ***
         _refuse_if_running(db, c.name, store)
-        listener = _ProgressListener(
-            [o.name for o in c.objectives],
-            max_trials or c.budget.max_trials,
-            quiet,
-            bar=not c.instrument.manual,
-            constraints=c.parsed_outcome_constraints,
-        )
+        listener = _ProgressListener.of(c, max_trials or c.budget.max_trials, quiet)
         runner = Runner(
             loaded,
             db,
@@ -362,7 +357,7 @@ def run(
                 markup=False,
             )
         summary = _drive(runner, listener, store, partial(runner.run, prior=rows))
-    _print_summary(summary, c, store)
+        _print_summary(summary, c, db)
 
 
 @app.command()
@@ -408,13 +403,7 @@ def resume(
         runner.refuse_before_start()  # before the banner: a refusal is all that is printed
         _say_file_edited(runner)
         c = runner.campaign
-        listener = _ProgressListener(
-            [o.name for o in c.objectives],
-            runner.budget.max_trials,
-            quiet,
-            bar=not c.instrument.manual,
-            constraints=c.parsed_outcome_constraints,
-        )
+        listener = _ProgressListener.of(c, runner.budget.max_trials, quiet)
         runner.listener = listener
         _attach_operator(runner)
         console.print(
@@ -425,9 +414,9 @@ def resume(
             )
         )
         summary = _drive(runner, listener, store, runner.resume)
+        _print_summary(summary, c, db)
     finally:
         db.close()
-    _print_summary(summary, c, store)
 
 
 def _say_file_edited(runner: Runner) -> None:
@@ -608,7 +597,9 @@ def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None
     )
 
 
-def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
+def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
+    """The end of ``run`` and ``resume``: counts, feasibility, and the best trial or (several
+    objectives) the Pareto front as ``status`` shows it, read back from the store."""
     objective = c.objectives[0].name
     console.print(
         f"\n[bold]{summary.status}[/]: {escape(summary.reason)}; {summary.completed} "
@@ -627,7 +618,10 @@ def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
             markup=False,
         )
     if len(summary.objectives) > 1:
-        _print_front(summary, c)
+        from loop.report import annotate
+        from loop.store import export_records
+
+        _print_front(c, annotate(export_records(db, summary.campaign_id), c))
     elif summary.best is not None:
         b = summary.best
         what = "best feasible trial" if summary.outcome_constraints else "best trial"
@@ -646,40 +640,6 @@ def _print_summary(summary: CampaignSummary, c: Any, store: str) -> None:
     _print_failures(summary.failures, full=summary.status == "failed")
     if summary.status == "failed":
         raise typer.Exit(1)
-
-
-def _print_front(summary: CampaignSummary, c: Any) -> None:
-    """The Pareto front of a multi-objective campaign, as a table."""
-    hv = f"; hypervolume {summary.hypervolume:.6g}" if summary.hypervolume is not None else ""
-    console.print(f"Pareto front: {len(summary.pareto)} trials{hv}", highlight=False)
-    if not summary.pareto:
-        return
-    params = list(summary.pareto[0].parameters)
-    spec = specs(c.parameters)
-    first = summary.objectives[0]
-    shown = _front_shown(summary.pareto, lambda r: r.outputs.get(first, math.nan))
-    rows = [
-        [
-            str(r.number) + (" (prior)" if r.kind == "prior" else ""),
-            *[_cell(r.outputs.get(n)) for n in summary.objectives],
-            *[escape(parameter(r.parameters.get(n), spec.get(n))) for n in params],
-        ]
-        for r in shown
-    ]
-    headers = [escape(col) for col in ("#", *summary.objectives, *params)]
-    numeric = {i for i, n in enumerate(params, 1 + len(summary.objectives)) if _numeric(spec, n)}
-    numeric.update(range(1 + len(summary.objectives)))
-    console.print(
-        WholeTable(
-            "Pareto front (feasible, non-dominated)",
-            headers,
-            rows,
-            numeric,
-            optional=range(1 + len(summary.objectives), len(headers)),
-            left_out=PARAMETERS_LEFT_OUT,
-        )
-    )
-    _say_front_cut(len(shown), len(summary.pareto), first)
 
 
 #: At most this many trials of a Pareto front in a table (``run``'s summary, ``status``).
@@ -800,12 +760,6 @@ def campaigns(store: StoreOpt = DEFAULT_STORE) -> None:
     console.print(WholeTable(f"campaigns in {escape(db.url)}", headers, rows, {0}))
 
 
-def _utc(at: datetime) -> datetime:
-    """A stored time as an aware UTC one: SQLite gives it back naive (it is UTC),
-    PostgreSQL with its zone."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
 def _last_trial_times(db: Store) -> dict[int, datetime]:
     """Each campaign's latest trial event (created, started or finished; UTC), in one query.
 
@@ -825,7 +779,7 @@ def _last_trial_times(db: Store) -> dict[int, datetime]:
     with db.engine.connect() as conn:
         rows = conn.execute(query).all()
     return {
-        cid: max(_utc(at) for at in times if at is not None)
+        cid: max(as_utc(at) for at in times if at is not None)
         for cid, *times in rows
         if any(at is not None for at in times)
     }
@@ -833,7 +787,7 @@ def _last_trial_times(db: Store) -> dict[int, datetime]:
 
 def _last_change(updated_at: datetime, latest_trial: datetime | None) -> datetime:
     """``campaigns``' "last change": the later of the campaign row's change and its trials'."""
-    updated = _utc(updated_at)
+    updated = as_utc(updated_at)
     return updated if latest_trial is None else max(updated, latest_trial)
 
 
@@ -910,6 +864,15 @@ def status(
     progress = _progress_line(trials, live=live and not _has_slots(c, trials))
     if progress:
         console.print(progress, markup=False, highlight=False)
+    waiting = _planner_wait(lease) if holder == "running" else None
+    if waiting is not None:
+        console.print(
+            f"planner: choosing the next proposal for {span(waiting['for_s'])}; "
+            f"{counted(waiting['slots_waiting'], 'slot')} idle until it comes (as of the "
+            f"runner's last heartbeat)",
+            markup=False,
+            highlight=False,
+        )
     from loop.provenance import amend_line, code_change_lines, session_line, tell_line
 
     # the sessions' boundaries: proposals after a resume differ from an uninterrupted run's
@@ -1170,7 +1133,18 @@ def _runner_json(lease: Any, state: str | None) -> dict[str, Any] | None:
         "pid": lease.pid,
         "heartbeat_age_s": round(max(time.time() - lease.heartbeat, 0.0), 1),
         "state": state,
+        "planner_wait": _planner_wait(lease) if state == "running" else None,
     }
+
+
+def _planner_wait(lease: Any) -> dict[str, Any] | None:
+    """Idle slots waiting for the planner, as the runner's last heartbeat recorded it
+    (``LeaseRow.proposing_since``): ``{for_s, slots_waiting}``, or ``None``. With a suggest
+    slower than a trial every slot showed ``idle`` and nothing said why (found in review)."""
+    since, waiting = lease.proposing_since, lease.proposing_for
+    if since is None or not waiting:
+        return None
+    return {"for_s": round(max(time.time() - since, 0.0), 1), "slots_waiting": waiting}
 
 
 def _running_time(db: Any, row: Any, trials: list[Any]) -> float:
@@ -1185,7 +1159,7 @@ def _running_time(db: Any, row: Any, trials: list[Any]) -> float:
 
 def _last_finished(trials: list[Any]) -> datetime | None:
     """When the latest measured trial (not prior data) finished, in UTC."""
-    times = [_utc(t.finished_at) for t in trials if t.kind != "prior" and t.finished_at]
+    times = [as_utc(t.finished_at) for t in trials if t.kind != "prior" and t.finished_at]
     return max(times) if times else None
 
 
@@ -1193,7 +1167,7 @@ def _in_flight_age(trial: Any, now: datetime) -> str:
     """How long a trial in flight has been: since it started (its row was made just before,
     which is all an older store's trial has)."""
     since = trial.started_at or trial.created_at
-    return span(max((now - _utc(since)).total_seconds(), 0.0)) if since else "?"
+    return span(max((now - as_utc(since)).total_seconds(), 0.0)) if since else "?"
 
 
 def _progress_line(trials: list[Any], *, live: bool) -> str | None:
@@ -1294,7 +1268,7 @@ def _slot_states(c: Any, trials: list[Any], *, live: bool = True) -> list[dict[s
                     "trial_id": current.id,
                     "number": current.number,
                     "parameters": current.parameters,
-                    "in_flight_s": round(max((now - _utc(since)).total_seconds(), 0.0), 1)
+                    "in_flight_s": round(max((now - as_utc(since)).total_seconds(), 0.0), 1)
                     if since
                     else None,
                 },
@@ -1348,8 +1322,6 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
     from loop.report import (
         best_record,
         feasibility,
-        final_hypervolume,
-        hypervolume_reference,
         label,
         outlying_note,
         outlying_records,
@@ -1395,6 +1367,16 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         if far:
             console.print(outlying_note(far, obj.name), highlight=False, markup=False)
         return
+    _print_front(c, records)
+
+
+def _print_front(c: Any, records: list[dict[str, Any]]) -> None:
+    """A multi-objective campaign's Pareto front, as ``status`` and ``run``'s summary show it:
+    the hypervolume with the reference point it is measured from (an inferred point moves as
+    the campaign goes on, so the number alone says little), and the front's trials with every
+    constrained output and whether it is feasible (found in review: ``run`` showed neither)."""
+    from loop.report import final_hypervolume, hypervolume_reference
+
     front = [r for r in records if r.get("pareto")]
     hv = final_hypervolume(records, c)  # not the whole trace: that grows with the campaign
     shown = f"; hypervolume {hv:.6g}" if hv is not None else ""
@@ -1404,7 +1386,9 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
             f"{name} {value:.6g}" + ("" if given else " (inferred)")
             for name, (value, given) in ref.items()
         )
-    console.print(f"Pareto front: {len(front)} trials{shown}", highlight=False, markup=False)
+    console.print(
+        f"Pareto front: {counted(len(front), 'trial')}{shown}", highlight=False, markup=False
+    )
     if not front and _feasible_measured(records, c):
         # A reference point on the wrong side of every result leaves a front of none and a
         # hypervolume of 0, which `patience` reads as no progress (found in review).
@@ -1790,11 +1774,15 @@ class _ProgressListener:
         *,
         bar: bool = True,
         constraints: Sequence[OutcomeConstraint] = (),
+        references: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         self.objectives = list(objectives)
         self.objective = self.objectives[0]
         self.quiet = quiet
         self.constraints = list(constraints)
+        # several objectives: each given reference point (name -> (goal, value)); a feasible
+        # trial beyond one is off the front, and a front of none may hold feasible trials
+        self.references = dict(references or {})
         self.hinted_traceback = False
         self.progress = Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -1806,6 +1794,22 @@ class _ProgressListener:
             disable=quiet or not bar or not console.is_terminal,
         )
         self.task = self.progress.add_task("trials", total=total)
+
+    @classmethod
+    def of(cls, c: Any, total: int | None, quiet: bool) -> _ProgressListener:
+        """The listener of ``run`` and ``resume`` for campaign ``c``."""
+        return cls(
+            [o.name for o in c.objectives],
+            total,
+            quiet,
+            bar=not c.instrument.manual,
+            constraints=c.parsed_outcome_constraints,
+            references={
+                o.name: (o.goal, o.reference_point)
+                for o in c.objectives
+                if o.reference_point is not None
+            },
+        )
 
     def __enter__(self) -> _ProgressListener:
         self.progress.start()
@@ -1873,8 +1877,9 @@ class _ProgressListener:
                     )
                 )
                 on = " (this one on it)" if report.on_front else ""
-                front = report.front or "none feasible yet"
-                standing = f"Pareto front {front}{on}"
+                if not violated and not report.on_front:
+                    infeasible += self._beyond_reference(report.outputs)
+                standing = f"Pareto front {report.front or self._no_front()}{on}"
             line = (
                 f"trial {report.number:>4}  {values}{infeasible}  {standing}  "
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
@@ -1885,6 +1890,28 @@ class _ProgressListener:
             line += retrying
             line += self._traceback_hint(report.error)
         self.progress.console.print(line)
+
+    def _no_front(self) -> str:
+        """A front of none: with a given reference point feasible trials may exist, only
+        none at least as good as it (found in review: "none feasible yet" beside a feasible
+        trial); an inferred point lies beyond every feasible trial."""
+        if self.references:
+            return "none yet (no feasible trial is as good as the reference point)"
+        return "none feasible yet"
+
+    def _beyond_reference(self, outputs: Mapping[str, Any]) -> str:
+        """Why a feasible trial is off the front when it is worse than a given reference
+        point (the worst value still worth having); empty when it is merely dominated."""
+        worse = []
+        for name, (goal, ref) in self.references.items():
+            value = outputs.get(name)
+            if isinstance(value, int | float) and (
+                value < ref if goal == "maximize" else value > ref
+            ):
+                worse.append(f"{name} {number(value)} worse than its reference point {ref:g}")
+        if not worse:
+            return ""
+        return f"  [yellow]({escape(', '.join(worse))}: not on the front)[/]"
 
     def _traceback_hint(self, error: str | None) -> str:
         """Where the user's function raised, bluesky logs the traceback at ``-v`` only: say

@@ -1011,7 +1011,7 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
     """For ``closedloop status``: a paused campaign's reason and what the operator can do,
     the last operator release, and a stop asked of the running campaign (plain text)."""
     from loop.lock import live_lease
-    from loop.store import ACTIVE, STOP_REQUESTS
+    from loop.store import ACTIVE, STOP_REQUESTS, as_utc
 
     lines: list[str] = []
     if row.status == "paused":
@@ -1035,15 +1035,8 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
     stops = list(db.events(row.id or 0, STOP_REQUESTS)) if lease is not None else []
     last = stops[-1] if stops else None
     # a stop this runner's session was given (one taken by an earlier session is history)
-    if last is not None and lease is not None and _utc(last.at) >= lease.acquired_at:
+    if last is not None and lease is not None and as_utc(last.at).timestamp() >= lease.acquired_at:
         how = "abort the trials in flight" if last.kind == "abort" else "after the trials in flight"
         state = "waiting for the runner" if last.handled_at is None else "the runner is stopping"
         lines.append(f"STOP asked by {last.by} at {last.at:%Y-%m-%d %H:%M:%S} UTC ({how}): {state}")
     return lines
-
-
-def _utc(at: Any) -> float:
-    """A stored UTC time (naive on SQLite) as seconds since the epoch."""
-    import datetime as dt
-
-    return float((at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp())

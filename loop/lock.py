@@ -281,7 +281,9 @@ class CampaignLease:
         self.lost = threading.Event()
         self.gone: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a heartbeat now (beat_now), or the stop
         self._thread: threading.Thread | None = None
+        self.shows_proposing = False  # the last heartbeat wrote a planner that slots wait for
 
     @property
     def claim(self) -> LeaseClaim:
@@ -353,6 +355,7 @@ class CampaignLease:
         self,
         elapsed: Callable[[], float] | None = None,
         on_beat: Callable[[], None] | None = None,
+        proposing: Callable[[], tuple[float, int] | None] | None = None,
     ) -> None:
         """Refresh the lease every ``interval`` s on a daemon thread.
 
@@ -362,15 +365,19 @@ class CampaignLease:
             on_beat: called after each heartbeat that kept the lease (the runner takes an
                 operator's ``closedloop stop`` there); what it raises is logged, and the
                 heartbeats go on.
+            proposing: since when the planner has been choosing proposals that how many
+                idle slots wait for, or ``None``; written with each heartbeat for
+                ``status`` (:class:`loop.store.LeaseRow`).
         """
         if self.campaign_id is None:
             raise RuntimeError("acquire or adopt a campaign's lease before heartbeating")
         if self._thread is not None:
             return
         self._stop.clear()
+        self._wake.clear()
         self._thread = threading.Thread(
             target=self._beat,
-            args=(self.campaign_id, elapsed, on_beat),
+            args=(self.campaign_id, elapsed, on_beat, proposing),
             name=f"closedloop-lease-{self.campaign_id}",
             daemon=True,
         )
@@ -381,15 +388,26 @@ class CampaignLease:
         campaign_id: int,
         elapsed: Callable[[], float] | None,
         on_beat: Callable[[], None] | None,
+        proposing: Callable[[], tuple[float, int] | None] | None,
     ) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            waiting = proposing() if proposing is not None else None
             try:
                 held = self.store.renew_lease(
-                    campaign_id, self.token, self.ttl, elapsed=elapsed() if elapsed else None
+                    campaign_id,
+                    self.token,
+                    self.ttl,
+                    elapsed=elapsed() if elapsed else None,
+                    proposing=waiting,
                 )
             except Exception as exc:  # a busy or unreachable store: retry next beat
                 logger.warning("lease heartbeat for campaign %s failed: %s", campaign_id, exc)
                 continue
+            self.shows_proposing = waiting is not None
             if not held:
                 # neutral: a `suggest`/`tell` heartbeats its lease too (loop.asktell)
                 logger.error(
@@ -407,9 +425,16 @@ class CampaignLease:
                 except Exception as exc:  # e.g. a busy store: asked again next beat
                     logger.warning("campaign %s: after its heartbeat: %s", campaign_id, exc)
 
+    def beat_now(self) -> None:
+        """Heartbeat at once rather than at the next interval: the planner's proposal that
+        a heartbeat showed slots waiting for has come (``status`` would show it for up to
+        an interval more)."""
+        self._wake.set()
+
     def stop_heartbeat(self) -> None:
         """Stop the heartbeat thread (the lease stays until released or expired)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(self.interval, 1.0) + 10.0)
             self._thread = None

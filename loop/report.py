@@ -313,8 +313,9 @@ def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str
     """Add ``feasible`` (outcome constraints), and ``best`` (one objective) or ``pareto``
     (several) to records.
 
-    ``feasible`` is set on completed trials when the campaign has outcome constraints (a
-    trial without a value for a constrained output is infeasible); ``pareto`` is set on
+    ``feasible`` is set on every record when the campaign has outcome constraints: on a
+    completed trial whether it meets them (one without a value for a constrained output does
+    not), on any other ``None``; ``pareto`` is set on
     every record of a multi-objective campaign: whether the trial is on the Pareto front of
     the feasible completed trials (prior-data trials included: they are measurements).
     ``best`` is set on every record of a one-objective campaign: whether it is the trial
@@ -323,8 +324,14 @@ def annotate(records: list[dict[str, Any]], campaign: Campaign) -> list[dict[str
     """
     constraints = campaign.parsed_outcome_constraints
     for r in records:
-        if constraints and r["status"] == "completed":
-            r["feasible"] = all(c.satisfied(r["outputs"]) for c in constraints)
+        if constraints:
+            # a trial that did not complete has no verdict: null, not a missing key (every
+            # JSON record has the same keys; found in review)
+            r["feasible"] = (
+                all(c.satisfied(r["outputs"]) for c in constraints)
+                if r["status"] == "completed"
+                else None
+            )
     objectives = campaign.objectives
     if len(objectives) > 1:
         on_front = pareto_flags(records, campaign)
@@ -518,7 +525,7 @@ def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> s
             + [r["parameters"].get(k, "") for k in params]
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
-            + [_flag(r[k]) if k in r else "" for k in flags]
+            + [_flag(r.get(k)) for k in flags]
             + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()
@@ -528,8 +535,10 @@ def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> s
 _FLAGS = ("feasible", "pareto", "best")
 
 
-def _flag(value: Any) -> str:
-    return "true" if value else "false"
+def _flag(value: bool | None) -> str:
+    """A flag column's cell: empty where a record has no verdict (a failed trial's
+    ``feasible``)."""
+    return "" if value is None else ("true" if value else "false")
 
 
 def to_json(value: Any) -> str:

@@ -129,6 +129,7 @@ from loop.store import (
     StoreGone,
     TrialRow,
     TrialStatus,
+    as_utc,
     known_budget,
     path_from_text,
 )
@@ -780,6 +781,8 @@ class Runner:
         # last documents, and one asked while they are waited for ends it.
         self._stop_asked = threading.Event()
         self._draining = False
+        # resume: the last heartbeat of the runner that died holding the campaign (Unix s)
+        self._last_alive: float | None = None
         self._asking_operator = False
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
@@ -1231,6 +1234,10 @@ class Runner:
         # not this one's; closed before this session holds the lease, so a stop asked of it
         # from the moment `closedloop stop` sees it live is kept (review).
         self._close_stop_requests(cid, "not used: its session ended")
+        # the last heartbeat of a runner that died holding the campaign: when its trials in
+        # flight were last known to be running (read before this runner's lease replaces it)
+        left = self.store.lease(cid)
+        self._last_alive = None if left is None else left.heartbeat
         takeover = self.lease.acquire(cid)
         try:
             self._refuse_pending_suggestions(cid)
@@ -1477,7 +1484,9 @@ class Runner:
 
         self.store.watch_file()  # a store file deleted mid-run is noticed and rescued
         self.store.wait_again()  # a stop of an earlier session gave up its waits, not ours
-        self.lease.start_heartbeat(elapsed, on_beat=self._take_stop_request)
+        self.lease.start_heartbeat(
+            elapsed, on_beat=self._take_stop_request, proposing=self._slots_waiting
+        )
         timings: list[TrialTiming] = []
         reconciled: list[Reconciled] = []
         tally = _Tally()
@@ -1552,6 +1561,8 @@ class Runner:
                     sched.planner.request(n, sched.pending_points())
                 event = sched.next_event()
                 if isinstance(event, Proposed):
+                    if self.lease.shows_proposing:  # status: the slots wait no more
+                        self.lease.beat_now()
                     if isinstance(event.error, PlannerError):
                         broken = self._planner_broke(cid, event.error, sched.in_flight())
                     elif event.error is not None:
@@ -2464,7 +2475,8 @@ class Runner:
         done: list[Reconciled] = []
         for trial, outcome in self.reconciliations(self.store.running_trials(cid)):
             trial_id = _id(trial)
-            self._close_dead_run(cid, trial_id)
+            ended = self._last_sign_of_life(trial)
+            self._close_dead_run(cid, trial_id, ended)
             self.store.finish_trial(
                 trial_id,
                 status=outcome.status,
@@ -2474,18 +2486,43 @@ class Runner:
                 error=outcome.error,
                 transient=outcome.status == "failed" and transient_failure(outcome.error),
                 token=self.lease.token,
+                finished_at=datetime.fromtimestamp(ended, UTC),
             )
             logger.info("reconciled trial %s as %s", trial.number, outcome.status)
             done.append(Reconciled(trial.number, trial_id, outcome.status, outcome.error))
         return done
 
-    def _close_dead_run(self, cid: int, trial_id: int) -> None:
+    def _slots_waiting(self) -> tuple[float, int] | None:
+        """For the heartbeat: since when idle slots have waited for the planner, and how
+        many (:meth:`Scheduler.proposing`)."""
+        sched = self._scheduler
+        return None if sched is None else sched.proposing()
+
+    def _last_sign_of_life(self, trial: TrialRow) -> float:
+        """When a trial left in flight by a dead runner ended, as near as the store knows
+        (Unix seconds): the later of its last stored document and its runner's last
+        heartbeat, never after now. ``resume``'s own clock made a run cut short at 07:24 and
+        resumed at 07:38 read as a 14-minute run (found in review); with neither (a runner
+        that released its lease, a run that stored nothing) the trial's start."""
+        times = [
+            float(t)
+            for d in self.store.documents(_id(trial))
+            if isinstance(t := d.body.get("time"), int | float)
+        ]
+        if self._last_alive is not None:
+            times.append(self._last_alive)
+        if not times and trial.started_at is not None:
+            times.append(as_utc(trial.started_at).timestamp())
+        return min(max(times, default=time.time()), time.time())
+
+    def _close_dead_run(self, cid: int, trial_id: int, ended: float) -> None:
         """Store the stop document a run cut short by its process dying never got
-        (``closing_stop_document``: ``exit_status='abort'``), so a catalog fed the stored
-        documents sees it finished. Written before the trial's outcome: a resume that dies
-        in between finds the stop, and reconciles the trial as abandoned all the same."""
+        (``closing_stop_document``: ``exit_status='abort'``, dated ``ended``), so a catalog
+        fed the stored documents sees it finished. Written before the trial's outcome: a
+        resume that dies in between finds the stop, and reconciles the trial as abandoned
+        all the same."""
         stored = self.store.documents(trial_id)
-        stop = closing_stop_document([(d.name, d.body) for d in stored])
+        stop = closing_stop_document([(d.name, d.body) for d in stored], now=ended)
         if stop is None:
             return
         self.store.add_document(

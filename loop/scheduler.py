@@ -488,6 +488,7 @@ class PlannerWorker:
         self._unanswered = False  # a request whose answer the coordinator has not taken
         self._raised = False  # the planner raised on this thread: hand it nothing more
         self.received = 0  # outcomes handed over by the coordinator so far
+        self.since: float | None = None  # Unix time of the outstanding request
 
     @property
     def busy(self) -> bool:
@@ -503,6 +504,7 @@ class PlannerWorker:
     def answered(self) -> None:
         """The coordinator has taken this request's answer (its points are now ``ready``)."""
         self._unanswered = False
+        self.since = None
 
     def ingest(self, observations: Sequence[Observation]) -> None:
         with self._lock:
@@ -515,6 +517,7 @@ class PlannerWorker:
             raise RuntimeError("the planner is already suggesting")
         pending = list(pending)
         self._unanswered = True
+        self.since = time.time()
 
         def target() -> None:
             try:
@@ -603,6 +606,17 @@ class Scheduler:
     def idle(self) -> list[Slot]:
         """Slots ready for a trial (not busy, not retired)."""
         return [s for s in self.slots if not s.busy and s.retired is None]
+
+    def proposing(self) -> tuple[float, int] | None:
+        """``(since, waiting)`` while idle slots wait for the planner: the Unix time its
+        request started and how many slots have no proposal ready; ``None`` otherwise
+        (planning ahead while every slot measures is the design, not a wait). Read by the
+        lease's heartbeat thread for ``status``."""
+        since = self.planner.since
+        if since is None or not self.planner.busy:
+            return None
+        waiting = len(self.idle()) - len(self.ready)
+        return (since, waiting) if waiting > 0 else None
 
     def active(self) -> list[Slot]:
         """Slots not retired."""

@@ -110,6 +110,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(at: datetime) -> datetime:
+    """A stored time as an aware UTC one: SQLite gives it back naive (it is UTC),
+    PostgreSQL with its zone."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 # The layout of the tables. 1: campaign/trial/observation/document; 2: + lease table and the
 # campaign's budget and elapsed_seconds columns (added in place when an older store opens);
 # 3: + the trial's instrument slot, the campaign's instrument_text and the campaign_event
@@ -321,6 +327,11 @@ class LeaseRow(SQLModel, table=True):
     acquired_at: float
     heartbeat: float
     expires: float
+    # As of the last heartbeat: since when the runner's planner has been choosing proposals
+    # that idle slots wait for, and how many slots wait (``None`` when none waits). A
+    # suggest slower than a trial leaves every slot idle, which read as a stuck runner.
+    proposing_since: float | None = None
+    proposing_for: int | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +390,8 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("trial", "transient", "BOOLEAN"),
     ("campaign", "planner_origin", "TEXT"),
     ("trial", "ended", "INTEGER"),
+    ("lease", "proposing_since", "FLOAT"),
+    ("lease", "proposing_for", "INTEGER"),
 )
 
 # Indexes on columns added since (``_ADDED_COLUMNS``): created in the upgrade, once the
@@ -1952,7 +1965,7 @@ class Store:
                 detail = row.detail
             if not isinstance(detail, dict):
                 detail = {"detail": detail}
-            at = row.at.replace(tzinfo=row.at.tzinfo or UTC).isoformat()  # SQLite: naive UTC
+            at = as_utc(row.at).isoformat()
             found.append((row.kind, {"at": at, "by": row.by, **detail}))
         return found
 
@@ -2000,16 +2013,30 @@ class Store:
 
     @_serialised
     def renew_lease(
-        self, campaign_id: int, token: str, ttl: float, *, elapsed: float | None = None
+        self,
+        campaign_id: int,
+        token: str,
+        ttl: float,
+        *,
+        elapsed: float | None = None,
+        proposing: tuple[float, int] | None = None,
     ) -> bool:
-        """Heartbeat: push the expiry out and record the running time; ``False`` if lost."""
+        """Heartbeat: push the expiry out and record the running time and ``proposing``
+        (since when the planner has been choosing proposals that how many idle slots wait
+        for; see :class:`LeaseRow`); ``False`` if lost."""
         now = time.time()
+        since, waiting = proposing if proposing is not None else (None, None)
         with self.session() as s:
             result = s.exec(
                 update(LeaseRow)
                 .where(col(LeaseRow.campaign_id) == campaign_id)
                 .where(col(LeaseRow.token) == token)
-                .values(heartbeat=now, expires=now + ttl)
+                .values(
+                    heartbeat=now,
+                    expires=now + ttl,
+                    proposing_since=since,
+                    proposing_for=waiting,
+                )
             )
             if not result.rowcount:
                 s.rollback()
@@ -2122,11 +2149,14 @@ class Store:
         error: str | None,
         token: str | None = None,
         transient: bool = False,
+        finished_at: datetime | None = None,
     ) -> None:
         """Commit a trial's outcome and observations in one transaction.
 
         ``transient``: the trial failed in a way that may well not recur at its point (see
-        :attr:`TrialRow.transient`).
+        :attr:`TrialRow.transient`). ``finished_at``: when it ended, if not now (a trial a
+        killed runner left in flight ended when the runner was last alive, not when
+        ``resume`` found it).
 
         Only a ``running`` trial can be finished, so an outcome is never written twice (a
         runner and a reconciliation cannot both record one). With ``token``, the write is
@@ -2152,7 +2182,7 @@ class Store:
                     "error": _text(error),
                     "transient": transient,
                     "readbacks": _jsonable(readbacks),
-                    "finished_at": utcnow(),
+                    "finished_at": finished_at or utcnow(),
                 },
                 leased=token is not None,
             )

@@ -130,7 +130,77 @@ def test_run_summary_reports_feasibility_and_front(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["run", str(path), "--store", url, "-q"])
     assert out.exit_code == 0, out.output
     assert "feasible: " in out.output and "meet impurity <= 0.08" in out.output
-    assert "Pareto front: " in out.output and "hypervolume" in out.output
+    # as `status` shows it (found in review: the run's summary gave the hypervolume without
+    # its reference point, and its front without the constrained output or feasibility)
+    status = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    front = status.output[status.output.index("Pareto front: ") :]
+    front = front[: front.index("\n\n") if "\n\n" in front else None]
+    assert "above the reference point f1 0, f2 0" in front
+    assert "impurity" in front and "feasible" in front
+    out = CliRunner().invoke(
+        app,
+        ["resume", "--store", url, "-c", "1", "--max-trials", "13", "-q"],
+        env={"COLUMNS": "200"},
+    )
+    assert out.exit_code == 0, out.output
+    status = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    line = status.output[status.output.index("Pareto front: ") :].splitlines()[0]
+    assert line in out.output, (line, out.output)
+    summary = out.output[out.output.index(line) :]
+    assert "impurity" in summary and "feasible" in summary
+
+
+def test_a_feasible_trial_beyond_a_given_reference_point_says_why_it_is_off_the_front(
+    tmp_path: Path,
+) -> None:
+    """The live line said "Pareto front none feasible yet" beside a feasible trial that a
+    given reference point left off the front (found in review); now it says which objective
+    is worse than its reference point."""
+    (tmp_path / "fn.py").write_text(FUNCTION)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(
+        MOO.replace(
+            "{name: f1, goal: maximize, reference_point: 0}",
+            "{name: f1, goal: maximize, reference_point: 0.5}",
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    out = CliRunner().invoke(app, ["run", str(path), "--store", url], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    records, Y, feasible = _expected(url, 1)
+    lines = [line for line in out.output.splitlines() if line.startswith("trial ")]
+    beyond = [n for n, (f1, _) in enumerate(Y) if feasible[n] and f1 < 0.5]
+    assert beyond, "the test needs a feasible trial worse than the reference point"
+    for n, line in enumerate(lines):
+        said = f"(f1 {number(Y[n][0])} worse than its reference point 0.5: not on the front)"
+        assert (said in line) == (n in beyond), line
+
+
+def test_a_trial_that_did_not_complete_has_feasible_null_in_json(tmp_path: Path) -> None:
+    """Every JSON record has the same keys: a failed trial's ``feasible`` is null, not
+    missing (found in review: ``record['feasible']`` raised KeyError); the CSV cell is
+    empty."""
+    (tmp_path / "fn.py").write_text(
+        FUNCTION.replace(
+            '    x, y = inputs["x"], inputs["y"]',
+            '    x, y = inputs["x"], inputs["y"]\n'
+            "    if x > 0.6:\n"
+            '        raise RuntimeError("clogged")',
+        )
+    )
+    path = tmp_path / "campaign.yaml"
+    path.write_text(
+        MOO.replace("budget: {max_trials: 12}", "budget: {max_trials: 6, max_failures: 20}")
+    )
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert CliRunner().invoke(app, ["run", str(path), "--store", url, "-q"]).exit_code == 0
+    as_json = json.loads(CliRunner().invoke(app, ["export", "--store", url, "-f", "json"]).output)
+    failed = [r for r in as_json if r["status"] == "failed"]
+    assert failed and all(r["feasible"] is None for r in failed)
+    assert all(isinstance(r["feasible"], bool) for r in as_json if r["status"] == "completed")
+    out = CliRunner().invoke(app, ["export", "--store", url, "-f", "csv"]).output
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["feasible"] for r in rows if r["status"] == "failed"} == {""}
 
 
 def test_live_lines_show_every_objective_and_the_front_not_the_first_ones_best(
@@ -151,7 +221,8 @@ def test_live_lines_show_every_objective_and_the_front_not_the_first_ones_best(
     assert len(lines) == len(records) == 12
     for n, (line, record) in enumerate(zip(lines, records, strict=True), start=1):
         front = pareto_mask(Y[:n], campaign.objectives, feasible[:n])
-        size = int(front.sum()) or "none feasible yet"
+        # the reference point is given: a front of none may hold feasible trials
+        size = int(front.sum()) or "none yet (no feasible trial is as good as the reference point)"
         on = " (this one on it)" if front[-1] else ""
         f1, f2 = (number(record["outputs"][k]) for k in ("f1", "f2"))
         assert f"f1 = {f1}, f2 = {f2}" in line and f"Pareto front {size}{on}" in line, line

@@ -22,7 +22,7 @@ from loop import Runner, Store, parse_campaign
 from loop.config import LoadedCampaign
 from loop.lock import CampaignLease, CampaignLocked, LeaseLost, host_id
 from loop.runner import CampaignFinished, reconcile_documents
-from loop.store import LeaseClaim, LeaseRow
+from loop.store import LeaseClaim, LeaseRow, as_utc
 from planners import SobolPlanner
 from simulators import get_problem
 from tests.cli_process import Process, start_cli
@@ -581,3 +581,29 @@ def test_signal_handlers_are_restored_after_the_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_trial_left_in_flight_ended_when_its_runner_was_last_alive_not_at_resume(
+    tmp_path: Path,
+) -> None:
+    """A run cut short at 07:24 and resumed at 07:38 read as a 14-minute run (found in
+    review): its ``finished_at`` and the stop document written for it are the last sign of
+    life the store holds, the later of its last document and its runner's last heartbeat."""
+    store = _store(tmp_path)
+    cid = _unfinished_campaign(tmp_path, store)
+    now = time.time()
+    cut = store.add_trial(cid, {"x1": 0.0, "x2": 0.0}, "sobol")
+    for seq, (name, body) in enumerate(_docs(stop=None, event=False), start=1):
+        store.add_document(cut.id or 0, seq, name, {**body, "time": now - 900 + seq}, "run-1")
+    quiet = store.add_trial(cid, {"x1": 1.0, "x2": 1.0}, "sobol", slot=0)  # no document
+    _foreign_lease(store, cid, host="other-host", pid=4242, expires_in=-1)  # beat at now - 60
+    Runner.from_store(store, cid, max_trials=3).resume()
+
+    trials = {t.id: t for t in store.trials(cid)}
+    for trial_id in (cut.id, quiet.id):
+        row = trials[trial_id]
+        assert row.status == "abandoned" and row.finished_at is not None
+        ended = as_utc(row.finished_at).timestamp()
+        assert ended == pytest.approx(now - 60, abs=2), (row.number, now - ended)
+    (stop,) = [d.body for d in store.documents(cut.id or 0) if d.name == "stop"]
+    assert stop["time"] == pytest.approx(now - 60, abs=2)
