@@ -429,7 +429,21 @@ def _put_acknowledged(signal: Any, value: Any, timeout: float, *, what: str) -> 
         connection_timeout=max(timeout, 0.1),
     )
     if not done.wait(timeout):
-        raise TimeoutError(f"{what}: put of {value:g} not acknowledged in {timeout:g} s")
+        raise TimeoutError(f"{what}: {_not_completed(signal, value, timeout)}")
+
+
+def _not_completed(signal: Any, value: Any, timeout: float) -> str:
+    """Why a put with completion did not complete, with what the PV holds now: an IOC that
+    refuses a write answers at once but never completes it, which "not acknowledged" made
+    read as a slow network (found in review)."""
+    holds = ""
+    with contextlib.suppress(Exception):
+        now = signal.get(use_monitor=False, timeout=1.0)
+        holds = f"; the PV holds {now:g}" if isinstance(now, int | float) else ""
+    return (
+        f"the IOC did not complete the put of {float(value):g} within {timeout:g} s (it "
+        f"refused the write, or its record is still processing){holds}"
+    )
 
 
 def _wait_status(
@@ -1608,10 +1622,10 @@ class InputDevice:
         review: the preview said ``set x 8.96`` and ``timeout=None``, never a PV)."""
         d = self.decl
         if d.setpoint is not None:
-            done = (
-                f"readback {self.read_pv} within {d.tolerance:g}"
+            done = "the put's completion" + (
+                f", then readback {self.read_pv} within {d.tolerance:g}"
                 if d.tolerance is not None
-                else "the put's completion"
+                else ""
             )
             target = f"writes PV {self.write_pv}, waits for {done}"
         elif d.motor is not None:
@@ -1869,9 +1883,15 @@ class InputDevice:
             )
             target = self._target(value)
             if self._signal is not None:
+                taken = threading.Event()
                 with self._fence(cancel):  # not after a stop, nor after the safe state
-                    self._signal.put(target, force=True, use_complete=False)
+                    # with completion: an IOC that refuses the write (access security, a
+                    # disabled record, a device-support error) never completes it, and the
+                    # trial fails saying what the PV holds; fire-and-forget, a refused
+                    # setpoint was stored as a completed trial (found in review)
+                    self._signal.put(target, force=True, use_complete=True, callback=taken.set)
                     self._last_written = _number_or_none(value)
+                self._wait_put(taken, value, deadline, cancel)
             else:
 
                 def start() -> Any:
@@ -1919,6 +1939,20 @@ class InputDevice:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
+
+    def _wait_put(
+        self, taken: threading.Event, value: Any, deadline: float, cancel: threading.Event
+    ) -> None:
+        """Wait for the IOC's put completion of ``value`` until ``deadline``; a stop ends the
+        wait. A put not completed in time says what the setpoint PV holds now."""
+        while not taken.wait(_POLL):
+            if cancel.is_set():
+                raise InstrumentError(f"{self.name}: stopped while moving")
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(
+                    f"{self.name} (PV {self.write_pv}): "
+                    + _not_completed(self._signal, value, self.decl.timeout)
+                )
 
     def _motor_failure(self, exc: Exception, value: Any, cancel: threading.Event) -> Exception:
         """A motor's failed move said with what the record says of itself: ``EpicsMotor``

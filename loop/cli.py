@@ -553,6 +553,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         )
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
+        _exit_if_unsafe(summary)
         # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one
         # the campaign met (its Dask scheduler gone, its store file deleted, another runner
         # took it over): resumable once that is mended, which a wrapper script must tell
@@ -638,8 +639,23 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
         far = [(r.number, r.objective) for r in summary.outlying if r.objective is not None]
         console.print(outlying_note(far, objective), highlight=False, markup=False)
     _print_failures(summary.failures, full=summary.status == "failed")
+    _exit_if_unsafe(summary)
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+def _exit_if_unsafe(summary: CampaignSummary) -> None:
+    """Exit 3 (``EXIT_UNSAFE``) when the session left a safe state unwritten, whatever
+    ended it: the one outcome a script must not take for done or for a plain interrupt."""
+    from loop.runner import EXIT_UNSAFE
+
+    if summary.unsafe:
+        err_console.print(
+            "[red]SAFE STATE NOT WRITTEN[/]: "
+            + escape("; ".join(summary.unsafe))
+            + f"; see to the hardware before anything else (exit code {EXIT_UNSAFE})"
+        )
+        raise typer.Exit(EXIT_UNSAFE)
 
 
 #: At most this many trials of a Pareto front in a table (``run``'s summary, ``status``).

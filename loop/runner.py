@@ -183,6 +183,10 @@ class CampaignFinished(ClosedLoopError):
 # ---------------------------------------------------------------------------- stop signals
 #: Seconds a second stop signal waits for the safe state to be written (``stop_on_signals``).
 SAFE_STATE_WAIT = 10.0
+#: The exit code of a command that left an instrument's safe state unwritten, whatever else
+#: ended it: a wrapper (`closedloop run ... && next_sample`) must not read "done" or even
+#: "interrupted" then (found in review: a completed run said SAFE STATE NOT WRITTEN, exit 0).
+EXIT_UNSAFE = 3
 
 
 def signal_name(signum: int) -> str:
@@ -283,15 +287,16 @@ def stop_on_signals(
                     "reconciles them from their documents"
                 )
             say(f"\n{name} again: writing the safe state (at most {SAFE_STATE_WAIT:g} s; {then}\n")
-            for problem in runner.write_safe_state(timeout=SAFE_STATE_WAIT):
+            problems = runner.write_safe_state(timeout=SAFE_STATE_WAIT)
+            for problem in problems:
                 say(f"SAFE STATE NOT WRITTEN: {problem}\n")
             if exit_process:
-                os._exit(130)
+                os._exit(EXIT_UNSAFE if problems else 130)
             runner.stop_now()
             return
         if exit_process:
             say(f"\n{name} a third time: SAFE STATE NOT WRITTEN; exiting at once\n")
-            os._exit(130)
+            os._exit(EXIT_UNSAFE)
         say(f"\n{name} a third time: stopping where the runner is\n")
         raise KeyboardInterrupt(f"stopped by {name} a third time")
 
@@ -497,6 +502,9 @@ class CampaignSummary:
     outcome_constraints: list[str] = field(default_factory=list)
     # completed feasible trials left out of ``best``: far outside every other reading
     outlying: list[TrialReport] = field(default_factory=list)
+    # what of the instruments' safe state could not be written as the session ended (the
+    # setpoint PV named): the operator must see to the hardware; the command exits 3
+    unsafe: list[str] = field(default_factory=list)
 
     @property
     def failure_counts(self) -> dict[str, int]:
@@ -1495,6 +1503,7 @@ class Runner:
         sched: Scheduler | None = None
         broken: PlannerError | None = None  # raised once the trials in flight have ended
         write = True
+        unsafe: list[str] = []  # the safe state not written as the session ends
         try:
             reconciled = self._reconcile(cid) if resumed else []
             history = self.store.trials(cid)
@@ -1653,6 +1662,7 @@ class Runner:
             abandoned=tally.abandoned,
             reconciled=reconciled,
             failures=failures_of(self.store.trials(cid)),
+            unsafe=unsafe,
         )
         return self._with_goals(summary, tally)
 

@@ -35,6 +35,8 @@ PVs for the fault tests (``test_epics_faults2.py``), unused by the example instr
   test knows a client is inside one.
 * ``drv:SP`` / ``drv:RBV``: like ``temp:SP``/``temp:RBV`` (kelvin), but the setpoint has
   control limits (DRVL/DRVH) [0, 340] K: a put outside them is refused by the IOC.
+* ``refuse_puts``: while it is not 0, every put to ``flow:SP`` is refused (an error to the
+  client, the value kept), as access security or a disabled record refuses it.
 * ``mode:SP`` / ``mode:RBV``: ENUM PVs (``Off``, ``Low``, ``High``), the readback following;
   ``label``: a string PV. Neither kind is a number.
 
@@ -104,6 +106,7 @@ class ReactorIOC(PVGroup):
     acquire_time = pvproperty(name="acquire_time", value=0.05, dtype=float)
     rbv_delay = pvproperty(name="rbv_delay", value=0.0, dtype=float)
     lag = pvproperty(name="lag", value=0.0, dtype=float)
+    refuse_puts = pvproperty(name="refuse_puts", value=0, dtype=int)
     drv_sp = pvproperty(
         name="drv:SP",
         value=298.15,
@@ -148,6 +151,8 @@ class ReactorIOC(PVGroup):
 
     @flow_sp.putter  # type: ignore[no-redef]
     async def flow_sp(self, instance: Any, value: float) -> float:
+        if self.refuse_puts.value:  # what access security or a disabled record does
+            raise ValueError("flow:SP is not accepting writes (refuse_puts)")
         await self._count("flow:SP", value)
         self._follow(self.flow_rbv, value)
         return value

@@ -503,3 +503,31 @@ def test_bounds_within_the_limits_give_no_warning(
     with caplog.at_level(logging.WARNING):
         load_campaign(_campaign(tmp_path, "[30, 100]"))
     assert "reaching outside" not in caplog.text
+
+
+def test_a_setpoint_the_ioc_refuses_fails_the_trial_saying_what_the_pv_holds(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """An input without a tolerance was written fire-and-forget: a put the IOC refused
+    (access security, a disabled record) left the trial completed at the old value with no
+    word, while `plan --dry-run` said the write waited for its completion (found in
+    review). The write now waits for the IOC's put completion."""
+    inst = _instrument(
+        tmp_path,
+        **{"    tolerance: 0.01\n    units: mL/min": "    timeout: 2\n    units: mL/min"},
+    )
+    try:
+        with Dispatcher(inst) as dispatcher:
+            fine = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.5})
+            ioc.put("refuse_puts", 1)
+            try:
+                refused = dispatcher.run(2, "c", {"temperature": 50.0, "flow": 2.5})
+            finally:
+                ioc.put("refuse_puts", 0)
+    finally:
+        inst.close()
+    assert fine.ok, fine.error
+    assert refused.exit_status == "fail", refused
+    error = refused.error or ""
+    assert "flow (PV closedloop:sim:flow:SP): the IOC did not complete the put of 2.5" in error
+    assert "the PV holds 1.5" in error, error

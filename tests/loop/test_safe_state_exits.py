@@ -195,3 +195,27 @@ def test_nohup_keeps_a_run_going_when_the_terminal_closes() -> None:
             assert callable(signal.getsignal(signal.SIGHUP))  # a terminal's run: handled
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_run_that_left_the_safe_state_unwritten_exits_3(tmp_path: Path) -> None:
+    """`run` completed its budget, said SAFE STATE NOT WRITTEN and exited 0, so
+    `closedloop run ... && next_sample` went on with the hardware unsafe (found in review)."""
+    from tests.cli_process import run_cli
+
+    _bench(tmp_path, CAMPAIGN.replace("max_trials: 3", "max_trials: 1"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "REFUSE_SAFE_STATE": "1",
+    }
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = run_cli(["run", "c.yaml", "--store", url], cwd=tmp_path, env=env)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "completed: max_trials reached" in proc.stdout
+    said = " ".join(proc.stderr.split())
+    assert "SAFE STATE NOT WRITTEN: x1 = 0" in said and "(exit code 3)" in said, said
+    # nothing else is lost: the trial and the campaign's end are stored
+    store = Store(url, create=False)
+    assert [t.status for t in store.trials(1)] == ["completed"]
+    assert store.campaign(1).status == "completed"
+    store.close()
