@@ -352,8 +352,8 @@ def readback_problems(
         slack = _slack(lower, upper, tolerance)
         if not (lower - slack <= value <= upper + slack):
             problems.append(
-                f"readback {name} = {value:g} lies outside its declared limits "
-                f"[{lower:g}, {upper:g}]"
+                f"readback {name} = {value:g} lies outside the campaign's bounds "
+                f"[{lower:g}, {upper:g}] for it"
             )
     return problems
 

@@ -33,6 +33,10 @@ WORKER_LOST = "worker lost"
 #: A trial that never measured: its function was still busy with an earlier, stopped call.
 #: The planner learns nothing from it (``loop.runner._learned_status``), retried or not.
 UNMEASURED = "not measured (function busy)"
+#: A move refused by ``max_step``: it depends on where the device was (an earlier campaign's
+#: safe state), not on the point, so the planner learns nothing from it either (found in
+#: review: a measurable point inside the limits was taught as failing).
+STEP_REFUSED = "step too large"
 
 # Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
 # phrases are the ones the Dispatcher, the runner and the simulators write.
@@ -59,9 +63,11 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     ("not measured: ", UNMEASURED),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
-    ("lies outside its declared limits", "readback out of range"),
+    ("lies outside the campaign's bounds", "readback out of range"),
+    ("lies outside its declared limits", "readback out of range"),  # stored before 2026-12-07
     ("failing region", "failing region"),
     ("injected instrument fault", "instrument fault"),
+    ("larger than max_step", STEP_REFUSED),  # before the "limit check failed" it is part of
     ("limit check failed", "setpoint refused"),
     # a motor record that ended its move on a hardware limit switch (instruments._epics
     # MotorFault): the soft limits LLM/HLM let the setpoint through, the stage could not go

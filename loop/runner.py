@@ -95,6 +95,7 @@ from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
+    STEP_REFUSED,
     UNMEASURED,
     WORKER_LOST,
     Failure,
@@ -3148,11 +3149,16 @@ def _learned_status(
     session 12's review). A retry that failed too is learned as ``failed``: the point failed
     every attempt, which is what a point the instrument cannot measure does.
 
+    Nor does a move ``max_step`` refused (``STEP_REFUSED``): it failed for where the device
+    was, not for the point.
+
     A trial failed by a misnamed key in the user's function (:func:`simulators._keys.
     misnamed`) says nothing about its point either: a resume after the fix learned such
     points as failing regions (found in review).
     """
-    if status == "failed" and (failure_kind(error) == UNMEASURED or misnamed(error)):
+    if status == "failed" and (
+        failure_kind(error) in (UNMEASURED, STEP_REFUSED) or misnamed(error)
+    ):
         return "abandoned"
     if status == "failed" and transient and not retry:
         return "abandoned"

@@ -80,7 +80,7 @@ def test_out_of_range_readback_fails_the_trial() -> None:
     with Dispatcher(inst, readback_limits=LIMITS, readback_tolerance=0.01) as dispatcher:
         result = dispatcher.run(1, "c", POINT)
     assert result.exit_status == "fail"
-    assert "lies outside its declared limits" in (result.error or "")
+    assert "lies outside the campaign's bounds" in (result.error or "")
     assert set(result.readbacks) == {"x1", "x2"}  # kept for the store
     assert not all(lo <= result.readbacks[k] <= hi for k, (lo, hi) in LIMITS.items())
     assert set(result.outputs) == {"y"}  # what was read is kept with the failed trial
@@ -116,7 +116,7 @@ def test_injected_fault_is_transient_failing_region_is_not() -> None:
 def test_readback_problems() -> None:
     assert readback_problems({"x1": 10.1}, {"x1": (0.0, 10.0)}, tolerance=0.01) == []
     assert readback_problems({"x1": 10.2}, {"x1": (0.0, 10.0)}, tolerance=0.01) == [
-        "readback x1 = 10.2 lies outside its declared limits [0, 10]"
+        "readback x1 = 10.2 lies outside the campaign's bounds [0, 10] for it"
     ]
     assert "not finite" in readback_problems({"x1": math.nan}, {"x1": (0, 1)})[0]
     assert "not a number" in readback_problems({"x1": None}, {"x1": (0, 1)})[0]

@@ -262,7 +262,7 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
     assert summary.failure_counts == {"readback out of range": 2}
     space = loaded.campaign.space
     for t, observation in zip(store.trials(summary.campaign_id), ingested, strict=True):
-        assert "lies outside its declared limits" in (t.error or "")
+        assert "lies outside the campaign's bounds" in (t.error or "")
         assert not space.contains(t.readbacks or {})  # stored as measured
         assert observation.outcome == "failed"
         assert observation.parameters == t.parameters  # the model never sees the readback
@@ -277,6 +277,15 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
         ("output 'y' is missing or not a number: 'n/a'", "missing output"),
         ("readback x1 is not in the run's event, so it cannot be checked", "missing readback"),
         ("readback x1 = 12 lies outside its declared limits [0, 10]", "readback out of range"),
+        (
+            "readback x1 = 12 lies outside the campaign's bounds [0, 10] for it",
+            "readback out of range",
+        ),
+        (
+            "limit check failed, no device moved: SetpointRefused: gap: move from 20 to 8.96 is a "
+            "step of 11.04, larger than max_step 10",
+            "step too large",
+        ),
         # a device's own timeout, whichever library raised it (was three kinds)
         (
             "DeviceTimeout: acquisition not complete within 0.5 s (detector 'b') <- caused by "
@@ -412,3 +421,17 @@ def test_a_trial_that_never_measured_teaches_the_planner_nothing_on_any_attempt(
     timed_out = "timed out after 3 s; the run was aborted through the RunEngine"
     assert _learned_status("failed", True, retry=False, error=timed_out) == "abandoned"
     assert _learned_status("failed", True, retry=True, error=timed_out) == "failed"
+
+
+def test_a_move_max_step_refused_teaches_the_planner_nothing() -> None:
+    """A point inside the limits failed only because an earlier campaign's safe state left
+    the device far away, and was taught as a failing point (found in review)."""
+    from loop.runner import _learned_status
+
+    refused = (
+        "limit check failed, no device moved: SetpointRefused: gap: move from 20 to 8.96 is a "
+        "step of 11.04, larger than max_step 10"
+    )
+    assert _learned_status("failed", False, retry=False, error=refused) == "abandoned"
+    outside = "limit check failed, no device moved: setpoint 86.7 is outside the limits"
+    assert _learned_status("failed", False, retry=False, error=outside) == "failed"
