@@ -134,6 +134,19 @@ class MotorFault(InstrumentError):
     (``UnknownStatusFailure: ... update the Device to use set_exception``); this says why."""
 
 
+#: EPICS alarm severities in order (0 NO_ALARM ... 3 INVALID), as ``max_alarm`` names them.
+_SEVERITIES = ("none", "minor", "major", "invalid")
+
+
+class OutputInAlarm(InstrumentError):
+    """An output PV's alarm severity was worse than its ``max_alarm`` when it was read, or
+    it read NaN or an infinity: the IOC says the number is not to be trusted (a detector
+    fault, a beam glitch). The instrument's condition, not the point's, so the failure is
+    ``transient`` (retried)."""
+
+    transient = True
+
+
 class DeviceTimeout(InstrumentError, TimeoutError):
     """A device call did not finish within its declared timeout (the call was cancelled).
 
@@ -2186,7 +2199,17 @@ class _Output:
             DeviceTimeout: an ophyd-async plugin did not answer in time.
         """
         if self.decl.pv is not None:
-            return self.target.get(), time.time()
+            value = self.target.get()
+            self._refuse_alarm()
+            if isinstance(value, float) and not math.isfinite(value):
+                # from a PV: a detector or beam glitch far more often than the point's own
+                # value; retried, and learned as failing only if the retry reads one too
+                # (found in review: learned at once, as a function's NaN is)
+                raise OutputInAlarm(
+                    f"output {self.name!r}: PV {self.target.pvname} read {value}, not a "
+                    "reading: retried"
+                )
+            return value, time.time()
         limit = self.timeout if timeout is None else timeout
         try:
             reading = call_device(self.target, "read", timeout=limit)
@@ -2199,6 +2222,20 @@ class _Output:
                 f"{limit:g} s{which}"
             ) from exc
         return _first_value(reading, self._key_for(reading), what=self.what)
+
+    def _refuse_alarm(self) -> None:
+        """Raise :class:`OutputInAlarm` when the PV's alarm severity, as the read just
+        fetched it (ophyd reads the value with its alarm), is worse than ``max_alarm``. An
+        INVALID ``det:counts`` was stored and learned as a good reading (found in review)."""
+        severity = int(getattr(self.target, "alarm_severity", 0) or 0)
+        if severity <= _SEVERITIES.index(self.decl.max_alarm):
+            return
+        status = getattr(getattr(self.target, "alarm_status", None), "name", "")
+        raise OutputInAlarm(
+            f"output {self.name!r}: PV {self.target.pvname} is in {_SEVERITIES[severity].upper()}"
+            f" alarm{f' ({status})' if status else ''}, worse than its max_alarm "
+            f"{self.decl.max_alarm}: the reading is not taken"
+        )
 
     @property
     def what(self) -> str:

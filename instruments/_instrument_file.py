@@ -464,6 +464,11 @@ class OutputDecl(_Strict):
     key: str | None = Field(default=None, description="Reading key of the plugin device.")
     units: str | None = Field(default=None, description="Units the campaign wants.")
     device_units: str | None = Field(default=None, description="Units the device gives.")
+    max_alarm: Literal["none", "minor", "major", "invalid"] = Field(
+        default="minor",
+        description="The worst EPICS alarm severity of the PV still taken as a reading; a "
+        "worse one fails the trial (transient: retried). `invalid` takes every reading.",
+    )
 
     @field_validator("device_units")
     @classmethod
@@ -474,6 +479,8 @@ class OutputDecl(_Strict):
     def _one_source(self) -> OutputDecl:
         if (self.pv is None) == (self.device is None):
             raise ValueError("give exactly one of `pv: NAME` or `device: module:Class`")
+        if "max_alarm" in self.model_fields_set and self.pv is None:
+            raise ValueError("`max_alarm:` goes with `pv:` (a plugin device reports no alarm)")
         if (self.args or self.key) and self.device is None:
             raise ValueError("`args:` and `key:` go with `device:`")
         if self.device_units is not None and self.units is None:

@@ -3093,6 +3093,7 @@ _TRANSIENT_KINDS = frozenset(
         "connection lost",
         "limit check unanswered",
         "interlock broke",
+        "reading not trusted",
     }
 )
 # Exception names (a failure's kind when no phrase above names it) of timeouts and lost

@@ -35,6 +35,9 @@ PVs for the fault tests (``test_epics_faults2.py``), unused by the example instr
   test knows a client is inside one.
 * ``drv:SP`` / ``drv:RBV``: like ``temp:SP``/``temp:RBV`` (kelvin), but the setpoint has
   control limits (DRVL/DRVH) [0, 340] K: a put outside them is refused by the IOC.
+* ``yield_nan``: while it is not 0, an acquisition writes NaN to ``yield`` (a glitch).
+* ``yield_severity``: the alarm severity of ``yield`` (0 none ... 3 INVALID, status HIHI),
+  as a detector's IOC flags a reading not to be trusted.
 * ``refuse_puts``: while it is not 0, every put to ``flow:SP`` is refused (an error to the
   client, the value kept), as access security or a disabled record refuses it.
 * ``mode:SP`` / ``mode:RBV``: ENUM PVs (``Off``, ``Low``, ``High``), the readback following;
@@ -54,7 +57,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from caproto import ChannelType
+from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty, run
 
 
@@ -98,7 +101,9 @@ class ReactorIOC(PVGroup):
     )
     acquire = pvproperty(name="acquire", value=0, dtype=int)
     busy = pvproperty(name="busy", value=0, dtype=int, read_only=True)
-    yield_ = pvproperty(name="yield", value=0.0, dtype=float, precision=6, read_only=True)
+    yield_ = pvproperty(
+        name="yield", value=0.0, dtype=float, precision=6, read_only=True, alarm_group="yield"
+    )  # its own alarm: caproto's PVs share one by default (yield_severity)
     door_closed = pvproperty(name="door_closed", value=1, dtype=int)
     pressure = pvproperty(name="pressure", value=1.0, dtype=float, units="bar")
     heater_enable = pvproperty(name="heater:enable", value=1, dtype=int)
@@ -107,6 +112,8 @@ class ReactorIOC(PVGroup):
     rbv_delay = pvproperty(name="rbv_delay", value=0.0, dtype=float)
     lag = pvproperty(name="lag", value=0.0, dtype=float)
     refuse_puts = pvproperty(name="refuse_puts", value=0, dtype=int)
+    yield_severity = pvproperty(name="yield_severity", value=0, dtype=int)
+    yield_nan = pvproperty(name="yield_nan", value=0, dtype=int)
     drv_sp = pvproperty(
         name="drv:SP",
         value=298.15,
@@ -187,6 +194,19 @@ class ReactorIOC(PVGroup):
         await self._count("lag", value)
         return value
 
+    async def _yield_alarm(self, severity: int) -> None:
+        """Put ``yield`` in alarm at ``severity`` (``yield_severity``); a write of its value
+        clears the alarm (caproto checks the value against its limits), so each is followed
+        by this."""
+        level = AlarmSeverity(int(severity))
+        status = AlarmStatus.HIHI if level else AlarmStatus.NO_ALARM
+        await self.yield_.alarm.write(status=status, severity=level)
+
+    @yield_severity.putter  # type: ignore[no-redef]
+    async def yield_severity(self, instance: Any, value: int) -> int:
+        await self._yield_alarm(value)
+        return value
+
     @rbv_delay.putter  # type: ignore[no-redef]
     async def rbv_delay(self, instance: Any, value: float) -> float:
         await self._count("rbv_delay", value)
@@ -202,7 +222,8 @@ class ReactorIOC(PVGroup):
         temp = float(self.temp_rbv.value)
         flow = float(self.flow_rbv.value)
         result = math.exp(-(((temp - 353.15) / 25.0) ** 2)) * flow / (flow + 1.0)
-        await self.yield_.write(result)
+        await self.yield_.write(math.nan if self.yield_nan.value else result)
+        await self._yield_alarm(self.yield_severity.value)
         await self.busy.write(0)
         return 0
 

@@ -531,3 +531,53 @@ def test_a_setpoint_the_ioc_refuses_fails_the_trial_saying_what_the_pv_holds(
     error = refused.error or ""
     assert "flow (PV closedloop:sim:flow:SP): the IOC did not complete the put of 2.5" in error
     assert "the PV holds 1.5" in error, error
+
+
+def test_an_output_pv_in_alarm_fails_the_trial_as_transient_unless_max_alarm_takes_it(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """A detector PV in INVALID alarm was stored as a completed trial and learned as a good
+    reading (found in review): now a severity worse than the output's ``max_alarm``
+    (default ``minor``) fails the trial, transient, naming the PV and its alarm."""
+    for severity, edits, ok in (
+        (1, {}, True),  # MINOR: taken by default
+        (2, {}, False),  # MAJOR
+        (3, {}, False),  # INVALID
+        (3, {"yield: {pv: yield}": "yield: {pv: yield, max_alarm: invalid}"}, True),
+    ):
+        inst = _instrument(tmp_path, **edits)
+        try:
+            with Dispatcher(inst) as dispatcher:
+                ioc.put("yield_severity", severity)
+                try:
+                    result = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.0})
+                finally:
+                    ioc.put("yield_severity", 0)
+        finally:
+            inst.close()
+        assert result.ok is ok, (severity, edits, result.error)
+        if not ok:
+            error = result.error or ""
+            name = {2: "MAJOR", 3: "INVALID"}[severity]
+            assert f"PV closedloop:sim:yield is in {name} alarm (HIHI)" in error, error
+            assert "worse than its max_alarm minor" in error
+            assert result.transient
+
+
+def test_a_nan_from_an_output_pv_fails_the_trial_as_transient(ioc: IOC, tmp_path: Path) -> None:
+    """A NaN from a detector PV is a glitch far more often than the point's value: retried,
+    not learned at once as a failing point as a function's NaN is (found in review)."""
+    inst = _instrument(tmp_path)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            ioc.put("yield_nan", 1)
+            try:
+                result = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.0})
+            finally:
+                ioc.put("yield_nan", 0)
+    finally:
+        inst.close()
+    assert not result.ok and result.transient, result
+    error = result.error or ""
+    assert "output 'yield': PV closedloop:sim:yield read nan, not a reading: retried" in error
+    assert failure_kind(error) == "reading not trusted"

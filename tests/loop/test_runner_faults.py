@@ -286,6 +286,11 @@ def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
             "step of 11.04, larger than max_step 10",
             "step too large",
         ),
+        (
+            "OutputInAlarm: output 'y': PV lab:det is in INVALID alarm (HIHI), worse than its "
+            "max_alarm minor: the reading is not taken",
+            "reading not trusted",
+        ),
         # a device's own timeout, whichever library raised it (was three kinds)
         (
             "DeviceTimeout: acquisition not complete within 0.5 s (detector 'b') <- caused by "
