@@ -3083,7 +3083,24 @@ class DeclaredInstrument:
             dev = self.inputs[key]
             own = next(r for r in rows if r.role == "input" and r.name == key)
             rows.append(self._safe_state_row(label, dev, value, timeout, own))
+        for row in rows:
+            self._locate(row)
         return rows
+
+    def _locate(self, row: CheckRow) -> None:
+        """Name the file and line that declares a PV that did not connect: a misspelt PV
+        was named without its line, which every other problem in the file gets (found in
+        review)."""
+        problem = row.problem or ""
+        if not _NO_ANSWER.search(problem) or not self.spec._data:
+            return
+        section = {"input": "inputs", "output": "outputs"}.get(row.role, row.role)
+        name = row.name.split(" = ")[0] if row.role == "on_stop" else row.name
+        loc: tuple[str, ...] = (section,) if row.role == "acquire" else (section, name)
+        line = line_of(self.spec._data, loc)
+        if line:
+            declared = f" (declared at {self.spec._path}:{line})"
+            row.problem = _NO_ANSWER.sub("", problem) + declared + _NO_ANSWER_TEXT
 
     def _safe_state_row(
         self, label: str, dev: InputDevice, value: float, timeout: float, own: CheckRow

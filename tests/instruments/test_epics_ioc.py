@@ -199,6 +199,9 @@ def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) ->
     said = str(caught.value)  # each PV once, the hint once (it followed every device)
     assert "(PV closedloop:sim:heater:enabel did not connect within" in said, said
     assert said.count("EPICS_CA_ADDR_LIST") == 1, said
+    # the line that declares it, as every other problem in the file gets (found in review)
+    line = 1 + text[: text.index("heater:enabel: 0")].count("\n")
+    assert f"(declared at {tmp_path / 'reactor.yaml'}:{line})" in said, said
 
 
 def test_instruments_check_shows_outputs_in_campaign_units(ioc: IOC, tmp_path: Path) -> None:
