@@ -505,6 +505,31 @@ def test_bounds_within_the_limits_give_no_warning(
     assert "reaching outside" not in caplog.text
 
 
+def _run_while(
+    ioc: IOC,
+    tmp_path: Path,
+    switch: str,
+    value: int,
+    flow: float = 1.0,
+    edits: dict[str, str] | None = None,
+) -> tuple[TrialResult, TrialResult]:
+    """Two trials of the instrument (``edits`` made to its file): one as the IOC is, then
+    one while its fault ``switch`` holds ``value`` (set back to 0 after)."""
+    inst = _instrument(tmp_path, **(edits or {}))
+    try:
+        with Dispatcher(inst) as dispatcher:
+            before = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.5})
+            ioc.put(switch, value)
+            try:
+                during = dispatcher.run(2, "c", {"temperature": 50.0, "flow": flow})
+            finally:
+                ioc.put(switch, 0)
+    finally:
+        inst.close()
+    assert before.ok, before.error
+    return before, during
+
+
 def test_a_setpoint_the_ioc_refuses_fails_the_trial_saying_what_the_pv_holds(
     ioc: IOC, tmp_path: Path
 ) -> None:
@@ -512,21 +537,8 @@ def test_a_setpoint_the_ioc_refuses_fails_the_trial_saying_what_the_pv_holds(
     (access security, a disabled record) left the trial completed at the old value with no
     word, while `plan --dry-run` said the write waited for its completion (found in
     review). The write now waits for the IOC's put completion."""
-    inst = _instrument(
-        tmp_path,
-        **{"    tolerance: 0.01\n    units: mL/min": "    timeout: 2\n    units: mL/min"},
-    )
-    try:
-        with Dispatcher(inst) as dispatcher:
-            fine = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.5})
-            ioc.put("refuse_puts", 1)
-            try:
-                refused = dispatcher.run(2, "c", {"temperature": 50.0, "flow": 2.5})
-            finally:
-                ioc.put("refuse_puts", 0)
-    finally:
-        inst.close()
-    assert fine.ok, fine.error
+    no_tolerance = {"    tolerance: 0.01\n    units: mL/min": "    timeout: 2\n    units: mL/min"}
+    _, refused = _run_while(ioc, tmp_path, "refuse_puts", 1, flow=2.5, edits=no_tolerance)
     assert refused.exit_status == "fail", refused
     error = refused.error or ""
     assert "flow (PV closedloop:sim:flow:SP): the IOC did not complete the put of 2.5" in error
@@ -545,16 +557,7 @@ def test_an_output_pv_in_alarm_fails_the_trial_as_transient_unless_max_alarm_tak
         (3, {}, False),  # INVALID
         (3, {"yield: {pv: yield}": "yield: {pv: yield, max_alarm: invalid}"}, True),
     ):
-        inst = _instrument(tmp_path, **edits)
-        try:
-            with Dispatcher(inst) as dispatcher:
-                ioc.put("yield_severity", severity)
-                try:
-                    result = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.0})
-                finally:
-                    ioc.put("yield_severity", 0)
-        finally:
-            inst.close()
+        _, result = _run_while(ioc, tmp_path, "yield_severity", severity, edits=edits)
         assert result.ok is ok, (severity, edits, result.error)
         if not ok:
             error = result.error or ""
@@ -567,16 +570,7 @@ def test_an_output_pv_in_alarm_fails_the_trial_as_transient_unless_max_alarm_tak
 def test_a_nan_from_an_output_pv_fails_the_trial_as_transient(ioc: IOC, tmp_path: Path) -> None:
     """A NaN from a detector PV is a glitch far more often than the point's value: retried,
     not learned at once as a failing point as a function's NaN is (found in review)."""
-    inst = _instrument(tmp_path)
-    try:
-        with Dispatcher(inst) as dispatcher:
-            ioc.put("yield_nan", 1)
-            try:
-                result = dispatcher.run(1, "c", {"temperature": 50.0, "flow": 1.0})
-            finally:
-                ioc.put("yield_nan", 0)
-    finally:
-        inst.close()
+    _, result = _run_while(ioc, tmp_path, "yield_nan", 1)
     assert not result.ok and result.transient, result
     error = result.error or ""
     assert "output 'yield': PV closedloop:sim:yield read nan, not a reading: retried" in error
