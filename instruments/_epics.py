@@ -142,7 +142,15 @@ class OutputInAlarm(InstrumentError):
     """An output PV's alarm severity was worse than its ``max_alarm`` when it was read, or
     it read NaN or an infinity: the IOC says the number is not to be trusted (a detector
     fault, a beam glitch). The instrument's condition, not the point's, so the failure is
-    ``transient`` (retried)."""
+    ``transient``: retried up to ``max_retries``, and not learned as the point's."""
+
+    transient = True
+
+
+class SetpointNotTaken(InstrumentError):
+    """The IOC completed a setpoint's put but the PV holds another value: it refused or
+    clipped the write. The instrument's state (a disabled record, access security), not
+    the point's, so the failure is ``transient`` (retried up to ``max_retries``)."""
 
     transient = True
 
@@ -425,6 +433,17 @@ def _label(device: Any) -> str:
     return repr(getattr(device, "name", None) or type(device).__name__)
 
 
+def _setter(event: threading.Event) -> Callable[..., None]:
+    """A put-completion callback that sets ``event``: pyepics calls it with keyword
+    arguments (``pvname=...``), which ``Event.set`` refuses on a thread nobody watches, so
+    the put never read as completed (found in review; caproto's layer calls it bare)."""
+
+    def done(*args: Any, **kwargs: Any) -> None:
+        event.set()
+
+    return done
+
+
 def _put_acknowledged(signal: Any, value: Any, timeout: float, *, what: str) -> None:
     """Write ``value`` to an EPICS ``signal`` and wait for the IOC's acknowledgement (a put
     with completion), ``timeout`` s for the connection and again for the answer: the safe
@@ -438,11 +457,19 @@ def _put_acknowledged(signal: Any, value: Any, timeout: float, *, what: str) -> 
         value,
         force=True,
         use_complete=True,
-        callback=done.set,
+        callback=_setter(done),
         connection_timeout=max(timeout, 0.1),
     )
     if not done.wait(timeout):
         raise TimeoutError(f"{what}: {_not_completed(signal, value, timeout)}")
+
+
+def _setpoint_now(signal: Any, timeout: float) -> Any:
+    """What the PV ``signal`` writes holds now, read from the IOC: an input's signal reads
+    its readback PV with ``get()`` (which lags the setpoint), its setpoint PV with
+    ``get_setpoint()``."""
+    read = getattr(signal, "get_setpoint", None) or signal.get
+    return read(use_monitor=False, timeout=timeout)
 
 
 def _not_completed(signal: Any, value: Any, timeout: float) -> str:
@@ -451,7 +478,7 @@ def _not_completed(signal: Any, value: Any, timeout: float) -> str:
     read as a slow network (found in review)."""
     holds = ""
     with contextlib.suppress(Exception):
-        now = signal.get(use_monitor=False, timeout=1.0)
+        now = _setpoint_now(signal, timeout=1.0)
         holds = f"; the PV holds {now:g}" if isinstance(now, int | float) else ""
     return (
         f"the IOC did not complete the put of {float(value):g} within {timeout:g} s (it "
@@ -1635,10 +1662,10 @@ class InputDevice:
         review: the preview said ``set x 8.96`` and ``timeout=None``, never a PV)."""
         d = self.decl
         if d.setpoint is not None:
-            done = "the put's completion" + (
-                f", then readback {self.read_pv} within {d.tolerance:g}"
+            done = (
+                f"readback {self.read_pv} within {d.tolerance:g}"
                 if d.tolerance is not None
-                else ""
+                else f"the put's completion, then reads {self.write_pv} back"
             )
             target = f"writes PV {self.write_pv}, waits for {done}"
         elif d.motor is not None:
@@ -1896,15 +1923,23 @@ class InputDevice:
             )
             target = self._target(value)
             if self._signal is not None:
-                taken = threading.Event()
+                # Without a tolerance nothing else says the IOC took the value: the put
+                # waits for its completion, then the setpoint PV is read back. A refused
+                # write (access security, a disabled record, a device-support error) was
+                # stored as a completed trial at the old value (found in review). With a
+                # tolerance the readback is the test, as before: a record whose completion
+                # comes late must not fail a move that is already there.
+                taken = threading.Event() if self.decl.tolerance is None else None
                 with self._fence(cancel):  # not after a stop, nor after the safe state
-                    # with completion: an IOC that refuses the write (access security, a
-                    # disabled record, a device-support error) never completes it, and the
-                    # trial fails saying what the PV holds; fire-and-forget, a refused
-                    # setpoint was stored as a completed trial (found in review)
-                    self._signal.put(target, force=True, use_complete=True, callback=taken.set)
+                    if taken is None:
+                        self._signal.put(target, force=True, use_complete=False)
+                    else:
+                        self._signal.put(
+                            target, force=True, use_complete=True, callback=_setter(taken)
+                        )
                     self._last_written = _number_or_none(value)
-                self._wait_put(taken, value, deadline, cancel)
+                if taken is not None:
+                    self._wait_put(taken, value, target, deadline, cancel)
             else:
 
                 def start() -> Any:
@@ -1954,10 +1989,17 @@ class InputDevice:
             status.set_finished()
 
     def _wait_put(
-        self, taken: threading.Event, value: Any, deadline: float, cancel: threading.Event
+        self,
+        taken: threading.Event,
+        value: Any,
+        target: Any,
+        deadline: float,
+        cancel: threading.Event,
     ) -> None:
-        """Wait for the IOC's put completion of ``value`` until ``deadline``; a stop ends the
-        wait. A put not completed in time says what the setpoint PV holds now."""
+        """Wait for the IOC's put completion of ``value`` (``target`` at the device) until
+        ``deadline``, then read the setpoint PV back: an IOC answers a refused put-notify
+        with a failure status, which pyepics and caproto's client hand to the callback as a
+        completion all the same. A stop ends the wait."""
         while not taken.wait(_POLL):
             if cancel.is_set():
                 raise InstrumentError(f"{self.name}: stopped while moving")
@@ -1965,6 +2007,15 @@ class InputDevice:
                 raise DeviceTimeout(
                     f"{self.name} (PV {self.write_pv}): "
                     + _not_completed(self._signal, value, self.decl.timeout)
+                )
+        signal: Any = self._signal  # only a setpoint PV is put with completion
+        held = _setpoint_now(signal, timeout=max(_left(deadline), 1.0))
+        if isinstance(held, int | float) and isinstance(target, int | float):
+            if not math.isclose(float(held), float(target), rel_tol=1e-6, abs_tol=1e-12):
+                raise SetpointNotTaken(
+                    f"{self.name} (PV {self.write_pv}): the IOC completed the put of "
+                    f"{float(target):g} but holds {float(held):g}: it refused or clipped the "
+                    "write (a disabled record, access security, its own drive limits)"
                 )
 
     def _motor_failure(self, exc: Exception, value: Any, cancel: threading.Event) -> Exception:
@@ -2207,7 +2258,7 @@ class _Output:
                 # (found in review: learned at once, as a function's NaN is)
                 raise OutputInAlarm(
                     f"output {self.name!r}: PV {self.target.pvname} read {value}, not a "
-                    "reading: retried"
+                    "reading (a transient failure)"
                 )
             return value, time.time()
         limit = self.timeout if timeout is None else timeout
@@ -2379,7 +2430,7 @@ class OutputDetector:
                 if cancel.is_set():  # stopped while the plugins triggered: start nothing
                     raise InstrumentError("stopped before the acquisition")
                 if decl.put_complete:
-                    self._acquire.put(decl.value, use_complete=True, callback=done.set)
+                    self._acquire.put(decl.value, use_complete=True, callback=_setter(done))
                     late = (
                         f"acquisition not complete within {decl.timeout:g} s "
                         f"({self._acquire.pvname})"

@@ -467,7 +467,8 @@ class OutputDecl(_Strict):
     max_alarm: Literal["none", "minor", "major", "invalid"] = Field(
         default="minor",
         description="The worst EPICS alarm severity of the PV still taken as a reading; a "
-        "worse one fails the trial (transient: retried). `invalid` takes every reading.",
+        "worse one fails the trial (transient: retried up to max_retries, not learned as the "
+        "point's). `invalid` takes every reading.",
     )
 
     @field_validator("device_units")

@@ -536,6 +536,7 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:
     """Run ``start`` (``runner.run`` or ``runner.resume``) with signals and the progress bar."""
     _log_bluesky_prints()
+    _runner_of_command["runner"] = runner
     try:
         with say_when_stdout_closes(), _stop_on_signals(runner) as signalled, listener:
             summary: CampaignSummary = start()
@@ -553,7 +554,6 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
         )
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
-        _exit_if_unsafe(summary)
         # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one
         # the campaign met (its Dask scheduler gone, its store file deleted, another runner
         # took it over): resumable once that is mended, which a wrapper script must tell
@@ -639,23 +639,31 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
         far = [(r.number, r.objective) for r in summary.outlying if r.objective is not None]
         console.print(outlying_note(far, objective), highlight=False, markup=False)
     _print_failures(summary.failures, full=summary.status == "failed")
-    _exit_if_unsafe(summary)
     if summary.status == "failed":
         raise typer.Exit(1)
 
 
-def _exit_if_unsafe(summary: CampaignSummary) -> None:
-    """Exit 3 (``EXIT_UNSAFE``) when the session left a safe state unwritten, whatever
-    ended it: the one outcome a script must not take for done or for a plain interrupt."""
+def _unsafe_exit(code: str | int | None) -> str | int | None:
+    """Exit code 3 (``EXIT_UNSAFE``) when the command's runner left a safe state unwritten,
+    whatever else ended it (a spent budget, a stop, a planner or store error): the one
+    outcome a script must not take for done, for a plain interrupt or for an error to retry
+    (found in review: exit 0, then exit 1 when an error ended the session)."""
+    runner = _runner_of_command.get("runner")
+    unsafe = getattr(runner, "unsafe", None)
+    if not unsafe:
+        return code
     from loop.runner import EXIT_UNSAFE
 
-    if summary.unsafe:
-        err_console.print(
-            "[red]SAFE STATE NOT WRITTEN[/]: "
-            + escape("; ".join(summary.unsafe))
-            + f"; see to the hardware before anything else (exit code {EXIT_UNSAFE})"
-        )
-        raise typer.Exit(EXIT_UNSAFE)
+    err_console.print(
+        "[red]SAFE STATE NOT WRITTEN[/]: "
+        + escape("; ".join(unsafe))
+        + f"; see to the hardware before anything else (exit code {EXIT_UNSAFE})"
+    )
+    return EXIT_UNSAFE
+
+
+#: The runner ``run`` or ``resume`` drives (for :func:`_unsafe_exit`).
+_runner_of_command: dict[str, Any] = {}
 
 
 #: At most this many trials of a Pareto front in a table (``run``'s summary, ``status``).
@@ -1158,7 +1166,9 @@ def _planner_wait(lease: Any) -> dict[str, Any] | None:
     (``LeaseRow.proposing_since``): ``{for_s, slots_waiting}``, or ``None``. With a suggest
     slower than a trial every slot showed ``idle`` and nothing said why (found in review)."""
     since, waiting = lease.proposing_since, lease.proposing_for
-    if since is None or not waiting:
+    # before the lease was taken: an older closedloop took over a dead runner's lease and
+    # left its columns as they were
+    if since is None or not waiting or since < lease.acquired_at:
         return None
     return {"for_s": round(max(time.time() - since, 0.0), 1), "slots_waiting": waiting}
 
@@ -2550,6 +2560,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
     code = exit_code(code)  # 1 when the output could not be written (a full disk)
+    code = _unsafe_exit(code)
     _leave_planner_behind(code)
     _quiet_ctrl_c_at_exit()
     if code not in (0, None):

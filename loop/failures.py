@@ -60,7 +60,7 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     # an output PV whose alarm severity was worse than its max_alarm (instruments._epics
     # OutputInAlarm; transient, retried): the IOC says the reading is not to be trusted
     ("worse than its max_alarm", "reading not trusted"),
-    (", not a reading: retried", "reading not trusted"),
+    (", not a reading (a transient failure)", "reading not trusted"),
     ("cannot be checked after the acquisition", "interlock broke"),
     # a trial whose function was still busy with an earlier, stopped call, so it never
     # measured (instruments._dispatch.NOT_MEASURED): before "timed out after", which it quotes

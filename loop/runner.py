@@ -792,6 +792,9 @@ class Runner:
         self._draining = False
         # resume: the last heartbeat of the runner that died holding the campaign (Unix s)
         self._last_alive: float | None = None
+        #: What of the instruments' safe state the last session could not write (the
+        #: setpoint PV named), however it ended, an error included: the command exits 3.
+        self.unsafe: list[str] = []
         self._asking_operator = False
         # The operator typed `stop` (or their input ended): a stop they asked for, as a
         # Ctrl-C is (the command's exit code says which stops were asked for).
@@ -1640,6 +1643,7 @@ class Runner:
                 # in the stop reason (the summary, `status`), not in a log line alone (found
                 # in review).
                 unsafe = [f for slot in closed for f in safe_state_failures(slot.instrument)]
+                self.unsafe = unsafe
                 if unsafe:
                     reason = f"{reason}; SAFE STATE NOT WRITTEN: {'; '.join(unsafe)}"
                 if write:

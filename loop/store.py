@@ -2006,6 +2006,10 @@ class Store:
                     acquired_at=now,
                     heartbeat=now,
                     expires=now + claim.ttl,
+                    # the old owner's planner is not this one's (a dead runner's "slots
+                    # wait for the planner" showed beside its successor; found in review)
+                    proposing_since=None,
+                    proposing_for=None,
                 )
             )
             s.commit()

@@ -38,8 +38,8 @@ PVs for the fault tests (``test_epics_faults2.py``), unused by the example instr
 * ``yield_nan``: while it is not 0, an acquisition writes NaN to ``yield`` (a glitch).
 * ``yield_severity``: the alarm severity of ``yield`` (0 none ... 3 INVALID, status HIHI),
   as a detector's IOC flags a reading not to be trusted.
-* ``refuse_puts``: while it is not 0, every put to ``flow:SP`` is refused (an error to the
-  client, the value kept), as access security or a disabled record refuses it.
+* ``refuse_puts``: while it is not 0, every put to ``flow:SP`` is answered ``ECA_PUTFAIL``
+  and its value kept, as a real IOC answers a put-notify to a disabled record.
 * ``mode:SP`` / ``mode:RBV``: ENUM PVs (``Off``, ``Low``, ``High``), the readback following;
   ``label``: a string PV. Neither kind is a number.
 
@@ -57,7 +57,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from caproto import AlarmSeverity, AlarmStatus, ChannelType
+from caproto import AlarmSeverity, AlarmStatus, CAStatus, ChannelType
 from caproto.server import PVGroup, pvproperty, run
 
 
@@ -72,6 +72,17 @@ class ReactorIOC(PVGroup):
         self._lag = lag
         self._acquire_time = acquire_time
         self._tasks: set[asyncio.Task[None]] = set()
+        # refuse_puts: flow:SP answers a put with ECA_PUTFAIL and keeps its value, as a
+        # real IOC answers a put-notify to a disabled record (a client still hands the
+        # answer to its completion callback)
+        taken = self.flow_sp.auth_write
+
+        async def refusing(*args: Any, **kwargs: Any) -> Any:
+            if self.refuse_puts.value:
+                return CAStatus.ECA_PUTFAIL
+            return await taken(*args, **kwargs)
+
+        self.flow_sp.auth_write = refusing
 
     def _record(self, pv: str, value: Any) -> None:
         plain = value.item() if hasattr(value, "item") else value
@@ -158,8 +169,6 @@ class ReactorIOC(PVGroup):
 
     @flow_sp.putter  # type: ignore[no-redef]
     async def flow_sp(self, instance: Any, value: float) -> float:
-        if self.refuse_puts.value:  # what access security or a disabled record does
-            raise ValueError("flow:SP is not accepting writes (refuse_puts)")
         await self._count("flow:SP", value)
         self._follow(self.flow_rbv, value)
         return value

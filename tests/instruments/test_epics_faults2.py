@@ -539,10 +539,37 @@ def test_a_setpoint_the_ioc_refuses_fails_the_trial_saying_what_the_pv_holds(
     review). The write now waits for the IOC's put completion."""
     no_tolerance = {"    tolerance: 0.01\n    units: mL/min": "    timeout: 2\n    units: mL/min"}
     _, refused = _run_while(ioc, tmp_path, "refuse_puts", 1, flow=2.5, edits=no_tolerance)
-    assert refused.exit_status == "fail", refused
+    assert refused.exit_status == "fail" and refused.transient, refused
     error = refused.error or ""
-    assert "flow (PV closedloop:sim:flow:SP): the IOC did not complete the put of 2.5" in error
-    assert "the PV holds 1.5" in error, error
+    said = "flow (PV closedloop:sim:flow:SP): the IOC completed the put of 2.5 but holds 1.5"
+    assert said in error, error
+    assert "it refused or clipped the write" in error
+
+
+class _PutStub:
+    """A setpoint signal that answers a put-notify as pyepics does (its callback called
+    with keyword arguments), or never."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+
+    def put(self, value: Any, *, callback: Callable[..., None], **kwargs: Any) -> None:
+        if self.answers:
+            threading.Thread(target=lambda: callback(pvname="lab:sp", data=None)).start()
+
+    def get(self, **kwargs: Any) -> float:
+        return 7.0
+
+
+def test_a_put_completion_called_as_pyepics_calls_it_completes() -> None:
+    """pyepics calls a put callback with keyword arguments; ``Event.set`` refused them on a
+    thread nobody watched, so with ``control_layer: pyepics`` every safe-state write and
+    every setpoint without a tolerance read as never completed (found in review)."""
+    from instruments._epics import _put_acknowledged
+
+    _put_acknowledged(_PutStub(answers=True), 1.0, 5.0, what="PV lab:sp")
+    with pytest.raises(TimeoutError, match=r"did not complete the put of 1 within 0.2 s .*holds 7"):
+        _put_acknowledged(_PutStub(answers=False), 1.0, 0.2, what="PV lab:sp")
 
 
 def test_an_output_pv_in_alarm_fails_the_trial_as_transient_unless_max_alarm_takes_it(
@@ -573,5 +600,5 @@ def test_a_nan_from_an_output_pv_fails_the_trial_as_transient(ioc: IOC, tmp_path
     _, result = _run_while(ioc, tmp_path, "yield_nan", 1)
     assert not result.ok and result.transient, result
     error = result.error or ""
-    assert "output 'yield': PV closedloop:sim:yield read nan, not a reading: retried" in error
+    assert "output 'yield': PV closedloop:sim:yield read nan, not a reading (a transient" in error
     assert failure_kind(error) == "reading not trusted"

@@ -508,8 +508,7 @@ def test_plan_dry_run_prints_the_message_sequence() -> None:
     said = " ".join(out.stdout.split())
     for line in (
         "before each write: interlock door_closed == 1 is read",
-        "-> writes PV closedloop:sim:temp:SP, waits for the put's completion, then "
-        "readback closedloop:sim:temp:RBV within "
+        "-> writes PV closedloop:sim:temp:SP, waits for readback closedloop:sim:temp:RBV within "
         "0.5 (at most 60 s, then 0.1 s to settle; at most 80 from where it is)",
         "-> writes 1 to PV closedloop:sim:acquire with put-completion, then waits until PV "
         "closedloop:sim:busy reads 0.0 (at most 30 s in all)",

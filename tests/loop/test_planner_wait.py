@@ -95,3 +95,24 @@ def test_no_wait_is_shown_while_every_slot_measures(tmp_path: Path) -> None:
     assert Scheduler.proposing(Sched()) == (worker.since, 1)  # type: ignore[arg-type]
     worker._unanswered = False
     assert Scheduler.proposing(Sched()) is None  # type: ignore[arg-type]
+
+
+def test_a_lease_taken_over_forgets_the_dead_runners_planner(tmp_path: Path) -> None:
+    """A runner killed while slots waited for its planner left "planner: choosing..." in its
+    lease; the runner that took the campaign over showed it as its own (found in review)."""
+    from loop.store import LeaseClaim
+
+    path = tmp_path / "campaign.yaml"
+    path.write_text(CAMPAIGN)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    cid = Runner(parse_campaign(CAMPAIGN, path=path, base_dir=tmp_path), store).run().campaign_id
+    dead = LeaseClaim(owner="lab:1", host="lab", pid=1, token="dead", ttl=30)
+    assert store.insert_lease(cid, dead)
+    assert store.renew_lease(cid, "dead", 30, proposing=(time.time() - 50, 2))
+    held = store.lease(cid)
+    assert held is not None and held.proposing_for == 2
+    successor = LeaseClaim(owner="lab:2", host="lab", pid=2, token="next", ttl=30)
+    assert store.replace_lease(cid, "dead", successor)
+    held = store.lease(cid)
+    assert held is not None and (held.proposing_since, held.proposing_for) == (None, None)
+    store.close()

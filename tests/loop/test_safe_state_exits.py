@@ -219,3 +219,42 @@ def test_a_run_that_left_the_safe_state_unwritten_exits_3(tmp_path: Path) -> Non
     assert [t.status for t in store.trials(1)] == ["completed"]
     assert store.campaign(1).status == "completed"
     store.close()
+
+
+BROKEN_PLANNER = """
+class Bad:
+    def __init__(self, context):
+        self.n, self.last_kinds = 0, []
+
+    def ingest(self, observations):
+        pass
+
+    def suggest(self, n=1, pending=()):
+        self.n += 1
+        self.last_kinds = ["model"]
+        if self.n > 2:
+            return [{"x1": 5.0}]  # outside the bounds: it breaks the protocol
+        return [{"x1": 0.5 + 0.1 * self.n}]
+"""
+
+
+def test_a_session_an_error_ended_with_the_safe_state_unwritten_exits_3(tmp_path: Path) -> None:
+    """Exit 3 was given only when the session returned a summary: a planner that broke its
+    protocol ended it with exit 1 and no word of the safe state on stderr (found in
+    review)."""
+    from tests.cli_process import run_cli
+
+    _bench(tmp_path, CAMPAIGN.replace("planner: {kind: sobol}", "planner: {plugin: bad.py:Bad}"))
+    (tmp_path / "bad.py").write_text(BROKEN_PLANNER)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "REFUSE_SAFE_STATE": "1",
+    }
+    proc = run_cli(
+        ["run", "c.yaml", "--store", f"sqlite:///{tmp_path / 's.db'}"], cwd=tmp_path, env=env
+    )
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 3, (proc.stdout, said)
+    assert "outside" in said  # the planner's error is still said
+    assert "SAFE STATE NOT WRITTEN: x1 = 0" in said and "(exit code 3)" in said, said
