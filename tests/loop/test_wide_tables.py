@@ -173,11 +173,12 @@ def test_a_two_objective_front_lists_the_objectives_first(wide: dict[str, str]) 
         assert names[:5] == ["#", "kind", "status", "y", "cost"] and height <= 2
         assert names[5:] == NAMES[: len(names) - 5]
     assert out.count("parameters not shown") == 2
-    # run's summary prints the front the same way: the objectives, then what fits
+    # run's summary prints the front as status does: the objectives, then what fits
     summary = wide["run_two"].split("Pareto front (feasible, non-dominated)", 1)[1]
     assert widest(summary) <= 120, summary
     names, _ = header(tables(summary)[0])
-    assert names[:3] == ["#", "y", "cost"] and names[3:] == NAMES[: len(names) - 3]
+    assert names[:5] == ["#", "kind", "status", "y", "cost"]
+    assert names[5:] == NAMES[: len(names) - 5]
     assert left_out(summary)[1] == 40
 
 
