@@ -212,12 +212,18 @@ class QueuedConsumer:
             return self._queue.qsize() + (self._busy_since is not None)
 
     def first_missing(self) -> Any:
-        """The trial number of the first run this consumer does not have whole, or
-        ``None`` (all delivered, or no start document seen)."""
+        """The lowest trial number of the runs this consumer does not have whole, or
+        ``None`` (all delivered, or no start document seen). The lowest, not the first
+        queued: with several slots runs arrive interleaved, and trial 2's start can come
+        before trial 1's (found in CI: `--from-trial 2` left trial 1 out of the replay)."""
         with self._lock:
+            missing = list(self._starts)
             if self._run_open and (self._queue.qsize() or self._busy_since is not None):
-                return self._taken_trial
-            return self._starts[0] if self._starts else None
+                missing.append(self._taken_trial)
+            numbers = [t for t in missing if isinstance(t, int)]
+            if numbers:
+                return min(numbers)
+            return missing[0] if missing else None
 
     def _replay_hint(self, trial: Any) -> str:
         where = f" {self.replay()}" if self.replay is not None else ""

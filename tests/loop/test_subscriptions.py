@@ -221,3 +221,19 @@ def test_a_consumer_that_raises_anything_keeps_its_thread(caplog: pytest.LogCapt
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "keeps_its_thread.<locals>.exits raised on a start document" in said
     assert "0x" not in said  # named by its function, not its repr's address
+
+
+def test_the_first_missing_run_is_the_lowest_trial_not_the_first_to_arrive() -> None:
+    """With two slots trial 2's start can reach a consumer before trial 1's; the replay hint
+    said `--from-trial 2` and left trial 1 out (found in CI)."""
+    from loop.consumers import QueuedConsumer
+
+    server = HungServer()
+    consumer = QueuedConsumer(server)
+    for number in (2, 1, 3):
+        consumer("start", {"uid": f"run-{number}", "trial_number": number})
+    deadline = time.monotonic() + 10
+    while server.inside == 0 and time.monotonic() < deadline:  # trial 2's start is taken
+        time.sleep(0.01)
+    assert consumer.first_missing() == 1
+    server.answering.set()
