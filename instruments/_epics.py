@@ -25,7 +25,9 @@ existing ``Dispatcher`` and ``trial_plan`` drive it unchanged:
   outside the device's own limits. A plugin device says the same of itself
   (:class:`DeviceMeta`: its readback's ``describe()`` units and limits, an ophyd
   positioner's ``egu`` and ``limits``), read when it connects and checked alike.
-  ``close()`` writes the safe state, an input with ``max_step`` in steps
+  A trial's move further than an input's ``max_step`` ramps in steps of at most that,
+  each checked and waited for (:meth:`InputDevice._ramp`).
+  ``close()`` writes the safe state, an input with ``max_step`` in steps by the same rule
   (:meth:`InputDevice.write_safe_state`), and keeps what it could not write in
   ``safe_state_failures`` (:class:`SafeStateFailure`). A move's put is fenced by a
   per-input lock and a per-move stop flag, so no put of a stopped move (an aborted trial, a
@@ -94,6 +96,7 @@ from instruments._safety import (
     InterlockCheck,
     SetpointRefused,
     check_setpoint,
+    next_step,
 )
 from instruments._yamlfile import line_of
 
@@ -122,10 +125,10 @@ class DeviceTypeError(InstrumentFileError):
 class DeviceLimitsError(InstrumentFileError):
     """A safe state (``on_stop``) outside its device's own limits (a setpoint PV's
     DRVL/DRVH, a motor record's LLM/HLM): the IOC would refuse or clamp it just when the
-    campaign stops; or an input that reads further than ``max_step`` from every setpoint a
-    trial may ask for, so every trial would be refused (found in review: a campaign started,
-    failed trial after trial, then stepped its safe state from there). Either way the
-    instrument is refused when it connects."""
+    campaign stops; or an input that reads further than ``max_step`` outside its limits, so
+    no step of a ramp stays within them and every trial would be refused (found in review:
+    a campaign started, failed trial after trial, then stepped its safe state from there).
+    Either way the instrument is refused when it connects."""
 
 
 class MotorFault(InstrumentError):
@@ -1267,7 +1270,8 @@ class InputDevice:
 
     def check_value(self, value: Any) -> None:
         """Raise :class:`~instruments._safety.SetpointRefused` for a value the hardware must
-        not get; reads the current position only when ``max_step`` is declared.
+        not get, or whose ramp could not start (:meth:`_checked_step`); reads the current
+        position only when ``max_step`` is declared.
 
         A device that is disconnected now cannot say where it is: its ``max_step`` is then
         checked by ``set`` instead, after the interlock gate has waited for the connection
@@ -1280,16 +1284,19 @@ class InputDevice:
             self.read_device_metadata(self._meta_timeout)
         if connected:
             self._refuse_wrong_type()
-        check_setpoint(
+        check_setpoint(  # the setpoint itself
             self.name,
             value,
             limits=self.decl.limits,
             max_step=self.decl.max_step if connected else None,
-            current=lambda: self.position,
+            current=None,
             device_limits=self.device_limits if connected else None,
             device_source=self._device_limits_source,
-            commanded=self._commanded,
         )
+        number = _number_or_none(value)
+        if connected and self.decl.max_step is not None and number is not None:
+            # the first step of its ramp (the move itself when within max_step)
+            self._checked_step(number, self.position, self._commanded())
 
     def _commanded(self, deadline: float | None = None) -> float | None:
         """Where this process last told the device to go, in campaign units: its setpoint PV
@@ -1412,27 +1419,29 @@ class InputDevice:
         if self.decl.device is not None:
             self._meta = input_device_meta(self._positioner, self.name, timeout, what=self.what)
 
-    def reach_problem(self, here: float, bounds: tuple[float, float] | None) -> str | None:
-        """Why no trial could start from the reading ``here``: every setpoint the campaign
-        may ask for (its ``bounds`` within the file's ``limits``) is further than
-        ``max_step`` from it, so each would be refused; ``None`` if not (or no ``max_step``)."""
+    def reach_problem(self, here: float) -> str | None:
+        """Why no trial could start from the reading ``here``: the device is further than
+        ``max_step`` outside its limits (the file's ``limits`` and its own), so no step of a
+        ramp (:meth:`_ramp`) stays within them and each trial would be refused; ``None`` if
+        not (or no ``max_step``). The campaign's bounds do not matter: a ramp may pass
+        outside them on its way in (a furnace at room temperature, bounds from 30 degC)."""
         step = self.decl.max_step
-        spans = [s for s in (self.decl.limits, bounds) if s is not None]
+        spans = [s for s in (self.decl.limits, self.device_limits) if s is not None]
         if step is None or not spans:
             return None
         low = max(float(s[0]) for s in spans)
         high = min(float(s[1]) for s in spans)
         if low > high:
-            return None  # the bounds miss the limits: check_declared warned of that
+            return None  # the file's limits miss the device's: range_problem says so
         nearest = min(max(here, low), high)
         if abs(nearest - here) <= step:
             return None
         units = f" {self.units}" if self.units else ""
         return (
-            f"the nearest setpoint a trial may ask for, {nearest:g}{units}, is "
-            f"{abs(nearest - here):g} from its reading {here:g}, more than max_step {step:g}: "
-            "every trial would be refused (bring the device within max_step of "
-            f"[{low:g}, {high:g}] first)"
+            f"it reads {here:g}{units}, {abs(nearest - here):g} from its limits "
+            f"[{low:g}, {high:g}], more than max_step {step:g}: no step toward any setpoint "
+            "stays within them, so every trial would be refused (bring the device within "
+            "max_step of its limits first)"
         )
 
     def range_problem(self, bounds: tuple[float, float] | None = None) -> str | None:
@@ -1673,7 +1682,12 @@ class InputDevice:
         else:
             target = f"calls set() of device {d.device}, waits for its status"
         settle = f", then {d.settle_time:g} s to settle" if d.settle_time else ""
-        step = f"; at most {d.max_step:g} from where it is" if d.max_step is not None else ""
+        step = (
+            f"; a move further than max_step {d.max_step:g} goes in steps of at most that, "
+            f"each waited for so, {d.timeout:g} s each"
+            if d.max_step is not None
+            else ""
+        )
         return f"{target} (at most {d.timeout:g} s{settle}{step})"
 
     def read_note(self) -> str:
@@ -1790,13 +1804,11 @@ class InputDevice:
                 told = here if told is None else told
                 if most is None:
                     most = 2 * math.ceil(abs(value - here) / step) + 2
-                low, high = max(here, told) - step, min(here, told) + step
-                if low > high:
-                    # readback and setpoint too far apart for one write near both: a write
-                    # within max_step of the readback moves the setpoint toward what the
-                    # device feels, never a jump it could feel (found in review)
-                    low, high = here - step, here + step
-                nxt = min(max(value, low), high)
+                stepped = next_step(value, here, told, step)
+                # none: readback and setpoint too far apart for one write near both; a
+                # write within max_step of the readback moves the setpoint toward what the
+                # device feels, never a jump it could feel (found in review)
+                nxt = min(max(value, here - step), here + step) if stepped is None else stepped
                 if nxt == value:
                     self.put_raw(value, timeout=timeout)
                     return
@@ -1848,21 +1860,33 @@ class InputDevice:
                 _wait_status(status, _left(deadline), never, what=self.what, method="set")
             if self.decl.motor is not None:
                 self._motor_done(deadline, never)
+        self._arrive(value, start, deadline, never)
+        if self.decl.settle_time:
+            time.sleep(self.decl.settle_time)
+
+    def _arrive(self, value: float, start: float, deadline: float, cancel: threading.Event) -> None:
+        """Wait until a step of a ramp from the reading ``start`` to ``value`` has arrived:
+        the readback within ``tolerance``, or at or past ``value`` without one (a step's put
+        completes before the device gets there, and the next step is measured from the
+        readback), until ``deadline``.
+
+        Raises:
+            DeviceTimeout: not there at ``deadline``.
+            InstrumentError: stopped meanwhile.
+        """
         tolerance = self.decl.tolerance or 0.0
         while True:
             here = float(self._readback(deadline)[0])
-            # reached: within tolerance, or at or past it (coming from `start`)
             if abs(here - value) <= tolerance or (here - value) * (start - value) <= 0:
-                break
+                return
             if time.monotonic() > deadline:
                 raise DeviceTimeout(
                     f"readback {here:g} not "
                     + (f"within {tolerance:g} of" if tolerance else "at")
                     + f" {value:g} after {self.decl.timeout:g} s"
                 )
-            time.sleep(_POLL)
-        if self.decl.settle_time:
-            time.sleep(self.decl.settle_time)
+            if cancel.wait(_POLL):
+                raise InstrumentError(f"{self.name}: stopped while moving")
 
     @contextlib.contextmanager
     def _fence(self, cancel: threading.Event) -> Iterator[None]:
@@ -1895,98 +1919,192 @@ class InputDevice:
             )
 
     def _move(self, value: Any, status: Status, cancel: threading.Event) -> None:
-        """Pass the gate, check, put and wait until within tolerance, then settle.
+        """Pass the gate, then move to ``value`` (:meth:`_ramp` it when ``max_step`` is
+        declared, else one :meth:`_put_and_wait`), then settle.
 
-        Everything after the gate (time spent waiting for interlocks is not the move's) and
-        before the settling shares one deadline, ``timeout`` from the start: the device's
-        ``set`` status, the position read for ``max_step`` and every readback of the
-        tolerance wait get only the time left, so no step can restart the clock (a plugin's
-        read is bounded by ``timeout`` on its own, and used to let a move run for up to
-        twice it).
+        Time spent at the gate waiting for interlocks is not the move's. Each step of a
+        ramp, and a move without ``max_step``, has its own deadline, ``timeout`` from its
+        start: the device's ``set`` status, the position read for ``max_step`` and every
+        readback of the tolerance wait get only the time left, so no part of a step can
+        restart its clock (a plugin's read is bounded by ``timeout`` on its own, and used
+        to let a move run for up to twice it).
         """
         try:
             if self.gate is not None:
                 self.gate.wait(cancel, mover=self)
-            deadline = time.monotonic() + self.decl.timeout
             # again, just before the put (with max_step: the gate waited for the connection):
             # nothing moved if it raises
             self._refuse_wrong_type()
-            check_setpoint(
-                self.name,
-                value,
-                limits=self.decl.limits,
-                max_step=self.decl.max_step,
-                current=lambda: self._within(deadline, value, self._readback, deadline)[0],
-                device_limits=self.device_limits,
-                device_source=self._device_limits_source,
-                commanded=lambda: self._commanded(deadline),
-            )
-            target = self._target(value)
-            if self._signal is not None:
-                # Without a tolerance nothing else says the IOC took the value: the put
-                # waits for its completion, then the setpoint PV is read back. A refused
-                # write (access security, a disabled record, a device-support error) was
-                # stored as a completed trial at the old value (found in review). With a
-                # tolerance the readback is the test, as before: a record whose completion
-                # comes late must not fail a move that is already there.
-                taken = threading.Event() if self.decl.tolerance is None else None
-                with self._fence(cancel):  # not after a stop, nor after the safe state
-                    if taken is None:
-                        self._signal.put(target, force=True, use_complete=False)
-                    else:
-                        self._signal.put(
-                            target, force=True, use_complete=True, callback=_setter(taken)
-                        )
-                    self._last_written = _number_or_none(value)
-                if taken is not None:
-                    self._wait_put(taken, value, target, deadline, cancel)
+            number = _number_or_none(value)
+            if self.decl.max_step is not None and number is not None:
+                self._ramp(number, self.decl.max_step, cancel)
             else:
-
-                def start() -> Any:
-                    # told to go there even if the call then fails or times out
-                    self._last_written = _number_or_none(value)
-                    return call_device(
-                        self._positioner, "set", target, timeout=_left(deadline), cancelled=cancel
-                    )
-
-                # the call that starts the move is fenced; waiting for its status is not
-                with self._fence(cancel):
-                    moving = self._within(deadline, value, start)
-                if not is_async_device(self._positioner):  # an async one's was awaited
-                    failed: Exception | None = None
-                    try:
-                        self._within(
-                            deadline,
-                            value,
-                            lambda: _wait_status(
-                                moving, _left(deadline), cancel, what=self.what, method="set"
-                            ),
-                        )
-                        if self.decl.motor is not None:
-                            self._within(deadline, value, self._motor_done, deadline, cancel)
-                    except Exception as exc:
-                        failed = self._motor_failure(exc, value, cancel)
-                    if failed is not None:  # raised here: no ophyd text as its context
-                        raise failed
-            tolerance = self.decl.tolerance
-            if tolerance is not None:
-                while True:
-                    here = self._within(deadline, value, self._readback, deadline)[0]
-                    if abs(here - float(value)) <= tolerance:
-                        break
-                    if time.monotonic() > deadline:
-                        raise DeviceTimeout(
-                            f"{self.name}: readback {here:g} not within {tolerance:g} of "
-                            f"{float(value):g} after {self.decl.timeout:g} s"
-                        )
-                    if cancel.wait(_POLL):
-                        raise InstrumentError(f"{self.name}: stopped while moving")
+                deadline = time.monotonic() + self.decl.timeout
+                check_setpoint(
+                    self.name,
+                    value,
+                    limits=self.decl.limits,
+                    max_step=self.decl.max_step,  # only says a choice cannot be checked
+                    current=None,
+                    device_limits=self.device_limits,
+                    device_source=self._device_limits_source,
+                )
+                self._put_and_wait(value, deadline, cancel)
             if self.decl.settle_time and cancel.wait(self.decl.settle_time):
                 raise InstrumentError(f"{self.name}: stopped while settling")
         except Exception as exc:
             status.set_exception(_named_loss(exc, self._lost(), self._pvs()))
         else:
             status.set_finished()
+
+    def _ramp(self, value: float, step: float, cancel: threading.Event) -> None:
+        """Move to ``value`` in steps of at most ``max_step``, as the safe state is approached.
+
+        A move further than ``max_step`` from where the device is used to be refused: a
+        design that jumps across the space (a Sobol start, a planner exploring) had 10 of 13
+        trials refused, and the campaign failed on ``max_failures`` (found in review). A
+        technician who declares ``max_step`` means "never jump further than this", not
+        "never go further": so each step goes to the point nearest ``value`` within
+        ``max_step`` of the readback and of the last setpoint (:func:`next_step`), is checked
+        as any setpoint is (limits, the device's own limits), written and waited for within
+        its own ``timeout`` (the device's status, the readback within ``tolerance``, or at or
+        past the step without one), and the next step starts from where the device then
+        reads. The last step is the move to ``value``, waited for as a move without
+        ``max_step`` is; only then does the trial settle and measure.
+
+        Raises:
+            SetpointRefused: the first step is refused (the readback unreadable, the device
+                more than twice ``max_step`` from its last setpoint, or so far outside the
+                limits that no step stays within them): nothing was written.
+            InstrumentError: a later step failed or the device did not follow the steps;
+                the message says how far the ramp got.
+        """
+        written: list[float] = []
+        most = 0  # steps it may take: twice the fewest, and two more
+        try:
+            while True:
+                deadline = time.monotonic() + self.decl.timeout
+                here = self._within(deadline, value, self._readback, deadline)[0]
+                nxt = self._checked_step(value, here, self._commanded(deadline))
+                if nxt == value:
+                    self._put_and_wait(value, deadline, cancel)
+                    return
+                if not written:
+                    most = 2 * math.ceil(abs(value - here) / step) + 2
+                elif len(written) >= most or abs(nxt - value) >= abs(written[-1] - value):
+                    raise InstrumentError(
+                        f"its readback {here:g} has not followed the step to {written[-1]:g}"
+                    )
+                written.append(nxt)
+                self._put_and_wait(nxt, deadline, cancel)
+                self._arrive(nxt, here, deadline, cancel)
+        except Exception as exc:
+            if not written:
+                raise  # nothing written: said as a single move's failure is
+            units = f" {self.units}" if self.units else ""
+            raise InstrumentError(
+                f"{self.name}: the ramp to {value:g}{units} in steps of at most max_step "
+                f"{step:g} stopped after {len(written)} step(s), the last to "
+                f"{written[-1]:g}{units}: {str(exc).removeprefix(f'{self.name}: ')}"
+            ) from exc
+
+    def _checked_step(self, value: float, here: float, told: float | None) -> float:
+        """The next setpoint of a ramp to ``value`` from the reading ``here`` and the last
+        setpoint ``told`` (:func:`next_step`), checked by :func:`check_setpoint`; ``value``
+        itself when it is within ``max_step`` of both, or when no step is (then refused, with
+        the message a single move gets).
+
+        Raises:
+            SetpointRefused: the step may not be written.
+        """
+        step = self.decl.max_step
+        nxt = value
+        if step is not None and math.isfinite(here) and (told is None or math.isfinite(told)):
+            stepped = next_step(value, here, here if told is None else told, step)
+            nxt = value if stepped is None else stepped  # none: refused below, as a jump
+        try:
+            check_setpoint(
+                self.name,
+                nxt,
+                limits=self.decl.limits,
+                max_step=step,
+                current=lambda: here,
+                device_limits=self.device_limits,
+                device_source=self._device_limits_source,
+                commanded=lambda: told,
+            )
+        except SetpointRefused as exc:
+            if nxt == value:
+                raise
+            raise SetpointRefused(
+                f"{self.name}: it reads {here:g}, and the first step toward {value:g} within "
+                f"max_step {step:g} is refused: {str(exc).removeprefix(f'{self.name}: ')}"
+                " (bring it back within its limits by hand)"
+            ) from None
+        return nxt
+
+    def _put_and_wait(self, value: Any, deadline: float, cancel: threading.Event) -> None:
+        """One move: put ``value`` (already checked) and wait, until ``deadline``, for what
+        says it was taken (the put's completion and the setpoint read back, a motor's DMOV,
+        a plugin's status) and for the readback within ``tolerance`` when one is declared."""
+        target = self._target(value)
+        if self._signal is not None:
+            # Without a tolerance nothing else says the IOC took the value: the put
+            # waits for its completion, then the setpoint PV is read back. A refused
+            # write (access security, a disabled record, a device-support error) was
+            # stored as a completed trial at the old value (found in review). With a
+            # tolerance the readback is the test, as before: a record whose completion
+            # comes late must not fail a move that is already there.
+            taken = threading.Event() if self.decl.tolerance is None else None
+            with self._fence(cancel):  # not after a stop, nor after the safe state
+                if taken is None:
+                    self._signal.put(target, force=True, use_complete=False)
+                else:
+                    self._signal.put(target, force=True, use_complete=True, callback=_setter(taken))
+                self._last_written = _number_or_none(value)
+            if taken is not None:
+                self._wait_put(taken, value, target, deadline, cancel)
+        else:
+
+            def start() -> Any:
+                # told to go there even if the call then fails or times out
+                self._last_written = _number_or_none(value)
+                return call_device(
+                    self._positioner, "set", target, timeout=_left(deadline), cancelled=cancel
+                )
+
+            # the call that starts the move is fenced; waiting for its status is not
+            with self._fence(cancel):
+                moving = self._within(deadline, value, start)
+            if not is_async_device(self._positioner):  # an async one's was awaited
+                failed: Exception | None = None
+                try:
+                    self._within(
+                        deadline,
+                        value,
+                        lambda: _wait_status(
+                            moving, _left(deadline), cancel, what=self.what, method="set"
+                        ),
+                    )
+                    if self.decl.motor is not None:
+                        self._within(deadline, value, self._motor_done, deadline, cancel)
+                except Exception as exc:
+                    failed = self._motor_failure(exc, value, cancel)
+                if failed is not None:  # raised here: no ophyd text as its context
+                    raise failed
+        tolerance = self.decl.tolerance
+        if tolerance is not None:
+            while True:
+                here = self._within(deadline, value, self._readback, deadline)[0]
+                if abs(here - float(value)) <= tolerance:
+                    break
+                if time.monotonic() > deadline:
+                    raise DeviceTimeout(
+                        f"{self.name}: readback {here:g} not within {tolerance:g} of "
+                        f"{float(value):g} after {self.decl.timeout:g} s"
+                    )
+                if cancel.wait(_POLL):
+                    raise InstrumentError(f"{self.name}: stopped while moving")
 
     def _wait_put(
         self,
@@ -2968,7 +3086,7 @@ class DeclaredInstrument:
             for r in rows
             if r.role == "input"
             and isinstance(r.value, int | float)
-            and (problem := self._reach_problem(r.name, float(r.value))) is not None
+            and (problem := self.inputs[r.name].reach_problem(float(r.value))) is not None
         ]
         if stuck:
             raise self.spec.error(
@@ -3010,12 +3128,6 @@ class DeclaredInstrument:
             problem = dev.range_problem(dev.bounds if self.bounds_known else None)
             if problem is not None:
                 logger.warning("%s: input %s: %s", self.name, name, problem)
-
-    def _reach_problem(self, name: str, here: float) -> str | None:
-        """Why no trial of input ``name`` could start from its reading ``here`` (every
-        setpoint further than ``max_step``): :meth:`InputDevice.reach_problem`."""
-        dev = self.inputs[name]
-        return dev.reach_problem(here, dev.bounds if self.bounds_known else None)
 
     def _safe_state_problem(self, key: str, value: float) -> str | None:
         """Why ``on_stop`` ``key``'s ``value`` is outside its device's own limits."""
@@ -3070,7 +3182,7 @@ class DeclaredInstrument:
                     row.problem = f"{row.value:g} is outside the limits [{lim[0]:g}, {lim[1]:g}]"
                 bounds = dev.bounds if self.bounds_known else None
                 if row.problem is None:
-                    row.problem = self._reach_problem(name, row.value)
+                    row.problem = dev.reach_problem(row.value)
                 if lim is None and bounds is not None and not bounds[0] <= row.value <= bounds[1]:
                     # not a problem: a device at rest outside the range searched (a furnace
                     # at room temperature) is moved into it by the first trial; but a
@@ -3097,6 +3209,11 @@ class DeclaredInstrument:
                         row.problem = f"{out.key_problem}; {out.key_fix}"
                     else:
                         row.value = out.value(timeout)
+                except OutputInAlarm as exc:
+                    # at rest, before any acquisition, a detector may well hold NaN or an
+                    # old alarm (the test motor IOC's seen:x starts as NaN): a note, since
+                    # only a trial's reading, after its acquisition, is judged so
+                    row.note = f"{exc}; only a trial's reading, after its acquisition, counts"
                 except Exception as exc:
                     row.problem = f"{type(exc).__name__}: {exc}"
         for name, target in (

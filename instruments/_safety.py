@@ -6,7 +6,10 @@
   a refused trial sends no message to any device) and again in ``set`` just before its put
   (defence in depth), with the device's own limits (an EPICS setpoint's DRVL/DRVH) too.
   ``max_step`` is measured from the readback and from the last setpoint (a readback may lag
-  it, or a move may have been given up on short of it).
+  it, or a move may have been given up on short of it). A move further than ``max_step``
+  ramps: each step goes as far as that rule allows (:func:`next_step`), is checked the same
+  way and waited for before the next (``instruments._epics.InputDevice._ramp``); so the
+  pre-check checks the target's limits and the ramp's first step.
 * **Interlocks** (``door_closed == 1``, ``pressure < 5``) are checked by a :class:`Gate` at the
   start of each trial, before the first put. While one does not hold the trial waits (the
   campaign is paused, saying why, at WARNING level) and goes on by itself when they hold
@@ -181,6 +184,23 @@ def check_setpoint(
                 f"setpoint {told:g} (the readback, {here:g}, has not caught up with it), "
                 f"larger than max_step {max_step:g}"
             )
+
+
+def next_step(value: float, here: float, told: float, max_step: float) -> float | None:
+    """The setpoint one step of a ramp toward ``value`` writes: ``value`` itself when it is
+    within ``max_step`` of both the readback ``here`` and the last setpoint ``told``, else
+    the nearest point to it that is; ``None`` when no point is (the readback and the last
+    setpoint more than twice ``max_step`` apart: a device that has not followed).
+
+    One rule for both ramps: a trial's move (:meth:`instruments._epics.InputDevice.set`)
+    and the safe state's approach (``write_safe_state``); each step is checked by
+    :func:`check_setpoint` as any setpoint is, so a ramp never asks for what a single
+    move may not.
+    """
+    low, high = max(here, told) - max_step, min(here, told) + max_step
+    if low > high:
+        return None
+    return min(max(value, low), high)
 
 
 @dataclass(frozen=True)

@@ -602,3 +602,24 @@ def test_a_nan_from_an_output_pv_fails_the_trial_as_transient(ioc: IOC, tmp_path
     error = result.error or ""
     assert "output 'yield': PV closedloop:sim:yield read nan, not a reading (a transient" in error
     assert failure_kind(error) == "reading not trusted"
+
+
+def test_check_notes_a_nan_output_at_rest_without_calling_it_a_problem(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """Before any acquisition a detector may hold NaN (the motor IOC's ``seen:x`` does): a
+    trial's NaN fails it as transient, but ``instruments check`` made it a problem and
+    exited 1 on a healthy instrument (found in CI, by test order). It is a note."""
+    inst = _instrument(tmp_path)
+    ioc.put("yield_nan", 1)
+    ioc.put("acquire", 1)  # the detector's last reading: NaN
+    try:
+        rows = {row.name: row for row in inst.check(2.0)}
+    finally:
+        ioc.put("yield_nan", 0)
+        ioc.put("acquire", 1)  # a number again, for the tests after
+        inst.close()
+    row = rows["yield"]
+    assert row.connected and row.problem is None, row
+    assert "read nan, not a reading" in (row.note or "")
+    assert "only a trial's reading, after its acquisition, counts" in (row.note or "")

@@ -413,24 +413,47 @@ def test_a_setpoint_outside_the_limits_never_reaches_the_device(
     assert ("temperature", 60.0) in puts and ("temperature", 150.0) not in puts
 
 
-def test_a_step_larger_than_max_step_is_refused_before_the_put(
+def test_a_move_further_than_max_step_ramps_in_steps_within_it(
     puts: list[tuple[str, Any]],
 ) -> None:
+    """50 -> 80 with max_step 10 is three writes, 60, 70, 80, each within 10 of where the
+    device then is; it used to be refused, and a design that jumps (a Sobol start) had most
+    of its trials refused and the campaign failed on max_failures (found in review). The
+    trial measures once, at 80, and stores that readback."""
     inst = _plugin_instrument(limits=[0, 200], max_step=10)
     try:
-        device = inst.inputs["temperature"]
-        with pytest.raises(SetpointRefused, match="step of 30, larger than max_step 10"):
-            device.check_value(80.0)
+        inst.inputs["temperature"].check_value(80.0)  # the pre-check no longer refuses it
         with Dispatcher(inst) as dispatcher:
-            far = dispatcher.run(1, "c", {"temperature": 80.0, "flow": 1.0})
-            assert puts == []
-            near = dispatcher.run(2, "c", {"temperature": 58.0, "flow": 1.0})
+            up = dispatcher.run(1, "c", {"temperature": 80.0, "flow": 1.0})
+            up_puts = [v for n, v in puts if n == "temperature"]
+            puts.clear()
+            down = dispatcher.run(2, "c", {"temperature": 58.0, "flow": 1.0})
     finally:
         inst.close()
-    assert far.exit_status == "fail" and far.run_uid is None
-    assert "larger than max_step 10" in (far.error or "")
-    assert near.ok, near.error
-    assert ("temperature", 58.0) in puts
+    assert up.ok and down.ok, (up.error, down.error)
+    assert up_puts == [60.0, 70.0, 80.0]
+    assert up.readbacks["temperature"] == 80.0
+    assert [v for n, v in puts if n == "temperature"] == [70.0, 60.0, 58.0]
+
+
+def test_a_ramp_whose_first_step_leaves_the_limits_is_refused_before_the_put(
+    puts: list[tuple[str, Any]],
+) -> None:
+    """At 50 with limits [70, 100] and max_step 10 the first step toward 80, 60, is outside
+    the limits: refused before any put (as the safe state refuses it), saying so."""
+    inst = _plugin_instrument(limits=[70, 100], max_step=10)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            refused = dispatcher.run(1, "c", {"temperature": 80.0, "flow": 1.0})
+    finally:
+        inst.close()
+    assert puts == []
+    assert refused.exit_status == "fail" and refused.run_uid is None
+    assert (
+        "temperature: it reads 50, and the first step toward 80 within max_step 10 is "
+        "refused: setpoint 60 is outside the hardware limits [70, 100] (bring it back "
+        "within its limits by hand)"
+    ) in (refused.error or ""), refused.error
 
 
 @pytest.mark.parametrize(
@@ -509,7 +532,8 @@ def test_plan_dry_run_prints_the_message_sequence() -> None:
     for line in (
         "before each write: interlock door_closed == 1 is read",
         "-> writes PV closedloop:sim:temp:SP, waits for readback closedloop:sim:temp:RBV within "
-        "0.5 (at most 60 s, then 0.1 s to settle; at most 80 from where it is)",
+        "0.5 (at most 60 s, then 0.1 s to settle; a move further than max_step 80 goes in steps "
+        "of at most that, each waited for so, 60 s each)",
         "-> writes 1 to PV closedloop:sim:acquire with put-completion, then waits until PV "
         "closedloop:sim:busy reads 0.0 (at most 30 s in all)",
         "-> reads yield from PV closedloop:sim:yield",

@@ -26,10 +26,13 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from epics_ioc import IOC
+from hypothesis import given
+from hypothesis import strategies as st
+from ophyd import Signal
 from typer.testing import CliRunner
 
 from instruments import Dispatcher, InstrumentConfig, build_instrument, describe_instrument
@@ -41,10 +44,13 @@ from instruments._epics import (
     InputDevice,
 )
 from instruments._instrument_file import InstrumentFileError
-from instruments._safety import SetpointRefused, check_setpoint
+from instruments._safety import SetpointRefused, check_setpoint, next_step
 from loop.cli import app
+from loop.config import load_campaign
 from loop.errors import CampaignConfigError
 from loop.failures import failure_kind
+from loop.runner import Runner
+from loop.store import Store
 
 PREFIX = "closedloop:sim:"
 SP = PREFIX + "temp:SP"
@@ -144,7 +150,9 @@ def test_max_step_is_measured_from_the_last_setpoint_too(
     ioc: IOC, tmp_path: Path, how: str, edits: tuple[tuple[str, str], ...]
 ) -> None:
     """25 -> 55 degC while the readback is 1 s behind: a move to 0 is 25 from the readback
-    (within max_step 30) but 55 from the setpoint, and used to be sent."""
+    (within max_step 30) but 55 from the setpoint, and used to be sent at once. Its ramp
+    steps from both: 25 first (30 from the setpoint 55, 0 from the readback), then 0; the
+    setpoint never changes by more than max_step."""
     inst = _instrument(tmp_path, ("  temperature: 100\n", "  temperature: 40\n"), *edits)
     ioc.put("lag", 1.0)
     before = len(ioc.puts())
@@ -155,11 +163,18 @@ def test_max_step_is_measured_from_the_last_setpoint_too(
     finally:
         inst.close()
     assert first.ok == (how == "the readback lags"), first.error
-    assert second.exit_status == "fail" and second.run_uid is None
-    assert "step of 55 from its last setpoint 55" in (second.error or ""), second.error
-    assert "larger than max_step 30" in (second.error or "")
-    assert pytest.approx(KELVIN) not in _setpoints(ioc, before)
-    assert inst.safe_state_failures == ()
+    written = _setpoints(ioc, before)
+    assert written[:3] == [pytest.approx(KELVIN + t) for t in (55, 25, 0)], written
+    if how == "the readback lags":
+        assert second.ok, second.error
+    else:  # 0.3 s per step is too short for a device 1 s behind: a timeout, not a jump
+        assert second.exit_status == "fail" and second.transient, second.error
+        assert "the ramp to 0 degC in steps of at most max_step 30 stopped after 1 step(s)" in (
+            second.error or ""
+        ), second.error
+    # the safe state, 40, is approached the same way; 0.3 s per step is short for it too
+    for failure in inst.safe_state_failures:
+        assert how == "the trial timed out" and "not within 0.5 of" in failure.error
 
 
 def test_a_setpoint_left_by_someone_else_does_not_count_for_max_step(
@@ -185,6 +200,54 @@ def test_a_setpoint_left_by_someone_else_does_not_count_for_max_step(
     assert "last setpoint" not in (trial.error or ""), trial.error  # not refused by max_step
     assert inst.safe_state_failures == ()
     assert ioc.get("temp:SP") == pytest.approx(20 + KELVIN)  # the safe state was written
+
+
+@pytest.mark.parametrize("tolerance", ["    tolerance: 0.5\n", ""])
+def test_a_trial_ramps_to_its_setpoint_in_steps_each_waited_for(
+    ioc: IOC, tmp_path: Path, tolerance: str
+) -> None:
+    """A trial at 100 degC from 25 with max_step 30, on a real IOC whose readback lags 0.3
+    s: setpoints 55, 85, then 100, each written only once the readback got to the one
+    before (within the tolerance, or at or past it without one); the trial measures once,
+    at 100. It used to be refused before any put."""
+    inst = _instrument(tmp_path, ("    max_step: 30\n", f"    max_step: 30\n{tolerance}"))
+    ioc.put("lag", 0.3)
+    before = len(ioc.puts())
+    t0 = time.monotonic()
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"temperature": 100.0, "flow": 1.0})
+    finally:
+        inst.spec = inst.spec.model_copy(update={"on_stop": {}})
+        inst.close()
+    took = time.monotonic() - t0
+    assert trial.ok, trial.error
+    assert _setpoints(ioc, before) == [pytest.approx(KELVIN + t) for t in (55, 85, 100)]
+    assert took >= 2 * 0.3  # the steps short of 100 were waited for
+    if tolerance:
+        assert trial.readbacks["temperature"] == pytest.approx(100, abs=0.5)
+    events = [doc for name, doc in trial.documents if name == "event"]
+    assert len(events) == 1  # one measurement, at the end of the ramp
+
+
+def test_a_trial_stopped_during_its_ramp_writes_no_further_step(ioc: IOC, tmp_path: Path) -> None:
+    """The trial's timeout (1 s) ends a ramp of 2-s steps (the readback lags 2 s): the
+    step being waited for is the last write, and the safe state after it keeps to
+    max_step from there."""
+    inst = _instrument(tmp_path, ("  temperature: 100\n", "  temperature: 25\n"))
+    ioc.put("lag", 2.0)
+    before = len(ioc.puts())
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"temperature": 100.0, "flow": 1.0}, timeout=1.0)
+            time.sleep(2.5)  # a step written after the abort would land by now
+            during = _setpoints(ioc, before)
+    finally:
+        inst.close()
+    assert trial.exit_status != "success" and trial.timed_out, trial
+    assert during == [pytest.approx(KELVIN + 55)], during
+    assert inst.safe_state_failures == ()
+    assert _setpoints(ioc, before)[-1] == pytest.approx(KELVIN + 25)  # the safe state
 
 
 @pytest.mark.parametrize("tolerance", ["    tolerance: 0.5\n", ""])
@@ -226,6 +289,53 @@ def _plugin_stage(tmp_path: Path, value: float) -> DeclaredInstrument:
     inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
     assert isinstance(inst, DeclaredInstrument)
     return inst
+
+
+class StepLog(Signal):  # type: ignore[misc]
+    """A plugin stage that keeps every value written to it."""
+
+    puts: ClassVar[list[float]] = []
+
+    def put(self, value: Any, **kwargs: Any) -> None:
+        StepLog.puts.append(float(value))
+        super().put(value, **kwargs)
+
+
+def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
+    """Review F: max_step 0.5 over [0, 10] refused 10 of 13 Sobol trials, and the campaign
+    failed on max_failures. Each move now ramps: all 8 trials complete, each measured where
+    it was sent, and no write to the device is further than 0.5 from the one before."""
+    (tmp_path / "stage.yaml").write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:StepLog', args: {{value: 0.0}}, limits: [0, 10], "
+        "max_step: 0.5}\n"
+        "outputs:\n"
+        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: ramps\n"
+        "parameters:\n  - {name: x, type: float, bounds: [0, 10]}\n"
+        "objectives:\n  - {name: y, goal: maximize}\n"
+        "instrument: {file: stage.yaml}\n"
+        "planner: {kind: sobol}\n"
+        "budget: {max_trials: 8, max_failures: 1}\n"
+        "seed: 3\n"
+    )
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        StepLog.puts.clear()
+        summary = Runner(load_campaign(tmp_path / "c.yaml"), store).run()
+        trials = store.trials(summary.campaign_id)
+    finally:
+        store.close()
+    assert summary.completed == 8, [t.error for t in trials]
+    for t in trials:
+        assert (t.readbacks or {}).get("x") == pytest.approx(t.parameters["x"]), t
+    xs = [0.0] + [t.parameters["x"] for t in trials]
+    assert max(abs(b - a) for a, b in zip(xs, xs[1:], strict=False)) > 0.5  # the design jumps
+    steps = [0.0, *StepLog.puts]
+    assert max(abs(b - a) for a, b in zip(steps, steps[1:], strict=False)) <= 0.5 + 1e-12
+    assert len(StepLog.puts) > len(trials)  # it ramped
 
 
 def test_the_safe_state_also_keeps_to_max_step_on_a_plugin_device(tmp_path: Path) -> None:
@@ -353,13 +463,11 @@ seed: 1
 """
 
 
-@pytest.mark.parametrize(("max_step", "exit_code"), [("30", 0), ("3", 1)])
-def test_check_notes_a_reading_outside_the_bounds_and_refuses_an_unreachable_one(
-    ioc: IOC, tmp_path: Path, max_step: str, exit_code: int
-) -> None:
+@pytest.mark.parametrize("max_step", ["30", "3"])
+def test_check_notes_a_reading_outside_the_bounds(ioc: IOC, tmp_path: Path, max_step: str) -> None:
     """No `limits`: the IOC at 25 degC is outside the bounds [30, 100]. A note, not a
-    problem (the first trial moves it in), unless max_step (3) keeps every trial from
-    starting: then a problem."""
+    problem: the first trial moves it in, in steps of at most max_step (a max_step of 3
+    used to refuse every trial, and the instrument with them)."""
     (tmp_path / "bench.yaml").write_text(
         BENCH.replace("    limits: [0, 100]\n", "")
         .replace("max_step: 30", f"max_step: {max_step}")
@@ -368,17 +476,11 @@ def test_check_notes_a_reading_outside_the_bounds_and_refuses_an_unreachable_one
     (tmp_path / "campaign.yaml").write_text(CAMPAIGN)
     out = _check(str(tmp_path / "campaign.yaml"))
     said = " ".join(out.output.split())
-    assert out.exit_code == exit_code, said
-    if exit_code == 0:
-        assert (
-            "note: temperature PV:closedloop:sim:temp:RBV: 25 is outside the campaign's bounds "
-            "[30, 100] (the input declares no limits)"
-        ) in said
-    else:
-        assert (
-            "the nearest setpoint a trial may ask for, 30 degC, is 5 from its reading 25, "
-            "more than max_step 3: every trial would be refused"
-        ) in said
+    assert out.exit_code == 0, said
+    assert (
+        "note: temperature PV:closedloop:sim:temp:RBV: 25 is outside the campaign's bounds "
+        "[30, 100] (the input declares no limits)"
+    ) in said
 
 
 def test_a_slow_ioc_is_connected_but_slow_not_missing(ioc: IOC, tmp_path: Path) -> None:
@@ -627,8 +729,8 @@ def test_an_input_no_trial_could_move_is_refused_when_it_connects(tmp_path: Path
     with pytest.raises(DeviceLimitsError) as caught:
         _plugin_stage(tmp_path, 50.0)
     assert (
-        "input 'x': the nearest setpoint a trial may ask for, 10, is 40 from its reading 50, "
-        "more than max_step 2: every trial would be refused"
+        "input 'x': it reads 50, 40 from its limits [0, 10], more than max_step 2: no step "
+        "toward any setpoint stays within them, so every trial would be refused"
     ) in str(caught.value)
 
 
@@ -652,3 +754,25 @@ def test_setpoint_and_readback_pvs_in_units_no_device_units_fits_are_said_so(
             f"PV s:SP (the setpoint of input 'x') is in {setpoint!r} and PV s:RBV (the "
             f"readback) in {readback!r} (their EGUs): no `device_units` fits both"
         )
+
+
+@given(
+    value=st.floats(-100, 100),
+    here=st.floats(-100, 100),
+    told=st.floats(-100, 100),
+    step=st.floats(0.01, 50),
+)
+def test_a_ramp_step_keeps_to_max_step_from_both_and_goes_as_far_as_it_may(
+    value: float, here: float, told: float, step: float
+) -> None:
+    """:func:`next_step`: within ``max_step`` of the readback and of the last setpoint, and
+    no point that is lies nearer ``value``; ``None`` only when none is."""
+    nxt = next_step(value, here, told, step)
+    if nxt is None:
+        assert abs(here - told) > 2 * step
+        return
+    assert abs(nxt - here) <= step + 1e-9 and abs(nxt - told) <= step + 1e-9
+    low, high = max(here, told) - step, min(here, told) + step
+    assert abs(nxt - value) <= abs(min(max(value, low), high) - value) + 1e-12
+    if abs(value - here) <= step and abs(value - told) <= step:
+        assert nxt == pytest.approx(value, abs=1e-9)  # up to the rounding of here -/+ step
