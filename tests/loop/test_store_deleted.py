@@ -132,3 +132,32 @@ def test_a_store_replaced_by_another_file_is_saved_and_the_other_left_alone(
     assert [c.name for c in saved.campaigns()] == ["deleted"]
     saved.close()
     assert Store(f"sqlite:///{db}", create=False).campaigns() == []
+
+
+def test_no_new_connection_opens_a_file_that_replaced_the_store(tmp_path: Path) -> None:
+    """A pooled connection opened after the store file was replaced opened the new file,
+    read the old one's write-ahead log, still at the path, as its own, and wrote the
+    campaign into the other file (the test above failed 1 run in 31, by timing). Now a new
+    connection is refused, the store is still saved whole, and the other file is left as
+    it was."""
+    db = tmp_path / "x.db"
+    other = tmp_path / "other.db"
+    Store(f"sqlite:///{other}").close()
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.watch_file()
+        cid = store.create_campaign("kept", "name: kept\n", "c.yaml", 0)
+        shutil.copy(other, tmp_path / "incoming.db")
+        os.replace(tmp_path / "incoming.db", db)
+        store.engine.dispose()  # every pooled connection gone: the next one is new
+        with pytest.raises(StoreGone, match="was replaced while the campaign ran; no new"):
+            store.campaigns()
+        copy = store.rescue()
+    finally:
+        store.close()
+    saved = Store(f"sqlite:///{copy}", create=False)
+    assert [c.id for c in saved.campaigns()] == [cid]
+    saved.close()
+    replacing = Store(f"sqlite:///{db}", create=False)
+    assert replacing.campaigns() == []
+    replacing.close()
