@@ -1866,24 +1866,29 @@ class InputDevice:
 
     def _arrive(self, value: float, start: float, deadline: float, cancel: threading.Event) -> None:
         """Wait until a step of a ramp from the reading ``start`` to ``value`` has arrived:
-        the readback within ``tolerance``, or at or past ``value`` without one (a step's put
-        completes before the device gets there, and the next step is measured from the
-        readback), until ``deadline``.
+        the readback within ``tolerance``; without one, at or past ``value`` or within 1 %
+        of ``max_step`` of it (a step's put completes before the device gets there, and the
+        next step is measured from the readback), until ``deadline``.
+
+        The 1 %: a device that approaches smoothly (a furnace's first-order response) or a
+        motor that stops a resolution step short never reads at or past the step, and each
+        step timed out. Arriving that close is safe: the next step is within ``max_step`` of
+        wherever the device reads (:func:`next_step`), and it is at least 99 % of one.
 
         Raises:
             DeviceTimeout: not there at ``deadline``.
             InstrumentError: stopped meanwhile.
         """
-        tolerance = self.decl.tolerance or 0.0
+        tolerance = self.decl.tolerance
+        near = tolerance if tolerance is not None else 0.01 * (self.decl.max_step or 0.0)
         while True:
             here = float(self._readback(deadline)[0])
-            if abs(here - value) <= tolerance or (here - value) * (start - value) <= 0:
+            if abs(here - value) <= near or (here - value) * (start - value) <= 0:
                 return
             if time.monotonic() > deadline:
                 raise DeviceTimeout(
-                    f"readback {here:g} not "
-                    + (f"within {tolerance:g} of" if tolerance else "at")
-                    + f" {value:g} after {self.decl.timeout:g} s"
+                    f"readback {here:g} not within {near:g} of {value:g} after "
+                    f"{self.decl.timeout:g} s"
                 )
             if cancel.wait(_POLL):
                 raise InstrumentError(f"{self.name}: stopped while moving")

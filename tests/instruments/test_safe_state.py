@@ -33,6 +33,7 @@ from epics_ioc import IOC
 from hypothesis import given
 from hypothesis import strategies as st
 from ophyd import Signal
+from ophyd.status import Status
 from typer.testing import CliRunner
 
 from instruments import Dispatcher, InstrumentConfig, build_instrument, describe_instrument
@@ -299,6 +300,45 @@ class StepLog(Signal):  # type: ignore[misc]
     def put(self, value: Any, **kwargs: Any) -> None:
         StepLog.puts.append(float(value))
         super().put(value, **kwargs)
+
+
+class ShortStage(Signal):  # type: ignore[misc]
+    """A plugin stage that stops 0.003 short of every setpoint, as a motor one resolution
+    step short does, or a furnace closing in on its setpoint smoothly."""
+
+    def get(self, **kwargs: Any) -> Any:
+        value = super().get(**kwargs)
+        return value - 0.003 if isinstance(value, float) and value > 0 else value
+
+    def set(self, value: Any, **kwargs: Any) -> Status:
+        self.put(value)  # its move is done as soon as it is told (its own view)
+        status = Status(self)
+        status.set_finished()
+        return status
+
+
+def test_a_ramp_step_a_device_stops_just_short_of_has_arrived(tmp_path: Path) -> None:
+    """Without a tolerance a ramp step arrived only at or past it: a device that stops a
+    little short never did, and every step waited out its timeout. Within 1 % of max_step
+    (0.02 here) it has arrived."""
+    path = tmp_path / "short.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:ShortStage', args: {{value: 0.0}}, limits: [0, 10], "
+        "max_step: 2, timeout: 5}\n"
+        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    t0 = time.monotonic()
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"x": 9.0})
+    finally:
+        inst.close()
+    assert trial.ok, trial.error
+    assert time.monotonic() - t0 < 5  # no step waited out its 5 s
+    assert trial.readbacks["x"] == pytest.approx(9.0, abs=0.01)
 
 
 def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
