@@ -95,6 +95,7 @@ from instruments._safety import (
     Gate,
     InterlockCheck,
     SetpointRefused,
+    check_during_ramp,
     check_setpoint,
     next_step,
 )
@@ -1988,6 +1989,8 @@ class InputDevice:
         most = 0  # steps it may take: twice the fewest, and two more
         try:
             while True:
+                if written and self.gate is not None:
+                    check_during_ramp(self.gate)  # the gate passed it before the first
                 deadline = time.monotonic() + self.decl.timeout
                 here = self._within(deadline, value, self._readback, deadline)[0]
                 nxt = self._checked_step(value, here, self._commanded(deadline))
@@ -2007,10 +2010,11 @@ class InputDevice:
             if not written:
                 raise  # nothing written: said as a single move's failure is
             units = f" {self.units}" if self.units else ""
-            raise InstrumentError(
+            raise _same_kind(
+                exc,
                 f"{self.name}: the ramp to {value:g}{units} in steps of at most max_step "
                 f"{step:g} stopped after {len(written)} step(s), the last to "
-                f"{written[-1]:g}{units}: {str(exc).removeprefix(f'{self.name}: ')}"
+                f"{written[-1]:g}{units}: {str(exc).removeprefix(f'{self.name}: ')}",
             ) from exc
 
     def _checked_step(self, value: float, here: float, told: float | None) -> float:
@@ -2041,10 +2045,12 @@ class InputDevice:
         except SetpointRefused as exc:
             if nxt == value:
                 raise
+            spans = [s for s in (self.decl.limits, self.device_limits) if s is not None]
+            outside = any(not lo <= here <= hi for lo, hi in spans)
             raise SetpointRefused(
-                f"{self.name}: it reads {here:g}, and the first step toward {value:g} within "
+                f"{self.name}: it reads {here:g}, and the step toward {value:g} within "
                 f"max_step {step:g} is refused: {str(exc).removeprefix(f'{self.name}: ')}"
-                " (bring it back within its limits by hand)"
+                + (" (bring it back within its limits by hand)" if outside else "")
             ) from None
         return nxt
 
@@ -2854,6 +2860,21 @@ def _pv_limits_problem(signal: Any, value: float) -> str | None:
         f"{value:g} is outside [{low:g}, {high:g}], the control limits DRVL/DRVH of PV "
         f"{signal.pvname}, which would refuse or clamp it when the campaign stops"
     )
+
+
+def _same_kind(exc: Exception, message: str) -> Exception:
+    """``exc``'s class with ``message`` (a ramp's failure said with how far it got), so the
+    failure keeps its kind: wrapped in a plain ``InstrumentError``, a step that timed out
+    was counted as "InstrumentError" rather than "timeout" (found in review). An
+    ``InstrumentError`` when the class will not take a message alone."""
+    if isinstance(exc, InstrumentError | TimeoutError | ConnectionError):
+        try:
+            again = type(exc)(message)
+        except Exception:  # a constructor of its own
+            return InstrumentError(message)
+        if isinstance(again, InstrumentError | TimeoutError | ConnectionError):
+            return again
+    return InstrumentError(message)
 
 
 def _number_or_none(value: Any) -> float | None:

@@ -57,6 +57,8 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     # (instruments._safety.InterlockBroken; transient, retried): the facility's (a beam dump),
     # not the point's. Before "timed out after", which an unreadable interlock may quote.
     ("broke during the acquisition", "interlock broke"),
+    ("broke during the ramp", "interlock broke"),  # between two steps of a max_step ramp
+    ("cannot be checked during the ramp", "interlock broke"),
     # an output PV whose alarm severity was worse than its max_alarm (instruments._epics
     # OutputInAlarm; transient, retried): the IOC says the reading is not to be trusted
     ("worse than its max_alarm", "reading not trusted"),

@@ -450,7 +450,7 @@ def test_a_ramp_whose_first_step_leaves_the_limits_is_refused_before_the_put(
     assert puts == []
     assert refused.exit_status == "fail" and refused.run_uid is None
     assert (
-        "temperature: it reads 50, and the first step toward 80 within max_step 10 is "
+        "temperature: it reads 50, and the step toward 80 within max_step 10 is "
         "refused: setpoint 60 is outside the hardware limits [70, 100] (bring it back "
         "within its limits by hand)"
     ) in (refused.error or ""), refused.error

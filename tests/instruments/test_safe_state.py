@@ -173,6 +173,8 @@ def test_max_step_is_measured_from_the_last_setpoint_too(
         assert "the ramp to 0 degC in steps of at most max_step 30 stopped after 1 step(s)" in (
             second.error or ""
         ), second.error
+        # counted as a single move's timeout is, not as a bare InstrumentError (review G)
+        assert failure_kind(second.error) == "timeout", second.error
     # the safe state, 40, is approached the same way; 0.3 s per step is short for it too
     for failure in inst.safe_state_failures:
         assert how == "the trial timed out" and "not within 0.5 of" in failure.error
@@ -339,6 +341,48 @@ def test_a_ramp_step_a_device_stops_just_short_of_has_arrived(tmp_path: Path) ->
     assert trial.ok, trial.error
     assert time.monotonic() - t0 < 5  # no step waited out its 5 s
     assert trial.readbacks["x"] == pytest.approx(9.0, abs=0.01)
+
+
+class RampDoor(Signal):  # type: ignore[misc]
+    """A door that opens once the stage (:class:`StepLog`) has been told to go to 4."""
+
+    def get(self, **kwargs: Any) -> Any:
+        return 0.0 if any(v >= 4 for v in StepLog.puts) else 1.0
+
+
+def test_an_interlock_that_breaks_during_a_ramp_stops_it_before_its_next_write(
+    tmp_path: Path,
+) -> None:
+    """The gate passed a trial before its first write, and nothing looked again: a
+    furnace went on heating for six steps with its door open (found in review). The door
+    opens after the step to 4 of a ramp 0 -> 9: nothing more is written, nothing is
+    acquired, and the trial fails as transient ("interlock broke"), to be retried at the
+    gate."""
+    path = tmp_path / "door.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:StepLog', args: {{value: 0.0}}, limits: [0, 10], "
+        "max_step: 2}\n"
+        "outputs:\n"
+        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+        f"  door: {{device: '{__name__}:RampDoor', args: {{value: 1.0}}}}\n"
+        "interlocks:\n  - door == 1\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
+    StepLog.puts.clear()
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"x": 9.0})
+    finally:
+        inst.close()
+    assert StepLog.puts == [2.0, 4.0]
+    assert trial.exit_status == "fail" and trial.transient, trial
+    error = trial.error or ""
+    assert "x: the ramp to 9 in steps of at most max_step 2 stopped after 2 step(s)" in error
+    assert "interlock door == 1 broke during the ramp (door = 0)" in error, error
+    assert failure_kind(error) == "interlock broke"
+    assert not [d for n, d in trial.documents if n == "event"]  # nothing acquired
 
 
 def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
@@ -811,7 +855,11 @@ def test_a_ramp_step_keeps_to_max_step_from_both_and_goes_as_far_as_it_may(
     if nxt is None:
         assert abs(here - told) > 2 * step
         return
-    assert abs(nxt - here) <= step + 1e-9 and abs(nxt - told) <= step + 1e-9
+    # no slack: a step one bit over max_step was refused by the check it was made for
+    assert abs(nxt - here) <= step and abs(nxt - told) <= step
+    check_setpoint(
+        "x", nxt, limits=None, max_step=step, current=lambda: here, commanded=lambda: told
+    )
     low, high = max(here, told) - step, min(here, told) + step
     assert abs(nxt - value) <= abs(min(max(value, low), high) - value) + 1e-12
     if abs(value - here) <= step and abs(value - told) <= step:
