@@ -1867,9 +1867,12 @@ class InputDevice:
 
     def _arrive(self, value: float, start: float, deadline: float, cancel: threading.Event) -> None:
         """Wait until a step of a ramp from the reading ``start`` to ``value`` has arrived:
-        the readback within ``tolerance``; without one, at or past ``value`` or within 1 %
-        of ``max_step`` of it (a step's put completes before the device gets there, and the
-        next step is measured from the readback), until ``deadline``.
+        the readback within ``tolerance``; without one, for a setpoint PV, at or past
+        ``value`` or within 1 % of ``max_step`` of it (a PV's put completes before the
+        device gets there, and the next step is measured from the readback), until
+        ``deadline``. A motor or a plugin device without a tolerance has arrived when its
+        move is done (DMOV, its status), wherever it stopped: a motor whose deadband is more
+        than 1 % of a small ``max_step`` timed out every step (found in review).
 
         The 1 %: a device that approaches smoothly (a furnace's first-order response) or a
         motor that stops a resolution step short never reads at or past the step, and each
@@ -1881,6 +1884,8 @@ class InputDevice:
             InstrumentError: stopped meanwhile.
         """
         tolerance = self.decl.tolerance
+        if tolerance is None and self._signal is None:
+            return  # a motor's DMOV, a plugin's status: the device's own word that it is there
         near = tolerance if tolerance is not None else 0.01 * (self.decl.max_step or 0.0)
         while True:
             here = float(self._readback(deadline)[0])

@@ -321,8 +321,8 @@ class ShortStage(Signal):  # type: ignore[misc]
 
 def test_a_ramp_step_a_device_stops_just_short_of_has_arrived(tmp_path: Path) -> None:
     """Without a tolerance a ramp step arrived only at or past it: a device that stops a
-    little short never did, and every step waited out its timeout. Within 1 % of max_step
-    (0.02 here) it has arrived."""
+    little short never did, and every step waited out its timeout (review G, a motor one
+    resolution step short). A plugin's status (a motor's DMOV) now says it has arrived."""
     path = tmp_path / "short.yaml"
     path.write_text(
         "inputs:\n"
