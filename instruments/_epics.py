@@ -1865,12 +1865,15 @@ class InputDevice:
         if self.decl.settle_time:
             time.sleep(self.decl.settle_time)
 
-    def _arrive(self, value: float, start: float, deadline: float, cancel: threading.Event) -> None:
-        """Wait until a step of a ramp from the reading ``start`` to ``value`` has arrived:
-        the readback within ``tolerance``; without one, for a setpoint PV, at or past
-        ``value`` or within 1 % of ``max_step`` of it (a PV's put completes before the
-        device gets there, and the next step is measured from the readback), until
-        ``deadline``. A motor or a plugin device without a tolerance has arrived when its
+    def _arrive(
+        self, value: float, start: float | None, deadline: float, cancel: threading.Event
+    ) -> None:
+        """Wait, until ``deadline``, until the device has arrived at ``value``: a move's
+        (``start`` ``None``) when its readback is within ``tolerance``; a step of a ramp
+        from the reading ``start`` also when it is at or past ``value``, and without a
+        tolerance, for a setpoint PV, within 1 % of ``max_step`` of it (a PV's put
+        completes before the device gets there, and the next step is measured from the
+        readback). A motor or a plugin device without a tolerance has arrived when its
         move is done (DMOV, its status), wherever it stopped: a motor whose deadband is more
         than 1 % of a small ``max_step`` timed out every step (found in review).
 
@@ -1888,12 +1891,14 @@ class InputDevice:
             return  # a motor's DMOV, a plugin's status: the device's own word that it is there
         near = tolerance if tolerance is not None else 0.01 * (self.decl.max_step or 0.0)
         while True:
-            here = float(self._readback(deadline)[0])
-            if abs(here - value) <= near or (here - value) * (start - value) <= 0:
+            here = float(self._within(deadline, value, self._readback, deadline)[0])
+            if abs(here - value) <= near:
                 return
+            if start is not None and (here - value) * (start - value) <= 0:
+                return  # at or past a ramp's step
             if time.monotonic() > deadline:
                 raise DeviceTimeout(
-                    f"readback {here:g} not within {near:g} of {value:g} after "
+                    f"{self.name}: readback {here:g} not within {near:g} of {value:g} after "
                     f"{self.decl.timeout:g} s"
                 )
             if cancel.wait(_POLL):
@@ -2108,19 +2113,8 @@ class InputDevice:
                     failed = self._motor_failure(exc, value, cancel)
                 if failed is not None:  # raised here: no ophyd text as its context
                     raise failed
-        tolerance = self.decl.tolerance
-        if tolerance is not None:
-            while True:
-                here = self._within(deadline, value, self._readback, deadline)[0]
-                if abs(here - float(value)) <= tolerance:
-                    break
-                if time.monotonic() > deadline:
-                    raise DeviceTimeout(
-                        f"{self.name}: readback {here:g} not within {tolerance:g} of "
-                        f"{float(value):g} after {self.decl.timeout:g} s"
-                    )
-                if cancel.wait(_POLL):
-                    raise InstrumentError(f"{self.name}: stopped while moving")
+        if self.decl.tolerance is not None:
+            self._arrive(float(value), None, deadline, cancel)
 
     def _wait_put(
         self,
