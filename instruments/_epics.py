@@ -153,8 +153,9 @@ class OutputInAlarm(InstrumentError):
 
 class SetpointNotTaken(InstrumentError):
     """The IOC completed a setpoint's put but the PV holds another value: it refused or
-    clipped the write. The instrument's state (a disabled record, access security), not
-    the point's, so the failure is ``transient`` (retried up to ``max_retries``)."""
+    clipped the write; or a device whose readback went back against a ramp's steps. The
+    instrument's state (a disabled record, access security, a fault), not the point's, so
+    the failure is ``transient`` (retried up to ``max_retries``)."""
 
     transient = True
 
@@ -2010,7 +2011,8 @@ class InputDevice:
                 if not written:
                     most = 2 * math.ceil(abs(value - here) / step) + 2
                 elif len(written) >= most or abs(nxt - value) >= abs(written[-1] - value):
-                    raise InstrumentError(
+                    # the device's doing, not the point's: transient, as a refused write is
+                    raise SetpointNotTaken(
                         f"its readback {here:g} has not followed the step to {written[-1]:g}"
                     )
                 written.append(nxt)

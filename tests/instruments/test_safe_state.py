@@ -385,6 +385,41 @@ def test_an_interlock_that_breaks_during_a_ramp_stops_it_before_its_next_write(
     assert not [d for n, d in trial.documents if n == "event"]  # nothing acquired
 
 
+class SpringBack(ShortStage):
+    """A stage that springs back to 0 from 4 and beyond (its own status says done)."""
+
+    def get(self, **kwargs: Any) -> Any:
+        value = Signal.get(self, **kwargs)
+        return 0.0 if isinstance(value, float) and value >= 4 else value
+
+
+def test_a_device_that_goes_back_against_its_ramp_fails_the_trial_as_transient(
+    tmp_path: Path,
+) -> None:
+    """Each step is measured from where the device reads: one that went back stops the
+    ramp (no step is written toward where it was) and the trial fails as transient, the
+    device's doing and not the point's."""
+    path = tmp_path / "spring.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:SpringBack', args: {{value: 0.0}}, limits: [0, 10], "
+        "max_step: 2, timeout: 5}\n"
+        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    try:
+        with Dispatcher(inst) as dispatcher:
+            trial = dispatcher.run(1, "c", {"x": 9.0})
+    finally:
+        inst.close()
+    assert trial.exit_status == "fail" and trial.transient, trial
+    assert (
+        "stopped after 2 step(s), the last to 4: its readback 0 has not followed the step to 4"
+        in (trial.error or "")
+    ), trial.error
+
+
 def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
     """Review F: max_step 0.5 over [0, 10] refused 10 of 13 Sobol trials, and the campaign
     failed on max_failures. Each move now ramps: all 8 trials complete, each measured where
