@@ -1667,10 +1667,12 @@ class InputDevice:
         _connect(self._signal if self._signal is not None else self._positioner, timeout)
         self.read_device_metadata(timeout)
 
-    def hardware_note(self) -> str:
-        """What a ``set`` of this input does at the hardware, for ``plan --dry-run``: the
-        PV (or motor, or plugin) written, then what is waited for and how long (found in
-        review: the preview said ``set x 8.96`` and ``timeout=None``, never a PV)."""
+    def hardware_note(self, value: Any = None) -> str:
+        """What a ``set`` of this input (to ``value``, when given) does at the hardware, for
+        ``plan --dry-run``: the PV (or motor, or plugin) written, then what is waited for
+        and how long (found in review: the preview said ``set x 8.96`` and
+        ``timeout=None``, never a PV), and the steps of its ramp from where the device reads
+        now (:meth:`ramp_preview`)."""
         d = self.decl
         if d.setpoint is not None:
             done = (
@@ -1690,7 +1692,43 @@ class InputDevice:
             if d.max_step is not None
             else ""
         )
-        return f"{target} (at most {d.timeout:g} s{settle}{step})"
+        steps = self.ramp_preview(value)
+        units = f" {self.units}" if self.units else ""
+        ramp = (
+            f"; from its reading {steps[0]:g}{units} now: " + ", ".join(f"{v:g}" for v in steps[1:])
+            if steps is not None
+            else ""
+        )
+        return f"{target} (at most {d.timeout:g} s{settle}{step}){ramp}"
+
+    def ramp_preview(self, value: Any) -> list[float] | None:
+        """The device's reading now, then the setpoints a move to ``value`` would write
+        (:meth:`_ramp`, each step taken as reached exactly), or ``None``: no ``max_step``,
+        not a number, or the device not connected (the dry run waits for no connection)
+        or unreadable. Only a preview: the run measures each step from where the device
+        then reads."""
+        step = self.decl.max_step
+        number = _number_or_none(value)
+        if step is None or number is None or not self._connected():
+            return None
+        try:
+            here = float(self.position)
+            told = self._commanded()
+        except Exception:
+            return None
+        if not math.isfinite(here):
+            return None
+        steps = [here]
+        last: float | None = told
+        while len(steps) <= 2 * math.ceil(abs(number - here) / step) + 2:
+            nxt = next_step(number, steps[-1], steps[-1] if last is None else last, step)
+            if nxt is None:
+                break
+            steps.append(nxt)
+            last = None  # from the second step on, where it was told is where it is
+            if nxt == number:
+                break
+        return steps
 
     def read_note(self) -> str:
         """What a ``read`` of this input reads (its readback), for ``plan --dry-run``."""

@@ -402,7 +402,11 @@ def _hardware_note(msg: Any) -> str:
     for, for how long), or ``""``: a simulator's devices are the messages themselves."""
     how = {"set": "hardware_note", "trigger": "trigger_note", "read": "read_note"}
     method = getattr(msg.obj, how.get(msg.command, ""), None) if msg.obj is not None else None
-    return f"-> {method()}" if callable(method) else ""
+    if not callable(method):
+        return ""
+    if msg.command == "set" and msg.args:  # where to: a ramp's steps from where it is now
+        return f"-> {method(msg.args[0])}"
+    return f"-> {method()}"
 
 
 def _would_stop(runner: Any, db: Any) -> Any:

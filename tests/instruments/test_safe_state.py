@@ -899,3 +899,27 @@ def test_a_ramp_step_keeps_to_max_step_from_both_and_goes_as_far_as_it_may(
     assert abs(nxt - value) <= abs(min(max(value, low), high) - value) + 1e-12
     if abs(value - here) <= step and abs(value - told) <= step:
         assert nxt == pytest.approx(value, abs=1e-9)  # up to the rounding of here -/+ step
+
+
+def test_plan_dry_run_shows_the_ramp_from_where_the_device_reads(tmp_path: Path) -> None:
+    """`plan --dry-run` said only that a move further than max_step goes in steps; a
+    technician wants the steps: from the stage's reading 0 to 9 with max_step 2."""
+    (tmp_path / "stage.yaml").write_text(
+        "inputs:\n"
+        "  x: {device: 'ophyd:Signal', args: {value: 0.0}, limits: [0, 10], max_step: 2}\n"
+        "outputs:\n"
+        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: ramps\n"
+        "parameters:\n  - {name: x, type: float, bounds: [0, 10]}\n"
+        "objectives:\n  - {name: y, goal: maximize}\n"
+        "instrument: {file: stage.yaml}\n"
+        "planner: {kind: sobol}\n"
+        "budget: {max_trials: 3}\n"
+    )
+    out = CliRunner().invoke(app, ["plan", str(tmp_path / "c.yaml"), "--dry-run", "--at", "x=9"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, said
+    assert "a move further than max_step 2 goes in steps of at most that" in said
+    assert "from its reading 0 now: 2, 4, 6, 8, 9" in said, said
