@@ -221,6 +221,9 @@ class AxPlanner:
             space, self.seed, config.initial.kind, centre_first=self._centre
         )
         self._client: Any = None
+        # Measured repeats of a point among the trials the client starts from: each adds to
+        # Ax's initialization budget (see ``_replicates_in``).
+        self._replicates = 0
         # Ax trial index -> the campaign point it stands for, for every RUNNING Ax trial.
         self._running: dict[int, Point] = {}
         # The points told as failed, or with no usable objective value (see ``_propose``).
@@ -244,6 +247,8 @@ class AxPlanner:
     def ingest(self, observations: Sequence[Observation]) -> None:
         """Tell Ax how each trial ended (attaching trials Ax did not propose)."""
         check_observations(self.space, observations)
+        if self._client is None:
+            self._replicates = self._replicates_in(observations)
         client = self._ensure_client()
         outside: list[str] = []
         for obs in observations:
@@ -420,7 +425,7 @@ class AxPlanner:
         self._configure_optimization(client)
         client.configure_generation_strategy(
             method="fast",
-            initialization_budget=self.n_initial,
+            initialization_budget=self.n_initial + self._replicates,
             initialization_random_seed=self.seed,
             initialize_with_center=self._centre,
             # The protocol must return n points even while initial trials are running.
@@ -488,6 +493,27 @@ class AxPlanner:
         return "initial" if any(str(node).startswith(s) for s in _INITIAL_NODES) else "model"
 
     # ------------------------------------------------------------------ trial bookkeeping
+    def _replicates_in(self, observations: Sequence[Observation]) -> int:
+        """How many completed observations repeat an earlier one's point (replicates of a
+        standard condition in prior data, a ``suggest --repeat``).
+
+        Ax counts every trial toward its initialization budget, each replicate its own
+        trial; the BoTorch planner counts distinct points (``BoTorchPlanner._design_done``).
+        Three replicate prior rows with ``initial.n: 4`` left Ax one design point where
+        BoTorch ran three, and four left it none (found in review): so the budget Ax is
+        given grows by the replicates the client starts from (a campaign's prior data; a
+        rebuilt planner's history). Later replicates are not counted: by then the budget
+        is Ax's."""
+        keys = []
+        for obs in observations:
+            if obs.outcome != "completed":
+                continue
+            try:
+                keys.append(self._key(self.space.validate(obs.parameters)))
+            except InvalidPoint:
+                continue  # not told to Ax: not one of its trials
+        return len(keys) - len(set(keys))
+
     def _key(self, point: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(repr(point.get(name)) for name in self.space.names)
 

@@ -269,3 +269,28 @@ def test_an_outcome_constraint_is_told_its_code_clipped_too() -> None:
     assert _told(planner, "obj0") == [1.0, 2.0, 3.0]
     # Told times 10, from the first value (0.2), as an output below 1 is (``_scaled``).
     assert _told(planner, "con0") == pytest.approx([2.0, 4.0, 4.0], rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ax", "botorch"])
+def test_replicated_prior_points_count_once_toward_the_design_on_both_backends(kind: str) -> None:
+    """Three replicates of one standard condition with ``initial.n: 4``: three design points
+    follow, as the BoTorch planner counts distinct points. Ax counted every row (one design
+    point left; four rows left none, and its model proposed from one point; found in
+    review)."""
+    config = _config(kind, {"kind": "sobol"}, 4)
+    planner: Any = (
+        AxPlanner(MIXED, MINIMISE_Y, config, seed=3)
+        if kind == "ax"
+        else BoTorchPlanner(MIXED, MINIMISE_Y, config, seed=3)
+    )
+    standard = {"a": 5.0, "b": 5, "c": "y"}
+    planner.ingest(
+        [Observation(parameters=dict(standard), outputs={"y": v}) for v in (1.0, 1.1, 0.9)]
+    )
+    kinds = []
+    for _ in range(4):
+        (point,) = planner.suggest(1)
+        kinds += planner.last_kinds
+        planner.ingest([Observation(parameters=point, outputs={"y": _y(point)})])
+    assert kinds[:3] == ["initial"] * 3, kinds
+    assert kinds[3] != "initial", kinds
