@@ -626,7 +626,7 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
     elif summary.best is not None:
         b = summary.best
         what = "best feasible trial" if summary.outcome_constraints else "best trial"
-        prior = " (prior data)" if b.kind == "prior" else ""
+        prior = _origin(b.kind, b.parameters, c)
         _print_at(
             f"{what} #{b.number}{prior}: {objective} = {number(b.objective)} at",
             _where_parts(b.parameters, b.readbacks, spec=specs(c.parameters)),
@@ -1369,11 +1369,7 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         best = best_record(records, obj.name, obj.goal)
         what = "best feasible" if c.outcome_constraints else "best"
         if best:
-            prior = " (prior data)" if best["kind"] == "prior" else ""
-            if not c.space.contains(best["parameters"]):
-                # measured before the space was narrowed: no proposal can come back to it,
-                # and the command line's repeat refuses it (found in review)
-                prior += " (outside today's bounds or constraints)"
+            prior = _origin(best["kind"], best["parameters"], c)
             # as many digits as set it apart from the last trials shown below it
             digits = _digits(c, [*records[-10:], best], obj.name)
             _print_at(
@@ -2010,6 +2006,18 @@ def _where_parts(
             shown = f"{parameter(actual, p)} (set {shown})"
         parts.append(f"{name(key)}={shown}")
     return parts
+
+
+def _origin(kind: str | None, parameters: Mapping[str, Any], c: Any) -> str:
+    """`` (prior data)``, `` (outside today's bounds or constraints)``, both or ``""``:
+    what to say after the best trial's number, in ``run``'s summary as in ``status``. A
+    point outside the space was measured before it was narrowed (or in another unit: see
+    ``loop.prior``); no proposal can come back to it, and the command line's repeat refuses
+    it (found in review; ``run`` said nothing of it)."""
+    said = " (prior data)" if kind == "prior" else ""
+    if not c.space.contains(dict(parameters)):
+        said += " (outside today's bounds or constraints)"
+    return said
 
 
 def _print_at(head: str, parts: Sequence[str]) -> None:

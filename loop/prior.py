@@ -142,10 +142,12 @@ class PriorData(list[PriorRow]):
         which = ", ".join(f"{n} {status}" for status, n in self.skipped.items())
         return f" ({total} row{'s' if total != 1 else ''} skipped, not measured: {which})"
 
-    def outside_note(self, planner: str = "botorch") -> str | None:
+    def outside_note(self, planner: str = "botorch", space: Space | None = None) -> str | None:
         """What to say of the rows outside the campaign's bounds or constraints, or
         ``None``: they are used (a model learns from them where they lie; the planner
-        proposes inside only), and the user should know which they are."""
+        proposes inside only), and the user should know which they are. With ``space``,
+        a parameter that most rows put far outside its bounds is named, with the question
+        of its unit (:meth:`unit_question`)."""
         if not self.outside:
             return None
         by_file: dict[Path, list[int]] = {}
@@ -162,11 +164,41 @@ class PriorData(list[PriorRow]):
             "ax": "kept as measurements (the best trial, exports); Ax models only points "
             "inside, so it leaves them out",
         }.get(planner, "kept as measurements (the best trial, exports)")
+        question = self.unit_question(space) if space is not None else None
         return (
             f"{counted(len(self.outside), 'prior-data row')} "
             f"{'is' if len(self.outside) == 1 else 'are'} outside the campaign's "
             f"bounds or constraints ({where}): {use}; proposals stay inside"
+            + (f". {question}" if question else "")
         )
+
+    def unit_question(self, space: Space) -> str | None:
+        """The parameters most of the rows put more than a span outside their bounds, said
+        as a question of their unit, or ``None``.
+
+        A column in seconds for a parameter in minutes (120-900 against [0.5, 30]) was
+        taken with the note written for a space narrowed since, and its rows became the
+        best trial (found in review). A space narrowed since leaves rows near the old
+        range; a unit leaves most of them far outside, on one side.
+        """
+        asked = []
+        for p in space.parameters:
+            bounds = getattr(p, "bounds", None)
+            if bounds is None:
+                continue
+            low, high = float(bounds[0]), float(bounds[1])
+            span = high - low
+            values = [float(r.parameters[p.name]) for r in self if p.name in r.parameters]
+            far = [v for v in values if v > high + span or v < low - span]
+            if not values or len(far) * 2 <= len(values):
+                continue
+            unit = f" {p.unit}" if getattr(p, "unit", None) else ""
+            asked.append(
+                f"{p.name} reads {min(far):g} to {max(far):g} in {len(far)} of "
+                f"{counted(len(values), 'row')}, far outside its bounds [{low:g}, {high:g}]"
+                f"{unit}: is that column in another unit?"
+            )
+        return "; ".join(asked) or None
 
 
 def prior_files(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) -> list[Path]:
@@ -203,7 +235,7 @@ def load_prior_data(loaded: LoadedCampaign, extra: Sequence[Path | str] = ()) ->
         rows.extend(read)
         rows.skipped.update(read.skipped)
         rows.outside += read.outside
-    note = rows.outside_note("plugin" if c.planner.plugin else c.planner.kind)
+    note = rows.outside_note("plugin" if c.planner.plugin else c.planner.kind, c.space)
     if note is not None:
         logger.warning("%s", note)
     model = c.planner.kind in ("botorch", "ax") and not c.planner.plugin

@@ -488,5 +488,35 @@ def test_rows_outside_the_bounds_or_constraints_are_used_and_said(
         "2 prior-data rows are outside the campaign's bounds or constraints (prior.csv rows" in said
     )
     assert "proposals stay inside" in said
+    assert "another unit" not in said  # two rows just outside: a space narrowed since
     with pytest.raises(PriorDataError, match="not an integer"):
         load_prior_data(_setup(tmp_path, GOOD + "11,0,a,1.5,8,\n"))
+
+
+def test_a_column_most_rows_put_far_outside_its_bounds_is_asked_about_its_unit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """x2 in another unit (x 60: 120 to 900 against [0, 15]) was taken with the note for a
+    space narrowed since, and its rows became the best trial (found in review). The
+    note names the column and asks."""
+    rows = "x1,x2,mode,stage,y,z\n0,120,a,1,8,\n1,300,b,2,5.5,\n2,900,a,3,7,\n3,1,a,1,9,\n"
+    with caplog.at_level("WARNING", logger="loop.prior"):
+        load_prior_data(_setup(tmp_path, rows))
+    said = " ".join(caplog.text.split())
+    assert (
+        "x2 reads 120 to 900 in 3 of 4 rows, far outside its bounds [0, 15]: is that column "
+        "in another unit?"
+    ) in said, said
+
+
+def test_run_says_when_its_best_trial_is_a_prior_row_outside_the_space(tmp_path: Path) -> None:
+    """`status` said "(outside today's bounds or constraints)" of such a best trial; `run`'s
+    summary said only "(prior data)" (found in review)."""
+    _setup(tmp_path, GOOD + "11,0,a,1,-100,\n")
+    out = CliRunner().invoke(
+        app,
+        ["run", str(tmp_path / "campaign.yaml"), "--store", f"sqlite:///{tmp_path / 's.db'}"],
+    )
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, said
+    assert "(prior data) (outside today's bounds or constraints): y = -100" in said, said
