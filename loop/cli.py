@@ -509,7 +509,8 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
 
     ``run`` always starts a new campaign, so it cannot collide with the running one; but two
     campaigns of one name driving the same instrument would. An unfinished campaign of the
-    name that no runner holds only earns a hint that ``resume`` continues it.
+    name that no runner holds only earns a hint that ``resume`` continues it; a finished one
+    with measurements, a hint that they are not learned from, and how to build on them.
     """
     from loop.lock import running_namesake
 
@@ -520,17 +521,33 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
         why = None if lease is None else running_namesake(name, row.id, lease, url)
         if lease is not None and why is not None:
             raise CampaignLocked(why, owner=lease.owner)
-    for row in reversed(db.campaigns()):
-        if row.name == name and row.status in UNFINISHED:
-            err_console.print(
-                "[yellow]note[/]: "
-                + escape(
-                    f"campaign '{name}' (id {row.id}) in this store is unfinished "
-                    f"({row.status}); `closedloop resume --store {shell_word(url)} -c {row.id}` "
-                    "would continue it. Starting a new campaign."
-                )
-            )
+    namesakes = [r for r in reversed(db.campaigns()) if r.name == name and r.id is not None]
+    store = shell_word(url)
+    unfinished = next((r for r in namesakes if r.status in UNFINISHED), None)
+    if unfinished is not None:
+        said = (
+            f"campaign '{name}' (id {unfinished.id}) in this store is unfinished "
+            f"({unfinished.status}); `closedloop resume --store {store} -c {unfinished.id}` "
+            "would continue it. Starting a new campaign."
+        )
+    elif namesakes:
+        # Re-running an edited file (bounds, a constraint, a bigger budget) started over
+        # without a word that nothing measured was learned from (found in review).
+        last = namesakes[0]
+        # its prior-data rows are the file's too: the new campaign learns them again
+        done = sum(t.status == "completed" and t.kind != "prior" for t in db.trials(last.id or 0))
+        if not done:
             return
+        said = (
+            f"campaign '{name}' (id {last.id}) in this store is {last.status} with "
+            f"{counted(done, 'completed trial')}; this run starts a new campaign and does "
+            f"not learn from them. To build on them: `closedloop export --store {store} "
+            f"-c {last.id} -o earlier.csv`, then `--prior earlier.csv`; or `closedloop resume "
+            f"--store {store} -c {last.id} --max-trials N` extends it as it was stored."
+        )
+    else:
+        return
+    err_console.print("[yellow]note[/]: " + escape(said))
 
 
 def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) -> CampaignSummary:

@@ -520,3 +520,25 @@ def test_run_says_when_its_best_trial_is_a_prior_row_outside_the_space(tmp_path:
     said = " ".join(out.output.split())
     assert out.exit_code == 0, said
     assert "(prior data) (outside today's bounds or constraints): y = -100" in said, said
+
+
+def test_a_second_run_of_a_finished_campaign_says_it_does_not_learn_from_it(
+    tmp_path: Path,
+) -> None:
+    """Running an edited file again under a finished campaign's name started over with no
+    word that its trials were not learned from (found in review); `suggest` warned. It says
+    so, and how to build on them."""
+    _setup(tmp_path)
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["run", str(tmp_path / "campaign.yaml"), "--store", store]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "this run starts a new campaign" not in first.output
+    second = CliRunner().invoke(app, args)
+    said = " ".join(second.output.split())
+    assert second.exit_code == 0, said
+    assert (
+        "campaign 'prior' (id 1) in this store is completed with 3 completed trials; this run "
+        "starts a new campaign and does not learn from them. To build on them: `closedloop "
+        f"export --store {store} -c 1 -o earlier.csv`, then `--prior earlier.csv`"
+    ) in said, said
