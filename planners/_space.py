@@ -465,6 +465,11 @@ class Space:
         if isinstance(p, IntParameter):
             k = int(min(max(round(value), lo), hi))
             return _snap_log_int(p, u, k) if p.log else k
+        for bound in (lo, hi):
+            # a proposal on a bound is the bound: ``10 ** log10(30)`` is 29.999999999999996,
+            # which the exports showed where status showed 30 (found in review)
+            if abs(value - bound) <= 1e-12 * max(abs(bound), 1e-300):
+                return float(bound)
         return float(min(max(value, lo), hi))
 
     def torch_values(self, X: Tensor) -> dict[str, Tensor]:

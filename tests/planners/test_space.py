@@ -328,3 +328,12 @@ def test_large_log_ints_survive_encode_decode(hi: int, fraction: float) -> None:
     distinct = {float(space.encode([{"k": v}])[0, 0]) for v in (value - 1, value, value + 1)}
     if len(distinct) == 3:
         assert back == {"k": value}
+
+
+@pytest.mark.parametrize("bounds", [(0.5, 30.0), (1e-3, 7.0), (3.0, 1e6)])
+def test_a_log_scale_proposal_on_a_bound_is_the_bound(bounds: tuple[float, float]) -> None:
+    """``10 ** log10(30)`` is 29.999999999999996: exports showed that where `status` showed
+    30 (found in review). An encoded 0 or 1 decodes to the bound itself."""
+    space = Space([FloatParameter(name="r", bounds=bounds, log=True)])
+    low, high = space.decode(torch.tensor([[0.0], [1.0]], dtype=torch.float64))
+    assert (low["r"], high["r"]) == bounds
