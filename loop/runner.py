@@ -3098,7 +3098,6 @@ _TRANSIENT_KINDS = frozenset(
         "limit check unanswered",
         "interlock broke",
         "reading not trusted",
-        "readback out of range",
     }
 )
 # Exception names (a failure's kind when no phrase above names it) of timeouts and lost
