@@ -1688,7 +1688,7 @@ class InputDevice:
         settle = f", then {d.settle_time:g} s to settle" if d.settle_time else ""
         step = (
             f"; a move further than max_step {d.max_step:g} goes in steps of at most that, "
-            f"each waited for so, {d.timeout:g} s each"
+            f"each written and waited for like this, within {d.timeout:g} s each"
             if d.max_step is not None
             else ""
         )
@@ -1928,7 +1928,15 @@ class InputDevice:
         tolerance = self.decl.tolerance
         if tolerance is None and self._signal is None:
             return  # a motor's DMOV, a plugin's status: the device's own word that it is there
-        near = tolerance if tolerance is not None else 0.01 * (self.decl.max_step or 0.0)
+        step = self.decl.max_step or 0.0
+        if tolerance is None:
+            near = 0.01 * step
+        elif start is not None:
+            # a ramp's step, measured from this reading: a tolerance near max_step left each
+            # step a sliver of progress, and the ramp failed as "not followed" (review I)
+            near = min(tolerance, step / 2)
+        else:
+            near = tolerance
         while True:
             here = float(self._within(deadline, value, self._readback, deadline)[0])
             if abs(here - value) <= near:
@@ -1936,9 +1944,15 @@ class InputDevice:
             if start is not None and (here - value) * (start - value) <= 0:
                 return  # at or past a ramp's step
             if time.monotonic() > deadline:
+                hint = (
+                    "; a ramp's step without a tolerance waits for the readback at or past "
+                    "it: declare the input's tolerance (how far from its setpoint it settles)"
+                    if tolerance is None
+                    else ""
+                )
                 raise DeviceTimeout(
                     f"{self.name}: readback {here:g} not within {near:g} of {value:g} after "
-                    f"{self.decl.timeout:g} s"
+                    f"{self.decl.timeout:g} s{hint}"
                 )
             if cancel.wait(_POLL):
                 raise InstrumentError(f"{self.name}: stopped while moving")
@@ -1990,9 +2004,8 @@ class InputDevice:
             # again, just before the put (with max_step: the gate waited for the connection):
             # nothing moved if it raises
             self._refuse_wrong_type()
-            number = _number_or_none(value)
-            if self.decl.max_step is not None and number is not None:
-                self._ramp(number, self.decl.max_step, cancel)
+            if self.decl.max_step is not None and _number_or_none(value) is not None:
+                self._ramp(value, self.decl.max_step, cancel)
             else:
                 deadline = time.monotonic() + self.decl.timeout
                 check_setpoint(
@@ -2012,7 +2025,7 @@ class InputDevice:
         else:
             status.set_finished()
 
-    def _ramp(self, value: float, step: float, cancel: threading.Event) -> None:
+    def _ramp(self, value: Any, step: float, cancel: threading.Event) -> None:
         """Move to ``value`` in steps of at most ``max_step``, as the safe state is approached.
 
         A move further than ``max_step`` from where the device is used to be refused: a
@@ -2020,11 +2033,12 @@ class InputDevice:
         trials refused, and the campaign failed on ``max_failures`` (found in review). A
         technician who declares ``max_step`` means "never jump further than this", not
         "never go further": so each step goes to the point nearest ``value`` within
-        ``max_step`` of the readback and of the last setpoint (:func:`next_step`), is checked
-        as any setpoint is (limits, the device's own limits), written and waited for within
-        its own ``timeout`` (the device's status, the readback within ``tolerance``, or at or
-        past the step without one), and the next step starts from where the device then
-        reads. The last step is the move to ``value``, waited for as a move without
+        ``max_step`` of the readback and of the last setpoint (:func:`next_step`; a whole
+        number for an int's setpoint, rounded toward the device), is checked as any
+        setpoint is (limits, the device's own limits), written and waited for within its own
+        ``timeout`` (:meth:`_arrive`), and the next step starts from where the device then
+        reads; the interlocks are read again before each step after the first. The last
+        step writes ``value`` as given (an int stays an int), waited for as a move without
         ``max_step`` is; only then does the trial settle and measure.
 
         Raises:
@@ -2032,8 +2046,12 @@ class InputDevice:
                 more than twice ``max_step`` from its last setpoint, or so far outside the
                 limits that no step stays within them): nothing was written.
             InstrumentError: a later step failed or the device did not follow the steps;
-                the message says how far the ramp got.
+                the message says how far the ramp got, the error keeps its kind, and a
+                refusal mid-ramp (a reading that glitched to NaN) is transient: it is about
+                where the device was, not the point.
         """
+        target = float(value)
+        whole = isinstance(value, int) and not isinstance(value, bool)
         written: list[float] = []
         most = 0  # steps it may take: twice the fewest, and two more
         try:
@@ -2042,19 +2060,19 @@ class InputDevice:
                     check_during_ramp(self.gate)  # the gate passed it before the first
                 deadline = time.monotonic() + self.decl.timeout
                 here = self._within(deadline, value, self._readback, deadline)[0]
-                nxt = self._checked_step(value, here, self._commanded(deadline))
-                if nxt == value:
+                nxt = self._checked_step(target, here, self._commanded(deadline), whole=whole)
+                if nxt == target:
                     self._put_and_wait(value, deadline, cancel)
                     return
                 if not written:
-                    most = 2 * math.ceil(abs(value - here) / step) + 2
-                elif len(written) >= most or abs(nxt - value) >= abs(written[-1] - value):
+                    most = 2 * math.ceil(abs(target - here) / step) + 2
+                elif len(written) >= most or abs(nxt - target) >= abs(written[-1] - target):
                     # the device's doing, not the point's: transient, as a refused write is
                     raise SetpointNotTaken(
                         f"its readback {here:g} has not followed the step to {written[-1]:g}"
                     )
                 written.append(nxt)
-                self._put_and_wait(nxt, deadline, cancel)
+                self._put_and_wait(int(nxt) if whole else nxt, deadline, cancel)
                 self._arrive(nxt, here, deadline, cancel)
         except Exception as exc:
             if not written:
@@ -2062,25 +2080,41 @@ class InputDevice:
             units = f" {self.units}" if self.units else ""
             raise _same_kind(
                 exc,
-                f"{self.name}: the ramp to {value:g}{units} in steps of at most max_step "
+                f"{self.name}: the ramp to {target:g}{units} in steps of at most max_step "
                 f"{step:g} stopped after {len(written)} step(s), the last to "
                 f"{written[-1]:g}{units}: {str(exc).removeprefix(f'{self.name}: ')}",
+                transient=True if isinstance(exc, SetpointRefused) else None,
             ) from exc
 
-    def _checked_step(self, value: float, here: float, told: float | None) -> float:
+    def _checked_step(
+        self, value: float, here: float, told: float | None, *, whole: bool = False
+    ) -> float:
         """The next setpoint of a ramp to ``value`` from the reading ``here`` and the last
-        setpoint ``told`` (:func:`next_step`), checked by :func:`check_setpoint`; ``value``
-        itself when it is within ``max_step`` of both, or when no step is (then refused, with
-        the message a single move gets).
+        setpoint ``told`` (:func:`next_step`; with ``whole``, a whole number, rounded toward
+        ``here``), checked by :func:`check_setpoint`; ``value`` itself when it is within
+        ``max_step`` of both.
 
         Raises:
-            SetpointRefused: the step may not be written.
+            SetpointRefused: the step may not be written: the reading not a number, no step
+                within ``max_step`` of both the reading and the last setpoint (they are more
+                than twice it apart: the device has not followed its last move), or the
+                step outside the limits.
         """
         step = self.decl.max_step
         nxt = value
         if step is not None and math.isfinite(here) and (told is None or math.isfinite(told)):
             stepped = next_step(value, here, here if told is None else told, step)
-            nxt = value if stepped is None else stepped  # none: refused below, as a jump
+            if stepped is None:
+                raise SetpointRefused(
+                    f"{self.name}: no step toward {value:g} is within max_step {step:g} of both "
+                    f"its reading {here:g} and its last setpoint {told:g}: they are "
+                    f"{abs(here - (told or 0.0)):g} apart, more than twice max_step (the device "
+                    "has not followed its last move), so any step would be larger than "
+                    f"max_step {step:g}; refused"
+                )
+            nxt = stepped
+            if whole and nxt != value:  # an int's steps: whole numbers, none further away
+                nxt = float(math.floor(nxt) if value > here else math.ceil(nxt))
         try:
             check_setpoint(
                 self.name,
@@ -2901,19 +2935,19 @@ def _pv_limits_problem(signal: Any, value: float) -> str | None:
     )
 
 
-def _same_kind(exc: Exception, message: str) -> Exception:
+def _same_kind(exc: Exception, message: str, *, transient: bool | None = None) -> Exception:
     """``exc``'s class with ``message`` (a ramp's failure said with how far it got), so the
     failure keeps its kind: wrapped in a plain ``InstrumentError``, a step that timed out
     was counted as "InstrumentError" rather than "timeout" (found in review). An
-    ``InstrumentError`` when the class will not take a message alone."""
+    ``InstrumentError`` when the class will not take a message alone. ``transient``, when
+    given, is set on it (``instruments._dispatch.is_transient`` reads it first)."""
+    again: Exception = InstrumentError(message)
     if isinstance(exc, InstrumentError | TimeoutError | ConnectionError):
-        try:
+        with contextlib.suppress(Exception):  # else a constructor of its own: the plain one
             again = type(exc)(message)
-        except Exception:  # a constructor of its own
-            return InstrumentError(message)
-        if isinstance(again, InstrumentError | TimeoutError | ConnectionError):
-            return again
-    return InstrumentError(message)
+    if transient is not None:
+        again.transient = transient  # type: ignore[attr-defined]
+    return again
 
 
 def _number_or_none(value: Any) -> float | None:

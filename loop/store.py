@@ -1366,25 +1366,26 @@ class Store:
             with suppress(OSError):
                 info = os.stat(companion)
                 self._companions[companion] = (info.st_dev, info.st_ino)
-        # first, before the pragmas read anything
-        event.listen(self.engine, "connect", self._refuse_a_new_file, insert=True)
+        # before the driver opens (or creates) anything at the path
+        event.listen(self.engine, "do_connect", self._refuse_a_new_file)
 
-    def _refuse_a_new_file(self, dbapi_connection: Any, _record: Any) -> None:
-        """Refuse a new pooled connection once the path names another file than the store.
+    def _refuse_a_new_file(self, *_args: Any) -> None:
+        """Refuse to open a new pooled connection once the path no longer names the store.
 
         The engine opens connections by path, as threads need them. One opened after the
         file was replaced (a backup copied over it) opened the new file, read the old file's
         write-ahead log, still at the path, as its own, and wrote this campaign's rows into
-        the other file (a test failed 1 run in 31, by timing). Refused before any statement,
-        with the reason :meth:`gone` gives; the runner then saves the store (:meth:`rescue`).
+        the other file (a test failed 1 run in 31, by timing); one opened after the file was
+        deleted made an empty store there (review I). Refused before the driver connects
+        (SQLAlchemy's ``do_connect``), with the reason :meth:`gone` gives; the runner then
+        saves the store (:meth:`rescue`).
 
         Raises:
             StoreGone: the path no longer names the store.
         """
         why = self.gone()
         if why is not None:
-            dbapi_connection.close()  # nothing read yet: the other file is left as it is
-            raise StoreGone(f"{why}; no new connection is opened on the file now there")
+            raise StoreGone(f"{why}; no new connection is opened at that path")
 
     def gone(self) -> str | None:
         """Why the watched file's path no longer names the store being written, or ``None``."""

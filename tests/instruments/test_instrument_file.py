@@ -533,7 +533,7 @@ def test_plan_dry_run_prints_the_message_sequence() -> None:
         "before each write: interlock door_closed == 1 is read",
         "-> writes PV closedloop:sim:temp:SP, waits for readback closedloop:sim:temp:RBV within "
         "0.5 (at most 60 s, then 0.1 s to settle; a move further than max_step 80 goes in steps "
-        "of at most that, each waited for so, 60 s each)",
+        "of at most that, each written and waited for like this, within 60 s each)",
         "-> writes 1 to PV closedloop:sim:acquire with put-completion, then waits until PV "
         "closedloop:sim:busy reads 0.0 (at most 30 s in all)",
         "-> reads yield from PV closedloop:sim:yield",

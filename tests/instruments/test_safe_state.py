@@ -23,6 +23,7 @@ readbacks lag), with real ophyd signals and a real RunEngine; the others on plug
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -418,6 +419,102 @@ def test_a_device_that_goes_back_against_its_ramp_fails_the_trial_as_transient(
         "stopped after 2 step(s), the last to 4: its readback 0 has not followed the step to 4"
         in (trial.error or "")
     ), trial.error
+
+
+class Furnace(ShortStage):
+    """A plugin furnace whose reading closes in on its setpoint (time constant 0.05 s); its
+    status says done at once, as a controller that took the setpoint does. With ``glitch``
+    = k, its k-th read within 0.1 of its second setpoint is NaN; it records what it is
+    told, with its type."""
+
+    told: ClassVar[list[Any]] = []
+    glitch: ClassVar[int] = 0  # reads near 4 before the one that is NaN (0: none)
+
+    def put(self, value: Any, **kwargs: Any) -> None:
+        Furnace.told.append(value)
+        self._from = self._reading()
+        self._since = time.monotonic()
+        super().put(value, **kwargs)
+
+    def _reading(self) -> float:
+        target = float(Signal.get(self))
+        start = getattr(self, "_from", target)
+        since = getattr(self, "_since", 0.0)
+        return target - (target - start) * math.exp(-(time.monotonic() - since) / 0.05)
+
+    def get(self, **kwargs: Any) -> Any:
+        here = self._reading()
+        told = Furnace.told
+        if Furnace.glitch and len(told) == 2 and abs(here - float(told[1])) <= 0.1:
+            Furnace.glitch -= 1
+            if not Furnace.glitch:
+                return math.nan
+        return here
+
+
+def _furnace(tmp_path: Path, extra: str = "", kind: str = "float") -> DeclaredInstrument:
+    path = tmp_path / "furnace.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:Furnace', args: {{value: 0.0}}, limits: [0, 10], "
+        f"max_step: 2, timeout: 5{extra}}}\n"
+        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    params = [{"name": "x", "type": kind, "bounds": [0, 10]}]
+    Furnace.told.clear()
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    assert isinstance(inst, DeclaredInstrument)
+    return inst
+
+
+def _one_trial(inst: DeclaredInstrument, x: Any) -> Any:
+    try:
+        with Dispatcher(inst) as dispatcher:
+            return dispatcher.run(1, "c", {"x": x})
+    finally:
+        inst.close()
+
+
+@pytest.mark.parametrize("tolerance", [0.1, 1.5, 2.0, 3.0])
+def test_a_ramp_goes_on_whatever_the_tolerance_against_max_step(
+    tmp_path: Path, tolerance: float
+) -> None:
+    """A step counted as arrived within ``tolerance`` of it, and the next was measured
+    from there: with a tolerance near max_step each step made a sliver of progress, and
+    the ramp failed as "not followed" (review I). A step now arrives within the smaller of
+    the tolerance and half a step."""
+    trial = _one_trial(_furnace(tmp_path, f", tolerance: {tolerance}"), 10.0)
+    assert trial.ok, trial.error
+    assert len(Furnace.told) <= 2 * 5 + 2, Furnace.told
+
+
+def test_a_reading_that_glitches_to_nan_mid_ramp_fails_the_trial_as_transient(
+    tmp_path: Path,
+) -> None:
+    """A step refused for where the device reads mid-ramp (one NaN) is not the point's
+    failure: the trial is transient, retried, not learned as failing (review I). The
+    third read near the second step is the one the next step is measured from (the
+    step's tolerance wait and its arrival read it first)."""
+    Furnace.glitch = 3
+    try:
+        trial = _one_trial(_furnace(tmp_path, ", tolerance: 0.1"), 9.0)
+    finally:
+        Furnace.glitch = 0
+    assert trial.exit_status == "fail" and trial.transient, trial
+    assert "is not a finite number" in (trial.error or ""), trial.error
+
+
+def test_an_int_input_ramps_in_whole_numbers_and_gets_an_int(tmp_path: Path) -> None:
+    """An int parameter with max_step was handed to the device as a float (7.0), and its
+    steps as 4.3999999999999995 (review I): whole numbers, the last the value as given."""
+    trial = _one_trial(_furnace(tmp_path, ", tolerance: 0.1", kind="int"), 7)
+    assert trial.ok, trial.error
+    told = Furnace.told
+    assert all(type(v) is int for v in told), [type(v) for v in told]
+    assert told[-1] == 7 and told == sorted(told), told
+    # each within max_step of the one before (the reading, within 0.1 of it, may hold the
+    # next whole number back by one: never a step past max_step from where it reads)
+    assert all(0 < b - a <= 2 for a, b in zip([0, *told], told, strict=False)), told
 
 
 def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
@@ -923,3 +1020,25 @@ def test_plan_dry_run_shows_the_ramp_from_where_the_device_reads(tmp_path: Path)
     assert out.exit_code == 0, said
     assert "a move further than max_step 2 goes in steps of at most that" in said
     assert "from its reading 0 now: 2, 4, 6, 8, 9" in said, said
+
+
+def test_a_ramp_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """Reading 0 with its last setpoint 9 and max_step 2: no step is within max_step of
+    both. It said "move from 0 to 5 is a step of 5, larger than max_step 2", though such
+    moves now ramp (review I)."""
+    inst = _plugin_stage(tmp_path, 0.0)
+    try:
+        device = inst.inputs["x"]
+        device._last_written = 9.0  # told 9; the stage has not followed
+        with pytest.raises(SetpointRefused) as refused:
+            device.check_value(5.0)
+    finally:
+        inst.spec = inst.spec.model_copy(update={"on_stop": {}})
+        inst.close()
+    said = str(refused.value)
+    assert (
+        "x: no step toward 5 is within max_step 2 of both its reading 0 and its last setpoint "
+        "9: they are 9 apart, more than twice max_step (the device has not followed its last "
+        "move), so any step would be larger than max_step 2; refused"
+    ) == said, said
+    assert failure_kind(f"SetpointRefused: {said}") == "step too large"

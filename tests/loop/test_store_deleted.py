@@ -161,3 +161,28 @@ def test_no_new_connection_opens_a_file_that_replaced_the_store(tmp_path: Path) 
     replacing = Store(f"sqlite:///{db}", create=False)
     assert replacing.campaigns() == []
     replacing.close()
+
+
+def test_no_new_connection_makes_an_empty_store_where_the_file_was_deleted(
+    tmp_path: Path,
+) -> None:
+    """A connection opened after the store file was deleted made a new, empty store at the
+    path, which a later `resume --store` found, and the deletion read as a replacement
+    (review I). Nothing is created; the store is still saved whole."""
+    db = tmp_path / "x.db"
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.watch_file()
+        cid = store.create_campaign("kept", "name: kept\n", "c.yaml", 0)
+        db.unlink()
+        store.engine.dispose()
+        with pytest.raises(StoreGone, match="was deleted or moved while the campaign ran"):
+            store.campaigns()
+        assert not db.exists()
+        copy = store.rescue()
+    finally:
+        store.close()
+    assert not db.exists()
+    saved = Store(f"sqlite:///{copy}", create=False)
+    assert [c.id for c in saved.campaigns()] == [cid]
+    saved.close()
