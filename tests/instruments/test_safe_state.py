@@ -305,6 +305,33 @@ class StepLog(Signal):  # type: ignore[misc]
         super().put(value, **kwargs)
 
 
+def _plugin_input(
+    tmp_path: Path, device: str, extra: str = "", kind: str = "float"
+) -> DeclaredInstrument:
+    """An instrument whose input x is this module's plugin class ``device`` at 0, limits
+    [0, 10], max_step 2, timeout 5 (and ``extra`` settings), for a ``kind`` parameter x."""
+    path = tmp_path / f"{device}.yaml"
+    path.write_text(
+        "inputs:\n"
+        f"  x: {{device: '{__name__}:{device}', args: {{value: 0.0}}, limits: [0, 10], "
+        f"max_step: 2, timeout: 5{extra}}}\n"
+        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
+    )
+    params = [{"name": "x", "type": kind, "bounds": [0, 10]}]
+    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
+    assert isinstance(inst, DeclaredInstrument)
+    return inst
+
+
+def _one_trial(inst: DeclaredInstrument, x: Any) -> Any:
+    """One trial at ``x``; the instrument closed after it."""
+    try:
+        with Dispatcher(inst) as dispatcher:
+            return dispatcher.run(1, "c", {"x": x})
+    finally:
+        inst.close()
+
+
 class ShortStage(Signal):  # type: ignore[misc]
     """A plugin stage that stops 0.003 short of every setpoint, as a motor one resolution
     step short does, or a furnace closing in on its setpoint smoothly."""
@@ -324,21 +351,8 @@ def test_a_ramp_step_a_device_stops_just_short_of_has_arrived(tmp_path: Path) ->
     """Without a tolerance a ramp step arrived only at or past it: a device that stops a
     little short never did, and every step waited out its timeout (review G, a motor one
     resolution step short). A plugin's status (a motor's DMOV) now says it has arrived."""
-    path = tmp_path / "short.yaml"
-    path.write_text(
-        "inputs:\n"
-        f"  x: {{device: '{__name__}:ShortStage', args: {{value: 0.0}}, limits: [0, 10], "
-        "max_step: 2, timeout: 5}\n"
-        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
-    )
-    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
-    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
     t0 = time.monotonic()
-    try:
-        with Dispatcher(inst) as dispatcher:
-            trial = dispatcher.run(1, "c", {"x": 9.0})
-    finally:
-        inst.close()
+    trial = _one_trial(_plugin_input(tmp_path, "ShortStage"), 9.0)
     assert trial.ok, trial.error
     assert time.monotonic() - t0 < 5  # no step waited out its 5 s
     assert trial.readbacks["x"] == pytest.approx(9.0, abs=0.01)
@@ -400,20 +414,7 @@ def test_a_device_that_goes_back_against_its_ramp_fails_the_trial_as_transient(
     """Each step is measured from where the device reads: one that went back stops the
     ramp (no step is written toward where it was) and the trial fails as transient, the
     device's doing and not the point's."""
-    path = tmp_path / "spring.yaml"
-    path.write_text(
-        "inputs:\n"
-        f"  x: {{device: '{__name__}:SpringBack', args: {{value: 0.0}}, limits: [0, 10], "
-        "max_step: 2, timeout: 5}\n"
-        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
-    )
-    params = [{"name": "x", "type": "float", "bounds": [0, 10]}]
-    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
-    try:
-        with Dispatcher(inst) as dispatcher:
-            trial = dispatcher.run(1, "c", {"x": 9.0})
-    finally:
-        inst.close()
+    trial = _one_trial(_plugin_input(tmp_path, "SpringBack"), 9.0)
     assert trial.exit_status == "fail" and trial.transient, trial
     assert (
         "stopped after 2 step(s), the last to 4: its readback 0 has not followed the step to 4"
@@ -453,26 +454,8 @@ class Furnace(ShortStage):
 
 
 def _furnace(tmp_path: Path, extra: str = "", kind: str = "float") -> DeclaredInstrument:
-    path = tmp_path / "furnace.yaml"
-    path.write_text(
-        "inputs:\n"
-        f"  x: {{device: '{__name__}:Furnace', args: {{value: 0.0}}, limits: [0, 10], "
-        f"max_step: 2, timeout: 5{extra}}}\n"
-        "outputs:\n  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
-    )
-    params = [{"name": "x", "type": kind, "bounds": [0, 10]}]
     Furnace.told.clear()
-    inst = build_instrument(InstrumentConfig(file=str(path)), params, base_dir=tmp_path, seed=0)
-    assert isinstance(inst, DeclaredInstrument)
-    return inst
-
-
-def _one_trial(inst: DeclaredInstrument, x: Any) -> Any:
-    try:
-        with Dispatcher(inst) as dispatcher:
-            return dispatcher.run(1, "c", {"x": x})
-    finally:
-        inst.close()
+    return _plugin_input(tmp_path, "Furnace", extra, kind)
 
 
 @pytest.mark.parametrize("tolerance", [0.1, 1.5, 2.0, 3.0])
@@ -517,14 +500,13 @@ def test_an_int_input_ramps_in_whole_numbers_and_gets_an_int(tmp_path: Path) -> 
     assert all(0 < b - a <= 2 for a, b in zip([0, *told], told, strict=False)), told
 
 
-def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
-    """Review F: max_step 0.5 over [0, 10] refused 10 of 13 Sobol trials, and the campaign
-    failed on max_failures. Each move now ramps: all 8 trials complete, each measured where
-    it was sent, and no write to the device is further than 0.5 from the one before."""
+def _stage_campaign(tmp_path: Path, device: str, max_step: float, budget: str) -> None:
+    """``c.yaml``: a Sobol campaign over x in [0, 10] on ``stage.yaml``, whose input x is a
+    plugin ``device`` at 0 with limits [0, 10] and ``max_step``."""
     (tmp_path / "stage.yaml").write_text(
         "inputs:\n"
-        f"  x: {{device: '{__name__}:StepLog', args: {{value: 0.0}}, limits: [0, 10], "
-        "max_step: 0.5}\n"
+        f"  x: {{device: '{device}', args: {{value: 0.0}}, limits: [0, 10], "
+        f"max_step: {max_step}}}\n"
         "outputs:\n"
         "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
     )
@@ -534,9 +516,16 @@ def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: 
         "objectives:\n  - {name: y, goal: maximize}\n"
         "instrument: {file: stage.yaml}\n"
         "planner: {kind: sobol}\n"
-        "budget: {max_trials: 8, max_failures: 1}\n"
+        f"budget: {budget}\n"
         "seed: 3\n"
     )
+
+
+def test_a_sobol_campaign_with_a_small_max_step_completes_every_trial(tmp_path: Path) -> None:
+    """Review F: max_step 0.5 over [0, 10] refused 10 of 13 Sobol trials, and the campaign
+    failed on max_failures. Each move now ramps: all 8 trials complete, each measured where
+    it was sent, and no write to the device is further than 0.5 from the one before."""
+    _stage_campaign(tmp_path, f"{__name__}:StepLog", 0.5, "{max_trials: 8, max_failures: 1}")
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     try:
         StepLog.puts.clear()
@@ -1001,20 +990,7 @@ def test_a_ramp_step_keeps_to_max_step_from_both_and_goes_as_far_as_it_may(
 def test_plan_dry_run_shows_the_ramp_from_where_the_device_reads(tmp_path: Path) -> None:
     """`plan --dry-run` said only that a move further than max_step goes in steps; a
     technician wants the steps: from the stage's reading 0 to 9 with max_step 2."""
-    (tmp_path / "stage.yaml").write_text(
-        "inputs:\n"
-        "  x: {device: 'ophyd:Signal', args: {value: 0.0}, limits: [0, 10], max_step: 2}\n"
-        "outputs:\n"
-        "  y: {device: 'ophyd:Signal', args: {value: 1.0}}\n"
-    )
-    (tmp_path / "c.yaml").write_text(
-        "name: ramps\n"
-        "parameters:\n  - {name: x, type: float, bounds: [0, 10]}\n"
-        "objectives:\n  - {name: y, goal: maximize}\n"
-        "instrument: {file: stage.yaml}\n"
-        "planner: {kind: sobol}\n"
-        "budget: {max_trials: 3}\n"
-    )
+    _stage_campaign(tmp_path, "ophyd:Signal", 2, "{max_trials: 3}")
     out = CliRunner().invoke(app, ["plan", str(tmp_path / "c.yaml"), "--dry-run", "--at", "x=9"])
     said = " ".join(out.output.split())
     assert out.exit_code == 0, said
