@@ -1688,7 +1688,9 @@ class InputDevice:
         settle = f", then {d.settle_time:g} s to settle" if d.settle_time else ""
         step = (
             f"; a move further than max_step {d.max_step:g} goes in steps of at most that, "
-            f"each written and waited for like this, within {d.timeout:g} s each"
+            "each written and waited for like this"
+            + ("" if d.motor is not None else " (and until its readback is there)")
+            + f", within {d.timeout:g} s each"
             if d.max_step is not None
             else ""
         )
@@ -1718,12 +1720,15 @@ class InputDevice:
             return None
         if not math.isfinite(here):
             return None
+        whole = isinstance(value, int) and not isinstance(value, bool)
         steps = [here]
         last: float | None = told
         while len(steps) <= 2 * math.ceil(abs(number - here) / step) + 2:
             nxt = next_step(number, steps[-1], steps[-1] if last is None else last, step)
             if nxt is None:
                 break
+            if whole:  # as _checked_step writes an int's steps
+                nxt = _whole(nxt, number, steps[-1])
             steps.append(nxt)
             last = None  # from the second step on, where it was told is where it is
             if nxt == number:
@@ -1828,22 +1833,15 @@ class InputDevice:
             self.put_raw(value, timeout=timeout)
             return
         written: list[float] = []
-        most: int | None = None  # steps it may take: twice the fewest, and two more
+        waited = 0.0  # when the last step's wait for room to the next one ends (_room)
         try:
             while True:
-                if most is not None and len(written) >= most:
-                    raise InstrumentError(
-                        f"still not there after {len(written)} steps (each reached only "
-                        f"within tolerance {self.decl.tolerance or 0:g} of a max_step of {step:g})"
-                    )
                 deadline = time.monotonic() + self.decl.timeout
                 here = float(self._readback(deadline)[0])
                 if not math.isfinite(here):
                     raise InstrumentError(f"its readback is {here}, not a finite number")
                 told = self._commanded(deadline)
                 told = here if told is None else told
-                if most is None:
-                    most = 2 * math.ceil(abs(value - here) / step) + 2
                 stepped = next_step(value, here, told, step)
                 # none: readback and setpoint too far apart for one write near both; a
                 # write within max_step of the readback moves the setpoint toward what the
@@ -1852,10 +1850,9 @@ class InputDevice:
                 if nxt == value:
                     self.put_raw(value, timeout=timeout)
                     return
-                if written and abs(nxt - value) >= abs(written[-1] - value):
-                    raise InstrumentError(
-                        f"its readback {here:g} has not followed the step to {written[-1]:g}"
-                    )
+                if written and not _room(nxt, written[-1], value, step, here, waited):
+                    time.sleep(_POLL)
+                    continue
                 try:  # a device found outside its limits: no step may leave them further
                     check_setpoint(
                         self.name,
@@ -1873,6 +1870,7 @@ class InputDevice:
                     ) from None
                 written.append(nxt)
                 self._safe_step(nxt, deadline, start=here)
+                waited = time.monotonic() + self.decl.timeout
         except Exception as exc:
             units = f" {self.units}" if self.units else ""
             done = (
@@ -1910,11 +1908,11 @@ class InputDevice:
         """Wait, until ``deadline``, until the device has arrived at ``value``: a move's
         (``start`` ``None``) when its readback is within ``tolerance``; a step of a ramp
         from the reading ``start`` also when it is at or past ``value``, and without a
-        tolerance, for a setpoint PV, within 1 % of ``max_step`` of it (a PV's put
-        completes before the device gets there, and the next step is measured from the
-        readback). A motor or a plugin device without a tolerance has arrived when its
-        move is done (DMOV, its status), wherever it stopped: a motor whose deadband is more
-        than 1 % of a small ``max_step`` timed out every step (found in review).
+        tolerance when it is within 1 % of ``max_step`` of it (a put completes, and many a
+        plugin's status finishes, before the device gets there; the next step is measured
+        from the readback). A motor without a tolerance has arrived when its record says
+        its move is done (DMOV), wherever it stopped: a motor whose deadband is more than
+        1 % of a small ``max_step`` timed out every step (found in review).
 
         The 1 %: a device that approaches smoothly (a furnace's first-order response) or a
         motor that stops a resolution step short never reads at or past the step, and each
@@ -1926,17 +1924,9 @@ class InputDevice:
             InstrumentError: stopped meanwhile.
         """
         tolerance = self.decl.tolerance
-        if tolerance is None and self._signal is None:
-            return  # a motor's DMOV, a plugin's status: the device's own word that it is there
-        step = self.decl.max_step or 0.0
-        if tolerance is None:
-            near = 0.01 * step
-        elif start is not None:
-            # a ramp's step, measured from this reading: a tolerance near max_step left each
-            # step a sliver of progress, and the ramp failed as "not followed" (review I)
-            near = min(tolerance, step / 2)
-        else:
-            near = tolerance
+        if tolerance is None and self.decl.motor is not None:
+            return  # the motor record's DMOV: its own word that it is there, wherever it stopped
+        near = tolerance if tolerance is not None else 0.01 * (self.decl.max_step or 0.0)
         while True:
             here = float(self._within(deadline, value, self._readback, deadline)[0])
             if abs(here - value) <= near:
@@ -2053,7 +2043,7 @@ class InputDevice:
         target = float(value)
         whole = isinstance(value, int) and not isinstance(value, bool)
         written: list[float] = []
-        most = 0  # steps it may take: twice the fewest, and two more
+        waited = 0.0  # when the last step's wait for room to the next one ends
         try:
             while True:
                 if written and self.gate is not None:
@@ -2064,16 +2054,14 @@ class InputDevice:
                 if nxt == target:
                     self._put_and_wait(value, deadline, cancel)
                     return
-                if not written:
-                    most = 2 * math.ceil(abs(target - here) / step) + 2
-                elif len(written) >= most or abs(nxt - target) >= abs(written[-1] - target):
-                    # the device's doing, not the point's: transient, as a refused write is
-                    raise SetpointNotTaken(
-                        f"its readback {here:g} has not followed the step to {written[-1]:g}"
-                    )
+                if written and not _room(nxt, written[-1], target, step, here, waited):
+                    if cancel.wait(_POLL):
+                        raise InstrumentError(f"{self.name}: stopped while moving")
+                    continue
                 written.append(nxt)
                 self._put_and_wait(int(nxt) if whole else nxt, deadline, cancel)
                 self._arrive(nxt, here, deadline, cancel)
+                waited = time.monotonic() + self.decl.timeout
         except Exception as exc:
             if not written:
                 raise  # nothing written: said as a single move's failure is
@@ -2112,9 +2100,7 @@ class InputDevice:
                     "has not followed its last move), so any step would be larger than "
                     f"max_step {step:g}; refused"
                 )
-            nxt = stepped
-            if whole and nxt != value:  # an int's steps: whole numbers, none further away
-                nxt = float(math.floor(nxt) if value > here else math.ceil(nxt))
+            nxt = _whole(stepped, value, here) if whole else stepped
         try:
             check_setpoint(
                 self.name,
@@ -2935,6 +2921,36 @@ def _pv_limits_problem(signal: Any, value: float) -> str | None:
     )
 
 
+def _whole(nxt: float, value: float, here: float) -> float:
+    """An int's ramp step ``nxt`` toward ``value`` from the reading ``here`` as a whole
+    number, rounded toward the device so that it is no further from it; ``value`` itself
+    is left as it is."""
+    if nxt == value:
+        return nxt
+    return float(math.floor(nxt) if value > here else math.ceil(nxt))
+
+
+def _room(nxt: float, last: float, target: float, step: float, here: float, until: float) -> bool:
+    """Whether a ramp writes its next step ``nxt`` now, after ``last``: when it gains at
+    least a quarter of ``max_step`` toward ``target``. Less, and the ramp waits (until
+    ``until``, a ``time.monotonic()``) for the device to make room: counted as arrived
+    within a tolerance near ``max_step``, a device that had barely moved got a burst of
+    steps a few thousandths apart (found in review), and a smaller arrival test failed one
+    that settles that far off its setpoint (found in the next review).
+
+    Raises:
+        SetpointNotTaken: the device went back against the ramp (the next step would be
+            further from ``target`` than the last), or made no room by ``until``:
+            transient, the device's doing and not the point's.
+    """
+    gain = abs(target - last) - abs(target - nxt)
+    if gain >= step / 4:
+        return True
+    if gain < 0 or time.monotonic() > until:
+        raise SetpointNotTaken(f"its readback {here:g} has not followed the step to {last:g}")
+    return False
+
+
 def _same_kind(exc: Exception, message: str, *, transient: bool | None = None) -> Exception:
     """``exc``'s class with ``message`` (a ramp's failure said with how far it got), so the
     failure keeps its kind: wrapped in a plain ``InstrumentError``, a step that timed out
@@ -3070,8 +3086,8 @@ class DeclaredInstrument:
         """What ``plan --dry-run`` says happens around a trial's messages at the hardware:
         before the first write (the interlocks), and on any stop (the safe state)."""
         before = [
-            f"before each write: interlock {c.interlock} is read (the trial waits while it "
-            "does not hold)"
+            f"before each write: interlock {c.interlock} is read (before the first, the trial "
+            "waits while it does not hold; before a later step of a ramp, the trial fails)"
             for c in self.gate.checks
         ]
         after = []

@@ -530,10 +530,12 @@ def test_plan_dry_run_prints_the_message_sequence() -> None:
     # showed `set x 8.96` and `timeout=None`, never a PV: found in review)
     said = " ".join(out.stdout.split())
     for line in (
-        "before each write: interlock door_closed == 1 is read",
+        "before each write: interlock door_closed == 1 is read (before the first, the trial "
+        "waits while it does not hold; before a later step of a ramp, the trial fails)",
         "-> writes PV closedloop:sim:temp:SP, waits for readback closedloop:sim:temp:RBV within "
         "0.5 (at most 60 s, then 0.1 s to settle; a move further than max_step 80 goes in steps "
-        "of at most that, each written and waited for like this, within 60 s each)",
+        "of at most that, each written and waited for like this (and until its readback is there), "
+        "within 60 s each)",
         "-> writes 1 to PV closedloop:sim:acquire with put-completion, then waits until PV "
         "closedloop:sim:busy reads 0.0 (at most 30 s in all)",
         "-> reads yield from PV closedloop:sim:yield",

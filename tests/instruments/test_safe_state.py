@@ -401,11 +401,14 @@ def test_an_interlock_that_breaks_during_a_ramp_stops_it_before_its_next_write(
 
 
 class SpringBack(ShortStage):
-    """A stage that springs back to 0 from 4 and beyond (its own status says done)."""
+    """A stage that reaches 4 and then springs back to 0 (its own status says done)."""
 
     def get(self, **kwargs: Any) -> Any:
         value = Signal.get(self, **kwargs)
-        return 0.0 if isinstance(value, float) and value >= 4 else value
+        if isinstance(value, float) and value >= 4:
+            self._seen = getattr(self, "_seen", 0) + 1
+            return value if self._seen == 1 else 0.0
+        return value
 
 
 def test_a_device_that_goes_back_against_its_ramp_fails_the_trial_as_transient(
@@ -458,17 +461,48 @@ def _furnace(tmp_path: Path, extra: str = "", kind: str = "float") -> DeclaredIn
     return _plugin_input(tmp_path, "Furnace", extra, kind)
 
 
-@pytest.mark.parametrize("tolerance", [0.1, 1.5, 2.0, 3.0])
+@pytest.mark.parametrize("tolerance", [None, 0.1, 1.5, 2.0, 3.0])
 def test_a_ramp_goes_on_whatever_the_tolerance_against_max_step(
-    tmp_path: Path, tolerance: float
+    tmp_path: Path, tolerance: float | None
 ) -> None:
     """A step counted as arrived within ``tolerance`` of it, and the next was measured
-    from there: with a tolerance near max_step each step made a sliver of progress, and
-    the ramp failed as "not followed" (review I). A step now arrives within the smaller of
-    the tolerance and half a step."""
-    trial = _one_trial(_furnace(tmp_path, f", tolerance: {tolerance}"), 10.0)
+    from there: with a tolerance near max_step a device that had barely moved got a burst
+    of steps a few thousandths apart, and the ramp failed as "not followed" (review I);
+    without one, a plugin's status (done at once) did the same (review J). A step now
+    waits for room to gain a quarter of max_step."""
+    extra = "" if tolerance is None else f", tolerance: {tolerance}"
+    trial = _one_trial(_furnace(tmp_path, extra), 10.0)
     assert trial.ok, trial.error
-    assert len(Furnace.told) <= 2 * 5 + 2, Furnace.told
+    told = [0.0, *Furnace.told[:-1]]  # the last step, to 10, may be a short one
+    assert all(b - a >= 0.5 - 1e-9 for a, b in zip(told, told[1:], strict=False)), told
+
+
+class OffBy(ShortStage):
+    """A plugin stage that settles 1.5 below every setpoint (within a tolerance of 1.6)."""
+
+    def get(self, **kwargs: Any) -> Any:
+        value = Signal.get(self, **kwargs)
+        return value - 1.5 if isinstance(value, float) and value > 0 else value
+
+
+def test_a_ramp_goes_on_with_a_device_that_settles_off_its_setpoint(tmp_path: Path) -> None:
+    """Settling 1.5 below its setpoint, within its tolerance of 1.6, with max_step 2: an
+    arrival test of half a step made every rising ramp time out at its first step (review
+    J). Each step gains 0.5; the trial completes, within its tolerance of 9."""
+    trial = _one_trial(_plugin_input(tmp_path, "OffBy", ", tolerance: 1.6"), 9.0)
+    assert trial.ok, trial.error
+    assert trial.readbacks["x"] == pytest.approx(7.5)
+
+
+def test_the_preview_of_an_int_ramp_is_what_the_ramp_writes(tmp_path: Path) -> None:
+    """`plan --dry-run` previewed an int's steps as 2.4, 4.4 while a trial wrote 2, 4
+    (review J): one rounding for both."""
+    inst = _furnace(tmp_path, ", tolerance: 0.01", kind="int")
+    try:
+        preview = inst.inputs["x"].ramp_preview(7)
+    finally:
+        inst.close()
+    assert preview == [0.0, 2.0, 4.0, 6.0, 7.0]
 
 
 def test_a_reading_that_glitches_to_nan_mid_ramp_fails_the_trial_as_transient(
