@@ -1914,10 +1914,9 @@ class InputDevice:
         its move is done (DMOV), wherever it stopped: a motor whose deadband is more than
         1 % of a small ``max_step`` timed out every step (found in review).
 
-        The 1 %: a device that approaches smoothly (a furnace's first-order response) or a
-        motor that stops a resolution step short never reads at or past the step, and each
-        step timed out. Arriving that close is safe: the next step is within ``max_step`` of
-        wherever the device reads (:func:`next_step`), and it is at least 99 % of one.
+        The 1 %: a device that approaches smoothly (a furnace's first-order response) never
+        reads at or past the step, and each step timed out. Arriving that close is safe: the
+        next step is within ``max_step`` of wherever the device reads (:func:`next_step`).
 
         Raises:
             DeviceTimeout: not there at ``deadline``.
