@@ -1866,6 +1866,11 @@ class _ProgressListener:
                 else escape(f"{r.status}: {r.error}")
             )
             self.progress.console.print(f"trial {r.number:>4}  was in flight; {how}")
+        for n in state.retrying:
+            self.progress.console.print(
+                f"trial {n:>4}  owed a retry when the last session ended: its point is "
+                "retried first"
+            )
         if state.takeover:
             self.progress.console.print(f"[yellow]lease[/]: {escape(state.takeover)}")
         if not self.quiet:

@@ -556,7 +556,14 @@ def _stored_point(
     history = [outcomes[t.id][0] if t.id in outcomes else t for t in history]
     observations.update({tid: outputs for tid, (_, outputs) in outcomes.items()})
     given = _given(runner.loaded, at)
-    point = _proposal(runner, history, observations, given, [dict(t.parameters) for t in waiting])
+    # a retry the last session owed is what `resume` measures first (Runner.owed_retries)
+    owed = [t.number for t in history if t.id in runner.owed_retries(history)] if not at else []
+    if owed:
+        first = next(t for t in history if t.number == owed[0])
+        point = {p.name: first.parameters[p.name] for p in runner.campaign.parameters}
+    else:
+        pending = [dict(t.parameters) for t in waiting]
+        point = _proposal(runner, history, observations, given, pending)
     done = sum(t.status != "running" for t in history)
     extra = ""
     if left:
@@ -566,7 +573,8 @@ def _stored_point(
         extra += f", {len(waiting)} pending"
     header = (
         f"[bold]{escape(row.name)}[/] (id {cid}, {escape(row.status)}, {done} stored trials"
-        f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1} at "
+        f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1}"
+        f"{f' (the retry owed to trial #{owed[0]})' if owed else ''} at "
     )
     return runner, point, header, notes
 

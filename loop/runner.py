@@ -473,6 +473,7 @@ class ResumeState:
     best: TrialReport | None
     takeover: str | None = None
     front: int | None = None  # several objectives: trials on the feasible Pareto front
+    retrying: list[int] = field(default_factory=list)  # numbers of trials whose retry was owed
 
 
 @dataclass
@@ -1512,8 +1513,9 @@ class Runner:
             reconciled = self._reconcile(cid) if resumed else []
             history = self.store.trials(cid)
             observations = self.store.observations(cid)
+            owed = self.owed_retries(history) if resumed else {}
             try:
-                planner = self.rebuild_planner(history, observations)
+                planner = self.rebuild_planner(history, observations, retrying=owed)
             except PlannerError as exc:  # a plugin's ingest raised: the fix is to resume
                 raise self._planner_broke(cid, exc, 0) from exc.__cause__
             tally = self._tally(history, observations)
@@ -1529,12 +1531,14 @@ class Runner:
                         best=tally.best,
                         takeover=takeover,
                         front=tally.front,
+                        retrying=[t.number for t in history if _id(t) in owed],
                     )
                 )
             self._hangs = self._hang_watch(history)
             if slots is None:
                 slots = self._build_slots(len(history))
             sched = self._scheduler = self._scheduler_for(slots, planner, len(history))
+            sched.ready.extend(owed.values())
             while True:
                 self.lease.check()
                 spent = self._stop_rule(tally, elapsed())
@@ -1934,6 +1938,7 @@ class Runner:
         config: PlannerConfig | None = None,
         *,
         waited_on: bool = True,
+        retrying: Collection[int] = (),
     ) -> Planner:
         """A planner that has ingested every terminal stored trial, in the order they ended.
 
@@ -1955,6 +1960,9 @@ class Runner:
 
         ``config``: another ``planner:`` section than the campaign's (``loop.results``
         builds a BoTorch model of any campaign's trials).
+
+        ``retrying``: ids of failed attempts whose retry is about to run
+        (:func:`_owed_retries`); left out, as the live planner never saw them.
         """
         c = self.campaign
         section = c.planner if config is None else config
@@ -1971,7 +1979,7 @@ class Runner:
             outcome_constraints=c.parsed_outcome_constraints,
             settings=settings,
         )
-        learned = self.learned_trials(history)
+        learned = [t for t in self.learned_trials(history) if _id(t) not in retrying]
         if len(learned) > _QUIET_FIT_MAX and section.kind in ("botorch", "ax"):
             # A suggest over 2000 observations sat silent for 90 s and 1.2 GB (found in
             # review); a cron robot reads silence as a hang.
@@ -1989,6 +1997,11 @@ class Runner:
                 [self._stored_observation(t, observations.get(_id(t), {})) for t in learned],
             )
         return planner
+
+    def owed_retries(self, history: Sequence[TrialRow]) -> dict[int, Proposal]:
+        """The retries ``resume`` runs first (:func:`_owed_retries`), by the id of the
+        attempt each re-measures."""
+        return _owed_retries(history, self.campaign.instrument.max_retries)
 
     @staticmethod
     def learned_trials(history: Sequence[TrialRow]) -> list[TrialRow]:
@@ -3171,23 +3184,65 @@ def _learned_status(
 
 
 def _retried(history: Sequence[TrialRow]) -> set[int]:
-    """Indices of the failed trials whose point a later ``retry`` trial re-measured.
+    """Indices of the trials whose point a later ``retry`` trial re-measured.
 
     Such an attempt was never shown to the planner (it learns only a point's last
-    attempt), so a rebuilt planner must skip it too. A retry is created when its failed
-    attempt is recorded, so it comes later in the history, but with several slots other
-    trials are numbered in between: each retry is matched to the earliest failed trial
-    of the same point not yet matched, not to the trial just before it.
+    attempt), so a rebuilt planner must skip it too. See :func:`_attempts`."""
+    return _attempts(history)[0]
+
+
+def _attempts(history: Sequence[TrialRow]) -> tuple[set[int], dict[int, tuple[int, int]]]:
+    """How ``history``'s trials chain into attempts at their points: the indices of the
+    attempts a later ``retry`` re-measured, and for each index its first attempt's trial id
+    and its attempt number (1 for a proposal).
+
+    A retry is created when its failed attempt is recorded, so it comes later in the
+    history, but with several slots other trials are numbered in between: each retry is
+    matched to the earliest failed trial of the same point not yet matched, not to the
+    trial just before it. A retry abandoned unmeasured (its runner killed, a stop) is one
+    too, with the same attempt number: ``resume`` runs it again (:func:`_owed_retries`).
     """
     unmatched: dict[str, list[int]] = {}
     retried: set[int] = set()
+    chain: dict[int, tuple[int, int]] = {}
     for index, trial in enumerate(history):
         key = json.dumps(trial.parameters, sort_keys=True)
+        chain[index] = (_id(trial), 2 if trial.kind == "retry" else 1)
         if trial.kind == "retry" and unmatched.get(key):
-            retried.add(unmatched[key].pop(0))
-        if trial.status == "failed":
+            earlier = unmatched[key].pop(0)
+            retried.add(earlier)
+            first, attempt = chain[earlier]
+            chain[index] = (first, attempt + (history[earlier].status == "failed"))
+        if trial.status == "failed" or (trial.kind == "retry" and trial.status == "abandoned"):
             unmatched.setdefault(key, []).append(index)
-    return retried
+    return retried, chain
+
+
+def _owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Proposal]:
+    """The retries the last session owed when it ended, by the trial id of the attempt
+    each one re-measures: ``resume`` runs them first, as the live loop would have.
+
+    Live, a transient failure is retried at once (``max_retries``); a runner killed
+    between recording the failure and starting its retry, a stop asked meanwhile, or a
+    retry itself cut off unmeasured (abandoned), lost it for good: ``resume`` had learned
+    the point as nothing and moved on (found in review). Only a runner's trials: ask/tell's
+    told failures are the operator's to repeat."""
+    from loop.asktell import is_told
+
+    retried, chain = _attempts(history)
+    owed: dict[int, Proposal] = {}
+    for index, trial in enumerate(history):
+        if index in retried or trial.status not in ("failed", "abandoned"):
+            continue
+        if trial.kind == "prior" or is_told(trial):
+            continue
+        first, attempt = chain[index]
+        if trial.status == "failed" and was_transient(trial) and attempt <= max_retries:
+            attempt += 1
+        elif not (trial.status == "abandoned" and trial.kind == "retry"):
+            continue
+        owed[_id(trial)] = Proposal(dict(trial.parameters), "retry", retry=(first, attempt))
+    return owed
 
 
 def _override(

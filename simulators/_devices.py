@@ -120,6 +120,10 @@ class SimulatedFault(RuntimeError):
         transient: ``True`` when trying the same point again may well succeed (a
             ``failure_rate`` fault); an engine with a retry policy reads this attribute.
             ``False`` for a deterministic failure (``failing_region``, a broken function).
+            An exception the function raised is not transient by its type (a solver's
+            ``TimeoutError`` recurs at the same point), only by its own ``transient``
+            attribute: a function that drives a real instrument knows a stalled pump from
+            a bad point, and says so.
         partial_outputs: the outputs the function did return as numbers when it returned
             the wrong set (one missing, one text): a measurement was made, so the
             dispatcher stores them with the failed trial instead of losing them (found in
@@ -1188,15 +1192,21 @@ class SimDetector(Device):
             )
 
     def _broken(
-        self, number: int, message: str, partial: Mapping[str, float] | None = None
+        self,
+        number: int,
+        message: str,
+        partial: Mapping[str, float] | None = None,
+        *,
+        transient: bool = False,
     ) -> SimulatedFault:
-        """A measurement the function failed (its own fault: not transient, not injected);
-        ``partial``: the outputs it did return as numbers, kept with the failed trial."""
+        """A measurement the function failed (not injected; not transient unless it says
+        so); ``partial``: the outputs it did return as numbers, kept with the failed trial."""
         return SimulatedFault(
             message,
             device=self.name,
             trigger_number=number,
             injected=False,
+            transient=transient,
             partial_outputs=partial,
         )
 
@@ -1215,7 +1225,9 @@ class SimDetector(Device):
         typo = isinstance(used, str) and used not in inputs and used not in values
         near = near_name(used, inputs) if typo and isinstance(used, str) else None
         hint = misnamed_hint([(str(used), near)] if near is not None else [], "parameter")
-        return self._broken(number, f"{what}; raised by {where} at {_show_inputs(inputs)}{hint}")
+        message = f"{what}; raised by {where} at {_show_inputs(inputs)}{hint}"
+        flag = getattr(exc, "transient", None)  # the function's word, never its type's
+        return self._broken(number, message, transient=flag if isinstance(flag, bool) else False)
 
 
 def _builtin(function: Any) -> bool:

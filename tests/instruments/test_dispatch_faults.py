@@ -113,6 +113,51 @@ def test_injected_fault_is_transient_failing_region_is_not() -> None:
     region.close()
 
 
+class _PumpStalled(RuntimeError):
+    transient = True  # the function's own word: its instrument's fault, not the point's
+
+
+class _RobotOffline(ConnectionError):
+    transient = True
+
+
+class _Flagged(ValueError):
+    transient = "yes"  # not a bool: not a flag
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_PumpStalled("pump stalled"), True),
+        (_RobotOffline("no answer from the robot"), True),
+        # by type alone a function's failure is its point's (a solver's TimeoutError recurs
+        # there; tests/simulators/test_executor.py)
+        (TimeoutError("solver gave up"), False),
+        (ConnectionError("licence server down"), False),
+        (_Flagged("negative flow"), False),
+    ],
+)
+def test_a_function_s_exception_says_whether_its_failure_is_transient(
+    exc: Exception, transient: bool
+) -> None:
+    """A ``function:`` instrument that drives real hardware knows a stalled pump from a bad
+    point: its exception's ``transient = True`` is retried (``max_retries``). Before, every
+    failure of a function counted as its point's, with no way to say otherwise."""
+
+    def measure(inputs: dict[str, Any]) -> dict[str, float]:
+        raise exc
+
+    inst = build_simulated_instrument(
+        measure, inputs={"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}, outputs=("y",), seed=1
+    )
+    with Dispatcher(inst) as dispatcher:
+        result = dispatcher.run(1, "c", POINT)
+    inst.close()
+    assert result.exit_status == "fail"
+    assert result.transient is transient
+    assert (result.error or "").startswith(f"{type(exc).__name__}: {exc}; raised by function")
+
+
 def test_readback_problems() -> None:
     assert readback_problems({"x1": 10.1}, {"x1": (0.0, 10.0)}, tolerance=0.01) == []
     assert readback_problems({"x1": 10.2}, {"x1": (0.0, 10.0)}, tolerance=0.01) == [
