@@ -316,6 +316,10 @@ def is_transient(exc: BaseException) -> bool:
     return fallback
 
 
+#: How a readback outside the campaign's bounds is said (``loop.failures`` reads the phrase).
+OUT_OF_BOUNDS = "lies outside the campaign's bounds"
+
+
 def readback_problems(
     readbacks: Mapping[str, Any],
     limits: Mapping[str, tuple[float, float]],
@@ -352,8 +356,7 @@ def readback_problems(
         slack = _slack(lower, upper, tolerance)
         if not (lower - slack <= value <= upper + slack):
             problems.append(
-                f"readback {name} = {value:g} lies outside the campaign's bounds "
-                f"[{lower:g}, {upper:g}] for it"
+                f"readback {name} = {value:g} {OUT_OF_BOUNDS} [{lower:g}, {upper:g}] for it"
             )
     return problems
 
@@ -375,6 +378,16 @@ class EventReading:
     outputs: dict[str, float]
     readbacks: dict[str, Any]
     problems: list[str]  # empty when the measurement is acceptable
+
+    @property
+    def transient(self) -> bool:
+        """Whether every problem is a readback outside the campaign's bounds: the device
+        did not get where the trial sent it (a drive that stalled short of a bound, a
+        controller's overshoot), the instrument's condition and not the point's. Learned as
+        the point's failure, a point the device once missed was walled off (found in
+        review); a point it misses on every attempt is learned as failing after its retry,
+        as any transient failure is (``loop.runner._learned_status``)."""
+        return bool(self.problems) and all(OUT_OF_BOUNDS in p for p in self.problems)
 
 
 def outputs_and_readbacks(
@@ -768,9 +781,9 @@ class Dispatcher:
         keys = readback_keys(self.instrument.inputs)  # what trial_plan records
 
         def verdict(data: Mapping[str, Any]) -> None:
-            problems = self._reading(data, keys).problems
-            if problems:
-                raise MeasurementRejected("; ".join(problems))
+            reading = self._reading(data, keys)
+            if reading.problems:
+                raise MeasurementRejected("; ".join(reading.problems), transient=reading.transient)
 
         # trial_plan checks the arguments (TrialArgumentError) before any Msg exists.
         plan = trial_plan(
@@ -853,8 +866,9 @@ class Dispatcher:
         try:
             subscribers: list[Any] = [collect, *self.subscriptions]  # the store's sink first
             self.run_engine(plan, subscribers)
-        except MeasurementRejected:
+        except MeasurementRejected as exc:
             rejected = True  # the plan's verdict: _result reads it again, outputs kept
+            transient = exc.transient
         except RunEngineInterrupted:
             if any(n == "stop" and d.get("exit_status") == "success" for n, d in documents):
                 # The abort landed after the run had closed: it finished, as its stop

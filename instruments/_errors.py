@@ -48,14 +48,19 @@ class TrialArgumentError(InstrumentError, ValueError):
 
 class MeasurementRejected(InstrumentError):
     """A trial's reading that the dispatcher does not accept: an output missing or not
-    finite, a readback outside its declared limits (the text says which).
+    finite, a readback outside the campaign's bounds (the text says which).
 
     Raised inside the trial's plan once the event is read, so the run closes as ``fail``
-    with this text as its stop document's reason. Not transient: the instrument answered,
-    and what it read is kept with the failed trial.
+    with this text as its stop document's reason; what it read is kept with the failed
+    trial. Not transient, unless every problem is a readback outside the bounds
+    (``instruments._dispatch.EventReading.transient``): then the device did not get where
+    the point sent it, which says nothing of the point, so it is retried and its first
+    attempt is not learned.
     """
 
-    transient = False
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class DocumentSinkError(InstrumentError):

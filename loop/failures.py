@@ -37,6 +37,11 @@ UNMEASURED = "not measured (function busy)"
 #: safe state), not on the point, so the planner learns nothing from it either (found in
 #: review: a measurable point inside the limits was taught as failing).
 STEP_REFUSED = "step too large"
+#: A readback outside the campaign's bounds: transient (the device missed, retried under
+#: ``max_retries``), yet learned as failing when no retry follows (``loop.runner.
+#: _learned_status``): such misses are usually systematic (a drive that stalls short of a
+#: bound), and taught nothing with ``max_retries: 0``, the point was proposed again and again.
+READBACK_MISSED = "readback out of range"
 
 # Ordered: the first rule whose pattern occurs in a trial's error names its kind. The
 # phrases are the ones the Dispatcher, the runner and the simulators write.
@@ -69,8 +74,8 @@ _FAILURE_KINDS: tuple[tuple[str, str], ...] = (
     ("not measured: ", UNMEASURED),
     ("timed out after", "timeout"),
     ("is not finite", "non-finite output"),
-    ("lies outside the campaign's bounds", "readback out of range"),
-    ("lies outside its declared limits", "readback out of range"),  # stored before 2026-12-07
+    ("lies outside the campaign's bounds", READBACK_MISSED),
+    ("lies outside its declared limits", READBACK_MISSED),  # stored before 2026-12-07
     ("failing region", "failing region"),
     ("injected instrument fault", "instrument fault"),
     ("larger than max_step", STEP_REFUSED),  # before the "limit check failed" it is part of

@@ -95,6 +95,7 @@ from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
+    READBACK_MISSED,
     STEP_REFUSED,
     UNMEASURED,
     WORKER_LOST,
@@ -3111,6 +3112,7 @@ _TRANSIENT_KINDS = frozenset(
         "limit check unanswered",
         "interlock broke",
         "reading not trusted",
+        READBACK_MISSED,
     }
 )
 # Exception names (a failure's kind when no phrase above names it) of timeouts and lost
@@ -3170,6 +3172,11 @@ def _learned_status(
     Nor does a move ``max_step`` refused (``STEP_REFUSED``): it failed for where the device
     was, not for the point.
 
+    A readback outside the bounds (``READBACK_MISSED``) is transient, so it is retried, but
+    is learned as ``failed`` on any attempt that no retry follows: a drive that always
+    misses a bound had its point proposed again and again under ``max_retries: 0``, until
+    ``max_failures`` ended the campaign (found in review).
+
     A trial failed by a misnamed key in the user's function (:func:`simulators._keys.
     misnamed`) says nothing about its point either: a resume after the fix learned such
     points as failing regions (found in review).
@@ -3178,7 +3185,7 @@ def _learned_status(
         failure_kind(error) in (UNMEASURED, STEP_REFUSED) or misnamed(error)
     ):
         return "abandoned"
-    if status == "failed" and transient and not retry:
+    if status == "failed" and transient and not retry and failure_kind(error) != READBACK_MISSED:
         return "abandoned"
     return status
 

@@ -63,10 +63,12 @@ def test_timeout_must_be_positive() -> None:
 
 
 def test_non_finite_outputs_fail_and_are_kept() -> None:
-    inst = _instrument(nan_rate=1.0)
-    with Dispatcher(inst) as dispatcher:
+    inst = _instrument(nan_rate=1.0, readback_out_of_range_rate=1.0)
+    with Dispatcher(inst, readback_limits=LIMITS, readback_tolerance=0.01) as dispatcher:
         result = dispatcher.run(1, "c", POINT)
+    # a function's NaN is the point's, even beside a readback out of range: not transient
     assert result.exit_status == "fail" and not result.transient
+    assert "lies outside the campaign's bounds" in (result.error or "")
     assert "output 'y' is not finite" in (result.error or "")
     assert not math.isfinite(result.outputs["y"])  # kept for the store
     stop = result.documents[-1][1]  # closed by the plan's own verdict, the event kept
@@ -75,11 +77,13 @@ def test_non_finite_outputs_fail_and_are_kept() -> None:
     inst.close()
 
 
-def test_out_of_range_readback_fails_the_trial() -> None:
+def test_out_of_range_readback_fails_the_trial_as_transient() -> None:
+    """The device did not get where the point sent it: the instrument's condition, so the
+    failure is transient (retried; its first attempt not learned as the point's)."""
     inst = _instrument(readback_out_of_range_rate=1.0)
     with Dispatcher(inst, readback_limits=LIMITS, readback_tolerance=0.01) as dispatcher:
         result = dispatcher.run(1, "c", POINT)
-    assert result.exit_status == "fail"
+    assert result.exit_status == "fail" and result.transient
     assert "lies outside the campaign's bounds" in (result.error or "")
     assert set(result.readbacks) == {"x1", "x2"}  # kept for the store
     assert not all(lo <= result.readbacks[k] <= hi for k, (lo, hi) in LIMITS.items())

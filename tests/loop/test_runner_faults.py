@@ -254,18 +254,50 @@ seed: 1
 def test_out_of_range_readbacks_fail_and_stay_out_of_the_model(
     tmp_path: Path, ingested: list[Observation]
 ) -> None:
+    """A readback outside the bounds is the device's miss, not the point's failure (review
+    D): transient, so a point's first attempt teaches nothing and is retried; a point its
+    retry misses too is learned as failing. The model never sees the readback."""
     loaded = _campaign(
-        tmp_path, "readback_out_of_range_rate: 1.0", "{max_trials: 3, max_failures: 2}"
+        tmp_path,
+        "readback_out_of_range_rate: 1.0, max_retries: 1",
+        "{max_trials: 4, max_failures: 4}",
     )
     store = _store(tmp_path)
     summary = Runner(loaded, store).run()
-    assert summary.failure_counts == {"readback out of range": 2}
+    assert summary.failure_counts == {"readback out of range": 4}
     space = loaded.campaign.space
-    for t, observation in zip(store.trials(summary.campaign_id), ingested, strict=True):
+    trials = store.trials(summary.campaign_id)
+    assert [t.transient for t in trials] == [True] * 4
+    assert [t.kind for t in trials] == ["sobol", "retry"] * 2
+    for t in trials:
         assert "lies outside the campaign's bounds" in (t.error or "")
         assert not space.contains(t.readbacks or {})  # stored as measured
-        assert observation.outcome == "failed"
-        assert observation.parameters == t.parameters  # the model never sees the readback
+    # only each point's last attempt is learned, as failing; never at its readback
+    retries = [t for t in trials if t.kind == "retry"]
+    assert [o.outcome for o in ingested] == ["failed"] * 2
+    assert [o.parameters for o in ingested] == [t.parameters for t in retries]
+
+
+def test_a_readback_missed_without_retries_is_learned_as_failing_at_once(
+    tmp_path: Path, ingested: list[Observation]
+) -> None:
+    """Transient, but with no retry to follow (``max_retries: 0``) the point is learned as
+    failing: learned as nothing, a drive that always misses a bound had its point proposed
+    8 times in a row until ``max_failures`` ended the campaign (found in review)."""
+    loaded = _campaign(
+        tmp_path, "readback_out_of_range_rate: 1.0", "{max_trials: 3, max_failures: 3}"
+    )
+    store = _store(tmp_path)
+    summary = Runner(loaded, store).run()
+    trials = store.trials(summary.campaign_id)
+    assert [(t.kind, t.transient) for t in trials] == [("sobol", True)] * 3
+    assert [o.outcome for o in ingested] == ["failed"] * 3
+
+    # and rebuilt so by resume (the stored flag and error, not the live loop)
+    from loop.runner import _learned_status
+
+    missed = trials[0].error
+    assert _learned_status("failed", True, retry=False, error=missed) == "failed"
 
 
 @pytest.mark.parametrize(
