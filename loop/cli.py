@@ -569,6 +569,18 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             f"\n[yellow]stopped[/]: {escape(summary.reason)}; {summary.completed} completed, "
             f"{summary.failed} failed, {summary.abandoned} abandoned"
         )
+        # the live line said "(transient: retrying)": say the retry is put off to resume
+        try:
+            history = runner.store.trials(summary.campaign_id)
+        except Exception:  # a store the stop was about (deleted, unreachable): no note
+            history = []
+        owed = runner.owed_retries(history)
+        if owed:
+            numbers = ", ".join(f"#{t.number}" for t in history if t.id in owed)
+            console.print(
+                f"retry owed to trial {numbers}: `closedloop resume` runs it first",
+                highlight=False,
+            )
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
         # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loop.store import TrialRow
+from simulators._keys import SAID_TRANSIENT
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,13 @@ _POINT_KINDS = frozenset(
 _TIMEOUT_NAMES = frozenset(
     {"TimeoutError", "DeviceTimeout", "WaitTimeoutError", "StatusTimeoutError"}
 )
+
+
+def said_transient(error: str | None) -> bool:
+    """Whether ``error`` is an exception out of a function that said it is transient
+    (``transient = True``; ``simulators._keys.SAID_TRANSIENT`` ends its text)."""
+    text = error or ""
+    return _RAISED.match(text) is not None and text.endswith(SAID_TRANSIENT)
 
 
 def failure_kind(error: str | None) -> str:

@@ -104,6 +104,7 @@ from loop.failures import (
     failure_counts,
     failure_kind,
     failures_of,
+    said_transient,
 )
 from loop.fmt import span
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
@@ -1963,7 +1964,7 @@ class Runner:
         builds a BoTorch model of any campaign's trials).
 
         ``retrying``: ids of failed attempts whose retry is about to run
-        (:func:`_owed_retries`); left out, as the live planner never saw them.
+        (:func:`owed_retries`); left out, as the live planner never saw them.
         """
         c = self.campaign
         section = c.planner if config is None else config
@@ -2000,9 +2001,9 @@ class Runner:
         return planner
 
     def owed_retries(self, history: Sequence[TrialRow]) -> dict[int, Proposal]:
-        """The retries ``resume`` runs first (:func:`_owed_retries`), by the id of the
+        """The retries ``resume`` runs first (:func:`owed_retries`), by the id of the
         attempt each re-measures."""
-        return _owed_retries(history, self.campaign.instrument.max_retries)
+        return owed_retries(history, self.campaign.instrument.max_retries)
 
     @staticmethod
     def learned_trials(history: Sequence[TrialRow]) -> list[TrialRow]:
@@ -3133,7 +3134,7 @@ def transient_failure(error: str | None) -> bool:
     review).
     """
     kind = failure_kind(error)
-    if kind in _TRANSIENT_KINDS:
+    if kind in _TRANSIENT_KINDS or said_transient(error):
         return True
     name = kind.rsplit(".", 1)[-1]  # an exception's name, e.g. ophyd.utils.WaitTimeoutError
     if not name.isidentifier():  # "function raised TimeoutError": the function's own fault
@@ -3198,42 +3199,69 @@ def _retried(history: Sequence[TrialRow]) -> set[int]:
     return _attempts(history)[0]
 
 
-def _attempts(history: Sequence[TrialRow]) -> tuple[set[int], dict[int, tuple[int, int]]]:
+def _attempts(history: Sequence[TrialRow]) -> tuple[set[int], dict[int, _Attempt]]:
     """How ``history``'s trials chain into attempts at their points: the indices of the
-    attempts a later ``retry`` re-measured, and for each index its first attempt's trial id
-    and its attempt number (1 for a proposal).
+    attempts a later ``retry`` re-measured, and each index's :class:`_Attempt`.
 
     A retry is created when its failed attempt is recorded, so it comes later in the
     history, but with several slots other trials are numbered in between: each retry is
-    matched to the earliest failed trial of the same point not yet matched, not to the
-    trial just before it. A retry abandoned unmeasured (its runner killed, a stop) is one
-    too, with the same attempt number: ``resume`` runs it again (:func:`_owed_retries`).
+    matched to the earliest attempt of the same point that one could follow and that is not
+    yet matched, not to the trial just before it. One could follow a transient failure
+    (only those are retried) and a retry abandoned unmeasured (its runner killed, a stop:
+    ``resume`` runs it again, :func:`owed_retries`). A deterministic failure is never
+    retried: matched with one, a later retry at a point of a discrete space, which may be
+    proposed again, left its own failure looking unretried (found in review).
     """
     unmatched: dict[str, list[int]] = {}
     retried: set[int] = set()
-    chain: dict[int, tuple[int, int]] = {}
+    chain: dict[int, _Attempt] = {}
     for index, trial in enumerate(history):
         key = json.dumps(trial.parameters, sort_keys=True)
-        chain[index] = (_id(trial), 2 if trial.kind == "retry" else 1)
+        chain[index] = _Attempt(_id(trial), 2 if trial.kind == "retry" else 1)
         if trial.kind == "retry" and unmatched.get(key):
             earlier = unmatched[key].pop(0)
             retried.add(earlier)
-            first, attempt = chain[earlier]
-            chain[index] = (first, attempt + (history[earlier].status == "failed"))
-        if trial.status == "failed" or (trial.kind == "retry" and trial.status == "abandoned"):
+            before = chain[earlier]
+            cut = history[earlier].status == "abandoned"  # its retry, again: same attempt
+            chain[index] = _Attempt(before.first, before.number + (not cut), before.cut + cut)
+        if trial.kind == "retry" and trial.status == "abandoned":
+            unmatched.setdefault(key, []).append(index)
+        elif trial.status == "failed" and trial.kind != "prior" and was_transient(trial):
             unmatched.setdefault(key, []).append(index)
     return retried, chain
 
 
-def _owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Proposal]:
+@dataclass(frozen=True)
+class _Attempt:
+    """One trial as an attempt at its point (:func:`_attempts`).
+
+    Attributes:
+        first: the store's id of the point's first attempt (a retry's ``retry_of``).
+        number: 1 for a proposal, 2, 3, ... for its retries (a retry's ``attempt``).
+        cut: how many retries of this chain before it were abandoned unmeasured and run
+            again.
+    """
+
+    first: int
+    number: int
+    cut: int = 0
+
+
+def owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Proposal]:
     """The retries the last session owed when it ended, by the trial id of the attempt
     each one re-measures: ``resume`` runs them first, as the live loop would have.
 
     Live, a transient failure is retried at once (``max_retries``); a runner killed
     between recording the failure and starting its retry, a stop asked meanwhile, or a
     retry itself cut off unmeasured (abandoned), lost it for good: ``resume`` had learned
-    the point as nothing and moved on (found in review). Only a runner's trials: ask/tell's
-    told failures are the operator's to repeat."""
+    the point as nothing and moved on (found in review).
+
+    Not owed: a failure whose row does not say it was transient (a store written before
+    the flag existed retried by other rules: its readbacks outside the bounds were not
+    transient), ask/tell's told failures (the operator's to repeat), and a retry cut off a
+    second time: one that kills its runner (a segfault, the OOM killer) or that the
+    operator stopped twice would otherwise start every resume, without end (found in
+    review)."""
     from loop.asktell import is_told
 
     retried, chain = _attempts(history)
@@ -3243,12 +3271,14 @@ def _owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Pr
             continue
         if trial.kind == "prior" or is_told(trial):
             continue
-        first, attempt = chain[index]
-        if trial.status == "failed" and was_transient(trial) and attempt <= max_retries:
-            attempt += 1
-        elif not (trial.status == "abandoned" and trial.kind == "retry"):
+        attempt = chain[index]
+        if trial.status == "failed" and trial.transient is True and attempt.number <= max_retries:
+            number = attempt.number + 1
+        elif trial.status == "abandoned" and trial.kind == "retry" and attempt.cut == 0:
+            number = attempt.number
+        else:
             continue
-        owed[_id(trial)] = Proposal(dict(trial.parameters), "retry", retry=(first, attempt))
+        owed[_id(trial)] = Proposal(dict(trial.parameters), "retry", retry=(attempt.first, number))
     return owed
 
 

@@ -88,7 +88,7 @@ from ophyd.utils import LimitError
 from simulators._executor import is_infrastructure_error
 from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
-from simulators._keys import data_key_clashes, misnamed_hint, near_name
+from simulators._keys import SAID_TRANSIENT, data_key_clashes, misnamed_hint, near_name
 
 logger = logging.getLogger(__name__)
 
@@ -1227,7 +1227,9 @@ class SimDetector(Device):
         hint = misnamed_hint([(str(used), near)] if near is not None else [], "parameter")
         message = f"{what}; raised by {where} at {_show_inputs(inputs)}{hint}"
         flag = getattr(exc, "transient", None)  # the function's word, never its type's
-        return self._broken(number, message, transient=flag if isinstance(flag, bool) else False)
+        if flag is True:  # in the text too: a crash's resume has only the text to read
+            message += SAID_TRANSIENT
+        return self._broken(number, message, transient=flag is True)
 
 
 def _builtin(function: Any) -> bool:

@@ -9,6 +9,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+#: Ends the error of a function's exception that says it is transient (``transient = True``):
+#: ``loop.failures.said_transient`` reads it back from a stored error, when ``resume``
+#: reconciles a trial whose outcome a crash kept from the store (its flag lost with the
+#: process; found in review).
+SAID_TRANSIENT = "; its exception says it is transient"
+
 #: How a failed trial's error ends when a user's function used a key one edit away from a
 #: campaign name: returned ``'Yield'`` for the output ``yield``, or read ``inputs["temprature"]``.
 #: ``loop.runner`` reads it (:func:`misnamed`): every trial would fail alike, so a campaign

@@ -16,6 +16,7 @@ from instruments import Dispatcher, input_specs, is_transient, readback_problems
 from instruments._epics import build_declared_instrument
 from instruments._instrument_file import parse_instrument
 from simulators import SimulatedFault, build_simulated_instrument
+from simulators._keys import SAID_TRANSIENT
 
 
 def _branin_like(inputs: dict[str, Any]) -> dict[str, float]:
@@ -160,6 +161,8 @@ def test_a_function_s_exception_says_whether_its_failure_is_transient(
     assert result.exit_status == "fail"
     assert result.transient is transient
     assert (result.error or "").startswith(f"{type(exc).__name__}: {exc}; raised by function")
+    # said in the text too, which is all a crash's resume reconciles from
+    assert (result.error or "").endswith(SAID_TRANSIENT) is transient
 
 
 def test_readback_problems() -> None:

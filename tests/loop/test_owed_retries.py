@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from loop import Runner, Store, parse_campaign
-from loop.runner import TrialReport
+from loop.runner import TrialReport, _retried, owed_retries, transient_failure
+from loop.store import TrialRow
+from simulators._keys import SAID_TRANSIENT
 from tests.cli_process import run_cli
 
 CAMPAIGN = """
@@ -28,7 +30,8 @@ seed: 1
 """
 
 # Each point's first call fails (transient); with KILL_ON_RETRY, the process kills itself
-# (SIGKILL) once, in the first retry's call: a runner killed while a retry measures.
+# (SIGKILL) once, in the first retry's call: a runner killed while a retry measures; with
+# INT_ON_RETRY it is interrupted there (SIGINT, the operator's Ctrl-C).
 FLAKY = """
 import json, os, signal
 from pathlib import Path
@@ -47,9 +50,10 @@ def measure(inputs):
     if key not in seen:
         seen_file.write_text(json.dumps([*seen, key]))
         raise Stalled("the pump stalled")
-    if (HERE / "KILL_ON_RETRY").exists():
-        (HERE / "KILL_ON_RETRY").unlink()
-        os.kill(os.getpid(), signal.SIGKILL)
+    for name, sig in (("KILL_ON_RETRY", signal.SIGKILL), ("INT_ON_RETRY", signal.SIGINT)):
+        if (HERE / name).exists():
+            (HERE / name).unlink()
+            os.kill(os.getpid(), sig)
     return {"y": inputs["x"]}
 """
 
@@ -140,3 +144,88 @@ def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> Non
         (trials[0].id, 2),
     ]
     assert campaign.status == "completed"
+
+
+def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
+    """The live line had said "(transient: retrying)"; the summary of the stopped session
+    now says the retry is put off to resume (review)."""
+    path = _campaign(tmp_path)
+    (tmp_path / "INT_ON_RETRY").touch()
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    stopped = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
+    assert "(transient: retrying)" in stopped.stdout
+    assert "retry owed to trial #2: `closedloop resume` runs it first" in stopped.stdout, (
+        stopped.stdout + stopped.stderr
+    )
+    resumed = run_cli(["resume", "--store", url], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trial    2  owed a retry when the last session ended" in resumed.stdout
+
+
+# ------------------------------------------------ which stored attempts owe a retry (rules)
+def _row(number: int, kind: str, status: str, x: float, transient: bool | None = None) -> TrialRow:
+    """A runner's stored trial (a slot and a run: not ask/tell's)."""
+    return TrialRow(
+        id=number,
+        campaign_id=1,
+        number=number,
+        kind=kind,
+        status=status,
+        parameters={"x": x},
+        transient=transient,
+        slot=0,
+        run_uid=f"run-{number}",
+        error="boom",
+    )
+
+
+def _owed(history: list[TrialRow], max_retries: int = 2) -> dict[int, tuple[int, int] | None]:
+    return {tid: p.retry for tid, p in owed_retries(history, max_retries).items()}
+
+
+def test_a_retry_is_owed_after_a_transient_failure_within_max_retries() -> None:
+    assert _owed([_row(1, "sobol", "failed", 0.5, transient=True)]) == {1: (1, 2)}
+    chain = [_row(1, "sobol", "failed", 0.5, True), _row(2, "retry", "failed", 0.5, True)]
+    assert _owed(chain) == {2: (1, 3)}
+    assert _owed(chain, max_retries=1) == {}  # attempt 2 was the last
+    assert _owed([_row(1, "sobol", "failed", 0.5, transient=False)]) == {}
+
+
+def test_a_deterministic_failure_at_the_same_point_does_not_take_a_retry() -> None:
+    """A discrete space repeats points: a later transient failure's retry was matched to an
+    earlier deterministic failure there, and resume ran the retry a second time (review)."""
+    history = [
+        _row(1, "random", "failed", 1.0, transient=False),
+        _row(2, "random", "completed", 0.0),
+        _row(3, "random", "failed", 1.0, transient=True),
+        _row(4, "retry", "completed", 1.0),
+    ]
+    assert _owed(history) == {}
+    assert _retried(history) == {2}  # the transient failure, not the deterministic one
+
+
+def test_a_retry_cut_off_is_owed_once_not_on_every_resume() -> None:
+    """A retry that kills its runner (a segfault, the OOM killer) started every resume and
+    killed it again, without end (found in review)."""
+    first = [_row(1, "sobol", "failed", 0.5, True), _row(2, "retry", "abandoned", 0.5)]
+    assert _owed(first) == {2: (1, 2)}  # run again, as the same attempt
+    again = [*first, _row(3, "retry", "abandoned", 0.5)]
+    assert _owed(again) == {}
+
+
+def test_a_row_without_the_transient_flag_owes_nothing() -> None:
+    """A store written before the flag existed retried by its own rules then; its failures
+    read as transient today (a readback outside the bounds) are not owed retries (review)."""
+    error = "readback x = 2 lies outside the campaign's bounds [0, 1] for it"
+    row = _row(1, "sobol", "failed", 0.5, transient=None)
+    row.error = error
+    assert _owed([row]) == {}
+
+
+def test_a_function_s_transient_word_survives_in_its_stored_error() -> None:
+    """A crash between the run's end and the store write leaves only the error text for
+    resume to reconcile from (review)."""
+    said = "Stalled: the pump stalled; raised by function measure (f.py, line 3) at x=0.5"
+    assert transient_failure(said + SAID_TRANSIENT)
+    assert not transient_failure(said)
+    assert not transient_failure("ValueError: it says " + SAID_TRANSIENT)  # not a raise
