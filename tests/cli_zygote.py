@@ -36,6 +36,7 @@ zygote.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import runpy
@@ -146,6 +147,11 @@ def _reap(control: socket.socket, children: set[int]) -> None:
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     _preload()
+    # The preloaded objects into the collector's permanent generation (``gc.freeze``, made
+    # for forking servers): a child's collections, above all the one at its exit, walked
+    # every one of them and so wrote to, and copied, every page of the zygote's heap. A
+    # `closedloop validate` took 3.0 s, 2.2 s of it at exit; frozen, 1.0 s.
+    gc.freeze()
     children: set[int] = set()
     while True:
         # children end on their own: look for them every 20 ms while any runs
@@ -162,6 +168,7 @@ def main() -> None:
                 os.close(fd)
             control.send(b"nofork")
             continue
+        gc.freeze()  # what the zygote made since (few objects), frozen too
         pid = os.fork()
         if pid == 0:
             # the child: what it raises (SystemExit with the command's code) ends it through
