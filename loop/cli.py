@@ -576,9 +576,14 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             history = []
         owed = runner.owed_retries(history)
         if owed:
-            numbers = ", ".join(f"#{t.number}" for t in history if t.id in owed)
+            from loop.runner import announced_retries
+
+            points = ", ".join(f"#{o.first}" for o in announced_retries(history, owed))
+            one = len(owed) == 1
             console.print(
-                f"retry owed to trial {numbers}: `closedloop resume` runs it first",
+                f"{'a retry is' if one else 'retries are'} owed to the point"
+                f"{'' if one else 's'} of trial {points}: `closedloop resume` runs "
+                f"{'it' if one else 'them'} first",
                 highlight=False,
             )
         _print_how_to_resume("stopped", store, summary.campaign_id)
@@ -1878,10 +1883,16 @@ class _ProgressListener:
                 else escape(f"{r.status}: {r.error}")
             )
             self.progress.console.print(f"trial {r.number:>4}  was in flight; {how}")
-        for n in state.retrying:
+        for owed in state.retrying:
+            if owed.cut_off:
+                what = f"a retry of trial #{owed.first}, cut off unmeasured: run again first"
+            else:
+                what = "its retry was owed when the last session ended: retried first"
+            self.progress.console.print(f"trial {owed.number:>4}  {what}")
+        for n in state.given_up:
             self.progress.console.print(
-                f"trial {n:>4}  owed a retry when the last session ended: its point is "
-                "retried first"
+                f"trial {n:>4}  a retry cut off twice in a row: not run again (its point goes "
+                "back to the planner)"
             )
         if state.takeover:
             self.progress.console.print(f"[yellow]lease[/]: {escape(state.takeover)}")
@@ -1941,7 +1952,11 @@ class _ProgressListener:
                 f"[dim](suggest {report.timing.suggest:.2f} s)[/]"
             )
         else:
-            retrying = " [yellow](transient: retrying)[/]" if report.will_retry else ""
+            # "(retrying)" alone after a function's own "...says it is transient"
+            from loop.failures import said_transient
+
+            kind = "" if said_transient(report.error) else "transient: "
+            retrying = f" [yellow]({kind}retrying)[/]" if report.will_retry else ""
             line = f"trial {report.number:>4}  [red]{report.status}[/]: {escape(str(report.error))}"
             line += retrying
             line += self._traceback_hint(report.error)

@@ -593,6 +593,7 @@ def _as_resume_reconciles(
                 "readbacks": outcome.readbacks,
                 "run_uid": outcome.run_uid,
                 "error": outcome.error,
+                "transient": outcome.transient,
             }
         )
         out[trial.id] = (row, dict(outcome.outputs))

@@ -183,7 +183,7 @@ def model_estimates(
         estimates = planner.model_estimates()  # type: ignore[attr-defined]
         if estimates is None:
             return None
-        ids = [t.id or 0 for t in Runner.learned_trials(history)]
+        ids = [t.id or 0 for t in runner.learned_trials(history)]
         return TrialEstimates(
             objective=c.objectives[0].name,
             mean={ids[i]: v for i, v in estimates.mean.items()},

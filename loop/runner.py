@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import json
 import logging
 import math
 import os
@@ -475,7 +474,25 @@ class ResumeState:
     best: TrialReport | None
     takeover: str | None = None
     front: int | None = None  # several objectives: trials on the feasible Pareto front
-    retrying: list[int] = field(default_factory=list)  # numbers of trials whose retry was owed
+    # trials whose retry was owed (resume runs it first), and retries cut off twice in a row
+    # (not run again: their points go back to the planner)
+    retrying: list[OwedRetry] = field(default_factory=list)
+    given_up: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OwedRetry:
+    """A retry the last session owed (:func:`owed_retries`), as ``resume`` announces it.
+
+    Attributes:
+        number: the trial it re-measures: a transient failure, or a retry cut off.
+        first: the number of the point's first attempt.
+        cut_off: the trial is a retry abandoned unmeasured, run again as the same attempt.
+    """
+
+    number: int
+    first: int
+    cut_off: bool
 
 
 @dataclass
@@ -1533,7 +1550,8 @@ class Runner:
                         best=tally.best,
                         takeover=takeover,
                         front=tally.front,
-                        retrying=[t.number for t in history if _id(t) in owed],
+                        retrying=announced_retries(history, owed),
+                        given_up=_given_up(history, owed, reconciled),
                     )
                 )
             self._hangs = self._hang_watch(history)
@@ -2003,13 +2021,19 @@ class Runner:
     def owed_retries(self, history: Sequence[TrialRow]) -> dict[int, Proposal]:
         """The retries ``resume`` runs first (:func:`owed_retries`), by the id of the
         attempt each re-measures."""
-        return owed_retries(history, self.campaign.instrument.max_retries)
+        links = self._retry_links(history)
+        return owed_retries(history, self.campaign.instrument.max_retries, links)
 
-    @staticmethod
-    def learned_trials(history: Sequence[TrialRow]) -> list[TrialRow]:
+    def _retry_links(self, history: Sequence[TrialRow]) -> dict[int, tuple[int, int]]:
+        """The stored ``(retry_of, attempt)`` of ``history``'s retries (:func:`_attempts`)."""
+        if not any(t.kind == "retry" for t in history):
+            return {}
+        return self.store.retry_links(history[0].campaign_id)
+
+    def learned_trials(self, history: Sequence[TrialRow]) -> list[TrialRow]:
         """The stored trials :meth:`rebuild_planner` ingests, in its order: the terminal
         ones, a retried attempt left out (its retry stands for it), in the order they ended."""
-        retried = _retried(history)
+        retried = _attempts(history, self._retry_links(history))[0]
         return _ended_order(
             t for i, t in enumerate(history) if t.status != "running" and i not in retried
         )
@@ -2514,7 +2538,7 @@ class Runner:
                 readbacks=outcome.readbacks,
                 run_uid=outcome.run_uid,
                 error=outcome.error,
-                transient=outcome.status == "failed" and transient_failure(outcome.error),
+                transient=outcome.transient,
                 token=self.lease.token,
                 finished_at=datetime.fromtimestamp(ended, UTC),
             )
@@ -2882,6 +2906,12 @@ class Reconciliation:
     run_uid: str | None
     error: str | None
 
+    @property
+    def transient(self) -> bool:
+        """Whether it failed transiently, read from its error (the exception is gone):
+        what ``resume`` stores, and what ``plan --store`` previews it as."""
+        return self.status == "failed" and transient_failure(self.error)
+
 
 def reconcile_documents(
     documents: Sequence[tuple[str, dict[str, Any]]],
@@ -3191,44 +3221,88 @@ def _learned_status(
     return status
 
 
-def _retried(history: Sequence[TrialRow]) -> set[int]:
-    """Indices of the trials whose point a later ``retry`` trial re-measured.
-
-    Such an attempt was never shown to the planner (it learns only a point's last
-    attempt), so a rebuilt planner must skip it too. See :func:`_attempts`."""
-    return _attempts(history)[0]
-
-
-def _attempts(history: Sequence[TrialRow]) -> tuple[set[int], dict[int, _Attempt]]:
+def _attempts(
+    history: Sequence[TrialRow], links: Mapping[int, tuple[int, int]]
+) -> tuple[set[int], dict[int, _Attempt]]:
     """How ``history``'s trials chain into attempts at their points: the indices of the
     attempts a later ``retry`` re-measured, and each index's :class:`_Attempt`.
 
-    A retry is created when its failed attempt is recorded, so it comes later in the
-    history, but with several slots other trials are numbered in between: each retry is
-    matched to the earliest attempt of the same point that one could follow and that is not
-    yet matched, not to the trial just before it. One could follow a transient failure
-    (only those are retried) and a retry abandoned unmeasured (its runner killed, a stop:
-    ``resume`` runs it again, :func:`owed_retries`). A deterministic failure is never
-    retried: matched with one, a later retry at a point of a discrete space, which may be
-    proposed again, left its own failure looking unretried (found in review).
+    A retry's start document says which point's attempts it continues (``retry_of``, the
+    first attempt's trial id) and its ``attempt`` number: ``links``
+    (:meth:`loop.store.Store.retry_links`); a retry re-measures the latest attempt of that
+    chain before it. Matched by its parameters instead, a retry at a point of a discrete
+    space (proposed again, as such points are) took an earlier attempt of another chain,
+    and ``resume`` ran a retry already measured again (found in review). A retry whose run
+    never started has no start document: it is matched by parameters, to the earliest
+    chain at its point whose latest attempt a retry could follow (:func:`_followable`).
     """
-    unmatched: dict[str, list[int]] = {}
+    last: dict[int, int] = {}  # a chain's first attempt id -> the index of its latest
     retried: set[int] = set()
     chain: dict[int, _Attempt] = {}
     for index, trial in enumerate(history):
-        key = json.dumps(trial.parameters, sort_keys=True)
-        chain[index] = _Attempt(_id(trial), 2 if trial.kind == "retry" else 1)
-        if trial.kind == "retry" and unmatched.get(key):
-            earlier = unmatched[key].pop(0)
-            retried.add(earlier)
-            before = chain[earlier]
-            cut = history[earlier].status == "abandoned"  # its retry, again: same attempt
-            chain[index] = _Attempt(before.first, before.number + (not cut), before.cut + cut)
-        if trial.kind == "retry" and trial.status == "abandoned":
-            unmatched.setdefault(key, []).append(index)
-        elif trial.status == "failed" and trial.kind != "prior" and was_transient(trial):
-            unmatched.setdefault(key, []).append(index)
+        tid = _id(trial)
+        first = links[tid][0] if tid in links else None
+        if trial.kind == "retry" and first not in last:
+            first = next(
+                (
+                    f
+                    for f, j in last.items()
+                    if history[j].parameters == trial.parameters and _followable(history[j])
+                ),
+                None,
+            )
+        if trial.kind != "retry" or first is None:
+            chain[index] = _Attempt(tid, 2 if trial.kind == "retry" else 1)
+            last[tid] = index
+            continue
+        earlier = last[first]
+        retried.add(earlier)
+        before = chain[earlier]
+        cut = history[earlier].status == "abandoned"  # its retry, again: the same attempt
+        number = links[tid][1] if tid in links else before.number + (not cut)
+        chain[index] = _Attempt(first, number, before.cut + 1 if cut else 0)
+        last[first] = index
     return retried, chain
+
+
+def announced_retries(history: Sequence[TrialRow], owed: Mapping[int, Proposal]) -> list[OwedRetry]:
+    """The owed retries as ``resume`` announces them, in trial order."""
+    numbers = {_id(t): t.number for t in history}
+    announced = []
+    for t in history:
+        proposal = owed.get(_id(t))
+        if proposal is not None and proposal.retry is not None:
+            first = numbers.get(proposal.retry[0], t.number)
+            announced.append(OwedRetry(t.number, first, cut_off=t.status == "abandoned"))
+    return announced
+
+
+def _given_up(
+    history: Sequence[TrialRow], owed: Mapping[int, Proposal], reconciled: Sequence[Reconciled]
+) -> list[int]:
+    """Numbers of the retries this resume found cut off by a crash a second time in a row,
+    so not run again (:func:`owed_retries`): said, or a point's retry vanished unsaid."""
+    retries = {_id(t) for t in history if t.kind == "retry"}
+    return [
+        r.number
+        for r in reconciled
+        if r.status == "abandoned" and r.trial_id in retries and r.trial_id not in owed
+    ]
+
+
+def _followable(trial: TrialRow) -> bool:
+    """Whether a runner's retry could follow ``trial``: a transient failure of a runner's
+    trial, or a retry abandoned unmeasured (run again by ``resume``)."""
+    from loop.asktell import is_told
+
+    if trial.kind == "retry" and trial.status == "abandoned":
+        return True
+    return (
+        trial.status == "failed"
+        and trial.kind != "prior"
+        and was_transient(trial)
+        and not is_told(trial)
+    )
 
 
 @dataclass(frozen=True)
@@ -3238,8 +3312,7 @@ class _Attempt:
     Attributes:
         first: the store's id of the point's first attempt (a retry's ``retry_of``).
         number: 1 for a proposal, 2, 3, ... for its retries (a retry's ``attempt``).
-        cut: how many retries of this chain before it were abandoned unmeasured and run
-            again.
+        cut: how many attempts of its chain right before it were abandoned unmeasured.
     """
 
     first: int
@@ -3247,9 +3320,14 @@ class _Attempt:
     cut: int = 0
 
 
-def owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Proposal]:
+def owed_retries(
+    history: Sequence[TrialRow],
+    max_retries: int,
+    links: Mapping[int, tuple[int, int]],
+) -> dict[int, Proposal]:
     """The retries the last session owed when it ended, by the trial id of the attempt
     each one re-measures: ``resume`` runs them first, as the live loop would have.
+    ``links``: the retries' stored ``(retry_of, attempt)`` (:func:`_attempts`).
 
     Live, a transient failure is retried at once (``max_retries``); a runner killed
     between recording the failure and starting its retry, a stop asked meanwhile, or a
@@ -3258,13 +3336,13 @@ def owed_retries(history: Sequence[TrialRow], max_retries: int) -> dict[int, Pro
 
     Not owed: a failure whose row does not say it was transient (a store written before
     the flag existed retried by other rules: its readbacks outside the bounds were not
-    transient), ask/tell's told failures (the operator's to repeat), and a retry cut off a
-    second time: one that kills its runner (a segfault, the OOM killer) or that the
+    transient), ask/tell's told failures (the operator's to repeat), and a retry cut off
+    twice in a row: one that kills its runner (a segfault, the OOM killer) or that the
     operator stopped twice would otherwise start every resume, without end (found in
     review)."""
     from loop.asktell import is_told
 
-    retried, chain = _attempts(history)
+    retried, chain = _attempts(history, links)
     owed: dict[int, Proposal] = {}
     for index, trial in enumerate(history):
         if index in retried or trial.status not in ("failed", "abandoned"):

@@ -2450,6 +2450,27 @@ class Store:
                     out.setdefault(obs.trial_id, {})[obs.metric] = value
         return list(trials.values()), out
 
+    def retry_links(self, campaign_id: int) -> dict[int, tuple[int, int]]:
+        """Each ``retry`` trial's ``(retry_of, attempt)`` by its id, from its run's start
+        document (the first attempt's trial id, and 2, 3, ...): which attempt a retry
+        re-measures, as the runner recorded it (``loop.runner._attempts``). A retry whose
+        run never started (its runner killed first) has none."""
+        with self.session() as s:
+            retries = select(TrialRow.id).where(
+                TrialRow.campaign_id == campaign_id, TrialRow.kind == "retry"
+            )
+            starts = s.exec(
+                select(DocumentRow.trial_id, DocumentRow.body).where(
+                    col(DocumentRow.trial_id).in_(retries), DocumentRow.name == "start"
+                )
+            )
+            links: dict[int, tuple[int, int]] = {}
+            for trial_id, body in starts:
+                first, attempt = body.get("retry_of"), body.get("attempt")
+                if isinstance(first, int) and isinstance(attempt, int):
+                    links[trial_id] = (first, attempt)
+            return links
+
     def documents(self, trial_id: int) -> list[DocumentRow]:
         with self.session() as s:
             return list(

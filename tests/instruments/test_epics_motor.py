@@ -380,7 +380,9 @@ def test_tolerance_and_settle_time_apply_to_a_motor(motor: MotorIOCProcess, tmp_
     assert within.ok, within.error
     assert within.readbacks["position"] == pytest.approx(20.3)
     assert within.duration >= 0.3  # at least the settle time (a lower bound only)
-    strict = _stage(**{"    timeout: 10\n": "    timeout: 1\n    tolerance: 0.1\n"})
+    # 3 s: the move itself (10 mm) must be done well before the timeout, or the message
+    # is the move's, not the readback's (1 s was not, on a loaded machine)
+    strict = _stage(**{"    timeout: 10\n": "    timeout: 3\n    tolerance: 0.1\n"})
     inst = _instrument(tmp_path, strict)
     try:
         with Dispatcher(inst) as dispatcher:
@@ -389,7 +391,7 @@ def test_tolerance_and_settle_time_apply_to_a_motor(motor: MotorIOCProcess, tmp_
         inst.spec = inst.spec.model_copy(update={"on_stop": {}})
         inst.close()
     assert outside.exit_status == "fail" and outside.transient
-    assert "position: readback 10.3 not within 0.1 of 10 after 1 s" in (outside.error or "")
+    assert "position: readback 10.3 not within 0.1 of 10 after 3 s" in (outside.error or "")
 
 
 # ---------------------------------------------------------------------------- 3: stop, abort

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from loop import Runner, Store, parse_campaign
-from loop.runner import TrialReport, _retried, owed_retries, transient_failure
+from loop.failures import OPERATOR_FAILED
+from loop.runner import (
+    TrialReport,
+    _attempts,
+    owed_retries,
+    reconcile_documents,
+    transient_failure,
+)
 from loop.store import TrialRow
 from simulators._keys import SAID_TRANSIENT
 from tests.cli_process import run_cli
@@ -125,7 +132,7 @@ def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> Non
 
     resumed = run_cli(["resume", "--store", url], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "trial    2  owed a retry when the last session ended" in resumed.stdout
+    assert "trial    2  a retry of trial #1, cut off unmeasured: run again first" in resumed.stdout
     store = Store(url)
     (campaign,) = store.campaigns()
     cid = campaign.id or 0
@@ -153,13 +160,13 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     (tmp_path / "INT_ON_RETRY").touch()
     url = f"sqlite:///{tmp_path / 'store.db'}"
     stopped = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
-    assert "(transient: retrying)" in stopped.stdout
-    assert "retry owed to trial #2: `closedloop resume` runs it first" in stopped.stdout, (
-        stopped.stdout + stopped.stderr
-    )
+    # the function's "...says it is transient", then "(retrying)", not "transient" twice
+    assert "says it is transient (retrying)" in stopped.stdout
+    said = "a retry is owed to the point of trial #1: `closedloop resume` runs it first"
+    assert said in stopped.stdout, stopped.stdout + stopped.stderr
     resumed = run_cli(["resume", "--store", url], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "trial    2  owed a retry when the last session ended" in resumed.stdout
+    assert "trial    2  a retry of trial #1, cut off unmeasured: run again first" in resumed.stdout
 
 
 # ------------------------------------------------ which stored attempts owe a retry (rules)
@@ -179,8 +186,22 @@ def _row(number: int, kind: str, status: str, x: float, transient: bool | None =
     )
 
 
-def _owed(history: list[TrialRow], max_retries: int = 2) -> dict[int, tuple[int, int] | None]:
-    return {tid: p.retry for tid, p in owed_retries(history, max_retries).items()}
+def _owed(
+    history: list[TrialRow],
+    max_retries: int = 2,
+    links: dict[int, tuple[int, int]] | None = None,
+) -> dict[int, tuple[int, int] | None]:
+    """Owed retries by the trial id they re-measure, each as ``(retry_of, attempt)``;
+    ``links``: the retries' start documents' (by default, as the runner would have written
+    them: :func:`_links`)."""
+    links = _links(history) if links is None else links
+    return {tid: p.retry for tid, p in owed_retries(history, max_retries, links).items()}
+
+
+def _links(history: list[TrialRow]) -> dict[int, tuple[int, int]]:
+    """What each retry's start document says, for histories where the parameters tell
+    (tests below give ``links`` themselves where they must not)."""
+    return {}
 
 
 def test_a_retry_is_owed_after_a_transient_failure_within_max_retries() -> None:
@@ -201,7 +222,48 @@ def test_a_deterministic_failure_at_the_same_point_does_not_take_a_retry() -> No
         _row(4, "retry", "completed", 1.0),
     ]
     assert _owed(history) == {}
-    assert _retried(history) == {2}  # the transient failure, not the deterministic one
+    assert _attempts(history, {})[0] == {2}  # the transient failure, not the deterministic one
+
+
+def test_a_retry_follows_the_attempt_its_start_document_names() -> None:
+    """Matched by its parameters, a retry took the earliest open attempt at its point: a
+    told transient failure (ask/tell), or a retry cut off twice and given up, and the
+    attempt it did re-measure then looked unretried, so resume ran it again (review)."""
+    told = _row(1, "random", "failed", 1.0, transient=True)
+    told.slot, told.run_uid = None, None  # ask/tell's: no slot, no run, the operator's word
+    told.error = OPERATOR_FAILED + "tip clogged"
+    history = [
+        told,
+        _row(2, "random", "failed", 1.0, transient=True),
+        _row(3, "retry", "completed", 1.0),
+    ]
+    assert _owed(history, links={3: (2, 2)}) == {}
+    assert _attempts(history, {3: (2, 2)})[0] == {1}
+    # without its start document (a run that never started), never matched to a told one
+    assert _owed(history, links={}) == {}
+
+    given_up = [
+        _row(1, "sobol", "failed", 1.0, True),
+        _row(2, "retry", "abandoned", 1.0),
+        _row(3, "retry", "abandoned", 1.0),  # cut off twice: given up
+        _row(4, "sobol", "failed", 1.0, True),  # the point proposed again, failed, retried
+        _row(5, "retry", "completed", 1.0),
+    ]
+    links = {2: (1, 2), 3: (1, 2), 5: (4, 2)}
+    assert _owed(given_up, links=links) == {}
+
+
+def test_a_retry_cut_off_once_is_run_again_later_in_its_chain_too() -> None:
+    """The count of cut-off retries ran over the whole chain: attempt 2, cut off once and
+    run again, made attempt 3, cut off once, be given up (review)."""
+    history = [
+        _row(1, "sobol", "failed", 0.5, True),
+        _row(2, "retry", "abandoned", 0.5),
+        _row(3, "retry", "failed", 0.5, True),
+        _row(4, "retry", "abandoned", 0.5),
+    ]
+    links = {2: (1, 2), 3: (1, 2), 4: (1, 3)}
+    assert _owed(history, max_retries=2, links=links) == {4: (1, 3)}
 
 
 def test_a_retry_cut_off_is_owed_once_not_on_every_resume() -> None:
@@ -229,3 +291,22 @@ def test_a_function_s_transient_word_survives_in_its_stored_error() -> None:
     assert transient_failure(said + SAID_TRANSIENT)
     assert not transient_failure(said)
     assert not transient_failure("ValueError: it says " + SAID_TRANSIENT)  # not a raise
+
+
+def test_plan_and_resume_read_a_crashed_trial_s_transience_alike() -> None:
+    """``plan --store`` previewed a trial a crash left running without its transient flag,
+    so it showed a new proposal where resume ran the owed retry (review)."""
+    error = "Stalled: the pump stalled; raised by function measure (f.py, line 3) at x=0.5"
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": "r", "campaign": "owed", "trial_id": 1}),
+        ("stop", {"uid": "s", "run_start": "r", "exit_status": "fail", "reason": error}),
+    ]
+    said = reconcile_documents(
+        [(n, {**b, "reason": error + SAID_TRANSIENT} if n == "stop" else b) for n, b in docs],
+        outputs=["y"],
+        needed=None,
+        inputs=["x"],
+    )
+    assert (said.status, said.transient) == ("failed", True)
+    plain = reconcile_documents(docs, outputs=["y"], needed=None, inputs=["x"])
+    assert (plain.status, plain.transient) == ("failed", False)

@@ -54,11 +54,12 @@ def rising_after_a_sentinel(inputs):
 
 
 def slow_or_fail(inputs):
-    # x < 0.5 raises at once; anything else takes a second (on the instrument's thread, so
-    # an abort interrupts the wait)
+    # x < 0.5 raises at once; anything else takes 3 s (on the instrument's thread, so an
+    # abort interrupts the wait): long enough that three failures on the other slot end the
+    # campaign while it measures, however loaded the machine (1 s was not, now and then)
     if inputs["x"] < 0.5:
         raise ValueError("bad region")
-    time.sleep(1.0)
+    time.sleep(3.0)
     return {"y": inputs["x"]}
 """
 
