@@ -515,7 +515,7 @@ def _stored_point(
     pending); the store is not written."""
     from loop.asktell import awaiting_tell
     from loop.lock import live_lease
-    from loop.runner import Runner
+    from loop.runner import Runner, announced_retries
     from loop.store import UNFINISHED
 
     text = _campaign_text(file) if file is not None else None
@@ -556,10 +556,11 @@ def _stored_point(
     history = [outcomes[t.id][0] if t.id in outcomes else t for t in history]
     observations.update({tid: outputs for tid, (_, outputs) in outcomes.items()})
     given = _given(runner.loaded, at)
-    # a retry the last session owed is what `resume` measures first (Runner.owed_retries)
-    owed = [t.number for t in history if t.id in runner.owed_retries(history)] if not at else []
+    # a retry the last session owed is what `resume` measures first (Runner.owed_retries),
+    # named as resume names it: its point's first trial
+    owed = announced_retries(history, runner.owed_retries(history)) if not at else []
     if owed:
-        first = next(t for t in history if t.number == owed[0])
+        first = next(t for t in history if t.number == owed[0].number)
         point = {p.name: first.parameters[p.name] for p in runner.campaign.parameters}
     else:
         pending = [dict(t.parameters) for t in waiting]
@@ -574,7 +575,7 @@ def _stored_point(
     header = (
         f"[bold]{escape(row.name)}[/] (id {cid}, {escape(row.status)}, {done} stored trials"
         f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1}"
-        f"{f' (the retry owed to trial #{owed[0]})' if owed else ''} at "
+        f"{f' (a retry of trial #{owed[0].first})' if owed else ''} at "
     )
     return runner, point, header, notes
 

@@ -2033,7 +2033,8 @@ class Runner:
     def learned_trials(self, history: Sequence[TrialRow]) -> list[TrialRow]:
         """The stored trials :meth:`rebuild_planner` ingests, in its order: the terminal
         ones, a retried attempt left out (its retry stands for it), in the order they ended."""
-        retried = _attempts(history, self._retry_links(history))[0]
+        links = self._retry_links(history)
+        retried = _attempts(history, links, self.campaign.instrument.max_retries)[0]
         return _ended_order(
             t for i, t in enumerate(history) if t.status != "running" and i not in retried
         )
@@ -3222,7 +3223,7 @@ def _learned_status(
 
 
 def _attempts(
-    history: Sequence[TrialRow], links: Mapping[int, tuple[int, int]]
+    history: Sequence[TrialRow], links: Mapping[int, tuple[int, int]], max_retries: int
 ) -> tuple[set[int], dict[int, _Attempt]]:
     """How ``history``'s trials chain into attempts at their points: the indices of the
     attempts a later ``retry`` re-measured, and each index's :class:`_Attempt`.
@@ -3233,8 +3234,9 @@ def _attempts(
     chain before it. Matched by its parameters instead, a retry at a point of a discrete
     space (proposed again, as such points are) took an earlier attempt of another chain,
     and ``resume`` ran a retry already measured again (found in review). A retry whose run
-    never started has no start document: it is matched by parameters, to the earliest
-    chain at its point whose latest attempt a retry could follow (:func:`_followable`).
+    never started has no start document: it is matched by parameters, to the latest chain
+    at its point that a retry could still follow (:func:`_followable`: within
+    ``max_retries``, not given up), as such a retry is made right after that attempt ends.
     """
     last: dict[int, int] = {}  # a chain's first attempt id -> the index of its latest
     retried: set[int] = set()
@@ -3243,13 +3245,15 @@ def _attempts(
         tid = _id(trial)
         first = links[tid][0] if tid in links else None
         if trial.kind == "retry" and first not in last:
-            first = next(
+            first = max(
                 (
                     f
                     for f, j in last.items()
-                    if history[j].parameters == trial.parameters and _followable(history[j])
+                    if history[j].parameters == trial.parameters
+                    and _followable(history[j], chain[j], max_retries)
                 ),
-                None,
+                key=last.__getitem__,
+                default=None,
             )
         if trial.kind != "retry" or first is None:
             chain[index] = _Attempt(tid, 2 if trial.kind == "retry" else 1)
@@ -3290,17 +3294,21 @@ def _given_up(
     ]
 
 
-def _followable(trial: TrialRow) -> bool:
-    """Whether a runner's retry could follow ``trial``: a transient failure of a runner's
-    trial, or a retry abandoned unmeasured (run again by ``resume``)."""
+def _followable(trial: TrialRow, attempt: _Attempt, max_retries: int) -> bool:
+    """Whether a runner's retry could follow ``trial``, the latest ``attempt`` of its
+    chain: a transient failure of a runner's trial within ``max_retries``, or a retry
+    abandoned unmeasured once (run again by ``resume``). A used-up or given-up chain took
+    an unstarted retry of a new chain at a repeated point, and resume ran a retry past
+    ``max_retries`` (found in review)."""
     from loop.asktell import is_told
 
     if trial.kind == "retry" and trial.status == "abandoned":
-        return True
+        return attempt.cut == 0
     return (
         trial.status == "failed"
         and trial.kind != "prior"
         and was_transient(trial)
+        and attempt.number <= max_retries
         and not is_told(trial)
     )
 
@@ -3342,7 +3350,7 @@ def owed_retries(
     review)."""
     from loop.asktell import is_told
 
-    retried, chain = _attempts(history, links)
+    retried, chain = _attempts(history, links, max_retries)
     owed: dict[int, Proposal] = {}
     for index, trial in enumerate(history):
         if index in retried or trial.status not in ("failed", "abandoned"):
