@@ -3236,7 +3236,9 @@ def _attempts(
     and ``resume`` ran a retry already measured again (found in review). A retry whose run
     never started has no start document: it is matched by parameters, to the latest chain
     at its point that a retry could still follow (:func:`_followable`: within
-    ``max_retries``, not given up), as such a retry is made right after that attempt ends.
+    ``max_retries``, not given up), as such a retry is made right after that attempt ends;
+    a chain that ends in a transient failure first: one that ends in an abandoned retry may
+    have been mid-run when the unlinked retry was made (two slots at one point; review).
     """
     last: dict[int, int] = {}  # a chain's first attempt id -> the index of its latest
     retried: set[int] = set()
@@ -3252,7 +3254,7 @@ def _attempts(
                     if history[j].parameters == trial.parameters
                     and _followable(history[j], chain[j], max_retries)
                 ),
-                key=last.__getitem__,
+                key=lambda f: (history[last[f]].status == "failed", last[f]),
                 default=None,
             )
         if trial.kind != "retry" or first is None:

@@ -327,6 +327,16 @@ def test_a_retry_whose_run_never_started_joins_a_chain_it_could_follow() -> None
         _row(4, "retry", "abandoned", 1.0),  # killed before its run started: no link
     ]
     assert _owed(history, max_retries=1, links={2: (1, 2)}) == {4: (3, 2)}
+    # two slots at one point: #2's retry #3 was mid-run when #1 failed and its retry #4 was
+    # made, then the runner was killed before #4's run started: #4 follows #1, not #3
+    # (chosen by the newest row, #3's retry was given up as "cut off twice"; review)
+    both = [
+        _row(1, "random", "failed", 1.0, True),
+        _row(2, "random", "failed", 1.0, True),
+        _row(3, "retry", "abandoned", 1.0),
+        _row(4, "retry", "abandoned", 1.0),
+    ]
+    assert _owed(both, links={3: (2, 2)}) == {3: (2, 2), 4: (1, 2)}
 
 
 def test_plan_store_reads_the_owed_retries_once(monkeypatch: pytest.MonkeyPatch) -> None:
