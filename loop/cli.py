@@ -574,18 +574,11 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             history = runner.store.trials(summary.campaign_id)
         except Exception:  # a store the stop was about (deleted, unreachable): no note
             history = []
-        owed = runner.owed_retries(history)
-        if owed:
-            from loop.runner import announced_retries
+        from loop.retries import announced_retries, owed_note
 
-            points = ", ".join(f"#{o.first}" for o in announced_retries(history, owed))
-            one = len(owed) == 1
-            console.print(
-                f"{'a retry is' if one else 'retries are'} owed to the point"
-                f"{'' if one else 's'} of trial {points}: `closedloop resume` runs "
-                f"{'it' if one else 'them'} first",
-                highlight=False,
-            )
+        note = owed_note(announced_retries(history, runner.owed_retries(history)))
+        if note is not None:
+            console.print(escape(note), highlight=False)
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
         # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one
@@ -906,6 +899,7 @@ def status(
     if row.status in UNFINISHED:
         console.print(_runner_line(db, row.id or 0, store, lease, holder), markup=False)
     from loop.cli_instruments import paused_lines
+    from loop.retries import owed_note
 
     for line in paused_lines(db, row, store):  # interlock pauses and operator releases
         style = "bold yellow" if row.status == "paused" else ""
@@ -918,6 +912,9 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
+    owed = owed_note(_owed_retries(db, c, trials, holder))
+    if owed is not None:
+        console.print(owed, markup=False, highlight=False)
     live = row.status in ACTIVE and holder in ("running", "stopped")
     progress = _progress_line(trials, live=live and not _has_slots(c, trials))
     if progress:
@@ -1136,6 +1133,10 @@ def _status_json(
     )
     state = _runner_state(lease)
     payload["runner"] = _runner_json(lease, state)
+    owed = _owed_retries(db, c, trials, state) if db is not None else []
+    payload["owed_retries"] = [
+        {"trial": o.number, "first_trial": o.first, "cut_off": o.cut_off} for o in owed
+    ]
     payload["last_finished_at"] = last.isoformat() if last is not None else None
     live = row.status in ACTIVE and state in ("running", "stopped")
     payload["slots"] = _slot_states(c, trials, live=live) if db is not None else None
@@ -1172,6 +1173,18 @@ def _declared_units(c: Any, base_dir: Path) -> dict[str, dict[str, str]]:
                 parameters.setdefault(name, unit)
         outputs = {name: decl.units for name, decl in spec.outputs.items() if decl.units}
     return {"parameters": parameters, "outputs": outputs}
+
+
+def _owed_retries(db: Store, c: Any, trials: list[Any], holder: str | None) -> list[Any]:
+    """The retries ``resume`` runs first (``loop.retries``), as it announces them, for a
+    campaign no live runner holds (``holder``: :func:`_runner_state`; a live one retries on
+    its own). From the rows as stored: a trial a dead runner left ``running`` is reconciled
+    by ``resume`` first, as ``plan --store`` previews."""
+    if holder is not None or not trials:
+        return []
+    from loop.retries import announced_retries, stored_owed
+
+    return announced_retries(trials, stored_owed(db, trials, c.instrument.max_retries))
 
 
 def _runner_state(lease: Any) -> str | None:

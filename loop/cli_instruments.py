@@ -515,7 +515,8 @@ def _stored_point(
     pending); the store is not written."""
     from loop.asktell import awaiting_tell
     from loop.lock import live_lease
-    from loop.runner import Runner, announced_retries
+    from loop.retries import announced_retries
+    from loop.runner import Runner
     from loop.store import UNFINISHED
 
     text = _campaign_text(file) if file is not None else None

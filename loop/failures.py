@@ -7,6 +7,7 @@ BoTorch) and the instruments (bluesky, ophyd) that the runner needs.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -184,3 +185,57 @@ def failures_of(trials: Sequence[TrialRow]) -> list[Failure]:
 def failure(number: int, error: str | None) -> Failure:
     """The failed trial ``number`` with its error text and the kind of failure it names."""
     return Failure(number=number, kind=failure_kind(error), error=error or "(no error text)")
+
+
+# The failure kinds (``loop.failures.failure_kind``) of the failures the instruments flag
+# transient (``instruments._dispatch.is_transient``): the dispatcher's timeout, a simulator's
+# injected fault, a Dask worker lost, a PV connection lost, a limit check left unanswered,
+# an interlock that broke during the acquisition.
+_TRANSIENT_KINDS = frozenset(
+    {
+        "timeout",
+        "instrument fault",
+        WORKER_LOST,
+        "connection lost",
+        "limit check unanswered",
+        "interlock broke",
+        "reading not trusted",
+        READBACK_MISSED,
+    }
+)
+# Exception names (a failure's kind when no phrase above names it) of timeouts and lost
+# connections, which the dispatcher counts as transient: TimeoutError, ConnectionResetError,
+# ophyd's WaitTimeoutError, the EPICS layer's DeviceTimeout and DeviceConnectionError.
+_TRANSIENT_NAMES = ("TimeoutError", "Timeout", "ConnectionError")
+
+
+def transient_failure(error: str | None) -> bool:
+    """Whether a failure whose error text is ``error`` was transient, read from its kind.
+
+    For the failed trials whose ``transient`` flag the store does not hold: those written
+    before the column existed (NULL; a store written by a closedloop before it, or by one
+    still running such a version on a shared store), and those ``resume`` reconciles from
+    their documents (the exception is gone; its text is what is left). Taken as not
+    transient, a resumed planner learned such first attempts as failed points where the
+    live loop had learned nothing, and walled itself off from good regions (found in
+    review).
+    """
+    kind = failure_kind(error)
+    if kind in _TRANSIENT_KINDS or said_transient(error):
+        return True
+    name = kind.rsplit(".", 1)[-1]  # an exception's name, e.g. ophyd.utils.WaitTimeoutError
+    if not name.isidentifier():  # "function raised TimeoutError": the function's own fault
+        return False
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, TimeoutError | ConnectionError):
+        return True
+    return name.endswith(_TRANSIENT_NAMES)
+
+
+def was_transient(trial: TrialRow) -> bool:
+    """Whether ``trial`` failed transiently: its ``transient`` flag, else (a row written
+    before the flag existed) :func:`transient_failure` of its error. The one reading of the
+    flag for the planner (``loop.runner._learned_status``)."""
+    if trial.transient is not None:
+        return trial.transient
+    return trial.status == "failed" and transient_failure(trial.error)

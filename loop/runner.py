@@ -38,7 +38,6 @@ stored, but the planner receives ``outcome='failed'``, never the numbers.
 
 from __future__ import annotations
 
-import builtins
 import functools
 import logging
 import math
@@ -103,13 +102,22 @@ from loop.failures import (
     failure_counts,
     failure_kind,
     failures_of,
-    said_transient,
+    transient_failure,
+    was_transient,
 )
 from loop.fmt import span
 from loop.lock import LEASE_TTL, CampaignLease, running_namesake
 from loop.prior import PriorRow, load_prior_data, required_outputs
 from loop.provenance import new_campaign_session, seed_source, start_session
 from loop.report import objective_values
+from loop.retries import (
+    OwedRetry,
+    Retry,
+    announced_retries,
+    attempts,
+    retry_links,
+    stored_owed,
+)
 from loop.scheduler import (
     Job,
     PlannerError,
@@ -478,21 +486,6 @@ class ResumeState:
     # (not run again: their points go back to the planner)
     retrying: list[OwedRetry] = field(default_factory=list)
     given_up: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class OwedRetry:
-    """A retry the last session owed (:func:`owed_retries`), as ``resume`` announces it.
-
-    Attributes:
-        number: the trial it re-measures: a transient failure, or a retry cut off.
-        first: the number of the point's first attempt.
-        cut_off: the trial is a retry abandoned unmeasured, run again as the same attempt.
-    """
-
-    number: int
-    first: int
-    cut_off: bool
 
 
 @dataclass
@@ -1558,7 +1551,10 @@ class Runner:
             if slots is None:
                 slots = self._build_slots(len(history))
             sched = self._scheduler = self._scheduler_for(slots, planner, len(history))
-            sched.ready.extend(owed.values())
+            sched.ready.extend(
+                Proposal(dict(r.parameters), "retry", retry=(r.first, r.attempt))
+                for r in owed.values()
+            )
             while True:
                 self.lease.check()
                 spent = self._stop_rule(tally, elapsed())
@@ -1982,7 +1978,7 @@ class Runner:
         builds a BoTorch model of any campaign's trials).
 
         ``retrying``: ids of failed attempts whose retry is about to run
-        (:func:`owed_retries`); left out, as the live planner never saw them.
+        (:meth:`owed_retries`); left out, as the live planner never saw them.
         """
         c = self.campaign
         section = c.planner if config is None else config
@@ -2018,23 +2014,16 @@ class Runner:
             )
         return planner
 
-    def owed_retries(self, history: Sequence[TrialRow]) -> dict[int, Proposal]:
-        """The retries ``resume`` runs first (:func:`owed_retries`), by the id of the
-        attempt each re-measures."""
-        links = self._retry_links(history)
-        return owed_retries(history, self.campaign.instrument.max_retries, links)
-
-    def _retry_links(self, history: Sequence[TrialRow]) -> dict[int, tuple[int, int]]:
-        """The stored ``(retry_of, attempt)`` of ``history``'s retries (:func:`_attempts`)."""
-        if not any(t.kind == "retry" for t in history):
-            return {}
-        return self.store.retry_links(history[0].campaign_id)
+    def owed_retries(self, history: Sequence[TrialRow]) -> dict[int, Retry]:
+        """The retries ``resume`` runs first (:func:`loop.retries.owed_retries`), by the id
+        of the attempt each re-measures."""
+        return stored_owed(self.store, history, self.campaign.instrument.max_retries)
 
     def learned_trials(self, history: Sequence[TrialRow]) -> list[TrialRow]:
         """The stored trials :meth:`rebuild_planner` ingests, in its order: the terminal
         ones, a retried attempt left out (its retry stands for it), in the order they ended."""
-        links = self._retry_links(history)
-        retried = _attempts(history, links, self.campaign.instrument.max_retries)[0]
+        links = retry_links(self.store, history)
+        retried = attempts(history, links, self.campaign.instrument.max_retries)[0]
         return _ended_order(
             t for i, t in enumerate(history) if t.status != "running" and i not in retried
         )
@@ -3131,60 +3120,6 @@ def _stored_budget(row: CampaignRow, file_budget: Budget) -> Budget:
     return file_budget.model_copy(update=known)
 
 
-# The failure kinds (``loop.failures.failure_kind``) of the failures the instruments flag
-# transient (``instruments._dispatch.is_transient``): the dispatcher's timeout, a simulator's
-# injected fault, a Dask worker lost, a PV connection lost, a limit check left unanswered,
-# an interlock that broke during the acquisition.
-_TRANSIENT_KINDS = frozenset(
-    {
-        "timeout",
-        "instrument fault",
-        WORKER_LOST,
-        "connection lost",
-        "limit check unanswered",
-        "interlock broke",
-        "reading not trusted",
-        READBACK_MISSED,
-    }
-)
-# Exception names (a failure's kind when no phrase above names it) of timeouts and lost
-# connections, which the dispatcher counts as transient: TimeoutError, ConnectionResetError,
-# ophyd's WaitTimeoutError, the EPICS layer's DeviceTimeout and DeviceConnectionError.
-_TRANSIENT_NAMES = ("TimeoutError", "Timeout", "ConnectionError")
-
-
-def transient_failure(error: str | None) -> bool:
-    """Whether a failure whose error text is ``error`` was transient, read from its kind.
-
-    For the failed trials whose ``transient`` flag the store does not hold: those written
-    before the column existed (NULL; a store written by a closedloop before it, or by one
-    still running such a version on a shared store), and those ``resume`` reconciles from
-    their documents (the exception is gone; its text is what is left). Taken as not
-    transient, a resumed planner learned such first attempts as failed points where the
-    live loop had learned nothing, and walled itself off from good regions (found in
-    review).
-    """
-    kind = failure_kind(error)
-    if kind in _TRANSIENT_KINDS or said_transient(error):
-        return True
-    name = kind.rsplit(".", 1)[-1]  # an exception's name, e.g. ophyd.utils.WaitTimeoutError
-    if not name.isidentifier():  # "function raised TimeoutError": the function's own fault
-        return False
-    builtin = getattr(builtins, name, None)
-    if isinstance(builtin, type) and issubclass(builtin, TimeoutError | ConnectionError):
-        return True
-    return name.endswith(_TRANSIENT_NAMES)
-
-
-def was_transient(trial: TrialRow) -> bool:
-    """Whether ``trial`` failed transiently: its ``transient`` flag, else (a row written
-    before the flag existed) :func:`transient_failure` of its error. The one reading of the
-    flag for the planner (:func:`_learned_status`)."""
-    if trial.transient is not None:
-        return trial.transient
-    return trial.status == "failed" and transient_failure(trial.error)
-
-
 def _learned_status(
     status: str, transient: bool | None, *, retry: bool, error: str | None = None
 ) -> str:
@@ -3222,152 +3157,17 @@ def _learned_status(
     return status
 
 
-def _attempts(
-    history: Sequence[TrialRow], links: Mapping[int, tuple[int, int]], max_retries: int
-) -> tuple[set[int], dict[int, _Attempt]]:
-    """How ``history``'s trials chain into attempts at their points: the indices of the
-    attempts a later ``retry`` re-measured, and each index's :class:`_Attempt`.
-
-    A retry's start document says which point's attempts it continues (``retry_of``, the
-    first attempt's trial id) and its ``attempt`` number: ``links``
-    (:meth:`loop.store.Store.retry_links`); a retry re-measures the latest attempt of that
-    chain before it. Matched by its parameters instead, a retry at a point of a discrete
-    space (proposed again, as such points are) took an earlier attempt of another chain,
-    and ``resume`` ran a retry already measured again (found in review). A retry whose run
-    never started has no start document: it is matched by parameters, to the latest chain
-    at its point that a retry could still follow (:func:`_followable`: within
-    ``max_retries``, not given up), as such a retry is made right after that attempt ends;
-    a chain that ends in a transient failure first: one that ends in an abandoned retry may
-    have been mid-run when the unlinked retry was made (two slots at one point; review).
-    """
-    last: dict[int, int] = {}  # a chain's first attempt id -> the index of its latest
-    retried: set[int] = set()
-    chain: dict[int, _Attempt] = {}
-    for index, trial in enumerate(history):
-        tid = _id(trial)
-        first = links[tid][0] if tid in links else None
-        if trial.kind == "retry" and first not in last:
-            first = max(
-                (
-                    f
-                    for f, j in last.items()
-                    if history[j].parameters == trial.parameters
-                    and _followable(history[j], chain[j], max_retries)
-                ),
-                key=lambda f: (history[last[f]].status == "failed", last[f]),
-                default=None,
-            )
-        if trial.kind != "retry" or first is None:
-            chain[index] = _Attempt(tid, 2 if trial.kind == "retry" else 1)
-            last[tid] = index
-            continue
-        earlier = last[first]
-        retried.add(earlier)
-        before = chain[earlier]
-        cut = history[earlier].status == "abandoned"  # its retry, again: the same attempt
-        number = links[tid][1] if tid in links else before.number + (not cut)
-        chain[index] = _Attempt(first, number, before.cut + 1 if cut else 0)
-        last[first] = index
-    return retried, chain
-
-
-def announced_retries(history: Sequence[TrialRow], owed: Mapping[int, Proposal]) -> list[OwedRetry]:
-    """The owed retries as ``resume`` announces them, in trial order."""
-    numbers = {_id(t): t.number for t in history}
-    announced = []
-    for t in history:
-        proposal = owed.get(_id(t))
-        if proposal is not None and proposal.retry is not None:
-            first = numbers.get(proposal.retry[0], t.number)
-            announced.append(OwedRetry(t.number, first, cut_off=t.status == "abandoned"))
-    return announced
-
-
 def _given_up(
-    history: Sequence[TrialRow], owed: Mapping[int, Proposal], reconciled: Sequence[Reconciled]
+    history: Sequence[TrialRow], owed: Mapping[int, Retry], reconciled: Sequence[Reconciled]
 ) -> list[int]:
     """Numbers of the retries this resume found cut off by a crash a second time in a row,
-    so not run again (:func:`owed_retries`): said, or a point's retry vanished unsaid."""
+    so not run again (``loop.retries.owed_retries``): said, or a point's retry vanished unsaid."""
     retries = {_id(t) for t in history if t.kind == "retry"}
     return [
         r.number
         for r in reconciled
         if r.status == "abandoned" and r.trial_id in retries and r.trial_id not in owed
     ]
-
-
-def _followable(trial: TrialRow, attempt: _Attempt, max_retries: int) -> bool:
-    """Whether a runner's retry could follow ``trial``, the latest ``attempt`` of its
-    chain: a transient failure of a runner's trial within ``max_retries``, or a retry
-    abandoned unmeasured once (run again by ``resume``). A used-up or given-up chain took
-    an unstarted retry of a new chain at a repeated point, and resume ran a retry past
-    ``max_retries`` (found in review)."""
-    from loop.asktell import is_told
-
-    if trial.kind == "retry" and trial.status == "abandoned":
-        return attempt.cut == 0
-    return (
-        trial.status == "failed"
-        and trial.kind != "prior"
-        and was_transient(trial)
-        and attempt.number <= max_retries
-        and not is_told(trial)
-    )
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One trial as an attempt at its point (:func:`_attempts`).
-
-    Attributes:
-        first: the store's id of the point's first attempt (a retry's ``retry_of``).
-        number: 1 for a proposal, 2, 3, ... for its retries (a retry's ``attempt``).
-        cut: how many attempts of its chain right before it were abandoned unmeasured.
-    """
-
-    first: int
-    number: int
-    cut: int = 0
-
-
-def owed_retries(
-    history: Sequence[TrialRow],
-    max_retries: int,
-    links: Mapping[int, tuple[int, int]],
-) -> dict[int, Proposal]:
-    """The retries the last session owed when it ended, by the trial id of the attempt
-    each one re-measures: ``resume`` runs them first, as the live loop would have.
-    ``links``: the retries' stored ``(retry_of, attempt)`` (:func:`_attempts`).
-
-    Live, a transient failure is retried at once (``max_retries``); a runner killed
-    between recording the failure and starting its retry, a stop asked meanwhile, or a
-    retry itself cut off unmeasured (abandoned), lost it for good: ``resume`` had learned
-    the point as nothing and moved on (found in review).
-
-    Not owed: a failure whose row does not say it was transient (a store written before
-    the flag existed retried by other rules: its readbacks outside the bounds were not
-    transient), ask/tell's told failures (the operator's to repeat), and a retry cut off
-    twice in a row: one that kills its runner (a segfault, the OOM killer) or that the
-    operator stopped twice would otherwise start every resume, without end (found in
-    review)."""
-    from loop.asktell import is_told
-
-    retried, chain = _attempts(history, links, max_retries)
-    owed: dict[int, Proposal] = {}
-    for index, trial in enumerate(history):
-        if index in retried or trial.status not in ("failed", "abandoned"):
-            continue
-        if trial.kind == "prior" or is_told(trial):
-            continue
-        attempt = chain[index]
-        if trial.status == "failed" and trial.transient is True and attempt.number <= max_retries:
-            number = attempt.number + 1
-        elif trial.status == "abandoned" and trial.kind == "retry" and attempt.cut == 0:
-            number = attempt.number
-        else:
-            continue
-        owed[_id(trial)] = Proposal(dict(trial.parameters), "retry", retry=(attempt.first, number))
-    return owed
 
 
 def _override(

@@ -126,7 +126,7 @@ def as_utc(at: datetime) -> datetime:
 # The transient column did not raise the number, on purpose. A version bump protects a store
 # from code that would misread it; here the older schema-3 code reads every row as it did and
 # writes NULL into the column it does not know, and NULL has one meaning everywhere: not
-# recorded, read from the trial's error (``loop.runner.was_transient``), as for the rows
+# recorded, read from the trial's error (``loop.failures.was_transient``), as for the rows
 # written before the column existed. A bump would only lock out schema-3 installations that
 # write the column correctly too, from a store a lab's machines share, and gain nothing.
 # Raise it for a change the older code would misread (a column whose NULL it cannot mean, a
@@ -206,7 +206,7 @@ class TrialRow(SQLModel, table=True):
     # A failure that may well not recur at the same point (a timeout, a fault the instrument
     # flags as transient): the planner learns such a first attempt as nothing, so a resumed
     # campaign must know which failures were transient. None: written before this column (or
-    # by a version that predates it), read from the error (``loop.runner.was_transient``).
+    # by a version that predates it), read from the error (``loop.failures.was_transient``).
     transient: bool | None = None
     # The order the campaign's trials ended in: 1, 2, ... per campaign, written in the
     # transaction that records the outcome (``Store.finish_trial``/``finish_trials``; a
@@ -2444,7 +2444,7 @@ class Store:
                 .order_by(col(TrialRow.number), col(ObservationRow.id))
             )
             for trial, obs in rows:
-                trials.setdefault(_id_of(trial), trial)
+                trials.setdefault(id_of(trial), trial)
                 if obs is not None:
                     value = obs.value if obs.value is not None else math.nan
                     out.setdefault(obs.trial_id, {})[obs.metric] = value
@@ -2453,7 +2453,7 @@ class Store:
     def retry_links(self, campaign_id: int) -> dict[int, tuple[int, int]]:
         """Each ``retry`` trial's ``(retry_of, attempt)`` by its id, from its run's start
         document (the first attempt's trial id, and 2, 3, ...): which attempt a retry
-        re-measures, as the runner recorded it (``loop.runner._attempts``). A retry whose
+        re-measures, as the runner recorded it (``loop.retries.attempts``). A retry whose
         run never started (its runner killed first) has none."""
         with self.session() as s:
             retries = select(TrialRow.id).where(
@@ -2546,7 +2546,8 @@ def _insert_prior(
         conn.execute(_Hot.insert_observation, observations)
 
 
-def _id_of(trial: TrialRow) -> int:
+def id_of(trial: TrialRow) -> int:
+    """A stored trial's id (the database assigns it on insert)."""
     if trial.id is None:  # pragma: no cover - a stored row has its id
         raise StoreError("a stored trial has no id")
     return trial.id

@@ -50,6 +50,7 @@ def test_validating_and_reading_a_store_import_no_model_or_hardware_library(
         from loop.config import load_campaign, parse_campaign
         from loop.failures import failures_of
         from loop.report import annotate
+        from loop.retries import owed_retries
         from loop.store import Store
 
         load_campaign("campaigns/branin.yaml")  # closedloop validate (a botorch planner)
@@ -61,6 +62,7 @@ def test_validating_and_reading_a_store_import_no_model_or_hardware_library(
         store = Store(sys.argv[1])
         annotate([], campaign)
         failures_of([])
+        owed_retries([], 2, {})  # closedloop status names a stopped session's owed retries
         store.close()
         heavy = sorted(
             m for m in ("torch", "botorch", "gpytorch", "ophyd") if m in sys.modules

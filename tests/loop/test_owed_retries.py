@@ -9,6 +9,7 @@ instrument that fails each point's first call with an exception flagged transien
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,9 @@ from typing import Any
 import pytest
 
 from loop import Runner, Store, parse_campaign
-from loop.failures import OPERATOR_FAILED
-from loop.runner import (
-    TrialReport,
-    _attempts,
-    owed_retries,
-    reconcile_documents,
-    transient_failure,
-)
+from loop.failures import OPERATOR_FAILED, transient_failure
+from loop.retries import attempts, owed_retries
+from loop.runner import TrialReport, reconcile_documents
 from loop.store import TrialRow
 from simulators._keys import SAID_TRANSIENT
 from tests.cli_process import run_cli
@@ -168,9 +164,22 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     assert "says it is transient (retrying)" in stopped.stdout
     said = "a retry is owed to the point of trial #1: `closedloop resume` runs it first"
     assert said in stopped.stdout, stopped.stdout + stopped.stderr
+    # `status` says so too, for as long as it is owed
+    assert said in run_cli(["status", "--store", url], cwd=tmp_path).stdout
+    owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # the retry, cut off unmeasured
+    assert _status_json(url, tmp_path)["owed_retries"] == owed
     resumed = run_cli(["resume", "--store", url], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "trial    2  a retry of trial #1, cut off unmeasured: run again first" in resumed.stdout
+    assert said not in run_cli(["status", "--store", url], cwd=tmp_path).stdout
+    assert _status_json(url, tmp_path)["owed_retries"] == []
+
+
+def _status_json(url: str, cwd: Path) -> dict[str, Any]:
+    done = run_cli(["status", "--store", url, "--json"], cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
 
 
 # ------------------------------------------------ which stored attempts owe a retry (rules)
@@ -199,7 +208,8 @@ def _owed(
     ``links``: the retries' start documents' (by default, as the runner would have written
     them: :func:`_links`)."""
     links = _links(history) if links is None else links
-    return {tid: p.retry for tid, p in owed_retries(history, max_retries, links).items()}
+    owed = owed_retries(history, max_retries, links)
+    return {tid: (r.first, r.attempt) for tid, r in owed.items()}
 
 
 def _links(history: list[TrialRow]) -> dict[int, tuple[int, int]]:
@@ -226,7 +236,7 @@ def test_a_deterministic_failure_at_the_same_point_does_not_take_a_retry() -> No
         _row(4, "retry", "completed", 1.0),
     ]
     assert _owed(history) == {}
-    assert _attempts(history, {}, 2)[0] == {2}  # the transient failure, not the deterministic one
+    assert attempts(history, {}, 2)[0] == {2}  # the transient failure, not the deterministic one
 
 
 def test_a_retry_follows_the_attempt_its_start_document_names() -> None:
@@ -242,7 +252,7 @@ def test_a_retry_follows_the_attempt_its_start_document_names() -> None:
         _row(3, "retry", "completed", 1.0),
     ]
     assert _owed(history, links={3: (2, 2)}) == {}
-    assert _attempts(history, {3: (2, 2)}, 2)[0] == {1}
+    assert attempts(history, {3: (2, 2)}, 2)[0] == {1}
     # without its start document (a run that never started), never matched to a told one
     assert _owed(history, links={}) == {}
 

@@ -17,8 +17,8 @@ import pytest
 
 from loop import Runner, Store, parse_campaign
 from loop.asktell import WITHDRAWN, awaiting_tell, is_told
-from loop.failures import OPERATOR_FAILED
-from loop.runner import CampaignFinished, transient_failure, was_transient
+from loop.failures import OPERATOR_FAILED, transient_failure, was_transient
+from loop.runner import CampaignFinished
 from loop.store import TrialRow
 from tests.cli_process import closedloop
 
