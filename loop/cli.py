@@ -1133,11 +1133,11 @@ def _status_json(
     )
     state = _runner_state(lease)
     payload["runner"] = _runner_json(lease, state)
+    payload["last_finished_at"] = last.isoformat() if last is not None else None
     owed = _owed_retries(db, c, trials, state) if db is not None else []
     payload["owed_retries"] = [
         {"trial": o.number, "first_trial": o.first, "cut_off": o.cut_off} for o in owed
     ]
-    payload["last_finished_at"] = last.isoformat() if last is not None else None
     live = row.status in ACTIVE and state in ("running", "stopped")
     payload["slots"] = _slot_states(c, trials, live=live) if db is not None else None
     if model:  # --model: null with fewer than two measured trials to fit

@@ -228,6 +228,7 @@ KEYS = [
     "running_time_s",
     "runner",
     "last_finished_at",
+    "owed_retries",
     "slots",
 ]
 
@@ -267,6 +268,7 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "running_time_s": got["running_time_s"],  # tests/loop/test_status_progress.py
         "runner": None,  # finished: its lease released
         "last_finished_at": got["last_finished_at"],
+        "owed_retries": [],  # tests/loop/test_owed_retries.py
         "slots": None,  # one instrument
     }
     assert got["running_time_s"] >= 0 and got["last_finished_at"].endswith("+00:00")
