@@ -667,6 +667,15 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
         console.print(outlying_note(far, objective), highlight=False, markup=False)
     _print_failures(summary.failures, full=summary.status == "failed")
     if summary.status == "failed":
+        # its last trial's line may have said "retrying": say the budget ended it first
+        from loop.retries import announced_retries, owed_note
+
+        runner = _runner_of_command.get("runner")
+        history = db.trials(summary.campaign_id)
+        owed = runner.owed_retries(history) if runner is not None else {}
+        note = owed_note(announced_retries(history, owed), finished=True)
+        if note is not None:
+            console.print(note, markup=False, highlight=False)
         raise typer.Exit(1)
 
 
@@ -912,7 +921,7 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
-    owed = owed_note(_owed_retries(db, c, trials, holder))
+    owed = owed_note(_owed_retries(db, c, trials, holder), finished=row.status not in UNFINISHED)
     if owed is not None:
         console.print(owed, markup=False, highlight=False)
     live = row.status in ACTIVE and holder in ("running", "stopped")

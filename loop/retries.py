@@ -125,16 +125,22 @@ def retry_links(store: Store, history: Sequence[TrialRow]) -> dict[int, tuple[in
     return store.retry_links(history[0].campaign_id)
 
 
-def owed_note(announced: Sequence[OwedRetry]) -> str | None:
-    """What the run's stop and ``status`` say of the owed retries (None: none is owed),
-    named by their points' first trials, as ``resume`` names them."""
+def owed_note(announced: Sequence[OwedRetry], *, finished: bool = False) -> str | None:
+    """What the run's end and ``status`` say of the owed retries (None: none is owed),
+    named by their points' first trials, as ``resume`` names them. ``finished``: the
+    campaign ended on its budget (``completed``, ``failed``), which a resume must extend."""
     if not announced:
         return None
     points = ", ".join(f"#{o.first}" for o in announced)
     one = len(announced) == 1
+    resume = (
+        "a `closedloop resume` that extends its budget (--max-trials, --max-failures)"
+        if finished
+        else "`closedloop resume`"
+    )
     return (
         f"{'a retry is' if one else 'retries are'} owed to the point{'' if one else 's'} of "
-        f"trial {points}: `closedloop resume` runs {'it' if one else 'them'} first"
+        f"trial {points}: {resume} runs {'it' if one else 'them'} first"
     )
 
 

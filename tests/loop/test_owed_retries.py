@@ -10,6 +10,7 @@ instrument that fails each point's first call with an exception flagged transien
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from loop.runner import TrialReport, reconcile_documents
 from loop.store import TrialRow
 from simulators._keys import SAID_TRANSIENT
 from tests.cli_process import run_cli
+
+WIDE = {**os.environ, "COLUMNS": "200"}  # one line per message
 
 CAMPAIGN = """
 name: owed
@@ -173,6 +176,45 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     assert "trial    2  a retry of trial #1, cut off unmeasured: run again first" in resumed.stdout
     assert said not in run_cli(["status", "--store", url], cwd=tmp_path).stdout
     assert _status_json(url, tmp_path)["owed_retries"] == []
+
+
+def test_a_campaign_its_failure_budget_ended_says_the_retry_it_owes(tmp_path: Path) -> None:
+    """Its last trial's line said "retrying" and the budget ended the campaign first: the
+    summary and ``status`` say the retry is owed, and a resume given a larger budget runs it
+    first."""
+    (tmp_path / "stalls.py").write_text(
+        "class Stalled(RuntimeError):\n"
+        "    transient = True\n\n\n"
+        "def measure(inputs):\n"
+        "    raise Stalled('the pump stalled')\n"
+    )
+    path = tmp_path / "owed.yaml"
+    path.write_text(
+        CAMPAIGN.replace("flaky.py", "stalls.py")
+        .replace("max_retries: 2", "max_retries: 1")
+        .replace("budget: {max_trials: 3}", "budget: {max_trials: 3, max_failures: 3}")
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    failed = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    # trials 1 and 2 are a point and its retry; trial 3's retry is owed
+    said = (
+        "a retry is owed to the point of trial #3: a `closedloop resume` that extends its "
+        "budget (--max-trials, --max-failures) runs it first"
+    )
+    assert said in failed.stdout, failed.stdout
+    assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
+    owed = [{"trial": 3, "first_trial": 3, "cut_off": False}]
+    assert _status_json(url, tmp_path)["owed_retries"] == owed
+
+    resumed = run_cli(["resume", "--store", url, "-c", "1", "--max-failures", "4"], cwd=tmp_path)
+    assert "trial    3  its retry was owed when the last session ended: retried first" in (
+        resumed.stdout
+    )
+    store = Store(url)
+    trials = store.trials(store.campaigns()[0].id or 0)
+    assert [t.kind for t in trials] == ["sobol", "retry", "sobol", "retry"]
+    assert trials[3].parameters == trials[2].parameters
 
 
 def _status_json(url: str, cwd: Path) -> dict[str, Any]:
