@@ -574,11 +574,7 @@ def _drive(runner: Runner, listener: _ProgressListener, store: str, start: Any) 
             history = runner.store.trials(summary.campaign_id)
         except Exception:  # a store the stop was about (deleted, unreachable): no note
             history = []
-        from loop.retries import announced_retries, owed_note
-
-        note = owed_note(announced_retries(history, runner.owed_retries(history)))
-        if note is not None:
-            console.print(escape(note), highlight=False)
+        _print_owed(runner.store, history, runner=runner)
         _print_how_to_resume("stopped", store, summary.campaign_id)
         _state["stop_reported"] = True
         # 130 for a stop someone asked for (a signal, the operator's `stop`); 75 for one
@@ -666,16 +662,15 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
         far = [(r.number, r.objective) for r in summary.outlying if r.objective is not None]
         console.print(outlying_note(far, objective), highlight=False, markup=False)
     _print_failures(summary.failures, full=summary.status == "failed")
-    if summary.status == "failed":
-        # its last trial's line may have said "retrying": say the budget ended it first
-        from loop.retries import announced_retries, owed_note
-
-        runner = _runner_of_command.get("runner")
+    # its last trial's line may have said "retrying": say the budget ended it first
+    runner = _runner_of_command.get("runner")
+    try:
         history = db.trials(summary.campaign_id)
-        owed = runner.owed_retries(history) if runner is not None else {}
-        note = owed_note(announced_retries(history, owed), finished=True)
-        if note is not None:
-            console.print(note, markup=False, highlight=False)
+    except Exception:  # a store the failure was about (deleted, unreachable): no note
+        history = []
+    if runner is not None and history:
+        _print_owed(db, history, runner=runner)
+    if summary.status == "failed":
         raise typer.Exit(1)
 
 
@@ -908,7 +903,6 @@ def status(
     if row.status in UNFINISHED:
         console.print(_runner_line(db, row.id or 0, store, lease, holder), markup=False)
     from loop.cli_instruments import paused_lines
-    from loop.retries import owed_note
 
     for line in paused_lines(db, row, store):  # interlock pauses and operator releases
         style = "bold yellow" if row.status == "paused" else ""
@@ -921,9 +915,8 @@ def status(
         + f"seed {row.seed}",
         markup=False,
     )
-    owed = owed_note(_owed_retries(db, c, trials, holder), finished=row.status not in UNFINISHED)
-    if owed is not None:
-        console.print(owed, markup=False, highlight=False)
+    if holder is None:  # a live runner retries on its own
+        _print_owed(db, trials, campaign=c)
     live = row.status in ACTIVE and holder in ("running", "stopped")
     progress = _progress_line(trials, live=live and not _has_slots(c, trials))
     if progress:
@@ -1143,7 +1136,7 @@ def _status_json(
     state = _runner_state(lease)
     payload["runner"] = _runner_json(lease, state)
     payload["last_finished_at"] = last.isoformat() if last is not None else None
-    owed = _owed_retries(db, c, trials, state) if db is not None else []
+    owed = _owed_retries(db, trials, campaign=c)[0] if db is not None and state is None else []
     payload["owed_retries"] = [
         {"trial": o.number, "first_trial": o.first, "cut_off": o.cut_off} for o in owed
     ]
@@ -1184,16 +1177,51 @@ def _declared_units(c: Any, base_dir: Path) -> dict[str, dict[str, str]]:
     return {"parameters": parameters, "outputs": outputs}
 
 
-def _owed_retries(db: Store, c: Any, trials: list[Any], holder: str | None) -> list[Any]:
-    """The retries ``resume`` runs first (``loop.retries``), as it announces them, for a
-    campaign no live runner holds (``holder``: :func:`_runner_state`; a live one retries on
-    its own). From the rows as stored: a trial a dead runner left ``running`` is reconciled
-    by ``resume`` first, as ``plan --store`` previews."""
-    if holder is not None or not trials:
-        return []
-    from loop.retries import announced_retries, stored_owed
+def _owed_retries(
+    db: Store, trials: list[Any], *, campaign: Any = None, runner: Runner | None = None
+) -> tuple[list[Any], str]:
+    """The retries ``resume`` runs first (``loop.retries``), as it announces them, and the
+    ``closedloop resume`` command that runs them, for a campaign no live runner holds (a
+    live one retries on its own): ``runner``, the session that just ended, or else
+    ``campaign``, the stored one's config. A finished campaign's command extends the budget
+    rule that ended it (``Runner.spent``); one that met its target or ran out of patience
+    owes nothing, since no resume goes on (found in review)."""
+    from loop.retries import announced_retries, as_resume_finds, stored_owed
 
-    return announced_retries(trials, stored_owed(db, trials, c.instrument.max_retries))
+    if not trials:
+        return [], ""
+    cid = trials[0].campaign_id
+    c = runner.campaign if runner is not None else campaign
+    found = as_resume_finds(db, trials)
+    owed = announced_retries(found, stored_owed(db, found, c.instrument.max_retries))
+    command = f"closedloop resume --store {shell_word(db.url)} -c {cid}"
+    row = db.campaign(cid) if owed else None
+    if row is None or row.status in UNFINISHED:
+        return owed, command
+    if runner is None:  # the runner's rules, imported only for this rare case
+        from loop.runner import Runner
+
+        try:
+            runner = Runner.from_store(db, cid)
+        except ClosedLoopError:  # not resumable as stored: `resume` says why, not status
+            return owed, command
+    spent = runner.spent(trials, row.elapsed_seconds or 0.0)
+    if spent is None:
+        return owed, command
+    if spent.option is None:
+        return [], command
+    return owed, f"{command} {spent.option}"
+
+
+def _print_owed(
+    db: Store, trials: list[Any], *, campaign: Any = None, runner: Runner | None = None
+) -> None:
+    """Say which retries the campaign owes and the command that runs them (none: nothing)."""
+    from loop.retries import owed_note
+
+    note = owed_note(*_owed_retries(db, trials, campaign=campaign, runner=runner))
+    if note is not None:
+        console.print(note, markup=False, highlight=False)
 
 
 def _runner_state(lease: Any) -> str | None:

@@ -125,23 +125,42 @@ def retry_links(store: Store, history: Sequence[TrialRow]) -> dict[int, tuple[in
     return store.retry_links(history[0].campaign_id)
 
 
-def owed_note(announced: Sequence[OwedRetry], *, finished: bool = False) -> str | None:
+def owed_note(announced: Sequence[OwedRetry], command: str) -> str | None:
     """What the run's end and ``status`` say of the owed retries (None: none is owed),
-    named by their points' first trials, as ``resume`` names them. ``finished``: the
-    campaign ended on its budget (``completed``, ``failed``), which a resume must extend."""
+    named by their points' first trials, as ``resume`` names them; ``command``: the
+    ``closedloop resume`` that runs them (with the budget option a finished campaign
+    needs)."""
     if not announced:
         return None
     points = ", ".join(f"#{o.first}" for o in announced)
     one = len(announced) == 1
-    resume = (
-        "a `closedloop resume` that extends its budget (--max-trials, --max-failures)"
-        if finished
-        else "`closedloop resume`"
-    )
     return (
         f"{'a retry is' if one else 'retries are'} owed to the point{'' if one else 's'} of "
-        f"trial {points}: {resume} runs {'it' if one else 'them'} first"
+        f"trial {points}: `{command}` runs {'it' if one else 'them'} first"
     )
+
+
+def as_resume_finds(store: Store, history: Sequence[TrialRow]) -> list[TrialRow]:
+    """``history`` with each trial a dead runner left ``running`` and whose run never
+    closed (no stop document) taken as ``abandoned``, as ``resume``'s reconciliation
+    records it (``loop.runner.reconcile_documents``): a retry cut off by a kill is owed.
+    A trial whose run closed is left as it is (its documents decide; ``plan --store``
+    previews that), and so is one awaiting ``tell``. Call it only when no live runner
+    holds the campaign: a live runner's trials in flight are not left."""
+    from loop.asktell import awaiting_tell
+
+    left = [t for t in history if t.status == "running"]
+    if not left:
+        return list(history)
+    told = {id_of(t) for t in awaiting_tell(store, left)}
+    unclosed = {
+        id_of(t)
+        for t in left
+        if id_of(t) not in told and all(d.name != "stop" for d in store.documents(id_of(t)))
+    }
+    return [
+        t.model_copy(update={"status": "abandoned"}) if id_of(t) in unclosed else t for t in history
+    ]
 
 
 def followable(trial: TrialRow, attempt: Attempt, max_retries: int) -> bool:

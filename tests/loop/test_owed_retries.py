@@ -128,7 +128,11 @@ def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> Non
     killed = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr
 
-    # `plan` previews what resume measures next: the retry, not a new proposal
+    # `status` and `plan` say what resume measures next: the retry, not a new proposal
+    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
+    assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
+    owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # left running: cut off
+    assert _status_json(url, tmp_path)["owed_retries"] == owed
     preview = run_cli(["plan", "--store", url, "--dry-run"], cwd=tmp_path)
     assert preview.returncode == 0, preview.stderr
     assert "next trial #3 (a retry of trial #1) at x=" in preview.stdout
@@ -165,16 +169,16 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     stopped = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
     # the function's "...says it is transient", then "(retrying)", not "transient" twice
     assert "says it is transient (retrying)" in stopped.stdout
-    said = "a retry is owed to the point of trial #1: `closedloop resume` runs it first"
+    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
     assert said in stopped.stdout, stopped.stdout + stopped.stderr
     # `status` says so too, for as long as it is owed
-    assert said in run_cli(["status", "--store", url], cwd=tmp_path).stdout
+    assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # the retry, cut off unmeasured
     assert _status_json(url, tmp_path)["owed_retries"] == owed
     resumed = run_cli(["resume", "--store", url], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "trial    2  a retry of trial #1, cut off unmeasured: run again first" in resumed.stdout
-    assert said not in run_cli(["status", "--store", url], cwd=tmp_path).stdout
+    assert OWED not in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     assert _status_json(url, tmp_path)["owed_retries"] == []
 
 
@@ -198,10 +202,9 @@ def test_a_campaign_its_failure_budget_ended_says_the_retry_it_owes(tmp_path: Pa
     failed = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
     # trials 1 and 2 are a point and its retry; trial 3's retry is owed
-    said = (
-        "a retry is owed to the point of trial #3: a `closedloop resume` that extends its "
-        "budget (--max-trials, --max-failures) runs it first"
-    )
+    # the option that extends the rule that ended it (ten more failures), and `-c`: a
+    # finished campaign is resumed only by name
+    said = _owed_note(3, f"closedloop resume --store {url} -c 1 --max-failures 13")
     assert said in failed.stdout, failed.stdout
     assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 3, "first_trial": 3, "cut_off": False}]
@@ -215,6 +218,38 @@ def test_a_campaign_its_failure_budget_ended_says_the_retry_it_owes(tmp_path: Pa
     trials = store.trials(store.campaigns()[0].id or 0)
     assert [t.kind for t in trials] == ["sobol", "retry", "sobol", "retry"]
     assert trials[3].parameters == trials[2].parameters
+
+
+def test_a_campaign_that_met_its_target_owes_no_retry(tmp_path: Path) -> None:
+    """Two slots: one's retry meets the target while the other's is still measuring, and is
+    cut off. No resume goes on after a target (whatever the budget), so nothing is owed:
+    neither the summary nor ``status`` may promise a retry (review)."""
+    (tmp_path / "slow_retry.py").write_text(
+        FLAKY.replace("return {", "time.sleep(2 * inputs['x'])\n    return {")
+    )
+    path = tmp_path / "owed.yaml"
+    path.write_text(
+        CAMPAIGN.replace("flaky.py", "slow_retry.py")
+        .replace("max_retries: 2}", "max_retries: 2, count: 2}")
+        .replace("budget: {max_trials: 3}", "budget: {max_trials: 10, target: 0}")
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    done = run_cli(["run", str(path), "--store", url], cwd=tmp_path, env=WIDE)
+    assert done.returncode == 0, done.stderr
+    assert "target reached" in done.stdout
+    store = Store(url)
+    trials = store.trials(store.campaigns()[0].id or 0)
+    assert ("retry", "abandoned") in [(t.kind, t.status) for t in trials]  # one cut off
+    assert OWED not in done.stdout
+    assert OWED not in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
+    assert _status_json(url, tmp_path)["owed_retries"] == []
+
+
+OWED = "owed to the point"
+
+
+def _owed_note(first: int, command: str) -> str:
+    return f"a retry is owed to the point of trial #{first}: `{command}` runs it first"
 
 
 def _status_json(url: str, cwd: Path) -> dict[str, Any]:
