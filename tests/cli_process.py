@@ -272,6 +272,7 @@ def start_cli(
     errors: str = "strict",
     start_new_session: bool = False,
     default_stop_signals: bool = False,
+    fresh: bool = False,
 ) -> Process:
     """``closedloop ARGS`` started as ``subprocess.Popen([python, "-m", "loop.cli", *ARGS],
     ...)`` would start it; the streams as Popen takes them (``PIPE``, ``DEVNULL``,
@@ -279,11 +280,15 @@ def start_cli(
 
     ``default_stop_signals``: SIGINT, SIGTERM and SIGHUP as a terminal's shell leaves them,
     whatever this process has (a suite started under ``nohup`` hands its children SIGHUP
-    ignored, which closedloop rightly keeps ignored)."""
+    ignored, which closedloop rightly keeps ignored).
+
+    ``fresh``: a fresh interpreter even where the zygote would fork, for a test of what
+    only a real interpreter's exit does (a forked child ends without tearing down the
+    zygote's libraries: ``tests/cli_zygote.py``, ``_finalize``)."""
     command = [sys.executable, "-m", "loop.cli", *args]
     where = Path(cwd if cwd is not None else os.getcwd()).resolve()
     environment = dict(os.environ if env is None else env)
-    if os.environ.get("CLOSEDLOOP_TEST_FRESH") != "1":
+    if not fresh and os.environ.get("CLOSEDLOOP_TEST_FRESH") != "1":
         zygote = _zygote_for(environment)
         if zygote is not None:
             streams = (stdin, stdout, stderr)

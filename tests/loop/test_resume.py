@@ -510,6 +510,68 @@ def _wait_for_completed(db: Path, n: int, proc: Process, timeout: float = 60) ->
     raise AssertionError(f"no {n} completed trials within {timeout} s")
 
 
+# A planner whose second suggest keeps libtorch's thread pool busy for long after a stop.
+SPINNING_PLANNER = """
+import random
+from pathlib import Path
+
+import torch
+
+
+class Spin:
+    def __init__(self, context):
+        self.seen = 0
+        self.last_kinds = []
+
+    def ingest(self, observations):
+        self.seen += len(observations)
+
+    def suggest(self, n=1, pending=()):
+        if self.seen:
+            Path("SPINNING").touch()
+            a = torch.rand(300, 300)
+            for _ in range(200_000):  # minutes: stopped long before it ends
+                a = torch.tanh(a @ a)
+        self.last_kinds = ["random"] * n
+        return [{"x": random.random()} for _ in range(n)]
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_suggest_exits_130_from_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Ctrl-C while the planner computes: the planner thread is left behind at once
+    (``loop.cli._leave_planner_behind``); left to the interpreter's teardown, libtorch's
+    pool was torn down under it: "terminate called without an active exception", exit 134
+    (found in review). A fresh interpreter, not the zygote's fork, whose children end
+    without that teardown."""
+    (tmp_path / "spin.py").write_text(SPINNING_PLANNER)
+    (tmp_path / "c.yaml").write_text(
+        "name: spin\n"
+        "parameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: f.py:measure, outputs: [y]}\n"
+        "planner: {plugin: spin.py:Spin}\n"
+        "budget: {max_trials: 5}\n"
+    )
+    (tmp_path / "f.py").write_text("def measure(x):\n    return {'y': x['x']}\n")
+    proc = start_cli(
+        ["run", "c.yaml", "--store", "sqlite:///s.db"],
+        cwd=tmp_path,
+        default_stop_signals=True,
+        fresh=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "SPINNING").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)  # inside the matrix products
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "terminate called" not in err
+    assert "closedloop resume --store sqlite:///s.db" in err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
