@@ -266,14 +266,16 @@ def test_run_overrides_the_files_failure_and_time_budgets(tmp_path: Path) -> Non
     text = (ROOT / "campaigns" / "branin.yaml").read_text()
     (tmp_path / "b.yaml").write_text(text.replace("name: branin", "name: b"))
     url = f"sqlite:///{tmp_path / 's.db'}"
+    # two trials (Sobol's): the budget is what is checked, not the search
     proc = closedloop(
-        "run", "b.yaml", "--store", url, "--max-failures", "3", "--max-duration", "1h", "-q",
-        cwd=tmp_path,
+        "run", "b.yaml", "--store", url, "--max-trials", "2", "--max-failures", "3",
+        "--max-duration", "1h", "-q", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     status = closedloop("status", "--store", url, "--json", cwd=tmp_path)
     budget = json.loads(status.stdout)["budget"]
     assert budget["max_failures"] == 3 and budget["max_duration"] == "1h"
+    assert budget["max_trials"] == 2
     bad = closedloop("run", "b.yaml", "--store", url, "--max-duration", "2x", cwd=tmp_path)
     assert bad.returncode == 2 and "'2x' is not a duration" in bad.stderr
 
