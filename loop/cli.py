@@ -1183,9 +1183,15 @@ def _owed_retries(
     """The retries ``resume`` runs first (``loop.retries``), as it announces them, and the
     ``closedloop resume`` command that runs them, for a campaign no live runner holds (a
     live one retries on its own): ``runner``, the session that just ended, or else
-    ``campaign``, the stored one's config. A finished campaign's command extends the budget
-    rule that ended it (``Runner.spent``); one that met its target or ran out of patience
-    owes nothing, since no resume goes on (found in review)."""
+    ``campaign``, the stored one's config.
+
+    A campaign whose budget is spent (``Runner.spent``) owes a retry only to a resume that
+    extends the rule that ended it: the command carries that option (``-c`` too: a
+    finished campaign is resumed only by name). One that met its target or ran out of
+    patience owes nothing, since no resume goes on; a resume found such a campaign
+    unfinished (killed at its end) and closed it (found in review). An unfinished campaign
+    whose budget holds gets the short command: the line on how to continue it names the
+    store."""
     from loop.retries import announced_retries, as_resume_finds, stored_owed
 
     if not trials:
@@ -1194,23 +1200,33 @@ def _owed_retries(
     c = runner.campaign if runner is not None else campaign
     found = as_resume_finds(db, trials)
     owed = announced_retries(found, stored_owed(db, found, c.instrument.max_retries))
+    if not owed:
+        return [], ""
+    row = db.campaign(cid)
     command = f"closedloop resume --store {shell_word(db.url)} -c {cid}"
-    row = db.campaign(cid) if owed else None
-    if row is None or row.status in UNFINISHED:
-        return owed, command
-    if runner is None:  # the runner's rules, imported only for this rare case
-        from loop.runner import Runner
-
-        try:
-            runner = Runner.from_store(db, cid)
-        except ClosedLoopError:  # not resumable as stored: `resume` says why, not status
+    if runner is None:  # the runner's stopping rules, imported only for this rare case
+        runner = _stored_runner(db, cid)
+        if runner is None:  # not resumable as stored: `resume` says why, not status
             return owed, command
-    spent = runner.spent(trials, row.elapsed_seconds or 0.0)
-    if spent is None:
-        return owed, command
-    if spent.option is None:
-        return [], command
-    return owed, f"{command} {spent.option}"
+    spent = runner.spent(found, row.elapsed_seconds or 0.0)
+    if spent is not None:
+        return ([], "") if spent.option is None else (owed, f"{command} {spent.option}")
+    return owed, "closedloop resume" if row.status in UNFINISHED else command
+
+
+def _stored_runner(db: Store, cid: int) -> Runner | None:
+    """The stored campaign's runner for its rules alone (nothing is built or connected),
+    its loading's warnings unsaid: ``status`` said them once already; None when the
+    stored campaign cannot be loaded as it is (a file moved or gone)."""
+    from loop.runner import Runner
+
+    logging.disable(logging.WARNING)
+    try:
+        return Runner.from_store(db, cid)
+    except ClosedLoopError:
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _print_owed(

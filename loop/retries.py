@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loop.asktell import is_told
-from loop.failures import was_transient
+from loop.failures import transient_failure, was_transient
 from loop.store import Store, TrialRow, id_of
 
 
@@ -141,26 +141,33 @@ def owed_note(announced: Sequence[OwedRetry], command: str) -> str | None:
 
 
 def as_resume_finds(store: Store, history: Sequence[TrialRow]) -> list[TrialRow]:
-    """``history`` with each trial a dead runner left ``running`` and whose run never
-    closed (no stop document) taken as ``abandoned``, as ``resume``'s reconciliation
-    records it (``loop.runner.reconcile_documents``): a retry cut off by a kill is owed.
-    A trial whose run closed is left as it is (its documents decide; ``plan --store``
-    previews that), and so is one awaiting ``tell``. Call it only when no live runner
-    holds the campaign: a live runner's trials in flight are not left."""
+    """``history`` with each trial a dead runner left ``running`` given the outcome
+    ``resume``'s reconciliation records for it (``loop.runner.reconcile_documents``), as
+    far as its run's stop document decides it: none, or one that aborted, ``abandoned`` (a
+    retry cut off by a kill is owed); ``fail``, ``failed`` with the stop's reason (and
+    transient as that reason says). A run that closed successfully is left as it is (its
+    event decides; ``plan --store`` previews that), and so is a trial awaiting ``tell``.
+    Call it only when no live runner holds the campaign: a live runner's trials in flight
+    are not left."""
     from loop.asktell import awaiting_tell
 
     left = [t for t in history if t.status == "running"]
     if not left:
         return list(history)
     told = {id_of(t) for t in awaiting_tell(store, left)}
-    unclosed = {
-        id_of(t)
-        for t in left
-        if id_of(t) not in told and all(d.name != "stop" for d in store.documents(id_of(t)))
-    }
-    return [
-        t.model_copy(update={"status": "abandoned"}) if id_of(t) in unclosed else t for t in history
-    ]
+    found: dict[int, TrialRow] = {}
+    for t in left:
+        if id_of(t) in told:
+            continue
+        stops = [d.body for d in store.documents(id_of(t)) if d.name == "stop"]
+        exit_status = stops[-1].get("exit_status") if stops else None
+        if exit_status == "fail":
+            error = stops[-1].get("reason") or "run ended with 'fail'"
+            update = {"status": "failed", "error": error, "transient": transient_failure(error)}
+            found[id_of(t)] = t.model_copy(update=update)
+        elif exit_status != "success":
+            found[id_of(t)] = t.model_copy(update={"status": "abandoned"})
+    return [found.get(id_of(t), t) for t in history]
 
 
 def followable(trial: TrialRow, attempt: Attempt, max_retries: int) -> bool:

@@ -1525,12 +1525,15 @@ class Runner:
             reconciled = self._reconcile(cid) if resumed else []
             history = self.store.trials(cid)
             observations = self.store.observations(cid)
-            owed = self.owed_retries(history) if resumed else {}
+            tally = self._tally(history, observations)
+            # a resume that ends at once (its target met, its budget spent) runs no retry,
+            # nor says it will (found in review)
+            ends = self._stop_rule(tally, elapsed()) is not None
+            owed = self.owed_retries(history) if resumed and not ends else {}
             try:
                 planner = self.rebuild_planner(history, observations, retrying=owed)
             except PlannerError as exc:  # a plugin's ingest raised: the fix is to resume
                 raise self._planner_broke(cid, exc, 0) from exc.__cause__
-            tally = self._tally(history, observations)
             if resumed and isinstance(self.listener, ResumeListener):
                 self.listener.campaign_resumed(
                     ResumeState(

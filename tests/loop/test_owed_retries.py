@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,17 @@ def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> Non
     assert killed.returncode == -9, killed.stderr
 
     # `status` and `plan` say what resume measures next: the retry, not a new proposal
-    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
+    said = _owed_note(1, "closedloop resume")  # the line on how to continue names the store
     assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # left running: cut off
+    assert _status_json(url, tmp_path)["owed_retries"] == owed
+    # killed after its run aborted and before the row was updated: cut off all the same
+    store = Store(url)
+    retry = store.trials(1)[1]
+    uid = _starts(store, 1)[1]["uid"]
+    stop = {"uid": "stop-1", "run_start": uid, "exit_status": "abort", "reason": "killed"}
+    store.add_document(retry.id or 0, 99, "stop", stop, uid)
+    store.close()
     assert _status_json(url, tmp_path)["owed_retries"] == owed
     preview = run_cli(["plan", "--store", url, "--dry-run"], cwd=tmp_path)
     assert preview.returncode == 0, preview.stderr
@@ -169,8 +178,9 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     stopped = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
     # the function's "...says it is transient", then "(retrying)", not "transient" twice
     assert "says it is transient (retrying)" in stopped.stdout
-    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
+    said = _owed_note(1, "closedloop resume")  # the next line gives the whole command
     assert said in stopped.stdout, stopped.stdout + stopped.stderr
+    assert f"continue with `closedloop resume --store {url} -c 1`" in stopped.stderr
     # `status` says so too, for as long as it is owed
     assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # the retry, cut off unmeasured
@@ -243,6 +253,14 @@ def test_a_campaign_that_met_its_target_owes_no_retry(tmp_path: Path) -> None:
     assert OWED not in done.stdout
     assert OWED not in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     assert _status_json(url, tmp_path)["owed_retries"] == []
+    # killed at its end, left unfinished: resume closes it at once, and runs no retry
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        db.execute("UPDATE campaign SET status = 'stopped'")
+    assert _status_json(url, tmp_path)["owed_retries"] == []
+    resumed = run_cli(["resume", "--store", url], cwd=tmp_path, env=WIDE)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "first" not in resumed.stdout and "target reached" in resumed.stdout
+    assert len(store.trials(1)) == len(trials)
 
 
 OWED = "owed to the point"

@@ -560,13 +560,18 @@ def test_a_stop_during_a_suggest_exits_130_from_a_fresh_interpreter(tmp_path: Pa
         default_stop_signals=True,
         fresh=True,
     )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "SPINNING").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(0.5)  # inside the matrix products
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    with proc:
+        try:
+            deadline = time.monotonic() + 120
+            while not (tmp_path / "SPINNING").exists():
+                assert proc.poll() is None, proc.communicate(timeout=10)
+                assert time.monotonic() < deadline, "the second suggest never started"
+                time.sleep(0.1)
+            time.sleep(0.5)  # inside the matrix products
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:  # a failed test leaves no process spinning torch on the shared cores
+            proc.kill()
     assert proc.returncode == 130, (out, err)
     assert "terminate called" not in err
     assert "closedloop resume --store sqlite:///s.db" in err
