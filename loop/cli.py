@@ -1185,13 +1185,14 @@ def _owed_retries(
     live one retries on its own): ``runner``, the session that just ended, or else
     ``campaign``, the stored one's config.
 
-    A campaign whose budget is spent (``Runner.spent``) owes a retry only to a resume that
-    extends the rule that ended it: the command carries that option (``-c`` too: a
-    finished campaign is resumed only by name). One that met its target or ran out of
-    patience owes nothing, since no resume goes on; a resume found such a campaign
-    unfinished (killed at its end) and closed it (found in review). An unfinished campaign
-    whose budget holds gets the short command: the line on how to continue it names the
-    store."""
+    The command names the store and the campaign (``-c``): a bare ``closedloop resume``,
+    pasted, resumed the latest unfinished campaign of the default store, another one
+    (found in review). A campaign whose budget is spent (``Runner.spent``) owes a retry
+    only to a resume that extends the rule that ended it: the command carries that
+    option. One that met its target or ran out of patience owes nothing, since no resume
+    goes on; a resume found such a campaign unfinished (killed at its end) and closed it
+    (found in review). Weighing the rules loads the stored campaign's runner (bluesky,
+    ophyd: ~2 s), only when a retry is owed."""
     from loop.retries import announced_retries, as_resume_finds, stored_owed
 
     if not trials:
@@ -1204,14 +1205,14 @@ def _owed_retries(
         return [], ""
     row = db.campaign(cid)
     command = f"closedloop resume --store {shell_word(db.url)} -c {cid}"
-    if runner is None:  # the runner's stopping rules, imported only for this rare case
+    if runner is None:  # the runner's stopping rules, imported only when a retry is owed
         runner = _stored_runner(db, cid)
         if runner is None:  # not resumable as stored: `resume` says why, not status
             return owed, command
     spent = runner.spent(found, row.elapsed_seconds or 0.0)
     if spent is not None:
         return ([], "") if spent.option is None else (owed, f"{command} {spent.option}")
-    return owed, "closedloop resume" if row.status in UNFINISHED else command
+    return owed, command
 
 
 def _stored_runner(db: Store, cid: int) -> Runner | None:

@@ -1529,7 +1529,8 @@ class Runner:
             # a resume that ends at once (its target met, its budget spent) runs no retry,
             # nor says it will (found in review)
             ends = self._stop_rule(tally, elapsed()) is not None
-            owed = self.owed_retries(history) if resumed and not ends else {}
+            due = self.owed_retries(history) if resumed else {}
+            owed = {} if ends else due
             try:
                 planner = self.rebuild_planner(history, observations, retrying=owed)
             except PlannerError as exc:  # a plugin's ingest raised: the fix is to resume
@@ -1547,7 +1548,8 @@ class Runner:
                         takeover=takeover,
                         front=tally.front,
                         retrying=announced_retries(history, owed),
-                        given_up=_given_up(history, owed, reconciled),
+                        # what is owed decides what was given up, run now or not
+                        given_up=_given_up(history, due, reconciled),
                     )
                 )
             self._hangs = self._hang_watch(history)

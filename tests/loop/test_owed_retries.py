@@ -130,7 +130,7 @@ def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> Non
     assert killed.returncode == -9, killed.stderr
 
     # `status` and `plan` say what resume measures next: the retry, not a new proposal
-    said = _owed_note(1, "closedloop resume")  # the line on how to continue names the store
+    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
     assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 2, "first_trial": 1, "cut_off": True}]  # left running: cut off
     assert _status_json(url, tmp_path)["owed_retries"] == owed
@@ -178,7 +178,9 @@ def test_a_stop_during_a_retry_says_the_retry_is_owed(tmp_path: Path) -> None:
     stopped = run_cli(["run", str(path), "--store", url], cwd=tmp_path)
     # the function's "...says it is transient", then "(retrying)", not "transient" twice
     assert "says it is transient (retrying)" in stopped.stdout
-    said = _owed_note(1, "closedloop resume")  # the next line gives the whole command
+    # the store and the campaign: pasted, a bare `closedloop resume` resumed the latest
+    # unfinished campaign of the default store (review)
+    said = _owed_note(1, f"closedloop resume --store {url} -c 1")
     assert said in stopped.stdout, stopped.stdout + stopped.stderr
     assert f"continue with `closedloop resume --store {url} -c 1`" in stopped.stderr
     # `status` says so too, for as long as it is owed
@@ -253,13 +255,18 @@ def test_a_campaign_that_met_its_target_owes_no_retry(tmp_path: Path) -> None:
     assert OWED not in done.stdout
     assert OWED not in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     assert _status_json(url, tmp_path)["owed_retries"] == []
-    # killed at its end, left unfinished: resume closes it at once, and runs no retry
+    # killed at its end, the cut-off retry left running (its run never closed): resume
+    # closes the campaign at once, and neither runs the retry nor calls it given up
+    (cut,) = [t.id for t in trials if (t.kind, t.status) == ("retry", "abandoned")]
     with sqlite3.connect(tmp_path / "store.db") as db:
-        db.execute("UPDATE campaign SET status = 'stopped'")
+        db.execute("UPDATE campaign SET status = 'running'")
+        db.execute("UPDATE trial SET status = 'running' WHERE id = ?", (cut,))
+        db.execute("DELETE FROM document WHERE trial_id = ? AND name = 'stop'", (cut,))
     assert _status_json(url, tmp_path)["owed_retries"] == []
     resumed = run_cli(["resume", "--store", url], cwd=tmp_path, env=WIDE)
     assert resumed.returncode == 0, resumed.stderr
-    assert "first" not in resumed.stdout and "target reached" in resumed.stdout
+    assert "target reached" in resumed.stdout
+    assert "first" not in resumed.stdout and "twice" not in resumed.stdout, resumed.stdout
     assert len(store.trials(1)) == len(trials)
 
 
