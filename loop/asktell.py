@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from loop.errors import ClosedLoopError, shell_word
+from loop.errors import ClosedLoopError, cli_command
 from loop.failures import OPERATOR_FAILED
 from loop.fmt import counted, number, parameter, span, specs, visible
 from loop.lock import LEASE_TTL, CampaignLease, frozen_note
@@ -567,8 +567,8 @@ def read_results_csv(runner_for: Any, path: Path) -> ResultsSheet:
                 f"{where}: the campaign's output(s) {', '.join(clash)} have the name of a "
                 "results-CSV column of another meaning (trial_id, fail, transient, "
                 "actual.<param>), so "
-                "a CSV cannot tell them; tell each trial with `closedloop tell --store "
-                f"{shell_word(runner.store.url)} TRIAL_ID name=value ...`"
+                "a CSV cannot tell them; tell each trial with "
+                f"`{cli_command('tell', runner.store.url, None, 'TRIAL_ID name=value ...')}`"
             )
         outputs: dict[str, str] = {}
         actual: dict[str, str] = {}
@@ -854,20 +854,20 @@ def open_campaign(
             logger.warning(
                 "campaign '%s' (id %s) is %s and the file differs from it%s: a new campaign "
                 "of that name starts from the file (the finished one is continued with "
-                "`closedloop suggest --store %s -c %s --max-trials N`)",
+                "`%s`)",
                 row.name,
                 row.id,
                 row.status,
                 differs,
-                shell_word(store.url),
-                row.id,
+                cli_command("suggest", store.url, row.id, "--max-trials N"),
             )
         elif edited:
             raise InvalidInput(
                 f"campaign '{row.name}' (id {row.id}) in this store was created from a "
-                f"different file{differs}; continue it with `closedloop suggest --store "
-                f"{shell_word(store.url)} -c {row.id}` (a budget is changed with --max-trials, "
-                "--max-failures or --max-duration), or give the new campaign another name"
+                f"different file{differs}; continue it with "
+                f"`{cli_command('suggest', store.url, row.id)}` (a budget is changed with "
+                "--max-trials, --max-failures or --max-duration), or give the new campaign "
+                "another name"
             )
         else:
             return stored(row.id), False
@@ -942,7 +942,8 @@ def suggest(
         if in_flight:
             raise InvalidInput(
                 f"campaign '{row.name}' (id {cid}) has trials a runner left in flight "
-                f"({', '.join(f'#{n}' for n in in_flight)}); `closedloop resume` reconciles them"
+                f"({', '.join(f'#{n}' for n in in_flight)}); "
+                f"`{cli_command('resume', store.url, cid)}` reconciles them"
             )
         pending = [t for t in history if t.status == "running"]
         limit = runner.budget.max_trials
@@ -950,23 +951,23 @@ def suggest(
             completed = sum(t.status == "completed" and t.kind != PRIOR_KIND for t in history)
             room = limit - completed - len(pending)
             if room <= 0:
-                url = shell_word(store.url)
+                tell = cli_command("tell", store.url, None, "TRIAL_ID")
+                more = cli_command("suggest", store.url, cid, f"--max-trials {limit + n}")
                 raise InvalidInput(
                     f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
                     f"{len(pending)} pending can already reach budget.max_trials = {limit}; "
-                    f"tell the pending ones first (`closedloop tell --store {url} "
-                    "TRIAL_ID ...`; one that will not be run is withdrawn with `closedloop "
-                    f"tell --store {url} TRIAL_ID --abandon REASON`), or raise the "
-                    f"budget: `closedloop suggest --store {url} "
-                    f"-c {cid} --max-trials {limit + n}`" + _SAME_POINT * (chosen is not None)
+                    f"tell the pending ones first (`{tell} ...`; one that will not be run is "
+                    f"withdrawn with `{tell} --abandon REASON`), or raise the budget: "
+                    f"`{more}`" + _SAME_POINT * (chosen is not None)
                 )
             if chosen is not None and room < n:
                 raise InvalidInput(
                     f"campaign '{row.name}' (id {cid}): {completed} trial(s) completed and "
                     f"{len(pending)} pending leave room for {room} more within "
                     f"budget.max_trials = {limit}, not the {n} asked for at the chosen point; "
-                    f"raise the budget: `closedloop suggest --store {shell_word(store.url)} "
-                    f"-c {cid} --max-trials {limit + n - room}`{_SAME_POINT}"
+                    "raise the budget: `"
+                    + cli_command("suggest", store.url, cid, f"--max-trials {limit + n - room}")
+                    + f"`{_SAME_POINT}"
                 )
             n = min(n, room)
         observations = store.observations(cid)
@@ -1180,10 +1181,8 @@ def _spent_message(runner: Runner, name: str, spent: Spent, *, chosen: bool = Fa
             "edit the campaign file, e.g. its target or bounds, and suggest it again)"
         )
     return (
-        f"{done}; nothing more to suggest unless the budget is raised, e.g. `closedloop "
-        f"suggest --store {shell_word(runner.store.url)} -c {cid} {spent.option}`"
-        + _SAME_POINT
-        * chosen
+        f"{done}; nothing more to suggest unless the budget is raised, e.g. "
+        f"`{cli_command('suggest', runner.store.url, cid, spent.option)}`" + _SAME_POINT * chosen
     )
 
 
@@ -1443,7 +1442,8 @@ def trial_and_runner(store: Store, trial_id: int, runners: dict[int, Runner]) ->
     if _dispatched(store, trial):
         raise InvalidInput(
             f"trial {trial_id} (#{trial.number}) was dispatched to an instrument by a runner "
-            "(it has Bluesky documents); `closedloop resume` reconciles it"
+            f"(it has Bluesky documents); `{cli_command('resume', store.url, trial.campaign_id)}` "
+            "reconciles it"
         )
     return _with_runner(store, trial, runners)
 

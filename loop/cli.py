@@ -39,7 +39,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from instruments import InstrumentConfigError, InstrumentError
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
+from loop.errors import (
+    CampaignConfigError,
+    ClosedLoopError,
+    StoreError,
+    cli_command,
+    first_line,
+)
 from loop.fmt import (
     DIGITS,
     Output,
@@ -522,12 +528,11 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
         if lease is not None and why is not None:
             raise CampaignLocked(why, owner=lease.owner)
     namesakes = [r for r in reversed(db.campaigns()) if r.name == name and r.id is not None]
-    store = shell_word(url)
     unfinished = next((r for r in namesakes if r.status in UNFINISHED), None)
     if unfinished is not None:
         said = (
             f"campaign '{name}' (id {unfinished.id}) in this store is unfinished "
-            f"({unfinished.status}); `closedloop resume --store {store} -c {unfinished.id}` "
+            f"({unfinished.status}); `{cli_command('resume', url, unfinished.id)}` "
             "would continue it. Starting a new campaign."
         )
     elif namesakes:
@@ -541,9 +546,10 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
         said = (
             f"campaign '{name}' (id {last.id}) in this store is {last.status} with "
             f"{counted(done, 'completed trial')}; this run starts a new campaign and does "
-            f"not learn from them. To build on them: `closedloop export --store {store} "
-            f"-c {last.id} -o earlier.csv`, then `--prior earlier.csv`; or `closedloop resume "
-            f"--store {store} -c {last.id} --max-trials N` extends it as it was stored."
+            f"not learn from them. To build on them: "
+            f"`{cli_command('export', url, last.id, '-o earlier.csv')}`, then `--prior "
+            f"earlier.csv`; or `{cli_command('resume', url, last.id, '--max-trials N')}` "
+            "extends it as it was stored."
         )
     else:
         return
@@ -614,10 +620,9 @@ def _log_bluesky_prints() -> None:
 
 
 def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None:
-    which = f" -c {campaign_id}" if campaign_id is not None else ""
     err_console.print(
         f"[yellow]{what}[/]: every finished trial is in the store; continue with "
-        + escape(f"`closedloop resume --store {shell_word(store)}{which}`")
+        + escape(f"`{cli_command('resume', store, campaign_id)}`")
     )
 
 
@@ -1204,7 +1209,7 @@ def _owed_retries(
     if not owed:
         return [], ""
     row = db.campaign(cid)
-    command = f"closedloop resume --store {shell_word(db.url)} -c {cid}"
+    command = cli_command("resume", db.url, cid)
     if runner is None:  # the runner's stopping rules, imported only when a retry is owed
         runner = _stored_runner(db, cid)
         if runner is None:  # not resumable as stored: `resume` says why, not status
@@ -1646,9 +1651,10 @@ def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str |
     from loop.asktell import awaiting_tell
     from loop.lock import describe_lease, frozen_note, stale_reason
 
-    where = f"--store {shell_word(url)} -c {campaign_id}"
+    resume = f"`{cli_command('resume', url, campaign_id)}`"
+    suggest = f"`{cli_command('suggest', url, campaign_id)}`"
     if lease is not None and state == "stopped":
-        then = f"`closedloop resume {where}` continues the campaign"
+        then = f"{resume} continues the campaign"
         return f"runner: {frozen_note(lease, then) or describe_lease(lease)}"
     why = stale_reason(lease) if lease is not None and state is not None else None
     if lease is not None and state is not None and why is None:
@@ -1663,16 +1669,14 @@ def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str |
         ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
         return (
             f"{head}; {len(pending)} suggestion(s) await results (trial ids "
-            f"{ids}): `closedloop tell --store {shell_word(url)} TRIAL_ID name=value ...` "
-            f"records one (`--abandon REASON` withdraws it), `closedloop suggest {where}` "
-            "proposes more"
+            f"{ids}): `{cli_command('tell', url, None, 'TRIAL_ID name=value ...')}` "
+            f"records one (`--abandon REASON` withdraws it), {suggest} proposes more"
         )
     if (db.campaign(campaign_id).stop_reason or "").startswith("ask/tell:"):
         return (
-            f"{head}; `closedloop suggest {where}` proposes more trials "
-            f"(`closedloop resume {where}` would drive it with its instrument)"
+            f"{head}; {suggest} proposes more trials ({resume} would drive it with its instrument)"
         )
-    return f"{head}; `closedloop resume {where}` continues it"
+    return f"{head}; {resume} continues it"
 
 
 class ExportFormat(StrEnum):
@@ -2385,10 +2389,7 @@ def suggest(
         )
     finished = row.status not in UNFINISHED  # by this suggest: a finished one is refused
     if not proposals:
-        more = (
-            f"; `closedloop suggest --store {shell_word(store)} -c {runner.campaign_id}` "
-            "proposes more"
-        )
+        more = f"; `{cli_command('suggest', store, runner.campaign_id)}` proposes more"
         console.print(
             f"{c.name} (id {runner.campaign_id}): nothing to run" + ("" if finished else more),
             markup=False,
@@ -2417,7 +2418,7 @@ def suggest(
     console.print(WholeTable(title, headers, rows, numeric, turn=True))
     outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(
-        f"record a result: closedloop tell --store {shell_word(store)} TRIAL_ID {outputs} "
+        f"record a result: {cli_command('tell', store, None, 'TRIAL_ID', outputs)} "
         "[--actual PARAM=VALUE] (or --fail REASON; --abandon REASON if it will not be run)",
         markup=False,
         highlight=False,

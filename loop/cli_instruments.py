@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from loop.config import read_number
-from loop.errors import CampaignConfigError, shell_word
+from loop.errors import CampaignConfigError, cli_command
 from loop.fmt import Output, WholeTable, number, parameter, specs
 
 instruments_app = typer.Typer(
@@ -322,7 +322,7 @@ def plan(
             # Only a budget can be extended: a target met or patience run out holds whatever
             # the budget (`resume` refuses; this note once told to extend it, found in review).
             extend = (
-                f" (`closedloop resume -c {runner.campaign_id} {stop.option}` extends it)"
+                f" (`{cli_command('resume', store, runner.campaign_id, stop.option)}` extends it)"
                 if store is not None and stop.option is not None
                 else ""
             )
@@ -780,8 +780,8 @@ def release(
         if live_lease(db, cid) is None:
             err_console.print(
                 f"campaign '{row.name}' (id {cid}) was paused ({reason}) but no runner is "
-                f"driving it now, so there is nothing to release; `closedloop resume --store "
-                f"{shell_word(store)} -c {cid}` checks the interlocks again",
+                f"driving it now, so there is nothing to release; "
+                f"`{cli_command('resume', store, cid)}` checks the interlocks again",
                 markup=False,
                 highlight=False,
             )
@@ -894,10 +894,7 @@ def stop(
             err_console.print(
                 f"campaign '{row.name}' (id {cid}) is {row.status} and no runner is driving "
                 "it now, so there is nothing to stop"
-                + (
-                    f"; `closedloop status --store {shell_word(store)} -c {cid}` shows what "
-                    "it holds"
-                ),
+                + (f"; `{cli_command('status', store, cid)}` shows what it holds"),
                 markup=False,
                 highlight=False,
             )
@@ -907,7 +904,7 @@ def stop(
             err_console.print(
                 f"note: its runner's last heartbeat was {time.time() - lease.heartbeat:.0f} s "
                 "ago: it may be hung or stopped (Ctrl-Z), and takes the request only once it "
-                "runs again; `closedloop status` says more",
+                f"runs again; `{cli_command('status', db.url, cid)}` says more",
                 markup=False,
                 highlight=False,
             )
@@ -956,8 +953,8 @@ def _await_stop(db: Any, campaign_id: int, wait: float) -> None:
             if row.status in ACTIVE:  # no runner let go of it: its heartbeats stopped
                 err_console.print(
                     f"the runner did not take the stop: it stopped heartbeating (it died or "
-                    f"hung) and the campaign is still {row.status}; `closedloop resume "
-                    f"--store {shell_word(db.url)} -c {campaign_id}` reconciles its trials",
+                    f"hung) and the campaign is still {row.status}; "
+                    f"`{cli_command('resume', db.url, campaign_id)}` reconciles its trials",
                     markup=False,
                     highlight=False,
                 )
@@ -972,8 +969,8 @@ def _await_stop(db: Any, campaign_id: int, wait: float) -> None:
         time.sleep(0.2)
     err_console.print(
         f"the runner has not stopped within {wait:g} s (it takes the request at its next "
-        "heartbeat, then waits for the trials in flight); `closedloop status` shows where "
-        "it is",
+        "heartbeat, then waits for the trials in flight); "
+        f"`{cli_command('status', db.url, campaign_id)}` shows where it is",
         markup=False,
         highlight=False,
     )
@@ -1015,7 +1012,8 @@ def _await_release(db: Any, campaign_id: int, event_id: int, wait: float) -> Non
         time.sleep(0.2)
     err_console.print(
         f"the runner has not acted on it within {wait:g} s (it checks every interlock_poll "
-        "seconds); `closedloop status` shows whether the campaign is still paused",
+        f"seconds); `{cli_command('status', db.url, campaign_id)}` shows whether the "
+        "campaign is still paused",
         markup=False,
         highlight=False,
     )
@@ -1033,13 +1031,13 @@ def paused_lines(db: Any, row: Any, url: str) -> list[str]:
         lines.append(f"PAUSED: waiting for interlocks: {row.stop_reason or 'reason not recorded'}")
         if live_lease(db, row.id or 0) is None:
             lines.append(
-                "  the runner that waited is gone; `closedloop resume` continues the campaign "
-                "(checking the interlocks again)"
+                f"  the runner that waited is gone; `{cli_command('resume', db.url, row.id)}` "
+                "continues the campaign (checking the interlocks again)"
             )
         else:
             lines.append(
                 "  it goes on by itself once they hold; to proceed despite them: "
-                f"`closedloop release --store {shell_word(url)} -c {row.id} --confirm`"
+                f"`{cli_command('release', url, row.id, '--confirm')}`"
             )
     releases = [e for e in db.events(row.id or 0) if e.kind == "release"]
     if releases:

@@ -50,7 +50,7 @@ from instruments._yamlfile import (
     read_yaml_mapping,
     refuse_booleans,
 )
-from loop.errors import CampaignConfigError, ClosedLoopError, shell_word
+from loop.errors import CampaignConfigError, ClosedLoopError, cli_command
 from loop.prior import EXPORT_COLUMNS
 from planners import (
     ChoiceParameter,
@@ -709,10 +709,7 @@ class StoredCampaignError(CampaignConfigError):
         way_on: str | None = None,
     ) -> None:
         where = f"{exc.path.name}, line {exc.line}" if exc.line is not None else exc.path.name
-        export = (
-            f"`closedloop export --store {shell_word(stored.url)} -c {stored.campaign_id} "
-            "-o trials.csv`"
-        )
+        export = f"`{cli_command('export', stored.url, stored.campaign_id, '-o trials.csv')}`"
         if not exportable:
             export += (
                 " with the closedloop version that stored the campaign (this one cannot read "

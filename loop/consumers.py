@@ -226,9 +226,9 @@ class QueuedConsumer:
             return missing[0] if missing else None
 
     def _replay_hint(self, trial: Any) -> str:
-        where = f" {self.replay()}" if self.replay is not None else ""
+        export = self.replay() if self.replay is not None else "closedloop export"
         since = f" --from-trial {trial}" if isinstance(trial, int) else ""
-        return f"`closedloop export{where} --format jsonl{since}` replays them from the store"
+        return f"`{export} --format jsonl{since}` replays them from the store"
 
     def end_session(self) -> None:
         """The session is over: a consumer given up gets the next session's documents."""

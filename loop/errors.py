@@ -50,6 +50,19 @@ def shell_word(text: str) -> str:
     return shlex.quote(text)
 
 
+def cli_command(verb: str, store_url: str, campaign_id: int | None, *options: str) -> str:
+    """``closedloop VERB --store URL -c ID [OPTIONS]``, as a message tells the user to paste it.
+
+    Every such command names its store and its campaign: a bare ``closedloop resume``,
+    pasted, resumed the latest unfinished campaign of the default store, another one than
+    the message was about (found in review, session 36). ``campaign_id`` is ``None`` only
+    where no campaign was stored yet."""
+    words = ["closedloop", verb, "--store", shell_word(store_url)]
+    if campaign_id is not None:
+        words += ["-c", str(campaign_id)]
+    return " ".join([*words, *options])
+
+
 def first_line(text: object, default: str = "") -> str:
     """The first non-blank line of ``str(text)``, stripped; ``default`` if it has none.
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import NoReturn
 
-from loop.errors import first_line, shell_word
+from loop.errors import cli_command, first_line
 from loop.fmt import span
 from loop.store import CampaignLocked, LeaseClaim, LeaseLost, LeaseRow, Store, StoreGone
 
@@ -230,9 +230,7 @@ def running_namesake(name: str, campaign_id: int, lease: LeaseRow, url: str) -> 
     """
     if stale_reason(lease) is not None:
         return None
-    frozen = frozen_note(
-        lease, f"`closedloop resume --store {shell_word(url)} -c {campaign_id}` continues it"
-    )
+    frozen = frozen_note(lease, f"`{cli_command('resume', url, campaign_id)}` continues it")
     if frozen is not None:
         return (
             f"campaign '{name}' (id {campaign_id}) in {url} is held by a runner that is not "
@@ -306,8 +304,8 @@ class CampaignLease:
 
     def _refuse_live(self, campaign_id: int, current: LeaseRow) -> NoReturn:
         """``CampaignLocked`` for a lease a live runner holds (or a stopped process)."""
-        where = f"--store {shell_word(self.store.url)} -c {campaign_id}"
-        frozen = frozen_note(current, f"`closedloop resume {where}` continues the campaign")
+        resume = cli_command("resume", self.store.url, campaign_id)
+        frozen = frozen_note(current, f"`{resume}` continues the campaign")
         if frozen is not None:
             raise CampaignLocked(
                 f"campaign {campaign_id} is held by a stopped process, not taken over: {frozen}",

@@ -89,7 +89,13 @@ from loop.config import (
     parse_duration,
 )
 from loop.consumers import STOPPED_DRAIN, QueuedConsumer, drain_consumers
-from loop.errors import CampaignConfigError, ClosedLoopError, StoreError, first_line, shell_word
+from loop.errors import (
+    CampaignConfigError,
+    ClosedLoopError,
+    StoreError,
+    cli_command,
+    first_line,
+)
 from loop.failures import (
     OPERATOR_FAILED,
     OPERATOR_KIND,
@@ -286,9 +292,10 @@ def stop_on_signals(
             return
         if len(received) == 2:
             if exit_process:
+                resume = cli_command("resume", runner.store.url, runner.campaign_id)
                 then = (
                     "once more exits without it), then stopping at once; the store is "
-                    "consistent and `closedloop resume` continues the campaign"
+                    f"consistent and `{resume}` continues the campaign"
                 )
             else:
                 then = (
@@ -1004,10 +1011,7 @@ class Runner:
         line, problem, fix = None, str(exc), ""
         if isinstance(exc, InstrumentFileError):
             path, line, problem, fix = exc.path, exc.line, exc.problem, exc.fix
-        export = (
-            f"`closedloop export --store {shell_word(stored.url)} -c {stored.campaign_id} "
-            "-o trials.csv`"
-        )
+        export = f"`{cli_command('export', stored.url, stored.campaign_id, '-o trials.csv')}`"
         if isinstance(exc, DiskSafetyConflict):
             # The file on disk is read for its safety settings, so its fix (an edit of the
             # file, or a new campaign with it as it is) holds; only how a new one learns.
@@ -1344,9 +1348,8 @@ class Runner:
             self._draining = False
 
     def _replay_where(self) -> str:
-        """The ``--store URL -c ID`` of this runner's campaign, for a consumer's message."""
-        where = f"--store {shell_word(self.store.url)}"
-        return where if self.campaign_id is None else f"{where} -c {self.campaign_id}"
+        """The ``closedloop export`` of this runner's campaign, for a consumer's message."""
+        return cli_command("export", self.store.url, self.campaign_id)
 
     def _interrupted(self, summary: CampaignSummary | None) -> str:
         """What a ``KeyboardInterrupt`` out of ``run``/``resume`` says: what was kept, and
@@ -1419,12 +1422,14 @@ class Runner:
         if spent.reason != why:  # another limit than the stored one still holds
             why += f"; with the budget given, still {spent.reason}"
         done = f"campaign '{row.name}' (id {cid}) is {row.status}: {why}"
-        where = f"--store {shell_word(self.store.url)} -c {cid}"
+        url = self.store.url
+        resume = cli_command("resume", url, cid, *filter(None, [spent.option]))
         if spent.option is None:
             raise CampaignFinished(
                 f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
-                f"campaign from this one's data: `closedloop export {where} -o done.csv`, "
-                "then `closedloop run FILE --prior done.csv` with a new target or patience"
+                "campaign from this one's data: "
+                f"`{cli_command('export', url, cid, '-o done.csv')}`, then `closedloop run "
+                "FILE --prior done.csv` with a new target or patience"
             )
         if python:
             name, value = spent.option.removeprefix("--").split(" ", 1)
@@ -1434,11 +1439,10 @@ class Runner:
             raise CampaignFinished(
                 f"{done}. To extend it, resume with a larger budget, e.g. "
                 f"Runner.from_store(Store({self.store.url!r}), {cid}, {override}).resume(), "
-                f"or on the command line `closedloop resume {where} {spent.option}`"
+                f"or on the command line `{resume}`"
             )
         raise CampaignFinished(
-            f"{done}. To extend it, resume with a larger budget, e.g. "
-            f"`closedloop resume {where} {spent.option}`"
+            f"{done}. To extend it, resume with a larger budget, e.g. `{resume}`"
         )
 
     def refuse_before_start(self) -> None:
@@ -1465,14 +1469,13 @@ class Runner:
         if not pending:
             return
         ids = ", ".join(str(t.id) for t in pending[:10]) + (", ..." if len(pending) > 10 else "")
-        where = f"--store {shell_word(self.store.url)}"
+        tell = cli_command("tell", self.store.url, None, "TRIAL_ID")
         raise SuggestionsPending(
             f"campaign '{self.campaign.name}' (id {cid}) has {len(pending)} trial(s) from "
             f"`closedloop suggest` waiting for results (trial ids {ids}); resuming would "
-            f"abandon them. Record each with `closedloop tell {where} TRIAL_ID name=value "
-            f"...` (or `--fail REASON`), or withdraw one that will not be run with "
-            f"`closedloop tell {where} TRIAL_ID --abandon REASON`; then resume (or go on "
-            f"with `closedloop suggest {where} -c {cid}`)"
+            f"abandon them. Record each with `{tell} name=value ...` (or `--fail REASON`), "
+            f"or withdraw one that will not be run with `{tell} --abandon REASON`; then "
+            f"resume (or go on with `{cli_command('suggest', self.store.url, cid)}`)"
         )
 
     # ----------------------------------------------------------------- the loop
@@ -1707,7 +1710,7 @@ class Runner:
                 first_line(exc),
                 in_flight,
             )
-        resume = f"`closedloop resume --store {shell_word(self.store.url)} -c {cid}`"
+        resume = f"`{cli_command('resume', self.store.url, cid)}`"
         if isinstance(exc, PluginRaised):
             fix = (
                 f"fix the plugin (`closedloop -v ...` shows its traceback), then {resume} "
@@ -1743,8 +1746,8 @@ class Runner:
             ) from None
         raise StoreGone(
             f"{why}; the campaign stopped, and everything the store held, this campaign's "
-            f"trials to the last, is saved in {copy}. Go on from there: `closedloop resume "
-            f"--store sqlite:///{copy} -c {cid}`"
+            f"trials to the last, is saved in {copy}. Go on from there: "
+            f"`{cli_command('resume', f'sqlite:///{copy}', cid)}`"
         ) from None
 
     def _dispatcher_kwargs(self) -> dict[str, Any]:

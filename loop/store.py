@@ -63,7 +63,7 @@ from sqlalchemy.exc import (
 )
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select, update
 
-from loop.errors import StoreError, first_line, shell_word
+from loop.errors import StoreError, cli_command, first_line
 from simulators._text import shown
 
 logger = logging.getLogger(__name__)
@@ -1268,7 +1268,7 @@ class Store:
                 f"store {self.url} was written by an older closedloop (store schema "
                 f"{version or 1}; this one reads {SCHEMA_VERSION}) and must be upgraded "
                 "before it is read, which needs write access you do not have here: have its "
-                f"owner run `closedloop status --store {shell_word(self.url)}` once with this "
+                f"owner run `{cli_command('status', self.url, None)}` once with this "
                 "version (it upgrades the store), or copy it into a folder you can write and pass "
                 "that --store"
             )
@@ -1618,8 +1618,9 @@ class Store:
         near = near or difflib.get_close_matches(str(ref), names, n=1, cutoff=0.6)
         hint = f"did you mean '{near[0]}'? " if near else ""
         return (
-            f"no campaign '{ref}' in store {self.url}; {hint}`closedloop campaigns --store "
-            f"{shell_word(self.url)}` lists the {len(names)} campaign name(s) it holds"
+            f"no campaign '{ref}' in store {self.url}; {hint}"
+            f"`{cli_command('campaigns', self.url, None)}` lists the {len(names)} campaign "
+            "name(s) it holds"
         )
 
     def latest_unfinished(self) -> CampaignRow:

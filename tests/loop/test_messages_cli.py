@@ -255,7 +255,11 @@ def test_a_preview_without_c_takes_the_latest_campaign_even_when_finished(tmp_pa
     url = _finished(tmp_path)
     plan = closedloop("plan", "--dry-run", "--store", url, cwd=tmp_path)
     assert plan.returncode == 0, plan.stderr
-    assert "`closedloop resume` would stop at once" in " ".join(plan.stdout.split())
+    said = " ".join(plan.stdout.split())
+    assert "`closedloop resume` would stop at once" in said
+    # the command that extends it names the store: without, it extended the default store's
+    # campaign of that id (session 37)
+    assert f"(`closedloop resume --store {url} -c 1 --max-trials" in said
 
 
 def test_resume_names_what_an_edited_file_changes(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.errors import StoreError
+from loop.errors import StoreError, cli_command
 from loop.store import Store
 from tests.cli_process import closedloop, run_cli
 
@@ -478,6 +478,18 @@ def test_a_device_or_a_pipe_is_no_store(tmp_path: Path) -> None:
             Store(f"sqlite:///{path}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
     assert not Path("/dev/null-journal").exists()
+
+
+def test_a_command_to_paste_names_its_store_and_its_campaign() -> None:
+    """Pasted, a bare `closedloop resume` (or `status`, `suggest`) acts on the default store
+    and its latest campaign, not the one the message was about (session 37: the preview's
+    "extends it", the stop and release notes, a refused `tell` or `suggest`)."""
+    assert cli_command("resume", "sqlite:///runs/x.db", 3, "--max-trials 40") == (
+        "closedloop resume --store sqlite:///runs/x.db -c 3 --max-trials 40"
+    )
+    assert cli_command("tell", "sqlite:////a b/x.db", None, "TRIAL_ID") == (
+        "closedloop tell --store 'sqlite:////a b/x.db' TRIAL_ID"
+    )
 
 
 def test_a_command_to_paste_names_a_store_in_any_folder(tmp_path: Path) -> None:
