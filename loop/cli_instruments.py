@@ -309,11 +309,13 @@ def plan(
         db = Store("sqlite://", scratch=True)
     try:
         if store is not None:
-            runner, point, header, notes = _stored_point(db, store, file, campaign, at or [])
+            runner, point, header, notes, history = _stored_point(
+                db, store, file, campaign, at or []
+            )
         else:
-            runner, point, header, notes = _file_point(db, loaded, at or [], seed)
+            runner, point, header, notes, history = _file_point(db, loaded, at or [], seed)
         c = runner.campaign
-        stop = _would_stop(runner, db)
+        stop = _would_stop(runner, db, history)
         if stop is not None:
             # The runner's own stop rule holds already (a target the prior data meet, a
             # budget spent): say so first, or the preview reads as what `run` will do next.
@@ -409,14 +411,15 @@ def _hardware_note(msg: Any) -> str:
     return f"-> {method()}"
 
 
-def _would_stop(runner: Any, db: Any) -> Any:
+def _would_stop(runner: Any, db: Any, history: list[Any]) -> Any:
     """Why ``run`` (``resume`` for a stored campaign) would stop before its first trial, by
     the runner's own rule (``Runner.spent``: a target the prior data already meet,
     patience, a budget already spent, with the option that extends it, if one does), or
-    ``None``."""
-    cid = runner.campaign_id
-    elapsed = db.campaign(cid).elapsed_seconds or 0.0
-    return runner.spent(db.trials(cid), elapsed)
+    ``None``. ``history``: the trials as that first trial finds them, those a crash left
+    running reconciled (a failure that reconciliation finds can spend ``max_failures``;
+    weighed on the stored rows, the preview said the campaign would go on)."""
+    elapsed = db.campaign(runner.campaign_id).elapsed_seconds or 0.0
+    return runner.spent(history, elapsed)
 
 
 def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
@@ -482,7 +485,7 @@ def _proposal(
 
 def _file_point(
     db: Any, loaded: Any, at: list[str], seed: int | None
-) -> tuple[Any, dict[str, Any], str, list[str]]:
+) -> tuple[Any, dict[str, Any], str, list[str], list[Any]]:
     """The first trial ``closedloop run`` would measure: the campaign created as ``run``
     creates it (its prior data stored first) in ``db``, a throwaway in-memory store, and its
     planner rebuilt from those trials as ``run`` rebuilds it."""
@@ -503,12 +506,12 @@ def _file_point(
         )
     prior = f" (after {len(history)} prior-data rows)" if history else ""
     header = f"[bold]{escape(c.name)}[/]{prior}: next trial at "
-    return runner, point, header, notes
+    return runner, point, header, notes, history
 
 
 def _stored_point(
     db: Any, url: str, file: Path | None, campaign: str | None, at: list[str]
-) -> tuple[Any, dict[str, Any], str, list[str]]:
+) -> tuple[Any, dict[str, Any], str, list[str], list[Any]]:
     """The next proposal of a stored campaign, the one ``closedloop resume`` measures next:
     its planner rebuilt from the stored trials, those a crash left running given the outcome
     resume's reconciliation would give them (only ask/tell suggestions awaiting ``tell`` stay
@@ -578,7 +581,7 @@ def _stored_point(
         f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1}"
         f"{f' (a retry of trial #{owed[0].first})' if owed else ''} at "
     )
-    return runner, point, header, notes
+    return runner, point, header, notes, history
 
 
 def _as_resume_reconciles(

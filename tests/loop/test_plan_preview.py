@@ -165,6 +165,51 @@ def test_plan_store_after_a_crash_is_the_point_resume_measures(tmp_path: Path) -
         store.close()
 
 
+class _StopAfter:
+    """A listener that asks the runner to stop once ``n`` trials have ended."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.runner = n, None
+
+    def trial_started(self, number: int, parameters: dict[str, Any]) -> None:
+        pass
+
+    def trial_finished(self, report: Any) -> None:
+        if report.number >= self.n and self.runner is not None:
+            self.runner.request_stop("the operator stopped it")
+
+
+def test_plan_store_weighs_the_budget_after_reconciling_a_crash(tmp_path: Path) -> None:
+    """The budget's last trial, left running by a kill after its run closed: resume records
+    it completed and stops at once. The preview weighed the stored rows (3 completed, one
+    running) and said nothing of it (session 36's note, fixed in session 37)."""
+    (tmp_path / "c.yaml").write_text(CRASH_CAMPAIGN.replace("max_trials: 3", "max_trials: 4"))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    try:
+        listener = _StopAfter(3)
+        runner = Runner(load_campaign(tmp_path / "c.yaml"), store, listener=listener)
+        listener.runner = runner
+        cid = runner.run().campaign_id
+        point = {"x1": 3.1, "x2": 2.3}
+        trial = store.add_trial(cid, point, "model", slot=0)
+        for seq, (name, body) in enumerate(_run_documents("r4", point, 0.6, "success"), 1):
+            store.add_document(trial.id or 0, seq, name, body, "r4")
+        store.finish_campaign(cid, "running", "")
+
+        out = _plan("--dry-run", "--store", url, "-c", str(cid))
+        assert out.exit_code == 0, out.output
+        said = _text(out.output)
+        assert "1 left running, reconciled as resume would: #4 completed" in said
+        assert "`closedloop resume` would stop at once and measure no trial (max_trials" in said
+        assert f"(`closedloop resume --store {url} -c {cid} --max-trials" in said
+
+        Runner.from_store(store, cid).resume()  # as said: no new trial
+        assert [t.status for t in store.trials(cid)] == ["completed"] * 4
+    finally:
+        store.close()
+
+
 def test_plan_store_on_a_campaign_being_run_keeps_its_trials_in_flight_pending(
     tmp_path: Path,
 ) -> None:
