@@ -95,6 +95,7 @@ __all__ = [
     "read_results_csv",
     "amend_result",
     "told_trial",
+    "amend_keeps",
     "running_time",
     "suggest",
     "tell",
@@ -1514,6 +1515,35 @@ def tell(
     for cid in leases:
         done.extend(t for t in store.trials(cid) if t.id in seen)
     return done
+
+
+def amend_keeps(
+    store: Store,
+    trial: TrialRow,
+    outputs: Mapping[str, str],
+    actual: Mapping[str, str],
+    *,
+    measured: bool,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The outputs and actual parameters ``tell --amend`` records for ``trial``, as text for
+    :func:`build_result`: those given, and the trial's earlier ones not given again.
+
+    An amend names what was wrong (``tell 7 yield=0.46 --amend typo``); the rest of the
+    result stands. It replaced the whole result, so a side output and an ``--actual``
+    value not repeated were deleted without a word, and the planner learnt the trial at
+    its commanded point (found in review). For a trial that was run (not for
+    ``--abandon``, which takes neither). ``measured``: it is told as measured (no
+    ``--fail``), so its earlier outputs are kept too."""
+    old = store.trial_outputs(trial.id or 0) if measured else {}
+    kept = {k: repr(v) for k, v in old.items() if k not in outputs and math.isfinite(v)}
+    used = trial.readbacks or {}
+    kept_actual = {k: _as_text(v) for k, v in used.items() if k not in actual}
+    return {**kept, **outputs}, {**kept_actual, **actual}
+
+
+def _as_text(value: Any) -> str:
+    """A stored parameter value as it is typed: a float exactly (``repr``), else as is."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def told_trial(store: Store, trial_id: int, runners: dict[int, Runner]) -> TrialRow:

@@ -2506,11 +2506,13 @@ def tell(
 
     Who recorded them (--by, else user@host), when, which trials and from which CSV file
     (with its sha256) are stored with them; `status` shows the latest. --amend REASON
-    replaces a told trial's result (a plate read rotated, a typo) and records the old one,
-    who changed it and why; the planner learns the new one at the next suggest.
+    corrects a told trial's result (a plate read rotated, a typo): the outputs and --actual
+    values given replace those told, the rest stand; the old result, who changed it and why
+    are recorded, and the planner learns the new one at the next suggest.
     """
     from loop.asktell import (
         InvalidInput,
+        amend_keeps,
         amend_result,
         build_result,
         parse_assignments,
@@ -2546,11 +2548,20 @@ def tell(
                     "give TRIAL_ID name=value ... (or --csv FILE); `closedloop suggest` "
                     "prints the trial ids"
                 )
+            outputs = parse_assignments(values or [], "output")
+            used = parse_assignments(actual or [], "--actual")
             if amend is not None:
                 trial = told_trial(db, trial_id, runners)
+                if fail is None and abandon is None and not outputs and not used:
+                    raise InvalidInput(
+                        f"nothing to amend for trial {trial_id}: give the output(s) or "
+                        "--actual value(s) to correct, or --fail/--abandon REASON"
+                    )
+                if abandon is None:  # what is not given again stands
+                    outputs, used = amend_keeps(db, trial, outputs, used, measured=fail is None)
             else:
                 trial = trial_and_runner(db, trial_id, runners)
-            if fail is None and abandon is None and not values:
+            if fail is None and abandon is None and not outputs:
                 raise InvalidInput(
                     f"no results for trial {trial_id}: give name=value for each output, "
                     "--fail REASON if it failed, or --abandon REASON if it will not be run"
@@ -2560,8 +2571,8 @@ def tell(
                 build_result(
                     runners[trial.campaign_id],
                     trial_id,
-                    parse_assignments(values or [], "output"),
-                    parse_assignments(actual or [], "--actual"),
+                    outputs,
+                    used,
                     fail,
                     abandoned=abandon,
                     transient=transient,

@@ -470,16 +470,34 @@ def amend_line(amends: Sequence[Mapping[str, Any]]) -> str | None:
     at = str(last.get("at", ""))[:16].replace("T", " ")
     old, new = last.get("old"), last.get("new")
     old, new = (old, new) if isinstance(old, dict) and isinstance(new, dict) else ({}, {})
-    change = (
-        f"{old.get('status')} -> {new.get('status')}"
-        if old.get("status") != new.get("status")
-        else "outputs corrected"
-    )
+    if old.get("status") != new.get("status"):
+        change = f"{old.get('status')} -> {new.get('status')}"
+    else:  # which values, from what to what: "outputs corrected" said neither (review)
+        values = _changed_values(old, new)
+        change = ", ".join(values[:3]) + (f" and {len(values) - 3} more" if values[3:] else "")
+        change = change or "nothing changed"
     times = "once" if len(amends) == 1 else f"{len(amends)} times"
     return (
         f"results amended: {times}; latest {at} UTC by {last.get('by') or '?'}: "
         f"#{last.get('trial')} {change} ({last.get('reason')})"
     )
+
+
+def _changed_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Each output and actual parameter an amend changed: ``yield 0.81 -> 0.18``, ``actual
+    temperature 88 -> 62.5`` (``–`` where there was none)."""
+    from loop.fmt import number
+
+    changed = []
+    for label, key in (("", "outputs"), ("actual ", "readbacks")):
+        before, after = old.get(key), new.get(key)
+        before = before if isinstance(before, dict) else {}
+        after = after if isinstance(after, dict) else {}
+        for name in [*before, *(k for k in after if k not in before)]:
+            if before.get(name) != after.get(name):
+                was, now = number(before.get(name), none="–"), number(after.get(name), none="–")
+                changed.append(f"{label}{name} {was} -> {now}")
+    return changed
 
 
 def code_change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -885,6 +885,53 @@ def test_a_result_told_wrong_is_amended_and_the_old_one_kept(tmp_path: Path) -> 
     assert no_reason.exit_code == 2 and "--amend needs a reason" in _flat(no_reason)
 
 
+def test_an_amend_changes_what_it_names_and_keeps_the_rest(tmp_path: Path) -> None:
+    """`tell 1 yield=0.46 --amend typo` replaced the whole result: a side output and an
+    `--actual` value not repeated were deleted without a word, and the planner learnt the
+    trial at its commanded point (found in review). Now what is not given again stands,
+    and status says what changed."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    file = tmp_path / "side.yaml"
+    text = ASKTELL.replace(
+        "instrument: manual", "instrument: {manual: true, outputs: [yield, purity]}"
+    )
+    file.write_text(text % ("side", 20, 5))
+    (trial,) = _suggest(url, str(file), "-n", "1")["trials"]
+    tid, commanded = str(trial["trial_id"]), trial["parameters"]["temperature"]
+    used = commanded - 0.5 if commanded >= 30.5 else commanded + 0.25
+    told = _cli(
+        "tell", "--store", url, tid, "yield=0.64", "purity=0.91", f"--actual=temperature={used}"
+    )
+    assert told.exit_code == 0, told.output
+    (record,) = _trials(url)
+    assert record["readbacks"] == {"temperature": used}
+
+    fixed = _cli("tell", "--store", url, tid, "yield=0.46", "--amend", "typo")
+    assert fixed.exit_code == 0, fixed.output
+    (record,) = _trials(url)
+    assert record["outputs"] == {"yield": 0.46, "purity": 0.91}
+    assert record["readbacks"] == {"temperature": used}
+    assert "#1 yield 0.64 -> 0.46 (typo)" in _flat(_cli("status", "--store", url))
+
+    thermometer = _cli(
+        "tell", "--store", url, tid, f"--actual=temperature={commanded}", "--amend", "thermometer"
+    )
+    assert thermometer.exit_code == 0, thermometer.output
+    (record,) = _trials(url)
+    assert record["outputs"] == {"yield": 0.46, "purity": 0.91}
+    assert record["readbacks"] in ({}, {"temperature": commanded})  # as commanded after all
+    said = _flat(_cli("status", "--store", url))
+    assert f"#1 actual temperature {used:.6g} -> " in said and "(thermometer)" in said
+
+    nothing = _cli("tell", "--store", url, tid, "--amend", "x")
+    assert nothing.exit_code == 2 and "nothing to amend for trial" in _flat(nothing)
+    # failed after all: its outputs go (a failed trial has none), what was used stays
+    failed = _cli("tell", "--store", url, tid, "--fail", "bubbles", "--amend", "seen later")
+    assert failed.exit_code == 0, failed.output
+    (record,) = _trials(url)
+    assert (record["status"], record["outputs"]) == ("failed", {})
+
+
 def test_a_runners_measurement_is_not_amended(tmp_path: Path) -> None:
     from tests.cli_process import closedloop
 
