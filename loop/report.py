@@ -610,6 +610,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     backend, and safe beside other threads' figures.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     campaign = stored_campaign(row)
     objectives = campaign.objectives
@@ -677,6 +678,8 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
             )
         )
     first.set_xlabel("trial")
+    # trials are whole numbers: a short campaign's axis read 2.5, 7.5 (found in review)
+    first.xaxis.set_major_locator(MaxNLocator(integer=True))
     if numbers:
         first.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
     if not any(r["status"] == "completed" for r in records):
@@ -712,6 +715,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         if legend:
             panels[0].legend(list(legend.values()), list(legend), loc="best", fontsize="small")
         panels[-1].set_xlabel("trial")
+        panels[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # shared by the panels
     top = n_rows
     for objective in scan_objectives:
         shared: Any = None
