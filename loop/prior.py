@@ -63,6 +63,9 @@ EXPORT_COLUMNS = frozenset(
         "pareto",
         "best",
         "slot",
+        "transient",
+        "retry_of",
+        "attempt",
     }
 )
 # The statuses an export writes for a trial with no measurement to learn from: its rows are

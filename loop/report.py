@@ -508,12 +508,17 @@ def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> s
     # the flags the records carry: never a parameter's or output's column of the same name
     # (a stored campaign may name one `best`; its rows had a cell more than the header)
     flags = [k for k in _FLAGS if any(k in r for r in records)]
+    # nor a campaign's parameter or output of one of these names (stored before they were
+    # reserved): its column is kept, the bookkeeping one left out
+    named = {*params, *outputs}
+    attempts = [k for k in _ATTEMPT if k not in named and any(k in r for r in records)]
     header = (
         ["trial_id", "number", "kind", "status", "slot"]
         + params
         + [f"readback.{k}" for k in readbacks]
         + outputs
         + flags
+        + attempts
         + ["run_uid", "error", "started_at", "finished_at"]
     )
     buffer = io.StringIO()
@@ -526,6 +531,7 @@ def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> s
             + [r["readbacks"].get(k, "") for k in readbacks]
             + [r["outputs"].get(k, "") for k in outputs]
             + [_flag(r.get(k)) for k in flags]
+            + [_flag(r.get(k)) if k == "transient" else _or_blank(r.get(k)) for k in attempts]
             + [r["run_uid"] or "", r["error"] or "", r["started_at"] or "", r["finished_at"] or ""]
         )
     return buffer.getvalue()
@@ -533,6 +539,8 @@ def to_csv(records: list[dict[str, Any]], campaign: Campaign | None = None) -> s
 
 # True/false columns ``annotate`` adds, in the export's column order.
 _FLAGS = ("feasible", "pareto", "best")
+# What ``loop.store.export_records`` says of a trial's attempt at its point.
+_ATTEMPT = ("transient", "retry_of", "attempt")
 
 
 def _flag(value: bool | None) -> str:

@@ -29,7 +29,10 @@ def trial_records(store: Store | str, campaign: str | int | None = None) -> list
     Returns:
         Dicts with ``trial_id``, ``number``, ``kind`` (``prior`` for prior data), ``status``,
         ``slot``, ``parameters``, ``readbacks`` and ``outputs`` (dicts by name), ``run_uid``,
-        ``error``, ``started_at``, ``finished_at``; with outcome constraints ``feasible``;
+        ``error``, ``transient`` (a failed trial: the instrument's fault, not the point's;
+        else ``None``), ``retry_of`` (a retry: its point's first trial's number) and
+        ``attempt`` (1, 2, ...), ``started_at``, ``finished_at``; with outcome constraints
+        ``feasible``;
         with one objective ``best`` (the trial ``closedloop status`` calls best), with
         several ``pareto``. ``pandas.json_normalize(records)`` makes a table of them
         (columns ``parameters.x1``, ``outputs.y``, ...).

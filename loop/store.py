@@ -2727,10 +2727,19 @@ def export_records(
     Trials and outputs come from one snapshot (``snapshot``, as
     :meth:`Store.trials_and_observations` reads it, or read here), so a campaign running
     meanwhile never shows a trial's outcome without its outputs.
+
+    ``transient`` (a failed trial: the instrument's fault, which the planner does not learn
+    as the point's; else ``None``), ``retry_of`` (a retry: the number of its point's first
+    attempt) and ``attempt`` (1, 2, ...; ``None`` for a retry whose run never started):
+    the store had them and a notebook could only match retries by their floats, or tell a
+    transient failure from the point's own by ``status --json``'s command lines (review).
     """
     trials, observations = snapshot or store.trials_and_observations(campaign_id)
+    links = store.retry_links(campaign_id)
+    number_of = {t.id: t.number for t in trials}
     records = []
     for t in trials:
+        first, attempt = links.get(t.id or -1, (None, None if t.kind == "retry" else 1))
         records.append(
             {
                 "trial_id": t.id,
@@ -2743,6 +2752,9 @@ def export_records(
                 "run_uid": t.run_uid,
                 "slot": t.slot,
                 "error": t.error,
+                "transient": bool(t.transient) if t.status == "failed" else None,
+                "retry_of": number_of.get(first) if first is not None else None,
+                "attempt": attempt,
                 "started_at": t.started_at.isoformat() if t.started_at else None,
                 "finished_at": t.finished_at.isoformat() if t.finished_at else None,
             }

@@ -9,6 +9,8 @@ instrument that fails each point's first call with an exception flagged transien
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sqlite3
@@ -18,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from loop import Runner, Store, parse_campaign
+from loop import Runner, Store, parse_campaign, trial_records
 from loop.failures import OPERATOR_FAILED, transient_failure
+from loop.report import to_csv
 from loop.retries import attempts, owed_retries
 from loop.runner import TrialReport, reconcile_documents
 from loop.store import TrialRow
@@ -120,6 +123,20 @@ def test_a_retry_owed_when_a_stop_ended_the_session_runs_first_on_resume(
     assert summary.completed == 3
     # the retried point is measured once; each later point fails once and is retried
     assert [t.kind for t in trials] == ["sobol", "retry", "sobol", "retry", "sobol", "retry"]
+    # an export says which attempt each trial is, and that the failures were transient:
+    # a notebook matched retries by their floats (found in review)
+    records = trial_records(store, cid)
+    assert [(r["transient"], r["retry_of"], r["attempt"]) for r in records[:4]] == [
+        (True, None, 1),
+        (None, 1, 2),
+        (True, None, 1),
+        (None, 3, 2),
+    ]
+    cells = list(csv.DictReader(io.StringIO(to_csv(records))))[:2]
+    assert [(c["transient"], c["retry_of"], c["attempt"]) for c in cells] == [
+        ("true", "", "1"),
+        ("", "1", "2"),
+    ]
 
 
 def test_a_retry_cut_off_by_a_kill_is_run_again_on_resume(tmp_path: Path) -> None:
