@@ -441,8 +441,22 @@ def _read_row(
                     "delete rows that were not measured",
                 )
             continue
+        if name not in required and _not_finite(cell):
+            # a side output that read nothing, as the export writes it (nan): a run keeps
+            # such a trial, and prior data refused the export's every such row (review)
+            continue
         values[name] = _parse_output(path, line, number, name, cell)
     return PriorRow(parameters=point, outputs=values, source=path, row=number)
+
+
+def _not_finite(cell: str) -> bool:
+    """Whether ``cell`` is a number that is not finite (``nan``, ``inf``); junk is not."""
+    from loop.config import read_number  # loop.config imports this module
+
+    try:
+        return not math.isfinite(read_number(cell))
+    except ValueError:
+        return False
 
 
 #: The most bad rows one refusal lists: each with its line, so a spreadsheet is mended in

@@ -315,6 +315,15 @@ def test_an_export_is_valid_prior_data(tmp_path: Path) -> None:
     assert [r.source for r in rows[4:]] == [exported] * 7
 
 
+def test_a_side_output_that_read_nothing_is_no_value(tmp_path: Path) -> None:
+    """An export writes a side output that read NaN as `nan`; prior data refused each such
+    row, though the README says an export works as it is (found in review). An objective's
+    `nan` is still refused (`test_bad_prior_data_is_located`)."""
+    loaded = _setup(tmp_path, GOOD.replace(",0.1\n", ",nan\n").replace(",0.3\n", ",-inf\n"))
+    rows = load_prior_data(loaded, [])
+    assert [r.outputs for r in rows] == [{"y": 8.0}, {"y": 5.5}, {"y": 72.5}, {"y": 172.0}]
+
+
 def test_a_row_of_one_cell_is_counted_in_the_singular(tmp_path: Path) -> None:
     """It said "has 1 cells for 5 columns" (found in review)."""
     with pytest.raises(PriorDataError, match="has 1 cell for 6 columns"):
@@ -540,5 +549,20 @@ def test_a_second_run_of_a_finished_campaign_says_it_does_not_learn_from_it(
     assert (
         "campaign 'prior' (id 1) in this store is completed with 3 completed trials; this run "
         "starts a new campaign and does not learn from them. To build on them: `closedloop "
-        f"export --store {store} -c 1 -o earlier.csv`, then `--prior earlier.csv`"
+        f"export --store {store} -c 1 -o earlier.csv`, then `--prior earlier.csv`; or "
+        f"`closedloop resume --store {store} -c 1 --max-trials 13` extends it."
     ) in said, said
+    # a campaign its target ended cannot be extended: no `resume --max-trials N` offered,
+    # which resume then refused (found in review)
+    (tmp_path / "t.py").write_text("def f(inputs):\n    return {'y': inputs['x']}\n")
+    (tmp_path / "t.yaml").write_text(
+        "name: t\nparameters: [{name: x, type: float, bounds: [0, 1]}]\n"
+        "objectives: [{name: y, goal: maximize}]\n"
+        "instrument: {function: t.py:f, outputs: [y]}\nplanner: {kind: sobol}\n"
+        "budget: {max_trials: 5, target: 0.01}\nseed: 1\n"
+    )
+    args = ["run", str(tmp_path / "t.yaml"), "--store", store]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = " ".join(CliRunner().invoke(app, args).output.split())
+    assert "then `--prior earlier.csv` (target reached" in again, again
+    assert "so no resume goes on)" in again and "closedloop resume" not in again, again
