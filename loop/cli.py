@@ -539,17 +539,29 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
         # Re-running an edited file (bounds, a constraint, a bigger budget) started over
         # without a word that nothing measured was learned from (found in review).
         last = namesakes[0]
+        trials = db.trials(last.id or 0)
         # its prior-data rows are the file's too: the new campaign learns them again
-        done = sum(t.status == "completed" and t.kind != "prior" for t in db.trials(last.id or 0))
+        done = sum(t.status == "completed" and t.kind != "prior" for t in trials)
         if not done:
             return
+        # the rule that ended it, and the option that extends it: `--max-trials N` was
+        # offered for a campaign its target or max_failures ended, which resume refuses
+        # (found in review)
+        runner = _stored_runner(db, last.id or 0)
+        spent = runner.spent(trials, last.elapsed_seconds or 0.0) if runner else None
+        if spent is not None and spent.option is None:
+            extend = f" ({spent.reason}: that holds whatever the budget, so no resume goes on)"
+        else:
+            options = [spent.option] if spent is not None and spent.option else []
+            if runner is None:  # its rules unread (a file moved): the usual extension
+                options = ["--max-trials N"]
+            extend = f"; or `{cli_command('resume', url, last.id, *options)}` extends it"
         said = (
             f"campaign '{name}' (id {last.id}) in this store is {last.status} with "
             f"{counted(done, 'completed trial')}; this run starts a new campaign and does "
             f"not learn from them. To build on them: "
             f"`{cli_command('export', url, last.id, '-o earlier.csv')}`, then `--prior "
-            f"earlier.csv`; or `{cli_command('resume', url, last.id, '--max-trials N')}` "
-            "extends it as it was stored."
+            f"earlier.csv`{extend}."
         )
     else:
         return

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from loop.errors import shell_word
 from loop.fmt import Output, number
 
 console = Output(soft_wrap=True)
@@ -159,8 +160,17 @@ def datasets(
             citations.append((ds.name, ds_spec.citation))
     console.print(table)
     if unfitted:  # the bundled datasets ship fitted: the hint was shown beside their figures
+        # the same datasets, fitted: a bare `--fit` listed the bundled ones and left the
+        # user's own unfitted (found in review)
+        if data is not None and spec is not None:
+            which = f" --data {shell_word(str(data))} --spec {shell_word(str(spec))}"
+        else:
+            which = "".join(f" --name {shell_word(n)}" for n in dict.fromkeys(name or []))
         console.print(
-            "noise sd and CV R² of an emulator not fitted yet: `closedloop datasets --fit`",
+            escape(
+                "noise sd and CV R² of an emulator not fitted yet: "
+                f"`closedloop datasets{which} --fit`"
+            ),
             style="dim",
         )
     if name or data is not None:  # the datasets asked for by name: what a campaign lists

@@ -415,3 +415,6 @@ def test_closedloop_datasets_options_and_a_damaged_cache(
     listed = cli.invoke(app, ["datasets", *own])
     assert listed.exit_code == 0, listed.output
     assert "screen" in listed.output and "emulator" in listed.output
+    # the hint fits these data: a bare `datasets --fit` fitted the bundled ones (review)
+    hint = "`closedloop datasets --data data/screen.csv --spec data/screen.yaml --fit`"
+    assert hint in " ".join(listed.output.split()), listed.output
