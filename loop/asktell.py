@@ -1609,6 +1609,7 @@ def amend_result(
             "outputs": observations.get(result.trial_id, {}),
             "readbacks": told.readbacks or {},
             "error": told.error,
+            "transient": bool(told.transient) if told.status == "failed" else None,
         }
         history = [_told(t, outcome) if t.id == told.id else t for t in history]
         observations[result.trial_id] = dict(outcome.outputs)
@@ -1618,6 +1619,7 @@ def amend_result(
             "outputs": outcome.outputs,
             "readbacks": outcome.readbacks,
             "error": outcome.error,
+            "transient": outcome.transient if outcome.status == "failed" else None,
         }
         detail = {"trial": told.number, "reason": reason.strip(), "old": old, "new": new}
         text = json.dumps(detail, separators=(",", ":"), default=str, allow_nan=False)

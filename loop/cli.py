@@ -548,7 +548,8 @@ def _refuse_if_running(db: Store, name: str, url: str) -> None:
         # offered for a campaign its target or max_failures ended, which resume refuses
         # (found in review)
         runner = _stored_runner(db, last.id or 0)
-        spent = runner.spent(trials, last.elapsed_seconds or 0.0) if runner else None
+        # an ask/tell campaign's running time is its age (`max_duration` as status judges it)
+        spent = runner.spent(trials, _running_time(db, last, trials)) if runner else None
         if spent is not None and spent.option is None:
             extend = f" ({spent.reason}: that holds whatever the budget, so no resume goes on)"
         else:
@@ -2466,13 +2467,14 @@ def tell(
         str | None, typer.Option("--fail", help="Record the trial as failed, with this reason.")
     ] = None,
     transient: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--transient",
+            "--transient/--not-transient",
             help="With --fail: the instrument's fault, not the conditions' (a clogged tip): "
-            "the planner does not learn the point as failing.",
+            "the planner does not learn the point as failing. An --amend of a failed trial "
+            "keeps what it was told unless one of these is given.",
         ),
-    ] = False,
+    ] = None,
     abandon: Annotated[
         str | None,
         typer.Option(
@@ -2533,6 +2535,7 @@ def tell(
         trial_and_runner,
     )
     from loop.asktell import tell as record
+    from loop.failures import OPERATOR_FAILED
     from loop.store import Store
 
     db = Store(store, create=False)
@@ -2540,7 +2543,14 @@ def tell(
     runners: dict[int, Runner] = {}
     try:
         if csv_file is not None:
-            given = (trial_id is not None, values, actual, fail is not None, abandon, transient)
+            given = (
+                trial_id is not None,
+                values,
+                actual,
+                fail is not None,
+                abandon,
+                transient is not None,
+            )
             if any(given):
                 raise InvalidInput(
                     "give either --csv FILE or TRIAL_ID name=value ..., not both (a CSV says "
@@ -2564,11 +2574,19 @@ def tell(
             used = parse_assignments(actual or [], "--actual")
             if amend is not None:
                 trial = told_trial(db, trial_id, runners)
-                if fail is None and abandon is None and not outputs and not used:
+                if (fail, abandon, transient) == (None, None, None) and not (outputs or used):
                     raise InvalidInput(
                         f"nothing to amend for trial {trial_id}: give the output(s) or "
                         "--actual value(s) to correct, or --fail/--abandon REASON"
                     )
+                if trial.status == "failed" and abandon is None and not outputs:
+                    # still failed: its reason and its transience stand unless given again
+                    # (a new wording of the reason made a transient failure the point's,
+                    # and --actual alone was refused as a result without outputs; review)
+                    if fail is None:
+                        fail = (trial.error or "").removeprefix(OPERATOR_FAILED) or "failed"
+                    if transient is None:
+                        transient = bool(trial.transient)
                 if abandon is None:  # what is not given again stands
                     outputs, used = amend_keeps(db, trial, outputs, used, measured=fail is None)
             else:
@@ -2587,7 +2605,7 @@ def tell(
                     used,
                     fail,
                     abandoned=abandon,
-                    transient=transient,
+                    transient=bool(transient),
                 )
             ]
         if by is not None and not by.strip():

@@ -309,13 +309,11 @@ def plan(
         db = Store("sqlite://", scratch=True)
     try:
         if store is not None:
-            runner, point, header, notes, history = _stored_point(
-                db, store, file, campaign, at or []
-            )
+            runner, point, header, notes, found = _stored_point(db, store, file, campaign, at or [])
         else:
-            runner, point, header, notes, history = _file_point(db, loaded, at or [], seed)
+            runner, point, header, notes, found = _file_point(db, loaded, at or [], seed)
         c = runner.campaign
-        stop = _would_stop(runner, db, history)
+        stop = _would_stop(runner, db, *found)
         if stop is not None:
             # The runner's own stop rule holds already (a target the prior data meet, a
             # budget spent): say so first, or the preview reads as what `run` will do next.
@@ -411,15 +409,18 @@ def _hardware_note(msg: Any) -> str:
     return f"-> {method()}"
 
 
-def _would_stop(runner: Any, db: Any, history: list[Any]) -> Any:
+def _would_stop(
+    runner: Any, db: Any, history: list[Any], observations: dict[int, dict[str, float]]
+) -> Any:
     """Why ``run`` (``resume`` for a stored campaign) would stop before its first trial, by
     the runner's own rule (``Runner.spent``: a target the prior data already meet,
     patience, a budget already spent, with the option that extends it, if one does), or
-    ``None``. ``history``: the trials as that first trial finds them, those a crash left
-    running reconciled (a failure that reconciliation finds can spend ``max_failures``;
-    weighed on the stored rows, the preview said the campaign would go on)."""
+    ``None``. ``history`` and ``observations``: the trials and outputs as that first trial
+    finds them, those a crash left running reconciled (the last trial of a budget, or one
+    that met the target: weighed on the stored rows, the preview said the campaign would
+    go on; found in review)."""
     elapsed = db.campaign(runner.campaign_id).elapsed_seconds or 0.0
-    return runner.spent(history, elapsed)
+    return runner.spent(history, elapsed, observations)
 
 
 def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
@@ -485,7 +486,7 @@ def _proposal(
 
 def _file_point(
     db: Any, loaded: Any, at: list[str], seed: int | None
-) -> tuple[Any, dict[str, Any], str, list[str], list[Any]]:
+) -> tuple[Any, dict[str, Any], str, list[str], tuple[list[Any], dict[int, dict[str, float]]]]:
     """The first trial ``closedloop run`` would measure: the campaign created as ``run``
     creates it (its prior data stored first) in ``db``, a throwaway in-memory store, and its
     planner rebuilt from those trials as ``run`` rebuilds it."""
@@ -496,7 +497,8 @@ def _file_point(
     runner = Runner(loaded, db, seed=seed if seed is not None else (c.seed or 0))
     cid = runner.create()  # reads and checks the prior data as `run` does
     history = db.trials(cid)
-    point = _proposal(runner, history, db.observations(cid), given, [])
+    observations = db.observations(cid)
+    point = _proposal(runner, history, observations, given, [])
     notes: list[str] = []
     if seed is None and c.seed is None and len(given) < len(point):
         notes.append(
@@ -506,12 +508,12 @@ def _file_point(
         )
     prior = f" (after {len(history)} prior-data rows)" if history else ""
     header = f"[bold]{escape(c.name)}[/]{prior}: next trial at "
-    return runner, point, header, notes, history
+    return runner, point, header, notes, (history, observations)
 
 
 def _stored_point(
     db: Any, url: str, file: Path | None, campaign: str | None, at: list[str]
-) -> tuple[Any, dict[str, Any], str, list[str], list[Any]]:
+) -> tuple[Any, dict[str, Any], str, list[str], tuple[list[Any], dict[int, dict[str, float]]]]:
     """The next proposal of a stored campaign, the one ``closedloop resume`` measures next:
     its planner rebuilt from the stored trials, those a crash left running given the outcome
     resume's reconciliation would give them (only ask/tell suggestions awaiting ``tell`` stay
@@ -581,7 +583,7 @@ def _stored_point(
         f"{escape(extra)}) in {escape(url)}: next trial #{len(history) + 1}"
         f"{f' (a retry of trial #{owed[0].first})' if owed else ''} at "
     )
-    return runner, point, header, notes, history
+    return runner, point, header, notes, (history, observations)
 
 
 def _as_resume_reconciles(

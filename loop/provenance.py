@@ -497,6 +497,10 @@ def _changed_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
             if before.get(name) != after.get(name):
                 was, now = number(before.get(name), none="–"), number(after.get(name), none="–")
                 changed.append(f"{label}{name} {was} -> {now}")
+    if old.get("error") != new.get("error"):  # a failure's reason reworded
+        changed.append(f"reason {old.get('error')!r} -> {new.get('error')!r}")
+    if old.get("transient") != new.get("transient"):
+        changed.append(f"transient {old.get('transient')} -> {new.get('transient')}")
     return changed
 
 

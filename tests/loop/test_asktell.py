@@ -932,6 +932,36 @@ def test_an_amend_changes_what_it_names_and_keeps_the_rest(tmp_path: Path) -> No
     assert (record["status"], record["outputs"]) == ("failed", {})
 
 
+def test_a_failed_trial_amended_keeps_its_reason_and_its_transience(tmp_path: Path) -> None:
+    """Rewording a transient failure's reason made it the point's failure, and status said
+    "nothing changed"; `--actual` alone on a failed trial was refused as a result without
+    outputs (found in review)."""
+    url, trials = _asktell(tmp_path, 1)
+    tid = str(trials[0]["trial_id"])
+    assert _cli("tell", "--store", url, tid, "--fail", "tip clogged", "--transient").exit_code == 0
+    out = _cli("tell", "--store", url, tid, "--fail", "tip clogged (pipette B)", "--amend", "x")
+    assert out.exit_code == 0, out.output
+    (record,) = _trials(url)
+    assert (record["status"], record["transient"]) == ("failed", True)
+    assert "tip clogged (pipette B)" in record["error"]
+    shown = _flat(_cli("status", "--store", url))
+    assert "#1 reason " in shown and "-> " in shown and "(x)" in shown, shown
+    used = trials[0]["parameters"]["residence_time"] * 0.9
+    actual = _cli("tell", "--store", url, tid, f"--actual=residence_time={used}", "--amend", "y")
+    assert actual.exit_code == 0, actual.output
+    (record,) = _trials(url)
+    assert (record["status"], record["transient"], record["readbacks"]) == (
+        "failed",
+        True,
+        {"residence_time": used},
+    )
+    assert "tip clogged (pipette B)" in record["error"]
+    point = _cli("tell", "--store", url, tid, "--not-transient", "--amend", "its own")
+    assert point.exit_code == 0, point.output
+    assert _trials(url)[0]["transient"] is False
+    assert "#1 transient True -> False (its own)" in _flat(_cli("status", "--store", url))
+
+
 def test_a_runners_measurement_is_not_amended(tmp_path: Path) -> None:
     from tests.cli_process import closedloop
 

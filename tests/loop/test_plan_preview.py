@@ -169,7 +169,8 @@ class _StopAfter:
     """A listener that asks the runner to stop once ``n`` trials have ended."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.runner = n, None
+        self.n = n
+        self.runner: Runner | None = None
 
     def trial_started(self, number: int, parameters: dict[str, Any]) -> None:
         pass
@@ -206,6 +207,33 @@ def test_plan_store_weighs_the_budget_after_reconciling_a_crash(tmp_path: Path) 
 
         Runner.from_store(store, cid).resume()  # as said: no new trial
         assert [t.status for t in store.trials(cid)] == ["completed"] * 4
+    finally:
+        store.close()
+
+
+def test_plan_store_weighs_the_target_on_a_reconciled_trial_s_outputs(tmp_path: Path) -> None:
+    """The trial left running read a value that meets the target: resume records it and
+    stops at once; the preview weighed the stored outputs, which lack it (found in review)."""
+    text = CRASH_CAMPAIGN.replace("max_trials: 3", "max_trials: 10, target: 0.45")
+    (tmp_path / "c.yaml").write_text(text)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    try:
+        listener = _StopAfter(2)
+        runner = Runner(load_campaign(tmp_path / "c.yaml"), store, listener=listener)
+        listener.runner = runner
+        cid = runner.run().campaign_id
+        assert all((store.trial_outputs(t.id or 0)["y"] > 0.45) for t in store.trials(cid))
+        point = {"x1": 3.1, "x2": 2.3}
+        trial = store.add_trial(cid, point, "model", slot=0)
+        for seq, (name, body) in enumerate(_run_documents("r3", point, 0.4, "success"), 1):
+            store.add_document(trial.id or 0, seq, name, body, "r3")
+        store.finish_campaign(cid, "running", "")
+
+        out = _plan("--dry-run", "--store", url, "-c", str(cid))
+        assert out.exit_code == 0, out.output
+        said = _text(out.output)
+        assert "would stop at once and measure no trial (target reached: trial #3" in said, said
     finally:
         store.close()
 
