@@ -180,24 +180,30 @@ class _StopAfter:
             self.runner.request_stop("the operator stopped it")
 
 
+def _killed_after(tmp_path: Path, budget: str, trials: int, y: float) -> tuple[Store, str, int]:
+    """A store as a kill leaves it after ``trials`` trials of CRASH_CAMPAIGN (its budget
+    ``budget``), the next one `running` with its run closed, having read ``y``."""
+    (tmp_path / "c.yaml").write_text(CRASH_CAMPAIGN.replace("max_trials: 3", budget))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    listener = _StopAfter(trials)
+    runner = Runner(load_campaign(tmp_path / "c.yaml"), store, listener=listener)
+    listener.runner = runner
+    cid = runner.run().campaign_id or 0
+    point = {"x1": 3.1, "x2": 2.3}
+    trial = store.add_trial(cid, point, "model", slot=0)
+    for seq, (name, body) in enumerate(_run_documents("r", point, y, "success"), 1):
+        store.add_document(trial.id or 0, seq, name, body, "r")
+    store.finish_campaign(cid, "running", "")
+    return store, url, cid
+
+
 def test_plan_store_weighs_the_budget_after_reconciling_a_crash(tmp_path: Path) -> None:
     """The budget's last trial, left running by a kill after its run closed: resume records
     it completed and stops at once. The preview weighed the stored rows (3 completed, one
     running) and said nothing of it (session 36's note, fixed in session 37)."""
-    (tmp_path / "c.yaml").write_text(CRASH_CAMPAIGN.replace("max_trials: 3", "max_trials: 4"))
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    store = Store(url)
+    store, url, cid = _killed_after(tmp_path, "max_trials: 4", 3, 0.6)
     try:
-        listener = _StopAfter(3)
-        runner = Runner(load_campaign(tmp_path / "c.yaml"), store, listener=listener)
-        listener.runner = runner
-        cid = runner.run().campaign_id
-        point = {"x1": 3.1, "x2": 2.3}
-        trial = store.add_trial(cid, point, "model", slot=0)
-        for seq, (name, body) in enumerate(_run_documents("r4", point, 0.6, "success"), 1):
-            store.add_document(trial.id or 0, seq, name, body, "r4")
-        store.finish_campaign(cid, "running", "")
-
         out = _plan("--dry-run", "--store", url, "-c", str(cid))
         assert out.exit_code == 0, out.output
         said = _text(out.output)
@@ -214,22 +220,10 @@ def test_plan_store_weighs_the_budget_after_reconciling_a_crash(tmp_path: Path) 
 def test_plan_store_weighs_the_target_on_a_reconciled_trial_s_outputs(tmp_path: Path) -> None:
     """The trial left running read a value that meets the target: resume records it and
     stops at once; the preview weighed the stored outputs, which lack it (found in review)."""
-    text = CRASH_CAMPAIGN.replace("max_trials: 3", "max_trials: 10, target: 0.45")
-    (tmp_path / "c.yaml").write_text(text)
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    store = Store(url)
+    store, url, cid = _killed_after(tmp_path, "max_trials: 10, target: 0.45", 2, 0.4)
     try:
-        listener = _StopAfter(2)
-        runner = Runner(load_campaign(tmp_path / "c.yaml"), store, listener=listener)
-        listener.runner = runner
-        cid = runner.run().campaign_id
-        assert all((store.trial_outputs(t.id or 0)["y"] > 0.45) for t in store.trials(cid))
-        point = {"x1": 3.1, "x2": 2.3}
-        trial = store.add_trial(cid, point, "model", slot=0)
-        for seq, (name, body) in enumerate(_run_documents("r3", point, 0.4, "success"), 1):
-            store.add_document(trial.id or 0, seq, name, body, "r3")
-        store.finish_campaign(cid, "running", "")
-
+        done = [t for t in store.trials(cid) if t.status == "completed"]
+        assert len(done) == 2 and all(store.trial_outputs(t.id or 0)["y"] > 0.45 for t in done)
         out = _plan("--dry-run", "--store", url, "-c", str(cid))
         assert out.exit_code == 0, out.output
         said = _text(out.output)
