@@ -1095,6 +1095,7 @@ def _status_json(
     ``running_time_s``, ``runner`` and ``last_finished_at`` tell a monitoring script whether
     a long campaign moves: its status stays ``running`` through a hung or stopped runner.
     """
+    from loop.failures import failure_counts, failures_of
     from loop.report import (
         best_record,
         feasibility,
@@ -1154,6 +1155,8 @@ def _status_json(
     state = _runner_state(lease)
     payload["runner"] = _runner_json(lease, state)
     payload["last_finished_at"] = last.isoformat() if last is not None else None
+    # failed trials by kind, as the text counts them (the text alone had them; review)
+    payload["failures"] = failure_counts(failures_of(trials))
     owed = _owed_retries(db, trials, campaign=c)[0] if db is not None and state is None else []
     payload["owed_retries"] = [
         {"trial": o.number, "first_trial": o.first, "cut_off": o.cut_off} for o in owed

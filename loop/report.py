@@ -1143,7 +1143,7 @@ _GROUPS = (
     ("feasible", "C0", "o"),
     ("infeasible", "C1", "^"),
     ("failed", "C3", "x"),
-    ("chosen (suggest --at)", "C2", "D"),
+    ("chosen (suggest --at, --repeat)", "C2", "D"),
 )
 
 
@@ -1157,8 +1157,9 @@ def _group(r: dict[str, Any]) -> str:
         return "other"
     if r["kind"] == "prior":  # infeasible prior rows apart, as the front panels mark them
         return "prior, infeasible" if r.get("feasible") is False else "prior"
-    if r["kind"] == "manual":  # a person's point (a control, a replicate): not the planner's
-        return "chosen (suggest --at)"
+    if r["kind"] == "manual":  # a person's point (a control, a replicate: the legend said
+        # "--at" alone beside --repeat's replicates; found in review): not the planner's
+        return "chosen (suggest --at, --repeat)"
     if "feasible" not in r:  # the campaign has no outcome constraints
         return "completed"
     return "feasible" if r["feasible"] else "infeasible"

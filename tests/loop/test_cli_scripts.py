@@ -228,6 +228,7 @@ KEYS = [
     "running_time_s",
     "runner",
     "last_finished_at",
+    "failures",
     "owed_retries",
     "slots",
 ]
@@ -268,6 +269,7 @@ def test_status_json_gives_what_a_script_branches_on(tmp_path: Path) -> None:
         "running_time_s": got["running_time_s"],  # tests/loop/test_status_progress.py
         "runner": None,  # finished: its lease released
         "last_finished_at": got["last_finished_at"],
+        "failures": {},  # by kind: tests/loop/test_owed_retries.py
         "owed_retries": [],  # tests/loop/test_owed_retries.py
         "slots": None,  # one instrument
     }

@@ -237,7 +237,10 @@ def test_a_campaign_its_failure_budget_ended_says_the_retry_it_owes(tmp_path: Pa
     assert said in failed.stdout, failed.stdout
     assert said in run_cli(["status", "--store", url], cwd=tmp_path, env=WIDE).stdout
     owed = [{"trial": 3, "first_trial": 3, "cut_off": False}]
-    assert _status_json(url, tmp_path)["owed_retries"] == owed
+    as_json = _status_json(url, tmp_path)
+    assert as_json["owed_retries"] == owed
+    # the failures by kind, as the text counts them (only the text had them; review)
+    assert as_json["failures"] == {"function raised Stalled": 3}
 
     resumed = run_cli(["resume", "--store", url, "-c", "1", "--max-failures", "4"], cwd=tmp_path)
     assert "trial    3  its retry was owed when the last session ended: retried first" in (

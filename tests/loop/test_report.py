@@ -92,7 +92,7 @@ def test_points_a_person_chose_are_marked_apart(tmp_path: Path) -> None:
             error=None,
         )
     points = _points(_panels(report_figure(store, store.campaign(cid)))["y"])
-    assert sorted(points["chosen (suggest --at)"]) == [2, 4]
+    assert sorted(points["chosen (suggest --at, --repeat)"]) == [2, 4]
     assert sorted(points["completed"]) == [1, 3]
 
 
