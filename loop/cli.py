@@ -2905,8 +2905,9 @@ def _entry() -> None:
             said = first_line(exc.orig)
             err_console.print(
                 f"error: lost the store: {said or exc}; everything committed before it is "
-                "kept, and once the database is reachable again `closedloop resume` continues "
-                "the campaign (a trial that was in flight is reconciled from its documents)",
+                "kept, and once the database is reachable again `closedloop resume` with the "
+                "same --store and -c continues the campaign (a trial that was in flight is "
+                "reconciled from its documents)",
                 highlight=False,
                 markup=False,
             )

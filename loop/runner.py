@@ -688,8 +688,9 @@ class _HangWatch:
     (found in review); nor does one long wait raise the typical trial.
     """
 
-    def __init__(self, durations: Iterable[float]) -> None:
+    def __init__(self, durations: Iterable[float], resume: str) -> None:
         self._durations: deque[float] = deque(durations, maxlen=HANG_WINDOW)
+        self._resume = resume  # the command the warning names, with its store and campaign
         self._limit: float | None = None  # worked out again after a trial completes
         self._warned: set[int] = set()
         # trial id -> its dispatcher's wait clock and the clock's reading when it started
@@ -753,13 +754,14 @@ class _HangWatch:
                 "trial %d on slot %d has run for %.0f s, over %gx this campaign's typical "
                 "trial (median %.3g s), and no instrument.timeout is set to end it if it "
                 "hangs. If it does, stop the campaign (Ctrl-C: the trial is stored abandoned; "
-                "`closedloop resume` goes on); `timeout: %d` (seconds) under `instrument:` "
+                "`%s` goes on); `timeout: %d` (seconds) under `instrument:` "
                 "makes a new campaign fail and retry such a trial by itself",
                 job.number,
                 slot.index,
                 working,
                 HANG_FACTOR,
                 typical,
+                self._resume,
                 max(math.ceil(HANG_FACTOR * typical), 1),
             )
 
@@ -1080,8 +1082,9 @@ class Runner:
         if self.store.stop_waiting():  # a store held up: its waiting writes fail, and say so
             logger.warning(
                 "stopping while the store %s takes no writes: what is measured and not yet "
-                "stored is logged here; `closedloop resume` continues from what it holds",
+                "stored is logged here; `%s` continues from what it holds",
                 self.store.url,
+                cli_command("resume", self.store.url, self.campaign_id),
             )
         if self._asking_operator and threading.current_thread() is threading.main_thread():
             # A signal handler on the main thread, which is blocked reading the operator's
@@ -1867,7 +1870,9 @@ class Runner:
             and t.finished_at is not None
             and (seconds := (t.finished_at - t.started_at).total_seconds()) >= 0
         ]
-        return _HangWatch(durations[-HANG_WINDOW:])
+        return _HangWatch(
+            durations[-HANG_WINDOW:], cli_command("resume", self.store.url, self.campaign_id)
+        )
 
     def _hold_instrument(self) -> None:
         """Hold a declared instrument for this session before any device is built, or
@@ -2372,9 +2377,10 @@ class Runner:
             # code, which would fail every trial alike (ten real experiments, each output under
             # the misspelt key lost with it, before max_failures ended it: found in review).
             self.code_stopped = True
+            resume = cli_command("resume", self.store.url, self.campaign_id)
             self.request_stop(
                 f"trial #{number}'s function used a misnamed key (its error says which); "
-                "fix the function, then `closedloop resume` goes on"
+                f"fix the function, then `{resume}` goes on"
             )
         if not will_retry:  # learn
             learned = _learned_status(

@@ -215,6 +215,8 @@ def test_a_misnamed_key_stops_a_campaign_that_measured_nothing_yet(
     summary = Runner(load_campaign(path), store).run()
     assert summary.status == "stopped" and summary.failed == 1 and summary.completed == 0
     assert "function used a misnamed key" in summary.reason
+    resume = f"`closedloop resume --store sqlite:///{tmp_path / 'store.db'} -c 1` goes on"
+    assert resume in summary.reason  # pasted anywhere, it resumes this campaign
     (error,) = [t.error or "" for t in store.trials(summary.campaign_id)]
     assert said in error
     if "KeyError" in said:

@@ -76,6 +76,8 @@ def test_a_trial_far_longer_than_the_others_is_warned_about_once(
     assert len(slow) == 1, _hang_warnings(caplog)  # once, though the loop looks ~10 times a s
     assert "typical trial (median" in slow[0] and "`timeout: " in slow[0]
     assert "under `instrument:`" in slow[0]
+    # the resume it names acts on this campaign of this store, pasted anywhere
+    assert f"`closedloop resume --store sqlite:///{tmp_path / 'h.db'} -c 1` goes on" in slow[0]
     # a resumed session starts from the stored trials' durations: it knows what is typical
     again = Runner.from_store(store, summary.campaign_id)
     watch = again._hang_watch(store.trials(summary.campaign_id))
@@ -111,7 +113,7 @@ def test_no_warning_when_a_timeout_ends_such_trials(
 
 
 def test_no_typical_trial_no_warning(quick_limits: None) -> None:
-    watch = runner_module._HangWatch([0.1, 0.1])
+    watch = runner_module._HangWatch([0.1, 0.1], "closedloop resume")
     assert watch.limit() is None  # fewer than HANG_MIN_TRIALS completed: nothing is typical
     watch.completed(0.4)
     assert watch.limit() == pytest.approx(0.5)  # 3 x median 0.1 s, at least 0.5 s

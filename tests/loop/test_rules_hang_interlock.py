@@ -136,7 +136,7 @@ def test_a_wait_does_not_raise_the_typical_trial(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(runner_module, "HANG_FACTOR", 3.0)
     monkeypatch.setattr(runner_module, "HANG_MIN_SECONDS", 0.5)
-    watch = runner_module._HangWatch([0.2, 0.2])
+    watch = runner_module._HangWatch([0.2, 0.2], "closedloop resume")
     dispatcher = Dispatcher()
     watch.started(7, dispatcher)  # type: ignore[arg-type]
     dispatcher.waited = 100.0  # the trial waited 100 s for its interlocks, then worked 0.2 s
