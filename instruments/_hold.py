@@ -4,9 +4,10 @@ Two ``run``s on one instrument file (in two stores, or two campaigns of one stor
 drove the same IOC, silently: their setpoints interleaved, one's safe state landed in the
 other's trial, and a measurement was stored under the other's trial (found in review). A
 campaign's lease is per campaign and per store, so it never saw the other. So a run holds
-its instrument: an exclusive ``flock`` on a file named by the EPICS PVs it writes (setpoint,
-motor and acquisition PVs, on their Channel Access network), taken before any device is
-built and released when the run ends. The operating system releases it when the process
+its instrument: an exclusive ``flock`` on one file per EPICS PV it writes (setpoint, motor
+and acquisition PVs, on their Channel Access network), so two instrument files that share
+one PV are one instrument to it, all taken before any device is built and released when
+the run ends. The operating system releases it when the process
 dies, so a killed runner leaves nothing to clean up.
 
 The files live in one folder of the host, ``/tmp/closedloop-instruments`` (open to every
@@ -65,9 +66,15 @@ _CA_NETWORK = (
 
 
 def instrument_identity(spec: Any) -> list[str]:
-    """The EPICS PVs a declared instrument writes, as text that is the same for the same
-    hardware: every input's setpoint or motor PV and an acquisition's PV, with the file's
-    prefix, and the Channel Access network they are reached on. Empty: it writes no PV.
+    """The EPICS PVs a declared instrument writes, each as text that is the same for the
+    same PV of the same hardware: every input's setpoint or motor PV and an acquisition's
+    PV, with the file's prefix, on the Channel Access network they are reached on. Empty:
+    it writes no PV.
+
+    One entry, and so one hold, per PV: two instrument files that share only a heater's
+    setpoint drive one heater, and a hold of the whole list let both run at once, one's
+    safe state overwritten by the other's next setpoint and one's measurement stored as
+    the other's (found in review, session 38).
 
     A plugin device is not counted: whether two of its objects are one piece of hardware
     is the class's to know (a serial port opens once; an ophyd ``Signal`` is this
@@ -79,72 +86,52 @@ def instrument_identity(spec: Any) -> list[str]:
     acquire = getattr(spec, "acquire", None)
     if acquire is not None and getattr(acquire, "pv", None):
         pvs.append(spec.prefix + acquire.pv)
-    if not pvs:
-        return []
-    network = ";".join(f"{k}={_ca_setting(k)}" for k in _CA_NETWORK)
-    return [f"ca {network}", *sorted(set(pvs))]
+    network = _ca_network()
+    return [f"ca {network} {pv}" for pv in sorted(set(pvs))]
 
 
-def _ca_setting(name: str) -> str:
-    """A Channel Access setting as the same text for the same network: `no` and `NO`,
-    an unset port and 5064, addresses in any order or spacing (one IOC under two spellings
-    was two instruments, and two runs drove it; found in review)."""
-    value = os.environ.get(name, "").strip()
-    if name == "EPICS_CA_AUTO_ADDR_LIST":
-        return "NO" if value.upper() == "NO" else "YES"  # anything else means yes
-    if name == "EPICS_CA_SERVER_PORT":
-        return value or "5064"
-    return " ".join(sorted(value.split()))
+def _ca_network() -> str:
+    """The Channel Access network as the same text for the same IOCs: `no` and `NO`, an
+    unset port and 5064, addresses in any order or spacing, an address with the server
+    port written in and one that takes it from ``EPICS_CA_SERVER_PORT`` (one IOC under two
+    spellings was two instruments, and two runs drove it; found in review)."""
+    port = os.environ.get("EPICS_CA_SERVER_PORT", "").strip() or "5064"
+
+    def addresses(name: str) -> str:
+        given = os.environ.get(name, "").split()
+        return " ".join(sorted({a if ":" in a else f"{a}:{port}" for a in given}))
+
+    auto = os.environ.get("EPICS_CA_AUTO_ADDR_LIST", "").strip().upper() != "NO"
+    broadcast = f"port {port}" if auto else "NO"  # anything but NO means yes
+    return (
+        f"addr=[{addresses('EPICS_CA_ADDR_LIST')}];auto={broadcast};"
+        f"names=[{addresses('EPICS_CA_NAME_SERVERS')}]"
+    )
 
 
 class InstrumentHold:
-    """The hold of one instrument by this process (see the module); :meth:`release` ends it."""
+    """The hold of one instrument by this process (see the module): one lock file per PV it
+    writes (``paths``; ``path`` the first); :meth:`release` ends it."""
 
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self._fd: int | None = fd
+    def __init__(self, paths: list[Path], fds: list[int]) -> None:
+        self.paths = paths
+        self.path = paths[0]
+        self._fds = fds
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        while self._fds:
+            os.close(self._fds.pop())  # closing a descriptor releases its flock
 
 
 def hold_instrument(spec: Any, *, holder: str) -> InstrumentHold | None:
-    """Hold the instrument ``spec`` describes for this process, or raise
-    :class:`InstrumentBusy` naming who holds it. ``holder`` (the campaign and its store) is
-    written into the file for that message. ``None``: nothing to hold (an instrument that
-    writes nothing, or no ``flock`` here).
+    """Hold every PV the instrument ``spec`` writes for this process, or raise
+    :class:`InstrumentBusy` naming the PV and who holds it (none is then held).
+    ``holder`` (the campaign and its store) is written into each file for that message.
+    ``None``: nothing to hold (an instrument that writes nothing, or no ``flock`` here).
     """
     identity = instrument_identity(spec)
     if not identity or fcntl is None:
         return None
-    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:24]
-    path = LOCK_FOLDER / f"{digest}.lock"
-    try:
-        fd = _open_lock(path)
-    except OSError as exc:
-        logger.warning(
-            "instrument %r is not held for this run (%s: %s): another campaign on this host "
-            "could drive it at the same time; let every user create files in %s (chmod 1777, "
-            "as /tmp is)",
-            spec.name,
-            path,
-            exc.strerror or exc,
-            LOCK_FOLDER,
-        )
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        held_by = _read_holder(fd)
-        os.close(fd)
-        raise InstrumentBusy(
-            f"instrument {spec.name!r} is being driven by another campaign on this host "
-            f"({held_by}); two campaigns on one instrument interleave their setpoints and "
-            "each other's safe state: stop that one first (Ctrl-C in its terminal, or "
-            "`kill -TERM` its pid), or point this campaign at another instrument"
-        ) from None
     record = {
         "holder": holder,
         "pid": os.getpid(),
@@ -153,12 +140,48 @@ def hold_instrument(spec: Any, *, holder: str) -> InstrumentHold | None:
         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "instrument": spec.name,
     }
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-    except OSError:  # the record is for the message only
-        pass
-    return InstrumentHold(path, fd)
+    held = InstrumentHold([LOCK_FOLDER / _lock_name(entry) for entry in identity], [])
+    for entry, path in zip(identity, held.paths, strict=True):
+        pv = entry.rsplit(" ", 1)[-1]
+        try:
+            fd = _open_lock(path)
+        except OSError as exc:
+            held.release()
+            logger.warning(
+                "instrument %r is not held for this run (%s, for %s: %s): another campaign "
+                "on this host could drive it at the same time; let every user create files "
+                "in %s (chmod 1777, as /tmp is)",
+                spec.name,
+                path,
+                pv,
+                exc.strerror or exc,
+                LOCK_FOLDER,
+            )
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held_by = _read_holder(fd)
+            os.close(fd)
+            held.release()
+            raise InstrumentBusy(
+                f"instrument {spec.name!r} writes PV {pv}, which another campaign on this "
+                f"host is driving ({held_by}); two campaigns on one device interleave their "
+                "setpoints and each other's safe state: stop that one first (Ctrl-C in its "
+                "terminal, or `kill -TERM` its pid), or point this campaign at another "
+                "instrument"
+            ) from None
+        held._fds.append(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({**record, "pv": pv}).encode(), 0)
+        except OSError:  # the record is for the message only
+            pass
+    return held
+
+
+def _lock_name(entry: str) -> str:
+    return f"{hashlib.sha256(entry.encode()).hexdigest()[:24]}.lock"
 
 
 def _open_lock(path: Path) -> int:

@@ -38,8 +38,20 @@ def test_the_folder_is_the_hosts_not_tmpdirs() -> None:
         ({"EPICS_CA_AUTO_ADDR_LIST": "NO"}, {"EPICS_CA_AUTO_ADDR_LIST": "no "}),
         ({}, {"EPICS_CA_SERVER_PORT": "5064", "EPICS_CA_AUTO_ADDR_LIST": "YES"}),
         ({"EPICS_CA_ADDR_LIST": "10.0.0.2 10.0.0.1"}, {"EPICS_CA_ADDR_LIST": " 10.0.0.1 10.0.0.2"}),
+        (
+            {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_SERVER_PORT": "15964"},
+            {"EPICS_CA_ADDR_LIST": "127.0.0.1:15964", "EPICS_CA_SERVER_PORT": "15964"},
+        ),
+        (
+            {
+                "EPICS_CA_ADDR_LIST": "127.0.0.1",
+                "EPICS_CA_AUTO_ADDR_LIST": "NO",
+                "EPICS_CA_SERVER_PORT": "15964",
+            },
+            {"EPICS_CA_ADDR_LIST": "127.0.0.1:15964", "EPICS_CA_AUTO_ADDR_LIST": "NO"},
+        ),
     ],
-    ids=["case", "defaults", "order"],
+    ids=["case", "defaults", "order", "port-written", "port-written-no-broadcast"],
 )
 def test_one_network_spelt_two_ways_is_one_instrument(
     monkeypatch: pytest.MonkeyPatch, one: dict[str, str], other: dict[str, str]
@@ -53,8 +65,56 @@ def test_one_network_spelt_two_ways_is_one_instrument(
             monkeypatch.setenv(name, value)
         identities.append(instrument_identity(spec))
     assert identities[0] == identities[1]
-    monkeypatch.setenv("EPICS_CA_SERVER_PORT", "5070")  # another network: other hardware
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "10.9.9.9")  # another network: other hardware
     assert instrument_identity(spec) != identities[0]
+
+
+def test_the_server_port_decides_where_an_address_without_one_and_a_broadcast_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = _spec()
+    for name in _hold._CA_NETWORK:
+        monkeypatch.delenv(name, raising=False)
+    default = instrument_identity(spec)
+    monkeypatch.setenv("EPICS_CA_SERVER_PORT", "5070")
+    assert instrument_identity(spec) != default  # broadcasts to another port
+    monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "10.0.0.1")
+    at_5070 = instrument_identity(spec)
+    monkeypatch.setenv("EPICS_CA_SERVER_PORT", "5064")
+    assert instrument_identity(spec) != at_5070
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "10.0.0.1:5070")
+    assert instrument_identity(spec) == at_5070  # the port written in, not the server's
+
+
+def test_two_instruments_that_share_one_pv_are_one_instrument(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two instrument files that share only a heater's setpoint drive one heater: the hold
+    was of the whole list of PVs, so both ran, interleaving their setpoints (found in
+    review, session 38). Each PV is held; none is kept by a hold that was refused."""
+    monkeypatch.setattr(_hold, "LOCK_FOLDER", tmp_path)
+    heater = f"test:{uuid.uuid4().hex}:temp:SP"
+    pump, stage = (f"test:{uuid.uuid4().hex}:{n}" for n in ("flow:SP", "stage"))
+
+    def spec(name: str, **inputs: tuple[str | None, str | None]) -> Any:
+        devices = {k: SimpleNamespace(setpoint=sp, motor=m) for k, (sp, m) in inputs.items()}
+        return SimpleNamespace(name=name, prefix="", inputs=devices)
+
+    first = hold_instrument(spec("reactor", t=(heater, None), f=(pump, None)), holder="first")
+    assert first is not None and len(first.paths) == 2
+    with pytest.raises(InstrumentBusy) as busy:
+        hold_instrument(spec("bench", t=(heater, None), x=(None, stage)), holder="second")
+    assert f"instrument 'bench' writes PV {heater}, which another campaign" in str(busy.value)
+    assert "(first, pid" in str(busy.value)
+    # the refused hold let go of the stage it had taken: another campaign may drive it
+    other = hold_instrument(spec("stage", x=(None, stage)), holder="third")
+    assert other is not None
+    other.release()
+    first.release()
+    again = hold_instrument(spec("bench", t=(heater, None), x=(None, stage)), holder="second")
+    assert again is not None
+    again.release()
 
 
 def test_holds_are_open_to_every_user_whatever_the_umask(
