@@ -545,7 +545,11 @@ def check_after_acquisition(gate: Gate) -> None:
     """
     problems = gate.after_acquisition()
     if problems:
-        logger.warning("%s: %s; the trial fails and is retried", gate.name, _reason(problems))
+        logger.warning(
+            "%s: %s; the trial fails as transient (instrument.max_retries re-measures its point)",
+            gate.name,
+            _reason(problems),
+        )
         raise InterlockBroken(_reason(problems))
 
 
@@ -555,12 +559,16 @@ def check_during_ramp(gate: Gate) -> None:
 
     Raises:
         InterlockBroken: naming every interlock that does not hold now (transient: the
-            trial fails, nothing is acquired, and its point is retried at the gate).
+            trial fails, nothing is acquired, and with ``max_retries`` its point is
+            retried at the gate).
     """
     problems = gate.during_ramp()
     if problems:
         logger.warning(
-            "%s: %s; the ramp stops, the trial fails and is retried", gate.name, _reason(problems)
+            "%s: %s; the ramp stops, the trial fails as transient (instrument.max_retries "
+            "re-measures its point)",
+            gate.name,
+            _reason(problems),
         )
         raise InterlockBroken(_reason(problems))
 
