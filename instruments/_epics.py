@@ -1231,6 +1231,9 @@ class InputDevice:
         # connection may (a describe() of an unreachable device must not hold a preview
         # for the input's whole move timeout)
         self._meta: DeviceMeta | None = None
+        # the last check_value ran while the device was not connected: its own limits and
+        # max_step were not checked (a dry run, which waits for no connection)
+        self._unchecked = False
         self._meta_timeout = min(
             decl.timeout, spec.connection_timeout if spec is not None else decl.timeout
         )
@@ -1280,6 +1283,7 @@ class InputDevice:
         and just before the put (the trial pauses rather than failing on the read).
         """
         connected = self._connected()
+        self._unchecked = not connected  # what the dry run's hardware note then says
         if connected and self.decl.device is not None and self._meta is None:
             # not connected through check()/connect() (a dry run): what it says of itself
             # now, so its own unit and limits refuse here as they would in a run
@@ -1662,6 +1666,20 @@ class InputDevice:
     def describe_configuration(self) -> dict[str, Any]:
         return {}
 
+    def await_pv(self, deadline: float) -> None:
+        """For a dry run: wait until ``deadline`` (``time.monotonic()``) at most for this
+        input's PVs, which connect in the background once built, so that the preview
+        checks the device's own limits and ``max_step`` whenever its IOC answers (review
+        U: two runs of one ``plan --dry-run`` gave opposite verdicts, the check racing the
+        connection). Nothing for a plugin device (a dry run does not connect to it), or
+        one connected already; one that does not answer stays unchecked, and says so."""
+        if self.decl.device is not None or self._connected():
+            return
+        left = deadline - time.monotonic()
+        if left > 0:
+            with contextlib.suppress(Exception):
+                _connect(self._signal if self._signal is not None else self._positioner, left)
+
     # --------------------------------------------------------------- internals
     def wait_for_connection(self, timeout: float) -> None:
         _connect(self._signal if self._signal is not None else self._positioner, timeout)
@@ -1694,6 +1712,15 @@ class InputDevice:
             if d.max_step is not None
             else ""
         )
+        if self._unchecked:
+            # A preview must not show a reading the check did not have (review U: a ramp
+            # "from its reading 25 degC now" to a setpoint beyond the PV's DRVH, exit 0).
+            return (
+                f"{target} (at most {d.timeout:g} s{settle}{step}); not connected when "
+                "checked: the device's own limits"
+                + (" and max_step were" if d.max_step is not None else " were")
+                + " not checked here (the run checks them)"
+            )
         steps = self.ramp_preview(value)
         units = f" {self.units}" if self.units else ""
         ramp = (
@@ -3118,6 +3145,14 @@ class DeclaredInstrument:
     @property
     def outputs(self) -> tuple[str, ...]:
         return tuple(self.spec.outputs)
+
+    def await_pvs(self, seconds: float) -> None:
+        """For a dry run: give the inputs' PVs up to ``seconds`` in all to connect
+        (:meth:`InputDevice.await_pv`); they connect side by side, so an IOC that answers
+        costs milliseconds and one that does not ``seconds``."""
+        deadline = time.monotonic() + seconds
+        for device in self.inputs.values():
+            device.await_pv(deadline)
 
     def connect(self, timeout: float | None = None) -> None:
         """Wait until every PV is connected, and check what the PVs say about themselves.

@@ -440,6 +440,11 @@ def _at_the_device(device: Any, args: tuple[Any, ...]) -> str:
     return f" {device.units} ({number(converted)} {device_units} at the device)"
 
 
+#: How long ``plan --dry-run`` waits at most for the inputs' PVs to connect (an IOC that
+#: answers takes milliseconds; one that is down costs this, and its inputs say unchecked).
+DRY_RUN_CONNECT_SECONDS = 2.0
+
+
 def _dry_instrument(loaded: Any, seed: int) -> Any:
     """The campaign's instrument, built without connecting to any device."""
     from instruments import _epics, build_instrument, input_specs
@@ -449,7 +454,7 @@ def _dry_instrument(loaded: Any, seed: int) -> Any:
     if c.instrument.file is not None or c.instrument.devices is not None:
         spec = _epics.declared_spec(c.instrument, loaded.base_dir)
         try:
-            return _epics.build_declared_instrument(
+            instrument = _epics.build_declared_instrument(
                 spec,
                 input_specs(c.parameters),
                 units=_epics.parameter_units(c.parameters),
@@ -457,6 +462,9 @@ def _dry_instrument(loaded: Any, seed: int) -> Any:
             )
         except InstrumentFileError as exc:  # the file's line, exit 2 (as `instruments check`)
             raise CampaignConfigError(exc.path, exc.problem, line=exc.line, fix=exc.fix) from None
+        # PVs whose IOC answers get checked against their own limits, every time
+        instrument.await_pvs(min(spec.connection_timeout, DRY_RUN_CONNECT_SECONDS))
+        return instrument
     return build_instrument(c.instrument, c.parameters, base_dir=loaded.base_dir, seed=seed)
 
 

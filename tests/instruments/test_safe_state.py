@@ -656,6 +656,45 @@ def test_a_safe_state_outside_the_devices_own_limits_is_refused_at_connect(
     assert _setpoints(ioc, before, PREFIX + "drv:SP") == [pytest.approx(KELVIN + 50)]
 
 
+def test_plan_dry_run_checks_a_pvs_own_limits_whenever_its_ioc_answers(
+    ioc: IOC, tmp_path: Path
+) -> None:
+    """The dry run checked a PV's own limits only if its connection, started when the
+    devices were built, had come up by then: two runs of one preview gave opposite
+    verdicts, and one showed the write beyond DRVH "from its reading 25 degC now", exit 0
+    (review U). It now waits for the PVs (at most 2 s); an input whose IOC does not answer
+    says that its limits were not checked, and shows no reading."""
+    bench = BENCH.replace("setpoint: temp:SP", "setpoint: drv:SP")
+    bench = bench.replace("readback: temp:RBV", "readback: drv:RBV")
+    (tmp_path / "bench.yaml").write_text(
+        bench.replace("  temperature: 100\n", "  temperature: 50\n")
+    )
+    (tmp_path / "campaign.yaml").write_text(CAMPAIGN)
+
+    def preview(temperature: int) -> Any:
+        at = ["--at", f"temperature={temperature}", "--at", "flow=1"]
+        return CliRunner().invoke(app, ["plan", str(tmp_path / "campaign.yaml"), "--dry-run", *at])
+
+    out = preview(80)  # 353.15 K, over drv:SP's DRVH of 340 K
+    assert out.exit_code == 1, out.output
+    assert "outside the device's own limits [-273.15, 66.85]" in " ".join(out.output.split())
+    assert "from its reading 25 degC now: 55, 60" in " ".join(preview(60).output.split())
+    before = len(ioc.puts())
+    ioc.stop()
+    try:
+        out = preview(60)
+    finally:
+        ioc.start()
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, said
+    assert (
+        "not connected when checked: the device's own limits and max_step were not checked "
+        "here (the run checks them)" in said
+    ), said
+    assert "from its reading" not in said
+    assert ioc.puts()[before:] == []
+
+
 def test_a_safe_state_pv_outside_its_control_limits_is_refused_at_connect(
     ioc: IOC, tmp_path: Path
 ) -> None:
