@@ -3110,13 +3110,25 @@ class DeclaredInstrument:
 
     def plan_notes(self) -> tuple[list[str], list[str]]:
         """What ``plan --dry-run`` says happens around a trial's messages at the hardware:
-        before the first write (the interlocks), and on any stop (the safe state)."""
+        before the first write (the interlocks), at the end of every run (the RunEngine's
+        stop of what it moved), and on any stop (the safe state)."""
         before = [
             f"before each write: interlock {c.interlock} is read (before the first, the trial "
             "waits while it does not hold; before a later step of a ramp, the trial fails)"
             for c in self.gate.checks
         ]
-        after = []
+        # Bluesky stops every device a plan moved when it ends, a success too: harmless
+        # for a motor that arrived, but a plugin pump's stop() may halt it (review U).
+        after = [
+            f"after the run, however it ends: the RunEngine stops what it moved: {key} "
+            + (
+                f"(writes 1 to {dev.write_pv}.STOP)"
+                if dev.decl.motor
+                else f"(calls stop(success=...) of device {dev.decl.device})"
+            )
+            for key, dev in self.inputs.items()
+            if dev._positioner is not None and hasattr(dev._positioner, "stop")
+        ]
         for key, value in self.spec.on_stop.items():
             dev = self.inputs.get(key)
             if dev is None:

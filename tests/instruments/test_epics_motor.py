@@ -332,6 +332,12 @@ def test_plan_dry_run_shows_the_motor_move_and_puts_nothing(
     ]
     assert commands[1:4] == ["set", "set", "wait"], out.stdout
     assert "set          position 30" in out.stdout
+    # the STOP bluesky writes to every motor it moved when the run ends is said too
+    said = " ".join(out.stdout.split())
+    assert (
+        "after the run, however it ends: the RunEngine stops what it moved: position "
+        "(writes 1 to closedloop:mtr:m1.STOP)" in said
+    ), said
     refused = closedloop(
         "plan", str(path), "--dry-run", "--at", "position=45", "--at", "flow=2", cwd=tmp_path
     )
