@@ -3423,9 +3423,14 @@ class DeclaredInstrument:
         problem = row.problem or ""
         if not _NO_ANSWER.search(problem) or not self.spec._data:
             return
-        section = {"input": "inputs", "output": "outputs"}.get(row.role, row.role)
+        section = {"input": "inputs", "output": "outputs", "interlock": "interlocks"}.get(
+            row.role, row.role
+        )
         name = row.name.split(" = ")[0] if row.role == "on_stop" else row.name
-        loc: tuple[str, ...] = (section,) if row.role == "acquire" else (section, name)
+        loc: tuple[str | int, ...] = (section,) if row.role == "acquire" else (section, name)
+        if row.role == "interlock":  # a list: the interlock's place in it (review U: line 1)
+            texts = [str(i) for i in self.spec.interlocks]
+            loc = (section, texts.index(name)) if name in texts else (section,)
         line = line_of(self.spec._data, loc)
         if line:
             declared = f" (declared at {self.spec._path}:{line})"

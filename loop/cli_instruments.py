@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from loop.config import read_number
-from loop.errors import CampaignConfigError, cli_command
+from loop.errors import CampaignConfigError, cli_command, shell_word
 from loop.fmt import Output, WholeTable, number, parameter, specs
 
 instruments_app = typer.Typer(
@@ -540,9 +540,12 @@ def _stored_point(
         rows = [r for r in db.campaigns() if r.name == name]
         unfinished = [r for r in rows if r.status in UNFINISHED]
         if not rows:
+            # the store named: pasted bare, `run` started the campaign in the default store
+            # (review U)
+            run = f"closedloop run {shell_word(str(file))} --store {shell_word(url)}"
             raise typer.BadParameter(
-                f"no campaign named '{name}' in store {url}; `closedloop run {file}` "
-                "starts it, or plan without --store"
+                f"no campaign named '{name}' in store {url}; `{run}` starts it, or plan "
+                "without --store"
             )
         row = (unfinished or rows)[-1]
     else:

@@ -204,6 +204,23 @@ def test_instruments_check_lists_the_safe_state_pvs(ioc: IOC, tmp_path: Path) ->
     assert f"(declared at {tmp_path / 'reactor.yaml'}:{line})" in said, said
 
 
+def test_a_misspelt_interlock_pv_is_named_at_its_line(ioc: IOC, tmp_path: Path) -> None:
+    """An interlock PV that does not connect was "declared at FILE:1", the file's first
+    line (review U): the interlocks are a list, which the lookup did not index."""
+    from typer.testing import CliRunner
+
+    from loop.cli import app
+
+    text = INSTRUMENT_FILE.read_text().replace("- door_closed == 1", "- door_closd == 1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = CliRunner().invoke(app, ["instruments", "check", str(bad), "--timeout", "0.5"])
+    assert out.exit_code == 1, out.output
+    said = " ".join(out.output.replace("│", " ").split())
+    line = 1 + text[: text.index("- door_closd == 1")].count("\n")
+    assert line > 1 and f"(declared at {bad}:{line})" in said, said
+
+
 def test_instruments_check_shows_outputs_in_campaign_units(ioc: IOC, tmp_path: Path) -> None:
     """An output with `units`/`device_units` is shown converted, as a trial stores it: the
     IOC's 298.15 K reads 25 degC (it used to show 298.15 labelled degC)."""

@@ -97,3 +97,7 @@ def test_plan_with_store_names_a_missing_campaign(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["plan", str(tmp_path / "c.yaml"), "--dry-run", "--store", url])
     assert out.exit_code == 2
     assert "no campaign named 'plan-bench'" in out.output
+    # the run it offers starts the campaign in this store, not the default one (review U)
+    said = "".join(out.output.replace("│", "").split())  # rich's box wraps anywhere
+    run = f"`closedloop run {tmp_path / 'c.yaml'} --store {url}` starts it"
+    assert "".join(run.split()) in said, out.output
