@@ -43,7 +43,13 @@ from pydantic import (
 
 from instruments._config import RuleError
 from instruments._errors import InstrumentConfigError
-from instruments._yamlfile import BOOLEANS_ALLOWED, line_of, read_yaml_mapping, refuse_booleans
+from instruments._yamlfile import (
+    BOOLEANS_ALLOWED,
+    MORE_PROBLEMS,
+    line_of,
+    read_yaml_mapping,
+    refuse_booleans,
+)
 from instruments._yamlfile import explain as shared_explain
 from simulators._text import MAX_FILE_BYTES, TextFileError, read_text
 
@@ -1015,17 +1021,19 @@ def explain(exc: ValidationError, data: Any, path: Path, model: type[BaseModel])
     """The top-most pydantic error as one message with its line and a fix (a
     :class:`MetadataError`'s or :class:`RuleError`'s own fix where the shared one has none)."""
     error = shared_explain(exc, data, path, model=model, error=InstrumentFileError, hints=_HINTS)
-    if not isinstance(error, InstrumentFileError) or error.fix:
+    # the shared fix may be only the count of further problems: the rule's own fix goes
+    # first (limits [30, 0] said "fix: 1 more problem(s) ...", not "write [0, 30]": review U)
+    if not isinstance(error, InstrumentFileError) or MORE_PROBLEMS.sub("", error.fix):
         return error
+    more = MORE_PROBLEMS.search(error.fix)
     for err in exc.errors(include_url=False):
         refused = (err.get("ctx") or {}).get("error")
         if isinstance(refused, MetadataError | RuleError) and str(refused) in error.problem:
             # the problem as given, not as inline devices' prefix made it (it said
             # "instrument.devices: instrument.devices: ..." when both added it)
             given = error.problem.removeprefix("instrument.devices: ") if error.inline else None
-            return InstrumentFileError(
-                path, given or error.problem, line=error.line, fix=refused.fix
-            )
+            fix = refused.fix + (f"; {more.group(1)}" if more else "")
+            return InstrumentFileError(path, given or error.problem, line=error.line, fix=fix)
     return error
 
 

@@ -583,6 +583,11 @@ def explain(
     return error(path, problem, line=line, fix=fix)
 
 
+#: The note :func:`explain` adds to a fix when the file has more problems: a caller that
+#: finds the reported error's own fix puts it before the note.
+MORE_PROBLEMS = re.compile(r"(?:^|; )(\d+ more problem\(s\) reported after this is fixed)$")
+
+
 def _syntax_fix(problem: str) -> str:
     """The fix for a YAML syntax error: its cause where the parser's words name one (a tab,
     a second document), else where to look (found in review: every one was told "check

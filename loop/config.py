@@ -43,6 +43,7 @@ from instruments._instrument_file import (
     reserved_metadata_keys,
 )
 from instruments._yamlfile import (
+    MORE_PROBLEMS,
     example_hint,
     explain,
     line_of,
@@ -1234,9 +1235,6 @@ def _explain(exc: ValidationError, data: Any, path: Path) -> Exception:
     return _own_fix(error, exc, data, hints)
 
 
-_MORE = re.compile(r"(?:^|; )(\d+ more problem\(s\) reported after this is fixed)$")
-
-
 def _own_fix(
     error: Exception, exc: ValidationError, data: Any, hints: Mapping[str, str]
 ) -> Exception:
@@ -1291,7 +1289,7 @@ def _own_fix(
             problem += f": {why}" if why else ""
         else:
             return error
-        more = _MORE.search(error.fix)
+        more = MORE_PROBLEMS.search(error.fix)
         if more is not None:
             fix += f"; {more.group(1)}"
         return CampaignConfigError(error.path, problem, line=error.line, fix=fix)

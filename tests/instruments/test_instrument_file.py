@@ -135,7 +135,14 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
         "limits reversed",
         BASE.format(input="    limits: [100, 20]\n", tail=""),
         5,
-        ["inputs.a.limits", "low < high"],
+        ["inputs.a.limits", "low < high", "fix: write limits: [20, 100]"],
+    ),
+    (
+        # the rule's fix before the count of further problems (it gave the count alone)
+        "limits reversed, and another problem",
+        BASE.format(input="    limits: [100, 20]\n", tail="interlocks: [door = 1]\n"),
+        5,
+        ["low < high", "fix: write limits: [20, 100]; 1 more problem(s)"],
     ),
     (
         "both setpoint and motor",
