@@ -3560,10 +3560,23 @@ def check_declared(
     missing = [n for n in names if n not in spec.inputs]
     extra = [n for n in spec.inputs if n not in names]
     if missing or extra:
+        # a typo on either side (review U: `flw` against the file's `flow` had no fix line)
+        near = {m: difflib.get_close_matches(m, extra, n=1, cutoff=0.6) for m in missing}
+        typos = [f"is parameter '{m}' meant to be '{n[0]}'?" for m, n in near.items() if n]
+        fix = (
+            " ".join(typos)
+            + (" " if typos else "")
+            + (
+                "the file must declare one input per campaign parameter, named alike: rename "
+                "the parameter or the file's input, or add or remove one"
+            )
+        )
         raise InstrumentConfigError(
             f"{where} declares inputs {sorted(spec.inputs)} but the campaign's parameters are "
             f"{names}: missing {missing}, not parameters {extra}",
             field="file",
+            parameter=next((m for m, n in near.items() if n), None),
+            fix=fix,
         )
     for s in specs:
         decl = spec.inputs[s.name]

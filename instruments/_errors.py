@@ -28,14 +28,24 @@ class InstrumentConfigError(InstrumentError, ValueError):
         parameter: the campaign parameter at fault, if the problem is one parameter's (its
             bounds leave the source's domain, say): the campaign loader then names that
             parameter's line, which is where the fix goes, not the ``instrument:`` line.
+        fix: what to change, for the message's fix line, where the source knows it.
     """
 
+    fix: str = ""
+
     def __init__(
-        self, message: str, *, field: str | None = None, parameter: str | None = None
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        parameter: str | None = None,
+        fix: str = "",
     ) -> None:
         super().__init__(message)
         self.field = field
         self.parameter = parameter
+        if fix:  # a subclass may have set its own before calling this
+            self.fix = fix
 
 
 class TrialArgumentError(InstrumentError, ValueError):

@@ -978,7 +978,7 @@ def _instrument_error(
 
     if isinstance(exc, SessionFunctionMissing):  # a notebook's function, not defined (yet)
         return CampaignConfigError(path, f"instrument: {exc.args[0]}", line=line, fix=exc.fix)
-    fix = _INSTRUMENT_FIXES.get(str(getattr(exc, "field", "")), "")
+    fix = getattr(exc, "fix", "") or _INSTRUMENT_FIXES.get(str(getattr(exc, "field", "")), "")
     return CampaignConfigError(path, f"instrument: {exc}", line=line, fix=fix)
 
 

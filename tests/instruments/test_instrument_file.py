@@ -140,7 +140,7 @@ BAD_FILES: list[tuple[str, str, int | None, list[str]]] = [
     (
         # the rule's fix before the count of further problems (it gave the count alone)
         "limits reversed, and another problem",
-        BASE.format(input="    limits: [100, 20]\n", tail="interlocks: [door = 1]\n"),
+        BASE.format(input="    limits: [100, 20]\n", tail="interlock_poll: -1\n"),
         5,
         ["low < high", "fix: write limits: [20, 100]; 1 more problem(s)"],
     ),
@@ -816,3 +816,25 @@ def test_a_control_layer_not_installed_is_refused_at_its_line_by_validate_and_ch
         assert proc.returncode == 2, proc.stderr
         assert f"{bench}:{line}: control_layer 'pyepics' is not installed" in proc.stderr
         assert "pip install pyepics), or write control_layer: caproto" in proc.stderr
+
+
+def test_a_parameter_named_unlike_its_input_is_refused_at_its_line_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    """`flw` in the campaign, `flow` in the instrument file: the message pointed at the
+    `instrument:` line and had no fix line (review U)."""
+    from loop.config import CampaignConfigError, load_campaign
+
+    (tmp_path / "instruments").mkdir()
+    text = (ROOT / "campaigns" / "instruments" / "epics_reactor.yaml").read_text()
+    (tmp_path / "instruments" / "epics_reactor.yaml").write_text(text)
+    campaign = (ROOT / "campaigns" / "epics" / "epics_reactor.yaml").read_text()
+    campaign = campaign.replace("{name: flow,", "{name: flw,")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "c.yaml").write_text(campaign)
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(tmp_path / "c" / "c.yaml")
+    err = info.value
+    assert err.line == 1 + campaign[: campaign.index("{name: flw,")].count("\n"), str(err)
+    assert "missing ['flw'], not parameters ['flow']" in str(err)
+    assert err.fix.startswith("is parameter 'flw' meant to be 'flow'? the file must declare")
