@@ -675,6 +675,8 @@ def test_plan_dry_run_checks_a_pvs_own_limits_whenever_its_ioc_answers(
         at = ["--at", f"temperature={temperature}", "--at", "flow=1"]
         return CliRunner().invoke(app, ["plan", str(tmp_path / "campaign.yaml"), "--dry-run", *at])
 
+    ioc.put("drv:SP", 298.15)  # 25 degC, whatever an earlier test left there
+    _until(lambda: ioc.get("drv:RBV") == pytest.approx(298.15), "drv at 25 degC")
     out = preview(80)  # 353.15 K, over drv:SP's DRVH of 340 K
     assert out.exit_code == 1, out.output
     assert "outside the device's own limits [-273.15, 66.85]" in " ".join(out.output.split())

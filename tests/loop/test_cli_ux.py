@@ -458,9 +458,12 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_status_at_80_columns_shows_every_number_whole(detector: tuple[Path, str]) -> None:
-    _, store = detector
-    status = CliRunner().invoke(app, ["status", "--store", store], env={"COLUMNS": "80"})
-    assert status.exit_code == 0, status.output
+    """In a process of its own: in-process, ``COLUMNS`` is the worker's whole environment,
+    and once in CI (session 38) the table came out unfolded, 146 wide, as if unset."""
+    folder, store = detector
+    env = {**os.environ, "COLUMNS": "80"}
+    status = run_cli(["status", "--store", store], cwd=folder, env=env, timeout=120)
+    assert status.returncode == 0, status.stderr
     assert "…" not in status.stdout
     table = [line for line in status.stdout.splitlines() if line[:1] in "┏┃┡│└"]
     assert table and max(len(line) for line in table) <= 80  # it fits: headers fold, no padding
