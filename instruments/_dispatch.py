@@ -48,7 +48,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
@@ -67,7 +67,7 @@ from instruments._errors import (
     MeasurementRejected,
     TrialInterrupted,
 )
-from instruments._plans import FAILURE_STREAM_NAME, STREAM_NAME, readback_keys, trial_plan
+from instruments._plans import STREAM_NAME, readback_keys, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
 from instruments._safety import Gate, PauseListener, SetpointRefused, check_setpoint
 from instruments._validation import install as fast_document_validation
@@ -426,7 +426,11 @@ def outputs_and_readbacks(
     The last problem about a key not found (or not a number) lists the event's data keys,
     so a user can see what the instrument did record.
     """
-    readbacks = _readbacks_in(data, readback_keys)
+    readbacks: dict[str, Any] = {}
+    for name, other in readback_keys.items():
+        key = name if name in data else other
+        if key in data:
+            readbacks[name] = data[key]
     values: dict[str, float] = {}
     problems: list[str] = []
     for name in outputs:
@@ -458,38 +462,6 @@ def outputs_and_readbacks(
     if unkeyed:
         problems[unkeyed[-1]] += f" (event data keys: {sorted(data)})"
     return EventReading(values, readbacks, problems)
-
-
-def _readbacks_in(data: Mapping[str, Any], readback_keys: Mapping[str, str]) -> dict[str, Any]:
-    """Parameter name -> its readback in an event's ``data``: under the parameter's name,
-    else under its device's (``readback_keys``)."""
-    readbacks: dict[str, Any] = {}
-    for name, other in readback_keys.items():
-        key = name if name in data else other
-        if key in data:
-            readbacks[name] = data[key]
-    return readbacks
-
-
-def failure_readbacks(
-    documents: Iterable[tuple[str, Mapping[str, Any]]], readback_keys: Mapping[str, str]
-) -> dict[str, Any]:
-    """The readbacks a run that failed before its primary event read into the
-    ``failure_readbacks`` stream (:data:`~instruments._plans.FAILURE_STREAM_NAME`), by the
-    same keys as :func:`outputs_and_readbacks`; empty if it has none (an abort, a read that
-    failed too, a run stored before the stream existed).
-
-    Where the devices were when the trial failed: stored as its readbacks, for the
-    technician and the export, and not learnt from (a failure is its commanded point's).
-    """
-    streams: set[str] = set()
-    data: dict[str, Any] = {}
-    for name, doc in documents:
-        if name == "descriptor" and doc.get("name") == FAILURE_STREAM_NAME:
-            streams.add(str(doc.get("uid")))
-        elif name == "event" and doc.get("descriptor") in streams:
-            data.update(doc.get("data") or {})
-    return _readbacks_in(data, readback_keys)
 
 
 # The stop document ``resume`` writes for a run whose process died before closing it.
@@ -1107,7 +1079,7 @@ class Dispatcher:
                     error = doc.get("reason") or f"run ended with {exit_status}"
 
         reading = self._reading(data, keys)
-        readbacks = reading.readbacks or failure_readbacks(documents, keys)
+        readbacks = reading.readbacks
         outputs: dict[str, float] = {}
         if exit_status == "success":
             outputs = reading.outputs

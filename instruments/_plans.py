@@ -20,26 +20,19 @@ outside their declared limits) is reached in the plan too, before the run closes
 same reason: a run whose trial closedloop fails had a stop document saying ``success``, and
 a catalog searching ``exit_status == "success"`` found twice the runs ``status`` counted
 (found in review). Now such a run closes as ``fail`` with the verdict as its reason.
-
-A run that fails before its ``primary`` event (a move that failed, a detector that raised or
-timed out by its own status) reads its inputs once more, into the ``failure_readbacks``
-stream (:data:`FAILURE_STREAM_NAME`), before it closes: where the devices were when it
-failed, for the technician reading a stalled stage's trial and for a catalog. That read is
-best effort (a device that fails it too leaves the stream out) and never replaces the run's
-own error; an abort (Ctrl-C, a timeout, ``stop``) reads nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable
-from bluesky.utils import FailedPause, MsgGenerator, RunEngineControlException
+from bluesky.utils import MsgGenerator
 
 from instruments._errors import TrialArgumentError
 from instruments._protocol import Instrument, hinted_fields
@@ -49,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_NAME = "closedloop_trial"
 STREAM_NAME = "primary"
-#: The stream of a run that failed before its primary event: its inputs read once more.
-FAILURE_STREAM_NAME = "failure_readbacks"
 # Keys the plan owns in the start document; caller metadata may not override them, so a
 # stored run can always be traced back to its trial.
 # The start-document key of the map parameter name -> its device's name (see
@@ -221,10 +212,9 @@ def trial_plan(
     readables.extend(
         device for device in instrument.inputs.values() if isinstance(device, Readable)
     )
-    inputs = [device for device in instrument.inputs.values() if isinstance(device, Readable)]
     gate = getattr(instrument, "gate", None)
     interlocks = gate if isinstance(gate, Gate) and gate.checks else None
-    return _trial_body(mv_args, readables, start_md, interlocks, check, inputs)
+    return _trial_body(mv_args, readables, start_md, interlocks, check)
 
 
 def _trial_body(
@@ -233,17 +223,10 @@ def _trial_body(
     start_md: dict[str, Any],
     interlocks: Gate | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
-    inputs: Sequence[Readable[Any]] = (),
 ) -> MsgGenerator[str]:
     def measure() -> MsgGenerator[None]:
-        try:
-            yield from bps.mv(*mv_args)
-            reading = yield from bps.trigger_and_read(readables, name=STREAM_NAME)
-        except (RunEngineControlException, FailedPause):
-            raise  # an abort, a stop or a pause tears the run down: nothing more is read
-        except Exception:
-            yield from _read_after_failure(inputs)
-            raise
+        yield from bps.mv(*mv_args)
+        reading = yield from bps.trigger_and_read(readables, name=STREAM_NAME)
         if interlocks is not None:
             yield from _interlocks_held(interlocks)
         if check is not None and reading:
@@ -253,28 +236,6 @@ def _trial_body(
     # when a status fails or a device raises, so a failed trial still has a stop document.
     uid: str = yield from bpp.run_wrapper(measure(), md=start_md)
     return uid
-
-
-def _read_after_failure(inputs: Sequence[Readable[Any]]) -> MsgGenerator[None]:
-    """Read ``inputs`` into the :data:`FAILURE_STREAM_NAME` stream, as one event.
-
-    Best effort: the run has already failed, and its own exception is what the trial
-    records, so a read that fails as well (a controller that went away with the move) drops
-    the bundle and says so in the log only. An abort arriving meanwhile ends it at once.
-    """
-    if not inputs:
-        return
-    yield from bps.create(FAILURE_STREAM_NAME)
-    try:
-        for device in inputs:
-            yield from bps.read(device)
-    except (RunEngineControlException, FailedPause):
-        raise
-    except Exception as exc:
-        logger.info("the inputs of a failed run could not be read as well: %s", exc)
-        yield from bps.drop()
-        return
-    yield from bps.save()
 
 
 def _interlocks_held(gate: Gate) -> MsgGenerator[None]:

@@ -16,7 +16,6 @@ from instrument_doubles import (
     UncheckedActuator,
     make_instrument,
 )
-from ophyd import DeviceStatus
 
 from instruments import (
     Dispatcher,
@@ -32,7 +31,6 @@ from instruments._dispatch import outputs_and_readbacks
 from instruments._epics import DeclaredInstrument, build_declared_instrument
 from instruments._instrument_file import parse_instrument
 from instruments._safety import SetpointRefused, check_setpoint
-from loop.runner import reconcile_documents
 
 Docs = list[tuple[str, dict[str, Any]]]
 
@@ -73,15 +71,11 @@ def test_failed_status_fails_the_trial_and_closes_the_run(RE: RunEngine) -> None
     assert result.exit_status == "fail"
     assert result.error is not None
     assert "FailedStatus" in result.error and "detector on fire" in result.error
-    # no primary event; the inputs read once more, where they were when it failed
-    assert names(result.documents) == ["start", "descriptor", "event", "stop"]
-    assert result.documents[1][1]["name"] == "failure_readbacks"
+    assert names(result.documents) == ["start", "stop"]
     stop = result.documents[-1][1]
     assert stop["exit_status"] == "fail"
     assert stop["run_start"] == result.run_uid
-    assert stop["num_events"] == {"failure_readbacks": 1}
     assert result.outputs == {}
-    assert set(result.readbacks) == {"x", "z"}
     assert RE.state == "idle"
 
 
@@ -115,54 +109,7 @@ def test_limit_error_raised_by_set_still_closes_the_run(RE: RunEngine) -> None:
     result = Dispatcher(FakeInstrument("i", {"x": x}, [det]), run_engine=RE).run(1, "c", {"x": 5})
     assert result.exit_status == "fail"
     assert result.error is not None and "LimitError" in result.error
-    # the refused stage stayed where it was, and the trial's readbacks say so
-    assert names(result.documents) == ["start", "descriptor", "event", "stop"]
-    assert result.readbacks == {"x": x.read()["x"]["value"]} and result.readbacks["x"] != 5
-
-
-class StallingActuator(Actuator):
-    """A stage that stops halfway to its target and fails its move, as a stalled motor."""
-
-    def set(self, value: float) -> DeviceStatus:  # type: ignore[override]
-        self._check(value)
-        halfway = (self.readback.get() + value) / 2
-        self.setpoint.put(value)
-        self.readback.put(halfway)
-        status = DeviceStatus(self)
-        status.set_exception(RuntimeError(f"{self.name} stalled at {halfway}"))
-        return status
-
-
-def test_a_stalled_move_stores_where_the_stage_stopped(RE: RunEngine) -> None:
-    """A run that fails before its event reads its inputs once more: the trial's readbacks
-    say where the stage stopped, live and as resume reads the stored documents, and the
-    campaign learns the failure at the point it asked for (``Runner._observation``)."""
-    x = StallingActuator("x", limits=(0.0, 1.0))
-    det = Detector("det", lambda: {"y": 1.0})
-    result = Dispatcher(FakeInstrument("i", {"x": x}, [det]), run_engine=RE).run(1, "c", {"x": 0.8})
-    assert result.exit_status == "fail" and "x stalled at 0.4" in (result.error or "")
-    assert result.readbacks == {"x": 0.4} and result.outputs == {}
-    assert names(result.documents) == ["start", "descriptor", "event", "stop"]
-    assert result.documents[1][1]["name"] == "failure_readbacks"
-    stored = reconcile_documents(result.documents, outputs=["y"], needed=None, inputs=["x"])
-    assert (stored.status, stored.readbacks, stored.outputs) == ("failed", {"x": 0.4}, {})
-    assert stored.error  # the stop document's reason: bluesky's text of the failed status
-
-
-def test_a_failure_read_that_fails_too_keeps_the_runs_own_error(RE: RunEngine) -> None:
-    """The read after a failure is best effort: a device that cannot be read either leaves
-    the stream out, and the trial says what failed first."""
-
-    class Unreadable(StallingActuator):
-        def read(self) -> dict[str, Any]:
-            raise ConnectionError("controller gone")
-
-    det = Detector("det", lambda: {"y": 1.0})
-    x = Unreadable("x", limits=(0.0, 1.0))
-    result = Dispatcher(FakeInstrument("i", {"x": x}, [det]), run_engine=RE).run(1, "c", {"x": 0.8})
-    assert result.exit_status == "fail" and "x stalled at 0.4" in (result.error or "")
-    assert names(result.documents) == ["start", "stop"] and result.readbacks == {}
-    assert result.documents[-1][1]["exit_status"] == "fail"
+    assert names(result.documents) == ["start", "stop"]
 
 
 def test_missing_and_non_finite_outputs_fail(RE: RunEngine) -> None:

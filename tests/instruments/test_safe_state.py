@@ -397,10 +397,7 @@ def test_an_interlock_that_breaks_during_a_ramp_stops_it_before_its_next_write(
     assert "x: the ramp to 9 in steps of at most max_step 2 stopped after 2 step(s)" in error
     assert "interlock door == 1 broke during the ramp (door = 0)" in error, error
     assert failure_kind(error) == "interlock broke"
-    # nothing acquired: the one event is the inputs read after the failure, where the
-    # ramp stopped
-    (event,) = [d for n, d in trial.documents if n == "event"]
-    assert event["data"] == {"x": 4.0} and trial.readbacks == {"x": 4.0}
+    assert not [d for n, d in trial.documents if n == "event"]  # nothing acquired
 
 
 class SpringBack(ShortStage):
