@@ -3562,7 +3562,12 @@ def check_declared(
     if missing or extra:
         # a typo on either side (review U: `flw` against the file's `flow` had no fix line)
         near = {m: difflib.get_close_matches(m, extra, n=1, cutoff=0.6) for m in missing}
-        typos = [f"is parameter '{m}' meant to be '{n[0]}'?" for m, n in near.items() if n]
+        # either side may hold the typo: name both, suggest neither (review V)
+        typos = [
+            f"parameter '{m}' and the file's input '{n[0]}' differ: a typo in one of them?"
+            for m, n in near.items()
+            if n
+        ]
         fix = (
             " ".join(typos)
             + (" " if typos else "")

@@ -67,9 +67,9 @@ _CA_NETWORK = (
 
 def instrument_identity(spec: Any) -> list[str]:
     """The EPICS PVs a declared instrument writes, each as text that is the same for the
-    same PV of the same hardware: every input's setpoint or motor PV and an acquisition's
-    PV, with the file's prefix, on the Channel Access network they are reached on. Empty:
-    it writes no PV.
+    same PV of the same hardware: every input's setpoint or motor PV, an acquisition's PV
+    and each ``on_stop`` PV that is no input, with the file's prefix, on the Channel Access
+    network they are reached on. Empty: it writes no PV.
 
     One entry, and so one hold, per PV: two instrument files that share only a heater's
     setpoint drive one heater, and a hold of the whole list let both run at once, one's
@@ -86,6 +86,9 @@ def instrument_identity(spec: Any) -> list[str]:
     acquire = getattr(spec, "acquire", None)
     if acquire is not None and getattr(acquire, "pv", None):
         pvs.append(spec.prefix + acquire.pv)
+    # a safe state's PV that is no input: a pump file's on_stop of the heater's setpoint
+    # wrote it mid-trial of the heater's campaign (review V)
+    pvs.extend(spec.prefix + key for key in getattr(spec, "on_stop", {}) if key not in spec.inputs)
     network = _ca_network()
     return [f"ca {network} {pv}" for pv in sorted(set(pvs))]
 

@@ -97,9 +97,9 @@ def test_two_instruments_that_share_one_pv_are_one_instrument(
     heater = f"test:{uuid.uuid4().hex}:temp:SP"
     pump, stage = (f"test:{uuid.uuid4().hex}:{n}" for n in ("flow:SP", "stage"))
 
-    def spec(name: str, **inputs: tuple[str | None, str | None]) -> Any:
+    def spec(name: str, on_stop: Any = None, **inputs: tuple[str | None, str | None]) -> Any:
         devices = {k: SimpleNamespace(setpoint=sp, motor=m) for k, (sp, m) in inputs.items()}
-        return SimpleNamespace(name=name, prefix="", inputs=devices)
+        return SimpleNamespace(name=name, prefix="", inputs=devices, on_stop=on_stop or {})
 
     first = hold_instrument(spec("reactor", t=(heater, None), f=(pump, None)), holder="first")
     assert first is not None and len(first.paths) == 2
@@ -114,6 +114,9 @@ def test_two_instruments_that_share_one_pv_are_one_instrument(
     first.release()
     again = hold_instrument(spec("bench", t=(heater, None), x=(None, stage)), holder="second")
     assert again is not None
+    # a file whose safe state writes the heater's setpoint writes the heater (review V)
+    with pytest.raises(InstrumentBusy, match=f"writes PV {heater}, which another"):
+        hold_instrument(spec("pump", {heater: 298.15}, f=(pump, None)), holder="third")
     again.release()
 
 

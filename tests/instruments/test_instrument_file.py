@@ -837,4 +837,7 @@ def test_a_parameter_named_unlike_its_input_is_refused_at_its_line_with_the_fix(
     err = info.value
     assert err.line == 1 + campaign[: campaign.index("{name: flw,")].count("\n"), str(err)
     assert "missing ['flw'], not parameters ['flow']" in str(err)
-    assert err.fix.startswith("is parameter 'flw' meant to be 'flow'? the file must declare")
+    assert err.fix.startswith(
+        "parameter 'flw' and the file's input 'flow' differ: a typo in one of them? the file "
+        "must declare"
+    )
