@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from bluesky import RunEngine
-from bluesky.protocols import Checkable
+from bluesky.protocols import Checkable, Readable
 from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
 from bluesky.utils import DuringTask, Msg, RunEngineInterrupted
 from ophyd.utils import LimitError
@@ -78,6 +78,7 @@ logger = logging.getLogger(__name__)
 DocumentSink = Callable[[str, dict[str, Any]], None]
 _LIMIT_CHECK_TIMEOUT = 10.0  # s; an async check_value is a local limit test, not a move
 _STOP_TIMEOUT = 10.0  # s; an async stop() of a detector after an abort
+_FAILURE_READ_SECONDS = 1.0  # s in all; the inputs read after a failed run (best effort)
 # s; how long a caller waits for a RunEngine to take an abort (see _EngineCall): the timeout
 # watchdog and Ctrl-C during a run; Dispatcher.abort takes its own limit.
 _ABORT_WAIT = 5.0
@@ -390,6 +391,17 @@ class EventReading:
         return bool(self.problems) and all(OUT_OF_BOUNDS in p for p in self.problems)
 
 
+def _readbacks_in(data: Mapping[str, Any], readback_keys: Mapping[str, str]) -> dict[str, Any]:
+    """Parameter name -> its readback in an event's ``data``: under the parameter's name,
+    else under its device's (``readback_keys``)."""
+    readbacks: dict[str, Any] = {}
+    for name, other in readback_keys.items():
+        key = name if name in data else other
+        if key in data:
+            readbacks[name] = data[key]
+    return readbacks
+
+
 def outputs_and_readbacks(
     data: Mapping[str, Any],
     *,
@@ -426,11 +438,7 @@ def outputs_and_readbacks(
     The last problem about a key not found (or not a number) lists the event's data keys,
     so a user can see what the instrument did record.
     """
-    readbacks: dict[str, Any] = {}
-    for name, other in readback_keys.items():
-        key = name if name in data else other
-        if key in data:
-            readbacks[name] = data[key]
+    readbacks = _readbacks_in(data, readback_keys)
     values: dict[str, float] = {}
     problems: list[str] = []
     for name in outputs:
@@ -902,6 +910,8 @@ class Dispatcher:
         )
         if result.exit_status == "fail" and not result.outputs:
             result.outputs = {k: v for k, v in salvaged.items() if k in self.instrument.outputs}
+        if result.exit_status == "fail" and not result.readbacks and not timed_out.is_set():
+            result.readbacks = self._readbacks_after_failure(keys)
         result.instrument_busy = _busy_time(marks, end)
         result.timed_out = timed_out.is_set() and result.exit_status != "success"
         result.transient = transient and result.exit_status == "fail"
@@ -1097,6 +1107,46 @@ class Dispatcher:
             finished=started + duration,
             duration=duration,
         )
+
+    def _readbacks_after_failure(self, keys: Mapping[str, str]) -> dict[str, Any]:
+        """Where the inputs are now, for a trial whose run failed before its event (a move
+        that failed or stalled, a detector that raised): stored as its readbacks, for the
+        technician reading a stalled stage's trial; the planner still learns the failure at
+        the commanded point (``loop.runner.Runner._observation``).
+
+        Read after the run has closed, off the RunEngine's loop, so nothing waits on it: the
+        RunEngine has already stopped what it moved, and an abort or a timeout cannot arrive
+        while a slow device answers (made inside the plan, the read held the loop for up to
+        an input's timeout, and an abort then turned a failed trial into an aborted one:
+        found in review, session 38). Best effort and bounded: a device that reports itself
+        disconnected is not read, and what has not answered within
+        ``_FAILURE_READ_SECONDS`` in all is left out (its read goes on, unwaited for, on a
+        daemon thread). Not after a timeout: a device that hung may hang again.
+        """
+        inputs = [
+            device
+            for device in self.instrument.inputs.values()
+            if isinstance(device, Readable) and getattr(device, "connected", True) is not False
+        ]
+        if not inputs:
+            return {}
+        data: dict[str, Any] = {}
+
+        def read_all() -> None:
+            for device in inputs:
+                try:
+                    reading = device.read()
+                    if inspect.isawaitable(reading):  # an ophyd-async device: its loop's
+                        getattr(reading, "close", lambda: None)()
+                        continue
+                    data.update({k: v["value"] for k, v in dict(reading).items()})
+                except Exception as exc:
+                    logger.info("reading %s after a failed run: %s", device.name, exc)
+
+        thread = threading.Thread(target=read_all, name="read-after-failure", daemon=True)
+        thread.start()
+        thread.join(_FAILURE_READ_SECONDS)
+        return _readbacks_in(dict(data), keys)
 
     def _reading(self, data: Mapping[str, Any], keys: Mapping[str, str]) -> EventReading:
         """The event's outputs and readbacks, and what makes them unacceptable: one rule for

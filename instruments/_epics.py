@@ -1584,6 +1584,12 @@ class InputDevice:
         if problem is not None:
             raise SetpointRefused(f"{self.name}: {problem}")
 
+    @property
+    def connected(self) -> bool:
+        """Whether its PV, motor or plugin device is connected now, as an ophyd device says
+        it (the dispatcher reads no disconnected input after a failed run)."""
+        return self._connected()
+
     def _connected(self) -> bool:
         target = self._signal if self._signal is not None else self._positioner
         try:

@@ -2506,21 +2506,33 @@ class Runner:
         return sink
 
     def _observation(
-        self, commanded: Point, readbacks: dict[str, Any], outputs: dict[str, float], status: str
+        self,
+        commanded: Point,
+        readbacks: dict[str, Any],
+        outputs: dict[str, float],
+        status: str,
+        *,
+        told: bool = False,
     ) -> Observation:
         """The model learns from where the instrument actually was, when it says so.
 
         A readback point outside the space (an instrument's readbacks within tolerance of a
         point on a constraint's edge) falls back to the commanded point. Parameters told as
-        actually used (``tell --actual``, the manual prompt) never do: ``loop.asktell``
-        refuses them unless ``achieved_point`` of them lies in the space.
+        actually used (``tell --actual``, the manual prompt; ``told``) never do:
+        ``loop.asktell`` refuses them unless ``achieved_point`` of them lies in the space.
+
+        A failure is learnt at the commanded point unless ``told``: an instrument's
+        readbacks of a failed trial say where its devices were when it failed (a stage that
+        stalled on its way: ``instruments.Dispatcher`` reads them after the run), and the
+        planner must learn that the point it asked for fails, not the spot where the stage
+        stopped.
         """
         achieved = achieved_point(commanded, readbacks)
         parameters = achieved if self.space.contains(achieved) else commanded
         if status == "abandoned":  # interrupted: nothing learned about the point
             return Observation(parameters=parameters, outcome="abandoned")
         if status != "completed":
-            return Observation(parameters=parameters, outcome="failed")
+            return Observation(parameters=parameters if told else commanded, outcome="failed")
         return Observation(parameters=parameters, outputs=dict(outputs))
 
     # ----------------------------------------------------------------- resuming
@@ -2622,7 +2634,11 @@ class Runner:
         status = _learned_status(
             status, was_transient(trial), retry=trial.kind == "retry", error=trial.error
         )
-        return self._observation(trial.parameters, trial.readbacks or {}, outputs, status)
+        from loop.asktell import is_told
+
+        return self._observation(
+            trial.parameters, trial.readbacks or {}, outputs, status, told=is_told(trial)
+        )
 
     def _tally(
         self, trials: Sequence[TrialRow], observations: dict[int, dict[str, float]]

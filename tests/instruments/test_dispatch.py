@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from instrument_doubles import (
     UncheckedActuator,
     make_instrument,
 )
+from ophyd import DeviceStatus
 
 from instruments import (
     Dispatcher,
@@ -76,6 +78,7 @@ def test_failed_status_fails_the_trial_and_closes_the_run(RE: RunEngine) -> None
     assert stop["exit_status"] == "fail"
     assert stop["run_start"] == result.run_uid
     assert result.outputs == {}
+    assert result.readbacks == {"x": 0.0, "z": 0.0}  # read after the run: where they are
     assert RE.state == "idle"
 
 
@@ -110,6 +113,67 @@ def test_limit_error_raised_by_set_still_closes_the_run(RE: RunEngine) -> None:
     assert result.exit_status == "fail"
     assert result.error is not None and "LimitError" in result.error
     assert names(result.documents) == ["start", "stop"]
+    # the refused stage stayed where it was, and the trial's readbacks say so
+    assert result.readbacks == {"x": 0.0}
+
+
+class StallingActuator(Actuator):
+    """A stage that stops halfway to its target and fails its move, as a stalled motor."""
+
+    read_delay = 0.0
+
+    def set(self, value: float) -> DeviceStatus:  # type: ignore[override]
+        self._check(value)
+        halfway = (self.readback.get() + value) / 2
+        self.setpoint.put(value)
+        self.readback.put(halfway)
+        status = DeviceStatus(self)
+        status.set_exception(RuntimeError(f"{self.name} stalled at {halfway}"))
+        return status
+
+    def read(self) -> Any:
+        time.sleep(self.read_delay)
+        return super().read()
+
+
+def test_a_stalled_move_stores_where_the_stage_stopped(RE: RunEngine) -> None:
+    """A run that fails before its event: the trial's readbacks say where the stage
+    stopped, read after the run (the documents are the run's own), and the error is the
+    stage's."""
+    x = StallingActuator("x", limits=(0.0, 1.0))
+    det = Detector("det", lambda: {"y": 1.0})
+    result = Dispatcher(FakeInstrument("i", {"x": x}, [det]), run_engine=RE).run(1, "c", {"x": 0.8})
+    assert result.exit_status == "fail" and "x stalled at 0.4" in (result.error or "")
+    assert result.readbacks == {"x": 0.4} and result.outputs == {}
+    assert names(result.documents) == ["start", "stop"]
+
+
+def test_the_read_after_a_failure_is_bounded_and_keeps_the_runs_own_error(
+    RE: RunEngine,
+) -> None:
+    """Best effort: a device that cannot be read leaves its readback out, one that answers
+    slowly is not waited for (found in review: read inside the plan, a slow read held the
+    RunEngine, and an abort or a timeout then replaced the trial's own error)."""
+
+    class Unreadable(StallingActuator):
+        def read(self) -> Any:
+            raise ConnectionError("controller gone")
+
+    det = Detector("det", lambda: {"y": 1.0})
+    dispatcher = Dispatcher(
+        FakeInstrument("i", {"x": Unreadable("x", limits=(0.0, 1.0))}, [det]), run_engine=RE
+    )
+    result = dispatcher.run(1, "c", {"x": 0.8})
+    assert result.exit_status == "fail" and "x stalled at 0.4" in (result.error or "")
+    assert result.readbacks == {} and not result.transient
+    slow = StallingActuator("x", limits=(0.0, 1.0))
+    slow.read_delay = 5.0
+    dispatcher = Dispatcher(FakeInstrument("i", {"x": slow}, [det]), run_engine=RE)
+    started = time.monotonic()
+    result = dispatcher.run(2, "c", {"x": 0.8}, timeout=3)
+    assert time.monotonic() - started < 3  # bounded: neither the read nor the timeout
+    assert "x stalled at 0.4" in (result.error or "") and not result.timed_out
+    assert result.readbacks == {}
 
 
 def test_missing_and_non_finite_outputs_fail(RE: RunEngine) -> None:

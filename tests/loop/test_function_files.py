@@ -402,3 +402,21 @@ def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(tmp_path
     assert "cannot import name 'pump_model' from 'instruments'" in message
     assert "'instruments' is the name of one of closedloop's own packages" in message
     assert "rename it (e.g. lab_instruments) and its imports" in message
+
+
+def test_a_failure_is_learnt_at_its_commanded_point(tmp_path: Path) -> None:
+    """A failed trial's readbacks say where the devices were when it failed (a stage that
+    stalled on its way); the planner learns that the point it asked for fails. Only an
+    operator's word on where a trial ran (``tell --actual``: ``told``) moves a failure."""
+    path = _campaign(tmp_path, "def measure(t):\n    raise RuntimeError('too hot')\n")
+    runner = Runner(load_campaign(path), Store(f"sqlite:///{tmp_path / 'store.db'}"))
+    failed = runner._observation({"t": 0.8}, {"t": 0.4}, {}, "failed")
+    assert (failed.outcome, failed.parameters) == ("failed", {"t": 0.8})
+    told = runner._observation({"t": 0.8}, {"t": 0.4}, {}, "failed", told=True)
+    assert told.parameters == {"t": 0.4}
+    measured = runner._observation({"t": 0.8}, {"t": 0.79}, {"yield_pct": 1.0}, "completed")
+    assert measured.parameters == {"t": 0.79}  # a measurement is learnt where it was made
+    # live, the function's trials fail with their inputs read back once more, and stored
+    summary = runner.run()
+    (first, *_) = runner.store.trials(summary.campaign_id)
+    assert first.status == "failed" and first.readbacks == {"t": first.parameters["t"]}
