@@ -1119,14 +1119,17 @@ class Dispatcher:
         while a slow device answers (made inside the plan, the read held the loop for up to
         an input's timeout, and an abort then turned a failed trial into an aborted one:
         found in review, session 38). Best effort and bounded: a device that reports itself
-        disconnected is not read, and what has not answered within
+        disconnected is not read, nor a plugin input of an instrument file (its unfinished
+        read would lock it: ``InputDevice.abandonable_read``), and what has not answered within
         ``_FAILURE_READ_SECONDS`` in all is left out (its read goes on, unwaited for, on a
         daemon thread). Not after a timeout: a device that hung may hang again.
         """
         inputs = [
             device
             for device in self.instrument.inputs.values()
-            if isinstance(device, Readable) and getattr(device, "connected", True) is not False
+            if isinstance(device, Readable)
+            and getattr(device, "connected", True) is not False
+            and getattr(device, "abandonable_read", True) is not False
         ]
         if not inputs:
             return {}

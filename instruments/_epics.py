@@ -1590,6 +1590,15 @@ class InputDevice:
         it (the dispatcher reads no disconnected input after a failed run)."""
         return self._connected()
 
+    @property
+    def abandonable_read(self) -> bool:
+        """Whether a read of it may be left unfinished without harm: a PV's or a motor's.
+        A plugin device's call that outlives its time limit has it refuse every later call
+        until it returns (:func:`call_device`), so the dispatcher does not read a plugin
+        input after a failed run: its bounded read locked a faulted controller, and every
+        later trial and the safe state failed (found in review, session 38)."""
+        return self.decl.device is None
+
     def _connected(self) -> bool:
         target = self._signal if self._signal is not None else self._positioner
         try:

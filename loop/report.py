@@ -853,9 +853,16 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 def _achieved(record: dict[str, Any], param: Any) -> Any:
     """Where a trial ran in ``param``: its readback (or the value told as actually used)
     when it has a usable one, else the commanded value; the model learnt the achieved point,
-    and a scan plotted at the setpoints would misplace every trial a controller missed."""
+    and a scan plotted at the setpoints would misplace every trial a controller missed.
+
+    A runner's failed trial (it has a run) is plotted at its commanded point, where the
+    model learnt the failure (``loop.runner.Runner._observation``): its readbacks say where
+    a stalled stage stopped, and a failure marker there sat between good measurements
+    (found in review, session 38). A told failure keeps the values told as used."""
     commanded = record["parameters"].get(param.name)
     if getattr(param, "type", None) == "choice":
+        return commanded
+    if record.get("status") == "failed" and record.get("run_uid"):
         return commanded
     actual = (record.get("readbacks") or {}).get(param.name)
     return actual if math.isfinite(_number(actual)) else commanded

@@ -1074,6 +1074,21 @@ def test_plan_dry_run_shows_the_ramp_from_where_the_device_reads(tmp_path: Path)
     assert "from its reading 0 now: 2, 4, 6, 8, 9" in said, said
 
 
+def test_a_plugin_input_is_not_read_after_a_failed_run(tmp_path: Path) -> None:
+    """A plugin device's call that outlives its time limit locks it until it returns, so
+    the bounded read after a failed run would have failed every later trial and the safe
+    state of a faulted controller (found in review, session 38): only PVs and motors are
+    read then."""
+    inst = _plugin_stage(tmp_path, 0.0)
+    try:
+        assert inst.inputs["x"].abandonable_read is False
+        dispatcher = Dispatcher(inst)
+        assert dispatcher._readbacks_after_failure({"x": "x"}) == {}
+        dispatcher.close()
+    finally:
+        inst.close(safe_state=False)
+
+
 def test_a_ramp_that_cannot_start_says_why(tmp_path: Path) -> None:
     """Reading 0 with its last setpoint 9 and max_step 2: no step is within max_step of
     both. It said "move from 0 to 5 is a step of 5, larger than max_step 2", though such

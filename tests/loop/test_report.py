@@ -595,3 +595,20 @@ def test_an_infeasible_prior_row_is_marked_in_the_output_panels(tmp_path: Path) 
     drawn = _points(_panels(fig)["c"])
     assert drawn["prior, infeasible"] == [1.0]
     assert drawn["prior"] == [2.0]
+
+
+def test_a_runners_failed_trial_is_plotted_where_the_model_learnt_it() -> None:
+    """A failed trial's readbacks say where a stalled stage stopped; the model learns the
+    failure at the commanded point, and the report plotted it at the readback, between good
+    measurements (found in review, session 38). A told failure keeps the told values."""
+    from types import SimpleNamespace
+
+    from loop.report import _achieved
+
+    x = SimpleNamespace(name="x", type="float")
+    ran = {"status": "failed", "run_uid": "u1", "parameters": {"x": 1.6}, "readbacks": {"x": 0.8}}
+    assert _achieved(ran, x) == 1.6
+    told = {**ran, "run_uid": None}
+    assert _achieved(told, x) == 0.8
+    measured = {**ran, "status": "completed"}
+    assert _achieved(measured, x) == 0.8  # a measurement, where it was made
