@@ -1118,18 +1118,22 @@ class Dispatcher:
         RunEngine has already stopped what it moved, and an abort or a timeout cannot arrive
         while a slow device answers (made inside the plan, the read held the loop for up to
         an input's timeout, and an abort then turned a failed trial into an aborted one:
-        found in review, session 38). Best effort and bounded: a device that reports itself
-        disconnected is not read, nor a plugin input of an instrument file (its unfinished
-        read would lock it: ``InputDevice.abandonable_read``), and what has not answered within
+        found in review, session 38). Best effort and bounded: only a device that says its
+        read may be left unfinished without harm (``abandonable_read``: a PV's or a
+        motor's, ``instruments._epics.InputDevice``; a simulator's) is read, unless it
+        reports itself disconnected, and what has not answered within
         ``_FAILURE_READ_SECONDS`` in all is left out (its read goes on, unwaited for, on a
-        daemon thread). Not after a timeout: a device that hung may hang again.
+        daemon thread). A plugin input's unfinished read locked a faulted controller; a
+        Python API instrument's own device may hold a driver lock the next trial's ``set``
+        then waits on, on the RunEngine's loop (both found in review). Not after a timeout:
+        a device that hung may hang again.
         """
         inputs = [
             device
             for device in self.instrument.inputs.values()
             if isinstance(device, Readable)
+            and getattr(device, "abandonable_read", False) is True
             and getattr(device, "connected", True) is not False
-            and getattr(device, "abandonable_read", True) is not False
         ]
         if not inputs:
             return {}

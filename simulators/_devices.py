@@ -234,6 +234,10 @@ class SimActuator(Device):
     readback = Cpt(InternalSignal, kind=Kind.hinted)
     setpoint = Cpt(InternalSignal, kind=Kind.normal)
 
+    #: Its read is this process's soft signals: ``instruments.Dispatcher`` may read it
+    #: after a failed run and leave the read unfinished without harm.
+    abandonable_read = True
+
     def __init__(
         self,
         name: str,

@@ -22,6 +22,7 @@ class UncheckedActuator(Device):
 
     readback = Cpt(Signal, value=0.0, kind="hinted")
     setpoint = Cpt(Signal, value=0.0, kind="normal")
+    abandonable_read = True  # soft signals, as a simulator's: read after a failed run
 
     def __init__(
         self,

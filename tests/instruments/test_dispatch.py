@@ -176,6 +176,21 @@ def test_the_read_after_a_failure_is_bounded_and_keeps_the_runs_own_error(
     assert result.readbacks == {}
 
 
+def test_a_device_that_does_not_say_its_read_may_be_abandoned_is_not_read(
+    RE: RunEngine,
+) -> None:
+    """A Python API instrument's own device (here ophyd's ``SynAxis``) may hold a driver
+    lock through a slow read, which the next trial's ``set`` then waited on, on the
+    RunEngine's loop (found in review, session 38): only devices that declare
+    ``abandonable_read`` are read after a failed run."""
+    from ophyd.sim import SynAxis
+
+    det = Detector("det", lambda: {"y": 1.0}, mode="fail_status")
+    inst = FakeInstrument("i", {"x": SynAxis(name="x")}, [det])
+    result = Dispatcher(inst, run_engine=RE).run(1, "c", {"x": 0.5})
+    assert result.exit_status == "fail" and result.readbacks == {}
+
+
 def test_missing_and_non_finite_outputs_fail(RE: RunEngine) -> None:
     inst = make_instrument()
     inst.outputs = ("y", "purity")
