@@ -16,7 +16,6 @@ from ._config import ExecutorConfig, InstrumentConfig
 from ._dispatch import (
     Dispatcher,
     DocumentSink,
-    describe_exception,
     is_transient,
     readback_problems,
 )
@@ -29,6 +28,7 @@ from ._errors import (
     InstrumentError,
     TrialArgumentError,
     TrialInterrupted,
+    describe_exception,
 )
 from ._manual import ManualInstrument
 from ._plans import PLAN_NAME, STREAM_NAME, check_trial_arguments, trial_plan

@@ -44,7 +44,6 @@ import inspect
 import logging
 import math
 import numbers
-import re
 import threading
 import time
 import uuid
@@ -66,6 +65,7 @@ from instruments._errors import (
     InstrumentConfigError,
     MeasurementRejected,
     TrialInterrupted,
+    describe_exception,
 )
 from instruments._plans import STREAM_NAME, readback_keys, trial_plan
 from instruments._protocol import ExitStatus, Instrument, TrialResult
@@ -183,81 +183,6 @@ def _request_abort(run_engine: RunEngine, reason: str, wait: float = _ABORT_WAIT
         )
         return True
     return delivered
-
-
-# bluesky's wrapper for a device whose Status failed: its text is the Status's repr (the
-# device, done, success), so the device's own error leads and the wrapper follows.
-_STATUS_WRAPPERS = frozenset({"FailedStatus"})
-# Exceptions whose text says all there is without their class name: a simulated instrument's
-# faults (simulators.SimulatedFault) are written for the user ("function measure (model.py)
-# did not return ['y'] ...").
-_SELF_DESCRIBING = frozenset({"SimulatedFault"})
-
-
-def describe_exception(exc: BaseException) -> str:
-    """What went wrong, for the store's ``error`` column: the message that says it first.
-
-    The device's (or the user's function's) own exception sits in ``__cause__``/
-    ``__context__``, wrapped by bluesky's ``FailedStatus`` and possibly a
-    ``SimulatedFault``. ``closedloop status`` shows the first words of the text, so what a
-    user needs leads (``RuntimeError: pH probe not calibrated; raised by function measure
-    (flaky.py, line 9) at ph=3.7``), not the wrappers' class names (found in review:
-    ``FailedStatus <- caused by SimulatedFa…``). So:
-
-    * an exception whose text repeats its cause's is left out (it says nothing new), unless
-      it quotes the cause as ``Type: message`` with more context: then it stands for both;
-    * a ``FailedStatus`` with a cause follows its cause, as ``(via FailedStatus: ...)``;
-    * distinct messages read outer first: ``A: lost the PV <- caused by B: timed out``.
-    """
-    chain: list[tuple[str, str]] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(chain) < 5:
-        seen.add(id(current))
-        chain.append((type(current).__name__, str(current).strip()))
-        current = current.__cause__ or current.__context__
-    shown: list[str | None] = [None] * len(chain)
-    trailer: list[str] = []
-    for i in reversed(range(len(chain))):  # innermost first: a wrapper may replace its cause
-        name, text = chain[i]
-        mine = (
-            text if (text and name in _SELF_DESCRIBING) else (f"{name}: {text}" if text else name)
-        )
-        if i + 1 == len(chain):
-            shown[i] = mine
-            continue
-        inner_name, inner_text = chain[i + 1]
-        quoted = f"{inner_name}: {inner_text}" if inner_text else inner_name
-        if text and quoted in text:
-            # a status that quotes its cause says which device (instruments._epics): its
-            # text is the whole story, without the wrapper's class name before it
-            shown[i], shown[i + 1] = (text if name in _STATUS_WRAPPERS else mine), None
-        elif text and inner_text and inner_text in text:
-            # The outer repeats its cause with context ("failing_region could not be
-            # evaluated: x is not defined"): it stands for both. Only a status wrapper, or
-            # the same text again, leaves the cause to speak.
-            if text != inner_text and name not in _STATUS_WRAPPERS:
-                shown[i], shown[i + 1] = mine, None
-            continue
-        elif name in _STATUS_WRAPPERS:
-            trailer.append(_tidy_status(mine))
-        else:
-            shown[i] = mine
-    described = " <- caused by ".join(s for s in shown if s is not None)
-    if trailer:
-        described += f" (via {'; '.join(trailer)})"
-    return described
-
-
-_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-f]+>")
-_STATUS_FLAGS = re.compile(r", done=\w+, success=\w+(?=\))")
-
-
-def _tidy_status(text: str) -> str:
-    """A status wrapper's text without what only Python needs: ``<pkg.OutputDetector object
-    at 0x7f...>`` becomes ``OutputDetector``, and ``done=True, success=False`` (always so
-    for a failed status) goes (found in review: every failure line carried the address)."""
-    return _STATUS_FLAGS.sub("", _OBJECT_REPR.sub(r"\1", text))
 
 
 #: How a trial that never started measuring begins its error (``loop.failures``: a kind of

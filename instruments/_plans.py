@@ -32,9 +32,9 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable
-from bluesky.utils import MsgGenerator
+from bluesky.utils import FailedStatus, MsgGenerator, RunEngineControlException
 
-from instruments._errors import TrialArgumentError
+from instruments._errors import TrialArgumentError, describe_exception
 from instruments._protocol import Instrument, hinted_fields
 from instruments._safety import Gate, check_after_acquisition
 
@@ -232,9 +232,33 @@ def _trial_body(
         if check is not None and reading:
             check({key: value["value"] for key, value in reading.items()})
 
-    # run_wrapper closes the run with exit_status='fail' and the exception text as reason
-    # when a status fails or a device raises, so a failed trial still has a stop document.
-    uid: str = yield from bpp.run_wrapper(measure(), md=start_md)
+    # Closes the run with exit_status='fail' and the error as reason when a status fails or
+    # a device raises, so a failed trial still has a stop document.
+    uid: str = yield from _run_wrapper(measure(), md=start_md)
+    return uid
+
+
+def _run_wrapper(plan: MsgGenerator[None], *, md: dict[str, Any]) -> MsgGenerator[str]:
+    """``bluesky.preprocessors.run_wrapper``, with a failed status's stop reason told as the
+    dispatcher tells the trial's error (:func:`~instruments._errors.describe_exception`).
+
+    bluesky's own wrapper writes ``str(FailedStatus(status))``, which for a plain
+    ``DeviceStatus`` is ``DeviceStatus(device=x, done=True, success=False)``: the device's
+    own exception ("x stalled at 0.4") was lost to a catalog, and to ``closedloop resume``,
+    which rebuilds a failed trial's error from the stop document after a kill (found in
+    session 38). Every other exception keeps bluesky's text (``str(exc)``): a
+    :class:`~instruments._errors.MeasurementRejected` is its verdict, word for word.
+    """
+    uid: str = yield from bps.open_run(md)
+
+    def except_plan(exc: BaseException) -> MsgGenerator[None]:
+        if isinstance(exc, RunEngineControlException):  # RequestAbort, RequestStop
+            yield from bps.close_run(exit_status=getattr(exc, "exit_status", "abort"))
+        else:
+            reason = describe_exception(exc) if isinstance(exc, FailedStatus) else str(exc)
+            yield from bps.close_run(exit_status="fail", reason=reason)
+
+    yield from bpp.contingency_wrapper(plan, except_plan=except_plan, else_plan=bps.close_run)
     return uid
 
 

@@ -146,6 +146,10 @@ def test_a_stalled_move_stores_where_the_stage_stopped(RE: RunEngine) -> None:
     assert result.exit_status == "fail" and "x stalled at 0.4" in (result.error or "")
     assert result.readbacks == {"x": 0.4} and result.outputs == {}
     assert names(result.documents) == ["start", "stop"]
+    # the stop document says what the trial's error says, not bluesky's
+    # "DeviceStatus(device=x, done=True, success=False)": a catalog reads it, and resume
+    # rebuilds a trial killed before it was recorded from it
+    assert result.documents[-1][1]["reason"] == result.error
 
 
 def test_the_read_after_a_failure_is_bounded_and_keeps_the_runs_own_error(

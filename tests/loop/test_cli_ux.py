@@ -289,7 +289,7 @@ def test_a_device_error_leads_and_bluesky_s_wrapper_follows() -> None:
     with the Status's repr, the device's own message last."""
     from bluesky.utils import FailedStatus
 
-    from instruments._dispatch import describe_exception
+    from instruments._errors import describe_exception
 
     wrapper = FailedStatus("DeviceStatus(device=det, done=True, success=False)")
     wrapper.__cause__ = RuntimeError("detector on fire")
