@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from instruments import InstrumentConfigError, InstrumentError
 from loop.errors import (
+    STORE_ENV,
     CampaignConfigError,
     ClosedLoopError,
     StoreError,
@@ -123,7 +124,7 @@ StoreOpt = Annotated[
     str,
     typer.Option(
         "--store",
-        envvar="CLOSEDLOOP_STORE",
+        envvar=STORE_ENV,
         help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
         callback=_store_url,
     ),

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from loop.config import read_number
-from loop.errors import CampaignConfigError, cli_command, shell_word
+from loop.errors import STORE_ENV, CampaignConfigError, cli_command, shell_word
 from loop.fmt import Output, WholeTable, number, parameter, specs
 
 instruments_app = typer.Typer(
@@ -748,7 +748,7 @@ def release(
         str,
         typer.Option(
             "--store",
-            envvar="CLOSEDLOOP_STORE",
+            envvar=STORE_ENV,
             help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
         ),
     ] = "sqlite:///closedloop.db",
@@ -836,7 +836,7 @@ def stop(
         str,
         typer.Option(
             "--store",
-            envvar="CLOSEDLOOP_STORE",
+            envvar=STORE_ENV,
             help="SQLAlchemy URL of the store, e.g. sqlite:///runs/lab.db.",
         ),
     ] = "sqlite:///closedloop.db",
