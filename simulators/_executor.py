@@ -922,7 +922,7 @@ class DaskExecutor:
             return None
         return (
             f"the Dask scheduler at {self.address} is gone (the connection to it was lost); "
-            "restart it (or check the network), then `closedloop resume`"
+            "restart it (or check the network), then resume the campaign"
         )
 
     def report_lost(self, reason: str) -> bool:

@@ -19,10 +19,16 @@ SAID_TRANSIENT = "; its exception says it is transient"
 #: campaign name: returned ``'Yield'`` for the output ``yield``, or read ``inputs["temprature"]``.
 #: ``loop.runner`` reads it (:func:`misnamed`): every trial would fail alike, so a campaign
 #: that has measured nothing yet stops at the first one instead of at ``max_failures``.
+#: No command in it: the error is stored with the trial, which names neither store nor
+#: campaign, and a bare `closedloop resume` pasted resumed the default store's latest
+#: campaign; the runner's stop reason names the whole command (session 39).
 _MISNAMED_FIX = (
-    "rename the key in the function, then `closedloop resume` (renaming the {what} in the "
+    "rename the key in the function, then resume this campaign (renaming the {what} in the "
     "campaign file instead needs a new campaign: a stored one keeps its file)"
 )
+#: What :func:`misnamed` looks for: the fix's words before the command, which errors stored
+#: by earlier versions ("then `closedloop resume`") share.
+_MISNAMED_MARK = "rename the key in the function, then "
 
 
 def data_keys(inputs: Iterable[str], outputs: Iterable[str]) -> list[str]:
@@ -76,4 +82,4 @@ def near_name(used: str, names: Iterable[str]) -> str | None:
 
 def misnamed(error: str | None) -> bool:
     """Whether a trial failed on a key :func:`misnamed_hint` named (a typo in the code)."""
-    return error is not None and _MISNAMED_FIX.split(" (")[0] in error
+    return error is not None and _MISNAMED_MARK in error

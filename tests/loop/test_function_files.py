@@ -176,7 +176,7 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
     assert errors[0] == (
         "function measure (model.py) did not return ['yield_pct'] (it returned {'cost': 2.0, "
         "'yield': 50.0}); is 'yield' meant to be 'yield_pct'? the dict's keys must be the "
-        "campaign's outputs: rename the key in the function, then `closedloop resume` "
+        "campaign's outputs: rename the key in the function, then resume this campaign "
         "(renaming the output in the campaign file instead needs a new campaign: a stored "
         "one keeps its file)"
     )
@@ -190,7 +190,7 @@ def test_a_misnamed_output_says_which_key_looks_like_it(tmp_path: Path) -> None:
             "return {'Yield_pct': 50.5, 'cost': 2.0}",
             "(it returned {'Yield_pct': 50.5, 'cost': 2.0}); is 'Yield_pct' meant to be "
             "'yield_pct'? the dict's keys must be the campaign's outputs: rename the key in "
-            "the function, then `closedloop resume`",
+            "the function, then resume this campaign",
         ),
         (
             "return {'yield_pct': x['tt'], 'cost': 2.0}",
@@ -222,7 +222,7 @@ def test_a_misnamed_key_stops_a_campaign_that_measured_nothing_yet(
     if "KeyError" in said:
         assert error.endswith(
             "; is 'tt' meant to be 't'? the inputs dict's keys are the campaign's parameters: "
-            "rename the key in the function, then `closedloop resume` (renaming the "
+            "rename the key in the function, then resume this campaign (renaming the "
             "parameter in the campaign file instead needs a new campaign: a stored one keeps "
             "its file)"
         ), error

@@ -336,7 +336,7 @@ def test_a_lost_scheduler_is_reported_to_on_lost_and_the_trial_aborted(tmp_path:
         proc.wait()
     assert len(told) == 1 and f"the Dask scheduler at {address} is gone" in told[0]
     assert result.exit_status == "abort", result.error
-    assert "closedloop resume" in (result.error or "")
+    assert "then resume the campaign" in (result.error or "")
 
 
 BLOCK_SIMULATORS = """
