@@ -420,3 +420,18 @@ def test_a_failure_is_learnt_at_its_commanded_point(tmp_path: Path) -> None:
     summary = runner.run()
     (first, *_) = runner.store.trials(summary.campaign_id)
     assert first.status == "failed" and first.readbacks == {"t": first.parameters["t"]}
+
+
+def test_a_misnamed_key_stored_by_an_earlier_version_is_still_known() -> None:
+    """Errors stored before session 39 end "then `closedloop resume` (...)": resumed, such
+    a trial is still a typo, not a failure of its point."""
+    from simulators._keys import misnamed
+
+    old = (
+        "function measure (model.py) did not return ['y']; is 'Y' meant to be 'y'? the "
+        "dict's keys must be the campaign's outputs: rename the key in the function, then "
+        "`closedloop resume` (renaming the output in the campaign file instead needs a new "
+        "campaign: a stored one keeps its file)"
+    )
+    assert misnamed(old) and misnamed(old.replace("`closedloop resume`", "resume this campaign"))
+    assert not misnamed("function measure (model.py) raised KeyError: 'tt'")
