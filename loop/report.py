@@ -1052,7 +1052,8 @@ def _plot_output(
     """One output per trial (or against ``where(record)``, a parameter), by group; a failed
     trial without a finite value of it (a fault, an exception, a NaN reading) is marked on
     the panel's bottom edge, so every failure shows (found in review: most failed trials
-    were invisible). A record ``where`` puts at NaN is left out.
+    were invisible), and so is a measured one whose side output read NaN, hollow. A record
+    ``where`` puts at NaN is left out.
 
     A value far outside every other one in the panel (``planners._outliers.outlying``: an
     overrange code, a sentinel such as 9.9e37) is marked on the top or bottom edge instead
@@ -1077,12 +1078,15 @@ def _plot_output(
             xs, ys = zip(*finite, strict=True)
             ax.scatter(xs, ys, color=color, marker=marker, label=group, **_dense(len(shown), 16))
             drawn = True
-        if group == "failed":
-            blank = [x_of(r) for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)]
-            if blank:
-                # the bottom edge whatever the y range; pointing down, off the scale, so
-                # it does not read as a value
-                _on_edge(ax, blank, 0.0, "v", s=30, color=color, label="failed (no value)")
+        blank = [x_of(r) for r, v in zip(chosen, values, strict=True) if not math.isfinite(v)]
+        if blank and group == "failed":
+            # the bottom edge whatever the y range; pointing down, off the scale, so
+            # it does not read as a value
+            _on_edge(ax, blank, 0.0, "v", s=30, color=color, label="failed (no value)")
+        elif blank:
+            # a measured trial whose side output read NaN (or a prior row without it): a
+            # gap in the panel read as a trial not run (found in review, session 37)
+            _on_edge(ax, blank, 0.0, "v", label=_NO_VALUE_LABEL, **_NO_VALUE_STYLE)
     if far:
         middle = _middle([value_of[id(r)] for r in shown], flags)
         for high, edge, marker in ((True, 1.0, "^"), (False, 0.0, "v")):
@@ -1094,6 +1098,16 @@ def _plot_output(
     if not drawn and say:
         done = any(r["status"] == "completed" for r in records)
         _say(ax, f"no finite value of {name}" if done else _NO_COMPLETED)
+
+
+# A measured trial without a value of the output (see _plot_output): hollow, on the edge.
+_NO_VALUE_LABEL = "measured, no value (NaN)"
+_NO_VALUE_STYLE: dict[str, Any] = {
+    "s": 30,
+    "facecolors": "none",
+    "edgecolors": "grey",
+    "linewidths": 1.2,
+}
 
 
 # Readings far outside every other one (see _plot_output): drawn on the panel's edge.

@@ -130,6 +130,30 @@ def test_every_failed_trial_is_marked_in_every_output_panel(tmp_path: Path) -> N
     assert {"failed", "failed (no value)"} <= {t.get_text() for t in legend.get_texts()}
 
 
+def test_a_measured_trial_whose_side_output_read_nan_is_marked(tmp_path: Path) -> None:
+    """A completed trial whose side output read NaN (stored null) left a gap in that
+    output's panel, as if it had not run (found in review, session 37): it is marked on
+    the bottom edge, hollow, and the legend says what the mark means."""
+    store = _store(tmp_path)
+    cid = store.create_campaign("somefail", SOME_FAIL, str(tmp_path / "campaign.yaml"), 1)
+    for z in (2.0, math.nan, 1.5, math.nan):
+        trial = store.add_trial(cid, {"x": 0.5}, "sobol")
+        store.finish_trial(
+            trial.id or 0,
+            status="completed",
+            outputs={"y": 0.2, "z": z},
+            readbacks={},
+            run_uid=None,
+            error=None,
+        )
+    panels = _panels(report_figure(store, store.campaign(cid)))
+    assert _points(panels["z"]) == {"completed": [1.0, 3.0], "measured, no value (NaN)": [2.0, 4.0]}
+    assert _points(panels["y"]) == {"completed": [1.0, 2.0, 3.0, 4.0]}
+    legend = panels["y"].get_legend()  # the output panels' one legend, on the first
+    assert legend is not None
+    assert "measured, no value (NaN)" in {t.get_text() for t in legend.get_texts()}
+
+
 def test_a_campaign_whose_trials_all_failed_shows_each_objective(tmp_path: Path) -> None:
     """Every objective and constrained output gets a panel (from the campaign, not from the
     outputs measured), saying so and marking each failure; matplotlib warns about nothing
