@@ -70,6 +70,11 @@ _GRACE = 5.0
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # SIGTERM is TerminateProcess on Windows
 _WORKER_GONE_WAIT = 10.0  # s for the scheduler to notice a worker ended by abort()
 _SETTLE = 2.0  # s for a cancellation to reach the scheduler and the worker (abort())
+#: s at most for one worker (or nanny) to answer a call of abort()'s. A worker answers on its
+#: event loop in milliseconds; one already gone (another slot's abort ended it, or it died)
+#: held ``Client.run`` for distributed's 30 s connect timeout, and with it Ctrl-C's clean
+#: stop (found in review, session 39).
+_ASK_TIMEOUT = 5.0
 _LOST_REASONS = ("scheduler-connection-lost",)
 """``FutureCancelledError.reason`` when the client lost its scheduler (distributed 2024+)."""
 
@@ -791,8 +796,14 @@ class DaskExecutor:
         deadline = time.monotonic() + _SETTLE
         while True:
             try:
-                answers = self.client.run(_task_activity, key, workers=[worker], on_error="return")
-            except Exception as exc:  # the client is closing
+                answers = self.client.run(
+                    _task_activity,
+                    key,
+                    workers=[worker],
+                    on_error="return",
+                    callback_timeout=_ASK_TIMEOUT,
+                )
+            except Exception as exc:  # the client is closing, or the worker is gone
                 logger.debug("asking Dask worker %s about its task: %s", worker, exc)
                 return None
             answer = answers.get(worker)
@@ -824,7 +835,7 @@ class DaskExecutor:
             # answers, so the scheduler logs no failed call), which then starts a fresh
             # worker as after any crash. Addressed directly: an unregistered worker's nanny
             # is no longer known to the scheduler as such.
-            self.client.run(os.kill, pid, _KILL, workers=[nanny])
+            self.client.run(os.kill, pid, _KILL, workers=[nanny], callback_timeout=_ASK_TIMEOUT)
         except Exception as exc:
             logger.warning("could not end Dask worker %s: %s: %s", worker, type(exc).__name__, exc)
             return
@@ -858,7 +869,9 @@ class DaskExecutor:
             dask_worker.periodic_callbacks["heartbeat"].stop()
 
         try:
-            self.client.run(quiet, workers=[worker], on_error="return")
+            self.client.run(
+                quiet, workers=[worker], on_error="return", callback_timeout=_ASK_TIMEOUT
+            )
         except Exception as exc:  # the client is closing
             logger.debug("stopping Dask worker %s's heartbeats: %s", worker, exc)
 

@@ -261,6 +261,21 @@ def test_a_trial_aborted_while_its_function_runs_frees_the_worker(
     assert fast.ok and fast.outputs["y"] == pytest.approx(0.25), fast.error
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(25)  # distributed's connect timeout is 30 s
+def test_asking_a_worker_that_is_gone_does_not_hold_an_abort(
+    dask_executor: DaskExecutor,
+) -> None:
+    """Was: a slot's abort asked a worker another slot's abort had just ended what it ran,
+    and ``Client.run`` waited 30 s to connect to it, which held Ctrl-C's clean stop (found in
+    review, session 39). Now the question is bounded, and the answer is "nothing of ours"."""
+    scheme = dask_executor.client.scheduler.address.split("://")[0]
+    with socket.socket() as sock:  # a port nothing listens on: a worker that is gone
+        sock.bind(("127.0.0.1", 0))
+        gone = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+    assert dask_executor._running_on(gone, "closedloop-call-gone") is None
+
+
 def _scheduler_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A ``dask scheduler`` of its own (so it can be killed like a lost one), no workers."""
     info = tmp_path / "scheduler.json"
