@@ -212,15 +212,21 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     return isinstance(exc, _infrastructure_types())
 
 
+class LostBeforeStart(Exception):
+    """A task only queued on a Dask worker that died: it never ran (:meth:`DaskExecutor.
+    result`). Its cause is distributed's ``KilledWorker``."""
+
+
 class _Task:
     """What :class:`DaskExecutor` knows of a pending task: when (``time.monotonic()``) and
     on which worker it started, since when it waits for one (sent, or its worker lost),
     and who to tell (:meth:`DaskExecutor.watch`)."""
 
-    __slots__ = ("listener", "started", "waiting", "worker")
+    __slots__ = ("listener", "ran", "started", "waiting", "worker")
 
     def __init__(self) -> None:
         self.started: float | None = None
+        self.ran = False  # a worker announced it started it, at any time (never reset)
         self.worker = ""
         self.waiting = time.monotonic()
         self.listener: Callable[[bool, float], None] | None = None
@@ -319,7 +325,7 @@ class DaskExecutor:
             task = self._tasks.get(key)
             if task is None:  # another client's task, or a future already done
                 return
-            task.started, task.worker = at, worker
+            task.started, task.worker, task.ran = at, worker, True
             listener = task.listener
         if listener is not None:
             _tell(listener, False, at)
@@ -698,11 +704,30 @@ class DaskExecutor:
         result was lost this way timed out while its function had run well within its
         limit each time (found in review: three lost results of a 0.5 s function, and a
         5 s timeout).
+
+        A task that failed as ``KilledWorker`` without any worker having announced its
+        start raises :class:`LostBeforeStart` (its cause the ``KilledWorker``): it was only
+        queued on a worker that died (the OOM killer, a crash, an HPC job's end), and
+        distributed says "all those workers died while running it" of it too (found in
+        review, session 39). The detector sends such a trial again, once.
         """
         try:
             return future.result(timeout)
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker" and self._never_started(future):
+                raise LostBeforeStart(
+                    "the Dask worker this trial was queued on died before it started it"
+                ) from exc
+            raise
         finally:
             self._forget(future)
+
+    def _never_started(self, future: Any) -> bool:
+        """Whether no worker announced starting ``future``'s task (and starts are announced
+        on this cluster at all: without that, nothing can be said)."""
+        with self._tasks_lock:
+            task = self._tasks.get(str(getattr(future, "key", "")))
+            return self._announced and task is not None and not task.ran
 
     def _blob(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> bytes:
         """``function`` cloudpickled (cached: a campaign sends the same function each trial)."""

@@ -81,6 +81,61 @@ def test_aborting_a_runaway_trial_spares_the_trials_queued_behind_it(
     assert _workers(one_worker).isdisjoint(workers)  # the runaway's process was replaced
 
 
+CRASHES = """
+import os
+import signal
+import time
+
+
+def measure(inputs):
+    if inputs["x"] > 0.5:  # runs a while (its start is announced), then its worker dies
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"y": inputs["x"]}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_trial_only_queued_on_a_worker_that_dies_is_sent_again(
+    one_worker: DaskExecutor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: the trial queued behind the one whose worker died failed too, as "worker lost",
+    with distributed's "all those workers died while running it", though it never ran
+    (found in review, session 39). The trial that ran there still fails."""
+    from instruments import load_function
+    from simulators import build_simulated_instrument
+
+    (tmp_path / "model.py").write_text(CRASHES)
+    measure = load_function("model.py:measure", base_dir=tmp_path)
+    until(lambda: len(_workers(one_worker)) == 1, "the worker is up")
+    slots = [
+        build_simulated_instrument(
+            measure, inputs={"x": (0.0, 1.0)}, outputs=["y"], seed=1, executor=one_worker
+        )
+        for _ in range(2)
+    ]
+    try:
+        for inst, x in zip(slots, (0.9, 0.25), strict=True):
+            inst.inputs["x"].set(x).wait(10)
+        crashing, queued = (inst.detectors[0] for inst in slots)
+        with caplog.at_level(logging.WARNING, logger="simulators._devices"):
+            first = crashing.trigger()
+            until(lambda: crashing._sim_future is not None, "the first trial is sent")
+            until(lambda: _executing(one_worker, crashing._sim_future), "the first trial runs")
+            second = queued.trigger()
+            until(lambda: _assigned(one_worker, queued._sim_future), "the second is queued")
+            with pytest.raises(Exception, match="could not finish on the Dask cluster"):
+                first.wait(120)
+            second.wait(120)  # generous: the nanny starts a fresh worker in seconds
+        assert queued.read()["y"]["value"] == pytest.approx(0.25)
+        sent_again = [r.getMessage() for r in caplog.records if "sent again" in r.getMessage()]
+        assert len(sent_again) == 1 and "queued on a Dask worker that died" in sent_again[0]
+    finally:
+        for inst in slots:
+            inst.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_scheduler_without_workers_warns_and_a_waiting_trial_is_only_cancelled(
