@@ -7,11 +7,15 @@ readables for the measurement", which is exactly what a Bluesky plan can drive.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bluesky.protocols import Movable, Readable
+
+if TYPE_CHECKING:
+    from instruments._epics import DeclaredInstrument
 
 ExitStatus = Literal["success", "fail", "abort"]
 
@@ -128,12 +132,26 @@ def close_instrument(instrument: Instrument, *, safe_state: bool = True) -> None
     state written by the stalled one landed in the middle of the new owner's trial (found in
     review).
     """
-    from instruments._epics import DeclaredInstrument
-
-    if not safe_state and isinstance(instrument, DeclaredInstrument):
-        instrument.close(safe_state=False)
+    declared = _declared(instrument)
+    if not safe_state and declared is not None:
+        declared.close(safe_state=False)
     else:
         instrument.close()
+
+
+def _declared(instrument: Instrument) -> DeclaredInstrument | None:
+    """``instrument`` if it is a declared instrument (an instrument file), else ``None``.
+
+    Judged without importing ``instruments._epics``: a declared instrument exists only once
+    that module is imported, and importing it (caproto, ~1 s) from here deadlocked a second
+    Ctrl-C. The first stop's close imported it on the main thread; the second's handler,
+    run inside that import, waited for the safe-state writer, whose own import waited for
+    the main thread's: 10 s, then "SAFE STATE NOT WRITTEN" (exit 3) for a function
+    instrument, which has no safe state (found in review, session 39).
+    """
+    module = sys.modules.get("instruments._epics")
+    cls = getattr(module, "DeclaredInstrument", None) if module is not None else None
+    return instrument if cls is not None and isinstance(instrument, cls) else None
 
 
 def write_safe_state(instrument: Instrument) -> list[str]:
@@ -143,18 +161,16 @@ def write_safe_state(instrument: Instrument) -> list[str]:
     first one's stop hangs on a device): closing would stop every move first, which may be
     what hangs. Only a declared instrument has a safe state; any other writes nothing.
     """
-    from instruments._epics import DeclaredInstrument
-
-    if isinstance(instrument, DeclaredInstrument) and instrument.spec.on_stop:
-        return [str(problem) for problem in instrument.safe_state()]
+    declared = _declared(instrument)
+    if declared is not None and declared.spec.on_stop:
+        return [str(problem) for problem in declared.safe_state()]
     return []
 
 
 def safe_state_failures(instrument: Instrument) -> list[str]:
     """What ``instrument``'s last close could not write of its safe state, one line each
     (the setpoint PV named); empty for an instrument without one."""
-    from instruments._epics import DeclaredInstrument
-
-    if isinstance(instrument, DeclaredInstrument):
-        return [str(failure) for failure in instrument.safe_state_failures]
+    declared = _declared(instrument)
+    if declared is not None:
+        return [str(failure) for failure in declared.safe_state_failures]
     return []

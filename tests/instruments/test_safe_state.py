@@ -1110,3 +1110,30 @@ def test_a_ramp_that_cannot_start_says_why(tmp_path: Path) -> None:
         "move), so any step would be larger than max_step 2; refused"
     ) == said, said
     assert failure_kind(f"SetpointRefused: {said}") == "step too large"
+
+
+def test_an_instrument_without_a_safe_state_is_judged_without_importing_epics() -> None:
+    """A second Ctrl-C during the first stop's teardown waited 10 s and exited 3, "SAFE
+    STATE NOT WRITTEN", for a function instrument: the main thread was importing
+    ``instruments._epics`` (caproto) when the handler ran, and the safe-state writer's own
+    import of it waited for that import (found in review, session 39). Whether an
+    instrument has a safe state is judged without importing it; in a fresh interpreter,
+    since this module imports it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from simulators import build_simulated_instrument\n"
+        "from instruments._protocol import close_instrument, safe_state_failures, "
+        "write_safe_state\n"
+        "inst = build_simulated_instrument(lambda i: {'y': 1.0}, inputs={'x': (0.0, 1.0)}, "
+        "outputs=['y'], seed=1)\n"
+        "assert write_safe_state(inst) == [] and safe_state_failures(inst) == []\n"
+        "close_instrument(inst, safe_state=False)\n"
+        "print('instruments._epics' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False", done.stderr
