@@ -55,6 +55,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -565,7 +566,7 @@ class DaskExecutor:
         _quiet_distributed()
         try:
             _probe_scheduler(address, connect_timeout)
-        except _TLSProblem as exc:  # its message says what to configure
+        except (_TLSProblem, _UnknownHost) as exc:  # its message says what to fix
             raise ExecutorUnavailable(str(exc), address=address) from exc
         except _NotAScheduler as exc:
             raise ExecutorUnavailable(
@@ -1116,6 +1117,21 @@ def _unpicklable_globals(function: Any, seen: set[int] | None = None) -> list[st
     return found
 
 
+class _UnknownHost(Exception):
+    """The address's host name does not resolve (DNS says there is no such host): final,
+    not retried until ``connect_timeout`` and then reported as a port nothing accepted on,
+    with a longer timeout among the fixes (found in review, session 39)."""
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """Whether ``exc``'s innermost cause says its host name is not known: ``EAI_NONAME``
+    (a typo, a host that does not exist), not ``EAI_AGAIN``, a DNS server's hiccup, which
+    is retried like a refusal."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME
+
+
 class _NotAScheduler(Exception):
     """Something answered at the address, but not with Dask's handshake (an ssh banner, an
     HTTP reply): a port of another service was given for the scheduler's."""
@@ -1176,6 +1192,12 @@ def _probe_scheduler(address: str, timeout: float) -> None:
                     raise _TLSProblem(_not_tls(address, exc)) from exc
                 raise
             except OSError as exc:  # refused (a scheduler still starting?): retry, as Dask
+                if _unknown_host(exc):
+                    raise _UnknownHost(
+                        f"the host name in {address} is not known ({_root_cause(exc)}); check "
+                        "the host name in `executor.address` (the scheduler's machine, as "
+                        "`dask scheduler` printed its address)"
+                    ) from exc
                 refusal = _ssl_error(exc) if tls else None
                 if refusal is not None and getattr(refusal, "reason", "") in _NOT_TLS:
                     raise _TLSProblem(_not_tls(address, refusal)) from exc
@@ -1379,9 +1401,9 @@ def _connection_args(address: str) -> dict[str, Any]:
     missing = [name for field, name in _TLS_SETTINGS[:2] if not settings.get(field)]
     if missing:
         raise _TLSProblem(
-            f"the Dask scheduler at {address} speaks TLS, and dask's configuration on this "
-            f"machine has no {' or '.join(missing)}: {_TLS_HOW}; or give the scheduler's "
-            "tcp:// address if it does not use TLS"
+            f"{address} asks for TLS (tls://), and dask's configuration on this machine has "
+            f"no {' or '.join(missing)}: {_TLS_HOW}; or give the scheduler's tcp:// address "
+            "if it does not use TLS"
         )
     named = [(name, str(settings[field])) for field, name in _TLS_SETTINGS if settings.get(field)]
     absent = [f"{name} = {path}" for name, path in named if "\n" not in path]

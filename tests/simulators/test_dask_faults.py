@@ -167,6 +167,25 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(60)
+def test_an_unknown_host_is_named_at_once_not_waited_for() -> None:
+    """Was: a misspelt host was retried for the whole ``connect_timeout``, then reported as
+    "nothing accepted the connection", with a longer timeout among the fixes (found in
+    review, session 39). ``.invalid`` never resolves (RFC 6761)."""
+    try:
+        socket.getaddrinfo("nosuchhost.invalid", 8786)
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:  # no resolver answers here: nothing to test
+            pytest.skip(f"this machine's DNS resolver does not answer: {exc}")
+    address = "tcp://nosuchhost.invalid:8786"
+    with pytest.raises(ExecutorUnavailable) as unavailable:
+        DaskExecutor.connect(address, connect_timeout=600)  # the mark's 60 s would fail it
+    message = str(unavailable.value)
+    assert message.startswith(f"the host name in {address} is not known (gaierror"), message
+    assert "check the host name in `executor.address`" in message
+    assert "connect_timeout" not in message
+
+
+@pytest.mark.timeout(60)
 def test_a_refused_port_is_reported_as_refused_not_as_a_silent_one() -> None:
     """Was: the TCP connect (retried on refusal until the limit) and the handshake shared one
     limit, so a refused port was sometimes "accepted but sent no Dask handshake"."""

@@ -128,8 +128,8 @@ def test_a_tls_address_without_tls_settings_says_which_to_set_and_where(tls: _TL
     """
     message, _ = _refused(tls.address, _NONE)
     assert message.startswith(
-        f"the Dask scheduler at {tls.address} speaks TLS, and dask's configuration on this "
-        "machine has no distributed.comm.tls.ca-file or distributed.comm.tls.client.cert: "
+        f"{tls.address} asks for TLS (tls://), and dask's configuration on this machine has "
+        "no distributed.comm.tls.ca-file or distributed.comm.tls.client.cert: "
         "set distributed.comm.tls.ca-file (the CA"
     ), message
     assert "~/.config/dask/distributed.yaml" in message
