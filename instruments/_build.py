@@ -12,6 +12,7 @@ it, torch.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import difflib
@@ -758,6 +759,9 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
         raise InstrumentConfigError(f"cannot load {path} as Python", field=what)
+    clash = _own_package_imported(path)
+    if clash:
+        raise InstrumentConfigError(f"{target!r} {clash}", field=what)
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so dataclasses/pickle inside the user's file can find it.
     sys.modules[module_name] = module
@@ -800,21 +804,60 @@ def _line_in(path: Path, exc: BaseException) -> str:
 _OWN_PACKAGES = ("loop", "instruments", "planners", "simulators")
 
 
+def _hidden_beside(own: str, path: Path) -> str:
+    """Why the module ``own`` (one of :data:`_OWN_PACKAGES`) that ``path`` imports is not the
+    file of that name beside it, and what to do; ``""`` if there is no such file."""
+    beside = [p.name for p in (path.parent / f"{own}.py", path.parent / own) if p.exists()]
+    if not beside:
+        return ""
+    return (
+        f"'{own}' is the name of one of closedloop's own packages, which is imported first, "
+        f"so {beside[0]} beside {path.name} is not the module imported: rename it (e.g. "
+        f"lab_{own}) and its imports"
+    )
+
+
+def _own_package_imported(path: Path) -> str:
+    """``imports 'instruments' at line 3; ...`` if ``path`` imports, anywhere in it, a module
+    named like one of closedloop's packages that is also a file beside it; else ``""``.
+
+    ``import instruments`` of an ``instruments.py`` beside the file got closedloop's own
+    package without an error; only at a call, inside the function, did ``instruments.f``
+    fail, as "No instruments attribute f", on every trial until ``max_failures`` (found in
+    review, session 39). Read from the file's syntax, so ``validate`` refuses it, an import
+    inside the function included. A file that does not parse is left to be run, which says
+    why.
+    """
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            own = name.split(".")[0]
+            hidden = _hidden_beside(own, path) if own in _OWN_PACKAGES else ""
+            if hidden:
+                return f"imports '{own}' at line {node.lineno}; {hidden}"
+    return ""
+
+
 def _import_hint(exc: Exception, path: Path) -> str:
     """What to do about an import the file could not make: a module of its own folder is
     importable, a relative import is not (the file is run on its own, not as part of a
     package), anything else is to be installed or put on ``PYTHONPATH``."""
     own = getattr(exc, "name", None)
     if isinstance(exc, ImportError) and own in _OWN_PACKAGES:
-        beside = [p.name for p in (path.parent / f"{own}.py", path.parent / own) if p.exists()]
-        if beside:
-            # `from instruments import pump_model` of an instruments.py beside the file got
-            # closedloop's own package, with no word why (found in review)
-            return (
-                f"; '{own}' is the name of one of closedloop's own packages, which is imported "
-                f"first, so {beside[0]} beside {path.name} is not the module imported: rename "
-                f"it (e.g. lab_{own}) and its imports"
-            )
+        # `from instruments import pump_model` of an instruments.py beside the file got
+        # closedloop's own package, with no word why (found in review)
+        hidden = _hidden_beside(own, path)
+        if hidden:
+            return f"; {hidden}"
     if isinstance(exc, ImportError) and "relative import" in str(exc):
         return (
             f"; {path.name} is run as a file of its own, not as part of a package: import "

@@ -387,21 +387,63 @@ def test_a_child_the_function_file_forks_at_import_exits_as_usual(tmp_path: Path
     load_campaign(_campaign(tmp_path, source))  # no "exited while being imported"
 
 
-def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("own", "source", "line"),
+    [
+        (
+            "instruments",
+            "from instruments import pump_model\n"
+            "def measure(x):\n    return {'yield_pct': pump_model(1.0), 'cost': 1.0}\n",
+            1,
+        ),
+        (
+            "instruments",
+            "import math\nimport instruments\n"
+            "def measure(x):\n    return {'yield_pct': instruments.pump_model(1.0), 'cost': 1.0}\n",
+            2,
+        ),
+        (
+            "simulators",
+            "def measure(x):\n    import simulators.pump as p\n"
+            "    return {'yield_pct': p.pump_model(1.0), 'cost': 1.0}\n",
+            2,
+        ),
+    ],
+    ids=["from-import", "import", "import-in-the-function"],
+)
+def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(
+    tmp_path: Path, own: str, source: str, line: int
+) -> None:
     """`from instruments import pump_model` of an instruments.py beside the function's file
-    got closedloop's own package, and the error gave no hint (found in review)."""
-    (tmp_path / "instruments.py").write_text("def pump_model(x):\n    return 2 * x\n")
-    path = _campaign(
-        tmp_path,
-        "from instruments import pump_model\n"
-        "def measure(x):\n    return {'yield_pct': pump_model(1.0), 'cost': 1.0}\n",
-    )
+    got closedloop's own package, and the error gave no hint (found in review); `import
+    instruments` (at the top, or in the function) passed `validate`, and every trial then
+    failed as "No instruments attribute pump_model" (review Y, session 39)."""
+    if own == "simulators":
+        (tmp_path / own).mkdir()
+        (tmp_path / own / "__init__.py").write_text("")
+        (tmp_path / own / "pump.py").write_text("def pump_model(x):\n    return 2 * x\n")
+    else:
+        (tmp_path / f"{own}.py").write_text("def pump_model(x):\n    return 2 * x\n")
+    path = _campaign(tmp_path, source)
     with pytest.raises(CampaignConfigError) as info:
         load_campaign(path)
     message = str(info.value)
-    assert "cannot import name 'pump_model' from 'instruments'" in message
-    assert "'instruments' is the name of one of closedloop's own packages" in message
-    assert "rename it (e.g. lab_instruments) and its imports" in message
+    assert f"imports '{own}' at line {line}; '{own}' is the name of one of closedloop's own " in (
+        message
+    )
+    assert f"rename it (e.g. lab_{own}) and its imports" in message
+
+
+def test_a_function_may_import_closedloops_own_packages_when_nothing_beside_it_hides_them(
+    tmp_path: Path,
+) -> None:
+    """Only a file of that name beside the function's file is a clash."""
+    load_campaign(
+        _campaign(
+            tmp_path,
+            "import instruments\ndef measure(x):\n    return {'yield_pct': 1.0, 'cost': 1.0}\n",
+        )
+    )
 
 
 def test_a_failure_is_learnt_at_its_commanded_point(tmp_path: Path) -> None:
