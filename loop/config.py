@@ -2333,8 +2333,12 @@ def _check_planner(
             f"planner {campaign.planner.label}: {exc}",
             line=line,
             fix=getattr(exc, "fix", "")
-            or "change planner.kind (botorch supports every search space and goal), or "
-            "drop what the planner cannot do",
+            or (
+                "change planner.kind (botorch supports every search space and goal), or "
+                "drop what the planner cannot do"
+                if campaign.planner.kind != "botorch" or plugin
+                else "remove the setting the message names"
+            ),
         )
 
     ignored = ignored_settings(campaign.planner)

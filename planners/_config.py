@@ -262,6 +262,14 @@ def check_prior_mean(
         f"planner.prior_mean: quadratic applies to one objective over numbers, and this "
         f"campaign has {why} (its models keep a constant mean); remove it",
         key=("prior_mean",),
+        # the loader's own fix ("change planner.kind") told a botorch user to use botorch
+        # (found in review, session 39)
+        fix="remove planner.prior_mean (or write prior_mean: constant)"
+        + (
+            "; a choice whose values have an order can be `ordered: true`"
+            if why == "an unordered choice parameter"
+            else ""
+        ),
     )
 
 
