@@ -1588,6 +1588,31 @@ def _quiet_distributed() -> None:
         log = logging.getLogger(name)
         if log.level < level:
             log.setLevel(level)
+    for name in _SAID_BY_US:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _SaidByUs) for f in log.filters):
+            log.addFilter(_SaidByUs())
+
+
+#: distributed's records that say again, in its words, what a trial's line or closedloop's
+#: own warning says (a worker lost under a trial, a worker restarted after an abort): an
+#: ERROR naming a task key meant nothing to the user and read as a crash (found in review,
+#: session 39). Dropped unless ``--verbose`` (:func:`_quiet_distributed`).
+_SAID_BY_US = {
+    "distributed.scheduler": (f"Task {_KEY_PREFIX}", "marked as failed because"),
+    "distributed.nanny": ("Restarting worker", ""),
+}
+
+
+class _SaidByUs(logging.Filter):
+    """Drops the records of :data:`_SAID_BY_US`; passes everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        start, within = _SAID_BY_US.get(record.name, ("", ""))
+        if not start:
+            return True
+        text = record.getMessage()
+        return not (text.startswith(start) and within in text)
 
 
 def _folder_modules(module: types.ModuleType) -> list[types.ModuleType]:

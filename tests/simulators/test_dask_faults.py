@@ -305,3 +305,36 @@ def test_a_local_cluster_keeps_its_worker_through_aborts_of_every_other_trial(
         store.close()
     assert (summary.status, summary.completed) == ("completed", 8)
     assert summary.failure_counts == {"timeout": summary.failed}  # no KilledWorker
+
+
+def test_distributeds_words_for_what_a_trial_line_says_are_kept_off_the_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ERROR "Task closedloop-call-… marked as failed because 1 workers died" and a
+    WARNING "Restarting worker" reached the terminal beside the trial's own line (found in
+    review, session 39). Dropped unless ``--verbose``; distributed's other records pass."""
+    from simulators._executor import _quiet_distributed
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the command line without --verbose
+    try:
+        _quiet_distributed()
+        with caplog.at_level(logging.WARNING):
+            scheduler_log = logging.getLogger("distributed.scheduler")
+            scheduler_log.error(
+                "Task closedloop-call-0123 marked as failed because 1 workers died while "
+                "trying to run it"
+            )
+            logging.getLogger("distributed.nanny").warning(
+                "Restarting worker (status=Status.running)"
+            )
+            scheduler_log.error("Task other-key marked as failed because 1 workers died")
+            scheduler_log.error("Received heartbeat from unregistered worker")
+    finally:
+        root.setLevel(level)
+    shown = [r.getMessage() for r in caplog.records]
+    assert shown == [
+        "Task other-key marked as failed because 1 workers died",
+        "Received heartbeat from unregistered worker",
+    ], shown
