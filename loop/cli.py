@@ -661,10 +661,11 @@ def _print_summary(summary: CampaignSummary, c: Any, db: Store) -> None:
             markup=False,
         )
     if len(summary.objectives) > 1:
-        from loop.report import annotate
+        from loop.report import annotate, shown_units
         from loop.store import export_records
 
-        _print_front(c, annotate(export_records(db, summary.campaign_id), c))
+        units = shown_units(c, db.campaign(summary.campaign_id).config_path)
+        _print_front(c, annotate(export_records(db, summary.campaign_id), c), units)
     elif summary.best is not None:
         b = summary.best
         what = "best feasible trial" if summary.outcome_constraints else "best trial"
@@ -883,7 +884,7 @@ def status(
     ] = False,
 ) -> None:
     """Show a campaign's progress, its best trial and its last trials."""
-    from loop.report import annotate, stored_campaign
+    from loop.report import annotate, shown_units, stored_campaign
     from loop.store import Store, export_records, known_budget
 
     db = Store(store, read_only=True)
@@ -965,10 +966,11 @@ def status(
     from loop.failures import failures_of
 
     _print_failures(failures_of(trials), full=row.status == "failed")
-    _print_goals(c, records)
+    units = shown_units(c, row.config_path)
+    _print_goals(c, records, units)
     if model:
         _print_model(c, records, estimates)
-    console.print(_trial_table(c, records[-10:], "last trials"))
+    console.print(_trial_table(c, records[-10:], "last trials", units))
 
 
 def _model_estimates(db: Store, row: Any, c: Any, snapshot: Any) -> Any:
@@ -1099,6 +1101,7 @@ def _status_json(
     from loop.failures import failure_counts, failures_of
     from loop.report import (
         best_record,
+        declared_units,
         feasibility,
         final_hypervolume,
         hypervolume_reference,
@@ -1138,7 +1141,7 @@ def _status_json(
             {"trials": feasible, "of_completed": completed} if c.outcome_constraints else None
         ),
         "pending": [r["trial_id"] for r in records if r["status"] == "running"],
-        "units": _declared_units(c, path_from_text(row.config_path).parent),
+        "units": declared_units(c, path_from_text(row.config_path).parent),
         "seed": row.seed,
         "sessions": db.sessions(row.id or 0) if db is not None else [],
         "function_changes": db.function_changes(row.id or 0) if db is not None else [],
@@ -1177,26 +1180,6 @@ def _status_json(
             },
         }
     return to_json(payload)
-
-
-def _declared_units(c: Any, base_dir: Path) -> dict[str, dict[str, str]]:
-    """The units a campaign declares: each parameter's ``unit`` (else its instrument
-    input's ``units:``) and each instrument output's ``units:`` (only an instrument file,
-    or inline ``devices:``, declares an output's unit)."""
-    from loop.report import units_of
-
-    parameters = units_of(c)
-    outputs: dict[str, str] = {}
-    if c.instrument.file is not None or c.instrument.devices is not None:
-        from instruments._epics import declared_spec  # the text stored with the campaign
-        from instruments._instrument_file import input_units
-
-        spec = declared_spec(c.instrument, base_dir)
-        for name, unit in input_units(spec, parameters).items():
-            if unit:
-                parameters.setdefault(name, unit)
-        outputs = {name: decl.units for name, decl in spec.outputs.items() if decl.units}
-    return {"parameters": parameters, "outputs": outputs}
 
 
 def _owed_retries(
@@ -1466,18 +1449,17 @@ def _slots_table(c: Any, trials: list[Any], *, live: bool = True) -> None:
     )
 
 
-def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
-    """Feasibility, the best feasible trial, and (several objectives) the Pareto front."""
+def _print_goals(c: Any, records: list[dict[str, Any]], units: dict[str, str]) -> None:
+    """Feasibility, the best feasible trial, and (several objectives) the Pareto front;
+    ``units``: name -> unit of parameters and outputs (``loop.report.shown_units``)."""
     from loop.report import (
         best_record,
         feasibility,
         label,
         outlying_note,
         outlying_records,
-        units_of,
     )
 
-    units = units_of(c)
     obj = c.objectives[0]
     if c.outcome_constraints:
         feasible, completed = feasibility(records)
@@ -1512,10 +1494,10 @@ def _print_goals(c: Any, records: list[dict[str, Any]]) -> None:
         if far:
             console.print(outlying_note(far, obj.name), highlight=False, markup=False)
         return
-    _print_front(c, records)
+    _print_front(c, records, units)
 
 
-def _print_front(c: Any, records: list[dict[str, Any]]) -> None:
+def _print_front(c: Any, records: list[dict[str, Any]], units: dict[str, str]) -> None:
     """A multi-objective campaign's Pareto front, as ``status`` and ``run``'s summary show it:
     the hypervolume with the reference point it is measured from (an inferred point moves as
     the campaign goes on, so the number alone says little), and the front's trials with every
@@ -1553,7 +1535,7 @@ def _print_front(c: Any, records: list[dict[str, Any]]) -> None:
     if front:
         first = c.objectives[0].name
         on_screen = _front_shown(front, lambda r: r["outputs"].get(first, math.nan))
-        console.print(_trial_table(c, on_screen, "Pareto front (feasible, non-dominated)"))
+        console.print(_trial_table(c, on_screen, "Pareto front (feasible, non-dominated)", units))
         _say_front_cut(len(on_screen), len(front), first)
 
 
@@ -1569,12 +1551,13 @@ def _feasible_measured(records: list[dict[str, Any]], c: Any) -> bool:
     return bool((usable & np.isfinite(Y).all(axis=1)).any())
 
 
-def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTable:
-    """Trials with their parameters (units in the headers), goals and outcome; an ``error``
-    column only when some trial has one."""
-    from loop.report import label, units_of
+def _trial_table(
+    c: Any, records: list[dict[str, Any]], title: str, units: dict[str, str]
+) -> WholeTable:
+    """Trials with their parameters and goals (``units`` of either in the headers) and
+    outcome; an ``error`` column only when some trial has one."""
+    from loop.report import label
 
-    units = units_of(c)
     shown = [o.name for o in c.objectives]
     for oc in c.parsed_outcome_constraints:
         if oc.name not in shown:
@@ -1583,7 +1566,14 @@ def _trial_table(c: Any, records: list[dict[str, Any]], title: str) -> WholeTabl
     params = [p.name for p in c.parameters if getattr(p, "type", None) != "fixed"]
     extra = ["feasible"] if c.outcome_constraints else []
     errors = [escape(_headline(r["error"] or "")) for r in records]
-    headers = ["#", "kind", "status", *[label(n, units) for n in params], *shown, *extra]
+    headers = [
+        "#",
+        "kind",
+        "status",
+        *[label(n, units) for n in params],
+        *[label(n, units) for n in shown],
+        *extra,
+    ]
     digits = {n: _digits(c, records, n) for n in shown}
     if any(errors):
         headers.append("error")

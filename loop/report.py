@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import secrets
@@ -23,6 +24,8 @@ from loop.errors import ClosedLoopError
 from loop.store import CampaignRow, Store, export_records, path_from_text
 from planners._outliers import best_index, best_trace, outlying
 from planners._protocol import DESIGN_KINDS, Objective
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -476,6 +479,42 @@ def units_of(campaign: Campaign) -> dict[str, str]:
     return units
 
 
+def declared_units(campaign: Campaign, base_dir: Path) -> dict[str, dict[str, str]]:
+    """The units a campaign declares: each parameter's ``unit`` (else its instrument
+    input's ``units:``) and each instrument output's ``units:`` (only an instrument file,
+    or inline ``devices:``, declares an output's unit). ``base_dir``: the campaign file's
+    folder, which a relative instrument file is found from.
+
+    What ``status`` and the report label parameters and outputs with (``status --json``'s
+    ``units``): the README said an output's ``units:`` was shown by both, and neither
+    showed it (found in session 39).
+    """
+    parameters = units_of(campaign)
+    outputs: dict[str, str] = {}
+    if campaign.instrument.file is not None or campaign.instrument.devices is not None:
+        from instruments._epics import declared_spec  # the text stored with the campaign
+        from instruments._instrument_file import input_units
+
+        spec = declared_spec(campaign.instrument, base_dir)
+        for name, unit in input_units(spec, parameters).items():
+            if unit:
+                parameters.setdefault(name, unit)
+        outputs = {name: decl.units for name, decl in spec.outputs.items() if decl.units}
+    return {"parameters": parameters, "outputs": outputs}
+
+
+def shown_units(campaign: Campaign, config_path: str) -> dict[str, str]:
+    """Name -> unit over parameters and outputs (their names are distinct: every data key
+    is), for labels; only the parameters' own ``unit`` when the instrument's declarations
+    cannot be read (a display must not fail for that)."""
+    try:
+        declared = declared_units(campaign, path_from_text(config_path).parent)
+    except Exception as exc:
+        logger.debug("the instrument's units could not be read: %s", exc)
+        return units_of(campaign)
+    return {**declared["parameters"], **declared["outputs"]}
+
+
 def label(name: str, units: dict[str, str]) -> str:
     """``name [unit]`` when the name has a unit, else the name."""
     unit = units.get(name)
@@ -625,6 +664,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
     if row.id is None:  # pragma: no cover
         raise ValueError("campaign row without id")
     records = annotate(export_records(store, row.id), campaign)
+    units = shown_units(campaign, row.config_path)
     outputs = _panel_outputs(records, campaign)
     pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
     targets = _targets(row, campaign)
@@ -671,7 +711,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         if target is not None:
             first.axhline(target, color="C2", ls="--", lw=1.2, label=f"target {target:g}")
             first.legend(loc="best", fontsize="small")
-        first.set_ylabel(fit_label(f"best {objective.name}", _ROW_AXES))
+        first.set_ylabel(fit_label(f"best {label(objective.name, units)}", _ROW_AXES))
         first.set_title(
             _wrapped(f"{row.name}: best feasible {objective.name} so far ({objective.goal}){rate}")
         )
@@ -694,7 +734,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         _say(first, _NO_COMPLETED)
     for k, (i, j) in enumerate(pairs, start=1):
         ax = fig.add_subplot(grid[k, :])
-        _plot_front(ax, records, objectives[i].name, objectives[j].name)
+        _plot_front(ax, records, objectives[i].name, objectives[j].name, units)
     bounds: dict[str, list[float]] = {}
     for c in campaign.parsed_outcome_constraints:
         bounds.setdefault(c.name, []).append(c.bound)
@@ -710,7 +750,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
             ax.axvline(
                 max(initial) + 0.5, color="grey", ls=":", lw=1, label="end of initial design"
             )
-        ax.set_ylabel(fit_label(name, _ROW_AXES))
+        ax.set_ylabel(fit_label(label(name, units), _ROW_AXES))
     if panels:
         if numbers:
             panels[0].set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
@@ -730,7 +770,7 @@ def report_figure(store: Store, row: CampaignRow) -> Figure:
         for k, param in enumerate(scanned):
             ax = fig.add_subplot(grid[top + k // columns, k % columns], sharey=shared)
             shared = shared or ax
-            _plot_scan(ax, records, objective.name, param, ticks.get(param.name), across)
+            _plot_scan(ax, records, objective.name, param, ticks.get(param.name), across, units)
             _draw_limits(ax, bounds.get(objective.name, []), targets.get(objective.name))
             if k % columns:
                 ax.tick_params(labelleft=False)
@@ -975,14 +1015,15 @@ def _plot_scan(
     records: list[dict[str, Any]],
     objective: str,
     param: Any,
-    ticks: CategoryTicks | None = None,
-    panel_inches: float = _FIGURE_WIDTH,
+    ticks: CategoryTicks | None,
+    panel_inches: float,
+    units: dict[str, str],
 ) -> None:
     """One objective against one parameter: numbers on a linear or (``log: true``) log
     axis, choices as categories (their values' order, a little jitter apart, labelled as
-    ``ticks`` says: see :func:`category_ticks`). The axis label is cut to the panel's
-    width (``panel_inches``, its share of the figure), as a long category label is."""
-    units = {param.name: param.unit} if getattr(param, "unit", None) else {}
+    ``ticks`` says: see :func:`category_ticks`). The axis label (with its ``units``) is cut
+    to the panel's width (``panel_inches``, its share of the figure), as a long category
+    label is."""
     if _is_choice(param):
         values = list(param.values)
         index = {repr(v): i for i, v in enumerate(values)}
@@ -1186,7 +1227,9 @@ def _group(r: dict[str, Any]) -> str:
     return "feasible" if r["feasible"] else "infeasible"
 
 
-def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
+def _plot_front(
+    ax: Any, records: list[dict[str, Any]], x: str, y: str, units: dict[str, str]
+) -> None:
     """Completed trials in the plane of two objectives, the Pareto front highlighted.
 
     Feasible trials off the front are grey dots, infeasible ones orange hollow triangles
@@ -1237,8 +1280,8 @@ def _plot_front(ax: Any, records: list[dict[str, Any]], x: str, y: str) -> None:
             _middle(xs_all, far_x),
             _middle(ys_all, far_y),
         )
-    ax.set_xlabel(fit_label(x, _FIGURE_WIDTH * _PANEL_FILL))
-    ax.set_ylabel(fit_label(y, _ROW_AXES))
+    ax.set_xlabel(fit_label(label(x, units), _FIGURE_WIDTH * _PANEL_FILL))
+    ax.set_ylabel(fit_label(label(y, units), _ROW_AXES))
     if ax.get_legend_handles_labels()[0]:  # none: matplotlib warns "No artists with labels"
         ax.legend(loc="best", fontsize="small")
     else:

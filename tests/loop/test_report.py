@@ -636,3 +636,42 @@ def test_a_runners_failed_trial_is_plotted_where_the_model_learnt_it() -> None:
     assert _achieved(told, x) == 0.8
     measured = {**ran, "status": "completed"}
     assert _achieved(measured, x) == 0.8  # a measurement, where it was made
+
+
+UNITS = """\
+name: with-units
+parameters:
+  - {name: x, type: float, bounds: [0, 2]}
+objectives:
+  - {name: y, goal: minimize}
+instrument:
+  devices:
+    name: bench
+    inputs:
+      x: {device: "ophyd:Signal", args: {value: 1.0}, limits: [0, 2], units: mm}
+    outputs:
+      y: {device: "ophyd:Signal", args: {value: 0.5}, units: mV}
+planner: {kind: sobol}
+budget: {max_trials: 2}
+seed: 1
+"""
+
+
+def test_status_and_the_report_show_the_units_an_instrument_declares(tmp_path: Path) -> None:
+    """The README said an output's ``units:`` is shown by ``status`` and the report; only
+    ``status --json`` had it (found in session 39). An input's ``units:`` labels its
+    parameter where the parameter names none."""
+    from loop import Runner, load_campaign
+
+    path = tmp_path / "units.yaml"
+    path.write_text(UNITS)
+    store = _store(tmp_path)
+    summary = Runner(load_campaign(path), store).run()
+    assert summary.completed == 2
+    panels = _panels(report_figure(store, store.campaign(summary.campaign_id)))
+    assert {"best y [mV]", "y [mV]"} <= set(panels), set(panels)
+    assert any(ax.get_xlabel() == "x [mm]" for ax in panels.values())
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    shown = CliRunner().invoke(app, ["status", "--store", url], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "x [mm]" in shown.output and "y [mV]" in shown.output, shown.output
