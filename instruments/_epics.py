@@ -3606,6 +3606,16 @@ def check_declared(
                 "declare it with a plugin `device:`",
                 field="file",
             )
+        if s.kind == "int" and decl.max_step is not None and not decl.max_step.is_integer():
+            # A ramp's steps are max_step apart: 2.5 sent a filter wheel or a counter to
+            # position 2.5 on its way, and below 1 no whole step exists at all (found in
+            # session 38's notes, session 39)
+            raise spec.error(
+                f"inputs.{s.name}.max_step {decl.max_step:g}: parameter {s.name!r} is an int, "
+                "so the steps of a ramp toward its setpoints would not be whole numbers",
+                ("inputs", s.name, "max_step"),
+                fix=f"give a whole number, e.g. max_step: {max(1, math.floor(decl.max_step))}",
+            )
     if bounds_known:
         check_safe_state(spec, specs)
     for s in specs if bounds_known else ():
