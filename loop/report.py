@@ -1141,16 +1141,6 @@ def _plot_output(
         _say(ax, f"no finite value of {name}" if done else _NO_COMPLETED)
 
 
-# A measured trial without a value of the output (see _plot_output): hollow, on the edge.
-_NO_VALUE_LABEL = "measured, no value (NaN)"
-_NO_VALUE_STYLE: dict[str, Any] = {
-    "s": 30,
-    "facecolors": "none",
-    "edgecolors": "grey",
-    "linewidths": 1.2,
-}
-
-
 # Readings far outside every other one (see _plot_output): drawn on the panel's edge.
 _OUTLYING_LABEL = "far outside the others (on the edge)"
 _OUTLYING_STYLE: dict[str, Any] = {
@@ -1159,6 +1149,9 @@ _OUTLYING_STYLE: dict[str, Any] = {
     "edgecolors": "C4",
     "linewidths": 1.2,
 }
+# A measured trial without a value of the output (see _plot_output): hollow, on the edge.
+_NO_VALUE_LABEL = "measured, no value (NaN)"
+_NO_VALUE_STYLE: dict[str, Any] = {**_OUTLYING_STYLE, "s": 30, "edgecolors": "grey"}
 
 
 def _on_edge(

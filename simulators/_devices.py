@@ -64,6 +64,7 @@ Design choices that matter to callers:
 from __future__ import annotations
 
 import asyncio
+import functools
 import keyword
 import logging
 import math
@@ -790,7 +791,10 @@ class SimDetector(Device):
                 remote = exc
             self._unwatch(number)
             if isinstance(remote, LostBeforeStart):
-                if self._send_again(status, number, inputs, setpoints, fail, z, bad):
+                again = functools.partial(
+                    self._submit, status, number, inputs, setpoints, fail, z, bad
+                )
+                if self._send_again(status, number, again):
                     return
                 remote = remote.__cause__ or remote  # sent again once: distributed's error
             if isinstance(remote, BaseException) and self._scheduler_lost(remote):
@@ -811,19 +815,10 @@ class SimDetector(Device):
 
         future.add_done_callback(done)
 
-    def _send_again(
-        self,
-        status: DeviceStatus,
-        number: int,
-        inputs: dict[str, Any],
-        setpoints: dict[str, Any],
-        fail: bool,
-        z: np.ndarray[Any, np.dtype[np.float64]],
-        bad: float | None,
-    ) -> bool:
-        """Send trigger ``number``'s function again: its task was only queued on a worker
-        that died, so it never ran (:class:`~simulators._executor.LostBeforeStart`); whether
-        it was sent.
+    def _send_again(self, status: DeviceStatus, number: int, submit: Callable[[], None]) -> bool:
+        """Send trigger ``number``'s function again (``submit``, under the lock): its task was
+        only queued on a worker that died, so it never ran
+        (:class:`~simulators._executor.LostBeforeStart`); whether it was sent.
 
         Failed instead, a trial that never ran was a ``worker lost`` failure, counted
         towards ``max_failures`` with distributed's "died while running it" (found in
@@ -841,7 +836,7 @@ class SimDetector(Device):
                 self.name,
                 number,
             )
-            self._submit(status, number, inputs, setpoints, fail, z, bad)
+            submit()
         return True
 
     def queue_waited(self) -> float:
