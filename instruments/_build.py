@@ -761,7 +761,10 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
         raise InstrumentConfigError(f"cannot load {path} as Python", field=what)
     clash = _own_package_imported(path)
     if clash:
-        raise InstrumentConfigError(f"{target!r} {clash}", field=what)
+        # the fix is the message's own (the loader's generic one said to restore the file)
+        raise InstrumentConfigError(
+            f"{target!r} {clash}", field=what, fix=clash.rpartition(": ")[2]
+        )
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so dataclasses/pickle inside the user's file can find it.
     sys.modules[module_name] = module
@@ -806,13 +809,23 @@ _OWN_PACKAGES = ("loop", "instruments", "planners", "simulators")
 
 def _hidden_beside(own: str, path: Path) -> str:
     """Why the module ``own`` (one of :data:`_OWN_PACKAGES`) that ``path`` imports is not the
-    file of that name beside it, and what to do; ``""`` if there is no such file."""
-    beside = [p.name for p in (path.parent / f"{own}.py", path.parent / own) if p.exists()]
-    if not beside:
+    Python module of that name beside it, and what to do; ``""`` if there is none.
+
+    Only Python counts: ``own.py``, or a folder ``own/`` holding Python files. A folder of
+    instrument files (``closedloop examples --copy`` makes an ``instruments/``) is no module
+    the import could have meant, and a planner's ``from planners import Point`` is then
+    closedloop's own, as it should be (found in review, session 39).
+    """
+    module, folder = path.parent / f"{own}.py", path.parent / own
+    if module.is_file():
+        beside = module.name
+    elif folder.is_dir() and any(folder.glob("*.py")):
+        beside = f"{own}/"
+    else:
         return ""
     return (
         f"'{own}' is the name of one of closedloop's own packages, which is imported first, "
-        f"so {beside[0]} beside {path.name} is not the module imported: rename it (e.g. "
+        f"so {beside} beside {path.name} is not the module imported: rename it (e.g. "
         f"lab_{own}) and its imports"
     )
 

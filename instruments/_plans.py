@@ -32,9 +32,9 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable
-from bluesky.utils import FailedStatus, MsgGenerator, RunEngineControlException
+from bluesky.utils import MsgGenerator, RunEngineControlException
 
-from instruments._errors import TrialArgumentError, describe_exception
+from instruments._errors import MeasurementRejected, TrialArgumentError, describe_exception
 from instruments._protocol import Instrument, hinted_fields
 from instruments._safety import Gate, check_after_acquisition
 
@@ -239,15 +239,18 @@ def _trial_body(
 
 
 def _run_wrapper(plan: MsgGenerator[None], *, md: dict[str, Any]) -> MsgGenerator[str]:
-    """``bluesky.preprocessors.run_wrapper``, with a failed status's stop reason told as the
-    dispatcher tells the trial's error (:func:`~instruments._errors.describe_exception`).
+    """``bluesky.preprocessors.run_wrapper``, with the stop reason of a failed run told as
+    the dispatcher tells the trial's error (:func:`~instruments._errors.describe_exception`).
 
-    bluesky's own wrapper writes ``str(FailedStatus(status))``, which for a plain
-    ``DeviceStatus`` is ``DeviceStatus(device=x, done=True, success=False)``: the device's
-    own exception ("x stalled at 0.4") was lost to a catalog, and to ``closedloop resume``,
-    which rebuilds a failed trial's error from the stop document after a kill (found in
-    session 38). Every other exception keeps bluesky's text (``str(exc)``): a
-    :class:`~instruments._errors.MeasurementRejected` is its verdict, word for word.
+    bluesky's own wrapper writes ``str(exc)``: for a failed status that is
+    ``DeviceStatus(device=x, done=True, success=False)``, and for a device that raised the
+    bare message without its class. The device's own exception ("x stalled at 0.4") was
+    lost to a catalog, and ``closedloop resume``, which rebuilds a failed trial's error from
+    the stop document after a kill, stored another text than the live trial, under another
+    failure kind ("TimeoutError: ..." lost its class, and with it being transient; found in
+    session 38 and review). Only the plan's own verdict, a
+    :class:`~instruments._errors.MeasurementRejected`, keeps its text word for word, as the
+    dispatcher reads it.
     """
     uid: str = yield from bps.open_run(md)
 
@@ -255,7 +258,7 @@ def _run_wrapper(plan: MsgGenerator[None], *, md: dict[str, Any]) -> MsgGenerato
         if isinstance(exc, RunEngineControlException):  # RequestAbort, RequestStop
             yield from bps.close_run(exit_status=getattr(exc, "exit_status", "abort"))
         else:
-            reason = describe_exception(exc) if isinstance(exc, FailedStatus) else str(exc)
+            reason = str(exc) if isinstance(exc, MeasurementRejected) else describe_exception(exc)
             yield from bps.close_run(exit_status="fail", reason=reason)
 
     yield from bpp.contingency_wrapper(plan, except_plan=except_plan, else_plan=bps.close_run)

@@ -81,7 +81,9 @@ def load_class(spec: str, base_dir: Path) -> type:
     except InstrumentConfigError as exc:
         raise PluginMissing(
             f"planner plugin {spec}: {exc}",
-            fix=_restore(
+            # the loader's own fix where it has one (a module named like closedloop's)
+            fix=exc.fix
+            or _restore(
                 target,
                 attr,
                 base_dir,

@@ -152,6 +152,27 @@ def test_a_stalled_move_stores_where_the_stage_stopped(RE: RunEngine) -> None:
     assert result.documents[-1][1]["reason"] == result.error
 
 
+def test_a_device_that_raises_closes_its_run_with_the_trials_own_error(RE: RunEngine) -> None:
+    """A ``set()`` that raises (a controller that did not answer) closed its run with
+    bluesky's ``str(exc)``, without the class: after a kill, resume rebuilt the trial from
+    it as another failure kind, and a transient timeout as a failure of its point (found in
+    review, session 39)."""
+    from loop.failures import failure_kind, transient_failure
+
+    class Unanswering(Actuator):
+        def set(self, value: float) -> DeviceStatus:  # type: ignore[override]
+            raise TimeoutError(f"{self.name}: the controller did not answer within 2 s")
+
+    det = Detector("det", lambda: {"y": 1.0})
+    inst = FakeInstrument("i", {"x": Unanswering("x", limits=(0.0, 1.0))}, [det])
+    result = Dispatcher(inst, run_engine=RE).run(1, "c", {"x": 0.5})
+    stop = result.documents[-1][1]
+    assert result.exit_status == "fail" and stop["reason"] == result.error
+    assert (result.error or "").startswith("TimeoutError: x: the controller did not answer")
+    assert failure_kind(stop["reason"]) == failure_kind(result.error) == "timeout"
+    assert transient_failure(stop["reason"]) and result.transient
+
+
 def test_the_read_after_a_failure_is_bounded_and_keeps_the_runs_own_error(
     RE: RunEngine,
 ) -> None:

@@ -437,7 +437,11 @@ def test_a_module_named_as_closedloops_own_package_is_said_to_be_hidden(
 def test_a_function_may_import_closedloops_own_packages_when_nothing_beside_it_hides_them(
     tmp_path: Path,
 ) -> None:
-    """Only a file of that name beside the function's file is a clash."""
+    """Only a Python module of that name beside the function's file is a clash: a folder
+    of instrument files (``closedloop examples --copy`` makes ``instruments/``) is not one
+    (found in review, session 39)."""
+    (tmp_path / "instruments").mkdir()
+    (tmp_path / "instruments" / "bench.yaml").write_text("name: bench\n")
     load_campaign(
         _campaign(
             tmp_path,
