@@ -636,7 +636,7 @@ def _log_bluesky_prints() -> None:
 def _print_how_to_resume(what: str, store: str, campaign_id: int | None) -> None:
     err_console.print(
         f"[yellow]{what}[/]: every finished trial is in the store; continue with "
-        + escape(f"`{cli_command('resume', store, campaign_id)}`")
+        + escape(f"`{cli_command('resume', store, campaign_id, printed=True)}`")
     )
 
 
@@ -2396,7 +2396,9 @@ def suggest(
         )
     finished = row.status not in UNFINISHED  # by this suggest: a finished one is refused
     if not proposals:
-        more = f"; `{cli_command('suggest', store, runner.campaign_id)}` proposes more"
+        more = (
+            f"; `{cli_command('suggest', store, runner.campaign_id, printed=True)}` proposes more"
+        )
         console.print(
             f"{c.name} (id {runner.campaign_id}): nothing to run" + ("" if finished else more),
             markup=False,
@@ -2425,7 +2427,7 @@ def suggest(
     console.print(WholeTable(title, headers, rows, numeric, turn=True))
     outputs = " ".join(f"{o}=VALUE" for o in outputs_of(runner))
     console.print(
-        f"record a result: {cli_command('tell', store, None, 'TRIAL_ID', outputs)} "
+        f"record a result: {cli_command('tell', store, None, 'TRIAL_ID', outputs, printed=True)} "
         "[--actual PARAM=VALUE] (or --fail REASON; --abandon REASON if it will not be run)",
         markup=False,
         highlight=False,

@@ -55,31 +55,37 @@ def shell_word(text: str) -> str:
 STORE_ENV = "CLOSEDLOOP_STORE"
 
 
-def cli_command(verb: str, store_url: str, campaign_id: int | None, *options: str) -> str:
+def cli_command(
+    verb: str, store_url: str, campaign_id: int | None, *options: str, printed: bool = False
+) -> str:
     """``closedloop VERB --store URL -c ID [OPTIONS]``, as a message tells the user to paste it.
 
     Every such command names its store and its campaign: a bare ``closedloop resume``,
     pasted, resumed the latest unfinished campaign of the default store, another one than
     the message was about (found in review, session 36). ``campaign_id`` is ``None`` only
-    where no campaign was stored yet. The store is named as :func:`_store_word` says."""
-    words = ["closedloop", verb, "--store", _store_word(store_url)]
+    where no campaign was stored yet. The store is named as :func:`_store_word` says;
+    ``printed``: the text goes to this shell's terminal now, never into the store."""
+    words = ["closedloop", verb, "--store", _store_word(store_url, printed=printed)]
     if campaign_id is not None:
         words += ["-c", str(campaign_id)]
     return " ".join([*words, *options])
 
 
-def _store_word(store_url: str) -> str:
+def _store_word(store_url: str, *, printed: bool) -> str:
     """The store's URL as a pasteable command's word, its password never shown.
 
     A URL with a password is shown masked (``loop.store.shown_url``), as every message
     shows it: some commands printed the password the user had typed, others ``***``. Masked,
-    a pasted command fails to log in; so when the URL came from ``$CLOSEDLOOP_STORE``, as a
-    lab keeps a password out of its shell history, the command names the variable (found
-    in review, session 37), which works wherever it is set."""
+    a pasted command fails to log in; so in text ``printed`` to the terminal at once, when
+    the URL came from ``$CLOSEDLOOP_STORE`` (as a lab keeps a password out of its shell
+    history), the command names the variable (found in review, session 37): pasted in that
+    shell, it works. Never in text that may be stored (a stop reason, a trial's error):
+    shown later where the variable is unset, or names another store, the pasted command
+    failed or acted on another store's campaign (review AA, session 39)."""
     from loop.store import shown_url  # the store's one masking; not at import: kept light
 
     shown = shown_url(store_url)
-    if shown != store_url or "***" in store_url:  # a password there, or already masked
+    if printed and (shown != store_url or "***" in store_url):  # a password there
         env = os.environ.get(STORE_ENV)
         if env and shown_url(env) == shown:
             return f'"${STORE_ENV}"'

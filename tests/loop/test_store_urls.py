@@ -526,22 +526,26 @@ def test_a_command_to_paste_names_a_store_in_any_folder(tmp_path: Path) -> None:
 def test_a_command_to_paste_never_shows_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
     """Some commands printed the password the user had typed, others ``***``, which fails
     when pasted (found in review, session 37). The password is always hidden; where the URL
-    came from ``$CLOSEDLOOP_STORE`` the command names the variable, and works as pasted."""
+    came from ``$CLOSEDLOOP_STORE``, a command printed to the terminal at once names the
+    variable, and works as pasted; one that may be stored (a stop reason) never does: shown
+    in another shell, it acted on the variable's store there (review AA, session 39)."""
     url = "postgresql+psycopg://lab:s3cret@db.example/runs"
     monkeypatch.delenv("CLOSEDLOOP_STORE", raising=False)
     masked = "closedloop resume --store 'postgresql+psycopg://lab:***@db.example/runs' -c 2"
     assert cli_command("resume", url, 2) == masked
     assert cli_command("resume", "postgresql+psycopg://lab:***@db.example/runs", 2) == masked
+    assert cli_command("resume", url, 2, printed=True) == masked
     monkeypatch.setenv("CLOSEDLOOP_STORE", url)
     for given in (url, "postgresql+psycopg://lab:***@db.example/runs"):
-        assert (
-            cli_command("resume", given, 2) == 'closedloop resume --store "$CLOSEDLOOP_STORE" -c 2'
+        assert cli_command("resume", given, 2, printed=True) == (
+            'closedloop resume --store "$CLOSEDLOOP_STORE" -c 2'
         )
+        assert cli_command("resume", given, 2) == masked  # may be stored: no variable
     # another store than the variable's is shown masked, not replaced by the variable
     other = "postgresql+psycopg://lab:s3cret@db.example/other"
-    assert "$CLOSEDLOOP_STORE" not in cli_command("resume", other, 2)
+    assert "$CLOSEDLOOP_STORE" not in cli_command("resume", other, 2, printed=True)
     # a URL without a password is written out, wherever it came from
     monkeypatch.setenv("CLOSEDLOOP_STORE", "sqlite:///runs/x.db")
-    assert cli_command("status", "sqlite:///runs/x.db", 1) == (
+    assert cli_command("status", "sqlite:///runs/x.db", 1, printed=True) == (
         "closedloop status --store sqlite:///runs/x.db -c 1"
     )
