@@ -155,11 +155,13 @@ class _Call:
 
     Attributes:
         number: The trigger it computes.
+        owner: The detector whose trigger it is (a guard may be shared: :data:`_GUARDS`).
         stopped: ``time.monotonic()`` when that trigger was stopped (its trial timed out or
             was aborted) while the function ran on; ``None`` while it is still wanted.
     """
 
     number: int
+    owner: object = None
     stopped: float | None = None
 
 
@@ -471,6 +473,45 @@ _CLASS_CACHE_LOCK = threading.Lock()
 _UNLISTED: weakref.WeakKeyDictionary[Callable[..., Any], set[str]] = weakref.WeakKeyDictionary()
 
 
+class _Guard:
+    """Who runs a function now, shared by the detectors that must not call it at once
+    (``SimDetector._claim``): ``call`` (or ``None``) under ``done``, notified on every
+    change."""
+
+    def __init__(self) -> None:
+        self.done = threading.Condition()
+        self.call: _Call | None = None
+
+
+# function -> seed -> its guard. A campaign's slots have a seed each (instruments.slot_seed)
+# and call the function at once, as they should; the same slot of the next session in this
+# process (a resume after an interrupt, in a notebook) has the same seed and shares its
+# guard, so it waits for a call its stopped predecessor left running (found in review,
+# session 39: built anew, its detector entered the function a second time at once).
+_GUARDS: weakref.WeakKeyDictionary[Callable[..., Any], dict[Any, _Guard]] = (
+    weakref.WeakKeyDictionary()
+)
+_GUARDS_LOCK = threading.Lock()
+
+
+def _guard_of(function: Callable[..., Any], seed: Any) -> _Guard:
+    """The guard of ``function`` called by the slot with ``seed`` (see :data:`_GUARDS`); a
+    guard of its own for a function that takes no weak reference. A ``SeedSequence`` (what
+    ``build_simulated_instrument`` hands its detector) is keyed by what fixes its stream, so
+    the same campaign seed and slot give the same guard; one drawn from fresh entropy (no
+    seed) by its own draw."""
+    if isinstance(seed, np.random.SeedSequence):
+        key: Any = (seed.entropy, tuple(seed.spawn_key))
+    else:
+        key = seed if seed is None or isinstance(seed, int) else object()
+    with _GUARDS_LOCK:
+        try:
+            guards = _GUARDS.setdefault(function, {})
+        except TypeError:
+            return _Guard()
+        return guards.setdefault(key, _Guard())
+
+
 def _detector_class(base: type[SimDetector], outputs: tuple[str, ...]) -> type[SimDetector]:
     """A subclass of ``base`` with one hinted signal component per output.
 
@@ -585,7 +626,7 @@ class SimDetector(Device):
     _sim_timer: threading.Timer | None
     _sim_executor: Any
     _sim_future: Any
-    _sim_call: _Call | None
+    _sim_guard: _Guard
     _sim_call_done: threading.Condition
     _sim_clock: threading.Lock  # guards the queue-wait clock (queue_waited)
     _sim_queue_total: float
@@ -661,9 +702,9 @@ class SimDetector(Device):
         self._sim_executor = executor
         self._sim_future = None
         self._sim_sent_again: int | None = None  # the trigger sent again (_send_again)
-        self._sim_call = None
+        self._sim_guard = _guard_of(function, seed)
         self._sim_unstarted: str | None = None  # why the last stopped trigger never started
-        self._sim_call_done = threading.Condition()
+        self._sim_call_done = self._sim_guard.done
         self._sim_clock = threading.Lock()
         self._sim_queue_total = 0.0
         self._sim_queue_read = 0.0
@@ -966,19 +1007,21 @@ class SimDetector(Device):
         with self._sim_call_done:
             call = self._sim_call
             if call is not None and pending is not None and not pending.done:
-                if call.stopped is None:  # its own trigger's call: it runs on, unwanted
-                    call.stopped = time.monotonic()
-                else:  # an earlier trigger's: this one was waiting for it
+                if call.owner is self and call.stopped is None:
+                    call.stopped = time.monotonic()  # its own trigger's call: runs on, unwanted
+                else:  # an earlier trigger's (or another detector's): this one waited for it
+                    ago = (
+                        "" if call.stopped is None else f"{time.monotonic() - call.stopped:.3g} s "
+                    )
                     self._sim_unstarted = (
                         f"{_source(self._sim_function, self.name)} was still running the call "
-                        f"of a trial stopped {time.monotonic() - call.stopped:.3g} s before "
-                        "(a running function cannot be interrupted), so this trial never "
-                        "called it"
+                        f"of a trial stopped {ago}before (a running function cannot be "
+                        "interrupted), so this trial never called it"
                     )
                     waiting = (
                         f", while waiting for {_source(self._sim_function, self.name)}, still "
-                        f"running from trigger #{call.number} (stopped "
-                        f"{time.monotonic() - call.stopped:.3g} s ago), so it was not called"
+                        f"running from trigger #{call.number} (stopped {ago}ago), so it was "
+                        "not called"
                     )
             self._sim_call_done.notify_all()  # a waiting trigger sees its Status failed
         if pending is not None and not pending.done:
@@ -1099,8 +1142,18 @@ class SimDetector(Device):
                 self._sim_call_done.wait(_WAIT_POLL)
             if status.done:
                 return False
-            self._sim_call = _Call(number)
+            self._sim_call = _Call(number, owner=self)
             return True
+
+    @property
+    def _sim_call(self) -> _Call | None:
+        """The function's call in progress, this detector's or a stopped predecessor's in
+        this process (see :data:`_GUARDS`); set and read under ``_sim_call_done``."""
+        return self._sim_guard.call
+
+    @_sim_call.setter
+    def _sim_call(self, call: _Call | None) -> None:
+        self._sim_guard.call = call
 
     def _release(self) -> None:
         """The function returned (or raised): the next trigger may call it."""

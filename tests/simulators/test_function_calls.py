@@ -66,9 +66,9 @@ def probe() -> Iterator[Probe]:
     p.gate.set()  # never leave a thread blocked behind the test
 
 
-def _instrument(function: Any, **kwargs: Any) -> Any:
+def _instrument(function: Any, seed: int = 1, **kwargs: Any) -> Any:
     return build_simulated_instrument(
-        function, inputs={"x": (0.0, 1.0)}, outputs=["y"], seed=1, **kwargs
+        function, inputs={"x": (0.0, 1.0)}, outputs=["y"], seed=seed, **kwargs
     )
 
 
@@ -99,6 +99,40 @@ def test_a_trigger_after_a_stopped_one_waits_for_its_function_to_return(
         assert inst.detector.read()["y"]["value"] == 0.25  # its own inputs, not the stopped
     finally:
         inst.close()
+
+
+def test_the_next_session_in_this_process_waits_for_a_call_left_running(probe: Probe) -> None:
+    """An interrupted notebook cell, then a resume in the same kernel: the new session's
+    detector (built anew, the same function and slot seed) entered the function while the
+    stopped session's call still ran (found in review, session 39)."""
+    old = _instrument(probe, latency=0.01)
+    _stuck(old, probe)
+    old.close()  # the interrupted session ends; its call runs on
+    new = _instrument(probe, latency=0.01)
+    try:
+        new.inputs["x"].set(0.25)
+        second = new.detector.trigger()
+        time.sleep(0.3)
+        assert not second.done and probe.calls == [0.5], "the function was entered twice"
+        probe.gate.set()
+        second.wait(5)
+        assert second.success and probe.calls == [0.5, 0.25] and probe.peak == 1
+    finally:
+        new.close()
+
+
+def test_slots_with_their_own_seeds_call_one_function_at_once() -> None:
+    """The guard is per slot (its seed), not per function: a campaign's slots measure at
+    once, as they should."""
+    probe = Probe(delay=0.5)
+    slots = [_instrument(probe, seed=seed, latency=0.01) for seed in (1, 2)]
+    try:
+        for status in [inst.detector.trigger() for inst in slots]:
+            status.wait(5)
+        assert probe.peak == 2
+    finally:
+        for inst in slots:
+            inst.close()
 
 
 def test_a_trigger_stopped_while_it_waits_never_calls_the_function(probe: Probe) -> None:
@@ -150,8 +184,9 @@ def test_a_script_s_trigger_returns_at_once_while_a_stopped_call_runs(probe: Pro
 
 
 def test_each_slot_s_detector_waits_only_for_its_own_function_call(probe: Probe) -> None:
-    """``count: 2``: two instruments (as the runner builds one per slot) of one function."""
-    stuck, other = _instrument(probe, latency=0.01), _instrument(probe, latency=0.01)
+    """``count: 2``: two instruments (as the runner builds one per slot, each with a seed
+    of its own) of one function."""
+    stuck, other = _instrument(probe, latency=0.01), _instrument(probe, seed=2, latency=0.01)
     try:
         _stuck(stuck, probe)
         other.inputs["x"].set(0.25)
