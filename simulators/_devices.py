@@ -64,7 +64,6 @@ Design choices that matter to callers:
 from __future__ import annotations
 
 import asyncio
-import functools
 import keyword
 import logging
 import math
@@ -86,7 +85,7 @@ from ophyd.device import DEVICE_RESERVED_ATTRS
 from ophyd.signal import InternalSignal
 from ophyd.utils import LimitError
 
-from simulators._executor import LostBeforeStart, is_infrastructure_error
+from simulators._executor import UNANNOUNCED, UNANNOUNCED_ATTR, is_infrastructure_error
 from simulators._expressions import ExpressionError, parse_expression
 from simulators._functions import TestProblem
 from simulators._keys import SAID_TRANSIENT, data_key_clashes, misnamed_hint, near_name
@@ -701,7 +700,6 @@ class SimDetector(Device):
         self._sim_timer = None
         self._sim_executor = executor
         self._sim_future = None
-        self._sim_sent_again: int | None = None  # the trigger sent again (_send_again)
         self._sim_guard = _guard_of(function, seed)
         self._sim_unstarted: str | None = None  # why the last stopped trigger never started
         self._sim_call_done = self._sim_guard.done
@@ -831,13 +829,6 @@ class SimDetector(Device):
             except BaseException as exc:  # the function raised, or the cluster failed
                 remote = exc
             self._unwatch(number)
-            if isinstance(remote, LostBeforeStart):
-                again = functools.partial(
-                    self._submit, status, number, inputs, setpoints, fail, z, bad
-                )
-                if self._send_again(status, number, again):
-                    return
-                remote = remote.__cause__ or remote  # sent again once: distributed's error
             if isinstance(remote, BaseException) and self._scheduler_lost(remote):
                 return
             left = self._sim_latency - (time.monotonic() - started)
@@ -855,30 +846,6 @@ class SimDetector(Device):
             self._complete(status, number, inputs, setpoints, fail, z, bad, remote)
 
         future.add_done_callback(done)
-
-    def _send_again(self, status: DeviceStatus, number: int, submit: Callable[[], None]) -> bool:
-        """Send trigger ``number``'s function again (``submit``, under the lock): its task was
-        only queued on a worker that died, so it never ran
-        (:class:`~simulators._executor.LostBeforeStart`); whether it was sent.
-
-        Failed instead, a trial that never ran was a ``worker lost`` failure, counted
-        towards ``max_failures`` with distributed's "died while running it" (found in
-        review, session 39). Once per trigger: a worker may die before its start is
-        announced, and a function that kills its worker must not kill one after another.
-        Not after the trigger was stopped (its Status done) or replaced.
-        """
-        with self._sim_lock:
-            if status.done or self._sim_pending is not status or self._sim_sent_again == number:
-                return False
-            self._sim_sent_again = number
-            logger.warning(
-                "%s: trigger #%d was queued on a Dask worker that died before starting it; "
-                "sent again",
-                self.name,
-                number,
-            )
-            submit()
-        return True
 
     def queue_waited(self) -> float:
         """Total seconds this detector's triggers have spent waiting in the executor's
@@ -1222,8 +1189,10 @@ class SimDetector(Device):
             if gone is not None:
                 raise fault(f"{who} could not run: {gone}") from remote
             if is_infrastructure_error(remote):
+                # distributed says "died while running it" of a trial only queued there too
+                unstarted = UNANNOUNCED if getattr(remote, UNANNOUNCED_ATTR, False) else ""
                 raise fault(
-                    f"{who} could not finish on the Dask cluster: "
+                    f"{who} could not finish on the Dask cluster{unstarted}: "
                     f"{type(remote).__name__}: {remote}",
                     transient=True,
                 ) from remote

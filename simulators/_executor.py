@@ -213,9 +213,17 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     return isinstance(exc, _infrastructure_types())
 
 
-class LostBeforeStart(Exception):
-    """A task only queued on a Dask worker that died: it never ran (:meth:`DaskExecutor.
-    result`). Its cause is distributed's ``KilledWorker``."""
+#: Set on a ``KilledWorker`` whose task no worker announced starting
+#: (:meth:`DaskExecutor.result`), and how the trial's error then says so: distributed's own
+#: text says "all those workers died while running it" of a trial only queued behind
+#: another there, which never ran (found in review, session 39). Not "never started": a
+#: function that ends its worker at once loses its announcement with it, so such a trial is
+#: not sent again either (tried and reverted the same session: it ran twice).
+UNANNOUNCED_ATTR = "_closedloop_unannounced"
+UNANNOUNCED = (
+    " (the worker it was sent to died before it reported starting it: it was queued there "
+    "behind another trial, or ended the worker at once)"
+)
 
 
 class _Task:
@@ -270,9 +278,6 @@ class DaskExecutor:
         self._blobs: dict[int, bytes] = {}
         self._functions: list[Any] = []
         self._tasks: dict[str, _Task] = {}  # key -> its start, while its future is pending
-        # worker address -> whether one of our tasks was running there when it was removed
-        # (:meth:`_requeued`): what tells a task queued behind it (:meth:`_never_started`)
-        self._busy_when_removed: dict[str, bool] = {}
         self._tasks_lock = threading.Lock()
         self._stopping = threading.Event()  # set by close(): ends the _nag thread
         self._nagging: threading.Thread | None = None
@@ -382,9 +387,6 @@ class DaskExecutor:
         at = time.monotonic()
         told: list[tuple[Callable[[bool, float], None], float]] = []
         with self._tasks_lock:
-            self._busy_when_removed[worker] = self._busy_when_removed.get(worker, False) or any(
-                task.worker == worker and task.started is not None for task in self._tasks.values()
-            )
             for key, task in self._tasks.items():
                 if task.worker != worker or task.started is None or key == str(aborted):
                     continue
@@ -712,46 +714,24 @@ class DaskExecutor:
         limit each time (found in review: three lost results of a 0.5 s function, and a
         5 s timeout).
 
-        A task that failed as ``KilledWorker`` and is known never to have started raises
-        :class:`LostBeforeStart` (its cause the ``KilledWorker``): it was only queued on a
-        worker that died (the OOM killer, a crash), and distributed says "all those workers
-        died while running it" of it too (found in review, session 39). The detector sends
-        such a trial again, once.
+        A ``KilledWorker`` whose task no worker announced starting is marked
+        (:data:`UNANNOUNCED_ATTR`), so the trial's error can say so.
         """
         try:
             return future.result(timeout)
         except Exception as exc:
-            if type(exc).__name__ == "KilledWorker" and self._never_started(future, exc):
-                raise LostBeforeStart(
-                    "the Dask worker this trial was queued on died before it started it"
-                ) from exc
+            if type(exc).__name__ == "KilledWorker" and self._unannounced(future):
+                setattr(exc, UNANNOUNCED_ATTR, True)
             raise
         finally:
             self._forget(future)
 
-    def _never_started(self, future: Any, killed: BaseException) -> bool:
-        """Whether ``future``'s task, failed as ``killed`` (a ``KilledWorker``), is known
-        never to have started: on the local cluster (one thread per worker), another of our
-        tasks was running on the worker it was queued on when that worker was removed, and
-        it never announced its own start.
-
-        No announcement alone is not enough: a function that ends its worker at once (a
-        segfault, ``os._exit``) ran, and its announcement died with the worker, unsent; sent
-        again, it ended a second worker (found in review, session 39). An external cluster
-        may run several tasks on one worker at once, and reschedules by its own
-        ``allowed-failures``: nothing is sent again there.
-        """
-        last = getattr(killed, "last_worker", None)
-        worker = str(getattr(last, "address", last) or "")
+    def _unannounced(self, future: Any) -> bool:
+        """Whether no worker announced starting ``future``'s task (and starts are announced
+        on this cluster at all: without that, nothing can be said)."""
         with self._tasks_lock:
             task = self._tasks.get(str(getattr(future, "key", "")))
-            return (
-                self.kind == "local"
-                and self._announced
-                and task is not None
-                and not task.ran
-                and self._busy_when_removed.get(worker, False)
-            )
+            return self._announced and task is not None and not task.ran
 
     def _blob(self, function: Callable[[dict[str, Any]], Mapping[str, Any]]) -> bytes:
         """``function`` cloudpickled (cached: a campaign sends the same function each trial)."""
