@@ -1323,8 +1323,18 @@ class Runner:
                 raise KeyboardInterrupt(self._interrupted(None)) from None
             raise
         self._drain_consumers(stopped=bool(received))
-        if received:
+        if received and summary.status not in ("completed", "failed"):
             raise KeyboardInterrupt(self._interrupted(summary))
+        if received:
+            # The interrupt came as the campaign ended by itself (its last trial stored):
+            # "stopped by an interrupt ... resume()" named a resume that refused, and lost
+            # the summary (found in review, session 39). The summary says how it ended.
+            logger.warning(
+                "the interrupt came as campaign %r ended by itself (%s: %s); nothing to resume",
+                summary.name,
+                summary.status,
+                summary.reason,
+            )
         return summary
 
     def _drain_consumers(self, *, stopped: bool) -> None:

@@ -202,3 +202,20 @@ def test_bluesky_prints_no_traceback_for_the_trials_the_loop_records(tmp_path: P
         bluesky.removeHandler(handler)
         bluesky.setLevel(level)
     assert "Run aborted" in seen
+
+
+def test_an_interrupt_as_the_last_trial_is_stored_returns_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: "stopped by an interrupt ... Continue it with ....resume()" for a campaign its
+    budget had completed, whose resume then refused, and the summary lost (found in review,
+    session 39). The interrupt comes as the budget's last trial is taken."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    _after_done(monkeypatch, 8, lambda: signal.raise_signal(signal.SIGINT))
+    runner = Runner(_loaded(tmp_path), store)
+    with caplog.at_level(logging.WARNING, logger="loop.runner"):
+        summary = runner.run()
+    assert (summary.status, summary.completed) == ("completed", 8)
+    assert store.campaign(runner.campaign_id or 0).status == "completed"
+    assert "the interrupt came as campaign 'nb' ended by itself" in caplog.text
+    store.close()
