@@ -214,7 +214,10 @@ def test_an_interrupt_as_the_last_trial_is_stored_returns_the_summary(
     _after_done(monkeypatch, 8, lambda: signal.raise_signal(signal.SIGINT))
     runner = Runner(_loaded(tmp_path), store)
     with caplog.at_level(logging.WARNING, logger="loop.runner"):
-        summary = runner.run()
+        try:
+            summary = runner.run()
+        except KeyboardInterrupt as exc:  # uncaught, it would end the whole test session
+            pytest.fail(f"raised KeyboardInterrupt: {exc}")
     assert (summary.status, summary.completed) == ("completed", 8)
     assert store.campaign(runner.campaign_id or 0).status == "completed"
     assert "the interrupt came as campaign 'nb' ended by itself" in caplog.text
