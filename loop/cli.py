@@ -46,6 +46,7 @@ from loop.errors import (
     StoreError,
     cli_command,
     first_line,
+    resume_command,
 )
 from loop.fmt import (
     DIGITS,
@@ -921,7 +922,10 @@ def status(
     lease = db.lease(row.id or 0) if row.status in UNFINISHED else None
     holder = _runner_state(lease)
     if row.status in UNFINISHED:
-        console.print(_runner_line(db, row.id or 0, store, lease, holder), markup=False)
+        console.print(
+            _runner_line(db, row.id or 0, store, lease, holder, c.instrument.function),
+            markup=False,
+        )
     from loop.cli_instruments import paused_lines
 
     for line in paused_lines(db, row, store):  # interlock pauses and operator releases
@@ -1645,8 +1649,11 @@ def _headline(error: str, width: int = 60) -> str:
     return error if len(error) <= width else error[: width - 1] + "…"
 
 
-def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str | None) -> str:
-    """Who drives an unfinished campaign, or how to continue it.
+def _runner_line(
+    db: Store, campaign_id: int, url: str, lease: Any, state: str | None, function: str | None
+) -> str:
+    """Who drives an unfinished campaign, or how to continue it (``function``: the
+    campaign's ``instrument.function``, whose ``__main__:`` only Python resumes).
 
     An ask/tell campaign is continued with ``tell``/``suggest``: ``resume`` would drive it
     with its instrument and refuses while suggestions await their results. A runner stopped
@@ -1658,7 +1665,7 @@ def _runner_line(db: Store, campaign_id: int, url: str, lease: Any, state: str |
     from loop.asktell import awaiting_tell
     from loop.lock import describe_lease, frozen_note, stale_reason
 
-    resume = f"`{cli_command('resume', url, campaign_id)}`"
+    resume = f"`{resume_command(function, url, campaign_id, printed=True)}`"
     suggest = f"`{cli_command('suggest', url, campaign_id)}`"
     if lease is not None and state == "stopped":
         then = f"{resume} continues the campaign"

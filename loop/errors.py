@@ -71,6 +71,23 @@ def cli_command(
     return " ".join([*words, *options])
 
 
+def resume_command(
+    function: str | None, store_url: str, campaign_id: int | None, *, printed: bool = False
+) -> str:
+    """How to continue a campaign: ``closedloop resume --store URL -c ID`` (see
+    :func:`cli_command`), or for one whose ``function:`` lives in a Python session
+    (``__main__:measure``, a notebook's), which the command line refuses, the Python call
+    (found in review, session 39: a notebook's campaign was told to run the command)."""
+    if function is not None and function.startswith("__main__:"):
+        from loop.store import shown_url
+
+        return (
+            f"Runner.from_store(Store({shown_url(store_url)!r}), {campaign_id}).resume() in "
+            f"the Python session that defines {function.partition(':')[2]}"
+        )
+    return cli_command("resume", store_url, campaign_id, printed=printed)
+
+
 def _store_word(store_url: str, *, printed: bool) -> str:
     """The store's URL as a pasteable command's word, its password never shown.
 

@@ -95,6 +95,7 @@ from loop.errors import (
     StoreError,
     cli_command,
     first_line,
+    resume_command,
 )
 from loop.failures import (
     OPERATOR_FAILED,
@@ -2383,7 +2384,9 @@ class Runner:
             # code, which would fail every trial alike (ten real experiments, each output under
             # the misspelt key lost with it, before max_failures ended it: found in review).
             self.code_stopped = True
-            resume = cli_command("resume", self.store.url, self.campaign_id)
+            resume = resume_command(
+                self.campaign.instrument.function, self.store.url, self.campaign_id
+            )
             self.request_stop(
                 f"trial #{number}'s function used a misnamed key (its error says which); "
                 f"fix the function, then `{resume}` goes on"

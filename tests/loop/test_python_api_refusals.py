@@ -158,3 +158,20 @@ def test_a_notebook_function_from_the_command_line_says_to_use_a_file(tmp_path: 
     assert "the command line has none" in message, message
     assert "put `measure` in a .py file beside the campaign file" in message, message
     assert "define `measure` in this session first" not in message, message
+
+
+def test_a_notebook_functions_misnamed_key_says_to_resume_from_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop reason said "`closedloop resume --store ... -c 1` goes on", which the command
+    line refuses for a ``__main__:`` function (found in review, session 39): it names the
+    Python call."""
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "measure", lambda inputs: {"Y": 1.0}, raising=False)
+    store = Store(f"sqlite:///{tmp_path / 'nb.db'}")
+    text = BRANIN.replace("INSTRUMENT", '{function: "__main__:measure", outputs: [y]}')
+    summary = Runner(_loaded(tmp_path, text), store).run()
+    assert summary.status == "stopped" and "misnamed key" in summary.reason
+    call = f"Runner.from_store(Store({store.url!r}), {summary.campaign_id}).resume()"
+    assert call in summary.reason and "closedloop resume" not in summary.reason, summary.reason
+    store.close()
