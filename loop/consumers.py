@@ -274,8 +274,13 @@ def drain_consumers(
         left = consumer.backlog
         if left:
             first = consumer.first_missing()
+            # Not dropped: in a process that lives on (a notebook) they still reach it once
+            # it answers, and a replay then sent those runs twice (found in review, session
+            # 39); the command line's process ends here, and they are lost to it.
             logger.warning(
-                "subscription %s is left without its last %d document(s)%s after %.0f s (%s)",
+                "subscription %s has not taken its last %d document(s)%s after %.0f s: they "
+                "reach it if it answers while this process runs; once the process has ended, "
+                "%s",
                 consumer.label,
                 left,
                 f", from trial #{first}'s run on" if first is not None else "",

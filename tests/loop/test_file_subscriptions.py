@@ -205,7 +205,7 @@ def test_a_consumer_the_file_names_that_stalls_holds_no_trial(
     summary = Runner(loaded, store).run()
     assert (summary.status, summary.completed) == ("completed", 3)
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "consumers.py:stalled is left without its last 12 document(s), from trial #1" in said
+    assert "consumers.py:stalled has not taken its last 12 document(s), from trial #1" in said
     assert "--format jsonl --from-trial 1` replays them from the store" in said
     seen = tmp_path / "seen.jsonl"
     assert not seen.exists()
@@ -246,7 +246,7 @@ def test_ctrl_c_while_the_command_waits_for_a_consumer_ends_the_wait(tmp_path: P
     said = " ".join(err.split())
     assert proc.returncode == 0, said
     assert "waiting for subscription consumers.py:crawling" in said
-    assert "consumers.py:crawling is left without its last" in said
+    assert "consumers.py:crawling has not taken its last" in said
     assert "not waiting for the live consumers any more (all is stored)" in said
     assert "before the next trial starts" not in said
     assert "3 completed, 0 failed" in out

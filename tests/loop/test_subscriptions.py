@@ -112,7 +112,9 @@ def test_a_consumer_that_hangs_holds_no_trial(
     assert (summary.status, summary.completed, summary.failed) == ("completed", 4, 0)
     assert server.seen == []
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "is left without its last 16 document(s), from trial #1's run on" in said
+    assert "has not taken its last 16 document(s), from trial #1's run on" in said
+    # they are not dropped: a replay would send them twice (review AB, session 39)
+    assert "they reach it if it answers while this process runs" in said
     assert f"-c {summary.campaign_id} --format jsonl --from-trial 1` replays them" in said
     server.answering.set()
     server.wait_for(16)
