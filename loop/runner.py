@@ -1189,7 +1189,20 @@ class Runner:
         self._refuse_manual_without_operator()
         self._stop_request = self._stop_after = None  # a stop from here on is kept
         self._stop_now = False
+        self._refuse_read_only()
         return self._interruptible(lambda: self._run(prior))
+
+    def _refuse_read_only(self) -> None:
+        """A store opened with ``read_only=True`` runs nothing. It took every write: a
+        notebook that opened a shared store to look at it, then ran a cell with a Runner,
+        wrote to it without a word (found in review, session 39). A runner over it still
+        weighs the stored rules (``status``, ``plan --store``)."""
+        if getattr(self.store, "read_only", False):
+            raise ClosedLoopError(
+                f"store {self.store.url} was opened with read_only=True, and a Runner writes "
+                f"its trials there: open it with Store({self.store.url!r}) to run or resume "
+                "a campaign"
+            )
 
     def _run(self, prior: Sequence[PriorRow] | None) -> CampaignSummary:
         rows = load_prior_data(self.loaded) if prior is None else list(prior)
@@ -1217,6 +1230,7 @@ class Runner:
             raise ClosedLoopError(
                 f"this runner already drives campaign {self.campaign_id}; use resume()"
             )
+        self._refuse_read_only()
         rows = load_prior_data(self.loaded) if prior is None else list(prior)
         c = self.campaign
         # The file's folder is where its relative paths resolve; store a path in it.
@@ -1257,6 +1271,7 @@ class Runner:
                 ``tell`` (resuming would abandon them).
         """
         self._refuse_manual_without_operator()
+        self._refuse_read_only()
         self._stop_request = self._stop_after = None  # a stop from here on is kept
         self._stop_now = False
         return self._interruptible(self._resume)

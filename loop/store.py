@@ -1126,6 +1126,8 @@ class Store:
         url, parsed = _home_expanded(url, parsed)
         url = shown_url(url)
         create = create and not read_only
+        #: Opened to read (``read_only=True``): a :class:`~loop.runner.Runner` refuses it.
+        self.read_only = read_only
         self._read_only = False  # opened read-only: never upgraded (``_set_up_tables``)
         read_uri: str | None = None
         self.url = url

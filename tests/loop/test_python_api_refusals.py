@@ -175,3 +175,22 @@ def test_a_notebook_functions_misnamed_key_says_to_resume_from_python(
     call = f"Runner.from_store(Store({store.url!r}), {summary.campaign_id}).resume()"
     assert call in summary.reason and "closedloop resume" not in summary.reason, summary.reason
     store.close()
+
+
+def test_a_store_opened_read_only_is_refused_by_a_runner(tmp_path: Path) -> None:
+    """``Store(url, read_only=True)`` took every write a Runner made (found in review,
+    session 39): refused, before anything is stored."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    Store(url).close()  # an existing, writable store
+    looking = Store(url, read_only=True)
+    loaded = _loaded(tmp_path, BRANIN.replace("INSTRUMENT", "{simulator: branin}"))
+    with pytest.raises(ClosedLoopError, match=r"opened with read_only=True.*open it with Store"):
+        Runner(loaded, looking).run()
+    assert looking.campaigns() == []
+    writing = Store(url)
+    cid = Runner(loaded, writing, max_trials=1).run().campaign_id
+    writing.close()
+    runner = Runner.from_store(looking, cid)  # it reads, and weighs the stored rules
+    with pytest.raises(ClosedLoopError, match=r"opened with read_only=True"):
+        runner.resume()
+    looking.close()
