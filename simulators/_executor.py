@@ -62,6 +62,7 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -534,7 +535,8 @@ class DaskExecutor:
         except Exception as exc:
             raise ExecutorUnavailable(
                 f"could not start a local Dask cluster with {workers} worker(s): "
-                f"{type(exc).__name__}: {exc}; try fewer `workers` or `kind: inprocess`"
+                f"{type(exc).__name__}: {exc}; "
+                + (_main_guard_hint() or "try fewer `workers` or `kind: inprocess`")
             ) from exc
         try:
             client = Client(cluster, timeout=connect_timeout, security=security)
@@ -1558,6 +1560,30 @@ def _quiet_worker_shutdown(dask_worker: Any = None) -> None:
     log = logging.getLogger("distributed.worker")
     if not any(isinstance(f, _ShutdownHeartbeatFilter) for f in log.filters):
         log.addFilter(_ShutdownHeartbeatFilter())
+
+
+def _main_guard_hint() -> str:
+    """What to do when the script that runs the campaign starts its local cluster at its
+    top level: the workers start by importing that script again (multiprocessing's spawn),
+    which runs its campaign again in each, and they fail. The fix offered had been fewer
+    workers (found in review, session 39); ``""`` for a notebook, the command line, or a
+    script with the guard."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not path or (spec is not None and spec.name.startswith("loop.")):
+        return ""
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    if "__name__" in source and "__main__" in source:
+        return ""
+    return (
+        f"the script {Path(path).name} runs the campaign at its top level, and each worker "
+        "of a local cluster starts by importing it again: put its code under "
+        '`if __name__ == "__main__":`'
+    )
 
 
 def _worker_log_level() -> int:

@@ -339,3 +339,26 @@ def test_distributeds_words_for_what_a_trial_line_says_are_kept_off_the_terminal
         "Task other-key marked as failed because 1 workers died",
         "Received heartbeat from unregistered worker",
     ], shown
+
+
+def test_a_script_without_the_main_guard_is_told_to_add_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script that runs a `kind: local` campaign at its top level: every worker imports
+    it again and fails, and the fix offered was fewer workers (found in review, session
+    39). Judged from the script's text; nothing for one with the guard."""
+    import sys
+    import types
+
+    from simulators._executor import _main_guard_hint
+
+    script = tmp_path / "campaign_run.py"
+    script.write_text("from loop import Runner\nRunner(...).run()\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    hint = _main_guard_hint()
+    assert "campaign_run.py runs the campaign at its top level" in hint
+    assert 'put its code under `if __name__ == "__main__":`' in hint
+    script.write_text('if __name__ == "__main__":\n    run()\n')
+    assert _main_guard_hint() == ""
