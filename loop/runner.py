@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from numbers import Integral
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, runtime_checkable
@@ -801,6 +802,20 @@ class Runner:
         operator: Operator | None = None,
         subscriptions: Sequence[Callable[[str, dict[str, Any]], Any]] = (),
     ) -> None:
+        # A notebook's natural slips (a path for the campaign, a URL for the store) failed
+        # deep inside as AttributeError (found in review, session 39): said with the call.
+        if not isinstance(loaded, LoadedCampaign):
+            raise TypeError(
+                f"Runner takes a loaded campaign, not {type(loaded).__name__} {loaded!r}: "
+                "Runner(load_campaign('campaign.yaml'), Store('sqlite:///runs.db'))"
+            )
+        if not isinstance(store, Store):
+            raise TypeError(
+                f"Runner takes an open store, not {type(store).__name__} {store!r}: "
+                f"Runner(loaded, Store({str(store)!r}))"
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+            raise TypeError(f"seed must be a whole number, not {seed!r}")
         self.loaded = loaded
         self.operator = operator
         # Each consumer on a thread of its own (loop.consumers): a slow or hung server must

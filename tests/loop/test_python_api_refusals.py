@@ -194,3 +194,16 @@ def test_a_store_opened_read_only_is_refused_by_a_runner(tmp_path: Path) -> None
     with pytest.raises(ClosedLoopError, match=r"opened with read_only=True"):
         runner.resume()
     looking.close()
+
+
+def test_a_notebooks_slips_are_said_with_the_call_that_works(tmp_path: Path) -> None:
+    """A path for the campaign, a URL for the store, a seed in quotes failed deep inside as
+    AttributeError (found in review, session 39)."""
+    loaded = _loaded(tmp_path, BRANIN.replace("INSTRUMENT", "{simulator: branin}"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with pytest.raises(TypeError, match=r"Runner\(load_campaign\('campaign.yaml'\)"):
+        Runner(tmp_path / "c.yaml", Store(url))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Runner\(loaded, Store\('sqlite:///"):
+        Runner(loaded, url)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="seed must be a whole number, not '7'"):
+        Runner(loaded, Store(url), seed="7")  # type: ignore[arg-type]
