@@ -81,10 +81,7 @@ def resume_command(
     if function is not None and function.startswith("__main__:"):
         from loop.store import shown_url
 
-        return (
-            f"Runner.from_store(Store({shown_url(store_url)!r}), {campaign_id}).resume() in "
-            f"the Python session that defines {function.partition(':')[2]}"
-        )
+        return f"Runner.from_store(Store({shown_url(store_url)!r}), {campaign_id}).resume()"
     return cli_command("resume", store_url, campaign_id, printed=printed)
 
 
