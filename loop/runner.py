@@ -809,11 +809,7 @@ class Runner:
                 f"Runner takes a loaded campaign, not {type(loaded).__name__} {loaded!r}: "
                 "Runner(load_campaign('campaign.yaml'), Store('sqlite:///runs.db'))"
             )
-        if not isinstance(store, Store):
-            raise TypeError(
-                f"Runner takes an open store, not {type(store).__name__} {store!r}: "
-                f"Runner(loaded, Store({str(store)!r}))"
-            )
+        _check_store(store, "Runner(loaded, {})")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
             raise TypeError(f"seed must be a whole number, not {seed!r}")
         self.loaded = loaded
@@ -925,6 +921,7 @@ class Runner:
             proposes: ``False`` for a runner that only records results (``tell``): the
                 campaign is not checked against its planner.
         """
+        _check_store(store, "Runner.from_store({}, campaign)")
         row = store.campaign(campaign) if campaign is not None else store.latest_unfinished()
         path = path_from_text(row.config_path)  # a name that is not UTF-8 is stored escaped
         base_dir = path.parent
@@ -2956,6 +2953,22 @@ class Runner:
             return self.seed
         entropy = [self.seed, _RESUME_STREAM, trials_so_far]
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def _check_store(store: Any, call: str) -> None:
+    """A ``TypeError`` showing ``call`` with the ``Store`` to give, for a URL or a path given
+    instead (a notebook's slip: it failed deep inside as AttributeError; found in review,
+    session 39). A password in a URL is shown masked, as every message shows it."""
+    if isinstance(store, Store):
+        return
+    from loop.store import shown_url
+
+    text = str(store)
+    url = shown_url(text) if "://" in text else f"sqlite:///{text}"
+    raise TypeError(
+        f"Runner takes an open store, not {type(store).__name__} {shown_url(text)!r}: "
+        + call.format(f"Store({url!r})")
+    )
 
 
 # ---------------------------------------------------------------------------- reconciling

@@ -154,7 +154,8 @@ class _Call:
 
     Attributes:
         number: The trigger it computes.
-        owner: The detector whose trigger it is (a guard may be shared: :data:`_GUARDS`).
+        owner: The detector whose trigger it is (a guard passes from a closed detector to
+            the next: :data:`_GUARDS`).
         stopped: ``time.monotonic()`` when that trigger was stopped (its trial timed out or
             was aborted) while the function ran on; ``None`` while it is still wanted.
     """
@@ -475,40 +476,52 @@ _UNLISTED: weakref.WeakKeyDictionary[Callable[..., Any], set[str]] = weakref.Wea
 class _Guard:
     """Who runs a function now, shared by the detectors that must not call it at once
     (``SimDetector._claim``): ``call`` (or ``None``) under ``done``, notified on every
-    change."""
+    change; ``holders``: the open detectors that hold it (one at a time)."""
 
     def __init__(self) -> None:
         self.done = threading.Condition()
         self.call: _Call | None = None
+        self.holders = 0
 
 
-# function -> seed -> its guard. A campaign's slots have a seed each (instruments.slot_seed)
-# and call the function at once, as they should; the same slot of the next session in this
-# process (a resume after an interrupt, in a notebook) has the same seed and shares its
-# guard, so it waits for a call its stopped predecessor left running (found in review,
-# session 39: built anew, its detector entered the function a second time at once).
-_GUARDS: weakref.WeakKeyDictionary[Callable[..., Any], dict[Any, _Guard]] = (
-    weakref.WeakKeyDictionary()
-)
+# function -> its guards, one per slot position. A detector takes the first guard no open
+# detector holds, and gives it back when it closes. So a campaign's slots (open at once) hold
+# a guard each and call the function at once, as they should; the next session in this
+# process (a resume after an interrupt, in a notebook) takes the guards its closed
+# predecessors held, and its first trial waits for a call one of them left running (found
+# in review, session 39: built anew, a detector entered the function a second time at once;
+# keyed by the slot's seed, a resumed session's fresh seed missed it, review AC).
+_GUARDS: dict[Any, list[_Guard]] = {}
 _GUARDS_LOCK = threading.Lock()
 
 
-def _guard_of(function: Callable[..., Any], seed: Any) -> _Guard:
-    """The guard of ``function`` called by the slot with ``seed`` (see :data:`_GUARDS`); a
-    guard of its own for a function that takes no weak reference. A ``SeedSequence`` (what
-    ``build_simulated_instrument`` hands its detector) is keyed by what fixes its stream, so
-    the same campaign seed and slot give the same guard; one drawn from fresh entropy (no
-    seed) by its own draw."""
-    if isinstance(seed, np.random.SeedSequence):
-        key: Any = (seed.entropy, tuple(seed.spawn_key))
-    else:
-        key = seed if seed is None or isinstance(seed, int) else object()
+def _function_key(function: Callable[..., Any]) -> Any:
+    """What names ``function`` across sessions: its module and qualified name (a notebook
+    cell run again, or a campaign file imported again after an edit, makes a new function
+    object that drives the same instrument); a bound method or a callable object by its
+    object (a built-in problem's ``evaluate``: each campaign has its own)."""
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", None)
+    if isinstance(module, str) and isinstance(name, str) and not hasattr(function, "__self__"):
+        return (module, name)
+    return id(function)
+
+
+def _take_guard(function: Callable[..., Any]) -> _Guard:
+    """The first guard of ``function`` that no open detector holds (see :data:`_GUARDS`)."""
     with _GUARDS_LOCK:
-        try:
-            guards = _GUARDS.setdefault(function, {})
-        except TypeError:
-            return _Guard()
-        return guards.setdefault(key, _Guard())
+        guards = _GUARDS.setdefault(_function_key(function), [])
+        guard = next((g for g in guards if g.holders == 0), None)
+        if guard is None:
+            guard = _Guard()
+            guards.append(guard)
+        guard.holders += 1
+        return guard
+
+
+def _give_back(guard: _Guard) -> None:
+    with _GUARDS_LOCK:
+        guard.holders = max(0, guard.holders - 1)
 
 
 def _detector_class(base: type[SimDetector], outputs: tuple[str, ...]) -> type[SimDetector]:
@@ -626,6 +639,7 @@ class SimDetector(Device):
     _sim_executor: Any
     _sim_future: Any
     _sim_guard: _Guard
+    _sim_closed: bool
     _sim_call_done: threading.Condition
     _sim_clock: threading.Lock  # guards the queue-wait clock (queue_waited)
     _sim_queue_total: float
@@ -700,7 +714,8 @@ class SimDetector(Device):
         self._sim_timer = None
         self._sim_executor = executor
         self._sim_future = None
-        self._sim_guard = _guard_of(function, seed)
+        self._sim_guard = _take_guard(function)
+        self._sim_closed = False
         self._sim_unstarted: str | None = None  # why the last stopped trigger never started
         self._sim_call_done = self._sim_guard.done
         self._sim_clock = threading.Lock()
@@ -947,9 +962,14 @@ class SimDetector(Device):
         return reason is not None and bool(executor.report_lost(reason))
 
     def close(self) -> None:
-        """Cancel a measurement in flight (its Status fails) and release ophyd resources."""
+        """Cancel a measurement in flight (its Status fails) and release ophyd resources;
+        give the function's guard back, for the next session's detector (a call left
+        running is still waited for there)."""
         self._abort("closed")
         self.destroy()
+        if not self._sim_closed:
+            self._sim_closed = True
+            _give_back(self._sim_guard)
 
     def unstarted(self) -> str | None:
         """Why the last trigger, stopped, never called the function (it waited for an
@@ -1114,8 +1134,9 @@ class SimDetector(Device):
 
     @property
     def _sim_call(self) -> _Call | None:
-        """The function's call in progress, this detector's or a stopped predecessor's in
-        this process (see :data:`_GUARDS`); set and read under ``_sim_call_done``."""
+        """The function's call in progress, this detector's or one a closed predecessor left
+        running in this process (see :data:`_GUARDS`); set and read under
+        ``_sim_call_done``."""
         return self._sim_guard.call
 
     @_sim_call.setter

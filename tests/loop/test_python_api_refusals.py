@@ -205,5 +205,11 @@ def test_a_notebooks_slips_are_said_with_the_call_that_works(tmp_path: Path) -> 
         Runner(tmp_path / "c.yaml", Store(url))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Runner\(loaded, Store\('sqlite:///"):
         Runner(loaded, url)  # type: ignore[arg-type]
+    # a path gets the URL of that file; a password is never shown (review AC)
+    with pytest.raises(TypeError, match=r"Store\('sqlite:///.*s\.db'\)"):
+        Runner.from_store(tmp_path / "s.db", 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as shown:
+        Runner(loaded, "postgresql+psycopg://lab:s3cret@db/runs")  # type: ignore[arg-type]
+    assert "s3cret" not in str(shown.value) and "lab:***@db" in str(shown.value)
     with pytest.raises(TypeError, match="seed must be a whole number, not '7'"):
         Runner(loaded, Store(url), seed="7")  # type: ignore[arg-type]
