@@ -1213,14 +1213,17 @@ def _owed_retries(
     if not owed:
         return [], ""
     row = db.campaign(cid)
-    command = cli_command("resume", db.url, cid)
+    function = c.instrument.function
+    command = resume_command(function, db.url, cid)
     if runner is None:  # the runner's stopping rules, imported only when a retry is owed
         runner = _stored_runner(db, cid)
         if runner is None:  # not resumable as stored: `resume` says why, not status
             return owed, command
     spent = runner.spent(found, row.elapsed_seconds or 0.0)
     if spent is not None:
-        return ([], "") if spent.option is None else (owed, f"{command} {spent.option}")
+        if spent.option is None:
+            return [], ""
+        return owed, resume_command(function, db.url, cid, spent.option)
     return owed, command
 
 

@@ -72,17 +72,30 @@ def cli_command(
 
 
 def resume_command(
-    function: str | None, store_url: str, campaign_id: int | None, *, printed: bool = False
+    function: str | None,
+    store_url: str,
+    campaign_id: int | None,
+    *options: str,
+    printed: bool = False,
 ) -> str:
-    """How to continue a campaign: ``closedloop resume --store URL -c ID`` (see
+    """How to continue a campaign: ``closedloop resume --store URL -c ID [OPTIONS]`` (see
     :func:`cli_command`), or for one whose ``function:`` lives in a Python session
-    (``__main__:measure``, a notebook's), which the command line refuses, the Python call
-    (found in review, session 39: a notebook's campaign was told to run the command)."""
+    (``__main__:measure``, a notebook's), which the command line refuses, the Python call,
+    a budget option (``--max-trials 13``) as its keyword (found in review, session 39: a
+    notebook's campaign was told to run the command)."""
     if function is not None and function.startswith("__main__:"):
+        from loop.config import parse_duration
         from loop.store import shown_url
 
-        return f"Runner.from_store(Store({shown_url(store_url)!r}), {campaign_id}).resume()"
-    return cli_command("resume", store_url, campaign_id, printed=printed)
+        keywords = ""
+        for option in options:
+            flag, _, value = option.partition(" ")
+            name = flag.lstrip("-").replace("-", "_")
+            number = parse_duration(value) if name == "max_duration" else value
+            keywords += f", {name}={number}"
+        store = f"Store({shown_url(store_url)!r})"
+        return f"Runner.from_store({store}, {campaign_id}{keywords}).resume()"
+    return cli_command("resume", store_url, campaign_id, *options, printed=printed)
 
 
 def _store_word(store_url: str, *, printed: bool) -> str:

@@ -549,3 +549,19 @@ def test_a_command_to_paste_never_shows_a_password(monkeypatch: pytest.MonkeyPat
     assert cli_command("status", "sqlite:///runs/x.db", 1, printed=True) == (
         "closedloop status --store sqlite:///runs/x.db -c 1"
     )
+
+
+def test_a_notebook_campaign_is_resumed_by_the_python_call() -> None:
+    """A ``__main__:`` function's campaign cannot be resumed from the command line: its
+    messages (a misnamed key's stop, status's owed retry) name the Python call, a budget
+    option as its keyword (found in review, session 39)."""
+    from loop.errors import resume_command
+
+    url = "sqlite:///runs/x.db"
+    assert resume_command("__main__:measure", url, 1, "--max-trials 13") == (
+        "Runner.from_store(Store('sqlite:///runs/x.db'), 1, max_trials=13).resume()"
+    )
+    assert "max_duration=7200.0" in resume_command("__main__:measure", url, 1, "--max-duration 2h")
+    assert resume_command("model.py:measure", url, 1, "--max-trials 13") == (
+        "closedloop resume --store sqlite:///runs/x.db -c 1 --max-trials 13"
+    )
