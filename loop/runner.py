@@ -810,8 +810,11 @@ class Runner:
                 "Runner(load_campaign('campaign.yaml'), Store('sqlite:///runs.db'))"
             )
         _check_store(store, "Runner(loaded, {})")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
-            raise TypeError(f"seed must be a whole number, not {seed!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32
+        ):
+            # the campaign file's own rule (ge=0, lt=2**32; review AC)
+            raise TypeError(f"seed must be a whole number in [0, 2**32), not {seed!r}")
         self.loaded = loaded
         self.operator = operator
         # Each consumer on a thread of its own (loop.consumers): a slow or hung server must
@@ -1477,10 +1480,12 @@ class Runner:
             if name == "max-duration":  # a duration on the command line, seconds here
                 value = f"{parse_duration(value):.0f}"
             override = f"{name.replace('-', '_')}={value}"
+            # a notebook's function (__main__:) cannot be resumed from the command line
+            notebook = (self.campaign.instrument.function or "").startswith("__main__:")
             raise CampaignFinished(
                 f"{done}. To extend it, resume with a larger budget, e.g. "
-                f"Runner.from_store(Store({self.store.url!r}), {cid}, {override}).resume(), "
-                f"or on the command line `{resume}`"
+                f"Runner.from_store(Store({self.store.url!r}), {cid}, {override}).resume()"
+                + ("" if notebook else f", or on the command line `{resume}`")
             )
         raise CampaignFinished(
             f"{done}. To extend it, resume with a larger budget, e.g. `{resume}`"

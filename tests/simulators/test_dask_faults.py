@@ -360,5 +360,13 @@ def test_a_script_without_the_main_guard_is_told_to_add_it(
     hint = _main_guard_hint()
     assert "campaign_run.py runs the campaign at its top level" in hint
     assert 'put its code under `if __name__ == "__main__":`' in hint
-    script.write_text('if __name__ == "__main__":\n    run()\n')
+    # any mention of the names is not the guard (review AC)
+    script.write_text("import logging\nlog = logging.getLogger(__name__)  # not __main__\n")
+    assert "put its code under" in _main_guard_hint()
+    for guard in ('if __name__ == "__main__":\n    run()\n', "if '__main__' == __name__: run()\n"):
+        script.write_text(guard)
+        assert _main_guard_hint() == ""
+    # `python -m pkg` runs a package's __main__.py, which the workers never import again
+    script.write_text("run()\n")
+    main.__spec__ = types.SimpleNamespace(name="pkg.__main__")  # type: ignore[assignment]
     assert _main_guard_hint() == ""
