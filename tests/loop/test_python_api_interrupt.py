@@ -222,3 +222,48 @@ def test_an_interrupt_as_the_last_trial_is_stored_returns_the_summary(
     assert store.campaign(runner.campaign_id or 0).status == "completed"
     assert "the interrupt came as campaign 'nb' ended by itself" in caplog.text
     store.close()
+
+
+def test_a_resume_in_the_same_process_waits_for_the_call_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook: a cell interrupted while its function's call ran (a call cannot be
+    interrupted), then ``Runner.from_store(...).resume()``. The resumed session entered the
+    function at once, twice at the same time (found in review, session 39; a resumed
+    session's slots have fresh seeds, so a guard keyed by the seed missed it)."""
+    import _thread
+    import sys
+
+    calls: list[float] = []
+    active = [0, 0]  # now, peak
+    lock = threading.Lock()
+
+    def measure(inputs: dict[str, float]) -> dict[str, float]:
+        with lock:
+            calls.append(inputs["x1"])
+            active[0] += 1
+            active[1] = max(active)
+            second = len(calls) == 2
+        try:
+            if second:  # interrupted while it runs, and it runs on
+                threading.Timer(0.3, _thread.interrupt_main).start()
+                time.sleep(1.5)
+            return {"y": inputs["x1"]}
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(sys.modules["__main__"], "measure", measure, raising=False)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    text = CAMPAIGN.replace(
+        "{simulator: branin, INSTRUMENT}", '{function: "__main__:measure", outputs: [y]}'
+    )
+    path = tmp_path / "nb.yaml"
+    path.write_text(text)
+    runner = Runner(parse_campaign(text, path=path, base_dir=tmp_path), store)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    summary = Runner.from_store(store, runner.campaign_id, max_trials=4).resume()
+    assert summary.completed == 4
+    assert active[1] == 1, "the function was entered twice at once"
+    store.close()
