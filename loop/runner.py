@@ -805,9 +805,10 @@ class Runner:
         # A notebook's natural slips (a path for the campaign, a URL for the store) failed
         # deep inside as AttributeError (found in review, session 39): said with the call.
         if not isinstance(loaded, LoadedCampaign):
+            file = str(loaded) if isinstance(loaded, str | os.PathLike) else "campaign.yaml"
             raise TypeError(
                 f"Runner takes a loaded campaign, not {type(loaded).__name__} {loaded!r}: "
-                "Runner(load_campaign('campaign.yaml'), Store('sqlite:///runs.db'))"
+                f"Runner(load_campaign({file!r}), Store('sqlite:///runs.db'))"
             )
         _check_store(store, "Runner(loaded, {})")
         if seed is not None and (
