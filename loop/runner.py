@@ -816,6 +816,8 @@ class Runner:
         ):
             # the campaign file's own rule (ge=0, lt=2**32; review AC)
             raise TypeError(f"seed must be a whole number in [0, 2**32), not {seed!r}")
+        if seed is not None:
+            seed = int(seed)  # a NumPy integer failed deep inside, stored as JSON (review AD)
         self.loaded = loaded
         self.operator = operator
         # Each consumer on a thread of its own (loop.consumers): a slow or hung server must

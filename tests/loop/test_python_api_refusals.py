@@ -211,6 +211,9 @@ def test_a_notebooks_slips_are_said_with_the_call_that_works(tmp_path: Path) -> 
     with pytest.raises(TypeError) as shown:
         Runner(loaded, "postgresql+psycopg://lab:s3cret@db/runs")  # type: ignore[arg-type]
     assert "s3cret" not in str(shown.value) and "lab:***@db" in str(shown.value)
+    import numpy as np
+
+    assert Runner(loaded, Store(url), seed=np.int64(5)).seed == 5  # type: ignore[arg-type]
     for seed in ("7", -1, 2**32):
         with pytest.raises(TypeError, match=r"seed must be a whole number in \[0, 2\*\*32\)"):
             Runner(loaded, Store(url), seed=seed)  # type: ignore[arg-type]
