@@ -714,8 +714,11 @@ class SimDetector(Device):
         self._sim_timer = None
         self._sim_executor = executor
         self._sim_future = None
-        self._sim_guard = _take_guard(function)
-        self._sim_closed = False
+        # Only an in-process call waits for one left running: a detector on an executor
+        # holds no shared guard, whose left-over call its abort had taken for one it waited
+        # for, and stored a trial that ran as "not measured" (review AD, session 39).
+        self._sim_guard = _take_guard(function) if executor is None else _Guard()
+        self._sim_closed = executor is not None  # nothing to give back
         self._sim_unstarted: str | None = None  # why the last stopped trigger never started
         self._sim_call_done = self._sim_guard.done
         self._sim_clock = threading.Lock()

@@ -359,3 +359,24 @@ def test_a_number_too_large_for_a_float_is_a_wrong_output(value: int) -> None:
     assert "returned a non-numeric output: y = " in text, text
     assert "is too large for a float (at most 1.798e+308)" in text, text
     assert "OverflowError" not in text
+
+
+def test_a_detector_on_an_executor_never_waits_for_an_in_process_call(probe: Probe) -> None:
+    """A session moved to an executor after an in-process one left a call running: its trial
+    ran (on the executor), and its abort had taken the left-over call for one it waited for,
+    storing "not measured ... never called it" (found in review, session 39)."""
+    old = _instrument(probe, latency=0.01)
+    _stuck(old, probe)
+    old.close()  # the in-process call runs on
+    probe.delay = 1.0  # the executor's call of the same function takes a while
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        moved = _instrument(probe, latency=0.01, executor=pool)
+        try:
+            status = moved.detector.trigger()
+            time.sleep(0.2)
+            moved.detector.stop()  # its trial timed out while the executor ran it
+            assert "waiting for" not in str(status.exception())
+            assert moved.detector.unstarted() is None
+        finally:
+            moved.close()
+            probe.gate.set()
