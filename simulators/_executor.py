@@ -1582,7 +1582,7 @@ def _main_guard_hint() -> str:
         tree = ast.parse(Path(path).read_bytes())
     except (OSError, SyntaxError, ValueError):
         return ""
-    if any(_is_main_guard(node) for node in ast.walk(tree)):
+    if any(_is_main_guard(node) for node in tree.body):  # at the top level, as it works
         return ""
     return (
         f"the script {Path(path).name} runs the campaign at its top level, and each worker "
@@ -1592,15 +1592,21 @@ def _main_guard_hint() -> str:
 
 
 def _is_main_guard(node: ast.AST) -> bool:
-    """Whether ``node`` is ``if __name__ == "__main__":`` (either way round): the guard
-    itself, not any mention of the two names (``logging.getLogger(__name__)`` had hidden
-    the hint: review AC, session 39)."""
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either way round, within an
+    ``and``, or as ``in`` a tuple): the guard itself, not any mention of the two names
+    (``logging.getLogger(__name__)`` had hidden the hint: reviews AC and AD, session 39)."""
+    if not isinstance(node, ast.If):
         return False
-    sides = [node.test.left, *node.test.comparators]
-    names = any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
-    main = any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
-    return names and main
+    for test in ast.walk(node.test):  # `... and ...`, `__name__ in ("__main__", ...)` too
+        if not isinstance(test, ast.Compare):
+            continue
+        sides = [test.left, *test.comparators]
+        inside = [n for s in sides for n in ast.walk(s)]
+        names = any(isinstance(n, ast.Name) and n.id == "__name__" for n in inside)
+        main = any(isinstance(n, ast.Constant) and n.value == "__main__" for n in inside)
+        if names and main:
+            return True
+    return False
 
 
 def _worker_log_level() -> int:

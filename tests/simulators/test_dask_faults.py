@@ -363,7 +363,14 @@ def test_a_script_without_the_main_guard_is_told_to_add_it(
     # any mention of the names is not the guard (review AC)
     script.write_text("import logging\nlog = logging.getLogger(__name__)  # not __main__\n")
     assert "put its code under" in _main_guard_hint()
-    for guard in ('if __name__ == "__main__":\n    run()\n', "if '__main__' == __name__: run()\n"):
+    script.write_text('def f():\n    if __name__ == "__main__":\n        pass\nrun()\n')
+    assert "put its code under" in _main_guard_hint()  # a guard in a function guards nothing
+    for guard in (
+        'if __name__ == "__main__":\n    run()\n',
+        "if '__main__' == __name__: run()\n",
+        'if __name__ == "__main__" and ok:\n    run()\n',
+        'if __name__ in ("__main__", "__mp_main__"):\n    run()\n',
+    ):
         script.write_text(guard)
         assert _main_guard_hint() == ""
     # `python -m pkg` runs a package's __main__.py, which the workers never import again
