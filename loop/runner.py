@@ -1472,11 +1472,18 @@ class Runner:
         url = self.store.url
         resume = cli_command("resume", url, cid, *filter(None, [spent.option]))
         if spent.option is None:
+            # a notebook's function (__main__:) runs from Python only (review AD)
+            notebook = (self.campaign.instrument.function or "").startswith("__main__:")
+            then = (
+                "then a campaign file with `prior_data: done.csv` and a new target or "
+                "patience, run from this Python session"
+                if notebook
+                else "then `closedloop run FILE --prior done.csv` with a new target or patience"
+            )
             raise CampaignFinished(
                 f"{done}. Nothing to resume, whatever the trial budget. To go on, start a new "
                 "campaign from this one's data: "
-                f"`{cli_command('export', url, cid, '-o done.csv')}`, then `closedloop run "
-                "FILE --prior done.csv` with a new target or patience"
+                f"`{cli_command('export', url, cid, '-o done.csv')}`, {then}"
             )
         if python:
             name, value = spent.option.removeprefix("--").split(" ", 1)

@@ -217,3 +217,23 @@ def test_a_notebooks_slips_are_said_with_the_call_that_works(tmp_path: Path) -> 
     for seed in ("7", -1, 2**32):
         with pytest.raises(TypeError, match=r"seed must be a whole number in \[0, 2\*\*32\)"):
             Runner(loaded, Store(url), seed=seed)  # type: ignore[arg-type]
+
+
+def test_a_notebook_campaign_its_target_ended_is_told_the_python_way_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "then `closedloop run FILE --prior done.csv`", which the command line refuses for a
+    ``__main__:`` function (found in review, session 39)."""
+    from loop.runner import CampaignFinished
+
+    monkeypatch.setattr(sys.modules["__main__"], "measure", lambda i: {"y": -1.0}, raising=False)
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    text = BRANIN.replace("INSTRUMENT", '{function: "__main__:measure", outputs: [y]}').replace(
+        "budget: {max_trials: 4}", "budget: {max_trials: 4, target: 0}"
+    )
+    cid = Runner(_loaded(tmp_path, text), store).run().campaign_id
+    with pytest.raises(CampaignFinished) as info:
+        Runner.from_store(store, cid).resume()
+    message = str(info.value)
+    assert "prior_data: done.csv" in message and "closedloop run" not in message, message
+    store.close()
