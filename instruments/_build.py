@@ -787,8 +787,31 @@ def _load_file(target: str, base_dir: Path, *, what: str) -> ModuleType:
     finally:
         if added and folder in sys.path:
             sys.path.remove(folder)
+    for helper in _helpers_of(path):  # its own modules beside it: their imports too
+        clash = _own_package_imported(helper)
+        if clash:
+            sys.modules.pop(module_name, None)
+            raise InstrumentConfigError(
+                f"{target!r} imports {helper.name}, which {clash}",
+                field=what,
+                fix=clash.rpartition(": ")[2],
+            )
     _loaded_files[key] = module
     return module
+
+
+def _helpers_of(path: Path) -> list[Path]:
+    """The files of the modules beside ``path`` that are imported now (``import helpers``
+    of a ``helpers.py`` there): a helper's ``import instruments`` of an ``instruments.py``
+    beside it got closedloop's package as well, and every trial then failed (found in
+    review, session 39)."""
+    found = []
+    for other in list(sys.modules.values()):
+        file = getattr(other, "__file__", None)
+        if file and Path(file).parent == path.parent and Path(file) != path:
+            if Path(file).suffix == ".py" and Path(file).stem not in _OWN_PACKAGES:
+                found.append(Path(file))
+    return sorted(set(found))
 
 
 def _line_in(path: Path, exc: BaseException) -> str:

@@ -481,3 +481,21 @@ def test_a_misnamed_key_stored_by_an_earlier_version_is_still_known() -> None:
     )
     assert misnamed(old) and misnamed(old.replace("`closedloop resume`", "resume this campaign"))
     assert not misnamed("function measure (model.py) raised KeyError: 'tt'")
+
+
+def test_a_helper_module_importing_a_hidden_package_is_refused_too(tmp_path: Path) -> None:
+    """The function file's own imports were checked, not those of the modules it imports
+    from its folder (found in review, session 39)."""
+    (tmp_path / "instruments.py").write_text("def pump_model(x):\n    return 2 * x\n")
+    (tmp_path / "pumps.py").write_text(
+        "import instruments\n\n\ndef flow(x):\n    return instruments.pump_model(x)\n"
+    )
+    path = _campaign(
+        tmp_path,
+        "import pumps\ndef measure(x):\n    return {'yield_pct': pumps.flow(1.0), 'cost': 1.0}\n",
+    )
+    with pytest.raises(CampaignConfigError) as info:
+        load_campaign(path)
+    message = str(info.value)
+    assert "imports pumps.py, which imports 'instruments' at line 1" in message, message
+    assert "rename it (e.g. lab_instruments) and its imports" in message
